@@ -1,0 +1,451 @@
+//! One remote peer's protocol state: handshake, keypair slots, cookie state,
+//! timers and counters.
+//!
+//! Locking: `handshake` and `keypairs` are separate short mutexes; neither is
+//! held across transport AEAD. Sending clones the current keypair's `Arc`
+//! under a read lock and seals outside it. The order, when both are taken,
+//! is handshake then keypairs.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use zeroize::Zeroizing;
+
+use crate::handshake::{self, HandshakeState, PartialInitiation};
+use crate::messages::{INITIATION_LEN, RESPONSE_LEN};
+use crate::{
+    CookieGenerator, Error, Keypair, PresharedKey, PublicKey, StaticSecret, Tai64N, Time, Timers,
+    INITIATIONS_PER_SECOND, KEEPALIVE_TIMEOUT, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME,
+    REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, REKEY_TIMEOUT,
+};
+
+/// Slots of a peer's sessions (whitepaper section 6.1): `current` sends,
+/// `previous` still receives packets in flight across a rekey, `next` is a
+/// responder's new session that becomes current once the initiator has
+/// proven it holds the keys by sending data with it.
+#[derive(Default)]
+pub(crate) struct Keypairs {
+    pub(crate) current: Option<Arc<Keypair>>,
+    pub(crate) previous: Option<Arc<Keypair>>,
+    pub(crate) next: Option<Arc<Keypair>>,
+}
+
+impl Keypairs {
+    /// Installs a new session; returns the keypairs that fell out of every slot.
+    pub(crate) fn install(&mut self, kp: Arc<Keypair>) -> Vec<Arc<Keypair>> {
+        let mut evicted = Vec::new();
+        if kp.is_initiator {
+            // A next keypair we never confirmed moves to previous so that
+            // data the other side already sent with it still decrypts.
+            if let Some(next) = self.next.take() {
+                evicted.extend(self.previous.replace(next));
+                evicted.extend(self.current.take());
+            } else {
+                evicted.extend(self.previous.take());
+                self.previous = self.current.take();
+            }
+            self.current = Some(kp);
+        } else {
+            evicted.extend(self.next.replace(kp));
+            evicted.extend(self.previous.take());
+        }
+        evicted
+    }
+
+    /// Called when data arrived on `kp`: if it is the unconfirmed `next`,
+    /// it becomes current. Returns what fell out, or None if nothing moved.
+    pub(crate) fn confirm(&mut self, kp: &Arc<Keypair>) -> Option<Vec<Arc<Keypair>>> {
+        if !self.next.as_ref().is_some_and(|n| Arc::ptr_eq(n, kp)) {
+            return None;
+        }
+        let next = self.next.take();
+        let mut evicted = Vec::new();
+        evicted.extend(self.previous.take());
+        self.previous = self.current.take();
+        self.current = next;
+        Some(evicted)
+    }
+
+    pub(crate) fn take_all(&mut self) -> Vec<Arc<Keypair>> {
+        [self.current.take(), self.previous.take(), self.next.take()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+pub(crate) struct HandshakeSlot {
+    pub(crate) state: HandshakeState,
+    /// DH(our static, peer static), or the reason there is none (low order).
+    static_static: Result<Zeroizing<[u8; 32]>, Error>,
+    psk: PresharedKey,
+    /// Newest initiation timestamp accepted from this peer.
+    latest_timestamp: Option<Tai64N>,
+    last_initiation_consumed: Option<Time>,
+    last_initiation_sent: Option<Time>,
+}
+
+/// Counters for status output, `wg show` and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub last_handshake: Option<Time>,
+}
+
+pub struct Peer {
+    remote: PublicKey,
+    pub(crate) handshake: Mutex<HandshakeSlot>,
+    pub(crate) keypairs: RwLock<Keypairs>,
+    pub(crate) cookies: CookieGenerator,
+    pub timers: Timers,
+    rx_bytes: AtomicU64,
+    tx_bytes: AtomicU64,
+    /// `nanos + 1` of the last completed handshake; 0 when none.
+    last_handshake: AtomicU64,
+    /// Set once the receive-side "last minute" rekey was requested for the
+    /// current session, so it is requested once, as in the kernel.
+    sent_lastminute_handshake: AtomicBool,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("public_key", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Peer {
+    pub(crate) fn new(
+        local: Option<&StaticSecret>,
+        remote: PublicKey,
+        psk: Option<PresharedKey>,
+        keepalive: u16,
+    ) -> Peer {
+        Peer {
+            remote,
+            handshake: Mutex::new(HandshakeSlot {
+                state: HandshakeState::None,
+                static_static: Self::static_static(local, &remote),
+                psk: psk.unwrap_or_default(),
+                latest_timestamp: None,
+                last_initiation_consumed: None,
+                last_initiation_sent: None,
+            }),
+            keypairs: RwLock::default(),
+            cookies: CookieGenerator::new(&remote),
+            timers: Timers::new(keepalive),
+            rx_bytes: AtomicU64::new(0),
+            tx_bytes: AtomicU64::new(0),
+            last_handshake: AtomicU64::new(0),
+            sent_lastminute_handshake: AtomicBool::new(false),
+        }
+    }
+
+    fn static_static(
+        local: Option<&StaticSecret>,
+        remote: &PublicKey,
+    ) -> Result<Zeroizing<[u8; 32]>, Error> {
+        local.ok_or(Error::NoPrivateKey)?.diffie_hellman(remote)
+    }
+
+    pub fn public_key(&self) -> &PublicKey {
+        &self.remote
+    }
+
+    pub(crate) fn hs(&self) -> std::sync::MutexGuard<'_, HandshakeSlot> {
+        self.handshake.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn kps(&self) -> std::sync::RwLockReadGuard<'_, Keypairs> {
+        self.keypairs.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn kps_mut(&self) -> std::sync::RwLockWriteGuard<'_, Keypairs> {
+        self.keypairs.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Recomputes what depends on our private key (after it changed).
+    pub(crate) fn set_local_key(&self, local: Option<&StaticSecret>) {
+        let mut hs = self.hs();
+        hs.static_static = Self::static_static(local, &self.remote);
+        hs.state = HandshakeState::None;
+    }
+
+    pub fn set_preshared_key(&self, psk: Option<PresharedKey>) {
+        self.hs().psk = psk.unwrap_or_default();
+    }
+
+    pub fn preshared_key(&self) -> PresharedKey {
+        self.hs().psk.clone()
+    }
+
+    /// Whether a handshake with this peer is possible at all (false for a
+    /// low-order public key, or when the interface has no private key).
+    pub fn can_handshake(&self) -> bool {
+        self.hs().static_static.is_ok()
+    }
+
+    pub fn stats(&self) -> PeerStats {
+        let lh = self.last_handshake.load(Ordering::Relaxed);
+        PeerStats {
+            rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
+            tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
+            last_handshake: lh.checked_sub(1).map(Time::from_nanos),
+        }
+    }
+
+    /// Whether an initiation may be sent now: at most one per REKEY_TIMEOUT.
+    pub fn initiation_allowed(&self, now: Time) -> bool {
+        self.hs()
+            .last_initiation_sent
+            .is_none_or(|t| now.saturating_since(t) >= REKEY_TIMEOUT)
+    }
+
+    pub fn handshake_in_flight(&self) -> bool {
+        !self.hs().state.is_none()
+    }
+
+    pub fn current_keypair(&self) -> Option<Arc<Keypair>> {
+        self.kps().current.clone()
+    }
+
+    pub fn has_next_keypair(&self) -> bool {
+        self.kps().next.is_some()
+    }
+
+    /// The keypair to seal with now, or `NoSession` when the caller must
+    /// queue the packet and start a handshake.
+    pub fn keypair_for_sending(&self, now: Time) -> Result<Arc<Keypair>, Error> {
+        match self.kps().current.as_ref() {
+            Some(kp) if !kp.is_expired(now) && kp.next_counter() < REJECT_AFTER_MESSAGES => {
+                Ok(kp.clone())
+            }
+            _ => Err(Error::NoSession),
+        }
+    }
+
+    /// Whether sending on `kp` should start a new handshake (the initiator
+    /// rekeys after REKEY_AFTER_TIME or REKEY_AFTER_MESSAGES).
+    pub fn needs_rekey_on_send(&self, kp: &Keypair, now: Time) -> bool {
+        kp.is_initiator
+            && (now.saturating_since(kp.created) >= REKEY_AFTER_TIME
+                || kp.next_counter() >= REKEY_AFTER_MESSAGES)
+    }
+
+    /// Whether receiving on the current session should start a handshake:
+    /// the initiator's session is about to hit REJECT_AFTER_TIME and the
+    /// send-side rekey did not happen (nothing was sent). Fires once per session.
+    pub(crate) fn needs_rekey_on_receive(&self, kp: &Keypair, now: Time) -> bool {
+        let threshold = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT;
+        kp.is_initiator
+            && now.saturating_since(kp.created) >= threshold
+            && !self.sent_lastminute_handshake.swap(true, Ordering::Relaxed)
+    }
+
+    /// Records authenticated messages we sent: `wire_bytes` in total, of
+    /// which some carried data (not only keepalives or handshakes).
+    pub fn on_sent(&self, now: Time, wire_bytes: u64, is_data: bool) {
+        self.tx_bytes.fetch_add(wire_bytes, Ordering::Relaxed);
+        self.timers.on_authenticated_packet_sent(now);
+        if is_data {
+            self.timers.on_data_sent(now);
+        }
+    }
+
+    pub(crate) fn on_received(&self, now: Time, wire_len: u64, is_data: bool) {
+        self.rx_bytes.fetch_add(wire_len, Ordering::Relaxed);
+        self.timers.on_authenticated_packet_received(now);
+        if is_data {
+            self.timers.on_data_received(now);
+        }
+    }
+
+    pub(crate) fn on_handshake_complete(&self, now: Time) {
+        self.timers.on_handshake_complete();
+        self.last_handshake
+            .store(now.as_nanos() + 1, Ordering::Relaxed);
+        self.sent_lastminute_handshake
+            .store(false, Ordering::Relaxed);
+    }
+
+    /// Builds an initiation (MACs included) for the given local index.
+    pub(crate) fn create_initiation(
+        &self,
+        local: &StaticSecret,
+        local_index: u32,
+        now: Time,
+        wall: SystemTime,
+    ) -> Result<([u8; INITIATION_LEN], Option<u32>), Error> {
+        let mut hs = self.hs();
+        if hs
+            .last_initiation_sent
+            .is_some_and(|t| now.saturating_since(t) < REKEY_TIMEOUT)
+        {
+            return Err(Error::InitiationTooSoon);
+        }
+        let ss = hs.static_static.as_ref().map_err(|e| *e)?;
+        let (mut msg, state) =
+            handshake::create_initiation(local, &self.remote, ss, local_index, wall)?;
+        let replaced = hs.state.initiation_index();
+        hs.state = HandshakeState::InitiationSent(state);
+        hs.last_initiation_sent = Some(now);
+        let retry = self.timers.handshake_in_progress();
+        drop(hs);
+        self.cookies.add_macs(&mut msg, now);
+        self.timers.on_handshake_initiated(now, retry);
+        self.on_sent(now, INITIATION_LEN as u64, false);
+        Ok((msg, replaced))
+    }
+
+    /// Authenticates an initiation against this peer and records it. Nothing
+    /// changes unless the initiation is valid, newer than the last one, and
+    /// not part of a flood.
+    pub(crate) fn consume_initiation(
+        &self,
+        partial: PartialInitiation,
+        now: Time,
+    ) -> Result<(), Error> {
+        let mut hs = self.hs();
+        let ss = hs.static_static.as_ref().map_err(|e| *e)?;
+        let (ts, state) = handshake::consume_initiation_finish(partial, ss)?;
+        if hs.latest_timestamp.is_some_and(|latest| ts <= latest) {
+            return Err(Error::ReplayedInitiation);
+        }
+        let min_gap = Duration::from_nanos(1_000_000_000 / INITIATIONS_PER_SECOND);
+        if hs
+            .last_initiation_consumed
+            .is_some_and(|t| now.saturating_since(t) < min_gap)
+        {
+            return Err(Error::InitiationFlood);
+        }
+        hs.latest_timestamp = Some(ts);
+        hs.last_initiation_consumed = Some(now);
+        hs.state = HandshakeState::InitiationConsumed(state);
+        Ok(())
+    }
+
+    /// Answers the consumed initiation: returns the response (MACs included)
+    /// and the new keypair, and the index of an initiation of ours it replaced.
+    pub(crate) fn create_response(
+        &self,
+        local_index: u32,
+        now: Time,
+    ) -> Result<([u8; RESPONSE_LEN], Keypair, Option<u32>), Error> {
+        let mut hs = self.hs();
+        let replaced = hs.state.initiation_index();
+        let state = match std::mem::take(&mut hs.state) {
+            HandshakeState::InitiationConsumed(s) => s,
+            other => {
+                hs.state = other;
+                return Err(Error::UnexpectedResponse);
+            }
+        };
+        let (mut msg, kp) =
+            handshake::create_response(state, &self.remote, &hs.psk, local_index, now)?;
+        drop(hs);
+        self.cookies.add_macs(&mut msg, now);
+        self.timers.on_session_derived(now);
+        self.on_sent(now, RESPONSE_LEN as u64, false);
+        Ok((msg, kp, replaced))
+    }
+
+    /// Consumes a response to our initiation; on success the handshake slot
+    /// is cleared and the initiator's keypair returned.
+    pub(crate) fn consume_response(
+        &self,
+        msg: &[u8; RESPONSE_LEN],
+        local: &StaticSecret,
+        now: Time,
+    ) -> Result<Keypair, Error> {
+        let mut hs = self.hs();
+        let kp = match &hs.state {
+            HandshakeState::InitiationSent(s) => {
+                handshake::consume_response(s, msg, local, &hs.psk, now)?
+            }
+            _ => return Err(Error::UnexpectedResponse),
+        };
+        hs.state = HandshakeState::None;
+        drop(hs);
+        self.timers.on_session_derived(now);
+        self.on_handshake_complete(now);
+        Ok(kp)
+    }
+
+    /// Forgets the handshake in flight; returns its index for removal.
+    pub(crate) fn clear_handshake(&self) -> Option<u32> {
+        let mut hs = self.hs();
+        let idx = hs.state.initiation_index();
+        hs.state = HandshakeState::None;
+        idx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kp(idx: u32, initiator: bool) -> Arc<Keypair> {
+        Arc::new(Keypair::new(
+            &[1; 32],
+            &[2; 32],
+            idx,
+            idx + 100,
+            Time::ZERO,
+            initiator,
+        ))
+    }
+
+    fn slots(k: &Keypairs) -> [Option<u32>; 3] {
+        [&k.current, &k.previous, &k.next].map(|s| s.as_ref().map(|k| k.local_index))
+    }
+
+    #[test]
+    fn initiator_sessions_rotate_current_to_previous() {
+        let mut k = Keypairs::default();
+        assert!(k.install(kp(1, true)).is_empty());
+        assert_eq!(slots(&k), [Some(1), None, None]);
+        assert!(k.install(kp(2, true)).is_empty());
+        assert_eq!(slots(&k), [Some(2), Some(1), None]);
+        let ev = k.install(kp(3, true));
+        assert_eq!(
+            ev.iter().map(|k| k.local_index).collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert_eq!(slots(&k), [Some(3), Some(2), None]);
+    }
+
+    #[test]
+    fn responder_session_waits_in_next_until_confirmed() {
+        let mut k = Keypairs::default();
+        k.install(kp(1, true));
+        k.install(kp(2, true));
+        let ev = k.install(kp(3, false));
+        assert_eq!(
+            ev.iter().map(|k| k.local_index).collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert_eq!(slots(&k), [Some(2), None, Some(3)]);
+        let other = kp(9, false);
+        assert!(k.confirm(&other).is_none());
+        let next = k.next.clone().unwrap();
+        assert!(k.confirm(&next).unwrap().is_empty());
+        assert_eq!(slots(&k), [Some(3), Some(2), None]);
+    }
+
+    #[test]
+    fn initiator_session_over_an_unconfirmed_next() {
+        let mut k = Keypairs::default();
+        k.install(kp(1, true));
+        k.install(kp(2, false));
+        let ev = k.install(kp(3, true));
+        assert_eq!(
+            ev.iter().map(|k| k.local_index).collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert_eq!(slots(&k), [Some(3), Some(2), None]);
+        assert_eq!(k.take_all().len(), 2);
+    }
+}
