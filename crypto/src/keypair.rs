@@ -228,10 +228,7 @@ mod tests {
         let n = a.encrypt(&mut buf, 10, 1420).unwrap();
         let copy = buf;
         b.decrypt(&mut buf[..n]).unwrap();
-        assert_eq!(
-            b.decrypt(&mut copy.clone()[..n]).unwrap_err(),
-            Error::Replayed
-        );
+        assert_eq!(b.decrypt(&mut { copy }[..n]).unwrap_err(), Error::Replayed);
         let mut bad = copy;
         bad[20] ^= 0x80;
         assert_eq!(

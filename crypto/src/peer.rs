@@ -212,6 +212,11 @@ impl Peer {
         self.kps().current.clone()
     }
 
+    /// Whether a cookie from this peer is held and fresh (it was under load).
+    pub fn has_fresh_cookie(&self, now: Time) -> bool {
+        self.cookies.has_fresh_cookie(now)
+    }
+
     pub fn has_next_keypair(&self) -> bool {
         self.kps().next.is_some()
     }

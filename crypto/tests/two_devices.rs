@@ -1,0 +1,306 @@
+//! Two Causeway devices driven in memory with injected time: long runs of
+//! protocol time, the timers' failure paths, and concurrent use.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_crypto::{Device, Error, PublicKey, Received, StaticSecret, REJECT_AFTER_TIME};
+use rand_core::OsRng;
+use support::*;
+
+fn two(keepalive: u16) -> (Clock, CausewayEnd, CausewayEnd) {
+    let a = StaticSecret::random(&mut OsRng);
+    let b = StaticSecret::random(&mut OsRng);
+    let (pa, pb) = (a.public_key(), b.public_key());
+    (
+        Clock::new(),
+        CausewayEnd::new(a, pb, None, keepalive, addr(1)),
+        CausewayEnd::new(b, pa, None, keepalive, addr(2)),
+    )
+}
+
+fn pkt(n: u32) -> Vec<u8> {
+    ipv4_packet([10, 0, 0, 1], [10, 0, 0, 2], &n.to_le_bytes())
+}
+
+/// Two hours of protocol time, traffic both ways every 5 s, timers polled
+/// every second: sessions keep renewing, none outlives REJECT_AFTER_TIME,
+/// nothing is lost. Runs in milliseconds.
+#[test]
+fn two_hours_of_traffic_with_rekeys() {
+    let (mut clock, mut a, mut b) = two(0);
+    let mut sent = 0u32;
+    let mut sessions = std::collections::HashSet::new();
+    for second in 0..7200u32 {
+        if second % 5 == 0 {
+            let out = a.send(&pkt(sent), &clock);
+            pump(&mut a, &mut b, out, &clock);
+            let out = b.send(&pkt(sent), &clock);
+            pump(&mut b, &mut a, out, &clock);
+            sent += 1;
+        }
+        let out = a.tick(&clock);
+        pump(&mut a, &mut b, out, &clock);
+        let out = b.tick(&clock);
+        pump(&mut b, &mut a, out, &clock);
+        if let Some(kp) = a.peer.current_keypair() {
+            assert!(
+                !kp.is_expired(clock.now),
+                "a current session outlived REJECT_AFTER_TIME at {second}s"
+            );
+            sessions.insert(kp.local_index);
+        }
+        clock.advance(Duration::from_secs(1));
+    }
+    assert_eq!(b.delivered.len(), sent as usize);
+    assert_eq!(a.delivered.len(), sent as usize);
+    assert!(b
+        .delivered
+        .iter()
+        .enumerate()
+        .all(|(i, p)| *p == pkt(i as u32)));
+    // One renewal per REKEY_AFTER_TIME or so: 7200 s / 120 s = 60.
+    assert!(
+        (50..=75).contains(&sessions.len()),
+        "{} sessions",
+        sessions.len()
+    );
+    assert!(
+        a.errors.is_empty() && b.errors.is_empty(),
+        "{:?} {:?}",
+        a.errors,
+        b.errors
+    );
+    // Old sessions' indices are reclaimed: current, previous, maybe next.
+    assert!(
+        a.dev.index_count() <= 3,
+        "{} live indices",
+        a.dev.index_count()
+    );
+}
+
+/// The peer never answers: retries every 5 s for 90 s, then gives up and
+/// drops the queue; new data starts a fresh series of attempts.
+#[test]
+fn unreachable_peer_gives_up_after_90s() {
+    let (mut clock, mut a, _b) = two(0);
+    let mut initiations = a.send(&pkt(0), &clock).len();
+    a.send(&pkt(1), &clock);
+    assert_eq!(a.queued.len(), 2);
+    for _ in 0..200 {
+        clock.advance(Duration::from_millis(500));
+        initiations += a.tick(&clock).iter().filter(|d| msg_type(d) == 1).count();
+    }
+    assert!(
+        (17..=19).contains(&initiations),
+        "{initiations} initiations in 100 s"
+    );
+    assert!(a.queued.is_empty(), "queued packets dropped on giving up");
+    assert!(!a.peer.handshake_in_flight());
+    assert_eq!(
+        a.dev.index_count(),
+        0,
+        "the abandoned handshake's index is freed"
+    );
+    clock.advance(Duration::from_secs(30));
+    assert!(a.tick(&clock).is_empty(), "no attempts without new data");
+    assert_eq!(msg_type(&a.send(&pkt(2), &clock)[0]), 1);
+}
+
+/// With no new handshake for 3 × REJECT_AFTER_TIME, every key is erased.
+#[test]
+fn keys_are_erased_after_540s_without_a_new_session() {
+    let (mut clock, mut a, mut b) = two(0);
+    let out = a.send(&pkt(0), &clock);
+    pump(&mut a, &mut b, out, &clock);
+    assert!(a.peer.current_keypair().is_some());
+    for _ in 0..(3 * REJECT_AFTER_TIME.as_secs() - 1) {
+        clock.advance(Duration::from_secs(1));
+        // The other side is gone: whatever a sends is lost.
+        a.tick(&clock);
+    }
+    assert!(a.peer.current_keypair().is_some(), "not yet");
+    clock.advance(Duration::from_secs(2));
+    a.tick(&clock);
+    assert!(a.peer.current_keypair().is_none());
+    assert_eq!(a.dev.index_count(), 0);
+}
+
+#[test]
+fn low_order_public_key_produces_no_handshake() {
+    let dev = Device::new(Some(StaticSecret::random(&mut OsRng)));
+    let peer = dev
+        .add_peer(PublicKey::from_bytes([0u8; 32]), None, 0)
+        .unwrap();
+    assert!(!peer.can_handshake());
+    let clock = Clock::new();
+    assert_eq!(
+        dev.create_initiation(&peer, clock.now, clock.wall())
+            .unwrap_err(),
+        Error::LowOrderKey
+    );
+    assert_eq!(dev.index_count(), 0);
+}
+
+#[test]
+fn own_public_key_is_not_a_peer() {
+    let s = StaticSecret::random(&mut OsRng);
+    let dev = Device::new(Some(s.clone()));
+    assert_eq!(
+        dev.add_peer(s.public_key(), None, 0).unwrap_err(),
+        Error::OwnPublicKey
+    );
+}
+
+#[test]
+fn replayed_and_flooding_initiations_are_refused() {
+    let (mut clock, mut a, mut b) = two(0);
+    let init = a.send(&pkt(0), &clock).remove(0);
+    clock.advance(Duration::from_secs(1));
+    b.receive(&init, a.addr, &clock).unwrap();
+    let state_after_first = b.peer.current_keypair().map(|k| k.local_index);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        b.receive(&init, a.addr, &clock).unwrap_err(),
+        Error::ReplayedInitiation
+    );
+    assert_eq!(
+        b.peer.current_keypair().map(|k| k.local_index),
+        state_after_first
+    );
+
+    // Two genuine, newer initiations that reach b within 1/50 s of each other.
+    clock.advance(Duration::from_secs(6));
+    let second = a
+        .dev
+        .create_initiation(&a.peer, clock.now, clock.wall())
+        .unwrap();
+    clock.advance(Duration::from_secs(6));
+    let third = a
+        .dev
+        .create_initiation(&a.peer, clock.now, clock.wall())
+        .unwrap();
+    b.receive(&second, a.addr, &clock).unwrap();
+    assert_eq!(
+        b.receive(&third, a.addr, &clock).unwrap_err(),
+        Error::InitiationFlood
+    );
+    clock.advance(Duration::from_millis(25));
+    b.receive(&third, a.addr, &clock)
+        .expect("accepted once the flood gap passed");
+}
+
+#[test]
+fn strangers_are_refused_before_any_state_is_made() {
+    let (clock, mut a, mut b) = two(0);
+    // A stranger who knows b's public key: MAC1 verifies, the peer is unknown.
+    let stranger = Device::new(Some(StaticSecret::random(&mut OsRng)));
+    let p = stranger
+        .add_peer(b.dev.public_key().unwrap(), None, 0)
+        .unwrap();
+    let init = stranger
+        .create_initiation(&p, clock.now, clock.wall())
+        .unwrap();
+    assert_eq!(
+        b.receive(&init, addr(9), &clock).unwrap_err(),
+        Error::UnknownPeer
+    );
+    // An initiation meant for someone else fails MAC1.
+    let init_for_b = a.send(&pkt(0), &clock).remove(0);
+    let mut c = CausewayEnd::new(
+        StaticSecret::random(&mut OsRng),
+        a.dev.public_key().unwrap(),
+        None,
+        0,
+        addr(3),
+    );
+    assert_eq!(
+        c.receive(&init_for_b, a.addr, &clock).unwrap_err(),
+        Error::InvalidMac1
+    );
+    assert_eq!(b.dev.index_count(), 0);
+    assert_eq!(c.dev.index_count(), 0);
+}
+
+/// Packets sealed with the old session and delivered after a rekey still
+/// decrypt (the previous keypair keeps receiving).
+#[test]
+fn in_flight_packets_survive_a_rekey() {
+    let (mut clock, mut a, mut b) = two(0);
+    let out = a.send(&pkt(0), &clock);
+    pump(&mut a, &mut b, out, &clock);
+    let late = a.send(&pkt(1), &clock);
+    clock.advance(Duration::from_secs(121));
+    let out = a.send(&pkt(2), &clock);
+    assert_eq!(out.len(), 2, "data plus a rekey initiation");
+    pump(&mut a, &mut b, out, &clock);
+    b.receive(&late[0], a.addr, &clock)
+        .expect("old-session packet after the rekey");
+    assert_eq!(b.delivered, vec![pkt(0), pkt(2), pkt(1)]);
+}
+
+#[test]
+fn changing_the_private_key_drops_sessions() {
+    let (clock, mut a, mut b) = two(0);
+    let out = a.send(&pkt(0), &clock);
+    pump(&mut a, &mut b, out, &clock);
+    a.dev
+        .set_private_key(Some(StaticSecret::random(&mut OsRng)));
+    assert!(a.peer.current_keypair().is_none());
+    assert_eq!(a.dev.index_count(), 0);
+}
+
+/// One peer's packets sealed from four threads through the Device API and
+/// received on four threads: every packet arrives exactly once.
+#[test]
+fn one_peer_from_many_threads() {
+    let (clock, mut a, mut b) = two(0);
+    let out = a.send(&pkt(0), &clock);
+    pump(&mut a, &mut b, out, &clock);
+    let now = clock.now;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let sealed: Vec<Vec<Vec<u8>>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4u32)
+            .map(|t| {
+                let a = a.clone();
+                s.spawn(move || {
+                    (0..1500u32)
+                        .map(|i| {
+                            let p = pkt(t * 10_000 + i);
+                            let mut buf = vec![0u8; p.len() + 64];
+                            buf[16..16 + p.len()].copy_from_slice(&p);
+                            let sealed = a.dev.seal(&a.peer, &mut buf, p.len(), MTU, now).unwrap();
+                            buf.truncate(sealed.len);
+                            buf
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let received: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let hs: Vec<_> = sealed
+            .into_iter()
+            .map(|batch| {
+                let b = b.clone();
+                s.spawn(move || {
+                    batch
+                        .into_iter()
+                        .map(|mut m| match b.dev.receive(addr(1), &mut m, now).unwrap() {
+                            Received::Data { plaintext, .. } => {
+                                plaintext[..ip_len(plaintext)].to_vec()
+                            }
+                            other => panic!("{other:?}"),
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let unique: std::collections::HashSet<_> = received.iter().collect();
+    assert_eq!(unique.len(), 6000);
+}
