@@ -1,1 +1,35 @@
+//! Causeway's configuration: a TOML file describing one gateway interface
+//! and its peers, parsed into typed values that cannot be invalid.
+//!
+//! Parse, don't validate: [`load`] and [`parse`] return either a [`Config`]
+//! whose every field is usable as is, or every problem found, each naming
+//! the file, line and field and saying what was expected.
 
+mod error;
+mod key;
+mod locate;
+mod schema;
+mod types;
+mod validate;
+
+pub use error::{ConfigError, Problem};
+pub use key::{parse_key, KeyError};
+pub use types::{Config, Endpoint, Interface, Peer, DEFAULT_LISTEN_PORT, DEFAULT_MTU};
+
+use std::path::Path;
+
+/// Reads and validates the configuration file at `path`. Relative key file
+/// paths are resolved against the file's directory.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&source, path)
+}
+
+/// Validates configuration text; `path` names it in errors and anchors
+/// relative key file paths.
+pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
+    validate::validate(source, path)
+}

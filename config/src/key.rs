@@ -1,0 +1,113 @@
+//! WireGuard keys as text: 32 bytes in standard base64 (44 characters with
+//! one `=`), exactly what `wg genkey`, `wg pubkey` and `wg genpsk` print.
+
+use std::path::Path;
+
+use base64::Engine;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("expected a key of 32 bytes in base64 (44 characters ending in '=', as `wg genkey` prints), got {0} characters")]
+    Length(usize),
+    #[error(
+        "expected a key in base64 (A-Z, a-z, 0-9, '+', '/', ending in '='), as `wg genkey` prints"
+    )]
+    Encoding,
+    #[error("cannot read key file {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error(
+        "key file {path} is readable by group or others (mode {mode:03o}); a private key must be private: run `chmod 600 {path}`"
+    )]
+    Permissions { path: String, mode: u32 },
+}
+
+/// Decodes a base64 key. The text itself is never echoed back in errors,
+/// since it may be a private key.
+pub fn parse_key(text: &str) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let text = text.trim();
+    if text.len() != 44 {
+        return Err(KeyError::Length(text.chars().count()));
+    }
+    let mut out = Zeroizing::new([0u8; 32]);
+    let mut buf = Zeroizing::new([0u8; 33]);
+    match base64::engine::general_purpose::STANDARD.decode_slice(text, &mut buf[..]) {
+        Ok(32) => {
+            out.copy_from_slice(&buf[..32]);
+            Ok(out)
+        }
+        _ => Err(KeyError::Encoding),
+    }
+}
+
+/// Reads a key from a file that only its owner may read.
+pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let shown = path.display().to_string();
+    let unreadable = |e: std::io::Error| KeyError::Unreadable {
+        path: shown.clone(),
+        reason: e.to_string(),
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Permissions { path: shown, mode });
+        }
+    }
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(unreadable)?);
+    parse_key(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_wg_keys_and_trims_newlines() {
+        let k = parse_key("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n").unwrap();
+        assert_eq!(k[0], 0xc8);
+        assert_eq!(k[31], 0x69);
+    }
+
+    #[test]
+    fn rejects_wrong_length_and_alphabet() {
+        assert_eq!(parse_key("abc").unwrap_err(), KeyError::Length(3));
+        assert_eq!(
+            parse_key("yAnz5TF-lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=").unwrap_err(),
+            KeyError::Encoding
+        );
+        assert_eq!(
+            parse_key("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmkA").unwrap_err(),
+            KeyError::Encoding
+        );
+    }
+
+    #[test]
+    fn error_text_never_contains_the_key() {
+        let almost = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBm_=";
+        let msg = parse_key(almost).unwrap_err().to_string();
+        assert!(!msg.contains("yAnz5TF"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_file_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.key");
+        std::fs::write(&path, "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_key_file(&path).unwrap_err();
+        assert!(matches!(err, KeyError::Permissions { mode: 0o644, .. }));
+        assert!(err.to_string().contains("chmod 600"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_key_file(&path).unwrap()[0], 0xc8);
+        assert!(matches!(
+            read_key_file(&dir.path().join("missing")).unwrap_err(),
+            KeyError::Unreadable { .. }
+        ));
+    }
+}

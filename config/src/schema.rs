@@ -1,0 +1,41 @@
+//! The file as written: every field optional and spanned, so validation can
+//! say where each problem is and report all of them at once.
+
+use serde::Deserialize;
+use toml::Spanned;
+use zeroize::Zeroizing;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub interface: Option<Spanned<RawInterface>>,
+    #[serde(default)]
+    pub peer: Vec<Spanned<RawPeer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInterface {
+    pub name: Option<Spanned<String>>,
+    pub private_key: Option<Spanned<Zeroizing<String>>>,
+    pub private_key_file: Option<Spanned<String>>,
+    pub listen_port: Option<Spanned<u16>>,
+    #[serde(default)]
+    pub addresses: Vec<Spanned<String>>,
+    pub mtu: Option<Spanned<u32>>,
+    pub workers: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPeer {
+    pub name: Option<Spanned<String>>,
+    pub public_key: Option<Spanned<String>>,
+    pub preshared_key: Option<Spanned<Zeroizing<String>>>,
+    pub preshared_key_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub endpoints: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allowed_ips: Vec<Spanned<String>>,
+    pub persistent_keepalive: Option<Spanned<u16>>,
+}

@@ -1,0 +1,757 @@
+//! From the file as written (`schema`) to the typed `Config`, collecting
+//! every problem with its line and field.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use causeway_crypto::{PresharedKey, PublicKey, StaticSecret};
+use ipnet::IpNet;
+use toml::Spanned;
+use zeroize::Zeroizing;
+
+use crate::key::{parse_key, read_key_file};
+use crate::locate::{join, key_at, line_of, table_at};
+use crate::schema::{RawConfig, RawInterface, RawPeer};
+use crate::types::{
+    Config, Endpoint, Interface, Peer, DEFAULT_LISTEN_PORT, DEFAULT_MTU, MAX_MTU, MIN_MTU,
+    MIN_MTU_IPV6,
+};
+use crate::{ConfigError, Problem};
+
+struct Checker<'a> {
+    source: &'a str,
+    file: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.file.to_path_buf(),
+            line: line_of(self.source, span.start),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// A key file path, relative ones taken from the configuration's directory.
+    fn resolve_path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.file.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+
+    /// A key given inline or in a file (exactly one of the two when required).
+    fn key(
+        &mut self,
+        table: &str,
+        inline: &Option<Spanned<Zeroizing<String>>>,
+        file: &Option<Spanned<String>>,
+        names: (&str, &str),
+        table_span: Range<usize>,
+        required: bool,
+    ) -> Option<Zeroizing<[u8; 32]>> {
+        match (inline, file) {
+            (Some(k), Some(_)) => {
+                self.report(
+                    k.span(),
+                    join(table, names.0),
+                    format!("give either {} or {}, not both", names.0, names.1),
+                );
+                None
+            }
+            (Some(k), None) => match parse_key(k.get_ref()) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.report(k.span(), join(table, names.0), e.to_string());
+                    None
+                }
+            },
+            (None, Some(f)) => match read_key_file(&self.resolve_path(f.get_ref())) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.report(f.span(), join(table, names.1), e.to_string());
+                    None
+                }
+            },
+            (None, None) => {
+                if required {
+                    self.report(
+                        table_span,
+                        table,
+                        format!("missing {}: set {} = \"<base64>\" or {} = \"/path/to/key\" (make one with `tunctl genkey`)", names.0, names.0, names.1),
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn prefix(&mut self, field: &str, s: &Spanned<String>, allow_host_bits: bool) -> Option<IpNet> {
+        let text = s.get_ref().trim();
+        let net = match text.parse::<IpNet>() {
+            Ok(n) => n,
+            // A bare address means a single host, as `wg` takes it.
+            Err(_) => match text.parse::<IpAddr>() {
+                Ok(a) => IpNet::from(a),
+                Err(_) => {
+                    self.report(
+                        s.span(),
+                        field,
+                        format!("\"{text}\" is not an IP prefix: expected address/length, such as 10.1.0.0/16 or fd00:1::/64"),
+                    );
+                    return None;
+                }
+            },
+        };
+        if !allow_host_bits && net.trunc() != net {
+            self.report(
+                s.span(),
+                field,
+                format!(
+                    "{net} has host bits set; the prefix is {} (write that, or the address as /{})",
+                    net.trunc(),
+                    net.max_prefix_len()
+                ),
+            );
+            return None;
+        }
+        Some(net)
+    }
+
+    fn interface(&mut self, raw: &Spanned<RawInterface>) -> Option<Interface> {
+        let t = "interface";
+        let span = raw.span();
+        let raw = raw.get_ref();
+        let before = self.problems.len();
+        let name = raw.name.as_ref().and_then(|n| {
+            let ok = !n.get_ref().is_empty()
+                && n.get_ref().len() <= 15
+                && n.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !ok {
+                self.report(n.span(), join(t, "name"), "expected an interface name of 1 to 15 characters from a-z, A-Z, 0-9, '-', '_', '.'");
+            }
+            ok.then(|| n.get_ref().clone())
+        });
+        let key = self.key(
+            t,
+            &raw.private_key,
+            &raw.private_key_file,
+            ("private_key", "private_key_file"),
+            span.clone(),
+            true,
+        );
+        let addresses: Vec<IpNet> = raw
+            .addresses
+            .iter()
+            .filter_map(|a| self.prefix(&join(t, "addresses"), a, true))
+            .collect();
+        let mtu = raw.mtu.as_ref().map_or(DEFAULT_MTU, |m| *m.get_ref());
+        let min = if addresses.iter().any(|a| a.addr().is_ipv6()) {
+            MIN_MTU_IPV6
+        } else {
+            MIN_MTU
+        };
+        if !(min..=MAX_MTU).contains(&mtu) {
+            let why = if min == MIN_MTU_IPV6 {
+                " (IPv6 addresses need at least 1280)"
+            } else {
+                ""
+            };
+            self.report(
+                raw.mtu.as_ref().map_or(span.clone(), |m| m.span()),
+                join(t, "mtu"),
+                format!("expected an MTU from {min} to {MAX_MTU}{why}, got {mtu}"),
+            );
+        }
+        let workers = raw.workers.as_ref().and_then(|w| match *w.get_ref() {
+            0 => None,
+            n @ 1..=1024 => Some(n as usize),
+            n => {
+                self.report(
+                    w.span(),
+                    join(t, "workers"),
+                    format!("expected 1 to 1024 worker threads (or 0 for one per core), got {n}"),
+                );
+                None
+            }
+        });
+        let private_key = key.map(|k| StaticSecret::from_bytes(*k))?;
+        (self.problems.len() == before).then(|| Interface {
+            name,
+            private_key,
+            listen_port: raw
+                .listen_port
+                .as_ref()
+                .map_or(DEFAULT_LISTEN_PORT, |p| *p.get_ref()),
+            addresses,
+            mtu,
+            workers,
+        })
+    }
+
+    fn endpoint(&mut self, field: &str, s: &Spanned<String>) -> Option<Endpoint> {
+        let text = s.get_ref().trim();
+        if let Ok(a) = text.parse::<SocketAddr>() {
+            return Some(Endpoint::Addr(a));
+        }
+        let hint = "expected host:port, such as 198.18.0.2:51820, [fd00::2]:51820 or gw1.dc-east.example:51820";
+        let Some((host, port)) = text.rsplit_once(':') else {
+            self.report(s.span(), field, format!("\"{text}\" has no port; {hint}"));
+            return None;
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            self.report(
+                s.span(),
+                field,
+                format!("\"{port}\" is not a port number; {hint}"),
+            );
+            return None;
+        };
+        let valid_label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+        };
+        if host.contains(':') {
+            self.report(
+                s.span(),
+                field,
+                format!("an IPv6 endpoint needs brackets: [{host}]:{port}"),
+            );
+            return None;
+        }
+        if host.len() > 253 || !host.trim_end_matches('.').split('.').all(valid_label) {
+            self.report(
+                s.span(),
+                field,
+                format!("\"{host}\" is neither an IP address nor a DNS name; {hint}"),
+            );
+            return None;
+        }
+        Some(Endpoint::Host {
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    fn peer(&mut self, index: usize, raw: &Spanned<RawPeer>) -> Option<Peer> {
+        let t = format!("peer[{index}]");
+        let span = raw.span();
+        let raw = raw.get_ref();
+        let before = self.problems.len();
+        let name = match &raw.name {
+            Some(n)
+                if !n.get_ref().is_empty()
+                    && n.get_ref().len() <= 64
+                    && n.get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+            {
+                Some(n.get_ref().clone())
+            }
+            Some(n) => {
+                self.report(
+                    n.span(),
+                    join(&t, "name"),
+                    "expected a name of 1 to 64 characters from a-z, A-Z, 0-9, '-', '_', '.'",
+                );
+                None
+            }
+            None => {
+                self.report(
+                    span.clone(),
+                    &t,
+                    "missing name: every peer needs one, such as name = \"dc-east\"",
+                );
+                None
+            }
+        };
+        let public_key = match &raw.public_key {
+            Some(k) => match parse_key(k.get_ref()) {
+                Ok(v) => Some(PublicKey::from_bytes(*v)),
+                Err(e) => {
+                    self.report(k.span(), join(&t, "public_key"), e.to_string());
+                    None
+                }
+            },
+            None => {
+                self.report(
+                    span.clone(),
+                    &t,
+                    "missing public_key (the peer's `wg pubkey` output)",
+                );
+                None
+            }
+        };
+        let psk = self
+            .key(
+                &t,
+                &raw.preshared_key,
+                &raw.preshared_key_file,
+                ("preshared_key", "preshared_key_file"),
+                span.clone(),
+                false,
+            )
+            .map(|k| PresharedKey::from_bytes(*k));
+        let endpoints = raw
+            .endpoints
+            .iter()
+            .filter_map(|e| self.endpoint(&join(&t, "endpoints"), e))
+            .collect();
+        let allowed_ips = raw
+            .allowed_ips
+            .iter()
+            .filter_map(|a| self.prefix(&join(&t, "allowed_ips"), a, false))
+            .collect();
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(Peer {
+            name: name?,
+            public_key: public_key?,
+            preshared_key: psk,
+            endpoints,
+            allowed_ips,
+            persistent_keepalive: raw
+                .persistent_keepalive
+                .as_ref()
+                .map_or(0, |k| *k.get_ref()),
+        })
+    }
+
+    /// Across peers: unique names and keys, no peer with our own key, and no
+    /// prefix routed to two peers (one containing the other counts, since
+    /// the more specific one would silently take the traffic).
+    fn cross_checks(
+        &mut self,
+        raw: &[Spanned<RawPeer>],
+        peers: &[(usize, Peer)],
+        own: Option<PublicKey>,
+    ) {
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut keys: HashMap<PublicKey, usize> = HashMap::new();
+        for (i, p) in peers {
+            let r = raw[*i - 1].get_ref();
+            if let Some(first) = names.insert(&p.name, *i) {
+                self.report(
+                    r.name.as_ref().map_or(0..0, |n| n.span()),
+                    join(&format!("peer[{i}]"), "name"),
+                    format!("name \"{}\" is already used by peer[{first}]", p.name),
+                );
+            }
+            let key_span = r.public_key.as_ref().map_or(0..0, |k| k.span());
+            if let Some(first) = keys.insert(p.public_key, *i) {
+                self.report(
+                    key_span.clone(),
+                    join(&format!("peer[{i}]"), "public_key"),
+                    format!("public key is already used by peer[{first}]"),
+                );
+            }
+            if Some(p.public_key) == own {
+                self.report(
+                    key_span,
+                    join(&format!("peer[{i}]"), "public_key"),
+                    "this is the interface's own public key",
+                );
+            }
+        }
+        // Sort so that every prefix comes after the prefixes containing it;
+        // CIDR blocks are nested or disjoint, so a stack finds containment.
+        let mut all: Vec<(IpNet, usize, usize)> = Vec::new();
+        for (i, p) in peers {
+            for (j, net) in p.allowed_ips.iter().enumerate() {
+                all.push((*net, *i, j));
+            }
+        }
+        all.sort_by_key(|(net, _, _)| (net.addr().is_ipv6(), net.network(), net.prefix_len()));
+        let mut stack: Vec<(IpNet, usize)> = Vec::new();
+        let mut clashes = Vec::new();
+        for (net, peer, j) in all {
+            while stack.last().is_some_and(|(outer, _)| !outer.contains(&net)) {
+                stack.pop();
+            }
+            if let Some((outer, other)) = stack.iter().rev().find(|(_, p)| *p != peer) {
+                clashes.push((peer, j, net, *outer, *other));
+            }
+            stack.push((net, peer));
+        }
+        clashes.sort();
+        for (peer, j, net, outer, other) in clashes {
+            let span = raw[peer - 1].get_ref().allowed_ips[j].span();
+            let how = if outer == net {
+                "is also routed to".to_string()
+            } else {
+                format!("lies inside {outer} of")
+            };
+            self.report(
+                span,
+                join(&format!("peer[{peer}]"), "allowed_ips"),
+                format!(
+                    "{net} {how} peer[{other}] ({}); each address may belong to one peer only",
+                    peers
+                        .iter()
+                        .find(|(i, _)| *i == other)
+                        .map_or("", |(_, p)| p.name.as_str())
+                ),
+            );
+        }
+    }
+}
+
+pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError> {
+    let mut c = Checker {
+        source,
+        file,
+        problems: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(source) {
+        Ok(r) => r,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let field = join(
+                &table_at(source, span.start),
+                &key_at(source, span.start).unwrap_or_default(),
+            );
+            c.report(span, field, e.message().trim().to_string());
+            return Err(ConfigError::Invalid(c.problems));
+        }
+    };
+    let interface = match &raw.interface {
+        Some(i) => c.interface(i),
+        None => {
+            c.report(
+                0..0,
+                "interface",
+                "missing [interface] table: a gateway needs at least private_key",
+            );
+            None
+        }
+    };
+    let peers: Vec<(usize, Peer)> = raw
+        .peer
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| c.peer(i + 1, p).map(|p| (i + 1, p)))
+        .collect();
+    c.cross_checks(
+        &raw.peer,
+        &peers,
+        interface.as_ref().map(|i| i.private_key.public_key()),
+    );
+    match interface {
+        Some(interface) if c.problems.is_empty() => Ok(Config {
+            interface,
+            peers: peers.into_iter().map(|(_, p)| p).collect(),
+        }),
+        _ => {
+            c.problems.sort_by_key(|p| p.line);
+            Err(ConfigError::Invalid(c.problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY_A: &str = "CE5vbW26f1Ayh5znQQ3b1pWt4oE+w3ScwymAsBl6lkU=";
+    const PUB_A: &str = "Cc8LbKRR2r5vwJTigLNRnTrhc7L4uJLTd9RXJdLA2EA=";
+    const PUB_B: &str = "429kEP7A6Eoqwhuq9S1svBRBfglokdMLy0ksTS3R2S8=";
+    const PUB_C: &str = "lUClSgFDcN7sDt4Foo3D12hlo6Zmrh3rFXYS9g8nj1s=";
+
+    fn parse(src: &str) -> Result<Config, ConfigError> {
+        validate(src, Path::new("/etc/causeway/gw.toml"))
+    }
+
+    fn problems(src: &str) -> Vec<String> {
+        parse(src)
+            .unwrap_err()
+            .problems()
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    fn one_problem(src: &str) -> String {
+        let p = problems(src);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        p[0].clone()
+    }
+
+    fn with_peers(peers: &str) -> String {
+        format!("[interface]\nprivate_key = \"{KEY_A}\"\n\n{peers}")
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(&with_peers("")).unwrap();
+        assert_eq!(c.interface.listen_port, DEFAULT_LISTEN_PORT);
+        assert_eq!(c.interface.mtu, DEFAULT_MTU);
+        assert_eq!(c.interface.workers, None);
+        assert_eq!(c.interface.private_key.public_key().to_base64(), PUB_A);
+        assert!(c.peers.is_empty());
+    }
+
+    #[test]
+    fn full_peer() {
+        let c = parse(&with_peers(&format!(
+            "[[peer]]\nname = \"dc-east\"\npublic_key = \"{PUB_B}\"\npreshared_key = \"{KEY_A}\"\nendpoints = [\"198.18.0.2:51820\", \"[fd00::2]:51820\", \"gw.example.net:4500\"]\nallowed_ips = [\"10.1.0.0/16\", \"fd00:1::/64\", \"10.9.9.9\"]\npersistent_keepalive = 25\n"
+        )))
+        .unwrap();
+        let p = &c.peers[0];
+        assert_eq!(p.name, "dc-east");
+        assert_eq!(p.public_key.to_base64(), PUB_B);
+        assert!(p.preshared_key.is_some());
+        assert_eq!(
+            p.endpoints[0],
+            Endpoint::Addr("198.18.0.2:51820".parse().unwrap())
+        );
+        assert_eq!(
+            p.endpoints[1],
+            Endpoint::Addr("[fd00::2]:51820".parse().unwrap())
+        );
+        assert_eq!(
+            p.endpoints[2],
+            Endpoint::Host {
+                host: "gw.example.net".into(),
+                port: 4500
+            }
+        );
+        assert_eq!(p.allowed_ips[2], "10.9.9.9/32".parse::<IpNet>().unwrap());
+        assert_eq!(p.persistent_keepalive, 25);
+    }
+
+    #[test]
+    fn bad_key_names_file_line_and_field() {
+        let src = with_peers("[[peer]]\nname = \"x\"\npublic_key = \"not-a-key\"\n");
+        assert_eq!(
+            one_problem(&src),
+            "/etc/causeway/gw.toml:6: peer[1].public_key: expected a key of 32 bytes in base64 (44 characters ending in '=', as `wg genkey` prints), got 9 characters"
+        );
+    }
+
+    #[test]
+    fn bad_private_key_is_not_echoed() {
+        let bad = "CE5vbW26f1Ayh5znQQ3b1pWt4oE+w3ScwymAsBl6lk!=";
+        let p = one_problem(&format!("[interface]\nprivate_key = \"{bad}\"\n"));
+        assert!(
+            p.starts_with(
+                "/etc/causeway/gw.toml:2: interface.private_key: expected a key in base64"
+            ),
+            "{p}"
+        );
+        assert!(!p.contains("CE5vbW"));
+    }
+
+    #[test]
+    fn bad_cidr() {
+        let src = with_peers(&format!("[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nallowed_ips = [\"10.1.0.0/16\",\n  \"10.300.0.0/16\"]\n"));
+        assert_eq!(
+            one_problem(&src),
+            "/etc/causeway/gw.toml:8: peer[1].allowed_ips: \"10.300.0.0/16\" is not an IP prefix: expected address/length, such as 10.1.0.0/16 or fd00:1::/64"
+        );
+    }
+
+    #[test]
+    fn host_bits_in_allowed_ips() {
+        let src = with_peers(&format!(
+            "[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nallowed_ips = [\"10.1.2.3/16\"]\n"
+        ));
+        assert!(one_problem(&src).contains(
+            "peer[1].allowed_ips: 10.1.2.3/16 has host bits set; the prefix is 10.1.0.0/16"
+        ));
+    }
+
+    #[test]
+    fn duplicate_public_key_and_name() {
+        let src = with_peers(&format!(
+            "[[peer]]\nname = \"a\"\npublic_key = \"{PUB_B}\"\n\n[[peer]]\nname = \"a\"\npublic_key = \"{PUB_B}\"\n"
+        ));
+        assert_eq!(
+            problems(&src),
+            vec![
+                "/etc/causeway/gw.toml:9: peer[2].name: name \"a\" is already used by peer[1]",
+                "/etc/causeway/gw.toml:10: peer[2].public_key: public key is already used by peer[1]",
+            ]
+        );
+    }
+
+    #[test]
+    fn own_key_as_peer() {
+        let src = with_peers(&format!(
+            "[[peer]]\nname = \"me\"\npublic_key = \"{PUB_A}\"\n"
+        ));
+        assert!(one_problem(&src)
+            .ends_with("peer[1].public_key: this is the interface's own public key"));
+    }
+
+    #[test]
+    fn overlapping_allowed_ips_between_peers() {
+        let src = with_peers(&format!(
+            "[[peer]]\nname = \"east\"\npublic_key = \"{PUB_B}\"\nallowed_ips = [\"10.0.0.0/8\", \"10.0.0.0/9\", \"fd00::/16\"]\n\n[[peer]]\nname = \"west\"\npublic_key = \"{PUB_C}\"\nallowed_ips = [\"10.2.0.0/16\", \"192.0.2.0/24\", \"fd00::/16\"]\n"
+        ));
+        assert_eq!(
+            problems(&src),
+            vec![
+                "/etc/causeway/gw.toml:12: peer[2].allowed_ips: 10.2.0.0/16 lies inside 10.0.0.0/9 of peer[1] (east); each address may belong to one peer only",
+                "/etc/causeway/gw.toml:12: peer[2].allowed_ips: fd00::/16 is also routed to peer[1] (east); each address may belong to one peer only",
+            ]
+        );
+    }
+
+    #[test]
+    fn nested_prefixes_within_one_peer_are_fine() {
+        let src = with_peers(&format!("[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nallowed_ips = [\"10.0.0.0/8\", \"10.1.0.0/16\"]\n"));
+        assert!(parse(&src).is_ok());
+    }
+
+    #[test]
+    fn unknown_field_from_the_parser_is_located() {
+        let p = one_problem(&format!(
+            "[interface]\nprivate_key = \"{KEY_A}\"\nlisen_port = 5\n"
+        ));
+        assert!(p.starts_with("/etc/causeway/gw.toml:3: interface.lisen_port: unknown field `lisen_port`, expected one of"), "{p}");
+        let p = one_problem(&with_peers(&format!(
+            "[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nendpoint = \"198.18.0.2:1\"\n"
+        )));
+        assert!(
+            p.starts_with("/etc/causeway/gw.toml:7: peer[1].endpoint: unknown field `endpoint`"),
+            "{p}"
+        );
+        let p = one_problem("[interfaces]\n");
+        assert!(p.contains("unknown field `interfaces`"), "{p}");
+    }
+
+    #[test]
+    fn wrong_types_and_syntax() {
+        let p = one_problem(&format!(
+            "[interface]\nprivate_key = \"{KEY_A}\"\nlisten_port = 70000\n"
+        ));
+        assert!(
+            p.starts_with("/etc/causeway/gw.toml:3: interface.listen_port:"),
+            "{p}"
+        );
+        let p = one_problem("[interface]\nmtu = \"big\"\n");
+        assert!(
+            p.starts_with("/etc/causeway/gw.toml:2: interface.mtu:"),
+            "{p}"
+        );
+        let p = one_problem("[interface\n");
+        assert!(p.starts_with("/etc/causeway/gw.toml:1:"), "{p}");
+    }
+
+    #[test]
+    fn interface_checks() {
+        assert!(one_problem("[interface]\n").contains("interface: missing private_key"));
+        assert!(one_problem("").contains("missing [interface] table"));
+        let p = one_problem(&format!(
+            "[interface]\nprivate_key = \"{KEY_A}\"\nmtu = 100\n"
+        ));
+        assert!(
+            p.contains("interface.mtu: expected an MTU from 576 to"),
+            "{p}"
+        );
+        let p = one_problem(&format!(
+            "[interface]\nprivate_key = \"{KEY_A}\"\naddresses = [\"fd00::1/64\"]\nmtu = 1000\n"
+        ));
+        assert!(p.contains("IPv6 addresses need at least 1280"), "{p}");
+        let p = one_problem(&format!(
+            "[interface]\nprivate_key = \"{KEY_A}\"\nworkers = 5000\n"
+        ));
+        assert!(p.contains("interface.workers"), "{p}");
+        let p = one_problem(&format!(
+            "[interface]\nname = \"this-name-is-too-long\"\nprivate_key = \"{KEY_A}\"\n"
+        ));
+        assert!(p.contains("interface.name"), "{p}");
+        let c = parse(&format!(
+            "[interface]\nprivate_key = \"{KEY_A}\"\nmtu = 34000\naddresses = [\"10.0.0.1/24\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.interface.mtu, 34000, "jumbo MTUs are allowed");
+        assert_eq!(
+            c.interface.addresses[0].to_string(),
+            "10.0.0.1/24",
+            "interface addresses keep host bits"
+        );
+    }
+
+    #[test]
+    fn endpoints() {
+        let src = |e: &str| {
+            with_peers(&format!(
+                "[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nendpoints = [\"{e}\"]\n"
+            ))
+        };
+        let p = |e: &str| problems(&src(e));
+        assert!(p("198.18.0.2")[0].contains("has no port"));
+        assert!(p("198.18.0.2:http")[0].contains("\"http\" is not a port number"));
+        assert!(p("fd00::2:51820")[0].contains("needs brackets"));
+        assert!(p("bad_host!:1")[0].contains("neither an IP address nor a DNS name"));
+        assert!(parse(&src("gw-1.dc.example.:51820")).is_ok());
+    }
+
+    #[test]
+    fn missing_peer_fields_and_many_problems_at_once() {
+        let src = with_peers("[[peer]]\nallowed_ips = [\"x\"]\n\n[[peer]]\nname = \"ok\"\n");
+        let p = problems(&src);
+        assert_eq!(p.len(), 4, "{p:#?}");
+        assert!(p[0].contains("peer[1]: missing name"));
+        assert!(p.iter().any(|l| l.contains("peer[1]: missing public_key")));
+        assert!(p.iter().any(|l| l.contains("peer[1].allowed_ips")));
+        assert!(p.iter().any(|l| l.contains("peer[2]: missing public_key")));
+    }
+
+    #[test]
+    fn key_and_key_file_together() {
+        let p = one_problem(&format!(
+            "[interface]\nprivate_key = \"{KEY_A}\"\nprivate_key_file = \"/x\"\n"
+        ));
+        assert!(p.contains("give either private_key or private_key_file, not both"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_key_file_relative_to_the_config_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("gw.key");
+        std::fs::write(&key, format!("{KEY_A}\n")).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let cfg = dir.path().join("gw.toml");
+        std::fs::write(&cfg, "[interface]\nprivate_key_file = \"gw.key\"\n").unwrap();
+        let err = crate::load(&cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("gw.toml:2: interface.private_key_file: key file")
+                && err.contains("chmod 600"),
+            "{err}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = crate::load(&cfg).unwrap();
+        assert_eq!(c.interface.private_key.public_key().to_base64(), PUB_A);
+    }
+
+    #[test]
+    fn unreadable_config_file() {
+        let e = crate::load(Path::new("/nonexistent/gw.toml")).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("/nonexistent/gw.toml: cannot read configuration:"));
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/primary-dc.toml");
+        let c = crate::load(&path).unwrap();
+        assert_eq!(c.interface.name.as_deref(), Some("cw0"));
+        assert_eq!(c.peers.len(), 3);
+        assert_eq!(c.peers[0].endpoints.len(), 2);
+        assert_eq!(c.peers[2].persistent_keepalive, 25);
+    }
+}
