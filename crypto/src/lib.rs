@@ -39,7 +39,7 @@ pub use device::{Device, Received};
 pub use error::Error;
 pub use handshake::{consume_initiation_static, HandshakeState, PartialInitiation};
 pub use index::{IndexEntry, IndexTable};
-pub use keypair::Keypair;
+pub use keypair::{padded_len, Keypair};
 pub use keys::{PresharedKey, PublicKey, StaticSecret};
 pub use load::LoadMonitor;
 pub use peer::{Peer, PeerStats};

@@ -1,1 +1,13 @@
+//! causewayd, the Causeway gateway: data plane workers over a multi-queue
+//! TUN and per-worker UDP sockets, and the control plane around them.
 
+pub mod allowed_ips;
+pub mod clock;
+pub mod counters;
+pub mod interface;
+pub mod peer;
+pub mod receive;
+pub mod send;
+pub mod tun;
+pub mod udp;
+pub mod worker;

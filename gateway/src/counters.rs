@@ -1,0 +1,108 @@
+//! Why packets were dropped, counted per reason so a slow or broken tunnel
+//! can be explained from `tunctl` or metrics rather than guessed at.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use causeway_crypto::Error;
+
+macro_rules! drop_reasons {
+    ($($name:ident => $text:literal,)*) => {
+        /// A reason a packet was dropped.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum Drop { $($name,)* }
+
+        impl Drop {
+            pub const ALL: &'static [Drop] = &[$(Drop::$name,)*];
+            /// Stable snake_case name, used as a metric label.
+            pub fn name(self) -> &'static str {
+                match self { $(Drop::$name => $text,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    NoRoute => "no_route",
+    NoEndpoint => "no_endpoint",
+    StagedQueueFull => "staged_queue_full",
+    InvalidInnerPacket => "invalid_inner_packet",
+    SourceNotAllowed => "source_not_allowed",
+    Malformed => "malformed",
+    UnknownPeer => "unknown_peer",
+    UnknownIndex => "unknown_receiver_index",
+    BadMac => "bad_mac",
+    Decryption => "decryption_failed",
+    Replay => "replay",
+    HandshakeRejected => "handshake_rejected",
+    Expired => "keypair_expired",
+    NoPrivateKey => "no_private_key",
+    TunWrite => "tun_write_error",
+    UdpSend => "udp_send_error",
+}
+
+impl Drop {
+    /// Maps a protocol error to the reason it counts under.
+    pub fn from_error(e: Error) -> Drop {
+        match e {
+            Error::InvalidLength
+            | Error::UnknownMessageType(_)
+            | Error::NonZeroReserved
+            | Error::BufferTooSmall => Drop::Malformed,
+            Error::InvalidMac1 | Error::InvalidMac2 => Drop::BadMac,
+            Error::DecryptionFailed => Drop::Decryption,
+            Error::UnknownPeer => Drop::UnknownPeer,
+            Error::UnknownReceiverIndex => Drop::UnknownIndex,
+            Error::Replayed => Drop::Replay,
+            Error::KeypairExpired | Error::NoSession => Drop::Expired,
+            Error::NoPrivateKey => Drop::NoPrivateKey,
+            Error::ReplayedInitiation
+            | Error::InitiationFlood
+            | Error::UnexpectedResponse
+            | Error::UnexpectedCookieReply
+            | Error::LowOrderKey
+            | Error::InitiationTooSoon
+            | Error::OwnPublicKey => Drop::HandshakeRejected,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Counters {
+    drops: [AtomicU64; Drop::ALL.len()],
+}
+
+impl Counters {
+    pub fn count(&self, reason: Drop) {
+        self.drops[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: Drop) -> u64 {
+        self.drops[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Every reason with a non-zero count.
+    pub fn nonzero(&self) -> Vec<(Drop, u64)> {
+        Drop::ALL
+            .iter()
+            .map(|&d| (d, self.get(d)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_reason() {
+        let c = Counters::default();
+        c.count(Drop::Replay);
+        c.count(Drop::from_error(Error::Replayed));
+        c.count(Drop::from_error(Error::InvalidMac1));
+        assert_eq!(c.get(Drop::Replay), 2);
+        assert_eq!(c.nonzero(), vec![(Drop::BadMac, 1), (Drop::Replay, 2)]);
+        assert_eq!(Drop::SourceNotAllowed.name(), "source_not_allowed");
+    }
+}

@@ -1,0 +1,231 @@
+//! One WireGuard interface as the gateway runs it: the protocol core, the
+//! peers, the routing table, the UDP sockets and the counters, shared by
+//! the workers and the control plane.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use arc_swap::ArcSwap;
+use causeway_crypto::{Device, PresharedKey, PublicKey, StaticSecret};
+use ipnet::IpNet;
+
+use crate::allowed_ips::AllowedIps;
+use crate::clock::Clock;
+use crate::counters::Counters;
+use crate::peer::PeerState;
+use crate::udp::{self, UdpEndpoint};
+
+pub type Routes = AllowedIps<Arc<PeerState>>;
+
+/// The UDP sockets of all workers, replaced as a whole when the listen port
+/// or fwmark changes.
+pub struct SocketSet {
+    pub sockets: Vec<Arc<UdpEndpoint>>,
+    pub port: u16,
+}
+
+pub struct Interface {
+    pub name: String,
+    pub device: Device,
+    peers: RwLock<HashMap<PublicKey, Arc<PeerState>>>,
+    next_order: AtomicU64,
+    /// Cryptokey routing snapshot: workers load it without a lock.
+    routes: ArcSwap<Routes>,
+    /// Serialises route changes so two writers never lose each other's edits.
+    route_writer: Mutex<()>,
+    pub clock: Clock,
+    mtu: AtomicU32,
+    sockets: ArcSwap<SocketSet>,
+    fwmark: AtomicU32,
+    pub counters: Counters,
+    shutdown: AtomicBool,
+    /// One write end per worker: a byte wakes the worker from poll().
+    wakers: Mutex<Vec<UnixStream>>,
+    pub workers: usize,
+}
+
+impl Interface {
+    pub fn new(
+        name: String,
+        private_key: Option<StaticSecret>,
+        mtu: u32,
+        workers: usize,
+        port: u16,
+    ) -> std::io::Result<Interface> {
+        let (sockets, port) = udp::bind_group(workers, port, 0)?;
+        Ok(Interface {
+            name,
+            device: Device::new(private_key),
+            peers: RwLock::default(),
+            next_order: AtomicU64::new(0),
+            routes: ArcSwap::from_pointee(AllowedIps::default()),
+            route_writer: Mutex::new(()),
+            clock: Clock::default(),
+            mtu: AtomicU32::new(mtu),
+            sockets: ArcSwap::from_pointee(SocketSet { sockets, port }),
+            fwmark: AtomicU32::new(0),
+            counters: Counters::default(),
+            shutdown: AtomicBool::new(false),
+            wakers: Mutex::new(Vec::new()),
+            workers,
+        })
+    }
+
+    pub fn mtu(&self) -> u32 {
+        self.mtu.load(Ordering::Relaxed)
+    }
+
+    pub fn set_mtu(&self, mtu: u32) {
+        self.mtu.store(mtu, Ordering::Relaxed);
+    }
+
+    pub fn routes(&self) -> arc_swap::Guard<Arc<Routes>> {
+        self.routes.load()
+    }
+
+    /// Applies a change to the routing table as one atomic swap.
+    pub fn update_routes(&self, change: impl FnOnce(&mut Routes)) {
+        let _w = self.route_writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = Routes::clone(&self.routes.load());
+        change(&mut next);
+        self.routes.store(Arc::new(next));
+    }
+
+    pub fn sockets(&self) -> arc_swap::Guard<Arc<SocketSet>> {
+        self.sockets.load()
+    }
+
+    pub fn listen_port(&self) -> u16 {
+        self.sockets.load().port
+    }
+
+    pub fn fwmark(&self) -> u32 {
+        self.fwmark.load(Ordering::Relaxed)
+    }
+
+    /// Rebinds every worker's socket to `port` (0: any free port).
+    pub fn rebind(&self, port: u16) -> std::io::Result<u16> {
+        let (sockets, port) = udp::bind_group(self.workers, port, self.fwmark())?;
+        self.sockets.store(Arc::new(SocketSet { sockets, port }));
+        self.wake_all();
+        Ok(port)
+    }
+
+    pub fn set_fwmark(&self, mark: u32) -> std::io::Result<()> {
+        for s in &self.sockets.load().sockets {
+            s.set_fwmark(mark)?;
+        }
+        self.fwmark.store(mark, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn peer(&self, key: &PublicKey) -> Option<Arc<PeerState>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Peers in the order they were added.
+    pub fn peers(&self) -> Vec<Arc<PeerState>> {
+        let mut v: Vec<_> = self
+            .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|p| p.order);
+        v
+    }
+
+    /// Adds a peer or returns the existing one.
+    pub fn add_peer(
+        &self,
+        key: PublicKey,
+        name: String,
+    ) -> Result<Arc<PeerState>, causeway_crypto::Error> {
+        if let Some(p) = self.peer(&key) {
+            return Ok(p);
+        }
+        let crypto = self.device.add_peer(key, None, 0)?;
+        let state = Arc::new(PeerState::new(
+            crypto,
+            name,
+            self.next_order.fetch_add(1, Ordering::Relaxed),
+        ));
+        self.peers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, state.clone());
+        Ok(state)
+    }
+
+    pub fn remove_peer(&self, key: &PublicKey) -> Option<Arc<PeerState>> {
+        let p = self
+            .peers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)?;
+        self.update_routes(|r| r.retain(|_, owner| !Arc::ptr_eq(owner, &p)));
+        self.device.remove_peer(key);
+        p.clear_staged();
+        Some(p)
+    }
+
+    pub fn remove_all_peers(&self) {
+        for p in self.peers() {
+            self.remove_peer(p.public_key());
+        }
+    }
+
+    pub fn set_preshared_key(&self, peer: &PeerState, psk: Option<PresharedKey>) {
+        peer.crypto.set_preshared_key(psk);
+    }
+
+    /// The prefixes routed to `peer`.
+    pub fn allowed_ips_of(&self, peer: &Arc<PeerState>) -> Vec<IpNet> {
+        self.routes
+            .load()
+            .iter()
+            .filter(|(_, owner)| Arc::ptr_eq(owner, peer))
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    pub fn peer_for_crypto(&self, crypto: &causeway_crypto::Peer) -> Option<Arc<PeerState>> {
+        self.peer(crypto.public_key())
+    }
+
+    pub fn register_waker(&self, w: UnixStream) {
+        self.wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(w);
+    }
+
+    fn wake_all(&self) {
+        for w in self
+            .wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter_mut()
+        {
+            let _ = w.write(&[1]);
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// Asks every worker to stop; idempotent.
+    pub fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        self.wake_all();
+    }
+}

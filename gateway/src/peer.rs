@@ -1,0 +1,120 @@
+//! The gateway's view of a peer: the protocol state from the core plus what
+//! only a networked gateway has — where the peer is, which local address it
+//! reached us on, and the packets waiting for a session.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use causeway_config::Endpoint as ConfigEndpoint;
+use causeway_crypto::PublicKey;
+
+/// Packets held per peer while a handshake completes; the oldest is dropped
+/// beyond this, as the kernel does, so a dead peer cannot pin memory.
+pub const MAX_STAGED: usize = 256;
+
+/// Where a peer is: its address, and our address it last reached (the
+/// sticky source for replies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub local: Option<IpAddr>,
+}
+
+pub struct PeerState {
+    pub crypto: Arc<causeway_crypto::Peer>,
+    /// Operator's name for the peer; empty for peers added through `wg`.
+    pub name: Mutex<String>,
+    endpoint: Mutex<Option<Endpoint>>,
+    /// Endpoints from the configuration, in order of preference.
+    pub configured_endpoints: Mutex<Vec<ConfigEndpoint>>,
+    staged: Mutex<VecDeque<Vec<u8>>>,
+    /// Insertion order, so listings are stable.
+    pub order: u64,
+    pub handshakes_initiated: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl PeerState {
+    pub fn new(crypto: Arc<causeway_crypto::Peer>, name: String, order: u64) -> PeerState {
+        PeerState {
+            crypto,
+            name: Mutex::new(name),
+            endpoint: Mutex::new(None),
+            configured_endpoints: Mutex::new(Vec::new()),
+            staged: Mutex::new(VecDeque::new()),
+            order,
+            handshakes_initiated: AtomicU64::new(0),
+        }
+    }
+
+    pub fn public_key(&self) -> &PublicKey {
+        self.crypto.public_key()
+    }
+
+    pub fn name(&self) -> String {
+        lock(&self.name).clone()
+    }
+
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        *lock(&self.endpoint)
+    }
+
+    /// Sets the endpoint by hand (configuration or `wg set`); the sticky
+    /// source is forgotten since it belonged to the old address.
+    pub fn set_endpoint(&self, addr: SocketAddr) {
+        *lock(&self.endpoint) = Some(Endpoint { addr, local: None });
+    }
+
+    /// Roaming: the source of an authenticated packet becomes the endpoint,
+    /// and the address it arrived on becomes our source for replies.
+    pub fn observe(&self, addr: SocketAddr, local: Option<IpAddr>) {
+        let new = Some(Endpoint { addr, local });
+        let mut ep = lock(&self.endpoint);
+        if *ep != new {
+            if ep.is_some_and(|e| e.addr != addr) {
+                tracing::info!(peer = %self.public_key(), from = %ep.map(|e| e.addr.to_string()).unwrap_or_default(), to = %addr, "peer roamed");
+            }
+            *ep = new;
+        }
+    }
+
+    /// Forgets the sticky source (it is no longer one of our addresses).
+    pub fn forget_source(&self, addr: SocketAddr) {
+        let mut ep = lock(&self.endpoint);
+        if let Some(e) = ep.as_mut().filter(|e| e.addr == addr) {
+            e.local = None;
+        }
+    }
+
+    /// Holds a packet until a session exists; returns false if the oldest
+    /// had to be dropped to make room.
+    pub fn stage(&self, packet: &[u8]) -> bool {
+        let mut q = lock(&self.staged);
+        let full = q.len() >= MAX_STAGED;
+        if full {
+            q.pop_front();
+        }
+        q.push_back(packet.to_vec());
+        !full
+    }
+
+    pub fn take_staged(&self) -> VecDeque<Vec<u8>> {
+        std::mem::take(&mut *lock(&self.staged))
+    }
+
+    pub fn has_staged(&self) -> bool {
+        !lock(&self.staged).is_empty()
+    }
+
+    pub fn clear_staged(&self) -> usize {
+        let mut q = lock(&self.staged);
+        let n = q.len();
+        q.clear();
+        n
+    }
+}

@@ -1,0 +1,120 @@
+//! The multi-queue TUN device: one queue per worker, with vnet_hdr offload
+//! when the kernel offers it, so the kernel hands over TSO super-packets
+//! (split here into MTU-sized packets) and takes GRO-coalesced writes.
+
+use std::io;
+
+use ipnet::IpNet;
+use tun_rs::{DeviceBuilder, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
+
+/// Largest IP packet a TUN queue hands over or takes.
+pub const MAX_PACKET: usize = 65_535;
+/// Room in front of a packet written to the TUN for the virtio header.
+pub const WRITE_HEADROOM: usize = VIRTIO_NET_HDR_LEN;
+
+pub struct TunQueue {
+    dev: SyncDevice,
+    offload: bool,
+    /// Scratch for one raw read (virtio header and a TSO super-packet).
+    raw: Vec<u8>,
+    gro: GROTable,
+}
+
+/// Creates interface `name` with `queues` queues. Addresses are assigned and
+/// the link brought up when given (the `up` mode); wg-quick configures them
+/// itself otherwise.
+pub fn create(
+    name: &str,
+    mtu: u32,
+    addresses: &[IpNet],
+    queues: usize,
+) -> io::Result<Vec<TunQueue>> {
+    let build = |offload: bool| {
+        let mut b = DeviceBuilder::new()
+            .name(name)
+            .mtu(mtu as u16)
+            .multi_queue(true)
+            .offload(offload)
+            .enable(true);
+        for a in addresses {
+            b = match a {
+                IpNet::V4(n) => b.ipv4(n.addr(), n.prefix_len(), None),
+                IpNet::V6(n) => b.ipv6(n.addr(), n.prefix_len()),
+            };
+        }
+        b.build_sync()
+    };
+    // Offload needs IFF_VNET_HDR and TUNSETOFFLOAD; fall back to plain
+    // packets on kernels without them rather than failing to start.
+    let (first, offload) = match build(true) {
+        Ok(d) => (d, true),
+        Err(e) => {
+            tracing::warn!(error = %e, "TUN offload unavailable; using one packet per read");
+            (build(false)?, false)
+        }
+    };
+    let mut devs = vec![first];
+    for _ in 1..queues.max(1) {
+        devs.push(devs[0].try_clone()?);
+    }
+    devs.into_iter()
+        .map(|dev| {
+            dev.set_nonblocking(true)?;
+            Ok(TunQueue {
+                dev,
+                offload,
+                raw: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET],
+                gro: GROTable::default(),
+            })
+        })
+        .collect()
+}
+
+impl TunQueue {
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.dev.as_raw_fd()
+    }
+
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+
+    /// Reads what is waiting into `bufs`, each packet at `offset`; returns
+    /// the packet count (WouldBlock when nothing is waiting).
+    pub fn read_batch(
+        &mut self,
+        bufs: &mut [Vec<u8>],
+        sizes: &mut [usize],
+        offset: usize,
+    ) -> io::Result<usize> {
+        if self.offload {
+            self.dev.recv_multiple(&mut self.raw, bufs, sizes, offset)
+        } else {
+            let n = self.dev.recv(&mut bufs[0][offset..])?;
+            sizes[0] = n;
+            Ok(1)
+        }
+    }
+
+    /// Writes packets, each starting `WRITE_HEADROOM` bytes into its buffer
+    /// and running to the buffer's end; coalesces TCP/UDP flows when offload is on.
+    pub fn write_batch(&mut self, bufs: &mut [&mut Vec<u8>]) -> io::Result<()> {
+        if bufs.is_empty() {
+            return Ok(());
+        }
+        if self.offload {
+            self.dev
+                .send_multiple(&mut self.gro, bufs, WRITE_HEADROOM)
+                .map(|_| ())
+        } else {
+            let mut result = Ok(());
+            for b in bufs.iter() {
+                if let Err(e) = self.dev.send(&b[WRITE_HEADROOM..]) {
+                    result = Err(e);
+                }
+            }
+            result
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Per-worker UDP sockets bound with SO_REUSEPORT to the listen port, with
+//! quinn-udp doing the cmsg work: GRO and recvmmsg on receive, GSO on send,
+//! and IP_PKTINFO both ways so replies leave from the address the peer
+//! reached us on (sticky source).
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use socket2::{Domain, Protocol, Socket, Type};
+
+pub struct UdpEndpoint {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    /// Dual-stack IPv6 socket: IPv4 peers appear as v4-mapped addresses.
+    dual_stack: bool,
+}
+
+/// Socket buffer size asked for: a few hundred full-size datagrams, so a
+/// burst from the peer is not dropped while a worker is busy encrypting.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+fn open(port: u16, reuse_port: bool, fwmark: u32) -> io::Result<(Socket, bool)> {
+    let try_v6 = || -> io::Result<Socket> {
+        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_only_v6(false)?;
+        s.set_reuse_port(reuse_port)?;
+        if fwmark != 0 {
+            s.set_mark(fwmark)?;
+        }
+        s.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port).into())?;
+        Ok(s)
+    };
+    // A host with IPv6 disabled still gets an IPv4-only gateway.
+    match try_v6() {
+        Ok(s) => Ok((s, true)),
+        Err(_) => {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            s.set_reuse_port(reuse_port)?;
+            if fwmark != 0 {
+                s.set_mark(fwmark)?;
+            }
+            s.bind(&SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port).into())?;
+            Ok((s, false))
+        }
+    }
+}
+
+/// Binds `count` sockets to `port` (0 picks a free port); returns them and
+/// the port they share.
+pub fn bind_group(
+    count: usize,
+    port: u16,
+    fwmark: u32,
+) -> io::Result<(Vec<Arc<UdpEndpoint>>, u16)> {
+    let (first, dual) = open(port, true, fwmark)?;
+    let port = first.local_addr()?.as_socket().map_or(port, |a| a.port());
+    let mut sockets = vec![(first, dual)];
+    for _ in 1..count.max(1) {
+        sockets.push(open(port, true, fwmark)?);
+    }
+    let eps = sockets
+        .into_iter()
+        .map(|(s, dual_stack)| {
+            let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+            let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+            let socket: UdpSocket = s.into();
+            let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+            Ok(Arc::new(UdpEndpoint {
+                socket,
+                state,
+                dual_stack,
+            }))
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok((eps, port))
+}
+
+/// An address as the rest of the gateway sees it: plain IPv4 for IPv4 peers.
+pub fn normalize(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+pub fn normalize_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether a send error may mean "this source address is no longer ours".
+/// Linux answers EINVAL, EADDRNOTAVAIL or ENETUNREACH depending on the
+/// route; if the network really is unreachable, the retry without a source
+/// fails the same way and that error is returned.
+fn is_source_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::EADDRNOTAVAIL) | Some(libc::ENETUNREACH)
+    )
+}
+
+/// The outcome of a send that had a sticky source address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceUse {
+    Kept,
+    /// The sticky source was gone and the kernel chose another: forget it.
+    Dropped,
+}
+
+impl UdpEndpoint {
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    pub fn local_port(&self) -> u16 {
+        self.socket.local_addr().map_or(0, |a| a.port())
+    }
+
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    pub fn gro_segments(&self) -> usize {
+        self.state.gro_segments()
+    }
+
+    pub fn set_fwmark(&self, mark: u32) -> io::Result<()> {
+        socket2::SockRef::from(&self.socket).set_mark(mark)
+    }
+
+    fn wire(&self, addr: SocketAddr) -> SocketAddr {
+        match addr {
+            SocketAddr::V4(a) if self.dual_stack => {
+                SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
+            }
+            other => other,
+        }
+    }
+
+    /// Sends `contents` to `dst`, split into `segment` sized datagrams when
+    /// given (GSO). A sticky source that is no longer local is dropped and
+    /// the send retried from whatever address the kernel picks.
+    pub fn send(
+        &self,
+        dst: SocketAddr,
+        src: Option<IpAddr>,
+        contents: &[u8],
+        segment: Option<usize>,
+    ) -> io::Result<SourceUse> {
+        let mut t = Transmit {
+            destination: self.wire(dst),
+            ecn: None,
+            contents,
+            segment_size: segment,
+            src_ip: src,
+        };
+        match self.state.try_send(UdpSockRef::from(&self.socket), &t) {
+            Ok(()) => Ok(SourceUse::Kept),
+            Err(e) if src.is_some() && is_source_gone(&e) => {
+                t.src_ip = None;
+                self.state
+                    .try_send(UdpSockRef::from(&self.socket), &t)
+                    .map(|()| SourceUse::Dropped)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Receives a batch (WouldBlock when nothing waits). Addresses in `meta`
+    /// are normalized to plain IPv4 where they were v4-mapped.
+    pub fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
+        let n = self
+            .state
+            .recv(UdpSockRef::from(&self.socket), bufs, meta)?;
+        for m in &mut meta[..n] {
+            m.addr = normalize(m.addr);
+            m.dst_ip = m.dst_ip.map(normalize_ip);
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_shares_a_port_and_talks_over_loopback() {
+        let (group, port) = bind_group(2, 0, 0).unwrap();
+        assert!(port != 0);
+        assert!(group.iter().all(|s| s.local_port() == port));
+        let (other, other_port) = bind_group(1, 0, 0).unwrap();
+        let dst: SocketAddr = format!("127.0.0.1:{other_port}").parse().unwrap();
+        assert_eq!(
+            group[0]
+                .send(dst, Some("127.0.0.1".parse().unwrap()), b"hello", None)
+                .unwrap(),
+            SourceUse::Kept
+        );
+        // A source address that is not (or no longer) ours falls back to
+        // the kernel's choice; the datagram still goes to loopback.
+        assert_eq!(
+            group[0]
+                .send(dst, Some("198.18.255.254".parse().unwrap()), b"again", None)
+                .unwrap(),
+            SourceUse::Dropped
+        );
+        let mut buf = vec![0u8; 65536];
+        let mut meta = [RecvMeta::default()];
+        let mut got = vec![];
+        for _ in 0..200 {
+            let mut slices = [IoSliceMut::new(&mut buf)];
+            match other[0].recv(&mut slices, &mut meta) {
+                Ok(n) => {
+                    assert_eq!(n, 1);
+                    assert_eq!(
+                        meta[0].addr,
+                        SocketAddr::new("127.0.0.1".parse().unwrap(), port),
+                        "plain IPv4, not v4-mapped"
+                    );
+                    got.push(buf[..meta[0].len].to_vec());
+                    if got.len() == 2 {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, vec![b"hello".to_vec(), b"again".to_vec()]);
+    }
+}
