@@ -127,6 +127,14 @@ impl Device {
         self.identity().ok().map(|i| i.public)
     }
 
+    /// A copy of the private key, for the root-only control socket that
+    /// `wg showconf` reads; wiped when dropped.
+    pub fn private_key_bytes(&self) -> Option<zeroize::Zeroizing<[u8; 32]>> {
+        self.identity()
+            .ok()
+            .map(|i| zeroize::Zeroizing::new(*i.secret.as_bytes()))
+    }
+
     /// Whether the private key matches `secret` (compared in constant time).
     pub fn has_private_key(&self, secret: &StaticSecret) -> bool {
         self.identity().is_ok_and(|i| &i.secret == secret)

@@ -157,7 +157,7 @@ mod tests {
         }
         for _ in 0..20_000 {
             let r = OsRng.next_u64();
-            let addr: IpAddr = if r % 2 == 0 {
+            let addr: IpAddr = if r.is_multiple_of(2) {
                 IpAddr::V4(Ipv4Addr::from((r >> 16) as u32 & 0x0aff_ffff))
             } else {
                 IpAddr::V6(Ipv6Addr::from(

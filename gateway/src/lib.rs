@@ -3,11 +3,15 @@
 
 pub mod allowed_ips;
 pub mod clock;
+pub mod control;
 pub mod counters;
+pub mod daemon;
+pub mod demo;
 pub mod interface;
 pub mod peer;
 pub mod receive;
 pub mod send;
 pub mod tun;
+pub mod uapi;
 pub mod udp;
 pub mod worker;

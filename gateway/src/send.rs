@@ -98,13 +98,18 @@ pub fn send_initiation(iface: &Interface, peer: &PeerState, sock: &UdpEndpoint, 
     }
 }
 
+/// Where an off-path packet goes: the peer, its session and its endpoint.
+struct Target<'a> {
+    peer: &'a PeerState,
+    kp: &'a Keypair,
+    ep: Endpoint,
+}
+
 /// Seals and sends one packet (or a keepalive, when empty) on its own.
 /// Used off the hot path: staged packets, keepalives.
 fn send_one(
     iface: &Interface,
-    peer: &PeerState,
-    kp: &Keypair,
-    ep: Endpoint,
+    t: &Target<'_>,
     sock: &UdpEndpoint,
     payload: &[u8],
     scratch: &mut Vec<u8>,
@@ -114,13 +119,13 @@ fn send_one(
     scratch.clear();
     scratch.resize(DATA_OVERHEAD + padded, 0);
     scratch[DATA_HEADER_LEN..DATA_HEADER_LEN + payload.len()].copy_from_slice(payload);
-    let sealed = kp
-        .reserve(1)
-        .and_then(|c| kp.seal(c, scratch, payload.len(), padded));
+    let sealed =
+        t.kp.reserve(1)
+            .and_then(|c| t.kp.seal(c, scratch, payload.len(), padded));
     match sealed {
         Ok(len) => {
-            if transmit(iface, peer, ep, sock, &scratch[..len], None) {
-                peer.crypto.on_sent(now, len as u64, !payload.is_empty());
+            if transmit(iface, t.peer, t.ep, sock, &scratch[..len], None) {
+                t.peer.crypto.on_sent(now, len as u64, !payload.is_empty());
             }
         }
         Err(e) => iface.counters.count(Drop::from_error(e)),

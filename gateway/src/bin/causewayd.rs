@@ -1,1 +1,96 @@
-fn main() {}
+//! causewayd: the Causeway tunnel gateway daemon.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// A WireGuard-compatible inter-datacenter tunnel gateway.
+///
+/// Run it from a configuration file (`causewayd up --config gw.toml`), or
+/// as a drop-in for wireguard-go (`causewayd wg0`, then configure it with
+/// `wg` or wg-quick with WG_QUICK_USERSPACE_IMPLEMENTATION=causewayd).
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Interface to create and serve on /var/run/wireguard/IFNAME.sock
+    /// (wireguard-go compatible mode).
+    ifname: Option<String>,
+    /// Stay attached to the terminal instead of detaching once ready.
+    #[arg(short, long)]
+    foreground: bool,
+}
+
+const EXAMPLES: &str = "Examples:
+  causewayd up --config /etc/causeway/gw.toml
+  causewayd wg0 && wg setconf wg0 wg0.conf
+  WG_QUICK_USERSPACE_IMPLEMENTATION=causewayd wg-quick up ./wg0.conf
+  causewayd demo
+
+Logs go to stderr (RUST_LOG=debug for more); a detached daemon writes
+them to $CAUSEWAYD_LOG_FILE if set.";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bring up an interface from a configuration file and run in the
+    /// foreground until SIGTERM or SIGINT.
+    Up {
+        /// The gateway's TOML configuration.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Interface name (default: the config's name, else cw0).
+        #[arg(short, long)]
+        interface: Option<String>,
+        /// Data-plane worker threads (default: the config's, else one per core).
+        #[arg(short, long)]
+        workers: Option<usize>,
+    },
+    /// Build a two-site lab in network namespaces, send traffic through the
+    /// tunnel, print what was measured, and clean up. Needs root.
+    Demo,
+}
+
+fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Some(Command::Up {
+            config,
+            interface,
+            workers,
+        }) => causeway_gateway::daemon::up(
+            &config,
+            interface,
+            workers,
+            causeway_gateway::daemon::report_ready,
+        ),
+        Some(Command::Demo) => causeway_gateway::demo::run(),
+        None => match cli.ifname {
+            Some(name) if cli.foreground => {
+                causeway_gateway::daemon::userspace(&name, causeway_gateway::daemon::report_ready)
+            }
+            Some(name) => causeway_gateway::daemon::detach(&[name]),
+            None => {
+                use clap::CommandFactory;
+                let _ = Cli::command().print_help();
+                std::process::exit(2);
+            }
+        },
+    };
+    if let Err(e) = result {
+        causeway_gateway::daemon::report_error(&e);
+        eprintln!("causewayd: {e:#}");
+        std::process::exit(1);
+    }
+}

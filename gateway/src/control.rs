@@ -1,0 +1,148 @@
+//! The control plane on tokio: the UAPI socket and the timer loop. Nothing
+//! here runs on the data path; it reaches the workers only through the
+//! shared `Interface`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_crypto::TimerAction;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::interface::Interface;
+use crate::send::{send_initiation, send_keepalive};
+use crate::uapi;
+
+/// Where wg and wg-quick look for a userspace interface's socket.
+pub const SOCKET_DIR: &str = "/var/run/wireguard";
+
+pub fn socket_path(ifname: &str) -> PathBuf {
+    Path::new(SOCKET_DIR).join(format!("{ifname}.sock"))
+}
+
+/// Binds the UAPI socket, root-only. A live socket of another daemon with
+/// the same name is an error; a stale file is replaced.
+pub fn bind_uapi(path: &Path) -> anyhow::Result<UnixListener> {
+    use anyhow::Context;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "{} is in use: another daemon serves this interface",
+                path.display()
+            );
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {} to root", path.display()))?;
+    Ok(listener)
+}
+
+pub async fn serve_uapi(iface: Arc<Interface>, listener: UnixListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(handle_client(iface.clone(), stream));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "UAPI accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle_client(iface: Arc<Interface>, stream: UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    loop {
+        let op = match lines.next_line().await {
+            Ok(Some(l)) => l,
+            _ => return,
+        };
+        let mut body = Vec::new();
+        loop {
+            match lines.next_line().await {
+                Ok(Some(l)) if l.is_empty() => break,
+                Ok(Some(l)) => body.push(l),
+                // A request cut short is not applied.
+                _ => return,
+            }
+        }
+        let response = match op.as_str() {
+            "get=1" => format!("{}errno=0\n\n", uapi::get(&iface)),
+            "set=1" => {
+                let iface2 = iface.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    uapi::parse_set(body.iter().map(String::as_str))
+                        .and_then(|req| uapi::apply_set(&iface2, req))
+                })
+                .await;
+                match result {
+                    Ok(Ok(())) => "errno=0\n\n".to_string(),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "UAPI set refused");
+                        format!("errno={}\n\n", e.errno())
+                    }
+                    Err(_) => format!("errno={}\n\n", libc::EIO),
+                }
+            }
+            other => {
+                tracing::warn!(op = other, "unknown UAPI operation");
+                format!("errno={}\n\n", libc::EINVAL)
+            }
+        };
+        if write.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs every peer's protocol timers until the interface shuts down.
+/// 100 ms of granularity is well inside the protocol's tolerances (the
+/// smallest timer is the 5 s handshake retry with up to 333 ms of jitter).
+pub async fn run_timers(iface: Arc<Interface>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    while !iface.is_shutting_down() {
+        tick.tick().await;
+        ticks += 1;
+        let now = iface.clock.now();
+        let sockets = iface.sockets();
+        let sock = &sockets.sockets[0];
+        for peer in iface.peers() {
+            while let Some(action) = iface.device.poll_timers(&peer.crypto, now) {
+                match action {
+                    TimerAction::SendKeepalive => send_keepalive(&iface, &peer, sock, now),
+                    TimerAction::InitiateHandshake | TimerAction::RetryHandshake => {
+                        send_initiation(&iface, &peer, sock, now)
+                    }
+                    TimerAction::GiveUpHandshake => {
+                        let dropped = peer.clear_staged();
+                        tracing::info!(peer = %peer.public_key(), dropped, "handshake did not complete in 90 s; giving up until there is new traffic");
+                    }
+                    TimerAction::ClearKeys => {
+                        tracing::debug!(peer = %peer.public_key(), "session keys erased")
+                    }
+                }
+            }
+        }
+        // wg-quick and operators change the MTU with `ip link`; follow it
+        // so padding never exceeds it.
+        if ticks.is_multiple_of(10) {
+            if let Some(mtu) = std::fs::read_to_string(format!("/sys/class/net/{}/mtu", iface.name))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                iface.set_mtu(mtu);
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Bringing an interface up, running it, and taking it down.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{bail, Context};
+use causeway_config::Config;
+use causeway_crypto::StaticSecret;
+use ipnet::IpNet;
+
+use crate::control;
+use crate::interface::Interface;
+
+/// A running interface: shared state and the worker threads.
+pub struct Running {
+    pub iface: Arc<Interface>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+pub struct Settings {
+    pub name: String,
+    pub private_key: Option<StaticSecret>,
+    pub listen_port: u16,
+    pub mtu: u32,
+    pub addresses: Vec<IpNet>,
+    pub workers: usize,
+}
+
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Creates the TUN and the sockets and starts the workers.
+pub fn start(s: Settings) -> anyhow::Result<Running> {
+    let queues =
+        crate::tun::create(&s.name, s.mtu, &s.addresses, s.workers).with_context(|| {
+            format!(
+                "cannot create TUN interface {} (are you root, and is /dev/net/tun present?)",
+                s.name
+            )
+        })?;
+    let offload = queues[0].offload();
+    let iface = Arc::new(
+        Interface::new(
+            s.name.clone(),
+            s.private_key,
+            s.mtu,
+            s.workers,
+            s.listen_port,
+        )
+        .with_context(|| format!("cannot bind UDP port {}", s.listen_port))?,
+    );
+    let mut workers = Vec::new();
+    for (i, q) in queues.into_iter().enumerate() {
+        let (wake_rx, wake_tx) = UnixStream::pair().context("cannot create worker wake-up pair")?;
+        wake_tx.set_nonblocking(true)?;
+        iface.register_waker(wake_tx);
+        let iface2 = iface.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("cw-worker-{i}"))
+                .spawn(move || crate::worker::run(iface2, i, q, wake_rx))?,
+        );
+    }
+    tracing::info!(interface = %s.name, port = iface.listen_port(), workers = s.workers, offload, "interface up");
+    Ok(Running { iface, workers })
+}
+
+/// Loads peers, keys and routes from a configuration into a running interface.
+pub fn apply_config(iface: &Interface, cfg: &Config) -> anyhow::Result<()> {
+    for p in &cfg.peers {
+        let peer = iface
+            .add_peer(p.public_key, p.name.clone())
+            .with_context(|| format!("peer {}", p.name))?;
+        iface.set_preshared_key(&peer, p.preshared_key.clone());
+        peer.crypto
+            .timers
+            .set_persistent_keepalive(p.persistent_keepalive);
+        *peer
+            .configured_endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = p.endpoints.clone();
+        for ep in &p.endpoints {
+            match ep.resolve() {
+                Ok(addrs) if !addrs.is_empty() => {
+                    peer.set_endpoint(addrs[0]);
+                    break;
+                }
+                Ok(_) | Err(_) => {
+                    tracing::warn!(peer = %p.name, endpoint = %ep, "cannot resolve endpoint; trying the next")
+                }
+            }
+        }
+        let nets = p.allowed_ips.clone();
+        iface.update_routes(|r| {
+            for n in nets {
+                r.insert(n, peer.clone());
+            }
+        });
+    }
+    Ok(())
+}
+
+impl Running {
+    /// Serves the UAPI socket and the timers until a signal or the
+    /// interface's deletion, then stops everything. `ready` runs once the
+    /// socket accepts connections.
+    pub fn serve(self, ready: impl FnOnce()) -> anyhow::Result<()> {
+        let path = control::socket_path(&self.iface.name);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let result = rt.block_on(async {
+            let listener = control::bind_uapi(&path)?;
+            ready();
+            let uapi = tokio::spawn(control::serve_uapi(self.iface.clone(), listener));
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut int =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+                _ = control::run_timers(self.iface.clone()) => {}
+            }
+            uapi.abort();
+            anyhow::Ok(())
+        });
+        let _ = std::fs::remove_file(&path);
+        self.stop();
+        result
+    }
+
+    /// Stops the workers; the TUN goes away with the last queue.
+    pub fn stop(self) {
+        self.iface.shutdown();
+        for w in self.workers {
+            let _ = w.join();
+        }
+        tracing::info!(interface = %self.iface.name, "interface down");
+    }
+}
+
+/// `causewayd up --config FILE`.
+pub fn up(
+    config_path: &Path,
+    name: Option<String>,
+    workers: Option<usize>,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
+    let cfg = causeway_config::load(config_path)?;
+    let name = name
+        .or(cfg.interface.name.clone())
+        .unwrap_or_else(|| "cw0".to_string());
+    let running = start(Settings {
+        name,
+        private_key: Some(cfg.interface.private_key.clone()),
+        listen_port: cfg.interface.listen_port,
+        mtu: cfg.interface.mtu,
+        addresses: cfg.interface.addresses.clone(),
+        workers: workers
+            .or(cfg.interface.workers)
+            .unwrap_or_else(default_workers),
+    })?;
+    if let Err(e) = apply_config(&running.iface, &cfg) {
+        running.stop();
+        return Err(e);
+    }
+    running.serve(ready)
+}
+
+/// `causewayd IFNAME`: an empty interface configured through the UAPI, as
+/// wireguard-go starts.
+pub fn userspace(name: &str, ready: impl FnOnce()) -> anyhow::Result<()> {
+    if name.is_empty() || name.len() > 15 || name.contains('/') {
+        bail!("{name:?} is not a valid interface name (1 to 15 characters, no '/')");
+    }
+    let running = start(Settings {
+        name: name.to_string(),
+        private_key: None,
+        listen_port: 0,
+        mtu: causeway_config::DEFAULT_MTU,
+        addresses: Vec::new(),
+        workers: default_workers(),
+    })?;
+    running.serve(ready)
+}
+
+/// Environment variable through which a backgrounding parent asks its
+/// child to report readiness on stdout.
+pub const READY_ENV: &str = "CAUSEWAYD_REPORT_READY";
+
+/// Tells a waiting parent why startup failed.
+pub fn report_error(e: &anyhow::Error) {
+    if std::env::var_os(READY_ENV).is_some() {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "error: {e:#}");
+        let _ = out.flush();
+    }
+}
+
+/// Tells a waiting parent that the interface is up.
+pub fn report_ready() {
+    if std::env::var_os(READY_ENV).is_some() {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "ready");
+        let _ = out.flush();
+    }
+}
+
+/// Runs this program again in the foreground, detached, and returns once
+/// it reports readiness (or fails), as wireguard-go does for wg-quick.
+pub fn detach(args: &[String]) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().context("cannot find my own executable")?;
+    let log = std::env::var_os("CAUSEWAYD_LOG_FILE");
+    // The detached daemon outlives this process, so it must not log to our
+    // stderr: writes to a closed pipe would fail. Startup errors come back
+    // through the readiness pipe instead.
+    let stderr = match &log {
+        Some(p) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .context("cannot open CAUSEWAYD_LOG_FILE")?,
+        ),
+        None => Stdio::null(),
+    };
+    let mut child = Command::new(exe)
+        .args(args)
+        .arg("--foreground")
+        .env(READY_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()
+        .context("cannot start the background daemon")?;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    let _ = stdout.read_line(&mut line);
+    if line.trim() == "ready" {
+        return Ok(());
+    }
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);
+    let status = child.wait()?;
+    let msg = format!("{line}{rest}");
+    bail!(
+        "the daemon failed to start ({status}): {}",
+        msg.trim_start_matches("error: ").trim_end()
+    )
+}
