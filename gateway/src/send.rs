@@ -135,16 +135,10 @@ fn send_one(
 /// Sends a keepalive, or starts a handshake if there is no session.
 pub fn send_keepalive(iface: &Interface, peer: &PeerState, sock: &UdpEndpoint, now: Time) {
     match (peer.crypto.keypair_for_sending(now), peer.endpoint()) {
-        (Ok(kp), Some(ep)) => send_one(
-            iface,
-            peer,
-            &kp,
-            ep,
-            sock,
-            &[],
-            &mut Vec::with_capacity(64),
-            now,
-        ),
+        (Ok(kp), Some(ep)) => {
+            let target = Target { peer, kp: &kp, ep };
+            send_one(iface, &target, sock, &[], &mut Vec::with_capacity(64), now)
+        }
         (Err(_), _) => send_initiation(iface, peer, sock, now),
         (_, None) => iface.counters.count(Drop::NoEndpoint),
     }
@@ -162,25 +156,17 @@ pub fn flush_staged(
     let (Ok(kp), Some(ep)) = (peer.crypto.keypair_for_sending(now), peer.endpoint()) else {
         return;
     };
+    let target = Target { peer, kp: &kp, ep };
     let staged = peer.take_staged();
     if staged.is_empty() {
         if keepalive_if_empty {
-            send_one(
-                iface,
-                peer,
-                &kp,
-                ep,
-                sock,
-                &[],
-                &mut Vec::with_capacity(64),
-                now,
-            );
+            send_one(iface, &target, sock, &[], &mut Vec::with_capacity(64), now);
         }
         return;
     }
     let mut scratch = Vec::with_capacity(iface.mtu() as usize + 64);
     for p in staged {
-        send_one(iface, peer, &kp, ep, sock, &p, &mut scratch, now);
+        send_one(iface, &target, sock, &p, &mut scratch, now);
     }
 }
 
