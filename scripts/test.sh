@@ -12,11 +12,12 @@ command -v wg >/dev/null || need_apt+=(wireguard-tools)
 command -v ncat >/dev/null || need_apt+=(ncat)
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v ip >/dev/null || need_apt+=(iproute2)
+command -v ping >/dev/null || need_apt+=(iputils-ping)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "== installing ${need_apt[*]}"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
     else
         echo "== not root: skipping install of ${need_apt[*]}; namespace tests will be skipped"
     fi
@@ -30,5 +31,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo build --release (the netns tests run the real causewayd)"
+cargo build --release --workspace --bins --quiet
 echo "== cargo test"
 cargo test --workspace --release 2>&1

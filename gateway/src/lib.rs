@@ -8,6 +8,7 @@ pub mod counters;
 pub mod daemon;
 pub mod demo;
 pub mod interface;
+pub mod lab;
 pub mod peer;
 pub mod receive;
 pub mod send;

@@ -1,1 +1,162 @@
+//! Shared pieces of the namespace tests: a lock so topologies do not run
+//! at once (they share two cores and would distort each other), a root
+//! check, and gateways started from generated configurations.
+//!
+//! Every namespace and process is owned by a value whose drop removes it,
+//! so a failing assertion (a panic) still cleans up.
 
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use causeway_crypto::{PublicKey, StaticSecret};
+pub use causeway_gateway::lab::{self, b64, keypair, Netns, Process};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Takes the lab for one test, or returns None (the test then skips)
+/// when not root, with a line saying so.
+pub fn lab_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
+    if !lab::is_root() {
+        eprintln!("skipped {test}: network namespaces need root");
+        return None;
+    }
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    lab::reap_stale();
+    Some(guard)
+}
+
+/// A peer entry for a generated configuration.
+pub struct PeerSpec {
+    pub name: String,
+    pub public: PublicKey,
+    pub endpoint: Option<String>,
+    pub allowed: Vec<String>,
+    pub keepalive: u16,
+}
+
+impl PeerSpec {
+    pub fn new(
+        name: &str,
+        public: PublicKey,
+        endpoint: Option<&str>,
+        allowed: &[&str],
+    ) -> PeerSpec {
+        PeerSpec {
+            name: name.into(),
+            public,
+            endpoint: endpoint.map(Into::into),
+            allowed: allowed.iter().map(|s| s.to_string()).collect(),
+            keepalive: 0,
+        }
+    }
+
+    pub fn keepalive(mut self, secs: u16) -> PeerSpec {
+        self.keepalive = secs;
+        self
+    }
+}
+
+fn quoted(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A causewayd started with `up --config` in a namespace.
+pub struct Gateway {
+    pub ifname: String,
+    pub public: PublicKey,
+    pub process: Process,
+    pub log: std::path::PathBuf,
+}
+
+impl Gateway {
+    /// Writes a configuration and starts causewayd; waits for its socket.
+    pub fn start(
+        ns: &Netns,
+        dir: &Path,
+        secret: &StaticSecret,
+        addresses: &[&str],
+        port: u16,
+        mtu: u32,
+        peers: &[PeerSpec],
+    ) -> anyhow::Result<Gateway> {
+        let ifname = lab::unique("cw");
+        let mut cfg = format!(
+            "[interface]\nname = \"{ifname}\"\nprivate_key = \"{}\"\nlisten_port = {port}\nmtu = {mtu}\naddresses = [{}]\n",
+            b64(secret.as_bytes()),
+            quoted(&addresses.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        );
+        for p in peers {
+            cfg += &format!(
+                "\n[[peer]]\nname = \"{}\"\npublic_key = \"{}\"\nallowed_ips = [{}]\npersistent_keepalive = {}\n",
+                p.name,
+                b64(p.public.as_bytes()),
+                quoted(&p.allowed),
+                p.keepalive
+            );
+            if let Some(e) = &p.endpoint {
+                cfg += &format!("endpoints = [\"{e}\"]\n");
+            }
+        }
+        let path = dir.join(format!("{ifname}.toml"));
+        lab::write_private(&path, &cfg)?;
+        let log = dir.join(format!("{ifname}.log"));
+        let exe = lab::causewayd_path()?;
+        let process = ns.spawn(
+            "causewayd",
+            &exe,
+            &["up", "--config", path.to_str().unwrap()],
+            Some(&log),
+        )?;
+        if !lab::wait_for_socket(&ifname, Duration::from_secs(10)) {
+            anyhow::bail!(
+                "causewayd did not come up: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        Ok(Gateway {
+            ifname,
+            public: secret.public_key(),
+            process,
+            log,
+        })
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Two namespaces joined by a WAN veth; addresses given per side.
+pub fn two_sites(a_wan: &[&str], b_wan: &[&str]) -> anyhow::Result<(Netns, Netns)> {
+    let a = Netns::new("a")?;
+    let b = Netns::new("b")?;
+    lab::veth(&a, "wan0", a_wan, &b, "wan0", b_wan)?;
+    Ok((a, b))
+}
+
+/// Parses `wg show IF dump` peer lines into (public key, endpoint, latest
+/// handshake, rx, tx).
+pub fn wg_dump(ns: &Netns, ifname: &str) -> anyhow::Result<Vec<(String, String, u64, u64, u64)>> {
+    let out = ns.exec("wg", &["show", ifname, "dump"])?;
+    Ok(out
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() >= 7).then(|| {
+                (
+                    f[0].to_string(),
+                    f[2].to_string(),
+                    f[4].parse().unwrap_or(0),
+                    f[5].parse().unwrap_or(0),
+                    f[6].parse().unwrap_or(0),
+                )
+            })
+        })
+        .collect())
+}

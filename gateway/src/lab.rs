@@ -1,0 +1,422 @@
+//! Network-namespace labs: what `causewayd demo` and the netns integration
+//! tests build. Every namespace and process made here is registered, so it
+//! is removed when its owner is dropped (also while a test panics), on
+//! Ctrl-C, and — should a run be killed outright — by the next run, which
+//! deletes namespaces whose creating process no longer exists.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use causeway_crypto::{PublicKey, StaticSecret};
+
+/// Prefix of every namespace this module creates: `cw-<tag>-<pid>-<n>`.
+const PREFIX: &str = "cw-";
+
+static REGISTRY: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A short token unique to this process and call, for interface names
+/// (at most 15 characters) and namespace names.
+pub fn unique(tag: &str) -> String {
+    format!(
+        "{tag}{}{}",
+        std::process::id() % 100_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<Output> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// Deletes namespaces left by runs whose process is gone.
+pub fn reap_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                delete_netns(name);
+            }
+        }
+    }
+}
+
+fn delete_netns(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+    }
+    let _ = Command::new("ip")
+        .args(["netns", "del", name])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Removes everything registered (namespaces and the processes in them).
+pub fn cleanup_all() {
+    let names: Vec<String> =
+        std::mem::take(&mut *REGISTRY.lock().unwrap_or_else(|e| e.into_inner()));
+    for n in names {
+        delete_netns(&n);
+    }
+}
+
+/// A network namespace, deleted (with every process in it) on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> anyhow::Result<Netns> {
+        let name = format!(
+            "{PREFIX}{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        REGISTRY
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name.clone());
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `ip -n NAME args…`
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = run(Command::new("ip").arg("-n").arg(&self.name).args(args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A command to run inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Runs a program in the namespace; fails with its stderr if it fails.
+    pub fn exec(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
+        let out = run(self.command(program).args(args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts a long-running program in the namespace, stopped on drop.
+    pub fn spawn(
+        &self,
+        what: &str,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+        log: Option<&Path>,
+    ) -> anyhow::Result<Process> {
+        let mut c = self.command(program);
+        c.args(args).stdin(Stdio::null());
+        match log {
+            Some(p) => {
+                let f = std::fs::File::create(p)?;
+                c.stdout(f.try_clone()?).stderr(f);
+            }
+            None => {
+                c.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        let child = c.spawn().with_context(|| format!("cannot start {what}"))?;
+        Ok(Process {
+            child: Some(child),
+            what: what.to_string(),
+        })
+    }
+
+    /// Pings `addr` `count` times; returns the average RTT if all came back.
+    pub fn ping(&self, addr: &str, count: u32) -> Option<Duration> {
+        let count_s = count.to_string();
+        let out = self
+            .command("ping")
+            .args(["-c", &count_s, "-i", "0.2", "-W", "2", "-q", addr])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        // "rtt min/avg/max/mdev = 0.309/1.227/2.951/1.219 ms"
+        let text = String::from_utf8_lossy(&out.stdout);
+        let avg = text
+            .lines()
+            .find(|l| l.contains("min/avg/max"))?
+            .split('=')
+            .nth(1)?
+            .trim()
+            .split('/')
+            .nth(1)?
+            .parse::<f64>()
+            .ok()?;
+        Some(Duration::from_secs_f64(avg / 1000.0))
+    }
+
+    /// Retries a ping until it answers or `timeout` passes.
+    pub fn wait_for_ping(&self, addr: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.ping(addr, 1).is_some() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        REGISTRY
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|n| n != &self.name);
+        delete_netns(&self.name);
+    }
+}
+
+/// Connects two namespaces with a veth pair and addresses each end.
+pub fn veth(
+    a: &Netns,
+    a_if: &str,
+    a_addrs: &[&str],
+    b: &Netns,
+    b_if: &str,
+    b_addrs: &[&str],
+) -> anyhow::Result<()> {
+    run(Command::new("ip").args([
+        "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+        &b.name,
+    ]))?;
+    for (ns, dev, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
+        for addr in addrs {
+            // nodad: IPv6 addresses are usable at once instead of after DAD.
+            if addr.contains(':') {
+                ns.ip(&["addr", "add", addr, "dev", dev, "nodad"])?;
+            } else {
+                ns.ip(&["addr", "add", addr, "dev", dev])?;
+            }
+        }
+        ns.ip(&["link", "set", dev, "up"])?;
+    }
+    Ok(())
+}
+
+/// A child process stopped with SIGTERM on drop (SIGKILL after 5 s).
+pub struct Process {
+    child: Option<Child>,
+    pub what: String,
+}
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Sends SIGTERM and waits; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn keypair() -> (StaticSecret, PublicKey) {
+    let s = StaticSecret::random(&mut rand_core::OsRng);
+    let p = s.public_key();
+    (s, p)
+}
+
+pub fn b64(bytes: &[u8; 32]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Writes a private file (mode 0600): configurations hold keys.
+pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Waits until the UAPI socket of `ifname` exists.
+pub fn wait_for_socket(ifname: &str, timeout: Duration) -> bool {
+    let path = crate::control::socket_path(ifname);
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Sends one UAPI request (`get=1\n\n` or `set=1\n…\n\n`) and returns the reply.
+pub fn uapi(ifname: &str, request: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(crate::control::socket_path(ifname))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(request.as_bytes())?;
+    let mut reply = String::new();
+    let mut r = BufReader::new(s);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            break;
+        }
+        if line == "\n" {
+            break;
+        }
+        reply.push_str(&line);
+    }
+    Ok(reply)
+}
+
+/// Result of an iperf3 run.
+#[derive(Debug, Clone, Copy)]
+pub struct Iperf {
+    pub bits_per_second: f64,
+    pub retransmits: u64,
+}
+
+/// Runs an iperf3 client in `client` against a server started in `server`
+/// on `addr`, for `secs` seconds (0: let `extra` set the end, such as
+/// `-n 200M`); `reverse` makes the server send.
+pub fn iperf3(
+    server: &Netns,
+    client: &Netns,
+    addr: &str,
+    secs: u32,
+    reverse: bool,
+    extra: &[&str],
+) -> anyhow::Result<Iperf> {
+    let port = (5201 + COUNTER.fetch_add(1, Ordering::Relaxed) % 1000).to_string();
+    let mut srv = server.spawn(
+        "iperf3 server",
+        "iperf3",
+        &["-s", "-1", "-B", addr, "-p", &port],
+        None,
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let secs_s = secs.to_string();
+    let limit = (secs.max(40) + 20).to_string();
+    let mut args = vec![limit.as_str(), "iperf3", "-c", addr, "-p", &port, "-J"];
+    if secs > 0 {
+        args.extend_from_slice(&["-t", &secs_s]);
+    }
+    if reverse {
+        args.push("-R");
+    }
+    args.extend_from_slice(extra);
+    let out = client.command("timeout").args(&args).output()?;
+    srv.stop();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "iperf3 output is not JSON: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if let Some(e) = json.get("error").and_then(|e| e.as_str()) {
+        bail!("iperf3: {e}");
+    }
+    let end = &json["end"];
+    let bps = end["sum_received"]["bits_per_second"]
+        .as_f64()
+        .or_else(|| end["sum"]["bits_per_second"].as_f64())
+        .context("iperf3 reported no throughput")?;
+    Ok(Iperf {
+        bits_per_second: bps,
+        retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+    })
+}
+
+/// The causewayd binary next to the running executable (or its parent
+/// directory, for test executables under `deps/`).
+pub fn causewayd_path() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let mut candidates = vec![];
+    if let Some(dir) = me.parent() {
+        candidates.push(dir.join("causewayd"));
+        if let Some(up) = dir.parent() {
+            candidates.push(up.join("causewayd"));
+        }
+    }
+    candidates.into_iter().find(|p| p.is_file()).context("causewayd binary not found next to this program; build it with `cargo build --release -p causeway-gateway`")
+}
+
+/// Makes sure a command exists, installing its Debian package if missing.
+pub fn ensure_installed(command: &str, package: &str) -> anyhow::Result<()> {
+    let present = Command::new("sh")
+        .args(["-c", &format!("command -v {command}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("installing {package} (apt-get)…");
+    let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    Ok(())
+}
