@@ -259,6 +259,20 @@ impl Process {
         child.wait().ok().and_then(|s| s.code())
     }
 
+    /// Waits up to `timeout` for the process to exit by itself; returns its
+    /// exit code, or None if it is still running (it is then left running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
         self.child

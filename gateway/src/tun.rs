@@ -29,6 +29,13 @@ pub fn create(
     addresses: &[IpNet],
     queues: usize,
 ) -> io::Result<Vec<TunQueue>> {
+    let v4: Vec<_> = addresses
+        .iter()
+        .filter_map(|a| match a {
+            IpNet::V4(n) => Some(*n),
+            IpNet::V6(_) => None,
+        })
+        .collect();
     let build = |offload: bool| {
         let mut b = DeviceBuilder::new()
             .name(name)
@@ -36,11 +43,15 @@ pub fn create(
             .multi_queue(true)
             .offload(offload)
             .enable(true);
+        // The builder holds one IPv4 address (a later one replaces it); the
+        // rest are added once the device exists.
+        if let Some(n) = v4.first() {
+            b = b.ipv4(n.addr(), n.prefix_len(), None);
+        }
         for a in addresses {
-            b = match a {
-                IpNet::V4(n) => b.ipv4(n.addr(), n.prefix_len(), None),
-                IpNet::V6(n) => b.ipv6(n.addr(), n.prefix_len()),
-            };
+            if let IpNet::V6(n) = a {
+                b = b.ipv6(n.addr(), n.prefix_len());
+            }
         }
         b.build_sync()
     };
@@ -53,6 +64,9 @@ pub fn create(
             (build(false)?, false)
         }
     };
+    for n in v4.iter().skip(1) {
+        first.add_address_v4(n.addr(), n.prefix_len())?;
+    }
     let mut devs = vec![first];
     for _ in 1..queues.max(1) {
         devs.push(devs[0].try_clone()?);

@@ -118,8 +118,9 @@ fn spokes_reach_the_hub_and_each_other() {
         assert!(
             s.command("ping")
                 .args(["-c", "2", "-i", "0.2", "-W", "2", "-I", &src, "10.50.100.1"])
-                .status()
+                .output()
                 .unwrap()
+                .status
                 .success(),
             "spoke {n} reaches the hub's DC network"
         );
@@ -128,8 +129,9 @@ fn spokes_reach_the_hub_and_each_other() {
             let ok = s
                 .command("ping")
                 .args(["-c", "2", "-i", "0.2", "-W", "3", "-I", &src, &dst])
-                .status()
+                .output()
                 .unwrap()
+                .status
                 .success();
             assert!(ok, "spoke {n} reaches spoke {m}'s network through the hub");
         }
