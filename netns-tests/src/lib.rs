@@ -139,23 +139,31 @@ pub fn two_sites(a_wan: &[&str], b_wan: &[&str]) -> anyhow::Result<(Netns, Netns
     Ok((a, b))
 }
 
-/// Parses `wg show IF dump` peer lines into (public key, endpoint, latest
-/// handshake, rx, tx).
-pub fn wg_dump(ns: &Netns, ifname: &str) -> anyhow::Result<Vec<(String, String, u64, u64, u64)>> {
+/// One peer line of `wg show IF dump`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WgPeer {
+    pub public_key: String,
+    pub endpoint: String,
+    /// Unix seconds of the latest handshake; 0 when none.
+    pub latest_handshake: u64,
+    pub rx: u64,
+    pub tx: u64,
+}
+
+/// Parses the peer lines of `wg show IF dump`.
+pub fn wg_dump(ns: &Netns, ifname: &str) -> anyhow::Result<Vec<WgPeer>> {
     let out = ns.exec("wg", &["show", ifname, "dump"])?;
     Ok(out
         .lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
-            (f.len() >= 7).then(|| {
-                (
-                    f[0].to_string(),
-                    f[2].to_string(),
-                    f[4].parse().unwrap_or(0),
-                    f[5].parse().unwrap_or(0),
-                    f[6].parse().unwrap_or(0),
-                )
+            (f.len() >= 7).then(|| WgPeer {
+                public_key: f[0].to_string(),
+                endpoint: f[2].to_string(),
+                latest_handshake: f[4].parse().unwrap_or(0),
+                rx: f[5].parse().unwrap_or(0),
+                tx: f[6].parse().unwrap_or(0),
             })
         })
         .collect())

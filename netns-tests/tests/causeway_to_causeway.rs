@@ -177,7 +177,13 @@ fn wg_show_reports_handshake_and_transfer() {
     assert!(run.bits_per_second > 0.0);
     let after = wg_dump(&a, &ga.ifname).unwrap();
     assert_eq!(after.len(), 1);
-    let (key, endpoint, handshake, rx, tx) = after[0].clone();
+    let WgPeer {
+        public_key: key,
+        endpoint,
+        latest_handshake: handshake,
+        rx,
+        tx,
+    } = after[0].clone();
     assert_eq!(key, b64(gb.public.as_bytes()));
     assert_eq!(endpoint, "198.18.0.2:51820");
     let now = SystemTime::now()
@@ -189,13 +195,13 @@ fn wg_show_reports_handshake_and_transfer() {
         "latest handshake {handshake} vs now {now}"
     );
     let moved = 200u64 << 20;
-    let sent = tx - before[0].4;
+    let sent = tx - before[0].tx;
     // Wire bytes: payload plus TCP/IP headers (~4%), WireGuard's 32 bytes and padding (~3%).
     assert!(
         sent >= moved && sent < moved + moved / 6,
         "tx counter {sent} for {moved} bytes of payload"
     );
-    assert!(rx > before[0].3, "ACKs came back");
+    assert!(rx > before[0].rx, "ACKs came back");
     let text = a.exec("wg", &["show", &ga.ifname]).unwrap();
     assert!(
         text.contains("latest handshake:") && text.contains("transfer:"),

@@ -97,7 +97,7 @@ fn persistent_keepalive_holds_the_nat_mapping() {
         "the spoke's keepalive told the hub where it is: {}",
         gh.log_text()
     );
-    let ep = wg_dump(&hub, &gh.ifname).unwrap()[0].1.clone();
+    let ep = wg_dump(&hub, &gh.ifname).unwrap()[0].endpoint.clone();
     assert!(
         ep.starts_with("198.18.0.2:"),
         "the hub sees the NAT's address, got {ep}"

@@ -5,7 +5,7 @@ use std::time::Duration;
 use causeway_netns_tests::*;
 
 fn endpoint_of(ns: &Netns, ifname: &str) -> String {
-    wg_dump(ns, ifname).unwrap()[0].1.clone()
+    wg_dump(ns, ifname).unwrap()[0].endpoint.clone()
 }
 
 /// A has two WAN addresses and B knows it by the secondary one: A's replies
