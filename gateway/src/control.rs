@@ -22,9 +22,9 @@ pub fn socket_path(ifname: &str) -> PathBuf {
     Path::new(SOCKET_DIR).join(format!("{ifname}.sock"))
 }
 
-/// Binds the UAPI socket, root-only. A live socket of another daemon with
+/// Binds a root-only Unix socket. A live socket of another daemon with
 /// the same name is an error; a stale file is replaced.
-pub fn bind_uapi(path: &Path) -> anyhow::Result<UnixListener> {
+pub fn bind_private_socket(path: &Path) -> anyhow::Result<UnixListener> {
     use anyhow::Context;
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -113,10 +113,13 @@ impl Running {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let api_path = crate::api::socket_path(&self.iface.name);
         let result = rt.block_on(async {
-            let listener = control::bind_uapi(&path)?;
+            let listener = control::bind_private_socket(&path)?;
+            let api_listener = control::bind_private_socket(&api_path)?;
             ready();
             let uapi = tokio::spawn(control::serve_uapi(self.iface.clone(), listener));
+            let api = tokio::spawn(crate::api::serve(self.iface.clone(), api_listener));
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let mut int =
@@ -127,9 +130,11 @@ impl Running {
                 _ = control::run_timers(self.iface.clone()) => {}
             }
             uapi.abort();
+            api.abort();
             anyhow::Ok(())
         });
         let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&api_path);
         self.stop();
         result
     }

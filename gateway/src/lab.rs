@@ -204,6 +204,74 @@ impl Drop for Netns {
     }
 }
 
+/// Runs `f` on a thread that has joined `ns`'s network namespace, so the
+/// sockets it opens live there; returns what `f` returns.
+pub fn in_netns<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(format!("/var/run/netns/{}", ns.name))
+        .context("cannot open the namespace")?;
+    let handle = std::thread::spawn(move || {
+        // SAFETY: `file` is an open namespace file descriptor for the whole
+        // call; setns affects only this thread.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        if r != 0 {
+            return Err(anyhow::anyhow!(
+                "setns failed: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(f())
+    });
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread in the namespace panicked"))?
+}
+
+/// Asks a running causewayd for its status over the control API.
+pub fn api_status(ifname: &str) -> anyhow::Result<serde_json::Value> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(crate::api::socket_path(ifname))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    writeln!(s, "{{\"op\":\"status\"}}")?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    let v: serde_json::Value = serde_json::from_str(&line)?;
+    Ok(v["ok"].clone())
+}
+
+/// An ICMP echo request (or reply) in IPv4 with valid checksums.
+pub fn icmp_echo(src: [u8; 4], dst: [u8; 4], seq: u16, reply: bool) -> Vec<u8> {
+    fn checksum(b: &[u8]) -> u16 {
+        let mut sum: u32 = b
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+    let mut p = vec![0u8; 20 + 8 + 32];
+    let total = p.len() as u16;
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    p[8] = 64;
+    p[9] = 1;
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    let c = checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p[20] = if reply { 0 } else { 8 };
+    p[24..26].copy_from_slice(&0x4357u16.to_be_bytes());
+    p[26..28].copy_from_slice(&seq.to_be_bytes());
+    let c = checksum(&p[20..]);
+    p[22..24].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
 /// Connects two namespaces with a veth pair and addresses each end.
 pub fn veth(
     a: &Netns,

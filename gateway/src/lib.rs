@@ -2,6 +2,7 @@
 //! TUN and per-worker UDP sockets, and the control plane around them.
 
 pub mod allowed_ips;
+pub mod api;
 pub mod clock;
 pub mod control;
 pub mod counters;
