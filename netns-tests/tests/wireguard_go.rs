@@ -5,13 +5,15 @@ use std::time::Duration;
 
 use causeway_netns_tests::*;
 
+/// Fields drop in order: the daemons stop (SIGTERM, removing their
+/// sockets) before their namespaces are deleted.
 struct Topology {
-    a: Netns,
-    b: Netns,
-    _dir: tempfile::TempDir,
     cw: Gateway,
     wggo: Process,
     wg_if: String,
+    _dir: tempfile::TempDir,
+    a: Netns,
+    b: Netns,
 }
 
 /// Causeway in `a` (10.61.0.1), wireguard-go in `b` (10.61.0.2). Only the
