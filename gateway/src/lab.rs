@@ -68,11 +68,37 @@ pub fn reap_stale() {
     }
 }
 
+/// Stops what still runs in a namespace (SIGTERM, so daemons remove their
+/// sockets; SIGKILL after 2 s) and deletes it.
 fn delete_netns(name: &str) {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = Command::new("kill").args(["-KILL", pid]).status();
+    let pids = || -> Vec<String> {
+        Command::new("ip")
+            .args(["netns", "pids", name])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut left = pids();
+    for (signal, wait_ms) in [("-TERM", 2000u64), ("-KILL", 0)] {
+        if left.is_empty() {
+            break;
         }
+        for pid in &left {
+            let _ = Command::new("kill")
+                .args([signal, pid])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_millis(wait_ms);
+        while Instant::now() < deadline && !pids().is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        left = pids();
     }
     let _ = Command::new("ip")
         .args(["netns", "del", name])
