@@ -1,1 +1,1 @@
-
+//! Benchmarks live in `benches/` (criterion) and `src/bin` (the namespace comparison).

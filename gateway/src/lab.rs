@@ -444,19 +444,21 @@ pub fn uapi(ifname: &str, request: &str) -> anyhow::Result<String> {
 pub struct Iperf {
     pub bits_per_second: f64,
     pub retransmits: u64,
+    /// Payload bytes the receiver got.
+    pub bytes: u64,
 }
 
 /// Runs an iperf3 client in `client` against a server started in `server`
-/// on `addr`, for `secs` seconds (0: let `extra` set the end, such as
-/// `-n 200M`); `reverse` makes the server send.
-pub fn iperf3(
+/// on `addr` and returns iperf3's JSON report. `secs` 0 lets `extra` set
+/// the end (such as `-n 200M`); `reverse` makes the server send.
+pub fn iperf3_json(
     server: &Netns,
     client: &Netns,
     addr: &str,
     secs: u32,
     reverse: bool,
     extra: &[&str],
-) -> anyhow::Result<Iperf> {
+) -> anyhow::Result<serde_json::Value> {
     let port = (5201 + COUNTER.fetch_add(1, Ordering::Relaxed) % 1000).to_string();
     let mut srv = server.spawn(
         "iperf3 server",
@@ -486,14 +488,27 @@ pub fn iperf3(
     if let Some(e) = json.get("error").and_then(|e| e.as_str()) {
         bail!("iperf3: {e}");
     }
+    Ok(json)
+}
+
+/// A TCP iperf3 run (see `iperf3_json`), summarised.
+pub fn iperf3(
+    server: &Netns,
+    client: &Netns,
+    addr: &str,
+    secs: u32,
+    reverse: bool,
+    extra: &[&str],
+) -> anyhow::Result<Iperf> {
+    let json = iperf3_json(server, client, addr, secs, reverse, extra)?;
     let end = &json["end"];
-    let bps = end["sum_received"]["bits_per_second"]
-        .as_f64()
-        .or_else(|| end["sum"]["bits_per_second"].as_f64())
-        .context("iperf3 reported no throughput")?;
+    let received = &end["sum_received"];
     Ok(Iperf {
-        bits_per_second: bps,
+        bits_per_second: received["bits_per_second"]
+            .as_f64()
+            .context("iperf3 reported no throughput")?,
         retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+        bytes: received["bytes"].as_u64().unwrap_or(0),
     })
 }
 

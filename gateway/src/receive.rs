@@ -20,8 +20,12 @@ use crate::udp::UdpEndpoint;
 
 /// Datagram buffers per receive call; with GRO each holds up to 64 KiB.
 const RX_SLOTS: usize = 16;
-/// Decrypted packets queued for one TUN write batch.
-const TUN_BATCH: usize = 256;
+/// Decrypted packets queued for one TUN write batch. tun-rs coalesces
+/// any number of packets of one UDP flow into a single GSO_UDP_L4 write,
+/// and the kernel refuses (EINVAL) such a write of more than
+/// UDP_MAX_SEGMENTS = 128 segments, losing the whole batch; at most 128
+/// packets per batch keeps every coalesced write within that limit.
+const TUN_BATCH: usize = 128;
 
 /// Length and source of a well-formed inner IP packet inside the padded plaintext.
 pub fn inner_packet(plain: &[u8]) -> Option<(usize, IpAddr)> {

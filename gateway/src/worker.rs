@@ -19,6 +19,44 @@ use crate::tun::{TunQueue, MAX_PACKET};
 /// direction starves the other under load.
 const BATCHES_PER_TURN: usize = 8;
 
+/// Room a single TUN read needs: a TSO super-packet splits into up to
+/// this many MTU-sized packets at common MSS values.
+const SEGMENTS_PER_READ: usize = 64;
+
+/// The TUN queue was closed: the interface is gone.
+struct TunGone;
+
+/// Reads from the TUN until it is drained or the batch has no room for
+/// another super-packet. A packet that is not TSO comes one per read, so
+/// without this a batch would hold one small packet and cost a send
+/// syscall of its own; filled batches share GSO sends.
+/// Returns the packet count and whether the queue was drained.
+fn fill_from_tun(
+    tun: &mut TunQueue,
+    bufs: &mut [Vec<u8>],
+    sizes: &mut [usize],
+) -> Result<(usize, bool), TunGone> {
+    let mut filled = 0;
+    while bufs.len() - filled >= SEGMENTS_PER_READ {
+        match tun.read_batch(&mut bufs[filled..], &mut sizes[filled..], 0) {
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok((filled, true)),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBADFD)
+                    || e.raw_os_error() == Some(libc::EIO) =>
+            {
+                return Err(TunGone)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "TUN read failed");
+                return Ok((filled, true));
+            }
+        }
+    }
+    Ok((filled, false))
+}
+
 /// Waits until one of `fds` is readable (or in error); returns their revents.
 fn wait(fds: [i32; 3], timeout_ms: i32) -> std::io::Result<[i16; 3]> {
     let mut pfds = fds.map(|fd| libc::pollfd {
@@ -72,24 +110,16 @@ pub fn run(iface: Arc<Interface>, index: usize, mut tun: TunQueue, mut wake: Uni
         }
         if revents[0] & libc::POLLIN != 0 {
             for _ in 0..BATCHES_PER_TURN {
-                match tun.read_batch(&mut bufs, &mut sizes, 0) {
-                    Ok(n) => {
-                        sender.send_batch(&iface, &sock, &bufs[..n], &sizes[..n], iface.clock.now())
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e)
-                        if e.raw_os_error() == Some(libc::EBADFD)
-                            || e.raw_os_error() == Some(libc::EIO) =>
-                    {
-                        tracing::info!(worker = index, "TUN queue gone: the interface was deleted");
-                        iface.shutdown();
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::debug!(worker = index, error = %e, "TUN read failed");
-                        break;
-                    }
+                let Ok((n, drained)) = fill_from_tun(&mut tun, &mut bufs, &mut sizes) else {
+                    tracing::info!(worker = index, "TUN queue gone: the interface was deleted");
+                    iface.shutdown();
+                    return;
+                };
+                if n > 0 {
+                    sender.send_batch(&iface, &sock, &bufs[..n], &sizes[..n], iface.clock.now());
+                }
+                if drained {
+                    break;
                 }
             }
         }
