@@ -15,39 +15,23 @@ fn lookups(c: &mut Criterion) {
         let r = OsRng.next_u64();
         let net = if i % 4 == 3 {
             IpNet::V6(
-                Ipv6Net::new(
-                    Ipv6Addr::from((0xfd00u128 << 112) | (r as u128) << 48),
-                    48 + (r % 81) as u8,
-                )
-                .unwrap()
-                .trunc(),
+                Ipv6Net::new(Ipv6Addr::from((0xfd00u128 << 112) | (r as u128) << 48), 48 + (r % 81) as u8)
+                    .unwrap()
+                    .trunc(),
             )
         } else {
             IpNet::V4(
-                Ipv4Net::new(
-                    Ipv4Addr::from(0x0a00_0000 | (r as u32 & 0x00ff_ffff)),
-                    16 + (r >> 40) as u8 % 17,
-                )
-                .unwrap()
-                .trunc(),
+                Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 | (r as u32 & 0x00ff_ffff)), 16 + (r >> 40) as u8 % 17)
+                    .unwrap()
+                    .trunc(),
             )
         };
         table.insert(net, i);
     }
-    let v4: Vec<IpAddr> = (0..4096)
-        .map(|_| {
-            IpAddr::V4(Ipv4Addr::from(
-                0x0a00_0000 | (OsRng.next_u32() & 0x00ff_ffff),
-            ))
-        })
-        .collect();
-    let v6: Vec<IpAddr> = (0..4096)
-        .map(|_| {
-            IpAddr::V6(Ipv6Addr::from(
-                (0xfd00u128 << 112) | (OsRng.next_u64() as u128) << 48,
-            ))
-        })
-        .collect();
+    let v4: Vec<IpAddr> =
+        (0..4096).map(|_| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (OsRng.next_u32() & 0x00ff_ffff)))).collect();
+    let v6: Vec<IpAddr> =
+        (0..4096).map(|_| IpAddr::V6(Ipv6Addr::from((0xfd00u128 << 112) | (OsRng.next_u64() as u128) << 48))).collect();
     let mut g = c.benchmark_group("allowed_ips/100k");
     g.throughput(Throughput::Elements(1));
     let mut i = 0;

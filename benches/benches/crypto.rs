@@ -28,26 +28,17 @@ fn nonce(c: u64) -> Nonce {
 
 /// Two devices with an established session, `a` the initiator.
 fn session() -> (Device, Device, std::sync::Arc<causeway_crypto::Peer>) {
-    let (ka, kb) = (
-        StaticSecret::random(&mut OsRng),
-        StaticSecret::random(&mut OsRng),
-    );
+    let (ka, kb) = (StaticSecret::random(&mut OsRng), StaticSecret::random(&mut OsRng));
     let (a, b) = (Device::new(Some(ka.clone())), Device::new(Some(kb.clone())));
     let pa = a.add_peer(kb.public_key(), None, 0).unwrap();
     b.add_peer(ka.public_key(), None, 0).unwrap();
     let src: SocketAddr = "198.18.0.1:51820".parse().unwrap();
-    let mut init = a
-        .create_initiation(&pa, Time::from_secs(1), SystemTime::now())
-        .unwrap();
-    let Received::HandshakeResponse { mut response, .. } =
-        b.receive(src, &mut init, Time::from_secs(1)).unwrap()
+    let mut init = a.create_initiation(&pa, Time::from_secs(1), SystemTime::now()).unwrap();
+    let Received::HandshakeResponse { mut response, .. } = b.receive(src, &mut init, Time::from_secs(1)).unwrap()
     else {
         panic!()
     };
-    assert!(matches!(
-        a.receive(src, &mut response, Time::from_secs(1)).unwrap(),
-        Received::SessionEstablished { .. }
-    ));
+    assert!(matches!(a.receive(src, &mut response, Time::from_secs(1)).unwrap(), Received::SessionEstablished { .. }));
     (a, b, pa)
 }
 
@@ -61,13 +52,8 @@ fn transport(c: &mut Criterion) {
         g.bench_function("ring", |b| {
             b.iter(|| {
                 counter += 1;
-                let tag = key
-                    .seal_in_place_separate_tag(
-                        nonce(counter),
-                        Aad::empty(),
-                        &mut buf[16..16 + size],
-                    )
-                    .unwrap();
+                let tag =
+                    key.seal_in_place_separate_tag(nonce(counter), Aad::empty(), &mut buf[16..16 + size]).unwrap();
                 black_box(tag);
             })
         });
@@ -81,12 +67,7 @@ fn transport(c: &mut Criterion) {
             })
         });
         g.bench_function("causeway-device", |b| {
-            b.iter(|| {
-                black_box(
-                    a.seal(&peer, &mut buf, size, MTU, Time::from_secs(2))
-                        .unwrap(),
-                )
-            });
+            b.iter(|| black_box(a.seal(&peer, &mut buf, size, MTU, Time::from_secs(2)).unwrap()));
         });
         g.finish();
 
@@ -98,9 +79,7 @@ fn transport(c: &mut Criterion) {
                 || {
                     counter += 1;
                     let mut m = vec![0u8; size + 16];
-                    let tag = key
-                        .seal_in_place_separate_tag(nonce(counter), Aad::empty(), &mut m[..size])
-                        .unwrap();
+                    let tag = key.seal_in_place_separate_tag(nonce(counter), Aad::empty(), &mut m[..size]).unwrap();
                     m[size..].copy_from_slice(tag.as_ref());
                     (counter, m)
                 },
@@ -114,9 +93,7 @@ fn transport(c: &mut Criterion) {
             b.iter_batched_ref(
                 || {
                     let mut m = vec![0u8; size + 64];
-                    let s = a
-                        .seal(&peer, &mut m, size, MTU, Time::from_secs(2))
-                        .unwrap();
+                    let s = a.seal(&peer, &mut m, size, MTU, Time::from_secs(2)).unwrap();
                     m.truncate(s.len);
                     m
                 },
@@ -132,10 +109,7 @@ fn transport(c: &mut Criterion) {
 }
 
 fn handshakes(c: &mut Criterion) {
-    let (ka, kb) = (
-        StaticSecret::random(&mut OsRng),
-        StaticSecret::random(&mut OsRng),
-    );
+    let (ka, kb) = (StaticSecret::random(&mut OsRng), StaticSecret::random(&mut OsRng));
     let (a, b) = (Device::new(Some(ka.clone())), Device::new(Some(kb.clone())));
     let pa = a.add_peer(kb.public_key(), None, 0).unwrap();
     b.add_peer(ka.public_key(), None, 0).unwrap();
@@ -144,25 +118,20 @@ fn handshakes(c: &mut Criterion) {
     let mut step = 0u64;
     let mut g = c.benchmark_group("handshake");
     g.throughput(Throughput::Elements(1));
-    g.bench_function(
-        BenchmarkId::new("causeway", "initiation+response"),
-        |bench| {
-            bench.iter(|| {
-                // Each handshake 6 s of protocol time after the last: REKEY_TIMEOUT
-                // and the initiation flood limit both allow it.
-                step += 1;
-                let now = Time::from_secs(step * 6);
-                let wall = base + Duration::from_secs(step * 6);
-                let mut init = a.create_initiation(&pa, now, wall).unwrap();
-                let Received::HandshakeResponse { mut response, .. } =
-                    b.receive(src, &mut init, now).unwrap()
-                else {
-                    panic!()
-                };
-                black_box(a.receive(src, &mut response, now).unwrap());
-            })
-        },
-    );
+    g.bench_function(BenchmarkId::new("causeway", "initiation+response"), |bench| {
+        bench.iter(|| {
+            // Each handshake 6 s of protocol time after the last: REKEY_TIMEOUT
+            // and the initiation flood limit both allow it.
+            step += 1;
+            let now = Time::from_secs(step * 6);
+            let wall = base + Duration::from_secs(step * 6);
+            let mut init = a.create_initiation(&pa, now, wall).unwrap();
+            let Received::HandshakeResponse { mut response, .. } = b.receive(src, &mut init, now).unwrap() else {
+                panic!()
+            };
+            black_box(a.receive(src, &mut response, now).unwrap());
+        })
+    });
     g.finish();
 }
 

@@ -17,24 +17,14 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}: {}",
-            self.file.display(),
-            self.line,
-            self.field,
-            self.message
-        )
+        write!(f, "{}:{}: {}: {}", self.file.display(), self.line, self.field, self.message)
     }
 }
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("{}: cannot read configuration: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// Every problem found, in file order; never empty.
     #[error("{}", Problems(.0))]
     Invalid(Vec<Problem>),

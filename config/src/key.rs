@@ -9,11 +9,11 @@ use zeroize::Zeroizing;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum KeyError {
-    #[error("expected a key of 32 bytes in base64 (44 characters ending in '=', as `wg genkey` prints), got {0} characters")]
-    Length(usize),
     #[error(
-        "expected a key in base64 (A-Z, a-z, 0-9, '+', '/', ending in '='), as `wg genkey` prints"
+        "expected a key of 32 bytes in base64 (44 characters ending in '=', as `wg genkey` prints), got {0} characters"
     )]
+    Length(usize),
+    #[error("expected a key in base64 (A-Z, a-z, 0-9, '+', '/', ending in '='), as `wg genkey` prints")]
     Encoding,
     #[error("cannot read key file {path}: {reason}")]
     Unreadable { path: String, reason: String },
@@ -44,10 +44,7 @@ pub fn parse_key(text: &str) -> Result<Zeroizing<[u8; 32]>, KeyError> {
 /// Reads a key from a file that only its owner may read.
 pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError> {
     let shown = path.display().to_string();
-    let unreadable = |e: std::io::Error| KeyError::Unreadable {
-        path: shown.clone(),
-        reason: e.to_string(),
-    };
+    let unreadable = |e: std::io::Error| KeyError::Unreadable { path: shown.clone(), reason: e.to_string() };
     let meta = std::fs::metadata(path).map_err(unreadable)?;
     #[cfg(unix)]
     {
@@ -75,14 +72,8 @@ mod tests {
     #[test]
     fn rejects_wrong_length_and_alphabet() {
         assert_eq!(parse_key("abc").unwrap_err(), KeyError::Length(3));
-        assert_eq!(
-            parse_key("yAnz5TF-lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=").unwrap_err(),
-            KeyError::Encoding
-        );
-        assert_eq!(
-            parse_key("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmkA").unwrap_err(),
-            KeyError::Encoding
-        );
+        assert_eq!(parse_key("yAnz5TF-lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=").unwrap_err(), KeyError::Encoding);
+        assert_eq!(parse_key("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmkA").unwrap_err(), KeyError::Encoding);
     }
 
     #[test]
@@ -105,9 +96,6 @@ mod tests {
         assert!(err.to_string().contains("chmod 600"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_key_file(&path).unwrap()[0], 0xc8);
-        assert!(matches!(
-            read_key_file(&dir.path().join("missing")).unwrap_err(),
-            KeyError::Unreadable { .. }
-        ));
+        assert!(matches!(read_key_file(&dir.path().join("missing")).unwrap_err(), KeyError::Unreadable { .. }));
     }
 }

@@ -21,10 +21,8 @@ use std::path::Path;
 /// Reads and validates the configuration file at `path`. Relative key file
 /// paths are resolved against the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let source =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     parse(&source, path)
 }
 

@@ -4,11 +4,7 @@
 
 /// 1-based line of a byte offset.
 pub(crate) fn line_of(source: &str, offset: usize) -> usize {
-    source[..offset.min(source.len())]
-        .bytes()
-        .filter(|&b| b == b'\n')
-        .count()
-        + 1
+    source[..offset.min(source.len())].bytes().filter(|&b| b == b'\n').count() + 1
 }
 
 /// The table an offset lies in, as `interface` or `peer[N]` (N counts
@@ -41,9 +37,7 @@ pub(crate) fn table_at(source: &str, offset: usize) -> String {
 /// The key at the start of the line holding `offset`, if the line is a
 /// `key = value` line.
 pub(crate) fn key_at(source: &str, offset: usize) -> Option<String> {
-    let start = source[..offset.min(source.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
+    let start = source[..offset.min(source.len())].rfind('\n').map_or(0, |i| i + 1);
     let line = source[start..].lines().next()?;
     let (key, _) = line.split_once('=')?;
     let key = key.trim().trim_matches('"');

@@ -72,9 +72,7 @@ impl Endpoint {
         use std::net::ToSocketAddrs;
         match self {
             Endpoint::Addr(a) => Ok(vec![*a]),
-            Endpoint::Host { host, port } => {
-                Ok((host.as_str(), *port).to_socket_addrs()?.collect())
-            }
+            Endpoint::Host { host, port } => Ok((host.as_str(), *port).to_socket_addrs()?.collect()),
         }
     }
 }

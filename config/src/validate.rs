@@ -15,8 +15,7 @@ use crate::key::{parse_key, read_key_file};
 use crate::locate::{join, key_at, line_of, table_at};
 use crate::schema::{RawConfig, RawInterface, RawPeer};
 use crate::types::{
-    Config, Endpoint, Interface, Peer, DEFAULT_LISTEN_PORT, DEFAULT_MTU, MAX_MTU, MIN_MTU,
-    MIN_MTU_IPV6,
+    Config, Endpoint, Interface, Peer, DEFAULT_LISTEN_PORT, DEFAULT_MTU, MAX_MTU, MIN_MTU, MIN_MTU_IPV6,
 };
 use crate::{ConfigError, Problem};
 
@@ -134,7 +133,11 @@ impl Checker<'_> {
                 && n.get_ref().len() <= 15
                 && n.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
             if !ok {
-                self.report(n.span(), join(t, "name"), "expected an interface name of 1 to 15 characters from a-z, A-Z, 0-9, '-', '_', '.'");
+                self.report(
+                    n.span(),
+                    join(t, "name"),
+                    "expected an interface name of 1 to 15 characters from a-z, A-Z, 0-9, '-', '_', '.'",
+                );
             }
             ok.then(|| n.get_ref().clone())
         });
@@ -146,23 +149,12 @@ impl Checker<'_> {
             span.clone(),
             true,
         );
-        let addresses: Vec<IpNet> = raw
-            .addresses
-            .iter()
-            .filter_map(|a| self.prefix(&join(t, "addresses"), a, true))
-            .collect();
+        let addresses: Vec<IpNet> =
+            raw.addresses.iter().filter_map(|a| self.prefix(&join(t, "addresses"), a, true)).collect();
         let mtu = raw.mtu.as_ref().map_or(DEFAULT_MTU, |m| *m.get_ref());
-        let min = if addresses.iter().any(|a| a.addr().is_ipv6()) {
-            MIN_MTU_IPV6
-        } else {
-            MIN_MTU
-        };
+        let min = if addresses.iter().any(|a| a.addr().is_ipv6()) { MIN_MTU_IPV6 } else { MIN_MTU };
         if !(min..=MAX_MTU).contains(&mtu) {
-            let why = if min == MIN_MTU_IPV6 {
-                " (IPv6 addresses need at least 1280)"
-            } else {
-                ""
-            };
+            let why = if min == MIN_MTU_IPV6 { " (IPv6 addresses need at least 1280)" } else { "" };
             self.report(
                 raw.mtu.as_ref().map_or(span.clone(), |m| m.span()),
                 join(t, "mtu"),
@@ -185,10 +177,7 @@ impl Checker<'_> {
         (self.problems.len() == before).then(|| Interface {
             name,
             private_key,
-            listen_port: raw
-                .listen_port
-                .as_ref()
-                .map_or(DEFAULT_LISTEN_PORT, |p| *p.get_ref()),
+            listen_port: raw.listen_port.as_ref().map_or(DEFAULT_LISTEN_PORT, |p| *p.get_ref()),
             addresses,
             mtu,
             workers,
@@ -206,11 +195,7 @@ impl Checker<'_> {
             return None;
         };
         let Ok(port) = port.parse::<u16>() else {
-            self.report(
-                s.span(),
-                field,
-                format!("\"{port}\" is not a port number; {hint}"),
-            );
+            self.report(s.span(), field, format!("\"{port}\" is not a port number; {hint}"));
             return None;
         };
         let valid_label = |l: &str| {
@@ -220,25 +205,14 @@ impl Checker<'_> {
                 && !l.starts_with('-')
         };
         if host.contains(':') {
-            self.report(
-                s.span(),
-                field,
-                format!("an IPv6 endpoint needs brackets: [{host}]:{port}"),
-            );
+            self.report(s.span(), field, format!("an IPv6 endpoint needs brackets: [{host}]:{port}"));
             return None;
         }
         if host.len() > 253 || !host.trim_end_matches('.').split('.').all(valid_label) {
-            self.report(
-                s.span(),
-                field,
-                format!("\"{host}\" is neither an IP address nor a DNS name; {hint}"),
-            );
+            self.report(s.span(), field, format!("\"{host}\" is neither an IP address nor a DNS name; {hint}"));
             return None;
         }
-        Some(Endpoint::Host {
-            host: host.to_string(),
-            port,
-        })
+        Some(Endpoint::Host { host: host.to_string(), port })
     }
 
     fn peer(&mut self, index: usize, raw: &Spanned<RawPeer>) -> Option<Peer> {
@@ -250,9 +224,7 @@ impl Checker<'_> {
             Some(n)
                 if !n.get_ref().is_empty()
                     && n.get_ref().len() <= 64
-                    && n.get_ref()
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+                    && n.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
             {
                 Some(n.get_ref().clone())
             }
@@ -265,11 +237,7 @@ impl Checker<'_> {
                 None
             }
             None => {
-                self.report(
-                    span.clone(),
-                    &t,
-                    "missing name: every peer needs one, such as name = \"dc-east\"",
-                );
+                self.report(span.clone(), &t, "missing name: every peer needs one, such as name = \"dc-east\"");
                 None
             }
         };
@@ -282,11 +250,7 @@ impl Checker<'_> {
                 }
             },
             None => {
-                self.report(
-                    span.clone(),
-                    &t,
-                    "missing public_key (the peer's `wg pubkey` output)",
-                );
+                self.report(span.clone(), &t, "missing public_key (the peer's `wg pubkey` output)");
                 None
             }
         };
@@ -300,16 +264,9 @@ impl Checker<'_> {
                 false,
             )
             .map(|k| PresharedKey::from_bytes(*k));
-        let endpoints = raw
-            .endpoints
-            .iter()
-            .filter_map(|e| self.endpoint(&join(&t, "endpoints"), e))
-            .collect();
-        let allowed_ips = raw
-            .allowed_ips
-            .iter()
-            .filter_map(|a| self.prefix(&join(&t, "allowed_ips"), a, false))
-            .collect();
+        let endpoints = raw.endpoints.iter().filter_map(|e| self.endpoint(&join(&t, "endpoints"), e)).collect();
+        let allowed_ips =
+            raw.allowed_ips.iter().filter_map(|a| self.prefix(&join(&t, "allowed_ips"), a, false)).collect();
         if self.problems.len() != before {
             return None;
         }
@@ -319,22 +276,14 @@ impl Checker<'_> {
             preshared_key: psk,
             endpoints,
             allowed_ips,
-            persistent_keepalive: raw
-                .persistent_keepalive
-                .as_ref()
-                .map_or(0, |k| *k.get_ref()),
+            persistent_keepalive: raw.persistent_keepalive.as_ref().map_or(0, |k| *k.get_ref()),
         })
     }
 
     /// Across peers: unique names and keys, no peer with our own key, and no
     /// prefix routed to two peers (one containing the other counts, since
     /// the more specific one would silently take the traffic).
-    fn cross_checks(
-        &mut self,
-        raw: &[Spanned<RawPeer>],
-        peers: &[(usize, Peer)],
-        own: Option<PublicKey>,
-    ) {
+    fn cross_checks(&mut self, raw: &[Spanned<RawPeer>], peers: &[(usize, Peer)], own: Option<PublicKey>) {
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut keys: HashMap<PublicKey, usize> = HashMap::new();
         for (i, p) in peers {
@@ -385,20 +334,13 @@ impl Checker<'_> {
         clashes.sort();
         for (peer, j, net, outer, other) in clashes {
             let span = raw[peer - 1].get_ref().allowed_ips[j].span();
-            let how = if outer == net {
-                "is also routed to".to_string()
-            } else {
-                format!("lies inside {outer} of")
-            };
+            let how = if outer == net { "is also routed to".to_string() } else { format!("lies inside {outer} of") };
             self.report(
                 span,
                 join(&format!("peer[{peer}]"), "allowed_ips"),
                 format!(
                     "{net} {how} peer[{other}] ({}); each address may belong to one peer only",
-                    peers
-                        .iter()
-                        .find(|(i, _)| *i == other)
-                        .map_or("", |(_, p)| p.name.as_str())
+                    peers.iter().find(|(i, _)| *i == other).map_or("", |(_, p)| p.name.as_str())
                 ),
             );
         }
@@ -406,19 +348,12 @@ impl Checker<'_> {
 }
 
 pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError> {
-    let mut c = Checker {
-        source,
-        file,
-        problems: Vec::new(),
-    };
+    let mut c = Checker { source, file, problems: Vec::new() };
     let raw: RawConfig = match toml::from_str(source) {
         Ok(r) => r,
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
-            let field = join(
-                &table_at(source, span.start),
-                &key_at(source, span.start).unwrap_or_default(),
-            );
+            let field = join(&table_at(source, span.start), &key_at(source, span.start).unwrap_or_default());
             c.report(span, field, e.message().trim().to_string());
             return Err(ConfigError::Invalid(c.problems));
         }
@@ -426,30 +361,17 @@ pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError>
     let interface = match &raw.interface {
         Some(i) => c.interface(i),
         None => {
-            c.report(
-                0..0,
-                "interface",
-                "missing [interface] table: a gateway needs at least private_key",
-            );
+            c.report(0..0, "interface", "missing [interface] table: a gateway needs at least private_key");
             None
         }
     };
-    let peers: Vec<(usize, Peer)> = raw
-        .peer
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| c.peer(i + 1, p).map(|p| (i + 1, p)))
-        .collect();
-    c.cross_checks(
-        &raw.peer,
-        &peers,
-        interface.as_ref().map(|i| i.private_key.public_key()),
-    );
+    let peers: Vec<(usize, Peer)> =
+        raw.peer.iter().enumerate().filter_map(|(i, p)| c.peer(i + 1, p).map(|p| (i + 1, p))).collect();
+    c.cross_checks(&raw.peer, &peers, interface.as_ref().map(|i| i.private_key.public_key()));
     match interface {
-        Some(interface) if c.problems.is_empty() => Ok(Config {
-            interface,
-            peers: peers.into_iter().map(|(_, p)| p).collect(),
-        }),
+        Some(interface) if c.problems.is_empty() => {
+            Ok(Config { interface, peers: peers.into_iter().map(|(_, p)| p).collect() })
+        }
         _ => {
             c.problems.sort_by_key(|p| p.line);
             Err(ConfigError::Invalid(c.problems))
@@ -471,12 +393,7 @@ mod tests {
     }
 
     fn problems(src: &str) -> Vec<String> {
-        parse(src)
-            .unwrap_err()
-            .problems()
-            .iter()
-            .map(|p| p.to_string())
-            .collect()
+        parse(src).unwrap_err().problems().iter().map(|p| p.to_string()).collect()
     }
 
     fn one_problem(src: &str) -> String {
@@ -509,21 +426,9 @@ mod tests {
         assert_eq!(p.name, "dc-east");
         assert_eq!(p.public_key.to_base64(), PUB_B);
         assert!(p.preshared_key.is_some());
-        assert_eq!(
-            p.endpoints[0],
-            Endpoint::Addr("198.18.0.2:51820".parse().unwrap())
-        );
-        assert_eq!(
-            p.endpoints[1],
-            Endpoint::Addr("[fd00::2]:51820".parse().unwrap())
-        );
-        assert_eq!(
-            p.endpoints[2],
-            Endpoint::Host {
-                host: "gw.example.net".into(),
-                port: 4500
-            }
-        );
+        assert_eq!(p.endpoints[0], Endpoint::Addr("198.18.0.2:51820".parse().unwrap()));
+        assert_eq!(p.endpoints[1], Endpoint::Addr("[fd00::2]:51820".parse().unwrap()));
+        assert_eq!(p.endpoints[2], Endpoint::Host { host: "gw.example.net".into(), port: 4500 });
         assert_eq!(p.allowed_ips[2], "10.9.9.9/32".parse::<IpNet>().unwrap());
         assert_eq!(p.persistent_keepalive, 25);
     }
@@ -541,18 +446,15 @@ mod tests {
     fn bad_private_key_is_not_echoed() {
         let bad = "CE5vbW26f1Ayh5znQQ3b1pWt4oE+w3ScwymAsBl6lk!=";
         let p = one_problem(&format!("[interface]\nprivate_key = \"{bad}\"\n"));
-        assert!(
-            p.starts_with(
-                "/etc/causeway/gw.toml:2: interface.private_key: expected a key in base64"
-            ),
-            "{p}"
-        );
+        assert!(p.starts_with("/etc/causeway/gw.toml:2: interface.private_key: expected a key in base64"), "{p}");
         assert!(!p.contains("CE5vbW"));
     }
 
     #[test]
     fn bad_cidr() {
-        let src = with_peers(&format!("[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nallowed_ips = [\"10.1.0.0/16\",\n  \"10.300.0.0/16\"]\n"));
+        let src = with_peers(&format!(
+            "[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nallowed_ips = [\"10.1.0.0/16\",\n  \"10.300.0.0/16\"]\n"
+        ));
         assert_eq!(
             one_problem(&src),
             "/etc/causeway/gw.toml:8: peer[1].allowed_ips: \"10.300.0.0/16\" is not an IP prefix: expected address/length, such as 10.1.0.0/16 or fd00:1::/64"
@@ -561,12 +463,11 @@ mod tests {
 
     #[test]
     fn host_bits_in_allowed_ips() {
-        let src = with_peers(&format!(
-            "[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nallowed_ips = [\"10.1.2.3/16\"]\n"
-        ));
-        assert!(one_problem(&src).contains(
-            "peer[1].allowed_ips: 10.1.2.3/16 has host bits set; the prefix is 10.1.0.0/16"
-        ));
+        let src =
+            with_peers(&format!("[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nallowed_ips = [\"10.1.2.3/16\"]\n"));
+        assert!(
+            one_problem(&src).contains("peer[1].allowed_ips: 10.1.2.3/16 has host bits set; the prefix is 10.1.0.0/16")
+        );
     }
 
     #[test]
@@ -585,11 +486,8 @@ mod tests {
 
     #[test]
     fn own_key_as_peer() {
-        let src = with_peers(&format!(
-            "[[peer]]\nname = \"me\"\npublic_key = \"{PUB_A}\"\n"
-        ));
-        assert!(one_problem(&src)
-            .ends_with("peer[1].public_key: this is the interface's own public key"));
+        let src = with_peers(&format!("[[peer]]\nname = \"me\"\npublic_key = \"{PUB_A}\"\n"));
+        assert!(one_problem(&src).ends_with("peer[1].public_key: this is the interface's own public key"));
     }
 
     #[test]
@@ -608,41 +506,33 @@ mod tests {
 
     #[test]
     fn nested_prefixes_within_one_peer_are_fine() {
-        let src = with_peers(&format!("[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nallowed_ips = [\"10.0.0.0/8\", \"10.1.0.0/16\"]\n"));
+        let src = with_peers(&format!(
+            "[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nallowed_ips = [\"10.0.0.0/8\", \"10.1.0.0/16\"]\n"
+        ));
         assert!(parse(&src).is_ok());
     }
 
     #[test]
     fn unknown_field_from_the_parser_is_located() {
-        let p = one_problem(&format!(
-            "[interface]\nprivate_key = \"{KEY_A}\"\nlisen_port = 5\n"
-        ));
-        assert!(p.starts_with("/etc/causeway/gw.toml:3: interface.lisen_port: unknown field `lisen_port`, expected one of"), "{p}");
+        let p = one_problem(&format!("[interface]\nprivate_key = \"{KEY_A}\"\nlisen_port = 5\n"));
+        assert!(
+            p.starts_with("/etc/causeway/gw.toml:3: interface.lisen_port: unknown field `lisen_port`, expected one of"),
+            "{p}"
+        );
         let p = one_problem(&with_peers(&format!(
             "[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nendpoint = \"198.18.0.2:1\"\n"
         )));
-        assert!(
-            p.starts_with("/etc/causeway/gw.toml:7: peer[1].endpoint: unknown field `endpoint`"),
-            "{p}"
-        );
+        assert!(p.starts_with("/etc/causeway/gw.toml:7: peer[1].endpoint: unknown field `endpoint`"), "{p}");
         let p = one_problem("[interfaces]\n");
         assert!(p.contains("unknown field `interfaces`"), "{p}");
     }
 
     #[test]
     fn wrong_types_and_syntax() {
-        let p = one_problem(&format!(
-            "[interface]\nprivate_key = \"{KEY_A}\"\nlisten_port = 70000\n"
-        ));
-        assert!(
-            p.starts_with("/etc/causeway/gw.toml:3: interface.listen_port:"),
-            "{p}"
-        );
+        let p = one_problem(&format!("[interface]\nprivate_key = \"{KEY_A}\"\nlisten_port = 70000\n"));
+        assert!(p.starts_with("/etc/causeway/gw.toml:3: interface.listen_port:"), "{p}");
         let p = one_problem("[interface]\nmtu = \"big\"\n");
-        assert!(
-            p.starts_with("/etc/causeway/gw.toml:2: interface.mtu:"),
-            "{p}"
-        );
+        assert!(p.starts_with("/etc/causeway/gw.toml:2: interface.mtu:"), "{p}");
         let p = one_problem("[interface\n");
         assert!(p.starts_with("/etc/causeway/gw.toml:1:"), "{p}");
     }
@@ -651,44 +541,25 @@ mod tests {
     fn interface_checks() {
         assert!(one_problem("[interface]\n").contains("interface: missing private_key"));
         assert!(one_problem("").contains("missing [interface] table"));
-        let p = one_problem(&format!(
-            "[interface]\nprivate_key = \"{KEY_A}\"\nmtu = 100\n"
-        ));
-        assert!(
-            p.contains("interface.mtu: expected an MTU from 576 to"),
-            "{p}"
-        );
-        let p = one_problem(&format!(
-            "[interface]\nprivate_key = \"{KEY_A}\"\naddresses = [\"fd00::1/64\"]\nmtu = 1000\n"
-        ));
+        let p = one_problem(&format!("[interface]\nprivate_key = \"{KEY_A}\"\nmtu = 100\n"));
+        assert!(p.contains("interface.mtu: expected an MTU from 576 to"), "{p}");
+        let p =
+            one_problem(&format!("[interface]\nprivate_key = \"{KEY_A}\"\naddresses = [\"fd00::1/64\"]\nmtu = 1000\n"));
         assert!(p.contains("IPv6 addresses need at least 1280"), "{p}");
-        let p = one_problem(&format!(
-            "[interface]\nprivate_key = \"{KEY_A}\"\nworkers = 5000\n"
-        ));
+        let p = one_problem(&format!("[interface]\nprivate_key = \"{KEY_A}\"\nworkers = 5000\n"));
         assert!(p.contains("interface.workers"), "{p}");
-        let p = one_problem(&format!(
-            "[interface]\nname = \"this-name-is-too-long\"\nprivate_key = \"{KEY_A}\"\n"
-        ));
+        let p = one_problem(&format!("[interface]\nname = \"this-name-is-too-long\"\nprivate_key = \"{KEY_A}\"\n"));
         assert!(p.contains("interface.name"), "{p}");
-        let c = parse(&format!(
-            "[interface]\nprivate_key = \"{KEY_A}\"\nmtu = 34000\naddresses = [\"10.0.0.1/24\"]\n"
-        ))
-        .unwrap();
+        let c = parse(&format!("[interface]\nprivate_key = \"{KEY_A}\"\nmtu = 34000\naddresses = [\"10.0.0.1/24\"]\n"))
+            .unwrap();
         assert_eq!(c.interface.mtu, 34000, "jumbo MTUs are allowed");
-        assert_eq!(
-            c.interface.addresses[0].to_string(),
-            "10.0.0.1/24",
-            "interface addresses keep host bits"
-        );
+        assert_eq!(c.interface.addresses[0].to_string(), "10.0.0.1/24", "interface addresses keep host bits");
     }
 
     #[test]
     fn endpoints() {
-        let src = |e: &str| {
-            with_peers(&format!(
-                "[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nendpoints = [\"{e}\"]\n"
-            ))
-        };
+        let src =
+            |e: &str| with_peers(&format!("[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nendpoints = [\"{e}\"]\n"));
         let p = |e: &str| problems(&src(e));
         assert!(p("198.18.0.2")[0].contains("has no port"));
         assert!(p("198.18.0.2:http")[0].contains("\"http\" is not a port number"));
@@ -710,9 +581,7 @@ mod tests {
 
     #[test]
     fn key_and_key_file_together() {
-        let p = one_problem(&format!(
-            "[interface]\nprivate_key = \"{KEY_A}\"\nprivate_key_file = \"/x\"\n"
-        ));
+        let p = one_problem(&format!("[interface]\nprivate_key = \"{KEY_A}\"\nprivate_key_file = \"/x\"\n"));
         assert!(p.contains("give either private_key or private_key_file, not both"));
     }
 
@@ -727,11 +596,7 @@ mod tests {
         let cfg = dir.path().join("gw.toml");
         std::fs::write(&cfg, "[interface]\nprivate_key_file = \"gw.key\"\n").unwrap();
         let err = crate::load(&cfg).unwrap_err().to_string();
-        assert!(
-            err.contains("gw.toml:2: interface.private_key_file: key file")
-                && err.contains("chmod 600"),
-            "{err}"
-        );
+        assert!(err.contains("gw.toml:2: interface.private_key_file: key file") && err.contains("chmod 600"), "{err}");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let c = crate::load(&cfg).unwrap();
         assert_eq!(c.interface.private_key.public_key().to_base64(), PUB_A);
@@ -740,9 +605,7 @@ mod tests {
     #[test]
     fn unreadable_config_file() {
         let e = crate::load(Path::new("/nonexistent/gw.toml")).unwrap_err();
-        assert!(e
-            .to_string()
-            .starts_with("/nonexistent/gw.toml: cannot read configuration:"));
+        assert!(e.to_string().starts_with("/nonexistent/gw.toml: cannot read configuration:"));
     }
 
     #[test]

@@ -86,30 +86,17 @@ impl CookieChecker {
     }
 
     /// Builds the cookie reply to a handshake message whose MAC1 verified.
-    pub fn create_reply(
-        &self,
-        msg: &[u8],
-        sender_index: u32,
-        src: &[u8],
-        now: Time,
-    ) -> [u8; COOKIE_REPLY_LEN] {
+    pub fn create_reply(&self, msg: &[u8], sender_index: u32, src: &[u8], now: Time) -> [u8; COOKIE_REPLY_LEN] {
         let cookie = self.cookie_for(src, now);
         let mut out = [0u8; COOKIE_REPLY_LEN];
         out[0] = TYPE_COOKIE_REPLY as u8;
-        out[cookie_reply::RECEIVER..cookie_reply::RECEIVER + 4]
-            .copy_from_slice(&sender_index.to_le_bytes());
+        out[cookie_reply::RECEIVER..cookie_reply::RECEIVER + 4].copy_from_slice(&sender_index.to_le_bytes());
         let mut nonce = [0u8; 24];
         OsRng.fill_bytes(&mut nonce);
         out[cookie_reply::NONCE..cookie_reply::COOKIE].copy_from_slice(&nonce);
         let at = mac1_offset(msg);
         let mut sealed = [0u8; 32];
-        xaead_seal(
-            &self.cookie_key,
-            &nonce,
-            &cookie,
-            &msg[at..at + 16],
-            &mut sealed,
-        );
+        xaead_seal(&self.cookie_key, &nonce, &cookie, &msg[at..at + 16], &mut sealed);
         out[cookie_reply::COOKIE..].copy_from_slice(&sealed);
         out
     }
@@ -148,9 +135,7 @@ impl CookieGenerator {
         st.last_mac1 = Some(mac1);
         let at2 = mac2_offset(msg);
         let mac2 = match &st.cookie {
-            Some((cookie, got)) if now.saturating_since(*got) < COOKIE_FRESHNESS => {
-                mac(&cookie[..], &[&msg[..at2]])
-            }
+            Some((cookie, got)) if now.saturating_since(*got) < COOKIE_FRESHNESS => mac(&cookie[..], &[&msg[..at2]]),
             _ => [0u8; 16],
         };
         msg[at2..].copy_from_slice(&mac2);
@@ -161,9 +146,7 @@ impl CookieGenerator {
     pub fn consume_reply(&self, reply: &[u8; COOKIE_REPLY_LEN], now: Time) -> Result<(), Error> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let aad = st.last_mac1.ok_or(Error::UnexpectedCookieReply)?;
-        let nonce: &[u8; 24] = reply[cookie_reply::NONCE..cookie_reply::COOKIE]
-            .try_into()
-            .expect("24 bytes");
+        let nonce: &[u8; 24] = reply[cookie_reply::NONCE..cookie_reply::COOKIE].try_into().expect("24 bytes");
         let sealed: &[u8; 32] = reply[cookie_reply::COOKIE..].try_into().expect("32 bytes");
         let cookie = xaead_open(&self.cookie_key, nonce, sealed, &aad)?;
         st.cookie = Some((cookie, now));
@@ -190,10 +173,7 @@ mod tests {
     use crate::StaticSecret;
 
     fn keys() -> (PublicKey, PublicKey) {
-        (
-            StaticSecret::random(&mut OsRng).public_key(),
-            StaticSecret::random(&mut OsRng).public_key(),
-        )
+        (StaticSecret::random(&mut OsRng).public_key(), StaticSecret::random(&mut OsRng).public_key())
     }
 
     #[test]
@@ -203,15 +183,9 @@ mod tests {
         let mut msg = [7u8; 148];
         gen.add_macs(&mut msg, Time::ZERO);
         assert!(CookieChecker::new(&responder).check_mac1(&msg).is_ok());
-        assert_eq!(
-            CookieChecker::new(&other).check_mac1(&msg),
-            Err(Error::InvalidMac1)
-        );
+        assert_eq!(CookieChecker::new(&other).check_mac1(&msg), Err(Error::InvalidMac1));
         msg[10] ^= 1;
-        assert_eq!(
-            CookieChecker::new(&responder).check_mac1(&msg),
-            Err(Error::InvalidMac1)
-        );
+        assert_eq!(CookieChecker::new(&responder).check_mac1(&msg), Err(Error::InvalidMac1));
     }
 
     #[test]
@@ -228,25 +202,16 @@ mod tests {
         assert_eq!(reply_receiver(&reply), 42);
         gen.consume_reply(&reply, now).unwrap();
         // A replayed reply is refused and does not disturb the stored cookie.
-        assert_eq!(
-            gen.consume_reply(&reply, now),
-            Err(Error::UnexpectedCookieReply)
-        );
+        assert_eq!(gen.consume_reply(&reply, now), Err(Error::UnexpectedCookieReply));
         assert!(gen.has_fresh_cookie(now));
         gen.add_macs(&mut msg, now);
         checker.check_mac2(&msg, &src, now).unwrap();
         // The cookie is bound to the source address.
-        assert_eq!(
-            checker.check_mac2(&msg, &[198, 18, 0, 2, 0x14, 0xe9], now),
-            Err(Error::InvalidMac2)
-        );
+        assert_eq!(checker.check_mac2(&msg, &[198, 18, 0, 2, 0x14, 0xe9], now), Err(Error::InvalidMac2));
         // After the secret rotates, the old cookie no longer verifies, and the
         // initiator stops using its stale cookie.
         let later = now + Duration::from_secs(121);
-        assert_eq!(
-            checker.check_mac2(&msg, &src, later),
-            Err(Error::InvalidMac2)
-        );
+        assert_eq!(checker.check_mac2(&msg, &src, later), Err(Error::InvalidMac2));
         assert!(!gen.has_fresh_cookie(later));
     }
 
@@ -263,10 +228,7 @@ mod tests {
         gen.add_macs(&mut msg, Time::ZERO);
         let mut reply = checker.create_reply(&msg, 1, b"a", Time::ZERO);
         reply[40] ^= 1;
-        assert_eq!(
-            gen.consume_reply(&reply, Time::ZERO),
-            Err(Error::DecryptionFailed)
-        );
+        assert_eq!(gen.consume_reply(&reply, Time::ZERO), Err(Error::DecryptionFailed));
         assert!(!gen.has_fresh_cookie(Time::ZERO));
         reply[40] ^= 1;
         gen.consume_reply(&reply, Time::ZERO).unwrap();

@@ -8,12 +8,10 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use crate::cookie::reply_receiver;
-use crate::messages::{
-    self, initiation, read_u32, Message, COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN,
-};
+use crate::messages::{self, initiation, read_u32, Message, COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN};
 use crate::{
-    consume_initiation_static, CookieChecker, Error, IndexEntry, IndexTable, Keypair, LoadMonitor,
-    Peer, PresharedKey, PublicKey, StaticSecret, Time, TimerAction,
+    consume_initiation_static, CookieChecker, Error, IndexEntry, IndexTable, Keypair, LoadMonitor, Peer, PresharedKey,
+    PublicKey, StaticSecret, Time, TimerAction,
 };
 
 struct Identity {
@@ -27,10 +25,7 @@ struct Identity {
 pub enum Received<'a> {
     /// A valid initiation: send `response` back to the source, which is now
     /// the peer's endpoint.
-    HandshakeResponse {
-        peer: Arc<Peer>,
-        response: [u8; RESPONSE_LEN],
-    },
+    HandshakeResponse { peer: Arc<Peer>, response: [u8; RESPONSE_LEN] },
     /// We are under load and the message carried no valid MAC2: send the
     /// cookie reply back to the source. No state changed.
     CookieReply { reply: [u8; COOKIE_REPLY_LEN] },
@@ -42,11 +37,7 @@ pub enum Received<'a> {
     /// Decrypted data. `plaintext` is the padded inner packet; the caller
     /// trims it to the IP length and applies the allowed-IPs source filter.
     /// `rekey` asks the caller to start a handshake.
-    Data {
-        peer: Arc<Peer>,
-        plaintext: &'a mut [u8],
-        rekey: bool,
-    },
+    Data { peer: Arc<Peer>, plaintext: &'a mut [u8], rekey: bool },
     /// An authenticated keepalive.
     Keepalive { peer: Arc<Peer> },
 }
@@ -92,11 +83,7 @@ impl Device {
     }
 
     fn identity(&self) -> Result<Arc<Identity>, Error> {
-        self.identity
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(Error::NoPrivateKey)
+        self.identity.read().unwrap_or_else(|e| e.into_inner()).clone().ok_or(Error::NoPrivateKey)
     }
 
     /// Sets (or removes) the interface's private key. Every peer's sessions
@@ -105,11 +92,7 @@ impl Device {
     pub fn set_private_key(&self, secret: Option<StaticSecret>) {
         let identity = secret.map(|secret| {
             let public = secret.public_key();
-            Arc::new(Identity {
-                checker: CookieChecker::new(&public),
-                secret,
-                public,
-            })
+            Arc::new(Identity { checker: CookieChecker::new(&public), secret, public })
         });
         if let Some(id) = &identity {
             if self.peer(&id.public).is_some() {
@@ -130,9 +113,7 @@ impl Device {
     /// A copy of the private key, for the root-only control socket that
     /// `wg showconf` reads; wiped when dropped.
     pub fn private_key_bytes(&self) -> Option<zeroize::Zeroizing<[u8; 32]>> {
-        self.identity()
-            .ok()
-            .map(|i| zeroize::Zeroizing::new(*i.secret.as_bytes()))
+        self.identity().ok().map(|i| zeroize::Zeroizing::new(*i.secret.as_bytes()))
     }
 
     /// Whether the private key matches `secret` (compared in constant time).
@@ -157,22 +138,13 @@ impl Device {
         }
         let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
         let peer = peers.entry(remote).or_insert_with(|| {
-            Arc::new(Peer::new(
-                identity.as_ref().map(|i| &i.secret),
-                remote,
-                psk,
-                persistent_keepalive,
-            ))
+            Arc::new(Peer::new(identity.as_ref().map(|i| &i.secret), remote, psk, persistent_keepalive))
         });
         Ok(peer.clone())
     }
 
     pub fn remove_peer(&self, remote: &PublicKey) -> Option<Arc<Peer>> {
-        let peer = self
-            .peers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(remote)?;
+        let peer = self.peers.write().unwrap_or_else(|e| e.into_inner()).remove(remote)?;
         self.indices.remove_peer(&peer);
         peer.kps_mut().take_all();
         peer.clear_handshake();
@@ -180,20 +152,11 @@ impl Device {
     }
 
     pub fn peer(&self, remote: &PublicKey) -> Option<Arc<Peer>> {
-        self.peers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(remote)
-            .cloned()
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).get(remote).cloned()
     }
 
     pub fn peers(&self) -> Vec<Arc<Peer>> {
-        self.peers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     /// Number of live receiver indices (handshakes and keypairs).
@@ -257,10 +220,7 @@ impl Device {
         let kp = peer.keypair_for_sending(now)?;
         let len = kp.encrypt(buf, payload_len, mtu)?;
         peer.on_sent(now, len as u64, payload_len > 0);
-        Ok(Sealed {
-            len,
-            rekey: peer.needs_rekey_on_send(&kp, now),
-        })
+        Ok(Sealed { len, rekey: peer.needs_rekey_on_send(&kp, now) })
     }
 
     /// Looks up the keypair a data message is for. Split from `receive` for
@@ -294,20 +254,12 @@ impl Device {
             }
         }
         peer.on_received(now, wire_len as u64, is_data);
-        Ok(peer
-            .current_keypair()
-            .is_some_and(|cur| Arc::ptr_eq(&cur, kp))
-            && peer.needs_rekey_on_receive(kp, now))
+        Ok(peer.current_keypair().is_some_and(|cur| Arc::ptr_eq(&cur, kp)) && peer.needs_rekey_on_receive(kp, now))
     }
 
     /// Handles one datagram from `src`, decrypting data in place. Any error
     /// means "drop it"; no error leaves state changed.
-    pub fn receive<'a>(
-        &self,
-        src: SocketAddr,
-        packet: &'a mut [u8],
-        now: Time,
-    ) -> Result<Received<'a>, Error> {
+    pub fn receive<'a>(&self, src: SocketAddr, packet: &'a mut [u8], now: Time) -> Result<Received<'a>, Error> {
         let kind = match messages::parse(packet)? {
             Message::Initiation(_) => messages::TYPE_INITIATION,
             Message::Response(_) => messages::TYPE_RESPONSE,
@@ -317,18 +269,15 @@ impl Device {
         match kind {
             messages::TYPE_DATA => self.receive_data(packet, now),
             messages::TYPE_INITIATION => {
-                let msg: &[u8; INITIATION_LEN] =
-                    (&*packet).try_into().map_err(|_| Error::InvalidLength)?;
+                let msg: &[u8; INITIATION_LEN] = (&*packet).try_into().map_err(|_| Error::InvalidLength)?;
                 self.receive_initiation(src, msg, now)
             }
             messages::TYPE_RESPONSE => {
-                let msg: &[u8; RESPONSE_LEN] =
-                    (&*packet).try_into().map_err(|_| Error::InvalidLength)?;
+                let msg: &[u8; RESPONSE_LEN] = (&*packet).try_into().map_err(|_| Error::InvalidLength)?;
                 self.receive_response(src, msg, now)
             }
             _ => {
-                let msg: &[u8; COOKIE_REPLY_LEN] =
-                    (&*packet).try_into().map_err(|_| Error::InvalidLength)?;
+                let msg: &[u8; COOKIE_REPLY_LEN] = (&*packet).try_into().map_err(|_| Error::InvalidLength)?;
                 self.receive_cookie_reply(msg, now)
             }
         }
@@ -340,15 +289,7 @@ impl Device {
         let (counter, plaintext) = kp.open(packet)?;
         let is_data = !plaintext.is_empty();
         let rekey = self.accept_data(&peer, &kp, counter, wire_len, is_data, now)?;
-        Ok(if is_data {
-            Received::Data {
-                peer,
-                plaintext,
-                rekey,
-            }
-        } else {
-            Received::Keepalive { peer }
-        })
+        Ok(if is_data { Received::Data { peer, plaintext, rekey } } else { Received::Keepalive { peer } })
     }
 
     /// MAC1, then (under load) MAC2 or a cookie reply: the cheap gate in
@@ -366,9 +307,7 @@ impl Device {
             let (addr, n) = address_bytes(&src);
             if identity.checker.check_mac2(msg, &addr[..n], now).is_err() {
                 return Ok(Some(Received::CookieReply {
-                    reply: identity
-                        .checker
-                        .create_reply(msg, sender_index, &addr[..n], now),
+                    reply: identity.checker.create_reply(msg, sender_index, &addr[..n], now),
                 }));
             }
         }
@@ -382,15 +321,11 @@ impl Device {
         now: Time,
     ) -> Result<Received<'static>, Error> {
         let identity = self.identity()?;
-        if let Some(reply) =
-            self.gate(&identity, src, msg, read_u32(msg, initiation::SENDER), now)?
-        {
+        if let Some(reply) = self.gate(&identity, src, msg, read_u32(msg, initiation::SENDER), now)? {
             return Ok(reply);
         }
         let partial = consume_initiation_static(&identity.secret, msg)?;
-        let peer = self
-            .peer(&partial.remote_static)
-            .ok_or(Error::UnknownPeer)?;
+        let peer = self.peer(&partial.remote_static).ok_or(Error::UnknownPeer)?;
         peer.consume_initiation(partial, now)?;
         peer.on_received(now, msg.len() as u64, false);
         let idx = self.indices.insert(IndexEntry::Handshake(peer.clone()));
@@ -405,8 +340,7 @@ impl Device {
             self.indices.remove(old);
         }
         let kp = Arc::new(kp);
-        self.indices
-            .replace(idx, IndexEntry::Keypair(peer.clone(), kp.clone()));
+        self.indices.replace(idx, IndexEntry::Keypair(peer.clone(), kp.clone()));
         let evicted = peer.kps_mut().install(kp);
         self.forget(evicted);
         Ok(Received::HandshakeResponse { peer, response })
@@ -419,13 +353,7 @@ impl Device {
         now: Time,
     ) -> Result<Received<'static>, Error> {
         let identity = self.identity()?;
-        if let Some(reply) = self.gate(
-            &identity,
-            src,
-            msg,
-            read_u32(msg, messages::response::SENDER),
-            now,
-        )? {
+        if let Some(reply) = self.gate(&identity, src, msg, read_u32(msg, messages::response::SENDER), now)? {
             return Ok(reply);
         }
         let idx = read_u32(msg, messages::response::RECEIVER);
@@ -434,19 +362,14 @@ impl Device {
             _ => return Err(Error::UnknownReceiverIndex),
         };
         let kp = Arc::new(peer.consume_response(msg, &identity.secret, now)?);
-        self.indices
-            .replace(idx, IndexEntry::Keypair(peer.clone(), kp.clone()));
+        self.indices.replace(idx, IndexEntry::Keypair(peer.clone(), kp.clone()));
         let evicted = peer.kps_mut().install(kp);
         self.forget(evicted);
         peer.on_received(now, msg.len() as u64, false);
         Ok(Received::SessionEstablished { peer })
     }
 
-    fn receive_cookie_reply(
-        &self,
-        msg: &[u8; COOKIE_REPLY_LEN],
-        now: Time,
-    ) -> Result<Received<'static>, Error> {
+    fn receive_cookie_reply(&self, msg: &[u8; COOKIE_REPLY_LEN], now: Time) -> Result<Received<'static>, Error> {
         let peer = match self.indices.get(reply_receiver(msg)) {
             Some(entry) => entry.peer().clone(),
             None => return Err(Error::UnknownReceiverIndex),

@@ -12,8 +12,7 @@ use rand_core::OsRng;
 use zeroize::Zeroizing;
 
 use crate::messages::{
-    initiation as ini, read_u32, response as resp, INITIATION_LEN, RESPONSE_LEN, TYPE_INITIATION,
-    TYPE_RESPONSE,
+    initiation as ini, read_u32, response as resp, INITIATION_LEN, RESPONSE_LEN, TYPE_INITIATION, TYPE_RESPONSE,
 };
 use crate::primitives::{hash, kdf, open_once, seal_once, Key, CONSTRUCTION, IDENTIFIER};
 use crate::{Error, Keypair, PresharedKey, PublicKey, StaticSecret, Tai64N, Time};
@@ -114,33 +113,15 @@ pub(crate) fn create_initiation(
 
     let es = e.diffie_hellman(remote_static)?;
     let k = mix_key_and_take(&mut ck, &es[..]);
-    seal_once(
-        &k,
-        local_static.public_key().as_bytes(),
-        &h[..],
-        &mut msg[ini::STATIC..ini::TIMESTAMP],
-    );
+    seal_once(&k, local_static.public_key().as_bytes(), &h[..], &mut msg[ini::STATIC..ini::TIMESTAMP]);
     mix_hash(&mut h, &msg[ini::STATIC..ini::TIMESTAMP]);
 
     let k = mix_key_and_take(&mut ck, ss);
     let ts = Tai64N::from_system_time(wall);
-    seal_once(
-        &k,
-        ts.as_bytes(),
-        &h[..],
-        &mut msg[ini::TIMESTAMP..ini::MAC1],
-    );
+    seal_once(&k, ts.as_bytes(), &h[..], &mut msg[ini::TIMESTAMP..ini::MAC1]);
     mix_hash(&mut h, &msg[ini::TIMESTAMP..ini::MAC1]);
 
-    Ok((
-        msg,
-        InitiatorState {
-            local_index,
-            ck,
-            h,
-            e,
-        },
-    ))
+    Ok((msg, InitiatorState { local_index, ck, h, e }))
 }
 
 /// First half of consuming an initiation: needs only our static key, and
@@ -150,9 +131,7 @@ pub fn consume_initiation_static(
     msg: &[u8; INITIATION_LEN],
 ) -> Result<PartialInitiation, Error> {
     let (mut ck, mut h) = initial_state(&local_static.public_key());
-    let e_bytes: [u8; 32] = msg[ini::EPHEMERAL..ini::STATIC]
-        .try_into()
-        .expect("32 bytes");
+    let e_bytes: [u8; 32] = msg[ini::EPHEMERAL..ini::STATIC].try_into().expect("32 bytes");
     let remote_ephemeral = PublicKey::from_bytes(e_bytes);
     mix_key(&mut ck, &e_bytes);
     mix_hash(&mut h, &e_bytes);
@@ -178,26 +157,11 @@ pub(crate) fn consume_initiation_finish(
     p: PartialInitiation,
     ss: &[u8; 32],
 ) -> Result<(Tai64N, ResponderState), Error> {
-    let PartialInitiation {
-        remote_index,
-        remote_ephemeral,
-        mut ck,
-        mut h,
-        encrypted_timestamp,
-        ..
-    } = p;
+    let PartialInitiation { remote_index, remote_ephemeral, mut ck, mut h, encrypted_timestamp, .. } = p;
     let k = mix_key_and_take(&mut ck, ss);
     let ts = open_once::<12>(&k, &encrypted_timestamp, &h[..])?;
     mix_hash(&mut h, &encrypted_timestamp);
-    Ok((
-        Tai64N::from_bytes(*ts),
-        ResponderState {
-            remote_index,
-            ck,
-            h,
-            remote_ephemeral,
-        },
-    ))
+    Ok((Tai64N::from_bytes(*ts), ResponderState { remote_index, ck, h, remote_ephemeral }))
 }
 
 /// Builds the response (MACs left zero) and derives the responder's keypair.
@@ -208,12 +172,7 @@ pub(crate) fn create_response(
     local_index: u32,
     now: Time,
 ) -> Result<([u8; RESPONSE_LEN], Keypair), Error> {
-    let ResponderState {
-        remote_index,
-        mut ck,
-        mut h,
-        remote_ephemeral,
-    } = state;
+    let ResponderState { remote_index, mut ck, mut h, remote_ephemeral } = state;
     let mut msg = [0u8; RESPONSE_LEN];
     msg[0] = TYPE_RESPONSE as u8;
     msg[resp::SENDER..resp::SENDER + 4].copy_from_slice(&local_index.to_le_bytes());
@@ -233,10 +192,7 @@ pub(crate) fn create_response(
     seal_once(&k, &[], &h[..], &mut msg[resp::EMPTY..resp::MAC1]);
 
     let [recv, send] = kdf::<2>(&ck, &[]);
-    Ok((
-        msg,
-        Keypair::new(&send, &recv, local_index, remote_index, now, false),
-    ))
+    Ok((msg, Keypair::new(&send, &recv, local_index, remote_index, now, false)))
 }
 
 /// Consumes a response to our initiation and derives the initiator's keypair.
@@ -253,17 +209,12 @@ pub(crate) fn consume_response(
     }
     let mut ck = state.ck.clone();
     let mut h = state.h.clone();
-    let e_bytes: [u8; 32] = msg[resp::EPHEMERAL..resp::EMPTY]
-        .try_into()
-        .expect("32 bytes");
+    let e_bytes: [u8; 32] = msg[resp::EPHEMERAL..resp::EMPTY].try_into().expect("32 bytes");
     let remote_ephemeral = PublicKey::from_bytes(e_bytes);
     mix_key(&mut ck, &e_bytes);
     mix_hash(&mut h, &e_bytes);
     mix_key(&mut ck, &state.e.diffie_hellman(&remote_ephemeral)?[..]);
-    mix_key(
-        &mut ck,
-        &local_static.diffie_hellman(&remote_ephemeral)?[..],
-    );
+    mix_key(&mut ck, &local_static.diffie_hellman(&remote_ephemeral)?[..]);
 
     let [c, tau, k] = kdf::<3>(&ck, psk.as_bytes());
     ck = c;
@@ -272,14 +223,7 @@ pub(crate) fn consume_response(
 
     let [send, recv] = kdf::<2>(&ck, &[]);
     let remote_index = read_u32(&msg[..], resp::SENDER);
-    Ok(Keypair::new(
-        &send,
-        &recv,
-        state.local_index,
-        remote_index,
-        now,
-        true,
-    ))
+    Ok(Keypair::new(&send, &recv, state.local_index, remote_index, now, true))
 }
 
 #[cfg(test)]
@@ -291,20 +235,13 @@ mod tests {
     }
 
     fn sides() -> (Side, Side, Zeroizing<[u8; 32]>) {
-        let a = Side {
-            s: StaticSecret::random(&mut OsRng),
-        };
-        let b = Side {
-            s: StaticSecret::random(&mut OsRng),
-        };
+        let a = Side { s: StaticSecret::random(&mut OsRng) };
+        let b = Side { s: StaticSecret::random(&mut OsRng) };
         let ss = a.s.diffie_hellman(&b.s.public_key()).unwrap();
         (a, b, ss)
     }
 
-    fn full_handshake(
-        psk_i: &PresharedKey,
-        psk_r: &PresharedKey,
-    ) -> Result<(Keypair, Keypair), Error> {
+    fn full_handshake(psk_i: &PresharedKey, psk_r: &PresharedKey) -> Result<(Keypair, Keypair), Error> {
         let (a, b, ss) = sides();
         let (init, ist) = create_initiation(&a.s, &b.s.public_key(), &ss, 7, SystemTime::now())?;
         let partial = consume_initiation_static(&b.s, &init)?;
@@ -339,25 +276,19 @@ mod tests {
     #[test]
     fn initiation_for_someone_else_does_not_decrypt() {
         let (a, b, ss) = sides();
-        let (init, _) =
-            create_initiation(&a.s, &b.s.public_key(), &ss, 1, SystemTime::now()).unwrap();
+        let (init, _) = create_initiation(&a.s, &b.s.public_key(), &ss, 1, SystemTime::now()).unwrap();
         let c = StaticSecret::random(&mut OsRng);
-        assert_eq!(
-            consume_initiation_static(&c, &init).err(),
-            Some(Error::DecryptionFailed)
-        );
+        assert_eq!(consume_initiation_static(&c, &init).err(), Some(Error::DecryptionFailed));
     }
 
     #[test]
     fn every_flipped_bit_of_the_encrypted_fields_is_caught() {
         let (a, b, ss) = sides();
-        let (init, _) =
-            create_initiation(&a.s, &b.s.public_key(), &ss, 1, SystemTime::now()).unwrap();
+        let (init, _) = create_initiation(&a.s, &b.s.public_key(), &ss, 1, SystemTime::now()).unwrap();
         for byte in ini::EPHEMERAL..ini::MAC1 {
             let mut m = init;
             m[byte] ^= 0x10;
-            let r =
-                consume_initiation_static(&b.s, &m).and_then(|p| consume_initiation_finish(p, &ss));
+            let r = consume_initiation_static(&b.s, &m).and_then(|p| consume_initiation_finish(p, &ss));
             assert!(r.is_err(), "flip at byte {byte} went unnoticed");
         }
     }
@@ -365,35 +296,21 @@ mod tests {
     #[test]
     fn low_order_ephemeral_is_refused() {
         let (a, b, ss) = sides();
-        let (mut init, _) =
-            create_initiation(&a.s, &b.s.public_key(), &ss, 1, SystemTime::now()).unwrap();
+        let (mut init, _) = create_initiation(&a.s, &b.s.public_key(), &ss, 1, SystemTime::now()).unwrap();
         init[ini::EPHEMERAL..ini::STATIC].fill(0);
-        assert_eq!(
-            consume_initiation_static(&b.s, &init).err(),
-            Some(Error::LowOrderKey)
-        );
+        assert_eq!(consume_initiation_static(&b.s, &init).err(), Some(Error::LowOrderKey));
     }
 
     #[test]
     fn response_to_another_index_is_refused() {
         let (a, b, ss) = sides();
-        let (init, ist) =
-            create_initiation(&a.s, &b.s.public_key(), &ss, 7, SystemTime::now()).unwrap();
-        let (_, rst) =
-            consume_initiation_finish(consume_initiation_static(&b.s, &init).unwrap(), &ss)
-                .unwrap();
-        let (mut response, _) = create_response(
-            rst,
-            &a.s.public_key(),
-            &PresharedKey::default(),
-            9,
-            Time::ZERO,
-        )
-        .unwrap();
+        let (init, ist) = create_initiation(&a.s, &b.s.public_key(), &ss, 7, SystemTime::now()).unwrap();
+        let (_, rst) = consume_initiation_finish(consume_initiation_static(&b.s, &init).unwrap(), &ss).unwrap();
+        let (mut response, _) =
+            create_response(rst, &a.s.public_key(), &PresharedKey::default(), 9, Time::ZERO).unwrap();
         response[resp::RECEIVER] ^= 1;
         assert_eq!(
-            consume_response(&ist, &response, &a.s, &PresharedKey::default(), Time::ZERO)
-                .unwrap_err(),
+            consume_response(&ist, &response, &a.s, &PresharedKey::default(), Time::ZERO).unwrap_err(),
             Error::UnexpectedResponse
         );
     }

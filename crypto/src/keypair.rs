@@ -22,8 +22,8 @@ use ring::aead::LessSafeKey;
 use crate::messages::{data, read_u64, DATA_MIN_LEN, TYPE_DATA};
 use crate::primitives::{aead_key, aead_open, aead_seal};
 use crate::{
-    Error, ReplayWindow, Time, AEAD_TAG_LEN, DATA_HEADER_LEN, PADDING_MULTIPLE,
-    REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME,
+    Error, ReplayWindow, Time, AEAD_TAG_LEN, DATA_HEADER_LEN, PADDING_MULTIPLE, REJECT_AFTER_MESSAGES,
+    REJECT_AFTER_TIME,
 };
 
 pub struct Keypair {
@@ -48,10 +48,7 @@ impl std::fmt::Debug for Keypair {
             .field("remote_index", &self.remote_index)
             .field("created", &self.created)
             .field("is_initiator", &self.is_initiator)
-            .field(
-                "next_counter",
-                &self.sending_counter.load(Ordering::Relaxed),
-            )
+            .field("next_counter", &self.sending_counter.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -112,13 +109,7 @@ impl Keypair {
     /// `buf` holds the plaintext at `buf[16..16 + payload_len]`; the header is
     /// written in front, zero padding up to `padded_len`, and the tag after.
     /// Returns the length of the data message.
-    pub fn seal(
-        &self,
-        counter: u64,
-        buf: &mut [u8],
-        payload_len: usize,
-        padded_len: usize,
-    ) -> Result<usize, Error> {
+    pub fn seal(&self, counter: u64, buf: &mut [u8], payload_len: usize, padded_len: usize) -> Result<usize, Error> {
         debug_assert!(padded_len >= payload_len);
         let total = DATA_HEADER_LEN + padded_len + AEAD_TAG_LEN;
         if buf.len() < total || padded_len < payload_len {
@@ -128,12 +119,7 @@ impl Keypair {
         buf[data::RECEIVER..data::RECEIVER + 4].copy_from_slice(&self.remote_index.to_le_bytes());
         buf[data::COUNTER..data::COUNTER + 8].copy_from_slice(&counter.to_le_bytes());
         buf[DATA_HEADER_LEN + payload_len..DATA_HEADER_LEN + padded_len].fill(0);
-        aead_seal(
-            &self.sending,
-            counter,
-            &mut buf[DATA_HEADER_LEN..total],
-            &[],
-        );
+        aead_seal(&self.sending, counter, &mut buf[DATA_HEADER_LEN..total], &[]);
         Ok(total)
     }
 
@@ -231,17 +217,11 @@ mod tests {
         assert_eq!(b.decrypt(&mut { copy }[..n]).unwrap_err(), Error::Replayed);
         let mut bad = copy;
         bad[20] ^= 0x80;
-        assert_eq!(
-            b.decrypt(&mut bad[..n]).unwrap_err(),
-            Error::DecryptionFailed
-        );
+        assert_eq!(b.decrypt(&mut bad[..n]).unwrap_err(), Error::DecryptionFailed);
         // A forged counter must not advance the window: it fails to authenticate first.
         let mut forged = copy;
         forged[8..16].copy_from_slice(&1_000_000u64.to_le_bytes());
-        assert_eq!(
-            b.decrypt(&mut forged[..n]).unwrap_err(),
-            Error::DecryptionFailed
-        );
+        assert_eq!(b.decrypt(&mut forged[..n]).unwrap_err(), Error::DecryptionFailed);
         let n2 = a.encrypt(&mut buf, 10, 1420).unwrap();
         b.decrypt(&mut buf[..n2]).unwrap();
     }
@@ -249,24 +229,16 @@ mod tests {
     #[test]
     fn counter_never_wraps() {
         let (a, _) = pair();
-        a.sending_counter
-            .store(REJECT_AFTER_MESSAGES - 2, Ordering::Relaxed);
+        a.sending_counter.store(REJECT_AFTER_MESSAGES - 2, Ordering::Relaxed);
         assert_eq!(a.reserve(1).unwrap(), REJECT_AFTER_MESSAGES - 2);
         assert_eq!(a.reserve(2).unwrap_err(), Error::KeypairExpired);
         assert_eq!(a.reserve(1).unwrap(), REJECT_AFTER_MESSAGES - 1);
         for _ in 0..20_000 {
             assert_eq!(a.reserve(1).unwrap_err(), Error::KeypairExpired);
         }
-        assert_eq!(
-            a.next_counter(),
-            REJECT_AFTER_MESSAGES,
-            "exhausted, not wrapped"
-        );
+        assert_eq!(a.next_counter(), REJECT_AFTER_MESSAGES, "exhausted, not wrapped");
         let mut buf = [0u8; 32];
-        assert_eq!(
-            a.encrypt(&mut buf, 0, 1420).unwrap_err(),
-            Error::KeypairExpired
-        );
+        assert_eq!(a.encrypt(&mut buf, 0, 1420).unwrap_err(), Error::KeypairExpired);
     }
 
     #[test]
@@ -301,8 +273,7 @@ mod tests {
                         (0..per_thread)
                             .map(|i| {
                                 let mut buf = vec![0u8; 16 + 64 + 16];
-                                buf[16..24]
-                                    .copy_from_slice(&((t * per_thread + i) as u64).to_le_bytes());
+                                buf[16..24].copy_from_slice(&((t * per_thread + i) as u64).to_le_bytes());
                                 let n = a.encrypt(&mut buf, 64, 1420).unwrap();
                                 buf.truncate(n);
                                 buf
@@ -324,19 +295,12 @@ mod tests {
                     s.spawn(move || {
                         batch
                             .into_iter()
-                            .map(|mut m| {
-                                u64::from_le_bytes(
-                                    b.decrypt(&mut m).unwrap()[..8].try_into().unwrap(),
-                                )
-                            })
+                            .map(|mut m| u64::from_le_bytes(b.decrypt(&mut m).unwrap()[..8].try_into().unwrap()))
                             .collect::<Vec<_>>()
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap())
-                .collect()
+            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
         });
         let ids: HashSet<u64> = opened.into_iter().collect();
         assert_eq!(ids.len(), threads * per_thread);

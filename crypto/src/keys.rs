@@ -84,10 +84,7 @@ impl StaticSecret {
     /// DH(self, public), refusing an all-zero result: that only happens for
     /// low-order points, and accepting it would let an attacker force a known
     /// shared secret.
-    pub(crate) fn diffie_hellman(
-        &self,
-        public: &PublicKey,
-    ) -> Result<zeroize::Zeroizing<[u8; 32]>, Error> {
+    pub(crate) fn diffie_hellman(&self, public: &PublicKey) -> Result<zeroize::Zeroizing<[u8; 32]>, Error> {
         let shared = self.dalek().diffie_hellman(&public.dalek());
         if !shared.was_contributory() {
             return Err(Error::LowOrderKey);
@@ -156,10 +153,7 @@ mod tests {
     fn public_key_base64_matches_the_base64_crate() {
         for _ in 0..20 {
             let k = StaticSecret::random(&mut OsRng).public_key();
-            assert_eq!(
-                k.to_base64(),
-                base64::engine::general_purpose::STANDARD.encode(k.as_bytes())
-            );
+            assert_eq!(k.to_base64(), base64::engine::general_purpose::STANDARD.encode(k.as_bytes()));
         }
     }
 
@@ -171,8 +165,7 @@ mod tests {
         assert!(!shown.contains(&secret_b64));
         assert!(shown.contains(&s.public_key().to_base64()));
         let p = PresharedKey::random(&mut OsRng);
-        assert!(!format!("{p:?}")
-            .contains(&base64::engine::general_purpose::STANDARD.encode(p.as_bytes())));
+        assert!(!format!("{p:?}").contains(&base64::engine::general_purpose::STANDARD.encode(p.as_bytes())));
     }
 
     #[test]
@@ -181,15 +174,11 @@ mod tests {
         // The identity and a point of order 8 on Curve25519.
         let zero = PublicKey([0u8; 32]);
         let order8 = [
-            0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f,
-            0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16,
-            0x5f, 0x49, 0xb8, 0x00,
+            0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a, 0xda, 0x09,
+            0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00,
         ];
         assert_eq!(s.diffie_hellman(&zero).unwrap_err(), Error::LowOrderKey);
-        assert_eq!(
-            s.diffie_hellman(&PublicKey(order8)).unwrap_err(),
-            Error::LowOrderKey
-        );
+        assert_eq!(s.diffie_hellman(&PublicKey(order8)).unwrap_err(), Error::LowOrderKey);
         let other = StaticSecret::random(&mut OsRng).public_key();
         assert!(s.diffie_hellman(&other).is_ok());
     }

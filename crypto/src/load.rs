@@ -37,11 +37,7 @@ impl Default for LoadMonitor {
 
 impl LoadMonitor {
     pub fn new(limit_per_second: u64) -> LoadMonitor {
-        LoadMonitor {
-            limit: AtomicU64::new(limit_per_second),
-            forced: AtomicBool::new(false),
-            state: Mutex::default(),
-        }
+        LoadMonitor { limit: AtomicU64::new(limit_per_second), forced: AtomicBool::new(false), state: Mutex::default() }
     }
 
     pub fn set_limit(&self, limit_per_second: u64) {

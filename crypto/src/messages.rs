@@ -44,18 +44,9 @@ pub fn message_type(packet: &[u8]) -> Result<u32, Error> {
 pub fn parse(packet: &[u8]) -> Result<Message<'_>, Error> {
     let ty = message_type(packet)?;
     match ty {
-        TYPE_INITIATION => packet
-            .try_into()
-            .map(Message::Initiation)
-            .map_err(|_| Error::InvalidLength),
-        TYPE_RESPONSE => packet
-            .try_into()
-            .map(Message::Response)
-            .map_err(|_| Error::InvalidLength),
-        TYPE_COOKIE_REPLY => packet
-            .try_into()
-            .map(Message::CookieReply)
-            .map_err(|_| Error::InvalidLength),
+        TYPE_INITIATION => packet.try_into().map(Message::Initiation).map_err(|_| Error::InvalidLength),
+        TYPE_RESPONSE => packet.try_into().map(Message::Response).map_err(|_| Error::InvalidLength),
+        TYPE_COOKIE_REPLY => packet.try_into().map(Message::CookieReply).map_err(|_| Error::InvalidLength),
         TYPE_DATA if packet.len() >= DATA_MIN_LEN => Ok(Message::Data(packet)),
         TYPE_DATA => Err(Error::InvalidLength),
         other => Err(Error::UnknownMessageType(other)),
@@ -128,45 +119,20 @@ mod tests {
 
     #[test]
     fn accepts_exact_lengths_only() {
-        assert!(matches!(
-            parse(&with_type(1, 148)),
-            Ok(Message::Initiation(_))
-        ));
+        assert!(matches!(parse(&with_type(1, 148)), Ok(Message::Initiation(_))));
         assert!(matches!(parse(&with_type(2, 92)), Ok(Message::Response(_))));
-        assert!(matches!(
-            parse(&with_type(3, 64)),
-            Ok(Message::CookieReply(_))
-        ));
+        assert!(matches!(parse(&with_type(3, 64)), Ok(Message::CookieReply(_))));
         assert!(matches!(parse(&with_type(4, 32)), Ok(Message::Data(_))));
         assert!(matches!(parse(&with_type(4, 1500)), Ok(Message::Data(_))));
-        for (ty, len) in [
-            (1, 147),
-            (1, 149),
-            (2, 91),
-            (2, 93),
-            (3, 63),
-            (3, 65),
-            (4, 31),
-            (4, 0),
-        ] {
-            assert_eq!(
-                parse(&with_type(ty, len)).unwrap_err(),
-                Error::InvalidLength,
-                "type {ty} len {len}"
-            );
+        for (ty, len) in [(1, 147), (1, 149), (2, 91), (2, 93), (3, 63), (3, 65), (4, 31), (4, 0)] {
+            assert_eq!(parse(&with_type(ty, len)).unwrap_err(), Error::InvalidLength, "type {ty} len {len}");
         }
     }
 
     #[test]
     fn rejects_unknown_types_and_reserved_bytes() {
-        assert_eq!(
-            parse(&with_type(5, 148)).unwrap_err(),
-            Error::UnknownMessageType(5)
-        );
-        assert_eq!(
-            parse(&with_type(0, 148)).unwrap_err(),
-            Error::UnknownMessageType(0)
-        );
+        assert_eq!(parse(&with_type(5, 148)).unwrap_err(), Error::UnknownMessageType(5));
+        assert_eq!(parse(&with_type(0, 148)).unwrap_err(), Error::UnknownMessageType(0));
         let mut v = with_type(1, 148);
         v[2] = 1;
         assert_eq!(parse(&v).unwrap_err(), Error::NonZeroReserved);

@@ -16,8 +16,8 @@ use crate::handshake::{self, HandshakeState, PartialInitiation};
 use crate::messages::{INITIATION_LEN, RESPONSE_LEN};
 use crate::{
     CookieGenerator, Error, Keypair, PresharedKey, PublicKey, StaticSecret, Tai64N, Time, Timers,
-    INITIATIONS_PER_SECOND, KEEPALIVE_TIMEOUT, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME,
-    REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, REKEY_TIMEOUT,
+    INITIATIONS_PER_SECOND, KEEPALIVE_TIMEOUT, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES,
+    REKEY_AFTER_TIME, REKEY_TIMEOUT,
 };
 
 /// Slots of a peer's sessions (whitepaper section 6.1): `current` sends,
@@ -68,10 +68,7 @@ impl Keypairs {
     }
 
     pub(crate) fn take_all(&mut self) -> Vec<Arc<Keypair>> {
-        [self.current.take(), self.previous.take(), self.next.take()]
-            .into_iter()
-            .flatten()
-            .collect()
+        [self.current.take(), self.previous.take(), self.next.take()].into_iter().flatten().collect()
     }
 }
 
@@ -111,9 +108,7 @@ pub struct Peer {
 
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Peer")
-            .field("public_key", &self.remote)
-            .finish_non_exhaustive()
+        f.debug_struct("Peer").field("public_key", &self.remote).finish_non_exhaustive()
     }
 }
 
@@ -144,10 +139,7 @@ impl Peer {
         }
     }
 
-    fn static_static(
-        local: Option<&StaticSecret>,
-        remote: &PublicKey,
-    ) -> Result<Zeroizing<[u8; 32]>, Error> {
+    fn static_static(local: Option<&StaticSecret>, remote: &PublicKey) -> Result<Zeroizing<[u8; 32]>, Error> {
         local.ok_or(Error::NoPrivateKey)?.diffie_hellman(remote)
     }
 
@@ -199,9 +191,7 @@ impl Peer {
 
     /// Whether an initiation may be sent now: at most one per REKEY_TIMEOUT.
     pub fn initiation_allowed(&self, now: Time) -> bool {
-        self.hs()
-            .last_initiation_sent
-            .is_none_or(|t| now.saturating_since(t) >= REKEY_TIMEOUT)
+        self.hs().last_initiation_sent.is_none_or(|t| now.saturating_since(t) >= REKEY_TIMEOUT)
     }
 
     pub fn handshake_in_flight(&self) -> bool {
@@ -225,9 +215,7 @@ impl Peer {
     /// queue the packet and start a handshake.
     pub fn keypair_for_sending(&self, now: Time) -> Result<Arc<Keypair>, Error> {
         match self.kps().current.as_ref() {
-            Some(kp) if !kp.is_expired(now) && kp.next_counter() < REJECT_AFTER_MESSAGES => {
-                Ok(kp.clone())
-            }
+            Some(kp) if !kp.is_expired(now) && kp.next_counter() < REJECT_AFTER_MESSAGES => Ok(kp.clone()),
             _ => Err(Error::NoSession),
         }
     }
@@ -236,8 +224,7 @@ impl Peer {
     /// rekeys after REKEY_AFTER_TIME or REKEY_AFTER_MESSAGES).
     pub fn needs_rekey_on_send(&self, kp: &Keypair, now: Time) -> bool {
         kp.is_initiator
-            && (now.saturating_since(kp.created) >= REKEY_AFTER_TIME
-                || kp.next_counter() >= REKEY_AFTER_MESSAGES)
+            && (now.saturating_since(kp.created) >= REKEY_AFTER_TIME || kp.next_counter() >= REKEY_AFTER_MESSAGES)
     }
 
     /// Whether receiving on the current session should start a handshake:
@@ -270,10 +257,8 @@ impl Peer {
 
     pub(crate) fn on_handshake_complete(&self, now: Time) {
         self.timers.on_handshake_complete();
-        self.last_handshake
-            .store(now.as_nanos() + 1, Ordering::Relaxed);
-        self.sent_lastminute_handshake
-            .store(false, Ordering::Relaxed);
+        self.last_handshake.store(now.as_nanos() + 1, Ordering::Relaxed);
+        self.sent_lastminute_handshake.store(false, Ordering::Relaxed);
     }
 
     /// Builds an initiation (MACs included) for the given local index.
@@ -285,15 +270,11 @@ impl Peer {
         wall: SystemTime,
     ) -> Result<([u8; INITIATION_LEN], Option<u32>), Error> {
         let mut hs = self.hs();
-        if hs
-            .last_initiation_sent
-            .is_some_and(|t| now.saturating_since(t) < REKEY_TIMEOUT)
-        {
+        if hs.last_initiation_sent.is_some_and(|t| now.saturating_since(t) < REKEY_TIMEOUT) {
             return Err(Error::InitiationTooSoon);
         }
         let ss = hs.static_static.as_ref().map_err(|e| *e)?;
-        let (mut msg, state) =
-            handshake::create_initiation(local, &self.remote, ss, local_index, wall)?;
+        let (mut msg, state) = handshake::create_initiation(local, &self.remote, ss, local_index, wall)?;
         let replaced = hs.state.initiation_index();
         hs.state = HandshakeState::InitiationSent(state);
         hs.last_initiation_sent = Some(now);
@@ -308,11 +289,7 @@ impl Peer {
     /// Authenticates an initiation against this peer and records it. Nothing
     /// changes unless the initiation is valid, newer than the last one, and
     /// not part of a flood.
-    pub(crate) fn consume_initiation(
-        &self,
-        partial: PartialInitiation,
-        now: Time,
-    ) -> Result<(), Error> {
+    pub(crate) fn consume_initiation(&self, partial: PartialInitiation, now: Time) -> Result<(), Error> {
         let mut hs = self.hs();
         let ss = hs.static_static.as_ref().map_err(|e| *e)?;
         let (ts, state) = handshake::consume_initiation_finish(partial, ss)?;
@@ -320,10 +297,7 @@ impl Peer {
             return Err(Error::ReplayedInitiation);
         }
         let min_gap = Duration::from_nanos(1_000_000_000 / INITIATIONS_PER_SECOND);
-        if hs
-            .last_initiation_consumed
-            .is_some_and(|t| now.saturating_since(t) < min_gap)
-        {
+        if hs.last_initiation_consumed.is_some_and(|t| now.saturating_since(t) < min_gap) {
             return Err(Error::InitiationFlood);
         }
         hs.latest_timestamp = Some(ts);
@@ -348,8 +322,7 @@ impl Peer {
                 return Err(Error::UnexpectedResponse);
             }
         };
-        let (mut msg, kp) =
-            handshake::create_response(state, &self.remote, &hs.psk, local_index, now)?;
+        let (mut msg, kp) = handshake::create_response(state, &self.remote, &hs.psk, local_index, now)?;
         drop(hs);
         self.cookies.add_macs(&mut msg, now);
         self.timers.on_session_derived(now);
@@ -367,9 +340,7 @@ impl Peer {
     ) -> Result<Keypair, Error> {
         let mut hs = self.hs();
         let kp = match &hs.state {
-            HandshakeState::InitiationSent(s) => {
-                handshake::consume_response(s, msg, local, &hs.psk, now)?
-            }
+            HandshakeState::InitiationSent(s) => handshake::consume_response(s, msg, local, &hs.psk, now)?,
             _ => return Err(Error::UnexpectedResponse),
         };
         hs.state = HandshakeState::None;
@@ -393,14 +364,7 @@ mod tests {
     use super::*;
 
     fn kp(idx: u32, initiator: bool) -> Arc<Keypair> {
-        Arc::new(Keypair::new(
-            &[1; 32],
-            &[2; 32],
-            idx,
-            idx + 100,
-            Time::ZERO,
-            initiator,
-        ))
+        Arc::new(Keypair::new(&[1; 32], &[2; 32], idx, idx + 100, Time::ZERO, initiator))
     }
 
     fn slots(k: &Keypairs) -> [Option<u32>; 3] {
@@ -415,10 +379,7 @@ mod tests {
         assert!(k.install(kp(2, true)).is_empty());
         assert_eq!(slots(&k), [Some(2), Some(1), None]);
         let ev = k.install(kp(3, true));
-        assert_eq!(
-            ev.iter().map(|k| k.local_index).collect::<Vec<_>>(),
-            vec![1]
-        );
+        assert_eq!(ev.iter().map(|k| k.local_index).collect::<Vec<_>>(), vec![1]);
         assert_eq!(slots(&k), [Some(3), Some(2), None]);
     }
 
@@ -428,10 +389,7 @@ mod tests {
         k.install(kp(1, true));
         k.install(kp(2, true));
         let ev = k.install(kp(3, false));
-        assert_eq!(
-            ev.iter().map(|k| k.local_index).collect::<Vec<_>>(),
-            vec![1]
-        );
+        assert_eq!(ev.iter().map(|k| k.local_index).collect::<Vec<_>>(), vec![1]);
         assert_eq!(slots(&k), [Some(2), None, Some(3)]);
         let other = kp(9, false);
         assert!(k.confirm(&other).is_none());
@@ -446,10 +404,7 @@ mod tests {
         k.install(kp(1, true));
         k.install(kp(2, false));
         let ev = k.install(kp(3, true));
-        assert_eq!(
-            ev.iter().map(|k| k.local_index).collect::<Vec<_>>(),
-            vec![1]
-        );
+        assert_eq!(ev.iter().map(|k| k.local_index).collect::<Vec<_>>(), vec![1]);
         assert_eq!(slots(&k), [Some(3), Some(2), None]);
         assert_eq!(k.take_all().len(), 2);
     }

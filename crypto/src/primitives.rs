@@ -43,8 +43,7 @@ pub(crate) fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 16] {
 
 /// HMAC(key, input) over BLAKE2s, as the whitepaper's KDF needs.
 fn hmac(key: &[u8], parts: &[&[u8]]) -> Key {
-    let mut m =
-        <SimpleHmac<Blake2s256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key");
+    let mut m = <SimpleHmac<Blake2s256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key");
     for p in parts {
         Mac::update(&mut m, p);
     }
@@ -90,15 +89,8 @@ pub(crate) fn aead_seal(key: &LessSafeKey, counter: u64, buf: &mut [u8], aad: &[
 }
 
 /// Opens `buf` (ciphertext || tag) in place; the plaintext is `buf[..len-16]`.
-pub(crate) fn aead_open(
-    key: &LessSafeKey,
-    counter: u64,
-    buf: &mut [u8],
-    aad: &[u8],
-) -> Result<(), Error> {
-    key.open_in_place(counter_nonce(counter), Aad::from(aad), buf)
-        .map(|_| ())
-        .map_err(|_| Error::DecryptionFailed)
+pub(crate) fn aead_open(key: &LessSafeKey, counter: u64, buf: &mut [u8], aad: &[u8]) -> Result<(), Error> {
+    key.open_in_place(counter_nonce(counter), Aad::from(aad), buf).map(|_| ()).map_err(|_| Error::DecryptionFailed)
 }
 
 /// One-shot handshake AEAD with a freshly derived key (counter is always 0).
@@ -124,18 +116,10 @@ pub(crate) fn open_once<const N: usize>(
 
 /// XAEAD(key, nonce, plaintext, aad) for cookie replies. ring has no
 /// XChaCha20-Poly1305, so this one uses the RustCrypto implementation.
-pub(crate) fn xaead_seal(
-    key: &[u8; 32],
-    nonce: &[u8; 24],
-    plaintext: &[u8; 16],
-    aad: &[u8],
-    out: &mut [u8; 32],
-) {
+pub(crate) fn xaead_seal(key: &[u8; 32], nonce: &[u8; 24], plaintext: &[u8; 16], aad: &[u8], out: &mut [u8; 32]) {
     let cipher = XChaCha20Poly1305::new(key.into());
     out[..16].copy_from_slice(plaintext);
-    let tag = cipher
-        .encrypt_in_place_detached(nonce.into(), aad, &mut out[..16])
-        .expect("16-byte plaintext");
+    let tag = cipher.encrypt_in_place_detached(nonce.into(), aad, &mut out[..16]).expect("16-byte plaintext");
     out[16..].copy_from_slice(&tag);
 }
 
@@ -159,19 +143,13 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     #[test]
     fn blake2s_matches_rfc7693_vector() {
         // RFC 7693 appendix B: BLAKE2s-256("abc").
-        assert_eq!(
-            hash(&[b"abc"]).to_vec(),
-            hex("508c5e8c327c14e2e1a72ba34eeb452f37458b209ed63a294d999b4c86675982")
-        );
+        assert_eq!(hash(&[b"abc"]).to_vec(), hex("508c5e8c327c14e2e1a72ba34eeb452f37458b209ed63a294d999b4c86675982"));
     }
 
     #[test]
@@ -207,14 +185,8 @@ mod tests {
         aead_seal(&key, 9, &mut buf, b"ad");
         let mut tampered = buf;
         tampered[0] ^= 1;
-        assert_eq!(
-            aead_open(&key, 9, &mut tampered, b"ad"),
-            Err(Error::DecryptionFailed)
-        );
-        assert_eq!(
-            aead_open(&key, 8, &mut buf.clone(), b"ad"),
-            Err(Error::DecryptionFailed)
-        );
+        assert_eq!(aead_open(&key, 9, &mut tampered, b"ad"), Err(Error::DecryptionFailed));
+        assert_eq!(aead_open(&key, 8, &mut buf.clone(), b"ad"), Err(Error::DecryptionFailed));
         aead_open(&key, 9, &mut buf, b"ad").unwrap();
         assert_eq!(&buf[..5], b"hello");
     }
@@ -223,10 +195,7 @@ mod tests {
     fn xaead_round_trip_and_tamper() {
         let mut out = [0u8; 32];
         xaead_seal(&[3u8; 32], &[4u8; 24], &[5u8; 16], b"aad", &mut out);
-        assert_eq!(
-            *xaead_open(&[3u8; 32], &[4u8; 24], &out, b"aad").unwrap(),
-            [5u8; 16]
-        );
+        assert_eq!(*xaead_open(&[3u8; 32], &[4u8; 24], &out, b"aad").unwrap(), [5u8; 16]);
         assert!(xaead_open(&[3u8; 32], &[4u8; 24], &out, b"aae").is_err());
     }
 }

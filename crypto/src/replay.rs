@@ -23,10 +23,7 @@ pub struct ReplayWindow {
 
 impl Default for ReplayWindow {
     fn default() -> Self {
-        ReplayWindow {
-            next: 0,
-            blocks: [0; BLOCKS],
-        }
+        ReplayWindow { next: 0, blocks: [0; BLOCKS] }
     }
 }
 
@@ -95,14 +92,8 @@ mod tests {
         assert!(w.check_and_update(3), "reordered inside the window");
         assert!(!w.check_and_update(3));
         assert!(w.check_and_update(10_000));
-        assert!(
-            w.check_and_update(10_000 - WINDOW_SIZE),
-            "oldest counter still inside"
-        );
-        assert!(
-            !w.check_and_update(10_000 - WINDOW_SIZE - 1),
-            "just outside"
-        );
+        assert!(w.check_and_update(10_000 - WINDOW_SIZE), "oldest counter still inside");
+        assert!(!w.check_and_update(10_000 - WINDOW_SIZE - 1), "just outside");
         assert!(!w.check_and_update(5), "far too old");
     }
 
@@ -147,11 +138,7 @@ mod tests {
                 };
                 base = base.max(c);
                 let expected = !seen.contains(&c) && max.is_none_or(|m| c + WINDOW_SIZE >= m);
-                assert_eq!(
-                    w.might_accept(c),
-                    expected,
-                    "round {round} counter {c} pre-check"
-                );
+                assert_eq!(w.might_accept(c), expected, "round {round} counter {c} pre-check");
                 assert_eq!(w.check_and_update(c), expected, "round {round} counter {c}");
                 if expected {
                     seen.insert(c);

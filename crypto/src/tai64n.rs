@@ -43,10 +43,7 @@ mod tests {
     #[test]
     fn encodes_epoch_and_orders_by_time() {
         let t0 = Tai64N::from_system_time(UNIX_EPOCH);
-        assert_eq!(
-            &t0.as_bytes()[..8],
-            &(0x4000_0000_0000_000au64).to_be_bytes()
-        );
+        assert_eq!(&t0.as_bytes()[..8], &(0x4000_0000_0000_000au64).to_be_bytes());
         let a = Tai64N::from_system_time(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         let b = Tai64N::from_system_time(UNIX_EPOCH + Duration::from_millis(1_700_000_000_020));
         assert!(b > a);

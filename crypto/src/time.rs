@@ -33,20 +33,14 @@ impl Time {
 impl Add<Duration> for Time {
     type Output = Time;
     fn add(self, rhs: Duration) -> Time {
-        Time(
-            self.0
-                .saturating_add(rhs.as_nanos().min(u64::MAX as u128) as u64),
-        )
+        Time(self.0.saturating_add(rhs.as_nanos().min(u64::MAX as u128) as u64))
     }
 }
 
 impl Sub<Duration> for Time {
     type Output = Time;
     fn sub(self, rhs: Duration) -> Time {
-        Time(
-            self.0
-                .saturating_sub(rhs.as_nanos().min(u64::MAX as u128) as u64),
-        )
+        Time(self.0.saturating_sub(rhs.as_nanos().min(u64::MAX as u128) as u64))
     }
 }
 
@@ -64,14 +58,8 @@ mod tests {
     fn arithmetic_saturates() {
         let t = Time::from_secs(5);
         assert_eq!(t.saturating_since(Time::from_secs(7)), Duration::ZERO);
-        assert_eq!(
-            t.saturating_since(Time::from_secs(2)),
-            Duration::from_secs(3)
-        );
+        assert_eq!(t.saturating_since(Time::from_secs(2)), Duration::from_secs(3));
         assert_eq!(Time::ZERO - Duration::from_secs(1), Time::ZERO);
-        assert_eq!(
-            t + Duration::from_millis(500),
-            Time::from_nanos(5_500_000_000)
-        );
+        assert_eq!(t + Duration::from_millis(500), Time::from_nanos(5_500_000_000));
     }
 }

@@ -15,10 +15,7 @@ use std::time::Duration;
 
 use rand_core::{OsRng, RngCore};
 
-use crate::{
-    Time, KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT,
-    REKEY_TIMEOUT_JITTER_MAX,
-};
+use crate::{Time, KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX};
 
 /// What a peer must do now, as decided by `Timers::poll`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +77,7 @@ impl Timers {
     }
 
     pub fn set_persistent_keepalive(&self, secs: u16) {
-        self.persistent_keepalive
-            .store(secs as u64, Ordering::Relaxed);
+        self.persistent_keepalive.store(secs as u64, Ordering::Relaxed);
     }
 
     pub fn persistent_keepalive(&self) -> u16 {
@@ -94,22 +90,12 @@ impl Timers {
 
     /// A data message (not a keepalive) was sent.
     pub fn on_data_sent(&self, now: Time) {
-        let _ = self.new_handshake_armed.compare_exchange(
-            0,
-            enc(now),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        let _ = self.new_handshake_armed.compare_exchange(0, enc(now), Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// A data message (not a keepalive) was received.
     pub fn on_data_received(&self, now: Time) {
-        let _ = self.keepalive_armed.compare_exchange(
-            0,
-            enc(now),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        let _ = self.keepalive_armed.compare_exchange(0, enc(now), Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Any authenticated packet (data, keepalive, handshake) was sent.
@@ -228,18 +214,13 @@ impl Timers {
         consider(hs.zero_keys_at);
         consider(hs.retransmit_at);
         consider(dec(self.keepalive_armed.load(Ordering::Relaxed)).map(|t| t + KEEPALIVE_TIMEOUT));
-        consider(
-            dec(self.new_handshake_armed.load(Ordering::Relaxed))
-                .map(|t| t + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT),
-        );
+        consider(dec(self.new_handshake_armed.load(Ordering::Relaxed)).map(|t| t + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT));
         let interval = self.persistent_keepalive.load(Ordering::Relaxed);
         if interval > 0 {
-            consider(Some(
-                match dec(self.last_traversal.load(Ordering::Relaxed)) {
-                    None => Time::ZERO,
-                    Some(last) => last + Duration::from_secs(interval),
-                },
-            ));
+            consider(Some(match dec(self.last_traversal.load(Ordering::Relaxed)) {
+                None => Time::ZERO,
+                Some(last) => last + Duration::from_secs(interval),
+            }));
         }
         next
     }
@@ -287,10 +268,7 @@ mod tests {
         let mut retries = 0;
         loop {
             let deadline = t.next_deadline().unwrap();
-            assert!(
-                deadline >= now + REKEY_TIMEOUT
-                    && deadline < now + REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX
-            );
+            assert!(deadline >= now + REKEY_TIMEOUT && deadline < now + REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX);
             assert_eq!(t.poll(deadline - Duration::from_millis(1)), None);
             now = deadline;
             match t.poll(now) {
@@ -308,10 +286,7 @@ mod tests {
         assert!(!t.handshake_in_progress());
         // After giving up, keys are erased 540 s later.
         assert_eq!(t.poll(now + Duration::from_secs(539)), None);
-        assert_eq!(
-            t.poll(now + Duration::from_secs(540)),
-            Some(TimerAction::ClearKeys)
-        );
+        assert_eq!(t.poll(now + Duration::from_secs(540)), Some(TimerAction::ClearKeys));
     }
 
     #[test]

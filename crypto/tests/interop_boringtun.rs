@@ -20,38 +20,17 @@ fn pair(psk: bool, cw_keepalive: u16, bt_rate_limit: Option<u64>) -> Pair {
     let cw_secret = StaticSecret::random(&mut OsRng);
     let bt_secret = StaticSecret::random(&mut OsRng);
     let psk = psk.then(|| PresharedKey::random(&mut OsRng));
-    let bt = BoringEnd::new(
-        &bt_secret,
-        &cw_secret.public_key(),
-        psk.as_ref(),
-        None,
-        bt_rate_limit,
-        addr(2),
-    );
-    let cw = CausewayEnd::new(
-        cw_secret,
-        bt_secret.public_key(),
-        psk,
-        cw_keepalive,
-        addr(1),
-    );
+    let bt = BoringEnd::new(&bt_secret, &cw_secret.public_key(), psk.as_ref(), None, bt_rate_limit, addr(2));
+    let cw = CausewayEnd::new(cw_secret, bt_secret.public_key(), psk, cw_keepalive, addr(1));
     Pair { clock, cw, bt }
 }
 
 fn pkt(n: u32) -> Vec<u8> {
-    ipv4_packet(
-        [10, 0, 0, 1],
-        [10, 0, 0, 2],
-        format!("packet {n}").as_bytes(),
-    )
+    ipv4_packet([10, 0, 0, 1], [10, 0, 0, 2], format!("packet {n}").as_bytes())
 }
 
 fn reply(n: u32) -> Vec<u8> {
-    ipv4_packet(
-        [10, 0, 0, 2],
-        [10, 0, 0, 1],
-        format!("reply {n}").as_bytes(),
-    )
+    ipv4_packet([10, 0, 0, 2], [10, 0, 0, 1], format!("reply {n}").as_bytes())
 }
 
 fn data_both_ways(p: &mut Pair, n: u32) {
@@ -68,21 +47,12 @@ fn causeway_initiates(psk: bool) {
     assert_eq!(msg_type(&out[0]), 1, "first packet triggers an initiation");
     pump(&mut p.cw, &mut p.bt, out, &p.clock);
     assert_eq!(p.cw.sessions_established, 1);
-    assert_eq!(
-        p.bt.delivered,
-        vec![pkt(1)],
-        "queued packet flushed after the handshake"
-    );
+    assert_eq!(p.bt.delivered, vec![pkt(1)], "queued packet flushed after the handshake");
     let out = p.bt.send(&reply(1));
     pump(&mut p.bt, &mut p.cw, out, &p.clock);
     assert_eq!(p.cw.delivered, vec![reply(1)]);
     assert!(p.cw.peer.stats().last_handshake.is_some());
-    assert!(
-        p.cw.errors.is_empty() && p.bt.errors.is_empty(),
-        "{:?} {:?}",
-        p.cw.errors,
-        p.bt.errors
-    );
+    assert!(p.cw.errors.is_empty() && p.bt.errors.is_empty(), "{:?} {:?}", p.cw.errors, p.bt.errors);
 }
 
 fn boringtun_initiates(psk: bool) {
@@ -98,12 +68,7 @@ fn boringtun_initiates(psk: bool) {
     assert_eq!(msg_type(&out[0]), 4, "no new handshake needed");
     pump(&mut p.cw, &mut p.bt, out, &p.clock);
     assert_eq!(p.bt.delivered, vec![pkt(1)]);
-    assert!(
-        p.cw.errors.is_empty() && p.bt.errors.is_empty(),
-        "{:?} {:?}",
-        p.cw.errors,
-        p.bt.errors
-    );
+    assert!(p.cw.errors.is_empty() && p.bt.errors.is_empty(), "{:?} {:?}", p.cw.errors, p.bt.errors);
 }
 
 #[test]
@@ -132,29 +97,13 @@ fn psk_mismatch_yields_no_session() {
     let cw_secret = StaticSecret::random(&mut OsRng);
     let bt_secret = StaticSecret::random(&mut OsRng);
     let their_psk = PresharedKey::random(&mut OsRng);
-    let mut bt = BoringEnd::new(
-        &bt_secret,
-        &cw_secret.public_key(),
-        Some(&their_psk),
-        None,
-        None,
-        addr(2),
-    );
-    let mut cw = CausewayEnd::new(
-        cw_secret,
-        bt_secret.public_key(),
-        Some(PresharedKey::random(&mut OsRng)),
-        0,
-        addr(1),
-    );
+    let mut bt = BoringEnd::new(&bt_secret, &cw_secret.public_key(), Some(&their_psk), None, None, addr(2));
+    let mut cw =
+        CausewayEnd::new(cw_secret, bt_secret.public_key(), Some(PresharedKey::random(&mut OsRng)), 0, addr(1));
     let out = cw.send(&pkt(1), &clock);
     pump(&mut cw, &mut bt, out, &clock);
     assert_eq!(cw.sessions_established, 0);
-    assert_eq!(
-        cw.errors,
-        vec![Error::DecryptionFailed],
-        "the response does not authenticate"
-    );
+    assert_eq!(cw.errors, vec![Error::DecryptionFailed], "the response does not authenticate");
     assert!(bt.delivered.is_empty());
 }
 
@@ -205,20 +154,13 @@ fn keepalives_both_ways() {
 fn persistent_keepalive_starts_the_tunnel_and_repeats() {
     let mut p = pair(false, 25, None);
     let out = p.cw.tick(&p.clock);
-    assert_eq!(
-        msg_type(&out[0]),
-        1,
-        "keepalive with no session starts a handshake"
-    );
+    assert_eq!(msg_type(&out[0]), 1, "keepalive with no session starts a handshake");
     pump(&mut p.cw, &mut p.bt, out, &p.clock);
     assert_eq!(p.cw.sessions_established, 1);
     for _ in 0..3 {
         p.clock.advance(Duration::from_secs(25));
         let out = p.cw.tick(&p.clock);
-        assert!(
-            out.iter().any(|d| d.len() == 32),
-            "persistent keepalive every 25 s"
-        );
+        assert!(out.iter().any(|d| d.len() == 32), "persistent keepalive every 25 s");
         pump(&mut p.cw, &mut p.bt, out, &p.clock);
         p.bt.tick();
     }
@@ -249,24 +191,9 @@ fn rekey_after_120s_with_traffic_flowing() {
     }
     assert_eq!(p.bt.delivered.len(), 360);
     assert_eq!(p.cw.delivered.len(), 360);
-    assert!(
-        p.bt.delivered
-            .iter()
-            .enumerate()
-            .all(|(i, d)| *d == pkt(i as u32)),
-        "in order, none lost"
-    );
-    assert!(
-        keypairs_seen.len() >= 3,
-        "only {} sessions in 6 minutes",
-        keypairs_seen.len()
-    );
-    assert!(
-        p.cw.errors.is_empty() && p.bt.errors.is_empty(),
-        "{:?} {:?}",
-        p.cw.errors,
-        p.bt.errors
-    );
+    assert!(p.bt.delivered.iter().enumerate().all(|(i, d)| *d == pkt(i as u32)), "in order, none lost");
+    assert!(keypairs_seen.len() >= 3, "only {} sessions in 6 minutes", keypairs_seen.len());
+    assert!(p.cw.errors.is_empty() && p.bt.errors.is_empty(), "{:?} {:?}", p.cw.errors, p.bt.errors);
 }
 
 #[test]
@@ -275,11 +202,7 @@ fn causeway_under_load_demands_a_cookie_from_boringtun() {
     p.cw.dev.load_monitor().force(true);
     let init = p.bt.send(&reply(1));
     let answer = p.cw.receive(&init[0], p.bt.addr, &p.clock).unwrap();
-    assert_eq!(
-        msg_type(&answer[0]),
-        3,
-        "cookie reply instead of a response"
-    );
+    assert_eq!(msg_type(&answer[0]), 3, "cookie reply instead of a response");
     assert!(
         p.cw.peer.current_keypair().is_none() && !p.cw.peer.has_next_keypair(),
         "no state for a cookie-less initiation"
@@ -290,11 +213,7 @@ fn causeway_under_load_demands_a_cookie_from_boringtun() {
     let retry = p.bt.tick();
     assert_eq!(msg_type(&retry[0]), 1);
     pump(&mut p.bt, &mut p.cw, retry, &p.clock);
-    assert_eq!(
-        p.cw.delivered,
-        vec![reply(1)],
-        "session up under load, queued packet delivered"
-    );
+    assert_eq!(p.cw.delivered, vec![reply(1)], "session up under load, queued packet delivered");
 }
 
 #[test]
@@ -303,11 +222,7 @@ fn boringtun_under_load_sends_causeway_a_cookie() {
     let init = p.cw.send(&pkt(1), &p.clock);
     let answer = p.bt.receive(&init[0], p.cw.addr);
     assert_eq!(msg_type(&answer[0]), 3);
-    assert!(p
-        .cw
-        .receive(&answer[0], p.bt.addr, &p.clock)
-        .unwrap()
-        .is_empty());
+    assert!(p.cw.receive(&answer[0], p.bt.addr, &p.clock).unwrap().is_empty());
     assert!(p.cw.peer.has_fresh_cookie(p.clock.now));
     p.clock.advance(Duration::from_secs(6));
     let retry = p.cw.tick(&p.clock);
@@ -324,13 +239,8 @@ fn replay_window_on_boringtun_traffic() {
     let captured: Vec<Vec<u8>> = (1..=4).map(|n| p.bt.send(&reply(n)).remove(0)).collect();
     let from = p.bt.addr;
     p.cw.receive(&captured[1], from, &p.clock).unwrap();
-    assert_eq!(
-        p.cw.receive(&captured[1], from, &p.clock).unwrap_err(),
-        Error::Replayed,
-        "duplicate"
-    );
-    p.cw.receive(&captured[0], from, &p.clock)
-        .expect("reordered inside the window");
+    assert_eq!(p.cw.receive(&captured[1], from, &p.clock).unwrap_err(), Error::Replayed, "duplicate");
+    p.cw.receive(&captured[0], from, &p.clock).expect("reordered inside the window");
     p.cw.receive(&captured[3], from, &p.clock).unwrap();
     // Push the window 9000 packets ahead; the held-back packet is now too old.
     let mut last = vec![];
@@ -338,11 +248,7 @@ fn replay_window_on_boringtun_traffic() {
         last = p.bt.send(&reply(100 + n)).remove(0);
     }
     p.cw.receive(&last, from, &p.clock).unwrap();
-    assert_eq!(
-        p.cw.receive(&captured[2], from, &p.clock).unwrap_err(),
-        Error::Replayed,
-        "older than the window"
-    );
+    assert_eq!(p.cw.receive(&captured[2], from, &p.clock).unwrap_err(), Error::Replayed, "older than the window");
     assert_eq!(p.cw.delivered.len(), 1 + 3 + 1);
 }
 
@@ -355,12 +261,7 @@ fn malformed_messages_change_no_state() {
     let init = p.bt.send(&reply(1)).remove(0);
 
     let snapshot = |p: &Pair| {
-        (
-            p.cw.dev.index_count(),
-            p.cw.peer.stats(),
-            p.cw.peer.has_next_keypair(),
-            p.cw.peer.handshake_in_flight(),
-        )
+        (p.cw.dev.index_count(), p.cw.peer.stats(), p.cw.peer.has_next_keypair(), p.cw.peer.handshake_in_flight())
     };
     let before = snapshot(&p);
     let cw_public = p.cw.dev.public_key().unwrap();
@@ -394,11 +295,7 @@ fn malformed_messages_change_no_state() {
     wrong_index[4] ^= 1;
     bad_data.push(wrong_index);
     for bad in bad_data {
-        assert!(
-            q.cw.receive(&bad, q.bt.addr, &q.clock).is_err(),
-            "{:?}",
-            &bad[..bad.len().min(20)]
-        );
+        assert!(q.cw.receive(&bad, q.bt.addr, &q.clock).is_err(), "{:?}", &bad[..bad.len().min(20)]);
         assert_eq!(snapshot(&q), before);
     }
     q.cw.receive(&data, q.bt.addr, &q.clock).unwrap();
@@ -422,17 +319,8 @@ fn malformed_messages_change_no_state() {
 /// flipped bit in the encrypted part at `sealed_at`. For handshake messages
 /// (`remac` names the receiver) that last variant gets valid MACs again, so
 /// it is the AEAD, not MAC1, that must catch it.
-fn mangled(
-    genuine: &[u8],
-    sealed_at: usize,
-    mac_at: usize,
-    remac: Option<&PublicKey>,
-) -> Vec<Vec<u8>> {
-    let mut v = vec![
-        genuine[..genuine.len() - 1].to_vec(),
-        genuine[..3].to_vec(),
-        vec![],
-    ];
+fn mangled(genuine: &[u8], sealed_at: usize, mac_at: usize, remac: Option<&PublicKey>) -> Vec<Vec<u8>> {
+    let mut v = vec![genuine[..genuine.len() - 1].to_vec(), genuine[..3].to_vec(), vec![]];
     let mut long = genuine.to_vec();
     long.push(0);
     v.push(long);

@@ -14,11 +14,7 @@ fn two(keepalive: u16) -> (Clock, CausewayEnd, CausewayEnd) {
     let a = StaticSecret::random(&mut OsRng);
     let b = StaticSecret::random(&mut OsRng);
     let (pa, pb) = (a.public_key(), b.public_key());
-    (
-        Clock::new(),
-        CausewayEnd::new(a, pb, None, keepalive, addr(1)),
-        CausewayEnd::new(b, pa, None, keepalive, addr(2)),
-    )
+    (Clock::new(), CausewayEnd::new(a, pb, None, keepalive, addr(1)), CausewayEnd::new(b, pa, None, keepalive, addr(2)))
 }
 
 fn pkt(n: u32) -> Vec<u8> {
@@ -46,39 +42,19 @@ fn two_hours_of_traffic_with_rekeys() {
         let out = b.tick(&clock);
         pump(&mut b, &mut a, out, &clock);
         if let Some(kp) = a.peer.current_keypair() {
-            assert!(
-                !kp.is_expired(clock.now),
-                "a current session outlived REJECT_AFTER_TIME at {second}s"
-            );
+            assert!(!kp.is_expired(clock.now), "a current session outlived REJECT_AFTER_TIME at {second}s");
             sessions.insert(kp.local_index);
         }
         clock.advance(Duration::from_secs(1));
     }
     assert_eq!(b.delivered.len(), sent as usize);
     assert_eq!(a.delivered.len(), sent as usize);
-    assert!(b
-        .delivered
-        .iter()
-        .enumerate()
-        .all(|(i, p)| *p == pkt(i as u32)));
+    assert!(b.delivered.iter().enumerate().all(|(i, p)| *p == pkt(i as u32)));
     // One renewal per REKEY_AFTER_TIME or so: 7200 s / 120 s = 60.
-    assert!(
-        (50..=75).contains(&sessions.len()),
-        "{} sessions",
-        sessions.len()
-    );
-    assert!(
-        a.errors.is_empty() && b.errors.is_empty(),
-        "{:?} {:?}",
-        a.errors,
-        b.errors
-    );
+    assert!((50..=75).contains(&sessions.len()), "{} sessions", sessions.len());
+    assert!(a.errors.is_empty() && b.errors.is_empty(), "{:?} {:?}", a.errors, b.errors);
     // Old sessions' indices are reclaimed: current, previous, maybe next.
-    assert!(
-        a.dev.index_count() <= 3,
-        "{} live indices",
-        a.dev.index_count()
-    );
+    assert!(a.dev.index_count() <= 3, "{} live indices", a.dev.index_count());
 }
 
 /// The peer never answers: retries every 5 s for 90 s, then gives up and
@@ -93,17 +69,10 @@ fn unreachable_peer_gives_up_after_90s() {
         clock.advance(Duration::from_millis(500));
         initiations += a.tick(&clock).iter().filter(|d| msg_type(d) == 1).count();
     }
-    assert!(
-        (17..=19).contains(&initiations),
-        "{initiations} initiations in 100 s"
-    );
+    assert!((17..=19).contains(&initiations), "{initiations} initiations in 100 s");
     assert!(a.queued.is_empty(), "queued packets dropped on giving up");
     assert!(!a.peer.handshake_in_flight());
-    assert_eq!(
-        a.dev.index_count(),
-        0,
-        "the abandoned handshake's index is freed"
-    );
+    assert_eq!(a.dev.index_count(), 0, "the abandoned handshake's index is freed");
     clock.advance(Duration::from_secs(30));
     assert!(a.tick(&clock).is_empty(), "no attempts without new data");
     assert_eq!(msg_type(&a.send(&pkt(2), &clock)[0]), 1);
@@ -131,16 +100,10 @@ fn keys_are_erased_after_540s_without_a_new_session() {
 #[test]
 fn low_order_public_key_produces_no_handshake() {
     let dev = Device::new(Some(StaticSecret::random(&mut OsRng)));
-    let peer = dev
-        .add_peer(PublicKey::from_bytes([0u8; 32]), None, 0)
-        .unwrap();
+    let peer = dev.add_peer(PublicKey::from_bytes([0u8; 32]), None, 0).unwrap();
     assert!(!peer.can_handshake());
     let clock = Clock::new();
-    assert_eq!(
-        dev.create_initiation(&peer, clock.now, clock.wall())
-            .unwrap_err(),
-        Error::LowOrderKey
-    );
+    assert_eq!(dev.create_initiation(&peer, clock.now, clock.wall()).unwrap_err(), Error::LowOrderKey);
     assert_eq!(dev.index_count(), 0);
 }
 
@@ -148,10 +111,7 @@ fn low_order_public_key_produces_no_handshake() {
 fn own_public_key_is_not_a_peer() {
     let s = StaticSecret::random(&mut OsRng);
     let dev = Device::new(Some(s.clone()));
-    assert_eq!(
-        dev.add_peer(s.public_key(), None, 0).unwrap_err(),
-        Error::OwnPublicKey
-    );
+    assert_eq!(dev.add_peer(s.public_key(), None, 0).unwrap_err(), Error::OwnPublicKey);
 }
 
 #[test]
@@ -162,34 +122,18 @@ fn replayed_and_flooding_initiations_are_refused() {
     b.receive(&init, a.addr, &clock).unwrap();
     let state_after_first = b.peer.current_keypair().map(|k| k.local_index);
     clock.advance(Duration::from_secs(1));
-    assert_eq!(
-        b.receive(&init, a.addr, &clock).unwrap_err(),
-        Error::ReplayedInitiation
-    );
-    assert_eq!(
-        b.peer.current_keypair().map(|k| k.local_index),
-        state_after_first
-    );
+    assert_eq!(b.receive(&init, a.addr, &clock).unwrap_err(), Error::ReplayedInitiation);
+    assert_eq!(b.peer.current_keypair().map(|k| k.local_index), state_after_first);
 
     // Two genuine, newer initiations that reach b within 1/50 s of each other.
     clock.advance(Duration::from_secs(6));
-    let second = a
-        .dev
-        .create_initiation(&a.peer, clock.now, clock.wall())
-        .unwrap();
+    let second = a.dev.create_initiation(&a.peer, clock.now, clock.wall()).unwrap();
     clock.advance(Duration::from_secs(6));
-    let third = a
-        .dev
-        .create_initiation(&a.peer, clock.now, clock.wall())
-        .unwrap();
+    let third = a.dev.create_initiation(&a.peer, clock.now, clock.wall()).unwrap();
     b.receive(&second, a.addr, &clock).unwrap();
-    assert_eq!(
-        b.receive(&third, a.addr, &clock).unwrap_err(),
-        Error::InitiationFlood
-    );
+    assert_eq!(b.receive(&third, a.addr, &clock).unwrap_err(), Error::InitiationFlood);
     clock.advance(Duration::from_millis(25));
-    b.receive(&third, a.addr, &clock)
-        .expect("accepted once the flood gap passed");
+    b.receive(&third, a.addr, &clock).expect("accepted once the flood gap passed");
 }
 
 #[test]
@@ -197,29 +141,13 @@ fn strangers_are_refused_before_any_state_is_made() {
     let (clock, mut a, mut b) = two(0);
     // A stranger who knows b's public key: MAC1 verifies, the peer is unknown.
     let stranger = Device::new(Some(StaticSecret::random(&mut OsRng)));
-    let p = stranger
-        .add_peer(b.dev.public_key().unwrap(), None, 0)
-        .unwrap();
-    let init = stranger
-        .create_initiation(&p, clock.now, clock.wall())
-        .unwrap();
-    assert_eq!(
-        b.receive(&init, addr(9), &clock).unwrap_err(),
-        Error::UnknownPeer
-    );
+    let p = stranger.add_peer(b.dev.public_key().unwrap(), None, 0).unwrap();
+    let init = stranger.create_initiation(&p, clock.now, clock.wall()).unwrap();
+    assert_eq!(b.receive(&init, addr(9), &clock).unwrap_err(), Error::UnknownPeer);
     // An initiation meant for someone else fails MAC1.
     let init_for_b = a.send(&pkt(0), &clock).remove(0);
-    let mut c = CausewayEnd::new(
-        StaticSecret::random(&mut OsRng),
-        a.dev.public_key().unwrap(),
-        None,
-        0,
-        addr(3),
-    );
-    assert_eq!(
-        c.receive(&init_for_b, a.addr, &clock).unwrap_err(),
-        Error::InvalidMac1
-    );
+    let mut c = CausewayEnd::new(StaticSecret::random(&mut OsRng), a.dev.public_key().unwrap(), None, 0, addr(3));
+    assert_eq!(c.receive(&init_for_b, a.addr, &clock).unwrap_err(), Error::InvalidMac1);
     assert_eq!(b.dev.index_count(), 0);
     assert_eq!(c.dev.index_count(), 0);
 }
@@ -236,8 +164,7 @@ fn in_flight_packets_survive_a_rekey() {
     let out = a.send(&pkt(2), &clock);
     assert_eq!(out.len(), 2, "data plus a rekey initiation");
     pump(&mut a, &mut b, out, &clock);
-    b.receive(&late[0], a.addr, &clock)
-        .expect("old-session packet after the rekey");
+    b.receive(&late[0], a.addr, &clock).expect("old-session packet after the rekey");
     assert_eq!(b.delivered, vec![pkt(0), pkt(2), pkt(1)]);
 }
 
@@ -246,8 +173,7 @@ fn changing_the_private_key_drops_sessions() {
     let (clock, mut a, mut b) = two(0);
     let out = a.send(&pkt(0), &clock);
     pump(&mut a, &mut b, out, &clock);
-    a.dev
-        .set_private_key(Some(StaticSecret::random(&mut OsRng)));
+    a.dev.set_private_key(Some(StaticSecret::random(&mut OsRng)));
     assert!(a.peer.current_keypair().is_none());
     assert_eq!(a.dev.index_count(), 0);
 }
@@ -290,9 +216,7 @@ fn one_peer_from_many_threads() {
                     batch
                         .into_iter()
                         .map(|mut m| match b.dev.receive(addr(1), &mut m, now).unwrap() {
-                            Received::Data { plaintext, .. } => {
-                                plaintext[..ip_len(plaintext)].to_vec()
-                            }
+                            Received::Data { plaintext, .. } => plaintext[..ip_len(plaintext)].to_vec(),
                             other => panic!("{other:?}"),
                         })
                         .collect::<Vec<_>>()

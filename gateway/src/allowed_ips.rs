@@ -19,10 +19,7 @@ pub struct AllowedIps<T> {
 
 impl<T> Default for AllowedIps<T> {
     fn default() -> Self {
-        AllowedIps {
-            v4: PrefixMap::new(),
-            v6: PrefixMap::new(),
-        }
+        AllowedIps { v4: PrefixMap::new(), v6: PrefixMap::new() }
     }
 }
 
@@ -52,21 +49,11 @@ impl<T: Clone> AllowedIps<T> {
 
     /// Keeps only the entries for which `keep` is true.
     pub fn retain(&mut self, mut keep: impl FnMut(&IpNet, &T) -> bool) {
-        let drop_v4: Vec<Ipv4Net> = self
-            .v4
-            .iter()
-            .filter(|(n, v)| !keep(&IpNet::V4(*n), v))
-            .map(|(n, _)| n)
-            .collect();
+        let drop_v4: Vec<Ipv4Net> = self.v4.iter().filter(|(n, v)| !keep(&IpNet::V4(*n), v)).map(|(n, _)| n).collect();
         for n in drop_v4 {
             self.v4.remove(&n);
         }
-        let drop_v6: Vec<Ipv6Net> = self
-            .v6
-            .iter()
-            .filter(|(n, v)| !keep(&IpNet::V6(*n), v))
-            .map(|(n, _)| n)
-            .collect();
+        let drop_v6: Vec<Ipv6Net> = self.v6.iter().filter(|(n, v)| !keep(&IpNet::V6(*n), v)).map(|(n, _)| n).collect();
         for n in drop_v6 {
             self.v6.remove(&n);
         }
@@ -74,10 +61,7 @@ impl<T: Clone> AllowedIps<T> {
 
     /// Every prefix with its owner, IPv4 first.
     pub fn iter(&self) -> impl Iterator<Item = (IpNet, &T)> {
-        self.v4
-            .iter()
-            .map(|(n, v)| (IpNet::V4(n), v))
-            .chain(self.v6.iter().map(|(n, v)| (IpNet::V6(n), v)))
+        self.v4.iter().map(|(n, v)| (IpNet::V4(n), v)).chain(self.v6.iter().map(|(n, v)| (IpNet::V6(n), v)))
     }
 
     pub fn len(&self) -> usize {
@@ -115,11 +99,7 @@ mod tests {
         assert_eq!(t.lookup("fd00:1::9".parse().unwrap()), Some(&6));
         assert_eq!(t.lookup("fd00:2::9".parse().unwrap()), Some(&5));
         assert_eq!(t.lookup("2001:db8::1".parse().unwrap()), None);
-        assert_eq!(
-            t.insert(net("10.1.0.0/16"), 7),
-            Some(2),
-            "re-inserting moves the prefix"
-        );
+        assert_eq!(t.insert(net("10.1.0.0/16"), 7), Some(2), "re-inserting moves the prefix");
         assert_eq!(t.remove(net("10.1.2.3/32")), Some(3));
         assert_eq!(t.lookup("10.1.2.3".parse().unwrap()), Some(&7));
         t.retain(|_, v| *v != 7);
@@ -137,19 +117,11 @@ mod tests {
             let r = OsRng.next_u64();
             let n = if i % 2 == 0 {
                 let len = (r % 33) as u8;
-                IpNet::V4(
-                    Ipv4Net::new(Ipv4Addr::from((r >> 8) as u32 & 0x0aff_ffff), len)
-                        .unwrap()
-                        .trunc(),
-                )
+                IpNet::V4(Ipv4Net::new(Ipv4Addr::from((r >> 8) as u32 & 0x0aff_ffff), len).unwrap().trunc())
             } else {
                 let len = (r % 129) as u8;
                 let addr = ((0xfd00u128) << 112) | (OsRng.next_u64() as u128) << 40;
-                IpNet::V6(
-                    Ipv6Net::new(Ipv6Addr::from(addr), len.max(8))
-                        .unwrap()
-                        .trunc(),
-                )
+                IpNet::V6(Ipv6Net::new(Ipv6Addr::from(addr), len.max(8)).unwrap().trunc())
             };
             list.retain(|(p, _)| *p != n);
             list.push((n, i));
@@ -164,11 +136,8 @@ mod tests {
                     ((0xfd00u128) << 112) | (OsRng.next_u64() as u128) << 40 | (r as u128 & 0xff),
                 ))
             };
-            let expected = list
-                .iter()
-                .filter(|(p, _)| p.contains(&addr))
-                .max_by_key(|(p, _)| p.prefix_len())
-                .map(|(_, v)| v);
+            let expected =
+                list.iter().filter(|(p, _)| p.contains(&addr)).max_by_key(|(p, _)| p.prefix_len()).map(|(_, v)| v);
             assert_eq!(t.lookup(addr), expected, "{addr}");
         }
     }

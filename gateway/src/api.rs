@@ -23,10 +23,7 @@ pub fn socket_path(ifname: &str) -> PathBuf {
 /// The interface's state as tunctl shows it.
 pub fn status(iface: &Interface) -> Value {
     let now = iface.clock.now();
-    let wall_now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let wall_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let peers: Vec<Value> = iface
         .peers()
         .iter()
@@ -54,12 +51,16 @@ pub fn status(iface: &Interface) -> Value {
                 "persistent_keepalive": p.crypto.timers.persistent_keepalive(),
                 "handshakes_initiated": p.handshakes_initiated.load(std::sync::atomic::Ordering::Relaxed),
                 "state": state,
+                "staged_packets": p.staged_len(),
             })
         })
         .collect();
-    let drops: serde_json::Map<String, Value> = Drop::ALL
+    let drops: serde_json::Map<String, Value> =
+        Drop::ALL.iter().map(|d| (d.name().to_string(), json!(iface.counters.get(*d)))).collect();
+    let workers: Vec<Value> = iface
+        .worker_stats
         .iter()
-        .map(|d| (d.name().to_string(), json!(iface.counters.get(*d))))
+        .map(|w| Value::Object(w.snapshot().iter().map(|(k, v)| (k.to_string(), json!(v))).collect()))
         .collect();
     json!({
         "interface": iface.name,
@@ -69,6 +70,7 @@ pub fn status(iface: &Interface) -> Value {
         "workers": iface.workers,
         "peers": peers,
         "drops": drops,
+        "worker_stats": workers,
     })
 }
 

@@ -12,10 +12,7 @@ pub struct Clock {
 
 impl Default for Clock {
     fn default() -> Self {
-        Clock {
-            start: Instant::now(),
-            start_wall: SystemTime::now(),
-        }
+        Clock { start: Instant::now(), start_wall: SystemTime::now() }
     }
 }
 

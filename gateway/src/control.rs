@@ -30,15 +30,11 @@ pub fn bind_private_socket(path: &Path) -> anyhow::Result<UnixListener> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!(
-                "{} is in use: another daemon serves this interface",
-                path.display()
-            );
+            anyhow::bail!("{} is in use: another daemon serves this interface", path.display());
         }
         let _ = std::fs::remove_file(path);
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))?;
+    let listener = UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {} to root", path.display()))?;
     Ok(listener)
@@ -80,8 +76,7 @@ async fn handle_client(iface: Arc<Interface>, stream: UnixStream) {
             "set=1" => {
                 let iface2 = iface.clone();
                 let result = tokio::task::spawn_blocking(move || {
-                    uapi::parse_set(body.iter().map(String::as_str))
-                        .and_then(|req| uapi::apply_set(&iface2, req))
+                    uapi::parse_set(body.iter().map(String::as_str)).and_then(|req| uapi::apply_set(&iface2, req))
                 })
                 .await;
                 match result {

@@ -45,10 +45,9 @@ impl Drop {
     /// Maps a protocol error to the reason it counts under.
     pub fn from_error(e: Error) -> Drop {
         match e {
-            Error::InvalidLength
-            | Error::UnknownMessageType(_)
-            | Error::NonZeroReserved
-            | Error::BufferTooSmall => Drop::Malformed,
+            Error::InvalidLength | Error::UnknownMessageType(_) | Error::NonZeroReserved | Error::BufferTooSmall => {
+                Drop::Malformed
+            }
             Error::InvalidMac1 | Error::InvalidMac2 => Drop::BadMac,
             Error::DecryptionFailed => Drop::Decryption,
             Error::UnknownPeer => Drop::UnknownPeer,
@@ -64,6 +63,41 @@ impl Drop {
             | Error::InitiationTooSoon
             | Error::OwnPublicKey => Drop::HandshakeRejected,
         }
+    }
+}
+
+/// What one worker moved, counted per batch (not per packet), so the
+/// average batch sizes explain a slow run: small TUN batches mean packets
+/// arrive one by one, small GSO runs mean many peers or sizes interleave.
+#[derive(Default)]
+pub struct WorkerStats {
+    pub tun_reads: AtomicU64,
+    pub tun_packets: AtomicU64,
+    pub udp_sends: AtomicU64,
+    pub udp_datagrams_sent: AtomicU64,
+    pub udp_receives: AtomicU64,
+    pub udp_datagrams_received: AtomicU64,
+    pub tun_writes: AtomicU64,
+    pub tun_packets_written: AtomicU64,
+}
+
+impl WorkerStats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> [(&'static str, u64); 8] {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("tun_reads", g(&self.tun_reads)),
+            ("tun_packets", g(&self.tun_packets)),
+            ("udp_sends", g(&self.udp_sends)),
+            ("udp_datagrams_sent", g(&self.udp_datagrams_sent)),
+            ("udp_receives", g(&self.udp_receives)),
+            ("udp_datagrams_received", g(&self.udp_datagrams_received)),
+            ("tun_writes", g(&self.tun_writes)),
+            ("tun_packets_written", g(&self.tun_packets_written)),
+        ]
     }
 }
 
@@ -83,11 +117,7 @@ impl Counters {
 
     /// Every reason with a non-zero count.
     pub fn nonzero(&self) -> Vec<(Drop, u64)> {
-        Drop::ALL
-            .iter()
-            .map(|&d| (d, self.get(d)))
-            .filter(|(_, n)| *n > 0)
-            .collect()
+        Drop::ALL.iter().map(|&d| (d, self.get(d))).filter(|(_, n)| *n > 0).collect()
     }
 }
 

@@ -35,23 +35,13 @@ pub fn default_workers() -> usize {
 
 /// Creates the TUN and the sockets and starts the workers.
 pub fn start(s: Settings) -> anyhow::Result<Running> {
-    let queues =
-        crate::tun::create(&s.name, s.mtu, &s.addresses, s.workers).with_context(|| {
-            format!(
-                "cannot create TUN interface {} (are you root, and is /dev/net/tun present?)",
-                s.name
-            )
-        })?;
+    let queues = crate::tun::create(&s.name, s.mtu, &s.addresses, s.workers).with_context(|| {
+        format!("cannot create TUN interface {} (are you root, and is /dev/net/tun present?)", s.name)
+    })?;
     let offload = queues[0].offload();
     let iface = Arc::new(
-        Interface::new(
-            s.name.clone(),
-            s.private_key,
-            s.mtu,
-            s.workers,
-            s.listen_port,
-        )
-        .with_context(|| format!("cannot bind UDP port {}", s.listen_port))?,
+        Interface::new(s.name.clone(), s.private_key, s.mtu, s.workers, s.listen_port)
+            .with_context(|| format!("cannot bind UDP port {}", s.listen_port))?,
     );
     let mut workers = Vec::new();
     for (i, q) in queues.into_iter().enumerate() {
@@ -72,17 +62,10 @@ pub fn start(s: Settings) -> anyhow::Result<Running> {
 /// Loads peers, keys and routes from a configuration into a running interface.
 pub fn apply_config(iface: &Interface, cfg: &Config) -> anyhow::Result<()> {
     for p in &cfg.peers {
-        let peer = iface
-            .add_peer(p.public_key, p.name.clone())
-            .with_context(|| format!("peer {}", p.name))?;
+        let peer = iface.add_peer(p.public_key, p.name.clone()).with_context(|| format!("peer {}", p.name))?;
         iface.set_preshared_key(&peer, p.preshared_key.clone());
-        peer.crypto
-            .timers
-            .set_persistent_keepalive(p.persistent_keepalive);
-        *peer
-            .configured_endpoints
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = p.endpoints.clone();
+        peer.crypto.timers.set_persistent_keepalive(p.persistent_keepalive);
+        *peer.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner()) = p.endpoints.clone();
         for ep in &p.endpoints {
             match ep.resolve() {
                 Ok(addrs) if !addrs.is_empty() => {
@@ -110,9 +93,7 @@ impl Running {
     /// socket accepts connections.
     pub fn serve(self, ready: impl FnOnce()) -> anyhow::Result<()> {
         let path = control::socket_path(&self.iface.name);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let api_path = crate::api::socket_path(&self.iface.name);
         let result = rt.block_on(async {
             let listener = control::bind_private_socket(&path)?;
@@ -120,10 +101,8 @@ impl Running {
             ready();
             let uapi = tokio::spawn(control::serve_uapi(self.iface.clone(), listener));
             let api = tokio::spawn(crate::api::serve(self.iface.clone(), api_listener));
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            let mut int =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
                 _ = int.recv() => tracing::info!("SIGINT: shutting down"),
@@ -157,18 +136,14 @@ pub fn up(
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let cfg = causeway_config::load(config_path)?;
-    let name = name
-        .or(cfg.interface.name.clone())
-        .unwrap_or_else(|| "cw0".to_string());
+    let name = name.or(cfg.interface.name.clone()).unwrap_or_else(|| "cw0".to_string());
     let running = start(Settings {
         name,
         private_key: Some(cfg.interface.private_key.clone()),
         listen_port: cfg.interface.listen_port,
         mtu: cfg.interface.mtu,
         addresses: cfg.interface.addresses.clone(),
-        workers: workers
-            .or(cfg.interface.workers)
-            .unwrap_or_else(default_workers),
+        workers: workers.or(cfg.interface.workers).unwrap_or_else(default_workers),
     })?;
     if let Err(e) = apply_config(&running.iface, &cfg) {
         running.stop();
@@ -229,11 +204,7 @@ pub fn detach(args: &[String]) -> anyhow::Result<()> {
     // through the readiness pipe instead.
     let stderr = match &log {
         Some(p) => Stdio::from(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .context("cannot open CAUSEWAYD_LOG_FILE")?,
+            std::fs::OpenOptions::new().create(true).append(true).open(p).context("cannot open CAUSEWAYD_LOG_FILE")?,
         ),
         None => Stdio::null(),
     };
@@ -257,8 +228,5 @@ pub fn detach(args: &[String]) -> anyhow::Result<()> {
     let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);
     let status = child.wait()?;
     let msg = format!("{line}{rest}");
-    bail!(
-        "the daemon failed to start ({status}): {}",
-        msg.trim_start_matches("error: ").trim_end()
-    )
+    bail!("the daemon failed to start ({status}): {}", msg.trim_start_matches("error: ").trim_end())
 }

@@ -9,14 +9,7 @@ use anyhow::{bail, Context};
 
 use crate::lab::{self, Netns};
 
-fn config(
-    name: &str,
-    key: &str,
-    tunnel: &str,
-    peer_key: &str,
-    peer_wan: &str,
-    peer_tunnel: &str,
-) -> String {
+fn config(name: &str, key: &str, tunnel: &str, peer_key: &str, peer_wan: &str, peer_tunnel: &str) -> String {
     format!(
         "[interface]\nname = \"{name}\"\nprivate_key = \"{key}\"\nlisten_port = 51820\naddresses = [\"{tunnel}/24\"]\n\n\
          [[peer]]\nname = \"other-site\"\npublic_key = \"{peer_key}\"\nendpoints = [\"{peer_wan}:51820\"]\nallowed_ips = [\"{peer_tunnel}/32\"]\n"
@@ -24,8 +17,7 @@ fn config(
 }
 
 fn field<'a>(dump: &'a str, key: &str) -> Option<&'a str> {
-    dump.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+    dump.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
 fn human_bytes(n: u64) -> String {
@@ -44,10 +36,7 @@ pub fn run() -> anyhow::Result<()> {
     lab::ensure_installed("iperf3", "iperf3")?;
     lab::ensure_installed("ping", "iputils-ping")?;
     std::thread::spawn(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async {
             let _ = tokio::signal::ctrl_c().await;
         });
@@ -68,65 +57,28 @@ fn demo(exe: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
     println!("Causeway demo: two data-centre sites joined by a WireGuard tunnel");
     let a = Netns::new("demo-a")?;
     let b = Netns::new("demo-b")?;
-    lab::veth(
-        &a,
-        "wan0",
-        &["198.18.0.1/24"],
-        &b,
-        "wan0",
-        &["198.18.0.2/24"],
-    )?;
+    lab::veth(&a, "wan0", &["198.18.0.1/24"], &b, "wan0", &["198.18.0.2/24"])?;
     let (ka, pa) = lab::keypair();
     let (kb, pb) = lab::keypair();
     let (ia, ib) = (lab::unique("cwa"), lab::unique("cwb"));
     lab::write_private(
         &dir.join("a.toml"),
-        &config(
-            &ia,
-            &lab::b64(ka.as_bytes()),
-            "10.99.0.1",
-            &lab::b64(pb.as_bytes()),
-            "198.18.0.2",
-            "10.99.0.2",
-        ),
+        &config(&ia, &lab::b64(ka.as_bytes()), "10.99.0.1", &lab::b64(pb.as_bytes()), "198.18.0.2", "10.99.0.2"),
     )?;
     lab::write_private(
         &dir.join("b.toml"),
-        &config(
-            &ib,
-            &lab::b64(kb.as_bytes()),
-            "10.99.0.2",
-            &lab::b64(pa.as_bytes()),
-            "198.18.0.1",
-            "10.99.0.1",
-        ),
+        &config(&ib, &lab::b64(kb.as_bytes()), "10.99.0.2", &lab::b64(pa.as_bytes()), "198.18.0.1", "10.99.0.1"),
     )?;
-    println!(
-        "  site A: namespace {}, WAN 198.18.0.1, tunnel 10.99.0.1 on {ia}",
-        a.name
-    );
-    println!(
-        "  site B: namespace {}, WAN 198.18.0.2, tunnel 10.99.0.2 on {ib}",
-        b.name
-    );
+    println!("  site A: namespace {}, WAN 198.18.0.1, tunnel 10.99.0.1 on {ia}", a.name);
+    println!("  site B: namespace {}, WAN 198.18.0.2, tunnel 10.99.0.2 on {ib}", b.name);
 
     let cfg_a = dir.join("a.toml");
     let cfg_b = dir.join("b.toml");
-    let mut gw_a = a.spawn(
-        "gateway A",
-        exe,
-        &["up", "--config", cfg_a.to_str().context("path")?],
-        Some(&dir.join("a.log")),
-    )?;
-    let mut gw_b = b.spawn(
-        "gateway B",
-        exe,
-        &["up", "--config", cfg_b.to_str().context("path")?],
-        Some(&dir.join("b.log")),
-    )?;
-    if !lab::wait_for_socket(&ia, Duration::from_secs(10))
-        || !lab::wait_for_socket(&ib, Duration::from_secs(10))
-    {
+    let mut gw_a =
+        a.spawn("gateway A", exe, &["up", "--config", cfg_a.to_str().context("path")?], Some(&dir.join("a.log")))?;
+    let mut gw_b =
+        b.spawn("gateway B", exe, &["up", "--config", cfg_b.to_str().context("path")?], Some(&dir.join("b.log")))?;
+    if !lab::wait_for_socket(&ia, Duration::from_secs(10)) || !lab::wait_for_socket(&ib, Duration::from_secs(10)) {
         let log = std::fs::read_to_string(dir.join("a.log")).unwrap_or_default()
             + &std::fs::read_to_string(dir.join("b.log")).unwrap_or_default();
         bail!("the gateways did not come up:\n{log}");
@@ -136,9 +88,7 @@ fn demo(exe: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
     if !a.wait_for_ping("10.99.0.2", Duration::from_secs(10)) {
         bail!("no ping reply through the tunnel");
     }
-    let rtt = a
-        .ping("10.99.0.2", 10)
-        .context("ping through the tunnel failed")?;
+    let rtt = a.ping("10.99.0.2", 10).context("ping through the tunnel failed")?;
     println!(
         "ping site A -> site B through the tunnel: 10/10 replies, average RTT {:.3} ms",
         rtt.as_secs_f64() * 1000.0
@@ -158,31 +108,15 @@ fn demo(exe: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
 
     let dump = lab::uapi(&ia, "get=1\n\n")?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let hs: u64 = field(&dump, "last_handshake_time_sec")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let rx: u64 = field(&dump, "rx_bytes")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let tx: u64 = field(&dump, "tx_bytes")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let hs: u64 = field(&dump, "last_handshake_time_sec").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let rx: u64 = field(&dump, "rx_bytes").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let tx: u64 = field(&dump, "tx_bytes").and_then(|v| v.parse().ok()).unwrap_or(0);
     println!("\npeer status at site A's gateway (as `wg show` reads it over the UAPI socket):");
     println!("  peer {} (site B)", lab::b64(pb.as_bytes()));
-    println!(
-        "    endpoint: {}",
-        field(&dump, "endpoint").unwrap_or("(none)")
-    );
+    println!("    endpoint: {}", field(&dump, "endpoint").unwrap_or("(none)"));
     println!("    latest handshake: {} s ago", now.saturating_sub(hs));
-    println!(
-        "    transfer: {} received, {} sent",
-        human_bytes(rx),
-        human_bytes(tx)
-    );
-    println!(
-        "    machine: {} cores; both gateways and both iperf3 ends share them",
-        crate::daemon::default_workers()
-    );
+    println!("    transfer: {} received, {} sent", human_bytes(rx), human_bytes(tx));
+    println!("    machine: {} cores; both gateways and both iperf3 ends share them", crate::daemon::default_workers());
 
     let code_a = gw_a.stop();
     let code_b = gw_b.stop();

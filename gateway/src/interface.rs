@@ -14,7 +14,7 @@ use ipnet::IpNet;
 
 use crate::allowed_ips::AllowedIps;
 use crate::clock::Clock;
-use crate::counters::Counters;
+use crate::counters::{Counters, WorkerStats};
 use crate::peer::PeerState;
 use crate::udp::{self, UdpEndpoint};
 
@@ -45,6 +45,7 @@ pub struct Interface {
     /// One write end per worker: a byte wakes the worker from poll().
     wakers: Mutex<Vec<UnixStream>>,
     pub workers: usize,
+    pub worker_stats: Vec<WorkerStats>,
 }
 
 impl Interface {
@@ -71,6 +72,7 @@ impl Interface {
             shutdown: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
             workers,
+            worker_stats: (0..workers).map(|_| WorkerStats::default()).collect(),
         })
     }
 
@@ -123,54 +125,29 @@ impl Interface {
     }
 
     pub fn peer(&self, key: &PublicKey) -> Option<Arc<PeerState>> {
-        self.peers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
     }
 
     /// Peers in the order they were added.
     pub fn peers(&self) -> Vec<Arc<PeerState>> {
-        let mut v: Vec<_> = self
-            .peers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut v: Vec<_> = self.peers.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         v.sort_by_key(|p| p.order);
         v
     }
 
     /// Adds a peer or returns the existing one.
-    pub fn add_peer(
-        &self,
-        key: PublicKey,
-        name: String,
-    ) -> Result<Arc<PeerState>, causeway_crypto::Error> {
+    pub fn add_peer(&self, key: PublicKey, name: String) -> Result<Arc<PeerState>, causeway_crypto::Error> {
         if let Some(p) = self.peer(&key) {
             return Ok(p);
         }
         let crypto = self.device.add_peer(key, None, 0)?;
-        let state = Arc::new(PeerState::new(
-            crypto,
-            name,
-            self.next_order.fetch_add(1, Ordering::Relaxed),
-        ));
-        self.peers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, state.clone());
+        let state = Arc::new(PeerState::new(crypto, name, self.next_order.fetch_add(1, Ordering::Relaxed)));
+        self.peers.write().unwrap_or_else(|e| e.into_inner()).insert(key, state.clone());
         Ok(state)
     }
 
     pub fn remove_peer(&self, key: &PublicKey) -> Option<Arc<PeerState>> {
-        let p = self
-            .peers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key)?;
+        let p = self.peers.write().unwrap_or_else(|e| e.into_inner()).remove(key)?;
         self.update_routes(|r| r.retain(|_, owner| !Arc::ptr_eq(owner, &p)));
         self.device.remove_peer(key);
         p.clear_staged();
@@ -189,12 +166,7 @@ impl Interface {
 
     /// The prefixes routed to `peer`.
     pub fn allowed_ips_of(&self, peer: &Arc<PeerState>) -> Vec<IpNet> {
-        self.routes
-            .load()
-            .iter()
-            .filter(|(_, owner)| Arc::ptr_eq(owner, peer))
-            .map(|(n, _)| n)
-            .collect()
+        self.routes.load().iter().filter(|(_, owner)| Arc::ptr_eq(owner, peer)).map(|(n, _)| n).collect()
     }
 
     pub fn peer_for_crypto(&self, crypto: &causeway_crypto::Peer) -> Option<Arc<PeerState>> {
@@ -202,19 +174,11 @@ impl Interface {
     }
 
     pub fn register_waker(&self, w: UnixStream) {
-        self.wakers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(w);
+        self.wakers.lock().unwrap_or_else(|e| e.into_inner()).push(w);
     }
 
     fn wake_all(&self) {
-        for w in self
-            .wakers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter_mut()
-        {
+        for w in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
             let _ = w.write(&[1]);
         }
     }

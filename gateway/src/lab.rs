@@ -23,11 +23,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// A short token unique to this process and call, for interface names
 /// (at most 15 characters) and namespace names.
 pub fn unique(tag: &str) -> String {
-    format!(
-        "{tag}{}{}",
-        std::process::id() % 100_000,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{tag}{}{}", std::process::id() % 100_000, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 pub fn is_root() -> bool {
@@ -36,15 +32,9 @@ pub fn is_root() -> bool {
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<Output> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(out)
 }
@@ -75,12 +65,7 @@ fn delete_netns(name: &str) {
         Command::new("ip")
             .args(["netns", "pids", name])
             .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .map(String::from)
-                    .collect()
-            })
+            .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect())
             .unwrap_or_default()
     };
     let mut left = pids();
@@ -89,10 +74,7 @@ fn delete_netns(name: &str) {
             break;
         }
         for pid in &left {
-            let _ = Command::new("kill")
-                .args([signal, pid])
-                .stderr(Stdio::null())
-                .status();
+            let _ = Command::new("kill").args([signal, pid]).stderr(Stdio::null()).status();
         }
         let deadline = Instant::now() + Duration::from_millis(wait_ms);
         while Instant::now() < deadline && !pids().is_empty() {
@@ -100,16 +82,12 @@ fn delete_netns(name: &str) {
         }
         left = pids();
     }
-    let _ = Command::new("ip")
-        .args(["netns", "del", name])
-        .stderr(Stdio::null())
-        .status();
+    let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
 }
 
 /// Removes everything registered (namespaces and the processes in them).
 pub fn cleanup_all() {
-    let names: Vec<String> =
-        std::mem::take(&mut *REGISTRY.lock().unwrap_or_else(|e| e.into_inner()));
+    let names: Vec<String> = std::mem::take(&mut *REGISTRY.lock().unwrap_or_else(|e| e.into_inner()));
     for n in names {
         delete_netns(&n);
     }
@@ -122,16 +100,9 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(tag: &str) -> anyhow::Result<Netns> {
-        let name = format!(
-            "{PREFIX}{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("{PREFIX}{tag}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         run(Command::new("ip").args(["netns", "add", &name]))?;
-        REGISTRY
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(name.clone());
+        REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
@@ -176,20 +147,13 @@ impl Netns {
             }
         }
         let child = c.spawn().with_context(|| format!("cannot start {what}"))?;
-        Ok(Process {
-            child: Some(child),
-            what: what.to_string(),
-        })
+        Ok(Process { child: Some(child), what: what.to_string() })
     }
 
     /// Pings `addr` `count` times; returns the average RTT if all came back.
     pub fn ping(&self, addr: &str, count: u32) -> Option<Duration> {
         let count_s = count.to_string();
-        let out = self
-            .command("ping")
-            .args(["-c", &count_s, "-i", "0.2", "-W", "2", "-q", addr])
-            .output()
-            .ok()?;
+        let out = self.command("ping").args(["-c", &count_s, "-i", "0.2", "-W", "2", "-q", addr]).output().ok()?;
         if !out.status.success() {
             return None;
         }
@@ -222,38 +186,26 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        REGISTRY
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|n| n != &self.name);
+        REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| n != &self.name);
         delete_netns(&self.name);
     }
 }
 
 /// Runs `f` on a thread that has joined `ns`'s network namespace, so the
 /// sockets it opens live there; returns what `f` returns.
-pub fn in_netns<T: Send + 'static>(
-    ns: &Netns,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> anyhow::Result<T> {
+pub fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
     use std::os::fd::AsRawFd;
-    let file = std::fs::File::open(format!("/var/run/netns/{}", ns.name))
-        .context("cannot open the namespace")?;
+    let file = std::fs::File::open(format!("/var/run/netns/{}", ns.name)).context("cannot open the namespace")?;
     let handle = std::thread::spawn(move || {
         // SAFETY: `file` is an open namespace file descriptor for the whole
         // call; setns affects only this thread.
         let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
         if r != 0 {
-            return Err(anyhow::anyhow!(
-                "setns failed: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(anyhow::anyhow!("setns failed: {}", std::io::Error::last_os_error()));
         }
         Ok(f())
     });
-    handle
-        .join()
-        .map_err(|_| anyhow::anyhow!("the thread in the namespace panicked"))?
+    handle.join().map_err(|_| anyhow::anyhow!("the thread in the namespace panicked"))?
 }
 
 /// Asks a running causewayd for its status over the control API.
@@ -271,10 +223,7 @@ pub fn api_status(ifname: &str) -> anyhow::Result<serde_json::Value> {
 /// An ICMP echo request (or reply) in IPv4 with valid checksums.
 pub fn icmp_echo(src: [u8; 4], dst: [u8; 4], seq: u16, reply: bool) -> Vec<u8> {
     fn checksum(b: &[u8]) -> u16 {
-        let mut sum: u32 = b
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-            .sum();
+        let mut sum: u32 = b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
         while sum > 0xffff {
             sum = (sum & 0xffff) + (sum >> 16);
         }
@@ -299,18 +248,9 @@ pub fn icmp_echo(src: [u8; 4], dst: [u8; 4], seq: u16, reply: bool) -> Vec<u8> {
 }
 
 /// Connects two namespaces with a veth pair and addresses each end.
-pub fn veth(
-    a: &Netns,
-    a_if: &str,
-    a_addrs: &[&str],
-    b: &Netns,
-    b_if: &str,
-    b_addrs: &[&str],
-) -> anyhow::Result<()> {
-    run(Command::new("ip").args([
-        "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
-        &b.name,
-    ]))?;
+pub fn veth(a: &Netns, a_if: &str, a_addrs: &[&str], b: &Netns, b_if: &str, b_addrs: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("ip")
+        .args(["link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns", &b.name]))?;
     for (ns, dev, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
         for addr in addrs {
             // nodad: IPv6 addresses are usable at once instead of after DAD.
@@ -339,9 +279,7 @@ impl Process {
     /// Sends SIGTERM and waits; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -369,9 +307,7 @@ impl Process {
 
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
@@ -395,12 +331,7 @@ pub fn b64(bytes: &[u8; 32]) -> String {
 pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(text.as_bytes())?;
     Ok(())
 }
@@ -460,12 +391,7 @@ pub fn iperf3_json(
     extra: &[&str],
 ) -> anyhow::Result<serde_json::Value> {
     let port = (5201 + COUNTER.fetch_add(1, Ordering::Relaxed) % 1000).to_string();
-    let mut srv = server.spawn(
-        "iperf3 server",
-        "iperf3",
-        &["-s", "-1", "-B", addr, "-p", &port],
-        None,
-    )?;
+    let mut srv = server.spawn("iperf3 server", "iperf3", &["-s", "-1", "-B", addr, "-p", &port], None)?;
     std::thread::sleep(Duration::from_millis(300));
     let secs_s = secs.to_string();
     let limit = (secs.max(40) + 20).to_string();
@@ -479,12 +405,8 @@ pub fn iperf3_json(
     args.extend_from_slice(extra);
     let out = client.command("timeout").args(&args).output()?;
     srv.stop();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "iperf3 output is not JSON: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("iperf3 output is not JSON: {}", String::from_utf8_lossy(&out.stderr)))?;
     if let Some(e) = json.get("error").and_then(|e| e.as_str()) {
         bail!("iperf3: {e}");
     }
@@ -504,9 +426,7 @@ pub fn iperf3(
     let end = &json["end"];
     let received = &end["sum_received"];
     Ok(Iperf {
-        bits_per_second: received["bits_per_second"]
-            .as_f64()
-            .context("iperf3 reported no throughput")?,
+        bits_per_second: received["bits_per_second"].as_f64().context("iperf3 reported no throughput")?,
         retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
         bytes: received["bytes"].as_u64().unwrap_or(0),
     })
@@ -523,7 +443,9 @@ pub fn causewayd_path() -> anyhow::Result<PathBuf> {
             candidates.push(up.join("causewayd"));
         }
     }
-    candidates.into_iter().find(|p| p.is_file()).context("causewayd binary not found next to this program; build it with `cargo build --release -p causeway-gateway`")
+    candidates.into_iter().find(|p| p.is_file()).context(
+        "causewayd binary not found next to this program; build it with `cargo build --release -p causeway-gateway`",
+    )
 }
 
 /// Makes sure a command exists, installing its Debian package if missing.

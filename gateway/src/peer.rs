@@ -107,6 +107,10 @@ impl PeerState {
         std::mem::take(&mut *lock(&self.staged))
     }
 
+    pub fn staged_len(&self) -> usize {
+        lock(&self.staged).len()
+    }
+
     pub fn has_staged(&self) -> bool {
         !lock(&self.staged).is_empty()
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use causeway_crypto::{Received, Time};
 use quinn_udp::RecvMeta;
 
-use crate::counters::Drop;
+use crate::counters::{Drop, WorkerStats};
 use crate::interface::Interface;
 use crate::peer::PeerState;
 use crate::send::{flush_staged, send_initiation, transmit_to};
@@ -33,21 +33,12 @@ pub fn inner_packet(plain: &[u8]) -> Option<(usize, IpAddr)> {
         4 if plain.len() >= 20 => {
             let len = u16::from_be_bytes([plain[2], plain[3]]) as usize;
             let ihl = (plain[0] & 0x0f) as usize * 4;
-            (len >= ihl && ihl >= 20 && len <= plain.len()).then(|| {
-                (
-                    len,
-                    IpAddr::from(<[u8; 4]>::try_from(&plain[12..16]).expect("4 bytes")),
-                )
-            })
+            (len >= ihl && ihl >= 20 && len <= plain.len())
+                .then(|| (len, IpAddr::from(<[u8; 4]>::try_from(&plain[12..16]).expect("4 bytes"))))
         }
         6 if plain.len() >= 40 => {
             let len = 40 + u16::from_be_bytes([plain[4], plain[5]]) as usize;
-            (len <= plain.len()).then(|| {
-                (
-                    len,
-                    IpAddr::from(<[u8; 16]>::try_from(&plain[8..24]).expect("16 bytes")),
-                )
-            })
+            (len <= plain.len()).then(|| (len, IpAddr::from(<[u8; 16]>::try_from(&plain[8..24]).expect("16 bytes"))))
         }
         _ => None,
     }
@@ -62,16 +53,17 @@ pub struct Receiver {
     tun_len: usize,
     /// Last peer seen, to skip the map lookup for runs from one peer.
     last_peer: Option<Arc<PeerState>>,
+    /// Index of the worker this belongs to, for its statistics.
+    worker: usize,
 }
 
-impl Default for Receiver {
-    fn default() -> Self {
+impl Receiver {
+    pub fn new(worker: usize) -> Receiver {
         Receiver {
+            worker,
             slots: (0..RX_SLOTS).map(|_| vec![0u8; 65_536]).collect(),
             meta: vec![RecvMeta::default(); RX_SLOTS],
-            tun_bufs: (0..TUN_BATCH)
-                .map(|_| Vec::with_capacity(WRITE_HEADROOM + crate::tun::MAX_PACKET))
-                .collect(),
+            tun_bufs: (0..TUN_BATCH).map(|_| Vec::with_capacity(WRITE_HEADROOM + crate::tun::MAX_PACKET)).collect(),
             tun_len: 0,
             last_peer: None,
         }
@@ -89,11 +81,7 @@ pub enum RxStatus {
 }
 
 impl Receiver {
-    fn peer_state(
-        &mut self,
-        iface: &Interface,
-        crypto: &Arc<causeway_crypto::Peer>,
-    ) -> Option<Arc<PeerState>> {
+    fn peer_state(&mut self, iface: &Interface, crypto: &Arc<causeway_crypto::Peer>) -> Option<Arc<PeerState>> {
         if let Some(p) = &self.last_peer {
             if Arc::ptr_eq(&p.crypto, crypto) {
                 return Some(p.clone());
@@ -105,18 +93,17 @@ impl Receiver {
     }
 
     /// Receives and handles one batch from `sock`.
-    pub fn receive_batch(
-        &mut self,
-        iface: &Interface,
-        sock: &UdpEndpoint,
-        tun: &mut TunQueue,
-        now: Time,
-    ) -> RxStatus {
+    pub fn receive_batch(&mut self, iface: &Interface, sock: &UdpEndpoint, tun: &mut TunQueue, now: Time) -> RxStatus {
         let n = {
-            let mut slices: Vec<IoSliceMut<'_>> =
-                self.slots.iter_mut().map(|s| IoSliceMut::new(s)).collect();
+            let mut slices: Vec<IoSliceMut<'_>> = self.slots.iter_mut().map(|s| IoSliceMut::new(s)).collect();
             match sock.recv(&mut slices, &mut self.meta) {
-                Ok(n) => n,
+                Ok(n) => {
+                    let stats = &iface.worker_stats[self.worker];
+                    WorkerStats::add(&stats.udp_receives, 1);
+                    let datagrams: usize = self.meta[..n].iter().map(|m| m.len.div_ceil(m.stride.max(1))).sum();
+                    WorkerStats::add(&stats.udp_datagrams_received, datagrams as u64);
+                    n
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return RxStatus::Empty,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return RxStatus::More,
                 Err(e) => {
@@ -162,11 +149,7 @@ impl Receiver {
             }
         };
         match received {
-            Received::Data {
-                peer,
-                plaintext,
-                rekey,
-            } => {
+            Received::Data { peer, plaintext, rekey } => {
                 let Some(ps) = self.peer_state(iface, &peer) else {
                     return;
                 };
@@ -175,10 +158,7 @@ impl Receiver {
                     iface.counters.count(Drop::InvalidInnerPacket);
                     return;
                 };
-                let allowed = iface
-                    .routes()
-                    .lookup(source)
-                    .is_some_and(|owner| Arc::ptr_eq(owner, &ps));
+                let allowed = iface.routes().lookup(source).is_some_and(|owner| Arc::ptr_eq(owner, &ps));
                 if !allowed {
                     iface.counters.count(Drop::SourceNotAllowed);
                     return;
@@ -231,15 +211,13 @@ impl Receiver {
         }
         let mut refs: Vec<&mut Vec<u8>> = self.tun_bufs[..self.tun_len].iter_mut().collect();
         let result = tun.write_batch(&mut refs);
+        let stats = &iface.worker_stats[self.worker];
+        WorkerStats::add(&stats.tun_writes, 1);
+        WorkerStats::add(&stats.tun_packets_written, self.tun_len as u64);
         self.tun_len = 0;
         match result {
             Ok(()) => Ok(()),
-            Err(e)
-                if e.raw_os_error() == Some(libc::EBADFD)
-                    || e.raw_os_error() == Some(libc::EIO) =>
-            {
-                Err(())
-            }
+            Err(e) if e.raw_os_error() == Some(libc::EBADFD) || e.raw_os_error() == Some(libc::EIO) => Err(()),
             Err(e) => {
                 tracing::debug!(error = %e, "TUN write failed");
                 iface.counters.count(Drop::TunWrite);
@@ -259,11 +237,7 @@ mod tests {
         p[0] = 0x45;
         p[2..4].copy_from_slice(&40u16.to_be_bytes());
         p[12..16].copy_from_slice(&[10, 0, 0, 7]);
-        assert_eq!(
-            inner_packet(&p),
-            Some((40, "10.0.0.7".parse().unwrap())),
-            "padding is cut off"
-        );
+        assert_eq!(inner_packet(&p), Some((40, "10.0.0.7".parse().unwrap())), "padding is cut off");
         p[2..4].copy_from_slice(&49u16.to_be_bytes());
         assert_eq!(inner_packet(&p), None, "claims more than arrived");
         p[2..4].copy_from_slice(&10u16.to_be_bytes());

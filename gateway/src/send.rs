@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use causeway_crypto::{padded_len, Error, Keypair, Time, DATA_HEADER_LEN, DATA_OVERHEAD};
 
-use crate::counters::Drop;
+use crate::counters::{Drop, WorkerStats};
 use crate::interface::Interface;
 use crate::peer::{Endpoint, PeerState};
 use crate::udp::{SourceUse, UdpEndpoint};
@@ -37,15 +37,7 @@ pub fn transmit(
     contents: &[u8],
     segment: Option<usize>,
 ) -> bool {
-    transmit_to(
-        iface,
-        Some(peer),
-        ep.addr,
-        ep.local,
-        sock,
-        contents,
-        segment,
-    )
+    transmit_to(iface, Some(peer), ep.addr, ep.local, sock, contents, segment)
 }
 
 /// Sends to an address (a reply to whoever wrote to us, known peer or not).
@@ -81,13 +73,9 @@ pub fn send_initiation(iface: &Interface, peer: &PeerState, sock: &UdpEndpoint, 
         iface.counters.count(Drop::NoEndpoint);
         return;
     };
-    match iface
-        .device
-        .create_initiation(&peer.crypto, now, SystemTime::now())
-    {
+    match iface.device.create_initiation(&peer.crypto, now, SystemTime::now()) {
         Ok(msg) => {
-            peer.handshakes_initiated
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            peer.handshakes_initiated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             transmit(iface, peer, ep, sock, &msg, None);
         }
         Err(Error::InitiationTooSoon) => {}
@@ -107,21 +95,12 @@ struct Target<'a> {
 
 /// Seals and sends one packet (or a keepalive, when empty) on its own.
 /// Used off the hot path: staged packets, keepalives.
-fn send_one(
-    iface: &Interface,
-    t: &Target<'_>,
-    sock: &UdpEndpoint,
-    payload: &[u8],
-    scratch: &mut Vec<u8>,
-    now: Time,
-) {
+fn send_one(iface: &Interface, t: &Target<'_>, sock: &UdpEndpoint, payload: &[u8], scratch: &mut Vec<u8>, now: Time) {
     let padded = padded_len(payload.len(), iface.mtu() as usize);
     scratch.clear();
     scratch.resize(DATA_OVERHEAD + padded, 0);
     scratch[DATA_HEADER_LEN..DATA_HEADER_LEN + payload.len()].copy_from_slice(payload);
-    let sealed =
-        t.kp.reserve(1)
-            .and_then(|c| t.kp.seal(c, scratch, payload.len(), padded));
+    let sealed = t.kp.reserve(1).and_then(|c| t.kp.seal(c, scratch, payload.len(), padded));
     match sealed {
         Ok(len) => {
             if transmit(iface, t.peer, t.ep, sock, &scratch[..len], None) {
@@ -146,13 +125,7 @@ pub fn send_keepalive(iface: &Interface, peer: &PeerState, sock: &UdpEndpoint, n
 
 /// A new session is up: send what waited for it, or a keepalive so the
 /// responder can confirm the session.
-pub fn flush_staged(
-    iface: &Interface,
-    peer: &PeerState,
-    sock: &UdpEndpoint,
-    now: Time,
-    keepalive_if_empty: bool,
-) {
+pub fn flush_staged(iface: &Interface, peer: &PeerState, sock: &UdpEndpoint, now: Time, keepalive_if_empty: bool) {
     let (Ok(kp), Some(ep)) = (peer.crypto.keypair_for_sending(now), peer.endpoint()) else {
         return;
     };
@@ -187,15 +160,13 @@ pub struct Sender {
     gso: Vec<u8>,
     len: usize,
     run: Option<Run>,
+    /// Index of the worker this belongs to, for its statistics.
+    worker: usize,
 }
 
-impl Default for Sender {
-    fn default() -> Self {
-        Sender {
-            gso: vec![0u8; GSO_MAX_BYTES + crate::tun::MAX_PACKET + 64],
-            len: 0,
-            run: None,
-        }
+impl Sender {
+    pub fn new(worker: usize) -> Sender {
+        Sender { gso: vec![0u8; GSO_MAX_BYTES + crate::tun::MAX_PACKET + 64], len: 0, run: None, worker }
     }
 }
 
@@ -203,14 +174,10 @@ impl Sender {
     fn flush(&mut self, iface: &Interface, sock: &UdpEndpoint, now: Time) {
         if let Some(run) = self.run.take() {
             let segment = (run.count > 1).then_some(run.segment);
-            if transmit(
-                iface,
-                &run.peer,
-                run.ep,
-                sock,
-                &self.gso[..self.len],
-                segment,
-            ) {
+            let stats = &iface.worker_stats[self.worker];
+            WorkerStats::add(&stats.udp_sends, 1);
+            WorkerStats::add(&stats.udp_datagrams_sent, run.count as u64);
+            if transmit(iface, &run.peer, run.ep, sock, &self.gso[..self.len], segment) {
                 run.peer.crypto.on_sent(now, self.len as u64, true);
             }
         }
@@ -218,14 +185,7 @@ impl Sender {
     }
 
     /// Routes, seals and sends a batch of packets read from the TUN.
-    pub fn send_batch(
-        &mut self,
-        iface: &Interface,
-        sock: &UdpEndpoint,
-        bufs: &[Vec<u8>],
-        sizes: &[usize],
-        now: Time,
-    ) {
+    pub fn send_batch(&mut self, iface: &Interface, sock: &UdpEndpoint, bufs: &[Vec<u8>], sizes: &[usize], now: Time) {
         let routes = iface.routes();
         let mtu = iface.mtu() as usize;
         let max_segments = sock.max_gso_segments();
@@ -242,9 +202,7 @@ impl Sender {
                 Some((p, kp)) if Arc::ptr_eq(p, peer) => kp.clone(),
                 _ => match peer.crypto.keypair_for_sending(now) {
                     Ok(kp) => {
-                        if peer.crypto.needs_rekey_on_send(&kp, now)
-                            && !rekey.iter().any(|p| Arc::ptr_eq(p, peer))
-                        {
+                        if peer.crypto.needs_rekey_on_send(&kp, now) && !rekey.iter().any(|p| Arc::ptr_eq(p, peer)) {
                             rekey.push(peer.clone());
                         }
                         cached = Some((peer.clone(), kp.clone()));
@@ -275,13 +233,7 @@ impl Sender {
             });
             if !fits {
                 self.flush(iface, sock, now);
-                self.run = Some(Run {
-                    peer: peer.clone(),
-                    ep,
-                    segment: wire,
-                    count: 0,
-                    closed: false,
-                });
+                self.run = Some(Run { peer: peer.clone(), ep, segment: wire, count: 0, closed: false });
             }
             let at = self.len;
             let out = &mut self.gso[at..at + wire];

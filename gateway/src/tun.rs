@@ -23,12 +23,7 @@ pub struct TunQueue {
 /// Creates interface `name` with `queues` queues. Addresses are assigned and
 /// the link brought up when given (the `up` mode); wg-quick configures them
 /// itself otherwise.
-pub fn create(
-    name: &str,
-    mtu: u32,
-    addresses: &[IpNet],
-    queues: usize,
-) -> io::Result<Vec<TunQueue>> {
+pub fn create(name: &str, mtu: u32, addresses: &[IpNet], queues: usize) -> io::Result<Vec<TunQueue>> {
     let v4: Vec<_> = addresses
         .iter()
         .filter_map(|a| match a {
@@ -37,12 +32,7 @@ pub fn create(
         })
         .collect();
     let build = |offload: bool| {
-        let mut b = DeviceBuilder::new()
-            .name(name)
-            .mtu(mtu as u16)
-            .multi_queue(true)
-            .offload(offload)
-            .enable(true);
+        let mut b = DeviceBuilder::new().name(name).mtu(mtu as u16).multi_queue(true).offload(offload).enable(true);
         // The builder holds one IPv4 address (a later one replaces it); the
         // rest are added once the device exists.
         if let Some(n) = v4.first() {
@@ -74,12 +64,7 @@ pub fn create(
     devs.into_iter()
         .map(|dev| {
             dev.set_nonblocking(true)?;
-            Ok(TunQueue {
-                dev,
-                offload,
-                raw: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET],
-                gro: GROTable::default(),
-            })
+            Ok(TunQueue { dev, offload, raw: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET], gro: GROTable::default() })
         })
         .collect()
 }
@@ -96,12 +81,7 @@ impl TunQueue {
 
     /// Reads what is waiting into `bufs`, each packet at `offset`; returns
     /// the packet count (WouldBlock when nothing is waiting).
-    pub fn read_batch(
-        &mut self,
-        bufs: &mut [Vec<u8>],
-        sizes: &mut [usize],
-        offset: usize,
-    ) -> io::Result<usize> {
+    pub fn read_batch(&mut self, bufs: &mut [Vec<u8>], sizes: &mut [usize], offset: usize) -> io::Result<usize> {
         if self.offload {
             self.dev.recv_multiple(&mut self.raw, bufs, sizes, offset)
         } else {
@@ -118,9 +98,7 @@ impl TunQueue {
             return Ok(());
         }
         if self.offload {
-            self.dev
-                .send_multiple(&mut self.gro, bufs, WRITE_HEADROOM)
-                .map(|_| ())
+            self.dev.send_multiple(&mut self.gro, bufs, WRITE_HEADROOM).map(|_| ())
         } else {
             let mut result = Ok(());
             for b in bufs.iter() {

@@ -87,51 +87,31 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
     let mut req = SetRequest::default();
     for (i, line) in lines.into_iter().enumerate() {
         let line_no = i + 2;
-        let bad = |message: String| UapiError::Invalid {
-            line: line_no,
-            message,
-        };
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| bad(format!("expected key=value, got {line:?}")))?;
+        let bad = |message: String| UapiError::Invalid { line: line_no, message };
+        let (key, value) = line.split_once('=').ok_or_else(|| bad(format!("expected key=value, got {line:?}")))?;
         let peer = req.peers.last_mut();
         let need_peer = |p: Option<&mut PeerChange>| -> Result<(), UapiError> {
-            p.map(|_| ()).ok_or_else(|| UapiError::Invalid {
-                line: line_no,
-                message: format!("{key} before any public_key"),
-            })
+            p.map(|_| ())
+                .ok_or_else(|| UapiError::Invalid { line: line_no, message: format!("{key} before any public_key") })
         };
         let flag = |v: &str| match v {
             "true" => Ok(true),
-            _ => Err(UapiError::Invalid {
-                line: line_no,
-                message: format!("{key} takes only \"true\""),
-            }),
+            _ => Err(UapiError::Invalid { line: line_no, message: format!("{key} takes only \"true\"") }),
         };
         match key {
             "private_key" => {
-                let k = hex_key(value)
-                    .ok_or_else(|| bad("private_key: expected 64 hex digits".into()))?;
+                let k = hex_key(value).ok_or_else(|| bad("private_key: expected 64 hex digits".into()))?;
                 req.private_key = Some((*k != [0u8; 32]).then(|| StaticSecret::from_bytes(*k)));
             }
             "listen_port" => {
-                req.listen_port = Some(
-                    value
-                        .parse()
-                        .map_err(|_| bad(format!("listen_port: {value:?} is not a port")))?,
-                )
+                req.listen_port = Some(value.parse().map_err(|_| bad(format!("listen_port: {value:?} is not a port")))?)
             }
             "fwmark" => {
-                req.fwmark = Some(
-                    value
-                        .parse()
-                        .map_err(|_| bad(format!("fwmark: {value:?} is not a number")))?,
-                )
+                req.fwmark = Some(value.parse().map_err(|_| bad(format!("fwmark: {value:?} is not a number")))?)
             }
             "replace_peers" => req.replace_peers = flag(value)?,
             "public_key" => {
-                let k = hex_key(value)
-                    .ok_or_else(|| bad("public_key: expected 64 hex digits".into()))?;
+                let k = hex_key(value).ok_or_else(|| bad("public_key: expected 64 hex digits".into()))?;
                 req.peers.push(PeerChange {
                     key: PublicKey::from_bytes(*k),
                     remove: false,
@@ -155,25 +135,21 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
             }
             "preshared_key" => {
                 need_peer(peer)?;
-                let k = hex_key(value)
-                    .ok_or_else(|| bad("preshared_key: expected 64 hex digits".into()))?;
+                let k = hex_key(value).ok_or_else(|| bad("preshared_key: expected 64 hex digits".into()))?;
                 let psk = (*k != [0u8; 32]).then(|| PresharedKey::from_bytes(*k));
                 req.peers.last_mut().expect("checked").preshared_key = Some(psk);
             }
             "endpoint" => {
                 need_peer(peer)?;
-                let a: SocketAddr = value.parse().map_err(|_| {
-                    bad(format!("endpoint: {value:?} is not ip:port or [ipv6]:port"))
-                })?;
+                let a: SocketAddr =
+                    value.parse().map_err(|_| bad(format!("endpoint: {value:?} is not ip:port or [ipv6]:port")))?;
                 req.peers.last_mut().expect("checked").endpoint = Some(a);
             }
             "persistent_keepalive_interval" => {
                 need_peer(peer)?;
-                let v = value.parse().map_err(|_| {
-                    bad(format!(
-                        "persistent_keepalive_interval: {value:?} is not 0 to 65535"
-                    ))
-                })?;
+                let v = value
+                    .parse()
+                    .map_err(|_| bad(format!("persistent_keepalive_interval: {value:?} is not 0 to 65535")))?;
                 req.peers.last_mut().expect("checked").persistent_keepalive = Some(v);
             }
             "replace_allowed_ips" => {
@@ -183,21 +159,13 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
             }
             "allowed_ip" => {
                 need_peer(peer)?;
-                let n: IpNet = value
-                    .parse()
-                    .map_err(|_| bad(format!("allowed_ip: {value:?} is not a prefix")))?;
-                req.peers
-                    .last_mut()
-                    .expect("checked")
-                    .allowed_ips
-                    .push(n.trunc());
+                let n: IpNet = value.parse().map_err(|_| bad(format!("allowed_ip: {value:?} is not a prefix")))?;
+                req.peers.last_mut().expect("checked").allowed_ips.push(n.trunc());
             }
             "protocol_version" => {
                 need_peer(peer)?;
                 if value != "1" {
-                    return Err(bad(format!(
-                        "protocol_version {value} is not supported (only 1)"
-                    )));
+                    return Err(bad(format!("protocol_version {value} is not supported (only 1)")));
                 }
             }
             other => return Err(bad(format!("unknown key {other:?}"))),
@@ -210,15 +178,11 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
 /// steps that can fail for reasons outside the request.
 pub fn apply_set(iface: &Interface, req: SetRequest) -> Result<(), UapiError> {
     if let Some(mark) = req.fwmark {
-        iface
-            .set_fwmark(mark)
-            .map_err(|e| UapiError::Fwmark(e.to_string()))?;
+        iface.set_fwmark(mark).map_err(|e| UapiError::Fwmark(e.to_string()))?;
     }
     if let Some(port) = req.listen_port {
         if port != iface.listen_port() || port == 0 {
-            iface
-                .rebind(port)
-                .map_err(|e| UapiError::Bind(e.to_string()))?;
+            iface.rebind(port).map_err(|e| UapiError::Bind(e.to_string()))?;
         }
     }
     if let Some(key) = req.private_key {
@@ -249,9 +213,7 @@ pub fn apply_set(iface: &Interface, req: SetRequest) -> Result<(), UapiError> {
         let peer = match iface.peer(&change.key) {
             Some(p) => p,
             None if change.update_only => continue,
-            None => iface
-                .add_peer(change.key, String::new())
-                .map_err(|e| UapiError::Peer(e.to_string()))?,
+            None => iface.add_peer(change.key, String::new()).map_err(|e| UapiError::Peer(e.to_string()))?,
         };
         if let Some(psk) = change.preshared_key {
             iface.set_preshared_key(&peer, psk);
@@ -301,8 +263,7 @@ pub fn get(iface: &Interface) -> String {
         let _ = writeln!(out, "fwmark={}", iface.fwmark());
     }
     let routes = iface.routes();
-    let mut by_peer: std::collections::HashMap<*const PeerState, Vec<IpNet>> =
-        std::collections::HashMap::new();
+    let mut by_peer: std::collections::HashMap<*const PeerState, Vec<IpNet>> = std::collections::HashMap::new();
     for (net, owner) in routes.iter() {
         by_peer.entry(Arc::as_ptr(owner)).or_default().push(net);
     }
@@ -317,11 +278,7 @@ pub fn get(iface: &Interface) -> String {
         }
         let (sec, nsec) = match stats.last_handshake {
             Some(t) => {
-                let d = iface
-                    .clock
-                    .wall_time_of(t)
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default();
+                let d = iface.clock.wall_time_of(t).duration_since(UNIX_EPOCH).unwrap_or_default();
                 (d.as_secs(), d.subsec_nanos())
             }
             None => (0, 0),
@@ -330,11 +287,7 @@ pub fn get(iface: &Interface) -> String {
         let _ = writeln!(out, "last_handshake_time_nsec={nsec}");
         let _ = writeln!(out, "tx_bytes={}", stats.tx_bytes);
         let _ = writeln!(out, "rx_bytes={}", stats.rx_bytes);
-        let _ = writeln!(
-            out,
-            "persistent_keepalive_interval={}",
-            peer.crypto.timers.persistent_keepalive()
-        );
+        let _ = writeln!(out, "persistent_keepalive_interval={}", peer.crypto.timers.persistent_keepalive());
         for net in by_peer.get(&Arc::as_ptr(&peer)).into_iter().flatten() {
             let _ = writeln!(out, "allowed_ip={net}");
         }
@@ -370,27 +323,14 @@ mod tests {
         assert!(p.preshared_key.as_ref().unwrap().is_some());
         assert_eq!(p.endpoint, Some("[fd00::2]:51820".parse().unwrap()));
         assert_eq!(p.persistent_keepalive, Some(25));
-        assert_eq!(
-            p.allowed_ips,
-            vec![
-                "10.1.0.0/16".parse::<IpNet>().unwrap(),
-                "fd00:1::/64".parse().unwrap()
-            ]
-        );
+        assert_eq!(p.allowed_ips, vec!["10.1.0.0/16".parse::<IpNet>().unwrap(), "fd00:1::/64".parse().unwrap()]);
         assert!(r.peers[1].remove);
     }
 
     #[test]
     fn zero_keys_mean_none() {
         let r = parse_set(
-            format!(
-                "private_key={}\npublic_key={}\npreshared_key={}",
-                k(0),
-                k(2),
-                k(0)
-            )
-            .lines()
-            .collect::<Vec<_>>(),
+            format!("private_key={}\npublic_key={}\npreshared_key={}", k(0), k(2), k(0)).lines().collect::<Vec<_>>(),
         )
         .unwrap();
         assert!(r.private_key.unwrap().is_none());
@@ -400,13 +340,9 @@ mod tests {
     #[test]
     fn bad_lines_name_the_line() {
         let bad = |t: &str| parse_set(t.lines()).err().unwrap().to_string();
-        assert_eq!(
-            bad("listen_port=x"),
-            "line 2: listen_port: \"x\" is not a port"
-        );
+        assert_eq!(bad("listen_port=x"), "line 2: listen_port: \"x\" is not a port");
         assert!(bad("endpoint=1.2.3.4:5").contains("endpoint before any public_key"));
-        assert!(bad(&format!("public_key={}\nallowed_ip=10.0.0.0/33", k(1)))
-            .starts_with("line 3: allowed_ip"));
+        assert!(bad(&format!("public_key={}\nallowed_ip=10.0.0.0/33", k(1))).starts_with("line 3: allowed_ip"));
         assert!(bad("bogus=1").contains("unknown key"));
         assert!(bad("noequals").contains("expected key=value"));
         assert!(bad("public_key=abc").contains("64 hex digits"));

@@ -50,11 +50,7 @@ fn open(port: u16, reuse_port: bool, fwmark: u32) -> io::Result<(Socket, bool)> 
 
 /// Binds `count` sockets to `port` (0 picks a free port); returns them and
 /// the port they share.
-pub fn bind_group(
-    count: usize,
-    port: u16,
-    fwmark: u32,
-) -> io::Result<(Vec<Arc<UdpEndpoint>>, u16)> {
+pub fn bind_group(count: usize, port: u16, fwmark: u32) -> io::Result<(Vec<Arc<UdpEndpoint>>, u16)> {
     let (first, dual) = open(port, true, fwmark)?;
     let port = first.local_addr()?.as_socket().map_or(port, |a| a.port());
     let mut sockets = vec![(first, dual)];
@@ -68,11 +64,7 @@ pub fn bind_group(
             let _ = s.set_send_buffer_size(SOCKET_BUFFER);
             let socket: UdpSocket = s.into();
             let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
-            Ok(Arc::new(UdpEndpoint {
-                socket,
-                state,
-                dual_stack,
-            }))
+            Ok(Arc::new(UdpEndpoint { socket, state, dual_stack }))
         })
         .collect::<io::Result<Vec<_>>>()?;
     Ok((eps, port))
@@ -101,10 +93,7 @@ pub fn normalize_ip(ip: IpAddr) -> IpAddr {
 /// route; if the network really is unreachable, the retry without a source
 /// fails the same way and that error is returned.
 fn is_source_gone(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EINVAL) | Some(libc::EADDRNOTAVAIL) | Some(libc::ENETUNREACH)
-    )
+    matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EADDRNOTAVAIL) | Some(libc::ENETUNREACH))
 }
 
 /// The outcome of a send that had a sticky source address.
@@ -138,9 +127,7 @@ impl UdpEndpoint {
 
     fn wire(&self, addr: SocketAddr) -> SocketAddr {
         match addr {
-            SocketAddr::V4(a) if self.dual_stack => {
-                SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
-            }
+            SocketAddr::V4(a) if self.dual_stack => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
             other => other,
         }
     }
@@ -155,20 +142,12 @@ impl UdpEndpoint {
         contents: &[u8],
         segment: Option<usize>,
     ) -> io::Result<SourceUse> {
-        let mut t = Transmit {
-            destination: self.wire(dst),
-            ecn: None,
-            contents,
-            segment_size: segment,
-            src_ip: src,
-        };
+        let mut t = Transmit { destination: self.wire(dst), ecn: None, contents, segment_size: segment, src_ip: src };
         match self.state.try_send(UdpSockRef::from(&self.socket), &t) {
             Ok(()) => Ok(SourceUse::Kept),
             Err(e) if src.is_some() && is_source_gone(&e) => {
                 t.src_ip = None;
-                self.state
-                    .try_send(UdpSockRef::from(&self.socket), &t)
-                    .map(|()| SourceUse::Dropped)
+                self.state.try_send(UdpSockRef::from(&self.socket), &t).map(|()| SourceUse::Dropped)
             }
             Err(e) => Err(e),
         }
@@ -177,9 +156,7 @@ impl UdpEndpoint {
     /// Receives a batch (WouldBlock when nothing waits). Addresses in `meta`
     /// are normalized to plain IPv4 where they were v4-mapped.
     pub fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
-        let n = self
-            .state
-            .recv(UdpSockRef::from(&self.socket), bufs, meta)?;
+        let n = self.state.recv(UdpSockRef::from(&self.socket), bufs, meta)?;
         for m in &mut meta[..n] {
             m.addr = normalize(m.addr);
             m.dst_ip = m.dst_ip.map(normalize_ip);
@@ -199,18 +176,11 @@ mod tests {
         assert!(group.iter().all(|s| s.local_port() == port));
         let (other, other_port) = bind_group(1, 0, 0).unwrap();
         let dst: SocketAddr = format!("127.0.0.1:{other_port}").parse().unwrap();
-        assert_eq!(
-            group[0]
-                .send(dst, Some("127.0.0.1".parse().unwrap()), b"hello", None)
-                .unwrap(),
-            SourceUse::Kept
-        );
+        assert_eq!(group[0].send(dst, Some("127.0.0.1".parse().unwrap()), b"hello", None).unwrap(), SourceUse::Kept);
         // A source address that is not (or no longer) ours falls back to
         // the kernel's choice; the datagram still goes to loopback.
         assert_eq!(
-            group[0]
-                .send(dst, Some("198.18.255.254".parse().unwrap()), b"again", None)
-                .unwrap(),
+            group[0].send(dst, Some("198.18.255.254".parse().unwrap()), b"again", None).unwrap(),
             SourceUse::Dropped
         );
         let mut buf = vec![0u8; 65536];

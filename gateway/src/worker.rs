@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tun_rs::IDEAL_BATCH_SIZE;
 
+use crate::counters::WorkerStats;
 use crate::interface::Interface;
 use crate::receive::{Receiver, RxStatus};
 use crate::send::Sender;
@@ -35,17 +36,19 @@ fn fill_from_tun(
     tun: &mut TunQueue,
     bufs: &mut [Vec<u8>],
     sizes: &mut [usize],
+    stats: &WorkerStats,
 ) -> Result<(usize, bool), TunGone> {
     let mut filled = 0;
     while bufs.len() - filled >= SEGMENTS_PER_READ {
         match tun.read_batch(&mut bufs[filled..], &mut sizes[filled..], 0) {
-            Ok(n) => filled += n,
+            Ok(n) => {
+                filled += n;
+                WorkerStats::add(&stats.tun_reads, 1);
+                WorkerStats::add(&stats.tun_packets, n as u64);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok((filled, true)),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e)
-                if e.raw_os_error() == Some(libc::EBADFD)
-                    || e.raw_os_error() == Some(libc::EIO) =>
-            {
+            Err(e) if e.raw_os_error() == Some(libc::EBADFD) || e.raw_os_error() == Some(libc::EIO) => {
                 return Err(TunGone)
             }
             Err(e) => {
@@ -59,11 +62,7 @@ fn fill_from_tun(
 
 /// Waits until one of `fds` is readable (or in error); returns their revents.
 fn wait(fds: [i32; 3], timeout_ms: i32) -> std::io::Result<[i16; 3]> {
-    let mut pfds = fds.map(|fd| libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    });
+    let mut pfds = fds.map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
     // SAFETY: `pfds` is a valid array of three pollfd structs that outlives the call.
     let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
     if r < 0 {
@@ -77,11 +76,9 @@ fn wait(fds: [i32; 3], timeout_ms: i32) -> std::io::Result<[i16; 3]> {
 }
 
 pub fn run(iface: Arc<Interface>, index: usize, mut tun: TunQueue, mut wake: UnixStream) {
-    let mut sender = Sender::default();
-    let mut receiver = Receiver::default();
-    let mut bufs: Vec<Vec<u8>> = (0..IDEAL_BATCH_SIZE)
-        .map(|_| vec![0u8; MAX_PACKET])
-        .collect();
+    let mut sender = Sender::new(index);
+    let mut receiver = Receiver::new(index);
+    let mut bufs: Vec<Vec<u8>> = (0..IDEAL_BATCH_SIZE).map(|_| vec![0u8; MAX_PACKET]).collect();
     let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
     let _ = wake.set_nonblocking(true);
     let mut drain = [0u8; 64];
@@ -101,16 +98,14 @@ pub fn run(iface: Arc<Interface>, index: usize, mut tun: TunQueue, mut wake: Uni
             continue;
         }
         if revents[0] & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-            tracing::info!(
-                worker = index,
-                "TUN queue closed: the interface was deleted"
-            );
+            tracing::info!(worker = index, "TUN queue closed: the interface was deleted");
             iface.shutdown();
             break;
         }
         if revents[0] & libc::POLLIN != 0 {
             for _ in 0..BATCHES_PER_TURN {
-                let Ok((n, drained)) = fill_from_tun(&mut tun, &mut bufs, &mut sizes) else {
+                let Ok((n, drained)) = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &iface.worker_stats[index])
+                else {
                     tracing::info!(worker = index, "TUN queue gone: the interface was deleted");
                     iface.shutdown();
                     return;

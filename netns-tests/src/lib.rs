@@ -36,12 +36,7 @@ pub struct PeerSpec {
 }
 
 impl PeerSpec {
-    pub fn new(
-        name: &str,
-        public: PublicKey,
-        endpoint: Option<&str>,
-        allowed: &[&str],
-    ) -> PeerSpec {
+    pub fn new(name: &str, public: PublicKey, endpoint: Option<&str>, allowed: &[&str]) -> PeerSpec {
         PeerSpec {
             name: name.into(),
             public,
@@ -58,11 +53,7 @@ impl PeerSpec {
 }
 
 fn quoted(items: &[String]) -> String {
-    items
-        .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
 }
 
 /// A causewayd started with `up --config` in a namespace.
@@ -106,24 +97,11 @@ impl Gateway {
         lab::write_private(&path, &cfg)?;
         let log = dir.join(format!("{ifname}.log"));
         let exe = lab::causewayd_path()?;
-        let process = ns.spawn(
-            "causewayd",
-            &exe,
-            &["up", "--config", path.to_str().unwrap()],
-            Some(&log),
-        )?;
+        let process = ns.spawn("causewayd", &exe, &["up", "--config", path.to_str().unwrap()], Some(&log))?;
         if !lab::wait_for_socket(&ifname, Duration::from_secs(10)) {
-            anyhow::bail!(
-                "causewayd did not come up: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
+            anyhow::bail!("causewayd did not come up: {}", std::fs::read_to_string(&log).unwrap_or_default());
         }
-        Ok(Gateway {
-            ifname,
-            public: secret.public_key(),
-            process,
-            log,
-        })
+        Ok(Gateway { ifname, public: secret.public_key(), process, log })
     }
 
     pub fn log_text(&self) -> String {

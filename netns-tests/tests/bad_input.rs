@@ -29,12 +29,7 @@ fn bad_packets_are_dropped_and_counted_by_reason() {
         &["10.68.0.1/24"],
         51820,
         1420,
-        &[PeerSpec::new(
-            "b",
-            pb,
-            Some("198.18.0.2:51820"),
-            &["10.68.0.2/32"],
-        )],
+        &[PeerSpec::new("b", pb, Some("198.18.0.2:51820"), &["10.68.0.2/32"])],
     )
     .unwrap();
     let before = drops(&gw.ifname);
@@ -52,9 +47,7 @@ fn bad_packets_are_dropped_and_counted_by_reason() {
         };
         // Malformed: garbage, and a truncated initiation.
         send(&[0x55; 100]);
-        let init = me
-            .create_initiation(&peer, now(), SystemTime::now())
-            .unwrap();
+        let init = me.create_initiation(&peer, now(), SystemTime::now()).unwrap();
         send(&init[..60]);
         // A data message for a receiver index nobody issued.
         let mut unknown = [0u8; 64];
@@ -64,11 +57,7 @@ fn bad_packets_are_dropped_and_counted_by_reason() {
         // A stranger who knows the gateway's public key: MAC1 verifies, the peer is unknown.
         let stranger = Device::new(Some(StaticSecret::random(&mut rand_core::OsRng)));
         let sp = stranger.add_peer(pa, None, 0).unwrap();
-        send(
-            &stranger
-                .create_initiation(&sp, now(), SystemTime::now())
-                .unwrap(),
-        );
+        send(&stranger.create_initiation(&sp, now(), SystemTime::now()).unwrap());
         // An initiation with a broken MAC1.
         let mut bad_mac = init;
         bad_mac[120] ^= 1;
@@ -77,10 +66,7 @@ fn bad_packets_are_dropped_and_counted_by_reason() {
         send(&init);
         let mut buf = vec![0u8; 2048];
         let (n, _) = sock.recv_from(&mut buf).unwrap();
-        assert!(matches!(
-            me.receive(gw_addr, &mut buf[..n], now()).unwrap(),
-            Received::SessionEstablished { .. }
-        ));
+        assert!(matches!(me.receive(gw_addr, &mut buf[..n], now()).unwrap(), Received::SessionEstablished { .. }));
         let seal = |payload: &[u8]| {
             let mut m = vec![0u8; payload.len() + 64];
             m[16..16 + payload.len()].copy_from_slice(payload);
@@ -94,8 +80,7 @@ fn bad_packets_are_dropped_and_counted_by_reason() {
             let Ok((n, _)) = sock.recv_from(&mut buf) else {
                 return;
             };
-            if let Ok(Received::Data { plaintext, .. }) = me.receive(gw_addr, &mut buf[..n], now())
-            {
+            if let Ok(Received::Data { plaintext, .. }) = me.receive(gw_addr, &mut buf[..n], now()) {
                 if plaintext[20] == 0 && plaintext[26..28] == seq.to_be_bytes() {
                     replies += 1;
                 }
@@ -111,19 +96,11 @@ fn bad_packets_are_dropped_and_counted_by_reason() {
         tampered[last] ^= 1;
         send(&tampered);
         // An inner source outside the peer's allowed IPs.
-        send(&seal(&lab::icmp_echo(
-            [10, 99, 99, 99],
-            [10, 68, 0, 1],
-            3,
-            false,
-        )));
+        send(&seal(&lab::icmp_echo([10, 99, 99, 99], [10, 68, 0, 1], 3, false)));
         // An inner packet that is not IP.
         send(&seal(&[0x00; 40]));
         // The gateway still answers the genuine peer.
-        ping(
-            4,
-            &seal(&lab::icmp_echo([10, 68, 0, 2], [10, 68, 0, 1], 4, false)),
-        );
+        ping(4, &seal(&lab::icmp_echo([10, 68, 0, 2], [10, 68, 0, 1], 4, false)));
         replies
     })
     .unwrap();
@@ -141,14 +118,8 @@ fn bad_packets_are_dropped_and_counted_by_reason() {
     assert_eq!(grew("source_not_allowed"), 1, "{after}");
     assert_eq!(grew("invalid_inner_packet"), 1, "{after}");
     assert!(gw.process.running(), "the gateway is still up");
-    let shown = a
-        .command(lab::causewayd_path().unwrap().with_file_name("tunctl"))
-        .args(["show", &gw.ifname])
-        .output()
-        .unwrap();
+    let shown =
+        a.command(lab::causewayd_path().unwrap().with_file_name("tunctl")).args(["show", &gw.ifname]).output().unwrap();
     let text = String::from_utf8_lossy(&shown.stdout);
-    assert!(
-        text.contains("replay=1") && text.contains("b "),
-        "tunctl show lists the peer and the drops:\n{text}"
-    );
+    assert!(text.contains("replay=1") && text.contains("b "), "tunctl show lists the peer and the drops:\n{text}");
 }

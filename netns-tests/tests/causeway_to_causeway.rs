@@ -7,29 +7,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use causeway_netns_tests::*;
 
 fn sha256(ns: &Netns, path: &str) -> String {
-    ns.exec("sha256sum", &[path])
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
+    ns.exec("sha256sum", &[path]).unwrap().split_whitespace().next().unwrap().to_string()
 }
 
 fn pair(v6_wan: bool) -> (Netns, Netns, tempfile::TempDir, Gateway, Gateway) {
     let (a_wan, b_wan, a_ep, b_ep) = if v6_wan {
-        (
-            "fd00:18::1/64",
-            "fd00:18::2/64",
-            "[fd00:18::1]:51820",
-            "[fd00:18::2]:51820",
-        )
+        ("fd00:18::1/64", "fd00:18::2/64", "[fd00:18::1]:51820", "[fd00:18::2]:51820")
     } else {
-        (
-            "198.18.0.1/24",
-            "198.18.0.2/24",
-            "198.18.0.1:51820",
-            "198.18.0.2:51820",
-        )
+        ("198.18.0.1/24", "198.18.0.2/24", "198.18.0.1:51820", "198.18.0.2:51820")
     };
     let (a, b) = two_sites(&[a_wan], &[b_wan]).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -42,12 +27,7 @@ fn pair(v6_wan: bool) -> (Netns, Netns, tempfile::TempDir, Gateway, Gateway) {
         &["10.60.0.1/24", "fd00:60::1/64"],
         51820,
         1420,
-        &[PeerSpec::new(
-            "b",
-            pb,
-            Some(b_ep),
-            &["10.60.0.2/32", "fd00:60::2/128"],
-        )],
+        &[PeerSpec::new("b", pb, Some(b_ep), &["10.60.0.2/32", "fd00:60::2/128"])],
     )
     .unwrap();
     let gb = Gateway::start(
@@ -57,12 +37,7 @@ fn pair(v6_wan: bool) -> (Netns, Netns, tempfile::TempDir, Gateway, Gateway) {
         &["10.60.0.2/24", "fd00:60::2/64"],
         51820,
         1420,
-        &[PeerSpec::new(
-            "a",
-            pa,
-            Some(a_ep),
-            &["10.60.0.1/32", "fd00:60::1/128"],
-        )],
+        &[PeerSpec::new("a", pa, Some(a_ep), &["10.60.0.1/32", "fd00:60::1/128"])],
     )
     .unwrap();
     (a, b, dir, ga, gb)
@@ -70,11 +45,7 @@ fn pair(v6_wan: bool) -> (Netns, Netns, tempfile::TempDir, Gateway, Gateway) {
 
 fn exercise(v6_wan: bool) {
     let (a, b, dir, mut ga, mut gb) = pair(v6_wan);
-    assert!(
-        a.wait_for_ping("10.60.0.2", Duration::from_secs(10)),
-        "IPv4 ping through the tunnel: {}",
-        ga.log_text()
-    );
+    assert!(a.wait_for_ping("10.60.0.2", Duration::from_secs(10)), "IPv4 ping through the tunnel: {}", ga.log_text());
     assert!(a.ping("fd00:60::2", 3).is_some(), "IPv6 inside the tunnel");
     assert!(b.ping("10.60.0.1", 3).is_some(), "ping from the other side");
 
@@ -86,65 +57,33 @@ fn exercise(v6_wan: bool) {
         up.bits_per_second / 1e9,
         down.bits_per_second / 1e9
     );
-    assert!(
-        up.bits_per_second > 10e6 && down.bits_per_second > 10e6,
-        "TCP moves both ways"
-    );
+    assert!(up.bits_per_second > 10e6 && down.bits_per_second > 10e6, "TCP moves both ways");
 
     // A 32 MiB file across the tunnel, byte for byte.
     let src = dir.path().join("payload.bin");
     let dst = dir.path().join("received.bin");
-    a.exec(
-        "sh",
-        &[
-            "-c",
-            &format!("head -c 33554432 /dev/urandom > {}", src.display()),
-        ],
-    )
-    .unwrap();
+    a.exec("sh", &["-c", &format!("head -c 33554432 /dev/urandom > {}", src.display())]).unwrap();
     let mut server = b
         .spawn(
             "ncat server",
             "sh",
-            &[
-                "-c",
-                &format!(
-                    "exec ncat -l 10.60.0.2 9000 --recv-only > {}",
-                    dst.display()
-                ),
-            ],
+            &["-c", &format!("exec ncat -l 10.60.0.2 9000 --recv-only > {}", dst.display())],
             None,
         )
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    a.exec(
-        "timeout",
-        &[
-            "60",
-            "sh",
-            "-c",
-            &format!("ncat --send-only 10.60.0.2 9000 < {}", src.display()),
-        ],
-    )
-    .unwrap();
+    a.exec("timeout", &["60", "sh", "-c", &format!("ncat --send-only 10.60.0.2 9000 < {}", src.display())]).unwrap();
     for _ in 0..100 {
         if !server.running() {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(
-        sha256(&a, src.to_str().unwrap()),
-        sha256(&b, dst.to_str().unwrap()),
-        "file arrived intact"
-    );
+    assert_eq!(sha256(&a, src.to_str().unwrap()), sha256(&b, dst.to_str().unwrap()), "file arrived intact");
 
     assert_eq!(ga.process.stop(), Some(0), "clean exit on SIGTERM");
     assert_eq!(gb.process.stop(), Some(0));
-    assert!(
-        a.ip(&["link", "show", &ga.ifname]).is_err(),
-        "interface removed on shutdown"
-    );
+    assert!(a.ip(&["link", "show", &ga.ifname]).is_err(), "interface removed on shutdown");
 }
 
 #[test]
@@ -177,34 +116,16 @@ fn wg_show_reports_handshake_and_transfer() {
     assert!(run.bits_per_second > 0.0);
     let after = wg_dump(&a, &ga.ifname).unwrap();
     assert_eq!(after.len(), 1);
-    let WgPeer {
-        public_key: key,
-        endpoint,
-        latest_handshake: handshake,
-        rx,
-        tx,
-    } = after[0].clone();
+    let WgPeer { public_key: key, endpoint, latest_handshake: handshake, rx, tx } = after[0].clone();
     assert_eq!(key, b64(gb.public.as_bytes()));
     assert_eq!(endpoint, "198.18.0.2:51820");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    assert!(
-        handshake > 0 && now - handshake < 60,
-        "latest handshake {handshake} vs now {now}"
-    );
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    assert!(handshake > 0 && now - handshake < 60, "latest handshake {handshake} vs now {now}");
     let moved = 200u64 << 20;
     let sent = tx - before[0].tx;
     // Wire bytes: payload plus TCP/IP headers (~4%), WireGuard's 32 bytes and padding (~3%).
-    assert!(
-        sent >= moved && sent < moved + moved / 6,
-        "tx counter {sent} for {moved} bytes of payload"
-    );
+    assert!(sent >= moved && sent < moved + moved / 6, "tx counter {sent} for {moved} bytes of payload");
     assert!(rx > before[0].rx, "ACKs came back");
     let text = a.exec("wg", &["show", &ga.ifname]).unwrap();
-    assert!(
-        text.contains("latest handshake:") && text.contains("transfer:"),
-        "{text}"
-    );
+    assert!(text.contains("latest handshake:") && text.contains("transfer:"), "{text}");
 }

@@ -7,8 +7,7 @@ use std::time::Duration;
 use causeway_netns_tests::*;
 
 fn move_and_address(from: &Netns, ifname: &str, to: &Netns, addr: &str) {
-    from.ip(&["link", "set", ifname, "netns", &to.name])
-        .unwrap();
+    from.ip(&["link", "set", ifname, "netns", &to.name]).unwrap();
     to.ip(&["addr", "add", addr, "dev", ifname]).unwrap();
     to.ip(&["link", "set", ifname, "up"]).unwrap();
 }
@@ -30,12 +29,7 @@ fn interface_moved_to_another_namespace() {
         &[],
         51820,
         1420,
-        &[PeerSpec::new(
-            "b",
-            pb,
-            Some("198.18.0.2:51820"),
-            &["10.65.0.2/32"],
-        )],
+        &[PeerSpec::new("b", pb, Some("198.18.0.2:51820"), &["10.65.0.2/32"])],
     )
     .unwrap();
     let _gb = Gateway::start(
@@ -45,12 +39,7 @@ fn interface_moved_to_another_namespace() {
         &["10.65.0.2/24"],
         51820,
         1420,
-        &[PeerSpec::new(
-            "a",
-            pa,
-            Some("198.18.0.1:51820"),
-            &["10.65.0.1/32"],
-        )],
+        &[PeerSpec::new("a", pa, Some("198.18.0.1:51820"), &["10.65.0.1/32"])],
     )
     .unwrap();
     move_and_address(&a, &ga.ifname, &inner, "10.65.0.1/24");
@@ -61,9 +50,7 @@ fn interface_moved_to_another_namespace() {
     );
     assert!(b.ping("10.65.0.1", 3).is_some(), "and towards it");
     assert!(
-        a.exec("wg", &["show", &ga.ifname])
-            .unwrap()
-            .contains("latest handshake"),
+        a.exec("wg", &["show", &ga.ifname]).unwrap().contains("latest handshake"),
         "wg still talks to the daemon's socket"
     );
 
@@ -73,10 +60,7 @@ fn interface_moved_to_another_namespace() {
         Some(0),
         "the daemon exits cleanly once its interface is deleted"
     );
-    assert!(
-        !causeway_gateway::control::socket_path(&ga.ifname).exists(),
-        "and removes its socket"
-    );
+    assert!(!causeway_gateway::control::socket_path(&ga.ifname).exists(), "and removes its socket");
 }
 
 /// Both daemons in one namespace talking over loopback (MTU 65536), their
@@ -99,12 +83,7 @@ fn jumbo_mtu_over_loopback() {
         &[],
         51820,
         34000,
-        &[PeerSpec::new(
-            "b",
-            pb,
-            Some("127.0.0.1:51821"),
-            &["10.66.0.2/32"],
-        )],
+        &[PeerSpec::new("b", pb, Some("127.0.0.1:51821"), &["10.66.0.2/32"])],
     )
     .unwrap();
     let gb = Gateway::start(
@@ -114,61 +93,25 @@ fn jumbo_mtu_over_loopback() {
         &[],
         51821,
         34000,
-        &[PeerSpec::new(
-            "a",
-            pa,
-            Some("127.0.0.1:51820"),
-            &["10.66.0.1/32"],
-        )],
+        &[PeerSpec::new("a", pa, Some("127.0.0.1:51820"), &["10.66.0.1/32"])],
     )
     .unwrap();
     move_and_address(&gateways, &ga.ifname, &a, "10.66.0.1/24");
     move_and_address(&gateways, &gb.ifname, &b, "10.66.0.2/24");
-    assert!(a
-        .ip(&["link", "show", &ga.ifname])
-        .unwrap()
-        .contains("mtu 34000"));
-    assert!(
-        a.wait_for_ping("10.66.0.2", Duration::from_secs(10)),
-        "{}",
-        ga.log_text()
-    );
+    assert!(a.ip(&["link", "show", &ga.ifname]).unwrap().contains("mtu 34000"));
+    assert!(a.wait_for_ping("10.66.0.2", Duration::from_secs(10)), "{}", ga.log_text());
     // 33,972 bytes of ICMP payload + 28 of headers = 34,000, with DF set.
     let ok = a
         .command("ping")
-        .args([
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "-M",
-            "do",
-            "-s",
-            "33972",
-            "10.66.0.2",
-        ])
+        .args(["-c", "3", "-i", "0.2", "-W", "2", "-M", "do", "-s", "33972", "10.66.0.2"])
         .output()
         .unwrap()
         .status;
-    assert!(
-        ok.success(),
-        "a full 34,000-byte packet crosses the tunnel unfragmented"
-    );
-    let too_big = a
-        .command("ping")
-        .args(["-c", "1", "-W", "1", "-M", "do", "-s", "33973", "10.66.0.2"])
-        .output()
-        .unwrap();
-    assert!(
-        !too_big.status.success(),
-        "one byte more exceeds the tunnel MTU"
-    );
+    assert!(ok.success(), "a full 34,000-byte packet crosses the tunnel unfragmented");
+    let too_big =
+        a.command("ping").args(["-c", "1", "-W", "1", "-M", "do", "-s", "33973", "10.66.0.2"]).output().unwrap();
+    assert!(!too_big.status.success(), "one byte more exceeds the tunnel MTU");
     let run = lab::iperf3(&b, &a, "10.66.0.2", 2, false, &[]).unwrap();
-    eprintln!(
-        "TCP over a 34,000-byte MTU tunnel: {:.2} Gbit/s",
-        run.bits_per_second / 1e9
-    );
+    eprintln!("TCP over a 34,000-byte MTU tunnel: {:.2} Gbit/s", run.bits_per_second / 1e9);
     assert!(run.bits_per_second > 10e6);
 }

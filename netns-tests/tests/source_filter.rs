@@ -23,12 +23,7 @@ fn sources_outside_allowed_ips_are_dropped() {
         &["10.63.0.1/24"],
         51820,
         1420,
-        &[PeerSpec::new(
-            "b",
-            pb,
-            Some("198.18.0.2:51820"),
-            &["10.63.0.2/32"],
-        )],
+        &[PeerSpec::new("b", pb, Some("198.18.0.2:51820"), &["10.63.0.2/32"])],
     )
     .unwrap();
     let gb = Gateway::start(
@@ -38,56 +33,24 @@ fn sources_outside_allowed_ips_are_dropped() {
         &["10.63.0.2/24", "10.63.0.99/24"],
         51820,
         1420,
-        &[PeerSpec::new(
-            "a",
-            pa,
-            Some("198.18.0.1:51820"),
-            &["10.63.0.0/24"],
-        )],
+        &[PeerSpec::new("a", pa, Some("198.18.0.1:51820"), &["10.63.0.0/24"])],
     )
     .unwrap();
-    assert!(
-        b.wait_for_ping("10.63.0.1", Duration::from_secs(10)),
-        "{}",
-        gb.log_text()
-    );
+    assert!(b.wait_for_ping("10.63.0.1", Duration::from_secs(10)), "{}", gb.log_text());
     let from_allowed = b
         .command("ping")
-        .args([
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "-I",
-            "10.63.0.2",
-            "10.63.0.1",
-        ])
+        .args(["-c", "2", "-i", "0.2", "-W", "1", "-I", "10.63.0.2", "10.63.0.1"])
         .output()
         .unwrap()
         .status;
     assert!(from_allowed.success(), "source in B's allowed IPs passes");
     let spoofed = b
         .command("ping")
-        .args([
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "-I",
-            "10.63.0.99",
-            "10.63.0.1",
-        ])
+        .args(["-c", "3", "-i", "0.2", "-W", "1", "-I", "10.63.0.99", "10.63.0.1"])
         .output()
         .unwrap()
         .status;
-    assert!(
-        !spoofed.success(),
-        "source outside B's allowed IPs is dropped by A"
-    );
+    assert!(!spoofed.success(), "source outside B's allowed IPs is dropped by A");
     // From A, 10.63.0.99 belongs to no peer: nothing is sent.
     assert!(a.ping("10.63.0.99", 2).is_none(), "no peer owns 10.63.0.99");
     assert!(a.ping("10.63.0.2", 2).is_some(), "the tunnel still works");

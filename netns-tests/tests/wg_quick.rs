@@ -42,30 +42,12 @@ fn wg_quick_with_causewayd() {
         .env("WG_QUICK_USERSPACE_IMPLEMENTATION", &exe)
         .output()
         .unwrap();
-    assert!(
-        up.status.success(),
-        "wg-quick up: {}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    assert!(
-        a.wait_for_ping("10.67.0.2", Duration::from_secs(10)),
-        "traffic through the wg-quick interface"
-    );
+    assert!(up.status.success(), "wg-quick up: {}", String::from_utf8_lossy(&up.stderr));
+    assert!(a.wait_for_ping("10.67.0.2", Duration::from_secs(10)), "traffic through the wg-quick interface");
     let show = a.exec("wg", &["show", &ifname]).unwrap();
-    assert!(
-        show.contains("latest handshake") && show.contains("10.67.0.2/32"),
-        "{show}"
-    );
-    let down = a
-        .command("wg-quick")
-        .args(["down", conf.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        down.status.success(),
-        "wg-quick down: {}",
-        String::from_utf8_lossy(&down.stderr)
-    );
+    assert!(show.contains("latest handshake") && show.contains("10.67.0.2/32"), "{show}");
+    let down = a.command("wg-quick").args(["down", conf.to_str().unwrap()]).output().unwrap();
+    assert!(down.status.success(), "wg-quick down: {}", String::from_utf8_lossy(&down.stderr));
     let socket = causeway_gateway::control::socket_path(&ifname);
     for _ in 0..100 {
         if !socket.exists() {
@@ -73,8 +55,5 @@ fn wg_quick_with_causewayd() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        !socket.exists(),
-        "the detached daemon exited with its interface"
-    );
+    assert!(!socket.exists(), "the detached daemon exited with its interface");
 }

@@ -37,18 +37,8 @@ fn topology(causeway_initiates: bool) -> Topology {
     .unwrap();
 
     let wg_if = lab::unique("wgg");
-    let wggo = b
-        .spawn(
-            "wireguard-go",
-            "wireguard-go",
-            &["-f", &wg_if],
-            Some(&dir.path().join("wggo.log")),
-        )
-        .unwrap();
-    assert!(
-        lab::wait_for_socket(&wg_if, Duration::from_secs(10)),
-        "wireguard-go did not start"
-    );
+    let wggo = b.spawn("wireguard-go", "wireguard-go", &["-f", &wg_if], Some(&dir.path().join("wggo.log"))).unwrap();
+    assert!(lab::wait_for_socket(&wg_if, Duration::from_secs(10)), "wireguard-go did not start");
     let key_file = dir.path().join("wggo.key");
     lab::write_private(&key_file, &b64(kb.as_bytes())).unwrap();
     let mut args = vec![
@@ -59,37 +49,19 @@ fn topology(causeway_initiates: bool) -> Topology {
         "listen-port".into(),
         "51821".into(),
     ];
-    args.extend([
-        "peer".into(),
-        b64(pa.as_bytes()),
-        "allowed-ips".into(),
-        "10.61.0.1/32".into(),
-    ]);
+    args.extend(["peer".into(), b64(pa.as_bytes()), "allowed-ips".into(), "10.61.0.1/32".into()]);
     if !causeway_initiates {
         args.extend(["endpoint".into(), "198.18.0.1:51820".into()]);
     }
-    b.exec("wg", &args.iter().map(String::as_str).collect::<Vec<_>>())
-        .unwrap();
-    b.ip(&["addr", "add", "10.61.0.2/24", "dev", &wg_if])
-        .unwrap();
+    b.exec("wg", &args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    b.ip(&["addr", "add", "10.61.0.2/24", "dev", &wg_if]).unwrap();
     b.ip(&["link", "set", &wg_if, "up"]).unwrap();
-    Topology {
-        a,
-        b,
-        _dir: dir,
-        cw,
-        wggo,
-        wg_if,
-    }
+    Topology { a, b, _dir: dir, cw, wggo, wg_if }
 }
 
 fn exercise(causeway_initiates: bool) {
     let t = topology(causeway_initiates);
-    let (first, addr) = if causeway_initiates {
-        (&t.a, "10.61.0.2")
-    } else {
-        (&t.b, "10.61.0.1")
-    };
+    let (first, addr) = if causeway_initiates { (&t.a, "10.61.0.2") } else { (&t.b, "10.61.0.1") };
     assert!(
         first.wait_for_ping(addr, Duration::from_secs(15)),
         "handshake and ping from the initiating side: {}",
@@ -108,14 +80,8 @@ fn exercise(causeway_initiates: bool) {
     // wireguard-go's own view of the session.
     let dump = wg_dump(&t.b, &t.wg_if).unwrap();
     assert_eq!(dump.len(), 1);
-    assert!(
-        dump[0].latest_handshake > 0,
-        "wireguard-go records a handshake"
-    );
-    assert_eq!(
-        dump[0].endpoint, "198.18.0.1:51820",
-        "wireguard-go sees Causeway's endpoint"
-    );
+    assert!(dump[0].latest_handshake > 0, "wireguard-go records a handshake");
+    assert_eq!(dump[0].endpoint, "198.18.0.1:51820", "wireguard-go sees Causeway's endpoint");
     drop(t.wggo);
 }
 

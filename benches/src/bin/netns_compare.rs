@@ -26,11 +26,7 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     seconds: u32,
     /// Implementations to compare, in the order each round runs them.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "causeway,wireguard-go,boringtun"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "causeway,wireguard-go,boringtun")]
     impls: Vec<String>,
     /// Where to write the JSON, markdown and SVG results.
     #[arg(long, default_value = "benches/results")]
@@ -42,11 +38,7 @@ const METRICS: [(&str, &str, bool); 5] = [
     ("tcp_4_streams_gbps", "TCP, 4 streams (Gbit/s)", true),
     ("udp_64b_kpps", "UDP 64-byte packets (kpps received)", true),
     ("ping_rtt_ms", "Ping RTT (ms)", false),
-    (
-        "cpu_s_per_gb",
-        "Gateway CPU seconds per GB (TCP 1 stream)",
-        false,
-    ),
+    ("cpu_s_per_gb", "Gateway CPU seconds per GB (TCP 1 stream)", false),
 ];
 
 struct Pair {
@@ -78,14 +70,9 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 fn boringtun_path() -> anyhow::Result<PathBuf> {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let candidates = [
-        PathBuf::from(home).join(".cargo/bin/boringtun-cli"),
-        PathBuf::from("/usr/local/bin/boringtun-cli"),
-    ];
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .context("boringtun-cli not found: cargo install boringtun-cli")
+    let candidates =
+        [PathBuf::from(home).join(".cargo/bin/boringtun-cli"), PathBuf::from("/usr/local/bin/boringtun-cli")];
+    candidates.into_iter().find(|p| p.is_file()).context("boringtun-cli not found: cargo install boringtun-cli")
 }
 
 /// Starts a userspace WireGuard (wireguard-go or boringtun-cli) in `ns`
@@ -106,22 +93,15 @@ fn start_uapi_daemon(
         "wireguard-go" => ns.spawn("wireguard-go", "wireguard-go", &["-f", &ifname], Some(&log))?,
         "boringtun" => {
             let exe = boringtun_path()?;
-            let mut p = ns.spawn(
-                "boringtun",
-                &exe,
-                &["-f", "--disable-drop-privileges", "-t", "2", &ifname],
-                Some(&log),
-            )?;
+            let mut p =
+                ns.spawn("boringtun", &exe, &["-f", "--disable-drop-privileges", "-t", "2", &ifname], Some(&log))?;
             p.what = "boringtun".into();
             p
         }
         other => bail!("unknown implementation {other}"),
     };
     if !lab::wait_for_socket(&ifname, Duration::from_secs(10)) {
-        bail!(
-            "{kind} did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        bail!("{kind} did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
     }
     let key = dir.join(format!("{ifname}.key"));
     lab::write_private(&key, &b64(me.as_bytes()))?;
@@ -168,17 +148,9 @@ fn start_causeway(
     let path = dir.join(format!("{ifname}.toml"));
     lab::write_private(&path, &cfg)?;
     let log = dir.join(format!("{ifname}.log"));
-    let p = ns.spawn(
-        "causewayd",
-        lab::causewayd_path()?,
-        &["up", "--config", path.to_str().unwrap()],
-        Some(&log),
-    )?;
+    let p = ns.spawn("causewayd", lab::causewayd_path()?, &["up", "--config", path.to_str().unwrap()], Some(&log))?;
     if !lab::wait_for_socket(&ifname, Duration::from_secs(10)) {
-        bail!(
-            "causewayd did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        bail!("causewayd did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
     }
     Ok(p)
 }
@@ -186,14 +158,7 @@ fn start_causeway(
 fn setup(kind: &str, dir: &Path) -> anyhow::Result<Pair> {
     let a = Netns::new("bench-a")?;
     let b = Netns::new("bench-b")?;
-    lab::veth(
-        &a,
-        "wan0",
-        &["198.18.0.1/24"],
-        &b,
-        "wan0",
-        &["198.18.0.2/24"],
-    )?;
+    lab::veth(&a, "wan0", &["198.18.0.1/24"], &b, "wan0", &["198.18.0.2/24"])?;
     let (ka, pa) = keypair();
     let (kb, pb) = keypair();
     let daemons = match kind {
@@ -202,26 +167,8 @@ fn setup(kind: &str, dir: &Path) -> anyhow::Result<Pair> {
             start_causeway(&b, dir, &kb, &pa, "10.90.0.2", "10.90.0.1", "198.18.0.1")?,
         ],
         other => vec![
-            start_uapi_daemon(
-                other,
-                &a,
-                dir,
-                &ka,
-                &pb,
-                "10.90.0.1",
-                "10.90.0.2",
-                "198.18.0.2",
-            )?,
-            start_uapi_daemon(
-                other,
-                &b,
-                dir,
-                &kb,
-                &pa,
-                "10.90.0.2",
-                "10.90.0.1",
-                "198.18.0.1",
-            )?,
+            start_uapi_daemon(other, &a, dir, &ka, &pb, "10.90.0.1", "10.90.0.2", "198.18.0.2")?,
+            start_uapi_daemon(other, &b, dir, &kb, &pa, "10.90.0.2", "10.90.0.1", "198.18.0.1")?,
         ],
     };
     if !a.wait_for_ping("10.90.0.2", Duration::from_secs(15)) {
@@ -245,21 +192,11 @@ fn measure(kind: &str, secs: u32, dir: &Path) -> anyhow::Result<BTreeMap<&'stati
     let four = lab::iperf3(&pair.b, &pair.a, "10.90.0.2", secs, false, &["-P", "4"])?;
     m.insert("tcp_4_streams_gbps", four.bits_per_second / 1e9);
 
-    let udp = lab::iperf3_json(
-        &pair.b,
-        &pair.a,
-        "10.90.0.2",
-        secs,
-        false,
-        &["-u", "-l", "64", "-b", "0"],
-    )?;
+    let udp = lab::iperf3_json(&pair.b, &pair.a, "10.90.0.2", secs, false, &["-u", "-l", "64", "-b", "0"])?;
     let sum = &udp["end"]["sum"];
     let packets = sum["packets"].as_f64().unwrap_or(0.0);
     let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
-    let seconds = sum["seconds"]
-        .as_f64()
-        .filter(|s| *s > 0.0)
-        .unwrap_or(secs as f64);
+    let seconds = sum["seconds"].as_f64().filter(|s| *s > 0.0).unwrap_or(secs as f64);
     m.insert("udp_64b_kpps", (packets - lost) / seconds / 1e3);
 
     let rtt = pair.a.ping("10.90.0.2", 50).context("ping failed")?;
@@ -283,34 +220,20 @@ fn median(v: &[f64]) -> f64 {
 
 fn machine() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find_map(|l| {
-        l.strip_prefix("model name")
-            .and_then(|r| r.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-    });
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()));
     let kernel = Command::new("uname")
         .arg("-r")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default().lines().next().unwrap_or("").to_string();
     let version = |cmd: &str, arg: &str| {
         Command::new(cmd)
             .arg(arg)
             .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string()
-            })
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
             .unwrap_or_default()
     };
     json!({
@@ -324,17 +247,9 @@ fn machine() -> Value {
     })
 }
 
-fn svg(
-    path: &Path,
-    impls: &[String],
-    medians: &BTreeMap<String, BTreeMap<String, f64>>,
-) -> anyhow::Result<()> {
+fn svg(path: &Path, impls: &[String], medians: &BTreeMap<String, BTreeMap<String, f64>>) -> anyhow::Result<()> {
     use plotters::prelude::*;
-    let base = impls
-        .iter()
-        .find(|i| *i == "wireguard-go")
-        .unwrap_or(&impls[0])
-        .clone();
+    let base = impls.iter().find(|i| *i == "wireguard-go").unwrap_or(&impls[0]).clone();
     let root = SVGBackend::new(path, (1000, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let max = METRICS
@@ -344,10 +259,7 @@ fn svg(
         .filter(|v| v.is_finite())
         .fold(1.0f64, f64::max);
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("Causeway vs userspace WireGuard, relative to {base} (= 1.0)"),
-            ("sans-serif", 20),
-        )
+        .caption(format!("Causeway vs userspace WireGuard, relative to {base} (= 1.0)"), ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(60)
         .y_label_area_size(50)
@@ -360,25 +272,12 @@ fn svg(
             let i = (*x - 0.5).round() as usize;
             METRICS
                 .get(i)
-                .map(|(k, _, higher)| {
-                    format!(
-                        "{k} ({})",
-                        if *higher {
-                            "higher better"
-                        } else {
-                            "lower better"
-                        }
-                    )
-                })
+                .map(|(k, _, higher)| format!("{k} ({})", if *higher { "higher better" } else { "lower better" }))
                 .unwrap_or_default()
         })
         .y_desc("ratio to baseline")
         .draw()?;
-    let colors = [
-        RGBColor(0x1f, 0x77, 0xb4),
-        RGBColor(0xff, 0x7f, 0x0e),
-        RGBColor(0x2c, 0xa0, 0x2c),
-    ];
+    let colors = [RGBColor(0x1f, 0x77, 0xb4), RGBColor(0xff, 0x7f, 0x0e), RGBColor(0x2c, 0xa0, 0x2c)];
     let width = 0.8 / impls.len() as f64;
     for (n, imp) in impls.iter().enumerate() {
         let color = colors[n % colors.len()];
@@ -388,10 +287,7 @@ fn svg(
             .filter_map(|(i, (k, _, _))| {
                 let v = medians.get(imp)?.get(*k)? / medians.get(&base)?.get(*k)?;
                 let x0 = i as f64 + 0.1 + n as f64 * width;
-                Some(Rectangle::new(
-                    [(x0, 0.0), (x0 + width * 0.9, v)],
-                    color.filled(),
-                ))
+                Some(Rectangle::new([(x0, 0.0), (x0 + width * 0.9, v)], color.filled()))
             })
             .collect();
         chart
@@ -399,11 +295,7 @@ fn svg(
             .label(imp.clone())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.9))
-        .draw()?;
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.9)).draw()?;
     root.present()?;
     Ok(())
 }
@@ -419,34 +311,15 @@ fn main() -> anyhow::Result<()> {
     for round in 1..=args.rounds {
         for imp in &args.impls {
             eprint!("round {round}/{}: {imp} … ", args.rounds);
-            let m = measure(imp, args.seconds, dir.path())
-                .with_context(|| format!("{imp}, round {round}"))?;
-            eprintln!(
-                "{}",
-                m.iter()
-                    .map(|(k, v)| format!("{k}={v:.3}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
+            let m = measure(imp, args.seconds, dir.path()).with_context(|| format!("{imp}, round {round}"))?;
+            eprintln!("{}", m.iter().map(|(k, v)| format!("{k}={v:.3}")).collect::<Vec<_>>().join(" "));
             for (k, v) in m {
-                samples
-                    .entry(imp.clone())
-                    .or_default()
-                    .entry(k.to_string())
-                    .or_default()
-                    .push(v);
+                samples.entry(imp.clone()).or_default().entry(k.to_string()).or_default().push(v);
             }
         }
     }
-    let medians: BTreeMap<String, BTreeMap<String, f64>> = samples
-        .iter()
-        .map(|(i, m)| {
-            (
-                i.clone(),
-                m.iter().map(|(k, v)| (k.clone(), median(v))).collect(),
-            )
-        })
-        .collect();
+    let medians: BTreeMap<String, BTreeMap<String, f64>> =
+        samples.iter().map(|(i, m)| (i.clone(), m.iter().map(|(k, v)| (k.clone(), median(v))).collect())).collect();
     let machine = machine();
     let others: Vec<&String> = args.impls.iter().filter(|i| *i != "causeway").collect();
     let mut table = format!(
@@ -463,10 +336,7 @@ fn main() -> anyhow::Result<()> {
     for o in &others {
         table += &format!(" causeway ÷ {o} |");
     }
-    table += &format!(
-        "\n|---|{}\n",
-        "---|".repeat(args.impls.len() + others.len())
-    );
+    table += &format!("\n|---|{}\n", "---|".repeat(args.impls.len() + others.len()));
     for (key, label, _) in METRICS {
         table += &format!("| {label} |");
         for i in &args.impls {

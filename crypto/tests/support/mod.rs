@@ -9,9 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use causeway_crypto::{
-    Device, Error, Peer, PresharedKey, PublicKey, Received, StaticSecret, Time, TimerAction,
-};
+use causeway_crypto::{Device, Error, Peer, PresharedKey, PublicKey, Received, StaticSecret, Time, TimerAction};
 
 pub const MTU: usize = 1420;
 
@@ -26,9 +24,7 @@ impl Clock {
     pub fn new() -> Clock {
         // boringtun treats a zero instant as "never"; start one second in.
         mock_instant::MockClock::set_time(Duration::from_secs(1));
-        Clock {
-            now: Time::from_secs(1),
-        }
+        Clock { now: Time::from_secs(1) }
     }
 
     pub fn advance(&mut self, d: Duration) {
@@ -105,10 +101,7 @@ impl CausewayEnd {
     }
 
     fn initiate(&mut self, clock: &Clock, out: &mut Vec<Vec<u8>>) {
-        match self
-            .dev
-            .create_initiation(&self.peer, clock.now, clock.wall())
-        {
+        match self.dev.create_initiation(&self.peer, clock.now, clock.wall()) {
             Ok(m) => out.push(m.to_vec()),
             Err(Error::InitiationTooSoon) => {}
             Err(e) => panic!("initiation failed: {e}"),
@@ -118,9 +111,7 @@ impl CausewayEnd {
     fn seal(&mut self, packet: &[u8], clock: &Clock, out: &mut Vec<Vec<u8>>) -> Result<(), Error> {
         let mut buf = vec![0u8; packet.len() + 64];
         buf[16..16 + packet.len()].copy_from_slice(packet);
-        let sealed = self
-            .dev
-            .seal(&self.peer, &mut buf, packet.len(), MTU, clock.now)?;
+        let sealed = self.dev.seal(&self.peer, &mut buf, packet.len(), MTU, clock.now)?;
         buf.truncate(sealed.len);
         out.push(buf);
         if sealed.rekey {
@@ -154,12 +145,7 @@ impl CausewayEnd {
 
     /// A datagram from the network: datagrams to send back. Errors are
     /// recorded and returned, as a gateway would count them.
-    pub fn receive(
-        &mut self,
-        datagram: &[u8],
-        from: SocketAddr,
-        clock: &Clock,
-    ) -> Result<Vec<Vec<u8>>, Error> {
+    pub fn receive(&mut self, datagram: &[u8], from: SocketAddr, clock: &Clock) -> Result<Vec<Vec<u8>>, Error> {
         let mut out = vec![];
         let mut buf = datagram.to_vec();
         let r = self.dev.receive(from, &mut buf, clock.now);
@@ -175,9 +161,7 @@ impl CausewayEnd {
                 }
             }
             Ok(Received::CookieStored { .. }) => {}
-            Ok(Received::Data {
-                plaintext, rekey, ..
-            }) => {
+            Ok(Received::Data { plaintext, rekey, .. }) => {
                 let n = ip_len(plaintext);
                 self.delivered.push(plaintext[..n].to_vec());
                 if rekey {
@@ -207,9 +191,7 @@ impl CausewayEnd {
                         self.initiate(clock, &mut out);
                     }
                 }
-                TimerAction::InitiateHandshake | TimerAction::RetryHandshake => {
-                    self.initiate(clock, &mut out)
-                }
+                TimerAction::InitiateHandshake | TimerAction::RetryHandshake => self.initiate(clock, &mut out),
                 TimerAction::GiveUpHandshake => self.queued.clear(),
                 TimerAction::ClearKeys => {}
             }
@@ -256,12 +238,7 @@ impl BoringEnd {
             7,
             limiter,
         );
-        BoringEnd {
-            tunn,
-            addr,
-            delivered: vec![],
-            errors: vec![],
-        }
+        BoringEnd { tunn, addr, delivered: vec![], errors: vec![] }
     }
 
     pub fn send(&mut self, packet: &[u8]) -> Vec<Vec<u8>> {
@@ -333,12 +310,7 @@ impl Endpoint for BoringEnd {
 
 /// Delivers `from_a` to b, b's answers to a, and so on until both are quiet.
 /// Returns the number of datagrams moved.
-pub fn pump(
-    a: &mut impl Endpoint,
-    b: &mut impl Endpoint,
-    from_a: Vec<Vec<u8>>,
-    clock: &Clock,
-) -> usize {
+pub fn pump(a: &mut impl Endpoint, b: &mut impl Endpoint, from_a: Vec<Vec<u8>>, clock: &Clock) -> usize {
     let mut to_b = from_a;
     let mut to_a: Vec<Vec<u8>> = vec![];
     let mut moved = 0;

@@ -52,29 +52,17 @@ enum Command {
 }
 
 fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
 fn main() {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Some(Command::Up {
-            config,
-            interface,
-            workers,
-        }) => causeway_gateway::daemon::up(
-            &config,
-            interface,
-            workers,
-            causeway_gateway::daemon::report_ready,
-        ),
+        Some(Command::Up { config, interface, workers }) => {
+            causeway_gateway::daemon::up(&config, interface, workers, causeway_gateway::daemon::report_ready)
+        }
         Some(Command::Demo) => causeway_gateway::demo::run(),
         None => match cli.ifname {
             Some(name) if cli.foreground => {

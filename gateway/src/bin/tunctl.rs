@@ -55,27 +55,19 @@ fn request(interface: &str, op: &str) -> anyhow::Result<Value> {
     let path = causeway_gateway::api::socket_path(interface);
     let mut s = UnixStream::connect(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            anyhow::anyhow!(
-                "no causewayd is running for {interface} (nothing listens on {})",
-                path.display()
-            )
+            anyhow::anyhow!("no causewayd is running for {interface} (nothing listens on {})", path.display())
         }
-        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
-            "permission denied on {}: run tunctl as root",
-            path.display()
-        ),
+        std::io::ErrorKind::PermissionDenied => {
+            anyhow::anyhow!("permission denied on {}: run tunctl as root", path.display())
+        }
         _ => anyhow::anyhow!("cannot reach causewayd for {interface}: {e}"),
     })?;
     writeln!(s, "{}", serde_json::json!({ "op": op }))?;
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line)?;
-    let v: Value =
-        serde_json::from_str(&line).context("causewayd sent a response that is not JSON")?;
+    let v: Value = serde_json::from_str(&line).context("causewayd sent a response that is not JSON")?;
     if let Some(e) = v.get("error") {
-        bail!(
-            "causewayd refused: {}",
-            e.as_str().unwrap_or("unknown error")
-        );
+        bail!("causewayd refused: {}", e.as_str().unwrap_or("unknown error"));
     }
     Ok(v["ok"].clone())
 }
@@ -120,17 +112,10 @@ fn show(status: &Value) {
         .map(|p| {
             let key = s(&p["public_key"]);
             [
-                if s(&p["name"]).is_empty() {
-                    "-".into()
-                } else {
-                    s(&p["name"])
-                },
+                if s(&p["name"]).is_empty() { "-".into() } else { s(&p["name"]) },
                 key.chars().take(10).collect::<String>() + "…",
                 s(&p["endpoint"]),
-                p["allowed_ips"]
-                    .as_array()
-                    .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
-                    .unwrap_or_default(),
+                p["allowed_ips"].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(",")).unwrap_or_default(),
                 age(p["latest_handshake_age_secs"].as_u64()),
                 format!(
                     "{} / {}",
@@ -141,15 +126,7 @@ fn show(status: &Value) {
             ]
         })
         .collect();
-    let header = [
-        "NAME",
-        "KEY",
-        "ENDPOINT",
-        "ALLOWED IPS",
-        "HANDSHAKE",
-        "RX / TX",
-        "STATE",
-    ];
+    let header = ["NAME", "KEY", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX / TX", "STATE"];
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -157,14 +134,7 @@ fn show(status: &Value) {
         }
     }
     let line = |cells: &[String]| {
-        cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
+        cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
     };
     println!("{}", line(&header.map(String::from)));
     for r in &rows {
@@ -172,21 +142,9 @@ fn show(status: &Value) {
     }
     let drops: Vec<String> = status["drops"]
         .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(_, v)| v.as_u64() != Some(0))
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect()
-        })
+        .map(|m| m.iter().filter(|(_, v)| v.as_u64() != Some(0)).map(|(k, v)| format!("{k}={v}")).collect())
         .unwrap_or_default();
-    println!(
-        "dropped: {}",
-        if drops.is_empty() {
-            "none".into()
-        } else {
-            drops.join(" ")
-        }
-    );
+    println!("dropped: {}", if drops.is_empty() { "none".into() } else { drops.join(" ") });
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -200,14 +158,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 show(&status);
             }
         }
-        Command::Genkey => println!(
-            "{}",
-            b64.encode(StaticSecret::random(&mut rand_core::OsRng).as_bytes())
-        ),
-        Command::Genpsk => println!(
-            "{}",
-            b64.encode(PresharedKey::random(&mut rand_core::OsRng).as_bytes())
-        ),
+        Command::Genkey => println!("{}", b64.encode(StaticSecret::random(&mut rand_core::OsRng).as_bytes())),
+        Command::Genpsk => println!("{}", b64.encode(PresharedKey::random(&mut rand_core::OsRng).as_bytes())),
         Command::Pubkey => {
             let mut text = zeroize::Zeroizing::new(String::new());
             std::io::stdin().read_to_string(&mut text)?;
