@@ -246,15 +246,23 @@ impl Device {
         now: Time,
     ) -> Result<bool, Error> {
         kp.accept_counter(counter)?;
-        if !kp.is_initiator && peer.has_next_keypair() {
+        // Steady state takes no lock here: the flag is cleared once the
+        // keypair is confirmed (or found not to be `next` any more).
+        if kp.awaiting_confirmation() {
             let confirmed = peer.kps_mut().confirm(kp);
+            kp.mark_confirmed();
             if let Some(evicted) = confirmed {
                 self.forget(evicted);
                 peer.on_handshake_complete(kp.created);
             }
         }
         peer.on_received(now, wire_len as u64, is_data);
-        Ok(peer.current_keypair().is_some_and(|cur| Arc::ptr_eq(&cur, kp)) && peer.needs_rekey_on_receive(kp, now))
+        // Cheap conditions first; the slot lock only in the last minute of
+        // an initiator's session.
+        Ok(kp.is_initiator
+            && now.saturating_since(kp.created) >= crate::peer::LAST_MINUTE
+            && peer.current_keypair().is_some_and(|cur| Arc::ptr_eq(&cur, kp))
+            && peer.needs_rekey_on_receive(kp, now))
     }
 
     /// Handles one datagram from `src`, decrypting data in place. Any error

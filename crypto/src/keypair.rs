@@ -14,7 +14,7 @@
 //! anyway because its assembly ChaCha20-Poly1305 is what makes the data path
 //! fast.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use ring::aead::LessSafeKey;
@@ -39,6 +39,9 @@ pub struct Keypair {
     pub created: Time,
     /// Whether we initiated the handshake; only the initiator rekeys on age.
     pub is_initiator: bool,
+    /// A responder's keypair until the initiator's first data proves it
+    /// holds the keys; lets receivers skip the peer's slot lock afterwards.
+    awaiting_confirmation: AtomicBool,
 }
 
 impl std::fmt::Debug for Keypair {
@@ -82,6 +85,7 @@ impl Keypair {
             remote_index,
             created,
             is_initiator,
+            awaiting_confirmation: AtomicBool::new(!is_initiator),
         }
     }
 
@@ -145,6 +149,15 @@ impl Keypair {
         aead_open(&self.receiving, counter, body, &[])?;
         let plain_len = body.len() - AEAD_TAG_LEN;
         Ok((counter, &mut body[..plain_len]))
+    }
+
+    /// Whether this may still be a responder's unconfirmed `next` keypair.
+    pub(crate) fn awaiting_confirmation(&self) -> bool {
+        self.awaiting_confirmation.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_confirmed(&self) {
+        self.awaiting_confirmation.store(false, Ordering::Relaxed);
     }
 
     /// The replay check: accepts an authenticated counter once.

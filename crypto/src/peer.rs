@@ -20,6 +20,11 @@ use crate::{
     REKEY_AFTER_TIME, REKEY_TIMEOUT,
 };
 
+/// Age at which an initiator's session that only receives asks for a new
+/// handshake: REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT (165 s).
+pub(crate) const LAST_MINUTE: Duration =
+    Duration::from_secs(REJECT_AFTER_TIME.as_secs() - KEEPALIVE_TIMEOUT.as_secs() - REKEY_TIMEOUT.as_secs());
+
 /// Slots of a peer's sessions (whitepaper section 6.1): `current` sends,
 /// `previous` still receives packets in flight across a rekey, `next` is a
 /// responder's new session that becomes current once the initiator has
@@ -231,9 +236,8 @@ impl Peer {
     /// the initiator's session is about to hit REJECT_AFTER_TIME and the
     /// send-side rekey did not happen (nothing was sent). Fires once per session.
     pub(crate) fn needs_rekey_on_receive(&self, kp: &Keypair, now: Time) -> bool {
-        let threshold = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT;
         kp.is_initiator
-            && now.saturating_since(kp.created) >= threshold
+            && now.saturating_since(kp.created) >= LAST_MINUTE
             && !self.sent_lastminute_handshake.swap(true, Ordering::Relaxed)
     }
 

@@ -12,7 +12,7 @@ use causeway_crypto::{Received, Time};
 use quinn_udp::RecvMeta;
 
 use crate::counters::{Drop, WorkerStats};
-use crate::interface::Interface;
+use crate::interface::{Interface, Routes};
 use crate::peer::PeerState;
 use crate::send::{flush_staged, send_initiation, transmit_to};
 use crate::tun::{TunQueue, WRITE_HEADROOM};
@@ -55,12 +55,15 @@ pub struct Receiver {
     last_peer: Option<Arc<PeerState>>,
     /// Index of the worker this belongs to, for its statistics.
     worker: usize,
+    /// (peer, source, local address) last reported to a peer in this batch.
+    observed: Option<(usize, SocketAddr, Option<IpAddr>)>,
 }
 
 impl Receiver {
     pub fn new(worker: usize) -> Receiver {
         Receiver {
             worker,
+            observed: None,
             slots: (0..RX_SLOTS).map(|_| vec![0u8; 65_536]).collect(),
             meta: vec![RecvMeta::default(); RX_SLOTS],
             tun_bufs: (0..TUN_BATCH).map(|_| Vec::with_capacity(WRITE_HEADROOM + crate::tun::MAX_PACKET)).collect(),
@@ -112,12 +115,15 @@ impl Receiver {
                 }
             }
         };
+        // One routing snapshot and fresh endpoint observations per batch.
+        let routes = iface.routes();
+        self.observed = None;
         for i in 0..n {
             let meta = self.meta[i];
             let stride = meta.stride.max(1);
             let mut slot = std::mem::take(&mut self.slots[i]);
             for chunk in slot[..meta.len].chunks_mut(stride) {
-                self.handle(iface, sock, meta.addr, meta.dst_ip, chunk, now);
+                self.handle(iface, &routes, sock, (meta.addr, meta.dst_ip), chunk, now);
                 if self.tun_len == TUN_BATCH && self.write_tun(iface, tun).is_err() {
                     self.slots[i] = slot;
                     return RxStatus::TunGone;
@@ -131,12 +137,22 @@ impl Receiver {
         }
     }
 
+    /// Roaming on the data path: tells the peer where its packet came from,
+    /// skipping the peer's lock when this batch already said the same.
+    fn observe(&mut self, ps: &Arc<PeerState>, src: SocketAddr, local: Option<IpAddr>) {
+        let seen = (Arc::as_ptr(ps) as usize, src, local);
+        if self.observed != Some(seen) {
+            ps.observe(src, local);
+            self.observed = Some(seen);
+        }
+    }
+
     fn handle(
         &mut self,
         iface: &Interface,
+        routes: &Routes,
         sock: &UdpEndpoint,
-        src: SocketAddr,
-        local: Option<IpAddr>,
+        (src, local): (SocketAddr, Option<IpAddr>),
         datagram: &mut [u8],
         now: Time,
     ) {
@@ -153,12 +169,12 @@ impl Receiver {
                 let Some(ps) = self.peer_state(iface, &peer) else {
                     return;
                 };
-                ps.observe(src, local);
+                self.observe(&ps, src, local);
                 let Some((len, source)) = inner_packet(plaintext) else {
                     iface.counters.count(Drop::InvalidInnerPacket);
                     return;
                 };
-                let allowed = iface.routes().lookup(source).is_some_and(|owner| Arc::ptr_eq(owner, &ps));
+                let allowed = routes.lookup(source).is_some_and(|owner| Arc::ptr_eq(owner, &ps));
                 if !allowed {
                     iface.counters.count(Drop::SourceNotAllowed);
                     return;

@@ -31,6 +31,9 @@ struct Args {
     /// Where to write the JSON, markdown and SVG results.
     #[arg(long, default_value = "benches/results")]
     out: PathBuf,
+    /// Instead of measuring, rebuild the table and chart of a saved run.
+    #[arg(long, value_name = "RUN.json")]
+    replot: Option<PathBuf>,
 }
 
 const METRICS: [(&str, &str, bool); 5] = [
@@ -259,24 +262,24 @@ fn svg(path: &Path, impls: &[String], medians: &BTreeMap<String, BTreeMap<String
         .filter(|v| v.is_finite())
         .fold(1.0f64, f64::max);
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("Causeway vs userspace WireGuard, relative to {base} (= 1.0)"), ("sans-serif", 20))
+        .caption(
+            format!("Causeway vs userspace WireGuard, medians relative to {base} (= 1.0); ↑ higher is better, ↓ lower"),
+            ("sans-serif", 18),
+        )
         .margin(15)
-        .x_label_area_size(60)
+        .x_label_area_size(10)
         .y_label_area_size(50)
         .build_cartesian_2d(0f64..METRICS.len() as f64, 0f64..max * 1.15)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(METRICS.len())
-        .x_label_formatter(&|x| {
-            let i = (*x - 0.5).round() as usize;
-            METRICS
-                .get(i)
-                .map(|(k, _, higher)| format!("{k} ({})", if *higher { "higher better" } else { "lower better" }))
-                .unwrap_or_default()
-        })
-        .y_desc("ratio to baseline")
-        .draw()?;
+    chart.configure_mesh().disable_x_mesh().x_labels(0).y_desc("ratio to baseline").draw()?;
+    // Group labels inside the plot, above the bars: axis labels would be
+    // placed by plotters' tick picker rather than under each group.
+    let short = ["TCP 1 stream ↑", "TCP 4 streams ↑", "UDP 64 B pps ↑", "ping RTT ↓", "CPU s per GB ↓"];
+    chart.draw_series(
+        short
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Text::new(t.to_string(), (i as f64 + 0.12, max * 1.12), ("sans-serif", 15))),
+    )?;
     let colors = [RGBColor(0x1f, 0x77, 0xb4), RGBColor(0xff, 0x7f, 0x0e), RGBColor(0x2c, 0xa0, 0x2c)];
     let width = 0.8 / impls.len() as f64;
     for (n, imp) in impls.iter().enumerate() {
@@ -300,8 +303,65 @@ fn svg(path: &Path, impls: &[String], medians: &BTreeMap<String, BTreeMap<String
     Ok(())
 }
 
+/// The markdown table of medians and ratios.
+fn table(
+    machine: &Value,
+    rounds: usize,
+    seconds: u64,
+    impls: &[String],
+    medians: &BTreeMap<String, BTreeMap<String, f64>>,
+) -> String {
+    let others: Vec<&String> = impls.iter().filter(|i| *i != "causeway").collect();
+    let mut t = format!(
+        "Machine: {} cores, {}, kernel {}; {rounds} rounds of {seconds} s per test, medians.\n\n| metric |",
+        machine["cores"],
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["kernel"].as_str().unwrap_or("?"),
+    );
+    for i in impls {
+        t += &format!(" {i} |");
+    }
+    for o in &others {
+        t += &format!(" causeway ÷ {o} |");
+    }
+    t += &format!("\n|---|{}\n", "---|".repeat(impls.len() + others.len()));
+    for (key, label, _) in METRICS {
+        t += &format!("| {label} |");
+        for i in impls {
+            t += &format!(" {:.3} |", medians[i][key]);
+        }
+        for o in &others {
+            t += &format!(" {:.2} |", medians["causeway"][key] / medians[*o][key]);
+        }
+        t.push('\n');
+    }
+    t
+}
+
+fn replot(path: &Path) -> anyhow::Result<()> {
+    let run: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    let medians: BTreeMap<String, BTreeMap<String, f64>> = serde_json::from_value(run["medians"].clone())?;
+    let impls: Vec<String> = run["impls"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_else(|| ["causeway", "wireguard-go", "boringtun"].iter().map(|s| s.to_string()).collect());
+    let t = table(
+        &run["machine"],
+        run["rounds"].as_u64().unwrap_or(0) as usize,
+        run["seconds"].as_u64().unwrap_or(0),
+        &impls,
+        &medians,
+    );
+    println!("{t}");
+    std::fs::write(path.with_extension("md"), &t)?;
+    svg(&path.with_extension("svg"), &impls, &medians)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(path) = &args.replot {
+        return replot(path);
+    }
     if !lab::is_root() {
         bail!("the comparison builds network namespaces: run it as root");
     }
@@ -321,32 +381,7 @@ fn main() -> anyhow::Result<()> {
     let medians: BTreeMap<String, BTreeMap<String, f64>> =
         samples.iter().map(|(i, m)| (i.clone(), m.iter().map(|(k, v)| (k.clone(), median(v))).collect())).collect();
     let machine = machine();
-    let others: Vec<&String> = args.impls.iter().filter(|i| *i != "causeway").collect();
-    let mut table = format!(
-        "Machine: {} cores, {}, kernel {}; {} rounds of {} s per test, medians.\n\n| metric |",
-        machine["cores"],
-        machine["cpu"].as_str().unwrap_or("?"),
-        machine["kernel"].as_str().unwrap_or("?"),
-        args.rounds,
-        args.seconds
-    );
-    for i in &args.impls {
-        table += &format!(" {i} |");
-    }
-    for o in &others {
-        table += &format!(" causeway ÷ {o} |");
-    }
-    table += &format!("\n|---|{}\n", "---|".repeat(args.impls.len() + others.len()));
-    for (key, label, _) in METRICS {
-        table += &format!("| {label} |");
-        for i in &args.impls {
-            table += &format!(" {:.3} |", medians[i][key]);
-        }
-        for o in &others {
-            table += &format!(" {:.2} |", medians["causeway"][key] / medians[*o][key]);
-        }
-        table.push('\n');
-    }
+    let table = table(&machine, args.rounds, args.seconds as u64, &args.impls, &medians);
     println!("{table}");
     std::fs::create_dir_all(&args.out)?;
     let stamp = Command::new("date")

@@ -145,6 +145,17 @@ fn show(status: &Value) {
         .map(|m| m.iter().filter(|(_, v)| v.as_u64() != Some(0)).map(|(k, v)| format!("{k}={v}")).collect())
         .unwrap_or_default();
     println!("dropped: {}", if drops.is_empty() { "none".into() } else { drops.join(" ") });
+    let total = |k: &str| -> f64 {
+        status["worker_stats"].as_array().map_or(0.0, |w| w.iter().filter_map(|x| x[k].as_u64()).sum::<u64>() as f64)
+    };
+    let avg = |n: &str, d: &str| if total(d) > 0.0 { format!("{:.1}", total(n) / total(d)) } else { "-".into() };
+    println!(
+        "batches (average packets per syscall): tun read {}, udp send {}, udp receive {}, tun write {}",
+        avg("tun_packets", "tun_reads"),
+        avg("udp_datagrams_sent", "udp_sends"),
+        avg("udp_datagrams_received", "udp_receives"),
+        avg("tun_packets_written", "tun_writes")
+    );
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
