@@ -78,18 +78,20 @@ fn boringtun_path() -> anyhow::Result<PathBuf> {
     candidates.into_iter().find(|p| p.is_file()).context("boringtun-cli not found: cargo install boringtun-cli")
 }
 
+/// One end of the tunnel: its key, the other end's key and the addresses.
+#[derive(Clone, Copy)]
+struct Side<'a> {
+    me: &'a causeway_crypto::StaticSecret,
+    peer: &'a causeway_crypto::PublicKey,
+    tunnel: &'a str,
+    peer_tunnel: &'a str,
+    peer_wan: &'a str,
+}
+
 /// Starts a userspace WireGuard (wireguard-go or boringtun-cli) in `ns`
 /// and configures it with `wg`.
-fn start_uapi_daemon(
-    kind: &str,
-    ns: &Netns,
-    dir: &Path,
-    me: &causeway_crypto::StaticSecret,
-    peer: &causeway_crypto::PublicKey,
-    tunnel: &str,
-    peer_tunnel: &str,
-    peer_wan: &str,
-) -> anyhow::Result<Process> {
+fn start_uapi_daemon(kind: &str, ns: &Netns, dir: &Path, side: &Side<'_>) -> anyhow::Result<Process> {
+    let Side { me, peer, tunnel, peer_tunnel, peer_wan } = *side;
     let ifname = lab::unique("bx");
     let log = dir.join(format!("{ifname}.log"));
     let p = match kind {
@@ -133,15 +135,8 @@ fn start_uapi_daemon(
     Ok(p)
 }
 
-fn start_causeway(
-    ns: &Netns,
-    dir: &Path,
-    me: &causeway_crypto::StaticSecret,
-    peer: &causeway_crypto::PublicKey,
-    tunnel: &str,
-    peer_tunnel: &str,
-    peer_wan: &str,
-) -> anyhow::Result<Process> {
+fn start_causeway(ns: &Netns, dir: &Path, side: &Side<'_>) -> anyhow::Result<Process> {
+    let Side { me, peer, tunnel, peer_tunnel, peer_wan } = *side;
     let ifname = lab::unique("cb");
     let cfg = format!(
         "[interface]\nname = \"{ifname}\"\nprivate_key = \"{}\"\nlisten_port = 51820\nmtu = 1420\naddresses = [\"{tunnel}/24\"]\n\n[[peer]]\nname = \"other\"\npublic_key = \"{}\"\nendpoints = [\"{peer_wan}:51820\"]\nallowed_ips = [\"{peer_tunnel}/32\"]\n",
@@ -164,15 +159,11 @@ fn setup(kind: &str, dir: &Path) -> anyhow::Result<Pair> {
     lab::veth(&a, "wan0", &["198.18.0.1/24"], &b, "wan0", &["198.18.0.2/24"])?;
     let (ka, pa) = keypair();
     let (kb, pb) = keypair();
+    let side_a = Side { me: &ka, peer: &pb, tunnel: "10.90.0.1", peer_tunnel: "10.90.0.2", peer_wan: "198.18.0.2" };
+    let side_b = Side { me: &kb, peer: &pa, tunnel: "10.90.0.2", peer_tunnel: "10.90.0.1", peer_wan: "198.18.0.1" };
     let daemons = match kind {
-        "causeway" => vec![
-            start_causeway(&a, dir, &ka, &pb, "10.90.0.1", "10.90.0.2", "198.18.0.2")?,
-            start_causeway(&b, dir, &kb, &pa, "10.90.0.2", "10.90.0.1", "198.18.0.1")?,
-        ],
-        other => vec![
-            start_uapi_daemon(other, &a, dir, &ka, &pb, "10.90.0.1", "10.90.0.2", "198.18.0.2")?,
-            start_uapi_daemon(other, &b, dir, &kb, &pa, "10.90.0.2", "10.90.0.1", "198.18.0.1")?,
-        ],
+        "causeway" => vec![start_causeway(&a, dir, &side_a)?, start_causeway(&b, dir, &side_b)?],
+        other => vec![start_uapi_daemon(other, &a, dir, &side_a)?, start_uapi_daemon(other, &b, dir, &side_b)?],
     };
     if !a.wait_for_ping("10.90.0.2", Duration::from_secs(15)) {
         bail!("{kind}: no ping through the tunnel");
