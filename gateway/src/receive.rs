@@ -98,7 +98,9 @@ impl Receiver {
     /// Receives and handles one batch from `sock`.
     pub fn receive_batch(&mut self, iface: &Interface, sock: &UdpEndpoint, tun: &mut TunQueue, now: Time) -> RxStatus {
         let n = {
-            let mut slices: Vec<IoSliceMut<'_>> = self.slots.iter_mut().map(|s| IoSliceMut::new(s)).collect();
+            let mut slots = self.slots.iter_mut();
+            let mut slices: [IoSliceMut<'_>; RX_SLOTS] =
+                std::array::from_fn(|_| IoSliceMut::new(slots.next().expect("RX_SLOTS buffers")));
             match sock.recv(&mut slices, &mut self.meta) {
                 Ok(n) => {
                     let stats = &iface.worker_stats[self.worker];
@@ -225,8 +227,7 @@ impl Receiver {
         if self.tun_len == 0 {
             return Ok(());
         }
-        let mut refs: Vec<&mut Vec<u8>> = self.tun_bufs[..self.tun_len].iter_mut().collect();
-        let result = tun.write_batch(&mut refs);
+        let result = tun.write_batch(&mut self.tun_bufs[..self.tun_len]);
         let stats = &iface.worker_stats[self.worker];
         WorkerStats::add(&stats.tun_writes, 1);
         WorkerStats::add(&stats.tun_packets_written, self.tun_len as u64);

@@ -93,7 +93,7 @@ impl TunQueue {
 
     /// Writes packets, each starting `WRITE_HEADROOM` bytes into its buffer
     /// and running to the buffer's end; coalesces TCP/UDP flows when offload is on.
-    pub fn write_batch(&mut self, bufs: &mut [&mut Vec<u8>]) -> io::Result<()> {
+    pub fn write_batch(&mut self, bufs: &mut [Vec<u8>]) -> io::Result<()> {
         if bufs.is_empty() {
             return Ok(());
         }
