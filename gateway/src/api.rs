@@ -81,7 +81,16 @@ fn handle(iface: &Interface, line: &str) -> Value {
     };
     match req.get("op").and_then(Value::as_str) {
         Some("status") => json!({"ok": status(iface)}),
-        Some(other) => json!({"error": format!("unknown op {other:?}; known: status")}),
+        Some("reload") => match iface.config_path() {
+            None => {
+                json!({"error": "this interface was not started from a configuration file (causewayd up --config); use wg to change it"})
+            }
+            Some(path) => match crate::reload::reload(iface, &path) {
+                Ok(report) => json!({"ok": report.to_string()}),
+                Err(e) => json!({"error": format!("configuration rejected, the running one stays:\n{e}")}),
+            },
+        },
+        Some(other) => json!({"error": format!("unknown op {other:?}; known: status, reload")}),
         None => json!({"error": "request needs an \"op\" field"}),
     }
 }
@@ -96,7 +105,11 @@ pub async fn serve(iface: Arc<Interface>, listener: UnixListener) {
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let mut out = handle(&iface, &line).to_string();
+                // A reload reads files and may resolve names: keep it off
+                // the runtime that drives the timers.
+                let iface = iface.clone();
+                let reply = tokio::task::spawn_blocking(move || handle(&iface, &line)).await;
+                let mut out = reply.unwrap_or_else(|_| json!({"error": "internal error"})).to_string();
                 out.push('\n');
                 if write.write_all(out.as_bytes()).await.is_err() {
                     return;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{bail, Context};
-use causeway_config::Config;
 use causeway_crypto::StaticSecret;
 use ipnet::IpNet;
 
@@ -59,34 +58,6 @@ pub fn start(s: Settings) -> anyhow::Result<Running> {
     Ok(Running { iface, workers })
 }
 
-/// Loads peers, keys and routes from a configuration into a running interface.
-pub fn apply_config(iface: &Interface, cfg: &Config) -> anyhow::Result<()> {
-    for p in &cfg.peers {
-        let peer = iface.add_peer(p.public_key, p.name.clone()).with_context(|| format!("peer {}", p.name))?;
-        iface.set_preshared_key(&peer, p.preshared_key.clone());
-        peer.crypto.timers.set_persistent_keepalive(p.persistent_keepalive);
-        *peer.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner()) = p.endpoints.clone();
-        for ep in &p.endpoints {
-            match ep.resolve() {
-                Ok(addrs) if !addrs.is_empty() => {
-                    peer.set_endpoint(addrs[0]);
-                    break;
-                }
-                Ok(_) | Err(_) => {
-                    tracing::warn!(peer = %p.name, endpoint = %ep, "cannot resolve endpoint; trying the next")
-                }
-            }
-        }
-        let nets = p.allowed_ips.clone();
-        iface.update_routes(|r| {
-            for n in nets {
-                r.insert(n, peer.clone());
-            }
-        });
-    }
-    Ok(())
-}
-
 impl Running {
     /// Serves the UAPI socket and the timers until a signal or the
     /// interface's deletion, then stops everything. `ready` runs once the
@@ -103,6 +74,22 @@ impl Running {
             let api = tokio::spawn(crate::api::serve(self.iface.clone(), api_listener));
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            let reloader = self.iface.clone();
+            let reloads = tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let iface = reloader.clone();
+                    let _ = tokio::task::spawn_blocking(move || match iface.config_path() {
+                        Some(path) => {
+                            if let Err(e) = crate::reload::reload(&iface, &path) {
+                                tracing::error!("SIGHUP: configuration rejected, the running one stays:\n{e}");
+                            }
+                        }
+                        None => tracing::warn!("SIGHUP ignored: not started from a configuration file"),
+                    })
+                    .await;
+                }
+            });
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
                 _ = int.recv() => tracing::info!("SIGINT: shutting down"),
@@ -110,6 +97,7 @@ impl Running {
             }
             uapi.abort();
             api.abort();
+            reloads.abort();
             anyhow::Ok(())
         });
         let _ = std::fs::remove_file(&path);
@@ -145,10 +133,9 @@ pub fn up(
         addresses: cfg.interface.addresses.clone(),
         workers: workers.or(cfg.interface.workers).unwrap_or_else(default_workers),
     })?;
-    if let Err(e) = apply_config(&running.iface, &cfg) {
-        running.stop();
-        return Err(e);
-    }
+    running.iface.set_config_path(config_path);
+    let report = crate::reload::reconcile(&running.iface, &cfg);
+    tracing::info!(%report, "configuration applied");
     running.serve(ready)
 }
 

@@ -46,6 +46,8 @@ pub struct Interface {
     wakers: Mutex<Vec<UnixStream>>,
     pub workers: usize,
     pub worker_stats: Vec<WorkerStats>,
+    /// The configuration file of `up` mode, which reloads re-read.
+    config_path: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl Interface {
@@ -73,6 +75,7 @@ impl Interface {
             wakers: Mutex::new(Vec::new()),
             workers,
             worker_stats: (0..workers).map(|_| WorkerStats::default()).collect(),
+            config_path: Mutex::new(None),
         })
     }
 
@@ -181,6 +184,14 @@ impl Interface {
         for w in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
             let _ = w.write(&[1]);
         }
+    }
+
+    pub fn set_config_path(&self, path: &std::path::Path) {
+        *self.config_path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.to_path_buf());
+    }
+
+    pub fn config_path(&self) -> Option<std::path::PathBuf> {
+        self.config_path.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn is_shutting_down(&self) -> bool {

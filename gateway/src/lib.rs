@@ -12,6 +12,7 @@ pub mod interface;
 pub mod lab;
 pub mod peer;
 pub mod receive;
+pub mod reload;
 pub mod send;
 pub mod tun;
 pub mod uapi;

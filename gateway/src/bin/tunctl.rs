@@ -37,6 +37,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-read the gateway's configuration file and apply only what changed:
+    /// unchanged peers keep their sessions and traffic keeps flowing. An
+    /// invalid file is rejected with its errors and the running
+    /// configuration stays. Same as sending SIGHUP to causewayd.
+    ///
+    /// Example: tunctl reload cw0
+    Reload {
+        /// Interface served by a causewayd started with `up --config`.
+        interface: String,
+    },
     /// Print a new private key in base64, as `wg genkey` does.
     ///
     /// Example: (umask 077; tunctl genkey > /etc/causeway/gw.key)
@@ -168,6 +178,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 show(&status);
             }
+        }
+        Command::Reload { interface } => {
+            let report = request(&interface, "reload")?;
+            println!("{interface}: {}", report.as_str().unwrap_or_default());
         }
         Command::Genkey => println!("{}", b64.encode(StaticSecret::random(&mut rand_core::OsRng).as_bytes())),
         Command::Genpsk => println!("{}", b64.encode(PresharedKey::random(&mut rand_core::OsRng).as_bytes())),

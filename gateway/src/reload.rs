@@ -1,0 +1,165 @@
+//! Applying a configuration to a running interface, as a difference: peers
+//! that did not change keep their sessions, counters and traffic; new ones
+//! are added, missing ones removed, changed ones updated in place. The
+//! same code applies the first configuration (everything is new).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use causeway_config::{Config, ConfigError};
+use causeway_crypto::PublicKey;
+use ipnet::IpNet;
+
+use crate::interface::Interface;
+use crate::peer::PeerState;
+
+/// What a reconciliation changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: usize,
+    /// Changes that need a restart to take effect (they were not applied).
+    pub needs_restart: Vec<String>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        write!(
+            f,
+            "added: {}; removed: {}; changed: {}; unchanged: {}",
+            list(&self.added),
+            list(&self.removed),
+            list(&self.changed),
+            self.unchanged
+        )?;
+        if !self.needs_restart.is_empty() {
+            write!(f, "; not applied until restart: {}", self.needs_restart.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+fn resolve_first(peer: &PeerState, name: &str, endpoints: &[causeway_config::Endpoint]) {
+    for ep in endpoints {
+        match ep.resolve() {
+            Ok(addrs) if !addrs.is_empty() => {
+                peer.set_endpoint(addrs[0]);
+                return;
+            }
+            _ => tracing::warn!(peer = %name, endpoint = %ep, "cannot resolve endpoint; trying the next"),
+        }
+    }
+}
+
+/// Makes the running interface match `cfg`. Interface name, MTU, addresses
+/// and worker count are fixed at start-up and reported in `needs_restart`.
+pub fn reconcile(iface: &Interface, cfg: &Config) -> Report {
+    let mut report = Report::default();
+    let i = &cfg.interface;
+    if !iface.device.has_private_key(&i.private_key) {
+        if iface.device.public_key().is_some() {
+            tracing::warn!("private key changed: every session restarts");
+        }
+        iface.device.set_private_key(Some(i.private_key.clone()));
+    }
+    if i.listen_port != iface.listen_port() {
+        match iface.rebind(i.listen_port) {
+            Ok(port) => tracing::info!(port, "listen port changed"),
+            Err(e) => report.needs_restart.push(format!("listen_port {} ({e})", i.listen_port)),
+        }
+    }
+    if i.mtu != iface.mtu() {
+        report.needs_restart.push(format!("mtu {}", i.mtu));
+    }
+    if i.name.as_deref().is_some_and(|n| n != iface.name) {
+        report.needs_restart.push("name".into());
+    }
+
+    let routes = iface.routes();
+    let mut current_nets: HashMap<*const PeerState, HashSet<IpNet>> = HashMap::new();
+    for (net, owner) in routes.iter() {
+        current_nets.entry(Arc::as_ptr(owner)).or_default().insert(net);
+    }
+    drop(routes);
+
+    let wanted: HashSet<PublicKey> = cfg.peers.iter().map(|p| p.public_key).collect();
+    for peer in iface.peers() {
+        if !wanted.contains(peer.public_key()) {
+            let name = peer.name();
+            iface.remove_peer(peer.public_key());
+            report.removed.push(if name.is_empty() { peer.public_key().to_base64() } else { name });
+        }
+    }
+
+    let mut new_routes: Vec<(Arc<PeerState>, Vec<IpNet>)> = Vec::new();
+    for p in &cfg.peers {
+        let existing = iface.peer(&p.public_key);
+        let peer = match &existing {
+            Some(peer) => peer.clone(),
+            None => match iface.add_peer(p.public_key, p.name.clone()) {
+                Ok(peer) => peer,
+                Err(e) => {
+                    tracing::warn!(peer = %p.name, error = %e, "peer not added");
+                    continue;
+                }
+            },
+        };
+        let mut changed = Vec::new();
+        if peer.name() != p.name {
+            *peer.name.lock().unwrap_or_else(|e| e.into_inner()) = p.name.clone();
+            changed.push("name");
+        }
+        let psk = peer.crypto.preshared_key();
+        let wanted_psk = p.preshared_key.clone().unwrap_or_default();
+        if psk != wanted_psk {
+            iface.set_preshared_key(&peer, p.preshared_key.clone());
+            changed.push("preshared_key");
+        }
+        if peer.crypto.timers.persistent_keepalive() != p.persistent_keepalive {
+            peer.crypto.timers.set_persistent_keepalive(p.persistent_keepalive);
+            changed.push("persistent_keepalive");
+        }
+        let mut eps = peer.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        if *eps != p.endpoints {
+            *eps = p.endpoints.clone();
+            drop(eps);
+            resolve_first(&peer, &p.name, &p.endpoints);
+            changed.push("endpoints");
+        }
+        let have = current_nets.get(&Arc::as_ptr(&peer)).cloned().unwrap_or_default();
+        let want: HashSet<IpNet> = p.allowed_ips.iter().map(|n| n.trunc()).collect();
+        if have != want {
+            new_routes.push((peer.clone(), p.allowed_ips.clone()));
+            changed.push("allowed_ips");
+        }
+        match (existing.is_some(), changed.is_empty()) {
+            (false, _) => report.added.push(p.name.clone()),
+            (true, true) => report.unchanged += 1,
+            (true, false) => report.changed.push(format!("{} ({})", p.name, changed.join(", "))),
+        }
+    }
+    if !new_routes.is_empty() {
+        iface.update_routes(|r| {
+            for (peer, nets) in new_routes {
+                r.retain(|_, owner| !Arc::ptr_eq(owner, &peer));
+                for n in nets {
+                    r.insert(n, peer.clone());
+                }
+            }
+        });
+    }
+    report
+}
+
+/// Re-reads the configuration file and applies the difference. An invalid
+/// file changes nothing and returns its problems.
+pub fn reload(iface: &Interface, path: &Path) -> Result<Report, ConfigError> {
+    let cfg = causeway_config::load(path)?;
+    let report = reconcile(iface, &cfg);
+    tracing::info!(config = %path.display(), %report, "configuration reloaded");
+    Ok(report)
+}

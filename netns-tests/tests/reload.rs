@@ -1,0 +1,93 @@
+//! Reloading a gateway's configuration while iperf3 runs through it: the
+//! difference is applied, the existing session and its counters survive,
+//! traffic never stops, and an invalid file is rejected with the running
+//! configuration kept.
+
+use std::time::Duration;
+
+use causeway_netns_tests::*;
+
+fn tunctl(ns: &Netns, args: &[&str]) -> std::process::Output {
+    ns.command(lab::causewayd_path().unwrap().with_file_name("tunctl")).args(args).output().unwrap()
+}
+
+#[test]
+fn reload_under_traffic() {
+    let Some(_lab) = lab_or_skip("reload_under_traffic") else { return };
+    let (a, b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ka, pa) = keypair();
+    let (kb, pb) = keypair();
+    let ga = Gateway::start(
+        &a,
+        dir.path(),
+        &ka,
+        &["10.69.0.1/24"],
+        51820,
+        1420,
+        &[PeerSpec::new("b", pb, Some("198.18.0.2:51820"), &["10.69.0.2/32"])],
+    )
+    .unwrap();
+    let _gb = Gateway::start(
+        &b,
+        dir.path(),
+        &kb,
+        &["10.69.0.2/24"],
+        51820,
+        1420,
+        &[PeerSpec::new("a", pa, Some("198.18.0.1:51820"), &["10.69.0.1/32"])],
+    )
+    .unwrap();
+    assert!(a.wait_for_ping("10.69.0.2", Duration::from_secs(10)));
+    let config = dir.path().join(format!("{}.toml", ga.ifname));
+    let original = std::fs::read_to_string(&config).unwrap();
+    let before = lab::api_status(&ga.ifname).unwrap()["peers"][0].clone();
+
+    let (_, extra) = keypair();
+    let run = std::thread::scope(|s| {
+        let traffic = s.spawn(|| lab::iperf3_json(&b, &a, "10.69.0.2", 6, false, &["-i", "1"]).unwrap());
+        std::thread::sleep(Duration::from_secs(2));
+        // A new peer, and a change to the existing one.
+        let grown = original.replace("persistent_keepalive = 0", "persistent_keepalive = 25")
+            + &format!(
+                "\n[[peer]]\nname = \"extra\"\npublic_key = \"{}\"\nallowed_ips = [\"10.69.5.0/24\"]\n",
+                b64(extra.as_bytes())
+            );
+        lab::write_private(&config, &grown).unwrap();
+        let out = tunctl(&a, &["reload", &ga.ifname]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("added: extra") && text.contains("changed: b (persistent_keepalive)"), "{text}");
+
+        // An invalid file: rejected with its location, nothing changes.
+        std::thread::sleep(Duration::from_secs(1));
+        lab::write_private(&config, &grown.replace(&b64(extra.as_bytes()), "not-a-key")).unwrap();
+        let out = tunctl(&a, &["reload", &ga.ifname]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            err.contains("the running one stays") && err.contains(".toml:") && err.contains("peer[2].public_key"),
+            "{err}"
+        );
+        assert_eq!(lab::api_status(&ga.ifname).unwrap()["peers"].as_array().unwrap().len(), 2);
+
+        // SIGHUP re-reads too: back to the original, the extra peer goes.
+        std::thread::sleep(Duration::from_secs(1));
+        lab::write_private(&config, &original).unwrap();
+        a.exec("kill", &["-HUP", &ga.process.pid().to_string()]).unwrap();
+        traffic.join().unwrap()
+    });
+
+    let intervals = run["intervals"].as_array().unwrap();
+    assert!(intervals.len() >= 5);
+    for (i, iv) in intervals.iter().enumerate() {
+        let bps = iv["sum"]["bits_per_second"].as_f64().unwrap();
+        assert!(bps > 1e6, "traffic stalled in second {i} across the reloads: {bps} bit/s");
+    }
+    let after = lab::api_status(&ga.ifname).unwrap();
+    let peers = after["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 1, "SIGHUP removed the extra peer");
+    assert_eq!(peers[0]["latest_handshake"], before["latest_handshake"], "the session was kept, not renegotiated");
+    assert!(peers[0]["rx_bytes"].as_u64() > before["rx_bytes"].as_u64(), "counters kept counting");
+    assert_eq!(peers[0]["persistent_keepalive"], 0);
+}
