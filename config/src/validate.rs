@@ -19,6 +19,64 @@ use crate::types::{
 };
 use crate::{ConfigError, Problem};
 
+/// An interface address: address/length, host bits kept (a bare address
+/// is a single host).
+pub fn parse_address(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    match text.parse::<IpNet>() {
+        Ok(n) => Ok(n),
+        // A bare address means a single host, as `wg` takes it.
+        Err(_) => text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+            format!("\"{text}\" is not an IP prefix: expected address/length, such as 10.1.0.0/16 or fd00:1::/64")
+        }),
+    }
+}
+
+/// A prefix routed to a peer: like an address, but host bits must be clear
+/// so that what is written is what is routed.
+pub fn parse_allowed_ip(text: &str) -> Result<IpNet, String> {
+    let net = parse_address(text)?;
+    if net.trunc() != net {
+        return Err(format!(
+            "{net} has host bits set; the prefix is {} (write that, or the address as /{})",
+            net.trunc(),
+            net.max_prefix_len()
+        ));
+    }
+    Ok(net)
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Endpoint, String> {
+        let text = text.trim();
+        if let Ok(a) = text.parse::<SocketAddr>() {
+            return Ok(Endpoint::Addr(a));
+        }
+        let hint = "expected host:port, such as 198.18.0.2:51820, [fd00::2]:51820 or gw1.dc-east.example:51820";
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err(format!("\"{text}\" has no port; {hint}"));
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            return Err(format!("\"{port}\" is not a port number; {hint}"));
+        };
+        let valid_label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+        };
+        if host.contains(':') {
+            return Err(format!("an IPv6 endpoint needs brackets: [{host}]:{port}"));
+        }
+        if host.len() > 253 || !host.trim_end_matches('.').split('.').all(valid_label) {
+            return Err(format!("\"{host}\" is neither an IP address nor a DNS name; {hint}"));
+        }
+        Ok(Endpoint::Host { host: host.to_string(), port })
+    }
+}
+
 struct Checker<'a> {
     source: &'a str,
     file: &'a Path,
@@ -92,35 +150,8 @@ impl Checker<'_> {
     }
 
     fn prefix(&mut self, field: &str, s: &Spanned<String>, allow_host_bits: bool) -> Option<IpNet> {
-        let text = s.get_ref().trim();
-        let net = match text.parse::<IpNet>() {
-            Ok(n) => n,
-            // A bare address means a single host, as `wg` takes it.
-            Err(_) => match text.parse::<IpAddr>() {
-                Ok(a) => IpNet::from(a),
-                Err(_) => {
-                    self.report(
-                        s.span(),
-                        field,
-                        format!("\"{text}\" is not an IP prefix: expected address/length, such as 10.1.0.0/16 or fd00:1::/64"),
-                    );
-                    return None;
-                }
-            },
-        };
-        if !allow_host_bits && net.trunc() != net {
-            self.report(
-                s.span(),
-                field,
-                format!(
-                    "{net} has host bits set; the prefix is {} (write that, or the address as /{})",
-                    net.trunc(),
-                    net.max_prefix_len()
-                ),
-            );
-            return None;
-        }
-        Some(net)
+        let parsed = if allow_host_bits { parse_address(s.get_ref()) } else { parse_allowed_ip(s.get_ref()) };
+        parsed.map_err(|e| self.report(s.span(), field, e)).ok()
     }
 
     fn interface(&mut self, raw: &Spanned<RawInterface>) -> Option<Interface> {
@@ -185,34 +216,7 @@ impl Checker<'_> {
     }
 
     fn endpoint(&mut self, field: &str, s: &Spanned<String>) -> Option<Endpoint> {
-        let text = s.get_ref().trim();
-        if let Ok(a) = text.parse::<SocketAddr>() {
-            return Some(Endpoint::Addr(a));
-        }
-        let hint = "expected host:port, such as 198.18.0.2:51820, [fd00::2]:51820 or gw1.dc-east.example:51820";
-        let Some((host, port)) = text.rsplit_once(':') else {
-            self.report(s.span(), field, format!("\"{text}\" has no port; {hint}"));
-            return None;
-        };
-        let Ok(port) = port.parse::<u16>() else {
-            self.report(s.span(), field, format!("\"{port}\" is not a port number; {hint}"));
-            return None;
-        };
-        let valid_label = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !l.starts_with('-')
-        };
-        if host.contains(':') {
-            self.report(s.span(), field, format!("an IPv6 endpoint needs brackets: [{host}]:{port}"));
-            return None;
-        }
-        if host.len() > 253 || !host.trim_end_matches('.').split('.').all(valid_label) {
-            self.report(s.span(), field, format!("\"{host}\" is neither an IP address nor a DNS name; {hint}"));
-            return None;
-        }
-        Some(Endpoint::Host { host: host.to_string(), port })
+        s.get_ref().parse::<Endpoint>().map_err(|e| self.report(s.span(), field, e)).ok()
     }
 
     fn peer(&mut self, index: usize, raw: &Spanned<RawPeer>) -> Option<Peer> {

@@ -12,7 +12,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
 use crate::counters::Drop;
+use causeway_crypto::{PresharedKey, PublicKey};
+
 use crate::interface::Interface;
+use crate::peer::PeerState;
 
 pub const SOCKET_DIR: &str = "/var/run/causeway";
 
@@ -52,6 +55,8 @@ pub fn status(iface: &Interface) -> Value {
                 "handshakes_initiated": p.handshakes_initiated.load(std::sync::atomic::Ordering::Relaxed),
                 "state": state,
                 "staged_packets": p.staged_len(),
+                "rx_bytes_per_sec": p.rates().0,
+                "tx_bytes_per_sec": p.rates().1,
             })
         })
         .collect();
@@ -74,6 +79,109 @@ pub fn status(iface: &Interface) -> Value {
     })
 }
 
+/// A peer by its name or its base64 public key.
+fn find_peer(iface: &Interface, who: &str) -> Option<Arc<PeerState>> {
+    iface.peers().into_iter().find(|p| p.name() == who || p.public_key().to_base64() == who)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// A peer description from a request, over `base` (the current peer for
+/// `peer_set`). Every field is checked as the configuration file checks it.
+fn peer_from_request(req: &Value, base: Option<causeway_config::Peer>) -> Result<causeway_config::Peer, String> {
+    let strings = |key: &str| -> Option<Result<Vec<String>, String>> {
+        req.get(key).map(|v| {
+            v.as_array()
+                .ok_or(format!("{key} must be a list"))?
+                .iter()
+                .map(|x| x.as_str().map(String::from).ok_or(format!("{key} must hold strings")))
+                .collect()
+        })
+    };
+    let key = |field: &str| -> Result<Option<[u8; 32]>, String> {
+        match req.get(field).and_then(Value::as_str) {
+            None => Ok(None),
+            Some(t) => causeway_config::parse_key(t).map(|k| Some(*k)).map_err(|e| format!("{field}: {e}")),
+        }
+    };
+    let name = match req.get("name").and_then(Value::as_str) {
+        Some(n) if valid_name(n) => n.to_string(),
+        Some(_) => return Err("name: expected 1 to 64 characters from a-z, A-Z, 0-9, '-', '_', '.'".into()),
+        None => base.as_ref().map(|b| b.name.clone()).ok_or("a new peer needs a name")?,
+    };
+    let public_key = match (key("public_key")?, &base) {
+        (Some(k), _) => PublicKey::from_bytes(k),
+        (None, Some(b)) => b.public_key,
+        (None, None) => return Err("a new peer needs a public_key".into()),
+    };
+    let preshared_key = match key("preshared_key")? {
+        Some(k) => Some(PresharedKey::from_bytes(k)),
+        None => base.as_ref().and_then(|b| b.preshared_key.clone()),
+    };
+    let endpoints = match strings("endpoints") {
+        Some(list) => {
+            list?.iter().map(|e| e.parse().map_err(|m| format!("endpoints: {m}"))).collect::<Result<_, _>>()?
+        }
+        None => base.as_ref().map(|b| b.endpoints.clone()).unwrap_or_default(),
+    };
+    let allowed_ips = match strings("allowed_ips") {
+        Some(list) => list?
+            .iter()
+            .map(|n| causeway_config::parse_allowed_ip(n).map_err(|m| format!("allowed_ips: {m}")))
+            .collect::<Result<_, _>>()?,
+        None => base.as_ref().map(|b| b.allowed_ips.clone()).unwrap_or_default(),
+    };
+    let persistent_keepalive = match req.get("persistent_keepalive") {
+        Some(v) => {
+            v.as_u64().and_then(|n| u16::try_from(n).ok()).ok_or("persistent_keepalive: expected 0 to 65535 seconds")?
+        }
+        None => base.as_ref().map_or(0, |b| b.persistent_keepalive),
+    };
+    Ok(causeway_config::Peer { name, public_key, preshared_key, endpoints, allowed_ips, persistent_keepalive })
+}
+
+/// The running state of a peer as a configuration entry.
+fn current(iface: &Interface, p: &Arc<PeerState>) -> causeway_config::Peer {
+    let psk = p.crypto.preshared_key();
+    causeway_config::Peer {
+        name: p.name(),
+        public_key: *p.public_key(),
+        preshared_key: (!psk.is_zero()).then_some(psk),
+        endpoints: p.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        allowed_ips: iface.allowed_ips_of(p),
+        persistent_keepalive: p.crypto.timers.persistent_keepalive(),
+    }
+}
+
+/// Adds (`existing` None) or changes a peer, refusing clashes of name,
+/// key or prefixes with the other peers.
+fn put_peer(iface: &Interface, req: &Value, existing: Option<Arc<PeerState>>) -> Result<String, String> {
+    let base = existing.as_ref().map(|p| current(iface, p));
+    let p = peer_from_request(req, base)?;
+    if existing.is_none() && iface.peer(&p.public_key).is_some() {
+        return Err("a peer with this public key exists: use `tunctl peer set`".into());
+    }
+    if iface.device.public_key() == Some(p.public_key) {
+        return Err("this is the interface's own public key".into());
+    }
+    if iface.peers().iter().any(|o| o.name() == p.name && o.public_key() != &p.public_key) {
+        return Err(format!("name {} is used by another peer", p.name));
+    }
+    if let Some(clash) = crate::reload::overlap(iface, &p.public_key, &p.allowed_ips) {
+        return Err(format!("allowed_ips: {clash}; each address may belong to one peer only"));
+    }
+    let have: Option<std::collections::HashSet<ipnet::IpNet>> =
+        existing.as_ref().map(|e| iface.allowed_ips_of(e).into_iter().collect());
+    let (_, changed) = crate::reload::apply_peer(iface, &p, have.as_ref()).map_err(|e| e.to_string())?;
+    Ok(match existing {
+        None => format!("added {}", p.name),
+        Some(_) if changed.is_empty() => format!("{}: nothing to change", p.name),
+        Some(_) => format!("{}: changed {}", p.name, changed.join(", ")),
+    })
+}
+
 fn handle(iface: &Interface, line: &str) -> Value {
     let req: Value = match serde_json::from_str(line) {
         Ok(v) => v,
@@ -90,7 +198,27 @@ fn handle(iface: &Interface, line: &str) -> Value {
                 Err(e) => json!({"error": format!("configuration rejected, the running one stays:\n{e}")}),
             },
         },
-        Some(other) => json!({"error": format!("unknown op {other:?}; known: status, reload")}),
+        Some("peer_add") => match put_peer(iface, &req, None) {
+            Ok(m) => json!({"ok": m}),
+            Err(e) => json!({"error": e}),
+        },
+        Some(op @ ("peer_set" | "peer_remove")) => {
+            let who = req.get("peer").and_then(Value::as_str).unwrap_or_default();
+            let Some(peer) = find_peer(iface, who) else {
+                return json!({"error": format!("no peer named or keyed {who:?}")});
+            };
+            if op == "peer_remove" {
+                iface.remove_peer(peer.public_key());
+                return json!({"ok": format!("removed {}", if peer.name().is_empty() { who.to_string() } else { peer.name() })});
+            }
+            match put_peer(iface, &req, Some(peer)) {
+                Ok(m) => json!({"ok": m}),
+                Err(e) => json!({"error": e}),
+            }
+        }
+        Some(other) => {
+            json!({"error": format!("unknown op {other:?}; known: status, reload, peer_add, peer_set, peer_remove")})
+        }
         None => json!({"error": "request needs an \"op\" field"}),
     }
 }

@@ -106,6 +106,7 @@ pub async fn run_timers(iface: Arc<Interface>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
+    let mut last_sample = iface.clock.now();
     while !iface.is_shutting_down() {
         tick.tick().await;
         ticks += 1;
@@ -132,6 +133,11 @@ pub async fn run_timers(iface: Arc<Interface>) {
         // wg-quick and operators change the MTU with `ip link`; follow it
         // so padding never exceeds it.
         if ticks.is_multiple_of(10) {
+            let elapsed = now.saturating_since(last_sample).as_secs_f64();
+            last_sample = now;
+            for peer in iface.peers() {
+                peer.sample_rate(elapsed);
+            }
             if let Some(mtu) = std::fs::read_to_string(format!("/sys/class/net/{}/mtu", iface.name))
                 .ok()
                 .and_then(|s| s.trim().parse().ok())

@@ -33,6 +33,17 @@ pub struct PeerState {
     /// Insertion order, so listings are stable.
     pub order: u64,
     pub handshakes_initiated: AtomicU64,
+    /// Receive and send rates in bytes per second over the last second,
+    /// sampled by the control plane; and the counters at that sample.
+    rate: Mutex<Rate>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Rate {
+    rx_per_sec: u64,
+    tx_per_sec: u64,
+    last_rx: u64,
+    last_tx: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -49,6 +60,7 @@ impl PeerState {
             staged: Mutex::new(VecDeque::new()),
             order,
             handshakes_initiated: AtomicU64::new(0),
+            rate: Mutex::new(Rate::default()),
         }
     }
 
@@ -105,6 +117,24 @@ impl PeerState {
 
     pub fn take_staged(&self) -> VecDeque<Vec<u8>> {
         std::mem::take(&mut *lock(&self.staged))
+    }
+
+    /// Records a counter sample taken `secs` after the previous one.
+    pub fn sample_rate(&self, secs: f64) {
+        let stats = self.crypto.stats();
+        let mut r = lock(&self.rate);
+        if secs > 0.0 {
+            r.rx_per_sec = ((stats.rx_bytes - r.last_rx) as f64 / secs) as u64;
+            r.tx_per_sec = ((stats.tx_bytes - r.last_tx) as f64 / secs) as u64;
+        }
+        r.last_rx = stats.rx_bytes;
+        r.last_tx = stats.tx_bytes;
+    }
+
+    /// (receive, send) bytes per second over the last sampled second.
+    pub fn rates(&self) -> (u64, u64) {
+        let r = lock(&self.rate);
+        (r.rx_per_sec, r.tx_per_sec)
     }
 
     pub fn staged_len(&self) -> usize {

@@ -95,64 +95,77 @@ pub fn reconcile(iface: &Interface, cfg: &Config) -> Report {
         }
     }
 
-    let mut new_routes: Vec<(Arc<PeerState>, Vec<IpNet>)> = Vec::new();
     for p in &cfg.peers {
-        let existing = iface.peer(&p.public_key);
-        let peer = match &existing {
-            Some(peer) => peer.clone(),
-            None => match iface.add_peer(p.public_key, p.name.clone()) {
-                Ok(peer) => peer,
-                Err(e) => {
-                    tracing::warn!(peer = %p.name, error = %e, "peer not added");
-                    continue;
-                }
-            },
-        };
-        let mut changed = Vec::new();
-        if peer.name() != p.name {
-            *peer.name.lock().unwrap_or_else(|e| e.into_inner()) = p.name.clone();
-            changed.push("name");
+        let have =
+            iface.peer(&p.public_key).map(|peer| current_nets.get(&Arc::as_ptr(&peer)).cloned().unwrap_or_default());
+        match apply_peer(iface, p, have.as_ref()) {
+            Ok((false, _)) => report.added.push(p.name.clone()),
+            Ok((true, changed)) if changed.is_empty() => report.unchanged += 1,
+            Ok((true, changed)) => report.changed.push(format!("{} ({})", p.name, changed.join(", "))),
+            Err(e) => tracing::warn!(peer = %p.name, error = %e, "peer not added"),
         }
-        let psk = peer.crypto.preshared_key();
-        let wanted_psk = p.preshared_key.clone().unwrap_or_default();
-        if psk != wanted_psk {
-            iface.set_preshared_key(&peer, p.preshared_key.clone());
-            changed.push("preshared_key");
-        }
-        if peer.crypto.timers.persistent_keepalive() != p.persistent_keepalive {
-            peer.crypto.timers.set_persistent_keepalive(p.persistent_keepalive);
-            changed.push("persistent_keepalive");
-        }
-        let mut eps = peer.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        if *eps != p.endpoints {
-            *eps = p.endpoints.clone();
-            drop(eps);
-            resolve_first(&peer, &p.name, &p.endpoints);
-            changed.push("endpoints");
-        }
-        let have = current_nets.get(&Arc::as_ptr(&peer)).cloned().unwrap_or_default();
-        let want: HashSet<IpNet> = p.allowed_ips.iter().map(|n| n.trunc()).collect();
-        if have != want {
-            new_routes.push((peer.clone(), p.allowed_ips.clone()));
-            changed.push("allowed_ips");
-        }
-        match (existing.is_some(), changed.is_empty()) {
-            (false, _) => report.added.push(p.name.clone()),
-            (true, true) => report.unchanged += 1,
-            (true, false) => report.changed.push(format!("{} ({})", p.name, changed.join(", "))),
-        }
-    }
-    if !new_routes.is_empty() {
-        iface.update_routes(|r| {
-            for (peer, nets) in new_routes {
-                r.retain(|_, owner| !Arc::ptr_eq(owner, &peer));
-                for n in nets {
-                    r.insert(n, peer.clone());
-                }
-            }
-        });
     }
     report
+}
+
+/// Makes one peer match `p`, adding it if needed. `have` is the peer's
+/// current prefixes (None for a new peer). Returns whether it existed and
+/// which fields changed.
+pub fn apply_peer(
+    iface: &Interface,
+    p: &causeway_config::Peer,
+    have: Option<&HashSet<IpNet>>,
+) -> Result<(bool, Vec<&'static str>), causeway_crypto::Error> {
+    let existing = iface.peer(&p.public_key);
+    let peer = match &existing {
+        Some(peer) => peer.clone(),
+        None => iface.add_peer(p.public_key, p.name.clone())?,
+    };
+    let mut changed = Vec::new();
+    if peer.name() != p.name {
+        *peer.name.lock().unwrap_or_else(|e| e.into_inner()) = p.name.clone();
+        changed.push("name");
+    }
+    if peer.crypto.preshared_key() != p.preshared_key.clone().unwrap_or_default() {
+        iface.set_preshared_key(&peer, p.preshared_key.clone());
+        changed.push("preshared_key");
+    }
+    if peer.crypto.timers.persistent_keepalive() != p.persistent_keepalive {
+        peer.crypto.timers.set_persistent_keepalive(p.persistent_keepalive);
+        changed.push("persistent_keepalive");
+    }
+    let mut eps = peer.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner());
+    if *eps != p.endpoints {
+        *eps = p.endpoints.clone();
+        drop(eps);
+        resolve_first(&peer, &p.name, &p.endpoints);
+        changed.push("endpoints");
+    }
+    let want: HashSet<IpNet> = p.allowed_ips.iter().map(|n| n.trunc()).collect();
+    if have.cloned().unwrap_or_default() != want {
+        iface.update_routes(|r| {
+            r.retain(|_, owner| !Arc::ptr_eq(owner, &peer));
+            for n in &want {
+                r.insert(*n, peer.clone());
+            }
+        });
+        changed.push("allowed_ips");
+    }
+    Ok((existing.is_some(), changed))
+}
+
+/// The first of `nets` that overlaps a prefix of a peer other than `key`,
+/// with that peer's name: each address belongs to one peer only.
+pub fn overlap(iface: &Interface, key: &PublicKey, nets: &[IpNet]) -> Option<String> {
+    let routes = iface.routes();
+    for n in nets {
+        for (other, owner) in routes.iter() {
+            if owner.public_key() != key && (other.contains(n) || n.contains(&other)) {
+                return Some(format!("{n} overlaps {other} of peer {}", owner.name()));
+            }
+        }
+    }
+    None
 }
 
 /// Re-reads the configuration file and applies the difference. An invalid
