@@ -81,9 +81,11 @@ impl Running {
                     let iface = reloader.clone();
                     let _ = tokio::task::spawn_blocking(move || match iface.config_path() {
                         Some(path) => {
+                            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
                             if let Err(e) = crate::reload::reload(&iface, &path) {
                                 tracing::error!("SIGHUP: configuration rejected, the running one stays:\n{e}");
                             }
+                            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                         }
                         None => tracing::warn!("SIGHUP ignored: not started from a configuration file"),
                     })
@@ -108,6 +110,7 @@ impl Running {
 
     /// Stops the workers; the TUN goes away with the last queue.
     pub fn stop(self) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         self.iface.shutdown();
         for w in self.workers {
             let _ = w.join();
@@ -171,6 +174,8 @@ pub fn report_error(e: &anyhow::Error) {
 
 /// Tells a waiting parent that the interface is up.
 pub fn report_ready() {
+    // Under systemd (Type=notify); a no-op elsewhere.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     if std::env::var_os(READY_ENV).is_some() {
         let mut out = std::io::stdout();
         let _ = writeln!(out, "ready");
