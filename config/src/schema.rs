@@ -38,4 +38,5 @@ pub(crate) struct RawPeer {
     #[serde(default)]
     pub allowed_ips: Vec<Spanned<String>>,
     pub persistent_keepalive: Option<Spanned<u16>>,
+    pub failover_after: Option<Spanned<u32>>,
 }

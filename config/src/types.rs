@@ -7,6 +7,8 @@ use causeway_crypto::{PresharedKey, PublicKey, StaticSecret};
 use ipnet::IpNet;
 
 pub const DEFAULT_LISTEN_PORT: u16 = 51820;
+/// Two handshake retries (5 s apart) without an answer before failing over.
+pub const DEFAULT_FAILOVER_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 /// 1420 leaves room for the outer IPv6 (40) + UDP (8) + WireGuard (32)
 /// headers within a 1500-byte WAN MTU, as wg-quick assumes.
 pub const DEFAULT_MTU: u32 = 1420;
@@ -48,6 +50,9 @@ pub struct Peer {
     pub allowed_ips: Vec<IpNet>,
     /// Seconds between keepalives to hold a NAT mapping open; 0 is off.
     pub persistent_keepalive: u16,
+    /// With several endpoints: how long handshakes to the current one may
+    /// fail before the next is tried.
+    pub failover_after: std::time::Duration,
 }
 
 /// A peer's endpoint: an address, or a DNS name resolved at run time.

@@ -15,7 +15,8 @@ use crate::key::{parse_key, read_key_file};
 use crate::locate::{join, key_at, line_of, table_at};
 use crate::schema::{RawConfig, RawInterface, RawPeer};
 use crate::types::{
-    Config, Endpoint, Interface, Peer, DEFAULT_LISTEN_PORT, DEFAULT_MTU, MAX_MTU, MIN_MTU, MIN_MTU_IPV6,
+    Config, Endpoint, Interface, Peer, DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT, DEFAULT_MTU, MAX_MTU, MIN_MTU,
+    MIN_MTU_IPV6,
 };
 use crate::{ConfigError, Problem};
 
@@ -271,6 +272,18 @@ impl Checker<'_> {
         let endpoints = raw.endpoints.iter().filter_map(|e| self.endpoint(&join(&t, "endpoints"), e)).collect();
         let allowed_ips =
             raw.allowed_ips.iter().filter_map(|a| self.prefix(&join(&t, "allowed_ips"), a, false)).collect();
+        let failover_after = match &raw.failover_after {
+            None => Some(DEFAULT_FAILOVER_AFTER),
+            Some(f) if (1..=3600).contains(f.get_ref()) => Some(std::time::Duration::from_secs(*f.get_ref() as u64)),
+            Some(f) => {
+                self.report(
+                    f.span(),
+                    join(&t, "failover_after"),
+                    format!("expected 1 to 3600 seconds, got {}", f.get_ref()),
+                );
+                None
+            }
+        };
         if self.problems.len() != before {
             return None;
         }
@@ -281,6 +294,7 @@ impl Checker<'_> {
             endpoints,
             allowed_ips,
             persistent_keepalive: raw.persistent_keepalive.as_ref().map_or(0, |k| *k.get_ref()),
+            failover_after: failover_after?,
         })
     }
 

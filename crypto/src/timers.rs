@@ -138,6 +138,11 @@ impl Timers {
         *self.hs() = HandshakeTimers::default();
     }
 
+    /// When the current series of handshake attempts began, if one runs.
+    pub fn handshake_attempts_started(&self) -> Option<Time> {
+        self.hs().attempts_started
+    }
+
     /// Whether handshake attempts are under way (for status output).
     pub fn handshake_in_progress(&self) -> bool {
         self.hs().attempts_started.is_some()

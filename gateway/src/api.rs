@@ -55,6 +55,7 @@ pub fn status(iface: &Interface) -> Value {
                 "handshakes_initiated": p.handshakes_initiated.load(std::sync::atomic::Ordering::Relaxed),
                 "state": state,
                 "staged_packets": p.staged_len(),
+                "endpoint_failovers": p.failovers(),
                 "rx_bytes_per_sec": p.rates().0,
                 "tx_bytes_per_sec": p.rates().1,
             })
@@ -139,7 +140,23 @@ fn peer_from_request(req: &Value, base: Option<causeway_config::Peer>) -> Result
         }
         None => base.as_ref().map_or(0, |b| b.persistent_keepalive),
     };
-    Ok(causeway_config::Peer { name, public_key, preshared_key, endpoints, allowed_ips, persistent_keepalive })
+    let failover_after = match req.get("failover_after") {
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=3600).contains(n))
+            .map(std::time::Duration::from_secs)
+            .ok_or("failover_after: expected 1 to 3600 seconds")?,
+        None => base.as_ref().map_or(causeway_config::DEFAULT_FAILOVER_AFTER, |b| b.failover_after),
+    };
+    Ok(causeway_config::Peer {
+        name,
+        public_key,
+        preshared_key,
+        endpoints,
+        allowed_ips,
+        persistent_keepalive,
+        failover_after,
+    })
 }
 
 /// The running state of a peer as a configuration entry.
@@ -152,6 +169,7 @@ fn current(iface: &Interface, p: &Arc<PeerState>) -> causeway_config::Peer {
         endpoints: p.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         allowed_ips: iface.allowed_ips_of(p),
         persistent_keepalive: p.crypto.timers.persistent_keepalive(),
+        failover_after: p.failover_after(),
     }
 }
 

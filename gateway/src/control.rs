@@ -99,6 +99,23 @@ async fn handle_client(iface: Arc<Interface>, stream: UnixStream) {
     }
 }
 
+/// Moves a peer whose handshakes keep failing to its next configured
+/// endpoint. Names are resolved off the runtime; the next handshake retry
+/// (at most REKEY_TIMEOUT later) goes to the new address.
+fn failover(peer: &Arc<crate::peer::PeerState>, now: causeway_crypto::Time) {
+    let endpoints = peer.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some(next) = peer.next_endpoint(endpoints.len(), now) else { return };
+    let (peer, endpoint) = (peer.clone(), endpoints[next].clone());
+    let from = peer.endpoint().map(|e| e.addr.to_string()).unwrap_or_default();
+    tokio::task::spawn_blocking(move || match endpoint.resolve() {
+        Ok(addrs) if !addrs.is_empty() => {
+            tracing::warn!(peer = %peer.name(), %from, to = %addrs[0], "handshakes failing: trying the next endpoint");
+            peer.set_endpoint(addrs[0]);
+        }
+        _ => tracing::warn!(peer = %peer.name(), %endpoint, "next endpoint does not resolve; will try the one after"),
+    });
+}
+
 /// Runs every peer's protocol timers until the interface shuts down.
 /// 100 ms of granularity is well inside the protocol's tolerances (the
 /// smallest timer is the 5 s handshake retry with up to 333 ms of jitter).
@@ -114,6 +131,7 @@ pub async fn run_timers(iface: Arc<Interface>) {
         let sockets = iface.sockets();
         let sock = &sockets.sockets[0];
         for peer in iface.peers() {
+            failover(&peer, now);
             while let Some(action) = iface.device.poll_timers(&peer.crypto, now) {
                 match action {
                     TimerAction::SendKeepalive => send_keepalive(&iface, &peer, sock, now),

@@ -6,9 +6,10 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use causeway_config::Endpoint as ConfigEndpoint;
-use causeway_crypto::PublicKey;
+use causeway_crypto::{PublicKey, Time};
 
 /// Packets held per peer while a handshake completes; the oldest is dropped
 /// beyond this, as the kernel does, so a dead peer cannot pin memory.
@@ -33,9 +34,22 @@ pub struct PeerState {
     /// Insertion order, so listings are stable.
     pub order: u64,
     pub handshakes_initiated: AtomicU64,
+    /// Failover among the configured endpoints.
+    failover: Mutex<Failover>,
     /// Receive and send rates in bytes per second over the last second,
     /// sampled by the control plane; and the counters at that sample.
     rate: Mutex<Rate>,
+}
+
+#[derive(Clone, Copy)]
+struct Failover {
+    /// Index of the configured endpoint in use.
+    index: usize,
+    /// How long failing handshakes wait before the next endpoint.
+    after: Duration,
+    /// When the last switch happened.
+    last: Option<Time>,
+    count: u64,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -61,6 +75,12 @@ impl PeerState {
             order,
             handshakes_initiated: AtomicU64::new(0),
             rate: Mutex::new(Rate::default()),
+            failover: Mutex::new(Failover {
+                index: 0,
+                after: causeway_config::DEFAULT_FAILOVER_AFTER,
+                last: None,
+                count: 0,
+            }),
         }
     }
 
@@ -117,6 +137,42 @@ impl PeerState {
 
     pub fn take_staged(&self) -> VecDeque<Vec<u8>> {
         std::mem::take(&mut *lock(&self.staged))
+    }
+
+    pub fn failover_after(&self) -> Duration {
+        lock(&self.failover).after
+    }
+
+    pub fn set_failover_after(&self, after: Duration) {
+        lock(&self.failover).after = after;
+    }
+
+    /// Which configured endpoint is in use (after a configuration change).
+    pub fn set_endpoint_index(&self, index: usize) {
+        lock(&self.failover).index = index;
+    }
+
+    pub fn failovers(&self) -> u64 {
+        lock(&self.failover).count
+    }
+
+    /// If handshakes have failed for `failover_after` (since they began, or
+    /// since the last switch), picks the next of `count` configured
+    /// endpoints and returns its index.
+    pub fn next_endpoint(&self, count: usize, now: Time) -> Option<usize> {
+        if count < 2 {
+            return None;
+        }
+        let started = self.crypto.timers.handshake_attempts_started()?;
+        let mut f = lock(&self.failover);
+        let since = f.last.map_or(started, |t| t.max(started));
+        if now.saturating_since(since) < f.after {
+            return None;
+        }
+        f.index = (f.index + 1) % count;
+        f.last = Some(now);
+        f.count += 1;
+        Some(f.index)
     }
 
     /// Records a counter sample taken `secs` after the previous one.

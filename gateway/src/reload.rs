@@ -44,10 +44,11 @@ impl std::fmt::Display for Report {
 }
 
 fn resolve_first(peer: &PeerState, name: &str, endpoints: &[causeway_config::Endpoint]) {
-    for ep in endpoints {
+    for (i, ep) in endpoints.iter().enumerate() {
         match ep.resolve() {
             Ok(addrs) if !addrs.is_empty() => {
                 peer.set_endpoint(addrs[0]);
+                peer.set_endpoint_index(i);
                 return;
             }
             _ => tracing::warn!(peer = %name, endpoint = %ep, "cannot resolve endpoint; trying the next"),
@@ -133,6 +134,10 @@ pub fn apply_peer(
     if peer.crypto.timers.persistent_keepalive() != p.persistent_keepalive {
         peer.crypto.timers.set_persistent_keepalive(p.persistent_keepalive);
         changed.push("persistent_keepalive");
+    }
+    if peer.failover_after() != p.failover_after {
+        peer.set_failover_after(p.failover_after);
+        changed.push("failover_after");
     }
     let mut eps = peer.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner());
     if *eps != p.endpoints {

@@ -30,9 +30,11 @@ pub fn lab_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
 pub struct PeerSpec {
     pub name: String,
     pub public: PublicKey,
-    pub endpoint: Option<String>,
+    /// Endpoints in order of preference; empty when the peer calls us.
+    pub endpoints: Vec<String>,
     pub allowed: Vec<String>,
     pub keepalive: u16,
+    pub failover_after: Option<u32>,
 }
 
 impl PeerSpec {
@@ -40,10 +42,18 @@ impl PeerSpec {
         PeerSpec {
             name: name.into(),
             public,
-            endpoint: endpoint.map(Into::into),
+            endpoints: endpoint.map(String::from).into_iter().collect(),
             allowed: allowed.iter().map(|s| s.to_string()).collect(),
             keepalive: 0,
+            failover_after: None,
         }
+    }
+
+    /// Several endpoints (active first), failing over after `after` seconds.
+    pub fn failover(mut self, endpoints: &[&str], after: u32) -> PeerSpec {
+        self.endpoints = endpoints.iter().map(|s| s.to_string()).collect();
+        self.failover_after = Some(after);
+        self
     }
 
     pub fn keepalive(mut self, secs: u16) -> PeerSpec {
@@ -89,8 +99,11 @@ impl Gateway {
                 quoted(&p.allowed),
                 p.keepalive
             );
-            if let Some(e) = &p.endpoint {
-                cfg += &format!("endpoints = [\"{e}\"]\n");
+            if !p.endpoints.is_empty() {
+                cfg += &format!("endpoints = [{}]\n", quoted(&p.endpoints));
+            }
+            if let Some(f) = p.failover_after {
+                cfg += &format!("failover_after = {f}\n");
             }
         }
         let path = dir.join(format!("{ifname}.toml"));
