@@ -24,6 +24,7 @@ pub(crate) struct RawInterface {
     pub addresses: Vec<Spanned<String>>,
     pub mtu: Option<Spanned<u32>>,
     pub workers: Option<Spanned<u32>>,
+    pub mss_clamp: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]

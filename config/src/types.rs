@@ -36,6 +36,8 @@ pub struct Interface {
     pub mtu: u32,
     /// Data-plane worker threads; `None` means one per CPU core.
     pub workers: Option<usize>,
+    /// Lower the MSS of TCP SYNs crossing the tunnel to fit its MTU.
+    pub mss_clamp: bool,
 }
 
 #[derive(Debug, Clone)]

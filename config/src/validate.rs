@@ -213,6 +213,7 @@ impl Checker<'_> {
             addresses,
             mtu,
             workers,
+            mss_clamp: raw.mss_clamp.as_ref().is_none_or(|m| *m.get_ref()),
         })
     }
 
@@ -595,6 +596,19 @@ mod tests {
         assert!(p.iter().any(|l| l.contains("peer[1]: missing public_key")));
         assert!(p.iter().any(|l| l.contains("peer[1].allowed_ips")));
         assert!(p.iter().any(|l| l.contains("peer[2]: missing public_key")));
+    }
+
+    #[test]
+    fn mss_clamp_and_failover_settings() {
+        let c = parse(&with_peers("")).unwrap();
+        assert!(c.interface.mss_clamp, "on by default");
+        let c = parse(&format!("[interface]\nprivate_key = \"{KEY_A}\"\nmss_clamp = false\n")).unwrap();
+        assert!(!c.interface.mss_clamp);
+        let peer = |extra: &str| with_peers(&format!("[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\n{extra}"));
+        assert_eq!(parse(&peer("")).unwrap().peers[0].failover_after, DEFAULT_FAILOVER_AFTER);
+        assert_eq!(parse(&peer("failover_after = 4\n")).unwrap().peers[0].failover_after.as_secs(), 4);
+        assert!(one_problem(&peer("failover_after = 0\n"))
+            .contains("peer[1].failover_after: expected 1 to 3600 seconds, got 0"));
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub struct Interface {
     mtu: AtomicU32,
     sockets: ArcSwap<SocketSet>,
     fwmark: AtomicU32,
+    mss_clamp: AtomicBool,
     pub counters: Counters,
     shutdown: AtomicBool,
     /// One write end per worker: a byte wakes the worker from poll().
@@ -70,6 +71,7 @@ impl Interface {
             mtu: AtomicU32::new(mtu),
             sockets: ArcSwap::from_pointee(SocketSet { sockets, port }),
             fwmark: AtomicU32::new(0),
+            mss_clamp: AtomicBool::new(true),
             counters: Counters::default(),
             shutdown: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
@@ -77,6 +79,15 @@ impl Interface {
             worker_stats: (0..workers).map(|_| WorkerStats::default()).collect(),
             config_path: Mutex::new(None),
         })
+    }
+
+    /// The MSS limits to clamp SYNs to, when clamping is on.
+    pub fn mss_limits(&self) -> Option<(u16, u16)> {
+        self.mss_clamp.load(Ordering::Relaxed).then(|| crate::mss::max_mss(self.mtu()))
+    }
+
+    pub fn set_mss_clamp(&self, on: bool) {
+        self.mss_clamp.store(on, Ordering::Relaxed);
     }
 
     pub fn mtu(&self) -> u32 {

@@ -176,6 +176,9 @@ impl Receiver {
                     iface.counters.count(Drop::InvalidInnerPacket);
                     return;
                 };
+                if let Some(limits) = iface.mss_limits() {
+                    crate::mss::clamp(&mut plaintext[..len], limits);
+                }
                 let allowed = routes.lookup(source).is_some_and(|owner| Arc::ptr_eq(owner, &ps));
                 if !allowed {
                     iface.counters.count(Drop::SourceNotAllowed);

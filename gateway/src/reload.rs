@@ -73,6 +73,7 @@ pub fn reconcile(iface: &Interface, cfg: &Config) -> Report {
             Err(e) => report.needs_restart.push(format!("listen_port {} ({e})", i.listen_port)),
         }
     }
+    iface.set_mss_clamp(i.mss_clamp);
     if i.mtu != iface.mtu() {
         report.needs_restart.push(format!("mtu {}", i.mtu));
     }

@@ -185,14 +185,25 @@ impl Sender {
     }
 
     /// Routes, seals and sends a batch of packets read from the TUN.
-    pub fn send_batch(&mut self, iface: &Interface, sock: &UdpEndpoint, bufs: &[Vec<u8>], sizes: &[usize], now: Time) {
+    pub fn send_batch(
+        &mut self,
+        iface: &Interface,
+        sock: &UdpEndpoint,
+        bufs: &mut [Vec<u8>],
+        sizes: &[usize],
+        now: Time,
+    ) {
         let routes = iface.routes();
+        let mss = iface.mss_limits();
         let mtu = iface.mtu() as usize;
         let max_segments = sock.max_gso_segments();
         // Per batch, not per packet: the keypair of the peer last seen.
         let mut cached: Option<(Arc<PeerState>, Arc<Keypair>)> = None;
         let mut rekey: Vec<Arc<PeerState>> = Vec::new();
-        for (buf, &size) in bufs.iter().zip(sizes) {
+        for (buf, &size) in bufs.iter_mut().zip(sizes) {
+            if let Some(limits) = mss {
+                crate::mss::clamp(&mut buf[..size], limits);
+            }
             let packet = &buf[..size];
             let Some(peer) = destination(packet).and_then(|d| routes.lookup(d)) else {
                 iface.counters.count(Drop::NoRoute);

@@ -111,7 +111,7 @@ pub fn run(iface: Arc<Interface>, index: usize, mut tun: TunQueue, mut wake: Uni
                     return;
                 };
                 if n > 0 {
-                    sender.send_batch(&iface, &sock, &bufs[..n], &sizes[..n], iface.clock.now());
+                    sender.send_batch(&iface, &sock, &mut bufs[..n], &sizes[..n], iface.clock.now());
                 }
                 if drained {
                     break;
