@@ -25,6 +25,7 @@ pub(crate) struct RawInterface {
     pub mtu: Option<Spanned<u32>>,
     pub workers: Option<Spanned<u32>>,
     pub mss_clamp: Option<Spanned<bool>>,
+    pub metrics_listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -38,6 +38,8 @@ pub struct Interface {
     pub workers: Option<usize>,
     /// Lower the MSS of TCP SYNs crossing the tunnel to fit its MTU.
     pub mss_clamp: bool,
+    /// Where to serve Prometheus metrics; off when absent.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]

@@ -205,6 +205,13 @@ impl Checker<'_> {
                 None
             }
         });
+        let metrics_listen = raw.metrics_listen.as_ref().and_then(|m| {
+            let parsed = m.get_ref().parse::<SocketAddr>();
+            if parsed.is_err() {
+                self.report(m.span(), join(t, "metrics_listen"), "expected ip:port, such as 127.0.0.1:9586");
+            }
+            parsed.ok()
+        });
         let private_key = key.map(|k| StaticSecret::from_bytes(*k))?;
         (self.problems.len() == before).then(|| Interface {
             name,
@@ -214,6 +221,7 @@ impl Checker<'_> {
             mtu,
             workers,
             mss_clamp: raw.mss_clamp.as_ref().is_none_or(|m| *m.get_ref()),
+            metrics_listen,
         })
     }
 

@@ -219,7 +219,7 @@ impl Device {
     ) -> Result<Sealed, Error> {
         let kp = peer.keypair_for_sending(now)?;
         let len = kp.encrypt(buf, payload_len, mtu)?;
-        peer.on_sent(now, len as u64, payload_len > 0);
+        peer.on_sent(now, len as u64, 1, payload_len > 0);
         Ok(Sealed { len, rekey: peer.needs_rekey_on_send(&kp, now) })
     }
 

@@ -93,6 +93,10 @@ pub(crate) struct HandshakeSlot {
 pub struct PeerStats {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// Handshakes completed with this peer.
+    pub handshakes: u64,
     pub last_handshake: Option<Time>,
 }
 
@@ -104,6 +108,9 @@ pub struct Peer {
     pub timers: Timers,
     rx_bytes: AtomicU64,
     tx_bytes: AtomicU64,
+    rx_packets: AtomicU64,
+    tx_packets: AtomicU64,
+    handshakes: AtomicU64,
     /// `nanos + 1` of the last completed handshake; 0 when none.
     last_handshake: AtomicU64,
     /// Set once the receive-side "last minute" rekey was requested for the
@@ -139,6 +146,9 @@ impl Peer {
             timers: Timers::new(keepalive),
             rx_bytes: AtomicU64::new(0),
             tx_bytes: AtomicU64::new(0),
+            rx_packets: AtomicU64::new(0),
+            tx_packets: AtomicU64::new(0),
+            handshakes: AtomicU64::new(0),
             last_handshake: AtomicU64::new(0),
             sent_lastminute_handshake: AtomicBool::new(false),
         }
@@ -190,6 +200,9 @@ impl Peer {
         PeerStats {
             rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
             tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
+            rx_packets: self.rx_packets.load(Ordering::Relaxed),
+            tx_packets: self.tx_packets.load(Ordering::Relaxed),
+            handshakes: self.handshakes.load(Ordering::Relaxed),
             last_handshake: lh.checked_sub(1).map(Time::from_nanos),
         }
     }
@@ -241,10 +254,11 @@ impl Peer {
             && !self.sent_lastminute_handshake.swap(true, Ordering::Relaxed)
     }
 
-    /// Records authenticated messages we sent: `wire_bytes` in total, of
-    /// which some carried data (not only keepalives or handshakes).
-    pub fn on_sent(&self, now: Time, wire_bytes: u64, is_data: bool) {
+    /// Records `packets` authenticated messages we sent, `wire_bytes` in
+    /// total, of which some carried data (not only keepalives or handshakes).
+    pub fn on_sent(&self, now: Time, wire_bytes: u64, packets: u64, is_data: bool) {
         self.tx_bytes.fetch_add(wire_bytes, Ordering::Relaxed);
+        self.tx_packets.fetch_add(packets, Ordering::Relaxed);
         self.timers.on_authenticated_packet_sent(now);
         if is_data {
             self.timers.on_data_sent(now);
@@ -253,6 +267,7 @@ impl Peer {
 
     pub(crate) fn on_received(&self, now: Time, wire_len: u64, is_data: bool) {
         self.rx_bytes.fetch_add(wire_len, Ordering::Relaxed);
+        self.rx_packets.fetch_add(1, Ordering::Relaxed);
         self.timers.on_authenticated_packet_received(now);
         if is_data {
             self.timers.on_data_received(now);
@@ -260,6 +275,7 @@ impl Peer {
     }
 
     pub(crate) fn on_handshake_complete(&self, now: Time) {
+        self.handshakes.fetch_add(1, Ordering::Relaxed);
         self.timers.on_handshake_complete();
         self.last_handshake.store(now.as_nanos() + 1, Ordering::Relaxed);
         self.sent_lastminute_handshake.store(false, Ordering::Relaxed);
@@ -286,7 +302,7 @@ impl Peer {
         drop(hs);
         self.cookies.add_macs(&mut msg, now);
         self.timers.on_handshake_initiated(now, retry);
-        self.on_sent(now, INITIATION_LEN as u64, false);
+        self.on_sent(now, INITIATION_LEN as u64, 1, false);
         Ok((msg, replaced))
     }
 
@@ -330,7 +346,7 @@ impl Peer {
         drop(hs);
         self.cookies.add_macs(&mut msg, now);
         self.timers.on_session_derived(now);
-        self.on_sent(now, RESPONSE_LEN as u64, false);
+        self.on_sent(now, RESPONSE_LEN as u64, 1, false);
         Ok((msg, kp, replaced))
     }
 

@@ -17,6 +17,8 @@ use crate::interface::Interface;
 pub struct Running {
     pub iface: Arc<Interface>,
     workers: Vec<JoinHandle<()>>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub struct Settings {
@@ -55,7 +57,7 @@ pub fn start(s: Settings) -> anyhow::Result<Running> {
         );
     }
     tracing::info!(interface = %s.name, port = iface.listen_port(), workers = s.workers, offload, "interface up");
-    Ok(Running { iface, workers })
+    Ok(Running { iface, workers, metrics_listen: None })
 }
 
 impl Running {
@@ -69,6 +71,14 @@ impl Running {
         let result = rt.block_on(async {
             let listener = control::bind_private_socket(&path)?;
             let api_listener = control::bind_private_socket(&api_path)?;
+            let metrics = match self.metrics_listen {
+                Some(addr) => {
+                    let listener = crate::metrics::bind(addr).await?;
+                    tracing::info!(%addr, "serving Prometheus metrics");
+                    Some(tokio::spawn(crate::metrics::serve(self.iface.clone(), listener)))
+                }
+                None => None,
+            };
             ready();
             let uapi = tokio::spawn(control::serve_uapi(self.iface.clone(), listener));
             let api = tokio::spawn(crate::api::serve(self.iface.clone(), api_listener));
@@ -100,6 +110,9 @@ impl Running {
             uapi.abort();
             api.abort();
             reloads.abort();
+            if let Some(m) = metrics {
+                m.abort();
+            }
             anyhow::Ok(())
         });
         let _ = std::fs::remove_file(&path);
@@ -128,7 +141,7 @@ pub fn up(
 ) -> anyhow::Result<()> {
     let cfg = causeway_config::load(config_path)?;
     let name = name.or(cfg.interface.name.clone()).unwrap_or_else(|| "cw0".to_string());
-    let running = start(Settings {
+    let mut running = start(Settings {
         name,
         private_key: Some(cfg.interface.private_key.clone()),
         listen_port: cfg.interface.listen_port,
@@ -136,6 +149,7 @@ pub fn up(
         addresses: cfg.interface.addresses.clone(),
         workers: workers.or(cfg.interface.workers).unwrap_or_else(default_workers),
     })?;
+    running.metrics_listen = cfg.interface.metrics_listen;
     running.iface.set_config_path(config_path);
     let report = crate::reload::reconcile(&running.iface, &cfg);
     tracing::info!(%report, "configuration applied");

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod demo;
 pub mod interface;
 pub mod lab;
+pub mod metrics;
 pub mod mss;
 pub mod peer;
 pub mod receive;

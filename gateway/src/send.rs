@@ -104,7 +104,7 @@ fn send_one(iface: &Interface, t: &Target<'_>, sock: &UdpEndpoint, payload: &[u8
     match sealed {
         Ok(len) => {
             if transmit(iface, t.peer, t.ep, sock, &scratch[..len], None) {
-                t.peer.crypto.on_sent(now, len as u64, !payload.is_empty());
+                t.peer.crypto.on_sent(now, len as u64, 1, !payload.is_empty());
             }
         }
         Err(e) => iface.counters.count(Drop::from_error(e)),
@@ -178,7 +178,7 @@ impl Sender {
             WorkerStats::add(&stats.udp_sends, 1);
             WorkerStats::add(&stats.udp_datagrams_sent, run.count as u64);
             if transmit(iface, &run.peer, run.ep, sock, &self.gso[..self.len], segment) {
-                run.peer.crypto.on_sent(now, self.len as u64, true);
+                run.peer.crypto.on_sent(now, self.len as u64, run.count as u64, true);
             }
         }
         self.len = 0;

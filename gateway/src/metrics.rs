@@ -1,0 +1,191 @@
+//! Prometheus metrics on an optional listen address (off by default).
+//!
+//! Values live where the data path already keeps them (peer counters,
+//! drop counters, worker statistics); a scrape reads them into a fresh
+//! prometheus-client registry and encodes it, so the data path does no
+//! extra work for metrics.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::counters::Drop;
+use crate::interface::Interface;
+
+type Labels = Vec<(String, String)>;
+
+fn counter_family(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let f = Family::<Labels, Counter>::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+fn gauge_family(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge<f64, AtomicU64>> {
+    let f = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+/// The metrics text for one scrape.
+pub fn render(iface: &Interface) -> String {
+    let mut r = Registry::with_prefix("causeway");
+    let rx_bytes = counter_family(&mut r, "peer_rx_bytes", "Bytes received from the peer (WireGuard messages)");
+    let tx_bytes = counter_family(&mut r, "peer_tx_bytes", "Bytes sent to the peer (WireGuard messages)");
+    let rx_packets = counter_family(&mut r, "peer_rx_packets", "Authenticated packets received from the peer");
+    let tx_packets = counter_family(&mut r, "peer_tx_packets", "Packets sent to the peer");
+    let handshakes = counter_family(&mut r, "peer_handshakes", "Handshakes completed with the peer");
+    let failovers =
+        counter_family(&mut r, "peer_endpoint_failovers", "Switches to the peer's next configured endpoint");
+    let latest = gauge_family(&mut r, "peer_latest_handshake_seconds", "Unix time of the latest handshake (0: never)");
+    let up = gauge_family(&mut r, "peer_up", "1 when the peer has a usable session");
+    let configured = gauge_family(&mut r, "peers_configured", "Peers configured on the interface");
+    let peers_up = gauge_family(&mut r, "peers_up", "Peers with a usable session");
+    let drops = counter_family(&mut r, "dropped_packets", "Packets dropped, by reason");
+    let worker = counter_family(&mut r, "worker_operations", "Data-plane syscalls and packets, per worker");
+
+    let now = iface.clock.now();
+    let base = vec![("interface".to_string(), iface.name.clone())];
+    let mut n_up = 0;
+    let peers = iface.peers();
+    for p in &peers {
+        let mut l = base.clone();
+        l.push(("peer".into(), if p.name().is_empty() { p.public_key().to_base64() } else { p.name() }));
+        l.push(("public_key".into(), p.public_key().to_base64()));
+        let s = p.crypto.stats();
+        rx_bytes.get_or_create(&l).inc_by(s.rx_bytes);
+        tx_bytes.get_or_create(&l).inc_by(s.tx_bytes);
+        rx_packets.get_or_create(&l).inc_by(s.rx_packets);
+        tx_packets.get_or_create(&l).inc_by(s.tx_packets);
+        handshakes.get_or_create(&l).inc_by(s.handshakes);
+        failovers.get_or_create(&l).inc_by(p.failovers());
+        let at = s
+            .last_handshake
+            .map_or(0.0, |t| iface.clock.wall_time_of(t).duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64());
+        latest.get_or_create(&l).set(at);
+        let is_up = p.crypto.keypair_for_sending(now).is_ok();
+        n_up += usize::from(is_up);
+        up.get_or_create(&l).set(if is_up { 1.0 } else { 0.0 });
+    }
+    configured.get_or_create(&base).set(peers.len() as f64);
+    peers_up.get_or_create(&base).set(n_up as f64);
+    for d in Drop::ALL {
+        let mut l = base.clone();
+        l.push(("reason".into(), d.name().into()));
+        drops.get_or_create(&l).inc_by(iface.counters.get(*d));
+    }
+    for (i, w) in iface.worker_stats.iter().enumerate() {
+        for (what, v) in w.snapshot() {
+            let mut l = base.clone();
+            l.push(("worker".into(), i.to_string()));
+            l.push(("what".into(), what.into()));
+            worker.get_or_create(&l).inc_by(v);
+        }
+    }
+    let mut out = String::new();
+    // Encoding into a String cannot fail.
+    let _ = encode(&mut out, &r);
+    out
+}
+
+/// Serves `GET /metrics` (anything else is 404) until the task is dropped.
+pub async fn serve(iface: Arc<Interface>, listener: TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let iface = iface.clone();
+        tokio::spawn(async move {
+            // Read the request head (it may come in several segments), at
+            // most 2 KiB and 5 s: a scraper sends a few lines.
+            let mut req = [0u8; 2048];
+            let mut n = 0;
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            while n < req.len() && !req[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                match tokio::time::timeout_at(deadline, stream.read(&mut req[n..])).await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                    Ok(Ok(k)) => n += k,
+                }
+            }
+            let head = String::from_utf8_lossy(&req[..n]);
+            let response = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
+                let body = render(&iface);
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+/// Binds the metrics listener.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    use anyhow::Context;
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interface() -> Interface {
+        let iface = Interface::new(
+            "cwtest0".into(),
+            Some(causeway_crypto::StaticSecret::random(&mut rand_core::OsRng)),
+            1420,
+            1,
+            0,
+        )
+        .unwrap();
+        iface
+            .add_peer(causeway_crypto::StaticSecret::random(&mut rand_core::OsRng).public_key(), "dc-east".into())
+            .unwrap();
+        iface
+    }
+
+    #[test]
+    fn renders_every_family_with_labels() {
+        let text = render(&interface());
+        for needle in [
+            "causeway_peer_rx_bytes_total{interface=\"cwtest0\",peer=\"dc-east\",public_key=",
+            "causeway_peer_up{",
+            "causeway_peers_configured{interface=\"cwtest0\"} 1",
+            "causeway_peers_up{interface=\"cwtest0\"} 0",
+            "causeway_dropped_packets_total{interface=\"cwtest0\",reason=\"source_not_allowed\"} 0",
+            "causeway_worker_operations_total{interface=\"cwtest0\",worker=\"0\",what=\"tun_reads\"} 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    /// Every metric the Grafana dashboard queries is one the gateway exports.
+    #[test]
+    fn dashboard_uses_only_exported_metrics() {
+        let text = render(&interface());
+        let dashboard = include_str!("../../packaging/grafana-dashboard.json");
+        let v: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+        let mut checked = 0;
+        for panel in v["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.starts_with("causeway_") {
+                        assert!(text.contains(&format!("{word}{{")), "dashboard queries {word}, which is not exported");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked >= 10);
+    }
+}

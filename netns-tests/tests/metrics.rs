@@ -1,0 +1,93 @@
+//! Prometheus metrics scraped during traffic: per-peer counters that agree
+//! with the gateway's own status, peers up, drops by reason, worker batches.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use causeway_netns_tests::*;
+
+fn scrape(ns: &Netns, path: &str) -> String {
+    let path = path.to_string();
+    lab::in_netns(ns, move || {
+        let mut s = TcpStream::connect("127.0.0.1:9586").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap()
+}
+
+fn value(text: &str, metric: &str, label: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(metric) && l.contains(label)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn metrics_scraped_during_traffic() {
+    let Some(_lab) = lab_or_skip("metrics_scraped_during_traffic") else { return };
+    let (a, b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ka, pa) = keypair();
+    let (kb, pb) = keypair();
+    let ifname = lab::unique("cwm");
+    let cfg = dir.path().join("a.toml");
+    lab::write_private(
+        &cfg,
+        &format!(
+            "[interface]\nname = \"{ifname}\"\nprivate_key = \"{}\"\naddresses = [\"10.77.0.1/24\"]\nmetrics_listen = \"127.0.0.1:9586\"\n\n[[peer]]\nname = \"b\"\npublic_key = \"{}\"\nendpoints = [\"198.18.0.2:51820\"]\nallowed_ips = [\"10.77.0.2/32\"]\n",
+            b64(ka.as_bytes()),
+            b64(pb.as_bytes())
+        ),
+    )
+    .unwrap();
+    let _ga = a
+        .spawn(
+            "causewayd",
+            lab::causewayd_path().unwrap(),
+            &["up", "--config", cfg.to_str().unwrap()],
+            Some(&dir.path().join("a.log")),
+        )
+        .unwrap();
+    assert!(lab::wait_for_socket(&ifname, Duration::from_secs(10)));
+    let _gb = Gateway::start(
+        &b,
+        dir.path(),
+        &kb,
+        &["10.77.0.2/24"],
+        51820,
+        1420,
+        &[PeerSpec::new("a", pa, Some("198.18.0.1:51820"), &["10.77.0.1/32"])],
+    )
+    .unwrap();
+    assert!(a.wait_for_ping("10.77.0.2", Duration::from_secs(10)));
+
+    let during = std::thread::scope(|s| {
+        let run = s.spawn(|| lab::iperf3(&b, &a, "10.77.0.2", 3, false, &[]).unwrap());
+        std::thread::sleep(Duration::from_millis(1500));
+        let first = scrape(&a, "/metrics");
+        std::thread::sleep(Duration::from_millis(500));
+        let second = scrape(&a, "/metrics");
+        run.join().unwrap();
+        (first, second)
+    });
+    assert!(during.0.starts_with("HTTP/1.1 200 OK"), "{}", &during.0[..during.0.len().min(200)]);
+    let tx1 = value(&during.0, "causeway_peer_tx_bytes_total", "peer=\"b\"").expect("per-peer tx bytes");
+    let tx2 = value(&during.1, "causeway_peer_tx_bytes_total", "peer=\"b\"").unwrap();
+    assert!(tx2 > tx1 && tx1 > 1e6, "the counter moves with the traffic: {tx1} then {tx2}");
+    assert_eq!(value(&during.0, "causeway_peers_up", "interface"), Some(1.0));
+    assert_eq!(value(&during.0, "causeway_peers_configured", "interface"), Some(1.0));
+    assert!(value(&during.0, "causeway_peer_handshakes_total", "peer=\"b\"").unwrap() >= 1.0);
+    assert!(value(&during.0, "causeway_peer_latest_handshake_seconds", "peer=\"b\"").unwrap() > 1.6e9);
+    assert!(during.0.contains("causeway_dropped_packets_total{") && during.0.contains("reason=\"replay\""));
+    assert!(value(&during.0, "causeway_worker_operations_total", "what=\"udp_sends\"").is_some());
+
+    // At rest, the scrape and the status API agree exactly.
+    std::thread::sleep(Duration::from_millis(300));
+    let text = scrape(&a, "/metrics");
+    let status = lab::api_status(&ifname).unwrap();
+    assert_eq!(value(&text, "causeway_peer_rx_bytes_total", "peer=\"b\""), status["peers"][0]["rx_bytes"].as_f64());
+    assert_eq!(value(&text, "causeway_peer_tx_bytes_total", "peer=\"b\""), status["peers"][0]["tx_bytes"].as_f64());
+    assert!(scrape(&a, "/other").starts_with("HTTP/1.1 404"));
+}
