@@ -100,8 +100,10 @@ async fn handle_client(iface: Arc<Interface>, stream: UnixStream) {
 }
 
 /// Moves a peer whose handshakes keep failing to its next configured
-/// endpoint. Names are resolved off the runtime; the next handshake retry
-/// (at most REKEY_TIMEOUT later) goes to the new address.
+/// endpoint, resolving names again (so a single DNS endpoint is re-resolved
+/// every `failover_after` while the peer does not answer). Names are
+/// resolved off the runtime; the next handshake retry (at most
+/// REKEY_TIMEOUT later) goes to the new address.
 fn failover(peer: &Arc<crate::peer::PeerState>, now: causeway_crypto::Time) {
     let endpoints = peer.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(next) = peer.next_endpoint(endpoints.len(), now) else { return };
@@ -109,8 +111,10 @@ fn failover(peer: &Arc<crate::peer::PeerState>, now: causeway_crypto::Time) {
     let from = peer.endpoint().map(|e| e.addr.to_string()).unwrap_or_default();
     tokio::task::spawn_blocking(move || match endpoint.resolve() {
         Ok(addrs) if !addrs.is_empty() => {
-            tracing::warn!(peer = %peer.name(), %from, to = %addrs[0], "handshakes failing: trying the next endpoint");
-            peer.set_endpoint(addrs[0]);
+            if from != addrs[0].to_string() {
+                tracing::warn!(peer = %peer.name(), %from, to = %addrs[0], "handshakes failing: trying the next endpoint");
+                peer.set_endpoint(addrs[0]);
+            }
         }
         _ => tracing::warn!(peer = %peer.name(), %endpoint, "next endpoint does not resolve; will try the one after"),
     });

@@ -158,9 +158,10 @@ impl PeerState {
 
     /// If handshakes have failed for `failover_after` (since they began, or
     /// since the last switch), picks the next of `count` configured
-    /// endpoints and returns its index.
+    /// endpoints and returns its index. With one endpoint that is the same
+    /// one again: resolving its name anew finds a gateway that moved.
     pub fn next_endpoint(&self, count: usize, now: Time) -> Option<usize> {
-        if count < 2 {
+        if count == 0 {
             return None;
         }
         let started = self.crypto.timers.handshake_attempts_started()?;
@@ -171,7 +172,9 @@ impl PeerState {
         }
         f.index = (f.index + 1) % count;
         f.last = Some(now);
-        f.count += 1;
+        if count > 1 {
+            f.count += 1;
+        }
         Some(f.index)
     }
 

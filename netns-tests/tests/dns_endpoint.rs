@@ -1,0 +1,83 @@
+//! An endpoint given as a DNS name is resolved again while handshakes fail:
+//! the remote gateway moves to a new address, its name is updated, and
+//! traffic resumes without an operator. Name resolution in the hub's
+//! namespace comes from /etc/netns/<namespace>/hosts, which `ip netns exec`
+//! mounts over /etc/hosts for the processes it starts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use causeway_netns_tests::*;
+
+/// /etc/netns/<name>, removed on drop.
+struct HostsFile(PathBuf);
+
+impl HostsFile {
+    fn new(ns: &Netns, entry: &str) -> HostsFile {
+        let dir = PathBuf::from("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let h = HostsFile(dir);
+        h.set(entry);
+        h
+    }
+
+    /// Rewrites the file in place: the bind mount follows the inode.
+    fn set(&self, entry: &str) {
+        std::fs::write(self.0.join("hosts"), format!("127.0.0.1 localhost\n{entry}\n")).unwrap();
+    }
+}
+
+impl Drop for HostsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn dns_endpoint_follows_a_moved_gateway() {
+    let Some(_lab) = lab_or_skip("dns_endpoint_follows_a_moved_gateway") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Netns::new("hub").unwrap();
+    let old = Netns::new("old").unwrap();
+    let new = Netns::new("new").unwrap();
+    lab::veth(&hub, "wan1", &["198.18.1.1/24"], &old, "wan0", &["198.18.1.2/24"]).unwrap();
+    lab::veth(&hub, "wan2", &["198.18.2.1/24"], &new, "wan0", &["198.18.2.2/24"]).unwrap();
+    let hosts = HostsFile::new(&hub, "198.18.1.2 dc.causeway.test");
+    let (kh, ph) = keypair();
+    let (kdc, pdc) = keypair();
+    let dc = PeerSpec::new("dc", pdc, None, &["10.78.0.2/32"]).failover(&["dc.causeway.test:51820"], 3);
+    let gh = Gateway::start(&hub, dir.path(), &kh, &["10.78.0.1/24"], 51820, 1420, &[dc]).unwrap();
+    let mut g_old = Gateway::start(
+        &old,
+        dir.path(),
+        &kdc,
+        &["10.78.0.2/24"],
+        51820,
+        1420,
+        &[PeerSpec::new("hub", ph, None, &["10.78.0.1/32"])],
+    )
+    .unwrap();
+    assert!(hub.wait_for_ping("10.78.0.2", Duration::from_secs(10)), "{}", gh.log_text());
+    assert_eq!(wg_dump(&hub, &gh.ifname).unwrap()[0].endpoint, "198.18.1.2:51820");
+
+    // The DC's gateway moves: the old one stops, a new one with the same key
+    // comes up elsewhere, and the name now points there.
+    assert_eq!(g_old.process.stop(), Some(0));
+    let _g_new = Gateway::start(
+        &new,
+        dir.path(),
+        &kdc,
+        &["10.78.0.2/24"],
+        51820,
+        1420,
+        &[PeerSpec::new("hub", ph, None, &["10.78.0.1/32"])],
+    )
+    .unwrap();
+    hosts.set("198.18.2.2 dc.causeway.test");
+    assert!(
+        hub.wait_for_ping("10.78.0.2", Duration::from_secs(45)),
+        "traffic did not follow the name: {}",
+        gh.log_text()
+    );
+    assert_eq!(wg_dump(&hub, &gh.ifname).unwrap()[0].endpoint, "198.18.2.2:51820");
+}
