@@ -159,3 +159,64 @@ pub fn wg_dump(ns: &Netns, ifname: &str) -> anyhow::Result<Vec<WgPeer>> {
         })
         .collect())
 }
+
+/// Two sites joined by a WAN veth, each with a causewayd whose one peer is
+/// the other: tunnel 10.NET.0.1 and .2 (and fd00:NET::1 and ::2), WAN
+/// 198.18.0.1 and .2 (or fd00:18::1 and ::2).
+/// Fields drop in order: the gateways stop before their namespaces go.
+pub struct PeeredSites {
+    pub ga: Gateway,
+    pub gb: Gateway,
+    pub dir: tempfile::TempDir,
+    pub a: Netns,
+    pub b: Netns,
+}
+
+/// Builds `PeeredSites`; each side's peer entry also routes the extra
+/// prefixes given (networks behind the other gateway).
+pub fn peered_sites(
+    net: u8,
+    v6_wan: bool,
+    a_routes_to_b: &[&str],
+    b_routes_to_a: &[&str],
+) -> anyhow::Result<PeeredSites> {
+    let (a_wan, b_wan, a_ep, b_ep) = if v6_wan {
+        ("fd00:18::1/64", "fd00:18::2/64", "[fd00:18::1]:51820", "[fd00:18::2]:51820")
+    } else {
+        ("198.18.0.1/24", "198.18.0.2/24", "198.18.0.1:51820", "198.18.0.2:51820")
+    };
+    let (a, b) = two_sites(&[a_wan], &[b_wan])?;
+    let dir = tempfile::tempdir()?;
+    let (ka, pa) = keypair();
+    let (kb, pb) = keypair();
+    let side = |n: u8| (format!("10.{net}.0.{n}"), format!("fd00:{net}::{n}"));
+    let ((a4, a6), (b4, b6)) = (side(1), side(2));
+    let allow = |v4: &str, v6: &str, extra: &[&str]| {
+        let mut v = vec![format!("{v4}/32"), format!("{v6}/128")];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let (to_b, to_a) = (allow(&b4, &b6, a_routes_to_b), allow(&a4, &a6, b_routes_to_a));
+    let spec = |name: &str, key, ep, allowed: &[String]| {
+        PeerSpec::new(name, key, Some(ep), &allowed.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let ga = Gateway::start(
+        &a,
+        dir.path(),
+        &ka,
+        &[&format!("{a4}/24"), &format!("{a6}/64")],
+        51820,
+        1420,
+        &[spec("b", pb, b_ep, &to_b)],
+    )?;
+    let gb = Gateway::start(
+        &b,
+        dir.path(),
+        &kb,
+        &[&format!("{b4}/24"), &format!("{b6}/64")],
+        51820,
+        1420,
+        &[spec("a", pa, a_ep, &to_a)],
+    )?;
+    Ok(PeeredSites { ga, gb, dir, a, b })
+}

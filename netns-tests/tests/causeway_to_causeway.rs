@@ -10,47 +10,18 @@ fn sha256(ns: &Netns, path: &str) -> String {
     ns.exec("sha256sum", &[path]).unwrap().split_whitespace().next().unwrap().to_string()
 }
 
-fn pair(v6_wan: bool) -> (Netns, Netns, tempfile::TempDir, Gateway, Gateway) {
-    let (a_wan, b_wan, a_ep, b_ep) = if v6_wan {
-        ("fd00:18::1/64", "fd00:18::2/64", "[fd00:18::1]:51820", "[fd00:18::2]:51820")
-    } else {
-        ("198.18.0.1/24", "198.18.0.2/24", "198.18.0.1:51820", "198.18.0.2:51820")
-    };
-    let (a, b) = two_sites(&[a_wan], &[b_wan]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (ka, pa) = keypair();
-    let (kb, pb) = keypair();
-    let ga = Gateway::start(
-        &a,
-        dir.path(),
-        &ka,
-        &["10.60.0.1/24", "fd00:60::1/64"],
-        51820,
-        1420,
-        &[PeerSpec::new("b", pb, Some(b_ep), &["10.60.0.2/32", "fd00:60::2/128"])],
-    )
-    .unwrap();
-    let gb = Gateway::start(
-        &b,
-        dir.path(),
-        &kb,
-        &["10.60.0.2/24", "fd00:60::2/64"],
-        51820,
-        1420,
-        &[PeerSpec::new("a", pa, Some(a_ep), &["10.60.0.1/32", "fd00:60::1/128"])],
-    )
-    .unwrap();
-    (a, b, dir, ga, gb)
-}
-
 fn exercise(v6_wan: bool) {
-    let (a, b, dir, mut ga, mut gb) = pair(v6_wan);
-    assert!(a.wait_for_ping("10.60.0.2", Duration::from_secs(10)), "IPv4 ping through the tunnel: {}", ga.log_text());
-    assert!(a.ping("fd00:60::2", 3).is_some(), "IPv6 inside the tunnel");
-    assert!(b.ping("10.60.0.1", 3).is_some(), "ping from the other side");
+    let mut s = peered_sites(60, v6_wan, &[], &[]).unwrap();
+    assert!(
+        s.a.wait_for_ping("10.60.0.2", Duration::from_secs(10)),
+        "IPv4 ping through the tunnel: {}",
+        s.ga.log_text()
+    );
+    assert!(s.a.ping("fd00:60::2", 3).is_some(), "IPv6 inside the tunnel");
+    assert!(s.b.ping("10.60.0.1", 3).is_some(), "ping from the other side");
 
-    let up = lab::iperf3(&b, &a, "10.60.0.2", 3, false, &[]).unwrap();
-    let down = lab::iperf3(&b, &a, "10.60.0.2", 3, true, &[]).unwrap();
+    let up = lab::iperf3(&s.b, &s.a, "10.60.0.2", 3, false, &[]).unwrap();
+    let down = lab::iperf3(&s.b, &s.a, "10.60.0.2", 3, true, &[]).unwrap();
     eprintln!(
         "iperf3 over {} WAN: {:.2} Gbit/s up, {:.2} Gbit/s down",
         if v6_wan { "IPv6" } else { "IPv4" },
@@ -60,11 +31,11 @@ fn exercise(v6_wan: bool) {
     assert!(up.bits_per_second > 10e6 && down.bits_per_second > 10e6, "TCP moves both ways");
 
     // A 32 MiB file across the tunnel, byte for byte.
-    let src = dir.path().join("payload.bin");
-    let dst = dir.path().join("received.bin");
-    a.exec("sh", &["-c", &format!("head -c 33554432 /dev/urandom > {}", src.display())]).unwrap();
-    let mut server = b
-        .spawn(
+    let src = s.dir.path().join("payload.bin");
+    let dst = s.dir.path().join("received.bin");
+    s.a.exec("sh", &["-c", &format!("head -c 33554432 /dev/urandom > {}", src.display())]).unwrap();
+    let mut server =
+        s.b.spawn(
             "ncat server",
             "sh",
             &["-c", &format!("exec ncat -l 10.60.0.2 9000 --recv-only > {}", dst.display())],
@@ -72,18 +43,18 @@ fn exercise(v6_wan: bool) {
         )
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    a.exec("timeout", &["60", "sh", "-c", &format!("ncat --send-only 10.60.0.2 9000 < {}", src.display())]).unwrap();
+    s.a.exec("timeout", &["60", "sh", "-c", &format!("ncat --send-only 10.60.0.2 9000 < {}", src.display())]).unwrap();
     for _ in 0..100 {
         if !server.running() {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(sha256(&a, src.to_str().unwrap()), sha256(&b, dst.to_str().unwrap()), "file arrived intact");
+    assert_eq!(sha256(&s.a, src.to_str().unwrap()), sha256(&s.b, dst.to_str().unwrap()), "file arrived intact");
 
-    assert_eq!(ga.process.stop(), Some(0), "clean exit on SIGTERM");
-    assert_eq!(gb.process.stop(), Some(0));
-    assert!(a.ip(&["link", "show", &ga.ifname]).is_err(), "interface removed on shutdown");
+    assert_eq!(s.ga.process.stop(), Some(0), "clean exit on SIGTERM");
+    assert_eq!(s.gb.process.stop(), Some(0));
+    assert!(s.a.ip(&["link", "show", &s.ga.ifname]).is_err(), "interface removed on shutdown");
 }
 
 #[test]
@@ -109,15 +80,15 @@ fn wg_show_reports_handshake_and_transfer() {
     let Some(_lab) = lab_or_skip("wg_show_reports_handshake_and_transfer") else {
         return;
     };
-    let (a, b, _dir, ga, gb) = pair(false);
-    assert!(a.wait_for_ping("10.60.0.2", Duration::from_secs(10)));
-    let before = wg_dump(&a, &ga.ifname).unwrap();
-    let run = lab::iperf3(&b, &a, "10.60.0.2", 0, false, &["-n", "200M"]).unwrap();
+    let s = peered_sites(60, false, &[], &[]).unwrap();
+    assert!(s.a.wait_for_ping("10.60.0.2", Duration::from_secs(10)));
+    let before = wg_dump(&s.a, &s.ga.ifname).unwrap();
+    let run = lab::iperf3(&s.b, &s.a, "10.60.0.2", 0, false, &["-n", "200M"]).unwrap();
     assert!(run.bits_per_second > 0.0);
-    let after = wg_dump(&a, &ga.ifname).unwrap();
+    let after = wg_dump(&s.a, &s.ga.ifname).unwrap();
     assert_eq!(after.len(), 1);
     let WgPeer { public_key: key, endpoint, latest_handshake: handshake, rx, tx } = after[0].clone();
-    assert_eq!(key, b64(gb.public.as_bytes()));
+    assert_eq!(key, b64(s.gb.public.as_bytes()));
     assert_eq!(endpoint, "198.18.0.2:51820");
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     assert!(handshake > 0 && now - handshake < 60, "latest handshake {handshake} vs now {now}");
@@ -126,6 +97,6 @@ fn wg_show_reports_handshake_and_transfer() {
     // Wire bytes: payload plus TCP/IP headers (~4%), WireGuard's 32 bytes and padding (~3%).
     assert!(sent >= moved && sent < moved + moved / 6, "tx counter {sent} for {moved} bytes of payload");
     assert!(rx > before[0].rx, "ACKs came back");
-    let text = a.exec("wg", &["show", &ga.ifname]).unwrap();
+    let text = s.a.exec("wg", &["show", &s.ga.ifname]).unwrap();
     assert!(text.contains("latest handshake:") && text.contains("transfer:"), "{text}");
 }

@@ -19,53 +19,30 @@ fn ok(out: std::process::Output) -> String {
 #[test]
 fn add_change_remove_peers_live() {
     let Some(_lab) = lab_or_skip("add_change_remove_peers_live") else { return };
-    let (a, b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let s = peered_sites(71, false, &[], &[]).unwrap();
     let c = Netns::new("c").unwrap();
-    lab::veth(&a, "wan1", &["198.18.1.1/24"], &c, "wan0", &["198.18.1.2/24"]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (ka, pa) = keypair();
-    let (kb, pb) = keypair();
+    lab::veth(&s.a, "wan1", &["198.18.1.1/24"], &c, "wan0", &["198.18.1.2/24"]).unwrap();
     let (kc, pc) = keypair();
-    let ga = Gateway::start(
-        &a,
-        dir.path(),
-        &ka,
-        &["10.71.0.1/24"],
-        51820,
-        1420,
-        &[PeerSpec::new("b", pb, Some("198.18.0.2:51820"), &["10.71.0.2/32"])],
-    )
-    .unwrap();
-    let _gb = Gateway::start(
-        &b,
-        dir.path(),
-        &kb,
-        &["10.71.0.2/24"],
-        51820,
-        1420,
-        &[PeerSpec::new("a", pa, Some("198.18.0.1:51820"), &["10.71.0.1/32"])],
-    )
-    .unwrap();
     let _gc = Gateway::start(
         &c,
-        dir.path(),
+        s.dir.path(),
         &kc,
         &["10.71.0.3/24"],
         51820,
         1420,
-        &[PeerSpec::new("a", pa, Some("198.18.1.1:51820"), &["10.71.0.1/32"])],
+        &[PeerSpec::new("a", s.ga.public, Some("198.18.1.1:51820"), &["10.71.0.1/32"])],
     )
     .unwrap();
-    assert!(a.wait_for_ping("10.71.0.2", Duration::from_secs(10)));
-    let b_before = lab::api_status(&ga.ifname).unwrap()["peers"][0]["latest_handshake"].clone();
-    let if_a = ga.ifname.clone();
+    assert!(s.a.wait_for_ping("10.71.0.2", Duration::from_secs(10)));
+    let b_before = lab::api_status(&s.ga.ifname).unwrap()["peers"][0]["latest_handshake"].clone();
+    let if_a = s.ga.ifname.clone();
     let pc_b64 = b64(pc.as_bytes());
 
-    let run = std::thread::scope(|s| {
-        let traffic = s.spawn(|| lab::iperf3_json(&b, &a, "10.71.0.2", 5, false, &["-i", "1"]).unwrap());
+    let run = std::thread::scope(|scope| {
+        let traffic = scope.spawn(|| lab::iperf3_json(&s.b, &s.a, "10.71.0.2", 5, false, &["-i", "1"]).unwrap());
         std::thread::sleep(Duration::from_secs(1));
         let added = ok(tunctl(
-            &a,
+            &s.a,
             &[
                 "peer",
                 "add",
@@ -81,26 +58,30 @@ fn add_change_remove_peers_live() {
             ],
         ));
         assert!(added.contains("added c"), "{added}");
-        assert!(a.wait_for_ping("10.71.0.3", Duration::from_secs(10)), "the new peer is reachable at once");
+        assert!(s.a.wait_for_ping("10.71.0.3", Duration::from_secs(10)), "the new peer is reachable at once");
         // A clash is refused and changes nothing.
-        let clash = tunctl(&a, &["peer", "set", &if_a, "c", "--allowed-ip", "10.71.0.2/32"]);
+        let clash = tunctl(&s.a, &["peer", "set", &if_a, "c", "--allowed-ip", "10.71.0.2/32"]);
         assert_eq!(clash.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&clash.stderr).contains("overlaps 10.71.0.2/32 of peer b"));
-        let changed = ok(tunctl(&a, &["peer", "set", &if_a, "c", "--keepalive", "5"]));
+        let changed = ok(tunctl(&s.a, &["peer", "set", &if_a, "c", "--keepalive", "5"]));
         assert!(changed.contains("changed persistent_keepalive"), "{changed}");
-        let removed = ok(tunctl(&a, &["peer", "remove", &if_a, "c"]));
+        let removed = ok(tunctl(&s.a, &["peer", "remove", &if_a, "c"]));
         assert!(removed.contains("removed c"), "{removed}");
-        assert!(a.ping("10.71.0.3", 2).is_none(), "the removed peer is gone");
+        assert!(s.a.ping("10.71.0.3", 2).is_none(), "the removed peer is gone");
         traffic.join().unwrap()
     });
     for (i, iv) in run["intervals"].as_array().unwrap().iter().enumerate() {
         assert!(iv["sum"]["bits_per_second"].as_f64().unwrap() > 1e6, "traffic to b stalled in second {i}");
     }
-    assert_eq!(lab::api_status(&ga.ifname).unwrap()["peers"][0]["latest_handshake"], b_before, "b's session untouched");
+    assert_eq!(
+        lab::api_status(&s.ga.ifname).unwrap()["peers"][0]["latest_handshake"],
+        b_before,
+        "b's session untouched"
+    );
 
     // With traffic stopped, tunctl's JSON and wg's dump describe the same peers.
     ok(tunctl(
-        &a,
+        &s.a,
         &[
             "peer",
             "add",
@@ -115,10 +96,10 @@ fn add_change_remove_peers_live() {
             "10.71.0.3/32",
         ],
     ));
-    assert!(a.wait_for_ping("10.71.0.3", Duration::from_secs(10)));
+    assert!(s.a.wait_for_ping("10.71.0.3", Duration::from_secs(10)));
     std::thread::sleep(Duration::from_millis(300));
-    let peers: Vec<Value> = serde_json::from_str(&ok(tunctl(&a, &["peers", &if_a, "--json"]))).unwrap();
-    let dump = wg_dump(&a, &if_a).unwrap();
+    let peers: Vec<Value> = serde_json::from_str(&ok(tunctl(&s.a, &["peers", &if_a, "--json"]))).unwrap();
+    let dump = wg_dump(&s.a, &if_a).unwrap();
     assert_eq!(peers.len(), 2);
     assert_eq!(dump.len(), 2);
     for d in &dump {
@@ -129,6 +110,6 @@ fn add_change_remove_peers_live() {
         assert_eq!(p["tx_bytes"].as_u64().unwrap(), d.tx);
         assert_eq!(p["state"], "up");
     }
-    let table = ok(tunctl(&a, &["peers", &if_a]));
+    let table = ok(tunctl(&s.a, &["peers", &if_a]));
     assert!(table.starts_with("NAME") && table.contains("RATE RX / TX") && table.lines().count() == 3, "{table}");
 }

@@ -9,44 +9,21 @@ use causeway_netns_tests::*;
 #[test]
 fn syns_through_the_tunnel_are_clamped() {
     let Some(_lab) = lab_or_skip("syns_through_the_tunnel_are_clamped") else { return };
-    let (a, b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let s = peered_sites(76, false, &["10.76.2.0/24"], &["10.76.1.0/24"]).unwrap();
     let client = Netns::new("lan1").unwrap();
     let server = Netns::new("lan2").unwrap();
-    lab::veth(&client, "lan0", &["10.76.1.2/24"], &a, "lan0", &["10.76.1.1/24"]).unwrap();
-    lab::veth(&server, "lan0", &["10.76.2.2/24"], &b, "lan0", &["10.76.2.1/24"]).unwrap();
+    lab::veth(&client, "lan0", &["10.76.1.2/24"], &s.a, "lan0", &["10.76.1.1/24"]).unwrap();
+    lab::veth(&server, "lan0", &["10.76.2.2/24"], &s.b, "lan0", &["10.76.2.1/24"]).unwrap();
     client.ip(&["route", "add", "default", "via", "10.76.1.1"]).unwrap();
     server.ip(&["route", "add", "default", "via", "10.76.2.1"]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (ka, pa) = keypair();
-    let (kb, pb) = keypair();
-    let ga = Gateway::start(
-        &a,
-        dir.path(),
-        &ka,
-        &["10.76.0.1/24"],
-        51820,
-        1420,
-        &[PeerSpec::new("b", pb, Some("198.18.0.2:51820"), &["10.76.0.2/32", "10.76.2.0/24"])],
-    )
-    .unwrap();
-    let gb = Gateway::start(
-        &b,
-        dir.path(),
-        &kb,
-        &["10.76.0.2/24"],
-        51820,
-        1420,
-        &[PeerSpec::new("a", pa, Some("198.18.0.1:51820"), &["10.76.0.1/32", "10.76.1.0/24"])],
-    )
-    .unwrap();
-    for (ns, gw, lan) in [(&a, &ga, "10.76.2.0/24"), (&b, &gb, "10.76.1.0/24")] {
+    for (ns, gw, lan) in [(&s.a, &s.ga, "10.76.2.0/24"), (&s.b, &s.gb, "10.76.1.0/24")] {
         ns.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).unwrap();
         ns.ip(&["route", "add", lan, "dev", &gw.ifname]).unwrap();
     }
     assert!(client.wait_for_ping("10.76.2.2", Duration::from_secs(10)), "LAN to LAN through the tunnel");
 
-    let mss = std::thread::scope(|s| {
-        let run = s.spawn(|| lab::iperf3(&server, &client, "10.76.2.2", 3, false, &[]).unwrap());
+    let mss = std::thread::scope(|scope| {
+        let run = scope.spawn(|| lab::iperf3(&server, &client, "10.76.2.2", 3, false, &[]).unwrap());
         std::thread::sleep(Duration::from_millis(1500));
         let ss = client.exec("ss", &["-tin", "dst", "10.76.2.2"]).unwrap();
         let result = run.join().unwrap();

@@ -14,38 +14,15 @@ fn tunctl(ns: &Netns, args: &[&str]) -> std::process::Output {
 #[test]
 fn reload_under_traffic() {
     let Some(_lab) = lab_or_skip("reload_under_traffic") else { return };
-    let (a, b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (ka, pa) = keypair();
-    let (kb, pb) = keypair();
-    let ga = Gateway::start(
-        &a,
-        dir.path(),
-        &ka,
-        &["10.69.0.1/24"],
-        51820,
-        1420,
-        &[PeerSpec::new("b", pb, Some("198.18.0.2:51820"), &["10.69.0.2/32"])],
-    )
-    .unwrap();
-    let _gb = Gateway::start(
-        &b,
-        dir.path(),
-        &kb,
-        &["10.69.0.2/24"],
-        51820,
-        1420,
-        &[PeerSpec::new("a", pa, Some("198.18.0.1:51820"), &["10.69.0.1/32"])],
-    )
-    .unwrap();
-    assert!(a.wait_for_ping("10.69.0.2", Duration::from_secs(10)));
-    let config = dir.path().join(format!("{}.toml", ga.ifname));
+    let s = peered_sites(69, false, &[], &[]).unwrap();
+    assert!(s.a.wait_for_ping("10.69.0.2", Duration::from_secs(10)));
+    let config = s.dir.path().join(format!("{}.toml", s.ga.ifname));
     let original = std::fs::read_to_string(&config).unwrap();
-    let before = lab::api_status(&ga.ifname).unwrap()["peers"][0].clone();
+    let before = lab::api_status(&s.ga.ifname).unwrap()["peers"][0].clone();
 
     let (_, extra) = keypair();
-    let run = std::thread::scope(|s| {
-        let traffic = s.spawn(|| lab::iperf3_json(&b, &a, "10.69.0.2", 6, false, &["-i", "1"]).unwrap());
+    let run = std::thread::scope(|scope| {
+        let traffic = scope.spawn(|| lab::iperf3_json(&s.b, &s.a, "10.69.0.2", 6, false, &["-i", "1"]).unwrap());
         std::thread::sleep(Duration::from_secs(2));
         // A new peer, and a change to the existing one.
         let grown = original.replace("persistent_keepalive = 0", "persistent_keepalive = 25")
@@ -54,7 +31,7 @@ fn reload_under_traffic() {
                 b64(extra.as_bytes())
             );
         lab::write_private(&config, &grown).unwrap();
-        let out = tunctl(&a, &["reload", &ga.ifname]);
+        let out = tunctl(&s.a, &["reload", &s.ga.ifname]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(text.contains("added: extra") && text.contains("changed: b (persistent_keepalive)"), "{text}");
@@ -62,19 +39,19 @@ fn reload_under_traffic() {
         // An invalid file: rejected with its location, nothing changes.
         std::thread::sleep(Duration::from_secs(1));
         lab::write_private(&config, &grown.replace(&b64(extra.as_bytes()), "not-a-key")).unwrap();
-        let out = tunctl(&a, &["reload", &ga.ifname]);
+        let out = tunctl(&s.a, &["reload", &s.ga.ifname]);
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(
             err.contains("the running one stays") && err.contains(".toml:") && err.contains("peer[2].public_key"),
             "{err}"
         );
-        assert_eq!(lab::api_status(&ga.ifname).unwrap()["peers"].as_array().unwrap().len(), 2);
+        assert_eq!(lab::api_status(&s.ga.ifname).unwrap()["peers"].as_array().unwrap().len(), 2);
 
         // SIGHUP re-reads too: back to the original, the extra peer goes.
         std::thread::sleep(Duration::from_secs(1));
         lab::write_private(&config, &original).unwrap();
-        a.exec("kill", &["-HUP", &ga.process.pid().to_string()]).unwrap();
+        s.a.exec("kill", &["-HUP", &s.ga.process.pid().to_string()]).unwrap();
         traffic.join().unwrap()
     });
 
@@ -84,7 +61,7 @@ fn reload_under_traffic() {
         let bps = iv["sum"]["bits_per_second"].as_f64().unwrap();
         assert!(bps > 1e6, "traffic stalled in second {i} across the reloads: {bps} bit/s");
     }
-    let after = lab::api_status(&ga.ifname).unwrap();
+    let after = lab::api_status(&s.ga.ifname).unwrap();
     let peers = after["peers"].as_array().unwrap();
     assert_eq!(peers.len(), 1, "SIGHUP removed the extra peer");
     assert_eq!(peers[0]["latest_handshake"], before["latest_handshake"], "the session was kept, not renegotiated");
