@@ -4,7 +4,7 @@
 //! that the machine's noise falls on all of them alike. Prints a markdown
 //! table of medians and ratios, and writes JSON and an SVG bar chart.
 //!
-//! Run as root: `sudo scripts/bench.sh` (or this binary with --help).
+//! Run as root: `scripts/bench.sh` (or this binary with --help).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
