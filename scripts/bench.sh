@@ -7,15 +7,8 @@
 # netns-compare (try --help), e.g. scripts/bench.sh --rounds 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-need_apt=()
-command -v iperf3 >/dev/null || need_apt+=(iperf3)
-command -v wireguard-go >/dev/null || need_apt+=(wireguard-go)
-command -v wg >/dev/null || need_apt+=(wireguard-tools)
-command -v ping >/dev/null || need_apt+=(iputils-ping)
-if [ "${#need_apt[@]}" -gt 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+. scripts/lib.sh
+install_missing iperf3:iperf3 wireguard-go:wireguard-go wg:wireguard-tools ping:iputils-ping
 [ -x "${HOME:-/root}/.cargo/bin/boringtun-cli" ] || cargo install --locked boringtun-cli
 cargo build --release --quiet -p causeway-gateway -p causeway-benches
 echo "== criterion micro-benchmarks"

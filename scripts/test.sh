@@ -5,23 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v iperf3 >/dev/null || need_apt+=(iperf3)
-command -v wireguard-go >/dev/null || need_apt+=(wireguard-go)
-command -v wg >/dev/null || need_apt+=(wireguard-tools)
-command -v ncat >/dev/null || need_apt+=(ncat)
-command -v iptables >/dev/null || need_apt+=(iptables)
-command -v ip >/dev/null || need_apt+=(iproute2)
-command -v ping >/dev/null || need_apt+=(iputils-ping)
-if [ "${#need_apt[@]}" -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ]; then
-        echo "== installing ${need_apt[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-    else
-        echo "== not root: skipping install of ${need_apt[*]}; namespace tests will be skipped"
-    fi
-fi
+. scripts/lib.sh
+install_missing iperf3:iperf3 wireguard-go:wireguard-go wg:wireguard-tools ncat:ncat iptables:iptables \
+    ip:iproute2 ping:iputils-ping || echo "== namespace tests will be skipped"
 if ! command -v cargo >/dev/null; then
     echo "cargo is missing: install Rust with rustup (https://rustup.rs), then rerun" >&2
     exit 1

@@ -47,32 +47,27 @@ fn dns_endpoint_follows_a_moved_gateway() {
     let (kdc, pdc) = keypair();
     let dc = PeerSpec::new("dc", pdc, None, &["10.78.0.2/32"]).failover(&["dc.causeway.test:51820"], 3);
     let gh = Gateway::start(&hub, dir.path(), &kh, &["10.78.0.1/24"], 51820, 1420, &[dc]).unwrap();
-    let mut g_old = Gateway::start(
-        &old,
-        dir.path(),
-        &kdc,
-        &["10.78.0.2/24"],
-        51820,
-        1420,
-        &[PeerSpec::new("hub", ph, None, &["10.78.0.1/32"])],
-    )
-    .unwrap();
+    // The remote DC's gateways share one key and one tunnel address.
+    let dc_gateway = |ns: &Netns| {
+        Gateway::start(
+            ns,
+            dir.path(),
+            &kdc,
+            &["10.78.0.2/24"],
+            51820,
+            1420,
+            &[PeerSpec::new("hub", ph, None, &["10.78.0.1/32"])],
+        )
+        .unwrap()
+    };
+    let mut g_old = dc_gateway(&old);
     assert!(hub.wait_for_ping("10.78.0.2", Duration::from_secs(10)), "{}", gh.log_text());
     assert_eq!(wg_dump(&hub, &gh.ifname).unwrap()[0].endpoint, "198.18.1.2:51820");
 
     // The DC's gateway moves: the old one stops, a new one with the same key
     // comes up elsewhere, and the name now points there.
     assert_eq!(g_old.process.stop(), Some(0));
-    let _g_new = Gateway::start(
-        &new,
-        dir.path(),
-        &kdc,
-        &["10.78.0.2/24"],
-        51820,
-        1420,
-        &[PeerSpec::new("hub", ph, None, &["10.78.0.1/32"])],
-    )
-    .unwrap();
+    let _g_new = dc_gateway(&new);
     hosts.set("198.18.2.2 dc.causeway.test");
     assert!(
         hub.wait_for_ping("10.78.0.2", Duration::from_secs(45)),

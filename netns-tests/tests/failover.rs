@@ -19,26 +19,21 @@ fn traffic_moves_to_the_standby_gateway() {
     let (kdc, pdc) = keypair();
     let dc = PeerSpec::new("dc", pdc, None, &["10.74.0.2/32"]).failover(&["198.18.1.2:51820", "198.18.2.2:51820"], 3);
     let gh = Gateway::start(&hub, dir.path(), &kh, &["10.74.0.1/24"], 51820, 1420, &[dc]).unwrap();
-    let mut ga = Gateway::start(
-        &active,
-        dir.path(),
-        &kdc,
-        &["10.74.0.2/24"],
-        51820,
-        1420,
-        &[PeerSpec::new("hub", ph, None, &["10.74.0.1/32"])],
-    )
-    .unwrap();
-    let _gs = Gateway::start(
-        &standby,
-        dir.path(),
-        &kdc,
-        &["10.74.0.2/24"],
-        51820,
-        1420,
-        &[PeerSpec::new("hub", ph, None, &["10.74.0.1/32"])],
-    )
-    .unwrap();
+    // The remote DC's gateways share one key and one tunnel address.
+    let dc_gateway = |ns: &Netns| {
+        Gateway::start(
+            ns,
+            dir.path(),
+            &kdc,
+            &["10.74.0.2/24"],
+            51820,
+            1420,
+            &[PeerSpec::new("hub", ph, None, &["10.74.0.1/32"])],
+        )
+        .unwrap()
+    };
+    let mut ga = dc_gateway(&active);
+    let _gs = dc_gateway(&standby);
     assert!(hub.wait_for_ping("10.74.0.2", Duration::from_secs(10)), "{}", gh.log_text());
     assert_eq!(wg_dump(&hub, &gh.ifname).unwrap()[0].endpoint, "198.18.1.2:51820", "the active gateway first");
 

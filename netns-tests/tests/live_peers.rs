@@ -38,25 +38,23 @@ fn add_change_remove_peers_live() {
     let if_a = s.ga.ifname.clone();
     let pc_b64 = b64(pc.as_bytes());
 
+    let add_c = [
+        "peer",
+        "add",
+        &if_a,
+        "--name",
+        "c",
+        "--public-key",
+        &pc_b64,
+        "--endpoint",
+        "198.18.1.2:51820",
+        "--allowed-ip",
+        "10.71.0.3/32",
+    ];
     let run = std::thread::scope(|scope| {
         let traffic = scope.spawn(|| lab::iperf3_json(&s.b, &s.a, "10.71.0.2", 5, false, &["-i", "1"]).unwrap());
         std::thread::sleep(Duration::from_secs(1));
-        let added = ok(tunctl(
-            &s.a,
-            &[
-                "peer",
-                "add",
-                &if_a,
-                "--name",
-                "c",
-                "--public-key",
-                &pc_b64,
-                "--endpoint",
-                "198.18.1.2:51820",
-                "--allowed-ip",
-                "10.71.0.3/32",
-            ],
-        ));
+        let added = ok(tunctl(&s.a, &add_c));
         assert!(added.contains("added c"), "{added}");
         assert!(s.a.wait_for_ping("10.71.0.3", Duration::from_secs(10)), "the new peer is reachable at once");
         // A clash is refused and changes nothing.
@@ -80,22 +78,7 @@ fn add_change_remove_peers_live() {
     );
 
     // With traffic stopped, tunctl's JSON and wg's dump describe the same peers.
-    ok(tunctl(
-        &s.a,
-        &[
-            "peer",
-            "add",
-            &if_a,
-            "--name",
-            "c",
-            "--public-key",
-            &pc_b64,
-            "--endpoint",
-            "198.18.1.2:51820",
-            "--allowed-ip",
-            "10.71.0.3/32",
-        ],
-    ));
+    ok(tunctl(&s.a, &add_c));
     assert!(s.a.wait_for_ping("10.71.0.3", Duration::from_secs(10)));
     std::thread::sleep(Duration::from_millis(300));
     let peers: Vec<Value> = serde_json::from_str(&ok(tunctl(&s.a, &["peers", &if_a, "--json"]))).unwrap();
