@@ -16,7 +16,7 @@ fn sources_outside_allowed_ips_are_dropped() {
     let (ka, pa) = keypair();
     let (kb, pb) = keypair();
     // A accepts only 10.63.0.2 from B; B routes the whole /24 to A.
-    let _ga = Gateway::start(
+    let ga = Gateway::start(
         &a,
         dir.path(),
         &ka,
@@ -51,7 +51,11 @@ fn sources_outside_allowed_ips_are_dropped() {
         .unwrap()
         .status;
     assert!(!spoofed.success(), "source outside B's allowed IPs is dropped by A");
-    // From A, 10.63.0.99 belongs to no peer: nothing is sent.
+    let drops = |reason: &str| lab::api_status(&ga.ifname).unwrap()["drops"][reason].as_u64().unwrap();
+    assert!(drops("source_not_allowed") >= 1, "A counted the spoofed sources");
+    // From A, 10.63.0.99 belongs to no peer: nothing is sent, and it is counted.
+    let no_route = drops("no_route");
     assert!(a.ping("10.63.0.99", 2).is_none(), "no peer owns 10.63.0.99");
+    assert!(drops("no_route") >= no_route + 2, "both pings counted as no_route");
     assert!(a.ping("10.63.0.2", 2).is_some(), "the tunnel still works");
 }
