@@ -27,10 +27,13 @@ pub fn socket_path(ifname: &str) -> PathBuf {
 pub fn status(iface: &Interface) -> Value {
     let now = iface.clock.now();
     let wall_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let by_peer = iface.allowed_ips_by_peer();
     let peers: Vec<Value> = iface
         .peers()
         .iter()
         .map(|p| {
+            let (rx_rate, tx_rate) = p.rates();
+            let allowed = by_peer.get(&Arc::as_ptr(p)).map(Vec::as_slice).unwrap_or_default();
             let stats = p.crypto.stats();
             let handshake_unix = stats
                 .last_handshake
@@ -46,7 +49,7 @@ pub fn status(iface: &Interface) -> Value {
                 "name": p.name(),
                 "public_key": p.public_key().to_base64(),
                 "endpoint": p.endpoint().map(|e| e.addr.to_string()),
-                "allowed_ips": iface.allowed_ips_of(p).iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                "allowed_ips": allowed.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                 "latest_handshake": handshake_unix,
                 "latest_handshake_age_secs": handshake_unix.map(|h| wall_now.saturating_sub(h)),
                 "rx_bytes": stats.rx_bytes,
@@ -56,8 +59,8 @@ pub fn status(iface: &Interface) -> Value {
                 "state": state,
                 "staged_packets": p.staged_len(),
                 "endpoint_failovers": p.failovers(),
-                "rx_bytes_per_sec": p.rates().0,
-                "tx_bytes_per_sec": p.rates().1,
+                "rx_bytes_per_sec": rx_rate,
+                "tx_bytes_per_sec": tx_rate,
             })
         })
         .collect();

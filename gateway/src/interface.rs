@@ -178,6 +178,17 @@ impl Interface {
         peer.crypto.set_preshared_key(psk);
     }
 
+    /// Every peer's prefixes, in one pass over the routing table (keyed by
+    /// the peer's address; listing many peers this way is linear, where
+    /// `allowed_ips_of` per peer would scan the table once each).
+    pub fn allowed_ips_by_peer(&self) -> HashMap<*const PeerState, Vec<IpNet>> {
+        let mut by_peer: HashMap<*const PeerState, Vec<IpNet>> = HashMap::new();
+        for (net, owner) in self.routes.load().iter() {
+            by_peer.entry(Arc::as_ptr(owner)).or_default().push(net);
+        }
+        by_peer
+    }
+
     /// The prefixes routed to `peer`.
     pub fn allowed_ips_of(&self, peer: &Arc<PeerState>) -> Vec<IpNet> {
         self.routes.load().iter().filter(|(_, owner)| Arc::ptr_eq(owner, peer)).map(|(n, _)| n).collect()

@@ -81,12 +81,8 @@ pub fn reconcile(iface: &Interface, cfg: &Config) -> Report {
         report.needs_restart.push("name".into());
     }
 
-    let routes = iface.routes();
-    let mut current_nets: HashMap<*const PeerState, HashSet<IpNet>> = HashMap::new();
-    for (net, owner) in routes.iter() {
-        current_nets.entry(Arc::as_ptr(owner)).or_default().insert(net);
-    }
-    drop(routes);
+    let current_nets: HashMap<*const PeerState, HashSet<IpNet>> =
+        iface.allowed_ips_by_peer().into_iter().map(|(p, nets)| (p, nets.into_iter().collect())).collect();
 
     let wanted: HashSet<PublicKey> = cfg.peers.iter().map(|p| p.public_key).collect();
     for peer in iface.peers() {

@@ -262,11 +262,7 @@ pub fn get(iface: &Interface) -> String {
     if iface.fwmark() != 0 {
         let _ = writeln!(out, "fwmark={}", iface.fwmark());
     }
-    let routes = iface.routes();
-    let mut by_peer: std::collections::HashMap<*const PeerState, Vec<IpNet>> = std::collections::HashMap::new();
-    for (net, owner) in routes.iter() {
-        by_peer.entry(Arc::as_ptr(owner)).or_default().push(net);
-    }
+    let by_peer = iface.allowed_ips_by_peer();
     for peer in iface.peers() {
         let stats = peer.crypto.stats();
         let _ = writeln!(out, "public_key={}", hex(peer.public_key().as_bytes()));
