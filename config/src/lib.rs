@@ -14,7 +14,10 @@ mod validate;
 
 pub use error::{ConfigError, Problem};
 pub use key::{parse_key, KeyError};
-pub use types::{Config, Endpoint, Interface, Peer, DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT, DEFAULT_MTU};
+pub use types::{
+    Config, Endpoint, Interface, Peer, RouteTable, DEFAULT_DNS_REFRESH, DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT,
+    DEFAULT_MTU,
+};
 pub use validate::{parse_address, parse_allowed_ip};
 
 use std::path::Path;

@@ -26,6 +26,10 @@ pub(crate) struct RawInterface {
     pub workers: Option<Spanned<u32>>,
     pub mss_clamp: Option<Spanned<bool>>,
     pub metrics_listen: Option<Spanned<String>>,
+    pub install_routes: Option<Spanned<bool>>,
+    pub route_table: Option<Spanned<u32>>,
+    pub user: Option<Spanned<String>>,
+    pub dns_refresh: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]

@@ -8,6 +8,9 @@ use ipnet::IpNet;
 
 pub const DEFAULT_LISTEN_PORT: u16 = 51820;
 /// Two handshake retries (5 s apart) without an answer before failing over.
+/// Endpoint names are resolved again this often while sessions are healthy
+/// (while handshakes fail, every `failover_after`).
+pub const DEFAULT_DNS_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
 pub const DEFAULT_FAILOVER_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 /// 1420 leaves room for the outer IPv6 (40) + UDP (8) + WireGuard (32)
 /// headers within a 1500-byte WAN MTU, as wg-quick assumes.
@@ -40,6 +43,23 @@ pub struct Interface {
     pub mss_clamp: bool,
     /// Where to serve Prometheus metrics; off when absent.
     pub metrics_listen: Option<SocketAddr>,
+    /// Route the peers' allowed IPs through the interface (as wg-quick does),
+    /// in this routing table.
+    pub routes: Option<RouteTable>,
+    /// After setup, run as this user with only CAP_NET_ADMIN.
+    pub user: Option<String>,
+    /// How often endpoint names are resolved again while sessions are
+    /// healthy; `None` is never.
+    pub dns_refresh: Option<std::time::Duration>,
+}
+
+/// The routing table that receives the peers' routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTable(pub u32);
+
+impl RouteTable {
+    /// The table `ip route` shows without `table`.
+    pub const MAIN: RouteTable = RouteTable(254);
 }
 
 #[derive(Debug, Clone)]

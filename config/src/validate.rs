@@ -15,8 +15,8 @@ use crate::key::{parse_key, read_key_file};
 use crate::locate::{join, key_at, line_of, table_at};
 use crate::schema::{RawConfig, RawInterface, RawPeer};
 use crate::types::{
-    Config, Endpoint, Interface, Peer, DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT, DEFAULT_MTU, MAX_MTU, MIN_MTU,
-    MIN_MTU_IPV6,
+    Config, Endpoint, Interface, Peer, RouteTable, DEFAULT_DNS_REFRESH, DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT,
+    DEFAULT_MTU, MAX_MTU, MIN_MTU, MIN_MTU_IPV6,
 };
 use crate::{ConfigError, Problem};
 
@@ -212,6 +212,47 @@ impl Checker<'_> {
             }
             parsed.ok()
         });
+        let install = raw.install_routes.as_ref().is_some_and(|r| *r.get_ref());
+        let routes = match &raw.route_table {
+            Some(table) if !install => {
+                self.report(table.span(), join(t, "route_table"), "route_table needs install_routes = true");
+                None
+            }
+            // 0 is "unspecified" to the kernel, 253 and 255 are the default
+            // and local tables: no home for peer routes.
+            Some(table) if [0, 253, 255].contains(table.get_ref()) => {
+                self.report(
+                    table.span(),
+                    join(t, "route_table"),
+                    format!("expected 254 (main) or another table from 1 to 252 or above 255, got {}", table.get_ref()),
+                );
+                None
+            }
+            Some(table) => Some(RouteTable(*table.get_ref())),
+            None => install.then_some(RouteTable::MAIN),
+        };
+        let user = raw.user.as_ref().and_then(|u| {
+            let ok = !u.get_ref().is_empty()
+                && u.get_ref().len() <= 32
+                && u.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !ok {
+                self.report(u.span(), join(t, "user"), "expected a user name, such as \"causeway\"");
+            }
+            ok.then(|| u.get_ref().clone())
+        });
+        let dns_refresh = match &raw.dns_refresh {
+            None => Some(DEFAULT_DNS_REFRESH),
+            Some(d) if *d.get_ref() == 0 => None,
+            Some(d) if *d.get_ref() <= 86_400 => Some(std::time::Duration::from_secs(*d.get_ref() as u64)),
+            Some(d) => {
+                self.report(
+                    d.span(),
+                    join(t, "dns_refresh"),
+                    format!("expected 1 to 86400 seconds (or 0 for never), got {}", d.get_ref()),
+                );
+                None
+            }
+        };
         let private_key = key.map(|k| StaticSecret::from_bytes(*k))?;
         (self.problems.len() == before).then(|| Interface {
             name,
@@ -222,6 +263,9 @@ impl Checker<'_> {
             workers,
             mss_clamp: raw.mss_clamp.as_ref().is_none_or(|m| *m.get_ref()),
             metrics_listen,
+            routes,
+            user,
+            dns_refresh,
         })
     }
 
@@ -581,6 +625,25 @@ mod tests {
             .unwrap();
         assert_eq!(c.interface.mtu, 34000, "jumbo MTUs are allowed");
         assert_eq!(c.interface.addresses[0].to_string(), "10.0.0.1/24", "interface addresses keep host bits");
+    }
+
+    #[test]
+    fn routes_user_and_dns_refresh() {
+        let iface = |extra: &str| format!("[interface]\nprivate_key = \"{KEY_A}\"\n{extra}");
+        let c = parse(&iface("")).unwrap().interface;
+        assert_eq!((c.routes, c.user, c.dns_refresh), (None, None, Some(DEFAULT_DNS_REFRESH)), "defaults");
+        let c = parse(&iface("install_routes = true\nuser = \"causeway\"\ndns_refresh = 0\n")).unwrap().interface;
+        assert_eq!((c.routes, c.user.as_deref(), c.dns_refresh), (Some(RouteTable::MAIN), Some("causeway"), None));
+        let c = parse(&iface("install_routes = true\nroute_table = 100\ndns_refresh = 5\n")).unwrap().interface;
+        assert_eq!((c.routes, c.dns_refresh.map(|d| d.as_secs())), (Some(RouteTable(100)), Some(5)));
+        let p = one_problem(&iface("route_table = 100\n"));
+        assert!(p.contains("gw.toml:3: interface.route_table: route_table needs install_routes = true"), "{p}");
+        let p = one_problem(&iface("install_routes = true\nroute_table = 255\n"));
+        assert!(p.contains("interface.route_table: expected 254 (main)"), "{p}");
+        let p = one_problem(&iface("user = \"root; rm\"\n"));
+        assert!(p.contains("gw.toml:3: interface.user: expected a user name"), "{p}");
+        let p = one_problem(&iface("dns_refresh = 100000\n"));
+        assert!(p.contains("interface.dns_refresh: expected 1 to 86400 seconds"), "{p}");
     }
 
     #[test]

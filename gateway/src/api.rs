@@ -77,6 +77,10 @@ pub fn status(iface: &Interface) -> Value {
         "listen_port": iface.listen_port(),
         "mtu": iface.mtu(),
         "workers": iface.workers,
+        "kernel_routes": iface.route_table().map(|table| json!({
+            "table": table,
+            "installed": iface.kernel_routes().unwrap_or_default().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        })),
         "peers": peers,
         "drops": drops,
         "worker_stats": workers,

@@ -120,6 +120,29 @@ fn failover(peer: &Arc<crate::peer::PeerState>, now: causeway_crypto::Time) {
     });
 }
 
+/// Resolves each peer's configured endpoint name again and follows it if it
+/// moved (see `PeerState::refresh_from_name`). Off the runtime: a lookup
+/// can take seconds.
+fn refresh_names(iface: &Interface) {
+    for peer in iface.peers() {
+        let endpoint = {
+            let eps = peer.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner());
+            match eps.get(peer.endpoint_index()) {
+                Some(e @ causeway_config::Endpoint::Host { .. }) => e.clone(),
+                _ => continue,
+            }
+        };
+        tokio::task::spawn_blocking(move || match endpoint.resolve() {
+            Ok(addrs) => {
+                if let Some(to) = peer.refresh_from_name(&addrs) {
+                    tracing::info!(peer = %peer.name(), %endpoint, %to, "endpoint name resolves elsewhere now; following it");
+                }
+            }
+            Err(e) => tracing::debug!(peer = %peer.name(), %endpoint, error = %e, "endpoint name did not resolve"),
+        });
+    }
+}
+
 /// Runs every peer's protocol timers until the interface shuts down.
 /// 100 ms of granularity is well inside the protocol's tolerances (the
 /// smallest timer is the 5 s handshake retry with up to 333 ms of jitter).
@@ -128,6 +151,7 @@ pub async fn run_timers(iface: Arc<Interface>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
     let mut last_sample = iface.clock.now();
+    let mut last_refresh = iface.clock.now();
     while !iface.is_shutting_down() {
         tick.tick().await;
         ticks += 1;
@@ -151,6 +175,13 @@ pub async fn run_timers(iface: Arc<Interface>) {
                     }
                 }
             }
+        }
+        // A netlink round trip per changed prefix, and nothing when the
+        // peer set did not change.
+        iface.sync_kernel_routes();
+        if iface.dns_refresh().is_some_and(|every| now.saturating_since(last_refresh) >= every) {
+            last_refresh = now;
+            refresh_names(&iface);
         }
         // wg-quick and operators change the MTU with `ip link`; follow it
         // so padding never exceeds it.

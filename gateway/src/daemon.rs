@@ -19,6 +19,8 @@ pub struct Running {
     workers: Vec<JoinHandle<()>>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The user to continue as once every socket is open.
+    pub run_as: Option<(String, crate::privileges::Ids)>,
 }
 
 pub struct Settings {
@@ -57,7 +59,7 @@ pub fn start(s: Settings) -> anyhow::Result<Running> {
         );
     }
     tracing::info!(interface = %s.name, port = iface.listen_port(), workers = s.workers, offload, "interface up");
-    Ok(Running { iface, workers, metrics_listen: None })
+    Ok(Running { iface, workers, metrics_listen: None, run_as: None })
 }
 
 impl Running {
@@ -66,6 +68,9 @@ impl Running {
     /// socket accepts connections.
     pub fn serve(self, ready: impl FnOnce()) -> anyhow::Result<()> {
         let path = control::socket_path(&self.iface.name);
+        // Declared before the runtime so it outlives the listeners: the
+        // helper removes the sockets only once nobody serves them.
+        let mut cleanup = None;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let api_path = crate::api::socket_path(&self.iface.name);
         let result = rt.block_on(async {
@@ -79,6 +84,11 @@ impl Running {
                 }
                 None => None,
             };
+            if let Some((user, ids)) = &self.run_as {
+                cleanup = Some(crate::privileges::spawn_cleanup(&[path.clone(), api_path.clone()])?);
+                crate::privileges::drop_to(*ids)?;
+                tracing::info!(%user, uid = ids.uid, "privileges dropped: running with CAP_NET_ADMIN only");
+            }
             ready();
             let uapi = tokio::spawn(control::serve_uapi(self.iface.clone(), listener));
             let api = tokio::spawn(crate::api::serve(self.iface.clone(), api_listener));
@@ -115,9 +125,12 @@ impl Running {
             }
             anyhow::Ok(())
         });
+        drop(rt);
+        // Unprivileged, these fail; the helper removes them as we exit.
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(&api_path);
         self.stop();
+        drop(cleanup);
         result
     }
 
@@ -141,6 +154,11 @@ pub fn up(
 ) -> anyhow::Result<()> {
     let cfg = causeway_config::load(config_path)?;
     let name = name.or(cfg.interface.name.clone()).unwrap_or_else(|| "cw0".to_string());
+    // Before anything is created, so an unknown user fails cleanly.
+    let run_as = match &cfg.interface.user {
+        Some(u) => Some((u.clone(), crate::privileges::lookup(u)?)),
+        None => None,
+    };
     let mut running = start(Settings {
         name,
         private_key: Some(cfg.interface.private_key.clone()),
@@ -150,8 +168,13 @@ pub fn up(
         workers: workers.or(cfg.interface.workers).unwrap_or_else(default_workers),
     })?;
     running.metrics_listen = cfg.interface.metrics_listen;
+    running.run_as = run_as;
     running.iface.set_config_path(config_path);
+    if let Some(table) = cfg.interface.routes {
+        running.iface.install_routes(table.0, &cfg.interface.addresses).context("cannot open a netlink socket")?;
+    }
     let report = crate::reload::reconcile(&running.iface, &cfg);
+    running.iface.sync_kernel_routes();
     tracing::info!(%report, "configuration applied");
     running.serve(ready)
 }

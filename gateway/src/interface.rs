@@ -16,6 +16,7 @@ use crate::allowed_ips::AllowedIps;
 use crate::clock::Clock;
 use crate::counters::{Counters, WorkerStats};
 use crate::peer::PeerState;
+use crate::routes::{RouteSync, SyncReport};
 use crate::udp::{self, UdpEndpoint};
 
 pub type Routes = AllowedIps<Arc<PeerState>>;
@@ -49,6 +50,10 @@ pub struct Interface {
     pub worker_stats: Vec<WorkerStats>,
     /// The configuration file of `up` mode, which reloads re-read.
     config_path: Mutex<Option<std::path::PathBuf>>,
+    /// Kernel routes for the allowed IPs, when the configuration asks.
+    kernel_routes: Mutex<Option<RouteSync>>,
+    /// How often endpoint names are resolved again; `None` is never.
+    dns_refresh: Mutex<Option<std::time::Duration>>,
 }
 
 impl Interface {
@@ -78,6 +83,8 @@ impl Interface {
             workers,
             worker_stats: (0..workers).map(|_| WorkerStats::default()).collect(),
             config_path: Mutex::new(None),
+            kernel_routes: Mutex::new(None),
+            dns_refresh: Mutex::new(Some(causeway_config::DEFAULT_DNS_REFRESH)),
         })
     }
 
@@ -216,6 +223,41 @@ impl Interface {
         self.config_path.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// From now on, keeps kernel routes for the allowed IPs through this
+    /// interface, in `table`.
+    pub fn install_routes(&self, table: u32, addresses: &[IpNet]) -> std::io::Result<()> {
+        *self.kernel_routes.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(RouteSync::new(&self.name, table, addresses)?);
+        Ok(())
+    }
+
+    /// Brings the kernel routes in line with the current peers, when route
+    /// installation is on; cheap when nothing changed.
+    pub fn sync_kernel_routes(&self) -> Option<SyncReport> {
+        let mut sync = self.kernel_routes.lock().unwrap_or_else(|e| e.into_inner());
+        let routes = self.routes.load_full();
+        sync.as_mut().map(|s| s.sync(&routes))
+    }
+
+    pub fn dns_refresh(&self) -> Option<std::time::Duration> {
+        *self.dns_refresh.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_dns_refresh(&self, every: Option<std::time::Duration>) {
+        *self.dns_refresh.lock().unwrap_or_else(|e| e.into_inner()) = every;
+    }
+
+    /// The routing table that receives peer routes, when that is on.
+    pub fn route_table(&self) -> Option<u32> {
+        self.kernel_routes.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(RouteSync::table)
+    }
+
+    /// The prefixes routed through the interface by this daemon.
+    pub fn kernel_routes(&self) -> Option<Vec<IpNet>> {
+        let sync = self.kernel_routes.lock().unwrap_or_else(|e| e.into_inner());
+        sync.as_ref().map(|s| s.installed().iter().copied().collect())
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Relaxed)
     }
@@ -223,6 +265,9 @@ impl Interface {
     /// Asks every worker to stop; idempotent.
     pub fn shutdown(&self) {
         self.shutdown.store(true, Ordering::Relaxed);
+        if let Some(mut sync) = self.kernel_routes.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            sync.remove_all();
+        }
         self.wake_all();
     }
 }

@@ -28,6 +28,9 @@ pub struct PeerState {
     /// Operator's name for the peer; empty for peers added through `wg`.
     pub name: Mutex<String>,
     endpoint: Mutex<Option<Endpoint>>,
+    /// The address last set by hand or from the configuration (a name's
+    /// resolution); the endpoint differs from it once the peer roams.
+    set_addr: Mutex<Option<SocketAddr>>,
     /// Endpoints from the configuration, in order of preference.
     pub configured_endpoints: Mutex<Vec<ConfigEndpoint>>,
     staged: Mutex<VecDeque<Vec<u8>>>,
@@ -70,6 +73,7 @@ impl PeerState {
             crypto,
             name: Mutex::new(name),
             endpoint: Mutex::new(None),
+            set_addr: Mutex::new(None),
             configured_endpoints: Mutex::new(Vec::new()),
             staged: Mutex::new(VecDeque::new()),
             order,
@@ -99,7 +103,31 @@ impl PeerState {
     /// Sets the endpoint by hand (configuration or `wg set`); the sticky
     /// source is forgotten since it belonged to the old address.
     pub fn set_endpoint(&self, addr: SocketAddr) {
-        *lock(&self.endpoint) = Some(Endpoint { addr, local: None });
+        let mut ep = lock(&self.endpoint);
+        *lock(&self.set_addr) = Some(addr);
+        *ep = Some(Endpoint { addr, local: None });
+    }
+
+    /// A fresh resolution of the configured endpoint's name, while the
+    /// session may be healthy: follows the name when it no longer lists the
+    /// address in use, unless the peer has roamed away from the configured
+    /// address (its authenticated packets are the better word). Returns the
+    /// new address when the endpoint changed.
+    pub fn refresh_from_name(&self, addrs: &[SocketAddr]) -> Option<SocketAddr> {
+        let first = *addrs.first()?;
+        let mut ep = lock(&self.endpoint);
+        let mut set = lock(&self.set_addr);
+        let current = ep.map(|e| e.addr);
+        if current.is_some_and(|c| addrs.contains(&c)) {
+            *set = current;
+            return None;
+        }
+        if current.is_some() && current != *set {
+            return None;
+        }
+        *set = Some(first);
+        *ep = Some(Endpoint { addr: first, local: None });
+        Some(first)
     }
 
     /// Roaming: the source of an authenticated packet becomes the endpoint,
@@ -150,6 +178,11 @@ impl PeerState {
     /// Which configured endpoint is in use (after a configuration change).
     pub fn set_endpoint_index(&self, index: usize) {
         lock(&self.failover).index = index;
+    }
+
+    /// Which configured endpoint is in use.
+    pub fn endpoint_index(&self) -> usize {
+        lock(&self.failover).index
     }
 
     pub fn failovers(&self) -> u64 {
@@ -209,5 +242,33 @@ impl PeerState {
         let n = q.len();
         q.clear();
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use causeway_crypto::{Device, StaticSecret};
+
+    fn peer() -> PeerState {
+        let device = Device::new(Some(StaticSecret::random(&mut rand_core::OsRng)));
+        let key = StaticSecret::random(&mut rand_core::OsRng).public_key();
+        PeerState::new(device.add_peer(key, None, 0).unwrap(), "dc".into(), 0)
+    }
+
+    #[test]
+    fn a_renamed_endpoint_is_followed_unless_the_peer_roamed() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let p = peer();
+        p.set_endpoint(addr("198.18.1.2:51820"));
+        assert_eq!(p.refresh_from_name(&[addr("198.18.1.2:51820"), addr("198.18.3.2:51820")]), None, "still listed");
+        assert_eq!(p.refresh_from_name(&[]), None, "a failed lookup changes nothing");
+        assert_eq!(p.refresh_from_name(&[addr("198.18.2.2:51820")]), Some(addr("198.18.2.2:51820")));
+        assert_eq!(p.endpoint().unwrap().addr, addr("198.18.2.2:51820"));
+        // The peer's authenticated packets now come from elsewhere (NAT):
+        // the name's answer must not pull the endpoint back.
+        p.observe(addr("198.18.9.9:40000"), None);
+        assert_eq!(p.refresh_from_name(&[addr("198.18.4.2:51820")]), None);
+        assert_eq!(p.endpoint().unwrap().addr, addr("198.18.9.9:40000"));
     }
 }

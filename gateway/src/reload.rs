@@ -74,6 +74,10 @@ pub fn reconcile(iface: &Interface, cfg: &Config) -> Report {
         }
     }
     iface.set_mss_clamp(i.mss_clamp);
+    iface.set_dns_refresh(i.dns_refresh);
+    if iface.route_table() != i.routes.map(|t| t.0) {
+        report.needs_restart.push("install_routes/route_table".into());
+    }
     if i.mtu != iface.mtu() {
         report.needs_restart.push(format!("mtu {}", i.mtu));
     }

@@ -72,6 +72,7 @@ pub struct Gateway {
     pub public: PublicKey,
     pub process: Process,
     pub log: std::path::PathBuf,
+    pub config: std::path::PathBuf,
 }
 
 impl Gateway {
@@ -85,9 +86,24 @@ impl Gateway {
         mtu: u32,
         peers: &[PeerSpec],
     ) -> anyhow::Result<Gateway> {
+        Gateway::start_with(ns, dir, secret, addresses, port, mtu, peers, "")
+    }
+
+    /// As `start`, with more lines for the `[interface]` table.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with(
+        ns: &Netns,
+        dir: &Path,
+        secret: &StaticSecret,
+        addresses: &[&str],
+        port: u16,
+        mtu: u32,
+        peers: &[PeerSpec],
+        interface_extra: &str,
+    ) -> anyhow::Result<Gateway> {
         let ifname = lab::unique("cw");
         let mut cfg = format!(
-            "[interface]\nname = \"{ifname}\"\nprivate_key = \"{}\"\nlisten_port = {port}\nmtu = {mtu}\naddresses = [{}]\n",
+            "[interface]\nname = \"{ifname}\"\nprivate_key = \"{}\"\nlisten_port = {port}\nmtu = {mtu}\naddresses = [{}]\n{interface_extra}",
             b64(secret.as_bytes()),
             quoted(&addresses.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         );
@@ -108,18 +124,41 @@ impl Gateway {
         }
         let path = dir.join(format!("{ifname}.toml"));
         lab::write_private(&path, &cfg)?;
-        let log = dir.join(format!("{ifname}.log"));
+        Gateway::launch(ns, ifname, &path, secret.public_key())
+    }
+
+    /// Starts causewayd on an existing configuration file.
+    pub fn launch(ns: &Netns, ifname: String, path: &Path, public: PublicKey) -> anyhow::Result<Gateway> {
+        let log = path.with_extension("log");
         let exe = lab::causewayd_path()?;
-        let process = ns.spawn("causewayd", &exe, &["up", "--config", path.to_str().unwrap()], Some(&log))?;
-        if !lab::wait_for_socket(&ifname, Duration::from_secs(10)) {
+        let mut process = ns.spawn("causewayd", &exe, &["up", "--config", path.to_str().unwrap()], Some(&log))?;
+        // Poll in short steps so a daemon that refused to start is seen at once.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut up = false;
+        while !up && process.running() && std::time::Instant::now() < deadline {
+            up = lab::wait_for_socket(&ifname, Duration::from_millis(100));
+        }
+        if !up {
             anyhow::bail!("causewayd did not come up: {}", std::fs::read_to_string(&log).unwrap_or_default());
         }
-        Ok(Gateway { ifname, public: secret.public_key(), process, log })
+        Ok(Gateway { ifname, public, process, log, config: path.to_path_buf() })
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// Runs tunctl in a namespace.
+pub fn tunctl(ns: &Netns, args: &[&str]) -> std::process::Output {
+    ns.command(lab::causewayd_path().unwrap().with_file_name("tunctl")).args(args).output().unwrap()
+}
+
+/// The stdout of a tunctl run that must succeed.
+pub fn tunctl_ok(ns: &Netns, args: &[&str]) -> String {
+    let out = tunctl(ns, args);
+    assert!(out.status.success(), "tunctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Two namespaces joined by a WAN veth; addresses given per side.

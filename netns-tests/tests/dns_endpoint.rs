@@ -76,3 +76,42 @@ fn dns_endpoint_follows_a_moved_gateway() {
     );
     assert_eq!(wg_dump(&hub, &gh.ifname).unwrap()[0].endpoint, "198.18.2.2:51820");
 }
+
+/// While the session is healthy, the name is resolved again every
+/// `dns_refresh` seconds: a name moved to the standby gateway brings the
+/// endpoint there before the old gateway fails.
+#[test]
+fn dns_endpoint_is_refreshed_while_healthy() {
+    let Some(_lab) = lab_or_skip("dns_endpoint_is_refreshed_while_healthy") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Netns::new("hub").unwrap();
+    let old = Netns::new("old").unwrap();
+    let new = Netns::new("new").unwrap();
+    lab::veth(&hub, "wan1", &["198.18.1.1/24"], &old, "wan0", &["198.18.1.2/24"]).unwrap();
+    lab::veth(&hub, "wan2", &["198.18.2.1/24"], &new, "wan0", &["198.18.2.2/24"]).unwrap();
+    let hosts = HostsFile::new(&hub, "198.18.1.2 dc.causeway.test");
+    let (kh, ph) = keypair();
+    let (kdc, pdc) = keypair();
+    let dc = PeerSpec::new("dc", pdc, Some("dc.causeway.test:51820"), &["10.78.0.2/32"]);
+    let gh =
+        Gateway::start_with(&hub, dir.path(), &kh, &["10.78.0.1/24"], 51820, 1420, &[dc], "dns_refresh = 1\n").unwrap();
+    let dc_gateway = |ns: &Netns| {
+        let hub = PeerSpec::new("hub", ph, None, &["10.78.0.1/32"]);
+        Gateway::start(ns, dir.path(), &kdc, &["10.78.0.2/24"], 51820, 1420, &[hub]).unwrap()
+    };
+    let mut g_old = dc_gateway(&old);
+    let _g_new = dc_gateway(&new);
+    assert!(hub.wait_for_ping("10.78.0.2", Duration::from_secs(10)), "{}", gh.log_text());
+    assert_eq!(wg_dump(&hub, &gh.ifname).unwrap()[0].endpoint, "198.18.1.2:51820");
+
+    hosts.set("198.18.2.2 dc.causeway.test");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while wg_dump(&hub, &gh.ifname).unwrap()[0].endpoint != "198.18.2.2:51820" {
+        assert!(std::time::Instant::now() < deadline, "endpoint did not follow the name: {}", gh.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gh.log_text().contains("endpoint name resolves elsewhere now"), "{}", gh.log_text());
+    // The old gateway goes; traffic continues through the new one.
+    assert_eq!(g_old.process.stop(), Some(0));
+    assert!(hub.wait_for_ping("10.78.0.2", Duration::from_secs(40)), "{}", gh.log_text());
+}

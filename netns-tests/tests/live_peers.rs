@@ -7,15 +7,6 @@ use std::time::Duration;
 use causeway_netns_tests::*;
 use serde_json::Value;
 
-fn tunctl(ns: &Netns, args: &[&str]) -> std::process::Output {
-    ns.command(lab::causewayd_path().unwrap().with_file_name("tunctl")).args(args).output().unwrap()
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(out.status.success(), "tunctl failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn add_change_remove_peers_live() {
     let Some(_lab) = lab_or_skip("add_change_remove_peers_live") else { return };
@@ -54,16 +45,16 @@ fn add_change_remove_peers_live() {
     let run = std::thread::scope(|scope| {
         let traffic = scope.spawn(|| lab::iperf3_json(&s.b, &s.a, "10.71.0.2", 5, false, &["-i", "1"]).unwrap());
         std::thread::sleep(Duration::from_secs(1));
-        let added = ok(tunctl(&s.a, &add_c));
+        let added = tunctl_ok(&s.a, &add_c);
         assert!(added.contains("added c"), "{added}");
         assert!(s.a.wait_for_ping("10.71.0.3", Duration::from_secs(10)), "the new peer is reachable at once");
         // A clash is refused and changes nothing.
         let clash = tunctl(&s.a, &["peer", "set", &if_a, "c", "--allowed-ip", "10.71.0.2/32"]);
         assert_eq!(clash.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&clash.stderr).contains("overlaps 10.71.0.2/32 of peer b"));
-        let changed = ok(tunctl(&s.a, &["peer", "set", &if_a, "c", "--keepalive", "5"]));
+        let changed = tunctl_ok(&s.a, &["peer", "set", &if_a, "c", "--keepalive", "5"]);
         assert!(changed.contains("changed persistent_keepalive"), "{changed}");
-        let removed = ok(tunctl(&s.a, &["peer", "remove", &if_a, "c"]));
+        let removed = tunctl_ok(&s.a, &["peer", "remove", &if_a, "c"]);
         assert!(removed.contains("removed c"), "{removed}");
         assert!(s.a.ping("10.71.0.3", 2).is_none(), "the removed peer is gone");
         traffic.join().unwrap()
@@ -78,10 +69,10 @@ fn add_change_remove_peers_live() {
     );
 
     // With traffic stopped, tunctl's JSON and wg's dump describe the same peers.
-    ok(tunctl(&s.a, &add_c));
+    tunctl_ok(&s.a, &add_c);
     assert!(s.a.wait_for_ping("10.71.0.3", Duration::from_secs(10)));
     std::thread::sleep(Duration::from_millis(300));
-    let peers: Vec<Value> = serde_json::from_str(&ok(tunctl(&s.a, &["peers", &if_a, "--json"]))).unwrap();
+    let peers: Vec<Value> = serde_json::from_str(&tunctl_ok(&s.a, &["peers", &if_a, "--json"])).unwrap();
     let dump = wg_dump(&s.a, &if_a).unwrap();
     assert_eq!(peers.len(), 2);
     assert_eq!(dump.len(), 2);
@@ -93,6 +84,6 @@ fn add_change_remove_peers_live() {
         assert_eq!(p["tx_bytes"].as_u64().unwrap(), d.tx);
         assert_eq!(p["state"], "up");
     }
-    let table = ok(tunctl(&s.a, &["peers", &if_a]));
+    let table = tunctl_ok(&s.a, &["peers", &if_a]);
     assert!(table.starts_with("NAME") && table.contains("RATE RX / TX") && table.lines().count() == 3, "{table}");
 }

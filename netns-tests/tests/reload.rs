@@ -7,10 +7,6 @@ use std::time::Duration;
 
 use causeway_netns_tests::*;
 
-fn tunctl(ns: &Netns, args: &[&str]) -> std::process::Output {
-    ns.command(lab::causewayd_path().unwrap().with_file_name("tunctl")).args(args).output().unwrap()
-}
-
 #[test]
 fn reload_under_traffic() {
     let Some(_lab) = lab_or_skip("reload_under_traffic") else { return };

@@ -49,6 +49,10 @@ enum Command {
     /// Build a two-site lab in network namespaces, send traffic through the
     /// tunnel, print what was measured, and clean up. Needs root.
     Demo,
+    /// Internal: started by `up` before it drops root; removes the control
+    /// sockets once the daemon has exited.
+    #[command(hide = true)]
+    CleanupSockets { paths: Vec<PathBuf> },
 }
 
 fn init_logging() {
@@ -73,6 +77,10 @@ fn main() {
             causeway_gateway::daemon::up(&config, interface, workers, causeway_gateway::daemon::report_ready)
         }
         Some(Command::Demo) => causeway_gateway::demo::run(),
+        Some(Command::CleanupSockets { paths }) => {
+            causeway_gateway::privileges::cleanup_after_parent(&paths);
+            Ok(())
+        }
         None => match cli.ifname {
             Some(name) if cli.foreground => {
                 causeway_gateway::daemon::userspace(&name, causeway_gateway::daemon::report_ready)

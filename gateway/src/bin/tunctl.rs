@@ -291,6 +291,14 @@ fn show(status: &Value) {
         status["workers"]
     );
     table(&["NAME", "KEY", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX / TX", "STATE"], &peer_rows(status, false));
+    match status["kernel_routes"].as_object() {
+        Some(r) => println!(
+            "kernel routes: {} prefixes in table {}",
+            r["installed"].as_array().map_or(0, Vec::len),
+            if r["table"] == 254 { "main".to_string() } else { r["table"].to_string() }
+        ),
+        None => println!("kernel routes: not installed by causewayd (install_routes = false)"),
+    }
     let drops: Vec<String> = status["drops"]
         .as_object()
         .map(|m| m.iter().filter(|(_, v)| v.as_u64() != Some(0)).map(|(k, v)| format!("{k}={v}")).collect())

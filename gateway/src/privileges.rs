@@ -1,0 +1,166 @@
+//! Giving up root once the interface is up: the daemon continues as an
+//! ordinary user holding only CAP_NET_ADMIN (enough for routes, the fwmark
+//! and the interface), so a flaw in the packet path cannot become root.
+//!
+//! What root alone could do later is arranged before the drop: the TUN
+//! queues, UDP sockets, control sockets and the netlink socket are open, and
+//! a root helper started beforehand removes the control sockets when the
+//! daemon exits, however it exits.
+
+use std::ffi::CString;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use caps::{CapSet, Capability, CapsHashSet};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    #[error("user {0:?} does not exist")]
+    UnknownUser(String),
+    #[error("cannot look up user {user:?}: {source}")]
+    Lookup { user: String, source: io::Error },
+    #[error("{what} failed: {source}")]
+    Syscall { what: &'static str, source: io::Error },
+    #[error("cannot set capabilities: {0}")]
+    Caps(#[from] caps::errors::CapsError),
+    #[error("cannot start the socket clean-up helper: {0}")]
+    Helper(io::Error),
+}
+
+/// A user's ids from the password database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+}
+
+pub fn lookup(user: &str) -> Result<Ids, PrivilegeError> {
+    let name = CString::new(user).map_err(|_| PrivilegeError::UnknownUser(user.to_string()))?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: passwd is plain old data; zeroed is a valid value to be filled.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live memory of the stated size; the
+    // strings in `pwd` point into `buf`, which outlives their use here.
+    let rc = unsafe { libc::getpwnam_r(name.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 {
+        return Err(PrivilegeError::Lookup { user: user.to_string(), source: io::Error::from_raw_os_error(rc) });
+    }
+    if result.is_null() {
+        return Err(PrivilegeError::UnknownUser(user.to_string()));
+    }
+    Ok(Ids { uid: pwd.pw_uid, gid: pwd.pw_gid })
+}
+
+fn check(what: &'static str, rc: libc::c_int) -> Result<(), PrivilegeError> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(PrivilegeError::Syscall { what, source: io::Error::last_os_error() })
+    }
+}
+
+/// Switches the whole process to `ids` and keeps CAP_NET_ADMIN on the
+/// calling thread (and threads it starts later). Threads already running,
+/// the data-plane workers, end with no capabilities at all: they only read
+/// and write descriptors they hold.
+pub fn drop_to(ids: Ids) -> Result<(), PrivilegeError> {
+    let keep: CapsHashSet = [Capability::CAP_NET_ADMIN].into_iter().collect();
+    // The bounding set caps what any later exec could regain.
+    for cap in caps::all() {
+        if cap != Capability::CAP_NET_ADMIN {
+            caps::drop(None, CapSet::Bounding, cap)?;
+        }
+    }
+    // SAFETY: prctl with PR_SET_KEEPCAPS takes one integer argument.
+    check("prctl(PR_SET_KEEPCAPS)", unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) })?;
+    // glibc applies setgroups, setgid and setuid to every thread.
+    // SAFETY: an empty group list needs no buffer.
+    check("setgroups", unsafe { libc::setgroups(0, std::ptr::null()) })?;
+    // SAFETY: plain id arguments.
+    check("setgid", unsafe { libc::setgid(ids.gid) })?;
+    // SAFETY: plain id argument.
+    check("setuid", unsafe { libc::setuid(ids.uid) })?;
+    caps::set(None, CapSet::Effective, &keep)?;
+    caps::set(None, CapSet::Permitted, &keep)?;
+    caps::clear(None, CapSet::Inheritable)?;
+    // SAFETY: prctl with PR_SET_KEEPCAPS takes one integer argument.
+    check("prctl(PR_SET_KEEPCAPS)", unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) })?;
+    // Going back to root must be impossible.
+    // SAFETY: plain id argument; expected to fail.
+    if unsafe { libc::setuid(0) } == 0 {
+        return Err(PrivilegeError::Syscall { what: "dropping root", source: io::Error::other("setuid(0) succeeded") });
+    }
+    Ok(())
+}
+
+/// Starts `causewayd cleanup-sockets PATH...` as root: it waits for this
+/// process to end (its stdin pipe closes) and then removes the control
+/// sockets, which the unprivileged daemon can no longer unlink. The child
+/// is returned so the daemon holds the pipe for its whole life.
+pub fn spawn_cleanup(paths: &[PathBuf]) -> Result<Child, PrivilegeError> {
+    let exe = std::env::current_exe().map_err(PrivilegeError::Helper)?;
+    Command::new(exe)
+        .arg("cleanup-sockets")
+        .args(paths)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(PrivilegeError::Helper)
+}
+
+/// The helper's side: blocks until stdin closes, then removes each path
+/// that is still a socket nobody listens on (a daemon started since then
+/// keeps its own).
+pub fn cleanup_after_parent(paths: &[PathBuf]) {
+    // systemd and terminals signal the whole group at stop; the helper's
+    // job comes right after, when the daemon is gone.
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: installing SIG_IGN runs no code in signal context.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    let mut sink = [0u8; 64];
+    let mut stdin = io::stdin();
+    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    for p in paths {
+        remove_stale_socket(p);
+    }
+}
+
+fn remove_stale_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looks_up_users() {
+        assert_eq!(lookup("root").unwrap(), Ids { uid: 0, gid: 0 });
+        assert!(matches!(lookup("no-such-user-causeway"), Err(PrivilegeError::UnknownUser(_))));
+        assert!(matches!(lookup("bad\0name"), Err(PrivilegeError::UnknownUser(_))));
+    }
+
+    #[test]
+    fn cleanup_removes_only_dead_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join("dead.sock");
+        let live = dir.path().join("live.sock");
+        let plain = dir.path().join("plain");
+        drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+        let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
+        std::fs::write(&plain, b"x").unwrap();
+        for p in [&dead, &live, &plain] {
+            remove_stale_socket(p);
+        }
+        assert!(!dead.exists(), "a socket nobody serves is removed");
+        assert!(live.exists(), "a served socket stays");
+        assert!(plain.exists(), "other files are never removed");
+    }
+}

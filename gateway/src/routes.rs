@@ -1,0 +1,221 @@
+//! Kernel routes for the peers' allowed IPs through the interface, kept in
+//! step with the peer set over rtnetlink: what wg-quick does with `ip route`,
+//! so a spoke needs no hand-written routes and a removed peer leaves none
+//! behind.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use crate::interface::Routes;
+
+/// Routes this daemon added, and the netlink socket to change them with.
+/// The socket is opened at start-up so that changes keep working after
+/// privileges are dropped (CAP_NET_ADMIN stays).
+pub struct RouteSync {
+    socket: Socket,
+    seq: u32,
+    ifindex: u32,
+    table: u32,
+    /// Prefixes the interface's own addresses already route.
+    connected: BTreeSet<IpNet>,
+    installed: BTreeSet<IpNet>,
+    /// The routing snapshot last made real, to skip unchanged ticks.
+    synced: Option<Arc<Routes>>,
+    warned_default: bool,
+}
+
+/// What one pass changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub added: usize,
+    pub removed: usize,
+    pub failed: usize,
+}
+
+impl RouteSync {
+    pub fn new(ifname: &str, table: u32, addresses: &[IpNet]) -> io::Result<RouteSync> {
+        let ifindex = std::fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex"))?
+            .trim()
+            .parse()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "unreadable ifindex"))?;
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        Ok(RouteSync {
+            socket,
+            seq: 0,
+            ifindex,
+            table,
+            connected: if table == causeway_config::RouteTable::MAIN.0 {
+                addresses.iter().map(IpNet::trunc).collect()
+            } else {
+                BTreeSet::new()
+            },
+            installed: BTreeSet::new(),
+            synced: None,
+            warned_default: false,
+        })
+    }
+
+    pub fn table(&self) -> u32 {
+        self.table
+    }
+
+    pub fn installed(&self) -> &BTreeSet<IpNet> {
+        &self.installed
+    }
+
+    /// Makes the installed routes match `routes`' prefixes, if the snapshot
+    /// changed since the last pass. A prefix the kernel refuses is logged and
+    /// tried again on the next change.
+    pub fn sync(&mut self, routes: &Arc<Routes>) -> SyncReport {
+        if self.synced.as_ref().is_some_and(|s| Arc::ptr_eq(s, routes)) {
+            return SyncReport::default();
+        }
+        self.synced = Some(routes.clone());
+        let mut wanted = BTreeSet::new();
+        for (net, _) in routes.iter() {
+            if net.prefix_len() == 0 {
+                // A default route through the tunnel would also carry the
+                // tunnel's own UDP packets to the peer; wg-quick needs policy
+                // routing for that, which is left to the operator.
+                if !self.warned_default {
+                    tracing::warn!(prefix = %net, "not installing a default route through the tunnel; add a policy route by hand");
+                    self.warned_default = true;
+                }
+                continue;
+            }
+            if !self.connected.contains(&net) {
+                wanted.insert(net);
+            }
+        }
+        let mut report = SyncReport::default();
+        let stale: Vec<IpNet> = self.installed.difference(&wanted).copied().collect();
+        for net in stale {
+            match self.change(net, false) {
+                Ok(()) => report.removed += 1,
+                // Gone already (the operator removed it, or the link went down).
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => report.removed += 1,
+                Err(e) => {
+                    tracing::warn!(prefix = %net, error = %e, "cannot remove route");
+                    report.failed += 1;
+                    continue;
+                }
+            }
+            self.installed.remove(&net);
+        }
+        let new: Vec<IpNet> = wanted.difference(&self.installed).copied().collect();
+        for net in new {
+            match self.change(net, true) {
+                Ok(()) => {
+                    self.installed.insert(net);
+                    report.added += 1;
+                }
+                Err(e) => {
+                    let why = if e.raw_os_error() == Some(libc::EEXIST) {
+                        "a route for this prefix exists already; it is left alone".to_string()
+                    } else {
+                        e.to_string()
+                    };
+                    tracing::warn!(prefix = %net, table = self.table, "cannot install route: {why}");
+                    report.failed += 1;
+                }
+            }
+        }
+        if report.added + report.removed > 0 {
+            tracing::info!(added = report.added, removed = report.removed, table = self.table, "routes updated");
+        }
+        report
+    }
+
+    /// Removes every route this daemon installed.
+    pub fn remove_all(&mut self) {
+        for net in std::mem::take(&mut self.installed) {
+            if let Err(e) = self.change(net, false) {
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    tracing::warn!(prefix = %net, error = %e, "cannot remove route");
+                }
+            }
+        }
+        self.synced = None;
+    }
+
+    /// Adds (exclusively) or deletes the route `net dev <interface>`.
+    fn change(&mut self, net: IpNet, add: bool) -> io::Result<()> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = match net {
+            IpNet::V4(_) => AddressFamily::Inet,
+            IpNet::V6(_) => AddressFamily::Inet6,
+        };
+        msg.header.destination_prefix_length = net.prefix_len();
+        // Tables above 255 only fit the attribute.
+        msg.header.table = u8::try_from(self.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+        msg.header.protocol = RouteProtocol::Static;
+        msg.header.scope = RouteScope::Link;
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes = vec![
+            RouteAttribute::Destination(RouteAddress::from(net.network())),
+            RouteAttribute::Oif(self.ifindex),
+            RouteAttribute::Table(self.table),
+        ];
+        let (inner, flags) = if add {
+            (RouteNetlinkMessage::NewRoute(msg), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+        } else {
+            (RouteNetlinkMessage::DelRoute(msg), NLM_F_REQUEST | NLM_F_ACK)
+        };
+        self.request(inner, flags)
+    }
+
+    /// Sends one request and waits for its acknowledgement.
+    fn request(&mut self, inner: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = self.seq;
+        let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(inner));
+        msg.finalize();
+        let mut out = vec![0u8; msg.buffer_len()];
+        msg.serialize(&mut out);
+        self.socket.send(&out, 0)?;
+        let mut buf = Vec::with_capacity(8192);
+        loop {
+            buf.clear();
+            let n = self.socket.recv(&mut buf, 0)?;
+            let mut at = 0;
+            while at < n {
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[at..n])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let len = reply.header.length as usize;
+                if reply.header.sequence_number == self.seq {
+                    if let NetlinkPayload::Error(e) = reply.payload {
+                        return match e.code {
+                            None => Ok(()),
+                            Some(_) => Err(e.to_io()),
+                        };
+                    }
+                }
+                if len == 0 {
+                    break;
+                }
+                at += len;
+            }
+        }
+    }
+}
+
+impl Drop for RouteSync {
+    fn drop(&mut self) {
+        self.remove_all();
+    }
+}

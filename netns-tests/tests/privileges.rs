@@ -1,0 +1,108 @@
+//! `user = "nobody"`: after setup causewayd runs unprivileged with only
+//! CAP_NET_ADMIN, and everything an operator does later still works: traffic,
+//! live peer changes with kernel routes, reloads, and a clean exit whose
+//! control sockets are removed by the root helper.
+
+use std::time::{Duration, Instant};
+
+use causeway_netns_tests::*;
+
+/// A field of /proc/PID[/task/TID]/status.
+fn status_field(path: &str, field: &str) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("{field} missing in {path}"))
+        .trim()
+        .to_string()
+}
+
+const NET_ADMIN_ONLY: &str = "0000000000001000";
+
+#[test]
+fn runs_as_nobody_with_net_admin_only() {
+    let Some(_lab) = lab_or_skip("runs_as_nobody_with_net_admin_only") else { return };
+    let (a, b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ka, pa) = keypair();
+    let (kb, pb) = keypair();
+    let ga = Gateway::start_with(
+        &a,
+        dir.path(),
+        &ka,
+        &["10.84.0.1/24"],
+        51820,
+        1420,
+        &[PeerSpec::new("b", pb, Some("198.18.0.2:51820"), &["10.84.0.2/32"])],
+        "install_routes = true\nuser = \"nobody\"\n",
+    )
+    .unwrap();
+    let _gb = Gateway::start(
+        &b,
+        dir.path(),
+        &kb,
+        &["10.84.0.2/24", "10.184.0.1/24"],
+        51820,
+        1420,
+        &[PeerSpec::new("a", pa, Some("198.18.0.1:51820"), &["10.84.0.1/32"])],
+    )
+    .unwrap();
+    assert!(a.wait_for_ping("10.84.0.2", Duration::from_secs(10)), "{}", ga.log_text());
+
+    let pid = ga.process.pid();
+    let main = format!("/proc/{pid}/status");
+    let uids = status_field(&main, "Uid");
+    assert!(uids.split_whitespace().all(|u| u == "65534"), "every uid is nobody's: {uids}");
+    assert_eq!(status_field(&main, "CapEff"), NET_ADMIN_ONLY);
+    assert_eq!(status_field(&main, "CapPrm"), NET_ADMIN_ONLY);
+    assert_eq!(status_field(&main, "CapBnd"), NET_ADMIN_ONLY);
+    let mut workers = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.starts_with("cw-worker") {
+            workers += 1;
+            let st = dir.join("status");
+            assert_eq!(status_field(st.to_str().unwrap(), "CapEff"), "0000000000000000", "workers hold nothing");
+        }
+    }
+    assert!(workers > 0);
+
+    // Live change after the drop: netlink still accepts the route.
+    let if_a = ga.ifname.clone();
+    tunctl_ok(&a, &["peer", "set", &if_a, "b", "--allowed-ip", "10.84.0.2/32", "--allowed-ip", "10.184.0.0/24"]);
+    assert!(a.wait_for_ping("10.184.0.1", Duration::from_secs(10)), "{}", ga.log_text());
+
+    // A reload reads the file as nobody: the operator hands it over.
+    let cfg = std::fs::read_to_string(&ga.config).unwrap();
+    std::fs::write(&ga.config, cfg.replace("persistent_keepalive = 0", "persistent_keepalive = 7")).unwrap();
+    std::os::unix::fs::chown(&ga.config, Some(65534), Some(65534)).unwrap();
+    let reloaded = tunctl_ok(&a, &["reload", &if_a]);
+    assert!(reloaded.contains("changed: b (persistent_keepalive"), "{reloaded}");
+
+    // SIGTERM: a clean exit, and the root helper removes both sockets.
+    let mut ga = ga;
+    assert_eq!(ga.process.stop(), Some(0), "{}", ga.log_text());
+    let sockets = [format!("/var/run/wireguard/{if_a}.sock"), format!("/var/run/causeway/{if_a}.sock")];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sockets.iter().any(|s| std::path::Path::new(s).exists()) {
+        assert!(Instant::now() < deadline, "sockets left behind: {sockets:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!ga.log_text().contains("ERROR"), "{}", ga.log_text());
+}
+
+#[test]
+fn an_unknown_user_is_refused_before_anything_is_created() {
+    let Some(_lab) = lab_or_skip("an_unknown_user_is_refused_before_anything_is_created") else { return };
+    let (a, _b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ka, _) = keypair();
+    let err =
+        Gateway::start_with(&a, dir.path(), &ka, &["10.84.0.1/24"], 51820, 1420, &[], "user = \"no-such-user\"\n")
+            .err()
+            .expect("causewayd must refuse to start");
+    assert!(err.to_string().contains("user \"no-such-user\" does not exist"), "{err}");
+    let links = a.ip(&["-o", "link", "show"]).unwrap();
+    assert_eq!(links.lines().count(), 2, "only lo and the WAN veth: {links}");
+}

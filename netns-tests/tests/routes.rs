@@ -1,0 +1,105 @@
+//! `install_routes`: the peers' allowed IPs are routed through the interface
+//! by causewayd itself, follow live peer changes, honour `route_table`, and
+//! never include a default route (it would swallow the tunnel's own UDP).
+
+use std::time::{Duration, Instant};
+
+use causeway_netns_tests::*;
+
+/// The destinations of `ip route show` for the arguments given.
+fn routes(ns: &Netns, args: &[&str]) -> Vec<String> {
+    let mut full = vec!["route", "show"];
+    full.extend_from_slice(args);
+    ns.ip(&full).unwrap().lines().filter_map(|l| l.split_whitespace().next().map(str::to_string)).collect()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn allowed_ips_become_routes() {
+    let Some(_lab) = lab_or_skip("allowed_ips_become_routes") else { return };
+    let (hub, spoke) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (kh, ph) = keypair();
+    let (ks, ps) = keypair();
+    // The spoke's LAN, 10.179.0.0/24, is reachable from the hub only through
+    // a route to the tunnel; nobody writes one by hand.
+    let gh = Gateway::start_with(
+        &hub,
+        dir.path(),
+        &kh,
+        &["10.79.0.1/24"],
+        51820,
+        1420,
+        &[PeerSpec::new("spoke", ps, Some("198.18.0.2:51820"), &["10.79.0.2/32", "10.179.0.0/24"])],
+        "install_routes = true\n",
+    )
+    .unwrap();
+    let gs = Gateway::start_with(
+        &spoke,
+        dir.path(),
+        &ks,
+        &["10.79.0.2/24", "10.179.0.1/24"],
+        51820,
+        1420,
+        &[PeerSpec::new("hub", ph, Some("198.18.0.1:51820"), &["0.0.0.0/0", "10.79.0.1/32", "10.80.0.0/16"])],
+        "install_routes = true\nroute_table = 100\n",
+    )
+    .unwrap();
+
+    let on_hub = routes(&hub, &["dev", &gh.ifname]);
+    assert!(on_hub.contains(&"10.179.0.0/24".to_string()), "{on_hub:?}");
+    assert!(on_hub.contains(&"10.79.0.2".to_string()), "{on_hub:?}");
+    assert!(hub.wait_for_ping("10.179.0.1", Duration::from_secs(10)), "{}", gh.log_text());
+
+    let table100 = routes(&spoke, &["table", "100"]);
+    assert_eq!(table100, ["10.79.0.1", "10.80.0.0/16"], "no default route, and only in table 100");
+    assert!(!routes(&spoke, &["dev", &gs.ifname]).contains(&"10.80.0.0/16".to_string()), "main table untouched");
+    assert!(gs.log_text().contains("not installing a default route"), "{}", gs.log_text());
+
+    let show = tunctl_ok(&hub, &["show", &gh.ifname]);
+    assert!(show.contains("kernel routes: 2 prefixes in table main"), "{show}");
+
+    // Live changes: a new prefix appears, a removed peer takes its routes.
+    let if_h = gh.ifname.clone();
+    tunctl_ok(&hub, &["peer", "set", &if_h, "spoke", "--allowed-ip", "10.79.0.2/32", "--allowed-ip", "10.181.0.0/24"]);
+    wait_for("the changed prefixes", || {
+        let r = routes(&hub, &["dev", &if_h]);
+        r.contains(&"10.181.0.0/24".to_string()) && !r.contains(&"10.179.0.0/24".to_string())
+    });
+    tunctl_ok(&hub, &["peer", "remove", &if_h, "spoke"]);
+    wait_for("the removed peer's routes to go", || routes(&hub, &["dev", &if_h]).iter().all(|r| r == "10.79.0.0/24"));
+    let status = lab::api_status(&if_h).unwrap();
+    assert_eq!(status["kernel_routes"]["installed"].as_array().map(Vec::len), Some(0), "{status}");
+}
+
+#[test]
+fn an_existing_route_is_left_alone() {
+    let Some(_lab) = lab_or_skip("an_existing_route_is_left_alone") else { return };
+    let (hub, _spoke) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (kh, _) = keypair();
+    let (_, ps) = keypair();
+    // The operator already routes this prefix elsewhere.
+    hub.ip(&["route", "add", "10.182.0.0/24", "via", "198.18.0.2"]).unwrap();
+    let gh = Gateway::start_with(
+        &hub,
+        dir.path(),
+        &kh,
+        &["10.79.0.1/24"],
+        51820,
+        1420,
+        &[PeerSpec::new("spoke", ps, Some("198.18.0.2:51820"), &["10.182.0.0/24", "10.183.0.0/24"])],
+        "install_routes = true\n",
+    )
+    .unwrap();
+    assert_eq!(routes(&hub, &["dev", &gh.ifname]), ["10.79.0.0/24", "10.183.0.0/24"]);
+    assert!(hub.ip(&["route", "show", "10.182.0.0/24"]).unwrap().contains("via 198.18.0.2"), "untouched");
+    assert!(gh.log_text().contains("a route for this prefix exists already"), "{}", gh.log_text());
+}
