@@ -15,9 +15,13 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --quiet -- -D warnings
 echo "== cargo build --release (the netns tests run the real causewayd)"
 cargo build --release --workspace --bins --quiet
 echo "== cargo test"
 cargo test --workspace --release 2>&1
+echo "== fuzzing"
+scripts/fuzz.sh

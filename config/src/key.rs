@@ -54,9 +54,24 @@ pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError
             return Err(KeyError::Permissions { path: shown, mode });
         }
     }
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(unreadable)?);
+    // A FIFO, a terminal or a device would block or never end; a key is 45
+    // bytes, so anything past a few lines is not one.
+    if !meta.is_file() {
+        return Err(KeyError::Unreadable { path: shown, reason: "not a regular file".into() });
+    }
+    use std::io::Read;
+    // Capacity up front: growing the string would leave copies of the key
+    // in freed memory that Zeroizing never sees.
+    let mut text = Zeroizing::new(String::with_capacity(MAX_KEY_FILE as usize + 1));
+    std::fs::File::open(path).and_then(|f| f.take(MAX_KEY_FILE + 1).read_to_string(&mut text)).map_err(unreadable)?;
+    if text.len() as u64 > MAX_KEY_FILE {
+        return Err(KeyError::Unreadable { path: shown, reason: format!("longer than {MAX_KEY_FILE} bytes") });
+    }
     parse_key(&text)
 }
+
+/// The longest key file read: a key, a newline and room for a comment.
+const MAX_KEY_FILE: u64 = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -74,6 +89,25 @@ mod tests {
         assert_eq!(parse_key("abc").unwrap_err(), KeyError::Length(3));
         assert_eq!(parse_key("yAnz5TF-lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=").unwrap_err(), KeyError::Encoding);
         assert_eq!(parse_key("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmkA").unwrap_err(), KeyError::Encoding);
+    }
+
+    #[test]
+    fn key_files_must_be_small_regular_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let private = |name: &str, body: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, body).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            p
+        };
+        let good = private("good.key", b"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n");
+        assert_eq!(read_key_file(&good).unwrap()[0], 0xc8);
+        let big = private("big.key", &[b'A'; 4096]);
+        assert!(read_key_file(&big).unwrap_err().to_string().contains("longer than 1024 bytes"));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let err = read_key_file(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub use error::{ConfigError, Problem};
 pub use key::{parse_key, KeyError};
 pub use types::{
     Config, Endpoint, Interface, Peer, RouteTable, DEFAULT_DNS_REFRESH, DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT,
-    DEFAULT_MTU,
+    DEFAULT_MTU, MAX_MTU, MIN_MTU,
 };
 pub use validate::{parse_address, parse_allowed_ip};
 

@@ -207,7 +207,8 @@ fn put_peer(iface: &Interface, req: &Value, existing: Option<Arc<PeerState>>) ->
     })
 }
 
-fn handle(iface: &Interface, line: &str) -> Value {
+/// Answers one request line with `{"ok": …}` or `{"error": …}`.
+pub fn handle(iface: &Interface, line: &str) -> Value {
     let req: Value = match serde_json::from_str(line) {
         Ok(v) => v,
         Err(e) => return json!({"error": format!("request is not JSON: {e}")}),

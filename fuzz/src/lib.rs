@@ -1,0 +1,202 @@
+//! The bodies of Causeway's fuzz targets, one per parser of outside input,
+//! each checking a property beyond "does not crash". The cargo-fuzz binaries
+//! in `fuzz_targets/` call these, and `tests/corpus.rs` replays the kept
+//! corpus through them on the stable toolchain.
+//!
+//! Targets that build an interface (UAPI, control API) first move their
+//! thread into a fresh network namespace where possible, so that names the
+//! fuzzer invents are never looked up on a real network.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use causeway_crypto::{Device, Peer, Received, StaticSecret, Time};
+use causeway_gateway::interface::Interface;
+
+/// A responder (`b`) with an established, confirmed session from `a`.
+struct Wire {
+    a: Device,
+    b: Device,
+    a_peer: std::sync::Arc<Peer>,
+    now: Time,
+    buf: Mutex<Vec<u8>>,
+}
+
+const A_ADDR: &str = "198.18.0.1:51820";
+const B_ADDR: &str = "198.18.0.2:51820";
+/// Payload bytes sealed per input at most, like an MTU.
+const MAX_SEALED: usize = 1500;
+
+fn wire_state() -> &'static Wire {
+    static WIRE: OnceLock<Wire> = OnceLock::new();
+    WIRE.get_or_init(|| {
+        let (ka, kb) = (StaticSecret::from_bytes([1; 32]), StaticSecret::from_bytes([2; 32]));
+        let (pa, pb) = (ka.public_key(), kb.public_key());
+        let a = Device::new(Some(ka));
+        let b = Device::new(Some(kb));
+        let a_peer = a.add_peer(pb, None, 0).expect("peer b");
+        b.add_peer(pa, None, 0).expect("peer a");
+        let now = Time::from_secs(1_000);
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut init = a.create_initiation(&a_peer, now, wall).expect("initiation");
+        let Ok(Received::HandshakeResponse { mut response, .. }) = b.receive(addr(A_ADDR), &mut init, now) else {
+            panic!("b refused a's initiation")
+        };
+        assert!(matches!(a.receive(addr(B_ADDR), &mut response, now), Ok(Received::SessionEstablished { .. })));
+        let wire = Wire { a, b, a_peer, now, buf: Mutex::new(vec![0; 16 + MAX_SEALED + 16 + 16]) };
+        // A keepalive confirms the session on b's side.
+        let sealed = seal(&wire, &[]);
+        assert!(matches!(wire.b.receive(addr(A_ADDR), &mut sealed.clone(), now), Ok(Received::Keepalive { .. })));
+        wire
+    })
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+/// A's data message carrying `payload`.
+fn seal(w: &Wire, payload: &[u8]) -> Vec<u8> {
+    let mut buf = w.buf.lock().unwrap_or_else(|e| e.into_inner());
+    buf[16..16 + payload.len()].copy_from_slice(payload);
+    let sealed = w.a.seal(&w.a_peer, &mut buf, payload.len(), MAX_SEALED, w.now).expect("seal");
+    buf[..sealed.len].to_vec()
+}
+
+/// Datagrams arriving at a gateway. The first byte picks the mode:
+/// - even: the rest is a raw datagram. Whatever it is, an error must leave
+///   the responder's state as it was (no index, counter or session change).
+/// - odd: the rest is an inner packet, sealed by the real peer. It must
+///   decrypt to exactly those bytes, and the inner-packet checks of the
+///   receive path (length, source, MSS clamp) must hold on it.
+pub fn wire(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let w = wire_state();
+    if mode % 2 == 0 {
+        let peer = w.b.peers()[0].clone();
+        let (indices, rx) = (w.b.index_count(), peer.stats().rx_bytes);
+        let mut packet = rest.to_vec();
+        if w.b.receive(addr(A_ADDR), &mut packet, w.now).is_err() {
+            assert_eq!(w.b.index_count(), indices, "a refused datagram changed the index table");
+            assert_eq!(peer.stats().rx_bytes, rx, "a refused datagram was counted");
+        }
+        return;
+    }
+    let payload = &rest[..rest.len().min(MAX_SEALED)];
+    let mut packet = seal(w, payload);
+    match w.b.receive(addr(A_ADDR), &mut packet, w.now) {
+        Ok(Received::Data { plaintext, .. }) => {
+            assert_eq!(&plaintext[..payload.len()], payload, "decrypted bytes differ from what was sealed");
+            assert!(plaintext[payload.len()..].iter().all(|&b| b == 0), "padding is zeros");
+            inner(plaintext);
+        }
+        Ok(Received::Keepalive { .. }) => assert!(payload.is_empty()),
+        other => panic!("a sealed packet was refused: {:?}", other.err()),
+    }
+}
+
+/// The receive path's view of a decrypted packet, and the MSS clamp that
+/// rewrites SYNs in both directions.
+fn inner(plain: &[u8]) {
+    if let Some((len, _source)) = causeway_gateway::receive::inner_packet(plain) {
+        assert!(len <= plain.len() && len >= 20);
+    }
+    let mut packet = plain.to_vec();
+    let limits = causeway_gateway::mss::max_mss(1420);
+    if causeway_gateway::mss::clamp(&mut packet, limits) {
+        assert_eq!(packet.len(), plain.len(), "clamping never changes the length");
+        let once = packet.clone();
+        assert!(!causeway_gateway::mss::clamp(&mut packet, limits), "a clamped SYN is clamped again");
+        assert_eq!(packet, once);
+    }
+    let _ = causeway_gateway::send::destination(plain);
+}
+
+/// Moves this thread into a new network namespace (root only); true when
+/// that worked. Namespaces are per thread, and so is the interface below.
+pub fn isolated() -> bool {
+    thread_local! {
+        static ISOLATED: bool = {
+            // SAFETY: unshare takes flags only and affects the calling thread.
+            unsafe { libc::unshare(libc::CLONE_NEWNET) == 0 }
+        };
+    }
+    ISOLATED.with(|i| *i)
+}
+
+/// An interface with no TUN and no workers: the control plane's view.
+fn with_interface(f: impl FnOnce(&Interface)) {
+    thread_local! {
+        static IFACE: RefCell<Option<Interface>> = const { RefCell::new(None) };
+    }
+    if !isolated() {
+        return;
+    }
+    IFACE.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let iface = cell.get_or_insert_with(|| {
+            Interface::new("cwfuzz0".into(), Some(StaticSecret::from_bytes([3; 32])), 1420, 1, 0)
+                .expect("an interface without a TUN")
+        });
+        f(iface);
+        // Each input starts from no peers, so memory stays bounded.
+        iface.remove_all_peers();
+    });
+}
+
+/// The wg UAPI `set=1` body, applied to an interface when it parses; the
+/// interface must still answer `get`.
+pub fn uapi(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let parsed = causeway_gateway::uapi::parse_set(text.split('\n'));
+    with_interface(|iface| {
+        if let Ok(req) = parsed {
+            let _ = causeway_gateway::uapi::apply_set(iface, req);
+        }
+        let get = causeway_gateway::uapi::get(iface);
+        assert!(get.lines().all(|l| l.contains('=')), "get answers key=value lines: {get:?}");
+    });
+}
+
+/// One line of the tunctl control API: every answer is an object with
+/// exactly one of "ok" or "error", and never shows the private key.
+pub fn control_api(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let line = text.split('\n').next().unwrap_or_default();
+    with_interface(|iface| {
+        let reply = causeway_gateway::api::handle(iface, line);
+        let obj = reply.as_object().expect("an object");
+        assert_eq!(obj.len(), 1, "{reply}");
+        assert!(obj.contains_key("ok") || obj.contains_key("error"), "{reply}");
+        // Unless the request itself carried it (an error may quote the request).
+        let secret = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
+        assert!(line.contains(secret) || !reply.to_string().contains(secret), "the private key leaked: {reply}");
+    });
+}
+
+/// A configuration file: either a usable configuration, or problems that
+/// each name this file and a line inside it.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let path = Path::new("/nonexistent/fuzz.toml");
+    match causeway_config::parse(text, path) {
+        Ok(cfg) => {
+            for p in &cfg.peers {
+                assert!(p.allowed_ips.iter().all(|n| *n == n.trunc()), "host bits are cleared");
+            }
+            assert!((causeway_config::MIN_MTU..=causeway_config::MAX_MTU).contains(&cfg.interface.mtu));
+        }
+        Err(e) => {
+            let problems = e.problems();
+            assert!(!problems.is_empty(), "an invalid file says why");
+            let lines = text.lines().count().max(1) + 1;
+            for p in problems {
+                assert_eq!(p.file, path);
+                assert!(p.line >= 1 && p.line <= lines, "line {} of {lines}: {p}", p.line);
+            }
+        }
+    }
+}
