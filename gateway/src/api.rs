@@ -83,6 +83,7 @@ pub fn status(iface: &Interface) -> Value {
         })),
         "peers": peers,
         "drops": drops,
+        "cookie_replies_sent": iface.counters.cookie_replies.load(std::sync::atomic::Ordering::Relaxed),
         "worker_stats": workers,
     })
 }

@@ -152,6 +152,17 @@ pub async fn run_timers(iface: Arc<Interface>) {
     let mut ticks: u64 = 0;
     let mut last_sample = iface.clock.now();
     let mut last_refresh = iface.clock.now();
+    // A gateway that restarts (a crash, an upgrade) reaches out at once: the
+    // other side still holds the old session and would wait 15 s before
+    // noticing that its packets go unanswered.
+    {
+        let sockets = iface.sockets();
+        for peer in iface.peers() {
+            if peer.endpoint().is_some() {
+                send_initiation(&iface, &peer, &sockets.sockets[0], iface.clock.now());
+            }
+        }
+    }
     while !iface.is_shutting_down() {
         tick.tick().await;
         ticks += 1;

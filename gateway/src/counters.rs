@@ -104,6 +104,9 @@ impl WorkerStats {
 #[derive(Default)]
 pub struct Counters {
     drops: [AtomicU64; Drop::ALL.len()],
+    /// Handshake messages answered with a cookie because we were under
+    /// load: how a flood shows up.
+    pub cookie_replies: AtomicU64,
 }
 
 impl Counters {

@@ -51,6 +51,8 @@ pub fn render(iface: &Interface) -> String {
     let peers_up = gauge_family(&mut r, "peers_up", "Peers with a usable session");
     let drops = counter_family(&mut r, "dropped_packets", "Packets dropped, by reason");
     let worker = counter_family(&mut r, "worker_operations", "Data-plane syscalls and packets, per worker");
+    let cookies =
+        counter_family(&mut r, "cookie_replies_sent", "Handshake messages answered with a cookie (under load)");
 
     let now = iface.clock.now();
     let base = vec![("interface".to_string(), iface.name.clone())];
@@ -82,6 +84,7 @@ pub fn render(iface: &Interface) -> String {
         l.push(("reason".into(), d.name().into()));
         drops.get_or_create(&l).inc_by(iface.counters.get(*d));
     }
+    cookies.get_or_create(&base).inc_by(iface.counters.cookie_replies.load(std::sync::atomic::Ordering::Relaxed));
     for (i, w) in iface.worker_stats.iter().enumerate() {
         for (what, v) in w.snapshot() {
             let mut l = base.clone();

@@ -219,6 +219,7 @@ impl Receiver {
                 }
             }
             Received::CookieReply { reply } => {
+                iface.counters.cookie_replies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 transmit_to(iface, None, src, local, sock, &reply, None);
             }
             Received::CookieStored { .. } => {}

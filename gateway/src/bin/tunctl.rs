@@ -304,6 +304,7 @@ fn show(status: &Value) {
         .map(|m| m.iter().filter(|(_, v)| v.as_u64() != Some(0)).map(|(k, v)| format!("{k}={v}")).collect())
         .unwrap_or_default();
     println!("dropped: {}", if drops.is_empty() { "none".into() } else { drops.join(" ") });
+    println!("cookie replies sent (handshakes under load): {}", status["cookie_replies_sent"]);
     let total = |k: &str| -> f64 {
         status["worker_stats"].as_array().map_or(0.0, |w| w.iter().filter_map(|x| x[k].as_u64()).sum::<u64>() as f64)
     };
