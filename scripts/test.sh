@@ -23,5 +23,7 @@ echo "== cargo build --release (the netns tests run the real causewayd)"
 cargo build --release --workspace --bins --quiet
 echo "== cargo test"
 cargo test --workspace --release 2>&1
+echo "== soak: ${SOAK_SECONDS:-600} s of traffic with peer and reload churn"
+cargo test --release -p causeway-netns-tests --test soak -- --ignored --nocapture 2>&1
 echo "== fuzzing"
 scripts/fuzz.sh

@@ -23,8 +23,10 @@ impl fmt::Display for Problem {
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read configuration: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    /// The reason is part of the message, not a separate source, so that
+    /// an error chain printed whole does not say it twice.
+    #[error("{}: cannot read configuration: {reason}", path.display())]
+    Read { path: PathBuf, reason: std::io::Error },
     /// Every problem found, in file order; never empty.
     #[error("{}", Problems(.0))]
     Invalid(Vec<Problem>),

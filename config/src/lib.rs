@@ -26,7 +26,7 @@ use std::path::Path;
 /// paths are resolved against the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let source =
-        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        std::fs::read_to_string(path).map_err(|reason| ConfigError::Read { path: path.to_path_buf(), reason })?;
     parse(&source, path)
 }
 

@@ -54,6 +54,8 @@ pub fn status(iface: &Interface) -> Value {
                 "latest_handshake_age_secs": handshake_unix.map(|h| wall_now.saturating_sub(h)),
                 "rx_bytes": stats.rx_bytes,
                 "tx_bytes": stats.tx_bytes,
+                "rx_packets": stats.rx_packets,
+                "tx_packets": stats.tx_packets,
                 "persistent_keepalive": p.crypto.timers.persistent_keepalive(),
                 "handshakes_initiated": p.handshakes_initiated.load(std::sync::atomic::Ordering::Relaxed),
                 "state": state,

@@ -149,6 +149,22 @@ impl Gateway {
     }
 }
 
+/// An HTTP GET of `path` from causewayd's metrics listener on
+/// 127.0.0.1:9586 inside `ns`; the whole response, headers included.
+pub fn scrape_metrics(ns: &Netns, path: &str) -> String {
+    use std::io::{Read, Write};
+    let path = path.to_string();
+    lab::in_netns(ns, move || {
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9586").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap()
+}
+
 /// Runs tunctl in a namespace.
 pub fn tunctl(ns: &Netns, args: &[&str]) -> std::process::Output {
     ns.command(lab::causewayd_path().unwrap().with_file_name("tunctl")).args(args).output().unwrap()

@@ -1,24 +1,9 @@
 //! Prometheus metrics scraped during traffic: per-peer counters that agree
 //! with the gateway's own status, peers up, drops by reason, worker batches.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use causeway_netns_tests::*;
-
-fn scrape(ns: &Netns, path: &str) -> String {
-    let path = path.to_string();
-    lab::in_netns(ns, move || {
-        let mut s = TcpStream::connect("127.0.0.1:9586").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
-    .unwrap()
-}
 
 fn value(text: &str, metric: &str, label: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(metric) && l.contains(label)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
@@ -66,9 +51,9 @@ fn metrics_scraped_during_traffic() {
     let during = std::thread::scope(|s| {
         let run = s.spawn(|| lab::iperf3(&b, &a, "10.77.0.2", 3, false, &[]).unwrap());
         std::thread::sleep(Duration::from_millis(1500));
-        let first = scrape(&a, "/metrics");
+        let first = scrape_metrics(&a, "/metrics");
         std::thread::sleep(Duration::from_millis(500));
-        let second = scrape(&a, "/metrics");
+        let second = scrape_metrics(&a, "/metrics");
         run.join().unwrap();
         (first, second)
     });
@@ -85,9 +70,9 @@ fn metrics_scraped_during_traffic() {
 
     // At rest, the scrape and the status API agree exactly.
     std::thread::sleep(Duration::from_millis(300));
-    let text = scrape(&a, "/metrics");
+    let text = scrape_metrics(&a, "/metrics");
     let status = lab::api_status(&ifname).unwrap();
     assert_eq!(value(&text, "causeway_peer_rx_bytes_total", "peer=\"b\""), status["peers"][0]["rx_bytes"].as_f64());
     assert_eq!(value(&text, "causeway_peer_tx_bytes_total", "peer=\"b\""), status["peers"][0]["tx_bytes"].as_f64());
-    assert!(scrape(&a, "/other").starts_with("HTTP/1.1 404"));
+    assert!(scrape_metrics(&a, "/other").starts_with("HTTP/1.1 404"));
 }

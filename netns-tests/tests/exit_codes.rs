@@ -1,0 +1,99 @@
+//! Bad input on the command line, in files and on stdin: each gets one
+//! clear message on stderr and the documented exit code (0 success, 1
+//! failure, 2 bad usage), and nothing is left behind.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use causeway_netns_tests::*;
+
+fn run(program: &str, args: &[&str], stdin: &str) -> (i32, String) {
+    let exe = lab::causewayd_path().unwrap().with_file_name(program);
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().expect("exited, not killed"), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The message names the problem once: no line repeats a clause of another.
+fn says_once(stderr: &str, what: &str) {
+    assert_eq!(stderr.matches(what).count(), 1, "{what:?} once in: {stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for (program, args) in [
+        ("causewayd", vec!["--bogus"]),
+        ("causewayd", vec!["up"]),
+        ("tunctl", vec!["--bogus"]),
+        ("tunctl", vec!["peers"]),
+        ("tunctl", vec!["peer", "add", "cw0"]),
+    ] {
+        let (code, err) = run(program, &args, "");
+        assert_eq!(code, 2, "{program} {args:?}: {err}");
+        assert!(err.contains("Usage:"), "{program} {args:?} shows usage: {err}");
+    }
+}
+
+#[test]
+fn failures_exit_1_with_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = run("causewayd", &["up", "--config", "/nonexistent/gw.toml"], "");
+    assert_eq!(code, 1);
+    says_once(&err, "No such file or directory");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[interface]\nprivate_key = \"short\"\nmtu = 10\n").unwrap();
+    let (code, err) = run("causewayd", &["up", "--config", bad.to_str().unwrap()], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("bad.toml:2: interface.private_key:"), "{err}");
+    assert!(err.contains("bad.toml:3: interface.mtu:"), "every problem at once: {err}");
+
+    let (code, err) = run("tunctl", &["show", "cwnotthere0"], "");
+    assert_eq!(code, 1);
+    says_once(&err, "no causewayd is running for cwnotthere0");
+
+    let (code, err) = run("tunctl", &["pubkey"], "not a key\n");
+    assert_eq!(code, 1);
+    assert!(err.contains("stdin is not a private key"), "{err}");
+
+    let (code, err) = run("tunctl", &["import-wg", "/nonexistent/wg0.conf"], "");
+    assert_eq!(code, 1);
+    says_once(&err, "No such file or directory");
+}
+
+#[test]
+fn a_refused_start_leaves_nothing_behind() {
+    let Some(_lab) = lab_or_skip("a_refused_start_leaves_nothing_behind") else { return };
+    let (a, _b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ka, _) = keypair();
+    let ifname = lab::unique("cwx");
+    // Valid, except that the metrics address is not ours: the failure comes
+    // after the interface exists, which must then go away again.
+    let cfg = dir.path().join("x.toml");
+    lab::write_private(
+        &cfg,
+        &format!(
+            "[interface]\nname = \"{ifname}\"\nprivate_key = \"{}\"\naddresses = [\"10.91.0.1/24\"]\nmetrics_listen = \"198.18.9.9:9586\"\n",
+            b64(ka.as_bytes())
+        ),
+    )
+    .unwrap();
+    let out =
+        a.command(lab::causewayd_path().unwrap()).args(["up", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("9586"), "the message names what failed: {err}");
+    let links = a.ip(&["-o", "link", "show"]).unwrap();
+    assert!(!links.contains(&ifname), "the interface is gone: {links}");
+    for dir in ["/var/run/wireguard", "/var/run/causeway"] {
+        assert!(!std::path::Path::new(dir).join(format!("{ifname}.sock")).exists(), "no socket left in {dir}");
+    }
+}
