@@ -111,7 +111,8 @@ fn soak_with_churn() {
             assert!(added.contains("added c"), "{added}");
             assert!(s.a.wait_for_ping("10.90.0.3", Duration::from_secs(10)), "c unreachable after add");
             tunctl_ok(&s.a, &["peer", "remove", &if_a, "c"]);
-            let keepalive = if churn % 2 == 0 { "persistent_keepalive = 25" } else { "persistent_keepalive = 0" };
+            let keepalive =
+                if churn.is_multiple_of(2) { "persistent_keepalive = 25" } else { "persistent_keepalive = 0" };
             std::fs::write(&config, original.replace("persistent_keepalive = 0", keepalive)).unwrap();
             let reloaded = tunctl_ok(&s.a, &["reload", &if_a]);
             assert!(reloaded.contains("changed: b (persistent_keepalive)"), "{reloaded}");
