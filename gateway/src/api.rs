@@ -79,6 +79,7 @@ pub fn status(iface: &Interface) -> Value {
         "listen_port": iface.listen_port(),
         "mtu": iface.mtu(),
         "workers": iface.workers,
+        "udp_gso_segments": iface.sockets().sockets[0].max_gso_segments(),
         "kernel_routes": iface.route_table().map(|table| json!({
             "table": table,
             "installed": iface.kernel_routes().unwrap_or_default().iter().map(|n| n.to_string()).collect::<Vec<_>>(),

@@ -1,6 +1,7 @@
 //! The send path, in one place: packets from the TUN are routed to a peer
 //! by destination (cryptokey routing), sealed with the peer's current
-//! keypair, and sent as runs of equal-size datagrams in one GSO syscall.
+//! keypair, and sent as runs of equal-size datagrams in one GSO syscall
+//! (or, where GSO is missing, runs of any sizes in one sendmmsg).
 //! Packets for a peer without a session are staged and a handshake started.
 //! Handshake messages and keepalives leave through here too.
 
@@ -13,7 +14,7 @@ use causeway_crypto::{padded_len, Error, Keypair, Time, DATA_HEADER_LEN, DATA_OV
 use crate::counters::{Drop, WorkerStats};
 use crate::interface::Interface;
 use crate::peer::{Endpoint, PeerState};
-use crate::udp::{SourceUse, UdpEndpoint};
+use crate::udp::{SourceUse, UdpEndpoint, MMSG_BATCH};
 
 /// Largest UDP payload one GSO send may carry in total.
 const GSO_MAX_BYTES: usize = 65_000;
@@ -50,7 +51,26 @@ pub fn transmit_to(
     contents: &[u8],
     segment: Option<usize>,
 ) -> bool {
-    match sock.send(addr, local, contents, segment) {
+    settle(iface, peer, addr, sock.send(addr, local, contents, segment))
+}
+
+/// Sends datagrams of `lens` bytes, laid end to end in `contents`, to a
+/// peer with sendmmsg (for sockets without GSO).
+fn transmit_many(
+    iface: &Interface,
+    peer: &PeerState,
+    ep: Endpoint,
+    sock: &UdpEndpoint,
+    contents: &[u8],
+    lens: &[usize],
+) -> bool {
+    settle(iface, Some(peer), ep.addr, sock.send_many(ep.addr, ep.local, contents, lens))
+}
+
+/// Accounts for a send: a dropped sticky source is forgotten, an error
+/// counted. Returns whether the datagrams left.
+fn settle(iface: &Interface, peer: Option<&PeerState>, addr: SocketAddr, result: std::io::Result<SourceUse>) -> bool {
+    match result {
         Ok(SourceUse::Kept) => true,
         Ok(SourceUse::Dropped) => {
             if let Some(p) = peer {
@@ -160,13 +180,22 @@ pub struct Sender {
     gso: Vec<u8>,
     len: usize,
     run: Option<Run>,
+    /// Without GSO: the length of each datagram of the run in `gso`, for
+    /// one sendmmsg.
+    lens: Vec<usize>,
     /// Index of the worker this belongs to, for its statistics.
     worker: usize,
 }
 
 impl Sender {
     pub fn new(worker: usize) -> Sender {
-        Sender { gso: vec![0u8; GSO_MAX_BYTES + crate::tun::MAX_PACKET + 64], len: 0, run: None, worker }
+        Sender {
+            gso: vec![0u8; GSO_MAX_BYTES + crate::tun::MAX_PACKET + 64],
+            len: 0,
+            run: None,
+            lens: Vec::with_capacity(MMSG_BATCH),
+            worker,
+        }
     }
 }
 
@@ -177,11 +206,18 @@ impl Sender {
             let stats = &iface.worker_stats[self.worker];
             WorkerStats::add(&stats.udp_sends, 1);
             WorkerStats::add(&stats.udp_datagrams_sent, run.count as u64);
-            if transmit(iface, &run.peer, run.ep, sock, &self.gso[..self.len], segment) {
+            let contents = &self.gso[..self.len];
+            let sent = if self.lens.len() > 1 {
+                transmit_many(iface, &run.peer, run.ep, sock, contents, &self.lens)
+            } else {
+                transmit(iface, &run.peer, run.ep, sock, contents, segment)
+            };
+            if sent {
                 run.peer.crypto.on_sent(now, self.len as u64, run.count as u64, true);
             }
         }
         self.len = 0;
+        self.lens.clear();
     }
 
     /// Routes, seals and sends a batch of packets read from the TUN.
@@ -197,6 +233,8 @@ impl Sender {
         let mss = iface.mss_limits();
         let mtu = iface.mtu() as usize;
         let max_segments = sock.max_gso_segments();
+        // No GSO: runs of any sizes, sent with one sendmmsg.
+        let mmsg = max_segments == 1;
         // Per batch, not per packet: the keypair of the peer last seen.
         let mut cached: Option<(Arc<PeerState>, Arc<Keypair>)> = None;
         let mut rekey: Vec<Arc<PeerState>> = Vec::new();
@@ -235,12 +273,9 @@ impl Sender {
             let padded = padded_len(size, mtu);
             let wire = DATA_OVERHEAD + padded;
             let fits = self.run.as_ref().is_some_and(|r| {
-                Arc::ptr_eq(&r.peer, peer)
-                    && r.ep == ep
-                    && !r.closed
-                    && wire <= r.segment
-                    && r.count < max_segments
-                    && self.len + wire <= GSO_MAX_BYTES
+                let shape =
+                    if mmsg { r.count < MMSG_BATCH } else { !r.closed && wire <= r.segment && r.count < max_segments };
+                Arc::ptr_eq(&r.peer, peer) && r.ep == ep && shape && self.len + wire <= GSO_MAX_BYTES
             });
             if !fits {
                 self.flush(iface, sock, now);
@@ -252,6 +287,9 @@ impl Sender {
             match kp.reserve(1).and_then(|c| kp.seal(c, out, size, padded)) {
                 Ok(_) => {
                     self.len += wire;
+                    if mmsg {
+                        self.lens.push(wire);
+                    }
                     let run = self.run.as_mut().expect("run started above");
                     run.count += 1;
                     run.closed = wire < run.segment;

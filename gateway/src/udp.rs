@@ -16,7 +16,17 @@ pub struct UdpEndpoint {
     state: UdpSocketState,
     /// Dual-stack IPv6 socket: IPv4 peers appear as v4-mapped addresses.
     dual_stack: bool,
+    /// GSO turned off by the operator (CAUSEWAY_UDP_GSO=off), for a path
+    /// whose NIC or driver mishandles it; sendmmsg batches instead.
+    gso_off: bool,
 }
+
+/// Most datagrams handed to one sendmmsg call.
+pub const MMSG_BATCH: usize = 64;
+
+/// Environment variable that turns UDP GSO off (`off`), as the kernel's
+/// own detection would on a system without it.
+pub const GSO_ENV: &str = "CAUSEWAY_UDP_GSO";
 
 /// Socket buffer size asked for: a few hundred full-size datagrams, so a
 /// burst from the peer is not dropped while a worker is busy encrypting.
@@ -64,7 +74,8 @@ pub fn bind_group(count: usize, port: u16, fwmark: u32) -> io::Result<(Vec<Arc<U
             let _ = s.set_send_buffer_size(SOCKET_BUFFER);
             let socket: UdpSocket = s.into();
             let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
-            Ok(Arc::new(UdpEndpoint { socket, state, dual_stack }))
+            let gso_off = std::env::var(GSO_ENV).is_ok_and(|v| v == "off");
+            Ok(Arc::new(UdpEndpoint { socket, state, dual_stack, gso_off }))
         })
         .collect::<io::Result<Vec<_>>>()?;
     Ok((eps, port))
@@ -113,8 +124,13 @@ impl UdpEndpoint {
         self.socket.local_addr().map_or(0, |a| a.port())
     }
 
+    /// Datagrams one GSO send may carry; 1 means no GSO.
     pub fn max_gso_segments(&self) -> usize {
-        self.state.max_gso_segments()
+        if self.gso_off {
+            1
+        } else {
+            self.state.max_gso_segments()
+        }
     }
 
     pub fn gro_segments(&self) -> usize {
@@ -153,6 +169,83 @@ impl UdpEndpoint {
         }
     }
 
+    /// Where GSO is missing: sends datagrams of `lens` bytes, laid end to
+    /// end in `contents`, with sendmmsg, up to MMSG_BATCH per syscall.
+    /// quinn-udp sends one datagram per syscall without GSO, hence this
+    /// path. The sticky source is handled as in `send`.
+    pub fn send_many(
+        &self,
+        dst: SocketAddr,
+        src: Option<IpAddr>,
+        contents: &[u8],
+        lens: &[usize],
+    ) -> io::Result<SourceUse> {
+        match self.sendmmsg_all(dst, src, contents, lens, 0) {
+            Ok(()) => Ok(SourceUse::Kept),
+            Err((e, sent)) if src.is_some() && is_source_gone(&e) => {
+                self.sendmmsg_all(dst, None, contents, lens, sent).map_err(|(e, _)| e)?;
+                Ok(SourceUse::Dropped)
+            }
+            Err((e, _)) => Err(e),
+        }
+    }
+
+    /// Sends `lens[from..]`; on failure, the error and how many were sent.
+    fn sendmmsg_all(
+        &self,
+        dst: SocketAddr,
+        src: Option<IpAddr>,
+        contents: &[u8],
+        lens: &[usize],
+        from: usize,
+    ) -> Result<(), (io::Error, usize)> {
+        let name = socket2::SockAddr::from(self.wire(dst));
+        // One control buffer serves every message: they share the source.
+        // u64s for cmsghdr alignment; 64 bytes hold either pktinfo.
+        let mut control = [0u64; 8];
+        let control_len = src.map_or(0, |ip| encode_pktinfo(&mut control, ip));
+        // SAFETY: iovec and mmsghdr are plain C structs for which all-zero
+        // is a valid (empty) value.
+        let mut iovs: [libc::iovec; MMSG_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut msgs: [libc::mmsghdr; MMSG_BATCH] = unsafe { std::mem::zeroed() };
+        let mut done = from;
+        let mut offset: usize = lens[..from].iter().sum();
+        while done < lens.len() {
+            let n = (lens.len() - done).min(MMSG_BATCH);
+            let mut at = offset;
+            for i in 0..n {
+                let len = lens[done + i];
+                let chunk = &contents[at..at + len];
+                at += len;
+                iovs[i] = libc::iovec { iov_base: chunk.as_ptr() as *mut libc::c_void, iov_len: len };
+                let hdr = &mut msgs[i].msg_hdr;
+                hdr.msg_name = name.as_ptr() as *mut libc::c_void;
+                hdr.msg_namelen = name.len();
+                hdr.msg_iov = &mut iovs[i];
+                hdr.msg_iovlen = 1;
+                if control_len > 0 {
+                    hdr.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+                    hdr.msg_controllen = control_len;
+                }
+            }
+            // SAFETY: msgs[..n] point at `name`, `iovs` and `control`, all
+            // alive for the call; each iovec lies inside `contents`.
+            let sent = unsafe { libc::sendmmsg(self.socket.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, 0) };
+            if sent < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err((e, done));
+            }
+            let sent = sent as usize;
+            offset += lens[done..done + sent].iter().sum::<usize>();
+            done += sent;
+        }
+        Ok(())
+    }
+
     /// Receives a batch (WouldBlock when nothing waits). Addresses in `meta`
     /// are normalized to plain IPv4 where they were v4-mapped.
     pub fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
@@ -162,6 +255,44 @@ impl UdpEndpoint {
             m.dst_ip = m.dst_ip.map(normalize_ip);
         }
         Ok(n)
+    }
+}
+
+/// Writes an IP_PKTINFO or IPV6_PKTINFO control message choosing `src` as
+/// the source address (as quinn-udp does for single sends); returns the
+/// control length.
+fn encode_pktinfo(buf: &mut [u64; 8], src: IpAddr) -> usize {
+    // SAFETY: a zeroed msghdr is valid; it only frames `buf` for the CMSG
+    // macros, which stay inside msg_controllen (checked by CMSG_FIRSTHDR).
+    unsafe {
+        let mut hdr: libc::msghdr = std::mem::zeroed();
+        hdr.msg_control = buf.as_mut_ptr() as *mut libc::c_void;
+        hdr.msg_controllen = std::mem::size_of_val(buf);
+        let cmsg = libc::CMSG_FIRSTHDR(&hdr);
+        match src {
+            IpAddr::V4(v4) => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr { s_addr: u32::from_ne_bytes(v4.octets()) },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                let len = std::mem::size_of_val(&info) as u32;
+                (*cmsg).cmsg_level = libc::IPPROTO_IP;
+                (*cmsg).cmsg_type = libc::IP_PKTINFO;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(len) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::in_pktinfo, info);
+                libc::CMSG_SPACE(len) as usize
+            }
+            IpAddr::V6(v6) => {
+                let info = libc::in6_pktinfo { ipi6_ifindex: 0, ipi6_addr: libc::in6_addr { s6_addr: v6.octets() } };
+                let len = std::mem::size_of_val(&info) as u32;
+                (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
+                (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(len) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::in6_pktinfo, info);
+                libc::CMSG_SPACE(len) as usize
+            }
+        }
     }
 }
 
@@ -208,5 +339,36 @@ mod tests {
             }
         }
         assert_eq!(got, vec![b"hello".to_vec(), b"again".to_vec()]);
+    }
+
+    #[test]
+    fn sendmmsg_sends_every_size_in_order_from_the_sticky_source() {
+        let (group, _) = bind_group(1, 0, 0).unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let dst = rx.local_addr().unwrap();
+        // More datagrams than one call takes, of varied sizes.
+        let lens: Vec<usize> = (0..MMSG_BATCH + 9).map(|i| 1 + (i * 37) % 1400).collect();
+        let contents: Vec<u8> = lens.iter().enumerate().flat_map(|(i, &l)| std::iter::repeat_n(i as u8, l)).collect();
+        // All of 127/8 is ours: the source must be the one asked for.
+        assert_eq!(
+            group[0].send_many(dst, Some("127.0.0.7".parse().unwrap()), &contents, &lens).unwrap(),
+            SourceUse::Kept
+        );
+        let mut buf = vec![0u8; 2048];
+        for (i, &len) in lens.iter().enumerate() {
+            let (n, from) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!((n, buf[0]), (len, i as u8), "datagram {i}");
+            assert_eq!(from.ip(), "127.0.0.7".parse::<IpAddr>().unwrap(), "IP_PKTINFO chose the source");
+        }
+        // A source that is not ours: dropped, and everything still arrives.
+        let gone = Some("198.18.255.254".parse().unwrap());
+        assert_eq!(
+            group[0].send_many(dst, gone, &contents[..lens[0] + lens[1]], &lens[..2]).unwrap(),
+            SourceUse::Dropped
+        );
+        for &len in &lens[..2] {
+            assert_eq!(rx.recv_from(&mut buf).unwrap().0, len);
+        }
     }
 }

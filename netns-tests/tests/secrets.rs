@@ -2,6 +2,7 @@
 //! traffic, every tunctl view, the control API, metrics, `wg show`, live
 //! changes, rejected reloads and a refused start is collected, and no form
 //! of any secret (base64, hex, or a 16-character piece of either) appears.
+//! The control sockets are root-only.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -122,6 +123,11 @@ fn secrets_never_appear_in_logs_output_or_metrics() {
         b.command(lab::causewayd_path().unwrap()).args(["up", "--config", path_b.to_str().unwrap()]).output().unwrap(),
     );
 
+    for dir in ["/var/run/wireguard", "/var/run/causeway"] {
+        let socket = std::path::Path::new(dir).join(format!("{if_a}.sock"));
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is root-only", socket.display());
+    }
     assert_eq!(ga.process.stop(), Some(0));
     assert_eq!(gb.process.stop(), Some(0));
     seen += &ga.log_text();
