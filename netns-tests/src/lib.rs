@@ -275,3 +275,37 @@ pub fn peered_sites(
     )?;
     Ok(PeeredSites { ga, gb, dir, a, b })
 }
+
+/// A third site behind a second WAN link of site a (198.18.1.0/24), whose
+/// gateway (tunnel address 10.NET.0.3) knows a; a does not know it yet.
+/// Fields drop in order: the gateway stops before its namespace goes.
+pub struct ThirdSite {
+    pub gc: Gateway,
+    pub c: Netns,
+    pub public: PublicKey,
+    /// The gateway's tunnel address, 10.NET.0.3.
+    pub address: String,
+}
+
+pub fn third_site(s: &PeeredSites, net: u8) -> anyhow::Result<ThirdSite> {
+    let c = Netns::new("c")?;
+    lab::veth(&s.a, "wan1", &["198.18.1.1/24"], &c, "wan0", &["198.18.1.2/24"])?;
+    let (kc, pc) = keypair();
+    let address = format!("10.{net}.0.3");
+    let a = PeerSpec::new("a", s.ga.public, Some("198.18.1.1:51820"), &[&format!("10.{net}.0.1/32")]);
+    let gc = Gateway::start(&c, s.dir.path(), &kc, &[&format!("{address}/24")], 51820, 1420, &[a])?;
+    Ok(ThirdSite { gc, c, public: pc, address })
+}
+
+impl ThirdSite {
+    /// `tunctl` arguments that add this site as peer "c" of interface `if_a`.
+    pub fn add_args(&self, if_a: &str) -> Vec<String> {
+        let key = b64(self.public.as_bytes());
+        let allowed = format!("{}/32", self.address);
+        ["peer", "add", if_a, "--name", "c", "--public-key", &key, "--endpoint", "198.18.1.2:51820"]
+            .into_iter()
+            .chain(["--allowed-ip", &allowed])
+            .map(String::from)
+            .collect()
+    }
+}

@@ -11,37 +11,12 @@ use serde_json::Value;
 fn add_change_remove_peers_live() {
     let Some(_lab) = lab_or_skip("add_change_remove_peers_live") else { return };
     let s = peered_sites(71, false, &[], &[]).unwrap();
-    let c = Netns::new("c").unwrap();
-    lab::veth(&s.a, "wan1", &["198.18.1.1/24"], &c, "wan0", &["198.18.1.2/24"]).unwrap();
-    let (kc, pc) = keypair();
-    let _gc = Gateway::start(
-        &c,
-        s.dir.path(),
-        &kc,
-        &["10.71.0.3/24"],
-        51820,
-        1420,
-        &[PeerSpec::new("a", s.ga.public, Some("198.18.1.1:51820"), &["10.71.0.1/32"])],
-    )
-    .unwrap();
+    let third = third_site(&s, 71).unwrap();
     assert!(s.a.wait_for_ping("10.71.0.2", Duration::from_secs(10)));
     let b_before = lab::api_status(&s.ga.ifname).unwrap()["peers"][0]["latest_handshake"].clone();
     let if_a = s.ga.ifname.clone();
-    let pc_b64 = b64(pc.as_bytes());
-
-    let add_c = [
-        "peer",
-        "add",
-        &if_a,
-        "--name",
-        "c",
-        "--public-key",
-        &pc_b64,
-        "--endpoint",
-        "198.18.1.2:51820",
-        "--allowed-ip",
-        "10.71.0.3/32",
-    ];
+    let add_args = third.add_args(&if_a);
+    let add_c: Vec<&str> = add_args.iter().map(String::as_str).collect();
     let run = std::thread::scope(|scope| {
         let traffic = scope.spawn(|| lab::iperf3_json(&s.b, &s.a, "10.71.0.2", 5, false, &["-i", "1"]).unwrap());
         std::thread::sleep(Duration::from_secs(1));

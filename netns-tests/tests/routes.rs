@@ -21,6 +21,19 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The hub's gateway (10.79.0.1/24) installing routes, with one peer
+/// "spoke" at 198.18.0.2 routed `allowed`.
+fn hub_gateway(
+    hub: &Netns,
+    dir: &std::path::Path,
+    key: &causeway_crypto::StaticSecret,
+    spoke: causeway_crypto::PublicKey,
+    allowed: &[&str],
+) -> Gateway {
+    let peer = PeerSpec::new("spoke", spoke, Some("198.18.0.2:51820"), allowed);
+    Gateway::start_with(hub, dir, key, &["10.79.0.1/24"], 51820, 1420, &[peer], "install_routes = true\n").unwrap()
+}
+
 #[test]
 fn allowed_ips_become_routes() {
     let Some(_lab) = lab_or_skip("allowed_ips_become_routes") else { return };
@@ -30,17 +43,7 @@ fn allowed_ips_become_routes() {
     let (ks, ps) = keypair();
     // The spoke's LAN, 10.179.0.0/24, is reachable from the hub only through
     // a route to the tunnel; nobody writes one by hand.
-    let gh = Gateway::start_with(
-        &hub,
-        dir.path(),
-        &kh,
-        &["10.79.0.1/24"],
-        51820,
-        1420,
-        &[PeerSpec::new("spoke", ps, Some("198.18.0.2:51820"), &["10.79.0.2/32", "10.179.0.0/24"])],
-        "install_routes = true\n",
-    )
-    .unwrap();
+    let gh = hub_gateway(&hub, dir.path(), &kh, ps, &["10.79.0.2/32", "10.179.0.0/24"]);
     let gs = Gateway::start_with(
         &spoke,
         dir.path(),
@@ -88,17 +91,7 @@ fn an_existing_route_is_left_alone() {
     let (_, ps) = keypair();
     // The operator already routes this prefix elsewhere.
     hub.ip(&["route", "add", "10.182.0.0/24", "via", "198.18.0.2"]).unwrap();
-    let gh = Gateway::start_with(
-        &hub,
-        dir.path(),
-        &kh,
-        &["10.79.0.1/24"],
-        51820,
-        1420,
-        &[PeerSpec::new("spoke", ps, Some("198.18.0.2:51820"), &["10.182.0.0/24", "10.183.0.0/24"])],
-        "install_routes = true\n",
-    )
-    .unwrap();
+    let gh = hub_gateway(&hub, dir.path(), &kh, ps, &["10.182.0.0/24", "10.183.0.0/24"]);
     assert_eq!(routes(&hub, &["dev", &gh.ifname]), ["10.79.0.0/24", "10.183.0.0/24"]);
     assert!(hub.ip(&["route", "show", "10.182.0.0/24"]).unwrap().contains("via 198.18.0.2"), "untouched");
     assert!(gh.log_text().contains("a route for this prefix exists already"), "{}", gh.log_text());

@@ -63,35 +63,11 @@ fn soak_with_churn() {
     let Some(_lab) = lab_or_skip("soak_with_churn") else { return };
     let seconds: u64 = std::env::var("SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
     let s = peered_sites(90, false, &[], &[]).unwrap();
-    let c = Netns::new("c").unwrap();
-    lab::veth(&s.a, "wan1", &["198.18.1.1/24"], &c, "wan0", &["198.18.1.2/24"]).unwrap();
-    let (kc, pc) = keypair();
-    let mut gc = Gateway::start(
-        &c,
-        s.dir.path(),
-        &kc,
-        &["10.90.0.3/24"],
-        51820,
-        1420,
-        &[PeerSpec::new("a", s.ga.public, Some("198.18.1.1:51820"), &["10.90.0.1/32"])],
-    )
-    .unwrap();
+    let mut third = third_site(&s, 90).unwrap();
     assert!(s.a.wait_for_ping("10.90.0.2", Duration::from_secs(10)));
     let if_a = s.ga.ifname.clone();
-    let pc_b64 = b64(pc.as_bytes());
-    let add_c = [
-        "peer",
-        "add",
-        &if_a,
-        "--name",
-        "c",
-        "--public-key",
-        &pc_b64,
-        "--endpoint",
-        "198.18.1.2:51820",
-        "--allowed-ip",
-        "10.90.0.3/32",
-    ];
+    let add_args = third.add_args(&if_a);
+    let add_c: Vec<&str> = add_args.iter().map(String::as_str).collect();
     let config = s.ga.config.clone();
     let original = std::fs::read_to_string(&config).unwrap();
     let udp_before = kernel_udp_drops(&s.b) + kernel_udp_drops(&s.a);
@@ -170,8 +146,8 @@ fn soak_with_churn() {
     eprintln!("rss samples (s, a KiB, b KiB): {samples:?}");
     let mut ga = s.ga;
     let mut gb = s.gb;
-    assert!(ga.process.running() && gb.process.running() && gc.process.running(), "nothing crashed");
+    assert!(ga.process.running() && gb.process.running() && third.gc.process.running(), "nothing crashed");
     assert_eq!(ga.process.stop(), Some(0));
     assert_eq!(gb.process.stop(), Some(0));
-    assert_eq!(gc.process.stop(), Some(0));
+    assert_eq!(third.gc.process.stop(), Some(0));
 }
