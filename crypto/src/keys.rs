@@ -150,6 +150,19 @@ mod tests {
     use rand_core::OsRng;
 
     #[test]
+    fn secrets_are_wiped() {
+        fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+        wiped_on_drop::<StaticSecret>();
+        wiped_on_drop::<PresharedKey>();
+        let mut k = StaticSecret::random(&mut OsRng);
+        k.zeroize();
+        assert_eq!(k.as_bytes(), &[0; 32]);
+        let mut p = PresharedKey::random(&mut OsRng);
+        p.zeroize();
+        assert_eq!(p.as_bytes(), &[0; 32]);
+    }
+
+    #[test]
     fn public_key_base64_matches_the_base64_crate() {
         for _ in 0..20 {
             let k = StaticSecret::random(&mut OsRng).public_key();
