@@ -17,8 +17,6 @@ fn traffic_moves_to_the_standby_gateway() {
     lab::veth(&hub, "wan2", &["198.18.2.1/24"], &standby, "wan0", &["198.18.2.2/24"]).unwrap();
     let (kh, ph) = keypair();
     let (kdc, pdc) = keypair();
-    let dc = PeerSpec::new("dc", pdc, None, &["10.74.0.2/32"]).failover(&["198.18.1.2:51820", "198.18.2.2:51820"], 3);
-    let gh = Gateway::start(&hub, dir.path(), &kh, &["10.74.0.1/24"], 51820, 1420, &[dc]).unwrap();
     // The remote DC's gateways share one key and one tunnel address.
     let dc_gateway = |ns: &Netns| {
         Gateway::start(
@@ -34,6 +32,10 @@ fn traffic_moves_to_the_standby_gateway() {
     };
     let mut ga = dc_gateway(&active);
     let _gs = dc_gateway(&standby);
+    // The hub last: it initiates as it starts, and with the active gateway
+    // not yet there it would (rightly) fail over to the standby.
+    let dc = PeerSpec::new("dc", pdc, None, &["10.74.0.2/32"]).failover(&["198.18.1.2:51820", "198.18.2.2:51820"], 3);
+    let gh = Gateway::start(&hub, dir.path(), &kh, &["10.74.0.1/24"], 51820, 1420, &[dc]).unwrap();
     assert!(hub.wait_for_ping("10.74.0.2", Duration::from_secs(10)), "{}", gh.log_text());
     assert_eq!(wg_dump(&hub, &gh.ifname).unwrap()[0].endpoint, "198.18.1.2:51820", "the active gateway first");
 
