@@ -67,8 +67,9 @@ fn check(what: &'static str, rc: libc::c_int) -> Result<(), PrivilegeError> {
 /// and write descriptors they hold.
 pub fn drop_to(ids: Ids) -> Result<(), PrivilegeError> {
     let keep: CapsHashSet = [Capability::CAP_NET_ADMIN].into_iter().collect();
-    // The bounding set caps what any later exec could regain.
-    for cap in caps::all() {
+    // The bounding set caps what any later exec could regain. Only the
+    // capabilities this kernel knows: dropping others fails.
+    for cap in caps::runtime::thread_all_supported() {
         if cap != Capability::CAP_NET_ADMIN {
             caps::drop(None, CapSet::Bounding, cap)?;
         }
