@@ -106,3 +106,23 @@ fn an_unknown_user_is_refused_before_anything_is_created() {
     let links = a.ip(&["-o", "link", "show"]).unwrap();
     assert_eq!(links.lines().count(), 2, "only lo and the WAN veth: {links}");
 }
+
+#[test]
+fn sockets_are_removed_even_after_sigkill() {
+    let Some(_lab) = lab_or_skip("sockets_are_removed_even_after_sigkill") else { return };
+    let (a, _b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ka, _) = keypair();
+    let mut ga =
+        Gateway::start_with(&a, dir.path(), &ka, &["10.84.0.1/24"], 51820, 1420, &[], "user = \"nobody\"\n").unwrap();
+    let sockets = [format!("/var/run/wireguard/{}.sock", ga.ifname), format!("/var/run/causeway/{}.sock", ga.ifname)];
+    assert!(sockets.iter().all(|s| std::path::Path::new(s).exists()));
+    // SAFETY: kill takes a pid and a signal number.
+    assert_eq!(unsafe { libc::kill(ga.process.pid() as i32, libc::SIGKILL) }, 0);
+    ga.process.wait_exit(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sockets.iter().any(|s| std::path::Path::new(s).exists()) {
+        assert!(Instant::now() < deadline, "sockets left behind after SIGKILL: {sockets:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
