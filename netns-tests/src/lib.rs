@@ -255,24 +255,11 @@ pub fn peered_sites(
     let spec = |name: &str, key, ep, allowed: &[String]| {
         PeerSpec::new(name, key, Some(ep), &allowed.iter().map(String::as_str).collect::<Vec<_>>())
     };
-    let ga = Gateway::start(
-        &a,
-        dir.path(),
-        &ka,
-        &[&format!("{a4}/24"), &format!("{a6}/64")],
-        51820,
-        1420,
-        &[spec("b", pb, b_ep, &to_b)],
-    )?;
-    let gb = Gateway::start(
-        &b,
-        dir.path(),
-        &kb,
-        &[&format!("{b4}/24"), &format!("{b6}/64")],
-        51820,
-        1420,
-        &[spec("a", pa, a_ep, &to_a)],
-    )?;
+    let side = |ns: &Netns, key: &StaticSecret, v4: &str, v6: &str, peer: PeerSpec| {
+        Gateway::start(ns, dir.path(), key, &[&format!("{v4}/24"), &format!("{v6}/64")], 51820, 1420, &[peer])
+    };
+    let ga = side(&a, &ka, &a4, &a6, spec("b", pb, b_ep, &to_b))?;
+    let gb = side(&b, &kb, &b4, &b6, spec("a", pa, a_ep, &to_a))?;
     Ok(PeeredSites { ga, gb, dir, a, b })
 }
 

@@ -18,10 +18,6 @@ use causeway_netns_tests::*;
 const FLOOD_RATE: u64 = 20_000;
 const FLOOD_SECONDS: u64 = 6;
 
-fn bits_per_second(report: &serde_json::Value) -> f64 {
-    report["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0)
-}
-
 /// Distinct initiations to `target` from a key it does not know: each
 /// carries a valid MAC1, since MAC1 needs only the target's public key.
 fn valid_mac1_initiations(target: causeway_crypto::PublicKey, count: usize) -> Vec<Vec<u8>> {
@@ -67,7 +63,7 @@ fn handshake_flood_is_absorbed() {
     let drops = |what: &str| lab::api_status(&s.gb.ifname).unwrap()["drops"][what].as_u64().unwrap();
     let cookies = || lab::api_status(&s.gb.ifname).unwrap()["cookie_replies_sent"].as_u64().unwrap();
 
-    let before = lab::iperf3_json(&s.b, &s.a, "10.88.0.2", 5, false, &[]).unwrap();
+    let before = lab::iperf3(&s.b, &s.a, "10.88.0.2", 5, false, &[]).unwrap().bits_per_second;
 
     // Bad MAC1: right type and length, random body.
     let garbage: Vec<Vec<u8>> = (0..256u32)
@@ -81,7 +77,7 @@ fn handshake_flood_is_absorbed() {
     let bad_before = drops("bad_mac");
     let (during_bad, sent_bad) = std::thread::scope(|scope| {
         let f = scope.spawn(|| flood(&sock, &garbage));
-        let r = lab::iperf3_json(&s.b, &s.a, "10.88.0.2", 5, false, &[]).unwrap();
+        let r = lab::iperf3(&s.b, &s.a, "10.88.0.2", 5, false, &[]).unwrap().bits_per_second;
         (r, f.join().unwrap())
     });
     std::thread::sleep(Duration::from_millis(300));
@@ -96,7 +92,7 @@ fn handshake_flood_is_absorbed() {
     let valid = valid_mac1_initiations(s.gb.public, 512);
     let (during_valid, sent_valid) = std::thread::scope(|scope| {
         let f = scope.spawn(|| flood(&sock, &valid));
-        let r = lab::iperf3_json(&s.b, &s.a, "10.88.0.2", 5, false, &[]).unwrap();
+        let r = lab::iperf3(&s.b, &s.a, "10.88.0.2", 5, false, &[]).unwrap().bits_per_second;
         (r, f.join().unwrap())
     });
     let cookie_replies = cookies();
@@ -105,7 +101,7 @@ fn handshake_flood_is_absorbed() {
     assert!(s.a.wait_for_ping("10.88.0.2", Duration::from_secs(5)), "the tunnel is up after the flood");
     assert_eq!(lab::api_status(&s.gb.ifname).unwrap()["peers"][0]["state"], "up");
 
-    let (b0, b1, b2) = (bits_per_second(&before), bits_per_second(&during_bad), bits_per_second(&during_valid));
+    let (b0, b1, b2) = (before, during_bad, during_valid);
     eprintln!(
         "tunnel TCP: {:.0} Mbit/s unloaded; {:.0} Mbit/s ({:.0}%) during the bad-MAC1 flood; \
          {:.0} Mbit/s ({:.0}%) during the valid-MAC1 flood ({FLOOD_RATE} initiations/s)",
