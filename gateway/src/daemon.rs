@@ -36,8 +36,25 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+fn interface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string for the whole call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
 /// Creates the TUN and the sockets and starts the workers.
 pub fn start(s: Settings) -> anyhow::Result<Running> {
+    // Opening a multi-queue TUN by the name of a live one attaches to it
+    // and would take part of its traffic, so an existing name is refused.
+    if interface_exists(&s.name) {
+        bail!(
+            "interface {} exists already (another causewayd, wireguard-go or a kernel device); \
+             choose another name or remove it first",
+            s.name
+        );
+    }
     let queues = crate::tun::create(&s.name, s.mtu, &s.addresses, s.workers).with_context(|| {
         format!("cannot create TUN interface {} (are you root, and is /dev/net/tun present?)", s.name)
     })?;
@@ -71,11 +88,18 @@ impl Running {
         // Declared before the runtime so it outlives the listeners: the
         // helper removes the sockets only once nobody serves them.
         let mut cleanup = None;
+        // Only sockets this daemon bound are removed at exit: a path found
+        // in use belongs to another daemon.
+        let mut bound = Vec::new();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let api_path = crate::api::socket_path(&self.iface.name);
         let result = rt.block_on(async {
-            let listener = control::bind_private_socket(&path)?;
+            // The API socket first: whoever sees the UAPI socket (wg, tunctl's
+            // callers, scripts waiting for start-up) may use the API at once.
             let api_listener = control::bind_private_socket(&api_path)?;
+            bound.push(api_path.clone());
+            let listener = control::bind_private_socket(&path)?;
+            bound.push(path.clone());
             let metrics = match self.metrics_listen {
                 Some(addr) => {
                     let listener = crate::metrics::bind(addr).await?;
@@ -127,8 +151,9 @@ impl Running {
         });
         drop(rt);
         // Unprivileged, these fail; the helper removes them as we exit.
-        let _ = std::fs::remove_file(&path);
-        let _ = std::fs::remove_file(&api_path);
+        for p in &bound {
+            let _ = std::fs::remove_file(p);
+        }
         self.stop();
         drop(cleanup);
         result

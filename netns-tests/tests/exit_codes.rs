@@ -97,3 +97,43 @@ fn a_refused_start_leaves_nothing_behind() {
         assert!(!std::path::Path::new(dir).join(format!("{ifname}.sock")).exists(), "no socket left in {dir}");
     }
 }
+
+#[test]
+fn a_second_daemon_for_a_running_interface_is_refused() {
+    let Some(_lab) = lab_or_skip("a_second_daemon_for_a_running_interface_is_refused") else { return };
+    let (a, _b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ka, _) = keypair();
+    let gw = Gateway::start(&a, dir.path(), &ka, &["10.91.0.1/24"], 51820, 1420, &[]).unwrap();
+    let queues = |a: &Netns| {
+        let link = a.ip(&["-d", "link", "show", &gw.ifname]).unwrap();
+        link.split_whitespace().skip_while(|w| *w != "numqueues").nth(1).map(str::to_string)
+    };
+    let before = queues(&a);
+    assert!(before.is_some(), "the TUN reports its queues");
+
+    // The same file again, on another port so only the name collides.
+    let text = std::fs::read_to_string(&gw.config).unwrap().replace("listen_port = 51820", "listen_port = 51821");
+    let again = dir.path().join("again.toml");
+    lab::write_private(&again, &text).unwrap();
+    let out =
+        a.command(lab::causewayd_path().unwrap()).args(["up", "--config", again.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    says_once(&err, &format!("interface {} exists already", gw.ifname));
+
+    // The running daemon lost nothing: its queues, its sockets, its API.
+    assert_eq!(queues(&a), before, "no queue was attached or taken");
+    for path in [causeway_gateway::control::socket_path(&gw.ifname), causeway_gateway::api::socket_path(&gw.ifname)] {
+        assert!(path.exists(), "{} is still there", path.display());
+    }
+    assert!(lab::api_status(&gw.ifname).is_ok(), "the first daemon still answers");
+
+    // Any other device by that name is refused the same way.
+    let wan = text.replace(&format!("name = \"{}\"", gw.ifname), "name = \"wan0\"");
+    std::fs::write(&again, wan).unwrap();
+    let out =
+        a.command(lab::causewayd_path().unwrap()).args(["up", "--config", again.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    says_once(&String::from_utf8_lossy(&out.stderr), "interface wan0 exists already");
+}
