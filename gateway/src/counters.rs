@@ -79,6 +79,15 @@ pub struct WorkerStats {
     pub udp_datagrams_received: AtomicU64,
     pub tun_writes: AtomicU64,
     pub tun_packets_written: AtomicU64,
+    /// Batches this worker sealed or opened, whoever read them.
+    pub crypto_batches: AtomicU64,
+    /// Of those, batches another worker read: the parallel share.
+    pub crypto_batches_helped: AtomicU64,
+    /// Idle workers this one woke to help with its batches.
+    pub helper_wakeups: AtomicU64,
+    /// Times every batch buffer was in flight, so reading waited for
+    /// crypto to catch up.
+    pub pool_stalls: AtomicU64,
 }
 
 impl WorkerStats {
@@ -86,7 +95,7 @@ impl WorkerStats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self) -> [(&'static str, u64); 8] {
+    pub fn snapshot(&self) -> [(&'static str, u64); 12] {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("tun_reads", g(&self.tun_reads)),
@@ -97,6 +106,10 @@ impl WorkerStats {
             ("udp_datagrams_received", g(&self.udp_datagrams_received)),
             ("tun_writes", g(&self.tun_writes)),
             ("tun_packets_written", g(&self.tun_packets_written)),
+            ("crypto_batches", g(&self.crypto_batches)),
+            ("crypto_batches_helped", g(&self.crypto_batches_helped)),
+            ("helper_wakeups", g(&self.helper_wakeups)),
+            ("pool_stalls", g(&self.pool_stalls)),
         ]
     }
 }

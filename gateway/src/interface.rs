@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use crate::allowed_ips::AllowedIps;
 use crate::clock::Clock;
 use crate::counters::{Counters, WorkerStats};
+use crate::jobs::Jobs;
 use crate::peer::PeerState;
 use crate::routes::{RouteSync, SyncReport};
 use crate::udp::{self, UdpEndpoint};
@@ -48,6 +49,8 @@ pub struct Interface {
     wakers: Mutex<Vec<UnixStream>>,
     pub workers: usize,
     pub worker_stats: Vec<WorkerStats>,
+    /// Crypto work and batch buffers shared by the workers.
+    pub jobs: Jobs,
     /// The configuration file of `up` mode, which reloads re-read.
     config_path: Mutex<Option<std::path::PathBuf>>,
     /// Kernel routes for the allowed IPs, when the configuration asks.
@@ -82,6 +85,7 @@ impl Interface {
             wakers: Mutex::new(Vec::new()),
             workers,
             worker_stats: (0..workers).map(|_| WorkerStats::default()).collect(),
+            jobs: Jobs::new(workers),
             config_path: Mutex::new(None),
             kernel_routes: Mutex::new(None),
             dns_refresh: Mutex::new(Some(causeway_config::DEFAULT_DNS_REFRESH)),
@@ -207,6 +211,13 @@ impl Interface {
 
     pub fn register_waker(&self, w: UnixStream) {
         self.wakers.lock().unwrap_or_else(|e| e.into_inner()).push(w);
+    }
+
+    /// Wakes worker `i` from poll().
+    pub fn wake(&self, i: usize) {
+        if let Some(w) = self.wakers.lock().unwrap_or_else(|e| e.into_inner()).get_mut(i) {
+            let _ = w.write(&[1]);
+        }
     }
 
     fn wake_all(&self) {

@@ -11,6 +11,10 @@ use std::time::Duration;
 use causeway_config::Endpoint as ConfigEndpoint;
 use causeway_crypto::{PublicKey, Time};
 
+use crate::ordered::OrderedQueue;
+use crate::receive::RxBatch;
+use crate::send::TxBatch;
+
 /// Packets held per peer while a handshake completes; the oldest is dropped
 /// beyond this, as the kernel does, so a dead peer cannot pin memory.
 pub const MAX_STAGED: usize = 256;
@@ -42,6 +46,10 @@ pub struct PeerState {
     /// Receive and send rates in bytes per second over the last second,
     /// sampled by the control plane; and the counters at that sample.
     rate: Mutex<Rate>,
+    /// Batches read from the TUN for this peer, leaving in reading order.
+    pub tx: OrderedQueue<TxBatch>,
+    /// Batches received from this peer, reaching the TUN in arrival order.
+    pub rx: OrderedQueue<RxBatch>,
 }
 
 #[derive(Clone, Copy)]
@@ -79,6 +87,8 @@ impl PeerState {
             order,
             handshakes_initiated: AtomicU64::new(0),
             rate: Mutex::new(Rate::default()),
+            tx: OrderedQueue::default(),
+            rx: OrderedQueue::default(),
             failover: Mutex::new(Failover {
                 index: 0,
                 after: causeway_config::DEFAULT_FAILOVER_AFTER,

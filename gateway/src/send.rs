@@ -1,18 +1,23 @@
 //! The send path, in one place: packets from the TUN are routed to a peer
-//! by destination (cryptokey routing), sealed with the peer's current
-//! keypair, and sent as runs of equal-size datagrams in one GSO syscall
-//! (or, where GSO is missing, runs of any sizes in one sendmmsg).
+//! by destination (cryptokey routing) and gathered into batches of one
+//! peer, keypair and endpoint. A batch takes its nonces and its place in
+//! the peer's send queue before any sealing, so that whichever worker seals
+//! it, it leaves in reading order: runs of equal-size datagrams in one GSO
+//! syscall (or, where GSO is missing, runs of any sizes in one sendmmsg).
 //! Packets for a peer without a session are staged and a handshake started.
-//! Handshake messages and keepalives leave through here too.
+//! Handshake messages and keepalives leave through here too, directly.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use causeway_crypto::{padded_len, Error, Keypair, Time, DATA_HEADER_LEN, DATA_OVERHEAD};
 
 use crate::counters::{Drop, WorkerStats};
 use crate::interface::Interface;
+use crate::jobs::Job;
+use crate::ordered::Completion;
 use crate::peer::{Endpoint, PeerState};
 use crate::udp::{SourceUse, UdpEndpoint, MMSG_BATCH};
 
@@ -163,81 +168,157 @@ pub fn flush_staged(iface: &Interface, peer: &PeerState, sock: &UdpEndpoint, now
     }
 }
 
-/// A run of sealed datagrams for one peer, one endpoint and one size,
-/// waiting in the GSO buffer.
+/// Most datagrams one batch carries (and so one GSO send).
+const BATCH_PACKETS: usize = 64;
+
+/// Packets of one peer, one keypair and one endpoint, laid out as the
+/// datagrams they become; sealed in place by any worker and sent by the
+/// peer queue's drainer.
+pub struct TxBatch {
+    done: AtomicBool,
+    data: Mutex<TxData>,
+}
+
+impl Default for TxBatch {
+    fn default() -> Self {
+        TxBatch { done: AtomicBool::new(false), data: Mutex::new(TxData::new()) }
+    }
+}
+
+impl Completion for TxBatch {
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+}
+
+struct TxData {
+    target: Option<(Arc<PeerState>, Arc<Keypair>, Endpoint)>,
+    /// Counter of the first datagram; the others follow in order.
+    first_counter: u64,
+    /// Datagrams end to end: header, padded payload, tag.
+    buf: Vec<u8>,
+    len: usize,
+    /// (payload, padded payload) lengths per datagram.
+    packets: Vec<(usize, usize)>,
+    /// Per datagram, whether sealing succeeded.
+    sealed: Vec<bool>,
+    /// The worker that read the packets, to count help.
+    reader: usize,
+}
+
+impl TxData {
+    fn new() -> TxData {
+        TxData {
+            target: None,
+            first_counter: 0,
+            buf: vec![0u8; GSO_MAX_BYTES + crate::tun::MAX_PACKET + 64],
+            len: 0,
+            packets: Vec::with_capacity(BATCH_PACKETS),
+            sealed: Vec::with_capacity(BATCH_PACKETS),
+            reader: 0,
+        }
+    }
+
+    /// A placeholder that allocates nothing, left in the mutex while the
+    /// reader fills the batch outside it.
+    fn empty() -> TxData {
+        TxData {
+            target: None,
+            first_counter: 0,
+            buf: Vec::new(),
+            len: 0,
+            packets: Vec::new(),
+            sealed: Vec::new(),
+            reader: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.target = None;
+        self.len = 0;
+        self.packets.clear();
+        self.sealed.clear();
+    }
+}
+
+fn lock(b: &TxBatch) -> std::sync::MutexGuard<'_, TxData> {
+    b.data.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Seals a batch (on any worker) and marks it done; returns its peer,
+/// whose queue the caller drains next.
+pub fn seal_batch(iface: &Interface, batch: &TxBatch, worker: usize) -> Option<Arc<PeerState>> {
+    let mut d = lock(batch);
+    let TxData { target, first_counter, buf, packets, sealed, reader, .. } = &mut *d;
+    let (peer, kp, _) = target.clone()?;
+    let mut at = 0;
+    sealed.clear();
+    for (i, &(payload, padded)) in packets.iter().enumerate() {
+        let wire = DATA_OVERHEAD + padded;
+        let ok = kp.seal(*first_counter + i as u64, &mut buf[at..at + wire], payload, padded).is_ok();
+        if !ok {
+            iface.counters.count(Drop::Malformed);
+        }
+        sealed.push(ok);
+        at += wire;
+    }
+    let stats = &iface.worker_stats[worker];
+    WorkerStats::add(&stats.crypto_batches, 1);
+    if *reader != worker {
+        WorkerStats::add(&stats.crypto_batches_helped, 1);
+    }
+    drop(d);
+    batch.done.store(true, Ordering::SeqCst);
+    Some(peer)
+}
+
+/// A run of datagrams in a batch that leaves in one send.
+#[derive(Clone, Copy)]
 struct Run {
-    peer: Arc<PeerState>,
-    ep: Endpoint,
+    start: usize,
+    end: usize,
+    /// GSO segment size: the first datagram's; only the last may be shorter.
     segment: usize,
     count: usize,
-    /// Set once a datagram shorter than `segment` ends the run (GSO allows
-    /// only the last to be short).
     closed: bool,
 }
 
 /// Per-worker state of the send path; buffers are reused across batches.
 pub struct Sender {
-    gso: Vec<u8>,
-    len: usize,
-    run: Option<Run>,
-    /// Without GSO: the length of each datagram of the run in `gso`, for
-    /// one sendmmsg.
+    /// Without GSO: the length of each datagram of a run, for sendmmsg.
     lens: Vec<usize>,
     /// Index of the worker this belongs to, for its statistics.
     worker: usize,
+    /// Peers that asked for a new handshake while their packets were read.
+    rekey: Vec<Arc<PeerState>>,
 }
 
 impl Sender {
     pub fn new(worker: usize) -> Sender {
-        Sender {
-            gso: vec![0u8; GSO_MAX_BYTES + crate::tun::MAX_PACKET + 64],
-            len: 0,
-            run: None,
-            lens: Vec::with_capacity(MMSG_BATCH),
-            worker,
-        }
-    }
-}
-
-impl Sender {
-    fn flush(&mut self, iface: &Interface, sock: &UdpEndpoint, now: Time) {
-        if let Some(run) = self.run.take() {
-            let segment = (run.count > 1).then_some(run.segment);
-            let stats = &iface.worker_stats[self.worker];
-            WorkerStats::add(&stats.udp_sends, 1);
-            WorkerStats::add(&stats.udp_datagrams_sent, run.count as u64);
-            let contents = &self.gso[..self.len];
-            let sent = if self.lens.len() > 1 {
-                transmit_many(iface, &run.peer, run.ep, sock, contents, &self.lens)
-            } else {
-                transmit(iface, &run.peer, run.ep, sock, contents, segment)
-            };
-            if sent {
-                run.peer.crypto.on_sent(now, self.len as u64, run.count as u64, true);
-            }
-        }
-        self.len = 0;
-        self.lens.clear();
+        Sender { lens: Vec::with_capacity(MMSG_BATCH), worker, rekey: Vec::new() }
     }
 
-    /// Routes, seals and sends a batch of packets read from the TUN.
-    pub fn send_batch(
+    /// Routes packets read from the TUN to their peers and queues them as
+    /// batches for sealing. Returns how many packets were taken; fewer than
+    /// given when every batch buffer is in flight (the caller helps with
+    /// the crypto, then calls again with the rest).
+    pub fn enqueue(
         &mut self,
         iface: &Interface,
         sock: &UdpEndpoint,
         bufs: &mut [Vec<u8>],
         sizes: &[usize],
         now: Time,
-    ) {
+    ) -> usize {
         let routes = iface.routes();
         let mss = iface.mss_limits();
         let mtu = iface.mtu() as usize;
         let max_segments = sock.max_gso_segments();
-        // No GSO: runs of any sizes, sent with one sendmmsg.
-        let mmsg = max_segments == 1;
+        let per_batch = if max_segments == 1 { MMSG_BATCH } else { max_segments }.min(BATCH_PACKETS);
         // Per batch, not per packet: the keypair of the peer last seen.
         let mut cached: Option<(Arc<PeerState>, Arc<Keypair>)> = None;
-        let mut rekey: Vec<Arc<PeerState>> = Vec::new();
+        let mut open: Option<(Arc<TxBatch>, TxData)> = None;
+        let mut taken = 0;
         for (buf, &size) in bufs.iter_mut().zip(sizes) {
             if let Some(limits) = mss {
                 crate::mss::clamp(&mut buf[..size], limits);
@@ -245,14 +326,16 @@ impl Sender {
             let packet = &buf[..size];
             let Some(peer) = destination(packet).and_then(|d| routes.lookup(d)) else {
                 iface.counters.count(Drop::NoRoute);
+                taken += 1;
                 continue;
             };
             let kp = match &cached {
                 Some((p, kp)) if Arc::ptr_eq(p, peer) => kp.clone(),
                 _ => match peer.crypto.keypair_for_sending(now) {
                     Ok(kp) => {
-                        if peer.crypto.needs_rekey_on_send(&kp, now) && !rekey.iter().any(|p| Arc::ptr_eq(p, peer)) {
-                            rekey.push(peer.clone());
+                        if peer.crypto.needs_rekey_on_send(&kp, now) && !self.rekey.iter().any(|p| Arc::ptr_eq(p, peer))
+                        {
+                            self.rekey.push(peer.clone());
                         }
                         cached = Some((peer.clone(), kp.clone()));
                         kp
@@ -262,44 +345,147 @@ impl Sender {
                             iface.counters.count(Drop::StagedQueueFull);
                         }
                         send_initiation(iface, peer, sock, now);
+                        taken += 1;
                         continue;
                     }
                 },
             };
             let Some(ep) = peer.endpoint() else {
                 iface.counters.count(Drop::NoEndpoint);
+                taken += 1;
                 continue;
             };
             let padded = padded_len(size, mtu);
             let wire = DATA_OVERHEAD + padded;
-            let fits = self.run.as_ref().is_some_and(|r| {
-                let shape =
-                    if mmsg { r.count < MMSG_BATCH } else { !r.closed && wire <= r.segment && r.count < max_segments };
-                Arc::ptr_eq(&r.peer, peer) && r.ep == ep && shape && self.len + wire <= GSO_MAX_BYTES
+            let fits = open.as_ref().is_some_and(|(_, d)| {
+                d.target.as_ref().is_some_and(|(p, k, e)| Arc::ptr_eq(p, peer) && Arc::ptr_eq(k, &kp) && *e == ep)
+                    && d.packets.len() < per_batch
+                    && d.len + wire <= GSO_MAX_BYTES
             });
             if !fits {
-                self.flush(iface, sock, now);
-                self.run = Some(Run { peer: peer.clone(), ep, segment: wire, count: 0, closed: false });
+                if let Some((b, d)) = open.take() {
+                    self.submit(iface, b, d);
+                }
+                let Some(b) = iface.jobs.tx_pool.pop() else {
+                    WorkerStats::add(&iface.worker_stats[self.worker].pool_stalls, 1);
+                    break;
+                };
+                let mut d = std::mem::replace(&mut *lock(&b), TxData::empty());
+                d.target = Some((peer.clone(), kp.clone(), ep));
+                d.reader = self.worker;
+                open = Some((b, d));
             }
-            let at = self.len;
-            let out = &mut self.gso[at..at + wire];
-            out[DATA_HEADER_LEN..DATA_HEADER_LEN + size].copy_from_slice(packet);
-            match kp.reserve(1).and_then(|c| kp.seal(c, out, size, padded)) {
-                Ok(_) => {
-                    self.len += wire;
+            let (_, d) = open.as_mut().expect("opened above");
+            d.buf[d.len + DATA_HEADER_LEN..d.len + DATA_HEADER_LEN + size].copy_from_slice(packet);
+            d.packets.push((size, padded));
+            d.len += wire;
+            taken += 1;
+        }
+        if let Some((b, d)) = open.take() {
+            self.submit(iface, b, d);
+        }
+        for peer in std::mem::take(&mut self.rekey) {
+            send_initiation(iface, &peer, sock, now);
+        }
+        taken
+    }
+
+    /// Puts a filled batch in its peer's queue, with its nonces reserved in
+    /// queue order, and offers it to the workers.
+    fn submit(&mut self, iface: &Interface, batch: Arc<TxBatch>, mut d: TxData) {
+        let (peer, kp, _) = d.target.clone().expect("a filled batch has a target");
+        let count = d.packets.len() as u64;
+        let queued = peer.tx.push_with(batch.clone(), || {
+            d.first_counter = kp.reserve(count)?;
+            Ok::<(), causeway_crypto::Error>(())
+        });
+        match queued {
+            Ok(()) => {
+                // Nobody looks at the batch before the job below runs.
+                *lock(&batch) = d;
+                iface.jobs.push(Job::Seal(batch));
+            }
+            Err(e) => {
+                for _ in 0..count {
+                    iface.counters.count(Drop::from_error(e));
+                }
+                d.reset();
+                *lock(&batch) = d;
+                let _ = iface.jobs.tx_pool.push(batch);
+            }
+        }
+    }
+
+    /// Sends a sealed batch (the drainer of its peer's queue calls this,
+    /// in queue order) and returns its buffer to the pool.
+    pub fn transmit_batch(&mut self, iface: &Interface, batch: Arc<TxBatch>, now: Time) {
+        let mut d = lock(&batch);
+        if let Some((peer, _, ep)) = d.target.take() {
+            // One socket per peer, whichever worker drains: the kernel then
+            // hashes all of the peer's datagrams to one transmit queue.
+            let set = iface.sockets();
+            let sock = &*set.sockets[peer.order as usize % set.sockets.len()];
+            let max_segments = sock.max_gso_segments();
+            let mmsg = max_segments == 1;
+            let limit = if mmsg { MMSG_BATCH } else { max_segments };
+            let mut run: Option<Run> = None;
+            let mut at = 0;
+            for (i, &(_, padded)) in d.packets.iter().enumerate() {
+                let wire = DATA_OVERHEAD + padded;
+                let joins =
+                    d.sealed[i] && run.is_some_and(|r| r.count < limit && (mmsg || (!r.closed && wire <= r.segment)));
+                if !joins {
+                    if let Some(r) = run.take() {
+                        self.send_run(iface, sock, &peer, ep, &d.buf, r, mmsg, now);
+                    }
+                    if d.sealed[i] {
+                        run = Some(Run { start: at, end: at, segment: wire, count: 0, closed: false });
+                    }
+                }
+                if let Some(r) = run.as_mut().filter(|_| d.sealed[i]) {
+                    r.end = at + wire;
+                    r.count += 1;
+                    r.closed = wire < r.segment;
                     if mmsg {
                         self.lens.push(wire);
                     }
-                    let run = self.run.as_mut().expect("run started above");
-                    run.count += 1;
-                    run.closed = wire < run.segment;
                 }
-                Err(e) => iface.counters.count(Drop::from_error(e)),
+                at += wire;
+            }
+            if let Some(r) = run {
+                self.send_run(iface, sock, &peer, ep, &d.buf, r, mmsg, now);
             }
         }
-        self.flush(iface, sock, now);
-        for peer in rekey {
-            send_initiation(iface, &peer, sock, now);
+        d.reset();
+        drop(d);
+        batch.done.store(false, Ordering::SeqCst);
+        let _ = iface.jobs.tx_pool.push(batch);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send_run(
+        &mut self,
+        iface: &Interface,
+        sock: &UdpEndpoint,
+        peer: &PeerState,
+        ep: Endpoint,
+        buf: &[u8],
+        r: Run,
+        mmsg: bool,
+        now: Time,
+    ) {
+        let stats = &iface.worker_stats[self.worker];
+        WorkerStats::add(&stats.udp_sends, 1);
+        WorkerStats::add(&stats.udp_datagrams_sent, r.count as u64);
+        let contents = &buf[r.start..r.end];
+        let sent = if mmsg && r.count > 1 {
+            transmit_many(iface, peer, ep, sock, contents, &self.lens)
+        } else {
+            transmit(iface, peer, ep, sock, contents, (r.count > 1).then_some(r.segment))
+        };
+        self.lens.clear();
+        if sent {
+            peer.crypto.on_sent(now, contents.len() as u64, r.count as u64, true);
         }
     }
 }

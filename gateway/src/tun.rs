@@ -10,6 +10,10 @@ use tun_rs::{DeviceBuilder, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 /// Largest IP packet a TUN queue hands over or takes.
 pub const MAX_PACKET: usize = 65_535;
 /// Room in front of a packet written to the TUN for the virtio header.
+/// The TUN queue was closed: the interface is gone.
+#[derive(Debug)]
+pub struct TunGone;
+
 pub const WRITE_HEADROOM: usize = VIRTIO_NET_HDR_LEN;
 
 pub struct TunQueue {

@@ -1,7 +1,9 @@
 //! A data-plane worker: owns one TUN queue and (by index) one of the UDP
-//! sockets, and loops: wait for either to be readable, drain each in
-//! bounded batches, repeat. Workers share nothing mutable but the peers'
-//! protocol state, whose locks are never held across a syscall.
+//! sockets, and loops: run the crypto jobs waiting (any worker's), wait for
+//! the TUN, the socket or a wake-up, then read in bounded batches and queue
+//! what was read as jobs. One peer's batches are thus sealed and opened on
+//! every worker, and leave through the peer's ordered queues (`ordered.rs`,
+//! `jobs.rs`). No lock is held across a syscall or an AEAD operation.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -12,9 +14,11 @@ use tun_rs::IDEAL_BATCH_SIZE;
 
 use crate::counters::WorkerStats;
 use crate::interface::Interface;
+use crate::jobs::Job;
 use crate::receive::{Receiver, RxStatus};
 use crate::send::Sender;
-use crate::tun::{TunQueue, MAX_PACKET};
+use crate::tun::{TunGone, TunQueue, MAX_PACKET};
+use crate::udp::UdpEndpoint;
 
 /// Batches taken from one source before looking at the other, so neither
 /// direction starves the other under load.
@@ -23,9 +27,6 @@ const BATCHES_PER_TURN: usize = 8;
 /// Room a single TUN read needs: a TSO super-packet splits into up to
 /// this many MTU-sized packets at common MSS values.
 const SEGMENTS_PER_READ: usize = 64;
-
-/// The TUN queue was closed: the interface is gone.
-struct TunGone;
 
 /// Reads from the TUN until it is drained or the batch has no room for
 /// another super-packet. A packet that is not TSO comes one per read, so
@@ -75,21 +76,163 @@ fn wait(fds: [i32; 3], timeout_ms: i32) -> std::io::Result<[i16; 3]> {
     Ok([pfds[0].revents, pfds[1].revents, pfds[2].revents])
 }
 
-pub fn run(iface: Arc<Interface>, index: usize, mut tun: TunQueue, mut wake: UnixStream) {
-    let mut sender = Sender::new(index);
-    let mut receiver = Receiver::new(index);
-    let mut bufs: Vec<Vec<u8>> = (0..IDEAL_BATCH_SIZE).map(|_| vec![0u8; MAX_PACKET]).collect();
-    let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
+/// What one worker owns. Any worker seals or opens any peer's batches and
+/// drains any peer's queues, through its own TUN queue and UDP socket.
+struct Worker {
+    iface: Arc<Interface>,
+    index: usize,
+    tun: TunQueue,
+    sender: Sender,
+    receiver: Receiver,
+    bufs: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+    /// Packets read from the TUN and not yet queued: `bufs[from..to]`,
+    /// left when every batch buffer was in flight.
+    unsent: (usize, usize),
+}
+
+impl Worker {
+    /// Runs queued crypto jobs until none is left. Err when the TUN is gone.
+    fn run_jobs(&mut self, sock: &UdpEndpoint) -> Result<(), TunGone> {
+        let iface = self.iface.clone();
+        while let Some(job) = iface.jobs.pop() {
+            let now = iface.clock.now();
+            match job {
+                Job::Seal(batch) => {
+                    if let Some(peer) = crate::send::seal_batch(&iface, &batch, self.index) {
+                        drop(batch);
+                        peer.tx.drain(&mut |b| self.sender.transmit_batch(&iface, b, now));
+                    }
+                }
+                Job::Open(batch) => {
+                    if let Some(peer) = crate::receive::open_batch(&iface, &batch, self.index) {
+                        drop(batch);
+                        let mut sink = crate::receive::ToTun {
+                            receiver: &mut self.receiver,
+                            tun: &mut self.tun,
+                            iface: &iface,
+                            sock,
+                            now,
+                            gone: false,
+                        };
+                        peer.rx.drain(&mut sink);
+                        if sink.gone {
+                            return Err(TunGone);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Wakes idle workers to share the jobs now waiting, keeping one for
+    /// this worker: a single batch is sealed here without a wake-up.
+    fn call_helpers(&self) {
+        let extra = self.iface.jobs.waiting().saturating_sub(1);
+        let iface = &self.iface;
+        let woken = iface.jobs.helpers_to_wake(self.index, extra, |i| iface.wake(i));
+        WorkerStats::add(&iface.worker_stats[self.index].helper_wakeups, woken as u64);
+    }
+
+    /// Queues the packets read and not yet queued; true when all are.
+    fn queue_unsent(&mut self, sock: &UdpEndpoint) -> bool {
+        let (from, to) = self.unsent;
+        if from < to {
+            let now = self.iface.clock.now();
+            let taken = self.sender.enqueue(&self.iface, sock, &mut self.bufs[from..to], &self.sizes[from..to], now);
+            self.unsent = (from + taken, to);
+            self.call_helpers();
+        }
+        self.unsent.0 == self.unsent.1
+    }
+
+    /// Reads from the TUN and queues what was read, for a few batches.
+    fn read_tun(&mut self, sock: &UdpEndpoint) -> Result<(), TunGone> {
+        for _ in 0..BATCHES_PER_TURN {
+            let (n, drained) =
+                fill_from_tun(&mut self.tun, &mut self.bufs, &mut self.sizes, &self.iface.worker_stats[self.index])?;
+            self.unsent = (0, n);
+            let all = self.queue_unsent(sock);
+            self.run_jobs(sock)?;
+            if drained || !all {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives from the UDP socket and queues what arrived, for a few batches.
+    fn read_udp(&mut self, sock: &UdpEndpoint) -> Result<(), TunGone> {
+        for _ in 0..BATCHES_PER_TURN {
+            let status = self.receiver.receive_batch(&self.iface, sock, self.iface.clock.now());
+            self.call_helpers();
+            self.run_jobs(sock)?;
+            match status {
+                RxStatus::More => {}
+                RxStatus::Empty | RxStatus::Stalled => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Goes on with reading that stopped for want of batch buffers.
+    fn resume(&mut self, sock: &UdpEndpoint) -> Result<(), TunGone> {
+        if self.unsent.0 < self.unsent.1 {
+            self.queue_unsent(sock);
+        }
+        if self.receiver.is_stalled() {
+            self.receiver.receive_batch(&self.iface, sock, self.iface.clock.now());
+            self.call_helpers();
+        }
+        self.run_jobs(sock)?;
+        if self.unsent.0 < self.unsent.1 || self.receiver.is_stalled() {
+            // The buffers are with other workers' crypto; let them finish.
+            std::thread::yield_now();
+        }
+        Ok(())
+    }
+
+    fn stalled(&self) -> bool {
+        self.unsent.0 < self.unsent.1 || self.receiver.is_stalled()
+    }
+}
+
+pub fn run(iface: Arc<Interface>, index: usize, tun: TunQueue, mut wake: UnixStream) {
+    let mut w = Worker {
+        iface: iface.clone(),
+        index,
+        tun,
+        sender: Sender::new(index),
+        receiver: Receiver::new(index),
+        bufs: (0..IDEAL_BATCH_SIZE).map(|_| vec![0u8; MAX_PACKET]).collect(),
+        sizes: vec![0usize; IDEAL_BATCH_SIZE],
+        unsent: (0, 0),
+    };
     let _ = wake.set_nonblocking(true);
     let mut drain = [0u8; 64];
+    let gone = || tracing::info!(worker = index, "TUN queue gone: the interface was deleted");
     while !iface.is_shutting_down() {
         let set = iface.sockets();
         let sock = set.sockets[index % set.sockets.len()].clone();
-        let revents = match wait([tun.fd(), sock.fd(), wake.as_raw_fd()], 1000) {
+        if w.run_jobs(&sock).is_err() {
+            gone();
+            break;
+        }
+        if w.stalled() {
+            if w.resume(&sock).is_err() {
+                gone();
+                break;
+            }
+            continue;
+        }
+        let timeout = if iface.jobs.sleep(index) { 1000 } else { 0 };
+        let polled = wait([w.tun.fd(), sock.fd(), wake.as_raw_fd()], timeout);
+        iface.jobs.awake(index);
+        let revents = match polled {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(worker = index, error = %e, "poll failed; stopping");
-                iface.shutdown();
                 break;
             }
         };
@@ -99,37 +242,21 @@ pub fn run(iface: Arc<Interface>, index: usize, mut tun: TunQueue, mut wake: Uni
         }
         if revents[0] & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
             tracing::info!(worker = index, "TUN queue closed: the interface was deleted");
-            iface.shutdown();
             break;
         }
-        if revents[0] & libc::POLLIN != 0 {
-            for _ in 0..BATCHES_PER_TURN {
-                let Ok((n, drained)) = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &iface.worker_stats[index])
-                else {
-                    tracing::info!(worker = index, "TUN queue gone: the interface was deleted");
-                    iface.shutdown();
-                    return;
-                };
-                if n > 0 {
-                    sender.send_batch(&iface, &sock, &mut bufs[..n], &sizes[..n], iface.clock.now());
-                }
-                if drained {
-                    break;
-                }
+        let result = (|| {
+            if revents[0] & libc::POLLIN != 0 {
+                w.read_tun(&sock)?;
             }
-        }
-        if revents[1] & libc::POLLIN != 0 {
-            for _ in 0..BATCHES_PER_TURN {
-                match receiver.receive_batch(&iface, &sock, &mut tun, iface.clock.now()) {
-                    RxStatus::More => {}
-                    RxStatus::Empty => break,
-                    RxStatus::TunGone => {
-                        tracing::info!(worker = index, "TUN queue gone: the interface was deleted");
-                        iface.shutdown();
-                        return;
-                    }
-                }
+            if revents[1] & libc::POLLIN != 0 && !w.receiver.is_stalled() {
+                w.read_udp(&sock)?;
             }
+            Ok::<(), TunGone>(())
+        })();
+        if result.is_err() {
+            gone();
+            break;
         }
     }
+    iface.shutdown();
 }
