@@ -60,6 +60,8 @@ pub fn status(iface: &Interface) -> Value {
                 "handshakes_initiated": p.handshakes_initiated.load(std::sync::atomic::Ordering::Relaxed),
                 "state": state,
                 "staged_packets": p.staged_len(),
+                "tx_batches_queued": p.tx.len(),
+                "rx_batches_queued": p.rx.len(),
                 "endpoint_failovers": p.failovers(),
                 "rx_bytes_per_sec": rx_rate,
                 "tx_bytes_per_sec": tx_rate,

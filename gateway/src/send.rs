@@ -211,7 +211,9 @@ impl TxData {
         TxData {
             target: None,
             first_counter: 0,
-            buf: vec![0u8; GSO_MAX_BYTES + crate::tun::MAX_PACKET + 64],
+            // A batch stays within one GSO send, except that its first
+            // datagram may be as large as any packet.
+            buf: vec![0u8; GSO_MAX_BYTES.max(crate::tun::MAX_PACKET + 64)],
             len: 0,
             packets: Vec::with_capacity(BATCH_PACKETS),
             sealed: Vec::with_capacity(BATCH_PACKETS),

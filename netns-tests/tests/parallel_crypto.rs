@@ -73,6 +73,10 @@ fn inversions<K: Eq + std::hash::Hash, V: PartialOrd + Copy>(seq: impl IntoItera
 
 fn helped(ifname: &str) -> (u64, u64) {
     let status = lab::api_status(ifname).unwrap();
+    let peer = &status["peers"][0];
+    for queue in ["tx_batches_queued", "rx_batches_queued"] {
+        assert!(peer[queue].is_u64(), "the status shows the peer's {queue}: {peer}");
+    }
     let workers = status["worker_stats"].as_array().unwrap().clone();
     let sum = |what: &str| workers.iter().map(|w| w[what].as_u64().unwrap()).sum::<u64>();
     (sum("crypto_batches"), sum("crypto_batches_helped"))
