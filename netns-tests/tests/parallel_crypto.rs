@@ -170,6 +170,10 @@ fn one_peer_uses_every_worker_and_keeps_order() {
     assert!(sealed_helped > 0, "a worker other than the reader sealed some of a's batches");
     assert!(opened_helped > 0, "a worker other than the reader opened some of b's batches");
 
+    let shown = tunctl_ok(&a, &["show", &ga.ifname]);
+    let line = shown.lines().find(|l| l.starts_with("crypto: ")).unwrap_or_default();
+    assert!(line.contains("% by a worker other than the reader"), "tunctl show: {shown}");
+
     assert_eq!(inversions(out_of_a.iter().copied()), 0, "a sent its counters in order");
     let wire = inversions(into_b.iter().copied());
     let app = inversions(got.iter().map(|&s| ((), s)));

@@ -316,6 +316,14 @@ fn show(status: &Value) {
         avg("udp_datagrams_received", "udp_receives"),
         avg("tun_packets_written", "tun_writes")
     );
+    let batches = total("crypto_batches");
+    let helped =
+        if batches > 0.0 { format!("{:.0}%", 100.0 * total("crypto_batches_helped") / batches) } else { "-".into() };
+    println!(
+        "crypto: {batches} batches, {helped} by a worker other than the reader; {} helper wake-ups, {} pool stalls",
+        total("helper_wakeups"),
+        total("pool_stalls")
+    );
 }
 
 /// wg-quick's .conf to Causeway's TOML; the result is checked by parsing it.
