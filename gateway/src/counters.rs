@@ -95,6 +95,14 @@ impl WorkerStats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// One batch sealed or opened; `helped` when another worker read it.
+    pub fn count_batch(&self, helped: bool) {
+        Self::add(&self.crypto_batches, 1);
+        if helped {
+            Self::add(&self.crypto_batches_helped, 1);
+        }
+    }
+
     pub fn snapshot(&self) -> [(&'static str, u64); 12] {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::receive::RxBatch;
-use crate::send::TxBatch;
+use crate::receive::{RxBatch, RxData};
+use crate::send::{TxBatch, TxData};
 
 /// Batch buffers per worker and direction: enough for a full TUN read and
 /// a full GRO receive to be in flight while the previous ones drain.
@@ -40,8 +40,8 @@ impl Jobs {
         let tx_pool = ArrayQueue::new(per_direction);
         let rx_pool = ArrayQueue::new(per_direction);
         for _ in 0..per_direction {
-            let _ = tx_pool.push(Arc::new(TxBatch::default()));
-            let _ = rx_pool.push(Arc::new(RxBatch::default()));
+            let _ = tx_pool.push(Arc::new(TxBatch::new(TxData::with_buffers())));
+            let _ = rx_pool.push(Arc::new(RxBatch::new(RxData::with_buffers())));
         }
         Jobs {
             // Every job holds a pooled batch, so this never fills.

@@ -37,6 +37,41 @@ impl<T, F: FnMut(Arc<T>)> Sink<T> for F {
     }
 }
 
+/// A batch in a queue: its data, handed from the reader to a worker that
+/// does its crypto, then to the drainer. The mutex is never contended,
+/// since those steps follow one another; it is what lets the hand-over
+/// happen between threads without unsafe code.
+pub struct Batch<D> {
+    done: AtomicBool,
+    data: Mutex<D>,
+}
+
+impl<D> Batch<D> {
+    pub fn new(data: D) -> Batch<D> {
+        Batch { done: AtomicBool::new(false), data: Mutex::new(data) }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, D> {
+        self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The crypto is finished: a drainer may take the batch.
+    pub fn finish(&self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
+
+    /// Ready for reuse from the pool.
+    pub fn recycle(&self) {
+        self.done.store(false, Ordering::SeqCst);
+    }
+}
+
+impl<D> Completion for Batch<D> {
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+}
+
 pub struct OrderedQueue<T> {
     batches: Mutex<VecDeque<Arc<T>>>,
     draining: AtomicBool,

@@ -8,8 +8,7 @@
 
 use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use causeway_crypto::messages::{self, Message};
 use causeway_crypto::{Keypair, Received, Time, DATA_HEADER_LEN};
@@ -18,7 +17,7 @@ use quinn_udp::RecvMeta;
 use crate::counters::{Drop, WorkerStats};
 use crate::interface::Interface;
 use crate::jobs::Job;
-use crate::ordered::{Completion, Sink};
+use crate::ordered::{Batch, Sink};
 use crate::peer::PeerState;
 use crate::send::{flush_staged, send_initiation, transmit_to};
 use crate::tun::{TunGone, TunQueue, WRITE_HEADROOM};
@@ -53,22 +52,7 @@ pub fn inner_packet(plain: &[u8]) -> Option<(usize, IpAddr)> {
 /// Datagrams of one peer's keypair from one source, copied out of the
 /// receive buffers; opened in place by any worker and delivered to the TUN
 /// by the drainer of the peer's receive queue, in arrival order.
-pub struct RxBatch {
-    done: AtomicBool,
-    data: Mutex<RxData>,
-}
-
-impl Default for RxBatch {
-    fn default() -> Self {
-        RxBatch { done: AtomicBool::new(false), data: Mutex::new(RxData::new()) }
-    }
-}
-
-impl Completion for RxBatch {
-    fn is_done(&self) -> bool {
-        self.done.load(Ordering::SeqCst)
-    }
-}
+pub type RxBatch = Batch<RxData>;
 
 /// Most datagrams in one receive batch.
 const BATCH_DATAGRAMS: usize = 64;
@@ -82,7 +66,7 @@ struct RxItem {
     opened: Result<(u64, usize), causeway_crypto::Error>,
 }
 
-struct RxData {
+pub struct RxData {
     source: Option<(Arc<PeerState>, Arc<Keypair>)>,
     from: (SocketAddr, Option<IpAddr>),
     buf: Vec<u8>,
@@ -93,7 +77,8 @@ struct RxData {
 }
 
 impl RxData {
-    fn new() -> RxData {
+    /// With its buffers allocated, for the pool.
+    pub fn with_buffers() -> RxData {
         RxData { buf: vec![0u8; BATCH_BYTES], items: Vec::with_capacity(BATCH_DATAGRAMS), ..RxData::empty() }
     }
 
@@ -117,27 +102,19 @@ impl RxData {
     }
 }
 
-fn lock(b: &RxBatch) -> std::sync::MutexGuard<'_, RxData> {
-    b.data.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Authenticates and decrypts a batch (on any worker) and marks it done;
 /// returns its peer, whose receive queue the caller drains next. The replay
 /// check waits for the drain, where the batches are back in order.
 pub fn open_batch(iface: &Interface, batch: &RxBatch, worker: usize) -> Option<Arc<PeerState>> {
-    let mut d = lock(batch);
+    let mut d = batch.lock();
     let RxData { source, buf, items, reader, .. } = &mut *d;
     let (peer, kp) = source.clone()?;
     for item in items.iter_mut() {
         item.opened = kp.open(&mut buf[item.at..item.at + item.len]).map(|(counter, plain)| (counter, plain.len()));
     }
-    let stats = &iface.worker_stats[worker];
-    WorkerStats::add(&stats.crypto_batches, 1);
-    if *reader != worker {
-        WorkerStats::add(&stats.crypto_batches_helped, 1);
-    }
+    iface.worker_stats[worker].count_batch(*reader != worker);
     drop(d);
-    batch.done.store(true, Ordering::SeqCst);
+    batch.finish();
     Some(peer)
 }
 
@@ -315,7 +292,7 @@ impl Receiver {
             let Some(b) = iface.jobs.rx_pool.pop() else {
                 return false;
             };
-            let mut d = std::mem::replace(&mut *lock(&b), RxData::empty());
+            let mut d = std::mem::replace(&mut *b.lock(), RxData::empty());
             d.source = Some((peer, kp));
             d.from = from;
             d.reader = self.worker;
@@ -396,7 +373,7 @@ impl Receiver {
         now: Time,
     ) -> Result<(), TunGone> {
         let mut gone = false;
-        let mut d = lock(&batch);
+        let mut d = batch.lock();
         let RxData { source, from: (src, local), buf, items, .. } = &mut *d;
         if let Some((ps, kp)) = source.take() {
             let routes = iface.routes();
@@ -453,7 +430,7 @@ impl Receiver {
         }
         d.reset();
         drop(d);
-        batch.done.store(false, Ordering::SeqCst);
+        batch.recycle();
         let _ = iface.jobs.rx_pool.push(batch);
         if gone {
             Err(TunGone)
@@ -511,7 +488,7 @@ impl Sink<RxBatch> for ToTun<'_> {
 /// Puts a filled batch in its peer's receive queue and offers it to the workers.
 fn submit(iface: &Interface, batch: Arc<RxBatch>, d: RxData) {
     let (peer, _) = d.source.clone().expect("a filled batch has a source");
-    *lock(&batch) = d;
+    *batch.lock() = d;
     let _ = peer.rx.push_with(batch.clone(), || Ok::<(), ()>(()));
     iface.jobs.push(Job::Open(batch));
 }

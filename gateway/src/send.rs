@@ -8,8 +8,7 @@
 //! Handshake messages and keepalives leave through here too, directly.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use causeway_crypto::{padded_len, Error, Keypair, Time, DATA_HEADER_LEN, DATA_OVERHEAD};
@@ -17,7 +16,7 @@ use causeway_crypto::{padded_len, Error, Keypair, Time, DATA_HEADER_LEN, DATA_OV
 use crate::counters::{Drop, WorkerStats};
 use crate::interface::Interface;
 use crate::jobs::Job;
-use crate::ordered::Completion;
+use crate::ordered::Batch;
 use crate::peer::{Endpoint, PeerState};
 use crate::udp::{SourceUse, UdpEndpoint, MMSG_BATCH};
 
@@ -174,24 +173,9 @@ const BATCH_PACKETS: usize = 64;
 /// Packets of one peer, one keypair and one endpoint, laid out as the
 /// datagrams they become; sealed in place by any worker and sent by the
 /// peer queue's drainer.
-pub struct TxBatch {
-    done: AtomicBool,
-    data: Mutex<TxData>,
-}
+pub type TxBatch = Batch<TxData>;
 
-impl Default for TxBatch {
-    fn default() -> Self {
-        TxBatch { done: AtomicBool::new(false), data: Mutex::new(TxData::new()) }
-    }
-}
-
-impl Completion for TxBatch {
-    fn is_done(&self) -> bool {
-        self.done.load(Ordering::SeqCst)
-    }
-}
-
-struct TxData {
+pub struct TxData {
     target: Option<(Arc<PeerState>, Arc<Keypair>, Endpoint)>,
     /// Counter of the first datagram; the others follow in order.
     first_counter: u64,
@@ -207,7 +191,8 @@ struct TxData {
 }
 
 impl TxData {
-    fn new() -> TxData {
+    /// With its buffers allocated, for the pool.
+    pub fn with_buffers() -> TxData {
         TxData {
             target: None,
             first_counter: 0,
@@ -243,14 +228,10 @@ impl TxData {
     }
 }
 
-fn lock(b: &TxBatch) -> std::sync::MutexGuard<'_, TxData> {
-    b.data.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Seals a batch (on any worker) and marks it done; returns its peer,
 /// whose queue the caller drains next.
 pub fn seal_batch(iface: &Interface, batch: &TxBatch, worker: usize) -> Option<Arc<PeerState>> {
-    let mut d = lock(batch);
+    let mut d = batch.lock();
     let TxData { target, first_counter, buf, packets, sealed, reader, .. } = &mut *d;
     let (peer, kp, _) = target.clone()?;
     let mut at = 0;
@@ -264,13 +245,9 @@ pub fn seal_batch(iface: &Interface, batch: &TxBatch, worker: usize) -> Option<A
         sealed.push(ok);
         at += wire;
     }
-    let stats = &iface.worker_stats[worker];
-    WorkerStats::add(&stats.crypto_batches, 1);
-    if *reader != worker {
-        WorkerStats::add(&stats.crypto_batches_helped, 1);
-    }
+    iface.worker_stats[worker].count_batch(*reader != worker);
     drop(d);
-    batch.done.store(true, Ordering::SeqCst);
+    batch.finish();
     Some(peer)
 }
 
@@ -372,7 +349,7 @@ impl Sender {
                     WorkerStats::add(&iface.worker_stats[self.worker].pool_stalls, 1);
                     break;
                 };
-                let mut d = std::mem::replace(&mut *lock(&b), TxData::empty());
+                let mut d = std::mem::replace(&mut *b.lock(), TxData::empty());
                 d.target = Some((peer.clone(), kp.clone(), ep));
                 d.reader = self.worker;
                 open = Some((b, d));
@@ -404,7 +381,7 @@ impl Sender {
         match queued {
             Ok(()) => {
                 // Nobody looks at the batch before the job below runs.
-                *lock(&batch) = d;
+                *batch.lock() = d;
                 iface.jobs.push(Job::Seal(batch));
             }
             Err(e) => {
@@ -412,7 +389,7 @@ impl Sender {
                     iface.counters.count(Drop::from_error(e));
                 }
                 d.reset();
-                *lock(&batch) = d;
+                *batch.lock() = d;
                 let _ = iface.jobs.tx_pool.push(batch);
             }
         }
@@ -421,7 +398,7 @@ impl Sender {
     /// Sends a sealed batch (the drainer of its peer's queue calls this,
     /// in queue order) and returns its buffer to the pool.
     pub fn transmit_batch(&mut self, iface: &Interface, batch: Arc<TxBatch>, now: Time) {
-        let mut d = lock(&batch);
+        let mut d = batch.lock();
         if let Some((peer, _, ep)) = d.target.take() {
             // One socket per peer, whichever worker drains: the kernel then
             // hashes all of the peer's datagrams to one transmit queue.
@@ -460,7 +437,7 @@ impl Sender {
         }
         d.reset();
         drop(d);
-        batch.done.store(false, Ordering::SeqCst);
+        batch.recycle();
         let _ = iface.jobs.tx_pool.push(batch);
     }
 
