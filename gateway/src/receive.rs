@@ -108,14 +108,17 @@ impl RxData {
 pub fn open_batch(iface: &Interface, batch: &RxBatch, worker: usize) -> Option<Arc<PeerState>> {
     let mut d = batch.lock();
     let RxData { source, buf, items, reader, .. } = &mut *d;
-    let (peer, kp) = source.clone()?;
-    for item in items.iter_mut() {
-        item.opened = kp.open(&mut buf[item.at..item.at + item.len]).map(|(counter, plain)| (counter, plain.len()));
-    }
+    let peer = source.clone().map(|(peer, kp)| {
+        for item in items.iter_mut() {
+            item.opened = kp.open(&mut buf[item.at..item.at + item.len]).map(|(counter, plain)| (counter, plain.len()));
+        }
+        peer
+    });
     iface.worker_stats[worker].count_batch(*reader != worker);
     drop(d);
+    // Done even without a source, so a queue can never stall behind it.
     batch.finish();
-    Some(peer)
+    peer
 }
 
 /// Per-worker state of the receive path; buffers are reused across batches.

@@ -175,6 +175,9 @@ const BATCH_PACKETS: usize = 64;
 /// peer queue's drainer.
 pub type TxBatch = Batch<TxData>;
 
+/// Default: a placeholder that allocates nothing, left in the mutex while
+/// the reader fills the batch outside it.
+#[derive(Default)]
 pub struct TxData {
     target: Option<(Arc<PeerState>, Arc<Keypair>, Endpoint)>,
     /// Counter of the first datagram; the others follow in order.
@@ -194,29 +197,12 @@ impl TxData {
     /// With its buffers allocated, for the pool.
     pub fn with_buffers() -> TxData {
         TxData {
-            target: None,
-            first_counter: 0,
             // A batch stays within one GSO send, except that its first
             // datagram may be as large as any packet.
             buf: vec![0u8; GSO_MAX_BYTES.max(crate::tun::MAX_PACKET + 64)],
-            len: 0,
             packets: Vec::with_capacity(BATCH_PACKETS),
             sealed: Vec::with_capacity(BATCH_PACKETS),
-            reader: 0,
-        }
-    }
-
-    /// A placeholder that allocates nothing, left in the mutex while the
-    /// reader fills the batch outside it.
-    fn empty() -> TxData {
-        TxData {
-            target: None,
-            first_counter: 0,
-            buf: Vec::new(),
-            len: 0,
-            packets: Vec::new(),
-            sealed: Vec::new(),
-            reader: 0,
+            ..TxData::default()
         }
     }
 
@@ -233,22 +219,25 @@ impl TxData {
 pub fn seal_batch(iface: &Interface, batch: &TxBatch, worker: usize) -> Option<Arc<PeerState>> {
     let mut d = batch.lock();
     let TxData { target, first_counter, buf, packets, sealed, reader, .. } = &mut *d;
-    let (peer, kp, _) = target.clone()?;
-    let mut at = 0;
-    sealed.clear();
-    for (i, &(payload, padded)) in packets.iter().enumerate() {
-        let wire = DATA_OVERHEAD + padded;
-        let ok = kp.seal(*first_counter + i as u64, &mut buf[at..at + wire], payload, padded).is_ok();
-        if !ok {
-            iface.counters.count(Drop::Malformed);
+    let peer = target.clone().map(|(peer, kp, _)| {
+        let mut at = 0;
+        sealed.clear();
+        for (i, &(payload, padded)) in packets.iter().enumerate() {
+            let wire = DATA_OVERHEAD + padded;
+            let ok = kp.seal(*first_counter + i as u64, &mut buf[at..at + wire], payload, padded).is_ok();
+            if !ok {
+                iface.counters.count(Drop::Malformed);
+            }
+            sealed.push(ok);
+            at += wire;
         }
-        sealed.push(ok);
-        at += wire;
-    }
+        peer
+    });
     iface.worker_stats[worker].count_batch(*reader != worker);
     drop(d);
+    // Done even without a target, so a queue can never stall behind it.
     batch.finish();
-    Some(peer)
+    peer
 }
 
 /// A run of datagrams in a batch that leaves in one send.
@@ -349,7 +338,7 @@ impl Sender {
                     WorkerStats::add(&iface.worker_stats[self.worker].pool_stalls, 1);
                     break;
                 };
-                let mut d = std::mem::replace(&mut *b.lock(), TxData::empty());
+                let mut d = std::mem::take(&mut *b.lock());
                 d.target = Some((peer.clone(), kp.clone(), ep));
                 d.reader = self.worker;
                 open = Some((b, d));

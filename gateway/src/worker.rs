@@ -186,7 +186,7 @@ impl Worker {
             self.call_helpers();
         }
         self.run_jobs(sock)?;
-        if self.unsent.0 < self.unsent.1 || self.receiver.is_stalled() {
+        if self.stalled() {
             // The buffers are with other workers' crypto; let them finish.
             std::thread::yield_now();
         }
