@@ -266,16 +266,14 @@ impl Receiver {
                 return true;
             }
             Err(e) => {
-                tracing::trace!(from = %from.0, error = %e, "dropped datagram");
-                iface.counters.count(Drop::from_error(e));
+                dropped(iface, from.0, e);
                 return true;
             }
         }
         let (crypto, kp) = match iface.device.data_keypair(datagram, now) {
             Ok(found) => found,
             Err(e) => {
-                tracing::trace!(from = %from.0, error = %e, "dropped datagram");
-                iface.counters.count(Drop::from_error(e));
+                dropped(iface, from.0, e);
                 return true;
             }
         };
@@ -323,8 +321,7 @@ impl Receiver {
         let received = match iface.device.receive(src, datagram, now) {
             Ok(r) => r,
             Err(e) => {
-                tracing::trace!(from = %src, error = %e, "dropped datagram");
-                iface.counters.count(Drop::from_error(e));
+                dropped(iface, src, e);
                 return;
             }
         };
@@ -486,6 +483,12 @@ impl Sink<RxBatch> for ToTun<'_> {
     fn flush(&mut self) {
         self.gone |= self.receiver.write_tun(self.iface, self.tun).is_err();
     }
+}
+
+/// A datagram refused before any batch: counted under its reason.
+fn dropped(iface: &Interface, from: SocketAddr, e: causeway_crypto::Error) {
+    tracing::trace!(%from, error = %e, "dropped datagram");
+    iface.counters.count(Drop::from_error(e));
 }
 
 /// Puts a filled batch in its peer's receive queue and offers it to the workers.
