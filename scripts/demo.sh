@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Builds causewayd and runs its two-site demo in network namespaces.
-# Needs root (namespaces); installs iproute2, iperf3 and ping if missing.
+# Builds causewayd and the demo, and runs the two-site demo in network
+# namespaces. Needs root (namespaces); installs iproute2, iperf3 and ping
+# if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
+install_missing ip:iproute2 iperf3:iperf3 ping:iputils-ping
 if ! command -v cargo >/dev/null; then
     echo "cargo is missing: install Rust with rustup, then rerun" >&2
     exit 1
 fi
-cargo build --release --quiet -p causeway-gateway
-exec ./target/release/causewayd demo
+cargo build --release --quiet -p causeway-gateway -p causeway-lab --bins
+exec ./target/release/causeway-demo

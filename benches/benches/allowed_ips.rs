@@ -4,7 +4,7 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use causeway_gateway::allowed_ips::AllowedIps;
+use causeway_dataplane::allowed_ips::AllowedIps;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rand_core::{OsRng, RngCore};

@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use causeway_crypto::{Device, Received, StaticSecret, Time};
+use causeway_wireguard::{Device, Received, StaticSecret, Time};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use rand_core::OsRng;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
@@ -27,7 +27,7 @@ fn nonce(c: u64) -> Nonce {
 }
 
 /// Two devices with an established session, `a` the initiator.
-fn session() -> (Device, Device, std::sync::Arc<causeway_crypto::Peer>) {
+fn session() -> (Device, Device, std::sync::Arc<causeway_wireguard::Peer>) {
     let (ka, kb) = (StaticSecret::random(&mut OsRng), StaticSecret::random(&mut OsRng));
     let (a, b) = (Device::new(Some(ka.clone())), Device::new(Some(kb.clone())));
     let pa = a.add_peer(kb.public_key(), None, 0).unwrap();
@@ -59,7 +59,7 @@ fn transport(c: &mut Criterion) {
         });
         let (a, _b, peer) = session();
         let kp = peer.current_keypair().unwrap();
-        let padded = causeway_crypto::padded_len(size, MTU);
+        let padded = causeway_wireguard::padded_len(size, MTU);
         g.bench_function("causeway-keypair", |b| {
             b.iter(|| {
                 let c = kp.reserve(1).unwrap();

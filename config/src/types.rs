@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use causeway_crypto::{PresharedKey, PublicKey, StaticSecret};
+use causeway_wireguard::{PresharedKey, PublicKey, StaticSecret};
 use ipnet::IpNet;
 
 pub const DEFAULT_LISTEN_PORT: u16 = 51820;

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use causeway_crypto::{PresharedKey, PublicKey, StaticSecret};
+use causeway_wireguard::{PresharedKey, PublicKey, StaticSecret};
 use ipnet::IpNet;
 use toml::Spanned;
 use zeroize::Zeroizing;

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use causeway_crypto::{Device, Received, StaticSecret, Time};
+use causeway_wireguard::{Device, Received, StaticSecret, Time};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);

@@ -14,8 +14,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use causeway_crypto::{Device, Peer, Received, StaticSecret, Time};
-use causeway_gateway::interface::Interface;
+use causeway_dataplane::interface::Interface;
+use causeway_gateway::gateway::Gateway;
+use causeway_wireguard::{Device, Peer, Received, StaticSecret, Time};
 
 /// A responder (`b`) with an established, confirmed session from `a`.
 struct Wire {
@@ -102,18 +103,18 @@ pub fn wire(data: &[u8]) {
 /// The receive path's view of a decrypted packet, and the MSS clamp that
 /// rewrites SYNs in both directions.
 fn inner(plain: &[u8]) {
-    if let Some((len, _source)) = causeway_gateway::receive::inner_packet(plain) {
+    if let Some((len, _source)) = causeway_dataplane::receive::inner_packet(plain) {
         assert!(len <= plain.len() && len >= 20);
     }
     let mut packet = plain.to_vec();
-    let limits = causeway_gateway::mss::max_mss(1420);
-    if causeway_gateway::mss::clamp(&mut packet, limits) {
+    let limits = causeway_dataplane::mss::max_mss(1420);
+    if causeway_dataplane::mss::clamp(&mut packet, limits) {
         assert_eq!(packet.len(), plain.len(), "clamping never changes the length");
         let once = packet.clone();
-        assert!(!causeway_gateway::mss::clamp(&mut packet, limits), "a clamped SYN is clamped again");
+        assert!(!causeway_dataplane::mss::clamp(&mut packet, limits), "a clamped SYN is clamped again");
         assert_eq!(packet, once);
     }
-    let _ = causeway_gateway::send::destination(plain);
+    let _ = causeway_dataplane::send::destination(plain);
 }
 
 /// Moves this thread into a new network namespace (root only); true when
@@ -132,9 +133,9 @@ pub fn isolated() -> bool {
 const INTERFACE_KEY: [u8; 32] = [3; 32];
 
 /// An interface with no TUN and no workers: the control plane's view.
-fn with_interface(f: impl FnOnce(&Interface)) {
+fn with_interface(f: impl FnOnce(&Gateway)) {
     thread_local! {
-        static IFACE: RefCell<Option<Interface>> = const { RefCell::new(None) };
+        static IFACE: RefCell<Option<Gateway>> = const { RefCell::new(None) };
     }
     if !isolated() {
         return;
@@ -142,8 +143,9 @@ fn with_interface(f: impl FnOnce(&Interface)) {
     IFACE.with(|cell| {
         let mut cell = cell.borrow_mut();
         let iface = cell.get_or_insert_with(|| {
-            Interface::new("cwfuzz0".into(), Some(StaticSecret::from_bytes(INTERFACE_KEY)), 1420, 1, 0)
-                .expect("an interface without a TUN")
+            let iface = Interface::new("cwfuzz0".into(), Some(StaticSecret::from_bytes(INTERFACE_KEY)), 1420, 1, 0)
+                .expect("an interface without a TUN");
+            Gateway::new(std::sync::Arc::new(iface))
         });
         f(iface);
         // Each input starts from no peers, so memory stays bounded.

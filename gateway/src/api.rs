@@ -11,11 +11,12 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
-use crate::counters::Drop;
-use causeway_crypto::{PresharedKey, PublicKey};
+use causeway_dataplane::counters::Drop;
+use causeway_wireguard::{PresharedKey, PublicKey};
 
-use crate::interface::Interface;
-use crate::peer::PeerState;
+use crate::gateway::Gateway;
+use causeway_dataplane::interface::Interface;
+use causeway_dataplane::peer::PeerState;
 
 pub const SOCKET_DIR: &str = "/var/run/causeway";
 
@@ -24,7 +25,7 @@ pub fn socket_path(ifname: &str) -> PathBuf {
 }
 
 /// The interface's state as tunctl shows it.
-pub fn status(iface: &Interface) -> Value {
+pub fn status(iface: &Gateway) -> Value {
     let now = iface.clock.now();
     let wall_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let by_peer = iface.allowed_ips_by_peer();
@@ -214,7 +215,7 @@ fn put_peer(iface: &Interface, req: &Value, existing: Option<Arc<PeerState>>) ->
 }
 
 /// Answers one request line with `{"ok": …}` or `{"error": …}`.
-pub fn handle(iface: &Interface, line: &str) -> Value {
+pub fn handle(iface: &Gateway, line: &str) -> Value {
     let req: Value = match serde_json::from_str(line) {
         Ok(v) => v,
         Err(e) => return json!({"error": format!("request is not JSON: {e}")}),
@@ -255,7 +256,7 @@ pub fn handle(iface: &Interface, line: &str) -> Value {
     }
 }
 
-pub async fn serve(iface: Arc<Interface>, listener: UnixListener) {
+pub async fn serve(iface: Arc<Gateway>, listener: UnixListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

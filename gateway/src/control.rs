@@ -1,19 +1,20 @@
 //! The control plane on tokio: the UAPI socket and the timer loop. Nothing
 //! here runs on the data path; it reaches the workers only through the
-//! shared `Interface`.
+//! shared `Gateway` and the data plane's `Interface` it wraps.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_crypto::TimerAction;
+use causeway_wireguard::TimerAction;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::interface::Interface;
-use crate::send::{send_initiation, send_keepalive};
+use crate::gateway::Gateway;
 use crate::uapi;
+use causeway_dataplane::interface::Interface;
+use causeway_dataplane::send::{send_initiation, send_keepalive};
 
 /// Where wg and wg-quick look for a userspace interface's socket.
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
@@ -40,7 +41,7 @@ pub fn bind_private_socket(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve_uapi(iface: Arc<Interface>, listener: UnixListener) {
+pub async fn serve_uapi(iface: Arc<Gateway>, listener: UnixListener) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -54,7 +55,7 @@ pub async fn serve_uapi(iface: Arc<Interface>, listener: UnixListener) {
     }
 }
 
-async fn handle_client(iface: Arc<Interface>, stream: UnixStream) {
+async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     loop {
@@ -104,7 +105,7 @@ async fn handle_client(iface: Arc<Interface>, stream: UnixStream) {
 /// every `failover_after` while the peer does not answer). Names are
 /// resolved off the runtime; the next handshake retry (at most
 /// REKEY_TIMEOUT later) goes to the new address.
-fn failover(peer: &Arc<crate::peer::PeerState>, now: causeway_crypto::Time) {
+fn failover(peer: &Arc<causeway_dataplane::peer::PeerState>, now: causeway_wireguard::Time) {
     let endpoints = peer.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(next) = peer.next_endpoint(endpoints.len(), now) else { return };
     let (peer, endpoint) = (peer.clone(), endpoints[next].clone());
@@ -146,7 +147,7 @@ fn refresh_names(iface: &Interface) {
 /// Runs every peer's protocol timers until the interface shuts down.
 /// 100 ms of granularity is well inside the protocol's tolerances (the
 /// smallest timer is the 5 s handshake retry with up to 333 ms of jitter).
-pub async fn run_timers(iface: Arc<Interface>) {
+pub async fn run_timers(iface: Arc<Gateway>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;

@@ -7,15 +7,17 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{bail, Context};
-use causeway_crypto::StaticSecret;
+use causeway_wireguard::StaticSecret;
 use ipnet::IpNet;
 
 use crate::control;
-use crate::interface::Interface;
+use causeway_dataplane::interface::Interface;
+
+use crate::gateway::Gateway;
 
 /// A running interface: shared state and the worker threads.
 pub struct Running {
-    pub iface: Arc<Interface>,
+    pub gw: Arc<Gateway>,
     workers: Vec<JoinHandle<()>>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
@@ -55,7 +57,7 @@ pub fn start(s: Settings) -> anyhow::Result<Running> {
             s.name
         );
     }
-    let queues = crate::tun::create(&s.name, s.mtu, &s.addresses, s.workers).with_context(|| {
+    let queues = causeway_dataplane::tun::create(&s.name, s.mtu, &s.addresses, s.workers).with_context(|| {
         format!("cannot create TUN interface {} (are you root, and is /dev/net/tun present?)", s.name)
     })?;
     let offload = queues[0].offload();
@@ -72,11 +74,11 @@ pub fn start(s: Settings) -> anyhow::Result<Running> {
         workers.push(
             std::thread::Builder::new()
                 .name(format!("cw-worker-{i}"))
-                .spawn(move || crate::worker::run(iface2, i, q, wake_rx))?,
+                .spawn(move || causeway_dataplane::worker::run(iface2, i, q, wake_rx))?,
         );
     }
     tracing::info!(interface = %s.name, port = iface.listen_port(), workers = s.workers, offload, "interface up");
-    Ok(Running { iface, workers, metrics_listen: None, run_as: None })
+    Ok(Running { gw: Arc::new(Gateway::new(iface)), workers, metrics_listen: None, run_as: None })
 }
 
 impl Running {
@@ -84,7 +86,7 @@ impl Running {
     /// interface's deletion, then stops everything. `ready` runs once the
     /// socket accepts connections.
     pub fn serve(self, ready: impl FnOnce()) -> anyhow::Result<()> {
-        let path = control::socket_path(&self.iface.name);
+        let path = control::socket_path(&self.gw.name);
         // Declared before the runtime so it outlives the listeners: the
         // helper removes the sockets only once nobody serves them.
         let mut cleanup = None;
@@ -92,7 +94,7 @@ impl Running {
         // in use belongs to another daemon.
         let mut bound = Vec::new();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let api_path = crate::api::socket_path(&self.iface.name);
+        let api_path = crate::api::socket_path(&self.gw.name);
         let result = rt.block_on(async {
             // The API socket first: whoever sees the UAPI socket (wg, tunctl's
             // callers, scripts waiting for start-up) may use the API at once.
@@ -104,7 +106,7 @@ impl Running {
                 Some(addr) => {
                     let listener = crate::metrics::bind(addr).await?;
                     tracing::info!(%addr, "serving Prometheus metrics");
-                    Some(tokio::spawn(crate::metrics::serve(self.iface.clone(), listener)))
+                    Some(tokio::spawn(crate::metrics::serve(self.gw.iface.clone(), listener)))
                 }
                 None => None,
             };
@@ -114,12 +116,12 @@ impl Running {
                 tracing::info!(%user, uid = ids.uid, "privileges dropped: running with CAP_NET_ADMIN only");
             }
             ready();
-            let uapi = tokio::spawn(control::serve_uapi(self.iface.clone(), listener));
-            let api = tokio::spawn(crate::api::serve(self.iface.clone(), api_listener));
+            let uapi = tokio::spawn(control::serve_uapi(self.gw.clone(), listener));
+            let api = tokio::spawn(crate::api::serve(self.gw.clone(), api_listener));
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
             let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-            let reloader = self.iface.clone();
+            let reloader = self.gw.clone();
             let reloads = tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     let iface = reloader.clone();
@@ -139,7 +141,7 @@ impl Running {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
                 _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-                _ = control::run_timers(self.iface.clone()) => {}
+                _ = control::run_timers(self.gw.clone()) => {}
             }
             uapi.abort();
             api.abort();
@@ -162,11 +164,14 @@ impl Running {
     /// Stops the workers; the TUN goes away with the last queue.
     pub fn stop(self) {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-        self.iface.shutdown();
+        // Routes first, on this (control-plane) thread: the workers hold
+        // no capability to remove them.
+        self.gw.remove_kernel_routes();
+        self.gw.shutdown();
         for w in self.workers {
             let _ = w.join();
         }
-        tracing::info!(interface = %self.iface.name, "interface down");
+        tracing::info!(interface = %self.gw.name, "interface down");
     }
 }
 
@@ -194,12 +199,12 @@ pub fn up(
     })?;
     running.metrics_listen = cfg.interface.metrics_listen;
     running.run_as = run_as;
-    running.iface.set_config_path(config_path);
+    running.gw.set_config_path(config_path);
     if let Some(table) = cfg.interface.routes {
-        running.iface.install_routes(table.0, &cfg.interface.addresses).context("cannot open a netlink socket")?;
+        running.gw.install_routes(table.0, &cfg.interface.addresses).context("cannot open a netlink socket")?;
     }
-    let report = crate::reload::reconcile(&running.iface, &cfg);
-    running.iface.sync_kernel_routes();
+    let report = crate::reload::reconcile(&running.gw, &cfg);
+    running.gw.sync_kernel_routes();
     tracing::info!(%report, "configuration applied");
     running.serve(ready)
 }

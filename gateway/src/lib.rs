@@ -1,26 +1,14 @@
-//! causewayd, the Causeway gateway: data plane workers over a multi-queue
-//! TUN and per-worker UDP sockets, and the control plane around them.
+//! The Causeway gateway's control plane: bring-up, the UAPI and tunctl
+//! API sockets, reloads as differences, metrics, kernel routes and
+//! privileges, around the data plane of `causeway-dataplane`. The
+//! binaries `causewayd` and `tunctl` are built on it.
 
-pub mod allowed_ips;
 pub mod api;
-pub mod clock;
 pub mod control;
-pub mod counters;
 pub mod daemon;
-pub mod demo;
-pub mod interface;
-pub mod jobs;
-pub mod lab;
+pub mod gateway;
 pub mod metrics;
-pub mod mss;
-pub mod ordered;
-pub mod peer;
 pub mod privileges;
-pub mod receive;
 pub mod reload;
 pub mod routes;
-pub mod send;
-pub mod tun;
 pub mod uapi;
-pub mod udp;
-pub mod worker;

@@ -18,8 +18,8 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::counters::Drop;
-use crate::interface::Interface;
+use causeway_dataplane::counters::Drop;
+use causeway_dataplane::interface::Interface;
 
 type Labels = Vec<(String, String)>;
 
@@ -144,14 +144,14 @@ mod tests {
     fn interface() -> Interface {
         let iface = Interface::new(
             "cwtest0".into(),
-            Some(causeway_crypto::StaticSecret::random(&mut rand_core::OsRng)),
+            Some(causeway_wireguard::StaticSecret::random(&mut rand_core::OsRng)),
             1420,
             1,
             0,
         )
         .unwrap();
         iface
-            .add_peer(causeway_crypto::StaticSecret::random(&mut rand_core::OsRng).public_key(), "dc-east".into())
+            .add_peer(causeway_wireguard::StaticSecret::random(&mut rand_core::OsRng).public_key(), "dc-east".into())
             .unwrap();
         iface
     }

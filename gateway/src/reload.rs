@@ -8,11 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use causeway_config::{Config, ConfigError};
-use causeway_crypto::PublicKey;
+use causeway_wireguard::PublicKey;
 use ipnet::IpNet;
 
-use crate::interface::Interface;
-use crate::peer::PeerState;
+use crate::gateway::Gateway;
+use causeway_dataplane::interface::Interface;
+use causeway_dataplane::peer::PeerState;
 
 /// What a reconciliation changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -58,7 +59,7 @@ fn resolve_first(peer: &PeerState, name: &str, endpoints: &[causeway_config::End
 
 /// Makes the running interface match `cfg`. Interface name, MTU, addresses
 /// and worker count are fixed at start-up and reported in `needs_restart`.
-pub fn reconcile(iface: &Interface, cfg: &Config) -> Report {
+pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
     let mut report = Report::default();
     let i = &cfg.interface;
     if !iface.device.has_private_key(&i.private_key) {
@@ -117,7 +118,7 @@ pub fn apply_peer(
     iface: &Interface,
     p: &causeway_config::Peer,
     have: Option<&HashSet<IpNet>>,
-) -> Result<(bool, Vec<&'static str>), causeway_crypto::Error> {
+) -> Result<(bool, Vec<&'static str>), causeway_wireguard::Error> {
     let existing = iface.peer(&p.public_key);
     let peer = match &existing {
         Some(peer) => peer.clone(),
@@ -176,7 +177,7 @@ pub fn overlap(iface: &Interface, key: &PublicKey, nets: &[IpNet]) -> Option<Str
 
 /// Re-reads the configuration file and applies the difference. An invalid
 /// file changes nothing and returns its problems.
-pub fn reload(iface: &Interface, path: &Path) -> Result<Report, ConfigError> {
+pub fn reload(iface: &Gateway, path: &Path) -> Result<Report, ConfigError> {
     let cfg = causeway_config::load(path)?;
     let report = reconcile(iface, &cfg);
     tracing::info!(config = %path.display(), %report, "configuration reloaded");

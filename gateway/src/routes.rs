@@ -17,7 +17,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use crate::interface::Routes;
+use causeway_dataplane::interface::Routes;
 
 /// Routes this daemon added, and the netlink socket to change them with.
 /// The socket is opened at start-up so that changes keep working after

@@ -10,13 +10,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use causeway_crypto::{PresharedKey, PublicKey, StaticSecret};
+use causeway_wireguard::{PresharedKey, PublicKey, StaticSecret};
 use ipnet::IpNet;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::interface::Interface;
-use crate::peer::PeerState;
+use causeway_dataplane::interface::Interface;
+use causeway_dataplane::peer::PeerState;
 
 /// What `errno=` reports; wg prints the matching strerror.
 #[derive(Debug, Error, PartialEq, Eq)]

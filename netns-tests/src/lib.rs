@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use causeway_crypto::{PublicKey, StaticSecret};
-pub use causeway_gateway::lab::{self, b64, keypair, Netns, Process};
+pub use causeway_lab::{self as lab, b64, keypair, Netns, Process};
+use causeway_wireguard::{PublicKey, StaticSecret};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

@@ -6,8 +6,8 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime};
 
-use causeway_crypto::{Device, Received, StaticSecret, Time};
 use causeway_netns_tests::*;
+use causeway_wireguard::{Device, Received, StaticSecret, Time};
 
 fn drops(ifname: &str) -> serde_json::Value {
     lab::api_status(ifname).unwrap()["drops"].clone()

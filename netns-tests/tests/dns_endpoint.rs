@@ -40,8 +40,8 @@ impl Drop for HostsFile {
 struct MovingDc {
     gh: Gateway,
     hosts: HostsFile,
-    kdc: causeway_crypto::StaticSecret,
-    ph: causeway_crypto::PublicKey,
+    kdc: causeway_wireguard::StaticSecret,
+    ph: causeway_wireguard::PublicKey,
     dir: tempfile::TempDir,
     hub: Netns,
     old: Netns,
@@ -50,7 +50,7 @@ struct MovingDc {
 
 impl MovingDc {
     /// `dc` describes the hub's peer; `hub_extra` adds interface lines.
-    fn new(dc: impl FnOnce(causeway_crypto::PublicKey) -> PeerSpec, hub_extra: &str) -> MovingDc {
+    fn new(dc: impl FnOnce(causeway_wireguard::PublicKey) -> PeerSpec, hub_extra: &str) -> MovingDc {
         let dir = tempfile::tempdir().unwrap();
         let hub = Netns::new("hub").unwrap();
         let old = Netns::new("old").unwrap();

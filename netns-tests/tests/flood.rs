@@ -11,8 +11,8 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant, SystemTime};
 
-use causeway_crypto::{Device, StaticSecret, Time};
 use causeway_netns_tests::*;
+use causeway_wireguard::{Device, StaticSecret, Time};
 
 /// Packets per second the flood is held to, and for how long.
 const FLOOD_RATE: u64 = 20_000;
@@ -20,7 +20,7 @@ const FLOOD_SECONDS: u64 = 6;
 
 /// Distinct initiations to `target` from a key it does not know: each
 /// carries a valid MAC1, since MAC1 needs only the target's public key.
-fn valid_mac1_initiations(target: causeway_crypto::PublicKey, count: usize) -> Vec<Vec<u8>> {
+fn valid_mac1_initiations(target: causeway_wireguard::PublicKey, count: usize) -> Vec<Vec<u8>> {
     let stranger = Device::new(Some(StaticSecret::random(&mut rand_core::OsRng)));
     let peer = stranger.add_peer(target, None, 0).unwrap();
     (0..count as u64)

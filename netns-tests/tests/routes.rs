@@ -26,8 +26,8 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 fn hub_gateway(
     hub: &Netns,
     dir: &std::path::Path,
-    key: &causeway_crypto::StaticSecret,
-    spoke: causeway_crypto::PublicKey,
+    key: &causeway_wireguard::StaticSecret,
+    spoke: causeway_wireguard::PublicKey,
     allowed: &[&str],
 ) -> Gateway {
     let peer = PeerSpec::new("spoke", spoke, Some("198.18.0.2:51820"), allowed);

@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use causeway_crypto::{PresharedKey, StaticSecret};
 use causeway_netns_tests::*;
+use causeway_wireguard::{PresharedKey, StaticSecret};
 
 fn hex(bytes: &[u8; 32]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

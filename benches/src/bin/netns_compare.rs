@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use causeway_gateway::lab::{self, b64, keypair, Netns, Process};
+use causeway_lab::{self as lab, b64, keypair, Netns, Process};
 use clap::Parser;
 use serde_json::{json, Value};
 
@@ -81,8 +81,8 @@ fn boringtun_path() -> anyhow::Result<PathBuf> {
 /// One end of the tunnel: its key, the other end's key and the addresses.
 #[derive(Clone, Copy)]
 struct Side<'a> {
-    me: &'a causeway_crypto::StaticSecret,
-    peer: &'a causeway_crypto::PublicKey,
+    me: &'a causeway_wireguard::StaticSecret,
+    peer: &'a causeway_wireguard::PublicKey,
     tunnel: &'a str,
     peer_tunnel: &'a str,
     peer_wan: &'a str,

@@ -26,7 +26,6 @@ const EXAMPLES: &str = "Examples:
   causewayd up --config /etc/causeway/gw.toml
   causewayd wg0 && wg setconf wg0 wg0.conf
   WG_QUICK_USERSPACE_IMPLEMENTATION=causewayd wg-quick up ./wg0.conf
-  causewayd demo
 
 Logs go to stderr (RUST_LOG=debug for more); a detached daemon writes
 them to $CAUSEWAYD_LOG_FILE if set.";
@@ -46,9 +45,6 @@ enum Command {
         #[arg(short, long)]
         workers: Option<usize>,
     },
-    /// Build a two-site lab in network namespaces, send traffic through the
-    /// tunnel, print what was measured, and clean up. Needs root.
-    Demo,
     /// Internal: started by `up` before it drops root; removes the control
     /// sockets once the daemon has exited.
     #[command(hide = true)]
@@ -76,7 +72,6 @@ fn main() {
         Some(Command::Up { config, interface, workers }) => {
             causeway_gateway::daemon::up(&config, interface, workers, causeway_gateway::daemon::report_ready)
         }
-        Some(Command::Demo) => causeway_gateway::demo::run(),
         Some(Command::CleanupSockets { paths }) => {
             causeway_gateway::privileges::cleanup_after_parent(&paths);
             Ok(())

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use base64::Engine;
-use causeway_crypto::{PresharedKey, StaticSecret};
+use causeway_wireguard::{PresharedKey, StaticSecret};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 

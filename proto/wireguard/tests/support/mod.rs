@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use causeway_crypto::{Device, Error, Peer, PresharedKey, PublicKey, Received, StaticSecret, Time, TimerAction};
+use causeway_wireguard::{Device, Error, Peer, PresharedKey, PublicKey, Received, StaticSecret, Time, TimerAction};
 
 pub const MTU: usize = 1420;
 

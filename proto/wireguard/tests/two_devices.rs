@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_crypto::{Device, Error, PublicKey, Received, StaticSecret, REJECT_AFTER_TIME};
+use causeway_wireguard::{Device, Error, PublicKey, Received, StaticSecret, REJECT_AFTER_TIME};
 use rand_core::OsRng;
 use support::*;
 

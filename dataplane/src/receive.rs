@@ -10,8 +10,8 @@ use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use causeway_crypto::messages::{self, Message};
-use causeway_crypto::{Keypair, Received, Time, DATA_HEADER_LEN};
+use causeway_wireguard::messages::{self, Message};
+use causeway_wireguard::{Keypair, Received, Time, DATA_HEADER_LEN};
 use quinn_udp::RecvMeta;
 
 use crate::counters::{Drop, WorkerStats};
@@ -63,7 +63,7 @@ struct RxItem {
     at: usize,
     len: usize,
     /// After opening: the counter and the padded plaintext's length.
-    opened: Result<(u64, usize), causeway_crypto::Error>,
+    opened: Result<(u64, usize), causeway_wireguard::Error>,
 }
 
 pub struct RxData {
@@ -166,7 +166,7 @@ pub enum RxStatus {
 }
 
 impl Receiver {
-    fn peer_state(&mut self, iface: &Interface, crypto: &Arc<causeway_crypto::Peer>) -> Option<Arc<PeerState>> {
+    fn peer_state(&mut self, iface: &Interface, crypto: &Arc<causeway_wireguard::Peer>) -> Option<Arc<PeerState>> {
         if let Some(p) = &self.last_peer {
             if Arc::ptr_eq(&p.crypto, crypto) {
                 return Some(p.clone());
@@ -305,7 +305,11 @@ impl Receiver {
             return true;
         }
         d.buf[d.len..d.len + datagram.len()].copy_from_slice(datagram);
-        d.items.push(RxItem { at: d.len, len: datagram.len(), opened: Err(causeway_crypto::Error::DecryptionFailed) });
+        d.items.push(RxItem {
+            at: d.len,
+            len: datagram.len(),
+            opened: Err(causeway_wireguard::Error::DecryptionFailed),
+        });
         d.len += datagram.len();
         true
     }
@@ -486,7 +490,7 @@ impl Sink<RxBatch> for ToTun<'_> {
 }
 
 /// A datagram refused before any batch: counted under its reason.
-fn dropped(iface: &Interface, from: SocketAddr, e: causeway_crypto::Error) {
+fn dropped(iface: &Interface, from: SocketAddr, e: causeway_wireguard::Error) {
     tracing::trace!(%from, error = %e, "dropped datagram");
     iface.counters.count(Drop::from_error(e));
 }

@@ -1,4 +1,4 @@
-//! `causewayd demo`: two sites in network namespaces, linked by a WAN veth
+//! The demo (`causeway-demo`, run by scripts/demo.sh): two sites in network namespaces, linked by a WAN veth
 //! on 198.18.0.0/15, each with a causewayd gateway; traffic through the
 //! tunnel, measured and printed; everything removed afterwards, also on
 //! Ctrl-C.
@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 
-use crate::lab::{self, Netns};
+use crate::{self as lab, Netns};
 
 fn config(name: &str, key: &str, tunnel: &str, peer_key: &str, peer_wan: &str, peer_tunnel: &str) -> String {
     format!(
@@ -32,9 +32,9 @@ pub fn run() -> anyhow::Result<()> {
     if !lab::is_root() {
         bail!("the demo builds network namespaces: run it as root");
     }
-    lab::ensure_installed("ip", "iproute2")?;
-    lab::ensure_installed("iperf3", "iperf3")?;
-    lab::ensure_installed("ping", "iputils-ping")?;
+    lab::require("ip", "iproute2")?;
+    lab::require("iperf3", "iperf3")?;
+    lab::require("ping", "iputils-ping")?;
     std::thread::spawn(|| {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async {
@@ -45,7 +45,7 @@ pub fn run() -> anyhow::Result<()> {
         std::process::exit(130);
     });
     lab::reap_stale();
-    let exe = std::env::current_exe()?;
+    let exe = lab::causewayd_path()?;
     let dir = std::env::temp_dir().join(lab::unique("causeway-demo-"));
     std::fs::create_dir_all(&dir)?;
     let result = demo(&exe, &dir);
@@ -116,7 +116,10 @@ fn demo(exe: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
     println!("    endpoint: {}", field(&dump, "endpoint").unwrap_or("(none)"));
     println!("    latest handshake: {} s ago", now.saturating_sub(hs));
     println!("    transfer: {} received, {} sent", human_bytes(rx), human_bytes(tx));
-    println!("    machine: {} cores; both gateways and both iperf3 ends share them", crate::daemon::default_workers());
+    println!(
+        "    machine: {} cores; both gateways and both iperf3 ends share them",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
 
     let code_a = gw_a.stop();
     let code_b = gw_b.stop();

@@ -1,6 +1,8 @@
-//! One WireGuard interface as the gateway runs it: the protocol core, the
+//! One tunnel interface as the data plane sees it: the protocol core, the
 //! peers, the routing table, the UDP sockets and the counters, shared by
-//! the workers and the control plane.
+//! the workers and the control plane. What only the control plane needs
+//! (the configuration file, kernel routes, name refreshes) lives in the
+//! gateway crate, which wraps this.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -9,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use arc_swap::ArcSwap;
-use causeway_crypto::{Device, PresharedKey, PublicKey, StaticSecret};
+use causeway_wireguard::{Device, PresharedKey, PublicKey, StaticSecret};
 use ipnet::IpNet;
 
 use crate::allowed_ips::AllowedIps;
@@ -17,7 +19,6 @@ use crate::clock::Clock;
 use crate::counters::{Counters, WorkerStats};
 use crate::jobs::Jobs;
 use crate::peer::PeerState;
-use crate::routes::{RouteSync, SyncReport};
 use crate::udp::{self, UdpEndpoint};
 
 pub type Routes = AllowedIps<Arc<PeerState>>;
@@ -51,12 +52,6 @@ pub struct Interface {
     pub worker_stats: Vec<WorkerStats>,
     /// Crypto work and batch buffers shared by the workers.
     pub jobs: Jobs,
-    /// The configuration file of `up` mode, which reloads re-read.
-    config_path: Mutex<Option<std::path::PathBuf>>,
-    /// Kernel routes for the allowed IPs, when the configuration asks.
-    kernel_routes: Mutex<Option<RouteSync>>,
-    /// How often endpoint names are resolved again; `None` is never.
-    dns_refresh: Mutex<Option<std::time::Duration>>,
 }
 
 impl Interface {
@@ -86,9 +81,6 @@ impl Interface {
             workers,
             worker_stats: (0..workers).map(|_| WorkerStats::default()).collect(),
             jobs: Jobs::new(workers),
-            config_path: Mutex::new(None),
-            kernel_routes: Mutex::new(None),
-            dns_refresh: Mutex::new(Some(causeway_config::DEFAULT_DNS_REFRESH)),
         })
     }
 
@@ -111,6 +103,12 @@ impl Interface {
 
     pub fn routes(&self) -> arc_swap::Guard<Arc<Routes>> {
         self.routes.load()
+    }
+
+    /// The routing table as an owned snapshot, for the control plane to
+    /// keep and compare later.
+    pub fn routes_snapshot(&self) -> Arc<Routes> {
+        self.routes.load_full()
     }
 
     /// Applies a change to the routing table as one atomic swap.
@@ -161,7 +159,7 @@ impl Interface {
     }
 
     /// Adds a peer or returns the existing one.
-    pub fn add_peer(&self, key: PublicKey, name: String) -> Result<Arc<PeerState>, causeway_crypto::Error> {
+    pub fn add_peer(&self, key: PublicKey, name: String) -> Result<Arc<PeerState>, causeway_wireguard::Error> {
         if let Some(p) = self.peer(&key) {
             return Ok(p);
         }
@@ -205,7 +203,7 @@ impl Interface {
         self.routes.load().iter().filter(|(_, owner)| Arc::ptr_eq(owner, peer)).map(|(n, _)| n).collect()
     }
 
-    pub fn peer_for_crypto(&self, crypto: &causeway_crypto::Peer) -> Option<Arc<PeerState>> {
+    pub fn peer_for_crypto(&self, crypto: &causeway_wireguard::Peer) -> Option<Arc<PeerState>> {
         self.peer(crypto.public_key())
     }
 
@@ -226,59 +224,15 @@ impl Interface {
         }
     }
 
-    pub fn set_config_path(&self, path: &std::path::Path) {
-        *self.config_path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.to_path_buf());
-    }
-
-    pub fn config_path(&self) -> Option<std::path::PathBuf> {
-        self.config_path.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// From now on, keeps kernel routes for the allowed IPs through this
-    /// interface, in `table`.
-    pub fn install_routes(&self, table: u32, addresses: &[IpNet]) -> std::io::Result<()> {
-        *self.kernel_routes.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(RouteSync::new(&self.name, table, addresses)?);
-        Ok(())
-    }
-
-    /// Brings the kernel routes in line with the current peers, when route
-    /// installation is on; cheap when nothing changed.
-    pub fn sync_kernel_routes(&self) -> Option<SyncReport> {
-        let mut sync = self.kernel_routes.lock().unwrap_or_else(|e| e.into_inner());
-        let routes = self.routes.load_full();
-        sync.as_mut().map(|s| s.sync(&routes))
-    }
-
-    pub fn dns_refresh(&self) -> Option<std::time::Duration> {
-        *self.dns_refresh.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn set_dns_refresh(&self, every: Option<std::time::Duration>) {
-        *self.dns_refresh.lock().unwrap_or_else(|e| e.into_inner()) = every;
-    }
-
-    /// The routing table that receives peer routes, when that is on.
-    pub fn route_table(&self) -> Option<u32> {
-        self.kernel_routes.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(RouteSync::table)
-    }
-
-    /// The prefixes routed through the interface by this daemon.
-    pub fn kernel_routes(&self) -> Option<Vec<IpNet>> {
-        let sync = self.kernel_routes.lock().unwrap_or_else(|e| e.into_inner());
-        sync.as_ref().map(|s| s.installed().iter().copied().collect())
-    }
-
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Relaxed)
     }
 
-    /// Asks every worker to stop; idempotent.
+    /// Asks every worker to stop; idempotent. Workers call it too when
+    /// their TUN queue goes away, so it does nothing that needs a
+    /// privilege: the data-plane threads hold none.
     pub fn shutdown(&self) {
         self.shutdown.store(true, Ordering::Relaxed);
-        if let Some(mut sync) = self.kernel_routes.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            sync.remove_all();
-        }
         self.wake_all();
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Instant, SystemTime};
 
-use causeway_crypto::Time;
+use causeway_wireguard::Time;
 
 pub struct Clock {
     start: Instant,

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use causeway_crypto::Error;
+use causeway_wireguard::Error;
 
 macro_rules! drop_reasons {
     ($($name:ident => $text:literal,)*) => {

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use causeway_crypto::{CookieGenerator, Error, PresharedKey, PublicKey, StaticSecret, Time};
+use causeway_wireguard::{CookieGenerator, Error, PresharedKey, PublicKey, StaticSecret, Time};
 use rand_core::OsRng;
 use support::*;
 

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use causeway_crypto::{padded_len, Error, Keypair, Time, DATA_HEADER_LEN, DATA_OVERHEAD};
+use causeway_wireguard::{padded_len, Error, Keypair, Time, DATA_HEADER_LEN, DATA_OVERHEAD};
 
 use crate::counters::{Drop, WorkerStats};
 use crate::interface::Interface;
@@ -365,7 +365,7 @@ impl Sender {
         let count = d.packets.len() as u64;
         let queued = peer.tx.push_with(batch.clone(), || {
             d.first_counter = kp.reserve(count)?;
-            Ok::<(), causeway_crypto::Error>(())
+            Ok::<(), causeway_wireguard::Error>(())
         });
         match queued {
             Ok(()) => {

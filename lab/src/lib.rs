@@ -1,4 +1,4 @@
-//! Network-namespace labs: what `causewayd demo` and the netns integration
+//! Network-namespace labs: what the demo (`causeway-demo`) and the netns integration
 //! tests build. Every namespace and process made here is registered, so it
 //! is removed when its owner is dropped (also while a test panics), on
 //! Ctrl-C, and — should a run be killed outright — by the next run, which
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use base64::Engine;
-use causeway_crypto::{PublicKey, StaticSecret};
+use causeway_wireguard::{PublicKey, StaticSecret};
 
 /// Prefix of every namespace this module creates: `cw-<tag>-<pid>-<n>`.
 const PREFIX: &str = "cw-";
@@ -211,7 +211,7 @@ pub fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 's
 /// Asks a running causewayd for its status over the control API.
 pub fn api_status(ifname: &str) -> anyhow::Result<serde_json::Value> {
     use std::io::{BufRead, BufReader, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(crate::api::socket_path(ifname))?;
+    let mut s = std::os::unix::net::UnixStream::connect(causeway_gateway::api::socket_path(ifname))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     writeln!(s, "{{\"op\":\"status\"}}")?;
     let mut line = String::new();
@@ -338,7 +338,7 @@ pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Waits until the UAPI socket of `ifname` exists.
 pub fn wait_for_socket(ifname: &str, timeout: Duration) -> bool {
-    let path = crate::control::socket_path(ifname);
+    let path = causeway_gateway::control::socket_path(ifname);
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if std::os::unix::net::UnixStream::connect(&path).is_ok() {
@@ -352,7 +352,7 @@ pub fn wait_for_socket(ifname: &str, timeout: Duration) -> bool {
 /// Sends one UAPI request (`get=1\n\n` or `set=1\n…\n\n`) and returns the reply.
 pub fn uapi(ifname: &str, request: &str) -> anyhow::Result<String> {
     use std::io::{BufRead, BufReader, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(crate::control::socket_path(ifname))?;
+    let mut s = std::os::unix::net::UnixStream::connect(causeway_gateway::control::socket_path(ifname))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.write_all(request.as_bytes())?;
     let mut reply = String::new();
@@ -448,20 +448,18 @@ pub fn causewayd_path() -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Makes sure a command exists, installing its Debian package if missing.
-pub fn ensure_installed(command: &str, package: &str) -> anyhow::Result<()> {
+/// Fails with a clear message when a command the lab needs is missing.
+/// The lab installs nothing itself: scripts/demo.sh and scripts/test.sh
+/// do, so a test never changes the machine behind the operator's back.
+pub fn require(command: &str, package: &str) -> anyhow::Result<()> {
     let present = Command::new("sh")
         .args(["-c", &format!("command -v {command}")])
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if present {
-        return Ok(());
+    if !present {
+        bail!("{command} is missing: install the Debian package {package} (scripts/demo.sh and scripts/test.sh do)");
     }
-    eprintln!("installing {package} (apt-get)…");
-    let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends", package])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
     Ok(())
 }
+pub mod demo;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use causeway_config::Endpoint as ConfigEndpoint;
-use causeway_crypto::{PublicKey, Time};
+use causeway_wireguard::{PublicKey, Time};
 
 use crate::ordered::OrderedQueue;
 use crate::receive::RxBatch;
@@ -28,7 +28,7 @@ pub struct Endpoint {
 }
 
 pub struct PeerState {
-    pub crypto: Arc<causeway_crypto::Peer>,
+    pub crypto: Arc<causeway_wireguard::Peer>,
     /// Operator's name for the peer; empty for peers added through `wg`.
     pub name: Mutex<String>,
     endpoint: Mutex<Option<Endpoint>>,
@@ -76,7 +76,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl PeerState {
-    pub fn new(crypto: Arc<causeway_crypto::Peer>, name: String, order: u64) -> PeerState {
+    pub fn new(crypto: Arc<causeway_wireguard::Peer>, name: String, order: u64) -> PeerState {
         PeerState {
             crypto,
             name: Mutex::new(name),
@@ -258,7 +258,7 @@ impl PeerState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use causeway_crypto::{Device, StaticSecret};
+    use causeway_wireguard::{Device, StaticSecret};
 
     fn peer() -> PeerState {
         let device = Device::new(Some(StaticSecret::random(&mut rand_core::OsRng)));
