@@ -5,6 +5,8 @@
 //! whose every field is usable as is, or every problem found, each naming
 //! the file, line and field and saying what was expected.
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod key;
 mod locate;

@@ -17,22 +17,45 @@ use ipnet::IpNet;
 use crate::allowed_ips::AllowedIps;
 use crate::clock::Clock;
 use crate::counters::{Counters, WorkerStats};
+use crate::io::{Bind, Socket};
 use crate::jobs::Jobs;
 use crate::peer::PeerState;
-use crate::udp::{self, UdpEndpoint};
+use crate::udp::OsBind;
 
 pub type Routes = AllowedIps<Arc<PeerState>>;
 
 /// The UDP sockets of all workers, replaced as a whole when the listen port
 /// or fwmark changes.
 pub struct SocketSet {
-    pub sockets: Vec<Arc<UdpEndpoint>>,
+    pub sockets: Vec<Arc<dyn Socket>>,
     pub port: u16,
+}
+
+/// How an interface is built, beyond its name and key.
+pub struct Options {
+    pub mtu: u32,
+    /// Worker threads, and so TUN queues and UDP sockets.
+    pub workers: usize,
+    /// UDP port; 0 picks a free one.
+    pub port: u16,
+    /// Makes the workers' sockets: the host's network, or one in memory.
+    pub binder: Arc<dyn Bind>,
+    /// Batch buffers per worker and direction (`jobs.rs`).
+    pub batches_per_worker: usize,
+}
+
+impl Options {
+    /// On the host's network, with the standard pools.
+    pub fn new(mtu: u32, workers: usize, port: u16) -> Options {
+        Options { mtu, workers, port, binder: Arc::new(OsBind), batches_per_worker: crate::jobs::BATCHES_PER_WORKER }
+    }
 }
 
 pub struct Interface {
     pub name: String,
     pub device: Device,
+    /// Makes the workers' sockets: the host's network, or one in memory.
+    binder: Arc<dyn Bind>,
     peers: RwLock<HashMap<PublicKey, Arc<PeerState>>>,
     next_order: AtomicU64,
     /// Cryptokey routing snapshot: workers load it without a lock.
@@ -55,6 +78,8 @@ pub struct Interface {
 }
 
 impl Interface {
+    /// An interface on the host's network: `workers` SO_REUSEPORT UDP
+    /// sockets on `port` (0: any free port).
     pub fn new(
         name: String,
         private_key: Option<StaticSecret>,
@@ -62,10 +87,21 @@ impl Interface {
         workers: usize,
         port: u16,
     ) -> std::io::Result<Interface> {
-        let (sockets, port) = udp::bind_group(workers, port, 0)?;
+        Interface::with_options(name, private_key, Options::new(mtu, workers, port))
+    }
+
+    /// An interface built as `options` say (an in-memory network in tests).
+    pub fn with_options(
+        name: String,
+        private_key: Option<StaticSecret>,
+        options: Options,
+    ) -> std::io::Result<Interface> {
+        let Options { mtu, workers, port, binder, batches_per_worker } = options;
+        let (sockets, port) = binder.bind(workers, port, 0)?;
         Ok(Interface {
             name,
             device: Device::new(private_key),
+            binder,
             peers: RwLock::default(),
             next_order: AtomicU64::new(0),
             routes: ArcSwap::from_pointee(AllowedIps::default()),
@@ -80,7 +116,7 @@ impl Interface {
             wakers: Mutex::new(Vec::new()),
             workers,
             worker_stats: (0..workers).map(|_| WorkerStats::default()).collect(),
-            jobs: Jobs::new(workers),
+            jobs: Jobs::with_pools(workers, batches_per_worker),
         })
     }
 
@@ -133,7 +169,7 @@ impl Interface {
 
     /// Rebinds every worker's socket to `port` (0: any free port).
     pub fn rebind(&self, port: u16) -> std::io::Result<u16> {
-        let (sockets, port) = udp::bind_group(self.workers, port, self.fwmark())?;
+        let (sockets, port) = self.binder.bind(self.workers, port, self.fwmark())?;
         self.sockets.store(Arc::new(SocketSet { sockets, port }));
         self.wake_all();
         Ok(port)

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::receive::{RxBatch, RxData};
-use crate::send::{TxBatch, TxData};
+use crate::batch::{RxData, TxData};
+use crate::peer::{RxBatch, TxBatch};
 
 /// Batch buffers per worker and direction: enough for a full TUN read and
 /// a full GRO receive to be in flight while the previous ones drain.
@@ -36,7 +36,13 @@ pub struct Jobs {
 
 impl Jobs {
     pub fn new(workers: usize) -> Jobs {
-        let per_direction = BATCHES_PER_WORKER * workers;
+        Jobs::with_pools(workers, BATCHES_PER_WORKER)
+    }
+
+    /// With `per_worker` batch buffers per worker and direction (tests use
+    /// few, to reach an empty pool).
+    pub fn with_pools(workers: usize, per_worker: usize) -> Jobs {
+        let per_direction = per_worker.max(1) * workers;
         let tx_pool = ArrayQueue::new(per_direction);
         let rx_pool = ArrayQueue::new(per_direction);
         for _ in 0..per_direction {

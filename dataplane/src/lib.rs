@@ -4,15 +4,22 @@
 //! the control plane (the gateway crate) drives it through `Interface`.
 
 pub mod allowed_ips;
+pub mod batch;
 pub mod clock;
 pub mod counters;
 pub mod interface;
+pub mod io;
 pub mod jobs;
+pub mod memory;
 pub mod mss;
 pub mod ordered;
 pub mod peer;
+pub mod protocol;
 pub mod receive;
 pub mod send;
+pub mod session;
+pub mod transmit;
 pub mod tun;
 pub mod udp;
+pub mod wireguard;
 pub mod worker;

@@ -11,21 +11,20 @@ use std::time::Duration;
 use causeway_config::Endpoint as ConfigEndpoint;
 use causeway_wireguard::{PublicKey, Time};
 
-use crate::ordered::OrderedQueue;
-use crate::receive::RxBatch;
-use crate::send::TxBatch;
+pub use crate::batch::Endpoint;
+use crate::batch::{RxData, TxData};
+use crate::ordered::{Batch, OrderedQueue};
 
 /// Packets held per peer while a handshake completes; the oldest is dropped
 /// beyond this, as the kernel does, so a dead peer cannot pin memory.
 pub const MAX_STAGED: usize = 256;
 
-/// Where a peer is: its address, and our address it last reached (the
-/// sticky source for replies).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Endpoint {
-    pub addr: SocketAddr,
-    pub local: Option<IpAddr>,
-}
+/// A batch of a peer's packets on their way out: sealed by any worker,
+/// sent by the drainer of the peer's send queue.
+pub type TxBatch = Batch<TxData<PeerState>>;
+/// A batch of datagrams from a peer: opened by any worker, delivered to
+/// the TUN by the drainer of the peer's receive queue.
+pub type RxBatch = Batch<RxData<PeerState>>;
 
 pub struct PeerState {
     pub crypto: Arc<causeway_wireguard::Peer>,

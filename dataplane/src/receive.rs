@@ -1,27 +1,40 @@
-//! The receive path, in one place: datagrams from the UDP socket (GRO
-//! batches split by stride) are sorted by type. Handshake messages are
-//! answered at once. Data messages are copied into batches of one keypair
-//! and source, queued on their peer's receive queue in arrival order and
-//! opened by any worker; the drainer then runs the replay check, the
-//! inner-packet check and the crypto source filter (the source must be in
-//! the sending peer's allowed IPs) and writes to the TUN, coalesced by GRO.
+//! The receive path, in one place. One datagram from the wire to the TUN:
+//!
+//! 1. `worker.rs` `Worker::read_udp`: a socket read (GRO batches of one
+//!    source, split here by stride).
+//! 2. `Receiver::receive_batch` / `take_datagram` (here): the protocol
+//!    sorts the datagram (`Protocol::classify`): its own messages are
+//!    handled at once (`Protocol::handle_control`, after the data read
+//!    before them is queued); data is copied into a batch of one session
+//!    and source (`batch.rs`), which joins the peer's receive queue in
+//!    arrival order (`submit`, `ordered.rs`) and becomes a job (`jobs.rs`).
+//! 3. `open_batch`: any worker opens the batch in place (`Session::open`)
+//!    and marks it done.
+//! 4. `Receiver::deliver_batch`: the drainer of the peer's queue, in
+//!    arrival order, runs the replay check and timers
+//!    (`Protocol::accept`), roaming, the inner-packet check, the MSS clamp
+//!    and the crypto source filter (the source must be in the sending
+//!    peer's allowed IPs), and queues the packet for the TUN.
+//! 5. `Receiver::write_tun`: one coalesced (GRO) TUN write, before
+//!    another worker may drain this peer (`Sink::flush`).
+//!
+//! Nothing here knows the protocol: it calls `Protocol` and `Session`.
 
 use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use causeway_wireguard::messages::{self, Message};
-use causeway_wireguard::{Keypair, Received, Time, DATA_HEADER_LEN};
-use quinn_udp::RecvMeta;
+use causeway_wireguard::Time;
 
+use crate::batch::{RxData, RxItem, RX_BATCH_BYTES, RX_BATCH_DATAGRAMS};
 use crate::counters::{Drop, WorkerStats};
 use crate::interface::Interface;
+use crate::io::{RecvMeta, Socket, Tun, TunGone};
 use crate::jobs::Job;
-use crate::ordered::{Batch, Sink};
-use crate::peer::PeerState;
-use crate::send::{flush_staged, send_initiation, transmit_to};
-use crate::tun::{TunGone, TunQueue, WRITE_HEADROOM};
-use crate::udp::UdpEndpoint;
+use crate::ordered::Sink;
+use crate::peer::{PeerState, RxBatch};
+use crate::protocol::{Inbound, Protocol};
+use crate::tun::WRITE_HEADROOM;
 
 /// Datagram buffers per receive call; with GRO each holds up to 64 KiB.
 const RX_SLOTS: usize = 16;
@@ -49,68 +62,15 @@ pub fn inner_packet(plain: &[u8]) -> Option<(usize, IpAddr)> {
     }
 }
 
-/// Datagrams of one peer's keypair from one source, copied out of the
-/// receive buffers; opened in place by any worker and delivered to the TUN
-/// by the drainer of the peer's receive queue, in arrival order.
-pub type RxBatch = Batch<RxData>;
-
-/// Most datagrams in one receive batch.
-const BATCH_DATAGRAMS: usize = 64;
-/// Bytes of datagrams in one receive batch.
-const BATCH_BYTES: usize = 65_536;
-
-struct RxItem {
-    at: usize,
-    len: usize,
-    /// After opening: the counter and the padded plaintext's length.
-    opened: Result<(u64, usize), causeway_wireguard::Error>,
-}
-
-pub struct RxData {
-    source: Option<(Arc<PeerState>, Arc<Keypair>)>,
-    from: (SocketAddr, Option<IpAddr>),
-    buf: Vec<u8>,
-    len: usize,
-    items: Vec<RxItem>,
-    /// The worker that received the datagrams, to count help.
-    reader: usize,
-}
-
-impl RxData {
-    /// With its buffers allocated, for the pool.
-    pub fn with_buffers() -> RxData {
-        RxData { buf: vec![0u8; BATCH_BYTES], items: Vec::with_capacity(BATCH_DATAGRAMS), ..RxData::empty() }
-    }
-
-    /// A placeholder that allocates nothing, left in the mutex while the
-    /// reader fills the batch outside it.
-    fn empty() -> RxData {
-        RxData {
-            source: None,
-            from: (SocketAddr::from(([0, 0, 0, 0], 0)), None),
-            buf: Vec::new(),
-            len: 0,
-            items: Vec::new(),
-            reader: 0,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.source = None;
-        self.len = 0;
-        self.items.clear();
-    }
-}
-
 /// Authenticates and decrypts a batch (on any worker) and marks it done;
 /// returns its peer, whose receive queue the caller drains next. The replay
 /// check waits for the drain, where the batches are back in order.
 pub fn open_batch(iface: &Interface, batch: &RxBatch, worker: usize) -> Option<Arc<PeerState>> {
     let mut d = batch.lock();
     let RxData { source, buf, items, reader, .. } = &mut *d;
-    let peer = source.clone().map(|(peer, kp)| {
+    let peer = source.clone().map(|(peer, session)| {
         for item in items.iter_mut() {
-            item.opened = kp.open(&mut buf[item.at..item.at + item.len]).map(|(counter, plain)| (counter, plain.len()));
+            item.opened = session.open(&mut buf[item.at..item.at + item.len]);
         }
         peer
     });
@@ -139,6 +99,20 @@ pub struct Receiver {
     observed: Option<(usize, SocketAddr, Option<IpAddr>)>,
 }
 
+/// Outcome of a receive call.
+pub enum RxStatus {
+    /// Datagrams were processed; call again.
+    More,
+    /// The socket is drained.
+    Empty,
+    /// Every batch buffer is in flight: help with the crypto, then call
+    /// again to go on where this stopped.
+    Stalled,
+}
+
+/// A batch being filled, and the buffer it came from in the pool.
+type Open = Option<(Arc<RxBatch>, RxData<PeerState>)>;
+
 impl Receiver {
     pub fn new(worker: usize) -> Receiver {
         Receiver {
@@ -152,27 +126,14 @@ impl Receiver {
             last_peer: None,
         }
     }
-}
 
-/// Outcome of a receive call.
-pub enum RxStatus {
-    /// Datagrams were processed; call again.
-    More,
-    /// The socket is drained.
-    Empty,
-    /// Every batch buffer is in flight: help with the crypto, then call
-    /// again to go on where this stopped.
-    Stalled,
-}
-
-impl Receiver {
-    fn peer_state(&mut self, iface: &Interface, crypto: &Arc<causeway_wireguard::Peer>) -> Option<Arc<PeerState>> {
+    fn peer_state<P: Protocol>(&mut self, proto: &P, iface: &Interface, owner: &P::Owner) -> Option<Arc<PeerState>> {
         if let Some(p) = &self.last_peer {
-            if Arc::ptr_eq(&p.crypto, crypto) {
+            if proto.owns(p, owner) {
                 return Some(p.clone());
             }
         }
-        let p = iface.peer_for_crypto(crypto)?;
+        let p = proto.peer_of(iface, owner)?;
         self.last_peer = Some(p.clone());
         Some(p)
     }
@@ -183,8 +144,15 @@ impl Receiver {
     }
 
     /// Receives one batch from `sock` (or goes on with a stalled one):
-    /// handshake messages are answered here, data is queued for opening.
-    pub fn receive_batch(&mut self, iface: &Interface, sock: &UdpEndpoint, now: Time) -> RxStatus {
+    /// the protocol's own messages are handled here, data is queued for
+    /// opening.
+    pub fn receive_batch<P: Protocol>(
+        &mut self,
+        proto: &P,
+        iface: &Interface,
+        sock: &dyn Socket,
+        now: Time,
+    ) -> RxStatus {
         let (n, first_slot, first_offset) = match self.cursor.take() {
             Some(c) => c,
             None => match self.recv(iface, sock) {
@@ -192,7 +160,7 @@ impl Receiver {
                 Err(status) => return status,
             },
         };
-        let mut open: Option<(Arc<RxBatch>, RxData)> = None;
+        let mut open: Open = None;
         for i in first_slot..n {
             let meta = self.meta[i];
             let stride = meta.stride.max(1);
@@ -202,7 +170,7 @@ impl Receiver {
             while offset < meta.len {
                 let end = (offset + stride).min(meta.len);
                 let datagram = &mut slot[offset..end];
-                if !self.take_datagram(iface, sock, from, datagram, &mut open, now) {
+                if !self.take_datagram(proto, iface, sock, from, datagram, &mut open, now) {
                     self.slots[i] = slot;
                     self.cursor = Some((n, i, offset));
                     if let Some((b, d)) = open.take() {
@@ -221,7 +189,7 @@ impl Receiver {
         RxStatus::More
     }
 
-    fn recv(&mut self, iface: &Interface, sock: &UdpEndpoint) -> Result<usize, RxStatus> {
+    fn recv(&mut self, iface: &Interface, sock: &dyn Socket) -> Result<usize, RxStatus> {
         let mut slots = self.slots.iter_mut();
         let mut slices: [IoSliceMut<'_>; RX_SLOTS] =
             std::array::from_fn(|_| IoSliceMut::new(slots.next().expect("RX_SLOTS buffers")));
@@ -242,49 +210,45 @@ impl Receiver {
         }
     }
 
-    /// Queues a data message into the open batch, or answers a handshake
-    /// message at once. False when a batch was needed and none was free;
-    /// the datagram is then left for the next call.
-    fn take_datagram(
+    /// Queues a data datagram into the open batch, or hands one of the
+    /// protocol's own messages over at once. False when a batch was needed
+    /// and none was free; the datagram is then left for the next call.
+    #[allow(clippy::too_many_arguments)]
+    fn take_datagram<P: Protocol>(
         &mut self,
+        proto: &P,
         iface: &Interface,
-        sock: &UdpEndpoint,
+        sock: &dyn Socket,
         from: (SocketAddr, Option<IpAddr>),
         datagram: &mut [u8],
-        open: &mut Option<(Arc<RxBatch>, RxData)>,
+        open: &mut Open,
         now: Time,
     ) -> bool {
-        match messages::parse(datagram) {
-            Ok(Message::Data(_)) => {}
-            Ok(_) => {
-                // Handshake messages change which keypairs exist; the data
+        let (owner, session) = match proto.classify(iface, datagram, now) {
+            Inbound::Data { owner, session } => (owner, session),
+            Inbound::Control => {
+                // Control messages change which sessions exist; the data
                 // queued so far was looked up before, and is sent on first.
                 if let Some((b, d)) = open.take() {
                     submit(iface, b, d);
                 }
-                self.handle_handshake(iface, sock, from, datagram, now);
+                proto.handle_control(iface, sock, from, datagram, now);
                 return true;
             }
-            Err(e) => {
-                dropped(iface, from.0, e);
-                return true;
-            }
-        }
-        let (crypto, kp) = match iface.device.data_keypair(datagram, now) {
-            Ok(found) => found,
-            Err(e) => {
-                dropped(iface, from.0, e);
+            Inbound::Refused(reason) => {
+                tracing::trace!(from = %from.0, reason = reason.name(), "dropped datagram");
+                iface.counters.count(reason);
                 return true;
             }
         };
         let fits = open.as_ref().is_some_and(|(_, d)| {
-            d.source.as_ref().is_some_and(|(_, k)| Arc::ptr_eq(k, &kp))
+            d.source.as_ref().is_some_and(|(_, s)| Arc::ptr_eq(s, &session))
                 && d.from == from
-                && d.items.len() < BATCH_DATAGRAMS
-                && d.len + datagram.len() <= BATCH_BYTES
+                && d.items.len() < RX_BATCH_DATAGRAMS
+                && d.len + datagram.len() <= RX_BATCH_BYTES
         });
         if !fits {
-            let Some(peer) = self.peer_state(iface, &crypto) else {
+            let Some(peer) = self.peer_state(proto, iface, &owner) else {
                 return true;
             };
             if let Some((b, d)) = open.take() {
@@ -293,8 +257,8 @@ impl Receiver {
             let Some(b) = iface.jobs.rx_pool.pop() else {
                 return false;
             };
-            let mut d = std::mem::replace(&mut *b.lock(), RxData::empty());
-            d.source = Some((peer, kp));
+            let mut d = std::mem::take(&mut *b.lock());
+            d.source = Some((peer, session));
             d.from = from;
             d.reader = self.worker;
             *open = Some((b, d));
@@ -305,53 +269,9 @@ impl Receiver {
             return true;
         }
         d.buf[d.len..d.len + datagram.len()].copy_from_slice(datagram);
-        d.items.push(RxItem {
-            at: d.len,
-            len: datagram.len(),
-            opened: Err(causeway_wireguard::Error::DecryptionFailed),
-        });
+        d.items.push(RxItem { at: d.len, len: datagram.len(), opened: Err(Drop::Decryption) });
         d.len += datagram.len();
         true
-    }
-
-    fn handle_handshake(
-        &mut self,
-        iface: &Interface,
-        sock: &UdpEndpoint,
-        (src, local): (SocketAddr, Option<IpAddr>),
-        datagram: &mut [u8],
-        now: Time,
-    ) {
-        let received = match iface.device.receive(src, datagram, now) {
-            Ok(r) => r,
-            Err(e) => {
-                dropped(iface, src, e);
-                return;
-            }
-        };
-        match received {
-            Received::HandshakeResponse { peer, response } => {
-                let ps = self.peer_state(iface, &peer);
-                if let Some(ps) = &ps {
-                    ps.observe(src, local);
-                }
-                transmit_to(iface, ps.as_deref(), src, local, sock, &response, None);
-            }
-            Received::SessionEstablished { peer } => {
-                if let Some(ps) = self.peer_state(iface, &peer) {
-                    ps.observe(src, local);
-                    tracing::debug!(peer = %ps.public_key(), "session established");
-                    flush_staged(iface, &ps, sock, now, true);
-                }
-            }
-            Received::CookieReply { reply } => {
-                iface.counters.cookie_replies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                transmit_to(iface, None, src, local, sock, &reply, None);
-            }
-            Received::CookieStored { .. } => {}
-            // Data messages never come this way: `take_datagram` batches them.
-            Received::Data { .. } | Received::Keepalive { .. } => {}
-        }
     }
 
     /// Roaming on the data path: tells the peer where its packet came from,
@@ -368,48 +288,46 @@ impl Receiver {
     /// calls this, in arrival order): the replay check, timers, roaming,
     /// the inner-packet check and the source filter, then the TUN. Returns
     /// the buffer to the pool. Err when the TUN is gone.
-    pub fn deliver_batch(
+    #[allow(clippy::too_many_arguments)]
+    pub fn deliver_batch<P: Protocol>(
         &mut self,
+        proto: &P,
         iface: &Interface,
-        sock: &UdpEndpoint,
-        tun: &mut TunQueue,
+        sock: &dyn Socket,
+        tun: &mut dyn Tun,
         batch: Arc<RxBatch>,
         now: Time,
     ) -> Result<(), TunGone> {
         let mut gone = false;
         let mut d = batch.lock();
         let RxData { source, from: (src, local), buf, items, .. } = &mut *d;
-        if let Some((ps, kp)) = source.take() {
+        if let Some((ps, session)) = source.take() {
             let routes = iface.routes();
             let mss = iface.mss_limits();
-            let mut staged_checked = false;
+            let mut first = true;
             for item in items.iter() {
-                let (counter, plain_len) = match item.opened {
+                let opened = match item.opened {
                     Ok(o) => o,
-                    Err(e) => {
-                        iface.counters.count(Drop::from_error(e));
+                    Err(reason) => {
+                        iface.counters.count(reason);
                         continue;
                     }
                 };
-                let rekey = match iface.device.accept_data(&ps.crypto, &kp, counter, item.len, plain_len > 0, now) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        iface.counters.count(Drop::from_error(e));
-                        continue;
-                    }
-                };
-                self.observe(&ps, *src, *local);
-                if rekey {
-                    send_initiation(iface, &ps, sock, now);
-                }
-                if !staged_checked && ps.has_staged() {
-                    flush_staged(iface, &ps, sock, now, false);
-                }
-                staged_checked = true;
-                if plain_len == 0 {
+                let accepted = proto.accept(iface, &ps, &*session, opened.counter, item.len, opened.len > 0, sock, now);
+                if let Err(reason) = accepted {
+                    iface.counters.count(reason);
                     continue;
                 }
-                let plaintext = &mut buf[item.at + DATA_HEADER_LEN..item.at + DATA_HEADER_LEN + plain_len];
+                self.observe(&ps, *src, *local);
+                if first {
+                    proto.on_authenticated(iface, &ps, sock, now);
+                    first = false;
+                }
+                if opened.len == 0 {
+                    continue;
+                }
+                let start = item.at + opened.at;
+                let plaintext = &mut buf[start..start + opened.len];
                 let Some((len, inner_source)) = inner_packet(plaintext) else {
                     iface.counters.count(Drop::InvalidInnerPacket);
                     continue;
@@ -444,7 +362,7 @@ impl Receiver {
     }
 
     /// Writes queued packets to the TUN; Err when the TUN is gone.
-    pub fn write_tun(&mut self, iface: &Interface, tun: &mut TunQueue) -> Result<(), TunGone> {
+    pub fn write_tun(&mut self, iface: &Interface, tun: &mut dyn Tun) -> Result<(), TunGone> {
         self.observed = None;
         if self.tun_len == 0 {
             return Ok(());
@@ -467,19 +385,20 @@ impl Receiver {
 }
 
 /// A drain of a peer's receive queue into this worker's TUN queue.
-pub struct ToTun<'a> {
+pub struct ToTun<'a, P> {
+    pub proto: &'a P,
     pub receiver: &'a mut Receiver,
-    pub tun: &'a mut TunQueue,
+    pub tun: &'a mut dyn Tun,
     pub iface: &'a Interface,
-    pub sock: &'a UdpEndpoint,
+    pub sock: &'a dyn Socket,
     pub now: Time,
     /// Set when the TUN is gone.
     pub gone: bool,
 }
 
-impl Sink<RxBatch> for ToTun<'_> {
+impl<P: Protocol> Sink<RxBatch> for ToTun<'_, P> {
     fn emit(&mut self, batch: Arc<RxBatch>) {
-        self.gone |= self.receiver.deliver_batch(self.iface, self.sock, self.tun, batch, self.now).is_err();
+        self.gone |= self.receiver.deliver_batch(self.proto, self.iface, self.sock, self.tun, batch, self.now).is_err();
     }
 
     /// Packets kept for one coalesced write leave before another worker
@@ -489,14 +408,8 @@ impl Sink<RxBatch> for ToTun<'_> {
     }
 }
 
-/// A datagram refused before any batch: counted under its reason.
-fn dropped(iface: &Interface, from: SocketAddr, e: causeway_wireguard::Error) {
-    tracing::trace!(%from, error = %e, "dropped datagram");
-    iface.counters.count(Drop::from_error(e));
-}
-
 /// Puts a filled batch in its peer's receive queue and offers it to the workers.
-fn submit(iface: &Interface, batch: Arc<RxBatch>, d: RxData) {
+fn submit(iface: &Interface, batch: Arc<RxBatch>, d: RxData<PeerState>) {
     let (peer, _) = d.source.clone().expect("a filled batch has a source");
     *batch.lock() = d;
     let _ = peer.rx.push_with(batch.clone(), || Ok::<(), ()>(()));

@@ -1,27 +1,39 @@
-//! The send path, in one place: packets from the TUN are routed to a peer
-//! by destination (cryptokey routing) and gathered into batches of one
-//! peer, keypair and endpoint. A batch takes its nonces and its place in
-//! the peer's send queue before any sealing, so that whichever worker seals
-//! it, it leaves in reading order: runs of equal-size datagrams in one GSO
-//! syscall (or, where GSO is missing, runs of any sizes in one sendmmsg).
-//! Packets for a peer without a session are staged and a handshake started.
-//! Handshake messages and keepalives leave through here too, directly.
+//! The send path, in one place. One packet from the TUN to the wire:
+//!
+//! 1. `worker.rs` `Worker::read_tun`: a TUN queue read (TSO super-packets
+//!    arrive split into MTU-sized packets).
+//! 2. `Sender::enqueue` (here): MSS clamp, the peer by longest-prefix match
+//!    on the destination (cryptokey routing, `allowed_ips.rs`), the
+//!    protocol's session for it (`Protocol::sending_session`; without one
+//!    the packet is held and a handshake started, `Protocol::hold`), and
+//!    a place in a batch of one peer, session and endpoint (`batch.rs`).
+//! 3. `Sender::submit`: the batch reserves its counters
+//!    (`Session::reserve`) and joins the peer's send queue under one lock
+//!    (`ordered.rs`), then becomes a job any worker may take (`jobs.rs`).
+//! 4. `seal_batch`: any worker seals the batch in place (`Session::seal`)
+//!    and marks it done.
+//! 5. `Sender::transmit_batch`: the drainer of the peer's queue sends the
+//!    finished batches in queue order, runs of equal-size datagrams in one
+//!    GSO send (or, without GSO, runs of any sizes in one sendmmsg), and
+//!    returns the buffers to the pool.
+//!
+//! Nothing here knows the protocol: it calls `Protocol` and `Session`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use causeway_wireguard::{padded_len, Error, Keypair, Time, DATA_HEADER_LEN, DATA_OVERHEAD};
+use causeway_wireguard::Time;
 
+use crate::batch::{TxData, GSO_MAX_BYTES, TX_BATCH_PACKETS};
 use crate::counters::{Drop, WorkerStats};
 use crate::interface::Interface;
+use crate::io::Socket;
 use crate::jobs::Job;
-use crate::ordered::Batch;
-use crate::peer::{Endpoint, PeerState};
-use crate::udp::{SourceUse, UdpEndpoint, MMSG_BATCH};
-
-/// Largest UDP payload one GSO send may carry in total.
-const GSO_MAX_BYTES: usize = 65_000;
+use crate::peer::{Endpoint, PeerState, TxBatch};
+use crate::protocol::Protocol;
+use crate::session::Session;
+use crate::transmit::{transmit, transmit_many};
+use crate::udp::MMSG_BATCH;
 
 /// Destination address of an IP packet, if it is one.
 pub fn destination(packet: &[u8]) -> Option<IpAddr> {
@@ -32,199 +44,17 @@ pub fn destination(packet: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// Sends to a peer's endpoint from its sticky source; forgets a source
-/// that is no longer ours. Returns whether the datagrams left.
-pub fn transmit(
-    iface: &Interface,
-    peer: &PeerState,
-    ep: Endpoint,
-    sock: &UdpEndpoint,
-    contents: &[u8],
-    segment: Option<usize>,
-) -> bool {
-    transmit_to(iface, Some(peer), ep.addr, ep.local, sock, contents, segment)
-}
-
-/// Sends to an address (a reply to whoever wrote to us, known peer or not).
-pub fn transmit_to(
-    iface: &Interface,
-    peer: Option<&PeerState>,
-    addr: SocketAddr,
-    local: Option<IpAddr>,
-    sock: &UdpEndpoint,
-    contents: &[u8],
-    segment: Option<usize>,
-) -> bool {
-    settle(iface, peer, addr, sock.send(addr, local, contents, segment))
-}
-
-/// Sends datagrams of `lens` bytes, laid end to end in `contents`, to a
-/// peer with sendmmsg (for sockets without GSO).
-fn transmit_many(
-    iface: &Interface,
-    peer: &PeerState,
-    ep: Endpoint,
-    sock: &UdpEndpoint,
-    contents: &[u8],
-    lens: &[usize],
-) -> bool {
-    settle(iface, Some(peer), ep.addr, sock.send_many(ep.addr, ep.local, contents, lens))
-}
-
-/// Accounts for a send: a dropped sticky source is forgotten, an error
-/// counted. Returns whether the datagrams left.
-fn settle(iface: &Interface, peer: Option<&PeerState>, addr: SocketAddr, result: std::io::Result<SourceUse>) -> bool {
-    match result {
-        Ok(SourceUse::Kept) => true,
-        Ok(SourceUse::Dropped) => {
-            if let Some(p) = peer {
-                p.forget_source(addr);
-            }
-            true
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, to = %addr, "UDP send failed");
-            iface.counters.count(Drop::UdpSend);
-            false
-        }
-    }
-}
-
-/// Sends a handshake initiation if the endpoint is known and REKEY_TIMEOUT
-/// allows one now.
-pub fn send_initiation(iface: &Interface, peer: &PeerState, sock: &UdpEndpoint, now: Time) {
-    let Some(ep) = peer.endpoint() else {
-        iface.counters.count(Drop::NoEndpoint);
-        return;
-    };
-    match iface.device.create_initiation(&peer.crypto, now, SystemTime::now()) {
-        Ok(msg) => {
-            peer.handshakes_initiated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            transmit(iface, peer, ep, sock, &msg, None);
-        }
-        Err(Error::InitiationTooSoon) => {}
-        Err(e) => {
-            tracing::debug!(peer = %peer.public_key(), error = %e, "cannot create initiation");
-            iface.counters.count(Drop::from_error(e));
-        }
-    }
-}
-
-/// Where an off-path packet goes: the peer, its session and its endpoint.
-struct Target<'a> {
-    peer: &'a PeerState,
-    kp: &'a Keypair,
-    ep: Endpoint,
-}
-
-/// Seals and sends one packet (or a keepalive, when empty) on its own.
-/// Used off the hot path: staged packets, keepalives.
-fn send_one(iface: &Interface, t: &Target<'_>, sock: &UdpEndpoint, payload: &[u8], scratch: &mut Vec<u8>, now: Time) {
-    let padded = padded_len(payload.len(), iface.mtu() as usize);
-    scratch.clear();
-    scratch.resize(DATA_OVERHEAD + padded, 0);
-    scratch[DATA_HEADER_LEN..DATA_HEADER_LEN + payload.len()].copy_from_slice(payload);
-    let sealed = t.kp.reserve(1).and_then(|c| t.kp.seal(c, scratch, payload.len(), padded));
-    match sealed {
-        Ok(len) => {
-            if transmit(iface, t.peer, t.ep, sock, &scratch[..len], None) {
-                t.peer.crypto.on_sent(now, len as u64, 1, !payload.is_empty());
-            }
-        }
-        Err(e) => iface.counters.count(Drop::from_error(e)),
-    }
-}
-
-/// Sends a keepalive, or starts a handshake if there is no session.
-pub fn send_keepalive(iface: &Interface, peer: &PeerState, sock: &UdpEndpoint, now: Time) {
-    match (peer.crypto.keypair_for_sending(now), peer.endpoint()) {
-        (Ok(kp), Some(ep)) => {
-            let target = Target { peer, kp: &kp, ep };
-            send_one(iface, &target, sock, &[], &mut Vec::with_capacity(64), now)
-        }
-        (Err(_), _) => send_initiation(iface, peer, sock, now),
-        (_, None) => iface.counters.count(Drop::NoEndpoint),
-    }
-}
-
-/// A new session is up: send what waited for it, or a keepalive so the
-/// responder can confirm the session.
-pub fn flush_staged(iface: &Interface, peer: &PeerState, sock: &UdpEndpoint, now: Time, keepalive_if_empty: bool) {
-    let (Ok(kp), Some(ep)) = (peer.crypto.keypair_for_sending(now), peer.endpoint()) else {
-        return;
-    };
-    let target = Target { peer, kp: &kp, ep };
-    let staged = peer.take_staged();
-    if staged.is_empty() {
-        if keepalive_if_empty {
-            send_one(iface, &target, sock, &[], &mut Vec::with_capacity(64), now);
-        }
-        return;
-    }
-    let mut scratch = Vec::with_capacity(iface.mtu() as usize + 64);
-    for p in staged {
-        send_one(iface, &target, sock, &p, &mut scratch, now);
-    }
-}
-
-/// Most datagrams one batch carries (and so one GSO send).
-const BATCH_PACKETS: usize = 64;
-
-/// Packets of one peer, one keypair and one endpoint, laid out as the
-/// datagrams they become; sealed in place by any worker and sent by the
-/// peer queue's drainer.
-pub type TxBatch = Batch<TxData>;
-
-/// Default: a placeholder that allocates nothing, left in the mutex while
-/// the reader fills the batch outside it.
-#[derive(Default)]
-pub struct TxData {
-    target: Option<(Arc<PeerState>, Arc<Keypair>, Endpoint)>,
-    /// Counter of the first datagram; the others follow in order.
-    first_counter: u64,
-    /// Datagrams end to end: header, padded payload, tag.
-    buf: Vec<u8>,
-    len: usize,
-    /// (payload, padded payload) lengths per datagram.
-    packets: Vec<(usize, usize)>,
-    /// Per datagram, whether sealing succeeded.
-    sealed: Vec<bool>,
-    /// The worker that read the packets, to count help.
-    reader: usize,
-}
-
-impl TxData {
-    /// With its buffers allocated, for the pool.
-    pub fn with_buffers() -> TxData {
-        TxData {
-            // A batch stays within one GSO send, except that its first
-            // datagram may be as large as any packet.
-            buf: vec![0u8; GSO_MAX_BYTES.max(crate::tun::MAX_PACKET + 64)],
-            packets: Vec::with_capacity(BATCH_PACKETS),
-            sealed: Vec::with_capacity(BATCH_PACKETS),
-            ..TxData::default()
-        }
-    }
-
-    fn reset(&mut self) {
-        self.target = None;
-        self.len = 0;
-        self.packets.clear();
-        self.sealed.clear();
-    }
-}
-
 /// Seals a batch (on any worker) and marks it done; returns its peer,
 /// whose queue the caller drains next.
 pub fn seal_batch(iface: &Interface, batch: &TxBatch, worker: usize) -> Option<Arc<PeerState>> {
     let mut d = batch.lock();
     let TxData { target, first_counter, buf, packets, sealed, reader, .. } = &mut *d;
-    let peer = target.clone().map(|(peer, kp, _)| {
+    let peer = target.clone().map(|(peer, session, _)| {
         let mut at = 0;
         sealed.clear();
         for (i, &(payload, padded)) in packets.iter().enumerate() {
-            let wire = DATA_OVERHEAD + padded;
-            let ok = kp.seal(*first_counter + i as u64, &mut buf[at..at + wire], payload, padded).is_ok();
+            let wire = session.wire_len(padded);
+            let ok = session.seal(*first_counter + i as u64, &mut buf[at..at + wire], payload, padded).is_ok();
             if !ok {
                 iface.counters.count(Drop::Malformed);
             }
@@ -257,7 +87,7 @@ pub struct Sender {
     lens: Vec<usize>,
     /// Index of the worker this belongs to, for its statistics.
     worker: usize,
-    /// Peers that asked for a new handshake while their packets were read.
+    /// Peers that asked for a new session while their packets were read.
     rekey: Vec<Arc<PeerState>>,
 }
 
@@ -270,10 +100,11 @@ impl Sender {
     /// batches for sealing. Returns how many packets were taken; fewer than
     /// given when every batch buffer is in flight (the caller helps with
     /// the crypto, then calls again with the rest).
-    pub fn enqueue(
+    pub fn enqueue<P: Protocol>(
         &mut self,
+        proto: &P,
         iface: &Interface,
-        sock: &UdpEndpoint,
+        sock: &dyn Socket,
         bufs: &mut [Vec<u8>],
         sizes: &[usize],
         now: Time,
@@ -282,10 +113,10 @@ impl Sender {
         let mss = iface.mss_limits();
         let mtu = iface.mtu() as usize;
         let max_segments = sock.max_gso_segments();
-        let per_batch = if max_segments == 1 { MMSG_BATCH } else { max_segments }.min(BATCH_PACKETS);
-        // Per batch, not per packet: the keypair of the peer last seen.
-        let mut cached: Option<(Arc<PeerState>, Arc<Keypair>)> = None;
-        let mut open: Option<(Arc<TxBatch>, TxData)> = None;
+        let per_batch = if max_segments == 1 { MMSG_BATCH } else { max_segments }.min(TX_BATCH_PACKETS);
+        // Per batch, not per packet: the session of the peer last seen.
+        let mut cached: Option<(Arc<PeerState>, Arc<dyn Session>)> = None;
+        let mut open: Option<(Arc<TxBatch>, TxData<PeerState>)> = None;
         let mut taken = 0;
         for (buf, &size) in bufs.iter_mut().zip(sizes) {
             if let Some(limits) = mss {
@@ -297,22 +128,18 @@ impl Sender {
                 taken += 1;
                 continue;
             };
-            let kp = match &cached {
-                Some((p, kp)) if Arc::ptr_eq(p, peer) => kp.clone(),
-                _ => match peer.crypto.keypair_for_sending(now) {
-                    Ok(kp) => {
-                        if peer.crypto.needs_rekey_on_send(&kp, now) && !self.rekey.iter().any(|p| Arc::ptr_eq(p, peer))
-                        {
+            let session = match &cached {
+                Some((p, s)) if Arc::ptr_eq(p, peer) => s.clone(),
+                _ => match proto.sending_session(peer, now) {
+                    Some(sending) => {
+                        if sending.rekey && !self.rekey.iter().any(|p| Arc::ptr_eq(p, peer)) {
                             self.rekey.push(peer.clone());
                         }
-                        cached = Some((peer.clone(), kp.clone()));
-                        kp
+                        cached = Some((peer.clone(), sending.session.clone()));
+                        sending.session
                     }
-                    Err(_) => {
-                        if !peer.stage(packet) {
-                            iface.counters.count(Drop::StagedQueueFull);
-                        }
-                        send_initiation(iface, peer, sock, now);
+                    None => {
+                        proto.hold(iface, peer, packet, sock, now);
                         taken += 1;
                         continue;
                     }
@@ -323,10 +150,10 @@ impl Sender {
                 taken += 1;
                 continue;
             };
-            let padded = padded_len(size, mtu);
-            let wire = DATA_OVERHEAD + padded;
+            let padded = session.padded_len(size, mtu);
+            let wire = session.wire_len(padded);
             let fits = open.as_ref().is_some_and(|(_, d)| {
-                d.target.as_ref().is_some_and(|(p, k, e)| Arc::ptr_eq(p, peer) && Arc::ptr_eq(k, &kp) && *e == ep)
+                d.target.as_ref().is_some_and(|(p, s, e)| Arc::ptr_eq(p, peer) && Arc::ptr_eq(s, &session) && *e == ep)
                     && d.packets.len() < per_batch
                     && d.len + wire <= GSO_MAX_BYTES
             });
@@ -339,12 +166,13 @@ impl Sender {
                     break;
                 };
                 let mut d = std::mem::take(&mut *b.lock());
-                d.target = Some((peer.clone(), kp.clone(), ep));
+                d.target = Some((peer.clone(), session.clone(), ep));
                 d.reader = self.worker;
                 open = Some((b, d));
             }
             let (_, d) = open.as_mut().expect("opened above");
-            d.buf[d.len + DATA_HEADER_LEN..d.len + DATA_HEADER_LEN + size].copy_from_slice(packet);
+            let at = d.len + session.header_len();
+            d.buf[at..at + size].copy_from_slice(packet);
             d.packets.push((size, padded));
             d.len += wire;
             taken += 1;
@@ -353,19 +181,19 @@ impl Sender {
             self.submit(iface, b, d);
         }
         for peer in std::mem::take(&mut self.rekey) {
-            send_initiation(iface, &peer, sock, now);
+            proto.rekey(iface, &peer, sock, now);
         }
         taken
     }
 
-    /// Puts a filled batch in its peer's queue, with its nonces reserved in
-    /// queue order, and offers it to the workers.
-    fn submit(&mut self, iface: &Interface, batch: Arc<TxBatch>, mut d: TxData) {
-        let (peer, kp, _) = d.target.clone().expect("a filled batch has a target");
+    /// Puts a filled batch in its peer's queue, with its counters reserved
+    /// in queue order, and offers it to the workers.
+    fn submit(&mut self, iface: &Interface, batch: Arc<TxBatch>, mut d: TxData<PeerState>) {
+        let (peer, session, _) = d.target.clone().expect("a filled batch has a target");
         let count = d.packets.len() as u64;
         let queued = peer.tx.push_with(batch.clone(), || {
-            d.first_counter = kp.reserve(count)?;
-            Ok::<(), causeway_wireguard::Error>(())
+            d.first_counter = session.reserve(count)?;
+            Ok::<(), Drop>(())
         });
         match queued {
             Ok(()) => {
@@ -373,9 +201,9 @@ impl Sender {
                 *batch.lock() = d;
                 iface.jobs.push(Job::Seal(batch));
             }
-            Err(e) => {
+            Err(reason) => {
                 for _ in 0..count {
-                    iface.counters.count(Drop::from_error(e));
+                    iface.counters.count(reason);
                 }
                 d.reset();
                 *batch.lock() = d;
@@ -386,9 +214,9 @@ impl Sender {
 
     /// Sends a sealed batch (the drainer of its peer's queue calls this,
     /// in queue order) and returns its buffer to the pool.
-    pub fn transmit_batch(&mut self, iface: &Interface, batch: Arc<TxBatch>, now: Time) {
+    pub fn transmit_batch<P: Protocol>(&mut self, proto: &P, iface: &Interface, batch: Arc<TxBatch>, now: Time) {
         let mut d = batch.lock();
-        if let Some((peer, _, ep)) = d.target.take() {
+        if let Some((peer, session, ep)) = d.target.take() {
             // One socket per peer, whichever worker drains: the kernel then
             // hashes all of the peer's datagrams to one transmit queue.
             let set = iface.sockets();
@@ -399,12 +227,12 @@ impl Sender {
             let mut run: Option<Run> = None;
             let mut at = 0;
             for (i, &(_, padded)) in d.packets.iter().enumerate() {
-                let wire = DATA_OVERHEAD + padded;
+                let wire = session.wire_len(padded);
                 let joins =
                     d.sealed[i] && run.is_some_and(|r| r.count < limit && (mmsg || (!r.closed && wire <= r.segment)));
                 if !joins {
                     if let Some(r) = run.take() {
-                        self.send_run(iface, sock, &peer, ep, &d.buf, r, mmsg, now);
+                        self.send_run(proto, iface, sock, &peer, ep, &d.buf, r, mmsg, now);
                     }
                     if d.sealed[i] {
                         run = Some(Run { start: at, end: at, segment: wire, count: 0, closed: false });
@@ -421,7 +249,7 @@ impl Sender {
                 at += wire;
             }
             if let Some(r) = run {
-                self.send_run(iface, sock, &peer, ep, &d.buf, r, mmsg, now);
+                self.send_run(proto, iface, sock, &peer, ep, &d.buf, r, mmsg, now);
             }
         }
         d.reset();
@@ -431,10 +259,11 @@ impl Sender {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn send_run(
+    fn send_run<P: Protocol>(
         &mut self,
+        proto: &P,
         iface: &Interface,
-        sock: &UdpEndpoint,
+        sock: &dyn Socket,
         peer: &PeerState,
         ep: Endpoint,
         buf: &[u8],
@@ -453,7 +282,7 @@ impl Sender {
         };
         self.lens.clear();
         if sent {
-            peer.crypto.on_sent(now, contents.len() as u64, r.count as u64, true);
+            proto.on_sent(peer, now, contents.len() as u64, r.count as u64);
         }
     }
 }

@@ -7,13 +7,11 @@ use std::io;
 use ipnet::IpNet;
 use tun_rs::{DeviceBuilder, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
+use crate::io::Tun;
+
 /// Largest IP packet a TUN queue hands over or takes.
 pub const MAX_PACKET: usize = 65_535;
 /// Room in front of a packet written to the TUN for the virtio header.
-/// The TUN queue was closed: the interface is gone.
-#[derive(Debug)]
-pub struct TunGone;
-
 pub const WRITE_HEADROOM: usize = VIRTIO_NET_HDR_LEN;
 
 pub struct TunQueue {
@@ -74,18 +72,18 @@ pub fn create(name: &str, mtu: u32, addresses: &[IpNet], queues: usize) -> io::R
 }
 
 impl TunQueue {
-    pub fn fd(&self) -> std::os::fd::RawFd {
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+}
+
+impl Tun for TunQueue {
+    fn fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
         self.dev.as_raw_fd()
     }
 
-    pub fn offload(&self) -> bool {
-        self.offload
-    }
-
-    /// Reads what is waiting into `bufs`, each packet at `offset`; returns
-    /// the packet count (WouldBlock when nothing is waiting).
-    pub fn read_batch(&mut self, bufs: &mut [Vec<u8>], sizes: &mut [usize], offset: usize) -> io::Result<usize> {
+    fn read_batch(&mut self, bufs: &mut [Vec<u8>], sizes: &mut [usize], offset: usize) -> io::Result<usize> {
         if self.offload {
             self.dev.recv_multiple(&mut self.raw, bufs, sizes, offset)
         } else {
@@ -95,9 +93,8 @@ impl TunQueue {
         }
     }
 
-    /// Writes packets, each starting `WRITE_HEADROOM` bytes into its buffer
-    /// and running to the buffer's end; coalesces TCP/UDP flows when offload is on.
-    pub fn write_batch(&mut self, bufs: &mut [Vec<u8>]) -> io::Result<()> {
+    /// Coalesces TCP/UDP flows when offload is on.
+    fn write_batch(&mut self, bufs: &mut [Vec<u8>]) -> io::Result<()> {
         if bufs.is_empty() {
             return Ok(());
         }

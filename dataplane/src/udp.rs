@@ -9,7 +9,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, Type};
+
+use crate::io::{Bind, Socket, SourceUse};
 
 pub struct UdpEndpoint {
     socket: UdpSocket,
@@ -32,9 +34,9 @@ pub const GSO_ENV: &str = "CAUSEWAY_UDP_GSO";
 /// burst from the peer is not dropped while a worker is busy encrypting.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-fn open(port: u16, reuse_port: bool, fwmark: u32) -> io::Result<(Socket, bool)> {
-    let try_v6 = || -> io::Result<Socket> {
-        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+fn open(port: u16, reuse_port: bool, fwmark: u32) -> io::Result<(socket2::Socket, bool)> {
+    let try_v6 = || -> io::Result<socket2::Socket> {
+        let s = socket2::Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
         s.set_only_v6(false)?;
         s.set_reuse_port(reuse_port)?;
         if fwmark != 0 {
@@ -47,7 +49,7 @@ fn open(port: u16, reuse_port: bool, fwmark: u32) -> io::Result<(Socket, bool)> 
     match try_v6() {
         Ok(s) => Ok((s, true)),
         Err(_) => {
-            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            let s = socket2::Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
             s.set_reuse_port(reuse_port)?;
             if fwmark != 0 {
                 s.set_mark(fwmark)?;
@@ -81,6 +83,16 @@ pub fn bind_group(count: usize, port: u16, fwmark: u32) -> io::Result<(Vec<Arc<U
     Ok((eps, port))
 }
 
+/// The real network: SO_REUSEPORT UDP sockets on this host.
+pub struct OsBind;
+
+impl Bind for OsBind {
+    fn bind(&self, count: usize, port: u16, fwmark: u32) -> io::Result<(Vec<Arc<dyn Socket>>, u16)> {
+        let (sockets, port) = bind_group(count, port, fwmark)?;
+        Ok((sockets.into_iter().map(|s| s as Arc<dyn Socket>).collect(), port))
+    }
+}
+
 /// An address as the rest of the gateway sees it: plain IPv4 for IPv4 peers.
 pub fn normalize(addr: SocketAddr) -> SocketAddr {
     match addr {
@@ -107,86 +119,11 @@ fn is_source_gone(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EADDRNOTAVAIL) | Some(libc::ENETUNREACH))
 }
 
-/// The outcome of a send that had a sticky source address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceUse {
-    Kept,
-    /// The sticky source was gone and the kernel chose another: forget it.
-    Dropped,
-}
-
 impl UdpEndpoint {
-    pub fn fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
-    }
-
-    pub fn local_port(&self) -> u16 {
-        self.socket.local_addr().map_or(0, |a| a.port())
-    }
-
-    /// Datagrams one GSO send may carry; 1 means no GSO.
-    pub fn max_gso_segments(&self) -> usize {
-        if self.gso_off {
-            1
-        } else {
-            self.state.max_gso_segments()
-        }
-    }
-
-    pub fn gro_segments(&self) -> usize {
-        self.state.gro_segments()
-    }
-
-    pub fn set_fwmark(&self, mark: u32) -> io::Result<()> {
-        socket2::SockRef::from(&self.socket).set_mark(mark)
-    }
-
     fn wire(&self, addr: SocketAddr) -> SocketAddr {
         match addr {
             SocketAddr::V4(a) if self.dual_stack => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
             other => other,
-        }
-    }
-
-    /// Sends `contents` to `dst`, split into `segment` sized datagrams when
-    /// given (GSO). A sticky source that is no longer local is dropped and
-    /// the send retried from whatever address the kernel picks.
-    pub fn send(
-        &self,
-        dst: SocketAddr,
-        src: Option<IpAddr>,
-        contents: &[u8],
-        segment: Option<usize>,
-    ) -> io::Result<SourceUse> {
-        let mut t = Transmit { destination: self.wire(dst), ecn: None, contents, segment_size: segment, src_ip: src };
-        match self.state.try_send(UdpSockRef::from(&self.socket), &t) {
-            Ok(()) => Ok(SourceUse::Kept),
-            Err(e) if src.is_some() && is_source_gone(&e) => {
-                t.src_ip = None;
-                self.state.try_send(UdpSockRef::from(&self.socket), &t).map(|()| SourceUse::Dropped)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Where GSO is missing: sends datagrams of `lens` bytes, laid end to
-    /// end in `contents`, with sendmmsg, up to MMSG_BATCH per syscall.
-    /// quinn-udp sends one datagram per syscall without GSO, hence this
-    /// path. The sticky source is handled as in `send`.
-    pub fn send_many(
-        &self,
-        dst: SocketAddr,
-        src: Option<IpAddr>,
-        contents: &[u8],
-        lens: &[usize],
-    ) -> io::Result<SourceUse> {
-        match self.sendmmsg_all(dst, src, contents, lens, 0) {
-            Ok(()) => Ok(SourceUse::Kept),
-            Err((e, sent)) if src.is_some() && is_source_gone(&e) => {
-                self.sendmmsg_all(dst, None, contents, lens, sent).map_err(|(e, _)| e)?;
-                Ok(SourceUse::Dropped)
-            }
-            Err((e, _)) => Err(e),
         }
     }
 
@@ -245,10 +182,79 @@ impl UdpEndpoint {
         }
         Ok(())
     }
+}
+
+impl Socket for UdpEndpoint {
+    fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    fn local_port(&self) -> u16 {
+        self.socket.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// Datagrams one GSO send may carry; 1 means no GSO.
+    fn max_gso_segments(&self) -> usize {
+        if self.gso_off {
+            1
+        } else {
+            self.state.max_gso_segments()
+        }
+    }
+
+    fn gro_segments(&self) -> usize {
+        self.state.gro_segments()
+    }
+
+    fn set_fwmark(&self, mark: u32) -> io::Result<()> {
+        socket2::SockRef::from(&self.socket).set_mark(mark)
+    }
+
+    /// Sends `contents` to `dst`, split into `segment` sized datagrams when
+    /// given (GSO). A sticky source that is no longer local is dropped and
+    /// the send retried from whatever address the kernel picks.
+    fn send(
+        &self,
+        dst: SocketAddr,
+        src: Option<IpAddr>,
+        contents: &[u8],
+        segment: Option<usize>,
+    ) -> io::Result<SourceUse> {
+        let mut t = Transmit { destination: self.wire(dst), ecn: None, contents, segment_size: segment, src_ip: src };
+        match self.state.try_send(UdpSockRef::from(&self.socket), &t) {
+            Ok(()) => Ok(SourceUse::Kept),
+            Err(e) if src.is_some() && is_source_gone(&e) => {
+                t.src_ip = None;
+                self.state.try_send(UdpSockRef::from(&self.socket), &t).map(|()| SourceUse::Dropped)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Where GSO is missing: sends datagrams of `lens` bytes, laid end to
+    /// end in `contents`, with sendmmsg, up to MMSG_BATCH per syscall.
+    /// quinn-udp sends one datagram per syscall without GSO, hence this
+    /// path. The sticky source is handled as in `send`.
+    fn send_many(
+        &self,
+        dst: SocketAddr,
+        src: Option<IpAddr>,
+        contents: &[u8],
+        lens: &[usize],
+    ) -> io::Result<SourceUse> {
+        match self.sendmmsg_all(dst, src, contents, lens, 0) {
+            Ok(()) => Ok(SourceUse::Kept),
+            Err((e, sent)) if src.is_some() && is_source_gone(&e) => {
+                self.sendmmsg_all(dst, None, contents, lens, sent).map_err(|(e, _)| e)?;
+                Ok(SourceUse::Dropped)
+            }
+            Err((e, _)) => Err(e),
+        }
+    }
 
     /// Receives a batch (WouldBlock when nothing waits). Addresses in `meta`
     /// are normalized to plain IPv4 where they were v4-mapped.
-    pub fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
+    fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
         let n = self.state.recv(UdpSockRef::from(&self.socket), bufs, meta)?;
         for m in &mut meta[..n] {
             m.addr = normalize(m.addr);

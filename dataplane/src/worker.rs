@@ -4,21 +4,29 @@
 //! what was read as jobs. One peer's batches are thus sealed and opened on
 //! every worker, and leave through the peer's ordered queues (`ordered.rs`,
 //! `jobs.rs`). No lock is held across a syscall or an AEAD operation.
+//!
+//! The worker is where the protocol is chosen (`Protocol`, WireGuard
+//! today) and where the I/O comes in (`Tun`, and the interface's
+//! `Socket`s), real or in memory.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use tun_rs::IDEAL_BATCH_SIZE;
-
 use crate::counters::WorkerStats;
 use crate::interface::Interface;
+use crate::io::{Socket, Tun, TunGone};
 use crate::jobs::Job;
-use crate::receive::{Receiver, RxStatus};
+use crate::protocol::Protocol;
+use crate::receive::{Receiver, RxStatus, ToTun};
 use crate::send::Sender;
-use crate::tun::{TunGone, TunQueue, MAX_PACKET};
-use crate::udp::UdpEndpoint;
+use crate::tun::MAX_PACKET;
+use crate::wireguard::WireGuard;
+
+/// Packets one TUN read may hand over (a TSO super-packet split), and so
+/// the reader's buffer count.
+const READ_BATCH: usize = tun_rs::IDEAL_BATCH_SIZE;
 
 /// Batches taken from one source before looking at the other, so neither
 /// direction starves the other under load.
@@ -34,7 +42,7 @@ const SEGMENTS_PER_READ: usize = 64;
 /// syscall of its own; filled batches share GSO sends.
 /// Returns the packet count and whether the queue was drained.
 fn fill_from_tun(
-    tun: &mut TunQueue,
+    tun: &mut dyn Tun,
     bufs: &mut [Vec<u8>],
     sizes: &mut [usize],
     stats: &WorkerStats,
@@ -78,10 +86,11 @@ fn wait(fds: [i32; 3], timeout_ms: i32) -> std::io::Result<[i16; 3]> {
 
 /// What one worker owns. Any worker seals or opens any peer's batches and
 /// drains any peer's queues, through its own TUN queue and UDP socket.
-struct Worker {
+struct Worker<T, P> {
     iface: Arc<Interface>,
     index: usize,
-    tun: TunQueue,
+    tun: T,
+    proto: P,
     sender: Sender,
     receiver: Receiver,
     bufs: Vec<Vec<u8>>,
@@ -91,9 +100,9 @@ struct Worker {
     unsent: (usize, usize),
 }
 
-impl Worker {
+impl<T: Tun, P: Protocol> Worker<T, P> {
     /// Runs queued crypto jobs until none is left. Err when the TUN is gone.
-    fn run_jobs(&mut self, sock: &UdpEndpoint) -> Result<(), TunGone> {
+    fn run_jobs(&mut self, sock: &dyn Socket) -> Result<(), TunGone> {
         let iface = self.iface.clone();
         while let Some(job) = iface.jobs.pop() {
             let now = iface.clock.now();
@@ -101,13 +110,15 @@ impl Worker {
                 Job::Seal(batch) => {
                     if let Some(peer) = crate::send::seal_batch(&iface, &batch, self.index) {
                         drop(batch);
-                        peer.tx.drain(&mut |b| self.sender.transmit_batch(&iface, b, now));
+                        let (sender, proto) = (&mut self.sender, &self.proto);
+                        peer.tx.drain(&mut |b| sender.transmit_batch(proto, &iface, b, now));
                     }
                 }
                 Job::Open(batch) => {
                     if let Some(peer) = crate::receive::open_batch(&iface, &batch, self.index) {
                         drop(batch);
-                        let mut sink = crate::receive::ToTun {
+                        let mut sink = ToTun {
+                            proto: &self.proto,
                             receiver: &mut self.receiver,
                             tun: &mut self.tun,
                             iface: &iface,
@@ -136,11 +147,18 @@ impl Worker {
     }
 
     /// Queues the packets read and not yet queued; true when all are.
-    fn queue_unsent(&mut self, sock: &UdpEndpoint) -> bool {
+    fn queue_unsent(&mut self, sock: &dyn Socket) -> bool {
         let (from, to) = self.unsent;
         if from < to {
             let now = self.iface.clock.now();
-            let taken = self.sender.enqueue(&self.iface, sock, &mut self.bufs[from..to], &self.sizes[from..to], now);
+            let taken = self.sender.enqueue(
+                &self.proto,
+                &self.iface,
+                sock,
+                &mut self.bufs[from..to],
+                &self.sizes[from..to],
+                now,
+            );
             self.unsent = (from + taken, to);
             self.call_helpers();
         }
@@ -148,7 +166,7 @@ impl Worker {
     }
 
     /// Reads from the TUN and queues what was read, for a few batches.
-    fn read_tun(&mut self, sock: &UdpEndpoint) -> Result<(), TunGone> {
+    fn read_tun(&mut self, sock: &dyn Socket) -> Result<(), TunGone> {
         for _ in 0..BATCHES_PER_TURN {
             let (n, drained) =
                 fill_from_tun(&mut self.tun, &mut self.bufs, &mut self.sizes, &self.iface.worker_stats[self.index])?;
@@ -163,9 +181,9 @@ impl Worker {
     }
 
     /// Receives from the UDP socket and queues what arrived, for a few batches.
-    fn read_udp(&mut self, sock: &UdpEndpoint) -> Result<(), TunGone> {
+    fn read_udp(&mut self, sock: &dyn Socket) -> Result<(), TunGone> {
         for _ in 0..BATCHES_PER_TURN {
-            let status = self.receiver.receive_batch(&self.iface, sock, self.iface.clock.now());
+            let status = self.receiver.receive_batch(&self.proto, &self.iface, sock, self.iface.clock.now());
             self.call_helpers();
             self.run_jobs(sock)?;
             match status {
@@ -177,12 +195,12 @@ impl Worker {
     }
 
     /// Goes on with reading that stopped for want of batch buffers.
-    fn resume(&mut self, sock: &UdpEndpoint) -> Result<(), TunGone> {
+    fn resume(&mut self, sock: &dyn Socket) -> Result<(), TunGone> {
         if self.unsent.0 < self.unsent.1 {
             self.queue_unsent(sock);
         }
         if self.receiver.is_stalled() {
-            self.receiver.receive_batch(&self.iface, sock, self.iface.clock.now());
+            self.receiver.receive_batch(&self.proto, &self.iface, sock, self.iface.clock.now());
             self.call_helpers();
         }
         self.run_jobs(sock)?;
@@ -198,15 +216,19 @@ impl Worker {
     }
 }
 
-pub fn run(iface: Arc<Interface>, index: usize, tun: TunQueue, mut wake: UnixStream) {
+/// Runs worker `index` of `iface` until the interface shuts down or its
+/// TUN queue goes away. `wake` is the read end of the pipe the interface
+/// writes to (`Interface::register_waker`, in index order).
+pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, mut wake: UnixStream) {
     let mut w = Worker {
         iface: iface.clone(),
         index,
         tun,
+        proto: WireGuard,
         sender: Sender::new(index),
         receiver: Receiver::new(index),
-        bufs: (0..IDEAL_BATCH_SIZE).map(|_| vec![0u8; MAX_PACKET]).collect(),
-        sizes: vec![0usize; IDEAL_BATCH_SIZE],
+        bufs: (0..READ_BATCH).map(|_| vec![0u8; MAX_PACKET]).collect(),
+        sizes: vec![0usize; READ_BATCH],
         unsent: (0, 0),
     };
     let _ = wake.set_nonblocking(true);
@@ -215,12 +237,12 @@ pub fn run(iface: Arc<Interface>, index: usize, tun: TunQueue, mut wake: UnixStr
     while !iface.is_shutting_down() {
         let set = iface.sockets();
         let sock = set.sockets[index % set.sockets.len()].clone();
-        if w.run_jobs(&sock).is_err() {
+        if w.run_jobs(&*sock).is_err() {
             gone();
             break;
         }
         if w.stalled() {
-            if w.resume(&sock).is_err() {
+            if w.resume(&*sock).is_err() {
                 gone();
                 break;
             }
@@ -246,10 +268,10 @@ pub fn run(iface: Arc<Interface>, index: usize, tun: TunQueue, mut wake: UnixStr
         }
         let result = (|| {
             if revents[0] & libc::POLLIN != 0 {
-                w.read_tun(&sock)?;
+                w.read_tun(&*sock)?;
             }
             if revents[1] & libc::POLLIN != 0 && !w.receiver.is_stalled() {
-                w.read_udp(&sock)?;
+                w.read_udp(&*sock)?;
             }
             Ok::<(), TunGone>(())
         })();

@@ -14,7 +14,7 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::gateway::Gateway;
 use crate::uapi;
 use causeway_dataplane::interface::Interface;
-use causeway_dataplane::send::{send_initiation, send_keepalive};
+use causeway_dataplane::wireguard::{send_initiation, send_keepalive};
 
 /// Where wg and wg-quick look for a userspace interface's socket.
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
@@ -160,7 +160,7 @@ pub async fn run_timers(iface: Arc<Gateway>) {
         let sockets = iface.sockets();
         for peer in iface.peers() {
             if peer.endpoint().is_some() {
-                send_initiation(&iface, &peer, &sockets.sockets[0], iface.clock.now());
+                send_initiation(&iface, &peer, &*sockets.sockets[0], iface.clock.now());
             }
         }
     }
@@ -169,7 +169,7 @@ pub async fn run_timers(iface: Arc<Gateway>) {
         ticks += 1;
         let now = iface.clock.now();
         let sockets = iface.sockets();
-        let sock = &sockets.sockets[0];
+        let sock = &*sockets.sockets[0];
         for peer in iface.peers() {
             failover(&peer, now);
             while let Some(action) = iface.device.poll_timers(&peer.crypto, now) {

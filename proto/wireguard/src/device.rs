@@ -239,7 +239,7 @@ impl Device {
     pub fn accept_data(
         &self,
         peer: &Peer,
-        kp: &Arc<Keypair>,
+        kp: &Keypair,
         counter: u64,
         wire_len: usize,
         is_data: bool,
@@ -261,7 +261,7 @@ impl Device {
         // an initiator's session.
         Ok(kp.is_initiator
             && now.saturating_since(kp.created) >= crate::peer::LAST_MINUTE
-            && peer.current_keypair().is_some_and(|cur| Arc::ptr_eq(&cur, kp))
+            && peer.current_keypair().is_some_and(|cur| std::ptr::eq(Arc::as_ptr(&cur), kp))
             && peer.needs_rekey_on_receive(kp, now))
     }
 

@@ -16,6 +16,8 @@
 //! - [`Device`] routes incoming messages by receiver index through an
 //!   [`IndexTable`] that readers consult under a read lock.
 
+#![forbid(unsafe_code)]
+
 mod constants;
 mod cookie;
 mod device;

@@ -60,8 +60,8 @@ impl Keypairs {
 
     /// Called when data arrived on `kp`: if it is the unconfirmed `next`,
     /// it becomes current. Returns what fell out, or None if nothing moved.
-    pub(crate) fn confirm(&mut self, kp: &Arc<Keypair>) -> Option<Vec<Arc<Keypair>>> {
-        if !self.next.as_ref().is_some_and(|n| Arc::ptr_eq(n, kp)) {
+    pub(crate) fn confirm(&mut self, kp: &Keypair) -> Option<Vec<Arc<Keypair>>> {
+        if !self.next.as_ref().is_some_and(|n| std::ptr::eq(Arc::as_ptr(n), kp)) {
             return None;
         }
         let next = self.next.take();

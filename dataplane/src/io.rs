@@ -1,0 +1,89 @@
+//! The data plane's two kinds of I/O, as traits: a TUN queue (IP packets
+//! to and from the kernel) and a UDP socket (datagrams to and from peers),
+//! with a binder that makes a worker group's sockets. The workers see
+//! nothing else of the outside, so the whole pipeline runs over the real
+//! ones (`tun.rs`, `udp.rs`) in a daemon and over in-memory ones
+//! (`memory.rs`) in tests without root.
+//!
+//! Calls are per batch (one read, one GSO send), never per packet, so the
+//! dynamic dispatch costs nothing measurable.
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+pub use quinn_udp::RecvMeta;
+
+/// The TUN queue was closed: the interface is gone.
+#[derive(Debug)]
+pub struct TunGone;
+
+/// One queue of a (multi-queue) TUN device.
+pub trait Tun: Send {
+    /// A descriptor that polls readable when packets wait.
+    fn fd(&self) -> RawFd;
+
+    /// Reads what is waiting into `bufs`, each packet at `offset`, and
+    /// its length into `sizes`; returns the packet count (WouldBlock when
+    /// nothing is waiting). A TSO super-packet arrives split into
+    /// MTU-sized packets.
+    fn read_batch(&mut self, bufs: &mut [Vec<u8>], sizes: &mut [usize], offset: usize) -> io::Result<usize>;
+
+    /// Writes packets, each starting `WRITE_HEADROOM` bytes into its
+    /// buffer and running to the buffer's end (the headroom takes the
+    /// virtio header when offload coalesces them).
+    fn write_batch(&mut self, bufs: &mut [Vec<u8>]) -> io::Result<()>;
+}
+
+/// The outcome of a send that had a sticky source address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceUse {
+    Kept,
+    /// The sticky source was gone and the kernel chose another: forget it.
+    Dropped,
+}
+
+/// One worker's UDP socket.
+pub trait Socket: Send + Sync {
+    /// A descriptor that polls readable when datagrams wait.
+    fn fd(&self) -> RawFd;
+
+    fn local_port(&self) -> u16;
+
+    /// Datagrams one GSO send may carry; 1 means no GSO.
+    fn max_gso_segments(&self) -> usize;
+
+    /// Datagrams one GRO receive may coalesce.
+    fn gro_segments(&self) -> usize;
+
+    fn set_fwmark(&self, mark: u32) -> io::Result<()>;
+
+    /// Sends `contents` to `dst`, split into `segment` sized datagrams when
+    /// given (GSO; only the last may be shorter), from `src` when given. A
+    /// sticky source that is no longer local is dropped and the send
+    /// retried from whatever address the system picks.
+    fn send(
+        &self,
+        dst: SocketAddr,
+        src: Option<IpAddr>,
+        contents: &[u8],
+        segment: Option<usize>,
+    ) -> io::Result<SourceUse>;
+
+    /// Where GSO is missing: sends datagrams of `lens` bytes, laid end to
+    /// end in `contents`, in as few calls as the system allows.
+    fn send_many(&self, dst: SocketAddr, src: Option<IpAddr>, contents: &[u8], lens: &[usize])
+        -> io::Result<SourceUse>;
+
+    /// Receives a batch (WouldBlock when nothing waits); a buffer may hold
+    /// several datagrams of one source, `stride` apart (GRO). Addresses
+    /// are plain IPv4 for IPv4 peers.
+    fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize>;
+}
+
+/// Makes a worker group's sockets: `count` sockets sharing one port
+/// (SO_REUSEPORT on the real network), 0 picking a free port.
+pub trait Bind: Send + Sync {
+    fn bind(&self, count: usize, port: u16, fwmark: u32) -> io::Result<(Vec<Arc<dyn Socket>>, u16)>;
+}

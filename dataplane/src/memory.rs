@@ -1,0 +1,392 @@
+//! TUN queues and a UDP network in memory, for driving whole data planes
+//! in one process without root (as wireguard-go tests its device through
+//! channel TUNs and a test bind). Each queue and socket is a mailbox with a
+//! doorbell: a socket pair holding one byte exactly while the mailbox has
+//! something, so the workers' poll() sees it like a real descriptor.
+//!
+//! The network behaves like loopback with offloads: a GSO send arrives as
+//! one GRO-coalesced receive of the same segments, and every send is
+//! logged so tests can check how the send path cut its runs. Delivery is
+//! in order; a full mailbox drops, like a full socket buffer.
+//!
+//! Test code: it allocates per packet, which the real I/O never does.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSliceMut, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::io::{Bind, RecvMeta, Socket, SourceUse, Tun};
+use crate::tun::WRITE_HEADROOM;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A bounded FIFO whose doorbell polls readable while it holds anything.
+pub struct Mailbox<T> {
+    inner: Mutex<VecDeque<T>>,
+    bell_tx: UnixStream,
+    bell_rx: UnixStream,
+    capacity: usize,
+    dropped: AtomicU64,
+}
+
+impl<T> Mailbox<T> {
+    pub fn new(capacity: usize) -> Arc<Mailbox<T>> {
+        let (bell_rx, bell_tx) = UnixStream::pair().expect("a socket pair for the doorbell");
+        bell_rx.set_nonblocking(true).expect("non-blocking doorbell");
+        bell_tx.set_nonblocking(true).expect("non-blocking doorbell");
+        Arc::new(Mailbox { inner: Mutex::new(VecDeque::new()), bell_tx, bell_rx, capacity, dropped: AtomicU64::new(0) })
+    }
+
+    /// Adds `items` in order; those past the capacity are dropped and
+    /// counted. Invariant (under the lock): the doorbell holds one byte
+    /// exactly when the queue is not empty.
+    pub fn push_all(&self, items: impl IntoIterator<Item = T>) {
+        let mut q = lock(&self.inner);
+        let was_empty = q.is_empty();
+        for item in items {
+            if q.len() >= self.capacity {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            } else {
+                q.push_back(item);
+            }
+        }
+        if was_empty && !q.is_empty() {
+            let _ = (&self.bell_tx).write(&[1]);
+        }
+    }
+
+    pub fn push(&self, item: T) {
+        self.push_all(std::iter::once(item));
+    }
+
+    /// Takes up to `max` items in order.
+    pub fn pop_up_to(&self, max: usize, mut take: impl FnMut(T)) -> usize {
+        let mut q = lock(&self.inner);
+        let mut n = 0;
+        while n < max {
+            let Some(item) = q.pop_front() else { break };
+            take(item);
+            n += 1;
+        }
+        if n > 0 && q.is_empty() {
+            let _ = (&self.bell_rx).read(&mut [0u8; 1]);
+        }
+        n
+    }
+
+    pub fn pop(&self) -> Option<T> {
+        let mut out = None;
+        self.pop_up_to(1, |item| out = Some(item));
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.inner).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Items refused because the mailbox was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn fd(&self) -> RawFd {
+        self.bell_rx.as_raw_fd()
+    }
+}
+
+/// The host's side of an in-memory TUN device: packets the host routes
+/// into the tunnel (one mailbox per queue, as the kernel picks a queue per
+/// flow) and packets the workers wrote (one mailbox for the device).
+pub struct MemTunHost {
+    queues: Vec<Arc<Mailbox<Vec<u8>>>>,
+    written: Arc<Mailbox<Vec<u8>>>,
+}
+
+/// One queue of an in-memory TUN device, for one worker.
+pub struct MemTun {
+    from_host: Arc<Mailbox<Vec<u8>>>,
+    to_host: Arc<Mailbox<Vec<u8>>>,
+}
+
+/// Makes an in-memory TUN device of `queues` queues.
+pub fn tun(queues: usize) -> (MemTunHost, Vec<MemTun>) {
+    let written = Mailbox::new(usize::MAX);
+    let inbound: Vec<_> = (0..queues).map(|_| Mailbox::new(usize::MAX)).collect();
+    let tuns = inbound.iter().map(|q| MemTun { from_host: q.clone(), to_host: written.clone() }).collect();
+    (MemTunHost { queues: inbound, written }, tuns)
+}
+
+impl MemTunHost {
+    /// Routes packets into the tunnel through queue `queue`, all at once,
+    /// so one worker read may take them together.
+    pub fn send(&self, queue: usize, packets: impl IntoIterator<Item = Vec<u8>>) {
+        self.queues[queue].push_all(packets);
+    }
+
+    /// The next packet a worker wrote, if any.
+    pub fn recv(&self) -> Option<Vec<u8>> {
+        self.written.pop()
+    }
+
+    /// Packets written and not yet taken.
+    pub fn pending(&self) -> usize {
+        self.written.len()
+    }
+}
+
+impl Tun for MemTun {
+    fn fd(&self) -> RawFd {
+        self.from_host.fd()
+    }
+
+    fn read_batch(&mut self, bufs: &mut [Vec<u8>], sizes: &mut [usize], offset: usize) -> io::Result<usize> {
+        let mut i = 0;
+        self.from_host.pop_up_to(bufs.len(), |p| {
+            bufs[i][offset..offset + p.len()].copy_from_slice(&p);
+            sizes[i] = p.len();
+            i += 1;
+        });
+        if i == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(i)
+    }
+
+    fn write_batch(&mut self, bufs: &mut [Vec<u8>]) -> io::Result<()> {
+        self.to_host.push_all(bufs.iter().map(|b| b[WRITE_HEADROOM..].to_vec()));
+        Ok(())
+    }
+}
+
+/// One datagram, or a GRO run of equal segments, in flight.
+struct Datagram {
+    from: SocketAddr,
+    to: SocketAddr,
+    data: Vec<u8>,
+    stride: usize,
+}
+
+/// One send call, as the network saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendRecord {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    /// Each datagram's length, in order.
+    pub datagrams: Vec<usize>,
+    /// The GSO segment size, for a GSO send of more than one datagram.
+    pub segment: Option<usize>,
+}
+
+/// A UDP network in memory: hosts by address, sockets by port, and the
+/// log of every send.
+#[derive(Default)]
+pub struct MemNet {
+    /// Sockets bound to each address: a reuseport group.
+    groups: Mutex<HashMap<SocketAddr, Vec<Arc<Mailbox<Datagram>>>>>,
+    next_port: Mutex<u16>,
+    log: Mutex<Vec<SendRecord>>,
+}
+
+/// Datagrams one in-memory socket holds before it drops.
+const SOCKET_QUEUE: usize = 8192;
+
+impl MemNet {
+    pub fn new() -> Arc<MemNet> {
+        Arc::new(MemNet { next_port: Mutex::new(40_000), ..MemNet::default() })
+    }
+
+    /// A binder for a host at `ip` whose sockets allow `gso_segments`
+    /// datagrams per send (1: no GSO, so the send path uses `send_many`).
+    pub fn host(self: &Arc<Self>, ip: IpAddr, gso_segments: usize) -> Arc<MemBind> {
+        Arc::new(MemBind { net: self.clone(), ip, gso_segments })
+    }
+
+    /// Every send so far, and clears the log.
+    pub fn take_log(&self) -> Vec<SendRecord> {
+        std::mem::take(&mut *lock(&self.log))
+    }
+
+    /// Datagrams dropped at full sockets.
+    pub fn dropped(&self) -> u64 {
+        lock(&self.groups).values().flatten().map(|m| m.dropped()).sum()
+    }
+
+    fn deliver(&self, d: Datagram) {
+        let group = lock(&self.groups).get(&d.to).cloned();
+        // Reuseport hashes the 4-tuple: one source always reaches one socket.
+        if let Some(group) = group.filter(|g| !g.is_empty()) {
+            let hash = d.from.port() as usize;
+            group[hash % group.len()].push(d);
+        }
+    }
+}
+
+/// Binds the in-memory sockets of one host.
+pub struct MemBind {
+    net: Arc<MemNet>,
+    ip: IpAddr,
+    gso_segments: usize,
+}
+
+impl Bind for MemBind {
+    fn bind(&self, count: usize, port: u16, _fwmark: u32) -> io::Result<(Vec<Arc<dyn Socket>>, u16)> {
+        let port = if port == 0 {
+            let mut next = lock(&self.net.next_port);
+            *next += 1;
+            *next
+        } else {
+            port
+        };
+        let addr = SocketAddr::new(self.ip, port);
+        let mailboxes: Vec<_> = (0..count.max(1)).map(|_| Mailbox::new(SOCKET_QUEUE)).collect();
+        // A new group replaces the old one, as a rebind closes the old sockets.
+        lock(&self.net.groups).insert(addr, mailboxes.clone());
+        let sockets = mailboxes
+            .into_iter()
+            .map(|inbox| {
+                Arc::new(MemSocket { net: self.net.clone(), addr, inbox, gso_segments: self.gso_segments })
+                    as Arc<dyn Socket>
+            })
+            .collect();
+        Ok((sockets, port))
+    }
+}
+
+struct MemSocket {
+    net: Arc<MemNet>,
+    addr: SocketAddr,
+    inbox: Arc<Mailbox<Datagram>>,
+    gso_segments: usize,
+}
+
+impl Socket for MemSocket {
+    fn fd(&self) -> RawFd {
+        self.inbox.fd()
+    }
+
+    fn local_port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    fn max_gso_segments(&self) -> usize {
+        self.gso_segments
+    }
+
+    fn gro_segments(&self) -> usize {
+        64
+    }
+
+    fn set_fwmark(&self, _mark: u32) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn send(
+        &self,
+        dst: SocketAddr,
+        _src: Option<IpAddr>,
+        contents: &[u8],
+        segment: Option<usize>,
+    ) -> io::Result<SourceUse> {
+        let stride = segment.unwrap_or(contents.len()).max(1);
+        if contents.len().div_ceil(stride) > self.gso_segments.max(1) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let datagrams = contents.chunks(stride).map(<[u8]>::len).collect::<Vec<_>>();
+        lock(&self.net.log).push(SendRecord {
+            from: self.addr,
+            to: dst,
+            segment: (datagrams.len() > 1).then_some(stride),
+            datagrams,
+        });
+        self.net.deliver(Datagram { from: self.addr, to: dst, data: contents.to_vec(), stride });
+        Ok(SourceUse::Kept)
+    }
+
+    fn send_many(
+        &self,
+        dst: SocketAddr,
+        _src: Option<IpAddr>,
+        contents: &[u8],
+        lens: &[usize],
+    ) -> io::Result<SourceUse> {
+        lock(&self.net.log).push(SendRecord { from: self.addr, to: dst, datagrams: lens.to_vec(), segment: None });
+        let mut at = 0;
+        for &len in lens {
+            let data = contents[at..at + len].to_vec();
+            at += len;
+            self.net.deliver(Datagram { from: self.addr, to: dst, data, stride: len });
+        }
+        Ok(SourceUse::Kept)
+    }
+
+    fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
+        let max = bufs.len().min(meta.len());
+        let mut i = 0;
+        self.inbox.pop_up_to(max, |d| {
+            bufs[i][..d.data.len()].copy_from_slice(&d.data);
+            let mut m = RecvMeta::default();
+            m.addr = d.from;
+            m.len = d.data.len();
+            m.stride = d.stride;
+            m.dst_ip = Some(d.to.ip());
+            meta[i] = m;
+            i += 1;
+        });
+        if i == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readable(fd: RawFd) -> bool {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd that outlives the call; zero timeout.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn the_doorbell_rings_exactly_while_the_mailbox_holds_something() {
+        let m = Mailbox::new(3);
+        assert!(!readable(m.fd()));
+        m.push_all([1, 2]);
+        assert!(readable(m.fd()));
+        assert_eq!(m.pop(), Some(1));
+        assert!(readable(m.fd()), "one left");
+        m.push_all([3, 4, 5]);
+        assert_eq!(m.dropped(), 1, "capacity 3");
+        let mut got = Vec::new();
+        assert_eq!(m.pop_up_to(10, |x| got.push(x)), 3);
+        assert_eq!(got, [2, 3, 4]);
+        assert!(!readable(m.fd()), "empty again");
+    }
+
+    #[test]
+    fn a_gso_send_arrives_as_one_coalesced_receive() {
+        let net = MemNet::new();
+        let (a, _) = net.host("198.18.0.1".parse().unwrap(), 64).bind(1, 0, 0).unwrap();
+        let (b, port) = net.host("198.18.0.2".parse().unwrap(), 64).bind(1, 51820, 0).unwrap();
+        let dst = SocketAddr::new("198.18.0.2".parse().unwrap(), port);
+        a[0].send(dst, None, &[7u8; 250], Some(100)).unwrap();
+        let mut buf = vec![0u8; 1000];
+        let mut meta = [RecvMeta::default()];
+        assert_eq!(b[0].recv(&mut [IoSliceMut::new(&mut buf)], &mut meta).unwrap(), 1);
+        assert_eq!((meta[0].len, meta[0].stride), (250, 100));
+        assert_eq!(net.take_log()[0].datagrams, [100, 100, 50]);
+        assert!(a[0].send(dst, None, &[0u8; 6500], Some(100)).is_err(), "more segments than GSO allows");
+    }
+}

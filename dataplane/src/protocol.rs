@@ -1,0 +1,96 @@
+//! What a tunnel protocol does for the shared pipeline, beyond sealing and
+//! opening (`session.rs`): pick the session to send with, hold packets
+//! while there is none, sort inbound datagrams into data (with their
+//! session) and the protocol's own messages, and check a datagram on its
+//! way to the TUN (replay window, timers, session confirmation).
+//!
+//! The send path (`send.rs`) and the receive path (`receive.rs`) call
+//! only this and `Session`; batching, order, pools, GSO/GRO, the TUN
+//! side and the source filter are written once for every protocol.
+//! WireGuard's implementation is in `wireguard.rs`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use causeway_wireguard::Time;
+
+use crate::counters::Drop;
+use crate::interface::Interface;
+use crate::io::Socket;
+use crate::peer::PeerState;
+use crate::session::Session;
+
+/// A session to seal a peer's packets with.
+pub struct Sending {
+    pub session: Arc<dyn Session>,
+    /// The session is old enough that a new one should be negotiated.
+    pub rekey: bool,
+}
+
+/// What an inbound datagram is.
+pub enum Inbound<O> {
+    /// Data of a session; `owner` names the peer cheaply (the protocol's
+    /// own peer), so runs of one peer's datagrams skip the peer lookup.
+    Data { owner: O, session: Arc<dyn Session> },
+    /// One of the protocol's own messages (a handshake, a cookie): handed
+    /// to `handle_control` after the data read before it is queued.
+    Control,
+    /// Refused before any batch, and counted under this reason.
+    Refused(Drop),
+}
+
+pub trait Protocol: Send + Sync {
+    /// The protocol's handle of a peer, as inbound lookup finds it.
+    type Owner;
+
+    /// The session to send to `peer` with now, if there is one.
+    fn sending_session(&self, peer: &PeerState, now: Time) -> Option<Sending>;
+
+    /// No session: keep `packet` until there is one (bounded), and start
+    /// negotiating one.
+    fn hold(&self, iface: &Interface, peer: &PeerState, packet: &[u8], sock: &dyn Socket, now: Time);
+
+    /// The session in use asked for a new one.
+    fn rekey(&self, iface: &Interface, peer: &PeerState, sock: &dyn Socket, now: Time);
+
+    /// Datagrams of a batch left for `peer`.
+    fn on_sent(&self, peer: &PeerState, now: Time, wire_bytes: u64, packets: u64);
+
+    /// Sorts an inbound datagram.
+    fn classify(&self, iface: &Interface, datagram: &[u8], now: Time) -> Inbound<Self::Owner>;
+
+    /// Whether `peer` is the one `owner` names.
+    fn owns(&self, peer: &PeerState, owner: &Self::Owner) -> bool;
+
+    /// The gateway's peer that `owner` names.
+    fn peer_of(&self, iface: &Interface, owner: &Self::Owner) -> Option<Arc<PeerState>>;
+
+    /// Handles one of the protocol's own messages, answering through `sock`.
+    fn handle_control(
+        &self,
+        iface: &Interface,
+        sock: &dyn Socket,
+        from: (SocketAddr, Option<IpAddr>),
+        datagram: &mut [u8],
+        now: Time,
+    );
+
+    /// An opened datagram on its way to the TUN, in arrival order: the
+    /// replay check and the protocol's timers. Err drops it.
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
+        &self,
+        iface: &Interface,
+        peer: &PeerState,
+        session: &dyn Session,
+        counter: u64,
+        wire_len: usize,
+        is_data: bool,
+        sock: &dyn Socket,
+        now: Time,
+    ) -> Result<(), Drop>;
+
+    /// The first datagram of a delivered batch was accepted: a session it
+    /// confirmed may release what was held for it.
+    fn on_authenticated(&self, iface: &Interface, peer: &PeerState, sock: &dyn Socket, now: Time);
+}

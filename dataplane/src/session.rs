@@ -1,0 +1,55 @@
+//! One keyed session of a tunnel protocol, as the shared pipeline uses
+//! it: reserve counters for a batch, seal in place, open in place. A
+//! WireGuard keypair is one (`wireguard.rs`); an ESP child SA will be
+//! another. Any worker calls these on any peer's batch at once, so a
+//! session keeps its counters in atomics and takes no lock to seal or
+//! open.
+
+use std::any::Any;
+
+use crate::counters::Drop;
+
+/// Where the plaintext of an opened datagram lies, and its counter for
+/// the replay check (which waits for the drain, where order is back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub counter: u64,
+    /// Offset of the plaintext in the datagram.
+    pub at: usize,
+    /// Plaintext length, padding included.
+    pub len: usize,
+}
+
+pub trait Session: Send + Sync + Any {
+    /// Bytes in front of the payload in a datagram.
+    fn header_len(&self) -> usize;
+
+    /// Bytes after the padded payload (the tag, and any trailer).
+    fn trailer_len(&self) -> usize;
+
+    /// The payload length after padding, for a packet of `len` bytes on
+    /// an interface of `mtu`.
+    fn padded_len(&self, len: usize, mtu: usize) -> usize;
+
+    /// Takes `count` consecutive counters (nonces, sequence numbers) and
+    /// returns the first; called in the order batches join their queue.
+    fn reserve(&self, count: u64) -> Result<u64, Drop>;
+
+    /// Seals the datagram in place: `datagram` holds the header room, the
+    /// payload of `payload_len` bytes, room for padding to `padded_len`
+    /// and for the trailer. Returns the datagram's length.
+    fn seal(&self, counter: u64, datagram: &mut [u8], payload_len: usize, padded_len: usize) -> Result<usize, Drop>;
+
+    /// Authenticates and decrypts a datagram in place.
+    fn open(&self, datagram: &mut [u8]) -> Result<Opened, Drop>;
+
+    /// For the protocol's own drain step, which needs its concrete type.
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl dyn Session {
+    /// The datagram length for a payload padded to `padded` bytes.
+    pub fn wire_len(&self, padded: usize) -> usize {
+        self.header_len() + padded + self.trailer_len()
+    }
+}
