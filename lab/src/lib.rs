@@ -3,6 +3,10 @@
 //! is removed when its owner is dropped (also while a test panics), on
 //! Ctrl-C, and — should a run be killed outright — by the next run, which
 //! deletes namespaces whose creating process no longer exists.
+//!
+//! Errors are `anyhow` on purpose, though this is a library: its callers
+//! are tests, benchmarks and the demo, where a failed step ends the run
+//! with its message and the command that failed; nothing matches on them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -31,6 +31,11 @@ struct Args {
     /// Where to write the JSON, markdown and SVG results.
     #[arg(long, default_value = "benches/results")]
     out: PathBuf,
+    /// Another causewayd binary (an earlier build, say) measured as the
+    /// implementation `causeway-baseline`: add that name to --impls to
+    /// compare a change before and after in one interleaved run.
+    #[arg(long, value_name = "CAUSEWAYD")]
+    baseline: Option<PathBuf>,
     /// Instead of measuring, rebuild the table and chart of a saved run.
     #[arg(long, value_name = "RUN.json")]
     replot: Option<PathBuf>,
@@ -135,7 +140,7 @@ fn start_uapi_daemon(kind: &str, ns: &Netns, dir: &Path, side: &Side<'_>) -> any
     Ok(p)
 }
 
-fn start_causeway(ns: &Netns, dir: &Path, side: &Side<'_>) -> anyhow::Result<Process> {
+fn start_causeway(ns: &Netns, dir: &Path, side: &Side<'_>, bin: &Path) -> anyhow::Result<Process> {
     let Side { me, peer, tunnel, peer_tunnel, peer_wan } = *side;
     let ifname = lab::unique("cb");
     let cfg = format!(
@@ -146,14 +151,14 @@ fn start_causeway(ns: &Netns, dir: &Path, side: &Side<'_>) -> anyhow::Result<Pro
     let path = dir.join(format!("{ifname}.toml"));
     lab::write_private(&path, &cfg)?;
     let log = dir.join(format!("{ifname}.log"));
-    let p = ns.spawn("causewayd", lab::causewayd_path()?, &["up", "--config", path.to_str().unwrap()], Some(&log))?;
+    let p = ns.spawn("causewayd", bin, &["up", "--config", path.to_str().unwrap()], Some(&log))?;
     if !lab::wait_for_socket(&ifname, Duration::from_secs(10)) {
         bail!("causewayd did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
     }
     Ok(p)
 }
 
-fn setup(kind: &str, dir: &Path) -> anyhow::Result<Pair> {
+fn setup(kind: &str, dir: &Path, baseline: Option<&Path>) -> anyhow::Result<Pair> {
     let a = Netns::new("bench-a")?;
     let b = Netns::new("bench-b")?;
     lab::veth(&a, "wan0", &["198.18.0.1/24"], &b, "wan0", &["198.18.0.2/24"])?;
@@ -162,7 +167,13 @@ fn setup(kind: &str, dir: &Path) -> anyhow::Result<Pair> {
     let side_a = Side { me: &ka, peer: &pb, tunnel: "10.90.0.1", peer_tunnel: "10.90.0.2", peer_wan: "198.18.0.2" };
     let side_b = Side { me: &kb, peer: &pa, tunnel: "10.90.0.2", peer_tunnel: "10.90.0.1", peer_wan: "198.18.0.1" };
     let daemons = match kind {
-        "causeway" => vec![start_causeway(&a, dir, &side_a)?, start_causeway(&b, dir, &side_b)?],
+        "causeway" | "causeway-baseline" => {
+            let bin = match kind {
+                "causeway" => lab::causewayd_path()?,
+                _ => baseline.context("causeway-baseline needs --baseline PATH")?.to_path_buf(),
+            };
+            vec![start_causeway(&a, dir, &side_a, &bin)?, start_causeway(&b, dir, &side_b, &bin)?]
+        }
         other => vec![start_uapi_daemon(other, &a, dir, &side_a)?, start_uapi_daemon(other, &b, dir, &side_b)?],
     };
     if !a.wait_for_ping("10.90.0.2", Duration::from_secs(15)) {
@@ -171,8 +182,8 @@ fn setup(kind: &str, dir: &Path) -> anyhow::Result<Pair> {
     Ok(Pair { daemons, a, b })
 }
 
-fn measure(kind: &str, secs: u32, dir: &Path) -> anyhow::Result<BTreeMap<&'static str, f64>> {
-    let mut pair = setup(kind, dir)?;
+fn measure(kind: &str, secs: u32, dir: &Path, baseline: Option<&Path>) -> anyhow::Result<BTreeMap<&'static str, f64>> {
+    let mut pair = setup(kind, dir, baseline)?;
     let pids: Vec<u32> = pair.daemons.iter().map(|d| d.pid()).collect();
     let cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
     let mut m = BTreeMap::new();
@@ -362,7 +373,8 @@ fn main() -> anyhow::Result<()> {
     for round in 1..=args.rounds {
         for imp in &args.impls {
             eprint!("round {round}/{}: {imp} … ", args.rounds);
-            let m = measure(imp, args.seconds, dir.path()).with_context(|| format!("{imp}, round {round}"))?;
+            let m = measure(imp, args.seconds, dir.path(), args.baseline.as_deref())
+                .with_context(|| format!("{imp}, round {round}"))?;
             eprintln!("{}", m.iter().map(|(k, v)| format!("{k}={v:.3}")).collect::<Vec<_>>().join(" "));
             for (k, v) in m {
                 samples.entry(imp.clone()).or_default().entry(k.to_string()).or_default().push(v);
