@@ -11,6 +11,7 @@ use causeway_wireguard::TimerAction;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::uapi;
 use causeway_dataplane::interface::Interface;
@@ -25,19 +26,18 @@ pub fn socket_path(ifname: &str) -> PathBuf {
 
 /// Binds a root-only Unix socket. A live socket of another daemon with
 /// the same name is an error; a stale file is replaced.
-pub fn bind_private_socket(path: &Path) -> anyhow::Result<UnixListener> {
-    use anyhow::Context;
+pub fn bind_private_socket(path: &Path) -> Result<UnixListener, Error> {
     let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::SocketDir { path: dir.to_path_buf(), source })?;
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!("{} is in use: another daemon serves this interface", path.display());
+            return Err(Error::SocketInUse(path.to_path_buf()));
         }
         let _ = std::fs::remove_file(path);
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))?;
+    let listener = UnixListener::bind(path).map_err(|source| Error::BindSocket { path: path.to_path_buf(), source })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot restrict {} to root", path.display()))?;
+        .map_err(|source| Error::RestrictSocket { path: path.to_path_buf(), source })?;
     Ok(listener)
 }
 

@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use anyhow::{bail, Context};
 use causeway_wireguard::StaticSecret;
 use ipnet::IpNet;
 
 use crate::control;
+use crate::error::{Chain, Error, Result};
 use causeway_dataplane::interface::Interface;
 
 use crate::gateway::Gateway;
@@ -38,6 +38,8 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+// By hand: std has no if_nametoindex, and nix would need its whole "net"
+// feature for this one call.
 fn interface_exists(name: &str) -> bool {
     let Ok(c) = std::ffi::CString::new(name) else {
         return false;
@@ -47,27 +49,22 @@ fn interface_exists(name: &str) -> bool {
 }
 
 /// Creates the TUN and the sockets and starts the workers.
-pub fn start(s: Settings) -> anyhow::Result<Running> {
+pub fn start(s: Settings) -> Result<Running> {
     // Opening a multi-queue TUN by the name of a live one attaches to it
     // and would take part of its traffic, so an existing name is refused.
     if interface_exists(&s.name) {
-        bail!(
-            "interface {} exists already (another causewayd, wireguard-go or a kernel device); \
-             choose another name or remove it first",
-            s.name
-        );
+        return Err(Error::InterfaceExists(s.name));
     }
-    let queues = causeway_dataplane::tun::create(&s.name, s.mtu, &s.addresses, s.workers).with_context(|| {
-        format!("cannot create TUN interface {} (are you root, and is /dev/net/tun present?)", s.name)
-    })?;
+    let queues = causeway_dataplane::tun::create(&s.name, s.mtu, &s.addresses, s.workers)
+        .map_err(|source| Error::CreateTun { name: s.name.clone(), source })?;
     let offload = queues[0].offload();
     let iface = Arc::new(
         Interface::new(s.name.clone(), s.private_key, s.mtu, s.workers, s.listen_port)
-            .with_context(|| format!("cannot bind UDP port {}", s.listen_port))?,
+            .map_err(|source| Error::BindUdp { port: s.listen_port, source })?,
     );
     let mut workers = Vec::new();
     for (i, q) in queues.into_iter().enumerate() {
-        let (wake_rx, wake_tx) = UnixStream::pair().context("cannot create worker wake-up pair")?;
+        let (wake_rx, wake_tx) = UnixStream::pair().map_err(Error::WakePair)?;
         wake_tx.set_nonblocking(true)?;
         iface.register_waker(wake_tx);
         let iface2 = iface.clone();
@@ -85,7 +82,7 @@ impl Running {
     /// Serves the UAPI socket and the timers until a signal or the
     /// interface's deletion, then stops everything. `ready` runs once the
     /// socket accepts connections.
-    pub fn serve(self, ready: impl FnOnce()) -> anyhow::Result<()> {
+    pub fn serve(self, ready: impl FnOnce()) -> Result<()> {
         let path = control::socket_path(&self.gw.name);
         // Declared before the runtime so it outlives the listeners: the
         // helper removes the sockets only once nobody serves them.
@@ -104,7 +101,7 @@ impl Running {
             bound.push(path.clone());
             let metrics = match self.metrics_listen {
                 Some(addr) => {
-                    let listener = crate::metrics::bind(addr).await?;
+                    let listener = crate::metrics::bind(addr).await.map_err(|e| Error::Metrics(e.into()))?;
                     tracing::info!(%addr, "serving Prometheus metrics");
                     Some(tokio::spawn(crate::metrics::serve(self.gw.iface.clone(), listener)))
                 }
@@ -149,7 +146,7 @@ impl Running {
             if let Some(m) = metrics {
                 m.abort();
             }
-            anyhow::Ok(())
+            Ok::<_, Error>(())
         });
         drop(rt);
         // Unprivileged, these fail; the helper removes them as we exit.
@@ -176,12 +173,7 @@ impl Running {
 }
 
 /// `causewayd up --config FILE`.
-pub fn up(
-    config_path: &Path,
-    name: Option<String>,
-    workers: Option<usize>,
-    ready: impl FnOnce(),
-) -> anyhow::Result<()> {
+pub fn up(config_path: &Path, name: Option<String>, workers: Option<usize>, ready: impl FnOnce()) -> Result<()> {
     let cfg = causeway_config::load(config_path)?;
     let name = name.or(cfg.interface.name.clone()).unwrap_or_else(|| "cw0".to_string());
     // Before anything is created, so an unknown user fails cleanly.
@@ -201,7 +193,7 @@ pub fn up(
     running.run_as = run_as;
     running.gw.set_config_path(config_path);
     if let Some(table) = cfg.interface.routes {
-        running.gw.install_routes(table.0, &cfg.interface.addresses).context("cannot open a netlink socket")?;
+        running.gw.install_routes(table.0, &cfg.interface.addresses).map_err(Error::Netlink)?;
     }
     let report = crate::reload::reconcile(&running.gw, &cfg);
     running.gw.sync_kernel_routes();
@@ -211,9 +203,9 @@ pub fn up(
 
 /// `causewayd IFNAME`: an empty interface configured through the UAPI, as
 /// wireguard-go starts.
-pub fn userspace(name: &str, ready: impl FnOnce()) -> anyhow::Result<()> {
+pub fn userspace(name: &str, ready: impl FnOnce()) -> Result<()> {
     if name.is_empty() || name.len() > 15 || name.contains('/') {
-        bail!("{name:?} is not a valid interface name (1 to 15 characters, no '/')");
+        return Err(Error::InvalidName(name.to_string()));
     }
     let running = start(Settings {
         name: name.to_string(),
@@ -230,11 +222,12 @@ pub fn userspace(name: &str, ready: impl FnOnce()) -> anyhow::Result<()> {
 /// child to report readiness on stdout.
 pub const READY_ENV: &str = "CAUSEWAYD_REPORT_READY";
 
-/// Tells a waiting parent why startup failed.
-pub fn report_error(e: &anyhow::Error) {
+/// Tells a waiting parent why startup failed: the error with its causes,
+/// from this library or from a binary that added context to one.
+pub fn report_error(e: &(dyn std::error::Error + 'static)) {
     if std::env::var_os(READY_ENV).is_some() {
         let mut out = std::io::stdout();
-        let _ = writeln!(out, "error: {e:#}");
+        let _ = writeln!(out, "error: {}", Chain(e));
         let _ = out.flush();
     }
 }
@@ -252,19 +245,17 @@ pub fn report_ready() {
 
 /// Runs this program again in the foreground, detached, and returns once
 /// it reports readiness (or fails), as wireguard-go does for wg-quick.
-pub fn detach(args: &[String]) -> anyhow::Result<()> {
+pub fn detach(args: &[String]) -> Result<()> {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
-    let exe = std::env::current_exe().context("cannot find my own executable")?;
+    let exe = std::env::current_exe().map_err(Error::OwnExecutable)?;
     let log = std::env::var_os("CAUSEWAYD_LOG_FILE");
     // The detached daemon outlives this process, so it must not log to our
     // stderr: writes to a closed pipe would fail. Startup errors come back
     // through the readiness pipe instead.
     let stderr = match &log {
-        Some(p) => Stdio::from(
-            std::fs::OpenOptions::new().create(true).append(true).open(p).context("cannot open CAUSEWAYD_LOG_FILE")?,
-        ),
+        Some(p) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(Error::LogFile)?),
         None => Stdio::null(),
     };
     let mut child = Command::new(exe)
@@ -276,7 +267,7 @@ pub fn detach(args: &[String]) -> anyhow::Result<()> {
         .stderr(stderr)
         .process_group(0)
         .spawn()
-        .context("cannot start the background daemon")?;
+        .map_err(Error::StartBackground)?;
     let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
     let mut line = String::new();
     let _ = stdout.read_line(&mut line);
@@ -287,5 +278,5 @@ pub fn detach(args: &[String]) -> anyhow::Result<()> {
     let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);
     let status = child.wait()?;
     let msg = format!("{line}{rest}");
-    bail!("the daemon failed to start ({status}): {}", msg.trim_start_matches("error: ").trim_end())
+    Err(Error::BackgroundFailed { status, message: msg.trim_start_matches("error: ").trim_end().to_string() })
 }

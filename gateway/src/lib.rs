@@ -6,9 +6,12 @@
 pub mod api;
 pub mod control;
 pub mod daemon;
+pub mod error;
 pub mod gateway;
 pub mod metrics;
 pub mod privileges;
 pub mod reload;
 pub mod routes;
 pub mod uapi;
+
+pub use error::{Error, Result};

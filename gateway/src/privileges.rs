@@ -7,12 +7,12 @@
 //! a root helper started beforehand removes the control sockets when the
 //! daemon exits, however it exits.
 
-use std::ffi::CString;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use caps::{CapSet, Capability, CapsHashSet};
+use nix::unistd::{Gid, Uid, User};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {
@@ -35,30 +35,18 @@ pub struct Ids {
     pub gid: libc::gid_t,
 }
 
+/// A name with a NUL byte cannot be in the database: nix reports it as
+/// absent, as any unknown name.
 pub fn lookup(user: &str) -> Result<Ids, PrivilegeError> {
-    let name = CString::new(user).map_err(|_| PrivilegeError::UnknownUser(user.to_string()))?;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: passwd is plain old data; zeroed is a valid value to be filled.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer refers to live memory of the stated size; the
-    // strings in `pwd` point into `buf`, which outlives their use here.
-    let rc = unsafe { libc::getpwnam_r(name.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 {
-        return Err(PrivilegeError::Lookup { user: user.to_string(), source: io::Error::from_raw_os_error(rc) });
+    match User::from_name(user) {
+        Ok(Some(u)) => Ok(Ids { uid: u.uid.as_raw(), gid: u.gid.as_raw() }),
+        Ok(None) => Err(PrivilegeError::UnknownUser(user.to_string())),
+        Err(errno) => Err(PrivilegeError::Lookup { user: user.to_string(), source: errno.into() }),
     }
-    if result.is_null() {
-        return Err(PrivilegeError::UnknownUser(user.to_string()));
-    }
-    Ok(Ids { uid: pwd.pw_uid, gid: pwd.pw_gid })
 }
 
-fn check(what: &'static str, rc: libc::c_int) -> Result<(), PrivilegeError> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(PrivilegeError::Syscall { what, source: io::Error::last_os_error() })
-    }
+fn check(what: &'static str, result: nix::Result<()>) -> Result<(), PrivilegeError> {
+    result.map_err(|errno| PrivilegeError::Syscall { what, source: errno.into() })
 }
 
 /// Switches the whole process to `ids` and keeps CAP_NET_ADMIN on the
@@ -74,23 +62,17 @@ pub fn drop_to(ids: Ids) -> Result<(), PrivilegeError> {
             caps::drop(None, CapSet::Bounding, cap)?;
         }
     }
-    // SAFETY: prctl with PR_SET_KEEPCAPS takes one integer argument.
-    check("prctl(PR_SET_KEEPCAPS)", unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) })?;
+    check("prctl(PR_SET_KEEPCAPS)", nix::sys::prctl::set_keepcaps(true))?;
     // glibc applies setgroups, setgid and setuid to every thread.
-    // SAFETY: an empty group list needs no buffer.
-    check("setgroups", unsafe { libc::setgroups(0, std::ptr::null()) })?;
-    // SAFETY: plain id arguments.
-    check("setgid", unsafe { libc::setgid(ids.gid) })?;
-    // SAFETY: plain id argument.
-    check("setuid", unsafe { libc::setuid(ids.uid) })?;
+    check("setgroups", nix::unistd::setgroups(&[]))?;
+    check("setgid", nix::unistd::setgid(Gid::from_raw(ids.gid)))?;
+    check("setuid", nix::unistd::setuid(Uid::from_raw(ids.uid)))?;
     caps::set(None, CapSet::Effective, &keep)?;
     caps::set(None, CapSet::Permitted, &keep)?;
     caps::clear(None, CapSet::Inheritable)?;
-    // SAFETY: prctl with PR_SET_KEEPCAPS takes one integer argument.
-    check("prctl(PR_SET_KEEPCAPS)", unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) })?;
+    check("prctl(PR_SET_KEEPCAPS)", nix::sys::prctl::set_keepcaps(false))?;
     // Going back to root must be impossible.
-    // SAFETY: plain id argument; expected to fail.
-    if unsafe { libc::setuid(0) } == 0 {
+    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
         return Err(PrivilegeError::Syscall { what: "dropping root", source: io::Error::other("setuid(0) succeeded") });
     }
     Ok(())
@@ -117,6 +99,8 @@ pub fn spawn_cleanup(paths: &[PathBuf]) -> Result<Child, PrivilegeError> {
 pub fn cleanup_after_parent(paths: &[PathBuf]) {
     // systemd and terminals signal the whole group at stop; the helper's
     // job comes right after, when the daemon is gone.
+    // By hand: nix's signal() is as unsafe as libc's, so it would add
+    // nothing here.
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         // SAFETY: installing SIG_IGN runs no code in signal context.
         unsafe { libc::signal(sig, libc::SIG_IGN) };

@@ -62,23 +62,29 @@ pub struct PeerChange {
     pub allowed_ips: Vec<IpNet>,
 }
 
+/// 64 hex digits (either case) into a key, decoded straight into a buffer
+/// wiped on drop, so no copy of a private or preshared key is left behind.
 fn hex_key(v: &str) -> Option<Zeroizing<[u8; 32]>> {
-    if v.len() != 64 {
-        return None;
-    }
     let mut out = Zeroizing::new([0u8; 32]);
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(v.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    // Refuses any length but 64 and any non-hex byte.
+    hex::decode_to_slice(v, &mut out[..]).ok()?;
     Some(out)
 }
 
-fn hex(b: &[u8; 32]) -> String {
-    let mut s = String::with_capacity(64);
-    for x in b {
-        let _ = write!(s, "{x:02x}");
+/// A key in lower-case hex, kept on the stack and wiped on drop: private
+/// and preshared keys pass through it on their way into a `get` response.
+struct Hex(Zeroizing<[u8; 64]>);
+
+fn hex(key: &[u8; 32]) -> Hex {
+    let mut digits = Zeroizing::new([0u8; 64]);
+    hex::encode_to_slice(key, &mut digits[..]).expect("64 bytes hold 32 bytes in hex");
+    Hex(digits)
+}
+
+impl std::fmt::Display for Hex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::str::from_utf8(&self.0[..]).expect("hex digits are ASCII"))
     }
-    s
 }
 
 /// Parses the body of a `set=1` request (the lines after `set=1`, up to the
@@ -296,7 +302,7 @@ mod tests {
     use super::*;
 
     fn k(b: u8) -> String {
-        hex(&[b; 32])
+        hex(&[b; 32]).to_string()
     }
 
     #[test]
@@ -349,7 +355,14 @@ mod tests {
     #[test]
     fn hex_round_trip() {
         let key = [0xabu8; 32];
-        assert_eq!(*hex_key(&hex(&key)).unwrap(), key);
+        assert_eq!(hex(&key).to_string(), "ab".repeat(32));
+        assert_eq!(*hex_key(&hex(&key).to_string()).unwrap(), key);
+        assert_eq!(*hex_key(&"AB".repeat(32)).unwrap(), key, "wg may send upper case");
         assert!(hex_key(&"g".repeat(64)).is_none());
+        assert!(hex_key(&"a".repeat(63)).is_none());
+        assert!(hex_key(&"a".repeat(66)).is_none());
+        assert!(hex_key("").is_none());
+        // u8::from_str_radix, used before, took a sign: "+a" was 0x0a.
+        assert!(hex_key(&"+a".repeat(32)).is_none());
     }
 }

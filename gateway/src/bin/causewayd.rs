@@ -88,8 +88,9 @@ fn main() {
             }
         },
     };
-    if let Err(e) = result {
-        causeway_gateway::daemon::report_error(&e);
+    // The library's errors carry their causes; anyhow prints the chain.
+    if let Err(e) = result.map_err(anyhow::Error::from) {
+        causeway_gateway::daemon::report_error(e.as_ref());
         eprintln!("causewayd: {e:#}");
         std::process::exit(1);
     }
