@@ -18,11 +18,12 @@ use nix::unistd::{Gid, Uid, User};
 pub enum PrivilegeError {
     #[error("user {0:?} does not exist")]
     UnknownUser(String),
-    #[error("cannot look up user {user:?}: {source}")]
+    // The cause is the error's source: `{:#}` prints it once, after this.
+    #[error("cannot look up user {user:?}")]
     Lookup { user: String, source: io::Error },
-    #[error("{what} failed: {source}")]
+    #[error("{what} failed")]
     Syscall { what: &'static str, source: io::Error },
-    #[error("cannot set capabilities: {0}")]
+    #[error("cannot set capabilities")]
     Caps(#[from] caps::errors::CapsError),
     #[error("cannot start the socket clean-up helper: {0}")]
     Helper(io::Error),
@@ -130,6 +131,14 @@ mod tests {
         assert_eq!(lookup("root").unwrap(), Ids { uid: 0, gid: 0 });
         assert!(matches!(lookup("no-such-user-causeway"), Err(PrivilegeError::UnknownUser(_))));
         assert!(matches!(lookup("bad\0name"), Err(PrivilegeError::UnknownUser(_))));
+    }
+
+    #[test]
+    fn a_failed_call_names_its_cause_once() {
+        let e = crate::Error::from(PrivilegeError::Syscall { what: "setuid", source: io::Error::from_raw_os_error(1) });
+        let shown = crate::error::Chain(&e).to_string();
+        assert_eq!(shown.matches("Operation not permitted").count(), 1, "{shown}");
+        assert!(shown.starts_with("setuid failed: "), "{shown}");
     }
 
     #[test]
