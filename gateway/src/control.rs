@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::uapi;
 use causeway_dataplane::interface::Interface;
+use causeway_dataplane::io::Socket;
 use causeway_dataplane::wireguard::{send_initiation, send_keepalive};
 
 /// Where wg and wg-quick look for a userspace interface's socket.
@@ -144,6 +145,28 @@ fn refresh_names(iface: &Interface) {
     }
 }
 
+/// Sends a first handshake initiation to a peer that has an endpoint, no
+/// session and has never been contacted: at start-up, and as soon as a
+/// peer is configured later, whichever way (`wg setconf` as wg-quick and
+/// wg-quick@.service run it, `tunctl peer add`, a reload). A gateway that
+/// restarts (a crash, an upgrade) thus reaches out at once: the other side
+/// still holds the old session and would wait 15 s before noticing that
+/// its packets go unanswered. Retries are the protocol's timers' (and
+/// REKEY_TIMEOUT limits them), so this fires once per peer.
+fn reach_out(
+    iface: &Gateway,
+    peer: &causeway_dataplane::peer::PeerState,
+    sock: &dyn Socket,
+    now: causeway_wireguard::Time,
+) {
+    let untouched = peer.handshakes_initiated.load(std::sync::atomic::Ordering::Relaxed) == 0
+        && peer.crypto.current_keypair().is_none()
+        && !peer.crypto.handshake_in_flight();
+    if untouched && peer.endpoint().is_some() {
+        send_initiation(iface, peer, sock, now);
+    }
+}
+
 /// Runs every peer's protocol timers until the interface shuts down.
 /// 100 ms of granularity is well inside the protocol's tolerances (the
 /// smallest timer is the 5 s handshake retry with up to 333 ms of jitter).
@@ -153,17 +176,6 @@ pub async fn run_timers(iface: Arc<Gateway>) {
     let mut ticks: u64 = 0;
     let mut last_sample = iface.clock.now();
     let mut last_refresh = iface.clock.now();
-    // A gateway that restarts (a crash, an upgrade) reaches out at once: the
-    // other side still holds the old session and would wait 15 s before
-    // noticing that its packets go unanswered.
-    {
-        let sockets = iface.sockets();
-        for peer in iface.peers() {
-            if peer.endpoint().is_some() {
-                send_initiation(&iface, &peer, &*sockets.sockets[0], iface.clock.now());
-            }
-        }
-    }
     while !iface.is_shutting_down() {
         tick.tick().await;
         ticks += 1;
@@ -171,6 +183,7 @@ pub async fn run_timers(iface: Arc<Gateway>) {
         let sockets = iface.sockets();
         let sock = &*sockets.sockets[0];
         for peer in iface.peers() {
+            reach_out(&iface, &peer, sock, now);
             failover(&peer, now);
             while let Some(action) = iface.device.poll_timers(&peer.crypto, now) {
                 match action {
