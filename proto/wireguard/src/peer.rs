@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use zeroize::Zeroizing;
 
-use crate::handshake::{self, HandshakeState, PartialInitiation};
+use crate::handshake::{self, HandshakeState, InitiatorState, PartialInitiation};
 use crate::messages::{INITIATION_LEN, RESPONSE_LEN};
 use crate::{
     CookieGenerator, Error, Keypair, PresharedKey, PublicKey, StaticSecret, Tai64N, Time, Timers,
@@ -79,6 +79,13 @@ impl Keypairs {
 
 pub(crate) struct HandshakeSlot {
     pub(crate) state: HandshakeState,
+    /// Our own initiation, kept while we answer the peer's: when both ends
+    /// initiate at once (both restarted together), each answers the other
+    /// and still completes its own, so a session exists after one round
+    /// trip instead of both ending as unconfirmed responders that wait out
+    /// REKEY_TIMEOUT. A stock peer that drops its own initiation instead
+    /// still gets ours answered, so the wire behaviour stays compatible.
+    kept_initiation: Option<InitiatorState>,
     /// DH(our static, peer static), or the reason there is none (low order).
     static_static: Result<Zeroizing<[u8; 32]>, Error>,
     psk: PresharedKey,
@@ -135,6 +142,7 @@ impl Peer {
             remote,
             handshake: Mutex::new(HandshakeSlot {
                 state: HandshakeState::None,
+                kept_initiation: None,
                 static_static: Self::static_static(local, &remote),
                 psk: psk.unwrap_or_default(),
                 latest_timestamp: None,
@@ -295,7 +303,9 @@ impl Peer {
         }
         let ss = hs.static_static.as_ref().map_err(|e| *e)?;
         let (mut msg, state) = handshake::create_initiation(local, &self.remote, ss, local_index, wall)?;
-        let replaced = hs.state.initiation_index();
+        // A kept initiation is superseded by this one, like one in flight.
+        let kept = hs.kept_initiation.take().map(|k| k.local_index);
+        let replaced = hs.state.initiation_index().or(kept);
         hs.state = HandshakeState::InitiationSent(state);
         hs.last_initiation_sent = Some(now);
         let retry = self.timers.handshake_in_progress();
@@ -322,6 +332,9 @@ impl Peer {
         }
         hs.latest_timestamp = Some(ts);
         hs.last_initiation_consumed = Some(now);
+        if let HandshakeState::InitiationSent(ours) = std::mem::take(&mut hs.state) {
+            hs.kept_initiation = Some(ours);
+        }
         hs.state = HandshakeState::InitiationConsumed(state);
         Ok(())
     }
@@ -343,6 +356,9 @@ impl Peer {
             }
         };
         let (mut msg, kp) = handshake::create_response(state, &self.remote, &hs.psk, local_index, now)?;
+        if let Some(ours) = hs.kept_initiation.take() {
+            hs.state = HandshakeState::InitiationSent(ours);
+        }
         drop(hs);
         self.cookies.add_macs(&mut msg, now);
         self.timers.on_session_derived(now);
@@ -359,11 +375,17 @@ impl Peer {
         now: Time,
     ) -> Result<Keypair, Error> {
         let mut hs = self.hs();
-        let kp = match &hs.state {
-            HandshakeState::InitiationSent(s) => handshake::consume_response(s, msg, local, &hs.psk, now)?,
+        let kp = match (&hs.state, hs.kept_initiation.as_ref()) {
+            (HandshakeState::InitiationSent(s), _) | (_, Some(s)) => {
+                handshake::consume_response(s, msg, local, &hs.psk, now)?
+            }
             _ => return Err(Error::UnexpectedResponse),
         };
-        hs.state = HandshakeState::None;
+        if hs.state.initiation_index().is_some() {
+            hs.state = HandshakeState::None;
+        } else {
+            hs.kept_initiation = None;
+        }
         drop(hs);
         self.timers.on_session_derived(now);
         self.on_handshake_complete(now);
@@ -373,7 +395,8 @@ impl Peer {
     /// Forgets the handshake in flight; returns its index for removal.
     pub(crate) fn clear_handshake(&self) -> Option<u32> {
         let mut hs = self.hs();
-        let idx = hs.state.initiation_index();
+        let kept = hs.kept_initiation.take().map(|k| k.local_index);
+        let idx = hs.state.initiation_index().or(kept);
         hs.state = HandshakeState::None;
         idx
     }

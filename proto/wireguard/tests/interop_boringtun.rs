@@ -343,3 +343,31 @@ fn mangled(genuine: &[u8], sealed_at: usize, mac_at: usize, remac: Option<&Publi
     v.push(bad_tag);
     v
 }
+
+/// Causeway and boringtun initiate at the same moment. boringtun does what
+/// stock WireGuard does (its own handshake gives way to the peer's, and
+/// our answer to it is refused); Causeway keeps its own handshake while it
+/// answers, so boringtun's answer to it completes a session at once.
+#[test]
+fn crossing_initiations_with_boringtun_give_a_session_after_one_round_trip() {
+    let mut p = pair(false, 0, None);
+    let init_cw = p.cw.send(&pkt(1), &p.clock);
+    let init_bt = p.bt.send(&reply(1));
+    assert_eq!((msg_type(&init_cw[0]), msg_type(&init_bt[0])), (1, 1), "both initiate");
+    let to_cw = p.bt.receive(&init_cw[0], p.cw.addr);
+    let to_bt = p.cw.receive(&init_bt[0], p.bt.addr, &p.clock).unwrap();
+    pump(&mut p.bt, &mut p.cw, to_cw, &p.clock);
+    assert_eq!(p.cw.sessions_established, 1, "boringtun's answer completed ours");
+    assert_eq!(p.bt.delivered, vec![pkt(1)], "our waiting packet went through");
+    // Our answer to boringtun's abandoned initiation is refused there,
+    // which changes nothing.
+    pump(&mut p.cw, &mut p.bt, to_bt, &p.clock);
+    for n in 2..6 {
+        data_both_ways(&mut p, n);
+    }
+    assert_eq!(p.bt.delivered, (1..6).map(pkt).collect::<Vec<_>>());
+    assert!((2..6).all(|n| p.cw.delivered.contains(&reply(n))), "every reply arrived");
+    // boringtun sends its abandoned initiation once more; it is refused
+    // as the replay it is.
+    assert!(p.cw.errors.iter().all(|e| *e == Error::ReplayedInitiation), "{:?}", p.cw.errors);
+}

@@ -228,3 +228,34 @@ fn one_peer_from_many_threads() {
     let unique: std::collections::HashSet<_> = received.iter().collect();
     assert_eq!(unique.len(), 6000);
 }
+
+/// Both ends start a handshake at the same moment, as two gateways
+/// restarted together do, and the initiations cross on the wire. Each
+/// answers the other's and keeps its own, so both complete at once: the
+/// packets that started the handshakes arrive after one round trip, and
+/// later data flows both ways with no timer involved.
+#[test]
+fn crossing_initiations_give_sessions_after_one_round_trip() {
+    let (clock, mut a, mut b) = two(0);
+    let init_a = a.send(&pkt(1), &clock);
+    let init_b = b.send(&pkt(2), &clock);
+    assert_eq!((msg_type(&init_a[0]), msg_type(&init_b[0])), (1, 1), "both initiate");
+    let resp_b = b.receive(&init_a[0], a.addr, &clock).unwrap();
+    let resp_a = a.receive(&init_b[0], b.addr, &clock).unwrap();
+    assert_eq!((msg_type(&resp_a[0]), msg_type(&resp_b[0])), (2, 2), "each answers the other");
+    pump(&mut b, &mut a, resp_b, &clock);
+    pump(&mut a, &mut b, resp_a, &clock);
+    assert_eq!((a.sessions_established, b.sessions_established), (1, 1), "both completed their own");
+    assert_eq!(b.delivered, [pkt(1)]);
+    assert_eq!(a.delivered, [pkt(2)]);
+    for n in 3..10 {
+        let out = a.send(&pkt(n), &clock);
+        pump(&mut a, &mut b, out, &clock);
+        let out = b.send(&pkt(n + 100), &clock);
+        pump(&mut b, &mut a, out, &clock);
+    }
+    assert_eq!(b.delivered.len(), 8);
+    assert_eq!(a.delivered.len(), 8);
+    assert!(a.errors.is_empty() && b.errors.is_empty(), "{:?} {:?}", a.errors, b.errors);
+    assert!(a.dev.index_count() <= 3 && b.dev.index_count() <= 3, "no handshake index left behind");
+}
