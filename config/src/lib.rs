@@ -8,6 +8,7 @@
 mod error;
 mod key;
 mod locate;
+pub mod rules;
 mod schema;
 mod types;
 mod validate;
