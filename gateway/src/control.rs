@@ -2,8 +2,6 @@
 //! here runs on the data path; it reaches the workers only through the
 //! shared `Gateway` and the data plane's `Interface` it wraps.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,30 +14,8 @@ use crate::uapi;
 use causeway_dataplane::interface::Interface;
 use causeway_dataplane::send::{send_initiation, send_keepalive};
 
-/// Where wg and wg-quick look for a userspace interface's socket.
-pub const SOCKET_DIR: &str = "/var/run/wireguard";
-
-pub fn socket_path(ifname: &str) -> PathBuf {
-    Path::new(SOCKET_DIR).join(format!("{ifname}.sock"))
-}
-
-/// Binds a root-only Unix socket. A live socket of another daemon with
-/// the same name is an error; a stale file is replaced.
-pub fn bind_private_socket(path: &Path) -> anyhow::Result<UnixListener> {
-    use anyhow::Context;
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!("{} is in use: another daemon serves this interface", path.display());
-        }
-        let _ = std::fs::remove_file(path);
-    }
-    let listener = UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot restrict {} to root", path.display()))?;
-    Ok(listener)
-}
+/// daemon.rs still calls them by these names; new code uses `sockets`.
+pub use crate::sockets::{bind_private_socket, uapi_socket_path as socket_path};
 
 pub async fn serve_uapi(iface: Arc<Gateway>, listener: UnixListener) {
     loop {

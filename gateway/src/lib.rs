@@ -11,4 +11,5 @@ pub mod metrics;
 pub mod privileges;
 pub mod reload;
 pub mod routes;
+pub mod sockets;
 pub mod uapi;
