@@ -10,6 +10,7 @@
 mod error;
 mod key;
 mod locate;
+pub mod rules;
 mod schema;
 mod types;
 mod validate;

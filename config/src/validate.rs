@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::key::{parse_key, read_key_file};
 use crate::locate::{join, key_at, line_of, table_at};
+use crate::rules;
 use crate::schema::{RawConfig, RawInterface, RawPeer};
 use crate::types::{
     Config, Endpoint, Interface, Peer, RouteTable, DEFAULT_DNS_REFRESH, DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT,
@@ -160,18 +161,12 @@ impl Checker<'_> {
         let span = raw.span();
         let raw = raw.get_ref();
         let before = self.problems.len();
-        let name = raw.name.as_ref().and_then(|n| {
-            let ok = !n.get_ref().is_empty()
-                && n.get_ref().len() <= 15
-                && n.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-            if !ok {
-                self.report(
-                    n.span(),
-                    join(t, "name"),
-                    "expected an interface name of 1 to 15 characters from a-z, A-Z, 0-9, '-', '_', '.'",
-                );
+        let name = raw.name.as_ref().and_then(|n| match rules::interface_name(n.get_ref()) {
+            Ok(()) => Some(n.get_ref().clone()),
+            Err(e) => {
+                self.report(n.span(), join(t, "name"), e);
+                None
             }
-            ok.then(|| n.get_ref().clone())
         });
         let key = self.key(
             t,
@@ -193,15 +188,10 @@ impl Checker<'_> {
                 format!("expected an MTU from {min} to {MAX_MTU}{why}, got {mtu}"),
             );
         }
-        let workers = raw.workers.as_ref().and_then(|w| match *w.get_ref() {
-            0 => None,
-            n @ 1..=1024 => Some(n as usize),
-            n => {
-                self.report(
-                    w.span(),
-                    join(t, "workers"),
-                    format!("expected 1 to 1024 worker threads (or 0 for one per core), got {n}"),
-                );
+        let workers = raw.workers.as_ref().and_then(|w| match rules::workers(u64::from(*w.get_ref())) {
+            Ok(n) => n,
+            Err(e) => {
+                self.report(w.span(), join(t, "workers"), e);
                 None
             }
         });
@@ -279,21 +269,13 @@ impl Checker<'_> {
         let raw = raw.get_ref();
         let before = self.problems.len();
         let name = match &raw.name {
-            Some(n)
-                if !n.get_ref().is_empty()
-                    && n.get_ref().len() <= 64
-                    && n.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
-            {
-                Some(n.get_ref().clone())
-            }
-            Some(n) => {
-                self.report(
-                    n.span(),
-                    join(&t, "name"),
-                    "expected a name of 1 to 64 characters from a-z, A-Z, 0-9, '-', '_', '.'",
-                );
-                None
-            }
+            Some(n) => match rules::peer_name(n.get_ref()) {
+                Ok(()) => Some(n.get_ref().clone()),
+                Err(e) => {
+                    self.report(n.span(), join(&t, "name"), e);
+                    None
+                }
+            },
             None => {
                 self.report(span.clone(), &t, "missing name: every peer needs one, such as name = \"dc-east\"");
                 None
@@ -327,15 +309,9 @@ impl Checker<'_> {
             raw.allowed_ips.iter().filter_map(|a| self.prefix(&join(&t, "allowed_ips"), a, false)).collect();
         let failover_after = match &raw.failover_after {
             None => Some(DEFAULT_FAILOVER_AFTER),
-            Some(f) if (1..=3600).contains(f.get_ref()) => Some(std::time::Duration::from_secs(*f.get_ref() as u64)),
-            Some(f) => {
-                self.report(
-                    f.span(),
-                    join(&t, "failover_after"),
-                    format!("expected 1 to 3600 seconds, got {}", f.get_ref()),
-                );
-                None
-            }
+            Some(f) => rules::failover_after(u64::from(*f.get_ref()))
+                .map_err(|e| self.report(f.span(), join(&t, "failover_after"), e))
+                .ok(),
         };
         if self.problems.len() != before {
             return None;

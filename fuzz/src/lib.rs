@@ -173,7 +173,7 @@ pub fn control_api(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let line = text.split('\n').next().unwrap_or_default();
     with_interface(|iface| {
-        let reply = causeway_gateway::api::handle(iface, line);
+        let reply = serde_json::to_value(causeway_gateway::api::handle(iface, line)).expect("a reply encodes");
         let obj = reply.as_object().expect("an object");
         assert_eq!(obj.len(), 1, "{reply}");
         assert!(obj.contains_key("ok") || obj.contains_key("error"), "{reply}");

@@ -2,8 +2,6 @@
 //! here runs on the data path; it reaches the workers only through the
 //! shared `Gateway` and the data plane's `Interface` it wraps.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,36 +9,11 @@ use causeway_wireguard::TimerAction;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::uapi;
 use causeway_dataplane::interface::Interface;
 use causeway_dataplane::io::Socket;
 use causeway_dataplane::wireguard::{send_initiation, send_keepalive};
-
-/// Where wg and wg-quick look for a userspace interface's socket.
-pub const SOCKET_DIR: &str = "/var/run/wireguard";
-
-pub fn socket_path(ifname: &str) -> PathBuf {
-    Path::new(SOCKET_DIR).join(format!("{ifname}.sock"))
-}
-
-/// Binds a root-only Unix socket. A live socket of another daemon with
-/// the same name is an error; a stale file is replaced.
-pub fn bind_private_socket(path: &Path) -> Result<UnixListener, Error> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(|source| Error::SocketDir { path: dir.to_path_buf(), source })?;
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(Error::SocketInUse(path.to_path_buf()));
-        }
-        let _ = std::fs::remove_file(path);
-    }
-    let listener = UnixListener::bind(path).map_err(|source| Error::BindSocket { path: path.to_path_buf(), source })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|source| Error::RestrictSocket { path: path.to_path_buf(), source })?;
-    Ok(listener)
-}
 
 pub async fn serve_uapi(iface: Arc<Gateway>, listener: UnixListener) {
     loop {

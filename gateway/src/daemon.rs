@@ -83,7 +83,7 @@ impl Running {
     /// interface's deletion, then stops everything. `ready` runs once the
     /// socket accepts connections.
     pub fn serve(self, ready: impl FnOnce()) -> Result<()> {
-        let path = control::socket_path(&self.gw.name);
+        let path = crate::sockets::uapi_socket_path(&self.gw.name);
         // Declared before the runtime so it outlives the listeners: the
         // helper removes the sockets only once nobody serves them.
         let mut cleanup = None;
@@ -91,13 +91,13 @@ impl Running {
         // in use belongs to another daemon.
         let mut bound = Vec::new();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let api_path = crate::api::socket_path(&self.gw.name);
+        let api_path = crate::sockets::api_socket_path(&self.gw.name);
         let result = rt.block_on(async {
             // The API socket first: whoever sees the UAPI socket (wg, tunctl's
             // callers, scripts waiting for start-up) may use the API at once.
-            let api_listener = control::bind_private_socket(&api_path)?;
+            let api_listener = crate::sockets::bind_private_socket(&api_path)?;
             bound.push(api_path.clone());
-            let listener = control::bind_private_socket(&path)?;
+            let listener = crate::sockets::bind_private_socket(&path)?;
             bound.push(path.clone());
             let metrics = match self.metrics_listen {
                 Some(addr) => {

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod privileges;
 pub mod reload;
 pub mod routes;
+pub mod sockets;
 pub mod uapi;
 
 pub use error::{Error, Result};

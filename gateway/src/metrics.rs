@@ -3,11 +3,9 @@
 //! Values live where the data path already keeps them (peer counters,
 //! drop counters, worker statistics); a scrape reads them into a fresh
 //! prometheus-client registry and encodes it, so the data path does no
-//! extra work for metrics.
+//! extra work for metrics. The HTTP side is in `http`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use prometheus_client::encoding::text::encode;
@@ -15,11 +13,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use causeway_dataplane::counters::Drop;
 use causeway_dataplane::interface::Interface;
+
+mod http;
+pub use http::{bind, serve};
 
 type Labels = Vec<(String, String)>;
 
@@ -97,44 +96,6 @@ pub fn render(iface: &Interface) -> String {
     // Encoding into a String cannot fail.
     let _ = encode(&mut out, &r);
     out
-}
-
-/// Serves `GET /metrics` (anything else is 404) until the task is dropped.
-pub async fn serve(iface: Arc<Interface>, listener: TcpListener) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
-        let iface = iface.clone();
-        tokio::spawn(async move {
-            // Read the request head (it may come in several segments), at
-            // most 2 KiB and 5 s: a scraper sends a few lines.
-            let mut req = [0u8; 2048];
-            let mut n = 0;
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-            while n < req.len() && !req[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                match tokio::time::timeout_at(deadline, stream.read(&mut req[n..])).await {
-                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-                    Ok(Ok(k)) => n += k,
-                }
-            }
-            let head = String::from_utf8_lossy(&req[..n]);
-            let response = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
-                let body = render(&iface);
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
-            };
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
-    }
-}
-
-/// Binds the metrics listener.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    use anyhow::Context;
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))
 }
 
 #[cfg(test)]

@@ -215,7 +215,7 @@ pub fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 's
 /// Asks a running causewayd for its status over the control API.
 pub fn api_status(ifname: &str) -> anyhow::Result<serde_json::Value> {
     use std::io::{BufRead, BufReader, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(causeway_gateway::api::socket_path(ifname))?;
+    let mut s = std::os::unix::net::UnixStream::connect(causeway_gateway::sockets::api_socket_path(ifname))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     writeln!(s, "{{\"op\":\"status\"}}")?;
     let mut line = String::new();
@@ -342,7 +342,7 @@ pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Waits until the UAPI socket of `ifname` exists.
 pub fn wait_for_socket(ifname: &str, timeout: Duration) -> bool {
-    let path = causeway_gateway::control::socket_path(ifname);
+    let path = causeway_gateway::sockets::uapi_socket_path(ifname);
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if std::os::unix::net::UnixStream::connect(&path).is_ok() {
@@ -356,7 +356,7 @@ pub fn wait_for_socket(ifname: &str, timeout: Duration) -> bool {
 /// Sends one UAPI request (`get=1\n\n` or `set=1\n…\n\n`) and returns the reply.
 pub fn uapi(ifname: &str, request: &str) -> anyhow::Result<String> {
     use std::io::{BufRead, BufReader, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(causeway_gateway::control::socket_path(ifname))?;
+    let mut s = std::os::unix::net::UnixStream::connect(causeway_gateway::sockets::uapi_socket_path(ifname))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.write_all(request.as_bytes())?;
     let mut reply = String::new();

@@ -157,7 +157,8 @@ pub fn scrape_metrics(ns: &Netns, path: &str) -> String {
     lab::in_netns(ns, move || {
         let mut s = std::net::TcpStream::connect("127.0.0.1:9586").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap();
+        // Read to the end, so ask for the end: HTTP/1.1 keeps connections open.
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out

@@ -124,7 +124,10 @@ fn a_second_daemon_for_a_running_interface_is_refused() {
 
     // The running daemon lost nothing: its queues, its sockets, its API.
     assert_eq!(queues(&a), before, "no queue was attached or taken");
-    for path in [causeway_gateway::control::socket_path(&gw.ifname), causeway_gateway::api::socket_path(&gw.ifname)] {
+    for path in [
+        causeway_gateway::sockets::uapi_socket_path(&gw.ifname),
+        causeway_gateway::sockets::api_socket_path(&gw.ifname),
+    ] {
         assert!(path.exists(), "{} is still there", path.display());
     }
     assert!(lab::api_status(&gw.ifname).is_ok(), "the first daemon still answers");

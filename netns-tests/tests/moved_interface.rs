@@ -60,7 +60,7 @@ fn interface_moved_to_another_namespace() {
         Some(0),
         "the daemon exits cleanly once its interface is deleted"
     );
-    assert!(!causeway_gateway::control::socket_path(&ga.ifname).exists(), "and removes its socket");
+    assert!(!causeway_gateway::sockets::uapi_socket_path(&ga.ifname).exists(), "and removes its socket");
 }
 
 /// Both daemons in one namespace talking over loopback (MTU 65536), their

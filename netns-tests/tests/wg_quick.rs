@@ -48,7 +48,7 @@ fn wg_quick_with_causewayd() {
     assert!(show.contains("latest handshake") && show.contains("10.67.0.2/32"), "{show}");
     let down = a.command("wg-quick").args(["down", conf.to_str().unwrap()]).output().unwrap();
     assert!(down.status.success(), "wg-quick down: {}", String::from_utf8_lossy(&down.stderr));
-    let socket = causeway_gateway::control::socket_path(&ifname);
+    let socket = causeway_gateway::sockets::uapi_socket_path(&ifname);
     for _ in 0..100 {
         if !socket.exists() {
             break;

@@ -42,13 +42,19 @@ enum Command {
         #[arg(short, long)]
         interface: Option<String>,
         /// Data-plane worker threads (default: the config's, else one per core).
-        #[arg(short, long)]
+        #[arg(short, long, value_parser = workers)]
         workers: Option<usize>,
     },
     /// Internal: started by `up` before it drops root; removes the control
     /// sockets once the daemon has exited.
     #[command(hide = true)]
     CleanupSockets { paths: Vec<PathBuf> },
+}
+
+/// `--workers`, by the configuration's rule; 0 is one per core, as there.
+fn workers(arg: &str) -> Result<usize, String> {
+    let n = arg.parse::<u64>().map_err(|_| format!("expected a number of threads, got {arg:?}"))?;
+    Ok(causeway_config::rules::workers(n)?.unwrap_or_else(causeway_gateway::daemon::default_workers))
 }
 
 fn init_logging() {

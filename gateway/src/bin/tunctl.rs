@@ -7,9 +7,15 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use base64::Engine;
+use causeway_gateway::api::types::{PeerChange, PeerStatus, Reply, Request, SecretText, Status, WorkerCounters};
 use causeway_wireguard::{PresharedKey, StaticSecret};
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+
+// A module of this binary; a file directly in src/bin/ would be taken for
+// another binary.
+#[path = "tunctl/import_wg.rs"]
+mod import_wg;
 
 /// Inspect and manage Causeway gateways.
 ///
@@ -148,28 +154,44 @@ struct PeerFields {
 }
 
 impl PeerFields {
-    fn into_json(self, mut req: Value) -> anyhow::Result<Value> {
-        if !self.endpoints.is_empty() {
-            req["endpoints"] = json!(self.endpoints);
-        }
-        if !self.allowed_ips.is_empty() {
-            req["allowed_ips"] = json!(self.allowed_ips);
-        }
-        if let Some(k) = self.keepalive {
-            req["persistent_keepalive"] = json!(k);
-        }
-        if let Some(f) = self.preshared_key_file {
-            let text = zeroize::Zeroizing::new(
-                std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?,
-            );
-            req["preshared_key"] = json!(text.trim());
-        }
-        Ok(req)
+    /// The request's fields; lists given replace the peer's.
+    fn into_change(self, name: Option<String>, public_key: Option<String>) -> anyhow::Result<PeerChange> {
+        let preshared_key = match self.preshared_key_file {
+            Some(f) => {
+                let text = zeroize::Zeroizing::new(
+                    std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?,
+                );
+                Some(SecretText(zeroize::Zeroizing::new(text.trim().to_string())))
+            }
+            None => None,
+        };
+        let list = |l: Vec<String>| (!l.is_empty()).then_some(l);
+        Ok(PeerChange {
+            name,
+            public_key,
+            preshared_key,
+            endpoints: list(self.endpoints),
+            allowed_ips: list(self.allowed_ips),
+            persistent_keepalive: self.keepalive,
+            failover_after: None,
+        })
     }
 }
 
-fn request(interface: &str, req: Value) -> anyhow::Result<Value> {
-    let path = causeway_gateway::api::socket_path(interface);
+/// One reply line as `T`. A reply that does not parse as `T` (say, a
+/// field renamed by another version of causewayd) is an error: printing
+/// zeros for it would mislead.
+fn parse_reply<T: DeserializeOwned>(line: &str) -> anyhow::Result<T> {
+    let reply: Reply<T> = serde_json::from_str(line)
+        .context("causewayd sent a reply tunctl does not understand (are both from the same release?)")?;
+    match reply {
+        Reply::Ok(v) => Ok(v),
+        Reply::Error(e) => bail!("causewayd refused: {e}"),
+    }
+}
+
+fn request<T: DeserializeOwned>(interface: &str, req: &Request) -> anyhow::Result<T> {
+    let path = causeway_gateway::sockets::api_socket_path(interface);
     let mut s = UnixStream::connect(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
             anyhow::anyhow!("no causewayd is running for {interface} (nothing listens on {})", path.display())
@@ -179,14 +201,13 @@ fn request(interface: &str, req: Value) -> anyhow::Result<Value> {
         }
         _ => anyhow::anyhow!("cannot reach causewayd for {interface}: {e}"),
     })?;
-    writeln!(s, "{req}")?;
+    writeln!(s, "{}", serde_json::to_string(req)?)?;
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line)?;
-    let v: Value = serde_json::from_str(&line).context("causewayd sent a response that is not JSON")?;
-    if let Some(e) = v.get("error") {
-        bail!("causewayd refused: {}", e.as_str().unwrap_or("unknown error"));
+    if line.is_empty() {
+        bail!("causewayd closed the connection without a reply");
     }
-    Ok(v["ok"].clone())
+    parse_reply(&line)
 }
 
 fn bytes(n: u64) -> String {
@@ -223,8 +244,8 @@ fn age(secs: Option<u64>) -> String {
     }
 }
 
-fn text(v: &Value) -> String {
-    v.as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string()
+fn text(v: Option<&str>) -> String {
+    v.filter(|s| !s.is_empty()).unwrap_or("-").to_string()
 }
 
 /// Prints rows under a header, each column as wide as its widest cell.
@@ -244,163 +265,95 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn peer_rows(status: &Value, with_rate: bool) -> Vec<Vec<String>> {
-    status["peers"]
-        .as_array()
-        .map(|peers| {
-            peers
-                .iter()
-                .map(|p| {
-                    let mut row = vec![
-                        text(&p["name"]),
-                        text(&p["public_key"]).chars().take(10).collect::<String>() + "…",
-                        text(&p["endpoint"]),
-                        p["allowed_ips"]
-                            .as_array()
-                            .map(|a| a.iter().map(text).collect::<Vec<_>>().join(","))
-                            .unwrap_or_default(),
-                        age(p["latest_handshake_age_secs"].as_u64()),
-                        format!(
-                            "{} / {}",
-                            bytes(p["rx_bytes"].as_u64().unwrap_or(0)),
-                            bytes(p["tx_bytes"].as_u64().unwrap_or(0))
-                        ),
-                    ];
-                    if with_rate {
-                        row.push(format!(
-                            "{} / {}",
-                            rate(p["rx_bytes_per_sec"].as_u64().unwrap_or(0)),
-                            rate(p["tx_bytes_per_sec"].as_u64().unwrap_or(0))
-                        ));
-                    }
-                    row.push(text(&p["state"]));
-                    row
-                })
-                .collect()
+fn peer_rows(peers: &[PeerStatus], with_rate: bool) -> Vec<Vec<String>> {
+    peers
+        .iter()
+        .map(|p| {
+            let mut row = vec![
+                text(Some(&p.name)),
+                p.public_key.chars().take(10).collect::<String>() + "…",
+                text(p.endpoint.as_deref()),
+                p.allowed_ips.join(","),
+                age(p.latest_handshake_age_secs),
+                format!("{} / {}", bytes(p.rx_bytes), bytes(p.tx_bytes)),
+            ];
+            if with_rate {
+                row.push(format!("{} / {}", rate(p.rx_bytes_per_sec), rate(p.tx_bytes_per_sec)));
+            }
+            row.push(p.state.to_string());
+            row
         })
-        .unwrap_or_default()
+        .collect()
 }
 
-fn show(status: &Value) {
+fn show(status: &Status) {
     println!(
         "interface {}: public key {}, listening on {}, mtu {}, {} workers",
-        text(&status["interface"]),
-        text(&status["public_key"]),
-        status["listen_port"],
-        status["mtu"],
-        status["workers"]
+        text(Some(&status.interface)),
+        text(status.public_key.as_deref()),
+        status.listen_port,
+        status.mtu,
+        status.workers
     );
-    table(&["NAME", "KEY", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX / TX", "STATE"], &peer_rows(status, false));
-    match status["kernel_routes"].as_object() {
+    table(
+        &["NAME", "KEY", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX / TX", "STATE"],
+        &peer_rows(&status.peers, false),
+    );
+    match &status.kernel_routes {
         Some(r) => println!(
             "kernel routes: {} prefixes in table {}",
-            r["installed"].as_array().map_or(0, Vec::len),
-            if r["table"] == 254 { "main".to_string() } else { r["table"].to_string() }
+            r.installed.len(),
+            if r.table == 254 { "main".to_string() } else { r.table.to_string() }
         ),
         None => println!("kernel routes: not installed by causewayd (install_routes = false)"),
     }
-    let drops: Vec<String> = status["drops"]
-        .as_object()
-        .map(|m| m.iter().filter(|(_, v)| v.as_u64() != Some(0)).map(|(k, v)| format!("{k}={v}")).collect())
-        .unwrap_or_default();
+    let drops: Vec<String> = status.drops.iter().filter(|(_, v)| **v != 0).map(|(k, v)| format!("{k}={v}")).collect();
     println!("dropped: {}", if drops.is_empty() { "none".into() } else { drops.join(" ") });
-    println!("cookie replies sent (handshakes under load): {}", status["cookie_replies_sent"]);
-    let total = |k: &str| -> f64 {
-        status["worker_stats"].as_array().map_or(0.0, |w| w.iter().filter_map(|x| x[k].as_u64()).sum::<u64>() as f64)
+    println!("cookie replies sent (handshakes under load): {}", status.cookie_replies_sent);
+    let total = |k: fn(&WorkerCounters) -> u64| status.worker_stats.iter().map(k).sum::<u64>() as f64;
+    let avg = |n: fn(&WorkerCounters) -> u64, d: fn(&WorkerCounters) -> u64| {
+        if total(d) > 0.0 {
+            format!("{:.1}", total(n) / total(d))
+        } else {
+            "-".into()
+        }
     };
-    let avg = |n: &str, d: &str| if total(d) > 0.0 { format!("{:.1}", total(n) / total(d)) } else { "-".into() };
     println!(
         "batches (average packets per syscall): tun read {}, udp send {}, udp receive {}, tun write {}",
-        avg("tun_packets", "tun_reads"),
-        avg("udp_datagrams_sent", "udp_sends"),
-        avg("udp_datagrams_received", "udp_receives"),
-        avg("tun_packets_written", "tun_writes")
+        avg(|w| w.tun_packets, |w| w.tun_reads),
+        avg(|w| w.udp_datagrams_sent, |w| w.udp_sends),
+        avg(|w| w.udp_datagrams_received, |w| w.udp_receives),
+        avg(|w| w.tun_packets_written, |w| w.tun_writes)
     );
-    let batches = total("crypto_batches");
-    let helped =
-        if batches > 0.0 { format!("{:.0}%", 100.0 * total("crypto_batches_helped") / batches) } else { "-".into() };
+    let batches = total(|w| w.crypto_batches);
+    let helped = if batches > 0.0 {
+        format!("{:.0}%", 100.0 * total(|w| w.crypto_batches_helped) / batches)
+    } else {
+        "-".into()
+    };
     println!(
         "crypto: {batches} batches, {helped} by a worker other than the reader; {} helper wake-ups, {} pool stalls",
-        total("helper_wakeups"),
-        total("pool_stalls")
+        total(|w| w.helper_wakeups),
+        total(|w| w.pool_stalls)
     );
-}
-
-/// wg-quick's .conf to Causeway's TOML; the result is checked by parsing it.
-fn import_wg(file: &std::path::Path) -> anyhow::Result<String> {
-    let src = zeroize::Zeroizing::new(
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?,
-    );
-    let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("cw0");
-    let mut out = format!("# Imported from {} by tunctl import-wg.\n[interface]\nname = \"{name}\"\n", file.display());
-    let mut peers: Vec<String> = Vec::new();
-    let mut section = "";
-    let mut pending_name: Option<String> = None;
-    let list = |v: &str| {
-        v.split(',').map(|x| format!("\"{}\"", x.trim())).filter(|x| x != "\"\"").collect::<Vec<_>>().join(", ")
-    };
-    for (n, raw) in src.lines().enumerate() {
-        let line = raw.trim();
-        if let Some(c) = line.strip_prefix('#') {
-            if let Some((k, v)) = c.split_once('=') {
-                if k.trim().eq_ignore_ascii_case("name") {
-                    pending_name = Some(v.trim().to_string());
-                }
-            }
-            continue;
-        }
-        if line.is_empty() {
-            continue;
-        }
-        if line.eq_ignore_ascii_case("[interface]") {
-            section = "interface";
-            continue;
-        }
-        if line.eq_ignore_ascii_case("[peer]") {
-            section = "peer";
-            let pname = pending_name.take().unwrap_or_else(|| format!("peer-{}", peers.len() + 1));
-            peers.push(format!("\n[[peer]]\nname = \"{pname}\"\n"));
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else { bail!("{}:{}: expected Key = Value", file.display(), n + 1) };
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-        let target =
-            if section == "peer" { peers.last_mut().context("peer setting outside [Peer]")? } else { &mut out };
-        match (section, k.as_str()) {
-            ("interface", "privatekey") => target.push_str(&format!("private_key = \"{v}\"\n")),
-            ("interface", "listenport") => target.push_str(&format!("listen_port = {v}\n")),
-            ("interface", "address") => target.push_str(&format!("addresses = [{}]\n", list(v))),
-            ("interface", "mtu") => target.push_str(&format!("mtu = {v}\n")),
-            ("peer", "publickey") => target.push_str(&format!("public_key = \"{v}\"\n")),
-            ("peer", "presharedkey") => target.push_str(&format!("preshared_key = \"{v}\"\n")),
-            ("peer", "endpoint") => target.push_str(&format!("endpoints = [\"{v}\"]\n")),
-            ("peer", "allowedips") => target.push_str(&format!("allowed_ips = [{}]\n", list(v))),
-            ("peer", "persistentkeepalive") if v.eq_ignore_ascii_case("off") => {}
-            ("peer", "persistentkeepalive") => target.push_str(&format!("persistent_keepalive = {v}\n")),
-            (s, other) => eprintln!("tunctl: {}:{}: {s} setting {other} is not imported", file.display(), n + 1),
-        }
-    }
-    out.extend(peers);
-    causeway_config::parse(&out, file).map_err(|e| anyhow::anyhow!("the imported configuration is not valid:\n{e}"))?;
-    Ok(out)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let b64 = base64::engine::general_purpose::STANDARD;
     match cli.command {
         Command::Peers { interface, json } => {
-            let status = request(&interface, json!({"op": "status"}))?;
+            let status: Status = request(&interface, &Request::Status)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status["peers"])?);
+                println!("{}", serde_json::to_string_pretty(&status.peers)?);
             } else {
                 table(
                     &["NAME", "KEY", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX / TX", "RATE RX / TX", "STATE"],
-                    &peer_rows(&status, true),
+                    &peer_rows(&status.peers, true),
                 );
             }
         }
         Command::Show { interface, json } => {
-            let status = request(&interface, json!({"op": "status"}))?;
+            let status: Status = request(&interface, &Request::Status)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -410,24 +363,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Peer(cmd) => {
             let (interface, req) = match cmd {
                 PeerCommand::Add { interface, name, public_key, fields } => {
-                    (interface, fields.into_json(json!({"op": "peer_add", "name": name, "public_key": public_key}))?)
+                    (interface, Request::PeerAdd(fields.into_change(Some(name), Some(public_key))?))
                 }
                 PeerCommand::Set { interface, peer, name, fields } => {
-                    let mut req = json!({"op": "peer_set", "peer": peer});
-                    if let Some(n) = name {
-                        req["name"] = json!(n);
-                    }
-                    (interface, fields.into_json(req)?)
+                    (interface, Request::PeerSet { peer, change: fields.into_change(name, None)? })
                 }
-                PeerCommand::Remove { interface, peer } => (interface, json!({"op": "peer_remove", "peer": peer})),
+                PeerCommand::Remove { interface, peer } => (interface, Request::PeerRemove { peer }),
             };
-            println!("{interface}: {}", request(&interface, req)?.as_str().unwrap_or_default());
+            let done: String = request(&interface, &req)?;
+            println!("{interface}: {done}");
         }
         Command::Reload { interface } => {
-            let report = request(&interface, json!({"op": "reload"}))?;
-            println!("{interface}: {}", report.as_str().unwrap_or_default());
+            let report: String = request(&interface, &Request::Reload)?;
+            println!("{interface}: {report}");
         }
-        Command::ImportWg { file } => print!("{}", import_wg(&file)?),
+        Command::ImportWg { file } => print!("{}", import_wg::import_wg(&file)?.as_str()),
         Command::Genkey => println!("{}", b64.encode(StaticSecret::random(&mut rand_core::OsRng).as_bytes())),
         Command::Genpsk => println!("{}", b64.encode(PresharedKey::random(&mut rand_core::OsRng).as_bytes())),
         Command::Pubkey => {
@@ -455,47 +405,61 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
+    fn status_json() -> serde_json::Value {
+        let status = causeway_gateway::api::types::Status {
+            interface: "cw0".into(),
+            public_key: None,
+            listen_port: 51820,
+            mtu: 1420,
+            workers: 1,
+            udp_gso_segments: 1,
+            kernel_routes: None,
+            peers: Vec::new(),
+            drops: Default::default(),
+            cookie_replies_sent: 0,
+            worker_stats: vec![WorkerCounters::default()],
+        };
+        serde_json::json!({ "ok": status })
+    }
+
     #[test]
-    fn imports_a_wg_quick_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("wg7.conf");
-        let (k, p1, p2) = (
-            b64(StaticSecret::random(&mut rand_core::OsRng).as_bytes()),
-            b64(StaticSecret::random(&mut rand_core::OsRng).public_key().as_bytes()),
-            b64(StaticSecret::random(&mut rand_core::OsRng).public_key().as_bytes()),
+    fn reads_a_status_reply() {
+        let status: Status = parse_reply(&status_json().to_string()).unwrap();
+        assert_eq!((status.interface.as_str(), status.listen_port), ("cw0", 51820));
+    }
+
+    #[test]
+    fn refuses_a_reply_with_a_missing_field() {
+        for (path, field) in [("", "cookie_replies_sent"), ("/worker_stats/0", "tun_reads"), ("", "public_key")] {
+            let mut v = status_json();
+            v.pointer_mut(&format!("/ok{path}")).unwrap().as_object_mut().unwrap().remove(field);
+            let e = format!("{:#}", parse_reply::<Status>(&v.to_string()).unwrap_err());
+            assert!(e.contains("does not understand") && e.contains(&format!("missing field `{field}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn refuses_a_reply_of_the_wrong_shape() {
+        let e = parse_reply::<Status>(r#"{"ok":"reloaded"}"#).unwrap_err();
+        assert!(format!("{e:#}").contains("does not understand"), "{e:#}");
+        let e = parse_reply::<String>(r#"{"error":"no peer named or keyed \"x\""}"#).unwrap_err();
+        assert_eq!(e.to_string(), r#"causewayd refused: no peer named or keyed "x""#);
+        assert_eq!(parse_reply::<String>(r#"{"ok":"added c"}"#).unwrap(), "added c");
+    }
+
+    #[test]
+    fn peer_fields_become_a_change() {
+        let fields = PeerFields {
+            endpoints: vec!["198.18.0.2:51820".into()],
+            allowed_ips: Vec::new(),
+            keepalive: Some(5),
+            preshared_key_file: None,
+        };
+        let change = fields.into_change(None, None).unwrap();
+        let v = serde_json::to_value(Request::PeerSet { peer: "c".into(), change }).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"op": "peer_set", "peer": "c", "endpoints": ["198.18.0.2:51820"], "persistent_keepalive": 5})
         );
-        std::fs::write(
-            &file,
-            format!(
-                "[Interface]\nPrivateKey = {k}\nAddress = 10.40.0.1/24, fd00:40::1/64\nListenPort = 51000\nMTU = 1380\nDNS = 10.0.0.53\n\n# Name = dc-east\n[Peer]\nPublicKey = {p1}\nEndpoint = 198.18.0.2:51820\nAllowedIPs = 10.41.0.0/16, 10.40.0.2/32\nPersistentKeepalive = 25\n\n[Peer]\nPublicKey = {p2}\nAllowedIPs = 10.42.0.0/16\nPersistentKeepalive = off\n"
-            ),
-        )
-        .unwrap();
-        let toml = import_wg(&file).unwrap();
-        let cfg = causeway_config::parse(&toml, &file).unwrap();
-        assert_eq!(cfg.interface.name.as_deref(), Some("wg7"));
-        assert_eq!(cfg.interface.listen_port, 51000);
-        assert_eq!(cfg.interface.mtu, 1380);
-        assert_eq!(cfg.interface.addresses.len(), 2);
-        assert_eq!(cfg.peers.len(), 2);
-        assert_eq!(cfg.peers[0].name, "dc-east");
-        assert_eq!(cfg.peers[0].public_key.to_base64(), p1);
-        assert_eq!(cfg.peers[0].persistent_keepalive, 25);
-        assert_eq!(cfg.peers[0].allowed_ips.len(), 2);
-        assert_eq!(cfg.peers[1].name, "peer-2");
-        assert_eq!(cfg.peers[1].persistent_keepalive, 0);
-    }
-
-    #[test]
-    fn refuses_a_broken_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("bad.conf");
-        std::fs::write(&file, "[Interface]\nPrivateKey = nope\n").unwrap();
-        let e = import_wg(&file).unwrap_err().to_string();
-        assert!(e.contains("not valid") && e.contains("private_key"), "{e}");
-    }
-
-    fn b64(b: &[u8; 32]) -> String {
-        base64::engine::general_purpose::STANDARD.encode(b)
     }
 }

@@ -1,0 +1,43 @@
+//! Why a control API request was refused. The message is the reply's
+//! `"error"`, shown by tunctl as is, so each says what to do instead.
+
+use thiserror::Error;
+
+/// A refused request. Causes are part of the message rather than a
+/// `source`, so a chain printed whole does not say them twice.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("request is not valid: {0}")]
+    BadRequest(serde_json::Error),
+    #[error("this interface was not started from a configuration file (causewayd up --config); use wg to change it")]
+    NoConfigFile,
+    #[error("configuration rejected, the running one stays:\n{0}")]
+    ConfigRejected(causeway_config::ConfigError),
+    #[error("no peer named or keyed {0:?}")]
+    NoSuchPeer(String),
+    /// A field that breaks the configuration's rules for it.
+    #[error("{field}: {message}")]
+    Field { field: &'static str, message: String },
+    #[error("a new peer needs a {0}")]
+    Missing(&'static str),
+    #[error("a peer with this public key exists: use `tunctl peer set`")]
+    PeerExists,
+    #[error("this is the interface's own public key")]
+    OwnKey,
+    #[error("name {0} is used by another peer")]
+    NameTaken(String),
+    #[error("allowed_ips: {0}; each address may belong to one peer only")]
+    Overlap(String),
+    #[error("cannot apply the peer: {0}")]
+    Apply(causeway_wireguard::Error),
+    /// The request's task panicked; nothing more is known.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    /// A field error, for `map_err`.
+    pub(crate) fn field(field: &'static str) -> impl FnOnce(String) -> ApiError {
+        move |message| ApiError::Field { field, message }
+    }
+}

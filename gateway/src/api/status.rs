@@ -1,0 +1,94 @@
+//! The `status` answer, read from the running gateway.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use causeway_dataplane::counters::{Drop, WorkerStats};
+
+use super::types::{KernelRoutes, PeerState, PeerStatus, Status, WorkerCounters};
+use crate::gateway::Gateway;
+
+/// The interface's state as tunctl shows it.
+pub fn status(iface: &Gateway) -> Status {
+    let now = iface.clock.now();
+    let wall_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let by_peer = iface.allowed_ips_by_peer();
+    let peers = iface
+        .peers()
+        .iter()
+        .map(|p| {
+            let (rx_rate, tx_rate) = p.rates();
+            let allowed = by_peer.get(&Arc::as_ptr(p)).map(Vec::as_slice).unwrap_or_default();
+            let stats = p.crypto.stats();
+            let handshake_unix = stats
+                .last_handshake
+                .map(|t| iface.clock.wall_time_of(t).duration_since(UNIX_EPOCH).unwrap_or_default().as_secs());
+            let has_session = p.crypto.keypair_for_sending(now).is_ok();
+            let state = match (has_session, stats.last_handshake, p.crypto.handshake_in_flight()) {
+                (true, _, _) => PeerState::Up,
+                (false, _, true) => PeerState::Handshaking,
+                (false, Some(_), false) => PeerState::Stale,
+                (false, None, false) => PeerState::Configured,
+            };
+            PeerStatus {
+                name: p.name(),
+                public_key: p.public_key().to_base64(),
+                endpoint: p.endpoint().map(|e| e.addr.to_string()),
+                allowed_ips: allowed.iter().map(ToString::to_string).collect(),
+                latest_handshake: handshake_unix,
+                latest_handshake_age_secs: handshake_unix.map(|h| wall_now.saturating_sub(h)),
+                rx_bytes: stats.rx_bytes,
+                tx_bytes: stats.tx_bytes,
+                rx_packets: stats.rx_packets,
+                tx_packets: stats.tx_packets,
+                persistent_keepalive: p.crypto.timers.persistent_keepalive(),
+                handshakes_initiated: p.handshakes_initiated.load(Ordering::Relaxed),
+                state,
+                staged_packets: p.staged_len(),
+                tx_batches_queued: p.tx.len(),
+                rx_batches_queued: p.rx.len(),
+                endpoint_failovers: p.failovers(),
+                rx_bytes_per_sec: rx_rate,
+                tx_bytes_per_sec: tx_rate,
+            }
+        })
+        .collect();
+    Status {
+        interface: iface.name.clone(),
+        public_key: iface.device.public_key().map(|k| k.to_base64()),
+        listen_port: iface.listen_port(),
+        mtu: iface.mtu(),
+        workers: iface.workers,
+        udp_gso_segments: iface.sockets().sockets[0].max_gso_segments(),
+        kernel_routes: iface.route_table().map(|table| KernelRoutes {
+            table,
+            installed: iface.kernel_routes().unwrap_or_default().iter().map(ToString::to_string).collect(),
+        }),
+        peers,
+        drops: Drop::ALL.iter().map(|d| (d.name().to_string(), iface.counters.get(*d))).collect(),
+        cookie_replies_sent: iface.counters.cookie_replies.load(Ordering::Relaxed),
+        worker_stats: iface.worker_stats.iter().map(worker_counters).collect(),
+    }
+}
+
+/// Field by field rather than through `WorkerStats::snapshot`'s names, so
+/// a counter renamed in the data plane does not compile until it is
+/// renamed (or kept) here too.
+fn worker_counters(w: &WorkerStats) -> WorkerCounters {
+    let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    WorkerCounters {
+        tun_reads: g(&w.tun_reads),
+        tun_packets: g(&w.tun_packets),
+        udp_sends: g(&w.udp_sends),
+        udp_datagrams_sent: g(&w.udp_datagrams_sent),
+        udp_receives: g(&w.udp_receives),
+        udp_datagrams_received: g(&w.udp_datagrams_received),
+        tun_writes: g(&w.tun_writes),
+        tun_packets_written: g(&w.tun_packets_written),
+        crypto_batches: g(&w.crypto_batches),
+        crypto_batches_helped: g(&w.crypto_batches_helped),
+        helper_wakeups: g(&w.helper_wakeups),
+        pool_stalls: g(&w.pool_stalls),
+    }
+}

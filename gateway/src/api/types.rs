@@ -1,0 +1,318 @@
+//! The control API's messages: causewayd serializes them and tunctl parses
+//! them with the same types, so a renamed field is a compile error rather
+//! than a column of zeros.
+//!
+//! The field names are the wire format (`tunctl --json` users, the lab and
+//! the netns tests read them), so renaming one here is a breaking change.
+//! A reader ignores fields it does not know, so a newer daemon may add
+//! some; but every field it knows must be present, `null` included: a
+//! missing one fails the parse instead of reading as nothing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use zeroize::Zeroizing;
+
+/// One request line, named by its `"op"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Reload,
+    PeerAdd(PeerChange),
+    /// Changes the peer named (or keyed) `peer`; fields left out stay.
+    PeerSet {
+        peer: String,
+        #[serde(flatten)]
+        change: PeerChange,
+    },
+    PeerRemove {
+        peer: String,
+    },
+}
+
+/// A peer's fields as a request gives them, in the configuration file's
+/// words; absent ones are kept (`peer_set`) or defaulted (`peer_add`).
+/// causewayd checks them with the configuration's own rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preshared_key: Option<SecretText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_ips: Option<Vec<String>>,
+    /// Seconds; 0 is off. A u16, as in the configuration file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_keepalive: Option<u16>,
+    /// Seconds; checked by `causeway_config::rules::failover_after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_after: Option<u64>,
+}
+
+/// Key text that is wiped when dropped and never shown by `Debug`, so a
+/// logged request cannot leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub Zeroizing<String>);
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretText(..)")
+    }
+}
+
+/// One reply line: `{"ok": T}` or `{"error": "why"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply<T> {
+    Ok(T),
+    Error(String),
+}
+
+/// What a successful request answers: the status for `status`, a sentence
+/// saying what changed for the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Status(Box<Status>),
+    Done(String),
+}
+
+/// The interface's state, as `tunctl show` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub interface: String,
+    /// Base64; `null` until a private key is set (UAPI-configured).
+    #[serde(deserialize_with = "present")]
+    pub public_key: Option<String>,
+    pub listen_port: u16,
+    pub mtu: u32,
+    pub workers: usize,
+    /// Datagrams per UDP send the kernel takes (1: no GSO).
+    pub udp_gso_segments: usize,
+    /// `null` when causewayd does not install routes.
+    #[serde(deserialize_with = "present")]
+    pub kernel_routes: Option<KernelRoutes>,
+    pub peers: Vec<PeerStatus>,
+    /// Packets dropped, by reason (the names of `counters::Drop`).
+    pub drops: BTreeMap<String, u64>,
+    pub cookie_replies_sent: u64,
+    /// One per data-plane worker.
+    pub worker_stats: Vec<WorkerCounters>,
+}
+
+/// The routes causewayd keeps in a kernel routing table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelRoutes {
+    pub table: u32,
+    pub installed: Vec<String>,
+}
+
+/// One row of `tunctl peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Empty for a peer added through the UAPI, which has no names.
+    pub name: String,
+    pub public_key: String,
+    /// The address in use; `null` until known.
+    #[serde(deserialize_with = "present")]
+    pub endpoint: Option<String>,
+    pub allowed_ips: Vec<String>,
+    /// Unix time of the latest handshake; `null` if none.
+    #[serde(deserialize_with = "present")]
+    pub latest_handshake: Option<u64>,
+    #[serde(deserialize_with = "present")]
+    pub latest_handshake_age_secs: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub persistent_keepalive: u16,
+    pub handshakes_initiated: u64,
+    pub state: PeerState,
+    pub staged_packets: usize,
+    pub tx_batches_queued: usize,
+    pub rx_batches_queued: usize,
+    pub endpoint_failovers: u64,
+    pub rx_bytes_per_sec: u64,
+    pub tx_bytes_per_sec: u64,
+}
+
+/// Whether a peer can carry traffic now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerState {
+    /// A session usable for sending.
+    Up,
+    /// No session; a handshake is under way.
+    Handshaking,
+    /// A session existed and expired; none under way.
+    Stale,
+    /// Never had a session.
+    Configured,
+}
+
+impl fmt::Display for PeerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PeerState::Up => "up",
+            PeerState::Handshaking => "handshaking",
+            PeerState::Stale => "stale",
+            PeerState::Configured => "configured",
+        })
+    }
+}
+
+/// One worker's batch counters (see `counters::WorkerStats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerCounters {
+    pub tun_reads: u64,
+    pub tun_packets: u64,
+    pub udp_sends: u64,
+    pub udp_datagrams_sent: u64,
+    pub udp_receives: u64,
+    pub udp_datagrams_received: u64,
+    pub tun_writes: u64,
+    pub tun_packets_written: u64,
+    pub crypto_batches: u64,
+    pub crypto_batches_helped: u64,
+    pub helper_wakeups: u64,
+    pub pool_stalls: u64,
+}
+
+/// An `Option` field that must be in the message, as `null` if empty:
+/// serde would otherwise read a missing (say, renamed) field as `None`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn sample_status() -> Status {
+        Status {
+            interface: "cw0".into(),
+            public_key: Some("Cc8LbKRR2r5vwJTigLNRnTrhc7L4uJLTd9RXJdLA2EA=".into()),
+            listen_port: 51820,
+            mtu: 1420,
+            workers: 2,
+            udp_gso_segments: 64,
+            kernel_routes: Some(KernelRoutes { table: 254, installed: vec!["10.1.0.0/16".into()] }),
+            peers: vec![PeerStatus {
+                name: "dc-east".into(),
+                public_key: "429kEP7A6Eoqwhuq9S1svBRBfglokdMLy0ksTS3R2S8=".into(),
+                endpoint: Some("198.18.0.2:51820".into()),
+                allowed_ips: vec!["10.1.0.0/16".into()],
+                latest_handshake: Some(1_700_000_000),
+                latest_handshake_age_secs: Some(3),
+                rx_bytes: 1,
+                tx_bytes: 2,
+                rx_packets: 3,
+                tx_packets: 4,
+                persistent_keepalive: 25,
+                handshakes_initiated: 5,
+                state: PeerState::Up,
+                staged_packets: 6,
+                tx_batches_queued: 7,
+                rx_batches_queued: 8,
+                endpoint_failovers: 9,
+                rx_bytes_per_sec: 10,
+                tx_bytes_per_sec: 11,
+            }],
+            drops: [("replay".to_string(), 12)].into(),
+            cookie_replies_sent: 13,
+            worker_stats: vec![WorkerCounters { tun_reads: 14, pool_stalls: 15, ..Default::default() }],
+        }
+    }
+
+    #[test]
+    fn status_round_trips_with_its_wire_names() {
+        let reply = Reply::Ok(Answer::Status(Box::new(sample_status())));
+        let text = serde_json::to_string(&reply).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        // The names scripts and the netns tests read.
+        assert_eq!(v["ok"]["peers"][0]["latest_handshake"], 1_700_000_000);
+        assert_eq!(v["ok"]["peers"][0]["state"], "up");
+        assert_eq!(v["ok"]["drops"]["replay"], 12);
+        assert_eq!(v["ok"]["cookie_replies_sent"], 13);
+        assert_eq!(v["ok"]["worker_stats"][0]["tun_reads"], 14);
+        assert_eq!(v["ok"]["kernel_routes"]["table"], 254);
+        let back: Reply<Status> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, Reply::Ok(sample_status()));
+    }
+
+    #[test]
+    fn empty_options_are_null_and_required() {
+        let mut s = sample_status();
+        s.public_key = None;
+        s.kernel_routes = None;
+        s.peers[0].endpoint = None;
+        s.peers[0].latest_handshake = None;
+        let mut v = serde_json::to_value(&s).unwrap();
+        assert!(v["kernel_routes"].is_null() && v["peers"][0]["endpoint"].is_null());
+        assert_eq!(serde_json::from_value::<Status>(v.clone()).unwrap(), s);
+        v["peers"][0].as_object_mut().unwrap().remove("endpoint");
+        let e = serde_json::from_value::<Status>(v).unwrap_err().to_string();
+        assert!(e.contains("missing field `endpoint`"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_or_mistyped_counter_is_an_error() {
+        let mut v = serde_json::to_value(sample_status()).unwrap();
+        v["peers"][0].as_object_mut().unwrap().remove("rx_bytes");
+        let e = serde_json::from_value::<Status>(v).unwrap_err().to_string();
+        assert!(e.contains("missing field `rx_bytes`"), "{e}");
+        let mut v = serde_json::to_value(sample_status()).unwrap();
+        v["worker_stats"][0]["tun_reads"] = json!("many");
+        assert!(serde_json::from_value::<Status>(v).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_from_a_newer_daemon_are_ignored() {
+        let mut v = serde_json::to_value(sample_status()).unwrap();
+        v["peers"][0]["new_counter"] = json!(1);
+        assert_eq!(serde_json::from_value::<Status>(v).unwrap(), sample_status());
+    }
+
+    #[test]
+    fn requests_on_the_wire() {
+        let add = Request::PeerAdd(PeerChange {
+            name: Some("c".into()),
+            public_key: Some("k".into()),
+            persistent_keepalive: Some(5),
+            ..Default::default()
+        });
+        assert_eq!(
+            serde_json::to_value(&add).unwrap(),
+            json!({"op": "peer_add", "name": "c", "public_key": "k", "persistent_keepalive": 5})
+        );
+        let set: Request =
+            serde_json::from_str(r#"{"op":"peer_set","peer":"c","endpoints":["198.18.0.2:1"]}"#).unwrap();
+        assert_eq!(
+            set,
+            Request::PeerSet {
+                peer: "c".into(),
+                change: PeerChange { endpoints: Some(vec!["198.18.0.2:1".into()]), ..Default::default() }
+            }
+        );
+        assert_eq!(serde_json::to_string(&Request::Status).unwrap(), r#"{"op":"status"}"#);
+        assert!(serde_json::from_str::<Request>(r#"{"op":"peer_remove"}"#).is_err(), "peer is required");
+        assert!(serde_json::from_str::<Request>(r#"{"op":"status","extra":1}"#).is_ok());
+    }
+
+    #[test]
+    fn a_preshared_key_is_not_in_debug_output() {
+        let change =
+            PeerChange { preshared_key: Some(SecretText(Zeroizing::new("c2VjcmV0".into()))), ..Default::default() };
+        assert!(!format!("{change:?}").contains("c2VjcmV0"));
+        assert!(serde_json::to_string(&change).unwrap().contains("c2VjcmV0"), "but it is sent");
+    }
+}
