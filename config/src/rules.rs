@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
-/// Most data-plane worker threads, each with its own TUN queue.
-pub const MAX_WORKERS: u64 = 1024;
+/// Most data-plane worker threads, each with its own TUN queue: the
+/// kernel's limit of queues on one TUN device (MAX_TAP_QUEUES).
+pub const MAX_WORKERS: u64 = 256;
 /// Longest peer name: it is a metric label and a table column.
 pub const MAX_PEER_NAME: usize = 64;
 /// Longest interface name the kernel takes (IFNAMSIZ less the NUL).
@@ -34,6 +35,19 @@ pub fn interface_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_INTERFACE_NAME || !name_chars(name) {
         return Err(format!(
             "expected an interface name of 1 to {MAX_INTERFACE_NAME} characters from a-z, A-Z, 0-9, '-', '_', '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// The name wg-quick gives an interface it starts `causewayd IFNAME` for:
+/// wg-quick's own rule (`[a-zA-Z0-9_=+.-]{1,15}`), wider than a name in
+/// the configuration file, since a drop-in takes whatever wg-quick takes.
+pub fn wg_quick_interface_name(name: &str) -> Result<(), String> {
+    let ok = name.chars().all(|c| c.is_ascii_alphanumeric() || "_=+.-".contains(c));
+    if name.is_empty() || name.len() > MAX_INTERFACE_NAME || !ok {
+        return Err(format!(
+            "expected an interface name of 1 to {MAX_INTERFACE_NAME} characters from a-z, A-Z, 0-9, '_', '=', '+', '.', '-'"
         ));
     }
     Ok(())
@@ -78,8 +92,12 @@ mod tests {
     fn worker_counts() {
         assert_eq!(workers(0), Ok(None));
         assert_eq!(workers(1), Ok(Some(1)));
-        assert_eq!(workers(1024), Ok(Some(1024)));
-        assert!(workers(1025).unwrap_err().contains("got 1025"));
+        assert_eq!(workers(256), Ok(Some(256)));
+        assert!(workers(257).unwrap_err().contains("got 257"));
+        assert!(wg_quick_interface_name("wg+dc=1").is_ok());
+        assert!(wg_quick_interface_name("wg/0").is_err());
+        assert!(wg_quick_interface_name("sixteen-chars-ab").is_err());
+        assert!(wg_quick_interface_name("").is_err());
     }
 
     #[test]

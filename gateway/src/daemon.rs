@@ -204,8 +204,8 @@ pub fn up(config_path: &Path, name: Option<String>, workers: Option<usize>, read
 /// `causewayd IFNAME`: an empty interface configured through the UAPI, as
 /// wireguard-go starts.
 pub fn userspace(name: &str, ready: impl FnOnce()) -> Result<()> {
-    if name.is_empty() || name.len() > 15 || name.contains('/') {
-        return Err(Error::InvalidName(name.to_string()));
+    if let Err(expected) = causeway_config::rules::wg_quick_interface_name(name) {
+        return Err(Error::InvalidName { name: name.to_string(), expected });
     }
     let running = start(Settings {
         name: name.to_string(),

@@ -21,8 +21,8 @@ pub enum Error {
          choose another name or remove it first"
     )]
     InterfaceExists(String),
-    #[error("{0:?} is not a valid interface name (1 to 15 characters, no '/')")]
-    InvalidName(String),
+    #[error("{name:?} is not a valid interface name: {expected}")]
+    InvalidName { name: String, expected: String },
     #[error("cannot create TUN interface {name} (are you root, and is /dev/net/tun present?)")]
     CreateTun { name: String, source: io::Error },
     #[error("cannot bind UDP port {port}")]
