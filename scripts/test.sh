@@ -10,7 +10,8 @@
 #            CAUSEWAY_TESTS_QUICK=1, so the namespace tests skip (each
 #            printing why) instead of failing when they cannot run (not
 #            root, a tool missing), and the UAPI and control API corpus
-#            replays only parse their inputs; no soak, no cargo-fuzz run.
+#            replays do not apply their inputs to an interface; no soak,
+#            no cargo-fuzz run.
 #            Without --quick, a test that cannot run fails the run.
 #
 # Variables (CI may set them for the long runs):
@@ -94,18 +95,20 @@ cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --quiet -- -D warnings
-step "cargo build --release (the netns tests run the real causewayd)"
-cargo build --release --workspace --bins --quiet
-step "cargo test --no-run (build the test binaries)"
-cargo test --workspace --release --no-run --quiet 2>&1
+# The fuzz crate shares the dependencies (same versions): checked once.
+cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target --all-targets --quiet -- -D warnings
+# One build of the binaries (the netns tests run the real causewayd) and of
+# the test binaries, so links of both share the cores.
+step "cargo build --release: binaries and test binaries"
+cargo build --release --workspace --bins --tests --quiet
 step "cargo test: unit and interoperability tests"
 cargo test --workspace --release --exclude causeway-netns-tests 2>&1
+# --workspace (not -p) keeps the features of the build above: no relink.
 step "cargo test: network-namespace tests"
-cargo test --release -p causeway-netns-tests 2>&1
+cargo test --workspace --release --test netns 2>&1
 if [ "$quick" -eq 0 ]; then
     step "soak: ${SOAK_SECONDS} s of traffic with peer and reload churn"
-    cargo test --release -p causeway-netns-tests --test netns -- --ignored soak:: --nocapture 2>&1
+    cargo test --workspace --release --test netns -- --ignored soak:: --nocapture 2>&1
 fi
 step "fuzzing (${FUZZ_SECONDS} s per target)"
 scripts/fuzz.sh

@@ -27,9 +27,9 @@ fn wire() {
 
 /// The interface targets (UAPI, control API) build an interface only in a
 /// network namespace of their own; where this thread cannot make one (not
-/// root), they would only parse. That fails the replay, saying why, unless
-/// CAUSEWAY_TESTS_QUICK=1 asked for a quick unprivileged run: then the
-/// inputs are still parsed, with a line saying the rest was skipped.
+/// root), nothing is applied to an interface. That fails the replay, saying
+/// why, unless CAUSEWAY_TESTS_QUICK=1 asked for a quick unprivileged run:
+/// then the replay goes on without the interface, with a line saying so.
 fn interface_targets_run(target: &str) {
     if causeway_fuzz::isolated() {
         return;
@@ -38,12 +38,12 @@ fn interface_targets_run(target: &str) {
     let root = unsafe { libc::geteuid() } == 0;
     let why = if root { "unshare(CLONE_NEWNET) failed as root" } else { "a network namespace needs root" };
     if std::env::var("CAUSEWAY_TESTS_QUICK").is_ok_and(|v| v == "1") {
-        eprintln!("{target}: inputs parsed only, not applied to an interface: {why} (CAUSEWAY_TESTS_QUICK=1)");
+        eprintln!("{target}: inputs not applied to an interface: {why} (CAUSEWAY_TESTS_QUICK=1)");
         return;
     }
     panic!(
         "the {target} replay cannot apply its inputs: {why}. Run it as root (scripts/test.sh), \
-         or set CAUSEWAY_TESTS_QUICK=1 (scripts/test.sh --quick) to only parse them on purpose"
+         or set CAUSEWAY_TESTS_QUICK=1 (scripts/test.sh --quick) to skip that on purpose"
     );
 }
 
