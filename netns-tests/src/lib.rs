@@ -1,29 +1,104 @@
 //! Shared pieces of the namespace tests: a lock so topologies do not run
-//! at once (they share two cores and would distort each other), a root
-//! check, and gateways started from generated configurations.
+//! at once (they share two cores and would distort each other), a check
+//! that the lab can run at all, and gateways started from generated
+//! configurations.
 //!
 //! Every namespace and process is owned by a value whose drop removes it,
 //! so a failing assertion (a panic) still cleans up.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 pub use causeway_lab::{self as lab, b64, keypair, Netns, Process};
 use causeway_wireguard::{PublicKey, StaticSecret};
 
+/// Set to 1 (`scripts/test.sh --quick`) to skip, rather than fail, the
+/// tests that need the lab when it cannot run (not root, a tool missing).
+pub const QUICK_ENV: &str = "CAUSEWAY_TESTS_QUICK";
+
+/// Whether this is an explicitly requested quick, unprivileged run.
+pub fn quick() -> bool {
+    std::env::var(QUICK_ENV).is_ok_and(|v| v == "1")
+}
+
+/// The commands the namespace tests run, with their Debian packages (the
+/// list scripts/test.sh installs).
+const TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ping", "iputils-ping"),
+    ("iperf3", "iperf3"),
+    ("wg", "wireguard-tools"),
+    ("wireguard-go", "wireguard-go"),
+    ("ncat", "ncat"),
+    ("iptables", "iptables"),
+];
+
+/// Why the lab cannot run here, if it cannot.
+fn lab_unavailable() -> Option<&'static str> {
+    static WHY: OnceLock<Option<String>> = OnceLock::new();
+    WHY.get_or_init(|| {
+        if !lab::is_root() {
+            return Some("network namespaces need root".into());
+        }
+        let missing: Vec<String> =
+            TOOLS.iter().filter_map(|(c, p)| lab::require(c, p).err()).map(|e| e.to_string()).collect();
+        (!missing.is_empty()).then(|| missing.join("; "))
+    })
+    .as_deref()
+}
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Takes the lab for one test, or returns None (the test then skips)
-/// when not root, with a line saying so.
-pub fn lab_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
-    if !lab::is_root() {
-        eprintln!("skipped {test}: network namespaces need root");
-        return None;
+/// Environment variables for the processes the current test starts through
+/// this crate (gateways, tunctl); emptied when its `Lab` drops.
+static CHILD_ENV: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+fn child_env() -> Vec<(String, String)> {
+    CHILD_ENV.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The lab, held by one test at a time.
+pub struct Lab {
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Lab {
+    /// Sets `key` for the gateways (`Gateway::start`, `launch`,
+    /// `peered_sites`) and tunctl runs (`tunctl`, `tunctl_ok`) this test
+    /// starts from now on, and not for the test process: every namespace
+    /// test shares one binary, and the tests that need no lab run in other
+    /// threads meanwhile, spawning programs that would inherit it.
+    pub fn child_env(&self, key: &str, value: &str) {
+        CHILD_ENV.lock().unwrap_or_else(|e| e.into_inner()).push((key.into(), value.into()));
     }
-    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        CHILD_ENV.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// Takes the lab for one test. When the lab cannot run here (not root, a
+/// tool missing) the test fails, saying why, unless CAUSEWAY_TESTS_QUICK=1
+/// asked for a quick unprivileged run: then this returns None and the test
+/// skips, with a line saying so.
+pub fn lab_or_skip(test: &str) -> Option<Lab> {
+    if let Some(why) = lab_unavailable() {
+        if quick() {
+            eprintln!("skipped {test}: {why} ({QUICK_ENV}=1)");
+            return None;
+        }
+        panic!(
+            "{test} cannot run: {why}. Run scripts/test.sh as root (it installs the tools), \
+             or set {QUICK_ENV}=1 (scripts/test.sh --quick) to skip the namespace tests on purpose"
+        );
+    }
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    CHILD_ENV.lock().unwrap_or_else(|e| e.into_inner()).clear();
     lab::reap_stale();
-    Some(guard)
+    Some(Lab { _serial: serial })
 }
 
 /// A peer entry for a generated configuration.
@@ -131,7 +206,16 @@ impl Gateway {
     pub fn launch(ns: &Netns, ifname: String, path: &Path, public: PublicKey) -> anyhow::Result<Gateway> {
         let log = path.with_extension("log");
         let exe = lab::causewayd_path()?;
-        let mut process = ns.spawn("causewayd", &exe, &["up", "--config", path.to_str().unwrap()], Some(&log))?;
+        let up = ["up", "--config", path.to_str().unwrap()];
+        let env: Vec<String> = child_env().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut process = if env.is_empty() {
+            ns.spawn("causewayd", &exe, &up, Some(&log))?
+        } else {
+            // env(1) sets them and execs causewayd, which keeps the pid.
+            let exe = exe.to_str().unwrap();
+            let args: Vec<&str> = env.iter().map(String::as_str).chain([exe]).chain(up).collect();
+            ns.spawn("causewayd", "env", &args, Some(&log))?
+        };
         // Poll in short steps so a daemon that refused to start is seen at once.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let mut up = false;
@@ -168,7 +252,7 @@ pub fn scrape_metrics(ns: &Netns, path: &str) -> String {
 
 /// Runs tunctl in a namespace.
 pub fn tunctl(ns: &Netns, args: &[&str]) -> std::process::Output {
-    ns.command(lab::causewayd_path().unwrap().with_file_name("tunctl")).args(args).output().unwrap()
+    ns.command(lab::causewayd_path().unwrap().with_file_name("tunctl")).envs(child_env()).args(args).output().unwrap()
 }
 
 /// The stdout of a tunctl run that must succeed.

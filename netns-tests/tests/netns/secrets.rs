@@ -34,9 +34,10 @@ fn output(out: std::process::Output) -> String {
 
 #[test]
 fn secrets_never_appear_in_logs_output_or_metrics() {
-    let Some(_lab) = lab_or_skip("secrets_never_appear_in_logs_output_or_metrics") else { return };
-    // The daemons inherit it: log everything there is.
-    std::env::set_var("RUST_LOG", "trace");
+    let Some(lab) = lab_or_skip("secrets_never_appear_in_logs_output_or_metrics") else { return };
+    // Log everything there is: the daemons and tunctl runs get it (not this
+    // process, whose other tests start programs meanwhile).
+    lab.child_env("RUST_LOG", "trace");
     let (a, b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (ka, pa) = keypair();
@@ -97,7 +98,11 @@ fn secrets_never_appear_in_logs_output_or_metrics() {
     seen += &tunctl_ok(&a, &add);
     seen += &output(tunctl(&a, &["peer", "set", &if_a, "c", "--preshared-key-file", psk_file.to_str().unwrap()]));
     let mut pubkey = Command::new(lab::causewayd_path().unwrap().with_file_name("tunctl"));
-    let child = pubkey.arg("pubkey").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let child = pubkey
+        .env("RUST_LOG", "trace")
+        .arg("pubkey")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
     let mut child = child.stderr(std::process::Stdio::piped()).spawn().unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(format!("{}x\n", b64(spare.as_bytes())).as_bytes()).unwrap();
@@ -120,7 +125,11 @@ fn secrets_never_appear_in_logs_output_or_metrics() {
     std::thread::sleep(Duration::from_millis(300));
     // A start refused for the same file.
     seen += &output(
-        b.command(lab::causewayd_path().unwrap()).args(["up", "--config", path_b.to_str().unwrap()]).output().unwrap(),
+        b.command(lab::causewayd_path().unwrap())
+            .env("RUST_LOG", "trace")
+            .args(["up", "--config", path_b.to_str().unwrap()])
+            .output()
+            .unwrap(),
     );
 
     for dir in ["/var/run/wireguard", "/var/run/causeway"] {

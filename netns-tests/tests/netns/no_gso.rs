@@ -8,13 +8,11 @@ use causeway_netns_tests::*;
 
 #[test]
 fn sendmmsg_path_without_gso() {
-    let Some(_lab) = lab_or_skip("sendmmsg_path_without_gso") else { return };
-    // Both gateways inherit the switch; the lab lock keeps other tests from
-    // starting processes meanwhile.
-    std::env::set_var(causeway_dataplane::udp::GSO_ENV, "off");
-    let s = peered_sites(92, false, &[], &[]);
-    std::env::remove_var(causeway_dataplane::udp::GSO_ENV);
-    let s = s.unwrap();
+    let Some(lab) = lab_or_skip("sendmmsg_path_without_gso") else { return };
+    // Both gateways get the switch, in their environment only: other tests
+    // of this binary start processes meanwhile.
+    lab.child_env(causeway_dataplane::udp::GSO_ENV, "off");
+    let s = peered_sites(92, false, &[], &[]).unwrap();
     assert!(s.a.wait_for_ping("10.92.0.2", Duration::from_secs(10)));
     let bps = lab::iperf3(&s.b, &s.a, "10.92.0.2", 3, false, &[]).unwrap().bits_per_second;
     eprintln!("TCP a -> b without GSO: {:.0} Mbit/s", bps / 1e6);
