@@ -391,6 +391,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // `tunctl peers cw0 | head` closes the pipe early: end quietly as other
+    // command-line tools do, instead of panicking on the failed print.
+    // SAFETY: restores the default action of one signal before any thread
+    // starts; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

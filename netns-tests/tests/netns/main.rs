@@ -33,6 +33,7 @@ mod no_gso;
 mod parallel_crypto;
 mod privileges;
 mod reload;
+mod restarts;
 mod roaming;
 mod routes;
 mod secrets;
