@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# The side-by-side comparison: Causeway, Debian's wireguard-go and
-# boringtun-cli in the same two-namespace topology, interleaved over
-# rounds. Writes benches/results/compare-<time>.{md,json,svg}.
-# Needs root. Installs iperf3, wireguard-go, wireguard-tools (apt-get) and
-# boringtun-cli (cargo install) if missing. Extra arguments go to
-# netns-compare (try --help), e.g. scripts/bench.sh --rounds 5.
+# The side-by-side comparison: Causeway, the modern wireguard-go (0.0.20231211
+# from bookworm-backports, with TUN and UDP offloads), Debian's wireguard-go
+# and boringtun-cli, interleaved over rounds. Writes
+# benches/results/compare-<time>.{md,json,svg}.
+# Needs root. Installs iperf3, wireguard-go, wireguard-tools, iptables
+# (apt-get) and boringtun-cli (cargo install) if missing, and unpacks the
+# modern wireguard-go into /var/cache/causeway-bench without installing it
+# (scripts/fetch-wireguard-go-modern.sh). Extra arguments go to
+# netns-compare (try --help), e.g. scripts/bench.sh --rounds 5, or
+# scripts/bench.sh --topology direct,routed for both topologies (the routed
+# one puts a host behind each gateway).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-install_missing iperf3:iperf3 wireguard-go:wireguard-go wg:wireguard-tools ping:iputils-ping
-[ -x "${HOME:-/root}/.cargo/bin/boringtun-cli" ] || cargo install --locked boringtun-cli
+install_missing iperf3:iperf3 wireguard-go:wireguard-go wg:wireguard-tools ping:iputils-ping iptables:iptables
+[ -x "${HOME:-/root}/.cargo/bin/boringtun-cli" ] || cargo install --locked boringtun-cli ||
+    echo "== boringtun-cli could not be installed: leave boringtun out of --impls" >&2
+modern=$(scripts/fetch-wireguard-go-modern.sh)
 cargo build --release --quiet -p causeway-gateway -p causeway-benches
 echo "== criterion micro-benchmarks"
 cargo bench --quiet -p causeway-benches 2>&1 | grep -E "^[a-z_/0-9-]+ |time:|thrpt:" || true
 echo "== namespace comparison"
-exec ./target/release/netns-compare "$@"
+exec ./target/release/netns-compare --wireguard-go-modern "$modern" "$@"

@@ -1,8 +1,10 @@
-//! The network-namespace comparison: the same two-host topology (a veth
-//! WAN, an MTU 1420 tunnel) with Causeway, Debian's wireguard-go and
-//! boringtun-cli in turn, interleaved A B C A B C over several rounds so
-//! that the machine's noise falls on all of them alike. Prints a markdown
-//! table of medians and ratios, and writes JSON and an SVG bar chart.
+//! The network-namespace comparison: the same topology (two gateways on a
+//! veth WAN with an MTU 1420 tunnel between them, and in the routed
+//! topology a host behind each) with Causeway, the modern wireguard-go
+//! (0.0.20231211, with offloads), Debian's wireguard-go and boringtun-cli
+//! in turn, interleaved A B C A B C over several rounds so that the
+//! machine's noise falls on all of them alike. Prints a markdown table of
+//! medians and ratios, and writes JSON and an SVG bar chart.
 //!
 //! Run as root: `scripts/bench.sh` (or this binary with --help).
 
@@ -16,8 +18,50 @@ use causeway_lab::{self as lab, b64, keypair, Netns, Process};
 use clap::Parser;
 use serde_json::{json, Value};
 
+/// Where scripts/fetch-wireguard-go-modern.sh unpacks wireguard-go
+/// 0.0.20231211 from bookworm-backports.
+const MODERN_WIREGUARD_GO: &str = "/var/cache/causeway-bench/wireguard-go-0.0.20231211/usr/bin/wireguard-go";
+
+/// Every implementation this harness can run.
+const KNOWN: [&str; 5] = ["causeway", "causeway-baseline", "wireguard-go-modern", "wireguard-go", "boringtun"];
+
+/// The order of the ratio columns (Causeway ÷ each) and the chart's
+/// reference (the first present): the strongest competitor first.
+const RATIO_ORDER: [&str; 4] = ["wireguard-go-modern", "wireguard-go", "boringtun", "causeway-baseline"];
+
+/// How the namespaces are wired.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Topology {
+    /// Two gateways on the WAN; traffic between their tunnel addresses.
+    Direct,
+    /// host-a — gw-a —WAN— gw-b — host-b: the gateways forward between an
+    /// MTU 1500 LAN and the MTU 1420 tunnel; traffic between the hosts.
+    Routed,
+}
+
+impl Topology {
+    fn name(self) -> &'static str {
+        match self {
+            Topology::Direct => "direct",
+            Topology::Routed => "routed",
+        }
+    }
+
+    fn describe(name: &str) -> &'static str {
+        match name {
+            "routed" => {
+                "routed: host-a — gw-a —WAN— gw-b — host-b, LANs MTU 1500, tunnel MTU 1420; iperf3 and ping between \
+                 the hosts; TCP MSS clamped to 1380 on the gateways (by Causeway itself, by iptables TCPMSS for the \
+                 others)"
+            }
+            _ => "direct: two gateways on a veth WAN, tunnel MTU 1420; iperf3 and ping between the tunnel addresses",
+        }
+    }
+}
+
 /// Compare Causeway with wireguard-go and boringtun in network namespaces.
 #[derive(Parser)]
+#[command(args_override_self = true)]
 struct Args {
     /// Rounds; each runs every implementation once, in turn.
     #[arg(long, default_value_t = 3)]
@@ -26,8 +70,13 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     seconds: u32,
     /// Implementations to compare, in the order each round runs them.
-    #[arg(long, value_delimiter = ',', default_value = "causeway,wireguard-go,boringtun")]
+    /// Known: causeway, wireguard-go-modern, wireguard-go (Debian's),
+    /// boringtun, causeway-baseline (with --baseline).
+    #[arg(long, value_delimiter = ',', default_value = "causeway,wireguard-go-modern,wireguard-go,boringtun")]
     impls: Vec<String>,
+    /// Topologies; each is a complete run with its own result files.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "direct")]
+    topology: Vec<Topology>,
     /// Where to write the JSON, markdown and SVG results.
     #[arg(long, default_value = "benches/results")]
     out: PathBuf,
@@ -36,6 +85,10 @@ struct Args {
     /// compare a change before and after in one interleaved run.
     #[arg(long, value_name = "CAUSEWAYD")]
     baseline: Option<PathBuf>,
+    /// The wireguard-go binary measured as `wireguard-go-modern`
+    /// (scripts/fetch-wireguard-go-modern.sh puts it at the default path).
+    #[arg(long, value_name = "WIREGUARD-GO", default_value = MODERN_WIREGUARD_GO)]
+    wireguard_go_modern: PathBuf,
     /// Instead of measuring, rebuild the table and chart of a saved run.
     #[arg(long, value_name = "RUN.json")]
     replot: Option<PathBuf>,
@@ -54,7 +107,25 @@ struct Pair {
     daemons: Vec<Process>,
     a: Netns,
     b: Netns,
+    /// The hosts behind a and b, in the routed topology.
+    hosts: Option<(Netns, Netns)>,
 }
+
+impl Pair {
+    /// The iperf3 server's namespace, the client's and the address the
+    /// client sends to (also the ping target).
+    fn ends(&self) -> (&Netns, &Netns, &'static str) {
+        match &self.hosts {
+            Some((host_a, host_b)) => (host_b, host_a, HOST_B),
+            None => (&self.b, &self.a, "10.90.0.2"),
+        }
+    }
+}
+
+/// Routed topology: the LAN behind each gateway and the host on it.
+const LAN_A: &str = "10.91.1.0/24";
+const LAN_B: &str = "10.91.2.0/24";
+const HOST_B: &str = "10.91.2.2";
 
 fn clock_ticks() -> f64 {
     Command::new("getconf")
@@ -91,16 +162,33 @@ struct Side<'a> {
     tunnel: &'a str,
     peer_tunnel: &'a str,
     peer_wan: &'a str,
+    /// The LAN behind the peer (routed topology), also allowed from it.
+    peer_lan: Option<&'a str>,
+}
+
+impl Side<'_> {
+    fn allowed_ips(&self) -> Vec<String> {
+        std::iter::once(format!("{}/32", self.peer_tunnel)).chain(self.peer_lan.map(String::from)).collect()
+    }
 }
 
 /// Starts a userspace WireGuard (wireguard-go or boringtun-cli) in `ns`
-/// and configures it with `wg`.
-fn start_uapi_daemon(kind: &str, ns: &Netns, dir: &Path, side: &Side<'_>) -> anyhow::Result<Process> {
-    let Side { me, peer, tunnel, peer_tunnel, peer_wan } = *side;
+/// and configures it with `wg`. Returns it and its interface's name.
+fn start_uapi_daemon(
+    kind: &str,
+    ns: &Netns,
+    dir: &Path,
+    side: &Side<'_>,
+    args: &Args,
+) -> anyhow::Result<(Process, String)> {
+    let Side { me, peer, tunnel, peer_wan, .. } = *side;
     let ifname = lab::unique("bx");
     let log = dir.join(format!("{ifname}.log"));
     let p = match kind {
         "wireguard-go" => ns.spawn("wireguard-go", "wireguard-go", &["-f", &ifname], Some(&log))?,
+        "wireguard-go-modern" => {
+            ns.spawn("wireguard-go-modern", &args.wireguard_go_modern, &["-f", &ifname], Some(&log))?
+        }
         "boringtun" => {
             let exe = boringtun_path()?;
             let mut p =
@@ -116,7 +204,7 @@ fn start_uapi_daemon(kind: &str, ns: &Netns, dir: &Path, side: &Side<'_>) -> any
     let key = dir.join(format!("{ifname}.key"));
     lab::write_private(&key, &b64(me.as_bytes()))?;
     let peer_key = b64(peer.as_bytes());
-    let allowed = format!("{peer_tunnel}/32");
+    let allowed = side.allowed_ips().join(",");
     let endpoint = format!("{peer_wan}:51820");
     ns.exec(
         "wg",
@@ -137,14 +225,17 @@ fn start_uapi_daemon(kind: &str, ns: &Netns, dir: &Path, side: &Side<'_>) -> any
     )?;
     ns.ip(&["addr", "add", &format!("{tunnel}/24"), "dev", &ifname])?;
     ns.ip(&["link", "set", &ifname, "mtu", "1420", "up"])?;
-    Ok(p)
+    Ok((p, ifname))
 }
 
-fn start_causeway(ns: &Netns, dir: &Path, side: &Side<'_>, bin: &Path) -> anyhow::Result<Process> {
-    let Side { me, peer, tunnel, peer_tunnel, peer_wan } = *side;
+/// Starts causewayd in `ns`. Returns it and its interface's name.
+fn start_causeway(ns: &Netns, dir: &Path, side: &Side<'_>, bin: &Path) -> anyhow::Result<(Process, String)> {
+    let Side { me, peer, tunnel, peer_wan, .. } = *side;
     let ifname = lab::unique("cb");
+    let allowed = side.allowed_ips().iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+    // mss_clamp is on by default; the routed topology relies on it.
     let cfg = format!(
-        "[interface]\nname = \"{ifname}\"\nprivate_key = \"{}\"\nlisten_port = 51820\nmtu = 1420\naddresses = [\"{tunnel}/24\"]\n\n[[peer]]\nname = \"other\"\npublic_key = \"{}\"\nendpoints = [\"{peer_wan}:51820\"]\nallowed_ips = [\"{peer_tunnel}/32\"]\n",
+        "[interface]\nname = \"{ifname}\"\nprivate_key = \"{}\"\nlisten_port = 51820\nmtu = 1420\naddresses = [\"{tunnel}/24\"]\n\n[[peer]]\nname = \"other\"\npublic_key = \"{}\"\nendpoints = [\"{peer_wan}:51820\"]\nallowed_ips = [{allowed}]\n",
         b64(me.as_bytes()),
         b64(peer.as_bytes())
     );
@@ -155,56 +246,146 @@ fn start_causeway(ns: &Netns, dir: &Path, side: &Side<'_>, bin: &Path) -> anyhow
     if !lab::wait_for_socket(&ifname, Duration::from_secs(10)) {
         bail!("causewayd did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
     }
-    Ok(p)
+    Ok((p, ifname))
 }
 
-fn setup(kind: &str, dir: &Path, baseline: Option<&Path>) -> anyhow::Result<Pair> {
+/// Routed topology: makes `gw` a router between its LAN and the tunnel
+/// interface `ifname`, with a route to the peer's LAN through the tunnel.
+/// `clamp` adds iptables' TCPMSS clamp for SYNs leaving through the tunnel
+/// (for the implementations that do not clamp themselves).
+fn route_through_tunnel(gw: &Netns, ifname: &str, peer_lan: &str, clamp: bool) -> anyhow::Result<()> {
+    // The daemon may bring its interface up a moment after its socket.
+    let mut tries = 0;
+    while let Err(e) = gw.ip(&["route", "add", peer_lan, "dev", ifname]) {
+        tries += 1;
+        if tries == 50 {
+            return Err(e);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if clamp {
+        gw.exec(
+            "iptables",
+            &[
+                "-t",
+                "mangle",
+                "-A",
+                "FORWARD",
+                "-o",
+                ifname,
+                "-p",
+                "tcp",
+                "--tcp-flags",
+                "SYN,RST",
+                "SYN",
+                "-j",
+                "TCPMSS",
+                "--clamp-mss-to-pmtu",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Routed topology: a host on an MTU 1500 LAN behind `gw`.
+fn lan_host(gw: &Netns, tag: &str, gw_addr: &str, host_addr: &str) -> anyhow::Result<Netns> {
+    let host = Netns::new(tag)?;
+    lab::veth(gw, "lan0", &[&format!("{gw_addr}/24")], &host, "lan0", &[&format!("{host_addr}/24")])?;
+    gw.ip(&["link", "set", "lan0", "mtu", "1500"])?;
+    host.ip(&["link", "set", "lan0", "mtu", "1500"])?;
+    host.ip(&["route", "add", "default", "via", gw_addr])?;
+    gw.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+    Ok(host)
+}
+
+fn setup(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::Result<Pair> {
     let a = Netns::new("bench-a")?;
     let b = Netns::new("bench-b")?;
     lab::veth(&a, "wan0", &["198.18.0.1/24"], &b, "wan0", &["198.18.0.2/24"])?;
+    let routed = topology == Topology::Routed;
+    let hosts = if routed {
+        Some((lan_host(&a, "bench-ha", "10.91.1.1", "10.91.1.2")?, lan_host(&b, "bench-hb", "10.91.2.1", HOST_B)?))
+    } else {
+        None
+    };
     let (ka, pa) = keypair();
     let (kb, pb) = keypair();
-    let side_a = Side { me: &ka, peer: &pb, tunnel: "10.90.0.1", peer_tunnel: "10.90.0.2", peer_wan: "198.18.0.2" };
-    let side_b = Side { me: &kb, peer: &pa, tunnel: "10.90.0.2", peer_tunnel: "10.90.0.1", peer_wan: "198.18.0.1" };
-    let daemons = match kind {
-        "causeway" | "causeway-baseline" => {
-            let bin = match kind {
-                "causeway" => lab::causewayd_path()?,
-                _ => baseline.context("causeway-baseline needs --baseline PATH")?.to_path_buf(),
-            };
-            vec![start_causeway(&a, dir, &side_a, &bin)?, start_causeway(&b, dir, &side_b, &bin)?]
-        }
-        other => vec![start_uapi_daemon(other, &a, dir, &side_a)?, start_uapi_daemon(other, &b, dir, &side_b)?],
+    let side_a = Side {
+        me: &ka,
+        peer: &pb,
+        tunnel: "10.90.0.1",
+        peer_tunnel: "10.90.0.2",
+        peer_wan: "198.18.0.2",
+        peer_lan: routed.then_some(LAN_B),
     };
-    if !a.wait_for_ping("10.90.0.2", Duration::from_secs(15)) {
-        bail!("{kind}: no ping through the tunnel");
+    let side_b = Side {
+        me: &kb,
+        peer: &pa,
+        tunnel: "10.90.0.2",
+        peer_tunnel: "10.90.0.1",
+        peer_wan: "198.18.0.1",
+        peer_lan: routed.then_some(LAN_A),
+    };
+    let is_causeway = matches!(kind, "causeway" | "causeway-baseline");
+    let (da, db) = if is_causeway {
+        let bin = match kind {
+            "causeway" => lab::causewayd_path()?,
+            _ => args.baseline.clone().context("causeway-baseline needs --baseline PATH")?,
+        };
+        (start_causeway(&a, dir, &side_a, &bin)?, start_causeway(&b, dir, &side_b, &bin)?)
+    } else {
+        (start_uapi_daemon(kind, &a, dir, &side_a, args)?, start_uapi_daemon(kind, &b, dir, &side_b, args)?)
+    };
+    if routed {
+        route_through_tunnel(&a, &da.1, LAN_B, !is_causeway)?;
+        route_through_tunnel(&b, &db.1, LAN_A, !is_causeway)?;
     }
-    Ok(Pair { daemons, a, b })
+    let pair = Pair { daemons: vec![da.0, db.0], a, b, hosts };
+    let (_, client, target) = pair.ends();
+    if !client.wait_for_ping(target, Duration::from_secs(15)) {
+        bail!("{kind}: no ping through the tunnel ({} topology)", topology.name());
+    }
+    Ok(pair)
 }
 
-fn measure(kind: &str, secs: u32, dir: &Path, baseline: Option<&Path>) -> anyhow::Result<BTreeMap<&'static str, f64>> {
-    let mut pair = setup(kind, dir, baseline)?;
+fn measure(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::Result<BTreeMap<&'static str, f64>> {
+    let secs = args.seconds;
+    let mut pair = setup(kind, topology, dir, args)?;
     let pids: Vec<u32> = pair.daemons.iter().map(|d| d.pid()).collect();
     let cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
     let mut m = BTreeMap::new();
+    let (server, client, target) = pair.ends();
 
     let before = cpu();
-    let one = lab::iperf3(&pair.b, &pair.a, "10.90.0.2", secs, false, &[])?;
+    let one = lab::iperf3_json(server, client, target, secs, false, &[])?;
     let used = cpu() - before;
-    m.insert("tcp_1_stream_gbps", one.bits_per_second / 1e9);
-    m.insert("cpu_s_per_gb", used / (one.bytes as f64 / 1e9));
+    let received = &one["end"]["sum_received"];
+    let bits_per_second = received["bits_per_second"].as_f64().context("iperf3 reported no throughput")?;
+    let bytes = received["bytes"].as_f64().unwrap_or(0.0);
+    m.insert("tcp_1_stream_gbps", bits_per_second / 1e9);
+    m.insert("cpu_s_per_gb", used / (bytes / 1e9));
+    // The client's MSS on its control connection (which crosses the tunnel
+    // like the data): the SYN-ACK's MSS, lowered by the clamp, less TCP
+    // options. Kept with the samples; a LAN-sized MSS in the routed
+    // topology means the clamp is missing and the run would be unfair.
+    if let Some(mss) = one["start"]["tcp_mss_default"].as_f64() {
+        m.insert("tcp_mss", mss);
+        if topology == Topology::Routed && mss > 1380.0 {
+            bail!("{kind}: TCP MSS {mss} between the hosts: the gateways do not clamp it to the tunnel");
+        }
+    }
 
-    let four = lab::iperf3(&pair.b, &pair.a, "10.90.0.2", secs, false, &["-P", "4"])?;
+    let four = lab::iperf3(server, client, target, secs, false, &["-P", "4"])?;
     m.insert("tcp_4_streams_gbps", four.bits_per_second / 1e9);
 
-    let udp = lab::iperf3_json(&pair.b, &pair.a, "10.90.0.2", secs, false, &["-u", "-l", "64", "-b", "0"])?;
+    let udp = lab::iperf3_json(server, client, target, secs, false, &["-u", "-l", "64", "-b", "0"])?;
     let sum = &udp["end"]["sum"];
     let packets = sum["packets"].as_f64().unwrap_or(0.0);
     let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
     let seconds = sum["seconds"].as_f64().filter(|s| *s > 0.0).unwrap_or(secs as f64);
     m.insert("udp_64b_kpps", (packets - lost) / seconds / 1e3);
 
-    let rtt = pair.a.ping("10.90.0.2", 50).context("ping failed")?;
+    let rtt = client.ping(target, 50).context("ping failed")?;
     m.insert("ping_rtt_ms", rtt.as_secs_f64() * 1e3);
 
     for d in &mut pair.daemons {
@@ -223,7 +404,7 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn machine() -> Value {
+fn machine(args: &Args) -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -234,38 +415,70 @@ fn machine() -> Value {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default().lines().next().unwrap_or("").to_string();
-    let version = |cmd: &str, arg: &str| {
+    let version = |cmd: &Path, arg: &str| {
         Command::new(cmd)
             .arg(arg)
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
             .unwrap_or_default()
     };
+    let uses = |name: &str| args.impls.iter().any(|i| i == name);
+    // The backports build calls itself v0.0.20230223 (upstream did not bump
+    // version.go for 0.0.20231211): record the Debian package version that
+    // scripts/fetch-wireguard-go-modern.sh wrote next to it as well.
+    let modern = uses("wireguard-go-modern").then(|| {
+        let bin = &args.wireguard_go_modern;
+        let package = bin
+            .ancestors()
+            .nth(3)
+            .and_then(|d| std::fs::read_to_string(d.join("DEBIAN-VERSION")).ok())
+            .map(|v| v.trim().to_string());
+        json!({"path": bin, "debian_package": package, "reports": version(bin, "--version")})
+    });
     json!({
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu": model,
         "kernel": kernel,
         "memory": mem,
-        "wireguard_go": version("wireguard-go", "--version"),
-        "boringtun": boringtun_path().ok().map(|p| version(p.to_str().unwrap(), "--version")),
-        "iperf3": version("iperf3", "--version"),
+        "wireguard_go": version(Path::new("wireguard-go"), "--version"),
+        "wireguard_go_modern": modern,
+        "boringtun": boringtun_path().ok().map(|p| version(&p, "--version")),
+        "causeway_baseline": args.baseline.as_ref().filter(|_| uses("causeway-baseline")),
+        "iperf3": version(Path::new("iperf3"), "--version"),
     })
 }
 
-fn svg(path: &Path, impls: &[String], medians: &BTreeMap<String, BTreeMap<String, f64>>) -> anyhow::Result<()> {
+/// The implementations Causeway is divided by, in RATIO_ORDER, then any
+/// others in the order given.
+fn others(impls: &[String]) -> Vec<&String> {
+    let mut v: Vec<&String> = RATIO_ORDER.iter().filter_map(|r| impls.iter().find(|i| i == r)).collect();
+    v.extend(impls.iter().filter(|i| *i != "causeway" && !RATIO_ORDER.contains(&i.as_str())));
+    v
+}
+
+fn value(medians: &BTreeMap<String, BTreeMap<String, f64>>, imp: &str, key: &str) -> f64 {
+    medians.get(imp).and_then(|m| m.get(key)).copied().unwrap_or(f64::NAN)
+}
+
+fn svg(
+    path: &Path,
+    topology: &str,
+    impls: &[String],
+    medians: &BTreeMap<String, BTreeMap<String, f64>>,
+) -> anyhow::Result<()> {
     use plotters::prelude::*;
-    let base = impls.iter().find(|i| *i == "wireguard-go").unwrap_or(&impls[0]).clone();
-    let root = SVGBackend::new(path, (1000, 520)).into_drawing_area();
+    let base = others(impls).first().copied().unwrap_or(&impls[0]).clone();
+    let root = SVGBackend::new(path, (1100, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let max = METRICS
         .iter()
         .flat_map(|(k, _, _)| impls.iter().map(move |i| (k, i)))
-        .filter_map(|(k, i)| Some(medians.get(i)?.get(*k)? / medians.get(&base)?.get(*k)?))
+        .map(|(k, i)| value(medians, i, k) / value(medians, &base, k))
         .filter(|v| v.is_finite())
         .fold(1.0f64, f64::max);
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("Causeway vs userspace WireGuard, medians relative to {base} (= 1.0); ↑ higher is better, ↓ lower"),
+            format!("Causeway vs userspace WireGuard ({topology}): medians ÷ {base}; ↑ higher is better, ↓ lower"),
             ("sans-serif", 18),
         )
         .margin(15)
@@ -282,7 +495,14 @@ fn svg(path: &Path, impls: &[String], medians: &BTreeMap<String, BTreeMap<String
             .enumerate()
             .map(|(i, t)| Text::new(t.to_string(), (i as f64 + 0.12, max * 1.12), ("sans-serif", 15))),
     )?;
-    let colors = [RGBColor(0x1f, 0x77, 0xb4), RGBColor(0xff, 0x7f, 0x0e), RGBColor(0x2c, 0xa0, 0x2c)];
+    let colors = [
+        RGBColor(0x1f, 0x77, 0xb4),
+        RGBColor(0xff, 0x7f, 0x0e),
+        RGBColor(0x2c, 0xa0, 0x2c),
+        RGBColor(0xd6, 0x27, 0x28),
+        RGBColor(0x94, 0x67, 0xbd),
+        RGBColor(0x8c, 0x56, 0x4b),
+    ];
     let width = 0.8 / impls.len() as f64;
     for (n, imp) in impls.iter().enumerate() {
         let color = colors[n % colors.len()];
@@ -290,9 +510,9 @@ fn svg(path: &Path, impls: &[String], medians: &BTreeMap<String, BTreeMap<String
             .iter()
             .enumerate()
             .filter_map(|(i, (k, _, _))| {
-                let v = medians.get(imp)?.get(*k)? / medians.get(&base)?.get(*k)?;
+                let v = value(medians, imp, k) / value(medians, &base, k);
                 let x0 = i as f64 + 0.1 + n as f64 * width;
-                Some(Rectangle::new([(x0, 0.0), (x0 + width * 0.9, v)], color.filled()))
+                v.is_finite().then(|| Rectangle::new([(x0, 0.0), (x0 + width * 0.9, v)], color.filled()))
             })
             .collect();
         chart
@@ -308,17 +528,20 @@ fn svg(path: &Path, impls: &[String], medians: &BTreeMap<String, BTreeMap<String
 /// The markdown table of medians and ratios.
 fn table(
     machine: &Value,
+    topology: &str,
     rounds: usize,
     seconds: u64,
     impls: &[String],
     medians: &BTreeMap<String, BTreeMap<String, f64>>,
 ) -> String {
-    let others: Vec<&String> = impls.iter().filter(|i| *i != "causeway").collect();
+    // Ratios need Causeway's own column.
+    let others = if impls.iter().any(|i| i == "causeway") { others(impls) } else { vec![] };
     let mut t = format!(
-        "Machine: {} cores, {}, kernel {}; {rounds} rounds of {seconds} s per test, medians.\n\n| metric |",
+        "Machine: {} cores, {}, kernel {}; {rounds} rounds of {seconds} s per test, medians.\n\nTopology: {}.\n\n| metric |",
         machine["cores"],
         machine["cpu"].as_str().unwrap_or("?"),
         machine["kernel"].as_str().unwrap_or("?"),
+        Topology::describe(topology),
     );
     for i in impls {
         t += &format!(" {i} |");
@@ -330,10 +553,10 @@ fn table(
     for (key, label, _) in METRICS {
         t += &format!("| {label} |");
         for i in impls {
-            t += &format!(" {:.3} |", medians[i][key]);
+            t += &format!(" {:.3} |", value(medians, i, key));
         }
         for o in &others {
-            t += &format!(" {:.2} |", medians["causeway"][key] / medians[*o][key]);
+            t += &format!(" {:.2} |", value(medians, "causeway", key) / value(medians, o, key));
         }
         t.push('\n');
     }
@@ -343,12 +566,23 @@ fn table(
 fn replot(path: &Path) -> anyhow::Result<()> {
     let run: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
     let medians: BTreeMap<String, BTreeMap<String, f64>> = serde_json::from_value(run["medians"].clone())?;
-    let impls: Vec<String> = run["impls"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-        .unwrap_or_else(|| ["causeway", "wireguard-go", "boringtun"].iter().map(|s| s.to_string()).collect());
+    // Runs before the topology option were all direct, and did not record
+    // their implementations: Causeway first, then the ratio order.
+    let topology = run["topology"].as_str().unwrap_or("direct");
+    let impls: Vec<String> = match run["impls"].as_array() {
+        Some(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        None => {
+            let mut all: Vec<String> = medians.keys().cloned().collect();
+            all.sort_by_key(|i| (i != "causeway", RATIO_ORDER.iter().position(|r| r == i).unwrap_or(usize::MAX)));
+            all
+        }
+    };
+    if impls.is_empty() {
+        bail!("{} holds no results", path.display());
+    }
     let t = table(
         &run["machine"],
+        topology,
         run["rounds"].as_u64().unwrap_or(0) as usize,
         run["seconds"].as_u64().unwrap_or(0),
         &impls,
@@ -356,7 +590,112 @@ fn replot(path: &Path) -> anyhow::Result<()> {
     );
     println!("{t}");
     std::fs::write(path.with_extension("md"), &t)?;
-    svg(&path.with_extension("svg"), &impls, &medians)
+    svg(&path.with_extension("svg"), topology, &impls, &medians)
+}
+
+/// Fails early, before any measuring, on what a run would trip over later.
+fn check(args: &Args) -> anyhow::Result<()> {
+    if args.impls.is_empty() {
+        bail!("--impls is empty");
+    }
+    for (n, i) in args.impls.iter().enumerate() {
+        if !KNOWN.contains(&i.as_str()) {
+            bail!("unknown implementation {i}; known: {}", KNOWN.join(", "));
+        }
+        if args.impls[..n].contains(i) {
+            bail!("{i} is named twice in --impls");
+        }
+    }
+    for (n, t) in args.topology.iter().enumerate() {
+        if args.topology[..n].contains(t) {
+            bail!("{} is named twice in --topology", t.name());
+        }
+    }
+    let uses = |name: &str| args.impls.iter().any(|i| i == name);
+    lab::require("iperf3", "iperf3")?;
+    lab::require("ping", "iputils-ping")?;
+    if uses("causeway") {
+        lab::causewayd_path()?;
+    }
+    if uses("causeway-baseline") && !args.baseline.as_ref().is_some_and(|b| b.is_file()) {
+        bail!("causeway-baseline needs --baseline PATH to a causewayd binary");
+    }
+    if uses("wireguard-go") {
+        lab::require("wireguard-go", "wireguard-go")?;
+    }
+    if uses("wireguard-go-modern") && !args.wireguard_go_modern.is_file() {
+        bail!(
+            "{} is missing: run scripts/fetch-wireguard-go-modern.sh (scripts/bench.sh does) or pass \
+             --wireguard-go-modern PATH",
+            args.wireguard_go_modern.display()
+        );
+    }
+    if uses("boringtun") {
+        boringtun_path()?;
+    }
+    let uapi = args.impls.iter().any(|i| !i.starts_with("causeway"));
+    if uapi {
+        lab::require("wg", "wireguard-tools")?;
+    }
+    if uapi && args.topology.contains(&Topology::Routed) {
+        lab::require("iptables", "iptables")?;
+    }
+    Ok(())
+}
+
+/// One complete comparison in one topology; writes its result files.
+fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
+    let name = topology.name();
+    let mut samples: BTreeMap<String, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    for round in 1..=args.rounds {
+        for imp in &args.impls {
+            eprint!("{name}, round {round}/{}: {imp} … ", args.rounds);
+            let m = measure(imp, topology, dir, args).with_context(|| format!("{imp}, {name}, round {round}"))?;
+            eprintln!("{}", m.iter().map(|(k, v)| format!("{k}={v:.3}")).collect::<Vec<_>>().join(" "));
+            for (k, v) in m {
+                samples.entry(imp.clone()).or_default().entry(k.to_string()).or_default().push(v);
+            }
+        }
+    }
+    let medians: BTreeMap<String, BTreeMap<String, f64>> =
+        samples.iter().map(|(i, m)| (i.clone(), m.iter().map(|(k, v)| (k.clone(), median(v))).collect())).collect();
+    let machine = machine(args);
+    let table = table(&machine, name, args.rounds, args.seconds as u64, &args.impls, &medians);
+    println!("{table}");
+    std::fs::create_dir_all(&args.out)?;
+    let base = loop {
+        let stamp = Command::new("date")
+            .args(["-u", "+%Y%m%dT%H%M%SZ"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
+        let base = args.out.join(format!("compare-{stamp}"));
+        if !base.with_extension("json").exists() {
+            break base;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let routed = topology == Topology::Routed;
+    let run = json!({
+        "machine": machine,
+        "topology": name,
+        "topology_description": Topology::describe(name),
+        "tunnel_mtu": 1420,
+        "lan_mtu": routed.then_some(1500),
+        "mss_clamp": routed.then_some(
+            "causeway: its own clamp (mss_clamp, on by default); the others: iptables -t mangle FORWARD -o <tunnel> \
+             TCPMSS --clamp-mss-to-pmtu on both gateways"
+        ),
+        "impls": args.impls,
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "samples": samples,
+        "medians": medians,
+    });
+    std::fs::write(base.with_extension("md"), &table)?;
+    std::fs::write(base.with_extension("json"), serde_json::to_string_pretty(&run)?)?;
+    svg(&base.with_extension("svg"), name, &args.impls, &medians)?;
+    eprintln!("wrote {}.{{md,json,svg}}", base.display());
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -367,39 +706,11 @@ fn main() -> anyhow::Result<()> {
     if !lab::is_root() {
         bail!("the comparison builds network namespaces: run it as root");
     }
+    check(&args)?;
     lab::reap_stale();
     let dir = tempfile::tempdir()?;
-    let mut samples: BTreeMap<String, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
-    for round in 1..=args.rounds {
-        for imp in &args.impls {
-            eprint!("round {round}/{}: {imp} … ", args.rounds);
-            let m = measure(imp, args.seconds, dir.path(), args.baseline.as_deref())
-                .with_context(|| format!("{imp}, round {round}"))?;
-            eprintln!("{}", m.iter().map(|(k, v)| format!("{k}={v:.3}")).collect::<Vec<_>>().join(" "));
-            for (k, v) in m {
-                samples.entry(imp.clone()).or_default().entry(k.to_string()).or_default().push(v);
-            }
-        }
+    for &topology in &args.topology {
+        run(&args, topology, dir.path())?;
     }
-    let medians: BTreeMap<String, BTreeMap<String, f64>> =
-        samples.iter().map(|(i, m)| (i.clone(), m.iter().map(|(k, v)| (k.clone(), median(v))).collect())).collect();
-    let machine = machine();
-    let table = table(&machine, args.rounds, args.seconds as u64, &args.impls, &medians);
-    println!("{table}");
-    std::fs::create_dir_all(&args.out)?;
-    let stamp = Command::new("date")
-        .args(["-u", "+%Y%m%dT%H%M%SZ"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
-    let base = args.out.join(format!("compare-{stamp}"));
-    std::fs::write(base.with_extension("md"), &table)?;
-    std::fs::write(
-        base.with_extension("json"),
-        serde_json::to_string_pretty(
-            &json!({"machine": machine, "rounds": args.rounds, "seconds": args.seconds, "samples": samples, "medians": medians}),
-        )?,
-    )?;
-    svg(&base.with_extension("svg"), &args.impls, &medians)?;
-    eprintln!("wrote {}.{{md,json,svg}}", base.display());
     Ok(())
 }
