@@ -97,9 +97,25 @@ fn a_cycle_is_found_when_there_is_one() {
     assert_eq!(find_cycle(&g(&[("a", "b"), ("b", "c"), ("c", "a")])).map(|c| c.len()), Some(4));
 }
 
+/// Every folder of non-test code, binaries included.
+const CODE: [&str; 12] = [
+    "proto/wireguard/src",
+    "config/src",
+    "dataplane/src",
+    "gateway/src",
+    "gateway/src/api",
+    "gateway/src/metrics",
+    "gateway/src/bin",
+    "gateway/src/bin/tunctl",
+    "lab/src",
+    "lab/src/bin",
+    "benches/src/bin/netns_compare",
+    "fuzz/src",
+];
+
 #[test]
-fn library_files_stay_under_600_lines_of_code() {
-    for dir in CRATES {
+fn code_files_stay_under_600_lines() {
+    for dir in CODE {
         for (m, src) in modules(&workspace().join(dir)) {
             let lines = code(&src).lines().count();
             assert!(lines <= 600, "{dir}/{m}.rs has {lines} lines before its tests");
