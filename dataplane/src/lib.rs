@@ -5,6 +5,7 @@
 
 pub mod allowed_ips;
 pub mod batch;
+pub mod checksum;
 pub mod clock;
 pub mod counters;
 pub mod interface;

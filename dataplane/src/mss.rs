@@ -4,23 +4,17 @@
 //! drops the ICMP "fragmentation needed" replies stalls large transfers
 //! (a PMTU black hole).
 
+use crate::checksum::fold;
+
 /// Largest MSS for IPv4 and IPv6 through a tunnel of this MTU (MTU minus
 /// IP and TCP headers without options).
 pub fn max_mss(mtu: u32) -> (u16, u16) {
     (mtu.saturating_sub(40).min(u16::MAX as u32) as u16, mtu.saturating_sub(60).min(u16::MAX as u32) as u16)
 }
 
-/// One's-complement sum folded to 16 bits.
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
 /// Incremental checksum update for one 16-bit word (RFC 1624, eqn. 3).
 fn update(checksum: u16, old: u16, new: u16) -> u16 {
-    !fold(u32::from(!checksum) + u32::from(!old) + u32::from(new))
+    !fold(u64::from(!checksum) + u64::from(!old) + u64::from(new))
 }
 
 /// Clamps the MSS option of a TCP SYN in an IP packet; returns whether the
@@ -89,12 +83,7 @@ pub fn clamp(packet: &mut [u8], (max_v4, max_v6): (u16, u16)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn checksum(bytes: &[u8], initial: u32) -> u16 {
-        let sum =
-            bytes.chunks(2).fold(initial, |s, c| s + u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])));
-        !fold(sum)
-    }
+    use crate::checksum::checksum;
 
     /// An IPv4 SYN with the given TCP options and a valid checksum.
     fn syn_v4(options: &[u8]) -> Vec<u8> {

@@ -226,13 +226,7 @@ pub fn api_status(ifname: &str) -> anyhow::Result<serde_json::Value> {
 
 /// An ICMP echo request (or reply) in IPv4 with valid checksums.
 pub fn icmp_echo(src: [u8; 4], dst: [u8; 4], seq: u16, reply: bool) -> Vec<u8> {
-    fn checksum(b: &[u8]) -> u16 {
-        let mut sum: u32 = b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
-    }
+    let checksum = |b: &[u8]| causeway_dataplane::checksum::checksum(b, 0);
     let mut p = vec![0u8; 20 + 8 + 32];
     let total = p.len() as u16;
     p[0] = 0x45;
