@@ -22,6 +22,29 @@ use crate::protocol::{Inbound, Protocol, Sending};
 use crate::session::{Opened, Session};
 use crate::transmit::{transmit, transmit_to};
 
+/// The reason a WireGuard error counts under.
+pub fn drop_reason(e: Error) -> Drop {
+    match e {
+        Error::InvalidLength | Error::UnknownMessageType(_) | Error::NonZeroReserved | Error::BufferTooSmall => {
+            Drop::Malformed
+        }
+        Error::InvalidMac1 | Error::InvalidMac2 => Drop::BadMac,
+        Error::DecryptionFailed => Drop::Decryption,
+        Error::UnknownPeer => Drop::UnknownPeer,
+        Error::UnknownReceiverIndex => Drop::UnknownIndex,
+        Error::Replayed => Drop::Replay,
+        Error::KeypairExpired | Error::NoSession => Drop::Expired,
+        Error::NoPrivateKey => Drop::NoPrivateKey,
+        Error::ReplayedInitiation
+        | Error::InitiationFlood
+        | Error::UnexpectedResponse
+        | Error::UnexpectedCookieReply
+        | Error::LowOrderKey
+        | Error::InitiationTooSoon
+        | Error::OwnPublicKey => Drop::HandshakeRejected,
+    }
+}
+
 impl Session for Keypair {
     fn header_len(&self) -> usize {
         DATA_HEADER_LEN
@@ -36,17 +59,17 @@ impl Session for Keypair {
     }
 
     fn reserve(&self, count: u64) -> Result<u64, Drop> {
-        Keypair::reserve(self, count).map_err(Drop::from_error)
+        Keypair::reserve(self, count).map_err(drop_reason)
     }
 
     fn seal(&self, counter: u64, datagram: &mut [u8], payload_len: usize, padded_len: usize) -> Result<usize, Drop> {
-        Keypair::seal(self, counter, datagram, payload_len, padded_len).map_err(Drop::from_error)
+        Keypair::seal(self, counter, datagram, payload_len, padded_len).map_err(drop_reason)
     }
 
     fn open(&self, datagram: &mut [u8]) -> Result<Opened, Drop> {
         Keypair::open(self, datagram)
             .map(|(counter, plain)| Opened { counter, at: DATA_HEADER_LEN, len: plain.len() })
-            .map_err(Drop::from_error)
+            .map_err(drop_reason)
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -87,10 +110,10 @@ impl Protocol for WireGuard {
         match messages::parse(datagram) {
             Ok(Message::Data(_)) => match iface.device.data_keypair(datagram, now) {
                 Ok((owner, kp)) => Inbound::Data { owner, session: kp },
-                Err(e) => Inbound::Refused(Drop::from_error(e)),
+                Err(e) => Inbound::Refused(drop_reason(e)),
             },
             Ok(_) => Inbound::Control,
-            Err(e) => Inbound::Refused(Drop::from_error(e)),
+            Err(e) => Inbound::Refused(drop_reason(e)),
         }
     }
 
@@ -114,7 +137,7 @@ impl Protocol for WireGuard {
             Ok(r) => r,
             Err(e) => {
                 tracing::trace!(from = %src, error = %e, "dropped datagram");
-                iface.counters.count(Drop::from_error(e));
+                iface.counters.count(drop_reason(e));
                 return;
             }
         };
@@ -157,8 +180,7 @@ impl Protocol for WireGuard {
         // Batches of this protocol hold only keypairs; the pointer test
         // inside `accept_data` needs the keypair itself.
         let kp = session.as_any().downcast_ref::<Keypair>().ok_or(Drop::Malformed)?;
-        let rekey =
-            iface.device.accept_data(&peer.crypto, kp, counter, wire_len, is_data, now).map_err(Drop::from_error)?;
+        let rekey = iface.device.accept_data(&peer.crypto, kp, counter, wire_len, is_data, now).map_err(drop_reason)?;
         if rekey {
             send_initiation(iface, peer, sock, now);
         }
@@ -187,7 +209,7 @@ pub fn send_initiation(iface: &Interface, peer: &PeerState, sock: &dyn Socket, n
         Err(Error::InitiationTooSoon) => {}
         Err(e) => {
             tracing::debug!(peer = %peer.public_key(), error = %e, "cannot create initiation");
-            iface.counters.count(Drop::from_error(e));
+            iface.counters.count(drop_reason(e));
         }
     }
 }
@@ -213,7 +235,7 @@ fn send_one(iface: &Interface, t: &Target<'_>, sock: &dyn Socket, payload: &[u8]
                 t.peer.crypto.on_sent(now, len as u64, 1, !payload.is_empty());
             }
         }
-        Err(e) => iface.counters.count(Drop::from_error(e)),
+        Err(e) => iface.counters.count(drop_reason(e)),
     }
 }
 
@@ -246,5 +268,18 @@ pub fn flush_staged(iface: &Interface, peer: &PeerState, sock: &dyn Socket, now:
     let mut scratch = Vec::with_capacity(iface.mtu() as usize + 64);
     for p in staged {
         send_one(iface, &target, sock, &p, &mut scratch, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_errors_count_under_their_reason() {
+        assert_eq!(drop_reason(Error::Replayed), Drop::Replay);
+        assert_eq!(drop_reason(Error::InvalidMac1), Drop::BadMac);
+        assert_eq!(drop_reason(Error::UnknownReceiverIndex), Drop::UnknownIndex);
+        assert_eq!(drop_reason(Error::OwnPublicKey), Drop::HandshakeRejected);
     }
 }
