@@ -260,6 +260,13 @@ impl Interface {
         }
     }
 
+    /// A datagram refused before any batch: counted under its reason and
+    /// traced, the one place every path that refuses one goes through.
+    pub fn refuse(&self, from: std::net::SocketAddr, reason: crate::counters::Drop) {
+        tracing::trace!(%from, reason = reason.name(), "dropped datagram");
+        self.counters.count(reason);
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Relaxed)
     }

@@ -236,8 +236,7 @@ impl Receiver {
                 return true;
             }
             Inbound::Refused(reason) => {
-                tracing::trace!(from = %from.0, reason = reason.name(), "dropped datagram");
-                iface.counters.count(reason);
+                iface.refuse(from.0, reason);
                 return true;
             }
         };

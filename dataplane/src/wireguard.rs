@@ -136,8 +136,7 @@ impl Protocol for WireGuard {
         let received = match iface.device.receive(src, datagram, now) {
             Ok(r) => r,
             Err(e) => {
-                tracing::trace!(from = %src, error = %e, "dropped datagram");
-                iface.counters.count(drop_reason(e));
+                iface.refuse(src, drop_reason(e));
                 return;
             }
         };
