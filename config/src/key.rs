@@ -43,6 +43,12 @@ pub fn parse_key(text: &str) -> Result<Zeroizing<[u8; 32]>, KeyError> {
 
 /// Reads a key from a file that only its owner may read.
 pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    parse_key(&read_secret_file(path)?)
+}
+
+/// Reads a small secret file (a key, an IKE pre-shared key) that only its
+/// owner may read.
+pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
     let shown = path.display().to_string();
     let unreadable = |e: std::io::Error| KeyError::Unreadable { path: shown.clone(), reason: e.to_string() };
     let meta = std::fs::metadata(path).map_err(unreadable)?;
@@ -67,7 +73,7 @@ pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError
     if text.len() as u64 > MAX_KEY_FILE {
         return Err(KeyError::Unreadable { path: shown, reason: format!("longer than {MAX_KEY_FILE} bytes") });
     }
-    parse_key(&text)
+    Ok(text)
 }
 
 /// The longest key file read: a key, a newline and room for a comment.

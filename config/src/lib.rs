@@ -8,14 +8,17 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod ipsec;
 mod key;
 mod locate;
+pub mod proposals;
 pub mod rules;
 mod schema;
 mod types;
 mod validate;
 
 pub use error::{ConfigError, Problem};
+pub use ipsec::{Encap, Identity, IpsecPeer, Psk};
 pub use key::{parse_key, KeyError};
 pub use types::{
     Config, Endpoint, Interface, Peer, RouteTable, DEFAULT_DNS_REFRESH, DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT,

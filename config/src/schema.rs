@@ -45,4 +45,22 @@ pub(crate) struct RawPeer {
     pub allowed_ips: Vec<Spanned<String>>,
     pub persistent_keepalive: Option<Spanned<u16>>,
     pub failover_after: Option<Spanned<u32>>,
+    /// "wireguard" (the default) or "ipsec"; the rest are IPsec's.
+    pub protocol: Option<Spanned<String>>,
+    pub local_id: Option<Spanned<String>>,
+    pub remote_id: Option<Spanned<String>>,
+    pub psk_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub ike_proposals: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub esp_proposals: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub local_ts: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub remote_ts: Vec<Spanned<String>>,
+    pub ike_lifetime: Option<Spanned<u32>>,
+    pub child_lifetime: Option<Spanned<u32>>,
+    pub dpd_interval: Option<Spanned<u32>>,
+    pub initiate: Option<Spanned<bool>>,
+    pub encap: Option<Spanned<String>>,
 }

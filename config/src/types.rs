@@ -25,7 +25,10 @@ pub const MAX_MTU: u32 = 65_535 - 40 - 8 - 32 - 15;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub interface: Interface,
+    /// WireGuard peers.
     pub peers: Vec<Peer>,
+    /// IPsec peers (`protocol = "ipsec"`), on the same interface.
+    pub ipsec_peers: Vec<crate::ipsec::IpsecPeer>,
 }
 
 #[derive(Debug, Clone)]

@@ -79,14 +79,14 @@ impl std::str::FromStr for Endpoint {
     }
 }
 
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     source: &'a str,
     file: &'a Path,
-    problems: Vec<Problem>,
+    pub(crate) problems: Vec<Problem>,
 }
 
 impl Checker<'_> {
-    fn report(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn report(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             file: self.file.to_path_buf(),
             line: line_of(self.source, span.start),
@@ -96,7 +96,7 @@ impl Checker<'_> {
     }
 
     /// A key file path, relative ones taken from the configuration's directory.
-    fn resolve_path(&self, p: &str) -> PathBuf {
+    pub(crate) fn resolve_path(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {
             p.to_path_buf()
@@ -330,18 +330,31 @@ impl Checker<'_> {
     /// Across peers: unique names and keys, no peer with our own key, and no
     /// prefix routed to two peers (one containing the other counts, since
     /// the more specific one would silently take the traffic).
-    fn cross_checks(&mut self, raw: &[Spanned<RawPeer>], peers: &[(usize, Peer)], own: Option<PublicKey>) {
+    fn cross_checks(
+        &mut self,
+        raw: &[Spanned<RawPeer>],
+        peers: &[(usize, Peer)],
+        ipsec: &[(usize, crate::ipsec::IpsecPeer)],
+        own: Option<PublicKey>,
+    ) {
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut keys: HashMap<PublicKey, usize> = HashMap::new();
-        for (i, p) in peers {
-            let r = raw[*i - 1].get_ref();
-            if let Some(first) = names.insert(&p.name, *i) {
+        let all_names =
+            peers.iter().map(|(i, p)| (*i, p.name.as_str())).chain(ipsec.iter().map(|(i, p)| (*i, p.name.as_str())));
+        let mut all_names: Vec<_> = all_names.collect();
+        all_names.sort();
+        for (i, name) in all_names {
+            let r = raw[i - 1].get_ref();
+            if let Some(first) = names.insert(name, i) {
                 self.report(
                     r.name.as_ref().map_or(0..0, |n| n.span()),
                     join(&format!("peer[{i}]"), "name"),
-                    format!("name \"{}\" is already used by peer[{first}]", p.name),
+                    format!("name \"{name}\" is already used by peer[{first}]"),
                 );
             }
+        }
+        for (i, p) in peers {
+            let r = raw[*i - 1].get_ref();
             let key_span = r.public_key.as_ref().map_or(0..0, |k| k.span());
             if let Some(first) = keys.insert(p.public_key, *i) {
                 self.report(
@@ -361,9 +374,11 @@ impl Checker<'_> {
         // Sort so that every prefix comes after the prefixes containing it;
         // CIDR blocks are nested or disjoint, so a stack finds containment.
         let mut all: Vec<(IpNet, usize, usize)> = Vec::new();
-        for (i, p) in peers {
-            for (j, net) in p.allowed_ips.iter().enumerate() {
-                all.push((*net, *i, j));
+        let routed =
+            peers.iter().map(|(i, p)| (*i, &p.allowed_ips)).chain(ipsec.iter().map(|(i, p)| (*i, &p.allowed_ips)));
+        for (i, nets) in routed {
+            for (j, net) in nets.iter().enumerate() {
+                all.push((*net, i, j));
             }
         }
         all.sort_by_key(|(net, _, _)| (net.addr().is_ipv6(), net.network(), net.prefix_len()));
@@ -387,7 +402,12 @@ impl Checker<'_> {
                 join(&format!("peer[{peer}]"), "allowed_ips"),
                 format!(
                     "{net} {how} peer[{other}] ({}); each address may belong to one peer only",
-                    peers.iter().find(|(i, _)| *i == other).map_or("", |(_, p)| p.name.as_str())
+                    peers
+                        .iter()
+                        .find(|(i, _)| *i == other)
+                        .map(|(_, p)| p.name.as_str())
+                        .or_else(|| ipsec.iter().find(|(i, _)| *i == other).map(|(_, p)| p.name.as_str()))
+                        .unwrap_or("")
                 ),
             );
         }
@@ -412,13 +432,36 @@ pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError>
             None
         }
     };
-    let peers: Vec<(usize, Peer)> =
-        raw.peer.iter().enumerate().filter_map(|(i, p)| c.peer(i + 1, p).map(|p| (i + 1, p))).collect();
-    c.cross_checks(&raw.peer, &peers, interface.as_ref().map(|i| i.private_key.public_key()));
-    match interface {
-        Some(interface) if c.problems.is_empty() => {
-            Ok(Config { interface, peers: peers.into_iter().map(|(_, p)| p).collect() })
+    let mut peers: Vec<(usize, Peer)> = Vec::new();
+    let mut ipsec_peers = Vec::new();
+    for (i, p) in raw.peer.iter().enumerate() {
+        let t = format!("peer[{}]", i + 1);
+        match p.get_ref().protocol.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+            None | Some(("wireguard", _)) => {
+                for (field, span) in crate::ipsec::ipsec_only(p.get_ref()) {
+                    c.report(span, join(&t, field), format!("{field} is for IPsec peers: add protocol = \"ipsec\""));
+                }
+                if let Some(peer) = c.peer(i + 1, p) {
+                    peers.push((i + 1, peer));
+                }
+            }
+            Some(("ipsec", _)) => {
+                if let Some(peer) = c.ipsec_peer(&t, p.span(), p.get_ref()) {
+                    ipsec_peers.push((i + 1, peer));
+                }
+            }
+            Some((other, span)) => {
+                c.report(span, join(&t, "protocol"), format!("expected \"wireguard\" or \"ipsec\", got \"{other}\""))
+            }
         }
+    }
+    c.cross_checks(&raw.peer, &peers, &ipsec_peers, interface.as_ref().map(|i| i.private_key.public_key()));
+    match interface {
+        Some(interface) if c.problems.is_empty() => Ok(Config {
+            interface,
+            peers: peers.into_iter().map(|(_, p)| p).collect(),
+            ipsec_peers: ipsec_peers.into_iter().map(|(_, p)| p).collect(),
+        }),
         _ => {
             c.problems.sort_by_key(|p| p.line);
             Err(ConfigError::Invalid(c.problems))

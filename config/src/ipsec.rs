@@ -1,0 +1,474 @@
+//! IPsec peers: `[[peer]]` tables with `protocol = "ipsec"`. They share the
+//! peer table's name, endpoints, allowed_ips and failover_after with
+//! WireGuard peers and add what IKE needs. Defaults follow a Juniper SRX
+//! route-based VPN (an st0 interface): traffic selectors 0.0.0.0/0 and ::/0,
+//! IKE SA lifetime 28800 s, child SA 3600 s.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use base64::Engine;
+use ipnet::IpNet;
+use toml::Spanned;
+use zeroize::Zeroizing;
+
+use crate::key::read_secret_file;
+use crate::locate::join;
+use crate::proposals::{default_esp_proposals, default_ike_proposals, EspProposal, IkeProposal};
+use crate::rules;
+use crate::schema::RawPeer;
+use crate::types::{Endpoint, DEFAULT_FAILOVER_AFTER};
+use crate::validate::Checker;
+
+/// IKE's port; an endpoint without a port means this one.
+pub const IKE_PORT: u16 = 500;
+pub const DEFAULT_IKE_LIFETIME: Duration = Duration::from_secs(28_800);
+pub const DEFAULT_CHILD_LIFETIME: Duration = Duration::from_secs(3_600);
+/// Liveness checks after this long without a packet from the peer.
+pub const DEFAULT_DPD_INTERVAL: Duration = Duration::from_secs(30);
+/// A shorter key can be guessed offline from one captured IKE_AUTH.
+pub const MIN_PSK_LEN: usize = 16;
+
+/// An IKE identity (RFC 7296 §3.5), written as strongSwan writes one: an
+/// IP address, `user@domain` (an e-mail address) or a host name (FQDN,
+/// with or without strongSwan's leading `@`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Identity {
+    Address(IpAddr),
+    Fqdn(String),
+    Email(String),
+}
+
+impl std::str::FromStr for Identity {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Identity, String> {
+        let text = text.trim();
+        if let Ok(a) = text.parse::<IpAddr>() {
+            return Ok(Identity::Address(a));
+        }
+        let fqdn = text.strip_prefix('@').unwrap_or(text);
+        let ok = |s: &str| !s.is_empty() && s.len() <= 253 && s.chars().all(|c| c.is_ascii_graphic());
+        if !ok(fqdn) {
+            return Err(format!(
+                "\"{text}\" is not an IKE identity: expected an IP address, a host name (gw1.dc-east.example) or \
+                 user@domain"
+            ));
+        }
+        if !text.starts_with('@') && fqdn.contains('@') {
+            Ok(Identity::Email(fqdn.to_string()))
+        } else {
+            Ok(Identity::Fqdn(fqdn.to_string()))
+        }
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::Address(a) => write!(f, "{a}"),
+            Identity::Fqdn(s) | Identity::Email(s) => f.write_str(s),
+        }
+    }
+}
+
+/// When ESP goes inside UDP (port 4500, RFC 3948).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encap {
+    /// Only when IKE detects a NAT; raw ESP (IP protocol 50) otherwise, as
+    /// an SRX does by default.
+    Auto,
+    /// Always, as strongSwan's `encap = yes`: through firewalls that pass
+    /// only UDP, and towards peers whose ESP runs in userspace.
+    Always,
+}
+
+/// A pre-shared key. No Debug output of the bytes, zeroized on drop.
+#[derive(Clone)]
+pub struct Psk(pub Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for Psk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Psk(<{} bytes>)", self.0.len())
+    }
+}
+
+impl PartialEq for Psk {
+    /// Constant time: a reload compares the old and new key.
+    fn eq(&self, other: &Psk) -> bool {
+        self.0.len() == other.0.len() && self.0.iter().zip(other.0.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IpsecPeer {
+    pub name: String,
+    /// The peer's IKE addresses, in order of preference (failover as for
+    /// WireGuard endpoints). Empty: the peer always initiates.
+    pub endpoints: Vec<Endpoint>,
+    /// Prefixes routed to this peer and accepted from it.
+    pub allowed_ips: Vec<IpNet>,
+    pub local_id: Identity,
+    pub remote_id: Identity,
+    pub psk: Psk,
+    pub ike_proposals: Vec<IkeProposal>,
+    pub esp_proposals: Vec<EspProposal>,
+    pub local_ts: Vec<IpNet>,
+    pub remote_ts: Vec<IpNet>,
+    pub ike_lifetime: Duration,
+    pub child_lifetime: Duration,
+    /// Zero: no liveness checks.
+    pub dpd_interval: Duration,
+    /// Start IKE at once (and again when it fails), not only on traffic.
+    pub initiate: bool,
+    pub encap: Encap,
+    pub failover_after: Duration,
+}
+
+/// Decodes a PSK file's text the way strongSwan's secrets do: `0x` hex,
+/// `0s` base64, or else the text itself (without its trailing newline).
+fn decode_psk(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+    let text = text.trim_end_matches(['\n', '\r']);
+    let bytes = if let Some(hex) = text.strip_prefix("0x") {
+        if hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err("a key written 0x... must be an even number of hex digits".into());
+        }
+        let nibble = |c: u8| (c as char).to_digit(16).expect("checked hex") as u8;
+        Zeroizing::new(hex.as_bytes().chunks(2).map(|p| nibble(p[0]) << 4 | nibble(p[1])).collect())
+    } else if let Some(b64) = text.strip_prefix("0s") {
+        Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| "a key written 0s... must be base64".to_string())?,
+        )
+    } else {
+        Zeroizing::new(text.as_bytes().to_vec())
+    };
+    if bytes.len() < MIN_PSK_LEN {
+        return Err(format!(
+            "the pre-shared key has {} bytes; use at least {MIN_PSK_LEN} (a short one can be guessed offline from \
+             one captured IKE_AUTH): `head -c 32 /dev/urandom | base64 | sed 's/^/0s/'` makes one",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// An IKE endpoint: host:port, or a host alone for port 500.
+fn ike_endpoint(text: &str) -> Result<Endpoint, String> {
+    let t = text.trim();
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return Ok(Endpoint::Addr(SocketAddr::new(ip, IKE_PORT)));
+    }
+    t.parse::<Endpoint>().or_else(
+        |e| {
+            if t.contains(':') {
+                Err(e)
+            } else {
+                format!("{t}:{IKE_PORT}").parse::<Endpoint>()
+            }
+        },
+    )
+}
+
+/// Fields of a WireGuard peer that an IPsec peer must not have.
+fn wireguard_only(raw: &RawPeer) -> Vec<(&'static str, std::ops::Range<usize>)> {
+    let mut v = Vec::new();
+    if let Some(k) = &raw.public_key {
+        v.push(("public_key", k.span()));
+    }
+    if let Some(k) = &raw.preshared_key {
+        v.push(("preshared_key", k.span()));
+    }
+    if let Some(k) = &raw.preshared_key_file {
+        v.push(("preshared_key_file", k.span()));
+    }
+    if let Some(k) = &raw.persistent_keepalive {
+        v.push(("persistent_keepalive", k.span()));
+    }
+    v
+}
+
+/// Fields only an IPsec peer may have, for the error on a WireGuard peer.
+pub(crate) fn ipsec_only(raw: &RawPeer) -> Vec<(&'static str, std::ops::Range<usize>)> {
+    let mut v = Vec::new();
+    let mut add = |name: &'static str, span: Option<std::ops::Range<usize>>| {
+        if let Some(s) = span {
+            v.push((name, s));
+        }
+    };
+    add("local_id", raw.local_id.as_ref().map(|x| x.span()));
+    add("remote_id", raw.remote_id.as_ref().map(|x| x.span()));
+    add("psk_file", raw.psk_file.as_ref().map(|x| x.span()));
+    add("ike_proposals", raw.ike_proposals.first().map(|x| x.span()));
+    add("esp_proposals", raw.esp_proposals.first().map(|x| x.span()));
+    add("local_ts", raw.local_ts.first().map(|x| x.span()));
+    add("remote_ts", raw.remote_ts.first().map(|x| x.span()));
+    add("ike_lifetime", raw.ike_lifetime.as_ref().map(|x| x.span()));
+    add("child_lifetime", raw.child_lifetime.as_ref().map(|x| x.span()));
+    add("dpd_interval", raw.dpd_interval.as_ref().map(|x| x.span()));
+    add("initiate", raw.initiate.as_ref().map(|x| x.span()));
+    add("encap", raw.encap.as_ref().map(|x| x.span()));
+    v
+}
+
+impl Checker<'_> {
+    fn seconds(&mut self, field: String, v: &Option<Spanned<u32>>, default: Duration, range: (u32, u32)) -> Duration {
+        match v {
+            None => default,
+            Some(s) if (range.0..=range.1).contains(s.get_ref()) => Duration::from_secs(u64::from(*s.get_ref())),
+            Some(s) => {
+                self.report(
+                    s.span(),
+                    field,
+                    format!("expected {} to {} seconds, got {}", range.0, range.1, s.get_ref()),
+                );
+                default
+            }
+        }
+    }
+
+    fn list<T>(&mut self, field: &str, items: &[Spanned<String>], parse: impl Fn(&str) -> Result<T, String>) -> Vec<T> {
+        items.iter().filter_map(|i| parse(i.get_ref()).map_err(|e| self.report(i.span(), field, e)).ok()).collect()
+    }
+
+    pub(crate) fn ipsec_peer(&mut self, t: &str, span: std::ops::Range<usize>, raw: &RawPeer) -> Option<IpsecPeer> {
+        let before = self.problems.len();
+        for (field, s) in wireguard_only(raw) {
+            self.report(
+                s,
+                join(t, field),
+                format!("{field} belongs to WireGuard peers; an IPsec peer authenticates with psk_file"),
+            );
+        }
+        let name = match &raw.name {
+            Some(n) => rules::peer_name(n.get_ref())
+                .map_err(|e| self.report(n.span(), join(t, "name"), e))
+                .ok()
+                .map(|_| n.get_ref().clone()),
+            None => {
+                self.report(span.clone(), t, "missing name: every peer needs one, such as name = \"dc-east\"");
+                None
+            }
+        };
+        let id = |this: &mut Self, field: &str, v: &Option<Spanned<String>>| match v {
+            Some(s) => s.get_ref().parse::<Identity>().map_err(|e| this.report(s.span(), join(t, field), e)).ok(),
+            None => {
+                this.report(span.clone(), join(t, field), format!("missing {field}: the IKE identity, such as {field} = \"gw1.dc-east.example\" (an SRX's `local-identity`/`remote-identity`)"));
+                None
+            }
+        };
+        let local_id = id(self, "local_id", &raw.local_id);
+        let remote_id = id(self, "remote_id", &raw.remote_id);
+        let psk = match &raw.psk_file {
+            Some(f) => read_secret_file(&self.resolve_path(f.get_ref()))
+                .map_err(|e| e.to_string())
+                .and_then(|text| decode_psk(&text))
+                .map_err(|e| self.report(f.span(), join(t, "psk_file"), e))
+                .ok(),
+            None => {
+                self.report(
+                    span.clone(),
+                    join(t, "psk_file"),
+                    "missing psk_file: the path of a file (mode 0600) holding the pre-shared key",
+                );
+                None
+            }
+        };
+        let endpoints = self.list(&join(t, "endpoints"), &raw.endpoints, ike_endpoint);
+        let allowed_ips = self.list(&join(t, "allowed_ips"), &raw.allowed_ips, crate::validate::parse_allowed_ip);
+        let mut ike_proposals = self.list(&join(t, "ike_proposals"), &raw.ike_proposals, |s| s.parse::<IkeProposal>());
+        if raw.ike_proposals.is_empty() {
+            ike_proposals = default_ike_proposals();
+        }
+        let mut esp_proposals = self.list(&join(t, "esp_proposals"), &raw.esp_proposals, |s| s.parse::<EspProposal>());
+        if raw.esp_proposals.is_empty() {
+            esp_proposals = default_esp_proposals();
+        }
+        let any: Vec<IpNet> = vec!["0.0.0.0/0".parse().expect("valid"), "::/0".parse().expect("valid")];
+        let mut local_ts = self.list(&join(t, "local_ts"), &raw.local_ts, crate::validate::parse_allowed_ip);
+        if raw.local_ts.is_empty() {
+            local_ts = any.clone();
+        }
+        let mut remote_ts = self.list(&join(t, "remote_ts"), &raw.remote_ts, crate::validate::parse_allowed_ip);
+        if raw.remote_ts.is_empty() {
+            remote_ts = any;
+        }
+        let ike_lifetime =
+            self.seconds(join(t, "ike_lifetime"), &raw.ike_lifetime, DEFAULT_IKE_LIFETIME, (60, 86_400 * 7));
+        let child_lifetime =
+            self.seconds(join(t, "child_lifetime"), &raw.child_lifetime, DEFAULT_CHILD_LIFETIME, (30, 86_400));
+        let dpd_interval = self.seconds(join(t, "dpd_interval"), &raw.dpd_interval, DEFAULT_DPD_INTERVAL, (0, 3_600));
+        let encap = match raw.encap.as_ref().map(|e| (e.get_ref().as_str(), e.span())) {
+            None | Some(("auto", _)) => Encap::Auto,
+            Some(("always", _)) => Encap::Always,
+            Some((other, s)) => {
+                self.report(
+                    s,
+                    join(t, "encap"),
+                    format!("expected \"auto\" (UDP only through a NAT) or \"always\", got \"{other}\""),
+                );
+                Encap::Auto
+            }
+        };
+        let failover_after = match &raw.failover_after {
+            None => DEFAULT_FAILOVER_AFTER,
+            Some(f) => rules::failover_after(u64::from(*f.get_ref()))
+                .map_err(|e| self.report(f.span(), join(t, "failover_after"), e))
+                .unwrap_or(DEFAULT_FAILOVER_AFTER),
+        };
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(IpsecPeer {
+            name: name?,
+            initiate: raw.initiate.as_ref().map_or(!endpoints.is_empty(), |i| *i.get_ref()),
+            endpoints,
+            allowed_ips,
+            local_id: local_id?,
+            remote_id: remote_id?,
+            psk: Psk(psk?),
+            ike_proposals,
+            esp_proposals,
+            local_ts,
+            remote_ts,
+            ike_lifetime,
+            child_lifetime,
+            dpd_interval,
+            encap,
+            failover_after,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_are_read_as_strongswan_writes_them() {
+        assert_eq!("198.18.0.1".parse::<Identity>().unwrap(), Identity::Address("198.18.0.1".parse().unwrap()));
+        assert_eq!("gw1.dc-east.example".parse::<Identity>().unwrap(), Identity::Fqdn("gw1.dc-east.example".into()));
+        assert_eq!("@gw1".parse::<Identity>().unwrap(), Identity::Fqdn("gw1".into()));
+        assert_eq!("ops@dc-east.example".parse::<Identity>().unwrap(), Identity::Email("ops@dc-east.example".into()));
+        assert!("".parse::<Identity>().is_err());
+        assert!("has space".parse::<Identity>().is_err());
+    }
+
+    #[test]
+    fn psk_text_forms() {
+        assert_eq!(
+            &*decode_psk("0x00112233445566778899aabbccddeeff\n").unwrap(),
+            &(0..16).map(|i| i * 0x11).collect::<Vec<u8>>()
+        );
+        assert_eq!(decode_psk("0sAAAAAAAAAAAAAAAAAAAAAA==").unwrap().len(), 16);
+        assert_eq!(&*decode_psk("a long enough passphrase\n").unwrap(), b"a long enough passphrase");
+        assert!(decode_psk("short").unwrap_err().contains("at least 16"));
+        assert!(decode_psk("0x123").is_err());
+        assert!(decode_psk("0s!!!!").is_err());
+    }
+
+    #[test]
+    fn endpoints_default_to_port_500() {
+        assert_eq!(ike_endpoint("198.18.1.2").unwrap(), Endpoint::Addr("198.18.1.2:500".parse().unwrap()));
+        assert_eq!(ike_endpoint("198.18.1.2:4500").unwrap(), Endpoint::Addr("198.18.1.2:4500".parse().unwrap()));
+        assert_eq!(ike_endpoint("fd00::2").unwrap(), Endpoint::Addr("[fd00::2]:500".parse().unwrap()));
+        assert_eq!(
+            ike_endpoint("srx.dc-east.example").unwrap(),
+            Endpoint::Host { host: "srx.dc-east.example".into(), port: 500 }
+        );
+    }
+
+    const KEY_A: &str = "CE5vbW26f1Ayh5znQQ3b1pWt4oE+w3ScwymAsBl6lkU=";
+    const PUB_B: &str = "429kEP7A6Eoqwhuq9S1svBRBfglokdMLy0ksTS3R2S8=";
+
+    /// A configuration in a private directory with a PSK file of `mode`.
+    fn setup(peers: &str, mode: u32) -> (tempfile::TempDir, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let psk = dir.path().join("dc-east.psk");
+        std::fs::write(&psk, "0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
+        std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(mode)).unwrap();
+        let file = dir.path().join("gw.toml");
+        std::fs::write(&file, format!("[interface]\nprivate_key = \"{KEY_A}\"\n\n{peers}")).unwrap();
+        (dir, file)
+    }
+
+    const SRX: &str = r#"[[peer]]
+name = "dc-east"
+protocol = "ipsec"
+endpoints = ["198.18.1.2"]
+allowed_ips = ["10.1.0.0/16"]
+local_id = "gw1.primary.example"
+remote_id = "198.18.1.2"
+psk_file = "dc-east.psk"
+"#;
+
+    #[test]
+    fn an_srx_style_peer_gets_the_srx_defaults() {
+        let (_d, file) = setup(SRX, 0o600);
+        let c = crate::load(&file).unwrap();
+        assert!(c.peers.is_empty());
+        let p = &c.ipsec_peers[0];
+        assert_eq!(p.name, "dc-east");
+        assert_eq!(p.endpoints, vec![Endpoint::Addr("198.18.1.2:500".parse().unwrap())]);
+        assert_eq!(p.remote_id, Identity::Address("198.18.1.2".parse().unwrap()));
+        assert_eq!(p.psk.0.len(), 32);
+        assert_eq!(p.ike_lifetime, Duration::from_secs(28_800));
+        assert_eq!(p.child_lifetime, Duration::from_secs(3_600));
+        assert_eq!(p.local_ts.iter().map(|n| n.to_string()).collect::<Vec<_>>(), ["0.0.0.0/0", "::/0"]);
+        assert_eq!(p.ike_proposals[0].to_string(), "aes256gcm16-prfsha256-x25519");
+        assert_eq!(p.encap, Encap::Auto);
+        assert!(p.initiate, "a peer with an address is initiated");
+    }
+
+    #[test]
+    fn a_readable_psk_file_is_refused_with_its_line() {
+        let (_d, file) = setup(SRX, 0o644);
+        let e = crate::load(&file).unwrap_err();
+        let p = &e.problems()[0];
+        assert_eq!((p.line, p.field.as_str()), (11, "peer[1].psk_file"));
+        assert!(p.message.contains("chmod 600"), "{}", p.message);
+    }
+
+    #[test]
+    fn every_mistake_names_its_line_and_field() {
+        let peers = format!(
+            "{}ike_proposals = [\"aes256gcm16-prfsha256-modp1024\"]\nencap = \"sometimes\"\npublic_key = \"{PUB_B}\"\n\n\
+             [[peer]]\nname = \"dc-east\"\npublic_key = \"{PUB_B}\"\nallowed_ips = [\"10.1.2.0/24\"]\nlocal_id = \"x\"\n",
+            SRX
+        );
+        let (_d, file) = setup(&peers, 0o600);
+        let e = crate::load(&file).unwrap_err();
+        let got: Vec<_> = e.problems().iter().map(|p| (p.line, p.field.clone())).collect();
+        assert_eq!(
+            got,
+            [
+                (12, "peer[1].ike_proposals".to_string()),
+                (13, "peer[1].encap".to_string()),
+                (14, "peer[1].public_key".to_string()),
+                (20, "peer[2].local_id".to_string()),
+            ],
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn names_and_prefixes_are_unique_across_protocols() {
+        let peers =
+            format!("{SRX}\n[[peer]]\nname = \"dc-east\"\npublic_key = \"{PUB_B}\"\nallowed_ips = [\"10.1.2.0/24\"]\n");
+        let (_d, file) = setup(&peers, 0o600);
+        let e = crate::load(&file).unwrap_err().to_string();
+        assert!(e.contains("name \"dc-east\" is already used by peer[1]"), "{e}");
+        assert!(e.contains("10.1.2.0/24 lies inside 10.1.0.0/16 of peer[1] (dc-east)"), "{e}");
+    }
+
+    #[test]
+    fn psks_compare_by_value() {
+        let a = Psk(Zeroizing::new(b"0123456789abcdef".to_vec()));
+        assert_eq!(a, a.clone());
+        assert_ne!(a, Psk(Zeroizing::new(b"0123456789abcdeF".to_vec())));
+        assert_eq!(format!("{a:?}"), "Psk(<16 bytes>)");
+    }
+}
