@@ -6,4 +6,5 @@
 //! ESP sealing and opening live in `causeway-esp`.
 #![forbid(unsafe_code)]
 
+pub mod crypto;
 pub mod ids;
