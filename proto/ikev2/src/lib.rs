@@ -7,3 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod ids;
+pub mod wire;
+
+pub use wire::identity::Identity;
+pub use wire::traffic_selector::TrafficSelector;
+pub use wire::WireError;
