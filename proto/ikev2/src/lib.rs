@@ -6,6 +6,7 @@
 //! ESP sealing and opening live in `causeway-esp`.
 #![forbid(unsafe_code)]
 
+pub mod crypto;
 pub mod ids;
 pub mod wire;
 
