@@ -91,7 +91,6 @@ impl IntegAlg {
         }
     }
 
-    #[allow(dead_code)] // until SK payload protection lands
     pub(crate) fn hmac(self) -> ring::hmac::Algorithm {
         match self {
             IntegAlg::HmacSha256_128 => ring::hmac::HMAC_SHA256,

@@ -10,24 +10,24 @@
 
 mod algorithms;
 mod auth;
-// mod cookie;
+mod cookie;
 mod dh;
 mod error;
 mod keys;
 mod modp;
 mod nat;
 mod prf;
-// mod sk;
+mod sk;
 
 pub use algorithms::{DhGroup, EncrAlg, IkeSuite, IntegAlg, PrfAlg, GCM_SALT_LEN};
 pub use auth::{psk_auth, signed_octets, verify_psk_auth};
-// pub use cookie::CookieSecret;
+pub use cookie::{CookieSecret, COOKIE_LEN};
 pub use dh::DhPrivate;
 pub use error::CryptoError;
 pub use keys::{child_keymat, derive_ike_keys, derive_rekeyed_ike_keys, IkeKeys};
 pub use nat::nat_detection_hash;
 pub use prf::{prf, prf_plus};
-// pub use sk::SkCrypto;
+pub use sk::SkCrypto;
 
 /// Fills `buf` from the caller's generator, turning its failure into an error
 /// instead of the panic `fill_bytes` would give.
