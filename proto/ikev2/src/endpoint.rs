@@ -34,6 +34,8 @@ pub(crate) struct Io {
     pub failures: HashMap<PeerId, Failure>,
     /// Our inbound ESP SPIs in use or offered.
     pub spis_in: HashSet<u32>,
+    /// Our IKE SPIs in use or offered (the keys of `Endpoint::sas`).
+    pub ike_spis: HashSet<u64>,
 }
 
 impl Io {
@@ -50,6 +52,14 @@ impl Io {
         s
     }
 
+    /// A fresh IKE SPI of ours, reserved until freed.
+    pub(crate) fn new_ike_spi(&mut self) -> u64 {
+        let used = &self.ike_spis;
+        let s = spi::new_ike_spi(&mut *self.rng, |s| used.contains(&s));
+        self.ike_spis.insert(s);
+        s
+    }
+
     pub(crate) fn random(&mut self, n: usize) -> Vec<u8> {
         let mut v = vec![0u8; n];
         self.rng.fill_bytes(&mut v);
@@ -58,7 +68,6 @@ impl Io {
 }
 
 /// What an SA handler asks the endpoint to do beyond the SA itself.
-#[allow(dead_code)] // NewSa and ChildRekeyed come with CREATE_CHILD_SA
 pub(crate) enum Effect {
     /// Remove the SA (its events are already out).
     Destroy,
@@ -68,6 +77,11 @@ pub(crate) enum Effect {
     Contacted,
     /// A rekey made this new IKE SA; file it.
     NewSa(Box<IkeSa>),
+    /// A rekey collision was lost: the children (and their planned
+    /// exchanges) go to the peer's new IKE SA, filed under `to`.
+    MoveChildren {
+        to: u64,
+    },
     ChildRekeyed,
 }
 
@@ -75,7 +89,8 @@ pub(crate) struct Peer {
     pub cfg: PeerConfig,
     /// Where `connect` last sent us, for restarts.
     pub target: Option<(SocketAddr, Option<IpAddr>)>,
-    /// Whether an IKE SA with this peer was ever up (INITIAL_CONTACT).
+    /// Whether another IKE SA with this peer is up, so INITIAL_CONTACT
+    /// must not be sent (set before each dispatch).
     pub contacted: bool,
     pub reconnect_at: Option<Instant>,
     pub ike_rekeys: u32,
@@ -111,6 +126,7 @@ impl Endpoint {
                 events: VecDeque::new(),
                 failures: HashMap::new(),
                 spis_in: HashSet::new(),
+                ike_spis: HashSet::new(),
             },
             peers: BTreeMap::new(),
             sas: BTreeMap::new(),
@@ -166,12 +182,14 @@ impl Endpoint {
         if busy {
             return;
         }
-        let spi_i = spi::new_ike_spi(&mut *self.io.rng, |s| self.sas.contains_key(&s));
+        let spi_i = self.io.new_ike_spi();
         let local_port = if remote.port() == NAT_T_PORT { NAT_T_PORT } else { IKE_PORT };
         let mut sa = IkeSa::new(id.clone(), true, spi_i, Path { remote, local, local_port }, now);
         let Some(peer) = self.peers.get(id) else { return };
         if crate::sa_init::start(&mut sa, &peer.cfg, &mut self.io, now, None).is_ok() {
             self.sas.insert(spi_i, sa);
+        } else {
+            self.io.ike_spis.remove(&spi_i);
         }
     }
 
@@ -192,6 +210,12 @@ impl Endpoint {
             return;
         }
         let our_spi = if h.from_initiator() { h.spi_r } else { h.spi_i };
+        let Some(peer_id) = self.sas.get(&our_spi).map(|sa| sa.peer.clone()) else { return };
+        // INITIAL_CONTACT goes out only when no other IKE SA with the peer is up.
+        let other_up = self.sas.iter().any(|(s, x)| *s != our_spi && x.peer == peer_id && x.up);
+        if let Some(p) = self.peers.get_mut(&peer_id) {
+            p.contacted = other_up;
+        }
         let Some(sa) = self.sas.get_mut(&our_spi) else { return };
         let roles_fit = sa.initiator != h.from_initiator();
         let other_fits =
@@ -225,16 +249,31 @@ impl Endpoint {
                 }
                 Effect::Contacted => {
                     if let Some(p) = self.peers.get_mut(&peer_id) {
-                        p.contacted = true;
                         p.reconnect_at = None;
                     }
                     self.io.failures.remove(&peer_id);
                 }
                 Effect::NewSa(sa) => {
-                    if let Some(p) = self.peers.get_mut(&peer_id) {
+                    if let Some(p) = self.peers.get_mut(&peer_id).filter(|_| sa.up) {
                         p.ike_rekeys += 1;
                     }
-                    self.sas.insert(sa.local_spi(), *sa);
+                    let new_spi = sa.local_spi();
+                    self.sas.insert(new_spi, *sa);
+                    // A new SA may start with work queued (a redundant one's Delete).
+                    if let (Some(new), Some(p)) = (self.sas.get_mut(&new_spi), self.peers.get(&peer_id)) {
+                        crate::exchange::kick(new, p, &mut self.io, now);
+                    }
+                }
+                Effect::MoveChildren { to } => {
+                    let Some(mut from) = self.sas.remove(&spi) else { continue };
+                    if let Some(target) = self.sas.get_mut(&to) {
+                        crate::rekey::hand_over(&mut from, target);
+                        if let Some(p) = self.peers.get_mut(&peer_id) {
+                            p.ike_rekeys += 1;
+                            crate::exchange::kick(target, p, &mut self.io, now);
+                        }
+                    }
+                    self.sas.insert(spi, from);
                 }
                 Effect::ChildRekeyed => {
                     if let Some(p) = self.peers.get_mut(&peer_id) {
@@ -247,12 +286,16 @@ impl Endpoint {
 
     /// Removes an SA and frees what it held.
     pub(crate) fn destroy(&mut self, spi: u64, _now: Instant) {
+        self.io.ike_spis.remove(&spi);
         if let Some(sa) = self.sas.remove(&spi) {
             for c in &sa.children {
                 self.io.spis_in.remove(&c.spi_in);
             }
             if let Some(s) = sa.pending.as_ref().and_then(|p| p.req.reserved_spi()) {
                 self.io.spis_in.remove(&s);
+            }
+            if let Some(crate::sa::Req::RekeyIke(r)) = sa.pending.as_ref().map(|p| &p.req) {
+                self.io.ike_spis.remove(&r.spi);
             }
         }
         self.init_index.retain(|_, v| *v != spi);

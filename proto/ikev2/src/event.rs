@@ -153,6 +153,8 @@ pub struct ChildStatus {
     pub spi_in: u32,
     pub spi_out: u32,
     pub cipher: EspCipher,
+    /// The key exchange group of its rekeys (PFS), if any.
+    pub pfs: Option<crate::crypto::DhGroup>,
     pub age: Duration,
     pub encap: bool,
     pub local_ts: Vec<TrafficSelector>,

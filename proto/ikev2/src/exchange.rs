@@ -58,7 +58,8 @@ pub(crate) fn on_message(
             Req::RekeyChild(r) => crate::rekey::on_child_rekey_response(sa, peer, io, now, *r, &payloads),
             Req::RekeyIke(r) => crate::rekey::on_ike_rekey_response(sa, peer, io, now, *r, &payloads),
         };
-        if !effects.iter().any(|e| matches!(e, Effect::Destroy)) {
+        // Not on an SA going away, nor before its children moved on.
+        if !effects.iter().any(|e| matches!(e, Effect::Destroy | Effect::MoveChildren { .. })) {
             effects.extend(kick(sa, peer, io, now));
         }
         return effects;

@@ -104,6 +104,7 @@ pub(crate) fn install_child(
         local_ts: local_ts.clone(),
         remote_ts: remote_ts.clone(),
         retiring: false,
+        collision: None,
     });
     io.events.push_back(Event::ChildUp {
         peer: sa.peer.clone(),

@@ -111,6 +111,7 @@ pub(crate) fn child_status(sa: &IkeSa, c: &ChildSa, now: Option<Instant>) -> Chi
         spi_in: c.spi_in,
         spi_out: c.spi_out,
         cipher: c.cipher,
+        pfs: c.pfs,
         age: now.map(|n| n.saturating_duration_since(c.created)).unwrap_or_default(),
         encap: sa.nat,
         local_ts: c.local_ts.clone(),

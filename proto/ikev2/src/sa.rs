@@ -57,7 +57,6 @@ pub(crate) enum SaState {
 
 /// A child SA as the IKE SA keeps it (the keys went out in `ChildUp`).
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // pfs is read by CREATE_CHILD_SA
 pub(crate) struct ChildSa {
     pub spi_in: u32,
     pub spi_out: u32,
@@ -70,10 +69,11 @@ pub(crate) struct ChildSa {
     pub remote_ts: Vec<TrafficSelector>,
     /// A rekey or delete of it is under way.
     pub retiring: bool,
+    /// The peer's rekey of it we answered while ours was out.
+    pub collision: Option<crate::rekey::Collision>,
 }
 
 /// What our outstanding request is, with what its answer needs.
-#[allow(dead_code)] // the rekey variants come with CREATE_CHILD_SA
 pub(crate) enum Req {
     Init,
     Auth { spi_in: u32 },
@@ -86,7 +86,6 @@ pub(crate) enum Req {
 
 /// Exchanges waiting for the window.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(dead_code)] // DeleteIke comes with CREATE_CHILD_SA
 pub(crate) enum Planned {
     Dpd,
     DeleteChildren(Vec<u32>),
@@ -120,7 +119,6 @@ pub(crate) struct SaKeys {
     pub sk: SkCrypto,
 }
 
-#[allow(dead_code)] // responded_ike_rekey is read by CREATE_CHILD_SA
 pub(crate) struct IkeSa {
     pub peer: PeerId,
     /// Whether we are this SA's original initiator.

@@ -17,7 +17,6 @@ use crate::event::Failure;
 use crate::ids::{flags, notify as n, ExchangeType, IKE_PORT, NAT_T_PORT};
 use crate::negotiate::{accept_ike, choose_ike, describe, ike_offer};
 use crate::sa::{notify, IkeSa, Req, SaKeys, SaState};
-use crate::spi;
 use crate::wire::header::Header;
 use crate::wire::message::Message;
 use crate::wire::notify::Notify;
@@ -297,7 +296,7 @@ impl Endpoint {
             answer_plain(&mut self.io, local, remote, h.spi_i, Notify::new(n::INVALID_SYNTAX, Vec::new()));
             return;
         };
-        let spi_r = spi::new_ike_spi(&mut *self.io.rng, |s| self.sas.contains_key(&s));
+        let spi_r = self.io.new_ike_spi();
         let mut sa = IkeSa::new(peer_id, false, h.spi_i, Endpoint::local_path(local, remote), now);
         sa.spi_r = spi_r;
         sa.ni = ni.to_vec();

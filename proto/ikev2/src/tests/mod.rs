@@ -3,4 +3,6 @@
 //! retransmission, liveness, rekeys.
 
 mod establish;
+mod lifecycle;
 mod net;
+mod rekey;

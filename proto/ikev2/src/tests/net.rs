@@ -12,7 +12,7 @@ use crate::crypto::{DhGroup, EncrAlg, IkeSuite, IntegAlg, PrfAlg};
 use crate::{Endpoint, EspCipher, EspProposal, Event, Identity, PeerConfig, PeerId, TrafficSelector, Transmit};
 
 /// A deterministic generator (xorshift64*), different per seed.
-pub(crate) struct TestRng(u64);
+pub(crate) struct TestRng(pub u64);
 
 impl RngCore for TestRng {
     fn next_u32(&mut self) -> u32 {
