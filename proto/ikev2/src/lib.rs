@@ -4,7 +4,42 @@
 //! it never touches a socket or a clock. The gateway's control plane drives
 //! it and installs the child SAs it negotiates into the data plane, whose
 //! ESP sealing and opening live in `causeway-esp`.
+//!
+//! Entry points: [`Endpoint`] (the state machine) and
+//! [`wire::message::Message::parse`] (the parser, for fuzzing).
 #![forbid(unsafe_code)]
 
+mod child_keys;
+mod config;
+mod cookies;
 pub mod crypto;
+mod endpoint;
+mod event;
+mod exchange;
 pub mod ids;
+mod ike_auth;
+mod informational;
+mod negotiate;
+mod rekey;
+mod sa;
+mod sa_init;
+pub mod spi;
+mod timers;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use child_keys::{ChildKeys, EspCipher};
+pub use config::{EspProposal, PeerConfig, PeerId};
+pub use cookies::DEFAULT_COOKIE_THRESHOLD;
+pub use endpoint::{Endpoint, HALF_OPEN_TIMEOUT, RECONNECT_DELAY};
+pub use event::{ChildStatus, DownReason, Event, Failure, IkeState, PeerStatus, Transmit};
+pub use sa::{RETRANSMIT_BASE, RETRANSMIT_TRIES};
+pub use sa_init::NONCE_LEN;
+pub use timers::REKEY_MARGIN_PERCENT;
+pub use wire::identity::Identity;
+pub use wire::traffic_selector::TrafficSelector;
+pub use wire::WireError;
+
+pub(crate) use endpoint::Io;

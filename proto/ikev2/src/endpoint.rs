@@ -1,0 +1,405 @@
+//! The endpoint: every IKE SA of a gateway and its configured peers, driven
+//! quinn-proto style — the caller feeds datagrams and the time in and polls
+//! datagrams, events and the next timer out.
+//!
+//! Invariants: IKE SAs are filed under our own SPI (unique: chosen by us);
+//! an SA is removed only through [`Endpoint::destroy`], which also frees its
+//! inbound ESP SPIs; every SA refers to a configured peer (removing a peer
+//! removes its SAs first).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand_core::RngCore;
+
+use crate::config::{PeerConfig, PeerId};
+use crate::crypto::CookieSecret;
+use crate::event::{DownReason, Event, Failure, IkeState, PeerStatus, Transmit};
+use crate::ids::{ExchangeType, IKE_PORT, NAT_T_PORT};
+use crate::sa::{IkeSa, Path, SaState};
+use crate::spi;
+use crate::wire::message::Message;
+
+/// A failed or dead IKE SA of a peer that initiates is started again after this.
+pub const RECONNECT_DELAY: Duration = Duration::from_secs(5);
+/// A responder's half-open IKE SA (no IKE_AUTH yet) is dropped after this.
+pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every SA handler may touch besides its own SA.
+pub(crate) struct Io {
+    pub rng: Box<dyn RngCore + Send>,
+    pub transmits: VecDeque<Transmit>,
+    pub events: VecDeque<Event>,
+    pub failures: HashMap<PeerId, Failure>,
+    /// Our inbound ESP SPIs in use or offered.
+    pub spis_in: HashSet<u32>,
+    /// Our IKE SPIs in use or offered (the keys of `Endpoint::sas`).
+    pub ike_spis: HashSet<u64>,
+}
+
+impl Io {
+    pub(crate) fn fail(&mut self, peer: &PeerId, reason: Failure) {
+        self.failures.insert(peer.clone(), reason.clone());
+        self.events.push_back(Event::Failed { peer: peer.clone(), reason });
+    }
+
+    /// A fresh inbound ESP SPI, reserved until freed.
+    pub(crate) fn new_spi_in(&mut self) -> u32 {
+        let used = &self.spis_in;
+        let s = spi::new_esp_spi(&mut *self.rng, |s| used.contains(&s));
+        self.spis_in.insert(s);
+        s
+    }
+
+    /// A fresh IKE SPI of ours, reserved until freed.
+    pub(crate) fn new_ike_spi(&mut self) -> u64 {
+        let used = &self.ike_spis;
+        let s = spi::new_ike_spi(&mut *self.rng, |s| used.contains(&s));
+        self.ike_spis.insert(s);
+        s
+    }
+
+    pub(crate) fn random(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        self.rng.fill_bytes(&mut v);
+        v
+    }
+}
+
+/// What an SA handler asks the endpoint to do beyond the SA itself.
+pub(crate) enum Effect {
+    /// Remove the SA (its events are already out).
+    Destroy,
+    /// The peer started over: drop its other IKE SAs.
+    InitialContact,
+    /// An IKE SA with this peer came up.
+    Contacted,
+    /// A rekey made this new IKE SA; file it.
+    NewSa(Box<IkeSa>),
+    /// A rekey collision was lost: the children (and their planned
+    /// exchanges) go to the peer's new IKE SA, filed under `to`.
+    MoveChildren {
+        to: u64,
+    },
+    ChildRekeyed,
+}
+
+pub(crate) struct Peer {
+    pub cfg: PeerConfig,
+    /// Where `connect` last sent us, for restarts.
+    pub target: Option<(SocketAddr, Option<IpAddr>)>,
+    /// Whether another IKE SA with this peer is up, so INITIAL_CONTACT
+    /// must not be sent (set before each dispatch).
+    pub contacted: bool,
+    pub reconnect_at: Option<Instant>,
+    pub ike_rekeys: u32,
+    pub child_rekeys: u32,
+}
+
+/// All IKE SAs of a gateway.
+pub struct Endpoint {
+    pub(crate) io: Io,
+    pub(crate) peers: BTreeMap<PeerId, Peer>,
+    pub(crate) sas: BTreeMap<u64, IkeSa>,
+    /// Responder: (initiator's SPI, its address) → our SPI, to answer a
+    /// retransmitted IKE_SA_INIT from the SA it created.
+    pub(crate) init_index: HashMap<(u64, SocketAddr), u64>,
+    pub(crate) cookie: Option<CookieSecret>,
+    pub(crate) cookie_threshold: usize,
+    /// The latest `now` we were given, for ages in [`Endpoint::status`].
+    pub(crate) clock: Option<Instant>,
+}
+
+fn non_wildcard(ip: IpAddr) -> Option<IpAddr> {
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+impl Endpoint {
+    /// An endpoint with no peers, drawing all randomness from `rng`.
+    pub fn new(mut rng: Box<dyn RngCore + Send>) -> Endpoint {
+        let cookie = CookieSecret::new(&mut *rng).ok();
+        Endpoint {
+            io: Io {
+                rng,
+                transmits: VecDeque::new(),
+                events: VecDeque::new(),
+                failures: HashMap::new(),
+                spis_in: HashSet::new(),
+                ike_spis: HashSet::new(),
+            },
+            peers: BTreeMap::new(),
+            sas: BTreeMap::new(),
+            init_index: HashMap::new(),
+            cookie,
+            cookie_threshold: crate::cookies::DEFAULT_COOKIE_THRESHOLD,
+            clock: None,
+        }
+    }
+
+    /// Half-open IKE SAs beyond which IKE_SA_INIT requests must carry a
+    /// cookie (RFC 7296 §2.6).
+    pub fn set_cookie_threshold(&mut self, half_open: usize) {
+        self.cookie_threshold = half_open;
+    }
+
+    /// Adds a peer or replaces its configuration (existing SAs keep running
+    /// and use the new settings from their next exchange on).
+    pub fn set_peer(&mut self, id: PeerId, cfg: PeerConfig, _now: Instant) {
+        match self.peers.get_mut(&id) {
+            Some(p) => p.cfg = cfg,
+            None => {
+                let peer =
+                    Peer { cfg, target: None, contacted: false, reconnect_at: None, ike_rekeys: 0, child_rekeys: 0 };
+                self.peers.insert(id, peer);
+            }
+        }
+    }
+
+    /// Removes a peer: each of its IKE SAs is deleted (one Delete, not
+    /// retransmitted — the peer's liveness check covers a lost one).
+    pub fn remove_peer(&mut self, id: &PeerId, now: Instant) {
+        for spi in self.sa_spis_of(id) {
+            if let Some(sa) = self.sas.get_mut(&spi) {
+                crate::informational::delete_now(sa, &mut self.io, now, DownReason::DeletedLocally);
+            }
+            self.destroy(spi, now);
+        }
+        self.peers.remove(id);
+        self.io.failures.remove(id);
+    }
+
+    /// Starts an IKE SA with a configured peer as initiator. `remote` is
+    /// normally port 500; `local` is our address, which NAT detection
+    /// hashes (without it a NAT is assumed and UDP encapsulation used).
+    /// Does nothing while the peer has an IKE SA being set up or up.
+    pub fn connect(&mut self, id: &PeerId, remote: SocketAddr, local: Option<IpAddr>, now: Instant) {
+        self.clock = Some(now);
+        let Some(peer) = self.peers.get_mut(id) else { return };
+        peer.target = Some((remote, local));
+        peer.reconnect_at = None;
+        let busy = self.sas.values().any(|sa| &sa.peer == id && !matches!(sa.state, SaState::Dead | SaState::Deleting));
+        if busy {
+            return;
+        }
+        let spi_i = self.io.new_ike_spi();
+        let local_port = if remote.port() == NAT_T_PORT { NAT_T_PORT } else { IKE_PORT };
+        let mut sa = IkeSa::new(id.clone(), true, spi_i, Path { remote, local, local_port }, now);
+        let Some(peer) = self.peers.get(id) else { return };
+        if crate::sa_init::start(&mut sa, &peer.cfg, &mut self.io, now, None).is_ok() {
+            self.sas.insert(spi_i, sa);
+        } else {
+            self.io.ike_spis.remove(&spi_i);
+        }
+    }
+
+    /// Takes in one IKE datagram (non-ESP marker already removed) that
+    /// arrived at `local` from `remote`.
+    pub fn handle(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8]) {
+        self.clock = Some(now);
+        let msg = match Message::parse(datagram) {
+            Ok(m) => m,
+            Err(e) => {
+                crate::sa_init::refuse_unparsable(&mut self.io, local, remote, datagram, &e);
+                return;
+            }
+        };
+        let h = msg.header;
+        if h.exchange == ExchangeType::IkeSaInit && !h.is_response() && h.spi_r == 0 {
+            self.respond_init(now, local, remote, datagram, &msg);
+            return;
+        }
+        let our_spi = if h.from_initiator() { h.spi_r } else { h.spi_i };
+        let Some(peer_id) = self.sas.get(&our_spi).map(|sa| sa.peer.clone()) else { return };
+        // INITIAL_CONTACT goes out only when no other IKE SA with the peer is up.
+        let other_up = self.sas.iter().any(|(s, x)| *s != our_spi && x.peer == peer_id && x.up);
+        if let Some(p) = self.peers.get_mut(&peer_id) {
+            p.contacted = other_up;
+        }
+        let Some(sa) = self.sas.get_mut(&our_spi) else { return };
+        let roles_fit = sa.initiator != h.from_initiator();
+        let other_fits =
+            if sa.initiator { sa.spi_r == h.spi_r || sa.state == SaState::InitSent } else { sa.spi_i == h.spi_i };
+        if !roles_fit || !other_fits {
+            return;
+        }
+        let Some(peer) = self.peers.get(&sa.peer) else { return };
+        let effects = crate::exchange::on_message(sa, peer, &mut self.io, now, local, remote, datagram, &msg);
+        self.apply(our_spi, effects, now);
+    }
+
+    pub(crate) fn apply(&mut self, spi: u64, effects: Vec<Effect>, now: Instant) {
+        let Some(peer_id) = self.sas.get(&spi).map(|sa| sa.peer.clone()) else { return };
+        for e in effects {
+            match e {
+                Effect::Destroy => {
+                    self.destroy(spi, now);
+                    self.maybe_reconnect(&peer_id, now);
+                }
+                Effect::InitialContact => {
+                    for other in self.sa_spis_of(&peer_id) {
+                        if other == spi {
+                            continue;
+                        }
+                        if let Some(sa) = self.sas.get_mut(&other) {
+                            crate::informational::forget(sa, &mut self.io, DownReason::Replaced);
+                        }
+                        self.destroy(other, now);
+                    }
+                }
+                Effect::Contacted => {
+                    if let Some(p) = self.peers.get_mut(&peer_id) {
+                        p.reconnect_at = None;
+                    }
+                    self.io.failures.remove(&peer_id);
+                }
+                Effect::NewSa(sa) => {
+                    if let Some(p) = self.peers.get_mut(&peer_id).filter(|_| sa.up) {
+                        p.ike_rekeys += 1;
+                    }
+                    let new_spi = sa.local_spi();
+                    self.sas.insert(new_spi, *sa);
+                    // A new SA may start with work queued (a redundant one's Delete).
+                    if let (Some(new), Some(p)) = (self.sas.get_mut(&new_spi), self.peers.get(&peer_id)) {
+                        crate::exchange::kick(new, p, &mut self.io, now);
+                    }
+                }
+                Effect::MoveChildren { to } => {
+                    let Some(mut from) = self.sas.remove(&spi) else { continue };
+                    if let Some(target) = self.sas.get_mut(&to) {
+                        crate::rekey::hand_over(&mut from, target);
+                        if let Some(p) = self.peers.get_mut(&peer_id) {
+                            p.ike_rekeys += 1;
+                            crate::exchange::kick(target, p, &mut self.io, now);
+                        }
+                    }
+                    self.sas.insert(spi, from);
+                }
+                Effect::ChildRekeyed => {
+                    if let Some(p) = self.peers.get_mut(&peer_id) {
+                        p.child_rekeys += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes an SA and frees what it held.
+    pub(crate) fn destroy(&mut self, spi: u64, _now: Instant) {
+        self.io.ike_spis.remove(&spi);
+        if let Some(sa) = self.sas.remove(&spi) {
+            for c in &sa.children {
+                self.io.spis_in.remove(&c.spi_in);
+            }
+            if let Some(s) = sa.pending.as_ref().and_then(|p| p.req.reserved_spi()) {
+                self.io.spis_in.remove(&s);
+            }
+            if let Some(crate::sa::Req::RekeyIke(r)) = sa.pending.as_ref().map(|p| &p.req) {
+                self.io.ike_spis.remove(&r.spi);
+            }
+        }
+        self.init_index.retain(|_, v| *v != spi);
+    }
+
+    fn maybe_reconnect(&mut self, id: &PeerId, now: Instant) {
+        let alive =
+            self.sas.values().any(|sa| &sa.peer == id && !matches!(sa.state, SaState::Dead | SaState::Deleting));
+        if let Some(p) = self.peers.get_mut(id) {
+            if p.cfg.initiate && p.target.is_some() && !alive {
+                p.reconnect_at = Some(now + RECONNECT_DELAY);
+            }
+        }
+    }
+
+    pub(crate) fn sa_spis_of(&self, id: &PeerId) -> Vec<u64> {
+        self.sas.iter().filter(|(_, sa)| &sa.peer == id).map(|(s, _)| *s).collect()
+    }
+
+    /// The configured peer an IKE_SA_INIT from `ip` is for: one listing the
+    /// address, else one accepting any address.
+    pub(crate) fn peer_for(&self, ip: IpAddr) -> Option<PeerId> {
+        let listed = self.peers.iter().find(|(_, p)| p.cfg.remote_addrs.contains(&ip));
+        let any = || self.peers.iter().find(|(_, p)| p.cfg.remote_addrs.is_empty());
+        listed.or_else(any).map(|(id, _)| id.clone())
+    }
+
+    pub(crate) fn local_path(local: SocketAddr, remote: SocketAddr) -> Path {
+        Path { remote, local: non_wildcard(local.ip()), local_port: local.port() }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.io.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.io.events.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let sas = self.sas.values().filter_map(|sa| {
+            let dpd = self.peers.get(&sa.peer).map_or(Duration::ZERO, |p| p.cfg.dpd_interval);
+            sa.next_timeout(dpd)
+        });
+        sas.chain(self.peers.values().filter_map(|p| p.reconnect_at)).min()
+    }
+
+    /// Runs every timer due at `now`: retransmissions, liveness checks,
+    /// rekeys, expiries and restarts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = Some(now);
+        let spis: Vec<u64> = self.sas.keys().copied().collect();
+        for spi in spis {
+            let Some(sa) = self.sas.get_mut(&spi) else { continue };
+            let Some(p) = self.peers.get(&sa.peer) else { continue };
+            let effects = crate::timers::on_timeout(sa, p, &mut self.io, now);
+            self.apply(spi, effects, now);
+        }
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.reconnect_at.is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let target = self.peers.get(&id).and_then(|p| p.target);
+            if let Some((remote, local)) = target {
+                self.connect(&id, remote, local, now);
+            }
+        }
+    }
+
+    /// A peer's state: its newest established IKE SA, else the one being
+    /// set up. Never keys.
+    pub fn status(&self, id: &PeerId) -> Option<PeerStatus> {
+        let peer = self.peers.get(id)?;
+        let mut sas: Vec<&IkeSa> = self.sas.values().filter(|sa| &sa.peer == id).collect();
+        sas.sort_by_key(|sa| (sa.state == SaState::Established, sa.created));
+        let sa = sas.last();
+        let now = self.clock;
+        Some(PeerStatus {
+            state: match sa.map(|s| s.state) {
+                None | Some(SaState::Dead) => IkeState::Down,
+                Some(SaState::Established) => IkeState::Established,
+                Some(SaState::Deleting) => IkeState::Deleting,
+                Some(_) => IkeState::Connecting,
+            },
+            initiator: sa.is_some_and(|s| s.initiator),
+            spi_i: sa.map_or(0, |s| s.spi_i),
+            spi_r: sa.map_or(0, |s| s.spi_r),
+            suite: sa.and_then(|s| s.suite),
+            remote: sa.map(|s| s.path.remote),
+            nat: sa.is_some_and(|s| s.nat),
+            children: sas
+                .iter()
+                .flat_map(|s| s.children.iter().map(|c| crate::informational::child_status(s, c, now)))
+                .collect(),
+            ike_rekeys: peer.ike_rekeys,
+            child_rekeys: peer.child_rekeys,
+            last_received: sa.map(|s| s.last_received),
+            failure: self.io.failures.get(id).cloned(),
+        })
+    }
+}

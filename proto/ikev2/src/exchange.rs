@@ -1,0 +1,142 @@
+//! Routing a received message of an existing IKE SA to its exchange:
+//! responses to our outstanding request, requests from the peer in
+//! message-ID order (RFC 7296 §2.1–2.3), and starting the next queued
+//! exchange when the window frees.
+//!
+//! Invariants: a response is taken only for the ID of our outstanding
+//! request; a request only for the next expected ID, its predecessor
+//! getting the cached response again; no state changes before the SK
+//! payload authenticates.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::endpoint::{Effect, Io, Peer};
+use crate::ids::{notify as n, ExchangeType, NAT_T_PORT};
+use crate::sa::{IkeSa, Planned, Req, SaState};
+use crate::wire::message::Message;
+use crate::wire::notify::Notify;
+use crate::wire::payload::Payload;
+use crate::wire::WireError;
+
+#[allow(clippy::too_many_arguments)] // a datagram's whole context
+pub(crate) fn on_message(
+    sa: &mut IkeSa,
+    peer: &Peer,
+    io: &mut Io,
+    now: Instant,
+    local: SocketAddr,
+    remote: SocketAddr,
+    data: &[u8],
+    msg: &Message,
+) -> Vec<Effect> {
+    let h = msg.header;
+    if h.is_response() {
+        if sa.pending.as_ref().map(|p| p.id) != Some(h.message_id) {
+            return Vec::new();
+        }
+        if h.exchange == ExchangeType::IkeSaInit {
+            if sa.state == SaState::InitSent {
+                return crate::sa_init::on_init_response(sa, peer, io, now, local, remote, data, msg);
+            }
+            return Vec::new();
+        }
+        let payloads = match sa.open(data, msg) {
+            Some(Ok(p)) => p,
+            // Authentic but unreadable: the exchange cannot finish.
+            Some(Err(_)) => vec![Payload::Notify(Notify::new(n::INVALID_SYNTAX, Vec::new()))],
+            None => return Vec::new(),
+        };
+        sa.last_received = now;
+        let Some(pending) = sa.pending.take() else { return Vec::new() };
+        let mut effects = match pending.req {
+            Req::Init => Vec::new(),
+            Req::Auth { spi_in } => crate::ike_auth::on_auth_response(sa, peer, io, now, &payloads, spi_in),
+            Req::Informational => Vec::new(),
+            Req::DeleteChildren(spis) => crate::informational::on_delete_children_response(sa, io, &spis),
+            Req::DeleteIke => vec![Effect::Destroy],
+            Req::RekeyChild(r) => crate::rekey::on_child_rekey_response(sa, peer, io, now, *r, &payloads),
+            Req::RekeyIke(r) => crate::rekey::on_ike_rekey_response(sa, peer, io, now, *r, &payloads),
+        };
+        // Not on an SA going away, nor before its children moved on.
+        if !effects.iter().any(|e| matches!(e, Effect::Destroy | Effect::MoveChildren { .. })) {
+            effects.extend(kick(sa, peer, io, now));
+        }
+        return effects;
+    }
+
+    if sa.peer_next_id > 0 && h.message_id == sa.peer_next_id.wrapping_sub(1) {
+        if let Some((id, cached)) = &sa.cached {
+            if *id == h.message_id {
+                let again = cached.clone();
+                sa.transmit(io, again);
+            }
+        }
+        return Vec::new();
+    }
+    if h.message_id != sa.peer_next_id || h.exchange == ExchangeType::IkeSaInit {
+        return Vec::new();
+    }
+    let payloads = match sa.open(data, msg) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            let answer = match e {
+                WireError::UnsupportedCritical(t) => Notify::new(n::UNSUPPORTED_CRITICAL_PAYLOAD, vec![t]),
+                _ => Notify::new(n::INVALID_SYNTAX, Vec::new()),
+            };
+            sa.peer_next_id = sa.peer_next_id.wrapping_add(1);
+            sa.send_response(io, h.exchange, h.message_id, &[Payload::Notify(answer)]);
+            return Vec::new();
+        }
+        None => return Vec::new(),
+    };
+    sa.last_received = now;
+    // RFC 7296 §2.23: behind a NAT, follow the peer's latest address, and
+    // once it talks to us on 4500 stay there.
+    if local.port() == NAT_T_PORT {
+        sa.path.local_port = NAT_T_PORT;
+    }
+    if sa.nat || local.port() == NAT_T_PORT {
+        sa.path.remote = remote;
+    }
+    sa.peer_next_id = sa.peer_next_id.wrapping_add(1);
+    let id = h.message_id;
+    let mut effects = match (h.exchange, sa.state) {
+        (ExchangeType::IkeAuth, SaState::InitReplied) if !sa.initiator => {
+            crate::ike_auth::on_auth_request(sa, peer, io, now, id, &payloads)
+        }
+        (ExchangeType::CreateChildSa, SaState::Established | SaState::Deleting) => {
+            crate::rekey::on_request(sa, peer, io, now, id, &payloads)
+        }
+        (ExchangeType::Informational, _) => crate::informational::on_request(sa, io, id, &payloads),
+        (ex, _) => {
+            let refuse = Notify::new(n::INVALID_SYNTAX, Vec::new());
+            sa.send_response(io, ex, id, &[Payload::Notify(refuse)]);
+            Vec::new()
+        }
+    };
+    if !effects.iter().any(|e| matches!(e, Effect::Destroy)) {
+        effects.extend(kick(sa, peer, io, now));
+    }
+    effects
+}
+
+/// Starts the next queued exchange if the window is free.
+pub(crate) fn kick(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant) -> Vec<Effect> {
+    if sa.pending.is_some() || !matches!(sa.state, SaState::Established | SaState::Deleting) {
+        return Vec::new();
+    }
+    while let Some(next) = sa.queue.pop_front() {
+        match next {
+            Planned::Dpd => sa.send_request(io, now, ExchangeType::Informational, &[], Req::Informational),
+            Planned::DeleteChildren(spis) => crate::informational::send_delete_children(sa, io, now, spis),
+            Planned::DeleteIke => crate::informational::send_delete_ike(sa, io, now),
+            Planned::RekeyChild(spi_in) => crate::rekey::start_child_rekey(sa, peer, io, now, spi_in),
+            Planned::RekeyIke => crate::rekey::start_ike_rekey(sa, peer, io, now),
+        }
+        if sa.pending.is_some() {
+            break;
+        }
+    }
+    Vec::new()
+}

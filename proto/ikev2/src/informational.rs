@@ -1,0 +1,120 @@
+//! INFORMATIONAL exchanges (RFC 7296 §1.4): deleting child and IKE SAs,
+//! liveness checks (an empty request, §2.4), and the events owed when SAs
+//! go away.
+//!
+//! Invariants: a child SA is reported down once, when it leaves its IKE
+//! SA's list; an IKE SA that was reported up is reported down once, after
+//! all its children.
+
+use std::time::Instant;
+
+use crate::endpoint::{Effect, Io};
+use crate::event::{ChildStatus, DownReason, Event};
+use crate::ids::{protocol, ExchangeType};
+use crate::sa::{ChildSa, IkeSa, Req, SaState};
+use crate::wire::notify::Delete;
+use crate::wire::payload::Payload;
+
+fn child_down(sa: &IkeSa, io: &mut Io, c: &ChildSa) {
+    io.spis_in.remove(&c.spi_in);
+    io.events.push_back(Event::ChildDown { peer: sa.peer.clone(), spi_in: c.spi_in, spi_out: c.spi_out });
+}
+
+/// Reports the SA and all its children down, without telling the peer.
+pub(crate) fn forget(sa: &mut IkeSa, io: &mut Io, reason: DownReason) {
+    for c in std::mem::take(&mut sa.children) {
+        child_down(sa, io, &c);
+    }
+    if sa.up {
+        sa.up = false;
+        io.events.push_back(Event::IkeDown { peer: sa.peer.clone(), reason });
+    }
+    sa.state = SaState::Dead;
+}
+
+/// Tells the peer once (no retransmission) and forgets the SA.
+pub(crate) fn delete_now(sa: &mut IkeSa, io: &mut Io, _now: Instant, reason: DownReason) {
+    if sa.keys.is_some() && !matches!(sa.state, SaState::Dead | SaState::InitSent) {
+        let del = Payload::Delete(Delete { protocol: protocol::IKE, spis: Vec::new() });
+        if let Some(data) = sa.seal(io, sa.header(ExchangeType::Informational, false, sa.next_id), &[del]) {
+            sa.transmit(io, data);
+        }
+    }
+    forget(sa, io, reason);
+}
+
+pub(crate) fn send_delete_children(sa: &mut IkeSa, io: &mut Io, now: Instant, spis: Vec<u32>) {
+    let spis: Vec<u32> = spis.into_iter().filter(|s| sa.child(*s).is_some()).collect();
+    if spis.is_empty() {
+        return;
+    }
+    for c in sa.children.iter_mut().filter(|c| spis.contains(&c.spi_in)) {
+        c.retiring = true;
+    }
+    let del = Delete { protocol: protocol::ESP, spis: spis.iter().map(|s| s.to_be_bytes().to_vec()).collect() };
+    sa.send_request(io, now, ExchangeType::Informational, &[Payload::Delete(del)], Req::DeleteChildren(spis));
+}
+
+pub(crate) fn send_delete_ike(sa: &mut IkeSa, io: &mut Io, now: Instant) {
+    let del = Payload::Delete(Delete { protocol: protocol::IKE, spis: Vec::new() });
+    sa.state = SaState::Deleting;
+    sa.send_request(io, now, ExchangeType::Informational, &[del], Req::DeleteIke);
+}
+
+/// Our Delete of child SAs was answered: they are gone on both ends.
+pub(crate) fn on_delete_children_response(sa: &mut IkeSa, io: &mut Io, spis: &[u32]) -> Vec<Effect> {
+    let (gone, kept): (Vec<ChildSa>, Vec<ChildSa>) =
+        std::mem::take(&mut sa.children).into_iter().partition(|c| spis.contains(&c.spi_in));
+    sa.children = kept;
+    for c in &gone {
+        child_down(sa, io, c);
+    }
+    Vec::new()
+}
+
+/// An INFORMATIONAL request from the peer: deletes, or a liveness check.
+pub(crate) fn on_request(sa: &mut IkeSa, io: &mut Io, id: u32, p: &[Payload]) -> Vec<Effect> {
+    let mut answer = Vec::new();
+    let mut delete_ike = false;
+    for d in p.iter().filter_map(|x| if let Payload::Delete(d) = x { Some(d) } else { None }) {
+        match d.protocol {
+            protocol::IKE => delete_ike = true,
+            protocol::ESP => {
+                let mut ours = Vec::new();
+                for spi in &d.spis {
+                    let Ok(raw) = <[u8; 4]>::try_from(spi.as_slice()) else { continue };
+                    let spi_out = u32::from_be_bytes(raw);
+                    if let Some(i) = sa.children.iter().position(|c| c.spi_out == spi_out) {
+                        let c = sa.children.remove(i);
+                        child_down(sa, io, &c);
+                        ours.push(c.spi_in.to_be_bytes().to_vec());
+                    }
+                }
+                if !ours.is_empty() {
+                    answer.push(Payload::Delete(Delete { protocol: protocol::ESP, spis: ours }));
+                }
+            }
+            _ => {}
+        }
+    }
+    if delete_ike {
+        sa.send_response(io, ExchangeType::Informational, id, &[]);
+        forget(sa, io, DownReason::DeletedByPeer);
+        return vec![Effect::Destroy];
+    }
+    sa.send_response(io, ExchangeType::Informational, id, &answer);
+    Vec::new()
+}
+
+pub(crate) fn child_status(sa: &IkeSa, c: &ChildSa, now: Option<Instant>) -> ChildStatus {
+    ChildStatus {
+        spi_in: c.spi_in,
+        spi_out: c.spi_out,
+        cipher: c.cipher,
+        pfs: c.pfs,
+        age: now.map(|n| n.saturating_duration_since(c.created)).unwrap_or_default(),
+        encap: sa.nat,
+        local_ts: c.local_ts.clone(),
+        remote_ts: c.remote_ts.clone(),
+    }
+}

@@ -1,0 +1,215 @@
+//! Proposal selection and traffic selector narrowing (RFC 7296 §2.7, §2.9),
+//! and the strongSwan-style names of offers for log lines.
+//!
+//! Invariants: a responder picks the first of the peer's proposals that
+//! matches one of ours, and answers with exactly one transform per type,
+//! all taken from that proposal; a transform with an unknown attribute
+//! never matches; an initiator accepts an answer only if it is one of the
+//! suites it offered.
+
+use crate::child_keys::EspCipher;
+use crate::config::EspProposal;
+use crate::crypto::{DhGroup, IkeSuite, IntegAlg, PrfAlg};
+use crate::ids::{dh, encr, esn, integ, prf, protocol, transform_type as tt};
+use crate::wire::proposal::{Proposal, Transform};
+use crate::wire::traffic_selector::TrafficSelector;
+
+fn ike_transforms(s: &IkeSuite) -> Vec<Transform> {
+    let mut t =
+        vec![Transform::new(tt::ENCR, s.encr.id(), Some(s.encr.key_bits())), Transform::new(tt::PRF, s.prf.id(), None)];
+    if let Some(i) = s.integ {
+        t.push(Transform::new(tt::INTEG, i.id(), None));
+    }
+    t.push(Transform::new(tt::DH, s.dh.id(), None));
+    t
+}
+
+/// Our IKE proposals, one per suite (`spi`: empty in IKE_SA_INIT, the new
+/// SPI in an IKE SA rekey).
+pub(crate) fn ike_offer(suites: &[IkeSuite], spi: &[u8]) -> Vec<Proposal> {
+    suites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Proposal {
+            num: i as u8 + 1,
+            protocol: protocol::IKE,
+            spi: spi.to_vec(),
+            transforms: ike_transforms(s),
+        })
+        .collect()
+}
+
+fn has(p: &Proposal, kind: u8, id: u16, key_len: Option<u16>) -> bool {
+    p.of_type(kind).any(|t| t.id == id && t.key_len == key_len && !t.unknown_attr)
+}
+
+/// Whether the peer's proposal has no integrity transform but "none".
+fn no_integ(p: &Proposal) -> bool {
+    p.of_type(tt::INTEG).all(|t| t.id == integ::NONE)
+}
+
+fn ike_matches(p: &Proposal, s: &IkeSuite) -> bool {
+    p.protocol == protocol::IKE
+        && has(p, tt::ENCR, s.encr.id(), Some(s.encr.key_bits()))
+        && has(p, tt::PRF, s.prf.id(), None)
+        && match s.integ {
+            Some(i) => has(p, tt::INTEG, i.id(), None),
+            None => no_integ(p),
+        }
+        && has(p, tt::DH, s.dh.id(), None)
+}
+
+/// The responder's choice: the first peer proposal matching one of our
+/// suites, preferring within it a suite whose group is `ke_group` (so a
+/// KE the peer already sent can be used). Returns the answer proposal.
+pub(crate) fn choose_ike(offered: &[Proposal], ours: &[IkeSuite], ke_group: u16) -> Option<(IkeSuite, Proposal)> {
+    for p in offered {
+        let mut matching = ours.iter().filter(|s| ike_matches(p, s));
+        let Some(first) = matching.next() else { continue };
+        let suite = std::iter::once(first).chain(matching).find(|s| s.dh.id() == ke_group).unwrap_or(first);
+        let answer =
+            Proposal { num: p.num, protocol: protocol::IKE, spi: p.spi.clone(), transforms: ike_transforms(suite) };
+        return Some((*suite, answer));
+    }
+    None
+}
+
+/// The suite an IKE answer names, if it is exactly one of `ours`.
+pub(crate) fn accept_ike(answer: &[Proposal], ours: &[IkeSuite]) -> Option<IkeSuite> {
+    let [p] = answer else { return None };
+    ours.iter().find(|s| ike_matches(p, s) && p.transforms.len() == ike_transforms(s).len()).copied()
+}
+
+fn esp_transforms(e: &EspProposal, with_dh: bool) -> Vec<Transform> {
+    let mut t = e.cipher.transforms();
+    if let (true, Some(g)) = (with_dh, e.dh) {
+        t.push(Transform::new(tt::DH, g.id(), None));
+    }
+    t.push(Transform::new(tt::ESN, esn::NO, None));
+    t
+}
+
+/// Our ESP proposals with our inbound SPI; `with_dh` in CREATE_CHILD_SA
+/// (IKE_AUTH's child uses the IKE SA's key exchange, RFC 7296 §1.2).
+pub(crate) fn esp_offer(ours: &[EspProposal], spi_in: u32, with_dh: bool) -> Vec<Proposal> {
+    ours.iter()
+        .enumerate()
+        .map(|(i, e)| Proposal {
+            num: i as u8 + 1,
+            protocol: protocol::ESP,
+            spi: spi_in.to_be_bytes().to_vec(),
+            transforms: esp_transforms(e, with_dh),
+        })
+        .collect()
+}
+
+fn esp_matches(p: &Proposal, e: &EspProposal, with_dh: bool) -> bool {
+    let cipher_ok = e.cipher.transforms().iter().all(|t| has(p, t.kind, t.id, t.key_len))
+        && (matches!(e.cipher, EspCipher::AesCbcHmacSha256 { .. }) || no_integ(p));
+    let esn_ok = p.of_type(tt::ESN).next().is_none() || has(p, tt::ESN, esn::NO, None);
+    let dh_ok = !with_dh
+        || match e.dh {
+            Some(g) => has(p, tt::DH, g.id(), None),
+            None => p.of_type(tt::DH).all(|t| t.id == dh::NONE),
+        };
+    p.protocol == protocol::ESP && p.spi.len() == 4 && cipher_ok && esn_ok && dh_ok
+}
+
+fn spi_of(p: &Proposal) -> Option<u32> {
+    Some(u32::from_be_bytes(<[u8; 4]>::try_from(p.spi.as_slice()).ok()?))
+}
+
+/// The responder's ESP choice: (ours, the peer's SPI, the answer without
+/// its SPI filled in — the caller puts ours there).
+pub(crate) fn choose_esp(
+    offered: &[Proposal],
+    ours: &[EspProposal],
+    with_dh: bool,
+) -> Option<(EspProposal, u32, Proposal)> {
+    for p in offered {
+        if let Some(e) = ours.iter().find(|e| esp_matches(p, e, with_dh)) {
+            let answer =
+                Proposal { num: p.num, protocol: protocol::ESP, spi: vec![], transforms: esp_transforms(e, with_dh) };
+            return Some((*e, spi_of(p)?, answer));
+        }
+    }
+    None
+}
+
+/// The ESP proposal an answer names, if it is exactly one of `ours`, with
+/// the peer's SPI.
+pub(crate) fn accept_esp(answer: &[Proposal], ours: &[EspProposal], with_dh: bool) -> Option<(EspProposal, u32)> {
+    let [p] = answer else { return None };
+    let e =
+        ours.iter().find(|e| esp_matches(p, e, with_dh) && p.transforms.len() <= esp_transforms(e, with_dh).len())?;
+    Some((*e, spi_of(p)?))
+}
+
+fn transform_name(t: &Transform) -> String {
+    let bits = t.key_len.map_or(String::new(), |b| b.to_string());
+    match (t.kind, t.id) {
+        (tt::ENCR, encr::AES_GCM_16) => format!("aes{bits}gcm16"),
+        (tt::ENCR, encr::AES_CBC) => format!("aes{bits}"),
+        (tt::ENCR, id) => format!("encr{id}"),
+        (tt::PRF, id) => match PrfAlg::from_id(id) {
+            Some(PrfAlg::HmacSha256) => "prfsha256".into(),
+            Some(PrfAlg::HmacSha384) => "prfsha384".into(),
+            None if id == prf::HMAC_SHA2_512 => "prfsha512".into(),
+            None => format!("prf{id}"),
+        },
+        (tt::INTEG, id) => match IntegAlg::from_id(id) {
+            Some(IntegAlg::HmacSha256_128) => "sha256".into(),
+            None if id == integ::HMAC_SHA2_384_192 => "sha384".into(),
+            None if id == integ::HMAC_SHA2_512_256 => "sha512".into(),
+            None => format!("integ{id}"),
+        },
+        (tt::DH, id) => match DhGroup::from_id(id) {
+            Some(DhGroup::Modp2048) => "modp2048".into(),
+            Some(DhGroup::Ecp256) => "ecp256".into(),
+            Some(DhGroup::Ecp384) => "ecp384".into(),
+            Some(DhGroup::Curve25519) => "x25519".into(),
+            None => format!("dh{id}"),
+        },
+        (tt::ESN, esn::NO) => "noesn".into(),
+        (tt::ESN, esn::YES) => "esn".into(),
+        (kind, id) => format!("t{kind}:{id}"),
+    }
+}
+
+/// An offer in strongSwan's notation, proposals separated by ", ":
+/// `aes256gcm16-prfsha256-x25519, aes256-sha256-prfsha256-modp2048`.
+pub(crate) fn describe(offered: &[Proposal]) -> String {
+    let names: Vec<String> =
+        offered.iter().map(|p| p.transforms.iter().map(transform_name).collect::<Vec<_>>().join("-")).collect();
+    if names.is_empty() {
+        "(nothing)".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Selectors in a log line: `10.1.0.0/16 fd00::/64`.
+pub(crate) fn describe_ts(list: &[TrafficSelector]) -> String {
+    list.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ")
+}
+
+/// Responder narrowing: every overlap of what is offered with what is
+/// allowed; empty when there is none.
+pub(crate) fn narrow(offered: &[TrafficSelector], allowed: &[TrafficSelector]) -> Vec<TrafficSelector> {
+    let mut out: Vec<TrafficSelector> = Vec::new();
+    for o in offered {
+        for a in allowed {
+            if let Some(ts) = o.intersect(a) {
+                if !out.contains(&ts) {
+                    out.push(ts);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Initiator check: each returned selector lies within one we offered.
+pub(crate) fn within(answer: &[TrafficSelector], offered: &[TrafficSelector]) -> bool {
+    !answer.is_empty() && answer.iter().all(|a| offered.iter().any(|o| o.intersect(a) == Some(*a)))
+}

@@ -1,0 +1,254 @@
+//! Rekeying a child SA with CREATE_CHILD_SA (RFC 7296 §1.3.3, §2.8),
+//! with a fresh key exchange when the ESP proposal asks for PFS.
+//!
+//! Invariants: the old child SA is marked `retiring` from the moment a
+//! rekey of it starts (ours) or is answered (the peer's), so it is never
+//! rekeyed twice; its replacement is announced with `replaces` before the
+//! old one is deleted, so no packet is lost in between.
+
+use std::time::Instant;
+
+use super::{ke, nonce, ours_is_redundant, refuse, Collision, REKEY_RETRY};
+use crate::child_keys::ChildKeys;
+use crate::crypto::DhPrivate;
+use crate::endpoint::{Effect, Io, Peer};
+use crate::event::{Event, Failure};
+use crate::ids::{notify as n, protocol, ExchangeType};
+use crate::ike_auth::{child_parts, install_child, keymat};
+use crate::negotiate::{accept_esp, choose_esp, describe, describe_ts, esp_offer, narrow, within};
+use crate::sa::{error_notify, IkeSa, Planned, Req};
+use crate::sa_init::NONCE_LEN;
+use crate::wire::notify::Notify;
+use crate::wire::payload::Payload;
+
+/// Our outstanding child rekey.
+pub(crate) struct ChildRekey {
+    /// The inbound SPI of the child being replaced.
+    pub old: u32,
+    /// Our inbound SPI of the new one.
+    pub spi_in: u32,
+    pub ni: Vec<u8>,
+    pub dh: Option<DhPrivate>,
+}
+
+/// Sends our rekey of the child SA `old` (our inbound SPI).
+pub(crate) fn start_child_rekey(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant, old: u32) {
+    let cfg = &peer.cfg;
+    let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) else { return };
+    c.retiring = true;
+    c.collision = None;
+    let (local_ts, remote_ts) = (c.local_ts.clone(), c.remote_ts.clone());
+    let mut p = vec![Payload::Notify(Notify {
+        protocol: protocol::ESP,
+        spi: old.to_be_bytes().to_vec(),
+        kind: n::REKEY_SA,
+        data: Vec::new(),
+    })];
+    let mut dh = None;
+    let mut ke_payload = None;
+    if let Some(g) = cfg.esp_proposals.first().and_then(|e| e.dh) {
+        let Ok((d, public)) = DhPrivate::generate(g, &mut *io.rng) else { return };
+        dh = Some(d);
+        ke_payload = Some(Payload::Ke { group: g.id(), data: public });
+    }
+    let spi_in = io.new_spi_in();
+    let ni = io.random(NONCE_LEN);
+    p.push(Payload::Sa(esp_offer(&cfg.esp_proposals, spi_in, true)));
+    p.push(Payload::Nonce(ni.clone()));
+    p.extend(ke_payload);
+    p.push(Payload::TsI(local_ts));
+    p.push(Payload::TsR(remote_ts));
+    let rekey = ChildRekey { old, spi_in, ni, dh };
+    sa.send_request(io, now, ExchangeType::CreateChildSa, &p, Req::RekeyChild(Box::new(rekey)));
+}
+
+/// The answer to our child rekey.
+pub(crate) fn on_child_rekey_response(
+    sa: &mut IkeSa,
+    peer: &Peer,
+    io: &mut Io,
+    now: Instant,
+    r: ChildRekey,
+    p: &[Payload],
+) -> Vec<Effect> {
+    let cfg = &peer.cfg;
+    let give_up = |sa: &mut IkeSa, io: &mut Io, reason: Option<Failure>| {
+        io.spis_in.remove(&r.spi_in);
+        if let Some(reason) = reason {
+            io.fail(&sa.peer, reason);
+        }
+        if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == r.old) {
+            // Unless the peer's own rekey of it won, try again later.
+            if c.collision.is_none() {
+                c.retiring = false;
+                c.rekey_at = now + REKEY_RETRY;
+            }
+        }
+        Vec::new()
+    };
+    if let Some(e) = error_notify(p) {
+        let reason = match e {
+            n::CHILD_SA_NOT_FOUND => {
+                io.spis_in.remove(&r.spi_in);
+                if let Some(i) = sa.children.iter().position(|c| c.spi_in == r.old) {
+                    let c = sa.children.remove(i);
+                    io.spis_in.remove(&c.spi_in);
+                    io.events.push_back(Event::ChildDown {
+                        peer: sa.peer.clone(),
+                        spi_in: c.spi_in,
+                        spi_out: c.spi_out,
+                    });
+                }
+                return Vec::new();
+            }
+            n::TEMPORARY_FAILURE => None,
+            n::NO_PROPOSAL_CHOSEN => {
+                Some(Failure::NoProposalChosen { offered: describe(&esp_offer(&cfg.esp_proposals, r.spi_in, true)) })
+            }
+            n::INVALID_KE_PAYLOAD => {
+                let g = notify_group(p);
+                Some(Failure::InvalidKe { requested: g })
+            }
+            e => Some(Failure::PeerError { notify: e }),
+        };
+        return give_up(sa, io, reason);
+    }
+    let Some(((answer, tsi, tsr), nr)) = child_parts(p).zip(nonce(p)) else {
+        return give_up(sa, io, Some(Failure::Protocol("CREATE_CHILD_SA response without SA, Nonce or TS".into())));
+    };
+    let Some((esp, spi_out)) = accept_esp(answer, &cfg.esp_proposals, true) else {
+        let what = format!("the peer chose {} for the rekey, which we did not offer", describe(answer));
+        return give_up(sa, io, Some(Failure::Protocol(what)));
+    };
+    let shared = match (esp.dh, r.dh) {
+        (None, _) => None,
+        (Some(g), Some(d)) if d.group() == g => match ke(p) {
+            Some((grp, data)) if grp == g.id() => match d.agree(data) {
+                Ok(s) => Some(s),
+                Err(_) => return give_up(sa, io, Some(Failure::Protocol("invalid KE in the child rekey".into()))),
+            },
+            _ => {
+                return give_up(
+                    sa,
+                    io,
+                    Some(Failure::Protocol("child rekey response without the KE of its group".into())),
+                )
+            }
+        },
+        (Some(_), _) => return give_up(sa, io, Some(Failure::Protocol("the peer chose another PFS group".into()))),
+    };
+    let Some(old) = sa.child(r.old).cloned() else {
+        return give_up(sa, io, None);
+    };
+    if !within(tsi, &old.local_ts) || !within(tsr, &old.remote_ts) {
+        let offered = format!("{} === {}", describe_ts(&old.local_ts), describe_ts(&old.remote_ts));
+        return give_up(sa, io, Some(Failure::TsUnacceptable { offered }));
+    }
+    let Some(km) = keymat(sa, esp.cipher, shared.as_ref().map(|s| s.as_slice()), &r.ni, nr) else { return Vec::new() };
+    let keys = ChildKeys::from_keymat(&km, true, r.spi_in, spi_out, esp.cipher);
+    let (tsi, tsr) = (tsi.to_vec(), tsr.to_vec());
+    match old.collision {
+        // §2.8.1: we made the redundant SA; install it (the peer may already
+        // send on it) without moving traffic, then delete it.
+        Some(c) if ours_is_redundant(&r.ni, nr, &c) => {
+            install_child(sa, cfg, io, now, keys, esp.dh, tsi, tsr, None);
+            if let Some(new) = sa.children.iter_mut().find(|x| x.spi_in == r.spi_in) {
+                new.retiring = true;
+            }
+            sa.queue.push_front(Planned::DeleteChildren(vec![r.spi_in]));
+        }
+        Some(c) => {
+            install_child(sa, cfg, io, now, keys, esp.dh, tsi, tsr, Some(c.created as u32));
+            sa.queue.push_front(Planned::DeleteChildren(vec![r.old]));
+        }
+        None => {
+            install_child(sa, cfg, io, now, keys, esp.dh, tsi, tsr, Some(r.old));
+            sa.queue.push_front(Planned::DeleteChildren(vec![r.old]));
+        }
+    }
+    vec![Effect::ChildRekeyed]
+}
+
+fn notify_group(p: &[Payload]) -> u16 {
+    crate::sa::notify(p, n::INVALID_KE_PAYLOAD)
+        .and_then(|x| x.data.get(..2))
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+}
+
+/// The peer's rekey of the child SA it receives on with SPI `rekey_spi`.
+#[allow(clippy::too_many_arguments)] // the request's whole context
+pub(crate) fn on_request(
+    sa: &mut IkeSa,
+    peer: &Peer,
+    io: &mut Io,
+    now: Instant,
+    id: u32,
+    p: &[Payload],
+    rekey_spi: &[u8],
+) -> Vec<Effect> {
+    let cfg = &peer.cfg;
+    let spi_out = <[u8; 4]>::try_from(rekey_spi).map(u32::from_be_bytes).unwrap_or(0);
+    let Some(idx) = sa.children.iter().position(|c| c.spi_out == spi_out) else {
+        refuse(sa, io, id, n::CHILD_SA_NOT_FOUND, Vec::new());
+        return Vec::new();
+    };
+    let old_in = sa.children[idx].spi_in;
+    let ours_pending = matches!(&sa.pending, Some(q) if matches!(&q.req, Req::RekeyChild(r) if r.old == old_in));
+    let queued = sa.queue.contains(&Planned::RekeyChild(old_in));
+    if sa.children[idx].retiring && !ours_pending && !queued {
+        // Already replaced or being deleted (§2.25).
+        refuse(sa, io, id, n::TEMPORARY_FAILURE, Vec::new());
+        return Vec::new();
+    }
+    let (Some((offered, tsi, tsr)), Some(ni)) = (child_parts(p), nonce(p)) else {
+        refuse(sa, io, id, n::INVALID_SYNTAX, Vec::new());
+        return Vec::new();
+    };
+    let Some((esp, peer_spi, mut answer)) = choose_esp(offered, &cfg.esp_proposals, true) else {
+        io.fail(&sa.peer, Failure::NoProposalChosen { offered: describe(offered) });
+        refuse(sa, io, id, n::NO_PROPOSAL_CHOSEN, Vec::new());
+        return Vec::new();
+    };
+    let mut our_ke = None;
+    let mut shared = None;
+    if let Some(g) = esp.dh {
+        let agreed = match ke(p) {
+            Some((grp, data)) if grp == g.id() => {
+                DhPrivate::generate(g, &mut *io.rng).ok().and_then(|(d, public)| Some((public, d.agree(data).ok()?)))
+            }
+            _ => None,
+        };
+        let Some((public, s)) = agreed else {
+            refuse(sa, io, id, n::INVALID_KE_PAYLOAD, g.id().to_be_bytes().to_vec());
+            return Vec::new();
+        };
+        our_ke = Some(Payload::Ke { group: g.id(), data: public });
+        shared = Some(s);
+    }
+    let (tsi_n, tsr_n) = (narrow(tsi, &cfg.remote_ts), narrow(tsr, &cfg.local_ts));
+    if tsi_n.is_empty() || tsr_n.is_empty() {
+        let offered = format!("{} === {}", describe_ts(tsi), describe_ts(tsr));
+        io.fail(&sa.peer, Failure::TsUnacceptable { offered });
+        refuse(sa, io, id, n::TS_UNACCEPTABLE, Vec::new());
+        return Vec::new();
+    }
+    let nr = io.random(NONCE_LEN);
+    let spi_in = io.new_spi_in();
+    answer.spi = spi_in.to_be_bytes().to_vec();
+    let Some(km) = keymat(sa, esp.cipher, shared.as_ref().map(|s| s.as_slice()), ni, &nr) else { return Vec::new() };
+    let keys = ChildKeys::from_keymat(&km, false, spi_in, peer_spi, esp.cipher);
+    sa.queue.retain(|q| q != &Planned::RekeyChild(old_in));
+    if let Some(old) = sa.children.get_mut(idx) {
+        old.retiring = true;
+        if ours_pending {
+            old.collision = Some(Collision { ni: ni.to_vec(), nr: nr.clone(), created: u64::from(spi_in) });
+        }
+    }
+    install_child(sa, cfg, io, now, keys, esp.dh, tsr_n.clone(), tsi_n.clone(), Some(old_in));
+    let mut out = vec![Payload::Sa(vec![answer]), Payload::Nonce(nr)];
+    out.extend(our_ke);
+    out.push(Payload::TsI(tsi_n));
+    out.push(Payload::TsR(tsr_n));
+    sa.send_response(io, ExchangeType::CreateChildSa, id, &out);
+    vec![Effect::ChildRekeyed]
+}

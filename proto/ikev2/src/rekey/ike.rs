@@ -1,0 +1,212 @@
+//! Rekeying the IKE SA with CREATE_CHILD_SA (RFC 7296 §1.3.2, §2.18): a
+//! new IKE SA with fresh SPIs, nonces and key exchange, keyed from the old
+//! SA's SK_d, inherits the child SAs; the rekey's initiator deletes the old
+//! one. Message IDs start again at zero on the new SA.
+//!
+//! Invariants: whoever initiated the rekey is the new SA's initiator; the
+//! child SAs live in exactly one IKE SA at any time; an SA that was
+//! replaced is no longer `up`, so its removal reports nothing.
+
+use std::time::Instant;
+
+use super::{ke, nonce, ours_is_redundant, refuse, Collision, REKEY_RETRY};
+use crate::crypto::{derive_rekeyed_ike_keys, DhPrivate, IkeSuite, SkCrypto};
+use crate::endpoint::{Effect, Io, Peer, HALF_OPEN_TIMEOUT};
+use crate::event::Failure;
+use crate::ids::{notify as n, ExchangeType};
+use crate::negotiate::{accept_ike, choose_ike, describe, ike_offer};
+use crate::sa::{error_notify, IkeSa, Planned, Req, SaKeys, SaState};
+use crate::sa_init::NONCE_LEN;
+use crate::timers::rekey_after;
+use crate::wire::payload::Payload;
+
+/// Our outstanding IKE SA rekey.
+pub(crate) struct IkeRekey {
+    /// Our SPI in the new SA (its SPIi).
+    pub spi: u64,
+    pub ni: Vec<u8>,
+    pub dh: DhPrivate,
+}
+
+pub(crate) fn start_ike_rekey(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant) {
+    let cfg = &peer.cfg;
+    let Some(first) = cfg.ike_proposals.first() else { return };
+    let Ok((dh, public)) = DhPrivate::generate(first.dh, &mut *io.rng) else { return };
+    let spi = io.new_ike_spi();
+    let ni = io.random(NONCE_LEN);
+    sa.responded_ike_rekey = None;
+    let p = vec![
+        Payload::Sa(ike_offer(&cfg.ike_proposals, &spi.to_be_bytes())),
+        Payload::Nonce(ni.clone()),
+        Payload::Ke { group: first.dh.id(), data: public },
+    ];
+    sa.send_request(io, now, ExchangeType::CreateChildSa, &p, Req::RekeyIke(Box::new(IkeRekey { spi, ni, dh })));
+}
+
+/// The new IKE SA of a rekey, keyed and established (children not yet moved).
+#[allow(clippy::too_many_arguments)] // the RFC's inputs
+fn successor(
+    old: &IkeSa,
+    peer: &Peer,
+    io: &mut Io,
+    now: Instant,
+    initiator: bool,
+    (spi_i, spi_r): (u64, u64),
+    suite: IkeSuite,
+    shared: &[u8],
+    (ni, nr): (&[u8], &[u8]),
+) -> Option<IkeSa> {
+    let (old_prf, old_sk_d) = (old.prf()?, old.sk_d()?);
+    let keys = derive_rekeyed_ike_keys(old_prf, old_sk_d, &suite, shared, ni, nr, spi_i, spi_r);
+    let sk = SkCrypto::new(&suite, &keys, initiator);
+    let mut new = IkeSa::new(old.peer.clone(), initiator, spi_i, old.path, now);
+    new.spi_r = spi_r;
+    new.ni = ni.to_vec();
+    new.nr = nr.to_vec();
+    new.suite = Some(suite);
+    new.keys = Some(SaKeys { keys, sk });
+    new.state = SaState::Established;
+    new.nat = old.nat;
+    let cfg = &peer.cfg;
+    new.rekey_at = Some(now + rekey_after(cfg.ike_lifetime, cfg.rekey_jitter_percent, &mut *io.rng));
+    new.expire_at = Some(now + cfg.ike_lifetime);
+    Some(new)
+}
+
+/// Moves the children and the exchanges planned for them to `new`.
+pub(crate) fn hand_over(old: &mut IkeSa, new: &mut IkeSa) {
+    new.children.append(&mut old.children);
+    new.queue.extend(old.queue.drain(..).filter(|q| matches!(q, Planned::RekeyChild(_) | Planned::DeleteChildren(_))));
+    new.up = old.up || new.up;
+    old.up = false;
+}
+
+fn spi_of(answer: &[crate::wire::proposal::Proposal]) -> Option<u64> {
+    let p = answer.first()?;
+    Some(u64::from_be_bytes(<[u8; 8]>::try_from(p.spi.as_slice()).ok()?))
+}
+
+/// The answer to our IKE SA rekey.
+pub(crate) fn on_ike_rekey_response(
+    sa: &mut IkeSa,
+    peer: &Peer,
+    io: &mut Io,
+    now: Instant,
+    r: IkeRekey,
+    p: &[Payload],
+) -> Vec<Effect> {
+    let cfg = &peer.cfg;
+    let retry = |sa: &mut IkeSa, io: &mut Io, reason: Option<Failure>| {
+        io.ike_spis.remove(&r.spi);
+        if let Some(reason) = reason {
+            io.fail(&sa.peer, reason);
+        }
+        if sa.responded_ike_rekey.is_none() {
+            sa.rekey_at = Some(now + REKEY_RETRY);
+        }
+        Vec::new()
+    };
+    if let Some(e) = error_notify(p) {
+        let reason = match e {
+            n::TEMPORARY_FAILURE => None,
+            n::NO_PROPOSAL_CHOSEN => {
+                Some(Failure::NoProposalChosen { offered: describe(&ike_offer(&cfg.ike_proposals, &[])) })
+            }
+            e => Some(Failure::PeerError { notify: e }),
+        };
+        return retry(sa, io, reason);
+    }
+    let answer = p.iter().find_map(|x| if let Payload::Sa(s) = x { Some(s.as_slice()) } else { None });
+    let (Some(answer), Some(nr), Some((group, data))) = (answer, nonce(p), ke(p)) else {
+        return retry(sa, io, Some(Failure::Protocol("IKE rekey response without SA, Nonce or KE".into())));
+    };
+    let (Some(suite), Some(spi_r)) = (accept_ike(answer, &cfg.ike_proposals), spi_of(answer)) else {
+        return retry(sa, io, Some(Failure::Protocol(format!("IKE rekey answered with {}", describe(answer)))));
+    };
+    if suite.dh != r.dh.group() || group != suite.dh.id() {
+        return retry(sa, io, Some(Failure::Protocol("IKE rekey KE does not match the chosen group".into())));
+    }
+    let Ok(shared) = r.dh.agree(data) else {
+        return retry(sa, io, Some(Failure::Protocol("invalid KE in the IKE rekey".into())));
+    };
+    let Some(mut new) = successor(sa, peer, io, now, true, (r.spi, spi_r), suite, &shared, (&r.ni, nr)) else {
+        return Vec::new();
+    };
+    let mut effects = Vec::new();
+    match sa.responded_ike_rekey.take() {
+        // §2.8.2: ours is the redundant SA: delete it; the children go to
+        // the peer's, and the peer deletes the old SA.
+        Some(c) if ours_is_redundant(&r.ni, nr, &c) => {
+            new.queue.push_back(Planned::DeleteIke);
+            effects.push(Effect::MoveChildren { to: c.created });
+            sa.state = SaState::Deleting;
+            sa.expire_at = Some(now + HALF_OPEN_TIMEOUT);
+        }
+        // Ours survives: it takes the children and we delete the old SA
+        // (the peer deletes the one it made).
+        _ => {
+            hand_over(sa, &mut new);
+            sa.queue.clear();
+            sa.queue.push_back(Planned::DeleteIke);
+        }
+    }
+    sa.rekey_at = None;
+    effects.insert(0, Effect::NewSa(Box::new(new)));
+    effects
+}
+
+/// The peer's rekey of this IKE SA.
+pub(crate) fn on_request(
+    sa: &mut IkeSa,
+    peer: &Peer,
+    io: &mut Io,
+    now: Instant,
+    id: u32,
+    p: &[Payload],
+) -> Vec<Effect> {
+    let cfg = &peer.cfg;
+    let offered = p.iter().find_map(|x| if let Payload::Sa(s) = x { Some(s.as_slice()) } else { None });
+    let (Some(offered), Some(ni), Some((group, data))) = (offered, nonce(p), ke(p)) else {
+        refuse(sa, io, id, n::INVALID_SYNTAX, Vec::new());
+        return Vec::new();
+    };
+    let Some((suite, mut answer)) = choose_ike(offered, &cfg.ike_proposals, group) else {
+        io.fail(&sa.peer, Failure::NoProposalChosen { offered: describe(offered) });
+        refuse(sa, io, id, n::NO_PROPOSAL_CHOSEN, Vec::new());
+        return Vec::new();
+    };
+    if suite.dh.id() != group {
+        refuse(sa, io, id, n::INVALID_KE_PAYLOAD, suite.dh.id().to_be_bytes().to_vec());
+        return Vec::new();
+    }
+    let Some(spi_i) = spi_of(std::slice::from_ref(&answer)) else {
+        refuse(sa, io, id, n::INVALID_SYNTAX, Vec::new());
+        return Vec::new();
+    };
+    let Ok((dh, public)) = DhPrivate::generate(suite.dh, &mut *io.rng) else { return Vec::new() };
+    let Ok(shared) = dh.agree(data) else {
+        refuse(sa, io, id, n::INVALID_SYNTAX, Vec::new());
+        return Vec::new();
+    };
+    let nr = io.random(NONCE_LEN);
+    let spi_r = io.new_ike_spi();
+    let Some(mut new) = successor(sa, peer, io, now, false, (spi_i, spi_r), suite, &shared, (ni, &nr)) else {
+        return Vec::new();
+    };
+    answer.spi = spi_r.to_be_bytes().to_vec();
+    let out = vec![Payload::Sa(vec![answer]), Payload::Nonce(nr.clone()), Payload::Ke { group, data: public }];
+    sa.send_response(io, ExchangeType::CreateChildSa, id, &out);
+    let ours_pending = matches!(&sa.pending, Some(q) if matches!(q.req, Req::RekeyIke(_)));
+    if ours_pending {
+        // A collision: which new SA survives is known when ours completes.
+        sa.responded_ike_rekey = Some(Collision { ni: ni.to_vec(), nr, created: spi_r });
+    } else {
+        hand_over(sa, &mut new);
+        sa.state = SaState::Deleting;
+        sa.rekey_at = None;
+        sa.queue.clear();
+        // The peer deletes the old SA; if that Delete is lost it expires.
+        sa.expire_at = Some(now + HALF_OPEN_TIMEOUT);
+    }
+    vec![Effect::NewSa(Box::new(new))]
+}

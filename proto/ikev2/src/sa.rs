@@ -1,0 +1,326 @@
+//! The state of one IKE SA and of the child SAs it carries, and the
+//! plumbing every exchange shares: message IDs with a window of one,
+//! retransmission with backoff, the cached response for duplicate
+//! requests, and sealing and opening SK payloads.
+//!
+//! Invariants: at most one request of ours is outstanding (`pending`);
+//! the next ones wait in `queue`. A request from the peer is processed
+//! only if its ID is the one expected; the previous ID gets the cached
+//! response again, any other ID is dropped. Nothing received changes
+//! state before its SK payload has been authenticated.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+use crate::child_keys::EspCipher;
+use crate::config::PeerId;
+use crate::crypto::{DhGroup, DhPrivate, IkeKeys, IkeSuite, SkCrypto};
+use crate::event::Transmit;
+use crate::ids::{flags, ExchangeType};
+use crate::wire::header::Header;
+use crate::wire::message::{parse_inner, Message};
+use crate::wire::payload::Payload;
+use crate::wire::traffic_selector::TrafficSelector;
+use crate::wire::WireError;
+use crate::Io;
+
+/// First retransmission after this long; each later one waits twice as long.
+pub const RETRANSMIT_BASE: Duration = Duration::from_millis(500);
+/// Transmissions of one request (the first included) before giving up.
+pub const RETRANSMIT_TRIES: u32 = 5;
+
+/// Where an IKE SA's messages go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Path {
+    pub remote: SocketAddr,
+    pub local: Option<IpAddr>,
+    pub local_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SaState {
+    /// Initiator: IKE_SA_INIT sent.
+    InitSent,
+    /// Initiator: IKE_AUTH sent.
+    AuthSent,
+    /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH.
+    InitReplied,
+    Established,
+    /// Our Delete for it is out, or it was replaced by a rekey.
+    Deleting,
+    /// Failed during establishment; kept only to answer retransmissions.
+    Dead,
+}
+
+/// A child SA as the IKE SA keeps it (the keys went out in `ChildUp`).
+#[derive(Debug, Clone)]
+pub(crate) struct ChildSa {
+    pub spi_in: u32,
+    pub spi_out: u32,
+    pub cipher: EspCipher,
+    pub pfs: Option<DhGroup>,
+    pub created: Instant,
+    pub rekey_at: Instant,
+    pub expire_at: Instant,
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
+    /// A rekey or delete of it is under way.
+    pub retiring: bool,
+    /// The peer's rekey of it we answered while ours was out.
+    pub collision: Option<crate::rekey::Collision>,
+}
+
+/// What our outstanding request is, with what its answer needs.
+pub(crate) enum Req {
+    Init,
+    Auth { spi_in: u32 },
+    Informational,
+    DeleteChildren(Vec<u32>),
+    DeleteIke,
+    RekeyChild(Box<crate::rekey::ChildRekey>),
+    RekeyIke(Box<crate::rekey::IkeRekey>),
+}
+
+/// Exchanges waiting for the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Planned {
+    Dpd,
+    DeleteChildren(Vec<u32>),
+    DeleteIke,
+    RekeyChild(u32),
+    RekeyIke,
+}
+
+impl Req {
+    /// The inbound SPI this request reserved, freed if the SA goes.
+    pub(crate) fn reserved_spi(&self) -> Option<u32> {
+        match self {
+            Req::Auth { spi_in } => Some(*spi_in),
+            Req::RekeyChild(r) => Some(r.spi_in),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) struct Pending {
+    pub id: u32,
+    pub data: Vec<u8>,
+    pub sent: u32,
+    pub next_at: Instant,
+    pub req: Req,
+}
+
+/// The keys of an IKE SA once IKE_SA_INIT is done.
+pub(crate) struct SaKeys {
+    pub keys: IkeKeys,
+    pub sk: SkCrypto,
+}
+
+pub(crate) struct IkeSa {
+    pub peer: PeerId,
+    /// Whether we are this SA's original initiator.
+    pub initiator: bool,
+    pub spi_i: u64,
+    pub spi_r: u64,
+    pub state: SaState,
+    pub suite: Option<IkeSuite>,
+    pub keys: Option<SaKeys>,
+    pub ni: Vec<u8>,
+    pub nr: Vec<u8>,
+    pub dh: Option<DhPrivate>,
+    pub ke_public: Vec<u8>,
+    pub cookie: Option<Vec<u8>>,
+    pub init_retries: u32,
+    /// IKE_SA_INIT request and response as sent, for AUTH.
+    pub init_request: Vec<u8>,
+    pub init_response: Vec<u8>,
+    pub path: Path,
+    pub nat: bool,
+    pub next_id: u32,
+    pub pending: Option<Pending>,
+    pub queue: VecDeque<Planned>,
+    pub peer_next_id: u32,
+    pub cached: Option<(u32, Vec<u8>)>,
+    pub children: Vec<ChildSa>,
+    pub created: Instant,
+    pub last_received: Instant,
+    pub rekey_at: Option<Instant>,
+    pub expire_at: Option<Instant>,
+    /// Whether `IkeUp` went out (so `IkeDown` is owed when it goes).
+    pub up: bool,
+    /// A rekey of this IKE SA answered by us, kept to resolve a collision.
+    pub responded_ike_rekey: Option<crate::rekey::Collision>,
+}
+
+impl IkeSa {
+    pub(crate) fn new(peer: PeerId, initiator: bool, spi_i: u64, path: Path, now: Instant) -> IkeSa {
+        IkeSa {
+            peer,
+            initiator,
+            spi_i,
+            spi_r: 0,
+            state: if initiator { SaState::InitSent } else { SaState::InitReplied },
+            suite: None,
+            keys: None,
+            ni: Vec::new(),
+            nr: Vec::new(),
+            dh: None,
+            ke_public: Vec::new(),
+            cookie: None,
+            init_retries: 0,
+            init_request: Vec::new(),
+            init_response: Vec::new(),
+            path,
+            nat: false,
+            next_id: 0,
+            pending: None,
+            queue: VecDeque::new(),
+            peer_next_id: 0,
+            cached: None,
+            children: Vec::new(),
+            created: now,
+            last_received: now,
+            rekey_at: None,
+            expire_at: None,
+            up: false,
+            responded_ike_rekey: None,
+        }
+    }
+
+    /// Our SPI for this SA, the key it is filed under.
+    pub(crate) fn local_spi(&self) -> u64 {
+        if self.initiator {
+            self.spi_i
+        } else {
+            self.spi_r
+        }
+    }
+
+    pub(crate) fn header(&self, exchange: ExchangeType, response: bool, message_id: u32) -> Header {
+        let mut f = if self.initiator { flags::INITIATOR } else { 0 };
+        if response {
+            f |= flags::RESPONSE;
+        }
+        Header { spi_i: self.spi_i, spi_r: self.spi_r, next_payload: 0, exchange, flags: f, message_id, length: 0 }
+    }
+
+    pub(crate) fn transmit(&self, io: &mut Io, data: Vec<u8>) {
+        io.transmits.push_back(Transmit {
+            remote: self.path.remote,
+            local: self.path.local,
+            local_port: self.path.local_port,
+            data,
+        });
+    }
+
+    /// Seals `payloads` into an SK message with this SA's keys.
+    pub(crate) fn seal(&self, io: &mut Io, header: Header, payloads: &[Payload]) -> Option<Vec<u8>> {
+        let keys = self.keys.as_ref()?;
+        let rng = &mut *io.rng;
+        Message::encode_encrypted(header, payloads, |n| keys.sk.body_len(n), |aad, inner| keys.sk.seal(aad, inner, rng))
+            .ok()
+    }
+
+    /// Opens the SK payload of a received message; `None` if it has none or
+    /// it does not authenticate. `Some(Err)` if the inner chain is malformed.
+    pub(crate) fn open(&self, data: &[u8], msg: &Message) -> Option<Result<Vec<Payload>, WireError>> {
+        let keys = self.keys.as_ref()?;
+        let enc = msg.encrypted?;
+        let aad = data.get(..enc.aad_len)?;
+        let body = data.get(enc.aad_len..)?;
+        let plain = keys.sk.open(aad, body).ok()?;
+        Some(parse_inner(enc.first_inner, &plain))
+    }
+
+    /// Sends a new request (the window is free: the caller checked).
+    pub(crate) fn send_request(
+        &mut self,
+        io: &mut Io,
+        now: Instant,
+        exchange: ExchangeType,
+        payloads: &[Payload],
+        req: Req,
+    ) {
+        let id = self.next_id;
+        let Some(data) = self.seal(io, self.header(exchange, false, id), payloads) else { return };
+        self.next_id = self.next_id.wrapping_add(1);
+        self.start_pending(io, now, id, data, req);
+    }
+
+    pub(crate) fn start_pending(&mut self, io: &mut Io, now: Instant, id: u32, data: Vec<u8>, req: Req) {
+        self.transmit(io, data.clone());
+        self.pending = Some(Pending { id, data, sent: 1, next_at: now + RETRANSMIT_BASE, req });
+    }
+
+    /// Sends and caches the response to the request with `message_id`.
+    pub(crate) fn send_response(&mut self, io: &mut Io, exchange: ExchangeType, message_id: u32, payloads: &[Payload]) {
+        let Some(data) = self.seal(io, self.header(exchange, true, message_id), payloads) else { return };
+        self.transmit(io, data.clone());
+        self.cached = Some((message_id, data));
+    }
+
+    /// Retransmits a due request; `true` when every try is spent.
+    pub(crate) fn retransmit_due(&mut self, io: &mut Io, now: Instant) -> bool {
+        let Some(p) = self.pending.as_mut() else { return false };
+        if p.next_at > now {
+            return false;
+        }
+        if p.sent >= RETRANSMIT_TRIES {
+            return true;
+        }
+        p.next_at = now + RETRANSMIT_BASE * 2u32.pow(p.sent);
+        p.sent += 1;
+        let data = p.data.clone();
+        self.transmit(io, data);
+        false
+    }
+
+    /// The earliest instant this SA needs attention.
+    pub(crate) fn next_timeout(&self, dpd: Duration) -> Option<Instant> {
+        let mut t: Vec<Instant> = Vec::new();
+        t.extend(self.pending.as_ref().map(|p| p.next_at));
+        t.extend(self.rekey_at);
+        t.extend(self.expire_at);
+        if self.state == SaState::Established && !dpd.is_zero() && self.pending.is_none() {
+            t.push(self.last_received + dpd);
+        }
+        for c in &self.children {
+            if !c.retiring {
+                t.push(c.rekey_at);
+            }
+            t.push(c.expire_at);
+        }
+        t.into_iter().min()
+    }
+
+    pub(crate) fn prf(&self) -> Option<crate::crypto::PrfAlg> {
+        self.suite.map(|s| s.prf)
+    }
+
+    pub(crate) fn sk_d(&self) -> Option<&Zeroizing<Vec<u8>>> {
+        self.keys.as_ref().map(|k| &k.keys.sk_d)
+    }
+
+    pub(crate) fn child(&self, spi_in: u32) -> Option<&ChildSa> {
+        self.children.iter().find(|c| c.spi_in == spi_in)
+    }
+}
+
+/// The notification of `kind` among `payloads`.
+pub(crate) fn notify(payloads: &[Payload], kind: u16) -> Option<&crate::wire::notify::Notify> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.kind == kind => Some(n),
+        _ => None,
+    })
+}
+
+/// The first error notification among `payloads`.
+pub(crate) fn error_notify(payloads: &[Payload]) -> Option<u16> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if crate::ids::notify::is_error(n.kind) => Some(n.kind),
+        _ => None,
+    })
+}

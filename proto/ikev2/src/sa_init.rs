@@ -1,0 +1,326 @@
+//! The IKE_SA_INIT exchange (RFC 7296 §1.2): proposals, key exchange and
+//! nonces, cookies (§2.6), INVALID_KE_PAYLOAD retries (§1.2) and NAT
+//! detection (§2.23), for both roles.
+//!
+//! Invariants: the responder keeps no state for a request it answers with
+//! an error, a cookie request or INVALID_KE_PAYLOAD; the initiator keeps
+//! its SPI and nonce across cookie and group retries, and the message it
+//! finally signs in AUTH is the last one it sent.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Instant;
+
+use crate::config::PeerConfig;
+use crate::crypto::{derive_ike_keys, nat_detection_hash, DhGroup, DhPrivate, IkeSuite, SkCrypto};
+use crate::endpoint::{Effect, Endpoint, Io, Peer, HALF_OPEN_TIMEOUT};
+use crate::event::Failure;
+use crate::ids::{flags, notify as n, ExchangeType, IKE_PORT, NAT_T_PORT};
+use crate::negotiate::{accept_ike, choose_ike, describe, ike_offer};
+use crate::sa::{notify, IkeSa, Req, SaKeys, SaState};
+use crate::wire::header::Header;
+use crate::wire::message::Message;
+use crate::wire::notify::Notify;
+use crate::wire::payload::Payload;
+use crate::wire::WireError;
+
+/// Octets of our nonces (RFC 7296 §2.10: at least half the prf key size).
+pub const NONCE_LEN: usize = 32;
+/// IKE_SA_INIT retries (cookie or group) before giving up.
+const MAX_INIT_RETRIES: u32 = 3;
+
+/// Sends (or resends, after a cookie or group request) our IKE_SA_INIT.
+pub(crate) fn start(
+    sa: &mut IkeSa,
+    cfg: &PeerConfig,
+    io: &mut Io,
+    now: Instant,
+    group: Option<DhGroup>,
+) -> Result<(), ()> {
+    let first = cfg.ike_proposals.first().ok_or(())?;
+    let group = group.unwrap_or(first.dh);
+    if sa.dh.as_ref().map(|d| d.group()) != Some(group) {
+        let (dh, public) = DhPrivate::generate(group, &mut *io.rng).map_err(|_| ())?;
+        sa.dh = Some(dh);
+        sa.ke_public = public;
+    }
+    if sa.ni.is_empty() {
+        sa.ni = io.random(NONCE_LEN);
+    }
+    let mut payloads = Vec::new();
+    if let Some(c) = &sa.cookie {
+        payloads.push(Payload::Notify(Notify::new(n::COOKIE, c.clone())));
+    }
+    payloads.push(Payload::Sa(ike_offer(&cfg.ike_proposals, &[])));
+    payloads.push(Payload::Ke { group: group.id(), data: sa.ke_public.clone() });
+    payloads.push(Payload::Nonce(sa.ni.clone()));
+    let local = local_addr(sa.path.local, sa.path.local_port, sa.path.remote);
+    payloads.extend(nat_payloads(io, sa.spi_i, 0, local, sa.path.remote, cfg.encap_always));
+    let data = Message::encode(sa.header(ExchangeType::IkeSaInit, false, 0), &payloads);
+    sa.init_request = data.clone();
+    sa.state = SaState::InitSent;
+    sa.start_pending(io, now, 0, data, Req::Init);
+    Ok(())
+}
+
+fn local_addr(local: Option<IpAddr>, port: u16, remote: SocketAddr) -> SocketAddr {
+    let unspecified =
+        if remote.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
+    SocketAddr::new(local.unwrap_or(unspecified), port)
+}
+
+/// NAT_DETECTION_SOURCE_IP and _DESTINATION_IP. With `encap_always` the
+/// source hash is random, so the peer sees a NAT (strongSwan's `encap = yes`).
+fn nat_payloads(
+    io: &mut Io,
+    spi_i: u64,
+    spi_r: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+    force: bool,
+) -> [Payload; 2] {
+    let src = if force { io.random(20) } else { nat_detection_hash(spi_i, spi_r, local).to_vec() };
+    let dst = nat_detection_hash(spi_i, spi_r, remote).to_vec();
+    [
+        Payload::Notify(Notify::new(n::NAT_DETECTION_SOURCE_IP, src)),
+        Payload::Notify(Notify::new(n::NAT_DETECTION_DESTINATION_IP, dst)),
+    ]
+}
+
+/// Whether the peer's NAT detection notifications show a NAT on the path
+/// (`None`: it sent none, so it does not do NAT traversal).
+fn nat_seen(payloads: &[Payload], spi_i: u64, spi_r: u64, local: SocketAddr, remote: SocketAddr) -> Option<bool> {
+    let of = |kind: u16| -> Vec<&[u8]> {
+        payloads
+            .iter()
+            .filter_map(|p| match p {
+                Payload::Notify(x) if x.kind == kind => Some(x.data.as_slice()),
+                _ => None,
+            })
+            .collect()
+    };
+    let (src, dst) = (of(n::NAT_DETECTION_SOURCE_IP), of(n::NAT_DETECTION_DESTINATION_IP));
+    if src.is_empty() || dst.is_empty() {
+        return None;
+    }
+    let peer_hash = nat_detection_hash(spi_i, spi_r, remote);
+    let our_hash = nat_detection_hash(spi_i, spi_r, local);
+    let peer_natted = !src.iter().any(|h| *h == peer_hash);
+    let we_natted = !dst.iter().any(|h| *h == our_hash);
+    Some(peer_natted || we_natted)
+}
+
+/// The initiator's handling of the IKE_SA_INIT response.
+#[allow(clippy::too_many_arguments)] // a datagram's whole context
+pub(crate) fn on_init_response(
+    sa: &mut IkeSa,
+    peer: &Peer,
+    io: &mut Io,
+    now: Instant,
+    local: SocketAddr,
+    remote: SocketAddr,
+    data: &[u8],
+    msg: &Message,
+) -> Vec<Effect> {
+    let cfg = &peer.cfg;
+    let p = &msg.payloads;
+    if let Some(c) = notify(p, n::COOKIE) {
+        sa.init_retries += 1;
+        if sa.init_retries > MAX_INIT_RETRIES {
+            return fail(sa, io, Failure::Protocol("the responder keeps asking for cookies".into()));
+        }
+        sa.cookie = Some(c.data.clone());
+        sa.pending = None;
+        return retry(sa, cfg, io, now, None);
+    }
+    if let Some(k) = notify(p, n::INVALID_KE_PAYLOAD) {
+        let requested = k.data.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+        let group = cfg.ike_proposals.iter().map(|s| s.dh).find(|g| g.id() == requested);
+        sa.init_retries += 1;
+        return match group {
+            Some(g) if sa.init_retries <= MAX_INIT_RETRIES && sa.dh.as_ref().map(|d| d.group()) != Some(g) => {
+                sa.pending = None;
+                retry(sa, cfg, io, now, Some(g))
+            }
+            _ => fail(sa, io, Failure::InvalidKe { requested }),
+        };
+    }
+    if notify(p, n::NO_PROPOSAL_CHOSEN).is_some() {
+        let offered = describe(&ike_offer(&cfg.ike_proposals, &[]));
+        return fail(sa, io, Failure::NoProposalChosen { offered });
+    }
+    if let Some(e) = crate::sa::error_notify(p) {
+        return fail(sa, io, Failure::PeerError { notify: e });
+    }
+    let (Some(answer), Some((group, ke)), Some(nr)) = parts(p) else {
+        return fail(sa, io, Failure::Protocol("IKE_SA_INIT response without SA, KE or Nonce".into()));
+    };
+    let Some(suite) = accept_ike(answer, &cfg.ike_proposals) else {
+        return fail(
+            sa,
+            io,
+            Failure::Protocol(format!("the responder chose {}, which we did not offer", describe(answer))),
+        );
+    };
+    let Some(dh) = sa.dh.take() else { return Vec::new() };
+    if group != suite.dh.id() || dh.group() != suite.dh || msg.header.spi_r == 0 {
+        return fail(sa, io, Failure::Protocol("IKE_SA_INIT response KE does not match the chosen group".into()));
+    }
+    let Ok(shared) = dh.agree(ke) else {
+        return fail(sa, io, Failure::Protocol("invalid key exchange value from the responder".into()));
+    };
+    sa.pending = None;
+    sa.spi_r = msg.header.spi_r;
+    sa.nr = nr.to_vec();
+    sa.init_response = data.to_vec();
+    install_keys(sa, suite, &shared);
+    sa.last_received = now;
+    sa.nat = cfg.encap_always || nat_seen(p, sa.spi_i, sa.spi_r, local, remote).unwrap_or(false);
+    if sa.nat {
+        // RFC 7296 §2.23: move to 4500 from IKE_AUTH on.
+        if sa.path.remote.port() == IKE_PORT {
+            sa.path.remote.set_port(NAT_T_PORT);
+        }
+        sa.path.local_port = NAT_T_PORT;
+    }
+    sa.next_id = 1;
+    crate::ike_auth::start(sa, peer, io, now);
+    Vec::new()
+}
+
+fn retry(sa: &mut IkeSa, cfg: &PeerConfig, io: &mut Io, now: Instant, group: Option<DhGroup>) -> Vec<Effect> {
+    let group = group.or(sa.dh.as_ref().map(|d| d.group()));
+    match start(sa, cfg, io, now, group) {
+        Ok(()) => Vec::new(),
+        Err(()) => fail(sa, io, Failure::Protocol("could not restart IKE_SA_INIT".into())),
+    }
+}
+
+fn fail(sa: &mut IkeSa, io: &mut Io, reason: Failure) -> Vec<Effect> {
+    io.fail(&sa.peer, reason);
+    vec![Effect::Destroy]
+}
+
+type Parts<'a> = (Option<&'a [crate::wire::proposal::Proposal]>, Option<(u16, &'a [u8])>, Option<&'a [u8]>);
+
+fn parts(p: &[Payload]) -> Parts<'_> {
+    let mut out: Parts<'_> = (None, None, None);
+    for x in p {
+        match x {
+            Payload::Sa(s) if out.0.is_none() => out.0 = Some(s),
+            Payload::Ke { group, data } if out.1.is_none() => out.1 = Some((*group, data)),
+            Payload::Nonce(nonce) if out.2.is_none() => out.2 = Some(nonce),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn install_keys(sa: &mut IkeSa, suite: IkeSuite, shared: &[u8]) {
+    let keys = derive_ike_keys(&suite, shared, &sa.ni, &sa.nr, sa.spi_i, sa.spi_r);
+    let sk = SkCrypto::new(&suite, &keys, sa.initiator);
+    sa.suite = Some(suite);
+    sa.keys = Some(SaKeys { keys, sk });
+}
+
+/// A stateless answer to an IKE_SA_INIT request.
+pub(crate) fn answer_plain(io: &mut Io, local: SocketAddr, remote: SocketAddr, spi_i: u64, notify: Notify) {
+    let header = Header {
+        spi_i,
+        spi_r: 0,
+        next_payload: 0,
+        exchange: ExchangeType::IkeSaInit,
+        flags: flags::RESPONSE,
+        message_id: 0,
+        length: 0,
+    };
+    let data = Message::encode(header, &[Payload::Notify(notify)]);
+    let path = Endpoint::local_path(local, remote);
+    io.transmits.push_back(crate::event::Transmit { remote, local: path.local, local_port: path.local_port, data });
+}
+
+/// An IKE_SA_INIT request with an unsupported critical payload is answered
+/// (RFC 7296 §2.5); anything else unparsable is dropped.
+pub(crate) fn refuse_unparsable(io: &mut Io, local: SocketAddr, remote: SocketAddr, data: &[u8], e: &WireError) {
+    let WireError::UnsupportedCritical(t) = e else { return };
+    let Ok(h) = Header::parse(data) else { return };
+    if h.exchange == ExchangeType::IkeSaInit && !h.is_response() && h.spi_r == 0 && h.message_id == 0 {
+        answer_plain(io, local, remote, h.spi_i, Notify::new(n::UNSUPPORTED_CRITICAL_PAYLOAD, vec![*t]));
+    }
+}
+
+impl Endpoint {
+    /// The responder's handling of an IKE_SA_INIT request.
+    pub(crate) fn respond_init(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+        msg: &Message,
+    ) {
+        let h = msg.header;
+        if h.message_id != 0 {
+            return;
+        }
+        if let Some(spi) = self.init_index.get(&(h.spi_i, remote)) {
+            if let Some(sa) = self.sas.get(spi) {
+                if sa.init_request == data {
+                    let again = sa.init_response.clone();
+                    sa.transmit(&mut self.io, again);
+                }
+            }
+            return;
+        }
+        let Some(peer_id) = self.peer_for(remote.ip()) else { return };
+        let p = &msg.payloads;
+        let (Some(offered), Some((group, ke)), Some(ni)) = parts(p) else {
+            answer_plain(&mut self.io, local, remote, h.spi_i, Notify::new(n::INVALID_SYNTAX, Vec::new()));
+            return;
+        };
+        if !self.cookie_ok(local, remote, h.spi_i, ni, p) {
+            return;
+        }
+        let Some(cfg) = self.peers.get(&peer_id).map(|x| x.cfg.clone()) else { return };
+        let Some((suite, answer)) = choose_ike(offered, &cfg.ike_proposals, group) else {
+            answer_plain(&mut self.io, local, remote, h.spi_i, Notify::new(n::NO_PROPOSAL_CHOSEN, Vec::new()));
+            self.io.fail(&peer_id, Failure::NoProposalChosen { offered: describe(offered) });
+            return;
+        };
+        if suite.dh.id() != group {
+            let want = Notify::new(n::INVALID_KE_PAYLOAD, suite.dh.id().to_be_bytes().to_vec());
+            answer_plain(&mut self.io, local, remote, h.spi_i, want);
+            return;
+        }
+        let Ok((dh, public)) = DhPrivate::generate(suite.dh, &mut *self.io.rng) else { return };
+        let Ok(shared) = dh.agree(ke) else {
+            answer_plain(&mut self.io, local, remote, h.spi_i, Notify::new(n::INVALID_SYNTAX, Vec::new()));
+            return;
+        };
+        let spi_r = self.io.new_ike_spi();
+        let mut sa = IkeSa::new(peer_id, false, h.spi_i, Endpoint::local_path(local, remote), now);
+        sa.spi_r = spi_r;
+        sa.ni = ni.to_vec();
+        sa.nr = self.io.random(NONCE_LEN);
+        install_keys(&mut sa, suite, &shared);
+        let seen = nat_seen(p, h.spi_i, 0, local, remote);
+        sa.nat = cfg.encap_always || seen.unwrap_or(false);
+        let mut out = vec![
+            Payload::Sa(vec![answer]),
+            Payload::Ke { group: suite.dh.id(), data: public },
+            Payload::Nonce(sa.nr.clone()),
+        ];
+        if seen.is_some() || cfg.encap_always {
+            let local_sa = local_addr(sa.path.local, local.port(), remote);
+            out.extend(nat_payloads(&mut self.io, h.spi_i, spi_r, local_sa, remote, cfg.encap_always));
+        }
+        let response = Message::encode(sa.header(ExchangeType::IkeSaInit, true, 0), &out);
+        sa.transmit(&mut self.io, response.clone());
+        sa.init_request = data.to_vec();
+        sa.init_response = response.clone();
+        sa.cached = Some((0, response));
+        sa.peer_next_id = 1;
+        sa.expire_at = Some(now + HALF_OPEN_TIMEOUT);
+        self.init_index.insert((h.spi_i, remote), spi_r);
+        self.sas.insert(spi_r, sa);
+    }
+}

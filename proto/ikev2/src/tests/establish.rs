@@ -1,0 +1,310 @@
+//! IKE_SA_INIT and IKE_AUTH with the first child SA: every suite and
+//! cipher, and each way establishment can fail.
+
+use std::time::Duration;
+
+use super::net::*;
+use crate::crypto::{DhGroup, EncrAlg, IkeSuite, IntegAlg, PrfAlg};
+use crate::ids::{ExchangeType, NAT_T_PORT};
+use crate::wire::message::Message;
+use crate::{EspCipher, Event, Failure, IkeState};
+
+fn establish(cfg_a: crate::PeerConfig) -> Net {
+    let cfg_b = mirror(&cfg_a);
+    let mut n = Net::new(cfg_a, cfg_b);
+    n.connect();
+    n
+}
+
+fn assert_up(n: &Net) {
+    assert_eq!(n.failures(Side::A), Vec::<&Failure>::new());
+    assert_eq!(n.failures(Side::B), Vec::<&Failure>::new());
+    assert_eq!((n.ike_ups(Side::A), n.ike_ups(Side::B)), (1, 1));
+    let (ca, cb) = (n.child_ups(Side::A), n.child_ups(Side::B));
+    assert_eq!((ca.len(), cb.len()), (1, 1));
+    assert_crosswise(ca[0], cb[0]);
+    assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Established));
+    assert_eq!(n.b.status(&peer_a()).map(|s| s.state), Some(IkeState::Established));
+}
+
+#[test]
+fn every_ike_suite_establishes_with_crosswise_child_keys() {
+    let gcm = |bits| EncrAlg::AesGcm16 { key_bits: bits };
+    let suites = [
+        gcm256_x25519(),
+        cbc256_modp2048(),
+        IkeSuite { encr: gcm(256), prf: PrfAlg::HmacSha256, integ: None, dh: DhGroup::Ecp256 },
+        IkeSuite { encr: gcm(128), prf: PrfAlg::HmacSha256, integ: None, dh: DhGroup::Ecp384 },
+        IkeSuite { encr: gcm(256), prf: PrfAlg::HmacSha384, integ: None, dh: DhGroup::Curve25519 },
+        IkeSuite {
+            encr: EncrAlg::AesCbc { key_bits: 128 },
+            prf: PrfAlg::HmacSha384,
+            integ: Some(IntegAlg::HmacSha256_128),
+            dh: DhGroup::Ecp256,
+        },
+    ];
+    for suite in suites {
+        let mut cfg = config_a();
+        cfg.ike_proposals = vec![suite];
+        let n = establish(cfg);
+        assert_up(&n);
+        let negotiated =
+            n.events_a.iter().find_map(|e| if let Event::IkeUp { suite, .. } = e { Some(*suite) } else { None });
+        assert_eq!(negotiated, Some(suite));
+        assert_eq!(n.b.status(&peer_a()).and_then(|s| s.suite), Some(suite));
+    }
+}
+
+#[test]
+fn every_esp_cipher_gives_keys_of_its_length() {
+    for (cipher, len) in [
+        (EspCipher::AesGcm16 { key_bits: 128 }, 20),
+        (EspCipher::AesGcm16 { key_bits: 256 }, 36),
+        (EspCipher::AesCbcHmacSha256 { key_bits: 128 }, 48),
+        (EspCipher::AesCbcHmacSha256 { key_bits: 256 }, 64),
+    ] {
+        let mut cfg = config_a();
+        cfg.esp_proposals = vec![esp(cipher)];
+        let n = establish(cfg);
+        assert_up(&n);
+        let (_, _, kin, kout) = child_keys(n.child_ups(Side::A)[0]);
+        assert_eq!((kin.len(), kout.len()), (len, len));
+        match n.child_ups(Side::B)[0] {
+            Event::ChildUp { keys, encap, local_ts, remote_ts, replaces, .. } => {
+                assert_eq!(keys.cipher, cipher);
+                assert!(!encap);
+                assert_eq!(replaces, &None);
+                assert_eq!(local_ts, &vec![net("10.2.0.0", 16)]);
+                assert_eq!(remote_ts, &vec![net("10.1.0.0", 16)]);
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+}
+
+#[test]
+fn responder_picks_the_first_offered_proposal_it_has() {
+    let mut cfg_a = config_a();
+    cfg_a.ike_proposals = vec![cbc256_modp2048(), gcm256_x25519()];
+    cfg_a.esp_proposals =
+        vec![esp(EspCipher::AesCbcHmacSha256 { key_bits: 128 }), esp(EspCipher::AesGcm16 { key_bits: 256 })];
+    let mut cfg_b = mirror(&cfg_a);
+    cfg_b.ike_proposals = vec![gcm256_x25519(), cbc256_modp2048()];
+    cfg_b.esp_proposals.reverse();
+    let mut n = Net::new(cfg_a, cfg_b);
+    n.connect();
+    assert_up(&n);
+    assert_eq!(n.a.status(&peer_b()).and_then(|s| s.suite), Some(cbc256_modp2048()));
+    assert_eq!(
+        n.a.status(&peer_b()).map(|s| s.children[0].cipher),
+        Some(EspCipher::AesCbcHmacSha256 { key_bits: 128 })
+    );
+}
+
+#[test]
+fn wrong_psk_fails_authentication_on_both_ends() {
+    let cfg_a = config_a();
+    let mut cfg_b = mirror(&cfg_a);
+    cfg_b.psk = zeroize::Zeroizing::new(b"another key".to_vec());
+    let mut n = Net::new(cfg_a, cfg_b);
+    n.connect();
+    assert_eq!(n.failures(Side::A), vec![&Failure::AuthenticationFailed { by_peer: true }]);
+    assert_eq!(n.failures(Side::B), vec![&Failure::AuthenticationFailed { by_peer: false }]);
+    assert!(n.child_ups(Side::A).is_empty() && n.child_ups(Side::B).is_empty());
+    assert_eq!((n.ike_ups(Side::A), n.ike_ups(Side::B)), (0, 0));
+    assert!(n.a.status(&peer_b()).and_then(|s| s.failure).is_some());
+    assert!(Failure::AuthenticationFailed { by_peer: false }.to_string().contains("PSK"));
+}
+
+#[test]
+fn wrong_identity_is_refused() {
+    let cfg_a = config_a();
+    let mut cfg_b = mirror(&cfg_a);
+    cfg_b.remote_id = crate::Identity::Fqdn("someone.else".into());
+    let mut n = Net::new(cfg_a, cfg_b);
+    n.connect();
+    assert_eq!(n.failures(Side::A), vec![&Failure::AuthenticationFailed { by_peer: true }]);
+    assert!(matches!(n.failures(Side::B)[..], [Failure::IdentityMismatch { .. }]));
+    assert!(n.child_ups(Side::B).is_empty());
+}
+
+#[test]
+fn mismatched_ike_proposals_name_the_offer() {
+    let cfg_a = config_a();
+    let mut cfg_b = mirror(&cfg_a);
+    cfg_b.ike_proposals = vec![cbc256_modp2048()];
+    let mut n = Net::new(cfg_a, cfg_b);
+    n.connect();
+    let offered = "aes256gcm16-prfsha256-x25519".to_string();
+    assert_eq!(n.failures(Side::B), vec![&Failure::NoProposalChosen { offered: offered.clone() }]);
+    assert_eq!(n.failures(Side::A), vec![&Failure::NoProposalChosen { offered }]);
+    assert!(n.failures(Side::B)[0].to_string().contains("aes256gcm16-prfsha256-x25519"));
+    assert_eq!(n.ike_ups(Side::A), 0);
+}
+
+#[test]
+fn mismatched_esp_proposals_keep_the_ike_sa_without_child() {
+    let cfg_a = config_a();
+    let mut cfg_b = mirror(&cfg_a);
+    cfg_b.esp_proposals = vec![esp(EspCipher::AesCbcHmacSha256 { key_bits: 256 })];
+    let mut n = Net::new(cfg_a, cfg_b);
+    n.connect();
+    let offered = "aes256gcm16-noesn".to_string();
+    assert_eq!(n.failures(Side::B), vec![&Failure::NoProposalChosen { offered: offered.clone() }]);
+    assert_eq!(n.failures(Side::A), vec![&Failure::NoProposalChosen { offered }]);
+    assert_eq!((n.ike_ups(Side::A), n.ike_ups(Side::B)), (1, 1));
+    assert!(n.child_ups(Side::A).is_empty() && n.child_ups(Side::B).is_empty());
+}
+
+#[test]
+fn mismatched_traffic_selectors_are_unacceptable() {
+    let cfg_a = config_a();
+    let mut cfg_b = mirror(&cfg_a);
+    cfg_b.remote_ts = vec![net("10.9.0.0", 16)];
+    let mut n = Net::new(cfg_a, cfg_b);
+    n.connect();
+    assert!(matches!(n.failures(Side::A)[..], [Failure::TsUnacceptable { .. }]));
+    assert!(matches!(n.failures(Side::B)[..], [Failure::TsUnacceptable { .. }]));
+    assert!(n.child_ups(Side::A).is_empty() && n.child_ups(Side::B).is_empty());
+}
+
+#[test]
+fn responder_narrows_traffic_selectors() {
+    let mut cfg_a = config_a();
+    cfg_a.remote_ts = vec![net("10.0.0.0", 8)];
+    let mut cfg_b = mirror(&cfg_a);
+    cfg_b.local_ts = vec![net("10.2.0.0", 16)];
+    let mut n = Net::new(cfg_a, cfg_b);
+    n.connect();
+    assert_up(&n);
+    match n.child_ups(Side::A)[0] {
+        Event::ChildUp { remote_ts, .. } => assert_eq!(remote_ts, &vec![net("10.2.0.0", 16)]),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn invalid_ke_makes_the_initiator_retry_with_the_group_asked_for() {
+    let ecp = IkeSuite { dh: DhGroup::Ecp256, ..gcm256_x25519() };
+    let mut cfg_a = config_a();
+    cfg_a.ike_proposals = vec![gcm256_x25519(), ecp];
+    let mut cfg_b = mirror(&cfg_a);
+    cfg_b.ike_proposals = vec![ecp];
+    let mut n = Net::new(cfg_a, cfg_b);
+    n.connect();
+    assert_up(&n);
+    assert_eq!(n.a.status(&peer_b()).and_then(|s| s.suite), Some(ecp));
+    let inits = n.log.iter().filter(|(s, t)| *s == Side::A && header(&t.data).0 == ExchangeType::IkeSaInit).count();
+    assert_eq!(inits, 2, "one IKE_SA_INIT per group");
+}
+
+fn header(data: &[u8]) -> (ExchangeType, bool) {
+    let m = Message::parse(data).expect("sent messages parse");
+    (m.header.exchange, m.header.is_response())
+}
+
+fn assert_encapsulated(n: &Net) {
+    assert_up(n);
+    for side in [Side::A, Side::B] {
+        let ev = n.events(side);
+        assert!(ev.iter().any(|e| matches!(e, Event::IkeUp { nat: true, .. })));
+        assert!(ev.iter().any(|e| matches!(e, Event::ChildUp { encap: true, .. })));
+    }
+    // IKE_SA_INIT on 500, everything after on 4500, both ways.
+    for (_, t) in &n.log {
+        let on_4500 = header(&t.data).0 != ExchangeType::IkeSaInit;
+        assert_eq!(t.local_port == NAT_T_PORT, on_4500, "{:?}", header(&t.data));
+        assert_eq!(t.remote.port() == NAT_T_PORT || t.remote.port() == 44500, on_4500);
+    }
+}
+
+#[test]
+fn a_nat_in_the_path_moves_ike_to_4500_and_encapsulates() {
+    let cfg_a = config_a();
+    let mut cfg_b = mirror(&cfg_a);
+    cfg_b.remote_addrs = vec![NAT_IP];
+    let mut n = Net::new(cfg_a, cfg_b);
+    n.nat = true;
+    n.connect();
+    assert_encapsulated(&n);
+    assert_eq!(n.b.status(&peer_a()).and_then(|s| s.remote), Some("198.19.0.1:44500".parse().expect("addr")));
+}
+
+#[test]
+fn encap_always_acts_as_if_there_were_a_nat() {
+    let mut cfg_a = config_a();
+    cfg_a.encap_always = true;
+    let n = establish(cfg_a);
+    assert_encapsulated(&n);
+}
+
+#[test]
+fn no_nat_means_raw_esp_and_port_500() {
+    let n = establish(config_a());
+    assert_up(&n);
+    assert!(n.log.iter().all(|(_, t)| t.local_port == 500 && t.remote.port() == 500));
+    assert!(n.events_a.iter().any(|e| matches!(e, Event::ChildUp { encap: false, .. })));
+}
+
+#[test]
+fn lost_messages_are_retransmitted() {
+    let cfg_a = config_a();
+    let mut n = Net::new(cfg_a.clone(), mirror(&cfg_a));
+    // Lose the first IKE_SA_INIT request and the first IKE_AUTH response.
+    let mut lost = (false, false);
+    n.drop = Box::new(move |side, t| {
+        let m = Message::parse(&t.data).expect("parses");
+        let e = m.header.exchange;
+        if side == Side::A && e == ExchangeType::IkeSaInit && !lost.0 {
+            lost.0 = true;
+            return true;
+        }
+        if side == Side::B && e == ExchangeType::IkeAuth && !lost.1 {
+            lost.1 = true;
+            return true;
+        }
+        false
+    });
+    n.connect();
+    assert_eq!(n.ike_ups(Side::A), 0);
+    n.advance(Duration::from_secs(5));
+    assert_up(&n);
+    // The responder answered the retransmitted IKE_AUTH from its cache.
+    let b_auth: Vec<&Vec<u8>> = n
+        .log
+        .iter()
+        .filter(|(s, t)| *s == Side::B && header(&t.data).0 == ExchangeType::IkeAuth)
+        .map(|(_, t)| &t.data)
+        .collect();
+    assert_eq!(b_auth.len(), 2);
+    assert_eq!(b_auth[0], b_auth[1]);
+}
+
+#[test]
+fn duplicate_requests_get_the_cached_answer_and_change_nothing() {
+    let mut n = establish(config_a());
+    assert_up(&n);
+    let (_, auth_req) =
+        n.log.iter().find(|(s, t)| *s == Side::A && header(&t.data).0 == ExchangeType::IkeAuth).cloned().expect("sent");
+    let (_, auth_resp) =
+        n.log.iter().find(|(s, t)| *s == Side::B && header(&t.data).0 == ExchangeType::IkeAuth).cloned().expect("sent");
+    let events_before = n.events_b.len();
+    n.b.handle(n.now, auth_req.remote, std::net::SocketAddr::new(A_IP, 500), &auth_req.data);
+    let again = n.b.poll_transmit().expect("answered");
+    assert_eq!(again.data, auth_resp.data);
+    assert!(n.b.poll_transmit().is_none());
+    assert!(n.b.poll_event().is_none());
+    assert_eq!(n.events_b.len(), events_before);
+}
+
+#[test]
+fn a_silent_responder_times_out() {
+    let cfg_a = config_a();
+    let mut n = Net::new(cfg_a.clone(), mirror(&cfg_a));
+    n.drop = Box::new(|side, _| side == Side::A);
+    n.connect();
+    n.advance(Duration::from_secs(60));
+    assert_eq!(n.failures(Side::A)[0], &Failure::Timeout);
+    let sent = n.log.iter().filter(|(s, _)| *s == Side::A).count();
+    assert!(sent >= crate::RETRANSMIT_TRIES as usize);
+}

@@ -1,0 +1,105 @@
+//! After establishment: liveness checks, deletes, dead peers, restarts.
+
+use std::time::Duration;
+
+use super::net::*;
+use crate::ids::ExchangeType;
+use crate::wire::message::Message;
+use crate::{DownReason, Endpoint, Event, IkeState};
+
+/// A checks liveness every `dpd`, B never.
+fn up_pair(dpd: Duration) -> Net {
+    let mut cfg = config_a();
+    cfg.dpd_interval = dpd;
+    let mut cfg_b = mirror(&cfg);
+    cfg_b.dpd_interval = Duration::ZERO;
+    let mut n = Net::new(cfg, cfg_b);
+    n.connect();
+    assert_eq!((n.ike_ups(Side::A), n.ike_ups(Side::B)), (1, 1));
+    n
+}
+
+fn informational_requests(n: &Net, side: Side) -> usize {
+    n.log
+        .iter()
+        .filter(|(s, t)| {
+            let h = Message::parse(&t.data).expect("parses").header;
+            *s == side && h.exchange == ExchangeType::Informational && !h.is_response()
+        })
+        .count()
+}
+
+fn downs(n: &Net, side: Side) -> (Vec<DownReason>, usize) {
+    let ev = n.events(side);
+    let ike = ev
+        .iter()
+        .filter_map(|e| if let Event::IkeDown { reason, .. } = e { Some(reason.clone()) } else { None })
+        .collect();
+    let child = ev.iter().filter(|e| matches!(e, Event::ChildDown { .. })).count();
+    (ike, child)
+}
+
+#[test]
+fn liveness_checks_run_only_when_the_peer_is_quiet_and_keep_a_live_peer() {
+    let mut n = up_pair(Duration::from_secs(10));
+    n.advance(Duration::from_secs(35));
+    assert_eq!(informational_requests(&n, Side::A), 3, "one check per quiet 10 s");
+    assert_eq!(informational_requests(&n, Side::B), 0);
+    assert_eq!(downs(&n, Side::A), (vec![], 0));
+    assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Established));
+}
+
+#[test]
+fn a_silent_peer_is_declared_dead_with_all_its_child_sas() {
+    let mut n = up_pair(Duration::from_secs(10));
+    n.drop = Box::new(|side, _| side == Side::B);
+    // Quiet for 10 s, then 5 tries over 15.5 s, then a restart 5 s later.
+    n.advance(Duration::from_secs(10 + 16));
+    assert_eq!(downs(&n, Side::A), (vec![DownReason::PeerDead], 1));
+    assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Down));
+    n.advance(Duration::from_secs(5));
+    let (spi_in, _, _, _) = child_keys(n.child_ups(Side::A)[0]);
+    assert!(n.events_a.iter().any(|e| matches!(e, Event::ChildDown { spi_in: s, .. } if *s == spi_in)));
+    assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Connecting), "restarted");
+}
+
+#[test]
+fn a_dead_peer_is_reconnected_when_it_comes_back() {
+    let mut n = up_pair(Duration::from_secs(10));
+    n.drop = Box::new(|side, _| side == Side::B);
+    n.advance(Duration::from_secs(30));
+    n.drop = Box::new(|_, _| false);
+    n.advance(Duration::from_secs(30));
+    assert_eq!(n.ike_ups(Side::A), 2);
+    // The new IKE SA carried INITIAL_CONTACT, so B dropped its stale one.
+    assert!(downs(&n, Side::B).0.contains(&DownReason::Replaced));
+    assert_eq!(n.a.status(&peer_b()).map(|s| s.children.len()), Some(1));
+    assert_eq!(n.b.status(&peer_a()).map(|s| s.children.len()), Some(1));
+}
+
+#[test]
+fn removing_a_peer_deletes_its_sas_on_both_ends() {
+    let mut n = up_pair(Duration::ZERO);
+    n.a.remove_peer(&peer_b(), n.now);
+    n.run();
+    assert_eq!(downs(&n, Side::A), (vec![DownReason::DeletedLocally], 1));
+    assert_eq!(downs(&n, Side::B), (vec![DownReason::DeletedByPeer], 1));
+    assert!(n.a.status(&peer_b()).is_none());
+    assert_eq!(n.b.status(&peer_a()).map(|s| s.state), Some(IkeState::Down));
+}
+
+#[test]
+fn initial_contact_clears_the_old_sas_after_a_restart() {
+    let mut n = up_pair(Duration::ZERO);
+    let (old_b_in, _, _, _) = child_keys(n.child_ups(Side::B)[0]);
+    // A restarts: a fresh endpoint that knows nothing of the old SAs.
+    n.a = Endpoint::new(Box::new(TestRng(0x5555_aaaa_1234_0001)));
+    n.a.set_peer(peer_b(), config_a(), n.now);
+    n.events_a.clear();
+    n.connect();
+    assert_eq!(n.ike_ups(Side::A), 1);
+    assert_eq!(downs(&n, Side::B).0, vec![DownReason::Replaced]);
+    assert!(n.events_b.iter().any(|e| matches!(e, Event::ChildDown { spi_in, .. } if *spi_in == old_b_in)));
+    assert_eq!(n.child_ups(Side::B).len(), 2);
+    assert_eq!(n.b.status(&peer_a()).map(|s| s.children.len()), Some(1));
+}

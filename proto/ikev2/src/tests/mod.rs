@@ -1,0 +1,8 @@
+//! Two endpoints driven back to back through an in-memory network with
+//! injected time (quinn-proto's way): establishment, failures, NAT,
+//! retransmission, liveness, rekeys.
+
+mod establish;
+mod lifecycle;
+mod net;
+mod rekey;

@@ -1,0 +1,159 @@
+//! CREATE_CHILD_SA: child and IKE SA rekeys as time passes, with and
+//! without PFS, and simultaneous rekeys from both ends.
+
+use std::time::Duration;
+
+use super::net::*;
+use crate::crypto::DhGroup;
+use crate::{EspCipher, EspProposal, Event, IkeState, PeerConfig};
+
+fn pair(cfg: PeerConfig) -> Net {
+    let cfg_b = mirror(&cfg);
+    let mut n = Net::new(cfg, cfg_b);
+    n.connect();
+    assert_eq!((n.ike_ups(Side::A), n.ike_ups(Side::B)), (1, 1));
+    n
+}
+
+/// (inbound SPI, outbound SPI) of each installed child SA.
+type Spis = Vec<(u32, u32)>;
+
+/// The SPIs both ends have installed at the end.
+fn installed(n: &Net) -> (Spis, Spis) {
+    let of =
+        |s: Option<crate::PeerStatus>| s.map_or(vec![], |s| s.children.iter().map(|c| (c.spi_in, c.spi_out)).collect());
+    (of(n.a.status(&peer_b())), of(n.b.status(&peer_a())))
+}
+
+fn assert_one_child_each_crosswise(n: &Net) {
+    let (a, b) = installed(n);
+    assert_eq!(a.len(), 1, "A has {a:?}");
+    assert_eq!(b, vec![(a[0].1, a[0].0)]);
+}
+
+/// Each ChildUp (except the first) replaces an SA that then goes down.
+fn assert_make_before_break(events: &[Event]) {
+    for (i, e) in events.iter().enumerate() {
+        if let Event::ChildUp { replaces: Some(old), .. } = e {
+            let down_at = events.iter().position(|d| matches!(d, Event::ChildDown { spi_in, .. } if spi_in == old));
+            assert!(down_at.is_none_or(|d| d > i), "the replaced SA {old:08x} went down before its successor came up");
+        }
+    }
+}
+
+#[test]
+fn child_sa_is_rekeyed_before_its_lifetime_and_the_old_one_deleted() {
+    let mut cfg = config_a();
+    cfg.child_lifetime = Duration::from_secs(100);
+    let mut n = pair(cfg);
+    n.advance(Duration::from_secs(95));
+    let (ua, ub) = (n.child_ups(Side::A), n.child_ups(Side::B));
+    assert!(ua.len() >= 2 && ub.len() >= 2);
+    let last_a = ua.last().copied().expect("rekeyed");
+    let last_b = ub.iter().find(|e| child_keys(e).1 == child_keys(last_a).0).copied().expect("B has the same SA");
+    assert_crosswise(last_a, last_b);
+    let first = child_keys(ua[0]).0;
+    assert!(matches!(last_a, Event::ChildUp { replaces: Some(_), .. }));
+    assert!(n.events_a.iter().any(|e| matches!(e, Event::ChildDown { spi_in, .. } if *spi_in == first)));
+    assert_one_child_each_crosswise(&n);
+    assert_make_before_break(&n.events_a);
+    assert_make_before_break(&n.events_b);
+    assert!(n.a.status(&peer_b()).is_some_and(|s| s.child_rekeys >= 1));
+    assert_ne!(child_keys(ua[0]).2, child_keys(last_a).2, "new keys");
+}
+
+#[test]
+fn child_rekey_with_pfs_runs_a_new_key_exchange() {
+    let mut cfg = config_a();
+    cfg.child_lifetime = Duration::from_secs(100);
+    cfg.esp_proposals = vec![EspProposal {
+        cipher: EspCipher::AesCbcHmacSha256 { key_bits: 256 },
+        dh: Some(DhGroup::Ecp256),
+        esn: false,
+    }];
+    let mut n = pair(cfg);
+    n.advance(Duration::from_secs(95));
+    assert!(n.child_ups(Side::A).len() >= 2);
+    assert_one_child_each_crosswise(&n);
+    assert_eq!(n.a.status(&peer_b()).map(|s| s.children[0].pfs), Some(Some(DhGroup::Ecp256)));
+    let failures = n.failures(Side::A);
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
+fn ike_sa_is_rekeyed_and_keeps_its_child_sas() {
+    let mut cfg = config_a();
+    cfg.ike_lifetime = Duration::from_secs(100);
+    let mut n = pair(cfg);
+    let spi_before = n.a.status(&peer_b()).map(|s| s.spi_i);
+    n.advance(Duration::from_secs(95));
+    let st = n.a.status(&peer_b()).expect("status");
+    assert_eq!(st.state, IkeState::Established);
+    assert_ne!(Some(st.spi_i), spi_before);
+    assert!(st.ike_rekeys >= 1);
+    assert_one_child_each_crosswise(&n);
+    assert_eq!(n.child_ups(Side::A).len(), 1, "the child SA survives the IKE rekey as it is");
+    assert!(!n.events_a.iter().any(|e| matches!(e, Event::IkeDown { .. } | Event::ChildDown { .. })));
+    assert!(!n.events_b.iter().any(|e| matches!(e, Event::IkeDown { .. } | Event::ChildDown { .. })));
+    // The new IKE SA works: a further child rekey runs over it.
+    n.advance(Duration::from_secs(1200));
+    assert!(n.child_ups(Side::A).len() >= 2);
+    assert_one_child_each_crosswise(&n);
+    assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Established));
+}
+
+#[test]
+fn simultaneous_child_rekeys_leave_one_child_sa() {
+    for seed in 0..4u64 {
+        let mut cfg = config_a();
+        cfg.child_lifetime = Duration::from_secs(100);
+        cfg.rekey_jitter_percent = 0;
+        let mut n = Net::new(cfg.clone(), mirror(&cfg));
+        n.a = crate::Endpoint::new(Box::new(TestRng(0x1111 + seed)));
+        n.a.set_peer(peer_b(), cfg.clone(), n.now);
+        n.connect();
+        n.advance(Duration::from_secs(95));
+        let requests = n
+            .log
+            .iter()
+            .filter(|(_, t)| {
+                let h = crate::wire::message::Message::parse(&t.data).expect("parses").header;
+                h.exchange == crate::ids::ExchangeType::CreateChildSa && !h.is_response()
+            })
+            .count();
+        assert_eq!(requests, 2, "both ends rekeyed at once");
+        assert_one_child_each_crosswise(&n);
+        assert_make_before_break(&n.events_a);
+        assert_make_before_break(&n.events_b);
+        // Every ChildUp is matched by a ChildDown except the survivor's.
+        for side in [Side::A, Side::B] {
+            let ups = n.child_ups(side).len();
+            let downs = n.events(side).iter().filter(|e| matches!(e, Event::ChildDown { .. })).count();
+            assert_eq!(ups, downs + 1, "{side:?}");
+        }
+    }
+}
+
+#[test]
+fn simultaneous_ike_rekeys_leave_one_ike_sa_with_the_children() {
+    for seed in 0..4u64 {
+        let mut cfg = config_a();
+        cfg.ike_lifetime = Duration::from_secs(100);
+        cfg.rekey_jitter_percent = 0;
+        let mut n = Net::new(cfg.clone(), mirror(&cfg));
+        n.a = crate::Endpoint::new(Box::new(TestRng(0x2222 + seed)));
+        n.a.set_peer(peer_b(), cfg.clone(), n.now);
+        n.connect();
+        n.advance(Duration::from_secs(95));
+        let (a, b) = (n.a.status(&peer_b()).expect("A"), n.b.status(&peer_a()).expect("B"));
+        assert_eq!((a.state, b.state), (IkeState::Established, IkeState::Established));
+        assert_eq!((a.spi_i, a.spi_r), (b.spi_i, b.spi_r), "both kept the same IKE SA");
+        assert_eq!(n.a.sas.len(), 1, "A keeps one IKE SA");
+        assert_eq!(n.b.sas.len(), 1, "B keeps one IKE SA");
+        assert_one_child_each_crosswise(&n);
+        assert!(!n.events_a.iter().any(|e| matches!(e, Event::IkeDown { .. } | Event::ChildDown { .. })));
+        // And it still works.
+        n.advance(Duration::from_secs(1200));
+        assert_one_child_each_crosswise(&n);
+    }
+}
