@@ -108,6 +108,43 @@ pub fn child_keymat(
     prf_plus_parts(prf, sk_d, &[shared.unwrap_or(&[]), ni, nr], len)
 }
 
+/// The keying material of a child SA cut into its two directions (§2.17:
+/// everything for the initiator-to-responder SA first). Each half is laid
+/// out as `causeway-esp` takes it: the encryption key (followed, for
+/// AES-GCM, by its 4-byte salt, RFC 4106 §8.1), then the integrity key.
+#[derive(Clone)]
+pub struct ChildKeymat {
+    /// Keys of the SA carrying traffic from the IKE initiator to the responder.
+    pub initiator_to_responder: Zeroizing<Vec<u8>>,
+    /// Keys of the SA carrying traffic from the responder to the initiator.
+    pub responder_to_initiator: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ChildKeymat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildKeymat").field("per_direction_len", &self.initiator_to_responder.len()).finish()
+    }
+}
+
+/// `child_keymat` for `2 * per_direction_len` bytes, cut in two.
+/// `per_direction_len` is the ESP transform's encryption key length (with
+/// salt) plus its integrity key length.
+pub fn child_sa_keymat(
+    prf: PrfAlg,
+    sk_d: &[u8],
+    shared: Option<&[u8]>,
+    ni: &[u8],
+    nr: &[u8],
+    per_direction_len: usize,
+) -> ChildKeymat {
+    let all = child_keymat(prf, sk_d, shared, ni, nr, 2 * per_direction_len);
+    let (i_to_r, r_to_i) = all.split_at(per_direction_len);
+    ChildKeymat {
+        initiator_to_responder: Zeroizing::new(i_to_r.to_vec()),
+        responder_to_initiator: Zeroizing::new(r_to_i.to_vec()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +169,92 @@ mod tests {
             }
         }
         out
+    }
+
+    /// One published IKEv2 KDF case (NIST CAVS SP 800-135 IKEv2 samples, as
+    /// carried in NSS's gtests/common/testvectors/ike_sha{256,384}_vectors.h:
+    /// the ikeGxy, ikePlus and ikeV2Rekey entries).
+    struct Cavs {
+        prf: PrfAlg,
+        gir: &'static str,
+        gir_new: &'static str,
+        ni: &'static str,
+        nr: &'static str,
+        spi_i: u64,
+        spi_r: u64,
+        skeyseed: &'static str,
+        /// prf+(SKEYSEED, Ni | Nr | SPIi | SPIr), 132 bytes.
+        dkm: &'static str,
+        skeyseed_rekey: &'static str,
+    }
+
+    const CAVS: [Cavs; 2] = [
+        Cavs {
+            prf: PrfAlg::HmacSha256,
+            gir: "0f4d257d7a58fc4545c7d7a88119eee5d5c9690c5b4c989171d3abbfd99d1d29",
+            gir_new: "25f3b12d6f282739256e39bf54eda53b60ffcf379bb7bcc90c27b4c4c578616c",
+            ni: "3f302be1abcb28e1",
+            nr: "8c332ee006064c9b",
+            spi_i: 0x40dac39e1e1a8640,
+            spi_r: 0x8619a1cf9a6e4c07,
+            skeyseed: "5f00d1bd2c58ec224b1e6b71fa0f19a1faa7a193952c444411b47c1a9d8ba6fe",
+            dkm: "0b137d669b0947d7d026d593f0305ad401ff0c471357d695778a9c7f4b4869ece98aca531\
+                  188d16041b3bb936d2dbb3b4993a6e768a809160de45d0283f273a6cdf6854379e31be72b\
+                  8d3d1fa990cf9c5b015ca9f918a7df6253c958114a09d4e1c19bdcd4db14b29d98db1a74a\
+                  d405c588662c14a04d0d36aa4ab55e90f8986d12d4aad",
+            skeyseed_rekey: "2d63f6debc92048b4fef3889c4c99ca67d6496e0fac14a2bca9a2d6566ff2398",
+        },
+        Cavs {
+            prf: PrfAlg::HmacSha384,
+            gir: "d3288cd87565101e88fe3bad918f31939d8dd26ff1071f8b2d7f447524e58d7c",
+            gir_new: "3358f620539473aee8d07e779764c4c6a9aabddc79a28e136b3bac021dbde44a",
+            ni: "fd1b572a8e735591",
+            nr: "6013b0ef88dacd3d",
+            spi_i: 0x2116ad07ce61f749,
+            spi_r: 0x24880e55f11a65b7,
+            skeyseed: "69fe7a1ac94adaeb711295f5fe004b1a8d6a0b65d05692758ce8ad2f7a45f59d7d0b596f5\
+                       1f7dfcf3330061888f6a94f",
+            dkm: "4f904c2025c90c817ea5ff9b662a6fdb445a73b57cdf09eacd379b95e1f03cacb04cd6dee\
+                  da4f952191dd9bc1f7a9502471a648d74dc06d38112de48a42501f6b1a3ad55c2099cd9a6\
+                  48e5f17e5bf3e34bf9b5953decb768a34f875fe2b78dca0c2fcca81ec1a412006dfaed38f\
+                  a06882e61f4c148105fb8e231fdb33c4d484c001721d4",
+            skeyseed_rekey: "e0548c1682e13bce454026b3b1bdf42985b24e4e7408095a7c529de38c3d1fcb04c9fe686\
+                             8042a34c9614c6c99e3fcea",
+        },
+    ];
+
+    fn unhex(s: &str) -> Vec<u8> {
+        hex::decode(s.replace([' ', '\n'], "")).expect("test hex")
+    }
+
+    fn joined(keys: &IkeKeys) -> Vec<u8> {
+        [&keys.sk_d, &keys.sk_ai, &keys.sk_ar, &keys.sk_ei, &keys.sk_er, &keys.sk_pi, &keys.sk_pr]
+            .map(|k| k.as_slice())
+            .concat()
+    }
+
+    #[test]
+    fn nist_cavs_ikev2_kdf() {
+        for v in &CAVS {
+            let (gir, gir_new, ni, nr) = (unhex(v.gir), unhex(v.gir_new), unhex(v.ni), unhex(v.nr));
+            let dkm = unhex(v.dkm);
+            assert_eq!(dkm.len(), 132);
+            assert_eq!(*prf(v.prf, &[&ni[..], &nr[..]].concat(), &gir), unhex(v.skeyseed));
+            for suite in suites().into_iter().map(|s| IkeSuite { prf: v.prf, ..s }) {
+                // Every suite takes more than 132 bytes: the published DKM is
+                // a prefix of the keys in prf+ order.
+                let keys = derive_ike_keys(&suite, &gir, &ni, &nr, v.spi_i, v.spi_r);
+                assert_eq!(joined(&keys)[..132], dkm[..], "{suite:?}");
+
+                // Rekeying from that SA: SK_d(old) is the DKM's first prf-key-length bytes.
+                let sk_d = &dkm[..v.prf.key_len()];
+                assert_eq!(*prf(v.prf, sk_d, &[&gir_new[..], &ni[..], &nr[..]].concat()), unhex(v.skeyseed_rekey));
+                let rekeyed = derive_rekeyed_ike_keys(v.prf, sk_d, &suite, &gir_new, &ni, &nr, v.spi_i, v.spi_r);
+                let seed = [&ni[..], &nr[..], &v.spi_i.to_be_bytes(), &v.spi_r.to_be_bytes()].concat();
+                let all = joined(&rekeyed);
+                assert_eq!(all, *prf_plus(v.prf, &unhex(v.skeyseed_rekey), &seed, all.len()), "{suite:?}");
+            }
+        }
     }
 
     #[test]
@@ -210,6 +333,11 @@ mod tests {
         let pfs = child_keymat(PrfAlg::HmacSha256, &sk_d, Some(&g), &ni, &nr, 72);
         assert_eq!(*pfs, *prf_plus(PrfAlg::HmacSha256, &sk_d, &[&g[..], &ni[..], &nr[..]].concat(), 72));
         assert_ne!(plain, pfs);
+
+        // Cut in two: initiator-to-responder first (§2.17).
+        let halves = child_sa_keymat(PrfAlg::HmacSha256, &sk_d, Some(&g), &ni, &nr, 36);
+        assert_eq!(&halves.initiator_to_responder[..], &pfs[..36]);
+        assert_eq!(&halves.responder_to_initiator[..], &pfs[36..72]);
     }
 
     #[test]
@@ -218,7 +346,9 @@ mod tests {
         let keys = derive_ike_keys(&suite, &[1; 32], &[2; 32], &[3; 32], 1, 2);
         let shown = format!("{keys:?}");
         assert!(shown.contains("sk_d_len: 32"), "{shown}");
-        let first = format!("{}", keys.sk_d[0]);
-        assert!(!shown.contains('['), "{shown} {first}");
+        // A Vec<u8> would show as a bracketed list of numbers.
+        assert!(!shown.contains('['), "{shown}");
+        let child = child_sa_keymat(PrfAlg::HmacSha256, &keys.sk_d, None, &[1; 16], &[2; 16], 36);
+        assert_eq!(format!("{child:?}"), "ChildKeymat { per_direction_len: 36 }");
     }
 }

@@ -11,6 +11,9 @@
 //!   ICV, the ICV being the truncated HMAC over aad | IV | ciphertext (§3.14:
 //!   "from the fixed IKE header through the Pad Length").
 //!
+//! The same calls protect an Encrypted Fragment payload (SKF, RFC 7383 §2.5)
+//! when `aad` runs through its Fragment Number and Total Fragments fields.
+//!
 //! In both, the plaintext is inner payloads | padding | Pad Length. We pad
 //! with zeros (any value is allowed) to the cipher's block size, none for
 //! GCM; we accept any padding value and any pad length that fits.
@@ -256,8 +259,8 @@ impl SkCrypto {
                 let pad = padded - inner.len() - 1;
                 out.extend_from_slice(inner);
                 out.resize(CBC_IV_LEN + padded - 1, 0);
-                // At most 15 bytes of padding: fits the Pad Length byte.
-                out.push(pad as u8);
+                // At most 15 bytes of padding: always fits the Pad Length byte.
+                out.push(u8::try_from(pad).map_err(|_| CryptoError::Internal)?);
                 seal.encrypt(&iv, &mut out[CBC_IV_LEN..])?;
                 let icv = seal.icv(aad, &out);
                 let icv = icv.as_ref().get(..*icv_len).ok_or(CryptoError::Internal)?;
@@ -430,6 +433,23 @@ mod tests {
                 assert!(r.open(&aad(), &longer).is_err());
             }
             assert!(r.open(&[], &[]).is_err());
+        }
+    }
+
+    /// Arbitrary bodies and AADs: errors only, never a panic.
+    #[test]
+    fn random_input_never_panics() {
+        use rand_core::RngCore;
+        for suite in suites() {
+            let (_, _, r) = pair(&suite);
+            for _ in 0..500 {
+                let len = (OsRng.next_u32() % 200) as usize;
+                let mut body = vec![0u8; len];
+                OsRng.fill_bytes(&mut body);
+                let mut aad = vec![0u8; (OsRng.next_u32() % 40) as usize];
+                OsRng.fill_bytes(&mut aad);
+                assert!(r.open(&aad, &body).is_err());
+            }
         }
     }
 
