@@ -194,7 +194,10 @@ impl Endpoint {
     }
 
     /// Takes in one IKE datagram (non-ESP marker already removed) that
-    /// arrived at `local` from `remote`.
+    /// arrived at `local` (our address and port, 500 or 4500) from
+    /// `remote`. Give the real local address (e.g. from IP_PKTINFO), not a
+    /// wildcard: NAT detection hashes it, and a wildcard looks like a NAT
+    /// (the SA then works, but with UDP encapsulation).
     pub fn handle(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8]) {
         self.clock = Some(now);
         let msg = match Message::parse(datagram) {

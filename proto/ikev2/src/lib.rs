@@ -35,6 +35,7 @@ pub use config::{EspProposal, PeerConfig, PeerId};
 pub use cookies::DEFAULT_COOKIE_THRESHOLD;
 pub use endpoint::{Endpoint, HALF_OPEN_TIMEOUT, RECONNECT_DELAY};
 pub use event::{ChildStatus, DownReason, Event, Failure, IkeState, PeerStatus, Transmit};
+pub use rekey::REKEY_RETRY;
 pub use sa::{RETRANSMIT_BASE, RETRANSMIT_TRIES};
 pub use sa_init::NONCE_LEN;
 pub use timers::REKEY_MARGIN_PERCENT;

@@ -16,6 +16,9 @@ use crate::sa::{IkeSa, Planned, SaState};
 /// Share of a lifetime always left between the rekey and the hard expiry.
 pub const REKEY_MARGIN_PERCENT: u32 = 10;
 
+/// How long an expired child SA's Delete may take before it is asked again.
+const EXPIRED_DELETE_GRACE: Duration = Duration::from_secs(60);
+
 /// When to rekey an SA of `lifetime`: its lifetime minus the margin and a
 /// random part of up to `jitter_percent`, so two ends rarely collide.
 pub(crate) fn rekey_after(lifetime: Duration, jitter_percent: u8, rng: &mut dyn RngCore) -> Duration {
@@ -42,6 +45,9 @@ pub(crate) fn on_timeout(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant)
     for c in sa.children.iter_mut() {
         if c.expire_at <= now {
             dead_children.push(c.spi_in);
+            c.retiring = true;
+            // Asked once; if the Delete goes unanswered the IKE SA dies.
+            c.expire_at = now + EXPIRED_DELETE_GRACE;
         } else if !c.retiring && c.rekey_at <= now {
             c.retiring = true;
             sa.queue.push_back(Planned::RekeyChild(c.spi_in));

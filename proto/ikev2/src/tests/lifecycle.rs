@@ -103,3 +103,45 @@ fn initial_contact_clears_the_old_sas_after_a_restart() {
     assert_eq!(n.child_ups(Side::B).len(), 2);
     assert_eq!(n.b.status(&peer_a()).map(|s| s.children.len()), Some(1));
 }
+
+#[test]
+fn requests_outside_the_window_are_dropped() {
+    let mut n = up_pair(Duration::ZERO);
+    let from = std::net::SocketAddr::new(A_IP, 500);
+    let to = std::net::SocketAddr::new(B_IP, 500);
+    let forge = |n: &mut Net, id: u32| {
+        let sa = n.a.sas.values().next().expect("A's SA");
+        sa.seal(&mut n.a.io, sa.header(ExchangeType::Informational, false, id), &[]).expect("sealed")
+    };
+    let ahead = forge(&mut n, 7);
+    n.b.handle(n.now, to, from, &ahead);
+    assert!(n.b.poll_transmit().is_none(), "ID 7 while 2 is expected");
+    let next = forge(&mut n, 2);
+    n.b.handle(n.now, to, from, &next);
+    assert!(n.b.poll_transmit().is_some(), "the expected ID is answered");
+    // A forged message that does not authenticate changes nothing.
+    let mut bad = forge(&mut n, 3);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    n.b.handle(n.now, to, from, &bad);
+    assert!(n.b.poll_transmit().is_none());
+    let good = forge(&mut n, 3);
+    n.b.handle(n.now, to, from, &good);
+    assert!(n.b.poll_transmit().is_some(), "ID 3 still expected after the forgery");
+}
+
+#[test]
+fn failures_print_as_one_line() {
+    use crate::Failure;
+    for f in [
+        Failure::AuthenticationFailed { by_peer: true },
+        Failure::NoProposalChosen { offered: "aes256gcm16-prfsha256-x25519".into() },
+        Failure::TsUnacceptable { offered: "10.1.0.0/16 === 10.2.0.0/16".into() },
+        Failure::Timeout,
+        Failure::InvalidKe { requested: 19 },
+        Failure::IdentityMismatch { expected: "b.test".into(), received: "c.test".into() },
+    ] {
+        let line = f.to_string();
+        assert!(!line.contains('\n') && line.len() > 20, "{line}");
+    }
+}

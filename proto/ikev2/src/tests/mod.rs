@@ -2,6 +2,7 @@
 //! injected time (quinn-proto's way): establishment, failures, NAT,
 //! retransmission, liveness, rekeys.
 
+mod cookies;
 mod establish;
 mod lifecycle;
 mod net;

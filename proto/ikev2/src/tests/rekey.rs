@@ -157,3 +157,21 @@ fn simultaneous_ike_rekeys_leave_one_ike_sa_with_the_children() {
         assert_one_child_each_crosswise(&n);
     }
 }
+
+#[test]
+fn a_child_sa_whose_rekey_keeps_failing_is_deleted_at_its_lifetime() {
+    let mut cfg = config_a();
+    cfg.child_lifetime = Duration::from_secs(100);
+    let mut cfg_b = mirror(&cfg);
+    // B rekeys late and refuses A's rekeys: it only has CBC for ESP now.
+    cfg_b.child_lifetime = Duration::from_secs(1000);
+    let mut n = Net::new(cfg.clone(), cfg_b.clone());
+    n.connect();
+    cfg_b.esp_proposals = vec![crate::tests::net::esp(EspCipher::AesCbcHmacSha256 { key_bits: 256 })];
+    n.b.set_peer(peer_a(), cfg_b, n.now);
+    n.advance(Duration::from_secs(101));
+    assert!(n.failures(Side::A).iter().any(|f| matches!(f, crate::Failure::NoProposalChosen { .. })));
+    let downs = |side| n.events(side).iter().filter(|e| matches!(e, Event::ChildDown { .. })).count();
+    assert_eq!((downs(Side::A), downs(Side::B)), (1, 1));
+    assert_eq!(n.a.status(&peer_b()).map(|s| (s.state, s.children.len())), Some((IkeState::Established, 0)));
+}
