@@ -4,7 +4,6 @@
 //! route-based VPN (an st0 interface): traffic selectors 0.0.0.0/0 and ::/0,
 //! IKE SA lifetime 28800 s, child SA 3600 s.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -13,118 +12,17 @@ use ipnet::IpNet;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
+use crate::checker::Checker;
 use crate::key::read_secret_file;
 use crate::locate::join;
+use crate::prefix::parse_allowed_ip;
 use crate::proposals::{default_esp_proposals, default_ike_proposals, EspProposal, IkeProposal};
 use crate::rules;
 use crate::schema::RawPeer;
-use crate::types::{Endpoint, DEFAULT_FAILOVER_AFTER};
-use crate::validate::Checker;
-
-/// IKE's port; an endpoint without a port means this one.
-pub const IKE_PORT: u16 = 500;
-pub const DEFAULT_IKE_LIFETIME: Duration = Duration::from_secs(28_800);
-pub const DEFAULT_CHILD_LIFETIME: Duration = Duration::from_secs(3_600);
-/// Liveness checks after this long without a packet from the peer.
-pub const DEFAULT_DPD_INTERVAL: Duration = Duration::from_secs(30);
-/// A shorter key can be guessed offline from one captured IKE_AUTH.
-pub const MIN_PSK_LEN: usize = 16;
-
-/// An IKE identity (RFC 7296 §3.5), written as strongSwan writes one: an
-/// IP address, `user@domain` (an e-mail address) or a host name (FQDN,
-/// with or without strongSwan's leading `@`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Identity {
-    Address(IpAddr),
-    Fqdn(String),
-    Email(String),
-}
-
-impl std::str::FromStr for Identity {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Identity, String> {
-        let text = text.trim();
-        if let Ok(a) = text.parse::<IpAddr>() {
-            return Ok(Identity::Address(a));
-        }
-        let fqdn = text.strip_prefix('@').unwrap_or(text);
-        let ok = |s: &str| !s.is_empty() && s.len() <= 253 && s.chars().all(|c| c.is_ascii_graphic());
-        if !ok(fqdn) {
-            return Err(format!(
-                "\"{text}\" is not an IKE identity: expected an IP address, a host name (gw1.dc-east.example) or \
-                 user@domain"
-            ));
-        }
-        if !text.starts_with('@') && fqdn.contains('@') {
-            Ok(Identity::Email(fqdn.to_string()))
-        } else {
-            Ok(Identity::Fqdn(fqdn.to_string()))
-        }
-    }
-}
-
-impl fmt::Display for Identity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Identity::Address(a) => write!(f, "{a}"),
-            Identity::Fqdn(s) | Identity::Email(s) => f.write_str(s),
-        }
-    }
-}
-
-/// When ESP goes inside UDP (port 4500, RFC 3948).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encap {
-    /// Only when IKE detects a NAT; raw ESP (IP protocol 50) otherwise, as
-    /// an SRX does by default.
-    Auto,
-    /// Always, as strongSwan's `encap = yes`: through firewalls that pass
-    /// only UDP, and towards peers whose ESP runs in userspace.
-    Always,
-}
-
-/// A pre-shared key. No Debug output of the bytes, zeroized on drop.
-#[derive(Clone)]
-pub struct Psk(pub Zeroizing<Vec<u8>>);
-
-impl fmt::Debug for Psk {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Psk(<{} bytes>)", self.0.len())
-    }
-}
-
-impl PartialEq for Psk {
-    /// Constant time: a reload compares the old and new key.
-    fn eq(&self, other: &Psk) -> bool {
-        self.0.len() == other.0.len() && self.0.iter().zip(other.0.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct IpsecPeer {
-    pub name: String,
-    /// The peer's IKE addresses, in order of preference (failover as for
-    /// WireGuard endpoints). Empty: the peer always initiates.
-    pub endpoints: Vec<Endpoint>,
-    /// Prefixes routed to this peer and accepted from it.
-    pub allowed_ips: Vec<IpNet>,
-    pub local_id: Identity,
-    pub remote_id: Identity,
-    pub psk: Psk,
-    pub ike_proposals: Vec<IkeProposal>,
-    pub esp_proposals: Vec<EspProposal>,
-    pub local_ts: Vec<IpNet>,
-    pub remote_ts: Vec<IpNet>,
-    pub ike_lifetime: Duration,
-    pub child_lifetime: Duration,
-    /// Zero: no liveness checks.
-    pub dpd_interval: Duration,
-    /// Start IKE at once (and again when it fails), not only on traffic.
-    pub initiate: bool,
-    pub encap: Encap,
-    pub failover_after: Duration,
-}
+use crate::types::{
+    Encap, Endpoint, Identity, IpsecPeer, Psk, DEFAULT_CHILD_LIFETIME, DEFAULT_DPD_INTERVAL, DEFAULT_FAILOVER_AFTER,
+    DEFAULT_IKE_LIFETIME, IKE_PORT, MIN_PSK_LEN,
+};
 
 /// Decodes a PSK file's text the way strongSwan's secrets do: `0x` hex,
 /// `0s` base64, or else the text itself (without its trailing newline).
@@ -277,7 +175,7 @@ impl Checker<'_> {
             }
         };
         let endpoints = self.list(&join(t, "endpoints"), &raw.endpoints, ike_endpoint);
-        let allowed_ips = self.list(&join(t, "allowed_ips"), &raw.allowed_ips, crate::validate::parse_allowed_ip);
+        let allowed_ips = self.list(&join(t, "allowed_ips"), &raw.allowed_ips, parse_allowed_ip);
         let mut ike_proposals = self.list(&join(t, "ike_proposals"), &raw.ike_proposals, |s| s.parse::<IkeProposal>());
         if raw.ike_proposals.is_empty() {
             ike_proposals = default_ike_proposals();
@@ -287,11 +185,11 @@ impl Checker<'_> {
             esp_proposals = default_esp_proposals();
         }
         let any: Vec<IpNet> = vec!["0.0.0.0/0".parse().expect("valid"), "::/0".parse().expect("valid")];
-        let mut local_ts = self.list(&join(t, "local_ts"), &raw.local_ts, crate::validate::parse_allowed_ip);
+        let mut local_ts = self.list(&join(t, "local_ts"), &raw.local_ts, parse_allowed_ip);
         if raw.local_ts.is_empty() {
             local_ts = any.clone();
         }
-        let mut remote_ts = self.list(&join(t, "remote_ts"), &raw.remote_ts, crate::validate::parse_allowed_ip);
+        let mut remote_ts = self.list(&join(t, "remote_ts"), &raw.remote_ts, parse_allowed_ip);
         if raw.remote_ts.is_empty() {
             remote_ts = any;
         }

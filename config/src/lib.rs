@@ -7,10 +7,12 @@
 
 #![forbid(unsafe_code)]
 
+mod checker;
 mod error;
-pub mod ipsec;
+mod ipsec;
 mod key;
 mod locate;
+mod prefix;
 pub mod proposals;
 pub mod rules;
 mod schema;
@@ -18,13 +20,16 @@ mod types;
 mod validate;
 
 pub use error::{ConfigError, Problem};
-pub use ipsec::{Encap, Identity, IpsecPeer, Psk};
 pub use key::{parse_key, KeyError};
+pub use prefix::{parse_address, parse_allowed_ip};
 pub use types::{
     Config, Endpoint, Interface, Peer, RouteTable, DEFAULT_DNS_REFRESH, DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT,
     DEFAULT_MTU, MAX_MTU, MIN_MTU,
 };
-pub use validate::{parse_address, parse_allowed_ip};
+pub use types::{
+    Encap, Identity, IpsecPeer, Psk, DEFAULT_CHILD_LIFETIME, DEFAULT_DPD_INTERVAL, DEFAULT_IKE_LIFETIME, IKE_PORT,
+    NAT_T_PORT,
+};
 
 use std::path::Path;
 

@@ -2,51 +2,26 @@
 //! every problem with its line and field.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use causeway_wireguard::{PresharedKey, PublicKey, StaticSecret};
 use ipnet::IpNet;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
+use crate::checker::Checker;
 use crate::key::{parse_key, read_key_file};
-use crate::locate::{join, key_at, line_of, table_at};
+use crate::locate::{join, key_at, table_at};
+use crate::prefix::{parse_address, parse_allowed_ip};
 use crate::rules;
 use crate::schema::{RawConfig, RawInterface, RawPeer};
 use crate::types::{
     Config, Endpoint, Interface, Peer, RouteTable, DEFAULT_DNS_REFRESH, DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT,
     DEFAULT_MTU, MAX_MTU, MIN_MTU, MIN_MTU_IPV6,
 };
-use crate::{ConfigError, Problem};
-
-/// An interface address: address/length, host bits kept (a bare address
-/// is a single host).
-pub fn parse_address(text: &str) -> Result<IpNet, String> {
-    let text = text.trim();
-    match text.parse::<IpNet>() {
-        Ok(n) => Ok(n),
-        // A bare address means a single host, as `wg` takes it.
-        Err(_) => text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
-            format!("\"{text}\" is not an IP prefix: expected address/length, such as 10.1.0.0/16 or fd00:1::/64")
-        }),
-    }
-}
-
-/// A prefix routed to a peer: like an address, but host bits must be clear
-/// so that what is written is what is routed.
-pub fn parse_allowed_ip(text: &str) -> Result<IpNet, String> {
-    let net = parse_address(text)?;
-    if net.trunc() != net {
-        return Err(format!(
-            "{net} has host bits set; the prefix is {} (write that, or the address as /{})",
-            net.trunc(),
-            net.max_prefix_len()
-        ));
-    }
-    Ok(net)
-}
+use crate::ConfigError;
 
 impl std::str::FromStr for Endpoint {
     type Err = String;
@@ -79,32 +54,7 @@ impl std::str::FromStr for Endpoint {
     }
 }
 
-pub(crate) struct Checker<'a> {
-    source: &'a str,
-    file: &'a Path,
-    pub(crate) problems: Vec<Problem>,
-}
-
 impl Checker<'_> {
-    pub(crate) fn report(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            file: self.file.to_path_buf(),
-            line: line_of(self.source, span.start),
-            field: field.into(),
-            message: message.into(),
-        });
-    }
-
-    /// A key file path, relative ones taken from the configuration's directory.
-    pub(crate) fn resolve_path(&self, p: &str) -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.file.parent().unwrap_or(Path::new(".")).join(p)
-        }
-    }
-
     /// A key given inline or in a file (exactly one of the two when required).
     fn key(
         &mut self,
@@ -334,7 +284,7 @@ impl Checker<'_> {
         &mut self,
         raw: &[Spanned<RawPeer>],
         peers: &[(usize, Peer)],
-        ipsec: &[(usize, crate::ipsec::IpsecPeer)],
+        ipsec: &[(usize, crate::types::IpsecPeer)],
         own: Option<PublicKey>,
     ) {
         let mut names: HashMap<&str, usize> = HashMap::new();

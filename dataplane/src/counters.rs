@@ -29,6 +29,7 @@ drop_reasons! {
     Malformed => "malformed",
     UnknownPeer => "unknown_peer",
     UnknownIndex => "unknown_receiver_index",
+    UnknownSpi => "unknown_spi",
     BadMac => "bad_mac",
     Decryption => "decryption_failed",
     Replay => "replay",

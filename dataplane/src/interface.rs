@@ -17,9 +17,12 @@ use ipnet::IpNet;
 use crate::allowed_ips::AllowedIps;
 use crate::clock::Clock;
 use crate::counters::{Counters, WorkerStats};
+use crate::esp_link::EspLink;
 use crate::io::{Bind, Socket};
+use crate::ipsec_table::IpsecTable;
 use crate::jobs::Jobs;
-use crate::peer::PeerState;
+use crate::peer::{Link, PeerState};
+use crate::session::Carrier;
 use crate::udp::OsBind;
 
 pub type Routes = AllowedIps<Arc<PeerState>>;
@@ -56,6 +59,8 @@ pub struct Interface {
     pub device: Device,
     /// Makes the workers' sockets: the host's network, or one in memory.
     binder: Arc<dyn Bind>,
+    /// WireGuard peers only (IPsec peers are in `ipsec`): code that gets
+    /// a peer from here may take its `crypto()`.
     peers: RwLock<HashMap<PublicKey, Arc<PeerState>>>,
     next_order: AtomicU64,
     /// Cryptokey routing snapshot: workers load it without a lock.
@@ -65,6 +70,14 @@ pub struct Interface {
     pub clock: Clock,
     mtu: AtomicU32,
     sockets: ArcSwap<SocketSet>,
+    /// Sockets for ESP in UDP and IKE on port 4500, once an IPsec peer
+    /// needs them (`bind_esp`).
+    esp_sockets: ArcSwap<SocketSet>,
+    /// The one raw ESP (IP protocol 50) socket, once a child SA without
+    /// UDP encapsulation needs it (`bind_raw_esp`).
+    raw_esp: ArcSwap<SocketSet>,
+    /// IPsec peers, their child SAs by SPI, and requests to IKE.
+    pub ipsec: IpsecTable,
     fwmark: AtomicU32,
     mss_clamp: AtomicBool,
     pub counters: Counters,
@@ -109,6 +122,9 @@ impl Interface {
             clock: Clock::default(),
             mtu: AtomicU32::new(mtu),
             sockets: ArcSwap::from_pointee(SocketSet { sockets, port }),
+            esp_sockets: ArcSwap::from_pointee(SocketSet { sockets: Vec::new(), port: 0 }),
+            raw_esp: ArcSwap::from_pointee(SocketSet { sockets: Vec::new(), port: 0 }),
+            ipsec: IpsecTable::default(),
             fwmark: AtomicU32::new(0),
             mss_clamp: AtomicBool::new(true),
             counters: Counters::default(),
@@ -159,6 +175,42 @@ impl Interface {
         self.sockets.load()
     }
 
+    /// The sockets that carry a session's datagrams. Empty for ESP until
+    /// `bind_esp`.
+    pub fn sockets_for(&self, carrier: Carrier) -> arc_swap::Guard<Arc<SocketSet>> {
+        match carrier {
+            Carrier::WireGuard => self.sockets.load(),
+            Carrier::EspInUdp => self.esp_sockets.load(),
+            Carrier::RawEsp => self.raw_esp.load(),
+        }
+    }
+
+    /// Opens the raw ESP socket (needs CAP_NET_RAW: done at start-up,
+    /// before privileges are dropped). Opening again does nothing.
+    pub fn bind_raw_esp(&self, bind: &dyn Bind) -> std::io::Result<()> {
+        if !self.raw_esp.load().sockets.is_empty() {
+            return Ok(());
+        }
+        let (sockets, _) = bind.bind(1, 0, self.fwmark())?;
+        self.raw_esp.store(Arc::new(SocketSet { sockets, port: 0 }));
+        self.wake_all();
+        Ok(())
+    }
+
+    /// Binds the workers' sockets for ESP in UDP and IKE behind the
+    /// non-ESP marker (port 4500 by RFC 3948; 0 picks a free one, for
+    /// tests). Returns the port; binding again while bound does nothing.
+    pub fn bind_esp(&self, port: u16) -> std::io::Result<u16> {
+        let current = self.esp_sockets.load();
+        if !current.sockets.is_empty() {
+            return Ok(current.port);
+        }
+        let (sockets, port) = self.binder.bind(self.workers, port, self.fwmark())?;
+        self.esp_sockets.store(Arc::new(SocketSet { sockets, port }));
+        self.wake_all();
+        Ok(port)
+    }
+
     pub fn listen_port(&self) -> u16 {
         self.sockets.load().port
     }
@@ -176,7 +228,8 @@ impl Interface {
     }
 
     pub fn set_fwmark(&self, mark: u32) -> std::io::Result<()> {
-        for s in &self.sockets.load().sockets {
+        let (wg, esp, raw) = (self.sockets.load(), self.esp_sockets.load(), self.raw_esp.load());
+        for s in wg.sockets.iter().chain(&esp.sockets).chain(&raw.sockets) {
             s.set_fwmark(mark)?;
         }
         self.fwmark.store(mark, Ordering::Relaxed);
@@ -205,6 +258,26 @@ impl Interface {
         Ok(state)
     }
 
+    /// Adds an IPsec peer named `name` or returns the existing one. Its
+    /// SAs come from the control plane's IKE (`IpsecTable::install_child`).
+    pub fn add_ipsec_peer(&self, name: &str) -> Arc<PeerState> {
+        if let Some(p) = self.ipsec.peer(name) {
+            return p;
+        }
+        let link = Link::Ipsec(EspLink::default());
+        let state =
+            Arc::new(PeerState::with_link(link, name.to_string(), self.next_order.fetch_add(1, Ordering::Relaxed)));
+        self.ipsec.insert(name.to_string(), state.clone());
+        state
+    }
+
+    pub fn remove_ipsec_peer(&self, name: &str) -> Option<Arc<PeerState>> {
+        let p = self.ipsec.remove(name)?;
+        self.update_routes(|r| r.retain(|_, owner| !Arc::ptr_eq(owner, &p)));
+        p.clear_staged();
+        Some(p)
+    }
+
     pub fn remove_peer(&self, key: &PublicKey) -> Option<Arc<PeerState>> {
         let p = self.peers.write().unwrap_or_else(|e| e.into_inner()).remove(key)?;
         self.update_routes(|r| r.retain(|_, owner| !Arc::ptr_eq(owner, &p)));
@@ -220,7 +293,7 @@ impl Interface {
     }
 
     pub fn set_preshared_key(&self, peer: &PeerState, psk: Option<PresharedKey>) {
-        peer.crypto.set_preshared_key(psk);
+        peer.crypto().set_preshared_key(psk);
     }
 
     /// Every peer's prefixes, in one pass over the routing table (keyed by

@@ -26,8 +26,16 @@ pub type TxBatch = Batch<TxData<PeerState>>;
 /// the TUN by the drainer of the peer's receive queue.
 pub type RxBatch = Batch<RxData<PeerState>>;
 
+/// Which protocol a peer speaks, with that protocol's per-peer state.
+pub enum Link {
+    /// The WireGuard core's peer: handshake, keypairs, timers.
+    WireGuard(Arc<causeway_wireguard::Peer>),
+    /// The child SAs that IKE (on the control plane) installed.
+    Ipsec(crate::esp_link::EspLink),
+}
+
 pub struct PeerState {
-    pub crypto: Arc<causeway_wireguard::Peer>,
+    pub link: Link,
     /// Operator's name for the peer; empty for peers added through `wg`.
     pub name: Mutex<String>,
     endpoint: Mutex<Option<Endpoint>>,
@@ -76,8 +84,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl PeerState {
     pub fn new(crypto: Arc<causeway_wireguard::Peer>, name: String, order: u64) -> PeerState {
+        PeerState::with_link(Link::WireGuard(crypto), name, order)
+    }
+
+    pub fn with_link(link: Link, name: String, order: u64) -> PeerState {
         PeerState {
-            crypto,
+            link,
             name: Mutex::new(name),
             endpoint: Mutex::new(None),
             set_addr: Mutex::new(None),
@@ -97,8 +109,42 @@ impl PeerState {
         }
     }
 
+    /// The WireGuard core's peer, for a WireGuard peer.
+    pub fn wireguard(&self) -> Option<&Arc<causeway_wireguard::Peer>> {
+        match &self.link {
+            Link::WireGuard(p) => Some(p),
+            Link::Ipsec(_) => None,
+        }
+    }
+
+    /// The child SAs of an IPsec peer.
+    pub fn ipsec(&self) -> Option<&crate::esp_link::EspLink> {
+        match &self.link {
+            Link::Ipsec(l) => Some(l),
+            Link::WireGuard(_) => None,
+        }
+    }
+
+    /// The WireGuard core's peer. Only for peers from `Interface::peers`
+    /// and `Interface::peer`, which hold WireGuard peers alone (IPsec
+    /// peers live in `Interface::ipsec_peers`): that is the invariant this
+    /// relies on, and the WireGuard code paths take their peers from there.
+    pub fn crypto(&self) -> &Arc<causeway_wireguard::Peer> {
+        self.wireguard().expect("Interface::peers holds only WireGuard peers")
+    }
+
+    /// A WireGuard peer's public key (see `crypto` for which peers).
     pub fn public_key(&self) -> &PublicKey {
-        self.crypto.public_key()
+        self.crypto().public_key()
+    }
+
+    /// How logs name the peer: its name, else (WireGuard) its key.
+    pub fn label(&self) -> String {
+        let name = self.name();
+        match (&self.link, name.is_empty()) {
+            (Link::WireGuard(p), true) => p.public_key().to_string(),
+            _ => name,
+        }
     }
 
     pub fn name(&self) -> String {
@@ -146,7 +192,7 @@ impl PeerState {
         let mut ep = lock(&self.endpoint);
         if *ep != new {
             if ep.is_some_and(|e| e.addr != addr) {
-                tracing::info!(peer = %self.public_key(), from = %ep.map(|e| e.addr.to_string()).unwrap_or_default(), to = %addr, "peer roamed");
+                tracing::info!(peer = %self.label(), from = %ep.map(|e| e.addr.to_string()).unwrap_or_default(), to = %addr, "peer roamed");
             }
             *ep = new;
         }
@@ -206,7 +252,10 @@ impl PeerState {
         if count == 0 {
             return None;
         }
-        let started = self.crypto.timers.handshake_attempts_started()?;
+        let started = match &self.link {
+            Link::WireGuard(p) => p.timers.handshake_attempts_started()?,
+            Link::Ipsec(l) => l.negotiation_started()?,
+        };
         let mut f = lock(&self.failover);
         let since = f.last.map_or(started, |t| t.max(started));
         if now.saturating_since(since) < f.after {
@@ -222,14 +271,20 @@ impl PeerState {
 
     /// Records a counter sample taken `secs` after the previous one.
     pub fn sample_rate(&self, secs: f64) {
-        let stats = self.crypto.stats();
+        let (rx_bytes, tx_bytes) = match &self.link {
+            Link::WireGuard(p) => {
+                let stats = p.stats();
+                (stats.rx_bytes, stats.tx_bytes)
+            }
+            Link::Ipsec(l) => l.bytes(),
+        };
         let mut r = lock(&self.rate);
         if secs > 0.0 {
-            r.rx_per_sec = ((stats.rx_bytes - r.last_rx) as f64 / secs) as u64;
-            r.tx_per_sec = ((stats.tx_bytes - r.last_tx) as f64 / secs) as u64;
+            r.rx_per_sec = (rx_bytes.saturating_sub(r.last_rx) as f64 / secs) as u64;
+            r.tx_per_sec = (tx_bytes.saturating_sub(r.last_tx) as f64 / secs) as u64;
         }
-        r.last_rx = stats.rx_bytes;
-        r.last_tx = stats.tx_bytes;
+        r.last_rx = rx_bytes;
+        r.last_tx = tx_bytes;
     }
 
     /// (receive, send) bytes per second over the last sampled second.

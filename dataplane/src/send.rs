@@ -219,8 +219,20 @@ impl Sender {
         if let Some((peer, session, ep)) = d.target.take() {
             // One socket per peer, whichever worker drains: the kernel then
             // hashes all of the peer's datagrams to one transmit queue.
-            let set = iface.sockets();
-            let sock = &*set.sockets[peer.order as usize % set.sockets.len()];
+            let set = iface.sockets_for(session.carrier());
+            let Some(sock) = set.sockets.get(peer.order as usize % set.sockets.len().max(1)) else {
+                // An ESP session before its sockets were bound: the
+                // control plane binds them before it installs one.
+                for _ in 0..d.packets.len() {
+                    iface.counters.count(Drop::UdpSend);
+                }
+                d.reset();
+                drop(d);
+                batch.recycle();
+                let _ = iface.jobs.tx_pool.push(batch);
+                return;
+            };
+            let sock = &**sock;
             let max_segments = sock.max_gso_segments();
             let mmsg = max_segments == 1;
             let limit = if mmsg { MMSG_BATCH } else { max_segments };

@@ -20,7 +20,22 @@ pub struct Opened {
     pub len: usize,
 }
 
+/// What carries a session's datagrams, and so which of the interface's
+/// socket sets sends them (`Interface::sockets_for`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Carrier {
+    /// UDP on the interface's WireGuard listen port.
+    WireGuard,
+    /// ESP inside UDP on port 4500 (RFC 3948).
+    EspInUdp,
+    /// ESP as IP protocol 50, no UDP.
+    RawEsp,
+}
+
 pub trait Session: Send + Sync + Any {
+    /// Which sockets carry this session's datagrams.
+    fn carrier(&self) -> Carrier;
+
     /// Bytes in front of the payload in a datagram.
     fn header_len(&self) -> usize;
 

@@ -19,7 +19,7 @@ use crate::interface::Interface;
 use crate::io::Socket;
 use crate::peer::{Endpoint, PeerState};
 use crate::protocol::{Inbound, Protocol, Sending};
-use crate::session::{Opened, Session};
+use crate::session::{Carrier, Opened, Session};
 use crate::transmit::{transmit, transmit_to};
 
 /// The reason a WireGuard error counts under.
@@ -46,6 +46,10 @@ pub fn drop_reason(e: Error) -> Drop {
 }
 
 impl Session for Keypair {
+    fn carrier(&self) -> Carrier {
+        Carrier::WireGuard
+    }
+
     fn header_len(&self) -> usize {
         DATA_HEADER_LEN
     }
@@ -86,8 +90,8 @@ impl Protocol for WireGuard {
     type Owner = Arc<causeway_wireguard::Peer>;
 
     fn sending_session(&self, peer: &PeerState, now: Time) -> Option<Sending> {
-        let kp = peer.crypto.keypair_for_sending(now).ok()?;
-        let rekey = peer.crypto.needs_rekey_on_send(&kp, now);
+        let kp = peer.crypto().keypair_for_sending(now).ok()?;
+        let rekey = peer.crypto().needs_rekey_on_send(&kp, now);
         Some(Sending { session: kp, rekey })
     }
 
@@ -103,7 +107,7 @@ impl Protocol for WireGuard {
     }
 
     fn on_sent(&self, peer: &PeerState, now: Time, wire_bytes: u64, packets: u64) {
-        peer.crypto.on_sent(now, wire_bytes, packets, true);
+        peer.crypto().on_sent(now, wire_bytes, packets, true);
     }
 
     fn classify(&self, iface: &Interface, datagram: &[u8], now: Time) -> Inbound<Self::Owner> {
@@ -118,7 +122,7 @@ impl Protocol for WireGuard {
     }
 
     fn owns(&self, peer: &PeerState, owner: &Self::Owner) -> bool {
-        Arc::ptr_eq(&peer.crypto, owner)
+        peer.wireguard().is_some_and(|p| Arc::ptr_eq(p, owner))
     }
 
     fn peer_of(&self, iface: &Interface, owner: &Self::Owner) -> Option<Arc<PeerState>> {
@@ -179,7 +183,8 @@ impl Protocol for WireGuard {
         // Batches of this protocol hold only keypairs; the pointer test
         // inside `accept_data` needs the keypair itself.
         let kp = session.as_any().downcast_ref::<Keypair>().ok_or(Drop::Malformed)?;
-        let rekey = iface.device.accept_data(&peer.crypto, kp, counter, wire_len, is_data, now).map_err(drop_reason)?;
+        let rekey =
+            iface.device.accept_data(peer.crypto(), kp, counter, wire_len, is_data, now).map_err(drop_reason)?;
         if rekey {
             send_initiation(iface, peer, sock, now);
         }
@@ -200,7 +205,7 @@ pub fn send_initiation(iface: &Interface, peer: &PeerState, sock: &dyn Socket, n
         iface.counters.count(Drop::NoEndpoint);
         return;
     };
-    match iface.device.create_initiation(&peer.crypto, now, SystemTime::now()) {
+    match iface.device.create_initiation(peer.crypto(), now, SystemTime::now()) {
         Ok(msg) => {
             peer.handshakes_initiated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             transmit(iface, peer, ep, sock, &msg, None);
@@ -231,7 +236,7 @@ fn send_one(iface: &Interface, t: &Target<'_>, sock: &dyn Socket, payload: &[u8]
     match sealed {
         Ok(len) => {
             if transmit(iface, t.peer, t.ep, sock, &scratch[..len], None) {
-                t.peer.crypto.on_sent(now, len as u64, 1, !payload.is_empty());
+                t.peer.crypto().on_sent(now, len as u64, 1, !payload.is_empty());
             }
         }
         Err(e) => iface.counters.count(drop_reason(e)),
@@ -240,7 +245,7 @@ fn send_one(iface: &Interface, t: &Target<'_>, sock: &dyn Socket, payload: &[u8]
 
 /// Sends a keepalive, or starts a handshake if there is no session.
 pub fn send_keepalive(iface: &Interface, peer: &PeerState, sock: &dyn Socket, now: Time) {
-    match (peer.crypto.keypair_for_sending(now), peer.endpoint()) {
+    match (peer.crypto().keypair_for_sending(now), peer.endpoint()) {
         (Ok(kp), Some(ep)) => {
             let target = Target { peer, kp: &kp, ep };
             send_one(iface, &target, sock, &[], &mut Vec::with_capacity(64), now)
@@ -253,7 +258,7 @@ pub fn send_keepalive(iface: &Interface, peer: &PeerState, sock: &dyn Socket, no
 /// A new session is up: send what waited for it, or a keepalive so the
 /// responder can confirm the session.
 pub fn flush_staged(iface: &Interface, peer: &PeerState, sock: &dyn Socket, now: Time, keepalive_if_empty: bool) {
-    let (Ok(kp), Some(ep)) = (peer.crypto.keypair_for_sending(now), peer.endpoint()) else {
+    let (Ok(kp), Some(ep)) = (peer.crypto().keypair_for_sending(now), peer.endpoint()) else {
         return;
     };
     let target = Target { peer, kp: &kp, ep };

@@ -21,8 +21,9 @@ use crate::jobs::Job;
 use crate::protocol::Protocol;
 use crate::receive::{Receiver, RxStatus, ToTun};
 use crate::send::Sender;
+use crate::session::Carrier;
 use crate::tun::MAX_PACKET;
-use crate::wireguard::WireGuard;
+use crate::tunnels::Tunnels;
 
 /// Packets one TUN read may hand over (a TSO super-packet split), and so
 /// the reader's buffer count.
@@ -69,19 +70,20 @@ fn fill_from_tun(
     Ok((filled, false))
 }
 
-/// Waits until one of `fds` is readable (or in error); returns their revents.
-fn wait(fds: [i32; 3], timeout_ms: i32) -> std::io::Result<[i16; 3]> {
+/// Waits until one of `fds` is readable (or in error); returns their
+/// revents. A negative descriptor is skipped (poll's rule).
+fn wait(fds: [i32; 5], timeout_ms: i32) -> std::io::Result<[i16; 5]> {
     let mut pfds = fds.map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
-    // SAFETY: `pfds` is a valid array of three pollfd structs that outlives the call.
+    // SAFETY: `pfds` is a valid array of five pollfd structs that outlives the call.
     let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
     if r < 0 {
         let e = std::io::Error::last_os_error();
         if e.kind() == std::io::ErrorKind::Interrupted {
-            return Ok([0; 3]);
+            return Ok([0; 5]);
         }
         return Err(e);
     }
-    Ok([pfds[0].revents, pfds[1].revents, pfds[2].revents])
+    Ok(pfds.map(|p| p.revents))
 }
 
 /// What one worker owns. Any worker seals or opens any peer's batches and
@@ -98,6 +100,8 @@ struct Worker<T, P> {
     /// Packets read from the TUN and not yet queued: `bufs[from..to]`,
     /// left when every batch buffer was in flight.
     unsent: (usize, usize),
+    /// The socket whose receive stalled, while `receiver` is stalled.
+    stalled_on: Option<Arc<dyn Socket>>,
 }
 
 impl<T: Tun, P: Protocol> Worker<T, P> {
@@ -180,11 +184,16 @@ impl<T: Tun, P: Protocol> Worker<T, P> {
         Ok(())
     }
 
-    /// Receives from the UDP socket and queues what arrived, for a few batches.
-    fn read_udp(&mut self, sock: &dyn Socket) -> Result<(), TunGone> {
+    /// Receives from a UDP socket (WireGuard's, or ESP's on port 4500) and
+    /// queues what arrived, for a few batches. `sock` also sends what the
+    /// jobs run meanwhile drain.
+    fn read_udp(&mut self, from: &Arc<dyn Socket>, sock: &dyn Socket) -> Result<(), TunGone> {
         for _ in 0..BATCHES_PER_TURN {
-            let status = self.receiver.receive_batch(&self.proto, &self.iface, sock, self.iface.clock.now());
+            let status = self.receiver.receive_batch(&self.proto, &self.iface, &**from, self.iface.clock.now());
             self.call_helpers();
+            if matches!(status, RxStatus::Stalled) {
+                self.stalled_on = Some(from.clone());
+            }
             self.run_jobs(sock)?;
             match status {
                 RxStatus::More => {}
@@ -200,7 +209,16 @@ impl<T: Tun, P: Protocol> Worker<T, P> {
             self.queue_unsent(sock);
         }
         if self.receiver.is_stalled() {
-            self.receiver.receive_batch(&self.proto, &self.iface, sock, self.iface.clock.now());
+            // The stalled receive goes on with the socket it came from: its
+            // protocol messages are answered there.
+            let from = self.stalled_on.clone();
+            let from = from.as_deref().unwrap_or(sock);
+            if !matches!(
+                self.receiver.receive_batch(&self.proto, &self.iface, from, self.iface.clock.now()),
+                RxStatus::Stalled
+            ) {
+                self.stalled_on = None;
+            }
             self.call_helpers();
         }
         self.run_jobs(sock)?;
@@ -224,12 +242,13 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, mut wake: UnixSt
         iface: iface.clone(),
         index,
         tun,
-        proto: WireGuard,
+        proto: Tunnels,
         sender: Sender::new(index),
         receiver: Receiver::new(index),
         bufs: (0..READ_BATCH).map(|_| vec![0u8; MAX_PACKET]).collect(),
         sizes: vec![0usize; READ_BATCH],
         unsent: (0, 0),
+        stalled_on: None,
     };
     let _ = wake.set_nonblocking(true);
     let mut drain = [0u8; 64];
@@ -237,6 +256,11 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, mut wake: UnixSt
     while !iface.is_shutting_down() {
         let set = iface.sockets();
         let sock = set.sockets[index % set.sockets.len()].clone();
+        // ESP in UDP and IKE on port 4500, once an IPsec peer needs them.
+        let esp_set = iface.sockets_for(Carrier::EspInUdp);
+        let esp = (!esp_set.sockets.is_empty()).then(|| esp_set.sockets[index % esp_set.sockets.len()].clone());
+        // Raw ESP: one socket that every worker polls (`raw_esp.rs`).
+        let raw = iface.sockets_for(Carrier::RawEsp).sockets.first().cloned();
         if w.run_jobs(&*sock).is_err() {
             gone();
             break;
@@ -249,7 +273,9 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, mut wake: UnixSt
             continue;
         }
         let timeout = if iface.jobs.sleep(index) { 1000 } else { 0 };
-        let polled = wait([w.tun.fd(), sock.fd(), wake.as_raw_fd()], timeout);
+        let esp_fd = esp.as_ref().map_or(-1, |s| s.fd());
+        let raw_fd = raw.as_ref().map_or(-1, |s| s.fd());
+        let polled = wait([w.tun.fd(), sock.fd(), esp_fd, raw_fd, wake.as_raw_fd()], timeout);
         iface.jobs.awake(index);
         let revents = match polled {
             Ok(r) => r,
@@ -258,7 +284,7 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, mut wake: UnixSt
                 break;
             }
         };
-        if revents[2] != 0 {
+        if revents[4] != 0 {
             while matches!(wake.read(&mut drain), Ok(n) if n > 0) {}
             continue;
         }
@@ -271,7 +297,14 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, mut wake: UnixSt
                 w.read_tun(&*sock)?;
             }
             if revents[1] & libc::POLLIN != 0 && !w.receiver.is_stalled() {
-                w.read_udp(&*sock)?;
+                w.read_udp(&sock, &*sock)?;
+            }
+            for (extra, ready) in [(&esp, revents[2]), (&raw, revents[3])] {
+                if let Some(s) = extra.as_ref().filter(|_| ready & libc::POLLIN != 0) {
+                    if !w.receiver.is_stalled() {
+                        w.read_udp(s, &*sock)?;
+                    }
+                }
             }
             Ok::<(), TunGone>(())
         })();

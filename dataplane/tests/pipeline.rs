@@ -271,8 +271,8 @@ fn a_rekey_mid_stream_loses_nothing() {
     let (a, b) = (Site::new(&net, 1, 2, 64, 12), Site::new(&net, 2, 2, 64, 12));
     let (to_b, _) = link(&a, &b);
     handshake(&a, &b);
-    let first_session = to_b.crypto.current_keypair().unwrap();
-    let handshakes = to_b.crypto.stats().handshakes;
+    let first_session = to_b.crypto().current_keypair().unwrap();
+    let handshakes = to_b.crypto().stats().handshakes;
     let got = stream(&a, &b, 0, 6_000, 1200, |sent| {
         if sent == 2048 {
             // Past REKEY_AFTER_TIME for the initiator's session (and still
@@ -283,8 +283,8 @@ fn a_rekey_mid_stream_loses_nothing() {
         }
     });
     assert_in_order(&got, 0, 6_000);
-    assert!(to_b.crypto.stats().handshakes > handshakes, "no new handshake completed");
-    let now = to_b.crypto.current_keypair().unwrap();
+    assert!(to_b.crypto().stats().handshakes > handshakes, "no new handshake completed");
+    let now = to_b.crypto().current_keypair().unwrap();
     assert!(!Arc::ptr_eq(&now, &first_session), "the stream ended on the first session");
     assert_eq!(a.iface.counters.nonzero(), [], "nothing was dropped at a");
     assert_eq!(b.iface.counters.nonzero(), [], "nothing was dropped at b");

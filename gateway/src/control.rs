@@ -133,8 +133,8 @@ fn reach_out(
     now: causeway_wireguard::Time,
 ) {
     let untouched = peer.handshakes_initiated.load(std::sync::atomic::Ordering::Relaxed) == 0
-        && peer.crypto.current_keypair().is_none()
-        && !peer.crypto.handshake_in_flight();
+        && peer.crypto().current_keypair().is_none()
+        && !peer.crypto().handshake_in_flight();
     if untouched && peer.endpoint().is_some() {
         send_initiation(iface, peer, sock, now);
     }
@@ -158,7 +158,7 @@ pub async fn run_timers(iface: Arc<Gateway>) {
         for peer in iface.peers() {
             reach_out(&iface, &peer, sock, now);
             failover(&peer, now);
-            while let Some(action) = iface.device.poll_timers(&peer.crypto, now) {
+            while let Some(action) = iface.device.poll_timers(peer.crypto(), now) {
                 match action {
                     TimerAction::SendKeepalive => send_keepalive(&iface, &peer, sock, now),
                     TimerAction::InitiateHandshake | TimerAction::RetryHandshake => {

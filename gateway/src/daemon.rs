@@ -164,6 +164,8 @@ impl Running {
         // Routes first, on this (control-plane) thread: the workers hold
         // no capability to remove them.
         self.gw.remove_kernel_routes();
+        // IKE's deletes leave while the sockets are still open.
+        self.gw.stop_ike();
         self.gw.shutdown();
         for w in self.workers {
             let _ = w.join();

@@ -15,6 +15,7 @@ use std::time::Duration;
 use causeway_dataplane::interface::Interface;
 use ipnet::IpNet;
 
+use crate::ipsec::Ike;
 use crate::routes::{RouteSync, SyncReport};
 
 pub struct Gateway {
@@ -25,6 +26,11 @@ pub struct Gateway {
     kernel_routes: Mutex<Option<RouteSync>>,
     /// How often endpoint names are resolved again; `None` is never.
     dns_refresh: Mutex<Option<Duration>>,
+    /// IKE for the IPsec peers, started with the first of them.
+    ike: Mutex<Option<Arc<Ike>>>,
+    /// The UDP ports of IKE and of ESP in UDP: 500 and 4500 (other ports
+    /// only in tests, where several gateways share one network).
+    ipsec_ports: Mutex<(u16, u16)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -47,6 +53,47 @@ impl Gateway {
             config_path: Mutex::new(None),
             kernel_routes: Mutex::new(None),
             dns_refresh: Mutex::new(Some(causeway_config::DEFAULT_DNS_REFRESH)),
+            ike: Mutex::new(None),
+            ipsec_ports: Mutex::new((causeway_config::IKE_PORT, causeway_config::NAT_T_PORT)),
+        }
+    }
+
+    /// IKE, if an IPsec peer started it.
+    pub fn ike(&self) -> Option<Arc<Ike>> {
+        lock(&self.ike).clone()
+    }
+
+    /// Other ports than 500 and 4500, before the first IPsec peer (tests).
+    pub fn set_ipsec_ports(&self, ike: u16, nat_t: u16) {
+        *lock(&self.ipsec_ports) = (ike, nat_t);
+    }
+
+    /// IKE, started now if it was not: the port 4500 sockets of the data
+    /// plane, the raw ESP socket when a peer may go without UDP (it needs
+    /// CAP_NET_RAW, so it opens now, before privileges are dropped), and
+    /// the IKE thread on port 500.
+    pub fn ensure_ike(&self, bind: &dyn causeway_dataplane::io::Bind, raw: bool) -> std::io::Result<Arc<Ike>> {
+        let mut ike = lock(&self.ike);
+        if let Some(i) = &*ike {
+            return Ok(i.clone());
+        }
+        let (ike_port, nat_t) = *lock(&self.ipsec_ports);
+        self.iface.bind_esp(nat_t)?;
+        if raw {
+            if let Err(e) = self.iface.bind_raw_esp(&causeway_dataplane::raw_esp::RawEspBind) {
+                tracing::warn!(error = %e, "no raw ESP socket (needs CAP_NET_RAW): child SAs without a NAT will fail; encap = \"always\" avoids them");
+            }
+        }
+        let started = Arc::new(Ike::start(self.iface.clone(), bind, ike_port)?);
+        tracing::info!(ike_port = started.port(), nat_t_port = nat_t, "IKE started");
+        *ike = Some(started.clone());
+        Ok(started)
+    }
+
+    /// Stops IKE, deleting every IKE SA (each peer is told).
+    pub fn stop_ike(&self) {
+        if let Some(ike) = lock(&self.ike).take() {
+            ike.stop();
         }
     }
 

@@ -8,6 +8,7 @@ pub mod control;
 pub mod daemon;
 pub mod error;
 pub mod gateway;
+pub mod ipsec;
 pub mod metrics;
 pub mod privileges;
 pub mod reload;

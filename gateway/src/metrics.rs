@@ -37,8 +37,10 @@ fn gauge_family(registry: &mut Registry, name: &str, help: &str) -> Family<Label
 /// The metrics text for one scrape.
 pub fn render(iface: &Interface) -> String {
     let mut r = Registry::with_prefix("causeway");
-    let rx_bytes = counter_family(&mut r, "peer_rx_bytes", "Bytes received from the peer (WireGuard messages)");
-    let tx_bytes = counter_family(&mut r, "peer_tx_bytes", "Bytes sent to the peer (WireGuard messages)");
+    let rx_bytes =
+        counter_family(&mut r, "peer_rx_bytes", "Bytes received from the peer (WireGuard messages or ESP packets)");
+    let tx_bytes =
+        counter_family(&mut r, "peer_tx_bytes", "Bytes sent to the peer (WireGuard messages or ESP packets)");
     let rx_packets = counter_family(&mut r, "peer_rx_packets", "Authenticated packets received from the peer");
     let tx_packets = counter_family(&mut r, "peer_tx_packets", "Packets sent to the peer");
     let handshakes = counter_family(&mut r, "peer_handshakes", "Handshakes completed with the peer");
@@ -61,7 +63,7 @@ pub fn render(iface: &Interface) -> String {
         let mut l = base.clone();
         l.push(("peer".into(), if p.name().is_empty() { p.public_key().to_base64() } else { p.name() }));
         l.push(("public_key".into(), p.public_key().to_base64()));
-        let s = p.crypto.stats();
+        let s = p.crypto().stats();
         rx_bytes.get_or_create(&l).inc_by(s.rx_bytes);
         tx_bytes.get_or_create(&l).inc_by(s.tx_bytes);
         rx_packets.get_or_create(&l).inc_by(s.rx_packets);
@@ -72,11 +74,32 @@ pub fn render(iface: &Interface) -> String {
             .last_handshake
             .map_or(0.0, |t| iface.clock.wall_time_of(t).duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64());
         latest.get_or_create(&l).set(at);
-        let is_up = p.crypto.keypair_for_sending(now).is_ok();
+        let is_up = p.crypto().keypair_for_sending(now).is_ok();
         n_up += usize::from(is_up);
         up.get_or_create(&l).set(if is_up { 1.0 } else { 0.0 });
     }
-    configured.get_or_create(&base).set(peers.len() as f64);
+    // IPsec peers: the same families (labelled protocol="ipsec", with no
+    // public key), and the child SAs installed in the data plane.
+    let child_sas =
+        gauge_family(&mut r, "ipsec_child_sas", "Child SAs installed for the IPsec peer (2 during a rekey)");
+    let ipsec = iface.ipsec.peers();
+    let spis = iface.ipsec.spis();
+    for p in &ipsec {
+        let Some(link) = p.ipsec() else { continue };
+        let mut l = base.clone();
+        l.push(("peer".into(), p.name()));
+        l.push(("protocol".into(), "ipsec".into()));
+        let ((rx, tx), (rxp, txp)) = (link.bytes(), link.packets());
+        rx_bytes.get_or_create(&l).inc_by(rx);
+        tx_bytes.get_or_create(&l).inc_by(tx);
+        rx_packets.get_or_create(&l).inc_by(rxp);
+        tx_packets.get_or_create(&l).inc_by(txp);
+        let is_up = link.sending().is_some();
+        n_up += usize::from(is_up);
+        up.get_or_create(&l).set(if is_up { 1.0 } else { 0.0 });
+        child_sas.get_or_create(&l).set(spis.iter().filter(|(_, _, n)| *n == p.name()).count() as f64);
+    }
+    configured.get_or_create(&base).set((peers.len() + ipsec.len()) as f64);
     peers_up.get_or_create(&base).set(n_up as f64);
     for d in Drop::ALL {
         let mut l = base.clone();

@@ -108,6 +108,7 @@ pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
             Err(e) => tracing::warn!(peer = %p.name, error = %e, "peer not added"),
         }
     }
+    crate::ipsec::reconcile::reconcile(iface, cfg, &mut report);
     report
 }
 
@@ -129,12 +130,12 @@ pub fn apply_peer(
         *peer.name.lock().unwrap_or_else(|e| e.into_inner()) = p.name.clone();
         changed.push("name");
     }
-    if peer.crypto.preshared_key() != p.preshared_key.clone().unwrap_or_default() {
+    if peer.crypto().preshared_key() != p.preshared_key.clone().unwrap_or_default() {
         iface.set_preshared_key(&peer, p.preshared_key.clone());
         changed.push("preshared_key");
     }
-    if peer.crypto.timers.persistent_keepalive() != p.persistent_keepalive {
-        peer.crypto.timers.set_persistent_keepalive(p.persistent_keepalive);
+    if peer.crypto().timers.persistent_keepalive() != p.persistent_keepalive {
+        peer.crypto().timers.set_persistent_keepalive(p.persistent_keepalive);
         changed.push("persistent_keepalive");
     }
     if peer.failover_after() != p.failover_after {

@@ -228,8 +228,8 @@ pub fn apply_set(iface: &Interface, req: SetRequest) -> Result<(), UapiError> {
             peer.set_endpoint(ep);
         }
         if let Some(k) = change.persistent_keepalive {
-            let was = peer.crypto.timers.persistent_keepalive();
-            peer.crypto.timers.set_persistent_keepalive(k);
+            let was = peer.crypto().timers.persistent_keepalive();
+            peer.crypto().timers.set_persistent_keepalive(k);
             if k > 0 && was == 0 {
                 tracing::debug!(peer = %peer.public_key(), "persistent keepalive on");
             }
@@ -270,9 +270,9 @@ pub fn get(iface: &Interface) -> String {
     }
     let by_peer = iface.allowed_ips_by_peer();
     for peer in iface.peers() {
-        let stats = peer.crypto.stats();
+        let stats = peer.crypto().stats();
         let _ = writeln!(out, "public_key={}", hex(peer.public_key().as_bytes()));
-        let psk = peer.crypto.preshared_key();
+        let psk = peer.crypto().preshared_key();
         let _ = writeln!(out, "preshared_key={}", hex(psk.as_bytes()));
         let _ = writeln!(out, "protocol_version=1");
         if let Some(ep) = peer.endpoint() {
@@ -289,7 +289,7 @@ pub fn get(iface: &Interface) -> String {
         let _ = writeln!(out, "last_handshake_time_nsec={nsec}");
         let _ = writeln!(out, "tx_bytes={}", stats.tx_bytes);
         let _ = writeln!(out, "rx_bytes={}", stats.rx_bytes);
-        let _ = writeln!(out, "persistent_keepalive_interval={}", peer.crypto.timers.persistent_keepalive());
+        let _ = writeln!(out, "persistent_keepalive_interval={}", peer.crypto().timers.persistent_keepalive());
         for net in by_peer.get(&Arc::as_ptr(&peer)).into_iter().flatten() {
             let _ = writeln!(out, "allowed_ip={net}");
         }

@@ -71,14 +71,14 @@ fn peer_from_change(req: &PeerChange, base: Option<causeway_config::Peer>) -> Re
 
 /// The running state of a peer as a configuration entry.
 fn current(iface: &Interface, p: &Arc<PeerState>) -> causeway_config::Peer {
-    let psk = p.crypto.preshared_key();
+    let psk = p.crypto().preshared_key();
     causeway_config::Peer {
         name: p.name(),
         public_key: *p.public_key(),
         preshared_key: (!psk.is_zero()).then_some(psk),
         endpoints: p.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         allowed_ips: iface.allowed_ips_of(p),
-        persistent_keepalive: p.crypto.timers.persistent_keepalive(),
+        persistent_keepalive: p.crypto().timers.persistent_keepalive(),
         failover_after: p.failover_after(),
     }
 }

@@ -6,7 +6,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use causeway_dataplane::counters::{Drop, WorkerStats};
 
-use super::types::{KernelRoutes, PeerState, PeerStatus, Status, WorkerCounters};
+use std::collections::HashMap;
+
+use causeway_dataplane::peer::PeerState as DpPeer;
+use causeway_ikev2::IkeState;
+use ipnet::IpNet;
+
+use super::types::{ChildSaStatus, IpsecPeerStatus, KernelRoutes, PeerState, PeerStatus, Status, WorkerCounters};
 use crate::gateway::Gateway;
 
 /// The interface's state as tunctl shows it.
@@ -20,12 +26,12 @@ pub fn status(iface: &Gateway) -> Status {
         .map(|p| {
             let (rx_rate, tx_rate) = p.rates();
             let allowed = by_peer.get(&Arc::as_ptr(p)).map(Vec::as_slice).unwrap_or_default();
-            let stats = p.crypto.stats();
+            let stats = p.crypto().stats();
             let handshake_unix = stats
                 .last_handshake
                 .map(|t| iface.clock.wall_time_of(t).duration_since(UNIX_EPOCH).unwrap_or_default().as_secs());
-            let has_session = p.crypto.keypair_for_sending(now).is_ok();
-            let state = match (has_session, stats.last_handshake, p.crypto.handshake_in_flight()) {
+            let has_session = p.crypto().keypair_for_sending(now).is_ok();
+            let state = match (has_session, stats.last_handshake, p.crypto().handshake_in_flight()) {
                 (true, _, _) => PeerState::Up,
                 (false, _, true) => PeerState::Handshaking,
                 (false, Some(_), false) => PeerState::Stale,
@@ -42,7 +48,7 @@ pub fn status(iface: &Gateway) -> Status {
                 tx_bytes: stats.tx_bytes,
                 rx_packets: stats.rx_packets,
                 tx_packets: stats.tx_packets,
-                persistent_keepalive: p.crypto.timers.persistent_keepalive(),
+                persistent_keepalive: p.crypto().timers.persistent_keepalive(),
                 handshakes_initiated: p.handshakes_initiated.load(Ordering::Relaxed),
                 state,
                 staged_packets: p.staged_len(),
@@ -66,10 +72,74 @@ pub fn status(iface: &Gateway) -> Status {
             installed: iface.kernel_routes().unwrap_or_default().iter().map(ToString::to_string).collect(),
         }),
         peers,
+        ipsec_peers: ipsec_peers(iface, &by_peer),
         drops: Drop::ALL.iter().map(|d| (d.name().to_string(), iface.counters.get(*d))).collect(),
         cookie_replies_sent: iface.counters.cookie_replies.load(Ordering::Relaxed),
         worker_stats: iface.worker_stats.iter().map(worker_counters).collect(),
     }
+}
+
+/// IPsec peers: the IKE core's view and the data plane's counters.
+fn ipsec_peers(gw: &Gateway, by_peer: &HashMap<*const DpPeer, Vec<IpNet>>) -> Vec<IpsecPeerStatus> {
+    let Some(ike) = gw.ike() else { return Vec::new() };
+    gw.ipsec
+        .peers()
+        .iter()
+        .filter_map(|p| {
+            let name = p.name();
+            let cfg = ike.config(&name)?;
+            let st = ike.status(&name);
+            let link = p.ipsec()?;
+            let (rx_bytes, tx_bytes) = link.bytes();
+            let (rx_packets, tx_packets) = link.packets();
+            let state = st.as_ref().map_or(IkeState::Down, |s| s.state);
+            Some(IpsecPeerStatus {
+                ike_state: match state {
+                    IkeState::Established => "established",
+                    IkeState::Connecting => "connecting",
+                    IkeState::Deleting => "deleting",
+                    IkeState::Down => "down",
+                }
+                .into(),
+                up: link.sending().is_some(),
+                remote: st.as_ref().and_then(|s| s.remote).map(|a| a.to_string()),
+                local_id: cfg.local_id.to_string(),
+                remote_id: cfg.remote_id.to_string(),
+                ike_proposal: st.as_ref().and_then(|s| s.suite).map(|s| crate::ipsec::convert::suite_name(&s)),
+                ike_spis: st.as_ref().map_or(String::new(), |s| format!("{:016x}_i {:016x}_r", s.spi_i, s.spi_r)),
+                initiator: st.as_ref().is_some_and(|s| s.initiator),
+                nat: st.as_ref().is_some_and(|s| s.nat),
+                child_sas: st
+                    .as_ref()
+                    .map(|s| {
+                        s.children
+                            .iter()
+                            .map(|c| ChildSaStatus {
+                                spi_in: format!("{:08x}", c.spi_in),
+                                spi_out: format!("{:08x}", c.spi_out),
+                                cipher: c.cipher.to_string(),
+                                encapsulation: if c.encap { "udp" } else { "esp" }.into(),
+                                age_secs: c.age.as_secs(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                ike_rekeys: st.as_ref().map_or(0, |s| s.ike_rekeys),
+                child_rekeys: st.as_ref().map_or(0, |s| s.child_rekeys),
+                allowed_ips: by_peer
+                    .get(&Arc::as_ptr(p))
+                    .map(|v| v.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default(),
+                rx_bytes,
+                tx_bytes,
+                rx_packets,
+                tx_packets,
+                staged_packets: p.staged_len(),
+                last_failure: st.and_then(|s| s.failure).map(|f| f.to_string()),
+                name,
+            })
+        })
+        .collect()
 }
 
 /// Field by field rather than through `WorkerStats::snapshot`'s names, so

@@ -100,6 +100,8 @@ pub struct Status {
     #[serde(deserialize_with = "present")]
     pub kernel_routes: Option<KernelRoutes>,
     pub peers: Vec<PeerStatus>,
+    /// Peers with `protocol = "ipsec"`.
+    pub ipsec_peers: Vec<IpsecPeerStatus>,
     /// Packets dropped, by reason (the names of `counters::Drop`).
     pub drops: BTreeMap<String, u64>,
     pub cookie_replies_sent: u64,
@@ -142,6 +144,52 @@ pub struct PeerStatus {
     pub endpoint_failovers: u64,
     pub rx_bytes_per_sec: u64,
     pub tx_bytes_per_sec: u64,
+}
+
+/// One IPsec peer: its IKE SA and child SAs (never a key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpsecPeerStatus {
+    pub name: String,
+    /// "established", "connecting", "deleting" or "down".
+    pub ike_state: String,
+    /// Whether a child SA carries traffic now.
+    pub up: bool,
+    #[serde(deserialize_with = "present")]
+    pub remote: Option<String>,
+    pub local_id: String,
+    pub remote_id: String,
+    /// The IKE SA's algorithms in strongSwan's notation; `null` without one.
+    #[serde(deserialize_with = "present")]
+    pub ike_proposal: Option<String>,
+    /// IKE SA SPIs, initiator's then responder's, in hex.
+    pub ike_spis: String,
+    pub initiator: bool,
+    /// A NAT was detected (so ESP goes inside UDP).
+    pub nat: bool,
+    pub child_sas: Vec<ChildSaStatus>,
+    pub ike_rekeys: u32,
+    pub child_rekeys: u32,
+    pub allowed_ips: Vec<String>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub staged_packets: usize,
+    /// The last failure, until an IKE SA comes up.
+    #[serde(deserialize_with = "present")]
+    pub last_failure: Option<String>,
+}
+
+/// A child SA as `tunctl` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildSaStatus {
+    /// Hex, as strongSwan prints SPIs.
+    pub spi_in: String,
+    pub spi_out: String,
+    pub cipher: String,
+    /// "udp" (port 4500) or "esp" (IP protocol 50).
+    pub encapsulation: String,
+    pub age_secs: u64,
 }
 
 /// Whether a peer can carry traffic now.
@@ -226,6 +274,34 @@ mod tests {
                 endpoint_failovers: 9,
                 rx_bytes_per_sec: 10,
                 tx_bytes_per_sec: 11,
+            }],
+            ipsec_peers: vec![IpsecPeerStatus {
+                name: "dc-west".into(),
+                ike_state: "established".into(),
+                up: true,
+                remote: Some("198.18.0.3:4500".into()),
+                local_id: "gw1.primary.example".into(),
+                remote_id: "198.18.0.3".into(),
+                ike_proposal: Some("aes256gcm16-prfsha256-x25519".into()),
+                ike_spis: "0123456789abcdef_i fedcba9876543210_r".into(),
+                initiator: true,
+                nat: false,
+                child_sas: vec![ChildSaStatus {
+                    spi_in: "c0ffee01".into(),
+                    spi_out: "c0ffee02".into(),
+                    cipher: "aes256gcm16".into(),
+                    encapsulation: "udp".into(),
+                    age_secs: 12,
+                }],
+                ike_rekeys: 0,
+                child_rekeys: 1,
+                allowed_ips: vec!["10.2.0.0/16".into()],
+                rx_bytes: 1,
+                tx_bytes: 2,
+                rx_packets: 3,
+                tx_packets: 4,
+                staged_packets: 0,
+                last_failure: None,
             }],
             drops: [("replay".to_string(), 12)].into(),
             cookie_replies_sent: 13,

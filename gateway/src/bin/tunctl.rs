@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use base64::Engine;
-use causeway_gateway::api::types::{PeerChange, PeerStatus, Reply, Request, SecretText, Status, WorkerCounters};
+use causeway_gateway::api::types::{
+    IpsecPeerStatus, PeerChange, PeerStatus, Reply, Request, SecretText, Status, WorkerCounters,
+};
 use causeway_wireguard::{PresharedKey, StaticSecret};
 use clap::{Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
@@ -286,6 +288,47 @@ fn peer_rows(peers: &[PeerStatus], with_rate: bool) -> Vec<Vec<String>> {
         .collect()
 }
 
+fn ipsec_rows(peers: &[IpsecPeerStatus]) -> Vec<Vec<String>> {
+    peers
+        .iter()
+        .map(|p| {
+            let children: Vec<String> = p
+                .child_sas
+                .iter()
+                .map(|c| format!("{}/{} {} {}", c.spi_in, c.spi_out, c.cipher, c.encapsulation))
+                .collect();
+            vec![
+                text(Some(&p.name)),
+                text(p.remote.as_deref()),
+                format!("{} {}", p.ike_state, text(p.ike_proposal.as_deref())),
+                if children.is_empty() { "-".into() } else { children.join(", ") },
+                p.allowed_ips.join(","),
+                format!("{} / {}", bytes(p.rx_bytes), bytes(p.tx_bytes)),
+                if p.up { "up".into() } else { p.last_failure.clone().unwrap_or_else(|| "down".into()) },
+            ]
+        })
+        .collect()
+}
+
+const IPSEC_HEADER: [&str; 7] = ["NAME", "REMOTE", "IKE SA", "CHILD SAS (IN/OUT)", "ALLOWED IPS", "RX / TX", "STATE"];
+
+/// Every peer as JSON, each marked with its protocol; WireGuard peers keep
+/// the fields they always had.
+fn peers_json(status: &Status) -> anyhow::Result<serde_json::Value> {
+    let mut all = Vec::new();
+    for p in &status.peers {
+        let mut v = serde_json::to_value(p)?;
+        v["protocol"] = "wireguard".into();
+        all.push(v);
+    }
+    for p in &status.ipsec_peers {
+        let mut v = serde_json::to_value(p)?;
+        v["protocol"] = "ipsec".into();
+        all.push(v);
+    }
+    Ok(serde_json::Value::Array(all))
+}
+
 fn show(status: &Status) {
     println!(
         "interface {}: public key {}, listening on {}, mtu {}, {} workers",
@@ -299,6 +342,10 @@ fn show(status: &Status) {
         &["NAME", "KEY", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX / TX", "STATE"],
         &peer_rows(&status.peers, false),
     );
+    if !status.ipsec_peers.is_empty() {
+        println!();
+        table(&IPSEC_HEADER, &ipsec_rows(&status.ipsec_peers));
+    }
     match &status.kernel_routes {
         Some(r) => println!(
             "kernel routes: {} prefixes in table {}",
@@ -344,12 +391,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Peers { interface, json } => {
             let status: Status = request(&interface, &Request::Status)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status.peers)?);
+                println!("{}", serde_json::to_string_pretty(&peers_json(&status)?)?);
             } else {
                 table(
                     &["NAME", "KEY", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX / TX", "RATE RX / TX", "STATE"],
                     &peer_rows(&status.peers, true),
                 );
+                if !status.ipsec_peers.is_empty() {
+                    println!();
+                    table(&IPSEC_HEADER, &ipsec_rows(&status.ipsec_peers));
+                }
             }
         }
         Command::Show { interface, json } => {
@@ -422,6 +473,7 @@ mod tests {
             udp_gso_segments: 1,
             kernel_routes: None,
             peers: Vec::new(),
+            ipsec_peers: Vec::new(),
             drops: Default::default(),
             cookie_replies_sent: 0,
             worker_stats: vec![WorkerCounters::default()],

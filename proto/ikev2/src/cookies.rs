@@ -13,9 +13,6 @@ use crate::sa::{notify, SaState};
 use crate::wire::notify::Notify;
 use crate::wire::payload::Payload;
 
-/// Half-open IKE SAs from which on cookies are required, unless
-/// [`Endpoint::set_cookie_threshold`] says otherwise.
-pub const DEFAULT_COOKIE_THRESHOLD: usize = 64;
 
 impl Endpoint {
     /// Whether an IKE_SA_INIT request may create state; if not, the cookie

@@ -22,6 +22,10 @@ use crate::spi;
 use crate::wire::message::Message;
 
 /// A failed or dead IKE SA of a peer that initiates is started again after this.
+/// Half-open IKE SAs from which on cookies are required, unless
+/// [`Endpoint::set_cookie_threshold`] says otherwise.
+pub const DEFAULT_COOKIE_THRESHOLD: usize = 64;
+
 pub const RECONNECT_DELAY: Duration = Duration::from_secs(5);
 /// A responder's half-open IKE SA (no IKE_AUTH yet) is dropped after this.
 pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -132,7 +136,7 @@ impl Endpoint {
             sas: BTreeMap::new(),
             init_index: HashMap::new(),
             cookie,
-            cookie_threshold: crate::cookies::DEFAULT_COOKIE_THRESHOLD,
+            cookie_threshold: DEFAULT_COOKIE_THRESHOLD,
             clock: None,
         }
     }

@@ -32,8 +32,7 @@ mod tests;
 
 pub use child_keys::{ChildKeys, EspCipher};
 pub use config::{EspProposal, PeerConfig, PeerId};
-pub use cookies::DEFAULT_COOKIE_THRESHOLD;
-pub use endpoint::{Endpoint, HALF_OPEN_TIMEOUT, RECONNECT_DELAY};
+pub use endpoint::{Endpoint, DEFAULT_COOKIE_THRESHOLD, HALF_OPEN_TIMEOUT, RECONNECT_DELAY};
 pub use event::{ChildStatus, DownReason, Event, Failure, IkeState, PeerStatus, Transmit};
 pub use rekey::REKEY_RETRY;
 pub use sa::{RETRANSMIT_BASE, RETRANSMIT_TRIES};

@@ -1,0 +1,76 @@
+//! An IPsec peer's part of the data plane: the child SA it sends with,
+//! its traffic counters, and when its packets last asked IKE for an SA.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwapOption;
+use causeway_wireguard::Time;
+
+use crate::child_sa::ChildSa;
+
+/// How often one peer's packets may ask for a negotiation.
+const NEGOTIATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An IPsec peer's part of the data plane: the SA it sends with, and
+/// its traffic counters.
+#[derive(Default)]
+pub struct EspLink {
+    pub(crate) outbound: ArcSwapOption<ChildSa>,
+    /// When packets first asked for an SA that has not come yet (for
+    /// failover among the peer's addresses), and when they last asked.
+    pub(crate) negotiation: Mutex<(Option<Time>, Option<Time>)>,
+    pub(crate) rx_bytes: AtomicU64,
+    pub(crate) tx_bytes: AtomicU64,
+    pub(crate) rx_packets: AtomicU64,
+    pub(crate) tx_packets: AtomicU64,
+    /// Nanoseconds of protocol time of the last authenticated packet.
+    pub(crate) last_rx: AtomicU64,
+}
+
+impl EspLink {
+    pub fn sending(&self) -> Option<Arc<ChildSa>> {
+        self.outbound.load_full()
+    }
+
+    /// (received, sent) bytes on the wire.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.rx_bytes.load(Ordering::Relaxed), self.tx_bytes.load(Ordering::Relaxed))
+    }
+
+    /// (received, sent) packets.
+    pub fn packets(&self) -> (u64, u64) {
+        (self.rx_packets.load(Ordering::Relaxed), self.tx_packets.load(Ordering::Relaxed))
+    }
+
+    /// When the last authenticated packet arrived, if one did.
+    pub fn last_received(&self) -> Option<Time> {
+        match self.last_rx.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Time::from_nanos(n)),
+        }
+    }
+
+    /// Since when packets have waited for an SA, if they are waiting.
+    pub fn negotiation_started(&self) -> Option<Time> {
+        lock(&self.negotiation).0
+    }
+
+    /// Whether a packet at `now` should ask the control plane for an SA:
+    /// at most once per `NEGOTIATE_EVERY`.
+    pub(crate) fn should_ask(&self, now: Time) -> bool {
+        let mut n = lock(&self.negotiation);
+        if n.0.is_none() {
+            n.0 = Some(now);
+        }
+        if n.1.is_some_and(|last| now.saturating_since(last) < NEGOTIATE_EVERY) {
+            return false;
+        }
+        n.1 = Some(now);
+        true
+    }
+}

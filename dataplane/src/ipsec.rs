@@ -1,0 +1,156 @@
+//! IPsec (ESP) on the shared pipeline. A child SA pair is the `Session`
+//! that seals and opens ESP packets (`causeway-esp` does the bytes), and
+//! `Ipsec` is the `Protocol` that picks a peer's outbound SA, finds an
+//! inbound one by SPI, holds packets while there is none, and runs the
+//! replay window on the drain.
+//!
+//! Unlike WireGuard, IPsec negotiates nothing here: IKE runs on the control
+//! plane (the gateway), the way an IKE daemon feeds a kernel's SA table.
+//! The data plane only asks for an SA (`Request::Negotiate`), hands up IKE
+//! messages that arrive on port 4500 behind the non-ESP marker
+//! (`Request::Ike`), and has SAs installed and removed (`install_child`,
+//! `remove_child`). A child SA that replaces another (a rekey) takes over
+//! sending at once, while the old one keeps opening what is still in
+//! flight until IKE deletes it, so a rekey loses no packet.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use causeway_wireguard::Time;
+
+pub use crate::child_sa::ChildSa;
+use crate::counters::Drop;
+pub use crate::esp_link::EspLink;
+use crate::interface::Interface;
+use crate::io::Socket;
+pub use crate::ipsec_table::{IpsecTable, Request};
+use crate::peer::PeerState;
+use crate::protocol::{Inbound, Protocol, Sending};
+use crate::session::Session;
+use crate::transmit::transmit;
+
+/// Seals and sends the packets held for `peer` with its new SA, one by one
+/// (off the hot path: they wait only while an SA is negotiated).
+pub fn flush_staged(iface: &Interface, peer: &PeerState) {
+    let (Some(sa), Some(ep)) = (peer.ipsec().and_then(EspLink::sending), peer.endpoint()) else {
+        return;
+    };
+    let staged = peer.take_staged();
+    if staged.is_empty() {
+        return;
+    }
+    let set = iface.sockets_for(sa.carrier());
+    let Some(sock) = set.sockets.first() else { return };
+    let mut scratch = Vec::with_capacity(iface.mtu() as usize + 64);
+    for p in staged {
+        let padded = sa.padded_len(p.len(), iface.mtu() as usize);
+        scratch.clear();
+        scratch.resize(sa.header_len() + padded + sa.trailer_len(), 0);
+        scratch[sa.header_len()..sa.header_len() + p.len()].copy_from_slice(&p);
+        let sealed = sa.reserve(1).and_then(|c| sa.seal(c, &mut scratch, p.len(), padded));
+        match sealed {
+            Ok(len) => {
+                if transmit(iface, peer, ep, &**sock, &scratch[..len], None) {
+                    Ipsec.on_sent(peer, Time::ZERO, len as u64, 1);
+                }
+            }
+            Err(reason) => iface.counters.count(reason),
+        }
+    }
+}
+
+/// The ESP protocol; its state is the interface's `IpsecTable` and each
+/// peer's `EspLink`.
+#[derive(Default, Clone, Copy)]
+pub struct Ipsec;
+
+impl Protocol for Ipsec {
+    type Owner = Arc<PeerState>;
+
+    fn sending_session(&self, peer: &PeerState, _now: Time) -> Option<Sending> {
+        let sa = peer.ipsec()?.sending()?;
+        // IKE rekeys by time on the control plane; sequence numbers run
+        // out long after (2^32 packets), so the data plane never asks.
+        Some(Sending { session: sa, rekey: false })
+    }
+
+    fn hold(&self, iface: &Interface, peer: &PeerState, packet: &[u8], _sock: &dyn Socket, now: Time) {
+        if !peer.stage(packet) {
+            iface.counters.count(Drop::StagedQueueFull);
+        }
+        if peer.ipsec().is_some_and(|l| l.should_ask(now)) {
+            iface.ipsec.request(Request::Negotiate(peer.name()));
+        }
+    }
+
+    fn rekey(&self, _iface: &Interface, _peer: &PeerState, _sock: &dyn Socket, _now: Time) {}
+
+    fn on_sent(&self, peer: &PeerState, _now: Time, wire_bytes: u64, packets: u64) {
+        if let Some(l) = peer.ipsec() {
+            l.tx_bytes.fetch_add(wire_bytes, Ordering::Relaxed);
+            l.tx_packets.fetch_add(packets, Ordering::Relaxed);
+        }
+    }
+
+    fn classify(&self, iface: &Interface, datagram: &[u8], _now: Time) -> Inbound<Self::Owner> {
+        let Some(spi) = causeway_esp::spi_of(datagram) else {
+            return Inbound::Control;
+        };
+        match iface.ipsec.child(spi) {
+            Some((peer, sa)) => Inbound::Data { owner: peer, session: sa },
+            None => Inbound::Refused(Drop::UnknownSpi),
+        }
+    }
+
+    fn owns(&self, peer: &PeerState, owner: &Self::Owner) -> bool {
+        std::ptr::eq(peer, &**owner)
+    }
+
+    fn peer_of(&self, _iface: &Interface, owner: &Self::Owner) -> Option<Arc<PeerState>> {
+        Some(owner.clone())
+    }
+
+    /// IKE behind the non-ESP marker, and NAT keepalives (one 0xff byte,
+    /// RFC 3948 §2.3), which only keep a mapping open.
+    fn handle_control(
+        &self,
+        iface: &Interface,
+        sock: &dyn Socket,
+        (remote, local): (SocketAddr, Option<IpAddr>),
+        datagram: &mut [u8],
+        _now: Time,
+    ) {
+        if datagram.len() > 4 && datagram[..4] == [0, 0, 0, 0] {
+            let local = SocketAddr::new(local.unwrap_or(IpAddr::from([0, 0, 0, 0])), sock.local_port());
+            if !iface.ipsec.request(Request::Ike { local, remote, data: datagram[4..].to_vec() }) {
+                iface.refuse(remote, Drop::StagedQueueFull);
+            }
+        } else if datagram != [0xff] {
+            iface.refuse(remote, Drop::Malformed);
+        }
+    }
+
+    fn accept(
+        &self,
+        _iface: &Interface,
+        peer: &PeerState,
+        session: &dyn Session,
+        counter: u64,
+        wire_len: usize,
+        _is_data: bool,
+        _sock: &dyn Socket,
+        now: Time,
+    ) -> Result<(), Drop> {
+        let sa = session.as_any().downcast_ref::<ChildSa>().ok_or(Drop::Malformed)?;
+        sa.accept(counter)?;
+        if let Some(l) = peer.ipsec() {
+            l.rx_bytes.fetch_add(wire_len as u64, Ordering::Relaxed);
+            l.rx_packets.fetch_add(1, Ordering::Relaxed);
+            l.last_rx.store(now.as_nanos().max(1), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn on_authenticated(&self, _iface: &Interface, _peer: &PeerState, _sock: &dyn Socket, _now: Time) {}
+}

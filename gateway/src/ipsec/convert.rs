@@ -1,0 +1,142 @@
+//! From the operator's words to the protocol cores' types: a configured
+//! IPsec peer to the IKE core's `PeerConfig`, and a negotiated child SA's
+//! keys to the ESP core's SAs the data plane installs.
+
+use std::net::IpAddr;
+
+use causeway_config::proposals::{self, DhGroup, Encryption, Prf};
+use causeway_config::{Encap, Identity, IpsecPeer};
+use causeway_dataplane::ipsec::ChildSa;
+use causeway_dataplane::session::Carrier;
+use causeway_esp::{Cipher, InboundSa, OutboundSa, SaKeys};
+use causeway_ikev2::crypto::{DhGroup as IkeGroup, EncrAlg, IkeSuite, IntegAlg, PrfAlg};
+use causeway_ikev2::{ChildKeys, EspCipher, EspProposal, PeerConfig, TrafficSelector};
+use ipnet::IpNet;
+
+/// Both ends rarely rekey at once when up to this share of a lifetime is
+/// taken off at random (strongSwan's rand_time plays the same part).
+pub const REKEY_JITTER_PERCENT: u8 = 10;
+
+fn group(g: DhGroup) -> IkeGroup {
+    match g {
+        DhGroup::Modp2048 => IkeGroup::Modp2048,
+        DhGroup::Ecp256 => IkeGroup::Ecp256,
+        DhGroup::Ecp384 => IkeGroup::Ecp384,
+        DhGroup::Curve25519 => IkeGroup::Curve25519,
+    }
+}
+
+fn ike_suite(p: &proposals::IkeProposal) -> IkeSuite {
+    let encr = match p.encryption {
+        Encryption::AesGcm16 { key_bits } => EncrAlg::AesGcm16 { key_bits },
+        Encryption::AesCbc { key_bits } => EncrAlg::AesCbc { key_bits },
+    };
+    let prf = match p.prf {
+        Prf::HmacSha256 => PrfAlg::HmacSha256,
+        Prf::HmacSha384 => PrfAlg::HmacSha384,
+    };
+    IkeSuite { encr, prf, integ: p.integrity.map(|_| IntegAlg::HmacSha256_128), dh: group(p.group) }
+}
+
+fn esp_proposal(p: &proposals::EspProposal) -> EspProposal {
+    let cipher = match p.encryption {
+        Encryption::AesGcm16 { key_bits } => EspCipher::AesGcm16 { key_bits },
+        Encryption::AesCbc { key_bits } => EspCipher::AesCbcHmacSha256 { key_bits },
+    };
+    EspProposal { cipher, dh: p.group.map(group), esn: false }
+}
+
+fn identity(id: &Identity) -> causeway_ikev2::Identity {
+    match id {
+        Identity::Address(IpAddr::V4(a)) => causeway_ikev2::Identity::Ipv4(*a),
+        Identity::Address(IpAddr::V6(a)) => causeway_ikev2::Identity::Ipv6(*a),
+        Identity::Fqdn(s) => causeway_ikev2::Identity::Fqdn(s.clone()),
+        Identity::Email(s) => causeway_ikev2::Identity::Email(s.clone()),
+    }
+}
+
+fn selectors(nets: &[IpNet]) -> Vec<TrafficSelector> {
+    nets.iter().map(|n| TrafficSelector::subnet(n.network(), n.prefix_len())).collect()
+}
+
+/// The IKE core's view of a configured peer. `remote_addrs` are the
+/// peer's resolved endpoints: a responder accepts IKE only from them
+/// (none: from anywhere, for a peer that always initiates).
+pub fn peer_config(p: &IpsecPeer, remote_addrs: Vec<IpAddr>) -> PeerConfig {
+    PeerConfig {
+        local_id: identity(&p.local_id),
+        remote_id: identity(&p.remote_id),
+        psk: p.psk.0.clone(),
+        ike_proposals: p.ike_proposals.iter().map(ike_suite).collect(),
+        esp_proposals: p.esp_proposals.iter().map(esp_proposal).collect(),
+        local_ts: selectors(&p.local_ts),
+        remote_ts: selectors(&p.remote_ts),
+        remote_addrs,
+        ike_lifetime: p.ike_lifetime,
+        child_lifetime: p.child_lifetime,
+        rekey_jitter_percent: REKEY_JITTER_PERCENT,
+        dpd_interval: p.dpd_interval,
+        initiate: p.initiate,
+        encap_always: p.encap == Encap::Always,
+    }
+}
+
+/// An IKE SA's algorithms in strongSwan's notation, as operators read them.
+pub fn suite_name(s: &IkeSuite) -> String {
+    let encr = match s.encr {
+        EncrAlg::AesGcm16 { key_bits } => format!("aes{key_bits}gcm16"),
+        EncrAlg::AesCbc { key_bits } => format!("aes{key_bits}"),
+    };
+    let integ = if s.integ.is_some() { "-sha256" } else { "" };
+    let prf = match s.prf {
+        PrfAlg::HmacSha256 => "prfsha256",
+        PrfAlg::HmacSha384 => "prfsha384",
+    };
+    let dh = match s.dh {
+        IkeGroup::Modp2048 => "modp2048",
+        IkeGroup::Ecp256 => "ecp256",
+        IkeGroup::Ecp384 => "ecp384",
+        IkeGroup::Curve25519 => "x25519",
+    };
+    format!("{encr}{integ}-{prf}-{dh}")
+}
+
+fn esp_cipher(c: EspCipher) -> Cipher {
+    match c {
+        EspCipher::AesGcm16 { key_bits } => Cipher::AesGcm16 { key_bits },
+        EspCipher::AesCbcHmacSha256 { key_bits } => Cipher::AesCbcHmacSha256 { key_bits },
+    }
+}
+
+/// The data plane's SA pair for negotiated keys.
+pub fn child_sa(keys: ChildKeys, encap: bool) -> Result<ChildSa, causeway_esp::Error> {
+    let cipher = esp_cipher(keys.cipher);
+    let outbound = OutboundSa::new(SaKeys { spi: keys.spi_out, cipher, keymat: keys.keymat_out })?;
+    let inbound = InboundSa::new(SaKeys { spi: keys.spi_in, cipher, keymat: keys.keymat_in })?;
+    let carrier = if encap { Carrier::EspInUdp } else { Carrier::RawEsp };
+    Ok(ChildSa::new(outbound, inbound, carrier))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configured_words_become_the_negotiated_types() {
+        let p: proposals::IkeProposal = "aes256-sha256-prfsha384-modp2048".parse().unwrap();
+        let s = ike_suite(&p);
+        assert_eq!(s.encr, EncrAlg::AesCbc { key_bits: 256 });
+        assert_eq!(s.prf, PrfAlg::HmacSha384);
+        assert_eq!(s.integ, Some(IntegAlg::HmacSha256_128));
+        assert_eq!(s.dh, IkeGroup::Modp2048);
+        assert_eq!(suite_name(&s), "aes256-sha256-prfsha384-modp2048");
+        let e: proposals::EspProposal = "aes128gcm16-x25519".parse().unwrap();
+        let e = esp_proposal(&e);
+        assert_eq!(e.cipher, EspCipher::AesGcm16 { key_bits: 128 });
+        assert_eq!(e.dh, Some(IkeGroup::Curve25519));
+        assert_eq!(esp_cipher(e.cipher), Cipher::AesGcm16 { key_bits: 128 });
+        let ts = selectors(&["10.1.0.0/16".parse().unwrap()]);
+        assert_eq!(ts[0].start, "10.1.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(ts[0].end, "10.1.255.255".parse::<IpAddr>().unwrap());
+    }
+}

@@ -1,0 +1,396 @@
+//! IKE on the control plane: one thread drives the sans-IO IKE core
+//! (`causeway-ikev2`) for every IPsec peer of an interface, the way an IKE
+//! daemon feeds a kernel's SA table. Its loop:
+//!
+//! 1. wait for a datagram on UDP port 500, the data plane's doorbell (IKE
+//!    that arrived on port 4500, or packets that wait for an SA), or the
+//!    core's next timer;
+//! 2. hand what arrived to the core (`Endpoint::handle`), run its timers;
+//! 3. start IKE for peers that should have an SA and have none (at start,
+//!    after a failure, on traffic), failing over among their endpoints;
+//! 4. send what the core wants sent: port 500 from this thread's socket,
+//!    port 4500 from the data plane's, behind the non-ESP marker;
+//! 5. apply the core's events: child SAs installed in and removed from
+//!    the data plane, one log line per change or failure.
+//!
+//! Nothing here touches a packet of the tunnel; the workers never wait on
+//! this thread.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use causeway_config::IpsecPeer;
+use causeway_dataplane::interface::Interface;
+use causeway_dataplane::io::{Bind, RecvMeta, Socket};
+use causeway_dataplane::ipsec::{flush_staged, Request};
+use causeway_dataplane::session::Carrier;
+use causeway_ikev2::{Endpoint, Event, IkeState, PeerId, PeerStatus, Transmit};
+
+use super::convert;
+
+/// How long after a failed or lost IKE SA an initiating peer tries again.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// The loop wakes at least this often to start IKE where it is due.
+const TICK: Duration = Duration::from_millis(500);
+/// Largest IKE message read (IKE messages here are far smaller; RFC 7296
+/// asks for at least 1280 and allows up to 64 KiB).
+const MAX_MESSAGE: usize = 65_535;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the driver keeps per configured peer beside the core's state.
+struct Plan {
+    config: IpsecPeer,
+    /// Index in `config.endpoints` of the address in use.
+    index: usize,
+    /// When to start IKE next if the peer still has no IKE SA.
+    next_try: Option<Instant>,
+    /// Since when attempts to the current endpoint have failed.
+    failing_since: Option<Instant>,
+    /// Traffic asked for an SA (for peers that do not initiate by themselves).
+    wanted: bool,
+}
+
+struct Shared {
+    iface: Arc<Interface>,
+    core: Mutex<Endpoint>,
+    /// UDP port 500.
+    socket: Arc<dyn Socket>,
+    plans: Mutex<HashMap<String, Plan>>,
+    bell: UnixStream,
+    stop: AtomicBool,
+}
+
+/// The IKE thread of an interface, and the handle the rest of the control
+/// plane changes its peers through.
+pub struct Ike {
+    shared: Arc<Shared>,
+    ring: Arc<Mutex<UnixStream>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Ike {
+    /// Binds UDP `port` (500; 0 picks one, for tests) through `bind`, and
+    /// starts the thread. The data plane's port 4500 sockets must be bound
+    /// already (`Interface::bind_esp`).
+    pub fn start(iface: Arc<Interface>, bind: &dyn Bind, port: u16) -> std::io::Result<Ike> {
+        let (sockets, _) = bind.bind(1, port, iface.fwmark())?;
+        let socket = sockets.into_iter().next().ok_or_else(|| std::io::Error::other("no IKE socket bound"))?;
+        let (bell, ring) = UnixStream::pair()?;
+        bell.set_nonblocking(true)?;
+        ring.set_nonblocking(true)?;
+        let ring = Arc::new(Mutex::new(ring));
+        let r = ring.clone();
+        iface.ipsec.set_doorbell(Box::new(move || {
+            let _ = std::io::Write::write(&mut *lock(&r), &[1]);
+        }));
+        let shared = Arc::new(Shared {
+            iface,
+            core: Mutex::new(Endpoint::new(Box::new(rand_core::OsRng))),
+            socket,
+            plans: Mutex::new(HashMap::new()),
+            bell,
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new().name("cw-ike".into()).spawn(move || run(&s))?;
+        Ok(Ike { shared, ring, thread: Mutex::new(Some(thread)) })
+    }
+
+    /// The local port of the IKE socket.
+    pub fn port(&self) -> u16 {
+        self.shared.socket.local_port()
+    }
+
+    fn ring(&self) {
+        let _ = std::io::Write::write(&mut *lock(&self.ring), &[1]);
+    }
+
+    /// Adds a peer, or changes one (an unchanged peer keeps its SAs).
+    pub fn set_peer(&self, config: &IpsecPeer) {
+        let name = config.name.clone();
+        {
+            let mut plans = lock(&self.shared.plans);
+            if plans.get(&name).is_some_and(|p| p.config == *config) {
+                return;
+            }
+            let addrs = resolve_all(config);
+            let now = Instant::now();
+            lock(&self.shared.core).set_peer(PeerId(name.clone()), convert::peer_config(config, addrs), now);
+            let next_try = config.initiate.then_some(now);
+            plans.insert(
+                name.clone(),
+                Plan { config: config.clone(), index: 0, next_try, failing_since: None, wanted: false },
+            );
+        }
+        self.shared.iface.add_ipsec_peer(&name);
+        self.ring();
+    }
+
+    /// Removes a peer: its IKE SA is deleted (the peer is told) and its
+    /// child SAs leave the data plane.
+    pub fn remove_peer(&self, name: &str) {
+        lock(&self.shared.plans).remove(name);
+        lock(&self.shared.core).remove_peer(&PeerId(name.to_string()), Instant::now());
+        if let Some(peer) = self.shared.iface.remove_ipsec_peer(name) {
+            tracing::info!(peer = %peer.name(), "IPsec peer removed");
+        }
+        self.ring();
+    }
+
+    /// Names of the configured peers.
+    pub fn peer_names(&self) -> Vec<String> {
+        let mut v: Vec<_> = lock(&self.shared.plans).keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The peer's configuration as last set.
+    pub fn config(&self, name: &str) -> Option<IpsecPeer> {
+        lock(&self.shared.plans).get(name).map(|p| p.config.clone())
+    }
+
+    pub fn status(&self, name: &str) -> Option<PeerStatus> {
+        lock(&self.shared.core).status(&PeerId(name.to_string()))
+    }
+
+    /// Stops the thread after deleting every IKE SA (each peer is told).
+    pub fn stop(&self) {
+        let names = self.peer_names();
+        {
+            let mut core = lock(&self.shared.core);
+            for n in names {
+                core.remove_peer(&PeerId(n), Instant::now());
+            }
+        }
+        // The deletes leave before the thread ends.
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.ring();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Ike {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Every configured endpoint's addresses (names resolved now; this runs
+/// on the control plane, and only when a peer is set).
+fn resolve_all(config: &IpsecPeer) -> Vec<IpAddr> {
+    config.endpoints.iter().flat_map(|e| e.resolve().unwrap_or_default()).map(|a| a.ip()).collect()
+}
+
+fn run(s: &Shared) {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut ring = [0u8; 64];
+    loop {
+        let now = Instant::now();
+        let due = lock(&s.core).poll_timeout().map_or(TICK, |t| t.saturating_duration_since(now)).min(TICK);
+        let fds = [s.socket.fd(), s.bell.as_raw_fd()];
+        let mut pfds = fds.map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+        // SAFETY: `pfds` is a valid array of two pollfd structs that outlives the call.
+        unsafe { libc::poll(pfds.as_mut_ptr(), 2, due.as_millis().clamp(1, 1000) as i32) };
+        while matches!((&s.bell).read(&mut ring), Ok(n) if n > 0) {}
+        let now = Instant::now();
+        receive(s, &mut buf, now);
+        for request in s.iface.ipsec.take_requests() {
+            match request {
+                Request::Ike { local, remote, data } => lock(&s.core).handle(now, local, remote, &data),
+                Request::Negotiate(name) => {
+                    if let Some(p) = lock(&s.plans).get_mut(&name) {
+                        p.wanted = true;
+                    }
+                }
+            }
+        }
+        lock(&s.core).handle_timeout(now);
+        if !s.stop.load(Ordering::Relaxed) {
+            start_due(s, now);
+        }
+        flush(s);
+        if s.stop.load(Ordering::Relaxed) {
+            return;
+        }
+    }
+}
+
+/// Reads what waits on port 500 and hands it to the core.
+fn receive(s: &Shared, buf: &mut [u8], now: Instant) {
+    loop {
+        let mut meta = [RecvMeta::default()];
+        let n = {
+            let mut slices = [std::io::IoSliceMut::new(buf)];
+            match s.socket.recv(&mut slices, &mut meta) {
+                Ok(n) => n,
+                Err(_) => return,
+            }
+        };
+        if n == 0 {
+            return;
+        }
+        let m = meta[0];
+        let local = SocketAddr::new(m.dst_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), s.socket.local_port());
+        let stride = m.stride.max(1);
+        for chunk in buf[..m.len].chunks(stride) {
+            lock(&s.core).handle(now, local, m.addr, chunk);
+        }
+    }
+}
+
+/// Starts IKE for peers that should have an IKE SA and have none.
+fn start_due(s: &Shared, now: Instant) {
+    let mut plans = lock(&s.plans);
+    let mut core = lock(&s.core);
+    for (name, plan) in plans.iter_mut() {
+        let id = PeerId(name.clone());
+        let state = core.status(&id).map_or(IkeState::Down, |st| st.state);
+        if state != IkeState::Down {
+            continue;
+        }
+        let due = plan.next_try.is_some_and(|t| now >= t) || (plan.wanted && plan.next_try.is_none_or(|t| now >= t));
+        if !due || plan.config.endpoints.is_empty() {
+            continue;
+        }
+        // Failover: attempts to one endpoint failed for failover_after.
+        let since = *plan.failing_since.get_or_insert(now);
+        if now.duration_since(since) >= plan.config.failover_after && plan.config.endpoints.len() > 1 {
+            plan.index = (plan.index + 1) % plan.config.endpoints.len();
+            plan.failing_since = Some(now);
+            tracing::warn!(peer = %name, to = %plan.config.endpoints[plan.index], "IKE failing: trying the next endpoint");
+        }
+        let Some(remote) = plan.config.endpoints[plan.index].resolve().ok().and_then(|a| a.first().copied()) else {
+            tracing::warn!(peer = %name, endpoint = %plan.config.endpoints[plan.index], "endpoint does not resolve");
+            plan.next_try = Some(now + RETRY_AFTER);
+            continue;
+        };
+        tracing::debug!(peer = %name, %remote, "starting IKE");
+        core.connect(&id, remote, local_address_towards(remote), now);
+        plan.wanted = false;
+        plan.next_try = plan.config.initiate.then_some(now + RETRY_AFTER);
+    }
+}
+
+/// Our address on the route to `remote`, which NAT detection hashes: a
+/// connected UDP socket learns it from the routing table without sending
+/// anything. None when there is no route (then the core assumes a NAT).
+fn local_address_towards(remote: SocketAddr) -> Option<IpAddr> {
+    let any: SocketAddr =
+        if remote.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let probe = std::net::UdpSocket::bind(any).ok()?;
+    probe.connect(remote).ok()?;
+    probe.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
+}
+
+/// Sends what the core wants sent and applies its events.
+fn flush(s: &Shared) {
+    loop {
+        let (transmit, event) = {
+            let mut core = lock(&s.core);
+            (core.poll_transmit(), core.poll_event())
+        };
+        if transmit.is_none() && event.is_none() {
+            return;
+        }
+        if let Some(t) = transmit {
+            send(s, t);
+        }
+        if let Some(e) = event {
+            apply(s, e);
+        }
+    }
+}
+
+fn send(s: &Shared, t: Transmit) {
+    let result = if t.local_port == s.socket.local_port() {
+        s.socket.send(t.remote, t.local, &t.data, None)
+    } else {
+        let set = s.iface.sockets_for(Carrier::EspInUdp);
+        let Some(sock) = set.sockets.first() else {
+            tracing::warn!(to = %t.remote, "IKE on port 4500 before its sockets were bound");
+            return;
+        };
+        // RFC 3948 §2.2: IKE on port 4500 begins with four zero bytes.
+        let mut framed = Vec::with_capacity(4 + t.data.len());
+        framed.extend_from_slice(&[0, 0, 0, 0]);
+        framed.extend_from_slice(&t.data);
+        sock.send(t.remote, t.local, &framed, None)
+    };
+    if let Err(e) = result {
+        tracing::debug!(to = %t.remote, error = %e, "IKE send failed");
+    }
+}
+
+fn apply(s: &Shared, event: Event) {
+    match event {
+        Event::IkeUp { peer, suite, nat, remote } => {
+            tracing::info!(peer = %peer, %remote, suite = %convert::suite_name(&suite), nat, "IKE SA established");
+            if let Some(p) = lock(&s.plans).get_mut(&peer.0) {
+                p.failing_since = None;
+            }
+        }
+        Event::IkeDown { peer, reason } => {
+            tracing::warn!(peer = %peer, reason = ?reason, "IKE SA down");
+            if let Some(p) = lock(&s.plans).get_mut(&peer.0) {
+                p.next_try = p.config.initiate.then(|| Instant::now() + RETRY_AFTER);
+            }
+        }
+        Event::Failed { peer, reason } => {
+            tracing::warn!(peer = %peer, "IKE failed: {reason}");
+        }
+        Event::ChildUp { peer, keys, remote, local, encap, replaces, .. } => {
+            let Some(ps) = s.iface.ipsec.peer(&peer.0) else { return };
+            let (spi_in, spi_out, cipher) = (keys.spi_in, keys.spi_out, keys.cipher);
+            if !encap {
+                if let Err(e) = s.iface.bind_raw_esp(&causeway_dataplane::raw_esp::RawEspBind) {
+                    tracing::error!(peer = %peer, error = %e, "cannot open the raw ESP socket (needs CAP_NET_RAW); set encap = \"always\"");
+                    return;
+                }
+            }
+            let sa = match convert::child_sa(keys, encap) {
+                Ok(sa) => Arc::new(sa),
+                Err(e) => {
+                    tracing::error!(peer = %peer, error = %e, "negotiated keys refused by ESP");
+                    return;
+                }
+            };
+            ps.set_endpoint(SocketAddr::new(remote.ip(), if encap { remote.port() } else { 0 }));
+            if let Some(l) = local {
+                ps.observe(ps.endpoint().map_or(remote, |e| e.addr), Some(l));
+            }
+            s.iface.ipsec.install_child(&ps, sa);
+            tracing::info!(
+                peer = %peer,
+                spi_in = %format_args!("{spi_in:08x}"),
+                spi_out = %format_args!("{spi_out:08x}"),
+                %cipher,
+                encap,
+                rekey = replaces.is_some(),
+                "child SA installed"
+            );
+            flush_staged(&s.iface, &ps);
+        }
+        Event::ChildDown { peer, spi_in, spi_out } => {
+            if s.iface.ipsec.remove_child(spi_in).is_some() {
+                tracing::info!(
+                    peer = %peer,
+                    spi_in = %format_args!("{spi_in:08x}"),
+                    spi_out = %format_args!("{spi_out:08x}"),
+                    "child SA removed"
+                );
+            }
+        }
+    }
+}
