@@ -270,6 +270,12 @@ pub struct Process {
 }
 
 impl Process {
+    /// Takes ownership of a started child (for programs started with more
+    /// setup than `Netns::spawn` does, such as an appended log).
+    pub fn new(child: Child, what: &str) -> Process {
+        Process { child: Some(child), what: what.to_string() }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, |c| c.id())
     }
@@ -288,6 +294,17 @@ impl Process {
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Sends SIGKILL (a crash, as far as the program can tell) and waits;
+    /// returns the exit code (None: killed by the signal, or not running).
+    pub fn kill(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
         }
         let _ = child.kill();
         child.wait().ok().and_then(|s| s.code())
@@ -465,3 +482,4 @@ pub fn require(command: &str, package: &str) -> anyhow::Result<()> {
     Ok(())
 }
 pub mod demo;
+pub mod strongswan;
