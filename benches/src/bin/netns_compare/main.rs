@@ -16,13 +16,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use causeway_lab::strongswan::{self, Charon, Connection, StartAction};
+use causeway_lab::strongswan::{self, Charon};
 use causeway_lab::{self as lab, b64, keypair, Netns, Process};
 use clap::Parser;
 use serde_json::{json, Value};
 
 mod report;
+mod strongswan_pair;
 use report::{median, svg, table, RATIO_ORDER};
+use strongswan_pair::{start_strongswan, STRONGSWAN_NOTE};
 
 /// Where scripts/fetch-wireguard-go-modern.sh unpacks wireguard-go
 /// 0.0.20231211 from bookworm-backports.
@@ -31,15 +33,6 @@ const MODERN_WIREGUARD_GO: &str = "/var/cache/causeway-bench/wireguard-go-0.0.20
 /// Every implementation this harness can run.
 const KNOWN: [&str; 6] =
     ["causeway", "causeway-baseline", "wireguard-go-modern", "wireguard-go", "boringtun", "strongswan"];
-
-/// What strongSwan is measured with: the proposals Causeway's IPsec is
-/// compared on, and why its tunnel differs from the others'.
-const STRONGSWAN_IKE: &str = "aes256gcm16-prfsha256-x25519";
-const STRONGSWAN_ESP: &str = "aes256gcm16";
-const STRONGSWAN_NOTE: &str = "strongswan: strongSwan 5.9.8 charon to charon, IKE aes256gcm16-prfsha256-x25519, ESP \
-                               aes256gcm16 in UDP (encap = yes: kernel-libipsec has no raw ESP), ESP in charon's \
-                               threads through kernel-libipsec's TUN, whose MTU is fixed at 1400 (not 1420); CPU is \
-                               charon's (IKE and ESP)";
 
 /// How the namespaces are wired.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -275,7 +268,7 @@ fn route_through_tunnel(gw: &Netns, ifname: &str, peer_lan: &str, clamp: bool) -
 }
 
 /// iptables' TCPMSS clamp for SYNs the gateway forwards into `ifname`.
-fn clamp_mss(gw: &Netns, ifname: &str) -> anyhow::Result<()> {
+pub(crate) fn clamp_mss(gw: &Netns, ifname: &str) -> anyhow::Result<()> {
     gw.exec(
         "iptables",
         &[
@@ -296,36 +289,6 @@ fn clamp_mss(gw: &Netns, ifname: &str) -> anyhow::Result<()> {
         ],
     )?;
     Ok(())
-}
-
-/// strongSwan on both gateways, b answering and a initiating. Direct: the
-/// traffic selectors are the gateways' inner addresses (10.90.0.x/32 on
-/// lo, where charon's table-220 route finds its source); routed: the LANs,
-/// with iptables' clamp on libipsec's TUN. charon installs the routes.
-fn start_strongswan(a: &Netns, b: &Netns, dir: &Path, routed: bool) -> anyhow::Result<Vec<Charon>> {
-    let (ts_a, ts_b) = if routed {
-        (LAN_A, LAN_B)
-    } else {
-        a.ip(&["addr", "add", "10.90.0.1/32", "dev", "lo"])?;
-        b.ip(&["addr", "add", "10.90.0.2/32", "dev", "lo"])?;
-        ("10.90.0.1/32", "10.90.0.2/32")
-    };
-    let conn = Connection::new("198.18.0.1", "198.18.0.2")
-        .ids("bench-a.causeway.test", "bench-b.causeway.test")
-        .proposals(STRONGSWAN_IKE, STRONGSWAN_ESP)
-        .traffic(&[ts_a], &[ts_b])
-        .encap(true)
-        .start_action(StartAction::Start);
-    let responder = Charon::start(b, dir, &conn.mirror())?;
-    let initiator = Charon::start(a, dir, &conn)?;
-    initiator
-        .wait_for_log("CHILD_SA * established with SPIs", Duration::from_secs(20))
-        .with_context(|| format!("strongSwan: no CHILD_SA; the responder's log:\n{}", responder.log_text()))?;
-    if routed {
-        clamp_mss(a, &initiator.tun_name()?)?;
-        clamp_mss(b, &responder.tun_name()?)?;
-    }
-    Ok(vec![initiator, responder])
 }
 
 /// Routed topology: a host on an MTU 1500 LAN behind `gw`.
