@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The side-by-side comparison: Causeway, the modern wireguard-go (0.0.20231211
 # from bookworm-backports, with TUN and UDP offloads), Debian's wireguard-go
-# and boringtun-cli, interleaved over rounds. Writes
+# and boringtun-cli, interleaved over rounds (strongSwan too when asked:
+# --impls causeway,strongswan). Writes
 # benches/results/compare-<time>.{md,json,svg}.
-# Needs root. Installs iperf3, wireguard-go, wireguard-tools, iptables
-# (apt-get) and boringtun-cli (cargo install) if missing, and unpacks the
+# Needs root. Installs iperf3, wireguard-go, wireguard-tools, iptables,
+# strongSwan with kernel-libipsec, tshark and scapy (apt-get; no system
+# charon is started, see install_ipsec_tools in scripts/lib.sh) and
+# boringtun-cli (cargo install) if missing, and unpacks the
 # modern wireguard-go into /var/cache/causeway-bench without installing it
 # (scripts/fetch-wireguard-go-modern.sh). Extra arguments go to
 # netns-compare (try --help), e.g. scripts/bench.sh --rounds 5, or
@@ -14,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 install_missing iperf3:iperf3 wireguard-go:wireguard-go wg:wireguard-tools ping:iputils-ping iptables:iptables
+install_ipsec_tools
 [ -x "${HOME:-/root}/.cargo/bin/boringtun-cli" ] || cargo install --locked boringtun-cli ||
     echo "== boringtun-cli could not be installed: leave boringtun out of --impls" >&2
 modern=$(scripts/fetch-wireguard-go-modern.sh)

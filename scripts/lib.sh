@@ -17,3 +17,66 @@ install_missing() {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
+
+# Runs a command (an apt-get install) while no package may start a service:
+# a policy-rc.d that answers 101 ("forbidden"), which invoke-rc.d and
+# deb-systemd-invoke obey, removed afterwards even on Ctrl-C. A machine that
+# has one already (containers do; it usually says the same) keeps its own.
+without_service_starts() {
+    local policy=/usr/sbin/policy-rc.d
+    if [ -e "$policy" ]; then
+        "$@"
+        return
+    fi
+    (
+        trap 'rm -f "$policy"' EXIT
+        trap 'exit 130' INT TERM
+        printf '#!/bin/sh\n# Written by causeway scripts/lib.sh for one apt-get run: no service starts.\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        "$@"
+    )
+}
+
+# strongSwan as the IPsec test peer (lab/src/strongswan.rs), and tshark and
+# scapy (independent ESP decoders). The lab runs its own charons in private
+# mount namespaces and wants no system one, but strongswan-charon depends on
+# strongswan-starter, whose postinst on a first install runs `update-rc.d
+# ipsec defaults` and `invoke-rc.d ipsec start` (under systemd it enables and
+# starts strongswan-starter.service): a charon in the root namespace. So the
+# install runs without service starts (above), the boot-time start is then
+# disabled, and a system charon running anyway is stopped with `ipsec stop`.
+# Fails when something is missing and we are not root.
+install_ipsec_tools() {
+    local need=() pair lib=/usr/lib/ipsec
+    for pair in $lib/charon:strongswan-charon /usr/sbin/swanctl:strongswan-swanctl \
+        $lib/plugins/libstrongswan-kernel-libipsec.so:libcharon-extra-plugins \
+        $lib/plugins/libstrongswan-gcm.so:libstrongswan-standard-plugins \
+        $lib/plugins/libstrongswan-curve25519.so:libstrongswan-extra-plugins \
+        /usr/bin/tshark:tshark /usr/lib/python3/dist-packages/scapy:python3-scapy; do
+        [ -e "${pair%%:*}" ] || need+=("${pair#*:}")
+    done
+    [ "${#need[@]}" -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "== not root: cannot install ${need[*]}" >&2
+        return 1
+    fi
+    echo "== installing ${need[*]} (starting no system charon)"
+    apt-get update -qq || return 1
+    without_service_starts env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || return 1
+    # An operator's own strongSwan, installed before, is left as it was.
+    case " ${need[*]} " in
+        *" strongswan-charon "*) ;;
+        *) return 0 ;;
+    esac
+    if [ -x /etc/init.d/ipsec ]; then
+        update-rc.d ipsec disable >/dev/null 2>&1 || true
+    fi
+    if [ -d /run/systemd/system ]; then
+        systemctl disable --now strongswan-starter.service >/dev/null 2>&1 || true
+    fi
+    if [ -e /run/starter.charon.pid ] || [ -e /run/charon.pid ]; then
+        echo "== a system charon was started anyway: stopping it (ipsec stop)"
+        ipsec stop >/dev/null 2>&1 || true
+    fi
+}

@@ -86,6 +86,15 @@ if ! install_missing iperf3:iperf3 wireguard-go:wireguard-go wg:wireguard-tools 
     fi
     echo "== --quick: the namespace tests will skip"
 fi
+# strongSwan (the IPsec peer of the strongswan_pair tests), tshark and
+# scapy; installed so that no system charon starts (scripts/lib.sh).
+if ! install_ipsec_tools; then
+    if [ "$quick" -eq 0 ]; then
+        echo "the IPsec tests need strongSwan and root: run as root, or scripts/test.sh --quick" >&2
+        exit 1
+    fi
+    echo "== --quick: the strongSwan tests will skip"
+fi
 if [ "$quick" -eq 1 ] && [ "$(id -u)" -ne 0 ]; then
     echo "== --quick, not root: the namespace tests skip (and count as passed)"
 fi

@@ -55,10 +55,21 @@ pub fn reap_stale() {
         };
         let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = pid {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
+            if !alive(pid) {
                 delete_netns(name);
             }
         }
+    }
+}
+
+/// Whether `pid` still runs. A zombie does not: a run killed outright
+/// stays one until its parent reaps it, which a test wrapper may do only
+/// after the next run has started.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
     }
 }
 
@@ -270,6 +281,12 @@ pub struct Process {
 }
 
 impl Process {
+    /// Takes ownership of a started child (for programs started with more
+    /// setup than `Netns::spawn` does, such as an appended log).
+    pub fn new(child: Child, what: &str) -> Process {
+        Process { child: Some(child), what: what.to_string() }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, |c| c.id())
     }
@@ -288,6 +305,17 @@ impl Process {
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Sends SIGKILL (a crash, as far as the program can tell) and waits;
+    /// returns the exit code (None: killed by the signal, or not running).
+    pub fn kill(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
         }
         let _ = child.kill();
         child.wait().ok().and_then(|s| s.code())
@@ -465,3 +493,25 @@ pub fn require(command: &str, package: &str) -> anyhow::Result<()> {
     Ok(())
 }
 pub mod demo;
+pub mod strongswan;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        assert!(alive(std::process::id()));
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not waited for: once it exits it is a zombie until `wait`.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!alive(pid), "exited child {pid} still counts as alive");
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "the zombie is still in /proc");
+        child.wait().unwrap();
+        assert!(!alive(pid));
+    }
+}

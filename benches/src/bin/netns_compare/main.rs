@@ -1,8 +1,10 @@
 //! The network-namespace comparison: the same topology (two gateways on a
 //! veth WAN with an MTU 1420 tunnel between them, and in the routed
 //! topology a host behind each) with Causeway, the modern wireguard-go
-//! (0.0.20231211, with offloads), Debian's wireguard-go and boringtun-cli
-//! in turn, interleaved A B C A B C over several rounds so that the
+//! (0.0.20231211, with offloads), Debian's wireguard-go, boringtun-cli and
+//! strongSwan (IKEv2 + ESP in UDP through kernel-libipsec, see
+//! lab/src/strongswan.rs; its TUN's MTU is fixed at 1400) in turn,
+//! interleaved A B C A B C over several rounds so that the
 //! machine's noise falls on all of them alike. Prints a markdown table of
 //! medians and ratios, and writes JSON and an SVG bar chart.
 //!
@@ -14,19 +16,23 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use causeway_lab::strongswan::{self, Charon};
 use causeway_lab::{self as lab, b64, keypair, Netns, Process};
 use clap::Parser;
 use serde_json::{json, Value};
 
 mod report;
+mod strongswan_pair;
 use report::{median, svg, table, RATIO_ORDER};
+use strongswan_pair::{start_strongswan, STRONGSWAN_NOTE};
 
 /// Where scripts/fetch-wireguard-go-modern.sh unpacks wireguard-go
 /// 0.0.20231211 from bookworm-backports.
 const MODERN_WIREGUARD_GO: &str = "/var/cache/causeway-bench/wireguard-go-0.0.20231211/usr/bin/wireguard-go";
 
 /// Every implementation this harness can run.
-const KNOWN: [&str; 5] = ["causeway", "causeway-baseline", "wireguard-go-modern", "wireguard-go", "boringtun"];
+const KNOWN: [&str; 6] =
+    ["causeway", "causeway-baseline", "wireguard-go-modern", "wireguard-go", "boringtun", "strongswan"];
 
 /// How the namespaces are wired.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,7 +76,7 @@ struct Args {
     seconds: u32,
     /// Implementations to compare, in the order each round runs them.
     /// Known: causeway, wireguard-go-modern, wireguard-go (Debian's),
-    /// boringtun, causeway-baseline (with --baseline).
+    /// boringtun, strongswan, causeway-baseline (with --baseline).
     #[arg(long, value_delimiter = ',', default_value = "causeway,wireguard-go-modern,wireguard-go,boringtun")]
     impls: Vec<String>,
     /// Topologies; each is a complete run with its own result files.
@@ -96,6 +102,7 @@ struct Args {
 struct Pair {
     // Processes first: they stop before their namespaces are deleted.
     daemons: Vec<Process>,
+    charons: Vec<Charon>,
     a: Netns,
     b: Netns,
     /// The hosts behind a and b, in the routed topology.
@@ -255,26 +262,32 @@ fn route_through_tunnel(gw: &Netns, ifname: &str, peer_lan: &str, clamp: bool) -
         std::thread::sleep(Duration::from_millis(100));
     }
     if clamp {
-        gw.exec(
-            "iptables",
-            &[
-                "-t",
-                "mangle",
-                "-A",
-                "FORWARD",
-                "-o",
-                ifname,
-                "-p",
-                "tcp",
-                "--tcp-flags",
-                "SYN,RST",
-                "SYN",
-                "-j",
-                "TCPMSS",
-                "--clamp-mss-to-pmtu",
-            ],
-        )?;
+        clamp_mss(gw, ifname)?;
     }
+    Ok(())
+}
+
+/// iptables' TCPMSS clamp for SYNs the gateway forwards into `ifname`.
+pub(crate) fn clamp_mss(gw: &Netns, ifname: &str) -> anyhow::Result<()> {
+    gw.exec(
+        "iptables",
+        &[
+            "-t",
+            "mangle",
+            "-A",
+            "FORWARD",
+            "-o",
+            ifname,
+            "-p",
+            "tcp",
+            "--tcp-flags",
+            "SYN,RST",
+            "SYN",
+            "-j",
+            "TCPMSS",
+            "--clamp-mss-to-pmtu",
+        ],
+    )?;
     Ok(())
 }
 
@@ -317,6 +330,10 @@ fn setup(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::Res
         peer_wan: "198.18.0.1",
         peer_lan: routed.then_some(LAN_A),
     };
+    if kind == "strongswan" {
+        let charons = start_strongswan(&a, &b, dir, routed)?;
+        return ready(Pair { daemons: vec![], charons, a, b, hosts }, kind, topology);
+    }
     let is_causeway = matches!(kind, "causeway" | "causeway-baseline");
     let (da, db) = if is_causeway {
         let bin = match kind {
@@ -331,7 +348,11 @@ fn setup(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::Res
         route_through_tunnel(&a, &da.1, LAN_B, !is_causeway)?;
         route_through_tunnel(&b, &db.1, LAN_A, !is_causeway)?;
     }
-    let pair = Pair { daemons: vec![da.0, db.0], a, b, hosts };
+    ready(Pair { daemons: vec![da.0, db.0], charons: vec![], a, b, hosts }, kind, topology)
+}
+
+/// Returns the pair once a ping crosses the tunnel.
+fn ready(pair: Pair, kind: &str, topology: Topology) -> anyhow::Result<Pair> {
     let (_, client, target) = pair.ends();
     if !client.wait_for_ping(target, Duration::from_secs(15)) {
         bail!("{kind}: no ping through the tunnel ({} topology)", topology.name());
@@ -342,7 +363,7 @@ fn setup(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::Res
 fn measure(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::Result<BTreeMap<&'static str, f64>> {
     let secs = args.seconds;
     let mut pair = setup(kind, topology, dir, args)?;
-    let pids: Vec<u32> = pair.daemons.iter().map(|d| d.pid()).collect();
+    let pids: Vec<u32> = pair.daemons.iter().map(|d| d.pid()).chain(pair.charons.iter().map(Charon::pid)).collect();
     let cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
     let mut m = BTreeMap::new();
     let (server, client, target) = pair.ends();
@@ -381,6 +402,9 @@ fn measure(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::R
 
     for d in &mut pair.daemons {
         d.stop();
+    }
+    for c in &mut pair.charons {
+        c.stop();
     }
     Ok(m)
 }
@@ -426,6 +450,7 @@ fn machine(args: &Args) -> Value {
         "boringtun": boringtun_path().ok().map(|p| version(&p, "--version")),
         "causeway_baseline": args.baseline.as_ref().filter(|_| uses("causeway-baseline")),
         "iperf3": version(Path::new("iperf3"), "--version"),
+        "strongswan": uses("strongswan").then(|| version(Path::new("swanctl"), "--version")),
     })
 }
 
@@ -446,6 +471,10 @@ fn replot(path: &Path) -> anyhow::Result<()> {
     if impls.is_empty() {
         bail!("{} holds no results", path.display());
     }
+    let notes: Vec<String> = run["notes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
     let t = table(
         &run["machine"],
         topology,
@@ -453,6 +482,7 @@ fn replot(path: &Path) -> anyhow::Result<()> {
         run["seconds"].as_u64().unwrap_or(0),
         &impls,
         &medians,
+        &notes,
     );
     println!("{t}");
     std::fs::write(path.with_extension("md"), &t)?;
@@ -499,11 +529,15 @@ fn check(args: &Args) -> anyhow::Result<()> {
     if uses("boringtun") {
         boringtun_path()?;
     }
-    let uapi = args.impls.iter().any(|i| !i.starts_with("causeway"));
-    if uapi {
+    if uses("strongswan") {
+        strongswan::require_strongswan()?;
+    }
+    if uses("wireguard-go") || uses("wireguard-go-modern") || uses("boringtun") {
         lab::require("wg", "wireguard-tools")?;
     }
-    if uapi && args.topology.contains(&Topology::Routed) {
+    // All but Causeway clamp the MSS with iptables in the routed topology.
+    let clamped = args.impls.iter().any(|i| !i.starts_with("causeway"));
+    if clamped && args.topology.contains(&Topology::Routed) {
         lab::require("iptables", "iptables")?;
     }
     Ok(())
@@ -526,7 +560,9 @@ fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
     let medians: BTreeMap<String, BTreeMap<String, f64>> =
         samples.iter().map(|(i, m)| (i.clone(), m.iter().map(|(k, v)| (k.clone(), median(v))).collect())).collect();
     let machine = machine(args);
-    let table = table(&machine, name, args.rounds, args.seconds as u64, &args.impls, &medians);
+    let notes: Vec<String> =
+        args.impls.iter().any(|i| i == "strongswan").then(|| STRONGSWAN_NOTE.to_string()).into_iter().collect();
+    let table = table(&machine, name, args.rounds, args.seconds as u64, &args.impls, &medians, &notes);
     println!("{table}");
     std::fs::create_dir_all(&args.out)?;
     let base = loop {
@@ -552,6 +588,7 @@ fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
              TCPMSS --clamp-mss-to-pmtu on both gateways"
         ),
         "impls": args.impls,
+        "notes": notes,
         "rounds": args.rounds,
         "seconds": args.seconds,
         "samples": samples,

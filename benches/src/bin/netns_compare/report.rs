@@ -61,7 +61,7 @@ pub fn svg(
         .fold(1.0f64, f64::max);
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("Causeway vs userspace WireGuard ({topology}): medians ÷ {base}; ↑ higher is better, ↓ lower"),
+            format!("Causeway vs other userspace tunnels ({topology}): medians ÷ {base}; ↑ higher is better, ↓ lower"),
             ("sans-serif", 18),
         )
         .margin(15)
@@ -108,7 +108,8 @@ pub fn svg(
     Ok(())
 }
 
-/// The markdown table of medians and ratios.
+/// The markdown table of medians and ratios, after the run's notes (one
+/// paragraph each: what differs between the implementations' setups).
 pub fn table(
     machine: &Value,
     topology: &str,
@@ -116,16 +117,21 @@ pub fn table(
     seconds: u64,
     impls: &[String],
     medians: &BTreeMap<String, BTreeMap<String, f64>>,
+    notes: &[String],
 ) -> String {
     // Ratios need Causeway's own column.
     let others = if impls.iter().any(|i| i == "causeway") { others(impls) } else { vec![] };
     let mut t = format!(
-        "Machine: {} cores, {}, kernel {}; {rounds} rounds of {seconds} s per test, medians.\n\nTopology: {}.\n\n| metric |",
+        "Machine: {} cores, {}, kernel {}; {rounds} rounds of {seconds} s per test, medians.\n\nTopology: {}.\n\n",
         machine["cores"],
         machine["cpu"].as_str().unwrap_or("?"),
         machine["kernel"].as_str().unwrap_or("?"),
         Topology::describe(topology),
     );
+    for n in notes {
+        t += &format!("{n}.\n\n");
+    }
+    t += "| metric |";
     for i in impls {
         t += &format!(" {i} |");
     }
