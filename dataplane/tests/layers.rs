@@ -11,14 +11,8 @@ fn workspace() -> PathBuf {
 }
 
 /// Library source folders of the workspace's crates.
-const CRATES: [&str; 6] = [
-    "proto/wireguard/src",
-    "proto/esp/src",
-    "config/src",
-    "dataplane/src",
-    "gateway/src",
-    "lab/src",
-];
+const CRATES: [&str; 6] =
+    ["proto/wireguard/src", "proto/esp/src", "config/src", "dataplane/src", "gateway/src", "lab/src"];
 
 /// Rust files of `dir` (not below it), by module name.
 fn modules(dir: &Path) -> BTreeMap<String, String> {

@@ -39,6 +39,7 @@ mod routes;
 mod secrets;
 mod soak;
 mod source_filter;
+mod strongswan_interop;
 mod strongswan_pair;
 mod systemd;
 mod wg_quick;

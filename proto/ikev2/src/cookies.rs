@@ -13,7 +13,6 @@ use crate::sa::{notify, SaState};
 use crate::wire::notify::Notify;
 use crate::wire::payload::Payload;
 
-
 impl Endpoint {
     /// Whether an IKE_SA_INIT request may create state; if not, the cookie
     /// it must echo has been sent.

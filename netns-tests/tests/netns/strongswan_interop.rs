@@ -1,0 +1,333 @@
+//! Causeway against strongSwan 5.9 (charon with kernel-libipsec, ESP in
+//! UDP): gw-a runs causewayd, gw-b a charon, on a veth WAN (198.18.0.1 and
+//! .2), with a host behind each (10.94.1.2 behind Causeway, 10.94.2.2
+//! behind strongSwan) and traffic selectors 10.94.1.0/24 === 10.94.2.0/24.
+//! Each case checks both ends' view of the SAs and moves traffic between
+//! the hosts: Causeway initiating and responding, each IKE and ESP
+//! proposal set, rekeys under traffic, strongSwan killed and restarted,
+//! and the failures an operator must be able to read in one log line.
+
+use std::time::{Duration, Instant};
+
+use causeway_netns_tests::*;
+use lab::strongswan::{self, Charon, Connection, StartAction};
+
+/// Fields drop in order: the daemons stop before their namespaces go.
+struct Interop {
+    charon: Charon,
+    gw: Option<Gateway>,
+    _dir: tempfile::TempDir,
+    _gw_a: Netns,
+    _gw_b: Netns,
+    host_a: Netns,
+    host_b: Netns,
+}
+
+impl Interop {
+    fn logs(&self) -> String {
+        format!(
+            "causewayd:\n{}\ncharon ({}):\n{}",
+            self.gw.as_ref().map(|g| g.log_text()).unwrap_or_default(),
+            self.charon.log_path().display(),
+            self.charon.log_text()
+        )
+    }
+
+    fn causeway(&self) -> &Gateway {
+        self.gw.as_ref().expect("causewayd runs")
+    }
+
+    /// causewayd's status of its one IPsec peer.
+    fn ipsec_status(&self) -> serde_json::Value {
+        let status = lab::api_status(&self.causeway().ifname).unwrap();
+        status["ipsec_peers"][0].clone()
+    }
+
+    /// Waits until causewayd has a child SA with strongSwan.
+    fn wait_up(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.ipsec_status()["up"] == true {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+fn strongswan_lab(test: &str) -> Option<Lab> {
+    let lab = lab_or_skip(test)?;
+    if let Err(e) = strongswan::require_strongswan() {
+        if quick() {
+            eprintln!("skipped {test}: {e} ({QUICK_ENV}=1)");
+            return None;
+        }
+        panic!("{test} cannot run: {e}. Run scripts/test.sh as root (it installs strongSwan)");
+    }
+    Some(lab)
+}
+
+fn lan(gw: &Netns, tag: &str, net: &str) -> Netns {
+    let host = Netns::new(tag).unwrap();
+    lab::veth(gw, "lan0", &[&format!("{net}.1/24")], &host, "lan0", &[&format!("{net}.2/24")]).unwrap();
+    host.ip(&["route", "add", "default", "via", &format!("{net}.1")]).unwrap();
+    gw.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).unwrap();
+    host
+}
+
+/// What Causeway's side of a case looks like.
+struct Causeway<'a> {
+    ike: &'a str,
+    esp: &'a str,
+    initiate: bool,
+    psk_hex: Option<String>,
+    extra: &'a str,
+}
+
+impl Default for Causeway<'_> {
+    fn default() -> Self {
+        Causeway { ike: "aes256gcm16-prfsha256-x25519", esp: "aes256gcm16", initiate: true, psk_hex: None, extra: "" }
+    }
+}
+
+/// causewayd's configuration for gw-a: one IPsec peer, gw-b.
+fn causeway_config(dir: &std::path::Path, ifname: &str, c: &Causeway<'_>, psk: &[u8]) -> std::path::PathBuf {
+    let psk_path = dir.join(format!("{ifname}.psk"));
+    let hex: String = psk.iter().map(|b| format!("{b:02x}")).collect();
+    lab::write_private(&psk_path, &format!("0x{}\n", c.psk_hex.clone().unwrap_or(hex))).unwrap();
+    let (key, _) = lab::keypair();
+    let cfg = format!(
+        r#"[interface]
+name = "{ifname}"
+private_key = "{}"
+listen_port = 51820
+mtu = 1400
+install_routes = true
+
+[[peer]]
+name = "gw-b"
+protocol = "ipsec"
+endpoints = ["198.18.0.2"]
+allowed_ips = ["10.94.2.0/24"]
+local_id = "gw-a.causeway.test"
+remote_id = "gw-b.causeway.test"
+psk_file = "{}"
+ike_proposals = ["{}"]
+esp_proposals = ["{}"]
+local_ts = ["10.94.1.0/24"]
+remote_ts = ["10.94.2.0/24"]
+encap = "always"
+initiate = {}
+{}
+"#,
+        lab::b64(key.as_bytes()),
+        psk_path.display(),
+        c.ike,
+        c.esp,
+        c.initiate,
+        c.extra
+    );
+    let path = dir.join(format!("{ifname}.toml"));
+    lab::write_private(&path, &cfg).unwrap();
+    path
+}
+
+/// Builds the topology; starts the responder first, then the initiator.
+fn interop(c: Causeway<'_>, swan: impl FnOnce(Connection) -> Connection) -> Interop {
+    let gw_a = Netns::new("gw-a").unwrap();
+    let gw_b = Netns::new("gw-b").unwrap();
+    lab::veth(&gw_a, "wan0", &["198.18.0.1/24"], &gw_b, "wan0", &["198.18.0.2/24"]).unwrap();
+    let host_a = lan(&gw_a, "host-a", "10.94.1");
+    let host_b = lan(&gw_b, "host-b", "10.94.2");
+    let dir = tempfile::tempdir().unwrap();
+    let start = if c.initiate { StartAction::None } else { StartAction::Start };
+    let conn = swan(
+        Connection::new("198.18.0.2", "198.18.0.1")
+            .ids("gw-b.causeway.test", "gw-a.causeway.test")
+            .proposals(c.ike, c.esp)
+            .traffic(&["10.94.2.0/24"], &["10.94.1.0/24"])
+            .encap(true)
+            .start_action(start),
+    );
+    let ifname = lab::unique("cw");
+    let path = causeway_config(dir.path(), &ifname, &c, conn.psk());
+    let (_, public) = lab::keypair();
+    let (gw, charon) = if c.initiate {
+        let charon = Charon::start(&gw_b, dir.path(), &conn).unwrap();
+        (Gateway::launch(&gw_a, ifname, &path, public).unwrap(), charon)
+    } else {
+        let gw = Gateway::launch(&gw_a, ifname, &path, public).unwrap();
+        (gw, Charon::start(&gw_b, dir.path(), &conn).unwrap())
+    };
+    Interop { charon, gw: Some(gw), _dir: dir, _gw_a: gw_a, _gw_b: gw_b, host_a, host_b }
+}
+
+/// Both ends agree on the SAs, and the hosts reach each other.
+fn carries_traffic(p: &Interop, ike_names: &str, esp_names: &str) {
+    let timeout = Duration::from_secs(20);
+    assert!(p.charon.wait_for_log("CHILD_SA * established with SPIs", timeout).is_ok(), "no CHILD_SA\n{}", p.logs());
+    assert!(p.wait_up(timeout), "causewayd has no child SA\n{}", p.logs());
+    let list = p.charon.list_sas().unwrap();
+    for want in ["ESTABLISHED", "INSTALLED", "TUNNEL-in-UDP", ike_names, &format!("ESP:{esp_names}")] {
+        assert!(list.contains(want), "{want:?} missing from swanctl --list-sas:\n{list}");
+    }
+    let st = p.ipsec_status();
+    assert_eq!(st["ike_state"], "established", "{st}");
+    // The SPIs strongSwan shows are the ones Causeway installed.
+    let child = &st["child_sas"][0];
+    for spi in [child["spi_in"].as_str().unwrap(), child["spi_out"].as_str().unwrap()] {
+        assert!(list.contains(spi), "SPI {spi} not in swanctl --list-sas:\n{list}\n{st}");
+    }
+    assert!(p.host_a.wait_for_ping("10.94.2.2", Duration::from_secs(10)), "no ping host to host\n{}", p.logs());
+    assert!(p.host_b.ping("10.94.1.2", 3).is_some(), "no ping back\n{}", p.logs());
+    let run = lab::iperf3(&p.host_b, &p.host_a, "10.94.2.2", 3, false, &[]).unwrap();
+    eprintln!("Causeway to strongSwan, {ike_names} / {esp_names}: {:.3} Gbit/s", run.bits_per_second / 1e9);
+    assert!(run.bytes > 1_000_000, "iperf3 moved {} bytes\n{}", run.bytes, p.logs());
+    let st = p.ipsec_status();
+    assert!(st["rx_bytes"].as_u64().unwrap() > 0 && st["tx_bytes"].as_u64().unwrap() > run.bytes / 2, "{st}");
+}
+
+/// Each IKE and ESP proposal set, with Causeway initiating.
+#[test]
+fn causeway_initiates_with_each_proposal_set() {
+    let Some(_lab) = strongswan_lab("causeway_initiates_with_each_proposal_set") else {
+        return;
+    };
+    for (ike, esp, ike_names, esp_names) in [
+        (
+            "aes256gcm16-prfsha256-x25519",
+            "aes256gcm16",
+            "AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519",
+            "AES_GCM_16-256",
+        ),
+        (
+            "aes256-sha256-modp2048",
+            "aes256-sha256",
+            "AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048",
+            "AES_CBC-256/HMAC_SHA2_256_128",
+        ),
+        ("aes256gcm16-prfsha384-ecp384", "aes256gcm16", "AES_GCM_16-256/PRF_HMAC_SHA2_384/ECP_384", "AES_GCM_16-256"),
+        ("aes128gcm16-prfsha256-ecp256", "aes128gcm16", "AES_GCM_16-128/PRF_HMAC_SHA2_256/ECP_256", "AES_GCM_16-128"),
+    ] {
+        let p = interop(Causeway { ike, esp, ..Causeway::default() }, |c| c);
+        carries_traffic(&p, ike_names, esp_names);
+    }
+}
+
+/// strongSwan initiates; Causeway answers (it does not initiate itself).
+#[test]
+fn strongswan_initiates_and_causeway_responds() {
+    let Some(_lab) = strongswan_lab("strongswan_initiates_and_causeway_responds") else {
+        return;
+    };
+    for (ike, esp, ike_names, esp_names) in [
+        (
+            "aes256gcm16-prfsha256-x25519",
+            "aes256gcm16",
+            "AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519",
+            "AES_GCM_16-256",
+        ),
+        (
+            "aes256-sha256-modp2048",
+            "aes256-sha256",
+            "AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048",
+            "AES_CBC-256/HMAC_SHA2_256_128",
+        ),
+    ] {
+        let p = interop(Causeway { ike, esp, initiate: false, ..Causeway::default() }, |c| c);
+        carries_traffic(&p, ike_names, esp_names);
+        assert_eq!(p.ipsec_status()["initiator"], false);
+    }
+}
+
+/// strongSwan rekeys the child SA every 4 s and the IKE SA every 9 s
+/// while pings cross every 10 ms: not one is lost, and both ends see the
+/// rekeys.
+#[test]
+fn rekeys_under_traffic_lose_nothing() {
+    let Some(_lab) = strongswan_lab("rekeys_under_traffic_lose_nothing") else {
+        return;
+    };
+    let p = interop(Causeway::default(), |c| {
+        c.child_lifetime(Duration::from_secs(4), Duration::from_secs(60))
+            .ike_lifetime(Duration::from_secs(9), Duration::from_secs(120))
+    });
+    assert!(p.wait_up(Duration::from_secs(20)), "no child SA\n{}", p.logs());
+    assert!(p.host_a.wait_for_ping("10.94.2.2", Duration::from_secs(10)), "no ping\n{}", p.logs());
+    let out = p.host_a.exec("ping", &["-q", "-i", "0.01", "-c", "1500", "-W", "1", "10.94.2.2"]).unwrap_or_default();
+    let st = p.ipsec_status();
+    eprintln!("ping across rekeys: {}", out.lines().rev().take(2).collect::<Vec<_>>().join(" | "));
+    assert!(out.contains(" 0% packet loss"), "packets lost across rekeys:\n{out}\n{st}\n{}", p.logs());
+    assert!(st["child_rekeys"].as_u64().unwrap() >= 2, "child SA rekeys: {st}\n{}", p.logs());
+    assert!(st["ike_rekeys"].as_u64().unwrap() >= 1, "IKE SA rekeys: {st}\n{}", p.logs());
+    assert!(p.charon.count_log("CHILD_SA * rekeyed") >= 1 || p.charon.count_log("rekeyed") >= 2, "{}", p.logs());
+}
+
+/// strongSwan killed: Causeway's liveness check (2 s) declares it dead and
+/// shows the peer down; strongSwan restarted: Causeway, the initiator,
+/// connects again and traffic flows (INITIAL_CONTACT clears strongSwan's
+/// memory of the old SA).
+#[test]
+fn a_killed_strongswan_is_detected_and_traffic_resumes_after_its_restart() {
+    let Some(_lab) = strongswan_lab("a_killed_strongswan_is_detected_and_traffic_resumes_after_its_restart") else {
+        return;
+    };
+    let mut p = interop(Causeway { extra: "dpd_interval = 2", ..Causeway::default() }, |c| c);
+    assert!(p.wait_up(Duration::from_secs(20)), "no child SA\n{}", p.logs());
+    assert!(p.host_a.wait_for_ping("10.94.2.2", Duration::from_secs(10)), "no ping\n{}", p.logs());
+    p.charon.kill();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(30);
+    while p.ipsec_status()["up"] == true {
+        assert!(Instant::now() < deadline, "still up 30 s after strongSwan died\n{}", p.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let detected = killed.elapsed();
+    eprintln!("strongSwan's death detected after {detected:?}");
+    assert!(p.causeway().log_text().contains("IKE SA down"), "{}", p.logs());
+    p.charon.restart().unwrap();
+    let restarted = Instant::now();
+    assert!(p.wait_up(Duration::from_secs(30)), "no child SA after strongSwan's restart\n{}", p.logs());
+    assert!(p.host_a.wait_for_ping("10.94.2.2", Duration::from_secs(10)), "no ping after restart\n{}", p.logs());
+    eprintln!("traffic again {:?} after strongSwan's restart", restarted.elapsed());
+}
+
+/// One failure each: no SA, one log line that names the cause, and the
+/// gateway keeps running.
+#[test]
+fn failures_are_named_in_one_log_line() {
+    let Some(_lab) = strongswan_lab("failures_are_named_in_one_log_line") else {
+        return;
+    };
+    let wrong_psk = Causeway { psk_hex: Some("11".repeat(32)), ..Causeway::default() };
+    let cases: [(&str, Causeway<'_>, fn(Connection) -> Connection, &str); 3] = [
+        ("wrong PSK", wrong_psk, |c| c, "authentication failed"),
+        (
+            "mismatched proposals",
+            Causeway { ike: "aes256-sha256-modp2048", ..Causeway::default() },
+            |c| c.proposals("aes256gcm16-prfsha256-x25519", "aes256gcm16"),
+            "no proposal chosen",
+        ),
+        (
+            "mismatched traffic selectors",
+            Causeway::default(),
+            |c| c.traffic(&["10.94.2.0/24"], &["10.77.0.0/16"]),
+            "traffic selectors unacceptable",
+        ),
+    ];
+    for (what, causeway, swan, line) in cases {
+        let mut p = interop(causeway, swan);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !p.causeway().log_text().contains(line) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let log = p.causeway().log_text();
+        assert!(log.contains(line), "{what}: no \"{line}\" line\n{}", p.logs());
+        let st = p.ipsec_status();
+        assert_eq!(st["up"], false, "{what}: an SA came up anyway: {st}");
+        assert!(st["child_sas"].as_array().unwrap().is_empty(), "{what}: {st}");
+        assert!(p.causeway().process.pid() > 0 && p.gw.as_mut().unwrap().process.running(), "{what}: causewayd died");
+        eprintln!("{what}: {}", log.lines().find(|l| l.contains(line)).unwrap_or_default());
+    }
+}
