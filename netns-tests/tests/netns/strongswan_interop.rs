@@ -293,6 +293,9 @@ fn a_killed_strongswan_is_detected_and_traffic_resumes_after_its_restart() {
     eprintln!("traffic again {:?} after strongSwan's restart", restarted.elapsed());
 }
 
+/// How a case changes strongSwan's side of the connection.
+type SwanSide = fn(Connection) -> Connection;
+
 /// One failure each: no SA, one log line that names the cause, and the
 /// gateway keeps running.
 #[test]
@@ -301,7 +304,7 @@ fn failures_are_named_in_one_log_line() {
         return;
     };
     let wrong_psk = Causeway { psk_hex: Some("11".repeat(32)), ..Causeway::default() };
-    let cases: [(&str, Causeway<'_>, fn(Connection) -> Connection, &str); 3] = [
+    let cases: [(&str, Causeway<'_>, SwanSide, &str); 3] = [
         ("wrong PSK", wrong_psk, |c| c, "authentication failed"),
         (
             "mismatched proposals",
