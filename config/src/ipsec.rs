@@ -319,6 +319,7 @@ psk_file = "dc-east.psk"
         assert_eq!(p.ike_proposals[0].to_string(), "aes256gcm16-prfsha256-x25519");
         assert_eq!(p.encap, Encap::Auto);
         assert!(p.initiate, "a peer with an address is initiated");
+        assert_eq!(c.interface.mtu, crate::DEFAULT_MTU_IPSEC, "room for ESP in UDP with AES-CBC");
     }
 
     #[test]

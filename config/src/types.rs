@@ -20,6 +20,11 @@ pub const DEFAULT_FAILOVER_AFTER: std::time::Duration = std::time::Duration::fro
 /// 1420 leaves room for the outer IPv6 (40) + UDP (8) + WireGuard (32)
 /// headers within a 1500-byte WAN MTU, as wg-quick assumes.
 pub const DEFAULT_MTU: u32 = 1420;
+/// The default when the interface has IPsec peers: ESP in UDP with
+/// AES-CBC adds up to 85 bytes over IPv4 (IP 20, UDP 8, ESP 8, IV 16,
+/// padding up to 15, trailer 2, ICV 16), so 1400 fits a 1500-byte WAN, as
+/// strongSwan's userspace ESP assumes.
+pub const DEFAULT_MTU_IPSEC: u32 = 1400;
 /// The smallest MTU IPv4 guarantees; IPv6 needs 1280.
 pub const MIN_MTU: u32 = 576;
 pub const MIN_MTU_IPV6: u32 = 1280;

@@ -19,7 +19,7 @@ use crate::rules;
 use crate::schema::{RawConfig, RawInterface, RawPeer};
 use crate::types::{
     Config, Endpoint, Interface, Peer, RouteTable, DEFAULT_DNS_REFRESH, DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT,
-    DEFAULT_MTU, MAX_MTU, MIN_MTU, MIN_MTU_IPV6,
+    DEFAULT_MTU, DEFAULT_MTU_IPSEC, MAX_MTU, MIN_MTU, MIN_MTU_IPV6,
 };
 use crate::ConfigError;
 
@@ -375,13 +375,18 @@ pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError>
             return Err(ConfigError::Invalid(c.problems));
         }
     };
-    let interface = match &raw.interface {
+    let mut interface = match &raw.interface {
         Some(i) => c.interface(i),
         None => {
             c.report(0..0, "interface", "missing [interface] table: a gateway needs at least private_key");
             None
         }
     };
+    let has_ipsec = raw.peer.iter().any(|p| p.get_ref().protocol.as_ref().is_some_and(|s| s.get_ref() == "ipsec"));
+    let mtu_unset = raw.interface.as_ref().is_some_and(|i| i.get_ref().mtu.is_none());
+    if let Some(i) = interface.as_mut().filter(|_| has_ipsec && mtu_unset) {
+        i.mtu = DEFAULT_MTU_IPSEC;
+    }
     let mut peers: Vec<(usize, Peer)> = Vec::new();
     let mut ipsec_peers = Vec::new();
     for (i, p) in raw.peer.iter().enumerate() {

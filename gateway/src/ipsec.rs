@@ -5,6 +5,7 @@
 
 pub mod convert;
 pub mod driver;
+pub mod keylog;
 pub mod reconcile;
 
 pub use driver::Ike;

@@ -33,7 +33,7 @@ use causeway_dataplane::ipsec::{flush_staged, Request};
 use causeway_dataplane::session::Carrier;
 use causeway_ikev2::{Endpoint, Event, IkeState, PeerId, PeerStatus, Transmit};
 
-use super::convert;
+use super::{convert, keylog};
 
 /// How long after a failed or lost IKE SA an initiating peer tries again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -68,6 +68,9 @@ struct Shared {
     plans: Mutex<HashMap<String, Plan>>,
     bell: UnixStream,
     stop: AtomicBool,
+    /// Where child SA keys are written for Wireshark, when the operator
+    /// asked (`keylog.rs`).
+    keylog: Option<std::path::PathBuf>,
 }
 
 /// The IKE thread of an interface, and the handle the rest of the control
@@ -100,6 +103,7 @@ impl Ike {
             plans: Mutex::new(HashMap::new()),
             bell,
             stop: AtomicBool::new(false),
+            keylog: keylog::requested(),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new().name("cw-ike".into()).spawn(move || run(&s))?;
@@ -358,6 +362,9 @@ fn apply(s: &Shared, event: Event) {
                     tracing::error!(peer = %peer, error = %e, "cannot open the raw ESP socket (needs CAP_NET_RAW); set encap = \"always\"");
                     return;
                 }
+            }
+            if let Some(path) = &s.keylog {
+                keylog::append(path, &keys, remote.ip(), local);
             }
             let sa = match convert::child_sa(keys, encap) {
                 Ok(sa) => Arc::new(sa),

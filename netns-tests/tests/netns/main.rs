@@ -23,6 +23,7 @@ mod failover;
 mod faults;
 mod flood;
 mod hub_and_spokes;
+mod ipsec_pair;
 mod large_uapi;
 mod live_peers;
 mod metrics;
