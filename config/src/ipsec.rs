@@ -21,7 +21,7 @@ use crate::rules;
 use crate::schema::RawPeer;
 use crate::types::{
     Encap, Endpoint, Identity, IpsecPeer, Psk, DEFAULT_CHILD_LIFETIME, DEFAULT_DPD_INTERVAL, DEFAULT_FAILOVER_AFTER,
-    DEFAULT_IKE_LIFETIME, IKE_PORT, MIN_PSK_LEN,
+    DEFAULT_IKE_LIFETIME, DEFAULT_NAT_KEEPALIVE, IKE_PORT, MIN_PSK_LEN,
 };
 
 /// Decodes a PSK file's text the way strongSwan's secrets do: `0x` hex,
@@ -106,6 +106,7 @@ pub(crate) fn ipsec_only(raw: &RawPeer) -> Vec<(&'static str, std::ops::Range<us
     add("ike_lifetime", raw.ike_lifetime.as_ref().map(|x| x.span()));
     add("child_lifetime", raw.child_lifetime.as_ref().map(|x| x.span()));
     add("dpd_interval", raw.dpd_interval.as_ref().map(|x| x.span()));
+    add("nat_keepalive", raw.nat_keepalive.as_ref().map(|x| x.span()));
     add("initiate", raw.initiate.as_ref().map(|x| x.span()));
     add("encap", raw.encap.as_ref().map(|x| x.span()));
     v
@@ -198,6 +199,8 @@ impl Checker<'_> {
         let child_lifetime =
             self.seconds(join(t, "child_lifetime"), &raw.child_lifetime, DEFAULT_CHILD_LIFETIME, (30, 86_400));
         let dpd_interval = self.seconds(join(t, "dpd_interval"), &raw.dpd_interval, DEFAULT_DPD_INTERVAL, (0, 3_600));
+        let nat_keepalive =
+            self.seconds(join(t, "nat_keepalive"), &raw.nat_keepalive, DEFAULT_NAT_KEEPALIVE, (0, 3_600));
         let encap = match raw.encap.as_ref().map(|e| (e.get_ref().as_str(), e.span())) {
             None | Some(("auto", _)) => Encap::Auto,
             Some(("always", _)) => Encap::Always,
@@ -234,6 +237,7 @@ impl Checker<'_> {
             ike_lifetime,
             child_lifetime,
             dpd_interval,
+            nat_keepalive,
             encap,
             failover_after,
         })

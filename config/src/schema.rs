@@ -61,6 +61,7 @@ pub(crate) struct RawPeer {
     pub ike_lifetime: Option<Spanned<u32>>,
     pub child_lifetime: Option<Spanned<u32>>,
     pub dpd_interval: Option<Spanned<u32>>,
+    pub nat_keepalive: Option<Spanned<u32>>,
     pub initiate: Option<Spanned<bool>>,
     pub encap: Option<Spanned<String>>,
 }

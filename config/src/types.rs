@@ -127,6 +127,9 @@ pub const IKE_PORT: u16 = 500;
 pub const NAT_T_PORT: u16 = 4500;
 pub const DEFAULT_IKE_LIFETIME: Duration = Duration::from_secs(28_800);
 pub const DEFAULT_CHILD_LIFETIME: Duration = Duration::from_secs(3_600);
+/// NAT keepalives this often while a NAT lies on the path (strongSwan's
+/// default too).
+pub const DEFAULT_NAT_KEEPALIVE: Duration = Duration::from_secs(20);
 /// Liveness checks after this long without a packet from the peer.
 pub const DEFAULT_DPD_INTERVAL: Duration = Duration::from_secs(30);
 /// A shorter key can be guessed offline from one captured IKE_AUTH.
@@ -222,6 +225,9 @@ pub struct IpsecPeer {
     pub child_lifetime: Duration,
     /// Zero: no liveness checks.
     pub dpd_interval: Duration,
+    /// Behind a NAT, a one-byte keepalive to the peer this often (RFC 3948
+    /// §2.3) holds the mapping open; zero: none.
+    pub nat_keepalive: Duration,
     /// Start IKE at once (and again when it fails), not only on traffic.
     pub initiate: bool,
     pub encap: Encap,

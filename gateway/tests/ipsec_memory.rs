@@ -72,6 +72,7 @@ impl Site {
             ike_lifetime: Duration::from_secs(3600),
             child_lifetime,
             dpd_interval: Duration::from_secs(30),
+            nat_keepalive: Duration::from_secs(20),
             initiate: self.n < other.n,
             encap: Encap::Always,
             failover_after: Duration::from_secs(10),

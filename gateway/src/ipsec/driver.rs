@@ -58,6 +58,8 @@ struct Plan {
     failing_since: Option<Instant>,
     /// Traffic asked for an SA (for peers that do not initiate by themselves).
     wanted: bool,
+    /// When the last NAT keepalive left.
+    keepalive_sent: Option<Instant>,
 }
 
 struct Shared {
@@ -133,7 +135,14 @@ impl Ike {
             let next_try = config.initiate.then_some(now);
             plans.insert(
                 name.clone(),
-                Plan { config: config.clone(), index: 0, next_try, failing_since: None, wanted: false },
+                Plan {
+                    config: config.clone(),
+                    index: 0,
+                    next_try,
+                    failing_since: None,
+                    wanted: false,
+                    keepalive_sent: None,
+                },
             );
         }
         self.shared.iface.add_ipsec_peer(&name);
@@ -223,6 +232,7 @@ fn run(s: &Shared) {
         lock(&s.core).handle_timeout(now);
         if !s.stop.load(Ordering::Relaxed) {
             start_due(s, now);
+            nat_keepalives(s, now);
         }
         flush(s);
         if s.stop.load(Ordering::Relaxed) {
@@ -284,6 +294,27 @@ fn start_due(s: &Shared, now: Instant) {
         core.connect(&id, remote, local_address_towards(remote), now);
         plan.wanted = false;
         plan.next_try = plan.config.initiate.then_some(now + RETRY_AFTER);
+    }
+}
+
+/// RFC 3948 §2.3: while a NAT lies between the peers, one 0xff byte to the
+/// peer's port 4500 every `nat_keepalive` keeps the NAT's mapping, so the
+/// peer's ESP still reaches us after a quiet spell.
+fn nat_keepalives(s: &Shared, now: Instant) {
+    let mut plans = lock(&s.plans);
+    let core = lock(&s.core);
+    for (name, plan) in plans.iter_mut() {
+        let every = plan.config.nat_keepalive;
+        if every.is_zero() || plan.keepalive_sent.is_some_and(|t| now.duration_since(t) < every) {
+            continue;
+        }
+        let Some(st) = core.status(&PeerId(name.clone())) else { continue };
+        let Some(remote) = st.remote.filter(|_| st.nat && st.state == IkeState::Established) else { continue };
+        let set = s.iface.sockets_for(Carrier::EspInUdp);
+        if let Some(sock) = set.sockets.first() {
+            let _ = sock.send(remote, None, &[0xff], None);
+            plan.keepalive_sent = Some(now);
+        }
     }
 }
 

@@ -66,10 +66,16 @@ struct Pair {
 /// initiates. Both log their ESP keys.
 fn pair(encap: &str, ike: &str, esp: &str) -> Pair {
     let (a, b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    start_pair(a, b, ["198.18.0.2", "198.18.0.1"], encap, ike, esp, "")
+}
+
+/// Starts b, then a, in the namespaces given: `addrs` are the addresses
+/// each sees the other at (a's view first).
+fn start_pair(a: Netns, b: Netns, addrs: [&str; 2], encap: &str, ike: &str, esp: &str, extra: &str) -> Pair {
     let dir = tempfile::tempdir().unwrap();
     let psk = dir.path().join("shared.psk");
     lab::write_private(&psk, "this pre-shared key is only for this test\n").unwrap();
-    let start = |ns: &Netns, me: u8, peer: u8| {
+    let start = |ns: &Netns, me: u8, peer: u8, peer_addr: &str| {
         let ifname = lab::unique("cw");
         let (key, public) = lab::keypair();
         let cfg = format!(
@@ -81,15 +87,16 @@ addresses = ["10.96.0.{me}/24"]
 [[peer]]
 name = "site{peer}"
 protocol = "ipsec"
-endpoints = ["198.18.0.{peer}"]
+endpoints = ["{peer_addr}"]
 allowed_ips = ["10.96.0.{peer}/32"]
-local_id = "198.18.0.{me}"
-remote_id = "198.18.0.{peer}"
+local_id = "site{me}.causeway.test"
+remote_id = "site{peer}.causeway.test"
 psk_file = "{}"
 ike_proposals = ["{ike}"]
 esp_proposals = ["{esp}"]
 encap = "{encap}"
 initiate = {}
+{extra}
 "#,
             lab::b64(key.as_bytes()),
             psk.display(),
@@ -99,8 +106,8 @@ initiate = {}
         lab::write_private(&path, &cfg).unwrap();
         Gateway::launch(ns, ifname, &path, public).unwrap()
     };
-    let gb = start(&b, 2, 1);
-    let ga = start(&a, 1, 2);
+    let gb = start(&b, 2, 1, addrs[1]);
+    let ga = start(&a, 1, 2, addrs[0]);
     Pair { ga, gb, dir, a, b }
 }
 
@@ -183,4 +190,48 @@ fn raw_esp_aes_gcm_decrypted_by_scapy() {
 #[test]
 fn esp_in_udp_aes_cbc_decrypted_by_scapy() {
     exercise("always", "aes256-sha256-modp2048", "aes256-sha256");
+}
+
+/// Site a behind a masquerading router whose UDP mappings last 3 s: IKE
+/// detects the NAT and moves to port 4500, ESP goes inside UDP though
+/// `encap = "auto"`, and a's NAT keepalives (every second here) keep the
+/// mapping, so b still reaches a after 7 quiet seconds.
+#[test]
+fn through_a_nat_esp_moves_into_udp_and_keepalives_hold_the_mapping() {
+    let Some(_lab) = lab_or_skip("through_a_nat_esp_moves_into_udp_and_keepalives_hold_the_mapping") else {
+        return;
+    };
+    let b = Netns::new("b").unwrap();
+    let router = Netns::new("nat").unwrap();
+    let a = Netns::new("a").unwrap();
+    lab::veth(&b, "wan0", &["198.18.0.1/24"], &router, "up0", &["198.18.0.2/24"]).unwrap();
+    lab::veth(&router, "in0", &["198.19.0.1/24"], &a, "wan0", &["198.19.0.2/24"]).unwrap();
+    a.ip(&["route", "add", "default", "via", "198.19.0.1"]).unwrap();
+    router.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).unwrap();
+    router.exec("iptables", &["-t", "nat", "-A", "POSTROUTING", "-o", "up0", "-j", "MASQUERADE"]).unwrap();
+    router.exec("sysctl", &["-qw", "net.netfilter.nf_conntrack_udp_timeout=3"]).unwrap();
+    router.exec("sysctl", &["-qw", "net.netfilter.nf_conntrack_udp_timeout_stream=3"]).unwrap();
+    // b knows a by the NAT's outside address.
+    let p = start_pair(
+        a,
+        b,
+        ["198.18.0.1", "198.18.0.2"],
+        "auto",
+        "aes256gcm16-prfsha256-x25519",
+        "aes256gcm16",
+        "nat_keepalive = 1",
+    );
+    let logs = |p: &Pair| format!("a:\n{}\nb:\n{}", p.ga.log_text(), p.gb.log_text());
+    assert!(p.a.wait_for_ping("10.96.0.2", Duration::from_secs(15)), "no ping through the NAT\n{}", logs(&p));
+    for (ns, gw) in [(&p.a, &p.ga), (&p.b, &p.gb)] {
+        let st = lab::api_status(&gw.ifname).unwrap();
+        let peer = &st["ipsec_peers"][0];
+        assert_eq!(peer["nat"], true, "the NAT was detected: {peer}");
+        assert_eq!(peer["child_sas"][0]["encapsulation"], "udp", "ESP inside UDP: {peer}");
+        assert!(peer["remote"].as_str().unwrap().ends_with(":4500"), "IKE moved to 4500: {peer}");
+        let _ = ns;
+    }
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(p.b.ping("10.96.0.1", 3).is_some(), "after 7 quiet seconds b still reaches a through the NAT\n{}", logs(&p));
+    drop(router);
 }
