@@ -393,12 +393,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&peers_json(&status)?)?);
             } else {
-                table(
-                    &["NAME", "KEY", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX / TX", "RATE RX / TX", "STATE"],
-                    &peer_rows(&status.peers, true),
-                );
+                // The WireGuard table, unless only IPsec peers exist.
+                if !status.peers.is_empty() || status.ipsec_peers.is_empty() {
+                    table(
+                        &["NAME", "KEY", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX / TX", "RATE RX / TX", "STATE"],
+                        &peer_rows(&status.peers, true),
+                    );
+                }
                 if !status.ipsec_peers.is_empty() {
-                    println!();
+                    if !status.peers.is_empty() {
+                        println!();
+                    }
                     table(&IPSEC_HEADER, &ipsec_rows(&status.ipsec_peers));
                 }
             }

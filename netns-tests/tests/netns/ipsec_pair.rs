@@ -165,6 +165,7 @@ fn exercise(encap: &str, ike: &str, esp: &str) {
     // tunctl shows the peer with its child SA and encapsulation.
     let peers = tunctl_ok(&p.a, &["peers", &p.ga.ifname]);
     assert!(peers.contains("site2") && peers.contains(want_encap) && peers.contains(esp), "{peers}");
+    eprintln!("tunctl peers:\n{peers}");
     let json: serde_json::Value = serde_json::from_str(&tunctl_ok(&p.a, &["peers", &p.ga.ifname, "--json"])).unwrap();
     let peer = &json[0];
     assert_eq!((peer["protocol"].as_str(), peer["up"].as_bool()), (Some("ipsec"), Some(true)), "{json}");
