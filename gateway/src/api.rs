@@ -47,6 +47,11 @@ pub fn answer(iface: &Gateway, req: &Request) -> Result<Answer, ApiError> {
             Answer::Done(peer_change::put_peer(iface, change, Some(existing))?)
         }
         Request::PeerRemove { peer: who } => {
+            // An IPsec peer by its name: IKE deletes its SAs, telling the peer.
+            if let Some(ike) = iface.ike().filter(|ike| ike.config(who).is_some()) {
+                ike.remove_peer(who);
+                return Ok(Answer::Done(format!("removed {who}")));
+            }
             let peer = find_peer(iface, who)?;
             iface.remove_peer(peer.public_key());
             Answer::Done(format!("removed {}", if peer.name().is_empty() { who.clone() } else { peer.name() }))

@@ -155,6 +155,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn ipsec_peers_have_their_own_rows() {
+        let iface = interface();
+        iface.add_ipsec_peer("dc-west");
+        let text = render(&iface);
+        for needle in [
+            "causeway_peer_up{interface=\"cwtest0\",peer=\"dc-west\",protocol=\"ipsec\"} 0",
+            "causeway_ipsec_child_sas{interface=\"cwtest0\",peer=\"dc-west\",protocol=\"ipsec\"} 0",
+            "causeway_peer_tx_bytes_total{interface=\"cwtest0\",peer=\"dc-west\",protocol=\"ipsec\"} 0",
+            "causeway_peers_configured{interface=\"cwtest0\"} 2",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
     /// Every metric the Grafana dashboard queries is one the gateway exports.
     #[test]
     fn dashboard_uses_only_exported_metrics() {

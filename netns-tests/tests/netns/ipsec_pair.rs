@@ -233,6 +233,36 @@ fn through_a_nat_esp_moves_into_udp_and_keepalives_hold_the_mapping() {
         let _ = ns;
     }
     std::thread::sleep(Duration::from_secs(7));
-    assert!(p.b.ping("10.96.0.1", 3).is_some(), "after 7 quiet seconds b still reaches a through the NAT\n{}", logs(&p));
+    assert!(
+        p.b.ping("10.96.0.1", 3).is_some(),
+        "after 7 quiet seconds b still reaches a through the NAT\n{}",
+        logs(&p)
+    );
     drop(router);
+}
+
+/// Live changes: `tunctl peer remove` deletes the IPsec peer's SAs and
+/// tells the other end at once (no waiting for its liveness check);
+/// `tunctl reload` brings the peer back from the file, and traffic flows.
+#[test]
+fn removing_and_reloading_an_ipsec_peer() {
+    let Some(_lab) = lab_or_skip("removing_and_reloading_an_ipsec_peer") else {
+        return;
+    };
+    let p = pair("auto", "aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let logs = |p: &Pair| format!("a:\n{}\nb:\n{}", p.ga.log_text(), p.gb.log_text());
+    assert!(p.a.wait_for_ping("10.96.0.2", Duration::from_secs(15)), "no ping\n{}", logs(&p));
+    let up = |gw: &Gateway| lab::api_status(&gw.ifname).unwrap()["ipsec_peers"][0]["up"] == true;
+    tunctl_ok(&p.a, &["peer", "remove", &p.ga.ifname, "site2"]);
+    assert!(lab::api_status(&p.ga.ifname).unwrap()["ipsec_peers"].as_array().unwrap().is_empty());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while up(&p.gb) {
+        assert!(Instant::now() < deadline, "b still has SAs 3 s after a deleted them\n{}", logs(&p));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(p.gb.log_text().contains("child SA removed"), "{}", logs(&p));
+    let report = tunctl_ok(&p.a, &["reload", &p.ga.ifname]);
+    assert!(report.contains("added: site2"), "{report}");
+    assert!(p.a.wait_for_ping("10.96.0.2", Duration::from_secs(15)), "no ping after the reload\n{}", logs(&p));
+    assert!(up(&p.ga) && up(&p.gb));
 }
