@@ -11,9 +11,10 @@ fn workspace() -> PathBuf {
 }
 
 /// Library source folders of the workspace's crates.
-const CRATES: [&str; 6] = [
+const CRATES: [&str; 7] = [
     "proto/wireguard/src",
     "proto/esp/src",
+    "proto/ikev2/src",
     "config/src",
     "dataplane/src",
     "gateway/src",
