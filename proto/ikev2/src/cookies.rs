@@ -7,35 +7,40 @@
 
 use std::net::SocketAddr;
 
-use crate::endpoint::Endpoint;
+use crate::crypto::CookieSecret;
 use crate::ids::notify as n;
-use crate::sa::{notify, SaState};
+use crate::sa::notify;
 use crate::wire::notify::Notify;
 use crate::wire::payload::Payload;
 
-impl Endpoint {
-    /// Whether an IKE_SA_INIT request may create state; if not, the cookie
-    /// it must echo has been sent.
-    pub(crate) fn cookie_ok(
-        &mut self,
-        local: SocketAddr,
+/// The endpoint's cookie policy: its secret (none if the endpoint's random
+/// source failed when it was made, and then no cookies) and threshold.
+pub(crate) struct Cookies {
+    pub secret: Option<CookieSecret>,
+    /// Half-open IKE SAs from which on a cookie is required.
+    pub threshold: usize,
+}
+
+impl Cookies {
+    /// Whether an IKE_SA_INIT request may create state while `half_open`
+    /// IKE SAs are; if not, the COOKIE notification to answer it with.
+    pub(crate) fn admit(
+        &self,
+        half_open: usize,
         remote: SocketAddr,
         spi_i: u64,
         ni: &[u8],
         p: &[Payload],
-    ) -> bool {
-        let half_open = self.sas.values().filter(|s| s.state == SaState::InitReplied).count();
-        if half_open < self.cookie_threshold {
-            return true;
+    ) -> Result<(), Notify> {
+        if half_open < self.threshold {
+            return Ok(());
         }
-        let Some(secret) = &self.cookie else { return true };
+        let Some(secret) = &self.secret else { return Ok(()) };
         if let Some(c) = notify(p, n::COOKIE) {
             if secret.check(&c.data, ni, remote.ip(), spi_i) {
-                return true;
+                return Ok(());
             }
         }
-        let cookie = secret.make(ni, remote.ip(), spi_i);
-        crate::sa_init::answer_plain(&mut self.io, local, remote, spi_i, Notify::new(n::COOKIE, cookie));
-        false
+        Err(Notify::new(n::COOKIE, secret.make(ni, remote.ip(), spi_i)))
     }
 }

@@ -1,105 +1,43 @@
 //! The endpoint: every IKE SA of a gateway and its configured peers, driven
 //! quinn-proto style — the caller feeds datagrams and the time in and polls
-//! datagrams, events and the next timer out.
+//! datagrams, events and the next timer out. It is the crate's top module:
+//! it owns the SA table and the peers and calls the exchanges, which work
+//! on one SA, an `Io` and a `Peer` and hand back `Effect`s — they
+//! never reach back into the endpoint.
 //!
 //! Invariants: IKE SAs are filed under our own SPI (unique: chosen by us);
 //! an SA is removed only through [`Endpoint::destroy`], which also frees its
 //! inbound ESP SPIs; every SA refers to a configured peer (removing a peer
 //! removes its SAs first).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
 
 use crate::config::{PeerConfig, PeerId};
+use crate::cookies::Cookies;
 use crate::crypto::CookieSecret;
-use crate::event::{DownReason, Event, Failure, IkeState, PeerStatus, Transmit};
+use crate::effect::Effect;
+use crate::event::{DownReason, Event, IkeState, PeerStatus, Transmit};
+use crate::exchange;
 use crate::ids::{ExchangeType, IKE_PORT, NAT_T_PORT};
-use crate::sa::{IkeSa, Path, SaState};
-use crate::spi;
+use crate::informational;
+use crate::io::Io;
+use crate::peer::Peer;
+use crate::rekey;
+use crate::sa::{IkeSa, Path, Req, SaState};
+use crate::sa_init;
+use crate::timers;
 use crate::wire::message::Message;
 
-/// A failed or dead IKE SA of a peer that initiates is started again after this.
 /// Half-open IKE SAs from which on cookies are required, unless
 /// [`Endpoint::set_cookie_threshold`] says otherwise.
 pub const DEFAULT_COOKIE_THRESHOLD: usize = 64;
 
+/// A failed or dead IKE SA of a peer that initiates is started again after this.
 pub const RECONNECT_DELAY: Duration = Duration::from_secs(5);
-/// A responder's half-open IKE SA (no IKE_AUTH yet) is dropped after this.
-pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// What every SA handler may touch besides its own SA.
-pub(crate) struct Io {
-    pub rng: Box<dyn RngCore + Send>,
-    pub transmits: VecDeque<Transmit>,
-    pub events: VecDeque<Event>,
-    pub failures: HashMap<PeerId, Failure>,
-    /// Our inbound ESP SPIs in use or offered.
-    pub spis_in: HashSet<u32>,
-    /// Our IKE SPIs in use or offered (the keys of `Endpoint::sas`).
-    pub ike_spis: HashSet<u64>,
-}
-
-impl Io {
-    pub(crate) fn fail(&mut self, peer: &PeerId, reason: Failure) {
-        self.failures.insert(peer.clone(), reason.clone());
-        self.events.push_back(Event::Failed { peer: peer.clone(), reason });
-    }
-
-    /// A fresh inbound ESP SPI, reserved until freed.
-    pub(crate) fn new_spi_in(&mut self) -> u32 {
-        let used = &self.spis_in;
-        let s = spi::new_esp_spi(&mut *self.rng, |s| used.contains(&s));
-        self.spis_in.insert(s);
-        s
-    }
-
-    /// A fresh IKE SPI of ours, reserved until freed.
-    pub(crate) fn new_ike_spi(&mut self) -> u64 {
-        let used = &self.ike_spis;
-        let s = spi::new_ike_spi(&mut *self.rng, |s| used.contains(&s));
-        self.ike_spis.insert(s);
-        s
-    }
-
-    pub(crate) fn random(&mut self, n: usize) -> Vec<u8> {
-        let mut v = vec![0u8; n];
-        self.rng.fill_bytes(&mut v);
-        v
-    }
-}
-
-/// What an SA handler asks the endpoint to do beyond the SA itself.
-pub(crate) enum Effect {
-    /// Remove the SA (its events are already out).
-    Destroy,
-    /// The peer started over: drop its other IKE SAs.
-    InitialContact,
-    /// An IKE SA with this peer came up.
-    Contacted,
-    /// A rekey made this new IKE SA; file it.
-    NewSa(Box<IkeSa>),
-    /// A rekey collision was lost: the children (and their planned
-    /// exchanges) go to the peer's new IKE SA, filed under `to`.
-    MoveChildren {
-        to: u64,
-    },
-    ChildRekeyed,
-}
-
-pub(crate) struct Peer {
-    pub cfg: PeerConfig,
-    /// Where `connect` last sent us, for restarts.
-    pub target: Option<(SocketAddr, Option<IpAddr>)>,
-    /// Whether another IKE SA with this peer is up, so INITIAL_CONTACT
-    /// must not be sent (set before each dispatch).
-    pub contacted: bool,
-    pub reconnect_at: Option<Instant>,
-    pub ike_rekeys: u32,
-    pub child_rekeys: u32,
-}
 
 /// All IKE SAs of a gateway.
 pub struct Endpoint {
@@ -109,34 +47,21 @@ pub struct Endpoint {
     /// Responder: (initiator's SPI, its address) → our SPI, to answer a
     /// retransmitted IKE_SA_INIT from the SA it created.
     pub(crate) init_index: HashMap<(u64, SocketAddr), u64>,
-    pub(crate) cookie: Option<CookieSecret>,
-    pub(crate) cookie_threshold: usize,
+    pub(crate) cookies: Cookies,
     /// The latest `now` we were given, for ages in [`Endpoint::status`].
     pub(crate) clock: Option<Instant>,
-}
-
-fn non_wildcard(ip: IpAddr) -> Option<IpAddr> {
-    (!ip.is_unspecified()).then_some(ip)
 }
 
 impl Endpoint {
     /// An endpoint with no peers, drawing all randomness from `rng`.
     pub fn new(mut rng: Box<dyn RngCore + Send>) -> Endpoint {
-        let cookie = CookieSecret::new(&mut *rng).ok();
+        let secret = CookieSecret::new(&mut *rng).ok();
         Endpoint {
-            io: Io {
-                rng,
-                transmits: VecDeque::new(),
-                events: VecDeque::new(),
-                failures: HashMap::new(),
-                spis_in: HashSet::new(),
-                ike_spis: HashSet::new(),
-            },
+            io: Io::new(rng),
             peers: BTreeMap::new(),
             sas: BTreeMap::new(),
             init_index: HashMap::new(),
-            cookie,
-            cookie_threshold: DEFAULT_COOKIE_THRESHOLD,
+            cookies: Cookies { secret, threshold: DEFAULT_COOKIE_THRESHOLD },
             clock: None,
         }
     }
@@ -144,7 +69,7 @@ impl Endpoint {
     /// Half-open IKE SAs beyond which IKE_SA_INIT requests must carry a
     /// cookie (RFC 7296 §2.6).
     pub fn set_cookie_threshold(&mut self, half_open: usize) {
-        self.cookie_threshold = half_open;
+        self.cookies.threshold = half_open;
     }
 
     /// Adds a peer or replaces its configuration (existing SAs keep running
@@ -153,9 +78,7 @@ impl Endpoint {
         match self.peers.get_mut(&id) {
             Some(p) => p.cfg = cfg,
             None => {
-                let peer =
-                    Peer { cfg, target: None, contacted: false, reconnect_at: None, ike_rekeys: 0, child_rekeys: 0 };
-                self.peers.insert(id, peer);
+                self.peers.insert(id, Peer::new(cfg));
             }
         }
     }
@@ -165,7 +88,7 @@ impl Endpoint {
     pub fn remove_peer(&mut self, id: &PeerId, now: Instant) {
         for spi in self.sa_spis_of(id) {
             if let Some(sa) = self.sas.get_mut(&spi) {
-                crate::informational::delete_now(sa, &mut self.io, now, DownReason::DeletedLocally);
+                informational::delete_now(sa, &mut self.io, now, DownReason::DeletedLocally);
             }
             self.destroy(spi, now);
         }
@@ -190,7 +113,7 @@ impl Endpoint {
         let local_port = if remote.port() == NAT_T_PORT { NAT_T_PORT } else { IKE_PORT };
         let mut sa = IkeSa::new(id.clone(), true, spi_i, Path { remote, local, local_port }, now);
         let Some(peer) = self.peers.get(id) else { return };
-        if crate::sa_init::start(&mut sa, &peer.cfg, &mut self.io, now, None).is_ok() {
+        if sa_init::start(&mut sa, &peer.cfg, &mut self.io, now, None).is_ok() {
             self.sas.insert(spi_i, sa);
         } else {
             self.io.ike_spis.remove(&spi_i);
@@ -207,7 +130,7 @@ impl Endpoint {
         let msg = match Message::parse(datagram) {
             Ok(m) => m,
             Err(e) => {
-                crate::sa_init::refuse_unparsable(&mut self.io, local, remote, datagram, &e);
+                sa_init::refuse_unparsable(&mut self.io, local, remote, datagram, &e);
                 return;
             }
         };
@@ -231,8 +154,37 @@ impl Endpoint {
             return;
         }
         let Some(peer) = self.peers.get(&sa.peer) else { return };
-        let effects = crate::exchange::on_message(sa, peer, &mut self.io, now, local, remote, datagram, &msg);
+        let effects = exchange::on_message(sa, peer, &mut self.io, now, local, remote, datagram, &msg);
         self.apply(our_spi, effects, now);
+    }
+
+    /// A new IKE_SA_INIT request: a retransmission gets the response it had
+    /// before from the SA it created; otherwise `sa_init` answers it and
+    /// the half-open SA it may create is filed here.
+    fn respond_init(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, data: &[u8], msg: &Message) {
+        let h = msg.header;
+        if h.message_id != 0 {
+            return;
+        }
+        if let Some(spi) = self.init_index.get(&(h.spi_i, remote)) {
+            if let Some(sa) = self.sas.get(spi) {
+                if sa.init_request == data {
+                    let again = sa.init_response.clone();
+                    sa.transmit(&mut self.io, again);
+                }
+            }
+            return;
+        }
+        let Some(peer_id) = self.peer_for(remote.ip()) else { return };
+        let Some(peer) = self.peers.get(&peer_id) else { return };
+        let half_open = self.sas.values().filter(|s| s.state == SaState::InitReplied).count();
+        let from = (peer_id, &peer.cfg);
+        let new = sa_init::respond_init(&mut self.io, &self.cookies, half_open, from, now, local, remote, data, msg);
+        if let Some(sa) = new {
+            let spi_r = sa.spi_r;
+            self.init_index.insert((h.spi_i, remote), spi_r);
+            self.sas.insert(spi_r, sa);
+        }
     }
 
     pub(crate) fn apply(&mut self, spi: u64, effects: Vec<Effect>, now: Instant) {
@@ -249,7 +201,7 @@ impl Endpoint {
                             continue;
                         }
                         if let Some(sa) = self.sas.get_mut(&other) {
-                            crate::informational::forget(sa, &mut self.io, DownReason::Replaced);
+                            informational::forget(sa, &mut self.io, DownReason::Replaced);
                         }
                         self.destroy(other, now);
                     }
@@ -268,16 +220,16 @@ impl Endpoint {
                     self.sas.insert(new_spi, *sa);
                     // A new SA may start with work queued (a redundant one's Delete).
                     if let (Some(new), Some(p)) = (self.sas.get_mut(&new_spi), self.peers.get(&peer_id)) {
-                        crate::exchange::kick(new, p, &mut self.io, now);
+                        exchange::kick(new, p, &mut self.io, now);
                     }
                 }
                 Effect::MoveChildren { to } => {
                     let Some(mut from) = self.sas.remove(&spi) else { continue };
                     if let Some(target) = self.sas.get_mut(&to) {
-                        crate::rekey::hand_over(&mut from, target);
+                        rekey::hand_over(&mut from, target);
                         if let Some(p) = self.peers.get_mut(&peer_id) {
                             p.ike_rekeys += 1;
-                            crate::exchange::kick(target, p, &mut self.io, now);
+                            exchange::kick(target, p, &mut self.io, now);
                         }
                     }
                     self.sas.insert(spi, from);
@@ -301,7 +253,7 @@ impl Endpoint {
             if let Some(s) = sa.pending.as_ref().and_then(|p| p.req.reserved_spi()) {
                 self.io.spis_in.remove(&s);
             }
-            if let Some(crate::sa::Req::RekeyIke(r)) = sa.pending.as_ref().map(|p| &p.req) {
+            if let Some(Req::RekeyIke(r)) = sa.pending.as_ref().map(|p| &p.req) {
                 self.io.ike_spis.remove(&r.spi);
             }
         }
@@ -328,10 +280,6 @@ impl Endpoint {
         let listed = self.peers.iter().find(|(_, p)| p.cfg.remote_addrs.contains(&ip));
         let any = || self.peers.iter().find(|(_, p)| p.cfg.remote_addrs.is_empty());
         listed.or_else(any).map(|(id, _)| id.clone())
-    }
-
-    pub(crate) fn local_path(local: SocketAddr, remote: SocketAddr) -> Path {
-        Path { remote, local: non_wildcard(local.ip()), local_port: local.port() }
     }
 
     /// The next datagram to send.
@@ -361,7 +309,7 @@ impl Endpoint {
         for spi in spis {
             let Some(sa) = self.sas.get_mut(&spi) else { continue };
             let Some(p) = self.peers.get(&sa.peer) else { continue };
-            let effects = crate::timers::on_timeout(sa, p, &mut self.io, now);
+            let effects = timers::on_timeout(sa, p, &mut self.io, now);
             self.apply(spi, effects, now);
         }
         let due: Vec<PeerId> = self
@@ -401,7 +349,7 @@ impl Endpoint {
             nat: sa.is_some_and(|s| s.nat),
             children: sas
                 .iter()
-                .flat_map(|s| s.children.iter().map(|c| crate::informational::child_status(s, c, now)))
+                .flat_map(|s| s.children.iter().map(|c| informational::child_status(s, c, now)))
                 .collect(),
             ike_rekeys: peer.ike_rekeys,
             child_rekeys: peer.child_rekeys,

@@ -11,8 +11,10 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::endpoint::{Effect, Io, Peer};
+use crate::effect::Effect;
 use crate::ids::{notify as n, ExchangeType, NAT_T_PORT};
+use crate::io::Io;
+use crate::peer::Peer;
 use crate::sa::{IkeSa, Planned, Req, SaState};
 use crate::wire::message::Message;
 use crate::wire::notify::Notify;

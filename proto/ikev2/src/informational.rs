@@ -8,9 +8,10 @@
 
 use std::time::Instant;
 
-use crate::endpoint::{Effect, Io};
+use crate::effect::Effect;
 use crate::event::{ChildStatus, DownReason, Event};
 use crate::ids::{protocol, ExchangeType};
+use crate::io::Io;
 use crate::sa::{ChildSa, IkeSa, Req, SaState};
 use crate::wire::notify::Delete;
 use crate::wire::payload::Payload;

@@ -20,12 +20,13 @@ use crate::config::PeerId;
 use crate::crypto::{DhGroup, DhPrivate, IkeKeys, IkeSuite, SkCrypto};
 use crate::event::Transmit;
 use crate::ids::{flags, ExchangeType};
+use crate::io::Io;
+use crate::rekey_state::{ChildRekey, Collision, IkeRekey};
 use crate::wire::header::Header;
 use crate::wire::message::{parse_inner, Message};
 use crate::wire::payload::Payload;
 use crate::wire::traffic_selector::TrafficSelector;
 use crate::wire::WireError;
-use crate::Io;
 
 /// First retransmission after this long; each later one waits twice as long.
 pub const RETRANSMIT_BASE: Duration = Duration::from_millis(500);
@@ -38,6 +39,15 @@ pub(crate) struct Path {
     pub remote: SocketAddr,
     pub local: Option<IpAddr>,
     pub local_port: u16,
+}
+
+impl Path {
+    /// The way back to `remote` from `local`, where its datagram arrived (a
+    /// wildcard address is left for the caller's socket to choose).
+    pub(crate) fn answering(local: SocketAddr, remote: SocketAddr) -> Path {
+        let ip = local.ip();
+        Path { remote, local: (!ip.is_unspecified()).then_some(ip), local_port: local.port() }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +80,7 @@ pub(crate) struct ChildSa {
     /// A rekey or delete of it is under way.
     pub retiring: bool,
     /// The peer's rekey of it we answered while ours was out.
-    pub collision: Option<crate::rekey::Collision>,
+    pub collision: Option<Collision>,
 }
 
 /// What our outstanding request is, with what its answer needs.
@@ -80,8 +90,8 @@ pub(crate) enum Req {
     Informational,
     DeleteChildren(Vec<u32>),
     DeleteIke,
-    RekeyChild(Box<crate::rekey::ChildRekey>),
-    RekeyIke(Box<crate::rekey::IkeRekey>),
+    RekeyChild(Box<ChildRekey>),
+    RekeyIke(Box<IkeRekey>),
 }
 
 /// Exchanges waiting for the window.
@@ -152,7 +162,7 @@ pub(crate) struct IkeSa {
     /// Whether `IkeUp` went out (so `IkeDown` is owed when it goes).
     pub up: bool,
     /// A rekey of this IKE SA answered by us, kept to resolve a collision.
-    pub responded_ike_rekey: Option<crate::rekey::Collision>,
+    pub responded_ike_rekey: Option<Collision>,
 }
 
 impl IkeSa {

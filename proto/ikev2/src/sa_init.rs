@@ -10,13 +10,17 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
-use crate::config::PeerConfig;
+use crate::config::{PeerConfig, PeerId};
+use crate::cookies::Cookies;
 use crate::crypto::{derive_ike_keys, nat_detection_hash, DhGroup, DhPrivate, IkeSuite, SkCrypto};
-use crate::endpoint::{Effect, Endpoint, Io, Peer, HALF_OPEN_TIMEOUT};
-use crate::event::Failure;
+use crate::effect::Effect;
+use crate::event::{Failure, Transmit};
 use crate::ids::{flags, notify as n, ExchangeType, IKE_PORT, NAT_T_PORT};
+use crate::io::Io;
+use crate::lifetime::HALF_OPEN_TIMEOUT;
 use crate::negotiate::{accept_ike, choose_ike, describe, ike_offer};
-use crate::sa::{notify, IkeSa, Req, SaKeys, SaState};
+use crate::peer::Peer;
+use crate::sa::{notify, IkeSa, Path, Req, SaKeys, SaState};
 use crate::wire::header::Header;
 use crate::wire::message::Message;
 use crate::wire::notify::Notify;
@@ -234,8 +238,8 @@ pub(crate) fn answer_plain(io: &mut Io, local: SocketAddr, remote: SocketAddr, s
         length: 0,
     };
     let data = Message::encode(header, &[Payload::Notify(notify)]);
-    let path = Endpoint::local_path(local, remote);
-    io.transmits.push_back(crate::event::Transmit { remote, local: path.local, local_port: path.local_port, data });
+    let path = Path::answering(local, remote);
+    io.transmits.push_back(Transmit { remote, local: path.local, local_port: path.local_port, data });
 }
 
 /// An IKE_SA_INIT request with an unsupported critical payload is answered
@@ -248,79 +252,71 @@ pub(crate) fn refuse_unparsable(io: &mut Io, local: SocketAddr, remote: SocketAd
     }
 }
 
-impl Endpoint {
-    /// The responder's handling of an IKE_SA_INIT request.
-    pub(crate) fn respond_init(
-        &mut self,
-        now: Instant,
-        local: SocketAddr,
-        remote: SocketAddr,
-        data: &[u8],
-        msg: &Message,
-    ) {
-        let h = msg.header;
-        if h.message_id != 0 {
-            return;
-        }
-        if let Some(spi) = self.init_index.get(&(h.spi_i, remote)) {
-            if let Some(sa) = self.sas.get(spi) {
-                if sa.init_request == data {
-                    let again = sa.init_response.clone();
-                    sa.transmit(&mut self.io, again);
-                }
-            }
-            return;
-        }
-        let Some(peer_id) = self.peer_for(remote.ip()) else { return };
-        let p = &msg.payloads;
-        let (Some(offered), Some((group, ke)), Some(ni)) = parts(p) else {
-            answer_plain(&mut self.io, local, remote, h.spi_i, Notify::new(n::INVALID_SYNTAX, Vec::new()));
-            return;
-        };
-        if !self.cookie_ok(local, remote, h.spi_i, ni, p) {
-            return;
-        }
-        let Some(cfg) = self.peers.get(&peer_id).map(|x| x.cfg.clone()) else { return };
-        let Some((suite, answer)) = choose_ike(offered, &cfg.ike_proposals, group) else {
-            answer_plain(&mut self.io, local, remote, h.spi_i, Notify::new(n::NO_PROPOSAL_CHOSEN, Vec::new()));
-            self.io.fail(&peer_id, Failure::NoProposalChosen { offered: describe(offered) });
-            return;
-        };
-        if suite.dh.id() != group {
-            let want = Notify::new(n::INVALID_KE_PAYLOAD, suite.dh.id().to_be_bytes().to_vec());
-            answer_plain(&mut self.io, local, remote, h.spi_i, want);
-            return;
-        }
-        let Ok((dh, public)) = DhPrivate::generate(suite.dh, &mut *self.io.rng) else { return };
-        let Ok(shared) = dh.agree(ke) else {
-            answer_plain(&mut self.io, local, remote, h.spi_i, Notify::new(n::INVALID_SYNTAX, Vec::new()));
-            return;
-        };
-        let spi_r = self.io.new_ike_spi();
-        let mut sa = IkeSa::new(peer_id, false, h.spi_i, Endpoint::local_path(local, remote), now);
-        sa.spi_r = spi_r;
-        sa.ni = ni.to_vec();
-        sa.nr = self.io.random(NONCE_LEN);
-        install_keys(&mut sa, suite, &shared);
-        let seen = nat_seen(p, h.spi_i, 0, local, remote);
-        sa.nat = cfg.encap_always || seen.unwrap_or(false);
-        let mut out = vec![
-            Payload::Sa(vec![answer]),
-            Payload::Ke { group: suite.dh.id(), data: public },
-            Payload::Nonce(sa.nr.clone()),
-        ];
-        if seen.is_some() || cfg.encap_always {
-            let local_sa = local_addr(sa.path.local, local.port(), remote);
-            out.extend(nat_payloads(&mut self.io, h.spi_i, spi_r, local_sa, remote, cfg.encap_always));
-        }
-        let response = Message::encode(sa.header(ExchangeType::IkeSaInit, true, 0), &out);
-        sa.transmit(&mut self.io, response.clone());
-        sa.init_request = data.to_vec();
-        sa.init_response = response.clone();
-        sa.cached = Some((0, response));
-        sa.peer_next_id = 1;
-        sa.expire_at = Some(now + HALF_OPEN_TIMEOUT);
-        self.init_index.insert((h.spi_i, remote), spi_r);
-        self.sas.insert(spi_r, sa);
+/// The responder's handling of a new IKE_SA_INIT request (message ID 0,
+/// not a retransmission) from the configured peer `peer_id`: the
+/// half-open SA it creates, for the caller to file, or `None` if the
+/// request was answered statelessly or dropped. `half_open` counts the
+/// caller's half-open SAs, for the cookie threshold.
+#[allow(clippy::too_many_arguments)] // a datagram's whole context
+pub(crate) fn respond_init(
+    io: &mut Io,
+    cookies: &Cookies,
+    half_open: usize,
+    (peer_id, cfg): (PeerId, &PeerConfig),
+    now: Instant,
+    local: SocketAddr,
+    remote: SocketAddr,
+    data: &[u8],
+    msg: &Message,
+) -> Option<IkeSa> {
+    let h = msg.header;
+    let p = &msg.payloads;
+    let (Some(offered), Some((group, ke)), Some(ni)) = parts(p) else {
+        answer_plain(io, local, remote, h.spi_i, Notify::new(n::INVALID_SYNTAX, Vec::new()));
+        return None;
+    };
+    if let Err(cookie) = cookies.admit(half_open, remote, h.spi_i, ni, p) {
+        answer_plain(io, local, remote, h.spi_i, cookie);
+        return None;
     }
+    let Some((suite, answer)) = choose_ike(offered, &cfg.ike_proposals, group) else {
+        answer_plain(io, local, remote, h.spi_i, Notify::new(n::NO_PROPOSAL_CHOSEN, Vec::new()));
+        io.fail(&peer_id, Failure::NoProposalChosen { offered: describe(offered) });
+        return None;
+    };
+    if suite.dh.id() != group {
+        let want = Notify::new(n::INVALID_KE_PAYLOAD, suite.dh.id().to_be_bytes().to_vec());
+        answer_plain(io, local, remote, h.spi_i, want);
+        return None;
+    }
+    let (dh, public) = DhPrivate::generate(suite.dh, &mut *io.rng).ok()?;
+    let Ok(shared) = dh.agree(ke) else {
+        answer_plain(io, local, remote, h.spi_i, Notify::new(n::INVALID_SYNTAX, Vec::new()));
+        return None;
+    };
+    let spi_r = io.new_ike_spi();
+    let mut sa = IkeSa::new(peer_id, false, h.spi_i, Path::answering(local, remote), now);
+    sa.spi_r = spi_r;
+    sa.ni = ni.to_vec();
+    sa.nr = io.random(NONCE_LEN);
+    install_keys(&mut sa, suite, &shared);
+    let seen = nat_seen(p, h.spi_i, 0, local, remote);
+    sa.nat = cfg.encap_always || seen.unwrap_or(false);
+    let mut out = vec![
+        Payload::Sa(vec![answer]),
+        Payload::Ke { group: suite.dh.id(), data: public },
+        Payload::Nonce(sa.nr.clone()),
+    ];
+    if seen.is_some() || cfg.encap_always {
+        let local_sa = local_addr(sa.path.local, local.port(), remote);
+        out.extend(nat_payloads(io, h.spi_i, spi_r, local_sa, remote, cfg.encap_always));
+    }
+    let response = Message::encode(sa.header(ExchangeType::IkeSaInit, true, 0), &out);
+    sa.transmit(io, response.clone());
+    sa.init_request = data.to_vec();
+    sa.init_response = response.clone();
+    sa.cached = Some((0, response));
+    sa.peer_next_id = 1;
+    sa.expire_at = Some(now + HALF_OPEN_TIMEOUT);
+    Some(sa)
 }

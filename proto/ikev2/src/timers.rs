@@ -7,25 +7,14 @@
 
 use std::time::{Duration, Instant};
 
-use rand_core::RngCore;
-
-use crate::endpoint::{Effect, Io, Peer};
+use crate::effect::Effect;
 use crate::event::{DownReason, Failure};
+use crate::io::Io;
+use crate::peer::Peer;
 use crate::sa::{IkeSa, Planned, SaState};
-
-/// Share of a lifetime always left between the rekey and the hard expiry.
-pub const REKEY_MARGIN_PERCENT: u32 = 10;
 
 /// How long an expired child SA's Delete may take before it is asked again.
 const EXPIRED_DELETE_GRACE: Duration = Duration::from_secs(60);
-
-/// When to rekey an SA of `lifetime`: its lifetime minus the margin and a
-/// random part of up to `jitter_percent`, so two ends rarely collide.
-pub(crate) fn rekey_after(lifetime: Duration, jitter_percent: u8, rng: &mut dyn RngCore) -> Duration {
-    let jitter = u32::from(jitter_percent.min(80));
-    let take = REKEY_MARGIN_PERCENT + rng.next_u32() % (jitter + 1);
-    lifetime * (100 - take.min(95)) / 100
-}
 
 pub(crate) fn on_timeout(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant) -> Vec<Effect> {
     if sa.retransmit_due(io, now) {

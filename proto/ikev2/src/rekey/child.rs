@@ -8,28 +8,21 @@
 
 use std::time::Instant;
 
-use super::{ke, nonce, ours_is_redundant, refuse, Collision, REKEY_RETRY};
+use super::{ke, nonce, refuse, REKEY_RETRY};
 use crate::child_keys::ChildKeys;
 use crate::crypto::DhPrivate;
-use crate::endpoint::{Effect, Io, Peer};
+use crate::effect::Effect;
 use crate::event::{Event, Failure};
 use crate::ids::{notify as n, protocol, ExchangeType};
 use crate::ike_auth::{child_parts, install_child, keymat};
+use crate::io::Io;
 use crate::negotiate::{accept_esp, choose_esp, describe, describe_ts, esp_offer, narrow, within};
+use crate::peer::Peer;
+use crate::rekey_state::{ours_is_redundant, ChildRekey, Collision};
 use crate::sa::{error_notify, IkeSa, Planned, Req};
 use crate::sa_init::NONCE_LEN;
 use crate::wire::notify::Notify;
 use crate::wire::payload::Payload;
-
-/// Our outstanding child rekey.
-pub(crate) struct ChildRekey {
-    /// The inbound SPI of the child being replaced.
-    pub old: u32,
-    /// Our inbound SPI of the new one.
-    pub spi_in: u32,
-    pub ni: Vec<u8>,
-    pub dh: Option<DhPrivate>,
-}
 
 /// Sends our rekey of the child SA `old` (our inbound SPI).
 pub(crate) fn start_child_rekey(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant, old: u32) {

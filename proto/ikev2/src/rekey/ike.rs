@@ -9,24 +9,19 @@
 
 use std::time::Instant;
 
-use super::{ke, nonce, ours_is_redundant, refuse, Collision, REKEY_RETRY};
+use super::{ke, nonce, refuse, REKEY_RETRY};
 use crate::crypto::{derive_rekeyed_ike_keys, DhPrivate, IkeSuite, SkCrypto};
-use crate::endpoint::{Effect, Io, Peer, HALF_OPEN_TIMEOUT};
+use crate::effect::Effect;
 use crate::event::Failure;
 use crate::ids::{notify as n, ExchangeType};
+use crate::io::Io;
+use crate::lifetime::{rekey_after, HALF_OPEN_TIMEOUT};
 use crate::negotiate::{accept_ike, choose_ike, describe, ike_offer};
+use crate::peer::Peer;
+use crate::rekey_state::{ours_is_redundant, Collision, IkeRekey};
 use crate::sa::{error_notify, IkeSa, Planned, Req, SaKeys, SaState};
 use crate::sa_init::NONCE_LEN;
-use crate::timers::rekey_after;
 use crate::wire::payload::Payload;
-
-/// Our outstanding IKE SA rekey.
-pub(crate) struct IkeRekey {
-    /// Our SPI in the new SA (its SPIi).
-    pub spi: u64,
-    pub ni: Vec<u8>,
-    pub dh: DhPrivate,
-}
 
 pub(crate) fn start_ike_rekey(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant) {
     let cfg = &peer.cfg;

@@ -14,36 +14,19 @@ mod ike;
 
 use std::time::{Duration, Instant};
 
-pub(crate) use child::{on_child_rekey_response, start_child_rekey, ChildRekey};
-pub(crate) use ike::{hand_over, on_ike_rekey_response, start_ike_rekey, IkeRekey};
+pub(crate) use child::{on_child_rekey_response, start_child_rekey};
+pub(crate) use ike::{hand_over, on_ike_rekey_response, start_ike_rekey};
 
-use crate::endpoint::{Effect, Io, Peer};
+use crate::effect::Effect;
 use crate::ids::{notify as n, protocol, ExchangeType};
+use crate::io::Io;
+use crate::peer::Peer;
 use crate::sa::{notify, IkeSa, SaState};
 use crate::wire::notify::Notify;
 use crate::wire::payload::Payload;
 
 /// A failed rekey is tried again after this.
 pub const REKEY_RETRY: Duration = Duration::from_secs(30);
-
-/// A rekey we answered while our own rekey of the same SA was out.
-#[derive(Debug, Clone)]
-pub(crate) struct Collision {
-    /// The peer's request nonce and our response nonce.
-    pub ni: Vec<u8>,
-    pub nr: Vec<u8>,
-    /// The SA that exchange created: our inbound SPI (child) or our SPI
-    /// of the new IKE SA.
-    pub created: u64,
-}
-
-/// Whether the exchange with nonces (`ours_ni`, `ours_nr`) holds the
-/// lowest of the four nonces, making the SA it created redundant.
-pub(crate) fn ours_is_redundant(ours_ni: &[u8], ours_nr: &[u8], c: &Collision) -> bool {
-    let ours = ours_ni.min(ours_nr);
-    let theirs = c.ni.as_slice().min(c.nr.as_slice());
-    ours < theirs
-}
 
 pub(crate) fn nonce(p: &[Payload]) -> Option<&[u8]> {
     p.iter().find_map(|x| if let Payload::Nonce(v) = x { Some(v.as_slice()) } else { None })
@@ -79,19 +62,4 @@ pub(crate) fn on_request(
     }
     refuse(sa, io, id, n::NO_ADDITIONAL_SAS, Vec::new());
     Vec::new()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_exchange_with_the_lowest_nonce_is_redundant() {
-        let c = Collision { ni: vec![5; 32], nr: vec![7; 32], created: 1 };
-        assert!(ours_is_redundant(&[9; 32], &[4; 32], &c));
-        assert!(!ours_is_redundant(&[6; 32], &[9; 32], &c));
-        // Both ends reach opposite verdicts over the same four nonces.
-        let theirs = Collision { ni: vec![9; 32], nr: vec![4; 32], created: 2 };
-        assert!(!ours_is_redundant(&[5; 32], &[7; 32], &theirs));
-    }
 }
