@@ -15,7 +15,7 @@ use crate::effect::Effect;
 use crate::ids::{notify as n, ExchangeType, NAT_T_PORT};
 use crate::io::Io;
 use crate::peer::Peer;
-use crate::sa::{IkeSa, Planned, Req, SaState};
+use crate::sa::{IkeSa, Planned, Req, SaState, RETRANSMIT_BASE};
 use crate::wire::message::Message;
 use crate::wire::notify::Notify;
 use crate::wire::payload::Payload;
@@ -130,7 +130,13 @@ pub(crate) fn kick(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant) -> Ve
     }
     while let Some(next) = sa.queue.pop_front() {
         match next {
-            Planned::Dpd => sa.send_request(io, now, ExchangeType::Informational, &[], Req::Informational),
+            Planned::Dpd => {
+                sa.send_request(io, now, ExchangeType::Informational, &[], Req::Informational);
+                // Answered within the liveness interval, or the peer is dead.
+                if let Some(p) = sa.pending.as_mut() {
+                    p.give_up_at = Some(now + peer.cfg.dpd_interval.max(RETRANSMIT_BASE * 2));
+                }
+            }
             Planned::DeleteChildren(spis) => crate::informational::send_delete_children(sa, io, now, spis),
             Planned::DeleteIke => crate::informational::send_delete_ike(sa, io, now),
             Planned::RekeyChild(spi_in) => crate::rekey::start_child_rekey(sa, peer, io, now, spi_in),

@@ -121,6 +121,9 @@ pub(crate) struct Pending {
     pub sent: u32,
     pub next_at: Instant,
     pub req: Req,
+    /// A liveness check gives up here, before its retransmissions run
+    /// out, so a dead peer is known within the liveness interval.
+    pub give_up_at: Option<Instant>,
 }
 
 /// The keys of an IKE SA once IKE_SA_INIT is done.
@@ -262,7 +265,7 @@ impl IkeSa {
 
     pub(crate) fn start_pending(&mut self, io: &mut Io, now: Instant, id: u32, data: Vec<u8>, req: Req) {
         self.transmit(io, data.clone());
-        self.pending = Some(Pending { id, data, sent: 1, next_at: now + RETRANSMIT_BASE, req });
+        self.pending = Some(Pending { id, data, sent: 1, next_at: now + RETRANSMIT_BASE, req, give_up_at: None });
     }
 
     /// Sends and caches the response to the request with `message_id`.
@@ -275,6 +278,9 @@ impl IkeSa {
     /// Retransmits a due request; `true` when every try is spent.
     pub(crate) fn retransmit_due(&mut self, io: &mut Io, now: Instant) -> bool {
         let Some(p) = self.pending.as_mut() else { return false };
+        if p.give_up_at.is_some_and(|t| now >= t) {
+            return true;
+        }
         if p.next_at > now {
             return false;
         }
@@ -282,6 +288,9 @@ impl IkeSa {
             return true;
         }
         p.next_at = now + RETRANSMIT_BASE * 2u32.pow(p.sent);
+        if let Some(t) = p.give_up_at {
+            p.next_at = p.next_at.min(t);
+        }
         p.sent += 1;
         let data = p.data.clone();
         self.transmit(io, data);

@@ -1,9 +1,12 @@
 //! What an IKE SA does when time passes: retransmit or give up, check
 //! liveness, schedule rekeys, expire.
 //!
-//! Invariants: a peer is declared dead only after every retransmission of
-//! a request went unanswered (RFC 7296 §2.4); an SA past its hard lifetime
-//! is deleted whether or not its rekey succeeded.
+//! Invariants: a peer is declared dead only after a request went
+//! unanswered through its retransmissions (RFC 7296 §2.4): every one of
+//! them, or, for a liveness check, those that fit in one liveness interval
+//! (so a peer quiet for `dpd_interval` is known dead one interval later);
+//! an SA past its hard lifetime is deleted whether or not its rekey
+//! succeeded.
 
 use std::time::{Duration, Instant};
 

@@ -53,8 +53,11 @@ fn liveness_checks_run_only_when_the_peer_is_quiet_and_keep_a_live_peer() {
 fn a_silent_peer_is_declared_dead_with_all_its_child_sas() {
     let mut n = up_pair(Duration::from_secs(10));
     n.drop = Box::new(|side, _| side == Side::B);
-    // Quiet for 10 s, then 5 tries over 15.5 s, then a restart 5 s later.
-    n.advance(Duration::from_secs(10 + 16));
+    // Quiet for 10 s, then tries at 0, 0.5, 1.5, 3.5 and 7.5 s of a
+    // liveness check that gives up after one interval; a restart 5 s later.
+    n.advance(Duration::from_secs(10 + 9));
+    assert_eq!(downs(&n, Side::A), (vec![], 0), "still within the check's interval");
+    n.advance(Duration::from_secs(1) + Duration::from_millis(100));
     assert_eq!(downs(&n, Side::A), (vec![DownReason::PeerDead], 1));
     assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Down));
     n.advance(Duration::from_secs(5));
