@@ -179,8 +179,23 @@ fn transform_name(t: &Transform) -> String {
 /// An offer in strongSwan's notation, proposals separated by ", ":
 /// `aes256gcm16-prfsha256-x25519, aes256-sha256-prfsha256-modp2048`.
 pub(crate) fn describe(offered: &[Proposal]) -> String {
-    let names: Vec<String> =
-        offered.iter().map(|p| p.transforms.iter().map(transform_name).collect::<Vec<_>>().join("-")).collect();
+    // strongSwan's order, whatever the order on the wire: encryption,
+    // integrity, PRF, group, ESN.
+    let rank = |kind: u8| match kind {
+        tt::ENCR => 0,
+        tt::INTEG => 1,
+        tt::PRF => 2,
+        tt::DH => 3,
+        _ => 4,
+    };
+    let names: Vec<String> = offered
+        .iter()
+        .map(|p| {
+            let mut ts: Vec<_> = p.transforms.iter().collect();
+            ts.sort_by_key(|t| rank(t.kind));
+            ts.into_iter().map(transform_name).collect::<Vec<_>>().join("-")
+        })
+        .collect();
     if names.is_empty() {
         "(nothing)".into()
     } else {
@@ -212,4 +227,28 @@ pub(crate) fn narrow(offered: &[TrafficSelector], allowed: &[TrafficSelector]) -
 /// Initiator check: each returned selector lies within one we offered.
 pub(crate) fn within(answer: &[TrafficSelector], offered: &[TrafficSelector]) -> bool {
     !answer.is_empty() && answer.iter().all(|a| offered.iter().any(|o| o.intersect(a) == Some(*a)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{dh, encr, integ, prf, protocol};
+    use crate::wire::proposal::Transform;
+
+    #[test]
+    fn offers_are_named_in_strongswans_order_whatever_the_wire_order() {
+        let p = Proposal {
+            num: 1,
+            protocol: protocol::IKE,
+            spi: Vec::new(),
+            transforms: vec![
+                Transform::new(tt::ENCR, encr::AES_CBC, Some(256)),
+                Transform::new(tt::PRF, prf::HMAC_SHA2_256, None),
+                Transform::new(tt::INTEG, integ::HMAC_SHA2_256_128, None),
+                Transform::new(tt::DH, dh::MODP_2048, None),
+            ],
+        };
+        assert_eq!(describe(&[p]), "aes256-sha256-prfsha256-modp2048");
+        assert_eq!(describe(&[]), "(nothing)");
+    }
 }
