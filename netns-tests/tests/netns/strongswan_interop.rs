@@ -16,8 +16,8 @@ use lab::strongswan::{self, Charon, Connection, StartAction};
 struct Interop {
     charon: Charon,
     gw: Option<Gateway>,
-    _dir: tempfile::TempDir,
-    _gw_a: Netns,
+    dir: tempfile::TempDir,
+    gw_a: Netns,
     _gw_b: Netns,
     host_a: Netns,
     host_b: Netns,
@@ -83,11 +83,20 @@ struct Causeway<'a> {
     initiate: bool,
     psk_hex: Option<String>,
     extra: &'a str,
+    /// causewayd's WireGuard key (made up when absent).
+    key: Option<causeway_wireguard::StaticSecret>,
 }
 
 impl Default for Causeway<'_> {
     fn default() -> Self {
-        Causeway { ike: "aes256gcm16-prfsha256-x25519", esp: "aes256gcm16", initiate: true, psk_hex: None, extra: "" }
+        Causeway {
+            ike: "aes256gcm16-prfsha256-x25519",
+            esp: "aes256gcm16",
+            initiate: true,
+            psk_hex: None,
+            extra: "",
+            key: None,
+        }
     }
 }
 
@@ -96,7 +105,7 @@ fn causeway_config(dir: &std::path::Path, ifname: &str, c: &Causeway<'_>, psk: &
     let psk_path = dir.join(format!("{ifname}.psk"));
     let hex: String = psk.iter().map(|b| format!("{b:02x}")).collect();
     lab::write_private(&psk_path, &format!("0x{}\n", c.psk_hex.clone().unwrap_or(hex))).unwrap();
-    let (key, _) = lab::keypair();
+    let key = c.key.clone().unwrap_or_else(|| lab::keypair().0);
     let cfg = format!(
         r#"[interface]
 name = "{ifname}"
@@ -160,7 +169,7 @@ fn interop(c: Causeway<'_>, swan: impl FnOnce(Connection) -> Connection) -> Inte
         let gw = Gateway::launch(&gw_a, ifname, &path, public).unwrap();
         (gw, Charon::start(&gw_b, dir.path(), &conn).unwrap())
     };
-    Interop { charon, gw: Some(gw), _dir: dir, _gw_a: gw_a, _gw_b: gw_b, host_a, host_b }
+    Interop { charon, gw: Some(gw), dir, gw_a, _gw_b: gw_b, host_a, host_b }
 }
 
 /// Both ends agree on the SAs, and the hosts reach each other.
@@ -335,4 +344,59 @@ fn failures_are_named_in_one_log_line() {
         assert!(p.causeway().process.pid() > 0 && p.gw.as_mut().unwrap().process.running(), "{what}: causewayd died");
         eprintln!("{what}: {}", log.lines().find(|l| l.contains(line)).unwrap_or_default());
     }
+}
+
+/// One causewayd, two kinds of peer at once: strongSwan over IPsec (gw-b)
+/// and another Causeway over WireGuard (gw-c, on a second WAN link), each
+/// carrying traffic from the host behind gw-a, one after the other and
+/// then both at once.
+#[test]
+fn a_wireguard_peer_and_an_ipsec_peer_on_one_gateway() {
+    let Some(_lab) = strongswan_lab("a_wireguard_peer_and_an_ipsec_peer_on_one_gateway") else {
+        return;
+    };
+    let (ka, pa) = lab::keypair();
+    let (kc, pc) = lab::keypair();
+    let wg_peer = format!(
+        "\n[[peer]]\nname = \"gw-c\"\npublic_key = \"{}\"\nendpoints = [\"198.18.1.2:51820\"]\nallowed_ips = [\"10.94.3.0/24\"]\n",
+        lab::b64(pc.as_bytes())
+    );
+    let p = interop(Causeway { key: Some(ka), extra: &wg_peer, ..Causeway::default() }, |c| c);
+    let gw_c = Netns::new("gw-c").unwrap();
+    lab::veth(&p.gw_a, "wan1", &["198.18.1.1/24"], &gw_c, "wan0", &["198.18.1.2/24"]).unwrap();
+    let to_a = PeerSpec::new("gw-a", pa, Some("198.18.1.1:51820"), &["10.94.1.0/24"]);
+    let gc = Gateway::start(&gw_c, p.dir.path(), &kc, &["10.94.3.1/24"], 51820, 1400, &[to_a]).unwrap();
+    gw_c.ip(&["route", "add", "10.94.1.0/24", "dev", &gc.ifname]).unwrap();
+    assert!(p.wait_up(Duration::from_secs(20)), "no child SA\n{}", p.logs());
+    assert!(p.host_a.wait_for_ping("10.94.2.2", Duration::from_secs(10)), "no ping over IPsec\n{}", p.logs());
+    assert!(p.host_a.wait_for_ping("10.94.3.1", Duration::from_secs(10)), "no ping over WireGuard\n{}", p.logs());
+    let ipsec = lab::iperf3(&p.host_b, &p.host_a, "10.94.2.2", 2, false, &[]).unwrap();
+    let wg = lab::iperf3(&gw_c, &p.host_a, "10.94.3.1", 2, false, &[]).unwrap();
+    eprintln!(
+        "one gateway: {:.2} Gbit/s to strongSwan over IPsec, {:.2} Gbit/s to Causeway over WireGuard",
+        ipsec.bits_per_second / 1e9,
+        wg.bits_per_second / 1e9
+    );
+    assert!(ipsec.bytes > 1_000_000 && wg.bytes > 1_000_000);
+    // Both at once: pings over each while the other moves bulk traffic.
+    let (a, b) = (p.host_a.name.clone(), p.host_a.name.clone());
+    let ping_ipsec = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &a, "ping", "-q", "-i", "0.02", "-c", "100", "10.94.2.2"])
+            .output()
+    });
+    let ping_wg = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &b, "ping", "-q", "-i", "0.02", "-c", "100", "10.94.3.1"])
+            .output()
+    });
+    for (what, t) in [("IPsec", ping_ipsec), ("WireGuard", ping_wg)] {
+        let out = String::from_utf8_lossy(&t.join().unwrap().unwrap().stdout).to_string();
+        assert!(out.contains(" 0% packet loss"), "{what} pings at the same time lost some:\n{out}");
+    }
+    let st = lab::api_status(&p.causeway().ifname).unwrap();
+    // iperf3 sent from host-a: gw-a's transmit counters carry it.
+    assert!(st["peers"][0]["tx_bytes"].as_u64().unwrap() > wg.bytes / 2, "WireGuard peer's counters: {st}");
+    assert!(st["ipsec_peers"][0]["tx_bytes"].as_u64().unwrap() > ipsec.bytes / 2, "IPsec peer's counters: {st}");
+    drop(gc);
 }
