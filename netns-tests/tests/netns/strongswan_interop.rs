@@ -400,3 +400,29 @@ fn a_wireguard_peer_and_an_ipsec_peer_on_one_gateway() {
     assert!(st["ipsec_peers"][0]["tx_bytes"].as_u64().unwrap() > ipsec.bytes / 2, "IPsec peer's counters: {st}");
     drop(gc);
 }
+
+/// Causeway rekeys, strongSwan answers: child SA lifetime 30 s and IKE SA
+/// lifetime 60 s on Causeway's side (its minimums; rekeys start 10–20%
+/// before), strongSwan's own far later, while 50 pings a second cross for
+/// 58 s: both rekeys happen, initiated by Causeway, and not one ping is lost.
+#[test]
+fn causeway_initiated_rekeys_with_strongswan_lose_nothing() {
+    let Some(_lab) = strongswan_lab("causeway_initiated_rekeys_with_strongswan_lose_nothing") else {
+        return;
+    };
+    let p = interop(Causeway { extra: "child_lifetime = 30\nike_lifetime = 60", ..Causeway::default() }, |c| {
+        c.child_lifetime(Duration::from_secs(3000), Duration::from_secs(3600))
+            .ike_lifetime(Duration::from_secs(3000), Duration::from_secs(3600))
+    });
+    assert!(p.wait_up(Duration::from_secs(20)), "no child SA\n{}", p.logs());
+    assert!(p.host_a.wait_for_ping("10.94.2.2", Duration::from_secs(10)), "no ping\n{}", p.logs());
+    let out = p.host_a.exec("ping", &["-q", "-i", "0.02", "-c", "2900", "-W", "1", "10.94.2.2"]).unwrap_or_default();
+    let st = p.ipsec_status();
+    eprintln!("ping across Causeway's rekeys: {}", out.lines().rev().take(2).collect::<Vec<_>>().join(" | "));
+    assert!(out.contains(" 0% packet loss"), "packets lost across rekeys:\n{out}\n{st}\n{}", p.logs());
+    assert!(st["child_rekeys"].as_u64().unwrap() >= 1, "child SA rekeys: {st}\n{}", p.logs());
+    assert!(st["ike_rekeys"].as_u64().unwrap() >= 1, "IKE SA rekeys: {st}\n{}", p.logs());
+    assert_eq!(st["initiator"], true);
+    // strongSwan's lifetimes are far off: these rekeys were Causeway's.
+    assert!(p.charon.count_log("rekeyed") + p.charon.count_log("rekeying") >= 1, "{}", p.logs());
+}
