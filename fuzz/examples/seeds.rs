@@ -1,13 +1,21 @@
 //! Writes the starting corpus: real messages of each kind, made with the
 //! fixed keys the targets use, so fuzzing begins past the cheap checks.
-//! `cargo run --example seeds` from fuzz/; the output is committed.
+//! `cargo run --example seeds [target ...]` from fuzz/ (all targets when
+//! none is named); the output is committed.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use causeway_esp::{Cipher, OutboundSa, SaKeys, Zeroizing};
+use causeway_fuzz::ike::{self, TestRng, PEER, RESPONDER};
+use causeway_ikev2::{Endpoint, PeerId};
 use causeway_wireguard::{Device, Received, StaticSecret, Time};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    if !only.is_empty() && !only.iter().any(|t| t == target) {
+        return;
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(name), bytes).unwrap();
@@ -51,7 +59,72 @@ fn syn_v6() -> Vec<u8> {
     p
 }
 
+/// ESP inputs: a mode byte (low two bits the cipher, bit 2 seal) and the
+/// rest. Datagrams to open are sealed with the SAs' keys, as
+/// `causeway_esp::fuzz` derives them (SPI 0x1000, bytes i ^ 0x5a), so the
+/// fuzzer starts from packets that open.
+fn esp_seeds() {
+    for (c, cipher) in Cipher::ALL.into_iter().enumerate() {
+        let mode = c as u8;
+        write("esp", &format!("seal-syn-v4-{}", cipher.name()), &with_mode(4 | mode, &syn_v4()));
+        let keys = SaKeys {
+            spi: 0x1000,
+            cipher,
+            keymat: Zeroizing::new((0..cipher.keymat_len()).map(|i| i as u8 ^ 0x5a).collect()),
+        };
+        let out = OutboundSa::new(keys).unwrap();
+        let payload = if c % 2 == 0 { syn_v4() } else { syn_v6() };
+        let padded = out.padded_len(payload.len());
+        let mut buf = vec![0; out.wire_len(padded)];
+        let h = out.header_len();
+        buf[h..h + payload.len()].copy_from_slice(&payload);
+        let n = out.seal(7, &mut buf, payload.len(), padded).unwrap();
+        write("esp", &format!("open-sealed-{}", cipher.name()), &with_mode(mode, &buf[..n]));
+    }
+    write("esp", "seal-syn-v6", &with_mode(4, &syn_v6()));
+    write("esp", "seal-empty", &[4]);
+    write("esp", "seal-not-ip", &with_mode(5, b"\x12 not an IP packet"));
+    write("esp", "open-short", &with_mode(0, &[0, 0, 0x10, 0, 0, 0, 0, 1]));
+}
+
+/// IKE inputs: records of datagrams for the fuzz target's responder
+/// (see `causeway_fuzz::ike`), made by a real initiator.
+fn ike_seeds() {
+    let (_, now) = ike::responder();
+    let from = std::net::SocketAddr::new(PEER, 500);
+    let to = std::net::SocketAddr::new(RESPONDER, 500);
+    let initiator = |suite| {
+        let mut i = Endpoint::new(Box::new(TestRng(0x1234_5678_9abc_def1)));
+        i.set_peer(PeerId::from("r"), ike::initiator_config(b"a key the responder does not have", suite), now);
+        i.connect(&PeerId::from("r"), to, Some(PEER), now);
+        let init = i.poll_transmit().unwrap().data;
+        (i, init)
+    };
+    let (_, init) = initiator(ike::x25519_suite());
+    write("ike", "sa-init-x25519", &ike::record(0, &init));
+    write("ike", "sa-init-from-stranger-4500", &ike::record(3, &init));
+    let mut twice = ike::record(0, &init);
+    twice.extend(ike::record(1 << 2, &init));
+    write("ike", "sa-init-retransmitted", &twice);
+    // A whole exchange with the MODP suite, whose key shares come from the
+    // seeded generators: the IKE_AUTH decrypts at the fuzz target's
+    // responder, whose PSK check then fails.
+    let (mut i, init) = initiator(ike::modp_suite());
+    let (mut r, now) = ike::responder();
+    r.handle(now, to, from, &init);
+    let answer = r.poll_transmit().unwrap().data;
+    i.handle(now, from, to, &answer);
+    let auth = i.poll_transmit().unwrap().data;
+    let mut exchange = ike::record(0, &init);
+    exchange.extend(ike::record(0, &auth));
+    write("ike", "ike-auth-wrong-key", &exchange);
+    write("ike", "ike-auth-without-init", &ike::record(0, &auth));
+    write("ike", "header-only", &ike::record(0, &init[..28]));
+}
+
 fn main() {
+    esp_seeds();
+    ike_seeds();
     let now = Time::from_secs(2_000);
     let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let b_public = StaticSecret::from_bytes([2; 32]).public_key();

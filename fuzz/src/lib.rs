@@ -1,7 +1,8 @@
 //! The bodies of Causeway's fuzz targets, one per parser of outside input,
 //! each checking a property beyond "does not crash". The cargo-fuzz binaries
 //! in `fuzz_targets/` call these, and `tests/corpus.rs` replays the kept
-//! corpus through them on the stable toolchain.
+//! corpus through them on the stable toolchain. IKE's body, with the
+//! responder it drives, is in `ike.rs`; ESP's lives with the ESP core.
 //!
 //! Targets that build an interface (UAPI, control API) first move their
 //! thread into a fresh network namespace where possible, so that names the
@@ -17,6 +18,8 @@ use base64::Engine;
 use causeway_dataplane::interface::Interface;
 use causeway_gateway::gateway::Gateway;
 use causeway_wireguard::{Device, Peer, Received, StaticSecret, Time};
+
+pub mod ike;
 
 /// A responder (`b`) with an established, confirmed session from `a`.
 struct Wire {
@@ -115,6 +118,13 @@ fn inner(plain: &[u8]) {
         assert_eq!(packet, once);
     }
     let _ = causeway_dataplane::send::destination(plain);
+}
+
+/// ESP datagrams at an SA of each cipher, and payloads sealed and opened
+/// again; the body and its properties live with the ESP core
+/// (`causeway_esp::fuzz`).
+pub fn esp(data: &[u8]) {
+    causeway_esp::fuzz::esp(data);
 }
 
 /// Moves this thread into a new network namespace (root only); true when

@@ -60,6 +60,16 @@ fn control_api() {
 }
 
 #[test]
+fn esp() {
+    replay("esp", causeway_fuzz::esp);
+}
+
+#[test]
+fn ike() {
+    replay("ike", causeway_fuzz::ike::ike);
+}
+
+#[test]
 fn config() {
     replay("config", causeway_fuzz::config);
 }

@@ -16,8 +16,18 @@ use serde::de::DeserializeOwned;
 
 // A module of this binary; a file directly in src/bin/ would be taken for
 // another binary.
+#[path = "tunctl/import_swanctl.rs"]
+mod import_swanctl;
 #[path = "tunctl/import_wg.rs"]
 mod import_wg;
+#[path = "tunctl/swanctl.rs"]
+mod swanctl;
+#[path = "tunctl/swanctl_connection.rs"]
+mod swanctl_connection;
+#[path = "tunctl/swanctl_secrets.rs"]
+mod swanctl_secrets;
+#[path = "tunctl/swanctl_values.rs"]
+mod swanctl_values;
 
 /// Inspect and manage Causeway gateways.
 ///
@@ -26,7 +36,7 @@ mod import_wg;
 #[derive(Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  tunctl peers cw0\n  tunctl show cw0 --json | jq .drops\n  tunctl peer add cw0 --name dc-north --public-key KEY --endpoint 198.18.4.2:51820 --allowed-ip 10.4.0.0/16\n  tunctl reload cw0\n  tunctl genkey | tee gw.key | tunctl pubkey"
+    after_help = "Examples:\n  tunctl peers cw0\n  tunctl show cw0 --json | jq .drops\n  tunctl peer add cw0 --name dc-north --public-key KEY --endpoint 198.18.4.2:51820 --allowed-ip 10.4.0.0/16\n  tunctl reload cw0\n  tunctl genkey | tee gw.key | tunctl pubkey\n  tunctl import-swanctl /etc/swanctl/swanctl.conf --psk-dir /etc/causeway >> /etc/causeway/gw.toml"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -84,6 +94,39 @@ enum Command {
     ImportWg {
         /// The wg-quick file.
         file: PathBuf,
+    },
+    /// Convert strongSwan swanctl.conf connections (IKEv2 with pre-shared
+    /// keys) to Causeway `[[peer]]` tables with protocol = "ipsec", on
+    /// stdout, to add to the gateway's configuration. Each connection's
+    /// key, from the secrets section, goes to <PSK_DIR>/<connection>.psk
+    /// and is never printed. Settings Causeway does not take are listed on
+    /// stderr; what cannot be carried over (certificates, IKEv1, children
+    /// with different selectors, algorithms Causeway lacks) is an error.
+    ///
+    /// Mapping: remote_addrs (with remote_port) → endpoints; local.id,
+    /// remote.id → local_id, remote_id (unset: the one address of
+    /// local_addrs/remote_addrs); proposals → ike_proposals;
+    /// children.*.esp_proposals → esp_proposals; local_ts, remote_ts →
+    /// local_ts, remote_ts, and remote_ts → allowed_ips; rekey_time →
+    /// ike_lifetime; children.*.rekey_time → child_lifetime; dpd_delay →
+    /// dpd_interval; encap = yes → encap = "always"; start_action = start →
+    /// initiate = true, trap or none → initiate = false (IKE then starts
+    /// when traffic needs the tunnel, or the peer starts it). A setting
+    /// left out, and strongSwan's `default` proposals, get Causeway's
+    /// defaults (IKE SA 28800 s, child SA 3600 s, DPD 30 s). Key files are
+    /// written as 0x and hex with mode 0600; an existing one is never
+    /// replaced.
+    ///
+    /// Example: tunctl import-swanctl /etc/swanctl/swanctl.conf --psk-dir /etc/causeway >> /etc/causeway/gw.toml
+    ImportSwanctl {
+        /// The swanctl.conf (files it includes are read too).
+        file: PathBuf,
+        /// Import only this connection.
+        #[arg(long, value_name = "NAME")]
+        connection: Option<String>,
+        /// Where the pre-shared key files go (an existing directory).
+        #[arg(long, value_name = "DIR", default_value = "/etc/causeway")]
+        psk_dir: PathBuf,
     },
     /// Print a new private key in base64, as `wg genkey` does.
     ///
@@ -434,6 +477,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{interface}: {report}");
         }
         Command::ImportWg { file } => print!("{}", import_wg::import_wg(&file)?.as_str()),
+        Command::ImportSwanctl { file, connection, psk_dir } => {
+            let imported = import_swanctl::import_swanctl(&file, connection.as_deref(), &psk_dir)?;
+            for note in &imported.notes {
+                eprintln!("tunctl: {note}");
+            }
+            for f in &imported.written {
+                eprintln!("tunctl: wrote {}", f.display());
+            }
+            print!("{}", imported.toml);
+        }
         Command::Genkey => println!("{}", b64.encode(StaticSecret::random(&mut rand_core::OsRng).as_bytes())),
         Command::Genpsk => println!("{}", b64.encode(PresharedKey::random(&mut rand_core::OsRng).as_bytes())),
         Command::Pubkey => {

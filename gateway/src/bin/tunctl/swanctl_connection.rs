@@ -1,0 +1,447 @@
+//! One swanctl.conf connection as one Causeway IPsec peer: its addresses,
+//! its single pre-shared-key authentication round, its proposals and
+//! times, and its children, which must all describe one child SA. What
+//! cannot be carried over is an error naming the setting; what Causeway
+//! has no use for is listed, for a note. The choices made where strongSwan
+//! and Causeway differ are listed in `import_swanctl.rs`.
+//!
+//! Invariant: a `Peer` is returned only for a connection without errors,
+//! and every field it sets is recorded in `Conn::origins` with the setting
+//! it came from, so the validator's complaints can be told against it.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::swanctl::{Section, Setting};
+use super::swanctl_secrets::{self as secrets, IkeSecret};
+use super::swanctl_values::{self as values, Id, Kind};
+
+/// An IPsec peer in causeway_config's field names.
+#[derive(Serialize, Clone, PartialEq, Debug)]
+pub struct Peer {
+    pub name: String,
+    pub protocol: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
+    pub allowed_ips: Vec<String>,
+    pub local_id: String,
+    pub remote_id: String,
+    pub psk_file: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ike_proposals: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub esp_proposals: Vec<String>,
+    pub local_ts: Vec<String>,
+    pub remote_ts: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ike_lifetime: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child_lifetime: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpd_interval: Option<u32>,
+    pub initiate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encap: Option<&'static str>,
+}
+
+/// One connection, being mapped: what it became so far and what is wrong.
+pub struct Conn<'a> {
+    pub name: &'a str,
+    pub errors: Vec<String>,
+    pub notes: Vec<String>,
+    /// Settings not carried over, by their path in the connection.
+    pub skipped: Vec<String>,
+    /// Causeway field, the swanctl setting it came from, and where.
+    pub origins: Vec<(&'static str, String, String)>,
+}
+
+impl Conn<'_> {
+    fn fail(&mut self, at: &str, path: &str, message: impl std::fmt::Display) {
+        self.errors.push(format!("{at}: connection {}: {path}: {message}", self.name));
+    }
+
+    fn from(&mut self, field: &'static str, path: &str, at: &str) {
+        self.origins.push((field, path.to_string(), at.to_string()));
+    }
+
+    /// A setting read with `read`; `None` when absent or wrong (reported).
+    fn read<T>(
+        &mut self,
+        s: &Section,
+        key: &str,
+        path: &str,
+        read: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let setting = s.get(key)?;
+        match read(&setting.value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.fail(&setting.at, path, e);
+                None
+            }
+        }
+    }
+
+    /// Notes every setting and subsection of `s` not in `known`.
+    fn skip_unknown(&mut self, s: &Section, prefix: &str, known: &[&str]) {
+        for x in &s.settings {
+            if !known.contains(&x.key.as_str()) {
+                self.skipped.push(format!("{prefix}{}", x.key));
+            }
+        }
+        for x in &s.sections {
+            if !known.contains(&x.name.as_str()) {
+                self.skipped.push(format!("{prefix}{} {{ }}", x.name));
+            }
+        }
+    }
+}
+
+/// The first plain address of an addrs list (not a name, range or subnet).
+fn first_address(list: Option<&Setting>) -> Option<IpAddr> {
+    list.and_then(|l| values::list(&l.value).find_map(|a| a.parse().ok()))
+}
+
+/// remote_addrs as endpoints: addresses and names, `%any` left out.
+fn endpoints(c: &mut Conn, conn: &Section) -> Vec<String> {
+    let port = match conn.get("remote_port") {
+        None => 500,
+        Some(p) => p.value.trim().parse::<u16>().unwrap_or_else(|_| {
+            c.fail(&p.at, "remote_port", format!("expected a port number, got \"{}\"", p.value.as_str()));
+            500
+        }),
+    };
+    let Some(addrs) = conn.get("remote_addrs") else { return Vec::new() };
+    let mut out = Vec::new();
+    for a in values::list(&addrs.value) {
+        if a.starts_with("%any") {
+            continue;
+        }
+        let range = a
+            .split_once('-')
+            .is_some_and(|(x, y)| x.trim().parse::<IpAddr>().is_ok() && y.trim().parse::<IpAddr>().is_ok());
+        if a.contains('/') || range {
+            c.fail(&addrs.at, "remote_addrs", format!("{a} is a subnet or range; Causeway contacts single addresses or names (for a peer that always initiates, leave remote_addrs out)"));
+            continue;
+        }
+        out.push(match a.parse::<IpAddr>() {
+            Ok(_) if port == 500 => a.to_string(),
+            Ok(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+            _ if port == 500 => a.to_string(),
+            _ => format!("{a}:{port}"),
+        });
+    }
+    c.from("endpoints", "remote_addrs", &addrs.at);
+    out
+}
+
+/// The single `local`/`remote` round of a connection: its identity.
+fn auth_round(c: &mut Conn, conn: &Section, side: &str, own: Option<IpAddr>) -> Option<causeway_config::Identity> {
+    let rounds: Vec<&Section> = conn.sections.iter().filter(|s| s.name.starts_with(side)).collect();
+    let Some(round) = rounds.first() else {
+        c.fail(&conn.at, side, format!("no {side} {{ }} section: strongSwan then authenticates with a certificate (auth = pubkey); Causeway takes auth = psk only"));
+        return None;
+    };
+    if rounds.len() > 1 {
+        let names: Vec<&str> = rounds.iter().map(|r| r.name.as_str()).collect();
+        c.fail(
+            &round.at,
+            side,
+            format!(
+                "several authentication rounds ({}); Causeway authenticates once, with a pre-shared key",
+                names.join(", ")
+            ),
+        );
+    }
+    let name = &round.name;
+    match round.get("auth") {
+        None => c.fail(&round.at, &format!("{name}.auth"), "not set, so strongSwan uses pubkey (certificates); Causeway authenticates with pre-shared keys only (auth = psk)"),
+        Some(a) if a.value.trim() != "psk" => c.fail(&a.at, &format!("{name}.auth"), format!("{}: Causeway authenticates with pre-shared keys only (auth = psk)", a.value.trim())),
+        Some(_) => {}
+    }
+    for key in ["certs", "pubkeys", "cacerts", "ca_id"] {
+        if let Some(s) = round.get(key) {
+            c.fail(
+                &s.at,
+                &format!("{name}.{key}"),
+                "certificates and public keys are not supported; Causeway authenticates with pre-shared keys",
+            );
+        }
+    }
+    for sub in &round.sections {
+        c.fail(
+            &sub.at,
+            &format!("{name}.{}", sub.name),
+            "certificates and tokens are not supported; Causeway authenticates with pre-shared keys",
+        );
+    }
+    c.skip_unknown(round, &format!("{name}."), &["auth", "id", "round", "certs", "pubkeys", "cacerts", "ca_id"]);
+    let field = if side == "local" { "local_id" } else { "remote_id" };
+    let path = format!("{name}.id");
+    let id = match round.get("id") {
+        Some(s) => match values::identity(&s.value) {
+            Ok(id) => {
+                c.from(field, &path, &s.at);
+                id
+            }
+            Err(e) => {
+                c.fail(&s.at, &path, e);
+                return None;
+            }
+        },
+        None => Id::Any,
+    };
+    match (id, own) {
+        (Id::Exact(id), _) => Some(id),
+        (Id::Any, Some(ip)) => {
+            let addrs = if side == "local" { "local_addrs" } else { "remote_addrs" };
+            c.notes.push(format!(
+                "{path} is not set: using {ip} from {addrs}, the identity strongSwan and SRXs send by default"
+            ));
+            Some(causeway_config::Identity::Address(ip))
+        }
+        (Id::Any, None) => {
+            let addrs = if side == "local" { "local_addrs" } else { "remote_addrs" };
+            c.fail(&round.at, &path, format!("no identity (strongSwan's %any); Causeway needs the one the peer uses: set {path}, or one address in {addrs}"));
+            None
+        }
+    }
+}
+
+/// What a child SA contributes to the peer.
+#[derive(Clone, PartialEq, Debug)]
+struct Child {
+    local_ts: Vec<String>,
+    remote_ts: Vec<String>,
+    esp_proposals: Vec<String>,
+    lifetime: Option<u32>,
+    initiate: bool,
+}
+
+const CHILD_KEYS: &[&str] = &[
+    "local_ts",
+    "remote_ts",
+    "esp_proposals",
+    "rekey_time",
+    "life_time",
+    "start_action",
+    "mode",
+    "ah_proposals",
+    "ipcomp",
+];
+
+fn child(c: &mut Conn, ch: &Section, own: (Option<IpAddr>, Option<IpAddr>)) -> Child {
+    let p = |key: &str| format!("children.{}.{key}", ch.name);
+    let ts = |c: &mut Conn, key: &'static str, own: Option<IpAddr>| -> Vec<String> {
+        let (text, at) = ch.get(key).map_or(("dynamic", ch.at.as_str()), |s| (s.value.as_str(), s.at.as_str()));
+        c.from(key, &p(key), at);
+        let mut out = Vec::new();
+        for item in values::list(text) {
+            match values::selector(item, own) {
+                Ok(net) => out.push(net.to_string()),
+                Err(e) => c.fail(at, &p(key), e),
+            }
+        }
+        out
+    };
+    let local_ts = ts(c, "local_ts", own.0);
+    let remote_ts = ts(c, "remote_ts", own.1);
+    let esp_proposals = c
+        .read(ch, "esp_proposals", &p("esp_proposals"), |v| values::proposals(v, Kind::Esp))
+        .flatten()
+        .unwrap_or_default();
+    if let Some(s) = ch.get("esp_proposals") {
+        c.from("esp_proposals", &p("esp_proposals"), &s.at);
+    }
+    let lifetime = match (ch.get("rekey_time"), ch.get("life_time")) {
+        (Some(s), _) => {
+            c.from("child_lifetime", &p("rekey_time"), &s.at);
+            c.read(ch, "rekey_time", &p("rekey_time"), values::seconds)
+        }
+        // strongSwan rekeys 10% before life_time when only that is given.
+        (None, Some(s)) => {
+            c.from("child_lifetime", &p("life_time"), &s.at);
+            c.read(ch, "life_time", &p("life_time"), values::seconds).map(|v| v - v / 10)
+        }
+        (None, None) => None,
+    };
+    if lifetime == Some(0) {
+        c.fail(
+            &ch.at,
+            &p("rekey_time"),
+            "0 turns rekeying off; Causeway always rekeys child SAs (its default is 3600 s)",
+        );
+    }
+    if ch.get("rekey_time").is_some() && ch.get("life_time").is_some() {
+        c.skipped.push(p("life_time"));
+    }
+    let initiate = match ch.get("start_action") {
+        None => false,
+        Some(s) => {
+            let mut start = false;
+            for word in s.value.split('|').map(str::trim) {
+                match word {
+                    "start" | "restart" => start = true,
+                    "trap" | "route" | "none" | "clear" => {}
+                    other => {
+                        c.fail(&s.at, &p("start_action"), format!("expected none, trap or start, got \"{other}\""))
+                    }
+                }
+            }
+            c.from("initiate", &p("start_action"), &s.at);
+            start
+        }
+    };
+    if let Some(m) = ch.get("mode").filter(|m| m.value.trim() != "tunnel") {
+        c.fail(&m.at, &p("mode"), format!("{}: Causeway runs tunnel mode only", m.value.trim()));
+    }
+    if let Some(a) = ch.get("ah_proposals") {
+        c.fail(&a.at, &p("ah_proposals"), "AH is not supported; Causeway runs ESP");
+    }
+    if let Some(i) = ch.get("ipcomp").filter(|i| values::boolean(&i.value).unwrap_or(true)) {
+        c.fail(&i.at, &p("ipcomp"), "IP compression is not supported");
+    }
+    c.skip_unknown(ch, &format!("children.{}.", ch.name), CHILD_KEYS);
+    Child { local_ts, remote_ts, esp_proposals, lifetime: lifetime.map(|v| v as u32), initiate }
+}
+
+/// The children of a connection, which must all describe one child SA.
+fn children(c: &mut Conn, conn: &Section, own: (Option<IpAddr>, Option<IpAddr>)) -> Option<Child> {
+    let Some(list) = conn.section("children").filter(|l| !l.sections.is_empty()) else {
+        c.fail(&conn.at, "children", "no children { } section: Causeway needs the child SA's traffic selectors");
+        return None;
+    };
+    let mapped: Vec<(&Section, Child)> = list.sections.iter().map(|ch| (ch, child(c, ch, own))).collect();
+    let (first_sec, first) = &mapped[0];
+    for (sec, other) in &mapped[1..] {
+        let what = if (&other.local_ts, &other.remote_ts) != (&first.local_ts, &first.remote_ts) {
+            "traffic selectors (local_ts, remote_ts)"
+        } else if other.esp_proposals != first.esp_proposals {
+            "esp_proposals"
+        } else if other.lifetime != first.lifetime {
+            "rekey_time"
+        } else if other.initiate != first.initiate {
+            "start_action"
+        } else {
+            c.notes.push(format!("children {} and {} are alike: imported once", first_sec.name, sec.name));
+            continue;
+        };
+        c.fail(&sec.at, &format!("children.{}", sec.name), format!("its {what} differ from those of children.{}; Causeway negotiates one child SA per peer: make each child its own connection", first_sec.name));
+    }
+    Some(first.clone())
+}
+
+const CONN_KEYS: &[&str] = &[
+    "version",
+    "local_addrs",
+    "remote_addrs",
+    "remote_port",
+    "proposals",
+    "encap",
+    "dpd_delay",
+    "rekey_time",
+    "children",
+    "vips",
+    "pools",
+    "ppk_id",
+    "ppk_required",
+];
+
+/// One connection as a peer, and the secret it uses (if one matches).
+pub fn connection<'a, 's>(
+    conn: &'a Section,
+    secrets: &'s [IkeSecret<'a>],
+    psk_dir: &Path,
+) -> (Conn<'a>, Option<(Peer, Option<&'s IkeSecret<'a>>)>) {
+    let mut c =
+        Conn { name: &conn.name, errors: Vec::new(), notes: Vec::new(), skipped: Vec::new(), origins: Vec::new() };
+    if let Err(e) = causeway_config::rules::peer_name(&conn.name) {
+        c.fail(&conn.at, "name", format!("a connection's name becomes its peer's name: {e}"));
+    }
+    if let Some(v) = conn.get("version").filter(|v| !matches!(v.value.trim(), "0" | "2")) {
+        c.fail(&v.at, "version", format!("{}: Causeway speaks IKEv2 only (version = 2)", v.value.trim()));
+    }
+    for key in ["vips", "pools"] {
+        if let Some(s) = conn.get(key) {
+            c.fail(&s.at, key, "virtual IPs are not supported: Causeway routes fixed prefixes (local_ts, remote_ts)");
+        }
+    }
+    if let Some(s) =
+        conn.get("ppk_id").or_else(|| conn.get("ppk_required").filter(|s| values::boolean(&s.value).unwrap_or(true)))
+    {
+        c.fail(&s.at, &s.key, "post-quantum preshared keys (RFC 8784) are not supported");
+    }
+    let locals: Vec<&str> = conn
+        .sections
+        .iter()
+        .filter(|s| s.name.starts_with("local") || s.name.starts_with("remote"))
+        .map(|s| s.name.as_str())
+        .collect();
+    let mut known: Vec<&str> = CONN_KEYS.to_vec();
+    known.extend(locals);
+    c.skip_unknown(conn, "", &known);
+
+    let own = (first_address(conn.get("local_addrs")), first_address(conn.get("remote_addrs")));
+    let endpoints = endpoints(&mut c, conn);
+    let local_id = auth_round(&mut c, conn, "local", own.0);
+    let remote_id = auth_round(&mut c, conn, "remote", own.1);
+    let ike_proposals =
+        c.read(conn, "proposals", "proposals", |v| values::proposals(v, Kind::Ike)).flatten().unwrap_or_default();
+    if let Some(s) = conn.get("proposals") {
+        c.from("ike_proposals", "proposals", &s.at);
+    }
+    let seconds = |c: &mut Conn, key: &str, field: &'static str| {
+        let s = conn.get(key)?;
+        c.from(field, key, &s.at);
+        let v = c.read(conn, key, key, values::seconds)?;
+        Some(v as u32)
+    };
+    let ike_lifetime = seconds(&mut c, "rekey_time", "ike_lifetime");
+    if ike_lifetime == Some(0) {
+        c.fail(&conn.at, "rekey_time", "0 turns rekeying off; Causeway always rekeys IKE SAs (its default is 28800 s)");
+    }
+    let dpd_interval = seconds(&mut c, "dpd_delay", "dpd_interval");
+    let encap = c.read(conn, "encap", "encap", values::boolean).and_then(|yes| yes.then_some("always"));
+    let child = children(&mut c, conn, own);
+
+    let psk_path = psk_dir.join(format!("{}.psk", conn.name));
+    let (Some(local_id), Some(remote_id), Some(child), true) = (local_id, remote_id, child, c.errors.is_empty()) else {
+        return (c, None);
+    };
+    let Some(psk_file) = psk_path.to_str().map(String::from) else {
+        c.fail(&conn.at, "name", format!("{} is not UTF-8", psk_path.display()));
+        return (c, None);
+    };
+    let secret = secrets::choose(secrets, &local_id, &remote_id);
+    if let Some(s) = secret.filter(|s| !secrets::names(s, &remote_id)) {
+        c.notes.push(format!(
+            "uses secrets.{}, which does not name the remote identity {} (strongSwan would pick it too)",
+            s.name,
+            values::identity_text(&remote_id)
+        ));
+    }
+    let peer = Peer {
+        name: conn.name.clone(),
+        protocol: "ipsec",
+        endpoints,
+        allowed_ips: child.remote_ts.clone(),
+        local_id: values::identity_text(&local_id),
+        remote_id: values::identity_text(&remote_id),
+        psk_file,
+        ike_proposals,
+        esp_proposals: child.esp_proposals,
+        local_ts: child.local_ts,
+        remote_ts: child.remote_ts,
+        ike_lifetime,
+        child_lifetime: child.lifetime,
+        dpd_interval,
+        initiate: child.initiate,
+        encap,
+    };
+    if let Some(o) = c.origins.iter().find(|o| o.0 == "remote_ts").cloned() {
+        c.origins.push(("allowed_ips", o.1, o.2));
+    }
+    (c, Some((peer, secret)))
+}
