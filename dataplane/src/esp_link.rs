@@ -21,6 +21,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 pub struct EspLink {
     pub(crate) outbound: ArcSwapOption<ChildSa>,
+    /// The SA that takes over sending once the peer uses it (a rekey we
+    /// answered; `SendOn::OnceUsed`).
+    pub(crate) pending: ArcSwapOption<ChildSa>,
     /// When packets first asked for an SA that has not come yet (for
     /// failover among the peer's addresses), and when they last asked.
     pub(crate) negotiation: Mutex<(Option<Time>, Option<Time>)>,
@@ -52,6 +55,15 @@ impl EspLink {
         match self.last_rx.load(Ordering::Relaxed) {
             0 => None,
             n => Some(Time::from_nanos(n)),
+        }
+    }
+
+    /// A packet opened on `sa` on the drain: if `sa` waited to take over
+    /// sending, the peer has installed it, so it does now.
+    pub(crate) fn used(&self, sa: &ChildSa) {
+        let pending = self.pending.load();
+        if pending.as_deref().is_some_and(|p| std::ptr::eq(p, sa)) {
+            self.outbound.store(self.pending.swap(None));
         }
     }
 

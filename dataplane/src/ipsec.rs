@@ -24,7 +24,7 @@ use crate::counters::Drop;
 pub use crate::esp_link::EspLink;
 use crate::interface::Interface;
 use crate::io::Socket;
-pub use crate::ipsec_table::{IpsecTable, Request};
+pub use crate::ipsec_table::{IpsecTable, Request, SendOn};
 use crate::peer::PeerState;
 use crate::protocol::{Inbound, Protocol, Sending};
 use crate::session::Session;
@@ -144,6 +144,9 @@ impl Protocol for Ipsec {
     ) -> Result<(), Drop> {
         let sa = session.as_any().downcast_ref::<ChildSa>().ok_or(Drop::Malformed)?;
         sa.accept(counter)?;
+        if let Some(l) = peer.ipsec() {
+            l.used(sa);
+        }
         if let Some(l) = peer.ipsec() {
             l.rx_bytes.fetch_add(wire_len as u64, Ordering::Relaxed);
             l.rx_packets.fetch_add(1, Ordering::Relaxed);

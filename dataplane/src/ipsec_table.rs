@@ -18,6 +18,19 @@ use crate::peer::PeerState;
 /// negotiation request is repeated by the next packet).
 const MAX_REQUESTS: usize = 1024;
 
+/// When a new child SA may carry outbound traffic (RFC 7296 §2.8): the
+/// peer must have installed its inbound half first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOn {
+    /// At once (a first SA, or a rekey we initiated).
+    Now,
+    /// Once a packet arrives on it or the SA it replaces goes (a rekey we
+    /// answered: the initiator installs it when our answer arrives).
+    OnceUsed,
+    /// Never: the redundant SA of a simultaneous rekey, kept to receive.
+    Never,
+}
+
 /// Inbound SPI → the peer and its SA.
 type BySpi = HashMap<u32, (Arc<PeerState>, Arc<ChildSa>)>;
 
@@ -83,15 +96,24 @@ impl IpsecTable {
         self.by_spi.store(Arc::new(next));
     }
 
-    /// Installs a child SA for `peer`: inbound at once, and for sending
-    /// from now on (it replaces the SA sending before it, whose inbound
-    /// half stays until `remove_child`).
-    pub fn install_child(&self, peer: &Arc<PeerState>, sa: Arc<ChildSa>) {
+    /// Installs a child SA for `peer`: inbound at once, and for sending as
+    /// `send` says. A new sending SA replaces the one before it, whose
+    /// inbound half stays until `remove_child`.
+    pub fn install_child(&self, peer: &Arc<PeerState>, sa: Arc<ChildSa>, send: SendOn) {
         let Some(link) = peer.ipsec() else { return };
         self.change_spis(|m| {
             m.insert(sa.spi_in(), (peer.clone(), sa.clone()));
         });
-        link.outbound.store(Some(sa));
+        match send {
+            SendOn::Now => {
+                link.pending.store(None);
+                link.outbound.store(Some(sa));
+            }
+            // With nothing to send on yet, waiting would only hold packets.
+            SendOn::OnceUsed if link.outbound.load().is_none() => link.outbound.store(Some(sa)),
+            SendOn::OnceUsed => link.pending.store(Some(sa)),
+            SendOn::Never => {}
+        }
         *lock(&link.negotiation) = (None, None);
     }
 
@@ -102,9 +124,14 @@ impl IpsecTable {
         self.change_spis(|m| removed = m.remove(&spi_in));
         let (peer, sa) = removed?;
         if let Some(link) = peer.ipsec() {
-            let current = link.outbound.load();
-            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &sa)) {
-                link.outbound.store(None);
+            let is =
+                |slot: &arc_swap::ArcSwapOption<ChildSa>| slot.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, &sa));
+            if is(&link.pending) {
+                link.pending.store(None);
+            }
+            // The replaced SA went: its successor sends from now on.
+            if is(&link.outbound) {
+                link.outbound.store(link.pending.swap(None));
             }
         }
         Some(sa)

@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 use causeway_config::IpsecPeer;
 use causeway_dataplane::interface::Interface;
 use causeway_dataplane::io::{Bind, RecvMeta, Socket};
-use causeway_dataplane::ipsec::{flush_staged, Request};
+use causeway_dataplane::ipsec::{flush_staged, Request, SendOn};
 use causeway_dataplane::session::Carrier;
-use causeway_ikev2::{Endpoint, Event, IkeState, PeerId, PeerStatus, Transmit};
+use causeway_ikev2::{ChildSend, Endpoint, Event, IkeState, PeerId, PeerStatus, Transmit};
 
 use super::{convert, keylog};
 
@@ -385,7 +385,7 @@ fn apply(s: &Shared, event: Event) {
         Event::Failed { peer, reason } => {
             tracing::warn!(peer = %peer, "IKE failed: {reason}");
         }
-        Event::ChildUp { peer, keys, remote, local, encap, replaces, .. } => {
+        Event::ChildUp { peer, keys, remote, local, encap, replaces, send, .. } => {
             let Some(ps) = s.iface.ipsec.peer(&peer.0) else { return };
             let (spi_in, spi_out, cipher) = (keys.spi_in, keys.spi_out, keys.cipher);
             if !encap {
@@ -408,7 +408,12 @@ fn apply(s: &Shared, event: Event) {
             if let Some(l) = local {
                 ps.observe(ps.endpoint().map_or(remote, |e| e.addr), Some(l));
             }
-            s.iface.ipsec.install_child(&ps, sa);
+            let send = match send {
+                ChildSend::Now => SendOn::Now,
+                ChildSend::OnceUsed => SendOn::OnceUsed,
+                ChildSend::Never => SendOn::Never,
+            };
+            s.iface.ipsec.install_child(&ps, sa, send);
             tracing::info!(
                 peer = %peer,
                 spi_in = %format_args!("{spi_in:08x}"),
@@ -416,6 +421,7 @@ fn apply(s: &Shared, event: Event) {
                 %cipher,
                 encap,
                 rekey = replaces.is_some(),
+                send = ?send,
                 "child SA installed"
             );
             flush_staged(&s.iface, &ps);

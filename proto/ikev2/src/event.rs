@@ -97,6 +97,22 @@ impl fmt::Display for Failure {
     }
 }
 
+/// When a new child SA may carry outbound traffic. The peer must have
+/// installed its inbound half first, or what we send on it is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildSend {
+    /// At once: a first child SA, or one whose rekey we initiated (the
+    /// peer installed it before answering).
+    Now,
+    /// We answered the rekey, so the initiator may install the SA only when
+    /// our answer arrives: keep sending on the SA it replaces until a packet
+    /// arrives on this one or the replaced SA goes down.
+    OnceUsed,
+    /// The redundant SA of a simultaneous rekey (§2.8.1): installed only to
+    /// receive what the peer sent on it before the delete.
+    Never,
+}
+
 /// What happened, for the driver to act on.
 #[derive(Debug)]
 pub enum Event {
@@ -121,6 +137,8 @@ pub enum Event {
         /// UDP encapsulation on port 4500 rather than raw ESP.
         encap: bool,
         replaces: Option<u32>,
+        /// When the data plane may send on this SA (RFC 7296 §2.8).
+        send: ChildSend,
         local_ts: Vec<TrafficSelector>,
         remote_ts: Vec<TrafficSelector>,
     },

@@ -12,7 +12,7 @@ use crate::child_keys::ChildKeys;
 use crate::config::PeerConfig;
 use crate::crypto::{child_keymat, psk_auth, signed_octets, verify_psk_auth};
 use crate::effect::Effect;
-use crate::event::{Event, Failure};
+use crate::event::{ChildSend, Event, Failure};
 use crate::ids::{auth_method, notify as n, ExchangeType};
 use crate::io::Io;
 use crate::lifetime::rekey_after;
@@ -94,6 +94,7 @@ pub(crate) fn install_child(
     local_ts: Vec<TrafficSelector>,
     remote_ts: Vec<TrafficSelector>,
     replaces: Option<u32>,
+    send: ChildSend,
 ) {
     sa.children.push(ChildSa {
         spi_in: keys.spi_in,
@@ -115,6 +116,7 @@ pub(crate) fn install_child(
         local: sa.path.local,
         encap: sa.nat,
         replaces,
+        send,
         local_ts,
         remote_ts,
     });
@@ -194,7 +196,7 @@ pub(crate) fn on_auth_response(
         Ok((esp, spi_out, tsi, tsr)) => {
             let Some(km) = keymat(sa, esp.cipher, None, &sa.ni, &sa.nr) else { return effects };
             let keys = ChildKeys::from_keymat(&km, true, spi_in, spi_out, esp.cipher);
-            install_child(sa, cfg, io, now, keys, esp.dh, tsi, tsr, None);
+            install_child(sa, cfg, io, now, keys, esp.dh, tsi, tsr, None, ChildSend::Now);
         }
         Err(reason) => {
             io.spis_in.remove(&spi_in);
@@ -284,6 +286,6 @@ fn respond_child(
     answer.spi = spi_in.to_be_bytes().to_vec();
     let Some(km) = keymat(sa, esp.cipher, None, &sa.ni, &sa.nr) else { return Vec::new() };
     let keys = ChildKeys::from_keymat(&km, false, spi_in, spi_out, esp.cipher);
-    install_child(sa, cfg, io, now, keys, esp.dh, tsr_n.clone(), tsi_n.clone(), None);
+    install_child(sa, cfg, io, now, keys, esp.dh, tsr_n.clone(), tsi_n.clone(), None, ChildSend::Now);
     vec![Payload::Sa(vec![answer]), Payload::TsI(tsi_n), Payload::TsR(tsr_n)]
 }

@@ -38,7 +38,7 @@ mod tests;
 pub use child_keys::{ChildKeys, EspCipher};
 pub use config::{EspProposal, PeerConfig, PeerId};
 pub use endpoint::{Endpoint, DEFAULT_COOKIE_THRESHOLD, RECONNECT_DELAY};
-pub use event::{ChildStatus, DownReason, Event, Failure, IkeState, PeerStatus, Transmit};
+pub use event::{ChildSend, ChildStatus, DownReason, Event, Failure, IkeState, PeerStatus, Transmit};
 pub use lifetime::{HALF_OPEN_TIMEOUT, REKEY_MARGIN_PERCENT};
 pub use rekey::REKEY_RETRY;
 pub use sa::{RETRANSMIT_BASE, RETRANSMIT_TRIES};

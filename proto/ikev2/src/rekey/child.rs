@@ -12,7 +12,7 @@ use super::{ke, nonce, refuse, REKEY_RETRY};
 use crate::child_keys::ChildKeys;
 use crate::crypto::DhPrivate;
 use crate::effect::Effect;
-use crate::event::{Event, Failure};
+use crate::event::{ChildSend, Event, Failure};
 use crate::ids::{notify as n, protocol, ExchangeType};
 use crate::ike_auth::{child_parts, install_child, keymat};
 use crate::io::Io;
@@ -144,18 +144,18 @@ pub(crate) fn on_child_rekey_response(
         // §2.8.1: we made the redundant SA; install it (the peer may already
         // send on it) without moving traffic, then delete it.
         Some(c) if ours_is_redundant(&r.ni, nr, &c) => {
-            install_child(sa, cfg, io, now, keys, esp.dh, tsi, tsr, None);
+            install_child(sa, cfg, io, now, keys, esp.dh, tsi, tsr, None, ChildSend::Never);
             if let Some(new) = sa.children.iter_mut().find(|x| x.spi_in == r.spi_in) {
                 new.retiring = true;
             }
             sa.queue.push_front(Planned::DeleteChildren(vec![r.spi_in]));
         }
         Some(c) => {
-            install_child(sa, cfg, io, now, keys, esp.dh, tsi, tsr, Some(c.created as u32));
+            install_child(sa, cfg, io, now, keys, esp.dh, tsi, tsr, Some(c.created as u32), ChildSend::Now);
             sa.queue.push_front(Planned::DeleteChildren(vec![r.old]));
         }
         None => {
-            install_child(sa, cfg, io, now, keys, esp.dh, tsi, tsr, Some(r.old));
+            install_child(sa, cfg, io, now, keys, esp.dh, tsi, tsr, Some(r.old), ChildSend::Now);
             sa.queue.push_front(Planned::DeleteChildren(vec![r.old]));
         }
     }
@@ -237,7 +237,7 @@ pub(crate) fn on_request(
             old.collision = Some(Collision { ni: ni.to_vec(), nr: nr.clone(), created: u64::from(spi_in) });
         }
     }
-    install_child(sa, cfg, io, now, keys, esp.dh, tsr_n.clone(), tsi_n.clone(), Some(old_in));
+    install_child(sa, cfg, io, now, keys, esp.dh, tsr_n.clone(), tsi_n.clone(), Some(old_in), ChildSend::OnceUsed);
     let mut out = vec![Payload::Sa(vec![answer]), Payload::Nonce(nr)];
     out.extend(our_ke);
     out.push(Payload::TsI(tsi_n));

@@ -41,6 +41,36 @@ fn assert_make_before_break(events: &[Event]) {
     }
 }
 
+/// Plays the events as the data plane takes them (`ChildSend`): the SA it
+/// sends on must end as the one child SA left, on each side, and it never
+/// sends on a redundant SA.
+fn assert_sending_follows(n: &Net, side: Side) {
+    let (mut sending, mut pending): (Option<u32>, Option<u32>) = (None, None);
+    for e in n.events(side) {
+        match e {
+            Event::ChildUp { keys, send: crate::ChildSend::Now, .. } => sending = Some(keys.spi_in),
+            Event::ChildUp { keys, send: crate::ChildSend::OnceUsed, .. } => pending = Some(keys.spi_in),
+            Event::ChildUp { send: crate::ChildSend::Never, .. } => {}
+            Event::ChildDown { spi_in, .. } => {
+                if sending == Some(*spi_in) {
+                    sending = pending.take();
+                }
+                if pending == Some(*spi_in) {
+                    pending = None;
+                }
+            }
+            _ => {}
+        }
+    }
+    let st = match side {
+        Side::A => n.a.status(&peer_b()),
+        Side::B => n.b.status(&peer_a()),
+    };
+    let survivor = st.expect("status").children.first().map(|c| c.spi_in);
+    assert!(sending.is_some(), "{side:?} has nothing to send on");
+    assert!(sending == survivor || pending == survivor, "{side:?} sends on {sending:?}, child is {survivor:?}");
+}
+
 #[test]
 fn child_sa_is_rekeyed_before_its_lifetime_and_the_old_one_deleted() {
     let mut cfg = config_a();
@@ -60,6 +90,8 @@ fn child_sa_is_rekeyed_before_its_lifetime_and_the_old_one_deleted() {
     assert_make_before_break(&n.events_b);
     assert!(n.a.status(&peer_b()).is_some_and(|s| s.child_rekeys >= 1));
     assert_ne!(child_keys(ua[0]).2, child_keys(last_a).2, "new keys");
+    assert_sending_follows(&n, Side::A);
+    assert_sending_follows(&n, Side::B);
 }
 
 #[test]
@@ -130,6 +162,7 @@ fn simultaneous_child_rekeys_leave_one_child_sa() {
             let ups = n.child_ups(side).len();
             let downs = n.events(side).iter().filter(|e| matches!(e, Event::ChildDown { .. })).count();
             assert_eq!(ups, downs + 1, "{side:?}");
+            assert_sending_follows(&n, side);
         }
     }
 }
