@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The side-by-side comparison: Causeway, the modern wireguard-go (0.0.20231211
 # from bookworm-backports, with TUN and UDP offloads), Debian's wireguard-go
-# and boringtun-cli, interleaved over rounds (strongSwan too when asked:
-# --impls causeway,strongswan). Writes
+# and boringtun-cli, interleaved over rounds (strongSwan and Causeway's
+# IPsec too when asked: --impls causeway-esp,causeway-esp-raw,causeway,
+# strongswan --reference causeway-esp). Writes
 # benches/results/compare-<time>.{md,json,svg}.
 # Needs root. Installs iperf3, wireguard-go, wireguard-tools, iptables,
 # strongSwan with kernel-libipsec, tshark and scapy (apt-get; no system

@@ -1,8 +1,9 @@
 //! ESP as IP protocol 50, without UDP: what an SRX sends when no NAT lies
 //! between the gateways. One raw IPv4 socket for the whole interface: the
 //! kernel gives every raw socket of a protocol a copy of each packet, so
-//! one socket per worker would deliver each packet once per worker. The
-//! workers share it; whichever reads first takes the batch.
+//! one socket per worker would deliver each packet once per worker. Every
+//! worker sends on it; worker 0 alone reads it, so that a flow's packets
+//! reach the TUN in the order they came (`worker::run`).
 //!
 //! This kernel has no ESP of its own (no XFRM), and an ESP packet that a
 //! raw socket takes is not answered with ICMP "protocol unreachable".

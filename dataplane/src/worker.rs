@@ -259,8 +259,15 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, mut wake: UnixSt
         // ESP in UDP and IKE on port 4500, once an IPsec peer needs them.
         let esp_set = iface.sockets_for(Carrier::EspInUdp);
         let esp = (!esp_set.sockets.is_empty()).then(|| esp_set.sockets[index % esp_set.sockets.len()].clone());
-        // Raw ESP: one socket that every worker polls (`raw_esp.rs`).
-        let raw = iface.sockets_for(Carrier::RawEsp).sockets.first().cloned();
+        // Raw ESP: the interface's one socket (`raw_esp.rs`), read by
+        // worker 0 only. Were every worker to read it, consecutive packets
+        // of one flow would be decrypted and written to the TUN by
+        // different workers and arrive out of order (TCP takes that for
+        // loss and retransmits); and the TUN would then send that flow's
+        // replies from whichever queue wrote last. ESP in UDP keeps a flow
+        // on one worker through SO_REUSEPORT's hash, which this matches;
+        // other workers may still take batches of its crypto (the pool).
+        let raw = iface.sockets_for(Carrier::RawEsp).sockets.first().filter(|_| index == 0).cloned();
         if w.run_jobs(&*sock).is_err() {
             gone();
             break;

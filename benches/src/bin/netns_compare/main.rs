@@ -1,12 +1,14 @@
 //! The network-namespace comparison: the same topology (two gateways on a
 //! veth WAN with an MTU 1420 tunnel between them, and in the routed
-//! topology a host behind each) with Causeway, the modern wireguard-go
-//! (0.0.20231211, with offloads), Debian's wireguard-go, boringtun-cli and
-//! strongSwan (IKEv2 + ESP in UDP through kernel-libipsec, see
-//! lab/src/strongswan.rs; its TUN's MTU is fixed at 1400) in turn,
-//! interleaved A B C A B C over several rounds so that the
-//! machine's noise falls on all of them alike. Prints a markdown table of
-//! medians and ratios, and writes JSON and an SVG bar chart.
+//! topology a host behind each) with Causeway (WireGuard, or IPsec: ESP in
+//! UDP or raw, see causeway.rs), the modern wireguard-go (0.0.20231211,
+//! with offloads), Debian's wireguard-go, boringtun-cli and strongSwan
+//! (IKEv2 + ESP in UDP through kernel-libipsec, see lab/src/strongswan.rs;
+//! its TUN's MTU is fixed at 1400) in turn, interleaved A B C A B C over
+//! several rounds so that the machine's noise falls on all of them alike.
+//! Prints a markdown table of medians and ratios (the reference, Causeway
+//! by default, divided by each other), and writes JSON and an SVG bar
+//! chart.
 //!
 //! Run as root: `scripts/bench.sh` (or this binary with --help).
 
@@ -21,48 +23,33 @@ use causeway_lab::{self as lab, b64, keypair, Netns, Process};
 use clap::Parser;
 use serde_json::{json, Value};
 
+mod causeway;
 mod report;
 mod strongswan_pair;
+mod topology;
+use causeway::{esp_note, start_causeway, start_causeway_esp, write_psk, Encap, EspPair};
 use report::{median, svg, table, RATIO_ORDER};
 use strongswan_pair::{start_strongswan, STRONGSWAN_NOTE};
+use topology::{lan_host, route_through_tunnel, Topology, HOST_B, LAN_A, LAN_B};
 
 /// Where scripts/fetch-wireguard-go-modern.sh unpacks wireguard-go
 /// 0.0.20231211 from bookworm-backports.
 const MODERN_WIREGUARD_GO: &str = "/var/cache/causeway-bench/wireguard-go-0.0.20231211/usr/bin/wireguard-go";
 
 /// Every implementation this harness can run.
-const KNOWN: [&str; 6] =
-    ["causeway", "causeway-baseline", "wireguard-go-modern", "wireguard-go", "boringtun", "strongswan"];
+const KNOWN: [&str; 8] = [
+    "causeway",
+    "causeway-baseline",
+    "causeway-esp",
+    "causeway-esp-raw",
+    "wireguard-go-modern",
+    "wireguard-go",
+    "boringtun",
+    "strongswan",
+];
 
-/// How the namespaces are wired.
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Topology {
-    /// Two gateways on the WAN; traffic between their tunnel addresses.
-    Direct,
-    /// host-a — gw-a —WAN— gw-b — host-b: the gateways forward between an
-    /// MTU 1500 LAN and the MTU 1420 tunnel; traffic between the hosts.
-    Routed,
-}
-
-impl Topology {
-    fn name(self) -> &'static str {
-        match self {
-            Topology::Direct => "direct",
-            Topology::Routed => "routed",
-        }
-    }
-
-    fn describe(name: &str) -> &'static str {
-        match name {
-            "routed" => {
-                "routed: host-a — gw-a —WAN— gw-b — host-b, LANs MTU 1500, tunnel MTU 1420; iperf3 and ping between \
-                 the hosts; TCP MSS clamped to 1380 on the gateways (by Causeway itself, by iptables TCPMSS for the \
-                 others)"
-            }
-            _ => "direct: two gateways on a veth WAN, tunnel MTU 1420; iperf3 and ping between the tunnel addresses",
-        }
-    }
-}
+/// The ratio columns' numerator unless --reference names another.
+const DEFAULT_REFERENCE: &str = "causeway";
 
 /// Compare Causeway with wireguard-go and boringtun in network namespaces.
 #[derive(Parser)]
@@ -76,9 +63,14 @@ struct Args {
     seconds: u32,
     /// Implementations to compare, in the order each round runs them.
     /// Known: causeway, wireguard-go-modern, wireguard-go (Debian's),
-    /// boringtun, strongswan, causeway-baseline (with --baseline).
+    /// boringtun, strongswan, causeway-baseline (with --baseline),
+    /// causeway-esp (IPsec, ESP in UDP), causeway-esp-raw (raw ESP).
     #[arg(long, value_delimiter = ',', default_value = "causeway,wireguard-go-modern,wireguard-go,boringtun")]
     impls: Vec<String>,
+    /// The implementation the ratio columns divide by each other one
+    /// (reference ÷ other); it must be in --impls. Default: causeway.
+    #[arg(long, value_name = "NAME")]
+    reference: Option<String>,
     /// Topologies; each is a complete run with its own result files.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "direct")]
     topology: Vec<Topology>,
@@ -99,10 +91,18 @@ struct Args {
     replot: Option<PathBuf>,
 }
 
+impl Args {
+    fn reference(&self) -> &str {
+        self.reference.as_deref().unwrap_or(DEFAULT_REFERENCE)
+    }
+}
+
 struct Pair {
     // Processes first: they stop before their namespaces are deleted.
     daemons: Vec<Process>,
     charons: Vec<Charon>,
+    /// A Causeway ESP pair's interfaces, and what `EspPair::verify` saw.
+    esp: Option<(EspPair, String)>,
     a: Netns,
     b: Netns,
     /// The hosts behind a and b, in the routed topology.
@@ -119,11 +119,6 @@ impl Pair {
         }
     }
 }
-
-/// Routed topology: the LAN behind each gateway and the host on it.
-const LAN_A: &str = "10.91.1.0/24";
-const LAN_B: &str = "10.91.2.0/24";
-const HOST_B: &str = "10.91.2.2";
 
 fn clock_ticks() -> f64 {
     Command::new("getconf")
@@ -154,7 +149,7 @@ fn boringtun_path() -> anyhow::Result<PathBuf> {
 
 /// One end of the tunnel: its key, the other end's key and the addresses.
 #[derive(Clone, Copy)]
-struct Side<'a> {
+pub(crate) struct Side<'a> {
     me: &'a causeway_wireguard::StaticSecret,
     peer: &'a causeway_wireguard::PublicKey,
     tunnel: &'a str,
@@ -165,7 +160,7 @@ struct Side<'a> {
 }
 
 impl Side<'_> {
-    fn allowed_ips(&self) -> Vec<String> {
+    pub(crate) fn allowed_ips(&self) -> Vec<String> {
         std::iter::once(format!("{}/32", self.peer_tunnel)).chain(self.peer_lan.map(String::from)).collect()
     }
 }
@@ -226,82 +221,6 @@ fn start_uapi_daemon(
     Ok((p, ifname))
 }
 
-/// Starts causewayd in `ns`. Returns it and its interface's name.
-fn start_causeway(ns: &Netns, dir: &Path, side: &Side<'_>, bin: &Path) -> anyhow::Result<(Process, String)> {
-    let Side { me, peer, tunnel, peer_wan, .. } = *side;
-    let ifname = lab::unique("cb");
-    let allowed = side.allowed_ips().iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
-    // mss_clamp is on by default; the routed topology relies on it.
-    let cfg = format!(
-        "[interface]\nname = \"{ifname}\"\nprivate_key = \"{}\"\nlisten_port = 51820\nmtu = 1420\naddresses = [\"{tunnel}/24\"]\n\n[[peer]]\nname = \"other\"\npublic_key = \"{}\"\nendpoints = [\"{peer_wan}:51820\"]\nallowed_ips = [{allowed}]\n",
-        b64(me.as_bytes()),
-        b64(peer.as_bytes())
-    );
-    let path = dir.join(format!("{ifname}.toml"));
-    lab::write_private(&path, &cfg)?;
-    let log = dir.join(format!("{ifname}.log"));
-    let p = ns.spawn("causewayd", bin, &["up", "--config", path.to_str().unwrap()], Some(&log))?;
-    if !lab::wait_for_socket(&ifname, Duration::from_secs(10)) {
-        bail!("causewayd did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
-    }
-    Ok((p, ifname))
-}
-
-/// Routed topology: makes `gw` a router between its LAN and the tunnel
-/// interface `ifname`, with a route to the peer's LAN through the tunnel.
-/// `clamp` adds iptables' TCPMSS clamp for SYNs leaving through the tunnel
-/// (for the implementations that do not clamp themselves).
-fn route_through_tunnel(gw: &Netns, ifname: &str, peer_lan: &str, clamp: bool) -> anyhow::Result<()> {
-    // The daemon may bring its interface up a moment after its socket.
-    let mut tries = 0;
-    while let Err(e) = gw.ip(&["route", "add", peer_lan, "dev", ifname]) {
-        tries += 1;
-        if tries == 50 {
-            return Err(e);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if clamp {
-        clamp_mss(gw, ifname)?;
-    }
-    Ok(())
-}
-
-/// iptables' TCPMSS clamp for SYNs the gateway forwards into `ifname`.
-pub(crate) fn clamp_mss(gw: &Netns, ifname: &str) -> anyhow::Result<()> {
-    gw.exec(
-        "iptables",
-        &[
-            "-t",
-            "mangle",
-            "-A",
-            "FORWARD",
-            "-o",
-            ifname,
-            "-p",
-            "tcp",
-            "--tcp-flags",
-            "SYN,RST",
-            "SYN",
-            "-j",
-            "TCPMSS",
-            "--clamp-mss-to-pmtu",
-        ],
-    )?;
-    Ok(())
-}
-
-/// Routed topology: a host on an MTU 1500 LAN behind `gw`.
-fn lan_host(gw: &Netns, tag: &str, gw_addr: &str, host_addr: &str) -> anyhow::Result<Netns> {
-    let host = Netns::new(tag)?;
-    lab::veth(gw, "lan0", &[&format!("{gw_addr}/24")], &host, "lan0", &[&format!("{host_addr}/24")])?;
-    gw.ip(&["link", "set", "lan0", "mtu", "1500"])?;
-    host.ip(&["link", "set", "lan0", "mtu", "1500"])?;
-    host.ip(&["route", "add", "default", "via", gw_addr])?;
-    gw.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
-    Ok(host)
-}
-
 fn setup(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::Result<Pair> {
     let a = Netns::new("bench-a")?;
     let b = Netns::new("bench-b")?;
@@ -332,7 +251,26 @@ fn setup(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::Res
     };
     if kind == "strongswan" {
         let charons = start_strongswan(&a, &b, dir, routed)?;
-        return ready(Pair { daemons: vec![], charons, a, b, hosts }, kind, topology);
+        return ready(Pair { daemons: vec![], charons, a, b, hosts, esp: None }, kind, topology);
+    }
+    if let Some(encap) = Encap::of(kind) {
+        // The responder first, so that the initiator's first IKE_SA_INIT
+        // finds it listening.
+        let psk = write_psk(dir)?;
+        let db = start_causeway_esp(&b, dir, &side_b, encap, false, &psk)?;
+        let da = start_causeway_esp(&a, dir, &side_a, encap, true, &psk)?;
+        if routed {
+            route_through_tunnel(&a, &da.1, LAN_B, false)?;
+            route_through_tunnel(&b, &db.1, LAN_A, false)?;
+        }
+        let esp = EspPair { encap, initiator: da.1, responder: db.1, dir: dir.to_path_buf() };
+        let seen = esp.verify(Duration::from_secs(20)).with_context(|| format!("{kind}: not the ESP asked for"))?;
+        let pair = Pair { daemons: vec![da.0, db.0], charons: vec![], a, b, hosts, esp: None };
+        let (_, client, target) = pair.ends();
+        if !client.wait_for_ping(target, Duration::from_secs(15)) {
+            bail!("{kind}: an SA but no ping through the tunnel ({} topology)\n{}", topology.name(), esp.logs());
+        }
+        return Ok(Pair { esp: Some((esp, seen)), ..pair });
     }
     let is_causeway = matches!(kind, "causeway" | "causeway-baseline");
     let (da, db) = if is_causeway {
@@ -348,7 +286,7 @@ fn setup(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::Res
         route_through_tunnel(&a, &da.1, LAN_B, !is_causeway)?;
         route_through_tunnel(&b, &db.1, LAN_A, !is_causeway)?;
     }
-    ready(Pair { daemons: vec![da.0, db.0], charons: vec![], a, b, hosts }, kind, topology)
+    ready(Pair { daemons: vec![da.0, db.0], charons: vec![], a, b, hosts, esp: None }, kind, topology)
 }
 
 /// Returns the pair once a ping crosses the tunnel.
@@ -360,7 +298,14 @@ fn ready(pair: Pair, kind: &str, topology: Topology) -> anyhow::Result<Pair> {
     Ok(pair)
 }
 
-fn measure(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::Result<BTreeMap<&'static str, f64>> {
+/// One implementation's measurements in one round, and for a Causeway
+/// ESP pair what its daemons reported about the SA (`EspPair::verify`).
+fn measure(
+    kind: &str,
+    topology: Topology,
+    dir: &Path,
+    args: &Args,
+) -> anyhow::Result<(BTreeMap<&'static str, f64>, Option<String>)> {
     let secs = args.seconds;
     let mut pair = setup(kind, topology, dir, args)?;
     let pids: Vec<u32> = pair.daemons.iter().map(|d| d.pid()).chain(pair.charons.iter().map(Charon::pid)).collect();
@@ -368,12 +313,16 @@ fn measure(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::R
     let mut m = BTreeMap::new();
     let (server, client, target) = pair.ends();
 
+    let esp_before = pair.esp.as_ref().map(|(e, _)| e.bytes()).transpose()?;
     let before = cpu();
     let one = lab::iperf3_json(server, client, target, secs, false, &[])?;
     let used = cpu() - before;
     let received = &one["end"]["sum_received"];
     let bits_per_second = received["bits_per_second"].as_f64().context("iperf3 reported no throughput")?;
     let bytes = received["bytes"].as_f64().unwrap_or(0.0);
+    if let (Some((esp, _)), Some(b)) = (&pair.esp, esp_before) {
+        esp.carried(b, bytes).with_context(|| format!("{kind}: the TCP test did not cross the ESP SA"))?;
+    }
     m.insert("tcp_1_stream_gbps", bits_per_second / 1e9);
     m.insert("cpu_s_per_gb", used / (bytes / 1e9));
     // The client's MSS on its control connection (which crosses the tunnel
@@ -406,7 +355,7 @@ fn measure(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::R
     for c in &mut pair.charons {
         c.stop();
     }
-    Ok(m)
+    Ok((m, pair.esp.map(|(_, seen)| seen)))
 }
 
 fn machine(args: &Args) -> Value {
@@ -458,13 +407,15 @@ fn replot(path: &Path) -> anyhow::Result<()> {
     let run: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
     let medians: BTreeMap<String, BTreeMap<String, f64>> = serde_json::from_value(run["medians"].clone())?;
     // Runs before the topology option were all direct, and did not record
-    // their implementations: Causeway first, then the ratio order.
+    // their implementations: Causeway first, then the ratio order. Runs
+    // before --reference divided by Causeway.
     let topology = run["topology"].as_str().unwrap_or("direct");
+    let reference = run["reference"].as_str().unwrap_or(DEFAULT_REFERENCE);
     let impls: Vec<String> = match run["impls"].as_array() {
         Some(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
         None => {
             let mut all: Vec<String> = medians.keys().cloned().collect();
-            all.sort_by_key(|i| (i != "causeway", RATIO_ORDER.iter().position(|r| r == i).unwrap_or(usize::MAX)));
+            all.sort_by_key(|i| (i != reference, RATIO_ORDER.iter().position(|r| r == i).unwrap_or(usize::MAX)));
             all
         }
     };
@@ -481,12 +432,13 @@ fn replot(path: &Path) -> anyhow::Result<()> {
         run["rounds"].as_u64().unwrap_or(0) as usize,
         run["seconds"].as_u64().unwrap_or(0),
         &impls,
+        reference,
         &medians,
         &notes,
     );
     println!("{t}");
     std::fs::write(path.with_extension("md"), &t)?;
-    svg(&path.with_extension("svg"), topology, &impls, &medians)
+    svg(&path.with_extension("svg"), topology, &impls, reference, &medians)
 }
 
 /// Fails early, before any measuring, on what a run would trip over later.
@@ -507,10 +459,19 @@ fn check(args: &Args) -> anyhow::Result<()> {
             bail!("{} is named twice in --topology", t.name());
         }
     }
+    let reference = args.reference();
+    if !KNOWN.contains(&reference) {
+        bail!("unknown --reference {reference}; known: {}", KNOWN.join(", "));
+    }
     let uses = |name: &str| args.impls.iter().any(|i| i == name);
+    // Without --reference and without Causeway the table has no ratios, as
+    // before the option; a reference asked for must be measured.
+    if args.reference.is_some() && !uses(reference) {
+        bail!("--reference {reference} is not in --impls");
+    }
     lab::require("iperf3", "iperf3")?;
     lab::require("ping", "iputils-ping")?;
-    if uses("causeway") {
+    if uses("causeway") || uses("causeway-esp") || uses("causeway-esp-raw") {
         lab::causewayd_path()?;
     }
     if uses("causeway-baseline") && !args.baseline.as_ref().is_some_and(|b| b.is_file()) {
@@ -547,10 +508,20 @@ fn check(args: &Args) -> anyhow::Result<()> {
 fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
     let name = topology.name();
     let mut samples: BTreeMap<String, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    // Per Causeway ESP implementation, what its daemons reported about
+    // the SA, each distinct report once.
+    let mut esp_seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for round in 1..=args.rounds {
         for imp in &args.impls {
             eprint!("{name}, round {round}/{}: {imp} … ", args.rounds);
-            let m = measure(imp, topology, dir, args).with_context(|| format!("{imp}, {name}, round {round}"))?;
+            let (m, seen) =
+                measure(imp, topology, dir, args).with_context(|| format!("{imp}, {name}, round {round}"))?;
+            if let Some(seen) = seen {
+                let all = esp_seen.entry(imp.clone()).or_default();
+                if !all.contains(&seen) {
+                    all.push(seen);
+                }
+            }
             eprintln!("{}", m.iter().map(|(k, v)| format!("{k}={v:.3}")).collect::<Vec<_>>().join(" "));
             for (k, v) in m {
                 samples.entry(imp.clone()).or_default().entry(k.to_string()).or_default().push(v);
@@ -560,9 +531,16 @@ fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
     let medians: BTreeMap<String, BTreeMap<String, f64>> =
         samples.iter().map(|(i, m)| (i.clone(), m.iter().map(|(k, v)| (k.clone(), median(v))).collect())).collect();
     let machine = machine(args);
-    let notes: Vec<String> =
-        args.impls.iter().any(|i| i == "strongswan").then(|| STRONGSWAN_NOTE.to_string()).into_iter().collect();
-    let table = table(&machine, name, args.rounds, args.seconds as u64, &args.impls, &medians, &notes);
+    let notes: Vec<String> = args
+        .impls
+        .iter()
+        .filter_map(|i| match i.as_str() {
+            "strongswan" => Some(STRONGSWAN_NOTE.to_string()),
+            _ => esp_note(i, esp_seen.get(i).map_or(&[], Vec::as_slice)),
+        })
+        .collect();
+    let reference = args.reference();
+    let table = table(&machine, name, args.rounds, args.seconds as u64, &args.impls, reference, &medians, &notes);
     println!("{table}");
     std::fs::create_dir_all(&args.out)?;
     let base = loop {
@@ -588,7 +566,9 @@ fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
              TCPMSS --clamp-mss-to-pmtu on both gateways"
         ),
         "impls": args.impls,
+        "reference": reference,
         "notes": notes,
+        "causeway_esp_sas": esp_seen,
         "rounds": args.rounds,
         "seconds": args.seconds,
         "samples": samples,
@@ -596,7 +576,7 @@ fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
     });
     std::fs::write(base.with_extension("md"), &table)?;
     std::fs::write(base.with_extension("json"), serde_json::to_string_pretty(&run)?)?;
-    svg(&base.with_extension("svg"), name, &args.impls, &medians)?;
+    svg(&base.with_extension("svg"), name, &args.impls, reference, &medians)?;
     eprintln!("wrote {}.{{md,json,svg}}", base.display());
     Ok(())
 }

@@ -1,17 +1,21 @@
 //! The comparison's report: medians, the markdown table of medians and
-//! ratios (Causeway divided by each other implementation, the modern
-//! wireguard-go first), and the SVG chart relative to the first of them.
+//! ratios (the reference, Causeway unless --reference names another,
+//! divided by each other implementation, the modern wireguard-go first),
+//! and the SVG chart relative to the first of those others.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::Value;
 
-use crate::Topology;
+use crate::topology::Topology;
 
-/// The order of the ratio columns (Causeway ÷ each) and the chart's
-/// reference (the first present): the strongest competitor first.
-pub const RATIO_ORDER: [&str; 4] = ["wireguard-go-modern", "wireguard-go", "boringtun", "causeway-baseline"];
+/// The order of the ratio columns (reference ÷ each) and the chart's
+/// divisor (the first present): the strongest competitor first. Causeway
+/// (WireGuard) leads for the references that are not it, such as
+/// causeway-esp; as the default reference it is never its own divisor.
+pub const RATIO_ORDER: [&str; 5] =
+    ["causeway", "wireguard-go-modern", "wireguard-go", "boringtun", "causeway-baseline"];
 
 pub const METRICS: [(&str, &str, bool); 5] = [
     ("tcp_1_stream_gbps", "TCP, 1 stream (Gbit/s)", true),
@@ -31,12 +35,23 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// The implementations Causeway is divided by, in RATIO_ORDER, then any
-/// others in the order given.
-pub fn others(impls: &[String]) -> Vec<&String> {
-    let mut v: Vec<&String> = RATIO_ORDER.iter().filter_map(|r| impls.iter().find(|i| i == r)).collect();
-    v.extend(impls.iter().filter(|i| *i != "causeway" && !RATIO_ORDER.contains(&i.as_str())));
+/// The implementations `reference` is divided by, in RATIO_ORDER, then
+/// any others in the order given.
+pub fn others<'a>(impls: &'a [String], reference: &str) -> Vec<&'a String> {
+    let mut v: Vec<&String> =
+        RATIO_ORDER.iter().filter(|r| **r != reference).filter_map(|r| impls.iter().find(|i| i == r)).collect();
+    v.extend(impls.iter().filter(|i| *i != reference && !RATIO_ORDER.contains(&i.as_str())));
     v
+}
+
+/// The chart's caption. Runs with Causeway as the reference keep the
+/// caption they always had.
+fn caption(topology: &str, reference: &str, base: &str) -> String {
+    let subject = match reference {
+        "causeway" => "Causeway vs other userspace tunnels".to_string(),
+        r => format!("{r} vs the others"),
+    };
+    format!("{subject} ({topology}): medians ÷ {base}; ↑ higher is better, ↓ lower")
 }
 
 pub fn value(medians: &BTreeMap<String, BTreeMap<String, f64>>, imp: &str, key: &str) -> f64 {
@@ -47,10 +62,11 @@ pub fn svg(
     path: &Path,
     topology: &str,
     impls: &[String],
+    reference: &str,
     medians: &BTreeMap<String, BTreeMap<String, f64>>,
 ) -> anyhow::Result<()> {
     use plotters::prelude::*;
-    let base = others(impls).first().copied().unwrap_or(&impls[0]).clone();
+    let base = others(impls, reference).first().copied().unwrap_or(&impls[0]).clone();
     let root = SVGBackend::new(path, (1100, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let max = METRICS
@@ -60,10 +76,7 @@ pub fn svg(
         .filter(|v| v.is_finite())
         .fold(1.0f64, f64::max);
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("Causeway vs other userspace tunnels ({topology}): medians ÷ {base}; ↑ higher is better, ↓ lower"),
-            ("sans-serif", 18),
-        )
+        .caption(caption(topology, reference, &base), ("sans-serif", 18))
         .margin(15)
         .x_label_area_size(10)
         .y_label_area_size(50)
@@ -108,19 +121,22 @@ pub fn svg(
     Ok(())
 }
 
-/// The markdown table of medians and ratios, after the run's notes (one
-/// paragraph each: what differs between the implementations' setups).
+/// The markdown table of medians and ratios (`reference` ÷ each other),
+/// after the run's notes (one paragraph each: what differs between the
+/// implementations' setups).
+#[allow(clippy::too_many_arguments)]
 pub fn table(
     machine: &Value,
     topology: &str,
     rounds: usize,
     seconds: u64,
     impls: &[String],
+    reference: &str,
     medians: &BTreeMap<String, BTreeMap<String, f64>>,
     notes: &[String],
 ) -> String {
-    // Ratios need Causeway's own column.
-    let others = if impls.iter().any(|i| i == "causeway") { others(impls) } else { vec![] };
+    // Ratios need the reference's own column.
+    let others = if impls.iter().any(|i| i == reference) { others(impls, reference) } else { vec![] };
     let mut t = format!(
         "Machine: {} cores, {}, kernel {}; {rounds} rounds of {seconds} s per test, medians.\n\nTopology: {}.\n\n",
         machine["cores"],
@@ -136,7 +152,7 @@ pub fn table(
         t += &format!(" {i} |");
     }
     for o in &others {
-        t += &format!(" causeway ÷ {o} |");
+        t += &format!(" {reference} ÷ {o} |");
     }
     t += &format!("\n|---|{}\n", "---|".repeat(impls.len() + others.len()));
     for (key, label, _) in METRICS {
@@ -145,9 +161,67 @@ pub fn table(
             t += &format!(" {:.3} |", value(medians, i, key));
         }
         for o in &others {
-            t += &format!(" {:.2} |", value(medians, "causeway", key) / value(medians, o, key));
+            t += &format!(" {:.2} |", value(medians, reference, key) / value(medians, o, key));
         }
         t.push('\n');
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn medians(v: &[(&str, f64)]) -> BTreeMap<String, BTreeMap<String, f64>> {
+        v.iter().map(|(i, x)| (i.to_string(), METRICS.iter().map(|(k, _, _)| (k.to_string(), *x)).collect())).collect()
+    }
+
+    #[test]
+    fn others_leave_out_the_reference_strongest_first() {
+        let impls = names(&["causeway", "boringtun", "strongswan", "wireguard-go-modern"]);
+        assert_eq!(others(&impls, "causeway"), ["wireguard-go-modern", "boringtun", "strongswan"]);
+        let impls = names(&["causeway-esp", "causeway-esp-raw", "strongswan", "causeway"]);
+        assert_eq!(others(&impls, "causeway-esp"), ["causeway", "causeway-esp-raw", "strongswan"]);
+        // A reference from RATIO_ORDER is not divided by itself either.
+        let impls = names(&["causeway", "wireguard-go-modern", "wireguard-go"]);
+        assert_eq!(others(&impls, "wireguard-go-modern"), ["causeway", "wireguard-go"]);
+    }
+
+    #[test]
+    fn table_divides_the_reference_by_each_other() {
+        let machine = json!({"cores": 2, "cpu": "test", "kernel": "6"});
+        let impls = names(&["causeway-esp", "causeway", "strongswan"]);
+        let m = medians(&[("causeway-esp", 3.0), ("causeway", 6.0), ("strongswan", 1.5)]);
+        let t = table(&machine, "direct", 1, 3, &impls, "causeway-esp", &m, &["a note".into()]);
+        assert!(t.contains("a note.\n\n"), "{t}");
+        let header = t.lines().find(|l| l.starts_with("| metric |")).unwrap();
+        assert_eq!(
+            header,
+            "| metric | causeway-esp | causeway | strongswan | causeway-esp ÷ causeway | causeway-esp ÷ strongswan |"
+        );
+        let row = t.lines().find(|l| l.starts_with("| TCP, 1 stream")).unwrap();
+        assert!(row.ends_with("| 3.000 | 6.000 | 1.500 | 0.50 | 2.00 |"), "{row}");
+    }
+
+    #[test]
+    fn default_reference_keeps_the_old_table_and_caption() {
+        let machine = json!({"cores": 2, "cpu": "test", "kernel": "6"});
+        let impls = names(&["causeway", "wireguard-go"]);
+        let m = medians(&[("causeway", 2.0), ("wireguard-go", 1.0)]);
+        let t = table(&machine, "direct", 1, 3, &impls, "causeway", &m, &[]);
+        assert!(t.contains("| metric | causeway | wireguard-go | causeway ÷ wireguard-go |\n"), "{t}");
+        assert_eq!(
+            caption("direct", "causeway", "wireguard-go"),
+            "Causeway vs other userspace tunnels (direct): medians ÷ wireguard-go; ↑ higher is better, ↓ lower"
+        );
+        assert!(caption("routed", "causeway-esp", "causeway").starts_with("causeway-esp vs the others (routed)"));
+        // Without the reference's column there is nothing to divide.
+        let t = table(&machine, "direct", 1, 3, &names(&["wireguard-go"]), "causeway", &m, &[]);
+        assert!(!t.contains('÷'), "{t}");
+    }
 }

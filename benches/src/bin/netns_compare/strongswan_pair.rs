@@ -11,7 +11,7 @@ use anyhow::Context;
 use causeway_lab::strongswan::{Charon, Connection, StartAction};
 use causeway_lab::Netns;
 
-use crate::{clamp_mss, LAN_A, LAN_B};
+use crate::topology::{clamp_mss, LAN_A, LAN_B};
 
 /// What strongSwan is measured with: the proposals Causeway's IPsec is
 /// compared on, and why its tunnel differs from the others'.
