@@ -346,7 +346,7 @@ impl Endpoint {
             spi_r: sa.map_or(0, |s| s.spi_r),
             suite: sa.and_then(|s| s.suite),
             remote: sa.map(|s| s.path.remote),
-            nat: sa.is_some_and(|s| s.nat),
+            nat: sa.is_some_and(|s| s.nat_detected),
             children: sas
                 .iter()
                 .flat_map(|s| s.children.iter().map(|c| informational::child_status(s, c, now)))

@@ -78,7 +78,12 @@ fn established(sa: &mut IkeSa, cfg: &PeerConfig, io: &mut Io, now: Instant) {
     sa.rekey_at = Some(now + rekey_after(cfg.ike_lifetime, cfg.rekey_jitter_percent, &mut *io.rng));
     sa.expire_at = Some(now + cfg.ike_lifetime);
     if let Some(suite) = sa.suite {
-        io.events.push_back(Event::IkeUp { peer: sa.peer.clone(), suite, nat: sa.nat, remote: sa.path.remote });
+        io.events.push_back(Event::IkeUp {
+            peer: sa.peer.clone(),
+            suite,
+            nat: sa.nat_detected,
+            remote: sa.path.remote,
+        });
     }
 }
 

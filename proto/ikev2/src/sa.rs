@@ -151,7 +151,12 @@ pub(crate) struct IkeSa {
     pub init_request: Vec<u8>,
     pub init_response: Vec<u8>,
     pub path: Path,
+    /// UDP encapsulation (port 4500) is in use: a NAT was detected or
+    /// `encap_always` forces it.
     pub nat: bool,
+    /// A NAT was detected (NAT_DETECTION hashes), as opposed to UDP
+    /// encapsulation forced by `encap_always`; for operators.
+    pub nat_detected: bool,
     pub next_id: u32,
     pub pending: Option<Pending>,
     pub queue: VecDeque<Planned>,
@@ -188,6 +193,7 @@ impl IkeSa {
             init_response: Vec::new(),
             path,
             nat: false,
+            nat_detected: false,
             next_id: 0,
             pending: None,
             queue: VecDeque::new(),

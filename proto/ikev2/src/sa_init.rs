@@ -178,7 +178,8 @@ pub(crate) fn on_init_response(
     sa.init_response = data.to_vec();
     install_keys(sa, suite, &shared);
     sa.last_received = now;
-    sa.nat = cfg.encap_always || nat_seen(p, sa.spi_i, sa.spi_r, local, remote).unwrap_or(false);
+    sa.nat_detected = nat_seen(p, sa.spi_i, sa.spi_r, local, remote).unwrap_or(false);
+    sa.nat = cfg.encap_always || sa.nat_detected;
     if sa.nat {
         // RFC 7296 §2.23: move to 4500 from IKE_AUTH on.
         if sa.path.remote.port() == IKE_PORT {
@@ -301,7 +302,8 @@ pub(crate) fn respond_init(
     sa.nr = io.random(NONCE_LEN);
     install_keys(&mut sa, suite, &shared);
     let seen = nat_seen(p, h.spi_i, 0, local, remote);
-    sa.nat = cfg.encap_always || seen.unwrap_or(false);
+    sa.nat_detected = seen.unwrap_or(false);
+    sa.nat = cfg.encap_always || sa.nat_detected;
     let mut out = vec![
         Payload::Sa(vec![answer]),
         Payload::Ke { group: suite.dh.id(), data: public },
