@@ -322,3 +322,21 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, mut wake: UnixSt
     }
     iface.shutdown();
 }
+
+/// Starts one worker per TUN queue (named `cw-worker-N`), each with its
+/// wake-up pipe registered in `iface` in index order, as `run` expects.
+pub fn spawn<T: Tun + 'static>(
+    iface: &Arc<Interface>,
+    queues: Vec<T>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut workers = Vec::with_capacity(queues.len());
+    for (i, q) in queues.into_iter().enumerate() {
+        let (wake_rx, wake_tx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        iface.register_waker(wake_tx);
+        let iface = iface.clone();
+        workers
+            .push(std::thread::Builder::new().name(format!("cw-worker-{i}")).spawn(move || run(iface, i, q, wake_rx))?);
+    }
+    Ok(workers)
+}

@@ -10,7 +10,6 @@
 //! hanging the run); nothing is timed for speed.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -45,17 +44,7 @@ impl Site {
         let options = Options { mtu: MTU, workers, port: PORT, binder: net.host(ip, gso), batches_per_worker: pools };
         let iface = Arc::new(Interface::with_options(format!("mem{n}"), Some(secret), options).unwrap());
         let (host, tuns) = memory::tun(workers);
-        let handles = tuns
-            .into_iter()
-            .enumerate()
-            .map(|(i, tun)| {
-                let (wake_rx, wake_tx) = UnixStream::pair().unwrap();
-                wake_tx.set_nonblocking(true).unwrap();
-                iface.register_waker(wake_tx);
-                let iface = iface.clone();
-                std::thread::spawn(move || causeway_dataplane::worker::run(iface, i, tun, wake_rx))
-            })
-            .collect();
+        let handles = causeway_dataplane::worker::spawn(&iface, tuns).unwrap();
         Site { iface, host, wan: SocketAddr::new(ip, PORT), key, n, workers: handles }
     }
 

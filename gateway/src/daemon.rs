@@ -1,7 +1,6 @@
 //! Bringing an interface up, running it, and taking it down.
 
 use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -62,18 +61,7 @@ pub fn start(s: Settings) -> Result<Running> {
         Interface::new(s.name.clone(), s.private_key, s.mtu, s.workers, s.listen_port)
             .map_err(|source| Error::BindUdp { port: s.listen_port, source })?,
     );
-    let mut workers = Vec::new();
-    for (i, q) in queues.into_iter().enumerate() {
-        let (wake_rx, wake_tx) = UnixStream::pair().map_err(Error::WakePair)?;
-        wake_tx.set_nonblocking(true)?;
-        iface.register_waker(wake_tx);
-        let iface2 = iface.clone();
-        workers.push(
-            std::thread::Builder::new()
-                .name(format!("cw-worker-{i}"))
-                .spawn(move || causeway_dataplane::worker::run(iface2, i, q, wake_rx))?,
-        );
-    }
+    let workers = causeway_dataplane::worker::spawn(&iface, queues).map_err(Error::StartWorkers)?;
     tracing::info!(interface = %s.name, port = iface.listen_port(), workers = s.workers, offload, "interface up");
     Ok(Running { gw: Arc::new(Gateway::new(iface)), workers, metrics_listen: None, run_as: None })
 }

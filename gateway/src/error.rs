@@ -27,8 +27,8 @@ pub enum Error {
     CreateTun { name: String, source: io::Error },
     #[error("cannot bind UDP port {port}")]
     BindUdp { port: u16, source: io::Error },
-    #[error("cannot create worker wake-up pair")]
-    WakePair(#[source] io::Error),
+    #[error("cannot start the data-plane workers")]
+    StartWorkers(#[source] io::Error),
     #[error("cannot open a netlink socket")]
     Netlink(#[source] io::Error),
 

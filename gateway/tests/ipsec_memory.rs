@@ -8,7 +8,6 @@
 //! Deadlines here bound liveness; nothing is timed for speed.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,17 +39,7 @@ impl Site {
         let options = Options { mtu: MTU, workers: 2, port: 51820, binder: net.host(ip, 64), batches_per_worker: 8 };
         let iface = Arc::new(Interface::with_options(format!("mem{n}"), Some(secret.clone()), options).unwrap());
         let (host, tuns) = memory::tun(2);
-        let workers = tuns
-            .into_iter()
-            .enumerate()
-            .map(|(i, tun)| {
-                let (wake_rx, wake_tx) = UnixStream::pair().unwrap();
-                wake_tx.set_nonblocking(true).unwrap();
-                iface.register_waker(wake_tx);
-                let iface = iface.clone();
-                std::thread::spawn(move || causeway_dataplane::worker::run(iface, i, tun, wake_rx))
-            })
-            .collect();
+        let workers = causeway_dataplane::worker::spawn(&iface, tuns).unwrap();
         let gw = Arc::new(Gateway::new(iface));
         gw.ensure_ike(&*net.host(ip, 64), false).unwrap();
         Site { gw, host, ip, n, secret, workers }

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use causeway_netns_tests::*;
-use lab::strongswan::{self, Charon, Connection, StartAction};
+use lab::strongswan::{Charon, Connection, StartAction};
 
 /// Fields drop in order: the daemons stop before their namespaces go.
 struct Interop {
@@ -54,26 +54,6 @@ impl Interop {
         }
         false
     }
-}
-
-fn strongswan_lab(test: &str) -> Option<Lab> {
-    let lab = lab_or_skip(test)?;
-    if let Err(e) = strongswan::require_strongswan() {
-        if quick() {
-            eprintln!("skipped {test}: {e} ({QUICK_ENV}=1)");
-            return None;
-        }
-        panic!("{test} cannot run: {e}. Run scripts/test.sh as root (it installs strongSwan)");
-    }
-    Some(lab)
-}
-
-fn lan(gw: &Netns, tag: &str, net: &str) -> Netns {
-    let host = Netns::new(tag).unwrap();
-    lab::veth(gw, "lan0", &[&format!("{net}.1/24")], &host, "lan0", &[&format!("{net}.2/24")]).unwrap();
-    host.ip(&["route", "add", "default", "via", &format!("{net}.1")]).unwrap();
-    gw.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).unwrap();
-    host
 }
 
 /// What Causeway's side of a case looks like.
@@ -197,28 +177,27 @@ fn carries_traffic(p: &Interop, ike_names: &str, esp_names: &str) {
     assert!(st["rx_bytes"].as_u64().unwrap() > 0 && st["tx_bytes"].as_u64().unwrap() > run.bytes / 2, "{st}");
 }
 
+/// Causeway's IKE and ESP proposals, and how `swanctl --list-sas` names
+/// them once negotiated.
+const PROPOSAL_SETS: [(&str, &str, &str, &str); 4] = [
+    ("aes256gcm16-prfsha256-x25519", "aes256gcm16", "AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519", "AES_GCM_16-256"),
+    (
+        "aes256-sha256-modp2048",
+        "aes256-sha256",
+        "AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048",
+        "AES_CBC-256/HMAC_SHA2_256_128",
+    ),
+    ("aes256gcm16-prfsha384-ecp384", "aes256gcm16", "AES_GCM_16-256/PRF_HMAC_SHA2_384/ECP_384", "AES_GCM_16-256"),
+    ("aes128gcm16-prfsha256-ecp256", "aes128gcm16", "AES_GCM_16-128/PRF_HMAC_SHA2_256/ECP_256", "AES_GCM_16-128"),
+];
+
 /// Each IKE and ESP proposal set, with Causeway initiating.
 #[test]
 fn causeway_initiates_with_each_proposal_set() {
     let Some(_lab) = strongswan_lab("causeway_initiates_with_each_proposal_set") else {
         return;
     };
-    for (ike, esp, ike_names, esp_names) in [
-        (
-            "aes256gcm16-prfsha256-x25519",
-            "aes256gcm16",
-            "AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519",
-            "AES_GCM_16-256",
-        ),
-        (
-            "aes256-sha256-modp2048",
-            "aes256-sha256",
-            "AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048",
-            "AES_CBC-256/HMAC_SHA2_256_128",
-        ),
-        ("aes256gcm16-prfsha384-ecp384", "aes256gcm16", "AES_GCM_16-256/PRF_HMAC_SHA2_384/ECP_384", "AES_GCM_16-256"),
-        ("aes128gcm16-prfsha256-ecp256", "aes128gcm16", "AES_GCM_16-128/PRF_HMAC_SHA2_256/ECP_256", "AES_GCM_16-128"),
-    ] {
+    for (ike, esp, ike_names, esp_names) in PROPOSAL_SETS {
         let p = interop(Causeway { ike, esp, ..Causeway::default() }, |c| c);
         carries_traffic(&p, ike_names, esp_names);
     }
@@ -230,20 +209,7 @@ fn strongswan_initiates_and_causeway_responds() {
     let Some(_lab) = strongswan_lab("strongswan_initiates_and_causeway_responds") else {
         return;
     };
-    for (ike, esp, ike_names, esp_names) in [
-        (
-            "aes256gcm16-prfsha256-x25519",
-            "aes256gcm16",
-            "AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519",
-            "AES_GCM_16-256",
-        ),
-        (
-            "aes256-sha256-modp2048",
-            "aes256-sha256",
-            "AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048",
-            "AES_CBC-256/HMAC_SHA2_256_128",
-        ),
-    ] {
+    for &(ike, esp, ike_names, esp_names) in &PROPOSAL_SETS[..2] {
         let p = interop(Causeway { ike, esp, initiate: false, ..Causeway::default() }, |c| c);
         carries_traffic(&p, ike_names, esp_names);
         assert_eq!(p.ipsec_status()["initiator"], false);

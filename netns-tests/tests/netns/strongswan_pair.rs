@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use causeway_netns_tests::*;
-use lab::strongswan::{self, Charon, Connection, StartAction};
+use lab::strongswan::{Charon, Connection, StartAction};
 
 /// Fields drop in order: the charons stop (SIGTERM) before their
 /// namespaces are deleted.
@@ -37,29 +37,6 @@ impl Pair {
             self.responder.log_text()
         )
     }
-}
-
-/// Takes the lab and checks that strongSwan is installed, skipping (quick
-/// runs) or failing as `lab_or_skip` does.
-fn strongswan_lab(test: &str) -> Option<Lab> {
-    let lab = lab_or_skip(test)?;
-    if let Err(e) = strongswan::require_strongswan() {
-        if quick() {
-            eprintln!("skipped {test}: {e} ({QUICK_ENV}=1)");
-            return None;
-        }
-        panic!("{test} cannot run: {e}. Run scripts/test.sh as root (it installs strongSwan)");
-    }
-    Some(lab)
-}
-
-/// A host on a LAN behind `gw` (gateway .1, host .2 of `net`.0/24).
-fn lan(gw: &Netns, tag: &str, net: &str) -> Netns {
-    let host = Netns::new(tag).unwrap();
-    lab::veth(gw, "lan0", &[&format!("{net}.1/24")], &host, "lan0", &[&format!("{net}.2/24")]).unwrap();
-    host.ip(&["route", "add", "default", "via", &format!("{net}.1")]).unwrap();
-    gw.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).unwrap();
-    host
 }
 
 /// Builds the topology and starts the responder (gw-b), then the
