@@ -271,7 +271,16 @@ fn start_due(s: &Shared, now: Instant) {
     for (name, plan) in plans.iter_mut() {
         let id = PeerId(name.clone());
         let state = core.status(&id).map_or(IkeState::Down, |st| st.state);
-        if state != IkeState::Down {
+        if state == IkeState::Connecting {
+            // An endpoint that does not answer for failover_after is left
+            // for the next at once, not after every retransmission.
+            let stuck = plan.config.endpoints.len() > 1
+                && plan.failing_since.is_some_and(|t| now.duration_since(t) >= plan.config.failover_after);
+            if !(stuck && core.abandon_setup(&id, now)) {
+                continue;
+            }
+            plan.next_try = Some(now);
+        } else if state != IkeState::Down {
             continue;
         }
         let due = plan.next_try.is_some_and(|t| now >= t) || (plan.wanted && plan.next_try.is_none_or(|t| now >= t));

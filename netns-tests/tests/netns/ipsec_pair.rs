@@ -266,3 +266,33 @@ fn removing_and_reloading_an_ipsec_peer() {
     assert!(p.a.wait_for_ping("10.96.0.2", Duration::from_secs(15)), "no ping after the reload\n{}", logs(&p));
     assert!(up(&p.ga) && up(&p.gb));
 }
+
+/// Failover among an IPsec peer's addresses: the first does not answer,
+/// so after `failover_after` (2 s) IKE moves to the second and the SA comes
+/// up there, without waiting for the first attempt's retransmissions.
+#[test]
+fn ipsec_fails_over_to_the_next_endpoint() {
+    let Some(_lab) = lab_or_skip("ipsec_fails_over_to_the_next_endpoint") else {
+        return;
+    };
+    let (a, b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    // 198.18.0.9 is on a's WAN but nobody has it: IKE_SA_INIT goes unanswered.
+    let started = Instant::now();
+    let p = start_pair(
+        a,
+        b,
+        ["198.18.0.9\", \"198.18.0.2", "198.18.0.1"],
+        "auto",
+        "aes256gcm16-prfsha256-x25519",
+        "aes256gcm16",
+        "failover_after = 2",
+    );
+    let logs = |p: &Pair| format!("a:\n{}\nb:\n{}", p.ga.log_text(), p.gb.log_text());
+    assert!(p.a.wait_for_ping("10.96.0.2", Duration::from_secs(15)), "no ping after failover\n{}", logs(&p));
+    let took = started.elapsed();
+    eprintln!("IPsec up through the second endpoint after {took:?}");
+    assert!(took < Duration::from_secs(8), "failover took {took:?}\n{}", logs(&p));
+    assert!(p.ga.log_text().contains("trying the next endpoint"), "{}", logs(&p));
+    let st = lab::api_status(&p.ga.ifname).unwrap();
+    assert_eq!(st["ipsec_peers"][0]["remote"], "198.18.0.2:500", "{st}");
+}

@@ -120,6 +120,25 @@ impl Endpoint {
         }
     }
 
+    /// Gives up an IKE SA of `id` that we are still setting up as initiator
+    /// (IKE_SA_INIT or IKE_AUTH unanswered), without waiting for its
+    /// retransmissions to run out: for a driver that fails over to the
+    /// peer's next address. Nothing is sent (a half-open SA has nobody to
+    /// tell); established SAs are left alone. Returns whether one was.
+    pub fn abandon_setup(&mut self, id: &PeerId, now: Instant) -> bool {
+        self.clock = Some(now);
+        let setting_up: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| &sa.peer == id && sa.initiator && !sa.up && !matches!(sa.state, SaState::Dead))
+            .map(|(spi, _)| *spi)
+            .collect();
+        for spi in &setting_up {
+            self.destroy(*spi, now);
+        }
+        !setting_up.is_empty()
+    }
+
     /// Takes in one IKE datagram (non-ESP marker already removed) that
     /// arrived at `local` (our address and port, 500 or 4500) from
     /// `remote`. Give the real local address (e.g. from IP_PKTINFO), not a

@@ -308,3 +308,24 @@ fn a_silent_responder_times_out() {
     let sent = n.log.iter().filter(|(s, _)| *s == Side::A).count();
     assert!(sent >= crate::RETRANSMIT_TRIES as usize);
 }
+
+/// A driver failing over to another address gives up the half-open SA at
+/// once; a new connect then starts afresh, and an established SA is never
+/// abandoned this way.
+#[test]
+fn a_setup_can_be_abandoned_for_another_address() {
+    let cfg_a = config_a();
+    let mut n = Net::new(cfg_a.clone(), mirror(&cfg_a));
+    n.drop = Box::new(|side, _| side == Side::A);
+    n.connect();
+    n.advance(Duration::from_secs(1));
+    assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Connecting));
+    assert!(n.a.abandon_setup(&peer_b(), n.now));
+    assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Down));
+    assert!(n.failures(Side::A).is_empty(), "abandoning is not a failure to report");
+    n.drop = Box::new(|_, _| false);
+    n.connect();
+    assert_eq!((n.ike_ups(Side::A), n.ike_ups(Side::B)), (1, 1));
+    assert!(!n.a.abandon_setup(&peer_b(), n.now), "an established SA is not a setup");
+    assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Established));
+}
