@@ -24,6 +24,9 @@ use crate::io::{Bind, RecvMeta, Socket, SourceUse};
 /// IANA protocol number of ESP.
 pub const IPPROTO_ESP: i32 = 50;
 
+/// Datagrams per sendmmsg or recvmmsg.
+const MMSG: usize = 64;
+
 pub struct RawEspSocket {
     socket: socket2::Socket,
 }
@@ -38,16 +41,6 @@ impl RawEspSocket {
         let _ = socket.set_recv_buffer_size(4 << 20);
         let _ = socket.set_send_buffer_size(4 << 20);
         Ok(RawEspSocket { socket })
-    }
-
-    fn recv_one(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the
-        // duration of the call, and the descriptor is owned by `self`.
-        let n = unsafe { libc::recv(self.socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
     }
 }
 
@@ -111,39 +104,102 @@ impl Socket for RawEspSocket {
         Ok(SourceUse::Kept)
     }
 
+    /// One sendmmsg per run of up to `MMSG` datagrams (a raw socket has
+    /// no GSO, so this is what batching it can do).
     fn send_many(
         &self,
         dst: SocketAddr,
-        src: Option<IpAddr>,
+        _src: Option<IpAddr>,
         contents: &[u8],
         lens: &[usize],
     ) -> io::Result<SourceUse> {
+        let IpAddr::V4(v4) = dst.ip() else {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "raw ESP is IPv4 only"));
+        };
+        let to = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from(v4).to_be() },
+            sin_zero: [0; 8],
+        };
         let mut at = 0;
-        for &len in lens {
-            self.send(dst, src, &contents[at..at + len], None)?;
-            at += len;
+        for run in lens.chunks(MMSG) {
+            let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MMSG];
+            // SAFETY: mmsghdr is a plain C struct for which all-zero bytes
+            // are a valid value (null pointers, zero lengths).
+            let mut msgs: [libc::mmsghdr; MMSG] = unsafe { std::mem::zeroed() };
+            for (i, &len) in run.iter().enumerate() {
+                let datagram =
+                    contents.get(at..at + len).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+                iov[i] = libc::iovec { iov_base: datagram.as_ptr() as *mut libc::c_void, iov_len: len };
+                msgs[i].msg_hdr.msg_iov = &mut iov[i];
+                msgs[i].msg_hdr.msg_iovlen = 1;
+                msgs[i].msg_hdr.msg_name = &to as *const libc::sockaddr_in as *mut libc::c_void;
+                msgs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                at += len;
+            }
+            let mut sent = 0;
+            while sent < run.len() {
+                // SAFETY: `msgs[sent..run.len()]` are initialised headers whose
+                // iovecs point into `contents` and whose names point to `to`,
+                // all of which outlive the call; the kernel only reads them
+                // (and writes each header's msg_len).
+                let r = unsafe {
+                    libc::sendmmsg(self.fd(), msgs[sent..].as_mut_ptr(), (run.len() - sent) as libc::c_uint, 0)
+                };
+                if r < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                sent += r as usize;
+            }
         }
         Ok(SourceUse::Kept)
     }
 
+    /// One recvmmsg for up to `MMSG` packets; each is left with its IPv4
+    /// header stripped, and a packet that is not IPv4 as an empty slot.
     fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
-        let mut n = 0;
-        while n < bufs.len().min(meta.len()) {
-            let len = match self.recv_one(&mut bufs[n]) {
-                Ok(len) => len,
-                Err(e) if n > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            };
-            let Some((src, dst, payload)) = strip_ipv4(&mut bufs[n], len) else { continue };
-            let mut m = RecvMeta::default();
-            m.addr = SocketAddr::new(IpAddr::V4(src), 0);
-            m.len = payload;
-            m.stride = payload;
-            m.dst_ip = Some(IpAddr::V4(dst));
-            meta[n] = m;
-            n += 1;
+        let n = bufs.len().min(meta.len()).min(MMSG);
+        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MMSG];
+        // SAFETY: all-zero bytes are a valid mmsghdr (see send_many).
+        let mut msgs: [libc::mmsghdr; MMSG] = unsafe { std::mem::zeroed() };
+        for i in 0..n {
+            iov[i] = libc::iovec { iov_base: bufs[i].as_mut_ptr() as *mut libc::c_void, iov_len: bufs[i].len() };
+            msgs[i].msg_hdr.msg_iov = &mut iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
         }
-        Ok(n)
+        // SAFETY: the first `n` headers point at `n` distinct writable
+        // buffers of the lengths given, which outlive the call; no names or
+        // control data are asked for.
+        let r = unsafe {
+            libc::recvmmsg(self.fd(), msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let got = r as usize;
+        for i in 0..got {
+            let mut m = RecvMeta::default();
+            match strip_ipv4(&mut bufs[i], msgs[i].msg_len as usize) {
+                Some((src, dst, payload)) => {
+                    m.addr = SocketAddr::new(IpAddr::V4(src), 0);
+                    m.len = payload;
+                    m.stride = payload.max(1);
+                    m.dst_ip = Some(IpAddr::V4(dst));
+                }
+                None => {
+                    m.addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+                    m.len = 0;
+                    m.stride = 1;
+                }
+            }
+            meta[i] = m;
+        }
+        Ok(got)
     }
 }
 
