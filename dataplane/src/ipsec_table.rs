@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -51,6 +52,9 @@ pub enum Request {
 #[derive(Default)]
 pub struct IpsecTable {
     peers: Mutex<HashMap<String, Arc<PeerState>>>,
+    /// Whether `peers` is non-empty, kept beside it so that the workers'
+    /// check of every inbound datagram (`tunnels.rs`) takes no lock.
+    any: AtomicBool,
     /// Inbound SPI → its peer and SA; workers load it without a lock.
     by_spi: ArcSwap<BySpi>,
     /// Serialises SPI table changes.
@@ -66,7 +70,7 @@ impl IpsecTable {
     }
 
     pub fn has_peers(&self) -> bool {
-        !lock(&self.peers).is_empty()
+        self.any.load(Ordering::Relaxed)
     }
 
     /// IPsec peers in the order they were added.
@@ -77,11 +81,18 @@ impl IpsecTable {
     }
 
     pub(crate) fn insert(&self, name: String, peer: Arc<PeerState>) {
-        lock(&self.peers).insert(name, peer);
+        let mut peers = lock(&self.peers);
+        peers.insert(name, peer);
+        self.any.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn remove(&self, name: &str) -> Option<Arc<PeerState>> {
-        let peer = lock(&self.peers).remove(name)?;
+        let peer = {
+            let mut peers = lock(&self.peers);
+            let peer = peers.remove(name)?;
+            self.any.store(!peers.is_empty(), Ordering::Relaxed);
+            peer
+        };
         self.change_spis(|m| m.retain(|_, (p, _)| !Arc::ptr_eq(p, &peer)));
         if let Some(link) = peer.ipsec() {
             link.outbound.store(None);
