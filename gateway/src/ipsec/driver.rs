@@ -124,12 +124,15 @@ impl Ike {
     /// Adds a peer, or changes one (an unchanged peer keeps its SAs).
     pub fn set_peer(&self, config: &IpsecPeer) {
         let name = config.name.clone();
+        if lock(&self.shared.plans).get(&name).is_some_and(|p| p.config == *config) {
+            return;
+        }
+        // Names resolve before the locks are taken: a slow lookup must not
+        // stall the IKE thread. (set_peer runs on the control plane, one
+        // change at a time, so the check above still holds.)
+        let addrs = resolve_all(config);
         {
             let mut plans = lock(&self.shared.plans);
-            if plans.get(&name).is_some_and(|p| p.config == *config) {
-                return;
-            }
-            let addrs = resolve_all(config);
             let now = Instant::now();
             lock(&self.shared.core).set_peer(PeerId(name.clone()), convert::peer_config(config, addrs), now);
             let next_try = config.initiate.then_some(now);
