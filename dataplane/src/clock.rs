@@ -31,6 +31,16 @@ impl Clock {
         self.skew.fetch_add(by.as_nanos() as u64, Ordering::Relaxed);
     }
 
+    /// The wall-clock time now, moved forward by `advance` like protocol
+    /// time. Handshake initiations carry it as their TAI64N timestamp, which
+    /// a peer requires to grow from one initiation to the next: a test that
+    /// jumps past REKEY_AFTER_TIME must see the wall clock jump too, or a
+    /// rekey within the timestamp's 16.8 ms granularity is refused as a
+    /// replay.
+    pub fn wall_now(&self) -> SystemTime {
+        SystemTime::now() + Duration::from_nanos(self.skew.load(Ordering::Relaxed))
+    }
+
     /// The wall-clock time at which protocol time `t` was (or will be).
     pub fn wall_time_of(&self, t: Time) -> SystemTime {
         self.start_wall + std::time::Duration::from_nanos(t.as_nanos())
@@ -52,5 +62,6 @@ mod tests {
         assert_eq!(wall, b.saturating_since(a));
         c.advance(std::time::Duration::from_secs(120));
         assert!(c.now().saturating_since(b) >= std::time::Duration::from_secs(120));
+        assert!(c.wall_now() >= SystemTime::now() + std::time::Duration::from_secs(119));
     }
 }

@@ -9,7 +9,6 @@
 use std::any::Any;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use causeway_wireguard::messages::{self, Message};
 use causeway_wireguard::{padded_len, Error, Keypair, Received, Time, DATA_HEADER_LEN, DATA_OVERHEAD};
@@ -205,7 +204,7 @@ pub fn send_initiation(iface: &Interface, peer: &PeerState, sock: &dyn Socket, n
         iface.counters.count(Drop::NoEndpoint);
         return;
     };
-    match iface.device.create_initiation(peer.crypto(), now, SystemTime::now()) {
+    match iface.device.create_initiation(peer.crypto(), now, iface.clock.wall_now()) {
         Ok(msg) => {
             peer.handshakes_initiated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             transmit(iface, peer, ep, sock, &msg, None);
