@@ -240,6 +240,7 @@ impl Checker<'_> {
             nat_keepalive,
             encap,
             failover_after,
+            site: None,
         })
     }
 }

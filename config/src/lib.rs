@@ -23,7 +23,7 @@ pub use error::{ConfigError, Problem};
 pub use key::{parse_key, KeyError};
 pub use prefix::{parse_address, parse_allowed_ip};
 pub use types::{
-    Config, Endpoint, Interface, Peer, RouteTable, DEFAULT_DNS_REFRESH, DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT,
+    Config, Endpoint, Interface, Peer, Registry, RegistryTls, RouteTable, Site, DEFAULT_DNS_REFRESH, DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT,
     DEFAULT_MTU, DEFAULT_MTU_IPSEC, MAX_MTU, MIN_MTU,
 };
 pub use types::{

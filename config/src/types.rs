@@ -39,6 +39,54 @@ pub struct Config {
     pub peers: Vec<Peer>,
     /// IPsec peers (`protocol = "ipsec"`), on the same interface.
     pub ipsec_peers: Vec<IpsecPeer>,
+    /// Sites (`[[site]]`): prefixes served by several gateways, each a peer
+    /// that names the site. From the registry too when one is configured.
+    pub sites: Vec<Site>,
+    /// Membership from a shared store (`[registry]`); `None` is file only.
+    pub registry: Option<Registry>,
+}
+
+/// A site: a name and the prefixes behind it, served by every peer whose
+/// `site` names it. Traffic to the prefixes is spread over the site's
+/// gateways that are up, by a hash of the inner flow; traffic from them
+/// is accepted from any of its gateways.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub name: String,
+    /// Host bits clear; no two sites (nor a site and a peer) overlap.
+    pub prefixes: Vec<IpNet>,
+}
+
+/// Where the fleet's membership lives: an etcd v3 cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registry {
+    /// Client URLs (`http://198.18.0.10:2379`, `https://...`).
+    pub endpoints: Vec<String>,
+    /// Key prefix of this fleet's records, without a trailing slash
+    /// (default `/causeway`).
+    pub prefix: String,
+    /// The site this gateway serves.
+    pub site: String,
+    /// This gateway's name in the registry, unique within its site.
+    pub name: String,
+    /// Where the other gateways reach this one (published in its record).
+    pub advertise: Vec<Endpoint>,
+    /// Seconds-long lease the record lives under; it drops out this long
+    /// after the gateway stops refreshing it.
+    pub lease_ttl: Duration,
+    /// Client TLS: CA bundle, certificate and key (the key file 0600).
+    pub tls: Option<RegistryTls>,
+    /// etcd user name and the 0600 file holding its password.
+    pub user: Option<(String, Psk)>,
+    /// Keepalive interval given to peers learnt from the registry.
+    pub persistent_keepalive: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryTls {
+    pub ca_file: std::path::PathBuf,
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -88,8 +136,12 @@ pub struct Peer {
     /// Seconds between keepalives to hold a NAT mapping open; 0 is off.
     pub persistent_keepalive: u16,
     /// With several endpoints: how long handshakes to the current one may
-    /// fail before the next is tried.
+    /// fail before the next is tried. For a site's gateway, also how long
+    /// it may stay silent before its flows move to the site's others.
     pub failover_after: std::time::Duration,
+    /// The site this peer is one gateway of; it then also carries the
+    /// site's prefixes.
+    pub site: Option<String>,
 }
 
 /// A peer's endpoint: an address, or a DNS name resolved at run time.
@@ -232,4 +284,6 @@ pub struct IpsecPeer {
     pub initiate: bool,
     pub encap: Encap,
     pub failover_after: Duration,
+    /// The site this peer is one gateway of.
+    pub site: Option<String>,
 }

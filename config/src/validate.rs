@@ -274,6 +274,7 @@ impl Checker<'_> {
             allowed_ips,
             persistent_keepalive: raw.persistent_keepalive.as_ref().map_or(0, |k| *k.get_ref()),
             failover_after: failover_after?,
+            site: None,
         })
     }
 
@@ -416,6 +417,8 @@ pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError>
             interface,
             peers: peers.into_iter().map(|(_, p)| p).collect(),
             ipsec_peers: ipsec_peers.into_iter().map(|(_, p)| p).collect(),
+            sites: Vec::new(),
+            registry: None,
         }),
         _ => {
             c.problems.sort_by_key(|p| p.line);

@@ -65,6 +65,7 @@ impl Site {
             initiate: self.n < other.n,
             encap: Encap::Always,
             failover_after: Duration::from_secs(10),
+            site: None,
         };
         Config {
             interface: causeway_config::Interface {
@@ -82,6 +83,8 @@ impl Site {
             },
             peers: Vec::new(),
             ipsec_peers: vec![p],
+            sites: Vec::new(),
+            registry: None,
         }
     }
 

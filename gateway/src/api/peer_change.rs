@@ -66,6 +66,7 @@ fn peer_from_change(req: &PeerChange, base: Option<causeway_config::Peer>) -> Re
         allowed_ips,
         persistent_keepalive,
         failover_after,
+        site: base.as_ref().and_then(|b| b.site.clone()),
     })
 }
 
@@ -80,6 +81,8 @@ fn current(iface: &Interface, p: &Arc<PeerState>) -> causeway_config::Peer {
         allowed_ips: iface.allowed_ips_of(p),
         persistent_keepalive: p.crypto().timers.persistent_keepalive(),
         failover_after: p.failover_after(),
+        // Site membership is not yet kept in the data plane's peer state.
+        site: None,
     }
 }
 
