@@ -23,8 +23,8 @@ pub use error::{ConfigError, Problem};
 pub use key::{parse_key, KeyError};
 pub use prefix::{parse_address, parse_allowed_ip};
 pub use types::{
-    Config, Endpoint, Interface, Peer, Registry, RegistryTls, RouteTable, Site, DEFAULT_DNS_REFRESH, DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT,
-    DEFAULT_MTU, DEFAULT_MTU_IPSEC, MAX_MTU, MIN_MTU,
+    Config, Endpoint, Interface, Peer, Registry, RegistryTls, RouteTable, Site, DEFAULT_DNS_REFRESH,
+    DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT, DEFAULT_MTU, DEFAULT_MTU_IPSEC, MAX_MTU, MIN_MTU,
 };
 pub use types::{
     Encap, Identity, IpsecPeer, Psk, DEFAULT_CHILD_LIFETIME, DEFAULT_DPD_INTERVAL, DEFAULT_IKE_LIFETIME,
