@@ -31,6 +31,9 @@ pub struct Gateway {
     /// The UDP ports of IKE and of ESP in UDP: 500 and 4500 (other ports
     /// only in tests, where several gateways share one network).
     ipsec_ports: Mutex<(u16, u16)>,
+    /// The registry's state, kept by the registry task for status and
+    /// metrics; `None` without `[registry]`.
+    registry_status: Mutex<Option<crate::api::types::RegistryStatus>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,7 +58,16 @@ impl Gateway {
             dns_refresh: Mutex::new(Some(causeway_config::DEFAULT_DNS_REFRESH)),
             ike: Mutex::new(None),
             ipsec_ports: Mutex::new((causeway_config::IKE_PORT, causeway_config::NAT_T_PORT)),
+            registry_status: Mutex::new(None),
         }
+    }
+
+    pub fn registry_status(&self) -> Option<crate::api::types::RegistryStatus> {
+        lock(&self.registry_status).clone()
+    }
+
+    pub fn set_registry_status(&self, status: Option<crate::api::types::RegistryStatus>) {
+        *lock(&self.registry_status) = status;
     }
 
     /// IKE, if an IPsec peer started it.
