@@ -80,3 +80,53 @@ install_ipsec_tools() {
         ipsec stop >/dev/null 2>&1 || true
     fi
 }
+
+# etcd (the fleet's registry in the namespace tests: lab/src/etcd.rs) and
+# BIRD 2 (the routing daemon exporting causewayd's kernel routes over BGP:
+# lab/src/bird.rs). The lab starts its own etcd members and birds inside
+# namespaces, with their data, configuration, control socket and pid file in
+# a temporary directory, and wants neither daemon running on the host. Both
+# packages' postinsts enable their service and start it (`update-rc.d NAME
+# defaults` + `invoke-rc.d NAME start`; under systemd `deb-systemd-helper
+# enable` + `deb-systemd-invoke start`): an etcd listening on the host's
+# 127.0.0.1:2379 and a bird reading /etc/bird/bird.conf. So, as for
+# strongSwan, the install runs without service starts, the services are then
+# disabled, and one running anyway is stopped.
+# Fails when something is missing and we are not root.
+install_fleet_tools() {
+    local need=() pair pkg new=()
+    for pair in /usr/bin/etcd:etcd-server /usr/bin/etcdctl:etcd-client /usr/sbin/bird:bird2 /usr/sbin/birdc:bird2; do
+        pkg="${pair#*:}"
+        [ -e "${pair%%:*}" ] && continue
+        case " ${need[*]} " in *" $pkg "*) ;; *) need+=("$pkg") ;; esac
+    done
+    [ "${#need[@]}" -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "== not root: cannot install ${need[*]}" >&2
+        return 1
+    fi
+    echo "== installing ${need[*]} (starting no system etcd or bird)"
+    apt-get update -qq || return 1
+    without_service_starts env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || return 1
+    # Only the services of packages installed here: an operator's own etcd
+    # or bird, installed before, is left as it was.
+    for pkg in "${need[@]}"; do
+        case "$pkg" in
+            etcd-server) new+=(etcd) ;;
+            bird2) new+=(bird) ;;
+        esac
+    done
+    for pkg in "${new[@]}"; do
+        if [ -x "/etc/init.d/$pkg" ]; then
+            update-rc.d "$pkg" disable >/dev/null 2>&1 || true
+        fi
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now "$pkg.service" >/dev/null 2>&1 || true
+        elif [ -x "/etc/init.d/$pkg" ]; then
+            # Stops one started anyway (a machine whose policy allowed it);
+            # does nothing when none runs (bird's script has no `status`).
+            "/etc/init.d/$pkg" stop >/dev/null 2>&1 || true
+        fi
+    done
+}

@@ -95,6 +95,15 @@ if ! install_ipsec_tools; then
     fi
     echo "== --quick: the strongSwan tests will skip"
 fi
+# etcd and BIRD 2 (the fleet tests' registry and routing daemon), installed
+# so that neither starts as a system service (scripts/lib.sh).
+if ! install_fleet_tools; then
+    if [ "$quick" -eq 0 ]; then
+        echo "the fleet tests need etcd, BIRD and root: run as root, or scripts/test.sh --quick" >&2
+        exit 1
+    fi
+    echo "== --quick: the etcd and BIRD tests will skip"
+fi
 if [ "$quick" -eq 1 ] && [ "$(id -u)" -ne 0 ]; then
     echo "== --quick, not root: the namespace tests skip (and count as passed)"
 fi
