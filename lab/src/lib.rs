@@ -492,7 +492,11 @@ pub fn require(command: &str, package: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+pub mod bird;
+pub mod bridge;
 pub mod demo;
+pub mod etcd;
+pub mod fleet;
 pub mod strongswan;
 
 #[cfg(test)]
