@@ -405,3 +405,29 @@ pub fn lan(gw: &Netns, tag: &str, net: &str) -> Netns {
     gw.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).unwrap();
     host
 }
+
+/// What a fleet test needs besides the lab's usual tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetNeeds {
+    pub etcd: bool,
+    pub bird: bool,
+}
+
+/// Takes the lab and checks that etcd and BIRD are installed as `needs`
+/// says, skipping (quick runs) or failing as `lab_or_skip` does.
+pub fn fleet_lab(test: &str, needs: FleetNeeds) -> Option<Lab> {
+    let lab = lab_or_skip(test)?;
+    let missing =
+        [(needs.etcd, lab::etcd::require_etcd as fn() -> anyhow::Result<()>), (needs.bird, lab::bird::require_bird)]
+            .into_iter()
+            .filter(|(needed, _)| *needed)
+            .find_map(|(_, check)| check().err());
+    if let Some(e) = missing {
+        if quick() {
+            eprintln!("skipped {test}: {e} ({QUICK_ENV}=1)");
+            return None;
+        }
+        panic!("{test} cannot run: {e}. Run scripts/test.sh as root (it installs etcd and BIRD)");
+    }
+    Some(lab)
+}
