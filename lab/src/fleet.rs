@@ -84,7 +84,8 @@ pub struct FleetSpec {
     pub routing: SiteRouting,
     /// Keepalive (seconds) for every gateway's peers.
     pub keepalive: u16,
-    /// `failover_after` (seconds) for static site peers.
+    /// `failover_after` (seconds) for static site peers, and for the
+    /// peers learnt from the registry (`[registry] failover_after`).
     pub failover_after: u32,
     /// `[registry] lease_ttl` (seconds).
     pub lease_ttl: u32,
@@ -574,8 +575,9 @@ impl Fleet {
     }
 
     /// Gateway (s, g)'s file with the registry: no site and no peer, only
-    /// `[registry]` naming its site and itself, every etcd member and the
-    /// endpoint it advertises. Fails without etcd.
+    /// `[registry]` naming its site and itself, every etcd member, the
+    /// endpoint it advertises, and the keepalive and `failover_after` its
+    /// learnt peers get. Fails without etcd.
     pub fn registry_config(&self, s: u8, g: u8) -> anyhow::Result<Zeroizing<String>> {
         let etcd = self.etcd.as_ref().context("the fleet has no etcd")?;
         let me = self.gateway(s, g);
@@ -587,6 +589,7 @@ impl Fleet {
             advertise: vec![me.endpoint()],
             lease_ttl: self.spec.lease_ttl,
             persistent_keepalive: self.spec.keepalive,
+            failover_after: Some(self.spec.failover_after),
         };
         Ok(self.config_with(s, g, &[], &[], Some(&registry)))
     }

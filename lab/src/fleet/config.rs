@@ -56,7 +56,9 @@ pub struct RegistrySection {
     pub name: String,
     pub advertise: Vec<String>,
     pub lease_ttl: u32,
+    /// Given to the peers learnt from the registry.
     pub persistent_keepalive: u16,
+    pub failover_after: Option<u32>,
 }
 
 /// A TOML basic string.
@@ -133,6 +135,9 @@ pub fn gateway_config(
             r.lease_ttl,
             r.persistent_keepalive
         );
+        if let Some(f) = r.failover_after {
+            let _ = writeln!(t, "failover_after = {f}");
+        }
     }
     t
 }
@@ -194,11 +199,12 @@ mod tests {
             advertise: vec!["198.18.0.11:51820".into()],
             lease_ttl: 10,
             persistent_keepalive: 1,
+            failover_after: Some(3),
         };
         let text = gateway_config(&iface(), &[], &[], Some(&r));
         let want = "\n[registry]\nendpoints = [\"http://198.18.0.100:2379\", \"http://198.18.0.101:2379\"]\n\
                     prefix = \"/causeway\"\nsite = \"site1\"\nname = \"gw1\"\nadvertise = [\"198.18.0.11:51820\"]\n\
-                    lease_ttl = 10\npersistent_keepalive = 1\n";
+                    lease_ttl = 10\npersistent_keepalive = 1\nfailover_after = 3\n";
         assert!(text.ends_with(want), "{}", *text);
         assert!(!text.contains("[[site]]") && !text.contains("[[peer]]"));
     }
