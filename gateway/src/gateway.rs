@@ -33,7 +33,7 @@ pub struct Gateway {
     ipsec_ports: Mutex<(u16, u16)>,
     /// The registry's state, kept by the registry task for status and
     /// metrics; `None` without `[registry]`.
-    registry_status: Mutex<Option<crate::api::types::RegistryStatus>>,
+    registry_status: Mutex<Option<crate::registry_status::RegistryStatus>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -62,11 +62,11 @@ impl Gateway {
         }
     }
 
-    pub fn registry_status(&self) -> Option<crate::api::types::RegistryStatus> {
+    pub fn registry_status(&self) -> Option<crate::registry_status::RegistryStatus> {
         lock(&self.registry_status).clone()
     }
 
-    pub fn set_registry_status(&self, status: Option<crate::api::types::RegistryStatus>) {
+    pub fn set_registry_status(&self, status: Option<crate::registry_status::RegistryStatus>) {
         *lock(&self.registry_status) = status;
     }
 

@@ -11,9 +11,11 @@ pub mod gateway;
 pub mod ipsec;
 pub mod metrics;
 pub mod privileges;
+pub mod registry_status;
 pub mod reload;
 pub mod routes;
 pub mod sockets;
 pub mod uapi;
+mod wire;
 
 pub use error::{Error, Result};

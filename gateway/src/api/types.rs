@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
+
+use crate::wire::present;
 use zeroize::Zeroizing;
 
 /// One request line, named by its `"op"`.
@@ -109,27 +111,7 @@ pub struct Status {
     pub worker_stats: Vec<WorkerCounters>,
 }
 
-/// The fleet registry as this gateway sees it (`[registry]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegistryStatus {
-    /// etcd client URLs.
-    pub endpoints: Vec<String>,
-    /// Where this gateway is registered (its site and name).
-    pub site: String,
-    pub name: String,
-    /// "connecting" (never synced yet), "synced", or "stale" (the store is
-    /// unreachable: the last known state is kept and still applied).
-    pub state: String,
-    /// Seconds since the state last changed.
-    pub since_secs: u64,
-    /// The last error talking to the store; `null` when synced.
-    #[serde(deserialize_with = "present")]
-    pub last_error: Option<String>,
-    /// Gateway records in the last known state, this one's included.
-    pub gateways: usize,
-    /// The store revision the last known state was read at.
-    pub revision: i64,
-}
+pub use crate::registry_status::RegistryStatus;
 
 /// The routes causewayd keeps in a kernel routing table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,12 +236,6 @@ pub struct WorkerCounters {
     pub crypto_batches_helped: u64,
     pub helper_wakeups: u64,
     pub pool_stalls: u64,
-}
-
-/// An `Option` field that must be in the message, as `null` if empty:
-/// serde would otherwise read a missing (say, renamed) field as `None`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    Option::<T>::deserialize(d)
 }
 
 #[cfg(test)]
