@@ -431,6 +431,15 @@ mod tests {
     }
 
     #[test]
+    fn what_an_ipsec_member_looks_like_before_its_first_sa() {
+        let p = PeerState::with_link(Link::Ipsec(crate::esp_link::EspLink::default()), "west.gw3".into(), 0);
+        let o = observe_peer(&p, Time::from_secs(1));
+        assert_eq!((o.session, o.reachable, o.failing_since, o.keepalive), (false, false, None, None));
+        p.configured_endpoints.lock().unwrap().push("198.18.0.5:500".parse().unwrap());
+        assert!(observe_peer(&p, Time::from_secs(1)).reachable, "IKE knows where to reach it");
+    }
+
+    #[test]
     fn what_a_wireguard_member_looks_like_before_any_handshake() {
         let p = &peers(1)[0];
         p.set_failover_after(Duration::from_secs(3));

@@ -13,6 +13,8 @@ pub mod metrics;
 pub mod privileges;
 pub mod reload;
 pub mod routes;
+pub mod site_health;
+pub mod sites;
 pub mod sockets;
 pub mod uapi;
 

@@ -1,7 +1,8 @@
 //! Applying a configuration to a running interface, as a difference: peers
 //! that did not change keep their sessions, counters and traffic; new ones
-//! are added, missing ones removed, changed ones updated in place. The
-//! same code applies the first configuration (everything is new).
+//! are added, missing ones removed, changed ones updated in place; sites
+//! likewise (`sites.rs`). The same code applies the first configuration
+//! (everything is new).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -109,6 +110,7 @@ pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
         }
     }
     crate::ipsec::reconcile::reconcile(iface, cfg, &mut report);
+    crate::sites::reconcile(iface, cfg, &mut report);
     report
 }
 
