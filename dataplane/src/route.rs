@@ -56,15 +56,6 @@ impl Route {
         self.site().is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), site))
     }
 
-    /// Whether packets from `peer` may carry a source in this prefix: it
-    /// is the prefix's peer, or a gateway of its site.
-    pub fn accepts_from(&self, peer: &PeerState) -> bool {
-        match self {
-            Route::Peer(p) => std::ptr::eq(Arc::as_ptr(p), peer),
-            Route::Site(s) => s.table().has_member(peer),
-        }
-    }
-
     /// How a message names it: the peer's label, or `site NAME`.
     pub fn label(&self) -> String {
         match self {

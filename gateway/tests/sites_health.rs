@@ -6,7 +6,8 @@
 //! and `w2`, each with persistent_keepalive 1 and failover_after 3 on
 //! both sides, as the contract's fleet runs them.
 //!
-//! Checked in real time, since health is about time: one-way traffic to
+//! Checked in real time, since health is about time: a reload that
+//! changes the site keeps the sessions; one-way traffic to
 //! a gateway does not make it look dead; a gateway that stops (as after
 //! SIGKILL) is marked down after about three seconds of silence while
 //! the other stays up and takes every flow; when it returns with the same
@@ -143,6 +144,17 @@ fn a_stopped_gateway_is_down_in_seconds_and_up_about_a_second_after_it_returns()
             && [&w1, &w2].iter().all(|w| w.gw.peers()[0].crypto().current_keypair().is_some())
     };
     wait_for("sessions with both gateways", Duration::from_secs(10), sessions);
+
+    // A reload that changes the site's prefixes keeps the sessions (the
+    // very same keypairs) and the gateways' health.
+    let keypairs = || site.members().iter().map(|p| p.crypto().current_keypair().unwrap()).collect::<Vec<_>>();
+    let before = keypairs();
+    let wider = config(ka, ("west", "10.2.0.0/15"), &[("west.gw1", k1, 3), ("west.gw2", k2, 4)]);
+    let report = causeway_gateway::reload::reconcile(&a.gw, &wider);
+    assert_eq!((report.changed, report.unchanged), (vec!["site west (prefixes)".to_string()], 2));
+    assert!(before.iter().zip(keypairs()).all(|(b, a)| Arc::ptr_eq(b, &a)), "a session restarted");
+    assert!(Arc::ptr_eq(&a.gw.site("west").unwrap(), &site));
+    causeway_gateway::reload::reconcile(&a.gw, &cfg_a);
 
     // Five seconds of one-way traffic to w1, which sends nothing back but
     // its keepalives: it must stay up all along.
