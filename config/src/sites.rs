@@ -91,14 +91,17 @@ impl Checker<'_> {
 
     /// Across sites and peers: unique site names, sites that peers name
     /// exist, and no prefix shared between a site and anything else.
-    /// `own_site` is `[registry]`'s site, `None` without a registry.
+    /// `registry` says whether `[registry]` is there (even if invalid: the
+    /// store may then define sites, so none is reported missing), and
+    /// `own_site` is its site when it is valid.
     pub(crate) fn site_checks(
         &mut self,
         raw_sites: &[Spanned<RawSite>],
         sites: &[(usize, Site)],
         raw_peers: &[Spanned<RawPeer>],
         members: &[Member<'_>],
-        registry: Option<&str>,
+        registry: bool,
+        own_site: Option<&str>,
     ) {
         let mut names: HashMap<&str, usize> = HashMap::new();
         for (i, s) in sites {
@@ -114,7 +117,7 @@ impl Checker<'_> {
         let site_span = |i: usize| raw_peers[i - 1].get_ref().site.as_ref().map_or(0..0, |s| s.span());
         for m in members {
             let Some(site) = m.site else { continue };
-            if registry == Some(site) {
+            if own_site == Some(site) {
                 self.report(
                     site_span(m.index),
                     join(&format!("peer[{}]", m.index), "site"),
@@ -123,7 +126,7 @@ impl Checker<'_> {
                          site are not its peers"
                     ),
                 );
-            } else if registry.is_none() && !names.contains_key(site) {
+            } else if !registry && !names.contains_key(site) {
                 let mut known: Vec<&str> = names.keys().copied().collect();
                 known.sort_unstable();
                 let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
@@ -201,6 +204,7 @@ impl Checker<'_> {
 mod tests {
     use std::path::Path;
 
+    use super::Member;
     use crate::{Config, ConfigError};
 
     const KEY_A: &str = "CE5vbW26f1Ayh5znQQ3b1pWt4oE+w3ScwymAsBl6lkU=";
@@ -292,6 +296,40 @@ mod tests {
         let p = problems(&file("[[site]]\nname = \"d\"\nprefixes = [\"10.4.0.0/16\"]\nweight = 2\n"));
         assert_eq!(p.len(), 1);
         assert!(p[0].starts_with("/etc/causeway/gw.toml:7: site[1].weight: unknown field `weight`"), "{}", p[0]);
+    }
+
+    /// With `[registry]`, a peer may name a site only the store knows,
+    /// but not this gateway's own. (Called directly: `[registry]` itself is
+    /// parsed by the registry's part of validation.)
+    #[test]
+    fn with_a_registry_sites_may_come_from_the_store_but_not_be_our_own() {
+        use crate::checker::Checker;
+        use crate::schema::RawConfig;
+        let src = "[[peer]]\nname = \"a\"\nsite = \"west\"\n[[peer]]\nname = \"b\"\nsite = \"east\"\n";
+        let raw: RawConfig = toml::from_str(src).unwrap();
+        let members: Vec<Member<'_>> = raw
+            .peer
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Member {
+                index: i + 1,
+                name: p.get_ref().name.as_ref().unwrap().get_ref(),
+                site: p.get_ref().site.as_ref().map(|s| s.get_ref().as_str()),
+                allowed_ips: &[],
+            })
+            .collect();
+        let check = |registry, own| {
+            let mut c = Checker { source: src, file: Path::new("/gw.toml"), problems: Vec::new() };
+            c.site_checks(&raw.site, &[], &raw.peer, &members, registry, own);
+            c.problems.iter().map(ToString::to_string).collect::<Vec<_>>()
+        };
+        assert_eq!(check(false, None).len(), 2, "without a registry both sites are unknown");
+        assert!(check(true, None).is_empty(), "the store may define both");
+        assert_eq!(
+            check(true, Some("east")),
+            ["/gw.toml:6: peer[2].site: \"east\" is this gateway's own site ([registry] site): the other gateways of \
+              one's own site are not its peers"]
+        );
     }
 
     #[test]

@@ -429,7 +429,14 @@ pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError>
             allowed_ips: &p.allowed_ips,
         }))
         .collect();
-    c.site_checks(&raw.site, &sites, &raw.peer, &members, registry.as_ref().map(|r| r.site.as_str()));
+    c.site_checks(
+        &raw.site,
+        &sites,
+        &raw.peer,
+        &members,
+        registry.is_some(),
+        registry.as_ref().map(|r| r.site.as_str()),
+    );
     match interface {
         Some(interface) if c.problems.is_empty() => Ok(Config {
             interface,
