@@ -16,6 +16,7 @@ mod prefix;
 pub mod proposals;
 pub mod rules;
 mod schema;
+mod sites;
 mod types;
 mod validate;
 

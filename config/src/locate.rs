@@ -7,11 +7,13 @@ pub(crate) fn line_of(source: &str, offset: usize) -> usize {
     source[..offset.min(source.len())].bytes().filter(|&b| b == b'\n').count() + 1
 }
 
-/// The table an offset lies in, as `interface` or `peer[N]` (N counts
-/// `[[peer]]` headers from 1), or empty at top level.
+/// The table an offset lies in, as `interface`, `peer[N]` or `site[N]`
+/// (N counts `[[peer]]` or `[[site]]` headers from 1), or empty at top
+/// level.
 pub(crate) fn table_at(source: &str, offset: usize) -> String {
     let mut table = String::new();
     let mut peers = 0;
+    let mut sites = 0;
     let mut pos = 0;
     for line in source.split_inclusive('\n') {
         if pos > offset {
@@ -24,6 +26,9 @@ pub(crate) fn table_at(source: &str, offset: usize) -> String {
             if name == "peer" {
                 peers += 1;
                 table = format!("peer[{peers}]");
+            } else if name == "site" {
+                sites += 1;
+                table = format!("site[{sites}]");
             } else {
                 table = name.to_string();
             }
@@ -67,5 +72,8 @@ mod tests {
         assert_eq!(key_at(src, off).as_deref(), Some("endpoints"));
         assert_eq!(table_at(src, src.find("listen").unwrap()), "interface");
         assert_eq!(join("peer[1]", "name"), "peer[1].name");
+        let src = "[[site]]\nname = \"w\"\n[[peer]]\nname = \"a\"\n[[site]]\nprefixes = 1\n";
+        assert_eq!(table_at(src, src.find("prefixes").unwrap()), "site[2]");
+        assert_eq!(table_at(src, src.find("name = \"a").unwrap()), "peer[1]");
     }
 }

@@ -11,6 +11,17 @@ pub(crate) struct RawConfig {
     pub interface: Option<Spanned<RawInterface>>,
     #[serde(default)]
     pub peer: Vec<Spanned<RawPeer>>,
+    /// `[[site]]` tables.
+    #[serde(default)]
+    pub site: Vec<Spanned<RawSite>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSite {
+    pub name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub prefixes: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +56,8 @@ pub(crate) struct RawPeer {
     pub allowed_ips: Vec<Spanned<String>>,
     pub persistent_keepalive: Option<Spanned<u16>>,
     pub failover_after: Option<Spanned<u32>>,
+    /// The `[[site]]` this peer is one gateway of (either protocol).
+    pub site: Option<Spanned<String>>,
     /// "wireguard" (the default) or "ipsec"; the rest are IPsec's.
     pub protocol: Option<Spanned<String>>,
     pub local_id: Option<Spanned<String>>,

@@ -17,9 +17,10 @@ use crate::locate::{join, key_at, table_at};
 use crate::prefix::{parse_address, parse_allowed_ip};
 use crate::rules;
 use crate::schema::{RawConfig, RawInterface, RawPeer};
+use crate::sites::Member;
 use crate::types::{
-    Config, Endpoint, Interface, Peer, RouteTable, DEFAULT_DNS_REFRESH, DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT,
-    DEFAULT_MTU, DEFAULT_MTU_IPSEC, MAX_MTU, MIN_MTU, MIN_MTU_IPV6,
+    Config, Endpoint, Interface, Peer, Registry, RouteTable, Site, DEFAULT_DNS_REFRESH, DEFAULT_FAILOVER_AFTER,
+    DEFAULT_LISTEN_PORT, DEFAULT_MTU, DEFAULT_MTU_IPSEC, MAX_MTU, MIN_MTU, MIN_MTU_IPV6,
 };
 use crate::ConfigError;
 
@@ -388,22 +389,28 @@ pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError>
     if let Some(i) = interface.as_mut().filter(|_| has_ipsec && mtu_unset) {
         i.mtu = DEFAULT_MTU_IPSEC;
     }
+    // `[registry]` is parsed by the registry's part of validation; the
+    // site checks only need to know whether one is set, and its site.
+    let registry: Option<Registry> = None;
+    let sites: Vec<(usize, Site)> =
+        raw.site.iter().enumerate().filter_map(|(i, s)| c.site(i + 1, s).map(|s| (i + 1, s))).collect();
     let mut peers: Vec<(usize, Peer)> = Vec::new();
     let mut ipsec_peers = Vec::new();
     for (i, p) in raw.peer.iter().enumerate() {
         let t = format!("peer[{}]", i + 1);
+        let site = c.peer_site(&t, p.get_ref());
         match p.get_ref().protocol.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
             None | Some(("wireguard", _)) => {
                 for (field, span) in crate::ipsec::ipsec_only(p.get_ref()) {
                     c.report(span, join(&t, field), format!("{field} is for IPsec peers: add protocol = \"ipsec\""));
                 }
                 if let Some(peer) = c.peer(i + 1, p) {
-                    peers.push((i + 1, peer));
+                    peers.push((i + 1, Peer { site, ..peer }));
                 }
             }
             Some(("ipsec", _)) => {
                 if let Some(peer) = c.ipsec_peer(&t, p.span(), p.get_ref()) {
-                    ipsec_peers.push((i + 1, peer));
+                    ipsec_peers.push((i + 1, crate::types::IpsecPeer { site, ..peer }));
                 }
             }
             Some((other, span)) => {
@@ -412,13 +419,31 @@ pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError>
         }
     }
     c.cross_checks(&raw.peer, &peers, &ipsec_peers, interface.as_ref().map(|i| i.private_key.public_key()));
+    let members: Vec<Member<'_>> = peers
+        .iter()
+        .map(|(i, p)| Member { index: *i, name: &p.name, site: p.site.as_deref(), allowed_ips: &p.allowed_ips })
+        .chain(ipsec_peers.iter().map(|(i, p)| Member {
+            index: *i,
+            name: &p.name,
+            site: p.site.as_deref(),
+            allowed_ips: &p.allowed_ips,
+        }))
+        .collect();
+    c.site_checks(
+        &raw.site,
+        &sites,
+        &raw.peer,
+        &members,
+        registry.is_some(),
+        registry.as_ref().map(|r| r.site.as_str()),
+    );
     match interface {
         Some(interface) if c.problems.is_empty() => Ok(Config {
             interface,
             peers: peers.into_iter().map(|(_, p)| p).collect(),
             ipsec_peers: ipsec_peers.into_iter().map(|(_, p)| p).collect(),
-            sites: Vec::new(),
-            registry: None,
+            sites: sites.into_iter().map(|(_, s)| s).collect(),
+            registry,
         }),
         _ => {
             c.problems.sort_by_key(|p| p.line);

@@ -4,7 +4,7 @@
 //! (the configuration file, kernel routes, name refreshes) lives in the
 //! gateway crate, which wraps this.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -22,10 +22,10 @@ use crate::io::{Bind, Socket};
 use crate::ipsec_table::IpsecTable;
 use crate::jobs::Jobs;
 use crate::peer::{Link, PeerState};
+pub use crate::route::{Route, Routes};
 use crate::session::Carrier;
+use crate::site::Site;
 use crate::udp::OsBind;
-
-pub type Routes = AllowedIps<Arc<PeerState>>;
 
 /// The UDP sockets of all workers, replaced as a whole when the listen port
 /// or fwmark changes.
@@ -67,6 +67,8 @@ pub struct Interface {
     routes: ArcSwap<Routes>,
     /// Serialises route changes so two writers never lose each other's edits.
     route_writer: Mutex<()>,
+    /// Sites by name; their prefixes are in `routes`.
+    sites: RwLock<BTreeMap<String, Arc<Site>>>,
     pub clock: Clock,
     mtu: AtomicU32,
     sockets: ArcSwap<SocketSet>,
@@ -119,6 +121,7 @@ impl Interface {
             next_order: AtomicU64::new(0),
             routes: ArcSwap::from_pointee(AllowedIps::default()),
             route_writer: Mutex::new(()),
+            sites: RwLock::default(),
             clock: Clock::default(),
             mtu: AtomicU32::new(mtu),
             sockets: ArcSwap::from_pointee(SocketSet { sockets, port }),
@@ -273,14 +276,19 @@ impl Interface {
 
     pub fn remove_ipsec_peer(&self, name: &str) -> Option<Arc<PeerState>> {
         let p = self.ipsec.remove(name)?;
-        self.update_routes(|r| r.retain(|_, owner| !Arc::ptr_eq(owner, &p)));
+        self.update_routes(|r| r.retain(|_, owner| !owner.is_peer(&p)));
+        self.leave_sites(&p);
         p.clear_staged();
         Some(p)
     }
 
+    /// Removes a peer: its prefixes, its place in a site, its protocol state.
     pub fn remove_peer(&self, key: &PublicKey) -> Option<Arc<PeerState>> {
         let p = self.peers.write().unwrap_or_else(|e| e.into_inner()).remove(key)?;
-        self.update_routes(|r| r.retain(|_, owner| !Arc::ptr_eq(owner, &p)));
+        self.update_routes(|r| r.retain(|_, owner| !owner.is_peer(&p)));
+        // Before the protocol state goes: workers must not pick it for a
+        // site's flows once it cannot send.
+        self.leave_sites(&p);
         self.device.remove_peer(key);
         p.clear_staged();
         Some(p)
@@ -298,18 +306,73 @@ impl Interface {
 
     /// Every peer's prefixes, in one pass over the routing table (keyed by
     /// the peer's address; listing many peers this way is linear, where
-    /// `allowed_ips_of` per peer would scan the table once each).
+    /// `allowed_ips_of` per peer would scan the table once each). A
+    /// site's prefixes are the site's, not its gateways'.
     pub fn allowed_ips_by_peer(&self) -> HashMap<*const PeerState, Vec<IpNet>> {
         let mut by_peer: HashMap<*const PeerState, Vec<IpNet>> = HashMap::new();
         for (net, owner) in self.routes.load().iter() {
-            by_peer.entry(Arc::as_ptr(owner)).or_default().push(net);
+            if let Route::Peer(p) = owner {
+                by_peer.entry(Arc::as_ptr(p)).or_default().push(net);
+            }
         }
         by_peer
     }
 
-    /// The prefixes routed to `peer`.
+    /// The prefixes routed to `peer` itself.
     pub fn allowed_ips_of(&self, peer: &Arc<PeerState>) -> Vec<IpNet> {
-        self.routes.load().iter().filter(|(_, owner)| Arc::ptr_eq(owner, peer)).map(|(n, _)| n).collect()
+        self.routes.load().iter().filter(|(_, owner)| owner.is_peer(peer)).map(|(n, _)| n).collect()
+    }
+
+    /// The site named `name`.
+    pub fn site(&self, name: &str) -> Option<Arc<Site>> {
+        self.sites.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// Every site, by name.
+    pub fn sites(&self) -> Vec<Arc<Site>> {
+        self.sites.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// The site named `name`, made now (with no prefixes and no members)
+    /// if there was none.
+    pub fn add_site(&self, name: &str) -> Arc<Site> {
+        let mut sites = self.sites.write().unwrap_or_else(|e| e.into_inner());
+        sites.entry(name.to_string()).or_insert_with(|| Arc::new(Site::new(name.to_string()))).clone()
+    }
+
+    /// Removes a site and its prefixes; its gateways stay peers.
+    pub fn remove_site(&self, name: &str) -> Option<Arc<Site>> {
+        let site = self.sites.write().unwrap_or_else(|e| e.into_inner()).remove(name)?;
+        self.update_routes(|r| r.retain(|_, owner| !owner.is_site(&site)));
+        Some(site)
+    }
+
+    /// The prefixes routed to `site`.
+    pub fn prefixes_of_site(&self, site: &Site) -> Vec<IpNet> {
+        self.routes.load().iter().filter(|(_, owner)| owner.is_site(site)).map(|(n, _)| n).collect()
+    }
+
+    /// Makes `site`'s prefixes exactly `nets`, as one swap; a prefix that
+    /// another peer or site held moves to this site.
+    pub fn set_site_prefixes(&self, site: &Arc<Site>, nets: &[IpNet]) {
+        self.update_routes(|r| {
+            r.retain(|_, owner| !owner.is_site(site));
+            for n in nets {
+                r.insert(*n, Route::Site(site.clone()));
+            }
+        });
+    }
+
+    /// The site `peer` is a gateway of, if any.
+    pub fn site_of(&self, peer: &PeerState) -> Option<Arc<Site>> {
+        self.sites().into_iter().find(|s| s.table().has_member(peer))
+    }
+
+    /// Takes `peer` out of every site it serves.
+    fn leave_sites(&self, peer: &PeerState) {
+        for s in self.sites() {
+            s.remove_member(peer);
+        }
     }
 
     pub fn peer_for_crypto(&self, crypto: &causeway_wireguard::Peer) -> Option<Arc<PeerState>> {

@@ -5,11 +5,14 @@
 
 pub mod allowed_ips;
 pub mod batch;
+pub mod buckets;
 pub mod checksum;
 pub mod child_sa;
 pub mod clock;
 pub mod counters;
 pub mod esp_link;
+pub mod flow_hash;
+pub mod health;
 pub mod interface;
 pub mod io;
 pub mod ipsec;
@@ -22,8 +25,10 @@ pub mod peer;
 pub mod protocol;
 pub mod raw_esp;
 pub mod receive;
+pub mod route;
 pub mod send;
 pub mod session;
+pub mod site;
 pub mod transmit;
 pub mod tun;
 pub mod tunnels;

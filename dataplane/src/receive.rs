@@ -14,7 +14,8 @@
 //!    arrival order, runs the replay check and timers
 //!    (`Protocol::accept`), roaming, the inner-packet check, the MSS clamp
 //!    and the crypto source filter (the source must be in the sending
-//!    peer's allowed IPs), and queues the packet for the TUN.
+//!    peer's allowed IPs, or in a site's prefixes when the peer is one of
+//!    the site's gateways), and queues the packet for the TUN.
 //! 5. `Receiver::write_tun`: one coalesced (GRO) TUN write, before
 //!    another worker may drain this peer (`Sink::flush`).
 //!
@@ -34,6 +35,7 @@ use crate::jobs::Job;
 use crate::ordered::Sink;
 use crate::peer::{PeerState, RxBatch};
 use crate::protocol::{Inbound, Protocol};
+use crate::route::Route;
 use crate::tun::WRITE_HEADROOM;
 
 /// Datagram buffers per receive call; with GRO each holds up to 64 KiB.
@@ -304,6 +306,9 @@ impl Receiver {
             let routes = iface.routes();
             let mss = iface.mss_limits();
             let mut first = true;
+            // The batch is one peer's: whether it serves the site last
+            // looked up holds for the whole batch.
+            let mut site_checked: Option<(*const crate::site::Site, bool)> = None;
             for item in items.iter() {
                 let opened = match item.opened {
                     Ok(o) => o,
@@ -334,7 +339,18 @@ impl Receiver {
                 if let Some(limits) = mss {
                     crate::mss::clamp(&mut plaintext[..len], limits);
                 }
-                let allowed = routes.lookup(inner_source).is_some_and(|owner| Arc::ptr_eq(owner, &ps));
+                let allowed = match routes.lookup(inner_source) {
+                    Some(Route::Peer(owner)) => Arc::ptr_eq(owner, &ps),
+                    Some(Route::Site(site)) => match site_checked {
+                        Some((s, member)) if std::ptr::eq(s, Arc::as_ptr(site)) => member,
+                        _ => {
+                            let member = site.table().has_member(&ps);
+                            site_checked = Some((Arc::as_ptr(site), member));
+                            member
+                        }
+                    },
+                    None => false,
+                };
                 if !allowed {
                     iface.counters.count(Drop::SourceNotAllowed);
                     continue;

@@ -3,8 +3,9 @@
 //! 1. `worker.rs` `Worker::read_tun`: a TUN queue read (TSO super-packets
 //!    arrive split into MTU-sized packets).
 //! 2. `Sender::enqueue` (here): MSS clamp, the peer by longest-prefix match
-//!    on the destination (cryptokey routing, `allowed_ips.rs`), the
-//!    protocol's session for it (`Protocol::sending_session`; without one
+//!    on the destination (cryptokey routing, `allowed_ips.rs`; for a site,
+//!    one of its gateways by the flow's hash, `site.rs`), the protocol's
+//!    session for it (`Protocol::sending_session`; without one
 //!    the packet is held and a handshake started, `Protocol::hold`), and
 //!    a place in a batch of one peer, session and endpoint (`batch.rs`).
 //! 3. `Sender::submit`: the batch reserves its counters
@@ -31,7 +32,9 @@ use crate::io::Socket;
 use crate::jobs::Job;
 use crate::peer::{Endpoint, PeerState, TxBatch};
 use crate::protocol::Protocol;
+use crate::route::Route;
 use crate::session::Session;
+use crate::site::{Site, SiteTable};
 use crate::transmit::{transmit, transmit_many};
 use crate::udp::MMSG_BATCH;
 
@@ -115,7 +118,13 @@ impl Sender {
         let max_segments = sock.max_gso_segments();
         let per_batch = if max_segments == 1 { MMSG_BATCH } else { max_segments }.min(TX_BATCH_PACKETS);
         // Per batch, not per packet: the session of the peer last seen.
+        // Keyed by the peer, not the route: two flows of one site may go
+        // to two gateways, and a batch never mixes peers.
         let mut cached: Option<(Arc<PeerState>, Arc<dyn Session>)> = None;
+        // The table of the site last seen, loaded once per call rather than
+        // per packet; `routes` keeps the site alive, so its address is a
+        // safe key.
+        let mut site_table: Option<(*const Site, Arc<SiteTable>)> = None;
         let mut open: Option<(Arc<TxBatch>, TxData<PeerState>)> = None;
         let mut taken = 0;
         for (buf, &size) in bufs.iter_mut().zip(sizes) {
@@ -123,10 +132,29 @@ impl Sender {
                 crate::mss::clamp(&mut buf[..size], limits);
             }
             let packet = &buf[..size];
-            let Some(peer) = destination(packet).and_then(|d| routes.lookup(d)) else {
+            let Some(route) = destination(packet).and_then(|d| routes.lookup(d)) else {
                 iface.counters.count(Drop::NoRoute);
                 taken += 1;
                 continue;
+            };
+            let peer = match route {
+                Route::Peer(peer) => peer,
+                Route::Site(site) => {
+                    let fresh = !site_table.as_ref().is_some_and(|(s, _)| std::ptr::eq(*s, Arc::as_ptr(site)));
+                    if fresh {
+                        site_table = Some((Arc::as_ptr(site), site.table_full()));
+                    }
+                    let table = &site_table.as_ref().expect("loaded above").1;
+                    match table.pick(crate::flow_hash::flow_hash(packet)) {
+                        Some(peer) => peer,
+                        // A site without gateways: its prefixes are unrouted.
+                        None => {
+                            iface.counters.count(Drop::NoRoute);
+                            taken += 1;
+                            continue;
+                        }
+                    }
+                }
             };
             let session = match &cached {
                 Some((p, s)) if Arc::ptr_eq(p, peer) => s.clone(),

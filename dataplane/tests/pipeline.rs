@@ -58,7 +58,7 @@ impl Site {
         peer.set_endpoint(other.wan);
         let net = other.prefix();
         self.iface.update_routes(|r| {
-            r.insert(net, peer.clone());
+            r.insert(net, peer.clone().into());
         });
         peer
     }

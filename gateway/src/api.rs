@@ -6,6 +6,7 @@
 
 mod error;
 mod peer_change;
+mod sites;
 mod status;
 pub mod types;
 
@@ -16,6 +17,7 @@ use tokio::net::UnixListener;
 
 /// daemon.rs still calls it by this name; new code uses `sockets`.
 pub use error::ApiError;
+pub use sites::sites;
 pub use status::status;
 use types::{Answer, Reply, Request};
 
@@ -56,6 +58,7 @@ pub fn answer(iface: &Gateway, req: &Request) -> Result<Answer, ApiError> {
             iface.remove_peer(peer.public_key());
             Answer::Done(format!("removed {}", if peer.name().is_empty() { who.clone() } else { peer.name() }))
         }
+        Request::Sites => Answer::Sites(sites(iface)),
     })
 }
 

@@ -174,8 +174,11 @@ pub async fn run_timers(iface: Arc<Gateway>) {
                 }
             }
         }
+        // Sites before routes: a site whose last gateway just went down
+        // loses its kernel routes in this same tick.
+        crate::site_health::tick(&iface, sock, now);
         // A netlink round trip per changed prefix, and nothing when the
-        // peer set did not change.
+        // routed prefixes did not change.
         iface.sync_kernel_routes();
         if iface.dns_refresh().is_some_and(|every| now.saturating_since(last_refresh) >= every) {
             last_refresh = now;

@@ -91,7 +91,7 @@ impl Running {
                 Some(addr) => {
                     let listener = crate::metrics::bind(addr).await.map_err(|e| Error::Metrics(e.into()))?;
                     tracing::info!(%addr, "serving Prometheus metrics");
-                    Some(tokio::spawn(crate::metrics::serve(self.gw.iface.clone(), listener)))
+                    Some(tokio::spawn(crate::metrics::serve(self.gw.clone(), listener)))
                 }
                 None => None,
             };

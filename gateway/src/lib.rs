@@ -14,6 +14,8 @@ pub mod privileges;
 pub mod registry_status;
 pub mod reload;
 pub mod routes;
+pub mod site_health;
+pub mod sites;
 pub mod sockets;
 pub mod uapi;
 mod wire;

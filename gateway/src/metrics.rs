@@ -15,9 +15,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use causeway_dataplane::counters::Drop;
-use causeway_dataplane::interface::Interface;
+
+use crate::gateway::Gateway;
 
 mod http;
+mod sites;
 pub use http::{bind, serve};
 
 type Labels = Vec<(String, String)>;
@@ -35,7 +37,7 @@ fn gauge_family(registry: &mut Registry, name: &str, help: &str) -> Family<Label
 }
 
 /// The metrics text for one scrape.
-pub fn render(iface: &Interface) -> String {
+pub fn render(iface: &Gateway) -> String {
     let mut r = Registry::with_prefix("causeway");
     let rx_bytes =
         counter_family(&mut r, "peer_rx_bytes", "Bytes received from the peer (WireGuard messages or ESP packets)");
@@ -115,6 +117,7 @@ pub fn render(iface: &Interface) -> String {
             worker.get_or_create(&l).inc_by(v);
         }
     }
+    sites::render(&mut r, iface, &base);
     let mut out = String::new();
     // Encoding into a String cannot fail.
     let _ = encode(&mut out, &r);
@@ -125,7 +128,10 @@ pub fn render(iface: &Interface) -> String {
 mod tests {
     use super::*;
 
-    fn interface() -> Interface {
+    use causeway_dataplane::interface::Interface;
+    use std::sync::Arc;
+
+    fn interface() -> Gateway {
         let iface = Interface::new(
             "cwtest0".into(),
             Some(causeway_wireguard::StaticSecret::random(&mut rand_core::OsRng)),
@@ -137,7 +143,7 @@ mod tests {
         iface
             .add_peer(causeway_wireguard::StaticSecret::random(&mut rand_core::OsRng).public_key(), "dc-east".into())
             .unwrap();
-        iface
+        Gateway::new(Arc::new(iface))
     }
 
     #[test]
@@ -168,6 +174,41 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    #[test]
+    fn sites_have_gauges_per_site_and_per_gateway() {
+        let gw = interface();
+        let key = || causeway_wireguard::StaticSecret::random(&mut rand_core::OsRng).public_key();
+        let members: Vec<_> = (1..=2).map(|i| gw.add_peer(key(), format!("west.gw{i}")).unwrap()).collect();
+        let site = gw.add_site("west");
+        gw.set_site_prefixes(&site, &["10.2.0.0/16".parse().unwrap()]);
+        site.set_members(&members, gw.clock.now());
+        site.mark(&members[1], false, gw.clock.now());
+        let text = render(&gw);
+        for needle in [
+            "causeway_site_gateways{interface=\"cwtest0\",site=\"west\"} 2",
+            "causeway_site_gateways_up{interface=\"cwtest0\",site=\"west\"} 1",
+            "causeway_site_routed{interface=\"cwtest0\",site=\"west\"} 1",
+            "causeway_site_gateway_up{interface=\"cwtest0\",site=\"west\",peer=\"west.gw1\"} 1",
+            "causeway_site_gateway_up{interface=\"cwtest0\",site=\"west\",peer=\"west.gw2\"} 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        assert!(!text.contains("causeway_registry_stale"), "only with a registry");
+        site.mark(&members[0], false, gw.clock.now());
+        assert!(render(&gw).contains("causeway_site_routed{interface=\"cwtest0\",site=\"west\"} 0"));
+        gw.set_registry_status(Some(crate::api::types::RegistryStatus {
+            endpoints: vec!["http://198.18.0.100:2379".into()],
+            site: "east".into(),
+            name: "east-gw1".into(),
+            state: "stale".into(),
+            since_secs: 3,
+            last_error: Some("connection refused".into()),
+            gateways: 4,
+            revision: 9,
+        }));
+        assert!(render(&gw).contains("causeway_registry_stale{interface=\"cwtest0\"} 1"));
     }
 
     /// Every metric the Grafana dashboard queries is one the gateway exports.

@@ -1,7 +1,8 @@
 //! Applying a configuration to a running interface, as a difference: peers
 //! that did not change keep their sessions, counters and traffic; new ones
-//! are added, missing ones removed, changed ones updated in place. The
-//! same code applies the first configuration (everything is new).
+//! are added, missing ones removed, changed ones updated in place; sites
+//! likewise (`sites.rs`). The same code applies the first configuration
+//! (everything is new).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -109,6 +110,7 @@ pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
         }
     }
     crate::ipsec::reconcile::reconcile(iface, cfg, &mut report);
+    crate::sites::reconcile(iface, cfg, &mut report);
     report
 }
 
@@ -152,9 +154,9 @@ pub fn apply_peer(
     let want: HashSet<IpNet> = p.allowed_ips.iter().map(|n| n.trunc()).collect();
     if have.cloned().unwrap_or_default() != want {
         iface.update_routes(|r| {
-            r.retain(|_, owner| !Arc::ptr_eq(owner, &peer));
+            r.retain(|_, owner| !owner.is_peer(&peer));
             for n in &want {
-                r.insert(*n, peer.clone());
+                r.insert(*n, peer.clone().into());
             }
         });
         changed.push("allowed_ips");
@@ -162,14 +164,16 @@ pub fn apply_peer(
     Ok((existing.is_some(), changed))
 }
 
-/// The first of `nets` that overlaps a prefix of a peer other than `key`,
-/// with that peer's name: each address belongs to one peer only.
+/// The first of `nets` that overlaps a prefix of a peer other than `key`
+/// or of a site, with its owner's name: each address belongs to one peer
+/// or site only.
 pub fn overlap(iface: &Interface, key: &PublicKey, nets: &[IpNet]) -> Option<String> {
     let routes = iface.routes();
     for n in nets {
         for (other, owner) in routes.iter() {
-            if owner.public_key() != key && (other.contains(n) || n.contains(&other)) {
-                return Some(format!("{n} overlaps {other} of peer {}", owner.name()));
+            let own = owner.peer().and_then(|p| p.wireguard()).is_some_and(|p| p.public_key() == key);
+            if !own && (other.contains(n) || n.contains(&other)) {
+                return Some(format!("{n} overlaps {other} of {}", owner.label()));
             }
         }
     }

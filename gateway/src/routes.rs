@@ -1,7 +1,9 @@
 //! Kernel routes for the peers' allowed IPs through the interface, kept in
 //! step with the peer set over rtnetlink: what wg-quick does with `ip route`,
 //! so a spoke needs no hand-written routes and a removed peer leaves none
-//! behind.
+//! behind. A site's prefixes are routed only while at least one of its
+//! gateways is up, so a routing daemon that exports kernel routes (BIRD,
+//! FRR) withdraws a site that can no longer be reached (`wanted`).
 
 use std::collections::BTreeSet;
 use std::io;
@@ -17,7 +19,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use causeway_dataplane::interface::Routes;
+use causeway_dataplane::interface::{Route, Routes};
 
 /// Routes this daemon added, and the netlink socket to change them with.
 /// The socket is opened at start-up so that changes keep working after
@@ -30,9 +32,32 @@ pub struct RouteSync {
     /// Prefixes the interface's own addresses already route.
     connected: BTreeSet<IpNet>,
     installed: BTreeSet<IpNet>,
-    /// The routing snapshot last made real, to skip unchanged ticks.
-    synced: Option<Arc<Routes>>,
+    /// The prefixes last made real, to skip unchanged ticks (and retry a
+    /// refused prefix on the next change, not on every tick).
+    synced: Option<BTreeSet<IpNet>>,
     warned_default: bool,
+}
+
+/// The prefixes to route through the interface: every peer's, and a
+/// site's while any of its gateways is up; not those the interface's own
+/// addresses already route (`connected`), nor a default route (returned
+/// apart: it would carry the tunnel's own packets into the tunnel).
+pub fn wanted(routes: &Routes, connected: &BTreeSet<IpNet>) -> (BTreeSet<IpNet>, Option<IpNet>) {
+    let mut nets = BTreeSet::new();
+    let mut default = None;
+    for (net, owner) in routes.iter() {
+        if let Route::Site(site) = owner {
+            if !site.table().any_up() {
+                continue;
+            }
+        }
+        if net.prefix_len() == 0 {
+            default = Some(net);
+        } else if !connected.contains(&net) {
+            nets.insert(net);
+        }
+    }
+    (nets, default)
 }
 
 /// What one pass changed.
@@ -76,29 +101,21 @@ impl RouteSync {
         &self.installed
     }
 
-    /// Makes the installed routes match `routes`' prefixes, if the snapshot
-    /// changed since the last pass. A prefix the kernel refuses is logged and
-    /// tried again on the next change.
+    /// Makes the installed routes match what `routes` wants now (`wanted`),
+    /// if that changed since the last pass. A prefix the kernel refuses is
+    /// logged and tried again on the next change.
     pub fn sync(&mut self, routes: &Arc<Routes>) -> SyncReport {
-        if self.synced.as_ref().is_some_and(|s| Arc::ptr_eq(s, routes)) {
+        let (wanted, default) = wanted(routes, &self.connected);
+        if self.synced.as_ref() == Some(&wanted) {
             return SyncReport::default();
         }
-        self.synced = Some(routes.clone());
-        let mut wanted = BTreeSet::new();
-        for (net, _) in routes.iter() {
-            if net.prefix_len() == 0 {
-                // A default route through the tunnel would also carry the
-                // tunnel's own UDP packets to the peer; wg-quick needs policy
-                // routing for that, which is left to the operator.
-                if !self.warned_default {
-                    tracing::warn!(prefix = %net, "not installing a default route through the tunnel; add a policy route by hand");
-                    self.warned_default = true;
-                }
-                continue;
-            }
-            if !self.connected.contains(&net) {
-                wanted.insert(net);
-            }
+        self.synced = Some(wanted.clone());
+        if let Some(net) = default.filter(|_| !self.warned_default) {
+            // A default route through the tunnel would also carry the
+            // tunnel's own UDP packets to the peer; wg-quick needs policy
+            // routing for that, which is left to the operator.
+            tracing::warn!(prefix = %net, "not installing a default route through the tunnel; add a policy route by hand");
+            self.warned_default = true;
         }
         let mut report = SyncReport::default();
         let stale: Vec<IpNet> = self.installed.difference(&wanted).copied().collect();
@@ -217,5 +234,56 @@ impl RouteSync {
 impl Drop for RouteSync {
     fn drop(&mut self) {
         self.remove_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use causeway_dataplane::interface::Interface;
+    use causeway_wireguard::{StaticSecret, Time};
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_sites_prefixes_are_wanted_only_while_one_of_its_gateways_is_up() {
+        let iface = Interface::new("cwrt0".into(), Some(StaticSecret::random(&mut rand_core::OsRng)), 1420, 1, 0);
+        let iface = iface.unwrap();
+        let key = || StaticSecret::random(&mut rand_core::OsRng).public_key();
+        let (hub, gw1, gw2) = (
+            iface.add_peer(key(), "hub".into()).unwrap(),
+            iface.add_peer(key(), "west.gw1".into()).unwrap(),
+            iface.add_peer(key(), "west.gw2".into()).unwrap(),
+        );
+        iface.update_routes(|r| {
+            r.insert(net("10.1.0.0/16"), hub.clone().into());
+            r.insert(net("10.255.0.0/24"), hub.clone().into());
+            r.insert(net("0.0.0.0/0"), hub.clone().into());
+            r.insert(net("10.255.2.1/32"), gw1.clone().into());
+        });
+        let west = iface.add_site("west");
+        iface.set_site_prefixes(&west, &[net("10.2.0.0/16"), net("fd00:2::/48")]);
+        let empty = iface.add_site("empty");
+        iface.set_site_prefixes(&empty, &[net("10.9.0.0/16")]);
+        let connected: BTreeSet<IpNet> = [net("10.255.0.0/24")].into();
+        let wanted_now = || wanted(&iface.routes_snapshot(), &connected);
+
+        // No gateways yet: the site is unrouted; so is the empty one.
+        let peers_only: BTreeSet<IpNet> = [net("10.1.0.0/16"), net("10.255.2.1/32")].into();
+        assert_eq!(wanted_now(), (peers_only.clone(), Some(net("0.0.0.0/0"))));
+        west.set_members(&[gw1.clone(), gw2.clone()], Time::ZERO);
+        let mut with_west = peers_only.clone();
+        with_west.extend([net("10.2.0.0/16"), net("fd00:2::/48")]);
+        assert_eq!(wanted_now().0, with_west, "gateways that start up route the site");
+        west.mark(&gw1, false, Time::ZERO);
+        assert_eq!(wanted_now().0, with_west, "one of two down: still routed");
+        west.mark(&gw2, false, Time::ZERO);
+        assert_eq!(wanted_now().0, peers_only, "the last one down: withdrawn");
+        west.mark(&gw2, true, Time::ZERO);
+        assert_eq!(wanted_now().0, with_west, "one back: routed again");
+        iface.remove_peer(gw2.public_key());
+        assert_eq!(wanted_now().0, peers_only, "the only gateway up removed");
     }
 }

@@ -242,10 +242,10 @@ pub fn apply_set(iface: &Interface, req: SetRequest) -> Result<(), UapiError> {
         iface.update_routes(|routes| {
             for (peer, replace, nets) in route_changes {
                 if replace {
-                    routes.retain(|_, owner| !Arc::ptr_eq(owner, &peer));
+                    routes.retain(|_, owner| !owner.is_peer(&peer));
                 }
                 for n in nets {
-                    routes.insert(n, peer.clone());
+                    routes.insert(n, peer.clone().into());
                 }
             }
         });

@@ -222,7 +222,7 @@ fn a_wireguard_peer_and_an_ipsec_peer_share_one_interface() {
         peer.set_endpoint(SocketAddr::new(to.ip, 51820));
         let net: ipnet::IpNet = format!("10.{}.0.0/16", to.n).parse().unwrap();
         from.gw.update_routes(|r| {
-            r.insert(net, peer.clone());
+            r.insert(net, peer.clone().into());
         });
     };
     wg(&a, &c);

@@ -81,8 +81,7 @@ fn current(iface: &Interface, p: &Arc<PeerState>) -> causeway_config::Peer {
         allowed_ips: iface.allowed_ips_of(p),
         persistent_keepalive: p.crypto().timers.persistent_keepalive(),
         failover_after: p.failover_after(),
-        // Site membership is not yet kept in the data plane's peer state.
-        site: None,
+        site: iface.site_of(p).map(|s| s.name().to_string()),
     }
 }
 

@@ -32,6 +32,8 @@ pub enum Request {
     PeerRemove {
         peer: String,
     },
+    /// The sites, their gateways and the registry's state.
+    Sites,
 }
 
 /// A peer's fields as a request gives them, in the configuration file's
@@ -83,7 +85,69 @@ pub enum Reply<T> {
 #[serde(untagged)]
 pub enum Answer {
     Status(Box<Status>),
+    Sites(SitesStatus),
     Done(String),
+}
+
+/// `tunctl sites`: every site with its gateways, and the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SitesStatus {
+    pub sites: Vec<SiteStatus>,
+    /// `null` without `[registry]`.
+    #[serde(deserialize_with = "present")]
+    pub registry: Option<RegistryStatus>,
+}
+
+/// One site as this gateway sends to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteStatus {
+    pub name: String,
+    pub prefixes: Vec<String>,
+    pub gateways: Vec<SiteGatewayStatus>,
+    pub gateways_up: usize,
+    /// Hash buckets the site's flows are spread over (each gateway's
+    /// `buckets` is its share of these).
+    pub buckets: usize,
+    /// Whether the site's prefixes are in the kernel routing table now
+    /// (only while a gateway is up); `null` when causewayd does not
+    /// install routes.
+    #[serde(deserialize_with = "present")]
+    pub routes_installed: Option<bool>,
+}
+
+/// One gateway of a site: a peer, its health and its share of the flows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteGatewayStatus {
+    /// The peer's name.
+    pub peer: String,
+    /// "wireguard" or "ipsec".
+    pub protocol: String,
+    /// Base64, for a WireGuard gateway; `null` for IPsec.
+    #[serde(deserialize_with = "present")]
+    pub public_key: Option<String>,
+    #[serde(deserialize_with = "present")]
+    pub endpoint: Option<String>,
+    pub up: bool,
+    /// Why it is down ("silent", "handshakes failing", "unreachable",
+    /// "marked down"); `null` while up.
+    #[serde(deserialize_with = "present")]
+    pub down_reason: Option<String>,
+    /// Seconds in the current state (up or down).
+    pub state_secs: u64,
+    /// Seconds since something authenticated came from it (or since it
+    /// joined the site).
+    pub last_heard_secs: u64,
+    /// Hash buckets it serves, of the site's `buckets`: its share of the
+    /// site's flows.
+    pub buckets: usize,
+    /// Traffic with this gateway; every packet sent to it was steered to
+    /// it, by its buckets or its own allowed IPs.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes_per_sec: u64,
+    pub tx_bytes_per_sec: u64,
 }
 
 /// The interface's state, as `tunctl show` prints it.
@@ -354,6 +418,53 @@ mod tests {
         let mut v = serde_json::to_value(sample_status()).unwrap();
         v["peers"][0]["new_counter"] = json!(1);
         assert_eq!(serde_json::from_value::<Status>(v).unwrap(), sample_status());
+    }
+
+    fn sample_sites() -> SitesStatus {
+        SitesStatus {
+            sites: vec![SiteStatus {
+                name: "west".into(),
+                prefixes: vec!["10.2.0.0/16".into()],
+                gateways: vec![SiteGatewayStatus {
+                    peer: "west.gw1".into(),
+                    protocol: "wireguard".into(),
+                    public_key: Some("429kEP7A6Eoqwhuq9S1svBRBfglokdMLy0ksTS3R2S8=".into()),
+                    endpoint: Some("198.18.0.3:51820".into()),
+                    up: false,
+                    down_reason: Some("silent".into()),
+                    state_secs: 4,
+                    last_heard_secs: 7,
+                    buckets: 0,
+                    rx_bytes: 1,
+                    tx_bytes: 2,
+                    rx_packets: 3,
+                    tx_packets: 4,
+                    rx_bytes_per_sec: 5,
+                    tx_bytes_per_sec: 6,
+                }],
+                gateways_up: 0,
+                buckets: 1024,
+                routes_installed: Some(false),
+            }],
+            registry: None,
+        }
+    }
+
+    #[test]
+    fn sites_round_trip_and_are_told_from_status() {
+        let reply = Reply::Ok(Answer::Sites(sample_sites()));
+        let text = serde_json::to_string(&reply).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["ok"]["sites"][0]["gateways"][0]["down_reason"], "silent");
+        assert_eq!(v["ok"]["sites"][0]["routes_installed"], false);
+        assert!(v["ok"]["registry"].is_null());
+        assert_eq!(serde_json::from_str::<Reply<Answer>>(&text).unwrap(), reply);
+        let status = serde_json::to_string(&Reply::Ok(Answer::Status(Box::new(sample_status())))).unwrap();
+        assert!(matches!(serde_json::from_str::<Reply<Answer>>(&status).unwrap(), Reply::Ok(Answer::Status(_))));
+        let mut v = serde_json::to_value(sample_sites()).unwrap();
+        v.as_object_mut().unwrap().remove("registry");
+        assert!(serde_json::from_value::<SitesStatus>(v).is_err(), "registry must be present, as null");
+        assert_eq!(serde_json::to_string(&Request::Sites).unwrap(), r#"{"op":"sites"}"#);
     }
 
     #[test]

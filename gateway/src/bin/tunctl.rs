@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use base64::Engine;
 use causeway_gateway::api::types::{
-    IpsecPeerStatus, PeerChange, PeerStatus, Reply, Request, SecretText, Status, WorkerCounters,
+    IpsecPeerStatus, PeerChange, PeerStatus, Reply, Request, SecretText, SitesStatus, Status, WorkerCounters,
 };
 use causeway_wireguard::{PresharedKey, StaticSecret};
 use clap::{Args, Parser, Subcommand};
@@ -20,6 +20,8 @@ use serde::de::DeserializeOwned;
 mod import_swanctl;
 #[path = "tunctl/import_wg.rs"]
 mod import_wg;
+#[path = "tunctl/sites.rs"]
+mod sites;
 #[path = "tunctl/swanctl.rs"]
 mod swanctl;
 #[path = "tunctl/swanctl_connection.rs"]
@@ -36,7 +38,7 @@ mod swanctl_values;
 #[derive(Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  tunctl peers cw0\n  tunctl show cw0 --json | jq .drops\n  tunctl peer add cw0 --name dc-north --public-key KEY --endpoint 198.18.4.2:51820 --allowed-ip 10.4.0.0/16\n  tunctl reload cw0\n  tunctl genkey | tee gw.key | tunctl pubkey\n  tunctl import-swanctl /etc/swanctl/swanctl.conf --psk-dir /etc/causeway >> /etc/causeway/gw.toml"
+    after_help = "Examples:\n  tunctl peers cw0\n  tunctl sites cw0\n  tunctl show cw0 --json | jq .drops\n  tunctl peer add cw0 --name dc-north --public-key KEY --endpoint 198.18.4.2:51820 --allowed-ip 10.4.0.0/16\n  tunctl reload cw0\n  tunctl genkey | tee gw.key | tunctl pubkey\n  tunctl import-swanctl /etc/swanctl/swanctl.conf --psk-dir /etc/causeway >> /etc/causeway/gw.toml"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -65,6 +67,20 @@ enum Command {
         /// Interface served by a running causewayd.
         interface: String,
         /// Print the full state as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sites and their gateways: for each site its prefixes, how many of
+    /// its gateways are up and whether its kernel routes are installed;
+    /// for each gateway its state (up, or down and why), its share of the
+    /// site's flows, when it was last heard from, and its traffic; then
+    /// the registry's state (synced or stale).
+    ///
+    /// Example: tunctl sites cw0
+    Sites {
+        /// Interface served by a running causewayd.
+        interface: String,
+        /// Print the sites as JSON, for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -457,6 +473,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 show(&status);
+            }
+        }
+        Command::Sites { interface, json } => {
+            let status: SitesStatus = request(&interface, &Request::Sites)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                sites::print(&status);
             }
         }
         Command::Peer(cmd) => {

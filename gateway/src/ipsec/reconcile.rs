@@ -4,7 +4,6 @@
 //! negotiated anew.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use causeway_config::{Config, Encap};
 use causeway_dataplane::udp::OsBind;
@@ -46,9 +45,9 @@ pub fn reconcile(gw: &Gateway, cfg: &Config, report: &mut Report) {
         let routes_changed = have != want;
         if routes_changed {
             gw.update_routes(|r| {
-                r.retain(|_, owner| !Arc::ptr_eq(owner, &peer));
+                r.retain(|_, owner| !owner.is_peer(&peer));
                 for n in &want {
-                    r.insert(*n, peer.clone());
+                    r.insert(*n, peer.clone().into());
                 }
             });
         }

@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use causeway_dataplane::interface::Interface;
+use crate::gateway::Gateway;
 
 /// The Prometheus text format; its parser takes prometheus-client's output
 /// (the OpenMetrics `# EOF` line is a comment to it).
@@ -42,7 +42,7 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))
 }
 
-fn respond(iface: &Interface, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(iface: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -64,7 +64,7 @@ fn respond(iface: &Interface, req: &Request<Incoming>) -> Response<Full<Bytes>> 
 }
 
 /// Serves the listener until the task is dropped.
-pub async fn serve(iface: Arc<Interface>, listener: TcpListener) {
+pub async fn serve(iface: Arc<Gateway>, listener: TcpListener) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
@@ -111,7 +111,7 @@ mod tests {
     use tokio::net::TcpStream;
 
     async fn server() -> SocketAddr {
-        let iface = Interface::new(
+        let iface = causeway_dataplane::interface::Interface::new(
             "cwhttp0".into(),
             Some(causeway_wireguard::StaticSecret::random(&mut rand_core::OsRng)),
             1420,
@@ -121,7 +121,7 @@ mod tests {
         .unwrap();
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(Arc::new(iface), listener));
+        tokio::spawn(serve(Arc::new(Gateway::new(Arc::new(iface))), listener));
         addr
     }
 
