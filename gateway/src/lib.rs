@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod privileges;
 pub mod registry_status;
 pub mod reload;
+pub mod report;
 pub mod routes;
 pub mod site_health;
 pub mod sites;

@@ -16,34 +16,7 @@ use crate::gateway::Gateway;
 use causeway_dataplane::interface::Interface;
 use causeway_dataplane::peer::PeerState;
 
-/// What a reconciliation changed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Report {
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    pub changed: Vec<String>,
-    pub unchanged: usize,
-    /// Changes that need a restart to take effect (they were not applied).
-    pub needs_restart: Vec<String>,
-}
-
-impl std::fmt::Display for Report {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
-        write!(
-            f,
-            "added: {}; removed: {}; changed: {}; unchanged: {}",
-            list(&self.added),
-            list(&self.removed),
-            list(&self.changed),
-            self.unchanged
-        )?;
-        if !self.needs_restart.is_empty() {
-            write!(f, "; not applied until restart: {}", self.needs_restart.join(", "))?;
-        }
-        Ok(())
-    }
-}
+pub use crate::report::Report;
 
 fn resolve_first(peer: &PeerState, name: &str, endpoints: &[causeway_config::Endpoint]) {
     for (i, ep) in endpoints.iter().enumerate() {

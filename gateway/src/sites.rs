@@ -17,7 +17,7 @@ use causeway_dataplane::peer::PeerState;
 use ipnet::IpNet;
 
 use crate::gateway::Gateway;
-use crate::reload::Report;
+use crate::report::Report;
 
 /// Makes the running sites match `cfg`.
 pub fn reconcile(gw: &Gateway, cfg: &Config, report: &mut Report) {

@@ -10,7 +10,7 @@ use causeway_dataplane::udp::OsBind;
 use ipnet::IpNet;
 
 use crate::gateway::Gateway;
-use crate::reload::Report;
+use crate::report::Report;
 
 /// Makes the IPsec peers match `cfg`. IKE starts with the first of them.
 pub fn reconcile(gw: &Gateway, cfg: &Config, report: &mut Report) {
