@@ -11,6 +11,28 @@ pub(crate) struct RawConfig {
     pub interface: Option<Spanned<RawInterface>>,
     #[serde(default)]
     pub peer: Vec<Spanned<RawPeer>>,
+    pub registry: Option<Spanned<RawRegistry>>,
+}
+
+/// `[registry]`: checked in `registry.rs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegistry {
+    #[serde(default)]
+    pub endpoints: Vec<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub site: Option<Spanned<String>>,
+    pub name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub advertise: Vec<Spanned<String>>,
+    pub lease_ttl: Option<Spanned<u32>>,
+    pub persistent_keepalive: Option<Spanned<u16>>,
+    pub failover_after: Option<Spanned<u32>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -412,13 +412,14 @@ pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError>
         }
     }
     c.cross_checks(&raw.peer, &peers, &ipsec_peers, interface.as_ref().map(|i| i.private_key.public_key()));
+    let registry = raw.registry.as_ref().and_then(|r| c.registry(r));
     match interface {
         Some(interface) if c.problems.is_empty() => Ok(Config {
             interface,
             peers: peers.into_iter().map(|(_, p)| p).collect(),
             ipsec_peers: ipsec_peers.into_iter().map(|(_, p)| p).collect(),
             sites: Vec::new(),
-            registry: None,
+            registry,
         }),
         _ => {
             c.problems.sort_by_key(|p| p.line);
