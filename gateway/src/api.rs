@@ -56,6 +56,9 @@ pub fn answer(iface: &Gateway, req: &Request) -> Result<Answer, ApiError> {
             iface.remove_peer(peer.public_key());
             Answer::Done(format!("removed {}", if peer.name().is_empty() { who.clone() } else { peer.name() }))
         }
+        Request::SiteJoin { .. } | Request::SiteLeave | Request::SiteSet { .. } | Request::SiteRemove { .. } => {
+            Answer::Done(crate::registry::requests::answer(iface, req)?)
+        }
     })
 }
 

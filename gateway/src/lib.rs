@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod ipsec;
 pub mod metrics;
 pub mod privileges;
+pub mod registry;
 pub mod reload;
 pub mod routes;
 pub mod sockets;

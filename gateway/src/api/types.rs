@@ -30,6 +30,21 @@ pub enum Request {
     PeerRemove {
         peer: String,
     },
+    /// This gateway registers in `site` (leaving the one it was in).
+    SiteJoin {
+        site: String,
+    },
+    /// This gateway withdraws its record; it keeps running.
+    SiteLeave,
+    /// Writes a site's prefixes to the registry.
+    SiteSet {
+        site: String,
+        prefixes: Vec<String>,
+    },
+    /// Removes a site's record from the registry.
+    SiteRemove {
+        site: String,
+    },
 }
 
 /// A peer's fields as a request gives them, in the configuration file's
@@ -114,7 +129,8 @@ pub struct Status {
 pub struct RegistryStatus {
     /// etcd client URLs.
     pub endpoints: Vec<String>,
-    /// Where this gateway is registered (its site and name).
+    /// Where this gateway is registered (its site and name); the site is
+    /// empty after `tunctl site leave`, until it joins one again.
     pub site: String,
     pub name: String,
     /// "connecting" (never synced yet), "synced", or "stale" (the store is
