@@ -197,8 +197,15 @@ impl Gw {
         let options = Options { mtu: 1420, workers: 1, port: 51820, binder: net.host(ip, 64), batches_per_worker: 8 };
         let iface = Arc::new(DataPlane::with_options(format!("reg{n}"), Some(secret.clone()), options).unwrap());
         let (host, tuns) = memory::tun(1);
-        let workers = causeway_dataplane::worker::spawn(&iface, tuns).unwrap();
+        let mut workers = causeway_dataplane::worker::spawn(&iface, tuns).unwrap();
         let gw = Arc::new(Gateway::new(iface));
+        // The daemon's protocol timers: keepalives, retries, and the first
+        // initiation to a peer as soon as it is configured.
+        let timers = gw.clone();
+        workers.push(std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(causeway_gateway::control::run_timers(timers));
+        }));
         let cfg = Config {
             interface: Interface {
                 name: None,
@@ -461,6 +468,8 @@ fn with_etcd_down_the_last_state_stays_and_changes_apply_once_it_is_back() {
     // record was deleted).
     wait_until("a's record is back", || store.get("/causeway/gateways/east/gw1").is_some());
     wait_until("b has a again", || b.peer("east.gw1").is_some());
+    // If b removed and added a again, its new peer reaches out at once.
+    crosses(&b, &a);
     crosses(&a, &b);
     // Its lease revoked by someone: a takes a new one and publishes again.
     let (_, lease) = store.get("/causeway/gateways/east/gw1").unwrap();
