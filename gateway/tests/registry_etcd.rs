@@ -35,6 +35,8 @@ struct Etcd {
     dir: tempfile::TempDir,
     client: u16,
     peer: u16,
+    /// Server TLS flags, when it serves https.
+    tls: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -44,6 +46,11 @@ fn free_port() -> u16 {
 impl Etcd {
     /// `None` when the test is to skip (no etcd, CAUSEWAY_TESTS_QUICK=1).
     fn start() -> Option<Etcd> {
+        Etcd::start_with(|_| Vec::new())
+    }
+
+    /// With server TLS flags made from its directory (certificates go there).
+    fn start_with(tls: impl FnOnce(&Path) -> Vec<String>) -> Option<Etcd> {
         if !Path::new(ETCD).exists() {
             if std::env::var("CAUSEWAY_TESTS_QUICK").is_ok_and(|v| v == "1") {
                 eprintln!("skipped: {ETCD} is missing (CAUSEWAY_TESTS_QUICK=1)");
@@ -54,13 +61,16 @@ impl Etcd {
                  (scripts/test.sh --quick) to skip these tests on purpose"
             );
         }
-        let mut e = Etcd { child: None, dir: tempfile::tempdir().unwrap(), client: free_port(), peer: free_port() };
+        let dir = tempfile::tempdir().unwrap();
+        let tls = tls(dir.path());
+        let mut e = Etcd { child: None, dir, client: free_port(), peer: free_port(), tls };
         e.run();
         Some(e)
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client)
+        let scheme = if self.tls.is_empty() { "http" } else { "https" };
+        format!("{scheme}://127.0.0.1:{}", self.client)
     }
 
     /// Starts (or restarts, on the same ports and data) and waits until it
@@ -82,15 +92,22 @@ impl Etcd {
                 "--election-timeout",
                 "300",
             ])
+            .args(&self.tls)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("etcd starts");
         self.child = Some(child);
-        let store = Store::new(&self.url());
         let deadline = Instant::now() + PATIENCE;
-        while store.try_get("/health-probe").is_err() {
+        let up = || {
+            if self.tls.is_empty() {
+                Store::new(&self.url()).try_get("/health-probe").is_ok()
+            } else {
+                std::net::TcpStream::connect(("127.0.0.1", self.client)).is_ok()
+            }
+        };
+        while !up() {
             assert!(
                 Instant::now() < deadline,
                 "etcd did not answer; see {}",
@@ -192,6 +209,18 @@ struct Gw {
 
 impl Gw {
     fn start(net: &Arc<MemNet>, etcd: &Etcd, n: u8, site: &str, name: &str, lease_ttl: u64) -> Gw {
+        Gw::start_with(net, etcd, n, site, name, lease_ttl, |_| {})
+    }
+
+    fn start_with(
+        net: &Arc<MemNet>,
+        etcd: &Etcd,
+        n: u8,
+        site: &str,
+        name: &str,
+        lease_ttl: u64,
+        edit: impl FnOnce(&mut RegistryConfig),
+    ) -> Gw {
         let ip: IpAddr = format!("198.18.0.{n}").parse().unwrap();
         let secret = StaticSecret::random(&mut rand_core::OsRng);
         let options = Options { mtu: 1420, workers: 1, port: 51820, binder: net.host(ip, 64), batches_per_worker: 8 };
@@ -206,7 +235,7 @@ impl Gw {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(causeway_gateway::control::run_timers(timers));
         }));
-        let cfg = Config {
+        let mut cfg = Config {
             interface: Interface {
                 name: None,
                 private_key: secret.clone(),
@@ -236,6 +265,7 @@ impl Gw {
                 failover_after: Duration::from_secs(3),
             }),
         };
+        edit(cfg.registry.as_mut().unwrap());
         causeway_gateway::reload::reconcile(&gw, &cfg);
         let registry = Registry::start(&gw, cfg.clone()).unwrap();
         Gw { gw, host, n, secret, cfg, registry, workers }
@@ -546,4 +576,157 @@ fn operators_join_leave_and_set_sites_through_the_api() {
     file.registry.as_mut().unwrap().lease_ttl = Duration::from_secs(20);
     let report = causeway_gateway::reload::apply_file(&a.gw, file);
     assert_eq!(report.needs_restart, ["registry"], "{report}");
+}
+
+#[test]
+fn a_name_held_by_another_key_is_not_taken_and_a_new_key_is_published() {
+    let Some(etcd) = Etcd::start() else { return };
+    let net = MemNet::new();
+    let store = Store::new(&etcd.url());
+    let (key, value, other) = record("west", "gw1", 9);
+    store.put(&key, &value, None);
+    let a = Gw::start(&net, &etcd, 1, "east", "gw1", 10);
+    let b = Gw::start(&net, &etcd, 2, "west", "gw1", 10);
+    wait_until("b says its name is taken", || {
+        b.status().last_error.is_some_and(|e| e.contains("registered by another gateway"))
+    });
+    wait_until("b is synced, the problem still shown", || {
+        let s = b.status();
+        s.state == "synced" && s.last_error.is_some_and(|e| e.contains("registered by another gateway"))
+    });
+    assert_eq!(store.get(&key).unwrap().0, value, "not overwritten");
+    wait_until("a has the other holder as west.gw1", || {
+        a.peer("west.gw1").is_some_and(|p| *p.public_key() == other.public_key())
+    });
+    // The holder goes: b publishes.
+    store.delete(&key);
+    let holds = |pk: causeway_wireguard::PublicKey| {
+        store.get(&key).is_some_and(|(v, _)| String::from_utf8_lossy(&v).contains(&pk.to_base64()))
+    };
+    wait_until("b's record is published", || holds(b.secret.public_key()));
+    wait_until("b's status is clear", || b.status().last_error.is_none());
+    wait_until("a has b as west.gw1", || a.peer("west.gw1").is_some_and(|p| *p.public_key() == b.secret.public_key()));
+    // A reload with a new private key publishes the new public key.
+    let mut file = b.cfg.clone();
+    let new_secret = StaticSecret::random(&mut rand_core::OsRng);
+    file.interface.private_key = new_secret.clone();
+    causeway_gateway::reload::apply_file(&b.gw, file);
+    wait_until("the record has b's new key", || holds(new_secret.public_key()));
+    wait_until("a has b's new key", || a.peer("west.gw1").is_some_and(|p| *p.public_key() == new_secret.public_key()));
+}
+
+/// Runs openssl in `dir`, failing the test with its output if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out =
+        Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs (apt-get install openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA, etcd's server certificate for 127.0.0.1, and a client
+/// certificate, in `dir`.
+fn certificates(dir: &Path) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ca = ["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=causeway test CA"];
+    openssl(dir, &[&["req", "-x509"][..], &ec, &ca].concat());
+    for (name, ext) in [
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let (key, csr, pem, ext, subj) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+            format!("/CN={name}"),
+        );
+        openssl(dir, &[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &subj]].concat());
+        openssl(
+            dir,
+            &["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem]
+                .into_iter()
+                .chain(["-days", "2", "-extfile", &ext])
+                .collect::<Vec<_>>(),
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("client.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn tls_with_a_client_certificate() {
+    let Some(etcd) = Etcd::start_with(|dir| {
+        certificates(dir);
+        let f = |n: &str| dir.join(n).display().to_string();
+        vec![
+            "--cert-file".into(),
+            f("server.pem"),
+            "--key-file".into(),
+            f("server.key"),
+            "--client-cert-auth".into(),
+            "--trusted-ca-file".into(),
+            f("ca.pem"),
+        ]
+    }) else {
+        return;
+    };
+    assert!(etcd.url().starts_with("https://"));
+    let net = MemNet::new();
+    let dir = etcd.dir.path().to_path_buf();
+    let tls = |r: &mut RegistryConfig| {
+        r.tls = Some(causeway_config::RegistryTls {
+            ca_file: dir.join("ca.pem"),
+            cert_file: dir.join("client.pem"),
+            key_file: dir.join("client.key"),
+        })
+    };
+    let a = Gw::start_with(&net, &etcd, 1, "east", "gw1", 10, tls);
+    let b = Gw::start_with(&net, &etcd, 2, "west", "gw1", 10, tls);
+    wait_until("a and b learn each other over TLS", || a.peer("west.gw1").is_some() && b.peer("east.gw1").is_some());
+    assert_eq!(a.status().state, "synced");
+    // A certificate etcd's CA did not sign for clients is refused.
+    let c = Gw::start_with(&net, &etcd, 3, "west", "gw2", 10, |r| {
+        tls(r);
+        let t = r.tls.as_mut().unwrap();
+        t.cert_file = dir.join("server.pem");
+        t.key_file = dir.join("server.key");
+    });
+    wait_until("c reports the failure", || c.status().last_error.is_some());
+    assert_eq!(c.status().state, "connecting");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(a.peer("west.gw2").is_none());
+}
+
+#[test]
+fn password_authentication() {
+    let Some(etcd) = Etcd::start() else { return };
+    let store = Store::new(&etcd.url());
+    let mut admin = store.client().unwrap();
+    store.rt.block_on(async {
+        admin.user_add("root", "root-password", None).await.unwrap();
+        admin.user_grant_role("root", "root").await.unwrap();
+        admin.user_add("causeway", "gateway-password", None).await.unwrap();
+        admin.role_add("gateways").await.unwrap();
+        let rw = etcd_client::Permission::read_write("/causeway/").with_prefix();
+        admin.role_grant_permission("gateways", rw).await.unwrap();
+        admin.user_grant_role("causeway", "gateways").await.unwrap();
+        admin.auth_enable().await.unwrap();
+    });
+    let net = MemNet::new();
+    let user = |pw: &str| {
+        let pw = causeway_config::Psk(zeroize::Zeroizing::new(pw.as_bytes().to_vec()));
+        move |r: &mut RegistryConfig| r.user = Some(("causeway".into(), pw))
+    };
+    let a = Gw::start_with(&net, &etcd, 1, "east", "gw1", 10, user("gateway-password"));
+    let b = Gw::start_with(&net, &etcd, 2, "west", "gw1", 10, user("gateway-password"));
+    wait_until("a and b learn each other as user causeway", || {
+        a.peer("west.gw1").is_some() && b.peer("east.gw1").is_some()
+    });
+    let c = Gw::start_with(&net, &etcd, 3, "west", "gw2", 10, user("not-the-password"));
+    wait_until("c reports the refusal", || c.status().last_error.is_some());
+    let e = c.status().last_error.unwrap();
+    assert!(e.contains("authentication failed"), "{e}");
+    assert!(!e.contains("not-the-password"), "the password is not in the error: {e}");
+    // Unauthenticated clients are refused: the records are protected.
+    assert!(store.try_get("/causeway/gateways/east/gw1").is_err());
 }

@@ -75,6 +75,8 @@ pub enum SiteChange {
 
 enum Command {
     Site(SiteChange, std::sync::mpsc::Sender<Result<String, String>>),
+    /// What the record says changed (a reload's new key or address).
+    Republish,
     Stop,
 }
 
@@ -96,7 +98,10 @@ struct State {
     left_out: BTreeSet<String>,
     phase: Phase,
     since: Instant,
+    /// The last failure to talk to the store; cleared when it answers.
     last_error: Option<String>,
+    /// Why our record is not published (our name taken); cleared when it is.
+    publish_problem: Option<String>,
 }
 
 pub(crate) struct Shared {
@@ -157,7 +162,7 @@ impl Shared {
             }
             .into(),
             since_secs: st.since.elapsed().as_secs(),
-            last_error: st.last_error.clone(),
+            last_error: st.last_error.clone().or_else(|| st.publish_problem.clone()),
             gateways: st.view.members.len(),
             revision: st.view.revision,
         }));
@@ -210,10 +215,14 @@ impl Shared {
         self.publish_status();
     }
 
-    /// A problem that does not stop the registry (say, our name taken).
-    fn note(&self, error: String) {
-        tracing::warn!("registry: {error}");
-        lock(&self.state).last_error = Some(error);
+    /// Why our record is not published (`None`: it is).
+    fn publish_problem(&self, problem: Option<String>) {
+        let mut st = lock(&self.state);
+        if let Some(p) = problem.as_ref().filter(|p| st.publish_problem.as_ref() != Some(*p)) {
+            tracing::warn!("registry: {p}");
+        }
+        st.publish_problem = problem;
+        drop(st);
         self.publish_status();
     }
 }
@@ -252,6 +261,7 @@ impl Registry {
                 phase: Phase::Connecting,
                 since: Instant::now(),
                 last_error: None,
+                publish_problem: None,
             }),
             apply_lock: Mutex::new(()),
             gw: Arc::downgrade(gw),
@@ -282,7 +292,16 @@ impl Registry {
             )
         };
         let restart = cfg.registry.as_ref().map(fixed) != Some(fixed(&self.shared.settings));
-        lock(&self.shared.state).file = cfg;
+        let published = |c: &Config| (c.interface.private_key.public_key(), c.interface.addresses.first().copied());
+        let republish = {
+            let mut st = lock(&self.shared.state);
+            let changed = published(&st.file) != published(&cfg);
+            st.file = cfg;
+            changed
+        };
+        if republish {
+            let _ = self.commands.send(Command::Republish);
+        }
         let mut report = self.shared.apply().unwrap_or_default();
         if restart {
             report.needs_restart.push("registry".into());

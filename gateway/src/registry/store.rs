@@ -62,7 +62,7 @@ impl Credentials {
         if let Some((name, pw)) = &self.user {
             // etcd-client keeps its own copy of the password for token
             // refreshes; that copy is not wiped.
-            o = o.with_user(name.clone(), pw.as_str());
+            o = o.with_user(name.clone(), pw.as_str()).with_auto_token_refresh(true);
         }
         if let Some(pem) = &self.tls {
             let tls = etcd_client::TlsOptions::new()

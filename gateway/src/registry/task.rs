@@ -74,6 +74,8 @@ async fn run(shared: Arc<Shared>, creds: Credentials, mut commands: UnboundedRec
                 _ = &mut pause => break,
                 c = commands.recv() => match c {
                     None | Some(Command::Stop) => return,
+                    // The next session publishes what the state says.
+                    Some(Command::Republish) => {}
                     Some(Command::Site(_, reply)) => {
                         let _ = reply.send(Err(format!("the registry is unreachable ({error}); nothing was changed")));
                     }
@@ -162,6 +164,7 @@ async fn session(
                     }
                     return Ok(End::Stop);
                 }
+                Some(Command::Republish) => own.publish(shared, &mut client, id).await?,
                 Some(Command::Site(change, reply)) => {
                     let answer = change_site(shared, &mut client, &mut own, id, change).await;
                     let failed = answer.as_ref().err().filter(|e| e.starts_with("store: ")).cloned();
@@ -252,8 +255,9 @@ impl Own {
         self.put_revision == -1 && shared.identity().registered
     }
 
-    /// Puts our record under the lease, unless another gateway (another
-    /// public key) holds our name: that is reported, not overwritten.
+    /// Puts our record under the lease, unless another gateway holds our
+    /// name (a record of another key, under another lease): that is
+    /// reported, not overwritten, and retried when that record goes.
     async fn publish(&mut self, shared: &Shared, client: &mut Client, lease: i64) -> Result<(), String> {
         let (identity, file) = {
             let st = lock(&shared.state);
@@ -268,15 +272,15 @@ impl Own {
         }
         let key = shared.layout.gateway(&identity.site, &identity.name);
         let existing = timed("reading our record", client.get(key.as_str(), None)).await?;
-        if let Some(kv) = existing.kvs().first() {
+        if let Some(kv) = existing.kvs().first().filter(|kv| kv.lease() != lease) {
             if let Ok(m) = Member::decode(&identity.site, &identity.name, kv.value()) {
                 if m.public_key != file.0 {
-                    shared.note(format!(
-                        "{}/{} is registered by another gateway (public key {}): not publishing; give this gateway another name",
+                    shared.publish_problem(Some(format!(
+                        "{}/{} is registered by another gateway (public key {}): not publishing our record until it goes; give this gateway another name",
                         identity.site,
                         identity.name,
                         m.public_key.to_base64()
-                    ));
+                    )));
                     return Ok(());
                 }
             }
@@ -294,6 +298,7 @@ impl Own {
             timed("publishing our record", client.put(key, member.encode(), Some(PutOptions::new().with_lease(lease))))
                 .await?;
         self.put_revision = put.header().map_or(0, |h| h.revision());
+        shared.publish_problem(None);
         Ok(())
     }
 }
@@ -332,7 +337,11 @@ async fn change_site(
             if !identity.registered {
                 return Err("this gateway is not registered in any site".into());
             }
-            lock(&shared.state).identity.registered = false;
+            {
+                let mut st = lock(&shared.state);
+                st.identity.registered = false;
+                st.publish_problem = None;
+            }
             let key = shared.layout.gateway(&identity.site, &identity.name);
             timed("withdrawing our record", client.delete(key, None)).await.map_err(store)?;
             shared.publish_status();
