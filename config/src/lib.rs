@@ -14,6 +14,7 @@ mod key;
 mod locate;
 mod prefix;
 pub mod proposals;
+mod registry;
 pub mod rules;
 mod schema;
 mod sites;
@@ -23,6 +24,10 @@ mod validate;
 pub use error::{ConfigError, Problem};
 pub use key::{parse_key, KeyError};
 pub use prefix::{parse_address, parse_allowed_ip};
+pub use registry::{
+    etcd_url, registry_prefix, DEFAULT_LEASE_TTL, DEFAULT_REGISTRY_FAILOVER, DEFAULT_REGISTRY_KEEPALIVE,
+    DEFAULT_REGISTRY_PREFIX, LEASE_TTL_SECS,
+};
 pub use types::{
     Config, Endpoint, Interface, Peer, Registry, RegistryTls, RouteTable, Site, DEFAULT_DNS_REFRESH,
     DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT, DEFAULT_MTU, DEFAULT_MTU_IPSEC, MAX_MTU, MIN_MTU,

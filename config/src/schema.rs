@@ -14,6 +14,7 @@ pub(crate) struct RawConfig {
     /// `[[site]]` tables.
     #[serde(default)]
     pub site: Vec<Spanned<RawSite>>,
+    pub registry: Option<Spanned<RawRegistry>>,
 }
 
 #[derive(Deserialize)]
@@ -22,6 +23,27 @@ pub(crate) struct RawSite {
     pub name: Option<Spanned<String>>,
     #[serde(default)]
     pub prefixes: Vec<Spanned<String>>,
+}
+
+/// `[registry]`: checked in `registry.rs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegistry {
+    #[serde(default)]
+    pub endpoints: Vec<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub site: Option<Spanned<String>>,
+    pub name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub advertise: Vec<Spanned<String>>,
+    pub lease_ttl: Option<Spanned<u32>>,
+    pub persistent_keepalive: Option<Spanned<u16>>,
+    pub failover_after: Option<Spanned<u32>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

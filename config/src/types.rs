@@ -80,6 +80,8 @@ pub struct Registry {
     pub user: Option<(String, Psk)>,
     /// Keepalive interval given to peers learnt from the registry.
     pub persistent_keepalive: u16,
+    /// `failover_after` given to peers learnt from the registry.
+    pub failover_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use crate::rules;
 use crate::schema::{RawConfig, RawInterface, RawPeer};
 use crate::sites::Member;
 use crate::types::{
-    Config, Endpoint, Interface, Peer, Registry, RouteTable, Site, DEFAULT_DNS_REFRESH, DEFAULT_FAILOVER_AFTER,
+    Config, Endpoint, Interface, Peer, RouteTable, Site, DEFAULT_DNS_REFRESH, DEFAULT_FAILOVER_AFTER,
     DEFAULT_LISTEN_PORT, DEFAULT_MTU, DEFAULT_MTU_IPSEC, MAX_MTU, MIN_MTU, MIN_MTU_IPV6,
 };
 use crate::ConfigError;
@@ -389,9 +389,6 @@ pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError>
     if let Some(i) = interface.as_mut().filter(|_| has_ipsec && mtu_unset) {
         i.mtu = DEFAULT_MTU_IPSEC;
     }
-    // `[registry]` is parsed by the registry's part of validation; the
-    // site checks only need to know whether one is set, and its site.
-    let registry: Option<Registry> = None;
     let sites: Vec<(usize, Site)> =
         raw.site.iter().enumerate().filter_map(|(i, s)| c.site(i + 1, s).map(|s| (i + 1, s))).collect();
     let mut peers: Vec<(usize, Peer)> = Vec::new();
@@ -419,6 +416,7 @@ pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError>
         }
     }
     c.cross_checks(&raw.peer, &peers, &ipsec_peers, interface.as_ref().map(|i| i.private_key.public_key()));
+    let registry = raw.registry.as_ref().and_then(|r| c.registry(r));
     let members: Vec<Member<'_>> = peers
         .iter()
         .map(|(i, p)| Member { index: *i, name: &p.name, site: p.site.as_deref(), allowed_ips: &p.allowed_ips })
@@ -434,7 +432,7 @@ pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError>
         &sites,
         &raw.peer,
         &members,
-        registry.is_some(),
+        raw.registry.is_some(),
         registry.as_ref().map(|r| r.site.as_str()),
     );
     match interface {

@@ -59,6 +59,9 @@ pub fn answer(iface: &Gateway, req: &Request) -> Result<Answer, ApiError> {
             Answer::Done(format!("removed {}", if peer.name().is_empty() { who.clone() } else { peer.name() }))
         }
         Request::Sites => Answer::Sites(sites(iface)),
+        Request::SiteJoin { .. } | Request::SiteLeave | Request::SiteSet { .. } | Request::SiteRemove { .. } => {
+            Answer::Done(crate::registry::requests::answer(iface, req)?)
+        }
     })
 }
 

@@ -149,6 +149,12 @@ impl Running {
     /// Stops the workers; the TUN goes away with the last queue.
     pub fn stop(self) {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        // Our record goes first, so the other gateways move their flows
+        // away while this one still carries them.
+        if let Some(registry) = self.gw.registry() {
+            registry.stop();
+            self.gw.set_registry(None);
+        }
         // Routes first, on this (control-plane) thread: the workers hold
         // no capability to remove them.
         self.gw.remove_kernel_routes();
@@ -188,6 +194,12 @@ pub fn up(config_path: &Path, name: Option<String>, workers: Option<usize>, read
     let report = crate::reload::reconcile(&running.gw, &cfg);
     running.gw.sync_kernel_routes();
     tracing::info!(%report, "configuration applied");
+    // The file's peers carry traffic already; the registry's join them
+    // once the store answers. Started before privileges are dropped: it
+    // reads its TLS files and password now.
+    if cfg.registry.is_some() {
+        crate::registry::Registry::start(&running.gw, cfg.clone()).map_err(Error::Registry)?;
+    }
     running.serve(ready)
 }
 

@@ -57,6 +57,8 @@ pub enum Error {
     #[error("the daemon failed to start ({status}): {message}")]
     BackgroundFailed { status: ExitStatus, message: String },
 
+    #[error("cannot start the registry client")]
+    Registry(#[source] crate::registry::RegistryError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]

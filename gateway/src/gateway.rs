@@ -34,6 +34,9 @@ pub struct Gateway {
     /// The registry's state, kept by the registry task for status and
     /// metrics; `None` without `[registry]`.
     registry_status: Mutex<Option<crate::registry_status::RegistryStatus>>,
+    /// The registry client, with `[registry]`: reloads merge its view and
+    /// the control API's `site` requests go through it.
+    registry: Mutex<Option<Arc<crate::registry::Registry>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -59,6 +62,7 @@ impl Gateway {
             ike: Mutex::new(None),
             ipsec_ports: Mutex::new((causeway_config::IKE_PORT, causeway_config::NAT_T_PORT)),
             registry_status: Mutex::new(None),
+            registry: Mutex::new(None),
         }
     }
 
@@ -68,6 +72,14 @@ impl Gateway {
 
     pub fn set_registry_status(&self, status: Option<crate::registry_status::RegistryStatus>) {
         *lock(&self.registry_status) = status;
+    }
+
+    pub fn registry(&self) -> Option<Arc<crate::registry::Registry>> {
+        lock(&self.registry).clone()
+    }
+
+    pub fn set_registry(&self, registry: Option<Arc<crate::registry::Registry>>) {
+        *lock(&self.registry) = registry;
     }
 
     /// IKE, if an IPsec peer started it.

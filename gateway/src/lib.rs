@@ -1,7 +1,8 @@
 //! The Causeway gateway's control plane: bring-up, the UAPI and tunctl
 //! API sockets, reloads as differences, metrics, kernel routes and
-//! privileges, around the data plane of `causeway-dataplane`. The
-//! binaries `causewayd` and `tunctl` are built on it.
+//! privileges, the fleet registry on etcd, around the data plane of
+//! `causeway-dataplane`. The binaries `causewayd` and `tunctl` are built
+//! on it.
 
 pub mod api;
 pub mod control;
@@ -11,6 +12,7 @@ pub mod gateway;
 pub mod ipsec;
 pub mod metrics;
 pub mod privileges;
+pub mod registry;
 pub mod registry_status;
 pub mod reload;
 pub mod report;

@@ -12,7 +12,8 @@ use crate::wire::present;
 pub struct RegistryStatus {
     /// etcd client URLs.
     pub endpoints: Vec<String>,
-    /// Where this gateway is registered (its site and name).
+    /// Where this gateway is registered (its site and name); the site is
+    /// empty after `tunctl site leave`, until it joins one again.
     pub site: String,
     pub name: String,
     /// "connecting" (never synced yet), "synced", or "stale" (the store is

@@ -153,11 +153,26 @@ pub fn overlap(iface: &Interface, key: &PublicKey, nets: &[IpNet]) -> Option<Str
     None
 }
 
+/// Applies a configuration file's contents: merged with the registry's
+/// view when the gateway runs one, as is otherwise.
+pub fn apply_file(iface: &Gateway, cfg: Config) -> Report {
+    match iface.registry() {
+        Some(registry) => registry.apply_file(cfg),
+        None => {
+            let mut report = reconcile(iface, &cfg);
+            if cfg.registry.is_some() {
+                report.needs_restart.push("registry".into());
+            }
+            report
+        }
+    }
+}
+
 /// Re-reads the configuration file and applies the difference. An invalid
 /// file changes nothing and returns its problems.
 pub fn reload(iface: &Gateway, path: &Path) -> Result<Report, ConfigError> {
     let cfg = causeway_config::load(path)?;
-    let report = reconcile(iface, &cfg);
+    let report = apply_file(iface, cfg);
     tracing::info!(config = %path.display(), %report, "configuration reloaded");
     Ok(report)
 }

@@ -30,6 +30,11 @@ pub enum ApiError {
     Overlap(String),
     #[error("cannot apply the peer: {0}")]
     Apply(causeway_wireguard::Error),
+    #[error("this gateway has no [registry] in its configuration")]
+    NoRegistry,
+    /// The registry refused the change or could not be reached.
+    #[error("registry: {0}")]
+    Registry(String),
     /// The request's task panicked; nothing more is known.
     #[error("internal error")]
     Internal,

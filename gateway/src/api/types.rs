@@ -34,6 +34,21 @@ pub enum Request {
     },
     /// The sites, their gateways and the registry's state.
     Sites,
+    /// This gateway registers in `site` (leaving the one it was in).
+    SiteJoin {
+        site: String,
+    },
+    /// This gateway withdraws its record; it keeps running.
+    SiteLeave,
+    /// Writes a site's prefixes to the registry.
+    SiteSet {
+        site: String,
+        prefixes: Vec<String>,
+    },
+    /// Removes a site's record from the registry.
+    SiteRemove {
+        site: String,
+    },
 }
 
 /// A peer's fields as a request gives them, in the configuration file's

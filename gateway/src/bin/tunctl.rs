@@ -20,6 +20,8 @@ use serde::de::DeserializeOwned;
 mod import_swanctl;
 #[path = "tunctl/import_wg.rs"]
 mod import_wg;
+#[path = "tunctl/site.rs"]
+mod site;
 #[path = "tunctl/sites.rs"]
 mod sites;
 #[path = "tunctl/swanctl.rs"]
@@ -90,6 +92,11 @@ enum Command {
     /// file's contents.
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// Change the fleet registry (etcd) through the gateway: join or leave
+    /// a site, set or remove a site's prefixes. Needs [registry] in the
+    /// gateway's configuration.
+    #[command(subcommand)]
+    Site(site::SiteCommand),
     /// Re-read the gateway's configuration file and apply only what changed:
     /// unchanged peers keep their sessions and traffic keeps flowing. An
     /// invalid file is rejected with its errors and the running
@@ -493,6 +500,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 PeerCommand::Remove { interface, peer } => (interface, Request::PeerRemove { peer }),
             };
+            let done: String = request(&interface, &req)?;
+            println!("{interface}: {done}");
+        }
+        Command::Site(cmd) => {
+            let (interface, req) = cmd.into_request();
             let done: String = request(&interface, &req)?;
             println!("{interface}: {done}");
         }

@@ -1,0 +1,253 @@
+//! One configuration from two sources: the file, and the registry's view.
+//! The result is what `reload::reconcile` applies, whichever of the two
+//! changed.
+//!
+//! Rules, so that no store content can break what the file set up:
+//! - the file wins: a registry site named like a `[[site]]` of the file is
+//!   left out, and so is a record whose key or name is a file peer's;
+//! - this gateway's own site is neither a remote site nor a source of
+//!   peers (its gateways are our neighbours, not tunnel ends);
+//! - each address belongs to one peer or site only: a registry prefix or
+//!   tunnel address overlapping one already taken (the file's first, then
+//!   the registry's in name order) is left out; the rest of a site stays;
+//! - a record with our own public key, or one already used by another
+//!   record, is left out.
+//!
+//! A learnt peer is named `{site}.{name}`, belongs to `site`, is routed its
+//! tunnel address, and has `[registry]`'s keepalive and failover.
+
+use std::collections::HashSet;
+
+use causeway_config::{Config, Peer, Site};
+use causeway_wireguard::PublicKey;
+use ipnet::IpNet;
+
+use super::view::View;
+
+/// The merged configuration and what was left out of it, with why.
+#[derive(Debug, Clone)]
+pub struct Merged {
+    pub config: Config,
+    pub left_out: Vec<String>,
+}
+
+/// Prefixes already given to a peer or a site, with whose they are.
+struct Taken(Vec<(IpNet, String)>);
+
+impl Taken {
+    fn clash(&self, net: &IpNet) -> Option<&(IpNet, String)> {
+        self.0.iter().find(|(other, _)| other.contains(net) || net.contains(other))
+    }
+}
+
+/// `file` with the registry's sites and gateways added; `own_site` is the
+/// site this gateway serves.
+pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
+    let (keepalive, failover) = file
+        .registry
+        .as_ref()
+        .map_or((causeway_config::DEFAULT_REGISTRY_KEEPALIVE, causeway_config::DEFAULT_REGISTRY_FAILOVER), |r| {
+            (r.persistent_keepalive, r.failover_after)
+        });
+    let mut config = file.clone();
+    let mut left_out = Vec::new();
+    let mut taken = Taken(Vec::with_capacity(file.peers.len() + view.members.len() + view.sites.len() * 2));
+    for p in &file.peers {
+        taken.0.extend(p.allowed_ips.iter().map(|n| (*n, format!("peer {}", p.name))));
+    }
+    for p in &file.ipsec_peers {
+        taken.0.extend(p.allowed_ips.iter().map(|n| (*n, format!("peer {}", p.name))));
+    }
+    for s in &file.sites {
+        taken.0.extend(s.prefixes.iter().map(|n| (*n, format!("site {}", s.name))));
+    }
+    let file_sites: HashSet<&str> = file.sites.iter().map(|s| s.name.as_str()).collect();
+    for (name, nets) in &view.sites {
+        if name == own_site {
+            continue;
+        }
+        if file_sites.contains(name.as_str()) {
+            left_out.push(format!("site {name}: the configuration file's [[site]] of that name is used instead"));
+            continue;
+        }
+        let mut prefixes = Vec::with_capacity(nets.len());
+        for n in nets {
+            match taken.clash(n) {
+                Some((other, whose)) => left_out.push(format!("site {name}: {n} overlaps {other} of {whose}")),
+                None => prefixes.push(*n),
+            }
+        }
+        taken.0.extend(prefixes.iter().map(|n| (*n, format!("site {name}"))));
+        config.sites.push(Site { name: name.clone(), prefixes });
+    }
+
+    let mut names: HashSet<String> = file.peers.iter().map(|p| p.name.clone()).collect();
+    names.extend(file.ipsec_peers.iter().map(|p| p.name.clone()));
+    let mut keys: HashSet<PublicKey> = file.peers.iter().map(|p| p.public_key).collect();
+    keys.insert(file.interface.private_key.public_key());
+    config.peers.reserve(view.members.len());
+    for m in view.members.values() {
+        if m.site == own_site {
+            continue;
+        }
+        let name = m.peer_name();
+        if names.contains(&name) {
+            left_out.push(format!("gateway {name}: a peer of the configuration file has that name"));
+            continue;
+        }
+        if keys.contains(&m.public_key) {
+            left_out.push(format!("gateway {name}: its public key is this gateway's or another peer's"));
+            continue;
+        }
+        if let Some(t) = m.tunnel_address {
+            if let Some((other, whose)) = taken.clash(&t) {
+                left_out.push(format!("gateway {name}: tunnel address {t} overlaps {other} of {whose}"));
+                continue;
+            }
+            taken.0.push((t, format!("peer {name}")));
+        }
+        names.insert(name.clone());
+        keys.insert(m.public_key);
+        config.peers.push(Peer {
+            name,
+            public_key: m.public_key,
+            preshared_key: None,
+            endpoints: m.endpoints.clone(),
+            allowed_ips: m.tunnel_address.into_iter().collect(),
+            persistent_keepalive: keepalive,
+            failover_after: failover,
+            site: Some(m.site.clone()),
+        });
+    }
+    Merged { config, left_out }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::registry::record::Member;
+    use causeway_config::{Endpoint, Interface, Registry};
+    use causeway_wireguard::StaticSecret;
+    use std::time::Duration;
+
+    pub(crate) fn file_config(secret: &StaticSecret, site: &str, name: &str) -> Config {
+        Config {
+            interface: Interface {
+                name: None,
+                private_key: secret.clone(),
+                listen_port: 51820,
+                addresses: vec!["10.255.1.1/32".parse().unwrap()],
+                mtu: 1420,
+                workers: None,
+                mss_clamp: true,
+                metrics_listen: None,
+                routes: None,
+                user: None,
+                dns_refresh: None,
+            },
+            peers: Vec::new(),
+            ipsec_peers: Vec::new(),
+            sites: Vec::new(),
+            registry: Some(Registry {
+                endpoints: vec!["http://127.0.0.1:2379".into()],
+                prefix: "/causeway".into(),
+                site: site.into(),
+                name: name.into(),
+                advertise: vec![Endpoint::Addr("198.18.0.1:51820".parse().unwrap())],
+                lease_ttl: Duration::from_secs(10),
+                tls: None,
+                user: None,
+                persistent_keepalive: 1,
+                failover_after: Duration::from_secs(3),
+            }),
+        }
+    }
+
+    pub(crate) fn member(site: &str, name: &str, n: u8) -> Member {
+        Member {
+            site: site.into(),
+            name: name.into(),
+            public_key: StaticSecret::random(&mut rand_core::OsRng).public_key(),
+            endpoints: vec![Endpoint::Addr(format!("198.18.0.{n}:51820").parse().unwrap())],
+            tunnel_address: Some(format!("10.255.0.{n}/32").parse().unwrap()),
+            version: "0.1.0".into(),
+        }
+    }
+
+    fn view(members: Vec<Member>, sites: &[(&str, &[&str])]) -> View {
+        View {
+            members: members.into_iter().map(|m| ((m.site.clone(), m.name.clone()), m)).collect(),
+            sites: sites
+                .iter()
+                .map(|(s, nets)| (s.to_string(), nets.iter().map(|n| n.parse().unwrap()).collect()))
+                .collect(),
+            revision: 7,
+        }
+    }
+
+    #[test]
+    fn other_sites_gateways_become_peers() {
+        let me = StaticSecret::random(&mut rand_core::OsRng);
+        let file = file_config(&me, "east", "gw1");
+        let (w1, w2, e2) = (member("west", "gw1", 3), member("west", "gw2", 4), member("east", "gw2", 2));
+        let v = view(vec![w1.clone(), w2, e2], &[("west", &["10.2.0.0/16"]), ("east", &["10.1.0.0/16"])]);
+        let m = merge(&file, &v, "east");
+        assert!(m.left_out.is_empty(), "{:?}", m.left_out);
+        let names: Vec<_> = m.config.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["west.gw1", "west.gw2"], "not our own site's gateways");
+        let p = &m.config.peers[0];
+        assert_eq!((p.public_key, p.site.as_deref()), (w1.public_key, Some("west")));
+        assert_eq!(
+            (p.endpoints.clone(), p.allowed_ips.clone()),
+            (w1.endpoints, vec!["10.255.0.3/32".parse().unwrap()])
+        );
+        assert_eq!((p.persistent_keepalive, p.failover_after), (1, Duration::from_secs(3)));
+        assert_eq!(m.config.sites, [Site { name: "west".into(), prefixes: vec!["10.2.0.0/16".parse().unwrap()] }]);
+    }
+
+    #[test]
+    fn the_file_wins_and_overlaps_are_left_out() {
+        let me = StaticSecret::random(&mut rand_core::OsRng);
+        let mut file = file_config(&me, "east", "gw1");
+        file.sites.push(Site { name: "north".into(), prefixes: vec!["10.4.0.0/16".parse().unwrap()] });
+        let fixed = member("x", "y", 9);
+        file.peers.push(Peer {
+            name: "west.gw9".into(),
+            public_key: fixed.public_key,
+            preshared_key: None,
+            endpoints: Vec::new(),
+            allowed_ips: vec!["10.9.0.0/16".parse().unwrap()],
+            persistent_keepalive: 0,
+            failover_after: Duration::from_secs(10),
+            site: None,
+        });
+        let mut same_key = member("south", "gw1", 5);
+        same_key.public_key = fixed.public_key;
+        let mut mine = member("south", "gw2", 6);
+        mine.public_key = me.public_key();
+        let mut inside = member("south", "gw3", 7);
+        inside.tunnel_address = Some("10.9.0.1/32".parse().unwrap());
+        let v = view(
+            vec![member("west", "gw9", 3), same_key, mine, inside, member("south", "gw4", 8)],
+            &[("north", &["10.40.0.0/16"]), ("south", &["10.5.0.0/16", "10.9.1.0/24"]), ("west", &["10.5.1.0/24"])],
+        );
+        let m = merge(&file, &v, "east");
+        let names: Vec<_> = m.config.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["west.gw9", "south.gw4"], "the file's peer and one clean record: {:?}", m.left_out);
+        let sites: Vec<_> = m.config.sites.iter().map(|s| (s.name.as_str(), s.prefixes.len())).collect();
+        assert_eq!(sites, [("north", 1), ("south", 1), ("west", 0)]);
+        assert_eq!(m.config.sites[0].prefixes[0].to_string(), "10.4.0.0/16", "the file's north");
+        let why = m.left_out.join("\n");
+        for expected in [
+            "site north: the configuration file's [[site]]",
+            "site south: 10.9.1.0/24 overlaps 10.9.0.0/16 of peer west.gw9",
+            "site west: 10.5.1.0/24 overlaps 10.5.0.0/16 of site south",
+            "gateway south.gw1: its public key",
+            "gateway south.gw2: its public key",
+            "gateway south.gw3: tunnel address 10.9.0.1/32 overlaps 10.9.0.0/16 of peer west.gw9",
+            "gateway west.gw9: a peer of the configuration file has that name",
+        ] {
+            assert!(why.contains(expected), "{expected:?} in\n{why}");
+        }
+    }
+}

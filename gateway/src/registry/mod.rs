@@ -1,0 +1,357 @@
+//! The fleet registry on etcd (`[registry]`): this gateway publishes its
+//! record under a lease it keeps alive, reads the fleet's sites and
+//! gateways, watches them from the revision it read, and applies every
+//! change as a difference: the file's configuration merged with the
+//! registry's view (`merge`), through `reload::reconcile`, so peers that
+//! did not change keep their sessions.
+//!
+//! The store may go away at any time. The data plane then keeps the last
+//! known state and carries traffic; the status says "stale" with the
+//! error (a log line per transition), and the client retries with backoff;
+//! once back, it re-reads everything, re-publishes (under a new lease if
+//! the old one expired) and applies what changed meanwhile.
+//!
+//! The etcd client runs on its own thread with its own tokio runtime, away
+//! from the data plane (which has no tokio) and from the daemon's runtime
+//! (whose timers must not wait on the store). Reconciliations are
+//! serialized: a file reload and a registry change never interleave.
+//!
+//! Private keys never leave the gateway: the record holds the public key.
+
+mod merge;
+pub mod record;
+pub mod requests;
+mod store;
+mod task;
+mod view;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use causeway_config::Config;
+use ipnet::IpNet;
+
+pub use merge::{merge, Merged};
+pub use record::{Layout, Member};
+pub use view::View;
+
+use crate::api::types::RegistryStatus;
+use crate::gateway::Gateway;
+use crate::reload::Report;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("the configuration has no [registry]")]
+    NotConfigured,
+    #[error("cannot read {}", path.display())]
+    ReadFile { path: PathBuf, source: std::io::Error },
+    #[error("the etcd password is not UTF-8 text")]
+    PasswordNotUtf8,
+    #[error("cannot start the registry client")]
+    Start(#[source] std::io::Error),
+}
+
+/// This gateway's place in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The site it serves: its gateways are not peers, its prefixes local.
+    pub site: String,
+    pub name: String,
+    /// Whether it means to have a record (false after `site leave`).
+    pub registered: bool,
+}
+
+/// The operator's changes to the registry (`tunctl site ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteChange {
+    Join(String),
+    Leave,
+    Set(String, Vec<IpNet>),
+    Remove(String),
+}
+
+enum Command {
+    Site(SiteChange, std::sync::mpsc::Sender<Result<String, String>>),
+    /// What the record says changed (a reload's new key or address).
+    Republish,
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Synced,
+    Stale,
+}
+
+struct State {
+    /// The configuration file as last loaded.
+    file: Config,
+    view: View,
+    identity: Identity,
+    /// The configuration last applied (file and registry merged).
+    merged: Option<Config>,
+    /// What the last merge left out, to log each reason once.
+    left_out: BTreeSet<String>,
+    phase: Phase,
+    since: Instant,
+    /// The last failure to talk to the store; cleared when it answers.
+    last_error: Option<String>,
+    /// Why our record is not published (our name taken); cleared when it is.
+    publish_problem: Option<String>,
+}
+
+pub(crate) struct Shared {
+    /// `[registry]` as the gateway started with it.
+    settings: causeway_config::Registry,
+    layout: Layout,
+    state: Mutex<State>,
+    /// Held for a whole merge and reconcile.
+    apply_lock: Mutex<()>,
+    gw: Weak<Gateway>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn identity(&self) -> Identity {
+        lock(&self.state).identity.clone()
+    }
+
+    /// Merges the file with the view and applies the result; `None` once
+    /// the gateway is gone.
+    fn apply(&self) -> Option<Report> {
+        let _one_at_a_time = lock(&self.apply_lock);
+        let gw = self.gw.upgrade()?;
+        let merged = {
+            let st = lock(&self.state);
+            merge(&st.file, &st.view, &st.identity.site)
+        };
+        let report = crate::reload::reconcile(&gw, &merged.config);
+        let mut st = lock(&self.state);
+        let now: BTreeSet<String> = merged.left_out.into_iter().collect();
+        for why in now.difference(&st.left_out) {
+            tracing::warn!("registry: left out: {why}");
+        }
+        st.left_out = now;
+        st.merged = Some(merged.config);
+        drop(st);
+        if !(report.added.is_empty() && report.removed.is_empty() && report.changed.is_empty()) {
+            tracing::info!(%report, "registry change applied");
+        }
+        self.publish_status();
+        Some(report)
+    }
+
+    fn publish_status(&self) {
+        let Some(gw) = self.gw.upgrade() else { return };
+        let st = lock(&self.state);
+        gw.set_registry_status(Some(RegistryStatus {
+            endpoints: self.settings.endpoints.clone(),
+            site: if st.identity.registered { st.identity.site.clone() } else { String::new() },
+            name: st.identity.name.clone(),
+            state: match st.phase {
+                Phase::Connecting => "connecting",
+                Phase::Synced => "synced",
+                Phase::Stale => "stale",
+            }
+            .into(),
+            since_secs: st.since.elapsed().as_secs(),
+            last_error: st.last_error.clone().or_else(|| st.publish_problem.clone()),
+            gateways: st.view.members.len(),
+            revision: st.view.revision,
+        }));
+    }
+
+    /// The store answered and the view is current.
+    fn synced(&self) {
+        let mut st = lock(&self.state);
+        match st.phase {
+            Phase::Stale => tracing::info!(
+                after_secs = st.since.elapsed().as_secs(),
+                revision = st.view.revision,
+                gateways = st.view.members.len(),
+                "registry reachable again: re-read, and what changed meanwhile is applied"
+            ),
+            Phase::Connecting => {
+                tracing::info!(revision = st.view.revision, gateways = st.view.members.len(), "registry synced")
+            }
+            Phase::Synced => {}
+        }
+        if st.phase != Phase::Synced {
+            st.phase = Phase::Synced;
+            st.since = Instant::now();
+        }
+        st.last_error = None;
+        drop(st);
+        self.publish_status();
+    }
+
+    /// The store failed us: stale (or still connecting), with the error.
+    fn failed(&self, error: &str) {
+        let mut st = lock(&self.state);
+        match st.phase {
+            Phase::Synced => {
+                tracing::warn!(
+                    gateways = st.view.members.len(),
+                    revision = st.view.revision,
+                    "registry unreachable, keeping the last known state and retrying: {error}"
+                );
+                st.phase = Phase::Stale;
+                st.since = Instant::now();
+            }
+            Phase::Connecting if st.last_error.is_none() => {
+                tracing::warn!("registry not reachable yet, retrying: {error}")
+            }
+            _ => tracing::debug!("registry still unreachable: {error}"),
+        }
+        st.last_error = Some(error.to_string());
+        drop(st);
+        self.publish_status();
+    }
+
+    /// Why our record is not published (`None`: it is).
+    fn publish_problem(&self, problem: Option<String>) {
+        let mut st = lock(&self.state);
+        if let Some(p) = problem.as_ref().filter(|p| st.publish_problem.as_ref() != Some(*p)) {
+            tracing::warn!("registry: {p}");
+        }
+        st.publish_problem = problem;
+        drop(st);
+        self.publish_status();
+    }
+}
+
+/// The registry client of one gateway.
+pub struct Registry {
+    shared: Arc<Shared>,
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// How long `stop` waits for the record to be withdrawn.
+const STOP_PATIENCE: Duration = Duration::from_secs(5);
+/// How long an operator's request waits for the store.
+const REQUEST_PATIENCE: Duration = Duration::from_secs(15);
+
+impl Registry {
+    /// Starts the client for `file`'s `[registry]` and hangs it on `gw`,
+    /// where reloads and the control API find it. Reads the TLS files and
+    /// the password now: once privileges are dropped, they may be
+    /// unreadable. Nothing waits for the store: the file's peers are
+    /// applied already, and learnt ones follow when it answers.
+    pub fn start(gw: &Arc<Gateway>, file: Config) -> Result<Arc<Registry>, RegistryError> {
+        let settings = file.registry.clone().ok_or(RegistryError::NotConfigured)?;
+        let creds = store::Credentials::load(&settings)?;
+        let identity = Identity { site: settings.site.clone(), name: settings.name.clone(), registered: true };
+        let shared = Arc::new(Shared {
+            layout: Layout::new(&settings.prefix),
+            settings,
+            state: Mutex::new(State {
+                file,
+                view: View::default(),
+                identity,
+                merged: None,
+                left_out: BTreeSet::new(),
+                phase: Phase::Connecting,
+                since: Instant::now(),
+                last_error: None,
+                publish_problem: None,
+            }),
+            apply_lock: Mutex::new(()),
+            gw: Arc::downgrade(gw),
+        });
+        shared.publish_status();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let thread = task::spawn(shared.clone(), creds, rx).map_err(RegistryError::Start)?;
+        let registry = Arc::new(Registry { shared, commands: tx, thread: Mutex::new(Some(thread)) });
+        gw.set_registry(Some(registry.clone()));
+        Ok(registry)
+    }
+
+    /// Applies a newly loaded configuration file, merged with the
+    /// registry's view. `[registry]` itself is fixed at start (a change
+    /// there is reported as needing a restart), except the keepalive and
+    /// failover of learnt peers, which apply now.
+    pub fn apply_file(&self, cfg: Config) -> Report {
+        let fixed = |r: &causeway_config::Registry| {
+            (
+                r.endpoints.clone(),
+                r.prefix.clone(),
+                r.site.clone(),
+                r.name.clone(),
+                r.advertise.clone(),
+                r.lease_ttl,
+                r.tls.clone(),
+                r.user.clone(),
+            )
+        };
+        let restart = cfg.registry.as_ref().map(fixed) != Some(fixed(&self.shared.settings));
+        let published = |c: &Config| (c.interface.private_key.public_key(), c.interface.addresses.first().copied());
+        let republish = {
+            let mut st = lock(&self.shared.state);
+            let changed = published(&st.file) != published(&cfg);
+            st.file = cfg;
+            changed
+        };
+        if republish {
+            let _ = self.commands.send(Command::Republish);
+        }
+        let mut report = self.shared.apply().unwrap_or_default();
+        if restart {
+            report.needs_restart.push("registry".into());
+        }
+        report
+    }
+
+    /// Carries out an operator's change; the answer says what was done,
+    /// or why not.
+    pub fn request(&self, change: SiteChange) -> Result<String, String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.commands.send(Command::Site(change, tx)).map_err(|_| "the registry client has stopped".to_string())?;
+        rx.recv_timeout(REQUEST_PATIENCE)
+            .map_err(|_| format!("the registry did not answer in {} s", REQUEST_PATIENCE.as_secs()))?
+    }
+
+    /// Withdraws this gateway's record (revoking its lease) and stops the
+    /// client. With the store unreachable the record stays until its lease
+    /// expires.
+    pub fn stop(&self) {
+        let _ = self.commands.send(Command::Stop);
+        let Some(thread) = lock(&self.thread).take() else { return };
+        let deadline = Instant::now() + STOP_PATIENCE;
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            tracing::warn!("registry client did not stop in time; its record expires with its lease");
+        }
+    }
+
+    /// The configuration last applied, file and registry merged.
+    pub fn merged(&self) -> Option<Config> {
+        lock(&self.shared.state).merged.clone()
+    }
+
+    /// The registry as last read.
+    pub fn view(&self) -> View {
+        lock(&self.shared.state).view.clone()
+    }
+
+    pub fn identity(&self) -> Identity {
+        self.shared.identity()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+    }
+}

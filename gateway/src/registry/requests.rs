@@ -1,0 +1,113 @@
+//! The control API's registry requests (`tunctl site join|leave|set|
+//! remove`): checked with the configuration's rules here, carried out by
+//! the registry client, which owns the connection and the credentials.
+
+use causeway_config::{parse_allowed_ip, rules};
+use ipnet::IpNet;
+
+use super::SiteChange;
+use crate::api::types::Request;
+use crate::api::ApiError;
+use crate::gateway::Gateway;
+
+fn site_name(site: &str) -> Result<String, ApiError> {
+    rules::peer_name(site).map_err(|message| ApiError::Field { field: "site", message })?;
+    Ok(site.to_string())
+}
+
+/// The change a request asks for, checked.
+pub fn change_of(req: &Request) -> Result<SiteChange, ApiError> {
+    Ok(match req {
+        Request::SiteJoin { site } => SiteChange::Join(site_name(site)?),
+        Request::SiteLeave => SiteChange::Leave,
+        Request::SiteSet { site, prefixes } => SiteChange::Set(
+            site_name(site)?,
+            prefixes
+                .iter()
+                .map(|p| parse_allowed_ip(p))
+                .collect::<Result<_, _>>()
+                .map_err(|message| ApiError::Field { field: "prefixes", message })?,
+        ),
+        Request::SiteRemove { site } => SiteChange::Remove(site_name(site)?),
+        _ => return Err(ApiError::Internal),
+    })
+}
+
+/// Refuses prefixes that another site or a peer has: the registry would
+/// keep them, but every gateway would leave them out.
+fn check_overlap(gw: &Gateway, site: &str, prefixes: &[IpNet]) -> Result<(), ApiError> {
+    let Some(cfg) = gw.registry().and_then(|r| r.merged()) else { return Ok(()) };
+    let taken = cfg
+        .sites
+        .iter()
+        .filter(|s| s.name != site)
+        .flat_map(|s| s.prefixes.iter().map(move |n| (*n, format!("site {}", s.name))))
+        .chain(cfg.peers.iter().flat_map(|p| p.allowed_ips.iter().map(move |n| (*n, format!("peer {}", p.name)))));
+    for (other, whose) in taken {
+        if let Some(n) = prefixes.iter().find(|n| n.contains(&other) || other.contains(*n)) {
+            return Err(ApiError::Registry(format!(
+                "{n} overlaps {other} of {whose}; each address may belong to one site or peer only"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Answers one `site_*` request.
+pub fn answer(gw: &Gateway, req: &Request) -> Result<String, ApiError> {
+    let change = change_of(req)?;
+    let registry = gw.registry().ok_or(ApiError::NoRegistry)?;
+    match &change {
+        SiteChange::Join(site) => {
+            let name = registry.identity().name;
+            rules::peer_name(&format!("{site}.{name}")).map_err(|e| ApiError::Field {
+                field: "site",
+                message: format!("\"{site}.{name}\" (site.name, this gateway's name on the others) is too long: {e}"),
+            })?;
+        }
+        SiteChange::Set(site, prefixes) => check_overlap(gw, site, prefixes)?,
+        _ => {}
+    }
+    registry.request(change).map_err(ApiError::Registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_checked_before_the_store_sees_them() {
+        let set =
+            |p: &[&str]| Request::SiteSet { site: "west".into(), prefixes: p.iter().map(|s| s.to_string()).collect() };
+        assert_eq!(
+            change_of(&set(&["10.2.0.0/16"])).unwrap(),
+            SiteChange::Set("west".into(), vec!["10.2.0.0/16".parse().unwrap()])
+        );
+        assert!(change_of(&set(&["10.2.0.1/16"]))
+            .unwrap_err()
+            .to_string()
+            .starts_with("prefixes: 10.2.0.1/16 has host bits"));
+        let e = change_of(&Request::SiteJoin { site: "a b".into() }).unwrap_err().to_string();
+        assert!(e.starts_with("site: expected a name"), "{e}");
+        assert_eq!(change_of(&Request::SiteLeave).unwrap(), SiteChange::Leave);
+        assert_eq!(change_of(&Request::SiteRemove { site: "west".into() }).unwrap(), SiteChange::Remove("west".into()));
+    }
+
+    #[test]
+    fn without_a_registry_the_request_is_refused() {
+        let iface = causeway_dataplane::interface::Interface::new(
+            "cwreg0".into(),
+            Some(causeway_wireguard::StaticSecret::random(&mut rand_core::OsRng)),
+            1420,
+            1,
+            0,
+        )
+        .unwrap();
+        let gw = Gateway::new(std::sync::Arc::new(iface));
+        let reply = crate::api::handle(&gw, r#"{"op":"site_join","site":"east"}"#);
+        assert_eq!(
+            reply,
+            crate::api::types::Reply::Error("this gateway has no [registry] in its configuration".into())
+        );
+    }
+}

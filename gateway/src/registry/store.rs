@@ -1,0 +1,107 @@
+//! The etcd connection: credentials read once at start (before privileges
+//! are dropped, since the files are root's), connect options, and every
+//! call bounded in time, so an unreachable store shows up as an error
+//! within seconds instead of a hang.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+use zeroize::Zeroizing;
+
+use super::RegistryError;
+
+/// Longest wait for one request (and for a connection).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// CA bundle, client certificate and key, PEM.
+struct TlsPem {
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: Zeroizing<Vec<u8>>,
+}
+
+/// What authenticates this gateway to etcd, in memory for reconnects.
+pub struct Credentials {
+    tls: Option<TlsPem>,
+    user: Option<(String, Zeroizing<String>)>,
+}
+
+impl Credentials {
+    pub fn load(reg: &causeway_config::Registry) -> Result<Credentials, RegistryError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|source| RegistryError::ReadFile { path: p.to_path_buf(), source })
+        };
+        let tls = match &reg.tls {
+            Some(t) => Some(TlsPem {
+                ca: read(&t.ca_file)?,
+                cert: read(&t.cert_file)?,
+                key: Zeroizing::new(read(&t.key_file)?),
+            }),
+            None => None,
+        };
+        let user = match &reg.user {
+            Some((name, pw)) => {
+                let text = std::str::from_utf8(&pw.0).map_err(|_| RegistryError::PasswordNotUtf8)?;
+                Some((name.clone(), Zeroizing::new(text.to_string())))
+            }
+            None => None,
+        };
+        Ok(Credentials { tls, user })
+    }
+
+    fn options(&self) -> ConnectOptions {
+        // HTTP/2 pings find a store that vanished without closing the
+        // connection (a partition, a powered-off host); require_leader makes
+        // a member cut off from its cluster refuse rather than serve a
+        // stale watch.
+        let mut o = ConnectOptions::new()
+            .with_connect_timeout(CALL_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(3))
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
+        if let Some((name, pw)) = &self.user {
+            // etcd-client keeps its own copy of the password for token
+            // refreshes; that copy is not wiped.
+            o = o.with_user(name.clone(), pw.as_str()).with_auto_token_refresh(true);
+        }
+        if let Some(pem) = &self.tls {
+            let tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(&pem.ca))
+                .identity(etcd_client::Identity::from_pem(&pem.cert, pem.key.as_slice()));
+            o = o.with_tls(tls);
+        }
+        o
+    }
+}
+
+/// Bounds a store call in time.
+pub async fn timed<T>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {}", describe(&e))),
+        Err(_) => Err(format!("{what}: no answer in {} s", CALL_TIMEOUT.as_secs())),
+    }
+}
+
+pub async fn connect(endpoints: &[String], creds: &Credentials) -> Result<Client, String> {
+    timed("connecting", Client::connect(endpoints, Some(creds.options()))).await
+}
+
+/// An error as an operator reads it: tonic's transport errors hide their
+/// cause (connection refused, TLS) in the source chain.
+pub fn describe(e: &etcd_client::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = std::error::Error::source(e);
+    while let Some(s) = next {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        next = s.source();
+    }
+    text
+}

@@ -1,0 +1,368 @@
+//! The registry client's loop, on its own thread: a session connects,
+//! keeps the lease alive, publishes the record, reads the fleet, applies
+//! it, and follows the watch until the store fails us or we are stopped;
+//! then, after a backoff, the next session starts over from a full read.
+//!
+//! Invariants: the view changes only from a complete read or from watch
+//! events in revision order after it; the lease survives sessions (a new
+//! one is granted only when etcd says it expired), so a short outage does
+//! not make this gateway drop out of the others' peers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions, WatchResponse};
+use ipnet::IpNet;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::record::{self, Member};
+use super::store::{self, timed, Credentials};
+use super::{lock, Command, Shared, SiteChange, View};
+
+/// First retry after a failure, and the longest wait between retries.
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Watch events closer than this are applied together (a burst of puts
+/// is one reconciliation, not one per record).
+const QUIET: Duration = Duration::from_millis(20);
+/// Applied at once however long a burst goes on.
+const MAX_BATCH: usize = 1000;
+
+pub(super) fn spawn(
+    shared: Arc<Shared>,
+    creds: Credentials,
+    commands: UnboundedReceiver<Command>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("registry".into()).spawn(move || rt.block_on(run(shared, creds, commands)))
+}
+
+enum End {
+    Stop,
+    Failed(String),
+}
+
+async fn run(shared: Arc<Shared>, creds: Credentials, mut commands: UnboundedReceiver<Command>) {
+    // `since_secs` in the status counts up while nothing else happens.
+    let ticker = shared.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            ticker.publish_status();
+        }
+    });
+    let mut lease = None;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let mut synced = false;
+        let end = match session(&shared, &creds, &mut commands, &mut lease, &mut synced).await {
+            Ok(end) => end,
+            Err(e) => End::Failed(e),
+        };
+        let error = match end {
+            End::Stop => return,
+            End::Failed(e) => e,
+        };
+        if synced {
+            backoff = MIN_BACKOFF;
+        }
+        shared.failed(&error);
+        let pause = tokio::time::sleep(backoff);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = &mut pause => break,
+                c = commands.recv() => match c {
+                    None | Some(Command::Stop) => return,
+                    // The next session publishes what the state says.
+                    Some(Command::Republish) => {}
+                    Some(Command::Site(_, reply)) => {
+                        let _ = reply.send(Err(format!("the registry is unreachable ({error}); nothing was changed")));
+                    }
+                },
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One connection's life. `Err` is a store failure (retry); `Ok(Stop)` a
+/// clean stop with the record withdrawn.
+async fn session(
+    shared: &Arc<Shared>,
+    creds: &Credentials,
+    commands: &mut UnboundedReceiver<Command>,
+    lease: &mut Option<i64>,
+    synced: &mut bool,
+) -> Result<End, String> {
+    let mut client = store::connect(&shared.settings.endpoints, creds).await?;
+    let ttl = shared.settings.lease_ttl;
+    let id = ensure_lease(&mut client, lease, ttl).await?;
+    let (mut keeper, mut answers) = timed("keeping the lease alive", client.lease_keep_alive(id)).await?;
+    let mut own = Own { put_revision: 0 };
+    own.publish(shared, &mut client, id).await?;
+
+    let all = shared.layout.all();
+    let resp = timed("reading the registry", client.get(all.as_str(), Some(GetOptions::new().with_prefix()))).await?;
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let mut view = View { revision, ..View::default() };
+    for kv in resp.kvs() {
+        refused(kv.key(), view.put(&shared.layout, kv.key(), kv.value()).refused);
+    }
+    lock(&shared.state).view = view;
+    apply(shared).await;
+    *synced = true;
+    shared.synced();
+
+    let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+    let mut watch = timed("watching the registry", client.watch(all.as_str(), Some(options))).await?;
+    let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(500)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut answered = Instant::now();
+    loop {
+        tokio::select! {
+            msg = watch.message() => {
+                let mut changed = events(shared, &mut own, first(msg)?)?;
+                let mut batch = 1;
+                while batch < MAX_BATCH {
+                    match tokio::time::timeout(QUIET, watch.message()).await {
+                        Ok(msg) => changed |= events(shared, &mut own, first(msg)?)?,
+                        Err(_) => break,
+                    }
+                    batch += 1;
+                }
+                if changed {
+                    apply(shared).await;
+                }
+                if own.lost(shared) {
+                    tracing::info!("registry: our record was deleted by someone else; publishing it again");
+                    own.publish(shared, &mut client, id).await?;
+                }
+            }
+            _ = tick.tick() => {
+                if answered.elapsed() > ttl {
+                    return Err(format!("the lease keepalive went unanswered for {} s", ttl.as_secs()));
+                }
+                timed("keeping the lease alive", keeper.keep_alive()).await?;
+            }
+            a = answers.message() => match a {
+                Ok(Some(a)) if a.ttl() > 0 => answered = Instant::now(),
+                // Gone: the next session grants a new lease and publishes
+                // again; our record went with the old one.
+                Ok(Some(_)) => {
+                    *lease = None;
+                    return Err("the lease expired".into());
+                }
+                Ok(None) => return Err("the lease keepalive stream ended".into()),
+                Err(e) => return Err(format!("keeping the lease alive: {}", store::describe(&e))),
+            },
+            c = commands.recv() => match c {
+                None | Some(Command::Stop) => {
+                    match timed("withdrawing our record", client.lease_revoke(id)).await {
+                        Ok(_) => tracing::info!("registry: record withdrawn (lease revoked)"),
+                        Err(e) => tracing::warn!("registry: {e}; the record expires with its lease"),
+                    }
+                    return Ok(End::Stop);
+                }
+                Some(Command::Republish) => own.publish(shared, &mut client, id).await?,
+                Some(Command::Site(change, reply)) => {
+                    let answer = change_site(shared, &mut client, &mut own, id, change).await;
+                    let failed = answer.as_ref().err().filter(|e| e.starts_with("store: ")).cloned();
+                    let _ = reply.send(answer);
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The watch's next response, or why the watch is over.
+fn first(msg: Result<Option<WatchResponse>, etcd_client::Error>) -> Result<WatchResponse, String> {
+    match msg {
+        Ok(Some(r)) if r.canceled() => Err(match r.compact_revision() {
+            0 => format!("the watch was cancelled: {}", r.cancel_reason()),
+            rev => format!("the watch fell behind a compaction (revision {rev}); reading again"),
+        }),
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err("the watch ended".into()),
+        Err(e) => Err(format!("watching the registry: {}", store::describe(&e))),
+    }
+}
+
+/// Takes a watch response's events into the view; whether it changed.
+fn events(shared: &Shared, own: &mut Own, resp: WatchResponse) -> Result<bool, String> {
+    let identity = shared.identity();
+    let own_key = shared.layout.gateway(&identity.site, &identity.name);
+    let mut st = lock(&shared.state);
+    let mut changed = false;
+    for e in resp.events() {
+        let Some(kv) = e.kv() else { continue };
+        st.view.revision = st.view.revision.max(kv.mod_revision());
+        match e.event_type() {
+            EventType::Put => {
+                let o = st.view.put(&shared.layout, kv.key(), kv.value());
+                refused(kv.key(), o.refused);
+                changed |= o.changed;
+            }
+            EventType::Delete => {
+                changed |= st.view.delete(&shared.layout, kv.key());
+                if kv.key() == own_key.as_bytes() && kv.mod_revision() > own.put_revision {
+                    own.put_revision = -1;
+                }
+            }
+        }
+    }
+    Ok(changed)
+}
+
+fn refused(key: &[u8], why: Option<String>) {
+    if let Some(why) = why {
+        tracing::warn!(key = %String::from_utf8_lossy(key), "registry: record left out: {why}");
+    }
+}
+
+async fn apply(shared: &Arc<Shared>) {
+    let s = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || s.apply()).await;
+}
+
+/// The lease of our record: the one we hold if etcd still knows it, else a
+/// new one.
+async fn ensure_lease(client: &mut Client, lease: &mut Option<i64>, ttl: Duration) -> Result<i64, String> {
+    if let Some(id) = *lease {
+        let alive = timed("checking the lease", client.lease_time_to_live(id, None)).await?;
+        if alive.ttl() > 0 {
+            return Ok(id);
+        }
+        tracing::info!("registry: our lease expired while the store was unreachable; taking a new one");
+    }
+    let granted = timed("granting a lease", client.lease_grant(ttl.as_secs() as i64, None)).await?;
+    *lease = Some(granted.id());
+    Ok(granted.id())
+}
+
+/// Our record's state in this session.
+struct Own {
+    /// The revision of our last put; -1 once a later delete was seen.
+    put_revision: i64,
+}
+
+impl Own {
+    /// Whether our record is gone while we mean to be registered.
+    fn lost(&self, shared: &Shared) -> bool {
+        self.put_revision == -1 && shared.identity().registered
+    }
+
+    /// Puts our record under the lease, unless another gateway holds our
+    /// name (a record of another key, under another lease): that is
+    /// reported, not overwritten, and retried when that record goes.
+    async fn publish(&mut self, shared: &Shared, client: &mut Client, lease: i64) -> Result<(), String> {
+        let (identity, file) = {
+            let st = lock(&shared.state);
+            (
+                st.identity.clone(),
+                (st.file.interface.private_key.public_key(), st.file.interface.addresses.first().copied()),
+            )
+        };
+        self.put_revision = 0;
+        if !identity.registered {
+            return Ok(());
+        }
+        let key = shared.layout.gateway(&identity.site, &identity.name);
+        let existing = timed("reading our record", client.get(key.as_str(), None)).await?;
+        if let Some(kv) = existing.kvs().first().filter(|kv| kv.lease() != lease) {
+            if let Ok(m) = Member::decode(&identity.site, &identity.name, kv.value()) {
+                if m.public_key != file.0 {
+                    shared.publish_problem(Some(format!(
+                        "{}/{} is registered by another gateway (public key {}): not publishing our record until it goes; give this gateway another name",
+                        identity.site,
+                        identity.name,
+                        m.public_key.to_base64()
+                    )));
+                    return Ok(());
+                }
+            }
+        }
+        let member = Member {
+            site: identity.site,
+            name: identity.name,
+            public_key: file.0,
+            endpoints: shared.settings.advertise.clone(),
+            // Others route our own address (as a host) to us.
+            tunnel_address: file.1.map(|a| IpNet::new(a.addr(), a.max_prefix_len()).unwrap_or(a)),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let put =
+            timed("publishing our record", client.put(key, member.encode(), Some(PutOptions::new().with_lease(lease))))
+                .await?;
+        self.put_revision = put.header().map_or(0, |h| h.revision());
+        shared.publish_problem(None);
+        Ok(())
+    }
+}
+
+/// `tunctl site ...`. An error starting "store: " ended the session too.
+async fn change_site(
+    shared: &Arc<Shared>,
+    client: &mut Client,
+    own: &mut Own,
+    lease: i64,
+    change: SiteChange,
+) -> Result<String, String> {
+    let store = |e: String| format!("store: {e}");
+    let identity = shared.identity();
+    match change {
+        SiteChange::Join(site) => {
+            if identity.registered && identity.site == site {
+                return Ok(format!("already registered in site {site} as {}", identity.name));
+            }
+            if identity.registered {
+                let old = shared.layout.gateway(&identity.site, &identity.name);
+                timed("withdrawing our record", client.delete(old, None)).await.map_err(store)?;
+            }
+            {
+                let mut st = lock(&shared.state);
+                st.identity.site = site.clone();
+                st.identity.registered = true;
+            }
+            own.publish(shared, client, lease).await.map_err(store)?;
+            // Our own site changed: its gateways stop being peers, the old
+            // one's become peers.
+            apply(shared).await;
+            Ok(format!("registered in site {site} as {}", identity.name))
+        }
+        SiteChange::Leave => {
+            if !identity.registered {
+                return Err("this gateway is not registered in any site".into());
+            }
+            {
+                let mut st = lock(&shared.state);
+                st.identity.registered = false;
+                st.publish_problem = None;
+            }
+            let key = shared.layout.gateway(&identity.site, &identity.name);
+            timed("withdrawing our record", client.delete(key, None)).await.map_err(store)?;
+            shared.publish_status();
+            Ok(format!(
+                "withdrew {}/{} from the registry; still running, still following the registry",
+                identity.site, identity.name
+            ))
+        }
+        SiteChange::Set(site, prefixes) => {
+            let key = shared.layout.site(&site);
+            timed("writing the site", client.put(key, record::encode_site(&prefixes), None)).await.map_err(store)?;
+            let list: Vec<String> = prefixes.iter().map(ToString::to_string).collect();
+            Ok(format!("site {site}: prefixes {}", if list.is_empty() { "none".into() } else { list.join(", ") }))
+        }
+        SiteChange::Remove(site) => {
+            let key = shared.layout.site(&site);
+            let gone = timed("removing the site", client.delete(key, None)).await.map_err(store)?;
+            if gone.deleted() == 0 {
+                return Err(format!("no site {site} in the registry"));
+            }
+            Ok(format!("removed site {site} (its gateways' records stay until they leave)"))
+        }
+    }
+}
