@@ -192,6 +192,11 @@ impl Shared {
         self.publish_status();
     }
 
+    /// Whether the last known state is current (not stale, not connecting).
+    fn is_synced(&self) -> bool {
+        lock(&self.state).phase == Phase::Synced
+    }
+
     /// The store failed us: stale (or still connecting), with the error.
     fn failed(&self, error: &str) {
         let mut st = lock(&self.state);

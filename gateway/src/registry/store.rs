@@ -86,8 +86,34 @@ pub async fn timed<T>(
     }
 }
 
-pub async fn connect(endpoints: &[String], creds: &Credentials) -> Result<Client, String> {
-    timed("connecting", Client::connect(endpoints, Some(creds.options()))).await
+/// Connects to one member, the first of `endpoints` that answers, trying
+/// them in turn from `*start`; `*start` is left at the one connected to,
+/// so the caller moves on with `+ 1` after that member fails it.
+///
+/// One member at a time, not etcd-client's balanced channel over all of
+/// them: that channel keeps sending some calls to a member that died, so
+/// every session failed on one of its calls while a live member was
+/// there to serve all of them.
+pub async fn connect(endpoints: &[String], creds: &Credentials, start: &mut usize) -> Result<Client, String> {
+    let mut errors = Vec::new();
+    for i in 0..endpoints.len() {
+        let at = (*start + i) % endpoints.len();
+        // The client connects lazily: a status call shows the member is
+        // there before a session's calls depend on it.
+        let attempt = async {
+            let mut c = timed("connecting", Client::connect([&endpoints[at]], Some(creds.options()))).await?;
+            timed("asking the member's status", c.status()).await?;
+            Ok::<Client, String>(c)
+        };
+        match attempt.await {
+            Ok(c) => {
+                *start = at;
+                return Ok(c);
+            }
+            Err(e) => errors.push(format!("{}: {e}", endpoints[at])),
+        }
+    }
+    Err(errors.join("; "))
 }
 
 /// An error as an operator reads it: tonic's transport errors hide their

@@ -22,6 +22,12 @@ use super::{lock, Command, Shared, SiteChange, View};
 /// First retry after a failure, and the longest wait between retries.
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A synced gateway whose session ends retries at once, and says nothing
+/// of it, for this long: a killed etcd member breaks the watch and lease
+/// streams it served, and the next session reaches a live member within
+/// milliseconds. Only a store that stays unreachable makes the state
+/// stale.
+const GRACE: Duration = Duration::from_secs(3);
 /// Watch events closer than this are applied together (a burst of puts
 /// is one reconciliation, not one per record).
 const QUIET: Duration = Duration::from_millis(20);
@@ -53,9 +59,13 @@ async fn run(shared: Arc<Shared>, creds: Credentials, mut commands: UnboundedRec
     });
     let mut lease = None;
     let mut backoff = MIN_BACKOFF;
+    // When the store last stopped answering a synced gateway.
+    let mut failing_since: Option<Instant> = None;
+    // The etcd member the sessions use, until it fails one.
+    let mut member = 0;
     loop {
         let mut synced = false;
-        let end = match session(&shared, &creds, &mut commands, &mut lease, &mut synced).await {
+        let end = match session(&shared, &creds, &mut commands, &mut lease, &mut synced, &mut member).await {
             Ok(end) => end,
             Err(e) => End::Failed(e),
         };
@@ -65,9 +75,16 @@ async fn run(shared: Arc<Shared>, creds: Credentials, mut commands: UnboundedRec
         };
         if synced {
             backoff = MIN_BACKOFF;
+            failing_since = None;
         }
-        shared.failed(&error);
-        let pause = tokio::time::sleep(backoff);
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        let quiet_retry = shared.is_synced() && since.elapsed() < GRACE;
+        if quiet_retry {
+            tracing::debug!("registry session ended, reconnecting: {error}");
+        } else {
+            shared.failed(&error);
+        }
+        let pause = tokio::time::sleep(if quiet_retry { MIN_BACKOFF } else { backoff });
         tokio::pin!(pause);
         loop {
             tokio::select! {
@@ -82,7 +99,9 @@ async fn run(shared: Arc<Shared>, creds: Credentials, mut commands: UnboundedRec
                 },
             }
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        if !quiet_retry {
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
     }
 }
 
@@ -94,8 +113,9 @@ async fn session(
     commands: &mut UnboundedReceiver<Command>,
     lease: &mut Option<i64>,
     synced: &mut bool,
+    member: &mut usize,
 ) -> Result<End, String> {
-    let mut client = store::connect(&shared.settings.endpoints, creds).await?;
+    let mut client = store::connect(&shared.settings.endpoints, creds, member).await?;
     let ttl = shared.settings.lease_ttl;
     let id = ensure_lease(&mut client, lease, ttl).await?;
     let (mut keeper, mut answers) = timed("keeping the lease alive", client.lease_keep_alive(id)).await?;
