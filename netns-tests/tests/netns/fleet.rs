@@ -17,6 +17,7 @@
 //! a gateway of each site (which one, the routers' and the gateways' flow
 //! hashes decide), and the replies may come back through others.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -118,7 +119,8 @@ fn eight_streams_use_all_four_gateways() {
 }
 
 /// SIGKILL to one gateway of site 1 while 8 streams run: every stream
-/// that stalled moves again within 15 s of the kill (site 1's router
+/// that stalled moves again within 15 s of the kill, and only streams
+/// that crossed it stalled (site 1's router
 /// drops the gateway when BIRD withdraws its routes; site 2's gateways
 /// mark it down after `failover_after`), the other gateways keep their
 /// sessions, and the dead gateway leaves the other site's peers once its
@@ -130,6 +132,7 @@ fn a_killed_gateway_s_streams_recover_and_its_record_expires() {
     else {
         return;
     };
+    lab::require("tshark", "tshark").unwrap();
     let spec = FleetSpec { etcd_members: 1, routing: SiteRouting::Bgp, lease_ttl: 5, ..FleetSpec::default() };
     let mut fleet = Fleet::build(spec).unwrap();
     fleet.start_registry().unwrap();
@@ -148,7 +151,14 @@ fn a_killed_gateway_s_streams_recover_and_its_record_expires() {
         let (h1, h2) = (fleet.site(1).unwrap().host(1), fleet.site(2).unwrap().host(1));
         Traffic::start(h2, h1, &dst, &["-t", "30", "-P", "8"], Duration::from_secs(60), fleet.dir()).unwrap()
     };
-    std::thread::sleep(Duration::from_secs(8));
+    std::thread::sleep(Duration::from_secs(7));
+    // The TCP ports seen at the gateway about to die, either way, in the
+    // second before the kill: the streams that cross it (their data, or
+    // only their ACKs).
+    let fields = ["-T", "fields", "-e", "tcp.srcport", "-e", "tcp.dstport"];
+    let capture = [&["-i", "any", "-s", "96", "-a", "duration:1", "-c", "4000", "-f", "tcp"][..], &fields[..]].concat();
+    let seen = fleet.gateway(1, 1).ns.exec("tshark", &capture).unwrap();
+    let crossing: HashSet<u64> = seen.split_whitespace().filter_map(|p| p.parse().ok()).collect();
     let killed_at = traffic.started().elapsed().as_secs_f64();
     fleet.gateway_mut(1, 1).kill();
     let killed = Instant::now();
@@ -175,7 +185,7 @@ fn a_killed_gateway_s_streams_recover_and_its_record_expires() {
     typical.sort_unstable();
     let floor = typical.get(typical.len() / 2).copied().unwrap_or(0) / 50;
     let stalled = stalls(&series, floor.max(1), killed_at.floor());
-    eprintln!("kill at {killed_at:.1} s; stalls after it: {stalled:?}");
+    eprintln!("kill at {killed_at:.1} s; stalls after it: {stalled:?}; TCP ports at the dead gateway: {crossing:?}");
     for st in &stalled {
         let until = st.until.unwrap_or_else(|| panic!("stream {} never recovered: {stalled:?}", st.socket));
         // Interval starts are whole seconds: one interval of slack.
@@ -184,6 +194,20 @@ fn a_killed_gateway_s_streams_recover_and_its_record_expires() {
             "stream {} moved again {:.1} s after the kill",
             st.socket,
             until - killed_at
+        );
+    }
+    // Nothing else is interrupted: every stream that stalled crossed the
+    // dead gateway.
+    let port_of = |socket: u64| {
+        let connected = json["start"]["connected"].as_array().into_iter().flatten();
+        connected.clone().find(|c| c["socket"].as_u64() == Some(socket)).and_then(|c| c["local_port"].as_u64())
+    };
+    for st in &stalled {
+        let port = port_of(st.socket).expect("iperf3 names each stream's port");
+        assert!(
+            crossing.contains(&port),
+            "stream {} (port {port}) stalled without crossing the dead gateway; ports there: {crossing:?}",
+            st.socket
         );
     }
     let last = series.iter().map(|s| s.intervals.last().map_or(0, |(_, b)| *b)).collect::<Vec<_>>();
