@@ -1,5 +1,6 @@
 //! An IPsec peer's part of the data plane: the child SA it sends with,
-//! its traffic counters, and when its packets last asked IKE for an SA.
+//! its traffic counters, and since when it has been without an SA while
+//! one is wanted (packets wait for one, or the last one was lost).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -72,6 +73,19 @@ impl EspLink {
         lock(&self.negotiation).0
     }
 
+    /// The control plane took away an SA (IKE lost the peer, or the SA
+    /// expired): if none is left to send with, the peer counts as
+    /// negotiating from `now`, as when packets wait for an SA, so that a
+    /// site sees its gateway failing even while nothing is sent to it. The
+    /// next SA installed clears it.
+    pub fn lost_sa(&self, now: Time) {
+        // Under the lock: `install_child` sets the SA before it clears this.
+        let mut n = lock(&self.negotiation);
+        if self.outbound.load().is_none() && n.0.is_none() {
+            n.0 = Some(now);
+        }
+    }
+
     /// Whether a packet at `now` should ask the control plane for an SA:
     /// at most once per `NEGOTIATE_EVERY`.
     pub(crate) fn should_ask(&self, now: Time) -> bool {
@@ -84,5 +98,42 @@ impl EspLink {
         }
         n.1 = Some(now);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipsec_table::{IpsecTable, SendOn};
+    use crate::peer::{Link, PeerState};
+    use crate::session::Carrier;
+    use causeway_esp::{Cipher, InboundSa, OutboundSa, SaKeys, Zeroizing};
+
+    fn child_sa(spi: u32) -> Arc<ChildSa> {
+        let cipher = Cipher::AesGcm16 { key_bits: 256 };
+        let keys = || SaKeys { spi, cipher, keymat: Zeroizing::new(vec![7; cipher.keymat_len()]) };
+        let (out, inb) = (OutboundSa::new(keys()).unwrap(), InboundSa::new(keys()).unwrap());
+        Arc::new(ChildSa::new(out, inb, Carrier::EspInUdp))
+    }
+
+    #[test]
+    fn losing_the_last_sa_counts_as_negotiating_until_the_next() {
+        let table = IpsecTable::default();
+        let peer = Arc::new(PeerState::with_link(Link::Ipsec(EspLink::default()), "west.gw1".into(), 0));
+        let link = peer.ipsec().unwrap();
+        let (old, new) = (child_sa(0x100), child_sa(0x200));
+        table.install_child(&peer, old.clone(), SendOn::Now);
+        // A rekey: the new SA sends before the old one goes.
+        table.install_child(&peer, new.clone(), SendOn::Now);
+        table.remove_child(old.spi_in());
+        link.lost_sa(Time::from_secs(5));
+        assert_eq!(link.negotiation_started(), None, "an SA is left");
+        table.remove_child(new.spi_in());
+        link.lost_sa(Time::from_secs(6));
+        assert_eq!(link.negotiation_started(), Some(Time::from_secs(6)));
+        link.lost_sa(Time::from_secs(7));
+        assert_eq!(link.negotiation_started(), Some(Time::from_secs(6)), "failing since the first loss");
+        table.install_child(&peer, child_sa(0x300), SendOn::Now);
+        assert_eq!(link.negotiation_started(), None);
     }
 }

@@ -7,11 +7,14 @@
 //! The network behaves like loopback with offloads: a GSO send arrives as
 //! one GRO-coalesced receive of the same segments, and every send is
 //! logged so tests can check how the send path cut its runs. Delivery is
-//! in order; a full mailbox drops, like a full socket buffer.
+//! in order; a full mailbox drops, like a full socket buffer. A host can
+//! be unplugged: nothing reaches it or leaves it until it is plugged in
+//! again, as with a machine that crashed (a gateway stopped this way says
+//! goodbye to nobody).
 //!
 //! Test code: it allocates per packet, which the real I/O never does.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, IoSliceMut, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
@@ -195,6 +198,8 @@ pub struct MemNet {
     groups: Mutex<HashMap<SocketAddr, Vec<Arc<Mailbox<Datagram>>>>>,
     next_port: Mutex<u16>,
     log: Mutex<Vec<SendRecord>>,
+    /// Hosts cut off: datagrams from or to them vanish.
+    unplugged: Mutex<HashSet<IpAddr>>,
 }
 
 /// Datagrams one in-memory socket holds before it drops.
@@ -221,7 +226,23 @@ impl MemNet {
         lock(&self.groups).values().flatten().map(|m| m.dropped()).sum()
     }
 
+    /// Cuts host `ip` off: what it sends and what is sent to it is lost.
+    pub fn unplug(&self, ip: IpAddr) {
+        lock(&self.unplugged).insert(ip);
+    }
+
+    /// Connects host `ip` again.
+    pub fn plug(&self, ip: IpAddr) {
+        lock(&self.unplugged).remove(&ip);
+    }
+
     fn deliver(&self, d: Datagram) {
+        {
+            let cut = lock(&self.unplugged);
+            if cut.contains(&d.from.ip()) || cut.contains(&d.to.ip()) {
+                return;
+            }
+        }
         let group = lock(&self.groups).get(&d.to).cloned();
         // Reuseport hashes the 4-tuple: one source always reaches one socket.
         if let Some(group) = group.filter(|g| !g.is_empty()) {
@@ -388,5 +409,25 @@ mod tests {
         assert_eq!((meta[0].len, meta[0].stride), (250, 100));
         assert_eq!(net.take_log()[0].datagrams, [100, 100, 50]);
         assert!(a[0].send(dst, None, &[0u8; 6500], Some(100)).is_err(), "more segments than GSO allows");
+    }
+
+    #[test]
+    fn an_unplugged_host_neither_sends_nor_receives_until_plugged_in() {
+        let net = MemNet::new();
+        let (ip_a, ip_b): (IpAddr, IpAddr) = ("198.18.0.1".parse().unwrap(), "198.18.0.2".parse().unwrap());
+        let (a, _) = net.host(ip_a, 1).bind(1, 500, 0).unwrap();
+        let (b, _) = net.host(ip_b, 1).bind(1, 500, 0).unwrap();
+        let (to_a, to_b) = (SocketAddr::new(ip_a, 500), SocketAddr::new(ip_b, 500));
+        let mut buf = vec![0u8; 100];
+        let mut meta = [RecvMeta::default()];
+        let mut recv = |s: &Arc<dyn Socket>| s.recv(&mut [IoSliceMut::new(&mut buf)], &mut meta).is_ok();
+        net.unplug(ip_b);
+        b[0].send(to_a, None, &[1], None).unwrap();
+        a[0].send(to_b, None, &[2], None).unwrap();
+        assert!(!recv(&a[0]) && !recv(&b[0]), "lost both ways");
+        net.plug(ip_b);
+        b[0].send(to_a, None, &[3], None).unwrap();
+        a[0].send(to_b, None, &[4], None).unwrap();
+        assert!(recv(&a[0]) && recv(&b[0]));
     }
 }

@@ -277,9 +277,12 @@ impl Site {
 /// handshake completes; a session is a current keypair; failing while
 /// handshake attempts run. IPsec: heard from when an ESP packet arrives
 /// or a new child SA is installed (IKE heard from it); a session is an
-/// installed outbound SA; failing while packets wait for an SA. An IPsec
+/// installed outbound SA; failing while packets wait for an SA, or since
+/// IKE took the last one away (`EspLink::lost_sa`: its dead peer
+/// detection, an expiry), whether or not anything is sent to it. An IPsec
 /// peer has no keepalive of its own in the data plane, so only failing
-/// negotiation or a lost SA (IKE's dead peer detection) takes it down.
+/// negotiation or a lost SA not replaced within `failover_after` takes
+/// it down.
 pub fn observe_peer(peer: &PeerState, now: Time) -> Observation {
     let failover_after = peer.failover_after();
     let reachable = peer.endpoint().is_some();

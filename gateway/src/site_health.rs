@@ -14,7 +14,9 @@
 //!   traffic took another of our site's gateways.
 //!
 //! IPsec gateways are not probed here: IKE retries (`initiate`) and its
-//! dead peer detection are what bring them back or take their SA away.
+//! dead peer detection are what bring them back or take their SA away; a
+//! gateway left without an SA counts as failing from then on (see
+//! `observe_peer`), so a dead one goes down even while idle.
 
 use causeway_dataplane::health::Change;
 use causeway_dataplane::io::Socket;

@@ -440,6 +440,11 @@ fn apply(s: &Shared, event: Event) {
         }
         Event::ChildDown { peer, spi_in, spi_out } => {
             if s.iface.ipsec.remove_child(spi_in).is_some() {
+                // Without an SA left, site health counts the peer as
+                // failing from now (`EspLink::lost_sa`).
+                if let Some(link) = s.iface.ipsec.peer(&peer.0).as_deref().and_then(|p| p.ipsec()) {
+                    link.lost_sa(s.iface.clock.now());
+                }
                 tracing::info!(
                     peer = %peer,
                     spi_in = %format_args!("{spi_in:08x}"),
