@@ -683,7 +683,8 @@ fn tls_with_a_client_certificate() {
     let a = Gw::start_with(&net, &etcd, 1, "east", "gw1", 10, tls);
     let b = Gw::start_with(&net, &etcd, 2, "west", "gw1", 10, tls);
     wait_until("a and b learn each other over TLS", || a.peer("west.gw1").is_some() && b.peer("east.gw1").is_some());
-    assert_eq!(a.status().state, "synced");
+    // The peers are applied a moment before the status says synced.
+    wait_until("a to say synced", || a.status().state == "synced");
     // A certificate etcd's CA did not sign for clients is refused.
     let c = Gw::start_with(&net, &etcd, 3, "west", "gw2", 10, |r| {
         tls(r);
