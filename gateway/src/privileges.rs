@@ -106,11 +106,32 @@ pub fn cleanup_after_parent(paths: &[PathBuf]) {
         // SAFETY: installing SIG_IGN runs no code in signal context.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
+    let parent = std::os::unix::process::parent_id();
     let mut sink = [0u8; 64];
     let mut stdin = io::stdin();
     while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    wait_until_closed(parent, std::time::Duration::from_secs(60));
     for p in paths {
         remove_stale_socket(p);
+    }
+}
+
+/// Waits (at most `within`) until process `pid` has closed all its
+/// descriptors: it is gone or a zombie. An exiting process closes them in
+/// order, the pipe to this helper possibly before its listening sockets,
+/// and closing TUN queues can take seconds under the kernel's rtnl lock:
+/// a socket probed before then still accepts, and would be left behind
+/// (the privileges test caught this about once in ten runs).
+fn wait_until_closed(pid: u32, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return };
+        // The state letter follows the command name's closing parenthesis.
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+        if matches!(state, None | Some('Z') | Some('X')) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
@@ -139,6 +160,19 @@ mod tests {
         let shown = crate::error::Chain(&e).to_string();
         assert_eq!(shown.matches("Operation not permitted").count(), 1, "{shown}");
         assert!(shown.starts_with("setuid failed: "), "{shown}");
+    }
+
+    #[test]
+    fn waits_for_a_process_to_close_its_descriptors() {
+        let mut child = std::process::Command::new("sleep").arg("0.3").spawn().unwrap();
+        let started = std::time::Instant::now();
+        wait_until_closed(child.id(), std::time::Duration::from_secs(10));
+        // Returned once the child was a zombie (not yet reaped), not before.
+        assert!(started.elapsed() >= std::time::Duration::from_millis(250), "{:?}", started.elapsed());
+        child.wait().unwrap();
+        let started = std::time::Instant::now();
+        wait_until_closed(child.id(), std::time::Duration::from_secs(10));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "a reaped process is gone");
     }
 
     #[test]
