@@ -12,6 +12,7 @@ mod error;
 mod ipsec;
 mod key;
 mod locate;
+mod peer_file;
 mod prefix;
 pub mod proposals;
 mod registry;
@@ -23,6 +24,7 @@ mod validate;
 
 pub use error::{ConfigError, Problem};
 pub use key::{parse_key, KeyError};
+pub use peer_file::{load_peers, parse_peers, PeerFile};
 pub use prefix::{parse_address, parse_allowed_ip};
 pub use registry::{
     etcd_url, registry_prefix, DEFAULT_LEASE_TTL, DEFAULT_REGISTRY_FAILOVER, DEFAULT_REGISTRY_KEEPALIVE,

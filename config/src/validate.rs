@@ -282,7 +282,7 @@ impl Checker<'_> {
     /// Across peers: unique names and keys, no peer with our own key, and no
     /// prefix routed to two peers (one containing the other counts, since
     /// the more specific one would silently take the traffic).
-    fn cross_checks(
+    pub(crate) fn cross_checks(
         &mut self,
         raw: &[Spanned<RawPeer>],
         peers: &[(usize, Peer)],
@@ -366,34 +366,27 @@ impl Checker<'_> {
     }
 }
 
-pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError> {
-    let mut c = Checker { source, file, problems: Vec::new() };
-    let raw: RawConfig = match toml::from_str(source) {
-        Ok(r) => r,
+/// The file as written, or its syntax error located.
+pub(crate) fn read_raw(c: &mut Checker<'_>) -> Option<RawConfig> {
+    match toml::from_str(c.source) {
+        Ok(r) => Some(r),
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
-            let field = join(&table_at(source, span.start), &key_at(source, span.start).unwrap_or_default());
+            let field = join(&table_at(c.source, span.start), &key_at(c.source, span.start).unwrap_or_default());
             c.report(span, field, e.message().trim().to_string());
-            return Err(ConfigError::Invalid(c.problems));
-        }
-    };
-    let mut interface = match &raw.interface {
-        Some(i) => c.interface(i),
-        None => {
-            c.report(0..0, "interface", "missing [interface] table: a gateway needs at least private_key");
             None
         }
-    };
-    let has_ipsec = raw.peer.iter().any(|p| p.get_ref().protocol.as_ref().is_some_and(|s| s.get_ref() == "ipsec"));
-    let mtu_unset = raw.interface.as_ref().is_some_and(|i| i.get_ref().mtu.is_none());
-    if let Some(i) = interface.as_mut().filter(|_| has_ipsec && mtu_unset) {
-        i.mtu = DEFAULT_MTU_IPSEC;
     }
-    let sites: Vec<(usize, Site)> =
-        raw.site.iter().enumerate().filter_map(|(i, s)| c.site(i + 1, s).map(|s| (i + 1, s))).collect();
+}
+
+/// Every `[[peer]]` table checked on its own, by its protocol, with its
+/// index (from 1) for the checks across peers.
+pub(crate) type CheckedPeers = (Vec<(usize, Peer)>, Vec<(usize, crate::types::IpsecPeer)>);
+
+pub(crate) fn check_peers(c: &mut Checker<'_>, raw: &[Spanned<RawPeer>]) -> CheckedPeers {
     let mut peers: Vec<(usize, Peer)> = Vec::new();
     let mut ipsec_peers = Vec::new();
-    for (i, p) in raw.peer.iter().enumerate() {
+    for (i, p) in raw.iter().enumerate() {
         let t = format!("peer[{}]", i + 1);
         let site = c.peer_site(&t, p.get_ref());
         match p.get_ref().protocol.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
@@ -415,6 +408,29 @@ pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError>
             }
         }
     }
+    (peers, ipsec_peers)
+}
+
+pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError> {
+    let mut c = Checker { source, file, problems: Vec::new() };
+    let Some(raw) = read_raw(&mut c) else {
+        return Err(ConfigError::Invalid(c.problems));
+    };
+    let mut interface = match &raw.interface {
+        Some(i) => c.interface(i),
+        None => {
+            c.report(0..0, "interface", "missing [interface] table: a gateway needs at least private_key");
+            None
+        }
+    };
+    let has_ipsec = raw.peer.iter().any(|p| p.get_ref().protocol.as_ref().is_some_and(|s| s.get_ref() == "ipsec"));
+    let mtu_unset = raw.interface.as_ref().is_some_and(|i| i.get_ref().mtu.is_none());
+    if let Some(i) = interface.as_mut().filter(|_| has_ipsec && mtu_unset) {
+        i.mtu = DEFAULT_MTU_IPSEC;
+    }
+    let sites: Vec<(usize, Site)> =
+        raw.site.iter().enumerate().filter_map(|(i, s)| c.site(i + 1, s).map(|s| (i + 1, s))).collect();
+    let (peers, ipsec_peers) = check_peers(&mut c, &raw.peer);
     c.cross_checks(&raw.peer, &peers, &ipsec_peers, interface.as_ref().map(|i| i.private_key.public_key()));
     let registry = raw.registry.as_ref().and_then(|r| c.registry(r));
     let members: Vec<Member<'_>> = peers

@@ -6,6 +6,7 @@
 
 mod error;
 mod peer_change;
+mod peer_file;
 mod sites;
 mod status;
 pub mod types;
@@ -44,6 +45,7 @@ pub fn answer(iface: &Gateway, req: &Request) -> Result<Answer, ApiError> {
             Answer::Done(report.to_string())
         }
         Request::PeerAdd(change) => Answer::Done(peer_change::put_peer(iface, change, None)?),
+        Request::PeersAdd { path, text } => Answer::Done(peer_file::add_peers(iface, &text.0, path)?),
         Request::PeerSet { peer, change } => {
             let existing = find_peer(iface, peer)?;
             Answer::Done(peer_change::put_peer(iface, change, Some(existing))?)
@@ -190,6 +192,49 @@ mod tests {
         assert_eq!(
             ask::<String>(&gw, serde_json::json!({"op": "peer_remove", "peer": "c"})),
             Reply::Ok("removed c".into())
+        );
+    }
+
+    #[test]
+    fn a_peer_file_adds_both_protocols_or_nothing() {
+        use std::os::unix::fs::PermissionsExt;
+        let gw = gateway();
+        // Ephemeral IKE ports, so the test needs neither root nor free 500/4500.
+        gw.set_ipsec_ports(0, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let psk = dir.path().join("west.psk");
+        std::fs::write(&psk, "a long enough passphrase for the test\n").unwrap();
+        std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.path().join("peers.toml");
+        let add = |text: String| serde_json::json!({"op": "peers_add", "path": path, "text": text});
+        ask::<String>(
+            &gw,
+            serde_json::json!({"op": "peer_add", "name": "north", "public_key": public_key(), "allowed_ips": ["10.4.0.0/16"]}),
+        );
+        let west = "[[peer]]\nname = \"west\"\nprotocol = \"ipsec\"\nencap = \"always\"\nendpoints = [\"198.18.0.9\"]\npsk_file = \"west.psk\"\nallowed_ips = [\"10.6.0.0/16\"]\nlocal_id = \"gw1.main.example\"\nremote_id = \"gw1.west.example\"\n";
+        let south =
+            format!("[[peer]]\nname = \"south\"\npublic_key = \"{}\"\nallowed_ips = [\"10.5.0.0/16\"]\n", public_key());
+        // Refused as a whole: a clash with a running peer, a bad table.
+        let e = refused(&gw, add(format!("{south}\n{west}").replace("10.6.0.0/16", "10.4.1.0/24")));
+        assert!(e.contains("10.4.1.0/24 overlaps 10.4.0.0/16 of peer north"), "{e}");
+        let e = refused(&gw, add(format!("{south}\n{west}").replace("west.psk", "missing.psk")));
+        assert!(e.starts_with("configuration rejected") && e.contains("peers.toml:11: peer[2].psk_file"), "{e}");
+        let e = refused(&gw, add(south.replace("south", "north")));
+        assert_eq!(e, "name north is used by another peer");
+        assert_eq!(gw.peers().len(), 1, "nothing of a refused file was added");
+        assert!(gw.ike().is_none(), "nor IKE started for it");
+        assert_eq!(ask::<String>(&gw, add(format!("{south}\n{west}"))), Reply::Ok("added south, west".into()));
+        let ike = gw.ike().expect("IKE started for the IPsec peer");
+        assert_eq!(ike.peer_names(), ["west"]);
+        let routes = gw.routes();
+        let owner = |ip: &str| routes.lookup(ip.parse().unwrap()).and_then(|r| r.peer()).map(|p| p.label());
+        assert_eq!(owner("10.5.1.1").as_deref(), Some("south"));
+        assert_eq!(owner("10.6.1.1").as_deref(), Some("west"));
+        let e = refused(&gw, add(west.to_string()));
+        assert_eq!(e, "name west is used by another peer", "an IPsec peer's name is taken too");
+        assert_eq!(
+            ask::<String>(&gw, serde_json::json!({"op": "peer_remove", "peer": "west"})),
+            Reply::Ok("removed west".into())
         );
     }
 

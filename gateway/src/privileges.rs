@@ -79,14 +79,20 @@ pub fn drop_to(ids: Ids) -> Result<(), PrivilegeError> {
     Ok(())
 }
 
-/// Starts `causewayd cleanup-sockets PATH...` as root: it waits for this
-/// process to end (its stdin pipe closes) and then removes the control
-/// sockets, which the unprivileged daemon can no longer unlink. The child
-/// is returned so the daemon holds the pipe for its whole life.
+/// Starts `causewayd cleanup-sockets --daemon PID PATH...` as root: it
+/// waits for this process to end (its stdin pipe closes, then the process
+/// is gone) and then removes the control sockets, which the unprivileged
+/// daemon can no longer unlink. The child is returned so the daemon holds
+/// the pipe for its whole life.
 pub fn spawn_cleanup(paths: &[PathBuf]) -> Result<Child, PrivilegeError> {
     let exe = std::env::current_exe().map_err(PrivilegeError::Helper)?;
+    // The daemon's pid is passed, not read by the helper as its parent:
+    // a daemon killed before the helper has run that far leaves it
+    // reparented to init, and it would wait on init instead.
     Command::new(exe)
         .arg("cleanup-sockets")
+        .arg("--daemon")
+        .arg(std::process::id().to_string())
         .args(paths)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -94,10 +100,10 @@ pub fn spawn_cleanup(paths: &[PathBuf]) -> Result<Child, PrivilegeError> {
         .map_err(PrivilegeError::Helper)
 }
 
-/// The helper's side: blocks until stdin closes, then removes each path
-/// that is still a socket nobody listens on (a daemon started since then
-/// keeps its own).
-pub fn cleanup_after_parent(paths: &[PathBuf]) {
+/// The helper's side: blocks until stdin closes and process `daemon` has
+/// exited, then removes each path that is still a socket nobody listens on
+/// (a daemon started since then keeps its own).
+pub fn cleanup_after_daemon(daemon: u32, paths: &[PathBuf]) {
     // systemd and terminals signal the whole group at stop; the helper's
     // job comes right after, when the daemon is gone.
     // By hand: nix's signal() is as unsafe as libc's, so it would add
@@ -106,33 +112,42 @@ pub fn cleanup_after_parent(paths: &[PathBuf]) {
         // SAFETY: installing SIG_IGN runs no code in signal context.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
-    let parent = std::os::unix::process::parent_id();
+    cleanup_after(io::stdin(), daemon, paths, std::time::Duration::from_secs(60));
+}
+
+fn cleanup_after(mut pipe: impl Read, daemon: u32, paths: &[PathBuf], within: std::time::Duration) {
     let mut sink = [0u8; 64];
-    let mut stdin = io::stdin();
-    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-    wait_until_closed(parent, std::time::Duration::from_secs(60));
+    while matches!(pipe.read(&mut sink), Ok(n) if n > 0) {}
+    wait_until_closed(daemon, within);
     for p in paths {
         remove_stale_socket(p);
     }
 }
 
 /// Waits (at most `within`) until process `pid` has closed all its
-/// descriptors: it is gone or a zombie. An exiting process closes them in
-/// order, the pipe to this helper possibly before its listening sockets,
-/// and closing TUN queues can take seconds under the kernel's rtnl lock:
-/// a socket probed before then still accepts, and would be left behind
-/// (the privileges test caught this about once in ten runs).
+/// descriptors: it is gone, or every thread of it has exited (a zombie).
+/// An exiting process closes them in order, the pipe to this helper
+/// possibly before its listening sockets, and closing TUN queues can take
+/// seconds under the kernel's rtnl lock: a socket probed before then still
+/// accepts, and would be left behind (the privileges test caught this).
+/// The main thread alone is not enough: it can be a zombie while another
+/// thread still holds the descriptor table, so every thread is looked at.
 fn wait_until_closed(pid: u32, within: std::time::Duration) {
     let deadline = std::time::Instant::now() + within;
-    while std::time::Instant::now() < deadline {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return };
+    while std::time::Instant::now() < deadline && has_live_threads(pid) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether any thread of process `pid` has yet to exit.
+fn has_live_threads(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().any(|t| {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else { return false };
         // The state letter follows the command name's closing parenthesis.
         let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
-        if matches!(state, None | Some('Z') | Some('X')) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+        !matches!(state, None | Some('Z') | Some('X'))
+    })
 }
 
 fn remove_stale_socket(path: &Path) {
@@ -173,6 +188,26 @@ mod tests {
         let started = std::time::Instant::now();
         wait_until_closed(child.id(), std::time::Duration::from_secs(10));
         assert!(started.elapsed() < std::time::Duration::from_secs(1), "a reaped process is gone");
+        // This test process runs several threads, none of them exited.
+        assert!(has_live_threads(std::process::id()));
+    }
+
+    #[test]
+    fn cleanup_waits_for_the_named_daemon_not_its_parent() {
+        // The helper's pipe is already closed (an empty reader) and the
+        // "daemon" is not this process's parent: the sockets go only once
+        // that process has exited, and well before the time bound.
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join("dead.sock");
+        drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+        let mut daemon = std::process::Command::new("sleep").arg("0.3").spawn().unwrap();
+        let started = std::time::Instant::now();
+        cleanup_after(io::empty(), daemon.id(), std::slice::from_ref(&dead), std::time::Duration::from_secs(10));
+        let took = started.elapsed();
+        assert!(took >= std::time::Duration::from_millis(250), "returned before the daemon exited: {took:?}");
+        assert!(took < std::time::Duration::from_secs(5), "waited for the time bound: {took:?}");
+        assert!(!dead.exists());
+        daemon.wait().unwrap();
     }
 
     #[test]

@@ -141,11 +141,23 @@ pub fn apply_peer(
 /// or of a site, with its owner's name: each address belongs to one peer
 /// or site only.
 pub fn overlap(iface: &Interface, key: &PublicKey, nets: &[IpNet]) -> Option<String> {
+    overlap_where(iface, nets, |owner| owner.peer().and_then(|p| p.wireguard()).is_some_and(|p| p.public_key() == key))
+}
+
+/// As `overlap`, for a peer not running yet: every prefix routed is another's.
+pub fn overlap_new(iface: &Interface, nets: &[IpNet]) -> Option<String> {
+    overlap_where(iface, nets, |_| false)
+}
+
+fn overlap_where(
+    iface: &Interface,
+    nets: &[IpNet],
+    own: impl Fn(&causeway_dataplane::route::Route) -> bool,
+) -> Option<String> {
     let routes = iface.routes();
     for n in nets {
         for (other, owner) in routes.iter() {
-            let own = owner.peer().and_then(|p| p.wireguard()).is_some_and(|p| p.public_key() == key);
-            if !own && (other.contains(n) || n.contains(&other)) {
+            if !own(owner) && (other.contains(n) || n.contains(&other)) {
                 return Some(format!("{n} overlaps {other} of {}", owner.label()));
             }
         }

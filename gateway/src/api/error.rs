@@ -30,6 +30,9 @@ pub enum ApiError {
     Overlap(String),
     #[error("cannot apply the peer: {0}")]
     Apply(causeway_wireguard::Error),
+    /// IKE's sockets could not be opened for the first IPsec peer.
+    #[error("cannot start IKE (UDP ports 500 and 4500): {0}; a gateway that drops root (user =) needs an IPsec peer in its configuration file at start-up to open them")]
+    IkeUnavailable(String),
     #[error("this gateway has no [registry] in its configuration")]
     NoRegistry,
     /// The registry refused the change or could not be reached.

@@ -23,6 +23,14 @@ pub enum Request {
     Status,
     Reload,
     PeerAdd(PeerChange),
+    /// Adds the `[[peer]]` tables of a peer file (either protocol): its
+    /// text, and its absolute path, which names it in errors and anchors
+    /// relative PSK and key files (causewayd reads those itself). The
+    /// text may hold an inline pre-shared key, so it is kept as one.
+    PeersAdd {
+        path: std::path::PathBuf,
+        text: SecretText,
+    },
     /// Changes the peer named (or keyed) `peer`; fields left out stay.
     PeerSet {
         peer: String,

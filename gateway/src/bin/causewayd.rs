@@ -48,7 +48,12 @@ enum Command {
     /// Internal: started by `up` before it drops root; removes the control
     /// sockets once the daemon has exited.
     #[command(hide = true)]
-    CleanupSockets { paths: Vec<PathBuf> },
+    CleanupSockets {
+        /// The daemon whose exit to wait for.
+        #[arg(long)]
+        daemon: u32,
+        paths: Vec<PathBuf>,
+    },
 }
 
 /// `--workers`, by the configuration's rule; 0 is one per core, as there.
@@ -78,8 +83,8 @@ fn main() {
         Some(Command::Up { config, interface, workers }) => {
             causeway_gateway::daemon::up(&config, interface, workers, causeway_gateway::daemon::report_ready)
         }
-        Some(Command::CleanupSockets { paths }) => {
-            causeway_gateway::privileges::cleanup_after_parent(&paths);
+        Some(Command::CleanupSockets { daemon, paths }) => {
+            causeway_gateway::privileges::cleanup_after_daemon(daemon, &paths);
             Ok(())
         }
         None => match cli.ifname {

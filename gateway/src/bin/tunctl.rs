@@ -181,6 +181,20 @@ enum PeerCommand {
         #[command(flatten)]
         fields: PeerFields,
     },
+    /// Add the peers of a file of [[peer]] tables, WireGuard or IPsec,
+    /// written as in the configuration file (`tunctl import-swanctl` and
+    /// `tunctl import-wg` print such tables). Every peer is checked first:
+    /// one refused changes nothing. causewayd reads the PSK and key files
+    /// the tables name, relative ones from FILE's directory. Like `peer
+    /// add`, this lasts until the next reload, which returns to the
+    /// configuration file.
+    ///
+    /// Example: tunctl peer add-file cw0 /etc/causeway/dc-west.toml
+    AddFile {
+        interface: String,
+        /// The file of [[peer]] tables.
+        file: PathBuf,
+    },
     /// Change a peer, named by name or public key; fields not given stay.
     ///
     /// Example: tunctl peer set cw0 dc-north --endpoint 198.18.4.3:51820
@@ -499,6 +513,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     (interface, Request::PeerSet { peer, change: fields.into_change(name, None)? })
                 }
                 PeerCommand::Remove { interface, peer } => (interface, Request::PeerRemove { peer }),
+                PeerCommand::AddFile { interface, file } => {
+                    let path =
+                        std::path::absolute(&file).with_context(|| format!("cannot locate {}", file.display()))?;
+                    let text = zeroize::Zeroizing::new(
+                        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?,
+                    );
+                    (interface, Request::PeersAdd { path, text: SecretText(text) })
+                }
             };
             let done: String = request(&interface, &req)?;
             println!("{interface}: {done}");

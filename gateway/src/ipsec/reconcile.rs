@@ -4,29 +4,38 @@
 //! negotiated anew.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use causeway_config::{Config, Encap};
+use causeway_config::{Config, Encap, IpsecPeer};
 use causeway_dataplane::udp::OsBind;
 use ipnet::IpNet;
 
 use crate::gateway::Gateway;
+use crate::ipsec::driver::Ike;
 use crate::report::Report;
+
+/// IKE, started for `peers` if it was not (None when there is nothing to
+/// start it for). Err names why it could not start.
+pub fn ike_for(gw: &Gateway, peers: &[IpsecPeer]) -> Result<Option<Arc<Ike>>, String> {
+    match gw.ike() {
+        Some(ike) => Ok(Some(ike)),
+        None if peers.is_empty() => Ok(None),
+        None => {
+            let raw = peers.iter().any(|p| p.encap == Encap::Auto);
+            gw.ensure_ike(&OsBind, raw).map(Some).map_err(|e| e.to_string())
+        }
+    }
+}
 
 /// Makes the IPsec peers match `cfg`. IKE starts with the first of them.
 pub fn reconcile(gw: &Gateway, cfg: &Config, report: &mut Report) {
-    let ike = match gw.ike() {
-        Some(ike) => ike,
-        None if cfg.ipsec_peers.is_empty() => return,
-        None => {
-            let raw = cfg.ipsec_peers.iter().any(|p| p.encap == Encap::Auto);
-            match gw.ensure_ike(&OsBind, raw) {
-                Ok(ike) => ike,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start IKE (UDP ports 500 and 4500): IPsec peers not added");
-                    report.needs_restart.extend(cfg.ipsec_peers.iter().map(|p| format!("{} (IKE: {e})", p.name)));
-                    return;
-                }
-            }
+    let ike = match ike_for(gw, &cfg.ipsec_peers) {
+        Ok(Some(ike)) => ike,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start IKE (UDP ports 500 and 4500): IPsec peers not added");
+            report.needs_restart.extend(cfg.ipsec_peers.iter().map(|p| format!("{} (IKE: {e})", p.name)));
+            return;
         }
     };
     let wanted: HashSet<&str> = cfg.ipsec_peers.iter().map(|p| p.name.as_str()).collect();
@@ -37,24 +46,28 @@ pub fn reconcile(gw: &Gateway, cfg: &Config, report: &mut Report) {
         }
     }
     for p in &cfg.ipsec_peers {
-        let before = ike.config(&p.name);
-        ike.set_peer(p);
-        let Some(peer) = gw.ipsec.peer(&p.name) else { continue };
-        let want: HashSet<IpNet> = p.allowed_ips.iter().map(|n| n.trunc()).collect();
-        let have: HashSet<IpNet> = gw.allowed_ips_of(&peer).into_iter().collect();
-        let routes_changed = have != want;
-        if routes_changed {
-            gw.update_routes(|r| {
-                r.retain(|_, owner| !owner.is_peer(&peer));
-                for n in &want {
-                    r.insert(*n, peer.clone().into());
-                }
-            });
-        }
-        match before {
-            None => report.added.push(p.name.clone()),
-            Some(b) if b == *p => report.unchanged += 1,
-            Some(_) => report.changed.push(format!("{} (IPsec settings)", p.name)),
-        }
+        apply_peer(gw, &ike, p, report);
+    }
+}
+
+/// Makes one IPsec peer match `p`, adding it if needed, and its routes.
+pub fn apply_peer(gw: &Gateway, ike: &Ike, p: &IpsecPeer, report: &mut Report) {
+    let before = ike.config(&p.name);
+    ike.set_peer(p);
+    let Some(peer) = gw.ipsec.peer(&p.name) else { return };
+    let want: HashSet<IpNet> = p.allowed_ips.iter().map(|n| n.trunc()).collect();
+    let have: HashSet<IpNet> = gw.allowed_ips_of(&peer).into_iter().collect();
+    if have != want {
+        gw.update_routes(|r| {
+            r.retain(|_, owner| !owner.is_peer(&peer));
+            for n in &want {
+                r.insert(*n, peer.clone().into());
+            }
+        });
+    }
+    match before {
+        None => report.added.push(p.name.clone()),
+        Some(b) if b == *p => report.unchanged += 1,
+        Some(_) => report.changed.push(format!("{} (IPsec settings)", p.name)),
     }
 }

@@ -243,7 +243,8 @@ fn through_a_nat_esp_moves_into_udp_and_keepalives_hold_the_mapping() {
 
 /// Live changes: `tunctl peer remove` deletes the IPsec peer's SAs and
 /// tells the other end at once (no waiting for its liveness check);
-/// `tunctl reload` brings the peer back from the file, and traffic flows.
+/// `tunctl peer add-file` brings it back from a file of its own, and
+/// `tunctl reload` from the configuration file; traffic flows each time.
 #[test]
 fn removing_and_reloading_an_ipsec_peer() {
     let Some(_lab) = lab_or_skip("removing_and_reloading_an_ipsec_peer") else {
@@ -261,6 +262,22 @@ fn removing_and_reloading_an_ipsec_peer() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(p.gb.log_text().contains("child SA removed"), "{}", logs(&p));
+    // The peer's table from a's configuration, as a file of its own.
+    let config = std::fs::read_to_string(p.dir.path().join(format!("{}.toml", p.ga.ifname))).unwrap();
+    let table = &config[config.find("[[peer]]").expect("a's configuration has its peer")..];
+    let peer_file = p.dir.path().join("site2.toml");
+    lab::write_private(&peer_file, table).unwrap();
+    let file_arg = peer_file.to_str().unwrap();
+    let added = tunctl_ok(&p.a, &["peer", "add-file", &p.ga.ifname, file_arg]);
+    assert!(added.contains("added site2"), "{added}");
+    assert!(p.a.wait_for_ping("10.96.0.2", Duration::from_secs(15)), "no ping after add-file\n{}", logs(&p));
+    let again = tunctl(&p.a, &["peer", "add-file", &p.ga.ifname, file_arg]);
+    let refusal = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && refusal.contains("name site2 is used by another peer"),
+        "a second add of the same peer is refused: {refusal}"
+    );
+    tunctl_ok(&p.a, &["peer", "remove", &p.ga.ifname, "site2"]);
     let report = tunctl_ok(&p.a, &["reload", &p.ga.ifname]);
     assert!(report.contains("added: site2"), "{report}");
     assert!(p.a.wait_for_ping("10.96.0.2", Duration::from_secs(15)), "no ping after the reload\n{}", logs(&p));

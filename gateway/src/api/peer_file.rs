@@ -1,0 +1,62 @@
+//! `peers_add`: the `[[peer]]` tables of a peer file (`tunctl peer
+//! add-file`), of either protocol, added to the running gateway. The text
+//! is checked by the configuration's rules (`causeway_config::parse_peers`)
+//! and then against what runs: every peer is checked before any is added,
+//! so a refused file changes nothing.
+
+use std::path::Path;
+
+use causeway_config::PeerFile;
+
+use super::error::ApiError;
+use crate::gateway::Gateway;
+use crate::report::Report;
+
+/// Why one of the file's peers cannot join the running ones, if it cannot.
+fn clash(gw: &Gateway, file: &PeerFile) -> Result<(), ApiError> {
+    let ike = gw.ike();
+    let running_names: Vec<String> =
+        gw.peers().iter().map(|p| p.name()).chain(ike.iter().flat_map(|i| i.peer_names())).collect();
+    for name in file.names() {
+        if running_names.iter().any(|n| n == name) {
+            return Err(ApiError::NameTaken(name.to_string()));
+        }
+    }
+    for p in &file.peers {
+        if gw.peer(&p.public_key).is_some() {
+            return Err(ApiError::PeerExists);
+        }
+        if gw.device.public_key() == Some(p.public_key) {
+            return Err(ApiError::OwnKey);
+        }
+    }
+    let routed = file.peers.iter().map(|p| &p.allowed_ips).chain(file.ipsec_peers.iter().map(|p| &p.allowed_ips));
+    for nets in routed {
+        if let Some(c) = crate::reload::overlap_new(gw, nets) {
+            return Err(ApiError::Overlap(c));
+        }
+    }
+    Ok(())
+}
+
+/// Checks `text` (the file at `path`, whose directory anchors relative key
+/// and PSK files) and adds its peers. Says what it added.
+pub fn add_peers(gw: &Gateway, text: &str, path: &Path) -> Result<String, ApiError> {
+    let file = causeway_config::parse_peers(text, path).map_err(ApiError::ConfigRejected)?;
+    clash(gw, &file)?;
+    // IKE starts before anything is added, so a gateway that cannot bind
+    // its ports refuses the whole file.
+    let ike = crate::ipsec::reconcile::ike_for(gw, &file.ipsec_peers).map_err(ApiError::IkeUnavailable)?;
+    let mut report = Report::default();
+    for p in &file.peers {
+        crate::reload::apply_peer(gw, p, None).map_err(ApiError::Apply)?;
+        report.added.push(p.name.clone());
+    }
+    if let Some(ike) = ike {
+        for p in &file.ipsec_peers {
+            crate::ipsec::reconcile::apply_peer(gw, &ike, p, &mut report);
+        }
+    }
+    tracing::info!(file = %path.display(), %report, "peers added");
+    Ok(format!("added {}", report.added.join(", ")))
+}
