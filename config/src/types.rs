@@ -116,6 +116,27 @@ pub struct Interface {
     pub dns_refresh: Option<std::time::Duration>,
 }
 
+impl Interface {
+    /// An interface with `private_key` and, for everything else, what the
+    /// configuration file gives when a field is left out (for code that
+    /// builds a `Config` itself: tests, benchmarks).
+    pub fn with_defaults(private_key: StaticSecret) -> Interface {
+        Interface {
+            name: None,
+            private_key,
+            listen_port: DEFAULT_LISTEN_PORT,
+            addresses: Vec::new(),
+            mtu: DEFAULT_MTU,
+            workers: None,
+            mss_clamp: true,
+            metrics_listen: None,
+            routes: None,
+            user: None,
+            dns_refresh: Some(DEFAULT_DNS_REFRESH),
+        }
+    }
+}
+
 /// The routing table that receives the peers' routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteTable(pub u32);

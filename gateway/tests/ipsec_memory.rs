@@ -69,17 +69,9 @@ impl Site {
         };
         Config {
             interface: causeway_config::Interface {
-                name: None,
-                private_key: self.secret.clone(),
-                listen_port: 51820,
-                addresses: Vec::new(),
                 mtu: MTU,
-                workers: None,
-                mss_clamp: true,
-                metrics_listen: None,
-                routes: None,
-                user: None,
                 dns_refresh: None,
+                ..causeway_config::Interface::with_defaults(self.secret.clone())
             },
             peers: Vec::new(),
             ipsec_peers: vec![p],

@@ -151,17 +151,8 @@ fn ipsec_peer(me: u8, other: u8, name: &str, site: Option<&str>, allowed_ips: &[
 fn config(sites: Vec<Site>, ipsec_peers: Vec<IpsecPeer>) -> Config {
     Config {
         interface: causeway_config::Interface {
-            name: None,
-            private_key: StaticSecret::random(&mut rand_core::OsRng),
-            listen_port: 51820,
-            addresses: Vec::new(),
-            mtu: 1420,
-            workers: None,
-            mss_clamp: true,
-            metrics_listen: None,
-            routes: None,
-            user: None,
             dns_refresh: None,
+            ..causeway_config::Interface::with_defaults(StaticSecret::random(&mut rand_core::OsRng))
         },
         peers: Vec::new(),
         ipsec_peers,

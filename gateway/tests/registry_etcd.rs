@@ -237,17 +237,9 @@ impl Gw {
         }));
         let mut cfg = Config {
             interface: Interface {
-                name: None,
-                private_key: secret.clone(),
-                listen_port: 51820,
                 addresses: vec![format!("10.255.0.{n}/32").parse().unwrap()],
-                mtu: 1420,
-                workers: None,
-                mss_clamp: true,
-                metrics_listen: None,
-                routes: None,
-                user: None,
                 dns_refresh: None,
+                ..Interface::with_defaults(secret.clone())
             },
             peers: Vec::new(),
             ipsec_peers: Vec::new(),

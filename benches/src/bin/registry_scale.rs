@@ -146,17 +146,9 @@ fn site_record(s: usize) -> (String, Vec<u8>) {
 fn file_config(secret: &StaticSecret, endpoints: Vec<String>) -> Config {
     Config {
         interface: Interface {
-            name: None,
-            private_key: secret.clone(),
-            listen_port: 51820,
             addresses: vec!["10.255.0.1/32".parse().expect("valid")],
-            mtu: 1420,
-            workers: None,
-            mss_clamp: true,
-            metrics_listen: None,
-            routes: None,
-            user: None,
             dns_refresh: None,
+            ..Interface::with_defaults(secret.clone())
         },
         peers: Vec::new(),
         ipsec_peers: Vec::new(),

@@ -133,17 +133,9 @@ pub(crate) mod tests {
     pub(crate) fn file_config(secret: &StaticSecret, site: &str, name: &str) -> Config {
         Config {
             interface: Interface {
-                name: None,
-                private_key: secret.clone(),
-                listen_port: 51820,
                 addresses: vec!["10.255.1.1/32".parse().unwrap()],
-                mtu: 1420,
-                workers: None,
-                mss_clamp: true,
-                metrics_listen: None,
-                routes: None,
-                user: None,
                 dns_refresh: None,
+                ..Interface::with_defaults(secret.clone())
             },
             peers: Vec::new(),
             ipsec_peers: Vec::new(),
