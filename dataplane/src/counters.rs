@@ -51,8 +51,6 @@ pub struct WorkerStats {
     pub udp_datagrams_sent: AtomicU64,
     pub udp_receives: AtomicU64,
     pub udp_datagrams_received: AtomicU64,
-    /// GRO receives handed to a batch whole, opened where they landed.
-    pub udp_receives_in_place: AtomicU64,
     pub tun_writes: AtomicU64,
     pub tun_packets_written: AtomicU64,
     /// Batches this worker sealed or opened, whoever read them.
@@ -79,7 +77,7 @@ impl WorkerStats {
         }
     }
 
-    pub fn snapshot(&self) -> [(&'static str, u64); 13] {
+    pub fn snapshot(&self) -> [(&'static str, u64); 12] {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("tun_reads", g(&self.tun_reads)),
@@ -88,7 +86,6 @@ impl WorkerStats {
             ("udp_datagrams_sent", g(&self.udp_datagrams_sent)),
             ("udp_receives", g(&self.udp_receives)),
             ("udp_datagrams_received", g(&self.udp_datagrams_received)),
-            ("udp_receives_in_place", g(&self.udp_receives_in_place)),
             ("tun_writes", g(&self.tun_writes)),
             ("tun_packets_written", g(&self.tun_packets_written)),
             ("crypto_batches", g(&self.crypto_batches)),

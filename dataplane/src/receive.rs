@@ -2,14 +2,12 @@
 //!
 //! 1. `worker.rs` `Worker::read_udp`: a socket read (GRO batches of one
 //!    source, split here by stride).
-//! 2. `Receiver::receive_batch` / `take_slot` / `take_datagram` (here):
-//!    the protocol sorts the datagram (`Protocol::classify`): its own
-//!    messages are handled at once (`Protocol::handle_control`, after the
-//!    data read before them is queued); data goes into a batch of one
-//!    session and source (`batch.rs`): a GRO receive that is all one
-//!    session's data becomes the batch's buffer as it is, other datagrams
-//!    are copied in. The batch joins the peer's receive queue in arrival
-//!    order (`submit`, `ordered.rs`) and becomes a job (`jobs.rs`).
+//! 2. `Receiver::receive_batch` / `take_datagram` (here): the protocol
+//!    sorts the datagram (`Protocol::classify`): its own messages are
+//!    handled at once (`Protocol::handle_control`, after the data read
+//!    before them is queued); data is copied into a batch of one session
+//!    and source (`batch.rs`), which joins the peer's receive queue in
+//!    arrival order (`submit`, `ordered.rs`) and becomes a job (`jobs.rs`).
 //! 3. `open_batch`: any worker opens the batch in place (`Session::open`)
 //!    and marks it done.
 //! 4. `Receiver::deliver_batch`: the drainer of the peer's queue, in
@@ -42,10 +40,6 @@ use crate::tun::WRITE_HEADROOM;
 
 /// Datagram buffers per receive call; with GRO each holds up to 64 KiB.
 const RX_SLOTS: usize = 16;
-/// A GRO receive at least this large is opened in place (`take_slot`);
-/// smaller ones are cheaper to copy than to give a batch of their own, and
-/// copied they share a batch with what arrives next.
-const IN_PLACE_MIN_BYTES: usize = RX_BATCH_BYTES / 4;
 /// Decrypted packets queued for one TUN write batch. tun-rs coalesces
 /// any number of packets of one UDP flow into a single GSO_UDP_L4 write,
 /// and the kernel refuses (EINVAL) such a write of more than
@@ -121,22 +115,12 @@ pub enum RxStatus {
 /// A batch being filled, and the buffer it came from in the pool.
 type Open = Option<(Arc<RxBatch>, RxData<PeerState>)>;
 
-/// What became of a GRO receive offered to a batch whole.
-enum Slot {
-    Taken,
-    /// Every batch buffer is in flight; try again at this slot.
-    NoBatch,
-    /// Not one session's data alone: sort it datagram by datagram.
-    Mixed,
-}
-
 impl Receiver {
     pub fn new(worker: usize) -> Receiver {
         Receiver {
             worker,
             observed: None,
-            // RX_BATCH_BYTES, as the pool's buffers: `take_slot` swaps them.
-            slots: (0..RX_SLOTS).map(|_| vec![0u8; RX_BATCH_BYTES]).collect(),
+            slots: (0..RX_SLOTS).map(|_| vec![0u8; 65_536]).collect(),
             meta: vec![RecvMeta::default(); RX_SLOTS],
             cursor: None,
             tun_bufs: (0..TUN_BATCH).map(|_| Vec::with_capacity(WRITE_HEADROOM + crate::tun::MAX_PACKET)).collect(),
@@ -183,19 +167,8 @@ impl Receiver {
             let meta = self.meta[i];
             let stride = meta.stride.max(1);
             let from = (meta.addr, meta.dst_ip);
-            let mut offset = if i == first_slot { first_offset } else { 0 };
-            if offset == 0 && meta.len > stride && meta.len >= IN_PLACE_MIN_BYTES {
-                match self.take_slot(proto, iface, i, &mut open, now) {
-                    Slot::Taken => continue,
-                    Slot::NoBatch => {
-                        self.cursor = Some((n, i, 0));
-                        WorkerStats::add(&iface.worker_stats[self.worker].pool_stalls, 1);
-                        return RxStatus::Stalled;
-                    }
-                    Slot::Mixed => {}
-                }
-            }
             let mut slot = std::mem::take(&mut self.slots[i]);
+            let mut offset = if i == first_slot { first_offset } else { 0 };
             while offset < meta.len {
                 let end = (offset + stride).min(meta.len);
                 let datagram = &mut slot[offset..end];
@@ -237,58 +210,6 @@ impl Receiver {
                 Err(RxStatus::Empty)
             }
         }
-    }
-
-    /// Hands slot `i`, a GRO receive of several datagrams, to a batch
-    /// whole: the slot's buffer becomes the batch's and the batch's empty
-    /// one takes its place, so the datagrams are opened where the kernel
-    /// put them instead of being copied (up to 64 KiB per receive). Only
-    /// when every datagram is data of one session; anything else (a
-    /// handshake, an unknown index, a rekey's first packets) goes the
-    /// per-datagram way (`Slot::Mixed`), which sorts them one by one.
-    fn take_slot<P: Protocol>(&mut self, proto: &P, iface: &Interface, i: usize, open: &mut Open, now: Time) -> Slot {
-        let meta = self.meta[i];
-        let stride = meta.stride.max(1);
-        if meta.len.div_ceil(stride) > RX_BATCH_DATAGRAMS || meta.len > RX_BATCH_BYTES {
-            return Slot::Mixed;
-        }
-        let mut datagrams = self.slots[i][..meta.len].chunks(stride);
-        let first = datagrams.next().expect("meta.len > stride");
-        let Inbound::Data { owner, session } = proto.classify(iface, first, now) else {
-            return Slot::Mixed;
-        };
-        for d in datagrams {
-            match proto.classify(iface, d, now) {
-                Inbound::Data { session: s, .. } if Arc::ptr_eq(&s, &session) => {}
-                _ => return Slot::Mixed,
-            }
-        }
-        let Some(peer) = self.peer_state(proto, iface, &owner) else {
-            return Slot::Mixed;
-        };
-        // What came before this slot goes first, keeping arrival order.
-        if let Some((b, d)) = open.take() {
-            submit(iface, b, d);
-        }
-        let Some(b) = iface.jobs.rx_pool.pop() else {
-            return Slot::NoBatch;
-        };
-        let mut d = std::mem::take(&mut *b.lock());
-        // Pool buffers and slots have one size, so either serves as the other.
-        debug_assert_eq!(d.buf.len(), self.slots[i].len());
-        std::mem::swap(&mut d.buf, &mut self.slots[i]);
-        d.source = Some((peer, session));
-        d.from = (meta.addr, meta.dst_ip);
-        d.reader = self.worker;
-        d.items.extend((0..meta.len).step_by(stride).map(|at| RxItem {
-            at,
-            len: stride.min(meta.len - at),
-            opened: Err(Drop::Decryption),
-        }));
-        d.len = meta.len;
-        submit(iface, b, d);
-        WorkerStats::add(&iface.worker_stats[self.worker].udp_receives_in_place, 1);
-        Slot::Taken
     }
 
     /// Queues a data datagram into the open batch, or hands one of the

@@ -154,7 +154,6 @@ fn worker_counters(w: &WorkerStats) -> WorkerCounters {
         udp_datagrams_sent: g(&w.udp_datagrams_sent),
         udp_receives: g(&w.udp_receives),
         udp_datagrams_received: g(&w.udp_datagrams_received),
-        udp_receives_in_place: g(&w.udp_receives_in_place),
         tun_writes: g(&w.tun_writes),
         tun_packets_written: g(&w.tun_packets_written),
         crypto_batches: g(&w.crypto_batches),

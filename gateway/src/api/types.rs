@@ -317,8 +317,6 @@ pub struct WorkerCounters {
     pub udp_datagrams_sent: u64,
     pub udp_receives: u64,
     pub udp_datagrams_received: u64,
-    /// Of `udp_receives`' buffers, those opened where they landed.
-    pub udp_receives_in_place: u64,
     pub tun_writes: u64,
     pub tun_packets_written: u64,
     pub crypto_batches: u64,

@@ -459,11 +459,9 @@ fn show(status: &Status) {
         "-".into()
     };
     println!(
-        "crypto: {batches} batches, {helped} by a worker other than the reader; {} helper wake-ups, {} pool stalls; \
-         {} GRO receives opened in place",
+        "crypto: {batches} batches, {helped} by a worker other than the reader; {} helper wake-ups, {} pool stalls",
         total(|w| w.helper_wakeups),
-        total(|w| w.pool_stalls),
-        total(|w| w.udp_receives_in_place)
+        total(|w| w.pool_stalls)
     );
 }
 
