@@ -190,6 +190,31 @@ fn one_peers_stream_arrives_whole_and_in_order_across_workers() {
     assert_eq!(net.dropped(), 0);
 }
 
+/// A GRO receive of datagrams nobody can open (data messages for a
+/// receiver index nobody has) is judged datagram by datagram: each is
+/// counted, and the real peer's traffic goes on.
+#[test]
+fn a_gro_receive_of_strangers_is_refused_datagram_by_datagram() {
+    let net = MemNet::new();
+    let (a, b) = (Site::new(&net, 1, 1, 64, 12), Site::new(&net, 2, 1, 64, 12));
+    link(&a, &b);
+    handshake(&a, &b);
+    let stranger = net.host("198.18.0.9".parse().unwrap(), 64);
+    let (socks, _) = causeway_dataplane::io::Bind::bind(&*stranger, 1, 40000, 0).unwrap();
+    const DATAGRAM: usize = 1032;
+    let mut contents = vec![0u8; 20 * DATAGRAM];
+    for (i, d) in contents.chunks_mut(DATAGRAM).enumerate() {
+        d[0] = 4; // a data message, for index 0xdead00xx
+        d[4..8].copy_from_slice(&[0xde, 0xad, 0, i as u8]);
+    }
+    socks[0].send(b.wan, None, &contents, Some(DATAGRAM)).unwrap();
+    wait_for("the strangers' datagrams to be counted", || {
+        b.iface.counters.nonzero().iter().map(|(_, n)| n).sum::<u64>() == 20
+    });
+    let got = stream(&a, &b, 0, 2_000, 1000, |_| {});
+    assert_in_order(&got, 0, 2_000);
+}
+
 /// Wire length of a WireGuard data message carrying `len` bytes (16-byte
 /// header, padding to 16, 16-byte tag).
 fn wire(len: usize) -> usize {
