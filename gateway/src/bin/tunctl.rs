@@ -182,8 +182,9 @@ enum PeerCommand {
         fields: PeerFields,
     },
     /// Add the peers of a file of [[peer]] tables, WireGuard or IPsec,
-    /// written as in the configuration file (`tunctl import-swanctl` and
-    /// `tunctl import-wg` print such tables). Every peer is checked first:
+    /// written as in the configuration file (`tunctl import-swanctl` prints
+    /// such tables; the [[peer]] part of `tunctl import-wg`'s output is
+    /// one too). Every peer is checked first:
     /// one refused changes nothing. causewayd reads the PSK and key files
     /// the tables name, relative ones from FILE's directory. Like `peer
     /// add`, this lasts until the next reload, which returns to the

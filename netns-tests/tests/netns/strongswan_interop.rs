@@ -21,6 +21,8 @@ struct Interop {
     _gw_b: Netns,
     host_a: Netns,
     host_b: Netns,
+    /// The masquerading router in front of gw-a, when there is one.
+    _nat: Option<Netns>,
 }
 
 impl Interop {
@@ -124,9 +126,27 @@ initiate = {}
 
 /// Builds the topology; starts the responder first, then the initiator.
 fn interop(c: Causeway<'_>, swan: impl FnOnce(Connection) -> Connection) -> Interop {
+    interop_on(c, swan, false)
+}
+
+/// As `interop`; with `behind_nat`, gw-a (198.19.0.2) reaches the WAN
+/// through a masquerading router whose outside address is 198.18.0.1, the
+/// address strongSwan expects gw-a at.
+fn interop_on(c: Causeway<'_>, swan: impl FnOnce(Connection) -> Connection, behind_nat: bool) -> Interop {
     let gw_a = Netns::new("gw-a").unwrap();
     let gw_b = Netns::new("gw-b").unwrap();
-    lab::veth(&gw_a, "wan0", &["198.18.0.1/24"], &gw_b, "wan0", &["198.18.0.2/24"]).unwrap();
+    let nat = if behind_nat {
+        let router = Netns::new("nat").unwrap();
+        lab::veth(&gw_b, "wan0", &["198.18.0.2/24"], &router, "up0", &["198.18.0.1/24"]).unwrap();
+        lab::veth(&router, "in0", &["198.19.0.1/24"], &gw_a, "wan0", &["198.19.0.2/24"]).unwrap();
+        gw_a.ip(&["route", "add", "default", "via", "198.19.0.1"]).unwrap();
+        router.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).unwrap();
+        router.exec("iptables", &["-t", "nat", "-A", "POSTROUTING", "-o", "up0", "-j", "MASQUERADE"]).unwrap();
+        Some(router)
+    } else {
+        lab::veth(&gw_a, "wan0", &["198.18.0.1/24"], &gw_b, "wan0", &["198.18.0.2/24"]).unwrap();
+        None
+    };
     let host_a = lan(&gw_a, "host-a", "10.94.1");
     let host_b = lan(&gw_b, "host-b", "10.94.2");
     let dir = tempfile::tempdir().unwrap();
@@ -149,7 +169,7 @@ fn interop(c: Causeway<'_>, swan: impl FnOnce(Connection) -> Connection) -> Inte
         let gw = Gateway::launch(&gw_a, ifname, &path, public).unwrap();
         (gw, Charon::start(&gw_b, dir.path(), &conn).unwrap())
     };
-    Interop { charon, gw: Some(gw), dir, gw_a, _gw_b: gw_b, host_a, host_b }
+    Interop { charon, gw: Some(gw), dir, gw_a, _gw_b: gw_b, host_a, host_b, _nat: nat }
 }
 
 /// Both ends agree on the SAs, and the hosts reach each other.
@@ -190,6 +210,26 @@ const PROPOSAL_SETS: [(&str, &str, &str, &str); 4] = [
     ("aes256gcm16-prfsha384-ecp384", "aes256gcm16", "AES_GCM_16-256/PRF_HMAC_SHA2_384/ECP_384", "AES_GCM_16-256"),
     ("aes128gcm16-prfsha256-ecp256", "aes128gcm16", "AES_GCM_16-128/PRF_HMAC_SHA2_256/ECP_256", "AES_GCM_16-128"),
 ];
+
+/// Causeway behind a NAT, strongSwan outside it: IKE moves to port 4500,
+/// ESP travels in UDP through the router's mappings, and the hosts behind
+/// both ends reach each other. (kernel-libipsec's `encap = yes` makes
+/// strongSwan claim a NAT even without one; here the NAT is real, and
+/// strongSwan only ever sees the router's outside address.)
+#[test]
+fn causeway_behind_a_nat_with_strongswan() {
+    let Some(_lab) = lab_or_skip("causeway_behind_a_nat_with_strongswan") else {
+        return;
+    };
+    let p = interop_on(Causeway::default(), |c| c, true);
+    carries_traffic(&p, PROPOSAL_SETS[0].2, PROPOSAL_SETS[0].3);
+    let st = p.ipsec_status();
+    assert_eq!(st["nat"], true, "causewayd saw the NAT: {st}");
+    assert!(st["remote"].as_str().unwrap().ends_with(":4500"), "IKE moved to 4500: {st}");
+    // strongSwan knows gw-a by the router's outside address only.
+    let list = p.charon.list_sas().unwrap();
+    assert!(list.contains("198.18.0.1[") && !list.contains("198.19.0.2["), "{list}");
+}
 
 /// Each IKE and ESP proposal set, with Causeway initiating.
 #[test]
