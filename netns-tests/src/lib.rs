@@ -406,6 +406,32 @@ pub fn lan(gw: &Netns, tag: &str, net: &str) -> Netns {
     host
 }
 
+/// A masquerading router between `inside` and the WAN of `outside`:
+/// `outside`'s wan0 has `outside_ip`, the router's up0 `router_ip` (both
+/// /24); `inside`'s wan0 is 198.19.0.2/24 behind the router's 198.19.0.1,
+/// its default route. With `udp_timeout`, the router forgets an idle UDP
+/// mapping after that many seconds, so only keepalives hold one.
+pub fn masquerading_router(
+    outside: &Netns,
+    outside_ip: &str,
+    router_ip: &str,
+    inside: &Netns,
+    udp_timeout: Option<u32>,
+) -> Netns {
+    let router = Netns::new("nat").unwrap();
+    lab::veth(outside, "wan0", &[&format!("{outside_ip}/24")], &router, "up0", &[&format!("{router_ip}/24")]).unwrap();
+    lab::veth(&router, "in0", &["198.19.0.1/24"], inside, "wan0", &["198.19.0.2/24"]).unwrap();
+    inside.ip(&["route", "add", "default", "via", "198.19.0.1"]).unwrap();
+    router.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).unwrap();
+    router.exec("iptables", &["-t", "nat", "-A", "POSTROUTING", "-o", "up0", "-j", "MASQUERADE"]).unwrap();
+    if let Some(secs) = udp_timeout {
+        for key in ["net.netfilter.nf_conntrack_udp_timeout", "net.netfilter.nf_conntrack_udp_timeout_stream"] {
+            router.exec("sysctl", &["-qw", &format!("{key}={secs}")]).unwrap();
+        }
+    }
+    router
+}
+
 /// What a fleet test needs besides the lab's usual tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FleetNeeds {

@@ -203,15 +203,8 @@ fn through_a_nat_esp_moves_into_udp_and_keepalives_hold_the_mapping() {
         return;
     };
     let b = Netns::new("b").unwrap();
-    let router = Netns::new("nat").unwrap();
     let a = Netns::new("a").unwrap();
-    lab::veth(&b, "wan0", &["198.18.0.1/24"], &router, "up0", &["198.18.0.2/24"]).unwrap();
-    lab::veth(&router, "in0", &["198.19.0.1/24"], &a, "wan0", &["198.19.0.2/24"]).unwrap();
-    a.ip(&["route", "add", "default", "via", "198.19.0.1"]).unwrap();
-    router.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).unwrap();
-    router.exec("iptables", &["-t", "nat", "-A", "POSTROUTING", "-o", "up0", "-j", "MASQUERADE"]).unwrap();
-    router.exec("sysctl", &["-qw", "net.netfilter.nf_conntrack_udp_timeout=3"]).unwrap();
-    router.exec("sysctl", &["-qw", "net.netfilter.nf_conntrack_udp_timeout_stream=3"]).unwrap();
+    let router = masquerading_router(&b, "198.18.0.1", "198.18.0.2", &a, Some(3));
     // b knows a by the NAT's outside address.
     let p = start_pair(
         a,

@@ -13,16 +13,9 @@ fn persistent_keepalive_holds_the_nat_mapping() {
     };
     let dir = tempfile::tempdir().unwrap();
     let hub = Netns::new("hub").unwrap();
-    let router = Netns::new("nat").unwrap();
     let spoke = Netns::new("spoke").unwrap();
-    lab::veth(&hub, "wan0", &["198.18.0.1/24"], &router, "up0", &["198.18.0.2/24"]).unwrap();
-    lab::veth(&router, "in0", &["198.19.0.1/24"], &spoke, "wan0", &["198.19.0.2/24"]).unwrap();
-    spoke.ip(&["route", "add", "default", "via", "198.19.0.1"]).unwrap();
-    router.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).unwrap();
-    router.exec("iptables", &["-t", "nat", "-A", "POSTROUTING", "-o", "up0", "-j", "MASQUERADE"]).unwrap();
     // Idle UDP mappings vanish after 3 s here, so only keepalives keep one.
-    router.exec("sysctl", &["-qw", "net.netfilter.nf_conntrack_udp_timeout=3"]).unwrap();
-    router.exec("sysctl", &["-qw", "net.netfilter.nf_conntrack_udp_timeout_stream=3"]).unwrap();
+    let _router = masquerading_router(&hub, "198.18.0.1", "198.18.0.2", &spoke, Some(3));
 
     let (kh, ph) = keypair();
     let (ks, ps) = keypair();

@@ -136,13 +136,7 @@ fn interop_on(c: Causeway<'_>, swan: impl FnOnce(Connection) -> Connection, behi
     let gw_a = Netns::new("gw-a").unwrap();
     let gw_b = Netns::new("gw-b").unwrap();
     let nat = if behind_nat {
-        let router = Netns::new("nat").unwrap();
-        lab::veth(&gw_b, "wan0", &["198.18.0.2/24"], &router, "up0", &["198.18.0.1/24"]).unwrap();
-        lab::veth(&router, "in0", &["198.19.0.1/24"], &gw_a, "wan0", &["198.19.0.2/24"]).unwrap();
-        gw_a.ip(&["route", "add", "default", "via", "198.19.0.1"]).unwrap();
-        router.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).unwrap();
-        router.exec("iptables", &["-t", "nat", "-A", "POSTROUTING", "-o", "up0", "-j", "MASQUERADE"]).unwrap();
-        Some(router)
+        Some(masquerading_router(&gw_b, "198.18.0.2", "198.18.0.1", &gw_a, None))
     } else {
         lab::veth(&gw_a, "wan0", &["198.18.0.1/24"], &gw_b, "wan0", &["198.18.0.2/24"]).unwrap();
         None
