@@ -24,7 +24,7 @@ mod validate;
 
 pub use error::{ConfigError, Problem};
 pub use key::{parse_key, KeyError};
-pub use peer_file::{load_peers, parse_peers, PeerFile};
+pub use peer_file::{parse_peers, PeerFile};
 pub use prefix::{parse_address, parse_allowed_ip};
 pub use registry::{
     etcd_url, registry_prefix, DEFAULT_LEASE_TTL, DEFAULT_REGISTRY_FAILOVER, DEFAULT_REGISTRY_KEEPALIVE,

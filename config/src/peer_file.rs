@@ -27,13 +27,6 @@ impl PeerFile {
     }
 }
 
-/// Reads and checks the peer file at `path`.
-pub fn load_peers(path: &Path) -> Result<PeerFile, ConfigError> {
-    let source =
-        std::fs::read_to_string(path).map_err(|reason| ConfigError::Read { path: path.to_path_buf(), reason })?;
-    parse_peers(&source, path)
-}
-
 /// Checks peer-file text; `path` names it in errors and anchors relative
 /// `psk_file` and `preshared_key_file` paths.
 pub fn parse_peers(source: &str, path: &Path) -> Result<PeerFile, ConfigError> {
