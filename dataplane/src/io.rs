@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 pub use quinn_udp::RecvMeta;
 
+use crate::gro::Offload;
+
 /// The TUN queue was closed: the interface is gone.
 #[derive(Debug)]
 pub struct TunGone;
@@ -30,10 +32,16 @@ pub trait Tun: Send {
     /// MTU-sized packets.
     fn read_batch(&mut self, bufs: &mut [Vec<u8>], sizes: &mut [usize], offset: usize) -> io::Result<usize>;
 
-    /// Writes packets, each starting `WRITE_HEADROOM` bytes into its
-    /// buffer and running to the buffer's end (the headroom takes the
-    /// virtio header when offload coalesces them).
-    fn write_batch(&mut self, bufs: &mut [Vec<u8>]) -> io::Result<()>;
+    /// The offloads the queue takes, which decide what `write_batch` may
+    /// be given. None by default.
+    fn offload(&self) -> Offload {
+        Offload::default()
+    }
+
+    /// Writes buffers, each a virtio header of `WRITE_HEADROOM` bytes and
+    /// a packet (`gro.rs`): a coalesced one, which the header describes,
+    /// only within what `offload` allows; otherwise the header is zero.
+    fn write_batch(&mut self, bufs: &[Vec<u8>]) -> io::Result<()>;
 }
 
 /// The outcome of a send that had a sticky source address.

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod counters;
 pub mod esp_link;
 pub mod flow_hash;
+pub mod gro;
 pub mod health;
 pub mod interface;
 pub mod io;

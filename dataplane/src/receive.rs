@@ -16,7 +16,9 @@
 //!    and the crypto source filter (the source must be in the sending
 //!    peer's allowed IPs, or in a site's prefixes when the peer is one of
 //!    the site's gateways), and queues the packet for the TUN.
-//! 5. `Receiver::write_tun`: one coalesced (GRO) TUN write, before
+//!    Each packet is copied into a TUN write buffer, joining its flow's
+//!    run where it continues one (GRO, `gro.rs`).
+//! 5. `Receiver::write_tun`: the TUN writes, one per buffer, before
 //!    another worker may drain this peer (`Sink::flush`).
 //!
 //! Nothing here knows the protocol: it calls `Protocol` and `Session`.
@@ -29,6 +31,7 @@ use causeway_wireguard::Time;
 
 use crate::batch::{RxData, RxItem, RX_BATCH_BYTES, RX_BATCH_DATAGRAMS};
 use crate::counters::{Drop, WorkerStats};
+use crate::gro::{Offload, TunWrites};
 use crate::interface::Interface;
 use crate::io::{RecvMeta, Socket, Tun, TunGone};
 use crate::jobs::Job;
@@ -36,15 +39,11 @@ use crate::ordered::Sink;
 use crate::peer::{PeerState, RxBatch};
 use crate::protocol::{Inbound, Protocol};
 use crate::route::Route;
-use crate::tun::WRITE_HEADROOM;
 
 /// Datagram buffers per receive call; with GRO each holds up to 64 KiB.
 const RX_SLOTS: usize = 16;
-/// Decrypted packets queued for one TUN write batch. tun-rs coalesces
-/// any number of packets of one UDP flow into a single GSO_UDP_L4 write,
-/// and the kernel refuses (EINVAL) such a write of more than
-/// UDP_MAX_SEGMENTS = 128 segments, losing the whole batch; at most 128
-/// packets per batch keeps every coalesced write within that limit.
+/// TUN write buffers per batch of writes (each a packet or a coalesced
+/// run of up to 64 KiB).
 const TUN_BATCH: usize = 128;
 
 /// Length and source of a well-formed inner IP packet inside the padded plaintext.
@@ -90,9 +89,8 @@ pub struct Receiver {
     /// Where handling of the last receive stopped when every batch buffer
     /// was in flight: (slots filled, slot, offset in it).
     cursor: Option<(usize, usize, usize)>,
-    /// Decrypted packets, each after WRITE_HEADROOM bytes, for the TUN.
-    tun_bufs: Vec<Vec<u8>>,
-    tun_len: usize,
+    /// Decrypted packets waiting for the TUN.
+    to_tun: TunWrites,
     /// Last peer seen, to skip the map lookup for runs from one peer.
     last_peer: Option<Arc<PeerState>>,
     /// Index of the worker this belongs to, for its statistics.
@@ -116,15 +114,15 @@ pub enum RxStatus {
 type Open = Option<(Arc<RxBatch>, RxData<PeerState>)>;
 
 impl Receiver {
-    pub fn new(worker: usize) -> Receiver {
+    /// For worker `worker`, whose TUN queue takes `offload`.
+    pub fn new(worker: usize, offload: Offload) -> Receiver {
         Receiver {
             worker,
             observed: None,
             slots: (0..RX_SLOTS).map(|_| vec![0u8; 65_536]).collect(),
             meta: vec![RecvMeta::default(); RX_SLOTS],
             cursor: None,
-            tun_bufs: (0..TUN_BATCH).map(|_| Vec::with_capacity(WRITE_HEADROOM + crate::tun::MAX_PACKET)).collect(),
-            tun_len: 0,
+            to_tun: TunWrites::new(TUN_BATCH, offload),
             last_peer: None,
         }
     }
@@ -355,14 +353,10 @@ impl Receiver {
                     iface.counters.count(Drop::SourceNotAllowed);
                     continue;
                 }
-                let out = &mut self.tun_bufs[self.tun_len];
-                out.clear();
-                out.resize(WRITE_HEADROOM, 0);
-                out.extend_from_slice(&plaintext[..len]);
-                self.tun_len += 1;
-                if self.tun_len == TUN_BATCH && self.write_tun(iface, tun).is_err() {
+                if self.to_tun.is_full() && self.write_tun(iface, tun).is_err() {
                     gone = true;
                 }
+                self.to_tun.push(&plaintext[..len]);
             }
         }
         d.reset();
@@ -379,14 +373,18 @@ impl Receiver {
     /// Writes queued packets to the TUN; Err when the TUN is gone.
     pub fn write_tun(&mut self, iface: &Interface, tun: &mut dyn Tun) -> Result<(), TunGone> {
         self.observed = None;
-        if self.tun_len == 0 {
+        if self.to_tun.is_empty() {
             return Ok(());
         }
-        let result = tun.write_batch(&mut self.tun_bufs[..self.tun_len]);
+        let bufs = self.to_tun.finish();
+        let writes = bufs.len();
+        let result = tun.write_batch(bufs);
         let stats = &iface.worker_stats[self.worker];
-        WorkerStats::add(&stats.tun_writes, 1);
-        WorkerStats::add(&stats.tun_packets_written, self.tun_len as u64);
-        self.tun_len = 0;
+        // One write syscall per buffer: packets per write is how well
+        // the runs coalesced.
+        WorkerStats::add(&stats.tun_writes, writes as u64);
+        WorkerStats::add(&stats.tun_packets_written, self.to_tun.packets() as u64);
+        self.to_tun.clear();
         match result {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBADFD) || e.raw_os_error() == Some(libc::EIO) => Err(TunGone),

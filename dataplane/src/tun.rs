@@ -1,12 +1,14 @@
 //! The multi-queue TUN device: one queue per worker, with vnet_hdr offload
 //! when the kernel offers it, so the kernel hands over TSO super-packets
-//! (split here into MTU-sized packets) and takes GRO-coalesced writes.
+//! (split here into MTU-sized packets) and takes writes coalesced by
+//! `gro.rs`.
 
 use std::io;
 
 use ipnet::IpNet;
-use tun_rs::{DeviceBuilder, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
+use tun_rs::{DeviceBuilder, SyncDevice, VIRTIO_NET_HDR_LEN};
 
+use crate::gro::Offload;
 use crate::io::Tun;
 
 /// Largest IP packet a TUN queue hands over or takes.
@@ -19,7 +21,6 @@ pub struct TunQueue {
     offload: bool,
     /// Scratch for one raw read (virtio header and a TSO super-packet).
     raw: Vec<u8>,
-    gro: GROTable,
 }
 
 /// Creates interface `name` with `queues` queues. Addresses are assigned and
@@ -66,7 +67,7 @@ pub fn create(name: &str, mtu: u32, addresses: &[IpNet], queues: usize) -> io::R
     devs.into_iter()
         .map(|dev| {
             dev.set_nonblocking(true)?;
-            Ok(TunQueue { dev, offload, raw: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET], gro: GROTable::default() })
+            Ok(TunQueue { dev, offload, raw: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET] })
         })
         .collect()
 }
@@ -93,21 +94,24 @@ impl Tun for TunQueue {
         }
     }
 
-    /// Coalesces TCP/UDP flows when offload is on.
-    fn write_batch(&mut self, bufs: &mut [Vec<u8>]) -> io::Result<()> {
-        if bufs.is_empty() {
-            return Ok(());
-        }
-        if self.offload {
-            self.dev.send_multiple(&mut self.gro, bufs, WRITE_HEADROOM).map(|_| ())
-        } else {
-            let mut result = Ok(());
-            for b in bufs.iter() {
-                if let Err(e) = self.dev.send(&b[WRITE_HEADROOM..]) {
-                    result = Err(e);
+    fn offload(&self) -> Offload {
+        Offload { tcp: self.offload, udp: self.offload && self.dev.udp_gso() }
+    }
+
+    /// One write per buffer: with offload the virtio header goes too, and
+    /// tells the kernel how to cut a coalesced packet. A failed write is
+    /// reported after the others were tried; a gone TUN (EBADFD) at once.
+    fn write_batch(&mut self, bufs: &[Vec<u8>]) -> io::Result<()> {
+        let from = if self.offload { 0 } else { WRITE_HEADROOM };
+        let mut result = Ok(());
+        for b in bufs {
+            if let Err(e) = self.dev.send(&b[from..]) {
+                if e.raw_os_error() == Some(libc::EBADFD) {
+                    return Err(e);
                 }
+                result = Err(e);
             }
-            result
         }
+        result
     }
 }

@@ -238,13 +238,14 @@ impl<T: Tun, P: Protocol> Worker<T, P> {
 /// TUN queue goes away. `wake` is the read end of the pipe the interface
 /// writes to (`Interface::register_waker`, in index order).
 pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, mut wake: UnixStream) {
+    let offload = tun.offload();
     let mut w = Worker {
         iface: iface.clone(),
         index,
         tun,
         proto: Tunnels,
         sender: Sender::new(index),
-        receiver: Receiver::new(index),
+        receiver: Receiver::new(index, offload),
         bufs: (0..READ_BATCH).map(|_| vec![0u8; MAX_PACKET]).collect(),
         sizes: vec![0usize; READ_BATCH],
         unsent: (0, 0),
