@@ -72,6 +72,8 @@ struct Segment {
     seq: u32,
     ack: u32,
     psh: bool,
+    /// Whether it may join a run (else it only ends its flow's run).
+    joinable: bool,
 }
 
 /// A buffer's state: the flow it holds and whether it may grow.
@@ -149,7 +151,7 @@ impl TunWrites {
         assert!(packet.len() <= MAX_PACKET, "an IP packet is at most 64 KiB");
         self.packets += 1;
         let segment = parse(packet, self.offload);
-        if let Some(s) = &segment {
+        if let Some(s) = segment.as_ref().filter(|s| s.joinable) {
             if let Some(i) = self.items[..self.used].iter().rposition(|it| it.key == Some(s.key)) {
                 if self.joins(i, s, packet) {
                     self.append(i, s, packet);
@@ -162,7 +164,7 @@ impl TunWrites {
         buf.resize(VIRTIO_NET_HDR_LEN, 0);
         buf.extend_from_slice(packet);
         self.items[self.used] = match segment {
-            Some(s) => Item {
+            Some(s) if s.joinable => Item {
                 key: Some(s.key),
                 iph_len: s.iph_len,
                 l4h_len: s.l4h_len,
@@ -173,6 +175,9 @@ impl TunWrites {
                 open: !s.psh,
                 head_verified: false,
             },
+            // The flow's newest buffer now, and closed: nothing after it
+            // may join a run before it.
+            Some(s) => Item { key: Some(s.key), ..EMPTY },
             None => EMPTY,
         };
         self.used += 1;
@@ -311,27 +316,34 @@ fn ip_fields_equal(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-/// The packet as a segment that may coalesce, or None.
+/// The packet's flow, for a TCP or UDP packet of a protocol the TUN
+/// coalesces, and whether it may join a run. A packet of the flow that
+/// may not (a pure ACK, a SYN, a datagram without a checksum) still ends
+/// the flow's run, or a later segment would be written before it.
 fn parse(p: &[u8], offload: Offload) -> Option<Segment> {
-    let (v6, iph_len, proto) = match p.first()? >> 4 {
+    let (v6, iph_len, proto, plain) = match p.first()? >> 4 {
         4 if p.len() >= 20 => {
-            let no_options = p[0] & 0x0f == 5;
+            let ihl = (p[0] & 0x0f) as usize * 4;
+            let offset = u16::from_be_bytes([p[6], p[7]]) & 0x1fff;
+            let more_fragments = p[6] & 0x20 != 0;
+            // A later fragment has no ports: it is no flow's.
+            if ihl < 20 || offset != 0 {
+                return None;
+            }
             let whole = u16::from_be_bytes([p[2], p[3]]) as usize == p.len();
-            // MF set or a fragment offset: a fragment.
-            let fragment = p[6] & 0x3f != 0 || p[7] != 0;
-            if !no_options || !whole || fragment {
-                return None;
-            }
-            (false, 20, p[9])
+            (false, ihl, p[9], ihl == 20 && whole && !more_fragments)
         }
-        6 if p.len() >= 40 => {
-            if 40 + u16::from_be_bytes([p[4], p[5]]) as usize != p.len() {
-                return None;
-            }
-            (true, 40, p[6])
-        }
+        6 if p.len() >= 40 => (true, 40, p[6], 40 + u16::from_be_bytes([p[4], p[5]]) as usize == p.len()),
         _ => return None,
     };
+    let coalesced = match proto {
+        TCP => offload.tcp,
+        UDP => offload.udp,
+        _ => false,
+    };
+    if !coalesced || p.len() < iph_len + 4 {
+        return None;
+    }
     let mut addrs = [0u8; 32];
     if v6 {
         addrs.copy_from_slice(&p[8..40]);
@@ -339,33 +351,33 @@ fn parse(p: &[u8], offload: Offload) -> Option<Segment> {
         addrs[..8].copy_from_slice(&p[12..20]);
     }
     let l4 = &p[iph_len..];
-    let (l4h_len, seq, ack, psh) = match proto {
-        TCP if offload.tcp && l4.len() >= 20 => {
+    let key = FlowKey { proto, v6, addrs, ports: [l4[0], l4[1], l4[2], l4[3]] };
+    let mut s = Segment { key, iph_len, l4h_len: 0, payload: 0, seq: 0, ack: 0, psh: false, joinable: false };
+    if !plain {
+        return Some(s);
+    }
+    match proto {
+        TCP if l4.len() >= 20 => {
             let l4h_len = (l4[12] >> 4) as usize * 4;
             let flags = l4[13];
-            if !(20..=l4.len()).contains(&l4h_len) || (flags != TCP_ACK && flags != TCP_ACK | TCP_PSH) {
-                return None;
+            if (20..l4.len()).contains(&l4h_len) && (flags == TCP_ACK || flags == TCP_ACK | TCP_PSH) {
+                let word = |at: usize| u32::from_be_bytes([l4[at], l4[at + 1], l4[at + 2], l4[at + 3]]);
+                s.l4h_len = l4h_len;
+                (s.seq, s.ack, s.psh) = (word(4), word(8), flags & TCP_PSH != 0);
+                s.joinable = true;
             }
-            let word = |at: usize| u32::from_be_bytes([l4[at], l4[at + 1], l4[at + 2], l4[at + 3]]);
-            (l4h_len, word(4), word(8), flags & TCP_PSH != 0)
         }
-        UDP if offload.udp && l4.len() >= 8 => {
+        UDP if l4.len() > 8 => {
             let length_ok = u16::from_be_bytes([l4[4], l4[5]]) as usize == l4.len();
-            // An IPv4 datagram without a checksum (zero) has none to verify.
+            // A datagram without a checksum (zero) has none to verify.
             let has_checksum = l4[6] != 0 || l4[7] != 0;
-            if !length_ok || !has_checksum {
-                return None;
-            }
-            (8, 0, 0, false)
+            s.l4h_len = 8;
+            s.joinable = length_ok && has_checksum;
         }
-        _ => return None,
-    };
-    let payload = l4.len() - l4h_len;
-    if payload == 0 {
-        return None;
+        _ => {}
     }
-    let ports = [l4[0], l4[1], l4[2], l4[3]];
-    Some(Segment { key: FlowKey { proto, v6, addrs, ports }, iph_len, l4h_len, payload, seq, ack, psh })
+    s.payload = l4.len() - s.l4h_len.min(l4.len());
+    Some(s)
 }
 
 #[cfg(test)]
@@ -543,6 +555,27 @@ mod tests {
         let out = written(&mut w);
         assert_eq!(out, [vec![good0], vec![bad.clone()], vec![good2]]);
         assert_eq!(out[1][0], bad, "written as it came, its checksum still wrong");
+    }
+
+    /// A packet of the flow that may not join (a datagram without a
+    /// checksum, a pure ACK) ends the run: what follows it is written
+    /// after it, not appended to the run before it.
+    #[test]
+    fn a_packet_that_cannot_join_keeps_its_place_in_the_flow() {
+        let mut unchecked = udp(false, 1, 1111, 500, 1);
+        unchecked[26..28].fill(0);
+        let sent = [udp(false, 0, 1111, 500, 0), unchecked, udp(false, 2, 1111, 500, 2), udp(false, 3, 1111, 500, 3)];
+        let mut w = TunWrites::new(8, BOTH);
+        sent.iter().for_each(|p| w.push(p));
+        let out = written(&mut w);
+        assert_eq!(out.concat(), sent, "in the order sent");
+        assert_eq!(out.len(), 3, "the datagrams after it still coalesce");
+
+        let pure_ack = tcp(false, 2, 2000, 7, TCP_ACK, 0);
+        let sent = [tcp(false, 1, 1000, 7, TCP_ACK, 1000), pure_ack, tcp(false, 3, 2000, 7, TCP_ACK, 1000)];
+        let mut w = TunWrites::new(8, BOTH);
+        sent.iter().for_each(|p| w.push(p));
+        assert_eq!(written(&mut w).concat(), sent, "in the order sent");
     }
 
     #[test]

@@ -72,6 +72,19 @@ pub fn create(name: &str, mtu: u32, addresses: &[IpNet], queues: usize) -> io::R
         .collect()
 }
 
+/// tun-rs completes a checksum the kernel left partial (NEEDS_CSUM) by
+/// writing the complement of the sum, which is 0 when the sum is 0xffff;
+/// a UDP checksum of 0 means "none" (RFC 768), which IPv6 forbids (RFC
+/// 8200 8.1), so the receiver would drop about one IPv6 datagram in
+/// 65,536. The kernel writes 0xffff there instead, as here. (IPv4 takes
+/// 0 as "no checksum", so its datagrams arrive; this leaves them alone.)
+fn mend_udp6_checksum(p: &mut [u8]) {
+    if p.len() >= 48 && p[0] >> 4 == 6 && p[6] == 17 && p[46] == 0 && p[47] == 0 {
+        p[46] = 0xff;
+        p[47] = 0xff;
+    }
+}
+
 impl TunQueue {
     pub fn offload(&self) -> bool {
         self.offload
@@ -86,7 +99,11 @@ impl Tun for TunQueue {
 
     fn read_batch(&mut self, bufs: &mut [Vec<u8>], sizes: &mut [usize], offset: usize) -> io::Result<usize> {
         if self.offload {
-            self.dev.recv_multiple(&mut self.raw, bufs, sizes, offset)
+            let n = self.dev.recv_multiple(&mut self.raw, bufs, sizes, offset)?;
+            for (buf, &len) in bufs.iter_mut().zip(sizes.iter()).take(n) {
+                mend_udp6_checksum(&mut buf[offset..offset + len]);
+            }
+            Ok(n)
         } else {
             let n = self.dev.recv(&mut bufs[0][offset..])?;
             sizes[0] = n;
@@ -113,5 +130,30 @@ impl Tun for TunQueue {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_udp_checksum_in_ipv6_becomes_all_ones() {
+        let mut p = vec![0u8; 60];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&20u16.to_be_bytes());
+        p[6] = 17;
+        // A UDP datagram whose completed checksum came out as 0.
+        mend_udp6_checksum(&mut p);
+        assert_eq!(&p[46..48], &[0xff, 0xff]);
+        p[46..48].copy_from_slice(&[0x12, 0x34]);
+        mend_udp6_checksum(&mut p);
+        assert_eq!(&p[46..48], &[0x12, 0x34], "a checksum is left as it is");
+        let mut v4 = vec![0u8; 48];
+        v4[0] = 0x45;
+        v4[9] = 17;
+        let before = v4.clone();
+        mend_udp6_checksum(&mut v4);
+        assert_eq!(v4, before, "IPv4 is left alone: 0 is \"no checksum\" there");
     }
 }
