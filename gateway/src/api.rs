@@ -232,6 +232,8 @@ mod tests {
         assert_eq!(owner("10.6.1.1").as_deref(), Some("west"));
         let e = refused(&gw, add(west.to_string()));
         assert_eq!(e, "name west is used by another peer", "an IPsec peer's name is taken too");
+        let e = refused(&gw, serde_json::json!({"op": "peer_add", "name": "west", "public_key": public_key()}));
+        assert_eq!(e, "name west is used by another peer", "by `peer add` as well");
         assert_eq!(
             ask::<String>(&gw, serde_json::json!({"op": "peer_remove", "peer": "west"})),
             Reply::Ok("removed west".into())

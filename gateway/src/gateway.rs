@@ -87,6 +87,15 @@ impl Gateway {
         lock(&self.ike).clone()
     }
 
+    /// Whether a running peer of either protocol has this name; a
+    /// WireGuard peer with key `except` (the one being changed) aside.
+    /// Names are unique across protocols: tunctl, metrics and the logs
+    /// know a peer by its name alone.
+    pub fn name_in_use(&self, name: &str, except: Option<&causeway_wireguard::PublicKey>) -> bool {
+        self.peers().iter().any(|p| p.name() == name && Some(p.public_key()) != except)
+            || self.ike().is_some_and(|ike| ike.peer_names().iter().any(|n| n == name))
+    }
+
     /// Other ports than 500 and 4500, before the first IPsec peer (tests).
     pub fn set_ipsec_ports(&self, ike: u16, nat_t: u16) {
         *lock(&self.ipsec_ports) = (ike, nat_t);

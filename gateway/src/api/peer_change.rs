@@ -13,6 +13,7 @@ use ipnet::IpNet;
 
 use super::error::ApiError;
 use super::types::PeerChange;
+use crate::gateway::Gateway;
 
 /// A peer description from a request, over `base` (the current peer for
 /// `peer_set`).
@@ -87,7 +88,8 @@ fn current(iface: &Interface, p: &Arc<PeerState>) -> causeway_config::Peer {
 
 /// Adds (`existing` None) or changes a peer, refusing clashes of name,
 /// key or prefixes with the other peers. Says what it did.
-pub fn put_peer(iface: &Interface, req: &PeerChange, existing: Option<Arc<PeerState>>) -> Result<String, ApiError> {
+pub fn put_peer(gw: &Gateway, req: &PeerChange, existing: Option<Arc<PeerState>>) -> Result<String, ApiError> {
+    let iface: &Interface = gw;
     let base = existing.as_ref().map(|p| current(iface, p));
     let p = peer_from_change(req, base)?;
     if existing.is_none() && iface.peer(&p.public_key).is_some() {
@@ -96,7 +98,7 @@ pub fn put_peer(iface: &Interface, req: &PeerChange, existing: Option<Arc<PeerSt
     if iface.device.public_key() == Some(p.public_key) {
         return Err(ApiError::OwnKey);
     }
-    if iface.peers().iter().any(|o| o.name() == p.name && o.public_key() != &p.public_key) {
+    if gw.name_in_use(&p.name, Some(&p.public_key)) {
         return Err(ApiError::NameTaken(p.name));
     }
     if let Some(clash) = crate::reload::overlap(iface, &p.public_key, &p.allowed_ips) {

@@ -14,13 +14,8 @@ use crate::report::Report;
 
 /// Why one of the file's peers cannot join the running ones, if it cannot.
 fn clash(gw: &Gateway, file: &PeerFile) -> Result<(), ApiError> {
-    let ike = gw.ike();
-    let running_names: Vec<String> =
-        gw.peers().iter().map(|p| p.name()).chain(ike.iter().flat_map(|i| i.peer_names())).collect();
-    for name in file.names() {
-        if running_names.iter().any(|n| n == name) {
-            return Err(ApiError::NameTaken(name.to_string()));
-        }
+    if let Some(name) = file.names().into_iter().find(|name| gw.name_in_use(name, None)) {
+        return Err(ApiError::NameTaken(name.to_string()));
     }
     for p in &file.peers {
         if gw.peer(&p.public_key).is_some() {
