@@ -307,6 +307,9 @@ impl Receiver {
             // The batch is one peer's: whether it serves the site last
             // looked up holds for the whole batch.
             let mut site_checked: Option<(*const crate::site::Site, bool)> = None;
+            // A batch is mostly one flow's packets: the verdict for the
+            // source last looked up holds for the next with that source.
+            let mut last_source: Option<(IpAddr, bool)> = None;
             for item in items.iter() {
                 let opened = match item.opened {
                     Ok(o) => o,
@@ -337,17 +340,24 @@ impl Receiver {
                 if let Some(limits) = mss {
                     crate::mss::clamp(&mut plaintext[..len], limits);
                 }
-                let allowed = match routes.lookup(inner_source) {
-                    Some(Route::Peer(owner)) => Arc::ptr_eq(owner, &ps),
-                    Some(Route::Site(site)) => match site_checked {
-                        Some((s, member)) if std::ptr::eq(s, Arc::as_ptr(site)) => member,
-                        _ => {
-                            let member = site.table().has_member(&ps);
-                            site_checked = Some((Arc::as_ptr(site), member));
-                            member
-                        }
-                    },
-                    None => false,
+                let allowed = match last_source {
+                    Some((source, allowed)) if source == inner_source => allowed,
+                    _ => {
+                        let allowed = match routes.lookup(inner_source) {
+                            Some(Route::Peer(owner)) => Arc::ptr_eq(owner, &ps),
+                            Some(Route::Site(site)) => match site_checked {
+                                Some((s, member)) if std::ptr::eq(s, Arc::as_ptr(site)) => member,
+                                _ => {
+                                    let member = site.table().has_member(&ps);
+                                    site_checked = Some((Arc::as_ptr(site), member));
+                                    member
+                                }
+                            },
+                            None => false,
+                        };
+                        last_source = Some((inner_source, allowed));
+                        allowed
+                    }
                 };
                 if !allowed {
                     iface.counters.count(Drop::SourceNotAllowed);

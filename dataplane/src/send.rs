@@ -126,13 +126,25 @@ impl Sender {
         // safe key.
         let mut site_table: Option<(*const Site, Arc<SiteTable>)> = None;
         let mut open: Option<(Arc<TxBatch>, TxData<PeerState>)> = None;
+        // The segments of one TSO read share their destination: one
+        // lookup for a run of them (2% of the CPU of a single stream when
+        // every packet had its own).
+        let mut last_route: Option<(IpAddr, Option<&Route>)> = None;
         let mut taken = 0;
         for (buf, &size) in bufs.iter_mut().zip(sizes) {
             if let Some(limits) = mss {
                 crate::mss::clamp(&mut buf[..size], limits);
             }
             let packet = &buf[..size];
-            let Some(route) = destination(packet).and_then(|d| routes.lookup(d)) else {
+            let route = destination(packet).and_then(|d| match last_route {
+                Some((last, route)) if last == d => route,
+                _ => {
+                    let route = routes.lookup(d);
+                    last_route = Some((d, route));
+                    route
+                }
+            });
+            let Some(route) = route else {
                 iface.counters.count(Drop::NoRoute);
                 taken += 1;
                 continue;
