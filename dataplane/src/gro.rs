@@ -148,7 +148,9 @@ impl TunWrites {
     /// `is_full`.
     pub fn push(&mut self, packet: &[u8]) {
         assert!(!self.is_full(), "TunWrites::push on a full batch");
-        assert!(packet.len() <= MAX_PACKET, "an IP packet is at most 64 KiB");
+        // A datagram's plaintext is shorter than 64 KiB, so this holds;
+        // were it not to, the copy below would grow the buffer, not fail.
+        debug_assert!(packet.len() <= MAX_PACKET, "an IP packet is at most 64 KiB");
         self.packets += 1;
         let segment = parse(packet, self.offload);
         if let Some(s) = segment.as_ref().filter(|s| s.joinable) {
@@ -307,10 +309,12 @@ fn checksum_valid(packet: &[u8], iph_len: usize, proto: u8) -> bool {
 }
 
 /// IP header fields that must match for two packets to be one run: TOS and
-/// DF (IPv4), traffic class (IPv6), TTL or hop limit.
+/// DF (IPv4), traffic class and flow label (IPv6: the kernel's GRO compares
+/// the label too, and a sender changes it to move a flow to another path),
+/// TTL or hop limit.
 fn ip_fields_equal(a: &[u8], b: &[u8]) -> bool {
     if a[0] >> 4 == 6 {
-        a[0] == b[0] && a[1] >> 4 == b[1] >> 4 && a[7] == b[7]
+        a[..4] == b[..4] && a[7] == b[7]
     } else {
         a[1] == b[1] && a[6] >> 5 == b[6] >> 5 && a[8] == b[8]
     }
@@ -570,6 +574,14 @@ mod tests {
         let out = written(&mut w);
         assert_eq!(out.concat(), sent, "in the order sent");
         assert_eq!(out.len(), 3, "the datagrams after it still coalesce");
+
+        // A new IPv6 flow label (the sender moved the flow): a new run.
+        let mut relabelled = tcp(true, 0, 2000, 7, TCP_ACK, 1000);
+        relabelled[3] = 1;
+        let sent = [tcp(true, 0, 0, 7, TCP_ACK, 1000), tcp(true, 0, 1000, 7, TCP_ACK, 1000), relabelled];
+        let mut w = TunWrites::new(8, BOTH);
+        sent.iter().for_each(|p| w.push(p));
+        assert_eq!(written(&mut w), [sent[..2].to_vec(), sent[2..].to_vec()]);
 
         let pure_ack = tcp(false, 2, 2000, 7, TCP_ACK, 0);
         let sent = [tcp(false, 1, 1000, 7, TCP_ACK, 1000), pure_ack, tcp(false, 3, 2000, 7, TCP_ACK, 1000)];
