@@ -29,8 +29,11 @@
 
 use tun_rs::{
     checksum, checksum_no_fold, VirtioNetHdr, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
-    VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_LEN,
+    VIRTIO_NET_HDR_GSO_UDP_L4,
 };
+
+use crate::io::Offload;
+use crate::tun::{MAX_PACKET, WRITE_HEADROOM};
 
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM` (linux/virtio_net.h): the kernel
 /// completes the checksum from `csum_start`, seeded with the pseudo-header.
@@ -42,17 +45,6 @@ const TCP_PSH: u8 = 0x08;
 /// Segments in one coalesced UDP packet; the kernel refuses (EINVAL) more
 /// than UDP_MAX_SEGMENTS = 128.
 const UDP_SEGMENTS: u16 = 64;
-/// Largest packet a TUN write takes (the IP length fields are 16 bits).
-const MAX_PACKET: usize = 65_535;
-
-/// What offloads the TUN queue takes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Offload {
-    /// TCP segmentation (TSO): coalesced TCP writes.
-    pub tcp: bool,
-    /// UDP segmentation (USO): coalesced UDP writes.
-    pub udp: bool,
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct FlowKey {
@@ -107,7 +99,7 @@ const EMPTY: Item = Item {
 };
 
 /// Packets waiting for one batch of TUN writes: each buffer is a virtio
-/// header (`VIRTIO_NET_HDR_LEN` bytes) and one packet, or a super-packet
+/// header (`WRITE_HEADROOM` bytes) and one packet, or a super-packet
 /// of coalesced segments. Buffers are allocated once, at their largest.
 pub struct TunWrites {
     bufs: Vec<Vec<u8>>,
@@ -121,7 +113,7 @@ impl TunWrites {
     /// Room for `capacity` buffers; coalesces what `offload` allows.
     pub fn new(capacity: usize, offload: Offload) -> TunWrites {
         TunWrites {
-            bufs: (0..capacity).map(|_| Vec::with_capacity(VIRTIO_NET_HDR_LEN + MAX_PACKET)).collect(),
+            bufs: (0..capacity).map(|_| Vec::with_capacity(WRITE_HEADROOM + MAX_PACKET)).collect(),
             items: vec![EMPTY; capacity],
             used: 0,
             packets: 0,
@@ -163,7 +155,7 @@ impl TunWrites {
         }
         let buf = &mut self.bufs[self.used];
         buf.clear();
-        buf.resize(VIRTIO_NET_HDR_LEN, 0);
+        buf.resize(WRITE_HEADROOM, 0);
         buf.extend_from_slice(packet);
         self.items[self.used] = match segment {
             Some(s) if s.joinable => Item {
@@ -188,7 +180,7 @@ impl TunWrites {
     /// Whether segment `s` may be appended to buffer `i`, its flow's newest.
     fn joins(&mut self, i: usize, s: &Segment, packet: &[u8]) -> bool {
         let item = self.items[i];
-        let head = &self.bufs[i][VIRTIO_NET_HDR_LEN..];
+        let head = &self.bufs[i][WRITE_HEADROOM..];
         let fits = item.open
             && item.iph_len == s.iph_len
             && item.l4h_len == s.l4h_len
@@ -206,11 +198,11 @@ impl TunWrites {
             }
             _ => item.segments < UDP_SEGMENTS,
         };
-        if !(continues && checksum_valid(packet, s.iph_len, s.key.proto)) {
+        if !(continues && checksum_valid(packet, s.iph_len, &s.key)) {
             return false;
         }
         if !item.head_verified {
-            if !checksum_valid(head, item.iph_len, s.key.proto) {
+            if !checksum_valid(head, item.iph_len, &s.key) {
                 self.items[i].open = false;
                 return false;
             }
@@ -227,7 +219,7 @@ impl TunWrites {
         item.next_seq = item.next_seq.wrapping_add(s.payload as u32);
         if s.psh {
             // PSH belongs on the last segment the run will be cut into.
-            buf[VIRTIO_NET_HDR_LEN + s.iph_len + 13] |= TCP_PSH;
+            buf[WRITE_HEADROOM + s.iph_len + 13] |= TCP_PSH;
             item.open = false;
         }
         if s.payload < item.gso_size {
@@ -258,7 +250,7 @@ impl TunWrites {
 /// Writes the coalesced packet's lengths, IPv4 header checksum, the
 /// pseudo-header sum the kernel completes, and the virtio header.
 fn complete(buf: &mut [u8], item: &Item, key: &FlowKey) {
-    let (hdr, pkt) = buf.split_at_mut(VIRTIO_NET_HDR_LEN);
+    let (hdr, pkt) = buf.split_at_mut(WRITE_HEADROOM);
     let total = pkt.len();
     let l4_len = total - item.iph_len;
     if key.v6 {
@@ -298,14 +290,9 @@ fn pseudo_header(key: &FlowKey, l4_len: usize) -> u64 {
     checksum_no_fold(&[0, key.proto, len[0], len[1]], checksum_no_fold(addrs, 0))
 }
 
-fn checksum_valid(packet: &[u8], iph_len: usize, proto: u8) -> bool {
-    let v6 = packet[0] >> 4 == 6;
-    let mut addrs = [0u8; 32];
-    let at = if v6 { 8 } else { 12 };
-    let n = if v6 { 32 } else { 8 };
-    addrs[..n].copy_from_slice(&packet[at..at + n]);
-    let key = FlowKey { proto, v6, addrs, ports: [0; 4] };
-    checksum(&packet[iph_len..], pseudo_header(&key, packet.len() - iph_len)) == 0xffff
+/// Whether the TCP or UDP checksum of `packet`, a packet of flow `key`, is right.
+fn checksum_valid(packet: &[u8], iph_len: usize, key: &FlowKey) -> bool {
+    checksum(&packet[iph_len..], pseudo_header(key, packet.len() - iph_len)) == 0xffff
 }
 
 /// IP header fields that must match for two packets to be one run: TOS and
@@ -464,7 +451,7 @@ mod tests {
             .iter()
             .map(|buf| {
                 let hdr = VirtioNetHdr::decode(buf).unwrap();
-                let mut pkt = buf[VIRTIO_NET_HDR_LEN..].to_vec();
+                let mut pkt = buf[WRITE_HEADROOM..].to_vec();
                 if hdr.gso_type == 0 {
                     assert_eq!(hdr.flags, 0, "a lone packet keeps its own checksum");
                     return vec![pkt];
@@ -608,7 +595,7 @@ mod tests {
         let sent: Vec<Vec<u8>> = (0..60u32).map(|i| tcp(false, i as u16, i * 1400, 1, TCP_ACK, 1400)).collect();
         sent.iter().for_each(|p| w.push(p));
         w.finish();
-        assert!(w.bufs[..w.used].iter().all(|b| b.len() - VIRTIO_NET_HDR_LEN <= MAX_PACKET));
+        assert!(w.bufs[..w.used].iter().all(|b| b.len() - WRITE_HEADROOM <= MAX_PACKET));
         assert_eq!(written(&mut w).concat(), sent);
 
         let mut w = TunWrites::new(8, BOTH);

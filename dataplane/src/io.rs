@@ -15,7 +15,14 @@ use std::sync::Arc;
 
 pub use quinn_udp::RecvMeta;
 
-use crate::gro::Offload;
+/// What offloads the TUN queue takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offload {
+    /// TCP segmentation (TSO): coalesced TCP writes.
+    pub tcp: bool,
+    /// UDP segmentation (USO): coalesced UDP writes.
+    pub udp: bool,
+}
 
 /// The TUN queue was closed: the interface is gone.
 #[derive(Debug)]

@@ -26,8 +26,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::gro::Offload;
-use crate::io::{Bind, RecvMeta, Socket, SourceUse, Tun};
+use crate::io::{Bind, Offload, RecvMeta, Socket, SourceUse, Tun};
 use crate::tun::WRITE_HEADROOM;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -31,9 +31,9 @@ use causeway_wireguard::Time;
 
 use crate::batch::{RxData, RxItem, RX_BATCH_BYTES, RX_BATCH_DATAGRAMS};
 use crate::counters::{Drop, WorkerStats};
-use crate::gro::{Offload, TunWrites};
+use crate::gro::TunWrites;
 use crate::interface::Interface;
-use crate::io::{RecvMeta, Socket, Tun, TunGone};
+use crate::io::{Offload, RecvMeta, Socket, Tun, TunGone};
 use crate::jobs::Job;
 use crate::ordered::Sink;
 use crate::peer::{PeerState, RxBatch};

@@ -8,8 +8,7 @@ use std::io;
 use ipnet::IpNet;
 use tun_rs::{DeviceBuilder, SyncDevice, VIRTIO_NET_HDR_LEN};
 
-use crate::gro::Offload;
-use crate::io::Tun;
+use crate::io::{Offload, Tun};
 
 /// Largest IP packet a TUN queue hands over or takes.
 pub const MAX_PACKET: usize = 65_535;

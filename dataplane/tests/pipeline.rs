@@ -16,8 +16,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use causeway_dataplane::checksum::checksum;
-use causeway_dataplane::gro::Offload;
 use causeway_dataplane::interface::{Interface, Options};
+use causeway_dataplane::io::Offload;
 use causeway_dataplane::memory::{self, MemNet, MemTunHost, SendRecord};
 use causeway_dataplane::peer::PeerState;
 use causeway_wireguard::{PublicKey, StaticSecret};
