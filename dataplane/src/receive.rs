@@ -186,7 +186,15 @@ impl Receiver {
         if let Some((b, d)) = open.take() {
             submit(iface, b, d);
         }
-        RxStatus::More
+        // A receive that filled fewer slots than it had found the socket
+        // empty (recvmmsg returns early only at EAGAIN): asking again would
+        // cost a syscall that only says so, on a lone packet's path. Poll
+        // is level-triggered, so anything that arrived since is not missed.
+        if n < self.slots.len() {
+            RxStatus::Empty
+        } else {
+            RxStatus::More
+        }
     }
 
     fn recv(&mut self, iface: &Interface, sock: &dyn Socket) -> Result<usize, RxStatus> {
@@ -442,6 +450,42 @@ fn submit(iface: &Interface, batch: Arc<RxBatch>, d: RxData<PeerState>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::interface::Options;
+    use crate::io::Bind;
+    use crate::memory::MemNet;
+    use crate::tunnels::Tunnels;
+
+    // A receive that returns fewer datagrams than it had slots found the
+    // socket empty; calling again would only cost a syscall that says so.
+    #[test]
+    fn a_receive_that_leaves_slots_free_reports_the_socket_drained() {
+        let net = MemNet::new();
+        let here = SocketAddr::new("198.18.0.1".parse().unwrap(), 51820);
+        let options =
+            Options { mtu: 1420, workers: 1, port: here.port(), binder: net.host(here.ip(), 1), batches_per_worker: 2 };
+        let secret = causeway_wireguard::StaticSecret::random(&mut rand_core::OsRng);
+        let iface = Interface::with_options("rx-test".into(), Some(secret), options).unwrap();
+        let sock = iface.sockets().sockets[0].clone();
+        let (far, _) = net.host("198.18.0.2".parse().unwrap(), 1).bind(1, 40000, 0).unwrap();
+        // Not a WireGuard message: each is dropped where it is classified.
+        let junk = [0xeeu8; 64];
+        let send = |n: usize| {
+            for _ in 0..n {
+                far[0].send(here, None, &junk, None).unwrap();
+            }
+        };
+        let mut rx = Receiver::new(0, Offload::default());
+        let now = iface.clock.now();
+
+        send(3);
+        assert!(matches!(rx.receive_batch(&Tunnels, &iface, &*sock, now), RxStatus::Empty));
+        send(RX_SLOTS + 1);
+        assert!(matches!(rx.receive_batch(&Tunnels, &iface, &*sock, now), RxStatus::More), "every slot filled");
+        assert!(matches!(rx.receive_batch(&Tunnels, &iface, &*sock, now), RxStatus::Empty), "one was left");
+        assert!(matches!(rx.receive_batch(&Tunnels, &iface, &*sock, now), RxStatus::Empty), "none left");
+        let received = iface.worker_stats[0].udp_datagrams_received.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(received, 3 + RX_SLOTS as u64 + 1);
+    }
 
     #[test]
     fn inner_packet_checks_lengths() {

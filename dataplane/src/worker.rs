@@ -41,15 +41,18 @@ const SEGMENTS_PER_READ: usize = 64;
 /// another super-packet. A packet that is not TSO comes one per read, so
 /// without this a batch would hold one small packet and cost a send
 /// syscall of its own; filled batches share GSO sends.
+/// With `eager`, stops after the first read that brings packets, so they
+/// are sent before the read that would find the queue empty.
 /// Returns the packet count and whether the queue was drained.
 fn fill_from_tun(
     tun: &mut dyn Tun,
     bufs: &mut [Vec<u8>],
     sizes: &mut [usize],
     stats: &WorkerStats,
+    eager: bool,
 ) -> Result<(usize, bool), TunGone> {
     let mut filled = 0;
-    while bufs.len() - filled >= SEGMENTS_PER_READ {
+    while bufs.len() - filled >= SEGMENTS_PER_READ && !(eager && filled > 0) {
         match tun.read_batch(&mut bufs[filled..], &mut sizes[filled..], 0) {
             Ok(n) => {
                 filled += n;
@@ -102,6 +105,12 @@ struct Worker<T, P> {
     unsent: (usize, usize),
     /// The socket whose receive stalled, while `receiver` is stalled.
     stalled_on: Option<Arc<dyn Socket>>,
+    /// The last TUN read found the queue empty after at most one packet:
+    /// traffic is sparse, so the next packet read goes out before the
+    /// queue is read again. A lone packet (a ping, a handshake's reply)
+    /// then does not wait for the read that finds nothing behind it,
+    /// while a busy queue keeps filling whole batches.
+    tun_sparse: bool,
 }
 
 impl<T: Tun, P: Protocol> Worker<T, P> {
@@ -172,8 +181,9 @@ impl<T: Tun, P: Protocol> Worker<T, P> {
     /// Reads from the TUN and queues what was read, for a few batches.
     fn read_tun(&mut self, sock: &dyn Socket) -> Result<(), TunGone> {
         for _ in 0..BATCHES_PER_TURN {
-            let (n, drained) =
-                fill_from_tun(&mut self.tun, &mut self.bufs, &mut self.sizes, &self.iface.worker_stats[self.index])?;
+            let stats = &self.iface.worker_stats[self.index];
+            let (n, drained) = fill_from_tun(&mut self.tun, &mut self.bufs, &mut self.sizes, stats, self.tun_sparse)?;
+            self.tun_sparse = drained && n <= 1;
             self.unsent = (0, n);
             let all = self.queue_unsent(sock);
             self.run_jobs(sock)?;
@@ -250,6 +260,7 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, mut wake: UnixSt
         sizes: vec![0usize; READ_BATCH],
         unsent: (0, 0),
         stalled_on: None,
+        tun_sparse: true,
     };
     let _ = wake.set_nonblocking(true);
     let mut drain = [0u8; 64];
@@ -340,4 +351,42 @@ pub fn spawn<T: Tun + 'static>(
             .push(std::thread::Builder::new().name(format!("cw-worker-{i}")).spawn(move || run(iface, i, q, wake_rx))?);
     }
     Ok(workers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory;
+
+    fn packet(n: u8) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[39] = n;
+        p
+    }
+
+    // The in-memory TUN hands over every queued packet in one read (the
+    // real one gives one per read), so what tells the two modes apart is
+    // whether the read that finds the queue empty came before returning.
+    #[test]
+    fn an_eager_fill_returns_before_the_read_that_finds_the_queue_empty() {
+        let (host, mut tuns) = memory::tun(1);
+        let mut tun = tuns.remove(0);
+        let stats = WorkerStats::default();
+        let mut bufs = vec![vec![0u8; MAX_PACKET]; READ_BATCH];
+        let mut sizes = vec![0usize; READ_BATCH];
+
+        host.send(0, [packet(1)]);
+        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &stats, true).unwrap();
+        assert_eq!(got, (1, false), "the lone packet comes back at once, the queue not yet found empty");
+        assert_eq!(bufs[0][39], 1);
+        assert_eq!(stats.tun_reads.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &stats, true).unwrap();
+        assert_eq!(got, (0, true), "the next fill finds nothing behind it");
+
+        host.send(0, [packet(2), packet(3)]);
+        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &stats, false).unwrap();
+        assert_eq!(got, (2, true), "a batching fill reads on until the queue is empty");
+        assert_eq!((bufs[0][39], bufs[1][39]), (2, 3));
+    }
 }

@@ -24,10 +24,12 @@ use clap::Parser;
 use serde_json::{json, Value};
 
 mod causeway;
+mod measure;
 mod report;
 mod strongswan_pair;
 mod topology;
 use causeway::{esp_note, start_causeway, start_causeway_esp, write_psk, Encap, EspPair};
+use measure::measure;
 use report::{median, svg, table, RATIO_ORDER};
 use strongswan_pair::{start_strongswan, STRONGSWAN_NOTE};
 use topology::{lan_host, route_through_tunnel, Topology, HOST_B, LAN_A, LAN_B};
@@ -89,6 +91,14 @@ struct Args {
     /// Instead of measuring, rebuild the table and chart of a saved run.
     #[arg(long, value_name = "RUN.json")]
     replot: Option<PathBuf>,
+    /// Pings per round (one every 0.2 s, the RTT is their average).
+    #[arg(long, default_value_t = 50)]
+    pings: u32,
+    /// Measure the ping RTT only, on gateways that carried no traffic
+    /// before: a latency comparison needs more rounds than the throughput
+    /// tests allow, and no flood just ended.
+    #[arg(long)]
+    ping_only: bool,
 }
 
 impl Args {
@@ -118,26 +128,6 @@ impl Pair {
             None => (&self.b, &self.a, "10.90.0.2"),
         }
     }
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// User plus system CPU seconds a process (all its threads) has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / clock_ticks()
 }
 
 fn boringtun_path() -> anyhow::Result<PathBuf> {
@@ -296,66 +286,6 @@ fn ready(pair: Pair, kind: &str, topology: Topology) -> anyhow::Result<Pair> {
         bail!("{kind}: no ping through the tunnel ({} topology)", topology.name());
     }
     Ok(pair)
-}
-
-/// One implementation's measurements in one round, and for a Causeway
-/// ESP pair what its daemons reported about the SA (`EspPair::verify`).
-fn measure(
-    kind: &str,
-    topology: Topology,
-    dir: &Path,
-    args: &Args,
-) -> anyhow::Result<(BTreeMap<&'static str, f64>, Option<String>)> {
-    let secs = args.seconds;
-    let mut pair = setup(kind, topology, dir, args)?;
-    let pids: Vec<u32> = pair.daemons.iter().map(|d| d.pid()).chain(pair.charons.iter().map(Charon::pid)).collect();
-    let cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
-    let mut m = BTreeMap::new();
-    let (server, client, target) = pair.ends();
-
-    let esp_before = pair.esp.as_ref().map(|(e, _)| e.bytes()).transpose()?;
-    let before = cpu();
-    let one = lab::iperf3_json(server, client, target, secs, false, &[])?;
-    let used = cpu() - before;
-    let received = &one["end"]["sum_received"];
-    let bits_per_second = received["bits_per_second"].as_f64().context("iperf3 reported no throughput")?;
-    let bytes = received["bytes"].as_f64().unwrap_or(0.0);
-    if let (Some((esp, _)), Some(b)) = (&pair.esp, esp_before) {
-        esp.carried(b, bytes).with_context(|| format!("{kind}: the TCP test did not cross the ESP SA"))?;
-    }
-    m.insert("tcp_1_stream_gbps", bits_per_second / 1e9);
-    m.insert("cpu_s_per_gb", used / (bytes / 1e9));
-    // The client's MSS on its control connection (which crosses the tunnel
-    // like the data): the SYN-ACK's MSS, lowered by the clamp, less TCP
-    // options. Kept with the samples; a LAN-sized MSS in the routed
-    // topology means the clamp is missing and the run would be unfair.
-    if let Some(mss) = one["start"]["tcp_mss_default"].as_f64() {
-        m.insert("tcp_mss", mss);
-        if topology == Topology::Routed && mss > 1380.0 {
-            bail!("{kind}: TCP MSS {mss} between the hosts: the gateways do not clamp it to the tunnel");
-        }
-    }
-
-    let four = lab::iperf3(server, client, target, secs, false, &["-P", "4"])?;
-    m.insert("tcp_4_streams_gbps", four.bits_per_second / 1e9);
-
-    let udp = lab::iperf3_json(server, client, target, secs, false, &["-u", "-l", "64", "-b", "0"])?;
-    let sum = &udp["end"]["sum"];
-    let packets = sum["packets"].as_f64().unwrap_or(0.0);
-    let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
-    let seconds = sum["seconds"].as_f64().filter(|s| *s > 0.0).unwrap_or(secs as f64);
-    m.insert("udp_64b_kpps", (packets - lost) / seconds / 1e3);
-
-    let rtt = client.ping(target, 50).context("ping failed")?;
-    m.insert("ping_rtt_ms", rtt.as_secs_f64() * 1e3);
-
-    for d in &mut pair.daemons {
-        d.stop();
-    }
-    for c in &mut pair.charons {
-        c.stop();
-    }
-    Ok((m, pair.esp.map(|(_, seen)| seen)))
 }
 
 fn machine(args: &Args) -> Value {
@@ -531,7 +461,7 @@ fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
     let medians: BTreeMap<String, BTreeMap<String, f64>> =
         samples.iter().map(|(i, m)| (i.clone(), m.iter().map(|(k, v)| (k.clone(), median(v))).collect())).collect();
     let machine = machine(args);
-    let notes: Vec<String> = args
+    let mut notes: Vec<String> = args
         .impls
         .iter()
         .filter_map(|i| match i.as_str() {
@@ -539,6 +469,15 @@ fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
             _ => esp_note(i, esp_seen.get(i).map_or(&[], Vec::as_slice)),
         })
         .collect();
+    if args.ping_only {
+        notes.push(format!(
+            "Ping only (--ping-only): {} pings 0.2 s apart per round, each implementation freshly started, \
+             no throughput test before them",
+            args.pings
+        ));
+    } else if args.pings != 50 {
+        notes.push(format!("{} pings per round", args.pings));
+    }
     let reference = args.reference();
     let table = table(&machine, name, args.rounds, args.seconds as u64, &args.impls, reference, &medians, &notes);
     println!("{table}");
@@ -571,6 +510,8 @@ fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
         "causeway_esp_sas": esp_seen,
         "rounds": args.rounds,
         "seconds": args.seconds,
+        "pings": args.pings,
+        "ping_only": args.ping_only,
         "samples": samples,
         "medians": medians,
     });

@@ -156,6 +156,10 @@ pub fn table(
     }
     t += &format!("\n|---|{}\n", "---|".repeat(impls.len() + others.len()));
     for (key, label, _) in METRICS {
+        // A metric the run did not measure (a ping-only run) has no row.
+        if impls.iter().all(|i| value(medians, i, key).is_nan()) {
+            continue;
+        }
         t += &format!("| {label} |");
         for i in impls {
             t += &format!(" {:.3} |", value(medians, i, key));
@@ -206,6 +210,17 @@ mod tests {
         );
         let row = t.lines().find(|l| l.starts_with("| TCP, 1 stream")).unwrap();
         assert!(row.ends_with("| 3.000 | 6.000 | 1.500 | 0.50 | 2.00 |"), "{row}");
+    }
+
+    #[test]
+    fn a_metric_no_implementation_measured_has_no_row() {
+        let machine = json!({"cores": 2, "cpu": "test", "kernel": "6"});
+        let impls = names(&["causeway", "boringtun"]);
+        let ping = |x: f64| BTreeMap::from([("ping_rtt_ms".to_string(), x)]);
+        let m = BTreeMap::from([("causeway".to_string(), ping(0.2)), ("boringtun".to_string(), ping(0.25))]);
+        let t = table(&machine, "direct", 1, 3, &impls, "causeway", &m, &[]);
+        let rows: Vec<&str> = t.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| metric")).collect();
+        assert_eq!(rows, ["| Ping RTT (ms) | 0.200 | 0.250 | 0.80 |"], "{t}");
     }
 
     #[test]
