@@ -5,8 +5,6 @@
 //! gateway crate, which wraps this.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -17,6 +15,7 @@ use ipnet::IpNet;
 use crate::allowed_ips::AllowedIps;
 use crate::clock::Clock;
 use crate::counters::{Counters, WorkerStats};
+use crate::doorbell::Doorbell;
 use crate::esp_link::EspLink;
 use crate::io::{Bind, Socket};
 use crate::ipsec_table::IpsecTable;
@@ -85,7 +84,7 @@ pub struct Interface {
     pub counters: Counters,
     shutdown: AtomicBool,
     /// One write end per worker: a byte wakes the worker from poll().
-    wakers: Mutex<Vec<UnixStream>>,
+    wakers: Mutex<Vec<Arc<Doorbell>>>,
     pub workers: usize,
     pub worker_stats: Vec<WorkerStats>,
     /// Crypto work and batch buffers shared by the workers.
@@ -379,20 +378,21 @@ impl Interface {
         self.peer(crypto.public_key())
     }
 
-    pub fn register_waker(&self, w: UnixStream) {
-        self.wakers.lock().unwrap_or_else(|e| e.into_inner()).push(w);
+    /// Adds the next worker's doorbell (workers register in index order).
+    pub fn register_waker(&self, bell: Arc<Doorbell>) {
+        self.wakers.lock().unwrap_or_else(|e| e.into_inner()).push(bell);
     }
 
     /// Wakes worker `i` from poll().
     pub fn wake(&self, i: usize) {
-        if let Some(w) = self.wakers.lock().unwrap_or_else(|e| e.into_inner()).get_mut(i) {
-            let _ = w.write(&[1]);
+        if let Some(bell) = self.wakers.lock().unwrap_or_else(|e| e.into_inner()).get(i) {
+            bell.ring();
         }
     }
 
     fn wake_all(&self) {
-        for w in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
-            let _ = w.write(&[1]);
+        for bell in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            bell.ring();
         }
     }
 

@@ -10,6 +10,7 @@ pub mod checksum;
 pub mod child_sa;
 pub mod clock;
 pub mod counters;
+pub mod doorbell;
 pub mod esp_link;
 pub mod flow_hash;
 pub mod gro;

@@ -19,13 +19,13 @@
 //! Test code: it allocates per packet, which the real I/O never does.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{self, IoSliceMut, Read, Write};
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::doorbell::Doorbell;
 use crate::io::{Bind, Offload, RecvMeta, Socket, SourceUse, Tun};
 use crate::tun::WRITE_HEADROOM;
 
@@ -36,23 +36,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A bounded FIFO whose doorbell polls readable while it holds anything.
 pub struct Mailbox<T> {
     inner: Mutex<VecDeque<T>>,
-    bell_tx: UnixStream,
-    bell_rx: UnixStream,
+    bell: Doorbell,
     capacity: usize,
     dropped: AtomicU64,
 }
 
 impl<T> Mailbox<T> {
     pub fn new(capacity: usize) -> Arc<Mailbox<T>> {
-        let (bell_rx, bell_tx) = UnixStream::pair().expect("a socket pair for the doorbell");
-        bell_rx.set_nonblocking(true).expect("non-blocking doorbell");
-        bell_tx.set_nonblocking(true).expect("non-blocking doorbell");
-        Arc::new(Mailbox { inner: Mutex::new(VecDeque::new()), bell_tx, bell_rx, capacity, dropped: AtomicU64::new(0) })
+        let bell = Doorbell::new().expect("an eventfd for the doorbell");
+        Arc::new(Mailbox { inner: Mutex::new(VecDeque::new()), bell, capacity, dropped: AtomicU64::new(0) })
     }
 
     /// Adds `items` in order; those past the capacity are dropped and
-    /// counted. Invariant (under the lock): the doorbell holds one byte
-    /// exactly when the queue is not empty.
+    /// counted. Invariant (under the lock): the doorbell is rung exactly
+    /// when the queue is not empty.
     pub fn push_all(&self, items: impl IntoIterator<Item = T>) {
         let mut q = lock(&self.inner);
         let was_empty = q.is_empty();
@@ -64,7 +61,7 @@ impl<T> Mailbox<T> {
             }
         }
         if was_empty && !q.is_empty() {
-            let _ = (&self.bell_tx).write(&[1]);
+            self.bell.ring();
         }
     }
 
@@ -82,7 +79,7 @@ impl<T> Mailbox<T> {
             n += 1;
         }
         if n > 0 && q.is_empty() {
-            let _ = (&self.bell_rx).read(&mut [0u8; 1]);
+            self.bell.clear();
         }
         n
     }
@@ -107,7 +104,7 @@ impl<T> Mailbox<T> {
     }
 
     fn fd(&self) -> RawFd {
-        self.bell_rx.as_raw_fd()
+        self.bell.fd()
     }
 }
 

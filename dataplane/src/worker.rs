@@ -9,12 +9,10 @@
 //! today) and where the I/O comes in (`Tun`, and the interface's
 //! `Socket`s), real or in memory.
 
-use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use crate::counters::WorkerStats;
+use crate::doorbell::Doorbell;
 use crate::interface::Interface;
 use crate::io::{Socket, Tun, TunGone};
 use crate::jobs::Job;
@@ -245,9 +243,9 @@ impl<T: Tun, P: Protocol> Worker<T, P> {
 }
 
 /// Runs worker `index` of `iface` until the interface shuts down or its
-/// TUN queue goes away. `wake` is the read end of the pipe the interface
-/// writes to (`Interface::register_waker`, in index order).
-pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, mut wake: UnixStream) {
+/// TUN queue goes away. `bell` is the doorbell the interface rings for it
+/// (`Interface::register_waker`, in index order).
+pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, bell: Arc<Doorbell>) {
     let offload = tun.offload();
     let mut w = Worker {
         iface: iface.clone(),
@@ -262,8 +260,6 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, mut wake: UnixSt
         stalled_on: None,
         tun_sparse: true,
     };
-    let _ = wake.set_nonblocking(true);
-    let mut drain = [0u8; 64];
     let gone = || tracing::info!(worker = index, "TUN queue gone: the interface was deleted");
     while !iface.is_shutting_down() {
         let set = iface.sockets();
@@ -294,7 +290,7 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, mut wake: UnixSt
         let timeout = if iface.jobs.sleep(index) { 1000 } else { 0 };
         let esp_fd = esp.as_ref().map_or(-1, |s| s.fd());
         let raw_fd = raw.as_ref().map_or(-1, |s| s.fd());
-        let polled = wait([w.tun.fd(), sock.fd(), esp_fd, raw_fd, wake.as_raw_fd()], timeout);
+        let polled = wait([w.tun.fd(), sock.fd(), esp_fd, raw_fd, bell.fd()], timeout);
         iface.jobs.awake(index);
         let revents = match polled {
             Ok(r) => r,
@@ -304,7 +300,7 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, mut wake: UnixSt
             }
         };
         if revents[4] != 0 {
-            while matches!(wake.read(&mut drain), Ok(n) if n > 0) {}
+            bell.clear();
             continue;
         }
         if revents[0] & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
@@ -336,19 +332,17 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, mut wake: UnixSt
 }
 
 /// Starts one worker per TUN queue (named `cw-worker-N`), each with its
-/// wake-up pipe registered in `iface` in index order, as `run` expects.
+/// doorbell registered in `iface` in index order, as `run` expects.
 pub fn spawn<T: Tun + 'static>(
     iface: &Arc<Interface>,
     queues: Vec<T>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut workers = Vec::with_capacity(queues.len());
     for (i, q) in queues.into_iter().enumerate() {
-        let (wake_rx, wake_tx) = UnixStream::pair()?;
-        wake_tx.set_nonblocking(true)?;
-        iface.register_waker(wake_tx);
+        let bell = Arc::new(Doorbell::new()?);
+        iface.register_waker(bell.clone());
         let iface = iface.clone();
-        workers
-            .push(std::thread::Builder::new().name(format!("cw-worker-{i}")).spawn(move || run(iface, i, q, wake_rx))?);
+        workers.push(std::thread::Builder::new().name(format!("cw-worker-{i}")).spawn(move || run(iface, i, q, bell))?);
     }
     Ok(workers)
 }
