@@ -1,8 +1,8 @@
 //! TUN queues and a UDP network in memory, for driving whole data planes
 //! in one process without root (as wireguard-go tests its device through
 //! channel TUNs and a test bind). Each queue and socket is a mailbox with a
-//! doorbell: a socket pair holding one byte exactly while the mailbox has
-//! something, so the workers' poll() sees it like a real descriptor.
+//! doorbell (`doorbell.rs`) rung exactly while the mailbox has something,
+//! so the workers' poll() sees it like a real descriptor.
 //!
 //! The network behaves like loopback with offloads: a GSO send arrives as
 //! one GRO-coalesced receive of the same segments, and every send is
