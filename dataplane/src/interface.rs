@@ -83,7 +83,7 @@ pub struct Interface {
     mss_clamp: AtomicBool,
     pub counters: Counters,
     shutdown: AtomicBool,
-    /// One write end per worker: a byte wakes the worker from poll().
+    /// One doorbell per worker, in index order: a ring wakes it from poll().
     wakers: Mutex<Vec<Arc<Doorbell>>>,
     pub workers: usize,
     pub worker_stats: Vec<WorkerStats>,

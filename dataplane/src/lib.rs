@@ -20,6 +20,7 @@ pub mod io;
 pub mod ipsec;
 pub mod ipsec_table;
 pub mod jobs;
+pub mod last_lookup;
 pub mod memory;
 pub mod mss;
 pub mod ordered;

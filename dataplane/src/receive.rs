@@ -35,6 +35,7 @@ use crate::gro::TunWrites;
 use crate::interface::Interface;
 use crate::io::{Offload, RecvMeta, Socket, Tun, TunGone};
 use crate::jobs::Job;
+use crate::last_lookup::LastLookup;
 use crate::ordered::Sink;
 use crate::peer::{PeerState, RxBatch};
 use crate::protocol::{Inbound, Protocol};
@@ -314,10 +315,10 @@ impl Receiver {
             let mut first = true;
             // The batch is one peer's: whether it serves the site last
             // looked up holds for the whole batch.
-            let mut site_checked: Option<(*const crate::site::Site, bool)> = None;
+            let mut site_checked = LastLookup::new();
             // A batch is mostly one flow's packets: the verdict for the
             // source last looked up holds for the next with that source.
-            let mut last_source: Option<(IpAddr, bool)> = None;
+            let mut last_source = LastLookup::new();
             for item in items.iter() {
                 let opened = match item.opened {
                     Ok(o) => o,
@@ -348,25 +349,11 @@ impl Receiver {
                 if let Some(limits) = mss {
                     crate::mss::clamp(&mut plaintext[..len], limits);
                 }
-                let allowed = match last_source {
-                    Some((source, allowed)) if source == inner_source => allowed,
-                    _ => {
-                        let allowed = match routes.lookup(inner_source) {
-                            Some(Route::Peer(owner)) => Arc::ptr_eq(owner, &ps),
-                            Some(Route::Site(site)) => match site_checked {
-                                Some((s, member)) if std::ptr::eq(s, Arc::as_ptr(site)) => member,
-                                _ => {
-                                    let member = site.table().has_member(&ps);
-                                    site_checked = Some((Arc::as_ptr(site), member));
-                                    member
-                                }
-                            },
-                            None => false,
-                        };
-                        last_source = Some((inner_source, allowed));
-                        allowed
-                    }
-                };
+                let allowed = *last_source.get(inner_source, || match routes.lookup(inner_source) {
+                    Some(Route::Peer(owner)) => Arc::ptr_eq(owner, &ps),
+                    Some(Route::Site(site)) => *site_checked.get(Arc::as_ptr(site), || site.table().has_member(&ps)),
+                    None => false,
+                });
                 if !allowed {
                     iface.counters.count(Drop::SourceNotAllowed);
                     continue;

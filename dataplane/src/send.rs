@@ -30,6 +30,7 @@ use crate::counters::{Drop, WorkerStats};
 use crate::interface::Interface;
 use crate::io::Socket;
 use crate::jobs::Job;
+use crate::last_lookup::LastLookup;
 use crate::peer::{Endpoint, PeerState, TxBatch};
 use crate::protocol::Protocol;
 use crate::route::Route;
@@ -124,27 +125,19 @@ impl Sender {
         // The table of the site last seen, loaded once per call rather than
         // per packet; `routes` keeps the site alive, so its address is a
         // safe key.
-        let mut site_table: Option<(*const Site, Arc<SiteTable>)> = None;
+        let mut site_table: LastLookup<*const Site, Arc<SiteTable>> = LastLookup::new();
         let mut open: Option<(Arc<TxBatch>, TxData<PeerState>)> = None;
         // The segments of one TSO read share their destination: one
         // lookup for a run of them (2% of the CPU of a single stream when
         // every packet had its own).
-        let mut last_route: Option<(IpAddr, Option<&Route>)> = None;
+        let mut last_route = LastLookup::new();
         let mut taken = 0;
         for (buf, &size) in bufs.iter_mut().zip(sizes) {
             if let Some(limits) = mss {
                 crate::mss::clamp(&mut buf[..size], limits);
             }
             let packet = &buf[..size];
-            let route = destination(packet).and_then(|d| match last_route {
-                Some((last, route)) if last == d => route,
-                _ => {
-                    let route = routes.lookup(d);
-                    last_route = Some((d, route));
-                    route
-                }
-            });
-            let Some(route) = route else {
+            let Some(route) = destination(packet).and_then(|d| *last_route.get(d, || routes.lookup(d))) else {
                 iface.counters.count(Drop::NoRoute);
                 taken += 1;
                 continue;
@@ -152,11 +145,7 @@ impl Sender {
             let peer = match route {
                 Route::Peer(peer) => peer,
                 Route::Site(site) => {
-                    let fresh = !site_table.as_ref().is_some_and(|(s, _)| std::ptr::eq(*s, Arc::as_ptr(site)));
-                    if fresh {
-                        site_table = Some((Arc::as_ptr(site), site.table_full()));
-                    }
-                    let table = &site_table.as_ref().expect("loaded above").1;
+                    let table = site_table.get(Arc::as_ptr(site), || site.table_full());
                     match table.pick(crate::flow_hash::flow_hash(packet)) {
                         Some(peer) => peer,
                         // A site without gateways: its prefixes are unrouted.
