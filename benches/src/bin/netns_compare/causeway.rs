@@ -1,7 +1,8 @@
 //! Causeway in the comparison: causewayd on each gateway with one peer, a
 //! WireGuard peer (`causeway`, and `causeway-baseline` with another
-//! binary) or an IPsec peer (`causeway-esp`: ESP in UDP on port 4500;
-//! `causeway-esp-raw`: raw ESP, IP protocol 50). Every variant has the
+//! binary) or an IPsec peer (`causeway-esp`: ESP in UDP on port 4500,
+//! and `causeway-esp-baseline` with the other binary; `causeway-esp-raw`:
+//! raw ESP, IP protocol 50). Every variant has the
 //! same tunnel addresses, allowed IPs and MTU 1420, and clamps the MSS
 //! itself, so only the protocol differs.
 //!
@@ -38,7 +39,7 @@ impl Encap {
     /// The Causeway ESP implementations; None for every other name.
     pub fn of(kind: &str) -> Option<Encap> {
         match kind {
-            "causeway-esp" => Some(Encap::Udp),
+            "causeway-esp" | "causeway-esp-baseline" => Some(Encap::Udp),
             "causeway-esp-raw" => Some(Encap::Raw),
             _ => None,
         }
@@ -106,6 +107,7 @@ pub fn start_causeway_esp(
     encap: Encap,
     initiate: bool,
     psk: &Path,
+    bin: &Path,
 ) -> anyhow::Result<(Process, String)> {
     let Side { me, tunnel, peer_tunnel, peer_wan, .. } = *side;
     let ifname = lab::unique("ce");
@@ -138,7 +140,7 @@ initiate = {initiate}
         psk.display(),
         encap.config(),
     );
-    launch(ns, dir, &ifname, &cfg, &lab::causewayd_path()?)
+    launch(ns, dir, &ifname, &cfg, bin)
 }
 
 /// Writes the pre-shared key both ends of an ESP pair read: 32 random

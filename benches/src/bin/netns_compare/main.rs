@@ -39,10 +39,11 @@ use topology::{lan_host, route_through_tunnel, Topology, HOST_B, LAN_A, LAN_B};
 const MODERN_WIREGUARD_GO: &str = "/var/cache/causeway-bench/wireguard-go-0.0.20231211/usr/bin/wireguard-go";
 
 /// Every implementation this harness can run.
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 9] = [
     "causeway",
     "causeway-baseline",
     "causeway-esp",
+    "causeway-esp-baseline",
     "causeway-esp-raw",
     "wireguard-go-modern",
     "wireguard-go",
@@ -66,7 +67,8 @@ struct Args {
     /// Implementations to compare, in the order each round runs them.
     /// Known: causeway, wireguard-go-modern, wireguard-go (Debian's),
     /// boringtun, strongswan, causeway-baseline (with --baseline),
-    /// causeway-esp (IPsec, ESP in UDP), causeway-esp-raw (raw ESP).
+    /// causeway-esp (IPsec, ESP in UDP), causeway-esp-baseline (the same
+    /// with --baseline), causeway-esp-raw (raw ESP).
     #[arg(long, value_delimiter = ',', default_value = "causeway,wireguard-go-modern,wireguard-go,boringtun")]
     impls: Vec<String>,
     /// The implementation the ratio columns divide by each other one
@@ -80,7 +82,8 @@ struct Args {
     #[arg(long, default_value = "benches/results")]
     out: PathBuf,
     /// Another causewayd binary (an earlier build, say) measured as the
-    /// implementation `causeway-baseline`: add that name to --impls to
+    /// implementations `causeway-baseline` (WireGuard) and
+    /// `causeway-esp-baseline` (ESP in UDP): add those names to --impls to
     /// compare a change before and after in one interleaved run.
     #[arg(long, value_name = "CAUSEWAYD")]
     baseline: Option<PathBuf>,
@@ -91,19 +94,32 @@ struct Args {
     /// Instead of measuring, rebuild the table and chart of a saved run.
     #[arg(long, value_name = "RUN.json")]
     replot: Option<PathBuf>,
-    /// Pings per round (one every 0.2 s, the RTT is their average).
+    /// Pings per round (the RTT is their average).
     #[arg(long, default_value_t = 50)]
     pings: u32,
+    /// Seconds between pings. A longer idle time between two packets
+    /// leaves colder caches and sleepier cores on both gateways.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.2)]
+    ping_interval: f64,
     /// Measure the ping RTT only, on gateways that carried no traffic
     /// before: a latency comparison needs more rounds than the throughput
     /// tests allow, and no flood just ended.
     #[arg(long)]
     ping_only: bool,
+    /// Run the ping and every thread of both gateways on this one CPU (by
+    /// taskset), for the ping only: the RTT then shows the work each
+    /// packet costs without the cost of waking threads on the other core.
+    #[arg(long, value_name = "CPU")]
+    ping_cpu: Option<usize>,
 }
 
 impl Args {
     fn reference(&self) -> &str {
         self.reference.as_deref().unwrap_or(DEFAULT_REFERENCE)
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs_f64(self.ping_interval)
     }
 }
 
@@ -247,8 +263,12 @@ fn setup(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::Res
         // The responder first, so that the initiator's first IKE_SA_INIT
         // finds it listening.
         let psk = write_psk(dir)?;
-        let db = start_causeway_esp(&b, dir, &side_b, encap, false, &psk)?;
-        let da = start_causeway_esp(&a, dir, &side_a, encap, true, &psk)?;
+        let bin = match kind {
+            "causeway-esp-baseline" => args.baseline.clone().context("causeway-esp-baseline needs --baseline PATH")?,
+            _ => lab::causewayd_path()?,
+        };
+        let db = start_causeway_esp(&b, dir, &side_b, encap, false, &psk, &bin)?;
+        let da = start_causeway_esp(&a, dir, &side_a, encap, true, &psk, &bin)?;
         if routed {
             route_through_tunnel(&a, &da.1, LAN_B, false)?;
             route_through_tunnel(&b, &db.1, LAN_A, false)?;
@@ -327,7 +347,7 @@ fn machine(args: &Args) -> Value {
         "wireguard_go": version(Path::new("wireguard-go"), "--version"),
         "wireguard_go_modern": modern,
         "boringtun": boringtun_path().ok().map(|p| version(&p, "--version")),
-        "causeway_baseline": args.baseline.as_ref().filter(|_| uses("causeway-baseline")),
+        "causeway_baseline": args.baseline.as_ref().filter(|_| uses("causeway-baseline") || uses("causeway-esp-baseline")),
         "iperf3": version(Path::new("iperf3"), "--version"),
         "strongswan": uses("strongswan").then(|| version(Path::new("swanctl"), "--version")),
     })
@@ -394,6 +414,12 @@ fn check(args: &Args) -> anyhow::Result<()> {
         bail!("unknown --reference {reference}; known: {}", KNOWN.join(", "));
     }
     let uses = |name: &str| args.impls.iter().any(|i| i == name);
+    if !(0.002..=60.0).contains(&args.ping_interval) {
+        bail!("--ping-interval {} is outside 0.002 to 60 seconds", args.ping_interval);
+    }
+    if !(0.002..=60.0).contains(&args.ping_interval) {
+        bail!("--ping-interval {} is outside 0.002 to 60 seconds", args.ping_interval);
+    }
     // Without --reference and without Causeway the table has no ratios, as
     // before the option; a reference asked for must be measured.
     if args.reference.is_some() && !uses(reference) {
@@ -404,8 +430,10 @@ fn check(args: &Args) -> anyhow::Result<()> {
     if uses("causeway") || uses("causeway-esp") || uses("causeway-esp-raw") {
         lab::causewayd_path()?;
     }
-    if uses("causeway-baseline") && !args.baseline.as_ref().is_some_and(|b| b.is_file()) {
-        bail!("causeway-baseline needs --baseline PATH to a causewayd binary");
+    for name in ["causeway-baseline", "causeway-esp-baseline"] {
+        if uses(name) && !args.baseline.as_ref().is_some_and(|b| b.is_file()) {
+            bail!("{name} needs --baseline PATH to a causewayd binary");
+        }
     }
     if uses("wireguard-go") {
         lab::require("wireguard-go", "wireguard-go")?;
@@ -471,12 +499,15 @@ fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
         .collect();
     if args.ping_only {
         notes.push(format!(
-            "Ping only (--ping-only): {} pings 0.2 s apart per round, each implementation freshly started, \
+            "Ping only (--ping-only): {} pings {} s apart per round, each implementation freshly started, \
              no throughput test before them",
-            args.pings
+            args.pings, args.ping_interval
         ));
-    } else if args.pings != 50 {
-        notes.push(format!("{} pings per round", args.pings));
+    } else if args.pings != 50 || args.ping_interval != 0.2 {
+        notes.push(format!("{} pings {} s apart per round", args.pings, args.ping_interval));
+    }
+    if let Some(cpu) = args.ping_cpu {
+        notes.push(format!("Ping with the ping and every thread of both gateways on CPU {cpu} (--ping-cpu)"));
     }
     let reference = args.reference();
     let table = table(&machine, name, args.rounds, args.seconds as u64, &args.impls, reference, &medians, &notes);
@@ -512,6 +543,8 @@ fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
         "seconds": args.seconds,
         "pings": args.pings,
         "ping_only": args.ping_only,
+        "ping_cpu": args.ping_cpu,
+        "ping_interval_s": args.ping_interval,
         "samples": samples,
         "medians": medians,
     });

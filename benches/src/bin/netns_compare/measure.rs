@@ -31,6 +31,44 @@ fn cpu_seconds(pid: u32) -> f64 {
         + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     ticks / clock_ticks()
 }
+/// The ping and the gateways held on one CPU (`--ping-cpu`): every
+/// thread of the daemons, and this program's main thread so that the ping
+/// it starts inherits the CPU. Dropping it gives this program its CPUs
+/// back; the daemons stop after the ping anyway.
+struct OneCpu {
+    before: String,
+}
+
+impl OneCpu {
+    fn pin(cpu: usize, daemons: &[u32]) -> anyhow::Result<OneCpu> {
+        let me = std::process::id().to_string();
+        // "pid 42's current affinity list: 0,1"
+        let now = taskset(&["-c", "-p", &me])?;
+        let before = now.rsplit_once(": ").map(|(_, l)| l.trim().to_string()).context("taskset's answer")?;
+        let cpu = cpu.to_string();
+        for pid in daemons {
+            taskset(&["-a", "-c", "-p", &cpu, &pid.to_string()])?;
+        }
+        taskset(&["-c", "-p", &cpu, &me])?;
+        Ok(OneCpu { before })
+    }
+}
+
+impl Drop for OneCpu {
+    fn drop(&mut self) {
+        let _ = taskset(&["-c", "-p", &self.before, &std::process::id().to_string()]);
+    }
+}
+
+/// Runs taskset (util-linux); its standard output.
+fn taskset(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("taskset").args(args).output().context("running taskset (util-linux)")?;
+    if !out.status.success() {
+        bail!("taskset {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// One implementation's measurements in one round, and for a Causeway
 /// ESP pair what its daemons reported about the SA (`EspPair::verify`).
 pub fn measure(
@@ -49,7 +87,9 @@ pub fn measure(
     if !args.ping_only {
         throughput(&pair, kind, topology, secs, &cpu, &mut m)?;
     }
-    let rtt = client.ping(target, args.pings).context("ping failed")?;
+    let pinned = args.ping_cpu.map(|cpu| OneCpu::pin(cpu, &pids)).transpose()?;
+    let rtt = client.ping_every(target, args.pings, args.interval()).context("ping failed")?;
+    drop(pinned);
     m.insert("ping_rtt_ms", rtt.as_secs_f64() * 1e3);
 
     for d in &mut pair.daemons {
