@@ -417,9 +417,6 @@ fn check(args: &Args) -> anyhow::Result<()> {
     if !(0.002..=60.0).contains(&args.ping_interval) {
         bail!("--ping-interval {} is outside 0.002 to 60 seconds", args.ping_interval);
     }
-    if !(0.002..=60.0).contains(&args.ping_interval) {
-        bail!("--ping-interval {} is outside 0.002 to 60 seconds", args.ping_interval);
-    }
     // Without --reference and without Causeway the table has no ratios, as
     // before the option; a reference asked for must be measured.
     if args.reference.is_some() && !uses(reference) {
