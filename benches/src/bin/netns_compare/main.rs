@@ -263,10 +263,7 @@ fn setup(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::Res
         // The responder first, so that the initiator's first IKE_SA_INIT
         // finds it listening.
         let psk = write_psk(dir)?;
-        let bin = match kind {
-            "causeway-esp-baseline" => args.baseline.clone().context("causeway-esp-baseline needs --baseline PATH")?,
-            _ => lab::causewayd_path()?,
-        };
+        let bin = causewayd_for(kind, args)?;
         let db = start_causeway_esp(&b, dir, &side_b, encap, false, &psk, &bin)?;
         let da = start_causeway_esp(&a, dir, &side_a, encap, true, &psk, &bin)?;
         if routed {
@@ -284,10 +281,7 @@ fn setup(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::Res
     }
     let is_causeway = matches!(kind, "causeway" | "causeway-baseline");
     let (da, db) = if is_causeway {
-        let bin = match kind {
-            "causeway" => lab::causewayd_path()?,
-            _ => args.baseline.clone().context("causeway-baseline needs --baseline PATH")?,
-        };
+        let bin = causewayd_for(kind, args)?;
         (start_causeway(&a, dir, &side_a, &bin)?, start_causeway(&b, dir, &side_b, &bin)?)
     } else {
         (start_uapi_daemon(kind, &a, dir, &side_a, args)?, start_uapi_daemon(kind, &b, dir, &side_b, args)?)
@@ -297,6 +291,16 @@ fn setup(kind: &str, topology: Topology, dir: &Path, args: &Args) -> anyhow::Res
         route_through_tunnel(&b, &db.1, LAN_A, !is_causeway)?;
     }
     ready(Pair { daemons: vec![da.0, db.0], charons: vec![], a, b, hosts, esp: None }, kind, topology)
+}
+
+/// The causewayd binary a Causeway implementation runs: the `--baseline`
+/// one for the `*-baseline` kinds, else the one built beside this program.
+fn causewayd_for(kind: &str, args: &Args) -> anyhow::Result<PathBuf> {
+    if kind.ends_with("-baseline") {
+        args.baseline.clone().with_context(|| format!("{kind} needs --baseline PATH"))
+    } else {
+        lab::causewayd_path()
+    }
 }
 
 /// Returns the pair once a ping crosses the tunnel.
