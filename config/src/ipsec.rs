@@ -56,7 +56,9 @@ fn decode_psk(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
 /// An IKE endpoint: host:port, or a host alone for port 500.
 fn ike_endpoint(text: &str) -> Result<Endpoint, String> {
     let t = text.trim();
-    if let Ok(ip) = t.parse::<IpAddr>() {
+    // An address alone, IPv6 ones bracketed or not, means port 500.
+    let bare = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(t);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(Endpoint::Addr(SocketAddr::new(ip, IKE_PORT)));
     }
     t.parse::<Endpoint>().or_else(
@@ -277,6 +279,9 @@ mod tests {
         assert_eq!(ike_endpoint("198.18.1.2").unwrap(), Endpoint::Addr("198.18.1.2:500".parse().unwrap()));
         assert_eq!(ike_endpoint("198.18.1.2:4500").unwrap(), Endpoint::Addr("198.18.1.2:4500".parse().unwrap()));
         assert_eq!(ike_endpoint("fd00::2").unwrap(), Endpoint::Addr("[fd00::2]:500".parse().unwrap()));
+        assert_eq!(ike_endpoint("[fd00::2]").unwrap(), Endpoint::Addr("[fd00::2]:500".parse().unwrap()));
+        assert_eq!(ike_endpoint("[fd00::2]:4500").unwrap(), Endpoint::Addr("[fd00::2]:4500".parse().unwrap()));
+        assert!(ike_endpoint("[fd00::2").is_err());
         assert_eq!(
             ike_endpoint("srx.dc-east.example").unwrap(),
             Endpoint::Host { host: "srx.dc-east.example".into(), port: 500 }

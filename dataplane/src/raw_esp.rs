@@ -1,20 +1,28 @@
 //! ESP as IP protocol 50, without UDP: what an SRX sends when no NAT lies
-//! between the gateways. One raw IPv4 socket for the whole interface: the
-//! kernel gives every raw socket of a protocol a copy of each packet, so
-//! one socket per worker would deliver each packet once per worker. Every
-//! worker sends on it; worker 0 alone reads it, so that a flow's packets
-//! reach the TUN in the order they came (`worker::run`).
+//! between the gateways. One raw socket per address family for the whole
+//! interface: the kernel gives every raw socket of a protocol a copy of
+//! each packet, so one socket per worker would deliver each packet once
+//! per worker. Every worker sends on it; worker 0 alone reads it, so that
+//! a flow's packets reach the TUN in the order they came (`worker::run`).
+//!
+//! The two families differ on receive: an IPv4 raw socket hands over the
+//! IP header, which is stripped here; an IPv6 one hands over the payload
+//! alone, with the source in the message's name and the destination in an
+//! IPV6_PKTINFO control message. Both sockets sit behind one epoll
+//! descriptor, so the worker polls one descriptor for raw ESP whichever
+//! families the peers use.
 //!
 //! This kernel has no ESP of its own (no XFRM), and an ESP packet that a
-//! raw socket takes is not answered with ICMP "protocol unreachable".
-//! IPv4 only: an IPv6 WAN uses ESP in UDP (`encap = "always"`).
+//! raw socket takes is answered neither with ICMP "protocol unreachable"
+//! nor with ICMPv6 "unrecognized next header".
 //!
 //! Written on libc directly, not quinn-udp: quinn-udp is for UDP (GSO,
 //! GRO, ECN cmsgs), none of which a raw socket has.
 
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsRawFd, RawFd};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, SockAddr, Type};
@@ -27,20 +35,103 @@ pub const IPPROTO_ESP: i32 = 50;
 /// Datagrams per sendmmsg or recvmmsg.
 const MMSG: usize = 64;
 
+/// Room for one IPV6_PKTINFO control message (CMSG_SPACE of a 20-byte
+/// in6_pktinfo on 64-bit Linux is 40), u64-aligned as cmsghdr needs.
+const CONTROL_WORDS: usize = 8;
+
 pub struct RawEspSocket {
-    socket: socket2::Socket,
+    v4: Option<socket2::Socket>,
+    /// None where the host has no IPv6 (the module absent or disabled).
+    v6: Option<socket2::Socket>,
+    /// epoll over both: readable when either is.
+    ready: OwnedFd,
+    /// Which family `recv` reads first, alternated so that a busy one
+    /// cannot starve the other.
+    v6_first: AtomicBool,
+}
+
+fn open_one(domain: Domain, fwmark: u32) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(domain, Type::RAW, Some(Protocol::from(IPPROTO_ESP)))?;
+    socket.set_nonblocking(true)?;
+    if fwmark != 0 {
+        socket.set_mark(fwmark)?;
+    }
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    if domain == Domain::IPV6 {
+        set_recv_pktinfo(&socket)?;
+    }
+    Ok(socket)
+}
+
+fn set_recv_pktinfo(socket: &socket2::Socket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: IPV6_RECVPKTINFO takes an int; the pointer and length
+    // describe `on`, which outlives the call.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_RECVPKTINFO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl RawEspSocket {
+    /// Opens both families' sockets; fails only if neither opens (the
+    /// IPv4 socket's error is the one returned, CAP_NET_RAW being the
+    /// usual cause).
     pub fn open(fwmark: u32) -> io::Result<RawEspSocket> {
-        let socket = socket2::Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(IPPROTO_ESP)))?;
-        socket.set_nonblocking(true)?;
-        if fwmark != 0 {
-            socket.set_mark(fwmark)?;
+        let v4 = open_one(Domain::IPV4, fwmark);
+        let v6 = open_one(Domain::IPV6, fwmark);
+        if let (Err(e), Err(_)) = (&v4, &v6) {
+            return Err(io::Error::new(e.kind(), e.to_string()));
         }
-        let _ = socket.set_recv_buffer_size(4 << 20);
-        let _ = socket.set_send_buffer_size(4 << 20);
-        Ok(RawEspSocket { socket })
+        if let Err(e) = &v6 {
+            tracing::info!(error = %e, "no raw ESP over IPv6 (IPv6 peers need encap = \"always\")");
+        }
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result
+        // is a new descriptor that nothing else owns.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `epfd` was just created and is owned by nothing else.
+        let ready = unsafe { OwnedFd::from_raw_fd(epfd) };
+        let (v4, v6) = (v4.ok(), v6.ok());
+        for s in v4.iter().chain(&v6) {
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: s.as_raw_fd() as u64 };
+            // SAFETY: both descriptors are open; `ev` outlives the call,
+            // which copies it.
+            if unsafe { libc::epoll_ctl(ready.as_raw_fd(), libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(RawEspSocket { v4, v6, ready, v6_first: AtomicBool::new(false) })
+    }
+
+    /// The socket for a destination's family.
+    fn for_family(&self, dst: &SocketAddr) -> io::Result<&socket2::Socket> {
+        let s = if dst.is_ipv4() { &self.v4 } else { &self.v6 };
+        s.as_ref().ok_or_else(|| {
+            let family = if dst.is_ipv4() { "IPv4" } else { "IPv6" };
+            io::Error::new(io::ErrorKind::Unsupported, format!("no raw ESP socket for {family} on this host"))
+        })
+    }
+}
+
+/// A raw socket's destination: the address alone (port 0; an IPv6 one
+/// keeps its scope, for link-local peers).
+fn raw_destination(dst: SocketAddr) -> SockAddr {
+    match dst {
+        SocketAddr::V4(a) => SockAddr::from(SocketAddr::new(IpAddr::V4(*a.ip()), 0)),
+        SocketAddr::V6(a) => SockAddr::from(SocketAddrV6::new(*a.ip(), 0, 0, a.scope_id())),
     }
 }
 
@@ -62,9 +153,107 @@ fn strip_ipv4(buf: &mut [u8], len: usize) -> Option<(Ipv4Addr, Ipv4Addr, usize)>
     Some((src, dst, total - ihl))
 }
 
+/// The destination address of an IPv6 packet, from its IPV6_PKTINFO
+/// control message.
+fn pktinfo_destination(hdr: &libc::msghdr) -> Option<Ipv6Addr> {
+    // SAFETY: `hdr` is a header the kernel filled by recvmmsg; its control
+    // pointer and length describe a buffer that is still alive, and the
+    // CMSG_* macros stay within msg_controllen.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::IPPROTO_IPV6 && (*cmsg).cmsg_type == libc::IPV6_PKTINFO {
+                let info = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in6_pktinfo);
+                return Some(Ipv6Addr::from(info.ipi6_addr.s6_addr));
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    None
+}
+
+/// What a slot holds when its packet is unusable: nothing, which the
+/// receive path skips.
+fn empty_meta() -> RecvMeta {
+    let mut m = RecvMeta::default();
+    m.addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+    m.len = 0;
+    m.stride = 1;
+    m
+}
+
+/// One recvmmsg on one family's socket, for up to `bufs.len()` packets
+/// (at most `MMSG`); 0 when none waits. Each packet is left with the ESP
+/// header at its buffer's start.
+fn recv_family(
+    sock: &socket2::Socket,
+    v6: bool,
+    bufs: &mut [IoSliceMut<'_>],
+    meta: &mut [RecvMeta],
+) -> io::Result<usize> {
+    let n = bufs.len().min(meta.len()).min(MMSG);
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MMSG];
+    // SAFETY: mmsghdr and sockaddr_in6 are plain C structs for which
+    // all-zero bytes are valid values (null pointers, zero lengths).
+    let mut msgs: [libc::mmsghdr; MMSG] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut names: [libc::sockaddr_in6; MMSG] = unsafe { std::mem::zeroed() };
+    let mut control = [[0u64; CONTROL_WORDS]; MMSG];
+    for i in 0..n {
+        iov[i] = libc::iovec { iov_base: bufs[i].as_mut_ptr() as *mut libc::c_void, iov_len: bufs[i].len() };
+        let hdr = &mut msgs[i].msg_hdr;
+        hdr.msg_iov = &mut iov[i];
+        hdr.msg_iovlen = 1;
+        if v6 {
+            hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_in6).cast();
+            hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            hdr.msg_control = control[i].as_mut_ptr().cast();
+            hdr.msg_controllen = std::mem::size_of_val(&control[i]);
+        }
+    }
+    // SAFETY: the first `n` headers point at `n` distinct writable buffers
+    // (packets, names, control) of the lengths given, all of which outlive
+    // the call.
+    let r = unsafe {
+        libc::recvmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
+    }
+    let got = r as usize;
+    for i in 0..got {
+        let hdr = &msgs[i].msg_hdr;
+        let len = msgs[i].msg_len as usize;
+        let mut m = empty_meta();
+        if hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            // Larger than any packet the pipeline takes: dropped whole.
+        } else if v6 {
+            let name = &names[i];
+            if i32::from(name.sin6_family) == libc::AF_INET6 {
+                let src = Ipv6Addr::from(name.sin6_addr.s6_addr);
+                m.addr = SocketAddr::V6(SocketAddrV6::new(src, 0, 0, name.sin6_scope_id));
+                m.len = len;
+                m.stride = len.max(1);
+                m.dst_ip = pktinfo_destination(hdr).map(IpAddr::V6);
+            }
+        } else if let Some((src, dst, payload)) = strip_ipv4(&mut bufs[i], len) {
+            m.addr = SocketAddr::new(IpAddr::V4(src), 0);
+            m.len = payload;
+            m.stride = payload.max(1);
+            m.dst_ip = Some(IpAddr::V4(dst));
+        }
+        meta[i] = m;
+    }
+    Ok(got)
+}
+
 impl Socket for RawEspSocket {
     fn fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+        self.ready.as_raw_fd()
     }
 
     fn local_port(&self) -> u16 {
@@ -80,7 +269,10 @@ impl Socket for RawEspSocket {
     }
 
     fn set_fwmark(&self, mark: u32) -> io::Result<()> {
-        self.socket.set_mark(mark)
+        for s in self.v4.iter().chain(&self.v6) {
+            s.set_mark(mark)?;
+        }
+        Ok(())
     }
 
     /// The kernel picks the source address: a raw socket's sticky source
@@ -93,13 +285,11 @@ impl Socket for RawEspSocket {
         contents: &[u8],
         segment: Option<usize>,
     ) -> io::Result<SourceUse> {
+        let sock = self.for_family(&dst)?;
+        let to = raw_destination(dst);
         let segment = segment.unwrap_or(contents.len()).max(1);
-        let to = match dst.ip() {
-            IpAddr::V4(v4) => SockAddr::from(SocketAddrV4::new(v4, 0)),
-            IpAddr::V6(_) => return Err(io::Error::new(io::ErrorKind::Unsupported, "raw ESP is IPv4 only")),
-        };
         for chunk in contents.chunks(segment) {
-            self.socket.send_to(chunk, &to)?;
+            sock.send_to(chunk, &to)?;
         }
         Ok(SourceUse::Kept)
     }
@@ -113,20 +303,12 @@ impl Socket for RawEspSocket {
         contents: &[u8],
         lens: &[usize],
     ) -> io::Result<SourceUse> {
-        let IpAddr::V4(v4) = dst.ip() else {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "raw ESP is IPv4 only"));
-        };
-        let to = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr { s_addr: u32::from(v4).to_be() },
-            sin_zero: [0; 8],
-        };
+        let sock = self.for_family(&dst)?;
+        let to = raw_destination(dst);
         let mut at = 0;
         for run in lens.chunks(MMSG) {
             let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MMSG];
-            // SAFETY: mmsghdr is a plain C struct for which all-zero bytes
-            // are a valid value (null pointers, zero lengths).
+            // SAFETY: all-zero bytes are a valid mmsghdr (see recv_family).
             let mut msgs: [libc::mmsghdr; MMSG] = unsafe { std::mem::zeroed() };
             for (i, &len) in run.iter().enumerate() {
                 let datagram =
@@ -134,8 +316,8 @@ impl Socket for RawEspSocket {
                 iov[i] = libc::iovec { iov_base: datagram.as_ptr() as *mut libc::c_void, iov_len: len };
                 msgs[i].msg_hdr.msg_iov = &mut iov[i];
                 msgs[i].msg_hdr.msg_iovlen = 1;
-                msgs[i].msg_hdr.msg_name = &to as *const libc::sockaddr_in as *mut libc::c_void;
-                msgs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                msgs[i].msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
+                msgs[i].msg_hdr.msg_namelen = to.len();
                 at += len;
             }
             let mut sent = 0;
@@ -145,7 +327,7 @@ impl Socket for RawEspSocket {
                 // all of which outlive the call; the kernel only reads them
                 // (and writes each header's msg_len).
                 let r = unsafe {
-                    libc::sendmmsg(self.fd(), msgs[sent..].as_mut_ptr(), (run.len() - sent) as libc::c_uint, 0)
+                    libc::sendmmsg(sock.as_raw_fd(), msgs[sent..].as_mut_ptr(), (run.len() - sent) as libc::c_uint, 0)
                 };
                 if r < 0 {
                     let e = io::Error::last_os_error();
@@ -160,46 +342,28 @@ impl Socket for RawEspSocket {
         Ok(SourceUse::Kept)
     }
 
-    /// One recvmmsg for up to `MMSG` packets; each is left with its IPv4
-    /// header stripped, and a packet that is not IPv4 as an empty slot.
+    /// Up to `MMSG` packets from both families, the first read alternating
+    /// between calls; WouldBlock when neither has any. A packet that is not
+    /// whole ESP over IP is left as an empty slot.
     fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
         let n = bufs.len().min(meta.len()).min(MMSG);
-        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MMSG];
-        // SAFETY: all-zero bytes are a valid mmsghdr (see send_many).
-        let mut msgs: [libc::mmsghdr; MMSG] = unsafe { std::mem::zeroed() };
-        for i in 0..n {
-            iov[i] = libc::iovec { iov_base: bufs[i].as_mut_ptr() as *mut libc::c_void, iov_len: bufs[i].len() };
-            msgs[i].msg_hdr.msg_iov = &mut iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: the first `n` headers point at `n` distinct writable
-        // buffers of the lengths given, which outlive the call; no names or
-        // control data are asked for.
-        let r = unsafe {
-            libc::recvmmsg(self.fd(), msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let got = r as usize;
-        for i in 0..got {
-            let mut m = RecvMeta::default();
-            match strip_ipv4(&mut bufs[i], msgs[i].msg_len as usize) {
-                Some((src, dst, payload)) => {
-                    m.addr = SocketAddr::new(IpAddr::V4(src), 0);
-                    m.len = payload;
-                    m.stride = payload.max(1);
-                    m.dst_ip = Some(IpAddr::V4(dst));
-                }
-                None => {
-                    m.addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-                    m.len = 0;
-                    m.stride = 1;
-                }
+        let v6_first = self.v6_first.fetch_xor(true, Ordering::Relaxed);
+        let order =
+            if v6_first { [(&self.v6, true), (&self.v4, false)] } else { [(&self.v4, false), (&self.v6, true)] };
+        let mut got = 0;
+        let mut failed = None;
+        for (sock, v6) in order {
+            let Some(sock) = sock.as_ref().filter(|_| got < n) else { continue };
+            match recv_family(sock, v6, &mut bufs[got..n], &mut meta[got..n]) {
+                Ok(k) => got += k,
+                Err(e) => failed = Some(e),
             }
-            meta[i] = m;
         }
-        Ok(got)
+        match (got, failed) {
+            (0, Some(e)) => Err(e),
+            (0, None) => Err(io::ErrorKind::WouldBlock.into()),
+            (got, _) => Ok(got),
+        }
     }
 }
 
