@@ -1,6 +1,6 @@
 //! Causeway against strongSwan 5.9 (charon with kernel-libipsec, ESP in
 //! UDP): gw-a runs causewayd, gw-b a charon, on a veth WAN (198.18.0.1 and
-//! .2), with a host behind each (10.94.1.2 behind Causeway, 10.94.2.2
+//! .2; fd00:18::1 and ::2 in the IPv6 case), with a host behind each (10.94.1.2 behind Causeway, 10.94.2.2
 //! behind strongSwan) and traffic selectors 10.94.1.0/24 === 10.94.2.0/24.
 //! Each case checks both ends' view of the SAs and moves traffic between
 //! the hosts: Causeway initiating and responding, each IKE and ESP
@@ -67,6 +67,19 @@ struct Causeway<'a> {
     extra: &'a str,
     /// causewayd's WireGuard key (made up when absent).
     key: Option<causeway_wireguard::StaticSecret>,
+    /// The WAN is IPv6 (fd00:18::1 and ::2) instead of 198.18.0.1 and .2.
+    wan6: bool,
+}
+
+impl Causeway<'_> {
+    /// (gw-a's WAN address, gw-b's).
+    fn wan(&self) -> (&'static str, &'static str) {
+        if self.wan6 {
+            ("fd00:18::1", "fd00:18::2")
+        } else {
+            ("198.18.0.1", "198.18.0.2")
+        }
+    }
 }
 
 impl Default for Causeway<'_> {
@@ -78,6 +91,7 @@ impl Default for Causeway<'_> {
             psk_hex: None,
             extra: "",
             key: None,
+            wan6: false,
         }
     }
 }
@@ -99,7 +113,7 @@ install_routes = true
 [[peer]]
 name = "gw-b"
 protocol = "ipsec"
-endpoints = ["198.18.0.2"]
+endpoints = ["{}"]
 allowed_ips = ["10.94.2.0/24"]
 local_id = "gw-a.causeway.test"
 remote_id = "gw-b.causeway.test"
@@ -113,6 +127,7 @@ initiate = {}
 {}
 "#,
         lab::b64(key.as_bytes()),
+        c.wan().1,
         psk_path.display(),
         c.ike,
         c.esp,
@@ -138,7 +153,9 @@ fn interop_on(c: Causeway<'_>, swan: impl FnOnce(Connection) -> Connection, behi
     let nat = if behind_nat {
         Some(masquerading_router(&gw_b, "198.18.0.2", "198.18.0.1", &gw_a, None))
     } else {
-        lab::veth(&gw_a, "wan0", &["198.18.0.1/24"], &gw_b, "wan0", &["198.18.0.2/24"]).unwrap();
+        let prefix = if c.wan6 { 64 } else { 24 };
+        let (a, b) = c.wan();
+        lab::veth(&gw_a, "wan0", &[&format!("{a}/{prefix}")], &gw_b, "wan0", &[&format!("{b}/{prefix}")]).unwrap();
         None
     };
     let host_a = lan(&gw_a, "host-a", "10.94.1");
@@ -146,7 +163,7 @@ fn interop_on(c: Causeway<'_>, swan: impl FnOnce(Connection) -> Connection, behi
     let dir = tempfile::tempdir().unwrap();
     let start = if c.initiate { StartAction::None } else { StartAction::Start };
     let conn = swan(
-        Connection::new("198.18.0.2", "198.18.0.1")
+        Connection::new(c.wan().1, c.wan().0)
             .ids("gw-b.causeway.test", "gw-a.causeway.test")
             .proposals(c.ike, c.esp)
             .traffic(&["10.94.2.0/24"], &["10.94.1.0/24"])
@@ -223,6 +240,24 @@ fn causeway_behind_a_nat_with_strongswan() {
     // strongSwan knows gw-a by the router's outside address only.
     let list = p.charon.list_sas().unwrap();
     assert!(list.contains("198.18.0.1[") && !list.contains("198.19.0.2["), "{list}");
+}
+
+/// IKE and ESP in UDP over an IPv6 WAN, Causeway initiating and then
+/// responding.
+#[test]
+fn over_an_ipv6_wan() {
+    let Some(_lab) = strongswan_lab("strongswan over_an_ipv6_wan") else {
+        return;
+    };
+    for initiate in [true, false] {
+        let p = interop(Causeway { wan6: true, initiate, ..Causeway::default() }, |c| c);
+        carries_traffic(&p, PROPOSAL_SETS[0].2, PROPOSAL_SETS[0].3);
+        let st = p.ipsec_status();
+        assert!(st["remote"].as_str().unwrap().starts_with("[fd00:18::2]:"), "{st}");
+        assert_eq!(st["initiator"], initiate, "{st}");
+        let list = p.charon.list_sas().unwrap();
+        assert!(list.contains("fd00:18::1[") && list.contains("fd00:18::2["), "{list}");
+    }
 }
 
 /// Each IKE and ESP proposal set, with Causeway initiating.
