@@ -56,10 +56,16 @@ fn decode_psk(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
 /// An IKE endpoint: host:port, or a host alone for port 500.
 fn ike_endpoint(text: &str) -> Result<Endpoint, String> {
     let t = text.trim();
-    // An address alone, IPv6 ones bracketed or not, means port 500.
-    let bare = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(t);
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(Endpoint::Addr(SocketAddr::new(ip, IKE_PORT)));
+    // An address alone means port 500; an IPv6 one may be bracketed.
+    let bracketed = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')).map(|r| r.parse::<std::net::Ipv6Addr>());
+    let ip = match bracketed {
+        Some(Ok(v6)) => Some(IpAddr::V6(v6)),
+        Some(Err(_)) => return Err(format!("{t}: brackets hold an IPv6 address")),
+        None => t.parse::<IpAddr>().ok(),
+    };
+    if let Some(ip) = ip {
+        // An IPv4-mapped address is the IPv4 peer it names.
+        return Ok(Endpoint::Addr(SocketAddr::new(ip.to_canonical(), IKE_PORT)));
     }
     t.parse::<Endpoint>().or_else(
         |e| {
@@ -282,6 +288,8 @@ mod tests {
         assert_eq!(ike_endpoint("[fd00::2]").unwrap(), Endpoint::Addr("[fd00::2]:500".parse().unwrap()));
         assert_eq!(ike_endpoint("[fd00::2]:4500").unwrap(), Endpoint::Addr("[fd00::2]:4500".parse().unwrap()));
         assert!(ike_endpoint("[fd00::2").is_err());
+        assert!(ike_endpoint("[198.18.1.2]").is_err(), "brackets are for IPv6");
+        assert_eq!(ike_endpoint("::ffff:198.18.1.2").unwrap(), Endpoint::Addr("198.18.1.2:500".parse().unwrap()));
         assert_eq!(
             ike_endpoint("srx.dc-east.example").unwrap(),
             Endpoint::Host { host: "srx.dc-east.example".into(), port: 500 }

@@ -74,6 +74,13 @@ pub trait Socket: Send + Sync {
 
     fn set_fwmark(&self, mark: u32) -> io::Result<()>;
 
+    /// Whether the socket can send to `dst`'s address family (a raw ESP
+    /// socket on a host without IPv6 cannot).
+    fn reaches(&self, dst: &SocketAddr) -> bool {
+        let _ = dst;
+        true
+    }
+
     /// Sends `contents` to `dst`, split into `segment` sized datagrams when
     /// given (GSO; only the last may be shorter), from `src` when given. A
     /// sticky source that is no longer local is dropped and the send

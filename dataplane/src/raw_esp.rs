@@ -10,7 +10,8 @@
 //! alone, with the source in the message's name and the destination in an
 //! IPV6_PKTINFO control message. Both sockets sit behind one epoll
 //! descriptor, so the worker polls one descriptor for raw ESP whichever
-//! families the peers use.
+//! families the peers use. Sends leave from the peer's sticky source (the
+//! address its packets, IKE's first, came to), as UDP ones do.
 //!
 //! This kernel has no ESP of its own (no XFRM), and an ESP packet that a
 //! raw socket takes is answered neither with ICMP "protocol unreachable"
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use socket2::{Domain, Protocol, SockAddr, Type};
 
 use crate::io::{Bind, RecvMeta, Socket, SourceUse};
+use crate::udp::{encode_pktinfo, is_source_gone};
 
 /// IANA protocol number of ESP.
 pub const IPPROTO_ESP: i32 = 50;
@@ -88,13 +90,14 @@ impl RawEspSocket {
     /// IPv4 socket's error is the one returned, CAP_NET_RAW being the
     /// usual cause).
     pub fn open(fwmark: u32) -> io::Result<RawEspSocket> {
-        let v4 = open_one(Domain::IPV4, fwmark);
-        let v6 = open_one(Domain::IPV6, fwmark);
-        if let (Err(e), Err(_)) = (&v4, &v6) {
-            return Err(io::Error::new(e.kind(), e.to_string()));
-        }
-        if let Err(e) = &v6 {
-            tracing::info!(error = %e, "no raw ESP over IPv6 (IPv6 peers need encap = \"always\")");
+        let (v4, v6) = match (open_one(Domain::IPV4, fwmark), open_one(Domain::IPV6, fwmark)) {
+            (Err(e), Err(_)) => return Err(e),
+            (v4, v6) => (v4, v6),
+        };
+        for (family, r) in [("IPv4", v4.as_ref().err()), ("IPv6", v6.as_ref().err())] {
+            if let Some(e) = r {
+                tracing::warn!(error = %e, "no raw ESP socket for {family}: {family} peers without a NAT need encap = \"always\"");
+            }
         }
         // SAFETY: epoll_create1 takes no pointers; a non-negative result
         // is a new descriptor that nothing else owns.
@@ -123,6 +126,81 @@ impl RawEspSocket {
             let family = if dst.is_ipv4() { "IPv4" } else { "IPv6" };
             io::Error::new(io::ErrorKind::Unsupported, format!("no raw ESP socket for {family} on this host"))
         })
+    }
+
+    /// Sends datagrams of `lens` bytes, laid end to end in `contents`,
+    /// from `src` when given; a source that is no longer local is dropped
+    /// and the rest sent from whatever address the kernel picks.
+    fn send_datagrams(
+        &self,
+        dst: SocketAddr,
+        src: Option<IpAddr>,
+        contents: &[u8],
+        lens: impl Iterator<Item = usize>,
+    ) -> io::Result<SourceUse> {
+        let sock = self.for_family(&dst)?;
+        let to = raw_destination(dst);
+        // A source of the other family cannot be asked for.
+        let mut src = src.filter(|s| s.is_ipv4() == dst.is_ipv4());
+        let mut used = SourceUse::Kept;
+        let mut control = [0u64; 8];
+        let mut control_len = src.map_or(0, |ip| encode_pktinfo(&mut control, ip));
+        let mut lens = lens.peekable();
+        let mut at = 0;
+        while lens.peek().is_some() {
+            let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MMSG];
+            // SAFETY: all-zero bytes are a valid mmsghdr (see recv_family).
+            let mut msgs: [libc::mmsghdr; MMSG] = unsafe { std::mem::zeroed() };
+            let mut n = 0;
+            while n < MMSG {
+                let Some(len) = lens.next() else { break };
+                let datagram =
+                    contents.get(at..at + len).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+                iov[n] = libc::iovec { iov_base: datagram.as_ptr() as *mut libc::c_void, iov_len: len };
+                at += len;
+                n += 1;
+            }
+            let mut sent = 0;
+            while sent < n {
+                for (i, msg) in msgs.iter_mut().enumerate().take(n) {
+                    let hdr = &mut msg.msg_hdr;
+                    hdr.msg_iov = &mut iov[i];
+                    hdr.msg_iovlen = 1;
+                    hdr.msg_name = to.as_ptr() as *mut libc::c_void;
+                    hdr.msg_namelen = to.len();
+                    if control_len > 0 {
+                        hdr.msg_control = control.as_mut_ptr().cast();
+                        hdr.msg_controllen = control_len as _;
+                    } else {
+                        hdr.msg_control = std::ptr::null_mut();
+                        hdr.msg_controllen = 0;
+                    }
+                }
+                // SAFETY: `msgs[sent..n]` are initialised headers whose
+                // iovecs point into `contents`, whose names point to `to`
+                // and whose control data (if any) is `control`, all of which
+                // outlive the call; the kernel only reads them (and writes
+                // each header's msg_len).
+                let r = unsafe {
+                    libc::sendmmsg(sock.as_raw_fd(), msgs[sent..].as_mut_ptr(), (n - sent) as libc::c_uint, 0)
+                };
+                if r < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    if src.is_some() && is_source_gone(&e) {
+                        src = None;
+                        control_len = 0;
+                        used = SourceUse::Dropped;
+                        continue;
+                    }
+                    return Err(e);
+                }
+                sent += r as usize;
+            }
+        }
+        Ok(used)
     }
 }
 
@@ -156,13 +234,18 @@ fn strip_ipv4(buf: &mut [u8], len: usize) -> Option<(Ipv4Addr, Ipv4Addr, usize)>
 /// The destination address of an IPv6 packet, from its IPV6_PKTINFO
 /// control message.
 fn pktinfo_destination(hdr: &libc::msghdr) -> Option<Ipv6Addr> {
+    if hdr.msg_flags & libc::MSG_CTRUNC != 0 {
+        return None;
+    }
     // SAFETY: `hdr` is a header the kernel filled by recvmmsg; its control
     // pointer and length describe a buffer that is still alive, and the
     // CMSG_* macros stay within msg_controllen.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
         while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::IPPROTO_IPV6 && (*cmsg).cmsg_type == libc::IPV6_PKTINFO {
+            let whole =
+                (*cmsg).cmsg_len as usize >= libc::CMSG_LEN(std::mem::size_of::<libc::in6_pktinfo>() as u32) as usize;
+            if (*cmsg).cmsg_level == libc::IPPROTO_IPV6 && (*cmsg).cmsg_type == libc::IPV6_PKTINFO && whole {
                 let info = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in6_pktinfo);
                 return Some(Ipv6Addr::from(info.ipi6_addr.s6_addr));
             }
@@ -211,7 +294,7 @@ fn recv_family(
             hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_in6).cast();
             hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
             hdr.msg_control = control[i].as_mut_ptr().cast();
-            hdr.msg_controllen = std::mem::size_of_val(&control[i]);
+            hdr.msg_controllen = std::mem::size_of_val(&control[i]) as _;
         }
     }
     // SAFETY: the first `n` headers point at `n` distinct writable buffers
@@ -256,6 +339,15 @@ impl Socket for RawEspSocket {
         self.ready.as_raw_fd()
     }
 
+    /// Whether `dst`'s family has a socket.
+    fn reaches(&self, dst: &SocketAddr) -> bool {
+        if dst.is_ipv4() {
+            self.v4.is_some()
+        } else {
+            self.v6.is_some()
+        }
+    }
+
     fn local_port(&self) -> u16 {
         0
     }
@@ -275,71 +367,32 @@ impl Socket for RawEspSocket {
         Ok(())
     }
 
-    /// The kernel picks the source address: a raw socket's sticky source
-    /// would need IP_PKTINFO on send, and an SRX-style peer is reached on
-    /// one address.
+    /// From the sticky source when there is one (an IP_PKTINFO or
+    /// IPV6_PKTINFO control message, as for UDP): a host with several
+    /// addresses, IPv6 temporary ones above all, would otherwise send ESP
+    /// from another address than IKE's, which the peer's filters drop.
     fn send(
         &self,
         dst: SocketAddr,
-        _src: Option<IpAddr>,
+        src: Option<IpAddr>,
         contents: &[u8],
         segment: Option<usize>,
     ) -> io::Result<SourceUse> {
-        let sock = self.for_family(&dst)?;
-        let to = raw_destination(dst);
         let segment = segment.unwrap_or(contents.len()).max(1);
-        for chunk in contents.chunks(segment) {
-            sock.send_to(chunk, &to)?;
-        }
-        Ok(SourceUse::Kept)
+        let lens = (0..contents.len()).step_by(segment).map(|at| segment.min(contents.len() - at));
+        self.send_datagrams(dst, src, contents, lens)
     }
 
-    /// One sendmmsg per run of up to `MMSG` datagrams (a raw socket has
-    /// no GSO, so this is what batching it can do).
+    /// Up to `MMSG` datagrams per sendmmsg (a raw socket has no GSO, so
+    /// this is what batching it can do).
     fn send_many(
         &self,
         dst: SocketAddr,
-        _src: Option<IpAddr>,
+        src: Option<IpAddr>,
         contents: &[u8],
         lens: &[usize],
     ) -> io::Result<SourceUse> {
-        let sock = self.for_family(&dst)?;
-        let to = raw_destination(dst);
-        let mut at = 0;
-        for run in lens.chunks(MMSG) {
-            let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MMSG];
-            // SAFETY: all-zero bytes are a valid mmsghdr (see recv_family).
-            let mut msgs: [libc::mmsghdr; MMSG] = unsafe { std::mem::zeroed() };
-            for (i, &len) in run.iter().enumerate() {
-                let datagram =
-                    contents.get(at..at + len).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-                iov[i] = libc::iovec { iov_base: datagram.as_ptr() as *mut libc::c_void, iov_len: len };
-                msgs[i].msg_hdr.msg_iov = &mut iov[i];
-                msgs[i].msg_hdr.msg_iovlen = 1;
-                msgs[i].msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
-                msgs[i].msg_hdr.msg_namelen = to.len();
-                at += len;
-            }
-            let mut sent = 0;
-            while sent < run.len() {
-                // SAFETY: `msgs[sent..run.len()]` are initialised headers whose
-                // iovecs point into `contents` and whose names point to `to`,
-                // all of which outlive the call; the kernel only reads them
-                // (and writes each header's msg_len).
-                let r = unsafe {
-                    libc::sendmmsg(sock.as_raw_fd(), msgs[sent..].as_mut_ptr(), (run.len() - sent) as libc::c_uint, 0)
-                };
-                if r < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return Err(e);
-                }
-                sent += r as usize;
-            }
-        }
-        Ok(SourceUse::Kept)
+        self.send_datagrams(dst, src, contents, lens.iter().copied())
     }
 
     /// Up to `MMSG` packets from both families, the first read alternating
@@ -356,7 +409,7 @@ impl Socket for RawEspSocket {
             let Some(sock) = sock.as_ref().filter(|_| got < n) else { continue };
             match recv_family(sock, v6, &mut bufs[got..n], &mut meta[got..n]) {
                 Ok(k) => got += k,
-                Err(e) => failed = Some(e),
+                Err(e) => failed = failed.or(Some(e)),
             }
         }
         match (got, failed) {

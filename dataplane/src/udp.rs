@@ -115,7 +115,7 @@ pub fn normalize_ip(ip: IpAddr) -> IpAddr {
 /// Linux answers EINVAL, EADDRNOTAVAIL or ENETUNREACH depending on the
 /// route; if the network really is unreachable, the retry without a source
 /// fails the same way and that error is returned.
-fn is_source_gone(e: &io::Error) -> bool {
+pub(crate) fn is_source_gone(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EADDRNOTAVAIL) | Some(libc::ENETUNREACH))
 }
 
@@ -267,7 +267,7 @@ impl Socket for UdpEndpoint {
 /// Writes an IP_PKTINFO or IPV6_PKTINFO control message choosing `src` as
 /// the source address (as quinn-udp does for single sends); returns the
 /// control length.
-fn encode_pktinfo(buf: &mut [u64; 8], src: IpAddr) -> usize {
+pub(crate) fn encode_pktinfo(buf: &mut [u64; 8], src: IpAddr) -> usize {
     // SAFETY: a zeroed msghdr is valid; it only frames `buf` for the CMSG
     // macros, which stay inside msg_controllen (checked by CMSG_FIRSTHDR).
     unsafe {

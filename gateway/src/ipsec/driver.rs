@@ -405,6 +405,12 @@ fn apply(s: &Shared, event: Event) {
                     tracing::error!(peer = %peer, error = %e, "cannot open the raw ESP socket (needs CAP_NET_RAW); set encap = \"always\"");
                     return;
                 }
+                let raw = s.iface.sockets_for(Carrier::RawEsp);
+                if !raw.sockets.first().is_some_and(|r| r.reaches(&remote)) {
+                    let family = if remote.is_ipv4() { "IPv4" } else { "IPv6" };
+                    tracing::error!(peer = %peer, "no raw ESP socket for {family} on this host; set encap = \"always\"");
+                    return;
+                }
             }
             if let Some(path) = &s.keylog {
                 keylog::append(path, &keys, remote.ip(), local);
@@ -416,7 +422,12 @@ fn apply(s: &Shared, event: Event) {
                     return;
                 }
             };
-            ps.set_endpoint(SocketAddr::new(remote.ip(), if encap { remote.port() } else { 0 }));
+            // Raw ESP has no port; an IPv6 address keeps its scope.
+            let mut endpoint = remote;
+            if !encap {
+                endpoint.set_port(0);
+            }
+            ps.set_endpoint(endpoint);
             if let Some(l) = local {
                 ps.observe(ps.endpoint().map_or(remote, |e| e.addr), Some(l));
             }
