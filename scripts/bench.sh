@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-install_missing iperf3:iperf3 wireguard-go:wireguard-go wg:wireguard-tools ping:iputils-ping iptables:iptables protoc:protobuf-compiler
+install_missing iperf3:iperf3 wireguard-go:wireguard-go wg:wireguard-tools ping:iputils-ping iptables:iptables "${PROTOC_TOOLS[@]}"
 install_ipsec_tools
 [ -x "${HOME:-/root}/.cargo/bin/boringtun-cli" ] || cargo install --locked boringtun-cli ||
     echo "== boringtun-cli could not be installed: leave boringtun out of --impls" >&2

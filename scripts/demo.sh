@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 # protoc: the etcd client (registry) generates its gRPC code at build time.
-install_missing ip:iproute2 iperf3:iperf3 ping:iputils-ping protoc:protobuf-compiler
+install_missing ip:iproute2 iperf3:iperf3 ping:iputils-ping "${PROTOC_TOOLS[@]}"
 if ! command -v cargo >/dev/null; then
     echo "cargo is missing: install Rust with rustup, then rerun" >&2
     exit 1

@@ -1,12 +1,17 @@
 # Shared by the scripts in this folder (source it, do not run it).
 
-# Installs the Debian package of each command that is missing.
-# Usage: install_missing command:package ...
+# Installs the Debian package of each command (or, for an absolute path,
+# file) that is missing.
+# Usage: install_missing command:package /path/to/file:package ...
 # Fails when something is missing and we are not root.
 install_missing() {
-    local need=() pair
+    local need=() pair what
     for pair in "$@"; do
-        command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+        what=${pair%%:*}
+        case $what in
+        /*) [ -e "$what" ] || need+=("${pair#*:}") ;;
+        *) command -v "$what" >/dev/null || need+=("${pair#*:}") ;;
+        esac
     done
     [ "${#need[@]}" -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ]; then
@@ -130,3 +135,9 @@ install_fleet_tools() {
         fi
     done
 }
+
+# protoc and the well-known .proto files it imports (descriptor.proto and
+# friends are in libprotobuf-dev, only a Recommends of protobuf-compiler,
+# which --no-install-recommends leaves out): the etcd client generates its
+# gRPC code at build time and needs both.
+PROTOC_TOOLS=(protoc:protobuf-compiler /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev)
