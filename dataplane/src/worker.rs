@@ -73,14 +73,14 @@ fn fill_from_tun(
 
 /// Waits until one of `fds` is readable (or in error); returns their
 /// revents. A negative descriptor is skipped (poll's rule).
-fn wait(fds: [i32; 5], timeout_ms: i32) -> std::io::Result<[i16; 5]> {
+fn wait<const N: usize>(fds: [i32; N], timeout_ms: i32) -> std::io::Result<[i16; N]> {
     let mut pfds = fds.map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
-    // SAFETY: `pfds` is a valid array of five pollfd structs that outlives the call.
+    // SAFETY: `pfds` is a valid array of N pollfd structs that outlives the call.
     let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
     if r < 0 {
         let e = std::io::Error::last_os_error();
         if e.kind() == std::io::ErrorKind::Interrupted {
-            return Ok([0; 5]);
+            return Ok([0; N]);
         }
         return Err(e);
     }
@@ -267,15 +267,17 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, bell: Arc<Doorbe
         // ESP in UDP and IKE on port 4500, once an IPsec peer needs them.
         let esp_set = iface.sockets_for(Carrier::EspInUdp);
         let esp = (!esp_set.sockets.is_empty()).then(|| esp_set.sockets[index % esp_set.sockets.len()].clone());
-        // Raw ESP: the interface's one socket (`raw_esp.rs`), read by
-        // worker 0 only. Were every worker to read it, consecutive packets
+        // Raw ESP: the interface's sockets, one per address family
+        // (`raw_esp.rs`), each polled and read by worker 0 only. Were every worker to read it, consecutive packets
         // of one flow would be decrypted and written to the TUN by
         // different workers and arrive out of order (TCP takes that for
         // loss and retransmits); and the TUN would then send that flow's
         // replies from whichever queue wrote last. ESP in UDP keeps a flow
         // on one worker through SO_REUSEPORT's hash, which this matches;
         // other workers may still take batches of its crypto (the pool).
-        let raw = iface.sockets_for(Carrier::RawEsp).sockets.first().filter(|_| index == 0).cloned();
+        let raw_set = iface.sockets_for(Carrier::RawEsp);
+        let raw = |i: usize| raw_set.sockets.get(i).filter(|_| index == 0).cloned();
+        let (raw4, raw6) = (raw(0), raw(1));
         if w.run_jobs(&*sock).is_err() {
             gone();
             break;
@@ -289,8 +291,8 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, bell: Arc<Doorbe
         }
         let timeout = if iface.jobs.sleep(index) { 1000 } else { 0 };
         let esp_fd = esp.as_ref().map_or(-1, |s| s.fd());
-        let raw_fd = raw.as_ref().map_or(-1, |s| s.fd());
-        let polled = wait([w.tun.fd(), sock.fd(), esp_fd, raw_fd, bell.fd()], timeout);
+        let raw_fds = [&raw4, &raw6].map(|r| r.as_ref().map_or(-1, |s| s.fd()));
+        let polled = wait([w.tun.fd(), sock.fd(), esp_fd, raw_fds[0], raw_fds[1], bell.fd()], timeout);
         iface.jobs.awake(index);
         let revents = match polled {
             Ok(r) => r,
@@ -299,7 +301,7 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, bell: Arc<Doorbe
                 break;
             }
         };
-        if revents[4] != 0 {
+        if revents[5] != 0 {
             bell.clear();
             continue;
         }
@@ -314,7 +316,7 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, bell: Arc<Doorbe
             if revents[1] & libc::POLLIN != 0 && !w.receiver.is_stalled() {
                 w.read_udp(&sock, &*sock)?;
             }
-            for (extra, ready) in [(&esp, revents[2]), (&raw, revents[3])] {
+            for (extra, ready) in [(&esp, revents[2]), (&raw4, revents[3]), (&raw6, revents[4])] {
                 if let Some(s) = extra.as_ref().filter(|_| ready & libc::POLLIN != 0) {
                     if !w.receiver.is_stalled() {
                         w.read_udp(s, &*sock)?;

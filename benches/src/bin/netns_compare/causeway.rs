@@ -2,7 +2,7 @@
 //! WireGuard peer (`causeway`, and `causeway-baseline` with another
 //! binary) or an IPsec peer (`causeway-esp`: ESP in UDP on port 4500,
 //! and `causeway-esp-baseline` with the other binary; `causeway-esp-raw`:
-//! raw ESP, IP protocol 50). Every variant has the
+//! raw ESP, IP protocol 50, and `causeway-esp-raw-baseline`). Every variant has the
 //! same tunnel addresses, allowed IPs and MTU 1420, and clamps the MSS
 //! itself, so only the protocol differs.
 //!
@@ -40,7 +40,7 @@ impl Encap {
     pub fn of(kind: &str) -> Option<Encap> {
         match kind {
             "causeway-esp" | "causeway-esp-baseline" => Some(Encap::Udp),
-            "causeway-esp-raw" => Some(Encap::Raw),
+            "causeway-esp-raw" | "causeway-esp-raw-baseline" => Some(Encap::Raw),
             _ => None,
         }
     }

@@ -39,12 +39,13 @@ use topology::{lan_host, route_through_tunnel, Topology, HOST_B, LAN_A, LAN_B};
 const MODERN_WIREGUARD_GO: &str = "/var/cache/causeway-bench/wireguard-go-0.0.20231211/usr/bin/wireguard-go";
 
 /// Every implementation this harness can run.
-const KNOWN: [&str; 9] = [
+const KNOWN: [&str; 10] = [
     "causeway",
     "causeway-baseline",
     "causeway-esp",
     "causeway-esp-baseline",
     "causeway-esp-raw",
+    "causeway-esp-raw-baseline",
     "wireguard-go-modern",
     "wireguard-go",
     "boringtun",
@@ -68,7 +69,8 @@ struct Args {
     /// Known: causeway, wireguard-go-modern, wireguard-go (Debian's),
     /// boringtun, strongswan, causeway-baseline (with --baseline),
     /// causeway-esp (IPsec, ESP in UDP), causeway-esp-baseline (the same
-    /// with --baseline), causeway-esp-raw (raw ESP).
+    /// with --baseline), causeway-esp-raw (raw ESP), causeway-esp-raw-baseline
+    /// (the same with --baseline).
     #[arg(long, value_delimiter = ',', default_value = "causeway,wireguard-go-modern,wireguard-go,boringtun")]
     impls: Vec<String>,
     /// The implementation the ratio columns divide by each other one
@@ -82,9 +84,10 @@ struct Args {
     #[arg(long, default_value = "benches/results")]
     out: PathBuf,
     /// Another causewayd binary (an earlier build, say) measured as the
-    /// implementations `causeway-baseline` (WireGuard) and
-    /// `causeway-esp-baseline` (ESP in UDP): add those names to --impls to
-    /// compare a change before and after in one interleaved run.
+    /// implementations `causeway-baseline` (WireGuard),
+    /// `causeway-esp-baseline` (ESP in UDP) and `causeway-esp-raw-baseline`
+    /// (raw ESP): add those names to --impls to compare a change before and
+    /// after in one interleaved run.
     #[arg(long, value_name = "CAUSEWAYD")]
     baseline: Option<PathBuf>,
     /// The wireguard-go binary measured as `wireguard-go-modern`
@@ -351,7 +354,7 @@ fn machine(args: &Args) -> Value {
         "wireguard_go": version(Path::new("wireguard-go"), "--version"),
         "wireguard_go_modern": modern,
         "boringtun": boringtun_path().ok().map(|p| version(&p, "--version")),
-        "causeway_baseline": args.baseline.as_ref().filter(|_| uses("causeway-baseline") || uses("causeway-esp-baseline")),
+        "causeway_baseline": args.baseline.as_ref().filter(|_| args.impls.iter().any(|i| i.ends_with("-baseline"))),
         "iperf3": version(Path::new("iperf3"), "--version"),
         "strongswan": uses("strongswan").then(|| version(Path::new("swanctl"), "--version")),
     })
@@ -431,7 +434,7 @@ fn check(args: &Args) -> anyhow::Result<()> {
     if uses("causeway") || uses("causeway-esp") || uses("causeway-esp-raw") {
         lab::causewayd_path()?;
     }
-    for name in ["causeway-baseline", "causeway-esp-baseline"] {
+    for name in ["causeway-baseline", "causeway-esp-baseline", "causeway-esp-raw-baseline"] {
         if uses(name) && !args.baseline.as_ref().is_some_and(|b| b.is_file()) {
             bail!("{name} needs --baseline PATH to a causewayd binary");
         }
