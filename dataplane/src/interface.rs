@@ -74,8 +74,9 @@ pub struct Interface {
     /// Sockets for ESP in UDP and IKE on port 4500, once an IPsec peer
     /// needs them (`bind_esp`).
     esp_sockets: ArcSwap<SocketSet>,
-    /// The one raw ESP (IP protocol 50) socket, once a child SA without
-    /// UDP encapsulation needs it (`bind_raw_esp`).
+    /// The raw ESP (IP protocol 50) sockets, one reader per address
+    /// family, once a child SA without UDP encapsulation needs them
+    /// (`bind_raw_esp`).
     raw_esp: ArcSwap<SocketSet>,
     /// IPsec peers, their child SAs by SPI, and requests to IKE.
     pub ipsec: IpsecTable,
@@ -187,7 +188,7 @@ impl Interface {
         }
     }
 
-    /// Opens the raw ESP socket (needs CAP_NET_RAW: done at start-up,
+    /// Opens the raw ESP sockets (needs CAP_NET_RAW: done at start-up,
     /// before privileges are dropped). Opening again does nothing.
     pub fn bind_raw_esp(&self, bind: &dyn Bind) -> std::io::Result<()> {
         if !self.raw_esp.load().sockets.is_empty() {

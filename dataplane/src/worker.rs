@@ -261,6 +261,7 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, bell: Arc<Doorbe
         tun_sparse: true,
     };
     let gone = || tracing::info!(worker = index, "TUN queue gone: the interface was deleted");
+    let mut raw_first = 0usize;
     while !iface.is_shutting_down() {
         let set = iface.sockets();
         let sock = set.sockets[index % set.sockets.len()].clone();
@@ -268,16 +269,16 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, bell: Arc<Doorbe
         let esp_set = iface.sockets_for(Carrier::EspInUdp);
         let esp = (!esp_set.sockets.is_empty()).then(|| esp_set.sockets[index % esp_set.sockets.len()].clone());
         // Raw ESP: the interface's sockets, one per address family
-        // (`raw_esp.rs`), each polled and read by worker 0 only. Were every worker to read it, consecutive packets
-        // of one flow would be decrypted and written to the TUN by
-        // different workers and arrive out of order (TCP takes that for
-        // loss and retransmits); and the TUN would then send that flow's
-        // replies from whichever queue wrote last. ESP in UDP keeps a flow
-        // on one worker through SO_REUSEPORT's hash, which this matches;
-        // other workers may still take batches of its crypto (the pool).
+        // (`raw_esp.rs`), each polled and read by worker 0 only. Were every
+        // worker to read them, consecutive packets of one flow would be
+        // decrypted and written to the TUN by different workers and arrive
+        // out of order (TCP takes that for loss and retransmits); and the
+        // TUN would then send that flow's replies from whichever queue
+        // wrote last. ESP in UDP keeps a flow on one worker through
+        // SO_REUSEPORT's hash, which this matches; other workers may still
+        // take batches of its crypto (the pool).
         let raw_set = iface.sockets_for(Carrier::RawEsp);
-        let raw = |i: usize| raw_set.sockets.get(i).filter(|_| index == 0).cloned();
-        let (raw4, raw6) = (raw(0), raw(1));
+        let raw = [0, 1].map(|i| raw_set.sockets.get(i).filter(|_| index == 0).cloned());
         if w.run_jobs(&*sock).is_err() {
             gone();
             break;
@@ -291,7 +292,7 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, bell: Arc<Doorbe
         }
         let timeout = if iface.jobs.sleep(index) { 1000 } else { 0 };
         let esp_fd = esp.as_ref().map_or(-1, |s| s.fd());
-        let raw_fds = [&raw4, &raw6].map(|r| r.as_ref().map_or(-1, |s| s.fd()));
+        let raw_fds = raw.each_ref().map(|r| r.as_ref().map_or(-1, |s| s.fd()));
         let polled = wait([w.tun.fd(), sock.fd(), esp_fd, raw_fds[0], raw_fds[1], bell.fd()], timeout);
         iface.jobs.awake(index);
         let revents = match polled {
@@ -316,7 +317,12 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, bell: Arc<Doorbe
             if revents[1] & libc::POLLIN != 0 && !w.receiver.is_stalled() {
                 w.read_udp(&sock, &*sock)?;
             }
-            for (extra, ready) in [(&esp, revents[2]), (&raw4, revents[3]), (&raw6, revents[4])] {
+            // The two raw ESP families take turns at being read first, so
+            // that one whose reads keep using up the batch buffers (the
+            // receiver stalls) cannot hold the other off.
+            raw_first ^= 1;
+            let (a, b) = (raw_first, raw_first ^ 1);
+            for (extra, ready) in [(&esp, revents[2]), (&raw[a], revents[3 + a]), (&raw[b], revents[3 + b])] {
                 if let Some(s) = extra.as_ref().filter(|_| ready & libc::POLLIN != 0) {
                     if !w.receiver.is_stalled() {
                         w.read_udp(s, &*sock)?;

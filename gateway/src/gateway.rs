@@ -102,7 +102,7 @@ impl Gateway {
     }
 
     /// IKE, started now if it was not: the port 4500 sockets of the data
-    /// plane, the raw ESP socket when a peer may go without UDP (it needs
+    /// plane, the raw ESP sockets when a peer may go without UDP (it needs
     /// CAP_NET_RAW, so it opens now, before privileges are dropped), and
     /// the IKE thread on port 500.
     pub fn ensure_ike(&self, bind: &dyn causeway_dataplane::io::Bind, raw: bool) -> std::io::Result<Arc<Ike>> {
