@@ -53,6 +53,16 @@ struct Pair {
     v6: Option<socket2::Socket>,
 }
 
+impl Pair {
+    fn get(&self, v6: bool) -> Option<&socket2::Socket> {
+        if v6 {
+            self.v6.as_ref()
+        } else {
+            self.v4.as_ref()
+        }
+    }
+}
+
 /// A reader of one family's raw ESP socket that sends on either family's.
 pub struct RawEspSocket {
     pair: Arc<Pair>,
@@ -109,24 +119,21 @@ impl RawEspSocket {
             }
         }
         let pair = Arc::new(Pair { v4: v4.ok(), v6: v6.ok() });
-        let families = [(pair.v4.is_some(), false), (pair.v6.is_some(), true)];
-        Ok(families
+        Ok([false, true]
             .into_iter()
-            .filter(|&(open, _)| open)
-            .map(|(_, reads_v6)| RawEspSocket { pair: pair.clone(), reads_v6 })
+            .filter(|&v6| pair.get(v6).is_some())
+            .map(|reads_v6| RawEspSocket { pair: pair.clone(), reads_v6 })
             .collect())
     }
 
     /// The socket this one reads.
     fn read_socket(&self) -> &socket2::Socket {
-        let s = if self.reads_v6 { &self.pair.v6 } else { &self.pair.v4 };
-        s.as_ref().expect("a reader exists only for a family whose socket opened")
+        self.pair.get(self.reads_v6).expect("a reader exists only for a family whose socket opened")
     }
 
     /// The socket for a destination's family.
     fn for_family(&self, dst: &SocketAddr) -> io::Result<&socket2::Socket> {
-        let s = if dst.is_ipv4() { &self.pair.v4 } else { &self.pair.v6 };
-        s.as_ref().ok_or_else(|| {
+        self.pair.get(dst.is_ipv6()).ok_or_else(|| {
             let family = if dst.is_ipv4() { "IPv4" } else { "IPv6" };
             io::Error::new(io::ErrorKind::Unsupported, format!("no raw ESP socket for {family} on this host"))
         })
@@ -345,11 +352,7 @@ impl Socket for RawEspSocket {
 
     /// Whether `dst`'s family has a socket.
     fn reaches(&self, dst: &SocketAddr) -> bool {
-        if dst.is_ipv4() {
-            self.pair.v4.is_some()
-        } else {
-            self.pair.v6.is_some()
-        }
+        self.pair.get(dst.is_ipv6()).is_some()
     }
 
     fn local_port(&self) -> u16 {
