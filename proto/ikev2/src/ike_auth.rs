@@ -112,6 +112,7 @@ pub(crate) fn install_child(
         local_ts: local_ts.clone(),
         remote_ts: remote_ts.clone(),
         retiring: false,
+        rekey_group: None,
         collision: None,
     });
     io.events.push_back(Event::ChildUp {

@@ -79,6 +79,9 @@ pub(crate) struct ChildSa {
     pub remote_ts: Vec<TrafficSelector>,
     /// A rekey or delete of it is under way.
     pub retiring: bool,
+    /// The PFS group the peer asked for (INVALID_KE_PAYLOAD) when we last
+    /// rekeyed this child SA; the next rekey's KE uses it.
+    pub rekey_group: Option<DhGroup>,
     /// The peer's rekey of it we answered while ours was out.
     pub collision: Option<Collision>,
 }
@@ -171,6 +174,9 @@ pub(crate) struct IkeSa {
     pub up: bool,
     /// A rekey of this IKE SA answered by us, kept to resolve a collision.
     pub responded_ike_rekey: Option<Collision>,
+    /// The DH group the peer asked for (INVALID_KE_PAYLOAD) when we last
+    /// rekeyed this IKE SA; the next rekey's KE uses it.
+    pub rekey_group: Option<DhGroup>,
 }
 
 impl IkeSa {
@@ -206,6 +212,7 @@ impl IkeSa {
             expire_at: None,
             up: false,
             responded_ike_rekey: None,
+            rekey_group: None,
         }
     }
 

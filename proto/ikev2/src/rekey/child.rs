@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::{ke, nonce, refuse, REKEY_RETRY};
 use crate::child_keys::ChildKeys;
-use crate::crypto::DhPrivate;
+use crate::crypto::{DhGroup, DhPrivate};
 use crate::effect::Effect;
 use crate::event::{ChildSend, Event, Failure};
 use crate::ids::{notify as n, protocol, ExchangeType};
@@ -31,6 +31,12 @@ pub(crate) fn start_child_rekey(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: I
     c.retiring = true;
     c.collision = None;
     let (local_ts, remote_ts) = (c.local_ts.clone(), c.remote_ts.clone());
+    // PFS in the group the peer asked for last time, else the child's own
+    // (which the peer took), while we still offer it; else our first
+    // proposal's. A peer that took another of our proposals than the
+    // first answers a KE in the first's group with INVALID_KE_PAYLOAD.
+    let offered = |g: &DhGroup| cfg.esp_proposals.iter().any(|e| e.dh == Some(*g));
+    let wanted = c.rekey_group.or(c.pfs).filter(offered);
     let mut p = vec![Payload::Notify(Notify {
         protocol: protocol::ESP,
         spi: old.to_be_bytes().to_vec(),
@@ -39,7 +45,7 @@ pub(crate) fn start_child_rekey(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: I
     })];
     let mut dh = None;
     let mut ke_payload = None;
-    if let Some(g) = cfg.esp_proposals.first().and_then(|e| e.dh) {
+    if let Some(g) = wanted.or(cfg.esp_proposals.first().and_then(|e| e.dh)) {
         let Ok((d, public)) = DhPrivate::generate(g, &mut *io.rng) else { return };
         dh = Some(d);
         ke_payload = Some(Payload::Ke { group: g.id(), data: public });
@@ -99,8 +105,21 @@ pub(crate) fn on_child_rekey_response(
                 Some(Failure::NoProposalChosen { offered: describe(&esp_offer(&cfg.esp_proposals, r.spi_in, true)) })
             }
             n::INVALID_KE_PAYLOAD => {
-                let g = notify_group(p);
-                Some(Failure::InvalidKe { requested: g })
+                let requested = notify_group(p);
+                let ours = cfg.esp_proposals.iter().filter_map(|e| e.dh).find(|g| g.id() == requested);
+                let sent = r.dh.as_ref().map(|d| d.group());
+                let child = sa.children.iter_mut().find(|c| c.spi_in == r.old);
+                match (ours, child) {
+                    // Asked once for a group we offer: again at once, in it.
+                    (Some(g), Some(c)) if c.rekey_group.is_none() && Some(g) != sent && c.collision.is_none() => {
+                        io.spis_in.remove(&r.spi_in);
+                        c.rekey_group = Some(g);
+                        c.retiring = false;
+                        c.rekey_at = now;
+                        return Vec::new();
+                    }
+                    _ => Some(Failure::InvalidKe { requested }),
+                }
             }
             e => Some(Failure::PeerError { notify: e }),
         };

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use super::{ke, nonce, refuse, REKEY_RETRY};
-use crate::crypto::{derive_rekeyed_ike_keys, DhPrivate, IkeSuite, SkCrypto};
+use crate::crypto::{derive_rekeyed_ike_keys, DhGroup, DhPrivate, IkeSuite, SkCrypto};
 use crate::effect::Effect;
 use crate::event::Failure;
 use crate::ids::{notify as n, ExchangeType};
@@ -26,14 +26,21 @@ use crate::wire::payload::Payload;
 pub(crate) fn start_ike_rekey(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant) {
     let cfg = &peer.cfg;
     let Some(first) = cfg.ike_proposals.first() else { return };
-    let Ok((dh, public)) = DhPrivate::generate(first.dh, &mut *io.rng) else { return };
+    // The KE is in the group the peer asked for last time, else the one
+    // this SA was made with (the peer took it before), as long as we
+    // still offer it; only then our first proposal's. A peer that picks
+    // another of our proposals than the first answers a KE in the
+    // first's group with INVALID_KE_PAYLOAD.
+    let offered = |g: &DhGroup| cfg.ike_proposals.iter().any(|s| s.dh == *g);
+    let group = sa.rekey_group.or(sa.suite.as_ref().map(|s| s.dh)).filter(offered).unwrap_or(first.dh);
+    let Ok((dh, public)) = DhPrivate::generate(group, &mut *io.rng) else { return };
     let spi = io.new_ike_spi();
     let ni = io.random(NONCE_LEN);
     sa.responded_ike_rekey = None;
     let p = vec![
         Payload::Sa(ike_offer(&cfg.ike_proposals, &spi.to_be_bytes())),
         Payload::Nonce(ni.clone()),
-        Payload::Ke { group: first.dh.id(), data: public },
+        Payload::Ke { group: group.id(), data: public },
     ];
     sa.send_request(io, now, ExchangeType::CreateChildSa, &p, Req::RekeyIke(Box::new(IkeRekey { spi, ni, dh })));
 }
@@ -62,6 +69,7 @@ fn successor(
     new.keys = Some(SaKeys { keys, sk });
     new.state = SaState::Established;
     new.nat = old.nat;
+    new.nat_detected = old.nat_detected;
     let cfg = &peer.cfg;
     new.rekey_at = Some(now + rekey_after(cfg.ike_lifetime, cfg.rekey_jitter_percent, &mut *io.rng));
     new.expire_at = Some(now + cfg.ike_lifetime);
@@ -104,6 +112,24 @@ pub(crate) fn on_ike_rekey_response(
     if let Some(e) = error_notify(p) {
         let reason = match e {
             n::TEMPORARY_FAILURE => None,
+            n::INVALID_KE_PAYLOAD => {
+                let requested = crate::sa::notify(p, n::INVALID_KE_PAYLOAD)
+                    .and_then(|x| x.data.get(..2))
+                    .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+                let ours = cfg.ike_proposals.iter().map(|s| s.dh).find(|g| g.id() == requested);
+                match ours {
+                    // Asked once for a group we offer: again at once, in it.
+                    Some(g) if sa.rekey_group.is_none() && g != r.dh.group() => {
+                        io.ike_spis.remove(&r.spi);
+                        sa.rekey_group = Some(g);
+                        if sa.responded_ike_rekey.is_none() {
+                            sa.rekey_at = Some(now);
+                        }
+                        return Vec::new();
+                    }
+                    _ => Some(Failure::InvalidKe { requested }),
+                }
+            }
             n::NO_PROPOSAL_CHOSEN => {
                 Some(Failure::NoProposalChosen { offered: describe(&ike_offer(&cfg.ike_proposals, &[])) })
             }

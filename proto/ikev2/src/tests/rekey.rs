@@ -208,3 +208,76 @@ fn a_child_sa_whose_rekey_keeps_failing_is_deleted_at_its_lifetime() {
     assert_eq!((downs(Side::A), downs(Side::B)), (1, 1));
     assert_eq!(n.a.status(&peer_b()).map(|s| (s.state, s.children.len())), Some((IkeState::Established, 0)));
 }
+
+/// A offers two PFS groups and B takes only the second: the child SA from
+/// IKE_AUTH (no KE there) carries no sign of it, so A's first rekey goes
+/// out in the first group and B answers INVALID_KE_PAYLOAD. A asks again
+/// at once in the group B named, rather than failing every retry until
+/// the child SA expires and the tunnel goes down with it.
+#[test]
+fn child_rekey_retries_in_the_pfs_group_the_peer_asks_for() {
+    let with = |dh| EspProposal { cipher: EspCipher::AesGcm16 { key_bits: 256 }, dh: Some(dh), esn: false };
+    let mut cfg = config_a();
+    cfg.child_lifetime = Duration::from_secs(100);
+    cfg.esp_proposals = vec![with(DhGroup::Ecp256), with(DhGroup::Curve25519)];
+    let mut cfg_b = mirror(&cfg);
+    cfg_b.esp_proposals = vec![with(DhGroup::Curve25519)];
+    // A rekeys first.
+    cfg_b.child_lifetime = Duration::from_secs(1000);
+    let mut n = Net::new(cfg, cfg_b);
+    n.connect();
+    n.advance(Duration::from_secs(95));
+    assert!(n.child_ups(Side::A).len() >= 2, "A's rekey came through");
+    assert_one_child_each_crosswise(&n);
+    assert_eq!(n.a.status(&peer_b()).map(|s| s.children[0].pfs), Some(Some(DhGroup::Curve25519)));
+    let failures = n.failures(Side::A);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_sending_follows(&n, Side::A);
+}
+
+/// A offers two IKE groups, B takes only the second (IKE_SA_INIT needed
+/// INVALID_KE_PAYLOAD to find it): A's IKE rekey uses the group the SA
+/// was made with, not its first proposal's, which B would refuse until
+/// the IKE SA expired with its children.
+#[test]
+fn ike_rekey_keys_in_the_group_the_sa_was_made_with() {
+    let with = |dh| crate::crypto::IkeSuite { dh, ..gcm256_x25519() };
+    let mut cfg = config_a();
+    cfg.ike_lifetime = Duration::from_secs(100);
+    cfg.ike_proposals = vec![with(DhGroup::Ecp256), with(DhGroup::Curve25519)];
+    let mut cfg_b = mirror(&cfg);
+    cfg_b.ike_proposals = vec![with(DhGroup::Curve25519)];
+    cfg_b.ike_lifetime = Duration::from_secs(1000);
+    let mut n = Net::new(cfg, cfg_b);
+    n.connect();
+    n.advance(Duration::from_secs(95));
+    let st = n.a.status(&peer_b()).expect("status");
+    assert!(st.ike_rekeys >= 1, "A's IKE rekey came through");
+    assert_eq!(st.state, IkeState::Established);
+    assert_one_child_each_crosswise(&n);
+    for side in [Side::A, Side::B] {
+        assert!(!n.events(side).iter().any(|e| matches!(e, Event::IkeDown { .. } | Event::ChildDown { .. })));
+    }
+    let failures = n.failures(Side::A);
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// Behind a NAT, the IKE SA that replaces another still knows of the NAT,
+/// so the gateway keeps sending NAT keepalives after an IKE rekey.
+#[test]
+fn a_nat_found_at_the_start_is_still_known_after_an_ike_rekey() {
+    let mut cfg = config_a();
+    cfg.ike_lifetime = Duration::from_secs(100);
+    let mut cfg_b = mirror(&cfg);
+    cfg_b.remote_addrs = vec![NAT_IP];
+    let mut n = Net::new(cfg, cfg_b);
+    n.nat = true;
+    n.connect();
+    assert!(n.a.status(&peer_b()).is_some_and(|s| s.nat));
+    n.advance(Duration::from_secs(95));
+    for (side, st) in [(Side::A, n.a.status(&peer_b())), (Side::B, n.b.status(&peer_a()))] {
+        let st = st.expect("status");
+        assert!(st.ike_rekeys >= 1 || side == Side::B, "A rekeyed the IKE SA");
+        assert!(st.nat, "{side:?} forgot the NAT after the IKE rekey");
+    }
+}
