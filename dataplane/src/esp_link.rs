@@ -25,6 +25,12 @@ pub struct EspLink {
     /// The SA that takes over sending once the peer uses it (a rekey we
     /// answered; `SendOn::OnceUsed`).
     pub(crate) pending: ArcSwapOption<ChildSa>,
+    /// Held by whoever moves an SA between `pending` and `outbound` (the
+    /// drain taking the new SA into use, IKE installing or removing one),
+    /// so that no two such moves interleave: each reads one slot and
+    /// writes the other, and interleaved they could leave `outbound`
+    /// empty while an SA is up. Senders only load `outbound`.
+    pub(crate) switch: Mutex<()>,
     /// When packets first asked for an SA that has not come yet (for
     /// failover among the peer's addresses), and when they last asked.
     pub(crate) negotiation: Mutex<(Option<Time>, Option<Time>)>,
@@ -62,9 +68,13 @@ impl EspLink {
     /// A packet opened on `sa` on the drain: if `sa` waited to take over
     /// sending, the peer has installed it, so it does now.
     pub(crate) fn used(&self, sa: &ChildSa) {
-        let pending = self.pending.load();
-        if pending.as_deref().is_some_and(|p| std::ptr::eq(p, sa)) {
-            self.outbound.store(self.pending.swap(None));
+        let is_pending = || self.pending.load().as_deref().is_some_and(|p| std::ptr::eq(p, sa));
+        // Checked once without the lock: it holds for one packet per rekey.
+        if is_pending() {
+            let _switch = lock(&self.switch);
+            if is_pending() {
+                self.outbound.store(self.pending.swap(None));
+            }
         }
     }
 
@@ -135,5 +145,36 @@ mod tests {
         assert_eq!(link.negotiation_started(), Some(Time::from_secs(6)), "failing since the first loss");
         table.install_child(&peer, child_sa(0x300), SendOn::Now);
         assert_eq!(link.negotiation_started(), None);
+    }
+
+    // The peer takes our answered rekey's SA into use (the drain's `used`)
+    // while IKE deletes the SA it replaced (`remove_child`). Each reads one
+    // slot and writes the other; interleaved, they could leave the peer
+    // with nothing to send on. Both therefore move SAs only under the
+    // link's switch lock: here the drain, finding the lock taken, waits
+    // and leaves the slots alone until it is free.
+    #[test]
+    fn the_drain_takes_a_new_sa_into_use_only_under_the_switch_lock() {
+        let table = IpsecTable::default();
+        let peer = Arc::new(PeerState::with_link(Link::Ipsec(EspLink::default()), "west.gw1".into(), 0));
+        let (old, new) = (child_sa(0x100), child_sa(0x200));
+        table.install_child(&peer, old.clone(), SendOn::Now);
+        table.install_child(&peer, new.clone(), SendOn::OnceUsed);
+        let link = peer.ipsec().unwrap();
+        let held = lock(&link.switch);
+        let drain = {
+            let (peer, new) = (peer.clone(), new.clone());
+            std::thread::spawn(move || peer.ipsec().unwrap().used(&new))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &old)), "moved while the lock was held");
+        assert!(link.pending.load().as_ref().is_some_and(|p| Arc::ptr_eq(p, &new)));
+        drop(held);
+        drain.join().unwrap();
+        assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &new)));
+        assert!(link.pending.load().is_none());
+        // The old SA's removal after that leaves the new one sending.
+        table.remove_child(old.spi_in());
+        assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &new)));
     }
 }

@@ -79,6 +79,15 @@ impl Protocol for Ipsec {
         if !peer.stage(packet) {
             iface.counters.count(Drop::StagedQueueFull);
         }
+        // The SA may have come between the sender finding none and the
+        // packet being staged, after IKE flushed the staged queue: the
+        // packet would then wait for the next SA, an hour away. The staged
+        // queue's lock orders the two: either IKE's flush comes after the
+        // staging and takes the packet, or this look sees the SA.
+        if peer.ipsec().is_some_and(|l| l.sending().is_some()) {
+            flush_staged(iface, peer);
+            return;
+        }
         if peer.ipsec().is_some_and(|l| l.should_ask(now)) {
             iface.ipsec.request(Request::Negotiate(peer.name()));
         }
@@ -156,4 +165,47 @@ impl Protocol for Ipsec {
     }
 
     fn on_authenticated(&self, _iface: &Interface, _peer: &PeerState, _sock: &dyn Socket, _now: Time) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interface::Options;
+    use crate::memory::MemNet;
+    use crate::session::Carrier;
+    use causeway_esp::{Cipher, InboundSa, OutboundSa, SaKeys, Zeroizing};
+
+    fn child_sa(spi: u32) -> Arc<ChildSa> {
+        let cipher = Cipher::AesGcm16 { key_bits: 256 };
+        let keys = || SaKeys { spi, cipher, keymat: Zeroizing::new(vec![7; cipher.keymat_len()]) };
+        let (out, inb) = (OutboundSa::new(keys()).unwrap(), InboundSa::new(keys()).unwrap());
+        Arc::new(ChildSa::new(out, inb, Carrier::EspInUdp))
+    }
+
+    // A worker found no SA for a packet; IKE then installed one and
+    // flushed the staged packets (none yet); only then did the worker
+    // stage its packet. It must leave now, not with the next SA.
+    #[test]
+    fn a_packet_held_after_its_sa_came_is_sent_at_once() {
+        let net = MemNet::new();
+        let ip: IpAddr = "198.18.0.1".parse().unwrap();
+        let options = Options { mtu: 1420, workers: 1, port: 0, binder: net.host(ip, 1), batches_per_worker: 4 };
+        let iface = Interface::with_options("mem1".into(), None, options).unwrap();
+        iface.bind_esp(0).unwrap();
+        let peer = iface.add_ipsec_peer("west");
+        let to: SocketAddr = "198.18.0.2:4500".parse().unwrap();
+        peer.set_endpoint(to);
+        iface.ipsec.install_child(&peer, child_sa(0x100), SendOn::Now);
+        flush_staged(&iface, &peer);
+        net.take_log();
+
+        let mut packet = vec![0u8; 60];
+        packet[0] = 0x45;
+        let sock = iface.sockets_for(Carrier::EspInUdp).sockets[0].clone();
+        Ipsec.hold(&iface, &peer, &packet, &*sock, Time::from_secs(1));
+        assert_eq!(peer.staged_len(), 0, "the packet waits for another SA");
+        let sent = net.take_log();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!((sent[0].to, sent[0].datagrams.len()), (to, 1));
+    }
 }

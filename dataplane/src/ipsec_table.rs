@@ -95,7 +95,9 @@ impl IpsecTable {
         };
         self.change_spis(|m| m.retain(|_, (p, _)| !Arc::ptr_eq(p, &peer)));
         if let Some(link) = peer.ipsec() {
+            let _switch = lock(&link.switch);
             link.outbound.store(None);
+            link.pending.store(None);
         }
         Some(peer)
     }
@@ -115,6 +117,7 @@ impl IpsecTable {
         self.change_spis(|m| {
             m.insert(sa.spi_in(), (peer.clone(), sa.clone()));
         });
+        let switch = lock(&link.switch);
         match send {
             SendOn::Now => {
                 link.pending.store(None);
@@ -125,6 +128,7 @@ impl IpsecTable {
             SendOn::OnceUsed => link.pending.store(Some(sa)),
             SendOn::Never => {}
         }
+        drop(switch);
         *lock(&link.negotiation) = (None, None);
     }
 
@@ -135,6 +139,7 @@ impl IpsecTable {
         self.change_spis(|m| removed = m.remove(&spi_in));
         let (peer, sa) = removed?;
         if let Some(link) = peer.ipsec() {
+            let _switch = lock(&link.switch);
             let is =
                 |slot: &arc_swap::ArcSwapOption<ChildSa>| slot.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, &sa));
             if is(&link.pending) {
