@@ -4,10 +4,16 @@
 
 use std::any::Any;
 
-use causeway_esp::{InboundSa, OutboundSa};
+use causeway_esp::{InboundSa, OutboundSa, MAX_SEQ};
 
 use crate::counters::Drop;
 use crate::session::{Carrier, Opened, Session};
+
+/// Sequence numbers left when the sender asks IKE for a rekey: 2^29, which
+/// at 1.2 million packets a second (the 64-byte rate of a fast gateway)
+/// lasts over seven minutes, for a rekey that takes a round trip. IKE
+/// rekeys by time first at any rate below 2^32 packets a lifetime.
+const SEQ_LEFT_AT_REKEY: u64 = 1 << 29;
 
 /// One negotiated child SA: both directions, as IKE made them.
 pub struct ChildSa {
@@ -29,6 +35,12 @@ impl ChildSa {
 
     pub fn spi_out(&self) -> u32 {
         self.outbound.spi()
+    }
+
+    /// Whether so few sequence numbers are left that it should be
+    /// replaced now, before sending stops with the last one.
+    pub fn wearing_out(&self) -> bool {
+        self.outbound.next_seq() > MAX_SEQ + 1 - SEQ_LEFT_AT_REKEY
     }
 
     /// The replay check of an opened packet, in arrival order (the drain).
@@ -67,6 +79,11 @@ impl Session for ChildSa {
             // A dummy packet (next header 59) opens as an empty payload:
             // replay-checked like any other, then nothing is delivered.
             Ok(o) if o.is_dummy() => Ok(Opened { counter: o.seq, at: o.at, len: 0 }),
+            // The next header says which IP the payload is; a payload of the
+            // other version is not delivered as if it were (RFC 4303 §2.6).
+            Ok(o) if datagram.get(o.at).map(|b| b >> 4) != Some(if o.next_header == 41 { 6 } else { 4 }) => {
+                Err(Drop::InvalidInnerPacket)
+            }
             Ok(o) => Ok(Opened { counter: o.seq, at: o.at, len: o.len }),
             Err(causeway_esp::Error::Authentication) => Err(Drop::Decryption),
             Err(_) => Err(Drop::Malformed),
@@ -75,5 +92,51 @@ impl Session for ChildSa {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use causeway_esp::{Cipher, SaKeys, Zeroizing};
+
+    // An ESP packet of SPI 0x100 and sequence number 1, sealed with
+    // AES-256-GCM under keying material of all 7s (key, then salt), whose
+    // trailer says `next_header` whatever the payload is: the packet a
+    // peer's sealer could send, which ours never does.
+    fn esp_packet(payload: &[u8], next_header: u8) -> Vec<u8> {
+        let mut plain = payload.to_vec();
+        let pad = (4 - (plain.len() + 2) % 4) % 4;
+        plain.extend((1..=pad as u8).chain([pad as u8, next_header]));
+        let mut header = vec![0, 0, 1, 0, 0, 0, 0, 1];
+        let iv = [0u8, 0, 0, 0, 0, 0, 0, 1];
+        let mut nonce = [7u8; 12];
+        nonce[4..].copy_from_slice(&iv);
+        let key =
+            ring::aead::LessSafeKey::new(ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &[7; 32]).unwrap());
+        let aad = ring::aead::Aad::from(header.clone());
+        key.seal_in_place_append_tag(ring::aead::Nonce::assume_unique_for_key(nonce), aad, &mut plain).unwrap();
+        header.extend(iv);
+        header.extend(plain);
+        header
+    }
+
+    fn sa() -> ChildSa {
+        let cipher = Cipher::AesGcm16 { key_bits: 256 };
+        let keys = || SaKeys { spi: 0x100, cipher, keymat: Zeroizing::new(vec![7; cipher.keymat_len()]) };
+        ChildSa::new(OutboundSa::new(keys()).unwrap(), InboundSa::new(keys()).unwrap(), Carrier::EspInUdp)
+    }
+
+    #[test]
+    fn a_payload_of_another_ip_version_than_its_next_header_is_dropped() {
+        let mut v4 = vec![0u8; 40];
+        v4[0] = 0x45;
+        let mut v6 = vec![0u8; 40];
+        v6[0] = 0x60;
+        let opened = sa().open(&mut esp_packet(&v4, 4)).expect("an IPv4 packet under next header 4");
+        assert_eq!((opened.counter, opened.len), (1, 40));
+        assert!(sa().open(&mut esp_packet(&v6, 41)).is_ok());
+        assert_eq!(sa().open(&mut esp_packet(&v6, 4)).err(), Some(Drop::InvalidInnerPacket));
+        assert_eq!(sa().open(&mut esp_packet(&v4, 41)).err(), Some(Drop::InvalidInnerPacket));
     }
 }

@@ -40,6 +40,8 @@ pub struct EspLink {
     pub(crate) tx_packets: AtomicU64,
     /// Nanoseconds of protocol time of the last authenticated packet.
     pub(crate) last_rx: AtomicU64,
+    /// Nanoseconds of protocol time when a worn SA last asked for a rekey.
+    pub(crate) rekey_asked: AtomicU64,
 }
 
 impl EspLink {
@@ -76,6 +78,17 @@ impl EspLink {
                 self.outbound.store(self.pending.swap(None));
             }
         }
+    }
+
+    /// Whether a worn SA's sender at `now` should ask IKE for a rekey: at
+    /// most once per `NEGOTIATE_EVERY` (every batch sent on it asks).
+    pub(crate) fn should_ask_rekey(&self, now: Time) -> bool {
+        let last = self.rekey_asked.load(Ordering::Relaxed);
+        let due = last == 0 || now.as_nanos().saturating_sub(last) >= NEGOTIATE_EVERY.as_nanos() as u64;
+        due && self
+            .rekey_asked
+            .compare_exchange(last, now.as_nanos().max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// Since when packets have waited for an SA, if they are waiting.

@@ -6,7 +6,8 @@
 //!
 //! Unlike WireGuard, IPsec negotiates nothing here: IKE runs on the control
 //! plane (the gateway), the way an IKE daemon feeds a kernel's SA table.
-//! The data plane only asks for an SA (`Request::Negotiate`), hands up IKE
+//! The data plane only asks for an SA (`Request::Negotiate`) or, when one
+//! runs low on sequence numbers, its rekey (`Request::Rekey`), hands up IKE
 //! messages that arrive on port 4500 behind the non-ESP marker
 //! (`Request::Ike`), and has SAs installed and removed (`install_child`,
 //! `remove_child`). A child SA that replaces another (a rekey) takes over
@@ -70,9 +71,10 @@ impl Protocol for Ipsec {
 
     fn sending_session(&self, peer: &PeerState, _now: Time) -> Option<Sending> {
         let sa = peer.ipsec()?.sending()?;
-        // IKE rekeys by time on the control plane; sequence numbers run
-        // out long after (2^32 packets), so the data plane never asks.
-        Some(Sending { session: sa, rekey: false })
+        // IKE rekeys by time on the control plane; the data plane asks only
+        // when an SA's sequence numbers run low first (2^32 packets).
+        let rekey = sa.wearing_out();
+        Some(Sending { session: sa, rekey })
     }
 
     fn hold(&self, iface: &Interface, peer: &PeerState, packet: &[u8], _sock: &dyn Socket, now: Time) {
@@ -93,7 +95,13 @@ impl Protocol for Ipsec {
         }
     }
 
-    fn rekey(&self, _iface: &Interface, _peer: &PeerState, _sock: &dyn Socket, _now: Time) {}
+    fn rekey(&self, iface: &Interface, peer: &PeerState, _sock: &dyn Socket, now: Time) {
+        let Some(link) = peer.ipsec() else { return };
+        let Some(sa) = link.sending() else { return };
+        if link.should_ask_rekey(now) {
+            iface.ipsec.request(Request::Rekey { spi_in: sa.spi_in() });
+        }
+    }
 
     fn on_sent(&self, peer: &PeerState, _now: Time, wire_bytes: u64, packets: u64) {
         if let Some(l) = peer.ipsec() {
@@ -207,5 +215,39 @@ mod tests {
         let sent = net.take_log();
         assert_eq!(sent.len(), 1, "{sent:?}");
         assert_eq!((sent[0].to, sent[0].datagrams.len()), (to, 1));
+    }
+
+    // An SA low on sequence numbers asks IKE for its rekey (once a
+    // second, though every batch sent on it asks), well before the last
+    // number, after which nothing could be sent until its lifetime ended.
+    #[test]
+    fn an_sa_running_out_of_sequence_numbers_asks_for_its_rekey() {
+        let net = MemNet::new();
+        let options = Options {
+            mtu: 1420,
+            workers: 1,
+            port: 0,
+            binder: net.host("198.18.0.1".parse().unwrap(), 1),
+            batches_per_worker: 4,
+        };
+        let iface = Interface::with_options("mem1".into(), None, options).unwrap();
+        let peer = iface.add_ipsec_peer("west");
+        let sa = child_sa(0x100);
+        iface.ipsec.install_child(&peer, sa.clone(), SendOn::Now);
+        let sock = iface.sockets().sockets[0].clone();
+        let rekeys = |iface: &Interface| {
+            iface.ipsec.take_requests().into_iter().filter(|r| matches!(r, Request::Rekey { spi_in: 0x100 })).count()
+        };
+        assert!(!Ipsec.sending_session(&peer, Time::from_secs(1)).unwrap().rekey);
+
+        // Used up to where the rekey is due.
+        let left = causeway_esp::MAX_SEQ + 1 - sa.reserve(1).unwrap();
+        sa.reserve(left - (1 << 29)).unwrap();
+        assert!(Ipsec.sending_session(&peer, Time::from_secs(1)).unwrap().rekey);
+        Ipsec.rekey(&iface, &peer, &*sock, Time::from_secs(1));
+        Ipsec.rekey(&iface, &peer, &*sock, Time::from_nanos(1_500_000_000));
+        assert_eq!(rekeys(&iface), 1, "asked once in the second");
+        Ipsec.rekey(&iface, &peer, &*sock, Time::from_nanos(2_100_000_000));
+        assert_eq!(rekeys(&iface), 1, "and again a second later");
     }
 }

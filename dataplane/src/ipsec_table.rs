@@ -46,6 +46,9 @@ pub enum Request {
     Ike { local: SocketAddr, remote: SocketAddr, data: Vec<u8> },
     /// Packets wait for an SA to this peer (named as configured).
     Negotiate(String),
+    /// The child SA with this inbound SPI is running out of sequence
+    /// numbers: rekey it now rather than when its lifetime says.
+    Rekey { spi_in: u32 },
 }
 
 /// The interface's IPsec state shared by the workers and the control plane.

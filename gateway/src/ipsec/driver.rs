@@ -230,6 +230,14 @@ fn run(s: &Shared) {
                         p.wanted = true;
                     }
                 }
+                Request::Rekey { spi_in } => {
+                    if lock(&s.core).rekey_child_now(spi_in, now) {
+                        tracing::info!(
+                            spi = format_args!("{spi_in:08x}"),
+                            "child SA low on sequence numbers: rekeying it"
+                        );
+                    }
+                }
             }
         }
         lock(&s.core).handle_timeout(now);

@@ -6,6 +6,7 @@
 //! checked, so a peer that sends one anyway is served as usual.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use crate::crypto::CookieSecret;
 use crate::ids::notify as n;
@@ -19,9 +20,39 @@ pub(crate) struct Cookies {
     pub secret: Option<CookieSecret>,
     /// Half-open IKE SAs from which on a cookie is required.
     pub threshold: usize,
+    /// When the secret was last replaced; set by the first message or
+    /// timer, since the core has no clock of its own.
+    pub rotated_at: Option<Instant>,
 }
 
+/// How often the secret is replaced (RFC 7296 §2.6: frequently). A cookie
+/// stays valid until the rotation after the one that follows its making,
+/// so an initiator's retry always finds it good, and one captured once
+/// is good for ten minutes at most.
+pub(crate) const COOKIE_ROTATION: Duration = Duration::from_secs(300);
+
 impl Cookies {
+    /// When the secret is next due to be replaced.
+    pub(crate) fn rotation_due(&self) -> Option<Instant> {
+        self.secret.as_ref()?;
+        Some(self.rotated_at? + COOKIE_ROTATION)
+    }
+
+    /// Replaces the secret if it is due at `now`.
+    pub(crate) fn rotate_if_due(&mut self, now: Instant, rng: &mut dyn rand_core::RngCore) {
+        let Some(secret) = &mut self.secret else { return };
+        match self.rotated_at {
+            None => self.rotated_at = Some(now),
+            Some(t) if now.saturating_duration_since(t) >= COOKIE_ROTATION => {
+                // A failed draw keeps the old secret, to be tried again.
+                if secret.rotate(rng).is_ok() {
+                    self.rotated_at = Some(now);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
     /// Whether an IKE_SA_INIT request may create state while `half_open`
     /// IKE SAs are; if not, the COOKIE notification to answer it with.
     pub(crate) fn admit(

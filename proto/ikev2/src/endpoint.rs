@@ -61,7 +61,7 @@ impl Endpoint {
             peers: BTreeMap::new(),
             sas: BTreeMap::new(),
             init_index: HashMap::new(),
-            cookies: Cookies { secret, threshold: DEFAULT_COOKIE_THRESHOLD },
+            cookies: Cookies { secret, threshold: DEFAULT_COOKIE_THRESHOLD, rotated_at: None },
             clock: None,
         }
     }
@@ -139,6 +139,22 @@ impl Endpoint {
         !setting_up.is_empty()
     }
 
+    /// Rekeys the child SA whose inbound SPI is `spi_in` at the next
+    /// `handle_timeout`, ahead of its lifetime: for a data plane whose SA
+    /// runs low on sequence numbers. Does nothing to an SA being rekeyed
+    /// or deleted already. Returns whether one was found to rekey.
+    pub fn rekey_child_now(&mut self, spi_in: u32, now: Instant) -> bool {
+        self.clock = Some(now);
+        let child = self.sas.values_mut().find_map(|sa| sa.children.iter_mut().find(|c| c.spi_in == spi_in));
+        match child {
+            Some(c) if !c.retiring => {
+                c.rekey_at = c.rekey_at.min(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Takes in one IKE datagram (non-ESP marker already removed) that
     /// arrived at `local` (our address and port, 500 or 4500) from
     /// `remote`. Give the real local address (e.g. from IP_PKTINFO), not a
@@ -146,6 +162,7 @@ impl Endpoint {
     /// (the SA then works, but with UDP encapsulation).
     pub fn handle(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8]) {
         self.clock = Some(now);
+        self.cookies.rotate_if_due(now, &mut *self.io.rng);
         let msg = match Message::parse(datagram) {
             Ok(m) => m,
             Err(e) => {
@@ -317,13 +334,15 @@ impl Endpoint {
             let dpd = self.peers.get(&sa.peer).map_or(Duration::ZERO, |p| p.cfg.dpd_interval);
             sa.next_timeout(dpd)
         });
-        sas.chain(self.peers.values().filter_map(|p| p.reconnect_at)).min()
+        let cookies = self.cookies.rotation_due();
+        sas.chain(self.peers.values().filter_map(|p| p.reconnect_at)).chain(cookies).min()
     }
 
     /// Runs every timer due at `now`: retransmissions, liveness checks,
     /// rekeys, expiries and restarts.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = Some(now);
+        self.cookies.rotate_if_due(now, &mut *self.io.rng);
         let spis: Vec<u64> = self.sas.keys().copied().collect();
         for spi in spis {
             let Some(sa) = self.sas.get_mut(&spi) else { continue };

@@ -100,6 +100,13 @@ pub(crate) fn on_request(sa: &mut IkeSa, io: &mut Io, id: u32, p: &[Payload]) ->
     }
     if delete_ike {
         sa.send_response(io, ExchangeType::Informational, id, &[]);
+        // Mid-collision (we answered the peer's IKE rekey while ours was
+        // out): the peer settled it first, and deletes the old SA because
+        // the one it made survives, the one we made answering it. The
+        // children go there, as if ours had completed and lost.
+        if let Some(c) = sa.responded_ike_rekey.take() {
+            return vec![Effect::MoveChildren { to: c.created }, Effect::Destroy];
+        }
         forget(sa, io, DownReason::DeletedByPeer);
         return vec![Effect::Destroy];
     }

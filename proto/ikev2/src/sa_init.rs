@@ -272,6 +272,11 @@ pub(crate) fn respond_init(
 ) -> Option<IkeSa> {
     let h = msg.header;
     let p = &msg.payloads;
+    // RFC 7296 §3.1: the initiator's SPI is never zero. Such a request is
+    // dropped unanswered, as a responder keeps no state for strays.
+    if h.spi_i == 0 {
+        return None;
+    }
     let (Some(offered), Some((group, ke)), Some(ni)) = parts(p) else {
         answer_plain(io, local, remote, h.spi_i, Notify::new(n::INVALID_SYNTAX, Vec::new()));
         return None;

@@ -186,6 +186,15 @@ pub(crate) fn on_request(
     p: &[Payload],
 ) -> Vec<Effect> {
     let cfg = &peer.cfg;
+    // An exchange of ours other than an IKE rekey is out (a child rekey or
+    // delete, a liveness check): its answer will come to this SA, which
+    // would by then have handed its children to the new one, and a child
+    // rekeyed or deleted that way is left half done. The peer tries again
+    // later, as strongSwan does in the same case.
+    if matches!(&sa.pending, Some(q) if !matches!(q.req, Req::RekeyIke(_))) {
+        refuse(sa, io, id, n::TEMPORARY_FAILURE, Vec::new());
+        return Vec::new();
+    }
     let offered = p.iter().find_map(|x| if let Payload::Sa(s) = x { Some(s.as_slice()) } else { None });
     let (Some(offered), Some(ni), Some((group, data))) = (offered, nonce(p), ke(p)) else {
         refuse(sa, io, id, n::INVALID_SYNTAX, Vec::new());

@@ -125,3 +125,53 @@ fn unsupported_critical_payloads_are_refused_by_type() {
     }
     assert!(n.b.sas.is_empty());
 }
+
+#[test]
+fn an_ike_sa_init_with_a_zero_initiator_spi_is_dropped_unanswered() {
+    let cfg = config_a();
+    let mut n = Net::new(cfg.clone(), mirror(&cfg));
+    let mut c = Endpoint::new(Box::new(TestRng(91)));
+    c.set_peer(peer_b(), config_a(), n.now);
+    c.connect(&peer_b(), SocketAddr::new(B_IP, 500), Some(A_IP), n.now);
+    let mut t = c.poll_transmit().expect("IKE_SA_INIT");
+    t.data[..8].fill(0);
+    n.b.handle(n.now, t.remote, SocketAddr::new(A_IP, 500), &t.data);
+    assert!(n.b.poll_transmit().is_none(), "answered");
+    assert_eq!(half_open(&n.b), 0);
+}
+
+/// The cookie secret is replaced every five minutes: a cookie is still
+/// good after the next replacement (an initiator's retry always finds it
+/// so) and no longer after the one after.
+#[test]
+fn a_cookie_is_good_through_one_secret_rotation_and_not_two() {
+    use crate::cookies::COOKIE_ROTATION;
+    let cfg = config_a();
+    let mut cfg_b = mirror(&cfg);
+    cfg_b.remote_addrs.clear(); // any address
+    let mut n = Net::new(cfg.clone(), cfg_b);
+    n.b.set_cookie_threshold(0);
+    let from = SocketAddr::new(A_IP, 500);
+    // Two initiators each get a cookie now, and a retry that echoes it.
+    let retries = [101, 102].map(|seed| {
+        let mut c = Endpoint::new(Box::new(TestRng(seed)));
+        c.set_peer(peer_b(), config_a(), n.now);
+        c.connect(&peer_b(), SocketAddr::new(B_IP, 500), Some(A_IP), n.now);
+        let t = c.poll_transmit().expect("IKE_SA_INIT");
+        n.b.handle(n.now, t.remote, from, &t.data);
+        let answer = n.b.poll_transmit().expect("cookie");
+        assert_eq!(notifies(&answer.data), vec![n::COOKIE]);
+        c.handle(n.now, from, SocketAddr::new(B_IP, 500), &answer.data);
+        c.poll_transmit().expect("retry with cookie")
+    });
+    n.advance(COOKIE_ROTATION + Duration::from_secs(1));
+    n.b.handle(n.now, retries[0].remote, from, &retries[0].data);
+    let answer = n.b.poll_transmit().expect("answered");
+    assert!(!notifies(&answer.data).contains(&n::COOKIE), "refused after one rotation");
+    assert_eq!(n.b.sas.len(), 1);
+    n.advance(COOKIE_ROTATION);
+    n.b.handle(n.now, retries[1].remote, from, &retries[1].data);
+    let answer = n.b.poll_transmit().expect("answered");
+    assert_eq!(notifies(&answer.data), vec![n::COOKIE], "a cookie two rotations old");
+    assert!(n.b.sas.values().all(|sa| sa.spi_i != Message::parse(&retries[1].data).unwrap().header.spi_i));
+}

@@ -1,6 +1,7 @@
 //! CREATE_CHILD_SA: child and IKE SA rekeys as time passes, with and
 //! without PFS, and simultaneous rekeys from both ends.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::net::*;
@@ -279,5 +280,95 @@ fn a_nat_found_at_the_start_is_still_known_after_an_ike_rekey() {
         let st = st.expect("status");
         assert!(st.ike_rekeys >= 1 || side == Side::B, "A rekeyed the IKE SA");
         assert!(st.nat, "{side:?} forgot the NAT after the IKE rekey");
+    }
+}
+
+/// A data plane whose SA runs low on sequence numbers has it rekeyed at
+/// once, long before its lifetime; asking again while that rekey runs
+/// does nothing.
+#[test]
+fn a_child_sa_asked_for_early_is_rekeyed_at_once() {
+    let mut n = pair(config_a());
+    let (spi_in, _) = installed(&n).0[0];
+    assert!(n.a.rekey_child_now(spi_in, n.now));
+    assert!(!n.a.rekey_child_now(0xdead_beef, n.now), "no such SA");
+    n.advance(Duration::from_secs(1));
+    assert_eq!(n.child_ups(Side::A).len(), 2, "rekeyed within a second, its lifetime being 1200 s");
+    assert!(matches!(n.child_ups(Side::A)[1], Event::ChildUp { replaces: Some(old), .. } if *old == spi_in));
+    assert_one_child_each_crosswise(&n);
+    assert!(!n.a.rekey_child_now(spi_in, n.now), "the old SA is gone");
+    assert_sending_follows(&n, Side::A);
+    assert_sending_follows(&n, Side::B);
+}
+
+/// B's rekey of the child SA is out when A's IKE rekey reaches B. Were B
+/// to accept it, the child would move to the new IKE SA still marked as
+/// being rekeyed while the answer came to the old one, and it would never
+/// be rekeyed again: the tunnel would go down at its lifetime. B puts the
+/// IKE rekey off instead (TEMPORARY_FAILURE) and A tries again later.
+#[test]
+fn an_ike_rekey_that_meets_our_child_exchange_is_put_off() {
+    let mut n = pair(config_a());
+    let (b_in, _) = installed(&n).1[0];
+    assert!(n.b.rekey_child_now(b_in, n.now));
+    n.b.handle_timeout(n.now);
+    for sa in n.a.sas.values_mut().filter(|sa| sa.up) {
+        sa.rekey_at = Some(n.now);
+    }
+    n.a.handle_timeout(n.now);
+    let b_req = n.b.poll_transmit().expect("B's child rekey");
+    let a_req = n.a.poll_transmit().expect("A's IKE rekey");
+    // A's request reaches B first, then B's reaches A.
+    n.b.handle(n.now, a_req.remote, SocketAddr::new(a_req.local.unwrap_or(A_IP), a_req.local_port), &a_req.data);
+    n.a.handle(n.now, b_req.remote, SocketAddr::new(b_req.local.unwrap_or(B_IP), b_req.local_port), &b_req.data);
+    n.run();
+    n.advance(Duration::from_secs(60));
+    assert!(n.a.status(&peer_b()).is_some_and(|s| s.ike_rekeys >= 1), "A's IKE rekey went through later");
+    assert_one_child_each_crosswise(&n);
+    // The child keeps being rekeyed: still one, crosswise, after its lifetime.
+    n.advance(Duration::from_secs(1300));
+    assert!(n.child_ups(Side::B).len() >= 3);
+    assert_one_child_each_crosswise(&n);
+    assert_sending_follows(&n, Side::A);
+    assert_sending_follows(&n, Side::B);
+    for side in [Side::A, Side::B] {
+        assert!(!n.events(side).iter().any(|e| matches!(e, Event::IkeDown { .. })));
+    }
+}
+
+/// Both ends rekey the IKE SA at once and B's answer to A's rekey is lost.
+/// B settles the collision first; where its own new SA survives, it
+/// deletes the old SA while A's rekey is still out. A must then take the
+/// SA it made answering B's rekey, children and all, rather than drop the
+/// children with the old SA (and be left up with none).
+#[test]
+fn a_delete_of_the_old_ike_sa_mid_collision_moves_the_children_on() {
+    use crate::ids::{flags, ExchangeType};
+    use crate::wire::header::Header;
+    for seed in 0..8u64 {
+        let mut cfg = config_a();
+        cfg.ike_lifetime = Duration::from_secs(100);
+        cfg.rekey_jitter_percent = 0;
+        let mut n = Net::new(cfg.clone(), mirror(&cfg));
+        n.a = crate::Endpoint::new(Box::new(TestRng(0x3333 + seed)));
+        n.a.set_peer(peer_b(), cfg.clone(), n.now);
+        n.connect();
+        let mut lost = false;
+        n.drop = Box::new(move |side, t| {
+            let h = Header::parse(&t.data).expect("header");
+            let answer = h.exchange == ExchangeType::CreateChildSa && h.flags & flags::RESPONSE != 0;
+            let drop = side == Side::B && answer && !lost;
+            lost |= drop;
+            drop
+        });
+        n.advance(Duration::from_secs(120));
+        let (a, b) = (n.a.status(&peer_b()).expect("A"), n.b.status(&peer_a()).expect("B"));
+        assert_eq!((a.state, b.state), (IkeState::Established, IkeState::Established), "seed {seed}");
+        assert_eq!((a.spi_i, a.spi_r), (b.spi_i, b.spi_r), "seed {seed}: the same IKE SA");
+        assert_one_child_each_crosswise(&n);
+        for side in [Side::A, Side::B] {
+            let downs = n.events(side).iter().filter(|e| matches!(e, Event::IkeDown { .. } | Event::ChildDown { .. }));
+            assert_eq!(downs.count(), 0, "seed {seed}: {side:?} lost an SA");
+        }
     }
 }
