@@ -25,6 +25,16 @@ pub struct ChildSa {
 }
 
 impl ChildSa {
+    /// An AES-256-GCM SA for ESP in UDP, keyed with all 7s, for the
+    /// data plane's unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(spi: u32) -> ChildSa {
+        use causeway_esp::{Cipher, SaKeys, Zeroizing};
+        let cipher = Cipher::AesGcm16 { key_bits: 256 };
+        let keys = || SaKeys { spi, cipher, keymat: Zeroizing::new(vec![7; cipher.keymat_len()]) };
+        ChildSa::new(OutboundSa::new(keys()).unwrap(), InboundSa::new(keys()).unwrap(), Carrier::EspInUdp)
+    }
+
     pub fn new(outbound: OutboundSa, inbound: InboundSa, carrier: Carrier) -> ChildSa {
         ChildSa { outbound, inbound, carrier }
     }
@@ -98,7 +108,6 @@ impl Session for ChildSa {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use causeway_esp::{Cipher, SaKeys, Zeroizing};
 
     // An ESP packet of SPI 0x100 and sequence number 1, sealed with
     // AES-256-GCM under keying material of all 7s (key, then salt), whose
@@ -121,22 +130,17 @@ mod tests {
         header
     }
 
-    fn sa() -> ChildSa {
-        let cipher = Cipher::AesGcm16 { key_bits: 256 };
-        let keys = || SaKeys { spi: 0x100, cipher, keymat: Zeroizing::new(vec![7; cipher.keymat_len()]) };
-        ChildSa::new(OutboundSa::new(keys()).unwrap(), InboundSa::new(keys()).unwrap(), Carrier::EspInUdp)
-    }
-
     #[test]
     fn a_payload_of_another_ip_version_than_its_next_header_is_dropped() {
         let mut v4 = vec![0u8; 40];
         v4[0] = 0x45;
         let mut v6 = vec![0u8; 40];
         v6[0] = 0x60;
-        let opened = sa().open(&mut esp_packet(&v4, 4)).expect("an IPv4 packet under next header 4");
+        let opened =
+            ChildSa::for_tests(0x100).open(&mut esp_packet(&v4, 4)).expect("an IPv4 packet under next header 4");
         assert_eq!((opened.counter, opened.len), (1, 40));
-        assert!(sa().open(&mut esp_packet(&v6, 41)).is_ok());
-        assert_eq!(sa().open(&mut esp_packet(&v6, 4)).err(), Some(Drop::InvalidInnerPacket));
-        assert_eq!(sa().open(&mut esp_packet(&v4, 41)).err(), Some(Drop::InvalidInnerPacket));
+        assert!(ChildSa::for_tests(0x100).open(&mut esp_packet(&v6, 41)).is_ok());
+        assert_eq!(ChildSa::for_tests(0x100).open(&mut esp_packet(&v6, 4)).err(), Some(Drop::InvalidInnerPacket));
+        assert_eq!(ChildSa::for_tests(0x100).open(&mut esp_packet(&v4, 41)).err(), Some(Drop::InvalidInnerPacket));
     }
 }

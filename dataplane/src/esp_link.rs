@@ -129,14 +129,9 @@ mod tests {
     use super::*;
     use crate::ipsec_table::{IpsecTable, SendOn};
     use crate::peer::{Link, PeerState};
-    use crate::session::Carrier;
-    use causeway_esp::{Cipher, InboundSa, OutboundSa, SaKeys, Zeroizing};
 
     fn child_sa(spi: u32) -> Arc<ChildSa> {
-        let cipher = Cipher::AesGcm16 { key_bits: 256 };
-        let keys = || SaKeys { spi, cipher, keymat: Zeroizing::new(vec![7; cipher.keymat_len()]) };
-        let (out, inb) = (OutboundSa::new(keys()).unwrap(), InboundSa::new(keys()).unwrap());
-        Arc::new(ChildSa::new(out, inb, Carrier::EspInUdp))
+        Arc::new(ChildSa::for_tests(spi))
     }
 
     #[test]

@@ -181,13 +181,9 @@ mod tests {
     use crate::interface::Options;
     use crate::memory::MemNet;
     use crate::session::Carrier;
-    use causeway_esp::{Cipher, InboundSa, OutboundSa, SaKeys, Zeroizing};
 
     fn child_sa(spi: u32) -> Arc<ChildSa> {
-        let cipher = Cipher::AesGcm16 { key_bits: 256 };
-        let keys = || SaKeys { spi, cipher, keymat: Zeroizing::new(vec![7; cipher.keymat_len()]) };
-        let (out, inb) = (OutboundSa::new(keys()).unwrap(), InboundSa::new(keys()).unwrap());
-        Arc::new(ChildSa::new(out, inb, Carrier::EspInUdp))
+        Arc::new(ChildSa::for_tests(spi))
     }
 
     // A worker found no SA for a packet; IKE then installed one and
