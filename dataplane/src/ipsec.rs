@@ -186,15 +186,20 @@ mod tests {
         Arc::new(ChildSa::for_tests(spi))
     }
 
+    /// A one-worker interface at 198.18.0.1 on `net`.
+    fn interface(net: &Arc<MemNet>) -> Interface {
+        let binder = net.host("198.18.0.1".parse().unwrap(), 1);
+        let options = Options { mtu: 1420, workers: 1, port: 0, binder, batches_per_worker: 4 };
+        Interface::with_options("mem1".into(), None, options).unwrap()
+    }
+
     // A worker found no SA for a packet; IKE then installed one and
     // flushed the staged packets (none yet); only then did the worker
     // stage its packet. It must leave now, not with the next SA.
     #[test]
     fn a_packet_held_after_its_sa_came_is_sent_at_once() {
         let net = MemNet::new();
-        let ip: IpAddr = "198.18.0.1".parse().unwrap();
-        let options = Options { mtu: 1420, workers: 1, port: 0, binder: net.host(ip, 1), batches_per_worker: 4 };
-        let iface = Interface::with_options("mem1".into(), None, options).unwrap();
+        let iface = interface(&net);
         iface.bind_esp(0).unwrap();
         let peer = iface.add_ipsec_peer("west");
         let to: SocketAddr = "198.18.0.2:4500".parse().unwrap();
@@ -219,14 +224,7 @@ mod tests {
     #[test]
     fn an_sa_running_out_of_sequence_numbers_asks_for_its_rekey() {
         let net = MemNet::new();
-        let options = Options {
-            mtu: 1420,
-            workers: 1,
-            port: 0,
-            binder: net.host("198.18.0.1".parse().unwrap(), 1),
-            batches_per_worker: 4,
-        };
-        let iface = Interface::with_options("mem1".into(), None, options).unwrap();
+        let iface = interface(&net);
         let peer = iface.add_ipsec_peer("west");
         let sa = child_sa(0x100);
         iface.ipsec.install_child(&peer, sa.clone(), SendOn::Now);

@@ -349,6 +349,13 @@ pub(crate) fn notify(payloads: &[Payload], kind: u16) -> Option<&crate::wire::no
     })
 }
 
+/// The DH group an INVALID_KE_PAYLOAD notification asks for (0 if none).
+pub(crate) fn invalid_ke_group(payloads: &[Payload]) -> u16 {
+    notify(payloads, crate::ids::notify::INVALID_KE_PAYLOAD)
+        .and_then(|x| x.data.get(..2))
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+}
+
 /// The first error notification among `payloads`.
 pub(crate) fn error_notify(payloads: &[Payload]) -> Option<u16> {
     payloads.iter().find_map(|p| match p {

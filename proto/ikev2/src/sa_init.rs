@@ -136,8 +136,8 @@ pub(crate) fn on_init_response(
         sa.pending = None;
         return retry(sa, cfg, io, now, None);
     }
-    if let Some(k) = notify(p, n::INVALID_KE_PAYLOAD) {
-        let requested = k.data.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    if notify(p, n::INVALID_KE_PAYLOAD).is_some() {
+        let requested = crate::sa::invalid_ke_group(p);
         let group = cfg.ike_proposals.iter().map(|s| s.dh).find(|g| g.id() == requested);
         sa.init_retries += 1;
         return match group {

@@ -19,7 +19,7 @@ use crate::io::Io;
 use crate::negotiate::{accept_esp, choose_esp, describe, describe_ts, esp_offer, narrow, within};
 use crate::peer::Peer;
 use crate::rekey_state::{ours_is_redundant, ChildRekey, Collision};
-use crate::sa::{error_notify, IkeSa, Planned, Req};
+use crate::sa::{error_notify, invalid_ke_group, IkeSa, Planned, Req};
 use crate::sa_init::NONCE_LEN;
 use crate::wire::notify::Notify;
 use crate::wire::payload::Payload;
@@ -105,7 +105,7 @@ pub(crate) fn on_child_rekey_response(
                 Some(Failure::NoProposalChosen { offered: describe(&esp_offer(&cfg.esp_proposals, r.spi_in, true)) })
             }
             n::INVALID_KE_PAYLOAD => {
-                let requested = notify_group(p);
+                let requested = invalid_ke_group(p);
                 let ours = cfg.esp_proposals.iter().filter_map(|e| e.dh).find(|g| g.id() == requested);
                 let sent = r.dh.as_ref().map(|d| d.group());
                 let child = sa.children.iter_mut().find(|c| c.spi_in == r.old);
@@ -179,12 +179,6 @@ pub(crate) fn on_child_rekey_response(
         }
     }
     vec![Effect::ChildRekeyed]
-}
-
-fn notify_group(p: &[Payload]) -> u16 {
-    crate::sa::notify(p, n::INVALID_KE_PAYLOAD)
-        .and_then(|x| x.data.get(..2))
-        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
 }
 
 /// The peer's rekey of the child SA it receives on with SPI `rekey_spi`.

@@ -19,7 +19,7 @@ use crate::lifetime::{rekey_after, HALF_OPEN_TIMEOUT};
 use crate::negotiate::{accept_ike, choose_ike, describe, ike_offer};
 use crate::peer::Peer;
 use crate::rekey_state::{ours_is_redundant, Collision, IkeRekey};
-use crate::sa::{error_notify, IkeSa, Planned, Req, SaKeys, SaState};
+use crate::sa::{error_notify, invalid_ke_group, IkeSa, Planned, Req, SaKeys, SaState};
 use crate::sa_init::NONCE_LEN;
 use crate::wire::payload::Payload;
 
@@ -113,9 +113,7 @@ pub(crate) fn on_ike_rekey_response(
         let reason = match e {
             n::TEMPORARY_FAILURE => None,
             n::INVALID_KE_PAYLOAD => {
-                let requested = crate::sa::notify(p, n::INVALID_KE_PAYLOAD)
-                    .and_then(|x| x.data.get(..2))
-                    .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+                let requested = invalid_ke_group(p);
                 let ours = cfg.ike_proposals.iter().map(|s| s.dh).find(|g| g.id() == requested);
                 match ours {
                     // Asked once for a group we offer: again at once, in it.
