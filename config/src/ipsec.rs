@@ -382,6 +382,23 @@ psk_file = "dc-east.psk"
     }
 
     #[test]
+    fn wireguard_may_not_listen_on_an_ipsec_port() {
+        let (_d, file) = setup(SRX, 0o600);
+        let text = std::fs::read_to_string(&file).unwrap();
+        for port in [500, 4500] {
+            std::fs::write(&file, text.replacen("[interface]\n", &format!("[interface]\nlisten_port = {port}\n"), 1))
+                .unwrap();
+            let e = crate::load(&file).unwrap_err();
+            let p = &e.problems()[0];
+            assert_eq!((e.problems().len(), p.line, p.field.as_str()), (1, 2, "interface.listen_port"), "{e}");
+            assert!(p.message.starts_with(&format!("{port} is a port of IPsec")), "{}", p.message);
+        }
+        // Without IPsec peers the ports are WireGuard's to take.
+        std::fs::write(&file, format!("[interface]\nlisten_port = 4500\nprivate_key = \"{KEY_A}\"\n")).unwrap();
+        assert_eq!(crate::load(&file).unwrap().interface.listen_port, 4500);
+    }
+
+    #[test]
     fn psks_compare_by_value() {
         let a = Psk(Zeroizing::new(b"0123456789abcdef".to_vec()));
         assert_eq!(a, a.clone());

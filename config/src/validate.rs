@@ -428,6 +428,19 @@ pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError>
     if let Some(i) = interface.as_mut().filter(|_| has_ipsec && mtu_unset) {
         i.mtu = DEFAULT_MTU_IPSEC;
     }
+    // IKE and ESP in UDP bind 500 and 4500 beside WireGuard's sockets.
+    let port = raw.interface.as_ref().and_then(|i| i.get_ref().listen_port.as_ref());
+    if let Some(p) = port.filter(|p| has_ipsec && matches!(*p.get_ref(), 500 | 4500)) {
+        c.report(
+            p.span(),
+            "interface.listen_port",
+            format!(
+                "{} is a port of IPsec (IKE on 500, ESP in UDP on 4500), which the IPsec peers here need; \
+                 give WireGuard another, such as 51820",
+                p.get_ref()
+            ),
+        );
+    }
     let sites: Vec<(usize, Site)> =
         raw.site.iter().enumerate().filter_map(|(i, s)| c.site(i + 1, s).map(|s| (i + 1, s))).collect();
     let (peers, ipsec_peers) = check_peers(&mut c, &raw.peer);

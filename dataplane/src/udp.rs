@@ -62,11 +62,24 @@ fn open(port: u16, reuse_port: bool, fwmark: u32) -> io::Result<(socket2::Socket
 
 /// Binds `count` sockets to `port` (0 picks a free port); returns them and
 /// the port they share.
+///
+/// The port must be free: SO_REUSEPORT would otherwise let the group join
+/// sockets another interface or daemon of the same user already holds
+/// there, and the kernel would then split the port's datagrams between
+/// the two by hash, silently. So the port is first bound alone, without
+/// SO_REUSEPORT, which fails if any socket holds it; between that probe
+/// and the group's bind another process could still take it, a window of
+/// two system calls.
 pub fn bind_group(count: usize, port: u16, fwmark: u32) -> io::Result<(Vec<Arc<UdpEndpoint>>, u16)> {
-    let (first, dual) = open(port, true, fwmark)?;
-    let port = first.local_addr()?.as_socket().map_or(port, |a| a.port());
-    let mut sockets = vec![(first, dual)];
-    for _ in 1..count.max(1) {
+    let port = {
+        let (probe, _) = open(port, false, fwmark).map_err(|e| {
+            let held = if port == 0 { String::new() } else { format!(" (another socket holds UDP port {port}?)") };
+            io::Error::new(e.kind(), format!("{e}{held}"))
+        })?;
+        probe.local_addr()?.as_socket().map_or(port, |a| a.port())
+    };
+    let mut sockets = vec![];
+    for _ in 0..count.max(1) {
         sockets.push(open(port, true, fwmark)?);
     }
     let eps = sockets
@@ -345,6 +358,19 @@ mod tests {
             }
         }
         assert_eq!(got, vec![b"hello".to_vec(), b"again".to_vec()]);
+    }
+
+    // Two groups on one port would share its datagrams by hash; the second
+    // must be refused, as a second WireGuard interface on the port would be.
+    #[test]
+    fn a_port_held_by_another_group_is_refused() {
+        let (_first, port) = bind_group(2, 0, 0).unwrap();
+        let e = bind_group(2, port, 0).err().expect("the port is taken");
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        assert!(e.to_string().contains(&format!("UDP port {port}")), "{e}");
+        let plain = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let e = bind_group(1, plain.local_addr().unwrap().port(), 0).err().expect("held by a plain socket");
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
     }
 
     #[test]
