@@ -28,7 +28,7 @@ use crate::io::Socket;
 pub use crate::ipsec_table::{IpsecTable, Request, SendOn};
 use crate::peer::PeerState;
 use crate::protocol::{Inbound, Protocol, Sending};
-use crate::session::Session;
+use crate::session::{Carrier, Session};
 use crate::transmit::transmit;
 
 /// Seals and sends the packets held for `peer` with its new SA, one by one
@@ -110,13 +110,21 @@ impl Protocol for Ipsec {
         }
     }
 
-    fn classify(&self, iface: &Interface, datagram: &[u8], _now: Time) -> Inbound<Self::Owner> {
+    /// An SA is found only on the carrier it was negotiated for, as the
+    /// kernel's SA lookup matches the encapsulation: raw ESP that names
+    /// an SA of ESP in UDP is refused, or roaming would move the peer to
+    /// port 0. The zero SPI is RFC 3948's non-ESP marker in UDP and is
+    /// reserved in raw ESP (RFC 4303 §2.1), where IKE never comes.
+    fn classify(&self, iface: &Interface, carrier: Carrier, datagram: &[u8], _now: Time) -> Inbound<Self::Owner> {
         let Some(spi) = causeway_esp::spi_of(datagram) else {
-            return Inbound::Control;
+            return match carrier {
+                Carrier::EspInUdp => Inbound::Control,
+                _ => Inbound::Refused(Drop::Malformed),
+            };
         };
         match iface.ipsec.child(spi) {
-            Some((peer, sa)) => Inbound::Data { owner: peer, session: sa },
-            None => Inbound::Refused(Drop::UnknownSpi),
+            Some((peer, sa)) if sa.carrier() == carrier => Inbound::Data { owner: peer, session: sa },
+            _ => Inbound::Refused(Drop::UnknownSpi),
         }
     }
 
@@ -139,7 +147,8 @@ impl Protocol for Ipsec {
         _now: Time,
     ) {
         if datagram.len() > 4 && datagram[..4] == [0, 0, 0, 0] {
-            let local = SocketAddr::new(local.unwrap_or(IpAddr::from([0, 0, 0, 0])), sock.local_port());
+            let local = local.unwrap_or_else(|| crate::udp::unspecified_for(remote));
+            let local = SocketAddr::new(local, sock.local_port());
             if !iface.ipsec.request(Request::Ike { local, remote, data: datagram[4..].to_vec() }) {
                 iface.refuse(remote, Drop::StagedQueueFull);
             }
@@ -216,6 +225,50 @@ mod tests {
         let sent = net.take_log();
         assert_eq!(sent.len(), 1, "{sent:?}");
         assert_eq!((sent[0].to, sent[0].datagrams.len()), (to, 1));
+    }
+
+    // A datagram reaches an SA only by the carrier the SA was negotiated
+    // for, and the zero SPI is IKE's only inside UDP.
+    #[test]
+    fn the_socket_a_datagram_came_by_must_be_its_sas_carrier() {
+        use crate::tunnels::Tunnels;
+        let net = MemNet::new();
+        let iface = interface(&net);
+        let peer = iface.add_ipsec_peer("west");
+        iface.ipsec.install_child(&peer, child_sa(0x100), SendOn::Now);
+        let now = Time::from_secs(1);
+        let esp = [0, 0, 1, 0, 0, 0, 0, 1, 0xaa, 0xbb];
+        let ike = [0, 0, 0, 0, 0x11, 0x22];
+        let classify = |carrier, datagram: &[u8]| match Tunnels.classify(&iface, carrier, datagram, now) {
+            Inbound::Data { .. } => Ok(()),
+            Inbound::Control => Err(None),
+            Inbound::Refused(r) => Err(Some(r)),
+        };
+        assert_eq!(classify(Carrier::EspInUdp, &esp), Ok(()), "an SA of ESP in UDP, in UDP");
+        assert_eq!(classify(Carrier::RawEsp, &esp), Err(Some(Drop::UnknownSpi)), "the same SA, as raw ESP");
+        assert_eq!(classify(Carrier::WireGuard, &esp), Err(Some(Drop::Malformed)), "ESP on WireGuard's port");
+        assert_eq!(classify(Carrier::EspInUdp, &ike), Err(None), "IKE behind the non-ESP marker");
+        assert_eq!(classify(Carrier::RawEsp, &ike), Err(Some(Drop::Malformed)), "SPI 0 in raw ESP");
+        assert_eq!(classify(Carrier::EspInUdp, &[1, 0, 0, 0, 9, 9]), Err(Some(Drop::UnknownSpi)), "WireGuard on 4500");
+    }
+
+    // IKE hashes the local address for NAT detection: one the kernel did
+    // not report is the wildcard of the family the datagram came by.
+    #[test]
+    fn ike_without_its_destination_gets_its_familys_wildcard() {
+        let net = MemNet::new();
+        let iface = interface(&net);
+        iface.bind_esp(0).unwrap();
+        let sock = iface.sockets_for(Carrier::EspInUdp).sockets[0].clone();
+        let mut ike = [0, 0, 0, 0, 0x11, 0x22];
+        for remote in ["198.18.0.2:4500", "[fd00::2]:4500"] {
+            let remote: SocketAddr = remote.parse().unwrap();
+            Ipsec.handle_control(&iface, &*sock, (remote, None), &mut ike, Time::from_secs(1));
+            let got = iface.ipsec.take_requests();
+            let Some(Request::Ike { local, data, .. }) = got.front() else { panic!("{remote}: no IKE request") };
+            assert!(local.ip().is_unspecified() && local.is_ipv6() == remote.is_ipv6(), "{remote}: {local}");
+            assert_eq!(data[..], ike[4..]);
+        }
     }
 
     // An SA low on sequence numbers asks IKE for its rekey (once a

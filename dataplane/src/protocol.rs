@@ -18,7 +18,7 @@ use crate::counters::Drop;
 use crate::interface::Interface;
 use crate::io::Socket;
 use crate::peer::PeerState;
-use crate::session::Session;
+use crate::session::{Carrier, Session};
 
 /// A session to seal a peer's packets with.
 pub struct Sending {
@@ -56,8 +56,8 @@ pub trait Protocol: Send + Sync {
     /// Datagrams of a batch left for `peer`.
     fn on_sent(&self, peer: &PeerState, now: Time, wire_bytes: u64, packets: u64);
 
-    /// Sorts an inbound datagram.
-    fn classify(&self, iface: &Interface, datagram: &[u8], now: Time) -> Inbound<Self::Owner>;
+    /// Sorts an inbound datagram that `carrier`'s socket received.
+    fn classify(&self, iface: &Interface, carrier: Carrier, datagram: &[u8], now: Time) -> Inbound<Self::Owner>;
 
     /// Whether `peer` is the one `owner` names.
     fn owns(&self, peer: &PeerState, owner: &Self::Owner) -> bool;

@@ -40,6 +40,7 @@ use crate::ordered::Sink;
 use crate::peer::{PeerState, RxBatch};
 use crate::protocol::{Inbound, Protocol};
 use crate::route::Route;
+use crate::session::Carrier;
 
 /// Datagram buffers per receive call; with GRO each holds up to 64 KiB.
 const RX_SLOTS: usize = 16;
@@ -152,6 +153,7 @@ impl Receiver {
         proto: &P,
         iface: &Interface,
         sock: &dyn Socket,
+        carrier: Carrier,
         now: Time,
     ) -> RxStatus {
         let (n, first_slot, first_offset) = match self.cursor.take() {
@@ -171,7 +173,7 @@ impl Receiver {
             while offset < meta.len {
                 let end = (offset + stride).min(meta.len);
                 let datagram = &mut slot[offset..end];
-                if !self.take_datagram(proto, iface, sock, from, datagram, &mut open, now) {
+                if !self.take_datagram(proto, iface, (sock, carrier), from, datagram, &mut open, now) {
                     self.slots[i] = slot;
                     self.cursor = Some((n, i, offset));
                     if let Some((b, d)) = open.take() {
@@ -227,13 +229,13 @@ impl Receiver {
         &mut self,
         proto: &P,
         iface: &Interface,
-        sock: &dyn Socket,
+        (sock, carrier): (&dyn Socket, Carrier),
         from: (SocketAddr, Option<IpAddr>),
         datagram: &mut [u8],
         open: &mut Open,
         now: Time,
     ) -> bool {
-        let (owner, session) = match proto.classify(iface, datagram, now) {
+        let (owner, session) = match proto.classify(iface, carrier, datagram, now) {
             Inbound::Data { owner, session } => (owner, session),
             Inbound::Control => {
                 // Control messages change which sessions exist; the data
@@ -465,11 +467,20 @@ mod tests {
         let now = iface.clock.now();
 
         send(3);
-        assert!(matches!(rx.receive_batch(&Tunnels, &iface, &*sock, now), RxStatus::Empty));
+        assert!(matches!(rx.receive_batch(&Tunnels, &iface, &*sock, Carrier::WireGuard, now), RxStatus::Empty));
         send(RX_SLOTS + 1);
-        assert!(matches!(rx.receive_batch(&Tunnels, &iface, &*sock, now), RxStatus::More), "every slot filled");
-        assert!(matches!(rx.receive_batch(&Tunnels, &iface, &*sock, now), RxStatus::Empty), "one was left");
-        assert!(matches!(rx.receive_batch(&Tunnels, &iface, &*sock, now), RxStatus::Empty), "none left");
+        assert!(
+            matches!(rx.receive_batch(&Tunnels, &iface, &*sock, Carrier::WireGuard, now), RxStatus::More),
+            "every slot filled"
+        );
+        assert!(
+            matches!(rx.receive_batch(&Tunnels, &iface, &*sock, Carrier::WireGuard, now), RxStatus::Empty),
+            "one was left"
+        );
+        assert!(
+            matches!(rx.receive_batch(&Tunnels, &iface, &*sock, Carrier::WireGuard, now), RxStatus::Empty),
+            "none left"
+        );
         let received = iface.worker_stats[0].udp_datagrams_received.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(received, 3 + RX_SLOTS as u64 + 1);
     }

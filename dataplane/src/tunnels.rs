@@ -1,18 +1,22 @@
 //! Every protocol of an interface as one `Protocol`, which is what the
 //! workers run: WireGuard and IPsec peers share one interface, one set of
 //! workers and one routing table. Outbound, the peer says which protocol
-//! it speaks (`Link`); inbound, the datagram's first four bytes do:
+//! it speaks (`Link`); inbound, the socket that received the datagram
+//! does (`Carrier`), then its first four bytes:
 //!
-//! | first bytes        | what                                       |
-//! |--------------------|--------------------------------------------|
-//! | `t 0 0 0`, t 1..=4 | a WireGuard message of type t              |
-//! | `0 0 0 0`          | IKE behind RFC 3948's non-ESP marker       |
-//! | `ff` (alone)       | a NAT keepalive (RFC 3948 §2.3)            |
-//! | anything else      | ESP: the SPI                               |
+//! | socket                 | first bytes        | what                                 |
+//! |------------------------|--------------------|--------------------------------------|
+//! | WireGuard's port       | `t 0 0 0`, t 1..=4 | a WireGuard message of type t        |
+//! | 4500 (ESP in UDP)      | `0 0 0 0`          | IKE behind RFC 3948's non-ESP marker |
+//! | 4500                   | `ff` (alone)       | a NAT keepalive (RFC 3948 §2.3)      |
+//! | 4500, or raw ESP       | anything else      | ESP: the SPI, of an SA of that carrier |
 //!
-//! This is unambiguous because Causeway never hands out an inbound SPI
-//! of the form `t 0 0 0` (an invariant of the IKE core's SPI
-//! allocation), so the same sockets could even carry both protocols.
+//! Anything else is refused: ESP on WireGuard's port, WireGuard on 4500,
+//! a zero SPI in raw ESP. The content alone would be unambiguous too
+//! (`is_wireguard`: Causeway never hands out an inbound SPI of the form
+//! `t 0 0 0`, an invariant of the IKE core's SPI allocation), which is
+//! what `handle_control` relies on; the carrier keeps a datagram from
+//! reaching a peer by a path it was never negotiated for.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -24,7 +28,7 @@ use crate::io::Socket;
 use crate::ipsec::Ipsec;
 use crate::peer::{Link, PeerState};
 use crate::protocol::{Inbound, Protocol, Sending};
-use crate::session::Session;
+use crate::session::{Carrier, Session};
 use crate::wireguard::WireGuard;
 
 /// Which protocol's peer an inbound datagram names.
@@ -72,17 +76,15 @@ impl Protocol for Tunnels {
         }
     }
 
-    fn classify(&self, iface: &Interface, datagram: &[u8], now: Time) -> Inbound<Owner> {
-        // Without IPsec peers every datagram is WireGuard's to judge, so
-        // garbage counts as malformed rather than as an unknown SPI.
-        if is_wireguard(datagram) || !iface.ipsec.has_peers() {
-            return match WireGuard.classify(iface, datagram, now) {
+    fn classify(&self, iface: &Interface, carrier: Carrier, datagram: &[u8], now: Time) -> Inbound<Owner> {
+        if carrier == Carrier::WireGuard {
+            return match WireGuard.classify(iface, carrier, datagram, now) {
                 Inbound::Data { owner, session } => Inbound::Data { owner: Owner::WireGuard(owner), session },
                 Inbound::Control => Inbound::Control,
                 Inbound::Refused(r) => Inbound::Refused(r),
             };
         }
-        match Ipsec.classify(iface, datagram, now) {
+        match Ipsec.classify(iface, carrier, datagram, now) {
             Inbound::Data { owner, session } => Inbound::Data { owner: Owner::Ipsec(owner), session },
             Inbound::Control => Inbound::Control,
             Inbound::Refused(r) => Inbound::Refused(r),

@@ -117,6 +117,16 @@ pub fn normalize(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The wildcard address of `remote`'s family: the local address of a
+/// datagram whose destination the kernel did not report, which must still
+/// be of the family the datagram came by (IKE hashes it for NAT detection).
+pub fn unspecified_for(remote: SocketAddr) -> IpAddr {
+    match remote {
+        SocketAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
 pub fn normalize_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),

@@ -109,7 +109,7 @@ impl Protocol for WireGuard {
         peer.crypto().on_sent(now, wire_bytes, packets, true);
     }
 
-    fn classify(&self, iface: &Interface, datagram: &[u8], now: Time) -> Inbound<Self::Owner> {
+    fn classify(&self, iface: &Interface, _carrier: Carrier, datagram: &[u8], now: Time) -> Inbound<Self::Owner> {
         match messages::parse(datagram) {
             Ok(Message::Data(_)) => match iface.device.data_keypair(datagram, now) {
                 Ok((owner, kp)) => Inbound::Data { owner, session: kp },

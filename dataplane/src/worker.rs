@@ -101,8 +101,9 @@ struct Worker<T, P> {
     /// Packets read from the TUN and not yet queued: `bufs[from..to]`,
     /// left when every batch buffer was in flight.
     unsent: (usize, usize),
-    /// The socket whose receive stalled, while `receiver` is stalled.
-    stalled_on: Option<Arc<dyn Socket>>,
+    /// The socket whose receive stalled, and what it carries, while
+    /// `receiver` is stalled.
+    stalled_on: Option<(Arc<dyn Socket>, Carrier)>,
     /// The last TUN read found the queue empty after at most one packet:
     /// traffic is sparse, so the next packet read goes out before the
     /// queue is read again. A lone packet (a ping, a handshake's reply)
@@ -195,12 +196,13 @@ impl<T: Tun, P: Protocol> Worker<T, P> {
     /// Receives from a UDP socket (WireGuard's, or ESP's on port 4500) and
     /// queues what arrived, for a few batches. `sock` also sends what the
     /// jobs run meanwhile drain.
-    fn read_udp(&mut self, from: &Arc<dyn Socket>, sock: &dyn Socket) -> Result<(), TunGone> {
+    fn read_udp(&mut self, from: &Arc<dyn Socket>, carrier: Carrier, sock: &dyn Socket) -> Result<(), TunGone> {
         for _ in 0..BATCHES_PER_TURN {
-            let status = self.receiver.receive_batch(&self.proto, &self.iface, &**from, self.iface.clock.now());
+            let status =
+                self.receiver.receive_batch(&self.proto, &self.iface, &**from, carrier, self.iface.clock.now());
             self.call_helpers();
             if matches!(status, RxStatus::Stalled) {
-                self.stalled_on = Some(from.clone());
+                self.stalled_on = Some((from.clone(), carrier));
             }
             self.run_jobs(sock)?;
             match status {
@@ -220,9 +222,9 @@ impl<T: Tun, P: Protocol> Worker<T, P> {
             // The stalled receive goes on with the socket it came from: its
             // protocol messages are answered there.
             let from = self.stalled_on.clone();
-            let from = from.as_deref().unwrap_or(sock);
+            let (from, carrier) = from.as_ref().map_or((sock, Carrier::WireGuard), |(s, c)| (&**s, *c));
             if !matches!(
-                self.receiver.receive_batch(&self.proto, &self.iface, from, self.iface.clock.now()),
+                self.receiver.receive_batch(&self.proto, &self.iface, from, carrier, self.iface.clock.now()),
                 RxStatus::Stalled
             ) {
                 self.stalled_on = None;
@@ -315,17 +317,22 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, bell: Arc<Doorbe
                 w.read_tun(&*sock)?;
             }
             if revents[1] & libc::POLLIN != 0 && !w.receiver.is_stalled() {
-                w.read_udp(&sock, &*sock)?;
+                w.read_udp(&sock, Carrier::WireGuard, &*sock)?;
             }
             // The two raw ESP families take turns at being read first, so
             // that one whose reads keep using up the batch buffers (the
             // receiver stalls) cannot hold the other off.
             raw_first ^= 1;
             let (a, b) = (raw_first, raw_first ^ 1);
-            for (extra, ready) in [(&esp, revents[2]), (&raw[a], revents[3 + a]), (&raw[b], revents[3 + b])] {
+            let extras = [
+                (&esp, Carrier::EspInUdp, revents[2]),
+                (&raw[a], Carrier::RawEsp, revents[3 + a]),
+                (&raw[b], Carrier::RawEsp, revents[3 + b]),
+            ];
+            for (extra, carrier, ready) in extras {
                 if let Some(s) = extra.as_ref().filter(|_| ready & libc::POLLIN != 0) {
                     if !w.receiver.is_stalled() {
-                        w.read_udp(s, &*sock)?;
+                        w.read_udp(s, carrier, &*sock)?;
                     }
                 }
             }

@@ -267,7 +267,8 @@ fn receive(s: &Shared, buf: &mut [u8], now: Instant) {
             return;
         }
         let m = meta[0];
-        let local = SocketAddr::new(m.dst_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), s.socket.local_port());
+        let local = m.dst_ip.unwrap_or_else(|| causeway_dataplane::udp::unspecified_for(m.addr));
+        let local = SocketAddr::new(local, s.socket.local_port());
         let stride = m.stride.max(1);
         for chunk in buf[..m.len].chunks(stride) {
             lock(&s.core).handle(now, local, m.addr, chunk);
@@ -342,9 +343,7 @@ fn nat_keepalives(s: &Shared, now: Instant) {
 /// connected UDP socket learns it from the routing table without sending
 /// anything. None when there is no route (then the core assumes a NAT).
 fn local_address_towards(remote: SocketAddr) -> Option<IpAddr> {
-    let any: SocketAddr =
-        if remote.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
-    let probe = std::net::UdpSocket::bind(any).ok()?;
+    let probe = std::net::UdpSocket::bind((causeway_dataplane::udp::unspecified_for(remote), 0)).ok()?;
     probe.connect(remote).ok()?;
     probe.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
 }
