@@ -7,6 +7,7 @@ use std::any::Any;
 use causeway_esp::{InboundSa, OutboundSa, MAX_SEQ};
 
 use crate::counters::Drop;
+use crate::selectors::Selectors;
 use crate::session::{Carrier, Opened, Session};
 
 /// Sequence numbers left when the sender asks IKE for a rekey: 2^29, which
@@ -22,6 +23,8 @@ pub struct ChildSa {
     /// (`InboundSa::accept`), where the batches are back in arrival order.
     inbound: InboundSa,
     carrier: Carrier,
+    /// None: the SA carries every packet (route-based selectors).
+    selectors: Option<Selectors>,
 }
 
 impl ChildSa {
@@ -36,7 +39,13 @@ impl ChildSa {
     }
 
     pub fn new(outbound: OutboundSa, inbound: InboundSa, carrier: Carrier) -> ChildSa {
-        ChildSa { outbound, inbound, carrier }
+        ChildSa { outbound, inbound, carrier, selectors: None }
+    }
+
+    /// The SA with the traffic selectors it was negotiated for, which the
+    /// receive path holds decrypted packets to.
+    pub fn with_selectors(self, selectors: Option<Selectors>) -> ChildSa {
+        ChildSa { selectors, ..self }
     }
 
     pub fn spi_in(&self) -> u32 {
@@ -98,6 +107,10 @@ impl Session for ChildSa {
             Err(causeway_esp::Error::Authentication) => Err(Drop::Decryption),
             Err(_) => Err(Drop::Malformed),
         }
+    }
+
+    fn selectors(&self) -> Option<&Selectors> {
+        self.selectors.as_ref()
     }
 
     fn as_any(&self) -> &dyn Any {

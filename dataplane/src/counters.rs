@@ -26,6 +26,7 @@ drop_reasons! {
     StagedQueueFull => "staged_queue_full",
     InvalidInnerPacket => "invalid_inner_packet",
     SourceNotAllowed => "source_not_allowed",
+    OutsideSelectors => "outside_traffic_selectors",
     Malformed => "malformed",
     UnknownPeer => "unknown_peer",
     UnknownIndex => "unknown_receiver_index",

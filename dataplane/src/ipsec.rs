@@ -271,6 +271,73 @@ mod tests {
         }
     }
 
+    /// A UDP packet from 10.1.0.1 to `dst`, `len` bytes.
+    fn inner(dst: [u8; 4], len: usize) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        (p[8], p[9]) = (64, 17);
+        p[12..16].copy_from_slice(&[10, 1, 0, 1]);
+        p[16..20].copy_from_slice(&dst);
+        p[20..24].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
+        p
+    }
+
+    // RFC 4301 §5.2: what an SA's selectors do not cover is dropped after
+    // decryption, though the source is in the peer's allowed IPs.
+    #[test]
+    fn packets_outside_the_sas_traffic_selectors_are_dropped() {
+        use crate::selectors::{Selector, Selectors};
+        let net = MemNet::new();
+        let site = |n: u8, selectors: Option<Selectors>| {
+            let binder = net.host(format!("198.18.0.{n}").parse().unwrap(), 1);
+            let options = Options { mtu: 1420, workers: 1, port: 51820, binder, batches_per_worker: 4 };
+            let iface = Arc::new(Interface::with_options(format!("mem{n}"), None, options).unwrap());
+            iface.bind_esp(4500).unwrap();
+            let peer = iface.add_ipsec_peer("other");
+            peer.set_endpoint(format!("198.18.0.{}:4500", 3 - n).parse().unwrap());
+            let other: ipnet::IpNet = format!("10.{}.0.0/16", 3 - n).parse().unwrap();
+            iface.update_routes(|r| {
+                r.insert(other, peer.clone().into());
+            });
+            iface.ipsec.install_child(
+                &peer,
+                Arc::new(ChildSa::for_tests(0x100).with_selectors(selectors)),
+                SendOn::Now,
+            );
+            let (host, tuns) = crate::memory::tun(1);
+            let workers = crate::worker::spawn(&iface, tuns).unwrap();
+            (iface, host, workers)
+        };
+        let range = |a: &str, b: &str| Selector {
+            proto: 0,
+            ports: (0, u16::MAX),
+            start: a.parse().unwrap(),
+            end: b.parse().unwrap(),
+        };
+        // Site 2 agreed to carry 10.1.0.0/16 to 10.2.1.0/24 only.
+        let narrowed = Selectors::new(vec![range("10.2.1.0", "10.2.1.255")], vec![range("10.1.0.0", "10.1.255.255")]);
+        let (a, a_tun, a_workers) = site(1, None);
+        let (b, b_tun, b_workers) = site(2, narrowed);
+        a_tun.send(0, [inner([10, 2, 2, 9], 100), inner([10, 2, 1, 9], 101), inner([10, 2, 3, 9], 102)]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut got = vec![];
+        while b.counters.get(Drop::OutsideSelectors) < 2 || got.is_empty() {
+            got.extend(std::iter::from_fn(|| b_tun.recv()));
+            assert!(std::time::Instant::now() < deadline, "got {got:?}");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        got.extend(std::iter::from_fn(|| b_tun.recv()));
+        assert_eq!(got, vec![inner([10, 2, 1, 9], 101)], "only the covered packet");
+        assert_eq!(b.counters.get(Drop::OutsideSelectors), 2);
+        assert_eq!(b.counters.get(Drop::SourceNotAllowed), 0, "the source was allowed");
+        for (iface, workers) in [(a, a_workers), (b, b_workers)] {
+            iface.shutdown();
+            workers.into_iter().for_each(|w| w.join().unwrap());
+        }
+    }
+
     // An SA low on sequence numbers asks IKE for its rekey (once a
     // second, though every batch sent on it asks), well before the last
     // number, after which nothing could be sent until its lifetime ended.

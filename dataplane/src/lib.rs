@@ -29,6 +29,7 @@ pub mod protocol;
 pub mod raw_esp;
 pub mod receive;
 pub mod route;
+pub mod selectors;
 pub mod send;
 pub mod session;
 pub mod site;

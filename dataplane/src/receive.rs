@@ -12,8 +12,9 @@
 //!    and marks it done.
 //! 4. `Receiver::deliver_batch`: the drainer of the peer's queue, in
 //!    arrival order, runs the replay check and timers
-//!    (`Protocol::accept`), roaming, the inner-packet check, the MSS clamp
-//!    and the crypto source filter (the source must be in the sending
+//!    (`Protocol::accept`), roaming, the inner-packet check, the session's
+//!    traffic selectors (`selectors.rs`), the MSS clamp and the crypto
+//!    source filter (the source must be in the sending
 //!    peer's allowed IPs, or in a site's prefixes when the peer is one of
 //!    the site's gateways), and queues the packet for the TUN.
 //!    Each packet is copied into a TUN write buffer, joining its flow's
@@ -321,6 +322,7 @@ impl Receiver {
             // A batch is mostly one flow's packets: the verdict for the
             // source last looked up holds for the next with that source.
             let mut last_source = LastLookup::new();
+            let selectors = session.selectors();
             for item in items.iter() {
                 let opened = match item.opened {
                     Ok(o) => o,
@@ -348,6 +350,10 @@ impl Receiver {
                     iface.counters.count(Drop::InvalidInnerPacket);
                     continue;
                 };
+                if selectors.is_some_and(|s| !s.admits(&plaintext[..len])) {
+                    iface.counters.count(Drop::OutsideSelectors);
+                    continue;
+                }
                 if let Some(limits) = mss {
                     crate::mss::clamp(&mut plaintext[..len], limits);
                 }

@@ -8,6 +8,7 @@
 use std::any::Any;
 
 use crate::counters::Drop;
+use crate::selectors::Selectors;
 
 /// Where the plaintext of an opened datagram lies, and its counter for
 /// the replay check (which waits for the drain, where order is back).
@@ -57,6 +58,12 @@ pub trait Session: Send + Sync + Any {
 
     /// Authenticates and decrypts a datagram in place.
     fn open(&self, datagram: &mut [u8]) -> Result<Opened, Drop>;
+
+    /// What the session may carry inward, when it is less than every
+    /// packet (an IPsec child SA's narrowed traffic selectors).
+    fn selectors(&self) -> Option<&Selectors> {
+        None
+    }
 
     /// For the protocol's own drain step, which needs its concrete type.
     fn as_any(&self) -> &dyn Any;

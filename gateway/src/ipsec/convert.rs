@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use causeway_config::proposals::{self, DhGroup, Encryption, Prf};
 use causeway_config::{Encap, Identity, IpsecPeer};
 use causeway_dataplane::ipsec::ChildSa;
+use causeway_dataplane::selectors::{Selector, Selectors};
 use causeway_dataplane::session::Carrier;
 use causeway_esp::{Cipher, InboundSa, OutboundSa, SaKeys};
 use causeway_ikev2::crypto::{DhGroup as IkeGroup, EncrAlg, IkeSuite, IntegAlg, PrfAlg};
@@ -108,13 +109,24 @@ fn esp_cipher(c: EspCipher) -> Cipher {
     }
 }
 
-/// The data plane's SA pair for negotiated keys.
-pub fn child_sa(keys: ChildKeys, encap: bool) -> Result<ChildSa, causeway_esp::Error> {
+/// The data plane's SA pair for negotiated keys and traffic selectors
+/// (`local` ours, `remote` the peer's).
+pub fn child_sa(
+    keys: ChildKeys,
+    encap: bool,
+    local: &[TrafficSelector],
+    remote: &[TrafficSelector],
+) -> Result<ChildSa, causeway_esp::Error> {
     let cipher = esp_cipher(keys.cipher);
     let outbound = OutboundSa::new(SaKeys { spi: keys.spi_out, cipher, keymat: keys.keymat_out })?;
     let inbound = InboundSa::new(SaKeys { spi: keys.spi_in, cipher, keymat: keys.keymat_in })?;
     let carrier = if encap { Carrier::EspInUdp } else { Carrier::RawEsp };
-    Ok(ChildSa::new(outbound, inbound, carrier))
+    let plane = |list: &[TrafficSelector]| {
+        list.iter()
+            .map(|t| Selector { proto: t.ip_proto, ports: (t.start_port, t.end_port), start: t.start, end: t.end })
+            .collect()
+    };
+    Ok(ChildSa::new(outbound, inbound, carrier).with_selectors(Selectors::new(plane(local), plane(remote))))
 }
 
 #[cfg(test)]

@@ -404,7 +404,7 @@ fn apply(s: &Shared, event: Event) {
         Event::Failed { peer, reason } => {
             tracing::warn!(peer = %peer, "IKE failed: {reason}");
         }
-        Event::ChildUp { peer, keys, remote, local, encap, replaces, send, .. } => {
+        Event::ChildUp { peer, keys, remote, local, encap, replaces, send, local_ts, remote_ts } => {
             let Some(ps) = s.iface.ipsec.peer(&peer.0) else { return };
             let (spi_in, spi_out, cipher) = (keys.spi_in, keys.spi_out, keys.cipher);
             if !encap {
@@ -422,7 +422,7 @@ fn apply(s: &Shared, event: Event) {
             if let Some(path) = &s.keylog {
                 keylog::append(path, &keys, remote.ip(), local);
             }
-            let sa = match convert::child_sa(keys, encap) {
+            let sa = match convert::child_sa(keys, encap, &local_ts, &remote_ts) {
                 Ok(sa) => Arc::new(sa),
                 Err(e) => {
                     tracing::error!(peer = %peer, error = %e, "negotiated keys refused by ESP");

@@ -1,0 +1,240 @@
+//! The traffic selectors a child SA was negotiated for (RFC 7296 §2.9), as
+//! the receive path checks them. RFC 4301 §5.2 has a receiver drop a
+//! decrypted packet that its SA's selectors do not cover: a peer that
+//! agreed to carry 10.1.0.0/16 → 10.2.0.0/16 must not reach other prefixes
+//! behind this gateway through that SA, whatever its allowed_ips say (the
+//! source filter checks those separately).
+//!
+//! An SA covers the cross product of its lists: a packet from the peer
+//! matches when its source is in one of the remote selectors and its
+//! destination in one of the local ones. An SA whose selectors take every
+//! packet of both families (the route-based default, 0.0.0.0/0 and ::/0)
+//! has none (`Selectors::new` returns None), so the common case costs
+//! nothing per packet.
+//!
+//! Ports are known for TCP, UDP, SCTP and UDP-Lite in a first fragment;
+//! for anything else a selector with a port range narrower than all ports
+//! does not match (RFC 4301's OPAQUE), as for ICMP narrowed by type.
+
+use std::net::IpAddr;
+
+/// One selector: a range of addresses of one family, an IP protocol (0 is
+/// any) and a range of ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selector {
+    pub proto: u8,
+    pub ports: (u16, u16),
+    pub start: IpAddr,
+    pub end: IpAddr,
+}
+
+/// The part of a packet a selector looks at, on one side of it.
+struct Side {
+    addr: IpAddr,
+    port: Option<u16>,
+}
+
+impl Selector {
+    fn is_everything(&self) -> bool {
+        let all_addresses = match (self.start, self.end) {
+            (IpAddr::V4(s), IpAddr::V4(e)) => s.is_unspecified() && e.to_bits() == u32::MAX,
+            (IpAddr::V6(s), IpAddr::V6(e)) => s.is_unspecified() && e.to_bits() == u128::MAX,
+            _ => false,
+        };
+        all_addresses && self.proto == 0 && self.ports == (0, u16::MAX)
+    }
+
+    fn matches(&self, proto: u8, side: &Side) -> bool {
+        let in_range = match (self.start, self.end, side.addr) {
+            (IpAddr::V4(s), IpAddr::V4(e), IpAddr::V4(a)) => s <= a && a <= e,
+            (IpAddr::V6(s), IpAddr::V6(e), IpAddr::V6(a)) => s <= a && a <= e,
+            _ => false,
+        };
+        let any_port = self.ports == (0, u16::MAX);
+        in_range
+            && (self.proto == 0 || self.proto == proto)
+            && (any_port || side.port.is_some_and(|p| self.ports.0 <= p && p <= self.ports.1))
+    }
+}
+
+/// What a child SA may carry, seen from this gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selectors {
+    local: Vec<Selector>,
+    remote: Vec<Selector>,
+}
+
+impl Selectors {
+    /// None when the selectors take every packet of both families.
+    pub fn new(local: Vec<Selector>, remote: Vec<Selector>) -> Option<Selectors> {
+        let everything = |list: &[Selector]| {
+            let fam = |v6: bool| list.iter().any(|s| s.is_everything() && s.start.is_ipv6() == v6);
+            fam(false) && fam(true)
+        };
+        (!(everything(&local) && everything(&remote))).then_some(Selectors { local, remote })
+    }
+
+    /// Whether the SA carries `packet` (a whole inner IP packet) from the
+    /// peer: its source in a remote selector, its destination in a local one.
+    pub fn admits(&self, packet: &[u8]) -> bool {
+        let Some((proto, source, destination)) = parse(packet) else {
+            return false;
+        };
+        self.remote.iter().any(|s| s.matches(proto, &source))
+            && self.local.iter().any(|s| s.matches(proto, &destination))
+    }
+}
+
+/// Protocols whose first four bytes are the source and destination ports.
+fn has_ports(proto: u8) -> bool {
+    matches!(proto, 6 | 17 | 132 | 136)
+}
+
+/// The upper-layer protocol, source and destination of an IP packet.
+fn parse(p: &[u8]) -> Option<(u8, Side, Side)> {
+    let (proto, src, dst, upper) = match p.first()? >> 4 {
+        4 if p.len() >= 20 => {
+            let ihl = (p[0] & 0x0f) as usize * 4;
+            let first_fragment = u16::from_be_bytes([p[6], p[7]]) & 0x1fff == 0;
+            let src = IpAddr::from(<[u8; 4]>::try_from(&p[12..16]).ok()?);
+            let dst = IpAddr::from(<[u8; 4]>::try_from(&p[16..20]).ok()?);
+            (p[9], src, dst, first_fragment.then_some(ihl))
+        }
+        6 if p.len() >= 40 => {
+            let src = IpAddr::from(<[u8; 16]>::try_from(&p[8..24]).ok()?);
+            let dst = IpAddr::from(<[u8; 16]>::try_from(&p[24..40]).ok()?);
+            let (proto, upper) = ipv6_upper_layer(p);
+            (proto, src, dst, upper)
+        }
+        _ => return None,
+    };
+    let ports = upper
+        .filter(|_| has_ports(proto))
+        .and_then(|at| p.get(at..at + 4))
+        .map(|b| (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]])));
+    Some((proto, Side { addr: src, port: ports.map(|p| p.0) }, Side { addr: dst, port: ports.map(|p| p.1) }))
+}
+
+/// The protocol after IPv6's extension headers, and where its header
+/// starts (None in a fragment other than the first, which has no ports).
+/// Only the headers RFC 8200 places before the upper layer are walked,
+/// at most eight of them.
+fn ipv6_upper_layer(p: &[u8]) -> (u8, Option<usize>) {
+    let (mut next, mut at) = (p[6], 40usize);
+    for _ in 0..8 {
+        match next {
+            // Hop-by-hop, routing, destination options: length in 8-octet units beyond the first.
+            0 | 43 | 60 => {
+                let Some(h) = p.get(at..at + 2) else { return (next, None) };
+                (next, at) = (h[0], at + (h[1] as usize + 1) * 8);
+            }
+            44 => {
+                let Some(h) = p.get(at..at + 4) else { return (next, None) };
+                let offset = u16::from_be_bytes([h[2], h[3]]) >> 3;
+                (next, at) = (h[0], at + 8);
+                if offset != 0 {
+                    return (next, None);
+                }
+            }
+            _ => return (next, Some(at)),
+        }
+    }
+    (next, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(start: &str, end: &str) -> Selector {
+        Selector { proto: 0, ports: (0, u16::MAX), start: start.parse().unwrap(), end: end.parse().unwrap() }
+    }
+
+    fn any4() -> Selector {
+        net("0.0.0.0", "255.255.255.255")
+    }
+
+    fn any6() -> Selector {
+        net("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
+    }
+
+    /// An IPv4 packet of `proto` with ports 1000 → 80 (when it has ports).
+    fn v4(src: [u8; 4], dst: [u8; 4], proto: u8, fragment_offset: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 28];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&28u16.to_be_bytes());
+        p[6..8].copy_from_slice(&fragment_offset.to_be_bytes());
+        p[9] = proto;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p[20..24].copy_from_slice(&[0x03, 0xe8, 0, 80]);
+        p
+    }
+
+    /// An IPv6 packet with `ext` (next header, bytes) before a TCP header with ports 1000 → 80.
+    fn v6(src: &str, dst: &str, ext: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x60;
+        p[6] = ext.first().map_or(6, |e| e.0);
+        p[8..24].copy_from_slice(&src.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(&dst.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        for (i, (_, bytes)) in ext.iter().enumerate() {
+            let mut h = bytes.clone();
+            h[0] = ext.get(i + 1).map_or(6, |e| e.0);
+            p.extend_from_slice(&h);
+        }
+        p.extend_from_slice(&[0x03, 0xe8, 0, 80, 0, 0, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn the_route_based_default_needs_no_check() {
+        assert_eq!(Selectors::new(vec![any4(), any6()], vec![any6(), any4()]), None);
+        assert!(Selectors::new(vec![any4()], vec![any4(), any6()]).is_some(), "IPv6 is not carried");
+        let mut tcp = any4();
+        tcp.proto = 6;
+        assert!(Selectors::new(vec![tcp, any6()], vec![any4(), any6()]).is_some());
+    }
+
+    #[test]
+    fn source_and_destination_must_both_be_covered() {
+        let s = Selectors::new(vec![net("10.2.0.0", "10.2.255.255")], vec![net("10.1.0.0", "10.1.255.255")]).unwrap();
+        assert!(s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 6, 0)));
+        assert!(!s.admits(&v4([10, 9, 0, 5], [10, 2, 3, 4], 6, 0)), "source outside the remote selector");
+        assert!(!s.admits(&v4([10, 1, 0, 5], [10, 3, 3, 4], 6, 0)), "destination outside the local selector");
+        assert!(!s.admits(&v4([10, 2, 3, 4], [10, 1, 0, 5], 6, 0)), "the reverse direction");
+        assert!(!s.admits(&v6("fd00:1::5", "fd00:2::4", &[])), "a family not negotiated");
+        assert!(!s.admits(&[0x45, 0, 0]), "too short to say");
+    }
+
+    #[test]
+    fn protocols_and_ports_narrow_it() {
+        let mut web = net("10.2.0.0", "10.2.255.255");
+        (web.proto, web.ports) = (6, (80, 80));
+        let s = Selectors::new(vec![web], vec![net("10.1.0.0", "10.1.255.255")]).unwrap();
+        assert!(s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 6, 0)), "TCP to port 80");
+        assert!(!s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 17, 0)), "UDP");
+        assert!(!s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 6, 100)), "a later fragment has no ports");
+        let mut from_1000 = net("10.1.0.0", "10.1.255.255");
+        from_1000.ports = (1000, 1000);
+        let s = Selectors::new(vec![net("10.2.0.0", "10.2.255.255")], vec![from_1000]).unwrap();
+        assert!(s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 17, 0)), "source port 1000");
+        assert!(!s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 1, 0)), "ICMP has no ports");
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_walked_to_the_ports() {
+        let mut web = net("fd00:2::", "fd00:2::ffff");
+        (web.proto, web.ports) = (6, (80, 80));
+        let s = Selectors::new(vec![web], vec![net("fd00:1::", "fd00:1::ffff")]).unwrap();
+        assert!(s.admits(&v6("fd00:1::5", "fd00:2::4", &[])));
+        let hop = (0, vec![0u8; 8]);
+        let dest = (60, vec![0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(s.admits(&v6("fd00:1::5", "fd00:2::4", &[hop.clone(), dest])));
+        let first = (44, vec![0u8; 8]);
+        assert!(s.admits(&v6("fd00:1::5", "fd00:2::4", &[hop.clone(), first])), "a first fragment");
+        let later = (44, vec![0, 0, 0x01, 0x00, 0, 0, 0, 1]);
+        assert!(!s.admits(&v6("fd00:1::5", "fd00:2::4", &[hop, later])), "a later fragment");
+        assert!(!s.admits(&v6("fd00:1::5", "fd00:2::1:4", &[])), "outside the range");
+    }
+}
