@@ -91,6 +91,23 @@ fn removing_a_peer_deletes_its_sas_on_both_ends() {
     assert_eq!(n.b.status(&peer_a()).map(|s| s.state), Some(IkeState::Down));
 }
 
+// A's liveness check is unanswered when the peer is removed: its Delete
+// would be a second request in a window of one, so none is sent.
+#[test]
+fn no_delete_goes_out_beside_an_unanswered_request() {
+    let mut n = up_pair(Duration::from_secs(10));
+    n.drop = Box::new(|side, _| side == Side::A);
+    n.advance(Duration::from_millis(10_500));
+    let sent_by_a = |n: &Net| n.log.iter().filter(|(side, _)| *side == Side::A).count();
+    let before = sent_by_a(&n);
+    assert!(n.a.sas.values().any(|sa| sa.pending.is_some()), "the liveness check is out");
+    n.a.remove_peer(&peer_b(), n.now);
+    n.run();
+    assert_eq!(sent_by_a(&n), before, "nothing more from A");
+    assert_eq!(downs(&n, Side::A), (vec![DownReason::DeletedLocally], 1));
+    assert!(n.a.status(&peer_b()).is_none());
+}
+
 #[test]
 fn initial_contact_clears_the_old_sas_after_a_restart() {
     let mut n = up_pair(Duration::ZERO);
