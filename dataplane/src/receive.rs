@@ -12,11 +12,11 @@
 //!    and marks it done.
 //! 4. `Receiver::deliver_batch`: the drainer of the peer's queue, in
 //!    arrival order, runs the replay check and timers
-//!    (`Protocol::accept`), roaming, the inner-packet check, the session's
-//!    traffic selectors (`selectors.rs`), the MSS clamp and the crypto
-//!    source filter (the source must be in the sending
-//!    peer's allowed IPs, or in a site's prefixes when the peer is one of
-//!    the site's gateways), and queues the packet for the TUN.
+//!    (`Protocol::accept`), roaming, the inner-packet check, the crypto
+//!    source filter (the source must be in the sending peer's allowed
+//!    IPs, or in a site's prefixes when the peer is one of the site's
+//!    gateways), the session's traffic selectors (`selectors.rs`) and the
+//!    MSS clamp, and queues the packet for the TUN.
 //!    Each packet is copied into a TUN write buffer, joining its flow's
 //!    run where it continues one (GRO, `gro.rs`).
 //! 5. `Receiver::write_tun`: the TUN writes, one per buffer, before
@@ -350,13 +350,6 @@ impl Receiver {
                     iface.counters.count(Drop::InvalidInnerPacket);
                     continue;
                 };
-                if selectors.is_some_and(|s| !s.admits(&plaintext[..len])) {
-                    iface.counters.count(Drop::OutsideSelectors);
-                    continue;
-                }
-                if let Some(limits) = mss {
-                    crate::mss::clamp(&mut plaintext[..len], limits);
-                }
                 let allowed = *last_source.get(inner_source, || match routes.lookup(inner_source) {
                     Some(Route::Peer(owner)) => Arc::ptr_eq(owner, &ps),
                     Some(Route::Site(site)) => *site_checked.get(Arc::as_ptr(site), || site.table().has_member(&ps)),
@@ -365,6 +358,13 @@ impl Receiver {
                 if !allowed {
                     iface.counters.count(Drop::SourceNotAllowed);
                     continue;
+                }
+                if selectors.is_some_and(|s| !s.admits(&plaintext[..len])) {
+                    iface.counters.count(Drop::OutsideSelectors);
+                    continue;
+                }
+                if let Some(limits) = mss {
+                    crate::mss::clamp(&mut plaintext[..len], limits);
                 }
                 if self.to_tun.is_full() && self.write_tun(iface, tun).is_err() {
                     gone = true;
