@@ -372,3 +372,54 @@ fn a_delete_of_the_old_ike_sa_mid_collision_moves_the_children_on() {
         }
     }
 }
+
+/// Both ends rekey the IKE SA at once, and B settles its side before A's
+/// request reaches it: B got A's answer to its rekey first, saw no
+/// collision, moved on to the new SA and is deleting the old one, so it
+/// answers A's late request with TEMPORARY_FAILURE. A, left with an
+/// unanswered collision, must still end on B's new SA with the children.
+#[test]
+fn a_simultaneous_ike_rekey_refused_by_a_deleting_peer_still_converges() {
+    let mut cfg = config_a();
+    cfg.ike_lifetime = Duration::from_secs(1000);
+    cfg.rekey_jitter_percent = 0;
+    let mut n = pair(cfg);
+    for sa in n.a.sas.values_mut().chain(n.b.sas.values_mut()) {
+        sa.rekey_at = Some(n.now);
+    }
+    n.a.handle_timeout(n.now);
+    n.b.handle_timeout(n.now);
+    let (rekey_a, rekey_b) = (n.a.poll_transmit().expect("A's rekey"), n.b.poll_transmit().expect("B's rekey"));
+    let to_a = |n: &mut Net, t: crate::Transmit| {
+        n.a.handle(n.now, t.remote, SocketAddr::new(t.local.unwrap_or(B_IP), t.local_port), &t.data)
+    };
+    let to_b = |n: &mut Net, t: crate::Transmit| {
+        n.b.handle(n.now, t.remote, SocketAddr::new(t.local.unwrap_or(A_IP), t.local_port), &t.data)
+    };
+    to_a(&mut n, rekey_b);
+    let answer_to_b = n.a.poll_transmit().expect("A answers B's rekey");
+    to_b(&mut n, answer_to_b);
+    let deleting = n.b.sas.values().filter(|sa| sa.state == crate::sa::SaState::Deleting).count();
+    assert_eq!((n.b.sas.len(), deleting), (2, 1), "B moved to its new SA and deletes the old one");
+    to_b(&mut n, rekey_a);
+    let mut refused = false;
+    while let Some(t) = n.b.poll_transmit() {
+        let h = crate::wire::header::Header::parse(&t.data).expect("header");
+        refused |= h.exchange == crate::ids::ExchangeType::CreateChildSa;
+        to_a(&mut n, t);
+    }
+    assert!(refused, "B answered A's late rekey");
+    n.run();
+    n.advance(Duration::from_secs(60));
+    let (a, b) = (n.a.status(&peer_b()).expect("A"), n.b.status(&peer_a()).expect("B"));
+    assert_eq!((a.state, b.state), (IkeState::Established, IkeState::Established));
+    assert_eq!((a.spi_i, a.spi_r), (b.spi_i, b.spi_r), "the same IKE SA");
+    assert_eq!((n.a.sas.len(), n.b.sas.len()), (1, 1), "one IKE SA each");
+    assert_one_child_each_crosswise(&n);
+    for side in [Side::A, Side::B] {
+        let downs = n.events(side).iter().filter(|e| matches!(e, Event::IkeDown { .. } | Event::ChildDown { .. }));
+        assert_eq!(downs.count(), 0, "{side:?} lost an SA");
+    }
+    n.advance(Duration::from_secs(1200));
+    assert_one_child_each_crosswise(&n);
+}
