@@ -338,3 +338,55 @@ fn a_site_of_ipsec_gateways_spreads_flows_fails_over_and_takes_a_gateway_back() 
     assert_eq!(since("west.gw2"), b2_up_since, "b2 stayed up all along");
     assert_eq!(refused(), 1, "nothing else refused");
 }
+
+/// A reload that widens what both ends carry (west's 10.2.0.0/24 to
+/// 10.2.0.0/16) takes effect: the SAs are negotiated anew with the new
+/// traffic selectors, where the old ones would otherwise live on through
+/// every rekey and drop the newly routed prefix. A reload that changes
+/// nothing keeps the SAs.
+#[test]
+fn a_reload_that_changes_what_was_negotiated_negotiates_it_anew() {
+    let net = MemNet::new();
+    let with_west = |cfg: &Config, west: &str| {
+        let mut c = cfg.clone();
+        let p = &mut c.ipsec_peers[0];
+        let west = vec![west.parse().unwrap()];
+        if p.name == "west.gw1" {
+            (p.remote_ts, p.allowed_ips) = (west.clone(), west);
+        } else {
+            p.local_ts = west;
+        }
+        c
+    };
+    let east = config(vec![], vec![ipsec_peer(1, 3, "west.gw1", None, &[], ("10.1.0.0/16", "10.2.0.0/16"))]);
+    let (east_narrow, east_wide) = (with_west(&east, "10.2.0.0/24"), with_west(&east, "10.2.0.0/16"));
+    let (west_narrow, west_wide) =
+        (with_west(&config_west(3), "10.2.0.0/24"), with_west(&config_west(3), "10.2.0.0/16"));
+    let a = Node::start(&net, 1, &east_narrow);
+    let b = Node::start(&net, 3, &west_narrow);
+    wait_for("child SAs", Duration::from_secs(30), || a.has_sa("west.gw1") && b.has_sa("east.gw1"));
+    let spi = |n: &Node, peer: &str| {
+        n.gw.ipsec.peer(peer).and_then(|p| p.ipsec().and_then(|l| l.sending())).map(|sa| sa.spi_in())
+    };
+    let first = spi(&a, "west.gw1");
+
+    // Unchanged: the same SAs.
+    let report = causeway_gateway::reload::reconcile(&a.gw, &east_narrow);
+    assert!(report.changed.is_empty(), "{report}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(spi(&a, "west.gw1"), first);
+
+    // Widened on both ends: a packet into the new part of west arrives.
+    for (node, cfg) in [(&b, &west_wide), (&a, &east_wide)] {
+        let report = causeway_gateway::reload::reconcile(&node.gw, cfg);
+        assert!(report.changed.iter().any(|c| c.contains("SAs negotiated anew")), "{report}");
+    }
+    let into_new_part = |seq| packet([10, 1, 0, 1], [10, 2, 7, 1], 1, seq);
+    let mut seq = 0;
+    wait_for("a packet to 10.2.7.1 through new SAs", Duration::from_secs(30), || {
+        seq += 1;
+        a.host.send(0, [into_new_part(seq)]);
+        std::iter::from_fn(|| b.host.recv()).count() > 0
+    });
+    assert_ne!(spi(&a, "west.gw1"), first, "a new child SA");
+}

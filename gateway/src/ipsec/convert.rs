@@ -82,6 +82,21 @@ pub fn peer_config(p: &IpsecPeer, remote_addrs: Vec<IpAddr>) -> PeerConfig {
     }
 }
 
+/// Whether a peer's SAs must be negotiated anew for `new`: what IKE agreed
+/// on with the peer changed. Lifetimes and the liveness interval apply
+/// from the next rekey or check, routes at once; new endpoints are tried
+/// when the SA in use fails.
+pub fn needs_new_sas(old: &IpsecPeer, new: &IpsecPeer) -> bool {
+    old.local_id != new.local_id
+        || old.remote_id != new.remote_id
+        || old.psk != new.psk
+        || old.ike_proposals != new.ike_proposals
+        || old.esp_proposals != new.esp_proposals
+        || old.local_ts != new.local_ts
+        || old.remote_ts != new.remote_ts
+        || old.encap != new.encap
+}
+
 /// An IKE SA's algorithms in strongSwan's notation, as operators read them.
 pub fn suite_name(s: &IkeSuite) -> String {
     let encr = match s.encr {

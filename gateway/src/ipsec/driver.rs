@@ -121,12 +121,20 @@ impl Ike {
         let _ = std::io::Write::write(&mut *lock(&self.ring), &[1]);
     }
 
-    /// Adds a peer, or changes one (an unchanged peer keeps its SAs).
-    pub fn set_peer(&self, config: &IpsecPeer) {
+    /// Adds a peer, or changes one. An unchanged peer keeps its SAs, and
+    /// so does one whose change the running SAs can take (lifetimes,
+    /// liveness, endpoints, routes). A change to what was negotiated
+    /// (identities, key, proposals, traffic selectors, encapsulation)
+    /// deletes the peer's SAs, which IKE then negotiates anew: without
+    /// that, rekeys would carry the old selectors and key on for as long
+    /// as the SA lives. True when the SAs were deleted.
+    pub fn set_peer(&self, config: &IpsecPeer) -> bool {
         let name = config.name.clone();
-        if lock(&self.shared.plans).get(&name).is_some_and(|p| p.config == *config) {
-            return;
-        }
+        let renegotiate = match lock(&self.shared.plans).get(&name) {
+            Some(p) if p.config == *config => return false,
+            Some(p) => convert::needs_new_sas(&p.config, config),
+            None => false,
+        };
         // Names resolve before the locks are taken: a slow lookup must not
         // stall the IKE thread. (set_peer runs on the control plane, one
         // change at a time, so the check above still holds.)
@@ -134,7 +142,14 @@ impl Ike {
         {
             let mut plans = lock(&self.shared.plans);
             let now = Instant::now();
-            lock(&self.shared.core).set_peer(PeerId(name.clone()), convert::peer_config(config, addrs), now);
+            let mut core = lock(&self.shared.core);
+            if renegotiate {
+                // Tells the peer (its Delete) and takes the child SAs out of
+                // the data plane (ChildDown, applied by the IKE thread).
+                core.remove_peer(&PeerId(name.clone()), now);
+            }
+            core.set_peer(PeerId(name.clone()), convert::peer_config(config, addrs), now);
+            drop(core);
             let next_try = config.initiate.then_some(now);
             plans.insert(
                 name.clone(),
@@ -150,6 +165,7 @@ impl Ike {
         }
         self.shared.iface.add_ipsec_peer(&name);
         self.ring();
+        renegotiate
     }
 
     /// Removes a peer: its IKE SA is deleted (the peer is told) and its

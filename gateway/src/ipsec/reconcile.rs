@@ -53,7 +53,7 @@ pub fn reconcile(gw: &Gateway, cfg: &Config, report: &mut Report) {
 /// Makes one IPsec peer match `p`, adding it if needed, and its routes.
 pub fn apply_peer(gw: &Gateway, ike: &Ike, p: &IpsecPeer, report: &mut Report) {
     let before = ike.config(&p.name);
-    ike.set_peer(p);
+    let renegotiated = ike.set_peer(p);
     let Some(peer) = gw.ipsec.peer(&p.name) else { return };
     let want: HashSet<IpNet> = p.allowed_ips.iter().map(|n| n.trunc()).collect();
     let have: HashSet<IpNet> = gw.allowed_ips_of(&peer).into_iter().collect();
@@ -68,6 +68,7 @@ pub fn apply_peer(gw: &Gateway, ike: &Ike, p: &IpsecPeer, report: &mut Report) {
     match before {
         None => report.added.push(p.name.clone()),
         Some(b) if b == *p => report.unchanged += 1,
+        Some(_) if renegotiated => report.changed.push(format!("{} (IPsec settings; SAs negotiated anew)", p.name)),
         Some(_) => report.changed.push(format!("{} (IPsec settings)", p.name)),
     }
 }
