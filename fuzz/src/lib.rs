@@ -125,6 +125,20 @@ fn inner(plain: &[u8]) {
 /// (`causeway_esp::fuzz`).
 pub fn esp(data: &[u8]) {
     causeway_esp::fuzz::esp(data);
+    // What a child SA opens meets its traffic selectors next: any bytes
+    // are judged without a panic, and never taken by selectors that
+    // cover no address.
+    use causeway_dataplane::selectors::{Selector, Selectors};
+    let range =
+        |a: &str, b: &str, proto, ports| Selector { proto, ports, start: a.parse().unwrap(), end: b.parse().unwrap() };
+    let narrowed = Selectors::new(
+        vec![range("10.2.0.0", "10.2.255.255", 6, (80, 443)), range("fd00:2::", "fd00:2::ffff", 0, (0, u16::MAX))],
+        vec![range("10.1.0.0", "10.1.255.255", 0, (0, u16::MAX)), range("fd00:1::", "fd00:1::ffff", 17, (53, 53))],
+    )
+    .expect("narrowed");
+    let _ = narrowed.admits(data);
+    let none = Selectors::new(vec![], vec![]).expect("empty lists select nothing");
+    assert!(!none.admits(data));
 }
 
 /// Moves this thread into a new network namespace (root only); true when
