@@ -63,7 +63,9 @@ fn selectors(nets: &[IpNet]) -> Vec<TrafficSelector> {
 /// The IKE core's view of a configured peer. `remote_addrs` are the
 /// peer's resolved endpoints: a responder accepts IKE only from them
 /// (none: from anywhere, for a peer that always initiates).
-pub fn peer_config(p: &IpsecPeer, remote_addrs: Vec<IpAddr>) -> PeerConfig {
+/// `raw_esp`: whether raw ESP can carry the peer's SAs here; without it
+/// they are negotiated for UDP whatever `encap` says.
+pub fn peer_config(p: &IpsecPeer, remote_addrs: Vec<IpAddr>, raw_esp: bool) -> PeerConfig {
     PeerConfig {
         local_id: identity(&p.local_id),
         remote_id: identity(&p.remote_id),
@@ -78,7 +80,7 @@ pub fn peer_config(p: &IpsecPeer, remote_addrs: Vec<IpAddr>) -> PeerConfig {
         rekey_jitter_percent: REKEY_JITTER_PERCENT,
         dpd_interval: p.dpd_interval,
         initiate: p.initiate,
-        encap_always: p.encap == Encap::Always,
+        encap_always: p.encap == Encap::Always || !raw_esp,
     }
 }
 
@@ -147,6 +149,47 @@ pub fn child_sa(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer(extra: &str) -> IpsecPeer {
+        let dir = tempfile::tempdir().unwrap();
+        let psk = dir.path().join("east.psk");
+        std::fs::write(&psk, "0x00112233445566778899aabbccddeeff\n").unwrap();
+        std::fs::set_permissions(&psk, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let text = format!(
+            "[interface]\nprivate_key = \"CE5vbW26f1Ayh5znQQ3b1pWt4oE+w3ScwymAsBl6lkU=\"\n\n[[peer]]\nname = \"east\"\n\
+             protocol = \"ipsec\"\nendpoints = [\"198.18.0.2\"]\nlocal_id = \"198.18.0.1\"\nremote_id = \"198.18.0.2\"\n\
+             psk_file = \"{}\"\n{extra}",
+            psk.display()
+        );
+        causeway_config::parse(&text, &dir.path().join("gw.toml")).unwrap().ipsec_peers.remove(0)
+    }
+
+    #[test]
+    fn without_raw_esp_the_sas_are_negotiated_for_udp() {
+        let auto = peer("");
+        assert_eq!(auto.encap, Encap::Auto);
+        assert!(!peer_config(&auto, vec![], true).encap_always, "raw ESP where there is no NAT");
+        assert!(peer_config(&auto, vec![], false).encap_always, "no raw socket: UDP");
+        assert!(peer_config(&peer("encap = \"always\"\n"), vec![], true).encap_always);
+    }
+
+    #[test]
+    fn only_changes_to_what_was_negotiated_renegotiate() {
+        let base = peer("");
+        for (extra, anew) in [
+            ("dpd_interval = 10\n", false),
+            ("child_lifetime = 600\n", false),
+            ("allowed_ips = [\"10.9.0.0/16\"]\n", false),
+            ("remote_ts = [\"10.9.0.0/16\"]\n", true),
+            ("esp_proposals = [\"aes128gcm16\"]\n", true),
+            ("encap = \"always\"\n", true),
+        ] {
+            assert_eq!(needs_new_sas(&base, &peer(extra)), anew, "{extra}");
+        }
+        let mut other_key = base.clone();
+        other_key.psk = causeway_config::Psk(zeroize::Zeroizing::new(b"another key of plenty of bytes".to_vec()));
+        assert!(needs_new_sas(&base, &other_key));
+    }
 
     #[test]
     fn the_configured_words_become_the_negotiated_types() {

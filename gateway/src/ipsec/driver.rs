@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use causeway_config::IpsecPeer;
+use causeway_config::{Encap, IpsecPeer};
 use causeway_dataplane::interface::Interface;
 use causeway_dataplane::io::{Bind, RecvMeta, Socket};
 use causeway_dataplane::ipsec::{flush_staged, Request, SendOn};
@@ -139,6 +139,7 @@ impl Ike {
         // stall the IKE thread. (set_peer runs on the control plane, one
         // change at a time, so the check above still holds.)
         let addrs = resolve_all(config);
+        let raw = config.encap == Encap::Auto && self.raw_esp_carries(&name, &addrs);
         {
             let mut plans = lock(&self.shared.plans);
             let now = Instant::now();
@@ -148,7 +149,7 @@ impl Ike {
                 // the data plane (ChildDown, applied by the IKE thread).
                 core.remove_peer(&PeerId(name.clone()), now);
             }
-            core.set_peer(PeerId(name.clone()), convert::peer_config(config, addrs), now);
+            core.set_peer(PeerId(name.clone()), convert::peer_config(config, addrs, raw), now);
             drop(core);
             let next_try = config.initiate.then_some(now);
             plans.insert(
@@ -166,6 +167,27 @@ impl Ike {
         self.shared.iface.add_ipsec_peer(&name);
         self.ring();
         renegotiate
+    }
+
+    /// Whether raw ESP can carry a peer's child SAs: the raw socket opens
+    /// (it needs CAP_NET_RAW, which a reload after privileges were dropped
+    /// lacks) and has the family of each of the peer's addresses. Where it
+    /// cannot, the peer's SAs are negotiated for UDP 4500 as with encap =
+    /// "always"; negotiated for raw ESP they could not be installed, and
+    /// the tunnel would stay up in IKE with nothing to carry its packets.
+    fn raw_esp_carries(&self, name: &str, addrs: &[IpAddr]) -> bool {
+        let fallback = "ESP goes in UDP 4500 for this peer, as with encap = \"always\"";
+        if let Err(e) = self.shared.iface.bind_raw_esp(&causeway_dataplane::raw_esp::RawEspBind) {
+            tracing::warn!(peer = name, error = %e, "no raw ESP socket (needs CAP_NET_RAW): {fallback}");
+            return false;
+        }
+        let raw = self.shared.iface.sockets_for(Carrier::RawEsp);
+        let reaches = |a: &IpAddr| raw.sockets.first().is_some_and(|r| r.reaches(&SocketAddr::new(*a, 0)));
+        if let Some(a) = addrs.iter().find(|a| !reaches(a)) {
+            tracing::warn!(peer = name, address = %a, "no raw ESP socket for this address family: {fallback}");
+            return false;
+        }
+        true
     }
 
     /// Removes a peer: its IKE SA is deleted (the peer is told) and its
