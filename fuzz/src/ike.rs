@@ -106,6 +106,7 @@ pub fn responder_config() -> PeerConfig {
         local_ts: vec![net("10.2.0.0", 16)],
         remote_ts: vec![net("10.1.0.0", 16)],
         remote_addrs: vec![PEER],
+        any_address: false,
         ike_lifetime: Duration::from_secs(3600),
         child_lifetime: Duration::from_secs(1200),
         rekey_jitter_percent: 10,

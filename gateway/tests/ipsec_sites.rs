@@ -358,7 +358,10 @@ fn a_reload_that_changes_what_was_negotiated_negotiates_it_anew() {
         }
         c
     };
-    let east = config(vec![], vec![ipsec_peer(1, 3, "west.gw1", None, &[], ("10.1.0.0/16", "10.2.0.0/16"))]);
+    let mut east = config(vec![], vec![ipsec_peer(1, 3, "west.gw1", None, &[], ("10.1.0.0/16", "10.2.0.0/16"))]);
+    // Given as a name, it is looked up off the IKE thread (a literal
+    // address as a name, so that no resolver is asked).
+    east.ipsec_peers[0].endpoints = vec![Endpoint::Host { host: ip(3).to_string(), port: 500 }];
     let (east_narrow, east_wide) = (with_west(&east, "10.2.0.0/24"), with_west(&east, "10.2.0.0/16"));
     let (west_narrow, west_wide) =
         (with_west(&config_west(3), "10.2.0.0/24"), with_west(&config_west(3), "10.2.0.0/16"));

@@ -75,6 +75,7 @@ pub fn peer_config(p: &IpsecPeer, remote_addrs: Vec<IpAddr>, raw_esp: bool) -> P
         local_ts: selectors(&p.local_ts),
         remote_ts: selectors(&p.remote_ts),
         remote_addrs,
+        any_address: p.endpoints.is_empty(),
         ike_lifetime: p.ike_lifetime,
         child_lifetime: p.child_lifetime,
         rekey_jitter_percent: REKEY_JITTER_PERCENT,

@@ -60,6 +60,29 @@ struct Plan {
     wanted: bool,
     /// When the last NAT keepalive left.
     keepalive_sent: Option<Instant>,
+    /// Whether raw ESP carries this peer's SAs (`Ike::raw_esp_carries`).
+    raw: bool,
+    /// What the endpoints resolved to last: the addresses the core takes
+    /// IKE_SA_INIT from for this peer.
+    addrs: Vec<IpAddr>,
+    /// A lookup of the endpoints' names, run off the IKE thread.
+    lookup: Lookup,
+}
+
+/// Where a lookup of a peer's endpoint names stands. Names resolve on a
+/// thread of their own: a resolver that does not answer would otherwise
+/// stall every peer's retransmissions, liveness checks and rekeys, and,
+/// under the locks, `tunctl` and reloads.
+enum Lookup {
+    Idle,
+    Running,
+    /// The address of endpoint `index` (None when it did not resolve), and
+    /// every endpoint's addresses.
+    Done {
+        index: usize,
+        remote: Option<SocketAddr>,
+        addrs: Vec<IpAddr>,
+    },
 }
 
 struct Shared {
@@ -149,6 +172,7 @@ impl Ike {
                 // the data plane (ChildDown, applied by the IKE thread).
                 core.remove_peer(&PeerId(name.clone()), now);
             }
+            let addrs_kept = addrs.clone();
             core.set_peer(PeerId(name.clone()), convert::peer_config(config, addrs, raw), now);
             drop(core);
             let next_try = config.initiate.then_some(now);
@@ -161,6 +185,9 @@ impl Ike {
                     failing_since: None,
                     wanted: false,
                     keepalive_sent: None,
+                    raw,
+                    addrs: addrs_kept,
+                    lookup: Lookup::Idle,
                 },
             );
         }
@@ -247,7 +274,7 @@ fn resolve_all(config: &IpsecPeer) -> Vec<IpAddr> {
     config.endpoints.iter().flat_map(|e| e.resolve().unwrap_or_default()).map(|a| a.ip()).collect()
 }
 
-fn run(s: &Shared) {
+fn run(s: &Arc<Shared>) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut ring = [0u8; 64];
     loop {
@@ -315,7 +342,7 @@ fn receive(s: &Shared, buf: &mut [u8], now: Instant) {
 }
 
 /// Starts IKE for peers that should have an IKE SA and have none.
-fn start_due(s: &Shared, now: Instant) {
+fn start_due(s: &Arc<Shared>, now: Instant) {
     let mut plans = lock(&s.plans);
     let mut core = lock(&s.core);
     for (name, plan) in plans.iter_mut() {
@@ -344,7 +371,33 @@ fn start_due(s: &Shared, now: Instant) {
             plan.failing_since = Some(now);
             tracing::warn!(peer = %name, to = %plan.config.endpoints[plan.index], "IKE failing: trying the next endpoint");
         }
-        let Some(remote) = plan.config.endpoints[plan.index].resolve().ok().and_then(|a| a.first().copied()) else {
+        let remote = match &plan.config.endpoints[plan.index] {
+            causeway_config::Endpoint::Addr(a) => Some(*a),
+            causeway_config::Endpoint::Host { .. } => match std::mem::replace(&mut plan.lookup, Lookup::Idle) {
+                Lookup::Done { index, remote, addrs } if index == plan.index => {
+                    if !addrs.is_empty() && addrs != plan.addrs {
+                        // The names now say where the peer is; its IKE is
+                        // taken from there (set_peer keeps the SAs).
+                        plan.addrs = addrs;
+                        core.set_peer(
+                            id.clone(),
+                            convert::peer_config(&plan.config, plan.addrs.clone(), plan.raw),
+                            now,
+                        );
+                    }
+                    remote
+                }
+                Lookup::Running => {
+                    plan.lookup = Lookup::Running;
+                    continue;
+                }
+                _ => {
+                    look_up(s, name, plan);
+                    continue;
+                }
+            },
+        };
+        let Some(remote) = remote else {
             tracing::warn!(peer = %name, endpoint = %plan.config.endpoints[plan.index], "endpoint does not resolve");
             plan.next_try = Some(now + RETRY_AFTER);
             continue;
@@ -353,6 +406,28 @@ fn start_due(s: &Shared, now: Instant) {
         core.connect(&id, remote, local_address_towards(remote), now);
         plan.wanted = false;
         plan.next_try = plan.config.initiate.then_some(now + RETRY_AFTER);
+    }
+}
+
+/// Resolves `plan`'s endpoints on a thread of its own; `start_due` takes
+/// the answer on its next round (the IKE thread wakes at least every
+/// `TICK`).
+fn look_up(s: &Arc<Shared>, name: &str, plan: &mut Plan) {
+    plan.lookup = Lookup::Running;
+    let (s, peer, config, index) = (s.clone(), name.to_string(), plan.config.clone(), plan.index);
+    let spawned = std::thread::Builder::new().name("cw-ike-dns".into()).spawn(move || {
+        let all: Vec<Vec<SocketAddr>> = config.endpoints.iter().map(|e| e.resolve().unwrap_or_default()).collect();
+        let remote = all.get(index).and_then(|a| a.first().copied());
+        let addrs = all.iter().flatten().map(|a| a.ip()).collect();
+        // A peer changed or removed meanwhile has a lookup of its own.
+        if let Some(p) = lock(&s.plans).get_mut(&peer).filter(|p| p.config == config) {
+            p.lookup = Lookup::Done { index, remote, addrs };
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(peer = %name, error = %e, "cannot start a name lookup");
+        plan.lookup = Lookup::Idle;
+        plan.next_try = Some(Instant::now() + RETRY_AFTER);
     }
 }
 

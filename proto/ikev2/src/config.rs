@@ -53,8 +53,12 @@ pub struct PeerConfig {
     pub esp_proposals: Vec<EspProposal>,
     pub local_ts: Vec<TrafficSelector>,
     pub remote_ts: Vec<TrafficSelector>,
-    /// Addresses the peer may initiate from; empty: any (responder only).
+    /// Addresses the peer may initiate from.
     pub remote_addrs: Vec<IpAddr>,
+    /// The peer may also initiate from any address (a peer configured
+    /// without addresses). Not implied by an empty `remote_addrs`: a
+    /// peer whose names did not resolve must not match every stranger.
+    pub any_address: bool,
     pub ike_lifetime: Duration,
     pub child_lifetime: Duration,
     /// Up to this share of a lifetime is taken off at random, on top of
@@ -80,6 +84,7 @@ impl fmt::Debug for PeerConfig {
             .field("local_ts", &self.local_ts)
             .field("remote_ts", &self.remote_ts)
             .field("remote_addrs", &self.remote_addrs)
+            .field("any_address", &self.any_address)
             .field("ike_lifetime", &self.ike_lifetime)
             .field("child_lifetime", &self.child_lifetime)
             .field("rekey_jitter_percent", &self.rekey_jitter_percent)

@@ -314,7 +314,7 @@ impl Endpoint {
     /// address, else one accepting any address.
     pub(crate) fn peer_for(&self, ip: IpAddr) -> Option<PeerId> {
         let listed = self.peers.iter().find(|(_, p)| p.cfg.remote_addrs.contains(&ip));
-        let any = || self.peers.iter().find(|(_, p)| p.cfg.remote_addrs.is_empty());
+        let any = || self.peers.iter().find(|(_, p)| p.cfg.any_address);
         listed.or_else(any).map(|(id, _)| id.clone())
     }
 

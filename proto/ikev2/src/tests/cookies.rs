@@ -65,7 +65,7 @@ fn past_the_threshold_the_responder_asks_for_a_cookie_and_keeps_no_state() {
 fn a_wrong_cookie_is_answered_with_a_new_one_not_with_state() {
     let cfg = config_a();
     let mut cfg_b = mirror(&cfg);
-    cfg_b.remote_addrs.clear(); // any address
+    (cfg_b.remote_addrs, cfg_b.any_address) = (vec![], true);
     let mut n = Net::new(cfg.clone(), cfg_b);
     n.b.set_cookie_threshold(0);
     let mut c = Endpoint::new(Box::new(TestRng(99)));
@@ -148,7 +148,7 @@ fn a_cookie_is_good_through_one_secret_rotation_and_not_two() {
     use crate::cookies::COOKIE_ROTATION;
     let cfg = config_a();
     let mut cfg_b = mirror(&cfg);
-    cfg_b.remote_addrs.clear(); // any address
+    (cfg_b.remote_addrs, cfg_b.any_address) = (vec![], true);
     let mut n = Net::new(cfg.clone(), cfg_b);
     n.b.set_cookie_threshold(0);
     let from = SocketAddr::new(A_IP, 500);

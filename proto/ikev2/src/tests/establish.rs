@@ -230,6 +230,21 @@ fn a_nat_in_the_path_moves_ike_to_4500_and_encapsulates() {
     assert_eq!(n.b.status(&peer_a()).and_then(|s| s.remote), Some("198.19.0.1:44500".parse().expect("addr")));
 }
 
+// A peer whose addresses are unknown (its names did not resolve) answers
+// no one; one configured without addresses answers anyone.
+#[test]
+fn only_a_peer_without_addresses_answers_any_address() {
+    for any_address in [false, true] {
+        let cfg_a = config_a();
+        let mut cfg_b = mirror(&cfg_a);
+        (cfg_b.remote_addrs, cfg_b.any_address) = (vec![], any_address);
+        let mut n = Net::new(cfg_a, cfg_b);
+        n.connect();
+        let answered = n.log.iter().any(|(side, _)| *side == Side::B);
+        assert_eq!((answered, n.ike_ups(Side::B)), (any_address, usize::from(any_address)));
+    }
+}
+
 #[test]
 fn encap_always_acts_as_if_there_were_a_nat() {
     let mut cfg_a = config_a();

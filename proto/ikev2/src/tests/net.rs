@@ -78,6 +78,7 @@ pub(crate) fn config_a() -> PeerConfig {
         local_ts: vec![net("10.1.0.0", 16)],
         remote_ts: vec![net("10.2.0.0", 16)],
         remote_addrs: vec![B_IP],
+        any_address: false,
         ike_lifetime: Duration::from_secs(3600),
         child_lifetime: Duration::from_secs(1200),
         rekey_jitter_percent: 10,
