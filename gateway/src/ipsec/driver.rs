@@ -39,6 +39,9 @@ use super::{convert, keylog};
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// The loop wakes at least this often to start IKE where it is due.
 const TICK: Duration = Duration::from_millis(500);
+/// Port-500 receives (each one datagram, or a GRO batch) per round of the
+/// IKE thread.
+const RECEIVES_PER_ROUND: usize = 64;
 /// Largest IKE message read (IKE messages here are far smaller; RFC 7296
 /// asks for at least 1280 and allows up to 64 KiB).
 const MAX_MESSAGE: usize = 65_535;
@@ -319,7 +322,9 @@ fn run(s: &Arc<Shared>) {
 
 /// Reads what waits on port 500 and hands it to the core.
 fn receive(s: &Shared, buf: &mut [u8], now: Instant) {
-    loop {
+    // Bounded, so that a flood of IKE_SA_INIT cannot keep the thread from
+    // its timers and sends; the rest waits for the next round.
+    for _ in 0..RECEIVES_PER_ROUND {
         let mut meta = [RecvMeta::default()];
         let n = {
             let mut slices = [std::io::IoSliceMut::new(buf)];
@@ -462,20 +467,22 @@ fn local_address_towards(remote: SocketAddr) -> Option<IpAddr> {
 }
 
 /// Sends what the core wants sent and applies its events.
+///
+/// Events first: a child SA is in the data plane before the message that
+/// completes its exchange leaves, since the peer may send on it as soon as
+/// that arrives (RFC 7296 §2.8 has the responder install its inbound SA
+/// before answering).
 fn flush(s: &Shared) {
     loop {
-        let (transmit, event) = {
-            let mut core = lock(&s.core);
-            (core.poll_transmit(), core.poll_event())
-        };
-        if transmit.is_none() && event.is_none() {
-            return;
-        }
-        if let Some(t) = transmit {
-            send(s, t);
-        }
+        let event = lock(&s.core).poll_event();
         if let Some(e) = event {
             apply(s, e);
+            continue;
+        }
+        let transmit = lock(&s.core).poll_transmit();
+        match transmit {
+            Some(t) => send(s, t),
+            None => return,
         }
     }
 }

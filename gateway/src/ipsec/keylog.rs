@@ -59,20 +59,53 @@ fn line(spi: u32, cipher: EspCipher, keymat: &[u8], src: Option<IpAddr>, dst: Op
 pub fn append(path: &Path, keys: &ChildKeys, remote: IpAddr, local: Option<IpAddr>) {
     let mut text = line(keys.spi_in, keys.cipher, &keys.keymat_in, Some(remote), local);
     text.push_str(&line(keys.spi_out, keys.cipher, &keys.keymat_out, local, Some(remote)));
-    let written = std::fs::OpenOptions::new()
+    if let Err(e) = open_private(path).and_then(|mut f| f.write_all(text.as_bytes())) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the ESP key log");
+    }
+}
+
+/// Opens the key log for appending, readable by its owner only. The mode
+/// given at creation does nothing for a file that already exists, so an
+/// existing file that others may read is refused, and a symbolic link is
+/// not followed (it could point the keys anywhere).
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()));
-    if let Err(e) = written {
-        tracing::warn!(path = %path.display(), error = %e, "cannot write the ESP key log");
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let mode = file.metadata()?.mode();
+    if mode & 0o077 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("the file is readable or writable by others (mode {:o}); chmod 600 it", mode & 0o777),
+        ));
     }
+    Ok(file)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_log_is_private_or_not_written() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.keys");
+        open_private(&fresh).unwrap();
+        assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o600);
+        let open = dir.path().join("open.keys");
+        std::fs::write(&open, "").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = open_private(&open).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        let link = dir.path().join("link.keys");
+        std::os::unix::fs::symlink(&fresh, &link).unwrap();
+        assert!(open_private(&link).is_err(), "a symbolic link is not followed");
+    }
 
     #[test]
     fn lines_follow_wiresharks_esp_sa_table() {
