@@ -31,6 +31,7 @@ drop_reasons! {
     UnknownPeer => "unknown_peer",
     UnknownIndex => "unknown_receiver_index",
     UnknownSpi => "unknown_spi",
+    WrongCarrier => "wrong_carrier",
     BadMac => "bad_mac",
     Decryption => "decryption_failed",
     Replay => "replay",

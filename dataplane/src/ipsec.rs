@@ -124,7 +124,10 @@ impl Protocol for Ipsec {
         };
         match iface.ipsec.child(spi) {
             Some((peer, sa)) if sa.carrier() == carrier => Inbound::Data { owner: peer, session: sa },
-            _ => Inbound::Refused(Drop::UnknownSpi),
+            // Counted apart: a peer that encapsulates otherwise than was
+            // negotiated is a different problem from a stale SPI.
+            Some(_) => Inbound::Refused(Drop::WrongCarrier),
+            None => Inbound::Refused(Drop::UnknownSpi),
         }
     }
 
@@ -245,7 +248,7 @@ mod tests {
             Inbound::Refused(r) => Err(Some(r)),
         };
         assert_eq!(classify(Carrier::EspInUdp, &esp), Ok(()), "an SA of ESP in UDP, in UDP");
-        assert_eq!(classify(Carrier::RawEsp, &esp), Err(Some(Drop::UnknownSpi)), "the same SA, as raw ESP");
+        assert_eq!(classify(Carrier::RawEsp, &esp), Err(Some(Drop::WrongCarrier)), "the same SA, as raw ESP");
         assert_eq!(classify(Carrier::WireGuard, &esp), Err(Some(Drop::Malformed)), "ESP on WireGuard's port");
         assert_eq!(classify(Carrier::EspInUdp, &ike), Err(None), "IKE behind the non-ESP marker");
         assert_eq!(classify(Carrier::RawEsp, &ike), Err(Some(Drop::Malformed)), "SPI 0 in raw ESP");

@@ -10,11 +10,17 @@
 //! destination in one of the local ones. An SA whose selectors take every
 //! packet of both families (the route-based default, 0.0.0.0/0 and ::/0)
 //! has none (`Selectors::new` returns None), so the common case costs
-//! nothing per packet.
+//! nothing per packet; one that takes every packet of one family (a
+//! route-based peer that negotiates 0.0.0.0/0 only) costs a look at the
+//! version.
 //!
-//! Ports are known for TCP, UDP, SCTP and UDP-Lite in a first fragment;
-//! for anything else a selector with a port range narrower than all ports
-//! does not match (RFC 4301's OPAQUE), as for ICMP narrowed by type.
+//! Ports are known for TCP, UDP, SCTP, DCCP and UDP-Lite in a first
+//! fragment; for anything else a selector with a port range narrower than
+//! all ports does not match. So ICMP narrowed by type and code, and ICMP
+//! errors about a flow of a port-narrowed SA (Packet Too Big among them),
+//! are dropped, as Linux's IPsec does by default (RFC 4301 §6.2 leaves
+//! that to the implementation). The IKE core refuses OPAQUE selectors
+//! (ports 65535-0) when it parses them, so none reach here.
 
 use std::net::IpAddr;
 
@@ -62,21 +68,34 @@ impl Selector {
 pub struct Selectors {
     local: Vec<Selector>,
     remote: Vec<Selector>,
+    /// When every selector takes all of its family: whether IPv4, and
+    /// whether IPv6, are carried, which is all there is to check.
+    families: Option<(bool, bool)>,
 }
 
 impl Selectors {
     /// None when the selectors take every packet of both families.
     pub fn new(local: Vec<Selector>, remote: Vec<Selector>) -> Option<Selectors> {
-        let everything = |list: &[Selector]| {
-            let fam = |v6: bool| list.iter().any(|s| s.is_everything() && s.start.is_ipv6() == v6);
-            fam(false) && fam(true)
-        };
-        (!(everything(&local) && everything(&remote))).then_some(Selectors { local, remote })
+        let all_of = |list: &[Selector], v6: bool| list.iter().any(|s| s.is_everything() && s.start.is_ipv6() == v6);
+        let carried = |v6: bool| all_of(&local, v6) && all_of(&remote, v6);
+        if carried(false) && carried(true) {
+            return None;
+        }
+        let whole = local.iter().chain(&remote).all(Selector::is_everything);
+        let families = whole.then(|| (carried(false), carried(true)));
+        Some(Selectors { local, remote, families })
     }
 
     /// Whether the SA carries `packet` (a whole inner IP packet) from the
     /// peer: its source in a remote selector, its destination in a local one.
     pub fn admits(&self, packet: &[u8]) -> bool {
+        if let Some((v4, v6)) = self.families {
+            return match packet.first().map(|b| b >> 4) {
+                Some(4) => v4 && packet.len() >= 20,
+                Some(6) => v6 && packet.len() >= 40,
+                _ => false,
+            };
+        }
         let Some((proto, source, destination)) = parse(packet) else {
             return false;
         };
@@ -87,7 +106,7 @@ impl Selectors {
 
 /// Protocols whose first four bytes are the source and destination ports.
 fn has_ports(proto: u8) -> bool {
-    matches!(proto, 6 | 17 | 132 | 136)
+    matches!(proto, 6 | 17 | 33 | 132 | 136)
 }
 
 /// The upper-layer protocol, source and destination of an IP packet.
@@ -127,6 +146,11 @@ fn ipv6_upper_layer(p: &[u8]) -> (u8, Option<usize>) {
             0 | 43 | 60 => {
                 let Some(h) = p.get(at..at + 2) else { return (next, None) };
                 (next, at) = (h[0], at + (h[1] as usize + 1) * 8);
+            }
+            // AH: length in 4-octet units beyond the first two.
+            51 => {
+                let Some(h) = p.get(at..at + 2) else { return (next, None) };
+                (next, at) = (h[0], at + (h[1] as usize + 2) * 4);
             }
             44 => {
                 let Some(h) = p.get(at..at + 4) else { return (next, None) };
@@ -197,6 +221,18 @@ mod tests {
     }
 
     #[test]
+    fn one_whole_family_is_told_by_the_version_alone() {
+        let v4_only = Selectors::new(vec![any4()], vec![any4()]).unwrap();
+        assert_eq!(v4_only.families, Some((true, false)));
+        assert!(v4_only.admits(&v4([10, 9, 0, 5], [192, 0, 2, 4], 1, 0)));
+        assert!(!v4_only.admits(&v6("fd00:1::5", "fd00:2::4", &[])), "IPv6 is not carried");
+        assert!(!v4_only.admits(&[0x45, 0, 0]), "too short");
+        let v6_dst = Selectors::new(vec![any4(), any6()], vec![any4()]).unwrap();
+        assert_eq!(v6_dst.families, Some((true, false)), "IPv6 needs both ends");
+        assert_eq!(Selectors::new(vec![net("10.2.0.0", "10.2.255.255")], vec![any4()]).unwrap().families, None);
+    }
+
+    #[test]
     fn source_and_destination_must_both_be_covered() {
         let s = Selectors::new(vec![net("10.2.0.0", "10.2.255.255")], vec![net("10.1.0.0", "10.1.255.255")]).unwrap();
         assert!(s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 6, 0)));
@@ -233,6 +269,8 @@ mod tests {
         assert!(s.admits(&v6("fd00:1::5", "fd00:2::4", &[hop.clone(), dest])));
         let first = (44, vec![0u8; 8]);
         assert!(s.admits(&v6("fd00:1::5", "fd00:2::4", &[hop.clone(), first])), "a first fragment");
+        let ah = (51, vec![0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(s.admits(&v6("fd00:1::5", "fd00:2::4", &[hop.clone(), ah])), "past an AH header");
         let later = (44, vec![0, 0, 0x01, 0x00, 0, 0, 0, 1]);
         assert!(!s.admits(&v6("fd00:1::5", "fd00:2::4", &[hop, later])), "a later fragment");
         assert!(!s.admits(&v6("fd00:1::5", "fd00:2::1:4", &[])), "outside the range");

@@ -45,9 +45,15 @@ fn open(port: u16, reuse_port: bool, fwmark: u32) -> io::Result<(socket2::Socket
         s.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port).into())?;
         Ok(s)
     };
-    // A host with IPv6 disabled still gets an IPv4-only gateway.
+    // A host with IPv6 disabled still gets an IPv4-only gateway; any
+    // other failure (the port held, above all) is the answer.
     match try_v6() {
         Ok(s) => Ok((s, true)),
+        Err(e)
+            if !matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EADDRNOTAVAIL)) =>
+        {
+            Err(e)
+        }
         Err(_) => {
             let s = socket2::Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
             s.set_reuse_port(reuse_port)?;
@@ -380,6 +386,15 @@ mod tests {
         assert!(e.to_string().contains(&format!("UDP port {port}")), "{e}");
         let plain = UdpSocket::bind("127.0.0.1:0").unwrap();
         let e = bind_group(1, plain.local_addr().unwrap().port(), 0).err().expect("held by a plain socket");
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        // Held for IPv6 only, by a socket that would share it: not an
+        // IPv4-only fallback that then joins the holder's group.
+        let v6 = socket2::Socket::new(Domain::IPV6, Type::DGRAM, None).unwrap();
+        v6.set_only_v6(true).unwrap();
+        v6.set_reuse_port(true).unwrap();
+        v6.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into()).unwrap();
+        let port = v6.local_addr().unwrap().as_socket().unwrap().port();
+        let e = bind_group(2, port, 0).err().expect("held for IPv6");
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
     }
 

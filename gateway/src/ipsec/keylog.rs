@@ -70,12 +70,8 @@ pub fn append(path: &Path, keys: &ChildKeys, remote: IpAddr, local: Option<IpAdd
 /// not followed (it could point the keys anywhere).
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::MetadataExt;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
+    let file =
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)?;
     let mode = file.metadata()?.mode();
     if mode & 0o077 != 0 {
         return Err(std::io::Error::new(

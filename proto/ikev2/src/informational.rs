@@ -33,13 +33,18 @@ pub(crate) fn forget(sa: &mut IkeSa, io: &mut Io, reason: DownReason) {
     sa.state = SaState::Dead;
 }
 
-/// Tells the peer once (no retransmission) and forgets the SA. While a
-/// request of ours is unanswered, nothing is sent: a second request would
-/// exceed the peer's window of one (RFC 7296 §2.3), and a peer that has
-/// not seen the first drops it; the peer's liveness check, or the
-/// INITIAL_CONTACT of our next IKE SA, clears its side instead.
+/// Tells the peer once (no retransmission) and forgets the SA.
+///
+/// The Delete goes out even while a request of ours is unanswered, one
+/// request beyond the window of one that RFC 7296 §2.3 allows, knowingly:
+/// it is the last message of the SA. A peer that has answered the first
+/// request (the usual case: it was only in flight) expects this message ID
+/// and deletes its side at once; one that has not seen the first drops it,
+/// which is what withholding it would achieve. Withheld, the peer would
+/// send into a dead SA until its liveness check gives up, minutes with
+/// strongSwan's defaults.
 pub(crate) fn delete_now(sa: &mut IkeSa, io: &mut Io, _now: Instant, reason: DownReason) {
-    if sa.keys.is_some() && sa.pending.is_none() && !matches!(sa.state, SaState::Dead | SaState::InitSent) {
+    if sa.keys.is_some() && !matches!(sa.state, SaState::Dead | SaState::InitSent) {
         let del = Payload::Delete(Delete { protocol: protocol::IKE, spis: Vec::new() });
         if let Some(data) = sa.seal(io, sa.header(ExchangeType::Informational, false, sa.next_id), &[del]) {
             sa.transmit(io, data);
