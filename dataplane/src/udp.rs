@@ -30,6 +30,10 @@ pub const MMSG_BATCH: usize = 64;
 /// own detection would on a system without it.
 pub const GSO_ENV: &str = "CAUSEWAY_UDP_GSO";
 
+/// How often, and how far apart, a held port is probed again.
+const PROBE_TRIES: u32 = 20;
+const PROBE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Socket buffer size asked for: a few hundred full-size datagrams, so a
 /// burst from the peer is not dropped while a worker is busy encrypting.
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -75,10 +79,22 @@ fn open(port: u16, reuse_port: bool, fwmark: u32) -> io::Result<(socket2::Socket
 /// the two by hash, silently. So the port is first bound alone, without
 /// SO_REUSEPORT, which fails if any socket holds it; between that probe
 /// and the group's bind another process could still take it, a window of
-/// two system calls.
+/// two system calls. A port held is tried again for a short while: the
+/// interface's own previous sockets on it (a port changed and changed
+/// back) close as soon as each worker has looked at the new set.
 pub fn bind_group(count: usize, port: u16, fwmark: u32) -> io::Result<(Vec<Arc<UdpEndpoint>>, u16)> {
+    let mut tries = 0;
+    let probe = loop {
+        match open(port, false, fwmark) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && port != 0 && tries < PROBE_TRIES => {
+                tries += 1;
+                std::thread::sleep(PROBE_PAUSE);
+            }
+            other => break other,
+        }
+    };
     let port = {
-        let (probe, _) = open(port, false, fwmark).map_err(|e| {
+        let (probe, _) = probe.map_err(|e| {
             let held = if port == 0 { String::new() } else { format!(" (another socket holds UDP port {port}?)") };
             io::Error::new(e.kind(), format!("{e}{held}"))
         })?;
@@ -396,6 +412,20 @@ mod tests {
         let port = v6.local_addr().unwrap().as_socket().unwrap().port();
         let e = bind_group(2, port, 0).err().expect("held for IPv6");
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+    }
+
+    // A port whose holder lets go within the probe's patience (the
+    // interface's own old sockets, as workers move to a new set) is taken.
+    #[test]
+    fn a_port_let_go_of_shortly_is_taken() {
+        let (old, port) = bind_group(2, 0, 0).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(old);
+        });
+        let (group, got) = bind_group(2, port, 0).unwrap();
+        assert_eq!((group.len(), got), (2, port));
+        release.join().unwrap();
     }
 
     #[test]
