@@ -165,6 +165,12 @@ impl Ike {
         // stall the IKE thread. (set_peer runs on the control plane, one
         // change at a time, so the check above still holds.)
         let addrs = resolve_all(config);
+        if addrs.is_empty() && !config.endpoints.is_empty() {
+            tracing::warn!(
+                peer = %name,
+                "no endpoint resolves: IKE from this peer is refused until one does (looked up again on each attempt to connect, and at reloads)"
+            );
+        }
         let raw = config.encap == Encap::Auto && self.raw_esp_carries(&name, &addrs);
         {
             let mut plans = lock(&self.shared.plans);
