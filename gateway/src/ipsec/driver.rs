@@ -474,21 +474,25 @@ fn local_address_towards(remote: SocketAddr) -> Option<IpAddr> {
 
 /// Sends what the core wants sent and applies its events.
 ///
-/// Events first: a child SA is in the data plane before the message that
-/// completes its exchange leaves, since the peer may send on it as soon as
-/// that arrives (RFC 7296 §2.8 has the responder install its inbound SA
-/// before answering).
+/// A datagram leaves before the event made with it is applied. Applying a
+/// responder's new child SA first would also send the packets staged for
+/// it, ahead of the answer that gives the initiator its keys, which would
+/// drop them; the other way round, the peer's first packet on the SA would
+/// have to arrive within the few microseconds until it is installed.
 fn flush(s: &Shared) {
     loop {
-        let event = lock(&s.core).poll_event();
+        let (transmit, event) = {
+            let mut core = lock(&s.core);
+            (core.poll_transmit(), core.poll_event())
+        };
+        if transmit.is_none() && event.is_none() {
+            return;
+        }
+        if let Some(t) = transmit {
+            send(s, t);
+        }
         if let Some(e) = event {
             apply(s, e);
-            continue;
-        }
-        let transmit = lock(&s.core).poll_transmit();
-        match transmit {
-            Some(t) => send(s, t),
-            None => return,
         }
     }
 }
