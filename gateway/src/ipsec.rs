@@ -6,6 +6,7 @@
 pub mod convert;
 pub mod driver;
 pub mod keylog;
+mod lookup;
 pub mod reconcile;
 
 pub use driver::Ike;

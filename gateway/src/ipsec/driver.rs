@@ -33,6 +33,7 @@ use causeway_dataplane::ipsec::{flush_staged, Request, SendOn};
 use causeway_dataplane::session::Carrier;
 use causeway_ikev2::{ChildSend, Endpoint, Event, IkeState, PeerId, PeerStatus, Transmit};
 
+use super::lookup::{self, Lookup};
 use super::{convert, keylog};
 
 /// How long after a failed or lost IKE SA an initiating peer tries again.
@@ -70,22 +71,6 @@ struct Plan {
     addrs: Vec<IpAddr>,
     /// A lookup of the endpoints' names, run off the IKE thread.
     lookup: Lookup,
-}
-
-/// Where a lookup of a peer's endpoint names stands. Names resolve on a
-/// thread of their own: a resolver that does not answer would otherwise
-/// stall every peer's retransmissions, liveness checks and rekeys, and,
-/// under the locks, `tunctl` and reloads.
-enum Lookup {
-    Idle,
-    Running,
-    /// The address of endpoint `index` (None when it did not resolve), and
-    /// every endpoint's addresses.
-    Done {
-        index: usize,
-        remote: Option<SocketAddr>,
-        addrs: Vec<IpAddr>,
-    },
 }
 
 struct Shared {
@@ -164,7 +149,7 @@ impl Ike {
         // Names resolve before the locks are taken: a slow lookup must not
         // stall the IKE thread. (set_peer runs on the control plane, one
         // change at a time, so the check above still holds.)
-        let addrs = resolve_all(config);
+        let addrs = lookup::resolve_all(config);
         if addrs.is_empty() && !config.endpoints.is_empty() {
             tracing::warn!(
                 peer = %name,
@@ -275,12 +260,6 @@ impl Drop for Ike {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Every configured endpoint's addresses (names resolved now; this runs
-/// on the control plane, and only when a peer is set).
-fn resolve_all(config: &IpsecPeer) -> Vec<IpAddr> {
-    config.endpoints.iter().flat_map(|e| e.resolve().unwrap_or_default()).map(|a| a.ip()).collect()
 }
 
 fn run(s: &Arc<Shared>) {
@@ -425,14 +404,12 @@ fn start_due(s: &Arc<Shared>, now: Instant) {
 /// `TICK`).
 fn look_up(s: &Arc<Shared>, name: &str, plan: &mut Plan) {
     plan.lookup = Lookup::Running;
-    let (s, peer, config, index) = (s.clone(), name.to_string(), plan.config.clone(), plan.index);
-    let spawned = std::thread::Builder::new().name("cw-ike-dns".into()).spawn(move || {
-        let all: Vec<Vec<SocketAddr>> = config.endpoints.iter().map(|e| e.resolve().unwrap_or_default()).collect();
-        let remote = all.get(index).and_then(|a| a.first().copied());
-        let addrs = all.iter().flatten().map(|a| a.ip()).collect();
-        // A peer changed or removed meanwhile has a lookup of its own.
-        if let Some(p) = lock(&s.plans).get_mut(&peer).filter(|p| p.config == config) {
-            p.lookup = Lookup::Done { index, remote, addrs };
+    let (s, peer) = (s.clone(), name.to_string());
+    let spawned = lookup::spawn(plan.config.endpoints.clone(), plan.index, move |endpoints, done| {
+        // A peer whose endpoints changed meanwhile, or that was removed,
+        // has a lookup of its own.
+        if let Some(p) = lock(&s.plans).get_mut(&peer).filter(|p| p.config.endpoints == endpoints) {
+            p.lookup = done;
         }
     });
     if let Err(e) = spawned {
