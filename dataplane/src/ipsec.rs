@@ -200,9 +200,14 @@ mod tests {
 
     /// A one-worker interface at 198.18.0.1 on `net`.
     fn interface(net: &Arc<MemNet>) -> Interface {
-        let binder = net.host("198.18.0.1".parse().unwrap(), 1);
-        let options = Options { mtu: 1420, workers: 1, port: 0, binder, batches_per_worker: 4 };
-        Interface::with_options("mem1".into(), None, options).unwrap()
+        interface_at(net, 1, 0)
+    }
+
+    /// A one-worker interface at 198.18.0.`n` on `net`, WireGuard on `port`.
+    fn interface_at(net: &Arc<MemNet>, n: u8, port: u16) -> Interface {
+        let binder = net.host(format!("198.18.0.{n}").parse().unwrap(), 1);
+        let options = Options { mtu: 1420, workers: 1, port, binder, batches_per_worker: 4 };
+        Interface::with_options(format!("mem{n}"), None, options).unwrap()
     }
 
     // A worker found no SA for a packet; IKE then installed one and
@@ -293,9 +298,7 @@ mod tests {
         use crate::selectors::{Selector, Selectors};
         let net = MemNet::new();
         let site = |n: u8, selectors: Option<Selectors>| {
-            let binder = net.host(format!("198.18.0.{n}").parse().unwrap(), 1);
-            let options = Options { mtu: 1420, workers: 1, port: 51820, binder, batches_per_worker: 4 };
-            let iface = Arc::new(Interface::with_options(format!("mem{n}"), None, options).unwrap());
+            let iface = Arc::new(interface_at(&net, n, 51820));
             iface.bind_esp(4500).unwrap();
             let peer = iface.add_ipsec_peer("other");
             peer.set_endpoint(format!("198.18.0.{}:4500", 3 - n).parse().unwrap());

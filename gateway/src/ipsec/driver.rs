@@ -190,25 +190,19 @@ impl Ike {
         renegotiate
     }
 
-    /// Whether raw ESP can carry a peer's child SAs: the raw socket opens
-    /// (it needs CAP_NET_RAW, which a reload after privileges were dropped
-    /// lacks) and has the family of each of the peer's addresses. Where it
-    /// cannot, the peer's SAs are negotiated for UDP 4500 as with encap =
-    /// "always"; negotiated for raw ESP they could not be installed, and
-    /// the tunnel would stay up in IKE with nothing to carry its packets.
+    /// Whether raw ESP can carry a peer's child SAs (`raw_esp_reaches`).
+    /// Where it cannot, the peer's SAs are negotiated for UDP 4500 as with
+    /// encap = "always"; negotiated for raw ESP they could not be
+    /// installed, and the tunnel would stay up in IKE with nothing to
+    /// carry its packets.
     fn raw_esp_carries(&self, name: &str, addrs: &[IpAddr]) -> bool {
-        let fallback = "ESP goes in UDP 4500 for this peer, as with encap = \"always\"";
-        if let Err(e) = self.shared.iface.bind_raw_esp(&causeway_dataplane::raw_esp::RawEspBind) {
-            tracing::warn!(peer = name, error = %e, "no raw ESP socket (needs CAP_NET_RAW): {fallback}");
-            return false;
+        match raw_esp_reaches(&self.shared.iface, addrs) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(peer = name, "{why}: ESP goes in UDP 4500 for this peer, as with encap = \"always\"");
+                false
+            }
         }
-        let raw = self.shared.iface.sockets_for(Carrier::RawEsp);
-        let reaches = |a: &IpAddr| raw.sockets.first().is_some_and(|r| r.reaches(&SocketAddr::new(*a, 0)));
-        if let Some(a) = addrs.iter().find(|a| !reaches(a)) {
-            tracing::warn!(peer = name, address = %a, "no raw ESP socket for this address family: {fallback}");
-            return false;
-        }
-        true
     }
 
     /// Removes a peer: its IKE SA is deleted (the peer is told) and its
@@ -302,6 +296,21 @@ fn run(s: &Arc<Shared>) {
         if s.stop.load(Ordering::Relaxed) {
             return;
         }
+    }
+}
+
+/// Whether the interface's raw ESP socket opens (it needs CAP_NET_RAW,
+/// which a reload after privileges were dropped lacks) and has the family
+/// of each of `addrs`; Err says why not.
+fn raw_esp_reaches(iface: &Interface, addrs: &[IpAddr]) -> Result<(), String> {
+    if let Err(e) = iface.bind_raw_esp(&causeway_dataplane::raw_esp::RawEspBind) {
+        return Err(format!("cannot open the raw ESP socket (needs CAP_NET_RAW): {e}"));
+    }
+    let raw = iface.sockets_for(Carrier::RawEsp);
+    let reaches = |a: &IpAddr| raw.sockets.first().is_some_and(|r| r.reaches(&SocketAddr::new(*a, 0)));
+    match addrs.iter().find(|a| !reaches(a)) {
+        Some(a) => Err(format!("no raw ESP socket for {} on this host", if a.is_ipv4() { "IPv4" } else { "IPv6" })),
+        None => Ok(()),
     }
 }
 
@@ -515,14 +524,8 @@ fn apply(s: &Shared, event: Event) {
             let Some(ps) = s.iface.ipsec.peer(&peer.0) else { return };
             let (spi_in, spi_out, cipher) = (keys.spi_in, keys.spi_out, keys.cipher);
             if !encap {
-                if let Err(e) = s.iface.bind_raw_esp(&causeway_dataplane::raw_esp::RawEspBind) {
-                    tracing::error!(peer = %peer, error = %e, "cannot open the raw ESP socket (needs CAP_NET_RAW); set encap = \"always\"");
-                    return;
-                }
-                let raw = s.iface.sockets_for(Carrier::RawEsp);
-                if !raw.sockets.first().is_some_and(|r| r.reaches(&remote)) {
-                    let family = if remote.is_ipv4() { "IPv4" } else { "IPv6" };
-                    tracing::error!(peer = %peer, "no raw ESP socket for {family} on this host; set encap = \"always\"");
+                if let Err(why) = raw_esp_reaches(&s.iface, &[remote.ip()]) {
+                    tracing::error!(peer = %peer, "{why}; set encap = \"always\"");
                     return;
                 }
             }
