@@ -23,6 +23,7 @@ macro_rules! drop_reasons {
 drop_reasons! {
     NoRoute => "no_route",
     NoEndpoint => "no_endpoint",
+    OutboundOutsideSelectors => "outbound_outside_traffic_selectors",
     StagedQueueFull => "staged_queue_full",
     InvalidInnerPacket => "invalid_inner_packet",
     SourceNotAllowed => "source_not_allowed",

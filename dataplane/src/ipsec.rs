@@ -291,57 +291,92 @@ mod tests {
         p
     }
 
-    // RFC 4301 §5.2: what an SA's selectors do not cover is dropped after
-    // decryption, though the source is in the peer's allowed IPs.
-    #[test]
-    fn packets_outside_the_sas_traffic_selectors_are_dropped() {
-        use crate::selectors::{Selector, Selectors};
-        let net = MemNet::new();
-        let site = |n: u8, selectors: Option<Selectors>| {
-            let iface = Arc::new(interface_at(&net, n, 51820));
-            iface.bind_esp(4500).unwrap();
-            let peer = iface.add_ipsec_peer("other");
-            peer.set_endpoint(format!("198.18.0.{}:4500", 3 - n).parse().unwrap());
-            let other: ipnet::IpNet = format!("10.{}.0.0/16", 3 - n).parse().unwrap();
-            iface.update_routes(|r| {
-                r.insert(other, peer.clone().into());
-            });
-            iface.ipsec.install_child(
-                &peer,
-                Arc::new(ChildSa::for_tests(0x100).with_selectors(selectors)),
-                SendOn::Now,
-            );
-            let (host, tuns) = crate::memory::tun(1);
-            let workers = crate::worker::spawn(&iface, tuns).unwrap();
-            (iface, host, workers)
-        };
-        let range = |a: &str, b: &str| Selector {
+    type Site = (Arc<Interface>, crate::memory::MemTunHost, Vec<std::thread::JoinHandle<()>>);
+
+    /// Site `n` (1 or 2) of a pair on `net`, at 198.18.0.`n`, with
+    /// 10.(3 - n).0.0/16 routed to the other over one ESP-in-UDP SA of
+    /// `selectors`, and one worker.
+    fn selector_site(net: &Arc<MemNet>, n: u8, selectors: Option<crate::selectors::Selectors>) -> Site {
+        let iface = Arc::new(interface_at(net, n, 51820));
+        iface.bind_esp(4500).unwrap();
+        let peer = iface.add_ipsec_peer("other");
+        peer.set_endpoint(format!("198.18.0.{}:4500", 3 - n).parse().unwrap());
+        let other: ipnet::IpNet = format!("10.{}.0.0/16", 3 - n).parse().unwrap();
+        iface.update_routes(|r| {
+            r.insert(other, peer.clone().into());
+        });
+        let sa = ChildSa::for_tests(0x100).with_selectors(selectors);
+        iface.ipsec.install_child(&peer, Arc::new(sa), SendOn::Now);
+        let (host, tuns) = crate::memory::tun(1);
+        let workers = crate::worker::spawn(&iface, tuns).unwrap();
+        (iface, host, workers)
+    }
+
+    /// Selectors of every address from `local` to `remote` (inclusive ranges).
+    fn narrowed(local: (&str, &str), remote: (&str, &str)) -> Option<crate::selectors::Selectors> {
+        let range = |(a, b): (&str, &str)| crate::selectors::Selector {
             proto: 0,
             ports: (0, u16::MAX),
             start: a.parse().unwrap(),
             end: b.parse().unwrap(),
         };
-        // Site 2 agreed to carry 10.1.0.0/16 to 10.2.1.0/24 only.
-        let narrowed = Selectors::new(vec![range("10.2.1.0", "10.2.1.255")], vec![range("10.1.0.0", "10.1.255.255")]);
-        let (a, a_tun, a_workers) = site(1, None);
-        let (b, b_tun, b_workers) = site(2, narrowed);
-        a_tun.send(0, [inner([10, 2, 2, 9], 100), inner([10, 2, 1, 9], 101), inner([10, 2, 3, 9], 102)]);
+        crate::selectors::Selectors::new(vec![range(local)], vec![range(remote)])
+    }
+
+    /// Sends three packets from site 1 to 10.2.2.9, 10.2.1.9 and 10.2.3.9
+    /// and returns what site 2's TUN got once `done` holds of the two
+    /// sites' counters (and 20 ms more).
+    fn send_three(a: &Site, b: &Site, done: impl Fn(&Interface, &Interface) -> bool) -> Vec<Vec<u8>> {
+        a.1.send(0, [inner([10, 2, 2, 9], 100), inner([10, 2, 1, 9], 101), inner([10, 2, 3, 9], 102)]);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let mut got = vec![];
-        while b.counters.get(Drop::OutsideSelectors) < 2 || got.is_empty() {
-            got.extend(std::iter::from_fn(|| b_tun.recv()));
+        while !done(&a.0, &b.0) || got.is_empty() {
+            got.extend(std::iter::from_fn(|| b.1.recv()));
             assert!(std::time::Instant::now() < deadline, "got {got:?}");
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
-        got.extend(std::iter::from_fn(|| b_tun.recv()));
-        assert_eq!(got, vec![inner([10, 2, 1, 9], 101)], "only the covered packet");
-        assert_eq!(b.counters.get(Drop::OutsideSelectors), 2);
-        assert_eq!(b.counters.get(Drop::SourceNotAllowed), 0, "the source was allowed");
-        for (iface, workers) in [(a, a_workers), (b, b_workers)] {
+        got.extend(std::iter::from_fn(|| b.1.recv()));
+        got
+    }
+
+    fn stop(sites: [Site; 2]) {
+        for (iface, _, workers) in sites {
             iface.shutdown();
             workers.into_iter().for_each(|w| w.join().unwrap());
         }
+    }
+
+    // RFC 4301 §5.2: what an SA's selectors do not cover is dropped after
+    // decryption, though the source is in the peer's allowed IPs.
+    #[test]
+    fn packets_outside_the_sas_traffic_selectors_are_dropped() {
+        let net = MemNet::new();
+        // Site 2 agreed to carry 10.1.0.0/16 to 10.2.1.0/24 only; site 1
+        // (route-based) sends everything for 10.2.0.0/16.
+        let a = selector_site(&net, 1, None);
+        let b = selector_site(&net, 2, narrowed(("10.2.1.0", "10.2.1.255"), ("10.1.0.0", "10.1.255.255")));
+        let got = send_three(&a, &b, |_, b| b.counters.get(Drop::OutsideSelectors) >= 2);
+        assert_eq!(got, vec![inner([10, 2, 1, 9], 101)], "only the covered packet");
+        assert_eq!(b.0.counters.get(Drop::OutsideSelectors), 2);
+        assert_eq!(b.0.counters.get(Drop::SourceNotAllowed), 0, "the source was allowed");
+        stop([a, b]);
+    }
+
+    // RFC 4301 §5.1: the sender drops what its SA may not carry, though
+    // the destination is routed to the peer; the peer never sees it.
+    #[test]
+    fn packets_the_sa_may_not_carry_are_not_sent() {
+        let net = MemNet::new();
+        let a = selector_site(&net, 1, narrowed(("10.1.0.0", "10.1.255.255"), ("10.2.1.0", "10.2.1.255")));
+        let b = selector_site(&net, 2, None);
+        let got = send_three(&a, &b, |a, _| a.counters.get(Drop::OutboundOutsideSelectors) >= 2);
+        assert_eq!(got, vec![inner([10, 2, 1, 9], 101)], "only the covered packet");
+        assert_eq!(a.0.counters.get(Drop::OutboundOutsideSelectors), 2);
+        let on_the_wire = net.take_log().iter().map(|r| r.datagrams.len()).sum::<usize>();
+        assert_eq!(on_the_wire, 1, "one packet went on the wire");
+        assert_eq!(b.0.counters.get(Drop::OutsideSelectors), 0);
+        stop([a, b]);
     }
 
     // An SA low on sequence numbers asks IKE for its rekey (once a

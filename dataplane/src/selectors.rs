@@ -1,5 +1,5 @@
 //! The traffic selectors a child SA was negotiated for (RFC 7296 §2.9), as
-//! the receive path checks them. RFC 4301 §5.2 has a receiver drop a
+//! the receive and send paths check them. RFC 4301 §5.2 has a receiver drop a
 //! decrypted packet that its SA's selectors do not cover: a peer that
 //! agreed to carry 10.1.0.0/16 → 10.2.0.0/16 must not reach other prefixes
 //! behind this gateway through that SA, whatever its allowed_ips say (the
@@ -89,6 +89,18 @@ impl Selectors {
     /// Whether the SA carries `packet` (a whole inner IP packet) from the
     /// peer: its source in a remote selector, its destination in a local one.
     pub fn admits(&self, packet: &[u8]) -> bool {
+        self.covers(packet, &self.remote, &self.local)
+    }
+
+    /// Whether the SA may carry `packet` to the peer: its source in a local
+    /// selector, its destination in a remote one. The send path drops what
+    /// it may not (RFC 4301 §5.1), which the peer would drop anyway after
+    /// the wire and its cipher had carried it.
+    pub fn admits_outbound(&self, packet: &[u8]) -> bool {
+        self.covers(packet, &self.local, &self.remote)
+    }
+
+    fn covers(&self, packet: &[u8], sources: &[Selector], destinations: &[Selector]) -> bool {
         if let Some((v4, v6)) = self.families {
             return match packet.first().map(|b| b >> 4) {
                 Some(4) => v4 && packet.len() >= 20,
@@ -99,8 +111,7 @@ impl Selectors {
         let Some((proto, source, destination)) = parse(packet) else {
             return false;
         };
-        self.remote.iter().any(|s| s.matches(proto, &source))
-            && self.local.iter().any(|s| s.matches(proto, &destination))
+        sources.iter().any(|s| s.matches(proto, &source)) && destinations.iter().any(|s| s.matches(proto, &destination))
     }
 }
 
@@ -241,6 +252,23 @@ mod tests {
         assert!(!s.admits(&v4([10, 2, 3, 4], [10, 1, 0, 5], 6, 0)), "the reverse direction");
         assert!(!s.admits(&v6("fd00:1::5", "fd00:2::4", &[])), "a family not negotiated");
         assert!(!s.admits(&[0x45, 0, 0]), "too short to say");
+    }
+
+    #[test]
+    fn outbound_is_the_mirror_of_inbound() {
+        let s = Selectors::new(vec![net("10.2.0.0", "10.2.255.255")], vec![net("10.1.0.0", "10.1.255.255")]).unwrap();
+        assert!(s.admits_outbound(&v4([10, 2, 3, 4], [10, 1, 0, 5], 6, 0)));
+        assert!(!s.admits_outbound(&v4([10, 1, 0, 5], [10, 2, 3, 4], 6, 0)), "the inbound direction");
+        assert!(!s.admits_outbound(&v4([10, 9, 3, 4], [10, 1, 0, 5], 6, 0)), "source outside the local selector");
+        assert!(!s.admits_outbound(&v4([10, 2, 3, 4], [10, 3, 0, 5], 6, 0)), "destination outside the remote one");
+        let mut to_80 = net("10.1.0.0", "10.1.255.255");
+        (to_80.proto, to_80.ports) = (6, (80, 80));
+        let s = Selectors::new(vec![net("10.2.0.0", "10.2.255.255")], vec![to_80]).unwrap();
+        assert!(s.admits_outbound(&v4([10, 2, 3, 4], [10, 1, 0, 5], 6, 0)), "TCP from port 1000 to 80");
+        assert!(!s.admits_outbound(&v4([10, 2, 3, 4], [10, 1, 0, 5], 17, 0)), "UDP");
+        let v4_only = Selectors::new(vec![any4()], vec![any4()]).unwrap();
+        assert!(v4_only.admits_outbound(&v4([10, 2, 3, 4], [192, 0, 2, 4], 1, 0)));
+        assert!(!v4_only.admits_outbound(&v6("fd00:1::5", "fd00:2::4", &[])));
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //!    on the destination (cryptokey routing, `allowed_ips.rs`; for a site,
 //!    one of its gateways by the flow's hash, `site.rs`), the protocol's
 //!    session for it (`Protocol::sending_session`; without one
-//!    the packet is held and a handshake started, `Protocol::hold`), and
-//!    a place in a batch of one peer, session and endpoint (`batch.rs`).
+//!    the packet is held and a handshake started, `Protocol::hold`), the
+//!    session's traffic selectors (`selectors.rs`, IPsec), and a place in
+//!    a batch of one peer, session and endpoint (`batch.rs`).
 //! 3. `Sender::submit`: the batch reserves its counters
 //!    (`Session::reserve`) and joins the peer's send queue under one lock
 //!    (`ordered.rs`), then becomes a job any worker may take (`jobs.rs`).
@@ -174,6 +175,14 @@ impl Sender {
                     }
                 },
             };
+            // An IPsec SA negotiated for narrower selectors than the
+            // prefixes routed to its peer: what it may not carry is
+            // dropped here rather than by the peer.
+            if session.selectors().is_some_and(|s| !s.admits_outbound(packet)) {
+                iface.counters.count(Drop::OutboundOutsideSelectors);
+                taken += 1;
+                continue;
+            }
             let Some(ep) = peer.endpoint() else {
                 iface.counters.count(Drop::NoEndpoint);
                 taken += 1;

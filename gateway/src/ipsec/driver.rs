@@ -7,7 +7,8 @@
 //!    core's next timer;
 //! 2. hand what arrived to the core (`Endpoint::handle`), run its timers;
 //! 3. start IKE for peers that should have an SA and have none (at start,
-//!    after a failure, on traffic), failing over among their endpoints;
+//!    after a failure, on traffic), failing over among their endpoints,
+//!    and ask for a child SA on an IKE SA left without one (`start.rs`);
 //! 4. send what the core wants sent: port 500 from this thread's socket,
 //!    port 4500 from the data plane's, behind the non-ESP marker;
 //! 5. apply the core's events: child SAs installed in and removed from
@@ -31,13 +32,19 @@ use causeway_dataplane::interface::Interface;
 use causeway_dataplane::io::{Bind, RecvMeta, Socket};
 use causeway_dataplane::ipsec::{flush_staged, Request, SendOn};
 use causeway_dataplane::session::Carrier;
-use causeway_ikev2::{ChildSend, Endpoint, Event, IkeState, PeerId, PeerStatus, Transmit};
+use causeway_ikev2::{ChildSend, Endpoint, Event, PeerId, PeerStatus, Transmit};
 
 use super::lookup::{self, Lookup};
 use super::{convert, keylog};
 
+mod start;
+use start::{nat_keepalives, start_due};
+
 /// How long after a failed or lost IKE SA an initiating peer tries again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// How often a child SA is asked for on an IKE SA that has none while
+/// the peer keeps refusing it (each refusal is logged).
+const CHILD_RETRY: Duration = Duration::from_secs(10);
 /// The loop wakes at least this often to start IKE where it is due.
 const TICK: Duration = Duration::from_millis(500);
 /// Port-500 receives (each one datagram, or a GRO batch) per round of the
@@ -340,124 +347,6 @@ fn receive(s: &Shared, buf: &mut [u8], now: Instant) {
     }
 }
 
-/// Starts IKE for peers that should have an IKE SA and have none.
-fn start_due(s: &Arc<Shared>, now: Instant) {
-    let mut plans = lock(&s.plans);
-    let mut core = lock(&s.core);
-    for (name, plan) in plans.iter_mut() {
-        let id = PeerId(name.clone());
-        let state = core.status(&id).map_or(IkeState::Down, |st| st.state);
-        if state == IkeState::Connecting {
-            // An endpoint that does not answer for failover_after is left
-            // for the next at once, not after every retransmission.
-            let stuck = plan.config.endpoints.len() > 1
-                && plan.failing_since.is_some_and(|t| now.duration_since(t) >= plan.config.failover_after);
-            if !(stuck && core.abandon_setup(&id, now)) {
-                continue;
-            }
-            plan.next_try = Some(now);
-        } else if state != IkeState::Down {
-            continue;
-        }
-        let due = plan.next_try.is_some_and(|t| now >= t) || (plan.wanted && plan.next_try.is_none_or(|t| now >= t));
-        if !due || plan.config.endpoints.is_empty() {
-            continue;
-        }
-        // Failover: attempts to one endpoint failed for failover_after.
-        let since = *plan.failing_since.get_or_insert(now);
-        if now.duration_since(since) >= plan.config.failover_after && plan.config.endpoints.len() > 1 {
-            plan.index = (plan.index + 1) % plan.config.endpoints.len();
-            plan.failing_since = Some(now);
-            tracing::warn!(peer = %name, to = %plan.config.endpoints[plan.index], "IKE failing: trying the next endpoint");
-        }
-        let remote = match &plan.config.endpoints[plan.index] {
-            causeway_config::Endpoint::Addr(a) => Some(*a),
-            causeway_config::Endpoint::Host { .. } => match std::mem::replace(&mut plan.lookup, Lookup::Idle) {
-                Lookup::Done { index, remote, addrs } if index == plan.index => {
-                    if !addrs.is_empty() && addrs != plan.addrs {
-                        // The names now say where the peer is; its IKE is
-                        // taken from there (set_peer keeps the SAs).
-                        plan.addrs = addrs;
-                        core.set_peer(
-                            id.clone(),
-                            convert::peer_config(&plan.config, plan.addrs.clone(), plan.raw),
-                            now,
-                        );
-                    }
-                    remote
-                }
-                Lookup::Running => {
-                    plan.lookup = Lookup::Running;
-                    continue;
-                }
-                _ => {
-                    look_up(s, name, plan);
-                    continue;
-                }
-            },
-        };
-        let Some(remote) = remote else {
-            tracing::warn!(peer = %name, endpoint = %plan.config.endpoints[plan.index], "endpoint does not resolve");
-            plan.next_try = Some(now + RETRY_AFTER);
-            continue;
-        };
-        tracing::debug!(peer = %name, %remote, "starting IKE");
-        core.connect(&id, remote, local_address_towards(remote), now);
-        plan.wanted = false;
-        plan.next_try = plan.config.initiate.then_some(now + RETRY_AFTER);
-    }
-}
-
-/// Resolves `plan`'s endpoints on a thread of its own; `start_due` takes
-/// the answer on its next round (the IKE thread wakes at least every
-/// `TICK`).
-fn look_up(s: &Arc<Shared>, name: &str, plan: &mut Plan) {
-    plan.lookup = Lookup::Running;
-    let (s, peer) = (s.clone(), name.to_string());
-    let spawned = lookup::spawn(plan.config.endpoints.clone(), plan.index, move |endpoints, done| {
-        // A peer whose endpoints changed meanwhile, or that was removed,
-        // has a lookup of its own.
-        if let Some(p) = lock(&s.plans).get_mut(&peer).filter(|p| p.config.endpoints == endpoints) {
-            p.lookup = done;
-        }
-    });
-    if let Err(e) = spawned {
-        tracing::warn!(peer = %name, error = %e, "cannot start a name lookup");
-        plan.lookup = Lookup::Idle;
-        plan.next_try = Some(Instant::now() + RETRY_AFTER);
-    }
-}
-
-/// RFC 3948 §2.3: while a NAT lies between the peers, one 0xff byte to the
-/// peer's port 4500 every `nat_keepalive` keeps the NAT's mapping, so the
-/// peer's ESP still reaches us after a quiet spell.
-fn nat_keepalives(s: &Shared, now: Instant) {
-    let mut plans = lock(&s.plans);
-    let core = lock(&s.core);
-    for (name, plan) in plans.iter_mut() {
-        let every = plan.config.nat_keepalive;
-        if every.is_zero() || plan.keepalive_sent.is_some_and(|t| now.duration_since(t) < every) {
-            continue;
-        }
-        let Some(st) = core.status(&PeerId(name.clone())) else { continue };
-        let Some(remote) = st.remote.filter(|_| st.nat && st.state == IkeState::Established) else { continue };
-        let set = s.iface.sockets_for(Carrier::EspInUdp);
-        if let Some(sock) = set.sockets.first() {
-            let _ = sock.send(remote, None, &[0xff], None);
-            plan.keepalive_sent = Some(now);
-        }
-    }
-}
-
-/// Our address on the route to `remote`, which NAT detection hashes: a
-/// connected UDP socket learns it from the routing table without sending
-/// anything. None when there is no route (then the core assumes a NAT).
-fn local_address_towards(remote: SocketAddr) -> Option<IpAddr> {
-    let probe = std::net::UdpSocket::bind((causeway_dataplane::udp::unspecified_for(remote), 0)).ok()?;
-    probe.connect(remote).ok()?;
-    probe.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
-}
-
 /// Sends what the core wants sent and applies its events.
 ///
 /// A datagram leaves before the event made with it is applied. Applying a
@@ -525,7 +414,8 @@ fn apply(s: &Shared, event: Event) {
             let (spi_in, spi_out, cipher) = (keys.spi_in, keys.spi_out, keys.cipher);
             if !encap {
                 if let Err(why) = raw_esp_reaches(&s.iface, &[remote.ip()]) {
-                    tracing::error!(peer = %peer, "{why}; set encap = \"always\"");
+                    tracing::error!(peer = %peer, "{why}; set encap = \"always\"; deleting the child SA");
+                    lock(&s.core).delete_child(spi_in, Instant::now());
                     return;
                 }
             }
@@ -535,7 +425,10 @@ fn apply(s: &Shared, event: Event) {
             let sa = match convert::child_sa(keys, encap, &local_ts, &remote_ts) {
                 Ok(sa) => Arc::new(sa),
                 Err(e) => {
-                    tracing::error!(peer = %peer, error = %e, "negotiated keys refused by ESP");
+                    // Deleted rather than left negotiated and missing, so
+                    // the peer does not send into it.
+                    tracing::error!(peer = %peer, error = %e, "negotiated keys refused by ESP; deleting the child SA");
+                    lock(&s.core).delete_child(spi_in, Instant::now());
                     return;
                 }
             };

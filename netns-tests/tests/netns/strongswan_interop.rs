@@ -346,6 +346,68 @@ fn a_killed_strongswan_is_detected_and_traffic_resumes_after_its_restart() {
     eprintln!("traffic again {:?} after strongSwan's restart", restarted.elapsed());
 }
 
+/// strongSwan deletes its child SA (`swanctl --terminate --child`) and
+/// keeps the IKE SA: Causeway asks for a new child SA on that IKE SA
+/// (CREATE_CHILD_SA without REKEY_SA) and traffic flows again, where the
+/// IKE SA would otherwise have carried nothing until it went away.
+#[test]
+fn a_child_sa_strongswan_deletes_is_created_anew() {
+    let Some(_lab) = strongswan_lab("a_child_sa_strongswan_deletes_is_created_anew") else {
+        return;
+    };
+    let p = interop(Causeway::default(), |c| c);
+    assert!(
+        p.wait_up(Duration::from_secs(20)),
+        "no child SA
+{}",
+        p.logs()
+    );
+    assert!(
+        p.host_a.wait_for_ping("10.94.2.2", Duration::from_secs(10)),
+        "no ping
+{}",
+        p.logs()
+    );
+    let first = p.ipsec_status()["child_sas"][0]["spi_in"].clone();
+    let ike_spis = p.ipsec_status()["ike_spis"].clone();
+    p.charon.swanctl(&["--terminate", "--child", "net"]).unwrap();
+    let deleted = Instant::now();
+    let deadline = deleted + Duration::from_secs(15);
+    let again = loop {
+        let st = p.ipsec_status();
+        let spi = st["child_sas"][0]["spi_in"].clone();
+        if st["up"] == true && !spi.is_null() && spi != first {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new child SA 15 s after strongSwan deleted its own
+{st}
+{}",
+            p.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("a new child SA {:?} after strongSwan deleted the old one", deleted.elapsed());
+    assert_eq!(again["ike_spis"], ike_spis, "on the same IKE SA: {again}");
+    assert!(p.causeway().log_text().contains("IKE SA up without a child SA"), "{}", p.logs());
+    assert!(
+        p.host_a.wait_for_ping("10.94.2.2", Duration::from_secs(10)),
+        "no ping on the new SA
+{}",
+        p.logs()
+    );
+    assert!(
+        p.host_b.ping("10.94.1.2", 3).is_some(),
+        "no ping back
+{}",
+        p.logs()
+    );
+    let list = p.charon.list_sas().unwrap();
+    let spi = again["child_sas"][0]["spi_in"].as_str().unwrap().to_string();
+    assert!(list.contains("INSTALLED") && list.contains(&spi), "strongSwan's view:\n{list}");
+}
+
 /// How a case changes strongSwan's side of the connection.
 type SwanSide = fn(Connection) -> Connection;
 

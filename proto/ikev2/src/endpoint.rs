@@ -27,7 +27,7 @@ use crate::informational;
 use crate::io::Io;
 use crate::peer::Peer;
 use crate::rekey;
-use crate::sa::{IkeSa, Path, Req, SaState};
+use crate::sa::{IkeSa, Path, Planned, Req, SaState};
 use crate::sa_init;
 use crate::timers;
 use crate::wire::message::Message;
@@ -153,6 +153,40 @@ impl Endpoint {
             }
             _ => false,
         }
+    }
+
+    /// Asks the peer for a child SA on the established IKE SA of `id` if
+    /// that has none (the peer deleted it, or refused the one of
+    /// IKE_AUTH): RFC 7296 §1.3.1. Returns whether one was asked for; a
+    /// failure is reported as for IKE_AUTH's child, and the driver decides
+    /// when to ask again.
+    pub fn create_child(&mut self, id: &PeerId, now: Instant) -> bool {
+        self.clock = Some(now);
+        let Some(peer) = self.peers.get(id) else { return false };
+        let found = self.sas.iter_mut().find(|(_, sa)| &sa.peer == id && sa.up && sa.state == SaState::Established);
+        let Some((&spi, sa)) = found.filter(|(_, sa)| rekey::new_child::childless(sa)) else { return false };
+        sa.queue.push_back(Planned::CreateChild);
+        let effects = exchange::kick(sa, peer, &mut self.io, now);
+        self.apply(spi, effects, now);
+        true
+    }
+
+    /// Deletes the child SA whose inbound SPI is `spi_in` and tells the
+    /// peer (an INFORMATIONAL Delete): for a driver that could not install
+    /// it, so that the peer does not send into an SA that is not there.
+    /// Returns whether it was found.
+    pub fn delete_child(&mut self, spi_in: u32, now: Instant) -> bool {
+        self.clock = Some(now);
+        let found = self.sas.iter_mut().find(|(_, sa)| sa.children.iter().any(|c| c.spi_in == spi_in && !c.retiring));
+        let Some((&spi, sa)) = found else { return false };
+        let Some(peer) = self.peers.get(&sa.peer) else { return false };
+        if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == spi_in) {
+            c.retiring = true;
+        }
+        sa.queue.push_front(Planned::DeleteChildren(vec![spi_in]));
+        let effects = exchange::kick(sa, peer, &mut self.io, now);
+        self.apply(spi, effects, now);
+        true
     }
 
     /// Takes in one IKE datagram (non-ESP marker already removed) that

@@ -59,6 +59,7 @@ pub(crate) fn on_message(
             Req::DeleteIke => vec![Effect::Destroy],
             Req::RekeyChild(r) => crate::rekey::on_child_rekey_response(sa, peer, io, now, *r, &payloads),
             Req::RekeyIke(r) => crate::rekey::on_ike_rekey_response(sa, peer, io, now, *r, &payloads),
+            Req::CreateChild(r) => crate::rekey::new_child::on_response(sa, peer, io, now, *r, &payloads),
         };
         // Not on an SA going away, nor before its children moved on.
         if !effects.iter().any(|e| matches!(e, Effect::Destroy | Effect::MoveChildren { .. })) {
@@ -141,6 +142,7 @@ pub(crate) fn kick(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant) -> Ve
             Planned::DeleteIke => crate::informational::send_delete_ike(sa, io, now),
             Planned::RekeyChild(spi_in) => crate::rekey::start_child_rekey(sa, peer, io, now, spi_in),
             Planned::RekeyIke => crate::rekey::start_ike_rekey(sa, peer, io, now),
+            Planned::CreateChild => crate::rekey::new_child::start(sa, peer, io, now),
         }
         if sa.pending.is_some() {
             break;

@@ -95,6 +95,7 @@ pub(crate) enum Req {
     DeleteIke,
     RekeyChild(Box<ChildRekey>),
     RekeyIke(Box<IkeRekey>),
+    CreateChild(Box<crate::rekey::ChildCreate>),
 }
 
 /// Exchanges waiting for the window.
@@ -105,6 +106,7 @@ pub(crate) enum Planned {
     DeleteIke,
     RekeyChild(u32),
     RekeyIke,
+    CreateChild,
 }
 
 impl Req {
@@ -113,6 +115,7 @@ impl Req {
         match self {
             Req::Auth { spi_in } => Some(*spi_in),
             Req::RekeyChild(r) => Some(r.spi_in),
+            Req::CreateChild(r) => Some(r.spi_in),
             _ => None,
         }
     }

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use super::{ke, nonce, refuse, REKEY_RETRY};
+use super::{agree, answer_child, nonce, refuse, REKEY_RETRY};
 use crate::child_keys::ChildKeys;
 use crate::crypto::{DhGroup, DhPrivate};
 use crate::effect::Effect;
@@ -16,7 +16,7 @@ use crate::event::{ChildSend, Event, Failure};
 use crate::ids::{notify as n, protocol, ExchangeType};
 use crate::ike_auth::{child_parts, install_child, keymat};
 use crate::io::Io;
-use crate::negotiate::{accept_esp, choose_esp, describe, describe_ts, esp_offer, narrow, within};
+use crate::negotiate::{accept_esp, describe, describe_ts, esp_offer, within};
 use crate::peer::Peer;
 use crate::rekey_state::{ours_is_redundant, ChildRekey, Collision};
 use crate::sa::{error_notify, invalid_ke_group, IkeSa, Planned, Req};
@@ -132,22 +132,9 @@ pub(crate) fn on_child_rekey_response(
         let what = format!("the peer chose {} for the rekey, which we did not offer", describe(answer));
         return give_up(sa, io, Some(Failure::Protocol(what)));
     };
-    let shared = match (esp.dh, r.dh) {
-        (None, _) => None,
-        (Some(g), Some(d)) if d.group() == g => match ke(p) {
-            Some((grp, data)) if grp == g.id() => match d.agree(data) {
-                Ok(s) => Some(s),
-                Err(_) => return give_up(sa, io, Some(Failure::Protocol("invalid KE in the child rekey".into()))),
-            },
-            _ => {
-                return give_up(
-                    sa,
-                    io,
-                    Some(Failure::Protocol("child rekey response without the KE of its group".into())),
-                )
-            }
-        },
-        (Some(_), _) => return give_up(sa, io, Some(Failure::Protocol("the peer chose another PFS group".into()))),
+    let shared = match agree(esp.dh, r.dh, p) {
+        Ok(s) => s,
+        Err(why) => return give_up(sa, io, Some(Failure::Protocol(format!("child rekey: {why}")))),
     };
     let Some(old) = sa.child(r.old).cloned() else {
         return give_up(sa, io, None);
@@ -206,55 +193,15 @@ pub(crate) fn on_request(
         refuse(sa, io, id, n::TEMPORARY_FAILURE, Vec::new());
         return Vec::new();
     }
-    let (Some((offered, tsi, tsr)), Some(ni)) = (child_parts(p), nonce(p)) else {
-        refuse(sa, io, id, n::INVALID_SYNTAX, Vec::new());
-        return Vec::new();
-    };
-    let Some((esp, peer_spi, mut answer)) = choose_esp(offered, &cfg.esp_proposals, true) else {
-        io.fail(&sa.peer, Failure::NoProposalChosen { offered: describe(offered) });
-        refuse(sa, io, id, n::NO_PROPOSAL_CHOSEN, Vec::new());
-        return Vec::new();
-    };
-    let mut our_ke = None;
-    let mut shared = None;
-    if let Some(g) = esp.dh {
-        let agreed = match ke(p) {
-            Some((grp, data)) if grp == g.id() => {
-                DhPrivate::generate(g, &mut *io.rng).ok().and_then(|(d, public)| Some((public, d.agree(data).ok()?)))
-            }
-            _ => None,
-        };
-        let Some((public, s)) = agreed else {
-            refuse(sa, io, id, n::INVALID_KE_PAYLOAD, g.id().to_be_bytes().to_vec());
-            return Vec::new();
-        };
-        our_ke = Some(Payload::Ke { group: g.id(), data: public });
-        shared = Some(s);
-    }
-    let (tsi_n, tsr_n) = (narrow(tsi, &cfg.remote_ts), narrow(tsr, &cfg.local_ts));
-    if tsi_n.is_empty() || tsr_n.is_empty() {
-        let offered = format!("{} === {}", describe_ts(tsi), describe_ts(tsr));
-        io.fail(&sa.peer, Failure::TsUnacceptable { offered });
-        refuse(sa, io, id, n::TS_UNACCEPTABLE, Vec::new());
-        return Vec::new();
-    }
-    let nr = io.random(NONCE_LEN);
-    let spi_in = io.new_spi_in();
-    answer.spi = spi_in.to_be_bytes().to_vec();
-    let Some(km) = keymat(sa, esp.cipher, shared.as_ref().map(|s| s.as_slice()), ni, &nr) else { return Vec::new() };
-    let keys = ChildKeys::from_keymat(&km, false, spi_in, peer_spi, esp.cipher);
+    let Some(a) = answer_child(sa, cfg, io, id, p) else { return Vec::new() };
     sa.queue.retain(|q| q != &Planned::RekeyChild(old_in));
     if let Some(old) = sa.children.get_mut(idx) {
         old.retiring = true;
         if ours_pending {
-            old.collision = Some(Collision { ni: ni.to_vec(), nr: nr.clone(), created: u64::from(spi_in) });
+            old.collision = Some(Collision { ni: a.ni, nr: a.nr, created: u64::from(a.keys.spi_in) });
         }
     }
-    install_child(sa, cfg, io, now, keys, esp.dh, tsr_n.clone(), tsi_n.clone(), Some(old_in), ChildSend::OnceUsed);
-    let mut out = vec![Payload::Sa(vec![answer]), Payload::Nonce(nr)];
-    out.extend(our_ke);
-    out.push(Payload::TsI(tsi_n));
-    out.push(Payload::TsR(tsr_n));
-    sa.send_response(io, ExchangeType::CreateChildSa, id, &out);
+    install_child(sa, cfg, io, now, a.keys, a.esp.dh, a.local_ts, a.remote_ts, Some(old_in), ChildSend::OnceUsed);
+    sa.send_response(io, ExchangeType::CreateChildSa, id, &a.payloads);
     vec![Effect::ChildRekeyed]
 }

@@ -5,25 +5,38 @@
 //! Invariants: a rekeyed SA stays installed until the new one is, and is
 //! deleted by the rekey's initiator — or, after a collision, by the winner,
 //! while the loser deletes the redundant SA it created (the one made with
-//! the lowest of the four nonces). New child SAs other than rekeys are
-//! refused with NO_ADDITIONAL_SAS: Causeway negotiates one child SA per
-//! IKE SA.
+//! the lowest of the four nonces). A new child SA other than a rekey is
+//! asked for and accepted only in place of one that is gone
+//! (`new_child.rs`), and refused with NO_ADDITIONAL_SAS beside a live one:
+//! Causeway negotiates one child SA per IKE SA.
 
 mod child;
 mod ike;
+pub(crate) mod new_child;
 
 use std::time::{Duration, Instant};
 
 pub(crate) use child::{on_child_rekey_response, start_child_rekey};
 pub(crate) use ike::{hand_over, on_ike_rekey_response, start_ike_rekey};
+pub(crate) use new_child::ChildCreate;
 
+use zeroize::Zeroizing;
+
+use crate::child_keys::ChildKeys;
+use crate::config::{EspProposal, PeerConfig};
+use crate::crypto::{DhGroup, DhPrivate};
 use crate::effect::Effect;
+use crate::event::Failure;
 use crate::ids::{notify as n, protocol, ExchangeType};
+use crate::ike_auth::{child_parts, keymat};
 use crate::io::Io;
+use crate::negotiate::{choose_esp, describe, describe_ts, narrow};
 use crate::peer::Peer;
 use crate::sa::{notify, IkeSa, SaState};
+use crate::sa_init::NONCE_LEN;
 use crate::wire::notify::Notify;
 use crate::wire::payload::Payload;
+use crate::wire::traffic_selector::TrafficSelector;
 
 /// A failed rekey is tried again after this.
 pub const REKEY_RETRY: Duration = Duration::from_secs(30);
@@ -34,6 +47,91 @@ pub(crate) fn nonce(p: &[Payload]) -> Option<&[u8]> {
 
 pub(crate) fn ke(p: &[Payload]) -> Option<(u16, &[u8])> {
     p.iter().find_map(|x| if let Payload::Ke { group, data } = x { Some((*group, data.as_slice())) } else { None })
+}
+
+/// The shared secret of a CREATE_CHILD_SA response's KE payload, when the
+/// proposal the peer chose has a group (`ours` is the key we sent).
+pub(crate) fn agree(
+    group: Option<DhGroup>,
+    ours: Option<DhPrivate>,
+    p: &[Payload],
+) -> Result<Option<Zeroizing<Vec<u8>>>, &'static str> {
+    let Some(g) = group else { return Ok(None) };
+    let Some(d) = ours.filter(|d| d.group() == g) else { return Err("the peer chose another PFS group") };
+    match ke(p) {
+        Some((grp, data)) if grp == g.id() => d.agree(data).map(Some).map_err(|_| "invalid KE in CREATE_CHILD_SA"),
+        _ => Err("CREATE_CHILD_SA response without the KE of its group"),
+    }
+}
+
+/// A child SA negotiated in answer to the peer's CREATE_CHILD_SA (a rekey
+/// or a new one), not yet installed or answered.
+pub(crate) struct ChildAnswer {
+    pub esp: EspProposal,
+    pub keys: ChildKeys,
+    pub ni: Vec<u8>,
+    pub nr: Vec<u8>,
+    /// Our selectors and the peer's, as narrowed.
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
+    /// The answer: SA, Nonce, KE (with PFS), TSi, TSr.
+    pub payloads: Vec<Payload>,
+}
+
+/// Negotiates the child SA of the peer's CREATE_CHILD_SA request `id`:
+/// the first of its proposals we take, a KE when that has a group, the
+/// selectors narrowed to ours, a fresh inbound SPI and the keys. None
+/// when it cannot be: the refusal has then been sent and the failure
+/// reported.
+pub(crate) fn answer_child(
+    sa: &mut IkeSa,
+    cfg: &PeerConfig,
+    io: &mut Io,
+    id: u32,
+    p: &[Payload],
+) -> Option<ChildAnswer> {
+    let (Some((offered, tsi, tsr)), Some(ni)) = (child_parts(p), nonce(p)) else {
+        refuse(sa, io, id, n::INVALID_SYNTAX, Vec::new());
+        return None;
+    };
+    let Some((esp, peer_spi, mut answer)) = choose_esp(offered, &cfg.esp_proposals, true) else {
+        io.fail(&sa.peer, Failure::NoProposalChosen { offered: describe(offered) });
+        refuse(sa, io, id, n::NO_PROPOSAL_CHOSEN, Vec::new());
+        return None;
+    };
+    let mut our_ke = None;
+    let mut shared = None;
+    if let Some(g) = esp.dh {
+        let agreed = match ke(p) {
+            Some((grp, data)) if grp == g.id() => {
+                DhPrivate::generate(g, &mut *io.rng).ok().and_then(|(d, public)| Some((public, d.agree(data).ok()?)))
+            }
+            _ => None,
+        };
+        let Some((public, s)) = agreed else {
+            refuse(sa, io, id, n::INVALID_KE_PAYLOAD, g.id().to_be_bytes().to_vec());
+            return None;
+        };
+        our_ke = Some(Payload::Ke { group: g.id(), data: public });
+        shared = Some(s);
+    }
+    let (tsi_n, tsr_n) = (narrow(tsi, &cfg.remote_ts), narrow(tsr, &cfg.local_ts));
+    if tsi_n.is_empty() || tsr_n.is_empty() {
+        let offered = format!("{} === {}", describe_ts(tsi), describe_ts(tsr));
+        io.fail(&sa.peer, Failure::TsUnacceptable { offered });
+        refuse(sa, io, id, n::TS_UNACCEPTABLE, Vec::new());
+        return None;
+    }
+    let nr = io.random(NONCE_LEN);
+    let spi_in = io.new_spi_in();
+    answer.spi = spi_in.to_be_bytes().to_vec();
+    let km = keymat(sa, esp.cipher, shared.as_ref().map(|s| s.as_slice()), ni, &nr)?;
+    let keys = ChildKeys::from_keymat(&km, false, spi_in, peer_spi, esp.cipher);
+    let mut payloads = vec![Payload::Sa(vec![answer]), Payload::Nonce(nr.clone())];
+    payloads.extend(our_ke);
+    payloads.push(Payload::TsI(tsi_n.clone()));
+    payloads.push(Payload::TsR(tsr_n.clone()));
+    Some(ChildAnswer { esp, keys, ni: ni.to_vec(), nr, local_ts: tsr_n, remote_ts: tsi_n, payloads })
 }
 
 pub(crate) fn refuse(sa: &mut IkeSa, io: &mut Io, id: u32, kind: u16, data: Vec<u8>) {
@@ -60,6 +158,5 @@ pub(crate) fn on_request(
     if ike {
         return ike::on_request(sa, peer, io, now, id, p);
     }
-    refuse(sa, io, id, n::NO_ADDITIONAL_SAS, Vec::new());
-    Vec::new()
+    new_child::on_request(sa, peer, io, now, id, p)
 }

@@ -6,4 +6,5 @@ mod cookies;
 mod establish;
 mod lifecycle;
 mod net;
+mod new_child;
 mod rekey;

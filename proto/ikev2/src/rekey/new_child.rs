@@ -1,0 +1,153 @@
+//! Creating a child SA on an IKE SA that has none (RFC 7296 §1.3.1): a
+//! CREATE_CHILD_SA without REKEY_SA, with a fresh key exchange when the
+//! ESP proposal asks for PFS.
+//!
+//! An IKE SA is left without a child SA when the peer deletes its child
+//! (`swanctl --terminate --child`, an SRX's `clear security ipsec sa`)
+//! or when the child offered in IKE_AUTH was refused while the IKE SA
+//! came up. Liveness checks keep such an IKE SA alive, so without this
+//! the tunnel would carry nothing until the IKE SA itself went away.
+//!
+//! Invariant: Causeway keeps one child SA per IKE SA; a new one is asked
+//! for and accepted only while the IKE SA has no child that is not being
+//! deleted. (Both peers asking at once leave two, each rekeyed and
+//! working; the later one carries the traffic.)
+
+use std::time::Instant;
+
+use super::{agree, answer_child, nonce, refuse};
+use crate::child_keys::ChildKeys;
+use crate::crypto::DhPrivate;
+use crate::effect::Effect;
+use crate::event::{ChildSend, Failure};
+use crate::ids::{notify as n, ExchangeType};
+use crate::ike_auth::{child_parts, install_child, keymat};
+use crate::io::Io;
+use crate::negotiate::{accept_esp, describe, describe_ts, esp_offer, within};
+use crate::peer::Peer;
+use crate::sa::{error_notify, IkeSa, Planned, Req};
+use crate::sa_init::NONCE_LEN;
+use crate::wire::payload::Payload;
+
+/// Our outstanding request for a new child SA.
+pub(crate) struct ChildCreate {
+    /// Our inbound SPI of the new child.
+    pub spi_in: u32,
+    pub ni: Vec<u8>,
+    pub dh: Option<DhPrivate>,
+}
+
+/// Whether `sa` carries no child SA other than ones being deleted, and
+/// has no new one asked for already.
+pub(crate) fn childless(sa: &IkeSa) -> bool {
+    let asked = sa.queue.contains(&Planned::CreateChild)
+        || matches!(&sa.pending, Some(p) if matches!(p.req, Req::CreateChild(_)));
+    !asked && sa.children.iter().all(|c| c.retiring)
+}
+
+/// Sends our request for a child SA of the configured selectors and ESP
+/// proposals (a KE in the first proposal's group, if it has one).
+pub(crate) fn start(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant) {
+    if !sa.children.iter().all(|c| c.retiring) {
+        return;
+    }
+    let cfg = &peer.cfg;
+    let mut dh = None;
+    let mut ke_payload = None;
+    if let Some(g) = cfg.esp_proposals.first().and_then(|e| e.dh) {
+        let Ok((d, public)) = DhPrivate::generate(g, &mut *io.rng) else { return };
+        dh = Some(d);
+        ke_payload = Some(Payload::Ke { group: g.id(), data: public });
+    }
+    let spi_in = io.new_spi_in();
+    let ni = io.random(NONCE_LEN);
+    let mut p = vec![Payload::Sa(esp_offer(&cfg.esp_proposals, spi_in, true)), Payload::Nonce(ni.clone())];
+    p.extend(ke_payload);
+    p.push(Payload::TsI(cfg.local_ts.clone()));
+    p.push(Payload::TsR(cfg.remote_ts.clone()));
+    sa.send_request(
+        io,
+        now,
+        ExchangeType::CreateChildSa,
+        &p,
+        Req::CreateChild(Box::new(ChildCreate { spi_in, ni, dh })),
+    );
+}
+
+/// The answer to our request: the child SA is installed and used at once,
+/// or the failure is reported (the driver asks again later).
+pub(crate) fn on_response(
+    sa: &mut IkeSa,
+    peer: &Peer,
+    io: &mut Io,
+    now: Instant,
+    r: ChildCreate,
+    p: &[Payload],
+) -> Vec<Effect> {
+    let cfg = &peer.cfg;
+    let offered = || format!("{} === {}", describe_ts(&cfg.local_ts), describe_ts(&cfg.remote_ts));
+    let fail = |sa: &IkeSa, io: &mut Io, reason: Option<Failure>| {
+        io.spis_in.remove(&r.spi_in);
+        if let Some(reason) = reason {
+            io.fail(&sa.peer, reason);
+        }
+        Vec::new()
+    };
+    if let Some(e) = error_notify(p) {
+        let reason = match e {
+            n::TEMPORARY_FAILURE => None,
+            n::NO_PROPOSAL_CHOSEN => {
+                Some(Failure::NoProposalChosen { offered: describe(&esp_offer(&cfg.esp_proposals, r.spi_in, true)) })
+            }
+            n::TS_UNACCEPTABLE => Some(Failure::TsUnacceptable { offered: offered() }),
+            n::INVALID_KE_PAYLOAD => Some(Failure::InvalidKe { requested: crate::sa::invalid_ke_group(p) }),
+            e => Some(Failure::PeerError { notify: e }),
+        };
+        return fail(sa, io, reason);
+    }
+    let Some(((answer, tsi, tsr), nr)) = child_parts(p).zip(nonce(p)) else {
+        return fail(sa, io, Some(Failure::Protocol("CREATE_CHILD_SA response without SA, Nonce or TS".into())));
+    };
+    let Some((esp, spi_out)) = accept_esp(answer, &cfg.esp_proposals, true) else {
+        let what = format!("the peer chose {} for a new child SA, which we did not offer", describe(answer));
+        return fail(sa, io, Some(Failure::Protocol(what)));
+    };
+    let shared = match agree(esp.dh, r.dh, p) {
+        Ok(s) => s,
+        Err(why) => return fail(sa, io, Some(Failure::Protocol(format!("new child SA: {why}")))),
+    };
+    if !within(tsi, &cfg.local_ts) || !within(tsr, &cfg.remote_ts) {
+        return fail(sa, io, Some(Failure::TsUnacceptable { offered: offered() }));
+    }
+    let Some(km) = keymat(sa, esp.cipher, shared.as_ref().map(|s| s.as_slice()), &r.ni, nr) else {
+        return fail(sa, io, None);
+    };
+    let keys = ChildKeys::from_keymat(&km, true, r.spi_in, spi_out, esp.cipher);
+    install_child(sa, cfg, io, now, keys, esp.dh, tsi.to_vec(), tsr.to_vec(), None, ChildSend::Now);
+    Vec::new()
+}
+
+/// The peer's request for a new child SA: accepted while this IKE SA has
+/// none (see the module's invariant), refused with NO_ADDITIONAL_SAS
+/// otherwise.
+pub(crate) fn on_request(
+    sa: &mut IkeSa,
+    peer: &Peer,
+    io: &mut Io,
+    now: Instant,
+    id: u32,
+    p: &[Payload],
+) -> Vec<Effect> {
+    let cfg = &peer.cfg;
+    if !sa.children.iter().all(|c| c.retiring) {
+        refuse(sa, io, id, n::NO_ADDITIONAL_SAS, Vec::new());
+        return Vec::new();
+    }
+    let Some(a) = answer_child(sa, cfg, io, id, p) else { return Vec::new() };
+    // As for IKE_AUTH's responder: the answer leaves before the SA is
+    // installed in the data plane (the driver's order), and there is no
+    // other child SA whose traffic could be moved too early.
+    install_child(sa, cfg, io, now, a.keys, a.esp.dh, a.local_ts, a.remote_ts, None, ChildSend::Now);
+    sa.send_response(io, ExchangeType::CreateChildSa, id, &a.payloads);
+    Vec::new()
+}

@@ -1,0 +1,107 @@
+//! A child SA asked for on an IKE SA that has lost its own (RFC 7296
+//! §1.3.1), and what the core does when the driver gives one back.
+
+use super::net::*;
+use crate::crypto::DhGroup;
+use crate::{EspCipher, EspProposal, Event, Failure, IkeState};
+
+fn up(cfg: crate::PeerConfig) -> Net {
+    let cfg_b = mirror(&cfg);
+    let mut n = Net::new(cfg, cfg_b);
+    n.connect();
+    assert_eq!((n.child_ups(Side::A).len(), n.child_ups(Side::B).len()), (1, 1));
+    n
+}
+
+fn children(n: &Net, side: Side) -> usize {
+    let status = match side {
+        Side::A => n.a.status(&peer_b()),
+        Side::B => n.b.status(&peer_a()),
+    };
+    status.map_or(0, |s| s.children.len())
+}
+
+fn child_downs(n: &Net, side: Side) -> usize {
+    n.events(side).iter().filter(|e| matches!(e, Event::ChildDown { .. })).count()
+}
+
+/// B deletes its child SA (as `swanctl --terminate --child` would); the
+/// IKE SA stays up on both ends without one.
+fn delete_bs_child(n: &mut Net) {
+    let (b_in, _, _, _) = child_keys(n.child_ups(Side::B)[0]);
+    assert!(n.b.delete_child(b_in, n.now));
+    assert!(!n.b.delete_child(b_in, n.now), "being deleted already");
+    n.run();
+    assert_eq!((child_downs(n, Side::A), child_downs(n, Side::B)), (1, 1));
+    assert_eq!((children(n, Side::A), children(n, Side::B)), (0, 0));
+    assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Established));
+}
+
+#[test]
+fn a_child_sa_the_peer_deleted_is_created_anew_on_the_same_ike_sa() {
+    let mut n = up(config_a());
+    delete_bs_child(&mut n);
+    assert!(n.a.create_child(&peer_b(), n.now));
+    assert!(!n.a.create_child(&peer_b(), n.now), "asked for already");
+    n.run();
+    let (a, b) = (n.child_ups(Side::A), n.child_ups(Side::B));
+    assert_eq!((a.len(), b.len()), (2, 2));
+    assert_crosswise(a[1], b[1]);
+    assert_ne!(child_keys(a[0]).2, child_keys(a[1]).2, "fresh keys");
+    for e in [a[1], b[1]] {
+        let Event::ChildUp { replaces, send, .. } = e else { unreachable!() };
+        assert_eq!((*replaces, *send), (None, crate::ChildSend::Now));
+    }
+    assert_eq!((n.ike_ups(Side::A), n.ike_ups(Side::B)), (1, 1), "on the same IKE SA");
+    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (1, 1));
+    assert!(!n.a.create_child(&peer_b(), n.now), "it has one now");
+    assert!(!n.b.create_child(&peer_a(), n.now));
+    // The new child SA is rekeyed like the first.
+    n.advance(std::time::Duration::from_secs(1300));
+    assert!(n.child_ups(Side::A).len() >= 3);
+    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (1, 1));
+}
+
+#[test]
+fn a_new_child_sa_with_pfs_runs_a_key_exchange() {
+    let mut cfg = config_a();
+    cfg.esp_proposals =
+        vec![EspProposal { cipher: EspCipher::AesGcm16 { key_bits: 256 }, dh: Some(DhGroup::Ecp256), esn: false }];
+    let mut n = up(cfg);
+    delete_bs_child(&mut n);
+    // The responder asks this time.
+    assert!(n.b.create_child(&peer_a(), n.now));
+    n.run();
+    let (a, b) = (n.child_ups(Side::A), n.child_ups(Side::B));
+    assert_eq!((a.len(), b.len()), (2, 2));
+    assert_crosswise(a[1], b[1]);
+    assert_eq!(n.b.status(&peer_a()).map(|s| s.children[0].pfs), Some(Some(DhGroup::Ecp256)));
+}
+
+#[test]
+fn a_refused_new_child_sa_is_reported_and_leaves_the_ike_sa_up() {
+    let mut n = up(config_a());
+    delete_bs_child(&mut n);
+    // B now takes only CBC.
+    let mut cfg_b = mirror(&config_a());
+    cfg_b.esp_proposals = vec![esp(EspCipher::AesCbcHmacSha256 { key_bits: 256 })];
+    n.b.set_peer(peer_a(), cfg_b, n.now);
+    assert!(n.a.create_child(&peer_b(), n.now));
+    n.run();
+    assert_eq!(n.child_ups(Side::A).len(), 1, "no new child SA");
+    assert!(matches!(n.failures(Side::A).last(), Some(Failure::NoProposalChosen { .. })), "{:?}", n.failures(Side::A));
+    assert!(matches!(n.failures(Side::B).last(), Some(Failure::NoProposalChosen { .. })));
+    assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Established));
+    assert!(n.a.create_child(&peer_b(), n.now), "it may be asked for again");
+}
+
+#[test]
+fn a_child_sa_the_driver_could_not_install_is_deleted_on_both_ends() {
+    let mut n = up(config_a());
+    let (a_in, _, _, _) = child_keys(n.child_ups(Side::A)[0]);
+    assert!(n.a.delete_child(a_in, n.now));
+    n.run();
+    assert_eq!((child_downs(&n, Side::A), child_downs(&n, Side::B)), (1, 1));
+    assert!(!n.a.delete_child(a_in, n.now), "gone");
+    assert_eq!(n.b.status(&peer_a()).map(|s| s.state), Some(IkeState::Established));
+}
