@@ -45,6 +45,12 @@ pub fn flush_staged(iface: &Interface, peer: &PeerState) {
     let Some(sock) = set.sockets.first() else { return };
     let mut scratch = Vec::with_capacity(iface.mtu() as usize + 64);
     for p in staged {
+        // As on the send path: held before the SA came, checked against
+        // what it was negotiated for now.
+        if sa.selectors().is_some_and(|s| !s.admits_outbound(&p)) {
+            iface.counters.count(Drop::OutboundOutsideSelectors);
+            continue;
+        }
         let padded = sa.padded_len(p.len(), iface.mtu() as usize);
         scratch.clear();
         scratch.resize(sa.header_len() + padded + sa.trailer_len(), 0);
@@ -377,6 +383,29 @@ mod tests {
         assert_eq!(on_the_wire, 1, "one packet went on the wire");
         assert_eq!(b.0.counters.get(Drop::OutsideSelectors), 0);
         stop([a, b]);
+    }
+
+    // Packets held until the first SA came are checked against its
+    // selectors as the send path checks the others.
+    #[test]
+    fn held_packets_the_new_sa_may_not_carry_are_not_sent() {
+        let net = MemNet::new();
+        let iface = interface(&net);
+        iface.bind_esp(0).unwrap();
+        let peer = iface.add_ipsec_peer("west");
+        peer.set_endpoint("198.18.0.2:4500".parse().unwrap());
+        let sock = iface.sockets_for(Carrier::EspInUdp).sockets[0].clone();
+        for dst in [[10, 2, 1, 9], [10, 2, 3, 9]] {
+            Ipsec.hold(&iface, &peer, &inner(dst, 100), &*sock, Time::from_secs(1));
+        }
+        assert_eq!(peer.staged_len(), 2);
+        let selectors = narrowed(("10.1.0.0", "10.1.255.255"), ("10.2.1.0", "10.2.1.255"));
+        iface.ipsec.install_child(&peer, Arc::new(ChildSa::for_tests(0x100).with_selectors(selectors)), SendOn::Now);
+        net.take_log();
+        flush_staged(&iface, &peer);
+        let sent = net.take_log().iter().map(|r| r.datagrams.len()).sum::<usize>();
+        assert_eq!(sent, 1, "only the packet to 10.2.1.9");
+        assert_eq!(iface.counters.get(Drop::OutboundOutsideSelectors), 1);
     }
 
     // An SA low on sequence numbers asks IKE for its rekey (once a

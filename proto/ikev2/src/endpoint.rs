@@ -165,7 +165,7 @@ impl Endpoint {
         let Some(peer) = self.peers.get(id) else { return false };
         let found = self.sas.iter_mut().find(|(_, sa)| &sa.peer == id && sa.up && sa.state == SaState::Established);
         let Some((&spi, sa)) = found.filter(|(_, sa)| rekey::new_child::childless(sa)) else { return false };
-        sa.queue.push_back(Planned::CreateChild);
+        sa.queue.push_back(Planned::CreateChild(None));
         let effects = exchange::kick(sa, peer, &mut self.io, now);
         self.apply(spi, effects, now);
         true

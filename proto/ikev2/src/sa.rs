@@ -106,7 +106,9 @@ pub(crate) enum Planned {
     DeleteIke,
     RekeyChild(u32),
     RekeyIke,
-    CreateChild,
+    /// A new child SA, its KE in this group (else the first ESP
+    /// proposal's).
+    CreateChild(Option<DhGroup>),
 }
 
 impl Req {

@@ -19,7 +19,7 @@ pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
     let mut core = lock(&s.core);
     for (name, plan) in plans.iter_mut() {
         let id = PeerId(name.clone());
-        let state = core.status(&id).map_or(IkeState::Down, |st| st.state);
+        let mut state = core.status(&id).map_or(IkeState::Down, |st| st.state);
         if state == IkeState::Connecting {
             // An endpoint that does not answer for failover_after is left
             // for the next at once, not after every retransmission.
@@ -29,6 +29,7 @@ pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
                 continue;
             }
             plan.next_try = Some(now);
+            state = IkeState::Down;
         }
         let due = plan.next_try.is_some_and(|t| now >= t) || (plan.wanted && plan.next_try.is_none_or(|t| now >= t));
         if state == IkeState::Established {

@@ -82,7 +82,7 @@ pub(crate) fn hand_over(old: &mut IkeSa, new: &mut IkeSa) {
     new.queue.extend(
         old.queue
             .drain(..)
-            .filter(|q| matches!(q, Planned::RekeyChild(_) | Planned::DeleteChildren(_) | Planned::CreateChild)),
+            .filter(|q| matches!(q, Planned::RekeyChild(_) | Planned::DeleteChildren(_) | Planned::CreateChild(_))),
     );
     new.up = old.up || new.up;
     old.up = false;

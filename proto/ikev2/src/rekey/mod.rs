@@ -125,7 +125,10 @@ pub(crate) fn answer_child(
     let nr = io.random(NONCE_LEN);
     let spi_in = io.new_spi_in();
     answer.spi = spi_in.to_be_bytes().to_vec();
-    let km = keymat(sa, esp.cipher, shared.as_ref().map(|s| s.as_slice()), ni, &nr)?;
+    let Some(km) = keymat(sa, esp.cipher, shared.as_ref().map(|s| s.as_slice()), ni, &nr) else {
+        io.spis_in.remove(&spi_in);
+        return None;
+    };
     let keys = ChildKeys::from_keymat(&km, false, spi_in, peer_spi, esp.cipher);
     let mut payloads = vec![Payload::Sa(vec![answer]), Payload::Nonce(nr.clone())];
     payloads.extend(our_ke);

@@ -10,14 +10,14 @@
 //!
 //! Invariant: Causeway keeps one child SA per IKE SA; a new one is asked
 //! for and accepted only while the IKE SA has no child that is not being
-//! deleted. (Both peers asking at once leave two, each rekeyed and
-//! working; the later one carries the traffic.)
+//! deleted. When both peers ask at once, the IKE SA's initiator refuses
+//! the responder's request and the responder takes the initiator's.
 
 use std::time::Instant;
 
 use super::{agree, answer_child, nonce, refuse};
 use crate::child_keys::ChildKeys;
-use crate::crypto::DhPrivate;
+use crate::crypto::{DhGroup, DhPrivate};
 use crate::effect::Effect;
 use crate::event::{ChildSend, Failure};
 use crate::ids::{notify as n, ExchangeType};
@@ -40,21 +40,26 @@ pub(crate) struct ChildCreate {
 /// Whether `sa` carries no child SA other than ones being deleted, and
 /// has no new one asked for already.
 pub(crate) fn childless(sa: &IkeSa) -> bool {
-    let asked = sa.queue.contains(&Planned::CreateChild)
-        || matches!(&sa.pending, Some(p) if matches!(p.req, Req::CreateChild(_)));
+    let asked = sa.queue.iter().any(|q| matches!(q, Planned::CreateChild(_))) || asking(sa);
     !asked && sa.children.iter().all(|c| c.retiring)
 }
 
+/// Whether our request for a new child SA is out.
+fn asking(sa: &IkeSa) -> bool {
+    matches!(&sa.pending, Some(p) if matches!(p.req, Req::CreateChild(_)))
+}
+
 /// Sends our request for a child SA of the configured selectors and ESP
-/// proposals (a KE in the first proposal's group, if it has one).
-pub(crate) fn start(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant) {
+/// proposals, with a KE in `group` (one the peer asked for), else in the
+/// first proposal's group if it has one.
+pub(crate) fn start(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant, group: Option<DhGroup>) {
     if !sa.children.iter().all(|c| c.retiring) {
         return;
     }
     let cfg = &peer.cfg;
     let mut dh = None;
     let mut ke_payload = None;
-    if let Some(g) = cfg.esp_proposals.first().and_then(|e| e.dh) {
+    if let Some(g) = group.or(cfg.esp_proposals.first().and_then(|e| e.dh)) {
         let Ok((d, public)) = DhPrivate::generate(g, &mut *io.rng) else { return };
         dh = Some(d);
         ke_payload = Some(Payload::Ke { group: g.id(), data: public });
@@ -100,7 +105,19 @@ pub(crate) fn on_response(
                 Some(Failure::NoProposalChosen { offered: describe(&esp_offer(&cfg.esp_proposals, r.spi_in, true)) })
             }
             n::TS_UNACCEPTABLE => Some(Failure::TsUnacceptable { offered: offered() }),
-            n::INVALID_KE_PAYLOAD => Some(Failure::InvalidKe { requested: crate::sa::invalid_ke_group(p) }),
+            n::INVALID_KE_PAYLOAD => {
+                // Once more at once, in the group the peer asked for, if
+                // we offer it (the peer chose a proposal other than our
+                // first, or one with PFS where our first has none).
+                let requested = crate::sa::invalid_ke_group(p);
+                let sent = r.dh.as_ref().map(|d| d.group());
+                let ours = cfg.esp_proposals.iter().filter_map(|e| e.dh).find(|g| g.id() == requested);
+                if let Some(g) = ours.filter(|g| Some(*g) != sent) {
+                    sa.queue.push_front(Planned::CreateChild(Some(g)));
+                    return fail(sa, io, None);
+                }
+                Some(Failure::InvalidKe { requested })
+            }
             e => Some(Failure::PeerError { notify: e }),
         };
         return fail(sa, io, reason);
@@ -130,6 +147,11 @@ pub(crate) fn on_response(
 /// The peer's request for a new child SA: accepted while this IKE SA has
 /// none (see the module's invariant), refused with NO_ADDITIONAL_SAS
 /// otherwise.
+///
+/// Both ends asking at once would leave two child SAs: the IKE SA's
+/// initiator refuses the peer's request while its own is out
+/// (TEMPORARY_FAILURE, RFC 7296 §2.25), and the responder takes the
+/// initiator's, so one is made.
 pub(crate) fn on_request(
     sa: &mut IkeSa,
     peer: &Peer,
@@ -141,6 +163,10 @@ pub(crate) fn on_request(
     let cfg = &peer.cfg;
     if !sa.children.iter().all(|c| c.retiring) {
         refuse(sa, io, id, n::NO_ADDITIONAL_SAS, Vec::new());
+        return Vec::new();
+    }
+    if sa.initiator && asking(sa) {
+        refuse(sa, io, id, n::TEMPORARY_FAILURE, Vec::new());
         return Vec::new();
     }
     let Some(a) = answer_child(sa, cfg, io, id, p) else { return Vec::new() };

@@ -105,3 +105,42 @@ fn a_child_sa_the_driver_could_not_install_is_deleted_on_both_ends() {
     assert!(!n.a.delete_child(a_in, n.now), "gone");
     assert_eq!(n.b.status(&peer_a()).map(|s| s.state), Some(IkeState::Established));
 }
+
+// Both ends ask at once: the IKE SA's initiator (A) refuses B's request
+// while its own is out, B takes A's, and one child SA is made, with no
+// failure reported on either end.
+#[test]
+fn both_ends_asking_at_once_make_one_child_sa() {
+    let mut n = up(config_a());
+    delete_bs_child(&mut n);
+    assert!(n.a.create_child(&peer_b(), n.now));
+    assert!(n.b.create_child(&peer_a(), n.now));
+    n.run();
+    let (a, b) = (n.child_ups(Side::A), n.child_ups(Side::B));
+    assert_eq!((a.len(), b.len()), (2, 2), "one new child SA each");
+    assert_crosswise(a[1], b[1]);
+    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (1, 1));
+    assert!(n.failures(Side::A).is_empty() && n.failures(Side::B).is_empty(), "{:?}", n.events_b);
+}
+
+// A offers PFS in ECP-256 first and Curve25519 second; B takes only the
+// second and answers INVALID_KE_PAYLOAD: A asks again at once in the
+// group B named instead of failing every retry.
+#[test]
+fn a_new_child_sa_asks_again_in_the_group_the_peer_names() {
+    let with = |dh| EspProposal { cipher: EspCipher::AesGcm16 { key_bits: 256 }, dh: Some(dh), esn: false };
+    let mut cfg = config_a();
+    cfg.esp_proposals = vec![with(DhGroup::Ecp256), with(DhGroup::Curve25519)];
+    let mut cfg_b = mirror(&cfg);
+    cfg_b.esp_proposals = vec![with(DhGroup::Curve25519)];
+    let mut n = Net::new(cfg, cfg_b);
+    n.connect();
+    delete_bs_child(&mut n);
+    assert!(n.a.create_child(&peer_b(), n.now));
+    n.run();
+    let (a, b) = (n.child_ups(Side::A), n.child_ups(Side::B));
+    assert_eq!((a.len(), b.len()), (2, 2));
+    assert_crosswise(a[1], b[1]);
+    assert_eq!(n.a.status(&peer_b()).map(|s| s.children[0].pfs), Some(Some(DhGroup::Curve25519)));
+    assert!(n.failures(Side::A).is_empty(), "{:?}", n.failures(Side::A));
+}
