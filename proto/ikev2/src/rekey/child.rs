@@ -8,19 +8,18 @@
 
 use std::time::Instant;
 
-use super::{agree, answer_child, nonce, refuse, REKEY_RETRY};
+use super::{answer_child, child_offer, read_response, refuse, ChildResponse, REKEY_RETRY};
 use crate::child_keys::ChildKeys;
-use crate::crypto::{DhGroup, DhPrivate};
+use crate::crypto::DhGroup;
 use crate::effect::Effect;
 use crate::event::{ChildSend, Event, Failure};
 use crate::ids::{notify as n, protocol, ExchangeType};
-use crate::ike_auth::{child_parts, install_child, keymat};
+use crate::ike_auth::{install_child, keymat};
 use crate::io::Io;
-use crate::negotiate::{accept_esp, describe, describe_ts, esp_offer, within};
+use crate::negotiate::{describe, describe_ts, esp_offer, within};
 use crate::peer::Peer;
 use crate::rekey_state::{ours_is_redundant, ChildRekey, Collision};
 use crate::sa::{error_notify, invalid_ke_group, IkeSa, Planned, Req};
-use crate::sa_init::NONCE_LEN;
 use crate::wire::notify::Notify;
 use crate::wire::payload::Payload;
 
@@ -43,21 +42,9 @@ pub(crate) fn start_child_rekey(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: I
         kind: n::REKEY_SA,
         data: Vec::new(),
     })];
-    let mut dh = None;
-    let mut ke_payload = None;
-    if let Some(g) = wanted.or(cfg.esp_proposals.first().and_then(|e| e.dh)) {
-        let Ok((d, public)) = DhPrivate::generate(g, &mut *io.rng) else { return };
-        dh = Some(d);
-        ke_payload = Some(Payload::Ke { group: g.id(), data: public });
-    }
-    let spi_in = io.new_spi_in();
-    let ni = io.random(NONCE_LEN);
-    p.push(Payload::Sa(esp_offer(&cfg.esp_proposals, spi_in, true)));
-    p.push(Payload::Nonce(ni.clone()));
-    p.extend(ke_payload);
-    p.push(Payload::TsI(local_ts));
-    p.push(Payload::TsR(remote_ts));
-    let rekey = ChildRekey { old, spi_in, ni, dh };
+    let Some(offer) = child_offer(cfg, io, wanted, local_ts, remote_ts) else { return };
+    p.extend(offer.payloads);
+    let rekey = ChildRekey { old, spi_in: offer.spi_in, ni: offer.ni, dh: offer.dh };
     sa.send_request(io, now, ExchangeType::CreateChildSa, &p, Req::RekeyChild(Box::new(rekey)));
 }
 
@@ -125,16 +112,9 @@ pub(crate) fn on_child_rekey_response(
         };
         return give_up(sa, io, reason);
     }
-    let Some(((answer, tsi, tsr), nr)) = child_parts(p).zip(nonce(p)) else {
-        return give_up(sa, io, Some(Failure::Protocol("CREATE_CHILD_SA response without SA, Nonce or TS".into())));
-    };
-    let Some((esp, spi_out)) = accept_esp(answer, &cfg.esp_proposals, true) else {
-        let what = format!("the peer chose {} for the rekey, which we did not offer", describe(answer));
-        return give_up(sa, io, Some(Failure::Protocol(what)));
-    };
-    let shared = match agree(esp.dh, r.dh, p) {
-        Ok(s) => s,
-        Err(why) => return give_up(sa, io, Some(Failure::Protocol(format!("child rekey: {why}")))),
+    let ChildResponse { esp, spi_out, tsi, tsr, nr, shared } = match read_response(cfg, r.dh, p, "the rekey") {
+        Ok(answer) => answer,
+        Err(why) => return give_up(sa, io, Some(Failure::Protocol(why))),
     };
     let Some(old) = sa.child(r.old).cloned() else {
         return give_up(sa, io, None);

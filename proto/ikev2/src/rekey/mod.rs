@@ -30,7 +30,7 @@ use crate::event::Failure;
 use crate::ids::{notify as n, protocol, ExchangeType};
 use crate::ike_auth::{child_parts, keymat};
 use crate::io::Io;
-use crate::negotiate::{choose_esp, describe, describe_ts, narrow};
+use crate::negotiate::{accept_esp, choose_esp, describe, describe_ts, esp_offer, narrow};
 use crate::peer::Peer;
 use crate::sa::{notify, IkeSa, SaState};
 use crate::sa_init::NONCE_LEN;
@@ -49,19 +49,78 @@ pub(crate) fn ke(p: &[Payload]) -> Option<(u16, &[u8])> {
     p.iter().find_map(|x| if let Payload::Ke { group, data } = x { Some((*group, data.as_slice())) } else { None })
 }
 
-/// The shared secret of a CREATE_CHILD_SA response's KE payload, when the
-/// proposal the peer chose has a group (`ours` is the key we sent).
-pub(crate) fn agree(
+/// Our request's offer of a child SA: its payloads (SA, Nonce, KE, TSi,
+/// TSr) and what reading the answer takes.
+pub(crate) struct ChildOffer {
+    pub payloads: Vec<Payload>,
+    pub spi_in: u32,
+    pub ni: Vec<u8>,
+    pub dh: Option<DhPrivate>,
+}
+
+/// Offers `cfg`'s ESP proposals with a fresh inbound SPI and nonce, a KE
+/// in `group` (else in the first proposal's group, if it has one), and
+/// the selectors. None if no key could be made.
+pub(crate) fn child_offer(
+    cfg: &PeerConfig,
+    io: &mut Io,
     group: Option<DhGroup>,
-    ours: Option<DhPrivate>,
-    p: &[Payload],
-) -> Result<Option<Zeroizing<Vec<u8>>>, &'static str> {
-    let Some(g) = group else { return Ok(None) };
-    let Some(d) = ours.filter(|d| d.group() == g) else { return Err("the peer chose another PFS group") };
-    match ke(p) {
-        Some((grp, data)) if grp == g.id() => d.agree(data).map(Some).map_err(|_| "invalid KE in CREATE_CHILD_SA"),
-        _ => Err("CREATE_CHILD_SA response without the KE of its group"),
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+) -> Option<ChildOffer> {
+    let mut dh = None;
+    let mut ke_payload = None;
+    if let Some(g) = group.or(cfg.esp_proposals.first().and_then(|e| e.dh)) {
+        let (d, public) = DhPrivate::generate(g, &mut *io.rng).ok()?;
+        dh = Some(d);
+        ke_payload = Some(Payload::Ke { group: g.id(), data: public });
     }
+    let spi_in = io.new_spi_in();
+    let ni = io.random(NONCE_LEN);
+    let mut payloads = vec![Payload::Sa(esp_offer(&cfg.esp_proposals, spi_in, true)), Payload::Nonce(ni.clone())];
+    payloads.extend(ke_payload);
+    payloads.push(Payload::TsI(local_ts));
+    payloads.push(Payload::TsR(remote_ts));
+    Some(ChildOffer { payloads, spi_in, ni, dh })
+}
+
+/// What the peer's answer to our CREATE_CHILD_SA for a child SA settled.
+pub(crate) struct ChildResponse<'a> {
+    pub esp: EspProposal,
+    pub spi_out: u32,
+    pub tsi: &'a [TrafficSelector],
+    pub tsr: &'a [TrafficSelector],
+    pub nr: &'a [u8],
+    /// The key exchange's secret, when the proposal taken has a group.
+    pub shared: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// Reads the answer `p` to our request for a child SA (`what`, for the
+/// log: "the rekey", "a new child SA"), which offered `cfg`'s ESP
+/// proposals with a KE made with `ours`. Err says what was wrong with it.
+pub(crate) fn read_response<'a>(
+    cfg: &PeerConfig,
+    ours: Option<DhPrivate>,
+    p: &'a [Payload],
+    what: &str,
+) -> Result<ChildResponse<'a>, String> {
+    let Some(((answer, tsi, tsr), nr)) = child_parts(p).zip(nonce(p)) else {
+        return Err("CREATE_CHILD_SA response without SA, Nonce or TS".into());
+    };
+    let Some((esp, spi_out)) = accept_esp(answer, &cfg.esp_proposals, true) else {
+        return Err(format!("the peer chose {} for {what}, which we did not offer", describe(answer)));
+    };
+    let shared = match (esp.dh, ours) {
+        (None, _) => None,
+        (Some(g), Some(d)) if d.group() == g => match ke(p) {
+            Some((grp, data)) if grp == g.id() => {
+                Some(d.agree(data).map_err(|_| format!("invalid KE in the answer to {what}"))?)
+            }
+            _ => return Err(format!("the answer to {what} lacks the KE of its group")),
+        },
+        (Some(_), _) => return Err(format!("the peer chose another PFS group for {what}")),
+    };
+    Ok(ChildResponse { esp, spi_out, tsi, tsr, nr, shared })
 }
 
 /// A child SA negotiated in answer to the peer's CREATE_CHILD_SA (a rekey

@@ -15,18 +15,17 @@
 
 use std::time::Instant;
 
-use super::{agree, answer_child, nonce, refuse};
+use super::{answer_child, child_offer, read_response, refuse, ChildOffer, ChildResponse};
 use crate::child_keys::ChildKeys;
 use crate::crypto::{DhGroup, DhPrivate};
 use crate::effect::Effect;
 use crate::event::{ChildSend, Failure};
 use crate::ids::{notify as n, ExchangeType};
-use crate::ike_auth::{child_parts, install_child, keymat};
+use crate::ike_auth::{install_child, keymat};
 use crate::io::Io;
-use crate::negotiate::{accept_esp, describe, describe_ts, esp_offer, within};
+use crate::negotiate::{describe, describe_ts, esp_offer, within};
 use crate::peer::Peer;
 use crate::sa::{error_notify, IkeSa, Planned, Req};
-use crate::sa_init::NONCE_LEN;
 use crate::wire::payload::Payload;
 
 /// Our outstanding request for a new child SA.
@@ -57,26 +56,10 @@ pub(crate) fn start(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant, grou
         return;
     }
     let cfg = &peer.cfg;
-    let mut dh = None;
-    let mut ke_payload = None;
-    if let Some(g) = group.or(cfg.esp_proposals.first().and_then(|e| e.dh)) {
-        let Ok((d, public)) = DhPrivate::generate(g, &mut *io.rng) else { return };
-        dh = Some(d);
-        ke_payload = Some(Payload::Ke { group: g.id(), data: public });
-    }
-    let spi_in = io.new_spi_in();
-    let ni = io.random(NONCE_LEN);
-    let mut p = vec![Payload::Sa(esp_offer(&cfg.esp_proposals, spi_in, true)), Payload::Nonce(ni.clone())];
-    p.extend(ke_payload);
-    p.push(Payload::TsI(cfg.local_ts.clone()));
-    p.push(Payload::TsR(cfg.remote_ts.clone()));
-    sa.send_request(
-        io,
-        now,
-        ExchangeType::CreateChildSa,
-        &p,
-        Req::CreateChild(Box::new(ChildCreate { spi_in, ni, dh })),
-    );
+    let Some(offer) = child_offer(cfg, io, group, cfg.local_ts.clone(), cfg.remote_ts.clone()) else { return };
+    let ChildOffer { payloads, spi_in, ni, dh } = offer;
+    let create = Req::CreateChild(Box::new(ChildCreate { spi_in, ni, dh }));
+    sa.send_request(io, now, ExchangeType::CreateChildSa, &payloads, create);
 }
 
 /// The answer to our request: the child SA is installed and used at once,
@@ -122,16 +105,9 @@ pub(crate) fn on_response(
         };
         return fail(sa, io, reason);
     }
-    let Some(((answer, tsi, tsr), nr)) = child_parts(p).zip(nonce(p)) else {
-        return fail(sa, io, Some(Failure::Protocol("CREATE_CHILD_SA response without SA, Nonce or TS".into())));
-    };
-    let Some((esp, spi_out)) = accept_esp(answer, &cfg.esp_proposals, true) else {
-        let what = format!("the peer chose {} for a new child SA, which we did not offer", describe(answer));
-        return fail(sa, io, Some(Failure::Protocol(what)));
-    };
-    let shared = match agree(esp.dh, r.dh, p) {
-        Ok(s) => s,
-        Err(why) => return fail(sa, io, Some(Failure::Protocol(format!("new child SA: {why}")))),
+    let ChildResponse { esp, spi_out, tsi, tsr, nr, shared } = match read_response(cfg, r.dh, p, "a new child SA") {
+        Ok(answer) => answer,
+        Err(why) => return fail(sa, io, Some(Failure::Protocol(why))),
     };
     if !within(tsi, &cfg.local_ts) || !within(tsr, &cfg.remote_ts) {
         return fail(sa, io, Some(Failure::TsUnacceptable { offered: offered() }));
