@@ -186,6 +186,7 @@ pub(crate) fn answer_child(
     answer.spi = spi_in.to_be_bytes().to_vec();
     let Some(km) = keymat(sa, esp.cipher, shared.as_ref().map(|s| s.as_slice()), ni, &nr) else {
         io.spis_in.remove(&spi_in);
+        refuse(sa, io, id, n::TEMPORARY_FAILURE, Vec::new());
         return None;
     };
     let keys = ChildKeys::from_keymat(&km, false, spi_in, peer_spi, esp.cipher);

@@ -11,7 +11,9 @@
 //! Invariant: Causeway keeps one child SA per IKE SA; a new one is asked
 //! for and accepted only while the IKE SA has no child that is not being
 //! deleted. When both peers ask at once, the IKE SA's initiator refuses
-//! the responder's request and the responder takes the initiator's.
+//! the responder's request and the responder takes the initiator's. A
+//! peer that takes ours while its own is out (strongSwan does) leaves two;
+//! both carry traffic and are rekeyed, the later one sending.
 
 use std::time::Instant;
 
@@ -34,6 +36,9 @@ pub(crate) struct ChildCreate {
     pub spi_in: u32,
     pub ni: Vec<u8>,
     pub dh: Option<DhPrivate>,
+    /// The KE's group was one the peer named (INVALID_KE_PAYLOAD): a
+    /// second such answer is a failure, not another try.
+    pub retried: bool,
 }
 
 /// Whether `sa` carries no child SA other than ones being deleted, and
@@ -58,7 +63,7 @@ pub(crate) fn start(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant, grou
     let cfg = &peer.cfg;
     let Some(offer) = child_offer(cfg, io, group, cfg.local_ts.clone(), cfg.remote_ts.clone()) else { return };
     let ChildOffer { payloads, spi_in, ni, dh } = offer;
-    let create = Req::CreateChild(Box::new(ChildCreate { spi_in, ni, dh }));
+    let create = Req::CreateChild(Box::new(ChildCreate { spi_in, ni, dh, retried: group.is_some() }));
     sa.send_request(io, now, ExchangeType::CreateChildSa, &payloads, create);
 }
 
@@ -95,7 +100,7 @@ pub(crate) fn on_response(
                 let requested = crate::sa::invalid_ke_group(p);
                 let sent = r.dh.as_ref().map(|d| d.group());
                 let ours = cfg.esp_proposals.iter().filter_map(|e| e.dh).find(|g| g.id() == requested);
-                if let Some(g) = ours.filter(|g| Some(*g) != sent) {
+                if let Some(g) = ours.filter(|g| Some(*g) != sent && !r.retried) {
                     sa.queue.push_front(Planned::CreateChild(Some(g)));
                     return fail(sa, io, None);
                 }
