@@ -144,3 +144,40 @@ fn a_new_child_sa_asks_again_in_the_group_the_peer_names() {
     assert_eq!(n.a.status(&peer_b()).map(|s| s.children[0].pfs), Some(Some(DhGroup::Curve25519)));
     assert!(n.failures(Side::A).is_empty(), "{:?}", n.failures(Side::A));
 }
+
+// The retry in the group the peer named happens once: a peer that then
+// names yet another group gets a failure, not an endless exchange.
+#[test]
+fn a_new_child_sa_asks_again_in_another_group_only_once() {
+    use crate::ids::ExchangeType;
+    use crate::wire::message::Message;
+    let with = |dh| EspProposal { cipher: EspCipher::AesGcm16 { key_bits: 256 }, dh: Some(dh), esn: false };
+    let mut cfg = config_a();
+    cfg.esp_proposals = vec![with(DhGroup::Ecp256), with(DhGroup::Curve25519), with(DhGroup::Ecp384)];
+    let mut cfg_b = mirror(&cfg);
+    cfg_b.esp_proposals = vec![with(DhGroup::Curve25519)];
+    let mut n = Net::new(cfg.clone(), cfg_b.clone());
+    n.connect();
+    delete_bs_child(&mut n);
+    // A's second request (the retry in Curve25519) is lost once; B then
+    // takes ECP-384 only, so the retransmission meets another
+    // INVALID_KE_PAYLOAD.
+    let mut requests = 0;
+    n.drop = Box::new(move |side, t| {
+        let h = Message::parse(&t.data).expect("parses").header;
+        if side == Side::A && h.exchange == ExchangeType::CreateChildSa && !h.is_response() {
+            requests += 1;
+            return requests == 2;
+        }
+        false
+    });
+    assert!(n.a.create_child(&peer_b(), n.now));
+    n.run();
+    cfg_b.esp_proposals = vec![with(DhGroup::Ecp384)];
+    n.b.set_peer(peer_a(), cfg_b, n.now);
+    n.advance(std::time::Duration::from_secs(5));
+    assert_eq!(n.child_ups(Side::A).len(), 1, "no new child SA");
+    let last = n.failures(Side::A).last().copied().cloned();
+    assert!(matches!(last, Some(Failure::InvalidKe { requested }) if requested == DhGroup::Ecp384.id()), "{last:?}");
+    assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Established));
+}
