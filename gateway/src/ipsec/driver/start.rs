@@ -19,7 +19,9 @@ pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
     let mut core = lock(&s.core);
     for (name, plan) in plans.iter_mut() {
         let id = PeerId(name.clone());
-        let mut state = core.status(&id).map_or(IkeState::Down, |st| st.state);
+        // One status per peer and round (it copies the peer's SAs).
+        let status = core.status(&id);
+        let mut state = status.as_ref().map_or(IkeState::Down, |st| st.state);
         if state == IkeState::Connecting {
             // An endpoint that does not answer for failover_after is left
             // for the next at once, not after every retransmission.
@@ -36,7 +38,7 @@ pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
             // An IKE SA whose child SA the peer deleted (or refused in
             // IKE_AUTH) carries nothing, and liveness checks keep it up:
             // ask for a child SA on it, as often as IKE is retried.
-            let childless = core.status(&id).is_some_and(|st| st.children.is_empty());
+            let childless = status.as_ref().is_some_and(|st| st.children.is_empty());
             if childless && due && (plan.wanted || plan.config.initiate) && core.create_child(&id, now) {
                 tracing::info!(peer = %name, "IKE SA up without a child SA: asking for one");
                 plan.wanted = false;

@@ -45,7 +45,12 @@ pub(crate) struct ChildCreate {
 /// has no new one asked for already.
 pub(crate) fn childless(sa: &IkeSa) -> bool {
     let asked = sa.queue.iter().any(|q| matches!(q, Planned::CreateChild(_))) || asking(sa);
-    !asked && sa.children.iter().all(|c| c.retiring)
+    !asked && !has_live_child(sa)
+}
+
+/// Whether `sa` has a child SA that is not being rekeyed or deleted.
+fn has_live_child(sa: &IkeSa) -> bool {
+    sa.children.iter().any(|c| !c.retiring)
 }
 
 /// Whether our request for a new child SA is out.
@@ -57,7 +62,7 @@ fn asking(sa: &IkeSa) -> bool {
 /// proposals, with a KE in `group` (one the peer asked for), else in the
 /// first proposal's group if it has one.
 pub(crate) fn start(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant, group: Option<DhGroup>) {
-    if !sa.children.iter().all(|c| c.retiring) {
+    if has_live_child(sa) {
         return;
     }
     let cfg = &peer.cfg;
@@ -142,7 +147,7 @@ pub(crate) fn on_request(
     p: &[Payload],
 ) -> Vec<Effect> {
     let cfg = &peer.cfg;
-    if !sa.children.iter().all(|c| c.retiring) {
+    if has_live_child(sa) {
         refuse(sa, io, id, n::NO_ADDITIONAL_SAS, Vec::new());
         return Vec::new();
     }
