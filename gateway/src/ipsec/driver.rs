@@ -38,13 +38,10 @@ use super::lookup::{self, Lookup};
 use super::{convert, keylog};
 
 mod start;
-use start::{nat_keepalives, start_due};
+use start::{nat_keepalives, start_due, ChildRetry};
 
 /// How long after a failed or lost IKE SA an initiating peer tries again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
-/// How often a child SA is asked for on an IKE SA that has none while
-/// the peer keeps refusing it (each refusal is logged).
-const CHILD_RETRY: Duration = Duration::from_secs(10);
 /// The loop wakes at least this often to start IKE where it is due.
 const TICK: Duration = Duration::from_millis(500);
 /// Port-500 receives (each one datagram, or a GRO batch) per round of the
@@ -78,6 +75,8 @@ struct Plan {
     addrs: Vec<IpAddr>,
     /// A lookup of the endpoints' names, run off the IKE thread.
     lookup: Lookup,
+    /// How often a child SA was asked for since one was last installed.
+    child_retry: ChildRetry,
 }
 
 struct Shared {
@@ -189,6 +188,7 @@ impl Ike {
                     raw,
                     addrs: addrs_kept,
                     lookup: Lookup::Idle,
+                    child_retry: ChildRetry::default(),
                 },
             );
         }
@@ -447,6 +447,9 @@ fn apply(s: &Shared, event: Event) {
                 ChildSend::Never => SendOn::Never,
             };
             s.iface.ipsec.install_child(&ps, sa, send);
+            if let Some(p) = lock(&s.plans).get_mut(&peer.0) {
+                p.child_retry.installed();
+            }
             tracing::info!(
                 peer = %peer,
                 spi_in = %format_args!("{spi_in:08x}"),

@@ -5,13 +5,46 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use causeway_dataplane::session::Carrier;
 use causeway_ikev2::{IkeState, PeerId};
 
 use super::super::lookup::{self, Lookup};
-use super::{convert, lock, Plan, Shared, CHILD_RETRY, RETRY_AFTER};
+use super::{convert, lock, Plan, Shared, RETRY_AFTER};
+
+/// The wait after the first request for a child SA that did not end in
+/// an installed one; it doubles with each further request.
+const CHILD_RETRY: Duration = Duration::from_secs(10);
+/// The longest wait between requests for a child SA. A peer that refuses
+/// for a lasting reason (its selectors, its proposals) or a child SA this
+/// host cannot install is then asked, and logged, twice in ten minutes
+/// instead of every ten seconds; once the peer is fixed, the child SA
+/// comes within this, or at once if the peer asks for it.
+const CHILD_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Requests for a child SA on an IKE SA without one, since a child SA was
+/// last installed for the peer: the back-off between them.
+#[derive(Debug, Default)]
+pub(super) struct ChildRetry {
+    asked: u32,
+}
+
+impl ChildRetry {
+    /// Counts a request just made and returns how long to wait before the
+    /// next: 10 s, 20 s, 40 s and so on up to `CHILD_RETRY_MAX`.
+    pub(super) fn asked(&mut self) -> Duration {
+        let wait = CHILD_RETRY.saturating_mul(1 << self.asked.min(16)).min(CHILD_RETRY_MAX);
+        self.asked = self.asked.saturating_add(1);
+        wait
+    }
+
+    /// A child SA was installed: the next request, if one is ever needed,
+    /// is answered by the short wait again.
+    pub(super) fn installed(&mut self) {
+        self.asked = 0;
+    }
+}
 
 /// Starts IKE for peers that should have an IKE SA and have none.
 pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
@@ -37,12 +70,13 @@ pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
         if state == IkeState::Established {
             // An IKE SA whose child SA the peer deleted (or refused in
             // IKE_AUTH) carries nothing, and liveness checks keep it up:
-            // ask for a child SA on it, as often as IKE is retried.
+            // ask for a child SA on it, less often while none comes.
             let childless = status.as_ref().is_some_and(|st| st.children.is_empty());
             if childless && due && (plan.wanted || plan.config.initiate) && core.create_child(&id, now) {
-                tracing::info!(peer = %name, "IKE SA up without a child SA: asking for one");
+                let wait = plan.child_retry.asked();
+                tracing::info!(peer = %name, next_in_s = wait.as_secs(), "IKE SA up without a child SA: asking for one");
                 plan.wanted = false;
-                plan.next_try = Some(now + CHILD_RETRY);
+                plan.next_try = Some(now + wait);
             }
             continue;
         } else if state != IkeState::Down {
@@ -144,4 +178,22 @@ fn local_address_towards(remote: SocketAddr) -> Option<IpAddr> {
     let probe = std::net::UdpSocket::bind((causeway_dataplane::udp::unspecified_for(remote), 0)).ok()?;
     probe.connect(remote).ok()?;
     probe.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_sa_requests_back_off_to_a_ceiling_and_start_over_once_one_is_installed() {
+        let mut retry = ChildRetry::default();
+        let waits: Vec<u64> = (0..8).map(|_| retry.asked().as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300, 300]);
+        for _ in 0..100 {
+            assert_eq!(retry.asked(), CHILD_RETRY_MAX, "no overflow however long it goes on");
+        }
+        retry.installed();
+        assert_eq!(retry.asked(), CHILD_RETRY);
+        assert_eq!(retry.asked(), 2 * CHILD_RETRY);
+    }
 }
