@@ -10,6 +10,9 @@ use crate::Problem;
 pub(crate) struct Checker<'a> {
     pub(crate) source: &'a str,
     pub(crate) file: &'a Path,
+    /// The file's permission bits when its group or others may read it
+    /// (None for text that came from no file, or a private one).
+    pub(crate) exposed: Option<u32>,
     pub(crate) problems: Vec<Problem>,
 }
 

@@ -308,6 +308,8 @@ mod tests {
         std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(mode)).unwrap();
         let file = dir.path().join("gw.toml");
         std::fs::write(&file, format!("[interface]\nprivate_key = \"{KEY_A}\"\n\n{peers}")).unwrap();
+        // The private key is inline: the file must be private too.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         (dir, file)
     }
 

@@ -48,17 +48,15 @@ pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError
 
 /// Reads a small secret file (a key, an IKE pre-shared key) that only its
 /// owner may read.
-pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
+pub fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
     let shown = path.display().to_string();
     let unreadable = |e: std::io::Error| KeyError::Unreadable { path: shown.clone(), reason: e.to_string() };
-    let meta = std::fs::metadata(path).map_err(unreadable)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Permissions { path: shown, mode });
-        }
+    // Opened first and the open file checked: checking the path and then
+    // opening it would let a file swapped in between be read unchecked.
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if let Some(mode) = exposed_mode(&meta) {
+        return Err(KeyError::Permissions { path: shown, mode });
     }
     // A FIFO, a terminal or a device would block or never end; a key is 45
     // bytes, so anything past a few lines is not one.
@@ -69,11 +67,33 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyErro
     // Capacity up front: growing the string would leave copies of the key
     // in freed memory that Zeroizing never sees.
     let mut text = Zeroizing::new(String::with_capacity(MAX_KEY_FILE as usize + 1));
-    std::fs::File::open(path).and_then(|f| f.take(MAX_KEY_FILE + 1).read_to_string(&mut text)).map_err(unreadable)?;
+    file.take(MAX_KEY_FILE + 1).read_to_string(&mut text).map_err(unreadable)?;
     if text.len() as u64 > MAX_KEY_FILE {
         return Err(KeyError::Unreadable { path: shown, reason: format!("longer than {MAX_KEY_FILE} bytes") });
     }
     Ok(text)
+}
+
+/// The permission bits of a file that its group or others may read or
+/// write, or None when only its owner may.
+pub fn exposed_mode(meta: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+/// Reads a file that may hold keys (a configuration, a peer file) into
+/// memory that is wiped when dropped, with the permission bits that let
+/// others read it, if any: a key written inline in such a file is refused
+/// where it stands (`Checker::key`).
+pub fn read_config_file(path: &Path) -> std::io::Result<(Zeroizing<String>, Option<u32>)> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    // Capacity up front, as for key files; a FIFO reports 0 and grows.
+    let mut text = Zeroizing::new(String::with_capacity(meta.len() as usize + 1));
+    (&file).read_to_string(&mut text)?;
+    Ok((text, exposed_mode(&meta)))
 }
 
 /// The longest key file read: a key, a newline and room for a comment.

@@ -23,7 +23,7 @@ mod types;
 mod validate;
 
 pub use error::{ConfigError, Problem};
-pub use key::{parse_key, KeyError};
+pub use key::{exposed_mode, parse_key, read_config_file, read_secret_file, KeyError};
 pub use peer_file::{parse_peers, PeerFile};
 pub use prefix::{parse_address, parse_allowed_ip};
 pub use registry::{
@@ -44,13 +44,13 @@ use std::path::Path;
 /// Reads and validates the configuration file at `path`. Relative key file
 /// paths are resolved against the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let source =
-        std::fs::read_to_string(path).map_err(|reason| ConfigError::Read { path: path.to_path_buf(), reason })?;
-    parse(&source, path)
+    let (source, exposed) =
+        read_config_file(path).map_err(|reason| ConfigError::Read { path: path.to_path_buf(), reason })?;
+    validate::validate(&source, path, exposed)
 }
 
 /// Validates configuration text; `path` names it in errors and anchors
 /// relative key file paths.
 pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
-    validate::validate(source, path)
+    validate::validate(source, path, None)
 }

@@ -29,8 +29,10 @@ impl PeerFile {
 
 /// Checks peer-file text; `path` names it in errors and anchors relative
 /// `psk_file` and `preshared_key_file` paths.
-pub fn parse_peers(source: &str, path: &Path) -> Result<PeerFile, ConfigError> {
-    let mut c = Checker { source, file: path, problems: Vec::new() };
+/// `exposed`: the file's permission bits when its group or others may read
+/// it; a key written inline in it is then refused.
+pub fn parse_peers(source: &str, path: &Path, exposed: Option<u32>) -> Result<PeerFile, ConfigError> {
+    let mut c = Checker { source, file: path, exposed, problems: Vec::new() };
     let Some(raw) = read_raw(&mut c) else {
         return Err(ConfigError::Invalid(c.problems));
     };
@@ -79,7 +81,7 @@ mod tests {
     const IDS: &str = "local_id = \"gw1.dc-main.example\"\nremote_id = \"gw1.dc-east.example\"\n";
 
     fn problems(src: &str, path: &Path) -> Vec<String> {
-        match parse_peers(src, path) {
+        match parse_peers(src, path, None) {
             Err(ConfigError::Invalid(p)) => p.iter().map(|p| p.to_string()).collect(),
             other => panic!("expected problems, got {other:?}"),
         }
@@ -102,7 +104,7 @@ mod tests {
              [[peer]]\nname = \"east\"\nprotocol = \"ipsec\"\nendpoints = [\"198.18.0.2\"]\n{IDS}\
              psk_file = \"east.psk\"\nallowed_ips = [\"10.5.0.0/16\"]\n"
         );
-        let f = parse_peers(&src, &path).unwrap();
+        let f = parse_peers(&src, &path, None).unwrap();
         assert_eq!(f.names(), ["north", "east"]);
         let east = &f.ipsec_peers[0];
         assert_eq!(east.psk.0.len(), 32, "the PSK file, relative to the peer file");
@@ -135,5 +137,16 @@ mod tests {
         let p = problems(&src, &dir.path().join("peers.toml"));
         assert!(p[0].contains(":6: peer[1].psk_file:"), "{p:?}");
         assert_eq!(p.len(), 1, "{p:?}");
+    }
+
+    #[test]
+    fn an_inline_psk_in_a_peer_file_others_may_read_is_refused() {
+        let path = std::path::Path::new("/etc/causeway/more.toml");
+        let src = "[[peer]]\nname = \"b\"\npublic_key = \"Cc8LbKRR2r5vwJTigLNRnTrhc7L4uJLTd9RXJdLA2EA=\"\n\
+             preshared_key = \"CE5vbW26f1Ayh5znQQ3b1pWt4oE+w3ScwymAsBl6lkU=\"\n";
+        let Err(e) = parse_peers(src, path, Some(0o644)) else { panic!("an inline PSK in a readable file was taken") };
+        let text = e.to_string();
+        assert!(text.contains("more.toml:4: peer[1].preshared_key:") && text.contains("mode 644"), "{text}");
+        assert!(parse_peers(src, path, None).is_ok());
     }
 }

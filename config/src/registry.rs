@@ -332,6 +332,7 @@ mod tests {
         }
         let file = dir.path().join("gw.toml");
         std::fs::write(&file, format!("[interface]\nprivate_key = \"{KEY_A}\"\n\n[registry]\n{registry}")).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let c = crate::load(&file);
         (dir, c)
     }

@@ -75,9 +75,19 @@ impl Checker<'_> {
                 );
                 None
             }
-            (Some(k), None) => match parse_key(k.get_ref()) {
-                Ok(v) => Some(v),
-                Err(e) => {
+            (Some(k), None) => match (parse_key(k.get_ref()), self.exposed) {
+                (Ok(_), Some(mode)) => {
+                    let message = format!(
+                        "a key written in a file readable by group or others (mode {mode:03o}) is not private: \
+                         run `chmod 600 {}`, or give {} instead",
+                        self.file.display(),
+                        names.1
+                    );
+                    self.report(k.span(), join(table, names.0), message);
+                    None
+                }
+                (Ok(v), None) => Some(v),
+                (Err(e), _) => {
                     self.report(k.span(), join(table, names.0), e.to_string());
                     None
                 }
@@ -411,8 +421,10 @@ pub(crate) fn check_peers(c: &mut Checker<'_>, raw: &[Spanned<RawPeer>]) -> Chec
     (peers, ipsec_peers)
 }
 
-pub(crate) fn validate(source: &str, file: &Path) -> Result<Config, ConfigError> {
-    let mut c = Checker { source, file, problems: Vec::new() };
+/// `exposed`: the permission bits of the file `source` came from when its
+/// group or others may read it (`key::read_config_file`).
+pub(crate) fn validate(source: &str, file: &Path, exposed: Option<u32>) -> Result<Config, ConfigError> {
+    let mut c = Checker { source, file, exposed, problems: Vec::new() };
     let Some(raw) = read_raw(&mut c) else {
         return Err(ConfigError::Invalid(c.problems));
     };
@@ -489,7 +501,7 @@ mod tests {
     const PUB_C: &str = "lUClSgFDcN7sDt4Foo3D12hlo6Zmrh3rFXYS9g8nj1s=";
 
     fn parse(src: &str) -> Result<Config, ConfigError> {
-        validate(src, Path::new("/etc/causeway/gw.toml"))
+        validate(src, Path::new("/etc/causeway/gw.toml"), None)
     }
 
     fn problems(src: &str) -> Vec<String> {
@@ -500,6 +512,41 @@ mod tests {
         let p = problems(src);
         assert_eq!(p.len(), 1, "{p:#?}");
         p[0].clone()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_inline_key_in_a_file_others_may_read_is_refused_where_it_stands() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let chmod = |p: &Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        let path = dir.path().join("gw.toml");
+        let peer = format!("[[peer]]\nname = \"b\"\npublic_key = \"{PUB_B}\"\npreshared_key = \"{KEY_A}\"\n");
+        std::fs::write(&path, format!("[interface]\nprivate_key = \"{KEY_A}\"\n\n{peer}")).unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            chmod(&path, mode);
+            let e = crate::load(&path).unwrap_err();
+            let found: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
+            assert_eq!(found.len(), 2, "{found:#?}");
+            assert!(found[0].contains("gw.toml:2: interface.private_key:"), "{found:#?}");
+            assert!(found[0].contains(&format!("mode {mode:03o}")), "{found:#?}");
+            assert!(found[0].contains("chmod 600") && found[0].contains("private_key_file"), "{found:#?}");
+            assert!(found[1].contains("gw.toml:7: peer[1].preshared_key:"), "{found:#?}");
+            assert!(!found.iter().any(|f| f.contains(KEY_A)), "the key is never echoed");
+        }
+        for mode in [0o600, 0o400] {
+            chmod(&path, mode);
+            assert!(crate::load(&path).is_ok(), "{mode:o}");
+        }
+        // Keys in files of their own: the configuration may be readable.
+        let key = dir.path().join("gw.key");
+        std::fs::write(&key, format!("{KEY_A}\n")).unwrap();
+        chmod(&key, 0o600);
+        std::fs::write(&path, "[interface]\nprivate_key_file = \"gw.key\"\n").unwrap();
+        chmod(&path, 0o644);
+        assert!(crate::load(&path).is_ok());
+        // Text that came from no file is not judged by one.
+        assert!(parse(&format!("[interface]\nprivate_key = \"{KEY_A}\"\n")).is_ok());
     }
 
     fn with_peers(peers: &str) -> String {
@@ -742,8 +789,10 @@ mod tests {
 
     #[test]
     fn the_example_config_parses() {
+        // Parsed as text: a checkout does not keep the mode 0600 that
+        // `load` asks of a file with keys in it.
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/primary-dc.toml");
-        let c = crate::load(&path).unwrap();
+        let c = crate::parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
         assert_eq!(c.interface.name.as_deref(), Some("cw0"));
         assert_eq!(c.peers.len(), 3);
         assert_eq!(c.peers[0].endpoints.len(), 2);

@@ -218,7 +218,9 @@ impl Sender {
         if let Some((b, d)) = open.take() {
             self.submit(iface, b, d);
         }
-        for peer in std::mem::take(&mut self.rekey) {
+        // Drained, not taken: the vector keeps its capacity for the next
+        // batch, so a peer due a rekey costs no allocation per read.
+        for peer in self.rekey.drain(..) {
             proto.rekey(iface, &peer, sock, now);
         }
         taken

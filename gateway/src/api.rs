@@ -45,7 +45,9 @@ pub fn answer(iface: &Gateway, req: &Request) -> Result<Answer, ApiError> {
             Answer::Done(report.to_string())
         }
         Request::PeerAdd(change) => Answer::Done(peer_change::put_peer(iface, change, None)?),
-        Request::PeersAdd { path, text } => Answer::Done(peer_file::add_peers(iface, &text.0, path)?),
+        Request::PeersAdd { path, text, exposed } => {
+            Answer::Done(peer_file::add_peers(iface, &text.0, path, *exposed)?)
+        }
         Request::PeerSet { peer, change } => {
             let existing = find_peer(iface, peer)?;
             Answer::Done(peer_change::put_peer(iface, change, Some(existing))?)

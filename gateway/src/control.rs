@@ -64,7 +64,7 @@ async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
                 }
             }
             other => {
-                tracing::warn!(op = other, "unknown UAPI operation");
+                tracing::warn!(op = %operation_name(other), "unknown UAPI operation");
                 format!("errno={}\n\n", libc::EINVAL)
             }
         };
@@ -199,5 +199,29 @@ pub async fn run_timers(iface: Arc<Gateway>) {
                 iface.set_mtu(mtu);
             }
         }
+    }
+}
+
+/// What of an unknown UAPI operation line may be logged: the name before
+/// '=', shortened. A client that left out "set=1" may have sent a key as
+/// its first line, and the value is never logged.
+fn operation_name(line: &str) -> String {
+    match line.split_once('=') {
+        Some((name, _)) => name.chars().take(32).collect(),
+        // Without '=' the line may be a bare key: nothing of it is told.
+        None => format!("a line of {} bytes without '='", line.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_operation_is_logged_by_its_name_only() {
+        let key = "e84b5a6d2717c1003a13b431570353dbaca9146cf150c5f8575680feba52027a";
+        assert_eq!(operation_name(&format!("private_key={key}")), "private_key");
+        assert_eq!(operation_name(key), "a line of 64 bytes without '='");
+        assert_eq!(operation_name("frobnicate=1"), "frobnicate");
     }
 }

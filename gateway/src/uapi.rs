@@ -107,7 +107,7 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
         match key {
             "private_key" => {
                 let k = hex_key(value).ok_or_else(|| bad("private_key: expected 64 hex digits".into()))?;
-                req.private_key = Some((*k != [0u8; 32]).then(|| StaticSecret::from_bytes(*k)));
+                req.private_key = Some((!all_zero(&k)).then(|| StaticSecret::from_bytes(*k)));
             }
             "listen_port" => {
                 req.listen_port = Some(value.parse().map_err(|_| bad(format!("listen_port: {value:?} is not a port")))?)
@@ -142,7 +142,7 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
             "preshared_key" => {
                 need_peer(peer)?;
                 let k = hex_key(value).ok_or_else(|| bad("preshared_key: expected 64 hex digits".into()))?;
-                let psk = (*k != [0u8; 32]).then(|| PresharedKey::from_bytes(*k));
+                let psk = (!all_zero(&k)).then(|| PresharedKey::from_bytes(*k));
                 req.peers.last_mut().expect("checked").preshared_key = Some(psk);
             }
             "endpoint" => {
@@ -295,6 +295,12 @@ pub fn get(iface: &Interface) -> String {
         }
     }
     out
+}
+
+/// Whether a key is all zeros ("remove" in the UAPI), in time that does
+/// not depend on where its first non-zero byte is.
+fn all_zero(k: &[u8; 32]) -> bool {
+    k.iter().fold(0u8, |acc, b| acc | b) == 0
 }
 
 #[cfg(test)]

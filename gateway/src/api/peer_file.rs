@@ -35,9 +35,10 @@ fn clash(gw: &Gateway, file: &PeerFile) -> Result<(), ApiError> {
 }
 
 /// Checks `text` (the file at `path`, whose directory anchors relative key
-/// and PSK files) and adds its peers. Says what it added.
-pub fn add_peers(gw: &Gateway, text: &str, path: &Path) -> Result<String, ApiError> {
-    let file = causeway_config::parse_peers(text, path).map_err(ApiError::ConfigRejected)?;
+/// and PSK files; `exposed` its mode when others may read it) and adds its
+/// peers. Says what it added.
+pub fn add_peers(gw: &Gateway, text: &str, path: &Path, exposed: Option<u32>) -> Result<String, ApiError> {
+    let file = causeway_config::parse_peers(text, path, exposed).map_err(ApiError::ConfigRejected)?;
     clash(gw, &file)?;
     // IKE starts before anything is added, so a gateway that cannot bind
     // its ports refuses the whole file.

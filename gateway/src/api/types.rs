@@ -30,6 +30,10 @@ pub enum Request {
     PeersAdd {
         path: std::path::PathBuf,
         text: SecretText,
+        /// The file's permission bits when its group or others may read
+        /// it: an inline key in it is then refused.
+        #[serde(default)]
+        exposed: Option<u32>,
     },
     /// Changes the peer named (or keyed) `peer`; fields left out stay.
     PeerSet {

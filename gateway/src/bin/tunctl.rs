@@ -241,9 +241,7 @@ impl PeerFields {
     fn into_change(self, name: Option<String>, public_key: Option<String>) -> anyhow::Result<PeerChange> {
         let preshared_key = match self.preshared_key_file {
             Some(f) => {
-                let text = zeroize::Zeroizing::new(
-                    std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?,
-                );
+                let text = causeway_config::read_secret_file(&f)?;
                 Some(SecretText(zeroize::Zeroizing::new(text.trim().to_string())))
             }
             None => None,
@@ -517,10 +515,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 PeerCommand::AddFile { interface, file } => {
                     let path =
                         std::path::absolute(&file).with_context(|| format!("cannot locate {}", file.display()))?;
-                    let text = zeroize::Zeroizing::new(
-                        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?,
-                    );
-                    (interface, Request::PeersAdd { path, text: SecretText(text) })
+                    let (text, exposed) = causeway_config::read_config_file(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    (interface, Request::PeersAdd { path, text: SecretText(text), exposed })
                 }
             };
             let done: String = request(&interface, &req)?;
@@ -574,6 +571,23 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Reads a file another tool wrote that may hold keys (a wg-quick `.conf`,
+/// a swanctl.conf and its includes) into memory wiped when dropped. It is
+/// that tool's file, so one others may read is converted with a warning,
+/// as wg-quick gives, rather than refused.
+fn read_secrets_input(file: &std::path::Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let (text, exposed) =
+        causeway_config::read_config_file(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if let Some(mode) = exposed {
+        eprintln!(
+            "warning: {} is readable by group or others (mode {mode:03o}) and may hold keys: run `chmod 600 {}`",
+            file.display(),
+            file.display()
+        );
+    }
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -20,6 +20,27 @@ struct TlsPem {
     key: Zeroizing<Vec<u8>>,
 }
 
+/// Reads the TLS key, checking the file it opened (the configuration's
+/// check of the path came earlier, and the file may have been swapped
+/// since).
+fn read_private(p: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, RegistryError> {
+    use std::io::Read;
+    let err = |source| RegistryError::ReadFile { path: p.to_path_buf(), source };
+    let file = std::fs::File::open(p).map_err(err)?;
+    let meta = file.metadata().map_err(err)?;
+    if let Some(mode) = causeway_config::exposed_mode(&meta) {
+        return Err(err(std::io::Error::other(format!(
+            "readable by group or others (mode {mode:03o}); run `chmod 600 {}`",
+            p.display()
+        ))));
+    }
+    // Capacity up front so the key is never copied into memory freed
+    // unwiped.
+    let mut key = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
+    (&file).read_to_end(&mut key).map_err(err)?;
+    Ok(key)
+}
+
 /// What authenticates this gateway to etcd, in memory for reconnects.
 pub struct Credentials {
     tls: Option<TlsPem>,
@@ -32,11 +53,9 @@ impl Credentials {
             std::fs::read(p).map_err(|source| RegistryError::ReadFile { path: p.to_path_buf(), source })
         };
         let tls = match &reg.tls {
-            Some(t) => Some(TlsPem {
-                ca: read(&t.ca_file)?,
-                cert: read(&t.cert_file)?,
-                key: Zeroizing::new(read(&t.key_file)?),
-            }),
+            Some(t) => {
+                Some(TlsPem { ca: read(&t.ca_file)?, cert: read(&t.cert_file)?, key: read_private(&t.key_file)? })
+            }
             None => None,
         };
         let user = match &reg.user {

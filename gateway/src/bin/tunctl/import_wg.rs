@@ -67,7 +67,7 @@ fn extend(list: &mut Vec<String>, v: &str) {
 
 /// Converts the file; settings Causeway does not take are named on stderr.
 pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
-    let src = Zeroizing::new(std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?);
+    let src = super::read_secrets_input(file)?;
     let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("cw0");
     let mut interface = Interface { name: name.to_string(), ..Default::default() };
     let mut peers: Vec<Peer> = Vec::new();

@@ -117,8 +117,7 @@ impl Section {
 
 /// Reads a swanctl.conf (with the files it includes) into its top section.
 pub fn parse(file: &Path) -> anyhow::Result<Section> {
-    let text =
-        Zeroizing::new(std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?);
+    let text = super::read_secrets_input(file)?;
     parse_text(&text, file)
 }
 
@@ -133,8 +132,7 @@ pub fn parse_text(text: &str, file: &Path) -> anyhow::Result<Section> {
 }
 
 fn read_file(file: &Path, into: &mut Section, depth: usize) -> anyhow::Result<()> {
-    let text =
-        Zeroizing::new(std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?);
+    let text = super::read_secrets_input(file)?;
     let mut lexer = Lexer { text: &text, pos: 0, line: 1, file };
     statements(&mut lexer, into, depth, true)
 }
