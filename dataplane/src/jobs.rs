@@ -1,7 +1,7 @@
 //! Crypto work shared by all workers. A worker that reads a batch puts it
 //! in its peer's ordered queue, then here; any worker takes it from here,
 //! seals or opens it, and drains the peer's queue (see `ordered.rs`).
-//! Idle workers sleep in poll() and are woken through their wake pipes.
+//! Idle workers sleep in poll() and are woken through their eventfd doorbells.
 //!
 //! Buffers live in fixed pools made at start-up: no allocation per packet,
 //! and the pools bound the memory in flight. When a pool is empty, the
@@ -91,7 +91,7 @@ impl Jobs {
     }
 
     /// Claims up to `n` sleeping workers other than `me` for waking; the
-    /// caller writes to their wake pipes.
+    /// caller rings their doorbells.
     pub fn helpers_to_wake(&self, me: usize, n: usize, mut wake: impl FnMut(usize)) -> usize {
         if n == 0 {
             return 0;
