@@ -51,17 +51,22 @@ pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError
 pub fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
     let shown = path.display().to_string();
     let unreadable = |e: std::io::Error| KeyError::Unreadable { path: shown.clone(), reason: e.to_string() };
-    // Opened first and the open file checked: checking the path and then
+    // A FIFO, a terminal or a device would block or never end (opening a
+    // FIFO blocks already, so this is looked at before the open); a key is
+    // 45 bytes, so anything past a few lines is not one.
+    let not_regular = || KeyError::Unreadable { path: shown.clone(), reason: "not a regular file".into() };
+    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+        return Err(not_regular());
+    }
+    // The file opened is what is checked: checking only the path before
     // opening it would let a file swapped in between be read unchecked.
     let file = std::fs::File::open(path).map_err(unreadable)?;
     let meta = file.metadata().map_err(unreadable)?;
     if let Some(mode) = exposed_mode(&meta) {
         return Err(KeyError::Permissions { path: shown, mode });
     }
-    // A FIFO, a terminal or a device would block or never end; a key is 45
-    // bytes, so anything past a few lines is not one.
     if !meta.is_file() {
-        return Err(KeyError::Unreadable { path: shown, reason: "not a regular file".into() });
+        return Err(not_regular());
     }
     use std::io::Read;
     // Capacity up front: growing the string would leave copies of the key
@@ -133,6 +138,12 @@ mod tests {
         assert!(read_key_file(&big).unwrap_err().to_string().contains("longer than 1024 bytes"));
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let err = read_key_file(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        // A FIFO is refused without being opened, which would wait for a
+        // writer forever.
+        let fifo = dir.path().join("gw.fifo");
+        assert!(std::process::Command::new("mkfifo").arg("-m600").arg(&fifo).status().unwrap().success());
+        let err = read_key_file(&fifo).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
     }
 
