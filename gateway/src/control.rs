@@ -8,6 +8,7 @@ use std::time::Duration;
 use causeway_wireguard::TimerAction;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use zeroize::Zeroizing;
 
 use crate::gateway::Gateway;
 use crate::uapi;
@@ -37,7 +38,8 @@ async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
             Ok(Some(l)) => l,
             _ => return,
         };
-        let mut body = Vec::new();
+        // Wiped when dropped: a set body carries the private key and PSKs.
+        let mut body = Zeroizing::new(Vec::new());
         loop {
             match lines.next_line().await {
                 Ok(Some(l)) if l.is_empty() => break,
@@ -47,7 +49,11 @@ async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
             }
         }
         let response = match op.as_str() {
-            "get=1" => format!("{}errno=0\n\n", uapi::get(&iface)),
+            "get=1" => {
+                let mut answer = uapi::get(&iface);
+                answer.push_str("errno=0\n\n");
+                answer
+            }
             "set=1" => {
                 let iface2 = iface.clone();
                 let result = tokio::task::spawn_blocking(move || {
@@ -55,17 +61,17 @@ async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
                 })
                 .await;
                 match result {
-                    Ok(Ok(())) => "errno=0\n\n".to_string(),
+                    Ok(Ok(())) => Zeroizing::new("errno=0\n\n".to_string()),
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "UAPI set refused");
-                        format!("errno={}\n\n", e.errno())
+                        Zeroizing::new(format!("errno={}\n\n", e.errno()))
                     }
-                    Err(_) => format!("errno={}\n\n", libc::EIO),
+                    Err(_) => Zeroizing::new(format!("errno={}\n\n", libc::EIO)),
                 }
             }
             other => {
                 tracing::warn!(op = %operation_name(other), "unknown UAPI operation");
-                format!("errno={}\n\n", libc::EINVAL)
+                Zeroizing::new(format!("errno={}\n\n", libc::EINVAL))
             }
         };
         if write.write_all(response.as_bytes()).await.is_err() {

@@ -5,7 +5,6 @@
 //! request with any bad line changes nothing (wireguard-go applies line by
 //! line and can leave an interface half-configured).
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -253,9 +252,35 @@ pub fn apply_set(iface: &Interface, req: SetRequest) -> Result<(), UapiError> {
     Ok(())
 }
 
-/// The response body to `get=1` (without the trailing errno line).
-pub fn get(iface: &Interface) -> String {
-    let mut out = String::new();
+/// The response body to `get=1` (without the trailing errno line). It
+/// holds the private key and the PSKs, so it is written twice: once to
+/// measure it and once into a string of that capacity, which then never
+/// grows and so leaves no copy of a key in freed memory; it is wiped when
+/// dropped.
+pub fn get(iface: &Interface) -> Zeroizing<String> {
+    let mut measure = Measure(0);
+    write_get(iface, &mut measure);
+    // Room for the errno line the caller appends, and for a peer added
+    // between the two passes.
+    let mut out = Zeroizing::new(String::with_capacity(measure.0 + GET_SLACK));
+    write_get(iface, &mut *out);
+    out
+}
+
+/// Spare capacity of `get`'s answer.
+const GET_SLACK: usize = 4096;
+
+/// A `fmt::Write` that only counts.
+struct Measure(usize);
+
+impl std::fmt::Write for Measure {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
+fn write_get(iface: &Interface, out: &mut dyn std::fmt::Write) {
     // The private key leaves only through this root-only socket, because
     // `wg showconf` needs it; it is never logged.
     if let Some(s) = iface.device.private_key_bytes() {
@@ -294,7 +319,6 @@ pub fn get(iface: &Interface) -> String {
             let _ = writeln!(out, "allowed_ip={net}");
         }
     }
-    out
 }
 
 /// Whether a key is all zeros ("remove" in the UAPI), in time that does
@@ -370,5 +394,28 @@ mod tests {
         assert!(hex_key("").is_none());
         // u8::from_str_radix, used before, took a sign: "+a" was 0x0a.
         assert!(hex_key(&"+a".repeat(32)).is_none());
+    }
+
+    #[test]
+    fn get_answers_with_keys_in_a_string_that_never_grew() {
+        use causeway_dataplane::interface::Options;
+        let net = causeway_dataplane::memory::MemNet::new();
+        let binder = net.host("198.18.0.1".parse().unwrap(), 64);
+        let options = Options { mtu: 1420, workers: 1, port: 51820, binder, batches_per_worker: 8 };
+        let secret = StaticSecret::from_bytes([7; 32]);
+        let iface = Interface::with_options("mem0".into(), Some(secret.clone()), options).unwrap();
+        let gw = crate::gateway::Gateway::new(Arc::new(iface));
+        for n in 2..40u8 {
+            let body = format!("public_key={}\npreshared_key={}\nallowed_ip=10.{n}.0.0/16\n", k(n), k(n + 100));
+            apply_set(&gw, parse_set(body.lines()).unwrap()).unwrap();
+        }
+        let mut answer = get(&gw);
+        let capacity = answer.capacity();
+        answer.push_str("errno=0\n\n");
+        assert_eq!(answer.capacity(), capacity, "the errno line fits without growing");
+        assert!(answer.len() > 38 * 200, "every peer answered: {} bytes", answer.len());
+        assert!(answer.starts_with(&format!("private_key={}\n", hex(secret.as_bytes()))));
+        assert!(answer.contains(&format!("preshared_key={}\n", k(139))));
+        assert!(answer.lines().filter(|l| !l.is_empty()).all(|l| l.contains('=')));
     }
 }
