@@ -17,12 +17,12 @@ pub(crate) struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    pub(crate) fn report(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn report(&mut self, span: Range<usize>, field: impl Into<String>, message: impl std::fmt::Display) {
         self.problems.push(Problem {
             file: self.file.to_path_buf(),
             line: line_of(self.source, span.start),
             field: field.into(),
-            message: message.into(),
+            message: message.to_string(),
         });
     }
 

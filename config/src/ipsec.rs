@@ -136,7 +136,10 @@ impl Checker<'_> {
         }
     }
 
-    fn list<T>(&mut self, field: &str, items: &[Spanned<String>], parse: impl Fn(&str) -> Result<T, String>) -> Vec<T> {
+    fn list<T, E>(&mut self, field: &str, items: &[Spanned<String>], parse: impl Fn(&str) -> Result<T, E>) -> Vec<T>
+    where
+        E: std::fmt::Display,
+    {
         items.iter().filter_map(|i| parse(i.get_ref()).map_err(|e| self.report(i.span(), field, e)).ok()).collect()
     }
 

@@ -25,10 +25,9 @@ mod validate;
 pub use error::{ConfigError, Problem};
 pub use key::{exposed_mode, parse_key, read_config_file, read_secret_file, KeyError};
 pub use peer_file::{parse_peers, PeerFile};
-pub use prefix::{parse_address, parse_allowed_ip};
+pub use prefix::{parse_address, parse_allowed_ip, PrefixError};
 pub use registry::{
-    etcd_url, registry_prefix, DEFAULT_LEASE_TTL, DEFAULT_REGISTRY_FAILOVER, DEFAULT_REGISTRY_KEEPALIVE,
-    DEFAULT_REGISTRY_PREFIX, LEASE_TTL_SECS,
+    DEFAULT_LEASE_TTL, DEFAULT_REGISTRY_FAILOVER, DEFAULT_REGISTRY_KEEPALIVE, DEFAULT_REGISTRY_PREFIX, LEASE_TTL_SECS,
 };
 pub use types::{
     Config, Endpoint, Interface, Peer, Registry, RegistryTls, RouteTable, Site, DEFAULT_DNS_REFRESH,

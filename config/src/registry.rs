@@ -41,7 +41,7 @@ pub const DEFAULT_REGISTRY_FAILOVER: Duration = Duration::from_secs(3);
 /// An etcd client URL: `http://` or `https://`, then host:port (an
 /// address, `[v6]` or a DNS name), nothing after. Returns whether it is
 /// https.
-pub fn etcd_url(text: &str) -> Result<bool, String> {
+pub(crate) fn etcd_url(text: &str) -> Result<bool, String> {
     let hint = "expected an etcd client URL, such as http://198.18.0.100:2379 or https://etcd1.example:2379";
     let (tls, rest) = if let Some(r) = text.strip_prefix("http://") {
         (false, r)
@@ -60,7 +60,7 @@ pub fn etcd_url(text: &str) -> Result<bool, String> {
 
 /// A key prefix: `/` and then printable characters other than spaces; a
 /// trailing `/` is dropped, since the keys below it add their own.
-pub fn registry_prefix(text: &str) -> Result<String, String> {
+pub(crate) fn registry_prefix(text: &str) -> Result<String, String> {
     let trimmed = text.trim_end_matches('/');
     let ok = text.starts_with('/') && !trimmed.is_empty() && trimmed.chars().all(|c| c.is_ascii_graphic());
     if !ok || trimmed.len() > 128 {

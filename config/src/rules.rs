@@ -22,20 +22,43 @@ fn name_chars(name: &str) -> bool {
     name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
+/// A value these rules refuse; its text says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("expected a name of 1 to {max} characters from a-z, A-Z, 0-9, '-', '_', '.'", max = MAX_PEER_NAME)]
+    PeerName,
+    #[error(
+        "expected an interface name of 1 to {max} characters from a-z, A-Z, 0-9, '-', '_', '.'",
+        max = MAX_INTERFACE_NAME
+    )]
+    InterfaceName,
+    #[error(
+        "expected an interface name of 1 to {max} characters from a-z, A-Z, 0-9, '_', '=', '+', '.', '-'",
+        max = MAX_INTERFACE_NAME
+    )]
+    WgQuickInterfaceName,
+    #[error("expected 1 to {max} worker threads (or 0 for one per core), got {0}", max = MAX_WORKERS)]
+    Workers(u64),
+    #[error(
+        "expected {low} to {high} seconds, got {0}",
+        low = FAILOVER_AFTER_SECS.start(),
+        high = FAILOVER_AFTER_SECS.end()
+    )]
+    FailoverAfter(u64),
+}
+
 /// A peer's name.
-pub fn peer_name(name: &str) -> Result<(), String> {
+pub fn peer_name(name: &str) -> Result<(), RuleError> {
     if name.is_empty() || name.len() > MAX_PEER_NAME || !name_chars(name) {
-        return Err(format!("expected a name of 1 to {MAX_PEER_NAME} characters from a-z, A-Z, 0-9, '-', '_', '.'"));
+        return Err(RuleError::PeerName);
     }
     Ok(())
 }
 
 /// An interface's name.
-pub fn interface_name(name: &str) -> Result<(), String> {
+pub fn interface_name(name: &str) -> Result<(), RuleError> {
     if name.is_empty() || name.len() > MAX_INTERFACE_NAME || !name_chars(name) {
-        return Err(format!(
-            "expected an interface name of 1 to {MAX_INTERFACE_NAME} characters from a-z, A-Z, 0-9, '-', '_', '.'"
-        ));
+        return Err(RuleError::InterfaceName);
     }
     Ok(())
 }
@@ -43,32 +66,30 @@ pub fn interface_name(name: &str) -> Result<(), String> {
 /// The name wg-quick gives an interface it starts `causewayd IFNAME` for:
 /// wg-quick's own rule (`[a-zA-Z0-9_=+.-]{1,15}`), wider than a name in
 /// the configuration file, since a drop-in takes whatever wg-quick takes.
-pub fn wg_quick_interface_name(name: &str) -> Result<(), String> {
+pub fn wg_quick_interface_name(name: &str) -> Result<(), RuleError> {
     let ok = name.chars().all(|c| c.is_ascii_alphanumeric() || "_=+.-".contains(c));
     if name.is_empty() || name.len() > MAX_INTERFACE_NAME || !ok {
-        return Err(format!(
-            "expected an interface name of 1 to {MAX_INTERFACE_NAME} characters from a-z, A-Z, 0-9, '_', '=', '+', '.', '-'"
-        ));
+        return Err(RuleError::WgQuickInterfaceName);
     }
     Ok(())
 }
 
 /// A worker count: `None` (0) is one per core.
-pub fn workers(n: u64) -> Result<Option<usize>, String> {
+pub fn workers(n: u64) -> Result<Option<usize>, RuleError> {
     match n {
         0 => Ok(None),
         // MAX_WORKERS fits any usize this runs on.
         n if n <= MAX_WORKERS => Ok(Some(n as usize)),
-        n => Err(format!("expected 1 to {MAX_WORKERS} worker threads (or 0 for one per core), got {n}")),
+        n => Err(RuleError::Workers(n)),
     }
 }
 
 /// How long handshakes to one endpoint may fail before the next is tried.
-pub fn failover_after(secs: u64) -> Result<Duration, String> {
+pub fn failover_after(secs: u64) -> Result<Duration, RuleError> {
     if FAILOVER_AFTER_SECS.contains(&secs) {
         Ok(Duration::from_secs(secs))
     } else {
-        Err(format!("expected {} to {} seconds, got {secs}", FAILOVER_AFTER_SECS.start(), FAILOVER_AFTER_SECS.end()))
+        Err(RuleError::FailoverAfter(secs))
     }
 }
 
@@ -81,7 +102,7 @@ mod tests {
         assert!(peer_name("dc-east.1_a").is_ok());
         assert!(peer_name(&"x".repeat(64)).is_ok());
         for bad in ["", "a b", "a/b", "ä", &"x".repeat(65)] {
-            assert!(peer_name(bad).unwrap_err().contains("1 to 64 characters"), "{bad:?}");
+            assert!(peer_name(bad).unwrap_err().to_string().contains("1 to 64 characters"), "{bad:?}");
         }
         assert!(interface_name("cw0").is_ok());
         assert!(interface_name("this-name-is-too-long").is_err());
@@ -93,7 +114,7 @@ mod tests {
         assert_eq!(workers(0), Ok(None));
         assert_eq!(workers(1), Ok(Some(1)));
         assert_eq!(workers(256), Ok(Some(256)));
-        assert!(workers(257).unwrap_err().contains("got 257"));
+        assert!(workers(257).unwrap_err().to_string().contains("got 257"));
         assert!(wg_quick_interface_name("wg+dc=1").is_ok());
         assert!(wg_quick_interface_name("wg/0").is_err());
         assert!(wg_quick_interface_name("sixteen-chars-ab").is_err());
@@ -104,7 +125,7 @@ mod tests {
     fn failover_bounds() {
         assert_eq!(failover_after(1), Ok(Duration::from_secs(1)));
         assert_eq!(failover_after(3600), Ok(Duration::from_secs(3600)));
-        assert_eq!(failover_after(0).unwrap_err(), "expected 1 to 3600 seconds, got 0");
+        assert_eq!(failover_after(0).unwrap_err().to_string(), "expected 1 to 3600 seconds, got 0");
         assert!(failover_after(3601).is_err());
     }
 }

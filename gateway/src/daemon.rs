@@ -89,7 +89,7 @@ impl Running {
             bound.push(path.clone());
             let metrics = match self.metrics_listen {
                 Some(addr) => {
-                    let listener = crate::metrics::bind(addr).await.map_err(|e| Error::Metrics(e.into()))?;
+                    let listener = crate::metrics::bind(addr).await?;
                     tracing::info!(%addr, "serving Prometheus metrics");
                     Some(tokio::spawn(crate::metrics::serve(self.gw.clone(), listener)))
                 }

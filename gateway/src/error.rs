@@ -22,7 +22,7 @@ pub enum Error {
     )]
     InterfaceExists(String),
     #[error("{name:?} is not a valid interface name: {expected}")]
-    InvalidName { name: String, expected: String },
+    InvalidName { name: String, expected: causeway_config::rules::RuleError },
     #[error("cannot create TUN interface {name} (are you root, and is /dev/net/tun present?)")]
     CreateTun { name: String, source: io::Error },
     #[error("cannot bind UDP port {port}")]
@@ -41,10 +41,8 @@ pub enum Error {
     BindSocket { path: PathBuf, source: io::Error },
     #[error("cannot restrict {} to root", path.display())]
     RestrictSocket { path: PathBuf, source: io::Error },
-    /// Whatever `metrics::bind` returns (it names the address). Boxed while
-    /// metrics.rs moves off anyhow in another change; its own type then.
-    #[error(transparent)]
-    Metrics(Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot listen for metrics on {addr}")]
+    Metrics { addr: std::net::SocketAddr, source: io::Error },
 
     // Running in the background.
     #[error("cannot find my own executable")]

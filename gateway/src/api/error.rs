@@ -45,7 +45,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// A field error, for `map_err`.
-    pub(crate) fn field(field: &'static str) -> impl FnOnce(String) -> ApiError {
-        move |message| ApiError::Field { field, message }
+    pub(crate) fn field<E: std::fmt::Display>(field: &'static str) -> impl FnOnce(E) -> ApiError {
+        move |e| ApiError::Field { field, message: e.to_string() }
     }
 }

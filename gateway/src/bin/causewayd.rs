@@ -59,7 +59,8 @@ enum Command {
 /// `--workers`, by the configuration's rule; 0 is one per core, as there.
 fn workers(arg: &str) -> Result<usize, String> {
     let n = arg.parse::<u64>().map_err(|_| format!("expected a number of threads, got {arg:?}"))?;
-    Ok(causeway_config::rules::workers(n)?.unwrap_or_else(causeway_gateway::daemon::default_workers))
+    let n = causeway_config::rules::workers(n).map_err(|e| e.to_string())?;
+    Ok(n.unwrap_or_else(causeway_gateway::daemon::default_workers))
 }
 
 fn init_logging() {

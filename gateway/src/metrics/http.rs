@@ -37,9 +37,8 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// Binds the metrics listener.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    use anyhow::Context;
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::error::Error> {
+    TcpListener::bind(addr).await.map_err(|source| crate::error::Error::Metrics { addr, source })
 }
 
 fn respond(iface: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {

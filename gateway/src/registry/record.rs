@@ -114,8 +114,8 @@ pub enum RecordError {
     Misplaced { site: String, name: String, key_site: String, key_name: String },
 }
 
-fn field(field: &'static str) -> impl Fn(String) -> RecordError {
-    move |message| RecordError::Field { field, message }
+fn field<E: std::fmt::Display>(field: &'static str) -> impl Fn(E) -> RecordError {
+    move |e| RecordError::Field { field, message: e.to_string() }
 }
 
 fn parse_json<'a, T: Deserialize<'a>>(value: &'a [u8]) -> Result<T, RecordError> {

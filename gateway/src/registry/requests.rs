@@ -11,7 +11,7 @@ use crate::api::ApiError;
 use crate::gateway::Gateway;
 
 fn site_name(site: &str) -> Result<String, ApiError> {
-    rules::peer_name(site).map_err(|message| ApiError::Field { field: "site", message })?;
+    rules::peer_name(site).map_err(ApiError::field("site"))?;
     Ok(site.to_string())
 }
 
@@ -26,7 +26,7 @@ pub fn change_of(req: &Request) -> Result<SiteChange, ApiError> {
                 .iter()
                 .map(|p| parse_allowed_ip(p))
                 .collect::<Result<_, _>>()
-                .map_err(|message| ApiError::Field { field: "prefixes", message })?,
+                .map_err(ApiError::field("prefixes"))?,
         ),
         Request::SiteRemove { site } => SiteChange::Remove(site_name(site)?),
         _ => return Err(ApiError::Internal),

@@ -237,7 +237,7 @@ pub fn selector(text: &str, own: Option<IpAddr>) -> Result<IpNet, String> {
             return Err(format!("\"{t}\" is an address range; write it as prefixes"));
         }
     }
-    causeway_config::parse_allowed_ip(t)
+    causeway_config::parse_allowed_ip(t).map_err(|e| e.to_string())
 }
 
 /// The bytes of an IKE secret, as swanctl loads them.
