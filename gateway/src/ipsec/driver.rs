@@ -42,6 +42,8 @@ use start::{nat_keepalives, start_due, ChildRetry};
 
 /// How long after a failed or lost IKE SA an initiating peer tries again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// How long the same IKE failure of a peer is counted instead of logged.
+const FAILURE_LOG_QUIET: Duration = Duration::from_secs(10);
 /// The loop wakes at least this often to start IKE where it is due.
 const TICK: Duration = Duration::from_millis(500);
 /// Port-500 receives (each one datagram, or a GRO batch) per round of the
@@ -77,6 +79,9 @@ struct Plan {
     lookup: Lookup,
     /// How often a child SA was asked for since one was last installed.
     child_retry: ChildRetry,
+    /// The last IKE failure logged for the peer, when, and how many times
+    /// it came again since without being logged.
+    failure_log: Option<(String, Instant, u32)>,
 }
 
 struct Shared {
@@ -189,6 +194,7 @@ impl Ike {
                     addrs: addrs_kept,
                     lookup: Lookup::Idle,
                     child_retry: ChildRetry::default(),
+                    failure_log: None,
                 },
             );
         }
@@ -407,7 +413,25 @@ fn apply(s: &Shared, event: Event) {
             }
         }
         Event::Failed { peer, reason } => {
-            tracing::warn!(peer = %peer, "IKE failed: {reason}");
+            // The same failure again within FAILURE_LOG_QUIET is counted,
+            // not logged: a stranger can repeat a failing request (from a
+            // peer's address, a proposal we refuse) as fast as it likes.
+            let text = reason.to_string();
+            let mut plans = lock(&s.plans);
+            let Some(p) = plans.get_mut(&peer.0) else { return };
+            let now = Instant::now();
+            match &mut p.failure_log {
+                Some((last, at, quiet)) if *last == text && now.duration_since(*at) < FAILURE_LOG_QUIET => *quiet += 1,
+                entry => {
+                    let before = entry.as_ref().map_or(0, |(_, _, quiet)| *quiet);
+                    if before > 0 {
+                        tracing::warn!(peer = %peer, "IKE failed: {text} (the failure before it came {before} more times, not logged)");
+                    } else {
+                        tracing::warn!(peer = %peer, "IKE failed: {text}");
+                    }
+                    *entry = Some((text, now, 0));
+                }
+            }
         }
         Event::ChildUp { peer, keys, remote, local, encap, replaces, send, local_ts, remote_ts } => {
             let Some(ps) = s.iface.ipsec.peer(&peer.0) else { return };

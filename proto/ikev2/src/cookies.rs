@@ -1,6 +1,10 @@
 //! The responder's defence against IKE_SA_INIT floods (RFC 7296 §2.6): past
-//! a number of half-open IKE SAs, a request is answered with a COOKIE
-//! notification and only a request echoing a valid cookie creates state.
+//! a number of half-open IKE SAs, or of new requests in the last second, a
+//! request is answered with a COOKIE notification and only a request
+//! echoing a valid cookie creates state or costs a Diffie-Hellman. The
+//! count of requests matters as much as the half-open SAs: a spoofed
+//! request that fails after its DH (a key share out of range, say) leaves
+//! no SA behind, yet cost the work.
 //!
 //! Invariant: while under the threshold, cookies are neither asked for nor
 //! checked, so a peer that sends one anyway is served as usual.
@@ -18,12 +22,19 @@ use crate::wire::payload::Payload;
 /// source failed when it was made, and then no cookies) and threshold.
 pub(crate) struct Cookies {
     pub secret: Option<CookieSecret>,
-    /// Half-open IKE SAs from which on a cookie is required.
+    /// Half-open IKE SAs, or new requests earlier in the same second, from
+    /// which on a cookie is required.
     pub threshold: usize,
     /// When the secret was last replaced; set by the first message or
     /// timer, since the core has no clock of its own.
     pub rotated_at: Option<Instant>,
+    /// New IKE_SA_INIT requests counted since the start of the current
+    /// one-second window.
+    pub window: Option<(Instant, usize)>,
 }
+
+/// How long new requests are counted together.
+const REQUEST_WINDOW: Duration = Duration::from_secs(1);
 
 /// How often the secret is replaced (RFC 7296 §2.6: frequently). A cookie
 /// stays valid until the rotation after the one that follows its making,
@@ -32,6 +43,17 @@ pub(crate) struct Cookies {
 pub(crate) const COOKIE_ROTATION: Duration = Duration::from_secs(300);
 
 impl Cookies {
+    /// Counts a new IKE_SA_INIT request at `now` and returns how many came
+    /// in the current window, this one included.
+    pub(crate) fn count_request(&mut self, now: Instant) -> usize {
+        let (start, n) = match self.window {
+            Some((start, n)) if now.saturating_duration_since(start) < REQUEST_WINDOW => (start, n + 1),
+            _ => (now, 1),
+        };
+        self.window = Some((start, n));
+        n
+    }
+
     /// When the secret is next due to be replaced.
     pub(crate) fn rotation_due(&self) -> Option<Instant> {
         self.secret.as_ref()?;

@@ -52,6 +52,16 @@ pub struct Endpoint {
     pub(crate) clock: Option<Instant>,
 }
 
+/// Whether an IKE SA stands for its peer: one we started, or one the peer
+/// started that has authenticated. A responder's half-open SA does not:
+/// anyone can make one with a request from the peer's address (it is not
+/// authenticated until IKE_AUTH), and if it counted, one spoofed request
+/// every half minute would keep us from ever connecting to the peer, and
+/// the peer's status at "connecting".
+fn stands_for_peer(sa: &IkeSa) -> bool {
+    (sa.initiator || sa.up) && !matches!(sa.state, SaState::Dead | SaState::Deleting)
+}
+
 impl Endpoint {
     /// An endpoint with no peers, drawing all randomness from `rng`.
     pub fn new(mut rng: Box<dyn RngCore + Send>) -> Endpoint {
@@ -61,7 +71,7 @@ impl Endpoint {
             peers: BTreeMap::new(),
             sas: BTreeMap::new(),
             init_index: HashMap::new(),
-            cookies: Cookies { secret, threshold: DEFAULT_COOKIE_THRESHOLD, rotated_at: None },
+            cookies: Cookies { secret, threshold: DEFAULT_COOKIE_THRESHOLD, rotated_at: None, window: None },
             clock: None,
         }
     }
@@ -105,7 +115,7 @@ impl Endpoint {
         let Some(peer) = self.peers.get_mut(id) else { return };
         peer.target = Some((remote, local));
         peer.reconnect_at = None;
-        let busy = self.sas.values().any(|sa| &sa.peer == id && !matches!(sa.state, SaState::Dead | SaState::Deleting));
+        let busy = self.sas.values().any(|sa| &sa.peer == id && stands_for_peer(sa));
         if busy {
             return;
         }
@@ -247,9 +257,13 @@ impl Endpoint {
         }
         let Some(peer_id) = self.peer_for(remote.ip()) else { return };
         let Some(peer) = self.peers.get(&peer_id) else { return };
+        // The load the cookie decision weighs: half-open SAs, or new
+        // requests earlier in this second (each may have cost a DH and
+        // left no SA), whichever is more.
         let half_open = self.sas.values().filter(|s| s.state == SaState::InitReplied).count();
+        let load = half_open.max(self.cookies.count_request(now) - 1);
         let from = (peer_id, &peer.cfg);
-        let new = sa_init::respond_init(&mut self.io, &self.cookies, half_open, from, now, local, remote, data, msg);
+        let new = sa_init::respond_init(&mut self.io, &self.cookies, load, from, now, local, remote, data, msg);
         if let Some(sa) = new {
             let spi_r = sa.spi_r;
             self.init_index.insert((h.spi_i, remote), spi_r);
@@ -331,8 +345,7 @@ impl Endpoint {
     }
 
     fn maybe_reconnect(&mut self, id: &PeerId, now: Instant) {
-        let alive =
-            self.sas.values().any(|sa| &sa.peer == id && !matches!(sa.state, SaState::Dead | SaState::Deleting));
+        let alive = self.sas.values().any(|sa| &sa.peer == id && stands_for_peer(sa));
         if let Some(p) = self.peers.get_mut(id) {
             if p.cfg.initiate && p.target.is_some() && !alive {
                 p.reconnect_at = Some(now + RECONNECT_DELAY);
@@ -402,7 +415,7 @@ impl Endpoint {
     /// set up. Never keys.
     pub fn status(&self, id: &PeerId) -> Option<PeerStatus> {
         let peer = self.peers.get(id)?;
-        let mut sas: Vec<&IkeSa> = self.sas.values().filter(|sa| &sa.peer == id).collect();
+        let mut sas: Vec<&IkeSa> = self.sas.values().filter(|sa| &sa.peer == id && (sa.initiator || sa.up)).collect();
         sas.sort_by_key(|sa| (sa.state == SaState::Established, sa.created));
         let sa = sas.last();
         let now = self.clock;

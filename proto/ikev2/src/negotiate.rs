@@ -197,11 +197,24 @@ pub(crate) fn describe(offered: &[Proposal]) -> String {
         })
         .collect();
     if names.is_empty() {
-        "(nothing)".into()
-    } else {
-        names.join(", ")
+        return "(nothing)".into();
     }
+    // An offer is the sender's to make as long as a datagram allows: the
+    // log line is cut, saying how many proposals there were.
+    let mut text = names.join(", ");
+    if text.len() > MAX_DESCRIBED {
+        let mut cut = MAX_DESCRIBED;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(&format!("… ({} proposals in all)", names.len()));
+    }
+    text
 }
+
+/// The longest description of an offer, in bytes before the count.
+const MAX_DESCRIBED: usize = 400;
 
 /// Selectors in a log line: `10.1.0.0/16 fd00::/64`.
 pub(crate) fn describe_ts(list: &[TrafficSelector]) -> String {
@@ -250,5 +263,23 @@ mod tests {
         };
         assert_eq!(describe(&[p]), "aes256-sha256-prfsha256-modp2048");
         assert_eq!(describe(&[]), "(nothing)");
+    }
+
+    #[test]
+    fn a_huge_offer_is_described_in_a_bounded_line() {
+        let p = Proposal {
+            num: 1,
+            protocol: protocol::IKE,
+            spi: Vec::new(),
+            transforms: vec![
+                Transform::new(tt::ENCR, encr::AES_CBC, Some(256)),
+                Transform::new(tt::INTEG, integ::HMAC_SHA2_256_128, None),
+                Transform::new(tt::DH, dh::MODP_2048, None),
+            ],
+        };
+        let text = describe(&vec![p; 500]);
+        assert!(text.len() < MAX_DESCRIBED + 40, "{} bytes", text.len());
+        assert!(text.starts_with("aes256-sha256-modp2048, aes256"), "{text}");
+        assert!(text.ends_with("… (500 proposals in all)"), "{text}");
     }
 }

@@ -295,6 +295,11 @@ pub(crate) fn respond_init(
         answer_plain(io, local, remote, h.spi_i, want);
         return None;
     }
+    // A key share that cannot be one is refused before a DH is spent on it.
+    if !crate::crypto::plausible_public(suite.dh, ke) {
+        answer_plain(io, local, remote, h.spi_i, Notify::new(n::INVALID_SYNTAX, Vec::new()));
+        return None;
+    }
     let (dh, public) = DhPrivate::generate(suite.dh, &mut *io.rng).ok()?;
     let Ok(shared) = dh.agree(ke) else {
         answer_plain(io, local, remote, h.spi_i, Notify::new(n::INVALID_SYNTAX, Vec::new()));

@@ -58,6 +58,13 @@ fn is_ecp(group: DhGroup) -> bool {
     matches!(group, DhGroup::Ecp256 | DhGroup::Ecp384)
 }
 
+/// Whether a peer's Key Exchange Data can be a public value of `group`:
+/// its length, and for MODP its range. A responder asks before it spends a
+/// DH on a request (`agree` checks all of it again, and the curve points).
+pub fn plausible_public(group: DhGroup, data: &[u8]) -> bool {
+    data.len() == group.public_len() && (group != DhGroup::Modp2048 || super::modp::in_range(data))
+}
+
 impl DhPrivate {
     /// A fresh secret and the Key Exchange Data to send in our KE payload.
     pub fn generate(group: DhGroup, rng: &mut dyn rand_core::RngCore) -> Result<(DhPrivate, Vec<u8>), CryptoError> {
@@ -292,6 +299,24 @@ mod tests {
         let (ours, our_pub) = DhPrivate::generate(DhGroup::Ecp384, &mut OsRng).expect("generate");
         let theirs = p384::ecdh::diffie_hellman(r_key.to_nonzero_scalar(), sec1(&our_pub).as_affine());
         assert_eq!(*ours.agree(&gr).expect("agree"), theirs.raw_secret_bytes().as_slice());
+    }
+
+    #[test]
+    fn implausible_key_shares_are_told_apart_before_any_dh() {
+        for group in GROUPS {
+            let (_, public) = DhPrivate::generate(group, &mut OsRng).expect("generate");
+            assert!(plausible_public(group, &public), "{group:?}");
+            assert!(!plausible_public(group, &public[1..]), "{group:?}: short");
+            assert!(!plausible_public(group, &[public.as_slice(), &[0]].concat()), "{group:?}: long");
+        }
+        let p = p_bytes();
+        let mut one = vec![0u8; 256];
+        one[255] = 1;
+        let mut p_minus_1 = p.clone();
+        p_minus_1[255] -= 1;
+        for bad in [vec![0u8; 256], one, p_minus_1, p] {
+            assert!(!plausible_public(DhGroup::Modp2048, &bad));
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ mod sk;
 pub use algorithms::{DhGroup, EncrAlg, IkeSuite, IntegAlg, PrfAlg, GCM_SALT_LEN};
 pub use auth::{psk_auth, signed_octets, verify_psk_auth};
 pub use cookie::{CookieSecret, COOKIE_LEN};
-pub use dh::DhPrivate;
+pub use dh::{plausible_public, DhPrivate};
 pub use error::CryptoError;
 pub use keys::{child_keymat, child_sa_keymat, derive_ike_keys, derive_rekeyed_ike_keys, ChildKeymat, IkeKeys};
 pub use nat::nat_detection_hash;

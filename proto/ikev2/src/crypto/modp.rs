@@ -64,12 +64,10 @@ impl ModpPrivate {
         if peer_public.len() != MODP2048_LEN {
             return Err(CryptoError::InvalidPublicKey);
         }
-        // The peer's value is public: ordinary comparisons are fine here.
-        let y = U2048::from_be_slice(peer_public);
-        let p_minus_1 = P.as_ref().wrapping_sub(&U2048::ONE);
-        if y <= U2048::ONE || y >= p_minus_1 {
+        if !in_range(peer_public) {
             return Err(CryptoError::InvalidPublicKey);
         }
+        let y = U2048::from_be_slice(peer_public);
         let mut shared = MontyForm::new(&y, params()).pow(&*self.x);
         let value = Zeroizing::new(shared.retrieve());
         zeroize::Zeroize::zeroize(&mut shared);
@@ -81,6 +79,19 @@ impl ModpPrivate {
         let bytes = Zeroizing::new(value.to_be_bytes());
         Ok(Zeroizing::new(bytes.to_vec()))
     }
+}
+
+/// Whether a peer's 256-byte value y lies in 1 < y < p-1 (RFC 7296
+/// §3.4 leaves the check to us; NIST SP 800-56A asks for it). Cheap next
+/// to the exponentiation, so it is made before any DH work.
+pub(crate) fn in_range(peer_public: &[u8]) -> bool {
+    if peer_public.len() != MODP2048_LEN {
+        return false;
+    }
+    // The peer's value is public: ordinary comparisons are fine here.
+    let y = U2048::from_be_slice(peer_public);
+    let p_minus_1 = P.as_ref().wrapping_sub(&U2048::ONE);
+    y > U2048::ONE && y < p_minus_1
 }
 
 #[cfg(test)]

@@ -175,3 +175,64 @@ fn a_cookie_is_good_through_one_secret_rotation_and_not_two() {
     assert_eq!(notifies(&answer.data), vec![n::COOKIE], "a cookie two rotations old");
     assert!(n.b.sas.values().all(|sa| sa.spi_i != Message::parse(&retries[1].data).unwrap().header.spi_i));
 }
+
+/// A request from the peer's address makes a half-open SA that anyone
+/// could have made: it must not count as the peer's IKE SA, or one spoofed
+/// request every half minute would keep us from connecting to the peer.
+#[test]
+fn a_strangers_half_open_sa_neither_blocks_our_own_connect_nor_shows_as_the_peers() {
+    let cfg = config_a();
+    let mut n = Net::new(cfg.clone(), mirror(&cfg));
+    stray_init(&mut n, 41);
+    assert_eq!(half_open(&n.b), 1);
+    let status = n.b.status(&peer_a()).expect("configured");
+    assert_eq!(status.state, crate::IkeState::Down, "the half-open SA is not the peer's");
+    n.b.connect(&peer_a(), SocketAddr::new(A_IP, 500), Some(B_IP), n.now);
+    n.run();
+    assert_eq!((n.ike_ups(Side::A), n.ike_ups(Side::B)), (1, 1), "B connected all the same");
+    assert_eq!(n.b.status(&peer_a()).expect("configured").state, crate::IkeState::Established);
+    assert_eq!(half_open(&n.b), 1, "the stranger's SA waits out its timeout");
+}
+
+/// New requests count toward the cookie threshold even when they leave no
+/// SA behind (each may have cost a DH): past the threshold in one second,
+/// a request must bring a cookie; a second later it need not.
+#[test]
+fn many_new_requests_in_a_second_bring_cookies_even_without_half_open_sas() {
+    let cfg = config_a();
+    let mut n = Net::new(cfg.clone(), mirror(&cfg));
+    n.b.set_cookie_threshold(3);
+    // Requests B refuses (a proposal it does not take): no SA, no DH.
+    let mut refused = config_a();
+    refused.ike_proposals = vec![cbc256_modp2048()];
+    for seed in 0..3 {
+        let mut c = Endpoint::new(Box::new(TestRng(500 + seed)));
+        c.set_peer(peer_b(), refused.clone(), n.now);
+        c.connect(&peer_b(), SocketAddr::new(B_IP, 500), Some(A_IP), n.now);
+        let t = c.poll_transmit().expect("IKE_SA_INIT");
+        n.b.handle(n.now, t.remote, SocketAddr::new(A_IP, 500), &t.data);
+        let answer = n.b.poll_transmit().expect("answered");
+        assert_eq!(notifies(&answer.data), vec![n::NO_PROPOSAL_CHOSEN]);
+    }
+    assert_eq!(half_open(&n.b), 0);
+    // The fourth request in the second, three before it: a cookie first.
+    n.connect();
+    let b_inits: Vec<Vec<u16>> = n
+        .log
+        .iter()
+        .filter(|(s, t)| {
+            *s == Side::B && Message::parse(&t.data).is_ok_and(|m| m.header.exchange == ExchangeType::IkeSaInit)
+        })
+        .map(|(_, t)| notifies(&t.data))
+        .collect();
+    assert_eq!(b_inits[0], vec![n::COOKIE], "the fourth new request in a second is asked for a cookie");
+    assert_eq!((n.ike_ups(Side::A), n.ike_ups(Side::B)), (1, 1), "and goes through with it");
+    // A second later the count starts again.
+    let mut late = Net::new(cfg.clone(), mirror(&cfg));
+    late.b.set_cookie_threshold(2);
+    stray_init(&mut late, 9);
+    late.now += Duration::from_millis(1100);
+    late.connect();
+    let first = late.log.iter().find(|(s, _)| *s == Side::B).map(|(_, t)| notifies(&t.data)).expect("B answered");
+    assert!(!first.contains(&n::COOKIE), "{first:?}");
+}
