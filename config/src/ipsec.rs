@@ -346,6 +346,25 @@ psk_file = "dc-east.psk"
     }
 
     #[test]
+    fn only_one_ipsec_peer_may_leave_out_its_endpoints() {
+        let roaming = |name: &str, net: &str| {
+            format!(
+                "[[peer]]\nname = \"{name}\"\nprotocol = \"ipsec\"\nallowed_ips = [\"{net}\"]\n\
+                 local_id = \"gw1.primary.example\"\nremote_id = \"{name}.example\"\npsk_file = \"dc-east.psk\"\n\n"
+            )
+        };
+        let one = format!("{SRX}\n{}", roaming("west", "10.2.0.0/16"));
+        let (_d, file) = setup(&one, 0o600);
+        assert!(crate::load(&file).is_ok(), "one without endpoints is fine");
+        let two = format!("{one}{}", roaming("north", "10.3.0.0/16"));
+        let (_d, file) = setup(&two, 0o600);
+        let e = crate::load(&file).unwrap_err();
+        let found: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].contains("peer[3].endpoints:") && found[0].contains("neither has peer[2]"), "{found:#?}");
+    }
+
+    #[test]
     fn a_readable_psk_file_is_refused_with_its_line() {
         let (_d, file) = setup(SRX, 0o644);
         let e = crate::load(&file).unwrap_err();

@@ -333,6 +333,24 @@ impl Checker<'_> {
                 );
             }
         }
+        // An IPsec peer without endpoints answers IKE from any address no
+        // other peer lists, and IKE_SA_INIT names no identity to choose
+        // between two such peers by: only one may be.
+        let mut open_ended = ipsec.iter().filter(|(_, p)| p.endpoints.is_empty());
+        if let Some((first, _)) = open_ended.next() {
+            for (i, p) in open_ended {
+                let r = raw[*i - 1].get_ref();
+                self.report(
+                    r.name.as_ref().map_or(0..0, |n| n.span()),
+                    join(&format!("peer[{i}]"), "endpoints"),
+                    format!(
+                        "IPsec peer \"{}\" has no endpoints, and neither has peer[{first}]: only one IPsec peer may \
+                         answer IKE from any address; give this one its endpoints",
+                        p.name
+                    ),
+                );
+            }
+        }
         // Sort so that every prefix comes after the prefixes containing it;
         // CIDR blocks are nested or disjoint, so a stack finds containment.
         let mut all: Vec<(IpNet, usize, usize)> = Vec::new();

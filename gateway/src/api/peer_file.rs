@@ -25,6 +25,25 @@ fn clash(gw: &Gateway, file: &PeerFile) -> Result<(), ApiError> {
             return Err(ApiError::OwnKey);
         }
     }
+    // One IPsec peer at most without endpoints (see the configuration's
+    // own check): the file's against the running ones.
+    if let Some(new) = file.ipsec_peers.iter().find(|p| p.endpoints.is_empty()) {
+        let ike = gw.ike();
+        let running = ike.as_ref().map(|ike| ike.peer_names()).unwrap_or_default();
+        let taken = running
+            .into_iter()
+            .find(|n| ike.as_ref().and_then(|i| i.config(n)).is_some_and(|c| c.endpoints.is_empty()));
+        if let Some(other) = taken {
+            return Err(ApiError::Field {
+                field: "endpoints",
+                message: format!(
+                    "IPsec peer \"{}\" has no endpoints, and neither has the running peer \"{other}\": only one IPsec \
+                     peer may answer IKE from any address",
+                    new.name
+                ),
+            });
+        }
+    }
     let routed = file.peers.iter().map(|p| &p.allowed_ips).chain(file.ipsec_peers.iter().map(|p| &p.allowed_ips));
     for nets in routed {
         if let Some(c) = crate::reload::overlap_new(gw, nets) {
