@@ -210,7 +210,11 @@ impl Endpoint {
         let msg = match Message::parse(datagram) {
             Ok(m) => m,
             Err(e) => {
-                sa_init::refuse_unparsable(&mut self.io, local, remote, datagram, &e);
+                // Answered only to an address a peer may call from: a
+                // stranger learns nothing, not even that we speak IKE.
+                if self.peer_for(remote.ip()).is_some() {
+                    sa_init::refuse_unparsable(&mut self.io, local, remote, datagram, &e);
+                }
                 return;
             }
         };

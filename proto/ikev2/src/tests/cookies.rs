@@ -115,6 +115,9 @@ fn unsupported_critical_payloads_are_refused_by_type() {
     data.extend_from_slice(&t.data[28..]);
     let len = data.len() as u32;
     data[24..28].copy_from_slice(&len.to_be_bytes());
+    // From a stranger's address: no answer at all.
+    n.b.handle(n.now, t.remote, "198.18.0.9:500".parse().expect("address"), &data);
+    assert!(n.b.poll_transmit().is_none(), "a stranger is not answered");
     n.b.handle(n.now, t.remote, SocketAddr::new(A_IP, 500), &data);
     let answer = n.b.poll_transmit().expect("refused");
     let refusal = Message::parse(&answer.data).expect("parses");
