@@ -248,35 +248,27 @@ mod tests {
     use crate::ids::{dh, encr, integ, prf, protocol};
     use crate::wire::proposal::Transform;
 
+    /// An IKE proposal of AES-CBC-256, its transforms in the order given.
+    fn cbc_proposal(rest: &[(u8, u16)]) -> Proposal {
+        let mut transforms = vec![Transform::new(tt::ENCR, encr::AES_CBC, Some(256))];
+        transforms.extend(rest.iter().map(|&(kind, id)| Transform::new(kind, id, None)));
+        Proposal { num: 1, protocol: protocol::IKE, spi: Vec::new(), transforms }
+    }
+
     #[test]
     fn offers_are_named_in_strongswans_order_whatever_the_wire_order() {
-        let p = Proposal {
-            num: 1,
-            protocol: protocol::IKE,
-            spi: Vec::new(),
-            transforms: vec![
-                Transform::new(tt::ENCR, encr::AES_CBC, Some(256)),
-                Transform::new(tt::PRF, prf::HMAC_SHA2_256, None),
-                Transform::new(tt::INTEG, integ::HMAC_SHA2_256_128, None),
-                Transform::new(tt::DH, dh::MODP_2048, None),
-            ],
-        };
+        let p = cbc_proposal(&[
+            (tt::PRF, prf::HMAC_SHA2_256),
+            (tt::INTEG, integ::HMAC_SHA2_256_128),
+            (tt::DH, dh::MODP_2048),
+        ]);
         assert_eq!(describe(&[p]), "aes256-sha256-prfsha256-modp2048");
         assert_eq!(describe(&[]), "(nothing)");
     }
 
     #[test]
     fn a_huge_offer_is_described_in_a_bounded_line() {
-        let p = Proposal {
-            num: 1,
-            protocol: protocol::IKE,
-            spi: Vec::new(),
-            transforms: vec![
-                Transform::new(tt::ENCR, encr::AES_CBC, Some(256)),
-                Transform::new(tt::INTEG, integ::HMAC_SHA2_256_128, None),
-                Transform::new(tt::DH, dh::MODP_2048, None),
-            ],
-        };
+        let p = cbc_proposal(&[(tt::INTEG, integ::HMAC_SHA2_256_128), (tt::DH, dh::MODP_2048)]);
         let text = describe(&vec![p; 500]);
         assert!(text.len() < MAX_DESCRIBED + 40, "{} bytes", text.len());
         assert!(text.starts_with("aes256-sha256-modp2048, aes256"), "{text}");
