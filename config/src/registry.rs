@@ -77,13 +77,8 @@ fn private_file(path: &Path) -> Result<(), KeyError> {
     let shown = path.display().to_string();
     let meta =
         std::fs::metadata(path).map_err(|e| KeyError::Unreadable { path: shown.clone(), reason: e.to_string() })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Permissions { path: shown, mode });
-        }
+    if let Some(mode) = crate::key::exposed_mode(&meta) {
+        return Err(KeyError::Permissions { path: shown, mode });
     }
     if !meta.is_file() {
         return Err(KeyError::Unreadable { path: shown, reason: "not a regular file".into() });

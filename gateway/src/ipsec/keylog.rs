@@ -69,14 +69,12 @@ pub fn append(path: &Path, keys: &ChildKeys, remote: IpAddr, local: Option<IpAdd
 /// existing file that others may read is refused, and a symbolic link is
 /// not followed (it could point the keys anywhere).
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::MetadataExt;
     let file =
         std::fs::OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)?;
-    let mode = file.metadata()?.mode();
-    if mode & 0o077 != 0 {
+    if let Some(mode) = causeway_config::exposed_mode(&file.metadata()?) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
-            format!("the file is readable or writable by others (mode {:o}); chmod 600 it", mode & 0o777),
+            format!("the file is readable or writable by others (mode {mode:o}); chmod 600 it"),
         ));
     }
     Ok(file)

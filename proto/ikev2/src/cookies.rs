@@ -44,14 +44,14 @@ pub(crate) const COOKIE_ROTATION: Duration = Duration::from_secs(300);
 
 impl Cookies {
     /// Counts a new IKE_SA_INIT request at `now` and returns how many came
-    /// in the current window, this one included.
+    /// before it in the current window.
     pub(crate) fn count_request(&mut self, now: Instant) -> usize {
-        let (start, n) = match self.window {
-            Some((start, n)) if now.saturating_duration_since(start) < REQUEST_WINDOW => (start, n + 1),
-            _ => (now, 1),
+        let (start, earlier) = match self.window {
+            Some((start, n)) if now.saturating_duration_since(start) < REQUEST_WINDOW => (start, n),
+            _ => (now, 0),
         };
-        self.window = Some((start, n));
-        n
+        self.window = Some((start, earlier + 1));
+        earlier
     }
 
     /// When the secret is next due to be replaced.

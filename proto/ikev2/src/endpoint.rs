@@ -265,7 +265,7 @@ impl Endpoint {
         // requests earlier in this second (each may have cost a DH and
         // left no SA), whichever is more.
         let half_open = self.sas.values().filter(|s| s.state == SaState::InitReplied).count();
-        let load = half_open.max(self.cookies.count_request(now) - 1);
+        let load = half_open.max(self.cookies.count_request(now));
         let from = (peer_id, &peer.cfg);
         let new = sa_init::respond_init(&mut self.io, &self.cookies, load, from, now, local, remote, data, msg);
         if let Some(sa) = new {
