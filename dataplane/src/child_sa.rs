@@ -105,6 +105,8 @@ impl Session for ChildSa {
             }
             Ok(o) => Ok(Opened { counter: o.seq, at: o.at, len: o.len }),
             Err(causeway_esp::Error::Authentication) => Err(Drop::Decryption),
+            // Refused by the pre-check, before the ICV (RFC 4303 §3.4.3).
+            Err(causeway_esp::Error::Replayed) => Err(Drop::Replay),
             Err(_) => Err(Drop::Malformed),
         }
     }
@@ -155,5 +157,19 @@ mod tests {
         assert!(ChildSa::for_tests(0x100).open(&mut esp_packet(&v6, 41)).is_ok());
         assert_eq!(ChildSa::for_tests(0x100).open(&mut esp_packet(&v6, 4)).err(), Some(Drop::InvalidInnerPacket));
         assert_eq!(ChildSa::for_tests(0x100).open(&mut esp_packet(&v4, 41)).err(), Some(Drop::InvalidInnerPacket));
+    }
+
+    #[test]
+    fn a_replayed_packet_is_a_replay_drop_even_with_a_broken_icv() {
+        let mut v4 = vec![0u8; 40];
+        v4[0] = 0x45;
+        let sa = ChildSa::for_tests(0x100);
+        let packet = esp_packet(&v4, 4);
+        let opened = sa.open(&mut packet.clone()).unwrap();
+        sa.accept(opened.counter).unwrap();
+        let mut forged = packet.clone();
+        *forged.last_mut().unwrap() ^= 1;
+        assert_eq!(sa.open(&mut forged).err(), Some(Drop::Replay));
+        assert_eq!(ChildSa::for_tests(0x100).open(&mut forged).err(), Some(Drop::Decryption), "fresh: the ICV decides");
     }
 }

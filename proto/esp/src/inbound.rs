@@ -7,11 +7,16 @@
 //!   length: the ICV (constant time, before decrypting for CBC; GCM's tag
 //!   check) comes before padding, pad length and next header are read.
 //! - `open` never panics, whatever the bytes; every failure is an `Error`.
-//! - `open` does not touch the replay window: a packet counts as received
-//!   only once `accept` took its sequence number, after authentication, so
-//!   a forged sequence number never moves the window.
-//! - No lock is held while opening. The window's mutex is taken by
-//!   `accept` alone, for a few instructions.
+//! - `open` only reads the replay window, before the ICV (RFC 4303
+//!   §3.4.3): a duplicate or a number left of the window is refused without
+//!   decrypting, so a replayed flood costs no AES. A packet counts as
+//!   received only once `accept` took its sequence number, after
+//!   authentication, so a forged sequence number never moves the window.
+//!   The pre-check is sound however late it runs: the window only ever
+//!   refuses more, so a number it refuses now `accept` would refuse later.
+//! - No lock is held while opening, and `open` never waits for one: its
+//!   pre-check only tries the window's mutex and is skipped when the drain
+//!   holds it, since `accept` decides anyway.
 
 use std::sync::Mutex;
 
@@ -102,9 +107,10 @@ impl InboundSa {
         self.layout.header_len()
     }
 
-    /// Authenticates and decrypts an ESP datagram in place, without the
-    /// replay check (see `accept`). Checks the length, the SPI, the ICV,
-    /// then the padding (RFC 4303 §2.4) and the next header. On an error
+    /// Authenticates and decrypts an ESP datagram in place, with the replay
+    /// pre-check but not the replay check itself (see `accept`). Checks the
+    /// length, the SPI, that the sequence number is not already refused,
+    /// the ICV, then the padding (RFC 4303 §2.4) and the next header. On an error
     /// after the length and SPI checks the datagram's bytes may have been
     /// changed and must be dropped.
     pub fn open(&self, datagram: &mut [u8]) -> Result<Opened, Error> {
@@ -119,6 +125,11 @@ impl InboundSa {
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .map(u32::from_be_bytes)
             .ok_or(Error::Malformed)?;
+        if let Ok(window) = self.replay.try_lock() {
+            if !window.might_accept(u64::from(seq)) {
+                return Err(Error::Replayed);
+            }
+        }
         match &self.opener {
             Opener::Gcm(g) => g.open(datagram)?,
             Opener::Cbc(c) => c.open(datagram)?,
@@ -307,6 +318,45 @@ mod tests {
         assert!(!inb.might_accept(5));
         assert!(inb.might_accept(4));
         assert_eq!(inb.accept(0), Err(Error::Replayed), "seq 0 is never valid");
+    }
+
+    #[test]
+    fn a_replayed_or_too_old_datagram_is_refused_before_its_icv_is_checked() {
+        for cipher in Cipher::ALL {
+            let (out, inb) = pair(cipher);
+            let first = sealed(&out, 5, &ipv4(60));
+            inb.decrypt(&mut first.clone()).unwrap();
+            // The same sequence number with a broken ICV: were the ICV checked
+            // first this would be an authentication failure.
+            let mut forged = first.clone();
+            *forged.last_mut().unwrap() ^= 1;
+            assert_eq!(inb.open(&mut forged), Err(Error::Replayed), "{cipher}: duplicate");
+            let far = 5 + crate::replay::WINDOW_SIZE + 10;
+            inb.decrypt(&mut sealed(&out, far, &ipv4(60))).unwrap();
+            let mut old = sealed(&out, 6, &ipv4(60));
+            *old.last_mut().unwrap() ^= 1;
+            assert_eq!(inb.open(&mut old), Err(Error::Replayed), "{cipher}: left of the window");
+            // A fresh number still has its ICV checked, and a forged one does
+            // not move the window: the genuine packet of that number opens.
+            let genuine = sealed(&out, far + 1, &ipv4(60));
+            let mut bad = genuine.clone();
+            *bad.last_mut().unwrap() ^= 1;
+            assert_eq!(inb.open(&mut bad), Err(Error::Authentication), "{cipher}");
+            assert!(inb.decrypt(&mut genuine.clone()).is_ok(), "{cipher}");
+        }
+    }
+
+    #[test]
+    fn the_pre_check_does_not_wait_for_the_drain() {
+        let (out, inb) = pair(Cipher::AesGcm16 { key_bits: 256 });
+        let first = sealed(&out, 5, &ipv4(60));
+        inb.decrypt(&mut first.clone()).unwrap();
+        // With the window held (the drain mid-accept), open skips the
+        // pre-check instead of blocking; the ICV and `accept` still decide.
+        let held = inb.replay.lock().unwrap();
+        assert!(inb.open(&mut first.clone()).is_ok());
+        drop(held);
+        assert_eq!(inb.decrypt(&mut first.clone()), Err(Error::Replayed));
     }
 
     #[test]
