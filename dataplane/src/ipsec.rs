@@ -158,7 +158,7 @@ impl Protocol for Ipsec {
         if datagram.len() > 4 && datagram[..4] == [0, 0, 0, 0] {
             let local = local.unwrap_or_else(|| crate::udp::unspecified_for(remote));
             let local = SocketAddr::new(local, sock.local_port());
-            if !iface.ipsec.request(Request::Ike { local, remote, data: datagram[4..].to_vec() }) {
+            if !iface.ipsec.ike_message(local, remote, &datagram[4..]) {
                 iface.refuse(remote, Drop::StagedQueueFull);
             }
         } else if datagram != [0xff] {

@@ -4,8 +4,8 @@
 //! IKE on the control plane installs and removes SAs here, the way an
 //! IKE daemon feeds a kernel's SA table.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -18,6 +18,12 @@ use crate::peer::PeerState;
 /// many waiting: beyond it new ones are dropped (IKE retransmits, and a
 /// negotiation request is repeated by the next packet).
 const MAX_REQUESTS: usize = 1024;
+/// Of those, how many may be IKE messages from addresses no IPsec peer is
+/// known at. Anyone can send IKE to port 4500 from any address, before
+/// any check of who it is (that is IKE's, on the control plane): without
+/// this share a flood of such messages would fill the queue, and the
+/// peers' own messages and the data plane's requests would be dropped.
+const MAX_STRANGER_MESSAGES: usize = MAX_REQUESTS / 2;
 
 /// When a new child SA may carry outbound traffic (RFC 7296 §2.8): the
 /// peer must have installed its inbound half first.
@@ -51,6 +57,14 @@ pub enum Request {
     Rekey { spi_in: u32 },
 }
 
+/// The requests waiting for IKE, and how many of them are messages from
+/// strangers (`MAX_STRANGER_MESSAGES`).
+#[derive(Default)]
+struct Requests {
+    queue: VecDeque<Request>,
+    strangers: usize,
+}
+
 /// The interface's IPsec state shared by the workers and the control plane.
 #[derive(Default)]
 pub struct IpsecTable {
@@ -62,7 +76,10 @@ pub struct IpsecTable {
     by_spi: ArcSwap<BySpi>,
     /// Serialises SPI table changes.
     writer: Mutex<()>,
-    requests: Mutex<VecDeque<Request>>,
+    requests: Mutex<Requests>,
+    /// Where the IPsec peers' endpoints resolved to (canonical addresses),
+    /// kept by IKE: their messages are not held to the strangers' share.
+    ike_sources: ArcSwap<HashSet<IpAddr>>,
     /// Rung after a request is queued (the control plane's wake-up).
     doorbell: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
@@ -174,20 +191,97 @@ impl IpsecTable {
 
     /// Takes the waiting requests.
     pub fn take_requests(&self) -> VecDeque<Request> {
-        std::mem::take(&mut *lock(&self.requests))
+        std::mem::take(&mut *lock(&self.requests)).queue
+    }
+
+    /// Sets the addresses the IPsec peers' endpoints resolved to; IKE
+    /// messages from them may fill the whole request queue.
+    pub fn set_ike_sources(&self, addrs: impl IntoIterator<Item = IpAddr>) {
+        self.ike_sources.store(Arc::new(addrs.into_iter().map(|a| a.to_canonical()).collect()));
+    }
+
+    /// Whether IKE messages from `ip` count as a peer's (`set_ike_sources`).
+    pub fn is_ike_source(&self, ip: IpAddr) -> bool {
+        self.ike_sources.load().contains(&ip.to_canonical())
+    }
+
+    /// Queues an IKE message that arrived on a data-plane socket, copied
+    /// only when there is room for it. False when it was dropped.
+    pub(crate) fn ike_message(&self, local: SocketAddr, remote: SocketAddr, data: &[u8]) -> bool {
+        let stranger = !self.is_ike_source(remote.ip());
+        {
+            let mut r = lock(&self.requests);
+            if r.queue.len() >= MAX_REQUESTS || (stranger && r.strangers >= MAX_STRANGER_MESSAGES) {
+                return false;
+            }
+            r.strangers += usize::from(stranger);
+            r.queue.push_back(Request::Ike { local, remote, data: data.to_vec() });
+        }
+        self.ring();
+        true
     }
 
     pub(crate) fn request(&self, r: Request) -> bool {
         {
             let mut q = lock(&self.requests);
-            if q.len() >= MAX_REQUESTS {
+            if q.queue.len() >= MAX_REQUESTS {
                 return false;
             }
-            q.push_back(r);
+            q.queue.push_back(r);
         }
+        self.ring();
+        true
+    }
+
+    fn ring(&self) {
         if let Some(ring) = &*lock(&self.doorbell) {
             ring();
         }
-        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(q: &VecDeque<Request>) -> (usize, usize) {
+        let ike = q.iter().filter(|r| matches!(r, Request::Ike { .. })).count();
+        (ike, q.len() - ike)
+    }
+
+    #[test]
+    fn strangers_fill_only_their_share_and_peers_and_the_data_plane_still_get_in() {
+        let t = IpsecTable::default();
+        let local: SocketAddr = "198.18.0.1:4500".parse().unwrap();
+        let peer: SocketAddr = "198.18.0.2:4500".parse().unwrap();
+        t.set_ike_sources(["198.18.0.2".parse().unwrap()]);
+        let mut admitted = 0;
+        for i in 0..MAX_REQUESTS {
+            let stranger = SocketAddr::new(IpAddr::from([198, 19, (i >> 8) as u8, i as u8]), 4500);
+            admitted += usize::from(t.ike_message(local, stranger, &[0; 28]));
+        }
+        assert_eq!(admitted, MAX_STRANGER_MESSAGES);
+        // The peer's address, also written as an IPv4-mapped IPv6 one, as a
+        // dual-stack socket may report it.
+        assert!(t.ike_message(local, peer, &[1; 28]));
+        assert!(t.ike_message(local, "[::ffff:198.18.0.2]:4500".parse().unwrap(), &[1; 28]));
+        assert!(t.request(Request::Negotiate("site-b".into())));
+        let q = t.take_requests();
+        assert_eq!(count(&q), (MAX_STRANGER_MESSAGES + 2, 1));
+        // Taking the queue gives the strangers their share again.
+        assert!(t.ike_message(local, "198.19.9.9:4500".parse().unwrap(), &[0; 28]));
+    }
+
+    #[test]
+    fn the_whole_queue_is_bounded_for_everyone() {
+        let t = IpsecTable::default();
+        let local: SocketAddr = "198.18.0.1:4500".parse().unwrap();
+        let peer: SocketAddr = "198.18.0.2:4500".parse().unwrap();
+        t.set_ike_sources([peer.ip()]);
+        let admitted = (0..MAX_REQUESTS + 10).filter(|_| t.ike_message(local, peer, &[0; 28])).count();
+        assert_eq!(admitted, MAX_REQUESTS);
+        assert!(!t.request(Request::Rekey { spi_in: 1 }));
+        assert!(!t.ike_message(local, "198.19.0.1:4500".parse().unwrap(), &[0; 28]));
+        assert_eq!(t.take_requests().len(), MAX_REQUESTS);
     }
 }

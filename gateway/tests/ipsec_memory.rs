@@ -185,6 +185,30 @@ fn ike_negotiates_and_esp_carries_packets_both_ways() {
     }
 }
 
+/// The data plane holds IKE messages from strangers on port 4500 to a
+/// share of its queue; it learns from IKE which addresses are the peers'.
+#[test]
+fn the_data_plane_knows_the_peers_addresses_for_its_ike_queue() {
+    let net = MemNet::new();
+    let (a, b) = (Site::new(&net, 1), Site::new(&net, 2));
+    let ike = "aes256gcm16-prfsha256-x25519";
+    // Site 2 answers site 1 from any address: it learns the address only
+    // from the SA.
+    let mut open_b = b.config(&a, Duration::from_secs(3600), ike, "aes256gcm16");
+    open_b.ipsec_peers[0].endpoints.clear();
+    b.apply(&open_b);
+    assert!(!b.gw.ipsec.is_ike_source(a.ip));
+    a.apply(&a.config(&b, Duration::from_secs(3600), ike, "aes256gcm16"));
+    assert!(a.gw.ipsec.is_ike_source(b.ip), "a configured endpoint counts at once");
+    assert!(!a.gw.ipsec.is_ike_source("198.18.0.9".parse().unwrap()));
+    wait_for_sa(&a, &b);
+    assert!(b.gw.ipsec.is_ike_source(a.ip), "the negotiated address of a peer without endpoints");
+    let mut none = a.config(&b, Duration::from_secs(3600), ike, "aes256gcm16");
+    none.ipsec_peers.clear();
+    a.apply(&none);
+    assert!(!a.gw.ipsec.is_ike_source(b.ip), "a removed peer's address no longer counts");
+}
+
 #[test]
 fn a_child_sa_rekey_under_traffic_loses_nothing() {
     let net = MemNet::new();

@@ -57,6 +57,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Tells the data plane where the IPsec peers are, so that IKE messages
+/// from there are not held to the share of strangers in its request queue
+/// (`IpsecTable::set_ike_sources`): every endpoint's resolved addresses,
+/// and for a peer configured without endpoints the address its SAs were
+/// last negotiated with.
+fn publish_sources(iface: &Interface, plans: &HashMap<String, Plan>) {
+    let negotiated = |name: &str| iface.ipsec.peer(name).and_then(|ps| ps.endpoint()).map(|e| e.addr.ip());
+    iface.ipsec.set_ike_sources(plans.iter().flat_map(|(name, p)| {
+        let any_address = p.config.endpoints.is_empty();
+        p.addrs.iter().copied().chain(any_address.then(|| negotiated(name)).flatten())
+    }));
+}
+
 /// What the driver keeps per configured peer beside the core's state.
 struct Plan {
     config: IpsecPeer,
@@ -197,6 +210,7 @@ impl Ike {
                     failure_log: None,
                 },
             );
+            publish_sources(&self.shared.iface, &plans);
         }
         self.shared.iface.add_ipsec_peer(&name);
         self.ring();
@@ -221,7 +235,11 @@ impl Ike {
     /// Removes a peer: its IKE SA is deleted (the peer is told) and its
     /// child SAs leave the data plane.
     pub fn remove_peer(&self, name: &str) {
-        lock(&self.shared.plans).remove(name);
+        {
+            let mut plans = lock(&self.shared.plans);
+            plans.remove(name);
+            publish_sources(&self.shared.iface, &plans);
+        }
         lock(&self.shared.core).remove_peer(&PeerId(name.to_string()), Instant::now());
         if let Some(peer) = self.shared.iface.remove_ipsec_peer(name) {
             tracing::info!(peer = %peer.name(), "IPsec peer removed");
@@ -471,8 +489,14 @@ fn apply(s: &Shared, event: Event) {
                 ChildSend::Never => SendOn::Never,
             };
             s.iface.ipsec.install_child(&ps, sa, send);
-            if let Some(p) = lock(&s.plans).get_mut(&peer.0) {
-                p.child_retry.installed();
+            {
+                let mut plans = lock(&s.plans);
+                if plans.get(&peer.0).is_some_and(|p| p.config.endpoints.is_empty()) {
+                    publish_sources(&s.iface, &plans);
+                }
+                if let Some(p) = plans.get_mut(&peer.0) {
+                    p.child_retry.installed();
+                }
             }
             tracing::info!(
                 peer = %peer,

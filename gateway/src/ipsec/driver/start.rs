@@ -50,6 +50,7 @@ impl ChildRetry {
 pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
     let mut plans = lock(&s.plans);
     let mut core = lock(&s.core);
+    let mut moved = false;
     for (name, plan) in plans.iter_mut() {
         let id = PeerId(name.clone());
         // One status per peer and round (it copies the peer's SAs).
@@ -100,6 +101,7 @@ pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
                         // The names now say where the peer is; its IKE is
                         // taken from there (set_peer keeps the SAs).
                         plan.addrs = addrs;
+                        moved = true;
                         core.set_peer(
                             id.clone(),
                             convert::peer_config(&plan.config, plan.addrs.clone(), plan.raw),
@@ -127,6 +129,9 @@ pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
         core.connect(&id, remote, local_address_towards(remote), now);
         plan.wanted = false;
         plan.next_try = plan.config.initiate.then_some(now + RETRY_AFTER);
+    }
+    if moved {
+        super::publish_sources(&s.iface, &plans);
     }
 }
 
