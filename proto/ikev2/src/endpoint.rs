@@ -36,6 +36,15 @@ use crate::wire::message::Message;
 /// [`Endpoint::set_cookie_threshold`] says otherwise.
 pub const DEFAULT_COOKIE_THRESHOLD: usize = 64;
 
+/// Half-open IKE SAs kept at most: past this, the oldest makes way for a
+/// new one. Cookies stop spoofed requests from making them, but not
+/// requests from a host that can answer (anyone, when a peer is
+/// configured without endpoints), and each holds its request, up to 64 KiB,
+/// for 30 s: this bounds that memory at 64 MiB. Taking the oldest rather
+/// than refusing the newest means a flood must make this many in one
+/// round trip of a genuine initiator to push it out.
+pub const MAX_HALF_OPEN: usize = 1024;
+
 /// A failed or dead IKE SA of a peer that initiates is started again after this.
 pub const RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
@@ -50,6 +59,8 @@ pub struct Endpoint {
     pub(crate) cookies: Cookies,
     /// The latest `now` we were given, for ages in [`Endpoint::status`].
     pub(crate) clock: Option<Instant>,
+    /// `MAX_HALF_OPEN`, lowered by tests.
+    pub(crate) max_half_open: usize,
 }
 
 /// Whether an IKE SA stands for its peer: one we started, or one the peer
@@ -73,6 +84,7 @@ impl Endpoint {
             init_index: HashMap::new(),
             cookies: Cookies { secret, threshold: DEFAULT_COOKIE_THRESHOLD, rotated_at: None, window: None },
             clock: None,
+            max_half_open: MAX_HALF_OPEN,
         }
     }
 
@@ -269,6 +281,13 @@ impl Endpoint {
         let from = (peer_id, &peer.cfg);
         let new = sa_init::respond_init(&mut self.io, &self.cookies, load, from, now, local, remote, data, msg);
         if let Some(sa) = new {
+            if half_open >= self.max_half_open {
+                let oldest =
+                    self.sas.iter().filter(|(_, s)| s.state == SaState::InitReplied).min_by_key(|(_, s)| s.created);
+                if let Some(spi) = oldest.map(|(spi, _)| *spi) {
+                    self.destroy(spi, now);
+                }
+            }
             let spi_r = sa.spi_r;
             self.init_index.insert((h.spi_i, remote), spi_r);
             self.sas.insert(spi_r, sa);

@@ -239,3 +239,23 @@ fn many_new_requests_in_a_second_bring_cookies_even_without_half_open_sas() {
     let first = late.log.iter().find(|(s, _)| *s == Side::B).map(|(_, t)| notifies(&t.data)).expect("B answered");
     assert!(!first.contains(&n::COOKIE), "{first:?}");
 }
+
+#[test]
+fn past_the_half_open_limit_the_oldest_half_open_sa_makes_way() {
+    let cfg = config_a();
+    let mut n = Net::new(cfg.clone(), mirror(&cfg));
+    n.b.max_half_open = 3;
+    for seed in 0..3 {
+        stray_init(&mut n, 300 + seed);
+        n.now += Duration::from_millis(10);
+    }
+    let oldest = n.b.sas.iter().min_by_key(|(_, s)| s.created).map(|(spi, _)| *spi).unwrap();
+    assert_eq!(half_open(&n.b), 3);
+    stray_init(&mut n, 310);
+    assert_eq!(half_open(&n.b), 3, "never more than the limit");
+    assert!(!n.b.sas.contains_key(&oldest), "the oldest went");
+    assert_eq!(n.b.init_index.len(), 3, "and its retransmission entry with it");
+    // A genuine initiator arriving at the limit still gets through.
+    n.connect();
+    assert_eq!((n.ike_ups(Side::A), n.ike_ups(Side::B)), (1, 1));
+}
