@@ -23,6 +23,7 @@ use crate::types::{
     Encap, Endpoint, Identity, IpsecPeer, Psk, DEFAULT_CHILD_LIFETIME, DEFAULT_DPD_INTERVAL, DEFAULT_FAILOVER_AFTER,
     DEFAULT_IKE_LIFETIME, DEFAULT_NAT_KEEPALIVE, IKE_PORT, MIN_PSK_LEN,
 };
+use crate::validate::EndpointError;
 
 /// Decodes a PSK file's text the way strongSwan's secrets do: `0x` hex,
 /// `0s` base64, or else the text itself (without its trailing newline).
@@ -54,13 +55,13 @@ fn decode_psk(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
 }
 
 /// An IKE endpoint: host:port, or a host alone for port 500.
-fn ike_endpoint(text: &str) -> Result<Endpoint, String> {
+fn ike_endpoint(text: &str) -> Result<Endpoint, EndpointError> {
     let t = text.trim();
     // An address alone means port 500; an IPv6 one may be bracketed.
     let bracketed = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')).map(|r| r.parse::<std::net::Ipv6Addr>());
     let ip = match bracketed {
         Some(Ok(v6)) => Some(IpAddr::V6(v6)),
-        Some(Err(_)) => return Err(format!("{t}: brackets hold an IPv6 address")),
+        Some(Err(_)) => return Err(EndpointError::NotV6InBrackets(t.to_string())),
         None => t.parse::<IpAddr>().ok(),
     };
     if let Some(ip) = ip {

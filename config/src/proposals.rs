@@ -101,60 +101,78 @@ struct Pieces {
     group: Option<DhGroup>,
 }
 
-fn pieces(text: &str) -> Result<Pieces, String> {
+/// A proposal refused; its text names the proposal and what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposalError {
+    #[error("unknown algorithm \"{algorithm}\" in \"{text}\"; {KNOWN}")]
+    Unknown { algorithm: String, text: String },
+    #[error("\"{0}\" names two algorithms of one kind; write each alternative as its own proposal")]
+    Twice(String),
+    #[error("\"{0}\" has no encryption algorithm (aes256gcm16, aes256, ...)")]
+    NoEncryption(String),
+    #[error("\"{0}\": AES-GCM authenticates by itself; drop the integrity algorithm")]
+    GcmWithIntegrity(String),
+    #[error("\"{0}\": AES-CBC needs an integrity algorithm, such as sha256")]
+    CbcWithoutIntegrity(String),
+    #[error("\"{0}\" has no PRF: add prfsha256 or prfsha384")]
+    NoPrf(String),
+    #[error("\"{0}\" has no Diffie-Hellman group (x25519, ecp256, ecp384, modp2048)")]
+    NoGroup(String),
+    #[error("\"{0}\": an ESP proposal has no PRF (that belongs to the IKE proposal)")]
+    PrfInEsp(String),
+}
+
+fn pieces(text: &str) -> Result<Pieces, ProposalError> {
     let mut p = Pieces::default();
     for t in text.trim().to_ascii_lowercase().split('-') {
-        let twice = match token(t).ok_or_else(|| format!("unknown algorithm \"{t}\" in \"{text}\"; {KNOWN}"))? {
+        let unknown = || ProposalError::Unknown { algorithm: t.to_string(), text: text.to_string() };
+        let twice = match token(t).ok_or_else(unknown)? {
             Token::Encryption(e) => p.encryption.replace(e).is_some(),
             Token::Integrity(i) => p.integrity.replace(i).is_some(),
             Token::Prf(f) => p.prf.replace(f).is_some(),
             Token::Group(g) => p.group.replace(g).is_some(),
         };
         if twice {
-            return Err(format!(
-                "\"{text}\" names two algorithms of one kind; write each alternative as its own proposal"
-            ));
+            return Err(ProposalError::Twice(text.to_string()));
         }
     }
     let Some(e) = p.encryption else {
-        return Err(format!("\"{text}\" has no encryption algorithm (aes256gcm16, aes256, ...)"));
+        return Err(ProposalError::NoEncryption(text.to_string()));
     };
     match (e.is_aead(), p.integrity) {
-        (true, Some(_)) => {
-            return Err(format!("\"{text}\": AES-GCM authenticates by itself; drop the integrity algorithm"))
-        }
-        (false, None) => return Err(format!("\"{text}\": AES-CBC needs an integrity algorithm, such as sha256")),
+        (true, Some(_)) => return Err(ProposalError::GcmWithIntegrity(text.to_string())),
+        (false, None) => return Err(ProposalError::CbcWithoutIntegrity(text.to_string())),
         _ => {}
     }
     Ok(p)
 }
 
 impl std::str::FromStr for IkeProposal {
-    type Err = String;
+    type Err = ProposalError;
 
-    fn from_str(text: &str) -> Result<IkeProposal, String> {
+    fn from_str(text: &str) -> Result<IkeProposal, ProposalError> {
         let p = pieces(text)?;
         // strongSwan takes the PRF from the integrity algorithm when none
         // is named; so does Causeway, for aes256-sha256-modp2048.
         let prf = match (p.prf, p.integrity) {
             (Some(f), _) => f,
             (None, Some(Integrity::HmacSha256_128)) => Prf::HmacSha256,
-            (None, None) => return Err(format!("\"{text}\" has no PRF: add prfsha256 or prfsha384")),
+            (None, None) => return Err(ProposalError::NoPrf(text.to_string())),
         };
         let Some(group) = p.group else {
-            return Err(format!("\"{text}\" has no Diffie-Hellman group (x25519, ecp256, ecp384, modp2048)"));
+            return Err(ProposalError::NoGroup(text.to_string()));
         };
         Ok(IkeProposal { encryption: p.encryption.expect("checked in pieces"), prf, integrity: p.integrity, group })
     }
 }
 
 impl std::str::FromStr for EspProposal {
-    type Err = String;
+    type Err = ProposalError;
 
-    fn from_str(text: &str) -> Result<EspProposal, String> {
+    fn from_str(text: &str) -> Result<EspProposal, ProposalError> {
         let p = pieces(text)?;
         if p.prf.is_some() {
-            return Err(format!("\"{text}\": an ESP proposal has no PRF (that belongs to the IKE proposal)"));
+            return Err(ProposalError::PrfInEsp(text.to_string()));
         }
         Ok(EspProposal { encryption: p.encryption.expect("checked in pieces"), integrity: p.integrity, group: p.group })
     }
@@ -246,18 +264,22 @@ mod tests {
 
     #[test]
     fn mistakes_are_explained() {
-        let e = "aes256gcm16-prfsha256-modp1024".parse::<IkeProposal>().unwrap_err();
+        let e = "aes256gcm16-prfsha256-modp1024".parse::<IkeProposal>().unwrap_err().to_string();
         assert!(e.contains("unknown algorithm \"modp1024\"") && e.contains("known:"), "{e}");
-        let e = "aes256gcm16-sha256-prfsha256-x25519".parse::<IkeProposal>().unwrap_err();
+        let e = "aes256gcm16-sha256-prfsha256-x25519".parse::<IkeProposal>().unwrap_err().to_string();
         assert!(e.contains("authenticates by itself"), "{e}");
-        let e = "aes256-prfsha256-x25519".parse::<IkeProposal>().unwrap_err();
+        let e = "aes256-prfsha256-x25519".parse::<IkeProposal>().unwrap_err().to_string();
         assert!(e.contains("needs an integrity algorithm"), "{e}");
-        let e = "aes256gcm16-prfsha256".parse::<IkeProposal>().unwrap_err();
+        let e = "aes256gcm16-prfsha256".parse::<IkeProposal>().unwrap_err().to_string();
         assert!(e.contains("no Diffie-Hellman group"), "{e}");
-        let e = "aes256gcm16-prfsha256".parse::<EspProposal>().unwrap_err();
+        let e = "aes256gcm16-prfsha256".parse::<EspProposal>().unwrap_err().to_string();
         assert!(e.contains("no PRF"), "{e}");
-        let e = "aes256gcm16-aes128gcm16".parse::<EspProposal>().unwrap_err();
+        let e = "aes256gcm16-aes128gcm16".parse::<EspProposal>().unwrap_err().to_string();
         assert!(e.contains("two algorithms of one kind"), "{e}");
+        let e = "aes256gcm16-prfsha256-modp1024".parse::<IkeProposal>().unwrap_err();
+        let unknown =
+            ProposalError::Unknown { algorithm: "modp1024".into(), text: "aes256gcm16-prfsha256-modp1024".into() };
+        assert_eq!(e, unknown, "the algorithm refused and the proposal it was in");
     }
 
     #[test]

@@ -220,10 +220,15 @@ pub enum Identity {
     Email(String),
 }
 
-impl std::str::FromStr for Identity {
-    type Err = String;
+/// Text that is not an IKE identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("\"{0}\" is not an IKE identity: expected an IP address, a host name (gw1.dc-east.example) or user@domain")]
+pub struct IdentityError(pub String);
 
-    fn from_str(text: &str) -> Result<Identity, String> {
+impl std::str::FromStr for Identity {
+    type Err = IdentityError;
+
+    fn from_str(text: &str) -> Result<Identity, IdentityError> {
         let text = text.trim();
         if let Ok(a) = text.parse::<IpAddr>() {
             return Ok(Identity::Address(a));
@@ -231,10 +236,7 @@ impl std::str::FromStr for Identity {
         let fqdn = text.strip_prefix('@').unwrap_or(text);
         let ok = |s: &str| !s.is_empty() && s.len() <= 253 && s.chars().all(|c| c.is_ascii_graphic());
         if !ok(fqdn) {
-            return Err(format!(
-                "\"{text}\" is not an IKE identity: expected an IP address, a host name (gw1.dc-east.example) or \
-                 user@domain"
-            ));
+            return Err(IdentityError(text.to_string()));
         }
         if !text.starts_with('@') && fqdn.contains('@') {
             Ok(Identity::Email(fqdn.to_string()))

@@ -24,20 +24,37 @@ use crate::types::{
 };
 use crate::ConfigError;
 
-impl std::str::FromStr for Endpoint {
-    type Err = String;
+const ENDPOINT_HINT: &str =
+    "expected host:port, such as 198.18.0.2:51820, [fd00::2]:51820 or gw1.dc-east.example:51820";
 
-    fn from_str(text: &str) -> Result<Endpoint, String> {
+/// An endpoint refused; its text says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("\"{0}\" has no port; {ENDPOINT_HINT}")]
+    NoPort(String),
+    #[error("\"{0}\" is not a port number; {ENDPOINT_HINT}")]
+    Port(String),
+    #[error("an IPv6 endpoint needs brackets: [{host}]:{port}")]
+    Brackets { host: String, port: u16 },
+    #[error("\"{0}\" is neither an IP address nor a DNS name; {ENDPOINT_HINT}")]
+    Host(String),
+    #[error("{0}: brackets hold an IPv6 address")]
+    NotV6InBrackets(String),
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = EndpointError;
+
+    fn from_str(text: &str) -> Result<Endpoint, EndpointError> {
         let text = text.trim();
         if let Ok(a) = text.parse::<SocketAddr>() {
             return Ok(Endpoint::Addr(a));
         }
-        let hint = "expected host:port, such as 198.18.0.2:51820, [fd00::2]:51820 or gw1.dc-east.example:51820";
         let Some((host, port)) = text.rsplit_once(':') else {
-            return Err(format!("\"{text}\" has no port; {hint}"));
+            return Err(EndpointError::NoPort(text.to_string()));
         };
         let Ok(port) = port.parse::<u16>() else {
-            return Err(format!("\"{port}\" is not a port number; {hint}"));
+            return Err(EndpointError::Port(port.to_string()));
         };
         let valid_label = |l: &str| {
             !l.is_empty()
@@ -46,10 +63,10 @@ impl std::str::FromStr for Endpoint {
                 && !l.starts_with('-')
         };
         if host.contains(':') {
-            return Err(format!("an IPv6 endpoint needs brackets: [{host}]:{port}"));
+            return Err(EndpointError::Brackets { host: host.to_string(), port });
         }
         if host.len() > 253 || !host.trim_end_matches('.').split('.').all(valid_label) {
-            return Err(format!("\"{host}\" is neither an IP address nor a DNS name; {hint}"));
+            return Err(EndpointError::Host(host.to_string()));
         }
         Ok(Endpoint::Host { host: host.to_string(), port })
     }
@@ -750,6 +767,11 @@ mod tests {
         assert!(p("fd00::2:51820")[0].contains("needs brackets"));
         assert!(p("bad_host!:1")[0].contains("neither an IP address nor a DNS name"));
         assert!(parse(&src("gw-1.dc.example.:51820")).is_ok());
+        assert_eq!(
+            "fd00::2:51820".parse::<Endpoint>(),
+            Err(EndpointError::Brackets { host: "fd00::2".into(), port: 51820 })
+        );
+        assert_eq!("198.18.0.2".parse::<Endpoint>(), Err(EndpointError::NoPort("198.18.0.2".into())));
     }
 
     #[test]

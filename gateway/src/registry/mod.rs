@@ -54,6 +54,24 @@ pub enum RegistryError {
     Start(#[source] std::io::Error),
 }
 
+/// Why an operator's change to the registry (`SiteChange`) was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("the registry client has stopped")]
+    Stopped,
+    #[error("the registry did not answer in {0} s")]
+    NoAnswer(u64),
+    #[error("the registry is unreachable ({0}); nothing was changed")]
+    Unreachable(String),
+    #[error("this gateway is not registered in any site")]
+    NotRegistered,
+    #[error("no site {0} in the registry")]
+    NoSuchSite(String),
+    /// The store failed while carrying it out: the client reconnects.
+    #[error("store: {0}")]
+    Store(String),
+}
+
 /// This gateway's place in the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -74,7 +92,7 @@ pub enum SiteChange {
 }
 
 enum Command {
-    Site(SiteChange, std::sync::mpsc::Sender<Result<String, String>>),
+    Site(SiteChange, std::sync::mpsc::Sender<Result<String, ChangeError>>),
     /// What the record says changed (a reload's new key or address).
     Republish,
     Stop,
@@ -316,11 +334,10 @@ impl Registry {
 
     /// Carries out an operator's change; the answer says what was done,
     /// or why not.
-    pub fn request(&self, change: SiteChange) -> Result<String, String> {
+    pub fn request(&self, change: SiteChange) -> Result<String, ChangeError> {
         let (tx, rx) = std::sync::mpsc::channel();
-        self.commands.send(Command::Site(change, tx)).map_err(|_| "the registry client has stopped".to_string())?;
-        rx.recv_timeout(REQUEST_PATIENCE)
-            .map_err(|_| format!("the registry did not answer in {} s", REQUEST_PATIENCE.as_secs()))?
+        self.commands.send(Command::Site(change, tx)).map_err(|_| ChangeError::Stopped)?;
+        rx.recv_timeout(REQUEST_PATIENCE).map_err(|_| ChangeError::NoAnswer(REQUEST_PATIENCE.as_secs()))?
     }
 
     /// Withdraws this gateway's record (revoking its lease) and stops the

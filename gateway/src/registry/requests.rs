@@ -68,7 +68,7 @@ pub fn answer(gw: &Gateway, req: &Request) -> Result<String, ApiError> {
         SiteChange::Set(site, prefixes) => check_overlap(gw, site, prefixes)?,
         _ => {}
     }
-    registry.request(change).map_err(ApiError::Registry)
+    registry.request(change).map_err(|e| ApiError::Registry(e.to_string()))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::record::{self, Member};
 use super::store::{self, timed, Credentials};
-use super::{lock, Command, Shared, SiteChange, View};
+use super::{lock, ChangeError, Command, Shared, SiteChange, View};
 
 /// First retry after a failure, and the longest wait between retries.
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -94,7 +94,7 @@ async fn run(shared: Arc<Shared>, creds: Credentials, mut commands: UnboundedRec
                     // The next session publishes what the state says.
                     Some(Command::Republish) => {}
                     Some(Command::Site(_, reply)) => {
-                        let _ = reply.send(Err(format!("the registry is unreachable ({error}); nothing was changed")));
+                        let _ = reply.send(Err(ChangeError::Unreachable(error.to_string())));
                     }
                 },
             }
@@ -187,7 +187,10 @@ async fn session(
                 Some(Command::Republish) => own.publish(shared, &mut client, id).await?,
                 Some(Command::Site(change, reply)) => {
                     let answer = change_site(shared, &mut client, &mut own, id, change).await;
-                    let failed = answer.as_ref().err().filter(|e| e.starts_with("store: ")).cloned();
+                    let failed = match &answer {
+                        Err(ChangeError::Store(e)) => Some(e.clone()),
+                        _ => None,
+                    };
                     let _ = reply.send(answer);
                     if let Some(e) = failed {
                         return Err(e);
@@ -323,15 +326,15 @@ impl Own {
     }
 }
 
-/// `tunctl site ...`. An error starting "store: " ended the session too.
+/// `tunctl site ...`. A `ChangeError::Store` ends the session too.
 async fn change_site(
     shared: &Arc<Shared>,
     client: &mut Client,
     own: &mut Own,
     lease: i64,
     change: SiteChange,
-) -> Result<String, String> {
-    let store = |e: String| format!("store: {e}");
+) -> Result<String, ChangeError> {
+    let store = ChangeError::Store;
     let identity = shared.identity();
     match change {
         SiteChange::Join(site) => {
@@ -355,7 +358,7 @@ async fn change_site(
         }
         SiteChange::Leave => {
             if !identity.registered {
-                return Err("this gateway is not registered in any site".into());
+                return Err(ChangeError::NotRegistered);
             }
             {
                 let mut st = lock(&shared.state);
@@ -380,7 +383,7 @@ async fn change_site(
             let key = shared.layout.site(&site);
             let gone = timed("removing the site", client.delete(key, None)).await.map_err(store)?;
             if gone.deleted() == 0 {
-                return Err(format!("no site {site} in the registry"));
+                return Err(ChangeError::NoSuchSite(site));
             }
             Ok(format!("removed site {site} (its gateways' records stay until they leave)"))
         }

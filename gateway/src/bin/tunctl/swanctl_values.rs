@@ -106,7 +106,7 @@ pub fn identity(text: &str) -> Result<Id, String> {
     if text.contains('*') {
         return Err(format!("\"{t}\" is a wildcard; Causeway needs the one identity the peer uses"));
     }
-    text.parse::<Identity>().map(Id::Exact)
+    text.parse::<Identity>().map(Id::Exact).map_err(|e| e.to_string())
 }
 
 /// The text Causeway reads back as exactly this identity.
@@ -202,7 +202,8 @@ pub fn proposals(text: &str, kind: Kind) -> Result<Option<Vec<String>>, String> 
                 let parsed = match kind {
                     Kind::Ike => read.parse::<IkeProposal>().map(|p| p.to_string()),
                     Kind::Esp => read.parse::<EspProposal>().map(|p| p.to_string()),
-                };
+                }
+                .map_err(|e| e.to_string());
                 // Causeway's message quotes what it parsed; name what was written too.
                 vec![parsed.map_err(|e| if read == item { e } else { format!("{e} (from \"{item}\")") })?]
             }
