@@ -19,11 +19,11 @@ use crate::prefix::parse_allowed_ip;
 use crate::proposals::{default_esp_proposals, default_ike_proposals, EspProposal, IkeProposal};
 use crate::rules;
 use crate::schema::RawPeer;
+use crate::types::EndpointError;
 use crate::types::{
     Encap, Endpoint, Identity, IpsecPeer, Psk, DEFAULT_CHILD_LIFETIME, DEFAULT_DPD_INTERVAL, DEFAULT_FAILOVER_AFTER,
     DEFAULT_IKE_LIFETIME, DEFAULT_NAT_KEEPALIVE, IKE_PORT, MIN_PSK_LEN,
 };
-use crate::validate::EndpointError;
 
 /// Decodes a PSK file's text the way strongSwan's secrets do: `0x` hex,
 /// `0s` base64, or else the text itself (without its trailing newline).

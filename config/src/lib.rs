@@ -34,10 +34,9 @@ pub use types::{
     DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT, DEFAULT_MTU, DEFAULT_MTU_IPSEC, MAX_MTU, MIN_MTU,
 };
 pub use types::{
-    Encap, Identity, IdentityError, IpsecPeer, Psk, DEFAULT_CHILD_LIFETIME, DEFAULT_DPD_INTERVAL, DEFAULT_IKE_LIFETIME,
-    DEFAULT_NAT_KEEPALIVE, IKE_PORT, NAT_T_PORT,
+    Encap, EndpointError, Identity, IdentityError, IpsecPeer, Psk, DEFAULT_CHILD_LIFETIME, DEFAULT_DPD_INTERVAL,
+    DEFAULT_IKE_LIFETIME, DEFAULT_NAT_KEEPALIVE, IKE_PORT, NAT_T_PORT,
 };
-pub use validate::EndpointError;
 
 use std::path::Path;
 

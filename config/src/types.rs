@@ -210,6 +210,54 @@ pub const DEFAULT_DPD_INTERVAL: Duration = Duration::from_secs(30);
 /// A shorter key can be guessed offline from one captured IKE_AUTH.
 pub const MIN_PSK_LEN: usize = 16;
 
+const ENDPOINT_HINT: &str =
+    "expected host:port, such as 198.18.0.2:51820, [fd00::2]:51820 or gw1.dc-east.example:51820";
+
+/// An endpoint refused; its text says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("\"{0}\" has no port; {ENDPOINT_HINT}")]
+    NoPort(String),
+    #[error("\"{0}\" is not a port number; {ENDPOINT_HINT}")]
+    Port(String),
+    #[error("an IPv6 endpoint needs brackets: [{host}]:{port}")]
+    Brackets { host: String, port: u16 },
+    #[error("\"{0}\" is neither an IP address nor a DNS name; {ENDPOINT_HINT}")]
+    Host(String),
+    #[error("{0}: brackets hold an IPv6 address")]
+    NotV6InBrackets(String),
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = EndpointError;
+
+    fn from_str(text: &str) -> Result<Endpoint, EndpointError> {
+        let text = text.trim();
+        if let Ok(a) = text.parse::<SocketAddr>() {
+            return Ok(Endpoint::Addr(a));
+        }
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err(EndpointError::NoPort(text.to_string()));
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            return Err(EndpointError::Port(port.to_string()));
+        };
+        let valid_label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+        };
+        if host.contains(':') {
+            return Err(EndpointError::Brackets { host: host.to_string(), port });
+        }
+        if host.len() > 253 || !host.trim_end_matches('.').split('.').all(valid_label) {
+            return Err(EndpointError::Host(host.to_string()));
+        }
+        Ok(Endpoint::Host { host: host.to_string(), port })
+    }
+}
+
 /// An IKE identity (RFC 7296 §3.5), written as strongSwan writes one: an
 /// IP address, `user@domain` (an e-mail address) or a host name (FQDN,
 /// with or without strongSwan's leading `@`).

@@ -24,54 +24,6 @@ use crate::types::{
 };
 use crate::ConfigError;
 
-const ENDPOINT_HINT: &str =
-    "expected host:port, such as 198.18.0.2:51820, [fd00::2]:51820 or gw1.dc-east.example:51820";
-
-/// An endpoint refused; its text says what was expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EndpointError {
-    #[error("\"{0}\" has no port; {ENDPOINT_HINT}")]
-    NoPort(String),
-    #[error("\"{0}\" is not a port number; {ENDPOINT_HINT}")]
-    Port(String),
-    #[error("an IPv6 endpoint needs brackets: [{host}]:{port}")]
-    Brackets { host: String, port: u16 },
-    #[error("\"{0}\" is neither an IP address nor a DNS name; {ENDPOINT_HINT}")]
-    Host(String),
-    #[error("{0}: brackets hold an IPv6 address")]
-    NotV6InBrackets(String),
-}
-
-impl std::str::FromStr for Endpoint {
-    type Err = EndpointError;
-
-    fn from_str(text: &str) -> Result<Endpoint, EndpointError> {
-        let text = text.trim();
-        if let Ok(a) = text.parse::<SocketAddr>() {
-            return Ok(Endpoint::Addr(a));
-        }
-        let Some((host, port)) = text.rsplit_once(':') else {
-            return Err(EndpointError::NoPort(text.to_string()));
-        };
-        let Ok(port) = port.parse::<u16>() else {
-            return Err(EndpointError::Port(port.to_string()));
-        };
-        let valid_label = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !l.starts_with('-')
-        };
-        if host.contains(':') {
-            return Err(EndpointError::Brackets { host: host.to_string(), port });
-        }
-        if host.len() > 253 || !host.trim_end_matches('.').split('.').all(valid_label) {
-            return Err(EndpointError::Host(host.to_string()));
-        }
-        Ok(Endpoint::Host { host: host.to_string(), port })
-    }
-}
-
 impl Checker<'_> {
     /// A key given inline or in a file (exactly one of the two when required).
     fn key(
@@ -769,9 +721,9 @@ mod tests {
         assert!(parse(&src("gw-1.dc.example.:51820")).is_ok());
         assert_eq!(
             "fd00::2:51820".parse::<Endpoint>(),
-            Err(EndpointError::Brackets { host: "fd00::2".into(), port: 51820 })
+            Err(crate::types::EndpointError::Brackets { host: "fd00::2".into(), port: 51820 })
         );
-        assert_eq!("198.18.0.2".parse::<Endpoint>(), Err(EndpointError::NoPort("198.18.0.2".into())));
+        assert_eq!("198.18.0.2".parse::<Endpoint>(), Err(crate::types::EndpointError::NoPort("198.18.0.2".into())));
     }
 
     #[test]

@@ -18,11 +18,15 @@ use crate::peer::PeerState;
 /// many waiting: beyond it new ones are dropped (IKE retransmits, and a
 /// negotiation request is repeated by the next packet).
 const MAX_REQUESTS: usize = 1024;
+/// Places IKE messages never take, kept for the data plane's own requests
+/// (an SA wanted, a rekey): a flood sent from a peer's address, which
+/// anyone can write in a datagram, still leaves them room.
+const RESERVED_FOR_REQUESTS: usize = 64;
 /// Of those, how many may be IKE messages from addresses no IPsec peer is
 /// known at. Anyone can send IKE to port 4500 from any address, before
 /// any check of who it is (that is IKE's, on the control plane): without
 /// this share a flood of such messages would fill the queue, and the
-/// peers' own messages and the data plane's requests would be dropped.
+/// peers' own messages would be dropped.
 const MAX_STRANGER_MESSAGES: usize = MAX_REQUESTS / 2;
 
 /// When a new child SA may carry outbound traffic (RFC 7296 §2.8): the
@@ -200,9 +204,14 @@ impl IpsecTable {
         self.ike_sources.store(Arc::new(addrs.into_iter().map(|a| a.to_canonical()).collect()));
     }
 
-    /// Whether IKE messages from `ip` count as a peer's (`set_ike_sources`).
+    /// Whether IKE messages from `ip` count as a peer's: an address its
+    /// endpoints resolved to (`set_ike_sources`), or the address the data
+    /// plane last had from it, which covers a peer configured without
+    /// endpoints and one that moved behind a NAT.
     pub fn is_ike_source(&self, ip: IpAddr) -> bool {
-        self.ike_sources.load().contains(&ip.to_canonical())
+        let ip = ip.to_canonical();
+        self.ike_sources.load().contains(&ip)
+            || lock(&self.peers).values().any(|p| p.endpoint().is_some_and(|e| e.addr.ip().to_canonical() == ip))
     }
 
     /// Queues an IKE message that arrived on a data-plane socket, copied
@@ -211,7 +220,8 @@ impl IpsecTable {
         let stranger = !self.is_ike_source(remote.ip());
         {
             let mut r = lock(&self.requests);
-            if r.queue.len() >= MAX_REQUESTS || (stranger && r.strangers >= MAX_STRANGER_MESSAGES) {
+            let full = r.queue.len() >= MAX_REQUESTS - RESERVED_FOR_REQUESTS;
+            if full || (stranger && r.strangers >= MAX_STRANGER_MESSAGES) {
                 return false;
             }
             r.strangers += usize::from(stranger);
@@ -273,15 +283,16 @@ mod tests {
     }
 
     #[test]
-    fn the_whole_queue_is_bounded_for_everyone() {
+    fn a_flood_from_a_peers_address_leaves_room_for_the_data_planes_requests() {
         let t = IpsecTable::default();
         let local: SocketAddr = "198.18.0.1:4500".parse().unwrap();
         let peer: SocketAddr = "198.18.0.2:4500".parse().unwrap();
         t.set_ike_sources([peer.ip()]);
-        let admitted = (0..MAX_REQUESTS + 10).filter(|_| t.ike_message(local, peer, &[0; 28])).count();
-        assert_eq!(admitted, MAX_REQUESTS);
-        assert!(!t.request(Request::Rekey { spi_in: 1 }));
+        let admitted = (0..MAX_REQUESTS).filter(|_| t.ike_message(local, peer, &[0; 28])).count();
+        assert_eq!(admitted, MAX_REQUESTS - RESERVED_FOR_REQUESTS);
         assert!(!t.ike_message(local, "198.19.0.1:4500".parse().unwrap(), &[0; 28]));
+        let asked = (0..RESERVED_FOR_REQUESTS + 1).filter(|_| t.request(Request::Rekey { spi_in: 1 })).count();
+        assert_eq!(asked, RESERVED_FOR_REQUESTS, "the reserve, and then the whole queue is bounded");
         assert_eq!(t.take_requests().len(), MAX_REQUESTS);
     }
 }

@@ -57,17 +57,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Tells the data plane where the IPsec peers are, so that IKE messages
-/// from there are not held to the share of strangers in its request queue
-/// (`IpsecTable::set_ike_sources`): every endpoint's resolved addresses,
-/// and for a peer configured without endpoints the address its SAs were
-/// last negotiated with.
+/// Tells the data plane where the IPsec peers' endpoints resolved to, so
+/// that IKE messages from there are not held to the share of strangers in
+/// its request queue (`IpsecTable::set_ike_sources`; the data plane adds
+/// each peer's address as it last saw it).
 fn publish_sources(iface: &Interface, plans: &HashMap<String, Plan>) {
-    let negotiated = |name: &str| iface.ipsec.peer(name).and_then(|ps| ps.endpoint()).map(|e| e.addr.ip());
-    iface.ipsec.set_ike_sources(plans.iter().flat_map(|(name, p)| {
-        let any_address = p.config.endpoints.is_empty();
-        p.addrs.iter().copied().chain(any_address.then(|| negotiated(name)).flatten())
-    }));
+    iface.ipsec.set_ike_sources(plans.values().flat_map(|p| p.addrs.iter().copied()));
 }
 
 /// What the driver keeps per configured peer beside the core's state.
@@ -489,14 +484,8 @@ fn apply(s: &Shared, event: Event) {
                 ChildSend::Never => SendOn::Never,
             };
             s.iface.ipsec.install_child(&ps, sa, send);
-            {
-                let mut plans = lock(&s.plans);
-                if plans.get(&peer.0).is_some_and(|p| p.config.endpoints.is_empty()) {
-                    publish_sources(&s.iface, &plans);
-                }
-                if let Some(p) = plans.get_mut(&peer.0) {
-                    p.child_retry.installed();
-                }
+            if let Some(p) = lock(&s.plans).get_mut(&peer.0) {
+                p.child_retry.installed();
             }
             tracing::info!(
                 peer = %peer,

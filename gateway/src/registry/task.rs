@@ -188,7 +188,7 @@ async fn session(
                 Some(Command::Site(change, reply)) => {
                     let answer = change_site(shared, &mut client, &mut own, id, change).await;
                     let failed = match &answer {
-                        Err(ChangeError::Store(e)) => Some(e.clone()),
+                        Err(e @ ChangeError::Store(_)) => Some(e.to_string()),
                         _ => None,
                     };
                     let _ = reply.send(answer);

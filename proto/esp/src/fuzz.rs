@@ -30,7 +30,8 @@ fn sas() -> &'static [(OutboundSa, InboundSa); 4] {
 /// - bit 2 clear: the rest is a datagram arriving on the SA. Whatever it
 ///   is, `open` returns without panicking and, if it says it opened, the
 ///   inner packet lies inside the datagram. (Forging an ICV is out of the
-///   fuzzer's reach, so it exercises the length, SPI and ICV checks.)
+///   fuzzer's reach, so it exercises the length, SPI, replay pre-check
+///   (sequence number 0) and ICV checks.)
 /// - bit 2 set: the rest is a payload to seal. `seal` refuses it exactly
 ///   when it is neither empty nor IPv4/IPv6; otherwise `open` gives back
 ///   exactly the payload (or a dummy packet for an empty one), and

@@ -353,9 +353,19 @@ mod tests {
         inb.decrypt(&mut first.clone()).unwrap();
         // With the window held (the drain mid-accept), open skips the
         // pre-check instead of blocking; the ICV and `accept` still decide.
+        // Opened on another thread, so that a wait fails the test rather
+        // than hanging it.
+        let inb = std::sync::Arc::new(inb);
         let held = inb.replay.lock().unwrap();
-        assert!(inb.open(&mut first.clone()).is_ok());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let opener = {
+            let (inb, mut packet) = (inb.clone(), first.clone());
+            std::thread::spawn(move || tx.send(inb.open(&mut packet).is_ok()))
+        };
+        let opened = rx.recv_timeout(std::time::Duration::from_secs(10));
         drop(held);
+        assert_eq!(opened, Ok(true), "open waited for the window's lock, or failed");
+        opener.join().unwrap().unwrap();
         assert_eq!(inb.decrypt(&mut first.clone()), Err(Error::Replayed));
     }
 

@@ -73,6 +73,15 @@ fn stands_for_peer(sa: &IkeSa) -> bool {
     (sa.initiator || sa.up) && !matches!(sa.state, SaState::Dead | SaState::Deleting)
 }
 
+/// Whether an SA is half-open for the cookie load and `MAX_HALF_OPEN`: a
+/// responder's SA that never authenticated, waiting for IKE_AUTH or, after
+/// a refused one, kept dead until the half-open timeout to answer its
+/// retransmissions. Both hold the IKE_SA_INIT request, and a host that
+/// answered a cookie can turn its SA dead at will with a bad IKE_AUTH.
+fn is_half_open(sa: &IkeSa) -> bool {
+    !sa.initiator && !sa.up && matches!(sa.state, SaState::InitReplied | SaState::Dead)
+}
+
 impl Endpoint {
     /// An endpoint with no peers, drawing all randomness from `rng`.
     pub fn new(mut rng: Box<dyn RngCore + Send>) -> Endpoint {
@@ -276,14 +285,13 @@ impl Endpoint {
         // The load the cookie decision weighs: half-open SAs, or new
         // requests earlier in this second (each may have cost a DH and
         // left no SA), whichever is more.
-        let half_open = self.sas.values().filter(|s| s.state == SaState::InitReplied).count();
+        let half_open = self.sas.values().filter(|s| is_half_open(s)).count();
         let load = half_open.max(self.cookies.count_request(now));
         let from = (peer_id, &peer.cfg);
         let new = sa_init::respond_init(&mut self.io, &self.cookies, load, from, now, local, remote, data, msg);
         if let Some(sa) = new {
             if half_open >= self.max_half_open {
-                let oldest =
-                    self.sas.iter().filter(|(_, s)| s.state == SaState::InitReplied).min_by_key(|(_, s)| s.created);
+                let oldest = self.sas.iter().filter(|(_, s)| is_half_open(s)).min_by_key(|(_, s)| s.created);
                 if let Some(spi) = oldest.map(|(spi, _)| *spi) {
                     self.destroy(spi, now);
                 }

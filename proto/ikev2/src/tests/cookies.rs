@@ -255,6 +255,13 @@ fn past_the_half_open_limit_the_oldest_half_open_sa_makes_way() {
     assert_eq!(half_open(&n.b), 3, "never more than the limit");
     assert!(!n.b.sas.contains_key(&oldest), "the oldest went");
     assert_eq!(n.b.init_index.len(), 3, "and its retransmission entry with it");
+    // SAs that failed IKE_AUTH stay (dead) until the half-open timeout,
+    // holding their requests: they count, and make way, the same.
+    for sa in n.b.sas.values_mut() {
+        sa.state = SaState::Dead;
+    }
+    stray_init(&mut n, 311);
+    assert_eq!(n.b.sas.len(), 3, "dead responder SAs count toward the limit");
     // A genuine initiator arriving at the limit still gets through.
     n.connect();
     assert_eq!((n.ike_ups(Side::A), n.ike_ups(Side::B)), (1, 1));
