@@ -19,10 +19,9 @@ use crate::prefix::parse_allowed_ip;
 use crate::proposals::{default_esp_proposals, default_ike_proposals, EspProposal, IkeProposal};
 use crate::rules;
 use crate::schema::RawPeer;
-use crate::types::EndpointError;
 use crate::types::{
-    Encap, Endpoint, Identity, IpsecPeer, Psk, DEFAULT_CHILD_LIFETIME, DEFAULT_DPD_INTERVAL, DEFAULT_FAILOVER_AFTER,
-    DEFAULT_IKE_LIFETIME, DEFAULT_NAT_KEEPALIVE, IKE_PORT, MIN_PSK_LEN,
+    Encap, Endpoint, EndpointError, Identity, IpsecPeer, Psk, DEFAULT_CHILD_LIFETIME, DEFAULT_DPD_INTERVAL,
+    DEFAULT_FAILOVER_AFTER, DEFAULT_IKE_LIFETIME, DEFAULT_NAT_KEEPALIVE, IKE_PORT, MIN_PSK_LEN,
 };
 
 /// Decodes a PSK file's text the way strongSwan's secrets do: `0x` hex,

@@ -285,7 +285,7 @@ impl Endpoint {
         // The load the cookie decision weighs: half-open SAs, or new
         // requests earlier in this second (each may have cost a DH and
         // left no SA), whichever is more.
-        let half_open = self.sas.values().filter(|s| is_half_open(s)).count();
+        let half_open = self.half_open_count();
         let load = half_open.max(self.cookies.count_request(now));
         let from = (peer_id, &peer.cfg);
         let new = sa_init::respond_init(&mut self.io, &self.cookies, load, from, now, local, remote, data, msg);
@@ -382,6 +382,12 @@ impl Endpoint {
                 p.reconnect_at = Some(now + RECONNECT_DELAY);
             }
         }
+    }
+
+    /// Half-open SAs (`is_half_open`), as the cookie load and
+    /// `MAX_HALF_OPEN` count them.
+    pub(crate) fn half_open_count(&self) -> usize {
+        self.sas.values().filter(|s| is_half_open(s)).count()
     }
 
     pub(crate) fn sa_spis_of(&self, id: &PeerId) -> Vec<u64> {

@@ -202,10 +202,9 @@ pub fn proposals(text: &str, kind: Kind) -> Result<Option<Vec<String>>, String> 
                 let parsed = match kind {
                     Kind::Ike => read.parse::<IkeProposal>().map(|p| p.to_string()),
                     Kind::Esp => read.parse::<EspProposal>().map(|p| p.to_string()),
-                }
-                .map_err(|e| e.to_string());
+                };
                 // Causeway's message quotes what it parsed; name what was written too.
-                vec![parsed.map_err(|e| if read == item { e } else { format!("{e} (from \"{item}\")") })?]
+                vec![parsed.map_err(|e| if read == item { e.to_string() } else { format!("{e} (from \"{item}\")") })?]
             }
         };
         for p in parsed {

@@ -17,7 +17,7 @@ fn notifies(data: &[u8]) -> Vec<u16> {
 }
 
 fn half_open(ep: &Endpoint) -> usize {
-    ep.sas.values().filter(|s| s.state == SaState::InitReplied).count()
+    ep.half_open_count()
 }
 
 /// An IKE_SA_INIT from A's address that is never followed up.
@@ -262,6 +262,7 @@ fn past_the_half_open_limit_the_oldest_half_open_sa_makes_way() {
     }
     stray_init(&mut n, 311);
     assert_eq!(n.b.sas.len(), 3, "dead responder SAs count toward the limit");
+    assert_eq!(half_open(&n.b), 3);
     // A genuine initiator arriving at the limit still gets through.
     n.connect();
     assert_eq!((n.ike_ups(Side::A), n.ike_ups(Side::B)), (1, 1));
