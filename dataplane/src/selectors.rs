@@ -15,12 +15,19 @@
 //! version.
 //!
 //! Ports are known for TCP, UDP, SCTP, DCCP and UDP-Lite in a first
-//! fragment; for anything else a selector with a port range narrower than
-//! all ports does not match. So ICMP narrowed by type and code, and ICMP
-//! errors about a flow of a port-narrowed SA (Packet Too Big among them),
-//! are dropped, as Linux's IPsec does by default (RFC 4301 §6.2 leaves
-//! that to the implementation). The IKE core refuses OPAQUE selectors
-//! (ports 65535-0) when it parses them, so none reach here.
+//! fragment. ICMP (in IPv4) and ICMPv6 (in IPv6) have none; RFC 4301
+//! §4.4.1.1 and RFC 7296 §3.13.1 put their message type and code in a
+//! selector's port fields instead, the type in the high octet and the
+//! code in the low one, so a range such as 0x0800-0x08ff is "echo
+//! requests, any code". A packet's type and code stand for its port on
+//! both sides: a peer narrows one of the two selectors (strongSwan uses
+//! whichever is narrowed, as does Linux's XFRM), and the other, left at
+//! all ports, takes any. For any other protocol a selector with a port
+//! range narrower than all ports does not match. ICMP errors about a flow
+//! of a port-narrowed SA (Packet Too Big among them) are dropped, as
+//! Linux's IPsec does by default (RFC 4301 §6.2 leaves that to the
+//! implementation). The IKE core refuses OPAQUE selectors (ports 65535-0)
+//! when it parses them, so none reach here.
 
 use std::net::IpAddr;
 
@@ -57,9 +64,14 @@ impl Selector {
             _ => false,
         };
         let any_port = self.ports == (0, u16::MAX);
+        // ICMP's type and code count as ports only for a selector that
+        // names ICMP: RFC 7296 has the ports of a selector for any
+        // protocol (0) be all of them, so a narrowed one can only mean
+        // the protocols that have ports.
+        let port_applies = self.proto != 0 || has_ports(proto);
         in_range
             && (self.proto == 0 || self.proto == proto)
-            && (any_port || side.port.is_some_and(|p| self.ports.0 <= p && p <= self.ports.1))
+            && (any_port || port_applies && side.port.is_some_and(|p| self.ports.0 <= p && p <= self.ports.1))
     }
 }
 
@@ -120,7 +132,8 @@ fn has_ports(proto: u8) -> bool {
     matches!(proto, 6 | 17 | 33 | 132 | 136)
 }
 
-/// The upper-layer protocol, source and destination of an IP packet.
+/// The upper-layer protocol, source and destination of an IP packet, with
+/// ports, or ICMP's type and code on both sides, where it has them.
 fn parse(p: &[u8]) -> Option<(u8, Side, Side)> {
     let (proto, src, dst, upper) = match p.first()? >> 4 {
         4 if p.len() >= 20 => {
@@ -138,10 +151,19 @@ fn parse(p: &[u8]) -> Option<(u8, Side, Side)> {
         }
         _ => return None,
     };
-    let ports = upper
-        .filter(|_| has_ports(proto))
-        .and_then(|at| p.get(at..at + 4))
-        .map(|b| (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]])));
+    let icmp = matches!((p[0] >> 4, proto), (4, 1) | (6, 58));
+    let ports = upper.and_then(|at| {
+        if has_ports(proto) {
+            let b = p.get(at..at + 4)?;
+            Some((u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]])))
+        } else if icmp {
+            let b = p.get(at..at + 2)?;
+            let type_and_code = u16::from_be_bytes([b[0], b[1]]);
+            Some((type_and_code, type_and_code))
+        } else {
+            None
+        }
+    });
     Some((proto, Side { addr: src, port: ports.map(|p| p.0) }, Side { addr: dst, port: ports.map(|p| p.1) }))
 }
 
@@ -283,7 +305,63 @@ mod tests {
         from_1000.ports = (1000, 1000);
         let s = Selectors::new(vec![net("10.2.0.0", "10.2.255.255")], vec![from_1000]).unwrap();
         assert!(s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 17, 0)), "source port 1000");
-        assert!(!s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 1, 0)), "ICMP has no ports");
+        assert!(!s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 1, 0)), "ICMP's type and code are not ports of protocol 0");
+    }
+
+    /// An ICMP (IPv4) or ICMPv6 (IPv6) packet 10.1.0.5 → 10.2.3.4 or
+    /// fd00:1::5 → fd00:2::4 of a type and code.
+    fn icmp(v6: bool, ty: u8, code: u8) -> Vec<u8> {
+        let mut p = if v6 { self::v6("fd00:1::5", "fd00:2::4", &[]) } else { v4([10, 1, 0, 5], [10, 2, 3, 4], 1, 0) };
+        let at = if v6 {
+            p[6] = 58;
+            40
+        } else {
+            20
+        };
+        p[at..at + 4].copy_from_slice(&[ty, code, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn icmp_is_narrowed_by_type_and_code_on_either_side() {
+        let (local4, remote4) = (net("10.2.0.0", "10.2.255.255"), net("10.1.0.0", "10.1.255.255"));
+        let (local6, remote6) = (net("fd00:2::", "fd00:2::ffff"), net("fd00:1::", "fd00:1::ffff"));
+        // Echo requests of any code (type 8, or 128 in ICMPv6), narrowed
+        // on the remote side and then on the local one.
+        for narrow_remote in [true, false] {
+            let with = |sel: Selector, proto: u8, ty: u8| {
+                let mut s = sel;
+                (s.proto, s.ports) = (proto, (u16::from(ty) << 8, u16::from(ty) << 8 | 0xff));
+                s
+            };
+            let (l4, r4) = if narrow_remote { (local4, with(remote4, 1, 8)) } else { (with(local4, 1, 8), remote4) };
+            let (l6, r6) =
+                if narrow_remote { (local6, with(remote6, 58, 128)) } else { (with(local6, 58, 128), remote6) };
+            let s = Selectors::new(vec![l4, l6], vec![r4, r6]).unwrap();
+            assert!(s.admits(&icmp(false, 8, 0)), "an echo request");
+            assert!(s.admits(&icmp(false, 8, 5)), "an echo request of another code");
+            assert!(!s.admits(&icmp(false, 0, 0)), "an echo reply");
+            assert!(!s.admits(&icmp(false, 3, 4)), "fragmentation needed");
+            assert!(s.admits(&icmp(true, 128, 0)), "an ICMPv6 echo request");
+            assert!(!s.admits(&icmp(true, 129, 0)), "an ICMPv6 echo reply");
+            assert!(!s.admits(&icmp(true, 8, 0)), "type 8 is not an ICMPv6 echo request");
+            assert!(!s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 17, 0)), "UDP");
+            let mut later = icmp(false, 8, 0);
+            later[6..8].copy_from_slice(&100u16.to_be_bytes());
+            assert!(!s.admits(&later), "a later fragment has no type");
+        }
+        // One type and code exactly: "destination unreachable, fragmentation needed".
+        let mut ptb = remote4;
+        (ptb.proto, ptb.ports) = (1, (0x0304, 0x0304));
+        let s = Selectors::new(vec![local4], vec![ptb]).unwrap();
+        assert!(s.admits(&icmp(false, 3, 4)));
+        assert!(!s.admits(&icmp(false, 3, 1)), "host unreachable");
+        // ICMP as a protocol without narrowing takes every type.
+        let mut all = remote4;
+        all.proto = 1;
+        let s = Selectors::new(vec![local4], vec![all]).unwrap();
+        assert!(s.admits(&icmp(false, 0, 0)) && s.admits(&icmp(false, 13, 0)));
+        assert!(!s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 6, 0)), "TCP");
     }
 
     #[test]
