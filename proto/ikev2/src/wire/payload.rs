@@ -19,6 +19,12 @@ const CRITICAL: u8 = 0x80;
 /// RFC 7296 §3.9: nonces are 16 to 256 octets.
 const NONCE_MIN: usize = 16;
 const NONCE_MAX: usize = 256;
+/// The most payloads a chain may have. RFC 7296 sets no limit; a message
+/// of 64 KiB could hold thousands of empty ones, each parsed, kept and
+/// looked through by the exchange. strongSwan accepts at most 20 notify,
+/// 20 delete, 20 vendor ID and 8 certificate payloads beside the few an
+/// exchange needs, which this leaves room for.
+pub const MAX_PAYLOADS: usize = 128;
 
 /// One payload other than the Encrypted one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +164,9 @@ pub fn parse_chain(first: u8, data: &[u8]) -> Result<(Vec<Payload>, ChainEnd), W
             }
             return Ok((out, ChainEnd::Encrypted { offset, first_inner: next }));
         }
+        if out.len() == MAX_PAYLOADS {
+            return Err(WireError::TooMany { what: "payloads", max: MAX_PAYLOADS });
+        }
         out.push(Payload::parse(this, critical, body)?);
     }
     if !r.is_empty() {
@@ -209,6 +218,17 @@ mod tests {
             parse_chain(kind::VENDOR, &out),
             Ok((vec![Payload::Skipped { kind: kind::VENDOR }], ChainEnd::Done))
         );
+    }
+
+    #[test]
+    fn a_chain_of_more_than_max_payloads_is_refused() {
+        let notify = Payload::Notify(Notify::new(16388, vec![0; 20]));
+        let mut out = Vec::new();
+        let first = write_chain(&vec![notify.clone(); MAX_PAYLOADS], kind::NONE, &mut out);
+        assert_eq!(parse_chain(first, &out).map(|(p, _)| p.len()), Ok(MAX_PAYLOADS));
+        let mut out = Vec::new();
+        let first = write_chain(&vec![notify; MAX_PAYLOADS + 1], kind::NONE, &mut out);
+        assert_eq!(parse_chain(first, &out), Err(WireError::TooMany { what: "payloads", max: MAX_PAYLOADS }));
     }
 
     #[test]

@@ -15,6 +15,10 @@ const MORE_TRANSFORMS: u8 = 3;
 const LAST: u8 = 0;
 /// The attribute-format bit: set for TV (two-octet value) attributes.
 const ATTR_TV: u16 = 0x8000;
+/// Proposal numbers are one octet, from 1 up by one (RFC 7296 §3.3.1), so
+/// a conforming SA payload has at most 255 proposals; a 64 KiB one could
+/// otherwise hold thousands for negotiation to look through.
+pub const MAX_PROPOSALS: usize = 255;
 
 /// One transform: its type (`ids::transform_type`), its ID and key length.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +63,9 @@ pub fn parse_sa(body: &[u8]) -> Result<Vec<Proposal>, WireError> {
             return Err(WireError::Malformed("SA"));
         }
         let mut p = Reader::new(r.bytes(len - 4)?);
+        if out.len() == MAX_PROPOSALS {
+            return Err(WireError::TooMany { what: "proposals", max: MAX_PROPOSALS });
+        }
         out.push(parse_proposal(&mut p)?);
         match last {
             LAST if r.is_empty() => return Ok(out),
@@ -190,6 +197,19 @@ mod tests {
         let parsed = parse_sa(&out).expect("parses");
         assert!(parsed[0].transforms[0].unknown_attr);
         assert_eq!(parsed[0].transforms[0].key_len, None);
+    }
+
+    #[test]
+    fn more_than_255_proposals_are_refused() {
+        let numbered = |n: usize| -> Vec<Proposal> {
+            (0..n).map(|i| Proposal { num: (i % 255 + 1) as u8, ..sample()[1].clone() }).collect()
+        };
+        let mut out = Vec::new();
+        write_sa(&numbered(MAX_PROPOSALS), &mut out);
+        assert_eq!(parse_sa(&out).map(|p| p.len()), Ok(MAX_PROPOSALS));
+        let mut out = Vec::new();
+        write_sa(&numbered(MAX_PROPOSALS + 1), &mut out);
+        assert_eq!(parse_sa(&out), Err(WireError::TooMany { what: "proposals", max: MAX_PROPOSALS }));
     }
 
     #[test]
