@@ -24,6 +24,9 @@ use crate::types::{
     DEFAULT_FAILOVER_AFTER, DEFAULT_IKE_LIFETIME, DEFAULT_NAT_KEEPALIVE, IKE_PORT, MIN_PSK_LEN,
 };
 
+/// The most entries of a list IKE counts in one octet.
+const MAX_WIRE_LIST: usize = 255;
+
 /// Decodes a PSK file's text the way strongSwan's secrets do: `0x` hex,
 /// `0s` base64, or else the text itself (without its trailing newline).
 fn decode_psk(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
@@ -143,6 +146,25 @@ impl Checker<'_> {
         items.iter().filter_map(|i| parse(i.get_ref()).map_err(|e| self.report(i.span(), field, e)).ok()).collect()
     }
 
+    /// As `list`, for a list IKE sends whole and counts in one octet
+    /// (proposal numbers, a TS payload's number of selectors): more than
+    /// 255 entries could not be written, and a peer would refuse them.
+    fn wire_list<T, E>(
+        &mut self,
+        field: &str,
+        items: &[Spanned<String>],
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) -> Vec<T>
+    where
+        E: std::fmt::Display,
+    {
+        if let Some(extra) = items.get(MAX_WIRE_LIST) {
+            let n = items.len();
+            self.report(extra.span(), field, format!("{n} entries: IKE counts them in one octet, so at most 255"));
+        }
+        self.list(field, items, parse)
+    }
+
     pub(crate) fn ipsec_peer(&mut self, t: &str, span: std::ops::Range<usize>, raw: &RawPeer) -> Option<IpsecPeer> {
         let before = self.problems.len();
         for (field, s) in wireguard_only(raw) {
@@ -188,20 +210,22 @@ impl Checker<'_> {
         };
         let endpoints = self.list(&join(t, "endpoints"), &raw.endpoints, ike_endpoint);
         let allowed_ips = self.list(&join(t, "allowed_ips"), &raw.allowed_ips, parse_allowed_ip);
-        let mut ike_proposals = self.list(&join(t, "ike_proposals"), &raw.ike_proposals, |s| s.parse::<IkeProposal>());
+        let mut ike_proposals =
+            self.wire_list(&join(t, "ike_proposals"), &raw.ike_proposals, |s| s.parse::<IkeProposal>());
         if raw.ike_proposals.is_empty() {
             ike_proposals = default_ike_proposals();
         }
-        let mut esp_proposals = self.list(&join(t, "esp_proposals"), &raw.esp_proposals, |s| s.parse::<EspProposal>());
+        let mut esp_proposals =
+            self.wire_list(&join(t, "esp_proposals"), &raw.esp_proposals, |s| s.parse::<EspProposal>());
         if raw.esp_proposals.is_empty() {
             esp_proposals = default_esp_proposals();
         }
         let any: Vec<IpNet> = vec!["0.0.0.0/0".parse().expect("valid"), "::/0".parse().expect("valid")];
-        let mut local_ts = self.list(&join(t, "local_ts"), &raw.local_ts, parse_allowed_ip);
+        let mut local_ts = self.wire_list(&join(t, "local_ts"), &raw.local_ts, parse_allowed_ip);
         if raw.local_ts.is_empty() {
             local_ts = any.clone();
         }
-        let mut remote_ts = self.list(&join(t, "remote_ts"), &raw.remote_ts, parse_allowed_ip);
+        let mut remote_ts = self.wire_list(&join(t, "remote_ts"), &raw.remote_ts, parse_allowed_ip);
         if raw.remote_ts.is_empty() {
             remote_ts = any;
         }
@@ -393,6 +417,28 @@ psk_file = "dc-east.psk"
             ],
             "{e}"
         );
+    }
+
+    #[test]
+    fn lists_ike_counts_in_one_octet_stop_at_255() {
+        let list = |n: usize, each: &dyn Fn(usize) -> String| {
+            (0..n).map(|i| format!("\"{}\"", each(i))).collect::<Vec<_>>().join(", ")
+        };
+        let prefix = |i: usize| format!("10.{}.{}.0/24", i / 256, i % 256);
+        for (key, each) in [
+            ("local_ts", &prefix as &dyn Fn(usize) -> String),
+            ("remote_ts", &prefix),
+            ("esp_proposals", &|_| "aes256gcm16".to_string()),
+            ("ike_proposals", &|_| "aes256gcm16-prfsha256-x25519".to_string()),
+        ] {
+            let (_d, file) = setup(&format!("{SRX}{key} = [{}]\n", list(255, each)), 0o600);
+            assert!(crate::load(&file).is_ok(), "255 {key} are fine");
+            let (_d, file) = setup(&format!("{SRX}{key} = [{}]\n", list(256, each)), 0o600);
+            let e = crate::load(&file).unwrap_err();
+            let p = &e.problems()[0];
+            assert_eq!((p.line, p.field.as_str()), (12, format!("peer[1].{key}").as_str()), "{e}");
+            assert!(p.message.contains("256 entries") && p.message.contains("at most 255"), "{e}");
+        }
     }
 
     #[test]

@@ -20,9 +20,14 @@
 //! selector's port fields instead, the type in the high octet and the
 //! code in the low one, so a range such as 0x0800-0x08ff is "echo
 //! requests, any code". A packet's type and code stand for its port on
-//! both sides: a peer narrows one of the two selectors (strongSwan uses
-//! whichever is narrowed, as does Linux's XFRM), and the other, left at
-//! all ports, takes any. For any other protocol a selector with a port
+//! both sides: a peer narrows one of the two selectors (strongSwan reads
+//! the type and code from whichever is narrowed), and the other, left at
+//! all ports, takes any. strongSwan writes `[icmp/3]` as 0x0300-0x0300,
+//! which is type 3 code 0 as the RFC reads it, though the Linux policy it
+//! installs from it takes every code of type 3 (XFRM has no ranges of
+//! type and code, and a code of 0 means any there); Causeway reads the
+//! range as written, so from such a peer other codes of the type count as
+//! outside its selectors. For any other protocol a selector with a port
 //! range narrower than all ports does not match. ICMP errors about a flow
 //! of a port-narrowed SA (Packet Too Big among them) are dropped, as
 //! Linux's IPsec does by default (RFC 4301 §6.2 leaves that to the
@@ -305,6 +310,7 @@ mod tests {
         from_1000.ports = (1000, 1000);
         let s = Selectors::new(vec![net("10.2.0.0", "10.2.255.255")], vec![from_1000]).unwrap();
         assert!(s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 17, 0)), "source port 1000");
+        // v4's ICMP packet has type 3, code 232: 0x03e8 is 1000, the port.
         assert!(!s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 1, 0)), "ICMP's type and code are not ports of protocol 0");
     }
 
@@ -356,6 +362,34 @@ mod tests {
         let s = Selectors::new(vec![local4], vec![ptb]).unwrap();
         assert!(s.admits(&icmp(false, 3, 4)));
         assert!(!s.admits(&icmp(false, 3, 1)), "host unreachable");
+        // Outbound, the same range on the local side: this end sends the
+        // echo requests.
+        let mut requests = local4;
+        (requests.proto, requests.ports) = (1, (0x0800, 0x08ff));
+        let s = Selectors::new(vec![requests], vec![remote4]).unwrap();
+        let mut out = icmp(false, 8, 0);
+        out[12..20].copy_from_slice(&[10, 2, 3, 4, 10, 1, 0, 5]);
+        assert!(s.admits_outbound(&out), "an echo request to the peer");
+        out[20] = 0;
+        assert!(!s.admits_outbound(&out), "an echo reply to the peer");
+        // ICMPv6 behind extension headers, and in fragments.
+        let mut requests6 = remote6;
+        (requests6.proto, requests6.ports) = (58, (0x8000, 0x80ff));
+        let s = Selectors::new(vec![local6], vec![requests6]).unwrap();
+        let behind = |ext: &[(u8, Vec<u8>)], ty: u8| {
+            let mut p = v6("fd00:1::5", "fd00:2::4", ext);
+            let at = p.len() - 8;
+            p[at..at + 2].copy_from_slice(&[ty, 0]);
+            let last =
+                if ext.is_empty() { 6 } else { 40 + ext[..ext.len() - 1].iter().map(|e| e.1.len()).sum::<usize>() };
+            p[last] = 58;
+            p
+        };
+        let hop = (0, vec![0u8; 8]);
+        assert!(s.admits(&behind(std::slice::from_ref(&hop), 128)), "after a hop-by-hop header");
+        assert!(!s.admits(&behind(std::slice::from_ref(&hop), 129)), "an echo reply after it");
+        assert!(s.admits(&behind(&[(44, vec![0u8; 8])], 128)), "in a first fragment");
+        assert!(!s.admits(&behind(&[(44, vec![0, 0, 0x01, 0x00, 0, 0, 0, 1])], 128)), "in a later fragment");
         // ICMP as a protocol without narrowing takes every type.
         let mut all = remote4;
         all.proto = 1;

@@ -12,7 +12,7 @@ use crate::config::EspProposal;
 use crate::crypto::{DhGroup, IkeSuite, IntegAlg, PrfAlg};
 use crate::ids::{dh, encr, esn, integ, prf, protocol, transform_type as tt};
 use crate::wire::proposal::{Proposal, Transform};
-use crate::wire::traffic_selector::TrafficSelector;
+use crate::wire::traffic_selector::{TrafficSelector, MAX_SELECTORS};
 
 fn ike_transforms(s: &IkeSuite) -> Vec<Transform> {
     let mut t =
@@ -222,7 +222,9 @@ pub(crate) fn describe_ts(list: &[TrafficSelector]) -> String {
 }
 
 /// Responder narrowing: every overlap of what is offered with what is
-/// allowed; empty when there is none.
+/// allowed, in the order offered; empty when there is none. At most
+/// [`MAX_SELECTORS`], what a TS payload can carry: two lists of 255 could
+/// overlap in 65,025 ways, and keeping the first 255 only narrows further.
 pub(crate) fn narrow(offered: &[TrafficSelector], allowed: &[TrafficSelector]) -> Vec<TrafficSelector> {
     let mut out: Vec<TrafficSelector> = Vec::new();
     for o in offered {
@@ -230,6 +232,9 @@ pub(crate) fn narrow(offered: &[TrafficSelector], allowed: &[TrafficSelector]) -
             if let Some(ts) = o.intersect(a) {
                 if !out.contains(&ts) {
                     out.push(ts);
+                    if out.len() == MAX_SELECTORS {
+                        return out;
+                    }
                 }
             }
         }
@@ -273,5 +278,25 @@ mod tests {
         assert!(text.len() < MAX_DESCRIBED + 40, "{} bytes", text.len());
         assert!(text.starts_with("aes256-sha256-modp2048, aes256"), "{text}");
         assert!(text.ends_with("… (500 proposals in all)"), "{text}");
+    }
+
+    #[test]
+    fn narrowing_keeps_at_most_what_a_ts_payload_carries() {
+        use std::net::{IpAddr, Ipv4Addr};
+        // 255 /24s offered against 255 /16s whose every pair overlaps
+        // differently: ports tell the /16s apart.
+        let offered: Vec<_> =
+            (0..255u8).map(|i| TrafficSelector::subnet(IpAddr::V4(Ipv4Addr::new(10, 1, i, 0)), 24)).collect();
+        let allowed: Vec<_> = (0..255u16)
+            .map(|i| TrafficSelector {
+                start_port: i,
+                end_port: i,
+                ..TrafficSelector::subnet(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 0)), 16)
+            })
+            .collect();
+        let out = narrow(&offered, &allowed);
+        assert_eq!(out.len(), MAX_SELECTORS);
+        assert!(out.iter().all(|ts| ts.start == offered[0].start), "the first offered selector's overlaps come first");
+        assert_eq!(narrow(&offered[..2], &allowed[..3]).len(), 6, "under the limit every overlap is kept");
     }
 }

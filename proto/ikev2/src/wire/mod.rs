@@ -33,6 +33,6 @@ pub enum WireError {
     Malformed(&'static str),
     #[error("the encrypted (SK) payload is not the last payload")]
     SkNotLast,
-    #[error("more than {max} {what} in one message")]
+    #[error("more than {max} {what}")]
     TooMany { what: &'static str, max: usize },
 }

@@ -165,7 +165,7 @@ pub fn parse_chain(first: u8, data: &[u8]) -> Result<(Vec<Payload>, ChainEnd), W
             return Ok((out, ChainEnd::Encrypted { offset, first_inner: next }));
         }
         if out.len() == MAX_PAYLOADS {
-            return Err(WireError::TooMany { what: "payloads", max: MAX_PAYLOADS });
+            return Err(WireError::TooMany { what: "payloads in one chain", max: MAX_PAYLOADS });
         }
         out.push(Payload::parse(this, critical, body)?);
     }
@@ -228,7 +228,10 @@ mod tests {
         assert_eq!(parse_chain(first, &out).map(|(p, _)| p.len()), Ok(MAX_PAYLOADS));
         let mut out = Vec::new();
         let first = write_chain(&vec![notify; MAX_PAYLOADS + 1], kind::NONE, &mut out);
-        assert_eq!(parse_chain(first, &out), Err(WireError::TooMany { what: "payloads", max: MAX_PAYLOADS }));
+        assert_eq!(
+            parse_chain(first, &out),
+            Err(WireError::TooMany { what: "payloads in one chain", max: MAX_PAYLOADS })
+        );
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub fn parse_sa(body: &[u8]) -> Result<Vec<Proposal>, WireError> {
         }
         let mut p = Reader::new(r.bytes(len - 4)?);
         if out.len() == MAX_PROPOSALS {
-            return Err(WireError::TooMany { what: "proposals", max: MAX_PROPOSALS });
+            return Err(WireError::TooMany { what: "proposals in one SA payload", max: MAX_PROPOSALS });
         }
         out.push(parse_proposal(&mut p)?);
         match last {
@@ -83,6 +83,11 @@ fn parse_proposal(p: &mut Reader<'_>) -> Result<Proposal, WireError> {
     let spi = p.bytes(spi_size)?.to_vec();
     let mut transforms = Vec::with_capacity(count);
     while !p.is_empty() {
+        // The count is one octet: more transforms than it says are refused
+        // before they are parsed, not after thousands of them.
+        if transforms.len() == count {
+            return Err(WireError::Malformed("SA"));
+        }
         let last = p.u8()?;
         p.u8()?;
         let len = p.u16()? as usize;
@@ -209,7 +214,16 @@ mod tests {
         assert_eq!(parse_sa(&out).map(|p| p.len()), Ok(MAX_PROPOSALS));
         let mut out = Vec::new();
         write_sa(&numbered(MAX_PROPOSALS + 1), &mut out);
-        assert_eq!(parse_sa(&out), Err(WireError::TooMany { what: "proposals", max: MAX_PROPOSALS }));
+        assert_eq!(parse_sa(&out), Err(WireError::TooMany { what: "proposals in one SA payload", max: MAX_PROPOSALS }));
+    }
+
+    #[test]
+    fn transforms_past_the_count_are_refused_at_the_first_extra_one() {
+        let mut out = Vec::new();
+        write_sa(&sample()[1..], &mut out);
+        let mut bad = out.clone();
+        bad[7] = 0; // the proposal says it has no transforms, and has one
+        assert_eq!(parse_sa(&bad), Err(WireError::Malformed("SA")));
     }
 
     #[test]

@@ -154,6 +154,9 @@ impl fmt::Display for TrafficSelector {
     }
 }
 
+/// The most selectors a TS payload holds: its count is one octet.
+pub const MAX_SELECTORS: usize = 255;
+
 /// Parses a TSi or TSr payload's body (unknown selector types skipped).
 pub fn parse_ts(body: &[u8]) -> Result<Vec<TrafficSelector>, WireError> {
     let mut r = Reader::new(body);
@@ -171,8 +174,12 @@ pub fn parse_ts(body: &[u8]) -> Result<Vec<TrafficSelector>, WireError> {
     Ok(out)
 }
 
-/// Appends a TSi or TSr payload's body.
+/// Appends a TSi or TSr payload's body. The configuration and `narrow`
+/// keep lists within [`MAX_SELECTORS`]; past it the payload would
+/// misstate its count, so only the first ones are written (a narrowing,
+/// which RFC 7296 §2.9 allows either end).
 pub fn write_ts(list: &[TrafficSelector], out: &mut Vec<u8>) {
+    let list = &list[..list.len().min(MAX_SELECTORS)];
     out.push(list.len() as u8);
     out.extend_from_slice(&[0, 0, 0]);
     for ts in list {
@@ -197,6 +204,14 @@ mod tests {
         assert_eq!(net("10.1.2.3", 16).to_string(), "10.1.0.0/16");
         assert_eq!(net("0.0.0.0", 0).to_string(), "0.0.0.0/0");
         assert_eq!(net("fd00::1", 128).to_string(), "fd00::1/128");
+    }
+
+    #[test]
+    fn a_list_past_what_the_count_holds_is_written_as_its_first_255() {
+        let list: Vec<_> = (0..300u32).map(|i| net(&std::net::Ipv4Addr::from(i << 8).to_string(), 24)).collect();
+        let mut out = Vec::new();
+        write_ts(&list, &mut out);
+        assert_eq!(parse_ts(&out), Ok(list[..MAX_SELECTORS].to_vec()));
     }
 
     #[test]
