@@ -8,7 +8,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use base64::Engine;
-use ipnet::IpNet;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
@@ -19,6 +18,7 @@ use crate::prefix::parse_allowed_ip;
 use crate::proposals::{default_esp_proposals, default_ike_proposals, EspProposal, IkeProposal};
 use crate::rules;
 use crate::schema::RawPeer;
+use crate::selector::TrafficSelector;
 use crate::types::{
     Encap, Endpoint, EndpointError, Identity, IpsecPeer, Psk, DEFAULT_CHILD_LIFETIME, DEFAULT_DPD_INTERVAL,
     DEFAULT_FAILOVER_AFTER, DEFAULT_IKE_LIFETIME, DEFAULT_NAT_KEEPALIVE, IKE_PORT, MIN_PSK_LEN,
@@ -220,12 +220,12 @@ impl Checker<'_> {
         if raw.esp_proposals.is_empty() {
             esp_proposals = default_esp_proposals();
         }
-        let any: Vec<IpNet> = vec!["0.0.0.0/0".parse().expect("valid"), "::/0".parse().expect("valid")];
-        let mut local_ts = self.wire_list(&join(t, "local_ts"), &raw.local_ts, parse_allowed_ip);
+        let any: Vec<TrafficSelector> = vec!["0.0.0.0/0".parse().expect("valid"), "::/0".parse().expect("valid")];
+        let mut local_ts = self.wire_list(&join(t, "local_ts"), &raw.local_ts, |s| s.parse::<TrafficSelector>());
         if raw.local_ts.is_empty() {
             local_ts = any.clone();
         }
-        let mut remote_ts = self.wire_list(&join(t, "remote_ts"), &raw.remote_ts, parse_allowed_ip);
+        let mut remote_ts = self.wire_list(&join(t, "remote_ts"), &raw.remote_ts, |s| s.parse::<TrafficSelector>());
         if raw.remote_ts.is_empty() {
             remote_ts = any;
         }
@@ -417,6 +417,22 @@ psk_file = "dc-east.psk"
             ],
             "{e}"
         );
+    }
+
+    #[test]
+    fn selectors_may_name_a_protocol_and_ports() {
+        let (_d, file) =
+            setup(&format!("{SRX}local_ts = [\"10.0.0.0/16[tcp]\"]\nremote_ts = [\"10.1.0.0/16[tcp/443]\"]\n"), 0o600);
+        let p = crate::load(&file).unwrap().ipsec_peers.remove(0);
+        assert_eq!(
+            (p.local_ts[0].to_string(), p.remote_ts[0].to_string()),
+            ("10.0.0.0/16[tcp]".into(), "10.1.0.0/16[tcp/443]".into())
+        );
+        let (_d, file) = setup(&format!("{SRX}remote_ts = [\"10.1.0.0/16\", \"10.2.0.0/16[any/53]\"]\n"), 0o600);
+        let e = crate::load(&file).unwrap_err();
+        let p = &e.problems()[0];
+        assert_eq!((p.line, p.field.as_str()), (12, "peer[1].remote_ts"), "{e}");
+        assert!(p.message.contains("a port needs a protocol"), "{e}");
     }
 
     #[test]

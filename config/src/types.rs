@@ -7,6 +7,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use crate::proposals::{EspProposal, IkeProposal};
+use crate::selector::TrafficSelector;
 
 use causeway_wireguard::{PresharedKey, PublicKey, StaticSecret};
 use ipnet::IpNet;
@@ -344,8 +345,8 @@ pub struct IpsecPeer {
     pub psk: Psk,
     pub ike_proposals: Vec<IkeProposal>,
     pub esp_proposals: Vec<EspProposal>,
-    pub local_ts: Vec<IpNet>,
-    pub remote_ts: Vec<IpNet>,
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
     pub ike_lifetime: Duration,
     pub child_lifetime: Duration,
     /// Zero: no liveness checks.

@@ -134,8 +134,8 @@ fn ipsec_peer(me: u8, other: u8, name: &str, site: Option<&str>, allowed_ips: &[
         psk: Psk(Zeroizing::new(b"a test key of plenty of bytes".to_vec())),
         ike_proposals: vec!["aes256gcm16-prfsha256-x25519".parse::<IkeProposal>().unwrap()],
         esp_proposals: vec!["aes256gcm16".parse::<EspProposal>().unwrap()],
-        local_ts: vec![net(ts.0)],
-        remote_ts: vec![net(ts.1)],
+        local_ts: vec![net(ts.0).into()],
+        remote_ts: vec![net(ts.1).into()],
         ike_lifetime: Duration::from_secs(3600),
         child_lifetime: Duration::from_secs(3600),
         dpd_interval: DPD,
@@ -355,11 +355,12 @@ fn a_reload_that_changes_what_was_negotiated_negotiates_it_anew() {
     let with_west = |cfg: &Config, west: &str| {
         let mut c = cfg.clone();
         let p = &mut c.ipsec_peers[0];
-        let west = vec![west.parse().unwrap()];
+        let west: Vec<ipnet::IpNet> = vec![west.parse().unwrap()];
+        let selectors = west.iter().map(|&n| n.into()).collect();
         if p.name == "west.gw1" {
-            (p.remote_ts, p.allowed_ips) = (west.clone(), west);
+            (p.remote_ts, p.allowed_ips) = (selectors, west);
         } else {
-            p.local_ts = west;
+            p.local_ts = selectors;
         }
         c
     };

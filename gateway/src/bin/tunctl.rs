@@ -130,7 +130,8 @@ enum Command {
     /// remote.id → local_id, remote_id (unset: the one address of
     /// local_addrs/remote_addrs); proposals → ike_proposals;
     /// children.*.esp_proposals → esp_proposals; local_ts, remote_ts →
-    /// local_ts, remote_ts, and remote_ts → allowed_ips; rekey_time →
+    /// local_ts, remote_ts (with [protocol/port] as written, numbers only),
+    /// and remote_ts's prefixes → allowed_ips; rekey_time →
     /// ike_lifetime; children.*.rekey_time → child_lifetime; dpd_delay →
     /// dpd_interval; encap = yes → encap = "always"; start_action = start →
     /// initiate = true, trap or none → initiate = false (IKE then starts

@@ -12,7 +12,6 @@ use causeway_dataplane::session::Carrier;
 use causeway_esp::{Cipher, InboundSa, OutboundSa, SaKeys};
 use causeway_ikev2::crypto::{DhGroup as IkeGroup, EncrAlg, IkeSuite, IntegAlg, PrfAlg};
 use causeway_ikev2::{ChildKeys, EspCipher, EspProposal, PeerConfig, TrafficSelector};
-use ipnet::IpNet;
 
 /// Both ends rarely rekey at once when up to this share of a lifetime is
 /// taken off at random (strongSwan's rand_time plays the same part).
@@ -56,8 +55,16 @@ fn identity(id: &Identity) -> causeway_ikev2::Identity {
     }
 }
 
-fn selectors(nets: &[IpNet]) -> Vec<TrafficSelector> {
-    nets.iter().map(|n| TrafficSelector::subnet(n.network(), n.prefix_len())).collect()
+fn selectors(configured: &[causeway_config::TrafficSelector]) -> Vec<TrafficSelector> {
+    configured
+        .iter()
+        .map(|c| TrafficSelector {
+            ip_proto: c.proto,
+            start_port: c.ports.0,
+            end_port: c.ports.1,
+            ..TrafficSelector::subnet(c.net.network(), c.net.prefix_len())
+        })
+        .collect()
 }
 
 /// The IKE core's view of a configured peer. `remote_addrs` are the
@@ -182,6 +189,7 @@ mod tests {
             ("child_lifetime = 600\n", false),
             ("allowed_ips = [\"10.9.0.0/16\"]\n", false),
             ("remote_ts = [\"10.9.0.0/16\"]\n", true),
+            ("remote_ts = [\"0.0.0.0/0[tcp]\", \"::/0\"]\n", true),
             ("esp_proposals = [\"aes128gcm16\"]\n", true),
             ("encap = \"always\"\n", true),
         ] {
@@ -190,6 +198,15 @@ mod tests {
         let mut other_key = base.clone();
         other_key.psk = causeway_config::Psk(zeroize::Zeroizing::new(b"another key of plenty of bytes".to_vec()));
         assert!(needs_new_sas(&base, &other_key));
+    }
+
+    #[test]
+    fn configured_protocols_and_ports_are_proposed() {
+        let p = peer("local_ts = [\"10.1.0.0/16[tcp]\"]\nremote_ts = [\"10.2.0.0/16[tcp/443]\", \"fd00:2::/64\"]\n");
+        let c = peer_config(&p, vec![], true);
+        let shown = |list: &[TrafficSelector]| list.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        assert_eq!(shown(&c.local_ts), ["10.1.0.0/16[6/0-65535]"]);
+        assert_eq!(shown(&c.remote_ts), ["10.2.0.0/16[6/443-443]", "fd00:2::/64"]);
     }
 
     #[test]

@@ -64,6 +64,9 @@ struct Causeway<'a> {
     esp: &'a str,
     initiate: bool,
     psk_hex: Option<String>,
+    /// Causeway's selectors, as its configuration writes them.
+    local_ts: &'a str,
+    remote_ts: &'a str,
     extra: &'a str,
     /// causewayd's WireGuard key (made up when absent).
     key: Option<causeway_wireguard::StaticSecret>,
@@ -89,6 +92,8 @@ impl Default for Causeway<'_> {
             esp: "aes256gcm16",
             initiate: true,
             psk_hex: None,
+            local_ts: "10.94.1.0/24",
+            remote_ts: "10.94.2.0/24",
             extra: "",
             key: None,
             wan6: false,
@@ -120,8 +125,8 @@ remote_id = "gw-b.causeway.test"
 psk_file = "{}"
 ike_proposals = ["{}"]
 esp_proposals = ["{}"]
-local_ts = ["10.94.1.0/24"]
-remote_ts = ["10.94.2.0/24"]
+local_ts = ["{}"]
+remote_ts = ["{}"]
 encap = "always"
 initiate = {}
 {}
@@ -131,6 +136,8 @@ initiate = {}
         psk_path.display(),
         c.ike,
         c.esp,
+        c.local_ts,
+        c.remote_ts,
         c.initiate,
         c.extra
     );
@@ -448,6 +455,38 @@ fn failures_are_named_in_one_log_line() {
         assert!(p.causeway().process.pid() > 0 && p.gw.as_mut().unwrap().process.running(), "{what}: causewayd died");
         eprintln!("{what}: {}", log.lines().find(|l| l.contains(line)).unwrap_or_default());
     }
+}
+
+/// Selectors narrowed to TCP, and on the remote side to iperf3's ports,
+/// configured on Causeway, which initiates: strongSwan, whose own
+/// selectors take every protocol, narrows to them. TCP to those ports
+/// crosses; a ping does not, and Causeway counts the echo requests its
+/// SA's selectors do not cover instead of sending them.
+#[test]
+fn selectors_narrowed_to_tcp_ports_carry_that_only() {
+    let Some(_lab) = strongswan_lab("selectors_narrowed_to_tcp_ports_carry_that_only") else {
+        return;
+    };
+    let p = interop(
+        Causeway { local_ts: "10.94.1.0/24[tcp]", remote_ts: "10.94.2.0/24[tcp/5201-6200]", ..Causeway::default() },
+        |c| c,
+    );
+    let timeout = Duration::from_secs(20);
+    assert!(p.charon.wait_for_log("CHILD_SA * established with SPIs", timeout).is_ok(), "no CHILD_SA\n{}", p.logs());
+    assert!(p.wait_up(timeout), "causewayd has no child SA\n{}", p.logs());
+    let list = p.charon.list_sas().unwrap();
+    assert!(
+        list.contains("10.94.1.0/24[tcp]") && list.contains("10.94.2.0/24[tcp/"),
+        "narrowed in strongSwan too:\n{list}"
+    );
+    let run = lab::iperf3(&p.host_b, &p.host_a, "10.94.2.2", 2, false, &[]).unwrap();
+    assert!(run.bytes > 1_000_000, "TCP to an iperf3 port crossed: {} bytes\n{}", run.bytes, p.logs());
+    let outside = || {
+        lab::api_status(&p.causeway().ifname).unwrap()["drops"]["outbound_outside_traffic_selectors"].as_u64().unwrap()
+    };
+    let before = outside();
+    assert!(p.host_a.ping("10.94.2.2", 3).is_none(), "a ping crossed an SA narrowed to TCP\n{}", p.logs());
+    assert!(outside() >= before + 3, "the echo requests were counted: {} then {}", before, outside());
 }
 
 /// One causewayd, two kinds of peer at once: strongSwan over IPsec (gw-b)

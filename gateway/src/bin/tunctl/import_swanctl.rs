@@ -314,10 +314,6 @@ secrets {
         }
     }
 
-    fn nets(v: &[ipnet::IpNet]) -> Vec<String> {
-        v.iter().map(|n| n.to_string()).collect()
-    }
-
     fn strings<T: ToString>(v: &[T]) -> Vec<String> {
         v.iter().map(|p| p.to_string()).collect()
     }
@@ -345,9 +341,9 @@ secrets {
         assert_eq!(east.remote_id, Identity::Address("198.18.1.2".parse().unwrap()));
         assert_eq!(strings(&east.ike_proposals), ["aes256gcm16-prfsha384-x25519", "aes256-sha256-prfsha256-modp2048"]);
         assert_eq!(strings(&east.esp_proposals), ["aes256gcm16", "aes256-sha256-modp2048"]);
-        assert_eq!(nets(&east.local_ts), ["10.0.0.0/16", "fd00:10::/48"]);
-        assert_eq!(nets(&east.remote_ts), ["10.1.0.0/16", "fd00:11::/48"]);
-        assert_eq!(east.allowed_ips, east.remote_ts, "remote_ts is routed to the peer");
+        assert_eq!(strings(&east.local_ts), ["10.0.0.0/16", "fd00:10::/48"]);
+        assert_eq!(strings(&east.remote_ts), ["10.1.0.0/16", "fd00:11::/48"]);
+        assert_eq!(strings(&east.allowed_ips), strings(&east.remote_ts), "remote_ts is routed to the peer");
         assert_eq!(east.ike_lifetime, Duration::from_secs(4 * 3600));
         assert_eq!(east.child_lifetime, Duration::from_secs(3600));
         assert_eq!(east.dpd_interval, Duration::from_secs(10));
@@ -362,7 +358,7 @@ secrets {
         assert_eq!(west.remote_id, Identity::Email("srx@dc-west.example".into()));
         assert_eq!(strings(&west.ike_proposals), strings(&causeway_config::proposals::default_ike_proposals()));
         assert_eq!(strings(&west.esp_proposals), strings(&causeway_config::proposals::default_esp_proposals()));
-        assert_eq!(nets(&west.allowed_ips), ["10.2.0.0/16"]);
+        assert_eq!(strings(&west.allowed_ips), ["10.2.0.0/16"]);
         assert_eq!(west.ike_lifetime, causeway_config::DEFAULT_IKE_LIFETIME, "absent: Causeway's default");
         assert_eq!(west.child_lifetime, Duration::from_secs(28_800));
         assert_eq!(west.dpd_interval, causeway_config::DEFAULT_DPD_INTERVAL);
@@ -429,7 +425,7 @@ secrets {
             ("proposals = aes256-sha1-modp1024\nchildren { a { remote_ts = 10.1.0.0/16 } }", "connection c1: proposals: unknown algorithm"),
             ("children { a { remote_ts = 10.1.0.0/16\n esp_proposals = 3des-md5 } }", "children.a.esp_proposals: unknown algorithm \"3des\""),
             ("version = 1\nchildren { a { remote_ts = 10.1.0.0/16 } }", "version: 1: Causeway speaks IKEv2 only"),
-            ("children { a { remote_ts = 10.1.0.0/16[tcp/443] } }", "children.a.remote_ts: \"10.1.0.0/16[tcp/443]\" limits protocols or ports"),
+            ("children { a { remote_ts = 10.1.0.0/16[tcp/https] } }", "children.a.remote_ts: \"10.1.0.0/16[tcp/https]\": \"https\" is not a port"),
             ("children { a { remote_ts = 10.1.0.0/16\n mode = transport } }", "children.a.mode: transport"),
             ("pools = office\nchildren { a { remote_ts = 10.1.0.0/16 } }", "pools: virtual IPs"),
             ("", "children: no children { } section"),
@@ -450,6 +446,24 @@ secrets {
     }
 
     #[test]
+    fn selectors_narrowed_to_protocols_and_ports_are_kept_and_route_their_prefixes() {
+        let s = setup(
+            "connections {\n peer {\n  remote_addrs = 198.18.0.2\n  local { auth = psk\n id = a }\n  \
+             remote { auth = psk\n id = b }\n  children {\n   a {\n    local_ts = 10.1.0.0/16[tcp]\n    \
+             remote_ts = 10.2.0.0/16[tcp/443], 10.2.0.0/16[udp/53], 10.3.0.0/16[icmp/2048-2303] } } } }\n\
+             secrets { ike { secret = 0sAAECAwQFBgcICQoLDA0ODw== } }\n",
+        );
+        let imported = s.import(None).unwrap();
+        let p = &s.load(&imported)[0];
+        assert_eq!(strings(&p.local_ts), ["10.1.0.0/16[tcp]"]);
+        assert_eq!(
+            strings(&p.remote_ts),
+            ["10.2.0.0/16[tcp/443]", "10.2.0.0/16[udp/53]", "10.3.0.0/16[icmp/2048-2303]"]
+        );
+        assert_eq!(strings(&p.allowed_ips), ["10.2.0.0/16", "10.3.0.0/16"], "each prefix routed once");
+    }
+
+    #[test]
     fn unset_identities_and_dynamic_selectors_take_the_addresses() {
         let s = setup(
             "connections {\n peer {\n  local_addrs = fd00::1\n  remote_addrs = fd00::2, %any\n  remote_port = 4500\n  \
@@ -461,7 +475,10 @@ secrets {
         assert_eq!(p.local_id, Identity::Address("fd00::1".parse().unwrap()));
         assert_eq!(p.remote_id, Identity::Address("fd00::2".parse().unwrap()));
         assert_eq!(strings(&p.endpoints), ["[fd00::2]:4500"]);
-        assert_eq!((nets(&p.local_ts), nets(&p.remote_ts)), (vec!["fd00::1/128".into()], vec!["fd00::2/128".into()]));
+        assert_eq!(
+            (strings(&p.local_ts), strings(&p.remote_ts)),
+            (vec!["fd00::1/128".into()], vec!["fd00::2/128".into()])
+        );
         assert_eq!(p.child_lifetime, Duration::from_secs(900), "rekeyed 10% before life_time, as strongSwan does");
         assert!(!p.initiate, "start_action none");
         assert_eq!(&**p.psk.0, (0..16).collect::<Vec<u8>>().as_slice(), "a secret naming no identity fits any");

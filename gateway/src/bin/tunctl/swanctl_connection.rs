@@ -12,6 +12,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use causeway_config::TrafficSelector;
 use serde::Serialize;
 
 use super::swanctl::{Section, Setting};
@@ -213,8 +214,8 @@ fn auth_round(c: &mut Conn, conn: &Section, side: &str, own: Option<IpAddr>) -> 
 /// What a child SA contributes to the peer.
 #[derive(Clone, PartialEq, Debug)]
 struct Child {
-    local_ts: Vec<String>,
-    remote_ts: Vec<String>,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
     esp_proposals: Vec<String>,
     lifetime: Option<u32>,
     initiate: bool,
@@ -232,15 +233,28 @@ const CHILD_KEYS: &[&str] = &[
     "ipcomp",
 ];
 
+/// The prefixes routed to the peer: those of its selectors, each once (a
+/// selector narrowed to a protocol still routes its whole prefix; the
+/// selectors keep the rest out).
+fn routed(remote_ts: &[TrafficSelector]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for net in remote_ts.iter().map(|ts| ts.net.to_string()) {
+        if !out.contains(&net) {
+            out.push(net);
+        }
+    }
+    out
+}
+
 fn child(c: &mut Conn, ch: &Section, own: (Option<IpAddr>, Option<IpAddr>)) -> Child {
     let p = |key: &str| format!("children.{}.{key}", ch.name);
-    let ts = |c: &mut Conn, key: &'static str, own: Option<IpAddr>| -> Vec<String> {
+    let ts = |c: &mut Conn, key: &'static str, own: Option<IpAddr>| -> Vec<TrafficSelector> {
         let (text, at) = ch.get(key).map_or(("dynamic", ch.at.as_str()), |s| (s.value.as_str(), s.at.as_str()));
         c.from(key, &p(key), at);
         let mut out = Vec::new();
         for item in values::list(text) {
             match values::selector(item, own) {
-                Ok(net) => out.push(net.to_string()),
+                Ok(ts) => out.push(ts),
                 Err(e) => c.fail(at, &p(key), e),
             }
         }
@@ -426,14 +440,14 @@ pub fn connection<'a, 's>(
         name: conn.name.clone(),
         protocol: "ipsec",
         endpoints,
-        allowed_ips: child.remote_ts.clone(),
+        allowed_ips: routed(&child.remote_ts),
         local_id: values::identity_text(&local_id),
         remote_id: values::identity_text(&remote_id),
         psk_file,
         ike_proposals,
         esp_proposals: child.esp_proposals,
-        local_ts: child.local_ts,
-        remote_ts: child.remote_ts,
+        local_ts: child.local_ts.iter().map(ToString::to_string).collect(),
+        remote_ts: child.remote_ts.iter().map(ToString::to_string).collect(),
         ike_lifetime,
         child_lifetime: child.lifetime,
         dpd_interval,

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use base64::Engine;
 use causeway_config::proposals::{default_esp_proposals, default_ike_proposals, EspProposal, IkeProposal};
-use causeway_config::Identity;
+use causeway_config::{Identity, TrafficSelector};
 use ipnet::IpNet;
 use zeroize::Zeroizing;
 
@@ -216,28 +216,29 @@ pub fn proposals(text: &str, kind: Kind) -> Result<Option<Vec<String>>, String> 
     Ok(Some(out))
 }
 
-/// One traffic selector: a prefix or an address. `dynamic` (the tunnel's
-/// own address) becomes `own` as a host prefix when it is known.
-pub fn selector(text: &str, own: Option<IpAddr>) -> Result<IpNet, String> {
+/// One traffic selector: a prefix or an address, and optionally a
+/// protocol and ports in square brackets, which Causeway writes as
+/// strongSwan does. `dynamic` (the tunnel's own address) becomes `own` as
+/// a host prefix when it is known.
+pub fn selector(text: &str, own: Option<IpAddr>) -> Result<TrafficSelector, String> {
     let t = text.trim();
-    if t.contains('[') {
-        return Err(format!(
-            "\"{t}\" limits protocols or ports; Causeway's selectors are whole prefixes (filter with a firewall)"
-        ));
-    }
-    if t == "dynamic" || t == "%dynamic" {
-        return own.map(IpNet::from).ok_or_else(|| {
+    let (addr, narrowing) = t.split_at(t.find('[').unwrap_or(t.len()));
+    let addr = addr.trim();
+    let net = if addr == "dynamic" || addr == "%dynamic" {
+        own.map(IpNet::from).ok_or_else(|| {
             "dynamic (strongSwan's default: the tunnel's own address) needs one address in local_addrs/remote_addrs; \
              write the prefixes instead"
                 .to_string()
-        });
-    }
-    if let Some((a, b)) = t.split_once('-') {
-        if a.trim().parse::<IpAddr>().is_ok() && b.trim().parse::<IpAddr>().is_ok() {
-            return Err(format!("\"{t}\" is an address range; write it as prefixes"));
+        })?
+    } else {
+        if let Some((a, b)) = addr.split_once('-') {
+            if a.trim().parse::<IpAddr>().is_ok() && b.trim().parse::<IpAddr>().is_ok() {
+                return Err(format!("\"{t}\" is an address range; write it as prefixes"));
+            }
         }
-    }
-    causeway_config::parse_allowed_ip(t).map_err(|e| e.to_string())
+        causeway_config::parse_allowed_ip(addr).map_err(|e| e.to_string())?
+    };
+    format!("{net}{narrowing}").parse::<TrafficSelector>().map_err(|e| format!("\"{t}\": {e}"))
 }
 
 /// The bytes of an IKE secret, as swanctl loads them.
@@ -338,12 +339,15 @@ mod tests {
     }
 
     #[test]
-    fn selectors_are_prefixes() {
+    fn selectors_are_prefixes_narrowed_or_not() {
         assert_eq!(selector("10.1.0.0/16", None).unwrap().to_string(), "10.1.0.0/16");
         assert_eq!(selector("10.1.2.3", None).unwrap().to_string(), "10.1.2.3/32");
         assert_eq!(selector("dynamic", Some("198.18.0.1".parse().unwrap())).unwrap().to_string(), "198.18.0.1/32");
         assert!(selector("dynamic", None).unwrap_err().contains("local_addrs/remote_addrs"));
-        assert!(selector("10.1.0.0/16[tcp/443]", None).unwrap_err().contains("ports"));
+        assert_eq!(selector("10.1.0.0/16[tcp/443]", None).unwrap().to_string(), "10.1.0.0/16[tcp/443]");
+        let own = Some("198.18.0.1".parse().unwrap());
+        assert_eq!(selector("dynamic[udp/500]", own).unwrap().to_string(), "198.18.0.1/32[udp/500]");
+        assert!(selector("10.1.0.0/16[tcp/https]", None).unwrap_err().contains("service names are not read"));
         assert!(selector("10.1.0.1-10.1.0.9", None).unwrap_err().contains("range"));
         assert!(selector("10.1.2.3/16", None).unwrap_err().contains("host bits"));
     }
