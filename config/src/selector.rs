@@ -4,13 +4,21 @@
 //! `10.1.0.0/16[tcp]`, `10.1.0.0/16[tcp/443]`, `10.1.0.0/16[udp/1000-2000]`),
 //! so a swanctl.conf selector reads the same here.
 //!
-//! For ICMP and ICMPv6 the port is the type times 256 plus the code (RFC
-//! 4301 §4.4.1.1, RFC 7296 §3.13.1), taken as written as strongSwan takes
-//! it: `[icmp/2048]` is an echo request of code 0, `[icmp/2048-2303]` an
-//! echo request of any code. Protocol names are the few an operator uses
+//! For ICMP and ICMPv6 the port fields hold the type times 256 plus the
+//! code (RFC 4301 §4.4.1.1, RFC 7296 §3.13.1). As strongSwan does, a
+//! number below 256 is a type (code 0): `[icmp/8]` and `[icmp/2048]` are
+//! both an echo request of code 0, and `[icmp/2048-2303]` is an echo
+//! request of any code. Numbers are read as strongSwan reads them (`0x`
+//! for hexadecimal, a leading 0 for octal), so an imported swanctl.conf
+//! means what it meant there. Protocol names are the few an operator uses
 //! (tcp, udp, icmp, ipv6-icmp, sctp); anything else is written as its
 //! number. Service names (`[tcp/https]`) are not read: `/etc/services`
 //! differs between machines, and a number does not.
+//!
+//! Ports narrow only protocols that have them (TCP, UDP, SCTP, DCCP,
+//! UDP-Lite) and ICMP of the prefix's family: the data plane reads no
+//! ports of any other, so such a selector would carry nothing, and is
+//! refused.
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,6 +38,12 @@ pub enum SelectorError {
     Prefix(#[from] PrefixError),
     #[error("\"{0}\" does not close its [protocol/port] with ]")]
     Unclosed(String),
+    #[error("\"{0}\" has text after its [protocol/port]")]
+    Trailing(String),
+    #[error("protocol {0} has no ports: only TCP, UDP, SCTP, DCCP, UDP-Lite and ICMP can be narrowed by port")]
+    NoPorts(u8),
+    #[error("{0} on an {1} prefix carries nothing: write {2}")]
+    WrongIcmp(&'static str, &'static str, &'static str),
     #[error(
         "\"{0}\" is not a protocol: write tcp, udp, icmp, ipv6-icmp, sctp or a number from 0 to 255 (any: leave it out)"
     )]
@@ -66,28 +80,50 @@ impl From<IpNet> for TrafficSelector {
     }
 }
 
+/// A number as C's strtol with base 0 reads it, as strongSwan does.
+fn number(text: &str) -> Option<u32> {
+    let t = text.trim();
+    let (digits, radix) = match (t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")), t.len()) {
+        (Some(hex), _) => (hex, 16),
+        (None, 2..) if t.starts_with('0') => (&t[1..], 8),
+        _ => (t, 10),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u32::from_str_radix(digits, radix).ok()
+}
+
 fn protocol(text: &str) -> Result<u8, SelectorError> {
     let t = text.trim().to_ascii_lowercase();
     PROTOCOLS
         .iter()
         .find(|(name, _)| *name == t)
         .map(|&(_, p)| p)
-        .or_else(|| t.parse().ok())
+        .or_else(|| number(&t).and_then(|n| u8::try_from(n).ok()))
         .ok_or_else(|| SelectorError::Protocol(text.trim().to_string()))
 }
 
-fn ports(text: &str) -> Result<(u16, u16), SelectorError> {
-    let t = text.trim();
-    if t == "opaque" {
-        return Err(SelectorError::Opaque);
+/// Protocols whose headers start with ports (the data plane's list).
+fn has_ports(proto: u8) -> bool {
+    matches!(proto, 6 | 17 | 33 | 132 | 136)
+}
+
+fn ports(text: &str, icmp: bool) -> Result<(u16, u16), SelectorError> {
+    let t = text.trim().to_ascii_lowercase();
+    match t.as_str() {
+        "opaque" => return Err(SelectorError::Opaque),
+        "any" | "" => return Ok((0, u16::MAX)),
+        _ => {}
     }
-    if t == "any" {
-        return Ok((0, u16::MAX));
-    }
-    let port = |s: &str| s.trim().parse::<u16>().map_err(|_| SelectorError::Port(t.to_string()));
+    let port = |s: &str| -> Result<u16, SelectorError> {
+        let n = number(s).and_then(|n| u16::try_from(n).ok()).ok_or_else(|| SelectorError::Port(t.clone()))?;
+        // strongSwan's reading: below 256, an ICMP type of code 0.
+        Ok(if icmp && n < 256 { n << 8 } else { n })
+    };
     let (from, to) = match t.split_once('-') {
         Some((a, b)) => (port(a)?, port(b)?),
-        None => (port(t)?, port(t)?),
+        None => (port(&t)?, port(&t)?),
     };
     if from > to {
         return Err(SelectorError::Backwards(from, to));
@@ -104,18 +140,32 @@ impl FromStr for TrafficSelector {
             return Ok(TrafficSelector::prefix(parse_allowed_ip(text)?));
         };
         let net = parse_allowed_ip(prefix)?;
-        let inside = rest.strip_suffix(']').ok_or_else(|| SelectorError::Unclosed(text.to_string()))?;
+        let (inside, after) = rest.split_once(']').ok_or_else(|| SelectorError::Unclosed(text.to_string()))?;
+        if !after.trim().is_empty() {
+            return Err(SelectorError::Trailing(text.to_string()));
+        }
         let (proto, port) = match inside.split_once('/') {
             Some((p, port)) => (p, Some(port)),
             None => (inside, None),
         };
-        let proto = match proto.trim() {
+        let proto = match proto.trim().to_ascii_lowercase().as_str() {
             "" | "any" => 0,
             p => protocol(p)?,
         };
-        let ports = port.map(ports).transpose()?.unwrap_or((0, u16::MAX));
-        if proto == 0 && ports != (0, u16::MAX) {
-            return Err(SelectorError::PortWithoutProtocol);
+        let v6 = matches!(net, IpNet::V6(_));
+        match (proto, v6) {
+            (1, true) => return Err(SelectorError::WrongIcmp("icmp", "IPv6", "ipv6-icmp")),
+            (58, false) => return Err(SelectorError::WrongIcmp("ipv6-icmp", "IPv4", "icmp")),
+            _ => {}
+        }
+        let ports = port.map(|p| ports(p, matches!(proto, 1 | 58))).transpose()?.unwrap_or((0, u16::MAX));
+        if ports != (0, u16::MAX) {
+            if proto == 0 {
+                return Err(SelectorError::PortWithoutProtocol);
+            }
+            if !has_ports(proto) && !matches!(proto, 1 | 58) {
+                return Err(SelectorError::NoPorts(proto));
+            }
         }
         Ok(TrafficSelector { net, proto, ports })
     }
@@ -155,6 +205,7 @@ mod tests {
             ("10.1.0.0/16[udp/1000-2000]", 17, (1000, 2000)),
             ("10.1.0.0/16[icmp/2048-2303]", 1, (2048, 2303)),
             ("fd00:1::/64[ipv6-icmp/32768]", 58, (32768, 32768)),
+            ("10.1.0.0/16[icmp/768-1023]", 1, (768, 1023)),
             ("10.1.0.0/16[47]", 47, (0, u16::MAX)),
         ] {
             let t = ts(text).unwrap();
@@ -164,8 +215,18 @@ mod tests {
         assert_eq!(ts(" 10.1.0.0/16[ TCP / 443 ] ").unwrap().to_string(), "10.1.0.0/16[tcp/443]");
         assert_eq!(ts("10.1.0.0/16[any]").unwrap(), TrafficSelector::prefix("10.1.0.0/16".parse().unwrap()));
         assert_eq!(ts("10.1.0.0/16[tcp/any]").unwrap().ports, (0, u16::MAX));
-        assert_eq!(ts("10.1.0.0/16[icmpv6]").unwrap().to_string(), "10.1.0.0/16[ipv6-icmp]");
+        assert_eq!(ts("fd00::/8[icmpv6]").unwrap().to_string(), "fd00::/8[ipv6-icmp]");
         assert_eq!(ts("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
+        // As strongSwan reads them: an empty or "any" port, any case,
+        // strtol's hex and octal, an ICMP type below 256.
+        assert_eq!(ts("10.1.0.0/16[tcp/]").unwrap().to_string(), "10.1.0.0/16[tcp]");
+        assert_eq!(ts("10.1.0.0/16[ANY]").unwrap().to_string(), "10.1.0.0/16");
+        assert_eq!(ts("10.1.0.0/16[0x11/0x35]").unwrap().to_string(), "10.1.0.0/16[udp/53]");
+        assert_eq!(ts("10.1.0.0/16[tcp/010]").unwrap().ports, (8, 8));
+        assert_eq!(ts("10.1.0.0/16[icmp/8]").unwrap().ports, (0x0800, 0x0800));
+        assert_eq!(ts("10.1.0.0/16[icmp/3-4]").unwrap().ports, (0x0300, 0x0400));
+        assert_eq!(ts("fd00::/8[ipv6-icmp/128]").unwrap().to_string(), "fd00::/8[ipv6-icmp/32768]");
+        assert_eq!(ts("10.1.0.0/16[tcp/8]").unwrap().ports, (8, 8), "only ICMP's numbers are types");
     }
 
     #[test]
@@ -180,5 +241,11 @@ mod tests {
         assert_eq!(ts("10.1.0.0/16[/53]"), Err(SelectorError::PortWithoutProtocol));
         assert_eq!(ts("10.1.0.0/16[any/53]"), Err(SelectorError::PortWithoutProtocol));
         assert_eq!(ts("10.1.0.0/16[udp/opaque]"), Err(SelectorError::Opaque));
+        assert_eq!(ts("10.1.0.0/16[tcp]x"), Err(SelectorError::Trailing("10.1.0.0/16[tcp]x".into())));
+        assert_eq!(ts("10.1.0.0/16[47/100]"), Err(SelectorError::NoPorts(47)));
+        assert_eq!(ts("10.1.0.0/16[47]").unwrap().proto, 47, "a protocol without ports, whole");
+        assert_eq!(ts("fd00::/8[icmp]"), Err(SelectorError::WrongIcmp("icmp", "IPv6", "ipv6-icmp")));
+        assert_eq!(ts("10.0.0.0/8[ipv6-icmp]"), Err(SelectorError::WrongIcmp("ipv6-icmp", "IPv4", "icmp")));
+        assert_eq!(ts("10.1.0.0/16[tcp/09]"), Err(SelectorError::Port("09".into())), "not octal");
     }
 }

@@ -22,12 +22,12 @@
 //! requests, any code". A packet's type and code stand for its port on
 //! both sides: a peer narrows one of the two selectors (strongSwan reads
 //! the type and code from whichever is narrowed), and the other, left at
-//! all ports, takes any. strongSwan writes `[icmp/3]` as 0x0300-0x0300,
-//! which is type 3 code 0 as the RFC reads it, though the Linux policy it
-//! installs from it takes every code of type 3 (XFRM has no ranges of
-//! type and code, and a code of 0 means any there); Causeway reads the
-//! range as written, so from such a peer other codes of the type count as
-//! outside its selectors. For any other protocol a selector with a port
+//! all ports, takes any. strongSwan writes `[icmp/8]` (a number below 256
+//! is a type) and `[icmp/2048]` alike as 0x0800-0x0800, type 8 code 0 as
+//! the RFC reads it, while the Linux policy it installs from such a
+//! selector takes a code of 0 as any code (XFRM has no ranges of type and
+//! code); Causeway reads the range as written, so from such a peer other
+//! codes of the type count as outside its selectors. For any other protocol a selector with a port
 //! range narrower than all ports does not match. ICMP errors about a flow
 //! of a port-narrowed SA (Packet Too Big among them) are dropped, as
 //! Linux's IPsec does by default (RFC 4301 §6.2 leaves that to the

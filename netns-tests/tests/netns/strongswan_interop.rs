@@ -476,7 +476,7 @@ fn selectors_narrowed_to_tcp_ports_carry_that_only() {
     assert!(p.wait_up(timeout), "causewayd has no child SA\n{}", p.logs());
     let list = p.charon.list_sas().unwrap();
     assert!(
-        list.contains("10.94.1.0/24[tcp]") && list.contains("10.94.2.0/24[tcp/"),
+        list.contains("10.94.1.0/24[tcp]") && list.contains("10.94.2.0/24[tcp/5201-6200]"),
         "narrowed in strongSwan too:\n{list}"
     );
     let run = lab::iperf3(&p.host_b, &p.host_a, "10.94.2.2", 2, false, &[]).unwrap();
@@ -487,6 +487,11 @@ fn selectors_narrowed_to_tcp_ports_carry_that_only() {
     let before = outside();
     assert!(p.host_a.ping("10.94.2.2", 3).is_none(), "a ping crossed an SA narrowed to TCP\n{}", p.logs());
     assert!(outside() >= before + 3, "the echo requests were counted: {} then {}", before, outside());
+    // TCP, but to a port outside the range: the SYN is not sent either.
+    let before = outside();
+    let connect = p.host_a.exec("timeout", &["2", "bash", "-c", "echo > /dev/tcp/10.94.2.2/7000"]);
+    assert!(connect.is_err(), "a connection to port 7000 was made\n{}", p.logs());
+    assert!(outside() > before, "the SYN to port 7000 was counted: {} then {}", before, outside());
 }
 
 /// One causewayd, two kinds of peer at once: strongSwan over IPsec (gw-b)

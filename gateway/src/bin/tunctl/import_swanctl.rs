@@ -450,16 +450,13 @@ secrets {
         let s = setup(
             "connections {\n peer {\n  remote_addrs = 198.18.0.2\n  local { auth = psk\n id = a }\n  \
              remote { auth = psk\n id = b }\n  children {\n   a {\n    local_ts = 10.1.0.0/16[tcp]\n    \
-             remote_ts = 10.2.0.0/16[tcp/443], 10.2.0.0/16[udp/53], 10.3.0.0/16[icmp/2048-2303] } } } }\n\
+             remote_ts = 10.2.0.0/16[tcp/443], 10.2.0.0/16[udp/53], 10.3.0.0/16[icmp/8] } } } }\n\
              secrets { ike { secret = 0sAAECAwQFBgcICQoLDA0ODw== } }\n",
         );
         let imported = s.import(None).unwrap();
         let p = &s.load(&imported)[0];
         assert_eq!(strings(&p.local_ts), ["10.1.0.0/16[tcp]"]);
-        assert_eq!(
-            strings(&p.remote_ts),
-            ["10.2.0.0/16[tcp/443]", "10.2.0.0/16[udp/53]", "10.3.0.0/16[icmp/2048-2303]"]
-        );
+        assert_eq!(strings(&p.remote_ts), ["10.2.0.0/16[tcp/443]", "10.2.0.0/16[udp/53]", "10.3.0.0/16[icmp/2048]"]);
         assert_eq!(strings(&p.allowed_ips), ["10.2.0.0/16", "10.3.0.0/16"], "each prefix routed once");
     }
 
