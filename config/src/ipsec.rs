@@ -160,7 +160,11 @@ impl Checker<'_> {
     {
         if let Some(extra) = items.get(MAX_WIRE_LIST) {
             let n = items.len();
-            self.report(extra.span(), field, format!("{n} entries: IKE counts them in one octet, so at most 255"));
+            self.report(
+                extra.span(),
+                field,
+                format!("{n} entries: IKE counts them in one octet, so at most {MAX_WIRE_LIST}"),
+            );
         }
         self.list(field, items, parse)
     }

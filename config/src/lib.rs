@@ -30,7 +30,7 @@ pub use prefix::{parse_address, parse_allowed_ip, PrefixError};
 pub use registry::{
     DEFAULT_LEASE_TTL, DEFAULT_REGISTRY_FAILOVER, DEFAULT_REGISTRY_KEEPALIVE, DEFAULT_REGISTRY_PREFIX, LEASE_TTL_SECS,
 };
-pub use selector::{SelectorError, TrafficSelector};
+pub use selector::{protocol_has_ports, SelectorError, TrafficSelector};
 pub use types::{
     Config, Endpoint, Interface, Peer, Registry, RegistryTls, RouteTable, Site, DEFAULT_DNS_REFRESH,
     DEFAULT_FAILOVER_AFTER, DEFAULT_LISTEN_PORT, DEFAULT_MTU, DEFAULT_MTU_IPSEC, MAX_MTU, MIN_MTU,

@@ -104,8 +104,11 @@ fn protocol(text: &str) -> Result<u8, SelectorError> {
         .ok_or_else(|| SelectorError::Protocol(text.trim().to_string()))
 }
 
-/// Protocols whose headers start with ports (the data plane's list).
-fn has_ports(proto: u8) -> bool {
+/// Whether a protocol's header starts with its source and destination
+/// ports (TCP, UDP, DCCP, SCTP, UDP-Lite): the one list both what a
+/// configuration may narrow and what the data plane's selectors read.
+#[inline]
+pub fn protocol_has_ports(proto: u8) -> bool {
     matches!(proto, 6 | 17 | 33 | 132 | 136)
 }
 
@@ -163,7 +166,7 @@ impl FromStr for TrafficSelector {
             if proto == 0 {
                 return Err(SelectorError::PortWithoutProtocol);
             }
-            if !has_ports(proto) && !matches!(proto, 1 | 58) {
+            if !protocol_has_ports(proto) && !matches!(proto, 1 | 58) {
                 return Err(SelectorError::NoPorts(proto));
             }
         }

@@ -36,6 +36,8 @@
 
 use std::net::IpAddr;
 
+use causeway_config::protocol_has_ports as has_ports;
+
 /// One selector: a range of addresses of one family, an IP protocol (0 is
 /// any) and a range of ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,11 +132,6 @@ impl Selectors {
         };
         sources.iter().any(|s| s.matches(proto, &source)) && destinations.iter().any(|s| s.matches(proto, &destination))
     }
-}
-
-/// Protocols whose first four bytes are the source and destination ports.
-fn has_ports(proto: u8) -> bool {
-    matches!(proto, 6 | 17 | 33 | 132 | 136)
 }
 
 /// The upper-layer protocol, source and destination of an IP packet, with
