@@ -120,6 +120,8 @@ fn ipsec_peers(gw: &Gateway, by_peer: &HashMap<*const DpPeer, Vec<IpNet>>) -> Ve
                                 cipher: c.cipher.to_string(),
                                 encapsulation: if c.encap { "udp" } else { "esp" }.into(),
                                 age_secs: c.age.as_secs(),
+                                local_ts: c.local_ts.iter().map(ToString::to_string).collect(),
+                                remote_ts: c.remote_ts.iter().map(ToString::to_string).collect(),
                             })
                             .collect()
                     })

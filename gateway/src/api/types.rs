@@ -285,6 +285,11 @@ pub struct ChildSaStatus {
     /// "udp" (port 4500) or "esp" (IP protocol 50).
     pub encapsulation: String,
     pub age_secs: u64,
+    /// The selectors negotiated, ours and the peer's, in the notation of
+    /// `local_ts` and `remote_ts`: narrower than configured when the peer
+    /// narrowed them.
+    pub local_ts: Vec<String>,
+    pub remote_ts: Vec<String>,
 }
 
 /// Whether a peer can carry traffic now.
@@ -381,6 +386,8 @@ mod tests {
                     cipher: "aes256gcm16".into(),
                     encapsulation: "udp".into(),
                     age_secs: 12,
+                    local_ts: vec!["10.1.0.0/16".into()],
+                    remote_ts: vec!["10.2.0.0/16[tcp/443]".into()],
                 }],
                 ike_rekeys: 0,
                 child_rekeys: 1,

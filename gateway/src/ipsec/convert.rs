@@ -205,8 +205,8 @@ mod tests {
         let p = peer("local_ts = [\"10.1.0.0/16[tcp]\"]\nremote_ts = [\"10.2.0.0/16[tcp/443]\", \"fd00:2::/64\"]\n");
         let c = peer_config(&p, vec![], true);
         let shown = |list: &[TrafficSelector]| list.iter().map(|t| t.to_string()).collect::<Vec<_>>();
-        assert_eq!(shown(&c.local_ts), ["10.1.0.0/16[6/0-65535]"]);
-        assert_eq!(shown(&c.remote_ts), ["10.2.0.0/16[6/443-443]", "fd00:2::/64"]);
+        assert_eq!(shown(&c.local_ts), ["10.1.0.0/16[tcp]"]);
+        assert_eq!(shown(&c.remote_ts), ["10.2.0.0/16[tcp/443]", "fd00:2::/64"]);
     }
 
     #[test]

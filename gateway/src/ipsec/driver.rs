@@ -32,7 +32,7 @@ use causeway_dataplane::interface::Interface;
 use causeway_dataplane::io::{Bind, RecvMeta, Socket};
 use causeway_dataplane::ipsec::{flush_staged, Request, SendOn};
 use causeway_dataplane::session::Carrier;
-use causeway_ikev2::{ChildSend, Endpoint, Event, PeerId, PeerStatus, Transmit};
+use causeway_ikev2::{ChildSend, Endpoint, Event, PeerId, PeerStatus, TrafficSelector, Transmit};
 
 use super::lookup::{self, Lookup};
 use super::{convert, keylog};
@@ -459,6 +459,8 @@ fn apply(s: &Shared, event: Event) {
             if let Some(path) = &s.keylog {
                 keylog::append(path, &keys, remote.ip(), local);
             }
+            let shown = |ts: &[TrafficSelector]| ts.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+            let selectors = format!("{} === {}", shown(&local_ts), shown(&remote_ts));
             let sa = match convert::child_sa(keys, encap, &local_ts, &remote_ts) {
                 Ok(sa) => Arc::new(sa),
                 Err(e) => {
@@ -495,6 +497,7 @@ fn apply(s: &Shared, event: Event) {
                 encap,
                 rekey = replaces.is_some(),
                 send = ?send,
+                %selectors,
                 "child SA installed"
             );
             flush_staged(&s.iface, &ps);

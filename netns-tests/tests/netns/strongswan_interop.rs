@@ -479,6 +479,12 @@ fn selectors_narrowed_to_tcp_ports_carry_that_only() {
         list.contains("10.94.1.0/24[tcp]") && list.contains("10.94.2.0/24[tcp/5201-6200]"),
         "narrowed in strongSwan too:\n{list}"
     );
+    let child = &p.ipsec_status()["child_sas"][0];
+    assert_eq!(
+        (child["local_ts"].clone(), child["remote_ts"].clone()),
+        (serde_json::json!(["10.94.1.0/24[tcp]"]), serde_json::json!(["10.94.2.0/24[tcp/5201-6200]"])),
+        "Causeway's status shows the negotiated selectors in the configuration's notation"
+    );
     let run = lab::iperf3(&p.host_b, &p.host_a, "10.94.2.2", 2, false, &[]).unwrap();
     assert!(run.bytes > 1_000_000, "TCP to an iperf3 port crossed: {} bytes\n{}", run.bytes, p.logs());
     let outside = || {

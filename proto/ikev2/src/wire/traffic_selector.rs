@@ -147,10 +147,31 @@ impl fmt::Display for TrafficSelector {
         } else {
             write!(f, "{}..{}", self.start, self.end)?;
         }
-        if self.ip_proto != 0 || self.start_port != 0 || self.end_port != 65535 {
-            write!(f, "[{}/{}-{}]", self.ip_proto, self.start_port, self.end_port)?;
+        // In the notation of strongSwan and of Causeway's local_ts and
+        // remote_ts, so that a log line compares with the configuration.
+        // Ports are the raw 16 bits (an ICMP type is the high octet), which
+        // the configuration reads back as such from 256 up.
+        let name = match self.ip_proto {
+            1 => Some("icmp"),
+            6 => Some("tcp"),
+            17 => Some("udp"),
+            58 => Some("ipv6-icmp"),
+            132 => Some("sctp"),
+            _ => None,
+        };
+        let full = (self.start_port, self.end_port) == (0, u16::MAX);
+        if self.ip_proto == 0 && full {
+            return Ok(());
         }
-        Ok(())
+        match name {
+            Some(n) => write!(f, "[{n}")?,
+            None => write!(f, "[{}", self.ip_proto)?,
+        }
+        match (self.start_port, self.end_port) {
+            _ if full => f.write_str("]"),
+            (a, b) if a == b => write!(f, "/{a}]"),
+            (a, b) => write!(f, "/{a}-{b}]"),
+        }
     }
 }
 
@@ -204,6 +225,25 @@ mod tests {
         assert_eq!(net("10.1.2.3", 16).to_string(), "10.1.0.0/16");
         assert_eq!(net("0.0.0.0", 0).to_string(), "0.0.0.0/0");
         assert_eq!(net("fd00::1", 128).to_string(), "fd00::1/128");
+    }
+
+    #[test]
+    fn narrowed_selectors_print_in_the_configurations_notation() {
+        let with = |proto: u8, ports: (u16, u16)| TrafficSelector {
+            ip_proto: proto,
+            start_port: ports.0,
+            end_port: ports.1,
+            ..net("10.2.0.0", 16)
+        };
+        assert_eq!(with(6, (0, u16::MAX)).to_string(), "10.2.0.0/16[tcp]");
+        assert_eq!(with(6, (443, 443)).to_string(), "10.2.0.0/16[tcp/443]");
+        assert_eq!(with(17, (1000, 2000)).to_string(), "10.2.0.0/16[udp/1000-2000]");
+        assert_eq!(with(1, (0x0800, 0x08ff)).to_string(), "10.2.0.0/16[icmp/2048-2303]");
+        assert_eq!(with(47, (0, u16::MAX)).to_string(), "10.2.0.0/16[47]");
+        // What a peer may send though no configuration could say it.
+        assert_eq!(with(0, (53, 53)).to_string(), "10.2.0.0/16[0/53]");
+        let v6 = TrafficSelector { ip_proto: 58, start_port: 0x8000, end_port: 0x8000, ..net("fd00::", 8) };
+        assert_eq!(v6.to_string(), "fd00::/8[ipv6-icmp/32768]");
     }
 
     #[test]
