@@ -320,6 +320,21 @@ fn machine(args: &Args) -> Value {
     let model = cpuinfo
         .lines()
         .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()));
+    // The same "AMD EPYC" name has come with and without AVX-512 and VAES
+    // on this kind of machine, which changes the ciphers' speed (AES-GCM
+    // above all): the CPU's family, model and those flags say which.
+    let field = |name: &str| {
+        cpuinfo.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+    };
+    let flags = field("flags").unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let features: Vec<&str> = ["aes", "pclmulqdq", "avx2", "avx512f", "vaes", "vpclmulqdq", "sha_ni"]
+        .into_iter()
+        .filter(|f| has(f))
+        .collect();
     let kernel = Command::new("uname")
         .arg("-r")
         .output()
@@ -349,6 +364,9 @@ fn machine(args: &Args) -> Value {
     json!({
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu": model,
+        "cpu_family": field("cpu family"),
+        "cpu_model": field("model"),
+        "cpu_features": features,
         "kernel": kernel,
         "memory": mem,
         "wireguard_go": version(Path::new("wireguard-go"), "--version"),

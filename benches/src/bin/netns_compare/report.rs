@@ -137,10 +137,26 @@ pub fn table(
 ) -> String {
     // Ratios need the reference's own column.
     let others = if impls.iter().any(|i| i == reference) { others(impls, reference) } else { vec![] };
+    // Runs before these fields were recorded give the model name alone.
+    let cpu = match (machine["cpu_family"].as_str(), machine["cpu_model"].as_str(), machine["cpu_features"].as_array())
+    {
+        (Some(family), Some(model), Some(features)) => {
+            let features: Vec<&str> = features.iter().filter_map(|f| f.as_str()).collect();
+            format!(
+                "{} (family {family} model {model}; {})",
+                machine["cpu"].as_str().unwrap_or("?"),
+                if features.is_empty() {
+                    "none of AES-NI, AVX2, AVX-512, VAES".to_string()
+                } else {
+                    features.join(" ")
+                }
+            )
+        }
+        _ => machine["cpu"].as_str().unwrap_or("?").to_string(),
+    };
     let mut t = format!(
-        "Machine: {} cores, {}, kernel {}; {rounds} rounds of {seconds} s per test, medians.\n\nTopology: {}.\n\n",
+        "Machine: {} cores, {cpu}, kernel {}; {rounds} rounds of {seconds} s per test, medians.\n\nTopology: {}.\n\n",
         machine["cores"],
-        machine["cpu"].as_str().unwrap_or("?"),
         machine["kernel"].as_str().unwrap_or("?"),
         Topology::describe(topology),
     );
@@ -210,6 +226,20 @@ mod tests {
         );
         let row = t.lines().find(|l| l.starts_with("| TCP, 1 stream")).unwrap();
         assert!(row.ends_with("| 3.000 | 6.000 | 1.500 | 0.50 | 2.00 |"), "{row}");
+    }
+
+    #[test]
+    fn the_machine_line_names_the_cpus_vector_and_crypto_features() {
+        let m = medians(&[("causeway", 1.0)]);
+        let impls = names(&["causeway"]);
+        let machine = json!({"cores": 2, "cpu": "AMD EPYC", "kernel": "6", "cpu_family": "23", "cpu_model": "49",
+            "cpu_features": ["aes", "pclmulqdq", "avx2"]});
+        let t = table(&machine, "direct", 1, 3, &impls, "causeway", &m, &[]);
+        assert!(t.starts_with("Machine: 2 cores, AMD EPYC (family 23 model 49; aes pclmulqdq avx2), kernel 6;"), "{t}");
+        // A run recorded before the fields were.
+        let old = json!({"cores": 2, "cpu": "AMD EPYC", "kernel": "6"});
+        let t = table(&old, "direct", 1, 3, &impls, "causeway", &m, &[]);
+        assert!(t.starts_with("Machine: 2 cores, AMD EPYC, kernel 6;"), "{t}");
     }
 
     #[test]
