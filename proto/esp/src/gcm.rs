@@ -10,10 +10,11 @@
 //! - The AAD is SPI || 32-bit sequence number (RFC 4106 §5, no ESN).
 //!
 //! aws-lc-rs, not ring: the crate needs it for AES-CBC anyway (ring has
-//! none), and on the Intel Xeon of machine-speeds.md it sealed 1420-byte
-//! AES-256-GCM packets ~38% faster than ring. `examples/esp_speed.rs` on an
-//! AMD EPYC found the two equal at 1420 bytes and ring ~20% faster at 64,
-//! so which is faster depends on the CPU. AWS-LC cleanses its AEAD context
+//! none), and on an Intel Xeon with AVX-512 it sealed 1420-byte
+//! AES-256-GCM packets ~38% faster than ring. `examples/esp_speed.rs` on
+//! AMD EPYCs found ring equal or a little faster, but a build with ring's
+//! AES-GCM measured the same as this one end to end on such a host
+//! (compare-20261202T063237Z, -063527Z). AWS-LC cleanses its AEAD context
 //! when the key is dropped (OPENSSL_free zeroes what it frees); the salt is
 //! kept in a `Zeroizing` buffer here.
 
