@@ -378,8 +378,12 @@ fn ipsec_rows(peers: &[IpsecPeerStatus]) -> Vec<Vec<String>> {
                 .map(|c| {
                     let sas = format!("{}/{} {} {}", c.spi_in, c.spi_out, c.cipher, c.encapsulation);
                     // The selectors only where they narrow: every address
-                    // both ways (an st0 interface's) is the common case.
-                    let all = |ts: &[String]| ts.iter().all(|t| t == "0.0.0.0/0" || t == "::/0");
+                    // of both families both ways (an st0 interface's) is the
+                    // common case. IPv4 alone is a narrowing (IPv6 is not
+                    // carried), and so is anything else.
+                    let all = |ts: &[String]| {
+                        ts.len() == 2 && ts.iter().any(|t| t == "0.0.0.0/0") && ts.iter().any(|t| t == "::/0")
+                    };
                     if all(&c.local_ts) && all(&c.remote_ts) {
                         sas
                     } else {
@@ -686,11 +690,16 @@ mod tests {
         let rows = ipsec_rows(&[peer(vec![
             child(&every, &every),
             child(&["10.1.0.0/16"], &["10.2.0.0/16[tcp/443]", "fd00:2::/64"]),
+            // A peer that takes IPv4 only: IPv6 is no longer carried.
+            child(&["0.0.0.0/0"], &["0.0.0.0/0"]),
+            child(&["::/0", "0.0.0.0/0"], &every),
         ])]);
         assert_eq!(
             rows[0][3],
             "c0ffee01/c0ffee02 aes256gcm16 udp, \
-             c0ffee01/c0ffee02 aes256gcm16 udp 10.1.0.0/16 === 10.2.0.0/16[tcp/443],fd00:2::/64"
+             c0ffee01/c0ffee02 aes256gcm16 udp 10.1.0.0/16 === 10.2.0.0/16[tcp/443],fd00:2::/64, \
+             c0ffee01/c0ffee02 aes256gcm16 udp 0.0.0.0/0 === 0.0.0.0/0, \
+             c0ffee01/c0ffee02 aes256gcm16 udp"
         );
     }
 

@@ -32,7 +32,7 @@ use causeway_dataplane::interface::Interface;
 use causeway_dataplane::io::{Bind, RecvMeta, Socket};
 use causeway_dataplane::ipsec::{flush_staged, Request, SendOn};
 use causeway_dataplane::session::Carrier;
-use causeway_ikev2::{ChildSend, Endpoint, Event, PeerId, PeerStatus, TrafficSelector, Transmit};
+use causeway_ikev2::{describe_ts, ChildSend, Endpoint, Event, PeerId, PeerStatus, Transmit};
 
 use super::lookup::{self, Lookup};
 use super::{convert, keylog};
@@ -459,8 +459,8 @@ fn apply(s: &Shared, event: Event) {
             if let Some(path) = &s.keylog {
                 keylog::append(path, &keys, remote.ip(), local);
             }
-            let shown = |ts: &[TrafficSelector]| ts.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-            let selectors = format!("{} === {}", shown(&local_ts), shown(&remote_ts));
+            // As a failure's log line writes them.
+            let selectors = format!("{} === {}", describe_ts(&local_ts), describe_ts(&remote_ts));
             let sa = match convert::child_sa(keys, encap, &local_ts, &remote_ts) {
                 Ok(sa) => Arc::new(sa),
                 Err(e) => {

@@ -217,7 +217,7 @@ pub(crate) fn describe(offered: &[Proposal]) -> String {
 const MAX_DESCRIBED: usize = 400;
 
 /// Selectors in a log line: `10.1.0.0/16 fd00::/64`.
-pub(crate) fn describe_ts(list: &[TrafficSelector]) -> String {
+pub fn describe_ts(list: &[TrafficSelector]) -> String {
     list.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ")
 }
 
