@@ -150,7 +150,9 @@ impl fmt::Display for TrafficSelector {
         // In the notation of strongSwan and of Causeway's local_ts and
         // remote_ts, so that a log line compares with the configuration.
         // Ports are the raw 16 bits (an ICMP type is the high octet), which
-        // the configuration reads back as such from 256 up.
+        // the configuration reads back as such from 256 up; 1 to 255 (type
+        // 0 with a code), which a peer may send but no configuration can
+        // say, print as they are.
         let name = match self.ip_proto {
             1 => Some("icmp"),
             6 => Some("tcp"),
