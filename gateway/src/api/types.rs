@@ -292,6 +292,23 @@ pub struct ChildSaStatus {
     pub remote_ts: Vec<String>,
 }
 
+impl ChildSaStatus {
+    /// One line for `tunctl`'s table: SPIs, cipher and encapsulation, and
+    /// the selectors only where they narrow. Every address of both
+    /// families both ways (an st0 interface's) is the common case; IPv4
+    /// alone is a narrowing (IPv6 is not carried), as is anything else.
+    pub fn summary(&self) -> String {
+        let sas = format!("{}/{} {} {}", self.spi_in, self.spi_out, self.cipher, self.encapsulation);
+        let all =
+            |ts: &[String]| ts.len() == 2 && ts.iter().any(|t| t == "0.0.0.0/0") && ts.iter().any(|t| t == "::/0");
+        if all(&self.local_ts) && all(&self.remote_ts) {
+            sas
+        } else {
+            format!("{sas} {} === {}", self.local_ts.join(","), self.remote_ts.join(","))
+        }
+    }
+}
+
 /// Whether a peer can carry traffic now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -337,6 +354,37 @@ pub struct WorkerCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn child_sas_show_their_selectors_where_they_narrow() {
+        let child = |local: &[&str], remote: &[&str]| ChildSaStatus {
+            spi_in: "c0ffee01".into(),
+            spi_out: "c0ffee02".into(),
+            cipher: "aes256gcm16".into(),
+            encapsulation: "udp".into(),
+            age_secs: 1,
+            local_ts: local.iter().map(|s| s.to_string()).collect(),
+            remote_ts: remote.iter().map(|s| s.to_string()).collect(),
+        };
+        let every = ["0.0.0.0/0", "::/0"];
+        let shown = [
+            child(&every, &every),
+            child(&["10.1.0.0/16"], &["10.2.0.0/16[tcp/443]", "fd00:2::/64"]),
+            // A peer that takes IPv4 only: IPv6 is no longer carried.
+            child(&["0.0.0.0/0"], &["0.0.0.0/0"]),
+            child(&["::/0", "0.0.0.0/0"], &every),
+        ]
+        .map(|c| c.summary());
+        assert_eq!(
+            shown,
+            [
+                "c0ffee01/c0ffee02 aes256gcm16 udp",
+                "c0ffee01/c0ffee02 aes256gcm16 udp 10.1.0.0/16 === 10.2.0.0/16[tcp/443],fd00:2::/64",
+                "c0ffee01/c0ffee02 aes256gcm16 udp 0.0.0.0/0 === 0.0.0.0/0",
+                "c0ffee01/c0ffee02 aes256gcm16 udp",
+            ]
+        );
+    }
     use serde_json::json;
 
     pub(crate) fn sample_status() -> Status {

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use base64::Engine;
 use causeway_gateway::api::types::{
-    IpsecPeerStatus, PeerChange, PeerStatus, Reply, Request, SecretText, SitesStatus, Status, WorkerCounters,
+    ChildSaStatus, IpsecPeerStatus, PeerChange, PeerStatus, Reply, Request, SecretText, SitesStatus, Status,
+    WorkerCounters,
 };
 use causeway_wireguard::{PresharedKey, StaticSecret};
 use clap::{Args, Parser, Subcommand};
@@ -372,25 +373,7 @@ fn ipsec_rows(peers: &[IpsecPeerStatus]) -> Vec<Vec<String>> {
     peers
         .iter()
         .map(|p| {
-            let children: Vec<String> = p
-                .child_sas
-                .iter()
-                .map(|c| {
-                    let sas = format!("{}/{} {} {}", c.spi_in, c.spi_out, c.cipher, c.encapsulation);
-                    // The selectors only where they narrow: every address
-                    // of both families both ways (an st0 interface's) is the
-                    // common case. IPv4 alone is a narrowing (IPv6 is not
-                    // carried), and so is anything else.
-                    let all = |ts: &[String]| {
-                        ts.len() == 2 && ts.iter().any(|t| t == "0.0.0.0/0") && ts.iter().any(|t| t == "::/0")
-                    };
-                    if all(&c.local_ts) && all(&c.remote_ts) {
-                        sas
-                    } else {
-                        format!("{sas} {} === {}", c.local_ts.join(","), c.remote_ts.join(","))
-                    }
-                })
-                .collect();
+            let children: Vec<String> = p.child_sas.iter().map(ChildSaStatus::summary).collect();
             vec![
                 text(Some(&p.name)),
                 text(p.remote.as_deref()),
@@ -608,7 +591,6 @@ fn read_secrets_input(file: &std::path::Path) -> anyhow::Result<zeroize::Zeroizi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use causeway_gateway::api::types::ChildSaStatus;
 
     fn status_json() -> serde_json::Value {
         let status = causeway_gateway::api::types::Status {
@@ -651,56 +633,6 @@ mod tests {
         let e = parse_reply::<String>(r#"{"error":"no peer named or keyed \"x\""}"#).unwrap_err();
         assert_eq!(e.to_string(), r#"causewayd refused: no peer named or keyed "x""#);
         assert_eq!(parse_reply::<String>(r#"{"ok":"added c"}"#).unwrap(), "added c");
-    }
-
-    #[test]
-    fn child_sas_show_their_selectors_where_they_narrow() {
-        let child = |local: &[&str], remote: &[&str]| ChildSaStatus {
-            spi_in: "c0ffee01".into(),
-            spi_out: "c0ffee02".into(),
-            cipher: "aes256gcm16".into(),
-            encapsulation: "udp".into(),
-            age_secs: 1,
-            local_ts: local.iter().map(|s| s.to_string()).collect(),
-            remote_ts: remote.iter().map(|s| s.to_string()).collect(),
-        };
-        let peer = |children: Vec<ChildSaStatus>| IpsecPeerStatus {
-            name: "dc-west".into(),
-            ike_state: "established".into(),
-            up: true,
-            remote: None,
-            local_id: String::new(),
-            remote_id: String::new(),
-            ike_proposal: None,
-            ike_spis: String::new(),
-            initiator: true,
-            nat: false,
-            child_sas: children,
-            ike_rekeys: 0,
-            child_rekeys: 0,
-            allowed_ips: Vec::new(),
-            rx_bytes: 0,
-            tx_bytes: 0,
-            rx_packets: 0,
-            tx_packets: 0,
-            staged_packets: 0,
-            last_failure: None,
-        };
-        let every = ["0.0.0.0/0", "::/0"];
-        let rows = ipsec_rows(&[peer(vec![
-            child(&every, &every),
-            child(&["10.1.0.0/16"], &["10.2.0.0/16[tcp/443]", "fd00:2::/64"]),
-            // A peer that takes IPv4 only: IPv6 is no longer carried.
-            child(&["0.0.0.0/0"], &["0.0.0.0/0"]),
-            child(&["::/0", "0.0.0.0/0"], &every),
-        ])]);
-        assert_eq!(
-            rows[0][3],
-            "c0ffee01/c0ffee02 aes256gcm16 udp, \
-             c0ffee01/c0ffee02 aes256gcm16 udp 10.1.0.0/16 === 10.2.0.0/16[tcp/443],fd00:2::/64, \
-             c0ffee01/c0ffee02 aes256gcm16 udp 0.0.0.0/0 === 0.0.0.0/0, \
-             c0ffee01/c0ffee02 aes256gcm16 udp"
-        );
     }
 
     #[test]
