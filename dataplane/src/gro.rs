@@ -33,11 +33,9 @@ use tun_rs::{
 };
 
 use crate::io::Offload;
+use crate::super_packet::NEEDS_CSUM;
 use crate::tun::{MAX_PACKET, WRITE_HEADROOM};
 
-/// `VIRTIO_NET_HDR_F_NEEDS_CSUM` (linux/virtio_net.h): the kernel
-/// completes the checksum from `csum_start`, seeded with the pseudo-header.
-const NEEDS_CSUM: u8 = 1;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 const TCP_ACK: u8 = 0x10;

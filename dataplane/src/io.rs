@@ -24,6 +24,18 @@ pub struct Offload {
     pub udp: bool,
 }
 
+/// What one TUN read brought.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// This many packets, in the buffers from the first.
+    Packets(usize),
+    /// A super-packet in the raw buffer: its virtio header
+    /// (`VIRTIO_NET_HDR_LEN` bytes), then this many bytes of packet. It
+    /// comes alone, and the send path cuts it straight into its batches
+    /// (`super_packet.rs`).
+    Super(usize),
+}
+
 /// The TUN queue was closed: the interface is gone.
 #[derive(Debug)]
 pub struct TunGone;
@@ -33,11 +45,10 @@ pub trait Tun: Send {
     /// A descriptor that polls readable when packets wait.
     fn fd(&self) -> RawFd;
 
-    /// Reads what is waiting into `bufs`, each packet at `offset`, and
-    /// its length into `sizes`; returns the packet count (WouldBlock when
-    /// nothing is waiting). A TSO super-packet arrives split into
-    /// MTU-sized packets.
-    fn read_batch(&mut self, bufs: &mut [Vec<u8>], sizes: &mut [usize], offset: usize) -> io::Result<usize>;
+    /// Reads what is waiting (WouldBlock when nothing is): packets into
+    /// `bufs` with their lengths in `sizes`, or a TSO or USO super-packet
+    /// into `raw` (`Read`), which must hold `tun::RAW_READ` bytes.
+    fn read_batch(&mut self, bufs: &mut [Vec<u8>], sizes: &mut [usize], raw: &mut [u8]) -> io::Result<Read>;
 
     /// The offloads the queue takes, which decide what `write_batch` may
     /// be given. None by default.

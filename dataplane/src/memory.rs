@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::doorbell::Doorbell;
-use crate::io::{Bind, Offload, RecvMeta, Socket, SourceUse, Tun};
+use crate::io::{Bind, Offload, Read, RecvMeta, Socket, SourceUse, Tun};
 use crate::tun::WRITE_HEADROOM;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,11 +70,20 @@ impl<T> Mailbox<T> {
     }
 
     /// Takes up to `max` items in order.
-    pub fn pop_up_to(&self, max: usize, mut take: impl FnMut(T)) -> usize {
+    pub fn pop_up_to(&self, max: usize, take: impl FnMut(T)) -> usize {
+        self.pop_while(max, |_| true, take)
+    }
+
+    /// Takes up to `max` items in order while `accept` takes the next one;
+    /// the first it refuses stays in front.
+    pub fn pop_while(&self, max: usize, mut accept: impl FnMut(&T) -> bool, mut take: impl FnMut(T)) -> usize {
         let mut q = lock(&self.inner);
         let mut n = 0;
         while n < max {
-            let Some(item) = q.pop_front() else { break };
+            if !q.front().is_some_and(&mut accept) {
+                break;
+            }
+            let item = q.pop_front().expect("the front was there");
             take(item);
             n += 1;
         }
@@ -112,17 +121,25 @@ impl<T> Mailbox<T> {
 /// into the tunnel (one mailbox per queue, as the kernel picks a queue per
 /// flow) and packets the workers wrote (one mailbox for the device).
 pub struct MemTunHost {
-    queues: Vec<Arc<Mailbox<Vec<u8>>>>,
+    queues: Vec<Arc<Mailbox<FromHost>>>,
     written: Arc<Mailbox<Vec<u8>>>,
     coalesced: Arc<AtomicU64>,
 }
 
 /// One queue of an in-memory TUN device, for one worker.
 pub struct MemTun {
-    from_host: Arc<Mailbox<Vec<u8>>>,
+    from_host: Arc<Mailbox<FromHost>>,
     to_host: Arc<Mailbox<Vec<u8>>>,
     offload: Offload,
     coalesced: Arc<AtomicU64>,
+}
+
+/// What the host routes into the tunnel: a packet, or a TSO/USO
+/// super-packet with its virtio header, as a real TUN with offload hands
+/// one over.
+enum FromHost {
+    Packet(Vec<u8>),
+    Super(tun_rs::VirtioNetHdr, Vec<u8>),
 }
 
 /// Makes an in-memory TUN device of `queues` queues.
@@ -147,7 +164,13 @@ impl MemTunHost {
     /// Routes packets into the tunnel through queue `queue`, all at once,
     /// so one worker read may take them together.
     pub fn send(&self, queue: usize, packets: impl IntoIterator<Item = Vec<u8>>) {
-        self.queues[queue].push_all(packets);
+        self.queues[queue].push_all(packets.into_iter().map(FromHost::Packet));
+    }
+
+    /// Routes a super-packet into the tunnel through queue `queue`, as the
+    /// kernel's TSO or USO makes one: `hdr` says how to cut `packet`.
+    pub fn send_super(&self, queue: usize, hdr: tun_rs::VirtioNetHdr, packet: Vec<u8>) {
+        self.queues[queue].push(FromHost::Super(hdr, packet));
     }
 
     /// The next packet a worker wrote, if any.
@@ -171,17 +194,37 @@ impl Tun for MemTun {
         self.from_host.fd()
     }
 
-    fn read_batch(&mut self, bufs: &mut [Vec<u8>], sizes: &mut [usize], offset: usize) -> io::Result<usize> {
-        let mut i = 0;
-        self.from_host.pop_up_to(bufs.len(), |p| {
-            bufs[i][offset..offset + p.len()].copy_from_slice(&p);
-            sizes[i] = p.len();
-            i += 1;
-        });
-        if i == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
+    /// Packets in order, as many as `bufs` hold; a super-packet alone in
+    /// its read, as from the kernel (one super-packet per read).
+    fn read_batch(&mut self, bufs: &mut [Vec<u8>], sizes: &mut [usize], raw: &mut [u8]) -> io::Result<Read> {
+        let got = std::cell::Cell::new(Read::Packets(0));
+        self.from_host.pop_while(
+            bufs.len(),
+            |item| {
+                matches!(
+                    (item, got.get()),
+                    (FromHost::Packet(_), Read::Packets(_)) | (FromHost::Super(..), Read::Packets(0))
+                )
+            },
+            |item| match (item, got.get()) {
+                (FromHost::Packet(p), Read::Packets(i)) => {
+                    bufs[i][..p.len()].copy_from_slice(&p);
+                    sizes[i] = p.len();
+                    got.set(Read::Packets(i + 1));
+                }
+                (FromHost::Super(hdr, p), _) => {
+                    let h = tun_rs::VIRTIO_NET_HDR_LEN;
+                    hdr.encode(&mut raw[..h]).expect("room for the header");
+                    raw[h..h + p.len()].copy_from_slice(&p);
+                    got.set(Read::Super(p.len()));
+                }
+                (FromHost::Packet(_), Read::Super(_)) => unreachable!("refused above"),
+            },
+        );
+        match got.get() {
+            Read::Packets(0) => Err(io::ErrorKind::WouldBlock.into()),
+            read => Ok(read),
         }
-        Ok(i)
     }
 
     fn offload(&self) -> Offload {

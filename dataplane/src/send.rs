@@ -1,14 +1,17 @@
 //! The send path, in one place. One packet from the TUN to the wire:
 //!
-//! 1. `worker.rs` `Worker::read_tun`: a TUN queue read (TSO super-packets
-//!    arrive split into MTU-sized packets).
-//! 2. `Sender::enqueue` (here): MSS clamp, the peer by longest-prefix match
-//!    on the destination (cryptokey routing, `allowed_ips.rs`; for a site,
-//!    one of its gateways by the flow's hash, `site.rs`), the protocol's
-//!    session for it (`Protocol::sending_session`; without one
-//!    the packet is held and a handshake started, `Protocol::hold`), the
-//!    session's traffic selectors (`selectors.rs`, IPsec), and a place in
-//!    a batch of one peer, session and endpoint (`batch.rs`).
+//! 1. `worker.rs` `Worker::read_tun`: a TUN queue read, of packets or of
+//!    one TSO or USO super-packet, which stays whole until step 2.
+//! 2. `Sender::enqueue` or `enqueue_super` (here): MSS clamp, the peer by
+//!    longest-prefix match on the destination (cryptokey routing,
+//!    `allowed_ips.rs`; for a site, one of its gateways by the flow's
+//!    hash, `site.rs`), the protocol's session for it
+//!    (`Protocol::sending_session`; without one the packet is held and a
+//!    handshake started, `Protocol::hold`), the session's traffic
+//!    selectors (`selectors.rs`, IPsec), and a place in a batch of one
+//!    peer, session and endpoint (`batch.rs`). A packet is copied there; a
+//!    super-packet's segments are cut there (`super_packet.rs`), so a TSO
+//!    stream is copied once in user space on its way out.
 //! 3. `Sender::submit`: the batch reserves its counters
 //!    (`Session::reserve`) and joins the peer's send queue under one lock
 //!    (`ordered.rs`), then becomes a job any worker may take (`jobs.rs`).
@@ -37,6 +40,7 @@ use crate::protocol::Protocol;
 use crate::route::Route;
 use crate::session::Session;
 use crate::site::{Site, SiteTable};
+use crate::super_packet::SuperPacket;
 use crate::transmit::{transmit, transmit_many};
 use crate::udp::MMSG_BATCH;
 
@@ -75,6 +79,58 @@ pub fn seal_batch(iface: &Interface, batch: &TxBatch, worker: usize) -> Option<A
     peer
 }
 
+/// A peer with the session and endpoint its packets take.
+type Target = (Arc<PeerState>, Arc<dyn Session>, Option<Endpoint>);
+
+/// Packets for step 2: read one by one, or the segments of a super-packet,
+/// each cut into its batch as it is placed.
+trait Source {
+    fn count(&self) -> usize;
+    /// Packet `i`'s length.
+    fn len(&self, i: usize) -> usize;
+    /// Packet `i`'s headers, as far as routing and selectors read: the
+    /// packet itself, or the headers a super-packet's segments share.
+    fn head(&self, i: usize) -> &[u8];
+    /// Writes packet `i` into `out`, which is `len(i)` bytes long.
+    fn write(&self, i: usize, out: &mut [u8]);
+}
+
+/// Packets read one by one, in buffers.
+struct Packets<'a> {
+    bufs: &'a [Vec<u8>],
+    sizes: &'a [usize],
+}
+
+impl Source for Packets<'_> {
+    fn count(&self) -> usize {
+        self.sizes.len().min(self.bufs.len())
+    }
+    fn len(&self, i: usize) -> usize {
+        self.sizes[i]
+    }
+    fn head(&self, i: usize) -> &[u8] {
+        &self.bufs[i][..self.sizes[i]]
+    }
+    fn write(&self, i: usize, out: &mut [u8]) {
+        out.copy_from_slice(self.head(i));
+    }
+}
+
+impl Source for SuperPacket<'_> {
+    fn count(&self) -> usize {
+        SuperPacket::count(self)
+    }
+    fn len(&self, i: usize) -> usize {
+        SuperPacket::len(self, i)
+    }
+    fn head(&self, _: usize) -> &[u8] {
+        self.header()
+    }
+    fn write(&self, i: usize, out: &mut [u8]) {
+        SuperPacket::write(self, i, out);
+    }
+}
+
 /// A run of datagrams in a batch that leaves in one send.
 #[derive(Clone, Copy)]
 struct Run {
@@ -94,11 +150,13 @@ pub struct Sender {
     worker: usize,
     /// Peers that asked for a new session while their packets were read.
     rekey: Vec<Arc<PeerState>>,
+    /// A super-packet's segment held for a peer without a session.
+    scratch: Vec<u8>,
 }
 
 impl Sender {
     pub fn new(worker: usize) -> Sender {
-        Sender { lens: Vec::with_capacity(MMSG_BATCH), worker, rekey: Vec::new() }
+        Sender { lens: Vec::with_capacity(MMSG_BATCH), worker, rekey: Vec::new(), scratch: Vec::new() }
     }
 
     /// Routes packets read from the TUN to their peers and queues them as
@@ -114,15 +172,47 @@ impl Sender {
         sizes: &[usize],
         now: Time,
     ) -> usize {
+        if let Some(limits) = iface.mss_limits() {
+            for (buf, &size) in bufs.iter_mut().zip(sizes) {
+                crate::mss::clamp(&mut buf[..size], limits);
+            }
+        }
+        self.place(proto, iface, sock, &Packets { bufs, sizes }, 0, now)
+    }
+
+    /// Queues the segments of a super-packet from segment `from` on, each
+    /// cut straight into its batch. Returns the segment reached: fewer
+    /// than all when every batch buffer is in flight, as `enqueue`.
+    pub fn enqueue_super<P: Protocol>(
+        &mut self,
+        proto: &P,
+        iface: &Interface,
+        sock: &dyn Socket,
+        packet: &SuperPacket<'_>,
+        from: usize,
+        now: Time,
+    ) -> usize {
+        self.place(proto, iface, sock, packet, from, now)
+    }
+
+    /// Step 2 for packets `from..` of `source`; returns the index reached.
+    fn place<P: Protocol, S: Source>(
+        &mut self,
+        proto: &P,
+        iface: &Interface,
+        sock: &dyn Socket,
+        source: &S,
+        from: usize,
+        now: Time,
+    ) -> usize {
         let routes = iface.routes();
-        let mss = iface.mss_limits();
         let mtu = iface.mtu() as usize;
         let max_segments = sock.max_gso_segments();
         let per_batch = if max_segments == 1 { MMSG_BATCH } else { max_segments }.min(TX_BATCH_PACKETS);
-        // Per batch, not per packet: the session of the peer last seen.
-        // Keyed by the peer, not the route: two flows of one site may go
-        // to two gateways, and a batch never mixes peers.
-        let mut cached: Option<(Arc<PeerState>, Arc<dyn Session>)> = None;
+        // Per call, not per packet: the peer last seen, with its session
+        // and endpoint. Keyed by the peer, not the route: two flows of one
+        // site may go to two gateways, and a batch never mixes peers.
+        let mut cached: Option<Target> = None;
         // The table of the site last seen, loaded once per call rather than
         // per packet; `routes` keeps the site alive, so its address is a
         // safe key.
@@ -132,66 +222,58 @@ impl Sender {
         // lookup for a run of them (2% of the CPU of a single stream when
         // every packet had its own).
         let mut last_route = LastLookup::new();
-        let mut taken = 0;
-        for (buf, &size) in bufs.iter_mut().zip(sizes) {
-            if let Some(limits) = mss {
-                crate::mss::clamp(&mut buf[..size], limits);
-            }
-            let packet = &buf[..size];
-            let Some(route) = destination(packet).and_then(|d| *last_route.get(d, || routes.lookup(d))) else {
+        let mut i = from;
+        while i < source.count() {
+            let (head, size) = (source.head(i), source.len(i));
+            i += 1;
+            let Some(route) = destination(head).and_then(|d| *last_route.get(d, || routes.lookup(d))) else {
                 iface.counters.count(Drop::NoRoute);
-                taken += 1;
                 continue;
             };
             let peer = match route {
                 Route::Peer(peer) => peer,
                 Route::Site(site) => {
                     let table = site_table.get(Arc::as_ptr(site), || site.table_full());
-                    match table.pick(crate::flow_hash::flow_hash(packet)) {
+                    match table.pick(crate::flow_hash::flow_hash(head)) {
                         Some(peer) => peer,
                         // A site without gateways: its prefixes are unrouted.
                         None => {
                             iface.counters.count(Drop::NoRoute);
-                            taken += 1;
                             continue;
                         }
                     }
                 }
             };
-            let session = match &cached {
-                Some((p, s)) if Arc::ptr_eq(p, peer) => s.clone(),
-                _ => match proto.sending_session(peer, now) {
+            if !cached.as_ref().is_some_and(|(p, _, _)| Arc::ptr_eq(p, peer)) {
+                match proto.sending_session(peer, now) {
                     Some(sending) => {
                         if sending.rekey && !self.rekey.iter().any(|p| Arc::ptr_eq(p, peer)) {
                             self.rekey.push(peer.clone());
                         }
-                        cached = Some((peer.clone(), sending.session.clone()));
-                        sending.session
+                        cached = Some((peer.clone(), sending.session, peer.endpoint()));
                     }
                     None => {
-                        proto.hold(iface, peer, packet, sock, now);
-                        taken += 1;
+                        self.hold(proto, iface, peer, source, i - 1, sock, now);
                         continue;
                     }
-                },
-            };
+                }
+            }
+            let (_, session, ep) = cached.as_ref().expect("set above");
             // An IPsec SA negotiated for narrower selectors than the
             // prefixes routed to its peer: what it may not carry is
             // dropped here rather than by the peer.
-            if session.selectors().is_some_and(|s| !s.admits_outbound(packet)) {
+            if session.selectors().is_some_and(|s| !s.admits_outbound(head)) {
                 iface.counters.count(Drop::OutboundOutsideSelectors);
-                taken += 1;
                 continue;
             }
-            let Some(ep) = peer.endpoint() else {
+            let Some(ep) = *ep else {
                 iface.counters.count(Drop::NoEndpoint);
-                taken += 1;
                 continue;
             };
             let padded = session.padded_len(size, mtu);
             let wire = session.wire_len(padded);
             let fits = open.as_ref().is_some_and(|(_, d)| {
-                d.target.as_ref().is_some_and(|(p, s, e)| Arc::ptr_eq(p, peer) && Arc::ptr_eq(s, &session) && *e == ep)
+                d.target.as_ref().is_some_and(|(p, s, e)| Arc::ptr_eq(p, peer) && Arc::ptr_eq(s, session) && *e == ep)
                     && d.packets.len() < per_batch
                     && d.len + wire <= GSO_MAX_BYTES
             });
@@ -201,6 +283,7 @@ impl Sender {
                 }
                 let Some(b) = iface.jobs.tx_pool.pop() else {
                     WorkerStats::add(&iface.worker_stats[self.worker].pool_stalls, 1);
+                    i -= 1;
                     break;
                 };
                 let mut d = std::mem::take(&mut *b.lock());
@@ -210,10 +293,9 @@ impl Sender {
             }
             let (_, d) = open.as_mut().expect("opened above");
             let at = d.len + session.header_len();
-            d.buf[at..at + size].copy_from_slice(packet);
+            source.write(i - 1, &mut d.buf[at..at + size]);
             d.packets.push((size, padded));
             d.len += wire;
-            taken += 1;
         }
         if let Some((b, d)) = open.take() {
             self.submit(iface, b, d);
@@ -223,7 +305,33 @@ impl Sender {
         for peer in self.rekey.drain(..) {
             proto.rekey(iface, &peer, sock, now);
         }
-        taken
+        i
+    }
+
+    /// Holds packet `i` of `source` for `peer`, which has no session yet.
+    /// A segment of a super-packet is cut into the scratch buffer first
+    /// (the one allocation, on the first such hold).
+    #[allow(clippy::too_many_arguments)]
+    fn hold<P: Protocol, S: Source>(
+        &mut self,
+        proto: &P,
+        iface: &Interface,
+        peer: &PeerState,
+        source: &S,
+        i: usize,
+        sock: &dyn Socket,
+        now: Time,
+    ) {
+        let (head, size) = (source.head(i), source.len(i));
+        if head.len() == size {
+            proto.hold(iface, peer, head, sock, now);
+            return;
+        }
+        if self.scratch.len() < size {
+            self.scratch.resize(crate::tun::MAX_PACKET, 0);
+        }
+        source.write(i, &mut self.scratch[..size]);
+        proto.hold(iface, peer, &self.scratch[..size], sock, now);
     }
 
     /// Puts a filled batch in its peer's queue, with its counters reserved

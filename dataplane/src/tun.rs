@@ -1,25 +1,26 @@
 //! The multi-queue TUN device: one queue per worker, with vnet_hdr offload
 //! when the kernel offers it, so the kernel hands over TSO super-packets
-//! (split here into MTU-sized packets) and takes writes coalesced by
-//! `gro.rs`.
+//! (cut by the send path, `super_packet.rs`) and takes writes coalesced
+//! by `gro.rs`.
 
 use std::io;
 
 use ipnet::IpNet;
-use tun_rs::{DeviceBuilder, SyncDevice, VIRTIO_NET_HDR_LEN};
+use tun_rs::{DeviceBuilder, SyncDevice, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
-use crate::io::{Offload, Tun};
+use crate::io::{Offload, Read, Tun};
+use crate::super_packet::{complete_checksum, GSO_NONE, NEEDS_CSUM};
 
 /// Largest IP packet a TUN queue hands over or takes.
 pub const MAX_PACKET: usize = 65_535;
 /// Room in front of a packet written to the TUN for the virtio header.
 pub const WRITE_HEADROOM: usize = VIRTIO_NET_HDR_LEN;
+/// Room a raw TUN read needs: a virtio header and the largest packet.
+pub const RAW_READ: usize = VIRTIO_NET_HDR_LEN + MAX_PACKET;
 
 pub struct TunQueue {
     dev: SyncDevice,
     offload: bool,
-    /// Scratch for one raw read (virtio header and a TSO super-packet).
-    raw: Vec<u8>,
 }
 
 /// Creates interface `name` with `queues` queues. Addresses are assigned and
@@ -66,7 +67,7 @@ pub fn create(name: &str, mtu: u32, addresses: &[IpNet], queues: usize) -> io::R
     devs.into_iter()
         .map(|dev| {
             dev.set_nonblocking(true)?;
-            Ok(TunQueue { dev, offload, raw: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET] })
+            Ok(TunQueue { dev, offload })
         })
         .collect()
 }
@@ -96,18 +97,32 @@ impl Tun for TunQueue {
         self.dev.as_raw_fd()
     }
 
-    fn read_batch(&mut self, bufs: &mut [Vec<u8>], sizes: &mut [usize], offset: usize) -> io::Result<usize> {
-        if self.offload {
-            let n = self.dev.recv_multiple(&mut self.raw, bufs, sizes, offset)?;
-            for (buf, &len) in bufs.iter_mut().zip(sizes.iter()).take(n) {
-                mend_udp6_checksum(&mut buf[offset..offset + len]);
-            }
-            Ok(n)
-        } else {
-            let n = self.dev.recv(&mut bufs[0][offset..])?;
-            sizes[0] = n;
-            Ok(1)
+    /// With offload, one raw read: a packet that is not cut is completed
+    /// (its checksum, where the kernel left it partial) and copied into
+    /// `bufs[0]`; a super-packet stays in `raw` for the send path to cut
+    /// into its batches. Without, the packet is read into `bufs[0]`.
+    fn read_batch(&mut self, bufs: &mut [Vec<u8>], sizes: &mut [usize], raw: &mut [u8]) -> io::Result<Read> {
+        if !self.offload {
+            sizes[0] = self.dev.recv(&mut bufs[0])?;
+            return Ok(Read::Packets(1));
         }
+        let len = self.dev.recv(raw)?;
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+        if len <= VIRTIO_NET_HDR_LEN {
+            return Err(invalid("a TUN read shorter than its virtio header"));
+        }
+        let hdr = VirtioNetHdr::decode(&raw[..VIRTIO_NET_HDR_LEN])?;
+        if hdr.gso_type != GSO_NONE {
+            return Ok(Read::Super(len - VIRTIO_NET_HDR_LEN));
+        }
+        let packet = &mut raw[VIRTIO_NET_HDR_LEN..len];
+        if hdr.flags & NEEDS_CSUM != 0 && !complete_checksum(packet, hdr.csum_start, hdr.csum_offset) {
+            return Err(invalid("a partial checksum outside its packet"));
+        }
+        mend_udp6_checksum(packet);
+        bufs[0][..packet.len()].copy_from_slice(packet);
+        sizes[0] = packet.len();
+        Ok(Read::Packets(1))
     }
 
     fn offload(&self) -> Offload {

@@ -11,16 +11,20 @@
 
 use std::sync::Arc;
 
+use tun_rs::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
+
+use crate::counters::Drop;
 use crate::counters::WorkerStats;
 use crate::doorbell::Doorbell;
 use crate::interface::Interface;
-use crate::io::{Socket, Tun, TunGone};
+use crate::io::{Read, Socket, Tun, TunGone};
 use crate::jobs::Job;
 use crate::protocol::Protocol;
 use crate::receive::{Receiver, RxStatus, ToTun};
 use crate::send::Sender;
 use crate::session::Carrier;
-use crate::tun::MAX_PACKET;
+use crate::super_packet::SuperPacket;
+use crate::tun::{MAX_PACKET, RAW_READ};
 use crate::tunnels::Tunnels;
 
 /// Packets one TUN read may hand over (a TSO super-packet split), and so
@@ -35,40 +39,47 @@ const BATCHES_PER_TURN: usize = 8;
 /// this many MTU-sized packets at common MSS values.
 const SEGMENTS_PER_READ: usize = 64;
 
-/// Reads from the TUN until it is drained or the batch has no room for
-/// another super-packet. A packet that is not TSO comes one per read, so
-/// without this a batch would hold one small packet and cost a send
+/// Reads from the TUN until it is drained, the batch has no room for
+/// another super-packet, or a super-packet came (it is queued next, after
+/// the packets before it). A packet that is not TSO comes one per read,
+/// so without this a batch would hold one small packet and cost a send
 /// syscall of its own; filled batches share GSO sends.
 /// With `eager`, stops after the first read that brings packets, so they
 /// are sent before the read that would find the queue empty.
-/// Returns the packet count and whether the queue was drained.
+/// Returns the packet count, whether the queue was drained, and the
+/// length of a super-packet left in `raw`.
 fn fill_from_tun(
     tun: &mut dyn Tun,
     bufs: &mut [Vec<u8>],
     sizes: &mut [usize],
+    raw: &mut [u8],
     stats: &WorkerStats,
     eager: bool,
-) -> Result<(usize, bool), TunGone> {
+) -> Result<(usize, bool, Option<usize>), TunGone> {
     let mut filled = 0;
     while bufs.len() - filled >= SEGMENTS_PER_READ && !(eager && filled > 0) {
-        match tun.read_batch(&mut bufs[filled..], &mut sizes[filled..], 0) {
-            Ok(n) => {
+        match tun.read_batch(&mut bufs[filled..], &mut sizes[filled..], raw) {
+            Ok(Read::Packets(n)) => {
                 filled += n;
                 WorkerStats::add(&stats.tun_reads, 1);
                 WorkerStats::add(&stats.tun_packets, n as u64);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok((filled, true)),
+            Ok(Read::Super(len)) => {
+                WorkerStats::add(&stats.tun_reads, 1);
+                return Ok((filled, false, Some(len)));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok((filled, true, None)),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.raw_os_error() == Some(libc::EBADFD) || e.raw_os_error() == Some(libc::EIO) => {
                 return Err(TunGone)
             }
             Err(e) => {
                 tracing::debug!(error = %e, "TUN read failed");
-                return Ok((filled, true));
+                return Ok((filled, true, None));
             }
         }
     }
-    Ok((filled, false))
+    Ok((filled, false, None))
 }
 
 /// Waits until one of `fds` is readable (or in error); returns their
@@ -98,9 +109,14 @@ struct Worker<T, P> {
     receiver: Receiver,
     bufs: Vec<Vec<u8>>,
     sizes: Vec<usize>,
+    /// A raw TUN read: a super-packet and its virtio header.
+    raw: Vec<u8>,
     /// Packets read from the TUN and not yet queued: `bufs[from..to]`,
     /// left when every batch buffer was in flight.
     unsent: (usize, usize),
+    /// A super-packet in `raw` (its length) and the first of its segments
+    /// not yet queued; queued after `unsent`, which was read before it.
+    unsent_super: Option<(usize, usize)>,
     /// The socket whose receive stalled, and what it carries, while
     /// `receiver` is stalled.
     stalled_on: Option<(Arc<dyn Socket>, Carrier)>,
@@ -158,7 +174,8 @@ impl<T: Tun, P: Protocol> Worker<T, P> {
         WorkerStats::add(&iface.worker_stats[self.index].helper_wakeups, woken as u64);
     }
 
-    /// Queues the packets read and not yet queued; true when all are.
+    /// Queues the packets read and not yet queued, then the super-packet's
+    /// segments; true when all are.
     fn queue_unsent(&mut self, sock: &dyn Socket) -> bool {
         let (from, to) = self.unsent;
         if from < to {
@@ -174,16 +191,47 @@ impl<T: Tun, P: Protocol> Worker<T, P> {
             self.unsent = (from + taken, to);
             self.call_helpers();
         }
-        self.unsent.0 == self.unsent.1
+        if let Some((len, next)) = self.unsent_super.filter(|_| self.unsent.0 == self.unsent.1) {
+            self.unsent_super = self.queue_super(sock, len, next);
+            self.call_helpers();
+        }
+        self.unsent.0 == self.unsent.1 && self.unsent_super.is_none()
+    }
+
+    /// Queues the segments of the super-packet in `raw` from `next` on;
+    /// returns what is left (None when all were queued, or when it was
+    /// malformed and dropped).
+    fn queue_super(&mut self, sock: &dyn Socket, len: usize, next: usize) -> Option<(usize, usize)> {
+        let iface = &self.iface;
+        let (hdr, packet) = self.raw[..VIRTIO_NET_HDR_LEN + len].split_at_mut(VIRTIO_NET_HDR_LEN);
+        let hdr = VirtioNetHdr::decode(hdr).expect("the raw buffer holds a header");
+        if next == 0 {
+            // A TSO super-packet never carries a SYN, so this only ever
+            // finds one where something else made the super-packet.
+            if let Some(limits) = iface.mss_limits() {
+                crate::mss::clamp(packet, limits);
+            }
+        }
+        let Some(sp) = SuperPacket::parse(&hdr, packet) else {
+            iface.counters.count(Drop::Malformed);
+            return None;
+        };
+        let reached = self.sender.enqueue_super(&self.proto, iface, sock, &sp, next, iface.clock.now());
+        // Counted as they are taken: a call may stop at any segment, even
+        // the first, for want of a batch buffer.
+        WorkerStats::add(&iface.worker_stats[self.index].tun_packets, (reached - next) as u64);
+        (reached < sp.count()).then_some((len, reached))
     }
 
     /// Reads from the TUN and queues what was read, for a few batches.
     fn read_tun(&mut self, sock: &dyn Socket) -> Result<(), TunGone> {
         for _ in 0..BATCHES_PER_TURN {
             let stats = &self.iface.worker_stats[self.index];
-            let (n, drained) = fill_from_tun(&mut self.tun, &mut self.bufs, &mut self.sizes, stats, self.tun_sparse)?;
+            let (n, drained, sp) =
+                fill_from_tun(&mut self.tun, &mut self.bufs, &mut self.sizes, &mut self.raw, stats, self.tun_sparse)?;
             self.tun_sparse = drained && n <= 1;
             self.unsent = (0, n);
+            self.unsent_super = sp.map(|len| (len, 0));
             let all = self.queue_unsent(sock);
             self.run_jobs(sock)?;
             if drained || !all {
@@ -215,7 +263,7 @@ impl<T: Tun, P: Protocol> Worker<T, P> {
 
     /// Goes on with reading that stopped for want of batch buffers.
     fn resume(&mut self, sock: &dyn Socket) -> Result<(), TunGone> {
-        if self.unsent.0 < self.unsent.1 {
+        if self.unsent.0 < self.unsent.1 || self.unsent_super.is_some() {
             self.queue_unsent(sock);
         }
         if self.receiver.is_stalled() {
@@ -240,7 +288,7 @@ impl<T: Tun, P: Protocol> Worker<T, P> {
     }
 
     fn stalled(&self) -> bool {
-        self.unsent.0 < self.unsent.1 || self.receiver.is_stalled()
+        self.unsent.0 < self.unsent.1 || self.unsent_super.is_some() || self.receiver.is_stalled()
     }
 }
 
@@ -258,7 +306,9 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, bell: Arc<Doorbe
         receiver: Receiver::new(index, offload),
         bufs: (0..READ_BATCH).map(|_| vec![0u8; MAX_PACKET]).collect(),
         sizes: vec![0usize; READ_BATCH],
+        raw: vec![0u8; RAW_READ],
         unsent: (0, 0),
+        unsent_super: None,
         stalled_on: None,
         tun_sparse: true,
     };
@@ -384,18 +434,45 @@ mod tests {
         let stats = WorkerStats::default();
         let mut bufs = vec![vec![0u8; MAX_PACKET]; READ_BATCH];
         let mut sizes = vec![0usize; READ_BATCH];
+        let mut raw = vec![0u8; RAW_READ];
 
         host.send(0, [packet(1)]);
-        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &stats, true).unwrap();
-        assert_eq!(got, (1, false), "the lone packet comes back at once, the queue not yet found empty");
+        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &mut raw, &stats, true).unwrap();
+        assert_eq!(got, (1, false, None), "the lone packet comes back at once, the queue not yet found empty");
         assert_eq!(bufs[0][39], 1);
         assert_eq!(stats.tun_reads.load(std::sync::atomic::Ordering::Relaxed), 1);
-        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &stats, true).unwrap();
-        assert_eq!(got, (0, true), "the next fill finds nothing behind it");
+        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &mut raw, &stats, true).unwrap();
+        assert_eq!(got, (0, true, None), "the next fill finds nothing behind it");
 
         host.send(0, [packet(2), packet(3)]);
-        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &stats, false).unwrap();
-        assert_eq!(got, (2, true), "a batching fill reads on until the queue is empty");
+        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &mut raw, &stats, false).unwrap();
+        assert_eq!(got, (2, true, None), "a batching fill reads on until the queue is empty");
         assert_eq!((bufs[0][39], bufs[1][39]), (2, 3));
+    }
+
+    // A super-packet ends the fill that reads it, after the packets read
+    // before it, so that it is queued behind them; what came after it
+    // waits for the next fill.
+    #[test]
+    fn a_super_packet_ends_its_fill_and_stays_in_the_raw_buffer() {
+        let (host, mut tuns) = memory::tun(1);
+        let mut tun = tuns.remove(0);
+        let stats = WorkerStats::default();
+        let mut bufs = vec![vec![0u8; MAX_PACKET]; READ_BATCH];
+        let mut sizes = vec![0usize; READ_BATCH];
+        let mut raw = vec![0u8; RAW_READ];
+        let hdr = VirtioNetHdr { gso_type: 1, gso_size: 1000, csum_start: 20, csum_offset: 16, ..Default::default() };
+
+        host.send(0, [packet(1)]);
+        host.send_super(0, hdr, vec![0x45; 3000]);
+        host.send(0, [packet(2)]);
+        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &mut raw, &stats, false).unwrap();
+        assert_eq!(got, (1, false, Some(3000)));
+        assert_eq!(bufs[0][39], 1);
+        assert_eq!(VirtioNetHdr::decode(&raw).unwrap().gso_size, 1000);
+        assert_eq!(&raw[VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + 3000], &[0x45; 3000][..]);
+        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &mut raw, &stats, false).unwrap();
+        assert_eq!(got, (1, true, None));
+        assert_eq!(bufs[0][39], 2);
     }
 }

@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use causeway_dataplane::checksum::checksum;
+use causeway_dataplane::counters::Drop as Dropped;
 use causeway_dataplane::interface::{Interface, Options};
 use causeway_dataplane::io::Offload;
 use causeway_dataplane::memory::{self, MemNet, MemTunHost, SendRecord};
@@ -240,6 +241,74 @@ fn a_tcp_stream_is_written_to_the_tun_coalesced_and_arrives_as_sent() {
         b.stat("tun_packets_written"),
         b.stat("tun_writes")
     );
+}
+
+/// TSO super-packets read from the TUN (with a lone packet between each
+/// two, as an ACK would come) are cut straight into batches: each spans
+/// two batches, and with one batch buffer the reader stalls in its middle.
+/// The far host gets every segment as tun-rs would have cut it, in order.
+#[test]
+fn tso_super_packets_are_cut_into_their_batches_and_arrive_as_segments() {
+    const GSO: usize = 1360;
+    let hdr = tun_rs::VirtioNetHdr {
+        flags: 1,
+        gso_type: tun_rs::VIRTIO_NET_HDR_GSO_TCPV4,
+        hdr_len: 40,
+        gso_size: GSO as u16,
+        csum_start: 20,
+        csum_offset: 16,
+    };
+    let offload = Offload { tcp: true, udp: true };
+    for (workers, pools) in [(2, 12), (1, 1)] {
+        let net = MemNet::new();
+        let a = Site::with_tun(&net, 1, workers, 64, pools, offload);
+        let b = Site::with_tun(&net, 2, workers, 64, pools, offload);
+        link(&a, &b);
+        handshake(&a, &b);
+        let mut want = Vec::new();
+        for s in 0..20u32 {
+            // 47 segments, their sequence numbers following on from the
+            // lone packets' numbering; the last one pushes.
+            let mut sp = tcp_segment(1, 2, s * 48, GSO * 47);
+            sp[33] |= 0x08;
+            let mut input = sp.clone();
+            let mut out = vec![vec![0u8; 2_000]; 64];
+            let mut sizes = vec![0usize; 64];
+            let n = tun_rs::gso_split(&mut input, hdr, &mut out, &mut sizes, 0, false).unwrap();
+            want.extend(out.into_iter().zip(sizes).take(n).map(|(mut p, len)| {
+                p.truncate(len);
+                p
+            }));
+            a.host.send_super(0, hdr, sp);
+            let lone = tcp_segment(1, 2, s * 48 + 47, GSO);
+            want.push(lone.clone());
+            a.host.send(0, [lone]);
+        }
+        let got = receive(&b, want.len());
+        assert_eq!(got.len(), 20 * 48);
+        assert!(got == want, "the host received other packets than were cut, or in another order");
+        assert_eq!(a.stat("tun_packets"), 1 + 20 * 48, "segments are counted as packets read");
+        if pools == 1 {
+            assert!(a.stat("pool_stalls") > 0, "the send pool never ran dry mid super-packet");
+        }
+        wait_for("the buffers to come back", || a.pools_full(workers, pools) && b.pools_full(workers, pools));
+        assert_eq!(net.dropped(), 0);
+    }
+}
+
+/// A super-packet whose virtio header does not describe it is dropped
+/// and counted as malformed; the packets after it still go.
+#[test]
+fn a_malformed_super_packet_is_dropped_and_counted() {
+    let net = MemNet::new();
+    let (a, b) = (Site::new(&net, 1, 1, 64, 4), Site::new(&net, 2, 1, 64, 4));
+    link(&a, &b);
+    handshake(&a, &b);
+    let bad = tun_rs::VirtioNetHdr { gso_type: tun_rs::VIRTIO_NET_HDR_GSO_TCPV6, gso_size: 1000, ..Default::default() };
+    a.host.send_super(0, bad, tcp_segment(1, 2, 0, 3_000));
+    a.host.send(0, [packet(1, 2, 7, 100)]);
+    assert_eq!(seq_of(&receive(&b, 1)[0]), 7);
+    assert_eq!(a.iface.counters.get(Dropped::Malformed), 1);
 }
 
 #[test]
