@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
 targets=("$@")
-[ "${#targets[@]}" -eq 0 ] && targets=(wire uapi control_api config esp ike)
+[ "${#targets[@]}" -eq 0 ] && targets=(wire uapi control_api config esp ike super_packet)
 seconds="${FUZZ_SECONDS:-20}"
 
 echo "== fuzz corpus replay (stable, debug build: overflow checks and debug assertions on)"

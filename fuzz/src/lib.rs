@@ -2,7 +2,9 @@
 //! each checking a property beyond "does not crash". The cargo-fuzz binaries
 //! in `fuzz_targets/` call these, and `tests/corpus.rs` replays the kept
 //! corpus through them on the stable toolchain. IKE's body, with the
-//! responder it drives, is in `ike.rs`; ESP's lives with the ESP core.
+//! responder it drives, is in `ike.rs`; the TUN's super-packets, checked
+//! against tun-rs's cut, in `super_packet.rs`; ESP's lives with the ESP
+//! core.
 //!
 //! Targets that build an interface (UAPI, control API) first move their
 //! thread into a fresh network namespace where possible, so that names the
@@ -20,6 +22,7 @@ use causeway_gateway::gateway::Gateway;
 use causeway_wireguard::{Device, Peer, Received, StaticSecret, Time};
 
 pub mod ike;
+pub mod super_packet;
 
 /// A responder (`b`) with an established, confirmed session from `a`.
 struct Wire {

@@ -70,6 +70,11 @@ fn ike() {
 }
 
 #[test]
+fn super_packet() {
+    replay("super_packet", causeway_fuzz::super_packet::super_packet);
+}
+
+#[test]
 fn config() {
     replay("config", causeway_fuzz::config);
 }
