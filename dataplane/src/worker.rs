@@ -427,27 +427,46 @@ mod tests {
     // The in-memory TUN hands over every queued packet in one read (the
     // real one gives one per read), so what tells the two modes apart is
     // whether the read that finds the queue empty came before returning.
+    /// One in-memory TUN queue and what a worker reads it into.
+    struct Reader {
+        host: memory::MemTunHost,
+        tun: memory::MemTun,
+        stats: WorkerStats,
+        bufs: Vec<Vec<u8>>,
+        sizes: Vec<usize>,
+        raw: Vec<u8>,
+    }
+
+    impl Reader {
+        fn new() -> Reader {
+            let (host, mut tuns) = memory::tun(1);
+            Reader {
+                host,
+                tun: tuns.remove(0),
+                stats: WorkerStats::default(),
+                bufs: vec![vec![0u8; MAX_PACKET]; READ_BATCH],
+                sizes: vec![0usize; READ_BATCH],
+                raw: vec![0u8; RAW_READ],
+            }
+        }
+
+        fn fill(&mut self, eager: bool) -> (usize, bool, Option<usize>) {
+            fill_from_tun(&mut self.tun, &mut self.bufs, &mut self.sizes, &mut self.raw, &self.stats, eager).unwrap()
+        }
+    }
+
     #[test]
     fn an_eager_fill_returns_before_the_read_that_finds_the_queue_empty() {
-        let (host, mut tuns) = memory::tun(1);
-        let mut tun = tuns.remove(0);
-        let stats = WorkerStats::default();
-        let mut bufs = vec![vec![0u8; MAX_PACKET]; READ_BATCH];
-        let mut sizes = vec![0usize; READ_BATCH];
-        let mut raw = vec![0u8; RAW_READ];
+        let mut r = Reader::new();
+        r.host.send(0, [packet(1)]);
+        assert_eq!(r.fill(true), (1, false, None), "the lone packet comes back at once, the queue not yet found empty");
+        assert_eq!(r.bufs[0][39], 1);
+        assert_eq!(r.stats.tun_reads.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(r.fill(true), (0, true, None), "the next fill finds nothing behind it");
 
-        host.send(0, [packet(1)]);
-        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &mut raw, &stats, true).unwrap();
-        assert_eq!(got, (1, false, None), "the lone packet comes back at once, the queue not yet found empty");
-        assert_eq!(bufs[0][39], 1);
-        assert_eq!(stats.tun_reads.load(std::sync::atomic::Ordering::Relaxed), 1);
-        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &mut raw, &stats, true).unwrap();
-        assert_eq!(got, (0, true, None), "the next fill finds nothing behind it");
-
-        host.send(0, [packet(2), packet(3)]);
-        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &mut raw, &stats, false).unwrap();
-        assert_eq!(got, (2, true, None), "a batching fill reads on until the queue is empty");
-        assert_eq!((bufs[0][39], bufs[1][39]), (2, 3));
+        r.host.send(0, [packet(2), packet(3)]);
+        assert_eq!(r.fill(false), (2, true, None), "a batching fill reads on until the queue is empty");
+        assert_eq!((r.bufs[0][39], r.bufs[1][39]), (2, 3));
     }
 
     // A super-packet ends the fill that reads it, after the packets read
@@ -455,24 +474,16 @@ mod tests {
     // waits for the next fill.
     #[test]
     fn a_super_packet_ends_its_fill_and_stays_in_the_raw_buffer() {
-        let (host, mut tuns) = memory::tun(1);
-        let mut tun = tuns.remove(0);
-        let stats = WorkerStats::default();
-        let mut bufs = vec![vec![0u8; MAX_PACKET]; READ_BATCH];
-        let mut sizes = vec![0usize; READ_BATCH];
-        let mut raw = vec![0u8; RAW_READ];
+        let mut r = Reader::new();
         let hdr = VirtioNetHdr { gso_type: 1, gso_size: 1000, csum_start: 20, csum_offset: 16, ..Default::default() };
-
-        host.send(0, [packet(1)]);
-        host.send_super(0, hdr, vec![0x45; 3000]);
-        host.send(0, [packet(2)]);
-        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &mut raw, &stats, false).unwrap();
-        assert_eq!(got, (1, false, Some(3000)));
-        assert_eq!(bufs[0][39], 1);
-        assert_eq!(VirtioNetHdr::decode(&raw).unwrap().gso_size, 1000);
-        assert_eq!(&raw[VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + 3000], &[0x45; 3000][..]);
-        let got = fill_from_tun(&mut tun, &mut bufs, &mut sizes, &mut raw, &stats, false).unwrap();
-        assert_eq!(got, (1, true, None));
-        assert_eq!(bufs[0][39], 2);
+        r.host.send(0, [packet(1)]);
+        r.host.send_super(0, hdr, vec![0x45; 3000]);
+        r.host.send(0, [packet(2)]);
+        assert_eq!(r.fill(false), (1, false, Some(3000)));
+        assert_eq!(r.bufs[0][39], 1);
+        assert_eq!(VirtioNetHdr::decode(&r.raw).unwrap().gso_size, 1000);
+        assert_eq!(&r.raw[VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + 3000], &[0x45; 3000][..]);
+        assert_eq!(r.fill(false), (1, true, None));
+        assert_eq!(r.bufs[0][39], 2);
     }
 }

@@ -96,6 +96,17 @@ fn link(a: &Site, b: &Site) -> (Arc<PeerState>, Arc<PeerState>) {
     (a.add_peer(b), b.add_peer(a))
 }
 
+/// Two sites of `workers` workers and `pools` batch buffers each, peers
+/// of each other with a session up, their TUNs taking `offload`.
+fn pair(workers: usize, pools: usize, offload: Offload) -> (Arc<MemNet>, Site, Site) {
+    let net = MemNet::new();
+    let a = Site::with_tun(&net, 1, workers, 64, pools, offload);
+    let b = Site::with_tun(&net, 2, workers, 64, pools, offload);
+    link(&a, &b);
+    handshake(&a, &b);
+    (net, a, b)
+}
+
 /// An IPv4 UDP packet of `len` bytes from site `from` to site `to`,
 /// carrying `seq` (the checksums are not checked on this path).
 fn packet(from: u8, to: u8, seq: u32, len: usize) -> Vec<u8> {
@@ -260,11 +271,7 @@ fn tso_super_packets_are_cut_into_their_batches_and_arrive_as_segments() {
     };
     let offload = Offload { tcp: true, udp: true };
     for (workers, pools) in [(2, 12), (1, 1)] {
-        let net = MemNet::new();
-        let a = Site::with_tun(&net, 1, workers, 64, pools, offload);
-        let b = Site::with_tun(&net, 2, workers, 64, pools, offload);
-        link(&a, &b);
-        handshake(&a, &b);
+        let (net, a, b) = pair(workers, pools, offload);
         let mut want = Vec::new();
         for s in 0..20u32 {
             // 47 segments, their sequence numbers following on from the
@@ -300,10 +307,7 @@ fn tso_super_packets_are_cut_into_their_batches_and_arrive_as_segments() {
 /// and counted as malformed; the packets after it still go.
 #[test]
 fn a_malformed_super_packet_is_dropped_and_counted() {
-    let net = MemNet::new();
-    let (a, b) = (Site::new(&net, 1, 1, 64, 4), Site::new(&net, 2, 1, 64, 4));
-    link(&a, &b);
-    handshake(&a, &b);
+    let (_net, a, b) = pair(1, 4, Offload::default());
     let bad = tun_rs::VirtioNetHdr { gso_type: tun_rs::VIRTIO_NET_HDR_GSO_TCPV6, gso_size: 1000, ..Default::default() };
     a.host.send_super(0, bad, tcp_segment(1, 2, 0, 3_000));
     a.host.send(0, [packet(1, 2, 7, 100)]);
@@ -313,10 +317,7 @@ fn a_malformed_super_packet_is_dropped_and_counted() {
 
 #[test]
 fn one_peers_stream_arrives_whole_and_in_order_across_workers() {
-    let net = MemNet::new();
-    let (a, b) = (Site::new(&net, 1, 3, 64, 12), Site::new(&net, 2, 3, 64, 12));
-    link(&a, &b);
-    handshake(&a, &b);
+    let (net, a, b) = pair(3, 12, Offload::default());
     let got = stream(&a, &b, 0, 20_000, 1000, |_| {});
     assert_in_order(&got, 0, 20_000);
     // The point of the shared jobs: other workers than the reader took
@@ -330,10 +331,7 @@ fn one_peers_stream_arrives_whole_and_in_order_across_workers() {
 /// counted, and the real peer's traffic goes on.
 #[test]
 fn a_gro_receive_of_strangers_is_refused_datagram_by_datagram() {
-    let net = MemNet::new();
-    let (a, b) = (Site::new(&net, 1, 1, 64, 12), Site::new(&net, 2, 1, 64, 12));
-    link(&a, &b);
-    handshake(&a, &b);
+    let (net, a, b) = pair(1, 12, Offload::default());
     let stranger = net.host("198.18.0.9".parse().unwrap(), 64);
     let (socks, _) = causeway_dataplane::io::Bind::bind(&*stranger, 1, 40000, 0).unwrap();
     const DATAGRAM: usize = 1032;
