@@ -328,7 +328,7 @@ impl Sender {
             return;
         }
         if self.scratch.len() < size {
-            self.scratch.resize(crate::tun::MAX_PACKET, 0);
+            self.scratch.resize(size.max(crate::tun::MAX_PACKET), 0);
         }
         source.write(i, &mut self.scratch[..size]);
         proto.hold(iface, peer, &self.scratch[..size], sock, now);

@@ -60,9 +60,10 @@ impl<'a> SuperPacket<'a> {
             6 => true,
             _ => return None,
         };
+        // ECN's flag goes with TCP only, as tun-rs and the kernel have it.
         let proto = match (hdr.gso_type & !GSO_ECN, v6) {
             (VIRTIO_NET_HDR_GSO_TCPV4, false) | (VIRTIO_NET_HDR_GSO_TCPV6, true) => TCP,
-            (VIRTIO_NET_HDR_GSO_UDP_L4, _) => UDP,
+            (VIRTIO_NET_HDR_GSO_UDP_L4, _) if hdr.gso_type & GSO_ECN == 0 => UDP,
             _ => return None,
         };
         let csum_start = usize::from(hdr.csum_start);
@@ -337,6 +338,10 @@ mod tests {
         assert!(
             SuperPacket::parse(&VirtioNetHdr { gso_type: VIRTIO_NET_HDR_GSO_TCPV4 | GSO_ECN, ..good }, &v4).is_some()
         );
+        let udp = super_packet(false, false, 0, 3_000);
+        let uso = header(false, false, 1_000);
+        assert!(SuperPacket::parse(&uso, &udp).is_some());
+        assert!(refuse(VirtioNetHdr { gso_type: VIRTIO_NET_HDR_GSO_UDP_L4 | GSO_ECN, ..uso }, &udp), "ECN on USO");
     }
 
     #[test]

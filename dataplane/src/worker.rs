@@ -27,16 +27,18 @@ use crate::super_packet::SuperPacket;
 use crate::tun::{MAX_PACKET, RAW_READ};
 use crate::tunnels::Tunnels;
 
-/// Packets one TUN read may hand over (a TSO super-packet split), and so
-/// the reader's buffer count.
+/// The reader's buffers for packets that come alone (a super-packet stays
+/// in the raw buffer): the most one fill gathers.
 const READ_BATCH: usize = tun_rs::IDEAL_BATCH_SIZE;
 
 /// Batches taken from one source before looking at the other, so neither
 /// direction starves the other under load.
 const BATCHES_PER_TURN: usize = 8;
 
-/// Room a single TUN read needs: a TSO super-packet splits into up to
-/// this many MTU-sized packets at common MSS values.
+/// Room kept for the next read. It was sized for tun-rs's split of a
+/// super-packet into these buffers; a real TUN read now brings one
+/// packet, so a fill of lone packets stops at 65, past the 64 that one
+/// send batch takes. (The in-memory TUN hands over up to this many.)
 const SEGMENTS_PER_READ: usize = 64;
 
 /// Reads from the TUN until it is drained, the batch has no room for
