@@ -13,8 +13,7 @@ use std::sync::Arc;
 
 use tun_rs::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
-use crate::counters::Drop;
-use crate::counters::WorkerStats;
+use crate::counters::{Drop, WorkerStats};
 use crate::doorbell::Doorbell;
 use crate::interface::Interface;
 use crate::io::{Read, Socket, Tun, TunGone};
