@@ -27,13 +27,10 @@
 //!   recomputes the checksum of a coalesced packet, and a bad one must not
 //!   come out good.
 
-use tun_rs::{
-    checksum, checksum_no_fold, VirtioNetHdr, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
-    VIRTIO_NET_HDR_GSO_UDP_L4,
-};
+use tun_rs::{checksum, VirtioNetHdr, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4};
 
 use crate::io::Offload;
-use crate::super_packet::NEEDS_CSUM;
+use crate::super_packet::{self, NEEDS_CSUM};
 use crate::tun::{MAX_PACKET, WRITE_HEADROOM};
 
 const TCP: u8 = 6;
@@ -284,8 +281,7 @@ fn complete(buf: &mut [u8], item: &Item, key: &FlowKey) {
 /// The unfolded sum of the TCP/UDP pseudo-header.
 fn pseudo_header(key: &FlowKey, l4_len: usize) -> u64 {
     let addrs = if key.v6 { &key.addrs[..32] } else { &key.addrs[..8] };
-    let len = (l4_len as u16).to_be_bytes();
-    checksum_no_fold(&[0, key.proto, len[0], len[1]], checksum_no_fold(addrs, 0))
+    super_packet::pseudo_header(key.proto, addrs, l4_len)
 }
 
 /// Whether the TCP or UDP checksum of `packet`, a packet of flow `key`, is right.

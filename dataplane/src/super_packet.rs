@@ -163,9 +163,7 @@ impl<'a> SuperPacket<'a> {
         };
         out[csum_at..csum_at + 2].fill(0);
         let addrs = if self.v6 { &self.input[8..40] } else { &self.input[12..20] };
-        let len = (l4_len as u16).to_be_bytes();
-        let pseudo = checksum_no_fold(&[0, self.proto, len[0], len[1]], checksum_no_fold(addrs, 0));
-        let mut sum = !checksum(&out[cs..], pseudo);
+        let mut sum = !checksum(&out[cs..], pseudo_header(self.proto, addrs, l4_len));
         // A UDP checksum of 0 means "none"; a computed 0 is sent as all
         // ones (RFC 768), as the kernel does.
         if self.proto == UDP && sum == 0 {
@@ -174,6 +172,14 @@ impl<'a> SuperPacket<'a> {
         out[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
         total
     }
+}
+
+/// The unfolded sum of a TCP or UDP pseudo-header: `addrs` is the source
+/// then the destination address (8 or 32 bytes), `l4_len` the length of
+/// the transport header and payload.
+pub fn pseudo_header(proto: u8, addrs: &[u8], l4_len: usize) -> u64 {
+    let len = (l4_len as u16).to_be_bytes();
+    checksum_no_fold(&[0, proto, len[0], len[1]], checksum_no_fold(addrs, 0))
 }
 
 /// Completes a checksum the kernel left partial (`VIRTIO_NET_HDR_F_NEEDS_CSUM`
@@ -307,9 +313,7 @@ mod tests {
             let n = sp.write(i, &mut out);
             let seg = &out[..n];
             assert_eq!(checksum(&seg[..20], 0), 0xffff, "IPv4 header of {i}");
-            let len = ((n - 20) as u16).to_be_bytes();
-            let pseudo = checksum_no_fold(&[0, TCP, len[0], len[1]], checksum_no_fold(&seg[12..20], 0));
-            assert_eq!(checksum(&seg[20..], pseudo), 0xffff, "TCP of {i}");
+            assert_eq!(checksum(&seg[20..], pseudo_header(TCP, &seg[12..20], n - 20)), 0xffff, "TCP of {i}");
             let seq = u32::from_be_bytes(seg[24..28].try_into().unwrap());
             assert_eq!(seq, 0xffff_fff0u32.wrapping_add(i as u32 * 1_000), "sequence numbers wrap");
         }
@@ -349,11 +353,10 @@ mod tests {
         let mut p = super_packet(false, false, 0, 100);
         let len = ((p.len() - 20) as u16).to_be_bytes();
         p[24..26].copy_from_slice(&len);
-        let pseudo = checksum(&[0, UDP, len[0], len[1]], checksum_no_fold(&p[12..20], 0));
-        p[26..28].copy_from_slice(&pseudo.to_be_bytes());
+        let pseudo = pseudo_header(UDP, &p[12..20], p.len() - 20);
+        p[26..28].copy_from_slice(&checksum(&[], pseudo).to_be_bytes());
         assert!(complete_checksum(&mut p, 20, 6));
-        let full = checksum_no_fold(&[0, UDP, len[0], len[1]], checksum_no_fold(&p[12..20], 0));
-        assert_eq!(checksum(&p[20..], full), 0xffff);
+        assert_eq!(checksum(&p[20..], pseudo), 0xffff);
         assert!(!complete_checksum(&mut p[..27], 20, 6), "a field past the end is refused");
     }
 }
