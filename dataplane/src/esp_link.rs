@@ -155,6 +155,32 @@ mod tests {
         assert_eq!(link.negotiation_started(), None);
     }
 
+    // Our answer to the peer's rekey goes out before its SA is installed,
+    // so the peer's first packets on it can come at once. Were the SPI
+    // published before the SA is pending, such a packet would be opened,
+    // find nothing pending (`used`), and leave us sending on the old SA.
+    // The install is held at the switch lock, between the two steps.
+    #[test]
+    fn an_sa_that_takes_over_once_used_is_pending_before_its_spi_is_found() {
+        let table = Arc::new(IpsecTable::default());
+        let peer = Arc::new(PeerState::with_link(Link::Ipsec(EspLink::default()), "west.gw1".into(), 0));
+        let (old, new) = (child_sa(0x100), child_sa(0x200));
+        table.install_child(&peer, old.clone(), SendOn::Now);
+        let link = peer.ipsec().unwrap();
+        let held = lock(&link.switch);
+        let install = {
+            let (table, peer, new) = (table.clone(), peer.clone(), new.clone());
+            std::thread::spawn(move || table.install_child(&peer, new, SendOn::OnceUsed))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(table.child(new.spi_in()).is_none(), "the SPI was found before the SA was pending");
+        drop(held);
+        install.join().unwrap();
+        let (_, found) = table.child(new.spi_in()).expect("published");
+        link.used(&found);
+        assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &new)), "the first packet on it moved sending");
+    }
+
     // The peer takes our answered rekey's SA into use (the drain's `used`)
     // while IKE deletes the SA it replaced (`remove_child`). Each reads one
     // slot and writes the other; interleaved, they could leave the peer

@@ -136,23 +136,38 @@ impl IpsecTable {
     /// Installs a child SA for `peer`: inbound at once, and for sending as
     /// `send` says. A new sending SA replaces the one before it, whose
     /// inbound half stays until `remove_child`.
+    ///
+    /// Order matters where the peer may already send on the new SA. An SA
+    /// that takes over sending once used is made pending before its SPI
+    /// is published: a packet opened on it then always finds it pending
+    /// (`EspLink::used`), where the other order let the first packets
+    /// pass unnoticed and kept sending on the old SA. An SA that sends at
+    /// once is published first, so the peer's answers on it are found.
     pub fn install_child(&self, peer: &Arc<PeerState>, sa: Arc<ChildSa>, send: SendOn) {
         let Some(link) = peer.ipsec() else { return };
-        self.change_spis(|m| {
-            m.insert(sa.spi_in(), (peer.clone(), sa.clone()));
-        });
+        let publish = |sa: &Arc<ChildSa>| {
+            self.change_spis(|m| {
+                m.insert(sa.spi_in(), (peer.clone(), sa.clone()));
+            })
+        };
+        if matches!(send, SendOn::Now | SendOn::Never) {
+            publish(&sa);
+        }
         let switch = lock(&link.switch);
         match send {
             SendOn::Now => {
                 link.pending.store(None);
-                link.outbound.store(Some(sa));
+                link.outbound.store(Some(sa.clone()));
             }
             // With nothing to send on yet, waiting would only hold packets.
-            SendOn::OnceUsed if link.outbound.load().is_none() => link.outbound.store(Some(sa)),
-            SendOn::OnceUsed => link.pending.store(Some(sa)),
+            SendOn::OnceUsed if link.outbound.load().is_none() => link.outbound.store(Some(sa.clone())),
+            SendOn::OnceUsed => link.pending.store(Some(sa.clone())),
             SendOn::Never => {}
         }
         drop(switch);
+        if matches!(send, SendOn::OnceUsed) {
+            publish(&sa);
+        }
         *lock(&link.negotiation) = (None, None);
     }
 

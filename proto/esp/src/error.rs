@@ -15,6 +15,10 @@ pub enum Error {
     /// must be rekeyed (RFC 4303 §3.3.3: the counter never cycles).
     #[error("sequence numbers exhausted: the child SA must be rekeyed")]
     SequenceExhausted,
+    /// `reserve` was asked for no sequence numbers: a caller's slip, refused
+    /// so that no number is ever handed out twice.
+    #[error("a reservation of no sequence numbers")]
+    EmptyReservation,
     /// `seal` was given a sequence number that `reserve` never hands out
     /// (0, or beyond 2^32 - 1).
     #[error("sequence number outside 1..=2^32-1")]

@@ -101,11 +101,16 @@ impl OutboundSa {
 
     /// Takes `count` consecutive sequence numbers and returns the first;
     /// the first call returns 1. Fails, taking nothing, when fewer than
-    /// `count` remain below 2^32. A compare-and-swap loop rather than a
-    /// plain `fetch_add`, so that calls after exhaustion never push the
-    /// counter on towards a wrap; it is called once per batch, so the loop
-    /// rarely spins.
+    /// `count` remain below 2^32, and for a `count` of 0, whose answer
+    /// would be the number the next call hands out too (a nonce used
+    /// twice if both were sealed with). A compare-and-swap loop rather
+    /// than a plain `fetch_add`, so that calls after exhaustion never push
+    /// the counter on towards a wrap; it is called once per batch, so the
+    /// loop rarely spins.
     pub fn reserve(&self, count: u64) -> Result<u64, Error> {
+        if count == 0 {
+            return Err(Error::EmptyReservation);
+        }
         self.next_seq
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |next| {
                 next.checked_add(count).filter(|&end| end <= MAX_SEQ + 1)
@@ -236,6 +241,15 @@ mod tests {
         assert_eq!(seen.iter().min(), Some(&1));
         assert_eq!(seen.iter().max(), Some(&total), "no gaps");
         assert_eq!(sa.next_seq(), total + 1);
+    }
+
+    #[test]
+    fn a_reservation_of_nothing_is_refused_and_takes_nothing() {
+        let (sa, _) = pair(GCM);
+        assert_eq!(sa.reserve(0), Err(Error::EmptyReservation));
+        assert_eq!(sa.reserve(1), Ok(1), "the number 0 would have returned is still the next one");
+        assert_eq!(sa.reserve(0), Err(Error::EmptyReservation));
+        assert_eq!(sa.reserve(1), Ok(2));
     }
 
     #[test]
