@@ -5,8 +5,9 @@
 //!
 //! Invariants: a response is taken only for the ID of our outstanding
 //! request; a request only for the next expected ID, its predecessor
-//! getting the cached response again; no state changes before the SK
-//! payload authenticates.
+//! getting the cached response again; responses go back the way their
+//! request came; INFORMATIONAL requests only once the SA is up; no state
+//! changes before the SK payload authenticates.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -15,7 +16,7 @@ use crate::effect::Effect;
 use crate::ids::{notify as n, ExchangeType, NAT_T_PORT};
 use crate::io::Io;
 use crate::peer::Peer;
-use crate::sa::{IkeSa, Planned, Req, SaState, RETRANSMIT_BASE};
+use crate::sa::{IkeSa, Path, Planned, Req, SaState, RETRANSMIT_BASE};
 use crate::wire::message::Message;
 use crate::wire::notify::Notify;
 use crate::wire::payload::Payload;
@@ -68,11 +69,21 @@ pub(crate) fn on_message(
         return effects;
     }
 
+    // RFC 7296 §1.4: INFORMATIONAL only after the initial exchanges. Taken
+    // before, it would use up the message ID of the IKE_AUTH to come, which
+    // would then get its response as if a retransmission.
+    if h.exchange == ExchangeType::Informational && !matches!(sa.state, SaState::Established | SaState::Deleting) {
+        return Vec::new();
+    }
+    // RFC 7296 §2.11: a response goes back to where its request came from,
+    // from where it arrived, whatever `sa.path` says.
+    let back = Path::answering(local, remote);
     if sa.peer_next_id > 0 && h.message_id == sa.peer_next_id.wrapping_sub(1) {
         if let Some((id, cached)) = &sa.cached {
-            if *id == h.message_id {
-                let again = cached.clone();
-                sa.transmit(io, again);
+            // Only to an authentic retransmission: a forged one must not
+            // aim our response at a third party.
+            if *id == h.message_id && sa.open(data, msg).is_some() {
+                back.transmit(io, cached.clone());
             }
         }
         return Vec::new();
@@ -80,6 +91,25 @@ pub(crate) fn on_message(
     if h.message_id != sa.peer_next_id || h.exchange == ExchangeType::IkeSaInit {
         return Vec::new();
     }
+    sa.reply_path = Some(back);
+    let effects = on_request(sa, peer, io, now, local, remote, data, msg);
+    sa.reply_path = None;
+    effects
+}
+
+/// A request with the expected message ID; `sa.reply_path` is set.
+#[allow(clippy::too_many_arguments)] // a datagram's whole context
+fn on_request(
+    sa: &mut IkeSa,
+    peer: &Peer,
+    io: &mut Io,
+    now: Instant,
+    local: SocketAddr,
+    remote: SocketAddr,
+    data: &[u8],
+    msg: &Message,
+) -> Vec<Effect> {
+    let h = msg.header;
     let payloads = match sa.open(data, msg) {
         Some(Ok(p)) => p,
         Some(Err(e)) => {

@@ -97,7 +97,16 @@ pub(crate) fn on_request(sa: &mut IkeSa, io: &mut Io, id: u32, p: &[Payload]) ->
                     if let Some(i) = sa.children.iter().position(|c| c.spi_out == spi_out) {
                         let c = sa.children.remove(i);
                         child_down(sa, io, &c);
-                        ours.push(c.spi_in.to_be_bytes().to_vec());
+                        // Deletes that cross (§1.4.1): our own Delete of it
+                        // is out, and the answer MUST NOT name it again,
+                        // which could delete the wrong SA. Our Delete's
+                        // answer then finds it gone, and nothing is
+                        // reported twice.
+                        let ours_out = matches!(&sa.pending,
+                            Some(q) if matches!(&q.req, Req::DeleteChildren(s) if s.contains(&c.spi_in)));
+                        if !ours_out {
+                            ours.push(c.spi_in.to_be_bytes().to_vec());
+                        }
                     }
                 }
                 if !ours.is_empty() {

@@ -48,6 +48,11 @@ impl Path {
         let ip = local.ip();
         Path { remote, local: (!ip.is_unspecified()).then_some(ip), local_port: local.port() }
     }
+
+    /// Queues `data` to go this way.
+    pub(crate) fn transmit(&self, io: &mut Io, data: Vec<u8>) {
+        io.transmits.push_back(Transmit { remote: self.remote, local: self.local, local_port: self.local_port, data });
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +164,11 @@ pub(crate) struct IkeSa {
     pub init_request: Vec<u8>,
     pub init_response: Vec<u8>,
     pub path: Path,
+    /// While a request of the peer is handled, the way back to where it
+    /// came from: RFC 7296 §2.11 sends the response there, which need not
+    /// be `path` (the peer may ask from another port, or the request be a
+    /// retransmission taking another way).
+    pub reply_path: Option<Path>,
     /// UDP encapsulation (port 4500) is in use: a NAT was detected or
     /// `encap_always` forces it.
     pub nat: bool,
@@ -203,6 +213,7 @@ impl IkeSa {
             init_request: Vec::new(),
             init_response: Vec::new(),
             path,
+            reply_path: None,
             nat: false,
             nat_detected: false,
             next_id: 0,
@@ -239,12 +250,7 @@ impl IkeSa {
     }
 
     pub(crate) fn transmit(&self, io: &mut Io, data: Vec<u8>) {
-        io.transmits.push_back(Transmit {
-            remote: self.path.remote,
-            local: self.path.local,
-            local_port: self.path.local_port,
-            data,
-        });
+        self.path.transmit(io, data);
     }
 
     /// Seals `payloads` into an SK message with this SA's keys.
@@ -286,10 +292,11 @@ impl IkeSa {
         self.pending = Some(Pending { id, data, sent: 1, next_at: now + RETRANSMIT_BASE, req, give_up_at: None });
     }
 
-    /// Sends and caches the response to the request with `message_id`.
+    /// Sends and caches the response to the request with `message_id`,
+    /// back the way that request came (`reply_path`).
     pub(crate) fn send_response(&mut self, io: &mut Io, exchange: ExchangeType, message_id: u32, payloads: &[Payload]) {
         let Some(data) = self.seal(io, self.header(exchange, true, message_id), payloads) else { return };
-        self.transmit(io, data.clone());
+        self.reply_path.unwrap_or(self.path).transmit(io, data.clone());
         self.cached = Some((message_id, data));
     }
 

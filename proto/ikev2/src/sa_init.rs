@@ -5,7 +5,8 @@
 //! Invariants: the responder keeps no state for a request it answers with
 //! an error, a cookie request or INVALID_KE_PAYLOAD; the initiator keeps
 //! its SPI and nonce across cookie and group retries, and the message it
-//! finally signs in AUTH is the last one it sent.
+//! finally signs in AUTH is the last one it sent; an unauthenticated error
+//! ends its attempt only once it answered several transmissions.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
@@ -31,6 +32,12 @@ use crate::wire::WireError;
 pub const NONCE_LEN: usize = 32;
 /// IKE_SA_INIT retries (cookie or group) before giving up.
 const MAX_INIT_RETRIES: u32 = 3;
+/// Transmissions of our IKE_SA_INIT (the first included) before an
+/// unauthenticated error answering it ends the attempt: the third goes
+/// out 1.5 s after the first (`RETRANSMIT_BASE` doubling), ample for a
+/// real answer to beat a forged one, yet a genuine refusal is reported
+/// well before the retransmissions would run out (15.5 s).
+const INIT_ERROR_AFTER_SENDS: u32 = 3;
 
 /// Sends (or resends, after a cookie or group request) our IKE_SA_INIT.
 pub(crate) fn start(
@@ -150,26 +157,31 @@ pub(crate) fn on_init_response(
     }
     if notify(p, n::NO_PROPOSAL_CHOSEN).is_some() {
         let offered = describe(&ike_offer(&cfg.ike_proposals, &[]));
-        return fail(sa, io, Failure::NoProposalChosen { offered });
+        return unauthenticated(sa, io, Failure::NoProposalChosen { offered });
     }
     if let Some(e) = crate::sa::error_notify(p) {
-        return fail(sa, io, Failure::PeerError { notify: e });
+        return unauthenticated(sa, io, Failure::PeerError { notify: e });
     }
     let (Some(answer), Some((group, ke)), Some(nr)) = parts(p) else {
-        return fail(sa, io, Failure::Protocol("IKE_SA_INIT response without SA, KE or Nonce".into()));
+        return unauthenticated(sa, io, Failure::Protocol("IKE_SA_INIT response without SA, KE or Nonce".into()));
     };
     let Some(suite) = accept_ike(answer, &cfg.ike_proposals) else {
-        return fail(
-            sa,
-            io,
-            Failure::Protocol(format!("the responder chose {}, which we did not offer", describe(answer))),
-        );
+        let chose = format!("the responder chose {}, which we did not offer", describe(answer));
+        return unauthenticated(sa, io, Failure::Protocol(chose));
     };
-    let Some(dh) = sa.dh.take() else { return Vec::new() };
-    if group != suite.dh.id() || dh.group() != suite.dh || msg.header.spi_r == 0 {
-        return fail(sa, io, Failure::Protocol("IKE_SA_INIT response KE does not match the chosen group".into()));
+    let ours = sa.dh.as_ref().map(|d| d.group());
+    if group != suite.dh.id() || ours != Some(suite.dh) || msg.header.spi_r == 0 {
+        let why = "IKE_SA_INIT response KE does not match the chosen group";
+        return unauthenticated(sa, io, Failure::Protocol(why.into()));
     }
+    if !usable_public(io, suite.dh, ke) {
+        let why = "invalid key exchange value from the responder";
+        return unauthenticated(sa, io, Failure::Protocol(why.into()));
+    }
+    let Some(dh) = sa.dh.take() else { return Vec::new() };
     let Ok(shared) = dh.agree(ke) else {
+        // Our key judges the value as the probe did; were it not so, the
+        // secret is spent and no later answer could be used.
         return fail(sa, io, Failure::Protocol("invalid key exchange value from the responder".into()));
     };
     sa.pending = None;
@@ -198,6 +210,34 @@ fn retry(sa: &mut IkeSa, cfg: &PeerConfig, io: &mut Io, now: Instant, group: Opt
         Ok(()) => Vec::new(),
         Err(()) => fail(sa, io, Failure::Protocol("could not restart IKE_SA_INIT".into())),
     }
+}
+
+/// An error notification or unusable answer to our IKE_SA_INIT. Nothing in
+/// it is authenticated (RFC 7296 §2.21.1): whoever saw our SPI can forge
+/// one, so acting on the first would let an on-path observer kill every
+/// attempt. It is ignored, our retransmissions going on, until it answers
+/// our `INIT_ERROR_AFTER_SENDS`th transmission: by then the real responder
+/// had that long to answer validly. A genuine refusal, repeated for every
+/// transmission, is so still reported as itself, and soon.
+fn unauthenticated(sa: &mut IkeSa, io: &mut Io, reason: Failure) -> Vec<Effect> {
+    if sa.pending.as_ref().is_some_and(|p| p.sent < INIT_ERROR_AFTER_SENDS) {
+        return Vec::new();
+    }
+    fail(sa, io, reason)
+}
+
+/// Whether our secret can agree with the responder's `ke`, asked without
+/// spending it (`agree` consumes it): a forged KE must leave it for the
+/// real answer. A MODP value in range always agrees (a safe prime has no
+/// small subgroup to hit); a curve value is judged by a throwaway key as
+/// it would be by ours, the check being on the point alone (X25519 clamps
+/// every scalar to a multiple of the cofactor).
+fn usable_public(io: &mut Io, group: DhGroup, ke: &[u8]) -> bool {
+    if !crate::crypto::plausible_public(group, ke) {
+        return false;
+    }
+    group == DhGroup::Modp2048
+        || DhPrivate::generate(group, &mut *io.rng).is_ok_and(|(probe, _)| probe.agree(ke).is_ok())
 }
 
 fn fail(sa: &mut IkeSa, io: &mut Io, reason: Failure) -> Vec<Effect> {

@@ -148,7 +148,8 @@ pub(crate) fn on_child_rekey_response(
     vec![Effect::ChildRekeyed]
 }
 
-/// The peer's rekey of the child SA it receives on with SPI `rekey_spi`.
+/// The peer's rekey of the child SA it receives on with the SPI of its
+/// REKEY_SA notification, `rekey`.
 #[allow(clippy::too_many_arguments)] // the request's whole context
 pub(crate) fn on_request(
     sa: &mut IkeSa,
@@ -157,12 +158,17 @@ pub(crate) fn on_request(
     now: Instant,
     id: u32,
     p: &[Payload],
-    rekey_spi: &[u8],
+    rekey: &Notify,
 ) -> Vec<Effect> {
     let cfg = &peer.cfg;
-    let spi_out = <[u8; 4]>::try_from(rekey_spi).map(u32::from_be_bytes).unwrap_or(0);
+    let spi_out = <[u8; 4]>::try_from(rekey.spi.as_slice()).map(u32::from_be_bytes).unwrap_or(0);
     let Some(idx) = sa.children.iter().position(|c| c.spi_out == spi_out) else {
-        refuse(sa, io, id, n::CHILD_SA_NOT_FOUND, Vec::new());
+        // RFC 7296 §2.25: the answer names the SA it did not find, with the
+        // protocol and SPI of the request's REKEY_SA, so that the peer
+        // knows which of its rekeys failed.
+        let missing =
+            Notify { protocol: rekey.protocol, spi: rekey.spi.clone(), kind: n::CHILD_SA_NOT_FOUND, data: Vec::new() };
+        sa.send_response(io, ExchangeType::CreateChildSa, id, &[Payload::Notify(missing)]);
         return Vec::new();
     };
     let old_in = sa.children[idx].spi_in;

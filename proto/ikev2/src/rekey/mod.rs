@@ -215,7 +215,7 @@ pub(crate) fn on_request(
         return Vec::new();
     }
     if let Some(r) = notify(p, n::REKEY_SA) {
-        return child::on_request(sa, peer, io, now, id, p, &r.spi.clone());
+        return child::on_request(sa, peer, io, now, id, p, &r.clone());
     }
     let ike = p.iter().any(|x| matches!(x, Payload::Sa(props) if props.iter().any(|q| q.protocol == protocol::IKE)));
     if ike {

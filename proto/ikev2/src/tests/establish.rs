@@ -1,12 +1,17 @@
 //! IKE_SA_INIT and IKE_AUTH with the first child SA: every suite and
 //! cipher, and each way establishment can fail.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::net::*;
 use crate::crypto::{DhGroup, EncrAlg, IkeSuite, IntegAlg, PrfAlg};
-use crate::ids::{ExchangeType, NAT_T_PORT};
+use crate::ids::notify::{INVALID_SYNTAX, NO_PROPOSAL_CHOSEN};
+use crate::ids::{flags, ExchangeType, NAT_T_PORT};
+use crate::wire::header::Header;
 use crate::wire::message::Message;
+use crate::wire::notify::Notify;
+use crate::wire::payload::Payload;
 use crate::{EspCipher, Event, Failure, IkeState};
 
 fn establish(cfg_a: crate::PeerConfig) -> Net {
@@ -135,11 +140,70 @@ fn mismatched_ike_proposals_name_the_offer() {
     cfg_b.ike_proposals = vec![cbc256_modp2048()];
     let mut n = Net::new(cfg_a, cfg_b);
     n.connect();
+    // A believes the unauthenticated refusal only after retransmitting.
+    n.advance(Duration::from_secs(2));
     let offered = "aes256gcm16-prfsha256-x25519".to_string();
-    assert_eq!(n.failures(Side::B), vec![&Failure::NoProposalChosen { offered: offered.clone() }]);
+    let npc = Failure::NoProposalChosen { offered: offered.clone() };
+    assert!(n.failures(Side::B).iter().all(|f| **f == npc), "B refuses every transmission");
     assert_eq!(n.failures(Side::A), vec![&Failure::NoProposalChosen { offered }]);
     assert!(n.failures(Side::B)[0].to_string().contains("aes256gcm16-prfsha256-x25519"));
     assert_eq!(n.ike_ups(Side::A), 0);
+}
+
+/// An answer to A's IKE_SA_INIT as anyone who saw its SPI can forge it:
+/// nothing in IKE_SA_INIT is authenticated (RFC 7296 §2.21.1).
+fn forged_init_answer(spi_i: u64, spi_r: u64, payloads: &[Payload]) -> Vec<u8> {
+    let exchange = ExchangeType::IkeSaInit;
+    let header = Header { spi_i, spi_r, next_payload: 0, exchange, flags: flags::RESPONSE, message_id: 0, length: 0 };
+    Message::encode(header, payloads)
+}
+
+#[test]
+fn forged_init_errors_do_not_end_the_attempt() {
+    let cfg = config_a();
+    let mut n = Net::new(cfg.clone(), mirror(&cfg));
+    n.a.connect(&peer_b(), SocketAddr::new(B_IP, 500), Some(A_IP), n.now);
+    let request = n.a.poll_transmit().expect("IKE_SA_INIT");
+    let spi_i = Message::parse(&request.data).expect("parses").header.spi_i;
+    let notify = |kind| Payload::Notify(Notify::new(kind, Vec::new()));
+    // A's own offer accepted, with a small-order X25519 value (all zero).
+    let bad_ke = [
+        Payload::Sa(crate::negotiate::ike_offer(&cfg.ike_proposals, &[])),
+        Payload::Ke { group: DhGroup::Curve25519.id(), data: vec![0; 32] },
+        Payload::Nonce(vec![7; 32]),
+    ];
+    let (a, b) = (SocketAddr::new(A_IP, 500), SocketAddr::new(B_IP, 500));
+    for forged in [
+        forged_init_answer(spi_i, 0, &[notify(NO_PROPOSAL_CHOSEN)]),
+        forged_init_answer(spi_i, 0, &[notify(INVALID_SYNTAX)]),
+        forged_init_answer(spi_i, 0, &[]),
+        forged_init_answer(spi_i, 0x5eed, &bad_ke),
+    ] {
+        n.a.handle(n.now, a, b, &forged);
+    }
+    // The real request reaches B, and its answer A.
+    n.b.handle(n.now, request.remote, a, &request.data);
+    n.run();
+    assert_up(&n);
+}
+
+/// B refuses every transmission; A reports that, as it always did, once
+/// the refusal answered its third (1.5 s in), not at the first.
+#[test]
+fn a_genuine_no_proposal_chosen_is_reported_after_retransmissions() {
+    let cfg_a = config_a();
+    let mut cfg_b = mirror(&cfg_a);
+    cfg_b.ike_proposals = vec![cbc256_modp2048()];
+    let mut n = Net::new(cfg_a, cfg_b);
+    n.connect();
+    n.advance(Duration::from_secs(1));
+    assert_eq!(n.failures(Side::A), Vec::<&Failure>::new(), "not yet believed");
+    n.advance(Duration::from_secs(1));
+    let npc = Failure::NoProposalChosen { offered: "aes256gcm16-prfsha256-x25519".into() };
+    assert_eq!(n.failures(Side::A), vec![&npc]);
+    assert_eq!(n.a.status(&peer_b()).and_then(|s| s.failure), Some(npc));
+    let inits = n.log.iter().filter(|(s, t)| *s == Side::A && header(&t.data).0 == ExchangeType::IkeSaInit).count();
+    assert_eq!(inits, 3);
 }
 
 #[test]
@@ -259,6 +323,30 @@ fn no_nat_means_raw_esp_and_port_500() {
     assert_up(&n);
     assert!(n.log.iter().all(|(_, t)| t.local_port == 500 && t.remote.port() == 500));
     assert!(n.events_a.iter().any(|e| matches!(e, Event::ChildUp { encap: false, .. })));
+}
+
+// RFC 7296 §1.4: no INFORMATIONAL before the initial exchanges are done.
+// One taking IKE_AUTH's message ID must be dropped, not answered, or the
+// IKE_AUTH after it passes for its retransmission and gets its response.
+#[test]
+fn an_informational_before_ike_auth_is_dropped() {
+    let cfg_a = config_a();
+    let mut n = Net::new(cfg_a.clone(), mirror(&cfg_a));
+    // Hold A's IKE_AUTH back until it is retransmitted.
+    n.drop = Box::new(|side, t| side == Side::A && header(&t.data).0 == ExchangeType::IkeAuth);
+    n.connect();
+    let early = {
+        let sa = n.a.sas.values().next().expect("A's SA");
+        let id = sa.pending.as_ref().expect("IKE_AUTH outstanding").id;
+        sa.seal(&mut n.a.io, sa.header(ExchangeType::Informational, false, id), &[]).expect("sealed")
+    };
+    n.b.handle(n.now, std::net::SocketAddr::new(B_IP, 500), std::net::SocketAddr::new(A_IP, 500), &early);
+    assert!(n.b.poll_transmit().is_none(), "not answered");
+    let sa_b = n.b.sas.values().next().expect("B's SA");
+    assert_eq!((sa_b.state, sa_b.peer_next_id), (crate::sa::SaState::InitReplied, 1), "nothing changed");
+    n.drop = Box::new(|_, _| false);
+    n.advance(Duration::from_secs(1));
+    assert_up(&n);
 }
 
 #[test]

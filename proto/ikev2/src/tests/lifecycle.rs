@@ -1,9 +1,10 @@
 //! After establishment: liveness checks, deletes, dead peers, restarts.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::net::*;
-use crate::ids::ExchangeType;
+use crate::ids::{ExchangeType, NAT_T_PORT};
 use crate::wire::message::Message;
 use crate::{DownReason, Endpoint, Event, IkeState};
 
@@ -153,6 +154,64 @@ fn requests_outside_the_window_are_dropped() {
     assert!(n.b.poll_transmit().is_some(), "ID 3 still expected after the forgery");
 }
 
+/// An INFORMATIONAL request sealed by A's SA with its next message ID, as
+/// if A sent it, for the test to deliver from anywhere.
+fn forge_check(n: &mut Net) -> Vec<u8> {
+    let sa = n.a.sas.values_mut().next().expect("A's SA");
+    let id = sa.next_id;
+    sa.next_id += 1;
+    sa.seal(&mut n.a.io, sa.header(ExchangeType::Informational, false, id), &[]).expect("sealed")
+}
+
+fn b_path(n: &Net) -> crate::sa::Path {
+    n.b.sas.values().next().expect("B's SA").path
+}
+
+// RFC 7296 §2.11: a response goes to where its request came from, from
+// where it arrived, not along the SA's path, which stays as it was (only
+// NAT-T follows the peer).
+#[test]
+fn a_request_from_another_port_is_answered_there() {
+    let mut n = up_pair(Duration::ZERO);
+    let path = b_path(&n);
+    assert_eq!((path.remote, path.local_port), (SocketAddr::new(A_IP, 500), 500));
+    let at = SocketAddr::new(B_IP, 500);
+    let check = forge_check(&mut n);
+    n.b.handle(n.now, at, SocketAddr::new(A_IP, 1500), &check);
+    let answer = n.b.poll_transmit().expect("answered");
+    assert_eq!((answer.remote, answer.local, answer.local_port), (SocketAddr::new(A_IP, 1500), Some(B_IP), 500));
+    // Its retransmission gets the cached response the way it came in turn.
+    n.b.handle(n.now, at, SocketAddr::new(A_IP, 1501), &check);
+    let again = n.b.poll_transmit().expect("answered again");
+    assert_eq!((again.remote, again.local_port, &again.data), (SocketAddr::new(A_IP, 1501), 500, &answer.data));
+    // A forged one sends nothing anywhere.
+    let mut forged = check;
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    n.b.handle(n.now, at, SocketAddr::new(NAT_IP, 500), &forged);
+    assert!(n.b.poll_transmit().is_none());
+    assert_eq!(b_path(&n), path, "no roaming without NAT");
+}
+
+// With NAT-T the response goes back on 4500 (the driver adds the non-ESP
+// marker) to wherever the NAT now maps A, and the SA follows.
+#[test]
+fn behind_a_nat_a_request_is_answered_on_4500_where_it_came_from() {
+    let cfg_a = config_a();
+    let mut cfg_b = mirror(&cfg_a);
+    cfg_b.remote_addrs = vec![NAT_IP];
+    let mut n = Net::new(cfg_a, cfg_b);
+    n.nat = true;
+    n.connect();
+    assert_eq!(n.ike_ups(Side::B), 1);
+    let check = forge_check(&mut n);
+    let rebound = SocketAddr::new(NAT_IP, 45000);
+    n.b.handle(n.now, SocketAddr::new(B_IP, NAT_T_PORT), rebound, &check);
+    let answer = n.b.poll_transmit().expect("answered");
+    assert_eq!((answer.remote, answer.local, answer.local_port), (rebound, Some(B_IP), NAT_T_PORT));
+    assert_eq!((b_path(&n).remote, b_path(&n).local_port), (rebound, NAT_T_PORT));
+}
+
 #[test]
 fn failures_print_as_one_line() {
     use crate::Failure;
@@ -166,5 +225,39 @@ fn failures_print_as_one_line() {
     ] {
         let line = f.to_string();
         assert!(!line.contains('\n') && line.len() > 20, "{line}");
+    }
+}
+
+// Both ends delete the same child SA at once and the Deletes cross
+// (RFC 7296 §1.4.1): each answer MUST NOT carry a Delete for it, and each
+// end reports it down once.
+#[test]
+fn crossing_deletes_of_one_child_sa_are_answered_without_deletes() {
+    let mut n = up_pair(Duration::ZERO);
+    let (a_in, b_in) = (child_keys(n.child_ups(Side::A)[0]).0, child_keys(n.child_ups(Side::B)[0]).0);
+    let sent = n.log.len();
+    assert!(n.a.delete_child(a_in, n.now));
+    assert!(n.b.delete_child(b_in, n.now));
+    n.run();
+    let mut answers = 0;
+    for (side, t) in &n.log[sent..] {
+        let msg = Message::parse(&t.data).expect("parses");
+        if msg.header.flags & crate::ids::flags::RESPONSE == 0 || msg.header.exchange != ExchangeType::Informational {
+            continue;
+        }
+        // Opened with the other end's keys: it receives this answer.
+        let reader = if *side == Side::A { &n.b } else { &n.a };
+        let sa = reader.sas.values().next().expect("IKE SA");
+        let payloads = sa.open(&t.data, &msg).expect("sealed").expect("well formed");
+        assert!(
+            !payloads.iter().any(|p| matches!(p, crate::wire::payload::Payload::Delete(_))),
+            "{side:?}: {payloads:?}"
+        );
+        answers += 1;
+    }
+    assert_eq!(answers, 2, "each Delete was answered");
+    for (side, spi) in [(Side::A, a_in), (Side::B, b_in)] {
+        let downs = n.events(side).iter().filter(|e| matches!(e, Event::ChildDown { spi_in, .. } if *spi_in == spi));
+        assert_eq!(downs.count(), 1, "{side:?}");
     }
 }

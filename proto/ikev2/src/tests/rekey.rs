@@ -423,3 +423,41 @@ fn a_simultaneous_ike_rekey_refused_by_a_deleting_peer_still_converges() {
     n.advance(Duration::from_secs(1200));
     assert_one_child_each_crosswise(&n);
 }
+
+// RFC 7296 §2.25: a rekey of a child SA the responder does not have is
+// answered with CHILD_SA_NOT_FOUND carrying the protocol and SPI of the
+// request's REKEY_SA, so that the initiator knows which of its rekeys it
+// was.
+#[test]
+fn a_rekey_of_a_child_sa_we_do_not_have_is_answered_with_its_spi() {
+    let mut n = pair(config_a());
+    let (a, _) = installed(&n);
+    let spi_a = a[0].0;
+    for sa in n.b.sas.values_mut() {
+        sa.children.clear();
+    }
+    let sent = n.log.len();
+    assert!(n.a.rekey_child_now(spi_a, n.now));
+    n.advance(Duration::from_millis(1));
+    let sa_a = n.a.sas.values().next().expect("A's IKE SA");
+    let answers: Vec<_> = n.log[sent..]
+        .iter()
+        .filter(|(side, _)| *side == Side::B)
+        .filter_map(|(_, t)| {
+            let msg = crate::wire::message::Message::parse(&t.data).ok()?;
+            sa_a.open(&t.data, &msg)?.ok()
+        })
+        .collect();
+    let not_found: Vec<_> = answers
+        .iter()
+        .flatten()
+        .filter_map(|p| match p {
+            crate::wire::payload::Payload::Notify(x) if x.kind == crate::ids::notify::CHILD_SA_NOT_FOUND => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(not_found.len(), 1, "{answers:?}");
+    assert_eq!(not_found[0].protocol, crate::ids::protocol::ESP);
+    assert_eq!(not_found[0].spi, spi_a.to_be_bytes().to_vec(), "the SPI of A's REKEY_SA");
+    assert!(n.events(Side::A).iter().any(|e| matches!(e, Event::ChildDown { spi_in, .. } if *spi_in == spi_a)));
+}

@@ -89,14 +89,33 @@ impl IdPayload {
         out.extend_from_slice(&self.data);
     }
 
-    /// What to print for this ID in a log line.
+    /// What to print for this ID in a log line. The ID is the peer's to
+    /// choose, before it is authenticated and up to a datagram long: control
+    /// characters are escaped, so that it stays on its one log line and
+    /// cannot pass for another, and it is cut at `MAX_DESCRIBED` characters.
     pub fn describe(&self) -> String {
-        match Identity::from_payload(self) {
+        let text = match Identity::from_payload(self) {
             Some(id) => id.to_string(),
-            None => format!("<ID type {}>", self.id_type),
+            None => return format!("<ID type {}>", self.id_type),
+        };
+        let mut out = String::new();
+        for (n, c) in text.chars().enumerate() {
+            if n == MAX_DESCRIBED {
+                out.push_str(&format!("… ({} bytes in all)", self.data.len()));
+                break;
+            }
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
         }
+        out
     }
 }
+
+/// The most characters of a received ID a log line shows.
+const MAX_DESCRIBED: usize = 128;
 
 #[cfg(test)]
 mod tests {
@@ -117,5 +136,20 @@ mod tests {
         }
         assert_eq!(Identity::KeyId(vec![0xab]).to_string(), "keyid:ab");
         assert!(IdPayload::parse(&[2, 0]).is_err());
+    }
+
+    #[test]
+    fn a_received_id_is_described_on_one_bounded_line() {
+        let mut forged = b"a.test\n2026-12-02T00:00:00Z INFO IKE SA up\x1b[2J".to_vec();
+        forged.extend(std::iter::repeat_n(b'x', 10_000));
+        let p = IdPayload { id_type: id_type::FQDN, data: forged };
+        let text = p.describe();
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(text.starts_with("a.test\\n2026"), "{text:?}");
+        assert!(text.ends_with(&format!("… ({} bytes in all)", p.data.len())), "{text:?}");
+        assert!(text.chars().count() < 128 + 30);
+        let key = IdPayload { id_type: id_type::KEY_ID, data: vec![0xab; 1000] };
+        assert!(key.describe().starts_with("keyid:abab") && key.describe().len() < 200);
+        assert_eq!(Identity::Fqdn("gw.example".into()).to_payload().describe(), "gw.example");
     }
 }
