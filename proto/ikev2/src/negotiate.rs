@@ -74,10 +74,17 @@ pub(crate) fn choose_ike(offered: &[Proposal], ours: &[IkeSuite], ke_group: u16)
     None
 }
 
+/// An answer's transforms but an integrity "none", which RFC 7296 §3.3
+/// lets an AEAD proposal carry or leave out: an answer is one transform
+/// of each type either way.
+fn counted(p: &Proposal) -> usize {
+    p.transforms.iter().filter(|t| !(t.kind == tt::INTEG && t.id == integ::NONE)).count()
+}
+
 /// The suite an IKE answer names, if it is exactly one of `ours`.
 pub(crate) fn accept_ike(answer: &[Proposal], ours: &[IkeSuite]) -> Option<IkeSuite> {
     let [p] = answer else { return None };
-    ours.iter().find(|s| ike_matches(p, s) && p.transforms.len() == ike_transforms(s).len()).copied()
+    ours.iter().find(|s| ike_matches(p, s) && counted(p) == ike_transforms(s).len()).copied()
 }
 
 fn esp_transforms(e: &EspProposal, with_dh: bool) -> Vec<Transform> {
@@ -140,8 +147,7 @@ pub(crate) fn choose_esp(
 /// the peer's SPI.
 pub(crate) fn accept_esp(answer: &[Proposal], ours: &[EspProposal], with_dh: bool) -> Option<(EspProposal, u32)> {
     let [p] = answer else { return None };
-    let e =
-        ours.iter().find(|e| esp_matches(p, e, with_dh) && p.transforms.len() <= esp_transforms(e, with_dh).len())?;
+    let e = ours.iter().find(|e| esp_matches(p, e, with_dh) && counted(p) <= esp_transforms(e, with_dh).len())?;
     Some((*e, spi_of(p)?))
 }
 
@@ -258,6 +264,28 @@ mod tests {
         let mut transforms = vec![Transform::new(tt::ENCR, encr::AES_CBC, Some(256))];
         transforms.extend(rest.iter().map(|&(kind, id)| Transform::new(kind, id, None)));
         Proposal { num: 1, protocol: protocol::IKE, spi: Vec::new(), transforms }
+    }
+
+    // Some peers answer an AEAD proposal with an explicit integrity
+    // "none"; the answer is still exactly the suite offered.
+    #[test]
+    fn an_aead_answer_with_integrity_none_is_accepted() {
+        let gcm = IkeSuite {
+            encr: crate::crypto::EncrAlg::AesGcm16 { key_bits: 256 },
+            prf: PrfAlg::HmacSha256,
+            integ: None,
+            dh: DhGroup::Curve25519,
+        };
+        let mut ike = ike_offer(&[gcm], &[]).remove(0);
+        assert_eq!(accept_ike(std::slice::from_ref(&ike), &[gcm]), Some(gcm));
+        ike.transforms.insert(1, Transform::new(tt::INTEG, integ::NONE, None));
+        assert_eq!(accept_ike(std::slice::from_ref(&ike), &[gcm]), Some(gcm));
+        ike.transforms.push(Transform::new(tt::DH, dh::MODP_2048, None));
+        assert_eq!(accept_ike(&[ike], &[gcm]), None, "a second group is not one suite");
+        let aead = EspProposal { cipher: EspCipher::AesGcm16 { key_bits: 256 }, dh: None, esn: false };
+        let mut esp = esp_offer(&[aead], 0x1234, false).remove(0);
+        esp.transforms.insert(1, Transform::new(tt::INTEG, integ::NONE, None));
+        assert_eq!(accept_esp(&[esp], &[aead], false), Some((aead, 0x1234)));
     }
 
     #[test]
