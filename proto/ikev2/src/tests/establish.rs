@@ -284,12 +284,7 @@ fn assert_encapsulated(n: &Net) {
 
 #[test]
 fn a_nat_in_the_path_moves_ike_to_4500_and_encapsulates() {
-    let cfg_a = config_a();
-    let mut cfg_b = mirror(&cfg_a);
-    cfg_b.remote_addrs = vec![NAT_IP];
-    let mut n = Net::new(cfg_a, cfg_b);
-    n.nat = true;
-    n.connect();
+    let n = Net::connected_through_nat(config_a());
     assert_encapsulated(&n);
     assert_eq!(n.b.status(&peer_a()).and_then(|s| s.remote), Some("198.19.0.1:44500".parse().expect("addr")));
 }

@@ -197,12 +197,7 @@ fn a_request_from_another_port_is_answered_there() {
 // marker) to wherever the NAT now maps A, and the SA follows.
 #[test]
 fn behind_a_nat_a_request_is_answered_on_4500_where_it_came_from() {
-    let cfg_a = config_a();
-    let mut cfg_b = mirror(&cfg_a);
-    cfg_b.remote_addrs = vec![NAT_IP];
-    let mut n = Net::new(cfg_a, cfg_b);
-    n.nat = true;
-    n.connect();
+    let mut n = Net::connected_through_nat(config_a());
     assert_eq!(n.ike_ups(Side::B), 1);
     let check = forge_check(&mut n);
     let rebound = SocketAddr::new(NAT_IP, 45000);

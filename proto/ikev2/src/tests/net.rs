@@ -149,6 +149,17 @@ impl Net {
         }
     }
 
+    /// A, configured with `cfg_a`, behind a NAT that B sees it through,
+    /// connected to B.
+    pub(crate) fn connected_through_nat(cfg_a: PeerConfig) -> Net {
+        let mut cfg_b = mirror(&cfg_a);
+        cfg_b.remote_addrs = vec![NAT_IP];
+        let mut n = Net::new(cfg_a, cfg_b);
+        n.nat = true;
+        n.connect();
+        n
+    }
+
     /// A starts the IKE SA and the network runs until quiet.
     pub(crate) fn connect(&mut self) {
         self.a.connect(&peer_b(), SocketAddr::new(B_IP, 500), Some(A_IP), self.now);

@@ -269,11 +269,7 @@ fn ike_rekey_keys_in_the_group_the_sa_was_made_with() {
 fn a_nat_found_at_the_start_is_still_known_after_an_ike_rekey() {
     let mut cfg = config_a();
     cfg.ike_lifetime = Duration::from_secs(100);
-    let mut cfg_b = mirror(&cfg);
-    cfg_b.remote_addrs = vec![NAT_IP];
-    let mut n = Net::new(cfg, cfg_b);
-    n.nat = true;
-    n.connect();
+    let mut n = Net::connected_through_nat(cfg);
     assert!(n.a.status(&peer_b()).is_some_and(|s| s.nat));
     n.advance(Duration::from_secs(95));
     for (side, st) in [(Side::A, n.a.status(&peer_b())), (Side::B, n.b.status(&peer_a()))] {
