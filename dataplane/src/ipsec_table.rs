@@ -143,31 +143,34 @@ impl IpsecTable {
     /// (`EspLink::used`), where the other order let the first packets
     /// pass unnoticed and kept sending on the old SA. An SA that sends at
     /// once is published first, so the peer's answers on it are found.
+    /// Both happen under the link's switch lock (no path takes that lock
+    /// while holding the SPI map's writer lock, so nesting them is safe).
     pub fn install_child(&self, peer: &Arc<PeerState>, sa: Arc<ChildSa>, send: SendOn) {
         let Some(link) = peer.ipsec() else { return };
-        let publish = |sa: &Arc<ChildSa>| {
+        let publish = || {
             self.change_spis(|m| {
                 m.insert(sa.spi_in(), (peer.clone(), sa.clone()));
             })
         };
-        if matches!(send, SendOn::Now | SendOn::Never) {
-            publish(&sa);
-        }
         let switch = lock(&link.switch);
         match send {
             SendOn::Now => {
+                publish();
                 link.pending.store(None);
                 link.outbound.store(Some(sa.clone()));
             }
             // With nothing to send on yet, waiting would only hold packets.
-            SendOn::OnceUsed if link.outbound.load().is_none() => link.outbound.store(Some(sa.clone())),
-            SendOn::OnceUsed => link.pending.store(Some(sa.clone())),
-            SendOn::Never => {}
+            SendOn::OnceUsed if link.outbound.load().is_none() => {
+                publish();
+                link.outbound.store(Some(sa.clone()));
+            }
+            SendOn::OnceUsed => {
+                link.pending.store(Some(sa.clone()));
+                publish();
+            }
+            SendOn::Never => publish(),
         }
         drop(switch);
-        if matches!(send, SendOn::OnceUsed) {
-            publish(&sa);
-        }
         *lock(&link.negotiation) = (None, None);
     }
 

@@ -80,8 +80,10 @@ pub(crate) fn on_message(
     let back = Path::answering(local, remote);
     if sa.peer_next_id > 0 && h.message_id == sa.peer_next_id.wrapping_sub(1) {
         if let Some((id, cached)) = &sa.cached {
-            // Only to an authentic retransmission: a forged one must not
-            // aim our response at a third party.
+            // Only to a retransmission that authenticates: made-up bytes
+            // from a spoofed source get nothing. A captured real one,
+            // replayed from a spoofed source, still gets one response per
+            // copy, which §2.11 asks for (no amplification: one for one).
             if *id == h.message_id && sa.open(data, msg).is_some() {
                 back.transmit(io, cached.clone());
             }

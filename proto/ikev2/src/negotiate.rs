@@ -74,17 +74,18 @@ pub(crate) fn choose_ike(offered: &[Proposal], ours: &[IkeSuite], ke_group: u16)
     None
 }
 
-/// An answer's transforms but an integrity "none", which RFC 7296 §3.3
-/// lets an AEAD proposal carry or leave out: an answer is one transform
-/// of each type either way.
-fn counted(p: &Proposal) -> usize {
-    p.transforms.iter().filter(|t| !(t.kind == tt::INTEG && t.id == integ::NONE)).count()
+/// An answer's transforms, for an AEAD suite (`aead`) but an integrity
+/// "none", which RFC 7296 §3.3 lets an AEAD proposal carry or leave out:
+/// an answer is one transform of each type either way. Beside a real
+/// integrity algorithm a "none" still counts, as the second one it is.
+fn counted(p: &Proposal, aead: bool) -> usize {
+    p.transforms.iter().filter(|t| !(aead && t.kind == tt::INTEG && t.id == integ::NONE)).count()
 }
 
 /// The suite an IKE answer names, if it is exactly one of `ours`.
 pub(crate) fn accept_ike(answer: &[Proposal], ours: &[IkeSuite]) -> Option<IkeSuite> {
     let [p] = answer else { return None };
-    ours.iter().find(|s| ike_matches(p, s) && counted(p) == ike_transforms(s).len()).copied()
+    ours.iter().find(|s| ike_matches(p, s) && counted(p, s.integ.is_none()) == ike_transforms(s).len()).copied()
 }
 
 fn esp_transforms(e: &EspProposal, with_dh: bool) -> Vec<Transform> {
@@ -147,7 +148,9 @@ pub(crate) fn choose_esp(
 /// the peer's SPI.
 pub(crate) fn accept_esp(answer: &[Proposal], ours: &[EspProposal], with_dh: bool) -> Option<(EspProposal, u32)> {
     let [p] = answer else { return None };
-    let e = ours.iter().find(|e| esp_matches(p, e, with_dh) && counted(p) <= esp_transforms(e, with_dh).len())?;
+    let aead = |e: &EspProposal| !matches!(e.cipher, EspCipher::AesCbcHmacSha256 { .. });
+    let e =
+        ours.iter().find(|e| esp_matches(p, e, with_dh) && counted(p, aead(e)) <= esp_transforms(e, with_dh).len())?;
     Some((*e, spi_of(p)?))
 }
 
@@ -286,6 +289,16 @@ mod tests {
         let mut esp = esp_offer(&[aead], 0x1234, false).remove(0);
         esp.transforms.insert(1, Transform::new(tt::INTEG, integ::NONE, None));
         assert_eq!(accept_esp(&[esp], &[aead], false), Some((aead, 0x1234)));
+        // Not beside a real integrity algorithm: that is two of them.
+        let cbc = IkeSuite {
+            encr: crate::crypto::EncrAlg::AesCbc { key_bits: 256 },
+            integ: Some(IntegAlg::HmacSha256_128),
+            ..gcm
+        };
+        let mut two = ike_offer(&[cbc], &[]).remove(0);
+        assert_eq!(accept_ike(std::slice::from_ref(&two), &[cbc]), Some(cbc));
+        two.transforms.push(Transform::new(tt::INTEG, integ::NONE, None));
+        assert_eq!(accept_ike(&[two], &[cbc]), None);
     }
 
     #[test]

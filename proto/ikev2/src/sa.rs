@@ -160,6 +160,10 @@ pub(crate) struct IkeSa {
     pub ke_public: Vec<u8>,
     pub cookie: Option<Vec<u8>>,
     pub init_retries: u32,
+    /// The last unauthenticated error that answered our IKE_SA_INIT while
+    /// it was not yet believed (`sa_init::unauthenticated`): what the
+    /// attempt failed of if the retransmissions run out.
+    pub init_error: Option<crate::event::Failure>,
     /// IKE_SA_INIT request and response as sent, for AUTH.
     pub init_request: Vec<u8>,
     pub init_response: Vec<u8>,
@@ -210,6 +214,7 @@ impl IkeSa {
             ke_public: Vec::new(),
             cookie: None,
             init_retries: 0,
+            init_error: None,
             init_request: Vec::new(),
             init_response: Vec::new(),
             path,

@@ -137,7 +137,7 @@ pub(crate) fn on_init_response(
     if let Some(c) = notify(p, n::COOKIE) {
         sa.init_retries += 1;
         if sa.init_retries > MAX_INIT_RETRIES {
-            return fail(sa, io, Failure::Protocol("the responder keeps asking for cookies".into()));
+            return unauthenticated(sa, io, Failure::Protocol("the responder keeps asking for cookies".into()));
         }
         sa.cookie = Some(c.data.clone());
         sa.pending = None;
@@ -152,7 +152,7 @@ pub(crate) fn on_init_response(
                 sa.pending = None;
                 retry(sa, cfg, io, now, Some(g))
             }
-            _ => fail(sa, io, Failure::InvalidKe { requested }),
+            _ => unauthenticated(sa, io, Failure::InvalidKe { requested }),
         };
     }
     if notify(p, n::NO_PROPOSAL_CHOSEN).is_some() {
@@ -185,6 +185,7 @@ pub(crate) fn on_init_response(
         return fail(sa, io, Failure::Protocol("invalid key exchange value from the responder".into()));
     };
     sa.pending = None;
+    sa.init_error = None;
     sa.spi_r = msg.header.spi_r;
     sa.nr = nr.to_vec();
     sa.init_response = data.to_vec();
@@ -219,8 +220,13 @@ fn retry(sa: &mut IkeSa, cfg: &PeerConfig, io: &mut Io, now: Instant, group: Opt
 /// our `INIT_ERROR_AFTER_SENDS`th transmission: by then the real responder
 /// had that long to answer validly. A genuine refusal, repeated for every
 /// transmission, is so still reported as itself, and soon.
+/// Kept meanwhile, it is what the attempt reports if the retransmissions
+/// run out first (a responder that answers only some transmissions).
+/// Cookie requests and INVALID_KE_PAYLOAD are acted on at once (a retry,
+/// which a forger can only delay); only giving up on them waits here too.
 fn unauthenticated(sa: &mut IkeSa, io: &mut Io, reason: Failure) -> Vec<Effect> {
     if sa.pending.as_ref().is_some_and(|p| p.sent < INIT_ERROR_AFTER_SENDS) {
+        sa.init_error = Some(reason);
         return Vec::new();
     }
     fail(sa, io, reason)

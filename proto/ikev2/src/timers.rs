@@ -60,7 +60,9 @@ fn give_up(sa: &mut IkeSa, io: &mut Io) -> Vec<Effect> {
     if sa.up {
         crate::informational::forget(sa, io, DownReason::PeerDead);
     } else if sa.initiator {
-        io.fail(&sa.peer, Failure::Timeout);
+        // An error the responder kept sending, not believed while a valid
+        // answer could still come, says more than the timeout.
+        io.fail(&sa.peer, sa.init_error.take().unwrap_or(Failure::Timeout));
     }
     vec![Effect::Destroy]
 }

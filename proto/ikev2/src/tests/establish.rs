@@ -206,6 +206,30 @@ fn a_genuine_no_proposal_chosen_is_reported_after_retransmissions() {
     assert_eq!(inits, 3);
 }
 
+/// B's refusal reaches A only for A's first transmission, too early to be
+/// believed; when A's retransmissions run out, the refusal is still what
+/// A reports, not a bare timeout.
+#[test]
+fn an_early_refusal_is_what_a_reports_when_its_retransmissions_run_out() {
+    let cfg_a = config_a();
+    let mut cfg_b = mirror(&cfg_a);
+    cfg_b.ike_proposals = vec![cbc256_modp2048()];
+    let mut n = Net::new(cfg_a, cfg_b);
+    let answered = std::cell::Cell::new(0);
+    n.drop = Box::new(move |side, t| {
+        let init = side == Side::B && header(&t.data).0 == ExchangeType::IkeSaInit;
+        answered.set(answered.get() + usize::from(init));
+        init && answered.get() > 1
+    });
+    n.connect();
+    n.advance(Duration::from_secs(10));
+    assert_eq!(n.failures(Side::A), Vec::<&Failure>::new(), "not believed, still retransmitting");
+    n.advance(Duration::from_secs(10));
+    let npc = Failure::NoProposalChosen { offered: "aes256gcm16-prfsha256-x25519".into() };
+    // (Later attempts, whose answers are all lost, time out.)
+    assert_eq!(n.failures(Side::A).first(), Some(&&npc), "{:?}", n.failures(Side::A));
+}
+
 #[test]
 fn mismatched_esp_proposals_keep_the_ike_sa_without_child() {
     let cfg_a = config_a();

@@ -90,31 +90,37 @@ impl IdPayload {
     }
 
     /// What to print for this ID in a log line. The ID is the peer's to
-    /// choose, before it is authenticated and up to a datagram long: control
-    /// characters are escaped, so that it stays on its one log line and
-    /// cannot pass for another, and it is cut at `MAX_DESCRIBED` characters.
+    /// choose, before it is authenticated and up to a datagram long: all but
+    /// printable ASCII is escaped (`\n`, `\u{202e}`), so that it stays on
+    /// its one log line and no control, line-separator or direction
+    /// character can make it pass for other text, and it is cut at
+    /// `MAX_DESCRIBED` characters.
     pub fn describe(&self) -> String {
         let text = match Identity::from_payload(self) {
             Some(id) => id.to_string(),
             None => return format!("<ID type {}>", self.id_type),
         };
-        let mut out = String::new();
-        for (n, c) in text.chars().enumerate() {
-            if n == MAX_DESCRIBED {
+        let (mut out, mut shown) = (String::new(), 0);
+        for c in text.chars() {
+            if shown >= MAX_DESCRIBED {
                 out.push_str(&format!("… ({} bytes in all)", self.data.len()));
                 break;
             }
-            if c.is_control() {
-                out.extend(c.escape_default());
-            } else {
+            if c.is_ascii_graphic() || c == ' ' {
                 out.push(c);
+                shown += 1;
+            } else {
+                let escaped = c.escape_default();
+                shown += escaped.len();
+                out.extend(escaped);
             }
         }
         out
     }
 }
 
-/// The most characters of a received ID a log line shows.
+/// The most characters of a received ID a log line shows (escapes
+/// counted as written), before the note of its length.
 const MAX_DESCRIBED: usize = 128;
 
 #[cfg(test)]
@@ -140,14 +146,15 @@ mod tests {
 
     #[test]
     fn a_received_id_is_described_on_one_bounded_line() {
-        let mut forged = b"a.test\n2026-12-02T00:00:00Z INFO IKE SA up\x1b[2J".to_vec();
+        let mut forged = "a.test\n2026-12-02T00:00:00Z INFO IKE SA up\x1b[2J\u{2028}\u{202e}".as_bytes().to_vec();
         forged.extend(std::iter::repeat_n(b'x', 10_000));
         let p = IdPayload { id_type: id_type::FQDN, data: forged };
         let text = p.describe();
-        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(text.chars().all(|c| c.is_ascii_graphic() || c == ' ' || c == '…'), "{text:?}");
+        assert!(text.contains("\\u{2028}\\u{202e}"), "{text:?}");
         assert!(text.starts_with("a.test\\n2026"), "{text:?}");
         assert!(text.ends_with(&format!("… ({} bytes in all)", p.data.len())), "{text:?}");
-        assert!(text.chars().count() < 128 + 30);
+        assert!(text.chars().count() < 128 + 10 + 30);
         let key = IdPayload { id_type: id_type::KEY_ID, data: vec![0xab; 1000] };
         assert!(key.describe().starts_with("keyid:abab") && key.describe().len() < 200);
         assert_eq!(Identity::Fqdn("gw.example".into()).to_payload().describe(), "gw.example");
