@@ -94,20 +94,19 @@ pub(crate) fn on_message(
         return Vec::new();
     }
     sa.reply_path = Some(back);
-    let effects = on_request(sa, peer, io, now, local, remote, data, msg);
+    let effects = on_request(sa, peer, io, now, back, data, msg);
     sa.reply_path = None;
     effects
 }
 
-/// A request with the expected message ID; `sa.reply_path` is set.
-#[allow(clippy::too_many_arguments)] // a datagram's whole context
+/// A request with the expected message ID, which came the way `back`
+/// answers (`sa.reply_path` is set to it).
 fn on_request(
     sa: &mut IkeSa,
     peer: &Peer,
     io: &mut Io,
     now: Instant,
-    local: SocketAddr,
-    remote: SocketAddr,
+    back: Path,
     data: &[u8],
     msg: &Message,
 ) -> Vec<Effect> {
@@ -128,11 +127,11 @@ fn on_request(
     sa.last_received = now;
     // RFC 7296 §2.23: behind a NAT, follow the peer's latest address, and
     // once it talks to us on 4500 stay there.
-    if local.port() == NAT_T_PORT {
+    if back.local_port == NAT_T_PORT {
         sa.path.local_port = NAT_T_PORT;
     }
-    if sa.nat || local.port() == NAT_T_PORT {
-        sa.path.remote = remote;
+    if sa.nat || back.local_port == NAT_T_PORT {
+        sa.path.remote = back.remote;
     }
     sa.peer_next_id = sa.peer_next_id.wrapping_add(1);
     let id = h.message_id;

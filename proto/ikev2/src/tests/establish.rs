@@ -133,12 +133,18 @@ fn wrong_identity_is_refused() {
     assert!(n.child_ups(Side::B).is_empty());
 }
 
-#[test]
-fn mismatched_ike_proposals_name_the_offer() {
+/// A offers `config_a`'s IKE suite (AES-GCM, X25519); B takes only
+/// AES-CBC with MODP-2048, so it refuses every IKE_SA_INIT.
+fn refusing_ike_proposals() -> Net {
     let cfg_a = config_a();
     let mut cfg_b = mirror(&cfg_a);
     cfg_b.ike_proposals = vec![cbc256_modp2048()];
-    let mut n = Net::new(cfg_a, cfg_b);
+    Net::new(cfg_a, cfg_b)
+}
+
+#[test]
+fn mismatched_ike_proposals_name_the_offer() {
+    let mut n = refusing_ike_proposals();
     n.connect();
     // A believes the unauthenticated refusal only after retransmitting.
     n.advance(Duration::from_secs(2));
@@ -191,10 +197,7 @@ fn forged_init_errors_do_not_end_the_attempt() {
 /// the refusal answered its third (1.5 s in), not at the first.
 #[test]
 fn a_genuine_no_proposal_chosen_is_reported_after_retransmissions() {
-    let cfg_a = config_a();
-    let mut cfg_b = mirror(&cfg_a);
-    cfg_b.ike_proposals = vec![cbc256_modp2048()];
-    let mut n = Net::new(cfg_a, cfg_b);
+    let mut n = refusing_ike_proposals();
     n.connect();
     n.advance(Duration::from_secs(1));
     assert_eq!(n.failures(Side::A), Vec::<&Failure>::new(), "not yet believed");
@@ -211,10 +214,7 @@ fn a_genuine_no_proposal_chosen_is_reported_after_retransmissions() {
 /// A reports, not a bare timeout.
 #[test]
 fn an_early_refusal_is_what_a_reports_when_its_retransmissions_run_out() {
-    let cfg_a = config_a();
-    let mut cfg_b = mirror(&cfg_a);
-    cfg_b.ike_proposals = vec![cbc256_modp2048()];
-    let mut n = Net::new(cfg_a, cfg_b);
+    let mut n = refusing_ike_proposals();
     let answered = std::cell::Cell::new(0);
     n.drop = Box::new(move |side, t| {
         let init = side == Side::B && header(&t.data).0 == ExchangeType::IkeSaInit;
