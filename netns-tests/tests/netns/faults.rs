@@ -183,7 +183,12 @@ fn lossy_reordering_duplicating_wan() {
     let report = lab::iperf3_json(&b, &a, "10.87.0.2", 8, false, &["-i", "1"]).unwrap();
     let bytes = interval_bytes(&report);
     eprintln!("iperf3 bytes per second through the impaired WAN: {bytes:?}");
-    assert!(bytes.len() >= 7 && bytes.iter().all(|&b| b > 0), "TCP kept moving every second: {report}");
+    // TCP through 1% random loss can lose a retransmission too and sit
+    // in a backed-off retransmission timeout (0.2 + 0.4 + 0.8 s) for a
+    // whole second; that is TCP's doing. A tunnel that stalls on
+    // reordering or duplicates shows as more than one silent second.
+    let silent = bytes.iter().filter(|&&b| b == 0).count();
+    assert!(bytes.len() >= 7 && silent <= 1, "TCP kept moving (at most one silent second): {report}");
     std::thread::sleep(Duration::from_millis(500));
     let [dups_to_a, dups_to_b] = imp.finish();
     let replays = |g: &Gateway| lab::api_status(&g.ifname).unwrap()["drops"]["replay"].as_u64().unwrap();

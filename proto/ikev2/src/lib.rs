@@ -39,7 +39,7 @@ pub use child_keys::{ChildKeys, EspCipher};
 pub use config::{EspProposal, PeerConfig, PeerId};
 pub use endpoint::{Endpoint, DEFAULT_COOKIE_THRESHOLD, MAX_HALF_OPEN, RECONNECT_DELAY};
 pub use event::{ChildSend, ChildStatus, DownReason, Event, Failure, IkeState, PeerStatus, Transmit};
-pub use lifetime::{HALF_OPEN_TIMEOUT, REKEY_MARGIN_PERCENT};
+pub use lifetime::{HALF_OPEN_TIMEOUT, REKEY_MARGIN_PERCENT, REPLACED_SA_LINGER};
 pub use negotiate::describe_ts;
 pub use rekey::REKEY_RETRY;
 pub use sa::{RETRANSMIT_BASE, RETRANSMIT_TRIES};

@@ -15,7 +15,7 @@ use crate::effect::Effect;
 use crate::event::Failure;
 use crate::ids::{notify as n, ExchangeType};
 use crate::io::Io;
-use crate::lifetime::{rekey_after, HALF_OPEN_TIMEOUT};
+use crate::lifetime::{rekey_after, REPLACED_SA_LINGER};
 use crate::negotiate::{accept_ike, choose_ike, describe, ike_offer};
 use crate::peer::Peer;
 use crate::rekey_state::{ours_is_redundant, Collision, IkeRekey};
@@ -163,7 +163,7 @@ pub(crate) fn on_ike_rekey_response(
             new.queue.push_back(Planned::DeleteIke);
             effects.push(Effect::MoveChildren { to: c.created });
             sa.state = SaState::Deleting;
-            sa.expire_at = Some(now + HALF_OPEN_TIMEOUT);
+            sa.expire_at = Some(now + REPLACED_SA_LINGER);
         }
         // Ours survives: it takes the children and we delete the old SA
         // (the peer deletes the one it made).
@@ -238,7 +238,7 @@ pub(crate) fn on_request(
         sa.rekey_at = None;
         sa.queue.clear();
         // The peer deletes the old SA; if that Delete is lost it expires.
-        sa.expire_at = Some(now + HALF_OPEN_TIMEOUT);
+        sa.expire_at = Some(now + REPLACED_SA_LINGER);
     }
     vec![Effect::NewSa(Box::new(new))]
 }

@@ -457,3 +457,49 @@ fn a_rekey_of_a_child_sa_we_do_not_have_is_answered_with_its_spi() {
     assert_eq!(not_found[0].spi, spi_a.to_be_bytes().to_vec(), "the SPI of A's REKEY_SA");
     assert!(n.events(Side::A).iter().any(|e| matches!(e, Event::ChildDown { spi_in, .. } if *spi_in == spi_a)));
 }
+
+/// A rekeys the IKE SA and every answer of B is lost. A peer with a
+/// longer retransmission schedule than ours (strongSwan's runs 165 s)
+/// still gets an answer from the replaced SA a minute later, and it goes
+/// only after `REPLACED_SA_LINGER`.
+#[test]
+fn a_replaced_ike_sa_answers_late_retransmissions_of_its_rekey() {
+    use crate::ids::{flags, ExchangeType};
+    use crate::wire::header::Header;
+    let mut cfg = config_a();
+    cfg.ike_lifetime = Duration::from_secs(100);
+    let mut cfg_b = mirror(&cfg);
+    cfg_b.ike_lifetime = Duration::from_secs(1000);
+    let mut n = Net::new(cfg, cfg_b);
+    n.connect();
+    let rekey = |t: &crate::Transmit| {
+        let h = Header::parse(&t.data).expect("header");
+        h.exchange == ExchangeType::CreateChildSa && h.flags & flags::RESPONSE == 0
+    };
+    // A's rekey request reaches B, and then the link is cut both ways;
+    // the test plays the peer's late retransmissions itself (A's own
+    // schedule is short and ends in a Delete).
+    let mut cut = false;
+    n.drop = Box::new(move |side, t| {
+        let first = !cut && side == Side::A && rekey(t);
+        cut |= first;
+        cut && !first
+    });
+    n.advance(Duration::from_secs(95));
+    let request = n.log.iter().rev().find(|(s, t)| *s == Side::A && rekey(t)).map(|(_, t)| t.clone());
+    let request = request.expect("A rekeyed the IKE SA");
+    let retransmit = |n: &mut Net, after: Duration| {
+        n.advance(after);
+        while n.b.poll_transmit().is_some() {}
+        n.b.handle(n.now, request.remote, SocketAddr::new(A_IP, request.local_port), &request.data);
+        let answer = std::iter::from_fn(|| n.b.poll_transmit()).find(|t| {
+            let h = Header::parse(&t.data).expect("header");
+            h.exchange == ExchangeType::CreateChildSa && h.flags & flags::RESPONSE != 0
+        });
+        answer.map(|t| Header::parse(&t.data).expect("header").message_id)
+    };
+    let id = Header::parse(&request.data).expect("header").message_id;
+    assert_eq!(retransmit(&mut n, Duration::from_secs(60)), Some(id), "answered from the cache a minute on");
+    let linger = crate::REPLACED_SA_LINGER;
+    assert_eq!(retransmit(&mut n, linger), None, "gone after REPLACED_SA_LINGER");
+}
