@@ -83,6 +83,14 @@ fn counted(p: &Proposal, aead: bool) -> usize {
 }
 
 /// The suite an IKE answer names, if it is exactly one of `ours`.
+/// Why the peer's `nonce` cannot key the negotiated `prf` (RFC 7296
+/// §2.10), if it cannot; a nonce is otherwise only checked to be 16 to
+/// 256 octets long when it is parsed.
+pub(crate) fn short_nonce(nonce: &[u8], prf: PrfAlg) -> Option<String> {
+    let need = prf.min_nonce_len();
+    (nonce.len() < need).then(|| format!("a nonce of {} octets, shorter than the {need} its prf needs", nonce.len()))
+}
+
 pub(crate) fn accept_ike(answer: &[Proposal], ours: &[IkeSuite]) -> Option<IkeSuite> {
     let [p] = answer else { return None };
     ours.iter().find(|s| ike_matches(p, s) && counted(p, s.integ.is_none()) == ike_transforms(s).len()).copied()
@@ -261,6 +269,13 @@ mod tests {
     use super::*;
     use crate::ids::{dh, encr, integ, prf, protocol};
     use crate::wire::proposal::Transform;
+
+    #[test]
+    fn a_nonce_must_be_half_the_prf_key_and_at_least_16_octets() {
+        assert_eq!(short_nonce(&[0; 16], PrfAlg::HmacSha256), None);
+        assert!(short_nonce(&[0; 23], PrfAlg::HmacSha384).is_some());
+        assert_eq!(short_nonce(&[0; 24], PrfAlg::HmacSha384), None);
+    }
 
     /// An IKE proposal of AES-CBC-256, its transforms in the order given.
     fn cbc_proposal(rest: &[(u8, u16)]) -> Proposal {

@@ -19,7 +19,7 @@ use crate::event::{Failure, Transmit};
 use crate::ids::{flags, notify as n, ExchangeType, IKE_PORT, NAT_T_PORT};
 use crate::io::Io;
 use crate::lifetime::HALF_OPEN_TIMEOUT;
-use crate::negotiate::{accept_ike, choose_ike, describe, ike_offer};
+use crate::negotiate::{accept_ike, choose_ike, describe, ike_offer, short_nonce};
 use crate::peer::Peer;
 use crate::sa::{notify, IkeSa, Path, Req, SaKeys, SaState};
 use crate::wire::header::Header;
@@ -169,6 +169,9 @@ pub(crate) fn on_init_response(
         let chose = format!("the responder chose {}, which we did not offer", describe(answer));
         return unauthenticated(sa, io, Failure::Protocol(chose));
     };
+    if let Some(why) = short_nonce(nr, suite.prf) {
+        return unauthenticated(sa, io, Failure::Protocol(format!("IKE_SA_INIT response with {why}")));
+    }
     let ours = sa.dh.as_ref().map(|d| d.group());
     if group != suite.dh.id() || ours != Some(suite.dh) || msg.header.spi_r == 0 {
         let why = "IKE_SA_INIT response KE does not match the chosen group";
@@ -339,6 +342,11 @@ pub(crate) fn respond_init(
     if suite.dh.id() != group {
         let want = Notify::new(n::INVALID_KE_PAYLOAD, suite.dh.id().to_be_bytes().to_vec());
         answer_plain(io, local, remote, h.spi_i, want);
+        return None;
+    }
+    if let Some(why) = short_nonce(ni, suite.prf) {
+        answer_plain(io, local, remote, h.spi_i, Notify::new(n::INVALID_SYNTAX, Vec::new()));
+        io.fail(&peer_id, Failure::Protocol(format!("IKE_SA_INIT request with {why}")));
         return None;
     }
     // A key share that cannot be one is refused before a DH is spent on it.

@@ -47,6 +47,13 @@ impl PrfAlg {
         self.output_len()
     }
 
+    /// The shortest nonce this prf may be keyed with (RFC 7296 §2.10: at
+    /// least 128 bits and at least half its key size; 24 octets for
+    /// HMAC-SHA2-384).
+    pub fn min_nonce_len(self) -> usize {
+        (self.key_len() / 2).max(16)
+    }
+
     pub(crate) fn hmac(self) -> ring::hmac::Algorithm {
         match self {
             PrfAlg::HmacSha256 => ring::hmac::HMAC_SHA256,

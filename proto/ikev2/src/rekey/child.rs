@@ -112,10 +112,11 @@ pub(crate) fn on_child_rekey_response(
         };
         return give_up(sa, io, reason);
     }
-    let ChildResponse { esp, spi_out, tsi, tsr, nr, shared } = match read_response(cfg, r.dh, p, "the rekey") {
-        Ok(answer) => answer,
-        Err(why) => return give_up(sa, io, Some(Failure::Protocol(why))),
-    };
+    let ChildResponse { esp, spi_out, tsi, tsr, nr, shared } =
+        match read_response(cfg, r.dh, sa.suite.map(|s| s.prf), p, "the rekey") {
+            Ok(answer) => answer,
+            Err(why) => return give_up(sa, io, Some(Failure::Protocol(why))),
+        };
     let Some(old) = sa.child(r.old).cloned() else {
         return give_up(sa, io, None);
     };

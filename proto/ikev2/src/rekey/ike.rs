@@ -16,7 +16,7 @@ use crate::event::Failure;
 use crate::ids::{notify as n, ExchangeType};
 use crate::io::Io;
 use crate::lifetime::{rekey_after, REPLACED_SA_LINGER};
-use crate::negotiate::{accept_ike, choose_ike, describe, ike_offer};
+use crate::negotiate::{accept_ike, choose_ike, describe, ike_offer, short_nonce};
 use crate::peer::Peer;
 use crate::rekey_state::{ours_is_redundant, Collision, IkeRekey};
 use crate::sa::{error_notify, invalid_ke_group, IkeSa, Planned, Req, SaKeys, SaState};
@@ -146,6 +146,9 @@ pub(crate) fn on_ike_rekey_response(
     let (Some(suite), Some(spi_r)) = (accept_ike(answer, &cfg.ike_proposals), spi_of(answer)) else {
         return retry(sa, io, Some(Failure::Protocol(format!("IKE rekey answered with {}", describe(answer)))));
     };
+    if let Some(why) = short_nonce(nr, suite.prf) {
+        return retry(sa, io, Some(Failure::Protocol(format!("IKE rekey answered with {why}"))));
+    }
     if suite.dh != r.dh.group() || group != suite.dh.id() {
         return retry(sa, io, Some(Failure::Protocol("IKE rekey KE does not match the chosen group".into())));
     }
@@ -207,6 +210,11 @@ pub(crate) fn on_request(
         refuse(sa, io, id, n::NO_PROPOSAL_CHOSEN, Vec::new());
         return Vec::new();
     };
+    if let Some(why) = short_nonce(ni, suite.prf) {
+        io.fail(&sa.peer, Failure::Protocol(format!("IKE rekey request with {why}")));
+        refuse(sa, io, id, n::INVALID_SYNTAX, Vec::new());
+        return Vec::new();
+    }
     if suite.dh.id() != group {
         refuse(sa, io, id, n::INVALID_KE_PAYLOAD, suite.dh.id().to_be_bytes().to_vec());
         return Vec::new();

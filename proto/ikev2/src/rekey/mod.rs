@@ -24,13 +24,13 @@ use zeroize::Zeroizing;
 
 use crate::child_keys::ChildKeys;
 use crate::config::{EspProposal, PeerConfig};
-use crate::crypto::{DhGroup, DhPrivate};
+use crate::crypto::{DhGroup, DhPrivate, PrfAlg};
 use crate::effect::Effect;
 use crate::event::Failure;
 use crate::ids::{notify as n, protocol, ExchangeType};
 use crate::ike_auth::{child_parts, keymat};
 use crate::io::Io;
-use crate::negotiate::{accept_esp, choose_esp, describe, describe_ts, esp_offer, narrow};
+use crate::negotiate::{accept_esp, choose_esp, describe, describe_ts, esp_offer, narrow, short_nonce};
 use crate::peer::Peer;
 use crate::sa::{notify, IkeSa, SaState};
 use crate::sa_init::NONCE_LEN;
@@ -97,16 +97,21 @@ pub(crate) struct ChildResponse<'a> {
 
 /// Reads the answer `p` to our request for a child SA (`what`, for the
 /// log: "the rekey", "a new child SA"), which offered `cfg`'s ESP
-/// proposals with a KE made with `ours`. Err says what was wrong with it.
+/// proposals with a KE made with `ours`, over an IKE SA whose prf is
+/// `prf`. Err says what was wrong with it.
 pub(crate) fn read_response<'a>(
     cfg: &PeerConfig,
     ours: Option<DhPrivate>,
+    prf: Option<PrfAlg>,
     p: &'a [Payload],
     what: &str,
 ) -> Result<ChildResponse<'a>, String> {
     let Some(((answer, tsi, tsr), nr)) = child_parts(p).zip(nonce(p)) else {
         return Err("CREATE_CHILD_SA response without SA, Nonce or TS".into());
     };
+    if let Some(why) = prf.and_then(|prf| short_nonce(nr, prf)) {
+        return Err(format!("{what} answered with {why}"));
+    }
     let Some((esp, spi_out)) = accept_esp(answer, &cfg.esp_proposals, true) else {
         return Err(format!("the peer chose {} for {what}, which we did not offer", describe(answer)));
     };
@@ -153,6 +158,11 @@ pub(crate) fn answer_child(
         refuse(sa, io, id, n::INVALID_SYNTAX, Vec::new());
         return None;
     };
+    if let Some(why) = sa.suite.and_then(|s| short_nonce(ni, s.prf)) {
+        io.fail(&sa.peer, Failure::Protocol(format!("CREATE_CHILD_SA request with {why}")));
+        refuse(sa, io, id, n::INVALID_SYNTAX, Vec::new());
+        return None;
+    }
     let Some((esp, peer_spi, mut answer)) = choose_esp(offered, &cfg.esp_proposals, true) else {
         io.fail(&sa.peer, Failure::NoProposalChosen { offered: describe(offered) });
         refuse(sa, io, id, n::NO_PROPOSAL_CHOSEN, Vec::new());

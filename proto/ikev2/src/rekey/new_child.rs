@@ -115,10 +115,11 @@ pub(crate) fn on_response(
         };
         return fail(sa, io, reason);
     }
-    let ChildResponse { esp, spi_out, tsi, tsr, nr, shared } = match read_response(cfg, r.dh, p, "a new child SA") {
-        Ok(answer) => answer,
-        Err(why) => return fail(sa, io, Some(Failure::Protocol(why))),
-    };
+    let ChildResponse { esp, spi_out, tsi, tsr, nr, shared } =
+        match read_response(cfg, r.dh, sa.suite.map(|s| s.prf), p, "a new child SA") {
+            Ok(answer) => answer,
+            Err(why) => return fail(sa, io, Some(Failure::Protocol(why))),
+        };
     if !within(tsi, &cfg.local_ts) || !within(tsr, &cfg.remote_ts) {
         return fail(sa, io, Some(Failure::TsUnacceptable { offered: offered() }));
     }

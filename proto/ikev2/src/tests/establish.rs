@@ -451,3 +451,40 @@ fn a_setup_can_be_abandoned_for_another_address() {
     assert!(!n.a.abandon_setup(&peer_b(), n.now), "an established SA is not a setup");
     assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Established));
 }
+
+/// RFC 7296 §2.10: a nonce shorter than half the prf's key cannot key it.
+/// With HMAC-SHA2-384, B refuses A's IKE_SA_INIT carrying a 20-octet
+/// nonce (INVALID_SYNTAX, one failure naming the cause, no state kept)
+/// and takes it with 24 octets.
+#[test]
+fn a_nonce_too_short_for_the_prf_is_refused() {
+    let mut cfg = config_a();
+    cfg.ike_proposals = vec![IkeSuite { prf: PrfAlg::HmacSha384, ..gcm256_x25519() }];
+    let mut n = Net::new(cfg.clone(), mirror(&cfg));
+    n.a.connect(&peer_b(), SocketAddr::new(B_IP, 500), Some(A_IP), n.now);
+    let request = n.a.poll_transmit().expect("IKE_SA_INIT");
+    let with_nonce = |len: usize| {
+        let m = Message::parse(&request.data).expect("parses");
+        let payloads: Vec<Payload> = m
+            .payloads
+            .into_iter()
+            .map(|p| if let Payload::Nonce(_) = p { Payload::Nonce(vec![0x5a; len]) } else { p })
+            .collect();
+        Message::encode(m.header, &payloads)
+    };
+    let from = SocketAddr::new(A_IP, 500);
+    n.b.handle(n.now, request.remote, from, &with_nonce(20));
+    let answer = Message::parse(&n.b.poll_transmit().expect("an answer").data).expect("parses");
+    let kinds: Vec<u16> =
+        answer.payloads.iter().filter_map(|p| if let Payload::Notify(x) = p { Some(x.kind) } else { None }).collect();
+    assert_eq!(kinds, vec![INVALID_SYNTAX]);
+    let why =
+        Failure::Protocol("IKE_SA_INIT request with a nonce of 20 octets, shorter than the 24 its prf needs".into());
+    n.collect();
+    assert_eq!(n.failures(Side::B), vec![&why]);
+    assert_eq!(n.b.half_open_count(), 0);
+    n.b.handle(n.now, request.remote, from, &with_nonce(24));
+    let answer = Message::parse(&n.b.poll_transmit().expect("an answer").data).expect("parses");
+    assert!(answer.payloads.iter().any(|p| matches!(p, Payload::Sa(_))), "taken: {:?}", answer.payloads);
+    assert_eq!(n.b.half_open_count(), 1);
+}

@@ -209,7 +209,7 @@ impl Net {
         panic!("the endpoints never went quiet");
     }
 
-    fn collect(&mut self) {
+    pub(crate) fn collect(&mut self) {
         while let Some(e) = self.a.poll_event() {
             self.events_a.push(e);
         }
