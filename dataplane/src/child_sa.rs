@@ -25,6 +25,8 @@ pub struct ChildSa {
     carrier: Carrier,
     /// None: the SA carries every packet (route-based selectors).
     selectors: Option<Selectors>,
+    /// The peer's endpoint follows the source of authenticated packets.
+    roams: bool,
 }
 
 impl ChildSa {
@@ -39,7 +41,13 @@ impl ChildSa {
     }
 
     pub fn new(outbound: OutboundSa, inbound: InboundSa, carrier: Carrier) -> ChildSa {
-        ChildSa { outbound, inbound, carrier, selectors: None }
+        ChildSa { outbound, inbound, carrier, selectors: None, roams: false }
+    }
+
+    /// The SA with roaming on or off (off unless IKE says the peer is
+    /// behind a NAT and we are not).
+    pub fn with_roaming(self, roams: bool) -> ChildSa {
+        ChildSa { roams, ..self }
     }
 
     /// The SA with the traffic selectors it was negotiated for, which the
@@ -113,6 +121,10 @@ impl Session for ChildSa {
 
     fn selectors(&self) -> Option<&Selectors> {
         self.selectors.as_ref()
+    }
+
+    fn roams(&self) -> bool {
+        self.roams
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -303,6 +303,11 @@ mod tests {
     /// 10.(3 - n).0.0/16 routed to the other over one ESP-in-UDP SA of
     /// `selectors`, and one worker.
     fn selector_site(net: &Arc<MemNet>, n: u8, selectors: Option<crate::selectors::Selectors>) -> Site {
+        esp_site(net, n, ChildSa::for_tests(0x100).with_selectors(selectors))
+    }
+
+    /// Site `n` as `selector_site` makes it, over the SA `sa`.
+    fn esp_site(net: &Arc<MemNet>, n: u8, sa: ChildSa) -> Site {
         let iface = Arc::new(interface_at(net, n, 51820));
         iface.bind_esp(4500).unwrap();
         let peer = iface.add_ipsec_peer("other");
@@ -311,7 +316,6 @@ mod tests {
         iface.update_routes(|r| {
             r.insert(other, peer.clone().into());
         });
-        let sa = ChildSa::for_tests(0x100).with_selectors(selectors);
         iface.ipsec.install_child(&peer, Arc::new(sa), SendOn::Now);
         let (host, tuns) = crate::memory::tun(1);
         let workers = crate::worker::spawn(&iface, tuns).unwrap();
@@ -367,6 +371,27 @@ mod tests {
         assert_eq!(b.0.counters.get(Drop::OutsideSelectors), 2);
         assert_eq!(b.0.counters.get(Drop::SourceNotAllowed), 0, "the source was allowed");
         stop([a, b]);
+    }
+
+    // RFC 7296 §2.23: an SA follows the peer to the source of its
+    // authenticated packets only where IKE said so (a NAT in front of the
+    // peer and none in front of us).
+    #[test]
+    fn the_peers_endpoint_follows_its_packets_only_on_a_roaming_sa() {
+        for roams in [false, true] {
+            let net = MemNet::new();
+            let a = selector_site(&net, 1, None);
+            let b = esp_site(&net, 2, ChildSa::for_tests(0x100).with_roaming(roams));
+            let peer = b.0.ipsec.peer("other").unwrap();
+            let configured: SocketAddr = "198.18.0.9:4500".parse().unwrap();
+            peer.set_endpoint(configured);
+            let got = send_three(&a, &b, |_, _| true);
+            assert_eq!(got.len(), 3, "roams {roams}: delivered either way");
+            let now = peer.endpoint().map(|e| e.addr);
+            let expected = if roams { "198.18.0.1:4500".parse().unwrap() } else { configured };
+            assert_eq!(now, Some(expected), "roams {roams}");
+            stop([a, b]);
+        }
     }
 
     // RFC 4301 §5.1: the sender drops what its SA may not carry, though

@@ -323,6 +323,7 @@ impl Receiver {
             // source last looked up holds for the next with that source.
             let mut last_source = LastLookup::new();
             let selectors = session.selectors();
+            let roams = session.roams();
             for item in items.iter() {
                 let opened = match item.opened {
                     Ok(o) => o,
@@ -336,7 +337,9 @@ impl Receiver {
                     iface.counters.count(reason);
                     continue;
                 }
-                self.observe(&ps, *src, *local);
+                if roams {
+                    self.observe(&ps, *src, *local);
+                }
                 if first {
                     proto.on_authenticated(iface, &ps, sock, now);
                     first = false;

@@ -59,6 +59,14 @@ pub trait Session: Send + Sync + Any {
     /// Authenticates and decrypts a datagram in place.
     fn open(&self, datagram: &mut [u8]) -> Result<Opened, Drop>;
 
+    /// Whether the source of a datagram that authenticates on this session
+    /// becomes the peer's endpoint (roaming). WireGuard always roams; an
+    /// IPsec child SA only where IKE found the peer behind a NAT and us
+    /// not (RFC 7296 §2.23).
+    fn roams(&self) -> bool {
+        true
+    }
+
     /// What the session may carry inward, when it is less than every
     /// packet (an IPsec child SA's narrowed traffic selectors).
     fn selectors(&self) -> Option<&Selectors> {

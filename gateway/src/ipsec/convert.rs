@@ -135,10 +135,11 @@ fn esp_cipher(c: EspCipher) -> Cipher {
 }
 
 /// The data plane's SA pair for negotiated keys and traffic selectors
-/// (`local` ours, `remote` the peer's).
+/// (`local` ours, `remote` the peer's); `roams` as IKE's `ChildUp` says.
 pub fn child_sa(
     keys: ChildKeys,
     encap: bool,
+    roams: bool,
     local: &[TrafficSelector],
     remote: &[TrafficSelector],
 ) -> Result<ChildSa, causeway_esp::Error> {
@@ -151,7 +152,8 @@ pub fn child_sa(
             .map(|t| Selector { proto: t.ip_proto, ports: (t.start_port, t.end_port), start: t.start, end: t.end })
             .collect()
     };
-    Ok(ChildSa::new(outbound, inbound, carrier).with_selectors(Selectors::new(plane(local), plane(remote))))
+    let sa = ChildSa::new(outbound, inbound, carrier).with_roaming(roams);
+    Ok(sa.with_selectors(Selectors::new(plane(local), plane(remote))))
 }
 
 #[cfg(test)]

@@ -446,7 +446,7 @@ fn apply(s: &Shared, event: Event) {
                 }
             }
         }
-        Event::ChildUp { peer, keys, remote, local, encap, replaces, send, local_ts, remote_ts } => {
+        Event::ChildUp { peer, keys, remote, local, encap, roams, replaces, send, local_ts, remote_ts } => {
             let Some(ps) = s.iface.ipsec.peer(&peer.0) else { return };
             let (spi_in, spi_out, cipher) = (keys.spi_in, keys.spi_out, keys.cipher);
             if !encap {
@@ -461,7 +461,7 @@ fn apply(s: &Shared, event: Event) {
             }
             // As a failure's log line writes them.
             let selectors = format!("{} === {}", describe_ts(&local_ts), describe_ts(&remote_ts));
-            let sa = match convert::child_sa(keys, encap, &local_ts, &remote_ts) {
+            let sa = match convert::child_sa(keys, encap, roams, &local_ts, &remote_ts) {
                 Ok(sa) => Arc::new(sa),
                 Err(e) => {
                     // Deleted rather than left negotiated and missing, so

@@ -136,6 +136,9 @@ pub enum Event {
         local: Option<IpAddr>,
         /// UDP encapsulation on port 4500 rather than raw ESP.
         encap: bool,
+        /// The peer's address may follow the source of its authenticated
+        /// packets (RFC 7296 §2.23: it is behind a NAT, and we are not).
+        roams: bool,
         replaces: Option<u32>,
         /// When the data plane may send on this SA (RFC 7296 §2.8).
         send: ChildSend,

@@ -125,12 +125,14 @@ fn on_request(
         None => return Vec::new(),
     };
     sa.last_received = now;
-    // RFC 7296 §2.23: behind a NAT, follow the peer's latest address, and
-    // once it talks to us on 4500 stay there.
-    if back.local_port == NAT_T_PORT {
+    // RFC 7296 §2.23: follow a peer behind a NAT to its latest address
+    // (not when we are behind one too: a forged packet would move us),
+    // and follow its move to 4500, after which we stay there.
+    let floated = back.local_port == NAT_T_PORT && sa.path.local_port != NAT_T_PORT;
+    if floated {
         sa.path.local_port = NAT_T_PORT;
     }
-    if sa.nat || back.local_port == NAT_T_PORT {
+    if floated || sa.roams {
         sa.path.remote = back.remote;
     }
     sa.peer_next_id = sa.peer_next_id.wrapping_add(1);

@@ -121,6 +121,7 @@ pub(crate) fn install_child(
         remote: sa.path.remote,
         local: sa.path.local,
         encap: sa.nat,
+        roams: sa.roams,
         replaces,
         send,
         local_ts,

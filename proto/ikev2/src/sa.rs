@@ -179,6 +179,9 @@ pub(crate) struct IkeSa {
     /// A NAT was detected (NAT_DETECTION hashes), as opposed to UDP
     /// encapsulation forced by `encap_always`; for operators.
     pub nat_detected: bool,
+    /// The peer's address follows its authenticated messages and ESP
+    /// packets: a NAT is in front of it and none in front of us.
+    pub roams: bool,
     pub next_id: u32,
     pub pending: Option<Pending>,
     pub queue: VecDeque<Planned>,
@@ -221,6 +224,7 @@ impl IkeSa {
             reply_path: None,
             nat: false,
             nat_detected: false,
+            roams: false,
             next_id: 0,
             pending: None,
             queue: VecDeque::new(),

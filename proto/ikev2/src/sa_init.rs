@@ -97,9 +97,31 @@ fn nat_payloads(
     ]
 }
 
-/// Whether the peer's NAT detection notifications show a NAT on the path
+/// Where the peer's NAT detection notifications show a NAT.
+#[derive(Clone, Copy, Default)]
+struct NatSeen {
+    /// In front of the peer: its source hash is not of the address we see.
+    peer: bool,
+    /// In front of us: its destination hash is not of our address.
+    us: bool,
+}
+
+impl NatSeen {
+    /// Records it on the SA: whether UDP encapsulation is used, and
+    /// whether the peer's address follows its authenticated packets. RFC
+    /// 7296 §2.23: a host behind a NAT should not update it (one forged
+    /// packet would then move the SA), and without a NAT in front of the
+    /// peer its address has no reason to change.
+    fn apply(self, sa: &mut IkeSa, cfg: &PeerConfig) {
+        sa.nat_detected = self.peer || self.us;
+        sa.nat = cfg.encap_always || sa.nat_detected;
+        sa.roams = self.peer && !self.us;
+    }
+}
+
+/// Where the peer's NAT detection notifications show a NAT on the path
 /// (`None`: it sent none, so it does not do NAT traversal).
-fn nat_seen(payloads: &[Payload], spi_i: u64, spi_r: u64, local: SocketAddr, remote: SocketAddr) -> Option<bool> {
+fn nat_seen(payloads: &[Payload], spi_i: u64, spi_r: u64, local: SocketAddr, remote: SocketAddr) -> Option<NatSeen> {
     let of = |kind: u16| -> Vec<&[u8]> {
         payloads
             .iter()
@@ -115,9 +137,7 @@ fn nat_seen(payloads: &[Payload], spi_i: u64, spi_r: u64, local: SocketAddr, rem
     }
     let peer_hash = nat_detection_hash(spi_i, spi_r, remote);
     let our_hash = nat_detection_hash(spi_i, spi_r, local);
-    let peer_natted = !src.iter().any(|h| *h == peer_hash);
-    let we_natted = !dst.iter().any(|h| *h == our_hash);
-    Some(peer_natted || we_natted)
+    Some(NatSeen { peer: !src.iter().any(|h| *h == peer_hash), us: !dst.iter().any(|h| *h == our_hash) })
 }
 
 /// The initiator's handling of the IKE_SA_INIT response.
@@ -194,8 +214,7 @@ pub(crate) fn on_init_response(
     sa.init_response = data.to_vec();
     install_keys(sa, suite, &shared);
     sa.last_received = now;
-    sa.nat_detected = nat_seen(p, sa.spi_i, sa.spi_r, local, remote).unwrap_or(false);
-    sa.nat = cfg.encap_always || sa.nat_detected;
+    nat_seen(p, sa.spi_i, sa.spi_r, local, remote).unwrap_or_default().apply(sa, cfg);
     if sa.nat {
         // RFC 7296 §2.23: move to 4500 from IKE_AUTH on.
         if sa.path.remote.port() == IKE_PORT {
@@ -366,8 +385,7 @@ pub(crate) fn respond_init(
     sa.nr = io.random(NONCE_LEN);
     install_keys(&mut sa, suite, &shared);
     let seen = nat_seen(p, h.spi_i, 0, local, remote);
-    sa.nat_detected = seen.unwrap_or(false);
-    sa.nat = cfg.encap_always || sa.nat_detected;
+    seen.unwrap_or_default().apply(&mut sa, cfg);
     let mut out = vec![
         Payload::Sa(vec![answer]),
         Payload::Ke { group: suite.dh.id(), data: public },

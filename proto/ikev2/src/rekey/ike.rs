@@ -70,6 +70,7 @@ fn successor(
     new.state = SaState::Established;
     new.nat = old.nat;
     new.nat_detected = old.nat_detected;
+    new.roams = old.roams;
     let cfg = &peer.cfg;
     new.rekey_at = Some(now + rekey_after(cfg.ike_lifetime, cfg.rekey_jitter_percent, &mut *io.rng));
     new.expire_at = Some(now + cfg.ike_lifetime);

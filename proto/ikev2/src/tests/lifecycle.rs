@@ -157,10 +157,15 @@ fn requests_outside_the_window_are_dropped() {
 /// An INFORMATIONAL request sealed by A's SA with its next message ID, as
 /// if A sent it, for the test to deliver from anywhere.
 fn forge_check(n: &mut Net) -> Vec<u8> {
-    let sa = n.a.sas.values_mut().next().expect("A's SA");
+    sealed_check(&mut n.a)
+}
+
+/// An INFORMATIONAL request sealed by `from`'s one SA with its next ID.
+fn sealed_check(from: &mut crate::Endpoint) -> Vec<u8> {
+    let sa = from.sas.values_mut().next().expect("an SA");
     let id = sa.next_id;
     sa.next_id += 1;
-    sa.seal(&mut n.a.io, sa.header(ExchangeType::Informational, false, id), &[]).expect("sealed")
+    sa.seal(&mut from.io, sa.header(ExchangeType::Informational, false, id), &[]).expect("sealed")
 }
 
 fn b_path(n: &Net) -> crate::sa::Path {
@@ -205,6 +210,27 @@ fn behind_a_nat_a_request_is_answered_on_4500_where_it_came_from() {
     let answer = n.b.poll_transmit().expect("answered");
     assert_eq!((answer.remote, answer.local, answer.local_port), (rebound, Some(B_IP), NAT_T_PORT));
     assert_eq!((b_path(&n).remote, b_path(&n).local_port), (rebound, NAT_T_PORT));
+}
+
+// RFC 7296 §2.23: only the end that is not behind the NAT follows the
+// other's address; A, behind it, answers a request from elsewhere there
+// but keeps B's address, and its child SAs do not roam either.
+#[test]
+fn behind_a_nat_the_peers_address_is_not_followed() {
+    let mut n = Net::connected_through_nat(config_a());
+    let roams = |n: &Net, side| {
+        n.events(side).iter().find_map(|e| if let Event::ChildUp { roams, .. } = e { Some(*roams) } else { None })
+    };
+    assert_eq!((roams(&n, Side::A), roams(&n, Side::B)), (Some(false), Some(true)));
+    let a_path = |n: &Net| n.a.sas.values().next().expect("A's SA").path;
+    let before = a_path(&n);
+    assert_eq!(before.remote, SocketAddr::new(B_IP, NAT_T_PORT));
+    let check = sealed_check(&mut n.b);
+    let elsewhere = SocketAddr::new("198.18.0.99".parse().expect("addr"), 4501);
+    n.a.handle(n.now, SocketAddr::new(A_IP, NAT_T_PORT), elsewhere, &check);
+    let answer = n.a.poll_transmit().expect("answered");
+    assert_eq!(answer.remote, elsewhere, "answered where the request came from");
+    assert_eq!(a_path(&n), before, "but B's address is kept");
 }
 
 #[test]
