@@ -345,8 +345,13 @@ pub(crate) fn respond_init(
     if h.spi_i == 0 {
         return None;
     }
+    // Refusals here are in the clear: NO_PROPOSAL_CHOSEN says what
+    // INVALID_SYNTAX would, which RFC 7296 §3.10.1 allows only in an
+    // encrypted message (strongSwan answers these cases so too).
+    let refuse = |io: &mut Io| answer_plain(io, local, remote, h.spi_i, Notify::new(n::NO_PROPOSAL_CHOSEN, Vec::new()));
     let (Some(offered), Some((group, ke)), Some(ni)) = parts(p) else {
-        answer_plain(io, local, remote, h.spi_i, Notify::new(n::INVALID_SYNTAX, Vec::new()));
+        refuse(io);
+        io.fail(&peer_id, Failure::Protocol("IKE_SA_INIT request without SA, KE or Nonce".into()));
         return None;
     };
     if let Err(cookie) = cookies.admit(half_open, remote, h.spi_i, ni, p) {
@@ -354,7 +359,7 @@ pub(crate) fn respond_init(
         return None;
     }
     let Some((suite, answer)) = choose_ike(offered, &cfg.ike_proposals, group) else {
-        answer_plain(io, local, remote, h.spi_i, Notify::new(n::NO_PROPOSAL_CHOSEN, Vec::new()));
+        refuse(io);
         io.fail(&peer_id, Failure::NoProposalChosen { offered: describe(offered) });
         return None;
     };
@@ -364,18 +369,21 @@ pub(crate) fn respond_init(
         return None;
     }
     if let Some(why) = short_nonce(ni, suite.prf) {
-        answer_plain(io, local, remote, h.spi_i, Notify::new(n::INVALID_SYNTAX, Vec::new()));
+        refuse(io);
         io.fail(&peer_id, Failure::Protocol(format!("IKE_SA_INIT request with {why}")));
         return None;
     }
     // A key share that cannot be one is refused before a DH is spent on it.
+    let bad_ke = || Failure::Protocol("invalid key exchange value from the initiator".into());
     if !crate::crypto::plausible_public(suite.dh, ke) {
-        answer_plain(io, local, remote, h.spi_i, Notify::new(n::INVALID_SYNTAX, Vec::new()));
+        refuse(io);
+        io.fail(&peer_id, bad_ke());
         return None;
     }
     let (dh, public) = DhPrivate::generate(suite.dh, &mut *io.rng).ok()?;
     let Ok(shared) = dh.agree(ke) else {
-        answer_plain(io, local, remote, h.spi_i, Notify::new(n::INVALID_SYNTAX, Vec::new()));
+        refuse(io);
+        io.fail(&peer_id, bad_ke());
         return None;
     };
     let spi_r = io.new_ike_spi();

@@ -452,37 +452,49 @@ fn a_setup_can_be_abandoned_for_another_address() {
     assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Established));
 }
 
-/// RFC 7296 §2.10: a nonce shorter than half the prf's key cannot key it.
-/// With HMAC-SHA2-384, B refuses A's IKE_SA_INIT carrying a 20-octet
-/// nonce (INVALID_SYNTAX, one failure naming the cause, no state kept)
-/// and takes it with 24 octets.
+/// B refuses IKE_SA_INIT requests it cannot take: without a nonce, with a
+/// key share that cannot be one, and (RFC 7296 §2.10, with HMAC-SHA2-384)
+/// with a 20-octet nonce. Each refusal goes in the clear as
+/// NO_PROPOSAL_CHOSEN, since INVALID_SYNTAX is for encrypted messages only
+/// (§3.10.1); each is one failure naming its cause; no state is kept. A
+/// 24-octet nonce is taken.
 #[test]
-fn a_nonce_too_short_for_the_prf_is_refused() {
+fn malformed_init_requests_are_refused_in_the_clear_and_named() {
     let mut cfg = config_a();
     cfg.ike_proposals = vec![IkeSuite { prf: PrfAlg::HmacSha384, ..gcm256_x25519() }];
     let mut n = Net::new(cfg.clone(), mirror(&cfg));
     n.a.connect(&peer_b(), SocketAddr::new(B_IP, 500), Some(A_IP), n.now);
     let request = n.a.poll_transmit().expect("IKE_SA_INIT");
-    let with_nonce = |len: usize| {
+    let edited = |edit: &dyn Fn(Payload) -> Option<Payload>| {
         let m = Message::parse(&request.data).expect("parses");
-        let payloads: Vec<Payload> = m
-            .payloads
-            .into_iter()
-            .map(|p| if let Payload::Nonce(_) = p { Payload::Nonce(vec![0x5a; len]) } else { p })
-            .collect();
-        Message::encode(m.header, &payloads)
+        Message::encode(m.header, &m.payloads.into_iter().filter_map(edit).collect::<Vec<_>>())
     };
+    let with_nonce =
+        |len: usize| edited(&|p| Some(if let Payload::Nonce(_) = p { Payload::Nonce(vec![0x5a; len]) } else { p }));
+    let cases = [
+        (edited(&|p| (!matches!(p, Payload::Nonce(_))).then_some(p)), "IKE_SA_INIT request without SA, KE or Nonce"),
+        (
+            edited(&|p| {
+                Some(if let Payload::Ke { group, .. } = p { Payload::Ke { group, data: vec![1; 7] } } else { p })
+            }),
+            "invalid key exchange value from the initiator",
+        ),
+        (with_nonce(20), "IKE_SA_INIT request with a nonce of 20 octets, shorter than the 24 its prf needs"),
+    ];
     let from = SocketAddr::new(A_IP, 500);
-    n.b.handle(n.now, request.remote, from, &with_nonce(20));
-    let answer = Message::parse(&n.b.poll_transmit().expect("an answer").data).expect("parses");
-    let kinds: Vec<u16> =
-        answer.payloads.iter().filter_map(|p| if let Payload::Notify(x) = p { Some(x.kind) } else { None }).collect();
-    assert_eq!(kinds, vec![INVALID_SYNTAX]);
-    let why =
-        Failure::Protocol("IKE_SA_INIT request with a nonce of 20 octets, shorter than the 24 its prf needs".into());
-    n.collect();
-    assert_eq!(n.failures(Side::B), vec![&why]);
-    assert_eq!(n.b.half_open_count(), 0);
+    for (data, cause) in cases {
+        n.b.handle(n.now, request.remote, from, &data);
+        let answer = Message::parse(&n.b.poll_transmit().expect("an answer").data).expect("parses");
+        let kinds: Vec<u16> = answer
+            .payloads
+            .iter()
+            .filter_map(|p| if let Payload::Notify(x) = p { Some(x.kind) } else { None })
+            .collect();
+        assert_eq!(kinds, vec![NO_PROPOSAL_CHOSEN], "{cause}");
+        n.collect();
+        assert_eq!(n.failures(Side::B).last(), Some(&&Failure::Protocol(cause.into())));
+        assert_eq!(n.b.half_open_count(), 0);
+    }
     n.b.handle(n.now, request.remote, from, &with_nonce(24));
     let answer = Message::parse(&n.b.poll_transmit().expect("an answer").data).expect("parses");
     assert!(answer.payloads.iter().any(|p| matches!(p, Payload::Sa(_))), "taken: {:?}", answer.payloads);
