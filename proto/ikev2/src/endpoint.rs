@@ -245,6 +245,9 @@ impl Endpoint {
             return;
         }
         let our_spi = if h.from_initiator() { h.spi_r } else { h.spi_i };
+        if h.exchange == ExchangeType::IkeAuth && !h.is_response() {
+            self.bind_by_identity(our_spi, remote.ip(), datagram, &msg);
+        }
         let Some(peer_id) = self.sas.get(&our_spi).map(|sa| sa.peer.clone()) else { return };
         // INITIAL_CONTACT goes out only when no other IKE SA with the peer is up.
         let other_up = self.sas.iter().any(|(s, x)| *s != our_spi && x.peer == peer_id && x.up);
@@ -392,6 +395,22 @@ impl Endpoint {
 
     pub(crate) fn sa_spis_of(&self, id: &PeerId) -> Vec<u64> {
         self.sas.iter().filter(|(_, sa)| &sa.peer == id).map(|(s, _)| *s).collect()
+    }
+
+    /// A responder's half-open SA `spi` takes the peer its IKE_AUTH
+    /// request's identity names, among those that may call from `ip`
+    /// (`ike_auth::peer_by_identity`); it keeps its peer if none fits.
+    fn bind_by_identity(&mut self, spi: u64, ip: IpAddr, data: &[u8], msg: &Message) {
+        let Some(sa) = self.sas.get_mut(&spi) else { return };
+        if sa.initiator || sa.state != SaState::InitReplied {
+            return;
+        }
+        let configs = || self.peers.iter().map(|(id, p)| (id, &p.cfg));
+        let listed = configs().filter(|(_, c)| c.remote_addrs.contains(&ip));
+        let candidates = listed.chain(configs().filter(|(_, c)| c.any_address));
+        if let Some(id) = crate::ike_auth::peer_by_identity(sa, data, msg, candidates) {
+            sa.peer = id;
+        }
     }
 
     /// The configured peer an IKE_SA_INIT from `ip` is for: one listing the

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use crate::child_keys::ChildKeys;
-use crate::config::PeerConfig;
+use crate::config::{PeerConfig, PeerId};
 use crate::crypto::{child_keymat, psk_auth, signed_octets, verify_psk_auth};
 use crate::effect::Effect;
 use crate::event::{ChildSend, Event, Failure};
@@ -20,6 +20,7 @@ use crate::negotiate::{accept_esp, choose_esp, describe, describe_ts, esp_offer,
 use crate::peer::Peer;
 use crate::sa::{error_notify, notify, ChildSa, IkeSa, Req, SaState};
 use crate::wire::identity::IdPayload;
+use crate::wire::message::Message;
 use crate::wire::notify::Notify;
 use crate::wire::payload::Payload;
 use crate::wire::traffic_selector::TrafficSelector;
@@ -51,6 +52,26 @@ fn find_id(p: &[Payload], initiator: bool) -> Option<&IdPayload> {
         Payload::IdR(id) if !initiator => Some(id),
         _ => None,
     })
+}
+
+/// Which of `candidates` (the configured peers the request's address
+/// fits, best first) a responder's IKE_AUTH request `msg` comes from: the
+/// first whose remote ID is the request's IDi and that accepts the suite
+/// IKE_SA_INIT chose. IKE_SA_INIT names no one, so the SA was filed under
+/// the first peer the address fits; peers behind one address (a shared
+/// NAT) are told apart here. None when the request does not open or no
+/// candidate fits: the SA's own peer then refuses it, naming the
+/// mismatch. The PSK check that follows is the new peer's.
+pub(crate) fn peer_by_identity<'a>(
+    sa: &IkeSa,
+    data: &[u8],
+    msg: &Message,
+    mut candidates: impl Iterator<Item = (&'a PeerId, &'a PeerConfig)>,
+) -> Option<PeerId> {
+    let payloads = sa.open(data, msg)?.ok()?;
+    let (idi, suite) = (find_id(&payloads, true)?, sa.suite?);
+    let fits = |c: &PeerConfig| c.remote_id.to_payload() == *idi && c.ike_proposals.contains(&suite);
+    candidates.find(|(_, c)| fits(c)).map(|(id, _)| id.clone())
 }
 
 fn find_auth(p: &[Payload]) -> Option<(u8, &[u8])> {

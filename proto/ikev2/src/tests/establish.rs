@@ -500,3 +500,27 @@ fn malformed_init_requests_are_refused_in_the_clear_and_named() {
     assert!(answer.payloads.iter().any(|p| matches!(p, Payload::Sa(_))), "taken: {:?}", answer.payloads);
     assert_eq!(n.b.half_open_count(), 1);
 }
+
+/// Two of B's peers call from A's address (behind one NAT, say), with
+/// their own identities and keys. Whichever IKE_SA_INIT was filed under,
+/// A's IKE_AUTH identity picks its peer, and only that one comes up.
+#[test]
+fn peers_sharing_an_address_are_told_apart_by_identity() {
+    for decoy in ["0-decoy", "z-decoy"] {
+        let mut n = Net::new(config_a(), mirror(&config_a()));
+        let mut other = mirror(&config_a());
+        other.remote_id = crate::Identity::Fqdn("c.test".into());
+        other.psk = zeroize::Zeroizing::new(b"another peer's key of the test".to_vec());
+        n.b.set_peer(crate::PeerId::from(decoy), other, n.now);
+        n.connect();
+        assert_up(&n);
+        let up: Vec<_> = n
+            .events_b
+            .iter()
+            .filter_map(|e| if let Event::IkeUp { peer, .. } = e { Some(peer) } else { None })
+            .collect();
+        assert_eq!(up, vec![&peer_a()], "{decoy}");
+        let decoy_state = n.b.status(&crate::PeerId::from(decoy)).map(|s| s.state);
+        assert_eq!(decoy_state, Some(IkeState::Down), "{decoy}");
+    }
+}
