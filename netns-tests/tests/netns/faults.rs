@@ -183,9 +183,9 @@ fn lossy_reordering_duplicating_wan() {
     let report = lab::iperf3_json(&b, &a, "10.87.0.2", 8, false, &["-i", "1"]).unwrap();
     let bytes = interval_bytes(&report);
     eprintln!("iperf3 bytes per second through the impaired WAN: {bytes:?}");
-    // TCP through 1% random loss can lose a retransmission too and sit
-    // in a backed-off retransmission timeout (0.2 + 0.4 + 0.8 s) for a
-    // whole second; that is TCP's doing. A tunnel that stalls on
+    // TCP through 1% random loss can lose a segment and its first
+    // retransmissions too and sit in backed-off retransmission timeouts
+    // (0.2 + 0.4 + 0.8 s) for a whole second; that is TCP's doing. A tunnel that stalls on
     // reordering or duplicates shows as more than one silent second.
     let silent = bytes.iter().filter(|&&b| b == 0).count();
     assert!(bytes.len() >= 7 && silent <= 1, "TCP kept moving (at most one silent second): {report}");

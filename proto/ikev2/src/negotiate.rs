@@ -82,7 +82,6 @@ fn counted(p: &Proposal, aead: bool) -> usize {
     p.transforms.iter().filter(|t| !(aead && t.kind == tt::INTEG && t.id == integ::NONE)).count()
 }
 
-/// The suite an IKE answer names, if it is exactly one of `ours`.
 /// Why the peer's `nonce` cannot key the negotiated `prf` (RFC 7296
 /// §2.10), if it cannot; a nonce is otherwise only checked to be 16 to
 /// 256 octets long when it is parsed.
@@ -91,6 +90,7 @@ pub(crate) fn short_nonce(nonce: &[u8], prf: PrfAlg) -> Option<String> {
     (nonce.len() < need).then(|| format!("a nonce of {} octets, shorter than the {need} its prf needs", nonce.len()))
 }
 
+/// The suite an IKE answer names, if it is exactly one of `ours`.
 pub(crate) fn accept_ike(answer: &[Proposal], ours: &[IkeSuite]) -> Option<IkeSuite> {
     let [p] = answer else { return None };
     ours.iter().find(|s| ike_matches(p, s) && counted(p, s.integ.is_none()) == ike_transforms(s).len()).copied()

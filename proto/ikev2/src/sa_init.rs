@@ -108,14 +108,18 @@ struct NatSeen {
 
 impl NatSeen {
     /// Records it on the SA: whether UDP encapsulation is used, and
-    /// whether the peer's address follows its authenticated packets. RFC
-    /// 7296 §2.23: a host behind a NAT should not update it (one forged
-    /// packet would then move the SA), and without a NAT in front of the
-    /// peer its address has no reason to change.
+    /// whether the peer's address follows its authenticated packets.
+    /// Without a NAT in front of the peer its address has no reason to
+    /// change. RFC 7296 §2.23: a host behind a NAT should not update it
+    /// (one forged packet would then move the SA); but a responder behind
+    /// one is taken to be behind a static NAT (a port forward, a cloud's
+    /// 1:1 address), where the peer's mapping is still the one to follow,
+    /// as strongSwan takes it. Decided once, at IKE_SA_INIT, and kept
+    /// through rekeys, so `initiator` is the original initiator.
     fn apply(self, sa: &mut IkeSa, cfg: &PeerConfig) {
         sa.nat_detected = self.peer || self.us;
         sa.nat = cfg.encap_always || sa.nat_detected;
-        sa.roams = self.peer && !self.us;
+        sa.roams = self.peer && (!self.us || !sa.initiator);
     }
 }
 
@@ -345,9 +349,9 @@ pub(crate) fn respond_init(
     if h.spi_i == 0 {
         return None;
     }
-    // Refusals here are in the clear: NO_PROPOSAL_CHOSEN says what
-    // INVALID_SYNTAX would, which RFC 7296 §3.10.1 allows only in an
-    // encrypted message (strongSwan answers these cases so too).
+    // Refusals here go in the clear, and RFC 7296 §3.10.1 allows
+    // INVALID_SYNTAX only in an encrypted message; strongSwan answers a
+    // missing SA or Nonce and a bad key share with NO_PROPOSAL_CHOSEN too.
     let refuse = |io: &mut Io| answer_plain(io, local, remote, h.spi_i, Notify::new(n::NO_PROPOSAL_CHOSEN, Vec::new()));
     let (Some(offered), Some((group, ke)), Some(ni)) = parts(p) else {
         refuse(io);
@@ -411,4 +415,33 @@ pub(crate) fn respond_init(
     sa.peer_next_id = 1;
     sa.expire_at = Some(now + HALF_OPEN_TIMEOUT);
     Some(sa)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The peer's address is followed only with a NAT in front of it, and
+    // not from behind our own NAT unless we answered the IKE_SA_INIT
+    // (a responder's NAT is taken to be static).
+    #[test]
+    fn the_peer_roams_behind_its_nat_unless_we_initiated_from_behind_ours() {
+        let cases = [
+            // ((NAT in front of the peer, in front of us, we initiated), roams)
+            ((false, false, true), false),
+            ((false, true, false), false),
+            ((true, false, true), true),
+            ((true, false, false), true),
+            ((true, true, true), false),
+            ((true, true, false), true),
+        ];
+        let cfg = crate::tests::net::config_a();
+        for ((peer, us, initiator), roams) in cases {
+            let path = Path::answering("198.18.0.1:500".parse().unwrap(), "198.18.0.2:500".parse().unwrap());
+            let mut sa = IkeSa::new(PeerId::from("p"), initiator, 1, path, Instant::now());
+            NatSeen { peer, us }.apply(&mut sa, &cfg);
+            assert_eq!(sa.roams, roams, "peer {peer}, us {us}, initiator {initiator}");
+            assert_eq!(sa.nat, peer || us);
+        }
+    }
 }

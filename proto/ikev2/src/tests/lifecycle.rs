@@ -174,7 +174,7 @@ fn b_path(n: &Net) -> crate::sa::Path {
 
 // RFC 7296 §2.11: a response goes to where its request came from, from
 // where it arrived, not along the SA's path, which stays as it was (only
-// NAT-T follows the peer).
+// a NAT in front of the peer makes the SA follow it).
 #[test]
 fn a_request_from_another_port_is_answered_there() {
     let mut n = up_pair(Duration::ZERO);
@@ -196,6 +196,24 @@ fn a_request_from_another_port_is_answered_there() {
     n.b.handle(n.now, at, SocketAddr::new(NAT_IP, 500), &forged);
     assert!(n.b.poll_transmit().is_none());
     assert_eq!(b_path(&n), path, "no roaming without NAT");
+}
+
+// A peer that moves IKE to 4500 (RFC 7296 §2.23) is followed there though
+// nothing else moves the SA without a NAT in front of the peer.
+#[test]
+fn a_peers_move_to_4500_is_followed_without_roaming() {
+    let mut n = up_pair(Duration::ZERO);
+    assert_eq!((b_path(&n).remote, b_path(&n).local_port), (SocketAddr::new(A_IP, 500), 500));
+    let at = SocketAddr::new(B_IP, NAT_T_PORT);
+    let moved = SocketAddr::new(A_IP, NAT_T_PORT);
+    let check = forge_check(&mut n);
+    n.b.handle(n.now, at, moved, &check);
+    assert!(n.b.poll_transmit().is_some(), "answered");
+    assert_eq!((b_path(&n).remote, b_path(&n).local_port), (moved, NAT_T_PORT));
+    let check = forge_check(&mut n);
+    n.b.handle(n.now, at, SocketAddr::new(A_IP, 4501), &check);
+    assert!(n.b.poll_transmit().is_some(), "answered");
+    assert_eq!(b_path(&n).remote, moved, "and stays there");
 }
 
 // With NAT-T the response goes back on 4500 (the driver adds the non-ESP

@@ -5,6 +5,6 @@
 mod cookies;
 mod establish;
 mod lifecycle;
-mod net;
+pub(crate) mod net;
 mod new_child;
 mod rekey;

@@ -181,3 +181,46 @@ fn a_new_child_sa_asks_again_in_another_group_only_once() {
     assert!(matches!(last, Some(Failure::InvalidKe { requested }) if requested == DhGroup::Ecp384.id()), "{last:?}");
     assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Established));
 }
+
+/// RFC 7296 §2.10 holds for child SAs too: over an IKE SA with
+/// HMAC-SHA2-384, A's request for a new child SA with a 20-octet nonce is
+/// refused (INVALID_SYNTAX, inside the IKE SA) and named in B's log, and
+/// the same request with 24 octets makes the child SA.
+#[test]
+fn a_child_sa_request_with_a_nonce_too_short_for_the_prf_is_refused() {
+    use crate::crypto::{IkeSuite, PrfAlg};
+    use crate::ids::{notify, ExchangeType};
+    use crate::wire::message::Message;
+    use crate::wire::payload::Payload;
+    let mut cfg = config_a();
+    cfg.ike_proposals = vec![IkeSuite { prf: PrfAlg::HmacSha384, ..gcm256_x25519() }];
+    let mut n = up(cfg.clone());
+    delete_bs_child(&mut n);
+    let ask = |n: &mut Net, nonce: usize| {
+        let sa = n.a.sas.values_mut().next().expect("A's SA");
+        let id = sa.next_id;
+        sa.next_id += 1;
+        let payloads = [
+            Payload::Sa(crate::negotiate::esp_offer(&cfg.esp_proposals, 0x0c0f_fee0 + nonce as u32, true)),
+            Payload::Nonce(vec![0x5a; nonce]),
+            Payload::TsI(cfg.local_ts.clone()),
+            Payload::TsR(cfg.remote_ts.clone()),
+        ];
+        let request =
+            sa.seal(&mut n.a.io, sa.header(ExchangeType::CreateChildSa, false, id), &payloads).expect("sealed");
+        let to = std::net::SocketAddr::new(B_IP, 500);
+        n.b.handle(n.now, to, std::net::SocketAddr::new(A_IP, 500), &request);
+        let answer = n.b.poll_transmit().expect("answered");
+        let msg = Message::parse(&answer.data).expect("parses");
+        let sa = n.a.sas.values().next().expect("A's SA");
+        let payloads = sa.open(&answer.data, &msg).expect("sealed").expect("well formed");
+        n.collect();
+        payloads.iter().any(|p| matches!(p, Payload::Notify(x) if x.kind == notify::INVALID_SYNTAX))
+    };
+    assert!(ask(&mut n, 20), "refused");
+    let why = "CREATE_CHILD_SA request with a nonce of 20 octets, shorter than the 24 its prf needs";
+    assert_eq!(n.failures(Side::B).last(), Some(&&Failure::Protocol(why.into())));
+    assert_eq!(n.child_ups(Side::B).len(), 1, "no child SA made");
+    assert!(!ask(&mut n, 24), "taken");
+    assert_eq!(n.child_ups(Side::B).len(), 2, "the child SA made");
+}
