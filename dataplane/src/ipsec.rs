@@ -191,6 +191,12 @@ impl Protocol for Ipsec {
     }
 
     fn on_authenticated(&self, _iface: &Interface, _peer: &PeerState, _sock: &dyn Socket, _now: Time) {}
+
+    /// IKE follows where ESP found the peer, or its next request (a
+    /// liveness check, a rekey) goes to the mapping the peer left.
+    fn on_moved(&self, iface: &Interface, peer: &PeerState, to: SocketAddr) {
+        iface.ipsec.request(Request::Moved { peer: peer.name(), to });
+    }
 }
 
 #[cfg(test)]
@@ -390,6 +396,11 @@ mod tests {
             let now = peer.endpoint().map(|e| e.addr);
             let expected = if roams { "198.18.0.1:4500".parse().unwrap() } else { configured };
             assert_eq!(now, Some(expected), "roams {roams}");
+            // IKE is told where ESP found the peer, once.
+            let moved: Vec<_> =
+                b.0.ipsec.take_requests().into_iter().filter(|r| matches!(r, Request::Moved { .. })).collect();
+            let told = matches!(&moved[..], [Request::Moved { peer, to }] if peer == "other" && *to == expected);
+            assert_eq!((moved.len(), told), (usize::from(roams), roams), "roams {roams}");
             stop([a, b]);
         }
     }

@@ -59,6 +59,9 @@ pub enum Request {
     /// The child SA with this inbound SPI is running out of sequence
     /// numbers: rekey it now rather than when its lifetime says.
     Rekey { spi_in: u32 },
+    /// An authenticated ESP packet moved the peer (named as configured)
+    /// to `to`.
+    Moved { peer: String, to: SocketAddr },
 }
 
 /// The requests waiting for IKE, and how many of them are messages from

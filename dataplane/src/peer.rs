@@ -187,15 +187,18 @@ impl PeerState {
 
     /// Roaming: the source of an authenticated packet becomes the endpoint,
     /// and the address it arrived on becomes our source for replies.
-    pub fn observe(&self, addr: SocketAddr, local: Option<IpAddr>) {
+    /// Returns whether the peer's address changed.
+    pub fn observe(&self, addr: SocketAddr, local: Option<IpAddr>) -> bool {
         let new = Some(Endpoint { addr, local });
         let mut ep = lock(&self.endpoint);
+        let moved = ep.is_some_and(|e| e.addr != addr);
         if *ep != new {
-            if ep.is_some_and(|e| e.addr != addr) {
+            if moved {
                 tracing::info!(peer = %self.label(), from = %ep.map(|e| e.addr.to_string()).unwrap_or_default(), to = %addr, "peer roamed");
             }
             *ep = new;
         }
+        moved
     }
 
     /// Forgets the sticky source (it is no longer one of our addresses).

@@ -93,4 +93,9 @@ pub trait Protocol: Send + Sync {
     /// The first datagram of a delivered batch was accepted: a session it
     /// confirmed may release what was held for it.
     fn on_authenticated(&self, iface: &Interface, peer: &PeerState, sock: &dyn Socket, now: Time);
+
+    /// An authenticated datagram moved the peer's endpoint to `to`
+    /// (roaming): a protocol whose key exchange keeps its own idea of the
+    /// peer's address tells it here.
+    fn on_moved(&self, _iface: &Interface, _peer: &PeerState, _to: SocketAddr) {}
 }

@@ -287,12 +287,14 @@ impl Receiver {
 
     /// Roaming on the data path: tells the peer where its packet came from,
     /// skipping the peer's lock when this drain already said the same.
-    fn observe(&mut self, ps: &Arc<PeerState>, src: SocketAddr, local: Option<IpAddr>) {
+    /// Returns whether the peer's address changed.
+    fn observe(&mut self, ps: &Arc<PeerState>, src: SocketAddr, local: Option<IpAddr>) -> bool {
         let seen = (Arc::as_ptr(ps) as usize, src, local);
-        if self.observed != Some(seen) {
-            ps.observe(src, local);
-            self.observed = Some(seen);
+        if self.observed == Some(seen) {
+            return false;
         }
+        self.observed = Some(seen);
+        ps.observe(src, local)
     }
 
     /// Delivers an opened batch (the drainer of its peer's receive queue
@@ -337,8 +339,8 @@ impl Receiver {
                     iface.counters.count(reason);
                     continue;
                 }
-                if roams {
-                    self.observe(&ps, *src, *local);
+                if roams && self.observe(&ps, *src, *local) {
+                    proto.on_moved(iface, &ps, *src);
                 }
                 if first {
                     proto.on_authenticated(iface, &ps, sock, now);

@@ -143,6 +143,13 @@ impl Protocol for Tunnels {
             Link::Ipsec(_) => Ipsec.on_authenticated(iface, peer, sock, now),
         }
     }
+
+    fn on_moved(&self, iface: &Interface, peer: &PeerState, to: SocketAddr) {
+        match peer.link {
+            Link::WireGuard(_) => WireGuard.on_moved(iface, peer, to),
+            Link::Ipsec(_) => Ipsec.on_moved(iface, peer, to),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -303,6 +303,11 @@ fn run(s: &Arc<Shared>) {
                         p.wanted = true;
                     }
                 }
+                Request::Moved { peer, to } => {
+                    if lock(&s.core).peer_moved(&PeerId(peer.clone()), to, now) {
+                        tracing::info!(peer = %peer, %to, "IKE follows the peer to where its ESP came from");
+                    }
+                }
                 Request::Rekey { spi_in } => {
                     if lock(&s.core).rekey_child_now(spi_in, now) {
                         tracing::info!(
@@ -501,6 +506,13 @@ fn apply(s: &Shared, event: Event) {
                 "child SA installed"
             );
             flush_staged(&s.iface, &ps);
+        }
+        // Raw ESP has no port and no NAT to follow; only ESP in UDP moves.
+        Event::PeerMoved { peer, remote } => {
+            let Some(ps) = s.iface.ipsec.peer(&peer.0) else { return };
+            let Some(now) = ps.endpoint().filter(|e| e.addr.port() != 0) else { return };
+            // Logged there ("peer roamed").
+            ps.observe(remote, now.local);
         }
         Event::ChildDown { peer, spi_in, spi_out } => {
             if s.iface.ipsec.remove_child(spi_in).is_some() {

@@ -186,6 +186,21 @@ impl Endpoint {
         }
     }
 
+    /// The data plane found the peer `id` at `remote`: an ESP packet that
+    /// authenticated came from there. Its IKE SAs that follow the peer
+    /// (`IkeSa::roams`) send there from now on, as they would after a
+    /// request from there; the others keep their address. Returns whether
+    /// one moved.
+    pub fn peer_moved(&mut self, id: &PeerId, remote: SocketAddr, now: Instant) -> bool {
+        self.clock = Some(now);
+        let mut moved = false;
+        for sa in self.sas.values_mut().filter(|sa| &sa.peer == id && sa.up && sa.roams) {
+            moved |= sa.path.remote != remote;
+            sa.path.remote = remote;
+        }
+        moved
+    }
+
     /// Asks the peer for a child SA on the established IKE SA of `id` if
     /// that has none (the peer deleted it, or refused the one of
     /// IKE_AUTH): RFC 7296 §1.3.1. Returns whether one was asked for; a

@@ -150,6 +150,13 @@ pub enum Event {
         spi_in: u32,
         spi_out: u32,
     },
+    /// An authenticated request moved an established IKE SA to the peer's
+    /// new address (a NAT in front of it remapped it, or IKE moved to
+    /// 4500): the child SAs' packets go there too.
+    PeerMoved {
+        peer: PeerId,
+        remote: SocketAddr,
+    },
     Failed {
         peer: PeerId,
         reason: Failure,

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::effect::Effect;
+use crate::event::Event;
 use crate::ids::{notify as n, ExchangeType, NAT_T_PORT};
 use crate::io::Io;
 use crate::peer::Peer;
@@ -132,8 +133,11 @@ fn on_request(
     if floated {
         sa.path.local_port = NAT_T_PORT;
     }
-    if floated || sa.roams {
+    if (floated || sa.roams) && sa.path.remote != back.remote {
         sa.path.remote = back.remote;
+        if sa.up {
+            io.events.push_back(Event::PeerMoved { peer: sa.peer.clone(), remote: back.remote });
+        }
     }
     sa.peer_next_id = sa.peer_next_id.wrapping_add(1);
     let id = h.message_id;

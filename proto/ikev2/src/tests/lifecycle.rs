@@ -228,6 +228,15 @@ fn behind_a_nat_a_request_is_answered_on_4500_where_it_came_from() {
     let answer = n.b.poll_transmit().expect("answered");
     assert_eq!((answer.remote, answer.local, answer.local_port), (rebound, Some(B_IP), NAT_T_PORT));
     assert_eq!((b_path(&n).remote, b_path(&n).local_port), (rebound, NAT_T_PORT));
+    n.collect();
+    let moved =
+        n.events_b.iter().filter_map(|e| if let Event::PeerMoved { remote, .. } = e { Some(*remote) } else { None });
+    assert_eq!(moved.collect::<Vec<_>>(), vec![rebound], "the data plane is told");
+    // Where ESP found A moves the IKE SA too; the same address is no move.
+    let again = SocketAddr::new(NAT_IP, 45001);
+    assert!(n.b.peer_moved(&peer_a(), again, n.now));
+    assert!(!n.b.peer_moved(&peer_a(), again, n.now));
+    assert_eq!(b_path(&n).remote, again);
 }
 
 // RFC 7296 §2.23: only the end that is not behind the NAT follows the
@@ -249,6 +258,10 @@ fn behind_a_nat_the_peers_address_is_not_followed() {
     let answer = n.a.poll_transmit().expect("answered");
     assert_eq!(answer.remote, elsewhere, "answered where the request came from");
     assert_eq!(a_path(&n), before, "but B's address is kept");
+    assert!(!n.a.peer_moved(&peer_b(), elsewhere, n.now), "also when ESP came from there");
+    assert_eq!(a_path(&n), before);
+    n.collect();
+    assert!(!n.events_a.iter().any(|e| matches!(e, Event::PeerMoved { .. })));
 }
 
 #[test]
