@@ -313,6 +313,71 @@ fn through_a_nat_esp_moves_into_udp_and_keepalives_hold_the_mapping() {
     drop(router);
 }
 
+/// Site a behind a masquerading router whose UDP mapping changes: after
+/// 4 quiet seconds (no keepalives here) the 3 s mapping is gone, and the
+/// router now maps a's traffic to ports 40000-40100. a's next ESP moves b's
+/// child SA to the new mapping (b is not behind a NAT, a is), and b's IKE
+/// SA follows it too, so b's own IKE requests (liveness checks, rekeys)
+/// would not go to the mapping a left. Pings cross both ways after.
+#[test]
+fn a_nat_remapping_the_initiator_moves_the_responders_esp_and_ike() {
+    let Some(_lab) = lab_or_skip("a_nat_remapping_the_initiator_moves_the_responders_esp_and_ike") else {
+        return;
+    };
+    let b = Netns::new("b").unwrap();
+    let a = Netns::new("a").unwrap();
+    let router = masquerading_router(&b, "198.18.0.1", "198.18.0.2", &a, Some(3));
+    let p = start_pair(
+        a,
+        b,
+        ["198.18.0.1", "198.18.0.2"],
+        "auto",
+        "aes256gcm16-prfsha256-x25519",
+        "aes256gcm16",
+        "nat_keepalive = 0",
+    );
+    let logs = |p: &Pair| format!("a:\n{}\nb:\n{}", p.ga.log_text(), p.gb.log_text());
+    assert!(p.a.wait_for_ping("10.96.0.2", Duration::from_secs(15)), "no ping through the NAT\n{}", logs(&p));
+    let ike_remote = |p: &Pair| {
+        let st = lab::api_status(&p.gb.ifname).unwrap();
+        st["ipsec_peers"][0]["remote"].as_str().unwrap().parse::<std::net::SocketAddr>().unwrap()
+    };
+    let before = ike_remote(&p);
+    assert_eq!(before.ip().to_string(), "198.18.0.2", "b sees a as the router");
+    router
+        .exec(
+            "iptables",
+            &[
+                "-t",
+                "nat",
+                "-I",
+                "POSTROUTING",
+                "1",
+                "-o",
+                "up0",
+                "-p",
+                "udp",
+                "-j",
+                "MASQUERADE",
+                "--to-ports",
+                "40000-40100",
+            ],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(p.a.ping("10.96.0.2", 3).is_some(), "a reaches b from its new mapping\n{}", logs(&p));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut now = ike_remote(&p);
+    while !(40000..=40100).contains(&now.port()) {
+        assert!(Instant::now() < deadline, "b's IKE SA stayed at {now} (was {before})\n{}", logs(&p));
+        std::thread::sleep(Duration::from_millis(100));
+        now = ike_remote(&p);
+    }
+    eprintln!("b's IKE SA moved from {before} to {now}");
+    assert!(p.gb.log_text().contains("IKE follows the peer"), "{}", logs(&p));
+    assert!(p.b.ping("10.96.0.1", 3).is_some(), "b reaches a at its new mapping\n{}", logs(&p));
+}
+
 /// Live changes: `tunctl peer remove` deletes the IPsec peer's SAs and
 /// tells the other end at once (no waiting for its liveness check);
 /// `tunctl peer add-file` brings it back from a file of its own, and
