@@ -174,7 +174,6 @@ fn exercise(wan: Wan, encap: &str, ike: &str, esp: &str) {
     let keylog = std::env::temp_dir().join(lab::unique("esp-keys"));
     lab.child_env("CAUSEWAY_ESP_KEYLOG", keylog.to_str().unwrap());
     let mut p = pair(wan, encap, ike, esp);
-    let logs = |p: &Pair| format!("a:\n{}\nb:\n{}", p.ga.log_text(), p.gb.log_text());
     assert!(p.a.wait_for_ping("10.96.0.2", Duration::from_secs(15)), "no ping through IPsec\n{}", logs(&p));
 
     let pcap = capture(&p.b, p.dir.path(), || {
@@ -272,6 +271,23 @@ fn raw_esp_leaves_from_the_address_ike_used() {
     eprintln!("{} ESP replies, all from fd00:18::3", replies.len());
 }
 
+fn logs(p: &Pair) -> String {
+    format!("a:\n{}\nb:\n{}", p.ga.log_text(), p.gb.log_text())
+}
+
+/// A pair with site a behind a masquerading router whose UDP mappings
+/// last 3 s (b knows a by the router's outside address), its peers
+/// configured with `extra`, once a ping has crossed; and the router.
+fn pair_behind_a_nat(extra: &str) -> (Pair, Netns) {
+    let b = Netns::new("b").unwrap();
+    let a = Netns::new("a").unwrap();
+    let router = masquerading_router(&b, "198.18.0.1", "198.18.0.2", &a, Some(3));
+    let (ike, esp) = ("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let p = start_pair(a, b, ["198.18.0.1", "198.18.0.2"], "auto", ike, esp, extra);
+    assert!(p.a.wait_for_ping("10.96.0.2", Duration::from_secs(15)), "no ping through the NAT\n{}", logs(&p));
+    (p, router)
+}
+
 /// Site a behind a masquerading router whose UDP mappings last 3 s: IKE
 /// detects the NAT and moves to port 4500, ESP goes inside UDP though
 /// `encap = "auto"`, and a's NAT keepalives (every second here) keep the
@@ -281,21 +297,7 @@ fn through_a_nat_esp_moves_into_udp_and_keepalives_hold_the_mapping() {
     let Some(_lab) = lab_or_skip("through_a_nat_esp_moves_into_udp_and_keepalives_hold_the_mapping") else {
         return;
     };
-    let b = Netns::new("b").unwrap();
-    let a = Netns::new("a").unwrap();
-    let router = masquerading_router(&b, "198.18.0.1", "198.18.0.2", &a, Some(3));
-    // b knows a by the NAT's outside address.
-    let p = start_pair(
-        a,
-        b,
-        ["198.18.0.1", "198.18.0.2"],
-        "auto",
-        "aes256gcm16-prfsha256-x25519",
-        "aes256gcm16",
-        "nat_keepalive = 1",
-    );
-    let logs = |p: &Pair| format!("a:\n{}\nb:\n{}", p.ga.log_text(), p.gb.log_text());
-    assert!(p.a.wait_for_ping("10.96.0.2", Duration::from_secs(15)), "no ping through the NAT\n{}", logs(&p));
+    let (p, router) = pair_behind_a_nat("nat_keepalive = 1");
     for (ns, gw) in [(&p.a, &p.ga), (&p.b, &p.gb)] {
         let st = lab::api_status(&gw.ifname).unwrap();
         let peer = &st["ipsec_peers"][0];
@@ -324,20 +326,7 @@ fn a_nat_remapping_the_initiator_moves_the_responders_esp_and_ike() {
     let Some(_lab) = lab_or_skip("a_nat_remapping_the_initiator_moves_the_responders_esp_and_ike") else {
         return;
     };
-    let b = Netns::new("b").unwrap();
-    let a = Netns::new("a").unwrap();
-    let router = masquerading_router(&b, "198.18.0.1", "198.18.0.2", &a, Some(3));
-    let p = start_pair(
-        a,
-        b,
-        ["198.18.0.1", "198.18.0.2"],
-        "auto",
-        "aes256gcm16-prfsha256-x25519",
-        "aes256gcm16",
-        "nat_keepalive = 0",
-    );
-    let logs = |p: &Pair| format!("a:\n{}\nb:\n{}", p.ga.log_text(), p.gb.log_text());
-    assert!(p.a.wait_for_ping("10.96.0.2", Duration::from_secs(15)), "no ping through the NAT\n{}", logs(&p));
+    let (p, router) = pair_behind_a_nat("nat_keepalive = 0");
     let ike_remote = |p: &Pair| {
         let st = lab::api_status(&p.gb.ifname).unwrap();
         st["ipsec_peers"][0]["remote"].as_str().unwrap().parse::<std::net::SocketAddr>().unwrap()
@@ -388,7 +377,6 @@ fn removing_and_reloading_an_ipsec_peer() {
         return;
     };
     let p = pair(Wan::V4, "auto", "aes256gcm16-prfsha256-x25519", "aes256gcm16");
-    let logs = |p: &Pair| format!("a:\n{}\nb:\n{}", p.ga.log_text(), p.gb.log_text());
     assert!(p.a.wait_for_ping("10.96.0.2", Duration::from_secs(15)), "no ping\n{}", logs(&p));
     let up = |gw: &Gateway| lab::api_status(&gw.ifname).unwrap()["ipsec_peers"][0]["up"] == true;
     tunctl_ok(&p.a, &["peer", "remove", &p.ga.ifname, "site2"]);
@@ -441,7 +429,6 @@ fn ipsec_fails_over_to_the_next_endpoint() {
         "aes256gcm16",
         "failover_after = 2",
     );
-    let logs = |p: &Pair| format!("a:\n{}\nb:\n{}", p.ga.log_text(), p.gb.log_text());
     assert!(p.a.wait_for_ping("10.96.0.2", Duration::from_secs(15)), "no ping after failover\n{}", logs(&p));
     let took = started.elapsed();
     eprintln!("IPsec up through the second endpoint after {took:?}");
