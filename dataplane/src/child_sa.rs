@@ -44,8 +44,7 @@ impl ChildSa {
         ChildSa { outbound, inbound, carrier, selectors: None, roams: false }
     }
 
-    /// The SA with roaming on or off (off unless IKE says the peer is
-    /// behind a NAT and we are not).
+    /// The SA with roaming on or off, as IKE decided it (`ChildUp`).
     pub fn with_roaming(self, roams: bool) -> ChildSa {
         ChildSa { roams, ..self }
     }

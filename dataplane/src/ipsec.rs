@@ -380,8 +380,7 @@ mod tests {
     }
 
     // RFC 7296 §2.23: an SA follows the peer to the source of its
-    // authenticated packets only where IKE said so (a NAT in front of the
-    // peer and none in front of us).
+    // authenticated packets only where IKE said so.
     #[test]
     fn the_peers_endpoint_follows_its_packets_only_on_a_roaming_sa() {
         for roams in [false, true] {

@@ -252,13 +252,27 @@ impl IpsecTable {
         true
     }
 
+    /// Queues `r` for IKE; false if the queue is full. A peer's move is
+    /// never refused but kept once per peer, the latest: the data plane
+    /// reports a move only when it sees it, so a lost one would leave IKE
+    /// at the old address.
     pub(crate) fn request(&self, r: Request) -> bool {
         {
             let mut q = lock(&self.requests);
-            if q.queue.len() >= MAX_REQUESTS {
+            if let Request::Moved { peer, to } = &r {
+                let queued = q.queue.iter_mut().find_map(|x| match x {
+                    Request::Moved { peer: p, to: t } if p == peer => Some(t),
+                    _ => None,
+                });
+                match queued {
+                    Some(t) => *t = *to,
+                    None => q.queue.push_back(r),
+                }
+            } else if q.queue.len() >= MAX_REQUESTS {
                 return false;
+            } else {
+                q.queue.push_back(r);
             }
-            q.queue.push_back(r);
         }
         self.ring();
         true
@@ -315,5 +329,23 @@ mod tests {
         let asked = (0..RESERVED_FOR_REQUESTS + 1).filter(|_| t.request(Request::Rekey { spi_in: 1 })).count();
         assert_eq!(asked, RESERVED_FOR_REQUESTS, "the reserve, and then the whole queue is bounded");
         assert_eq!(t.take_requests().len(), MAX_REQUESTS);
+    }
+
+    // A full queue still takes a peer's move, once per peer, the latest.
+    #[test]
+    fn a_peers_move_is_never_lost_and_queued_once() {
+        let t = IpsecTable::default();
+        while t.request(Request::Negotiate("site-b".into())) {}
+        let moved =
+            |peer: &str, port: u16| Request::Moved { peer: peer.into(), to: SocketAddr::from(([198, 18, 0, 2], port)) };
+        assert!(t.request(moved("site-b", 40001)));
+        assert!(t.request(moved("site-c", 40002)));
+        assert!(t.request(moved("site-b", 40003)));
+        let moves: Vec<(String, u16)> = t
+            .take_requests()
+            .into_iter()
+            .filter_map(|r| if let Request::Moved { peer, to } = r { Some((peer, to.port())) } else { None })
+            .collect();
+        assert_eq!(moves, vec![("site-b".into(), 40003), ("site-c".into(), 40002)]);
     }
 }

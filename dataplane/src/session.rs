@@ -61,8 +61,8 @@ pub trait Session: Send + Sync + Any {
 
     /// Whether the source of a datagram that authenticates on this session
     /// becomes the peer's endpoint (roaming). WireGuard always roams; an
-    /// IPsec child SA only where IKE found the peer behind a NAT and us
-    /// not (RFC 7296 §2.23).
+    /// IPsec child SA only where IKE said so (RFC 7296 §2.23: the peer is
+    /// behind a NAT, and we did not initiate from behind one).
     fn roams(&self) -> bool {
         true
     }

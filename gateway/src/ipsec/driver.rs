@@ -294,8 +294,19 @@ fn run(s: &Arc<Shared>) {
         unsafe { libc::poll(pfds.as_mut_ptr(), 2, due.as_millis().clamp(1, 1000) as i32) };
         while matches!((&s.bell).read(&mut ring), Ok(n) if n > 0) {}
         let now = Instant::now();
+        let requests = s.iface.ipsec.take_requests();
+        // Moves first: what IKE does in this pass (a rekey's ChildUp, which
+        // sets the data plane's endpoint) then carries the peer's new
+        // address, not the one it left.
+        for r in &requests {
+            if let Request::Moved { peer, to } = r {
+                if lock(&s.core).peer_moved(&PeerId(peer.clone()), *to, now) {
+                    tracing::info!(peer = %peer, %to, "IKE follows the peer to where its ESP came from");
+                }
+            }
+        }
         receive(s, &mut buf, now);
-        for request in s.iface.ipsec.take_requests() {
+        for request in requests {
             match request {
                 Request::Ike { local, remote, data } => lock(&s.core).handle(now, local, remote, &data),
                 Request::Negotiate(name) => {
@@ -303,11 +314,7 @@ fn run(s: &Arc<Shared>) {
                         p.wanted = true;
                     }
                 }
-                Request::Moved { peer, to } => {
-                    if lock(&s.core).peer_moved(&PeerId(peer.clone()), to, now) {
-                        tracing::info!(peer = %peer, %to, "IKE follows the peer to where its ESP came from");
-                    }
-                }
+                Request::Moved { .. } => {}
                 Request::Rekey { spi_in } => {
                     if lock(&s.core).rekey_child_now(spi_in, now) {
                         tracing::info!(

@@ -189,12 +189,14 @@ impl Endpoint {
     /// The data plane found the peer `id` at `remote`: an ESP packet that
     /// authenticated came from there. Its IKE SAs that follow the peer
     /// (`IkeSa::roams`) send there from now on, as they would after a
-    /// request from there; the others keep their address. Returns whether
-    /// one moved.
+    /// request from there; the others keep their address. Those not up
+    /// yet move too: the peer's SA of a rekey collision may be the one
+    /// that survives. Returns whether one moved.
     pub fn peer_moved(&mut self, id: &PeerId, remote: SocketAddr, now: Instant) -> bool {
         self.clock = Some(now);
         let mut moved = false;
-        for sa in self.sas.values_mut().filter(|sa| &sa.peer == id && sa.up && sa.roams) {
+        let follows = |sa: &IkeSa| &sa.peer == id && sa.roams && sa.state != SaState::Dead;
+        for sa in self.sas.values_mut().filter(|sa| follows(sa)) {
             moved |= sa.path.remote != remote;
             sa.path.remote = remote;
         }

@@ -137,7 +137,8 @@ pub enum Event {
         /// UDP encapsulation on port 4500 rather than raw ESP.
         encap: bool,
         /// The peer's address may follow the source of its authenticated
-        /// packets (RFC 7296 §2.23: it is behind a NAT, and we are not).
+        /// packets (RFC 7296 §2.23: it is behind a NAT, and we did not
+        /// initiate from behind one).
         roams: bool,
         replaces: Option<u32>,
         /// When the data plane may send on this SA (RFC 7296 §2.8).
@@ -152,7 +153,7 @@ pub enum Event {
     },
     /// An authenticated request moved an established IKE SA to the peer's
     /// new address (a NAT in front of it remapped it, or IKE moved to
-    /// 4500): the child SAs' packets go there too.
+    /// 4500): the child SAs' packets in UDP go there too.
     PeerMoved {
         peer: PeerId,
         remote: SocketAddr,

@@ -127,8 +127,9 @@ fn on_request(
     };
     sa.last_received = now;
     // RFC 7296 §2.23: follow a peer behind a NAT to its latest address
-    // (not when we are behind one too: a forged packet would move us),
-    // and follow its move to 4500, after which we stay there.
+    // where the SA roams (not when we initiated from behind a NAT of our
+    // own: a forged packet would move us; `NatSeen::apply`), and follow
+    // its move to 4500, after which we stay there.
     let floated = back.local_port == NAT_T_PORT && sa.path.local_port != NAT_T_PORT;
     if floated {
         sa.path.local_port = NAT_T_PORT;

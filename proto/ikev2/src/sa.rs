@@ -180,7 +180,8 @@ pub(crate) struct IkeSa {
     /// encapsulation forced by `encap_always`; for operators.
     pub nat_detected: bool,
     /// The peer's address follows its authenticated messages and ESP
-    /// packets: a NAT is in front of it and none in front of us.
+    /// packets: a NAT is in front of it, and none in front of us unless
+    /// we answered the IKE_SA_INIT (`NatSeen::apply`).
     pub roams: bool,
     pub next_id: u32,
     pub pending: Option<Pending>,
