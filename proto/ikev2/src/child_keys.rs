@@ -31,6 +31,11 @@ impl EspCipher {
         }
     }
 
+    /// Whether it is an AEAD, which takes no integrity transform.
+    pub fn is_aead(self) -> bool {
+        matches!(self, EspCipher::AesGcm16 { .. })
+    }
+
     /// The ENCR (and INTEG) transforms that name this cipher.
     pub(crate) fn transforms(self) -> Vec<Transform> {
         match self {

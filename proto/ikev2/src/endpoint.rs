@@ -417,6 +417,8 @@ impl Endpoint {
     /// A responder's half-open SA `spi` takes the peer its IKE_AUTH
     /// request's identity names, among those that may call from `ip`
     /// (`ike_auth::peer_by_identity`); it keeps its peer if none fits.
+    /// When the SA's own peer is the only candidate there is nothing to
+    /// choose, and the request is not opened here a first time.
     fn bind_by_identity(&mut self, spi: u64, ip: IpAddr, data: &[u8], msg: &Message) {
         let Some(sa) = self.sas.get_mut(&spi) else { return };
         if sa.initiator || sa.state != SaState::InitReplied {
@@ -424,8 +426,11 @@ impl Endpoint {
         }
         let configs = || self.peers.iter().map(|(id, p)| (id, &p.cfg));
         let listed = configs().filter(|(_, c)| c.remote_addrs.contains(&ip));
-        let candidates = listed.chain(configs().filter(|(_, c)| c.any_address));
-        if let Some(id) = crate::ike_auth::peer_by_identity(sa, data, msg, candidates) {
+        let candidates: Vec<_> = listed.chain(configs().filter(|(_, c)| c.any_address)).collect();
+        if candidates.iter().all(|(id, _)| **id == sa.peer) {
+            return;
+        }
+        if let Some(id) = crate::ike_auth::peer_by_identity(sa, data, msg, candidates.into_iter()) {
             sa.peer = id;
         }
     }

@@ -7,7 +7,6 @@
 //! never matches; an initiator accepts an answer only if it is one of the
 //! suites it offered.
 
-use crate::child_keys::EspCipher;
 use crate::config::EspProposal;
 use crate::crypto::{DhGroup, IkeSuite, IntegAlg, PrfAlg};
 use crate::ids::{dh, encr, esn, integ, prf, protocol, transform_type as tt};
@@ -120,8 +119,8 @@ pub(crate) fn esp_offer(ours: &[EspProposal], spi_in: u32, with_dh: bool) -> Vec
 }
 
 fn esp_matches(p: &Proposal, e: &EspProposal, with_dh: bool) -> bool {
-    let cipher_ok = e.cipher.transforms().iter().all(|t| has(p, t.kind, t.id, t.key_len))
-        && (matches!(e.cipher, EspCipher::AesCbcHmacSha256 { .. }) || no_integ(p));
+    let cipher_ok =
+        e.cipher.transforms().iter().all(|t| has(p, t.kind, t.id, t.key_len)) && (!e.cipher.is_aead() || no_integ(p));
     let esn_ok = p.of_type(tt::ESN).next().is_none() || has(p, tt::ESN, esn::NO, None);
     let dh_ok = !with_dh
         || match e.dh {
@@ -156,9 +155,10 @@ pub(crate) fn choose_esp(
 /// the peer's SPI.
 pub(crate) fn accept_esp(answer: &[Proposal], ours: &[EspProposal], with_dh: bool) -> Option<(EspProposal, u32)> {
     let [p] = answer else { return None };
-    let aead = |e: &EspProposal| !matches!(e.cipher, EspCipher::AesCbcHmacSha256 { .. });
-    let e =
-        ours.iter().find(|e| esp_matches(p, e, with_dh) && counted(p, aead(e)) <= esp_transforms(e, with_dh).len())?;
+    let fits = |e: &&EspProposal| {
+        esp_matches(p, e, with_dh) && counted(p, e.cipher.is_aead()) <= esp_transforms(e, with_dh).len()
+    };
+    let e = ours.iter().find(fits)?;
     Some((*e, spi_of(p)?))
 }
 
@@ -267,6 +267,7 @@ pub(crate) fn within(answer: &[TrafficSelector], offered: &[TrafficSelector]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::child_keys::EspCipher;
     use crate::ids::{dh, encr, integ, prf, protocol};
     use crate::wire::proposal::Transform;
 

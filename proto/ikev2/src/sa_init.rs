@@ -352,20 +352,21 @@ pub(crate) fn respond_init(
     // Refusals here go in the clear, and RFC 7296 §3.10.1 allows
     // INVALID_SYNTAX only in an encrypted message; strongSwan answers a
     // missing SA or Nonce and a bad key share with NO_PROPOSAL_CHOSEN too.
-    let refuse = |io: &mut Io| answer_plain(io, local, remote, h.spi_i, Notify::new(n::NO_PROPOSAL_CHOSEN, Vec::new()));
+    // Each is also one failure of the peer, naming the cause.
+    let refuse = |io: &mut Io, why: Failure| {
+        answer_plain(io, local, remote, h.spi_i, Notify::new(n::NO_PROPOSAL_CHOSEN, Vec::new()));
+        io.fail(&peer_id, why);
+        None
+    };
     let (Some(offered), Some((group, ke)), Some(ni)) = parts(p) else {
-        refuse(io);
-        io.fail(&peer_id, Failure::Protocol("IKE_SA_INIT request without SA, KE or Nonce".into()));
-        return None;
+        return refuse(io, Failure::Protocol("IKE_SA_INIT request without SA, KE or Nonce".into()));
     };
     if let Err(cookie) = cookies.admit(half_open, remote, h.spi_i, ni, p) {
         answer_plain(io, local, remote, h.spi_i, cookie);
         return None;
     }
     let Some((suite, answer)) = choose_ike(offered, &cfg.ike_proposals, group) else {
-        refuse(io);
-        io.fail(&peer_id, Failure::NoProposalChosen { offered: describe(offered) });
-        return None;
+        return refuse(io, Failure::NoProposalChosen { offered: describe(offered) });
     };
     if suite.dh.id() != group {
         let want = Notify::new(n::INVALID_KE_PAYLOAD, suite.dh.id().to_be_bytes().to_vec());
@@ -373,22 +374,16 @@ pub(crate) fn respond_init(
         return None;
     }
     if let Some(why) = short_nonce(ni, suite.prf) {
-        refuse(io);
-        io.fail(&peer_id, Failure::Protocol(format!("IKE_SA_INIT request with {why}")));
-        return None;
+        return refuse(io, Failure::Protocol(format!("IKE_SA_INIT request with {why}")));
     }
     // A key share that cannot be one is refused before a DH is spent on it.
     let bad_ke = || Failure::Protocol("invalid key exchange value from the initiator".into());
     if !crate::crypto::plausible_public(suite.dh, ke) {
-        refuse(io);
-        io.fail(&peer_id, bad_ke());
-        return None;
+        return refuse(io, bad_ke());
     }
     let (dh, public) = DhPrivate::generate(suite.dh, &mut *io.rng).ok()?;
     let Ok(shared) = dh.agree(ke) else {
-        refuse(io);
-        io.fail(&peer_id, bad_ke());
-        return None;
+        return refuse(io, bad_ke());
     };
     let spi_r = io.new_ike_spi();
     let mut sa = IkeSa::new(peer_id, false, h.spi_i, Path::answering(local, remote), now);
