@@ -4,7 +4,7 @@
 
 use std::any::Any;
 
-use causeway_esp::{InboundSa, OutboundSa, MAX_SEQ};
+use causeway_esp::{Arrival, InboundSa, OutboundSa, MAX_SEQ};
 
 use crate::counters::Drop;
 use crate::selectors::Selectors;
@@ -70,7 +70,7 @@ impl ChildSa {
     }
 
     /// The replay check of an opened packet, in arrival order (the drain).
-    pub fn accept(&self, seq: u64) -> Result<(), Drop> {
+    pub fn accept(&self, seq: u64) -> Result<Arrival, Drop> {
         self.inbound.accept(seq).map_err(|_| Drop::Replay)
     }
 }
@@ -131,29 +131,35 @@ impl Session for ChildSa {
     }
 }
 
+/// An ESP packet of SPI 0x100 and sequence number `seq`, sealed with
+/// AES-256-GCM under keying material of all 7s (key, then salt: what
+/// `ChildSa::for_tests(0x100)` opens), whose trailer says `next_header`
+/// whatever the payload is: the packet a peer's sealer could send, which
+/// ours never does.
+#[cfg(test)]
+pub(crate) fn sealed_for_tests(payload: &[u8], next_header: u8, seq: u32) -> Vec<u8> {
+    let mut plain = payload.to_vec();
+    let pad = (4 - (plain.len() + 2) % 4) % 4;
+    plain.extend((1..=pad as u8).chain([pad as u8, next_header]));
+    let mut header = vec![0, 0, 1, 0];
+    header.extend(seq.to_be_bytes());
+    let iv = u64::from(seq).to_be_bytes();
+    let mut nonce = [7u8; 12];
+    nonce[4..].copy_from_slice(&iv);
+    let key = ring::aead::LessSafeKey::new(ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &[7; 32]).unwrap());
+    let aad = ring::aead::Aad::from(header.clone());
+    key.seal_in_place_append_tag(ring::aead::Nonce::assume_unique_for_key(nonce), aad, &mut plain).unwrap();
+    header.extend(iv);
+    header.extend(plain);
+    header
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    // An ESP packet of SPI 0x100 and sequence number 1, sealed with
-    // AES-256-GCM under keying material of all 7s (key, then salt), whose
-    // trailer says `next_header` whatever the payload is: the packet a
-    // peer's sealer could send, which ours never does.
     fn esp_packet(payload: &[u8], next_header: u8) -> Vec<u8> {
-        let mut plain = payload.to_vec();
-        let pad = (4 - (plain.len() + 2) % 4) % 4;
-        plain.extend((1..=pad as u8).chain([pad as u8, next_header]));
-        let mut header = vec![0, 0, 1, 0, 0, 0, 0, 1];
-        let iv = [0u8, 0, 0, 0, 0, 0, 0, 1];
-        let mut nonce = [7u8; 12];
-        nonce[4..].copy_from_slice(&iv);
-        let key =
-            ring::aead::LessSafeKey::new(ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &[7; 32]).unwrap());
-        let aad = ring::aead::Aad::from(header.clone());
-        key.seal_in_place_append_tag(ring::aead::Nonce::assume_unique_for_key(nonce), aad, &mut plain).unwrap();
-        header.extend(iv);
-        header.extend(plain);
-        header
+        sealed_for_tests(payload, next_header, 1)
     }
 
     #[test]

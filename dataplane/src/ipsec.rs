@@ -18,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use causeway_esp::Arrival;
 use causeway_wireguard::Time;
 
 pub use crate::child_sa::ChildSa;
@@ -27,7 +28,7 @@ use crate::interface::Interface;
 use crate::io::Socket;
 pub use crate::ipsec_table::{IpsecTable, Request, SendOn};
 use crate::peer::PeerState;
-use crate::protocol::{Inbound, Protocol, Sending};
+use crate::protocol::{Accepted, Inbound, Protocol, Sending};
 use crate::session::{Carrier, Session};
 use crate::transmit::transmit;
 
@@ -176,18 +177,19 @@ impl Protocol for Ipsec {
         _is_data: bool,
         _sock: &dyn Socket,
         now: Time,
-    ) -> Result<(), Drop> {
+    ) -> Result<Accepted, Drop> {
         let sa = session.as_any().downcast_ref::<ChildSa>().ok_or(Drop::Malformed)?;
-        sa.accept(counter)?;
+        let arrival = sa.accept(counter)?;
         if let Some(l) = peer.ipsec() {
             l.used(sa);
-        }
-        if let Some(l) = peer.ipsec() {
             l.rx_bytes.fetch_add(wire_len as u64, Ordering::Relaxed);
             l.rx_packets.fetch_add(1, Ordering::Relaxed);
             l.last_rx.store(now.as_nanos().max(1), Ordering::Relaxed);
         }
-        Ok(())
+        Ok(match arrival {
+            Arrival::Newest => Accepted::Current,
+            Arrival::Late => Accepted::Late,
+        })
     }
 
     fn on_authenticated(&self, _iface: &Interface, _peer: &PeerState, _sock: &dyn Socket, _now: Time) {}
@@ -402,6 +404,50 @@ mod tests {
             assert_eq!((moved.len(), told), (usize::from(roams), roams), "roams {roams}");
             stop([a, b]);
         }
+    }
+
+    // RFC 7296 §2.23: the address follows new packets only. A packet
+    // overtaken on the way (reordered across a NAT's remapping) is new to
+    // the replay window and delivered, but does not move the peer back to
+    // the mapping it left.
+    #[test]
+    fn a_late_packet_from_an_old_mapping_does_not_move_the_peer_back() {
+        let net = MemNet::new();
+        let b = esp_site(&net, 2, ChildSa::for_tests(0x100).with_roaming(true));
+        let peer = b.0.ipsec.peer("other").unwrap();
+        let gateway: SocketAddr = "198.18.0.2:4500".parse().unwrap();
+        let old: SocketAddr = "198.18.0.7:4500".parse().unwrap();
+        let new: SocketAddr = "198.18.0.8:4500".parse().unwrap();
+        let socket =
+            |at: SocketAddr| crate::io::Bind::bind(&*net.host(at.ip(), 1), 1, at.port(), 0).unwrap().0.remove(0);
+        let (from_old, from_new) = (socket(old), socket(new));
+        let mut delivered = 0;
+        for (from, seq, endpoint) in [(&from_old, 1, old), (&from_new, 3, new), (&from_old, 2, new)] {
+            let packet = crate::child_sa::sealed_for_tests(&inner([10, 2, 2, 9], 100), 4, seq);
+            from.send(gateway, None, &packet, None).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while b.1.recv().is_none() {
+                assert!(std::time::Instant::now() < deadline, "seq {seq} not delivered");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            delivered += 1;
+            assert_eq!(peer.endpoint().map(|e| e.addr), Some(endpoint), "after seq {seq}");
+        }
+        assert_eq!(delivered, 3, "the late packet is delivered all the same");
+        // IKE is told where the peer is (the queue keeps a peer's latest
+        // move only), and the late packet did not undo it.
+        let moves: Vec<SocketAddr> =
+            b.0.ipsec
+                .take_requests()
+                .into_iter()
+                .filter_map(|r| match r {
+                    Request::Moved { to, .. } => Some(to),
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(moves, vec![new]);
+        b.0.shutdown();
+        b.2.into_iter().for_each(|w| w.join().unwrap());
     }
 
     // RFC 4301 §5.1: the sender drops what its SA may not carry, though

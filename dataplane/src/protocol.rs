@@ -27,6 +27,18 @@ pub struct Sending {
     pub rekey: bool,
 }
 
+/// An accepted datagram, and whether its source speaks for where the
+/// peer is now (roaming follows it only then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// The peer's latest, or a protocol that follows every authenticated
+    /// datagram (WireGuard, as the kernel's and wireguard-go do).
+    Current,
+    /// Overtaken on the way by one accepted before it: its source may be
+    /// a mapping the peer has left.
+    Late,
+}
+
 /// What an inbound datagram is.
 pub enum Inbound<O> {
     /// Data of a session; `owner` names the peer cheaply (the protocol's
@@ -88,7 +100,7 @@ pub trait Protocol: Send + Sync {
         is_data: bool,
         sock: &dyn Socket,
         now: Time,
-    ) -> Result<(), Drop>;
+    ) -> Result<Accepted, Drop>;
 
     /// The first datagram of a delivered batch was accepted: a session it
     /// confirmed may release what was held for it.

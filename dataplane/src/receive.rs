@@ -12,7 +12,9 @@
 //!    and marks it done.
 //! 4. `Receiver::deliver_batch`: the drainer of the peer's queue, in
 //!    arrival order, runs the replay check and timers
-//!    (`Protocol::accept`), roaming, the inner-packet check, the crypto
+//!    (`Protocol::accept`), roaming (where the session roams, to the
+//!    source of a datagram the protocol calls current: for ESP not one
+//!    overtaken by a later one), the inner-packet check, the crypto
 //!    source filter (the source must be in the sending peer's allowed
 //!    IPs, or in a site's prefixes when the peer is one of the site's
 //!    gateways), the session's traffic selectors (`selectors.rs`) and the
@@ -39,7 +41,7 @@ use crate::jobs::Job;
 use crate::last_lookup::LastLookup;
 use crate::ordered::Sink;
 use crate::peer::{PeerState, RxBatch};
-use crate::protocol::{Inbound, Protocol};
+use crate::protocol::{Accepted, Inbound, Protocol};
 use crate::route::Route;
 use crate::session::Carrier;
 
@@ -335,11 +337,14 @@ impl Receiver {
                     }
                 };
                 let accepted = proto.accept(iface, &ps, &*session, opened.counter, item.len, opened.len > 0, sock, now);
-                if let Err(reason) = accepted {
-                    iface.counters.count(reason);
-                    continue;
-                }
-                if roams && self.observe(&ps, *src, *local) {
+                let current = match accepted {
+                    Ok(a) => a == Accepted::Current,
+                    Err(reason) => {
+                        iface.counters.count(reason);
+                        continue;
+                    }
+                };
+                if roams && current && self.observe(&ps, *src, *local) {
                     proto.on_moved(iface, &ps, *src);
                 }
                 if first {

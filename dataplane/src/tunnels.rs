@@ -27,7 +27,7 @@ use crate::interface::Interface;
 use crate::io::Socket;
 use crate::ipsec::Ipsec;
 use crate::peer::{Link, PeerState};
-use crate::protocol::{Inbound, Protocol, Sending};
+use crate::protocol::{Accepted, Inbound, Protocol, Sending};
 use crate::session::{Carrier, Session};
 use crate::wireguard::WireGuard;
 
@@ -130,7 +130,7 @@ impl Protocol for Tunnels {
         is_data: bool,
         sock: &dyn Socket,
         now: Time,
-    ) -> Result<(), crate::counters::Drop> {
+    ) -> Result<Accepted, crate::counters::Drop> {
         match peer.link {
             Link::WireGuard(_) => WireGuard.accept(iface, peer, session, counter, wire_len, is_data, sock, now),
             Link::Ipsec(_) => Ipsec.accept(iface, peer, session, counter, wire_len, is_data, sock, now),

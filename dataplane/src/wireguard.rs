@@ -17,7 +17,7 @@ use crate::counters::Drop;
 use crate::interface::Interface;
 use crate::io::Socket;
 use crate::peer::{Endpoint, PeerState};
-use crate::protocol::{Inbound, Protocol, Sending};
+use crate::protocol::{Accepted, Inbound, Protocol, Sending};
 use crate::session::{Carrier, Opened, Session};
 use crate::transmit::{transmit, transmit_to};
 
@@ -178,7 +178,7 @@ impl Protocol for WireGuard {
         is_data: bool,
         sock: &dyn Socket,
         now: Time,
-    ) -> Result<(), Drop> {
+    ) -> Result<Accepted, Drop> {
         // Batches of this protocol hold only keypairs; the pointer test
         // inside `accept_data` needs the keypair itself.
         let kp = session.as_any().downcast_ref::<Keypair>().ok_or(Drop::Malformed)?;
@@ -187,7 +187,9 @@ impl Protocol for WireGuard {
         if rekey {
             send_initiation(iface, peer, sock, now);
         }
-        Ok(())
+        // The endpoint follows every authenticated datagram, reordered or
+        // not, as in the kernel's WireGuard and wireguard-go.
+        Ok(Accepted::Current)
     }
 
     fn on_authenticated(&self, iface: &Interface, peer: &PeerState, sock: &dyn Socket, now: Time) {

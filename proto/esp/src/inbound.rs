@@ -51,6 +51,18 @@ pub struct Opened {
     pub next_header: u8,
 }
 
+/// Where an accepted sequence number fell in the replay window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Above every number accepted before: the peer's latest packet.
+    Newest,
+    /// Inside the window, below the highest: overtaken on the way, so its
+    /// outer addresses may be ones the peer has since left. RFC 7296 §2.23
+    /// moves the peer's address only for new packets, lest old ones move
+    /// it back; this one is new to the window but older than one seen.
+    Late,
+}
+
 impl Opened {
     /// A dummy packet (RFC 4303 §2.6): authenticated, counts for the replay
     /// window and liveness like a WireGuard keepalive, carries nothing;
@@ -146,14 +158,15 @@ impl InboundSa {
     }
 
     /// The replay check, for the drain: accepts an authenticated sequence
-    /// number once, if inside the window.
-    pub fn accept(&self, seq: u64) -> Result<(), Error> {
+    /// number once, if inside the window, and says whether it was the
+    /// highest so far.
+    pub fn accept(&self, seq: u64) -> Result<Arrival, Error> {
         let mut w = self.replay.lock().unwrap_or_else(|e| e.into_inner());
-        if w.check_and_update(seq) {
-            Ok(())
-        } else {
-            Err(Error::Replayed)
+        let newest = seq > w.top();
+        if !w.check_and_update(seq) {
+            return Err(Error::Replayed);
         }
+        Ok(if newest { Arrival::Newest } else { Arrival::Late })
     }
 
     /// Whether `seq` might still be accepted (a cheap pre-check).
@@ -318,6 +331,8 @@ mod tests {
         assert!(!inb.might_accept(5));
         assert!(inb.might_accept(4));
         assert_eq!(inb.accept(0), Err(Error::Replayed), "seq 0 is never valid");
+        assert_eq!(inb.accept(4), Ok(Arrival::Late), "overtaken by 5");
+        assert_eq!(inb.accept(6), Ok(Arrival::Newest));
     }
 
     #[test]

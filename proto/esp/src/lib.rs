@@ -25,7 +25,7 @@ mod outbound;
 mod replay;
 
 pub use error::Error;
-pub use inbound::{InboundSa, Opened};
+pub use inbound::{Arrival, InboundSa, Opened};
 pub use keys::{Cipher, SaKeys, GCM_SALT_LEN, HMAC_SHA256_KEY_LEN};
 pub use outbound::{OutboundSa, MAX_SEQ};
 pub use replay::{ReplayWindow, WINDOW_SIZE};
