@@ -250,7 +250,7 @@ impl Endpoint {
             Err(e) => {
                 // Answered only to an address a peer may call from: a
                 // stranger learns nothing, not even that we speak IKE.
-                if self.peer_for(remote.ip()).is_some() {
+                if self.peer_for(remote.ip(), None).is_some() {
                     sa_init::refuse_unparsable(&mut self.io, local, remote, datagram, &e);
                 }
                 return;
@@ -300,7 +300,7 @@ impl Endpoint {
             }
             return;
         }
-        let Some(peer_id) = self.peer_for(remote.ip()) else { return };
+        let Some(peer_id) = self.peer_for(remote.ip(), Some(msg)) else { return };
         let Some(peer) = self.peers.get(&peer_id) else { return };
         // The load the cookie decision weighs: half-open SAs, or new
         // requests earlier in this second (each may have cost a DH and
@@ -435,12 +435,20 @@ impl Endpoint {
         }
     }
 
-    /// The configured peer an IKE_SA_INIT from `ip` is for: one listing the
-    /// address, else one accepting any address.
-    pub(crate) fn peer_for(&self, ip: IpAddr) -> Option<PeerId> {
-        let listed = self.peers.iter().find(|(_, p)| p.cfg.remote_addrs.contains(&ip));
-        let any = || self.peers.iter().find(|(_, p)| p.cfg.any_address);
-        listed.or_else(any).map(|(id, _)| id.clone())
+    /// The configured peer an IKE_SA_INIT from `ip` is for: of the peers
+    /// listing the address (else of those accepting any address), the
+    /// first by name whose IKE proposals accept the request `init`, else
+    /// the first by name, which refuses it naming the offer. IKE_SA_INIT
+    /// names no one; peers behind one address (a shared NAT) with
+    /// different proposals get each their own answer here, and IKE_AUTH's
+    /// identity picks among those that accept the suite chosen
+    /// (`bind_by_identity`).
+    pub(crate) fn peer_for(&self, ip: IpAddr, init: Option<&Message>) -> Option<PeerId> {
+        let listed: Vec<_> = self.peers.iter().filter(|(_, p)| p.cfg.remote_addrs.contains(&ip)).collect();
+        let group =
+            if listed.is_empty() { self.peers.iter().filter(|(_, p)| p.cfg.any_address).collect() } else { listed };
+        let accepting = init.and_then(|m| group.iter().find(|(_, p)| sa_init::accepts_offer(&p.cfg, m)));
+        accepting.or(group.first()).map(|(id, _)| (*id).clone())
     }
 
     /// The next datagram to send.

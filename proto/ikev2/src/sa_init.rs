@@ -279,6 +279,15 @@ fn fail(sa: &mut IkeSa, io: &mut Io, reason: Failure) -> Vec<Effect> {
 
 type Parts<'a> = (Option<&'a [crate::wire::proposal::Proposal]>, Option<(u16, &'a [u8])>, Option<&'a [u8]>);
 
+/// Whether `cfg`'s IKE proposals have a suite in common with the
+/// IKE_SA_INIT request `msg`'s offer.
+pub(crate) fn accepts_offer(cfg: &PeerConfig, msg: &Message) -> bool {
+    match parts(&msg.payloads) {
+        (Some(offered), Some((group, _)), _) => choose_ike(offered, &cfg.ike_proposals, group).is_some(),
+        _ => false,
+    }
+}
+
 fn parts(p: &[Payload]) -> Parts<'_> {
     let mut out: Parts<'_> = (None, None, None);
     for x in p {

@@ -524,3 +524,33 @@ fn peers_sharing_an_address_are_told_apart_by_identity() {
         assert_eq!(decoy_state, Some(IkeState::Down), "{decoy}");
     }
 }
+
+/// Two of B's peers call from A's address, and the one first by name
+/// takes only another IKE suite: A's IKE_SA_INIT is answered with the
+/// proposals of the peer that accepts it, so A comes up, and the other
+/// peer files no failure for a request that was not its own. With A's
+/// own identity (and key) as well, IKE_AUTH still binds the peer that
+/// accepts the suite chosen.
+#[test]
+fn peers_sharing_an_address_each_answer_with_their_own_proposals() {
+    for same_identity in [false, true] {
+        let mut n = Net::new(config_a(), mirror(&config_a()));
+        let mut other = mirror(&config_a());
+        if !same_identity {
+            other.remote_id = crate::Identity::Fqdn("c.test".into());
+        }
+        other.ike_proposals = vec![cbc256_modp2048()];
+        let decoy = crate::PeerId::from("0-decoy");
+        n.b.set_peer(decoy.clone(), other, n.now);
+        n.connect();
+        assert_up(&n);
+        let up: Vec<_> = n
+            .events_b
+            .iter()
+            .filter_map(|e| if let Event::IkeUp { peer, .. } = e { Some(peer) } else { None })
+            .collect();
+        assert_eq!(up, vec![&peer_a()], "same identity {same_identity}");
+        assert!(n.failures(Side::B).is_empty(), "{:?}", n.failures(Side::B));
+        assert_eq!(n.b.status(&decoy).map(|s| s.state), Some(IkeState::Down));
+    }
+}
