@@ -554,3 +554,25 @@ fn peers_sharing_an_address_each_answer_with_their_own_proposals() {
         assert_eq!(n.b.status(&decoy).map(|s| s.state), Some(IkeState::Down));
     }
 }
+
+/// A calls from an address one of B's peers lists, but A's identity is
+/// that of B's peer without addresses (a road warrior's, say): IKE_SA_INIT
+/// is filed under the listed peer, and IKE_AUTH's identity moves the SA
+/// to the peer accepting any address.
+#[test]
+fn the_identity_may_pick_a_peer_accepting_any_address() {
+    let mut cfg_b = mirror(&config_a());
+    (cfg_b.remote_addrs, cfg_b.any_address) = (vec![], true);
+    let mut n = Net::new(config_a(), cfg_b);
+    let mut listed = mirror(&config_a());
+    listed.remote_id = crate::Identity::Fqdn("c.test".into());
+    listed.psk = zeroize::Zeroizing::new(b"another peer's key of the test".to_vec());
+    let decoy = crate::PeerId::from("0-listed");
+    n.b.set_peer(decoy.clone(), listed, n.now);
+    n.connect();
+    assert_up(&n);
+    let up: Vec<_> =
+        n.events_b.iter().filter_map(|e| if let Event::IkeUp { peer, .. } = e { Some(peer) } else { None }).collect();
+    assert_eq!(up, vec![&peer_a()]);
+    assert_eq!(n.b.status(&decoy).map(|s| s.state), Some(IkeState::Down));
+}
