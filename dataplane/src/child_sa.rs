@@ -69,7 +69,8 @@ impl ChildSa {
         self.outbound.next_seq() > MAX_SEQ + 1 - SEQ_LEFT_AT_REKEY
     }
 
-    /// The replay check of an opened packet, in arrival order (the drain).
+    /// The replay check of an opened packet, in arrival order (the drain),
+    /// and whether it was the SA's newest so far (`Arrival`).
     pub fn accept(&self, seq: u64) -> Result<Arrival, Drop> {
         self.inbound.accept(seq).map_err(|_| Drop::Replay)
     }

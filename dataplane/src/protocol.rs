@@ -88,7 +88,8 @@ pub trait Protocol: Send + Sync {
     );
 
     /// An opened datagram on its way to the TUN, in arrival order: the
-    /// replay check and the protocol's timers. Err drops it.
+    /// replay check and the protocol's timers. Err drops it; Ok says
+    /// whether roaming may follow its source (`Accepted`).
     #[allow(clippy::too_many_arguments)]
     fn accept(
         &self,

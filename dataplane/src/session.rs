@@ -60,9 +60,10 @@ pub trait Session: Send + Sync + Any {
     fn open(&self, datagram: &mut [u8]) -> Result<Opened, Drop>;
 
     /// Whether the source of a datagram that authenticates on this session
-    /// becomes the peer's endpoint (roaming). WireGuard always roams; an
-    /// IPsec child SA only where IKE said so (RFC 7296 §2.23: the peer is
-    /// behind a NAT, and we did not initiate from behind one).
+    /// becomes the peer's endpoint (roaming), if the protocol calls the
+    /// datagram current (`Accepted`). WireGuard always roams; an IPsec
+    /// child SA only where IKE said so (RFC 7296 §2.23: the peer is behind
+    /// a NAT, and we did not initiate from behind one).
     fn roams(&self) -> bool {
         true
     }

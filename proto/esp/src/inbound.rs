@@ -327,11 +327,14 @@ mod tests {
         let packet = sealed(&out, 5, &ipv4(60));
         let o = inb.decrypt(&mut packet.clone()).unwrap();
         assert_eq!(o.seq, 5);
+        let (_, fresh) = pair(Cipher::AesGcm16 { key_bits: 256 });
+        assert_eq!(fresh.accept(5), Ok(Arrival::Newest), "the first is the newest");
         assert_eq!(inb.decrypt(&mut packet.clone()), Err(Error::Replayed), "replayed datagram");
         assert!(!inb.might_accept(5));
         assert!(inb.might_accept(4));
         assert_eq!(inb.accept(0), Err(Error::Replayed), "seq 0 is never valid");
         assert_eq!(inb.accept(4), Ok(Arrival::Late), "overtaken by 5");
+        assert_eq!(inb.accept(4), Err(Error::Replayed), "late once");
         assert_eq!(inb.accept(6), Ok(Arrival::Newest));
     }
 
