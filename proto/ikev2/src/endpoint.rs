@@ -435,20 +435,36 @@ impl Endpoint {
         }
     }
 
-    /// The configured peer an IKE_SA_INIT from `ip` is for: of the peers
-    /// listing the address (else of those accepting any address), the
-    /// first by name whose IKE proposals accept the request `init`, else
-    /// the first by name, which refuses it naming the offer. IKE_SA_INIT
-    /// names no one; peers behind one address (a shared NAT) with
-    /// different proposals get each their own answer here, and IKE_AUTH's
-    /// identity picks among those that accept the suite chosen
-    /// (`bind_by_identity`).
+    /// The configured peer an IKE_SA_INIT from `ip` is for. The peers it
+    /// may come from are those listing the address, then those accepting
+    /// any address, each by name (as `bind_by_identity` takes them).
+    /// IKE_SA_INIT names no one, so the request `init` goes to the first
+    /// whose IKE proposals take it in the key share's group, else to the
+    /// first that takes it in another group, else to the first of all,
+    /// which refuses it. Peers behind one address (a shared NAT) with
+    /// different proposals get each their own answer; IKE_AUTH's identity
+    /// then picks among those that accept the suite chosen. Matching
+    /// proposals costs comparisons, no DH and no allocation, so it may
+    /// come before the cookie check. Without `init` (a datagram that does
+    /// not parse): whether any peer may call from `ip`.
     pub(crate) fn peer_for(&self, ip: IpAddr, init: Option<&Message>) -> Option<PeerId> {
-        let listed: Vec<_> = self.peers.iter().filter(|(_, p)| p.cfg.remote_addrs.contains(&ip)).collect();
-        let group =
-            if listed.is_empty() { self.peers.iter().filter(|(_, p)| p.cfg.any_address).collect() } else { listed };
-        let accepting = init.and_then(|m| group.iter().find(|(_, p)| sa_init::accepts_offer(&p.cfg, m)));
-        accepting.or(group.first()).map(|(id, _)| (*id).clone())
+        let listed = |p: &Peer| p.cfg.remote_addrs.contains(&ip);
+        let may_call = self
+            .peers
+            .iter()
+            .filter(|(_, p)| listed(p))
+            .chain(self.peers.iter().filter(|(_, p)| p.cfg.any_address && !listed(p)));
+        let mut best: Option<(sa_init::Fit, &PeerId)> = None;
+        for (id, p) in may_call {
+            let fit = init.map_or(sa_init::Fit::Refused, |m| sa_init::offer_fit(&p.cfg, m));
+            if best.is_none_or(|(b, _)| fit > b) {
+                best = Some((fit, id));
+            }
+            if fit == sa_init::Fit::Exact {
+                break;
+            }
+        }
+        best.map(|(_, id)| id.clone())
     }
 
     /// The next datagram to send.

@@ -279,12 +279,26 @@ fn fail(sa: &mut IkeSa, io: &mut Io, reason: Failure) -> Vec<Effect> {
 
 type Parts<'a> = (Option<&'a [crate::wire::proposal::Proposal]>, Option<(u16, &'a [u8])>, Option<&'a [u8]>);
 
-/// Whether `cfg`'s IKE proposals have a suite in common with the
-/// IKE_SA_INIT request `msg`'s offer.
-pub(crate) fn accepts_offer(cfg: &PeerConfig, msg: &Message) -> bool {
-    match parts(&msg.payloads) {
-        (Some(offered), Some((group, _)), _) => choose_ike(offered, &cfg.ike_proposals, group).is_some(),
-        _ => false,
+/// How a peer's IKE proposals fit an IKE_SA_INIT request's offer, worst
+/// first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Fit {
+    /// No suite in common (or no offer): the peer would refuse it.
+    Refused,
+    /// A suite in common, but in another group than the key share sent:
+    /// the peer would answer INVALID_KE_PAYLOAD first.
+    OtherGroup,
+    /// A suite in common in the key share's group.
+    Exact,
+}
+
+/// How `cfg`'s IKE proposals fit the IKE_SA_INIT request `msg`.
+pub(crate) fn offer_fit(cfg: &PeerConfig, msg: &Message) -> Fit {
+    let (Some(offered), Some((group, _)), _) = parts(&msg.payloads) else { return Fit::Refused };
+    match choose_ike(offered, &cfg.ike_proposals, group) {
+        Some((suite, _)) if suite.dh.id() == group => Fit::Exact,
+        Some(_) => Fit::OtherGroup,
+        None => Fit::Refused,
     }
 }
 

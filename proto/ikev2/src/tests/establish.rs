@@ -21,7 +21,7 @@ fn establish(cfg_a: crate::PeerConfig) -> Net {
     n
 }
 
-fn assert_up(n: &Net) {
+pub(super) fn assert_up(n: &Net) {
     assert_eq!(n.failures(Side::A), Vec::<&Failure>::new());
     assert_eq!(n.failures(Side::B), Vec::<&Failure>::new());
     assert_eq!((n.ike_ups(Side::A), n.ike_ups(Side::B)), (1, 1));
@@ -499,80 +499,4 @@ fn malformed_init_requests_are_refused_in_the_clear_and_named() {
     let answer = Message::parse(&n.b.poll_transmit().expect("an answer").data).expect("parses");
     assert!(answer.payloads.iter().any(|p| matches!(p, Payload::Sa(_))), "taken: {:?}", answer.payloads);
     assert_eq!(n.b.half_open_count(), 1);
-}
-
-/// Two of B's peers call from A's address (behind one NAT, say), with
-/// their own identities and keys. Whichever IKE_SA_INIT was filed under,
-/// A's IKE_AUTH identity picks its peer, and only that one comes up.
-#[test]
-fn peers_sharing_an_address_are_told_apart_by_identity() {
-    for decoy in ["0-decoy", "z-decoy"] {
-        let mut n = Net::new(config_a(), mirror(&config_a()));
-        let mut other = mirror(&config_a());
-        other.remote_id = crate::Identity::Fqdn("c.test".into());
-        other.psk = zeroize::Zeroizing::new(b"another peer's key of the test".to_vec());
-        n.b.set_peer(crate::PeerId::from(decoy), other, n.now);
-        n.connect();
-        assert_up(&n);
-        let up: Vec<_> = n
-            .events_b
-            .iter()
-            .filter_map(|e| if let Event::IkeUp { peer, .. } = e { Some(peer) } else { None })
-            .collect();
-        assert_eq!(up, vec![&peer_a()], "{decoy}");
-        let decoy_state = n.b.status(&crate::PeerId::from(decoy)).map(|s| s.state);
-        assert_eq!(decoy_state, Some(IkeState::Down), "{decoy}");
-    }
-}
-
-/// Two of B's peers call from A's address, and the one first by name
-/// takes only another IKE suite: A's IKE_SA_INIT is answered with the
-/// proposals of the peer that accepts it, so A comes up, and the other
-/// peer files no failure for a request that was not its own. With A's
-/// own identity (and key) as well, IKE_AUTH still binds the peer that
-/// accepts the suite chosen.
-#[test]
-fn peers_sharing_an_address_each_answer_with_their_own_proposals() {
-    for same_identity in [false, true] {
-        let mut n = Net::new(config_a(), mirror(&config_a()));
-        let mut other = mirror(&config_a());
-        if !same_identity {
-            other.remote_id = crate::Identity::Fqdn("c.test".into());
-        }
-        other.ike_proposals = vec![cbc256_modp2048()];
-        let decoy = crate::PeerId::from("0-decoy");
-        n.b.set_peer(decoy.clone(), other, n.now);
-        n.connect();
-        assert_up(&n);
-        let up: Vec<_> = n
-            .events_b
-            .iter()
-            .filter_map(|e| if let Event::IkeUp { peer, .. } = e { Some(peer) } else { None })
-            .collect();
-        assert_eq!(up, vec![&peer_a()], "same identity {same_identity}");
-        assert!(n.failures(Side::B).is_empty(), "{:?}", n.failures(Side::B));
-        assert_eq!(n.b.status(&decoy).map(|s| s.state), Some(IkeState::Down));
-    }
-}
-
-/// A calls from an address one of B's peers lists, but A's identity is
-/// that of B's peer without addresses (a road warrior's, say): IKE_SA_INIT
-/// is filed under the listed peer, and IKE_AUTH's identity moves the SA
-/// to the peer accepting any address.
-#[test]
-fn the_identity_may_pick_a_peer_accepting_any_address() {
-    let mut cfg_b = mirror(&config_a());
-    (cfg_b.remote_addrs, cfg_b.any_address) = (vec![], true);
-    let mut n = Net::new(config_a(), cfg_b);
-    let mut listed = mirror(&config_a());
-    listed.remote_id = crate::Identity::Fqdn("c.test".into());
-    listed.psk = zeroize::Zeroizing::new(b"another peer's key of the test".to_vec());
-    let decoy = crate::PeerId::from("0-listed");
-    n.b.set_peer(decoy.clone(), listed, n.now);
-    n.connect();
-    assert_up(&n);
-    let up: Vec<_> =
-        n.events_b.iter().filter_map(|e| if let Event::IkeUp { peer, .. } = e { Some(peer) } else { None }).collect();
-    assert_eq!(up, vec![&peer_a()]);
-    assert_eq!(n.b.status(&decoy).map(|s| s.state), Some(IkeState::Down));
 }

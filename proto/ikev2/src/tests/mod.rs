@@ -8,3 +8,4 @@ mod lifecycle;
 pub(crate) mod net;
 mod new_child;
 mod rekey;
+mod shared_address;
