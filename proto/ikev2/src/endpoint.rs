@@ -439,28 +439,36 @@ impl Endpoint {
     /// may come from are those listing the address, then those accepting
     /// any address, each by name (as `bind_by_identity` takes them).
     /// IKE_SA_INIT names no one, so the request `init` goes to the first
-    /// whose IKE proposals take it in the key share's group, else to the
-    /// first that takes it in another group, else to the first of all,
-    /// which refuses it. Peers behind one address (a shared NAT) with
-    /// different proposals get each their own answer; IKE_AUTH's identity
-    /// then picks among those that accept the suite chosen. Matching
-    /// proposals costs comparisons, no DH and no allocation, so it may
-    /// come before the cookie check. Without `init` (a datagram that does
-    /// not parse): whether any peer may call from `ip`.
+    /// listing the address whose IKE proposals take it in the key share's
+    /// group, else to the first listing it that takes it in another group
+    /// (after an INVALID_KE_PAYLOAD round), then the same among those
+    /// accepting any address, else to the first of all, which refuses it.
+    /// A peer that names the address is the more specific configuration;
+    /// among equals, one the initiator's first choice fits is the more
+    /// likely to be its mirror. Peers behind one address (a shared NAT)
+    /// with different proposals get each their own answer; IKE_AUTH's
+    /// identity then picks among those that accept the suite chosen.
+    /// Matching proposals costs comparisons, no DH and no allocation, so
+    /// it may come before the cookie check. Without `init` (a datagram
+    /// that does not parse): whether any peer may call from `ip`.
     pub(crate) fn peer_for(&self, ip: IpAddr, init: Option<&Message>) -> Option<PeerId> {
+        use sa_init::Fit;
         let listed = |p: &Peer| p.cfg.remote_addrs.contains(&ip);
         let may_call = self
             .peers
             .iter()
             .filter(|(_, p)| listed(p))
             .chain(self.peers.iter().filter(|(_, p)| p.cfg.any_address && !listed(p)));
-        let mut best: Option<(sa_init::Fit, &PeerId)> = None;
+        // Ranks compare as tuples: a listed peer that takes the offer at
+        // all comes before any other; ties keep the first.
+        let mut best: Option<((bool, Fit), &PeerId)> = None;
         for (id, p) in may_call {
-            let fit = init.map_or(sa_init::Fit::Refused, |m| sa_init::offer_fit(&p.cfg, m));
-            if best.is_none_or(|(b, _)| fit > b) {
-                best = Some((fit, id));
+            let fit = init.map_or(Fit::Refused, |m| sa_init::offer_fit(&p.cfg, m));
+            let rank = (fit != Fit::Refused && listed(p), fit);
+            if best.is_none_or(|(b, _)| rank > b) {
+                best = Some((rank, id));
             }
-            if fit == sa_init::Fit::Exact {
+            if rank == (true, Fit::Exact) {
                 break;
             }
         }

@@ -123,3 +123,25 @@ fn a_peer_accepting_any_address_answers_what_the_listed_one_refuses() {
     assert_eq!(ups_of_b(&n), vec![&peer_a()]);
     assert_eq!(n.b.status(&site).map(|s| s.state), Some(IkeState::Down));
 }
+
+/// B's peer for A lists A's address but takes A's offer only in another
+/// group than A's key share; a road warrior's peer (any address) takes it
+/// as sent. The peer naming the address answers, after an
+/// INVALID_KE_PAYLOAD round: it is the more specific configuration.
+#[test]
+fn a_listed_peer_answers_before_one_accepting_any_address() {
+    let mut cfg_a = config_a();
+    cfg_a.ike_proposals = vec![gcm256_x25519(), gcm256_in(DhGroup::Ecp256)];
+    let mut cfg_b = mirror(&cfg_a);
+    cfg_b.ike_proposals = vec![gcm256_in(DhGroup::Ecp256)];
+    let mut n = Net::new(cfg_a, cfg_b);
+    let mut roaming = mirror(&config_a());
+    roaming.remote_id = crate::Identity::Fqdn("c.test".into());
+    (roaming.remote_addrs, roaming.any_address) = (vec![], true);
+    n.b.set_peer(PeerId::from("0-road-warrior"), roaming, n.now);
+    n.connect();
+    assert_up(&n);
+    assert_eq!(ups_of_b(&n), vec![&peer_a()]);
+    let suite = n.events_b.iter().find_map(|e| if let Event::IkeUp { suite, .. } = e { Some(*suite) } else { None });
+    assert_eq!(suite.map(|s| s.dh), Some(DhGroup::Ecp256));
+}
