@@ -32,6 +32,15 @@ use crate::protocol::{Accepted, Inbound, Protocol, Sending};
 use crate::session::{Carrier, Session};
 use crate::transmit::transmit;
 
+/// IKE followed the peer to `to` (an authenticated request came from
+/// there): ESP in UDP follows, sent from the same local address. Raw ESP
+/// (an endpoint without a port) has no port and no NAT to follow. Returns
+/// whether the peer moved; a move is logged ("peer roamed").
+pub fn follow_ike(peer: &PeerState, to: SocketAddr) -> bool {
+    let Some(now) = peer.endpoint().filter(|e| e.addr.port() != 0) else { return false };
+    peer.observe(to, now.local)
+}
+
 /// Seals and sends the packets held for `peer` with its new SA, one by one
 /// (off the hot path: they wait only while an SA is negotiated).
 pub fn flush_staged(iface: &Interface, peer: &PeerState) {
@@ -445,6 +454,26 @@ mod tests {
         assert_eq!(moves, vec![new]);
         b.0.shutdown();
         b.2.into_iter().for_each(|w| w.join().unwrap());
+    }
+
+    // An IKE request from a new mapping moves ESP in UDP with it, from
+    // the local address ESP was sent from; raw ESP has nothing to follow.
+    #[test]
+    fn esp_in_udp_follows_where_ike_found_the_peer_and_raw_esp_does_not() {
+        let net = MemNet::new();
+        let iface = interface(&net);
+        let peer = iface.add_ipsec_peer("west");
+        let local: IpAddr = "198.18.0.1".parse().unwrap();
+        let (mapped, remapped): (SocketAddr, SocketAddr) =
+            ("198.18.0.2:4500".parse().unwrap(), "198.18.0.2:40001".parse().unwrap());
+        peer.observe(mapped, Some(local));
+        assert!(follow_ike(&peer, remapped));
+        assert_eq!(peer.endpoint().map(|e| (e.addr, e.local)), Some((remapped, Some(local))));
+        assert!(!follow_ike(&peer, remapped), "already there");
+        let raw: SocketAddr = "198.18.0.2:0".parse().unwrap();
+        peer.set_endpoint(raw);
+        assert!(!follow_ike(&peer, remapped));
+        assert_eq!(peer.endpoint().map(|e| e.addr), Some(raw));
     }
 
     // RFC 4301 §5.1: the sender drops what its SA may not carry, though

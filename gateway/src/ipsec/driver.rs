@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use causeway_config::{Encap, IpsecPeer};
 use causeway_dataplane::interface::Interface;
 use causeway_dataplane::io::{Bind, RecvMeta, Socket};
-use causeway_dataplane::ipsec::{flush_staged, Request, SendOn};
+use causeway_dataplane::ipsec::{flush_staged, follow_ike, Request, SendOn};
 use causeway_dataplane::session::Carrier;
 use causeway_ikev2::{describe_ts, ChildSend, Endpoint, Event, PeerId, PeerStatus, Transmit};
 
@@ -514,12 +514,10 @@ fn apply(s: &Shared, event: Event) {
             );
             flush_staged(&s.iface, &ps);
         }
-        // Raw ESP has no port and no NAT to follow; only ESP in UDP moves.
         Event::PeerMoved { peer, remote } => {
-            let Some(ps) = s.iface.ipsec.peer(&peer.0) else { return };
-            let Some(now) = ps.endpoint().filter(|e| e.addr.port() != 0) else { return };
-            // Logged there ("peer roamed").
-            ps.observe(remote, now.local);
+            if let Some(ps) = s.iface.ipsec.peer(&peer.0) {
+                follow_ike(&ps, remote);
+            }
         }
         Event::ChildDown { peer, spi_in, spi_out } => {
             if s.iface.ipsec.remove_child(spi_in).is_some() {
