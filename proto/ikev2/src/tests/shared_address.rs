@@ -6,16 +6,41 @@
 use super::establish::assert_up;
 use super::net::*;
 use crate::crypto::{DhGroup, IkeSuite};
-use crate::{Event, IkeState, PeerId};
-
-/// The peers B's IKE SAs came up for, in order.
-fn ups_of_b(n: &Net) -> Vec<&PeerId> {
-    n.events_b.iter().filter_map(|e| if let Event::IkeUp { peer, .. } = e { Some(peer) } else { None }).collect()
-}
+use crate::{Event, IkeState, PeerConfig, PeerId};
 
 /// `config_a`'s AES-GCM suite in another group.
 fn gcm256_in(dh: DhGroup) -> IkeSuite {
     IkeSuite { dh, ..gcm256_x25519() }
+}
+
+/// Connects A (`cfg_a`) to B, which has beside its peer for A (`cfg_b`)
+/// the peer `other`: B's view of `config_a` under another identity, as
+/// `edit` leaves it. Checks that A came up, as B's peer for A only, with
+/// no failure on either side; returns the suite B's IKE SA has.
+fn connect_beside(cfg_a: PeerConfig, cfg_b: PeerConfig, other: &str, edit: impl FnOnce(&mut PeerConfig)) -> IkeSuite {
+    let mut n = Net::new(cfg_a, cfg_b);
+    let mut cfg = mirror(&config_a());
+    cfg.remote_id = crate::Identity::Fqdn("c.test".into());
+    edit(&mut cfg);
+    let other = PeerId::from(other);
+    n.b.set_peer(other.clone(), cfg, n.now);
+    n.connect();
+    assert_up(&n);
+    let ups: Vec<_> = n
+        .events_b
+        .iter()
+        .filter_map(|e| if let Event::IkeUp { peer, suite, .. } = e { Some((peer, *suite)) } else { None })
+        .collect();
+    assert_eq!(ups.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![&peer_a()], "beside {other}");
+    assert_eq!(n.b.status(&other).map(|s| s.state), Some(IkeState::Down), "{other}");
+    ups[0].1
+}
+
+/// B's view of A accepting any address (a road warrior's peer).
+fn any_address() -> PeerConfig {
+    let mut cfg = mirror(&config_a());
+    (cfg.remote_addrs, cfg.any_address) = (vec![], true);
+    cfg
 }
 
 /// Two of B's peers call from A's address (behind one NAT, say), with
@@ -24,16 +49,9 @@ fn gcm256_in(dh: DhGroup) -> IkeSuite {
 #[test]
 fn peers_sharing_an_address_are_told_apart_by_identity() {
     for decoy in ["0-decoy", "z-decoy"] {
-        let mut n = Net::new(config_a(), mirror(&config_a()));
-        let mut other = mirror(&config_a());
-        other.remote_id = crate::Identity::Fqdn("c.test".into());
-        other.psk = zeroize::Zeroizing::new(b"another peer's key of the test".to_vec());
-        n.b.set_peer(PeerId::from(decoy), other, n.now);
-        n.connect();
-        assert_up(&n);
-        assert_eq!(ups_of_b(&n), vec![&peer_a()], "{decoy}");
-        let decoy_state = n.b.status(&PeerId::from(decoy)).map(|s| s.state);
-        assert_eq!(decoy_state, Some(IkeState::Down), "{decoy}");
+        connect_beside(config_a(), mirror(&config_a()), decoy, |other| {
+            other.psk = zeroize::Zeroizing::new(b"another peer's key of the test".to_vec());
+        });
     }
 }
 
@@ -46,19 +64,12 @@ fn peers_sharing_an_address_are_told_apart_by_identity() {
 #[test]
 fn peers_sharing_an_address_each_answer_with_their_own_proposals() {
     for same_identity in [false, true] {
-        let mut n = Net::new(config_a(), mirror(&config_a()));
-        let mut other = mirror(&config_a());
-        if !same_identity {
-            other.remote_id = crate::Identity::Fqdn("c.test".into());
-        }
-        other.ike_proposals = vec![cbc256_modp2048()];
-        let decoy = PeerId::from("0-decoy");
-        n.b.set_peer(decoy.clone(), other, n.now);
-        n.connect();
-        assert_up(&n);
-        assert_eq!(ups_of_b(&n), vec![&peer_a()], "same identity {same_identity}");
-        assert!(n.failures(Side::B).is_empty(), "{:?}", n.failures(Side::B));
-        assert_eq!(n.b.status(&decoy).map(|s| s.state), Some(IkeState::Down));
+        connect_beside(config_a(), mirror(&config_a()), "0-decoy", |other| {
+            if same_identity {
+                other.remote_id = config_a().local_id;
+            }
+            other.ike_proposals = vec![cbc256_modp2048()];
+        });
     }
 }
 
@@ -68,18 +79,9 @@ fn peers_sharing_an_address_each_answer_with_their_own_proposals() {
 /// to the peer accepting any address.
 #[test]
 fn the_identity_may_pick_a_peer_accepting_any_address() {
-    let mut cfg_b = mirror(&config_a());
-    (cfg_b.remote_addrs, cfg_b.any_address) = (vec![], true);
-    let mut n = Net::new(config_a(), cfg_b);
-    let mut listed = mirror(&config_a());
-    listed.remote_id = crate::Identity::Fqdn("c.test".into());
-    listed.psk = zeroize::Zeroizing::new(b"another peer's key of the test".to_vec());
-    let decoy = PeerId::from("0-listed");
-    n.b.set_peer(decoy.clone(), listed, n.now);
-    n.connect();
-    assert_up(&n);
-    assert_eq!(ups_of_b(&n), vec![&peer_a()]);
-    assert_eq!(n.b.status(&decoy).map(|s| s.state), Some(IkeState::Down));
+    connect_beside(config_a(), any_address(), "0-listed", |listed| {
+        listed.psk = zeroize::Zeroizing::new(b"another peer's key of the test".to_vec());
+    });
 }
 
 /// A offers AES-GCM with X25519 (its key share) and then with ECP-256.
@@ -93,16 +95,8 @@ fn a_peer_taking_the_key_share_as_sent_answers_first() {
     cfg_a.ike_proposals = vec![gcm256_x25519(), gcm256_in(DhGroup::Ecp256)];
     let mut cfg_b = mirror(&cfg_a);
     cfg_b.ike_proposals = vec![gcm256_x25519()];
-    let mut n = Net::new(cfg_a, cfg_b);
-    let mut other = mirror(&config_a());
-    other.remote_id = crate::Identity::Fqdn("c.test".into());
-    other.ike_proposals = vec![gcm256_in(DhGroup::Ecp256)];
-    n.b.set_peer(PeerId::from("0-decoy"), other, n.now);
-    n.connect();
-    assert_up(&n);
-    assert_eq!(ups_of_b(&n), vec![&peer_a()]);
-    let suite = n.events_b.iter().find_map(|e| if let Event::IkeUp { suite, .. } = e { Some(*suite) } else { None });
-    assert_eq!(suite.map(|s| s.dh), Some(DhGroup::Curve25519), "no INVALID_KE_PAYLOAD round");
+    let suite = connect_beside(cfg_a, cfg_b, "0-decoy", |other| other.ike_proposals = vec![gcm256_in(DhGroup::Ecp256)]);
+    assert_eq!(suite.dh, DhGroup::Curve25519, "no INVALID_KE_PAYLOAD round");
 }
 
 /// A calls from the address a site's peer lists, whose proposals do not
@@ -110,18 +104,7 @@ fn a_peer_taking_the_key_share_as_sent_answers_first() {
 /// and does: it answers, where only the listed peer used to, refusing.
 #[test]
 fn a_peer_accepting_any_address_answers_what_the_listed_one_refuses() {
-    let mut cfg_b = mirror(&config_a());
-    (cfg_b.remote_addrs, cfg_b.any_address) = (vec![], true);
-    let mut n = Net::new(config_a(), cfg_b);
-    let mut listed = mirror(&config_a());
-    listed.remote_id = crate::Identity::Fqdn("c.test".into());
-    listed.ike_proposals = vec![cbc256_modp2048()];
-    let site = PeerId::from("0-site");
-    n.b.set_peer(site.clone(), listed, n.now);
-    n.connect();
-    assert_up(&n);
-    assert_eq!(ups_of_b(&n), vec![&peer_a()]);
-    assert_eq!(n.b.status(&site).map(|s| s.state), Some(IkeState::Down));
+    connect_beside(config_a(), any_address(), "0-site", |listed| listed.ike_proposals = vec![cbc256_modp2048()]);
 }
 
 /// B's peer for A lists A's address but takes A's offer only in another
@@ -134,14 +117,8 @@ fn a_listed_peer_answers_before_one_accepting_any_address() {
     cfg_a.ike_proposals = vec![gcm256_x25519(), gcm256_in(DhGroup::Ecp256)];
     let mut cfg_b = mirror(&cfg_a);
     cfg_b.ike_proposals = vec![gcm256_in(DhGroup::Ecp256)];
-    let mut n = Net::new(cfg_a, cfg_b);
-    let mut roaming = mirror(&config_a());
-    roaming.remote_id = crate::Identity::Fqdn("c.test".into());
-    (roaming.remote_addrs, roaming.any_address) = (vec![], true);
-    n.b.set_peer(PeerId::from("0-road-warrior"), roaming, n.now);
-    n.connect();
-    assert_up(&n);
-    assert_eq!(ups_of_b(&n), vec![&peer_a()]);
-    let suite = n.events_b.iter().find_map(|e| if let Event::IkeUp { suite, .. } = e { Some(*suite) } else { None });
-    assert_eq!(suite.map(|s| s.dh), Some(DhGroup::Ecp256));
+    let suite = connect_beside(cfg_a, cfg_b, "0-road-warrior", |roaming| {
+        (roaming.remote_addrs, roaming.any_address) = (vec![], true);
+    });
+    assert_eq!(suite.dh, DhGroup::Ecp256);
 }
