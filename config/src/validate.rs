@@ -302,9 +302,10 @@ impl Checker<'_> {
                 );
             }
         }
-        // An IPsec peer without endpoints answers IKE from any address no
-        // other peer lists, and IKE_SA_INIT names no identity to choose
-        // between two such peers by: only one may be.
+        // An IPsec peer without endpoints answers IKE from any address
+        // (from one another peer lists only where that peer refuses the
+        // offer or the identity is its own), and IKE_SA_INIT names no
+        // identity to choose between two such peers by: only one may be.
         let mut open_ended = ipsec.iter().filter(|(_, p)| p.endpoints.is_empty());
         if let Some((first, _)) = open_ended.next() {
             for (i, p) in open_ended {

@@ -58,7 +58,7 @@ fn find_id(p: &[Payload], initiator: bool) -> Option<&IdPayload> {
 /// fits, best first) a responder's IKE_AUTH request `msg` comes from: the
 /// first whose remote ID is the request's IDi and that accepts the suite
 /// IKE_SA_INIT chose. IKE_SA_INIT names no one, so the SA was filed under
-/// the first peer whose proposals fit its offer (`Endpoint::peer_for`);
+/// the peer whose proposals fitted its offer best (`Endpoint::peer_for`);
 /// peers behind one address (a shared NAT) are told apart here. None when the request does not open or no
 /// candidate fits: the SA's own peer then refuses it, naming the
 /// mismatch. The PSK check that follows is the new peer's.

@@ -122,3 +122,39 @@ fn a_listed_peer_answers_before_one_accepting_any_address() {
     });
     assert_eq!(suite.dh, DhGroup::Ecp256);
 }
+
+/// A offers AES-GCM in X25519 (its key share), ECP-384 and ECP-256; B's
+/// peer for A ("a") takes only ECP-384, another peer listing the address
+/// only ECP-256. Both need an INVALID_KE_PAYLOAD round; the first by
+/// name answers, and A comes up in its group.
+#[test]
+fn among_peers_that_fit_alike_the_first_by_name_answers() {
+    let mut cfg_a = config_a();
+    cfg_a.ike_proposals = vec![gcm256_x25519(), gcm256_in(DhGroup::Ecp384), gcm256_in(DhGroup::Ecp256)];
+    let mut cfg_b = mirror(&cfg_a);
+    cfg_b.ike_proposals = vec![gcm256_in(DhGroup::Ecp384)];
+    let suite = connect_beside(cfg_a, cfg_b, "z-decoy", |other| other.ike_proposals = vec![gcm256_in(DhGroup::Ecp256)]);
+    assert_eq!(suite.dh, DhGroup::Ecp384);
+}
+
+/// No peer that may call from A's address takes its offer: the first of
+/// them by name refuses it, and the failure is filed under that peer.
+#[test]
+fn when_every_peer_refuses_the_first_by_name_names_the_offer() {
+    let mut cfg_b = mirror(&config_a());
+    cfg_b.ike_proposals = vec![cbc256_modp2048()];
+    let mut n = Net::new(config_a(), cfg_b.clone());
+    cfg_b.remote_id = crate::Identity::Fqdn("c.test".into());
+    n.b.set_peer(PeerId::from("0-decoy"), cfg_b, n.now);
+    n.connect();
+    let refused: Vec<_> = n
+        .events_b
+        .iter()
+        .filter_map(|e| match e {
+            Event::Failed { peer, reason: crate::Failure::NoProposalChosen { .. } } => Some(peer.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!refused.is_empty() && refused.iter().all(|p| *p == PeerId::from("0-decoy")), "{refused:?}");
+    assert_eq!(n.ike_ups(Side::B), 0);
+}
