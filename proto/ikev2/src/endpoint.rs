@@ -449,8 +449,9 @@ impl Endpoint {
     /// with different proposals get each their own answer; IKE_AUTH's
     /// identity then picks among those that accept the suite chosen.
     /// Matching proposals costs comparisons and one small allocation per
-    /// peer that fits, no DH, so it may come before the cookie check. Without `init` (a datagram
-    /// that does not parse): whether any peer may call from `ip`.
+    /// peer that fits, no DH, so it may come before the cookie check.
+    /// Without `init` (a datagram that does not parse): whether any peer
+    /// may call from `ip`.
     pub(crate) fn peer_for(&self, ip: IpAddr, init: Option<&Message>) -> Option<PeerId> {
         use sa_init::Fit;
         let listed = |p: &Peer| p.cfg.remote_addrs.contains(&ip);

@@ -59,9 +59,9 @@ fn find_id(p: &[Payload], initiator: bool) -> Option<&IdPayload> {
 /// first whose remote ID is the request's IDi and that accepts the suite
 /// IKE_SA_INIT chose. IKE_SA_INIT names no one, so the SA was filed under
 /// the peer whose proposals fitted its offer best (`Endpoint::peer_for`);
-/// peers behind one address (a shared NAT) are told apart here. None when the request does not open or no
-/// candidate fits: the SA's own peer then refuses it, naming the
-/// mismatch. The PSK check that follows is the new peer's.
+/// peers behind one address (a shared NAT) are told apart here. None when
+/// the request does not open or no candidate fits: the SA's own peer then
+/// refuses it, naming the mismatch. The PSK check that follows is the new peer's.
 pub(crate) fn peer_by_identity<'a>(
     sa: &IkeSa,
     data: &[u8],
