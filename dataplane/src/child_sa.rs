@@ -132,17 +132,17 @@ impl Session for ChildSa {
     }
 }
 
-/// An ESP packet of SPI 0x100 and sequence number `seq`, sealed with
+/// An ESP packet of `spi` and sequence number `seq`, sealed with
 /// AES-256-GCM under keying material of all 7s (key, then salt: what
-/// `ChildSa::for_tests(0x100)` opens), whose trailer says `next_header`
+/// `ChildSa::for_tests(spi)` opens), whose trailer says `next_header`
 /// whatever the payload is: the packet a peer's sealer could send, which
 /// ours never does.
 #[cfg(test)]
-pub(crate) fn sealed_for_tests(payload: &[u8], next_header: u8, seq: u32) -> Vec<u8> {
+pub(crate) fn sealed_for_tests(spi: u32, payload: &[u8], next_header: u8, seq: u32) -> Vec<u8> {
     let mut plain = payload.to_vec();
     let pad = (4 - (plain.len() + 2) % 4) % 4;
     plain.extend((1..=pad as u8).chain([pad as u8, next_header]));
-    let mut header = vec![0, 0, 1, 0];
+    let mut header = spi.to_be_bytes().to_vec();
     header.extend(seq.to_be_bytes());
     let iv = u64::from(seq).to_be_bytes();
     let mut nonce = [7u8; 12];
@@ -160,7 +160,7 @@ mod tests {
     use super::*;
 
     fn esp_packet(payload: &[u8], next_header: u8) -> Vec<u8> {
-        sealed_for_tests(payload, next_header, 1)
+        sealed_for_tests(0x100, payload, next_header, 1)
     }
 
     #[test]

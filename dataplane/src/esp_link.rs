@@ -80,6 +80,15 @@ impl EspLink {
         }
     }
 
+    /// Whether `sa` is the SA this peer sends on, as after `used`: the
+    /// newest pair both ends have taken into use. The peer moves to a new
+    /// SA when it installs it and never back, so a packet on another SA
+    /// (the one a rekey replaced, still in flight, or the redundant one
+    /// of a simultaneous rekey) is older than the traffic on this one.
+    pub(crate) fn sends_on(&self, sa: &ChildSa) -> bool {
+        self.outbound.load().as_deref().is_some_and(|o| std::ptr::eq(o, sa))
+    }
+
     /// Whether a worn SA's sender at `now` should ask IKE for a rekey: at
     /// most once per `NEGOTIATE_EVERY` (every batch sent on it asks).
     pub(crate) fn should_ask_rekey(&self, now: Time) -> bool {

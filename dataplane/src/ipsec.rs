@@ -189,15 +189,19 @@ impl Protocol for Ipsec {
     ) -> Result<Accepted, Drop> {
         let sa = session.as_any().downcast_ref::<ChildSa>().ok_or(Drop::Malformed)?;
         let arrival = sa.accept(counter)?;
-        if let Some(l) = peer.ipsec() {
-            l.used(sa);
-            l.rx_bytes.fetch_add(wire_len as u64, Ordering::Relaxed);
-            l.rx_packets.fetch_add(1, Ordering::Relaxed);
-            l.last_rx.store(now.as_nanos().max(1), Ordering::Relaxed);
-        }
+        let Some(l) = peer.ipsec() else { return Ok(Accepted::Late) };
+        l.used(sa);
+        l.rx_bytes.fetch_add(wire_len as u64, Ordering::Relaxed);
+        l.rx_packets.fetch_add(1, Ordering::Relaxed);
+        l.last_rx.store(now.as_nanos().max(1), Ordering::Relaxed);
+        // The newest of its SA, and its SA the one in use (after `used`
+        // took a new one into use): a packet that arrived on an SA a rekey
+        // replaced was sent before the peer moved to the new one, so its
+        // source may be a mapping the peer has left. Only a roaming SA
+        // asks, the rest never move the peer.
         Ok(match arrival {
-            Arrival::Newest => Accepted::Current,
-            Arrival::Late => Accepted::Late,
+            Arrival::Newest if !sa.roams() || l.sends_on(sa) => Accepted::Current,
+            _ => Accepted::Late,
         })
     }
 
@@ -427,17 +431,9 @@ mod tests {
         let gateway: SocketAddr = "198.18.0.2:4500".parse().unwrap();
         let old: SocketAddr = "198.18.0.7:4500".parse().unwrap();
         let new: SocketAddr = "198.18.0.8:4500".parse().unwrap();
-        let socket =
-            |at: SocketAddr| crate::io::Bind::bind(&*net.host(at.ip(), 1), 1, at.port(), 0).unwrap().0.remove(0);
-        let (from_old, from_new) = (socket(old), socket(new));
+        let (from_old, from_new) = (wan_socket(&net, old), wan_socket(&net, new));
         for (from, seq, endpoint) in [(&from_old, 1, old), (&from_new, 3, new), (&from_old, 2, new)] {
-            let packet = crate::child_sa::sealed_for_tests(&inner([10, 2, 2, 9], 100), 4, seq);
-            from.send(gateway, None, &packet, None).unwrap();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            while b.1.recv().is_none() {
-                assert!(std::time::Instant::now() < deadline, "seq {seq} not delivered");
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
+            deliver(&b, &**from, gateway, 0x100, seq);
             assert_eq!(peer.endpoint().map(|e| e.addr), Some(endpoint), "after seq {seq}");
         }
         // IKE is told where the peer is (the queue keeps a peer's latest
@@ -454,6 +450,55 @@ mod tests {
         assert_eq!(moves, vec![new]);
         b.0.shutdown();
         b.2.into_iter().for_each(|w| w.join().unwrap());
+    }
+
+    /// A socket of `net` at `at`, as a peer's NAT mapping.
+    fn wan_socket(net: &Arc<MemNet>, at: SocketAddr) -> Arc<dyn Socket> {
+        crate::io::Bind::bind(&*net.host(at.ip(), 1), 1, at.port(), 0).unwrap().0.remove(0)
+    }
+
+    /// Sends ESP packet `seq` of SA `spi` from `from` to site `to` at
+    /// `gateway` and waits until its TUN has it.
+    fn deliver(to: &Site, from: &dyn Socket, gateway: SocketAddr, spi: u32, seq: u32) {
+        let packet = crate::child_sa::sealed_for_tests(spi, &inner([10, 2, 2, 9], 100), 4, seq);
+        from.send(gateway, None, &packet, None).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while to.1.recv().is_none() {
+            assert!(std::time::Instant::now() < deadline, "SPI {spi:#x} seq {seq} not delivered");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    // After a rekey the peer sends on the new SA; a packet still in flight
+    // on the old one is the newest of its SA, but older than the traffic
+    // on the new one, and must not move the peer back either.
+    #[test]
+    fn a_packet_on_the_sa_a_rekey_replaced_does_not_move_the_peer_back() {
+        let net = MemNet::new();
+        let b = esp_site(&net, 2, ChildSa::for_tests(0x100).with_roaming(true));
+        let peer = b.0.ipsec.peer("other").unwrap();
+        // We answered the rekey: the new SA takes over once the peer uses it.
+        b.0.ipsec.install_child(&peer, Arc::new(ChildSa::for_tests(0x200).with_roaming(true)), SendOn::OnceUsed);
+        let gateway: SocketAddr = "198.18.0.2:4500".parse().unwrap();
+        let old: SocketAddr = "198.18.0.7:4500".parse().unwrap();
+        let new: SocketAddr = "198.18.0.8:4500".parse().unwrap();
+        let (from_old, from_new) = (wan_socket(&net, old), wan_socket(&net, new));
+        let steps = [(&from_old, 0x100, 1, old), (&from_new, 0x200, 1, new), (&from_old, 0x100, 2, new)];
+        for (from, spi, seq, endpoint) in steps {
+            deliver(&b, &**from, gateway, spi, seq);
+            assert_eq!(peer.endpoint().map(|e| e.addr), Some(endpoint), "after SPI {spi:#x} seq {seq}");
+        }
+        let link = peer.ipsec().unwrap();
+        assert_eq!(link.sending().map(|s| s.spi_in()), Some(0x200), "the new SA took over sending");
+        // Until the peer has used the new SA, the old one is still the
+        // one in use, and its packets still move the peer.
+        let net = MemNet::new();
+        let c = esp_site(&net, 2, ChildSa::for_tests(0x100).with_roaming(true));
+        let peer = c.0.ipsec.peer("other").unwrap();
+        c.0.ipsec.install_child(&peer, Arc::new(ChildSa::for_tests(0x200).with_roaming(true)), SendOn::OnceUsed);
+        deliver(&c, &*wan_socket(&net, old), gateway, 0x100, 1);
+        assert_eq!(peer.endpoint().map(|e| e.addr), Some(old));
+        stop([b, c]);
     }
 
     // An IKE request from a new mapping moves ESP in UDP with it, from
