@@ -313,3 +313,59 @@ fn crossing_deletes_of_one_child_sa_are_answered_without_deletes() {
         assert_eq!(downs.count(), 1, "{side:?}");
     }
 }
+
+// ESP finds A at a new mapping while both ends rekey the IKE SA at once.
+// B then holds the old SA and the one it made answering A's rekey, and
+// makes its own from the old one's path when A answers; any of them may
+// be the one that survives the collision, so every one of them moves,
+// and the survivor sends to where A is now.
+#[test]
+fn a_move_in_an_ike_rekey_collision_stays_with_the_sa_that_survives() {
+    // The nonces decide which SA survives: seeds where each side's does.
+    let mut survivors = std::collections::HashSet::new();
+    for seed in 0..6u64 {
+        survivors.insert(move_in_an_ike_rekey_collision(seed));
+    }
+    assert_eq!(survivors.len(), 2, "both ends' new SAs survived in some run");
+}
+
+/// The collision above with A's nonces from `seed`; returns whether the
+/// IKE SA that survived is the one A initiated.
+fn move_in_an_ike_rekey_collision(seed: u64) -> bool {
+    let mut cfg = config_a();
+    cfg.ike_lifetime = Duration::from_secs(1000);
+    cfg.rekey_jitter_percent = 0;
+    let mut cfg_b = mirror(&cfg);
+    cfg_b.remote_addrs = vec![NAT_IP];
+    let mut n = Net::new(cfg.clone(), cfg_b);
+    n.nat = true;
+    n.a = Endpoint::new(Box::new(TestRng(0x4444 + seed)));
+    n.a.set_peer(peer_b(), cfg, n.now);
+    n.connect();
+    let first = n.a.status(&peer_b()).expect("A").spi_i;
+    for sa in n.a.sas.values_mut().chain(n.b.sas.values_mut()) {
+        sa.rekey_at = Some(n.now);
+    }
+    n.a.handle_timeout(n.now);
+    n.b.handle_timeout(n.now);
+    // A's rekey reaches B through the NAT while B's is on its way to A.
+    let rekey_a = n.a.poll_transmit().expect("A's rekey");
+    n.b.handle(n.now, rekey_a.remote, SocketAddr::new(NAT_IP, rekey_a.local_port + 40000), &rekey_a.data);
+    assert_eq!(n.b.sas.len(), 2, "B holds the old SA and the one it answered with");
+    let rebound = SocketAddr::new(NAT_IP, 44501);
+    assert!(n.b.peer_moved(&peer_a(), rebound, n.now));
+    assert!(n.b.sas.values().all(|sa| sa.path.remote == rebound), "seed {seed}: every SA of A moved");
+    n.run();
+    n.advance(Duration::from_secs(60));
+    let (a, b) = (n.a.status(&peer_b()).expect("A"), n.b.status(&peer_a()).expect("B"));
+    assert_eq!((a.state, b.state), (IkeState::Established, IkeState::Established));
+    assert_eq!((a.spi_i, a.spi_r), (b.spi_i, b.spi_r), "the same IKE SA");
+    assert_eq!((n.a.sas.len(), n.b.sas.len()), (1, 1), "one IKE SA each");
+    assert_eq!(b_path(&n).remote, rebound, "seed {seed}: the survivor sends where A is now");
+    for side in [Side::A, Side::B] {
+        let downs = n.events(side).iter().filter(|e| matches!(e, Event::IkeDown { .. } | Event::ChildDown { .. }));
+        assert_eq!(downs.count(), 0, "seed {seed}: {side:?} lost an SA");
+    }
+    assert_ne!(a.spi_i, first, "seed {seed}: rekeyed");
+    n.a.sas.values().next().expect("A's SA").initiator
+}
