@@ -330,14 +330,21 @@ impl Endpoint {
                     self.destroy(spi, now);
                     self.maybe_reconnect(&peer_id, now);
                 }
+                // The peer holds no other IKE SA with us: it restarted
+                // before it began this one. Only SAs established before
+                // this one was created can be from before that. One set up
+                // meanwhile the peer holds: both ends initiating at once,
+                // each IKE_AUTH carries INITIAL_CONTACT and they cross;
+                // forgetting our own SA then would leave each end on an SA
+                // the other had dropped.
                 Effect::InitialContact => {
+                    let began = self.sas.get(&spi).map_or(0, |sa| sa.created_order);
                     for other in self.sa_spis_of(&peer_id) {
-                        if other == spi {
+                        let Some(sa) = self.sas.get_mut(&other) else { continue };
+                        if other == spi || sa.established_order.is_none_or(|e| e >= began) {
                             continue;
                         }
-                        if let Some(sa) = self.sas.get_mut(&other) {
-                            informational::forget(sa, &mut self.io, DownReason::Replaced);
-                        }
+                        informational::forget(sa, &mut self.io, DownReason::Replaced);
                         self.destroy(other, now);
                     }
                 }

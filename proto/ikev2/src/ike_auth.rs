@@ -95,6 +95,7 @@ pub(crate) fn child_parts(
 fn established(sa: &mut IkeSa, cfg: &PeerConfig, io: &mut Io, now: Instant) {
     sa.state = SaState::Established;
     sa.up = true;
+    sa.established_order = Some(crate::sa::next_order());
     sa.created = now;
     sa.rekey_at = Some(now + rekey_after(cfg.ike_lifetime, cfg.rekey_jitter_percent, &mut *io.rng));
     sa.expire_at = Some(now + cfg.ike_lifetime);

@@ -190,6 +190,12 @@ pub(crate) struct IkeSa {
     pub cached: Option<(u32, Vec<u8>)>,
     pub children: Vec<ChildSa>,
     pub created: Instant,
+    /// Where this SA's creation falls among the creations and
+    /// establishments of every SA (`next_order`), and its establishment
+    /// (IKE_AUTH done, or made by a rekey): INITIAL_CONTACT on one SA
+    /// forgets only the SAs established before it was created.
+    pub created_order: u64,
+    pub established_order: Option<u64>,
     pub last_received: Instant,
     pub rekey_at: Option<Instant>,
     pub expire_at: Option<Instant>,
@@ -200,6 +206,15 @@ pub(crate) struct IkeSa {
     /// The DH group the peer asked for (INVALID_KE_PAYLOAD) when we last
     /// rekeyed this IKE SA; the next rekey's KE uses it.
     pub rekey_group: Option<DhGroup>,
+}
+
+/// The next number of a sequence that orders SA creations and
+/// establishments. A counter rather than the clock: `now` is the caller's
+/// and may stand still over many of them (tests, one batch of messages).
+pub(crate) fn next_order() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl IkeSa {
@@ -233,6 +248,8 @@ impl IkeSa {
             cached: None,
             children: Vec::new(),
             created: now,
+            created_order: next_order(),
+            established_order: None,
             last_received: now,
             rekey_at: None,
             expire_at: None,

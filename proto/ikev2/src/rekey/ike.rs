@@ -68,6 +68,7 @@ fn successor(
     new.suite = Some(suite);
     new.keys = Some(SaKeys { keys, sk });
     new.state = SaState::Established;
+    new.established_order = Some(crate::sa::next_order());
     new.nat = old.nat;
     new.nat_detected = old.nat_detected;
     new.roams = old.roams;

@@ -369,3 +369,77 @@ fn move_in_an_ike_rekey_collision(seed: u64) -> bool {
     assert_ne!(a.spi_i, first, "seed {seed}: rekeyed");
     n.a.sas.values().next().expect("A's SA").initiator
 }
+
+/// What the data plane holds after `events`, played as it takes them
+/// (`ChildSend`, and a removed sending SA handing over to the pending
+/// one): the (inbound, outbound) SPIs installed, and the outbound SPIs it
+/// sends with now or will once the peer uses the pending SA.
+fn data_plane(events: &[Event]) -> (Vec<(u32, u32)>, Vec<u32>) {
+    let (mut installed, mut sending, mut pending) = (Vec::new(), None, None);
+    for e in events {
+        match e {
+            Event::ChildUp { keys, send, .. } => {
+                installed.push((keys.spi_in, keys.spi_out));
+                match send {
+                    crate::ChildSend::Now => (sending, pending) = (Some(keys.spi_out), None),
+                    crate::ChildSend::OnceUsed if sending.is_none() => sending = Some(keys.spi_out),
+                    crate::ChildSend::OnceUsed => pending = Some(keys.spi_out),
+                    crate::ChildSend::Never => {}
+                }
+            }
+            Event::ChildDown { spi_in, spi_out, .. } => {
+                installed.retain(|&(i, _)| i != *spi_in);
+                if pending == Some(*spi_out) {
+                    pending = None;
+                }
+                if sending == Some(*spi_out) {
+                    sending = pending.take();
+                }
+            }
+            _ => {}
+        }
+    }
+    (installed, sending.into_iter().chain(pending).collect())
+}
+
+// Both ends initiate at once (each has the other's address, as two site
+// gateways started together): each IKE_AUTH request carries
+// INITIAL_CONTACT, since neither end has an SA up yet, and they cross.
+// Neither may take the other's to mean its own SA under way is stale:
+// each end must be left sending on SAs the other end has installed.
+#[test]
+fn initiations_that_cross_leave_each_end_sending_on_sas_the_other_holds() {
+    let cfg = config_a();
+    let mut cfg_b = mirror(&cfg);
+    cfg_b.initiate = true;
+    let mut n = Net::new(cfg, cfg_b);
+    n.a.connect(&peer_b(), SocketAddr::new(B_IP, 500), Some(A_IP), n.now);
+    n.b.connect(&peer_a(), SocketAddr::new(A_IP, 500), Some(B_IP), n.now);
+    n.run();
+    let auths = n.log.iter().filter(|(_, t)| {
+        let Ok(m) = Message::parse(&t.data) else { return false };
+        m.header.exchange == ExchangeType::IkeAuth && !m.header.is_response()
+    });
+    assert_eq!(auths.count(), 2, "both ends sent IKE_AUTH");
+    let check = |n: &Net, when: &str| {
+        let (a, b) = (data_plane(&n.events_a), data_plane(&n.events_b));
+        for (side, (_, sends), (held, _)) in [("A", &a, &b), ("B", &b, &a)] {
+            assert!(!sends.is_empty(), "{when}: {side} has nothing to send on");
+            for spi in sends {
+                assert!(
+                    held.iter().any(|&(i, _)| i == *spi),
+                    "{when}: {side} sends on {spi:08x}, not held: {held:08x?}"
+                );
+            }
+        }
+    };
+    check(&n, "at once");
+    for (side, peer) in [(Side::A, peer_b()), (Side::B, peer_a())] {
+        let endpoint = if side == Side::A { &n.a } else { &n.b };
+        assert_eq!(endpoint.status(&peer).map(|s| s.state), Some(IkeState::Established), "{side:?}");
+    }
+    // And it stays so: liveness checks, rekeys, no SA lost.
+    n.advance(Duration::from_secs(3 * 3600));
+    check(&n, "three hours on");
+    assert!(!n.events_a.iter().chain(&n.events_b).any(|e| matches!(e, Event::IkeDown { .. })));
+}
