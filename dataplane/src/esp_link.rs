@@ -190,6 +190,30 @@ mod tests {
         assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &new)), "the first packet on it moved sending");
     }
 
+    // Both ends initiated at once: the peer holds two SAs, one from each
+    // IKE SA. When the one sending goes (its IKE SA is deleted), the other
+    // takes over rather than leaving the peer with nothing to send on; a
+    // redundant SA of a simultaneous rekey never does.
+    #[test]
+    fn when_the_sending_sa_goes_another_sa_of_the_peer_takes_over() {
+        let table = IpsecTable::default();
+        let peer = Arc::new(PeerState::with_link(Link::Ipsec(EspLink::default()), "west.gw1".into(), 0));
+        let link = peer.ipsec().unwrap();
+        let (a, b, redundant) = (child_sa(0x100), child_sa(0x200), child_sa(0x300));
+        table.install_child(&peer, a.clone(), SendOn::Now);
+        table.install_child(&peer, b.clone(), SendOn::Now);
+        table.install_child(&peer, redundant.clone(), SendOn::Never);
+        table.remove_child(b.spi_in());
+        assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &a)), "the other SA sends");
+        table.remove_child(a.spi_in());
+        assert!(link.sending().is_none(), "not the redundant one");
+        // An SA that is not sending goes: nothing changes.
+        table.install_child(&peer, a.clone(), SendOn::Now);
+        table.install_child(&peer, b.clone(), SendOn::Now);
+        table.remove_child(a.spi_in());
+        assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &b)));
+    }
+
     // The peer takes our answered rekey's SA into use (the drain's `used`)
     // while IKE deletes the SA it replaced (`remove_child`). Each reads one
     // slot and writes the other; interleaved, they could leave the peer

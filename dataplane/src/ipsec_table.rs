@@ -83,6 +83,8 @@ pub struct IpsecTable {
     by_spi: ArcSwap<BySpi>,
     /// Serialises SPI table changes.
     writer: Mutex<()>,
+    /// Inbound SPIs of SAs installed never to send on (`SendOn::Never`).
+    receive_only: Mutex<HashSet<u32>>,
     requests: Mutex<Requests>,
     /// Where the IPsec peers' endpoints resolved to (canonical addresses),
     /// kept by IKE: their messages are not held to the strangers' share.
@@ -120,7 +122,17 @@ impl IpsecTable {
             self.any.store(!peers.is_empty(), Ordering::Relaxed);
             peer
         };
-        self.change_spis(|m| m.retain(|_, (p, _)| !Arc::ptr_eq(p, &peer)));
+        let mut gone = Vec::new();
+        self.change_spis(|m| {
+            m.retain(|spi, (p, _)| {
+                let keep = !Arc::ptr_eq(p, &peer);
+                if !keep {
+                    gone.push(*spi);
+                }
+                keep
+            })
+        });
+        lock(&self.receive_only).retain(|spi| !gone.contains(spi));
         if let Some(link) = peer.ipsec() {
             let _switch = lock(&link.switch);
             link.outbound.store(None);
@@ -171,17 +183,29 @@ impl IpsecTable {
                 link.pending.store(Some(sa.clone()));
                 publish();
             }
-            SendOn::Never => publish(),
+            SendOn::Never => {
+                lock(&self.receive_only).insert(sa.spi_in());
+                publish();
+            }
         }
         drop(switch);
         *lock(&link.negotiation) = (None, None);
     }
 
-    /// Removes the child SA whose inbound SPI is `spi_in`; if it was
-    /// still sending, the peer has no SA to send with until the next.
+    /// Removes the child SA whose inbound SPI is `spi_in`. If it was the
+    /// one sending, its successor (the pending SA) sends from now on, or
+    /// else another SA of the peer that is up: a peer can hold two at once
+    /// (one from each of two IKE SAs, when both ends initiated together),
+    /// and deleting one must not stop traffic while the other carries it.
+    /// With neither, the peer has no SA to send with until the next.
     pub fn remove_child(&self, spi_in: u32) -> Option<Arc<ChildSa>> {
         let mut removed = None;
         self.change_spis(|m| removed = m.remove(&spi_in));
+        let receive_only = {
+            let mut r = lock(&self.receive_only);
+            r.remove(&spi_in);
+            r.clone()
+        };
         let (peer, sa) = removed?;
         if let Some(link) = peer.ipsec() {
             let _switch = lock(&link.switch);
@@ -190,9 +214,20 @@ impl IpsecTable {
             if is(&link.pending) {
                 link.pending.store(None);
             }
-            // The replaced SA went: its successor sends from now on.
             if is(&link.outbound) {
-                link.outbound.store(link.pending.swap(None));
+                let other = || {
+                    let spis = self.by_spi.load();
+                    let mut mine: Vec<_> = spis
+                        .iter()
+                        .filter(|(spi, (p, _))| Arc::ptr_eq(p, &peer) && !receive_only.contains(spi))
+                        .map(|(spi, (_, sa))| (*spi, sa.clone()))
+                        .collect();
+                    // Any of them carries traffic; the same choice every
+                    // time is easier to follow.
+                    mine.sort_by_key(|(spi, _)| *spi);
+                    mine.pop().map(|(_, sa)| sa)
+                };
+                link.outbound.store(link.pending.swap(None).or_else(other));
             }
         }
         Some(sa)
