@@ -37,6 +37,10 @@ pub struct Gateway {
     /// The registry client, with `[registry]`: reloads merge its view and
     /// the control API's `site` requests go through it.
     registry: Mutex<Option<Arc<crate::registry::Registry>>>,
+    /// The settings of the file `up` started from that only a restart
+    /// applies; reloads compare the file against these, not against the
+    /// running interface, so a command-line override is no change.
+    started_with: Mutex<Option<crate::reload::FixedAtStart>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,6 +67,7 @@ impl Gateway {
             ipsec_ports: Mutex::new((causeway_config::IKE_PORT, causeway_config::NAT_T_PORT)),
             registry_status: Mutex::new(None),
             registry: Mutex::new(None),
+            started_with: Mutex::new(None),
         }
     }
 
@@ -136,6 +141,16 @@ impl Gateway {
 
     pub fn config_path(&self) -> Option<PathBuf> {
         lock(&self.config_path).clone()
+    }
+
+    /// Records what the file `up` started from said of the settings only
+    /// a restart applies.
+    pub fn set_started_with(&self, fixed: crate::reload::FixedAtStart) {
+        *lock(&self.started_with) = Some(fixed);
+    }
+
+    pub fn started_with(&self) -> Option<crate::reload::FixedAtStart> {
+        lock(&self.started_with).clone()
     }
 
     /// From now on, keeps kernel routes for the allowed IPs through this

@@ -31,8 +31,45 @@ fn resolve_first(peer: &PeerState, name: &str, endpoints: &[causeway_config::End
     }
 }
 
-/// Makes the running interface match `cfg`. Interface name, MTU, addresses
-/// and worker count are fixed at start-up and reported in `needs_restart`.
+/// The `[interface]` settings that are applied once, at start-up: the
+/// interface is created with them (name, addresses, workers), the metrics
+/// listener is bound and privileges are dropped before any reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixedAtStart {
+    name: Option<String>,
+    addresses: Vec<IpNet>,
+    workers: Option<usize>,
+    metrics_listen: Option<std::net::SocketAddr>,
+    user: Option<String>,
+}
+
+impl FixedAtStart {
+    pub fn of(i: &causeway_config::Interface) -> FixedAtStart {
+        FixedAtStart {
+            name: i.name.clone(),
+            addresses: i.addresses.clone(),
+            workers: i.workers,
+            metrics_listen: i.metrics_listen,
+            user: i.user.clone(),
+        }
+    }
+
+    /// The fields of `now` that differ from these, by their names in the file.
+    fn changed(&self, now: &FixedAtStart) -> Vec<String> {
+        let fields = [
+            ("name", self.name != now.name),
+            ("addresses", self.addresses != now.addresses),
+            ("workers", self.workers != now.workers),
+            ("metrics_listen", self.metrics_listen != now.metrics_listen),
+            ("user", self.user != now.user),
+        ];
+        fields.into_iter().filter(|(_, differs)| *differs).map(|(name, _)| name.to_string()).collect()
+    }
+}
+
+/// Makes the running interface match `cfg`. The settings fixed at start-up
+/// (`FixedAtStart`, MTU, the route table) are not changed: a file that
+/// changes them gets them named in `needs_restart`.
 pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
     let mut report = Report::default();
     let i = &cfg.interface;
@@ -56,8 +93,8 @@ pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
     if i.mtu != iface.mtu() {
         report.needs_restart.push(format!("mtu {}", i.mtu));
     }
-    if i.name.as_deref().is_some_and(|n| n != iface.name) {
-        report.needs_restart.push("name".into());
+    if let Some(started) = iface.started_with() {
+        report.needs_restart.extend(started.changed(&FixedAtStart::of(i)));
     }
 
     let current_nets: HashMap<*const PeerState, HashSet<IpNet>> =
@@ -187,4 +224,39 @@ pub fn reload(iface: &Gateway, path: &Path) -> Result<Report, ConfigError> {
     let report = apply_file(iface, cfg);
     tracing::info!(config = %path.display(), %report, "configuration reloaded");
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use causeway_wireguard::StaticSecret;
+
+    const KEY: &str = "CE5vbW26f1Ayh5znQQ3b1pWt4oE+w3ScwymAsBl6lkU=";
+
+    fn config(interface: &str) -> Config {
+        let text = format!("[interface]\nprivate_key = \"{KEY}\"\nlisten_port = 0\n{interface}");
+        causeway_config::parse(&text, Path::new("/test.toml")).unwrap()
+    }
+
+    // A reload that changes what only a restart applies says so; it must
+    // not pass for applied (a new address would, with a registry, even be
+    // published while the interface keeps the old one).
+    #[test]
+    fn a_reload_names_every_setting_only_a_restart_applies() {
+        let iface = Interface::new("cwreload0".into(), Some(StaticSecret::random(&mut rand_core::OsRng)), 1420, 1, 0);
+        let gw = Gateway::new(Arc::new(iface.unwrap()));
+        let start = config("addresses = [\"10.255.2.3/32\"]\nworkers = 1\n");
+        gw.set_started_with(FixedAtStart::of(&start.interface));
+        let same = reconcile(&gw, &start);
+        assert!(same.needs_restart.is_empty(), "{same}");
+        let changed = config(concat!(
+            "name = \"cw9\"\naddresses = [\"10.255.2.4/32\"]\nworkers = 4\n",
+            "metrics_listen = \"127.0.0.1:9586\"\nuser = \"nobody\"\n",
+        ));
+        let report = reconcile(&gw, &changed);
+        assert_eq!(report.needs_restart, ["name", "addresses", "workers", "metrics_listen", "user"], "{report}");
+        // The interface is named on the command line (`--interface`) and
+        // the file names none, at start and now: no change to report.
+        assert!(reconcile(&gw, &start).needs_restart.is_empty());
+    }
 }
