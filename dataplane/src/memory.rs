@@ -289,6 +289,8 @@ pub struct MemNet {
     log: Mutex<Vec<SendRecord>>,
     /// Hosts cut off: datagrams from or to them vanish.
     unplugged: Mutex<HashSet<IpAddr>>,
+    /// Addresses another program holds: binding them fails.
+    held: Mutex<HashSet<SocketAddr>>,
 }
 
 /// Datagrams one in-memory socket holds before it drops.
@@ -313,6 +315,12 @@ impl MemNet {
     /// Datagrams dropped at full sockets.
     pub fn dropped(&self) -> u64 {
         lock(&self.groups).values().flatten().map(|m| m.dropped()).sum()
+    }
+
+    /// Makes `addr` held by another program, so a bind to it fails with
+    /// `AddrInUse`, as a port another program holds does.
+    pub fn hold(&self, addr: SocketAddr) {
+        lock(&self.held).insert(addr);
     }
 
     /// Cuts host `ip` off: what it sends and what is sent to it is lost.
@@ -358,6 +366,9 @@ impl Bind for MemBind {
             port
         };
         let addr = SocketAddr::new(self.ip, port);
+        if lock(&self.net.held).contains(&addr) {
+            return Err(io::ErrorKind::AddrInUse.into());
+        }
         let mailboxes: Vec<_> = (0..count.max(1)).map(|_| Mailbox::new(SOCKET_QUEUE)).collect();
         // A new group replaces the old one, as a rebind closes the old sockets.
         lock(&self.net.groups).insert(addr, mailboxes.clone());

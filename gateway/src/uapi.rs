@@ -93,7 +93,11 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
     for (i, line) in lines.into_iter().enumerate() {
         let line_no = i + 2;
         let bad = |message: String| UapiError::Invalid { line: line_no, message };
-        let (key, value) = line.split_once('=').ok_or_else(|| bad(format!("expected key=value, got {line:?}")))?;
+        // The line is not echoed: a key pasted without its name would be
+        // a secret in the error, which is logged.
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| bad(format!("expected key=value, got {} characters without '='", line.chars().count())))?;
         let peer = req.peers.last_mut();
         let need_peer = |p: Option<&mut PeerChange>| -> Result<(), UapiError> {
             p.map(|_| ())
@@ -182,12 +186,19 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
 /// Applies a parsed request. Socket changes come first: they are the only
 /// steps that can fail for reasons outside the request.
 pub fn apply_set(iface: &Interface, req: SetRequest) -> Result<(), UapiError> {
+    let old_mark = iface.fwmark();
     if let Some(mark) = req.fwmark {
         iface.set_fwmark(mark).map_err(|e| UapiError::Fwmark(e.to_string()))?;
     }
     if let Some(port) = req.listen_port {
         if port != iface.listen_port() || port == 0 {
-            iface.rebind(port).map_err(|e| UapiError::Bind(e.to_string()))?;
+            if let Err(e) = iface.rebind(port) {
+                // A refused request changes nothing: the mark goes back.
+                if req.fwmark.is_some_and(|m| m != old_mark) {
+                    let _ = iface.set_fwmark(old_mark);
+                }
+                return Err(UapiError::Bind(e.to_string()));
+            }
         }
     }
     if let Some(key) = req.private_key {
@@ -210,6 +221,10 @@ pub fn apply_set(iface: &Interface, req: SetRequest) -> Result<(), UapiError> {
     for change in req.peers {
         if change.remove {
             iface.remove_peer(&change.key);
+            // Allowed IPs given to it earlier in this request go with it
+            // (`wg set … peer K allowed-ips … peer K remove`), as in
+            // wireguard-go, rather than routing to a peer that is gone.
+            route_changes.retain(|(peer, _, _)| peer.public_key() != &change.key);
             continue;
         }
         if iface.device.public_key() == Some(change.key) {
@@ -417,5 +432,58 @@ mod tests {
         assert!(answer.starts_with(&format!("private_key={}\n", hex(secret.as_bytes()))));
         assert!(answer.contains(&format!("preshared_key={}\n", k(139))));
         assert!(answer.lines().filter(|l| !l.is_empty()).all(|l| l.contains('=')));
+    }
+
+    fn memory_gateway() -> crate::gateway::Gateway {
+        use causeway_dataplane::interface::Options;
+        let net = causeway_dataplane::memory::MemNet::new();
+        let binder = net.host("198.18.0.1".parse().unwrap(), 64);
+        let options = Options { mtu: 1420, workers: 1, port: 51820, binder, batches_per_worker: 8 };
+        let iface = Interface::with_options("mem0".into(), Some(StaticSecret::from_bytes([7; 32])), options).unwrap();
+        crate::gateway::Gateway::new(Arc::new(iface))
+    }
+
+    // What `wg set wg0 peer K allowed-ips 10.9.0.0/16 peer K remove`
+    // sends: the peer goes, and so do the prefixes given to it first.
+    #[test]
+    fn a_peer_removed_later_in_the_request_takes_its_new_allowed_ips_with_it() {
+        let gw = memory_gateway();
+        let body = format!("public_key={}\nallowed_ip=10.9.0.0/16\npublic_key={}\nremove=true\n", k(2), k(2));
+        apply_set(&gw, parse_set(body.lines()).unwrap()).unwrap();
+        assert!(gw.peers().is_empty());
+        assert!(gw.routes().lookup("10.9.0.1".parse().unwrap()).is_none(), "a route to the removed peer");
+        // Removed and added again in one request: the new peer has them.
+        let body = format!("public_key={}\nallowed_ip=10.8.0.0/16\npublic_key={}\nremove=true\npublic_key={}\nallowed_ip=10.9.0.0/16\n", k(2), k(2), k(2));
+        apply_set(&gw, parse_set(body.lines()).unwrap()).unwrap();
+        assert!(gw.routes().lookup("10.8.0.1".parse().unwrap()).is_none());
+        assert!(gw.routes().lookup("10.9.0.1".parse().unwrap()).is_some());
+    }
+
+    // A bare line is not echoed into the error (which is logged): it may
+    // be a key pasted without its name.
+    #[test]
+    fn a_line_without_a_key_name_is_not_echoed() {
+        let secret = k(9);
+        let err = parse_set([secret.as_str()]).err().unwrap().to_string();
+        assert!(!err.contains(&secret[..16]), "{err}");
+        assert!(err.starts_with("line 2: expected key=value"), "{err}");
+    }
+
+    // A refused request changes nothing: the fwmark set before a port that
+    // cannot be bound goes back.
+    #[test]
+    fn a_port_that_cannot_be_bound_leaves_the_fwmark_as_it_was() {
+        use causeway_dataplane::interface::Options;
+        let net = causeway_dataplane::memory::MemNet::new();
+        let binder = net.host("198.18.0.1".parse().unwrap(), 64);
+        let options = Options { mtu: 1420, workers: 1, port: 51820, binder, batches_per_worker: 8 };
+        let gw = Interface::with_options("mem0".into(), Some(StaticSecret::from_bytes([7; 32])), options).unwrap();
+        gw.set_fwmark(3).unwrap();
+        net.hold("198.18.0.1:51821".parse().unwrap());
+        let err = apply_set(&gw, parse_set(["fwmark=5", "listen_port=51821"]).unwrap());
+        assert!(matches!(err, Err(UapiError::Bind(_))), "{err:?}");
+        assert_eq!((gw.fwmark(), gw.listen_port()), (3, 51820));
+        apply_set(&gw, parse_set(["fwmark=5", "listen_port=51822"]).unwrap()).unwrap();
+        assert_eq!((gw.fwmark(), gw.listen_port()), (5, 51822));
     }
 }
