@@ -464,8 +464,9 @@ secrets {
     fn unset_identities_and_dynamic_selectors_take_the_addresses() {
         let s = setup(
             "connections {\n peer {\n  local_addrs = fd00::1\n  remote_addrs = fd00::2, %any\n  remote_port = 4500\n  \
-             local { auth = psk }\n  remote { auth = psk\n id = %any }\n  children {\n   a { life_time = 1000s }\n   \
-             b { life_time = 1000 } } } }\nsecrets { ike { secret = 0sAAECAwQFBgcICQoLDA0ODw== } }\n",
+             local { auth = psk }\n  remote { auth = psk\n id = %any }\n  children {\n   a { life_time = 1000s\n    \
+             remote_ts = fd00:2::/64 }\n   b { life_time = 1000\n remote_ts = fd00:2::/64 } } } }\n\
+             secrets { ike { secret = 0sAAECAwQFBgcICQoLDA0ODw== } }\n",
         );
         let imported = s.import(None).unwrap();
         let p = &s.load(&imported)[0];
@@ -474,7 +475,7 @@ secrets {
         assert_eq!(strings(&p.endpoints), ["[fd00::2]:4500"]);
         assert_eq!(
             (strings(&p.local_ts), strings(&p.remote_ts)),
-            (vec!["fd00::1/128".into()], vec!["fd00::2/128".into()])
+            (vec!["fd00::1/128".into()], vec!["fd00:2::/64".into()])
         );
         assert_eq!(p.child_lifetime, Duration::from_secs(900), "rekeyed 10% before life_time, as strongSwan does");
         assert!(!p.initiate, "start_action none");
@@ -483,6 +484,23 @@ secrets {
         assert!(notes.contains("local.id is not set: using fd00::1 from local_addrs"), "{notes}");
         assert!(notes.contains("children a and b are alike: imported once"), "{notes}");
         assert!(notes.contains("does not name the remote identity"), "{notes}");
+    }
+
+    // strongSwan's default remote_ts, dynamic, is the peer's own address:
+    // routed into the tunnel, IKE and ESP to the peer would go there too.
+    #[test]
+    fn a_remote_ts_of_the_peers_own_address_is_refused() {
+        for (ts, said) in [("", "(strongSwan's default, dynamic)"), ("   remote_ts = 198.18.1.2/32\n", "")] {
+            let conf = format!(
+                "connections {{\n peer {{\n  local_addrs = 198.18.1.1\n  remote_addrs = 198.18.1.2\n  \
+                 local {{ auth = psk }}\n  remote {{ auth = psk }}\n  children {{\n   a {{\n{ts}   }} }} }} }}\n\
+                 secrets {{ ike {{ secret = 0sAAECAwQFBgcICQoLDA0ODw== }} }}\n"
+            );
+            let err = setup(&conf).import(None).err().expect("refused").to_string();
+            let want = format!("children.a.remote_ts: 198.18.1.2/32 {said}");
+            assert!(err.contains(want.replace("  ", " ").trim_end()), "{ts:?}: {err}");
+            assert!(err.contains("set remote_ts to the networks behind the peer"), "{err}");
+        }
     }
 
     #[test]

@@ -262,6 +262,24 @@ fn child(c: &mut Conn, ch: &Section, own: (Option<IpAddr>, Option<IpAddr>)) -> C
     };
     let local_ts = ts(c, "local_ts", own.0);
     let remote_ts = ts(c, "remote_ts", own.1);
+    // Causeway routes remote_ts into the tunnel (allowed_ips): the peer's
+    // own address there would take IKE and ESP to the peer in with it.
+    if let Some(peer) = own.1 {
+        let (given, at) = ch.get("remote_ts").map_or((false, ch.at.as_str()), |s| (true, s.at.as_str()));
+        for ts in remote_ts.iter().filter(|ts| ts.net.addr() == peer && ts.net.prefix_len() == ts.net.max_prefix_len())
+        {
+            let why = if given { "" } else { " (strongSwan's default, dynamic)" };
+            c.fail(
+                at,
+                &p("remote_ts"),
+                format!(
+                    "{}{why} is the peer's own address, which a route-based gateway would route into the tunnel \
+                     together with IKE and ESP to it; set remote_ts to the networks behind the peer",
+                    ts.net
+                ),
+            );
+        }
+    }
     let esp_proposals = c
         .read(ch, "esp_proposals", &p("esp_proposals"), |v| values::proposals(v, Kind::Esp))
         .flatten()
