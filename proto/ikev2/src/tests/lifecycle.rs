@@ -434,6 +434,8 @@ fn initiations_that_cross_leave_each_end_sending_on_sas_the_other_holds() {
         }
     };
     check(&n, "at once");
+    let up = |e: &Endpoint| e.sas.values().filter(|sa| sa.up).count();
+    assert_eq!((up(&n.a), up(&n.b)), (2, 2), "each end keeps both IKE SAs");
     for (side, peer) in [(Side::A, peer_b()), (Side::B, peer_a())] {
         let endpoint = if side == Side::A { &n.a } else { &n.b };
         assert_eq!(endpoint.status(&peer).map(|s| s.state), Some(IkeState::Established), "{side:?}");
