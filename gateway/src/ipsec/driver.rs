@@ -308,7 +308,10 @@ fn run(s: &Arc<Shared>) {
         receive(s, &mut buf, now);
         for request in requests {
             match request {
-                Request::Ike { local, remote, data } => lock(&s.core).handle(now, local, remote, &data),
+                Request::Ike { local, remote, data } => {
+                    lock(&s.core).handle(now, local, remote, &data);
+                    flush(s);
+                }
                 Request::Negotiate(name) => {
                     if let Some(p) = lock(&s.plans).get_mut(&name) {
                         p.wanted = true;
@@ -374,31 +377,38 @@ fn receive(s: &Shared, buf: &mut [u8], now: Instant) {
         let stride = m.stride.max(1);
         for chunk in buf[..m.len].chunks(stride) {
             lock(&s.core).handle(now, local, m.addr, chunk);
+            flush(s);
         }
     }
 }
 
-/// Sends what the core wants sent and applies its events.
+/// Sends what the core wants sent, then applies its events. Called after
+/// every message handled, so that what is queued is one message's work.
 ///
-/// A datagram leaves before the event made with it is applied. Applying a
-/// responder's new child SA first would also send the packets staged for
-/// it, ahead of the answer that gives the initiator its keys, which would
-/// drop them; the other way round, the peer's first packet on the SA would
-/// have to arrive within the few microseconds until it is installed.
+/// The datagrams leave before the events made with them are applied.
+/// Applying a responder's new child SA first would also send the packets
+/// staged for it, ahead of the answer that gives the initiator its keys,
+/// which would drop them; the other way round, the peer's first packet on
+/// the SA would have to arrive within the few microseconds until it is
+/// installed. Were several messages' work queued at once, their datagrams
+/// and events would not pair up: flushed one of each at a time, as this
+/// did, a datagram answering another message could let a new SA's events
+/// in ahead of that SA's own answer.
 fn flush(s: &Shared) {
+    // Applying an event can queue more (a child SA the data plane could
+    // not install is deleted with the peer told): round again until quiet.
     loop {
-        let (transmit, event) = {
-            let mut core = lock(&s.core);
-            (core.poll_transmit(), core.poll_event())
-        };
-        if transmit.is_none() && event.is_none() {
-            return;
-        }
-        if let Some(t) = transmit {
+        let mut busy = false;
+        while let Some(t) = lock(&s.core).poll_transmit() {
             send(s, t);
+            busy = true;
         }
-        if let Some(e) = event {
+        while let Some(e) = lock(&s.core).poll_event() {
             apply(s, e);
+            busy = true;
+        }
+        if !busy {
+            return;
         }
     }
 }
