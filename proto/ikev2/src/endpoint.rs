@@ -373,6 +373,12 @@ impl Endpoint {
                             p.ike_rekeys += 1;
                             exchange::kick(target, p, &mut self.io, now);
                         }
+                    } else {
+                        // The SA they were to go to is gone already (the
+                        // peer deleted it, or it died): they go down here,
+                        // told to the data plane, not dropped unsaid with
+                        // the SA that held them.
+                        informational::forget(&mut from, &mut self.io, DownReason::DeletedByPeer);
                     }
                     self.sas.insert(spi, from);
                 }

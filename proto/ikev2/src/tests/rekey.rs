@@ -369,6 +369,32 @@ fn a_delete_of_the_old_ike_sa_mid_collision_moves_the_children_on() {
     }
 }
 
+/// As above, but the SA A made answering B's rekey is gone (B deleted it,
+/// or it died) before B's Delete of the old one arrives: the children have
+/// nowhere to go, and the data plane must hear that they went down rather
+/// than keep them installed and sending.
+#[test]
+fn children_that_a_collision_cannot_move_go_down_with_the_old_ike_sa() {
+    let mut n = pair(config_a());
+    let (old_a, _) = installed(&n);
+    assert_eq!(old_a.len(), 1);
+    let gone = 0x5eed_u64;
+    for sa in n.a.sas.values_mut() {
+        sa.responded_ike_rekey =
+            Some(crate::rekey_state::Collision { ni: vec![1; 32], nr: vec![2; 32], created: gone });
+    }
+    n.b.remove_peer(&peer_a(), n.now);
+    n.run();
+    let downs: Vec<u32> = n
+        .events_a
+        .iter()
+        .filter_map(|e| if let Event::ChildDown { spi_in, .. } = e { Some(*spi_in) } else { None })
+        .collect();
+    assert_eq!(downs, vec![old_a[0].0], "the child went down with its IKE SA");
+    assert!(n.events_a.iter().any(|e| matches!(e, Event::IkeDown { .. })));
+    assert!(n.a.status(&peer_b()).is_none_or(|s| s.children.is_empty()));
+}
+
 /// Both ends rekey the IKE SA at once, and B settles its side before A's
 /// request reaches it: B got A's answer to its rekey first, saw no
 /// collision, moved on to the new SA and is deleting the old one, so it
