@@ -267,8 +267,10 @@ impl Ike {
                 core.remove_peer(&PeerId(n), Instant::now());
             }
         }
-        // The deletes leave before the thread ends.
-        self.shared.stop.store(true, Ordering::Relaxed);
+        // The deletes leave before the thread ends: it flushes once more
+        // after it sees this (Release: the deletes queued above are then
+        // visible to it).
+        self.shared.stop.store(true, Ordering::Release);
         self.ring();
         if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
@@ -334,7 +336,9 @@ fn run(s: &Arc<Shared>) {
             nat_keepalives(s, now);
         }
         flush(s);
-        if s.stop.load(Ordering::Relaxed) {
+        if s.stop.load(Ordering::Acquire) {
+            // `stop` may have queued its deletes after the flush above.
+            flush(s);
             return;
         }
     }
