@@ -65,6 +65,31 @@ fn extend(list: &mut Vec<String>, v: &str) {
     list.extend(v.split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from));
 }
 
+/// Where the fields of the converted file came from in the wg-quick file:
+/// (the field's path as `causeway_config` names it, the wg-quick key, the
+/// line), so that a problem found in the converted file is reported at
+/// the line of the file the operator wrote.
+#[derive(Default)]
+struct Origins(Vec<(String, &'static str, usize)>);
+
+impl Origins {
+    /// The first line a field came from (wg-quick adds up repeated lists).
+    fn note(&mut self, path: String, key: &'static str, line: usize) {
+        if !self.0.iter().any(|o| o.0 == path) {
+            self.0.push((path, key, line));
+        }
+    }
+
+    /// The origin of `field` (`peer[1].allowed_ips[0]` is that of
+    /// `peer[1].allowed_ips`, else that of `peer[1]`).
+    fn of(&self, field: &str) -> Option<&(String, &'static str, usize)> {
+        let within = |p: &str| {
+            field.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+        };
+        self.0.iter().filter(|o| within(&o.0)).max_by_key(|o| o.0.len())
+    }
+}
+
 /// Converts the file; settings Causeway does not take are named on stderr.
 pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
     let src = super::read_secrets_input(file)?;
@@ -72,14 +97,15 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
     let mut interface = Interface { name: name.to_string(), ..Default::default() };
     let mut peers: Vec<Peer> = Vec::new();
     let mut in_peer = false;
-    let mut pending_name: Option<String> = None;
+    let mut pending_name: Option<(String, usize)> = None;
+    let mut origins = Origins::default();
     for (n, raw) in src.lines().enumerate() {
         let at = format!("{}:{}", file.display(), n + 1);
         let line = raw.trim();
         if let Some(c) = line.strip_prefix('#') {
             if let Some((k, v)) = c.split_once('=') {
                 if k.trim().eq_ignore_ascii_case("name") {
-                    pending_name = Some(v.trim().to_string());
+                    pending_name = Some((v.trim().to_string(), n + 1));
                 }
             }
             continue;
@@ -93,13 +119,38 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
         }
         if line.eq_ignore_ascii_case("[peer]") {
             in_peer = true;
-            let name = pending_name.take().unwrap_or_else(|| format!("peer-{}", peers.len() + 1));
+            let section = format!("peer[{}]", peers.len() + 1);
+            origins.note(section.clone(), "[Peer]", n + 1);
+            let name = match pending_name.take() {
+                Some((name, line)) => {
+                    origins.note(format!("{section}.name"), "# Name", line);
+                    name
+                }
+                None => format!("peer-{}", peers.len() + 1),
+            };
             peers.push(Peer { name, ..Default::default() });
             continue;
         }
         let Some((k, v)) = line.split_once('=') else { bail!("{at}: expected Key = Value") };
         let (key, v) = (k.trim(), v.trim());
-        match (in_peer, key.to_ascii_lowercase().as_str()) {
+        let setting = key.to_ascii_lowercase();
+        let field = match (in_peer, setting.as_str()) {
+            (false, "privatekey") => Some(("interface.private_key", "PrivateKey")),
+            (false, "listenport") => Some(("interface.listen_port", "ListenPort")),
+            (false, "address") => Some(("interface.addresses", "Address")),
+            (false, "mtu") => Some(("interface.mtu", "MTU")),
+            (true, "publickey") => Some(("public_key", "PublicKey")),
+            (true, "presharedkey") => Some(("preshared_key", "PresharedKey")),
+            (true, "endpoint") => Some(("endpoints", "Endpoint")),
+            (true, "allowedips") => Some(("allowed_ips", "AllowedIPs")),
+            (true, "persistentkeepalive") => Some(("persistent_keepalive", "PersistentKeepalive")),
+            _ => None,
+        };
+        if let Some((path, wg_key)) = field {
+            let path = if in_peer { format!("peer[{}].{path}", peers.len()) } else { path.to_string() };
+            origins.note(path, wg_key, n + 1);
+        }
+        match (in_peer, setting.as_str()) {
             (false, "privatekey") => once(&mut interface.private_key, Zeroizing::new(v.to_string()), &at, key)?,
             (false, "listenport") => once(&mut interface.listen_port, number(v, &at, key)?, &at, key)?,
             (false, "address") => extend(&mut interface.addresses, v),
@@ -125,7 +176,18 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
     let origin: String = file.display().to_string().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     let mut out = Zeroizing::new(format!("# Imported from {origin} by tunctl import-wg.\n"));
     out.push_str(&body);
-    causeway_config::parse(&out, file).map_err(|e| anyhow::anyhow!("the imported configuration is not valid:\n{e}"))?;
+    causeway_config::parse(&out, file).map_err(|e| {
+        let shown = file.display();
+        let problems: Vec<String> = e
+            .problems()
+            .iter()
+            .map(|p| match origins.of(&p.field) {
+                Some((_, key, line)) => format!("{shown}:{line}: {key}: {}", p.message),
+                None => format!("{shown}: {} (of the converted file): {}", p.field, p.message),
+            })
+            .collect();
+        anyhow::anyhow!("the imported configuration is not valid:\n{}", problems.join("\n"))
+    })?;
     Ok(out)
 }
 
@@ -186,16 +248,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         // Valid TOML: the name reaches the validator whole, which refuses it.
-        assert!(e.contains("peer[1].name: expected a name"), "{e}");
+        assert!(e.contains("wg7.conf:3: # Name: expected a name"), "{e}");
     }
 
     #[test]
     fn refuses_a_broken_file() {
         let e = import("[Interface]\nPrivateKey = nope\n").unwrap_err().to_string();
-        assert!(e.contains("not valid") && e.contains("private_key"), "{e}");
+        assert!(e.contains("not valid") && e.contains("wg7.conf:2: PrivateKey: "), "{e}");
         let e = import("[Interface]\nListenPort = many\n").unwrap_err().to_string();
         assert!(e.contains("wg7.conf:2: ListenPort: expected a number"), "{e}");
         let e = import("[Peer]\nEndpoint = a:1\nEndpoint = b:1\n").unwrap_err().to_string();
         assert!(e.contains("wg7.conf:3: Endpoint is given twice"), "{e}");
+    }
+
+    // What the converted file's check finds is reported at the line, and
+    // under the key, of the wg-quick file, not of the TOML made from it (a
+    // list's first line: the value in the message tells which item).
+    #[test]
+    fn a_problem_found_after_conversion_names_the_line_it_came_from() {
+        let (k, p) = (b64(key().as_bytes()), b64(key().public_key().as_bytes()));
+        let text = format!("[Interface]\nPrivateKey = {k}\n\n[Peer]\nPublicKey = {p}\nAllowedIPs = 10.0.0.0/8\nAllowedIPs = 10.1.2.3/16\n");
+        let e = import(&text).unwrap_err().to_string();
+        assert!(e.contains("wg7.conf:6: AllowedIPs: ") && e.contains("10.1.2.3/16"), "{e}");
     }
 }
