@@ -53,6 +53,7 @@ pub fn answer(iface: &Gateway, req: &Request) -> Result<Answer, ApiError> {
             Answer::Done(peer_change::put_peer(iface, change, Some(existing))?)
         }
         Request::PeerRemove { peer: who } => {
+            let _one_change = iface.changing();
             // An IPsec peer by its name: IKE deletes its SAs, telling the peer.
             if let Some(ike) = iface.ike().filter(|ike| ike.config(who).is_some()) {
                 ike.remove_peer(who);
@@ -182,6 +183,29 @@ mod tests {
             "this is the interface's own public key"
         );
         assert!(gw.peers().is_empty(), "nothing refused was added");
+    }
+
+    // Two clients add a peer of one name at once (different keys): the
+    // name check and the add are one step, so exactly one gets it.
+    #[test]
+    fn two_adds_of_one_name_at_once_leave_one_peer_of_that_name() {
+        let gw = Arc::new(gateway());
+        for round in 0..200 {
+            let name = format!("p{round}");
+            let start = Arc::new(std::sync::Barrier::new(2));
+            let adds: Vec<_> = (0..2)
+                .map(|_| {
+                    let (gw, start, name, key) = (gw.clone(), start.clone(), name.clone(), public_key());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        handle(&gw, &serde_json::json!({"op": "peer_add", "name": name, "public_key": key}).to_string())
+                    })
+                })
+                .collect();
+            let ok = adds.into_iter().map(|t| t.join().unwrap()).filter(|r| matches!(r, Reply::Ok(_))).count();
+            let named = gw.peers().iter().filter(|p| p.name() == name).count();
+            assert_eq!((ok, named), (1, 1), "round {round}");
+        }
     }
 
     #[test]

@@ -57,7 +57,10 @@ async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
             "set=1" => {
                 let iface2 = iface.clone();
                 let result = tokio::task::spawn_blocking(move || {
-                    uapi::parse_set(body.iter().map(String::as_str)).and_then(|req| uapi::apply_set(&iface2, req))
+                    uapi::parse_set(body.iter().map(String::as_str)).and_then(|req| {
+                        let _one_change = iface2.changing();
+                        uapi::apply_set(&iface2, req)
+                    })
                 })
                 .await;
                 match result {

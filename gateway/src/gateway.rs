@@ -41,6 +41,11 @@ pub struct Gateway {
     /// applies; reloads compare the file against these, not against the
     /// running interface, so a command-line override is no change.
     started_with: Mutex<Option<crate::reload::FixedAtStart>>,
+    /// Held by whatever changes the peers (a reload or the first
+    /// configuration, a registry update, the control API's peer changes, a
+    /// UAPI set), so that the checks a change passes (a free name, no
+    /// overlap) still hold when it is applied.
+    changes: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -68,6 +73,7 @@ impl Gateway {
             registry_status: Mutex::new(None),
             registry: Mutex::new(None),
             started_with: Mutex::new(None),
+            changes: Mutex::new(()),
         }
     }
 
@@ -141,6 +147,11 @@ impl Gateway {
 
     pub fn config_path(&self) -> Option<PathBuf> {
         lock(&self.config_path).clone()
+    }
+
+    /// One change of the peers at a time (`changes`); not re-entrant.
+    pub fn changing(&self) -> MutexGuard<'_, ()> {
+        lock(&self.changes)
     }
 
     /// Records what the file `up` started from said of the settings only

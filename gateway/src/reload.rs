@@ -71,6 +71,7 @@ impl FixedAtStart {
 /// (`FixedAtStart`, MTU, the route table) are not changed: a file that
 /// changes them gets them named in `needs_restart`.
 pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
+    let _one_change = iface.changing();
     let mut report = Report::default();
     let i = &cfg.interface;
     if !iface.device.has_private_key(&i.private_key) {

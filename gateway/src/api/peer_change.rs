@@ -89,6 +89,7 @@ fn current(iface: &Interface, p: &Arc<PeerState>) -> causeway_config::Peer {
 /// Adds (`existing` None) or changes a peer, refusing clashes of name,
 /// key or prefixes with the other peers. Says what it did.
 pub fn put_peer(gw: &Gateway, req: &PeerChange, existing: Option<Arc<PeerState>>) -> Result<String, ApiError> {
+    let _one_change = gw.changing();
     let iface: &Interface = gw;
     let base = existing.as_ref().map(|p| current(iface, p));
     let p = peer_from_change(req, base)?;

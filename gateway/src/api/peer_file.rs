@@ -58,6 +58,7 @@ fn clash(gw: &Gateway, file: &PeerFile) -> Result<(), ApiError> {
 /// peers. Says what it added.
 pub fn add_peers(gw: &Gateway, text: &str, path: &Path, exposed: Option<u32>) -> Result<String, ApiError> {
     let file = causeway_config::parse_peers(text, path, exposed).map_err(ApiError::ConfigRejected)?;
+    let _one_change = gw.changing();
     clash(gw, &file)?;
     // IKE starts before anything is added, so a gateway that cannot bind
     // its ports refuses the whole file.
