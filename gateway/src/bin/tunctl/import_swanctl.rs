@@ -484,6 +484,7 @@ secrets {
         assert!(notes.contains("local.id is not set: using fd00::1 from local_addrs"), "{notes}");
         assert!(notes.contains("children a and b are alike: imported once"), "{notes}");
         assert!(notes.contains("does not name the remote identity"), "{notes}");
+        assert!(notes.contains("remote_addrs ends in %any") && notes.contains("only from [fd00::2]:4500"), "{notes}");
     }
 
     // strongSwan's default remote_ts, dynamic, is the peer's own address:

@@ -116,8 +116,10 @@ fn endpoints(c: &mut Conn, conn: &Section) -> Vec<String> {
     };
     let Some(addrs) = conn.get("remote_addrs") else { return Vec::new() };
     let mut out = Vec::new();
+    let mut any = false;
     for a in values::list(&addrs.value) {
         if a.starts_with("%any") {
+            any = true;
             continue;
         }
         let range = a
@@ -135,6 +137,14 @@ fn endpoints(c: &mut Conn, conn: &Section) -> Vec<String> {
         });
     }
     c.from("endpoints", "remote_addrs", &addrs.at);
+    if any && !out.is_empty() {
+        c.notes.push(format!(
+            "remote_addrs ends in %any: strongSwan would also answer this peer from any other address; \
+             Causeway answers it only from {} (a peer without endpoints answers from any address, \
+             but cannot initiate)",
+            out.join(", ")
+        ));
+    }
     out
 }
 
