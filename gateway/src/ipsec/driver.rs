@@ -401,13 +401,20 @@ fn receive(s: &Shared, buf: &mut [u8], now: Instant) {
 fn flush(s: &Shared) {
     // Applying an event can queue more (a child SA the data plane could
     // not install is deleted with the peer told): round again until quiet.
+    // The core's lock is let go before each send and each apply: `apply`
+    // takes it again (`delete_child`), and other locks after it. (In a
+    // `while let` condition the guard would live through the body.)
     loop {
         let mut busy = false;
-        while let Some(t) = lock(&s.core).poll_transmit() {
+        loop {
+            let t = lock(&s.core).poll_transmit();
+            let Some(t) = t else { break };
             send(s, t);
             busy = true;
         }
-        while let Some(e) = lock(&s.core).poll_event() {
+        loop {
+            let e = lock(&s.core).poll_event();
+            let Some(e) = e else { break };
             apply(s, e);
             busy = true;
         }
