@@ -3,6 +3,7 @@
 //! it at once, and the replay window is checked on the drain.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use causeway_esp::{Arrival, InboundSa, OutboundSa, MAX_SEQ};
 
@@ -27,6 +28,10 @@ pub struct ChildSa {
     selectors: Option<Selectors>,
     /// The peer's endpoint follows the source of authenticated packets.
     roams: bool,
+    /// When it was installed among its interface's SAs (`IpsecTable`
+    /// numbers them from 1; 0 until then): roaming follows only the newest
+    /// SA of a peer that packets have come on (`EspLink::heard_on`).
+    installed: AtomicU64,
 }
 
 impl ChildSa {
@@ -41,7 +46,7 @@ impl ChildSa {
     }
 
     pub fn new(outbound: OutboundSa, inbound: InboundSa, carrier: Carrier) -> ChildSa {
-        ChildSa { outbound, inbound, carrier, selectors: None, roams: false }
+        ChildSa { outbound, inbound, carrier, selectors: None, roams: false, installed: AtomicU64::new(0) }
     }
 
     /// The SA with roaming on or off, as IKE decided it (`ChildUp`).
@@ -53,6 +58,14 @@ impl ChildSa {
     /// receive path holds decrypted packets to.
     pub fn with_selectors(self, selectors: Option<Selectors>) -> ChildSa {
         ChildSa { selectors, ..self }
+    }
+
+    pub(crate) fn set_installed(&self, n: u64) {
+        self.installed.store(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn installed(&self) -> u64 {
+        self.installed.load(Ordering::Relaxed)
     }
 
     pub fn spi_in(&self) -> u32 {

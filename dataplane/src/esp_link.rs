@@ -42,6 +42,9 @@ pub struct EspLink {
     pub(crate) last_rx: AtomicU64,
     /// Nanoseconds of protocol time when a worn SA last asked for a rekey.
     pub(crate) rekey_asked: AtomicU64,
+    /// The install number (`ChildSa::installed`) of the newest SA that
+    /// packets have come on; 0 when that SA has gone.
+    pub(crate) newest_heard: AtomicU64,
 }
 
 impl EspLink {
@@ -80,13 +83,16 @@ impl EspLink {
         }
     }
 
-    /// Whether `sa` is the SA this peer sends on, as after `used`: the
-    /// newest pair both ends have taken into use. The peer moves to a new
-    /// SA when it installs it and never back, so a packet on another SA
-    /// (the one a rekey replaced, still in flight, or the redundant one
-    /// of a simultaneous rekey) is older than the traffic on this one.
-    pub(crate) fn sends_on(&self, sa: &ChildSa) -> bool {
-        self.outbound.load().as_deref().is_some_and(|o| std::ptr::eq(o, sa))
+    /// A packet was accepted on `sa`: whether `sa` is the newest SA of
+    /// the peer that packets have come on. A peer moves to a new SA when
+    /// it installs it and does not go back, so a packet on an older one,
+    /// once the new one has carried packets (the SA a rekey replaced,
+    /// still in flight), was sent before those. Which SA we send on does
+    /// not say: the two ends of one peer may each send on a different SA
+    /// (both initiated at once), or the peer not have taken ours yet.
+    pub(crate) fn heard_on(&self, sa: &ChildSa) -> bool {
+        let n = sa.installed();
+        self.newest_heard.fetch_max(n, Ordering::Relaxed) <= n
     }
 
     /// Whether a worn SA's sender at `now` should ask IKE for a rekey: at

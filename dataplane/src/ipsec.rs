@@ -194,13 +194,13 @@ impl Protocol for Ipsec {
         l.rx_bytes.fetch_add(wire_len as u64, Ordering::Relaxed);
         l.rx_packets.fetch_add(1, Ordering::Relaxed);
         l.last_rx.store(now.as_nanos().max(1), Ordering::Relaxed);
-        // The newest of its SA, and its SA the one in use (after `used`
-        // took a new one into use): a packet that arrived on an SA a rekey
-        // replaced was sent before the peer moved to the new one, so its
-        // source may be a mapping the peer has left. Only a roaming SA
-        // asks, the rest never move the peer.
+        // The newest of its SA, and its SA the newest the peer has sent
+        // on: a packet still arriving on an SA a rekey replaced was sent
+        // before the peer moved to the new one, so its source may be a
+        // mapping the peer has left.
+        let newest_sa = l.heard_on(sa);
         Ok(match arrival {
-            Arrival::Newest if !sa.roams() || l.sends_on(sa) => Accepted::Current,
+            Arrival::Newest if newest_sa => Accepted::Current,
             _ => Accepted::Late,
         })
     }
@@ -499,6 +499,35 @@ mod tests {
         deliver(&c, &*wan_socket(&net, old), gateway, 0x100, 1);
         assert_eq!(peer.endpoint().map(|e| e.addr), Some(old));
         stop([b, c]);
+    }
+
+    // Both ends initiated at once: we send on one child SA, the peer on
+    // the other (each took its own IKE SA's last). Its packets still move
+    // it: which SA we send on says nothing of how old its packets are.
+    #[test]
+    fn a_peer_sending_on_another_sa_than_ours_is_still_followed() {
+        let net = MemNet::new();
+        let b = esp_site(&net, 2, ChildSa::for_tests(0x100).with_roaming(true));
+        let peer = b.0.ipsec.peer("other").unwrap();
+        b.0.ipsec.install_child(&peer, Arc::new(ChildSa::for_tests(0x200).with_roaming(true)), SendOn::Now);
+        assert_eq!(peer.ipsec().unwrap().sending().map(|s| s.spi_in()), Some(0x200));
+        let gateway: SocketAddr = "198.18.0.2:4500".parse().unwrap();
+        for (at, seq) in [("198.18.0.7:4500", 1), ("198.18.0.8:4500", 2)] {
+            let at: SocketAddr = at.parse().unwrap();
+            deliver(&b, &*wan_socket(&net, at), gateway, 0x100, seq);
+            assert_eq!(peer.endpoint().map(|e| e.addr), Some(at), "after seq {seq}");
+        }
+        // The peer moves to the newer SA; once that goes, the older one is
+        // the newest left, and its packets are followed again.
+        let at: SocketAddr = "198.18.0.9:4500".parse().unwrap();
+        deliver(&b, &*wan_socket(&net, at), gateway, 0x200, 1);
+        assert_eq!(peer.endpoint().map(|e| e.addr), Some(at));
+        b.0.ipsec.remove_child(0x200);
+        let at: SocketAddr = "198.18.0.10:4500".parse().unwrap();
+        deliver(&b, &*wan_socket(&net, at), gateway, 0x100, 3);
+        assert_eq!(peer.endpoint().map(|e| e.addr), Some(at));
+        b.0.shutdown();
+        b.2.into_iter().for_each(|w| w.join().unwrap());
     }
 
     // An IKE request from a new mapping moves ESP in UDP with it, from

@@ -85,6 +85,8 @@ pub struct IpsecTable {
     writer: Mutex<()>,
     /// Inbound SPIs of SAs installed never to send on (`SendOn::Never`).
     receive_only: Mutex<HashSet<u32>>,
+    /// The last install number given (`ChildSa::installed`).
+    installs: std::sync::atomic::AtomicU64,
     requests: Mutex<Requests>,
     /// Where the IPsec peers' endpoints resolved to (canonical addresses),
     /// kept by IKE: their messages are not held to the strangers' share.
@@ -162,6 +164,7 @@ impl IpsecTable {
     /// while holding the SPI map's writer lock, so nesting them is safe).
     pub fn install_child(&self, peer: &Arc<PeerState>, sa: Arc<ChildSa>, send: SendOn) {
         let Some(link) = peer.ipsec() else { return };
+        sa.set_installed(self.installs.fetch_add(1, Ordering::Relaxed) + 1);
         let publish = || {
             self.change_spis(|m| {
                 m.insert(sa.spi_in(), (peer.clone(), sa.clone()));
@@ -208,6 +211,9 @@ impl IpsecTable {
         };
         let (peer, sa) = removed?;
         if let Some(link) = peer.ipsec() {
+            // The newest SA packets came on went: the next packet on any
+            // other is the peer's newest again.
+            let _ = link.newest_heard.compare_exchange(sa.installed(), 0, Ordering::Relaxed, Ordering::Relaxed);
             let _switch = lock(&link.switch);
             let is =
                 |slot: &arc_swap::ArcSwapOption<ChildSa>| slot.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, &sa));
