@@ -208,6 +208,20 @@ mod tests {
         }
     }
 
+    // A peer found for a change, then removed before the change takes the
+    // lock (a concurrent remove or reload), is not brought back by it.
+    #[test]
+    fn a_change_to_a_peer_removed_meanwhile_does_not_bring_it_back() {
+        let gw = gateway();
+        ask::<String>(&gw, serde_json::json!({"op": "peer_add", "name": "c", "public_key": public_key()}));
+        let found = find_peer(&gw, "c").unwrap();
+        ask::<String>(&gw, serde_json::json!({"op": "peer_remove", "peer": "c"}));
+        let change: types::PeerChange = serde_json::from_value(serde_json::json!({"persistent_keepalive": 5})).unwrap();
+        let e = peer_change::put_peer(&gw, &change, Some(found)).unwrap_err();
+        assert_eq!(e.to_string(), "no peer named or keyed \"c\"");
+        assert!(gw.peers().is_empty());
+    }
+
     #[test]
     fn set_and_remove_by_name() {
         let gw = gateway();

@@ -91,6 +91,14 @@ fn current(iface: &Interface, p: &Arc<PeerState>) -> causeway_config::Peer {
 pub fn put_peer(gw: &Gateway, req: &PeerChange, existing: Option<Arc<PeerState>>) -> Result<String, ApiError> {
     let _one_change = gw.changing();
     let iface: &Interface = gw;
+    // Looked up before the lock was taken: a removal or reload in between
+    // may have taken it away, and applying the change would add it back.
+    if let Some(e) = &existing {
+        if !iface.peer(e.public_key()).is_some_and(|now| Arc::ptr_eq(&now, e)) {
+            let name = e.name();
+            return Err(ApiError::NoSuchPeer(if name.is_empty() { e.public_key().to_base64() } else { name }));
+        }
+    }
     let base = existing.as_ref().map(|p| current(iface, p));
     let p = peer_from_change(req, base)?;
     if existing.is_none() && iface.peer(&p.public_key).is_some() {
