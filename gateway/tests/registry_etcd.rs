@@ -602,9 +602,20 @@ fn a_name_held_by_another_key_is_not_taken_and_a_new_key_is_published() {
     let mut file = b.cfg.clone();
     let new_secret = StaticSecret::random(&mut rand_core::OsRng);
     file.interface.private_key = new_secret.clone();
-    causeway_gateway::reload::apply_file(&b.gw, file);
+    causeway_gateway::reload::apply_file(&b.gw, file.clone());
     wait_until("the record has b's new key", || holds(new_secret.public_key()));
     wait_until("a has b's new key", || a.peer("west.gw1").is_some_and(|p| *p.public_key() == new_secret.public_key()));
+    // A new address is not applied until a restart, so it is not
+    // published either: the record keeps the one the interface has.
+    let record = || store.get(&key).map(|(v, _)| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+    let before = record();
+    let old = file.interface.addresses[0].addr().to_string();
+    assert!(before.contains(&old), "{before}");
+    file.interface.addresses = vec!["10.255.99.9/32".parse().unwrap()];
+    let report = causeway_gateway::reload::apply_file(&b.gw, file);
+    assert!(report.needs_restart.contains(&"addresses".to_string()), "{report}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(record(), before, "the record was not republished");
 }
 
 /// Runs openssl in `dir`, failing the test with its output if it fails.

@@ -301,7 +301,7 @@ impl Registry {
     /// registry's view. `[registry]` itself is fixed at start (a change
     /// there is reported as needing a restart), except the keepalive and
     /// failover of learnt peers, which apply now.
-    pub fn apply_file(&self, cfg: Config) -> Report {
+    pub fn apply_file(&self, mut cfg: Config) -> Report {
         let fixed = |r: &causeway_config::Registry| {
             (
                 r.endpoints.clone(),
@@ -316,16 +316,24 @@ impl Registry {
         };
         let restart = cfg.registry.as_ref().map(fixed) != Some(fixed(&self.shared.settings));
         let published = |c: &Config| (c.interface.private_key.public_key(), c.interface.addresses.first().copied());
-        let republish = {
+        let (republish, readdressed) = {
             let mut st = lock(&self.shared.state);
+            // The interface keeps the addresses it started with until a
+            // restart: the record goes on naming those, where publishing
+            // the file's new one would route it to a gateway without it.
+            let readdressed = cfg.interface.addresses != st.file.interface.addresses;
+            cfg.interface.addresses = st.file.interface.addresses.clone();
             let changed = published(&st.file) != published(&cfg);
             st.file = cfg;
-            changed
+            (changed, readdressed)
         };
         if republish {
             let _ = self.commands.send(Command::Republish);
         }
         let mut report = self.shared.apply().unwrap_or_default();
+        if readdressed && !report.needs_restart.iter().any(|r| r == "addresses") {
+            report.needs_restart.push("addresses".into());
+        }
         if restart {
             report.needs_restart.push("registry".into());
         }
