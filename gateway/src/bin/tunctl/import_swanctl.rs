@@ -491,17 +491,28 @@ secrets {
     // routed into the tunnel, IKE and ESP to the peer would go there too.
     #[test]
     fn a_remote_ts_of_the_peers_own_address_is_refused() {
-        for (ts, said) in [("", "(strongSwan's default, dynamic)"), ("   remote_ts = 198.18.1.2/32\n", "")] {
-            let conf = format!(
+        let conf = |ts: &str| {
+            format!(
                 "connections {{\n peer {{\n  local_addrs = 198.18.1.1\n  remote_addrs = 198.18.1.2\n  \
                  local {{ auth = psk }}\n  remote {{ auth = psk }}\n  children {{\n   a {{\n{ts}   }} }} }} }}\n\
                  secrets {{ ike {{ secret = 0sAAECAwQFBgcICQoLDA0ODw== }} }}\n"
-            );
-            let err = setup(&conf).import(None).err().expect("refused").to_string();
+            )
+        };
+        for (ts, said) in [
+            ("", "(strongSwan's default, dynamic)"),
+            ("   remote_ts = dynamic\n", "(dynamic)"),
+            ("   remote_ts = 198.18.1.2/32\n", ""),
+        ] {
+            let err = setup(&conf(ts)).import(None).err().expect("refused").to_string();
             let want = format!("children.a.remote_ts: 198.18.1.2/32 {said}");
-            assert!(err.contains(want.replace("  ", " ").trim_end()), "{ts:?}: {err}");
+            assert!(err.contains(want.trim_end()), "{ts:?}: {err}");
             assert!(err.contains("set remote_ts to the networks behind the peer"), "{err}");
         }
+        // A wider prefix holding it is imported, with a note: a route to
+        // the WAN's own subnet may take the peer's address first.
+        let imported = setup(&conf("   remote_ts = 198.18.1.0/24\n")).import(None).unwrap();
+        let notes = imported.notes.join("\n");
+        assert!(notes.contains("198.18.1.0/24 holds the peer's address 198.18.1.2"), "{notes}");
     }
 
     #[test]

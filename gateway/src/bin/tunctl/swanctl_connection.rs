@@ -275,10 +275,23 @@ fn child(c: &mut Conn, ch: &Section, own: (Option<IpAddr>, Option<IpAddr>)) -> C
     // Causeway routes remote_ts into the tunnel (allowed_ips): the peer's
     // own address there would take IKE and ESP to the peer in with it.
     if let Some(peer) = own.1 {
-        let (given, at) = ch.get("remote_ts").map_or((false, ch.at.as_str()), |s| (true, s.at.as_str()));
-        for ts in remote_ts.iter().filter(|ts| ts.net.addr() == peer && ts.net.prefix_len() == ts.net.max_prefix_len())
-        {
-            let why = if given { "" } else { " (strongSwan's default, dynamic)" };
+        let (given, at) =
+            ch.get("remote_ts").map_or((None, ch.at.as_str()), |s| (Some(s.value.as_str()), s.at.as_str()));
+        for ts in remote_ts.iter().filter(|ts| ts.net.contains(&peer) && ts.net.prefix_len() > 0) {
+            if ts.net.prefix_len() < ts.net.max_prefix_len() {
+                c.notes.push(format!(
+                    "{}: {} holds the peer's address {peer}: routed into the tunnel, IKE and ESP to the peer \
+                     would go there too, unless a more specific route (the WAN's own subnet) takes them",
+                    p("remote_ts"),
+                    ts.net
+                ));
+                continue;
+            }
+            let why = match given {
+                None => " (strongSwan's default, dynamic)",
+                Some(v) if v.contains("dynamic") => " (dynamic)",
+                Some(_) => "",
+            };
             c.fail(
                 at,
                 &p("remote_ts"),
