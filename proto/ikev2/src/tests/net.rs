@@ -254,6 +254,22 @@ impl Net {
         self.events(side).iter().filter(|e| matches!(e, Event::IkeUp { .. })).count()
     }
 
+    /// After a collision settled: both ends on one and the same
+    /// established IKE SA, and no SA lost on the way (`what` names the
+    /// case in a failure). Returns A's SPI of it.
+    pub(crate) fn assert_one_ike_sa_kept(&self, what: &str) -> u64 {
+        let (a, b) = (self.a.status(&peer_b()).expect("A"), self.b.status(&peer_a()).expect("B"));
+        assert_eq!((a.state, b.state), (crate::IkeState::Established, crate::IkeState::Established), "{what}");
+        assert_eq!((a.spi_i, a.spi_r), (b.spi_i, b.spi_r), "{what}: the same IKE SA");
+        assert_eq!((self.a.sas.len(), self.b.sas.len()), (1, 1), "{what}: one IKE SA each");
+        for side in [Side::A, Side::B] {
+            let downs =
+                self.events(side).iter().filter(|e| matches!(e, Event::IkeDown { .. } | Event::ChildDown { .. }));
+            assert_eq!(downs.count(), 0, "{what}: {side:?} lost an SA");
+        }
+        a.spi_i
+    }
+
     pub(crate) fn failures(&self, side: Side) -> Vec<&crate::Failure> {
         self.events(side)
             .iter()
