@@ -92,7 +92,12 @@ impl EspLink {
     /// (both initiated at once), or the peer not have taken ours yet.
     pub(crate) fn heard_on(&self, sa: &ChildSa) -> bool {
         let n = sa.installed();
-        self.newest_heard.fetch_max(n, Ordering::Relaxed) <= n
+        // A load only, for all but the first packet on a new SA.
+        let newest = self.newest_heard.load(Ordering::Relaxed);
+        if n > newest {
+            return self.newest_heard.fetch_max(n, Ordering::Relaxed) <= n;
+        }
+        n == newest
     }
 
     /// Whether a worn SA's sender at `now` should ask IKE for a rekey: at

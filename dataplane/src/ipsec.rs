@@ -198,7 +198,8 @@ impl Protocol for Ipsec {
         // on: a packet still arriving on an SA a rekey replaced was sent
         // before the peer moved to the new one, so its source may be a
         // mapping the peer has left.
-        let newest_sa = l.heard_on(sa);
+        // Only a roaming SA asks: the rest never move the peer.
+        let newest_sa = !sa.roams() || l.heard_on(sa);
         Ok(match arrival {
             Arrival::Newest if newest_sa => Accepted::Current,
             _ => Accepted::Late,
