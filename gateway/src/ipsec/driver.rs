@@ -395,15 +395,16 @@ fn receive(s: &Shared, buf: &mut [u8], now: Instant) {
 /// which would drop them; the other way round, the peer's first packet on
 /// the SA would have to arrive within the few microseconds until it is
 /// installed. Were several messages' work queued at once, their datagrams
-/// and events would not pair up: flushed one of each at a time, as this
-/// did, a datagram answering another message could let a new SA's events
-/// in ahead of that SA's own answer.
+/// and events would not pair up: flushed one of each at a time, a datagram
+/// answering another message could let a new SA's events in ahead of
+/// that SA's own answer.
+///
+/// The core's lock is let go before each send and each apply: `apply`
+/// takes it again (`delete_child`), and other locks after it. (In a `while
+/// let` condition the guard would live through the body.)
 fn flush(s: &Shared) {
     // Applying an event can queue more (a child SA the data plane could
     // not install is deleted with the peer told): round again until quiet.
-    // The core's lock is let go before each send and each apply: `apply`
-    // takes it again (`delete_child`), and other locks after it. (In a
-    // `while let` condition the guard would live through the body.)
     loop {
         let mut busy = false;
         loop {
