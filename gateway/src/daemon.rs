@@ -188,7 +188,7 @@ pub fn up(config_path: &Path, name: Option<String>, workers: Option<usize>, read
     running.metrics_listen = cfg.interface.metrics_listen;
     running.run_as = run_as;
     running.gw.set_config_path(config_path);
-    running.gw.set_started_with(crate::reload::FixedAtStart::of(&cfg.interface));
+    running.gw.set_started_with(crate::start_settings::FixedAtStart::of(&cfg.interface));
     if let Some(table) = cfg.interface.routes {
         running.gw.install_routes(table.0, &cfg.interface.addresses).map_err(Error::Netlink)?;
     }

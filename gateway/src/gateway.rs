@@ -40,7 +40,7 @@ pub struct Gateway {
     /// The settings of the file `up` started from that only a restart
     /// applies; reloads compare the file against these, not against the
     /// running interface, so a command-line override is no change.
-    started_with: Mutex<Option<crate::reload::FixedAtStart>>,
+    started_with: Mutex<Option<crate::start_settings::FixedAtStart>>,
     /// Held by whatever changes the peers (a reload or the first
     /// configuration, a registry update, the control API's peer changes, a
     /// UAPI set), so that the checks a change passes (a free name, no
@@ -156,11 +156,11 @@ impl Gateway {
 
     /// Records what the file `up` started from said of the settings only
     /// a restart applies.
-    pub fn set_started_with(&self, fixed: crate::reload::FixedAtStart) {
+    pub fn set_started_with(&self, fixed: crate::start_settings::FixedAtStart) {
         *lock(&self.started_with) = Some(fixed);
     }
 
-    pub fn started_with(&self) -> Option<crate::reload::FixedAtStart> {
+    pub fn started_with(&self) -> Option<crate::start_settings::FixedAtStart> {
         lock(&self.started_with).clone()
     }
 

@@ -20,6 +20,7 @@ pub mod routes;
 pub mod site_health;
 pub mod sites;
 pub mod sockets;
+pub mod start_settings;
 pub mod uapi;
 mod wire;
 

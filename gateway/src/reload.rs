@@ -17,6 +17,7 @@ use causeway_dataplane::interface::Interface;
 use causeway_dataplane::peer::PeerState;
 
 pub use crate::report::Report;
+use crate::start_settings::FixedAtStart;
 
 fn resolve_first(peer: &PeerState, name: &str, endpoints: &[causeway_config::Endpoint]) {
     for (i, ep) in endpoints.iter().enumerate() {
@@ -28,42 +29,6 @@ fn resolve_first(peer: &PeerState, name: &str, endpoints: &[causeway_config::End
             }
             _ => tracing::warn!(peer = %name, endpoint = %ep, "cannot resolve endpoint; trying the next"),
         }
-    }
-}
-
-/// The `[interface]` settings that are applied once, at start-up: the
-/// interface is created with them (name, addresses, workers), the metrics
-/// listener is bound and privileges are dropped before any reload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FixedAtStart {
-    name: Option<String>,
-    addresses: Vec<IpNet>,
-    workers: Option<usize>,
-    metrics_listen: Option<std::net::SocketAddr>,
-    user: Option<String>,
-}
-
-impl FixedAtStart {
-    pub fn of(i: &causeway_config::Interface) -> FixedAtStart {
-        FixedAtStart {
-            name: i.name.clone(),
-            addresses: i.addresses.clone(),
-            workers: i.workers,
-            metrics_listen: i.metrics_listen,
-            user: i.user.clone(),
-        }
-    }
-
-    /// The fields of `now` that differ from these, by their names in the file.
-    fn changed(&self, now: &FixedAtStart) -> Vec<String> {
-        let fields = [
-            ("name", self.name != now.name),
-            ("addresses", self.addresses != now.addresses),
-            ("workers", self.workers != now.workers),
-            ("metrics_listen", self.metrics_listen != now.metrics_listen),
-            ("user", self.user != now.user),
-        ];
-        fields.into_iter().filter(|(_, differs)| *differs).map(|(name, _)| name.to_string()).collect()
     }
 }
 
