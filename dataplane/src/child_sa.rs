@@ -3,7 +3,7 @@
 //! it at once, and the replay window is checked on the drain.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use causeway_esp::{Arrival, InboundSa, OutboundSa, MAX_SEQ};
 
@@ -32,6 +32,10 @@ pub struct ChildSa {
     /// numbers them from 1; 0 until then): roaming follows only the newest
     /// SA of a peer that packets have come on (`EspLink::heard_on`).
     installed: AtomicU64,
+    /// A packet was accepted on it.
+    heard: AtomicBool,
+    /// Taken out of its interface's SPI table (`IpsecTable::remove_child`).
+    removed: AtomicBool,
 }
 
 impl ChildSa {
@@ -46,7 +50,16 @@ impl ChildSa {
     }
 
     pub fn new(outbound: OutboundSa, inbound: InboundSa, carrier: Carrier) -> ChildSa {
-        ChildSa { outbound, inbound, carrier, selectors: None, roams: false, installed: AtomicU64::new(0) }
+        ChildSa {
+            outbound,
+            inbound,
+            carrier,
+            selectors: None,
+            roams: false,
+            installed: AtomicU64::new(0),
+            heard: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+        }
     }
 
     /// The SA with roaming on or off, as IKE decided it (`ChildUp`).
@@ -66,6 +79,24 @@ impl ChildSa {
 
     pub(crate) fn installed(&self) -> u64 {
         self.installed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_heard(&self) {
+        if !self.heard.load(Ordering::Relaxed) {
+            self.heard.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn heard(&self) -> bool {
+        self.heard.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_removed(&self) {
+        self.removed.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::SeqCst)
     }
 
     pub fn spi_in(&self) -> u32 {

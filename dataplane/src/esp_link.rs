@@ -92,12 +92,23 @@ impl EspLink {
     /// (both initiated at once), or the peer not have taken ours yet.
     pub(crate) fn heard_on(&self, sa: &ChildSa) -> bool {
         let n = sa.installed();
+        sa.mark_heard();
         // A load only, for all but the first packet on a new SA.
         let newest = self.newest_heard.load(Ordering::Relaxed);
-        if n > newest {
-            return self.newest_heard.fetch_max(n, Ordering::Relaxed) <= n;
+        if n <= newest {
+            return n == newest;
         }
-        n == newest
+        let before = self.newest_heard.fetch_max(n, Ordering::SeqCst);
+        // A packet sorted to the SA before `remove_child` took it out can
+        // be accepted after: it must not raise the newest back to an SA
+        // that is gone, or no packet on the others would count again.
+        // Either this sees the mark, or the removal's reset comes after
+        // the raise (both SeqCst).
+        if sa.is_removed() {
+            let _ = self.newest_heard.compare_exchange(n, before, Ordering::SeqCst, Ordering::SeqCst);
+            return false;
+        }
+        before <= n
     }
 
     /// Whether a worn SA's sender at `now` should ask IKE for a rekey: at
@@ -223,6 +234,30 @@ mod tests {
         table.install_child(&peer, b.clone(), SendOn::Now);
         table.remove_child(a.spi_in());
         assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &b)));
+    }
+
+    // Roaming follows the newest SA packets came on. When that SA goes,
+    // the newest left that carried packets takes its place (not none, so a
+    // late packet on an even older one stays late); and a packet on the
+    // removed SA accepted after it went (it was sorted before) does not
+    // make it the newest again.
+    #[test]
+    fn the_newest_sa_heard_is_the_newest_still_there() {
+        let table = IpsecTable::default();
+        let peer = Arc::new(PeerState::with_link(Link::Ipsec(EspLink::default()), "west.gw1".into(), 0));
+        let link = peer.ipsec().unwrap();
+        let (a, b, c) = (child_sa(0x100), child_sa(0x200), child_sa(0x300));
+        for sa in [&a, &b, &c] {
+            table.install_child(&peer, sa.clone(), SendOn::Now);
+        }
+        assert!(link.heard_on(&a) && link.heard_on(&b) && link.heard_on(&c), "each newer in turn");
+        assert!(!link.heard_on(&a), "older than the newest heard");
+        table.remove_child(c.spi_in());
+        assert!(!link.heard_on(&c), "accepted after its SA went");
+        assert!(!link.heard_on(&a), "b is the newest left that was heard");
+        assert!(link.heard_on(&b));
+        table.remove_child(b.spi_in());
+        assert!(link.heard_on(&a));
     }
 
     // The peer takes our answered rekey's SA into use (the drain's `used`)

@@ -198,8 +198,10 @@ impl Protocol for Ipsec {
         // on: a packet still arriving on an SA a rekey replaced was sent
         // before the peer moved to the new one, so its source may be a
         // mapping the peer has left.
-        // Only a roaming SA asks: the rest never move the peer.
-        let newest_sa = !sa.roams() || l.heard_on(sa);
+        // Every SA counts, roaming or not: a peer can hold both kinds (its
+        // IKE SA roams, ours does not), and moving to one that does not
+        // roam still makes the other's late packets late.
+        let newest_sa = l.heard_on(sa);
         Ok(match arrival {
             Arrival::Newest if newest_sa => Accepted::Current,
             _ => Accepted::Late,
@@ -527,6 +529,27 @@ mod tests {
         let at: SocketAddr = "198.18.0.10:4500".parse().unwrap();
         deliver(&b, &*wan_socket(&net, at), gateway, 0x100, 3);
         assert_eq!(peer.endpoint().map(|e| e.addr), Some(at));
+        b.0.shutdown();
+        b.2.into_iter().for_each(|w| w.join().unwrap());
+    }
+
+    // A peer can hold an SA that roams and one that does not (its IKE SA
+    // roams, ours does not). Once it has moved to the newer one, a late
+    // packet on the older, roaming one must not move it back.
+    #[test]
+    fn a_late_packet_on_a_roaming_sa_after_a_newer_one_carried_traffic_stays_late() {
+        let net = MemNet::new();
+        let b = esp_site(&net, 2, ChildSa::for_tests(0x100).with_roaming(true));
+        let peer = b.0.ipsec.peer("other").unwrap();
+        b.0.ipsec.install_child(&peer, Arc::new(ChildSa::for_tests(0x200)), SendOn::Now);
+        let gateway: SocketAddr = "198.18.0.2:4500".parse().unwrap();
+        let (first, second): (SocketAddr, SocketAddr) =
+            ("198.18.0.7:4500".parse().unwrap(), "198.18.0.8:4500".parse().unwrap());
+        deliver(&b, &*wan_socket(&net, first), gateway, 0x100, 1);
+        assert_eq!(peer.endpoint().map(|e| e.addr), Some(first));
+        deliver(&b, &*wan_socket(&net, first), gateway, 0x200, 1);
+        deliver(&b, &*wan_socket(&net, second), gateway, 0x100, 2);
+        assert_eq!(peer.endpoint().map(|e| e.addr), Some(first), "the late packet moved the peer");
         b.0.shutdown();
         b.2.into_iter().for_each(|w| w.join().unwrap());
     }

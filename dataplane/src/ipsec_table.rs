@@ -211,9 +211,18 @@ impl IpsecTable {
         };
         let (peer, sa) = removed?;
         if let Some(link) = peer.ipsec() {
-            // The newest SA packets came on went: the next packet on any
-            // other is the peer's newest again.
-            let _ = link.newest_heard.compare_exchange(sa.installed(), 0, Ordering::Relaxed, Ordering::Relaxed);
+            // If it was the newest SA packets came on, the newest of those
+            // left takes its place (`EspLink::heard_on`).
+            sa.mark_removed();
+            let left = self
+                .by_spi
+                .load()
+                .values()
+                .filter(|(p, other)| Arc::ptr_eq(p, &peer) && other.heard())
+                .map(|(_, other)| other.installed())
+                .max()
+                .unwrap_or(0);
+            let _ = link.newest_heard.compare_exchange(sa.installed(), left, Ordering::SeqCst, Ordering::SeqCst);
             let _switch = lock(&link.switch);
             let is =
                 |slot: &arc_swap::ArcSwapOption<ChildSa>| slot.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, &sa));
