@@ -36,6 +36,9 @@ pub struct ChildSa {
     heard: AtomicBool,
     /// Taken out of its interface's SPI table (`IpsecTable::remove_child`).
     removed: AtomicBool,
+    /// Installed never to send on (`SendOn::Never`): the redundant SA of a
+    /// simultaneous rekey, kept only to receive.
+    receive_only: AtomicBool,
 }
 
 impl ChildSa {
@@ -59,6 +62,7 @@ impl ChildSa {
             installed: AtomicU64::new(0),
             heard: AtomicBool::new(false),
             removed: AtomicBool::new(false),
+            receive_only: AtomicBool::new(false),
         }
     }
 
@@ -89,6 +93,14 @@ impl ChildSa {
 
     pub(crate) fn heard(&self) -> bool {
         self.heard.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_receive_only(&self) {
+        self.receive_only.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn receive_only(&self) -> bool {
+        self.receive_only.load(Ordering::Relaxed)
     }
 
     pub(crate) fn mark_removed(&self) {

@@ -83,8 +83,6 @@ pub struct IpsecTable {
     by_spi: ArcSwap<BySpi>,
     /// Serialises SPI table changes.
     writer: Mutex<()>,
-    /// Inbound SPIs of SAs installed never to send on (`SendOn::Never`).
-    receive_only: Mutex<HashSet<u32>>,
     /// The last install number given (`ChildSa::installed`).
     installs: std::sync::atomic::AtomicU64,
     requests: Mutex<Requests>,
@@ -124,17 +122,7 @@ impl IpsecTable {
             self.any.store(!peers.is_empty(), Ordering::Relaxed);
             peer
         };
-        let mut gone = Vec::new();
-        self.change_spis(|m| {
-            m.retain(|spi, (p, _)| {
-                let keep = !Arc::ptr_eq(p, &peer);
-                if !keep {
-                    gone.push(*spi);
-                }
-                keep
-            })
-        });
-        lock(&self.receive_only).retain(|spi| !gone.contains(spi));
+        self.change_spis(|m| m.retain(|_, (p, _)| !Arc::ptr_eq(p, &peer)));
         if let Some(link) = peer.ipsec() {
             let _switch = lock(&link.switch);
             link.outbound.store(None);
@@ -187,7 +175,7 @@ impl IpsecTable {
                 publish();
             }
             SendOn::Never => {
-                lock(&self.receive_only).insert(sa.spi_in());
+                sa.mark_receive_only();
                 publish();
             }
         }
@@ -204,25 +192,18 @@ impl IpsecTable {
     pub fn remove_child(&self, spi_in: u32) -> Option<Arc<ChildSa>> {
         let mut removed = None;
         self.change_spis(|m| removed = m.remove(&spi_in));
-        let receive_only = {
-            let mut r = lock(&self.receive_only);
-            r.remove(&spi_in);
-            r.clone()
-        };
         let (peer, sa) = removed?;
         if let Some(link) = peer.ipsec() {
+            let spis = self.by_spi.load();
+            // The peer's SAs still in the table.
+            let its_sas = || spis.values().filter(|(p, _)| Arc::ptr_eq(p, &peer)).map(|(_, other)| other);
             // If it was the newest SA packets came on, the newest of those
             // left takes its place (`EspLink::heard_on`).
             sa.mark_removed();
-            let left = self
-                .by_spi
-                .load()
-                .values()
-                .filter(|(p, other)| Arc::ptr_eq(p, &peer) && other.heard())
-                .map(|(_, other)| other.installed())
-                .max()
-                .unwrap_or(0);
-            let _ = link.newest_heard.compare_exchange(sa.installed(), left, Ordering::SeqCst, Ordering::SeqCst);
+            let newest_heard =
+                its_sas().filter(|other| other.heard()).map(|other| other.installed()).max().unwrap_or(0);
+            let _ =
+                link.newest_heard.compare_exchange(sa.installed(), newest_heard, Ordering::SeqCst, Ordering::SeqCst);
             let _switch = lock(&link.switch);
             let is =
                 |slot: &arc_swap::ArcSwapOption<ChildSa>| slot.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, &sa));
@@ -230,18 +211,10 @@ impl IpsecTable {
                 link.pending.store(None);
             }
             if is(&link.outbound) {
-                let other = || {
-                    let spis = self.by_spi.load();
-                    let mut mine: Vec<_> = spis
-                        .iter()
-                        .filter(|(spi, (p, _))| Arc::ptr_eq(p, &peer) && !receive_only.contains(spi))
-                        .map(|(spi, (_, sa))| (*spi, sa.clone()))
-                        .collect();
-                    // Any of them carries traffic; the same choice every
-                    // time is easier to follow.
-                    mine.sort_by_key(|(spi, _)| *spi);
-                    mine.pop().map(|(_, sa)| sa)
-                };
+                // Any of them carries traffic; the same choice every time
+                // is easier to follow.
+                let other =
+                    || its_sas().filter(|other| !other.receive_only()).max_by_key(|other| other.spi_in()).cloned();
                 link.outbound.store(link.pending.swap(None).or_else(other));
             }
         }
