@@ -165,10 +165,14 @@ mod tests {
         Arc::new(ChildSa::for_tests(spi))
     }
 
+    fn ipsec_peer() -> Arc<PeerState> {
+        Arc::new(PeerState::with_link(Link::Ipsec(EspLink::default()), "west.gw1".into(), 0))
+    }
+
     #[test]
     fn losing_the_last_sa_counts_as_negotiating_until_the_next() {
         let table = IpsecTable::default();
-        let peer = Arc::new(PeerState::with_link(Link::Ipsec(EspLink::default()), "west.gw1".into(), 0));
+        let peer = ipsec_peer();
         let link = peer.ipsec().unwrap();
         let (old, new) = (child_sa(0x100), child_sa(0x200));
         table.install_child(&peer, old.clone(), SendOn::Now);
@@ -194,7 +198,7 @@ mod tests {
     #[test]
     fn an_sa_that_takes_over_once_used_is_pending_before_its_spi_is_found() {
         let table = Arc::new(IpsecTable::default());
-        let peer = Arc::new(PeerState::with_link(Link::Ipsec(EspLink::default()), "west.gw1".into(), 0));
+        let peer = ipsec_peer();
         let (old, new) = (child_sa(0x100), child_sa(0x200));
         table.install_child(&peer, old.clone(), SendOn::Now);
         let link = peer.ipsec().unwrap();
@@ -219,7 +223,7 @@ mod tests {
     #[test]
     fn when_the_sending_sa_goes_another_sa_of_the_peer_takes_over() {
         let table = IpsecTable::default();
-        let peer = Arc::new(PeerState::with_link(Link::Ipsec(EspLink::default()), "west.gw1".into(), 0));
+        let peer = ipsec_peer();
         let link = peer.ipsec().unwrap();
         let (a, b, redundant) = (child_sa(0x100), child_sa(0x200), child_sa(0x300));
         table.install_child(&peer, a.clone(), SendOn::Now);
@@ -244,7 +248,7 @@ mod tests {
     #[test]
     fn the_newest_sa_heard_is_the_newest_still_there() {
         let table = IpsecTable::default();
-        let peer = Arc::new(PeerState::with_link(Link::Ipsec(EspLink::default()), "west.gw1".into(), 0));
+        let peer = ipsec_peer();
         let link = peer.ipsec().unwrap();
         let (a, b, c) = (child_sa(0x100), child_sa(0x200), child_sa(0x300));
         for sa in [&a, &b, &c] {
@@ -269,7 +273,7 @@ mod tests {
     #[test]
     fn the_drain_takes_a_new_sa_into_use_only_under_the_switch_lock() {
         let table = IpsecTable::default();
-        let peer = Arc::new(PeerState::with_link(Link::Ipsec(EspLink::default()), "west.gw1".into(), 0));
+        let peer = ipsec_peer();
         let (old, new) = (child_sa(0x100), child_sa(0x200));
         table.install_child(&peer, old.clone(), SendOn::Now);
         table.install_child(&peer, new.clone(), SendOn::OnceUsed);

@@ -411,15 +411,24 @@ mod tests {
         assert!(hex_key(&"+a".repeat(32)).is_none());
     }
 
-    #[test]
-    fn get_answers_with_keys_in_a_string_that_never_grew() {
+    /// The private key of `memory_gateway`.
+    const MEMORY_KEY: [u8; 32] = [7; 32];
+
+    /// A gateway at 198.18.0.1, port 51820, on an in-memory network.
+    fn memory_gateway() -> (Arc<causeway_dataplane::memory::MemNet>, crate::gateway::Gateway) {
         use causeway_dataplane::interface::Options;
         let net = causeway_dataplane::memory::MemNet::new();
         let binder = net.host("198.18.0.1".parse().unwrap(), 64);
         let options = Options { mtu: 1420, workers: 1, port: 51820, binder, batches_per_worker: 8 };
-        let secret = StaticSecret::from_bytes([7; 32]);
-        let iface = Interface::with_options("mem0".into(), Some(secret.clone()), options).unwrap();
-        let gw = crate::gateway::Gateway::new(Arc::new(iface));
+        let iface =
+            Interface::with_options("mem0".into(), Some(StaticSecret::from_bytes(MEMORY_KEY)), options).unwrap();
+        (net, crate::gateway::Gateway::new(Arc::new(iface)))
+    }
+
+    #[test]
+    fn get_answers_with_keys_in_a_string_that_never_grew() {
+        let (_net, gw) = memory_gateway();
+        let secret = StaticSecret::from_bytes(MEMORY_KEY);
         for n in 2..40u8 {
             let body = format!("public_key={}\npreshared_key={}\nallowed_ip=10.{n}.0.0/16\n", k(n), k(n + 100));
             apply_set(&gw, parse_set(body.lines()).unwrap()).unwrap();
@@ -434,20 +443,11 @@ mod tests {
         assert!(answer.lines().filter(|l| !l.is_empty()).all(|l| l.contains('=')));
     }
 
-    fn memory_gateway() -> crate::gateway::Gateway {
-        use causeway_dataplane::interface::Options;
-        let net = causeway_dataplane::memory::MemNet::new();
-        let binder = net.host("198.18.0.1".parse().unwrap(), 64);
-        let options = Options { mtu: 1420, workers: 1, port: 51820, binder, batches_per_worker: 8 };
-        let iface = Interface::with_options("mem0".into(), Some(StaticSecret::from_bytes([7; 32])), options).unwrap();
-        crate::gateway::Gateway::new(Arc::new(iface))
-    }
-
     // What `wg set wg0 peer K allowed-ips 10.9.0.0/16 peer K remove`
     // sends: the peer goes, and so do the prefixes given to it first.
     #[test]
     fn a_peer_removed_later_in_the_request_takes_its_new_allowed_ips_with_it() {
-        let gw = memory_gateway();
+        let (_net, gw) = memory_gateway();
         let body = format!("public_key={}\nallowed_ip=10.9.0.0/16\npublic_key={}\nremove=true\n", k(2), k(2));
         apply_set(&gw, parse_set(body.lines()).unwrap()).unwrap();
         assert!(gw.peers().is_empty());
@@ -473,11 +473,7 @@ mod tests {
     // cannot be bound goes back.
     #[test]
     fn a_port_that_cannot_be_bound_leaves_the_fwmark_as_it_was() {
-        use causeway_dataplane::interface::Options;
-        let net = causeway_dataplane::memory::MemNet::new();
-        let binder = net.host("198.18.0.1".parse().unwrap(), 64);
-        let options = Options { mtu: 1420, workers: 1, port: 51820, binder, batches_per_worker: 8 };
-        let gw = Interface::with_options("mem0".into(), Some(StaticSecret::from_bytes([7; 32])), options).unwrap();
+        let (net, gw) = memory_gateway();
         gw.set_fwmark(3).unwrap();
         net.hold("198.18.0.1:51821".parse().unwrap());
         let err = apply_set(&gw, parse_set(["fwmark=5", "listen_port=51821"]).unwrap());
