@@ -240,6 +240,31 @@ mod tests {
         assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &b)));
     }
 
+    // IKE deletes a duplicate IKE SA: its child stops sending at once and
+    // hands over to the other SA of the peer, but still opens what the
+    // peer sends on it until removed; it never sends again. Alone, it
+    // goes on sending rather than leave the peer with nothing.
+    #[test]
+    fn an_sa_that_stops_sending_hands_over_and_still_receives() {
+        let table = IpsecTable::default();
+        let peer = ipsec_peer();
+        let link = peer.ipsec().unwrap();
+        let (stays, goes) = (child_sa(0x100), child_sa(0x200));
+        table.install_child(&peer, stays.clone(), SendOn::Now);
+        table.install_child(&peer, goes.clone(), SendOn::Now);
+        assert!(table.stop_sending(goes.spi_in()));
+        assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &stays)), "the other SA sends");
+        assert!(table.child(goes.spi_in()).is_some(), "still there to receive on");
+        // When the one that stays goes first, the one stopped is no stand-in.
+        table.remove_child(stays.spi_in());
+        assert!(link.sending().is_none());
+        assert!(!table.stop_sending(0x999), "unknown SPI");
+        let alone = child_sa(0x300);
+        table.install_child(&peer, alone.clone(), SendOn::Now);
+        assert!(table.stop_sending(alone.spi_in()));
+        assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &alone)), "nothing to hand over to");
+    }
+
     // Roaming follows the newest SA packets came on. When that SA goes,
     // the newest left that carried packets takes its place (not none, so a
     // late packet on an even older one stays late); and a packet on the

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 
 use crate::child_sa::ChildSa;
+use crate::esp_link::EspLink;
 use crate::peer::PeerState;
 
 /// Requests the data plane makes of IKE on the control plane, at most this
@@ -185,10 +186,8 @@ impl IpsecTable {
 
     /// Removes the child SA whose inbound SPI is `spi_in`. If it was the
     /// one sending, its successor (the pending SA) sends from now on, or
-    /// else another SA of the peer that is up: a peer can hold two at once
-    /// (one from each of two IKE SAs, when both ends initiated together),
-    /// and deleting one must not stop traffic while the other carries it.
-    /// With neither, the peer has no SA to send with until the next.
+    /// else another SA of the peer that is up (`hand_over_sending`). With
+    /// neither, the peer has no SA to send with until the next.
     pub fn remove_child(&self, spi_in: u32) -> Option<Arc<ChildSa>> {
         let mut removed = None;
         self.change_spis(|m| removed = m.remove(&spi_in));
@@ -204,21 +203,25 @@ impl IpsecTable {
                 its_sas().filter(|other| other.heard()).map(|other| other.installed()).max().unwrap_or(0);
             let _ =
                 link.newest_heard.compare_exchange(sa.installed(), newest_heard, Ordering::SeqCst, Ordering::SeqCst);
-            let _switch = lock(&link.switch);
-            let is =
-                |slot: &arc_swap::ArcSwapOption<ChildSa>| slot.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, &sa));
-            if is(&link.pending) {
-                link.pending.store(None);
-            }
-            if is(&link.outbound) {
-                // Any of them carries traffic; the same choice every time
-                // is easier to follow.
-                let other =
-                    || its_sas().filter(|other| !other.receive_only()).max_by_key(|other| other.spi_in()).cloned();
-                link.outbound.store(link.pending.swap(None).or_else(other));
-            }
+            hand_over_sending(link, &peer, &sa, &spis, false);
         }
         Some(sa)
+    }
+
+    /// Hands sending on the child SA whose inbound SPI is `spi_in` over
+    /// as `remove_child` would, but keeps it to receive on until its
+    /// `remove_child`: IKE is deleting it, and the peer sends on it until
+    /// the Delete arrives. An SA with nothing to hand over to goes on
+    /// sending: better into an SA about to go than into none. Returns
+    /// whether it was found.
+    pub fn stop_sending(&self, spi_in: u32) -> bool {
+        let spis = self.by_spi.load();
+        let Some((peer, sa)) = spis.get(&spi_in) else { return false };
+        sa.mark_receive_only();
+        if let Some(link) = peer.ipsec() {
+            hand_over_sending(link, peer, sa, &spis, true);
+        }
+        true
     }
 
     pub fn child(&self, spi_in: u32) -> Option<(Arc<PeerState>, Arc<ChildSa>)> {
@@ -304,6 +307,35 @@ impl IpsecTable {
     fn ring(&self) {
         if let Some(ring) = &*lock(&self.doorbell) {
             ring();
+        }
+    }
+}
+
+/// If `sa` sends for `peer` or waits to, it no longer does: the
+/// pending SA sends instead, or else another SA of the peer in
+/// `spis` that may send. A peer can hold two at once (one from each of
+/// two IKE SAs, when both ends initiated together), and losing one
+/// must not stop traffic while the other carries it. With neither, the
+/// peer has no SA to send with, unless `keep_if_alone`: then `sa` goes
+/// on sending.
+fn hand_over_sending(link: &EspLink, peer: &Arc<PeerState>, sa: &Arc<ChildSa>, spis: &BySpi, keep_if_alone: bool) {
+    let _switch = lock(&link.switch);
+    let is = |slot: &arc_swap::ArcSwapOption<ChildSa>| slot.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, sa));
+    if is(&link.pending) {
+        link.pending.store(None);
+    }
+    if is(&link.outbound) {
+        // Any of them carries traffic; the same choice every time is
+        // easier to follow.
+        let other = || {
+            spis.values()
+                .filter(|(p, other)| Arc::ptr_eq(p, peer) && !Arc::ptr_eq(other, sa) && !other.receive_only())
+                .max_by_key(|(_, other)| other.spi_in())
+                .map(|(_, other)| other.clone())
+        };
+        match link.pending.swap(None).or_else(other) {
+            None if keep_if_alone => {}
+            next => link.outbound.store(next),
         }
     }
 }

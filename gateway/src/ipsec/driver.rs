@@ -541,6 +541,15 @@ fn apply(s: &Shared, event: Event) {
                 follow_ike(&ps, remote);
             }
         }
+        Event::ChildStopSending { peer, spi_in } => {
+            if s.iface.ipsec.stop_sending(spi_in) {
+                tracing::info!(
+                    peer = %peer,
+                    spi_in = %format_args!("{spi_in:08x}"),
+                    "child SA receives only until its IKE SA's Delete is answered"
+                );
+            }
+        }
         Event::ChildDown { peer, spi_in, spi_out } => {
             if s.iface.ipsec.remove_child(spi_in).is_some() {
                 // Without an SA left, site health counts the peer as

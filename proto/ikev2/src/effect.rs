@@ -14,6 +14,9 @@ pub(crate) enum Effect {
     InitialContact,
     /// An IKE SA with this peer came up.
     Contacted,
+    /// This SA came up by IKE_AUTH (after any `InitialContact`): delete
+    /// the peer's duplicate of it if it is ours to delete (`duplicates.rs`).
+    CheckDuplicates,
     /// A rekey made this new IKE SA; file it.
     NewSa(Box<IkeSa>),
     /// A rekey collision was lost: the children (and their planned

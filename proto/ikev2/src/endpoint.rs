@@ -354,6 +354,7 @@ impl Endpoint {
                     }
                     self.io.failures.remove(&peer_id);
                 }
+                Effect::CheckDuplicates => self.delete_duplicates(spi, &peer_id, now),
                 Effect::NewSa(sa) => {
                     if let Some(p) = self.peers.get_mut(&peer_id).filter(|_| sa.up) {
                         p.ike_rekeys += 1;
@@ -388,6 +389,29 @@ impl Endpoint {
                     }
                 }
             }
+        }
+    }
+
+    /// Deletes the peer's IKE SAs that duplicate `spi`, just up, and are
+    /// ours to delete (`duplicates::ours_to_delete`). The Delete waits
+    /// for nothing else queued on the SA. Its children stop sending at
+    /// once, before the Delete leaves, and keep receiving until the peer
+    /// answers: the peer sends on them until the Delete arrives and not
+    /// after, and what we sent on them before normally arrives ahead of
+    /// the Delete, which takes the same path.
+    fn delete_duplicates(&mut self, spi: u64, peer_id: &PeerId, now: Instant) {
+        let Some(new) = self.sas.get(&spi) else { return };
+        let others = self.sas.values().filter(|sa| &sa.peer == peer_id);
+        for doomed in crate::duplicates::ours_to_delete(new, others) {
+            let (Some(sa), Some(p)) = (self.sas.get_mut(&doomed), self.peers.get(peer_id)) else { continue };
+            sa.duplicate = true;
+            sa.rekey_at = None;
+            for c in &sa.children {
+                self.io.events.push_back(Event::ChildStopSending { peer: peer_id.clone(), spi_in: c.spi_in });
+            }
+            sa.queue.clear();
+            sa.queue.push_back(Planned::DeleteIke);
+            exchange::kick(sa, p, &mut self.io, now);
         }
     }
 

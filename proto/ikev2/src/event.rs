@@ -39,6 +39,9 @@ pub enum DownReason {
     Replaced,
     /// Its lifetime ran out before a rekey succeeded.
     Expired,
+    /// Both ends set up an IKE SA at once and this was the redundant one
+    /// (the lowest nonce; the other SA carries on).
+    Duplicate,
 }
 
 /// Why an exchange failed.
@@ -150,6 +153,13 @@ pub enum Event {
         peer: PeerId,
         spi_in: u32,
         spi_out: u32,
+    },
+    /// Send no more on this child SA (the peer's other SA carries its
+    /// traffic), but keep receiving on it until its `ChildDown`: it is
+    /// being deleted, and the peer sends on it until the Delete arrives.
+    ChildStopSending {
+        peer: PeerId,
+        spi_in: u32,
     },
     /// An authenticated request moved an established IKE SA to the peer's
     /// new address (a NAT in front of it remapped it, or IKE moved to

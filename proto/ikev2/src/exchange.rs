@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::effect::Effect;
-use crate::event::Event;
+use crate::event::{DownReason, Event};
 use crate::ids::{notify as n, ExchangeType, NAT_T_PORT};
 use crate::io::Io;
 use crate::peer::Peer;
@@ -58,7 +58,13 @@ pub(crate) fn on_message(
             Req::Auth { spi_in } => crate::ike_auth::on_auth_response(sa, peer, io, now, &payloads, spi_in),
             Req::Informational => Vec::new(),
             Req::DeleteChildren(spis) => crate::informational::on_delete_children_response(sa, io, &spis),
-            Req::DeleteIke => vec![Effect::Destroy],
+            Req::DeleteIke => {
+                // Children still held (a duplicate's) go down now, when
+                // the peer no longer sends on them.
+                let reason = if sa.duplicate { DownReason::Duplicate } else { DownReason::DeletedLocally };
+                crate::informational::forget(sa, io, reason);
+                vec![Effect::Destroy]
+            }
             Req::RekeyChild(r) => crate::rekey::on_child_rekey_response(sa, peer, io, now, *r, &payloads),
             Req::RekeyIke(r) => crate::rekey::on_ike_rekey_response(sa, peer, io, now, *r, &payloads),
             Req::CreateChild(r) => crate::rekey::new_child::on_response(sa, peer, io, now, *r, &payloads),

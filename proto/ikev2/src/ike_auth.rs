@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::child_keys::ChildKeys;
 use crate::config::{PeerConfig, PeerId};
 use crate::crypto::{child_keymat, psk_auth, signed_octets, verify_psk_auth};
+use crate::duplicates::VENDOR_ID;
 use crate::effect::Effect;
 use crate::event::{ChildSend, Event, Failure};
 use crate::ids::{auth_method, notify as n, ExchangeType};
@@ -42,6 +43,7 @@ pub(crate) fn start(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant) {
     p.push(Payload::Sa(esp_offer(&cfg.esp_proposals, spi_in, false)));
     p.push(Payload::TsI(cfg.local_ts.clone()));
     p.push(Payload::TsR(cfg.remote_ts.clone()));
+    p.push(Payload::Vendor(VENDOR_ID.to_vec()));
     sa.state = SaState::AuthSent;
     sa.send_request(io, now, ExchangeType::IkeAuth, &p, Req::Auth { spi_in });
 }
@@ -201,8 +203,9 @@ pub(crate) fn on_auth_response(
     if method != auth_method::SHARED_KEY_MIC || !verify_psk_auth(prf, &cfg.psk, &octets, auth) {
         return fail(sa, io, Failure::AuthenticationFailed { by_peer: false });
     }
+    sa.peer_resolves_duplicates = says_causeway(p);
     established(sa, cfg, io, now);
-    let effects = vec![Effect::Contacted];
+    let effects = vec![Effect::Contacted, Effect::CheckDuplicates];
     let offered = esp_offer(&cfg.esp_proposals, spi_in, false);
     let child = match child_parts(p) {
         Some((answer, tsi, tsr)) => match accept_esp(answer, &cfg.esp_proposals, false) {
@@ -281,13 +284,22 @@ pub(crate) fn on_auth_request(
     if notify(p, n::INITIAL_CONTACT).is_some() {
         effects.push(Effect::InitialContact);
     }
+    // After INITIAL_CONTACT's clearing: an SA it removes is no duplicate.
+    effects.push(Effect::CheckDuplicates);
+    sa.peer_resolves_duplicates = says_causeway(p);
     established(sa, cfg, io, now);
     match child_parts(p) {
         Some((offered, tsi, tsr)) => out.extend(respond_child(sa, cfg, io, now, offered, tsi, tsr)),
         None => out.push(Payload::Notify(Notify::new(n::NO_PROPOSAL_CHOSEN, Vec::new()))),
     }
+    out.push(Payload::Vendor(VENDOR_ID.to_vec()));
     sa.send_response(io, ExchangeType::IkeAuth, id, &out);
     effects
+}
+
+/// Whether IKE_AUTH's payloads carry Causeway's Vendor ID.
+fn says_causeway(p: &[Payload]) -> bool {
+    p.iter().any(|x| matches!(x, Payload::Vendor(v) if v == VENDOR_ID))
 }
 
 /// The responder's child SA of IKE_AUTH: the answer's payloads.

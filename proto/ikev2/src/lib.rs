@@ -13,6 +13,7 @@ mod child_keys;
 mod config;
 mod cookies;
 pub mod crypto;
+mod duplicates;
 mod effect;
 mod endpoint;
 mod event;

@@ -206,6 +206,11 @@ pub(crate) struct IkeSa {
     /// The DH group the peer asked for (INVALID_KE_PAYLOAD) when we last
     /// rekeyed this IKE SA; the next rekey's KE uses it.
     pub rekey_group: Option<DhGroup>,
+    /// The peer sent Causeway's Vendor ID in IKE_AUTH: it deletes a
+    /// duplicate IKE SA by the rule of `duplicates.rs`.
+    pub peer_resolves_duplicates: bool,
+    /// We are deleting this SA as the redundant one of a duplicate pair.
+    pub duplicate: bool,
 }
 
 /// The next number of a sequence that orders SA creations and
@@ -256,6 +261,8 @@ impl IkeSa {
             up: false,
             responded_ike_rekey: None,
             rekey_group: None,
+            peer_resolves_duplicates: false,
+            duplicate: false,
         }
     }
 

@@ -72,6 +72,7 @@ fn successor(
     new.nat = old.nat;
     new.nat_detected = old.nat_detected;
     new.roams = old.roams;
+    new.peer_resolves_duplicates = old.peer_resolves_duplicates;
     let cfg = &peer.cfg;
     new.rekey_at = Some(now + rekey_after(cfg.ike_lifetime, cfg.rekey_jitter_percent, &mut *io.rng));
     new.expire_at = Some(now + cfg.ike_lifetime);

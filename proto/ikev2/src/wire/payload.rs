@@ -5,7 +5,8 @@
 //! lies within the data; an unknown payload with the critical bit set fails
 //! the whole chain with [`WireError::UnsupportedCritical`] (§2.5), an
 //! unknown one without it, and known ones Causeway has no use for (CERT,
-//! CERTREQ, Vendor ID, CP, EAP), are kept only as [`Payload::Skipped`].
+//! CERTREQ, CP, EAP), are kept only as [`Payload::Skipped`]. Vendor IDs are
+//! kept whole: one of them says a peer is Causeway (`duplicates.rs`).
 
 use super::identity::IdPayload;
 use super::notify::{Delete, Notify};
@@ -45,6 +46,9 @@ pub enum Payload {
     Delete(Delete),
     TsI(Vec<TrafficSelector>),
     TsR(Vec<TrafficSelector>),
+    /// A Vendor ID (§3.12): opaque bytes naming an implementation or a
+    /// capability; unknown ones are ignored.
+    Vendor(Vec<u8>),
     /// A payload read past: its type only.
     Skipped {
         kind: u8,
@@ -65,6 +69,7 @@ impl Payload {
             Payload::Delete(_) => kind::DELETE,
             Payload::TsI(_) => kind::TSI,
             Payload::TsR(_) => kind::TSR,
+            Payload::Vendor(_) => kind::VENDOR,
             Payload::Skipped { kind } => *kind,
         }
     }
@@ -100,9 +105,8 @@ impl Payload {
             kind::DELETE => Payload::Delete(Delete::parse(body)?),
             kind::TSI => Payload::TsI(parse_ts(body)?),
             kind::TSR => Payload::TsR(parse_ts(body)?),
-            kind::CERT | kind::CERTREQ | kind::VENDOR | kind::CP | kind::EAP | kind::SKF => {
-                Payload::Skipped { kind: ty }
-            }
+            kind::VENDOR => Payload::Vendor(body.to_vec()),
+            kind::CERT | kind::CERTREQ | kind::CP | kind::EAP | kind::SKF => Payload::Skipped { kind: ty },
             other if critical => return Err(WireError::UnsupportedCritical(other)),
             other => Payload::Skipped { kind: other },
         })
@@ -125,6 +129,7 @@ impl Payload {
             Payload::Notify(n) => n.write(out),
             Payload::Delete(d) => d.write(out),
             Payload::TsI(ts) | Payload::TsR(ts) => write_ts(ts, out),
+            Payload::Vendor(v) => out.extend_from_slice(v),
             Payload::Skipped { .. } => {}
         }
     }
@@ -201,6 +206,7 @@ mod tests {
             Payload::Nonce(vec![7; 32]),
             Payload::Ke { group: 31, data: vec![1; 32] },
             Payload::Notify(Notify::new(16388, vec![0; 20])),
+            Payload::Vendor(b"vendor".to_vec()),
         ];
         let mut out = Vec::new();
         let first = write_chain(&chain, kind::NONE, &mut out);
@@ -215,9 +221,10 @@ mod tests {
         assert_eq!(parse_chain(99, &out), Err(WireError::UnsupportedCritical(99)));
         // A known payload type never counts as unsupported.
         assert_eq!(
-            parse_chain(kind::VENDOR, &out),
-            Ok((vec![Payload::Skipped { kind: kind::VENDOR }], ChainEnd::Done))
+            parse_chain(kind::CERTREQ, &out),
+            Ok((vec![Payload::Skipped { kind: kind::CERTREQ }], ChainEnd::Done))
         );
+        assert_eq!(parse_chain(kind::VENDOR, &out), Ok((vec![Payload::Vendor(vec![0xaa, 0xbb])], ChainEnd::Done)));
     }
 
     #[test]
