@@ -53,6 +53,10 @@ pub(crate) fn delete_now(sa: &mut IkeSa, io: &mut Io, _now: Instant, reason: Dow
     forget(sa, io, reason);
 }
 
+/// Asks the peer to delete child SAs. They send no more from now on
+/// (another SA of the peer takes over where there is one), so that the
+/// data plane, when a sending SA goes, never hands over to one of these,
+/// about to go too; they receive until the answer.
 pub(crate) fn send_delete_children(sa: &mut IkeSa, io: &mut Io, now: Instant, spis: Vec<u32>) {
     let spis: Vec<u32> = spis.into_iter().filter(|s| sa.child(*s).is_some()).collect();
     if spis.is_empty() {
@@ -60,6 +64,7 @@ pub(crate) fn send_delete_children(sa: &mut IkeSa, io: &mut Io, now: Instant, sp
     }
     for c in sa.children.iter_mut().filter(|c| spis.contains(&c.spi_in)) {
         c.retiring = true;
+        io.events.push_back(Event::ChildStopSending { peer: sa.peer.clone(), spi_in: c.spi_in });
     }
     let del = Delete { protocol: protocol::ESP, spis: spis.iter().map(|s| s.to_be_bytes().to_vec()).collect() };
     sa.send_request(io, now, ExchangeType::Informational, &[Payload::Delete(del)], Req::DeleteChildren(spis));
