@@ -314,6 +314,27 @@ fn crossing_deletes_of_one_child_sa_are_answered_without_deletes() {
     }
 }
 
+// A child SA whose Delete goes out stops sending first and goes only
+// when the peer answers: the data plane then never hands sending over to
+// it while it is on its way out, and still opens what the peer sent on it
+// before the Delete arrived.
+#[test]
+fn a_child_sa_being_deleted_stops_sending_before_it_goes() {
+    let mut n = up_pair(Duration::ZERO);
+    let a_in = child_keys(n.child_ups(Side::A)[0]).0;
+    let before = n.events_a.len();
+    assert!(n.a.delete_child(a_in, n.now));
+    n.collect();
+    let stop = |e: &Event| matches!(e, Event::ChildStopSending { spi_in, .. } if *spi_in == a_in);
+    let down = |e: &Event| matches!(e, Event::ChildDown { spi_in, .. } if *spi_in == a_in);
+    assert!(n.events_a[before..].iter().any(stop), "stopped sending when the Delete left");
+    assert!(!n.events_a[before..].iter().any(down), "still there before the answer");
+    n.run();
+    let later: Vec<&Event> = n.events_a[before..].iter().collect();
+    let (s, d) = (later.iter().position(|e| stop(e)), later.iter().position(|e| down(e)));
+    assert!(matches!((s, d), (Some(s), Some(d)) if s < d), "{later:?}");
+}
+
 // ESP finds A at a new mapping while both ends rekey the IKE SA at once.
 // B then holds the old SA and the one it made answering A's rekey, and
 // makes its own from the old one's path when A answers; any of them may
