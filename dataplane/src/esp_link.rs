@@ -243,7 +243,8 @@ mod tests {
     // IKE deletes a duplicate IKE SA: its child stops sending at once and
     // hands over to the other SA of the peer, but still opens what the
     // peer sends on it until removed; it never sends again. Alone, it
-    // goes on sending rather than leave the peer with nothing.
+    // goes on sending rather than leave the peer with nothing, and stays
+    // a stand-in.
     #[test]
     fn an_sa_that_stops_sending_hands_over_and_still_receives() {
         let table = IpsecTable::default();
@@ -263,6 +264,11 @@ mod tests {
         table.install_child(&peer, alone.clone(), SendOn::Now);
         assert!(table.stop_sending(alone.spi_in()));
         assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &alone)), "nothing to hand over to");
+        // Still sending, it stands in for a newer SA that goes first.
+        let newer = child_sa(0x400);
+        table.install_child(&peer, newer.clone(), SendOn::Now);
+        table.remove_child(newer.spi_in());
+        assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &alone)));
     }
 
     // Roaming follows the newest SA packets came on. When that SA goes,

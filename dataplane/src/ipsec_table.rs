@@ -212,14 +212,17 @@ impl IpsecTable {
     /// as `remove_child` would, but keeps it to receive on until its
     /// `remove_child`: IKE is deleting it, and the peer sends on it until
     /// the Delete arrives. An SA with nothing to hand over to goes on
-    /// sending: better into an SA about to go than into none. Returns
-    /// whether it was found.
+    /// sending: better into an SA about to go than into none; it is then
+    /// still a stand-in should a newer SA go first. Returns whether it was
+    /// found.
     pub fn stop_sending(&self, spi_in: u32) -> bool {
         let spis = self.by_spi.load();
         let Some((peer, sa)) = spis.get(&spi_in) else { return false };
-        sa.mark_receive_only();
-        if let Some(link) = peer.ipsec() {
-            hand_over_sending(link, peer, sa, &spis, true);
+        let Some(link) = peer.ipsec() else { return true };
+        hand_over_sending(link, peer, sa, &spis, true);
+        let _switch = lock(&link.switch);
+        if !link.outbound.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, sa)) {
+            sa.mark_receive_only();
         }
         true
     }

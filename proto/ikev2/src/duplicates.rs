@@ -16,6 +16,10 @@
 //! as responder when it sees one) could delete the other SA of the pair
 //! at the same time, leaving none.
 //!
+//! The check runs once per SA, when IKE_AUTH brings it up; a pair that
+//! does not qualify then (one of them without a child SA, or rekeying)
+//! keeps both SAs, as before this rule.
+//!
 //! Invariant: only an SA we initiated is ever chosen here, and only when
 //! both SAs of the pair are established, up, carry a child SA, and are
 //! from a peer that sent the Vendor ID. The two ends may see a pair
@@ -23,7 +27,7 @@
 //! can only keep the end that would delete from deleting, never make
 //! both delete, since one end alone initiated the SA that goes.
 
-use crate::sa::{IkeSa, SaState};
+use crate::sa::{IkeSa, Req, SaState};
 
 /// The Vendor ID by which a Causeway gateway says it deletes duplicates
 /// by this rule. Sent only inside IKE_AUTH's encrypted payload, so only
@@ -33,10 +37,14 @@ pub(crate) const VENDOR_ID: &[u8] = b"Causeway: crossing IKE SAs, lowest nonce g
 /// Whether `sa` counts in a pair: up, established and not on its way
 /// out, with a peer that follows the rule, and carrying a child SA. An
 /// SA whose child failed is no stand-in for one whose child carries
-/// traffic, and the rule would as likely delete the latter.
+/// traffic, and the rule would as likely delete the latter. Nor one being
+/// rekeyed: the rekey would hand its children to a successor that is no
+/// duplicate in our eyes and leave the old SA's Delete deleting nothing.
 fn eligible(sa: &IkeSa) -> bool {
     let carries = sa.children.iter().any(|c| !c.retiring);
-    sa.up && sa.state == SaState::Established && sa.peer_resolves_duplicates && !sa.duplicate && carries
+    let rekeying =
+        sa.responded_ike_rekey.is_some() || matches!(&sa.pending, Some(p) if matches!(p.req, Req::RekeyIke(_)));
+    sa.up && sa.state == SaState::Established && sa.peer_resolves_duplicates && !sa.duplicate && carries && !rekeying
 }
 
 /// The lower of an SA's two nonces, which §2.8.1 compares.
@@ -146,5 +154,24 @@ mod tests {
         assert!(ours_to_delete(&theirs, [&ours].into_iter()).is_empty());
         theirs.children = ours.children.clone();
         assert_eq!(ours_to_delete(&ours, [&theirs].into_iter()), vec![1]);
+        // Nor one already going, or being rekeyed.
+        theirs.duplicate = true;
+        assert!(ours_to_delete(&ours, [&theirs].into_iter()).is_empty());
+        theirs.duplicate = false;
+        theirs.responded_ike_rekey =
+            Some(crate::rekey_state::Collision { ni: vec![0; 32], nr: vec![0; 32], created: 9 });
+        assert!(ours_to_delete(&ours, [&theirs].into_iter()).is_empty());
+    }
+
+    #[test]
+    fn among_several_others_each_pair_counts_until_the_new_one_goes() {
+        // Two others the new SA outranks: both ours, both go.
+        let new = sa(false, 9, 8, 9);
+        let (x, y) = (sa(true, 1, 1, 9), sa(true, 2, 2, 9));
+        assert_eq!(ours_to_delete(&new, [&x, &y].into_iter()), vec![1, 2]);
+        // The new one (ours) loses to the first: it goes, and alone.
+        let new = sa(true, 9, 1, 9);
+        let (x, y) = (sa(false, 1, 5, 9), sa(true, 2, 6, 9));
+        assert_eq!(ours_to_delete(&new, [&x, &y].into_iter()), vec![9]);
     }
 }

@@ -393,12 +393,10 @@ impl Endpoint {
     }
 
     /// Deletes the peer's IKE SAs that duplicate `spi`, just up, and are
-    /// ours to delete (`duplicates::ours_to_delete`). The Delete waits
-    /// for nothing else queued on the SA. Its children stop sending at
-    /// once, before the Delete leaves, and keep receiving until the peer
-    /// answers: the peer sends on them until the Delete arrives and not
-    /// after, and what we sent on them before normally arrives ahead of
-    /// the Delete, which takes the same path.
+    /// ours to delete (`duplicates::ours_to_delete`). Nothing else queued
+    /// on the SA goes first; a request already out is answered first (no
+    /// IKE rekey: `duplicates::eligible`). Its children stop sending when
+    /// the Delete leaves (`informational::send_delete_ike`).
     fn delete_duplicates(&mut self, spi: u64, peer_id: &PeerId, now: Instant) {
         let Some(new) = self.sas.get(&spi) else { return };
         let others = self.sas.values().filter(|sa| &sa.peer == peer_id);
@@ -406,9 +404,6 @@ impl Endpoint {
             let (Some(sa), Some(p)) = (self.sas.get_mut(&doomed), self.peers.get(peer_id)) else { continue };
             sa.duplicate = true;
             sa.rekey_at = None;
-            for c in &sa.children {
-                self.io.events.push_back(Event::ChildStopSending { peer: peer_id.clone(), spi_in: c.spi_in });
-            }
             sa.queue.clear();
             sa.queue.push_back(Planned::DeleteIke);
             exchange::kick(sa, p, &mut self.io, now);

@@ -70,7 +70,15 @@ pub(crate) fn send_delete_children(sa: &mut IkeSa, io: &mut Io, now: Instant, sp
     sa.send_request(io, now, ExchangeType::Informational, &[Payload::Delete(del)], Req::DeleteChildren(spis));
 }
 
+/// Asks the peer to delete the IKE SA. Children it still holds (a
+/// duplicate's; a rekeyed SA's went to its successor) stop sending now
+/// and receive until the answer: the peer sends on them until the Delete
+/// arrives and not after, and what we sent on them before normally
+/// arrives ahead of the Delete, which takes the same path.
 pub(crate) fn send_delete_ike(sa: &mut IkeSa, io: &mut Io, now: Instant) {
+    for c in &sa.children {
+        io.events.push_back(Event::ChildStopSending { peer: sa.peer.clone(), spi_in: c.spi_in });
+    }
     let del = Payload::Delete(Delete { protocol: protocol::IKE, spis: Vec::new() });
     sa.state = SaState::Deleting;
     sa.send_request(io, now, ExchangeType::Informational, &[del], Req::DeleteIke);

@@ -58,7 +58,8 @@ pub(crate) fn on_timeout(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant)
 /// Every retransmission went unanswered.
 fn give_up(sa: &mut IkeSa, io: &mut Io) -> Vec<Effect> {
     if sa.up {
-        crate::informational::forget(sa, io, DownReason::PeerDead);
+        let reason = if sa.duplicate { DownReason::Duplicate } else { DownReason::PeerDead };
+        crate::informational::forget(sa, io, reason);
     } else if sa.initiator {
         // An error the responder kept sending, not believed while a valid
         // answer could still come, says more than the timeout.
@@ -72,7 +73,8 @@ fn expire(sa: &mut IkeSa, io: &mut Io, now: Instant) -> Vec<Effect> {
         // Half-open or failed: nothing was up, nothing to report.
         SaState::InitReplied | SaState::Dead => vec![Effect::Destroy],
         SaState::Deleting => {
-            crate::informational::forget(sa, io, DownReason::DeletedLocally);
+            let reason = if sa.duplicate { DownReason::Duplicate } else { DownReason::DeletedLocally };
+            crate::informational::forget(sa, io, reason);
             vec![Effect::Destroy]
         }
         _ => {

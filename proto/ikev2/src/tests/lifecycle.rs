@@ -410,27 +410,34 @@ fn data_plane(events: &[Event]) -> (Vec<(u32, u32)>, Vec<u32>) {
                     pending = None;
                 }
                 if sending == Some(*spi_out) {
-                    let may_send = installed.iter().map(|&(_, o)| o).filter(|o| !receive_only.contains(o));
-                    sending = pending.take().or(may_send.max());
+                    sending = pending.take().or(stand_in(&installed, &receive_only, *spi_out));
                 }
             }
             // As `ChildDown` for sending, but kept to receive on; and kept
             // sending on when nothing else may.
             Event::ChildStopSending { spi_in, .. } => {
                 let Some(&(_, spi_out)) = installed.iter().find(|&&(i, _)| i == *spi_in) else { continue };
-                receive_only.push(spi_out);
                 if pending == Some(spi_out) {
                     pending = None;
                 }
                 if sending == Some(spi_out) {
-                    let may_send = installed.iter().map(|&(_, o)| o).filter(|o| !receive_only.contains(o));
-                    sending = pending.take().or(may_send.max()).or(sending);
+                    sending = pending.take().or(stand_in(&installed, &receive_only, spi_out)).or(sending);
+                }
+                if sending != Some(spi_out) {
+                    receive_only.push(spi_out);
                 }
             }
             _ => {}
         }
     }
     (installed, sending.into_iter().chain(pending).collect())
+}
+
+/// The SA that takes over sending from `leaving`: of those installed that
+/// may send, the one with the highest inbound SPI, as the data plane picks.
+fn stand_in(installed: &[(u32, u32)], receive_only: &[u32], leaving: u32) -> Option<u32> {
+    let may_send = installed.iter().filter(|&&(_, o)| o != leaving && !receive_only.contains(&o));
+    may_send.max_by_key(|&&(i, _)| i).map(|&(_, o)| o)
 }
 
 // Both ends initiate at once (each has the other's address, as two site
