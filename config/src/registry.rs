@@ -43,6 +43,12 @@ pub const DEFAULT_REGISTRY_FAILOVER: Duration = Duration::from_secs(3);
 /// https.
 pub(crate) fn etcd_url(text: &str) -> Result<bool, String> {
     let hint = "expected an etcd client URL, such as http://198.18.0.100:2379 or https://etcd1.example:2379";
+    // `user:password@` in a URL: the text is not shown, it holds a secret.
+    if let Some((_, host)) = text.rsplit_once('@') {
+        return Err(format!(
+            "an endpoint ending in \"@{host}\" carries credentials; they go in `user` and `password_file`, not in the URL; {hint}"
+        ));
+    }
     let (tls, rest) = if let Some(r) = text.strip_prefix("http://") {
         (false, r)
     } else if let Some(r) = text.strip_prefix("https://") {
@@ -439,6 +445,11 @@ mod tests {
         assert!(etcd_url("198.18.0.100:2379").unwrap_err().contains("no http://"));
         assert!(etcd_url("http://198.18.0.100").unwrap_err().contains("no port"));
         assert!(etcd_url("http://198.18.0.100:2379/v3").unwrap_err().contains("has a path"));
+        // Credentials in the URL are refused without showing them.
+        for with_secret in ["http://root:Hunter2Secret@198.18.0.10:2379", "root:Hunter2Secret@198.18.0.10:2379"] {
+            let e = etcd_url(with_secret).unwrap_err();
+            assert!(e.contains("password_file") && !e.contains("Hunter2"), "{e}");
+        }
         assert_eq!(registry_prefix("/a/b//").unwrap(), "/a/b");
         for bad in ["a", "/", "", "/a b"] {
             assert!(registry_prefix(bad).is_err(), "{bad:?}");

@@ -221,6 +221,8 @@ pub enum EndpointError {
     NoPort(String),
     #[error("\"{0}\" is not a port number; {ENDPOINT_HINT}")]
     Port(String),
+    #[error("\"{0}\": port 0 cannot be sent to; {ENDPOINT_HINT}")]
+    PortZero(String),
     #[error("an IPv6 endpoint needs brackets: [{host}]:{port}")]
     Brackets { host: String, port: u16 },
     #[error("\"{0}\" is neither an IP address nor a DNS name; {ENDPOINT_HINT}")]
@@ -235,6 +237,9 @@ impl std::str::FromStr for Endpoint {
     fn from_str(text: &str) -> Result<Endpoint, EndpointError> {
         let text = text.trim();
         if let Ok(a) = text.parse::<SocketAddr>() {
+            if a.port() == 0 {
+                return Err(EndpointError::PortZero(text.to_string()));
+            }
             return Ok(Endpoint::Addr(a));
         }
         let Some((host, port)) = text.rsplit_once(':') else {
@@ -243,6 +248,9 @@ impl std::str::FromStr for Endpoint {
         let Ok(port) = port.parse::<u16>() else {
             return Err(EndpointError::Port(port.to_string()));
         };
+        if port == 0 {
+            return Err(EndpointError::PortZero(text.to_string()));
+        }
         let valid_label = |l: &str| {
             !l.is_empty()
                 && l.len() <= 63

@@ -258,16 +258,19 @@ impl Checker<'_> {
         })
     }
 
-    /// Across peers: unique names and keys, no peer with our own key, and no
-    /// prefix routed to two peers (one containing the other counts, since
-    /// the more specific one would silently take the traffic).
+    /// Across peers: unique names and keys, no peer with our own key (nor
+    /// with our private key pasted as its public key, which would then be
+    /// shown wherever peers' keys are), and no prefix routed to two peers
+    /// (one containing the other counts, since the more specific one would
+    /// silently take the traffic).
     pub(crate) fn cross_checks(
         &mut self,
         raw: &[Spanned<RawPeer>],
         peers: &[(usize, Peer)],
         ipsec: &[(usize, crate::types::IpsecPeer)],
-        own: Option<PublicKey>,
+        own_key: Option<&StaticSecret>,
     ) {
+        let own = own_key.map(StaticSecret::public_key);
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut keys: HashMap<PublicKey, usize> = HashMap::new();
         let all_names =
@@ -299,6 +302,13 @@ impl Checker<'_> {
                     key_span,
                     join(&format!("peer[{i}]"), "public_key"),
                     "this is the interface's own public key",
+                );
+            } else if own_key.is_some_and(|k| *k == StaticSecret::from_bytes(*p.public_key.as_bytes())) {
+                // Compared in constant time (`StaticSecret`'s equality).
+                self.report(
+                    key_span,
+                    join(&format!("peer[{i}]"), "public_key"),
+                    "this is the interface's private key, not a peer's public key: give the peer's public key here",
                 );
             }
         }
@@ -444,7 +454,7 @@ pub(crate) fn validate(source: &str, file: &Path, exposed: Option<u32>) -> Resul
     let sites: Vec<(usize, Site)> =
         raw.site.iter().enumerate().filter_map(|(i, s)| c.site(i + 1, s).map(|s| (i + 1, s))).collect();
     let (peers, ipsec_peers) = check_peers(&mut c, &raw.peer);
-    c.cross_checks(&raw.peer, &peers, &ipsec_peers, interface.as_ref().map(|i| i.private_key.public_key()));
+    c.cross_checks(&raw.peer, &peers, &ipsec_peers, interface.as_ref().map(|i| &i.private_key));
     let registry = raw.registry.as_ref().and_then(|r| c.registry(r));
     let members: Vec<Member<'_>> = peers
         .iter()
@@ -623,6 +633,9 @@ mod tests {
     fn own_key_as_peer() {
         let src = with_peers(&format!("[[peer]]\nname = \"me\"\npublic_key = \"{PUB_A}\"\n"));
         assert!(one_problem(&src).ends_with("peer[1].public_key: this is the interface's own public key"));
+        let src = with_peers(&format!("[[peer]]\nname = \"me\"\npublic_key = \"{KEY_A}\"\n"));
+        let p = one_problem(&src);
+        assert!(p.contains("peer[1].public_key: this is the interface's private key") && !p.contains(KEY_A), "{p}");
     }
 
     #[test]
@@ -719,6 +732,8 @@ mod tests {
         assert!(p("198.18.0.2:http")[0].contains("\"http\" is not a port number"));
         assert!(p("fd00::2:51820")[0].contains("needs brackets"));
         assert!(p("bad_host!:1")[0].contains("neither an IP address nor a DNS name"));
+        assert!(p("198.18.0.2:0")[0].contains("port 0 cannot be sent to"));
+        assert!(p("gw1.example:0")[0].contains("port 0 cannot be sent to"));
         assert!(parse(&src("gw-1.dc.example.:51820")).is_ok());
         assert_eq!(
             "fd00::2:51820".parse::<Endpoint>(),

@@ -734,3 +734,26 @@ fn password_authentication() {
     // Unauthenticated clients are refused: the records are protected.
     assert!(store.try_get("/causeway/gateways/east/gw1").is_err());
 }
+
+/// Another gateway given our name writes its record over ours: the watch
+/// shows it, and we report the clash instead of writing ours back (which
+/// the other would answer in kind). A leave then leaves the other's record
+/// alone: we delete a record only under our own lease.
+#[test]
+fn a_record_written_over_ours_is_reported_and_a_leave_does_not_delete_it() {
+    let Some(etcd) = Etcd::start() else { return };
+    let net = MemNet::new();
+    let store = Store::new(&etcd.url());
+    let b = Gw::start(&net, &etcd, 2, "west", "gw1", 10);
+    let (key, value, _other) = record("west", "gw1", 9);
+    let ours = b.secret.public_key().to_base64();
+    wait_until("b published", || store.get(&key).is_some_and(|(v, _)| String::from_utf8_lossy(&v).contains(&ours)));
+    store.put(&key, &value, None);
+    wait_until("b reports the clash", || {
+        b.status().last_error.is_some_and(|e| e.contains("registered by another gateway"))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(store.get(&key).unwrap().0, value, "not written back");
+    b.ask(Request::SiteLeave).unwrap();
+    assert_eq!(store.get(&key).unwrap().0, value, "the other's record is not ours to delete");
+}

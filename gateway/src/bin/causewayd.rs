@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 /// as a drop-in for wireguard-go (`causewayd wg0`, then configure it with
 /// `wg` or wg-quick with WG_QUICK_USERSPACE_IMPLEMENTATION=causewayd).
 #[derive(Parser)]
-#[command(version, args_conflicts_with_subcommands = true, after_help = EXAMPLES)]
+#[command(name = "causewayd", bin_name = "causewayd", version, args_conflicts_with_subcommands = true, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -23,6 +23,7 @@ struct Cli {
 }
 
 const EXAMPLES: &str = "Examples:
+  causewayd check --config /etc/causeway/gw.toml
   causewayd up --config /etc/causeway/gw.toml
   causewayd wg0 && wg setconf wg0 wg0.conf
   WG_QUICK_USERSPACE_IMPLEMENTATION=causewayd wg-quick up ./wg0.conf
@@ -44,6 +45,16 @@ enum Command {
         /// Data-plane worker threads (default: the config's, else one per core).
         #[arg(short, long, value_parser = workers)]
         workers: Option<usize>,
+    },
+    /// Check a configuration file without bringing anything up: every
+    /// problem is listed with its file, line and field, and the exit
+    /// status is 0 only for a file `up` would accept (key and PSK files
+    /// and their modes, and the user to run as, included). For use before
+    /// `up` or a reload.
+    Check {
+        /// The gateway's TOML configuration.
+        #[arg(short, long)]
+        config: PathBuf,
     },
     /// Internal: started by `up` before it drops root; removes the control
     /// sockets once the daemon has exited.
@@ -83,6 +94,9 @@ fn main() {
     let result = match cli.command {
         Some(Command::Up { config, interface, workers }) => {
             causeway_gateway::daemon::up(&config, interface, workers, causeway_gateway::daemon::report_ready)
+        }
+        Some(Command::Check { config }) => {
+            causeway_gateway::daemon::check(&config).map(|summary| println!("{summary}"))
         }
         Some(Command::CleanupSockets { daemon, paths }) => {
             causeway_gateway::privileges::cleanup_after_daemon(daemon, &paths);

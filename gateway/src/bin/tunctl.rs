@@ -163,7 +163,7 @@ enum Command {
     Pubkey,
     /// Print a new pre-shared key, as `wg genpsk` does.
     ///
-    /// Example: tunctl genpsk > /etc/causeway/dc-east.psk
+    /// Example: (umask 077; tunctl genpsk > /etc/causeway/dc-east.psk)
     Genpsk,
 }
 

@@ -18,6 +18,7 @@
 //!
 //! Private keys never leave the gateway: the record holds the public key.
 
+mod lease;
 mod merge;
 pub mod record;
 pub mod requests;

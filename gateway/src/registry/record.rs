@@ -161,8 +161,9 @@ impl Member {
                 Some(net)
             }
         };
-        let mut version = r.version;
-        version.truncate(32);
+        // Cut by characters: a byte cut inside a multi-byte one panics,
+        // and this runs on every gateway reading the record.
+        let version: String = r.version.chars().take(32).collect();
         Ok(Member {
             site: r.site,
             name: r.name,
@@ -269,6 +270,18 @@ mod tests {
         assert!(bad(&|r| r.as_object_mut().unwrap().remove("site").map(drop).unwrap_or(())).starts_with("not a record"));
         assert!(Member::decode("west", "gw1", b"\xff\x00").unwrap_err().to_string().starts_with("not a record"));
         assert!(matches!(Member::decode("w", "g", &vec![b' '; MAX_VALUE + 1]), Err(RecordError::TooLarge(_))));
+    }
+
+    // A version is kept to 32 characters; cut by bytes, a multi-byte
+    // character across byte 32 panicked the registry thread of every
+    // gateway that read the record.
+    #[test]
+    fn a_long_version_is_cut_between_characters() {
+        let mut r = record("west", "gw1");
+        r["version"] = format!("1{}", "é".repeat(40)).into();
+        let m = Member::decode("west", "gw1", r.to_string().as_bytes()).unwrap();
+        assert_eq!(m.version.chars().count(), 32);
+        assert!(m.version.starts_with("1é"));
     }
 
     #[test]

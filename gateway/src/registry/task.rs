@@ -11,10 +11,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions, WatchResponse};
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions, WatchResponse,
+};
 use ipnet::IpNet;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::lease;
 use super::record::{self, Member};
 use super::store::{self, timed, Credentials};
 use super::{lock, ChangeError, Command, Shared, SiteChange, View};
@@ -117,9 +120,9 @@ async fn session(
 ) -> Result<End, String> {
     let mut client = store::connect(&shared.settings.endpoints, creds, member).await?;
     let ttl = shared.settings.lease_ttl;
-    let id = ensure_lease(&mut client, lease, ttl).await?;
-    let (mut keeper, mut answers) = timed("keeping the lease alive", client.lease_keep_alive(id)).await?;
-    let mut own = Own { put_revision: 0 };
+    let id = lease::ensure(&mut client, lease, ttl).await?;
+    let mut renewal = lease::renew(&mut client, id, ttl).await?;
+    let mut own = Own { put_revision: 0, lease: id };
     own.publish(shared, &mut client, id).await?;
 
     let all = shared.layout.all();
@@ -136,9 +139,6 @@ async fn session(
 
     let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
     let mut watch = timed("watching the registry", client.watch(all.as_str(), Some(options))).await?;
-    let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(500)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut answered = Instant::now();
     loop {
         tokio::select! {
             msg = watch.message() => {
@@ -159,23 +159,13 @@ async fn session(
                     own.publish(shared, &mut client, id).await?;
                 }
             }
-            _ = tick.tick() => {
-                if answered.elapsed() > ttl {
-                    return Err(format!("the lease keepalive went unanswered for {} s", ttl.as_secs()));
-                }
-                timed("keeping the lease alive", keeper.keep_alive()).await?;
-            }
-            a = answers.message() => match a {
-                Ok(Some(a)) if a.ttl() > 0 => answered = Instant::now(),
-                // Gone: the next session grants a new lease and publishes
-                // again; our record went with the old one.
-                Ok(Some(_)) => {
+            lapse = &mut renewal.lapsed => {
+                let lapse = lapse.unwrap_or(lease::Lapse { expired: false, why: "the lease renewal stopped".into() });
+                if lapse.expired {
                     *lease = None;
-                    return Err("the lease expired".into());
                 }
-                Ok(None) => return Err("the lease keepalive stream ended".into()),
-                Err(e) => return Err(format!("keeping the lease alive: {}", store::describe(&e))),
-            },
+                return Err(lapse.why);
+            }
             c = commands.recv() => match c {
                 None | Some(Command::Stop) => {
                     match timed("withdrawing our record", client.lease_revoke(id)).await {
@@ -228,6 +218,19 @@ fn events(shared: &Shared, own: &mut Own, resp: WatchResponse) -> Result<bool, S
                 let o = st.view.put(&shared.layout, kv.key(), kv.value());
                 refused(kv.key(), o.refused);
                 changed |= o.changed;
+                // Another gateway wrote our key over our record: publishing
+                // again finds it and reports the clash (`Own::publish`).
+                // Not a record with our own key: that is this gateway's,
+                // from an earlier lease, or a twin's, which publishing
+                // would overwrite, and the twin us, without end.
+                let theirs = kv.key() == own_key.as_bytes() && kv.lease() != own.lease;
+                if theirs && kv.mod_revision() > own.put_revision {
+                    let ours = st.file.interface.private_key.public_key();
+                    let other = Member::decode(&identity.site, &identity.name, kv.value()).ok();
+                    if other.is_none_or(|m| m.public_key != ours) {
+                        own.put_revision = -1;
+                    }
+                }
             }
             EventType::Delete => {
                 changed |= st.view.delete(&shared.layout, kv.key());
@@ -251,25 +254,13 @@ async fn apply(shared: &Arc<Shared>) {
     let _ = tokio::task::spawn_blocking(move || s.apply()).await;
 }
 
-/// The lease of our record: the one we hold if etcd still knows it, else a
-/// new one.
-async fn ensure_lease(client: &mut Client, lease: &mut Option<i64>, ttl: Duration) -> Result<i64, String> {
-    if let Some(id) = *lease {
-        let alive = timed("checking the lease", client.lease_time_to_live(id, None)).await?;
-        if alive.ttl() > 0 {
-            return Ok(id);
-        }
-        tracing::info!("registry: our lease expired while the store was unreachable; taking a new one");
-    }
-    let granted = timed("granting a lease", client.lease_grant(ttl.as_secs() as i64, None)).await?;
-    *lease = Some(granted.id());
-    Ok(granted.id())
-}
-
 /// Our record's state in this session.
 struct Own {
-    /// The revision of our last put; -1 once a later delete was seen.
+    /// The revision of our last put; -1 once a later delete, or a later
+    /// put by another gateway, was seen.
     put_revision: i64,
+    /// The lease our record lives under.
+    lease: i64,
 }
 
 impl Own {
@@ -294,35 +285,53 @@ impl Own {
             return Ok(());
         }
         let key = shared.layout.gateway(&identity.site, &identity.name);
-        let existing = timed("reading our record", client.get(key.as_str(), None)).await?;
-        if let Some(kv) = existing.kvs().first().filter(|kv| kv.lease() != lease) {
-            if let Ok(m) = Member::decode(&identity.site, &identity.name, kv.value()) {
-                if m.public_key != file.0 {
-                    shared.publish_problem(Some(format!(
-                        "{}/{} is registered by another gateway (public key {}): not publishing our record until it goes; give this gateway another name",
-                        identity.site,
-                        identity.name,
-                        m.public_key.to_base64()
-                    )));
-                    return Ok(());
-                }
-            }
-        }
         let member = Member {
-            site: identity.site,
-            name: identity.name,
+            site: identity.site.clone(),
+            name: identity.name.clone(),
             public_key: file.0,
             endpoints: shared.settings.advertise.clone(),
             // Others route our own address (as a host) to us.
             tunnel_address: file.1.map(|a| IpNet::new(a.addr(), a.max_prefix_len()).unwrap_or(a)),
             version: env!("CARGO_PKG_VERSION").into(),
         };
-        let put =
-            timed("publishing our record", client.put(key, member.encode(), Some(PutOptions::new().with_lease(lease))))
-                .await?;
-        self.put_revision = put.header().map_or(0, |h| h.revision());
-        shared.publish_problem(None);
-        Ok(())
+        // The put goes only over what was read: another gateway taking the
+        // name in between (both starting at once) fails it, and the next
+        // read finds that gateway's record. Each failure means someone else
+        // wrote the key, so a few tries settle it.
+        for _ in 0..3 {
+            let existing = timed("reading our record", client.get(key.as_str(), None)).await?;
+            let seen = existing.kvs().first().map_or(0, |kv| kv.mod_revision());
+            if let Some(kv) = existing.kvs().first().filter(|kv| kv.lease() != lease) {
+                if let Ok(m) = Member::decode(&identity.site, &identity.name, kv.value()) {
+                    if m.public_key != file.0 {
+                        shared.publish_problem(Some(format!(
+                            "{}/{} is registered by another gateway (public key {}): not publishing our record until it goes; give this gateway another name",
+                            identity.site,
+                            identity.name,
+                            m.public_key.to_base64()
+                        )));
+                        return Ok(());
+                    }
+                }
+            }
+            let unchanged = Compare::mod_revision(key.as_str(), CompareOp::Equal, seen);
+            let put = TxnOp::put(key.as_str(), member.encode(), Some(PutOptions::new().with_lease(lease)));
+            let done = timed("publishing our record", client.txn(Txn::new().when([unchanged]).and_then([put]))).await?;
+            if done.succeeded() {
+                self.put_revision = done.header().map_or(0, |h| h.revision());
+                shared.publish_problem(None);
+                return Ok(());
+            }
+        }
+        Err(format!("publishing our record: {key} kept changing under us"))
+    }
+
+    /// Deletes our record at `key` if it is still ours (under our lease):
+    /// a record another gateway put there is left alone.
+    async fn withdraw(&self, client: &mut Client, key: &str) -> Result<(), String> {
+        let ours = Compare::lease(key, CompareOp::Equal, self.lease);
+        let txn = Txn::new().when([ours]).and_then([TxnOp::delete(key, None)]);
+        timed("withdrawing our record", client.txn(txn)).await.map(drop)
     }
 }
 
@@ -343,7 +352,7 @@ async fn change_site(
             }
             if identity.registered {
                 let old = shared.layout.gateway(&identity.site, &identity.name);
-                timed("withdrawing our record", client.delete(old, None)).await.map_err(store)?;
+                own.withdraw(client, &old).await.map_err(store)?;
             }
             {
                 let mut st = lock(&shared.state);
@@ -360,13 +369,15 @@ async fn change_site(
             if !identity.registered {
                 return Err(ChangeError::NotRegistered);
             }
+            // Withdrawn before we count as unregistered: if the delete
+            // fails, a retry still finds us registered and tries again.
+            let key = shared.layout.gateway(&identity.site, &identity.name);
+            own.withdraw(client, &key).await.map_err(store)?;
             {
                 let mut st = lock(&shared.state);
                 st.identity.registered = false;
                 st.publish_problem = None;
             }
-            let key = shared.layout.gateway(&identity.site, &identity.name);
-            timed("withdrawing our record", client.delete(key, None)).await.map_err(store)?;
             shared.publish_status();
             Ok(format!(
                 "withdrew {}/{} from the registry; still running, still following the registry",
