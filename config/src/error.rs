@@ -27,6 +27,10 @@ pub enum ConfigError {
     /// an error chain printed whole does not say it twice.
     #[error("{}: cannot read configuration: {reason}", path.display())]
     Read { path: PathBuf, reason: std::io::Error },
+    /// Anyone who may write the file may change the gateway's keys and
+    /// peers, as sshd's StrictModes reasons.
+    #[error("{}: group or others may write it (mode {mode:03o}), and so change this gateway's keys and peers; `chmod go-w` it", path.display())]
+    Writable { path: PathBuf, mode: u32 },
     /// Every problem found, in file order; never empty.
     #[error("{}", Problems(.0))]
     Invalid(Vec<Problem>),
@@ -37,7 +41,7 @@ impl ConfigError {
     pub fn problems(&self) -> &[Problem] {
         match self {
             ConfigError::Invalid(p) => p,
-            ConfigError::Read { .. } => &[],
+            ConfigError::Read { .. } | ConfigError::Writable { .. } => &[],
         }
     }
 }

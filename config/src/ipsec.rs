@@ -488,6 +488,24 @@ psk_file = "dc-east.psk"
         assert_eq!(crate::load(&file).unwrap().interface.listen_port, 4500);
     }
 
+    // Whoever may write the file may change the keys and peers: refused,
+    // whatever it holds, before anything in it is read for use.
+    #[test]
+    fn a_configuration_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_d, file) = setup(SRX, 0o600);
+        for mode in [0o620, 0o602, 0o666] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = crate::load(&file).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("group or others may write it (mode {mode:03o})")) && e.contains("chmod go-w"),
+                "{e}"
+            );
+        }
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(crate::load(&file).is_ok());
+    }
+
     #[test]
     fn psks_compare_by_value() {
         let a = Psk(Zeroizing::new(b"0123456789abcdef".to_vec()));

@@ -47,6 +47,11 @@ use std::path::Path;
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let (source, exposed) =
         read_config_file(path).map_err(|reason| ConfigError::Read { path: path.to_path_buf(), reason })?;
+    let meta = std::fs::metadata(path).map_err(|reason| ConfigError::Read { path: path.to_path_buf(), reason })?;
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(ConfigError::Writable { path: path.to_path_buf(), mode });
+    }
     validate::validate(&source, path, exposed)
 }
 

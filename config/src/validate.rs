@@ -521,7 +521,7 @@ mod tests {
         let path = dir.path().join("gw.toml");
         let peer = format!("[[peer]]\nname = \"b\"\npublic_key = \"{PUB_B}\"\npreshared_key = \"{KEY_A}\"\n");
         std::fs::write(&path, format!("[interface]\nprivate_key = \"{KEY_A}\"\n\n{peer}")).unwrap();
-        for mode in [0o644, 0o640, 0o604, 0o660] {
+        for mode in [0o644, 0o640, 0o604, 0o440] {
             chmod(&path, mode);
             let e = crate::load(&path).unwrap_err();
             let found: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();

@@ -521,6 +521,10 @@ fn operators_join_leave_and_set_sites_through_the_api() {
     assert!(e.contains("10.2.1.0/24 overlaps 10.2.0.0/16 of site west"), "{e}");
     let e = a.ask(Request::SiteSet { site: "north".into(), prefixes: vec!["10.2.1.1/24".into()] }).unwrap_err();
     assert!(e.starts_with("prefixes: "), "{e}");
+    // From a gateway of west itself, whose merged view has no site west.
+    wait_until("b knows its own site's prefixes", || b.registry.view().sites.contains_key("west"));
+    let e = b.ask(Request::SiteSet { site: "north".into(), prefixes: vec!["10.2.1.0/24".into()] }).unwrap_err();
+    assert!(e.contains("10.2.1.0/24 overlaps 10.2.0.0/16 of site west"), "{e}");
 
     // c moves to site south: a and b see it there.
     assert_eq!(c.ask(Request::SiteJoin { site: "south".into() }).unwrap(), "registered in site south as gw2");

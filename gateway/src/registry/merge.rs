@@ -8,8 +8,9 @@
 //! - this gateway's own site is neither a remote site nor a source of
 //!   peers (its gateways are our neighbours, not tunnel ends);
 //! - each address belongs to one peer or site only: a registry prefix or
-//!   tunnel address overlapping one already taken (the file's first, then
-//!   the registry's in name order) is left out; the rest of a site stays;
+//!   tunnel address overlapping one already taken (the file's first, and
+//!   our own site's, then the registry's in name order) is left out; the
+//!   rest of a site stays;
 //! - a record with our own public key, or one already used by another
 //!   record, is left out.
 //!
@@ -60,6 +61,11 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
     }
     for s in &file.sites {
         taken.0.extend(s.prefixes.iter().map(|n| (*n, format!("site {}", s.name))));
+    }
+    // Our own site's prefixes are our LAN: a remote site or gateway given
+    // part of them would draw local traffic into the tunnel.
+    if let Some(own) = view.sites.get(own_site) {
+        taken.0.extend(own.iter().map(|n| (*n, format!("this gateway's own site {own_site}"))));
     }
     let file_sites: HashSet<&str> = file.sites.iter().map(|s| s.name.as_str()).collect();
     for (name, nets) in &view.sites {
@@ -241,5 +247,32 @@ pub(crate) mod tests {
         ] {
             assert!(why.contains(expected), "{expected:?} in\n{why}");
         }
+    }
+
+    // Our own site's prefixes are our LAN: a remote site, or a remote
+    // gateway's tunnel address, inside them is left out, not routed into
+    // the tunnel.
+    #[test]
+    fn nothing_remote_takes_part_of_our_own_site() {
+        let me = StaticSecret::random(&mut rand_core::OsRng);
+        let file = file_config(&me, "east", "gw1");
+        let mut inside = member("west", "gw2", 4);
+        inside.tunnel_address = Some("10.1.9.9/32".parse().unwrap());
+        let v = view(
+            vec![member("west", "gw1", 3), inside],
+            &[("east", &["10.1.0.0/16"]), ("west", &["10.2.0.0/16", "10.1.5.0/24"])],
+        );
+        let m = merge(&file, &v, "east");
+        let names: Vec<_> = m.config.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["west.gw1"]);
+        assert_eq!(m.config.sites, [Site { name: "west".into(), prefixes: vec!["10.2.0.0/16".parse().unwrap()] }]);
+        let why = m.left_out.join("\n");
+        assert!(why.contains("site west: 10.1.5.0/24 overlaps 10.1.0.0/16 of this gateway's own site east"), "{why}");
+        assert!(
+            why.contains(
+                "gateway west.gw2: tunnel address 10.1.9.9/32 overlaps 10.1.0.0/16 of this gateway's own site east"
+            ),
+            "{why}"
+        );
     }
 }

@@ -33,15 +33,21 @@ pub fn change_of(req: &Request) -> Result<SiteChange, ApiError> {
     })
 }
 
-/// Refuses prefixes that another site or a peer has: the registry would
-/// keep them, but every gateway would leave them out.
+/// Refuses prefixes that another site or a peer has, this gateway's own
+/// site included: the registry would keep them, but gateways would leave
+/// them out.
 fn check_overlap(gw: &Gateway, site: &str, prefixes: &[IpNet]) -> Result<(), ApiError> {
-    let Some(cfg) = gw.registry().and_then(|r| r.merged()) else { return Ok(()) };
+    let Some(registry) = gw.registry() else { return Ok(()) };
+    let Some(cfg) = registry.merged() else { return Ok(()) };
+    // The merged configuration has the remote sites only.
+    let own_site = registry.identity().site;
+    let own = registry.view().sites.get(&own_site).cloned().filter(|_| own_site != site).unwrap_or_default();
     let taken = cfg
         .sites
         .iter()
         .filter(|s| s.name != site)
         .flat_map(|s| s.prefixes.iter().map(move |n| (*n, format!("site {}", s.name))))
+        .chain(own.into_iter().map(|n| (n, format!("site {own_site}"))))
         .chain(cfg.peers.iter().flat_map(|p| p.allowed_ips.iter().map(move |n| (*n, format!("peer {}", p.name)))));
     for (other, whose) in taken {
         if let Some(n) = prefixes.iter().find(|n| n.contains(&other) || other.contains(*n)) {
