@@ -761,3 +761,21 @@ fn a_record_written_over_ours_is_reported_and_a_leave_does_not_delete_it() {
     b.ask(Request::SiteLeave).unwrap();
     assert_eq!(store.get(&key).unwrap().0, value, "the other's record is not ours to delete");
 }
+
+/// More records than one page of the full read: every one is learnt, and
+/// read at one revision.
+#[test]
+fn a_registry_larger_than_one_page_is_read_whole() {
+    let Some(etcd) = Etcd::start() else { return };
+    let net = MemNet::new();
+    let store = Store::new(&etcd.url());
+    let mut expected = Vec::new();
+    for n in 10..90u8 {
+        let (key, value, _) = record("north", &format!("gw{n}"), n);
+        store.put(&key, &value, None);
+        expected.push(format!("north.gw{n}"));
+    }
+    expected.sort();
+    let a = Gw::start(&net, &etcd, 1, "east", "gw1", 10);
+    wait_until("a learns all 80", || a.peer_names() == expected);
+}

@@ -126,19 +126,20 @@ async fn session(
     own.publish(shared, &mut client, id).await?;
 
     let all = shared.layout.all();
-    let resp = timed("reading the registry", client.get(all.as_str(), Some(GetOptions::new().with_prefix()))).await?;
-    let revision = resp.header().map_or(0, |h| h.revision());
-    let mut view = View { revision, ..View::default() };
-    for kv in resp.kvs() {
-        refused(kv.key(), view.put(&shared.layout, kv.key(), kv.value()).refused);
-    }
+    let mut view = View::default();
+    let revision = read_all(&client, &all, |key, value| {
+        refused(key, view.put(&shared.layout, key, value).refused);
+    })
+    .await?;
+    view.revision = revision;
     lock(&shared.state).view = view;
     apply(shared).await;
     *synced = true;
     shared.synced();
 
     let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-    let mut watch = timed("watching the registry", client.watch(all.as_str(), Some(options))).await?;
+    let mut watcher = client.watch_client().max_decoding_message_size(MAX_MESSAGE);
+    let mut watch = timed("watching the registry", watcher.watch(all.as_str(), Some(options))).await?;
     loop {
         tokio::select! {
             msg = watch.message() => {
@@ -189,6 +190,57 @@ async fn session(
             },
         }
     }
+}
+
+/// Keys read per request of the full read. With etcd's largest value
+/// (1.5 MiB by default) a page stays within `MAX_MESSAGE`.
+const PAGE: i64 = 32;
+/// The largest response taken from etcd: gRPC's default of 4 MiB would
+/// make a large fleet's read, or a few big values anywhere under the
+/// prefix, fail every session.
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// Reads every key under `prefix` at one revision, a page at a time, and
+/// hands each to `take`; returns the revision read at.
+async fn read_all(client: &Client, prefix: &str, mut take: impl FnMut(&[u8], &[u8])) -> Result<i64, String> {
+    let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+    let range_end = prefix_end(prefix.as_bytes());
+    let mut from = prefix.as_bytes().to_vec();
+    let mut revision = 0;
+    loop {
+        let mut options = GetOptions::new().with_range(range_end.clone()).with_limit(PAGE);
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let resp = timed("reading the registry", kv.get(from.clone(), Some(options))).await?;
+        if revision == 0 {
+            revision = resp.header().map_or(0, |h| h.revision());
+        }
+        for kv in resp.kvs() {
+            take(kv.key(), kv.value());
+        }
+        match resp.kvs().last() {
+            Some(last) if resp.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => return Ok(revision),
+        }
+    }
+}
+
+/// The first key after every key starting with `prefix` (etcd's range end
+/// for a prefix).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff (or empty): to the end of the keyspace.
+    vec![0]
 }
 
 /// The watch's next response, or why the watch is over.
@@ -398,5 +450,15 @@ async fn change_site(
             }
             Ok(format!("removed site {site} (its gateways' records stay until they leave)"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_prefix_ends_after_every_key_it_starts() {
+        assert_eq!(super::prefix_end(b"/causeway/"), b"/causeway0");
+        assert_eq!(super::prefix_end(b"/a\xff"), b"/b");
+        assert_eq!(super::prefix_end(b"\xff\xff"), b"\0");
     }
 }
