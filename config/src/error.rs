@@ -29,7 +29,7 @@ pub enum ConfigError {
     Read { path: PathBuf, reason: std::io::Error },
     /// Anyone who may write the file may change the gateway's keys and
     /// peers, as sshd's StrictModes reasons.
-    #[error("{}: group or others may write it (mode {mode:03o}), and so change this gateway's keys and peers; `chmod go-w` it", path.display())]
+    #[error("{}: someone other than its owner may write it (mode {mode:03o}), and so change this gateway's keys and peers; `chmod go-w` it", path.display())]
     Writable { path: PathBuf, mode: u32 },
     /// Every problem found, in file order; never empty.
     #[error("{}", Problems(.0))]

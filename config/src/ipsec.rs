@@ -489,20 +489,33 @@ psk_file = "dc-east.psk"
     }
 
     // Whoever may write the file may change the keys and peers: refused,
-    // whatever it holds, before anything in it is read for use.
+    // whatever it holds, before anything in it is read for use. A group
+    // write bit counts unless the group is root's.
     #[test]
     fn a_configuration_others_may_write_is_refused() {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let (_d, file) = setup(SRX, 0o600);
-        for mode in [0o620, 0o602, 0o666] {
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let chmod = |mode| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let writable = |mode: u32| {
             let e = crate::load(&file).unwrap_err().to_string();
-            assert!(
-                e.contains(&format!("group or others may write it (mode {mode:03o})")) && e.contains("chmod go-w"),
-                "{e}"
-            );
+            e.contains(&format!("may write it (mode {mode:03o})")) && e.contains("chmod go-w")
+        };
+        for mode in [0o602, 0o666] {
+            chmod(mode);
+            assert!(writable(mode), "{mode:o}");
         }
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        chmod(0o620);
+        if std::fs::metadata(&file).unwrap().gid() == 0 {
+            // Refused only for the key written in it, which the group may
+            // read; root's group may write.
+            assert!(!writable(0o620));
+            if std::os::unix::fs::chown(&file, None, Some(65534)).is_ok() {
+                assert!(writable(0o620), "a group other than root's");
+            }
+        } else {
+            assert!(writable(0o620));
+        }
+        chmod(0o600);
         assert!(crate::load(&file).is_ok());
     }
 

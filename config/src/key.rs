@@ -92,13 +92,31 @@ pub fn exposed_mode(meta: &std::fs::Metadata) -> Option<u32> {
 /// others read it, if any: a key written inline in such a file is refused
 /// where it stands (`Checker::key`).
 pub fn read_config_file(path: &Path) -> std::io::Result<(Zeroizing<String>, Option<u32>)> {
+    let (text, meta) = read_with_metadata(path)?;
+    Ok((text, exposed_mode(&meta)))
+}
+
+/// The file's text and the metadata of the file opened (not of the path
+/// looked up again, which may name another file by then, or none).
+pub(crate) fn read_with_metadata(path: &Path) -> std::io::Result<(Zeroizing<String>, std::fs::Metadata)> {
     use std::io::Read;
     let file = std::fs::File::open(path)?;
     let meta = file.metadata()?;
     // Capacity up front, as for key files; a FIFO reports 0 and grows.
     let mut text = Zeroizing::new(String::with_capacity(meta.len() as usize + 1));
     (&file).read_to_string(&mut text)?;
-    Ok((text, exposed_mode(&meta)))
+    Ok((text, meta))
+}
+
+/// The permission bits of a configuration that let someone other than its
+/// owner change it: others' write bit, or the group's unless the group is
+/// root's (gid 0, whose members are root's already). Whoever may write it
+/// may change the gateway's keys and peers.
+pub fn writable_by_others(meta: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mode = meta.permissions().mode() & 0o777;
+    let group_writes = mode & 0o020 != 0 && meta.gid() != 0;
+    (mode & 0o002 != 0 || group_writes).then_some(mode)
 }
 
 /// The longest key file read: a key, a newline and room for a comment.

@@ -45,13 +45,12 @@ use std::path::Path;
 /// Reads and validates the configuration file at `path`. Relative key file
 /// paths are resolved against the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let (source, exposed) =
-        read_config_file(path).map_err(|reason| ConfigError::Read { path: path.to_path_buf(), reason })?;
-    let meta = std::fs::metadata(path).map_err(|reason| ConfigError::Read { path: path.to_path_buf(), reason })?;
-    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
-    if mode & 0o022 != 0 {
+    let (source, meta) =
+        key::read_with_metadata(path).map_err(|reason| ConfigError::Read { path: path.to_path_buf(), reason })?;
+    if let Some(mode) = key::writable_by_others(&meta) {
         return Err(ConfigError::Writable { path: path.to_path_buf(), mode });
     }
+    let exposed = exposed_mode(&meta);
     validate::validate(&source, path, exposed)
 }
 

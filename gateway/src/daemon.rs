@@ -168,8 +168,7 @@ impl Running {
     }
 }
 
-/// `causewayd up --config FILE`.
-/// Checks a configuration file as `up` would before it creates anything:
+/// `causewayd check --config FILE`: checks a configuration file as `up` would before it creates anything:
 /// the file, its key and PSK files (and their modes), and the user to run
 /// as. Nothing is created or changed. Returns a one-line summary.
 pub fn check(config_path: &Path) -> Result<String> {
@@ -187,6 +186,7 @@ pub fn check(config_path: &Path) -> Result<String> {
     ))
 }
 
+/// `causewayd up --config FILE`.
 pub fn up(config_path: &Path, name: Option<String>, workers: Option<usize>, ready: impl FnOnce()) -> Result<()> {
     let cfg = causeway_config::load(config_path)?;
     let name = name.or(cfg.interface.name.clone()).unwrap_or_else(|| "cw0".to_string());

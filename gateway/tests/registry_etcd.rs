@@ -536,7 +536,7 @@ fn operators_join_leave_and_set_sites_through_the_api() {
     assert!(c.ask(Request::SiteJoin { site: "south".into() }).unwrap().starts_with("already registered"));
 
     // c leaves: it drops out of the others, and keeps its own view.
-    c.ask(Request::SiteLeave).unwrap();
+    assert!(c.ask(Request::SiteLeave).unwrap().starts_with("withdrew south/gw2"));
     wait_until("c is gone from a and b", || a.peer_names() == ["west.gw1"] && b.peer_names() == ["east.gw1"]);
     assert_eq!(c.status().site, "", "not registered");
     std::thread::sleep(Duration::from_millis(500));
@@ -758,7 +758,8 @@ fn a_record_written_over_ours_is_reported_and_a_leave_does_not_delete_it() {
     });
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(store.get(&key).unwrap().0, value, "not written back");
-    b.ask(Request::SiteLeave).unwrap();
+    let reply = b.ask(Request::SiteLeave).unwrap();
+    assert!(reply.starts_with("no longer publishing (another gateway's record stays)"), "{reply}");
     assert_eq!(store.get(&key).unwrap().0, value, "the other's record is not ours to delete");
 }
 

@@ -156,7 +156,7 @@ async fn session(
                     apply(shared).await;
                 }
                 if own.lost(shared) {
-                    tracing::info!("registry: our record was deleted by someone else; publishing it again");
+                    tracing::info!("registry: our record was deleted or written over by someone else; publishing it again");
                     own.publish(shared, &mut client, id).await?;
                 }
             }
@@ -379,11 +379,12 @@ impl Own {
     }
 
     /// Deletes our record at `key` if it is still ours (under our lease):
-    /// a record another gateway put there is left alone.
-    async fn withdraw(&self, client: &mut Client, key: &str) -> Result<(), String> {
+    /// a record another gateway put there is left alone. Returns whether
+    /// ours was there to delete.
+    async fn withdraw(&self, client: &mut Client, key: &str) -> Result<bool, String> {
         let ours = Compare::lease(key, CompareOp::Equal, self.lease);
         let txn = Txn::new().when([ours]).and_then([TxnOp::delete(key, None)]);
-        timed("withdrawing our record", client.txn(txn)).await.map(drop)
+        Ok(timed("withdrawing our record", client.txn(txn)).await?.succeeded())
     }
 }
 
@@ -424,15 +425,16 @@ async fn change_site(
             // Withdrawn before we count as unregistered: if the delete
             // fails, a retry still finds us registered and tries again.
             let key = shared.layout.gateway(&identity.site, &identity.name);
-            own.withdraw(client, &key).await.map_err(store)?;
+            let ours = own.withdraw(client, &key).await.map_err(store)?;
             {
                 let mut st = lock(&shared.state);
                 st.identity.registered = false;
                 st.publish_problem = None;
             }
             shared.publish_status();
+            let what = if ours { "withdrew" } else { "no longer publishing (another gateway's record stays)" };
             Ok(format!(
-                "withdrew {}/{} from the registry; still running, still following the registry",
+                "{what} {}/{} from the registry; still running, still following the registry",
                 identity.site, identity.name
             ))
         }
