@@ -219,9 +219,7 @@ impl IpsecTable {
         let spis = self.by_spi.load();
         let Some((peer, sa)) = spis.get(&spi_in) else { return false };
         let Some(link) = peer.ipsec() else { return true };
-        hand_over_sending(link, peer, sa, &spis, true);
-        let _switch = lock(&link.switch);
-        if !link.outbound.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, sa)) {
+        if !hand_over_sending(link, peer, sa, &spis, true) {
             sa.mark_receive_only();
         }
         true
@@ -320,8 +318,14 @@ impl IpsecTable {
 /// two IKE SAs, when both ends initiated together), and losing one
 /// must not stop traffic while the other carries it. With neither, the
 /// peer has no SA to send with, unless `keep_if_alone`: then `sa` goes
-/// on sending.
-fn hand_over_sending(link: &EspLink, peer: &Arc<PeerState>, sa: &Arc<ChildSa>, spis: &BySpi, keep_if_alone: bool) {
+/// on sending. Returns whether `sa` still sends.
+fn hand_over_sending(
+    link: &EspLink,
+    peer: &Arc<PeerState>,
+    sa: &Arc<ChildSa>,
+    spis: &BySpi,
+    keep_if_alone: bool,
+) -> bool {
     let _switch = lock(&link.switch);
     let is = |slot: &arc_swap::ArcSwapOption<ChildSa>| slot.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, sa));
     if is(&link.pending) {
@@ -337,10 +341,11 @@ fn hand_over_sending(link: &EspLink, peer: &Arc<PeerState>, sa: &Arc<ChildSa>, s
                 .map(|(_, other)| other.clone())
         };
         match link.pending.swap(None).or_else(other) {
-            None if keep_if_alone => {}
+            None if keep_if_alone => return true,
             next => link.outbound.store(next),
         }
     }
+    false
 }
 
 #[cfg(test)]

@@ -168,14 +168,22 @@ impl Running {
     }
 }
 
-/// `causewayd check --config FILE`: checks a configuration file as `up` would before it creates anything:
-/// the file, its key and PSK files (and their modes), and the user to run
-/// as. Nothing is created or changed. Returns a one-line summary.
-pub fn check(config_path: &Path) -> Result<String> {
+/// What `up` checks before it creates anything: the file, its key and
+/// PSK files (and their modes), and the user to run as, looked up.
+fn load_for_up(config_path: &Path) -> Result<(causeway_config::Config, Option<(String, crate::privileges::Ids)>)> {
     let cfg = causeway_config::load(config_path)?;
-    if let Some(u) = &cfg.interface.user {
-        crate::privileges::lookup(u)?;
-    }
+    let run_as = match &cfg.interface.user {
+        Some(u) => Some((u.clone(), crate::privileges::lookup(u)?)),
+        None => None,
+    };
+    Ok((cfg, run_as))
+}
+
+/// `causewayd check --config FILE`: what `up` checks before it creates
+/// anything (`load_for_up`), and nothing created or changed. Returns a
+/// one-line summary.
+pub fn check(config_path: &Path) -> Result<String> {
+    let (cfg, _) = load_for_up(config_path)?;
     Ok(format!(
         "{}: valid ({} WireGuard peers, {} IPsec peers, {} sites{})",
         config_path.display(),
@@ -188,13 +196,9 @@ pub fn check(config_path: &Path) -> Result<String> {
 
 /// `causewayd up --config FILE`.
 pub fn up(config_path: &Path, name: Option<String>, workers: Option<usize>, ready: impl FnOnce()) -> Result<()> {
-    let cfg = causeway_config::load(config_path)?;
-    let name = name.or(cfg.interface.name.clone()).unwrap_or_else(|| "cw0".to_string());
     // Before anything is created, so an unknown user fails cleanly.
-    let run_as = match &cfg.interface.user {
-        Some(u) => Some((u.clone(), crate::privileges::lookup(u)?)),
-        None => None,
-    };
+    let (cfg, run_as) = load_for_up(config_path)?;
+    let name = name.or(cfg.interface.name.clone()).unwrap_or_else(|| "cw0".to_string());
     let mut running = start(Settings {
         name,
         private_key: Some(cfg.interface.private_key.clone()),

@@ -123,7 +123,7 @@ async fn session(
     let id = lease::ensure(&mut client, lease, ttl).await?;
     let mut renewal = lease::renew(&mut client, id, ttl).await?;
     let mut own = Own { put_revision: 0, lease: id };
-    own.publish(shared, &mut client, id).await?;
+    own.publish(shared, &mut client).await?;
 
     let all = shared.layout.all();
     let mut view = View::default();
@@ -157,7 +157,7 @@ async fn session(
                 }
                 if own.lost(shared) {
                     tracing::info!("registry: our record was deleted or written over by someone else; publishing it again");
-                    own.publish(shared, &mut client, id).await?;
+                    own.publish(shared, &mut client).await?;
                 }
             }
             lapse = &mut renewal.lapsed => {
@@ -175,9 +175,9 @@ async fn session(
                     }
                     return Ok(End::Stop);
                 }
-                Some(Command::Republish) => own.publish(shared, &mut client, id).await?,
+                Some(Command::Republish) => own.publish(shared, &mut client).await?,
                 Some(Command::Site(change, reply)) => {
-                    let answer = change_site(shared, &mut client, &mut own, id, change).await;
+                    let answer = change_site(shared, &mut client, &mut own, change).await;
                     let failed = match &answer {
                         Err(e @ ChangeError::Store(_)) => Some(e.to_string()),
                         _ => None,
@@ -324,7 +324,7 @@ impl Own {
     /// Puts our record under the lease, unless another gateway holds our
     /// name (a record of another key, under another lease): that is
     /// reported, not overwritten, and retried when that record goes.
-    async fn publish(&mut self, shared: &Shared, client: &mut Client, lease: i64) -> Result<(), String> {
+    async fn publish(&mut self, shared: &Shared, client: &mut Client) -> Result<(), String> {
         let (identity, file) = {
             let st = lock(&shared.state);
             (
@@ -353,7 +353,7 @@ impl Own {
         for _ in 0..3 {
             let existing = timed("reading our record", client.get(key.as_str(), None)).await?;
             let seen = existing.kvs().first().map_or(0, |kv| kv.mod_revision());
-            if let Some(kv) = existing.kvs().first().filter(|kv| kv.lease() != lease) {
+            if let Some(kv) = existing.kvs().first().filter(|kv| kv.lease() != self.lease) {
                 if let Ok(m) = Member::decode(&identity.site, &identity.name, kv.value()) {
                     if m.public_key != file.0 {
                         shared.publish_problem(Some(format!(
@@ -367,7 +367,7 @@ impl Own {
                 }
             }
             let unchanged = Compare::mod_revision(key.as_str(), CompareOp::Equal, seen);
-            let put = TxnOp::put(key.as_str(), member.encode(), Some(PutOptions::new().with_lease(lease)));
+            let put = TxnOp::put(key.as_str(), member.encode(), Some(PutOptions::new().with_lease(self.lease)));
             let done = timed("publishing our record", client.txn(Txn::new().when([unchanged]).and_then([put]))).await?;
             if done.succeeded() {
                 self.put_revision = done.header().map_or(0, |h| h.revision());
@@ -393,7 +393,6 @@ async fn change_site(
     shared: &Arc<Shared>,
     client: &mut Client,
     own: &mut Own,
-    lease: i64,
     change: SiteChange,
 ) -> Result<String, ChangeError> {
     let store = ChangeError::Store;
@@ -412,7 +411,7 @@ async fn change_site(
                 st.identity.site = site.clone();
                 st.identity.registered = true;
             }
-            own.publish(shared, client, lease).await.map_err(store)?;
+            own.publish(shared, client).await.map_err(store)?;
             // Our own site changed: its gateways stop being peers, the old
             // one's become peers.
             apply(shared).await;

@@ -61,7 +61,7 @@ pub(crate) fn on_message(
             Req::DeleteIke => {
                 // Children still held (a duplicate's) go down now, when
                 // the peer no longer sends on them.
-                let reason = if sa.duplicate { DownReason::Duplicate } else { DownReason::DeletedLocally };
+                let reason = sa.down_reason(DownReason::DeletedLocally);
                 crate::informational::forget(sa, io, reason);
                 vec![Effect::Destroy]
             }

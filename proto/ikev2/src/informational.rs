@@ -21,6 +21,12 @@ fn child_down(sa: &IkeSa, io: &mut Io, c: &ChildSa) {
     io.events.push_back(Event::ChildDown { peer: sa.peer.clone(), spi_in: c.spi_in, spi_out: c.spi_out });
 }
 
+/// A child SA whose Delete is going out sends no more; it receives until
+/// its `ChildDown`.
+fn stops_sending(io: &mut Io, peer: &crate::config::PeerId, spi_in: u32) {
+    io.events.push_back(Event::ChildStopSending { peer: peer.clone(), spi_in });
+}
+
 /// Reports the SA and all its children down, without telling the peer.
 pub(crate) fn forget(sa: &mut IkeSa, io: &mut Io, reason: DownReason) {
     for c in std::mem::take(&mut sa.children) {
@@ -64,7 +70,7 @@ pub(crate) fn send_delete_children(sa: &mut IkeSa, io: &mut Io, now: Instant, sp
     }
     for c in sa.children.iter_mut().filter(|c| spis.contains(&c.spi_in)) {
         c.retiring = true;
-        io.events.push_back(Event::ChildStopSending { peer: sa.peer.clone(), spi_in: c.spi_in });
+        stops_sending(io, &sa.peer, c.spi_in);
     }
     let del = Delete { protocol: protocol::ESP, spis: spis.iter().map(|s| s.to_be_bytes().to_vec()).collect() };
     sa.send_request(io, now, ExchangeType::Informational, &[Payload::Delete(del)], Req::DeleteChildren(spis));
@@ -77,7 +83,7 @@ pub(crate) fn send_delete_children(sa: &mut IkeSa, io: &mut Io, now: Instant, sp
 /// arrives ahead of the Delete, which takes the same path.
 pub(crate) fn send_delete_ike(sa: &mut IkeSa, io: &mut Io, now: Instant) {
     for c in &sa.children {
-        io.events.push_back(Event::ChildStopSending { peer: sa.peer.clone(), spi_in: c.spi_in });
+        stops_sending(io, &sa.peer, c.spi_in);
     }
     let del = Payload::Delete(Delete { protocol: protocol::IKE, spis: Vec::new() });
     sa.state = SaState::Deleting;

@@ -382,6 +382,16 @@ impl IkeSa {
         self.keys.as_ref().map(|k| &k.keys.sk_d)
     }
 
+    /// Why this SA went, for `IkeDown`: `Duplicate` if we were deleting it
+    /// as one (whatever then ended it), else `otherwise`.
+    pub(crate) fn down_reason(&self, otherwise: crate::event::DownReason) -> crate::event::DownReason {
+        if self.duplicate {
+            crate::event::DownReason::Duplicate
+        } else {
+            otherwise
+        }
+    }
+
     pub(crate) fn child(&self, spi_in: u32) -> Option<&ChildSa> {
         self.children.iter().find(|c| c.spi_in == spi_in)
     }

@@ -58,7 +58,7 @@ pub(crate) fn on_timeout(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant)
 /// Every retransmission went unanswered.
 fn give_up(sa: &mut IkeSa, io: &mut Io) -> Vec<Effect> {
     if sa.up {
-        let reason = if sa.duplicate { DownReason::Duplicate } else { DownReason::PeerDead };
+        let reason = sa.down_reason(DownReason::PeerDead);
         crate::informational::forget(sa, io, reason);
     } else if sa.initiator {
         // An error the responder kept sending, not believed while a valid
@@ -73,7 +73,7 @@ fn expire(sa: &mut IkeSa, io: &mut Io, now: Instant) -> Vec<Effect> {
         // Half-open or failed: nothing was up, nothing to report.
         SaState::InitReplied | SaState::Dead => vec![Effect::Destroy],
         SaState::Deleting => {
-            let reason = if sa.duplicate { DownReason::Duplicate } else { DownReason::DeletedLocally };
+            let reason = sa.down_reason(DownReason::DeletedLocally);
             crate::informational::forget(sa, io, reason);
             vec![Effect::Destroy]
         }
