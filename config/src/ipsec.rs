@@ -213,7 +213,7 @@ impl Checker<'_> {
             }
         };
         let endpoints = self.list(&join(t, "endpoints"), &raw.endpoints, ike_endpoint);
-        let allowed_ips = self.list(&join(t, "allowed_ips"), &raw.allowed_ips, parse_allowed_ip);
+        let allowed_ips = self.prefixes(&join(t, "allowed_ips"), &raw.allowed_ips, parse_allowed_ip);
         let mut ike_proposals =
             self.wire_list(&join(t, "ike_proposals"), &raw.ike_proposals, |s| s.parse::<IkeProposal>());
         if raw.ike_proposals.is_empty() {

@@ -39,14 +39,72 @@ pub(crate) fn table_at(source: &str, offset: usize) -> String {
     table
 }
 
-/// The key at the start of the line holding `offset`, if the line is a
-/// `key = value` line.
+/// The key whose value holds `offset`: the key of the `key = value` line
+/// it is on, or, inside a value spread over lines (a multi-line array or
+/// inline table), the key that opened that value. None at a table header
+/// or where no key applies.
 pub(crate) fn key_at(source: &str, offset: usize) -> Option<String> {
-    let start = source[..offset.min(source.len())].rfind('\n').map_or(0, |i| i + 1);
-    let line = source[start..].lines().next()?;
-    let (key, _) = line.split_once('=')?;
-    let key = key.trim().trim_matches('"');
-    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
+    let mut key = None;
+    // Brackets and braces of a value left open at the end of a line.
+    let mut depth = 0usize;
+    let mut start = 0;
+    for line in source.split_inclusive('\n') {
+        if start > offset {
+            break;
+        }
+        start += line.len();
+        let value = if depth == 0 {
+            let t = line.trim_start();
+            match t.split_once('=') {
+                _ if t.starts_with('[') => {
+                    key = None;
+                    continue;
+                }
+                Some((k, v)) => {
+                    let k = k.trim().trim_matches('"');
+                    key = (!k.is_empty()).then(|| k.to_string());
+                    v
+                }
+                None => {
+                    key = None;
+                    continue;
+                }
+            }
+        } else {
+            line
+        };
+        depth = open_after(value, depth);
+    }
+    key
+}
+
+/// The nesting of `[`/`{` after `text`, from `depth` before it; brackets in
+/// strings and comments do not count. (Multi-line strings are not
+/// followed: no field of this file takes one.)
+fn open_after(text: &str, mut depth: usize) -> usize {
+    let mut quote = None;
+    let mut escaped = false;
+    for c in text.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '#' => break,
+                '[' | '{' => depth += 1,
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    depth
 }
 
 /// `table.key`, or whichever of the two is known.
@@ -75,5 +133,18 @@ mod tests {
         let src = "[[site]]\nname = \"w\"\n[[peer]]\nname = \"a\"\n[[site]]\nprefixes = 1\n";
         assert_eq!(table_at(src, src.find("prefixes").unwrap()), "site[2]");
         assert_eq!(table_at(src, src.find("name = \"a").unwrap()), "peer[1]");
+    }
+
+    #[test]
+    fn an_element_of_a_value_over_several_lines_names_its_key() {
+        let src =
+            "[[peer]]\nendpoints = [\n  \"a:1\", # a [comment\n  \"]x\",\n  7,\n]\nname = 3\n[interface]\nx = 1\n";
+        assert_eq!(key_at(src, src.find('7').unwrap()).as_deref(), Some("endpoints"));
+        assert_eq!(key_at(src, src.find("name").unwrap()).as_deref(), Some("name"), "the array closed");
+        assert_eq!(key_at(src, src.find("[interface]").unwrap()), None, "a header has no key");
+        assert_eq!(key_at(src, src.find("x = 1").unwrap()).as_deref(), Some("x"));
+        let src = "[[peer]]\nopts = { a = [\n 1,\n ], b = \"}\" }\nafter = 1\n";
+        assert_eq!(key_at(src, src.find(" 1,").unwrap()).as_deref(), Some("opts"));
+        assert_eq!(key_at(src, src.find("after").unwrap()).as_deref(), Some("after"));
     }
 }

@@ -61,15 +61,7 @@ impl Checker<'_> {
                 "missing prefixes: the networks behind the site, such as prefixes = [\"10.2.0.0/16\"]",
             );
         }
-        let prefixes: Vec<IpNet> = raw
-            .prefixes
-            .iter()
-            .filter_map(|p| {
-                crate::prefix::parse_allowed_ip(p.get_ref())
-                    .map_err(|e| self.report(p.span(), join(&t, "prefixes"), e))
-                    .ok()
-            })
-            .collect();
+        let prefixes = self.prefixes(&join(&t, "prefixes"), &raw.prefixes, crate::prefix::parse_allowed_ip);
         if self.problems.len() != before {
             return None;
         }

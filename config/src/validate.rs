@@ -81,11 +81,6 @@ impl Checker<'_> {
         }
     }
 
-    fn prefix(&mut self, field: &str, s: &Spanned<String>, allow_host_bits: bool) -> Option<IpNet> {
-        let parsed = if allow_host_bits { parse_address(s.get_ref()) } else { parse_allowed_ip(s.get_ref()) };
-        parsed.map_err(|e| self.report(s.span(), field, e)).ok()
-    }
-
     fn interface(&mut self, raw: &Spanned<RawInterface>) -> Option<Interface> {
         let t = "interface";
         let span = raw.span();
@@ -106,8 +101,7 @@ impl Checker<'_> {
             span.clone(),
             true,
         );
-        let addresses: Vec<IpNet> =
-            raw.addresses.iter().filter_map(|a| self.prefix(&join(t, "addresses"), a, true)).collect();
+        let addresses: Vec<IpNet> = self.prefixes(&join(t, "addresses"), &raw.addresses, parse_address);
         let mtu = raw.mtu.as_ref().map_or(DEFAULT_MTU, |m| *m.get_ref());
         let min = if addresses.iter().any(|a| a.addr().is_ipv6()) { MIN_MTU_IPV6 } else { MIN_MTU };
         if !(min..=MAX_MTU).contains(&mtu) {
@@ -235,8 +229,7 @@ impl Checker<'_> {
             )
             .map(|k| PresharedKey::from_bytes(*k));
         let endpoints = raw.endpoints.iter().filter_map(|e| self.endpoint(&join(&t, "endpoints"), e)).collect();
-        let allowed_ips =
-            raw.allowed_ips.iter().filter_map(|a| self.prefix(&join(&t, "allowed_ips"), a, false)).collect();
+        let allowed_ips = self.prefixes(&join(&t, "allowed_ips"), &raw.allowed_ips, parse_allowed_ip);
         let failover_after = match &raw.failover_after {
             None => Some(DEFAULT_FAILOVER_AFTER),
             Some(f) => rules::failover_after(u64::from(*f.get_ref()))
@@ -661,6 +654,24 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_listed_twice_in_one_field_is_refused() {
+        let src = with_peers(&format!(
+            "[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nallowed_ips = [\n  \"10.1.0.0/16\",\n  \"10.9.9.9\",\n  \"10.9.9.9/32\",\n  \"10.1.0.0/16\",\n]\n"
+        ));
+        assert_eq!(
+            problems(&src),
+            [
+                "/etc/causeway/gw.toml:10: peer[1].allowed_ips: 10.9.9.9/32 is listed twice (first on line 9)",
+                "/etc/causeway/gw.toml:11: peer[1].allowed_ips: 10.1.0.0/16 is listed twice (first on line 8)",
+            ]
+        );
+        let p = one_problem(&format!(
+            "[interface]\nprivate_key = \"{KEY_A}\"\naddresses = [\"10.9.0.1/24\", \"10.9.0.1/24\", \"10.9.0.1/16\"]\n"
+        ));
+        assert_eq!(p, "/etc/causeway/gw.toml:3: interface.addresses: 10.9.0.1/24 is listed twice (first on line 3)");
+    }
+
+    #[test]
     fn unknown_field_from_the_parser_is_located() {
         let p = one_problem(&format!("[interface]\nprivate_key = \"{KEY_A}\"\nlisen_port = 5\n"));
         assert!(
@@ -681,6 +692,10 @@ mod tests {
         assert!(p.starts_with("/etc/causeway/gw.toml:3: interface.listen_port:"), "{p}");
         let p = one_problem("[interface]\nmtu = \"big\"\n");
         assert!(p.starts_with("/etc/causeway/gw.toml:2: interface.mtu:"), "{p}");
+        let p = one_problem(&with_peers(&format!(
+            "[[peer]]\nname = \"x\"\npublic_key = \"{PUB_B}\"\nallowed_ips = [\n  \"10.1.0.0/16\",\n  7,\n]\n"
+        )));
+        assert!(p.starts_with("/etc/causeway/gw.toml:9: peer[1].allowed_ips: invalid type"), "{p}");
         let p = one_problem("[interface\n");
         assert!(p.starts_with("/etc/causeway/gw.toml:1:"), "{p}");
     }
