@@ -9,8 +9,9 @@
 //!   peers (its gateways are our neighbours, not tunnel ends);
 //! - each address belongs to one peer or site only: a registry prefix or
 //!   tunnel address overlapping one already taken (the file's first, and
-//!   our own site's, then the registry's in name order) is left out; the
-//!   rest of a site stays;
+//!   our own site's, then the registry's in the order its keys were
+//!   created, so an established site keeps its prefixes when a newer one
+//!   claims them) is left out; the rest of a site stays;
 //! - a record with our own public key, or one already used by another
 //!   record, is left out.
 //!
@@ -68,7 +69,7 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
         taken.0.extend(own.iter().map(|n| (*n, format!("this gateway's own site {own_site}"))));
     }
     let file_sites: HashSet<&str> = file.sites.iter().map(|s| s.name.as_str()).collect();
-    for (name, nets) in &view.sites {
+    for (name, nets) in view.sites_in_order() {
         if name == own_site {
             continue;
         }
@@ -92,7 +93,7 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
     let mut keys: HashSet<PublicKey> = file.peers.iter().map(|p| p.public_key).collect();
     keys.insert(file.interface.private_key.public_key());
     config.peers.reserve(view.members.len());
-    for m in view.members.values() {
+    for m in view.members_in_order() {
         if m.site == own_site {
             continue;
         }
@@ -131,7 +132,7 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::registry::record::Member;
+    use crate::registry::record::{encode_site, Layout, Member};
     use causeway_config::{Endpoint, Interface, Registry};
     use causeway_wireguard::StaticSecret;
     use std::time::Duration;
@@ -172,15 +173,25 @@ pub(crate) mod tests {
         }
     }
 
+    /// A view as the store would give it, each record created in the
+    /// order given, members first.
     fn view(members: Vec<Member>, sites: &[(&str, &[&str])]) -> View {
-        View {
-            members: members.into_iter().map(|m| ((m.site.clone(), m.name.clone()), m)).collect(),
-            sites: sites
-                .iter()
-                .map(|(s, nets)| (s.to_string(), nets.iter().map(|n| n.parse().unwrap()).collect()))
-                .collect(),
-            revision: 7,
+        let l = Layout::new("/causeway");
+        let mut v = View::default();
+        v.revision = 7;
+        let mut created = 0;
+        for m in members {
+            created += 1;
+            let o = v.put(&l, l.gateway(&m.site, &m.name).as_bytes(), &m.encode(), created);
+            assert!(o.changed && o.refused.is_none(), "{o:?}");
         }
+        for (site, nets) in sites {
+            created += 1;
+            let nets: Vec<IpNet> = nets.iter().map(|n| n.parse().unwrap()).collect();
+            let o = v.put(&l, l.site(site).as_bytes(), &encode_site(&nets), created);
+            assert!(o.changed && o.refused.is_none(), "{o:?}");
+        }
+        v
     }
 
     #[test]
@@ -272,6 +283,29 @@ pub(crate) mod tests {
             why.contains(
                 "gateway west.gw2: tunnel address 10.1.9.9/32 overlaps 10.1.0.0/16 of this gateway's own site east"
             ),
+            "{why}"
+        );
+    }
+
+    // Overlaps between registry records go to the record created first,
+    // whatever the names: a site or gateway added later with an earlier
+    // name does not push out one that carries traffic.
+    #[test]
+    fn the_record_created_first_keeps_what_it_claimed() {
+        let me = StaticSecret::random(&mut rand_core::OsRng);
+        let file = file_config(&me, "east", "gw1");
+        let mut late = member("alpha", "gw1", 4);
+        late.tunnel_address = Some("10.255.0.3/32".parse().unwrap());
+        let v = view(vec![member("zulu", "gw1", 3), late], &[("zulu", &["10.5.0.0/16"]), ("alpha", &["10.5.1.0/24"])]);
+        let m = merge(&file, &v, "east");
+        let names: Vec<_> = m.config.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["zulu.gw1"]);
+        let sites: Vec<_> = m.config.sites.iter().map(|s| (s.name.as_str(), s.prefixes.len())).collect();
+        assert_eq!(sites, [("zulu", 1), ("alpha", 0)]);
+        let why = m.left_out.join("\n");
+        assert!(why.contains("site alpha: 10.5.1.0/24 overlaps 10.5.0.0/16 of site zulu"), "{why}");
+        assert!(
+            why.contains("gateway alpha.gw1: tunnel address 10.255.0.3/32 overlaps 10.255.0.3/32 of peer zulu.gw1"),
             "{why}"
         );
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions, WatchResponse,
+    Client, Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, WatchOptions, WatchResponse,
 };
 use ipnet::IpNet;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -127,8 +127,8 @@ async fn session(
 
     let all = shared.layout.all();
     let mut view = View::default();
-    let revision = read_all(&client, &all, |key, value| {
-        refused(key, view.put(&shared.layout, key, value).refused);
+    let revision = read_all(&client, &all, |kv| {
+        refused(kv.key(), view.put(&shared.layout, kv.key(), kv.value(), kv.create_revision()).refused);
     })
     .await?;
     view.revision = revision;
@@ -202,7 +202,7 @@ const MAX_MESSAGE: usize = 64 << 20;
 
 /// Reads every key under `prefix` at one revision, a page at a time, and
 /// hands each to `take`; returns the revision read at.
-async fn read_all(client: &Client, prefix: &str, mut take: impl FnMut(&[u8], &[u8])) -> Result<i64, String> {
+async fn read_all(client: &Client, prefix: &str, mut take: impl FnMut(&KeyValue)) -> Result<i64, String> {
     let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
     let range_end = prefix_end(prefix.as_bytes());
     let mut from = prefix.as_bytes().to_vec();
@@ -216,9 +216,7 @@ async fn read_all(client: &Client, prefix: &str, mut take: impl FnMut(&[u8], &[u
         if revision == 0 {
             revision = resp.header().map_or(0, |h| h.revision());
         }
-        for kv in resp.kvs() {
-            take(kv.key(), kv.value());
-        }
+        resp.kvs().iter().for_each(&mut take);
         match resp.kvs().last() {
             Some(last) if resp.more() => {
                 from = last.key().to_vec();
@@ -267,7 +265,7 @@ fn events(shared: &Shared, own: &mut Own, resp: WatchResponse) -> Result<bool, S
         st.view.revision = st.view.revision.max(kv.mod_revision());
         match e.event_type() {
             EventType::Put => {
-                let o = st.view.put(&shared.layout, kv.key(), kv.value());
+                let o = st.view.put(&shared.layout, kv.key(), kv.value(), kv.create_revision());
                 refused(kv.key(), o.refused);
                 changed |= o.changed;
                 // Another gateway wrote our key over our record: publishing

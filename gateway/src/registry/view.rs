@@ -5,7 +5,8 @@
 //!
 //! Invariant: the view holds exactly the valid records under the prefix as
 //! of `revision` (a record replaced by an invalid one is gone from it, as
-//! the store no longer says what it said).
+//! the store no longer says what it said), each with the store revision
+//! that created its key.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,11 @@ pub struct View {
     pub members: BTreeMap<(String, String), Member>,
     /// A site's prefixes, by name.
     pub sites: BTreeMap<String, Vec<IpNet>>,
+    /// The revision that created each key of `members` and `sites`: every
+    /// gateway reads the same, so ordering by it settles overlaps the same
+    /// way everywhere, and in favour of the record that was there first.
+    member_created: BTreeMap<(String, String), i64>,
+    site_created: BTreeMap<String, i64>,
     /// The store revision this view is of.
     pub revision: i64,
 }
@@ -32,8 +38,9 @@ pub struct Outcome {
 }
 
 impl View {
-    /// Takes the value now stored under `key`.
-    pub fn put(&mut self, layout: &Layout, key: &[u8], value: &[u8]) -> Outcome {
+    /// Takes the value now stored under `key`, which revision `created`
+    /// created.
+    pub fn put(&mut self, layout: &Layout, key: &[u8], value: &[u8], created: i64) -> Outcome {
         match layout.parse(key) {
             None => Outcome::default(),
             Some(Key::Site(site)) => {
@@ -43,22 +50,23 @@ impl View {
                     decode_site(value).map_err(|e| e.to_string())
                 };
                 match checked {
-                    Ok(nets) => Outcome {
-                        changed: self.sites.insert(site, nets.clone()).as_ref() != Some(&nets),
-                        refused: None,
-                    },
-                    Err(e) => Outcome { changed: self.sites.remove(&site).is_some(), refused: Some(e) },
+                    Ok(nets) => {
+                        let moved = self.site_created.insert(site.clone(), created) != Some(created);
+                        let changed = self.sites.insert(site, nets.clone()).as_ref() != Some(&nets);
+                        Outcome { changed: changed || moved, refused: None }
+                    }
+                    Err(e) => Outcome { changed: self.forget_site(&site), refused: Some(e) },
                 }
             }
             Some(Key::Gateway { site, name }) => match Member::decode(&site, &name, value) {
                 Ok(m) => {
-                    let changed = self.members.get(&(site.clone(), name.clone())) != Some(&m);
-                    self.members.insert((site, name), m);
-                    Outcome { changed, refused: None }
+                    let at = (site, name);
+                    let moved = self.member_created.insert(at.clone(), created) != Some(created);
+                    let changed = self.members.get(&at) != Some(&m);
+                    self.members.insert(at, m);
+                    Outcome { changed: changed || moved, refused: None }
                 }
-                Err(e) => {
-                    Outcome { changed: self.members.remove(&(site, name)).is_some(), refused: Some(e.to_string()) }
-                }
+                Err(e) => Outcome { changed: self.forget_member(site, name), refused: Some(e.to_string()) },
             },
         }
     }
@@ -67,9 +75,35 @@ impl View {
     pub fn delete(&mut self, layout: &Layout, key: &[u8]) -> bool {
         match layout.parse(key) {
             None => false,
-            Some(Key::Site(site)) => self.sites.remove(&site).is_some(),
-            Some(Key::Gateway { site, name }) => self.members.remove(&(site, name)).is_some(),
+            Some(Key::Site(site)) => self.forget_site(&site),
+            Some(Key::Gateway { site, name }) => self.forget_member(site, name),
         }
+    }
+
+    fn forget_site(&mut self, site: &str) -> bool {
+        self.site_created.remove(site);
+        self.sites.remove(site).is_some()
+    }
+
+    fn forget_member(&mut self, site: String, name: String) -> bool {
+        let at = (site, name);
+        self.member_created.remove(&at);
+        self.members.remove(&at).is_some()
+    }
+
+    /// The sites, the first created first (by name among equals, which only
+    /// views built by hand have).
+    pub fn sites_in_order(&self) -> Vec<(&String, &Vec<IpNet>)> {
+        let mut sites: Vec<_> = self.sites.iter().collect();
+        sites.sort_by_key(|(name, _)| (self.site_created.get(*name).copied().unwrap_or(0), *name));
+        sites
+    }
+
+    /// The gateway records, the first created first, as `sites_in_order`.
+    pub fn members_in_order(&self) -> Vec<&Member> {
+        let mut members: Vec<_> = self.members.iter().collect();
+        members.sort_by_key(|(at, _)| (self.member_created.get(*at).copied().unwrap_or(0), *at));
+        members.into_iter().map(|(_, m)| m).collect()
     }
 }
 
@@ -86,17 +120,50 @@ mod tests {
         let rec = format!(
             r#"{{"site":"west","name":"gw1","public_key":"{PUB_B}","endpoints":[],"tunnel_address":null,"version":"0.1.0"}}"#
         );
-        assert_eq!(v.put(&l, b"/causeway/gateways/west/gw1", rec.as_bytes()), Outcome { changed: true, refused: None });
-        assert!(!v.put(&l, b"/causeway/gateways/west/gw1", rec.as_bytes()).changed, "the same record again");
-        assert!(v.put(&l, b"/causeway/sites/west", br#"{"prefixes":["10.2.0.0/16"]}"#).changed);
-        assert!(!v.put(&l, b"/causeway/sites/west", br#"{"prefixes":["10.2.0.0/16"]}"#).changed);
-        assert!(!v.put(&l, b"/causeway/unknown/x", b"whatever").changed, "keys of other versions are left alone");
-        let o = v.put(&l, b"/causeway/gateways/west/gw1", b"garbage");
+        assert_eq!(
+            v.put(&l, b"/causeway/gateways/west/gw1", rec.as_bytes(), 5),
+            Outcome { changed: true, refused: None }
+        );
+        assert!(!v.put(&l, b"/causeway/gateways/west/gw1", rec.as_bytes(), 5).changed, "the same record again");
+        assert!(v.put(&l, b"/causeway/sites/west", br#"{"prefixes":["10.2.0.0/16"]}"#, 6).changed);
+        assert!(!v.put(&l, b"/causeway/sites/west", br#"{"prefixes":["10.2.0.0/16"]}"#, 6).changed);
+        assert!(!v.put(&l, b"/causeway/unknown/x", b"whatever", 7).changed, "keys of other versions are left alone");
+        let o = v.put(&l, b"/causeway/gateways/west/gw1", b"garbage", 5);
         assert!(o.changed && o.refused.is_some() && v.members.is_empty(), "an invalid record replaces the valid one");
-        let o = v.put(&l, b"/causeway/sites/a%20b", br#"{"prefixes":[]}"#);
+        let o = v.put(&l, b"/causeway/sites/a%20b", br#"{"prefixes":[]}"#, 8);
         assert!(!o.changed && o.refused.unwrap().contains("not a valid name"));
         assert!(v.delete(&l, b"/causeway/sites/west"));
         assert!(!v.delete(&l, b"/causeway/sites/west"));
         assert_eq!(v, View::default());
+    }
+
+    #[test]
+    fn records_come_in_the_order_their_keys_were_created() {
+        let l = Layout::new("/causeway");
+        let mut v = View::default();
+        let rec = |site: &str, name: &str| {
+            format!(
+                r#"{{"site":"{site}","name":"{name}","public_key":"{PUB_B}","endpoints":[],"tunnel_address":null,"version":"0.1.0"}}"#
+            )
+        };
+        let site = br#"{"prefixes":["10.2.0.0/16"]}"#;
+        v.put(&l, b"/causeway/sites/a", site, 30);
+        v.put(&l, b"/causeway/sites/z", site, 10);
+        v.put(&l, b"/causeway/sites/m", site, 20);
+        let names: Vec<&str> = v.sites_in_order().iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["z", "m", "a"]);
+        v.put(&l, b"/causeway/gateways/west/a", rec("west", "a").as_bytes(), 40);
+        v.put(&l, b"/causeway/gateways/east/b", rec("east", "b").as_bytes(), 11);
+        let names: Vec<&str> = v.members_in_order().iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+        // Deleted and written again: created anew, so now the last.
+        assert!(v.delete(&l, b"/causeway/sites/z"));
+        assert!(v.put(&l, b"/causeway/sites/z", site, 50).changed);
+        let names: Vec<&str> = v.sites_in_order().iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["m", "a", "z"]);
+        // A record that was created again while the view missed the delete
+        // (a watch restarted past it) changes the order, so it counts as a change.
+        assert!(v.put(&l, b"/causeway/sites/m", site, 60).changed);
+        assert!(!v.put(&l, b"/causeway/sites/m", site, 60).changed);
     }
 }
