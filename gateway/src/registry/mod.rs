@@ -24,6 +24,7 @@ pub mod record;
 pub mod requests;
 mod store;
 mod task;
+mod ticket;
 mod view;
 
 use std::collections::BTreeSet;
@@ -60,8 +61,12 @@ pub enum RegistryError {
 pub enum ChangeError {
     #[error("the registry client has stopped")]
     Stopped,
-    #[error("the registry did not answer in {0} s")]
-    NoAnswer(u64),
+    #[error("the registry client was busy for {0} s (a slow or unreachable store) and did not start the change; nothing was changed")]
+    NotStarted(u64),
+    #[error(
+        "the change started but did not finish in {0} s; it may still complete: `tunctl show` has the registry's state"
+    )]
+    Unfinished(u64),
     #[error("the registry is unreachable ({0}); nothing was changed")]
     Unreachable(String),
     #[error("this gateway is not registered in any site")]
@@ -93,7 +98,8 @@ pub enum SiteChange {
 }
 
 enum Command {
-    Site(SiteChange, std::sync::mpsc::Sender<Result<String, ChangeError>>),
+    /// Carried out only if the ticket can still be started.
+    Site(SiteChange, std::sync::mpsc::Sender<Result<String, ChangeError>>, Arc<ticket::Ticket>),
     /// What the record says changed (a reload's new key or address).
     Republish,
     Stop,
@@ -260,8 +266,6 @@ pub struct Registry {
 
 /// How long `stop` waits for the record to be withdrawn.
 const STOP_PATIENCE: Duration = Duration::from_secs(5);
-/// How long an operator's request waits for the store.
-const REQUEST_PATIENCE: Duration = Duration::from_secs(15);
 
 impl Registry {
     /// Starts the client for `file`'s `[registry]` and hangs it on `gw`,
@@ -345,8 +349,9 @@ impl Registry {
     /// or why not.
     pub fn request(&self, change: SiteChange) -> Result<String, ChangeError> {
         let (tx, rx) = std::sync::mpsc::channel();
-        self.commands.send(Command::Site(change, tx)).map_err(|_| ChangeError::Stopped)?;
-        rx.recv_timeout(REQUEST_PATIENCE).map_err(|_| ChangeError::NoAnswer(REQUEST_PATIENCE.as_secs()))?
+        let t = Arc::new(ticket::Ticket::default());
+        self.commands.send(Command::Site(change, tx, t.clone())).map_err(|_| ChangeError::Stopped)?;
+        ticket::wait(&rx, &t, ticket::START_PATIENCE, ticket::FINISH_PATIENCE)
     }
 
     /// Withdraws this gateway's record (revoking its lease) and stops the

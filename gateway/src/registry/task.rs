@@ -96,8 +96,10 @@ async fn run(shared: Arc<Shared>, creds: Credentials, mut commands: UnboundedRec
                     None | Some(Command::Stop) => return,
                     // The next session publishes what the state says.
                     Some(Command::Republish) => {}
-                    Some(Command::Site(_, reply)) => {
-                        let _ = reply.send(Err(ChangeError::Unreachable(error.to_string())));
+                    Some(Command::Site(_, reply, ticket)) => {
+                        if ticket.start() {
+                            let _ = reply.send(Err(ChangeError::Unreachable(error.to_string())));
+                        }
                     }
                 },
             }
@@ -176,7 +178,11 @@ async fn session(
                     return Ok(End::Stop);
                 }
                 Some(Command::Republish) => own.publish(shared, &mut client).await?,
-                Some(Command::Site(change, reply)) => {
+                Some(Command::Site(change, reply, ticket)) => {
+                    if !ticket.start() {
+                        tracing::info!(?change, "dropped a registry request that waited too long to start; its requester was told nothing changed");
+                        continue;
+                    }
                     let answer = change_site(shared, &mut client, &mut own, change).await;
                     let failed = match &answer {
                         Err(e @ ChangeError::Store(_)) => Some(e.to_string()),
