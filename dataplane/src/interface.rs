@@ -190,11 +190,11 @@ impl Interface {
 
     /// Opens the raw ESP sockets (needs CAP_NET_RAW: done at start-up,
     /// before privileges are dropped). Opening again does nothing.
-    pub fn bind_raw_esp(&self, bind: &dyn Bind) -> std::io::Result<()> {
+    pub fn bind_raw_esp(&self) -> std::io::Result<()> {
         if !self.raw_esp.load().sockets.is_empty() {
             return Ok(());
         }
-        let (sockets, _) = bind.bind(1, 0, self.fwmark())?;
+        let sockets = self.binder.bind_raw_esp(self.fwmark())?;
         self.raw_esp.store(Arc::new(SocketSet { sockets, port: 0 }));
         self.wake_all();
         Ok(())

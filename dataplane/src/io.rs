@@ -92,6 +92,11 @@ pub trait Socket: Send + Sync {
         true
     }
 
+    /// Our address on the route to `remote`: what the peer should see as
+    /// our address when no NAT lies between (IKE's NAT detection hashes
+    /// it). None when there is no route.
+    fn local_address_towards(&self, remote: SocketAddr) -> Option<IpAddr>;
+
     /// Sends `contents` to `dst`, split into `segment` sized datagrams when
     /// given (GSO; only the last may be shorter), from `src` when given. A
     /// sticky source that is no longer local is dropped and the send
@@ -119,4 +124,12 @@ pub trait Socket: Send + Sync {
 /// (SO_REUSEPORT on the real network), 0 picking a free port.
 pub trait Bind: Send + Sync {
     fn bind(&self, count: usize, port: u16, fwmark: u32) -> io::Result<(Vec<Arc<dyn Socket>>, u16)>;
+
+    /// The network's raw ESP sockets (IP protocol 50), one per family that
+    /// opens. A network without raw ESP says Unsupported, and ESP then
+    /// goes in UDP.
+    fn bind_raw_esp(&self, fwmark: u32) -> io::Result<Vec<Arc<dyn Socket>>> {
+        let _ = fwmark;
+        Err(io::Error::new(io::ErrorKind::Unsupported, "this network has no raw ESP"))
+    }
 }

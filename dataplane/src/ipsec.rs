@@ -166,7 +166,7 @@ impl Protocol for Ipsec {
         _now: Time,
     ) {
         if datagram.len() > 4 && datagram[..4] == [0, 0, 0, 0] {
-            let local = local.unwrap_or_else(|| crate::udp::unspecified_for(remote));
+            let local = local.unwrap_or_else(|| crate::source::unspecified_for(remote));
             let local = SocketAddr::new(local, sock.local_port());
             if !iface.ipsec.ike_message(local, remote, &datagram[4..]) {
                 iface.refuse(remote, Drop::StagedQueueFull);

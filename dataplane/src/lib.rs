@@ -33,6 +33,7 @@ pub mod selectors;
 pub mod send;
 pub mod session;
 pub mod site;
+pub mod source;
 pub mod super_packet;
 pub mod transmit;
 pub mod tun;

@@ -399,6 +399,12 @@ impl Socket for MemSocket {
         self.addr.port()
     }
 
+    /// The host's one address, for a remote of its family: the in-memory
+    /// network has no NAT, and its hosts no other addresses.
+    fn local_address_towards(&self, remote: SocketAddr) -> Option<IpAddr> {
+        (self.addr.is_ipv4() == remote.is_ipv4()).then_some(self.addr.ip())
+    }
+
     fn max_gso_segments(&self) -> usize {
         self.gso_segments
     }
@@ -478,6 +484,23 @@ mod tests {
         let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd that outlives the call; zero timeout.
         unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    // IKE's NAT detection hashes this: the host's own address, so two
+    // in-memory gateways see no NAT between them, as on one LAN.
+    #[test]
+    fn a_socket_is_reached_at_its_host_address() {
+        let net = MemNet::new();
+        let (sockets, port) = net.host("198.18.0.1".parse().unwrap(), 1).bind(1, 0, 0).unwrap();
+        let to_v4: SocketAddr = "198.18.0.2:500".parse().unwrap();
+        assert_eq!(sockets[0].local_address_towards(to_v4), Some("198.18.0.1".parse().unwrap()));
+        assert_eq!(sockets[0].local_address_towards("[fd00::2]:500".parse().unwrap()), None, "no IPv6 address");
+        assert_ne!(port, 0);
+        let raw = net.host("198.18.0.1".parse().unwrap(), 1).bind_raw_esp(0);
+        assert!(
+            matches!(raw, Err(ref e) if e.kind() == io::ErrorKind::Unsupported),
+            "no raw ESP in memory: ESP goes in UDP"
+        );
     }
 
     #[test]

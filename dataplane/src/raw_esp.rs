@@ -34,7 +34,7 @@ use std::sync::Arc;
 use socket2::{Domain, Protocol, SockAddr, Type};
 
 use crate::io::{Bind, RecvMeta, Socket, SourceUse};
-use crate::udp::{encode_pktinfo, is_source_gone};
+use crate::source::{encode_pktinfo, is_source_gone, route_source};
 
 /// IANA protocol number of ESP.
 pub const IPPROTO_ESP: i32 = 50;
@@ -357,6 +357,10 @@ impl Socket for RawEspSocket {
 
     fn local_port(&self) -> u16 {
         0
+    }
+
+    fn local_address_towards(&self, remote: SocketAddr) -> Option<IpAddr> {
+        route_source(remote)
     }
 
     fn max_gso_segments(&self) -> usize {

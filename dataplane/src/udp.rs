@@ -12,6 +12,8 @@ use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Type};
 
 use crate::io::{Bind, Socket, SourceUse};
+use crate::raw_esp::RawEspBind;
+use crate::source::{encode_pktinfo, is_source_gone, route_source};
 
 pub struct UdpEndpoint {
     socket: UdpSocket,
@@ -126,6 +128,10 @@ impl Bind for OsBind {
         let (sockets, port) = bind_group(count, port, fwmark)?;
         Ok((sockets.into_iter().map(|s| s as Arc<dyn Socket>).collect(), port))
     }
+
+    fn bind_raw_esp(&self, fwmark: u32) -> io::Result<Vec<Arc<dyn Socket>>> {
+        RawEspBind.bind(1, 0, fwmark).map(|(sockets, _)| sockets)
+    }
 }
 
 /// An address as the rest of the gateway sees it: plain IPv4 for IPv4 peers.
@@ -139,29 +145,11 @@ pub fn normalize(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The wildcard address of `remote`'s family: the local address of a
-/// datagram whose destination the kernel did not report, which must still
-/// be of the family the datagram came by (IKE hashes it for NAT detection).
-pub fn unspecified_for(remote: SocketAddr) -> IpAddr {
-    match remote {
-        SocketAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    }
-}
-
 pub fn normalize_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
-}
-
-/// Whether a send error may mean "this source address is no longer ours".
-/// Linux answers EINVAL, EADDRNOTAVAIL or ENETUNREACH depending on the
-/// route; if the network really is unreachable, the retry without a source
-/// fails the same way and that error is returned.
-pub(crate) fn is_source_gone(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EADDRNOTAVAIL) | Some(libc::ENETUNREACH))
 }
 
 impl UdpEndpoint {
@@ -238,6 +226,10 @@ impl Socket for UdpEndpoint {
         self.socket.local_addr().map_or(0, |a| a.port())
     }
 
+    fn local_address_towards(&self, remote: SocketAddr) -> Option<IpAddr> {
+        route_source(remote)
+    }
+
     /// Datagrams one GSO send may carry; 1 means no GSO.
     fn max_gso_segments(&self) -> usize {
         if self.gso_off {
@@ -306,44 +298,6 @@ impl Socket for UdpEndpoint {
             m.dst_ip = m.dst_ip.map(normalize_ip);
         }
         Ok(n)
-    }
-}
-
-/// Writes an IP_PKTINFO or IPV6_PKTINFO control message choosing `src` as
-/// the source address (as quinn-udp does for single sends); returns the
-/// control length.
-pub(crate) fn encode_pktinfo(buf: &mut [u64; 8], src: IpAddr) -> usize {
-    // SAFETY: a zeroed msghdr is valid; it only frames `buf` for the CMSG
-    // macros, which stay inside msg_controllen (checked by CMSG_FIRSTHDR).
-    unsafe {
-        let mut hdr: libc::msghdr = std::mem::zeroed();
-        hdr.msg_control = buf.as_mut_ptr() as *mut libc::c_void;
-        hdr.msg_controllen = std::mem::size_of_val(buf);
-        let cmsg = libc::CMSG_FIRSTHDR(&hdr);
-        match src {
-            IpAddr::V4(v4) => {
-                let info = libc::in_pktinfo {
-                    ipi_ifindex: 0,
-                    ipi_spec_dst: libc::in_addr { s_addr: u32::from_ne_bytes(v4.octets()) },
-                    ipi_addr: libc::in_addr { s_addr: 0 },
-                };
-                let len = std::mem::size_of_val(&info) as u32;
-                (*cmsg).cmsg_level = libc::IPPROTO_IP;
-                (*cmsg).cmsg_type = libc::IP_PKTINFO;
-                (*cmsg).cmsg_len = libc::CMSG_LEN(len) as _;
-                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::in_pktinfo, info);
-                libc::CMSG_SPACE(len) as usize
-            }
-            IpAddr::V6(v6) => {
-                let info = libc::in6_pktinfo { ipi6_ifindex: 0, ipi6_addr: libc::in6_addr { s6_addr: v6.octets() } };
-                let len = std::mem::size_of_val(&info) as u32;
-                (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
-                (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
-                (*cmsg).cmsg_len = libc::CMSG_LEN(len) as _;
-                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::in6_pktinfo, info);
-                libc::CMSG_SPACE(len) as usize
-            }
-        }
     }
 }
 

@@ -124,7 +124,7 @@ impl Gateway {
         let (ike_port, nat_t) = *lock(&self.ipsec_ports);
         self.iface.bind_esp(nat_t)?;
         if raw {
-            if let Err(e) = self.iface.bind_raw_esp(&causeway_dataplane::raw_esp::RawEspBind) {
+            if let Err(e) = self.iface.bind_raw_esp() {
                 tracing::warn!(error = %e, "no raw ESP socket (needs CAP_NET_RAW): child SAs without a NAT will fail; encap = \"always\" avoids them");
             }
         }

@@ -209,6 +209,33 @@ fn the_data_plane_knows_the_peers_addresses_for_its_ike_queue() {
     assert!(!a.gw.ipsec.is_ike_source(b.ip), "a removed peer's address no longer counts");
 }
 
+/// `encap = "auto"` means raw ESP where no NAT lies between. On a network
+/// without raw ESP (the in-memory one; a host without CAP_NET_RAW) the
+/// peer's child SAs are negotiated for UDP 4500 instead, as with
+/// `encap = "always"`, and carry packets, rather than coming up with
+/// nothing to carry them.
+#[test]
+fn encap_auto_without_raw_esp_negotiates_udp_and_carries_packets() {
+    let net = MemNet::new();
+    let (a, b) = (Site::new(&net, 1), Site::new(&net, 2));
+    let (ike, esp) = ("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let auto = |mut c: Config| {
+        c.ipsec_peers[0].encap = Encap::Auto;
+        c
+    };
+    b.apply(&auto(b.config(&a, Duration::from_secs(3600), ike, esp)));
+    a.apply(&auto(a.config(&b, Duration::from_secs(3600), ike, esp)));
+    wait_for_sa(&a, &b);
+    wait_for_sa(&b, &a);
+    stream(&a, &b, 500, Duration::from_micros(200));
+    for (s, other) in [(&a, "site2"), (&b, "site1")] {
+        let st = s.gw.ike().unwrap().status(other).unwrap();
+        assert_eq!(st.children.len(), 1, "{st:?}");
+        assert!(st.children[0].encap, "in UDP, for want of raw ESP: {st:?}");
+    }
+    assert!(net.take_log().iter().any(|r| r.to.port() == 4500 && r.datagrams.len() > 1), "ESP went to port 4500");
+}
+
 #[test]
 fn a_child_sa_rekey_under_traffic_loses_nothing() {
     let net = MemNet::new();

@@ -201,8 +201,9 @@ fn in_process(steps: &mut Vec<Step>) {
 
     let mut view = measure(steps, "decode 1,050 records into the view", || {
         let mut v = View::default();
-        for (k, val) in &records {
-            assert!(v.put(&layout, k.as_bytes(), val).refused.is_none());
+        // Created in the order read, as a first read of the store sees them.
+        for (created, (k, val)) in (1..).zip(&records) {
+            assert!(v.put(&layout, k.as_bytes(), val, created).refused.is_none());
         }
         v
     });
@@ -224,7 +225,7 @@ fn in_process(steps: &mut Vec<Step>) {
     };
     let (k, v) = record(SITES - 1, PER_SITE);
     let report = change(steps, "one change: a gateway added (put, merge, reconcile)", &mut view, &|view| {
-        view.put(&layout, k.as_bytes(), &v);
+        view.put(&layout, k.as_bytes(), &v, 1_000_000);
     });
     assert_eq!((report.added.len(), report.unchanged), (1, 980));
     let moved = {
@@ -233,7 +234,9 @@ fn in_process(steps: &mut Vec<Step>) {
         (layout.gateway(&m.site, &m.name), m.encode())
     };
     let report = change(steps, "one change: a gateway's endpoint moved", &mut view, &|view| {
-        view.put(&layout, moved.0.as_bytes(), &moved.1);
+        // Written over: the key keeps the revision that created it.
+        let created = (1..).zip(&records).find(|(_, (k, _))| *k == moved.0).map_or(0, |(c, _)| c);
+        view.put(&layout, moved.0.as_bytes(), &moved.1, created);
     });
     assert_eq!((report.changed.len(), report.unchanged), (1, 980));
     let report = change(steps, "one change: a gateway removed", &mut view, &|view| {

@@ -348,7 +348,7 @@ fn run(s: &Arc<Shared>) {
 /// which a reload after privileges were dropped lacks) and has the family
 /// of each of `addrs`; Err says why not.
 fn raw_esp_reaches(iface: &Interface, addrs: &[IpAddr]) -> Result<(), String> {
-    if let Err(e) = iface.bind_raw_esp(&causeway_dataplane::raw_esp::RawEspBind) {
+    if let Err(e) = iface.bind_raw_esp() {
         return Err(format!("cannot open the raw ESP socket (needs CAP_NET_RAW): {e}"));
     }
     let raw = iface.sockets_for(Carrier::RawEsp);
@@ -376,7 +376,7 @@ fn receive(s: &Shared, buf: &mut [u8], now: Instant) {
             return;
         }
         let m = meta[0];
-        let local = m.dst_ip.unwrap_or_else(|| causeway_dataplane::udp::unspecified_for(m.addr));
+        let local = m.dst_ip.unwrap_or_else(|| causeway_dataplane::source::unspecified_for(m.addr));
         let local = SocketAddr::new(local, s.socket.local_port());
         let stride = m.stride.max(1);
         for chunk in buf[..m.len].chunks(stride) {

@@ -3,7 +3,6 @@
 //! their names looked up off the thread), a child SA on an IKE SA left
 //! without one, and NAT keepalives.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -126,7 +125,7 @@ pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
             continue;
         };
         tracing::debug!(peer = %name, %remote, "starting IKE");
-        core.connect(&id, remote, local_address_towards(remote), now);
+        core.connect(&id, remote, s.socket.local_address_towards(remote), now);
         plan.wanted = false;
         plan.next_try = plan.config.initiate.then_some(now + RETRY_AFTER);
     }
@@ -174,15 +173,6 @@ pub(super) fn nat_keepalives(s: &Shared, now: Instant) {
             plan.keepalive_sent = Some(now);
         }
     }
-}
-
-/// Our address on the route to `remote`, which NAT detection hashes: a
-/// connected UDP socket learns it from the routing table without sending
-/// anything. None when there is no route (then the core assumes a NAT).
-fn local_address_towards(remote: SocketAddr) -> Option<IpAddr> {
-    let probe = std::net::UdpSocket::bind((causeway_dataplane::udp::unspecified_for(remote), 0)).ok()?;
-    probe.connect(remote).ok()?;
-    probe.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
 }
 
 #[cfg(test)]
