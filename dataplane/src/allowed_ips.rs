@@ -39,6 +39,14 @@ impl<T: Clone> AllowedIps<T> {
         }
     }
 
+    /// The owner of exactly `net` (host bits cleared), if routed.
+    pub fn get(&self, net: IpNet) -> Option<&T> {
+        match net.trunc() {
+            IpNet::V4(n) => self.v4.get(&n),
+            IpNet::V6(n) => self.v6.get(&n),
+        }
+    }
+
     /// The owner of the most specific prefix containing `addr`.
     pub fn lookup(&self, addr: IpAddr) -> Option<&T> {
         match addr {

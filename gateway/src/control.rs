@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_wireguard::TimerAction;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use zeroize::Zeroizing;
 
@@ -30,9 +30,19 @@ pub async fn serve_uapi(iface: Arc<Gateway>, listener: UnixListener) {
     }
 }
 
+/// The most one UAPI connection may send. `wg setconf` of a thousand
+/// peers with a hundred prefixes each is a few MB; the cap keeps a client
+/// (the socket is root's only, but may be buggy) from growing the daemon
+/// without bound.
+const MAX_CONNECTION_BYTES: u64 = 32 << 20;
+
+/// How long a request may pause between its lines; `wg` writes each
+/// request at once.
+const LINE_PATIENCE: Duration = Duration::from_secs(10);
+
 async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
+    let mut lines = BufReader::new(read.take(MAX_CONNECTION_BYTES)).lines();
     loop {
         let op = match lines.next_line().await {
             Ok(Some(l)) => l,
@@ -41,18 +51,35 @@ async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
         // Wiped when dropped: a set body carries the private key and PSKs.
         let mut body = Zeroizing::new(Vec::new());
         loop {
-            match lines.next_line().await {
-                Ok(Some(l)) if l.is_empty() => break,
-                Ok(Some(l)) => body.push(l),
-                // A request cut short is not applied.
-                _ => return,
+            match tokio::time::timeout(LINE_PATIENCE, lines.next_line()).await {
+                Ok(Ok(Some(l))) if l.is_empty() => break,
+                Ok(Ok(Some(l))) => body.push(l),
+                // A request cut short (closed, past the cap, stalled) is not applied.
+                _ => {
+                    tracing::debug!("UAPI request cut short; nothing applied");
+                    return;
+                }
             }
         }
         let response = match op.as_str() {
+            // A get with lines after it is not one wg sends (wireguard-go
+            // refuses it too).
+            "get=1" if !body.is_empty() => Zeroizing::new(format!("errno={}\n\n", libc::EINVAL)),
             "get=1" => {
-                let mut answer = uapi::get(&iface);
-                answer.push_str("errno=0\n\n");
-                answer
+                // Not in the middle of a set: `wg show` during `wg setconf`
+                // sees the state before or after it, never half of it.
+                let gw = iface.clone();
+                match tokio::task::spawn_blocking(move || {
+                    let _one_change = gw.changing();
+                    let mut answer = uapi::get(&gw);
+                    answer.push_str("errno=0\n\n");
+                    answer
+                })
+                .await
+                {
+                    Ok(answer) => answer,
+                    Err(_) => Zeroizing::new(format!("errno={}\n\n", libc::EIO)),
+                }
             }
             "set=1" => {
                 let iface2 = iface.clone();
@@ -216,7 +243,7 @@ pub async fn run_timers(iface: Arc<Gateway>) {
 /// its first line, and the value is never logged.
 fn operation_name(line: &str) -> String {
     match line.split_once('=') {
-        Some((name, _)) => name.chars().take(32).collect(),
+        Some((name, _)) => uapi::loggable_name(name),
         // Without '=' the line may be a bare key: nothing of it is told.
         None => format!("a line of {} bytes without '='", line.len()),
     }
@@ -229,8 +256,11 @@ mod tests {
     #[test]
     fn an_unknown_operation_is_logged_by_its_name_only() {
         let key = "e84b5a6d2717c1003a13b431570353dbaca9146cf150c5f8575680feba52027a";
-        assert_eq!(operation_name(&format!("private_key={key}")), "private_key");
+        assert_eq!(operation_name(&format!("private_key={key}")), "\"private_key\"");
         assert_eq!(operation_name(key), "a line of 64 bytes without '='");
-        assert_eq!(operation_name("frobnicate=1"), "frobnicate");
+        assert_eq!(operation_name("frobnicate=1"), "\"frobnicate\"");
+        // A base64 key (as wg genkey prints) holds '=' itself.
+        let b64 = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
+        assert_eq!(operation_name(b64), "(a name of 43 characters, not shown)");
     }
 }

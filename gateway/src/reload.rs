@@ -147,6 +147,12 @@ pub fn overlap(iface: &Interface, key: &PublicKey, nets: &[IpNet]) -> Option<Str
     overlap_where(iface, nets, |owner| owner.peer().and_then(|p| p.wireguard()).is_some_and(|p| p.public_key() == key))
 }
 
+/// The first of `nets` that overlaps a prefix of a site or of a peer
+/// that is not a WireGuard peer (which a UAPI set may not take).
+pub fn overlap_beyond_wireguard(iface: &Interface, nets: &[IpNet]) -> Option<String> {
+    overlap_where(iface, nets, |owner| owner.peer().is_some_and(|p| p.wireguard().is_some()))
+}
+
 /// As `overlap`, for a peer not running yet: every prefix routed is another's.
 pub fn overlap_new(iface: &Interface, nets: &[IpNet]) -> Option<String> {
     overlap_where(iface, nets, |_| false)

@@ -28,12 +28,15 @@ pub enum UapiError {
     Fwmark(String),
     #[error("cannot add peer: {0}")]
     Peer(String),
+    /// A prefix a site or an IPsec peer has: not a WireGuard peer's to take.
+    #[error("allowed_ip {0}")]
+    Taken(String),
 }
 
 impl UapiError {
     pub fn errno(&self) -> i32 {
         match self {
-            UapiError::Invalid { .. } | UapiError::Peer(_) => libc::EINVAL,
+            UapiError::Invalid { .. } | UapiError::Peer(_) | UapiError::Taken(_) => libc::EINVAL,
             UapiError::Bind(_) => libc::EADDRINUSE,
             UapiError::Fwmark(_) => libc::EPERM,
         }
@@ -57,8 +60,56 @@ pub struct PeerChange {
     pub preshared_key: Option<Option<PresharedKey>>,
     pub endpoint: Option<SocketAddr>,
     pub persistent_keepalive: Option<u16>,
-    pub replace_allowed_ips: bool,
-    pub allowed_ips: Vec<IpNet>,
+    /// In the order given: wireguard-go applies each line as it comes, so
+    /// `replace_allowed_ips` drops only what came before it.
+    pub allowed_ips: Vec<AllowedIpStep>,
+}
+
+/// One `replace_allowed_ips` or `allowed_ip` line of a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllowedIpStep {
+    /// `replace_allowed_ips=true`: the peer's prefixes so far go.
+    Replace,
+    /// `allowed_ip=PREFIX`: routed to the peer, taken from any other.
+    Add(IpNet),
+    /// `allowed_ip=-PREFIX` (wg's `allowed-ips -PREFIX`): no longer
+    /// routed to the peer, if it was.
+    Remove(IpNet),
+}
+
+/// What of a key name may be logged: the name if it looks like one, else
+/// only its length. A key pasted without its name (or as the operation
+/// line) holds '=' too, being base64, and must never reach the log.
+pub fn loggable_name(name: &str) -> String {
+    let plain = (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    if plain {
+        format!("{name:?}")
+    } else {
+        format!("(a name of {} characters, not shown)", name.chars().count())
+    }
+}
+
+/// An endpoint as `wg` writes it: `ip:port`, `[ipv6]:port`, or
+/// `[ipv6%zone]:port` with a numeric zone or an interface name, as
+/// getnameinfo writes a link-local address.
+fn parse_endpoint(value: &str) -> Option<SocketAddr> {
+    if let Ok(a) = value.parse() {
+        return Some(a);
+    }
+    let (inside, port) = value.strip_prefix('[')?.split_once("]:")?;
+    let (ip, zone) = inside.split_once('%')?;
+    let ip: std::net::Ipv6Addr = ip.parse().ok()?;
+    let port: u16 = port.parse().ok()?;
+    let scope = match zone.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => {
+            let name = std::ffi::CString::new(zone).ok()?;
+            // SAFETY: `name` is a NUL-terminated string that outlives the call.
+            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            (index != 0).then_some(index)?
+        }
+    };
+    Some(SocketAddr::V6(std::net::SocketAddrV6::new(ip, port, 0, scope)))
 }
 
 /// 64 hex digits (either case) into a key, decoded straight into a buffer
@@ -128,7 +179,6 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
                     preshared_key: None,
                     endpoint: None,
                     persistent_keepalive: None,
-                    replace_allowed_ips: false,
                     allowed_ips: Vec::new(),
                 });
             }
@@ -150,8 +200,8 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
             }
             "endpoint" => {
                 need_peer(peer)?;
-                let a: SocketAddr =
-                    value.parse().map_err(|_| bad(format!("endpoint: {value:?} is not ip:port or [ipv6]:port")))?;
+                let a = parse_endpoint(value)
+                    .ok_or_else(|| bad(format!("endpoint: {value:?} is not ip:port or [ipv6]:port")))?;
                 req.peers.last_mut().expect("checked").endpoint = Some(a);
             }
             "persistent_keepalive_interval" => {
@@ -162,14 +212,19 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
                 req.peers.last_mut().expect("checked").persistent_keepalive = Some(v);
             }
             "replace_allowed_ips" => {
-                let v = flag(value)?;
+                flag(value)?;
                 need_peer(req.peers.last_mut())?;
-                req.peers.last_mut().expect("checked").replace_allowed_ips = v;
+                req.peers.last_mut().expect("checked").allowed_ips.push(AllowedIpStep::Replace);
             }
             "allowed_ip" => {
                 need_peer(peer)?;
-                let n: IpNet = value.parse().map_err(|_| bad(format!("allowed_ip: {value:?} is not a prefix")))?;
-                req.peers.last_mut().expect("checked").allowed_ips.push(n.trunc());
+                let (remove, prefix) = match value.strip_prefix('-') {
+                    Some(p) => (true, p),
+                    None => (false, value),
+                };
+                let n: IpNet = prefix.parse().map_err(|_| bad(format!("allowed_ip: {value:?} is not a prefix")))?;
+                let step = if remove { AllowedIpStep::Remove(n.trunc()) } else { AllowedIpStep::Add(n.trunc()) };
+                req.peers.last_mut().expect("checked").allowed_ips.push(step);
             }
             "protocol_version" => {
                 need_peer(peer)?;
@@ -177,7 +232,7 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
                     return Err(bad(format!("protocol_version {value} is not supported (only 1)")));
                 }
             }
-            other => return Err(bad(format!("unknown key {other:?}"))),
+            other => return Err(bad(format!("unknown key {}", loggable_name(other)))),
         }
     }
     Ok(req)
@@ -186,6 +241,18 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
 /// Applies a parsed request. Socket changes come first: they are the only
 /// steps that can fail for reasons outside the request.
 pub fn apply_set(iface: &Interface, req: SetRequest) -> Result<(), UapiError> {
+    // Checked before anything changes. WireGuard peers take prefixes from
+    // each other, as in wireguard-go; a site's or an IPsec peer's are not
+    // theirs to take (the control API and reloads refuse the same).
+    let added: Vec<IpNet> = req
+        .peers
+        .iter()
+        .flat_map(|c| c.allowed_ips.iter())
+        .filter_map(|s| if let AllowedIpStep::Add(n) = s { Some(*n) } else { None })
+        .collect();
+    if let Some(why) = crate::reload::overlap_beyond_wireguard(iface, &added) {
+        return Err(UapiError::Taken(why));
+    }
     let old_mark = iface.fwmark();
     if let Some(mark) = req.fwmark {
         iface.set_fwmark(mark).map_err(|e| UapiError::Fwmark(e.to_string()))?;
@@ -217,14 +284,18 @@ pub fn apply_set(iface: &Interface, req: SetRequest) -> Result<(), UapiError> {
     if req.replace_peers {
         iface.remove_all_peers();
     }
-    let mut route_changes: Vec<(Arc<PeerState>, bool, Vec<IpNet>)> = Vec::new();
+    // Applied in one swap at the end, in the request's order, as
+    // wireguard-go applies its lines one by one.
+    let mut route_changes: Vec<(Arc<PeerState>, RouteChange)> = Vec::new();
     for change in req.peers {
         if change.remove {
+            // Prefixes given to it earlier in this request go with it
+            // (`wg set … peer K allowed-ips … peer K remove`), including
+            // ones it took from another peer, as in wireguard-go.
+            if let Some(peer) = iface.peer(&change.key) {
+                route_changes.push((peer, RouteChange::Forget));
+            }
             iface.remove_peer(&change.key);
-            // Allowed IPs given to it earlier in this request go with it
-            // (`wg set … peer K allowed-ips … peer K remove`), as in
-            // wireguard-go, rather than routing to a peer that is gone.
-            route_changes.retain(|(peer, _, _)| peer.public_key() != &change.key);
             continue;
         }
         if iface.device.public_key() == Some(change.key) {
@@ -248,23 +319,44 @@ pub fn apply_set(iface: &Interface, req: SetRequest) -> Result<(), UapiError> {
                 tracing::debug!(peer = %peer.public_key(), "persistent keepalive on");
             }
         }
-        if change.replace_allowed_ips || !change.allowed_ips.is_empty() {
-            route_changes.push((peer, change.replace_allowed_ips, change.allowed_ips));
+        if !change.allowed_ips.is_empty() {
+            route_changes.push((peer, RouteChange::Steps(change.allowed_ips)));
         }
     }
     if !route_changes.is_empty() {
         iface.update_routes(|routes| {
-            for (peer, replace, nets) in route_changes {
-                if replace {
-                    routes.retain(|_, owner| !owner.is_peer(&peer));
-                }
-                for n in nets {
-                    routes.insert(n, peer.clone().into());
+            for (peer, change) in route_changes {
+                let steps = match change {
+                    RouteChange::Forget => {
+                        routes.retain(|_, owner| !owner.is_peer(&peer));
+                        continue;
+                    }
+                    RouteChange::Steps(steps) => steps,
+                };
+                for step in steps {
+                    match step {
+                        AllowedIpStep::Replace => routes.retain(|_, owner| !owner.is_peer(&peer)),
+                        AllowedIpStep::Add(n) => {
+                            routes.insert(n, peer.clone().into());
+                        }
+                        AllowedIpStep::Remove(n) => {
+                            if routes.get(n).is_some_and(|owner| owner.is_peer(&peer)) {
+                                routes.remove(n);
+                            }
+                        }
+                    }
                 }
             }
         });
     }
     Ok(())
+}
+
+/// What a set does to one peer's prefixes.
+enum RouteChange {
+    Steps(Vec<AllowedIpStep>),
+    /// The peer was removed: every prefix still routed to it goes.
+    Forget,
 }
 
 /// The response body to `get=1` (without the trailing errno line). It
@@ -370,7 +462,14 @@ mod tests {
         assert!(p.preshared_key.as_ref().unwrap().is_some());
         assert_eq!(p.endpoint, Some("[fd00::2]:51820".parse().unwrap()));
         assert_eq!(p.persistent_keepalive, Some(25));
-        assert_eq!(p.allowed_ips, vec!["10.1.0.0/16".parse::<IpNet>().unwrap(), "fd00:1::/64".parse().unwrap()]);
+        assert_eq!(
+            p.allowed_ips,
+            [
+                AllowedIpStep::Replace,
+                AllowedIpStep::Add("10.1.0.0/16".parse().unwrap()),
+                AllowedIpStep::Add("fd00:1::/64".parse().unwrap())
+            ]
+        );
         assert!(r.peers[1].remove);
     }
 
@@ -395,6 +494,82 @@ mod tests {
         assert!(bad("public_key=abc").contains("64 hex digits"));
         assert!(bad(&format!("public_key={}\nprotocol_version=2", k(1))).contains("not supported"));
         assert!(bad("replace_peers=false").contains("only \"true\""));
+        assert!(bad(&format!("public_key={}\nallowed_ip=-x", k(1))).contains("\"-x\" is not a prefix"));
+    }
+
+    // A key pasted without its name still holds '=' (base64 ends with
+    // it): the error, which is logged, must not carry it.
+    #[test]
+    fn an_unknown_key_that_may_be_a_secret_is_not_echoed() {
+        let b64 = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
+        let err = parse_set([b64]).err().unwrap().to_string();
+        assert_eq!(err, "line 2: unknown key (a name of 43 characters, not shown)");
+        assert_eq!(parse_set(["bogus=1"]).err().unwrap().to_string(), "line 2: unknown key \"bogus\"");
+    }
+
+    // How `wg` writes a link-local endpoint (getnameinfo): with a zone,
+    // numeric or an interface name.
+    #[test]
+    fn link_local_endpoints_take_their_zone() {
+        let ep = |v: &str| {
+            parse_endpoint(v).map(|a| match a {
+                SocketAddr::V6(a) => (a.ip().to_string(), a.port(), a.scope_id()),
+                SocketAddr::V4(a) => (a.ip().to_string(), a.port(), 0),
+            })
+        };
+        assert_eq!(ep("[fe80::1%3]:51820"), Some(("fe80::1".into(), 51820, 3)));
+        // SAFETY: a NUL-terminated literal.
+        let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+        assert_ne!(lo, 0);
+        assert_eq!(ep("[fe80::1%lo]:51820"), Some(("fe80::1".into(), 51820, lo)));
+        assert_eq!(ep("[fe80::1%no-such-if9]:51820"), None);
+        assert_eq!(ep("198.18.0.2:51820"), Some(("198.18.0.2".into(), 51820, 0)));
+        assert_eq!(ep("[fe80::1%lo]"), None, "no port");
+    }
+
+    fn owner_of(gw: &crate::gateway::Gateway, ip: &str) -> Option<u8> {
+        gw.routes().lookup(ip.parse().unwrap()).and_then(|r| r.peer().map(|p| p.public_key().as_bytes()[0]))
+    }
+
+    // `wg set wg0 peer K allowed-ips -10.1.0.0/16` (wireguard-tools sends
+    // `allowed_ip=-PREFIX`): the prefix leaves that peer, and only that
+    // peer; and the lines of a peer apply in their order.
+    #[test]
+    fn allowed_ips_are_removed_one_by_one_and_apply_in_order() {
+        let (_net, gw) = memory_gateway();
+        let set = |body: String| apply_set(&gw, parse_set(body.lines()).unwrap()).unwrap();
+        set(format!(
+            "public_key={}\nallowed_ip=10.1.0.0/16\nallowed_ip=10.2.0.0/16\npublic_key={}\nallowed_ip=10.3.0.0/16\n",
+            k(2),
+            k(3)
+        ));
+        set(format!("public_key={}\nallowed_ip=-10.1.0.0/16\nallowed_ip=-10.3.0.0/16\n", k(2)));
+        assert_eq!(owner_of(&gw, "10.1.0.1"), None);
+        assert_eq!(owner_of(&gw, "10.2.0.1"), Some(2));
+        assert_eq!(owner_of(&gw, "10.3.0.1"), Some(3), "another peer's prefix stays");
+        // replace_allowed_ips drops what came before it, not what follows.
+        set(format!("public_key={}\nallowed_ip=10.4.0.0/16\nreplace_allowed_ips=true\nallowed_ip=10.5.0.0/16\n", k(2)));
+        assert_eq!((owner_of(&gw, "10.2.0.1"), owner_of(&gw, "10.4.0.1")), (None, None));
+        assert_eq!(owner_of(&gw, "10.5.0.1"), Some(2));
+        // A prefix taken from a peer by one removed later in the request
+        // goes with it, as in wireguard-go.
+        set(format!("public_key={}\nallowed_ip=10.3.0.0/16\npublic_key={}\nremove=true\n", k(2), k(2)));
+        assert_eq!((owner_of(&gw, "10.3.0.1"), owner_of(&gw, "10.5.0.1")), (None, None));
+    }
+
+    // A site's prefixes are not a WireGuard peer's to take over the UAPI;
+    // the request is refused whole.
+    #[test]
+    fn a_sites_prefix_is_refused_and_nothing_changes() {
+        let (_net, gw) = memory_gateway();
+        let site = gw.add_site("west");
+        gw.set_site_prefixes(&site, &["10.7.0.0/16".parse().unwrap()]);
+        let body = format!("listen_port=51823\npublic_key={}\nallowed_ip=10.7.1.0/24\n", k(2));
+        let err = apply_set(&gw, parse_set(body.lines()).unwrap()).unwrap_err();
+        assert_eq!(err.to_string(), "allowed_ip 10.7.1.0/24 overlaps 10.7.0.0/16 of site west");
+        assert_eq!(err.errno(), libc::EINVAL);
+        assert!(gw.peers().is_empty() && gw.listen_port() == 51820, "nothing applied");
+        assert!(gw.routes().lookup("10.7.1.1".parse().unwrap()).is_some_and(|r| r.site().is_some()));
     }
 
     #[test]
