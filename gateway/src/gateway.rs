@@ -9,7 +9,7 @@
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use causeway_dataplane::interface::Interface;
@@ -172,8 +172,19 @@ impl Gateway {
     }
 
     /// Brings the kernel routes in line with the current peers, when route
-    /// installation is on; cheap when nothing changed.
+    /// installation is on; cheap when nothing changed. Does nothing (None)
+    /// while a change is being applied: a reload re-keying a peer, or
+    /// moving a prefix between peers and sites, removes the prefix before
+    /// it adds it back, possibly seconds later (a name to resolve between),
+    /// and a kernel route withdrawn meanwhile would send that traffic
+    /// unencrypted down the host's default route. The timer's next tick
+    /// after the change syncs.
     pub fn sync_kernel_routes(&self) -> Option<SyncReport> {
+        let _between_changes = match self.changes.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::WouldBlock) => return None,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+        };
         let routes = self.iface.routes_snapshot();
         lock(&self.kernel_routes).as_mut().map(|s| s.sync(&routes))
     }

@@ -96,3 +96,88 @@ fn an_existing_route_is_left_alone() {
     assert!(hub.ip(&["route", "show", "10.182.0.0/24"]).unwrap().contains("via 198.18.0.2"), "untouched");
     assert!(gh.log_text().contains("a route for this prefix exists already"), "{}", gh.log_text());
 }
+
+/// /etc/netns/<name>/resolv.conf, which `ip netns exec` mounts over
+/// /etc/resolv.conf for what it starts; removed on drop.
+struct Resolver(std::path::PathBuf);
+
+impl Resolver {
+    fn new(ns: &Netns, text: &str) -> Resolver {
+        let dir = std::path::PathBuf::from("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = Resolver(dir);
+        std::fs::write(r.0.join("resolv.conf"), text).unwrap();
+        r
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A reload applies its peers one by one, and a name to resolve can hold
+/// it up for seconds; meanwhile a re-keyed peer's prefix is gone from the
+/// gateway's table. Its kernel route must stay through that, or the
+/// prefix's traffic would leave unencrypted by the host's default route.
+#[test]
+fn a_reload_keeps_the_kernel_routes_of_a_peer_it_rekeys() {
+    let Some(_lab) = lab_or_skip("a_reload_keeps_the_kernel_routes_of_a_peer_it_rekeys") else { return };
+    let (hub, spoke) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    // A name server that never answers: the spoke drops DNS queries.
+    spoke.exec("iptables", &["-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP"]).unwrap();
+    let _resolver = Resolver::new(&hub, "nameserver 198.18.0.2\noptions timeout:3 attempts:1\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (kh, _) = keypair();
+    let (_, pb) = keypair();
+    let (_, old_key) = keypair();
+    let (_, new_key) = keypair();
+    let peers = [
+        PeerSpec::new("b", pb, Some("198.18.0.2:51820"), &["10.180.0.0/24"]),
+        PeerSpec::new("a", old_key, None, &["10.179.0.0/24"]),
+    ];
+    let gh =
+        Gateway::start_with(&hub, dir.path(), &kh, &["10.79.0.1/24"], 51820, 1420, &peers, "install_routes = true\n")
+            .unwrap();
+    let if_h = gh.ifname.clone();
+    wait_for("the routes", || routes(&hub, &["dev", &if_h]).contains(&"10.179.0.0/24".to_string()));
+    // b, applied before a, now needs the silent name server; a is re-keyed.
+    let text = std::fs::read_to_string(&gh.config).unwrap();
+    let text = text
+        .replace("\"198.18.0.2:51820\"", "\"gw-b.causeway.test:51820\"")
+        .replace(&lab::b64(old_key.as_bytes()), &lab::b64(new_key.as_bytes()));
+    lab::write_private(&gh.config, &text).unwrap();
+    let tunctl_path = lab::causewayd_path().unwrap().with_file_name("tunctl");
+    let mut reload = hub
+        .command(tunctl_path)
+        .args(["reload", &if_h])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut looked = 0;
+    while reload.try_wait().unwrap().is_none() {
+        let r = routes(&hub, &["dev", &if_h]);
+        if !r.contains(&"10.179.0.0/24".to_string()) {
+            let _ = reload.kill();
+            panic!("withdrawn during the reload, after {:?}: {r:?}", start.elapsed());
+        }
+        looked += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = reload.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        start.elapsed() > Duration::from_secs(1) && looked > 20,
+        "the name held the reload up: {:?}",
+        start.elapsed()
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("added: a") && report.contains("removed: a"), "{report}");
+    wait_for("the routes after it", || {
+        let r = routes(&hub, &["dev", &if_h]);
+        r.contains(&"10.179.0.0/24".to_string()) && r.contains(&"10.180.0.0/24".to_string())
+    });
+}
