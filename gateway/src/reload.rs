@@ -45,7 +45,10 @@ pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
         }
         iface.device.set_private_key(Some(i.private_key.clone()));
     }
-    if i.listen_port != iface.listen_port() {
+    // 0 asks for any port, which the one bound is: rebinding would move
+    // the gateway to a new port at every reload (and every registry
+    // update), where its peers do not look for it.
+    if i.listen_port != 0 && i.listen_port != iface.listen_port() {
         match iface.rebind(i.listen_port) {
             Ok(port) => tracing::info!(port, "listen port changed"),
             Err(e) => report.needs_restart.push(format!("listen_port {} ({e})", i.listen_port)),
@@ -230,5 +233,17 @@ mod tests {
         // The interface is named on the command line (`--interface`) and
         // the file names none, at start and now: no change to report.
         assert!(reconcile(&gw, &start).needs_restart.is_empty());
+    }
+
+    #[test]
+    fn a_reload_with_listen_port_0_keeps_the_port_bound() {
+        let iface = Interface::new("cwreload1".into(), Some(StaticSecret::random(&mut rand_core::OsRng)), 1420, 1, 0);
+        let gw = Gateway::new(Arc::new(iface.unwrap()));
+        let port = gw.listen_port();
+        assert_ne!(port, 0);
+        for _ in 0..3 {
+            reconcile(&gw, &config(""));
+            assert_eq!(gw.listen_port(), port, "moved to another port");
+        }
     }
 }
