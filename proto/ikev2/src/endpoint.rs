@@ -327,8 +327,15 @@ impl Endpoint {
         for e in effects {
             match e {
                 Effect::Destroy => {
+                    // A responder's SA that never authenticated says
+                    // nothing of the peer: anyone may make one from its
+                    // address, and letting its end reschedule the
+                    // reconnect would let a forger put it off for ever.
+                    let unheard = self.sas.get(&spi).is_some_and(|sa| !sa.initiator && sa.established_order.is_none());
                     self.destroy(spi, now);
-                    self.maybe_reconnect(&peer_id, now);
+                    if !unheard {
+                        self.maybe_reconnect(&peer_id, now);
+                    }
                 }
                 // The peer holds no other IKE SA with us: it restarted
                 // before it began this one. Only SAs established before
@@ -431,7 +438,9 @@ impl Endpoint {
         let alive = self.sas.values().any(|sa| &sa.peer == id && stands_for_peer(sa));
         if let Some(p) = self.peers.get_mut(id) {
             if p.cfg.initiate && p.target.is_some() && !alive {
-                p.reconnect_at = Some(now + RECONNECT_DELAY);
+                // Never later than one already due: only sooner.
+                let at = now + RECONNECT_DELAY;
+                p.reconnect_at = Some(p.reconnect_at.map_or(at, |t| t.min(at)));
             }
         }
     }

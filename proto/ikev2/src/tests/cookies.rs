@@ -267,3 +267,44 @@ fn past_the_half_open_limit_the_oldest_half_open_sa_makes_way() {
     n.connect();
     assert_eq!((n.ike_ups(Side::A), n.ike_ups(Side::B)), (1, 1));
 }
+
+/// Anyone can send an IKE_SA_INIT from our peer's address; the half-open
+/// SA it leaves says nothing of the peer. Its expiry must not reschedule
+/// our reconnect to the peer, or a forger sending one every few seconds
+/// (far below the cookie threshold) would put the reconnect off for ever,
+/// and a peer that never initiates itself would stay down.
+#[test]
+fn a_forger_sending_ike_sa_init_in_our_peers_name_does_not_put_off_our_reconnects() {
+    let cfg = config_a();
+    let mut a = Endpoint::new(Box::new(TestRng(3)));
+    let t0 = std::time::Instant::now();
+    a.set_peer(peer_b(), cfg.clone(), t0);
+    // B never answers: each attempt gives up after its retransmissions,
+    // and the next follows RECONNECT_DELAY later.
+    a.connect(&peer_b(), SocketAddr::new(B_IP, 500), Some(A_IP), t0);
+    let (mut now, mut next_forgery, mut seed) = (t0, t0, 1000);
+    let mut attempts = std::collections::HashSet::new();
+    while now < t0 + Duration::from_secs(300) {
+        if now >= next_forgery {
+            let mut forger = Endpoint::new(Box::new(TestRng(seed)));
+            seed += 1;
+            forger.set_peer(peer_a(), mirror(&cfg), now);
+            forger.connect(&peer_a(), SocketAddr::new(A_IP, 500), Some(B_IP), now);
+            let t = forger.poll_transmit().expect("IKE_SA_INIT");
+            a.handle(now, SocketAddr::new(A_IP, 500), SocketAddr::new(B_IP, 500), &t.data);
+            next_forgery += Duration::from_secs(4);
+        }
+        a.handle_timeout(now);
+        while let Some(t) = a.poll_transmit() {
+            let h = Message::parse(&t.data).expect("parses").header;
+            if h.exchange == ExchangeType::IkeSaInit && !h.is_response() {
+                attempts.insert(h.spi_i);
+            }
+        }
+        now += Duration::from_millis(100);
+    }
+    // An attempt is about 15.5 s of retransmissions and 5 s of delay: 14
+    // in five minutes.
+    assert!(attempts.len() >= 12, "{} attempts in five minutes", attempts.len());
+    assert!(half_open(&a) > 0, "the forgeries did reach A");
+}
