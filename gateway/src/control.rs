@@ -176,6 +176,9 @@ fn reach_out(
     }
 }
 
+/// Timer ticks between two looks at the kernel's routes: 5 s.
+const ROUTE_AUDIT_TICKS: u64 = 50;
+
 /// Runs every peer's protocol timers until the interface shuts down.
 /// 100 ms of granularity is well inside the protocol's tolerances (the
 /// smallest timer is the 5 s handshake retry with up to 333 ms of jitter).
@@ -213,6 +216,11 @@ pub async fn run_timers(iface: Arc<Gateway>) {
         // Sites before routes: a site whose last gateway just went down
         // loses its kernel routes in this same tick.
         crate::site_health::tick(&iface, sock, now);
+        // Routes of ours removed behind our back (a link flap, a flush)
+        // are put back within this.
+        if ticks % ROUTE_AUDIT_TICKS == 0 {
+            iface.audit_kernel_routes();
+        }
         // A netlink round trip per changed prefix, and nothing when the
         // routed prefixes did not change.
         iface.sync_kernel_routes();

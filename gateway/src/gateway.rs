@@ -189,6 +189,18 @@ impl Gateway {
         lock(&self.kernel_routes).as_mut().map(|s| s.sync(&routes))
     }
 
+    /// Notices kernel routes of ours that someone removed, so that the
+    /// next `sync_kernel_routes` adds them back (`RouteSync::audit`); not
+    /// while a change is being applied, as there.
+    pub fn audit_kernel_routes(&self) {
+        let Ok(_between_changes) = self.changes.try_lock() else { return };
+        if let Some(sync) = lock(&self.kernel_routes).as_mut() {
+            if let Err(e) = sync.audit() {
+                tracing::debug!(error = %e, "cannot read the kernel's routes");
+            }
+        }
+    }
+
     /// Removes the routes this daemon installed (at shutdown).
     pub fn remove_kernel_routes(&self) {
         if let Some(mut sync) = lock(&self.kernel_routes).take() {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -35,6 +35,9 @@ pub struct RouteSync {
     /// The prefixes last made real, to skip unchanged ticks (and retry a
     /// refused prefix on the next change, not on every tick).
     synced: Option<BTreeSet<IpNet>>,
+    /// Wanted prefixes the kernel refused (another route holds them),
+    /// logged once, and tried again at each `audit`.
+    refused: BTreeSet<IpNet>,
     warned_default: bool,
 }
 
@@ -89,6 +92,7 @@ impl RouteSync {
             },
             installed: BTreeSet::new(),
             synced: None,
+            refused: BTreeSet::new(),
             warned_default: false,
         })
     }
@@ -136,16 +140,22 @@ impl RouteSync {
         for net in new {
             match self.change(net, true) {
                 Ok(()) => {
+                    if self.refused.remove(&net) {
+                        tracing::info!(prefix = %net, table = self.table, "route installed, the one in its way gone");
+                    }
                     self.installed.insert(net);
                     report.added += 1;
                 }
                 Err(e) => {
                     let why = if e.raw_os_error() == Some(libc::EEXIST) {
-                        "a route for this prefix exists already; it is left alone".to_string()
+                        "a route for this prefix exists already; it is left alone (tried again every few seconds)"
+                            .to_string()
                     } else {
                         e.to_string()
                     };
-                    tracing::warn!(prefix = %net, table = self.table, "cannot install route: {why}");
+                    if self.refused.insert(net) {
+                        tracing::warn!(prefix = %net, table = self.table, "cannot install route: {why}");
+                    }
                     report.failed += 1;
                 }
             }
@@ -154,6 +164,92 @@ impl RouteSync {
             tracing::info!(added = report.added, removed = report.removed, table = self.table, "routes updated");
         }
         report
+    }
+
+    /// Compares with the kernel's table: a route of ours someone removed
+    /// (`ip route flush`, the link taken down and up, a network manager
+    /// cleaning up routes it does not know) no longer counts as installed,
+    /// and the next `sync` adds it back, as it tries again a prefix refused
+    /// before because another route held it (which the operator may have
+    /// removed since, at a cut-over from the box this replaces). One dump
+    /// of the table per family; called every few seconds.
+    pub fn audit(&mut self) -> io::Result<()> {
+        let present = self.dump()?;
+        let before = self.installed.len();
+        self.installed.retain(|n| present.contains(n));
+        let lost = before - self.installed.len();
+        if lost > 0 {
+            tracing::warn!(lost, table = self.table, "routes of ours were removed from the kernel; adding them back");
+        }
+        self.refused.retain(|n| self.synced.as_ref().is_some_and(|w| w.contains(n)));
+        if lost > 0 || !self.refused.is_empty() {
+            self.synced = None;
+        }
+        Ok(())
+    }
+
+    /// The prefixes routed through the interface in the table now.
+    fn dump(&mut self) -> io::Result<BTreeSet<IpNet>> {
+        let mut found = BTreeSet::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = family;
+            self.seq = self.seq.wrapping_add(1);
+            let mut header = NetlinkHeader::default();
+            header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+            header.sequence_number = self.seq;
+            let mut req = NetlinkMessage::new(header, NetlinkPayload::from(RouteNetlinkMessage::GetRoute(msg)));
+            req.finalize();
+            let mut out = vec![0u8; req.buffer_len()];
+            req.serialize(&mut out);
+            self.socket.send(&out, 0)?;
+            let mut buf = Vec::with_capacity(32 << 10);
+            'parts: loop {
+                buf.clear();
+                let n = self.socket.recv(&mut buf, 0)?;
+                let mut at = 0;
+                while at < n {
+                    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[at..n])
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                    let len = reply.header.length as usize;
+                    if reply.header.sequence_number == self.seq {
+                        match reply.payload {
+                            NetlinkPayload::Done(_) => break 'parts,
+                            NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
+                            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
+                                found.extend(self.ours(&r));
+                            }
+                            _ => {}
+                        }
+                    }
+                    if len == 0 {
+                        break;
+                    }
+                    at += len;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The destination of a dumped route, if it is through the interface
+    /// in our table.
+    fn ours(&self, r: &RouteMessage) -> Option<IpNet> {
+        let mut table = u32::from(r.header.table);
+        let (mut oif, mut dst) = (None, None);
+        for a in &r.attributes {
+            match a {
+                RouteAttribute::Table(t) => table = *t,
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(std::net::IpAddr::V4(*ip)),
+                RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(std::net::IpAddr::V6(*ip)),
+                _ => {}
+            }
+        }
+        if table != self.table || oif != Some(self.ifindex) {
+            return None;
+        }
+        IpNet::new(dst?, r.header.destination_prefix_length).ok()
     }
 
     /// Removes every route this daemon installed.

@@ -13,8 +13,12 @@ fn routes(ns: &Netns, args: &[&str]) -> Vec<String> {
     ns.ip(&full).unwrap().lines().filter_map(|l| l.split_whitespace().next().map(str::to_string)).collect()
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_up_to(Duration::from_secs(5), what, cond)
+}
+
+fn wait_up_to(patience: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
@@ -95,6 +99,48 @@ fn an_existing_route_is_left_alone() {
     assert_eq!(routes(&hub, &["dev", &gh.ifname]), ["10.79.0.0/24", "10.183.0.0/24"]);
     assert!(hub.ip(&["route", "show", "10.182.0.0/24"]).unwrap().contains("via 198.18.0.2"), "untouched");
     assert!(gh.log_text().contains("a route for this prefix exists already"), "{}", gh.log_text());
+    // The operator removes theirs (a cut-over from the old box): ours
+    // follows within the few seconds between looks at the table.
+    hub.ip(&["route", "del", "10.182.0.0/24", "via", "198.18.0.2"]).unwrap();
+    wait_up_to(Duration::from_secs(8), "the prefix installed once free", || {
+        routes(&hub, &["dev", &gh.ifname]).contains(&"10.182.0.0/24".to_string())
+    });
+    assert_eq!(gh.log_text().matches("a route for this prefix exists already").count(), 1, "logged once");
+}
+
+/// Routes of ours removed behind the daemon's back (by hand, or by the
+/// kernel when the link goes down) are put back.
+#[test]
+fn routes_removed_behind_our_back_come_back() {
+    let Some(_lab) = lab_or_skip("routes_removed_behind_our_back_come_back") else { return };
+    let (hub, _spoke) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (kh, _) = keypair();
+    let (_, ps) = keypair();
+    let gh = hub_gateway(&hub, dir.path(), &kh, ps, &["10.184.0.0/24", "fd00:184::/64"]);
+    let if_h = gh.ifname.clone();
+    let all = |want: &[&str]| {
+        let v4 = routes(&hub, &["dev", &if_h]);
+        let v6: Vec<String> = hub
+            .ip(&["-6", "route", "show", "dev", &if_h])
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect();
+        want.iter().all(|w| v4.contains(&w.to_string()) || v6.contains(&w.to_string()))
+    };
+    wait_for("the routes", || all(&["10.184.0.0/24", "fd00:184::/64"]));
+    hub.ip(&["route", "del", "10.184.0.0/24", "dev", &if_h]).unwrap();
+    hub.ip(&["-6", "route", "del", "fd00:184::/64", "dev", &if_h]).unwrap();
+    assert!(!all(&["10.184.0.0/24"]));
+    wait_up_to(Duration::from_secs(8), "the deleted routes back", || all(&["10.184.0.0/24", "fd00:184::/64"]));
+    // Down and up: the kernel drops every route through the link.
+    hub.ip(&["link", "set", &if_h, "down"]).unwrap();
+    hub.ip(&["link", "set", &if_h, "up"]).unwrap();
+    wait_up_to(Duration::from_secs(8), "the routes back after a link flap", || {
+        all(&["10.184.0.0/24", "fd00:184::/64"])
+    });
+    assert!(gh.log_text().contains("routes of ours were removed from the kernel"), "{}", gh.log_text());
 }
 
 /// /etc/netns/<name>/resolv.conf, which `ip netns exec` mounts over
