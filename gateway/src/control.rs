@@ -218,7 +218,7 @@ pub async fn run_timers(iface: Arc<Gateway>) {
         crate::site_health::tick(&iface, sock, now);
         // Routes of ours removed behind our back (a link flap, a flush)
         // are put back within this.
-        if ticks % ROUTE_AUDIT_TICKS == 0 {
+        if ticks.is_multiple_of(ROUTE_AUDIT_TICKS) {
             iface.audit_kernel_routes();
         }
         // A netlink round trip per changed prefix, and nothing when the
