@@ -170,8 +170,13 @@ impl Site {
     /// membership changed.
     pub fn set_members(&self, peers: &[Arc<PeerState>], now: Time) -> bool {
         let mut members = self.lock();
-        let same =
-            members.len() == peers.len() && members.iter().all(|m| peers.iter().any(|p| Arc::ptr_eq(p, &m.peer)));
+        // A member renamed (by a reload) is the same peer under a new
+        // label: its id follows the label, so that every gateway given
+        // the same names builds the same table (`buckets.rs`).
+        let same = members.len() == peers.len()
+            && members
+                .iter()
+                .all(|m| peers.iter().any(|p| Arc::ptr_eq(p, &m.peer)) && m.id == member_id(&m.peer.label()));
         if same {
             return false;
         }
@@ -181,7 +186,11 @@ impl Site {
                 continue;
             }
             let member = match old.iter().position(|m| Arc::ptr_eq(&m.peer, p)) {
-                Some(i) => old.swap_remove(i),
+                Some(i) => {
+                    let mut kept = old.swap_remove(i);
+                    kept.id = member_id(&p.label());
+                    kept
+                }
                 None => Member { peer: p.clone(), id: member_id(&p.label()), health: Health::new(now) },
             };
             members.push(member);
@@ -343,6 +352,22 @@ mod tests {
                 members.iter().position(|m| Arc::ptr_eq(m, p)).unwrap()
             })
             .collect()
+    }
+
+    // The table depends on the members' names only, whichever gateway
+    // builds it and whatever it did before: a member renamed by a reload
+    // routes as one started with the new name would.
+    #[test]
+    fn a_renamed_member_routes_as_one_started_with_the_new_name() {
+        let members = peers(3);
+        let site = Site::new("west".into());
+        assert!(site.set_members(&members, Time::ZERO));
+        *members[1].name.lock().unwrap() = "west.a".into();
+        assert!(site.set_members(&members, Time::ZERO), "the rename changes the table");
+        assert!(!site.set_members(&members, Time::ZERO), "and only once");
+        let fresh = Site::new("west".into());
+        fresh.set_members(&members, Time::ZERO);
+        assert_eq!(routing(&site, &members), routing(&fresh, &members));
     }
 
     #[test]
