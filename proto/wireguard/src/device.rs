@@ -145,6 +145,7 @@ impl Device {
 
     pub fn remove_peer(&self, remote: &PublicKey) -> Option<Arc<Peer>> {
         let peer = self.peers.write().unwrap_or_else(|e| e.into_inner()).remove(remote)?;
+        peer.mark_removed();
         self.indices.remove_peer(&peer);
         peer.kps_mut().take_all();
         peer.clear_handshake();
@@ -191,7 +192,7 @@ impl Device {
         if !peer.initiation_allowed(now) {
             return Err(Error::InitiationTooSoon);
         }
-        let idx = self.indices.insert(IndexEntry::Handshake(peer.clone()));
+        let idx = self.indices.insert(IndexEntry::Handshake(peer.clone())).ok_or(Error::UnknownPeer)?;
         match peer.create_initiation(&identity.secret, idx, now, wall) {
             Ok((msg, replaced)) => {
                 if let Some(old) = replaced {
@@ -336,7 +337,7 @@ impl Device {
         let peer = self.peer(&partial.remote_static).ok_or(Error::UnknownPeer)?;
         peer.consume_initiation(partial, now)?;
         peer.on_received(now, msg.len() as u64, false);
-        let idx = self.indices.insert(IndexEntry::Handshake(peer.clone()));
+        let idx = self.indices.insert(IndexEntry::Handshake(peer.clone())).ok_or(Error::UnknownPeer)?;
         let (response, kp, replaced) = match peer.create_response(idx, now) {
             Ok(r) => r,
             Err(e) => {
@@ -348,7 +349,9 @@ impl Device {
             self.indices.remove(old);
         }
         let kp = Arc::new(kp);
-        self.indices.replace(idx, IndexEntry::Keypair(peer.clone(), kp.clone()));
+        if !self.indices.replace(idx, IndexEntry::Keypair(peer.clone(), kp.clone())) {
+            return Err(Error::UnknownPeer);
+        }
         let evicted = peer.kps_mut().install(kp);
         self.forget(evicted);
         Ok(Received::HandshakeResponse { peer, response })
@@ -370,7 +373,9 @@ impl Device {
             _ => return Err(Error::UnknownReceiverIndex),
         };
         let kp = Arc::new(peer.consume_response(msg, &identity.secret, now)?);
-        self.indices.replace(idx, IndexEntry::Keypair(peer.clone(), kp.clone()));
+        if !self.indices.replace(idx, IndexEntry::Keypair(peer.clone(), kp.clone())) {
+            return Err(Error::UnknownPeer);
+        }
         let evicted = peer.kps_mut().install(kp);
         self.forget(evicted);
         peer.on_received(now, msg.len() as u64, false);

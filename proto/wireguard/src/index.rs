@@ -40,20 +40,36 @@ impl IndexTable {
     }
 
     /// Inserts under a fresh random index. Random rather than sequential so
-    /// that indices reveal nothing about how many sessions exist.
-    pub fn insert(&self, entry: IndexEntry) -> u32 {
+    /// that indices reveal nothing about how many sessions exist. None for
+    /// a peer being removed: a handshake racing `Device::remove_peer` (a
+    /// worker or timer still holding the peer) would otherwise leave an
+    /// index behind that nothing removes. The peer is marked before its
+    /// entries are cleared under this lock, so an insert after the
+    /// clearing sees the mark.
+    pub fn insert(&self, entry: IndexEntry) -> Option<u32> {
         let mut map = self.write();
+        if entry.peer().is_removed() {
+            return None;
+        }
         loop {
             let idx = OsRng.next_u32();
             if let std::collections::hash_map::Entry::Vacant(v) = map.entry(idx) {
                 v.insert(entry);
-                return idx;
+                return Some(idx);
             }
         }
     }
 
-    pub fn replace(&self, idx: u32, entry: IndexEntry) {
-        self.write().insert(idx, entry);
+    /// As `insert`, under a given index; false (and nothing stored) for a
+    /// peer being removed.
+    pub fn replace(&self, idx: u32, entry: IndexEntry) -> bool {
+        let mut map = self.write();
+        if entry.peer().is_removed() {
+            map.remove(&idx);
+            return false;
+        }
+        map.insert(idx, entry);
+        true
     }
 
     pub fn get(&self, idx: u32) -> Option<IndexEntry> {

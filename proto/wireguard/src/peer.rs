@@ -123,6 +123,9 @@ pub struct Peer {
     /// Set once the receive-side "last minute" rekey was requested for the
     /// current session, so it is requested once, as in the kernel.
     sent_lastminute_handshake: AtomicBool,
+    /// Set by `Device::remove_peer` before it clears the peer's indices;
+    /// the index table refuses new entries for such a peer (`index.rs`).
+    removed: AtomicBool,
 }
 
 impl std::fmt::Debug for Peer {
@@ -159,7 +162,16 @@ impl Peer {
             handshakes: AtomicU64::new(0),
             last_handshake: AtomicU64::new(0),
             sent_lastminute_handshake: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn mark_removed(&self) {
+        self.removed.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::SeqCst)
     }
 
     fn static_static(local: Option<&StaticSecret>, remote: &PublicKey) -> Result<Zeroizing<[u8; 32]>, Error> {

@@ -97,6 +97,26 @@ fn keys_are_erased_after_540s_without_a_new_session() {
     assert_eq!(a.dev.index_count(), 0);
 }
 
+/// A handshake that races the removal of its peer (a worker or the timer
+/// still holding the peer) must leave no index behind: nothing would ever
+/// remove it, and an answer to it would make a session for a peer that is
+/// gone.
+#[test]
+fn a_removed_peer_gets_no_new_index() {
+    let (clock, a, b) = two(0);
+    let init = a.dev.create_initiation(&a.peer, clock.now, clock.wall()).unwrap();
+    assert!(a.dev.remove_peer(a.peer.public_key()).is_some());
+    assert_eq!(a.dev.index_count(), 0, "the removal took the handshake's index");
+    let later = clock.now + Duration::from_secs(6);
+    assert_eq!(a.dev.create_initiation(&a.peer, later, clock.wall()).unwrap_err(), Error::UnknownPeer);
+    assert_eq!(a.dev.index_count(), 0);
+    // B removed A meanwhile: A's initiation makes no index on B either.
+    assert!(b.dev.remove_peer(b.peer.public_key()).is_some());
+    let mut msg = init.to_vec();
+    assert!(b.dev.receive(a.addr, &mut msg, clock.now).is_err());
+    assert_eq!(b.dev.index_count(), 0);
+}
+
 #[test]
 fn low_order_public_key_produces_no_handshake() {
     let dev = Device::new(Some(StaticSecret::random(&mut OsRng)));
