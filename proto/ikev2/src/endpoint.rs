@@ -291,14 +291,26 @@ impl Endpoint {
         if h.message_id != 0 {
             return;
         }
-        if let Some(spi) = self.init_index.get(&(h.spi_i, remote)) {
-            if let Some(sa) = self.sas.get(spi) {
-                if sa.init_request == data {
-                    let again = sa.init_response.clone();
-                    sa.transmit(&mut self.io, again);
+        if let Some(&spi) = self.init_index.get(&(h.spi_i, remote)) {
+            match self.sas.get(&spi) {
+                // A retransmission gets the answer it had, while the SA
+                // waits for IKE_AUTH (or refused it); once IKE_AUTH came,
+                // the initiator has the answer, and it is ignored (§2.1).
+                Some(sa) if sa.init_request == data => {
+                    if matches!(sa.state, SaState::InitReplied | SaState::Dead) {
+                        let again = sa.init_response.clone();
+                        sa.transmit(&mut self.io, again);
+                    }
+                    return;
                 }
+                // The same SPIi with other bytes before any IKE_AUTH is a
+                // new request (§2.1): the initiator started again, with a
+                // cookie or another group (perhaps asked by a forged
+                // notify after we had answered). Dropping it would fail
+                // the attempt; the half-open SA of the old one makes way.
+                Some(sa) if sa.state == SaState::InitReplied => self.destroy(spi, now),
+                _ => return,
             }
-            return;
         }
         let Some(peer_id) = self.peer_for(remote.ip(), Some(msg)) else { return };
         let Some(peer) = self.peers.get(&peer_id) else { return };

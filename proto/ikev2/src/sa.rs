@@ -164,6 +164,11 @@ pub(crate) struct IkeSa {
     /// it was not yet believed (`sa_init::unauthenticated`): what the
     /// attempt failed of if the retransmissions run out.
     pub init_error: Option<crate::event::Failure>,
+    /// A new IKE_SA_INIT an unauthenticated notify asked for (COOKIE, or
+    /// INVALID_KE_PAYLOAD with the group): sent when the next
+    /// retransmission falls due, unless a response to the request out
+    /// comes first (`sa_init::redo_due`).
+    pub init_redo: Option<Option<DhGroup>>,
     /// IKE_SA_INIT request and response as sent, for AUTH.
     pub init_request: Vec<u8>,
     pub init_response: Vec<u8>,
@@ -239,6 +244,7 @@ impl IkeSa {
             cookie: None,
             init_retries: 0,
             init_error: None,
+            init_redo: None,
             init_request: Vec::new(),
             init_response: Vec::new(),
             path,

@@ -158,14 +158,20 @@ pub(crate) fn on_init_response(
 ) -> Vec<Effect> {
     let cfg = &peer.cfg;
     let p = &msg.payloads;
+    // A COOKIE or INVALID_KE_PAYLOAD is unauthenticated: anyone on the
+    // path can send one. The new request it asks for waits for the next
+    // retransmission (`redo_due`), so a real response to the request out,
+    // arriving meanwhile, is taken instead; acting at once would leave that
+    // response unusable (our AUTH would sign the new request), and a forger
+    // could end every attempt with one datagram.
     if let Some(c) = notify(p, n::COOKIE) {
         sa.init_retries += 1;
         if sa.init_retries > MAX_INIT_RETRIES {
             return unauthenticated(sa, io, Failure::Protocol("the responder keeps asking for cookies".into()));
         }
         sa.cookie = Some(c.data.clone());
-        sa.pending = None;
-        return retry(sa, cfg, io, now, None);
+        sa.init_redo = Some(sa.init_redo.flatten());
+        return Vec::new();
     }
     if notify(p, n::INVALID_KE_PAYLOAD).is_some() {
         let requested = crate::sa::invalid_ke_group(p);
@@ -173,8 +179,8 @@ pub(crate) fn on_init_response(
         sa.init_retries += 1;
         return match group {
             Some(g) if sa.init_retries <= MAX_INIT_RETRIES && sa.dh.as_ref().map(|d| d.group()) != Some(g) => {
-                sa.pending = None;
-                retry(sa, cfg, io, now, Some(g))
+                sa.init_redo = Some(Some(g));
+                Vec::new()
             }
             _ => unauthenticated(sa, io, Failure::InvalidKe { requested }),
         };
@@ -213,6 +219,7 @@ pub(crate) fn on_init_response(
     };
     sa.pending = None;
     sa.init_error = None;
+    sa.init_redo = None;
     sa.spi_r = msg.header.spi_r;
     sa.nr = nr.to_vec();
     sa.init_response = data.to_vec();
@@ -229,6 +236,19 @@ pub(crate) fn on_init_response(
     sa.next_id = 1;
     crate::ike_auth::start(sa, peer, io, now);
     Vec::new()
+}
+
+/// Sends the new IKE_SA_INIT a COOKIE or INVALID_KE_PAYLOAD asked for, if
+/// one is waiting and the request out is due for its retransmission:
+/// nothing answered it meanwhile. Returns None when there was none to send.
+pub(crate) fn redo_due(sa: &mut IkeSa, cfg: &PeerConfig, io: &mut Io, now: Instant) -> Option<Vec<Effect>> {
+    let due = sa.state == SaState::InitSent && sa.pending.as_ref().is_some_and(|p| p.next_at <= now);
+    if !due {
+        return None;
+    }
+    let group = sa.init_redo.take()?;
+    sa.pending = None;
+    Some(retry(sa, cfg, io, now, group))
 }
 
 fn retry(sa: &mut IkeSa, cfg: &PeerConfig, io: &mut Io, now: Instant, group: Option<DhGroup>) -> Vec<Effect> {

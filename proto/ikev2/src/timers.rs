@@ -20,6 +20,9 @@ use crate::sa::{IkeSa, Planned, SaState};
 const EXPIRED_DELETE_GRACE: Duration = Duration::from_secs(60);
 
 pub(crate) fn on_timeout(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant) -> Vec<Effect> {
+    if let Some(effects) = crate::sa_init::redo_due(sa, &peer.cfg, io, now) {
+        return effects;
+    }
     if sa.retransmit_due(io, now) {
         return give_up(sa, io);
     }

@@ -77,6 +77,8 @@ fn a_wrong_cookie_is_answered_with_a_new_one_not_with_state() {
     let answer = n.b.poll_transmit().expect("cookie");
     // Echo the cookie from another address: it does not check there.
     c.handle(n.now, SocketAddr::new(A_IP, 500), SocketAddr::new(B_IP, 500), &answer.data);
+    assert!(c.poll_transmit().is_none(), "the retry waits for the retransmission");
+    c.handle_timeout(n.now + crate::RETRANSMIT_BASE);
     let retry = c.poll_transmit().expect("retry with cookie");
     let elsewhere: SocketAddr = "198.18.0.9:500".parse().expect("address");
     n.b.handle(n.now, retry.remote, elsewhere, &retry.data);
@@ -165,6 +167,7 @@ fn a_cookie_is_good_through_one_secret_rotation_and_not_two() {
         let answer = n.b.poll_transmit().expect("cookie");
         assert_eq!(notifies(&answer.data), vec![n::COOKIE]);
         c.handle(n.now, from, SocketAddr::new(B_IP, 500), &answer.data);
+        c.handle_timeout(n.now + crate::RETRANSMIT_BASE);
         c.poll_transmit().expect("retry with cookie")
     });
     n.advance(COOKIE_ROTATION + Duration::from_secs(1));

@@ -193,6 +193,49 @@ fn forged_init_errors_do_not_end_the_attempt() {
     assert_up(&n);
 }
 
+/// A COOKIE or INVALID_KE_PAYLOAD is unauthenticated: one forged by
+/// someone on the path, arriving before B's real answer, must not cost
+/// the attempt. A takes B's answer when it comes first; when that answer
+/// is lost, A starts again as asked and B answers the new request,
+/// though it has a half-open SA for the same SPIi (§2.1: other bytes, a
+/// new request).
+#[test]
+fn a_forged_cookie_or_invalid_ke_does_not_end_the_attempt() {
+    let ecp = IkeSuite { dh: DhGroup::Ecp256, ..gcm256_x25519() };
+    let mut cfg = config_a();
+    cfg.ike_proposals = vec![gcm256_x25519(), ecp];
+    let cookie = || Payload::Notify(Notify::new(crate::ids::notify::COOKIE, vec![0x5a; 16]));
+    let invalid_ke = || {
+        let group = DhGroup::Ecp256.id().to_be_bytes().to_vec();
+        Payload::Notify(Notify::new(crate::ids::notify::INVALID_KE_PAYLOAD, group))
+    };
+    for (forged, answer_lost) in [(cookie(), false), (invalid_ke(), false), (cookie(), true), (invalid_ke(), true)] {
+        let mut n = Net::new(cfg.clone(), mirror(&cfg));
+        n.a.connect(&peer_b(), SocketAddr::new(B_IP, 500), Some(A_IP), n.now);
+        let request = n.a.poll_transmit().expect("IKE_SA_INIT");
+        let spi_i = Message::parse(&request.data).expect("parses").header.spi_i;
+        let (a, b) = (SocketAddr::new(A_IP, 500), SocketAddr::new(B_IP, 500));
+        n.b.handle(n.now, request.remote, a, &request.data);
+        let answer = n.b.poll_transmit().expect("B answers");
+        n.a.handle(n.now, a, b, &forged_init_answer(spi_i, 0, std::slice::from_ref(&forged)));
+        if !answer_lost {
+            n.a.handle(n.now, answer.remote, b, &answer.data);
+        }
+        n.run();
+        n.advance(Duration::from_secs(2));
+        assert_up(&n);
+        let inits = n.log.iter().filter(|(s, t)| *s == Side::A && header(&t.data).0 == ExchangeType::IkeSaInit).count();
+        // The first request was taken off the network by hand, not logged:
+        // A took B's first answer and sent no other, or, that answer lost,
+        // started again (twice after the forged INVALID_KE: B then asks
+        // for the group it prefers).
+        match answer_lost {
+            false => assert_eq!(inits, 0, "{forged:?}"),
+            true => assert!((1..=2).contains(&inits), "{forged:?}: {inits}"),
+        }
+    }
+}
+
 /// B refuses every transmission; A reports that, as it always did, once
 /// the refusal answered its third (1.5 s in), not at the first.
 #[test]
