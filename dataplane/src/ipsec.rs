@@ -169,7 +169,8 @@ impl Protocol for Ipsec {
             let local = local.unwrap_or_else(|| crate::source::unspecified_for(remote));
             let local = SocketAddr::new(local, sock.local_port());
             if !iface.ipsec.ike_message(local, remote, &datagram[4..]) {
-                iface.refuse(remote, Drop::StagedQueueFull);
+                let oversize = datagram.len() - 4 > crate::ipsec_table::MAX_IKE_MESSAGE;
+                iface.refuse(remote, if oversize { Drop::Malformed } else { Drop::StagedQueueFull });
             }
         } else if datagram != [0xff] {
             iface.refuse(remote, Drop::Malformed);

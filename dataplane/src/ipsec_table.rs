@@ -29,6 +29,11 @@ const RESERVED_FOR_REQUESTS: usize = 64;
 /// this share a flood of such messages would fill the queue, and the
 /// peers' own messages would be dropped.
 const MAX_STRANGER_MESSAGES: usize = MAX_REQUESTS / 2;
+/// The longest IKE message queued. With pre-shared keys IKE messages are
+/// a few hundred bytes to a few KB (RFC 7296 §2 asks for 3000 to be
+/// taken); datagrams up to 64 KiB copied into a full queue would hold
+/// some 60 MiB for nothing.
+pub(crate) const MAX_IKE_MESSAGE: usize = 16 << 10;
 
 /// When a new child SA may carry outbound traffic (RFC 7296 §2.8): the
 /// peer must have installed its inbound half first.
@@ -263,8 +268,12 @@ impl IpsecTable {
     }
 
     /// Queues an IKE message that arrived on a data-plane socket, copied
-    /// only when there is room for it. False when it was dropped.
+    /// only when there is room for it. False when it was dropped (no
+    /// room, or longer than `MAX_IKE_MESSAGE`).
     pub(crate) fn ike_message(&self, local: SocketAddr, remote: SocketAddr, data: &[u8]) -> bool {
+        if data.len() > MAX_IKE_MESSAGE {
+            return false;
+        }
         let stranger = !self.is_ike_source(remote.ip());
         {
             let mut r = lock(&self.requests);
@@ -378,6 +387,9 @@ mod tests {
         assert_eq!(count(&q), (MAX_STRANGER_MESSAGES + 2, 1));
         // Taking the queue gives the strangers their share again.
         assert!(t.ike_message(local, "198.19.9.9:4500".parse().unwrap(), &[0; 28]));
+        // Nor are big datagrams copied, from anyone.
+        assert!(!t.ike_message(local, peer, &vec![0; MAX_IKE_MESSAGE + 1]));
+        assert!(t.ike_message(local, peer, &vec![0; MAX_IKE_MESSAGE]));
     }
 
     #[test]

@@ -30,11 +30,11 @@ pub async fn serve_uapi(iface: Arc<Gateway>, listener: UnixListener) {
     }
 }
 
-/// The most one UAPI connection may send. `wg setconf` of a thousand
-/// peers with a hundred prefixes each is a few MB; the cap keeps a client
-/// (the socket is root's only, but may be buggy) from growing the daemon
+/// The most one UAPI request may send. `wg setconf` of a thousand peers
+/// with a hundred prefixes each is a few MB; the cap keeps a client (the
+/// socket is root's only, but may be buggy) from growing the daemon
 /// without bound.
-const MAX_CONNECTION_BYTES: u64 = 32 << 20;
+const MAX_REQUEST_BYTES: u64 = 32 << 20;
 
 /// How long a request may pause between its lines; `wg` writes each
 /// request at once.
@@ -42,8 +42,11 @@ const LINE_PATIENCE: Duration = Duration::from_secs(10);
 
 async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read.take(MAX_CONNECTION_BYTES)).lines();
+    let mut lines = BufReader::new(read.take(MAX_REQUEST_BYTES)).lines();
     loop {
+        // Each request has the whole allowance (bytes already buffered
+        // count against the one before).
+        lines.get_mut().get_mut().set_limit(MAX_REQUEST_BYTES);
         let op = match lines.next_line().await {
             Ok(Some(l)) => l,
             _ => return,

@@ -190,10 +190,10 @@ impl Gateway {
     }
 
     /// Notices kernel routes of ours that someone removed, so that the
-    /// next `sync_kernel_routes` adds them back (`RouteSync::audit`); not
-    /// while a change is being applied, as there.
+    /// next `sync_kernel_routes` adds them back (`RouteSync::audit`). Any
+    /// time, a change in progress included: it only corrects what counts
+    /// as installed, and withdraws nothing.
     pub fn audit_kernel_routes(&self) {
-        let Ok(_between_changes) = self.changes.try_lock() else { return };
         if let Some(sync) = lock(&self.kernel_routes).as_mut() {
             if let Err(e) = sync.audit() {
                 tracing::debug!(error = %e, "cannot read the kernel's routes");

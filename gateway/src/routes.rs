@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -80,6 +81,13 @@ impl RouteSync {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
+        // The kernel then filters `audit`'s dumps by table and interface
+        // (4.20 on): a host running a routing daemon can hold a full
+        // Internet table, which an unfiltered dump would copy out every
+        // few seconds. Without it `ours` still filters, at that cost.
+        if let Err(e) = socket.set_netlink_get_strict_chk(true) {
+            tracing::debug!(error = %e, "no strict netlink checking: route dumps are filtered here");
+        }
         Ok(RouteSync {
             socket,
             seq: 0,
@@ -181,6 +189,14 @@ impl RouteSync {
         if lost > 0 {
             tracing::warn!(lost, table = self.table, "routes of ours were removed from the kernel; adding them back");
         }
+        // A refused prefix now routed through the interface in our table
+        // is ours after all (an add that failed with EEXIST against our
+        // own route): counted again, so it is removed with its peer.
+        let ours_already: Vec<IpNet> = self.refused.iter().filter(|n| present.contains(n)).copied().collect();
+        for n in ours_already {
+            self.refused.remove(&n);
+            self.installed.insert(n);
+        }
         self.refused.retain(|n| self.synced.as_ref().is_some_and(|w| w.contains(n)));
         if lost > 0 || !self.refused.is_empty() {
             self.synced = None;
@@ -188,12 +204,16 @@ impl RouteSync {
         Ok(())
     }
 
-    /// The prefixes routed through the interface in the table now.
+    /// The prefixes routed through the interface in the table now. A dump
+    /// the kernel marks interrupted (the table changed under it) is an
+    /// error: it may have missed routes, which `audit` would then re-add.
     fn dump(&mut self) -> io::Result<BTreeSet<IpNet>> {
         let mut found = BTreeSet::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut msg = RouteMessage::default();
             msg.header.address_family = family;
+            msg.header.table = u8::try_from(self.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+            msg.attributes = vec![RouteAttribute::Table(self.table), RouteAttribute::Oif(self.ifindex)];
             self.seq = self.seq.wrapping_add(1);
             let mut header = NetlinkHeader::default();
             header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -213,9 +233,19 @@ impl RouteSync {
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                     let len = reply.header.length as usize;
                     if reply.header.sequence_number == self.seq {
+                        if reply.header.flags & NLM_F_DUMP_INTR != 0 {
+                            return Err(io::Error::new(io::ErrorKind::Interrupted, "route dump interrupted"));
+                        }
                         match reply.payload {
                             NetlinkPayload::Done(_) => break 'parts,
-                            NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
+                            NetlinkPayload::Error(e) if e.code.is_some() => {
+                                let e = e.to_io();
+                                // IPv4 says so of a table with no route yet.
+                                if e.raw_os_error() == Some(libc::ENOENT) {
+                                    break 'parts;
+                                }
+                                return Err(e);
+                            }
                             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
                                 found.extend(self.ours(&r));
                             }

@@ -149,6 +149,11 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
         let (key, value) = line
             .split_once('=')
             .ok_or_else(|| bad(format!("expected key=value, got {} characters without '='", line.chars().count())))?;
+        // wireguard-go reads interface keys only before the first peer.
+        let interface_key = matches!(key, "private_key" | "listen_port" | "fwmark" | "replace_peers");
+        if interface_key && !req.peers.is_empty() {
+            return Err(bad(format!("{key} after a public_key: interface keys come first")));
+        }
         let peer = req.peers.last_mut();
         let need_peer = |p: Option<&mut PeerChange>| -> Result<(), UapiError> {
             p.map(|_| ())
@@ -495,6 +500,10 @@ mod tests {
         assert!(bad(&format!("public_key={}\nprotocol_version=2", k(1))).contains("not supported"));
         assert!(bad("replace_peers=false").contains("only \"true\""));
         assert!(bad(&format!("public_key={}\nallowed_ip=-x", k(1))).contains("\"-x\" is not a prefix"));
+        assert_eq!(
+            bad(&format!("public_key={}\nreplace_peers=true", k(1))),
+            "line 3: replace_peers after a public_key: interface keys come first"
+        );
     }
 
     // A key pasted without its name still holds '=' (base64 ends with

@@ -27,6 +27,7 @@ mod negotiate;
 mod peer;
 mod rekey;
 mod rekey_state;
+mod responder;
 mod sa;
 mod sa_init;
 pub mod spi;

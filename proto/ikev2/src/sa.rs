@@ -165,10 +165,9 @@ pub(crate) struct IkeSa {
     /// attempt failed of if the retransmissions run out.
     pub init_error: Option<crate::event::Failure>,
     /// A new IKE_SA_INIT an unauthenticated notify asked for (COOKIE, or
-    /// INVALID_KE_PAYLOAD with the group): sent when the next
-    /// retransmission falls due, unless a response to the request out
-    /// comes first (`sa_init::redo_due`).
-    pub init_redo: Option<Option<DhGroup>>,
+    /// INVALID_KE_PAYLOAD with the group), and when it goes out unless a
+    /// response to the request out comes first (`sa_init::redo_due`).
+    pub init_redo: Option<(Option<DhGroup>, Instant)>,
     /// IKE_SA_INIT request and response as sent, for AUTH.
     pub init_request: Vec<u8>,
     pub init_response: Vec<u8>,
@@ -366,6 +365,7 @@ impl IkeSa {
     pub(crate) fn next_timeout(&self, dpd: Duration) -> Option<Instant> {
         let mut t: Vec<Instant> = Vec::new();
         t.extend(self.pending.as_ref().map(|p| p.next_at));
+        t.extend(self.init_redo.map(|(_, at)| at));
         t.extend(self.rekey_at);
         t.extend(self.expire_at);
         if self.state == SaState::Established && !dpd.is_zero() && self.pending.is_none() {

@@ -9,7 +9,7 @@
 //! ends its attempt only once it answered several transmissions.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::{PeerConfig, PeerId};
 use crate::cookies::Cookies;
@@ -159,27 +159,27 @@ pub(crate) fn on_init_response(
     let cfg = &peer.cfg;
     let p = &msg.payloads;
     // A COOKIE or INVALID_KE_PAYLOAD is unauthenticated: anyone on the
-    // path can send one. The new request it asks for waits for the next
-    // retransmission (`redo_due`), so a real response to the request out,
-    // arriving meanwhile, is taken instead; acting at once would leave that
-    // response unusable (our AUTH would sign the new request), and a forger
-    // could end every attempt with one datagram.
+    // path can send one. The new request it asks for waits INIT_REDO_WAIT
+    // (`redo_due`), so a real response to the request out, arriving
+    // meanwhile, is taken instead; acting at once would leave that response
+    // unusable (our AUTH would sign the new request), and a forger could
+    // end every attempt with one datagram. Retries are counted as they go
+    // out, so a burst of notifies spends one.
     if let Some(c) = notify(p, n::COOKIE) {
-        sa.init_retries += 1;
-        if sa.init_retries > MAX_INIT_RETRIES {
+        if sa.init_retries >= MAX_INIT_RETRIES {
             return unauthenticated(sa, io, Failure::Protocol("the responder keeps asking for cookies".into()));
         }
         sa.cookie = Some(c.data.clone());
-        sa.init_redo = Some(sa.init_redo.flatten());
+        let group = sa.init_redo.and_then(|(g, _)| g);
+        defer_redo(sa, group, now);
         return Vec::new();
     }
     if notify(p, n::INVALID_KE_PAYLOAD).is_some() {
         let requested = crate::sa::invalid_ke_group(p);
         let group = cfg.ike_proposals.iter().map(|s| s.dh).find(|g| g.id() == requested);
-        sa.init_retries += 1;
         return match group {
-            Some(g) if sa.init_retries <= MAX_INIT_RETRIES && sa.dh.as_ref().map(|d| d.group()) != Some(g) => {
-                sa.init_redo = Some(Some(g));
+            Some(g) if sa.init_retries < MAX_INIT_RETRIES && sa.dh.as_ref().map(|d| d.group()) != Some(g) => {
+                defer_redo(sa, Some(g), now);
                 Vec::new()
             }
             _ => unauthenticated(sa, io, Failure::InvalidKe { requested }),
@@ -238,15 +238,28 @@ pub(crate) fn on_init_response(
     Vec::new()
 }
 
-/// Sends the new IKE_SA_INIT a COOKIE or INVALID_KE_PAYLOAD asked for, if
-/// one is waiting and the request out is due for its retransmission:
-/// nothing answered it meanwhile. Returns None when there was none to send.
+/// How long a new IKE_SA_INIT that an unauthenticated COOKIE or
+/// INVALID_KE_PAYLOAD asked for waits for a response to the request out:
+/// a round trip between sites, with room.
+pub(crate) const INIT_REDO_WAIT: Duration = Duration::from_secs(1);
+
+/// Asks for a new IKE_SA_INIT in `group` (None: the same), at the time a
+/// first such ask set, or INIT_REDO_WAIT from now.
+fn defer_redo(sa: &mut IkeSa, group: Option<DhGroup>, now: Instant) {
+    let at = sa.init_redo.map_or(now + INIT_REDO_WAIT, |(_, at)| at);
+    sa.init_redo = Some((group, at));
+}
+
+/// Sends the new IKE_SA_INIT a COOKIE or INVALID_KE_PAYLOAD asked for, once
+/// its time has come and nothing answered the request out meanwhile.
+/// Returns None when there was none to send.
 pub(crate) fn redo_due(sa: &mut IkeSa, cfg: &PeerConfig, io: &mut Io, now: Instant) -> Option<Vec<Effect>> {
-    let due = sa.state == SaState::InitSent && sa.pending.as_ref().is_some_and(|p| p.next_at <= now);
-    if !due {
+    let (group, at) = sa.init_redo?;
+    if sa.state != SaState::InitSent || now < at {
         return None;
     }
-    let group = sa.init_redo.take()?;
+    sa.init_redo = None;
+    sa.init_retries += 1;
     sa.pending = None;
     Some(retry(sa, cfg, io, now, group))
 }

@@ -162,12 +162,12 @@ impl Net {
 
     /// A starts the IKE SA and the network runs until quiet, through a new
     /// IKE_SA_INIT a COOKIE or INVALID_KE_PAYLOAD asked for: A sends that
-    /// when its first retransmission falls due (`sa_init::redo_due`).
+    /// `INIT_REDO_WAIT` later (`sa_init::redo_due`).
     pub(crate) fn connect(&mut self) {
         self.a.connect(&peer_b(), SocketAddr::new(B_IP, 500), Some(A_IP), self.now);
         self.run();
         if self.a.sas.values().any(|sa| sa.init_redo.is_some()) {
-            self.advance(crate::RETRANSMIT_BASE);
+            self.advance(crate::sa_init::INIT_REDO_WAIT);
         }
     }
 
