@@ -214,72 +214,27 @@ impl RouteSync {
             msg.header.address_family = family;
             msg.header.table = u8::try_from(self.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
             msg.attributes = vec![RouteAttribute::Table(self.table), RouteAttribute::Oif(self.ifindex)];
-            self.seq = self.seq.wrapping_add(1);
-            let mut header = NetlinkHeader::default();
-            header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-            header.sequence_number = self.seq;
-            let mut req = NetlinkMessage::new(header, NetlinkPayload::from(RouteNetlinkMessage::GetRoute(msg)));
-            req.finalize();
-            let mut out = vec![0u8; req.buffer_len()];
-            req.serialize(&mut out);
-            self.socket.send(&out, 0)?;
-            let mut buf = Vec::with_capacity(32 << 10);
-            'parts: loop {
-                buf.clear();
-                let n = self.socket.recv(&mut buf, 0)?;
-                let mut at = 0;
-                while at < n {
-                    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[at..n])
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                    let len = reply.header.length as usize;
-                    if reply.header.sequence_number == self.seq {
-                        if reply.header.flags & NLM_F_DUMP_INTR != 0 {
-                            return Err(io::Error::new(io::ErrorKind::Interrupted, "route dump interrupted"));
-                        }
-                        match reply.payload {
-                            NetlinkPayload::Done(_) => break 'parts,
-                            NetlinkPayload::Error(e) if e.code.is_some() => {
-                                let e = e.to_io();
-                                // IPv4 says so of a table with no route yet.
-                                if e.raw_os_error() == Some(libc::ENOENT) {
-                                    break 'parts;
-                                }
-                                return Err(e);
-                            }
-                            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
-                                found.extend(self.ours(&r));
-                            }
-                            _ => {}
-                        }
-                    }
-                    if len == 0 {
-                        break;
-                    }
-                    at += len;
+            let (table, ifindex) = (self.table, self.ifindex);
+            self.exchange(RouteNetlinkMessage::GetRoute(msg), NLM_F_REQUEST | NLM_F_DUMP, |reply| {
+                if reply.header.flags & NLM_F_DUMP_INTR != 0 {
+                    return Some(Err(io::Error::new(io::ErrorKind::Interrupted, "route dump interrupted")));
                 }
-            }
+                match reply.payload {
+                    NetlinkPayload::Done(_) => Some(Ok(())),
+                    NetlinkPayload::Error(e) if e.code.is_some() => {
+                        let e = e.to_io();
+                        // IPv4 says so of a table with no route yet.
+                        Some(if e.raw_os_error() == Some(libc::ENOENT) { Ok(()) } else { Err(e) })
+                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
+                        found.extend(ours(&r, table, ifindex));
+                        None
+                    }
+                    _ => None,
+                }
+            })?;
         }
         Ok(found)
-    }
-
-    /// The destination of a dumped route, if it is through the interface
-    /// in our table.
-    fn ours(&self, r: &RouteMessage) -> Option<IpNet> {
-        let mut table = u32::from(r.header.table);
-        let (mut oif, mut dst) = (None, None);
-        for a in &r.attributes {
-            match a {
-                RouteAttribute::Table(t) => table = *t,
-                RouteAttribute::Oif(i) => oif = Some(*i),
-                RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(std::net::IpAddr::V4(*ip)),
-                RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(std::net::IpAddr::V6(*ip)),
-                _ => {}
-            }
-        }
-        if table != self.table || oif != Some(self.ifindex) {
-            return None;
-        }
-        IpNet::new(dst?, r.header.destination_prefix_length).ok()
     }
 
     /// Removes every route this daemon installed.
@@ -322,6 +277,23 @@ impl RouteSync {
 
     /// Sends one request and waits for its acknowledgement.
     fn request(&mut self, inner: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        self.exchange(inner, flags, |reply| match reply.payload {
+            NetlinkPayload::Error(e) => Some(match e.code {
+                None => Ok(()),
+                Some(_) => Err(e.to_io()),
+            }),
+            _ => None,
+        })
+    }
+
+    /// Sends `inner` and hands each reply to it to `on_reply` until that
+    /// returns an outcome (an acknowledgement, the end of a dump, an error).
+    fn exchange(
+        &mut self,
+        inner: RouteNetlinkMessage,
+        flags: u16,
+        mut on_reply: impl FnMut(NetlinkMessage<RouteNetlinkMessage>) -> Option<io::Result<()>>,
+    ) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = flags;
@@ -331,7 +303,8 @@ impl RouteSync {
         let mut out = vec![0u8; msg.buffer_len()];
         msg.serialize(&mut out);
         self.socket.send(&out, 0)?;
-        let mut buf = Vec::with_capacity(8192);
+        // A dump's parts come up to 32 KiB each.
+        let mut buf = Vec::with_capacity(32 << 10);
         loop {
             buf.clear();
             let n = self.socket.recv(&mut buf, 0)?;
@@ -341,11 +314,8 @@ impl RouteSync {
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 let len = reply.header.length as usize;
                 if reply.header.sequence_number == self.seq {
-                    if let NetlinkPayload::Error(e) = reply.payload {
-                        return match e.code {
-                            None => Ok(()),
-                            Some(_) => Err(e.to_io()),
-                        };
+                    if let Some(outcome) = on_reply(reply) {
+                        return outcome;
                     }
                 }
                 if len == 0 {
@@ -355,6 +325,27 @@ impl RouteSync {
             }
         }
     }
+}
+
+/// The destination of a dumped route, if it is through interface
+/// `ifindex` in `table`. (The kernel filters by both with strict checking;
+/// this holds without it.)
+fn ours(r: &RouteMessage, table: u32, ifindex: u32) -> Option<IpNet> {
+    let mut in_table = u32::from(r.header.table);
+    let (mut oif, mut dst) = (None, None);
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Table(t) => in_table = *t,
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(std::net::IpAddr::V4(*ip)),
+            RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(std::net::IpAddr::V6(*ip)),
+            _ => {}
+        }
+    }
+    if in_table != table || oif != Some(ifindex) {
+        return None;
+    }
+    IpNet::new(dst?, r.header.destination_prefix_length).ok()
 }
 
 impl Drop for RouteSync {
