@@ -168,9 +168,8 @@ impl Protocol for Ipsec {
         if datagram.len() > 4 && datagram[..4] == [0, 0, 0, 0] {
             let local = local.unwrap_or_else(|| crate::source::unspecified_for(remote));
             let local = SocketAddr::new(local, sock.local_port());
-            if !iface.ipsec.ike_message(local, remote, &datagram[4..]) {
-                let oversize = datagram.len() - 4 > crate::ipsec_table::MAX_IKE_MESSAGE;
-                iface.refuse(remote, if oversize { Drop::Malformed } else { Drop::StagedQueueFull });
+            if let Err(why) = iface.ipsec.ike_message(local, remote, &datagram[4..]) {
+                iface.refuse(remote, why);
             }
         } else if datagram != [0xff] {
             iface.refuse(remote, Drop::Malformed);

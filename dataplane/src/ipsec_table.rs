@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 
 use crate::child_sa::ChildSa;
+use crate::counters::Drop;
 use crate::esp_link::EspLink;
 use crate::peer::PeerState;
 
@@ -33,7 +34,7 @@ const MAX_STRANGER_MESSAGES: usize = MAX_REQUESTS / 2;
 /// a few hundred bytes to a few KB (RFC 7296 §2 asks for 3000 to be
 /// taken); datagrams up to 64 KiB copied into a full queue would hold
 /// some 60 MiB for nothing.
-pub(crate) const MAX_IKE_MESSAGE: usize = 16 << 10;
+const MAX_IKE_MESSAGE: usize = 16 << 10;
 
 /// When a new child SA may carry outbound traffic (RFC 7296 §2.8): the
 /// peer must have installed its inbound half first.
@@ -268,24 +269,24 @@ impl IpsecTable {
     }
 
     /// Queues an IKE message that arrived on a data-plane socket, copied
-    /// only when there is room for it. False when it was dropped (no
-    /// room, or longer than `MAX_IKE_MESSAGE`).
-    pub(crate) fn ike_message(&self, local: SocketAddr, remote: SocketAddr, data: &[u8]) -> bool {
+    /// only when there is room for it; Err says why it was dropped (longer
+    /// than `MAX_IKE_MESSAGE`, or no room).
+    pub(crate) fn ike_message(&self, local: SocketAddr, remote: SocketAddr, data: &[u8]) -> Result<(), Drop> {
         if data.len() > MAX_IKE_MESSAGE {
-            return false;
+            return Err(Drop::Malformed);
         }
         let stranger = !self.is_ike_source(remote.ip());
         {
             let mut r = lock(&self.requests);
             let full = r.queue.len() >= MAX_REQUESTS - RESERVED_FOR_REQUESTS;
             if full || (stranger && r.strangers >= MAX_STRANGER_MESSAGES) {
-                return false;
+                return Err(Drop::StagedQueueFull);
             }
             r.strangers += usize::from(stranger);
             r.queue.push_back(Request::Ike { local, remote, data: data.to_vec() });
         }
         self.ring();
-        true
+        Ok(())
     }
 
     /// Queues `r` for IKE; false if the queue is full. A peer's move is
@@ -375,21 +376,21 @@ mod tests {
         let mut admitted = 0;
         for i in 0..MAX_REQUESTS {
             let stranger = SocketAddr::new(IpAddr::from([198, 19, (i >> 8) as u8, i as u8]), 4500);
-            admitted += usize::from(t.ike_message(local, stranger, &[0; 28]));
+            admitted += usize::from(t.ike_message(local, stranger, &[0; 28]).is_ok());
         }
         assert_eq!(admitted, MAX_STRANGER_MESSAGES);
         // The peer's address, also written as an IPv4-mapped IPv6 one, as a
         // dual-stack socket may report it.
-        assert!(t.ike_message(local, peer, &[1; 28]));
-        assert!(t.ike_message(local, "[::ffff:198.18.0.2]:4500".parse().unwrap(), &[1; 28]));
+        assert!(t.ike_message(local, peer, &[1; 28]).is_ok());
+        assert!(t.ike_message(local, "[::ffff:198.18.0.2]:4500".parse().unwrap(), &[1; 28]).is_ok());
         assert!(t.request(Request::Negotiate("site-b".into())));
         let q = t.take_requests();
         assert_eq!(count(&q), (MAX_STRANGER_MESSAGES + 2, 1));
         // Taking the queue gives the strangers their share again.
-        assert!(t.ike_message(local, "198.19.9.9:4500".parse().unwrap(), &[0; 28]));
+        assert!(t.ike_message(local, "198.19.9.9:4500".parse().unwrap(), &[0; 28]).is_ok());
         // Nor are big datagrams copied, from anyone.
-        assert!(!t.ike_message(local, peer, &vec![0; MAX_IKE_MESSAGE + 1]));
-        assert!(t.ike_message(local, peer, &vec![0; MAX_IKE_MESSAGE]));
+        assert_eq!(t.ike_message(local, peer, &vec![0; MAX_IKE_MESSAGE + 1]), Err(Drop::Malformed));
+        assert!(t.ike_message(local, peer, &vec![0; MAX_IKE_MESSAGE]).is_ok());
     }
 
     #[test]
@@ -398,9 +399,9 @@ mod tests {
         let local: SocketAddr = "198.18.0.1:4500".parse().unwrap();
         let peer: SocketAddr = "198.18.0.2:4500".parse().unwrap();
         t.set_ike_sources([peer.ip()]);
-        let admitted = (0..MAX_REQUESTS).filter(|_| t.ike_message(local, peer, &[0; 28])).count();
+        let admitted = (0..MAX_REQUESTS).filter(|_| t.ike_message(local, peer, &[0; 28]).is_ok()).count();
         assert_eq!(admitted, MAX_REQUESTS - RESERVED_FOR_REQUESTS);
-        assert!(!t.ike_message(local, "198.19.0.1:4500".parse().unwrap(), &[0; 28]));
+        assert_eq!(t.ike_message(local, "198.19.0.1:4500".parse().unwrap(), &[0; 28]), Err(Drop::StagedQueueFull));
         let asked = (0..RESERVED_FOR_REQUESTS + 1).filter(|_| t.request(Request::Rekey { spi_in: 1 })).count();
         assert_eq!(asked, RESERVED_FOR_REQUESTS, "the reserve, and then the whole queue is bounded");
         assert_eq!(t.take_requests().len(), MAX_REQUESTS);

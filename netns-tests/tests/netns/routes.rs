@@ -8,8 +8,12 @@ use causeway_netns_tests::*;
 
 /// The destinations of `ip route show` for the arguments given.
 fn routes(ns: &Netns, args: &[&str]) -> Vec<String> {
-    let mut full = vec!["route", "show"];
-    full.extend_from_slice(args);
+    routes_in(ns, &[], args)
+}
+
+/// As `routes`, with options before `route` (`-6`).
+fn routes_in(ns: &Netns, options: &[&str], args: &[&str]) -> Vec<String> {
+    let full: Vec<&str> = options.iter().chain(&["route", "show"]).chain(args).copied().collect();
     ns.ip(&full).unwrap().lines().filter_map(|l| l.split_whitespace().next().map(str::to_string)).collect()
 }
 
@@ -121,12 +125,7 @@ fn routes_removed_behind_our_back_come_back() {
     let if_h = gh.ifname.clone();
     let all = |want: &[&str]| {
         let v4 = routes(&hub, &["dev", &if_h]);
-        let v6: Vec<String> = hub
-            .ip(&["-6", "route", "show", "dev", &if_h])
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-            .collect();
+        let v6 = routes_in(&hub, &["-6"], &["dev", &if_h]);
         want.iter().all(|w| v4.contains(&w.to_string()) || v6.contains(&w.to_string()))
     };
     wait_for("the routes", || all(&["10.184.0.0/24", "fd00:184::/64"]));
