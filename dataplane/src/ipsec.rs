@@ -30,7 +30,6 @@ pub use crate::ipsec_table::{IpsecTable, Request, SendOn};
 use crate::peer::PeerState;
 use crate::protocol::{Accepted, Inbound, Protocol, Sending};
 use crate::session::{Carrier, Session};
-use crate::transmit::transmit;
 
 /// IKE followed the peer to `to` (an authenticated request came from
 /// there): ESP in UDP follows, sent from the same local address. Raw ESP
@@ -41,40 +40,24 @@ pub fn follow_ike(peer: &PeerState, to: SocketAddr) -> bool {
     peer.observe(to, now.local)
 }
 
-/// Seals and sends the packets held for `peer` with its new SA, one by one
-/// (off the hot path: they wait only while an SA is negotiated).
-pub fn flush_staged(iface: &Interface, peer: &PeerState) {
-    let (Some(sa), Some(ep)) = (peer.ipsec().and_then(EspLink::sending), peer.endpoint()) else {
-        return;
-    };
+/// Sends the packets held for `peer` with its new SA, through its send
+/// queue (`send::send_held`). Called by IKE when it installs an SA, and by
+/// a worker that staged a packet just after one came.
+pub fn flush_staged(iface: &Interface, peer: &Arc<PeerState>) {
+    let Some(sa) = peer.ipsec().and_then(EspLink::sending) else { return };
     let staged = peer.take_staged();
     if staged.is_empty() {
         return;
     }
     let set = iface.sockets_for(sa.carrier());
-    let Some(sock) = set.sockets.first() else { return };
-    let mut scratch = Vec::with_capacity(iface.mtu() as usize + 64);
-    for p in staged {
-        // As on the send path: held before the SA came, checked against
-        // what it was negotiated for now.
-        if sa.selectors().is_some_and(|s| !s.admits_outbound(&p)) {
-            iface.counters.count(Drop::OutboundOutsideSelectors);
-            continue;
+    let Some(sock) = set.sockets.first() else {
+        for _ in &staged {
+            iface.counters.count(Drop::UdpSend);
         }
-        let padded = sa.padded_len(p.len(), iface.mtu() as usize);
-        scratch.clear();
-        scratch.resize(sa.header_len() + padded + sa.trailer_len(), 0);
-        scratch[sa.header_len()..sa.header_len() + p.len()].copy_from_slice(&p);
-        let sealed = sa.reserve(1).and_then(|c| sa.seal(c, &mut scratch, p.len(), padded));
-        match sealed {
-            Ok(len) => {
-                if transmit(iface, peer, ep, &**sock, &scratch[..len], None) {
-                    Ipsec.on_sent(peer, Time::ZERO, len as u64, 1);
-                }
-            }
-            Err(reason) => iface.counters.count(reason),
-        }
-    }
+        return;
+    };
+    let held: Vec<Vec<u8>> = staged.into();
+    crate::send::send_held(&Ipsec, iface, peer, &held, &**sock, iface.clock.now());
 }
 
 /// The ESP protocol; its state is the interface's `IpsecTable` and each
@@ -93,7 +76,7 @@ impl Protocol for Ipsec {
         Some(Sending { session: sa, rekey })
     }
 
-    fn hold(&self, iface: &Interface, peer: &PeerState, packet: &[u8], _sock: &dyn Socket, now: Time) {
+    fn hold(&self, iface: &Interface, peer: &Arc<PeerState>, packet: &[u8], _sock: &dyn Socket, now: Time) {
         if !peer.stage(packet) {
             iface.counters.count(Drop::StagedQueueFull);
         }
@@ -611,6 +594,54 @@ mod tests {
         let sent = net.take_log().iter().map(|r| r.datagrams.len()).sum::<usize>();
         assert_eq!(sent, 1, "only the packet to 10.2.1.9");
         assert_eq!(iface.counters.get(Drop::OutboundOutsideSelectors), 1);
+    }
+
+    // Held packets take their place in the peer's send queue: a batch a
+    // worker queued before IKE's flush, and sealed after it, still leaves
+    // first, and the sequence numbers on the wire only rise. Sent beside
+    // the queue, the held packets went first with the higher numbers, and
+    // a peer with a 32-packet replay window dropped the worker's batch.
+    #[test]
+    fn held_packets_keep_their_place_in_the_send_queue() {
+        use crate::jobs::Job;
+        use crate::send::{seal_batch, Sender};
+        let net = MemNet::new();
+        let iface = interface(&net);
+        iface.bind_esp(0).unwrap();
+        let at: SocketAddr = "198.18.0.2:4500".parse().unwrap();
+        let wan = wan_socket(&net, at);
+        let peer = iface.add_ipsec_peer("west");
+        peer.set_endpoint(at);
+        iface.update_routes(|r| {
+            r.insert("10.2.0.0/16".parse().unwrap(), peer.clone().into());
+        });
+        let sock = iface.sockets_for(Carrier::EspInUdp).sockets[0].clone();
+        let now = Time::from_secs(1);
+        for _ in 0..100 {
+            Ipsec.hold(&iface, &peer, &inner([10, 2, 1, 9], 100), &*sock, now);
+        }
+        iface.ipsec.install_child(&peer, child_sa(0x100), SendOn::Now);
+        let mut worker = Sender::new(0);
+        let (mut bufs, sizes) = (vec![inner([10, 2, 1, 8], 100); 40], vec![100; 40]);
+        assert_eq!(worker.enqueue(&Ipsec, &iface, &*sock, &mut bufs, &sizes, now), 40);
+
+        flush_staged(&iface, &peer);
+        assert_eq!(peer.staged_len(), 0);
+        assert!(net.take_log().is_empty(), "held packets wait behind the batch queued first");
+        while let Some(Job::Seal(b)) = iface.jobs.pop() {
+            let p = seal_batch(&iface, &b, 0).unwrap();
+            drop(b);
+            p.tx.drain(&mut |b| worker.transmit_batch(&Ipsec, &iface, b, now));
+        }
+
+        let mut seqs = Vec::new();
+        let (mut buf, mut meta) = (vec![0u8; 65_536], [quinn_udp::RecvMeta::default()]);
+        while wan.recv(&mut [std::io::IoSliceMut::new(&mut buf)], &mut meta).is_ok() {
+            for d in buf[..meta[0].len].chunks(meta[0].stride) {
+                seqs.push(u32::from_be_bytes(d[4..8].try_into().unwrap()));
+            }
+        }
+        assert_eq!(seqs, (1..=140).collect::<Vec<u32>>(), "in sequence-number order, none lost");
     }
 
     // An SA low on sequence numbers asks IKE for its rekey (once a

@@ -60,7 +60,7 @@ pub trait Protocol: Send + Sync {
 
     /// No session: keep `packet` until there is one (bounded), and start
     /// negotiating one.
-    fn hold(&self, iface: &Interface, peer: &PeerState, packet: &[u8], sock: &dyn Socket, now: Time);
+    fn hold(&self, iface: &Interface, peer: &Arc<PeerState>, packet: &[u8], sock: &dyn Socket, now: Time);
 
     /// The session in use asked for a new one.
     fn rekey(&self, iface: &Interface, peer: &PeerState, sock: &dyn Socket, now: Time);

@@ -79,6 +79,61 @@ pub fn seal_batch(iface: &Interface, batch: &TxBatch, worker: usize) -> Option<A
     peer
 }
 
+/// Sends the packets held for `peer` while it had no session, now that it
+/// has one. They take the peer's send queue like any batch, so their
+/// counters are reserved in the queue's order and a worker's batch sealed
+/// after them cannot leave before them: ESP peers often keep a replay
+/// window of only 32 packets, and up to `MAX_STAGED` (256) wait here.
+/// The caller may be the control plane rather than a worker, so it seals
+/// and drains itself, counted as worker 0. With every batch buffer in
+/// flight the rest are dropped as a full queue drops them: the data path
+/// is saturated, and these are the oldest packets.
+pub fn send_held<P: Protocol>(
+    proto: &P,
+    iface: &Interface,
+    peer: &Arc<PeerState>,
+    held: &[Vec<u8>],
+    sock: &dyn Socket,
+    now: Time,
+) {
+    let Some(sending) = proto.sending_session(peer, now) else {
+        // The session went again meanwhile: hold them for the next.
+        for p in held {
+            if !peer.stage(p) {
+                iface.counters.count(Drop::StagedQueueFull);
+            }
+        }
+        return;
+    };
+    let Some(ep) = peer.endpoint() else {
+        for _ in held {
+            iface.counters.count(Drop::NoEndpoint);
+        }
+        return;
+    };
+    let session = &sending.session;
+    let sizes: Vec<usize> = held.iter().map(Vec::len).collect();
+    let source = Packets { bufs: held, sizes: &sizes };
+    let shape = Shape::of(iface, sock);
+    let mut sender = Sender { inline: true, ..Sender::new(0) };
+    let mut open = None;
+    for (i, p) in held.iter().enumerate() {
+        if session.selectors().is_some_and(|s| !s.admits_outbound(p)) {
+            iface.counters.count(Drop::OutboundOutsideSelectors);
+            continue;
+        }
+        if !sender.put(proto, iface, &mut open, (peer, session, ep), &source, i, shape, now) {
+            for _ in i..held.len() {
+                iface.counters.count(Drop::StagedQueueFull);
+            }
+            break;
+        }
+    }
+    if let Some((b, d)) = open.take() {
+        sender.submit(proto, iface, b, d, now);
+    }
+}
+
 /// A peer with the session and endpoint its packets take.
 type Target = (Arc<PeerState>, Arc<dyn Session>, Option<Endpoint>);
 
@@ -142,6 +197,22 @@ struct Run {
     closed: bool,
 }
 
+/// How batches are cut for one socket.
+#[derive(Clone, Copy)]
+struct Shape {
+    mtu: usize,
+    /// Most datagrams in a batch: one GSO send's, or one sendmmsg's.
+    per_batch: usize,
+}
+
+impl Shape {
+    fn of(iface: &Interface, sock: &dyn Socket) -> Shape {
+        let max_segments = sock.max_gso_segments();
+        let per_batch = if max_segments == 1 { MMSG_BATCH } else { max_segments }.min(TX_BATCH_PACKETS);
+        Shape { mtu: iface.mtu() as usize, per_batch }
+    }
+}
+
 /// Per-worker state of the send path; buffers are reused across batches.
 pub struct Sender {
     /// Without GSO: the length of each datagram of a run, for sendmmsg.
@@ -152,11 +223,14 @@ pub struct Sender {
     rekey: Vec<Arc<PeerState>>,
     /// A super-packet's segment held for a peer without a session.
     scratch: Vec<u8>,
+    /// Seals and sends each batch itself instead of offering it to the
+    /// workers: for packets held until a session came (`send_held`).
+    inline: bool,
 }
 
 impl Sender {
     pub fn new(worker: usize) -> Sender {
-        Sender { lens: Vec::with_capacity(MMSG_BATCH), worker, rekey: Vec::new(), scratch: Vec::new() }
+        Sender { lens: Vec::with_capacity(MMSG_BATCH), worker, rekey: Vec::new(), scratch: Vec::new(), inline: false }
     }
 
     /// Routes packets read from the TUN to their peers and queues them as
@@ -206,9 +280,7 @@ impl Sender {
         now: Time,
     ) -> usize {
         let routes = iface.routes();
-        let mtu = iface.mtu() as usize;
-        let max_segments = sock.max_gso_segments();
-        let per_batch = if max_segments == 1 { MMSG_BATCH } else { max_segments }.min(TX_BATCH_PACKETS);
+        let shape = Shape::of(iface, sock);
         // Per call, not per packet: the peer last seen, with its session
         // and endpoint. Keyed by the peer, not the route: two flows of one
         // site may go to two gateways, and a batch never mixes peers.
@@ -224,7 +296,7 @@ impl Sender {
         let mut last_route = LastLookup::new();
         let mut i = from;
         while i < source.count() {
-            let (head, size) = (source.head(i), source.len(i));
+            let head = source.head(i);
             i += 1;
             let Some(route) = destination(head).and_then(|d| *last_route.get(d, || routes.lookup(d))) else {
                 iface.counters.count(Drop::NoRoute);
@@ -270,35 +342,13 @@ impl Sender {
                 iface.counters.count(Drop::NoEndpoint);
                 continue;
             };
-            let padded = session.padded_len(size, mtu);
-            let wire = session.wire_len(padded);
-            let fits = open.as_ref().is_some_and(|(_, d)| {
-                d.target.as_ref().is_some_and(|(p, s, e)| Arc::ptr_eq(p, peer) && Arc::ptr_eq(s, session) && *e == ep)
-                    && d.packets.len() < per_batch
-                    && d.len + wire <= GSO_MAX_BYTES
-            });
-            if !fits {
-                if let Some((b, d)) = open.take() {
-                    self.submit(iface, b, d);
-                }
-                let Some(b) = iface.jobs.tx_pool.pop() else {
-                    WorkerStats::add(&iface.worker_stats[self.worker].pool_stalls, 1);
-                    i -= 1;
-                    break;
-                };
-                let mut d = std::mem::take(&mut *b.lock());
-                d.target = Some((peer.clone(), session.clone(), ep));
-                d.reader = self.worker;
-                open = Some((b, d));
+            if !self.put(proto, iface, &mut open, (peer, session, ep), source, i - 1, shape, now) {
+                i -= 1;
+                break;
             }
-            let (_, d) = open.as_mut().expect("opened above");
-            let at = d.len + session.header_len();
-            source.write(i - 1, &mut d.buf[at..at + size]);
-            d.packets.push((size, padded));
-            d.len += wire;
         }
         if let Some((b, d)) = open.take() {
-            self.submit(iface, b, d);
+            self.submit(proto, iface, b, d, now);
         }
         // Drained, not taken: the vector keeps its capacity for the next
         // batch, so a peer due a rekey costs no allocation per read.
@@ -316,7 +366,7 @@ impl Sender {
         &mut self,
         proto: &P,
         iface: &Interface,
-        peer: &PeerState,
+        peer: &Arc<PeerState>,
         source: &S,
         i: usize,
         sock: &dyn Socket,
@@ -334,9 +384,61 @@ impl Sender {
         proto.hold(iface, peer, &self.scratch[..size], sock, now);
     }
 
+    /// Packet `i` of `source` into the open batch if it has room and the
+    /// same target, or else into a new batch (the open one is submitted).
+    /// False when every batch buffer is in flight.
+    #[allow(clippy::too_many_arguments)]
+    fn put<P: Protocol, S: Source>(
+        &mut self,
+        proto: &P,
+        iface: &Interface,
+        open: &mut Option<(Arc<TxBatch>, TxData<PeerState>)>,
+        (peer, session, ep): (&Arc<PeerState>, &Arc<dyn Session>, Endpoint),
+        source: &S,
+        i: usize,
+        shape: Shape,
+        now: Time,
+    ) -> bool {
+        let size = source.len(i);
+        let padded = session.padded_len(size, shape.mtu);
+        let wire = session.wire_len(padded);
+        let fits = open.as_ref().is_some_and(|(_, d)| {
+            d.target.as_ref().is_some_and(|(p, s, e)| Arc::ptr_eq(p, peer) && Arc::ptr_eq(s, session) && *e == ep)
+                && d.packets.len() < shape.per_batch
+                && d.len + wire <= GSO_MAX_BYTES
+        });
+        if !fits {
+            if let Some((b, d)) = open.take() {
+                self.submit(proto, iface, b, d, now);
+            }
+            let Some(b) = iface.jobs.tx_pool.pop() else {
+                WorkerStats::add(&iface.worker_stats[self.worker].pool_stalls, 1);
+                return false;
+            };
+            let mut d = std::mem::take(&mut *b.lock());
+            d.target = Some((peer.clone(), session.clone(), ep));
+            d.reader = self.worker;
+            *open = Some((b, d));
+        }
+        let (_, d) = open.as_mut().expect("opened above");
+        let at = d.len + session.header_len();
+        source.write(i, &mut d.buf[at..at + size]);
+        d.packets.push((size, padded));
+        d.len += wire;
+        true
+    }
+
     /// Puts a filled batch in its peer's queue, with its counters reserved
-    /// in queue order, and offers it to the workers.
-    fn submit(&mut self, iface: &Interface, batch: Arc<TxBatch>, mut d: TxData<PeerState>) {
+    /// in queue order, and offers it to the workers; or, for held packets
+    /// (`inline`), seals it here and drains the peer's queue.
+    fn submit<P: Protocol>(
+        &mut self,
+        proto: &P,
+        iface: &Interface,
+        batch: Arc<TxBatch>,
+        mut d: TxData<PeerState>,
+        now: Time,
+    ) {
         let (peer, session, _) = d.target.clone().expect("a filled batch has a target");
         let count = d.packets.len() as u64;
         let queued = peer.tx.push_with(batch.clone(), || {
@@ -344,6 +446,12 @@ impl Sender {
             Ok::<(), Drop>(())
         });
         match queued {
+            Ok(()) if self.inline => {
+                *batch.lock() = d;
+                seal_batch(iface, &batch, self.worker);
+                drop(batch);
+                peer.tx.drain(&mut |b| self.transmit_batch(proto, iface, b, now));
+            }
             Ok(()) => {
                 // Nobody looks at the batch before the job below runs.
                 *batch.lock() = d;

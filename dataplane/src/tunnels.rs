@@ -55,7 +55,7 @@ impl Protocol for Tunnels {
         }
     }
 
-    fn hold(&self, iface: &Interface, peer: &PeerState, packet: &[u8], sock: &dyn Socket, now: Time) {
+    fn hold(&self, iface: &Interface, peer: &Arc<PeerState>, packet: &[u8], sock: &dyn Socket, now: Time) {
         match peer.link {
             Link::WireGuard(_) => WireGuard.hold(iface, peer, packet, sock, now),
             Link::Ipsec(_) => Ipsec.hold(iface, peer, packet, sock, now),

@@ -94,7 +94,7 @@ impl Protocol for WireGuard {
         Some(Sending { session: kp, rekey })
     }
 
-    fn hold(&self, iface: &Interface, peer: &PeerState, packet: &[u8], sock: &dyn Socket, now: Time) {
+    fn hold(&self, iface: &Interface, peer: &Arc<PeerState>, packet: &[u8], sock: &dyn Socket, now: Time) {
         if !peer.stage(packet) {
             iface.counters.count(Drop::StagedQueueFull);
         }
