@@ -226,6 +226,32 @@ pub fn up(config_path: &Path, name: Option<String>, workers: Option<usize>, read
     running.serve(ready)
 }
 
+/// Commands of tunctl (`TUNCTL`) and of wg (`WG_ONLY`) that an operator
+/// may type to causewayd by habit, as in `causewayd genkey` for
+/// `wg genkey`. wireguard-go would create an interface of that name and
+/// detach, leaving a daemon nobody asked for; causewayd refuses these
+/// names and says which tool has the command. Kept in step with tunctl by
+/// a test of tunctl's.
+pub const TUNCTL_COMMANDS: &[&str] =
+    &["peers", "show", "sites", "peer", "site", "reload", "import-wg", "import-swanctl", "genkey", "pubkey", "genpsk"];
+const WG_ONLY_COMMANDS: &[&str] = &["showconf", "set", "setconf", "addconf", "syncconf"];
+
+/// Why `name` given as causewayd's interface is a mistake, if it is the
+/// name of another tool's command.
+pub fn command_not_interface(name: &str) -> Option<String> {
+    let tool = if TUNCTL_COMMANDS.contains(&name) {
+        "tunctl"
+    } else if WG_ONLY_COMMANDS.contains(&name) {
+        "wg"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "'{name}' is a {tool} command, not an interface name: run `{tool} {name}`; causewayd takes an interface \
+         to create (causewayd wg0) or a subcommand (causewayd up --config FILE)"
+    ))
+}
+
 /// `causewayd IFNAME`: an empty interface configured through the UAPI, as
 /// wireguard-go starts.
 pub fn userspace(name: &str, ready: impl FnOnce()) -> Result<()> {
@@ -311,6 +337,19 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     const KEY: &str = "CE5vbW26f1Ayh5znQQ3b1pWt4oE+w3ScwymAsBl6lkU=";
+
+    // `causewayd genkey` once started a daemon for an interface named
+    // genkey in the host's namespace and detached.
+    #[test]
+    fn another_tools_command_is_not_taken_for_an_interface_name() {
+        for (name, tool) in [("genkey", "tunctl"), ("pubkey", "tunctl"), ("show", "tunctl"), ("setconf", "wg")] {
+            let why = super::command_not_interface(name).unwrap();
+            assert!(why.contains(&format!("`{tool} {name}`")), "{why}");
+        }
+        for name in ["wg0", "cw0", "genkey0", "upstream"] {
+            assert_eq!(super::command_not_interface(name), None);
+        }
+    }
 
     #[test]
     fn check_accepts_what_up_would_and_names_each_problem() {

@@ -103,6 +103,11 @@ fn main() {
             Ok(())
         }
         None => match cli.ifname {
+            Some(name) if causeway_gateway::daemon::command_not_interface(&name).is_some() => {
+                use clap::CommandFactory;
+                let why = causeway_gateway::daemon::command_not_interface(&name).unwrap_or_default();
+                Cli::command().error(clap::error::ErrorKind::InvalidValue, why).exit()
+            }
             Some(name) if cli.foreground => {
                 causeway_gateway::daemon::userspace(&name, causeway_gateway::daemon::report_ready)
             }

@@ -98,6 +98,23 @@ fn a_refused_start_leaves_nothing_behind() {
     }
 }
 
+// Typed by habit for `wg genkey`, this once created an interface named
+// genkey and left a detached daemon serving it. Run in a namespace of
+// the test's own, so a regression leaves nothing in the host's.
+#[test]
+fn a_key_command_given_to_causewayd_is_refused_not_served() {
+    let Some(_lab) = lab_or_skip("a_key_command_given_to_causewayd_is_refused_not_served") else { return };
+    let (a, _b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    for (command, hint) in [("genkey", "`tunctl genkey`"), ("pubkey", "`tunctl pubkey`"), ("setconf", "`wg setconf`")] {
+        let out = a.command(lab::causewayd_path().unwrap()).arg(command).stdin(Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "causewayd {command}: {err}");
+        assert!(err.contains(hint) && err.contains("Usage:"), "causewayd {command}: {err}");
+        let links = a.ip(&["-o", "link", "show"]).unwrap();
+        assert!(!links.contains(command), "no interface {command}: {links}");
+    }
+}
+
 #[test]
 fn a_second_daemon_for_a_running_interface_is_refused() {
     let Some(_lab) = lab_or_skip("a_second_daemon_for_a_running_interface_is_refused") else { return };
