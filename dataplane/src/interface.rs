@@ -284,20 +284,38 @@ impl Interface {
 
     /// Removes a peer: its prefixes, its place in a site, its protocol state.
     pub fn remove_peer(&self, key: &PublicKey) -> Option<Arc<PeerState>> {
-        let p = self.peers.write().unwrap_or_else(|e| e.into_inner()).remove(key)?;
-        self.update_routes(|r| r.retain(|_, owner| !owner.is_peer(&p)));
-        // Before the protocol state goes: workers must not pick it for a
-        // site's flows once it cannot send.
-        self.leave_sites(&p);
-        self.device.remove_peer(key);
-        p.clear_staged();
-        Some(p)
+        self.remove_peers(std::slice::from_ref(key)).pop()
+    }
+
+    /// Removes the peers of `keys` that exist, as `remove_peer` does, with
+    /// one copy of the routing table for all of them: a copy per peer made
+    /// removing n peers of n take n² steps (a reload or `wg set …
+    /// replace_peers` on a large configuration).
+    pub fn remove_peers(&self, keys: &[PublicKey]) -> Vec<Arc<PeerState>> {
+        let gone: Vec<Arc<PeerState>> = {
+            let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
+            keys.iter().filter_map(|k| peers.remove(k)).collect()
+        };
+        if gone.is_empty() {
+            return gone;
+        }
+        let owners: std::collections::HashSet<*const PeerState> = gone.iter().map(Arc::as_ptr).collect();
+        self.update_routes(|r| {
+            r.retain(|_, owner| !matches!(owner, Route::Peer(p) if owners.contains(&Arc::as_ptr(p))))
+        });
+        for p in &gone {
+            // Before the protocol state goes: workers must not pick it for
+            // a site's flows once it cannot send.
+            self.leave_sites(p);
+            self.device.remove_peer(p.public_key());
+            p.clear_staged();
+        }
+        gone
     }
 
     pub fn remove_all_peers(&self) {
-        for p in self.peers() {
-            self.remove_peer(p.public_key());
-        }
+        let keys: Vec<PublicKey> = self.peers().iter().map(|p| *p.public_key()).collect();
+        self.remove_peers(&keys);
     }
 
     pub fn set_preshared_key(&self, peer: &PeerState, psk: Option<PresharedKey>) {
@@ -414,5 +432,45 @@ impl Interface {
     pub fn shutdown(&self) {
         self.shutdown.store(true, Ordering::Relaxed);
         self.wake_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemNet;
+    use crate::route::Route;
+
+    // Removing several peers at once (one copy of the routing table) takes
+    // exactly their prefixes and their places in sites, as one by one did.
+    #[test]
+    fn removing_peers_takes_their_prefixes_and_site_places_only() {
+        let net = MemNet::new();
+        let binder = net.host("198.18.0.1".parse().unwrap(), 1);
+        let options = Options { mtu: 1420, workers: 1, port: 0, binder, batches_per_worker: 1 };
+        let iface = Interface::with_options("mem1".into(), None, options).unwrap();
+        let keys: Vec<PublicKey> = (0..4).map(|_| StaticSecret::random(&mut rand_core::OsRng).public_key()).collect();
+        let peers: Vec<Arc<PeerState>> =
+            keys.iter().enumerate().map(|(i, k)| iface.add_peer(*k, format!("p{i}")).unwrap()).collect();
+        iface.update_routes(|r| {
+            for (i, p) in peers.iter().enumerate() {
+                r.insert(format!("10.{i}.0.0/16").parse().unwrap(), Route::Peer(p.clone()));
+                r.insert(format!("fd00:{i}::/32").parse().unwrap(), Route::Peer(p.clone()));
+            }
+        });
+        let site = iface.add_site("east");
+        site.set_members(&[peers[1].clone(), peers[2].clone()], causeway_wireguard::Time::ZERO);
+
+        let stranger = StaticSecret::random(&mut rand_core::OsRng).public_key();
+        let gone = iface.remove_peers(&[keys[0], stranger, keys[2]]);
+        assert_eq!(gone.iter().map(|p| p.name()).collect::<Vec<_>>(), ["p0", "p2"]);
+        assert!(iface.peer(&keys[0]).is_none() && iface.peer(&keys[2]).is_none());
+        let mut left: Vec<String> = iface.routes().iter().map(|(n, _)| n.to_string()).collect();
+        left.sort();
+        assert_eq!(left, ["10.1.0.0/16", "10.3.0.0/16", "fd00:1::/32", "fd00:3::/32"]);
+        assert!(site.table().has_member(&peers[1]) && !site.table().has_member(&peers[2]));
+
+        iface.remove_all_peers();
+        assert!(iface.peers().is_empty() && iface.routes().iter().next().is_none());
     }
 }

@@ -70,12 +70,11 @@ pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
         iface.allowed_ips_by_peer().into_iter().map(|(p, nets)| (p, nets.into_iter().collect())).collect();
 
     let wanted: HashSet<PublicKey> = cfg.peers.iter().map(|p| p.public_key).collect();
-    for peer in iface.peers() {
-        if !wanted.contains(peer.public_key()) {
-            let name = peer.name();
-            iface.remove_peer(peer.public_key());
-            report.removed.push(if name.is_empty() { peer.public_key().to_base64() } else { name });
-        }
+    let unwanted: Vec<PublicKey> =
+        iface.peers().iter().map(|p| *p.public_key()).filter(|k| !wanted.contains(k)).collect();
+    for peer in iface.remove_peers(&unwanted) {
+        let name = peer.name();
+        report.removed.push(if name.is_empty() { peer.public_key().to_base64() } else { name });
     }
 
     for p in &cfg.peers {
