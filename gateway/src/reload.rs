@@ -77,16 +77,26 @@ pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
         report.removed.push(if name.is_empty() { peer.public_key().to_base64() } else { name });
     }
 
+    // Every peer's new prefixes go in with one copy of the routing table
+    // (a copy per peer made a large configuration's start quadratic), and
+    // a prefix moving between two peers moves in that one swap.
+    let mut prefixes = Vec::new();
     for p in &cfg.peers {
         let have =
             iface.peer(&p.public_key).map(|peer| current_nets.get(&Arc::as_ptr(&peer)).cloned().unwrap_or_default());
-        match apply_peer(iface, p, have.as_ref()) {
-            Ok((false, _)) => report.added.push(p.name.clone()),
-            Ok((true, changed)) if changed.is_empty() => report.unchanged += 1,
-            Ok((true, changed)) => report.changed.push(format!("{} ({})", p.name, changed.join(", "))),
+        match apply_peer_settings(iface, p, have.as_ref()) {
+            Ok(applied) => {
+                match (applied.existed, &applied.changed) {
+                    (false, _) => report.added.push(p.name.clone()),
+                    (true, changed) if changed.is_empty() => report.unchanged += 1,
+                    (true, changed) => report.changed.push(format!("{} ({})", p.name, changed.join(", "))),
+                }
+                prefixes.extend(applied.prefixes);
+            }
             Err(e) => tracing::warn!(peer = %p.name, error = %e, "peer not added"),
         }
     }
+    set_peer_prefixes(iface, &prefixes);
     crate::ipsec::reconcile::reconcile(iface, cfg, &mut report);
     crate::sites::reconcile(iface, cfg, &mut report);
     report
@@ -100,6 +110,41 @@ pub fn apply_peer(
     p: &causeway_config::Peer,
     have: Option<&HashSet<IpNet>>,
 ) -> Result<(bool, Vec<&'static str>), causeway_wireguard::Error> {
+    let applied = apply_peer_settings(iface, p, have)?;
+    set_peer_prefixes(iface, applied.prefixes.as_slice());
+    Ok((applied.existed, applied.changed))
+}
+
+/// What `apply_peer_settings` did, and the prefixes it left to the caller.
+pub struct Applied {
+    pub existed: bool,
+    pub changed: Vec<&'static str>,
+    /// The peer's prefixes, when they change (`set_peer_prefixes`).
+    pub prefixes: Option<(Arc<PeerState>, HashSet<IpNet>)>,
+}
+
+/// Makes each peer's prefixes exactly those given, in one swap.
+pub fn set_peer_prefixes(iface: &Interface, prefixes: &[(Arc<PeerState>, HashSet<IpNet>)]) {
+    if prefixes.is_empty() {
+        return;
+    }
+    let owners: HashSet<*const PeerState> = prefixes.iter().map(|(p, _)| Arc::as_ptr(p)).collect();
+    iface.update_routes(|r| {
+        r.retain(|_, owner| !owner.peer().is_some_and(|p| owners.contains(&Arc::as_ptr(p))));
+        for (peer, nets) in prefixes {
+            for n in nets {
+                r.insert(*n, peer.clone().into());
+            }
+        }
+    });
+}
+
+/// `apply_peer` but for the prefixes, which it returns when they change.
+pub fn apply_peer_settings(
+    iface: &Interface,
+    p: &causeway_config::Peer,
+    have: Option<&HashSet<IpNet>>,
+) -> Result<Applied, causeway_wireguard::Error> {
     let existing = iface.peer(&p.public_key);
     let peer = match &existing {
         Some(peer) => peer.clone(),
@@ -130,16 +175,12 @@ pub fn apply_peer(
         changed.push("endpoints");
     }
     let want: HashSet<IpNet> = p.allowed_ips.iter().map(|n| n.trunc()).collect();
+    let mut prefixes = None;
     if have.cloned().unwrap_or_default() != want {
-        iface.update_routes(|r| {
-            r.retain(|_, owner| !owner.is_peer(&peer));
-            for n in &want {
-                r.insert(*n, peer.clone().into());
-            }
-        });
+        prefixes = Some((peer.clone(), want));
         changed.push("allowed_ips");
     }
-    Ok((existing.is_some(), changed))
+    Ok(Applied { existed: existing.is_some(), changed, prefixes })
 }
 
 /// The first of `nets` that overlaps a prefix of a peer other than `key`
@@ -232,6 +273,51 @@ mod tests {
         // The interface is named on the command line (`--interface`) and
         // the file names none, at start and now: no change to report.
         assert!(reconcile(&gw, &start).needs_restart.is_empty());
+    }
+
+    // Prefixes are applied for all peers at once: two peers trading their
+    // prefixes, one peer gone, one new and one untouched all end as the
+    // file says.
+    #[test]
+    fn a_reload_gives_every_peer_exactly_its_prefixes() {
+        let iface = Interface::new("cwreload2".into(), Some(StaticSecret::random(&mut rand_core::OsRng)), 1420, 1, 0);
+        let gw = Gateway::new(Arc::new(iface.unwrap()));
+        let keys: Vec<String> =
+            (0..4).map(|_| StaticSecret::random(&mut rand_core::OsRng).public_key().to_base64()).collect();
+        let peers = |list: &[(&str, usize, &str)]| {
+            let mut text = String::new();
+            for (name, key, nets) in list {
+                text +=
+                    &format!("[[peer]]\nname = \"{name}\"\npublic_key = \"{}\"\nallowed_ips = [{nets}]\n", keys[*key]);
+            }
+            config(&text)
+        };
+        let routes = |gw: &Gateway| {
+            let mut r: Vec<String> = gw.routes().iter().map(|(n, o)| format!("{n} {}", o.label())).collect();
+            r.sort();
+            r
+        };
+        reconcile(
+            &gw,
+            &peers(&[("a", 0, "\"10.1.0.0/16\""), ("b", 1, "\"10.2.0.0/16\""), ("c", 2, "\"10.3.0.0/16\"")]),
+        );
+        assert_eq!(routes(&gw), ["10.1.0.0/16 peer a", "10.2.0.0/16 peer b", "10.3.0.0/16 peer c"]);
+        let report = reconcile(
+            &gw,
+            &peers(&[
+                ("a", 0, "\"10.2.0.0/16\""),
+                ("b", 1, "\"10.1.0.0/16\", \"fd00:2::/32\""),
+                ("d", 3, "\"10.4.0.0/16\""),
+            ]),
+        );
+        assert_eq!(report.removed, ["c"], "{report}");
+        assert_eq!(report.added, ["d"], "{report}");
+        assert_eq!(
+            routes(&gw),
+            ["10.1.0.0/16 peer b", "10.2.0.0/16 peer a", "10.4.0.0/16 peer d", "fd00:2::/32 peer b"]
+        );
+        assert_eq!(reconcile(&gw, &peers(&[("a", 0, "\"10.2.0.0/16\"")])).removed, ["b", "d"]);
+        assert_eq!(routes(&gw), ["10.2.0.0/16 peer a"]);
     }
 
     #[test]
