@@ -292,6 +292,10 @@ pub fn apply_set(iface: &Interface, req: SetRequest) -> Result<(), UapiError> {
     // Applied in one swap at the end, in the request's order, as
     // wireguard-go applies its lines one by one.
     let mut route_changes: Vec<(Arc<PeerState>, RouteChange)> = Vec::new();
+    // A run of removals (`wg syncconf` sends one per peer it drops) goes
+    // in one `remove_peers`, one copy of the routing table for the run;
+    // the run ends before any other line, which keeps the lines' order.
+    let mut removals: Vec<PublicKey> = Vec::new();
     for change in req.peers {
         if change.remove {
             // Prefixes given to it earlier in this request go with it
@@ -300,8 +304,11 @@ pub fn apply_set(iface: &Interface, req: SetRequest) -> Result<(), UapiError> {
             if let Some(peer) = iface.peer(&change.key) {
                 route_changes.push((peer, RouteChange::Forget));
             }
-            iface.remove_peer(&change.key);
+            removals.push(change.key);
             continue;
+        }
+        if !removals.is_empty() {
+            iface.remove_peers(&std::mem::take(&mut removals));
         }
         if iface.device.public_key() == Some(change.key) {
             continue;
@@ -328,6 +335,7 @@ pub fn apply_set(iface: &Interface, req: SetRequest) -> Result<(), UapiError> {
             route_changes.push((peer, RouteChange::Steps(change.allowed_ips)));
         }
     }
+    iface.remove_peers(&removals);
     if !route_changes.is_empty() {
         iface.update_routes(|routes| {
             for (peer, change) in route_changes {
@@ -641,6 +649,29 @@ mod tests {
         apply_set(&gw, parse_set(body.lines()).unwrap()).unwrap();
         assert!(gw.routes().lookup("10.8.0.1".parse().unwrap()).is_none());
         assert!(gw.routes().lookup("10.9.0.1".parse().unwrap()).is_some());
+    }
+
+    // `wg syncconf` removes each peer the new file lacks with a line of
+    // its own; a run of them goes at once, and the peers around it stay.
+    #[test]
+    fn a_run_of_removals_takes_those_peers_only() {
+        let (_net, gw) = memory_gateway();
+        let add: String = (2..6).map(|i| format!("public_key={}\nallowed_ip=10.{i}.0.0/16\n", k(i))).collect();
+        apply_set(&gw, parse_set(add.lines()).unwrap()).unwrap();
+        let body = format!(
+            "public_key={}\nremove=true\npublic_key={}\nremove=true\npublic_key={}\npersistent_keepalive_interval=5\npublic_key={}\nremove=true\n",
+            k(2),
+            k(3),
+            k(4),
+            k(5)
+        );
+        apply_set(&gw, parse_set(body.lines()).unwrap()).unwrap();
+        assert_eq!(gw.peers().len(), 1);
+        assert_eq!(gw.peers()[0].crypto().timers.persistent_keepalive(), 5);
+        assert_eq!(owner_of(&gw, "10.4.0.1"), Some(4));
+        for ip in ["10.2.0.1", "10.3.0.1", "10.5.0.1"] {
+            assert_eq!(owner_of(&gw, ip), None, "{ip}");
+        }
     }
 
     // A bare line is not echoed into the error (which is logged): it may
