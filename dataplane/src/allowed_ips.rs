@@ -55,6 +55,17 @@ impl<T: Clone> AllowedIps<T> {
         }
     }
 
+    /// The entries that overlap `net`: those that contain it, then those
+    /// it contains (an entry of exactly `net` comes in both). Found in the
+    /// tries rather than by a scan of every entry, so checking each of a
+    /// large configuration's prefixes stays linear overall.
+    pub fn overlapping(&self, net: IpNet) -> Vec<(IpNet, &T)> {
+        match net.trunc() {
+            IpNet::V4(n) => self.v4.cover(&n).chain(self.v4.children(&n)).map(|(p, v)| (IpNet::V4(p), v)).collect(),
+            IpNet::V6(n) => self.v6.cover(&n).chain(self.v6.children(&n)).map(|(p, v)| (IpNet::V6(p), v)).collect(),
+        }
+    }
+
     /// Keeps only the entries for which `keep` is true.
     pub fn retain(&mut self, mut keep: impl FnMut(&IpNet, &T) -> bool) {
         let drop_v4: Vec<Ipv4Net> = self.v4.iter().filter(|(n, v)| !keep(&IpNet::V4(*n), v)).map(|(n, _)| n).collect();
@@ -147,6 +158,38 @@ mod tests {
             let expected =
                 list.iter().filter(|(p, _)| p.contains(&addr)).max_by_key(|(p, _)| p.prefix_len()).map(|(_, v)| v);
             assert_eq!(t.lookup(addr), expected, "{addr}");
+        }
+    }
+
+    /// `overlapping` finds what a scan of every entry finds.
+    #[test]
+    fn overlapping_matches_linear_scan() {
+        let mut t = AllowedIps::default();
+        let mut list: Vec<IpNet> = Vec::new();
+        let v4 = |r: u64| {
+            IpNet::V4(Ipv4Net::new(Ipv4Addr::from((r >> 8) as u32 & 0x0a0f_ffff), (r % 33) as u8).unwrap().trunc())
+        };
+        let v6 = |r: u64| {
+            let addr = ((0xfd00u128) << 112) | ((r as u128) << 96);
+            IpNet::V6(Ipv6Net::new(Ipv6Addr::from(addr), (r % 41) as u8).unwrap().trunc())
+        };
+        for i in 0..2000u32 {
+            let r = OsRng.next_u64();
+            let n = if i % 2 == 0 { v4(r) } else { v6(r) };
+            if !list.contains(&n) {
+                list.push(n);
+            }
+            t.insert(n, i);
+        }
+        for i in 0..2000 {
+            let r = OsRng.next_u64();
+            let q = if i % 2 == 0 { v4(r) } else { v6(r) };
+            let mut found: Vec<IpNet> = t.overlapping(q).into_iter().map(|(n, _)| n).collect();
+            found.sort();
+            found.dedup();
+            let mut expected: Vec<IpNet> = list.iter().copied().filter(|p| p.contains(&q) || q.contains(p)).collect();
+            expected.sort();
+            assert_eq!(found, expected, "{q}");
         }
     }
 }

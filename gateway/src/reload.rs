@@ -208,10 +208,8 @@ fn overlap_where(
 ) -> Option<String> {
     let routes = iface.routes();
     for n in nets {
-        for (other, owner) in routes.iter() {
-            if !own(owner) && (other.contains(n) || n.contains(&other)) {
-                return Some(format!("{n} overlaps {other} of {}", owner.label()));
-            }
+        if let Some((other, owner)) = routes.overlapping(*n).into_iter().find(|(_, owner)| !own(owner)) {
+            return Some(format!("{n} overlaps {other} of {}", owner.label()));
         }
     }
     None
