@@ -45,6 +45,11 @@ pub struct TxData<P> {
     pub sealed: Vec<bool>,
     /// The worker that read the packets, to count help.
     pub reader: usize,
+    /// Made beyond the pool, for packets held until a session came that
+    /// found every pooled batch in flight (`send::send_held`): dropped
+    /// after use, never pooled, so the pool and the job queue keep their
+    /// bounds.
+    pub spilled: bool,
 }
 
 impl<P> Default for TxData<P> {
@@ -57,6 +62,7 @@ impl<P> Default for TxData<P> {
             packets: Vec::new(),
             sealed: Vec::new(),
             reader: 0,
+            spilled: false,
         }
     }
 }

@@ -45,6 +45,10 @@ pub fn follow_ike(peer: &PeerState, to: SocketAddr) -> bool {
 /// a worker that staged a packet just after one came.
 pub fn flush_staged(iface: &Interface, peer: &Arc<PeerState>) {
     let Some(sa) = peer.ipsec().and_then(EspLink::sending) else { return };
+    // Without an endpoint they stay held: IKE sets it before any SA.
+    if peer.endpoint().is_none() {
+        return;
+    }
     let staged = peer.take_staged();
     if staged.is_empty() {
         return;
@@ -642,6 +646,40 @@ mod tests {
             }
         }
         assert_eq!(seqs, (1..=140).collect::<Vec<u32>>(), "in sequence-number order, none lost");
+    }
+
+    // With every pooled batch in flight, held packets get batches of their
+    // own rather than wait or be dropped, and those never join the pool.
+    #[test]
+    fn held_packets_leave_when_every_pooled_batch_is_in_flight() {
+        let net = MemNet::new();
+        let iface = interface(&net);
+        iface.bind_esp(0).unwrap();
+        let at: SocketAddr = "198.18.0.2:4500".parse().unwrap();
+        let wan = wan_socket(&net, at);
+        let peer = iface.add_ipsec_peer("west");
+        peer.set_endpoint(at);
+        let sock = iface.sockets_for(Carrier::EspInUdp).sockets[0].clone();
+        for _ in 0..200 {
+            Ipsec.hold(&iface, &peer, &inner([10, 2, 1, 9], 100), &*sock, Time::from_secs(1));
+        }
+        let in_flight: Vec<_> = std::iter::from_fn(|| iface.jobs.tx_pool.pop()).collect();
+        iface.ipsec.install_child(&peer, child_sa(0x100), SendOn::Now);
+        flush_staged(&iface, &peer);
+
+        let mut seqs = Vec::new();
+        let (mut buf, mut meta) = (vec![0u8; 65_536], [quinn_udp::RecvMeta::default()]);
+        while wan.recv(&mut [std::io::IoSliceMut::new(&mut buf)], &mut meta).is_ok() {
+            for d in buf[..meta[0].len].chunks(meta[0].stride) {
+                seqs.push(u32::from_be_bytes(d[4..8].try_into().unwrap()));
+            }
+        }
+        assert_eq!(seqs, (1..=200).collect::<Vec<u32>>());
+        assert_eq!(iface.jobs.tx_pool.len(), 0, "no batch made for them joined the pool");
+        assert_eq!(iface.counters.get(Drop::StagedQueueFull), 0);
+        for b in in_flight {
+            iface.jobs.tx_pool.push(b).ok().unwrap();
+        }
     }
 
     // An SA low on sequence numbers asks IKE for its rekey (once a

@@ -85,9 +85,10 @@ pub fn seal_batch(iface: &Interface, batch: &TxBatch, worker: usize) -> Option<A
 /// after them cannot leave before them: ESP peers often keep a replay
 /// window of only 32 packets, and up to `MAX_STAGED` (256) wait here.
 /// The caller may be the control plane rather than a worker, so it seals
-/// and drains itself, counted as worker 0. With every batch buffer in
-/// flight the rest are dropped as a full queue drops them: the data path
-/// is saturated, and these are the oldest packets.
+/// itself, counted as worker 0, and drains the queue as far as it is
+/// done (a worker's batch ahead, not sealed yet, leaves it to that
+/// worker's drain). With every pooled batch in flight, they get batches
+/// of their own (`TxData::spilled`) rather than wait or be dropped.
 pub fn send_held<P: Protocol>(
     proto: &P,
     iface: &Interface,
@@ -97,11 +98,10 @@ pub fn send_held<P: Protocol>(
     now: Time,
 ) {
     let Some(sending) = proto.sending_session(peer, now) else {
-        // The session went again meanwhile: hold them for the next.
+        // The session went again meanwhile: held again, and the next one
+        // asked for, as the send path holds a packet.
         for p in held {
-            if !peer.stage(p) {
-                iface.counters.count(Drop::StagedQueueFull);
-            }
+            proto.hold(iface, peer, p, sock, now);
         }
         return;
     };
@@ -122,15 +122,18 @@ pub fn send_held<P: Protocol>(
             iface.counters.count(Drop::OutboundOutsideSelectors);
             continue;
         }
-        if !sender.put(proto, iface, &mut open, (peer, session, ep), &source, i, shape, now) {
-            for _ in i..held.len() {
-                iface.counters.count(Drop::StagedQueueFull);
-            }
-            break;
-        }
+        let placed = sender.put(proto, iface, &mut open, (peer, session, ep), &source, i, shape, now);
+        debug_assert!(placed, "an inline sender makes a batch when the pool has none");
     }
     if let Some((b, d)) = open.take() {
         sender.submit(proto, iface, b, d, now);
+    }
+}
+
+/// Returns a batch to the pool, unless it was made beyond it.
+fn give_back(iface: &Interface, batch: Arc<TxBatch>, spilled: bool) {
+    if !spilled {
+        let _ = iface.jobs.tx_pool.push(batch);
     }
 }
 
@@ -411,9 +414,16 @@ impl Sender {
             if let Some((b, d)) = open.take() {
                 self.submit(proto, iface, b, d, now);
             }
-            let Some(b) = iface.jobs.tx_pool.pop() else {
-                WorkerStats::add(&iface.worker_stats[self.worker].pool_stalls, 1);
-                return false;
+            let b = match iface.jobs.tx_pool.pop() {
+                Some(b) => b,
+                // Held packets are few and rare, and dropping them for a
+                // moment's empty pool would cost a new tunnel its first
+                // packets (SYNs, DNS): a batch of their own instead.
+                None if self.inline => Arc::new(TxBatch::new(TxData { spilled: true, ..TxData::with_buffers() })),
+                None => {
+                    WorkerStats::add(&iface.worker_stats[self.worker].pool_stalls, 1);
+                    return false;
+                }
             };
             let mut d = std::mem::take(&mut *b.lock());
             d.target = Some((peer.clone(), session.clone(), ep));
@@ -462,8 +472,9 @@ impl Sender {
                     iface.counters.count(reason);
                 }
                 d.reset();
+                let spilled = d.spilled;
                 *batch.lock() = d;
-                let _ = iface.jobs.tx_pool.push(batch);
+                give_back(iface, batch, spilled);
             }
         }
     }
@@ -483,9 +494,10 @@ impl Sender {
                     iface.counters.count(Drop::UdpSend);
                 }
                 d.reset();
+                let spilled = d.spilled;
                 drop(d);
                 batch.recycle();
-                let _ = iface.jobs.tx_pool.push(batch);
+                give_back(iface, batch, spilled);
                 return;
             };
             let sock = &**sock;
@@ -521,9 +533,10 @@ impl Sender {
             }
         }
         d.reset();
+        let spilled = d.spilled;
         drop(d);
         batch.recycle();
-        let _ = iface.jobs.tx_pool.push(batch);
+        give_back(iface, batch, spilled);
     }
 
     #[allow(clippy::too_many_arguments)]

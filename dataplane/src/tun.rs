@@ -85,6 +85,23 @@ fn mend_udp6_checksum(p: &mut [u8]) {
     }
 }
 
+/// Completes the checksum of a packet read with `flags`, if the kernel
+/// left it partial (NEEDS_CSUM); false when its offsets lie outside the
+/// packet. A packet without NEEDS_CSUM is left as it came: an IPv6 UDP
+/// checksum of 0 there is its sender's choice (RFC 6935 allows it for
+/// tunnels such as VXLAN with udp6zerocsumtx), not a sum that came out 0,
+/// and 0xffff would be a wrong checksum the far end drops.
+fn finish_checksum(packet: &mut [u8], flags: u8, csum_start: u16, csum_offset: u16) -> bool {
+    if flags & NEEDS_CSUM == 0 {
+        return true;
+    }
+    if !complete_checksum(packet, csum_start, csum_offset) {
+        return false;
+    }
+    mend_udp6_checksum(packet);
+    true
+}
+
 impl TunQueue {
     pub fn offload(&self) -> bool {
         self.offload
@@ -116,10 +133,9 @@ impl Tun for TunQueue {
             return Ok(Read::Super(len - VIRTIO_NET_HDR_LEN));
         }
         let packet = &mut raw[VIRTIO_NET_HDR_LEN..len];
-        if hdr.flags & NEEDS_CSUM != 0 && !complete_checksum(packet, hdr.csum_start, hdr.csum_offset) {
+        if !finish_checksum(packet, hdr.flags, hdr.csum_start, hdr.csum_offset) {
             return Err(invalid("a partial checksum outside its packet"));
         }
-        mend_udp6_checksum(packet);
         bufs[0][..packet.len()].copy_from_slice(packet);
         sizes[0] = packet.len();
         Ok(Read::Packets(1))
@@ -169,5 +185,21 @@ mod tests {
         let before = v4.clone();
         mend_udp6_checksum(&mut v4);
         assert_eq!(v4, before, "IPv4 is left alone: 0 is \"no checksum\" there");
+    }
+
+    // A zero checksum the sender chose (no NEEDS_CSUM: a tunnel with
+    // udp6zerocsumtx) stays 0; one left partial is completed, and mended
+    // if it came out 0.
+    #[test]
+    fn only_a_completed_ipv6_udp_checksum_is_mended() {
+        let mut p = vec![0u8; 60];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&20u16.to_be_bytes());
+        p[6] = 17;
+        assert!(finish_checksum(&mut p, 0, 0, 0));
+        assert_eq!(&p[46..48], &[0, 0], "the sender's zero checksum stays");
+        assert!(finish_checksum(&mut p, NEEDS_CSUM, 40, 6));
+        assert_ne!(&p[46..48], &[0, 0], "completed, never left 0");
+        assert!(!finish_checksum(&mut p, NEEDS_CSUM, 40, 40), "offsets outside the packet");
     }
 }

@@ -226,26 +226,26 @@ pub fn up(config_path: &Path, name: Option<String>, workers: Option<usize>, read
     running.serve(ready)
 }
 
-/// Commands of tunctl (`TUNCTL`) and of wg (`WG_ONLY`) that an operator
-/// may type to causewayd by habit, as in `causewayd genkey` for
-/// `wg genkey`. wireguard-go would create an interface of that name and
-/// detach, leaving a daemon nobody asked for; causewayd refuses these
-/// names and says which tool has the command. Kept in step with tunctl by
-/// a test of tunctl's.
-pub const TUNCTL_COMMANDS: &[&str] =
-    &["peers", "show", "sites", "peer", "site", "reload", "import-wg", "import-swanctl", "genkey", "pubkey", "genpsk"];
-const WG_ONLY_COMMANDS: &[&str] = &["showconf", "set", "setconf", "addconf", "syncconf"];
+/// Commands of tunctl and wg that an operator may type to causewayd by
+/// habit, as in `causewayd genkey` for `wg genkey`: wireguard-go would
+/// create an interface of that name and detach, leaving a daemon nobody
+/// asked for. Only names nobody gives an interface are here: `site`,
+/// `peer` or `show` may well name one (wg-quick names the interface after
+/// its file), and are served.
+const KEY_AND_CONF_COMMANDS: &[(&str, &str)] = &[
+    ("genkey", "tunctl"),
+    ("pubkey", "tunctl"),
+    ("genpsk", "tunctl"),
+    ("showconf", "wg"),
+    ("setconf", "wg"),
+    ("addconf", "wg"),
+    ("syncconf", "wg"),
+];
 
 /// Why `name` given as causewayd's interface is a mistake, if it is the
 /// name of another tool's command.
 pub fn command_not_interface(name: &str) -> Option<String> {
-    let tool = if TUNCTL_COMMANDS.contains(&name) {
-        "tunctl"
-    } else if WG_ONLY_COMMANDS.contains(&name) {
-        "wg"
-    } else {
-        return None;
-    };
+    let (_, tool) = KEY_AND_CONF_COMMANDS.iter().find(|(c, _)| *c == name)?;
     Some(format!(
         "'{name}' is a {tool} command, not an interface name: run `{tool} {name}`; causewayd takes an interface \
          to create (causewayd wg0) or a subcommand (causewayd up --config FILE)"
@@ -342,11 +342,12 @@ mod tests {
     // genkey in the host's namespace and detached.
     #[test]
     fn another_tools_command_is_not_taken_for_an_interface_name() {
-        for (name, tool) in [("genkey", "tunctl"), ("pubkey", "tunctl"), ("show", "tunctl"), ("setconf", "wg")] {
+        for (name, tool) in [("genkey", "tunctl"), ("pubkey", "tunctl"), ("genpsk", "tunctl"), ("setconf", "wg")] {
             let why = super::command_not_interface(name).unwrap();
             assert!(why.contains(&format!("`{tool} {name}`")), "{why}");
         }
-        for name in ["wg0", "cw0", "genkey0", "upstream"] {
+        // Names an interface may well have (wg-quick takes the file's).
+        for name in ["wg0", "cw0", "genkey0", "upstream", "site", "peer", "show", "set", "reload"] {
             assert_eq!(super::command_not_interface(name), None);
         }
     }

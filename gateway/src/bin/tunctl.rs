@@ -610,19 +610,6 @@ mod tests {
         serde_json::json!({ "ok": status })
     }
 
-    // causewayd refuses tunctl's commands as interface names; a command
-    // added here must be added to its list.
-    #[test]
-    fn causewayd_knows_every_tunctl_command() {
-        use clap::CommandFactory;
-        let mut ours: Vec<String> =
-            Cli::command().get_subcommands().map(|c| c.get_name().to_string()).filter(|n| n != "help").collect();
-        let mut listed: Vec<String> = causeway_gateway::daemon::TUNCTL_COMMANDS.iter().map(|s| s.to_string()).collect();
-        ours.sort();
-        listed.sort();
-        assert_eq!(ours, listed);
-    }
-
     #[test]
     fn reads_a_status_reply() {
         let status: Status = parse_reply(&status_json().to_string()).unwrap();
