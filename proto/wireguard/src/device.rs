@@ -352,7 +352,7 @@ impl Device {
         if !self.indices.replace(idx, IndexEntry::Keypair(peer.clone(), kp.clone())) {
             return Err(Error::UnknownPeer);
         }
-        let evicted = peer.kps_mut().install(kp);
+        let evicted = peer.kps_mut().install(kp, None);
         self.forget(evicted);
         Ok(Received::HandshakeResponse { peer, response })
     }
@@ -372,11 +372,16 @@ impl Device {
             Some(IndexEntry::Handshake(peer)) => peer,
             _ => return Err(Error::UnknownReceiverIndex),
         };
+        let sent = peer.last_initiation_sent();
         let kp = Arc::new(peer.consume_response(msg, &identity.secret, now)?);
         if !self.indices.replace(idx, IndexEntry::Keypair(peer.clone(), kp.clone())) {
             return Err(Error::UnknownPeer);
         }
-        let evicted = peer.kps_mut().install(kp);
+        // Crossing initiations settle on the lower public key's session
+        // (`Keypairs::install_yielding`); the order is the same seen from
+        // either end.
+        let yields = sent.filter(|_| identity.public.as_bytes() > peer.public_key().as_bytes());
+        let evicted = peer.kps_mut().install(kp, yields);
         self.forget(evicted);
         peer.on_received(now, msg.len() as u64, false);
         Ok(Received::SessionEstablished { peer })

@@ -37,8 +37,17 @@ pub(crate) struct Keypairs {
 }
 
 impl Keypairs {
-    /// Installs a new session; returns the keypairs that fell out of every slot.
-    pub(crate) fn install(&mut self, kp: Arc<Keypair>) -> Vec<Arc<Keypair>> {
+    /// Installs a new session; returns the keypairs that fell out of every
+    /// slot. `yields` is set for an initiator's session when the peer's
+    /// initiation may have crossed ours and the tie is the peer's (its
+    /// public key is the lower), with the time ours was sent: see
+    /// `install_yielding`.
+    pub(crate) fn install(&mut self, kp: Arc<Keypair>, yields: Option<Time>) -> Vec<Arc<Keypair>> {
+        if let (true, Some(sent)) = (kp.is_initiator, yields) {
+            if let Some(evicted) = self.install_yielding(&kp, sent) {
+                return evicted;
+            }
+        }
         let mut evicted = Vec::new();
         if kp.is_initiator {
             // A next keypair we never confirmed moves to previous so that
@@ -56,6 +65,33 @@ impl Keypairs {
             evicted.extend(self.previous.take());
         }
         evicted
+    }
+
+    /// Our session, initiated at `sent`, completing while the peer's
+    /// crossing session exists (both ends initiated at once). Each end
+    /// holds both sessions; left alone, each sends on its own initiator
+    /// session, which the other holds only in `previous`, and the next
+    /// rekey drops that slot with packets still in flight on it. So both
+    /// ends settle on the session the peer with the lower public key
+    /// initiated. Here, on the end that yields: the peer's session, if it
+    /// is still `next`, stays there to take over once the peer's data
+    /// proves it (a stock peer, which dropped its initiation for ours,
+    /// never completes it, and then ours stays current); if it is current
+    /// already, ours only receives. The other end installs as usual. None
+    /// when nothing crossed: the usual install applies.
+    fn install_yielding(&mut self, kp: &Arc<Keypair>, sent: Time) -> Option<Vec<Arc<Keypair>>> {
+        let mut evicted = Vec::new();
+        if self.next.is_some() {
+            evicted.extend(self.previous.take());
+            self.previous = self.current.replace(kp.clone());
+            return Some(evicted);
+        }
+        let crossed = self.current.as_ref().is_some_and(|c| !c.is_initiator && c.created >= sent);
+        if !crossed {
+            return None;
+        }
+        evicted.extend(self.previous.replace(kp.clone()));
+        Some(evicted)
     }
 
     /// Called when data arrived on `kp`: if it is the unconfirmed `next`,
@@ -93,6 +129,10 @@ pub(crate) struct HandshakeSlot {
     latest_timestamp: Option<Tai64N>,
     last_initiation_consumed: Option<Time>,
     last_initiation_sent: Option<Time>,
+    /// When we last answered an initiation: a new series of our own waits
+    /// REKEY_TIMEOUT after it, as in wireguard-go and the kernel, since the
+    /// peer's confirmation of that session is on its way.
+    last_response_sent: Option<Time>,
 }
 
 /// Counters for status output, `wg show` and metrics.
@@ -151,6 +191,7 @@ impl Peer {
                 latest_timestamp: None,
                 last_initiation_consumed: None,
                 last_initiation_sent: None,
+                last_response_sent: None,
             }),
             keypairs: RwLock::default(),
             cookies: CookieGenerator::new(&remote),
@@ -310,7 +351,11 @@ impl Peer {
         wall: SystemTime,
     ) -> Result<([u8; INITIATION_LEN], Option<u32>), Error> {
         let mut hs = self.hs();
-        if hs.last_initiation_sent.is_some_and(|t| now.saturating_since(t) < REKEY_TIMEOUT) {
+        let recent = |t: Option<Time>| t.is_some_and(|t| now.saturating_since(t) < REKEY_TIMEOUT);
+        // A retry of a series already under way is not held back by a
+        // response (wireguard-go's isRetry): the series keeps its pace.
+        let retry = self.timers.handshake_in_progress();
+        if recent(hs.last_initiation_sent) || (!retry && recent(hs.last_response_sent)) {
             return Err(Error::InitiationTooSoon);
         }
         let ss = hs.static_static.as_ref().map_err(|e| *e)?;
@@ -320,7 +365,6 @@ impl Peer {
         let replaced = hs.state.initiation_index().or(kept);
         hs.state = HandshakeState::InitiationSent(state);
         hs.last_initiation_sent = Some(now);
-        let retry = self.timers.handshake_in_progress();
         drop(hs);
         self.cookies.add_macs(&mut msg, now);
         self.timers.on_handshake_initiated(now, retry);
@@ -368,6 +412,7 @@ impl Peer {
             }
         };
         let (mut msg, kp) = handshake::create_response(state, &self.remote, &hs.psk, local_index, now)?;
+        hs.last_response_sent = Some(now);
         if let Some(ours) = hs.kept_initiation.take() {
             hs.state = HandshakeState::InitiationSent(ours);
         }
@@ -404,6 +449,11 @@ impl Peer {
         Ok(kp)
     }
 
+    /// When our latest initiation was sent.
+    pub(crate) fn last_initiation_sent(&self) -> Option<Time> {
+        self.hs().last_initiation_sent
+    }
+
     /// Forgets the handshake in flight; returns its index for removal.
     pub(crate) fn clear_handshake(&self) -> Option<u32> {
         let mut hs = self.hs();
@@ -418,6 +468,12 @@ impl Peer {
 mod tests {
     use super::*;
 
+    impl Keypairs {
+        fn install_plain(&mut self, kp: Arc<Keypair>) -> Vec<Arc<Keypair>> {
+            self.install(kp, None)
+        }
+    }
+
     fn kp(idx: u32, initiator: bool) -> Arc<Keypair> {
         Arc::new(Keypair::new(&[1; 32], &[2; 32], idx, idx + 100, Time::ZERO, initiator))
     }
@@ -429,11 +485,11 @@ mod tests {
     #[test]
     fn initiator_sessions_rotate_current_to_previous() {
         let mut k = Keypairs::default();
-        assert!(k.install(kp(1, true)).is_empty());
+        assert!(k.install_plain(kp(1, true)).is_empty());
         assert_eq!(slots(&k), [Some(1), None, None]);
-        assert!(k.install(kp(2, true)).is_empty());
+        assert!(k.install_plain(kp(2, true)).is_empty());
         assert_eq!(slots(&k), [Some(2), Some(1), None]);
-        let ev = k.install(kp(3, true));
+        let ev = k.install_plain(kp(3, true));
         assert_eq!(ev.iter().map(|k| k.local_index).collect::<Vec<_>>(), vec![1]);
         assert_eq!(slots(&k), [Some(3), Some(2), None]);
     }
@@ -441,9 +497,9 @@ mod tests {
     #[test]
     fn responder_session_waits_in_next_until_confirmed() {
         let mut k = Keypairs::default();
-        k.install(kp(1, true));
-        k.install(kp(2, true));
-        let ev = k.install(kp(3, false));
+        k.install_plain(kp(1, true));
+        k.install_plain(kp(2, true));
+        let ev = k.install_plain(kp(3, false));
         assert_eq!(ev.iter().map(|k| k.local_index).collect::<Vec<_>>(), vec![1]);
         assert_eq!(slots(&k), [Some(2), None, Some(3)]);
         let other = kp(9, false);
@@ -456,9 +512,9 @@ mod tests {
     #[test]
     fn initiator_session_over_an_unconfirmed_next() {
         let mut k = Keypairs::default();
-        k.install(kp(1, true));
-        k.install(kp(2, false));
-        let ev = k.install(kp(3, true));
+        k.install_plain(kp(1, true));
+        k.install_plain(kp(2, false));
+        let ev = k.install_plain(kp(3, true));
         assert_eq!(ev.iter().map(|k| k.local_index).collect::<Vec<_>>(), vec![1]);
         assert_eq!(slots(&k), [Some(3), Some(2), None]);
         assert_eq!(k.take_all().len(), 2);

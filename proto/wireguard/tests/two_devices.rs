@@ -279,3 +279,77 @@ fn crossing_initiations_give_sessions_after_one_round_trip() {
     assert!(a.errors.is_empty() && b.errors.is_empty(), "{:?} {:?}", a.errors, b.errors);
     assert!(a.dev.index_count() <= 3 && b.dev.index_count() <= 3, "no handshake index left behind");
 }
+
+/// After crossing initiations, both ends must come to send on one session,
+/// whichever order the messages took: each side otherwise sends on its
+/// own initiator session, which the other holds only as `previous`, and
+/// the next rekey (a responder's install drops `previous`, an initiator's
+/// moves `current` there) lost what was in flight on it. The tie goes to
+/// the initiation of the peer with the lower public key, so the two agree
+/// and only one of them rekeys on time from then on.
+#[test]
+fn after_crossing_initiations_a_rekey_loses_nothing_in_flight() {
+    for order in 0..4 {
+        let (mut clock, mut a, mut b) = two(0);
+        let init_a = a.send(&pkt(1), &clock);
+        let init_b = b.send(&pkt(2), &clock);
+        let resp_b = b.receive(&init_a[0], a.addr, &clock).unwrap();
+        let resp_a = a.receive(&init_b[0], b.addr, &clock).unwrap();
+        // The responses (and the data they release) in every order.
+        if order & 1 == 0 {
+            pump(&mut b, &mut a, resp_b, &clock);
+            pump(&mut a, &mut b, resp_a, &clock);
+        } else {
+            pump(&mut a, &mut b, resp_a, &clock);
+            pump(&mut b, &mut a, resp_b, &clock);
+        }
+        if order & 2 == 0 {
+            std::mem::swap(&mut a, &mut b);
+        }
+        for n in 3..6 {
+            let out = a.send(&pkt(n), &clock);
+            pump(&mut a, &mut b, out, &clock);
+            let out = b.send(&pkt(n + 100), &clock);
+            pump(&mut b, &mut a, out, &clock);
+        }
+        let (a_now, b_now) = (a.peer.current_keypair().unwrap(), b.peer.current_keypair().unwrap());
+        assert_eq!(a_now.local_index, b_now.remote_index, "order {order}: both send on one session");
+        for round in 0..3 {
+            // In flight on the sessions in use when the rekey starts.
+            let late_a = a.send(&pkt(1000 + round), &clock);
+            let late_b = b.send(&pkt(2000 + round), &clock);
+            clock.advance(Duration::from_secs(121));
+            for _ in 0..3 {
+                let out = a.tick(&clock);
+                pump(&mut a, &mut b, out, &clock);
+                let out = b.tick(&clock);
+                pump(&mut b, &mut a, out, &clock);
+                let out = a.send(&pkt(3000 + round), &clock);
+                pump(&mut a, &mut b, out, &clock);
+                let out = b.send(&pkt(4000 + round), &clock);
+                pump(&mut b, &mut a, out, &clock);
+                clock.advance(Duration::from_secs(1));
+            }
+            b.receive(&late_a[0], a.addr, &clock).unwrap_or_else(|e| panic!("order {order} round {round}: {e}"));
+            a.receive(&late_b[0], b.addr, &clock).unwrap_or_else(|e| panic!("order {order} round {round}: {e}"));
+        }
+        assert!(a.errors.is_empty() && b.errors.is_empty(), "order {order}: {:?} {:?}", a.errors, b.errors);
+    }
+}
+
+/// A responder with a packet to send before the initiator's confirmation
+/// arrives waits for it rather than start a crossing handshake of its own
+/// (wireguard-go and the kernel hold initiations REKEY_TIMEOUT after a
+/// response); the packet leaves once the session is confirmed.
+#[test]
+fn a_responder_does_not_initiate_while_its_answer_is_confirmed() {
+    let (clock, mut a, mut b) = two(0);
+    let init_a = a.send(&pkt(1), &clock);
+    let resp_b = b.receive(&init_a[0], a.addr, &clock).unwrap();
+    assert!(b.send(&pkt(2), &clock).is_empty(), "held, no initiation of its own");
+    pump(&mut b, &mut a, resp_b, &clock);
+    assert_eq!(b.delivered, [pkt(1)]);
+    assert_eq!(a.delivered, [pkt(2)], "sent once the session was confirmed");
+    assert_eq!((a.sessions_established, b.sessions_established), (1, 0), "one handshake");
+    assert!(a.errors.is_empty() && b.errors.is_empty(), "{:?} {:?}", a.errors, b.errors);
+}
