@@ -271,6 +271,27 @@ mod tests {
         assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &alone)));
     }
 
+    // A rekeyed SA's Delete: sending moves to its successor (pending or
+    // up) at once, and it still opens until removed; with no other SA of
+    // the peer to send, it is left for the caller to remove at once.
+    #[test]
+    fn a_retired_sa_hands_over_sending_and_keeps_receiving() {
+        let table = IpsecTable::default();
+        let peer = ipsec_peer();
+        let link = peer.ipsec().unwrap();
+        let (old, new) = (child_sa(0x100), child_sa(0x200));
+        table.install_child(&peer, old.clone(), SendOn::Now);
+        table.install_child(&peer, new.clone(), SendOn::OnceUsed);
+        assert!(table.retire_child(old.spi_in()));
+        assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &new)), "the successor sends");
+        assert!(table.child(old.spi_in()).is_some(), "still opens");
+        assert!(!table.retire_child(new.spi_in()), "nothing else could send");
+        assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &new)));
+        assert!(table.remove_child(old.spi_in()).is_some());
+        assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &new)), "removing the retired one changes nothing");
+        assert!(!table.retire_child(0x999), "unknown SPI");
+    }
+
     // Roaming follows the newest SA packets came on. When that SA goes,
     // the newest left that carried packets takes its place (not none, so a
     // late packet on an even older one stays late); and a packet on the

@@ -214,6 +214,28 @@ impl IpsecTable {
         Some(sa)
     }
 
+    /// IKE deleted the child SA whose inbound SPI is `spi_in` while
+    /// another SA of its peer is up (a rekey replaced it): sending moves to
+    /// that one at once, as `remove_child` would move it, but the SA keeps
+    /// opening until the caller's `remove_child`, since what the peer
+    /// sealed with it before switching may still be on the way (the Delete
+    /// can overtake it; strongSwan keeps a rekeyed inbound SA 5 s,
+    /// `delete_rekeyed_delay`). False, and nothing done, when no other SA
+    /// of the peer could send: the caller then removes it at once.
+    pub fn retire_child(&self, spi_in: u32) -> bool {
+        let spis = self.by_spi.load();
+        let Some((peer, sa)) = spis.get(&spi_in) else { return false };
+        let Some(link) = peer.ipsec() else { return false };
+        let another =
+            spis.values().any(|(p, other)| Arc::ptr_eq(p, peer) && !Arc::ptr_eq(other, sa) && !other.receive_only());
+        if !another {
+            return false;
+        }
+        hand_over_sending(link, peer, sa, &spis, false);
+        sa.mark_receive_only();
+        true
+    }
+
     /// Hands sending on the child SA whose inbound SPI is `spi_in` over
     /// as `remove_child` would, but keeps it to receive on until its
     /// `remove_child`: IKE is deleting it, and the peer sends on it until

@@ -8,5 +8,6 @@ pub mod driver;
 pub mod keylog;
 mod lookup;
 pub mod reconcile;
+mod retired;
 
 pub use driver::Ike;

@@ -251,6 +251,10 @@ fn a_child_sa_rekey_under_traffic_loses_nothing() {
     let st = a.gw.ike().unwrap().status("site2").unwrap();
     assert!(st.child_rekeys >= 1 || b.gw.ike().unwrap().status("site1").unwrap().child_rekeys >= 1, "{st:?}");
     assert_ne!(a.gw.ipsec.spis(), first, "the SPIs changed");
+    // A replaced SA still opens what trails its Delete.
+    for site in [&a, &b] {
+        assert_eq!(site.gw.counters.get(causeway_dataplane::counters::Drop::UnknownSpi), 0);
+    }
 }
 
 #[test]

@@ -12,7 +12,8 @@
 //! 4. send what the core wants sent: port 500 from this thread's socket,
 //!    port 4500 from the data plane's, behind the non-ESP marker;
 //! 5. apply the core's events: child SAs installed in and removed from
-//!    the data plane, one log line per change or failure.
+//!    the data plane (one a rekey replaced after a grace, `retired.rs`),
+//!    one log line per change or failure.
 //!
 //! Nothing here touches a packet of the tunnel; the workers never wait on
 //! this thread.
@@ -35,6 +36,7 @@ use causeway_dataplane::session::Carrier;
 use causeway_ikev2::{describe_ts, ChildSend, Endpoint, Event, PeerId, PeerStatus, Transmit};
 
 use super::lookup::{self, Lookup};
+use super::retired::Retired;
 use super::{convert, keylog};
 
 mod start;
@@ -103,6 +105,9 @@ struct Shared {
     /// Where child SA keys are written for Wireshark, when the operator
     /// asked (`keylog.rs`).
     keylog: Option<std::path::PathBuf>,
+    /// Child SAs IKE deleted after a rekey replaced them, still opening
+    /// until their time.
+    retired: Retired,
 }
 
 /// The IKE thread of an interface, and the handle the rest of the control
@@ -136,6 +141,7 @@ impl Ike {
             bell,
             stop: AtomicBool::new(false),
             keylog: keylog::requested(),
+            retired: Retired::default(),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new().name("cw-ike".into()).spawn(move || run(&s))?;
@@ -331,6 +337,9 @@ fn run(s: &Arc<Shared>) {
             }
         }
         lock(&s.core).handle_timeout(now);
+        for (peer, spi_in, spi_out) in s.retired.take_due(now) {
+            remove_child(s, &peer, spi_in, spi_out);
+        }
         if !s.stop.load(Ordering::Relaxed) {
             start_due(s, now);
             nat_keepalives(s, now);
@@ -551,19 +560,28 @@ fn apply(s: &Shared, event: Event) {
             }
         }
         Event::ChildDown { peer, spi_in, spi_out } => {
-            if s.iface.ipsec.remove_child(spi_in).is_some() {
-                // Without an SA left, site health counts the peer as
-                // failing from now (`EspLink::lost_sa`).
-                if let Some(link) = s.iface.ipsec.peer(&peer.0).as_deref().and_then(|p| p.ipsec()) {
-                    link.lost_sa(s.iface.clock.now());
-                }
-                tracing::info!(
-                    peer = %peer,
-                    spi_in = %format_args!("{spi_in:08x}"),
-                    spi_out = %format_args!("{spi_out:08x}"),
-                    "child SA removed"
-                );
+            if s.iface.ipsec.retire_child(spi_in) {
+                s.retired.add(Instant::now(), peer, spi_in, spi_out);
+            } else {
+                remove_child(s, &peer, spi_in, spi_out);
             }
         }
+    }
+}
+
+/// Removes a child SA from the data plane, and logs it.
+fn remove_child(s: &Shared, peer: &PeerId, spi_in: u32, spi_out: u32) {
+    if s.iface.ipsec.remove_child(spi_in).is_some() {
+        // Without an SA left, site health counts the peer as failing from
+        // now (`EspLink::lost_sa`).
+        if let Some(link) = s.iface.ipsec.peer(&peer.0).as_deref().and_then(|p| p.ipsec()) {
+            link.lost_sa(s.iface.clock.now());
+        }
+        tracing::info!(
+            peer = %peer,
+            spi_in = %format_args!("{spi_in:08x}"),
+            spi_out = %format_args!("{spi_out:08x}"),
+            "child SA removed"
+        );
     }
 }
