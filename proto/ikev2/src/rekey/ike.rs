@@ -23,22 +23,39 @@ use crate::sa::{error_notify, invalid_ke_group, IkeSa, Planned, Req, SaKeys, SaS
 use crate::sa_init::NONCE_LEN;
 use crate::wire::payload::Payload;
 
+/// The suites an IKE rekey of `sa` offers and accepts: those with the
+/// PRF `sa` was made with, its own suite first, when any is configured;
+/// else all. RFC 7296 §2.18 expands the new SA's keys with the new suite's
+/// PRF, strongSwan 5.9 with the old SA's (`keymat_v2.c`): on a suite of
+/// another PRF the two ends would derive different keys, and the moved
+/// children would ride an IKE SA neither could read.
+pub(crate) fn rekey_suites(old: Option<IkeSuite>, ours: &[IkeSuite]) -> Vec<IkeSuite> {
+    let Some(old) = old else { return ours.to_vec() };
+    let mut same: Vec<IkeSuite> = ours.iter().filter(|s| s.prf == old.prf).copied().collect();
+    if same.is_empty() {
+        return ours.to_vec();
+    }
+    // A stable sort: the old suite first, the rest in the configured order.
+    same.sort_by_key(|s| *s != old);
+    same
+}
+
 pub(crate) fn start_ike_rekey(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant) {
-    let cfg = &peer.cfg;
-    let Some(first) = cfg.ike_proposals.first() else { return };
+    let suites = rekey_suites(sa.suite, &peer.cfg.ike_proposals);
+    let Some(first) = suites.first() else { return };
     // The KE is in the group the peer asked for last time, else the one
     // this SA was made with (the peer took it before), as long as we
     // still offer it; only then our first proposal's. A peer that picks
     // another of our proposals than the first answers a KE in the
     // first's group with INVALID_KE_PAYLOAD.
-    let offered = |g: &DhGroup| cfg.ike_proposals.iter().any(|s| s.dh == *g);
+    let offered = |g: &DhGroup| suites.iter().any(|s| s.dh == *g);
     let group = sa.rekey_group.or(sa.suite.as_ref().map(|s| s.dh)).filter(offered).unwrap_or(first.dh);
     let Ok((dh, public)) = DhPrivate::generate(group, &mut *io.rng) else { return };
     let spi = io.new_ike_spi();
     let ni = io.random(NONCE_LEN);
     sa.responded_ike_rekey = None;
     let p = vec![
-        Payload::Sa(ike_offer(&cfg.ike_proposals, &spi.to_be_bytes())),
+        Payload::Sa(ike_offer(&suites, &spi.to_be_bytes())),
         Payload::Nonce(ni.clone()),
         Payload::Ke { group: group.id(), data: public },
     ];
@@ -121,7 +138,8 @@ pub(crate) fn on_ike_rekey_response(
             n::TEMPORARY_FAILURE => None,
             n::INVALID_KE_PAYLOAD => {
                 let requested = invalid_ke_group(p);
-                let ours = cfg.ike_proposals.iter().map(|s| s.dh).find(|g| g.id() == requested);
+                let ours =
+                    rekey_suites(sa.suite, &cfg.ike_proposals).into_iter().map(|s| s.dh).find(|g| g.id() == requested);
                 match ours {
                     // Asked once for a group we offer: again at once, in it.
                     Some(g) if sa.rekey_group.is_none() && g != r.dh.group() => {
@@ -135,9 +153,9 @@ pub(crate) fn on_ike_rekey_response(
                     _ => Some(Failure::InvalidKe { requested }),
                 }
             }
-            n::NO_PROPOSAL_CHOSEN => {
-                Some(Failure::NoProposalChosen { offered: describe(&ike_offer(&cfg.ike_proposals, &[])) })
-            }
+            n::NO_PROPOSAL_CHOSEN => Some(Failure::NoProposalChosen {
+                offered: describe(&ike_offer(&rekey_suites(sa.suite, &cfg.ike_proposals), &[])),
+            }),
             e => Some(Failure::PeerError { notify: e }),
         };
         return retry(sa, io, reason);
@@ -146,7 +164,8 @@ pub(crate) fn on_ike_rekey_response(
     let (Some(answer), Some(nr), Some((group, data))) = (answer, nonce(p), ke(p)) else {
         return retry(sa, io, Some(Failure::Protocol("IKE rekey response without SA, Nonce or KE".into())));
     };
-    let (Some(suite), Some(spi_r)) = (accept_ike(answer, &cfg.ike_proposals), spi_of(answer)) else {
+    let (Some(suite), Some(spi_r)) = (accept_ike(answer, &rekey_suites(sa.suite, &cfg.ike_proposals)), spi_of(answer))
+    else {
         return retry(sa, io, Some(Failure::Protocol(format!("IKE rekey answered with {}", describe(answer)))));
     };
     if let Some(why) = short_nonce(nr, suite.prf) {
@@ -208,7 +227,7 @@ pub(crate) fn on_request(
         refuse(sa, io, id, n::INVALID_SYNTAX, Vec::new());
         return Vec::new();
     };
-    let Some((suite, mut answer)) = choose_ike(offered, &cfg.ike_proposals, group) else {
+    let Some((suite, mut answer)) = choose_ike(offered, &rekey_suites(sa.suite, &cfg.ike_proposals), group) else {
         io.fail(&sa.peer, Failure::NoProposalChosen { offered: describe(offered) });
         refuse(sa, io, id, n::NO_PROPOSAL_CHOSEN, Vec::new());
         return Vec::new();

@@ -263,6 +263,39 @@ fn ike_rekey_keys_in_the_group_the_sa_was_made_with() {
     assert!(failures.is_empty(), "{failures:?}");
 }
 
+/// An IKE rekey keeps the PRF the SA was made with: strongSwan 5.9 keys a
+/// rekeyed IKE SA with the old SA's PRF where the RFC takes the new
+/// suite's, so a rekey onto another PRF would leave the two ends with
+/// different keys. Here B prefers a suite of another PRF, which its offer
+/// and A's choice (with INVALID_KE_PAYLOAD to settle the group) would have
+/// reached before.
+#[test]
+fn an_ike_rekey_keeps_the_prf_the_sa_was_made_with() {
+    use crate::crypto::PrfAlg;
+    let sha384 = crate::crypto::IkeSuite { prf: PrfAlg::HmacSha384, ..gcm256_x25519() };
+    let sha256 = crate::crypto::IkeSuite { dh: DhGroup::Ecp256, ..gcm256_x25519() };
+    let mut cfg = config_a();
+    cfg.ike_lifetime = Duration::from_secs(1000);
+    cfg.ike_proposals = vec![sha384, sha256];
+    let mut cfg_b = mirror(&cfg);
+    cfg_b.ike_proposals = vec![sha256, sha384];
+    cfg_b.ike_lifetime = Duration::from_secs(100);
+    let mut n = Net::new(cfg, cfg_b);
+    n.connect();
+    let prf = |n: &Net| n.a.status(&peer_b()).and_then(|s| s.suite).map(|s| s.prf);
+    assert_eq!(prf(&n), Some(PrfAlg::HmacSha384), "A's offer made the SA");
+    n.advance(Duration::from_secs(95));
+    let st = n.b.status(&peer_a()).expect("status");
+    assert!(st.ike_rekeys >= 1, "B's IKE rekey came through");
+    assert_eq!(st.suite.map(|s| s.prf), Some(PrfAlg::HmacSha384));
+    assert_eq!(prf(&n), Some(PrfAlg::HmacSha384));
+    assert_one_child_each_crosswise(&n);
+    for side in [Side::A, Side::B] {
+        let failures = n.failures(side);
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+}
+
 /// Behind a NAT, the IKE SA that replaces another still knows of the NAT,
 /// so the gateway keeps sending NAT keepalives after an IKE rekey.
 #[test]
