@@ -36,6 +36,7 @@ pub fn drop_reason(e: Error) -> Drop {
         Error::NoPrivateKey => Drop::NoPrivateKey,
         Error::ReplayedInitiation
         | Error::InitiationFlood
+        | Error::RateLimited
         | Error::UnexpectedResponse
         | Error::UnexpectedCookieReply
         | Error::LowOrderKey

@@ -56,6 +56,8 @@ pub struct Device {
     peers: RwLock<HashMap<PublicKey, Arc<Peer>>>,
     indices: IndexTable,
     load: LoadMonitor,
+    /// Handshake messages per source while under load (`ratelimit.rs`).
+    rate: crate::ratelimit::RateLimiter,
 }
 
 /// The bytes a cookie is bound to: source IP then port, as the kernel does.
@@ -318,6 +320,10 @@ impl Device {
                 return Ok(Some(Received::CookieReply {
                     reply: identity.checker.create_reply(msg, sender_index, &addr[..n], now),
                 }));
+            }
+            // A cookie proves only that the sender owns its address.
+            if !self.rate.allow(src.ip(), now) {
+                return Err(Error::RateLimited);
             }
         }
         Ok(None)

@@ -27,6 +27,8 @@ pub enum Error {
     ReplayedInitiation,
     #[error("initiations from this peer arrive faster than allowed")]
     InitiationFlood,
+    #[error("handshake messages from this address arrive faster than allowed while under load")]
+    RateLimited,
     #[error("response does not match an initiation in flight")]
     UnexpectedResponse,
     #[error("cookie reply does not match a handshake in flight")]

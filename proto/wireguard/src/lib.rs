@@ -30,6 +30,7 @@ mod load;
 pub mod messages;
 mod peer;
 mod primitives;
+mod ratelimit;
 mod replay;
 mod tai64n;
 mod time;

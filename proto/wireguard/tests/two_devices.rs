@@ -353,3 +353,28 @@ fn a_responder_does_not_initiate_while_its_answer_is_confirmed() {
     assert_eq!((a.sessions_established, b.sessions_established), (1, 0), "one handshake");
     assert!(a.errors.is_empty() && b.errors.is_empty(), "{:?} {:?}", a.errors, b.errors);
 }
+
+/// Under load, a sender that holds a cookie (it owns its address) still
+/// gets at most a burst of 5 handshake messages through, then 20 a second:
+/// each one that passes the gate costs a Diffie-Hellman, valid or not.
+#[test]
+fn under_load_a_source_with_a_cookie_is_rate_limited() {
+    let (mut clock, mut a, mut b) = two(0);
+    b.dev.load_monitor().force(true);
+    let init = a.send(&pkt(1), &clock);
+    let cookie = b.receive(&init[0], a.addr, &clock).unwrap();
+    assert_eq!(msg_type(&cookie[0]), 3);
+    a.receive(&cookie[0], b.addr, &clock).unwrap();
+    clock.advance(Duration::from_secs(6));
+    let with_mac2 = a.tick(&clock);
+    assert_eq!(msg_type(&with_mac2[0]), 1);
+    for _ in 0..10 {
+        let _ = b.receive(&with_mac2[0], a.addr, &clock);
+    }
+    let limited = b.errors.iter().filter(|e| **e == Error::RateLimited).count();
+    let replayed = b.errors.iter().filter(|e| **e == Error::ReplayedInitiation).count();
+    assert_eq!((replayed, limited), (4, 5), "{:?}", b.errors);
+    // Credit comes back at 20 a second.
+    clock.advance(Duration::from_millis(50));
+    assert_eq!(b.receive(&with_mac2[0], a.addr, &clock).unwrap_err(), Error::ReplayedInitiation);
+}
