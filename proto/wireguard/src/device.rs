@@ -408,7 +408,16 @@ impl Device {
     pub fn poll_timers(&self, peer: &Arc<Peer>, now: Time) -> Option<TimerAction> {
         let action = peer.timers.poll(now)?;
         match action {
-            TimerAction::ClearKeys => self.clear_sessions(peer),
+            TimerAction::ClearKeys => {
+                // The handshake in flight is forgotten with the keys; a
+                // series of attempts under way goes on with a new one.
+                let all = peer.kps_mut().take_all();
+                self.forget(all);
+                if let Some(idx) = peer.clear_handshake() {
+                    self.indices.remove(idx);
+                }
+                peer.timers.reset_keys();
+            }
             TimerAction::GiveUpHandshake => {
                 if let Some(idx) = peer.clear_handshake() {
                     self.indices.remove(idx);

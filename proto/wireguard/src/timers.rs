@@ -131,6 +131,14 @@ impl Timers {
         self.hs().zero_keys_at = Some(now + REJECT_AFTER_TIME * 3);
     }
 
+    /// The keys were erased: what depended on them is reset, while a
+    /// series of handshake attempts under way keeps its pace and its end.
+    pub fn reset_keys(&self) {
+        self.keepalive_armed.store(0, Ordering::Relaxed);
+        self.new_handshake_armed.store(0, Ordering::Relaxed);
+        self.hs().zero_keys_at = None;
+    }
+
     /// Everything was reset (keys cleared, peer reconfigured).
     pub fn reset(&self) {
         self.keepalive_armed.store(0, Ordering::Relaxed);
@@ -155,7 +163,9 @@ impl Timers {
         {
             let mut hs = self.hs();
             if hs.zero_keys_at.is_some_and(|t| now >= t) {
-                *hs = HandshakeTimers::default();
+                // A series of attempts under way goes on with new keys, as
+                // in wireguard-go, rather than stop with packets held.
+                *hs = HandshakeTimers { zero_keys_at: None, ..*hs };
                 drop(hs);
                 self.keepalive_armed.store(0, Ordering::Relaxed);
                 self.new_handshake_armed.store(0, Ordering::Relaxed);
@@ -175,6 +185,10 @@ impl Timers {
                     self.new_handshake_armed.store(0, Ordering::Relaxed);
                     return Some(TimerAction::GiveUpHandshake);
                 }
+                // Re-armed here, not only when the retry's initiation goes
+                // out: one that cannot (no endpoint yet) would otherwise
+                // leave the series started with nothing to end it.
+                hs.retransmit_at = Some(now + REKEY_TIMEOUT + jitter());
                 return Some(TimerAction::RetryHandshake);
             }
         }
@@ -292,6 +306,41 @@ mod tests {
         // After giving up, keys are erased 540 s later.
         assert_eq!(t.poll(now + Duration::from_secs(539)), None);
         assert_eq!(t.poll(now + Duration::from_secs(540)), Some(TimerAction::ClearKeys));
+    }
+
+    // A retry whose initiation could not go out (no endpoint yet) does not
+    // leave the series hanging: it goes on, and still gives up at 90 s.
+    #[test]
+    fn retries_that_send_nothing_still_end_the_series() {
+        let t = Timers::new(0);
+        t.on_handshake_initiated(secs(1000), false);
+        let mut now = secs(1000);
+        let mut retries = 0;
+        loop {
+            now = t.next_deadline().expect("the series goes on");
+            match t.poll(now) {
+                Some(TimerAction::RetryHandshake) => retries += 1,
+                Some(TimerAction::GiveUpHandshake) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!((16..=18).contains(&retries), "{retries} retries");
+        assert!(!t.handshake_in_progress());
+    }
+
+    // Keys erased 540 s after the last session while attempts run: the
+    // attempts go on.
+    #[test]
+    fn erasing_keys_does_not_stop_attempts_under_way() {
+        let t = Timers::new(0);
+        t.on_session_derived(secs(0));
+        t.on_handshake_initiated(secs(538), false);
+        assert_eq!(t.poll(secs(540)), Some(TimerAction::ClearKeys));
+        t.reset_keys();
+        assert!(t.handshake_in_progress());
+        let retry_at = t.next_deadline().unwrap();
+        assert!(retry_at >= secs(543));
+        assert_eq!(t.poll(retry_at), Some(TimerAction::RetryHandshake));
     }
 
     #[test]
