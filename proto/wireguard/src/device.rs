@@ -103,8 +103,10 @@ impl Device {
         }
         *self.identity.write().unwrap_or_else(|e| e.into_inner()) = identity.clone();
         for peer in self.peers() {
-            peer.set_local_key(identity.as_ref().map(|i| &i.secret));
+            // Sessions first: clearing them removes the index of an
+            // initiation in flight, which `set_local_key` then forgets.
             self.clear_sessions(&peer);
+            peer.set_local_key(identity.as_ref().map(|i| &i.secret));
         }
     }
 

@@ -196,6 +196,12 @@ fn changing_the_private_key_drops_sessions() {
     a.dev.set_private_key(Some(StaticSecret::random(&mut OsRng)));
     assert!(a.peer.current_keypair().is_none());
     assert_eq!(a.dev.index_count(), 0);
+    // With an initiation in flight, its index goes too.
+    let (clock, mut a, _b) = two(0);
+    assert_eq!(msg_type(&a.send(&pkt(0), &clock)[0]), 1);
+    assert_eq!(a.dev.index_count(), 1);
+    a.dev.set_private_key(Some(StaticSecret::random(&mut OsRng)));
+    assert_eq!(a.dev.index_count(), 0, "the initiation's index is not left behind");
 }
 
 /// One peer's packets sealed from four threads through the Device API and
