@@ -314,17 +314,17 @@ mod tests {
     fn retries_that_send_nothing_still_end_the_series() {
         let t = Timers::new(0);
         t.on_handshake_initiated(secs(1000), false);
-        let mut now = secs(1000);
         let mut retries = 0;
-        loop {
-            now = t.next_deadline().expect("the series goes on");
+        let end = loop {
+            let now = t.next_deadline().expect("the series goes on");
             match t.poll(now) {
                 Some(TimerAction::RetryHandshake) => retries += 1,
-                Some(TimerAction::GiveUpHandshake) => break,
+                Some(TimerAction::GiveUpHandshake) => break now,
                 other => panic!("unexpected {other:?}"),
             }
-        }
+        };
         assert!((16..=18).contains(&retries), "{retries} retries");
+        assert!(end.saturating_since(secs(1000)) >= REKEY_ATTEMPT_TIME);
         assert!(!t.handshake_in_progress());
     }
 
