@@ -185,19 +185,27 @@ impl TunWrites {
         if !fits {
             return false;
         }
+        let t = s.iph_len;
         let continues = match s.key.proto {
+            // As the kernel's tcp_gro_receive: the same ACK, options,
+            // data offset with the reserved and AE bits, and window; the
+            // flags are ACK or ACK|PSH (`parse`).
             TCP => {
                 s.seq == item.next_seq
                     && s.ack == item.ack
-                    && head[s.iph_len + 20..s.iph_len + s.l4h_len] == packet[s.iph_len + 20..s.iph_len + s.l4h_len]
+                    && head[t + 12] == packet[t + 12]
+                    && head[t + 14..t + 16] == packet[t + 14..t + 16]
+                    && head[t + 20..t + s.l4h_len] == packet[t + 20..t + s.l4h_len]
             }
             _ => item.segments < UDP_SEGMENTS,
         };
-        if !(continues && checksum_valid(packet, s.iph_len, &s.key)) {
+        // The IPv4 header checksum too: the run's is written anew, which
+        // would make a corrupt header look sound.
+        if !(continues && ipv4_header_valid(packet) && checksum_valid(packet, s.iph_len, &s.key)) {
             return false;
         }
         if !item.head_verified {
-            if !checksum_valid(head, item.iph_len, &s.key) {
+            if !(ipv4_header_valid(head) && checksum_valid(head, item.iph_len, &s.key)) {
                 self.items[i].open = false;
                 return false;
             }
@@ -289,6 +297,12 @@ fn checksum_valid(packet: &[u8], iph_len: usize, key: &FlowKey) -> bool {
     checksum(&packet[iph_len..], pseudo_header(key, packet.len() - iph_len)) == 0xffff
 }
 
+/// Whether an IPv4 header's checksum is right (an IPv6 packet has none).
+/// Coalesced packets have 20-byte headers (`parse`).
+fn ipv4_header_valid(packet: &[u8]) -> bool {
+    packet[0] >> 4 != 4 || checksum(&packet[..20], 0) == 0xffff
+}
+
 /// IP header fields that must match for two packets to be one run: TOS and
 /// DF (IPv4), traffic class and flow label (IPv6: the kernel's GRO compares
 /// the label too, and a sender changes it to move a flow to another path),
@@ -300,6 +314,9 @@ fn ip_fields_equal(a: &[u8], b: &[u8]) -> bool {
         a[1] == b[1] && a[6] >> 5 == b[6] >> 5 && a[8] == b[8]
     }
 }
+
+/// IPv6's Fragment extension header.
+const FRAGMENT: u8 = 44;
 
 /// The packet's flow, for a TCP or UDP packet of a protocol the TUN
 /// coalesces, and whether it may join a run. A packet of the flow that
@@ -317,6 +334,16 @@ fn parse(p: &[u8], offload: Offload) -> Option<Segment> {
             }
             let whole = u16::from_be_bytes([p[2], p[3]]) as usize == p.len();
             (false, ihl, p[9], ihl == 20 && whole && !more_fragments)
+        }
+        // The first fragment of a datagram (a Fragment header right after
+        // the fixed header, offset 0) has the ports: it is its flow's, and
+        // ends the flow's run, as an IPv4 first fragment does; a later
+        // fragment has none and is no flow's.
+        6 if p.len() >= 48 && p[6] == FRAGMENT => {
+            if u16::from_be_bytes([p[42], p[43]]) >> 3 != 0 {
+                return None;
+            }
+            (true, 48, p[40], false)
         }
         6 if p.len() >= 40 => (true, 40, p[6], 40 + u16::from_be_bytes([p[4], p[5]]) as usize == p.len()),
         _ => return None,
@@ -569,6 +596,56 @@ mod tests {
         let mut w = TunWrites::new(8, BOTH);
         sent.iter().for_each(|p| w.push(p));
         assert_eq!(written(&mut w).concat(), sent, "in the order sent");
+    }
+
+    // An IPv6 datagram sent in fragments between two whole ones of its
+    // flow: the first fragment ends the run (the datagram after it may not
+    // join the one before and overtake it); the later fragment is no
+    // flow's.
+    #[test]
+    fn an_ipv6_first_fragment_ends_its_flows_run() {
+        let whole = |fill: u8| udp(true, 0, 1111, 700, fill);
+        let fragment = |offset: u16, more: bool| {
+            let d = udp(true, 0, 1111, 1200, 9);
+            let mut p = d[..40].to_vec();
+            p[6] = FRAGMENT;
+            p.extend_from_slice(&[UDP, 0]);
+            p.extend_from_slice(&((offset << 3) | u16::from(more)).to_be_bytes());
+            p.extend_from_slice(&7u32.to_be_bytes());
+            p.extend_from_slice(if offset == 0 { &d[40..640] } else { &d[640..] });
+            let len = (p.len() - 40) as u16;
+            p[4..6].copy_from_slice(&len.to_be_bytes());
+            p
+        };
+        let sent = [whole(1), fragment(0, true), fragment(75, false), whole(2)];
+        let mut w = TunWrites::new(8, BOTH);
+        sent.iter().for_each(|p| w.push(p));
+        assert_eq!(written(&mut w).concat(), sent, "in the order sent");
+    }
+
+    // A window update or a bad IPv4 header checksum ends a run, as in the
+    // kernel's GRO: the first would be lost in the run's one header, the
+    // second made to look sound by the header written for it.
+    #[test]
+    fn a_new_window_or_a_bad_ipv4_header_is_not_coalesced() {
+        let mut new_window = tcp(false, 2, 2000, 7, TCP_ACK, 1000);
+        new_window[34..36].copy_from_slice(&1024u16.to_be_bytes());
+        new_window[36..38].fill(0);
+        let c = reference_checksum(&new_window[20..], pseudo(&[10, 0, 0, 1], &[10, 0, 0, 2], TCP, 1020));
+        new_window[36..38].copy_from_slice(&c.to_be_bytes());
+        let sent = [tcp(false, 0, 0, 7, TCP_ACK, 1000), tcp(false, 1, 1000, 7, TCP_ACK, 1000), new_window];
+        let mut w = TunWrites::new(8, BOTH);
+        sent.iter().for_each(|p| w.push(p));
+        assert_eq!(written(&mut w), [sent[..2].to_vec(), sent[2..].to_vec()]);
+
+        let mut bad_header = tcp(false, 1, 1000, 7, TCP_ACK, 1000);
+        bad_header[10] ^= 0xff;
+        let sent = [tcp(false, 0, 0, 7, TCP_ACK, 1000), bad_header.clone()];
+        let mut w = TunWrites::new(8, BOTH);
+        sent.iter().for_each(|p| w.push(p));
+        let out = written(&mut w);
+        assert_eq!(out.len(), 2, "not joined");
+        assert_eq!(out[1][0], bad_header, "written as it came, its header checksum still wrong");
     }
 
     #[test]
