@@ -262,6 +262,8 @@ impl Receiver {
         });
         if !fits {
             let Some(peer) = self.peer_state(proto, iface, &owner) else {
+                // A session whose peer was removed a moment ago.
+                iface.refuse(from.0, Drop::UnknownPeer);
                 return true;
             };
             if let Some((b, d)) = open.take() {
