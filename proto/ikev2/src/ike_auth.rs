@@ -313,7 +313,7 @@ fn respond_child(
     tsi: &[TrafficSelector],
     tsr: &[TrafficSelector],
 ) -> Vec<Payload> {
-    let Some((esp, spi_out, mut answer)) = choose_esp(offered, &cfg.esp_proposals, false) else {
+    let Some((esp, spi_out, mut answer)) = choose_esp(offered, &cfg.esp_proposals, false, None) else {
         io.fail(&sa.peer, Failure::NoProposalChosen { offered: describe(offered) });
         return vec![Payload::Notify(Notify::new(n::NO_PROPOSAL_CHOSEN, Vec::new()))];
     };

@@ -135,18 +135,27 @@ fn spi_of(p: &Proposal) -> Option<u32> {
 }
 
 /// The responder's ESP choice: (ours, the peer's SPI, the answer without
-/// its SPI filled in — the caller puts ours there).
+/// its SPI filled in — the caller puts ours there). Of our proposals that
+/// match the first acceptable one offered, one in the group of the KE the
+/// peer sent (`ke_group`) is preferred, as `choose_ike` prefers it: the
+/// first alone would cost an INVALID_KE_PAYLOAD round trip when the
+/// peer's proposal lists several groups.
 pub(crate) fn choose_esp(
     offered: &[Proposal],
     ours: &[EspProposal],
     with_dh: bool,
+    ke_group: Option<u16>,
 ) -> Option<(EspProposal, u32, Proposal)> {
     for p in offered {
-        if let Some(e) = ours.iter().find(|e| esp_matches(p, e, with_dh)) {
-            let answer =
-                Proposal { num: p.num, protocol: protocol::ESP, spi: vec![], transforms: esp_transforms(e, with_dh) };
-            return Some((*e, spi_of(p)?, answer));
-        }
+        let mut matching = ours.iter().filter(|e| esp_matches(p, e, with_dh));
+        let Some(first) = matching.next() else { continue };
+        let e = std::iter::once(first)
+            .chain(matching)
+            .find(|e| e.dh.is_some_and(|g| Some(g.id()) == ke_group))
+            .unwrap_or(first);
+        let answer =
+            Proposal { num: p.num, protocol: protocol::ESP, spi: vec![], transforms: esp_transforms(e, with_dh) };
+        return Some((*e, spi_of(p)?, answer));
     }
     None
 }
@@ -276,6 +285,24 @@ mod tests {
         assert_eq!(short_nonce(&[0; 16], PrfAlg::HmacSha256), None);
         assert!(short_nonce(&[0; 23], PrfAlg::HmacSha384).is_some());
         assert_eq!(short_nonce(&[0; 24], PrfAlg::HmacSha384), None);
+    }
+
+    // A child SA request whose proposal lists two groups, with a KE in the
+    // second: the choice is the proposal of ours in that group, not our
+    // first, which would send INVALID_KE_PAYLOAD for no reason.
+    #[test]
+    fn a_child_proposal_in_the_group_of_the_ke_sent_is_chosen() {
+        let gcm = EspCipher::AesGcm16 { key_bits: 256 };
+        let ours = [
+            EspProposal { cipher: gcm, dh: Some(DhGroup::Ecp256), esn: false },
+            EspProposal { cipher: gcm, dh: Some(DhGroup::Curve25519), esn: false },
+        ];
+        let mut offered = esp_offer(&ours[..1], 0x1234, true).remove(0);
+        offered.transforms.push(Transform::new(tt::DH, dh::CURVE25519, None));
+        let chosen = |ke| choose_esp(std::slice::from_ref(&offered), &ours, true, ke).map(|(e, spi, _)| (e.dh, spi));
+        assert_eq!(chosen(Some(dh::CURVE25519)), Some((Some(DhGroup::Curve25519), 0x1234)));
+        assert_eq!(chosen(Some(dh::ECP_256)), Some((Some(DhGroup::Ecp256), 0x1234)));
+        assert_eq!(chosen(None), Some((Some(DhGroup::Ecp256), 0x1234)), "our first without a KE");
     }
 
     /// An IKE proposal of AES-CBC-256, its transforms in the order given.

@@ -163,7 +163,7 @@ pub(crate) fn answer_child(
         refuse(sa, io, id, n::INVALID_SYNTAX, Vec::new());
         return None;
     }
-    let Some((esp, peer_spi, mut answer)) = choose_esp(offered, &cfg.esp_proposals, true) else {
+    let Some((esp, peer_spi, mut answer)) = choose_esp(offered, &cfg.esp_proposals, true, ke(p).map(|(g, _)| g)) else {
         io.fail(&sa.peer, Failure::NoProposalChosen { offered: describe(offered) });
         refuse(sa, io, id, n::NO_PROPOSAL_CHOSEN, Vec::new());
         return None;
