@@ -261,6 +261,9 @@ impl Device {
                 peer.on_handshake_complete(kp.created);
             }
         }
+        if kp.yielded() {
+            peer.kps_mut().settle(kp);
+        }
         peer.on_received(now, wire_len as u64, is_data);
         // Cheap conditions first; the slot lock only in the last minute of
         // an initiator's session.

@@ -81,9 +81,12 @@ impl Keypairs {
     /// when nothing crossed: the usual install applies.
     fn install_yielding(&mut self, kp: &Arc<Keypair>, sent: Time) -> Option<Vec<Arc<Keypair>>> {
         let mut evicted = Vec::new();
-        if self.next.is_some() {
+        // Only a session answered while ours was out crossed it; one from
+        // before (we retried meanwhile) is replaced as usual.
+        if self.next.as_ref().is_some_and(|n| n.created >= sent) {
             evicted.extend(self.previous.take());
             self.previous = self.current.replace(kp.clone());
+            kp.set_yielded(true);
             return Some(evicted);
         }
         let crossed = self.current.as_ref().is_some_and(|c| !c.is_initiator && c.created >= sent);
@@ -92,6 +95,22 @@ impl Keypairs {
         }
         evicted.extend(self.previous.replace(kp.clone()));
         Some(evicted)
+    }
+
+    /// Data arrived on `kp`, ours from a crossing we yielded. The peer
+    /// confirmed it before ours reached it and now sends on it, while its
+    /// own session, confirmed here meanwhile, moved ours to `previous`: ours
+    /// takes `current` back, so both ends send on it. Only the end that
+    /// yielded does this, so the two cannot swap back and forth. Once ours
+    /// is current with nothing pending, or gone, the crossing is over.
+    pub(crate) fn settle(&mut self, kp: &Keypair) {
+        let is = |slot: &Option<Arc<Keypair>>| slot.as_ref().is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), kp));
+        if is(&self.previous) {
+            std::mem::swap(&mut self.previous, &mut self.current);
+            kp.set_yielded(false);
+        } else if !is(&self.current) || self.next.is_none() {
+            kp.set_yielded(false);
+        }
     }
 
     /// Called when data arrived on `kp`: if it is the unconfirmed `next`,

@@ -384,3 +384,57 @@ fn under_load_a_source_with_a_cookie_is_rate_limited() {
     clock.advance(Duration::from_millis(50));
     assert_eq!(b.receive(&with_mac2[0], a.addr, &clock).unwrap_err(), Error::ReplayedInitiation);
 }
+
+/// A crossing where one end completes its own handshake before the other's
+/// initiation reaches it, and each end's first data confirms the other's
+/// session: the two must still end on one session, and a rekey then loses
+/// nothing in flight. Run with either end holding the lower key.
+#[test]
+fn a_late_crossing_initiation_still_settles_on_one_session() {
+    for swap in [false, true] {
+        let (mut clock, mut a, mut b) = two(0);
+        if swap {
+            std::mem::swap(&mut a, &mut b);
+        }
+        let init_a = a.send(&pkt(1), &clock);
+        let init_b = b.send(&pkt(2), &clock);
+        let resp_b = b.receive(&init_a[0], a.addr, &clock).unwrap();
+        // a completes its own first and sends its data, which is delayed.
+        let data_a = a.receive(&resp_b[0], b.addr, &clock).unwrap();
+        let resp_a = a.receive(&init_b[0], b.addr, &clock).unwrap();
+        let data_b = b.receive(&resp_a[0], a.addr, &clock).unwrap();
+        for d in &data_b {
+            a.receive(d, b.addr, &clock).unwrap();
+        }
+        for d in &data_a {
+            b.receive(d, a.addr, &clock).unwrap();
+        }
+        for n in 3..6 {
+            let out = a.send(&pkt(n), &clock);
+            pump(&mut a, &mut b, out, &clock);
+            let out = b.send(&pkt(n + 100), &clock);
+            pump(&mut b, &mut a, out, &clock);
+        }
+        let (a_now, b_now) = (a.peer.current_keypair().unwrap(), b.peer.current_keypair().unwrap());
+        assert_eq!(a_now.local_index, b_now.remote_index, "swap {swap}: both send on one session");
+        for round in 0..2 {
+            let late_a = a.send(&pkt(1000 + round), &clock);
+            let late_b = b.send(&pkt(2000 + round), &clock);
+            clock.advance(Duration::from_secs(121));
+            for _ in 0..3 {
+                let out = a.tick(&clock);
+                pump(&mut a, &mut b, out, &clock);
+                let out = b.tick(&clock);
+                pump(&mut b, &mut a, out, &clock);
+                let out = a.send(&pkt(3000 + round), &clock);
+                pump(&mut a, &mut b, out, &clock);
+                let out = b.send(&pkt(4000 + round), &clock);
+                pump(&mut b, &mut a, out, &clock);
+                clock.advance(Duration::from_secs(1));
+            }
+            b.receive(&late_a[0], a.addr, &clock).unwrap_or_else(|e| panic!("swap {swap} round {round}: {e}"));
+            a.receive(&late_b[0], b.addr, &clock).unwrap_or_else(|e| panic!("swap {swap} round {round}: {e}"));
+        }
+        assert!(a.errors.is_empty() && b.errors.is_empty(), "swap {swap}: {:?} {:?}", a.errors, b.errors);
+    }
+}
