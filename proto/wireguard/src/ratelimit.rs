@@ -38,23 +38,22 @@ pub struct RateLimiter {
 
 #[derive(Default)]
 struct Table {
-    buckets: HashMap<[u8; 8], Bucket>,
+    buckets: HashMap<[u8; 9], Bucket>,
     swept: Time,
 }
 
 /// The key of a source: an IPv4 address, or an IPv6 address's /64 (one
-/// host commonly holds a whole /64).
-fn key(addr: IpAddr) -> [u8; 8] {
-    let mut k = [0u8; 8];
+/// host commonly holds a whole /64), after a byte that tells the two
+/// families apart.
+fn key(addr: IpAddr) -> [u8; 9] {
+    let mut k = [0u8; 9];
     match addr {
-        IpAddr::V4(a) => k[..4].copy_from_slice(&a.octets()),
+        IpAddr::V4(a) => k[1..5].copy_from_slice(&a.octets()),
         IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => k[..4].copy_from_slice(&v4.octets()),
+            Some(v4) => k[1..5].copy_from_slice(&v4.octets()),
             None => {
-                k.copy_from_slice(&a.octets()[..8]);
-                // Apart from every IPv4 key, whose last four bytes are 0.
-                k[7] |= 1;
-                k[0] |= 0x80;
+                k[0] = 6;
+                k[1..].copy_from_slice(&a.octets()[..8]);
             }
         },
     }
@@ -125,6 +124,10 @@ mod tests {
             .count();
         assert_eq!(allowed, 5, "one /64, one bucket");
         assert!(r.allow("fd00:0:0:2::1".parse().unwrap(), at(0)), "another /64");
+        // Neighbouring /64s, and an IPv4 address, are other sources.
+        for other in ["fd00:0:0:0::1", "fd00:0:0:3::1", "253.0.0.0"] {
+            assert!(r.allow(other.parse().unwrap(), at(0)), "{other}");
+        }
         for i in 0..MAX_SOURCES as u32 {
             r.allow(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)), at(1));
         }
