@@ -600,6 +600,30 @@ mod tests {
         assert_eq!(iface.counters.get(Drop::OutboundOutsideSelectors), 1);
     }
 
+    /// An interface with ESP sockets and peer "west" at 198.18.0.2:4500,
+    /// and a socket there that receives what is sent to the peer.
+    fn esp_peer_with_wan(net: &Arc<MemNet>) -> (Interface, Arc<PeerState>, Arc<dyn Socket>) {
+        let iface = interface(net);
+        iface.bind_esp(0).unwrap();
+        let at: SocketAddr = "198.18.0.2:4500".parse().unwrap();
+        let wan = wan_socket(net, at);
+        let peer = iface.add_ipsec_peer("west");
+        peer.set_endpoint(at);
+        (iface, peer, wan)
+    }
+
+    /// The ESP sequence numbers of the datagrams waiting on `wan`, in order.
+    fn sequence_numbers(wan: &dyn Socket) -> Vec<u32> {
+        let mut seqs = Vec::new();
+        let (mut buf, mut meta) = (vec![0u8; 65_536], [quinn_udp::RecvMeta::default()]);
+        while wan.recv(&mut [std::io::IoSliceMut::new(&mut buf)], &mut meta).is_ok() {
+            for d in buf[..meta[0].len].chunks(meta[0].stride) {
+                seqs.push(u32::from_be_bytes(d[4..8].try_into().unwrap()));
+            }
+        }
+        seqs
+    }
+
     // Held packets take their place in the peer's send queue: a batch a
     // worker queued before IKE's flush, and sealed after it, still leaves
     // first, and the sequence numbers on the wire only rise. Sent beside
@@ -610,12 +634,7 @@ mod tests {
         use crate::jobs::Job;
         use crate::send::{seal_batch, Sender};
         let net = MemNet::new();
-        let iface = interface(&net);
-        iface.bind_esp(0).unwrap();
-        let at: SocketAddr = "198.18.0.2:4500".parse().unwrap();
-        let wan = wan_socket(&net, at);
-        let peer = iface.add_ipsec_peer("west");
-        peer.set_endpoint(at);
+        let (iface, peer, wan) = esp_peer_with_wan(&net);
         iface.update_routes(|r| {
             r.insert("10.2.0.0/16".parse().unwrap(), peer.clone().into());
         });
@@ -638,13 +657,7 @@ mod tests {
             p.tx.drain(&mut |b| worker.transmit_batch(&Ipsec, &iface, b, now));
         }
 
-        let mut seqs = Vec::new();
-        let (mut buf, mut meta) = (vec![0u8; 65_536], [quinn_udp::RecvMeta::default()]);
-        while wan.recv(&mut [std::io::IoSliceMut::new(&mut buf)], &mut meta).is_ok() {
-            for d in buf[..meta[0].len].chunks(meta[0].stride) {
-                seqs.push(u32::from_be_bytes(d[4..8].try_into().unwrap()));
-            }
-        }
+        let seqs = sequence_numbers(&*wan);
         assert_eq!(seqs, (1..=140).collect::<Vec<u32>>(), "in sequence-number order, none lost");
     }
 
@@ -653,12 +666,7 @@ mod tests {
     #[test]
     fn held_packets_leave_when_every_pooled_batch_is_in_flight() {
         let net = MemNet::new();
-        let iface = interface(&net);
-        iface.bind_esp(0).unwrap();
-        let at: SocketAddr = "198.18.0.2:4500".parse().unwrap();
-        let wan = wan_socket(&net, at);
-        let peer = iface.add_ipsec_peer("west");
-        peer.set_endpoint(at);
+        let (iface, peer, wan) = esp_peer_with_wan(&net);
         let sock = iface.sockets_for(Carrier::EspInUdp).sockets[0].clone();
         for _ in 0..200 {
             Ipsec.hold(&iface, &peer, &inner([10, 2, 1, 9], 100), &*sock, Time::from_secs(1));
@@ -667,13 +675,7 @@ mod tests {
         iface.ipsec.install_child(&peer, child_sa(0x100), SendOn::Now);
         flush_staged(&iface, &peer);
 
-        let mut seqs = Vec::new();
-        let (mut buf, mut meta) = (vec![0u8; 65_536], [quinn_udp::RecvMeta::default()]);
-        while wan.recv(&mut [std::io::IoSliceMut::new(&mut buf)], &mut meta).is_ok() {
-            for d in buf[..meta[0].len].chunks(meta[0].stride) {
-                seqs.push(u32::from_be_bytes(d[4..8].try_into().unwrap()));
-            }
-        }
+        let seqs = sequence_numbers(&*wan);
         assert_eq!(seqs, (1..=200).collect::<Vec<u32>>());
         assert_eq!(iface.jobs.tx_pool.len(), 0, "no batch made for them joined the pool");
         assert_eq!(iface.counters.get(Drop::StagedQueueFull), 0);

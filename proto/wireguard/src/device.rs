@@ -262,7 +262,8 @@ impl Device {
             }
         }
         if kp.yielded() {
-            peer.kps_mut().settle(kp);
+            let evicted = peer.kps_mut().settle(kp);
+            self.forget(evicted);
         }
         peer.on_received(now, wire_len as u64, is_data);
         // Cheap conditions first; the slot lock only in the last minute of

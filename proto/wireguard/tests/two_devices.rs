@@ -318,29 +318,41 @@ fn after_crossing_initiations_a_rekey_loses_nothing_in_flight() {
             let out = b.send(&pkt(n + 100), &clock);
             pump(&mut b, &mut a, out, &clock);
         }
-        let (a_now, b_now) = (a.peer.current_keypair().unwrap(), b.peer.current_keypair().unwrap());
-        assert_eq!(a_now.local_index, b_now.remote_index, "order {order}: both send on one session");
-        for round in 0..3 {
-            // In flight on the sessions in use when the rekey starts.
-            let late_a = a.send(&pkt(1000 + round), &clock);
-            let late_b = b.send(&pkt(2000 + round), &clock);
-            clock.advance(Duration::from_secs(121));
-            for _ in 0..3 {
-                let out = a.tick(&clock);
-                pump(&mut a, &mut b, out, &clock);
-                let out = b.tick(&clock);
-                pump(&mut b, &mut a, out, &clock);
-                let out = a.send(&pkt(3000 + round), &clock);
-                pump(&mut a, &mut b, out, &clock);
-                let out = b.send(&pkt(4000 + round), &clock);
-                pump(&mut b, &mut a, out, &clock);
-                clock.advance(Duration::from_secs(1));
-            }
-            b.receive(&late_a[0], a.addr, &clock).unwrap_or_else(|e| panic!("order {order} round {round}: {e}"));
-            a.receive(&late_b[0], b.addr, &clock).unwrap_or_else(|e| panic!("order {order} round {round}: {e}"));
-        }
-        assert!(a.errors.is_empty() && b.errors.is_empty(), "order {order}: {:?} {:?}", a.errors, b.errors);
+        one_session_and_rekeys_lose_nothing(&mut clock, &mut a, &mut b, 3, &format!("order {order}"));
     }
+}
+
+/// Both ends send on one session, and `rounds` rekeys follow, each with a
+/// packet each way in flight on the sessions in use when it starts: all
+/// arrive, and nothing is refused.
+fn one_session_and_rekeys_lose_nothing(
+    clock: &mut Clock,
+    a: &mut CausewayEnd,
+    b: &mut CausewayEnd,
+    rounds: u32,
+    case: &str,
+) {
+    let (a_now, b_now) = (a.peer.current_keypair().unwrap(), b.peer.current_keypair().unwrap());
+    assert_eq!(a_now.local_index, b_now.remote_index, "{case}: both send on one session");
+    for round in 0..rounds {
+        let late_a = a.send(&pkt(1000 + round), clock);
+        let late_b = b.send(&pkt(2000 + round), clock);
+        clock.advance(Duration::from_secs(121));
+        for _ in 0..3 {
+            let out = a.tick(clock);
+            pump(a, b, out, clock);
+            let out = b.tick(clock);
+            pump(b, a, out, clock);
+            let out = a.send(&pkt(3000 + round), clock);
+            pump(a, b, out, clock);
+            let out = b.send(&pkt(4000 + round), clock);
+            pump(b, a, out, clock);
+            clock.advance(Duration::from_secs(1));
+        }
+        b.receive(&late_a[0], a.addr, clock).unwrap_or_else(|e| panic!("{case} round {round}: {e}"));
+        a.receive(&late_b[0], b.addr, clock).unwrap_or_else(|e| panic!("{case} round {round}: {e}"));
+    }
+    assert!(a.errors.is_empty() && b.errors.is_empty(), "{case}: {:?} {:?}", a.errors, b.errors);
 }
 
 /// A responder with a packet to send before the initiator's confirmation
@@ -415,26 +427,6 @@ fn a_late_crossing_initiation_still_settles_on_one_session() {
             let out = b.send(&pkt(n + 100), &clock);
             pump(&mut b, &mut a, out, &clock);
         }
-        let (a_now, b_now) = (a.peer.current_keypair().unwrap(), b.peer.current_keypair().unwrap());
-        assert_eq!(a_now.local_index, b_now.remote_index, "swap {swap}: both send on one session");
-        for round in 0..2 {
-            let late_a = a.send(&pkt(1000 + round), &clock);
-            let late_b = b.send(&pkt(2000 + round), &clock);
-            clock.advance(Duration::from_secs(121));
-            for _ in 0..3 {
-                let out = a.tick(&clock);
-                pump(&mut a, &mut b, out, &clock);
-                let out = b.tick(&clock);
-                pump(&mut b, &mut a, out, &clock);
-                let out = a.send(&pkt(3000 + round), &clock);
-                pump(&mut a, &mut b, out, &clock);
-                let out = b.send(&pkt(4000 + round), &clock);
-                pump(&mut b, &mut a, out, &clock);
-                clock.advance(Duration::from_secs(1));
-            }
-            b.receive(&late_a[0], a.addr, &clock).unwrap_or_else(|e| panic!("swap {swap} round {round}: {e}"));
-            a.receive(&late_b[0], b.addr, &clock).unwrap_or_else(|e| panic!("swap {swap} round {round}: {e}"));
-        }
-        assert!(a.errors.is_empty() && b.errors.is_empty(), "swap {swap}: {:?} {:?}", a.errors, b.errors);
+        one_session_and_rekeys_lose_nothing(&mut clock, &mut a, &mut b, 2, &format!("swap {swap}"));
     }
 }
