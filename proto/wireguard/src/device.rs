@@ -261,10 +261,6 @@ impl Device {
                 peer.on_handshake_complete(kp.created);
             }
         }
-        if kp.yielded() {
-            let evicted = peer.kps_mut().settle(kp);
-            self.forget(evicted);
-        }
         peer.on_received(now, wire_len as u64, is_data);
         // Cheap conditions first; the slot lock only in the last minute of
         // an initiator's session.

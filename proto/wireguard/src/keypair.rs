@@ -42,10 +42,6 @@ pub struct Keypair {
     /// A responder's keypair until the initiator's first data proves it
     /// holds the keys; lets receivers skip the peer's slot lock afterwards.
     awaiting_confirmation: AtomicBool,
-    /// Ours from a crossing we yielded (`Keypairs::install_yielding`): if
-    /// the peer sends on it after its own took over, it takes `current`
-    /// back (`Keypairs::settle`). Checked on receive while set.
-    yielded: AtomicBool,
 }
 
 impl std::fmt::Debug for Keypair {
@@ -90,7 +86,6 @@ impl Keypair {
             created,
             is_initiator,
             awaiting_confirmation: AtomicBool::new(!is_initiator),
-            yielded: AtomicBool::new(false),
         }
     }
 
@@ -159,14 +154,6 @@ impl Keypair {
     /// Whether this may still be a responder's unconfirmed `next` keypair.
     pub(crate) fn awaiting_confirmation(&self) -> bool {
         self.awaiting_confirmation.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn yielded(&self) -> bool {
-        self.yielded.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_yielded(&self, on: bool) {
-        self.yielded.store(on, Ordering::Relaxed);
     }
 
     pub(crate) fn mark_confirmed(&self) {

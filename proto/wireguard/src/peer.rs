@@ -86,7 +86,6 @@ impl Keypairs {
         if self.next.as_ref().is_some_and(|n| n.created >= sent) {
             evicted.extend(self.previous.take());
             self.previous = self.current.replace(kp.clone());
-            kp.set_yielded(true);
             return Some(evicted);
         }
         let crossed = self.current.as_ref().is_some_and(|c| !c.is_initiator && c.created >= sent);
@@ -95,31 +94,6 @@ impl Keypairs {
         }
         evicted.extend(self.previous.replace(kp.clone()));
         Some(evicted)
-    }
-
-    /// Data arrived on `kp`, ours from a crossing we yielded: the peer
-    /// sends on it, so the crossing is decided for it. If the peer's own
-    /// session took `current` meanwhile (each end's first data confirmed
-    /// the other's session), ours takes it back; if the peer's is still
-    /// pending in `next`, it moves to `previous`, where what the peer sent
-    /// on it still opens but can no longer take `current` from ours. Only
-    /// the end that yielded does this, so the two cannot swap back and
-    /// forth. Runs once per crossing: the flag is cleared here, so the
-    /// receive path takes the slot lock for it once. Returns what fell
-    /// out of the slots.
-    pub(crate) fn settle(&mut self, kp: &Keypair) -> Vec<Arc<Keypair>> {
-        kp.set_yielded(false);
-        let is = |slot: &Option<Arc<Keypair>>| slot.as_ref().is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), kp));
-        let mut evicted = Vec::new();
-        if is(&self.previous) {
-            std::mem::swap(&mut self.previous, &mut self.current);
-        } else if is(&self.current) {
-            if let Some(peers) = self.next.take() {
-                peers.mark_confirmed();
-                evicted.extend(self.previous.replace(peers));
-            }
-        }
-        evicted
     }
 
     /// Called when data arrived on `kp`: if it is the unconfirmed `next`,
@@ -535,33 +509,6 @@ mod tests {
         let next = k.next.clone().unwrap();
         assert!(k.confirm(&next).unwrap().is_empty());
         assert_eq!(slots(&k), [Some(3), Some(2), None]);
-    }
-
-    // The end that yielded a crossing hears the peer on its own session:
-    // taken back from `previous`, or, while current, the peer's pending
-    // one goes to `previous`; the flag is cleared either way, so the
-    // receive path locks the slots for it once, not per packet.
-    #[test]
-    fn settling_a_yielded_crossing_happens_once() {
-        let mut k = Keypairs::default();
-        let (ours, theirs) = (kp(1, true), kp(2, false));
-        k.install_plain(theirs.clone());
-        assert!(k.install(ours.clone(), Some(Time::ZERO)).is_empty());
-        assert_eq!(slots(&k), [Some(1), None, Some(2)], "ours sends, theirs pending");
-        assert!(ours.yielded());
-        assert!(k.settle(&ours).is_empty());
-        assert_eq!(slots(&k), [Some(1), Some(2), None], "theirs can no longer take current");
-        assert!(!ours.yielded() && !theirs.awaiting_confirmation());
-
-        let mut k = Keypairs::default();
-        let (ours, theirs) = (kp(1, true), kp(2, false));
-        k.install_plain(theirs.clone());
-        k.install(ours.clone(), Some(Time::ZERO));
-        k.confirm(&theirs).unwrap();
-        assert_eq!(slots(&k), [Some(2), Some(1), None], "the peer's data confirmed theirs");
-        k.settle(&ours);
-        assert_eq!(slots(&k), [Some(1), Some(2), None], "ours back, as the peer sends on it");
-        assert!(!ours.yielded());
     }
 
     #[test]
