@@ -78,7 +78,11 @@ impl Keypairs {
     /// proves it (a stock peer, which dropped its initiation for ours,
     /// never completes it, and then ours stays current); if it is current
     /// already, ours only receives. The other end installs as usual. None
-    /// when nothing crossed: the usual install applies.
+    /// when nothing crossed: the usual install applies. Not covered: an
+    /// order in which each end's first data confirms the other's session
+    /// before its own completes still leaves the two on different sessions
+    /// (the yielding end would have to take its own back when the peer
+    /// sends on it, which reordered packets make unsafe to infer).
     fn install_yielding(&mut self, kp: &Arc<Keypair>, sent: Time) -> Option<Vec<Arc<Keypair>>> {
         let mut evicted = Vec::new();
         // Only a session answered while ours was out crossed it; one from
