@@ -225,15 +225,10 @@ impl IpsecTable {
     pub fn retire_child(&self, spi_in: u32) -> bool {
         let spis = self.by_spi.load();
         let Some((peer, sa)) = spis.get(&spi_in) else { return false };
-        let Some(link) = peer.ipsec() else { return false };
         let another =
             spis.values().any(|(p, other)| Arc::ptr_eq(p, peer) && !Arc::ptr_eq(other, sa) && !other.receive_only());
-        if !another {
-            return false;
-        }
-        hand_over_sending(link, peer, sa, &spis, false);
-        sa.mark_receive_only();
-        true
+        // With another to hand over to, `stop_sending` does exactly this.
+        another && peer.ipsec().is_some() && self.stop_sending(spi_in)
     }
 
     /// Hands sending on the child SA whose inbound SPI is `spi_in` over
