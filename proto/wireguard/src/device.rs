@@ -177,12 +177,18 @@ impl Device {
 
     /// Drops every session and the handshake in flight of one peer.
     pub fn clear_sessions(&self, peer: &Arc<Peer>) {
+        self.forget_keys(peer);
+        peer.timers.reset();
+    }
+
+    /// Drops every session of `peer` and the handshake in flight, with
+    /// their indices; the timers are the caller's.
+    fn forget_keys(&self, peer: &Arc<Peer>) {
         let all = peer.kps_mut().take_all();
         self.forget(all);
         if let Some(idx) = peer.clear_handshake() {
             self.indices.remove(idx);
         }
-        peer.timers.reset();
     }
 
     /// Builds an initiation to `peer` (at most one per REKEY_TIMEOUT).
@@ -410,16 +416,10 @@ impl Device {
     pub fn poll_timers(&self, peer: &Arc<Peer>, now: Time) -> Option<TimerAction> {
         let action = peer.timers.poll(now)?;
         match action {
-            TimerAction::ClearKeys => {
-                // The handshake in flight is forgotten with the keys; a
-                // series of attempts under way goes on with a new one.
-                let all = peer.kps_mut().take_all();
-                self.forget(all);
-                if let Some(idx) = peer.clear_handshake() {
-                    self.indices.remove(idx);
-                }
-                peer.timers.reset_keys();
-            }
+            // The handshake in flight is forgotten with the keys; a series
+            // of attempts under way goes on with a new one (`poll` reset
+            // the timers that depended on the keys, and kept the series).
+            TimerAction::ClearKeys => self.forget_keys(peer),
             TimerAction::GiveUpHandshake => {
                 if let Some(idx) = peer.clear_handshake() {
                     self.indices.remove(idx);

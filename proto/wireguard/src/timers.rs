@@ -131,14 +131,6 @@ impl Timers {
         self.hs().zero_keys_at = Some(now + REJECT_AFTER_TIME * 3);
     }
 
-    /// The keys were erased: what depended on them is reset, while a
-    /// series of handshake attempts under way keeps its pace and its end.
-    pub fn reset_keys(&self) {
-        self.keepalive_armed.store(0, Ordering::Relaxed);
-        self.new_handshake_armed.store(0, Ordering::Relaxed);
-        self.hs().zero_keys_at = None;
-    }
-
     /// Everything was reset (keys cleared, peer reconfigured).
     pub fn reset(&self) {
         self.keepalive_armed.store(0, Ordering::Relaxed);
@@ -336,7 +328,6 @@ mod tests {
         t.on_session_derived(secs(0));
         t.on_handshake_initiated(secs(538), false);
         assert_eq!(t.poll(secs(540)), Some(TimerAction::ClearKeys));
-        t.reset_keys();
         assert!(t.handshake_in_progress());
         let retry_at = t.next_deadline().unwrap();
         assert!(retry_at >= secs(543));
