@@ -4,7 +4,7 @@
 //! (the configuration file, kernel routes, name refreshes) lives in the
 //! gateway crate, which wraps this.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -299,10 +299,8 @@ impl Interface {
         if gone.is_empty() {
             return gone;
         }
-        let owners: std::collections::HashSet<*const PeerState> = gone.iter().map(Arc::as_ptr).collect();
-        self.update_routes(|r| {
-            r.retain(|_, owner| !matches!(owner, Route::Peer(p) if owners.contains(&Arc::as_ptr(p))))
-        });
+        let owners: HashSet<*const PeerState> = gone.iter().map(Arc::as_ptr).collect();
+        self.update_routes(|r| r.retain(|_, owner| !owner.is_peer_in(&owners)));
         for p in &gone {
             // Before the protocol state goes: workers must not pick it for
             // a site's flows once it cannot send.
@@ -377,6 +375,24 @@ impl Interface {
             r.retain(|_, owner| !owner.is_site(site));
             for n in nets {
                 r.insert(*n, Route::Site(site.clone()));
+            }
+        });
+    }
+
+    /// Makes each of these peers' prefixes exactly those given with it,
+    /// in one swap (a swap per peer made a large reload quadratic); a
+    /// prefix another peer held moves to the one given it.
+    pub fn set_peer_prefixes(&self, prefixes: &[(Arc<PeerState>, HashSet<IpNet>)]) {
+        if prefixes.is_empty() {
+            return;
+        }
+        let owners: HashSet<*const PeerState> = prefixes.iter().map(|(p, _)| Arc::as_ptr(p)).collect();
+        self.update_routes(|r| {
+            r.retain(|_, owner| !owner.is_peer_in(&owners));
+            for (peer, nets) in prefixes {
+                for n in nets {
+                    r.insert(*n, Route::Peer(peer.clone()));
+                }
             }
         });
     }

@@ -3,6 +3,7 @@
 //! a packet's source must route to the peer it came from, or to a site
 //! that peer is a gateway of.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::allowed_ips::AllowedIps;
@@ -50,6 +51,11 @@ impl Route {
     /// Whether this routes to `peer` itself (not to a site of it).
     pub fn is_peer(&self, peer: &PeerState) -> bool {
         self.peer().is_some_and(|p| std::ptr::eq(Arc::as_ptr(p), peer))
+    }
+
+    /// Whether it is one of the peers of `peers` (by address).
+    pub fn is_peer_in(&self, peers: &HashSet<*const PeerState>) -> bool {
+        self.peer().is_some_and(|p| peers.contains(&Arc::as_ptr(p)))
     }
 
     pub fn is_site(&self, site: &Site) -> bool {

@@ -96,7 +96,7 @@ pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
             Err(e) => tracing::warn!(peer = %p.name, error = %e, "peer not added"),
         }
     }
-    set_peer_prefixes(iface, &prefixes);
+    iface.set_peer_prefixes(&prefixes);
     crate::ipsec::reconcile::reconcile(iface, cfg, &mut report);
     crate::sites::reconcile(iface, cfg, &mut report);
     report
@@ -111,7 +111,7 @@ pub fn apply_peer(
     have: Option<&HashSet<IpNet>>,
 ) -> Result<(bool, Vec<&'static str>), causeway_wireguard::Error> {
     let applied = apply_peer_settings(iface, p, have)?;
-    set_peer_prefixes(iface, applied.prefixes.as_slice());
+    iface.set_peer_prefixes(applied.prefixes.as_slice());
     Ok((applied.existed, applied.changed))
 }
 
@@ -119,24 +119,8 @@ pub fn apply_peer(
 pub struct Applied {
     pub existed: bool,
     pub changed: Vec<&'static str>,
-    /// The peer's prefixes, when they change (`set_peer_prefixes`).
+    /// The peer's prefixes, when they change (`Interface::set_peer_prefixes`).
     pub prefixes: Option<(Arc<PeerState>, HashSet<IpNet>)>,
-}
-
-/// Makes each peer's prefixes exactly those given, in one swap.
-pub fn set_peer_prefixes(iface: &Interface, prefixes: &[(Arc<PeerState>, HashSet<IpNet>)]) {
-    if prefixes.is_empty() {
-        return;
-    }
-    let owners: HashSet<*const PeerState> = prefixes.iter().map(|(p, _)| Arc::as_ptr(p)).collect();
-    iface.update_routes(|r| {
-        r.retain(|_, owner| !owner.peer().is_some_and(|p| owners.contains(&Arc::as_ptr(p))));
-        for (peer, nets) in prefixes {
-            for n in nets {
-                r.insert(*n, peer.clone().into());
-            }
-        }
-    });
 }
 
 /// `apply_peer` but for the prefixes, which it returns when they change.
