@@ -187,6 +187,7 @@ pub(crate) fn kick(sa: &mut IkeSa, peer: &Peer, io: &mut Io, now: Instant) -> Ve
             Planned::RekeyChild(spi_in) => crate::rekey::start_child_rekey(sa, peer, io, now, spi_in),
             Planned::RekeyIke => crate::rekey::start_ike_rekey(sa, peer, io, now),
             Planned::CreateChild(group) => crate::rekey::new_child::start(sa, peer, io, now, group),
+            Planned::DeleteRefused(spi_in) => crate::informational::send_delete_refused(sa, io, now, spi_in),
         }
         if sa.pending.is_some() {
             break;

@@ -19,7 +19,7 @@ use crate::io::Io;
 use crate::lifetime::rekey_after;
 use crate::negotiate::{accept_esp, choose_esp, describe, describe_ts, esp_offer, narrow, within};
 use crate::peer::Peer;
-use crate::sa::{error_notify, notify, ChildSa, IkeSa, Req, SaState};
+use crate::sa::{error_notify, notify, ChildSa, IkeSa, Planned, Req, SaState};
 use crate::wire::identity::IdPayload;
 use crate::wire::message::Message;
 use crate::wire::notify::Notify;
@@ -233,6 +233,11 @@ pub(crate) fn on_auth_response(
         Err(reason) => {
             io.spis_in.remove(&spi_in);
             io.fail(&sa.peer, reason);
+            // A child SA in the answer is one the peer made: refused here,
+            // it is deleted there too.
+            if child_parts(p).is_some() {
+                sa.queue.push_front(Planned::DeleteRefused(spi_in));
+            }
         }
     }
     effects

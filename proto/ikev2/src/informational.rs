@@ -76,6 +76,16 @@ pub(crate) fn send_delete_children(sa: &mut IkeSa, io: &mut Io, now: Instant, sp
     sa.send_request(io, now, ExchangeType::Informational, &[Payload::Delete(del)], Req::DeleteChildren(spis));
 }
 
+/// Asks the peer to delete the child SA it made for an answer we refused
+/// (`Planned::DeleteRefused`). Nothing of it is ours to report down: it
+/// was never installed, and its SPI was freed with the refusal, so the
+/// request names no child of ours for its answer to remove (one that got
+/// the freed SPI meanwhile is not this one).
+pub(crate) fn send_delete_refused(sa: &mut IkeSa, io: &mut Io, now: Instant, spi_in: u32) {
+    let del = Delete { protocol: protocol::ESP, spis: vec![spi_in.to_be_bytes().to_vec()] };
+    sa.send_request(io, now, ExchangeType::Informational, &[Payload::Delete(del)], Req::DeleteChildren(Vec::new()));
+}
+
 /// Asks the peer to delete the IKE SA. Children it still holds (a
 /// duplicate's; a rekeyed SA's went to its successor) stop sending now
 /// and receive until the answer: the peer sends on them until the Delete

@@ -114,6 +114,12 @@ pub(crate) enum Planned {
     /// A new child SA, its KE in this group (else the first ESP
     /// proposal's).
     CreateChild(Option<DhGroup>),
+    /// A Delete of the child SA the peer made answering a request of ours
+    /// that we then refused (a choice we did not offer, selectors outside
+    /// ours): only the peer holds it, and would otherwise send into it
+    /// until it expired. Named by our inbound SPI, the one the peer sends
+    /// with, as a Delete names every child SA.
+    DeleteRefused(u32),
 }
 
 impl Req {

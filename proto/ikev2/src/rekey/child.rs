@@ -112,17 +112,23 @@ pub(crate) fn on_child_rekey_response(
         };
         return give_up(sa, io, reason);
     }
+    // From here on the answer is no error: the peer holds the new child
+    // SA, and one we refuse is deleted there too.
+    let refused = |sa: &mut IkeSa, io: &mut Io, reason: Option<Failure>| {
+        sa.queue.push_front(Planned::DeleteRefused(r.spi_in));
+        give_up(sa, io, reason)
+    };
     let ChildResponse { esp, spi_out, tsi, tsr, nr, shared } =
         match read_response(cfg, r.dh, sa.suite.map(|s| s.prf), p, "the rekey") {
             Ok(answer) => answer,
-            Err(why) => return give_up(sa, io, Some(Failure::Protocol(why))),
+            Err(why) => return refused(sa, io, Some(Failure::Protocol(why))),
         };
     let Some(old) = sa.child(r.old).cloned() else {
-        return give_up(sa, io, None);
+        return refused(sa, io, None);
     };
     if !within(tsi, &old.local_ts) || !within(tsr, &old.remote_ts) {
         let offered = format!("{} === {}", describe_ts(&old.local_ts), describe_ts(&old.remote_ts));
-        return give_up(sa, io, Some(Failure::TsUnacceptable { offered }));
+        return refused(sa, io, Some(Failure::TsUnacceptable { offered }));
     }
     let Some(km) = keymat(sa, esp.cipher, shared.as_ref().map(|s| s.as_slice()), &r.ni, nr) else { return Vec::new() };
     let keys = ChildKeys::from_keymat(&km, true, r.spi_in, spi_out, esp.cipher);

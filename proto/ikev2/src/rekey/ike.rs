@@ -99,11 +99,12 @@ fn successor(
 /// Moves the children and the exchanges planned for them to `new`.
 pub(crate) fn hand_over(old: &mut IkeSa, new: &mut IkeSa) {
     new.children.append(&mut old.children);
-    new.queue.extend(
-        old.queue
-            .drain(..)
-            .filter(|q| matches!(q, Planned::RekeyChild(_) | Planned::DeleteChildren(_) | Planned::CreateChild(_))),
-    );
+    new.queue.extend(old.queue.drain(..).filter(|q| {
+        matches!(
+            q,
+            Planned::RekeyChild(_) | Planned::DeleteChildren(_) | Planned::CreateChild(_) | Planned::DeleteRefused(_)
+        )
+    }));
     new.up = old.up || new.up;
     old.up = false;
 }

@@ -115,13 +115,19 @@ pub(crate) fn on_response(
         };
         return fail(sa, io, reason);
     }
+    // From here on the answer is no error: the peer holds the child SA,
+    // and one we refuse is deleted there too.
+    let refused = |sa: &mut IkeSa, io: &mut Io, reason: Failure| {
+        sa.queue.push_front(Planned::DeleteRefused(r.spi_in));
+        fail(sa, io, Some(reason))
+    };
     let ChildResponse { esp, spi_out, tsi, tsr, nr, shared } =
         match read_response(cfg, r.dh, sa.suite.map(|s| s.prf), p, "a new child SA") {
             Ok(answer) => answer,
-            Err(why) => return fail(sa, io, Some(Failure::Protocol(why))),
+            Err(why) => return refused(sa, io, Failure::Protocol(why)),
         };
     if !within(tsi, &cfg.local_ts) || !within(tsr, &cfg.remote_ts) {
-        return fail(sa, io, Some(Failure::TsUnacceptable { offered: offered() }));
+        return refused(sa, io, Failure::TsUnacceptable { offered: offered() });
     }
     let Some(km) = keymat(sa, esp.cipher, shared.as_ref().map(|s| s.as_slice()), &r.ni, nr) else {
         return fail(sa, io, None);

@@ -7,5 +7,6 @@ mod establish;
 mod lifecycle;
 pub(crate) mod net;
 mod new_child;
+mod refused;
 mod rekey;
 mod shared_address;

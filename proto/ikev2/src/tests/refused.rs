@@ -1,0 +1,124 @@
+//! Answers that carry a child SA we then refuse: the peer made that SA
+//! when it answered, so it is deleted there too, and the peer sends
+//! nothing into an SA only it holds.
+//!
+//! A conforming peer's answer is refused when our configuration changed
+//! while the request was out (a reload), which is how these tests get one:
+//! B's answer is held, A's configuration changes, then the answer arrives.
+
+use super::net::*;
+use crate::wire::message::Message;
+use crate::{EspCipher, Event, Failure, IkeState, PeerConfig, Transmit};
+
+/// Runs the network with every datagram of B's held back (as lost), and
+/// returns the last one B sent.
+fn hold_bs_answer(n: &mut Net) -> Transmit {
+    let sent = n.log.len();
+    n.drop = Box::new(|side, _| side == Side::B);
+    n.run();
+    // A request that waits for a timer now due (a rekey asked for) leaves.
+    n.advance(std::time::Duration::ZERO);
+    n.drop = Box::new(|_, _| false);
+    let held = n.log[sent..].iter().rev().find(|(side, _)| *side == Side::B);
+    held.map(|(_, t)| t.clone()).expect("B answered")
+}
+
+/// Hands B's held datagram to A and runs the network until quiet.
+fn deliver_to_a(n: &mut Net, t: &Transmit) {
+    n.a.handle(n.now, t.remote, std::net::SocketAddr::new(B_IP, t.local_port), &t.data);
+    n.run();
+}
+
+fn downs(n: &Net, side: Side) -> usize {
+    n.events(side).iter().filter(|e| matches!(e, Event::ChildDown { .. })).count()
+}
+
+fn children(n: &Net, side: Side) -> usize {
+    let status = match side {
+        Side::A => n.a.status(&peer_b()),
+        Side::B => n.b.status(&peer_a()),
+    };
+    status.map_or(0, |s| s.children.len())
+}
+
+/// A's selectors narrowed to a part of what it offered.
+fn narrowed(cfg: &PeerConfig) -> PeerConfig {
+    let mut c = cfg.clone();
+    c.local_ts = vec![net("10.1.1.0", 24)];
+    c
+}
+
+fn is_informational_delete(t: &Transmit) -> bool {
+    let m = Message::parse(&t.data).expect("sent messages parse");
+    m.header.exchange == crate::ids::ExchangeType::Informational && !m.header.is_response()
+}
+
+#[test]
+fn a_child_sa_of_ike_auth_refused_by_the_initiator_is_deleted_at_the_responder() {
+    let cfg = config_a();
+    let mut n = Net::new(cfg.clone(), mirror(&cfg));
+    n.a.connect(&peer_b(), std::net::SocketAddr::new(B_IP, 500), Some(A_IP), n.now);
+    // B answers IKE_SA_INIT; its IKE_AUTH answer is held.
+    n.drop = Box::new(|side, t| side == Side::B && Message::parse(&t.data).is_ok_and(|m| m.header.message_id == 1));
+    n.run();
+    let auth_answer = n.log.iter().rev().find(|(s, _)| *s == Side::B).map(|(_, t)| t.clone()).expect("held");
+    n.drop = Box::new(|_, _| false);
+    assert_eq!(n.child_ups(Side::B).len(), 1, "B made the child SA when it answered");
+    n.a.set_peer(peer_b(), narrowed(&cfg), n.now);
+    let before = n.log.len();
+    deliver_to_a(&mut n, &auth_answer);
+    assert!(matches!(n.failures(Side::A)[..], [Failure::TsUnacceptable { .. }]), "{:?}", n.failures(Side::A));
+    assert!(n.log[before..].iter().any(|(s, t)| *s == Side::A && is_informational_delete(t)), "A sent a Delete");
+    assert_eq!(downs(&n, Side::B), 1, "B's child SA is gone");
+    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (0, 0));
+    for (ep, id) in [(&n.a, peer_b()), (&n.b, peer_a())] {
+        assert_eq!(ep.status(&id).map(|s| s.state), Some(IkeState::Established), "the IKE SA stays");
+    }
+}
+
+#[test]
+fn a_new_child_sa_refused_by_its_asker_is_deleted_at_the_peer() {
+    let cfg = config_a();
+    let mut n = Net::new(cfg.clone(), mirror(&cfg));
+    n.connect();
+    let (b_in, _, _, _) = child_keys(n.child_ups(Side::B)[0]);
+    assert!(n.b.delete_child(b_in, n.now));
+    n.run();
+    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (0, 0));
+    assert!(n.a.create_child(&peer_b(), n.now));
+    let answer = hold_bs_answer(&mut n);
+    assert_eq!(n.child_ups(Side::B).len(), 2, "B made the new child SA when it answered");
+    n.a.set_peer(peer_b(), narrowed(&cfg), n.now);
+    deliver_to_a(&mut n, &answer);
+    assert!(matches!(n.failures(Side::A).last(), Some(Failure::TsUnacceptable { .. })), "{:?}", n.failures(Side::A));
+    assert_eq!(n.child_ups(Side::A).len(), 1, "A never installed it");
+    assert_eq!(downs(&n, Side::B), 2, "the deleted one and the refused one");
+    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (0, 0));
+    assert!(n.a.create_child(&peer_b(), n.now), "A may ask again");
+}
+
+#[test]
+fn a_rekeyed_child_sa_refused_by_the_rekeyer_is_deleted_at_the_peer_and_the_old_one_kept() {
+    let cfg = config_a();
+    let mut n = Net::new(cfg.clone(), mirror(&cfg));
+    n.connect();
+    let (a_in, a_out, _, _) = child_keys(n.child_ups(Side::A)[0]);
+    assert!(n.a.rekey_child_now(a_in, n.now));
+    let answer = hold_bs_answer(&mut n);
+    assert_eq!(n.child_ups(Side::B).len(), 2, "B made the new child SA when it answered");
+    // A's proposals change to one B's answer did not take.
+    let mut cbc = cfg.clone();
+    cbc.esp_proposals = vec![esp(EspCipher::AesCbcHmacSha256 { key_bits: 256 })];
+    n.a.set_peer(peer_b(), cbc, n.now);
+    deliver_to_a(&mut n, &answer);
+    assert!(matches!(n.failures(Side::A).last(), Some(Failure::Protocol(_))), "{:?}", n.failures(Side::A));
+    assert_eq!(n.child_ups(Side::A).len(), 1, "A never installed it");
+    assert_eq!(downs(&n, Side::B), 1, "the refused one");
+    let b = n.b.status(&peer_a()).expect("B's status");
+    assert_eq!(
+        b.children.iter().map(|c| (c.spi_in, c.spi_out)).collect::<Vec<_>>(),
+        vec![(a_out, a_in)],
+        "the old one"
+    );
+    assert_eq!(children(&n, Side::A), 1);
+}
