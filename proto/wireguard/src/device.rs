@@ -103,10 +103,13 @@ impl Device {
         }
         *self.identity.write().unwrap_or_else(|e| e.into_inner()) = identity.clone();
         for peer in self.peers() {
-            // Sessions first: clearing them removes the index of an
-            // initiation in flight, which `set_local_key` then forgets.
+            // The key first, so that no handshake made with the old key
+            // completes after the sessions are cleared; a session that
+            // completed before it is cleared with the rest.
+            if let Some(idx) = peer.set_local_key(identity.as_ref().map(|i| &i.secret)) {
+                self.indices.remove(idx);
+            }
             self.clear_sessions(&peer);
-            peer.set_local_key(identity.as_ref().map(|i| &i.secret));
         }
     }
 

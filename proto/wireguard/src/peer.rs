@@ -119,6 +119,17 @@ impl Keypairs {
     }
 }
 
+impl HandshakeSlot {
+    /// Forgets the handshake in flight, our kept initiation included;
+    /// returns its index for removal.
+    fn drop_handshake(&mut self) -> Option<u32> {
+        let kept = self.kept_initiation.take().map(|k| k.local_index);
+        let idx = self.state.initiation_index().or(kept);
+        self.state = HandshakeState::None;
+        idx
+    }
+}
+
 pub(crate) struct HandshakeSlot {
     pub(crate) state: HandshakeState,
     /// Our own initiation, kept while we answer the peer's: when both ends
@@ -242,10 +253,14 @@ impl Peer {
     }
 
     /// Recomputes what depends on our private key (after it changed).
-    pub(crate) fn set_local_key(&self, local: Option<&StaticSecret>) {
+    /// Takes our new static key; the handshake in flight, made with the
+    /// old one, is dropped in the same critical section, and its index
+    /// returned for removal (else an initiation started just before would
+    /// keep its index).
+    pub(crate) fn set_local_key(&self, local: Option<&StaticSecret>) -> Option<u32> {
         let mut hs = self.hs();
         hs.static_static = Self::static_static(local, &self.remote);
-        hs.state = HandshakeState::None;
+        hs.drop_handshake()
     }
 
     pub fn set_preshared_key(&self, psk: Option<PresharedKey>) {
@@ -462,11 +477,7 @@ impl Peer {
 
     /// Forgets the handshake in flight; returns its index for removal.
     pub(crate) fn clear_handshake(&self) -> Option<u32> {
-        let mut hs = self.hs();
-        let kept = hs.kept_initiation.take().map(|k| k.local_index);
-        let idx = hs.state.initiation_index().or(kept);
-        hs.state = HandshakeState::None;
-        idx
+        self.hs().drop_handshake()
     }
 }
 

@@ -204,6 +204,34 @@ fn changing_the_private_key_drops_sessions() {
     assert_eq!(a.dev.index_count(), 0, "the initiation's index is not left behind");
 }
 
+/// Key changes racing initiations on another thread (a reload while the
+/// timers run): every initiation's index is removed by the key change
+/// that ends it, so none is left once the last change is made.
+#[test]
+fn key_changes_racing_initiations_leave_no_index_behind() {
+    let (_clock, a, _b) = two(0);
+    let a = Arc::new(a);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let initiator = s.spawn(|| {
+            let mut made = 0u32;
+            for i in 1..=20_000u64 {
+                // Each attempt REKEY_TIMEOUT after the last, so none is refused as too soon.
+                let now = causeway_wireguard::Time::from_secs(i * 6);
+                made += u32::from(a.dev.create_initiation(&a.peer, now, std::time::SystemTime::now()).is_ok());
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            made
+        });
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            a.dev.set_private_key(Some(StaticSecret::random(&mut OsRng)));
+        }
+        assert!(initiator.join().unwrap() > 0, "initiations were made");
+    });
+    a.dev.set_private_key(Some(StaticSecret::random(&mut OsRng)));
+    assert_eq!(a.dev.index_count(), 0, "an initiation's index was left behind");
+}
+
 /// One peer's packets sealed from four threads through the Device API and
 /// received on four threads: every packet arrives exactly once.
 #[test]
