@@ -17,10 +17,6 @@ pub(crate) struct Checker<'a> {
     /// The file's permission bits when its group or others may read it
     /// (None for text that came from no file, or a private one).
     pub(crate) exposed: Option<u32>,
-    /// The file's owner, who decides its keys already and so may own the
-    /// key files it names (`key::foreign_owner`); None for text that came
-    /// from no file.
-    pub(crate) owner: Option<u32>,
     pub(crate) problems: Vec<Problem>,
 }
 

@@ -21,10 +21,6 @@ pub enum KeyError {
         "key file {path} is readable by group or others (mode {mode:03o}); a private key must be private: run `chmod 600 {path}`"
     )]
     Permissions { path: String, mode: u32 },
-    #[error(
-        "key file {path} belongs to uid {owner}, who could replace the key: neither root, nor the user this runs as (uid {euid}), nor the owner of the configuration that names it; run `chown {euid} {path}`"
-    )]
-    Owner { path: String, owner: u32, euid: u32 },
 }
 
 /// Decodes a base64 key. The text itself is never echoed back in errors,
@@ -45,15 +41,14 @@ pub fn parse_key(text: &str) -> Result<Zeroizing<[u8; 32]>, KeyError> {
     }
 }
 
-/// Reads a key from a file that only its owner may read, owned by root, by
-/// us or by `trusted` (`foreign_owner`).
-pub(crate) fn read_key_file(path: &Path, trusted: Option<u32>) -> Result<Zeroizing<[u8; 32]>, KeyError> {
-    parse_key(&read_secret_file(path, trusted)?)
+/// Reads a key from a file that only its owner may read.
+pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    parse_key(&read_secret_file(path)?)
 }
 
 /// Reads a small secret file (a key, an IKE pre-shared key) that only its
-/// owner may read, owned by root, by us or by `trusted` (`foreign_owner`).
-pub fn read_secret_file(path: &Path, trusted: Option<u32>) -> Result<Zeroizing<String>, KeyError> {
+/// owner may read.
+pub fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
     let shown = path.display().to_string();
     let unreadable = |e: std::io::Error| KeyError::Unreadable { path: shown.clone(), reason: e.to_string() };
     // A FIFO, a terminal or a device would block or never end (opening a
@@ -69,9 +64,6 @@ pub fn read_secret_file(path: &Path, trusted: Option<u32>) -> Result<Zeroizing<S
     let meta = file.metadata().map_err(unreadable)?;
     if let Some(mode) = exposed_mode(&meta) {
         return Err(KeyError::Permissions { path: shown, mode });
-    }
-    if let Some((owner, euid)) = foreign_owner(&meta, trusted) {
-        return Err(KeyError::Owner { path: shown, owner, euid });
     }
     if !meta.is_file() {
         return Err(not_regular());
@@ -93,32 +85,6 @@ pub fn exposed_mode(meta: &std::fs::Metadata) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
     let mode = meta.permissions().mode() & 0o777;
     (mode & 0o077 != 0).then_some(mode)
-}
-
-/// The owner of a secret file and our effective uid, when the owner is
-/// neither root, nor us, nor `trusted` (the owner of the configuration
-/// naming the file, who decides the keys already): mode 0600 keeps others
-/// from reading a key, not its owner from replacing it, so the owner must
-/// be someone who controls the key anyway, as sshd's StrictModes asks of
-/// authorized_keys. The configuration's owner is trusted so that a daemon
-/// that drops root can read the files at start as root and on reloads as
-/// its user, who owns them both. An unknown effective uid (no /proc)
-/// leaves the check to the mode alone.
-pub fn foreign_owner(meta: &std::fs::Metadata, trusted: Option<u32>) -> Option<(u32, u32)> {
-    use std::os::unix::fs::MetadataExt;
-    let euid = effective_uid()?;
-    let owner = meta.uid();
-    (owner != 0 && owner != euid && Some(owner) != trusted).then_some((owner, euid))
-}
-
-/// This process's effective uid, from /proc/self/status ("Uid:" real,
-/// effective, saved, filesystem): this crate has no unsafe code for
-/// geteuid(2), and the owner of /proc/self reads as root once a daemon
-/// that dropped privileges is no longer dumpable.
-pub fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Reads a file that may hold keys (a configuration, a peer file) into
@@ -185,17 +151,17 @@ mod tests {
             p
         };
         let good = private("good.key", b"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n");
-        assert_eq!(read_key_file(&good, None).unwrap()[0], 0xc8);
+        assert_eq!(read_key_file(&good).unwrap()[0], 0xc8);
         let big = private("big.key", &[b'A'; 4096]);
-        assert!(read_key_file(&big, None).unwrap_err().to_string().contains("longer than 1024 bytes"));
+        assert!(read_key_file(&big).unwrap_err().to_string().contains("longer than 1024 bytes"));
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        let err = read_key_file(dir.path(), None).unwrap_err().to_string();
+        let err = read_key_file(dir.path()).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
         // A FIFO is refused without being opened, which would wait for a
         // writer forever.
         let fifo = dir.path().join("gw.fifo");
         assert!(std::process::Command::new("mkfifo").arg("-m600").arg(&fifo).status().unwrap().success());
-        let err = read_key_file(&fifo, None).unwrap_err().to_string();
+        let err = read_key_file(&fifo).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
     }
 
@@ -214,33 +180,11 @@ mod tests {
         let path = dir.path().join("gw.key");
         std::fs::write(&path, "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = read_key_file(&path, None).unwrap_err();
+        let err = read_key_file(&path).unwrap_err();
         assert!(matches!(err, KeyError::Permissions { mode: 0o644, .. }));
         assert!(err.to_string().contains("chmod 600"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_key_file(&path, None).unwrap()[0], 0xc8);
-        assert!(matches!(read_key_file(&dir.path().join("missing"), None).unwrap_err(), KeyError::Unreadable { .. }));
-    }
-
-    #[test]
-    fn key_file_must_belong_to_root_or_to_us() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gw.key");
-        std::fs::write(&path, "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_key_file(&path, None).unwrap()[0], 0xc8, "ours");
-        let euid = effective_uid().expect("/proc/self/status names the effective uid");
-        // Giving a file away takes root; CI runs the tests as root.
-        if euid != 0 {
-            eprintln!("not root: a file of another user cannot be made here");
-            return;
-        }
-        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
-        let err = read_key_file(&path, None).unwrap_err();
-        assert_eq!(err, KeyError::Owner { path: path.display().to_string(), owner: 65534, euid: 0 });
-        assert!(err.to_string().contains("chown 0"), "{err}");
-        std::os::unix::fs::chown(&path, Some(0), None).unwrap();
-        assert_eq!(read_key_file(&path, None).unwrap()[0], 0xc8, "root's");
+        assert_eq!(read_key_file(&path).unwrap()[0], 0xc8);
+        assert!(matches!(read_key_file(&dir.path().join("missing")).unwrap_err(), KeyError::Unreadable { .. }));
     }
 }

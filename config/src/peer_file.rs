@@ -32,7 +32,7 @@ impl PeerFile {
 /// `exposed`: the file's permission bits when its group or others may read
 /// it; a key written inline in it is then refused.
 pub fn parse_peers(source: &str, path: &Path, exposed: Option<u32>) -> Result<PeerFile, ConfigError> {
-    let mut c = Checker { source, file: path, exposed, owner: None, problems: Vec::new() };
+    let mut c = Checker { source, file: path, exposed, problems: Vec::new() };
     let Some(raw) = read_raw(&mut c) else {
         return Err(ConfigError::Invalid(c.problems));
     };

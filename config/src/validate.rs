@@ -61,7 +61,7 @@ impl Checker<'_> {
                     None
                 }
             },
-            (None, Some(f)) => match read_key_file(&self.resolve_path(f.get_ref()), self.owner) {
+            (None, Some(f)) => match read_key_file(&self.resolve_path(f.get_ref())) {
                 Ok(v) => Some(v),
                 Err(e) => {
                     self.report(f.span(), join(table, names.1), e.to_string());
@@ -413,15 +413,9 @@ pub(crate) fn check_peers(c: &mut Checker<'_>, raw: &[Spanned<RawPeer>]) -> Chec
 }
 
 /// `exposed`: the permission bits of the file `source` came from when its
-/// group or others may read it (`key::read_config_file`); `owner`: that
-/// file's owner.
-pub(crate) fn validate(
-    source: &str,
-    file: &Path,
-    exposed: Option<u32>,
-    owner: Option<u32>,
-) -> Result<Config, ConfigError> {
-    let mut c = Checker { source, file, exposed, owner, problems: Vec::new() };
+/// group or others may read it (`key::read_config_file`).
+pub(crate) fn validate(source: &str, file: &Path, exposed: Option<u32>) -> Result<Config, ConfigError> {
+    let mut c = Checker { source, file, exposed, problems: Vec::new() };
     let Some(raw) = read_raw(&mut c) else {
         return Err(ConfigError::Invalid(c.problems));
     };
@@ -498,7 +492,7 @@ mod tests {
     const PUB_C: &str = "lUClSgFDcN7sDt4Foo3D12hlo6Zmrh3rFXYS9g8nj1s=";
 
     fn parse(src: &str) -> Result<Config, ConfigError> {
-        validate(src, Path::new("/etc/causeway/gw.toml"), None, None)
+        validate(src, Path::new("/etc/causeway/gw.toml"), None)
     }
 
     fn problems(src: &str) -> Vec<String> {
@@ -808,38 +802,6 @@ mod tests {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let c = crate::load(&cfg).unwrap();
         assert_eq!(c.interface.private_key.public_key().to_base64(), PUB_A);
-    }
-
-    /// As a daemon that drops root finds them at start: the configuration
-    /// and its key file both given to the user it will run as.
-    #[test]
-    fn a_key_file_may_belong_to_the_owner_of_its_configuration_only() {
-        use std::os::unix::fs::{chown, PermissionsExt};
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("gw.key");
-        std::fs::write(&key, format!("{KEY_A}\n")).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let cfg = dir.path().join("gw.toml");
-        std::fs::write(&cfg, "[interface]\nprivate_key_file = \"gw.key\"\n").unwrap();
-        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
-        // Giving files away takes root; CI runs the tests as root.
-        if crate::key::effective_uid() != Some(0) {
-            eprintln!("not root: files of other users cannot be made here");
-            return;
-        }
-        chown(&cfg, Some(65534), None).unwrap();
-        chown(&key, Some(65534), None).unwrap();
-        assert_eq!(crate::load(&cfg).unwrap().interface.private_key.public_key().to_base64(), PUB_A);
-        chown(&key, Some(65533), None).unwrap();
-        let err = crate::load(&cfg).unwrap_err().to_string();
-        assert!(
-            err.contains("gw.toml:2: interface.private_key_file: key file") && err.contains("belongs to uid 65533"),
-            "{err}"
-        );
-        // Text from no file trusts no third owner.
-        chown(&key, Some(65534), None).unwrap();
-        let text = format!("[interface]\nprivate_key_file = \"{}\"\n", key.display());
-        assert!(crate::parse(&text, &cfg).is_err());
     }
 
     #[test]
