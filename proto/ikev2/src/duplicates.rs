@@ -108,6 +108,7 @@ mod tests {
             retiring: false,
             rekey_group: None,
             collision: None,
+            replaces: None,
         });
         sa
     }

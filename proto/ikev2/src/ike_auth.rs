@@ -138,6 +138,7 @@ pub(crate) fn install_child(
         retiring: false,
         rekey_group: None,
         collision: None,
+        replaces,
     });
     io.events.push_back(Event::ChildUp {
         peer: sa.peer.clone(),

@@ -12,7 +12,7 @@ use crate::effect::Effect;
 use crate::event::{ChildStatus, DownReason, Event};
 use crate::ids::{protocol, ExchangeType};
 use crate::io::Io;
-use crate::sa::{ChildSa, IkeSa, Req, SaState};
+use crate::sa::{ChildSa, IkeSa, Planned, Req, SaState};
 use crate::wire::notify::Delete;
 use crate::wire::payload::Payload;
 
@@ -126,6 +126,7 @@ pub(crate) fn on_request(sa: &mut IkeSa, io: &mut Io, id: u32, p: &[Payload]) ->
                     if let Some(i) = sa.children.iter().position(|c| c.spi_out == spi_out) {
                         let c = sa.children.remove(i);
                         child_down(sa, io, &c);
+                        revive_predecessor(sa, &c);
                         // Deletes that cross (§1.4.1): our own Delete of it
                         // is out, and the answer MUST NOT name it again,
                         // which could delete the wrong SA. Our Delete's
@@ -159,6 +160,34 @@ pub(crate) fn on_request(sa: &mut IkeSa, io: &mut Io, id: u32, p: &[Payload]) ->
     }
     sa.send_response(io, ExchangeType::Informational, id, &answer);
     Vec::new()
+}
+
+/// The peer deleted `gone`, which replaced another child SA of ours: it
+/// refused our answer to its rekey. The one `gone` was to replace, marked
+/// retiring when we answered, is the child SA again and may be rekeyed,
+/// unless a rekey or Delete of our own is out or planned for it (then
+/// `gone` was the loser of crossing rekeys, or the old SA goes anyway).
+/// Without this the peer's next rekey of it would be refused as already
+/// replaced, until its hard expiry.
+fn revive_predecessor(sa: &mut IkeSa, gone: &ChildSa) {
+    let Some(old) = gone.replaces else { return };
+    let ours_pending = matches!(&sa.pending, Some(q) if match &q.req {
+        Req::RekeyChild(r) => r.old == old,
+        Req::DeleteChildren(s) => s.contains(&old),
+        _ => false,
+    });
+    let ours_planned = sa.queue.iter().any(|q| match q {
+        Planned::RekeyChild(s) => *s == old,
+        Planned::DeleteChildren(s) => s.contains(&old),
+        _ => false,
+    });
+    if ours_pending || ours_planned {
+        return;
+    }
+    if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
+        c.retiring = false;
+        c.collision = None;
+    }
 }
 
 pub(crate) fn child_status(sa: &IkeSa, c: &ChildSa, now: Option<Instant>) -> ChildStatus {

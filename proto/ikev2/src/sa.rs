@@ -89,6 +89,8 @@ pub(crate) struct ChildSa {
     pub rekey_group: Option<DhGroup>,
     /// The peer's rekey of it we answered while ours was out.
     pub collision: Option<Collision>,
+    /// The inbound SPI of the child SA this one replaced (a rekey).
+    pub replaces: Option<u32>,
 }
 
 /// What our outstanding request is, with what its answer needs.

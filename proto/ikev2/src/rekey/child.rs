@@ -112,10 +112,12 @@ pub(crate) fn on_child_rekey_response(
         };
         return give_up(sa, io, reason);
     }
-    // From here on the answer is no error: the peer holds the new child
-    // SA, and one we refuse is deleted there too.
+    // From here on the answer is no error: where it carries a child SA,
+    // the peer holds it, and one we refuse is deleted there too.
     let refused = |sa: &mut IkeSa, io: &mut Io, reason: Option<Failure>| {
-        sa.queue.push_front(Planned::DeleteRefused(r.spi_in));
+        if crate::ike_auth::child_parts(p).is_some() {
+            sa.queue.push_front(Planned::DeleteRefused(r.spi_in));
+        }
         give_up(sa, io, reason)
     };
     let ChildResponse { esp, spi_out, tsi, tsr, nr, shared } =

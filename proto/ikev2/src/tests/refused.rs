@@ -48,6 +48,8 @@ fn narrowed(cfg: &PeerConfig) -> PeerConfig {
     c
 }
 
+/// An INFORMATIONAL request of A's other than a liveness check: this
+/// configuration has none (dpd_interval 0), so it is a Delete.
 fn is_informational_delete(t: &Transmit) -> bool {
     let m = Message::parse(&t.data).expect("sent messages parse");
     m.header.exchange == crate::ids::ExchangeType::Informational && !m.header.is_response()
@@ -94,7 +96,11 @@ fn a_new_child_sa_refused_by_its_asker_is_deleted_at_the_peer() {
     assert_eq!(n.child_ups(Side::A).len(), 1, "A never installed it");
     assert_eq!(downs(&n, Side::B), 2, "the deleted one and the refused one");
     assert_eq!((children(&n, Side::A), children(&n, Side::B)), (0, 0));
-    assert!(n.a.create_child(&peer_b(), n.now), "A may ask again");
+    // With the configuration back, A asks again and B takes it.
+    n.a.set_peer(peer_b(), cfg, n.now);
+    assert!(n.a.create_child(&peer_b(), n.now));
+    n.run();
+    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (1, 1));
 }
 
 #[test]
@@ -121,4 +127,12 @@ fn a_rekeyed_child_sa_refused_by_the_rekeyer_is_deleted_at_the_peer_and_the_old_
         "the old one"
     );
     assert_eq!(children(&n, Side::A), 1);
+    // With the configuration back, A's retry is taken: B holds the old
+    // child SA as its child again, not as one already replaced.
+    n.a.set_peer(peer_b(), cfg, n.now);
+    n.advance(crate::rekey::REKEY_RETRY + std::time::Duration::from_secs(1));
+    assert_eq!(n.child_ups(Side::A).len(), 2, "the rekey went through: {:?}", n.failures(Side::A));
+    let (a, b) = (n.child_ups(Side::A), n.child_ups(Side::B));
+    assert_crosswise(a[1], b[2]);
+    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (1, 1));
 }
