@@ -41,7 +41,8 @@ pub fn drop_reason(e: Error) -> Drop {
         | Error::UnexpectedCookieReply
         | Error::LowOrderKey
         | Error::InitiationTooSoon
-        | Error::OwnPublicKey => Drop::HandshakeRejected,
+        | Error::OwnPublicKey
+        | Error::KeyChanged => Drop::HandshakeRejected,
     }
 }
 

@@ -172,6 +172,21 @@ impl Device {
         self.indices.len()
     }
 
+    /// Takes back a session just installed if the private key it was made
+    /// with (`made_with`) is no longer ours. `set_private_key` swaps the
+    /// key before it clears the sessions, so a session installed after
+    /// that clearing is caught here, and one installed before it is
+    /// cleared there: none made with the old key survives a change.
+    fn drop_if_stale(&self, peer: &Arc<Peer>, made_with: &Arc<Identity>, kp: &Arc<Keypair>) -> Result<(), Error> {
+        let current = self.identity.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if current.is_some_and(|c| Arc::ptr_eq(&c, made_with)) {
+            return Ok(());
+        }
+        peer.kps_mut().remove(kp);
+        self.indices.remove(kp.local_index);
+        Err(Error::KeyChanged)
+    }
+
     fn forget(&self, evicted: impl IntoIterator<Item = Arc<Keypair>>) {
         for kp in evicted {
             self.indices.remove(kp.local_index);
@@ -369,8 +384,9 @@ impl Device {
         if !self.indices.replace(idx, IndexEntry::Keypair(peer.clone(), kp.clone())) {
             return Err(Error::UnknownPeer);
         }
-        let evicted = peer.kps_mut().install(kp, None);
+        let evicted = peer.kps_mut().install(kp.clone(), None);
         self.forget(evicted);
+        self.drop_if_stale(&peer, &identity, &kp)?;
         Ok(Received::HandshakeResponse { peer, response })
     }
 
@@ -398,8 +414,9 @@ impl Device {
         // (`Keypairs::install_yielding`); the order is the same seen from
         // either end.
         let yields = sent.filter(|_| identity.public.as_bytes() > peer.public_key().as_bytes());
-        let evicted = peer.kps_mut().install(kp, yields);
+        let evicted = peer.kps_mut().install(kp.clone(), yields);
         self.forget(evicted);
+        self.drop_if_stale(&peer, &identity, &kp)?;
         peer.on_received(now, msg.len() as u64, false);
         Ok(Received::SessionEstablished { peer })
     }

@@ -49,4 +49,6 @@ pub enum Error {
     InitiationTooSoon,
     #[error("a peer may not have the interface's own public key")]
     OwnPublicKey,
+    #[error("the handshake was made with a private key replaced meanwhile")]
+    KeyChanged,
 }

@@ -114,6 +114,15 @@ impl Keypairs {
         Some(evicted)
     }
 
+    /// Takes `kp` out of whichever slot holds it.
+    pub(crate) fn remove(&mut self, kp: &Arc<Keypair>) {
+        for slot in [&mut self.current, &mut self.previous, &mut self.next] {
+            if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, kp)) {
+                *slot = None;
+            }
+        }
+    }
+
     pub(crate) fn take_all(&mut self) -> Vec<Arc<Keypair>> {
         [self.current.take(), self.previous.take(), self.next.take()].into_iter().flatten().collect()
     }

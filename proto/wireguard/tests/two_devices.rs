@@ -211,7 +211,6 @@ fn changing_the_private_key_drops_sessions() {
 fn key_changes_racing_initiations_leave_no_index_behind() {
     let (_clock, a, _b) = two(0);
     let a = Arc::new(a);
-    let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         let initiator = s.spawn(|| {
             let mut made = 0u32;
@@ -220,10 +219,9 @@ fn key_changes_racing_initiations_leave_no_index_behind() {
                 let now = causeway_wireguard::Time::from_secs(i * 6);
                 made += u32::from(a.dev.create_initiation(&a.peer, now, std::time::SystemTime::now()).is_ok());
             }
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
             made
         });
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        while !initiator.is_finished() {
             a.dev.set_private_key(Some(StaticSecret::random(&mut OsRng)));
         }
         assert!(initiator.join().unwrap() > 0, "initiations were made");
