@@ -16,7 +16,12 @@ use crate::sa::{ChildSa, IkeSa, Planned, Req, SaState};
 use crate::wire::notify::Delete;
 use crate::wire::payload::Payload;
 
-fn child_down(sa: &IkeSa, io: &mut Io, c: &ChildSa) {
+/// Also unlinks children that replaced `c`, so that its SPI, once free
+/// again, can never name their predecessor.
+fn child_down(sa: &mut IkeSa, io: &mut Io, c: &ChildSa) {
+    for x in sa.children.iter_mut().filter(|x| x.replaces == Some(c.spi_in)) {
+        x.replaces = None;
+    }
     io.spis_in.remove(&c.spi_in);
     io.events.push_back(Event::ChildDown { peer: sa.peer.clone(), spi_in: c.spi_in, spi_out: c.spi_out });
 }
@@ -169,8 +174,16 @@ pub(crate) fn on_request(sa: &mut IkeSa, io: &mut Io, id: u32, p: &[Payload]) ->
 /// `gone` was the loser of crossing rekeys, or the old SA goes anyway).
 /// Without this the peer's next rekey of it would be refused as already
 /// replaced, until its hard expiry.
+///
+/// Whatever else happens, a collision with `gone` is over: our rekey of
+/// the predecessor, if out, then completes as an uncontested one.
 fn revive_predecessor(sa: &mut IkeSa, gone: &ChildSa) {
     let Some(old) = gone.replaces else { return };
+    if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
+        if c.collision.as_ref().is_some_and(|k| k.created == u64::from(gone.spi_in)) {
+            c.collision = None;
+        }
+    }
     let ours_pending = matches!(&sa.pending, Some(q) if match &q.req {
         Req::RekeyChild(r) => r.old == old,
         Req::DeleteChildren(s) => s.contains(&old),

@@ -146,7 +146,12 @@ pub(crate) fn on_child_rekey_response(
             sa.queue.push_front(Planned::DeleteChildren(vec![r.spi_in]));
         }
         Some(c) => {
+            // The data plane hands sending over from the peer's SA of the
+            // collision; the IKE SA's predecessor is still the old one.
             install_child(sa, cfg, io, now, keys, esp.dh, tsi, tsr, Some(c.created as u32), ChildSend::Now);
+            if let Some(new) = sa.children.iter_mut().find(|x| x.spi_in == r.spi_in) {
+                new.replaces = Some(r.old);
+            }
             sa.queue.push_front(Planned::DeleteChildren(vec![r.old]));
         }
         None => {

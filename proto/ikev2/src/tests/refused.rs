@@ -136,3 +136,53 @@ fn a_rekeyed_child_sa_refused_by_the_rekeyer_is_deleted_at_the_peer_and_the_old_
     assert_crosswise(a[1], b[2]);
     assert_eq!((children(&n, Side::A), children(&n, Side::B)), (1, 1));
 }
+
+fn to_a(n: &mut Net, t: &Transmit) {
+    n.a.handle(n.now, t.remote, std::net::SocketAddr::new(B_IP, t.local_port), &t.data);
+}
+
+fn to_b(n: &mut Net, t: &Transmit) {
+    n.b.handle(n.now, t.remote, std::net::SocketAddr::new(A_IP, t.local_port), &t.data);
+}
+
+/// Crossing rekeys of the one child SA, and B refuses A's answer to its
+/// rekey (a reload changed its proposals in between): B deletes the SA A
+/// made answering it. A's own rekey, still out, then completes as an
+/// uncontested one, whichever way the nonces would have settled the
+/// collision, and the child SA goes on being rekeyed. The seeds vary A's
+/// nonces, so both outcomes of the collision rule are met.
+#[test]
+fn crossing_rekeys_where_the_peer_refuses_our_answer_still_leave_a_child_sa() {
+    for seed in 0..4u64 {
+        let cfg = config_a();
+        let mut n = Net::new(cfg.clone(), mirror(&cfg));
+        n.a = crate::Endpoint::new(Box::new(TestRng(0x2222 + seed)));
+        n.a.set_peer(peer_b(), cfg.clone(), n.now);
+        n.connect();
+        let (a_in, _, _, _) = child_keys(n.child_ups(Side::A)[0]);
+        let (b_in, _, _, _) = child_keys(n.child_ups(Side::B)[0]);
+        assert!(n.a.rekey_child_now(a_in, n.now) && n.b.rekey_child_now(b_in, n.now));
+        n.a.handle_timeout(n.now);
+        n.b.handle_timeout(n.now);
+        let (ra, rb) = (n.a.poll_transmit().expect("A's rekey"), n.b.poll_transmit().expect("B's rekey"));
+        to_b(&mut n, &ra);
+        let answer_to_a = n.b.poll_transmit().expect("B answers A's rekey");
+        to_a(&mut n, &rb);
+        let answer_to_b = n.a.poll_transmit().expect("A answers B's rekey");
+        let mut cbc = mirror(&cfg);
+        cbc.esp_proposals = vec![esp(EspCipher::AesCbcHmacSha256 { key_bits: 256 })];
+        n.b.set_peer(peer_a(), cbc, n.now);
+        to_b(&mut n, &answer_to_b);
+        // B's Delete of what A made for B's rekey, and A's answer to it.
+        n.run();
+        n.b.set_peer(peer_a(), mirror(&cfg), n.now);
+        to_a(&mut n, &answer_to_a);
+        n.run();
+        assert_eq!((children(&n, Side::A), children(&n, Side::B)), (1, 1), "seed {seed}");
+        // Past the old child SA's hard lifetime: rekeyed on, not expired.
+        n.advance(cfg.child_lifetime + std::time::Duration::from_secs(60));
+        assert_eq!((children(&n, Side::A), children(&n, Side::B)), (1, 1), "seed {seed}: {:?}", n.events_a);
+        let (a, b) = (n.a.status(&peer_b()).unwrap(), n.b.status(&peer_a()).unwrap());
+        assert_eq!((a.children[0].spi_in, a.children[0].spi_out), (b.children[0].spi_out, b.children[0].spi_in));
+    }
+}
