@@ -198,7 +198,7 @@ impl Checker<'_> {
         let local_id = id(self, "local_id", &raw.local_id);
         let remote_id = id(self, "remote_id", &raw.remote_id);
         let psk = match &raw.psk_file {
-            Some(f) => read_secret_file(&self.resolve_path(f.get_ref()))
+            Some(f) => read_secret_file(&self.resolve_path(f.get_ref()), Some(&self.owners))
                 .map_err(|e| e.to_string())
                 .and_then(|text| decode_psk(&text))
                 .map_err(|e| self.report(f.span(), join(t, "psk_file"), e))

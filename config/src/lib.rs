@@ -51,11 +51,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         return Err(ConfigError::Writable { path: path.to_path_buf(), mode });
     }
     let exposed = exposed_mode(&meta);
-    validate::validate(&source, path, exposed)
+    use std::os::unix::fs::MetadataExt;
+    validate::validate(&source, path, exposed, Some(meta.uid()))
 }
 
 /// Validates configuration text; `path` names it in errors and anchors
 /// relative key file paths.
 pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
-    validate::validate(source, path, None)
+    validate::validate(source, path, None, None)
 }

@@ -30,9 +30,11 @@ impl PeerFile {
 /// Checks peer-file text; `path` names it in errors and anchors relative
 /// `psk_file` and `preshared_key_file` paths.
 /// `exposed`: the file's permission bits when its group or others may read
-/// it; a key written inline in it is then refused.
-pub fn parse_peers(source: &str, path: &Path, exposed: Option<u32>) -> Result<PeerFile, ConfigError> {
-    let mut c = Checker { source, file: path, exposed, problems: Vec::new() };
+/// it; a key written inline in it is then refused. `owners`: who may own
+/// the PSK files it names besides root and this process's user (the peer
+/// file's owner, `key::foreign_owner`).
+pub fn parse_peers(source: &str, path: &Path, exposed: Option<u32>, owners: &[u32]) -> Result<PeerFile, ConfigError> {
+    let mut c = Checker { source, file: path, exposed, owners: owners.to_vec(), problems: Vec::new() };
     let Some(raw) = read_raw(&mut c) else {
         return Err(ConfigError::Invalid(c.problems));
     };
@@ -81,7 +83,7 @@ mod tests {
     const IDS: &str = "local_id = \"gw1.dc-main.example\"\nremote_id = \"gw1.dc-east.example\"\n";
 
     fn problems(src: &str, path: &Path) -> Vec<String> {
-        match parse_peers(src, path, None) {
+        match parse_peers(src, path, None, &[]) {
             Err(ConfigError::Invalid(p)) => p.iter().map(|p| p.to_string()).collect(),
             other => panic!("expected problems, got {other:?}"),
         }
@@ -104,7 +106,7 @@ mod tests {
              [[peer]]\nname = \"east\"\nprotocol = \"ipsec\"\nendpoints = [\"198.18.0.2\"]\n{IDS}\
              psk_file = \"east.psk\"\nallowed_ips = [\"10.5.0.0/16\"]\n"
         );
-        let f = parse_peers(&src, &path, None).unwrap();
+        let f = parse_peers(&src, &path, None, &[]).unwrap();
         assert_eq!(f.names(), ["north", "east"]);
         let east = &f.ipsec_peers[0];
         assert_eq!(east.psk.0.len(), 32, "the PSK file, relative to the peer file");
@@ -144,9 +146,11 @@ mod tests {
         let path = std::path::Path::new("/etc/causeway/more.toml");
         let src = "[[peer]]\nname = \"b\"\npublic_key = \"Cc8LbKRR2r5vwJTigLNRnTrhc7L4uJLTd9RXJdLA2EA=\"\n\
              preshared_key = \"CE5vbW26f1Ayh5znQQ3b1pWt4oE+w3ScwymAsBl6lkU=\"\n";
-        let Err(e) = parse_peers(src, path, Some(0o644)) else { panic!("an inline PSK in a readable file was taken") };
+        let Err(e) = parse_peers(src, path, Some(0o644), &[]) else {
+            panic!("an inline PSK in a readable file was taken")
+        };
         let text = e.to_string();
         assert!(text.contains("more.toml:4: peer[1].preshared_key:") && text.contains("mode 644"), "{text}");
-        assert!(parse_peers(src, path, None).is_ok());
+        assert!(parse_peers(src, path, None, &[]).is_ok());
     }
 }

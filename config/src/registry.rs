@@ -79,12 +79,15 @@ pub(crate) fn registry_prefix(text: &str) -> Result<String, String> {
 
 /// A secret file that is not read now (a TLS key): a regular file only its
 /// owner may read.
-fn private_file(path: &Path) -> Result<(), KeyError> {
+fn private_file(path: &Path, owners: &[u32]) -> Result<(), KeyError> {
     let shown = path.display().to_string();
     let meta =
         std::fs::metadata(path).map_err(|e| KeyError::Unreadable { path: shown.clone(), reason: e.to_string() })?;
     if let Some(mode) = crate::key::exposed_mode(&meta) {
         return Err(KeyError::Permissions { path: shown, mode });
+    }
+    if let Some((owner, euid)) = crate::key::foreign_owner(&meta, owners) {
+        return Err(KeyError::Owner { path: shown, owner, euid });
     }
     if !meta.is_file() {
         return Err(KeyError::Unreadable { path: shown, reason: "not a regular file".into() });
@@ -261,7 +264,7 @@ impl Checker<'_> {
         let cert = raw.cert_file.as_ref().map(|f| self.public_file(&join(t, "cert_file"), f));
         let key = raw.key_file.as_ref().map(|f| {
             let path = self.resolve_path(f.get_ref());
-            if let Err(e) = private_file(&path) {
+            if let Err(e) = private_file(&path, &self.owners) {
                 self.report(f.span(), join(t, "key_file"), e.to_string());
             }
             path
@@ -297,7 +300,7 @@ impl Checker<'_> {
                         "expected an etcd user name (printable, no spaces, up to 128 characters)",
                     );
                 }
-                let password = read_secret_file(&self.resolve_path(p.get_ref()))
+                let password = read_secret_file(&self.resolve_path(p.get_ref()), Some(&self.owners))
                     .map_err(|e| e.to_string())
                     .and_then(|text| {
                         let line = text.trim_end_matches(['\n', '\r']);

@@ -311,7 +311,13 @@ mod tests {
             })
             .collect();
         let check = |registry, own| {
-            let mut c = Checker { source: src, file: Path::new("/gw.toml"), exposed: None, problems: Vec::new() };
+            let mut c = Checker {
+                source: src,
+                file: Path::new("/gw.toml"),
+                exposed: None,
+                owners: Vec::new(),
+                problems: Vec::new(),
+            };
             c.site_checks(&raw.site, &[], &raw.peer, &members, registry, own);
             c.problems.iter().map(ToString::to_string).collect::<Vec<_>>()
         };

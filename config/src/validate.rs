@@ -61,7 +61,7 @@ impl Checker<'_> {
                     None
                 }
             },
-            (None, Some(f)) => match read_key_file(&self.resolve_path(f.get_ref())) {
+            (None, Some(f)) => match read_key_file(&self.resolve_path(f.get_ref()), Some(&self.owners)) {
                 Ok(v) => Some(v),
                 Err(e) => {
                     self.report(f.span(), join(table, names.1), e.to_string());
@@ -413,12 +413,21 @@ pub(crate) fn check_peers(c: &mut Checker<'_>, raw: &[Spanned<RawPeer>]) -> Chec
 }
 
 /// `exposed`: the permission bits of the file `source` came from when its
-/// group or others may read it (`key::read_config_file`).
-pub(crate) fn validate(source: &str, file: &Path, exposed: Option<u32>) -> Result<Config, ConfigError> {
-    let mut c = Checker { source, file, exposed, problems: Vec::new() };
+/// group or others may read it (`key::read_config_file`); `owner`: that
+/// file's owner, None for text from no file.
+pub(crate) fn validate(
+    source: &str,
+    file: &Path,
+    exposed: Option<u32>,
+    owner: Option<u32>,
+) -> Result<Config, ConfigError> {
+    let mut c = Checker { source, file, exposed, owners: owner.into_iter().collect(), problems: Vec::new() };
     let Some(raw) = read_raw(&mut c) else {
         return Err(ConfigError::Invalid(c.problems));
     };
+    // The user a daemon that drops root reads its key files as on reloads.
+    let user = raw.interface.as_ref().and_then(|i| i.get_ref().user.as_ref());
+    c.owners.extend(user.and_then(|u| crate::key::user_uid(u.get_ref())));
     let mut interface = match &raw.interface {
         Some(i) => c.interface(i),
         None => {
@@ -492,7 +501,7 @@ mod tests {
     const PUB_C: &str = "lUClSgFDcN7sDt4Foo3D12hlo6Zmrh3rFXYS9g8nj1s=";
 
     fn parse(src: &str) -> Result<Config, ConfigError> {
-        validate(src, Path::new("/etc/causeway/gw.toml"), None)
+        validate(src, Path::new("/etc/causeway/gw.toml"), None, None)
     }
 
     fn problems(src: &str) -> Vec<String> {
@@ -802,6 +811,50 @@ mod tests {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let c = crate::load(&cfg).unwrap();
         assert_eq!(c.interface.private_key.public_key().to_base64(), PUB_A);
+    }
+
+    /// As a daemon that drops root finds them at start: key files given to
+    /// the owner of the configuration, or to the user it switches to.
+    #[test]
+    fn a_key_file_may_belong_to_the_configuration_s_owner_or_user_only() {
+        use std::os::unix::fs::{chown, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("gw.key");
+        std::fs::write(&key, format!("{KEY_A}\n")).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let cfg = dir.path().join("gw.toml");
+        std::fs::write(&cfg, "[interface]\nprivate_key_file = \"gw.key\"\n").unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Giving files away takes root; CI runs the tests as root.
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("not root: files of other users cannot be made here");
+            return;
+        }
+        chown(&cfg, Some(65534), None).unwrap();
+        chown(&key, Some(65534), None).unwrap();
+        assert_eq!(crate::load(&cfg).unwrap().interface.private_key.public_key().to_base64(), PUB_A);
+        chown(&key, Some(65533), None).unwrap();
+        let err = crate::load(&cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("gw.toml:2: interface.private_key_file: key file") && err.contains("belongs to uid 65533"),
+            "{err}"
+        );
+        // Text from no file trusts no third owner.
+        chown(&key, Some(65534), None).unwrap();
+        let text = format!("[interface]\nprivate_key_file = \"{}\"\n", key.display());
+        assert!(crate::parse(&text, &cfg).is_err());
+        // A root-owned configuration whose daemon switches to a user that
+        // owns the key (root:user 0640 configurations, keys of that user).
+        chown(&cfg, Some(0), None).unwrap();
+        assert!(crate::load(&cfg).is_err(), "root's configuration, another user's key");
+        let Some((name, uid)) = ["nobody", "daemon", "bin"].iter().find_map(|n| Some((*n, crate::key::user_uid(n)?)))
+        else {
+            eprintln!("no system user to give the key to");
+            return;
+        };
+        chown(&key, Some(uid), None).unwrap();
+        std::fs::write(&cfg, format!("[interface]\nprivate_key_file = \"gw.key\"\nuser = \"{name}\"\n")).unwrap();
+        assert_eq!(crate::load(&cfg).unwrap().interface.private_key.public_key().to_base64(), PUB_A);
     }
 
     #[test]

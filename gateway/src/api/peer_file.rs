@@ -57,7 +57,11 @@ fn clash(gw: &Gateway, file: &PeerFile) -> Result<(), ApiError> {
 /// and PSK files; `exposed` its mode when others may read it) and adds its
 /// peers. Says what it added.
 pub fn add_peers(gw: &Gateway, text: &str, path: &Path, exposed: Option<u32>) -> Result<String, ApiError> {
-    let file = causeway_config::parse_peers(text, path, exposed).map_err(ApiError::ConfigRejected)?;
+    // The peer file's owner chose its PSK files, so may own them: looked up
+    // here, not taken from the client.
+    let owner = std::fs::metadata(path).ok().map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    let owners: Vec<u32> = owner.into_iter().collect();
+    let file = causeway_config::parse_peers(text, path, exposed, &owners).map_err(ApiError::ConfigRejected)?;
     let _one_change = gw.changing();
     clash(gw, &file)?;
     // IKE starts before anything is added, so a gateway that cannot bind

@@ -243,7 +243,7 @@ impl PeerFields {
     fn into_change(self, name: Option<String>, public_key: Option<String>) -> anyhow::Result<PeerChange> {
         let preshared_key = match self.preshared_key_file {
             Some(f) => {
-                let text = causeway_config::read_secret_file(&f)?;
+                let text = causeway_config::read_secret_file(&f, None)?;
                 Some(SecretText(zeroize::Zeroizing::new(text.trim().to_string())))
             }
             None => None,
