@@ -18,9 +18,8 @@ pub(crate) struct Checker<'a> {
     /// (None for text that came from no file, or a private one).
     pub(crate) exposed: Option<u32>,
     /// Who may own the key files it names besides root and this process's
-    /// user (`key::foreign_owner`): the file's owner, who decides its keys
-    /// already, and the configuration's `interface.user`.
-    pub(crate) owners: Vec<u32>,
+    /// user (`key::check_owner`).
+    pub(crate) owners: crate::key::Owners,
     pub(crate) problems: Vec<Problem>,
 }
 

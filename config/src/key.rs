@@ -22,9 +22,9 @@ pub enum KeyError {
     )]
     Permissions { path: String, mode: u32 },
     #[error(
-        "key file {path} belongs to uid {owner}, who could replace the key: it must belong to root, to the user this runs as (uid {euid}), to the configuration's interface.user, or to the owner of the file that names it"
+        "key file {path} belongs to uid {owner}, who could replace the key: it must belong to root, to the user this runs as (uid {euid}), to the configuration's interface.user, or to the owner of the file that names it{user_note}"
     )]
-    Owner { path: String, owner: u32, euid: u32 },
+    Owner { path: String, owner: u32, euid: u32, user_note: String },
 }
 
 /// Decodes a base64 key. The text itself is never echoed back in errors,
@@ -46,16 +46,16 @@ pub fn parse_key(text: &str) -> Result<Zeroizing<[u8; 32]>, KeyError> {
 }
 
 /// Reads a key from a file that only its owner may read, owned by root, by
-/// us or by one of `owners` (`foreign_owner`).
-pub(crate) fn read_key_file(path: &Path, owners: Option<&[u32]>) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+/// us or by one of `owners` (`check_owner`).
+pub(crate) fn read_key_file(path: &Path, owners: Option<&Owners>) -> Result<Zeroizing<[u8; 32]>, KeyError> {
     parse_key(&read_secret_file(path, owners)?)
 }
 
 /// Reads a small secret file (a key, an IKE pre-shared key) that only its
 /// owner may read, owned by root, by us or by one of `owners`
-/// (`foreign_owner`); with `owners` None, by anyone: a file named on the
+/// (`check_owner`); with `owners` None, by anyone: a file named on the
 /// command line of a tool run by whoever chose it.
-pub fn read_secret_file(path: &Path, owners: Option<&[u32]>) -> Result<Zeroizing<String>, KeyError> {
+pub fn read_secret_file(path: &Path, owners: Option<&Owners>) -> Result<Zeroizing<String>, KeyError> {
     let shown = path.display().to_string();
     let unreadable = |e: std::io::Error| KeyError::Unreadable { path: shown.clone(), reason: e.to_string() };
     // A FIFO, a terminal or a device would block or never end (opening a
@@ -72,8 +72,8 @@ pub fn read_secret_file(path: &Path, owners: Option<&[u32]>) -> Result<Zeroizing
     if let Some(mode) = exposed_mode(&meta) {
         return Err(KeyError::Permissions { path: shown, mode });
     }
-    if let Some((owner, euid)) = owners.and_then(|o| foreign_owner(&meta, o)) {
-        return Err(KeyError::Owner { path: shown, owner, euid });
+    if let Some(owners) = owners {
+        check_owner(path, &meta, owners)?;
     }
     if !meta.is_file() {
         return Err(not_regular());
@@ -97,25 +97,40 @@ pub fn exposed_mode(meta: &std::fs::Metadata) -> Option<u32> {
     (mode & 0o077 != 0).then_some(mode)
 }
 
-/// The owner of a secret file and our effective uid, when the owner is
+/// Who may own a secret file besides root and this process's user
+/// (`check_owner`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owners {
+    /// The owner of the file that names it, who decides its keys already.
+    pub uids: Vec<u32>,
+    /// The user a daemon that drops root switches to (`interface.user`),
+    /// which reads the files on reloads. Looked up only for a file trusted
+    /// no other way: a lookup through NSS may wait on a directory service.
+    pub user: Option<String>,
+}
+
+/// Refuses a secret file (`meta` of the file opened) whose owner is
 /// neither root, nor us, nor one of `owners`: mode 0600 keeps others from
 /// reading a key, not its owner from replacing it, so the owner must be
 /// someone who controls the key anyway, as sshd's StrictModes asks of
-/// authorized_keys. The callers trust the owner of the file that names
-/// the key (who decides the keys already) and the configuration's
-/// `interface.user`, so that a daemon that drops root reads the same files
-/// at start, as root, and on reloads, as that user.
-pub fn foreign_owner(meta: &std::fs::Metadata, owners: &[u32]) -> Option<(u32, u32)> {
+/// authorized_keys. With the configuration's owner and `interface.user`
+/// trusted, a daemon that drops root reads the same files at start, as
+/// root, and on reloads, as that user.
+pub fn check_owner(path: &Path, meta: &std::fs::Metadata, owners: &Owners) -> Result<(), KeyError> {
     use std::os::unix::fs::MetadataExt;
     let euid = nix::unistd::geteuid().as_raw();
     let owner = meta.uid();
-    (owner != 0 && owner != euid && !owners.contains(&owner)).then_some((owner, euid))
-}
-
-/// The uid of the user named `name`, if there is one (through NSS, as the
-/// daemon looks it up when it drops root).
-pub fn user_uid(name: &str) -> Option<u32> {
-    nix::unistd::User::from_name(name).ok().flatten().map(|u| u.uid.as_raw())
+    if owner == 0 || owner == euid || owners.uids.contains(&owner) {
+        return Ok(());
+    }
+    let user_note = match owners.user.as_deref().map(|name| (name, nix::unistd::User::from_name(name))) {
+        None => String::new(),
+        Some((_, Ok(Some(u)))) if u.uid.as_raw() == owner => return Ok(()),
+        Some((_, Ok(Some(_)))) => String::new(),
+        Some((name, Ok(None))) => format!(" (interface.user \"{name}\" does not exist)"),
+        Some((name, Err(e))) => format!(" (interface.user \"{name}\" could not be looked up: {e})"),
+    };
+    Err(KeyError::Owner { path: path.display().to_string(), owner, euid, user_note })
 }
 
 /// Reads a file that may hold keys (a configuration, a peer file) into
@@ -182,17 +197,20 @@ mod tests {
             p
         };
         let good = private("good.key", b"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n");
-        assert_eq!(read_key_file(&good, Some(&[])).unwrap()[0], 0xc8);
+        assert_eq!(read_key_file(&good, Some(&Owners::default())).unwrap()[0], 0xc8);
         let big = private("big.key", &[b'A'; 4096]);
-        assert!(read_key_file(&big, Some(&[])).unwrap_err().to_string().contains("longer than 1024 bytes"));
+        assert!(read_key_file(&big, Some(&Owners::default()))
+            .unwrap_err()
+            .to_string()
+            .contains("longer than 1024 bytes"));
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        let err = read_key_file(dir.path(), Some(&[])).unwrap_err().to_string();
+        let err = read_key_file(dir.path(), Some(&Owners::default())).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
         // A FIFO is refused without being opened, which would wait for a
         // writer forever.
         let fifo = dir.path().join("gw.fifo");
         assert!(std::process::Command::new("mkfifo").arg("-m600").arg(&fifo).status().unwrap().success());
-        let err = read_key_file(&fifo, Some(&[])).unwrap_err().to_string();
+        let err = read_key_file(&fifo, Some(&Owners::default())).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
     }
 
@@ -226,19 +244,29 @@ mod tests {
         let path = dir.path().join("gw.key");
         std::fs::write(&path, "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_key_file(&path, Some(&[])).unwrap()[0], 0xc8, "ours");
+        assert_eq!(read_key_file(&path, Some(&Owners::default())).unwrap()[0], 0xc8, "ours");
         // Giving a file away takes root; CI runs the tests as root.
         if !nix::unistd::geteuid().is_root() {
             eprintln!("not root: a file of another user cannot be made here");
             return;
         }
         std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
-        let err = read_key_file(&path, Some(&[])).unwrap_err();
-        assert_eq!(err, KeyError::Owner { path: path.display().to_string(), owner: 65534, euid: 0 });
+        let err = read_key_file(&path, Some(&Owners::default())).unwrap_err();
+        assert_eq!(
+            err,
+            KeyError::Owner { path: path.display().to_string(), owner: 65534, euid: 0, user_note: String::new() }
+        );
         assert!(err.to_string().contains("belongs to uid 65534"), "{err}");
-        assert_eq!(read_key_file(&path, Some(&[7, 65534])).unwrap()[0], 0xc8, "a trusted owner's");
+        assert_eq!(
+            read_key_file(&path, Some(&Owners { uids: vec![7, 65534], user: None })).unwrap()[0],
+            0xc8,
+            "a trusted owner's"
+        );
         assert_eq!(read_key_file(&path, None).unwrap()[0], 0xc8, "no owner check");
+        let missing = Owners { uids: Vec::new(), user: Some("causeway-no-such-user".into()) };
+        let err = read_key_file(&path, Some(&missing)).unwrap_err().to_string();
+        assert!(err.ends_with("(interface.user \"causeway-no-such-user\" does not exist)"), "{err}");
         std::os::unix::fs::chown(&path, Some(0), None).unwrap();
-        assert_eq!(read_key_file(&path, Some(&[])).unwrap()[0], 0xc8, "root's");
+        assert_eq!(read_key_file(&path, Some(&Owners::default())).unwrap()[0], 0xc8, "root's");
     }
 }

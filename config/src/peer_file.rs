@@ -32,9 +32,10 @@ impl PeerFile {
 /// `exposed`: the file's permission bits when its group or others may read
 /// it; a key written inline in it is then refused. `owners`: who may own
 /// the PSK files it names besides root and this process's user (the peer
-/// file's owner, `key::foreign_owner`).
+/// file's owner, `key::check_owner`).
 pub fn parse_peers(source: &str, path: &Path, exposed: Option<u32>, owners: &[u32]) -> Result<PeerFile, ConfigError> {
-    let mut c = Checker { source, file: path, exposed, owners: owners.to_vec(), problems: Vec::new() };
+    let owners = crate::key::Owners { uids: owners.to_vec(), user: None };
+    let mut c = Checker { source, file: path, exposed, owners, problems: Vec::new() };
     let Some(raw) = read_raw(&mut c) else {
         return Err(ConfigError::Invalid(c.problems));
     };

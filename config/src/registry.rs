@@ -79,16 +79,14 @@ pub(crate) fn registry_prefix(text: &str) -> Result<String, String> {
 
 /// A secret file that is not read now (a TLS key): a regular file only its
 /// owner may read.
-fn private_file(path: &Path, owners: &[u32]) -> Result<(), KeyError> {
+fn private_file(path: &Path, owners: &crate::key::Owners) -> Result<(), KeyError> {
     let shown = path.display().to_string();
     let meta =
         std::fs::metadata(path).map_err(|e| KeyError::Unreadable { path: shown.clone(), reason: e.to_string() })?;
     if let Some(mode) = crate::key::exposed_mode(&meta) {
         return Err(KeyError::Permissions { path: shown, mode });
     }
-    if let Some((owner, euid)) = crate::key::foreign_owner(&meta, owners) {
-        return Err(KeyError::Owner { path: shown, owner, euid });
-    }
+    crate::key::check_owner(path, &meta, owners)?;
     if !meta.is_file() {
         return Err(KeyError::Unreadable { path: shown, reason: "not a regular file".into() });
     }
@@ -269,7 +267,7 @@ impl Checker<'_> {
             }
             path
         });
-        Some(RegistryTls { ca_file: ca?, cert_file: cert?, key_file: key? })
+        Some(RegistryTls { ca_file: ca?, cert_file: cert?, key_file: key?, key_owners: self.owners.clone() })
     }
 
     /// etcd authentication: the user and the password file, together.

@@ -315,7 +315,7 @@ mod tests {
                 source: src,
                 file: Path::new("/gw.toml"),
                 exposed: None,
-                owners: Vec::new(),
+                owners: Default::default(),
                 problems: Vec::new(),
             };
             c.site_checks(&raw.site, &[], &raw.peer, &members, registry, own);

@@ -90,6 +90,9 @@ pub struct RegistryTls {
     pub ca_file: std::path::PathBuf,
     pub cert_file: std::path::PathBuf,
     pub key_file: std::path::PathBuf,
+    /// Who may own `key_file` besides root and the daemon's user: checked
+    /// again on the file opened when the key is read.
+    pub key_owners: crate::key::Owners,
 }
 
 #[derive(Debug, Clone)]

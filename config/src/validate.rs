@@ -421,13 +421,14 @@ pub(crate) fn validate(
     exposed: Option<u32>,
     owner: Option<u32>,
 ) -> Result<Config, ConfigError> {
-    let mut c = Checker { source, file, exposed, owners: owner.into_iter().collect(), problems: Vec::new() };
+    let owners = crate::key::Owners { uids: owner.into_iter().collect(), user: None };
+    let mut c = Checker { source, file, exposed, owners, problems: Vec::new() };
     let Some(raw) = read_raw(&mut c) else {
         return Err(ConfigError::Invalid(c.problems));
     };
     // The user a daemon that drops root reads its key files as on reloads.
     let user = raw.interface.as_ref().and_then(|i| i.get_ref().user.as_ref());
-    c.owners.extend(user.and_then(|u| crate::key::user_uid(u.get_ref())));
+    c.owners.user = user.map(|u| u.get_ref().clone());
     let mut interface = match &raw.interface {
         Some(i) => c.interface(i),
         None => {
@@ -847,8 +848,10 @@ mod tests {
         // owns the key (root:user 0640 configurations, keys of that user).
         chown(&cfg, Some(0), None).unwrap();
         assert!(crate::load(&cfg).is_err(), "root's configuration, another user's key");
-        let Some((name, uid)) = ["nobody", "daemon", "bin"].iter().find_map(|n| Some((*n, crate::key::user_uid(n)?)))
-        else {
+        let Some((name, uid)) = ["nobody", "daemon", "bin"].iter().find_map(|n| {
+            let u = nix::unistd::User::from_name(n).ok().flatten()?;
+            Some((*n, u.uid.as_raw()))
+        }) else {
             eprintln!("no system user to give the key to");
             return;
         };

@@ -715,6 +715,7 @@ fn tls_with_a_client_certificate() {
             ca_file: dir.join("ca.pem"),
             cert_file: dir.join("client.pem"),
             key_file: dir.join("client.key"),
+            key_owners: Default::default(),
         })
     };
     let a = Gw::start_with(&net, &etcd, 1, "east", "gw1", 10, tls);

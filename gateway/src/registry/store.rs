@@ -23,7 +23,7 @@ struct TlsPem {
 /// Reads the TLS key, checking the file it opened (the configuration's
 /// check of the path came earlier, and the file may have been swapped
 /// since).
-fn read_private(p: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, RegistryError> {
+fn read_private(p: &std::path::Path, owners: &causeway_config::Owners) -> Result<Zeroizing<Vec<u8>>, RegistryError> {
     use std::io::Read;
     let err = |source| RegistryError::ReadFile { path: p.to_path_buf(), source };
     let file = std::fs::File::open(p).map_err(err)?;
@@ -34,6 +34,7 @@ fn read_private(p: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, RegistryError
             p.display()
         ))));
     }
+    causeway_config::check_owner(p, &meta, owners).map_err(|e| err(std::io::Error::other(e.to_string())))?;
     // Capacity up front so the key is never copied into memory freed
     // unwiped.
     let mut key = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
@@ -53,9 +54,11 @@ impl Credentials {
             std::fs::read(p).map_err(|source| RegistryError::ReadFile { path: p.to_path_buf(), source })
         };
         let tls = match &reg.tls {
-            Some(t) => {
-                Some(TlsPem { ca: read(&t.ca_file)?, cert: read(&t.cert_file)?, key: read_private(&t.key_file)? })
-            }
+            Some(t) => Some(TlsPem {
+                ca: read(&t.ca_file)?,
+                cert: read(&t.cert_file)?,
+                key: read_private(&t.key_file, &t.key_owners)?,
+            }),
             None => None,
         };
         let user = match &reg.user {
