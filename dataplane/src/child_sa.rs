@@ -99,6 +99,12 @@ impl ChildSa {
         self.receive_only.store(true, Ordering::Relaxed);
     }
 
+    /// Undoes `mark_receive_only` for an SA published before its install
+    /// (`IpsecTable::publish_inbound`) that is to send after all.
+    pub(crate) fn unmark_receive_only(&self) {
+        self.receive_only.store(false, Ordering::Relaxed);
+    }
+
     pub(crate) fn receive_only(&self) -> bool {
         self.receive_only.load(Ordering::Relaxed)
     }

@@ -271,6 +271,33 @@ mod tests {
         assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &alone)));
     }
 
+    // An SA published before IKE's answer leaves opens at once but sends
+    // only once installed: another SA's removal in between does not hand
+    // sending to it (it may be a collision's redundant SA), and installed
+    // to send, it does.
+    #[test]
+    fn a_published_sa_opens_but_sends_only_once_installed() {
+        let table = IpsecTable::default();
+        let peer = ipsec_peer();
+        let link = peer.ipsec().unwrap();
+        let (old, new) = (child_sa(0x100), child_sa(0x200));
+        table.install_child(&peer, old.clone(), SendOn::Now);
+        table.publish_inbound(&peer, &new);
+        assert!(table.child(new.spi_in()).is_some(), "found by its SPI");
+        assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &old)));
+        table.remove_child(old.spi_in());
+        assert!(link.sending().is_none(), "not handed to the SA not yet installed");
+        table.install_child(&peer, new.clone(), SendOn::Now);
+        assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &new)));
+        // Installed as a collision's redundant SA, it stays out of the hand-over.
+        let (a, redundant) = (child_sa(0x300), child_sa(0x400));
+        table.publish_inbound(&peer, &redundant);
+        table.install_child(&peer, redundant.clone(), SendOn::Never);
+        table.install_child(&peer, a.clone(), SendOn::Now);
+        table.remove_child(a.spi_in());
+        assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &new)), "the installed one, not the redundant");
+    }
+
     // A rekeyed SA's Delete: sending moves to its successor (pending or
     // up) at once, and it still opens until removed; with no other SA of
     // the peer to send, it is left for the caller to remove at once.

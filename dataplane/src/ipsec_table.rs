@@ -159,7 +159,12 @@ impl IpsecTable {
     /// while holding the SPI map's writer lock, so nesting them is safe).
     pub fn install_child(&self, peer: &Arc<PeerState>, sa: Arc<ChildSa>, send: SendOn) {
         let Some(link) = peer.ipsec() else { return };
-        sa.set_installed(self.installs.fetch_add(1, Ordering::Relaxed) + 1);
+        if sa.installed() == 0 {
+            sa.set_installed(self.installs.fetch_add(1, Ordering::Relaxed) + 1);
+        }
+        if send != SendOn::Never {
+            sa.unmark_receive_only();
+        }
         let publish = || {
             self.change_spis(|m| {
                 m.insert(sa.spi_in(), (peer.clone(), sa.clone()));
@@ -188,6 +193,29 @@ impl IpsecTable {
         }
         drop(switch);
         *lock(&link.negotiation) = (None, None);
+    }
+
+    /// Publishes the inbound half of a child SA whose keys IKE's answer is
+    /// about to give the peer, before that answer leaves: the peer sends
+    /// on it the moment the answer arrives, and a packet that came before
+    /// the SA was published would be dropped as of an unknown SPI.
+    /// `install_child` decides afterwards whether and when it sends. (The
+    /// whole install cannot come first: it would send the packets held
+    /// for the SA ahead of the answer, which the peer cannot open yet.) A
+    /// packet opened on an SA that takes over once used, between the two,
+    /// does not yet switch sending over; the next one after the install
+    /// does, or the old SA's removal. Until its install it counts as
+    /// receive-only, so that no other SA's removal hands sending to it
+    /// (it may be the redundant SA of a collision, never to send).
+    pub fn publish_inbound(&self, peer: &Arc<PeerState>, sa: &Arc<ChildSa>) {
+        if peer.ipsec().is_none() {
+            return;
+        }
+        sa.mark_receive_only();
+        sa.set_installed(self.installs.fetch_add(1, Ordering::Relaxed) + 1);
+        self.change_spis(|m| {
+            m.insert(sa.spi_in(), (peer.clone(), sa.clone()));
+        });
     }
 
     /// Removes the child SA whose inbound SPI is `spi_in`. If it was the

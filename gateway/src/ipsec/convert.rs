@@ -137,15 +137,17 @@ fn esp_cipher(c: EspCipher) -> Cipher {
 /// The data plane's SA pair for negotiated keys and traffic selectors
 /// (`local` ours, `remote` the peer's); `roams` as IKE's `ChildUp` says.
 pub fn child_sa(
-    keys: ChildKeys,
+    keys: &ChildKeys,
     encap: bool,
     roams: bool,
     local: &[TrafficSelector],
     remote: &[TrafficSelector],
 ) -> Result<ChildSa, causeway_esp::Error> {
     let cipher = esp_cipher(keys.cipher);
-    let outbound = OutboundSa::new(SaKeys { spi: keys.spi_out, cipher, keymat: keys.keymat_out })?;
-    let inbound = InboundSa::new(SaKeys { spi: keys.spi_in, cipher, keymat: keys.keymat_in })?;
+    // Copies of the key material (wiped when dropped): the event keeps its
+    // own for the key log.
+    let outbound = OutboundSa::new(SaKeys { spi: keys.spi_out, cipher, keymat: keys.keymat_out.clone() })?;
+    let inbound = InboundSa::new(SaKeys { spi: keys.spi_in, cipher, keymat: keys.keymat_in.clone() })?;
     let carrier = if encap { Carrier::EspInUdp } else { Carrier::RawEsp };
     let plane = |list: &[TrafficSelector]| {
         list.iter()

@@ -9,8 +9,10 @@
 //! 3. start IKE for peers that should have an SA and have none (at start,
 //!    after a failure, on traffic), failing over among their endpoints,
 //!    and ask for a child SA on an IKE SA left without one (`start.rs`);
-//! 4. send what the core wants sent: port 500 from this thread's socket,
-//!    port 4500 from the data plane's, behind the non-ESP marker;
+//! 4. publish the inbound half of each new child SA in the data plane,
+//!    then send what the core wants sent: port 500 from this thread's
+//!    socket, port 4500 from the data plane's, behind the non-ESP marker
+//!    (`flush.rs`);
 //! 5. apply the core's events: child SAs installed in and removed from
 //!    the data plane (one a rekey replaced after a grace, `retired.rs`),
 //!    one log line per change or failure.
@@ -33,13 +35,15 @@ use causeway_dataplane::interface::Interface;
 use causeway_dataplane::io::{Bind, RecvMeta, Socket};
 use causeway_dataplane::ipsec::{flush_staged, follow_ike, Request, SendOn};
 use causeway_dataplane::session::Carrier;
-use causeway_ikev2::{describe_ts, ChildSend, Endpoint, Event, PeerId, PeerStatus, Transmit};
+use causeway_ikev2::{describe_ts, ChildSend, Endpoint, Event, PeerId, PeerStatus};
 
 use super::lookup::{self, Lookup};
 use super::retired::Retired;
 use super::{convert, keylog};
 
+mod flush;
 mod start;
+use flush::flush;
 use start::{nat_keepalives, start_due, ChildRetry};
 
 /// How long after a failed or lost IKE SA an initiating peer tries again.
@@ -395,66 +399,7 @@ fn receive(s: &Shared, buf: &mut [u8], now: Instant) {
     }
 }
 
-/// Sends what the core wants sent, then applies its events. Called after
-/// every message handled, so that what is queued is one message's work.
-///
-/// The datagrams leave before the events made with them are applied.
-/// Applying a responder's new child SA first would also send the packets
-/// staged for it, ahead of the answer that gives the initiator its keys,
-/// which would drop them; the other way round, the peer's first packet on
-/// the SA would have to arrive within the few microseconds until it is
-/// installed. Were several messages' work queued at once, their datagrams
-/// and events would not pair up: flushed one of each at a time, a datagram
-/// answering another message could let a new SA's events in ahead of
-/// that SA's own answer.
-///
-/// The core's lock is let go before each send and each apply: `apply`
-/// takes it again (`delete_child`), and other locks after it. (In a `while
-/// let` condition the guard would live through the body.)
-fn flush(s: &Shared) {
-    // Applying an event can queue more (a child SA the data plane could
-    // not install is deleted with the peer told): round again until quiet.
-    loop {
-        let mut busy = false;
-        loop {
-            let t = lock(&s.core).poll_transmit();
-            let Some(t) = t else { break };
-            send(s, t);
-            busy = true;
-        }
-        loop {
-            let e = lock(&s.core).poll_event();
-            let Some(e) = e else { break };
-            apply(s, e);
-            busy = true;
-        }
-        if !busy {
-            return;
-        }
-    }
-}
-
-fn send(s: &Shared, t: Transmit) {
-    let result = if t.local_port == s.socket.local_port() {
-        s.socket.send(t.remote, t.local, &t.data, None)
-    } else {
-        let set = s.iface.sockets_for(Carrier::EspInUdp);
-        let Some(sock) = set.sockets.first() else {
-            tracing::warn!(to = %t.remote, "IKE on port 4500 before its sockets were bound");
-            return;
-        };
-        // RFC 3948 §2.2: IKE on port 4500 begins with four zero bytes.
-        let mut framed = Vec::with_capacity(4 + t.data.len());
-        framed.extend_from_slice(&[0, 0, 0, 0]);
-        framed.extend_from_slice(&t.data);
-        sock.send(t.remote, t.local, &framed, None)
-    };
-    if let Err(e) = result {
-        tracing::debug!(to = %t.remote, error = %e, "IKE send failed");
-    }
-}
-
-fn apply(s: &Shared, event: Event) {
+fn apply(s: &Shared, event: Event, prepared: Option<Arc<causeway_dataplane::child_sa::ChildSa>>) {
     match event {
         Event::IkeUp { peer, suite, nat, remote } => {
             tracing::info!(peer = %peer, %remote, suite = %convert::suite_name(&suite), nat, "IKE SA established");
@@ -489,31 +434,17 @@ fn apply(s: &Shared, event: Event) {
                 }
             }
         }
-        Event::ChildUp { peer, keys, remote, local, encap, roams, replaces, send, local_ts, remote_ts } => {
+        Event::ChildUp { peer, keys, remote, local, encap, replaces, send, local_ts, remote_ts, .. } => {
+            // Checked, converted and published inbound before the answer
+            // left (`flush::prepare_child`); None if it was refused there.
+            let Some(sa) = prepared else { return };
             let Some(ps) = s.iface.ipsec.peer(&peer.0) else { return };
             let (spi_in, spi_out, cipher) = (keys.spi_in, keys.spi_out, keys.cipher);
-            if !encap {
-                if let Err(why) = raw_esp_reaches(&s.iface, &[remote.ip()]) {
-                    tracing::error!(peer = %peer, "{why}; set encap = \"always\"; deleting the child SA");
-                    lock(&s.core).delete_child(spi_in, Instant::now());
-                    return;
-                }
-            }
             if let Some(path) = &s.keylog {
                 keylog::append(path, &keys, remote.ip(), local);
             }
             // As a failure's log line writes them.
             let selectors = format!("{} === {}", describe_ts(&local_ts), describe_ts(&remote_ts));
-            let sa = match convert::child_sa(keys, encap, roams, &local_ts, &remote_ts) {
-                Ok(sa) => Arc::new(sa),
-                Err(e) => {
-                    // Deleted rather than left negotiated and missing, so
-                    // the peer does not send into it.
-                    tracing::error!(peer = %peer, error = %e, "negotiated keys refused by ESP; deleting the child SA");
-                    lock(&s.core).delete_child(spi_in, Instant::now());
-                    return;
-                }
-            };
             // Raw ESP has no port; an IPv6 address keeps its scope.
             let mut endpoint = remote;
             if !encap {

@@ -165,9 +165,10 @@ pub(crate) fn on_request(
         return Vec::new();
     }
     let Some(a) = answer_child(sa, cfg, io, id, p) else { return Vec::new() };
-    // As for IKE_AUTH's responder: the answer leaves before the SA is
-    // installed in the data plane (the driver's order), and there is no
-    // other child SA whose traffic could be moved too early.
+    // As for IKE_AUTH's responder: the answer leaves after the SA's inbound
+    // half is in the data plane and before it sends (the driver's order),
+    // and there is no other child SA whose traffic could be moved too
+    // early.
     install_child(sa, cfg, io, now, a.keys, a.esp.dh, a.local_ts, a.remote_ts, None, ChildSend::Now);
     sa.send_response(io, ExchangeType::CreateChildSa, id, &a.payloads);
     Vec::new()
