@@ -179,11 +179,6 @@ pub(crate) fn on_request(sa: &mut IkeSa, io: &mut Io, id: u32, p: &[Payload]) ->
 /// the predecessor, if out, then completes as an uncontested one.
 fn revive_predecessor(sa: &mut IkeSa, gone: &ChildSa) {
     let Some(old) = gone.replaces else { return };
-    if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
-        if c.collision.as_ref().is_some_and(|k| k.created == u64::from(gone.spi_in)) {
-            c.collision = None;
-        }
-    }
     let ours_pending = matches!(&sa.pending, Some(q) if match &q.req {
         Req::RekeyChild(r) => r.old == old,
         Req::DeleteChildren(s) => s.contains(&old),
@@ -194,12 +189,13 @@ fn revive_predecessor(sa: &mut IkeSa, gone: &ChildSa) {
         Planned::DeleteChildren(s) => s.contains(&old),
         _ => false,
     });
-    if ours_pending || ours_planned {
-        return;
-    }
-    if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
-        c.retiring = false;
+    let ours_out = ours_pending || ours_planned;
+    let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) else { return };
+    if !ours_out || c.collision.as_ref().is_some_and(|k| k.created == u64::from(gone.spi_in)) {
         c.collision = None;
+    }
+    if !ours_out {
+        c.retiring = false;
     }
 }
 

@@ -255,6 +255,20 @@ impl Net {
         self.events(side).iter().filter(|e| matches!(e, Event::ChildUp { .. })).collect()
     }
 
+    /// Child SAs `side` holds now.
+    pub(crate) fn children(&self, side: Side) -> usize {
+        let status = match side {
+            Side::A => self.a.status(&peer_b()),
+            Side::B => self.b.status(&peer_a()),
+        };
+        status.map_or(0, |s| s.children.len())
+    }
+
+    /// ChildDown events `side` reported.
+    pub(crate) fn child_downs(&self, side: Side) -> usize {
+        self.events(side).iter().filter(|e| matches!(e, Event::ChildDown { .. })).count()
+    }
+
     pub(crate) fn ike_ups(&self, side: Side) -> usize {
         self.events(side).iter().filter(|e| matches!(e, Event::IkeUp { .. })).count()
     }

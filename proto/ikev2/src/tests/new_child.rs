@@ -13,18 +13,6 @@ fn up(cfg: crate::PeerConfig) -> Net {
     n
 }
 
-fn children(n: &Net, side: Side) -> usize {
-    let status = match side {
-        Side::A => n.a.status(&peer_b()),
-        Side::B => n.b.status(&peer_a()),
-    };
-    status.map_or(0, |s| s.children.len())
-}
-
-fn child_downs(n: &Net, side: Side) -> usize {
-    n.events(side).iter().filter(|e| matches!(e, Event::ChildDown { .. })).count()
-}
-
 /// B deletes its child SA (as `swanctl --terminate --child` would); the
 /// IKE SA stays up on both ends without one.
 fn delete_bs_child(n: &mut Net) {
@@ -32,8 +20,8 @@ fn delete_bs_child(n: &mut Net) {
     assert!(n.b.delete_child(b_in, n.now));
     assert!(!n.b.delete_child(b_in, n.now), "being deleted already");
     n.run();
-    assert_eq!((child_downs(n, Side::A), child_downs(n, Side::B)), (1, 1));
-    assert_eq!((children(n, Side::A), children(n, Side::B)), (0, 0));
+    assert_eq!((n.child_downs(Side::A), n.child_downs(Side::B)), (1, 1));
+    assert_eq!((n.children(Side::A), n.children(Side::B)), (0, 0));
     assert_eq!(n.a.status(&peer_b()).map(|s| s.state), Some(IkeState::Established));
 }
 
@@ -53,13 +41,13 @@ fn a_child_sa_the_peer_deleted_is_created_anew_on_the_same_ike_sa() {
         assert_eq!((*replaces, *send), (None, crate::ChildSend::Now));
     }
     assert_eq!((n.ike_ups(Side::A), n.ike_ups(Side::B)), (1, 1), "on the same IKE SA");
-    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (1, 1));
+    assert_eq!((n.children(Side::A), n.children(Side::B)), (1, 1));
     assert!(!n.a.create_child(&peer_b(), n.now), "it has one now");
     assert!(!n.b.create_child(&peer_a(), n.now));
     // The new child SA is rekeyed like the first.
     n.advance(std::time::Duration::from_secs(1300));
     assert!(n.child_ups(Side::A).len() >= 3);
-    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (1, 1));
+    assert_eq!((n.children(Side::A), n.children(Side::B)), (1, 1));
 }
 
 #[test]
@@ -101,7 +89,7 @@ fn a_child_sa_the_driver_could_not_install_is_deleted_on_both_ends() {
     let (a_in, _, _, _) = child_keys(n.child_ups(Side::A)[0]);
     assert!(n.a.delete_child(a_in, n.now));
     n.run();
-    assert_eq!((child_downs(&n, Side::A), child_downs(&n, Side::B)), (1, 1));
+    assert_eq!((n.child_downs(Side::A), n.child_downs(Side::B)), (1, 1));
     assert!(!n.a.delete_child(a_in, n.now), "gone");
     assert_eq!(n.b.status(&peer_a()).map(|s| s.state), Some(IkeState::Established));
 }
@@ -119,7 +107,7 @@ fn both_ends_asking_at_once_make_one_child_sa() {
     let (a, b) = (n.child_ups(Side::A), n.child_ups(Side::B));
     assert_eq!((a.len(), b.len()), (2, 2), "one new child SA each");
     assert_crosswise(a[1], b[1]);
-    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (1, 1));
+    assert_eq!((n.children(Side::A), n.children(Side::B)), (1, 1));
     assert!(n.failures(Side::A).is_empty() && n.failures(Side::B).is_empty(), "{:?}", n.events_b);
 }
 

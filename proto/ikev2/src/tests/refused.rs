@@ -8,7 +8,7 @@
 
 use super::net::*;
 use crate::wire::message::Message;
-use crate::{EspCipher, Event, Failure, IkeState, PeerConfig, Transmit};
+use crate::{EspCipher, Failure, IkeState, PeerConfig, Transmit};
 
 /// Runs the network with every datagram of B's held back (as lost), and
 /// returns the last one B sent.
@@ -25,20 +25,8 @@ fn hold_bs_answer(n: &mut Net) -> Transmit {
 
 /// Hands B's held datagram to A and runs the network until quiet.
 fn deliver_to_a(n: &mut Net, t: &Transmit) {
-    n.a.handle(n.now, t.remote, std::net::SocketAddr::new(B_IP, t.local_port), &t.data);
+    to_a(n, t);
     n.run();
-}
-
-fn downs(n: &Net, side: Side) -> usize {
-    n.events(side).iter().filter(|e| matches!(e, Event::ChildDown { .. })).count()
-}
-
-fn children(n: &Net, side: Side) -> usize {
-    let status = match side {
-        Side::A => n.a.status(&peer_b()),
-        Side::B => n.b.status(&peer_a()),
-    };
-    status.map_or(0, |s| s.children.len())
 }
 
 /// A's selectors narrowed to a part of what it offered.
@@ -71,8 +59,8 @@ fn a_child_sa_of_ike_auth_refused_by_the_initiator_is_deleted_at_the_responder()
     deliver_to_a(&mut n, &auth_answer);
     assert!(matches!(n.failures(Side::A)[..], [Failure::TsUnacceptable { .. }]), "{:?}", n.failures(Side::A));
     assert!(n.log[before..].iter().any(|(s, t)| *s == Side::A && is_informational_delete(t)), "A sent a Delete");
-    assert_eq!(downs(&n, Side::B), 1, "B's child SA is gone");
-    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (0, 0));
+    assert_eq!(n.child_downs(Side::B), 1, "B's child SA is gone");
+    assert_eq!((n.children(Side::A), n.children(Side::B)), (0, 0));
     for (ep, id) in [(&n.a, peer_b()), (&n.b, peer_a())] {
         assert_eq!(ep.status(&id).map(|s| s.state), Some(IkeState::Established), "the IKE SA stays");
     }
@@ -86,7 +74,7 @@ fn a_new_child_sa_refused_by_its_asker_is_deleted_at_the_peer() {
     let (b_in, _, _, _) = child_keys(n.child_ups(Side::B)[0]);
     assert!(n.b.delete_child(b_in, n.now));
     n.run();
-    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (0, 0));
+    assert_eq!((n.children(Side::A), n.children(Side::B)), (0, 0));
     assert!(n.a.create_child(&peer_b(), n.now));
     let answer = hold_bs_answer(&mut n);
     assert_eq!(n.child_ups(Side::B).len(), 2, "B made the new child SA when it answered");
@@ -94,13 +82,13 @@ fn a_new_child_sa_refused_by_its_asker_is_deleted_at_the_peer() {
     deliver_to_a(&mut n, &answer);
     assert!(matches!(n.failures(Side::A).last(), Some(Failure::TsUnacceptable { .. })), "{:?}", n.failures(Side::A));
     assert_eq!(n.child_ups(Side::A).len(), 1, "A never installed it");
-    assert_eq!(downs(&n, Side::B), 2, "the deleted one and the refused one");
-    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (0, 0));
+    assert_eq!(n.child_downs(Side::B), 2, "the deleted one and the refused one");
+    assert_eq!((n.children(Side::A), n.children(Side::B)), (0, 0));
     // With the configuration back, A asks again and B takes it.
     n.a.set_peer(peer_b(), cfg, n.now);
     assert!(n.a.create_child(&peer_b(), n.now));
     n.run();
-    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (1, 1));
+    assert_eq!((n.children(Side::A), n.children(Side::B)), (1, 1));
 }
 
 #[test]
@@ -119,14 +107,14 @@ fn a_rekeyed_child_sa_refused_by_the_rekeyer_is_deleted_at_the_peer_and_the_old_
     deliver_to_a(&mut n, &answer);
     assert!(matches!(n.failures(Side::A).last(), Some(Failure::Protocol(_))), "{:?}", n.failures(Side::A));
     assert_eq!(n.child_ups(Side::A).len(), 1, "A never installed it");
-    assert_eq!(downs(&n, Side::B), 1, "the refused one");
+    assert_eq!(n.child_downs(Side::B), 1, "the refused one");
     let b = n.b.status(&peer_a()).expect("B's status");
     assert_eq!(
         b.children.iter().map(|c| (c.spi_in, c.spi_out)).collect::<Vec<_>>(),
         vec![(a_out, a_in)],
         "the old one"
     );
-    assert_eq!(children(&n, Side::A), 1);
+    assert_eq!(n.children(Side::A), 1);
     // With the configuration back, A's retry is taken: B holds the old
     // child SA as its child again, not as one already replaced.
     n.a.set_peer(peer_b(), cfg, n.now);
@@ -134,7 +122,7 @@ fn a_rekeyed_child_sa_refused_by_the_rekeyer_is_deleted_at_the_peer_and_the_old_
     assert_eq!(n.child_ups(Side::A).len(), 2, "the rekey went through: {:?}", n.failures(Side::A));
     let (a, b) = (n.child_ups(Side::A), n.child_ups(Side::B));
     assert_crosswise(a[1], b[2]);
-    assert_eq!((children(&n, Side::A), children(&n, Side::B)), (1, 1));
+    assert_eq!((n.children(Side::A), n.children(Side::B)), (1, 1));
 }
 
 fn to_a(n: &mut Net, t: &Transmit) {
@@ -178,10 +166,10 @@ fn crossing_rekeys_where_the_peer_refuses_our_answer_still_leave_a_child_sa() {
         n.b.set_peer(peer_a(), mirror(&cfg), n.now);
         to_a(&mut n, &answer_to_a);
         n.run();
-        assert_eq!((children(&n, Side::A), children(&n, Side::B)), (1, 1), "seed {seed}");
+        assert_eq!((n.children(Side::A), n.children(Side::B)), (1, 1), "seed {seed}");
         // Past the old child SA's hard lifetime: rekeyed on, not expired.
         n.advance(cfg.child_lifetime + std::time::Duration::from_secs(60));
-        assert_eq!((children(&n, Side::A), children(&n, Side::B)), (1, 1), "seed {seed}: {:?}", n.events_a);
+        assert_eq!((n.children(Side::A), n.children(Side::B)), (1, 1), "seed {seed}: {:?}", n.events_a);
         let (a, b) = (n.a.status(&peer_b()).unwrap(), n.b.status(&peer_a()).unwrap());
         assert_eq!((a.children[0].spi_in, a.children[0].spi_out), (b.children[0].spi_out, b.children[0].spi_in));
     }
