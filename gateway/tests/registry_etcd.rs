@@ -37,6 +37,11 @@ struct Etcd {
     peer: u16,
     /// Server TLS flags, when it serves https.
     tls: Vec<String>,
+    /// The member's name and the cluster it starts in (`name=peer URL`, …),
+    /// and whether that cluster exists already (a member added to it).
+    name: &'static str,
+    cluster: String,
+    existing: bool,
 }
 
 fn free_port() -> u16 {
@@ -63,9 +68,28 @@ impl Etcd {
         }
         let dir = tempfile::tempdir().unwrap();
         let tls = tls(dir.path());
-        let mut e = Etcd { child: None, dir, client: free_port(), peer: free_port(), tls };
+        let peer = free_port();
+        let cluster = format!("t=http://127.0.0.1:{peer}");
+        let mut e = Etcd { child: None, dir, client: free_port(), peer, tls, name: "t", cluster, existing: false };
         e.run();
         Some(e)
+    }
+
+    /// A second member of this one's cluster, added as a learner: it
+    /// answers a status call, and refuses leases and linearizable reads.
+    fn add_learner(&self) -> Etcd {
+        let peer = free_port();
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let store = Store::new(&self.url());
+        let mut c = store.client().unwrap();
+        let options = etcd_client::MemberAddOptions::new().with_is_learner();
+        store.rt.block_on(c.member_add([peer_url.as_str()], Some(options))).expect("the learner is added");
+        let cluster = format!("{},l={peer_url}", self.cluster);
+        let dir = tempfile::tempdir().unwrap();
+        let mut e =
+            Etcd { child: None, dir, client: free_port(), peer, tls: Vec::new(), name: "l", cluster, existing: true };
+        e.run();
+        e
     }
 
     fn url(&self) -> String {
@@ -79,19 +103,14 @@ impl Etcd {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("etcd.log")).unwrap();
         let peer = format!("http://127.0.0.1:{}", self.peer);
         // Short raft timings: a quick start, and leases as short as 1 s.
+        let state = if self.existing { "existing" } else { "new" };
         let child = Command::new(ETCD)
-            .args(["--name", "t", "--data-dir"])
+            .args(["--name", self.name, "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &self.url(), "--advertise-client-urls", &self.url()])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args([
-                "--initial-cluster",
-                &format!("t={peer}"),
-                "--heartbeat-interval",
-                "50",
-                "--election-timeout",
-                "300",
-            ])
+            .args(["--initial-cluster", &self.cluster, "--initial-cluster-state", state])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "300"])
             .args(&self.tls)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -102,7 +121,8 @@ impl Etcd {
         let deadline = Instant::now() + PATIENCE;
         let up = || {
             if self.tls.is_empty() {
-                Store::new(&self.url()).try_get("/health-probe").is_ok()
+                // A status call, which a learner answers too.
+                Store::new(&self.url()).try_status().is_ok()
             } else {
                 std::net::TcpStream::connect(("127.0.0.1", self.client)).is_ok()
             }
@@ -159,6 +179,16 @@ impl Store {
                 .await
                 .map_err(|_| etcd_client::Error::InvalidArgs("get timed out".into()))??;
             Ok(r.kvs().first().map(|kv| (kv.value().to_vec(), kv.lease())))
+        })
+    }
+
+    fn try_status(&self) -> Result<(), etcd_client::Error> {
+        let mut c = self.client()?;
+        self.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(2), c.status())
+                .await
+                .map_err(|_| etcd_client::Error::InvalidArgs("status timed out".into()))??;
+            Ok(())
         })
     }
 
@@ -557,7 +587,10 @@ fn operators_join_leave_and_set_sites_through_the_api() {
     assert!(e.contains("10.2.1.0/24 overlaps 10.2.0.0/16 of site west"), "{e}");
 
     // c moves to site south: a and b see it there.
-    assert_eq!(c.ask(Request::SiteJoin { site: "south".into() }).unwrap(), "registered in site south as gw2");
+    assert_eq!(
+        c.ask(Request::SiteJoin { site: "south".into() }).unwrap(),
+        "left site west; registered in site south as gw2"
+    );
     wait_until("a sees c in south", || a.peer_names() == ["south.gw2", "west.gw1"]);
     wait_until("b sees c as a peer now", || b.peer_names() == ["east.gw1", "south.gw2"]);
     wait_until("c sees west.gw1 as a peer now", || c.peer_names() == ["east.gw1", "west.gw1"]);
@@ -621,6 +654,12 @@ fn a_name_held_by_another_key_is_not_taken_and_a_new_key_is_published() {
         s.state == "synced" && s.last_error.is_some_and(|e| e.contains("registered by another gateway"))
     });
     assert_eq!(store.get(&key).unwrap().0, value, "not overwritten");
+    // Joining the site where the name is taken is refused up front: a
+    // stays where it was, its record with it.
+    let e = a.ask(Request::SiteJoin { site: "west".into() }).unwrap_err();
+    assert!(e.contains("west/gw1 is registered by another gateway") && e.contains("nothing was changed"), "{e}");
+    assert_eq!(a.status().site, "east");
+    assert!(store.get("/causeway/gateways/east/gw1").is_some(), "a's record stays");
     wait_until("a has the other holder as west.gw1", || {
         a.peer("west.gw1").is_some_and(|p| *p.public_key() == other.public_key())
     });
@@ -650,6 +689,20 @@ fn a_name_held_by_another_key_is_not_taken_and_a_new_key_is_published() {
     assert!(report.needs_restart.contains(&"addresses".to_string()), "{report}");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(record(), before, "the record was not republished");
+}
+
+/// A member that answers the status check but cannot serve a session (a
+/// learner refuses leases and linearizable reads) is passed over for the
+/// next one, not chosen again for every session.
+#[test]
+fn a_member_that_answers_but_cannot_serve_is_passed_over() {
+    let Some(etcd) = Etcd::start() else { return };
+    let learner = etcd.add_learner();
+    let net = MemNet::new();
+    let a = Gw::start_with(&net, &etcd, 1, "east", "gw1", 10, |r| r.endpoints = vec![learner.url(), etcd.url()]);
+    wait_until("a is synced through the voting member", || a.status().state == "synced");
+    let store = Store::new(&etcd.url());
+    wait_until("a's record is published", || store.get("/causeway/gateways/east/gw1").is_some());
 }
 
 /// Runs openssl in `dir`, failing the test with its output if it fails.

@@ -76,7 +76,14 @@ pub enum ChangeError {
     /// The store failed while carrying it out: the client reconnects.
     #[error("store: {0}")]
     Store(String),
+    #[error("{site}/{name} is registered by another gateway (public key {key}); {outcome}")]
+    NameTaken { site: String, name: String, key: String, outcome: &'static str },
 }
+
+/// What a `NameTaken` join changed.
+pub(crate) const NOTHING_CHANGED: &str = "nothing was changed: give this gateway another name";
+pub(crate) const JOINED_UNPUBLISHED: &str =
+    "this gateway now serves that site but publishes no record until that gateway's goes: give it another name";
 
 /// This gateway's place in the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]

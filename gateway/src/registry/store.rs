@@ -119,7 +119,7 @@ pub async fn timed<T>(
 pub async fn connect(endpoints: &[String], creds: &Credentials, start: &mut usize) -> Result<Client, String> {
     let mut errors = Vec::new();
     for i in 0..endpoints.len() {
-        let at = (*start + i) % endpoints.len();
+        let at = (*start % endpoints.len() + i) % endpoints.len();
         // The client connects lazily: a status call shows the member is
         // there before a session's calls depend on it.
         let attempt = async {

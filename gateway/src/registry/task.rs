@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use causeway_wireguard::PublicKey;
 use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, WatchOptions, WatchResponse,
 };
@@ -20,7 +21,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::lease;
 use super::record::{self, Member};
 use super::store::{self, timed, Credentials};
-use super::{lock, ChangeError, Command, Shared, SiteChange, View};
+use super::{lock, ChangeError, Command, Shared, SiteChange, View, JOINED_UNPUBLISHED, NOTHING_CHANGED};
 
 /// First retry after a failure, and the longest wait between retries.
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -76,6 +77,13 @@ async fn run(shared: Arc<Shared>, creds: Credentials, mut commands: UnboundedRec
             End::Stop => return,
             End::Failed(e) => e,
         };
+        // The next session starts at the next member, and comes back to
+        // this one last: a member can answer the status check and fail
+        // the session's calls (a learner refuses leases, a member cut off
+        // from its cluster cannot serve linearizable reads), and starting
+        // at it again would fail every session while another member could
+        // serve them all.
+        member += 1;
         if synced {
             backoff = MIN_BACKOFF;
             failing_since = None;
@@ -145,18 +153,24 @@ async fn session(
     loop {
         tokio::select! {
             msg = watch.message() => {
-                let mut changed = events(shared, &mut own, first(msg)?)?;
+                let mut changed = false;
+                let mut take = |msg| first(msg).and_then(|r| events(shared, &mut own, r)).map(|c| changed |= c);
+                let mut outcome = take(msg);
                 let mut batch = 1;
-                while batch < MAX_BATCH {
+                while outcome.is_ok() && batch < MAX_BATCH {
                     match tokio::time::timeout(QUIET, watch.message()).await {
-                        Ok(msg) => changed |= events(shared, &mut own, first(msg)?)?,
+                        Ok(msg) => outcome = take(msg),
                         Err(_) => break,
                     }
                     batch += 1;
                 }
+                // Events already in the view are applied even when the watch
+                // broke after them: the data plane follows the view, which
+                // the store may not be there to send again for a while.
                 if changed {
                     apply(shared).await;
                 }
+                outcome?;
                 if own.lost(shared) {
                     tracing::info!("registry: our record was deleted or written over by someone else; publishing it again");
                     own.publish(shared, &mut client).await?;
@@ -177,7 +191,9 @@ async fn session(
                     }
                     return Ok(End::Stop);
                 }
-                Some(Command::Republish) => own.publish(shared, &mut client).await?,
+                Some(Command::Republish) => {
+                    own.publish(shared, &mut client).await?;
+                }
                 Some(Command::Site(change, reply, ticket)) => {
                     if !ticket.start() {
                         tracing::info!(?change, "dropped a registry request that waited too long to start; its requester was told nothing changed");
@@ -325,10 +341,33 @@ impl Own {
         self.put_revision == -1 && shared.identity().registered
     }
 
+    /// The public key of another gateway whose record holds the name
+    /// `site`/`name` (a record of another key, under another lease than
+    /// ours), as `publish` would find it.
+    async fn holder(
+        &self,
+        shared: &Shared,
+        client: &mut Client,
+        site: &str,
+        name: &str,
+    ) -> Result<Option<PublicKey>, String> {
+        let ours = lock(&shared.state).file.interface.private_key.public_key();
+        let key = shared.layout.gateway(site, name);
+        let existing = timed("reading the name's record", client.get(key.as_str(), None)).await?;
+        Ok(existing
+            .kvs()
+            .first()
+            .filter(|kv| kv.lease() != self.lease)
+            .and_then(|kv| Member::decode(site, name, kv.value()).ok())
+            .map(|m| m.public_key)
+            .filter(|k| *k != ours))
+    }
+
     /// Puts our record under the lease, unless another gateway holds our
     /// name (a record of another key, under another lease): that is
     /// reported, not overwritten, and retried when that record goes.
-    async fn publish(&mut self, shared: &Shared, client: &mut Client) -> Result<(), String> {
+    /// Returns that gateway's key when so.
+    async fn publish(&mut self, shared: &Shared, client: &mut Client) -> Result<Option<PublicKey>, String> {
         let (identity, file) = {
             let st = lock(&shared.state);
             (
@@ -338,7 +377,7 @@ impl Own {
         };
         self.put_revision = 0;
         if !identity.registered {
-            return Ok(());
+            return Ok(None);
         }
         let key = shared.layout.gateway(&identity.site, &identity.name);
         let member = Member {
@@ -366,7 +405,7 @@ impl Own {
                             identity.name,
                             m.public_key.to_base64()
                         )));
-                        return Ok(());
+                        return Ok(Some(m.public_key));
                     }
                 }
             }
@@ -376,7 +415,7 @@ impl Own {
             if done.succeeded() {
                 self.put_revision = done.header().map_or(0, |h| h.revision());
                 shared.publish_problem(None);
-                return Ok(());
+                return Ok(None);
             }
         }
         Err(format!("publishing our record: {key} kept changing under us"))
@@ -403,8 +442,14 @@ async fn change_site(
     let identity = shared.identity();
     match change {
         SiteChange::Join(site) => {
+            let name = identity.name.clone();
             if identity.registered && identity.site == site {
-                return Ok(format!("already registered in site {site} as {}", identity.name));
+                return Ok(format!("already registered in site {site} as {name}"));
+            }
+            // Refused before anything changes when the name is taken there;
+            // `publish` below still finds a gateway that takes it meanwhile.
+            if let Some(key) = own.holder(shared, client, &site, &name).await.map_err(store)? {
+                return Err(ChangeError::NameTaken { site, name, key: key.to_base64(), outcome: NOTHING_CHANGED });
             }
             if identity.registered {
                 let old = shared.layout.gateway(&identity.site, &identity.name);
@@ -415,11 +460,21 @@ async fn change_site(
                 st.identity.site = site.clone();
                 st.identity.registered = true;
             }
-            own.publish(shared, client).await.map_err(store)?;
             // Our own site changed: its gateways stop being peers, the old
-            // one's become peers.
+            // one's become peers. From here the gateway is in the new site
+            // whether or not the record is out: the next session publishes it.
+            let published = own.publish(shared, client).await;
             apply(shared).await;
-            Ok(format!("registered in site {site} as {}", identity.name))
+            let moved = if identity.registered { format!("left site {}; ", identity.site) } else { String::new() };
+            match published {
+                Ok(None) => Ok(format!("{moved}registered in site {site} as {name}")),
+                Ok(Some(key)) => {
+                    Err(ChangeError::NameTaken { site, name, key: key.to_base64(), outcome: JOINED_UNPUBLISHED })
+                }
+                Err(e) => Err(ChangeError::Store(format!(
+                    "{e} ({moved}now in site {site}: the record is published when the registry answers again)"
+                ))),
+            }
         }
         SiteChange::Leave => {
             if !identity.registered {
