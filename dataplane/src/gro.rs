@@ -20,9 +20,12 @@
 //!   takes UDP segmentation offload).
 //! - A segment joins only the newest buffer of its flow (so a flow's
 //!   packets keep their order), with equal IP header fields (TOS/traffic
-//!   class, DF, TTL/hop limit), for TCP equal options and acknowledgment
+//!   class, DF, TTL/hop limit), for IPv4 without DF the next ID (the
+//!   kernel's `inet_gro_flush`), for TCP equal options and acknowledgment
 //!   and the next sequence number, and no more payload than the first
 //!   segment's. A shorter segment, or one with PSH, ends the run.
+//! - A packet of the flow that may not join (a pure ACK, a SYN, options,
+//!   IPv6 extension headers, a first fragment) ends the flow's run.
 //! - Every segment's checksum is verified before it joins: the kernel
 //!   recomputes the checksum of a coalesced packet, and a bad one must not
 //!   come out good.
@@ -30,6 +33,7 @@
 use tun_rs::{checksum, VirtioNetHdr, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4};
 
 use crate::io::Offload;
+use crate::ipv6;
 use crate::super_packet::{self, NEEDS_CSUM};
 use crate::tun::{MAX_PACKET, WRITE_HEADROOM};
 
@@ -181,7 +185,8 @@ impl TunWrites {
             && item.l4h_len == s.l4h_len
             && s.payload <= item.gso_size
             && head.len() + s.payload <= MAX_PACKET
-            && ip_fields_equal(head, packet);
+            && ip_fields_equal(head, packet)
+            && ipv4_id_follows(head, packet, item.segments);
         if !fits {
             return false;
         }
@@ -315,8 +320,17 @@ fn ip_fields_equal(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-/// IPv6's Fragment extension header.
-const FRAGMENT: u8 = 44;
+/// For IPv4 without DF, a datagram routers may still fragment, the ID must
+/// be the run's first plus the segments before it, as the kernel's GRO
+/// requires (`inet_gro_flush`): the kernel cuts a run into segments whose
+/// IDs count up from the first, so another ID would be rewritten, and
+/// fragments of two datagrams could then meet at reassembly. With DF the
+/// ID identifies nothing (RFC 6864) and is not checked, as in
+/// wireguard-go.
+fn ipv4_id_follows(head: &[u8], packet: &[u8], segments: u16) -> bool {
+    let id = |p: &[u8]| u16::from_be_bytes([p[4], p[5]]);
+    head[0] >> 4 != 4 || packet[6] & 0x40 != 0 || id(packet) == id(head).wrapping_add(segments)
+}
 
 /// The packet's flow, for a TCP or UDP packet of a protocol the TUN
 /// coalesces, and whether it may join a run. A packet of the flow that
@@ -335,17 +349,17 @@ fn parse(p: &[u8], offload: Offload) -> Option<Segment> {
             let whole = u16::from_be_bytes([p[2], p[3]]) as usize == p.len();
             (false, ihl, p[9], ihl == 20 && whole && !more_fragments)
         }
-        // The first fragment of a datagram (a Fragment header right after
-        // the fixed header, offset 0) has the ports: it is its flow's, and
-        // ends the flow's run, as an IPv4 first fragment does; a later
-        // fragment has none and is no flow's.
-        6 if p.len() >= 48 && p[6] == FRAGMENT => {
-            if u16::from_be_bytes([p[42], p[43]]) >> 3 != 0 {
-                return None;
-            }
-            (true, 48, p[40], false)
+        // Only a packet without extension headers may join a run. One
+        // behind them (hop-by-hop or destination options, a routing
+        // header, the first fragment of a datagram) has the ports: it is
+        // its flow's, and ends the flow's run, as an IPv4 packet with
+        // options does, or what follows it would be written before it. A
+        // later fragment has none and is no flow's.
+        6 if p.len() >= 40 => {
+            let (proto, at) = ipv6::upper_layer(p);
+            let at = at?;
+            (true, at, proto, at == 40 && 40 + u16::from_be_bytes([p[4], p[5]]) as usize == p.len())
         }
-        6 if p.len() >= 40 => (true, 40, p[6], 40 + u16::from_be_bytes([p[4], p[5]]) as usize == p.len()),
         _ => return None,
     };
     let coalesced = match proto {
@@ -398,6 +412,8 @@ mod tests {
     use crate::checksum::checksum as reference_checksum;
 
     const BOTH: Offload = Offload { tcp: true, udp: true };
+    /// IPv6's Fragment extension header.
+    const FRAGMENT: u8 = 44;
 
     /// Sum of the pseudo-header, written out independently of the code
     /// under test.
@@ -621,6 +637,71 @@ mod tests {
         let mut w = TunWrites::new(8, BOTH);
         sent.iter().for_each(|p| w.push(p));
         assert_eq!(written(&mut w).concat(), sent, "in the order sent");
+    }
+
+    /// An IPv6 packet behind extension headers (here destination options)
+    /// ends its flow's run like a first fragment: the datagram after it
+    /// may not join the one before and overtake it.
+    #[test]
+    fn an_ipv6_packet_behind_extension_headers_ends_its_flows_run() {
+        let behind_options = |next_is_fragment: bool| {
+            let d = udp(true, 0, 1111, 700, 5);
+            let mut p = d[..40].to_vec();
+            p[6] = 60;
+            let mut options = vec![if next_is_fragment { FRAGMENT } else { UDP }, 0, 1, 4, 0, 0, 0, 0];
+            if next_is_fragment {
+                options.extend_from_slice(&[UDP, 0, 0, 1, 0, 0, 0, 7]);
+            }
+            p.extend_from_slice(&options);
+            p.extend_from_slice(&d[40..]);
+            let len = (p.len() - 40) as u16;
+            p[4..6].copy_from_slice(&len.to_be_bytes());
+            p
+        };
+        for next_is_fragment in [false, true] {
+            let sent = [udp(true, 0, 1111, 700, 1), behind_options(next_is_fragment), udp(true, 0, 1111, 700, 2)];
+            let mut w = TunWrites::new(8, BOTH);
+            sent.iter().for_each(|p| w.push(p));
+            let out = written(&mut w);
+            assert_eq!(out.concat(), sent, "in the order sent (a fragment: {next_is_fragment})");
+            assert_eq!(out.len(), 3);
+        }
+    }
+
+    /// IPv4 without DF: a segment joins only with the ID that follows the
+    /// run's (the kernel cuts the run with IDs counted up from the first);
+    /// with DF the ID is not looked at.
+    #[test]
+    fn ipv4_ids_must_count_up_unless_df_is_set() {
+        let without_df = |mut p: Vec<u8>| {
+            p[6] &= !0x40;
+            p[10..12].fill(0);
+            let c = reference_checksum(&p[..20], 0);
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+            p
+        };
+        let counting: Vec<Vec<u8>> = (0..3u16)
+            .map(|i| without_df(tcp(false, 0xfffe_u16.wrapping_add(i), u32::from(i) * 1000, 7, TCP_ACK, 1000)))
+            .collect();
+        let mut w = TunWrites::new(8, BOTH);
+        counting.iter().for_each(|p| w.push(p));
+        let out = written(&mut w);
+        assert_eq!(out, [counting], "one run, the IDs wrapping through zero as the kernel's do");
+
+        let sent = [
+            without_df(tcp(false, 0x1234, 0, 7, TCP_ACK, 1000)),
+            without_df(tcp(false, 0x9999, 1000, 7, TCP_ACK, 1000)),
+        ];
+        let mut w = TunWrites::new(8, BOTH);
+        sent.iter().for_each(|p| w.push(p));
+        let out = written(&mut w);
+        assert_eq!(out.len(), 2, "not joined");
+        assert_eq!(out.concat(), sent, "each keeps its own ID");
+
+        let with_df = [tcp(false, 0x1234, 0, 7, TCP_ACK, 1000), tcp(false, 0x9999, 1000, 7, TCP_ACK, 1000)];
+        let mut w = TunWrites::new(8, BOTH);
+        with_df.iter().for_each(|p| w.push(p));
+        assert_eq!(written(&mut w).len(), 1, "DF: one run");
     }
 
     // A window update or a bad IPv4 header checksum ends a run, as in the

@@ -19,6 +19,7 @@ pub mod interface;
 pub mod io;
 pub mod ipsec;
 pub mod ipsec_table;
+pub mod ipv6;
 pub mod jobs;
 pub mod last_lookup;
 pub mod memory;

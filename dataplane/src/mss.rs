@@ -5,6 +5,7 @@
 //! (a PMTU black hole).
 
 use crate::checksum::fold;
+use crate::ipv6;
 
 /// Largest MSS for IPv4 and IPv6 through a tunnel of this MTU (MTU minus
 /// IP and TCP headers without options).
@@ -17,9 +18,12 @@ fn update(checksum: u16, old: u16, new: u16) -> u16 {
     !fold(u64::from(!checksum) + u64::from(!old) + u64::from(new))
 }
 
-/// Clamps the MSS option of a TCP SYN in an IP packet; returns whether the
-/// packet changed. Anything else (not TCP, not SYN, fragments, IPv6 with
-/// extension headers, malformed options) is left alone.
+/// Clamps the MSS options of a TCP SYN in an IP packet; returns whether
+/// the packet changed. Every MSS option is clamped, not only the first:
+/// Linux's `tcp_parse_options` takes the last, so a SYN with a small one
+/// first and a large one after would otherwise get past. Anything else
+/// (not TCP, not SYN, fragments) is left alone, and so are the options
+/// from the first malformed one on.
 pub fn clamp(packet: &mut [u8], (max_v4, max_v6): (u16, u16)) -> bool {
     let (tcp_at, max) = match packet.first().map(|b| b >> 4) {
         Some(4) if packet.len() >= 20 => {
@@ -30,7 +34,11 @@ pub fn clamp(packet: &mut [u8], (max_v4, max_v6): (u16, u16)) -> bool {
             }
             (ihl, max_v4)
         }
-        Some(6) if packet.len() >= 40 && packet[6] == 6 => (40, max_v6),
+        // Behind extension headers too; a later fragment has no TCP header.
+        Some(6) if packet.len() >= 40 => match ipv6::upper_layer(packet) {
+            (6, Some(at)) => (at, max_v6),
+            _ => return false,
+        },
         _ => return false,
     };
     let Some(tcp) = packet.get_mut(tcp_at..) else { return false };
@@ -42,20 +50,17 @@ pub fn clamp(packet: &mut [u8], (max_v4, max_v6): (u16, u16)) -> bool {
         return false;
     }
     let mut i = 20;
+    let mut changed = false;
     while i < header {
         match tcp[i] {
-            0 => return false,
+            0 => break,
             1 => i += 1,
             kind => {
                 let len = usize::from(*tcp.get(i + 1).unwrap_or(&0));
                 if len < 2 || i + len > header {
-                    return false;
+                    break;
                 }
-                if kind == 2 && len == 4 {
-                    let mss = u16::from_be_bytes([tcp[i + 2], tcp[i + 3]]);
-                    if mss <= max {
-                        return false;
-                    }
+                if kind == 2 && len == 4 && u16::from_be_bytes([tcp[i + 2], tcp[i + 3]]) > max {
                     // The checksum covers 16-bit words from the TCP header's
                     // start; an option at an odd offset spans two words.
                     let at = i + 2;
@@ -71,13 +76,13 @@ pub fn clamp(packet: &mut [u8], (max_v4, max_v6): (u16, u16)) -> bool {
                         csum = update(csum, old[k], u16::from_be_bytes([tcp[w], tcp[w + 1]]));
                     }
                     tcp[16..18].copy_from_slice(&csum.to_be_bytes());
-                    return true;
+                    changed = true;
                 }
                 i += len;
             }
         }
     }
-    false
+    changed
 }
 
 #[cfg(test)]
@@ -137,6 +142,17 @@ mod tests {
         assert!(valid(&p));
     }
 
+    /// Linux takes the last MSS option of a SYN: a small one before a
+    /// large one must not shield it.
+    #[test]
+    fn every_mss_option_is_clamped() {
+        let mut p = syn_v4(&[2, 4, 0x03, 0xe8, 2, 4, 0x23, 0x28]); // MSS 1000, then MSS 9000
+        assert!(clamp(&mut p, max_mss(1420)));
+        assert_eq!(u16::from_be_bytes([p[42], p[43]]), 1000, "the small one stays");
+        assert_eq!(u16::from_be_bytes([p[46], p[47]]), 1380);
+        assert!(valid(&p));
+    }
+
     #[test]
     fn leaves_everything_else_alone() {
         let small = syn_v4(&[2, 4, 0x05, 0x00, 0, 0, 0, 0]); // MSS 1280 already fits
@@ -166,7 +182,18 @@ mod tests {
         p[4..6].copy_from_slice(&((v4.len() - 20) as u16).to_be_bytes());
         p[6] = 6;
         p.extend_from_slice(&v4[20..]);
-        assert!(clamp(&mut p, max_mss(1420)));
-        assert_eq!(u16::from_be_bytes([p[62], p[63]]), 1360);
+        let mut plain = p.clone();
+        assert!(clamp(&mut plain, max_mss(1420)));
+        assert_eq!(u16::from_be_bytes([plain[62], plain[63]]), 1360);
+
+        // Behind a destination options header.
+        let mut behind = p[..40].to_vec();
+        behind[6] = 60;
+        behind.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
+        behind.extend_from_slice(&p[40..]);
+        let len = (behind.len() - 40) as u16;
+        behind[4..6].copy_from_slice(&len.to_be_bytes());
+        assert!(clamp(&mut behind, max_mss(1420)));
+        assert_eq!(u16::from_be_bytes([behind[70], behind[71]]), 1360);
     }
 }

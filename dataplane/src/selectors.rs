@@ -148,7 +148,7 @@ fn parse(p: &[u8]) -> Option<(u8, Side, Side)> {
         6 if p.len() >= 40 => {
             let src = IpAddr::from(<[u8; 16]>::try_from(&p[8..24]).ok()?);
             let dst = IpAddr::from(<[u8; 16]>::try_from(&p[24..40]).ok()?);
-            let (proto, upper) = ipv6_upper_layer(p);
+            let (proto, upper) = crate::ipv6::upper_layer(p);
             (proto, src, dst, upper)
         }
         _ => return None,
@@ -167,38 +167,6 @@ fn parse(p: &[u8]) -> Option<(u8, Side, Side)> {
         }
     });
     Some((proto, Side { addr: src, port: ports.map(|p| p.0) }, Side { addr: dst, port: ports.map(|p| p.1) }))
-}
-
-/// The protocol after IPv6's extension headers, and where its header
-/// starts (None in a fragment other than the first, which has no ports).
-/// Only the headers RFC 8200 places before the upper layer are walked,
-/// at most eight of them.
-fn ipv6_upper_layer(p: &[u8]) -> (u8, Option<usize>) {
-    let (mut next, mut at) = (p[6], 40usize);
-    for _ in 0..8 {
-        match next {
-            // Hop-by-hop, routing, destination options: length in 8-octet units beyond the first.
-            0 | 43 | 60 => {
-                let Some(h) = p.get(at..at + 2) else { return (next, None) };
-                (next, at) = (h[0], at + (h[1] as usize + 1) * 8);
-            }
-            // AH: length in 4-octet units beyond the first two.
-            51 => {
-                let Some(h) = p.get(at..at + 2) else { return (next, None) };
-                (next, at) = (h[0], at + (h[1] as usize + 2) * 4);
-            }
-            44 => {
-                let Some(h) = p.get(at..at + 4) else { return (next, None) };
-                let offset = u16::from_be_bytes([h[2], h[3]]) >> 3;
-                (next, at) = (h[0], at + 8);
-                if offset != 0 {
-                    return (next, None);
-                }
-            }
-            _ => return (next, Some(at)),
-        }
-    }
-    (next, None)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! tun-rs's and wireguard-go's (`gsoSplit`), and the tests hold this
 //! to tun-rs's `gso_split` segment for segment.
 
+use crate::ipv6;
 use tun_rs::{
     checksum, checksum_no_fold, VirtioNetHdr, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
     VIRTIO_NET_HDR_GSO_UDP_L4,
@@ -87,6 +88,18 @@ impl<'a> SuperPacket<'a> {
         }
         let hdr_len = csum_start + l4_len;
         if input.len() <= hdr_len {
+            return None;
+        }
+        // The IP header must name the protocol the virtio header cuts, and
+        // an IPv4 one no fragment: the kernel hands over neither, and a cut
+        // would write sequence numbers and checksums over another
+        // protocol's header, or copy fragment bits into every segment.
+        let names_proto = if v6 {
+            ipv6::upper_layer(input) == (proto, Some(csum_start))
+        } else {
+            input[9] == proto && u16::from_be_bytes([input[6], input[7]]) & 0x3fff == 0
+        };
+        if !names_proto {
             return None;
         }
         let gso_size = usize::from(hdr.gso_size);
@@ -184,8 +197,11 @@ pub fn pseudo_header(proto: u8, addrs: &[u8], l4_len: usize) -> u64 {
 
 /// Completes a checksum the kernel left partial (`VIRTIO_NET_HDR_F_NEEDS_CSUM`
 /// on a packet that is not cut): the field holds the pseudo-header's sum,
-/// and the sum from `csum_start` on goes in its place. A UDP result of 0
-/// is left as it is, as tun-rs leaves it (`tun.rs` mends IPv6's).
+/// and the sum from `csum_start` on goes in its place. A result of 0 is
+/// written as 0xffff, as the kernel's `skb_checksum_help` writes it: to
+/// UDP, 0 means "no checksum" (RFC 768), which IPv6 refuses (RFC 8200
+/// 8.1), so about one datagram in 65,536 would lose its check or be
+/// dropped; to TCP and ICMP the two are the same sum. (tun-rs leaves 0.)
 /// Returns false when the offsets lie outside the packet.
 pub fn complete_checksum(packet: &mut [u8], csum_start: u16, csum_offset: u16) -> bool {
     let start = usize::from(csum_start);
@@ -195,7 +211,10 @@ pub fn complete_checksum(packet: &mut [u8], csum_start: u16, csum_offset: u16) -
     }
     let partial = u16::from_be_bytes([packet[at], packet[at + 1]]);
     packet[at..at + 2].fill(0);
-    let sum = !checksum(&packet[start..], u64::from(partial));
+    let sum = match !checksum(&packet[start..], u64::from(partial)) {
+        0 => 0xffff,
+        sum => sum,
+    };
     packet[at..at + 2].copy_from_slice(&sum.to_be_bytes());
     true
 }
@@ -203,6 +222,19 @@ pub fn complete_checksum(packet: &mut [u8], csum_start: u16, csum_offset: u16) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_completed_checksum_of_zero_is_written_as_all_ones() {
+        // The field holds a partial sum of 0 and the rest sums to 0xffff,
+        // so the complement is 0.
+        let mut p = [0, 0, 0xff, 0xff];
+        assert!(complete_checksum(&mut p, 0, 0));
+        assert_eq!(p[..2], [0xff, 0xff]);
+        let mut p = [0, 0, 0x12, 0x34];
+        assert!(complete_checksum(&mut p, 0, 0));
+        assert_eq!(p[..2], (!0x1234u16).to_be_bytes(), "any other sum as it comes");
+        assert!(!complete_checksum(&mut p, 2, 1), "offsets outside the packet");
+    }
 
     /// A super-packet as the kernel hands one over: IPv4 or IPv6, TCP with
     /// `flags` (and 12 bytes of options) or UDP, `payload` bytes.
@@ -346,6 +378,20 @@ mod tests {
         let uso = header(false, false, 1_000);
         assert!(SuperPacket::parse(&uso, &udp).is_some());
         assert!(refuse(VirtioNetHdr { gso_type: VIRTIO_NET_HDR_GSO_UDP_L4 | GSO_ECN, ..uso }, &udp), "ECN on USO");
+
+        // The IP header must name what the virtio header cuts.
+        let mut udp_as_tcp = udp.clone();
+        udp_as_tcp[32] = 5 << 4;
+        assert!(refuse(good, &udp_as_tcp), "a UDP packet cut as TCP");
+        let mut fragment = v4.clone();
+        fragment[6] |= 0x20;
+        assert!(refuse(good, &fragment), "an IPv4 fragment");
+        let v6_tcp = super_packet(true, true, 0x10, 3_000);
+        let tcp6 = header(true, true, 1_000);
+        assert!(SuperPacket::parse(&tcp6, &v6_tcp).is_some());
+        let mut v6_udp_named = v6_tcp.clone();
+        v6_udp_named[6] = UDP;
+        assert!(refuse(tcp6, &v6_udp_named), "IPv6 naming UDP, cut as TCP");
     }
 
     #[test]

@@ -72,19 +72,6 @@ pub fn create(name: &str, mtu: u32, addresses: &[IpNet], queues: usize) -> io::R
         .collect()
 }
 
-/// tun-rs completes a checksum the kernel left partial (NEEDS_CSUM) by
-/// writing the complement of the sum, which is 0 when the sum is 0xffff;
-/// a UDP checksum of 0 means "none" (RFC 768), which IPv6 forbids (RFC
-/// 8200 8.1), so the receiver would drop about one IPv6 datagram in
-/// 65,536. The kernel writes 0xffff there instead, as here. (IPv4 takes
-/// 0 as "no checksum", so its datagrams arrive; this leaves them alone.)
-fn mend_udp6_checksum(p: &mut [u8]) {
-    if p.len() >= 48 && p[0] >> 4 == 6 && p[6] == 17 && p[46] == 0 && p[47] == 0 {
-        p[46] = 0xff;
-        p[47] = 0xff;
-    }
-}
-
 /// Completes the checksum of a packet read with `flags`, if the kernel
 /// left it partial (NEEDS_CSUM); false when its offsets lie outside the
 /// packet. A packet without NEEDS_CSUM is left as it came: an IPv6 UDP
@@ -95,11 +82,7 @@ fn finish_checksum(packet: &mut [u8], flags: u8, csum_start: u16, csum_offset: u
     if flags & NEEDS_CSUM == 0 {
         return true;
     }
-    if !complete_checksum(packet, csum_start, csum_offset) {
-        return false;
-    }
-    mend_udp6_checksum(packet);
-    true
+    complete_checksum(packet, csum_start, csum_offset)
 }
 
 impl TunQueue {
@@ -166,26 +149,6 @@ impl Tun for TunQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_zero_udp_checksum_in_ipv6_becomes_all_ones() {
-        let mut p = vec![0u8; 60];
-        p[0] = 0x60;
-        p[4..6].copy_from_slice(&20u16.to_be_bytes());
-        p[6] = 17;
-        // A UDP datagram whose completed checksum came out as 0.
-        mend_udp6_checksum(&mut p);
-        assert_eq!(&p[46..48], &[0xff, 0xff]);
-        p[46..48].copy_from_slice(&[0x12, 0x34]);
-        mend_udp6_checksum(&mut p);
-        assert_eq!(&p[46..48], &[0x12, 0x34], "a checksum is left as it is");
-        let mut v4 = vec![0u8; 48];
-        v4[0] = 0x45;
-        v4[9] = 17;
-        let before = v4.clone();
-        mend_udp6_checksum(&mut v4);
-        assert_eq!(v4, before, "IPv4 is left alone: 0 is \"no checksum\" there");
-    }
 
     // A zero checksum the sender chose (no NEEDS_CSUM: a tunnel with
     // udp6zerocsumtx) stays 0; one left partial is completed, and mended

@@ -60,7 +60,8 @@ pub fn super_packet(data: &[u8]) {
     let mut bufs = vec![vec![0u8; longest]; segments.len()];
     let mut sizes = vec![0usize; segments.len()];
     // What is cut here tun-rs cuts too (the converse does not hold: an
-    // IPv4 header whose IHL is not where the checksum starts, and a
+    // IPv4 header whose IHL is not where the checksum starts, one that
+    // names another protocol than the cut's or is a fragment, and a
     // super-packet without payload, are refused here).
     let n = tun_rs::gso_split(&mut input.to_vec(), h, &mut bufs, &mut sizes, 0, v6).expect("tun-rs cuts it too");
     assert_eq!(n, segments.len(), "tun-rs cut another number of segments");

@@ -1,0 +1,36 @@
+//! IPv6's extension headers, walked to the upper-layer protocol (TCP,
+//! UDP, ICMPv6) whose ports or type the traffic selectors and GRO read.
+//! Every read past the fixed header is bounds-checked: the packets are
+//! untrusted.
+
+/// The protocol after IPv6's extension headers, and where its header
+/// starts (None in a fragment other than the first, which has no ports).
+/// Only the headers RFC 8200 places before the upper layer are walked,
+/// at most eight of them. `p` holds at least the 40-byte fixed header.
+pub fn upper_layer(p: &[u8]) -> (u8, Option<usize>) {
+    let (mut next, mut at) = (p[6], 40usize);
+    for _ in 0..8 {
+        match next {
+            // Hop-by-hop, routing, destination options: length in 8-octet units beyond the first.
+            0 | 43 | 60 => {
+                let Some(h) = p.get(at..at + 2) else { return (next, None) };
+                (next, at) = (h[0], at + (h[1] as usize + 1) * 8);
+            }
+            // AH: length in 4-octet units beyond the first two.
+            51 => {
+                let Some(h) = p.get(at..at + 2) else { return (next, None) };
+                (next, at) = (h[0], at + (h[1] as usize + 2) * 4);
+            }
+            44 => {
+                let Some(h) = p.get(at..at + 4) else { return (next, None) };
+                let offset = u16::from_be_bytes([h[2], h[3]]) >> 3;
+                (next, at) = (h[0], at + 8);
+                if offset != 0 {
+                    return (next, None);
+                }
+            }
+            _ => return (next, Some(at)),
+        }
+    }
+    (next, None)
+}
