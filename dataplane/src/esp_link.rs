@@ -190,6 +190,26 @@ mod tests {
         assert_eq!(link.negotiation_started(), None);
     }
 
+    /// A retired SA's SPI, freed by IKE, given to a new SA before the
+    /// retired one's grace is over: the retired one's removal leaves the
+    /// new one in place.
+    #[test]
+    fn removing_a_retired_sa_spares_a_new_one_with_its_spi() {
+        let table = IpsecTable::default();
+        let peer = ipsec_peer();
+        let (old, successor) = (child_sa(0x100), child_sa(0x200));
+        table.install_child(&peer, old.clone(), SendOn::Now);
+        table.install_child(&peer, successor.clone(), SendOn::Now);
+        let retired = table.retire_child(old.spi_in()).expect("another SA sends");
+        assert!(Arc::ptr_eq(&retired, &old));
+        let reused = child_sa(0x100);
+        table.install_child(&peer, reused.clone(), SendOn::Never);
+        assert!(table.remove_retired(&retired).is_none(), "the new SA is not the retired one");
+        let held = table.child(0x100).expect("the new SA stays");
+        assert!(Arc::ptr_eq(&held.1, &reused));
+        assert!(table.remove_retired(&successor).is_some(), "an SA still held goes");
+    }
+
     // Our answer to the peer's rekey goes out before its SA is installed,
     // so the peer's first packets on it can come at once. Were the SPI
     // published before the SA is pending, such a packet would be opened,
@@ -309,14 +329,14 @@ mod tests {
         let (old, new) = (child_sa(0x100), child_sa(0x200));
         table.install_child(&peer, old.clone(), SendOn::Now);
         table.install_child(&peer, new.clone(), SendOn::OnceUsed);
-        assert!(table.retire_child(old.spi_in()));
+        assert!(table.retire_child(old.spi_in()).is_some());
         assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &new)), "the successor sends");
         assert!(table.child(old.spi_in()).is_some(), "still opens");
-        assert!(!table.retire_child(new.spi_in()), "nothing else could send");
+        assert!(table.retire_child(new.spi_in()).is_none(), "nothing else could send");
         assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &new)));
         assert!(table.remove_child(old.spi_in()).is_some());
         assert!(link.sending().is_some_and(|s| Arc::ptr_eq(&s, &new)), "removing the retired one changes nothing");
-        assert!(!table.retire_child(0x999), "unknown SPI");
+        assert!(table.retire_child(0x999).is_none(), "unknown SPI");
     }
 
     // Roaming follows the newest SA packets came on. When that SA goes,

@@ -223,8 +223,24 @@ impl IpsecTable {
     /// else another SA of the peer that is up (`hand_over_sending`). With
     /// neither, the peer has no SA to send with until the next.
     pub fn remove_child(&self, spi_in: u32) -> Option<Arc<ChildSa>> {
+        self.remove_where(spi_in, |_| true)
+    }
+
+    /// Removes `sa`, retired by `retire_child`, if the table still holds it.
+    /// IKE frees an SA's SPI when it deletes the SA, while a retired SA
+    /// stays here for its grace: a new SA may be given the same SPI
+    /// meanwhile (a chance of 2^-32), and must not go with the old one.
+    pub fn remove_retired(&self, sa: &Arc<ChildSa>) -> Option<Arc<ChildSa>> {
+        self.remove_where(sa.spi_in(), |held| Arc::ptr_eq(held, sa))
+    }
+
+    fn remove_where(&self, spi_in: u32, this_one: impl Fn(&Arc<ChildSa>) -> bool) -> Option<Arc<ChildSa>> {
         let mut removed = None;
-        self.change_spis(|m| removed = m.remove(&spi_in));
+        self.change_spis(|m| {
+            if m.get(&spi_in).is_some_and(|(_, held)| this_one(held)) {
+                removed = m.remove(&spi_in);
+            }
+        });
         let (peer, sa) = removed?;
         if let Some(link) = peer.ipsec() {
             let spis = self.by_spi.load();
@@ -248,15 +264,16 @@ impl IpsecTable {
     /// opening until the caller's `remove_child`, since what the peer
     /// sealed with it before switching may still be on the way (the Delete
     /// can overtake it; strongSwan keeps a rekeyed inbound SA 5 s,
-    /// `delete_rekeyed_delay`). False, and nothing done, when no other SA
-    /// of the peer could send: the caller then removes it at once.
-    pub fn retire_child(&self, spi_in: u32) -> bool {
+    /// `delete_rekeyed_delay`). Returns the SA, for `remove_retired`; None,
+    /// and nothing done, when no other SA of the peer could send: the
+    /// caller then removes it at once.
+    pub fn retire_child(&self, spi_in: u32) -> Option<Arc<ChildSa>> {
         let spis = self.by_spi.load();
-        let Some((peer, sa)) = spis.get(&spi_in) else { return false };
+        let (peer, sa) = spis.get(&spi_in)?;
         let another =
             spis.values().any(|(p, other)| Arc::ptr_eq(p, peer) && !Arc::ptr_eq(other, sa) && !other.receive_only());
         // With another to hand over to, `stop_sending` does exactly this.
-        another && peer.ipsec().is_some() && self.stop_sending(spi_in)
+        (another && peer.ipsec().is_some() && self.stop_sending(spi_in)).then(|| sa.clone())
     }
 
     /// Hands sending on the child SA whose inbound SPI is `spi_in` over

@@ -31,6 +31,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use causeway_config::{Encap, IpsecPeer};
+use causeway_dataplane::child_sa::ChildSa;
 use causeway_dataplane::interface::Interface;
 use causeway_dataplane::io::{Bind, RecvMeta, Socket};
 use causeway_dataplane::ipsec::{flush_staged, follow_ike, Request, SendOn};
@@ -111,7 +112,7 @@ struct Shared {
     keylog: Option<std::path::PathBuf>,
     /// Child SAs IKE deleted after a rekey replaced them, still opening
     /// until their time.
-    retired: Retired,
+    retired: Retired<Arc<ChildSa>>,
 }
 
 /// The IKE thread of an interface, and the handle the rest of the control
@@ -341,8 +342,10 @@ fn run(s: &Arc<Shared>) {
             }
         }
         lock(&s.core).handle_timeout(now);
-        for (peer, spi_in, spi_out) in s.retired.take_due(now) {
-            remove_child(s, &peer, spi_in, spi_out);
+        for (peer, sa) in s.retired.take_due(now) {
+            if s.iface.ipsec.remove_retired(&sa).is_some() {
+                removed_child(s, &peer, sa.spi_in(), sa.spi_out());
+            }
         }
         if !s.stop.load(Ordering::Relaxed) {
             start_due(s, now);
@@ -490,29 +493,31 @@ fn apply(s: &Shared, event: Event, prepared: Option<Arc<causeway_dataplane::chil
                 );
             }
         }
-        Event::ChildDown { peer, spi_in, spi_out } => {
-            if s.iface.ipsec.retire_child(spi_in) {
-                s.retired.add(Instant::now(), peer, spi_in, spi_out);
-            } else {
-                remove_child(s, &peer, spi_in, spi_out);
-            }
-        }
+        Event::ChildDown { peer, spi_in, spi_out } => match s.iface.ipsec.retire_child(spi_in) {
+            Some(sa) => s.retired.add(Instant::now(), peer, sa),
+            None => remove_child(s, &peer, spi_in, spi_out),
+        },
     }
 }
 
 /// Removes a child SA from the data plane, and logs it.
 fn remove_child(s: &Shared, peer: &PeerId, spi_in: u32, spi_out: u32) {
     if s.iface.ipsec.remove_child(spi_in).is_some() {
-        // Without an SA left, site health counts the peer as failing from
-        // now (`EspLink::lost_sa`).
-        if let Some(link) = s.iface.ipsec.peer(&peer.0).as_deref().and_then(|p| p.ipsec()) {
-            link.lost_sa(s.iface.clock.now());
-        }
-        tracing::info!(
-            peer = %peer,
-            spi_in = %format_args!("{spi_in:08x}"),
-            spi_out = %format_args!("{spi_out:08x}"),
-            "child SA removed"
-        );
+        removed_child(s, peer, spi_in, spi_out);
     }
+}
+
+/// After a child SA left the data plane.
+fn removed_child(s: &Shared, peer: &PeerId, spi_in: u32, spi_out: u32) {
+    // Without an SA left, site health counts the peer as failing from
+    // now (`EspLink::lost_sa`).
+    if let Some(link) = s.iface.ipsec.peer(&peer.0).as_deref().and_then(|p| p.ipsec()) {
+        link.lost_sa(s.iface.clock.now());
+    }
+    tracing::info!(
+        peer = %peer,
+        spi_in = %format_args!("{spi_in:08x}"),
+        spi_out = %format_args!("{spi_out:08x}"),
+        "child SA removed"
+    );
 }
