@@ -51,7 +51,8 @@ impl Drop for Renewal {
 }
 
 /// Starts renewing lease `id` every third of `ttl` (at least every half
-/// second) on its own task.
+/// second) on its own task; renewal stops when no answer came for half of
+/// `ttl`.
 pub(super) async fn renew(client: &mut Client, id: i64, ttl: Duration) -> Result<Renewal, String> {
     let (mut keeper, mut answers) = timed("keeping the lease alive", client.lease_keep_alive(id)).await?;
     let (tx, lapsed) = oneshot::channel();
@@ -70,8 +71,17 @@ async fn keep_alive(keeper: &mut LeaseKeeper, answers: &mut LeaseKeepAliveStream
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if answered.elapsed() > ttl {
-                    return lapse(format!("the lease keepalive went unanswered for {} s", ttl.as_secs()));
+                // Half the TTL, not all of it: a member that keeps the
+                // connection and answers nothing (frozen, or cut off by a
+                // network that drops everything) is left while the lease
+                // still has time for the next session, on another member,
+                // to keep it. At the whole TTL the lease would be gone, and
+                // every other gateway would drop this one and move its flows.
+                if answered.elapsed() > ttl / 2 {
+                    return lapse(format!(
+                        "the lease keepalive went unanswered for {:.1} s",
+                        answered.elapsed().as_secs_f64()
+                    ));
                 }
                 if let Err(e) = timed("keeping the lease alive", keeper.keep_alive()).await {
                     return lapse(e);
