@@ -165,11 +165,7 @@ impl IpsecTable {
         if send != SendOn::Never {
             sa.unmark_receive_only();
         }
-        let publish = || {
-            self.change_spis(|m| {
-                m.insert(sa.spi_in(), (peer.clone(), sa.clone()));
-            })
-        };
+        let publish = || self.insert_sa(peer, &sa);
         let switch = lock(&link.switch);
         match send {
             SendOn::Now => {
@@ -213,6 +209,11 @@ impl IpsecTable {
         }
         sa.mark_receive_only();
         sa.set_installed(self.installs.fetch_add(1, Ordering::Relaxed) + 1);
+        self.insert_sa(peer, sa);
+    }
+
+    /// Makes `sa` found by its inbound SPI.
+    fn insert_sa(&self, peer: &Arc<PeerState>, sa: &Arc<ChildSa>) {
         self.change_spis(|m| {
             m.insert(sa.spi_in(), (peer.clone(), sa.clone()));
         });

@@ -402,7 +402,7 @@ fn receive(s: &Shared, buf: &mut [u8], now: Instant) {
     }
 }
 
-fn apply(s: &Shared, event: Event, prepared: Option<Arc<causeway_dataplane::child_sa::ChildSa>>) {
+fn apply(s: &Shared, event: Event, prepared: Option<Arc<ChildSa>>) {
     match event {
         Event::IkeUp { peer, suite, nat, remote } => {
             tracing::info!(peer = %peer, %remote, suite = %convert::suite_name(&suite), nat, "IKE SA established");

@@ -341,26 +341,25 @@ impl Own {
         self.put_revision == -1 && shared.identity().registered
     }
 
-    /// The public key of another gateway whose record holds the name
-    /// `site`/`name` (a record of another key, under another lease than
-    /// ours), as `publish` would find it.
-    async fn holder(
+    /// The record now at the name `site`/`name`: its mod revision (0 for
+    /// none), and the public key of the gateway holding it when that is
+    /// another (a record of a key other than `ours`, under another lease).
+    async fn read_name(
         &self,
         shared: &Shared,
         client: &mut Client,
-        site: &str,
-        name: &str,
-    ) -> Result<Option<PublicKey>, String> {
-        let ours = lock(&shared.state).file.interface.private_key.public_key();
+        (site, name): (&str, &str),
+        ours: &PublicKey,
+    ) -> Result<(i64, Option<PublicKey>), String> {
         let key = shared.layout.gateway(site, name);
         let existing = timed("reading the name's record", client.get(key.as_str(), None)).await?;
-        Ok(existing
-            .kvs()
-            .first()
+        let record = existing.kvs().first();
+        let other = record
             .filter(|kv| kv.lease() != self.lease)
             .and_then(|kv| Member::decode(site, name, kv.value()).ok())
             .map(|m| m.public_key)
-            .filter(|k| *k != ours))
+            .filter(|k| k != ours);
+        Ok((record.map_or(0, |kv| kv.mod_revision()), other))
     }
 
     /// Puts our record under the lease, unless another gateway holds our
@@ -394,20 +393,15 @@ impl Own {
         // read finds that gateway's record. Each failure means someone else
         // wrote the key, so a few tries settle it.
         for _ in 0..3 {
-            let existing = timed("reading our record", client.get(key.as_str(), None)).await?;
-            let seen = existing.kvs().first().map_or(0, |kv| kv.mod_revision());
-            if let Some(kv) = existing.kvs().first().filter(|kv| kv.lease() != self.lease) {
-                if let Ok(m) = Member::decode(&identity.site, &identity.name, kv.value()) {
-                    if m.public_key != file.0 {
-                        shared.publish_problem(Some(format!(
-                            "{}/{} is registered by another gateway (public key {}): not publishing our record until it goes; give this gateway another name",
-                            identity.site,
-                            identity.name,
-                            m.public_key.to_base64()
-                        )));
-                        return Ok(Some(m.public_key));
-                    }
-                }
+            let (seen, other) = self.read_name(shared, client, (&identity.site, &identity.name), &file.0).await?;
+            if let Some(other) = other {
+                shared.publish_problem(Some(format!(
+                    "{}/{} is registered by another gateway (public key {}): not publishing our record until it goes; give this gateway another name",
+                    identity.site,
+                    identity.name,
+                    other.to_base64()
+                )));
+                return Ok(Some(other));
             }
             let unchanged = Compare::mod_revision(key.as_str(), CompareOp::Equal, seen);
             let put = TxnOp::put(key.as_str(), member.encode(), Some(PutOptions::new().with_lease(self.lease)));
@@ -448,7 +442,8 @@ async fn change_site(
             }
             // Refused before anything changes when the name is taken there;
             // `publish` below still finds a gateway that takes it meanwhile.
-            if let Some(key) = own.holder(shared, client, &site, &name).await.map_err(store)? {
+            let ours = lock(&shared.state).file.interface.private_key.public_key();
+            if let (_, Some(key)) = own.read_name(shared, client, (&site, &name), &ours).await.map_err(store)? {
                 return Err(ChangeError::NameTaken { site, name, key: key.to_base64(), outcome: NOTHING_CHANGED });
             }
             if identity.registered {
