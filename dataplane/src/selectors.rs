@@ -138,7 +138,9 @@ impl Selectors {
 /// ports, or ICMP's type and code on both sides, where it has them.
 fn parse(p: &[u8]) -> Option<(u8, Side, Side)> {
     let (proto, src, dst, upper) = match p.first()? >> 4 {
-        4 if p.len() >= 20 => {
+        // A header length under 20 bytes would put the ports inside the IP
+        // header; such a packet is no packet, and no selector covers it.
+        4 if p.len() >= 20 && p[0] & 0x0f >= 5 => {
             let ihl = (p[0] & 0x0f) as usize * 4;
             let first_fragment = u16::from_be_bytes([p[6], p[7]]) & 0x1fff == 0;
             let src = IpAddr::from(<[u8; 4]>::try_from(&p[12..16]).ok()?);
@@ -277,6 +279,15 @@ mod tests {
         assert!(s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 17, 0)), "source port 1000");
         // v4's ICMP packet has type 3, code 232: 0x03e8 is 1000, the port.
         assert!(!s.admits(&v4([10, 1, 0, 5], [10, 2, 3, 4], 1, 0)), "ICMP's type and code are not ports of protocol 0");
+        // Source port 2000, and an IP ID of 1000 where a header length of 4
+        // bytes would put the source port.
+        let mut short_header = v4([10, 1, 0, 5], [10, 2, 3, 4], 17, 0);
+        short_header[20..22].copy_from_slice(&2000u16.to_be_bytes());
+        short_header[4..6].copy_from_slice(&1000u16.to_be_bytes());
+        assert!(!s.admits(&short_header), "source port 2000");
+        short_header[0] = 0x41;
+        assert!(!s.admits(&short_header), "a header length under 20 bytes is refused, not read");
+        assert!(!s.admits_outbound(&short_header));
     }
 
     /// An ICMP (IPv4) or ICMPv6 (IPv6) packet 10.1.0.5 → 10.2.3.4 or

@@ -228,6 +228,15 @@ mod tests {
         ask::<String>(&gw, serde_json::json!({"op": "peer_add", "name": "c", "public_key": public_key()}));
         let set = ask::<String>(&gw, serde_json::json!({"op": "peer_set", "peer": "c", "persistent_keepalive": 5}));
         assert_eq!(set, Reply::Ok("c: changed persistent_keepalive".into()));
+        let (key_c, key_d) = (find_peer(&gw, "c").unwrap().public_key().to_base64(), public_key());
+        let same_key = serde_json::json!({"op": "peer_set", "peer": "c", "public_key": key_c});
+        assert_eq!(ask::<String>(&gw, same_key), Reply::Ok("c: nothing to change".into()));
+        let rekey = serde_json::json!({"op": "peer_set", "peer": "c", "name": "c2", "public_key": key_d});
+        assert_eq!(
+            refused(&gw, rekey),
+            "public_key: a peer's key cannot be changed; remove the peer and add it with the new key"
+        );
+        assert_eq!(gw.peers().iter().map(|p| p.name()).collect::<Vec<_>>(), ["c"], "no second peer");
         assert_eq!(refused(&gw, serde_json::json!({"op": "peer_remove", "peer": "d"})), "no peer named or keyed \"d\"");
         assert_eq!(
             ask::<String>(&gw, serde_json::json!({"op": "peer_remove", "peer": "c"})),

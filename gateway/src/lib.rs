@@ -7,6 +7,7 @@
 pub mod api;
 pub mod control;
 pub mod daemon;
+pub mod endpoint_names;
 pub mod error;
 pub mod gateway;
 pub mod ipsec;

@@ -12,6 +12,7 @@ use causeway_config::{Config, ConfigError};
 use causeway_wireguard::PublicKey;
 use ipnet::IpNet;
 
+use crate::endpoint_names::Resolved;
 use crate::gateway::Gateway;
 use causeway_dataplane::interface::Interface;
 use causeway_dataplane::peer::PeerState;
@@ -19,23 +20,11 @@ use causeway_dataplane::peer::PeerState;
 pub use crate::report::Report;
 use crate::start_settings::FixedAtStart;
 
-fn resolve_first(peer: &PeerState, name: &str, endpoints: &[causeway_config::Endpoint]) {
-    for (i, ep) in endpoints.iter().enumerate() {
-        match ep.resolve() {
-            Ok(addrs) if !addrs.is_empty() => {
-                peer.set_endpoint(addrs[0]);
-                peer.set_endpoint_index(i);
-                return;
-            }
-            _ => tracing::warn!(peer = %name, endpoint = %ep, "cannot resolve endpoint; trying the next"),
-        }
-    }
-}
-
 /// Makes the running interface match `cfg`. The settings fixed at start-up
 /// (`FixedAtStart`, MTU, the route table) are not changed: a file that
 /// changes them gets them named in `needs_restart`.
 pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
+    let resolved = Resolved::ahead(iface, &cfg.peers);
     let _one_change = iface.changing();
     let mut report = Report::default();
     let i = &cfg.interface;
@@ -84,7 +73,7 @@ pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
     for p in &cfg.peers {
         let have =
             iface.peer(&p.public_key).map(|peer| current_nets.get(&Arc::as_ptr(&peer)).cloned().unwrap_or_default());
-        match apply_peer_settings(iface, p, have.as_ref()) {
+        match apply_peer_settings(iface, p, have.as_ref(), &resolved) {
             Ok(applied) => {
                 match (applied.existed, &applied.changed) {
                     (false, _) => report.added.push(p.name.clone()),
@@ -103,14 +92,16 @@ pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
 }
 
 /// Makes one peer match `p`, adding it if needed. `have` is the peer's
-/// current prefixes (None for a new peer). Returns whether it existed and
+/// current prefixes (None for a new peer); `resolved` the endpoint names
+/// resolved ahead (`Resolved::ahead`). Returns whether it existed and
 /// which fields changed.
 pub fn apply_peer(
     iface: &Interface,
     p: &causeway_config::Peer,
     have: Option<&HashSet<IpNet>>,
+    resolved: &Resolved,
 ) -> Result<(bool, Vec<&'static str>), causeway_wireguard::Error> {
-    let applied = apply_peer_settings(iface, p, have)?;
+    let applied = apply_peer_settings(iface, p, have, resolved)?;
     iface.set_peer_prefixes(applied.prefixes.as_slice());
     Ok((applied.existed, applied.changed))
 }
@@ -128,6 +119,7 @@ pub fn apply_peer_settings(
     iface: &Interface,
     p: &causeway_config::Peer,
     have: Option<&HashSet<IpNet>>,
+    resolved: &Resolved,
 ) -> Result<Applied, causeway_wireguard::Error> {
     let existing = iface.peer(&p.public_key);
     let peer = match &existing {
@@ -155,7 +147,10 @@ pub fn apply_peer_settings(
     if *eps != p.endpoints {
         *eps = p.endpoints.clone();
         drop(eps);
-        resolve_first(&peer, &p.name, &p.endpoints);
+        if let Some((i, addr)) = resolved.first_address(p) {
+            peer.set_endpoint(addr);
+            peer.set_endpoint_index(i);
+        }
         changed.push("endpoints");
     }
     let want: HashSet<IpNet> = p.allowed_ips.iter().map(|n| n.trunc()).collect();

@@ -396,6 +396,39 @@ pub fn strongswan_lab(test: &str) -> Option<Lab> {
     Some(lab)
 }
 
+/// /etc/netns/<namespace>: `ip netns exec` mounts its files (hosts,
+/// resolv.conf) over /etc's for the processes it starts. Removed on drop.
+pub struct NetnsEtc(std::path::PathBuf);
+
+impl NetnsEtc {
+    pub fn new(ns: &Netns) -> NetnsEtc {
+        let dir = std::path::PathBuf::from("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        NetnsEtc(dir)
+    }
+
+    /// Writes `file` in place: a bind mount already made follows the inode.
+    pub fn write(&self, file: &str, text: &str) {
+        std::fs::write(self.0.join(file), text).unwrap();
+    }
+}
+
+impl Drop for NetnsEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A name server that never answers, for the processes `ns` starts later:
+/// `silent` drops DNS queries to its address `server`, and each lookup
+/// gives up after `timeout` seconds.
+pub fn silent_name_server(ns: &Netns, silent: &Netns, server: &str, timeout: u32) -> NetnsEtc {
+    silent.exec("iptables", &["-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP"]).unwrap();
+    let etc = NetnsEtc::new(ns);
+    etc.write("resolv.conf", &format!("nameserver {server}\noptions timeout:{timeout} attempts:1\n"));
+    etc
+}
+
 /// A host on a LAN behind `gw` (gateway .1, host .2 of `net`.0/24), with
 /// forwarding on at the gateway.
 pub fn lan(gw: &Netns, tag: &str, net: &str) -> Netns {

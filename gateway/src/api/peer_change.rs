@@ -13,6 +13,7 @@ use ipnet::IpNet;
 
 use super::error::ApiError;
 use super::types::PeerChange;
+use crate::endpoint_names::Resolved;
 use crate::gateway::Gateway;
 
 /// A peer description from a request, over `base` (the current peer for
@@ -31,6 +32,13 @@ fn peer_from_change(req: &PeerChange, base: Option<causeway_config::Peer>) -> Re
         (None, None) => return Err(ApiError::Missing("name")),
     };
     let public_key = match (key("public_key", req.public_key.as_deref())?, &base) {
+        // Peers are found by key: "changing" it would add a second peer,
+        // or change the one that has the new key.
+        (Some(k), Some(b)) if PublicKey::from_bytes(k) != b.public_key => {
+            return Err(ApiError::field("public_key")(
+                "a peer's key cannot be changed; remove the peer and add it with the new key",
+            ))
+        }
         (Some(k), _) => PublicKey::from_bytes(k),
         (None, Some(b)) => b.public_key,
         (None, None) => return Err(ApiError::Missing("public_key")),
@@ -89,8 +97,14 @@ fn current(iface: &Interface, p: &Arc<PeerState>) -> causeway_config::Peer {
 /// Adds (`existing` None) or changes a peer, refusing clashes of name,
 /// key or prefixes with the other peers. Says what it did.
 pub fn put_peer(gw: &Gateway, req: &PeerChange, existing: Option<Arc<PeerState>>) -> Result<String, ApiError> {
-    let _one_change = gw.changing();
     let iface: &Interface = gw;
+    // Its endpoint names are looked up before the change lock
+    // (`endpoint_names`); the peer is built again under it.
+    let resolved = match peer_from_change(req, existing.as_ref().map(|p| current(iface, p))) {
+        Ok(p) => Resolved::ahead(iface, std::slice::from_ref(&p)),
+        Err(_) => Resolved::default(),
+    };
+    let _one_change = gw.changing();
     // Looked up before the lock was taken: a removal or reload in between
     // may have taken it away, and applying the change would add it back.
     if let Some(e) = &existing {
@@ -114,7 +128,7 @@ pub fn put_peer(gw: &Gateway, req: &PeerChange, existing: Option<Arc<PeerState>>
         return Err(ApiError::Overlap(clash));
     }
     let have: Option<HashSet<IpNet>> = existing.as_ref().map(|e| iface.allowed_ips_of(e).into_iter().collect());
-    let (_, changed) = crate::reload::apply_peer(iface, &p, have.as_ref()).map_err(ApiError::Apply)?;
+    let (_, changed) = crate::reload::apply_peer(iface, &p, have.as_ref(), &resolved).map_err(ApiError::Apply)?;
     Ok(match existing {
         None => format!("added {}", p.name),
         Some(_) if changed.is_empty() => format!("{}: nothing to change", p.name),

@@ -9,6 +9,7 @@ use std::path::Path;
 use causeway_config::PeerFile;
 
 use super::error::ApiError;
+use crate::endpoint_names::Resolved;
 use crate::gateway::Gateway;
 use crate::report::Report;
 
@@ -62,6 +63,7 @@ pub fn add_peers(gw: &Gateway, text: &str, path: &Path, exposed: Option<u32>) ->
     let owner = std::fs::metadata(path).ok().map(|m| std::os::unix::fs::MetadataExt::uid(&m));
     let owners: Vec<u32> = owner.into_iter().collect();
     let file = causeway_config::parse_peers(text, path, exposed, &owners).map_err(ApiError::ConfigRejected)?;
+    let resolved = Resolved::ahead(gw, &file.peers);
     let _one_change = gw.changing();
     clash(gw, &file)?;
     // IKE starts before anything is added, so a gateway that cannot bind
@@ -69,7 +71,7 @@ pub fn add_peers(gw: &Gateway, text: &str, path: &Path, exposed: Option<u32>) ->
     let ike = crate::ipsec::reconcile::ike_for(gw, &file.ipsec_peers).map_err(ApiError::IkeUnavailable)?;
     let mut report = Report::default();
     for p in &file.peers {
-        crate::reload::apply_peer(gw, p, None).map_err(ApiError::Apply)?;
+        crate::reload::apply_peer(gw, p, None, &resolved).map_err(ApiError::Apply)?;
         report.added.push(p.name.clone());
     }
     if let Some(ike) = ike {

@@ -4,33 +4,13 @@
 //! namespace comes from /etc/netns/<namespace>/hosts, which `ip netns exec`
 //! mounts over /etc/hosts for the processes it starts.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use causeway_netns_tests::*;
 
-/// /etc/netns/<name>, removed on drop.
-struct HostsFile(PathBuf);
-
-impl HostsFile {
-    fn new(ns: &Netns, entry: &str) -> HostsFile {
-        let dir = PathBuf::from("/etc/netns").join(&ns.name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let h = HostsFile(dir);
-        h.set(entry);
-        h
-    }
-
-    /// Rewrites the file in place: the bind mount follows the inode.
-    fn set(&self, entry: &str) {
-        std::fs::write(self.0.join("hosts"), format!("127.0.0.1 localhost\n{entry}\n")).unwrap();
-    }
-}
-
-impl Drop for HostsFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The hub's /etc/hosts: 127.0.0.1 localhost and `entry`.
+fn set_hosts(etc: &NetnsEtc, entry: &str) {
+    etc.write("hosts", &format!("127.0.0.1 localhost\n{entry}\n"));
 }
 
 /// A hub whose peer "dc" is named dc.causeway.test, first 198.18.1.2 (in
@@ -39,7 +19,7 @@ impl Drop for HostsFile {
 /// Fields drop in order: gateways before their namespaces.
 struct MovingDc {
     gh: Gateway,
-    hosts: HostsFile,
+    hosts: NetnsEtc,
     kdc: causeway_wireguard::StaticSecret,
     ph: causeway_wireguard::PublicKey,
     dir: tempfile::TempDir,
@@ -57,7 +37,8 @@ impl MovingDc {
         let new = Netns::new("new").unwrap();
         lab::veth(&hub, "wan1", &["198.18.1.1/24"], &old, "wan0", &["198.18.1.2/24"]).unwrap();
         lab::veth(&hub, "wan2", &["198.18.2.1/24"], &new, "wan0", &["198.18.2.2/24"]).unwrap();
-        let hosts = HostsFile::new(&hub, "198.18.1.2 dc.causeway.test");
+        let hosts = NetnsEtc::new(&hub);
+        set_hosts(&hosts, "198.18.1.2 dc.causeway.test");
         let (kh, ph) = keypair();
         let (kdc, pdc) = keypair();
         let gh =
@@ -90,7 +71,7 @@ fn dns_endpoint_follows_a_moved_gateway() {
     // comes up elsewhere, and the name now points there.
     assert_eq!(g_old.process.stop(), Some(0));
     let _g_new = m.dc_gateway(&m.new);
-    m.hosts.set("198.18.2.2 dc.causeway.test");
+    set_hosts(&m.hosts, "198.18.2.2 dc.causeway.test");
     assert!(
         m.hub.wait_for_ping("10.78.0.2", Duration::from_secs(45)),
         "traffic did not follow the name: {}",
@@ -114,7 +95,7 @@ fn dns_endpoint_is_refreshed_while_healthy() {
     assert!(m.hub.wait_for_ping("10.78.0.2", Duration::from_secs(10)), "{}", m.gh.log_text());
     assert_eq!(m.endpoint(), "198.18.1.2:51820");
 
-    m.hosts.set("198.18.2.2 dc.causeway.test");
+    set_hosts(&m.hosts, "198.18.2.2 dc.causeway.test");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while m.endpoint() != "198.18.2.2:51820" {
         assert!(std::time::Instant::now() < deadline, "endpoint did not follow the name: {}", m.gh.log_text());
@@ -124,4 +105,52 @@ fn dns_endpoint_is_refreshed_while_healthy() {
     // The old gateway goes; traffic continues through the new one.
     assert_eq!(g_old.process.stop(), Some(0));
     assert!(m.hub.wait_for_ping("10.78.0.2", Duration::from_secs(40)), "{}", m.gh.log_text());
+}
+
+/// A reload looks its endpoint names up before it takes the change lock,
+/// several at once: four names on a name server that never answers cost
+/// about one lookup's timeout, not four one after another, and a peer
+/// change made meanwhile does not wait for them.
+#[test]
+fn a_reload_looks_up_its_names_side_by_side() {
+    let Some(_lab) = lab_or_skip("a_reload_looks_up_its_names_side_by_side") else { return };
+    let (hub, spoke) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let _resolver = silent_name_server(&hub, &spoke, "198.18.0.2", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let (kh, _) = keypair();
+    let peers: Vec<PeerSpec> = (0..4)
+        .map(|i| {
+            let endpoint = format!("198.18.0.2:{}", 51821 + i);
+            PeerSpec::new(&format!("p{i}"), keypair().1, Some(&endpoint), &[&format!("10.18{i}.0.0/24")])
+        })
+        .collect();
+    let gh = Gateway::start(&hub, dir.path(), &kh, &["10.79.0.1/24"], 51820, 1420, &peers).unwrap();
+    let mut text = std::fs::read_to_string(&gh.config).unwrap();
+    for i in 0..4 {
+        text = text.replace(&format!("\"198.18.0.2:{}\"", 51821 + i), &format!("\"gw-{i}.causeway.test:51820\""));
+    }
+    lab::write_private(&gh.config, &text).unwrap();
+    let tunctl_path = lab::causewayd_path().unwrap().with_file_name("tunctl");
+    let start = std::time::Instant::now();
+    let reload = hub
+        .command(&tunctl_path)
+        .args(["reload", &gh.ifname])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let set_at = std::time::Instant::now();
+    tunctl_ok(&hub, &["peer", "set", &gh.ifname, "p0", "--keepalive", "25"]);
+    let set_took = set_at.elapsed();
+    let out = reload.wait_with_output().unwrap();
+    let took = start.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // At least one timeout: the names did go to the silent server.
+    assert!(took >= Duration::from_secs(3), "the lookups did not wait: {took:?}");
+    // One after another they take 12 s; at once about 3.
+    assert!(took < Duration::from_secs(9), "the lookups ran one after another: {took:?}");
+    assert!(set_took < Duration::from_secs(2), "the peer change waited for the reload's lookups: {set_took:?}");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("p3 (endpoints)"), "{report}");
 }

@@ -142,26 +142,6 @@ fn routes_removed_behind_our_back_come_back() {
     assert!(gh.log_text().contains("routes of ours were removed from the kernel"), "{}", gh.log_text());
 }
 
-/// /etc/netns/<name>/resolv.conf, which `ip netns exec` mounts over
-/// /etc/resolv.conf for what it starts; removed on drop.
-struct Resolver(std::path::PathBuf);
-
-impl Resolver {
-    fn new(ns: &Netns, text: &str) -> Resolver {
-        let dir = std::path::PathBuf::from("/etc/netns").join(&ns.name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let r = Resolver(dir);
-        std::fs::write(r.0.join("resolv.conf"), text).unwrap();
-        r
-    }
-}
-
-impl Drop for Resolver {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A reload applies its peers one by one, and a name to resolve can hold
 /// it up for seconds; meanwhile a re-keyed peer's prefix is gone from the
 /// gateway's table. Its kernel route must stay through that, or the
@@ -170,9 +150,7 @@ impl Drop for Resolver {
 fn a_reload_keeps_the_kernel_routes_of_a_peer_it_rekeys() {
     let Some(_lab) = lab_or_skip("a_reload_keeps_the_kernel_routes_of_a_peer_it_rekeys") else { return };
     let (hub, spoke) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
-    // A name server that never answers: the spoke drops DNS queries.
-    spoke.exec("iptables", &["-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP"]).unwrap();
-    let _resolver = Resolver::new(&hub, "nameserver 198.18.0.2\noptions timeout:3 attempts:1\n");
+    let _resolver = silent_name_server(&hub, &spoke, "198.18.0.2", 3);
     let dir = tempfile::tempdir().unwrap();
     let (kh, _) = keypair();
     let (_, pb) = keypair();
