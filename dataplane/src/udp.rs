@@ -6,6 +6,7 @@
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
@@ -20,9 +21,15 @@ pub struct UdpEndpoint {
     state: UdpSocketState,
     /// Dual-stack IPv6 socket: IPv4 peers appear as v4-mapped addresses.
     dual_stack: bool,
-    /// GSO turned off by the operator (CAUSEWAY_UDP_GSO=off), for a path
-    /// whose NIC or driver mishandles it; sendmmsg batches instead.
-    gso_off: bool,
+    /// Datagrams one GSO send may carry (1: none, sendmmsg batches
+    /// instead): quinn-udp's count at bind, or 1 when the operator turned
+    /// GSO off (CAUSEWAY_UDP_GSO=off) for a NIC or driver that mishandles
+    /// it. Kept here, not read from quinn-udp, which drops its count to 1
+    /// for good on any EINVAL of any send; a sticky IPv6 source that is no
+    /// longer ours returns that too (`send`), and one address removed
+    /// would have cost the socket GSO until restart. Lowered to 1 by
+    /// `gso_refused` only.
+    gso_segments: AtomicUsize,
 }
 
 /// Most datagrams handed to one sendmmsg call.
@@ -114,7 +121,8 @@ pub fn bind_group(count: usize, port: u16, fwmark: u32) -> io::Result<(Vec<Arc<U
             let socket: UdpSocket = s.into();
             let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
             let gso_off = std::env::var(GSO_ENV).is_ok_and(|v| v == "off");
-            Ok(Arc::new(UdpEndpoint { socket, state, dual_stack, gso_off }))
+            let gso_segments = AtomicUsize::new(if gso_off { 1 } else { state.max_gso_segments() });
+            Ok(Arc::new(UdpEndpoint { socket, state, dual_stack, gso_segments }))
         })
         .collect::<io::Result<Vec<_>>>()?;
     Ok((eps, port))
@@ -158,6 +166,21 @@ impl UdpEndpoint {
             SocketAddr::V4(a) if self.dual_stack => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
             other => other,
         }
+    }
+
+    /// Notes a failed send: a GSO send the kernel refused as a device that
+    /// cannot segment would (EIO; EINVAL without a source of ours to
+    /// blame) turns GSO off for this socket, as quinn-udp would.
+    fn gso_refused(&self, e: io::Error, segment: Option<usize>, src: Option<IpAddr>) -> io::Error {
+        let refused = match e.raw_os_error() {
+            Some(libc::EIO) => true,
+            Some(libc::EINVAL) => src.is_none(),
+            _ => false,
+        };
+        if segment.is_some() && refused && self.gso_segments.swap(1, Ordering::Relaxed) > 1 {
+            tracing::info!(error = %e, "a GSO send failed: sending batches with sendmmsg from now on");
+        }
+        e
     }
 
     /// Sends `lens[from..]`; on failure, the error and how many were sent.
@@ -232,11 +255,7 @@ impl Socket for UdpEndpoint {
 
     /// Datagrams one GSO send may carry; 1 means no GSO.
     fn max_gso_segments(&self) -> usize {
-        if self.gso_off {
-            1
-        } else {
-            self.state.max_gso_segments()
-        }
+        self.gso_segments.load(Ordering::Relaxed)
     }
 
     fn gro_segments(&self) -> usize {
@@ -262,9 +281,10 @@ impl Socket for UdpEndpoint {
             Ok(()) => Ok(SourceUse::Kept),
             Err(e) if src.is_some() && is_source_gone(&e) => {
                 t.src_ip = None;
-                self.state.try_send(UdpSockRef::from(&self.socket), &t).map(|()| SourceUse::Dropped)
+                let sent = self.state.try_send(UdpSockRef::from(&self.socket), &t);
+                sent.map(|()| SourceUse::Dropped).map_err(|e| self.gso_refused(e, segment, None))
             }
-            Err(e) => Err(e),
+            Err(e) => Err(self.gso_refused(e, segment, src)),
         }
     }
 
@@ -344,6 +364,25 @@ mod tests {
             }
         }
         assert_eq!(got, vec![b"hello".to_vec(), b"again".to_vec()]);
+    }
+
+    // An IPv6 sticky source that is not ours makes the kernel answer
+    // EINVAL, as a device that cannot segment may; the send goes out
+    // without it and the socket keeps GSO.
+    #[test]
+    fn a_gone_ipv6_source_does_not_cost_gso() {
+        let (group, _) = bind_group(1, 0, 0).unwrap();
+        let gso = group[0].max_gso_segments();
+        assert!(gso > 1, "loopback has UDP GSO");
+        let rx = UdpSocket::bind("[::1]:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let gone = Some("fd00::99".parse().unwrap());
+        let two = [7u8; 200];
+        assert_eq!(group[0].send(rx.local_addr().unwrap(), gone, &two, Some(100)).unwrap(), SourceUse::Dropped);
+        let mut buf = [0u8; 256];
+        assert_eq!((rx.recv(&mut buf).unwrap(), rx.recv(&mut buf).unwrap()), (100, 100), "two segments");
+        assert_eq!(group[0].state.max_gso_segments(), 1, "quinn-udp gave GSO up");
+        assert_eq!(group[0].max_gso_segments(), gso, "the socket did not");
     }
 
     // Two groups on one port would share its datagrams by hash; the second
