@@ -8,14 +8,13 @@ use causeway_wireguard::Time;
 
 pub struct Clock {
     start: Instant,
-    start_wall: SystemTime,
     /// Nanoseconds added by `advance`: zero in a daemon.
     skew: AtomicU64,
 }
 
 impl Default for Clock {
     fn default() -> Self {
-        Clock { start: Instant::now(), start_wall: SystemTime::now(), skew: AtomicU64::new(0) }
+        Clock { start: Instant::now(), skew: AtomicU64::new(0) }
     }
 }
 
@@ -41,9 +40,23 @@ impl Clock {
         SystemTime::now() + Duration::from_nanos(self.skew.load(Ordering::Relaxed))
     }
 
-    /// The wall-clock time at which protocol time `t` was (or will be).
+    /// The wall-clock time at which protocol time `t` was (or will be),
+    /// counted back (or on) from the wall clock now: the wall clock may
+    /// have been stepped since start (NTP after boot) or run on while the
+    /// monotonic clock stood (suspend), and a handshake a second ago must
+    /// read as a second ago.
     pub fn wall_time_of(&self, t: Time) -> SystemTime {
-        self.start_wall + std::time::Duration::from_nanos(t.as_nanos())
+        wall_time_from(self.now(), self.wall_now(), t)
+    }
+}
+
+/// The wall-clock time of protocol time `t`, given that protocol time `now`
+/// is wall-clock time `wall`.
+fn wall_time_from(now: Time, wall: SystemTime, t: Time) -> SystemTime {
+    if t <= now {
+        wall.checked_sub(now.saturating_since(t)).unwrap_or(SystemTime::UNIX_EPOCH)
+    } else {
+        wall + t.saturating_since(now)
     }
 }
 
@@ -58,8 +71,13 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         let b = c.now();
         assert!(b > a);
-        let wall = c.wall_time_of(b).duration_since(c.wall_time_of(a)).unwrap();
-        assert_eq!(wall, b.saturating_since(a));
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(wall_time_from(b, at, a), at - b.saturating_since(a), "the past");
+        assert_eq!(wall_time_from(a, at, b), at + b.saturating_since(a), "the future");
+        // Counted from the wall clock now, not from when the clock was made.
+        let then = c.wall_time_of(a);
+        let now = SystemTime::now();
+        assert!(then <= now && now.duration_since(then).unwrap() >= b.saturating_since(a));
         c.advance(std::time::Duration::from_secs(120));
         assert!(c.now().saturating_since(b) >= std::time::Duration::from_secs(120));
         assert!(c.wall_now() >= SystemTime::now() + std::time::Duration::from_secs(119));

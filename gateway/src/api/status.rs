@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use causeway_dataplane::counters::{Drop, WorkerStats};
 
@@ -18,7 +18,6 @@ use crate::gateway::Gateway;
 /// The interface's state as tunctl shows it.
 pub fn status(iface: &Gateway) -> Status {
     let now = iface.clock.now();
-    let wall_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let by_peer = iface.allowed_ips_by_peer();
     let peers = iface
         .peers()
@@ -43,7 +42,7 @@ pub fn status(iface: &Gateway) -> Status {
                 endpoint: p.endpoint().map(|e| e.addr.to_string()),
                 allowed_ips: allowed.iter().map(ToString::to_string).collect(),
                 latest_handshake: handshake_unix,
-                latest_handshake_age_secs: handshake_unix.map(|h| wall_now.saturating_sub(h)),
+                latest_handshake_age_secs: stats.last_handshake.map(|t| now.saturating_since(t).as_secs()),
                 rx_bytes: stats.rx_bytes,
                 tx_bytes: stats.tx_bytes,
                 rx_packets: stats.rx_packets,
