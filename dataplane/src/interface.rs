@@ -250,6 +250,14 @@ impl Interface {
         v
     }
 
+    /// Takes every peer's byte rates (`PeerState::rates`) over the `secs`
+    /// since the last call: WireGuard's and IPsec's peers alike.
+    pub fn sample_rates(&self, secs: f64) {
+        for peer in self.peers().iter().chain(&self.ipsec.peers()) {
+            peer.sample_rate(secs);
+        }
+    }
+
     /// Adds a peer or returns the existing one.
     pub fn add_peer(&self, key: PublicKey, name: String) -> Result<Arc<PeerState>, causeway_wireguard::Error> {
         if let Some(p) = self.peer(&key) {

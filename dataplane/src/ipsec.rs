@@ -397,6 +397,8 @@ mod tests {
             peer.set_endpoint(configured);
             let got = send_three(&a, &b, |_, _| true);
             assert_eq!(got.len(), 3, "roams {roams}: delivered either way");
+            b.0.sample_rates(1.0);
+            assert!(peer.rates().0 > 0, "an IPsec peer's receive rate is taken");
             let now = peer.endpoint().map(|e| e.addr);
             let expected = if roams { "198.18.0.1:4500".parse().unwrap() } else { configured };
             assert_eq!(now, Some(expected), "roams {roams}");

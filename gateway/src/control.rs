@@ -236,9 +236,7 @@ pub async fn run_timers(iface: Arc<Gateway>) {
         if ticks.is_multiple_of(10) {
             let elapsed = now.saturating_since(last_sample).as_secs_f64();
             last_sample = now;
-            for peer in iface.peers() {
-                peer.sample_rate(elapsed);
-            }
+            iface.sample_rates(elapsed);
             if let Some(mtu) = std::fs::read_to_string(format!("/sys/class/net/{}/mtu", iface.name))
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
