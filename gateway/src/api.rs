@@ -12,8 +12,9 @@ mod status;
 pub mod types;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
 /// daemon.rs still calls it by this name; new code uses `sockets`.
@@ -79,33 +80,65 @@ pub fn handle(iface: &Gateway, line: &str) -> Reply<Answer> {
     }
 }
 
+/// The most one request line may be. A peer of thousands of prefixes is a
+/// fraction of it; the cap keeps a client (the socket is root's only, but
+/// may be buggy) from growing the daemon without bound.
+const MAX_REQUEST_BYTES: u64 = 16 << 20;
+
+/// How long a connection may sit without sending its next request. tunctl
+/// sends its one request at once; a connection left open holds a
+/// descriptor, and enough of them would stop every accept.
+const IDLE_PATIENCE: Duration = Duration::from_secs(60);
+
 pub async fn serve(iface: Arc<Gateway>, listener: UnixListener) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let iface = iface.clone();
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut lines = BufReader::new(read).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                // A reload reads files and may resolve names: keep it off
-                // the runtime that drives the timers.
-                let iface = iface.clone();
-                let reply = tokio::task::spawn_blocking(move || handle(&iface, &line))
-                    .await
-                    .unwrap_or_else(|_| Reply::Error(ApiError::Internal.to_string()));
-                // These types have string keys and no floats, so this does
-                // not fail; if it ever did, the client still gets a reply.
-                let mut out = serde_json::to_string(&reply).unwrap_or_else(|e| {
-                    serde_json::json!({ "error": format!("cannot encode the reply: {e}") }).to_string()
-                });
-                out.push('\n');
-                if write.write_all(out.as_bytes()).await.is_err() {
-                    return;
-                }
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, the connection stays queued: retried
+                // at once, the accept would spin the runtime's thread.
+                tracing::warn!(error = %e, "control API accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
-        });
+        };
+        tokio::spawn(answer_client(iface.clone(), stream));
+    }
+}
+
+async fn answer_client(iface: Arc<Gateway>, stream: tokio::net::UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(MAX_REQUEST_BYTES)).lines();
+    loop {
+        // Each request has the whole allowance (bytes already buffered
+        // count against the one before).
+        lines.get_mut().get_mut().set_limit(MAX_REQUEST_BYTES);
+        let line = match tokio::time::timeout(IDLE_PATIENCE, lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            _ => return,
+        };
+        // The allowance used up: the line was cut there (or ended exactly
+        // at it, which no request does). Answered, not applied, and the
+        // connection ends, since the rest of the line would follow.
+        let cut = lines.get_ref().get_ref().limit() == 0;
+        let reply = if cut {
+            Reply::Error(format!("request longer than {} MiB; nothing was changed", MAX_REQUEST_BYTES >> 20))
+        } else {
+            // A reload reads files and may resolve names: keep it off the
+            // runtime that drives the timers.
+            let iface = iface.clone();
+            tokio::task::spawn_blocking(move || handle(&iface, &line))
+                .await
+                .unwrap_or_else(|_| Reply::Error(ApiError::Internal.to_string()))
+        };
+        // These types have string keys and no floats, so this does not
+        // fail; if it ever did, the client still gets a reply.
+        let mut out = serde_json::to_string(&reply)
+            .unwrap_or_else(|e| serde_json::json!({ "error": format!("cannot encode the reply: {e}") }).to_string());
+        out.push('\n');
+        if write.write_all(out.as_bytes()).await.is_err() || cut {
+            return;
+        }
     }
 }
 
@@ -220,6 +253,36 @@ mod tests {
         let e = peer_change::put_peer(&gw, &change, Some(found)).unwrap_err();
         assert_eq!(e.to_string(), "no peer named or keyed \"c\"");
         assert!(gw.peers().is_empty());
+    }
+
+    // A client that sends without end gets an answer at the cap and the
+    // connection closed, rather than a daemon growing with it.
+    #[tokio::test]
+    async fn a_request_past_the_cap_is_answered_and_the_connection_ends() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let server = tokio::spawn(serve(Arc::new(gateway()), UnixListener::bind(&path).unwrap()));
+        let (mut read, mut write) = tokio::net::UnixStream::connect(&path).await.unwrap().into_split();
+        let flood = tokio::spawn(async move {
+            let chunk = vec![b' '; 1 << 20];
+            for _ in 0..(MAX_REQUEST_BYTES >> 20) + 8 {
+                if write.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut read = BufReader::new(&mut read);
+        let mut reply = String::new();
+        let answered = tokio::time::timeout(Duration::from_secs(20), read.read_line(&mut reply));
+        answered.await.expect("answered at the cap").unwrap();
+        // Ended: closed, or reset for the bytes the daemon left unread.
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(20), read.read_to_end(&mut rest));
+        assert!(ended.await.expect("the daemon ended the connection").map_or(true, |n| n == 0));
+        assert_eq!(reply, "{\"error\":\"request longer than 16 MiB; nothing was changed\"}\n");
+        flood.abort();
+        server.abort();
     }
 
     #[test]

@@ -35,10 +35,30 @@ pub fn bind_private_socket(path: &Path) -> Result<UnixListener, Error> {
         }
         let _ = std::fs::remove_file(path);
     }
-    let listener = UnixListener::bind(path).map_err(|source| Error::BindSocket { path: path.to_path_buf(), source })?;
+    let listener = bind_owner_only(path).map_err(|source| Error::BindSocket { path: path.to_path_buf(), source })?;
+    // The mode at bind is 0600 less the umask's bits: a umask that took
+    // the owner's write bit would leave the socket unusable to a client
+    // that is not root.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|source| Error::RestrictSocket { path: path.to_path_buf(), source })?;
     Ok(listener)
+}
+
+/// A listening Unix socket whose file is created 0600 (less the umask):
+/// Linux gives the file the socket's own mode, so it is set before bind.
+/// Bound first and restricted after, it was open to anyone under a umask
+/// of 0 or 002 until the chmod, and a connection made then is kept.
+fn bind_owner_only(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::fd::AsRawFd;
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    // SAFETY: fchmod on a descriptor we own, which outlives the call.
+    if unsafe { libc::fchmod(socket.as_raw_fd(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    socket.listen(128)?;
+    socket.set_nonblocking(true)?;
+    UnixListener::from_std(std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(socket)))
 }
 
 #[cfg(test)]
@@ -57,6 +77,12 @@ mod tests {
         let path = dir.path().join("sub/x.sock");
         let listener = bind_private_socket(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        // 0600 from the bind on, not only after the chmod that follows.
+        let early = dir.path().join("early.sock");
+        let _held = bind_owner_only(&early).unwrap();
+        assert_eq!(std::fs::metadata(&early).unwrap().permissions().mode() & 0o077, 0);
+        let mut client = tokio::net::UnixStream::connect(&early).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"x").await.unwrap();
         let e = bind_private_socket(&path).unwrap_err().to_string();
         assert!(e.contains("is in use"), "{e}");
         drop(listener);
