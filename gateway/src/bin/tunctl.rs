@@ -1,6 +1,6 @@
 //! tunctl: the operator's command for Causeway gateways.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -275,7 +275,7 @@ fn parse_reply<T: DeserializeOwned>(line: &str) -> anyhow::Result<T> {
 
 fn request<T: DeserializeOwned>(interface: &str, req: &Request) -> anyhow::Result<T> {
     let path = causeway_gateway::sockets::api_socket_path(interface);
-    let mut s = UnixStream::connect(&path).map_err(|e| match e.kind() {
+    let s = UnixStream::connect(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
             anyhow::anyhow!("no causewayd is running for {interface} (nothing listens on {})", path.display())
         }
@@ -284,11 +284,31 @@ fn request<T: DeserializeOwned>(interface: &str, req: &Request) -> anyhow::Resul
         }
         _ => anyhow::anyhow!("cannot reach causewayd for {interface}: {e}"),
     })?;
-    writeln!(s, "{}", serde_json::to_string(req)?)?;
+    let text = format!("{}\n", serde_json::to_string(req)?);
+    // MSG_NOSIGNAL: a daemon that closes the connection before it has read
+    // the request (stopping, or refusing one past its size cap) must give
+    // an error here, not SIGPIPE, whose default action main restores.
+    let sock = socket2::SockRef::from(&s);
+    let mut sent = 0;
+    let mut refused = None;
+    while sent < text.len() {
+        match sock.send_with_flags(&text.as_bytes()[sent..], libc::MSG_NOSIGNAL) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    // A reply sent before the close (the cap's) is still read.
     let mut line = String::new();
-    BufReader::new(s).read_line(&mut line)?;
+    let read = BufReader::new(s).read_line(&mut line);
     if line.is_empty() {
-        bail!("causewayd closed the connection without a reply");
+        match (refused, read) {
+            (Some(e), _) | (None, Err(e)) => bail!("causewayd closed the connection before reading the request ({e})"),
+            (None, Ok(_)) => bail!("causewayd closed the connection without a reply"),
+        }
     }
     parse_reply(&line)
 }

@@ -157,3 +157,40 @@ fn a_second_daemon_for_a_running_interface_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     says_once(&String::from_utf8_lossy(&out.stderr), "interface wan0 exists already");
 }
+
+/// A daemon that closes the connection before it has read the request
+/// (stopping, or refusing one past its size cap) costs tunctl one line on
+/// stderr and exit code 1, not a silent death by SIGPIPE.
+#[test]
+fn a_connection_closed_before_the_request_is_read_is_an_error() {
+    let Some(_lab) = lab_or_skip("a_connection_closed_before_the_request_is_read_is_an_error") else { return };
+    let name = lab::unique("cwgone");
+    let path = causeway_gateway::sockets::api_socket_path(&name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(path);
+    // Closed once tunctl has filled the socket's buffer and waits to write
+    // the rest of its request.
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(conn);
+    });
+    let (_, key) = keypair();
+    let mut args = vec!["peer".to_string(), "add".into(), name.clone(), "--name".into(), "p".into()];
+    args.extend(["--public-key".into(), b64(key.as_bytes())]);
+    for i in 0..40_000u32 {
+        args.extend(["--allowed-ip".into(), format!("10.{}.{}.0/24", i / 256 % 256, i % 256)]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, err) = run("tunctl", &args, "");
+    server.join().unwrap();
+    assert_eq!(code, 1, "{err}");
+    says_once(&err, "causewayd closed the connection before reading the request");
+}
