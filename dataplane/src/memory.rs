@@ -291,6 +291,8 @@ pub struct MemNet {
     unplugged: Mutex<HashSet<IpAddr>>,
     /// Addresses another program holds: binding them fails.
     held: Mutex<HashSet<SocketAddr>>,
+    /// The fwmark of the sockets at each address, as last bound or set.
+    marks: Mutex<HashMap<SocketAddr, u32>>,
 }
 
 /// Datagrams one in-memory socket holds before it drops.
@@ -321,6 +323,11 @@ impl MemNet {
     /// `AddrInUse`, as a port another program holds does.
     pub fn hold(&self, addr: SocketAddr) {
         lock(&self.held).insert(addr);
+    }
+
+    /// The fwmark of the sockets bound to `addr` (0 when none is).
+    pub fn fwmark_of(&self, addr: SocketAddr) -> u32 {
+        lock(&self.marks).get(&addr).copied().unwrap_or(0)
     }
 
     /// Cuts host `ip` off: what it sends and what is sent to it is lost.
@@ -357,7 +364,7 @@ pub struct MemBind {
 }
 
 impl Bind for MemBind {
-    fn bind(&self, count: usize, port: u16, _fwmark: u32) -> io::Result<(Vec<Arc<dyn Socket>>, u16)> {
+    fn bind(&self, count: usize, port: u16, fwmark: u32) -> io::Result<(Vec<Arc<dyn Socket>>, u16)> {
         let port = if port == 0 {
             let mut next = lock(&self.net.next_port);
             *next += 1;
@@ -372,6 +379,7 @@ impl Bind for MemBind {
         let mailboxes: Vec<_> = (0..count.max(1)).map(|_| Mailbox::new(SOCKET_QUEUE)).collect();
         // A new group replaces the old one, as a rebind closes the old sockets.
         lock(&self.net.groups).insert(addr, mailboxes.clone());
+        lock(&self.net.marks).insert(addr, fwmark);
         let sockets = mailboxes
             .into_iter()
             .map(|inbox| {
@@ -413,7 +421,8 @@ impl Socket for MemSocket {
         64
     }
 
-    fn set_fwmark(&self, _mark: u32) -> io::Result<()> {
+    fn set_fwmark(&self, mark: u32) -> io::Result<()> {
+        lock(&self.net.marks).insert(self.addr, mark);
         Ok(())
     }
 

@@ -360,7 +360,7 @@ impl Socket for RawEspSocket {
     }
 
     fn local_address_towards(&self, remote: SocketAddr) -> Option<IpAddr> {
-        route_source(remote)
+        route_source(remote, self.read_socket().mark().unwrap_or(0))
     }
 
     fn max_gso_segments(&self) -> usize {

@@ -24,9 +24,18 @@ pub(crate) fn is_source_gone(e: &io::Error) -> bool {
 }
 
 /// Our address on the route to `remote`, from the routing table: a
-/// connected UDP socket learns it without sending anything.
-pub fn route_source(remote: SocketAddr) -> Option<IpAddr> {
+/// connected UDP socket learns it without sending anything. `mark` is the
+/// asking socket's fwmark: policy routing may choose by it (wg-quick's
+/// `not fwmark` rule sends everything else into the tunnel), so the
+/// probe carries it too. Marking needs CAP_NET_ADMIN; a thread that no
+/// longer has it (started before privileges were dropped) asks unmarked.
+pub fn route_source(remote: SocketAddr, mark: u32) -> Option<IpAddr> {
     let probe = UdpSocket::bind((unspecified_for(remote), 0)).ok()?;
+    if mark != 0 {
+        if let Err(e) = socket2::SockRef::from(&probe).set_mark(mark) {
+            tracing::debug!(error = %e, mark, "route lookup without the fwmark");
+        }
+    }
     probe.connect(remote).ok()?;
     probe.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
 }
@@ -75,7 +84,7 @@ mod tests {
 
     #[test]
     fn the_routing_table_names_the_source() {
-        assert_eq!(route_source("127.0.0.1:9".parse().unwrap()), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(route_source("127.0.0.1:9".parse().unwrap(), 0), Some("127.0.0.1".parse().unwrap()));
         assert_eq!(unspecified_for("[fd00::2]:1".parse().unwrap()), IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     }
 }

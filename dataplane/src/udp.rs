@@ -250,7 +250,7 @@ impl Socket for UdpEndpoint {
     }
 
     fn local_address_towards(&self, remote: SocketAddr) -> Option<IpAddr> {
-        route_source(remote)
+        route_source(remote, socket2::SockRef::from(&self.socket).mark().unwrap_or(0))
     }
 
     /// Datagrams one GSO send may carry; 1 means no GSO.

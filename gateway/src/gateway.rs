@@ -134,6 +134,21 @@ impl Gateway {
         Ok(started)
     }
 
+    /// Marks every socket of the gateway, the data plane's and IKE's, with
+    /// `mark`; on failure the mark goes back to what it was.
+    pub fn set_fwmark(&self, mark: u32) -> std::io::Result<()> {
+        let old = self.iface.fwmark();
+        self.iface.set_fwmark(mark)?;
+        if let Some(ike) = self.ike() {
+            if let Err(e) = ike.set_fwmark(mark) {
+                let _ = self.iface.set_fwmark(old);
+                let _ = ike.set_fwmark(old);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Stops IKE, deleting every IKE SA (each peer is told).
     pub fn stop_ike(&self) {
         if let Some(ike) = lock(&self.ike).take() {

@@ -245,7 +245,7 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
 
 /// Applies a parsed request. Socket changes come first: they are the only
 /// steps that can fail for reasons outside the request.
-pub fn apply_set(iface: &Interface, req: SetRequest) -> Result<(), UapiError> {
+pub fn apply_set(iface: &crate::gateway::Gateway, req: SetRequest) -> Result<(), UapiError> {
     // Checked before anything changes. WireGuard peers take prefixes from
     // each other, as in wireguard-go; a site's or an IPsec peer's are not
     // theirs to take (the control API and reloads refuse the same).
@@ -696,5 +696,19 @@ mod tests {
         assert_eq!((gw.fwmark(), gw.listen_port()), (3, 51820));
         apply_set(&gw, parse_set(["fwmark=5", "listen_port=51822"]).unwrap()).unwrap();
         assert_eq!((gw.fwmark(), gw.listen_port()), (5, 51822));
+    }
+
+    // Policy routing that keeps marked packets out of the tunnel must see
+    // IKE's too: `wg set fwmark` marks its socket as well as ESP's.
+    #[test]
+    fn the_fwmark_reaches_ikes_socket() {
+        let (net, gw) = memory_gateway();
+        gw.set_ipsec_ports(500, 4500);
+        gw.ensure_ike(&*net.host("198.18.0.1".parse().unwrap(), 64), false).unwrap();
+        apply_set(&gw, parse_set(["fwmark=7"]).unwrap()).unwrap();
+        for port in [500, 4500, 51820] {
+            assert_eq!(net.fwmark_of(format!("198.18.0.1:{port}").parse().unwrap()), 7, "port {port}");
+        }
+        gw.stop_ike();
     }
 }

@@ -269,6 +269,13 @@ impl Ike {
         lock(&self.shared.core).status(&PeerId(name.to_string()))
     }
 
+    /// Marks IKE's socket (port 500) as `wg set fwmark` marks the data
+    /// plane's: policy routing that keeps marked packets out of the tunnel
+    /// must see IKE's too.
+    pub fn set_fwmark(&self, mark: u32) -> std::io::Result<()> {
+        self.shared.socket.set_fwmark(mark)
+    }
+
     /// Stops the thread after deleting every IKE SA (each peer is told).
     pub fn stop(&self) {
         let names = self.peer_names();
