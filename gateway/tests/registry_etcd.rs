@@ -632,6 +632,18 @@ fn operators_join_leave_and_set_sites_through_the_api() {
     assert_eq!((report.added.clone(), report.removed.clone()), (vec!["static".to_string()], vec![]), "{report}");
     assert_eq!(a.peer_names(), ["static", "west.gw1", "west.gw2"]);
     assert!(report.needs_restart.is_empty(), "{report}");
+    // A site the file defines is still written for the fleet, and the
+    // reply says this gateway keeps the file's.
+    file.sites.push(causeway_config::Site { name: "depot".into(), prefixes: vec!["10.9.0.0/16".parse().unwrap()] });
+    causeway_gateway::reload::apply_file(&a.gw, file.clone());
+    let done = a.ask(Request::SiteSet { site: "depot".into(), prefixes: vec!["10.99.0.0/16".into()] }).unwrap();
+    assert_eq!(
+        done,
+        "site depot: prefixes 10.99.0.0/16 (this gateway's configuration file defines site depot, so it keeps the file's prefixes)"
+    );
+    assert!(store.get("/causeway/sites/depot").is_some());
+    file.sites.clear();
+    causeway_gateway::reload::apply_file(&a.gw, file.clone());
     file.registry.as_mut().unwrap().lease_ttl = Duration::from_secs(20);
     let report = causeway_gateway::reload::apply_file(&a.gw, file);
     assert_eq!(report.needs_restart, ["registry"], "{report}");

@@ -383,6 +383,12 @@ impl Registry {
         lock(&self.shared.state).merged.clone()
     }
 
+    /// Whether the configuration file defines a `[[site]]` named `site`,
+    /// which this gateway then takes over the registry's.
+    pub fn file_defines_site(&self, site: &str) -> bool {
+        lock(&self.shared.state).file.sites.iter().any(|s| s.name == site)
+    }
+
     /// The registry as last read.
     pub fn view(&self) -> View {
         lock(&self.shared.state).view.clone()

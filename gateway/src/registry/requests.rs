@@ -74,7 +74,15 @@ pub fn answer(gw: &Gateway, req: &Request) -> Result<String, ApiError> {
         SiteChange::Set(site, prefixes) => check_overlap(gw, site, prefixes)?,
         _ => {}
     }
-    registry.request(change).map_err(|e| ApiError::Registry(e.to_string()))
+    let done = registry.request(change.clone()).map_err(|e| ApiError::Registry(e.to_string()))?;
+    Ok(match &change {
+        // Written for the fleet, but the file wins here: say so, or the
+        // operator sees no change on this gateway and wonders why.
+        SiteChange::Set(site, _) | SiteChange::Remove(site) if registry.file_defines_site(site) => {
+            format!("{done} (this gateway's configuration file defines site {site}, so it keeps the file's prefixes)")
+        }
+        _ => done,
+    })
 }
 
 #[cfg(test)]
