@@ -1,22 +1,21 @@
 //! tunctl: the operator's command for Causeway gateways.
 
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::net::UnixStream;
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use base64::Engine;
 use causeway_gateway::api::types::{
-    ChildSaStatus, IpsecPeerStatus, PeerChange, PeerStatus, Reply, Request, SecretText, SitesStatus, Status,
-    WorkerCounters,
+    ChildSaStatus, IpsecPeerStatus, PeerChange, PeerStatus, Request, SecretText, SitesStatus, Status, WorkerCounters,
 };
 use causeway_wireguard::{PresharedKey, StaticSecret};
 use clap::{Args, Parser, Subcommand};
-use serde::de::DeserializeOwned;
 
 // A module of this binary; a file directly in src/bin/ would be taken for
 // another binary.
+#[path = "tunctl/client.rs"]
+mod client;
 #[path = "tunctl/import_swanctl.rs"]
 mod import_swanctl;
 #[path = "tunctl/import_wg.rs"]
@@ -33,6 +32,8 @@ mod swanctl_connection;
 mod swanctl_secrets;
 #[path = "tunctl/swanctl_values.rs"]
 mod swanctl_values;
+
+use client::request;
 
 /// Inspect and manage Causeway gateways.
 ///
@@ -259,58 +260,6 @@ impl PeerFields {
             failover_after: None,
         })
     }
-}
-
-/// One reply line as `T`. A reply that does not parse as `T` (say, a
-/// field renamed by another version of causewayd) is an error: printing
-/// zeros for it would mislead.
-fn parse_reply<T: DeserializeOwned>(line: &str) -> anyhow::Result<T> {
-    let reply: Reply<T> = serde_json::from_str(line)
-        .context("causewayd sent a reply tunctl does not understand (are both from the same release?)")?;
-    match reply {
-        Reply::Ok(v) => Ok(v),
-        Reply::Error(e) => bail!("causewayd refused: {e}"),
-    }
-}
-
-fn request<T: DeserializeOwned>(interface: &str, req: &Request) -> anyhow::Result<T> {
-    let path = causeway_gateway::sockets::api_socket_path(interface);
-    let s = UnixStream::connect(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            anyhow::anyhow!("no causewayd is running for {interface} (nothing listens on {})", path.display())
-        }
-        std::io::ErrorKind::PermissionDenied => {
-            anyhow::anyhow!("permission denied on {}: run tunctl as root", path.display())
-        }
-        _ => anyhow::anyhow!("cannot reach causewayd for {interface}: {e}"),
-    })?;
-    let text = format!("{}\n", serde_json::to_string(req)?);
-    // MSG_NOSIGNAL: a daemon that closes the connection before it has read
-    // the request (stopping, or refusing one past its size cap) must give
-    // an error here, not SIGPIPE, whose default action main restores.
-    let sock = socket2::SockRef::from(&s);
-    let mut sent = 0;
-    let mut refused = None;
-    while sent < text.len() {
-        match sock.send_with_flags(&text.as_bytes()[sent..], libc::MSG_NOSIGNAL) {
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                refused = Some(e);
-                break;
-            }
-        }
-    }
-    // A reply sent before the close (the cap's) is still read.
-    let mut line = String::new();
-    let read = BufReader::new(s).read_line(&mut line);
-    if line.is_empty() {
-        match (refused, read) {
-            (Some(e), _) | (None, Err(e)) => bail!("causewayd closed the connection before reading the request ({e})"),
-            (None, Ok(_)) => bail!("causewayd closed the connection without a reply"),
-        }
-    }
-    parse_reply(&line)
 }
 
 fn bytes(n: u64) -> String {
@@ -610,6 +559,7 @@ fn read_secrets_input(file: &std::path::Path) -> anyhow::Result<zeroize::Zeroizi
 
 #[cfg(test)]
 mod tests {
+    use super::client::parse_reply;
     use super::*;
 
     fn status_json() -> serde_json::Value {
