@@ -195,7 +195,7 @@ impl Protocol for Ipsec {
         })
     }
 
-    fn on_authenticated(&self, _iface: &Interface, _peer: &PeerState, _sock: &dyn Socket, _now: Time) {}
+    fn on_authenticated(&self, _iface: &Interface, _peer: &Arc<PeerState>, _sock: &dyn Socket, _now: Time) {}
 
     /// IKE follows where ESP found the peer, or its next request (a
     /// liveness check, a rekey) goes to the mapping the peer left.

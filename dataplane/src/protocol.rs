@@ -105,7 +105,7 @@ pub trait Protocol: Send + Sync {
 
     /// The first datagram of a delivered batch was accepted: a session it
     /// confirmed may release what was held for it.
-    fn on_authenticated(&self, iface: &Interface, peer: &PeerState, sock: &dyn Socket, now: Time);
+    fn on_authenticated(&self, iface: &Interface, peer: &Arc<PeerState>, sock: &dyn Socket, now: Time);
 
     /// An authenticated datagram moved the peer's endpoint to `to`
     /// (roaming): a protocol whose key exchange keeps its own idea of the

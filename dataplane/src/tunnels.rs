@@ -137,7 +137,7 @@ impl Protocol for Tunnels {
         }
     }
 
-    fn on_authenticated(&self, iface: &Interface, peer: &PeerState, sock: &dyn Socket, now: Time) {
+    fn on_authenticated(&self, iface: &Interface, peer: &Arc<PeerState>, sock: &dyn Socket, now: Time) {
         match peer.link {
             Link::WireGuard(_) => WireGuard.on_authenticated(iface, peer, sock, now),
             Link::Ipsec(_) => Ipsec.on_authenticated(iface, peer, sock, now),

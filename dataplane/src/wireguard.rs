@@ -100,6 +100,16 @@ impl Protocol for WireGuard {
         if !peer.stage(packet) {
             iface.counters.count(Drop::StagedQueueFull);
         }
+        // The session may have come between the sender finding none and
+        // the packet being staged, after the handshake's flush found the
+        // queue empty: the packet would then wait for the peer's next
+        // packet, or the next handshake. The staged queue's lock orders
+        // the two: either that flush comes after the staging and takes the
+        // packet, or this look sees the session.
+        if peer.crypto().keypair_for_sending(now).is_ok() {
+            flush_staged(iface, peer, sock, now, false);
+            return;
+        }
         send_initiation(iface, peer, sock, now);
     }
 
@@ -194,7 +204,7 @@ impl Protocol for WireGuard {
         Ok(Accepted::Current)
     }
 
-    fn on_authenticated(&self, iface: &Interface, peer: &PeerState, sock: &dyn Socket, now: Time) {
+    fn on_authenticated(&self, iface: &Interface, peer: &Arc<PeerState>, sock: &dyn Socket, now: Time) {
         if peer.has_staged() {
             flush_staged(iface, peer, sock, now, false);
         }
@@ -229,7 +239,7 @@ struct Target<'a> {
 }
 
 /// Seals and sends one packet (or a keepalive, when empty) on its own.
-/// Used off the hot path: staged packets, keepalives.
+/// Used off the hot path: keepalives.
 fn send_one(iface: &Interface, t: &Target<'_>, sock: &dyn Socket, payload: &[u8], scratch: &mut Vec<u8>, now: Time) {
     let padded = padded_len(payload.len(), iface.mtu() as usize);
     scratch.clear();
@@ -259,23 +269,23 @@ pub fn send_keepalive(iface: &Interface, peer: &PeerState, sock: &dyn Socket, no
 }
 
 /// A new session is up: send what waited for it, or a keepalive so the
-/// responder can confirm the session.
-pub fn flush_staged(iface: &Interface, peer: &PeerState, sock: &dyn Socket, now: Time, keepalive_if_empty: bool) {
+/// responder can confirm the session. What waited goes through the peer's
+/// send queue (`send::send_held`), so packets read after it, sealed by
+/// the workers on the new session meanwhile, cannot leave before it.
+pub fn flush_staged(iface: &Interface, peer: &Arc<PeerState>, sock: &dyn Socket, now: Time, keepalive_if_empty: bool) {
     let (Ok(kp), Some(ep)) = (peer.crypto().keypair_for_sending(now), peer.endpoint()) else {
         return;
     };
-    let target = Target { peer, kp: &kp, ep };
     let staged = peer.take_staged();
     if staged.is_empty() {
         if keepalive_if_empty {
+            let target = Target { peer, kp: &kp, ep };
             send_one(iface, &target, sock, &[], &mut Vec::with_capacity(64), now);
         }
         return;
     }
-    let mut scratch = Vec::with_capacity(iface.mtu() as usize + 64);
-    for p in staged {
-        send_one(iface, &target, sock, &p, &mut scratch, now);
-    }
+    let held: Vec<Vec<u8>> = staged.into();
+    crate::send::send_held(&WireGuard, iface, peer, &held, sock, now);
 }
 
 #[cfg(test)]

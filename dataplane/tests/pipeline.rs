@@ -446,6 +446,22 @@ fn a_rekey_mid_stream_loses_nothing() {
     assert_eq!(b.iface.counters.nonzero(), [], "nothing was dropped at b");
 }
 
+// The sender found no session, the handshake's flush then found nothing
+// staged, and only then was the packet staged: it goes out at once on the
+// session, rather than waiting for the peer's next packet or handshake.
+#[test]
+fn a_packet_held_just_after_the_session_came_goes_out_at_once() {
+    use causeway_dataplane::protocol::Protocol;
+    use causeway_dataplane::session::Carrier;
+    let (_net, a, b) = pair(1, 8, Offload::default());
+    let peer = a.iface.peer(&b.key).unwrap();
+    let sockets = a.iface.sockets_for(Carrier::WireGuard);
+    let now = a.iface.clock.now();
+    causeway_dataplane::wireguard::WireGuard.hold(&a.iface, &peer, &packet(1, 2, 7, 100), &*sockets.sockets[0], now);
+    assert_eq!(seq_of(&receive(&b, 1)[0]), 7);
+    assert!(!peer.has_staged());
+}
+
 #[test]
 fn a_peer_removed_with_batches_in_flight_leaves_nothing_behind() {
     let net = MemNet::new();
