@@ -51,13 +51,23 @@ impl Keypairs {
         let mut evicted = Vec::new();
         if kp.is_initiator {
             // A next keypair we never confirmed moves to previous so that
-            // data the other side already sent with it still decrypts.
-            if let Some(next) = self.next.take() {
-                evicted.extend(self.previous.replace(next));
-                evicted.extend(self.current.take());
-            } else {
-                evicted.extend(self.previous.take());
-                self.previous = self.current.take();
+            // data the other side already sent with it still decrypts;
+            // unless it is older than REKEY_TIMEOUT. Its initiator confirms
+            // a session at once (data, or a keepalive), so one unconfirmed
+            // that long was abandoned: a stock peer's session of a crossing
+            // we yielded (`install_yielding`), which it dropped for ours.
+            // Moved to previous, it would take the place of current, whose
+            // packets may still be in flight.
+            match self.next.take() {
+                Some(next) if kp.created.saturating_since(next.created) <= REKEY_TIMEOUT => {
+                    evicted.extend(self.previous.replace(next));
+                    evicted.extend(self.current.take());
+                }
+                abandoned => {
+                    evicted.extend(abandoned);
+                    evicted.extend(self.previous.take());
+                    self.previous = self.current.take();
+                }
             }
             self.current = Some(kp);
         } else {
@@ -501,7 +511,11 @@ mod tests {
     }
 
     fn kp(idx: u32, initiator: bool) -> Arc<Keypair> {
-        Arc::new(Keypair::new(&[1; 32], &[2; 32], idx, idx + 100, Time::ZERO, initiator))
+        kp_at(idx, initiator, Time::ZERO)
+    }
+
+    fn kp_at(idx: u32, initiator: bool, created: Time) -> Arc<Keypair> {
+        Arc::new(Keypair::new(&[1; 32], &[2; 32], idx, idx + 100, created, initiator))
     }
 
     fn slots(k: &Keypairs) -> [Option<u32>; 3] {
@@ -544,5 +558,22 @@ mod tests {
         assert_eq!(ev.iter().map(|k| k.local_index).collect::<Vec<_>>(), vec![1]);
         assert_eq!(slots(&k), [Some(3), Some(2), None]);
         assert_eq!(k.take_all().len(), 2);
+    }
+
+    // We yielded a crossing to a stock peer, which dropped its initiation
+    // for ours: its session stays unconfirmed in next. At our next rekey it
+    // is dropped, and our session, which the peer still sends on, stays
+    // in previous for its packets in flight.
+    #[test]
+    fn a_crossing_session_the_peer_abandoned_does_not_push_current_out_at_the_next_rekey() {
+        let at = |ms: u64| Time::ZERO + Duration::from_millis(ms);
+        let mut k = Keypairs::default();
+        k.install_plain(kp_at(1, true, at(0)));
+        k.install_plain(kp_at(2, false, at(10_000)));
+        assert!(k.install(kp_at(3, true, at(10_050)), Some(at(9_990))).is_empty());
+        assert_eq!(slots(&k), [Some(3), Some(1), Some(2)], "yielded: the peer's session waits in next");
+        let ev = k.install(kp_at(4, true, at(130_050)), Some(at(130_000)));
+        assert_eq!(ev.iter().map(|k| k.local_index).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(slots(&k), [Some(4), Some(3), None]);
     }
 }
