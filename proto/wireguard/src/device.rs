@@ -255,6 +255,11 @@ impl Device {
     /// Looks up the keypair a data message is for. Split from `receive` for
     /// the parallel data path: open on any worker, then `accept_data`.
     pub fn data_keypair(&self, msg: &[u8], now: Time) -> Result<(Arc<Peer>, Arc<Keypair>), Error> {
+        // `parse` checked this for every caller so far; public, it checks
+        // again rather than index past a short slice.
+        if msg.len() < messages::DATA_MIN_LEN {
+            return Err(Error::InvalidLength);
+        }
         let idx = read_u32(msg, messages::data::RECEIVER);
         match self.indices.get(idx) {
             Some(IndexEntry::Keypair(_, kp)) if kp.is_expired(now) => Err(Error::KeypairExpired),

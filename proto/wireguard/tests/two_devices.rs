@@ -422,3 +422,10 @@ fn under_load_a_source_with_a_cookie_is_rate_limited() {
     clock.advance(Duration::from_millis(50));
     assert_eq!(b.receive(&with_mac2[0], a.addr, &clock).unwrap_err(), Error::ReplayedInitiation);
 }
+
+#[test]
+fn a_data_message_too_short_for_its_header_is_refused() {
+    let dev = Device::new(Some(StaticSecret::random(&mut OsRng)));
+    let clock = Clock::new();
+    assert_eq!(dev.data_keypair(&[4, 0, 0, 0, 1], clock.now).unwrap_err(), Error::InvalidLength);
+}
