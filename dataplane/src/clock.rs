@@ -51,13 +51,17 @@ impl Clock {
 }
 
 /// The wall-clock time of protocol time `t`, given that protocol time `now`
-/// is wall-clock time `wall`.
+/// is wall-clock time `wall`. The offset between the two clocks is taken
+/// to the whole second: read afresh each time, it would move by the
+/// microseconds between the two clock reads, and a handshake time would
+/// differ from one `wg show` or scrape to the next.
 fn wall_time_from(now: Time, wall: SystemTime, t: Time) -> SystemTime {
-    if t <= now {
-        wall.checked_sub(now.saturating_since(t)).unwrap_or(SystemTime::UNIX_EPOCH)
-    } else {
-        wall + t.saturating_since(now)
-    }
+    let at_zero =
+        wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as i128 - now.as_nanos() as i128;
+    let second = 1_000_000_000i128;
+    let at_zero = (at_zero + second / 2).div_euclid(second) * second;
+    let nanos = (at_zero + t.as_nanos() as i128).max(0);
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -71,13 +75,24 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         let b = c.now();
         assert!(b > a);
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        assert_eq!(wall_time_from(b, at, a), at - b.saturating_since(a), "the past");
-        assert_eq!(wall_time_from(a, at, b), at + b.saturating_since(a), "the future");
+        // Protocol time 2.5 s is wall time 1_800_000_000.3 s: time 0 is
+        // 1_799_999_997.8, taken as 1_799_999_998.
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_300);
+        let now = Time::ZERO + Duration::from_millis(2_500);
+        let zero = SystemTime::UNIX_EPOCH + Duration::from_secs(1_799_999_998);
+        assert_eq!(
+            wall_time_from(now, at, Time::ZERO + Duration::from_millis(1_250)),
+            zero + Duration::from_millis(1_250)
+        );
+        assert_eq!(wall_time_from(now, at, Time::ZERO + Duration::from_secs(9)), zero + Duration::from_secs(9));
+        // Microseconds between the two clocks' reads change nothing.
+        let later = (now + Duration::from_micros(1), at + Duration::from_micros(4));
+        assert_eq!(wall_time_from(later.0, later.1, a), wall_time_from(now, at, a));
         // Counted from the wall clock now, not from when the clock was made.
         let then = c.wall_time_of(a);
-        let now = SystemTime::now();
-        assert!(then <= now && now.duration_since(then).unwrap() >= b.saturating_since(a));
+        let expected = SystemTime::now() - c.now().saturating_since(a);
+        let off = then.duration_since(expected).unwrap_or_else(|e| e.duration());
+        assert!(off <= Duration::from_millis(501), "within the rounding: {off:?}");
         c.advance(std::time::Duration::from_secs(120));
         assert!(c.now().saturating_since(b) >= std::time::Duration::from_secs(120));
         assert!(c.wall_now() >= SystemTime::now() + std::time::Duration::from_secs(119));

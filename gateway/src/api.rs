@@ -108,35 +108,46 @@ pub async fn serve(iface: Arc<Gateway>, listener: UnixListener) {
 
 async fn answer_client(iface: Arc<Gateway>, stream: tokio::net::UnixStream) {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read.take(MAX_REQUEST_BYTES)).lines();
+    let mut read = BufReader::new(read.take(MAX_REQUEST_BYTES));
+    let mut line = Vec::new();
     loop {
         // Each request has the whole allowance (bytes already buffered
         // count against the one before).
-        lines.get_mut().get_mut().set_limit(MAX_REQUEST_BYTES);
-        let line = match tokio::time::timeout(IDLE_PATIENCE, lines.next_line()).await {
-            Ok(Ok(Some(line))) => line,
+        read.get_mut().set_limit(MAX_REQUEST_BYTES);
+        line.clear();
+        match tokio::time::timeout(IDLE_PATIENCE, read.read_until(b'\n', &mut line)).await {
+            Ok(Ok(n)) if n > 0 => {}
             _ => return,
-        };
+        }
         // The allowance used up: the line was cut there (or ended exactly
         // at it, which no request does). Answered, not applied, and the
         // connection ends, since the rest of the line would follow.
-        let cut = lines.get_ref().get_ref().limit() == 0;
+        let cut = read.get_ref().limit() == 0;
         let reply = if cut {
             Reply::Error(format!("request longer than {} MiB; nothing was changed", MAX_REQUEST_BYTES >> 20))
         } else {
-            // A reload reads files and may resolve names: keep it off the
-            // runtime that drives the timers.
-            let iface = iface.clone();
-            tokio::task::spawn_blocking(move || handle(&iface, &line))
-                .await
-                .unwrap_or_else(|_| Reply::Error(ApiError::Internal.to_string()))
+            match String::from_utf8(std::mem::take(&mut line)) {
+                Err(_) => Reply::Error("request is not UTF-8; nothing was changed".into()),
+                Ok(text) => {
+                    // A reload reads files and may resolve names: keep it
+                    // off the runtime that drives the timers.
+                    let iface = iface.clone();
+                    let text = text.trim_end_matches(['\n', '\r']).to_string();
+                    tokio::task::spawn_blocking(move || handle(&iface, &text))
+                        .await
+                        .unwrap_or_else(|_| Reply::Error(ApiError::Internal.to_string()))
+                }
+            }
         };
         // These types have string keys and no floats, so this does not
         // fail; if it ever did, the client still gets a reply.
         let mut out = serde_json::to_string(&reply)
             .unwrap_or_else(|e| serde_json::json!({ "error": format!("cannot encode the reply: {e}") }).to_string());
         out.push('\n');
-        if write.write_all(out.as_bytes()).await.is_err() || cut {
+        // A client that sends but never reads would hold the task and its
+        // descriptor for good.
+        let written = tokio::time::timeout(IDLE_PATIENCE, write.write_all(out.as_bytes())).await;
+        if !matches!(written, Ok(Ok(()))) || cut {
             return;
         }
     }
@@ -282,6 +293,15 @@ mod tests {
         assert!(ended.await.expect("the daemon ended the connection").map_or(true, |n| n == 0));
         assert_eq!(reply, "{\"error\":\"request longer than 16 MiB; nothing was changed\"}\n");
         flood.abort();
+        // A line that is not UTF-8 is answered too, and the next one served.
+        let (read, mut write) = tokio::net::UnixStream::connect(&path).await.unwrap().into_split();
+        write.write_all(b"{\"op\":\xff}\n{\"op\":\"status\"}\n").await.unwrap();
+        let mut read = BufReader::new(read);
+        let (mut first, mut second) = (String::new(), String::new());
+        read.read_line(&mut first).await.unwrap();
+        read.read_line(&mut second).await.unwrap();
+        assert_eq!(first, "{\"error\":\"request is not UTF-8; nothing was changed\"}\n");
+        assert!(second.starts_with("{\"ok\":{\"interface\":\"cwapi0\""), "{second}");
         server.abort();
     }
 

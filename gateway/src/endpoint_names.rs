@@ -9,13 +9,14 @@
 //! slowest one.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use causeway_config::{Endpoint, Peer};
-use causeway_dataplane::interface::Interface;
+use causeway_config::{Endpoint, IpsecPeer, Peer};
 use causeway_wireguard::PublicKey;
+
+use crate::gateway::Gateway;
 
 /// At most this many lookups run at once, so a fleet's worth of names does
 /// not start a thread each.
@@ -24,47 +25,89 @@ const LOOKUPS_AT_ONCE: usize = 16;
 /// The first endpoint of a list that resolves: its index and address.
 pub type FirstAddress = Option<(usize, SocketAddr)>;
 
-/// Endpoint lists already resolved, by peer key.
+/// Endpoint lists already resolved: WireGuard peers' first address by
+/// key, IPsec peers' every address by name.
 #[derive(Default)]
-pub struct Resolved(HashMap<PublicKey, (Vec<Endpoint>, FirstAddress)>);
+pub struct Resolved {
+    wireguard: HashMap<PublicKey, (Vec<Endpoint>, FirstAddress)>,
+    ipsec: HashMap<String, (Vec<Endpoint>, Vec<IpAddr>)>,
+}
+
+/// One peer whose names are looked up ahead.
+enum Todo<'a> {
+    WireGuard(&'a Peer),
+    Ipsec(&'a IpsecPeer),
+}
+
+fn has_name(endpoints: &[Endpoint]) -> bool {
+    endpoints.iter().any(|e| matches!(e, Endpoint::Host { .. }))
+}
 
 impl Resolved {
-    /// Resolves, without any lock held, the endpoints of each peer in
-    /// `peers` that has a name among them and whose list differs from the
-    /// running peer's (only those are resolved when applied).
-    pub fn ahead(iface: &Interface, peers: &[Peer]) -> Resolved {
-        let todo: Vec<&Peer> = peers
-            .iter()
-            .filter(|p| p.endpoints.iter().any(|e| matches!(e, Endpoint::Host { .. })))
-            .filter(|p| {
-                iface.peer(&p.public_key).is_none_or(|running| {
-                    *running.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner()) != p.endpoints
-                })
+    /// Resolves, without any lock held, the endpoints of each peer that has
+    /// a name among them and would be looked up when applied: a WireGuard
+    /// peer whose list differs from the running peer's, an IPsec peer
+    /// whose configuration differs from the running one.
+    pub fn ahead(gw: &Gateway, peers: &[Peer], ipsec_peers: &[IpsecPeer]) -> Resolved {
+        let wireguard = peers.iter().filter(|p| has_name(&p.endpoints)).filter(|p| {
+            gw.peer(&p.public_key).is_none_or(|running| {
+                *running.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner()) != p.endpoints
             })
-            .collect();
-        let next = AtomicUsize::new(0);
-        let done = Mutex::new(HashMap::with_capacity(todo.len()));
-        std::thread::scope(|scope| {
-            for _ in 0..todo.len().min(LOOKUPS_AT_ONCE) {
-                scope.spawn(|| {
-                    while let Some(p) = todo.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let first = first_address(&p.name, &p.endpoints);
-                        let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
-                        done.insert(p.public_key, (p.endpoints.clone(), first));
-                    }
-                });
-            }
         });
-        Resolved(done.into_inner().unwrap_or_else(|e| e.into_inner()))
+        let ike = gw.ike();
+        let ipsec = ipsec_peers
+            .iter()
+            .filter(|p| has_name(&p.endpoints))
+            .filter(|p| ike.as_ref().and_then(|ike| ike.config(&p.name)).is_none_or(|running| running != **p));
+        let todo: Vec<Todo<'_>> = wireguard.map(Todo::WireGuard).chain(ipsec.map(Todo::Ipsec)).collect();
+        let next = AtomicUsize::new(0);
+        let done = Mutex::new(Resolved::default());
+        let lock = || done.lock().unwrap_or_else(|e| e.into_inner());
+        // Each looks its names up before taking the lock for the insert.
+        let work = || {
+            while let Some(t) = todo.get(next.fetch_add(1, Ordering::Relaxed)) {
+                match t {
+                    Todo::WireGuard(p) => {
+                        let first = first_address(&p.name, &p.endpoints);
+                        lock().wireguard.insert(p.public_key, (p.endpoints.clone(), first));
+                    }
+                    Todo::Ipsec(p) => {
+                        let all = crate::ipsec::lookup::resolve_all(p);
+                        lock().ipsec.insert(p.name.clone(), (p.endpoints.clone(), all));
+                    }
+                }
+            }
+        };
+        std::thread::scope(|scope| {
+            // The caller's thread is one of them.
+            for _ in 1..todo.len().min(LOOKUPS_AT_ONCE) {
+                // Out of threads (RLIMIT_NPROC), the lookups still run:
+                // the helpers that started, and this thread, share them.
+                if std::thread::Builder::new().name("cw-dns".into()).spawn_scoped(scope, work).is_err() {
+                    break;
+                }
+            }
+            work();
+        });
+        done.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The first address of `endpoints` for peer `p`: as resolved ahead
-    /// when it was for this list, looked up now otherwise (the running
-    /// peer changed between `ahead` and the change lock).
+    /// The first address of `p`'s endpoints: as resolved ahead when it was
+    /// for this list, looked up now otherwise (the running peer changed
+    /// between `ahead` and the change lock).
     pub fn first_address(&self, p: &Peer) -> FirstAddress {
-        match self.0.get(&p.public_key) {
+        match self.wireguard.get(&p.public_key) {
             Some((endpoints, first)) if *endpoints == p.endpoints => *first,
             _ => first_address(&p.name, &p.endpoints),
+        }
+    }
+
+    /// Every address of IPsec peer `p`'s endpoints when they were resolved
+    /// ahead for this list; None to look them up when applied.
+    pub fn ipsec_addresses(&self, p: &IpsecPeer) -> Option<Vec<IpAddr>> {
+        match self.ipsec.get(&p.name) {
+            Some((endpoints, all)) if *endpoints == p.endpoints => Some(all.clone()),
+            _ => None,
         }
     }
 }
@@ -99,7 +142,9 @@ mod tests {
     fn what_was_resolved_ahead_serves_only_the_list_it_was_resolved_for() {
         let ahead = peer(&["localhost:51820"]);
         let mut resolved = Resolved::default();
-        resolved.0.insert(ahead.public_key, (ahead.endpoints.clone(), Some((0, "198.18.0.9:7".parse().unwrap()))));
+        resolved
+            .wireguard
+            .insert(ahead.public_key, (ahead.endpoints.clone(), Some((0, "198.18.0.9:7".parse().unwrap()))));
         assert_eq!(resolved.first_address(&ahead), Some((0, "198.18.0.9:7".parse().unwrap())), "taken as resolved");
         let changed = peer(&["198.18.0.2:51820"]);
         assert_eq!(resolved.first_address(&changed), Some((0, "198.18.0.2:51820".parse().unwrap())), "looked up");

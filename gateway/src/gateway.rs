@@ -138,7 +138,11 @@ impl Gateway {
     /// `mark`; on failure the mark goes back to what it was.
     pub fn set_fwmark(&self, mark: u32) -> std::io::Result<()> {
         let old = self.iface.fwmark();
-        self.iface.set_fwmark(mark)?;
+        if let Err(e) = self.iface.set_fwmark(mark) {
+            // Some of its sockets may have taken the new mark already.
+            let _ = self.iface.set_fwmark(old);
+            return Err(e);
+        }
         if let Some(ike) = self.ike() {
             if let Err(e) = ike.set_fwmark(mark) {
                 let _ = self.iface.set_fwmark(old);

@@ -6,7 +6,7 @@
 pub mod convert;
 pub mod driver;
 pub mod keylog;
-mod lookup;
+pub(crate) mod lookup;
 pub mod reconcile;
 mod retired;
 

@@ -24,7 +24,7 @@ use crate::start_settings::FixedAtStart;
 /// (`FixedAtStart`, MTU, the route table) are not changed: a file that
 /// changes them gets them named in `needs_restart`.
 pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
-    let resolved = Resolved::ahead(iface, &cfg.peers);
+    let resolved = Resolved::ahead(iface, &cfg.peers, &cfg.ipsec_peers);
     let _one_change = iface.changing();
     let mut report = Report::default();
     let i = &cfg.interface;
@@ -86,7 +86,7 @@ pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
         }
     }
     iface.set_peer_prefixes(&prefixes);
-    crate::ipsec::reconcile::reconcile(iface, cfg, &mut report);
+    crate::ipsec::reconcile::reconcile(iface, cfg, &resolved, &mut report);
     crate::sites::reconcile(iface, cfg, &mut report);
     report
 }

@@ -101,7 +101,7 @@ pub fn put_peer(gw: &Gateway, req: &PeerChange, existing: Option<Arc<PeerState>>
     // Its endpoint names are looked up before the change lock
     // (`endpoint_names`); the peer is built again under it.
     let resolved = match peer_from_change(req, existing.as_ref().map(|p| current(iface, p))) {
-        Ok(p) => Resolved::ahead(iface, std::slice::from_ref(&p)),
+        Ok(p) => Resolved::ahead(gw, std::slice::from_ref(&p), &[]),
         Err(_) => Resolved::default(),
     };
     let _one_change = gw.changing();

@@ -63,7 +63,7 @@ pub fn add_peers(gw: &Gateway, text: &str, path: &Path, exposed: Option<u32>) ->
     let owner = std::fs::metadata(path).ok().map(|m| std::os::unix::fs::MetadataExt::uid(&m));
     let owners: Vec<u32> = owner.into_iter().collect();
     let file = causeway_config::parse_peers(text, path, exposed, &owners).map_err(ApiError::ConfigRejected)?;
-    let resolved = Resolved::ahead(gw, &file.peers);
+    let resolved = Resolved::ahead(gw, &file.peers, &file.ipsec_peers);
     let _one_change = gw.changing();
     clash(gw, &file)?;
     // IKE starts before anything is added, so a gateway that cannot bind
@@ -76,7 +76,7 @@ pub fn add_peers(gw: &Gateway, text: &str, path: &Path, exposed: Option<u32>) ->
     }
     if let Some(ike) = ike {
         for p in &file.ipsec_peers {
-            crate::ipsec::reconcile::apply_peer(gw, &ike, p, &mut report);
+            crate::ipsec::reconcile::apply_peer(gw, &ike, p, &resolved, &mut report);
         }
     }
     tracing::info!(file = %path.display(), %report, "peers added");

@@ -169,7 +169,9 @@ impl Ike {
     /// deletes the peer's SAs, which IKE then negotiates anew: without
     /// that, rekeys would carry the old selectors and key on for as long
     /// as the SA lives. True when the SAs were deleted.
-    pub fn set_peer(&self, config: &IpsecPeer) -> bool {
+    /// `resolved` is every endpoint's addresses when they were looked up
+    /// ahead (`endpoint_names`); None looks them up now.
+    pub fn set_peer(&self, config: &IpsecPeer, resolved: Option<Vec<IpAddr>>) -> bool {
         let name = config.name.clone();
         let renegotiate = match lock(&self.shared.plans).get(&name) {
             Some(p) if p.config == *config => return false,
@@ -179,7 +181,7 @@ impl Ike {
         // Names resolve before the locks are taken: a slow lookup must not
         // stall the IKE thread. (set_peer runs on the control plane, one
         // change at a time, so the check above still holds.)
-        let addrs = lookup::resolve_all(config);
+        let addrs = resolved.unwrap_or_else(|| lookup::resolve_all(config));
         if addrs.is_empty() && !config.endpoints.is_empty() {
             tracing::warn!(
                 peer = %name,

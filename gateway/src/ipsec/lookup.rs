@@ -22,7 +22,7 @@ pub(super) enum Lookup {
 
 /// Every configured endpoint's addresses (names resolved now, on the
 /// caller's thread: the control plane, when a peer is set).
-pub(super) fn resolve_all(config: &IpsecPeer) -> Vec<IpAddr> {
+pub(crate) fn resolve_all(config: &IpsecPeer) -> Vec<IpAddr> {
     config.endpoints.iter().flat_map(|e| e.resolve().unwrap_or_default()).map(|a| a.ip()).collect()
 }
 

@@ -10,6 +10,7 @@ use causeway_config::{Config, Encap, IpsecPeer};
 use causeway_dataplane::udp::OsBind;
 use ipnet::IpNet;
 
+use crate::endpoint_names::Resolved;
 use crate::gateway::Gateway;
 use crate::ipsec::driver::Ike;
 use crate::report::Report;
@@ -28,7 +29,7 @@ pub fn ike_for(gw: &Gateway, peers: &[IpsecPeer]) -> Result<Option<Arc<Ike>>, St
 }
 
 /// Makes the IPsec peers match `cfg`. IKE starts with the first of them.
-pub fn reconcile(gw: &Gateway, cfg: &Config, report: &mut Report) {
+pub fn reconcile(gw: &Gateway, cfg: &Config, resolved: &Resolved, report: &mut Report) {
     let ike = match ike_for(gw, &cfg.ipsec_peers) {
         Ok(Some(ike)) => ike,
         Ok(None) => return,
@@ -46,14 +47,15 @@ pub fn reconcile(gw: &Gateway, cfg: &Config, report: &mut Report) {
         }
     }
     for p in &cfg.ipsec_peers {
-        apply_peer(gw, &ike, p, report);
+        apply_peer(gw, &ike, p, resolved, report);
     }
 }
 
-/// Makes one IPsec peer match `p`, adding it if needed, and its routes.
-pub fn apply_peer(gw: &Gateway, ike: &Ike, p: &IpsecPeer, report: &mut Report) {
+/// Makes one IPsec peer match `p`, adding it if needed, and its routes;
+/// its endpoint names as `resolved` ahead, if they were.
+pub fn apply_peer(gw: &Gateway, ike: &Ike, p: &IpsecPeer, resolved: &Resolved, report: &mut Report) {
     let before = ike.config(&p.name);
-    let renegotiated = ike.set_peer(p);
+    let renegotiated = ike.set_peer(p, resolved.ipsec_addresses(p));
     let Some(peer) = gw.ipsec.peer(&p.name) else { return };
     let want: HashSet<IpNet> = p.allowed_ips.iter().map(|n| n.trunc()).collect();
     let have: HashSet<IpNet> = gw.allowed_ips_of(&peer).into_iter().collect();

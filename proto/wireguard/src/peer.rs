@@ -52,14 +52,19 @@ impl Keypairs {
         if kp.is_initiator {
             // A next keypair we never confirmed moves to previous so that
             // data the other side already sent with it still decrypts;
-            // unless it is older than REKEY_TIMEOUT. Its initiator confirms
-            // a session at once (data, or a keepalive), so one unconfirmed
-            // that long was abandoned: a stock peer's session of a crossing
-            // we yielded (`install_yielding`), which it dropped for ours.
-            // Moved to previous, it would take the place of current, whose
-            // packets may still be in flight.
+            // unless it is one a crossing left behind: older than current
+            // (only `install_yielding` puts a session in current over a
+            // waiting next) and unconfirmed for longer than REKEY_TIMEOUT
+            // (its initiator confirms a session at once, with data or a
+            // keepalive). That is a stock peer's session of a crossing we
+            // yielded, dropped for ours; moved to previous, it would take
+            // the place of current, which the peer still sends on.
+            let abandoned = |next: &Keypair| {
+                self.current.as_ref().is_some_and(|c| next.created < c.created)
+                    && kp.created.saturating_since(next.created) > REKEY_TIMEOUT
+            };
             match self.next.take() {
-                Some(next) if kp.created.saturating_since(next.created) <= REKEY_TIMEOUT => {
+                Some(next) if !abandoned(&next) => {
                     evicted.extend(self.previous.replace(next));
                     evicted.extend(self.current.take());
                 }
@@ -575,5 +580,19 @@ mod tests {
         let ev = k.install(kp_at(4, true, at(130_050)), Some(at(130_000)));
         assert_eq!(ev.iter().map(|k| k.local_index).collect::<Vec<_>>(), vec![2, 1]);
         assert_eq!(slots(&k), [Some(4), Some(3), None]);
+    }
+
+    // A responder session whose confirmation was lost waits in next for as
+    // long as the peer is quiet; our rekey moves it to previous, as the
+    // kernel does, since the peer sends on it.
+    #[test]
+    fn a_responder_session_waiting_for_its_confirmation_moves_to_previous_at_our_rekey() {
+        let at = |ms: u64| Time::ZERO + Duration::from_millis(ms);
+        let mut k = Keypairs::default();
+        k.install_plain(kp_at(1, true, at(0)));
+        k.install_plain(kp_at(2, false, at(10_000)));
+        let ev = k.install_plain(kp_at(3, true, at(60_000)));
+        assert_eq!(ev.iter().map(|k| k.local_index).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(slots(&k), [Some(3), Some(2), None]);
     }
 }
