@@ -112,6 +112,14 @@ impl FleetGateway {
     pub fn kill(&mut self) {
         if let Some(mut p) = self.daemon.take() {
             p.kill();
+            // A crash leaves its sockets behind, and no daemon of this
+            // name starts again to replace them.
+            for path in [
+                causeway_gateway::sockets::uapi_socket_path(&self.ifname),
+                causeway_gateway::sockets::api_socket_path(&self.ifname),
+            ] {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 
