@@ -34,7 +34,7 @@ use std::sync::Arc;
 use socket2::{Domain, Protocol, SockAddr, Type};
 
 use crate::io::{Bind, RecvMeta, Socket, SourceUse};
-use crate::source::{encode_pktinfo, is_source_gone, route_source};
+use crate::source::{encode_pktinfo, is_source_gone, RouteProbes};
 
 /// IANA protocol number of ESP.
 pub const IPPROTO_ESP: i32 = 50;
@@ -68,6 +68,8 @@ pub struct RawEspSocket {
     pair: Arc<Pair>,
     /// The family it reads (its `fd`).
     reads_v6: bool,
+    /// Route lookups with its fwmark (`local_address_towards`).
+    route_probes: RouteProbes,
 }
 
 fn open_one(domain: Domain, fwmark: u32) -> io::Result<socket2::Socket> {
@@ -122,7 +124,7 @@ impl RawEspSocket {
         Ok([false, true]
             .into_iter()
             .filter(|&v6| pair.get(v6).is_some())
-            .map(|reads_v6| RawEspSocket { pair: pair.clone(), reads_v6 })
+            .map(|reads_v6| RawEspSocket { pair: pair.clone(), reads_v6, route_probes: RouteProbes::new(fwmark) })
             .collect())
     }
 
@@ -360,7 +362,7 @@ impl Socket for RawEspSocket {
     }
 
     fn local_address_towards(&self, remote: SocketAddr) -> Option<IpAddr> {
-        route_source(remote, self.read_socket().mark().unwrap_or(0))
+        self.route_probes.source_towards(remote)
     }
 
     fn max_gso_segments(&self) -> usize {
@@ -374,7 +376,9 @@ impl Socket for RawEspSocket {
     /// Marks the socket it reads; the interface's set holds a reader for
     /// every socket there is, so all of them are marked.
     fn set_fwmark(&self, mark: u32) -> io::Result<()> {
-        self.read_socket().set_mark(mark)
+        self.read_socket().set_mark(mark)?;
+        self.route_probes.set_mark(mark);
+        Ok(())
     }
 
     /// From the sticky source when there is one (an IP_PKTINFO or

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::Mutex;
 
 /// The wildcard address of `remote`'s family: the local address of a
 /// datagram whose destination the kernel did not report, which must still
@@ -24,20 +25,65 @@ pub(crate) fn is_source_gone(e: &io::Error) -> bool {
 }
 
 /// Our address on the route to `remote`, from the routing table: a
-/// connected UDP socket learns it without sending anything. `mark` is the
-/// asking socket's fwmark: policy routing may choose by it (wg-quick's
-/// `not fwmark` rule sends everything else into the tunnel), so the
-/// probe carries it too. Marking needs CAP_NET_ADMIN; a thread that no
-/// longer has it (started before privileges were dropped) asks unmarked.
-pub fn route_source(remote: SocketAddr, mark: u32) -> Option<IpAddr> {
+/// connected UDP socket learns it without sending anything.
+pub fn route_source(remote: SocketAddr) -> Option<IpAddr> {
     let probe = UdpSocket::bind((unspecified_for(remote), 0)).ok()?;
-    if mark != 0 {
-        if let Err(e) = socket2::SockRef::from(&probe).set_mark(mark) {
-            tracing::debug!(error = %e, mark, "route lookup without the fwmark");
-        }
-    }
+    source_through(&probe, remote)
+}
+
+/// The source `probe` gets once connected to `remote`. A connected UDP
+/// socket may be connected again, to another address.
+fn source_through(probe: &UdpSocket, remote: SocketAddr) -> Option<IpAddr> {
     probe.connect(remote).ok()?;
     probe.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
+}
+
+/// `route_source` as a socket with a fwmark would see it: policy routing
+/// may choose by the mark (wg-quick's `not fwmark` rule sends everything
+/// else into the tunnel). The probes (IPv4, IPv6) are marked where the
+/// mark is set (at bind, `set_fwmark`), by a thread allowed to mark: the
+/// IKE thread asking later may not be (a thread running when privileges
+/// were dropped has no capabilities), and connecting needs none. Empty
+/// while the mark is 0.
+pub(crate) struct RouteProbes(Mutex<Vec<UdpSocket>>);
+
+impl RouteProbes {
+    pub(crate) fn new(mark: u32) -> RouteProbes {
+        RouteProbes(Mutex::new(Self::marked(mark)))
+    }
+
+    fn marked(mark: u32) -> Vec<UdpSocket> {
+        if mark == 0 {
+            return Vec::new();
+        }
+        [IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
+            .into_iter()
+            .filter_map(|ip| {
+                let probe = UdpSocket::bind((ip, 0)).ok()?;
+                socket2::SockRef::from(&probe).set_mark(mark).ok()?;
+                Some(probe)
+            })
+            .collect()
+    }
+
+    pub(crate) fn set_mark(&self, mark: u32) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Self::marked(mark);
+    }
+
+    /// Our address on the route to `remote` for marked packets.
+    pub(crate) fn source_towards(&self, remote: SocketAddr) -> Option<IpAddr> {
+        let probes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match probes.iter().find(|p| p.local_addr().is_ok_and(|a| a.is_ipv6() == remote.is_ipv6())) {
+            Some(probe) => source_through(probe, remote),
+            None => route_source(remote),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn marks(&self) -> Vec<u32> {
+        let probes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        probes.iter().map(|p| socket2::SockRef::from(p).mark().unwrap_or(0)).collect()
+    }
 }
 
 /// Writes an IP_PKTINFO or IPV6_PKTINFO control message choosing `src` as
@@ -84,7 +130,7 @@ mod tests {
 
     #[test]
     fn the_routing_table_names_the_source() {
-        assert_eq!(route_source("127.0.0.1:9".parse().unwrap(), 0), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(route_source("127.0.0.1:9".parse().unwrap()), Some("127.0.0.1".parse().unwrap()));
         assert_eq!(unspecified_for("[fd00::2]:1".parse().unwrap()), IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     }
 }

@@ -14,7 +14,7 @@ use socket2::{Domain, Protocol, Type};
 
 use crate::io::{Bind, Socket, SourceUse};
 use crate::raw_esp::RawEspBind;
-use crate::source::{encode_pktinfo, is_source_gone, route_source};
+use crate::source::{encode_pktinfo, is_source_gone, RouteProbes};
 
 pub struct UdpEndpoint {
     socket: UdpSocket,
@@ -30,27 +30,8 @@ pub struct UdpEndpoint {
     /// would have cost the socket GSO until restart. Lowered to 1 by
     /// `gso_refused` only.
     gso_segments: AtomicUsize,
-    /// Sockets carrying the fwmark (IPv4, IPv6) for `local_address_towards`,
-    /// made where the mark is set (at bind, `set_fwmark`) by a thread
-    /// allowed to mark: the IKE thread asking later may not be (a thread
-    /// running when privileges were dropped has no capabilities), and
-    /// connecting one per lookup needs none. Empty while the mark is 0.
-    route_probes: std::sync::Mutex<Vec<UdpSocket>>,
-}
-
-/// `UdpEndpoint::route_probes` for `mark`.
-fn marked_probes(mark: u32) -> Vec<UdpSocket> {
-    if mark == 0 {
-        return Vec::new();
-    }
-    [IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
-        .into_iter()
-        .filter_map(|ip| {
-            let probe = UdpSocket::bind((ip, 0)).ok()?;
-            socket2::SockRef::from(&probe).set_mark(mark).ok()?;
-            Some(probe)
-        })
-        .collect()
+    /// Route lookups with the socket's fwmark (`local_address_towards`).
+    route_probes: RouteProbes,
 }
 
 /// Most datagrams handed to one sendmmsg call.
@@ -143,7 +124,7 @@ pub fn bind_group(count: usize, port: u16, fwmark: u32) -> io::Result<(Vec<Arc<U
             let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
             let gso_off = std::env::var(GSO_ENV).is_ok_and(|v| v == "off");
             let gso_segments = AtomicUsize::new(if gso_off { 1 } else { state.max_gso_segments() });
-            let route_probes = std::sync::Mutex::new(marked_probes(fwmark));
+            let route_probes = RouteProbes::new(fwmark);
             Ok(Arc::new(UdpEndpoint { socket, state, dual_stack, gso_segments, route_probes }))
         })
         .collect::<io::Result<Vec<_>>>()?;
@@ -272,17 +253,7 @@ impl Socket for UdpEndpoint {
     }
 
     fn local_address_towards(&self, remote: SocketAddr) -> Option<IpAddr> {
-        let probes = self.route_probes.lock().unwrap_or_else(|e| e.into_inner());
-        let marked = probes.iter().find(|p| p.local_addr().is_ok_and(|a| a.is_ipv6() == remote.is_ipv6()));
-        match marked {
-            // Connected again for each lookup: it only asks the routing
-            // table, and nothing is sent on it.
-            Some(probe) => {
-                probe.connect(remote).ok()?;
-                probe.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
-            }
-            None => route_source(remote, 0),
-        }
+        self.route_probes.source_towards(remote)
     }
 
     /// Datagrams one GSO send may carry; 1 means no GSO.
@@ -296,7 +267,7 @@ impl Socket for UdpEndpoint {
 
     fn set_fwmark(&self, mark: u32) -> io::Result<()> {
         socket2::SockRef::from(&self.socket).set_mark(mark)?;
-        *self.route_probes.lock().unwrap_or_else(|e| e.into_inner()) = marked_probes(mark);
+        self.route_probes.set_mark(mark);
         Ok(())
     }
 
@@ -424,10 +395,7 @@ mod tests {
     #[test]
     fn route_lookups_carry_the_fwmark() {
         let Ok((group, _)) = bind_group(1, 0, 7) else { return }; // marking needs CAP_NET_ADMIN
-        let marks = |g: &UdpEndpoint| -> Vec<u32> {
-            let probes = g.route_probes.lock().unwrap();
-            probes.iter().map(|p| socket2::SockRef::from(p).mark().unwrap()).collect()
-        };
+        let marks = |g: &UdpEndpoint| g.route_probes.marks();
         assert!(!marks(&group[0]).is_empty() && marks(&group[0]).iter().all(|&m| m == 7));
         let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
         assert_eq!(group[0].local_address_towards(to), Some("127.0.0.1".parse().unwrap()));
