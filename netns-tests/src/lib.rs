@@ -250,9 +250,16 @@ pub fn scrape_metrics(ns: &Netns, path: &str) -> String {
     .unwrap()
 }
 
+/// tunctl with `args`, to run in a namespace.
+pub fn tunctl_command(ns: &Netns, args: &[&str]) -> std::process::Command {
+    let mut c = ns.command(lab::causewayd_path().unwrap().with_file_name("tunctl"));
+    c.envs(child_env()).args(args);
+    c
+}
+
 /// Runs tunctl in a namespace.
 pub fn tunctl(ns: &Netns, args: &[&str]) -> std::process::Output {
-    ns.command(lab::causewayd_path().unwrap().with_file_name("tunctl")).envs(child_env()).args(args).output().unwrap()
+    tunctl_command(ns, args).output().unwrap()
 }
 
 /// The stdout of a tunctl run that must succeed.

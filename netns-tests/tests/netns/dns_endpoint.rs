@@ -139,11 +139,8 @@ fn a_reload_looks_up_its_names_side_by_side() {
         );
     }
     lab::write_private(&gh.config, &text).unwrap();
-    let tunctl_path = lab::causewayd_path().unwrap().with_file_name("tunctl");
     let start = std::time::Instant::now();
-    let reload = hub
-        .command(&tunctl_path)
-        .args(["reload", &gh.ifname])
+    let reload = tunctl_command(&hub, &["reload", &gh.ifname])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

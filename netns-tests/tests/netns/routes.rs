@@ -171,10 +171,7 @@ fn a_reload_keeps_the_kernel_routes_of_a_peer_it_rekeys() {
         .replace("\"198.18.0.2:51820\"", "\"gw-b.causeway.test:51820\"")
         .replace(&lab::b64(old_key.as_bytes()), &lab::b64(new_key.as_bytes()));
     lab::write_private(&gh.config, &text).unwrap();
-    let tunctl_path = lab::causewayd_path().unwrap().with_file_name("tunctl");
-    let mut reload = hub
-        .command(tunctl_path)
-        .args(["reload", &if_h])
+    let mut reload = tunctl_command(&hub, &["reload", &if_h])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
