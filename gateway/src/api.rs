@@ -91,19 +91,7 @@ const MAX_REQUEST_BYTES: u64 = 16 << 20;
 const IDLE_PATIENCE: Duration = Duration::from_secs(60);
 
 pub async fn serve(iface: Arc<Gateway>, listener: UnixListener) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of descriptors, the connection stays queued: retried
-                // at once, the accept would spin the runtime's thread.
-                tracing::warn!(error = %e, "control API accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        tokio::spawn(answer_client(iface.clone(), stream));
-    }
+    crate::sockets::serve_each(listener, "control API", |stream| answer_client(iface.clone(), stream)).await
 }
 
 async fn answer_client(iface: Arc<Gateway>, stream: tokio::net::UnixStream) {

@@ -17,17 +17,7 @@ use causeway_dataplane::io::Socket;
 use causeway_dataplane::wireguard::{send_initiation, send_keepalive};
 
 pub async fn serve_uapi(iface: Arc<Gateway>, listener: UnixListener) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(handle_client(iface.clone(), stream));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "UAPI accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    crate::sockets::serve_each(listener, "UAPI", |stream| handle_client(iface.clone(), stream)).await
 }
 
 /// The most one UAPI request may send. `wg setconf` of a thousand peers

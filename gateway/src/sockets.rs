@@ -44,6 +44,27 @@ pub fn bind_private_socket(path: &Path) -> Result<UnixListener, Error> {
     Ok(listener)
 }
 
+/// Serves each connection to `listener` with `serve`, for ever. A failed
+/// accept is logged (`what` names the socket) and waited out for 100 ms:
+/// out of descriptors, the connection stays queued, and accepting again at
+/// once would spin the runtime's thread.
+pub async fn serve_each<F>(listener: UnixListener, what: &str, mut serve: impl FnMut(tokio::net::UnixStream) -> F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve(stream));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// A listening Unix socket whose file is created 0600 (less the umask):
 /// Linux gives the file the socket's own mode, so it is set before bind.
 /// Bound first and restricted after, it was open to anyone under a umask
