@@ -25,6 +25,18 @@ use crate::{
 pub(crate) const LAST_MINUTE: Duration =
     Duration::from_secs(REJECT_AFTER_TIME.as_secs() - KEEPALIVE_TIMEOUT.as_secs() - REKEY_TIMEOUT.as_secs());
 
+/// Age at which a responder's session that sends asks for a new handshake:
+/// REJECT_AFTER_TIME - 2 * REKEY_TIMEOUT (170 s). The protocol leaves
+/// rekeying to the initiator, and one that sends or receives has started
+/// by LAST_MINUTE at the latest; but both ends can send on responder
+/// sessions (each confirmed the other's session of a crossing, which
+/// stock peers do too), and then neither renews and sending stops at
+/// REJECT_AFTER_TIME until a new handshake. Later than LAST_MINUTE, so a
+/// live initiator goes first (answering it holds ours back for
+/// REKEY_TIMEOUT), and early enough for one retry before expiry.
+pub(crate) const RESPONDER_LAST_RESORT: Duration =
+    Duration::from_secs(REJECT_AFTER_TIME.as_secs() - 2 * REKEY_TIMEOUT.as_secs());
+
 /// Slots of a peer's sessions (whitepaper section 6.1): `current` sends,
 /// `previous` still receives packets in flight across a rekey, `next` is a
 /// responder's new session that becomes current once the initiator has
@@ -344,11 +356,16 @@ impl Peer {
         }
     }
 
-    /// Whether sending on `kp` should start a new handshake (the initiator
-    /// rekeys after REKEY_AFTER_TIME or REKEY_AFTER_MESSAGES).
+    /// Whether sending on `kp` should start a new handshake: the initiator
+    /// rekeys after REKEY_AFTER_TIME or REKEY_AFTER_MESSAGES, the
+    /// responder only as a last resort (RESPONDER_LAST_RESORT).
     pub fn needs_rekey_on_send(&self, kp: &Keypair, now: Time) -> bool {
-        kp.is_initiator
-            && (now.saturating_since(kp.created) >= REKEY_AFTER_TIME || kp.next_counter() >= REKEY_AFTER_MESSAGES)
+        let age = now.saturating_since(kp.created);
+        if kp.is_initiator {
+            age >= REKEY_AFTER_TIME || kp.next_counter() >= REKEY_AFTER_MESSAGES
+        } else {
+            age >= RESPONDER_LAST_RESORT
+        }
     }
 
     /// Whether receiving on the current session should start a handshake:

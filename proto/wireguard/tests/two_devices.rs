@@ -57,6 +57,39 @@ fn two_hours_of_traffic_with_rekeys() {
     assert!(a.dev.index_count() <= 3, "{} live indices", a.dev.index_count());
 }
 
+/// A sends once to start the session, then only B sends, and A never
+/// renews it (as when both ends send on responder sessions after a
+/// crossing). B, the responder, renews the session itself before
+/// REJECT_AFTER_TIME, so it never has to hold a packet for want of one.
+#[test]
+fn a_responder_renews_a_session_nobody_else_renews() {
+    let (mut clock, mut a, mut b) = two(0);
+    a.ignore_rekeys = true;
+    let out = a.send(&pkt(0), &clock);
+    pump(&mut a, &mut b, out, &clock);
+    let first = b.peer.current_keypair().expect("b confirmed a's session");
+    assert!(!first.is_initiator);
+    let mut initiations = 0;
+    for second in 1..400u32 {
+        clock.advance(Duration::from_secs(1));
+        let out = b.send(&pkt(second), &clock);
+        assert!(b.queued.is_empty(), "b had no session to send on at {second}s");
+        initiations += out.iter().filter(|d| msg_type(d) == 1).count();
+        pump(&mut b, &mut a, out, &clock);
+        let out = a.tick(&clock);
+        pump(&mut a, &mut b, out, &clock);
+        let out = b.tick(&clock);
+        pump(&mut b, &mut a, out, &clock);
+    }
+    assert_eq!(a.delivered.len(), 399, "every packet of b's arrived");
+    // 170 s on the responder's session, then b's own sessions renew every
+    // REKEY_AFTER_TIME: at about 170 and 290 s.
+    assert!((2..=3).contains(&initiations), "{initiations} initiations from b");
+    let now = b.peer.current_keypair().unwrap();
+    assert!(now.is_initiator, "b sends on a session it initiated");
+    assert!(a.errors.is_empty() && b.errors.is_empty(), "{:?} {:?}", a.errors, b.errors);
+}
+
 /// The peer never answers: retries every 5 s for 90 s, then gives up and
 /// drops the queue; new data starts a fresh series of attempts.
 #[test]

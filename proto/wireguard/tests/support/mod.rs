@@ -76,6 +76,9 @@ pub struct CausewayEnd {
     pub keepalives_received: usize,
     pub sessions_established: usize,
     pub errors: Vec<Error>,
+    /// Drops the protocol's requests to rekey (on send and on receive),
+    /// to stand for a peer that does not renew the session.
+    pub ignore_rekeys: bool,
 }
 
 impl CausewayEnd {
@@ -97,6 +100,7 @@ impl CausewayEnd {
             keepalives_received: 0,
             sessions_established: 0,
             errors: vec![],
+            ignore_rekeys: false,
         }
     }
 
@@ -114,7 +118,7 @@ impl CausewayEnd {
         let sealed = self.dev.seal(&self.peer, &mut buf, packet.len(), MTU, clock.now)?;
         buf.truncate(sealed.len);
         out.push(buf);
-        if sealed.rekey {
+        if sealed.rekey && !self.ignore_rekeys {
             self.initiate(clock, out);
         }
         Ok(())
@@ -164,7 +168,7 @@ impl CausewayEnd {
             Ok(Received::Data { plaintext, rekey, .. }) => {
                 let n = ip_len(plaintext);
                 self.delivered.push(plaintext[..n].to_vec());
-                if rekey {
+                if rekey && !self.ignore_rekeys {
                     self.initiate(clock, &mut out);
                 }
                 self.flush(clock, &mut out);
