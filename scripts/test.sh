@@ -20,6 +20,9 @@
 #   FUZZ_SECONDS  cargo-fuzz time per target (default 20; 0: replay only)
 #
 # Each step prints its duration, and the run ends with a summary of them.
+# Each long step has a time limit (`within`), far above its usual length
+# (the README gives them), so a hung test ends the run with the step
+# named instead of running into CI's 90 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,10 +79,23 @@ finish() {
 }
 trap finish EXIT
 
+# Runs a step's command with a time limit of $1 minutes: SIGTERM to its
+# process group at the limit, SIGKILL 30 s later.
+within() {
+    local minutes="$1"
+    shift
+    local status=0
+    timeout -k 30 "${minutes}m" "$@" || status=$?
+    if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+        echo "== step \"$step_name\" still ran after ${minutes} minutes: stopped" >&2
+    fi
+    return "$status"
+}
+
 . scripts/lib.sh
 step "tools the tests need"
 if ! install_missing iperf3:iperf3 wireguard-go:wireguard-go wg:wireguard-tools ncat:ncat iptables:iptables \
-    ip:iproute2 ping:iputils-ping "${PROTOC_TOOLS[@]}" openssl:openssl; then
+    ip:iproute2 ping:iputils-ping sysctl:procps timeout:coreutils "${PROTOC_TOOLS[@]}" openssl:openssl; then
     if [ "$quick" -eq 0 ]; then
         echo "the namespace tests need these tools and root: run as root, or scripts/test.sh --quick" >&2
         exit 1
@@ -116,21 +132,22 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 step "cargo clippy"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+within 30 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The fuzz crate shares the dependencies (same versions): checked once.
-cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target --all-targets --quiet -- -D warnings
+within 15 cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target --all-targets --quiet -- -D warnings
 # One build of the binaries (the netns tests run the real causewayd) and of
 # the test binaries, so links of both share the cores.
 step "cargo build --release: binaries and test binaries"
-cargo build --release --workspace --bins --tests --quiet
+within 40 cargo build --release --workspace --bins --tests --quiet
 # Select targets as the build above did (every test target of the
 # workspace): `-p causeway-netns-tests` or `--test netns` would resolve
 # features differently and rebuild part of the tree first.
 step "cargo test: unit, interoperability and network-namespace tests"
-cargo test --workspace --release 2>&1
+within 40 cargo test --workspace --release 2>&1
 if [ "$quick" -eq 0 ]; then
     step "soak: ${SOAK_SECONDS} s of traffic with peer and reload churn"
-    cargo test --workspace --release --tests -- --ignored soak:: --nocapture 2>&1
+    within $((SOAK_SECONDS / 60 + 10)) cargo test --workspace --release --tests -- --ignored soak:: --nocapture 2>&1
 fi
 step "fuzzing (${FUZZ_SECONDS} s per target)"
-scripts/fuzz.sh
+# Seven targets two at a time, plus the builds and the corpus replay.
+within $((FUZZ_SECONDS * 4 / 60 + 25)) scripts/fuzz.sh

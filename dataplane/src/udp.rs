@@ -373,7 +373,8 @@ mod tests {
 
     // An IPv6 sticky source that is not ours makes the kernel answer
     // EINVAL, as a device that cannot segment may; the send goes out
-    // without it and the socket keeps GSO.
+    // without it and the socket keeps GSO. (The source is the WAN test
+    // range's, v4-mapped: an IPv6 source the kernel refuses the same way.)
     #[test]
     fn a_gone_ipv6_source_does_not_cost_gso() {
         let (group, _) = bind_group(1, 0, 0).unwrap();
@@ -381,7 +382,7 @@ mod tests {
         assert!(gso > 1, "loopback has UDP GSO");
         let rx = UdpSocket::bind("[::1]:0").unwrap();
         rx.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
-        let gone = Some("fd00::99".parse().unwrap());
+        let gone = Some("::ffff:198.18.255.254".parse().unwrap());
         let two = [7u8; 200];
         assert_eq!(group[0].send(rx.local_addr().unwrap(), gone, &two, Some(100)).unwrap(), SourceUse::Dropped);
         let mut buf = [0u8; 256];

@@ -36,7 +36,7 @@ pub fn is_root() -> bool {
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<Output> {
-    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    let out = bounded::output_within(cmd, bounded::COMMAND_LIMIT).with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
@@ -73,6 +73,16 @@ fn alive(pid: u32) -> bool {
     }
 }
 
+/// Sends `signal` to process `pid`, if it still exists. A system call
+/// rather than kill(1), so that clean-up does not depend on procps.
+fn send_signal(pid: u32, signal: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    if pid > 0 {
+        // SAFETY: kill takes no pointers; a process gone meanwhile is ESRCH.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
 /// Stops what still runs in a namespace (SIGTERM, so daemons remove their
 /// sockets; SIGKILL after 2 s) and deletes it.
 fn delete_netns(name: &str) {
@@ -84,12 +94,12 @@ fn delete_netns(name: &str) {
             .unwrap_or_default()
     };
     let mut left = pids();
-    for (signal, wait_ms) in [("-TERM", 2000u64), ("-KILL", 0)] {
+    for (signal, wait_ms) in [(libc::SIGTERM, 2000u64), (libc::SIGKILL, 0)] {
         if left.is_empty() {
             break;
         }
-        for pid in &left {
-            let _ = Command::new("kill").args([signal, pid]).stderr(Stdio::null()).status();
+        for pid in left.iter().filter_map(|p| p.parse::<u32>().ok()) {
+            send_signal(pid, signal);
         }
         let deadline = Instant::now() + Duration::from_millis(wait_ms);
         while Instant::now() < deadline && !pids().is_empty() {
@@ -305,7 +315,7 @@ impl Process {
             return status.code();
         }
         // It may still exit before the signal lands: nothing to report then.
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).stderr(Stdio::null()).status();
+        send_signal(child.id(), libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -500,6 +510,7 @@ pub fn require(command: &str, package: &str) -> anyhow::Result<()> {
     Ok(())
 }
 pub mod bird;
+pub mod bounded;
 pub mod bridge;
 pub mod demo;
 pub mod etcd;

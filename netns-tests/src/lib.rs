@@ -257,9 +257,10 @@ pub fn tunctl_command(ns: &Netns, args: &[&str]) -> std::process::Command {
     c
 }
 
-/// Runs tunctl in a namespace.
+/// Runs tunctl in a namespace; a tunctl that has not ended within a
+/// minute (a daemon that never answers) fails the test.
 pub fn tunctl(ns: &Netns, args: &[&str]) -> std::process::Output {
-    tunctl_command(ns, args).output().unwrap()
+    lab::bounded::output_within(&mut tunctl_command(ns, args), Duration::from_secs(60)).unwrap()
 }
 
 /// The stdout of a tunctl run that must succeed.

@@ -140,16 +140,13 @@ fn a_reload_looks_up_its_names_side_by_side() {
     }
     lab::write_private(&gh.config, &text).unwrap();
     let start = std::time::Instant::now();
-    let reload = tunctl_command(&hub, &["reload", &gh.ifname])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut reload_cmd = tunctl_command(&hub, &["reload", &gh.ifname]);
+    let reload = std::thread::spawn(move || lab::bounded::output_within(&mut reload_cmd, Duration::from_secs(60)));
     std::thread::sleep(Duration::from_millis(500));
     let set_at = std::time::Instant::now();
     tunctl_ok(&hub, &["peer", "set", &gh.ifname, "p0", "--keepalive", "25"]);
     let set_took = set_at.elapsed();
-    let out = reload.wait_with_output().unwrap();
+    let out = reload.join().unwrap().unwrap();
     let took = start.elapsed();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // At least one timeout: the names did go to the silent server.

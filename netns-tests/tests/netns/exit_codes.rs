@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use causeway_netns_tests::*;
 
@@ -17,8 +18,23 @@ fn run(program: &str, args: &[&str], stdin: &str) -> (i32, String) {
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    // Bounded: these run in the host's namespace, where a regression that
+    // starts a daemon instead of refusing must fail the test, not hang it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{program} {} still ran after 60 s", args.first().unwrap_or(&""));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let out = child.wait_with_output().unwrap();
     (out.status.code().expect("exited, not killed"), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Runs a command in a namespace to its end, for at most a minute.
+fn bounded(cmd: &mut Command) -> std::process::Output {
+    lab::bounded::output_within(cmd, Duration::from_secs(60)).unwrap()
 }
 
 /// The message names the problem once: no line repeats a clause of another.
@@ -86,8 +102,7 @@ fn a_refused_start_leaves_nothing_behind() {
         ),
     )
     .unwrap();
-    let out =
-        a.command(lab::causewayd_path().unwrap()).args(["up", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let out = bounded(a.command(lab::causewayd_path().unwrap()).args(["up", "--config", cfg.to_str().unwrap()]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("9586"), "the message names what failed: {err}");
@@ -106,7 +121,7 @@ fn a_key_command_given_to_causewayd_is_refused_not_served() {
     let Some(_lab) = lab_or_skip("a_key_command_given_to_causewayd_is_refused_not_served") else { return };
     let (a, _b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
     for (command, hint) in [("genkey", "`tunctl genkey`"), ("pubkey", "`tunctl pubkey`"), ("setconf", "`wg setconf`")] {
-        let out = a.command(lab::causewayd_path().unwrap()).arg(command).stdin(Stdio::null()).output().unwrap();
+        let out = bounded(a.command(lab::causewayd_path().unwrap()).arg(command).stdin(Stdio::null()));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "causewayd {command}: {err}");
         assert!(err.contains(hint) && err.contains("Usage:"), "causewayd {command}: {err}");
@@ -133,8 +148,7 @@ fn a_second_daemon_for_a_running_interface_is_refused() {
     let text = std::fs::read_to_string(&gw.config).unwrap().replace("listen_port = 51820", "listen_port = 51821");
     let again = dir.path().join("again.toml");
     lab::write_private(&again, &text).unwrap();
-    let out =
-        a.command(lab::causewayd_path().unwrap()).args(["up", "--config", again.to_str().unwrap()]).output().unwrap();
+    let out = bounded(a.command(lab::causewayd_path().unwrap()).args(["up", "--config", again.to_str().unwrap()]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     says_once(&err, &format!("interface {} exists already", gw.ifname));
@@ -152,8 +166,7 @@ fn a_second_daemon_for_a_running_interface_is_refused() {
     // Any other device by that name is refused the same way.
     let wan = text.replace(&format!("name = \"{}\"", gw.ifname), "name = \"wan0\"");
     std::fs::write(&again, wan).unwrap();
-    let out =
-        a.command(lab::causewayd_path().unwrap()).args(["up", "--config", again.to_str().unwrap()]).output().unwrap();
+    let out = bounded(a.command(lab::causewayd_path().unwrap()).args(["up", "--config", again.to_str().unwrap()]));
     assert_eq!(out.status.code(), Some(1));
     says_once(&String::from_utf8_lossy(&out.stderr), "interface wan0 exists already");
 }
@@ -177,10 +190,22 @@ fn a_connection_closed_before_the_request_is_read_is_an_error() {
     let _remove = Remove(path);
     // Closed once tunctl has filled the socket's buffer and waits to write
     // the rest of its request.
+    // Waits a bounded time: a tunctl that ends without connecting must
+    // fail the test below, not leave this thread in accept().
+    listener.set_nonblocking(true).unwrap();
     let server = std::thread::spawn(move || {
-        let (conn, _) = listener.accept().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        drop(conn);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    std::thread::sleep(Duration::from_millis(300));
+                    drop(conn);
+                    return;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
     });
     let (_, key) = keypair();
     let mut args = vec!["peer".to_string(), "add".into(), name.clone(), "--name".into(), "p".into()];

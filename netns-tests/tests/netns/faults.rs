@@ -94,12 +94,19 @@ impl Impairment {
         Impairment { stop, dup_data, threads }
     }
 
-    fn finish(self) -> [u64; 2] {
+    fn finish(mut self) -> [u64; 2] {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             t.join().unwrap();
         }
         [self.dup_data[0].load(Ordering::Relaxed), self.dup_data[1].load(Ordering::Relaxed)]
+    }
+}
+
+/// A test that fails before `finish` still stops the relay threads.
+impl Drop for Impairment {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

@@ -171,7 +171,9 @@ fn exercise(wan: Wan, encap: &str, ike: &str, esp: &str) {
         return;
     };
     lab::require("dumpcap", "tshark").unwrap();
-    let keylog = std::env::temp_dir().join(lab::unique("esp-keys"));
+    // In a folder removed on drop, so a failed test leaves no keys behind.
+    let keydir = tempfile::tempdir().unwrap();
+    let keylog = keydir.path().join("esp-keys");
     lab.child_env("CAUSEWAY_ESP_KEYLOG", keylog.to_str().unwrap());
     let mut p = pair(wan, encap, ike, esp);
     assert!(p.a.wait_for_ping("10.96.0.2", Duration::from_secs(15)), "no ping through IPsec\n{}", logs(&p));
@@ -206,7 +208,6 @@ fn exercise(wan: Wan, encap: &str, ike: &str, esp: &str) {
     // The key log is the operator's to read only.
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&keylog).unwrap().permissions().mode() & 0o777, 0o600);
-    let _ = std::fs::remove_file(&keylog);
     assert_eq!(p.ga.process.stop(), Some(0), "clean exit");
     assert_eq!(p.gb.process.stop(), Some(0), "clean exit");
 }
@@ -242,7 +243,9 @@ fn raw_esp_leaves_from_the_address_ike_used() {
     let Some(lab) = lab_or_skip("ipsec_pair raw_esp_leaves_from_the_address_ike_used") else {
         return;
     };
-    let keylog = std::env::temp_dir().join(lab::unique("esp-keys"));
+    // In a folder removed on drop, so a failed test leaves no keys behind.
+    let keydir = tempfile::tempdir().unwrap();
+    let keylog = keydir.path().join("esp-keys");
     lab.child_env("CAUSEWAY_ESP_KEYLOG", keylog.to_str().unwrap());
     let (initiator, responder) = two_sites(&["fd00:18::2/64"], &["fd00:18::1/64"]).unwrap();
     responder.ip(&["addr", "add", "fd00:18::3/64", "dev", "wan0", "nodad", "preferred_lft", "0"]).unwrap();
@@ -261,7 +264,6 @@ fn raw_esp_leaves_from_the_address_ike_used() {
         assert!(p.a.exec("ping", &["-q", "-i", "0.01", "-c", "20", "10.96.0.2"]).unwrap().contains(" 0% packet loss"));
     });
     let text = decode(&keylog, &pcap);
-    let _ = std::fs::remove_file(&keylog);
     let replies: Vec<&str> = text.lines().filter(|l| l.ends_with(" esp 10.96.0.2 10.96.0.1 1")).collect();
     assert!(replies.len() >= 20, "scapy decrypted {} replies:\n{text}", replies.len());
     assert!(

@@ -13,9 +13,8 @@
 //! only (`Lab::child_env`), since the other tests run in threads alongside.
 //!
 //! `soak` is ignored by default; scripts/test.sh runs it with
-//! `--ignored soak::`. `fleet` (issue #13's sites and registry) is ignored
-//! until those features land; `etcd_lab`, `bird_lab` and `fleet_lab` test
-//! its lab on their own.
+//! `--ignored soak::`. `etcd_lab`, `bird_lab` and `fleet_lab` test the
+//! lab of the `fleet` tests (sites and the registry) on their own.
 
 mod bad_input;
 mod bird_lab;

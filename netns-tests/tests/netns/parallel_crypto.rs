@@ -21,6 +21,15 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 const WAN_A: [u8; 4] = [198, 18, 0, 1];
 
+/// Sets its flag when dropped: a test that fails stops its captures too.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// (receiver index, counter) of each data message a sent, in the order a
 /// capture on `ns` saw them; GSO trains show as their first datagram.
 fn capture(ns: &Netns, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(u32, u64)>> {
@@ -115,6 +124,7 @@ fn one_peer_uses_every_worker_and_keeps_order() {
     assert!(a.wait_for_ping("10.74.0.2", Duration::from_secs(10)), "the tunnel comes up");
 
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_failure = StopOnDrop(stop.clone());
     let out_of_a = capture(&a, stop.clone());
     let into_b = capture(&b, stop.clone());
     let receiver = lab::in_netns(&b, || {

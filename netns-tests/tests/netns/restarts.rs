@@ -162,6 +162,13 @@ impl CrossingRelay {
     }
 }
 
+/// A test that fails before `finish` still stops the relay thread.
+impl Drop for CrossingRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn gateways_started_together_carry_traffic_within_a_second_every_time() {
     let Some(_lab) = lab_or_skip("gateways_started_together_carry_traffic_within_a_second_every_time") else {

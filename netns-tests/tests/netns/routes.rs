@@ -179,6 +179,10 @@ fn a_reload_keeps_the_kernel_routes_of_a_peer_it_rekeys() {
     let start = Instant::now();
     let mut looked = 0;
     while reload.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = reload.kill();
+            panic!("the reload had not ended after 60 s");
+        }
         let r = routes(&hub, &["dev", &if_h]);
         if !r.contains(&"10.179.0.0/24".to_string()) {
             let _ = reload.kill();

@@ -125,11 +125,15 @@ fn secrets_never_appear_in_logs_output_or_metrics() {
     std::thread::sleep(Duration::from_millis(300));
     // A start refused for the same file.
     seen += &output(
-        b.command(lab::causewayd_path().unwrap())
-            .env("RUST_LOG", "trace")
-            .args(["up", "--config", path_b.to_str().unwrap()])
-            .output()
-            .unwrap(),
+        lab::bounded::output_within(
+            b.command(lab::causewayd_path().unwrap()).env("RUST_LOG", "trace").args([
+                "up",
+                "--config",
+                path_b.to_str().unwrap(),
+            ]),
+            Duration::from_secs(60),
+        )
+        .unwrap(),
     );
 
     for dir in ["/var/run/wireguard", "/var/run/causeway"] {

@@ -43,12 +43,16 @@ fn wg_quick_with_causewayd() {
         .output()
         .unwrap();
     assert!(up.status.success(), "wg-quick up: {}", String::from_utf8_lossy(&up.stderr));
+    // wg-quick tries kernel WireGuard first: the interface must be
+    // causewayd's, or a kernel with WireGuard would pass this test alone.
+    let socket = causeway_gateway::sockets::uapi_socket_path(&ifname);
+    assert!(socket.exists(), "causewayd serves {ifname}: no {}", socket.display());
+    assert!(lab::api_status(&ifname).is_ok(), "causewayd's control API answers for {ifname}");
     assert!(a.wait_for_ping("10.67.0.2", Duration::from_secs(10)), "traffic through the wg-quick interface");
     let show = a.exec("wg", &["show", &ifname]).unwrap();
     assert!(show.contains("latest handshake") && show.contains("10.67.0.2/32"), "{show}");
     let down = a.command("wg-quick").args(["down", conf.to_str().unwrap()]).output().unwrap();
     assert!(down.status.success(), "wg-quick down: {}", String::from_utf8_lossy(&down.stderr));
-    let socket = causeway_gateway::sockets::uapi_socket_path(&ifname);
     for _ in 0..100 {
         if !socket.exists() {
             break;
