@@ -412,7 +412,10 @@ impl Receiver {
         self.to_tun.clear();
         match result {
             Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBADFD) || e.raw_os_error() == Some(libc::EIO) => Err(TunGone),
+            // Gone is EBADFD only: EIO is the kernel refusing writes while
+            // the link is down (`ip link set down`), which is no reason to
+            // stop; those packets are dropped as any failed write.
+            Err(e) if e.raw_os_error() == Some(libc::EBADFD) => Err(TunGone),
             Err(e) => {
                 tracing::debug!(error = %e, "TUN write failed");
                 iface.counters.count(Drop::TunWrite);

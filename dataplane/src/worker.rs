@@ -71,9 +71,9 @@ fn fill_from_tun(
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok((filled, true, None)),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if e.raw_os_error() == Some(libc::EBADFD) || e.raw_os_error() == Some(libc::EIO) => {
-                return Err(TunGone)
-            }
+            // EBADFD only, as for writes (`receive.rs`): a link set down is
+            // not a deleted interface.
+            Err(e) if e.raw_os_error() == Some(libc::EBADFD) => return Err(TunGone),
             Err(e) => {
                 tracing::debug!(error = %e, "TUN read failed");
                 return Ok((filled, true, None));

@@ -1,6 +1,7 @@
 //! The classic WireGuard arrangement: the daemon and its UDP sockets stay
 //! in one namespace while the interface is moved into another. Also jumbo
-//! MTUs over loopback, and the daemon's exit when its interface is deleted.
+//! MTUs over loopback, the daemon's exit when its interface is deleted,
+//! and its staying when the interface is only set down.
 
 use std::time::Duration;
 
@@ -61,6 +62,51 @@ fn interface_moved_to_another_namespace() {
         "the daemon exits cleanly once its interface is deleted"
     );
     assert!(!causeway_gateway::sockets::uapi_socket_path(&ga.ifname).exists(), "and removes its socket");
+}
+
+/// `ip link set DEV down` is not a deletion: while the link is down the
+/// kernel refuses TUN writes (EIO) and what arrives for it is dropped, but
+/// the daemon goes on, and once the link is up again the tunnel carries
+/// traffic. A flood of pings keeps the workers writing through the outage.
+#[test]
+fn interface_set_down_under_traffic_and_up_again() {
+    let Some(_lab) = lab_or_skip("interface_set_down_under_traffic_and_up_again") else {
+        return;
+    };
+    let (a, b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ka, pa) = keypair();
+    let (kb, pb) = keypair();
+    let mut ga = Gateway::start(
+        &a,
+        dir.path(),
+        &ka,
+        &["10.68.0.1/24"],
+        51820,
+        1420,
+        &[PeerSpec::new("b", pb, Some("198.18.0.2:51820"), &["10.68.0.2/32"])],
+    )
+    .unwrap();
+    let _gb = Gateway::start(
+        &b,
+        dir.path(),
+        &kb,
+        &["10.68.0.2/24"],
+        51820,
+        1420,
+        &[PeerSpec::new("a", pa, Some("198.18.0.1:51820"), &["10.68.0.1/32"])],
+    )
+    .unwrap();
+    assert!(b.wait_for_ping("10.68.0.1", Duration::from_secs(10)), "{}", ga.log_text());
+    let flood = b.spawn("ping flood", "ping", &["-q", "-i", "0.002", "-w", "4", "10.68.0.1"], None).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    a.ip(&["link", "set", &ga.ifname, "down"]).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(ga.process.running(), "the daemon outlived its link going down: {}", ga.log_text());
+    a.ip(&["link", "set", &ga.ifname, "up"]).unwrap();
+    drop(flood);
+    assert!(b.wait_for_ping("10.68.0.1", Duration::from_secs(10)), "traffic once the link is up: {}", ga.log_text());
+    assert!(a.ping("10.68.0.2", 3).is_some(), "both ways");
 }
 
 /// Both daemons in one namespace talking over loopback (MTU 65536), their
