@@ -8,7 +8,11 @@
 //! restarts does not shift every flow while its sessions come back. It
 //! goes down when
 //! - it cannot be reached: no session and no endpoint to start one with;
-//! - handshakes (IKE for IPsec) have been failing for `failover_after`;
+//! - handshakes (IKE for IPsec) have been failing for `failover_after`,
+//!   and nothing authenticated has come from it for as long: a member
+//!   still heard on its old session (a rekey whose packet was lost) is
+//!   alive, and taking it down would only flip it back up at its next
+//!   packet, tick after tick;
 //! - it is expected to send (persistent keepalive) and nothing
 //!   authenticated has come from it for `silence_limit`: the larger of
 //!   `failover_after` and two keepalive intervals and a second, so one
@@ -144,7 +148,9 @@ impl Health {
         }
         let reason = if !o.session && !o.reachable {
             Some(Down::Unreachable)
-        } else if o.failing_since.is_some_and(|t| now.saturating_since(t) >= o.failover_after) {
+        } else if o.failing_since.is_some_and(|t| now.saturating_since(t) >= o.failover_after)
+            && now.saturating_since(self.last_heard) >= o.failover_after
+        {
             Some(Down::HandshakesFailing)
         } else if o
             .keepalive
@@ -270,6 +276,27 @@ mod tests {
         let no_keepalive = Observation { keepalive: None, ..seen(0) };
         assert_eq!(quiet.observe(&no_keepalive, at(3_600_000)), None);
         assert!(quiet.is_up());
+    }
+
+    // A rekey whose initiation was lost: handshakes fail for longer than
+    // failover_after while the old session still carries the member's
+    // packets. It stays up (it used to go down and come back every
+    // other tick), and goes down once it has also been silent that long.
+    #[test]
+    fn failing_handshakes_of_a_member_still_heard_do_not_take_it_down() {
+        let mut h = Health::new(at(0));
+        let rekeying = |heard| Observation { keepalive: None, failing_since: Some(at(1000)), ..seen(heard) };
+        let mut heard = 0;
+        for t in (0..10_000).step_by(100) {
+            heard += 1;
+            assert_eq!(h.observe(&rekeying(heard), at(t)), None, "at {t} ms");
+        }
+        assert!(h.is_up());
+        // It dies at 10 s: down 3 s later.
+        for t in (10_000..12_900).step_by(100) {
+            assert_eq!(h.observe(&rekeying(heard), at(t)), None, "at {t} ms");
+        }
+        assert_eq!(h.observe(&rekeying(heard), at(12_900)), Some(Change::Down(Down::HandshakesFailing)));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -50,6 +50,10 @@ pub struct PeerState {
     pub handshakes_initiated: AtomicU64,
     /// Failover among the configured endpoints.
     failover: Mutex<Failover>,
+    /// A failover's lookup of the next endpoint is running (on the control
+    /// plane, which starts one at a time per peer: a name server that does
+    /// not answer must not pile up lookups every `failover_after`).
+    pub failover_lookup: AtomicBool,
     /// Receive and send rates in bytes per second over the last second,
     /// sampled by the control plane; and the counters at that sample.
     rate: Mutex<Rate>,
@@ -68,6 +72,10 @@ struct Failover {
     /// When the last switch happened.
     last: Option<Time>,
     count: u64,
+    /// The `heard` counter at the last look, and when it last changed:
+    /// a peer still heard on its session is not failed over.
+    heard: Option<u64>,
+    heard_at: Option<Time>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -97,6 +105,7 @@ impl PeerState {
             staged: Mutex::new(VecDeque::new()),
             order,
             handshakes_initiated: AtomicU64::new(0),
+            failover_lookup: AtomicBool::new(false),
             rate: Mutex::new(Rate::default()),
             tx: OrderedQueue::default(),
             rx: OrderedQueue::default(),
@@ -105,6 +114,8 @@ impl PeerState {
                 after: causeway_config::DEFAULT_FAILOVER_AFTER,
                 last: None,
                 count: 0,
+                heard: None,
+                heard_at: None,
             }),
         }
     }
@@ -247,20 +258,45 @@ impl PeerState {
         lock(&self.failover).count
     }
 
+    /// A counter that changes whenever something authenticated arrives
+    /// from the peer. WireGuard: a packet, or a completed handshake.
+    /// IPsec: an ESP packet, or a new child SA (IKE heard from it).
+    pub fn heard(&self) -> u64 {
+        match &self.link {
+            Link::WireGuard(p) => {
+                let s = p.stats();
+                s.rx_packets.wrapping_add(s.handshakes)
+            }
+            Link::Ipsec(l) => {
+                let spi = l.sending().map_or(0, |s| u64::from(s.spi_out()));
+                l.packets().0.wrapping_add(spi << 32)
+            }
+        }
+    }
+
     /// If handshakes have failed for `failover_after` (since they began, or
-    /// since the last switch), picks the next of `count` configured
-    /// endpoints and returns its index. With one endpoint that is the same
-    /// one again: resolving its name anew finds a gateway that moved.
+    /// since the last switch) and nothing was heard from the peer for as
+    /// long, picks the next of `count` configured endpoints and returns its
+    /// index. With one endpoint that is the same one again: resolving its
+    /// name anew finds a gateway that moved. Called every tick: what it
+    /// hears is compared from call to call. A peer still heard is alive
+    /// on its current session (a rekey whose packet was lost), and its
+    /// traffic is not moved to a standby.
     pub fn next_endpoint(&self, count: usize, now: Time) -> Option<usize> {
         if count == 0 {
             return None;
         }
+        let heard = self.heard();
+        let mut f = lock(&self.failover);
+        if f.heard.is_some_and(|h| h != heard) {
+            f.heard_at = Some(now);
+        }
+        f.heard = Some(heard);
         let started = match &self.link {
             Link::WireGuard(p) => p.timers.handshake_attempts_started()?,
             Link::Ipsec(l) => l.negotiation_started()?,
         };
-        let mut f = lock(&self.failover);
-        let since = f.last.map_or(started, |t| t.max(started));
+        let since = [f.last, f.heard_at].into_iter().flatten().fold(started, Time::max);
         if now.saturating_since(since) < f.after {
             return None;
         }
@@ -337,5 +373,49 @@ mod tests {
         p.observe(addr("198.18.9.9:40000"), None);
         assert_eq!(p.refresh_from_name(&[addr("198.18.4.2:51820")]), None);
         assert_eq!(p.endpoint().unwrap().addr, addr("198.18.9.9:40000"));
+    }
+
+    // A rekey's initiation is lost while the peer's packets still arrive on
+    // the session: no failover, however long the attempts run, until the
+    // peer has also been silent for failover_after.
+    #[test]
+    fn a_peer_still_heard_is_not_failed_over() {
+        use causeway_wireguard::Received;
+        let at = |ms: u64| Time::from_nanos(ms * 1_000_000);
+        let wall = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let (ka, kb) = (StaticSecret::random(&mut rand_core::OsRng), StaticSecret::random(&mut rand_core::OsRng));
+        let (da, db) = (Device::new(Some(ka.clone())), Device::new(Some(kb.clone())));
+        let (a_of_b, b_of_a) =
+            (da.add_peer(kb.public_key(), None, 0).unwrap(), db.add_peer(ka.public_key(), None, 0).unwrap());
+        let src: SocketAddr = "198.18.0.1:51820".parse().unwrap();
+        let mut init = da.create_initiation(&a_of_b, at(0), wall).unwrap().to_vec();
+        let mut resp = match db.receive(src, &mut init, at(0)).unwrap() {
+            Received::HandshakeResponse { response, .. } => response.to_vec(),
+            _ => panic!("no response"),
+        };
+        assert!(matches!(da.receive(src, &mut resp, at(0)).unwrap(), Received::SessionEstablished { .. }));
+        let seal = |d: &Device, p: &causeway_wireguard::Peer, now| {
+            let mut buf = vec![0u8; 128];
+            let len = d.seal(p, &mut buf, 0, 1420, now).unwrap().len;
+            buf.truncate(len);
+            buf
+        };
+        // a's keepalive confirms b's session, so b can send.
+        db.receive(src, &mut seal(&da, &a_of_b, at(0)), at(0)).unwrap();
+
+        let p = PeerState::new(a_of_b.clone(), "dc".into(), 0);
+        p.set_failover_after(Duration::from_secs(3));
+        // The rekey at 10 s goes unanswered; b keeps sending every 100 ms.
+        let _ = da.create_initiation(&a_of_b, at(10_000), wall).unwrap();
+        for t in (10_000..20_000).step_by(100) {
+            da.receive(src, &mut seal(&db, &b_of_a, at(t)), at(t)).unwrap();
+            assert_eq!(p.next_endpoint(2, at(t)), None, "failed over at {t} ms while b was heard");
+        }
+        // b falls silent after its packet at 19.9 s.
+        for t in (20_000..22_900).step_by(100) {
+            assert_eq!(p.next_endpoint(2, at(t)), None, "at {t} ms");
+        }
+        assert_eq!(p.next_endpoint(2, at(22_900)), Some(1));
+        assert_eq!(p.failovers(), 1);
     }
 }

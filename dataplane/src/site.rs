@@ -300,7 +300,7 @@ pub fn observe_peer(peer: &PeerState, now: Time) -> Observation {
             let s = wg.stats();
             let keepalive = wg.timers.persistent_keepalive();
             Observation {
-                heard: s.rx_packets.wrapping_add(s.handshakes),
+                heard: peer.heard(),
                 sent: s.tx_packets,
                 session: wg.keypair_for_sending(now).is_ok(),
                 reachable,
@@ -310,13 +310,11 @@ pub fn observe_peer(peer: &PeerState, now: Time) -> Observation {
             }
         }
         Link::Ipsec(l) => {
-            let sa = l.sending();
-            let (rx, tx) = l.packets();
-            let spi = sa.as_ref().map_or(0, |s| u64::from(s.spi_out()));
+            let (_, tx) = l.packets();
             Observation {
-                heard: rx.wrapping_add(spi << 32),
+                heard: peer.heard(),
                 sent: tx,
-                session: sa.is_some(),
+                session: l.sending().is_some(),
                 reachable: reachable || !peer.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner()).is_empty(),
                 failing_since: l.negotiation_started(),
                 keepalive: None,

@@ -106,21 +106,37 @@ async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
 /// Moves a peer whose handshakes keep failing to its next configured
 /// endpoint, resolving names again (so a single DNS endpoint is re-resolved
 /// every `failover_after` while the peer does not answer). Names are
-/// resolved off the runtime; the next handshake retry (at most
-/// REKEY_TIMEOUT later) goes to the new address.
+/// resolved off the runtime, one lookup at a time per peer; the next
+/// handshake retry (at most REKEY_TIMEOUT later) goes to the new address,
+/// unless the endpoint changed meanwhile (a handshake completed, the peer
+/// roamed): that newer state wins over a lookup started before it.
 fn failover(peer: &Arc<causeway_dataplane::peer::PeerState>, now: causeway_wireguard::Time) {
+    use std::sync::atomic::Ordering;
+    if peer.failover_lookup.load(Ordering::Acquire) {
+        return;
+    }
     let endpoints = peer.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(next) = peer.next_endpoint(endpoints.len(), now) else { return };
     let (peer, endpoint) = (peer.clone(), endpoints[next].clone());
-    let from = peer.endpoint().map(|e| e.addr.to_string()).unwrap_or_default();
-    tokio::task::spawn_blocking(move || match endpoint.resolve() {
-        Ok(addrs) if !addrs.is_empty() => {
-            if from != addrs[0].to_string() {
-                tracing::warn!(peer = %peer.name(), %from, to = %addrs[0], "handshakes failing: trying the next endpoint");
-                peer.set_endpoint(addrs[0]);
+    let from = peer.endpoint().map(|e| e.addr);
+    peer.failover_lookup.store(true, Ordering::Release);
+    tokio::task::spawn_blocking(move || {
+        match endpoint.resolve() {
+            Ok(addrs) if !addrs.is_empty() => {
+                let now_at = peer.endpoint().map(|e| e.addr);
+                if now_at != from {
+                    tracing::debug!(peer = %peer.name(), "endpoint changed during the failover's lookup; kept");
+                } else if from != Some(addrs[0]) {
+                    let from = from.map(|a| a.to_string()).unwrap_or_default();
+                    tracing::warn!(peer = %peer.name(), %from, to = %addrs[0], "handshakes failing: trying the next endpoint");
+                    peer.set_endpoint(addrs[0]);
+                }
+            }
+            _ => {
+                tracing::warn!(peer = %peer.name(), %endpoint, "next endpoint does not resolve; will try the one after")
             }
         }
-        _ => tracing::warn!(peer = %peer.name(), %endpoint, "next endpoint does not resolve; will try the one after"),
+        peer.failover_lookup.store(false, Ordering::Release);
     });
 }
 

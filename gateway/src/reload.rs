@@ -147,9 +147,17 @@ pub fn apply_peer_settings(
     if *eps != p.endpoints {
         *eps = p.endpoints.clone();
         drop(eps);
-        if let Some((i, addr)) = resolved.first_address(p) {
-            peer.set_endpoint(addr);
-            peer.set_endpoint_index(i);
+        match resolved.first_address(p) {
+            Some((i, addr)) => {
+                peer.set_endpoint(addr);
+                peer.set_endpoint_index(i);
+            }
+            // Nothing resolves now: the address in use stays, but the
+            // index goes back to the first entry, so that the name
+            // refresh and failover follow the new list (an index past a
+            // shorter list matched no entry, and its name was never
+            // looked up again).
+            None => peer.set_endpoint_index(0),
         }
         changed.push("endpoints");
     }
