@@ -33,8 +33,12 @@ pub struct Settings {
     pub workers: usize,
 }
 
+/// The most queues a TUN device takes (the kernel's MAX_TAP_QUEUES).
+const MAX_TUN_QUEUES: usize = 256;
+
+/// One worker per CPU, up to the queues a TUN device takes.
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_TUN_QUEUES)
 }
 
 // By hand: std has no if_nametoindex, and nix would need its whole "net"
@@ -100,12 +104,16 @@ impl Running {
                 crate::privileges::drop_to(*ids)?;
                 tracing::info!(%user, uid = ids.uid, "privileges dropped: running with CAP_NET_ADMIN only");
             }
-            ready();
-            let uapi = tokio::spawn(control::serve_uapi(self.gw.clone(), listener));
-            let api = tokio::spawn(crate::api::serve(self.gw.clone(), api_listener));
+            // The handlers go in before readiness is reported: a reload or
+            // stop sent the moment the service manager hears "ready" must
+            // find them, not the default action (which would end the
+            // process and leave its sockets behind).
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
             let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            ready();
+            let uapi = tokio::spawn(control::serve_uapi(self.gw.clone(), listener));
+            let api = tokio::spawn(crate::api::serve(self.gw.clone(), api_listener));
             let reloader = self.gw.clone();
             let reloads = tokio::spawn(async move {
                 while hup.recv().await.is_some() {

@@ -2,7 +2,7 @@
 //! socket, which wg and wg-quick find by its path, and the tunctl API
 //! socket. Both are root-only.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::net::UnixListener;
@@ -28,7 +28,14 @@ pub fn api_socket_path(ifname: &str) -> PathBuf {
 /// the same name is an error; a stale file is replaced.
 pub fn bind_private_socket(path: &Path) -> Result<UnixListener, Error> {
     let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(|source| Error::SocketDir { path: dir.to_path_buf(), source })?;
+    // 0755 as wireguard-go makes it, whatever the umask: with create_dir_all
+    // (0777 less the umask) a umask of 0 left it writable by anyone, who
+    // could then put their own socket where `wg` sends keys.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|source| Error::SocketDir { path: dir.to_path_buf(), source })?;
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(Error::SocketInUse(path.to_path_buf()));
@@ -109,5 +116,20 @@ mod tests {
         drop(listener);
         // The file stays behind a dropped listener: stale, so replaced.
         bind_private_socket(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_socket_folder_is_0755_under_any_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/wireguard/x.sock");
+        // SAFETY: umask takes and returns a mode; restored right after.
+        let old = unsafe { libc::umask(0) };
+        let bound = bind_private_socket(&path);
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        let _listener = bound.unwrap();
+        for d in [dir.path().join("run"), dir.path().join("run/wireguard")] {
+            assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o755, "{}", d.display());
+        }
     }
 }
