@@ -175,7 +175,8 @@ impl Netns {
         Ok(Process { child: Some(child), what: what.to_string() })
     }
 
-    /// Pings `addr` `count` times; returns the average RTT if all came back.
+    /// Pings `addr` `count` times; returns the average RTT of the replies
+    /// if any came back.
     pub fn ping(&self, addr: &str, count: u32) -> Option<Duration> {
         self.ping_every(addr, count, Duration::from_millis(200))
     }
@@ -183,14 +184,24 @@ impl Netns {
     /// `ping` with `interval` between the pings (below 0.2 s needs root,
     /// which the namespaces need anyway).
     pub fn ping_every(&self, addr: &str, count: u32, interval: Duration) -> Option<Duration> {
+        self.ping_summary(addr, count, interval).map(|s| s.average)
+    }
+
+    /// Pings as `ping_every` does; how many went out and came back, and
+    /// the average RTT of those that did (None if none did).
+    pub fn ping_summary(&self, addr: &str, count: u32, interval: Duration) -> Option<PingSummary> {
         let count_s = count.to_string();
         let every = format!("{:.3}", interval.as_secs_f64());
         let out = self.command("ping").args(["-c", &count_s, "-i", &every, "-W", "2", "-q", addr]).output().ok()?;
         if !out.status.success() {
             return None;
         }
-        // "rtt min/avg/max/mdev = 0.309/1.227/2.951/1.219 ms"
         let text = String::from_utf8_lossy(&out.stdout);
+        // "5 packets transmitted, 5 received, 0% packet loss, time 802ms"
+        let counts = text.lines().find(|l| l.contains("packets transmitted"))?;
+        let field = |n: usize| counts.split(',').nth(n)?.split_whitespace().next()?.parse::<u32>().ok();
+        let (sent, received) = (field(0)?, field(1)?);
+        // "rtt min/avg/max/mdev = 0.309/1.227/2.951/1.219 ms"
         let avg = text
             .lines()
             .find(|l| l.contains("min/avg/max"))?
@@ -201,7 +212,7 @@ impl Netns {
             .nth(1)?
             .parse::<f64>()
             .ok()?;
-        Some(Duration::from_secs_f64(avg / 1000.0))
+        Some(PingSummary { sent, received, average: Duration::from_secs_f64(avg / 1000.0) })
     }
 
     /// Retries a ping until it answers or `timeout` passes.
@@ -415,6 +426,15 @@ pub fn uapi(ifname: &str, request: &str) -> anyhow::Result<String> {
         reply.push_str(&line);
     }
     Ok(reply)
+}
+
+/// What a run of ping reported.
+#[derive(Debug, Clone, Copy)]
+pub struct PingSummary {
+    pub sent: u32,
+    pub received: u32,
+    /// Of the replies that came back.
+    pub average: Duration,
 }
 
 /// Result of an iperf3 run.

@@ -88,9 +88,12 @@ pub fn measure(
         throughput(&pair, kind, topology, secs, &cpu, &mut m)?;
     }
     let pinned = args.ping_cpu.map(|cpu| OneCpu::pin(cpu, &pids)).transpose()?;
-    let rtt = client.ping_every(target, args.pings, args.interval()).context("ping failed")?;
+    let ping = client.ping_summary(target, args.pings, args.interval()).context("ping failed")?;
     drop(pinned);
-    m.insert("ping_rtt_ms", rtt.as_secs_f64() * 1e3);
+    // The average is of the replies only: the pings lost are kept beside
+    // it, so a lower RTT bought by losing the slow ones shows.
+    m.insert("ping_rtt_ms", ping.average.as_secs_f64() * 1e3);
+    m.insert("ping_lost", f64::from(ping.sent - ping.received));
 
     for d in &mut pair.daemons {
         d.stop();
@@ -139,10 +142,18 @@ fn throughput(
     m.insert("tcp_4_streams_gbps", four.bits_per_second / 1e9);
 
     let udp = lab::iperf3_json(server, client, target, secs, false, &["-u", "-l", "64", "-b", "0"])?;
-    let sum = &udp["end"]["sum"];
-    let packets = sum["packets"].as_f64().unwrap_or(0.0);
-    let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
-    let seconds = sum["seconds"].as_f64().filter(|s| *s > 0.0).unwrap_or(secs as f64);
-    m.insert("udp_64b_kpps", (packets - lost) / seconds / 1e3);
+    // Datagrams the receiver got (its byte count over 64: `packets` is the
+    // sender's count, and "lost" misses the tail still queued at the end)
+    // over the sender's time (the receiver's ends at the test's end
+    // message, which may wait behind the flood it crosses).
+    let field = |sum: &str, key: &str| {
+        udp["end"][sum][key].as_f64().with_context(|| format!("{kind}: iperf3's UDP report has no end.{sum}.{key}"))
+    };
+    let received = field("sum_received", "bytes")? / 64.0;
+    let seconds = field("sum_sent", "seconds")?;
+    if seconds <= 0.0 {
+        bail!("{kind}: iperf3's UDP test sent for {seconds} s");
+    }
+    m.insert("udp_64b_kpps", received / seconds / 1e3);
     Ok(())
 }

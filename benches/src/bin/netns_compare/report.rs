@@ -185,6 +185,15 @@ pub fn table(
         }
         t.push('\n');
     }
+    // The RTT averages the replies only, so lost pings are said.
+    let lost: Vec<String> = impls
+        .iter()
+        .filter(|i| value(medians, i, "ping_lost") > 0.0)
+        .map(|i| format!("{i} {}", value(medians, i, "ping_lost")))
+        .collect();
+    if !lost.is_empty() {
+        t += &format!("\nPings lost, median per round (the RTT is of the replies): {}.\n", lost.join(", "));
+    }
     t
 }
 
@@ -240,6 +249,22 @@ mod tests {
         let old = json!({"cores": 2, "cpu": "AMD EPYC", "kernel": "6"});
         let t = table(&old, "direct", 1, 3, &impls, "causeway", &m, &[]);
         assert!(t.starts_with("Machine: 2 cores, AMD EPYC, kernel 6;"), "{t}");
+    }
+
+    #[test]
+    fn lost_pings_are_said_under_the_table() {
+        let m: BTreeMap<String, BTreeMap<String, f64>> = [
+            ("causeway", [("ping_rtt_ms", 0.2), ("ping_lost", 0.0)]),
+            ("boringtun", [("ping_rtt_ms", 0.19), ("ping_lost", 2.0)]),
+        ]
+        .into_iter()
+        .map(|(i, v)| (i.to_string(), v.into_iter().map(|(k, x)| (k.to_string(), x)).collect()))
+        .collect();
+        let t = table(&Value::Null, "direct", 1, 5, &names(&["causeway", "boringtun"]), "causeway", &m, &[]);
+        assert!(t.contains("Pings lost, median per round (the RTT is of the replies): boringtun 2."), "{t}");
+        assert!(!t.contains("causeway 0"), "{t}");
+        let none = table(&Value::Null, "direct", 1, 5, &names(&["causeway"]), "causeway", &m, &[]);
+        assert!(!none.contains("Pings lost"), "{none}");
     }
 
     #[test]
