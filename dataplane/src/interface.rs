@@ -84,6 +84,8 @@ pub struct Interface {
     mss_clamp: AtomicBool,
     pub counters: Counters,
     shutdown: AtomicBool,
+    /// A worker panicked: the interface stopped for a fault, not on request.
+    failed: AtomicBool,
     /// One doorbell per worker, in index order: a ring wakes it from poll().
     wakers: Mutex<Vec<Arc<Doorbell>>>,
     pub workers: usize,
@@ -132,6 +134,7 @@ impl Interface {
             mss_clamp: AtomicBool::new(true),
             counters: Counters::default(),
             shutdown: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
             workers,
             worker_stats: (0..workers).map(|_| WorkerStats::default()).collect(),
@@ -456,6 +459,18 @@ impl Interface {
     pub fn shutdown(&self) {
         self.shutdown.store(true, Ordering::Relaxed);
         self.wake_all();
+    }
+
+    /// Stops the interface for a fault (a worker panicked), which
+    /// `has_failed` then reports, so the daemon exits with an error and
+    /// a service manager restarts it.
+    pub fn fail(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+        self.shutdown();
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
     }
 }
 

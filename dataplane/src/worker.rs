@@ -408,7 +408,17 @@ pub fn spawn<T: Tun + 'static>(
         let bell = Arc::new(Doorbell::new()?);
         iface.register_waker(bell.clone());
         let iface = iface.clone();
-        workers.push(std::thread::Builder::new().name(format!("cw-worker-{i}")).spawn(move || run(iface, i, q, bell))?);
+        workers.push(std::thread::Builder::new().name(format!("cw-worker-{i}")).spawn(move || {
+            // A worker that panicked would leave its socket in the
+            // SO_REUSEPORT group and its TUN queue unread: its share of
+            // the flows lost, silently. The whole interface stops instead
+            // (the panic message is printed by the hook), marked failed.
+            let it = iface.clone();
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(it, i, q, bell))).is_err() {
+                tracing::error!(worker = i, "worker panicked: stopping the interface");
+                iface.fail();
+            }
+        })?);
     }
     Ok(workers)
 }
@@ -423,6 +433,38 @@ mod tests {
         p[0] = 0x45;
         p[39] = n;
         p
+    }
+
+    /// A TUN queue that panics as soon as the worker polls it.
+    struct PanickingTun;
+
+    impl Tun for PanickingTun {
+        fn fd(&self) -> i32 {
+            panic!("a fault in a worker (test)")
+        }
+        fn read_batch(&mut self, _: &mut [Vec<u8>], _: &mut [usize], _: &mut [u8]) -> std::io::Result<Read> {
+            unreachable!()
+        }
+        fn write_batch(&mut self, _: &[Vec<u8>]) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_worker_that_panics_stops_the_interface_as_failed() {
+        let net = memory::MemNet::new();
+        let options = crate::interface::Options {
+            mtu: 1420,
+            workers: 1,
+            port: 51820,
+            binder: net.host("198.18.0.1".parse().unwrap(), 64),
+            batches_per_worker: 8,
+        };
+        let iface = Arc::new(Interface::with_options("mem0".into(), None, options).unwrap());
+        for w in spawn(&iface, vec![PanickingTun]).unwrap() {
+            w.join().unwrap();
+        }
+        assert!(iface.is_shutting_down() && iface.has_failed());
     }
 
     // The in-memory TUN hands over every queued packet in one read (the

@@ -149,9 +149,12 @@ impl Running {
         for p in &bound {
             let _ = std::fs::remove_file(p);
         }
+        let failed = self.gw.has_failed();
         self.stop();
         drop(cleanup);
-        result
+        // A worker's fault ends the daemon with an error, so that a
+        // service manager (Restart=on-failure) starts it again.
+        result.and(if failed { Err(Error::WorkerFailed) } else { Ok(()) })
     }
 
     /// Stops the workers; the TUN goes away with the last queue.

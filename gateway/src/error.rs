@@ -29,6 +29,8 @@ pub enum Error {
     BindUdp { port: u16, source: io::Error },
     #[error("cannot start the data-plane workers")]
     StartWorkers(#[source] io::Error),
+    #[error("a data-plane worker failed (see the panic above); the interface was stopped")]
+    WorkerFailed,
     #[error("cannot open a netlink socket")]
     Netlink(#[source] io::Error),
 
