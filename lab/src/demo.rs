@@ -35,18 +35,11 @@ pub fn run() -> anyhow::Result<()> {
     lab::require("ip", "iproute2")?;
     lab::require("iperf3", "iperf3")?;
     lab::require("ping", "iputils-ping")?;
-    std::thread::spawn(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(async {
-            let _ = tokio::signal::ctrl_c().await;
-        });
-        eprintln!("\ninterrupted: removing the lab");
-        lab::cleanup_all();
-        std::process::exit(130);
-    });
     lab::reap_stale();
     let exe = lab::causewayd_path()?;
     let dir = std::env::temp_dir().join(lab::unique("causeway-demo-"));
+    // The folder holds both sites' private keys: removed on Ctrl-C too.
+    lab::clean_up_on_interrupt(dir.clone());
     std::fs::create_dir_all(&dir)?;
     let result = demo(&exe, &dir);
     let _ = std::fs::remove_dir_all(&dir);

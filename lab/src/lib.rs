@@ -110,6 +110,41 @@ fn delete_netns(name: &str) {
     let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
 }
 
+/// On SIGINT, SIGTERM or SIGHUP: removes everything registered and
+/// `private` (a folder of keys and configurations, which must not outlive
+/// an interrupted run), then exits with 130. For the programs that build
+/// labs (the demo, the benchmarks); tests clean up through `Drop`.
+pub fn clean_up_on_interrupt(private: PathBuf) {
+    use std::task::Poll;
+    use tokio::signal::unix::{signal, SignalKind};
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let stopped = rt.block_on(async {
+            let mut signals = Vec::new();
+            for kind in [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()] {
+                signals.push(signal(kind)?);
+            }
+            std::future::poll_fn(|cx| {
+                if signals.iter_mut().any(|s| s.poll_recv(cx).is_ready()) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            Ok::<(), std::io::Error>(())
+        });
+        if let Err(e) = stopped {
+            eprintln!("cannot watch for Ctrl-C ({e}): an interrupted run leaves its lab to the next run");
+            return;
+        }
+        eprintln!("\ninterrupted: removing the lab");
+        cleanup_all();
+        let _ = std::fs::remove_dir_all(&private);
+        std::process::exit(130);
+    });
+}
+
 /// Removes everything registered (namespaces and the processes in them).
 pub fn cleanup_all() {
     let names: Vec<String> = std::mem::take(&mut *REGISTRY.lock().unwrap_or_else(|e| e.into_inner()));
@@ -213,6 +248,28 @@ impl Netns {
             .parse::<f64>()
             .ok()?;
         Some(PingSummary { sent, received, average: Duration::from_secs_f64(avg / 1000.0) })
+    }
+
+    /// Waits until a TCP socket in the namespace listens on `port` (any
+    /// address), so that a client started next does not race the server's
+    /// start-up: iperf3 and ncat clients try to connect once. Fails after
+    /// `timeout`, or when `server` exits before it listens.
+    pub fn wait_listening(&self, server: &mut Process, port: u16, timeout: Duration) -> anyhow::Result<()> {
+        let filter = format!("sport = :{port}");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.exec("ss", &["-H", "-l", "-t", "-n", &filter])?;
+            if !out.trim().is_empty() {
+                return Ok(());
+            }
+            if !server.running() {
+                bail!("{} exited before it listened on TCP port {port}", server.what);
+            }
+            if Instant::now() >= deadline {
+                bail!("{} did not listen on TCP port {port} within {timeout:?}", server.what);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Retries a ping until it answers or `timeout` passes.
@@ -457,9 +514,10 @@ pub fn iperf3_json(
     reverse: bool,
     extra: &[&str],
 ) -> anyhow::Result<serde_json::Value> {
-    let port = (5201 + COUNTER.fetch_add(1, Ordering::Relaxed) % 1000).to_string();
+    let port_n = 5201 + (COUNTER.fetch_add(1, Ordering::Relaxed) % 1000) as u16;
+    let port = port_n.to_string();
     let mut srv = server.spawn("iperf3 server", "iperf3", &["-s", "-1", "-B", addr, "-p", &port], None)?;
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_listening(&mut srv, port_n, Duration::from_secs(30))?;
     let secs_s = secs.to_string();
     let limit = (secs.max(40) + 20).to_string();
     let mut args = vec![limit.as_str(), "iperf3", "-c", addr, "-p", &port, "-J"];

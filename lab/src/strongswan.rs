@@ -67,6 +67,10 @@ pub use connection::{Connection, StartAction};
 pub const CHARON: &str = "/usr/lib/ipsec/charon";
 const PLUGINS: &str = "/usr/lib/ipsec/plugins";
 
+/// The MTU kernel-libipsec gives its TUN (`ipsec0`), which cannot be
+/// changed (see above).
+pub const TUN_MTU: u32 = 1400;
+
 /// Plugins charon loads (non-modular loading, so the machine's
 /// /etc/strongswan.d does not matter): the note's working list plus gmp,
 /// an implementation of the MODP groups besides openssl's.

@@ -37,11 +37,11 @@ impl Traffic {
         limit: Duration,
         dir: &Path,
     ) -> anyhow::Result<Traffic> {
-        let port = (5301 + PORTS.fetch_add(1, Ordering::Relaxed) % 500).to_string();
-        let srv = server.spawn("iperf3 server", "iperf3", &["-s", "-1", "-B", addr, "-p", &port], None)?;
-        // The server listens within a few milliseconds; the client retries
-        // nothing, so give it a moment.
-        std::thread::sleep(Duration::from_millis(300));
+        let port_n = 5301 + (PORTS.fetch_add(1, Ordering::Relaxed) % 500) as u16;
+        let port = port_n.to_string();
+        let mut srv = server.spawn("iperf3 server", "iperf3", &["-s", "-1", "-B", addr, "-p", &port], None)?;
+        // The client tries to connect once.
+        server.wait_listening(&mut srv, port_n, Duration::from_secs(30))?;
         let out = dir.join(format!("{}.json", unique("iperf")));
         let limit = limit.as_secs().max(1).to_string();
         let mut full = vec!["-k", "2", limit.as_str(), "iperf3", "-c", addr, "-p", &port, "-J", "-i", "1"];

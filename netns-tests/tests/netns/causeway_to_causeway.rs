@@ -46,7 +46,7 @@ fn exercise(v6_wan: bool) {
             None,
         )
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    s.b.wait_listening(&mut server, 9000, Duration::from_secs(30)).unwrap();
     s.a.exec("timeout", &["60", "sh", "-c", &format!("ncat --send-only 10.60.0.2 9000 < {}", src.display())]).unwrap();
     for _ in 0..100 {
         if !server.running() {

@@ -4,8 +4,11 @@
 //! UDP or raw, see causeway.rs), the modern wireguard-go (0.0.20231211,
 //! with offloads), Debian's wireguard-go, boringtun-cli and strongSwan
 //! (IKEv2 + ESP in UDP through kernel-libipsec, see lab/src/strongswan.rs;
-//! its TUN's MTU is fixed at 1400) in turn, interleaved A B C A B C over
-//! several rounds so that the machine's noise falls on all of them alike.
+//! its TUN's MTU is fixed at 1400) in turn, interleaved over several rounds
+//! so that the machine's noise falls on all of them alike. The order
+//! rotates from round to round (A B C, B C A, C A B, …), so that no
+//! implementation always runs first, after the build and set-up, or right
+//! after the same neighbour.
 //! Prints a markdown table of medians and ratios (the reference, Causeway
 //! by default, divided by each other), and writes JSON and an SVG bar
 //! chart.
@@ -54,6 +57,9 @@ const KNOWN: [&str; 10] = [
 
 /// The ratio columns' numerator unless --reference names another.
 const DEFAULT_REFERENCE: &str = "causeway";
+
+/// Every tunnel's MTU but strongSwan's (`strongswan::TUN_MTU`).
+const TUNNEL_MTU: u32 = 1420;
 
 /// Compare Causeway with wireguard-go and boringtun in network namespaces.
 #[derive(Parser)]
@@ -226,7 +232,7 @@ fn start_uapi_daemon(
         ],
     )?;
     ns.ip(&["addr", "add", &format!("{tunnel}/24"), "dev", &ifname])?;
-    ns.ip(&["link", "set", &ifname, "mtu", "1420", "up"])?;
+    ns.ip(&["link", "set", &ifname, "mtu", &TUNNEL_MTU.to_string(), "up"])?;
     Ok((p, ifname))
 }
 
@@ -484,6 +490,13 @@ fn check(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The order of round `round` (from 1): `impls` rotated left by
+/// `round - 1`, so that each takes each place in turn.
+fn in_turn(impls: &[String], round: usize) -> impl Iterator<Item = &String> {
+    let turn = (round - 1) % impls.len().max(1);
+    impls[turn..].iter().chain(&impls[..turn])
+}
+
 /// One complete comparison in one topology; writes its result files.
 fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
     let name = topology.name();
@@ -492,7 +505,7 @@ fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
     // the SA, each distinct report once.
     let mut esp_seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for round in 1..=args.rounds {
-        for imp in &args.impls {
+        for imp in in_turn(&args.impls, round) {
             eprint!("{name}, round {round}/{}: {imp} … ", args.rounds);
             let (m, seen) =
                 measure(imp, topology, dir, args).with_context(|| format!("{imp}, {name}, round {round}"))?;
@@ -528,6 +541,13 @@ fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
     } else if args.pings != 50 || args.ping_interval != 0.2 {
         notes.push(format!("{} pings {} s apart per round", args.pings, args.ping_interval));
     }
+    if args.impls.len() > 1 {
+        notes.push(format!(
+            "The implementations took turns, the order rotating from round to round (round 1: {}; round 2 starts \
+             with the second)",
+            args.impls.join(", ")
+        ));
+    }
     if let Some(cpu) = args.ping_cpu {
         notes.push(format!("Ping with the ping and every thread of both gateways on CPU {cpu} (--ping-cpu)"));
     }
@@ -551,13 +571,17 @@ fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
         "machine": machine,
         "topology": name,
         "topology_description": Topology::describe(name),
-        "tunnel_mtu": 1420,
+        "tunnel_mtu": TUNNEL_MTU,
+        "tunnel_mtu_strongswan": args.impls.iter().any(|i| i == "strongswan").then_some(strongswan::TUN_MTU),
         "lan_mtu": routed.then_some(1500),
         "mss_clamp": routed.then_some(
             "causeway: its own clamp (mss_clamp, on by default); the others: iptables -t mangle FORWARD -o <tunnel> \
              TCPMSS --clamp-mss-to-pmtu on both gateways"
         ),
         "impls": args.impls,
+        // Round r ran impls rotated left by r - 1 (runs before 2026-12-04
+        // ran them in the listed order every round, and have no "order").
+        "order": "rotating",
         "reference": reference,
         "notes": notes,
         "causeway_esp_sas": esp_seen,
@@ -588,8 +612,26 @@ fn main() -> anyhow::Result<()> {
     check(&args)?;
     lab::reap_stale();
     let dir = tempfile::tempdir()?;
+    // Keys and configurations are written there: removed on Ctrl-C too.
+    lab::clean_up_on_interrupt(dir.path().to_path_buf());
     for &topology in &args.topology {
         run(&args, topology, dir.path())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_turn;
+
+    #[test]
+    fn each_implementation_takes_each_place_in_turn() {
+        let impls: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let order = |round| in_turn(&impls, round).map(String::as_str).collect::<Vec<_>>().join(" ");
+        assert_eq!(order(1), "a b c");
+        assert_eq!(order(2), "b c a");
+        assert_eq!(order(3), "c a b");
+        assert_eq!(order(4), "a b c");
+        assert_eq!(in_turn(&[], 3).count(), 0);
+    }
 }

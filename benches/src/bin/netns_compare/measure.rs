@@ -7,10 +7,10 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 use causeway_lab as lab;
-use causeway_lab::strongswan::Charon;
+use causeway_lab::strongswan::{self, Charon};
 
 use crate::topology::Topology;
-use crate::{setup, Args, Pair};
+use crate::{setup, Args, Pair, TUNNEL_MTU};
 
 fn clock_ticks() -> f64 {
     Command::new("getconf")
@@ -133,8 +133,11 @@ fn throughput(
     // topology means the clamp is missing and the run would be unfair.
     if let Some(mss) = one["start"]["tcp_mss_default"].as_f64() {
         m.insert("tcp_mss", mss);
-        if topology == Topology::Routed && mss > 1380.0 {
-            bail!("{kind}: TCP MSS {mss} between the hosts: the gateways do not clamp it to the tunnel");
+        // The clamp gives the tunnel's MTU less 40 (IPv4 and TCP headers);
+        // the client's MSS is that less its options.
+        let mtu = if kind == "strongswan" { strongswan::TUN_MTU } else { TUNNEL_MTU };
+        if topology == Topology::Routed && mss > f64::from(mtu - 40) {
+            bail!("{kind}: TCP MSS {mss} between the hosts: the gateways do not clamp it to the tunnel's MTU {mtu}");
         }
     }
 

@@ -29,8 +29,8 @@ impl Topology {
         match name {
             "routed" => {
                 "routed: host-a — gw-a —WAN— gw-b — host-b, LANs MTU 1500, tunnel MTU 1420; iperf3 and ping between \
-                 the hosts; TCP MSS clamped to 1380 on the gateways (by Causeway itself, by iptables TCPMSS for the \
-                 others)"
+                 the hosts; TCP MSS clamped to the tunnel on the gateways, 1380 (1360 for strongSwan's 1400-byte TUN; by \
+                 Causeway itself, by iptables TCPMSS for the others)"
             }
             _ => "direct: two gateways on a veth WAN, tunnel MTU 1420; iperf3 and ping between the tunnel addresses",
         }
