@@ -112,14 +112,14 @@ async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
 /// roamed): that newer state wins over a lookup started before it.
 fn failover(peer: &Arc<causeway_dataplane::peer::PeerState>, now: causeway_wireguard::Time) {
     use std::sync::atomic::Ordering;
-    if peer.failover_lookup.load(Ordering::Acquire) {
+    if peer.name_lookup.load(Ordering::Acquire) {
         return;
     }
     let endpoints = peer.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(next) = peer.next_endpoint(endpoints.len(), now) else { return };
     let (peer, endpoint) = (peer.clone(), endpoints[next].clone());
     let from = peer.endpoint().map(|e| e.addr);
-    peer.failover_lookup.store(true, Ordering::Release);
+    peer.name_lookup.store(true, Ordering::Release);
     tokio::task::spawn_blocking(move || {
         match endpoint.resolve() {
             Ok(addrs) if !addrs.is_empty() => {
@@ -136,15 +136,19 @@ fn failover(peer: &Arc<causeway_dataplane::peer::PeerState>, now: causeway_wireg
                 tracing::warn!(peer = %peer.name(), %endpoint, "next endpoint does not resolve; will try the one after")
             }
         }
-        peer.failover_lookup.store(false, Ordering::Release);
+        peer.name_lookup.store(false, Ordering::Release);
     });
 }
 
 /// Resolves each peer's configured endpoint name again and follows it if it
 /// moved (see `PeerState::refresh_from_name`). Off the runtime: a lookup
-/// can take seconds.
+/// can take seconds. A peer whose last lookup still runs is skipped.
 fn refresh_names(iface: &Interface) {
+    use std::sync::atomic::Ordering;
     for peer in iface.peers() {
+        if peer.name_lookup.load(Ordering::Acquire) {
+            continue;
+        }
         let endpoint = {
             let eps = peer.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner());
             match eps.get(peer.endpoint_index()) {
@@ -152,13 +156,17 @@ fn refresh_names(iface: &Interface) {
                 _ => continue,
             }
         };
-        tokio::task::spawn_blocking(move || match endpoint.resolve() {
-            Ok(addrs) => {
-                if let Some(to) = peer.refresh_from_name(&addrs) {
-                    tracing::info!(peer = %peer.name(), %endpoint, %to, "endpoint name resolves elsewhere now; following it");
+        peer.name_lookup.store(true, Ordering::Release);
+        tokio::task::spawn_blocking(move || {
+            match endpoint.resolve() {
+                Ok(addrs) => {
+                    if let Some(to) = peer.refresh_from_name(&addrs) {
+                        tracing::info!(peer = %peer.name(), %endpoint, %to, "endpoint name resolves elsewhere now; following it");
+                    }
                 }
+                Err(e) => tracing::debug!(peer = %peer.name(), %endpoint, error = %e, "endpoint name did not resolve"),
             }
-            Err(e) => tracing::debug!(peer = %peer.name(), %endpoint, error = %e, "endpoint name did not resolve"),
+            peer.name_lookup.store(false, Ordering::Release);
         });
     }
 }

@@ -51,6 +51,10 @@ fn interface_exists(name: &str) -> bool {
     unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
+/// How long a stop waits for the control plane's blocking tasks (a UAPI
+/// or tunctl change being applied, an endpoint lookup) before it goes on.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Creates the TUN and the sockets and starts the workers.
 pub fn start(s: Settings) -> Result<Running> {
     // Opening a multi-queue TUN by the name of a live one attaches to it
@@ -144,7 +148,12 @@ impl Running {
             }
             Ok::<_, Error>(())
         });
-        drop(rt);
+        // Not a plain drop, which waits for every blocking task: an endpoint
+        // lookup on a name server that does not answer would hold the
+        // stop for resolv.conf's timeout times its attempts (half a minute
+        // and more), past a service manager's patience. What is left of
+        // such a task after the wait ends with the process.
+        rt.shutdown_timeout(SHUTDOWN_WAIT);
         // Unprivileged, these fail; the helper removes them as we exit.
         for p in &bound {
             let _ = std::fs::remove_file(p);
@@ -222,10 +231,23 @@ pub fn up(config_path: &Path, name: Option<String>, workers: Option<usize>, read
     running.run_as = run_as;
     running.gw.set_config_path(config_path);
     running.gw.set_started_with(crate::start_settings::FixedAtStart::of(&cfg.interface));
+    // Peers may be live by the time a later step fails (IKE SAs set up,
+    // routes installed): the orderly stop deletes them before the error
+    // ends the daemon, as at SIGTERM.
+    if let Err(e) = configure(&running, &cfg) {
+        running.stop();
+        return Err(e);
+    }
+    running.serve(ready)
+}
+
+/// `up`'s steps once the interface runs: routes, the file's peers and
+/// sites, the registry.
+fn configure(running: &Running, cfg: &causeway_config::Config) -> Result<()> {
     if let Some(table) = cfg.interface.routes {
         running.gw.install_routes(table.0, &cfg.interface.addresses).map_err(Error::Netlink)?;
     }
-    let report = crate::reload::reconcile(&running.gw, &cfg);
+    let report = crate::reload::reconcile(&running.gw, cfg);
     running.gw.sync_kernel_routes();
     tracing::info!(%report, "configuration applied");
     // The file's peers carry traffic already; the registry's join them
@@ -234,7 +256,7 @@ pub fn up(config_path: &Path, name: Option<String>, workers: Option<usize>, read
     if cfg.registry.is_some() {
         crate::registry::Registry::start(&running.gw, cfg.clone()).map_err(Error::Registry)?;
     }
-    running.serve(ready)
+    Ok(())
 }
 
 /// Commands of tunctl and wg that an operator may type to causewayd by

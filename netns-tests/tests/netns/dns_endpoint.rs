@@ -157,3 +157,43 @@ fn a_reload_looks_up_its_names_side_by_side() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.contains("p3 (endpoints)") && report.contains("added: i0, i1"), "{report}");
 }
+
+/// A name server that does not answer holds one lookup per peer at a time,
+/// not a new one every `dns_refresh`, and a stop does not wait for it:
+/// SIGTERM during a lookup that would take 30 s ends the daemon within
+/// seconds. (Before, a lookup started every second, and the stop waited
+/// for the one running.)
+#[test]
+fn a_hung_name_lookup_neither_piles_up_nor_holds_the_stop() {
+    let Some(_lab) = lab_or_skip("a_hung_name_lookup_neither_piles_up_nor_holds_the_stop") else { return };
+    let (hub, spoke) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let etc = silent_name_server(&hub, &spoke, "198.18.0.2", 30);
+    // The name resolves from the hosts file at start…
+    set_hosts(&etc, "198.18.0.2 dc.causeway.test");
+    let dir = tempfile::tempdir().unwrap();
+    let (kh, _) = keypair();
+    let dc = PeerSpec::new("dc", keypair().1, Some("dc.causeway.test:51820"), &["10.78.0.2/32"]);
+    let mut gh =
+        Gateway::start_with(&hub, dir.path(), &kh, &["10.78.0.1/24"], 51820, 1420, &[dc], "dns_refresh = 1\n").unwrap();
+    // …and from then on only from the silent server.
+    set_hosts(&etc, "");
+    // The queries the silent server's namespace dropped: one lookup sends
+    // two (A and AAAA), and with attempts:1 sends no more.
+    let dropped = || -> u64 {
+        let rules = spoke.exec("iptables", &["-L", "INPUT", "-v", "-n", "-x"]).unwrap();
+        let line = rules.lines().find(|l| l.contains("DROP") && l.contains("dpt:53")).expect("the DROP rule");
+        line.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    std::thread::sleep(Duration::from_secs(6));
+    let queries = dropped();
+    assert!(queries >= 1, "no lookup reached the name server: {}", gh.log_text());
+    assert!(queries <= 3, "lookups piled up: {queries} queries in 6 s");
+
+    let stop_at = std::time::Instant::now();
+    // SAFETY: kill takes a pid and a signal number.
+    assert_eq!(unsafe { libc::kill(gh.process.pid() as i32, libc::SIGTERM) }, 0);
+    let code = gh.process.wait_exit(Duration::from_secs(60));
+    let took = stop_at.elapsed();
+    assert_eq!(code, Some(0), "{}", gh.log_text());
+    assert!(took < Duration::from_secs(10), "the stop waited {took:?} for the lookup");
+}
