@@ -50,11 +50,15 @@ pub struct PeerState {
     pub handshakes_initiated: AtomicU64,
     /// Failover among the configured endpoints.
     failover: Mutex<Failover>,
-    /// A lookup of one of this peer's endpoint names is running (a
-    /// failover's or a periodic refresh's, on the control plane, which
-    /// starts one at a time per peer: a name server that does not answer
-    /// must not pile up lookups every `failover_after` or `dns_refresh`).
-    pub name_lookup: AtomicBool,
+    /// A failover's lookup of the next endpoint is running (on the control
+    /// plane, which starts one at a time per peer: a name server that does
+    /// not answer must not pile up lookups every `failover_after`).
+    pub failover_lookup: AtomicBool,
+    /// The same for the periodic refresh of the endpoint's name (every
+    /// `dns_refresh`). Apart from `failover_lookup`, so that a refresh
+    /// stuck on a silent name server does not hold up a failover to an
+    /// endpoint given as an address.
+    pub refresh_lookup: AtomicBool,
     /// Receive and send rates in bytes per second over the last second,
     /// sampled by the control plane; and the counters at that sample.
     rate: Mutex<Rate>,
@@ -106,7 +110,8 @@ impl PeerState {
             staged: Mutex::new(VecDeque::new()),
             order,
             handshakes_initiated: AtomicU64::new(0),
-            name_lookup: AtomicBool::new(false),
+            failover_lookup: AtomicBool::new(false),
+            refresh_lookup: AtomicBool::new(false),
             rate: Mutex::new(Rate::default()),
             tx: OrderedQueue::default(),
             rx: OrderedQueue::default(),

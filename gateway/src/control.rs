@@ -112,15 +112,16 @@ async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
 /// roamed): that newer state wins over a lookup started before it.
 fn failover(peer: &Arc<causeway_dataplane::peer::PeerState>, now: causeway_wireguard::Time) {
     use std::sync::atomic::Ordering;
-    if peer.name_lookup.load(Ordering::Acquire) {
+    if peer.failover_lookup.load(Ordering::Acquire) {
         return;
     }
     let endpoints = peer.configured_endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(next) = peer.next_endpoint(endpoints.len(), now) else { return };
     let (peer, endpoint) = (peer.clone(), endpoints[next].clone());
     let from = peer.endpoint().map(|e| e.addr);
-    peer.name_lookup.store(true, Ordering::Release);
+    peer.failover_lookup.store(true, Ordering::Release);
     tokio::task::spawn_blocking(move || {
+        let _done = LookupDone(&peer.failover_lookup);
         match endpoint.resolve() {
             Ok(addrs) if !addrs.is_empty() => {
                 let now_at = peer.endpoint().map(|e| e.addr);
@@ -136,8 +137,17 @@ fn failover(peer: &Arc<causeway_dataplane::peer::PeerState>, now: causeway_wireg
                 tracing::warn!(peer = %peer.name(), %endpoint, "next endpoint does not resolve; will try the one after")
             }
         }
-        peer.name_lookup.store(false, Ordering::Release);
     });
+}
+
+/// Clears a peer's lookup-in-progress flag when the lookup's task ends,
+/// however it ends: a flag left set would stop that peer's lookups for good.
+struct LookupDone<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for LookupDone<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// Resolves each peer's configured endpoint name again and follows it if it
@@ -146,7 +156,7 @@ fn failover(peer: &Arc<causeway_dataplane::peer::PeerState>, now: causeway_wireg
 fn refresh_names(iface: &Interface) {
     use std::sync::atomic::Ordering;
     for peer in iface.peers() {
-        if peer.name_lookup.load(Ordering::Acquire) {
+        if peer.refresh_lookup.load(Ordering::Acquire) {
             continue;
         }
         let endpoint = {
@@ -156,8 +166,9 @@ fn refresh_names(iface: &Interface) {
                 _ => continue,
             }
         };
-        peer.name_lookup.store(true, Ordering::Release);
+        peer.refresh_lookup.store(true, Ordering::Release);
         tokio::task::spawn_blocking(move || {
+            let _done = LookupDone(&peer.refresh_lookup);
             match endpoint.resolve() {
                 Ok(addrs) => {
                     if let Some(to) = peer.refresh_from_name(&addrs) {
@@ -166,7 +177,6 @@ fn refresh_names(iface: &Interface) {
                 }
                 Err(e) => tracing::debug!(peer = %peer.name(), %endpoint, error = %e, "endpoint name did not resolve"),
             }
-            peer.name_lookup.store(false, Ordering::Release);
         });
     }
 }

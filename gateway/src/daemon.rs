@@ -175,6 +175,12 @@ impl Running {
             registry.stop();
             self.gw.set_registry(None);
         }
+        // No change applies from here on: a reload or UAPI set that the
+        // runtime's shutdown left behind (still looking its names up) would
+        // otherwise re-create what the stop removes (an IKE SA set up after
+        // `stop_ike`, never deleted). A change being applied finishes
+        // first. The lock is never released; the process ends after this.
+        std::mem::forget(self.gw.changing());
         // Routes first, on this (control-plane) thread: the workers hold
         // no capability to remove them.
         self.gw.remove_kernel_routes();

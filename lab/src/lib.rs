@@ -110,41 +110,6 @@ fn delete_netns(name: &str) {
     let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
 }
 
-/// On SIGINT, SIGTERM or SIGHUP: removes everything registered and
-/// `private` (a folder of keys and configurations, which must not outlive
-/// an interrupted run), then exits with 130. For the programs that build
-/// labs (the demo, the benchmarks); tests clean up through `Drop`.
-pub fn clean_up_on_interrupt(private: PathBuf) {
-    use std::task::Poll;
-    use tokio::signal::unix::{signal, SignalKind};
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let stopped = rt.block_on(async {
-            let mut signals = Vec::new();
-            for kind in [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()] {
-                signals.push(signal(kind)?);
-            }
-            std::future::poll_fn(|cx| {
-                if signals.iter_mut().any(|s| s.poll_recv(cx).is_ready()) {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await;
-            Ok::<(), std::io::Error>(())
-        });
-        if let Err(e) = stopped {
-            eprintln!("cannot watch for Ctrl-C ({e}): an interrupted run leaves its lab to the next run");
-            return;
-        }
-        eprintln!("\ninterrupted: removing the lab");
-        cleanup_all();
-        let _ = std::fs::remove_dir_all(&private);
-        std::process::exit(130);
-    });
-}
-
 /// Removes everything registered (namespaces and the processes in them).
 pub fn cleanup_all() {
     let names: Vec<String> = std::mem::take(&mut *REGISTRY.lock().unwrap_or_else(|e| e.into_inner()));
@@ -162,7 +127,17 @@ impl Netns {
     pub fn new(tag: &str) -> anyhow::Result<Netns> {
         let name = format!("{PREFIX}{tag}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         run(Command::new("ip").args(["netns", "add", &name]))?;
-        REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
+        // The flag is read under the registry's lock, which the clean-up
+        // takes after setting it: either it removes this namespace, or
+        // this sees the flag.
+        let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        if interrupt::INTERRUPTED.load(Ordering::SeqCst) {
+            drop(registry);
+            delete_netns(&name);
+            bail!("interrupted");
+        }
+        registry.push(name.clone());
+        drop(registry);
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
@@ -593,7 +568,10 @@ pub mod bridge;
 pub mod demo;
 pub mod etcd;
 pub mod fleet;
+mod interrupt;
 pub mod strongswan;
+
+pub use interrupt::clean_up_on_interrupt;
 
 #[cfg(test)]
 mod tests {

@@ -158,8 +158,8 @@ fn a_reload_looks_up_its_names_side_by_side() {
     assert!(report.contains("p3 (endpoints)") && report.contains("added: i0, i1"), "{report}");
 }
 
-/// A name server that does not answer holds one lookup per peer at a time,
-/// not a new one every `dns_refresh`, and a stop does not wait for it:
+/// A name server that does not answer holds one refresh lookup per peer at
+/// a time, not a new one every `dns_refresh`, and a stop does not wait for it:
 /// SIGTERM during a lookup that would take 30 s ends the daemon within
 /// seconds. (Before, a lookup started every second, and the stop waited
 /// for the one running.)
@@ -189,9 +189,12 @@ fn a_hung_name_lookup_neither_piles_up_nor_holds_the_stop() {
     assert!(queries >= 1, "no lookup reached the name server: {}", gh.log_text());
     assert!(queries <= 3, "lookups piled up: {queries} queries in 6 s");
 
+    // 0 would mean reaped already, and kill(0) signals the whole group.
+    let pid = gh.process.pid() as i32;
+    assert!(pid > 0, "the daemon exited early: {}", gh.log_text());
     let stop_at = std::time::Instant::now();
-    // SAFETY: kill takes a pid and a signal number.
-    assert_eq!(unsafe { libc::kill(gh.process.pid() as i32, libc::SIGTERM) }, 0);
+    // SAFETY: kill takes no pointers; `pid` is the daemon's, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let code = gh.process.wait_exit(Duration::from_secs(60));
     let took = stop_at.elapsed();
     assert_eq!(code, Some(0), "{}", gh.log_text());

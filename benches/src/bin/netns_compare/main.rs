@@ -33,7 +33,7 @@ mod strongswan_pair;
 mod topology;
 use causeway::{esp_note, start_causeway, start_causeway_esp, write_psk, Encap, EspPair};
 use measure::measure;
-use report::{median, svg, table, RATIO_ORDER};
+use report::{median, replot, svg, table};
 use strongswan_pair::{start_strongswan, STRONGSWAN_NOTE};
 use topology::{lan_host, route_through_tunnel, Topology, HOST_B, LAN_A, LAN_B};
 
@@ -382,44 +382,6 @@ fn machine(args: &Args) -> Value {
         "iperf3": version(Path::new("iperf3"), "--version"),
         "strongswan": uses("strongswan").then(|| version(Path::new("swanctl"), "--version")),
     })
-}
-
-fn replot(path: &Path) -> anyhow::Result<()> {
-    let run: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
-    let medians: BTreeMap<String, BTreeMap<String, f64>> = serde_json::from_value(run["medians"].clone())?;
-    // Runs before the topology option were all direct, and did not record
-    // their implementations: Causeway first, then the ratio order. Runs
-    // before --reference divided by Causeway.
-    let topology = run["topology"].as_str().unwrap_or("direct");
-    let reference = run["reference"].as_str().unwrap_or(DEFAULT_REFERENCE);
-    let impls: Vec<String> = match run["impls"].as_array() {
-        Some(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
-        None => {
-            let mut all: Vec<String> = medians.keys().cloned().collect();
-            all.sort_by_key(|i| (i != reference, RATIO_ORDER.iter().position(|r| r == i).unwrap_or(usize::MAX)));
-            all
-        }
-    };
-    if impls.is_empty() {
-        bail!("{} holds no results", path.display());
-    }
-    let notes: Vec<String> = run["notes"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-        .unwrap_or_default();
-    let t = table(
-        &run["machine"],
-        topology,
-        run["rounds"].as_u64().unwrap_or(0) as usize,
-        run["seconds"].as_u64().unwrap_or(0),
-        &impls,
-        reference,
-        &medians,
-        &notes,
-    );
-    println!("{t}");
-    std::fs::write(path.with_extension("md"), &t)?;
-    svg(&path.with_extension("svg"), topology, &impls, reference, &medians)
 }
 
 /// Fails early, before any measuring, on what a run would trip over later.

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use anyhow::bail;
 use serde_json::Value;
 
 use crate::topology::Topology;
@@ -195,6 +196,45 @@ pub fn table(
         t += &format!("\nPings lost, median per round (the RTT is of the replies): {}.\n", lost.join(", "));
     }
     t
+}
+
+/// `--replot RUN.json`: the `.md` and `.svg` of a saved run, rebuilt.
+pub fn replot(path: &Path) -> anyhow::Result<()> {
+    let run: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    let medians: BTreeMap<String, BTreeMap<String, f64>> = serde_json::from_value(run["medians"].clone())?;
+    // Runs before the topology option were all direct, and did not record
+    // their implementations: Causeway first, then the ratio order. Runs
+    // before --reference divided by Causeway.
+    let topology = run["topology"].as_str().unwrap_or("direct");
+    let reference = run["reference"].as_str().unwrap_or(crate::DEFAULT_REFERENCE);
+    let impls: Vec<String> = match run["impls"].as_array() {
+        Some(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        None => {
+            let mut all: Vec<String> = medians.keys().cloned().collect();
+            all.sort_by_key(|i| (i != reference, RATIO_ORDER.iter().position(|r| r == i).unwrap_or(usize::MAX)));
+            all
+        }
+    };
+    if impls.is_empty() {
+        bail!("{} holds no results", path.display());
+    }
+    let notes: Vec<String> = run["notes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let t = table(
+        &run["machine"],
+        topology,
+        run["rounds"].as_u64().unwrap_or(0) as usize,
+        run["seconds"].as_u64().unwrap_or(0),
+        &impls,
+        reference,
+        &medians,
+        &notes,
+    );
+    println!("{t}");
+    std::fs::write(path.with_extension("md"), &t)?;
+    svg(&path.with_extension("svg"), topology, &impls, reference, &medians)
 }
 
 #[cfg(test)]
