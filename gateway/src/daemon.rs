@@ -18,6 +18,9 @@ use crate::gateway::Gateway;
 pub struct Running {
     pub gw: Arc<Gateway>,
     workers: Vec<JoinHandle<()>>,
+    /// The interface's name, held from before the TUN was created until
+    /// the workers have stopped (`name_lock`).
+    name: crate::name_lock::NameLock,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The user to continue as once every socket is open.
@@ -58,7 +61,10 @@ const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// Creates the TUN and the sockets and starts the workers.
 pub fn start(s: Settings) -> Result<Running> {
     // Opening a multi-queue TUN by the name of a live one attaches to it
-    // and would take part of its traffic, so an existing name is refused.
+    // and would take part of its traffic, so an existing name is refused:
+    // one that another causewayd has claimed (even if it has not created
+    // the device yet), or any device of that name.
+    let name = crate::name_lock::acquire(&crate::name_lock::lock_path(&s.name), &s.name)?;
     if interface_exists(&s.name) {
         return Err(Error::InterfaceExists(s.name));
     }
@@ -71,7 +77,7 @@ pub fn start(s: Settings) -> Result<Running> {
     );
     let workers = causeway_dataplane::worker::spawn(&iface, queues).map_err(Error::StartWorkers)?;
     tracing::info!(interface = %s.name, port = iface.listen_port(), workers = s.workers, offload, "interface up");
-    Ok(Running { gw: Arc::new(Gateway::new(iface)), workers, metrics_listen: None, run_as: None })
+    Ok(Running { gw: Arc::new(Gateway::new(iface)), workers, name, metrics_listen: None, run_as: None })
 }
 
 impl Running {
@@ -104,7 +110,11 @@ impl Running {
                 None => None,
             };
             if let Some((user, ids)) = &self.run_as {
-                cleanup = Some(crate::privileges::spawn_cleanup(&[path.clone(), api_path.clone()])?);
+                cleanup = Some(crate::privileges::spawn_cleanup(&[
+                    path.clone(),
+                    api_path.clone(),
+                    crate::name_lock::lock_path(&self.gw.name),
+                ])?);
                 crate::privileges::drop_to(*ids)?;
                 tracing::info!(%user, uid = ids.uid, "privileges dropped: running with CAP_NET_ADMIN only");
             }
@@ -191,6 +201,10 @@ impl Running {
             let _ = w.join();
         }
         tracing::info!(interface = %self.gw.name, "interface down");
+        // The TUN's last queues close with the gateway's last reference,
+        // which may outlive this (a control task the runtime left); the
+        // name is free once the workers, the device's users, are gone.
+        drop(self.name);
     }
 }
 

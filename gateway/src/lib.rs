@@ -12,6 +12,7 @@ pub mod error;
 pub mod gateway;
 pub mod ipsec;
 pub mod metrics;
+pub mod name_lock;
 pub mod privileges;
 pub mod registry;
 pub mod registry_status;

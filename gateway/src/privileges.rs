@@ -102,7 +102,7 @@ pub fn spawn_cleanup(paths: &[PathBuf]) -> Result<Child, PrivilegeError> {
 
 /// The helper's side: blocks until stdin closes and process `daemon` has
 /// exited, then removes each path that is still a socket nobody listens on
-/// (a daemon started since then keeps its own).
+/// or a name lock nobody holds (a daemon started since then keeps its own).
 pub fn cleanup_after_daemon(daemon: u32, paths: &[PathBuf]) {
     // systemd and terminals signal the whole group at stop; the helper's
     // job comes right after, when the daemon is gone.
@@ -152,9 +152,14 @@ fn has_live_threads(pid: u32) -> bool {
 
 fn remove_stale_socket(path: &Path) {
     use std::os::unix::fs::FileTypeExt;
-    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
-    if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
-        let _ = std::fs::remove_file(path);
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+    if meta.file_type().is_socket() {
+        if std::os::unix::net::UnixStream::connect(path).is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+    } else if meta.file_type().is_file() {
+        // The interface's name lock (`name_lock`).
+        crate::name_lock::remove_if_unheld(path);
     }
 }
 

@@ -151,7 +151,7 @@ fn a_second_daemon_for_a_running_interface_is_refused() {
     let out = bounded(a.command(lab::causewayd_path().unwrap()).args(["up", "--config", again.to_str().unwrap()]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    says_once(&err, &format!("interface {} exists already", gw.ifname));
+    says_once(&err, &format!("another causewayd serves interface {}", gw.ifname));
 
     // The running daemon lost nothing: its queues, its sockets, its API.
     assert_eq!(queues(&a), before, "no queue was attached or taken");
@@ -169,6 +169,76 @@ fn a_second_daemon_for_a_running_interface_is_refused() {
     let out = bounded(a.command(lab::causewayd_path().unwrap()).args(["up", "--config", again.to_str().unwrap()]));
     assert_eq!(out.status.code(), Some(1));
     says_once(&String::from_utf8_lossy(&out.stderr), "interface wan0 exists already");
+}
+
+/// Two daemons started at the same moment for one name (a unit and a copy
+/// started by hand, a retry racing the first try). Both used to find no
+/// interface by that name and both went on: the later TUN open attached
+/// to the first one's device, and the loser came up, with the same key,
+/// before failing on a socket. Now one serves and the other is refused
+/// before it creates anything.
+#[test]
+fn two_daemons_started_together_for_one_name_make_one_interface() {
+    let Some(_lab) = lab_or_skip("two_daemons_started_together_for_one_name_make_one_interface") else { return };
+    let (a, _b) = two_sites(&["198.18.0.1/24"], &["198.18.0.2/24"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ka, _) = keypair();
+    for round in 0..8 {
+        let ifname = lab::unique("cwt");
+        // Ports apart, so that only the name collides.
+        let starts: Vec<(std::path::PathBuf, std::path::PathBuf)> = [51830, 51831]
+            .iter()
+            .map(|port| {
+                let cfg = dir.path().join(format!("{round}-{port}.toml"));
+                let text = format!(
+                    "[interface]\nname = \"{ifname}\"\nprivate_key = \"{}\"\nlisten_port = {port}\naddresses = [\"10.91.0.1/24\"]\n",
+                    b64(ka.as_bytes())
+                );
+                lab::write_private(&cfg, &text).unwrap();
+                (cfg, dir.path().join(format!("{round}-{port}.log")))
+            })
+            .collect();
+        let mut daemons: Vec<lab::Process> = starts
+            .iter()
+            .map(|(cfg, log)| {
+                let f = std::fs::File::create(log).unwrap();
+                let child = a
+                    .command(lab::causewayd_path().unwrap())
+                    .args(["up", "--config", cfg.to_str().unwrap()])
+                    .env("RUST_LOG", "info")
+                    .stdin(Stdio::null())
+                    .stdout(f.try_clone().unwrap())
+                    .stderr(f)
+                    .spawn()
+                    .unwrap();
+                lab::Process::new(child, "causewayd")
+            })
+            .collect();
+        // The loser ends by itself; the winner serves until stopped.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let loser = loop {
+            if let Some(i) = (0..2).find(|&i| !daemons[i].running()) {
+                break i;
+            }
+            assert!(Instant::now() < deadline, "round {round}: both daemons still run after 30 s");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let winner = 1 - loser;
+        let lost = std::fs::read_to_string(&starts[loser].1).unwrap();
+        assert_eq!(daemons[loser].wait_exit(Duration::from_secs(5)), Some(1), "round {round}: {lost}");
+        says_once(&lost, &format!("another causewayd serves interface {ifname}"));
+        assert!(!lost.contains("interface up"), "round {round}: the loser came up first: {lost}");
+        assert!(lab::wait_for_socket(&ifname, Duration::from_secs(20)), "round {round}: the winner serves");
+        assert!(daemons[winner].running(), "round {round}: the winner runs");
+        assert!(lab::api_status(&ifname).is_ok(), "round {round}: the winner answers");
+        let link = a.ip(&["-d", "link", "show", &ifname]).unwrap();
+        let queues = link.split_whitespace().skip_while(|w| *w != "numqueues").nth(1).unwrap_or("").to_string();
+        let workers = causeway_gateway::daemon::default_workers().to_string();
+        assert_eq!(queues, workers, "round {round}: the winner's queues only: {link}");
+        assert_eq!(daemons[winner].stop(), Some(0), "round {round}");
+        let lock = causeway_gateway::name_lock::lock_path(&ifname);
+        assert!(!lock.exists(), "round {round}: {} removed at exit", lock.display());
+    }
 }
 
 /// A daemon that closes the connection before it has read the request

@@ -80,13 +80,20 @@ fn runs_as_nobody_with_net_admin_only() {
     let reloaded = tunctl_ok(&a, &["reload", &if_a]);
     assert!(reloaded.contains("changed: b (persistent_keepalive"), "{reloaded}");
 
-    // SIGTERM: a clean exit, and the root helper removes both sockets.
+    // SIGTERM: a clean exit, and the root helper removes both sockets and
+    // the name's lock, none of which nobody may remove from a root folder.
     let mut ga = ga;
+    let lock = causeway_gateway::name_lock::lock_path(&if_a);
+    assert!(lock.exists(), "the name is held");
     assert_eq!(ga.process.stop(), Some(0), "{}", ga.log_text());
-    let sockets = [format!("/var/run/wireguard/{if_a}.sock"), format!("/var/run/causeway/{if_a}.sock")];
+    let sockets = [
+        format!("/var/run/wireguard/{if_a}.sock"),
+        format!("/var/run/causeway/{if_a}.sock"),
+        lock.display().to_string(),
+    ];
     let deadline = Instant::now() + Duration::from_secs(5);
     while sockets.iter().any(|s| std::path::Path::new(s).exists()) {
-        assert!(Instant::now() < deadline, "sockets left behind: {sockets:?}");
+        assert!(Instant::now() < deadline, "files left behind: {sockets:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!ga.log_text().contains("ERROR"), "{}", ga.log_text());
@@ -115,7 +122,11 @@ fn sockets_are_removed_even_after_sigkill() {
     let (ka, _) = keypair();
     let mut ga =
         Gateway::start_with(&a, dir.path(), &ka, &["10.84.0.1/24"], 51820, 1420, &[], "user = \"nobody\"\n").unwrap();
-    let sockets = [format!("/var/run/wireguard/{}.sock", ga.ifname), format!("/var/run/causeway/{}.sock", ga.ifname)];
+    let sockets = [
+        format!("/var/run/wireguard/{}.sock", ga.ifname),
+        format!("/var/run/causeway/{}.sock", ga.ifname),
+        causeway_gateway::name_lock::lock_path(&ga.ifname).display().to_string(),
+    ];
     assert!(sockets.iter().all(|s| std::path::Path::new(s).exists()));
     // SAFETY: kill takes a pid and a signal number.
     assert_eq!(unsafe { libc::kill(ga.process.pid() as i32, libc::SIGKILL) }, 0);

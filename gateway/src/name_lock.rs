@@ -1,0 +1,142 @@
+//! One daemon per interface name. Two causewayd started at the same
+//! moment for one name (a unit and a hand-started copy, a retry racing
+//! the first try) both found no interface of that name and both went on:
+//! the second one's TUN open attached to the first one's device as more
+//! queues, and until it failed on a socket it took part of the traffic,
+//! handshook with the same key and, for IPsec, sent INITIAL_CONTACT,
+//! which makes the peer delete the first one's SAs. tun-rs has no way to
+//! ask for IFF_TUN_EXCL, so the name is claimed here first: an exclusive
+//! flock on API_SOCKET_DIR/IFNAME.lock, taken before anything is created
+//! and held until the process ends.
+//!
+//! The file is removed on the way out so that nothing is left behind,
+//! and removing a lock file races with whoever opened it just before.
+//! The rule that keeps one holder: a file is removed only by whoever holds
+//! its lock, and a daemon that got a lock checks that the path still names
+//! the file it locked (else it locked a removed file, and tries again).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+/// An interface name held by this process.
+#[derive(Debug)]
+pub struct NameLock {
+    path: PathBuf,
+    // Held for the flock; dropping it releases the name.
+    file: File,
+}
+
+/// Where the lock of interface `ifname` lives, beside its API socket.
+pub fn lock_path(ifname: &str) -> PathBuf {
+    Path::new(crate::sockets::API_SOCKET_DIR).join(format!("{ifname}.lock"))
+}
+
+/// Claims `path` for this process, or says that another daemon holds it.
+pub fn acquire(path: &Path, ifname: &str) -> Result<NameLock, Error> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|source| Error::SocketDir { path: dir.to_path_buf(), source })?;
+    let failed = |source| Error::NameLock { path: path.to_path_buf(), source };
+    // Each pass that ends without the lock lost a race with a daemon that
+    // was leaving; a few are plenty.
+    for _ in 0..8 {
+        // Never truncated (it holds nothing); never through a symlink.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(failed)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(Error::NameHeld(ifname.to_string())),
+            Err(TryLockError::Error(e)) => return Err(failed(e)),
+        }
+        if names_file(path, &file) {
+            return Ok(NameLock { path: path.to_path_buf(), file });
+        }
+    }
+    Err(failed(io::Error::other("the lock file kept being replaced")))
+}
+
+/// Whether `path` is, right now, the file open as `file`.
+fn names_file(path: &Path, file: &File) -> bool {
+    match (std::fs::symlink_metadata(path), file.metadata()) {
+        (Ok(at_path), Ok(open)) => at_path.dev() == open.dev() && at_path.ino() == open.ino(),
+        _ => false,
+    }
+}
+
+/// Removes the lock file at `path` if nobody holds it: the cleanup
+/// helper's part, for a daemon that ran without the right to remove it.
+pub fn remove_if_unheld(path: &Path) {
+    let Ok(file) = File::open(path) else { return };
+    if file.try_lock().is_ok() && names_file(path, &file) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+impl Drop for NameLock {
+    fn drop(&mut self) {
+        // Still holding the lock, so nobody else has it; a daemon that
+        // dropped its privileges cannot, and leaves it to the helper.
+        if names_file(&self.path, &self.file) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_holder_per_name_and_nothing_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/causeway/cw0.lock");
+        let first = acquire(&path, "cw0").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let e = acquire(&path, "cw0").unwrap_err().to_string();
+        assert!(e.contains("another causewayd serves interface cw0"), "{e}");
+        // Another name is another lock.
+        let other = acquire(&dir.path().join("run/causeway/cw1.lock"), "cw1").unwrap();
+        drop(first);
+        assert!(!path.exists(), "the holder removes its file");
+        let again = acquire(&path, "cw0").unwrap();
+        drop((again, other));
+        assert_eq!(std::fs::read_dir(dir.path().join("run/causeway")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_file_removed_under_a_late_opener_is_not_a_second_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cw0.lock");
+        let leaving = acquire(&path, "cw0").unwrap();
+        // Opened while the holder was still there, locked once it had gone.
+        let late = File::open(&path).unwrap();
+        drop(leaving);
+        assert!(late.try_lock().is_ok(), "the removed file's lock is free");
+        assert!(!names_file(&path, &late), "but it is no longer the name's file");
+        let current = acquire(&path, "cw0").unwrap();
+        assert!(names_file(&path, &current.file));
+        // The helper leaves a held file alone and removes a free one (what
+        // a daemon without the right to remove its own leaves behind).
+        remove_if_unheld(&path);
+        assert!(path.exists(), "held: kept");
+        let left = dir.path().join("cw1.lock");
+        std::fs::write(&left, b"").unwrap();
+        remove_if_unheld(&left);
+        assert!(!left.exists(), "free: removed");
+    }
+}
