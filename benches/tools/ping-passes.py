@@ -12,7 +12,14 @@ the kernel's echo reply, TUN read, send) and A's inbound pass, each with
 the kernel work done in that thread's context. Pings where a gateway
 thread was already awake (no wake-up to time) are counted but left out.
 
-Usage: perf sched timehist -w -i sched.data | ping-passes.py
+perf names a process's main thread `comm[pid]` and its other threads
+`comm[tid/pid]`. Given the gateways' process ids, a wake-up of either
+kind counts; without them only `comm[tid/pid]` names can be told from
+kernel threads and other programs, so a gateway whose pass runs on its
+main thread is missed (the pass is then timed from a later wake-up or the
+ping left out), and the script says so.
+
+Usage: perf sched timehist -w -i sched.data | ping-passes.py [PID_A PID_B]
 """
 import re
 import statistics
@@ -21,12 +28,22 @@ import sys
 WAKE = re.compile(r'\s*([\d.]+)\s+\[\d+\]\s+(\S+)\s+awakened: (\S+)')
 
 
+GATEWAYS = set(sys.argv[1:])
+
+
 def tgid(name):
-    m = re.search(r'/(\d+)\]$', name)
-    return m and m[1]
+    """The process id of a gateway thread named `name`, else None."""
+    m = re.search(r'\[(?:\d+/)?(\d+)\]$', name)
+    if not m:
+        return None
+    if GATEWAYS:
+        return m[1] if m[1] in GATEWAYS else None
+    return m[1] if '/' in name[m.start():] else None
 
 
 def main():
+    if not GATEWAYS:
+        print('no gateway pids given: wake-ups of main threads (comm[pid]) are not counted', file=sys.stderr)
     events = [(float(m[1]), m[2], m[3]) for m in map(WAKE.match, sys.stdin) if m]
     passes, skipped, i = [], 0, 0
     whole, outbound = [], []

@@ -556,8 +556,8 @@ fn run(args: &Args, topology: Topology, dir: &Path) -> anyhow::Result<()> {
         "samples": samples,
         "medians": medians,
     });
-    std::fs::write(base.with_extension("md"), &table)?;
-    std::fs::write(base.with_extension("json"), serde_json::to_string_pretty(&run)?)?;
+    report::write_whole(&base.with_extension("md"), &table)?;
+    report::write_whole(&base.with_extension("json"), serde_json::to_string_pretty(&run)?)?;
     svg(&base.with_extension("svg"), name, &args.impls, reference, &medians)?;
     eprintln!("wrote {}.{{md,json,svg}}", base.display());
     Ok(())
@@ -585,6 +585,25 @@ fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::in_turn;
+
+    #[test]
+    fn every_implementation_of_a_run_has_its_own_colour() {
+        assert!(super::report::COLORS.len() >= super::KNOWN.len());
+        let mut c = super::report::COLORS.to_vec();
+        c.sort();
+        c.dedup();
+        assert_eq!(c.len(), super::report::COLORS.len(), "no colour twice");
+    }
+
+    #[test]
+    fn results_are_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compare-x.md");
+        std::fs::write(&path, "the run before").unwrap();
+        super::report::write_whole(&path, "this run").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "this run");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+    }
 
     #[test]
     fn each_implementation_takes_each_place_in_turn() {

@@ -59,7 +59,45 @@ pub fn value(medians: &BTreeMap<String, BTreeMap<String, f64>>, imp: &str, key: 
     medians.get(imp).and_then(|m| m.get(key)).copied().unwrap_or(f64::NAN)
 }
 
+/// One colour per implementation of a run, as many as the harness knows
+/// (a run names each at most once), so no two bars of a group look alike.
+pub const COLORS: [(u8, u8, u8); 10] = [
+    (0x1f, 0x77, 0xb4),
+    (0xff, 0x7f, 0x0e),
+    (0x2c, 0xa0, 0x2c),
+    (0xd6, 0x27, 0x28),
+    (0x94, 0x67, 0xbd),
+    (0x8c, 0x56, 0x4b),
+    (0xe3, 0x77, 0xc2),
+    (0x7f, 0x7f, 0x7f),
+    (0xbc, 0xbd, 0x22),
+    (0x17, 0xbe, 0xcf),
+];
+
+/// Writes `contents` to `path` through a temporary file beside it, so an
+/// interrupted run leaves the results before it whole or none.
+pub fn write_whole(path: &Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("{}.partial", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The chart of medians as ratios to the first implementation that is not
+/// the reference, written whole (see `write_whole`).
 pub fn svg(
+    path: &Path,
+    topology: &str,
+    impls: &[String],
+    reference: &str,
+    medians: &BTreeMap<String, BTreeMap<String, f64>>,
+) -> anyhow::Result<()> {
+    let tmp = path.with_extension("svg.partial");
+    draw_svg(&tmp, topology, impls, reference, medians)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn draw_svg(
     path: &Path,
     topology: &str,
     impls: &[String],
@@ -92,17 +130,10 @@ pub fn svg(
             .enumerate()
             .map(|(i, t)| Text::new(t.to_string(), (i as f64 + 0.12, max * 1.12), ("sans-serif", 15))),
     )?;
-    let colors = [
-        RGBColor(0x1f, 0x77, 0xb4),
-        RGBColor(0xff, 0x7f, 0x0e),
-        RGBColor(0x2c, 0xa0, 0x2c),
-        RGBColor(0xd6, 0x27, 0x28),
-        RGBColor(0x94, 0x67, 0xbd),
-        RGBColor(0x8c, 0x56, 0x4b),
-    ];
     let width = 0.8 / impls.len() as f64;
     for (n, imp) in impls.iter().enumerate() {
-        let color = colors[n % colors.len()];
+        let (r, g, b) = COLORS[n % COLORS.len()];
+        let color = RGBColor(r, g, b);
         let bars: Vec<Rectangle<(f64, f64)>> = METRICS
             .iter()
             .enumerate()
@@ -233,7 +264,7 @@ pub fn replot(path: &Path) -> anyhow::Result<()> {
         &notes,
     );
     println!("{t}");
-    std::fs::write(path.with_extension("md"), &t)?;
+    write_whole(&path.with_extension("md"), &t)?;
     svg(&path.with_extension("svg"), topology, &impls, reference, &medians)
 }
 
