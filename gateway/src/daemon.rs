@@ -64,7 +64,7 @@ pub fn start(s: Settings) -> Result<Running> {
     // and would take part of its traffic, so an existing name is refused:
     // one that another causewayd has claimed (even if it has not created
     // the device yet), or any device of that name.
-    let name = crate::name_lock::acquire(&crate::name_lock::lock_path(&s.name), &s.name)?;
+    let name = crate::name_lock::acquire(&crate::sockets::lock_path(&s.name), &s.name)?;
     if interface_exists(&s.name) {
         return Err(Error::InterfaceExists(s.name));
     }
@@ -113,7 +113,7 @@ impl Running {
                 cleanup = Some(crate::privileges::spawn_cleanup(&[
                     path.clone(),
                     api_path.clone(),
-                    crate::name_lock::lock_path(&self.gw.name),
+                    crate::sockets::lock_path(&self.gw.name),
                 ])?);
                 crate::privileges::drop_to(*ids)?;
                 tracing::info!(%user, uid = ids.uid, "privileges dropped: running with CAP_NET_ADMIN only");

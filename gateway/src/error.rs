@@ -21,10 +21,8 @@ pub enum Error {
          choose another name or remove it first"
     )]
     InterfaceExists(String),
-    #[error("another causewayd serves interface {0} (its lock is held); stop it first or choose another name")]
-    NameHeld(String),
-    #[error("cannot lock {}", path.display())]
-    NameLock { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    NameLock(#[from] crate::name_lock::NameLockError),
     #[error("{name:?} is not a valid interface name: {expected}")]
     InvalidName { name: String, expected: causeway_config::rules::RuleError },
     #[error("cannot create TUN interface {name} (are you root, and is /dev/net/tun present?)")]

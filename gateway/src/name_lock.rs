@@ -6,7 +6,7 @@
 //! handshook with the same key and, for IPsec, sent INITIAL_CONTACT,
 //! which makes the peer delete the first one's SAs. tun-rs has no way to
 //! ask for IFF_TUN_EXCL, so the name is claimed here first: an exclusive
-//! flock on API_SOCKET_DIR/IFNAME.lock, taken before anything is created
+//! flock on IFNAME.lock beside the API socket (`sockets::lock_path`), taken before anything is created
 //! and held until the process ends.
 //!
 //! The file is removed on the way out so that nothing is left behind,
@@ -20,7 +20,14 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::Error;
+/// Why a name could not be claimed.
+#[derive(Debug, thiserror::Error)]
+pub enum NameLockError {
+    #[error("another causewayd serves interface {0} (its lock is held); stop it first or choose another name")]
+    Held(String),
+    #[error("cannot lock {}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+}
 
 /// An interface name held by this process.
 #[derive(Debug)]
@@ -30,20 +37,12 @@ pub struct NameLock {
     file: File,
 }
 
-/// Where the lock of interface `ifname` lives, beside its API socket.
-pub fn lock_path(ifname: &str) -> PathBuf {
-    Path::new(crate::sockets::API_SOCKET_DIR).join(format!("{ifname}.lock"))
-}
-
 /// Claims `path` for this process, or says that another daemon holds it.
-pub fn acquire(path: &Path, ifname: &str) -> Result<NameLock, Error> {
+pub fn acquire(path: &Path, ifname: &str) -> Result<NameLock, NameLockError> {
+    let failed = |source| NameLockError::Io { path: path.to_path_buf(), source };
+    // 0755 whatever the umask, as the sockets' folder (the same one).
     let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|source| Error::SocketDir { path: dir.to_path_buf(), source })?;
-    let failed = |source| Error::NameLock { path: path.to_path_buf(), source };
+    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(failed)?;
     // Each pass that ends without the lock lost a race with a daemon that
     // was leaving; a few are plenty.
     for _ in 0..8 {
@@ -59,7 +58,7 @@ pub fn acquire(path: &Path, ifname: &str) -> Result<NameLock, Error> {
             .map_err(failed)?;
         match file.try_lock() {
             Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(Error::NameHeld(ifname.to_string())),
+            Err(TryLockError::WouldBlock) => return Err(NameLockError::Held(ifname.to_string())),
             Err(TryLockError::Error(e)) => return Err(failed(e)),
         }
         if names_file(path, &file) {

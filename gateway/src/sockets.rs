@@ -24,6 +24,11 @@ pub fn api_socket_path(ifname: &str) -> PathBuf {
     Path::new(API_SOCKET_DIR).join(format!("{ifname}.sock"))
 }
 
+/// The lock by which one daemon holds interface `ifname` (`name_lock`).
+pub fn lock_path(ifname: &str) -> PathBuf {
+    Path::new(API_SOCKET_DIR).join(format!("{ifname}.lock"))
+}
+
 /// Binds a root-only Unix socket. A live socket of another daemon with
 /// the same name is an error; a stale file is replaced.
 pub fn bind_private_socket(path: &Path) -> Result<UnixListener, Error> {

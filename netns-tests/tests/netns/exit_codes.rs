@@ -236,7 +236,7 @@ fn two_daemons_started_together_for_one_name_make_one_interface() {
         let workers = causeway_gateway::daemon::default_workers().to_string();
         assert_eq!(queues, workers, "round {round}: the winner's queues only: {link}");
         assert_eq!(daemons[winner].stop(), Some(0), "round {round}");
-        let lock = causeway_gateway::name_lock::lock_path(&ifname);
+        let lock = causeway_gateway::sockets::lock_path(&ifname);
         assert!(!lock.exists(), "round {round}: {} removed at exit", lock.display());
     }
 }

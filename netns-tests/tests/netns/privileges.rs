@@ -83,7 +83,7 @@ fn runs_as_nobody_with_net_admin_only() {
     // SIGTERM: a clean exit, and the root helper removes both sockets and
     // the name's lock, none of which nobody may remove from a root folder.
     let mut ga = ga;
-    let lock = causeway_gateway::name_lock::lock_path(&if_a);
+    let lock = causeway_gateway::sockets::lock_path(&if_a);
     assert!(lock.exists(), "the name is held");
     assert_eq!(ga.process.stop(), Some(0), "{}", ga.log_text());
     let sockets = [
@@ -125,7 +125,7 @@ fn sockets_are_removed_even_after_sigkill() {
     let sockets = [
         format!("/var/run/wireguard/{}.sock", ga.ifname),
         format!("/var/run/causeway/{}.sock", ga.ifname),
-        causeway_gateway::name_lock::lock_path(&ga.ifname).display().to_string(),
+        causeway_gateway::sockets::lock_path(&ga.ifname).display().to_string(),
     ];
     assert!(sockets.iter().all(|s| std::path::Path::new(s).exists()));
     // SAFETY: kill takes a pid and a signal number.
