@@ -157,8 +157,8 @@ fn remove_stale_socket(path: &Path) {
         if std::os::unix::net::UnixStream::connect(path).is_err() {
             let _ = std::fs::remove_file(path);
         }
-    } else if meta.file_type().is_file() {
-        // The interface's name lock (`name_lock`).
+    } else if meta.file_type().is_file() && path.extension().is_some_and(|e| e == "lock") {
+        // The interface's name lock (`name_lock`); no other file.
         crate::name_lock::remove_if_unheld(path);
     }
 }
@@ -221,14 +221,19 @@ mod tests {
         let dead = dir.path().join("dead.sock");
         let live = dir.path().join("live.sock");
         let plain = dir.path().join("plain");
+        let (free, held) = (dir.path().join("free.lock"), dir.path().join("held.lock"));
         drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
         let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
         std::fs::write(&plain, b"x").unwrap();
-        for p in [&dead, &live, &plain] {
+        std::fs::write(&free, b"").unwrap();
+        let _holder = crate::name_lock::acquire(&held, "cw0").unwrap();
+        for p in [&dead, &live, &plain, &free, &held] {
             remove_stale_socket(p);
         }
         assert!(!dead.exists(), "a socket nobody serves is removed");
         assert!(live.exists(), "a served socket stays");
+        assert!(!free.exists(), "a name lock nobody holds is removed");
+        assert!(held.exists(), "a held one stays");
         assert!(plain.exists(), "other files are never removed");
     }
 }
