@@ -70,6 +70,16 @@ pub enum SourceUse {
     Dropped,
 }
 
+/// A batched send that stopped part way (the socket's buffer full, the
+/// route gone): the datagrams before `sent` left, the rest did not.
+#[derive(Debug)]
+pub struct PartialSend {
+    pub error: io::Error,
+    pub sent: usize,
+    /// What became of the sticky source before the error.
+    pub source: SourceUse,
+}
+
 /// One worker's UDP socket.
 pub trait Socket: Send + Sync {
     /// A descriptor that polls readable when datagrams wait.
@@ -110,9 +120,15 @@ pub trait Socket: Send + Sync {
     ) -> io::Result<SourceUse>;
 
     /// Where GSO is missing: sends datagrams of `lens` bytes, laid end to
-    /// end in `contents`, in as few calls as the system allows.
-    fn send_many(&self, dst: SocketAddr, src: Option<IpAddr>, contents: &[u8], lens: &[usize])
-        -> io::Result<SourceUse>;
+    /// end in `contents`, in as few calls as the system allows. Datagrams
+    /// leave in order, so a failure says how many had left.
+    fn send_many(
+        &self,
+        dst: SocketAddr,
+        src: Option<IpAddr>,
+        contents: &[u8],
+        lens: &[usize],
+    ) -> Result<SourceUse, PartialSend>;
 
     /// Receives a batch (WouldBlock when nothing waits); a buffer may hold
     /// several datagrams of one source, `stride` apart (GRO). Addresses

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::doorbell::Doorbell;
-use crate::io::{Bind, Offload, Read, RecvMeta, Socket, SourceUse, Tun};
+use crate::io::{Bind, Offload, PartialSend, Read, RecvMeta, Socket, SourceUse, Tun};
 use crate::tun::WRITE_HEADROOM;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -293,6 +293,9 @@ pub struct MemNet {
     held: Mutex<HashSet<SocketAddr>>,
     /// The fwmark of the sockets at each address, as last bound or set.
     marks: Mutex<HashMap<SocketAddr, u32>>,
+    /// Datagrams the sockets may still send before their sends fail
+    /// (ENOBUFS, as a full send queue); None: no limit.
+    send_allowance: Mutex<Option<usize>>,
 }
 
 /// Datagrams one in-memory socket holds before it drops.
@@ -328,6 +331,28 @@ impl MemNet {
     /// The fwmark of the sockets bound to `addr` (0 when none is).
     pub fn fwmark_of(&self, addr: SocketAddr) -> u32 {
         lock(&self.marks).get(&addr).copied().unwrap_or(0)
+    }
+
+    /// Lets the sockets send `datagrams` more, then fails their sends
+    /// (a GSO send as a whole, a batched send part way) until
+    /// `allow_sends`.
+    pub fn fail_sends_after(&self, datagrams: usize) {
+        *lock(&self.send_allowance) = Some(datagrams);
+    }
+
+    /// Sends no longer fail.
+    pub fn allow_sends(&self) {
+        *lock(&self.send_allowance) = None;
+    }
+
+    /// Of `want` datagrams, how many may leave now (all or none when
+    /// `whole`), taken from the allowance.
+    fn take_allowance(&self, want: usize, whole: bool) -> usize {
+        let mut a = lock(&self.send_allowance);
+        let Some(left) = a.as_mut() else { return want };
+        let take = if whole && *left < want { 0 } else { want.min(*left) };
+        *left -= take;
+        take
     }
 
     /// Cuts host `ip` off: what it sends and what is sent to it is lost.
@@ -438,6 +463,9 @@ impl Socket for MemSocket {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         let datagrams = contents.chunks(stride).map(<[u8]>::len).collect::<Vec<_>>();
+        if self.net.take_allowance(datagrams.len(), true) == 0 {
+            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+        }
         lock(&self.net.log).push(SendRecord {
             from: self.addr,
             to: dst,
@@ -454,13 +482,21 @@ impl Socket for MemSocket {
         _src: Option<IpAddr>,
         contents: &[u8],
         lens: &[usize],
-    ) -> io::Result<SourceUse> {
-        lock(&self.net.log).push(SendRecord { from: self.addr, to: dst, datagrams: lens.to_vec(), segment: None });
+    ) -> Result<SourceUse, PartialSend> {
+        let sent = self.net.take_allowance(lens.len(), false);
+        if sent > 0 {
+            let datagrams = lens[..sent].to_vec();
+            lock(&self.net.log).push(SendRecord { from: self.addr, to: dst, datagrams, segment: None });
+        }
         let mut at = 0;
-        for &len in lens {
+        for &len in &lens[..sent] {
             let data = contents[at..at + len].to_vec();
             at += len;
             self.net.deliver(Datagram { from: self.addr, to: dst, data, stride: len });
+        }
+        if sent < lens.len() {
+            let error = io::Error::from_raw_os_error(libc::ENOBUFS);
+            return Err(PartialSend { error, sent, source: SourceUse::Kept });
         }
         Ok(SourceUse::Kept)
     }

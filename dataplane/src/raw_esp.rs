@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use socket2::{Domain, Protocol, SockAddr, Type};
 
-use crate::io::{Bind, RecvMeta, Socket, SourceUse};
+use crate::io::{Bind, PartialSend, RecvMeta, Socket, SourceUse};
 use crate::source::{encode_pktinfo, is_source_gone, RouteProbes};
 
 /// IANA protocol number of ESP.
@@ -150,8 +150,8 @@ impl RawEspSocket {
         src: Option<IpAddr>,
         contents: &[u8],
         lens: impl Iterator<Item = usize>,
-    ) -> io::Result<SourceUse> {
-        let sock = self.for_family(&dst)?;
+    ) -> Result<SourceUse, PartialSend> {
+        let sock = self.for_family(&dst).map_err(|error| PartialSend { error, sent: 0, source: SourceUse::Kept })?;
         let to = raw_destination(dst);
         // A source of the other family cannot be asked for.
         let mut src = src.filter(|s| s.is_ipv4() == dst.is_ipv4());
@@ -160,6 +160,8 @@ impl RawEspSocket {
         let mut control_len = src.map_or(0, |ip| encode_pktinfo(&mut control, ip));
         let mut lens = lens.peekable();
         let mut at = 0;
+        // Datagrams of the calls before this one that left.
+        let mut left = 0;
         while lens.peek().is_some() {
             let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MMSG];
             // SAFETY: all-zero bytes are a valid mmsghdr (see recv_family).
@@ -167,8 +169,11 @@ impl RawEspSocket {
             let mut n = 0;
             while n < MMSG {
                 let Some(len) = lens.next() else { break };
-                let datagram =
-                    contents.get(at..at + len).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+                let datagram = contents.get(at..at + len).ok_or_else(|| PartialSend {
+                    error: io::ErrorKind::InvalidInput.into(),
+                    sent: left,
+                    source: used,
+                })?;
                 iov[n] = libc::iovec { iov_base: datagram.as_ptr() as *mut libc::c_void, iov_len: len };
                 at += len;
                 n += 1;
@@ -208,10 +213,11 @@ impl RawEspSocket {
                         used = SourceUse::Dropped;
                         continue;
                     }
-                    return Err(e);
+                    return Err(PartialSend { error: e, sent: left + sent, source: used });
                 }
                 sent += r as usize;
             }
+            left += n;
         }
         Ok(used)
     }
@@ -394,7 +400,7 @@ impl Socket for RawEspSocket {
     ) -> io::Result<SourceUse> {
         let segment = segment.unwrap_or(contents.len()).max(1);
         let lens = (0..contents.len()).step_by(segment).map(|at| segment.min(contents.len() - at));
-        self.send_datagrams(dst, src, contents, lens)
+        self.send_datagrams(dst, src, contents, lens).map_err(|p| p.error)
     }
 
     /// Up to `MMSG` datagrams per sendmmsg (a raw socket has no GSO, so
@@ -405,7 +411,7 @@ impl Socket for RawEspSocket {
         src: Option<IpAddr>,
         contents: &[u8],
         lens: &[usize],
-    ) -> io::Result<SourceUse> {
+    ) -> Result<SourceUse, PartialSend> {
         self.send_datagrams(dst, src, contents, lens.iter().copied())
     }
 

@@ -556,14 +556,19 @@ impl Sender {
         WorkerStats::add(&stats.udp_sends, 1);
         WorkerStats::add(&stats.udp_datagrams_sent, r.count as u64);
         let contents = &buf[r.start..r.end];
-        let sent = if mmsg && r.count > 1 {
-            transmit_many(iface, peer, ep, sock, contents, &self.lens)
+        // What left, datagrams and bytes: a batched send can stop part
+        // way, and what did leave still counts as sent.
+        let (datagrams, bytes) = if mmsg && r.count > 1 {
+            let left = transmit_many(iface, peer, ep, sock, contents, &self.lens);
+            (left, self.lens[..left].iter().sum())
+        } else if transmit(iface, peer, ep, sock, contents, (r.count > 1).then_some(r.segment)) {
+            (r.count, contents.len())
         } else {
-            transmit(iface, peer, ep, sock, contents, (r.count > 1).then_some(r.segment))
+            (0, 0)
         };
         self.lens.clear();
-        if sent {
-            proto.on_sent(peer, now, contents.len() as u64, r.count as u64);
+        if datagrams > 0 {
+            proto.on_sent(peer, now, bytes as u64, datagrams as u64);
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Type};
 
-use crate::io::{Bind, Socket, SourceUse};
+use crate::io::{Bind, PartialSend, Socket, SourceUse};
 use crate::raw_esp::RawEspBind;
 use crate::source::{encode_pktinfo, is_source_gone, RouteProbes};
 
@@ -303,14 +303,19 @@ impl Socket for UdpEndpoint {
         src: Option<IpAddr>,
         contents: &[u8],
         lens: &[usize],
-    ) -> io::Result<SourceUse> {
+    ) -> Result<SourceUse, PartialSend> {
         match self.sendmmsg_all(dst, src, contents, lens, 0) {
             Ok(()) => Ok(SourceUse::Kept),
             Err((e, sent)) if src.is_some() && is_source_gone(&e) => {
-                self.sendmmsg_all(dst, None, contents, lens, sent).map_err(|(e, _)| e)?;
-                Ok(SourceUse::Dropped)
+                let source = SourceUse::Dropped;
+                self.sendmmsg_all(dst, None, contents, lens, sent).map_err(|(error, sent)| PartialSend {
+                    error,
+                    sent,
+                    source,
+                })?;
+                Ok(source)
             }
-            Err((e, _)) => Err(e),
+            Err((error, sent)) => Err(PartialSend { error, sent, source: SourceUse::Kept }),
         }
     }
 
@@ -472,5 +477,29 @@ mod tests {
         for &len in &lens[..2] {
             assert_eq!(rx.recv_from(&mut buf).unwrap().0, len);
         }
+    }
+
+    #[test]
+    fn a_sendmmsg_that_stops_part_way_says_how_many_left() {
+        let (group, _) = bind_group(1, 0, 0).unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let dst = rx.local_addr().unwrap();
+        // The third is larger than any UDP datagram: the kernel sends two
+        // and returns, and the next call fails (EMSGSIZE).
+        let lens = [100, 200, 70_000, 300];
+        let contents = vec![7u8; lens.iter().sum()];
+        let e = group[0].send_many(dst, None, &contents, &lens).unwrap_err();
+        assert_eq!((e.sent, e.error.raw_os_error()), (2, Some(libc::EMSGSIZE)));
+        let mut buf = vec![0u8; 2048];
+        for &len in &lens[..2] {
+            assert_eq!(rx.recv_from(&mut buf).unwrap().0, len);
+        }
+        // The same past a first whole call.
+        let more = MMSG_BATCH + 2;
+        let mut lens = vec![10; more];
+        lens.push(70_000);
+        let contents = vec![7u8; lens.iter().sum()];
+        assert_eq!(group[0].send_many(dst, None, &contents, &lens).unwrap_err().sent, more);
     }
 }

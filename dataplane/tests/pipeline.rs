@@ -3,9 +3,9 @@
 //! workers, real WireGuard handshakes and crypto, no root. Each test
 //! checks a property of the shared pipeline that only shows end to end:
 //! order across workers, how sends are cut into GSO runs, coalesced TUN
-//! writes cut back into the packets sent, what happens
-//! when the batch pools run dry, a rekey under traffic, and a peer removed
-//! while its batches are in flight.
+//! writes cut back into the packets sent, what happens when the batch
+//! pools run dry, a send that fails part way, a rekey under traffic, and a
+//! peer removed while its batches are in flight.
 //!
 //! Deadlines here bound liveness (a hung pipeline fails instead of
 //! hanging the run); nothing is timed for speed.
@@ -395,6 +395,35 @@ fn without_gso_one_sendmmsg_takes_a_run_of_any_sizes() {
     let (a, b) = (Site::new(&net, 1, 1, 1, 12), Site::new(&net, 2, 1, 1, 12));
     link(&a, &b);
     assert_eq!(send_sizes(&net, &a, &b), [(SIZES.iter().map(|&l| wire(l)).collect::<Vec<_>>(), None)]);
+}
+
+/// A send that fails (the socket's queue full) counts each datagram once:
+/// those a batched send got out before it stopped as sent, to the peer's
+/// counters and the receiver; each one that did not leave as a drop. A
+/// GSO send leaves whole or not at all.
+#[test]
+fn a_send_that_fails_part_way_counts_each_datagram_once() {
+    for (gso, left) in [(1, 3), (64, 0)] {
+        let net = MemNet::new();
+        let (a, b) = (Site::new(&net, 1, 1, gso, 12), Site::new(&net, 2, 1, gso, 12));
+        let (to_b, _) = link(&a, &b);
+        handshake(&a, &b);
+        wait_for("the handshake's keepalive", || net.take_log().is_empty());
+        let (before, drops) = (to_b.crypto().stats(), a.iface.counters.get(Dropped::UdpSend));
+        net.fail_sends_after(3);
+        // One TUN read of one size: one run, one send.
+        let packets: Vec<_> = (0..8).map(|i| packet(a.n, b.n, i, 1000)).collect();
+        a.host.send(0, packets.clone());
+        wait_for("the drops", || a.iface.counters.get(Dropped::UdpSend) == drops + 8 - left);
+        assert_eq!(receive(&b, left as usize), packets[..left as usize], "gso {gso}: what left arrived");
+        let after = to_b.crypto().stats();
+        assert_eq!(after.tx_packets - before.tx_packets, left, "gso {gso}: sent as counted");
+        assert_eq!(after.tx_bytes - before.tx_bytes, left * wire(1000) as u64, "gso {gso}: bytes as counted");
+        net.allow_sends();
+        // The pipeline goes on.
+        a.host.send(0, [packet(a.n, b.n, 100, 1000)]);
+        assert_eq!(seq_of(&receive(&b, 1)[0]), 100, "gso {gso}");
+    }
 }
 
 #[test]
