@@ -27,7 +27,25 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// A short token unique to this process and call, for interface names
 /// (at most 15 characters) and namespace names.
 pub fn unique(tag: &str) -> String {
-    format!("{tag}{}{}", std::process::id() % 100_000, COUNTER.fetch_add(1, Ordering::Relaxed))
+    let name = format!("{tag}{}{}", std::process::id() % 100_000, COUNTER.fetch_add(1, Ordering::Relaxed));
+    ISSUED.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
+    name
+}
+
+/// Every name `unique` gave out whose daemon's name lock may still be on
+/// disk (see `remove_stale_locks`).
+static ISSUED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Removes the name locks that daemons of this run's names, killed
+/// outright, left in /var/run/causeway (a daemon that stops removes its
+/// own); a lock still held stays, and its name is kept for a later call.
+pub fn remove_stale_locks() {
+    use causeway_gateway::sockets::lock_path;
+    ISSUED.lock().unwrap_or_else(|e| e.into_inner()).retain(|name| {
+        let path = lock_path(name);
+        causeway_gateway::name_lock::remove_if_unheld(&path);
+        path.exists()
+    });
 }
 
 pub fn is_root() -> bool {

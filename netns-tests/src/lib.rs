@@ -77,6 +77,8 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         CHILD_ENV.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        // After the test's daemons stopped (the guard is its first local).
+        lab::remove_stale_locks();
     }
 }
 
