@@ -463,7 +463,7 @@ impl Socket for MemSocket {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         let datagrams = contents.chunks(stride).map(<[u8]>::len).collect::<Vec<_>>();
-        if self.net.take_allowance(datagrams.len(), true) == 0 {
+        if self.net.take_allowance(datagrams.len(), true) < datagrams.len() {
             return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
         }
         lock(&self.net.log).push(SendRecord {

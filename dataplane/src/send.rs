@@ -554,7 +554,6 @@ impl Sender {
     ) {
         let stats = &iface.worker_stats[self.worker];
         WorkerStats::add(&stats.udp_sends, 1);
-        WorkerStats::add(&stats.udp_datagrams_sent, r.count as u64);
         let contents = &buf[r.start..r.end];
         // What left, datagrams and bytes: a batched send can stop part
         // way, and what did leave still counts as sent.
@@ -567,6 +566,7 @@ impl Sender {
             (0, 0)
         };
         self.lens.clear();
+        WorkerStats::add(&stats.udp_datagrams_sent, datagrams as u64);
         if datagrams > 0 {
             proto.on_sent(peer, now, bytes as u64, datagrams as u64);
         }

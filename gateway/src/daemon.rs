@@ -58,13 +58,23 @@ fn interface_exists(name: &str) -> bool {
 /// or tunctl change being applied, an endpoint lookup) before it goes on.
 const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// How long a start waits for a daemon of the same name that is stopping
+/// (its interface deleted) to let go of the name: its stop takes up to
+/// SHUTDOWN_WAIT and then IKE's deletes.
+const NAME_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Creates the TUN and the sockets and starts the workers.
 pub fn start(s: Settings) -> Result<Running> {
+    // Before anything is made of it (the name is also a file name).
+    if let Err(expected) = causeway_config::rules::wg_quick_interface_name(&s.name) {
+        return Err(Error::InvalidName { name: s.name, expected });
+    }
     // Opening a multi-queue TUN by the name of a live one attaches to it
     // and would take part of its traffic, so an existing name is refused:
     // one that another causewayd has claimed (even if it has not created
     // the device yet), or any device of that name.
-    let name = crate::name_lock::acquire(&crate::sockets::lock_path(&s.name), &s.name)?;
+    let lock = crate::sockets::lock_path(&s.name);
+    let name = crate::name_lock::acquire(&lock, &s.name, NAME_WAIT, || interface_exists(&s.name))?;
     if interface_exists(&s.name) {
         return Err(Error::InterfaceExists(s.name));
     }
@@ -201,9 +211,11 @@ impl Running {
             let _ = w.join();
         }
         tracing::info!(interface = %self.gw.name, "interface down");
-        // The TUN's last queues close with the gateway's last reference,
-        // which may outlive this (a control task the runtime left); the
-        // name is free once the workers, the device's users, are gone.
+        // The TUN's queues closed as their workers ended (each worker owns
+        // its queue), so the device is gone and the name free. The UDP
+        // sockets close with the gateway's last reference, which a control
+        // task the runtime left may hold a little longer: a daemon started
+        // meanwhile with the same port is refused the port, not the name.
         drop(self.name);
     }
 }
@@ -308,9 +320,6 @@ pub fn command_not_interface(name: &str) -> Option<String> {
 /// `causewayd IFNAME`: an empty interface configured through the UAPI, as
 /// wireguard-go starts.
 pub fn userspace(name: &str, ready: impl FnOnce()) -> Result<()> {
-    if let Err(expected) = causeway_config::rules::wg_quick_interface_name(name) {
-        return Err(Error::InvalidName { name: name.to_string(), expected });
-    }
     let running = start(Settings {
         name: name.to_string(),
         private_key: None,

@@ -81,8 +81,8 @@ pub fn drop_to(ids: Ids) -> Result<(), PrivilegeError> {
 
 /// Starts `causewayd cleanup-sockets --daemon PID PATH...` as root: it
 /// waits for this process to end (its stdin pipe closes, then the process
-/// is gone) and then removes the control sockets, which the unprivileged
-/// daemon can no longer unlink. The child is returned so the daemon holds
+/// is gone) and then removes the control sockets and the name lock, which
+/// the unprivileged daemon can no longer unlink. The child is returned so the daemon holds
 /// the pipe for its whole life.
 pub fn spawn_cleanup(paths: &[PathBuf]) -> Result<Child, PrivilegeError> {
     let exe = std::env::current_exe().map_err(PrivilegeError::Helper)?;
@@ -226,7 +226,7 @@ mod tests {
         let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
         std::fs::write(&plain, b"x").unwrap();
         std::fs::write(&free, b"").unwrap();
-        let _holder = crate::name_lock::acquire(&held, "cw0").unwrap();
+        let _holder = crate::name_lock::acquire(&held, "cw0", std::time::Duration::ZERO, || true).unwrap();
         for p in [&dead, &live, &plain, &free, &held] {
             remove_stale_socket(p);
         }

@@ -57,7 +57,7 @@ enum Command {
         config: PathBuf,
     },
     /// Internal: started by `up` before it drops root; removes the control
-    /// sockets once the daemon has exited.
+    /// sockets and the name lock once the daemon has exited.
     #[command(hide = true)]
     CleanupSockets {
         /// The daemon whose exit to wait for.

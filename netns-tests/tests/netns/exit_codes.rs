@@ -71,6 +71,17 @@ fn failures_exit_1_with_one_message() {
     assert!(err.contains("bad.toml:2: interface.private_key:"), "{err}");
     assert!(err.contains("bad.toml:3: interface.mtu:"), "every problem at once: {err}");
 
+    // A name given on the command line is checked as one in the file is,
+    // before anything is made of it (it also names the lock file).
+    let good = dir.path().join("good.toml");
+    lab::write_private(&good, &format!("[interface]\nprivate_key = \"{}\"\n", b64(keypair().0.as_bytes()))).unwrap();
+    for name in ["a/b", "../../tmp/x", "name-longer-than-15"] {
+        let (code, err) = run("causewayd", &["up", "--config", good.to_str().unwrap(), "--interface", name], "");
+        assert_eq!(code, 1, "{err}");
+        says_once(&err, "is not a valid interface name");
+    }
+    assert!(!std::path::Path::new("/var/run/causeway/a").exists(), "nothing made of a bad name");
+
     let (code, err) = run("tunctl", &["show", "cwnotthere0"], "");
     assert_eq!(code, 1);
     says_once(&err, "no causewayd is running for cwnotthere0");

@@ -78,8 +78,11 @@ pub const COLORS: [(u8, u8, u8); 10] = [
 /// interrupted run leaves the results before it whole or none.
 pub fn write_whole(path: &Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("{}.partial", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-    std::fs::write(&tmp, contents)?;
-    std::fs::rename(&tmp, path)
+    let written = std::fs::write(&tmp, contents).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// The chart of medians as ratios to the first implementation that is not
@@ -92,9 +95,11 @@ pub fn svg(
     medians: &BTreeMap<String, BTreeMap<String, f64>>,
 ) -> anyhow::Result<()> {
     let tmp = path.with_extension("svg.partial");
-    draw_svg(&tmp, topology, impls, reference, medians)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    let drawn = draw_svg(&tmp, topology, impls, reference, medians).and_then(|()| Ok(std::fs::rename(&tmp, path)?));
+    if drawn.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    drawn
 }
 
 fn draw_svg(
