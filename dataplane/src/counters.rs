@@ -109,7 +109,12 @@ pub struct Counters {
 
 impl Counters {
     pub fn count(&self, reason: Drop) {
-        self.drops[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.count_many(reason, 1);
+    }
+
+    /// Counts `packets` dropped for one reason at once (a batch).
+    pub fn count_many(&self, reason: Drop, packets: usize) {
+        self.drops[reason as usize].fetch_add(packets as u64, Ordering::Relaxed);
     }
 
     pub fn get(&self, reason: Drop) -> u64 {
@@ -135,5 +140,15 @@ mod tests {
         assert_eq!(c.get(Drop::Replay), 2);
         assert_eq!(c.nonzero(), vec![(Drop::BadMac, 1), (Drop::Replay, 2)]);
         assert_eq!(Drop::SourceNotAllowed.name(), "source_not_allowed");
+    }
+
+    #[test]
+    fn a_batch_counts_each_of_its_packets() {
+        let c = Counters::default();
+        c.count_many(Drop::UdpSend, 0);
+        assert!(c.nonzero().is_empty(), "an empty batch counts nothing");
+        c.count_many(Drop::UdpSend, 5);
+        c.count(Drop::UdpSend);
+        assert_eq!(c.nonzero(), vec![(Drop::UdpSend, 6)]);
     }
 }

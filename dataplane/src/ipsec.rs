@@ -55,9 +55,7 @@ pub fn flush_staged(iface: &Interface, peer: &Arc<PeerState>) {
     }
     let set = iface.sockets_for(sa.carrier());
     let Some(sock) = set.sockets.first() else {
-        for _ in &staged {
-            iface.counters.count(Drop::UdpSend);
-        }
+        iface.counters.count_many(Drop::UdpSend, staged.len());
         return;
     };
     let held: Vec<Vec<u8>> = staged.into();

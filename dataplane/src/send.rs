@@ -106,9 +106,7 @@ pub fn send_held<P: Protocol>(
         return;
     };
     let Some(ep) = peer.endpoint() else {
-        for _ in held {
-            iface.counters.count(Drop::NoEndpoint);
-        }
+        iface.counters.count_many(Drop::NoEndpoint, held.len());
         return;
     };
     let session = &sending.session;
@@ -468,9 +466,7 @@ impl Sender {
                 iface.jobs.push(Job::Seal(batch));
             }
             Err(reason) => {
-                for _ in 0..count {
-                    iface.counters.count(reason);
-                }
+                iface.counters.count_many(reason, d.packets.len());
                 d.reset();
                 let spilled = d.spilled;
                 *batch.lock() = d;
@@ -490,9 +486,7 @@ impl Sender {
             let Some(sock) = set.sockets.get(peer.order as usize % set.sockets.len().max(1)) else {
                 // An ESP session before its sockets were bound: the
                 // control plane binds them before it installs one.
-                for _ in 0..d.packets.len() {
-                    iface.counters.count(Drop::UdpSend);
-                }
+                iface.counters.count_many(Drop::UdpSend, d.packets.len());
                 d.reset();
                 let spilled = d.spilled;
                 drop(d);

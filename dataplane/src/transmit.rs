@@ -75,9 +75,7 @@ fn settle(
     }
     if let Err(p) = result {
         tracing::debug!(error = %p.error, to = %addr, sent, datagrams, "UDP send failed");
-        for _ in sent..datagrams {
-            iface.counters.count(Drop::UdpSend);
-        }
+        iface.counters.count_many(Drop::UdpSend, datagrams - sent);
     }
     sent
 }

@@ -77,8 +77,17 @@ pub const COLORS: [(u8, u8, u8); 10] = [
 /// Writes `contents` to `path` through a temporary file beside it, so an
 /// interrupted run leaves the results before it whole or none.
 pub fn write_whole(path: &Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
+    through_temporary(path, |tmp| std::fs::write(tmp, contents))
+}
+
+/// Has `write` make the file at a temporary path beside `path`, then
+/// renames it into place; a failed write leaves no temporary file.
+fn through_temporary<E: From<std::io::Error>>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), E> {
     let tmp = path.with_extension(format!("{}.partial", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-    let written = std::fs::write(&tmp, contents).and_then(|()| std::fs::rename(&tmp, path));
+    let written = write(&tmp).and_then(|()| Ok(std::fs::rename(&tmp, path)?));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -94,12 +103,7 @@ pub fn svg(
     reference: &str,
     medians: &BTreeMap<String, BTreeMap<String, f64>>,
 ) -> anyhow::Result<()> {
-    let tmp = path.with_extension("svg.partial");
-    let drawn = draw_svg(&tmp, topology, impls, reference, medians).and_then(|()| Ok(std::fs::rename(&tmp, path)?));
-    if drawn.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    drawn
+    through_temporary(path, |tmp| draw_svg(tmp, topology, impls, reference, medians))
 }
 
 fn draw_svg(
