@@ -405,22 +405,38 @@ pub fn spawn<T: Tun + 'static>(
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut workers = Vec::with_capacity(queues.len());
     for (i, q) in queues.into_iter().enumerate() {
-        let bell = Arc::new(Doorbell::new()?);
-        iface.register_waker(bell.clone());
-        let iface = iface.clone();
-        workers.push(std::thread::Builder::new().name(format!("cw-worker-{i}")).spawn(move || {
-            // A worker that panicked would leave its socket in the
-            // SO_REUSEPORT group and its TUN queue unread: its share of
-            // the flows lost, silently. The whole interface stops instead
-            // (the panic message is printed by the hook), marked failed.
-            let it = iface.clone();
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(it, i, q, bell))).is_err() {
-                tracing::error!(worker = i, "worker panicked: stopping the interface");
-                iface.fail();
+        match spawn_one(iface, i, q) {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                // The ones already running hold TUN queues: they stop
+                // before the error is returned, so that whoever sees it
+                // may take it that nothing of this interface still runs.
+                iface.shutdown();
+                for w in workers {
+                    let _ = w.join();
+                }
+                return Err(e);
             }
-        })?);
+        }
     }
     Ok(workers)
+}
+
+fn spawn_one<T: Tun + 'static>(iface: &Arc<Interface>, i: usize, q: T) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let bell = Arc::new(Doorbell::new()?);
+    iface.register_waker(bell.clone());
+    let iface = iface.clone();
+    std::thread::Builder::new().name(format!("cw-worker-{i}")).spawn(move || {
+        // A worker that panicked would leave its socket in the
+        // SO_REUSEPORT group and its TUN queue unread: its share of
+        // the flows lost, silently. The whole interface stops instead
+        // (the panic message is printed by the hook), marked failed.
+        let it = iface.clone();
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(it, i, q, bell))).is_err() {
+            tracing::error!(worker = i, "worker panicked: stopping the interface");
+            iface.fail();
+        }
+    })
 }
 
 #[cfg(test)]

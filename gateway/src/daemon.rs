@@ -19,8 +19,9 @@ pub struct Running {
     pub gw: Arc<Gateway>,
     workers: Vec<JoinHandle<()>>,
     /// The interface's name, held from before the TUN was created until
-    /// the workers have stopped (`name_lock`).
-    name: crate::name_lock::NameLock,
+    /// the workers have stopped (`name_lock`): fields drop after
+    /// `Drop::drop`, which joins the workers whichever way `Running` ends.
+    _name: crate::name_lock::NameLock,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The user to continue as once every socket is open.
@@ -87,7 +88,7 @@ pub fn start(s: Settings) -> Result<Running> {
     );
     let workers = causeway_dataplane::worker::spawn(&iface, queues).map_err(Error::StartWorkers)?;
     tracing::info!(interface = %s.name, port = iface.listen_port(), workers = s.workers, offload, "interface up");
-    Ok(Running { gw: Arc::new(Gateway::new(iface)), workers, name, metrics_listen: None, run_as: None })
+    Ok(Running { gw: Arc::new(Gateway::new(iface)), workers, _name: name, metrics_listen: None, run_as: None })
 }
 
 impl Running {
@@ -187,7 +188,7 @@ impl Running {
     }
 
     /// Stops the workers; the TUN goes away with the last queue.
-    pub fn stop(self) {
+    pub fn stop(mut self) {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         // Our record goes first, so the other gateways move their flows
         // away while this one still carries them.
@@ -206,17 +207,36 @@ impl Running {
         self.gw.remove_kernel_routes();
         // IKE's deletes leave while the sockets are still open.
         self.gw.stop_ike();
-        self.gw.shutdown();
-        for w in self.workers {
-            let _ = w.join();
-        }
+        self.join_workers();
         tracing::info!(interface = %self.gw.name, "interface down");
         // The TUN's queues closed as their workers ended (each worker owns
-        // its queue), so the device is gone and the name free. The UDP
-        // sockets close with the gateway's last reference, which a control
-        // task the runtime left may hold a little longer: a daemon started
-        // meanwhile with the same port is refused the port, not the name.
-        drop(self.name);
+        // its queue), so the device is gone and the name free: the name
+        // lock goes with `self`, here. The UDP sockets close with the
+        // gateway's last reference, which a control task the runtime left
+        // may hold a little longer: a daemon started meanwhile with the
+        // same port is refused the port, not the name.
+    }
+
+    /// Stops the workers and waits for them: each owns a TUN queue, and
+    /// the device (and so the name) is free only once all have closed.
+    fn join_workers(&mut self) {
+        self.gw.shutdown();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// A `Running` that ends without `stop` (an error out of `serve` before
+/// its stop, a panic unwinding through it) still stops its workers before
+/// its name lock is released: otherwise a daemon started meanwhile would
+/// find the name free and the device still there, held by workers that
+/// nobody told to stop.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() {
+            self.join_workers();
+        }
     }
 }
 

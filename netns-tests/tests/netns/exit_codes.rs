@@ -252,6 +252,44 @@ fn two_daemons_started_together_for_one_name_make_one_interface() {
     }
 }
 
+/// A gateway that ends without its orderly stop (an error out of `serve`
+/// before the stop, a panic unwinding through it) lets go of its name only
+/// once its workers have closed the TUN's queues. Before, the name lock
+/// was released at once while the workers, never told to stop, kept the
+/// device: the next start of the same name found the name free and the
+/// device still there.
+#[test]
+fn a_gateway_dropped_without_its_stop_frees_the_device_before_the_name() {
+    use causeway_gateway::daemon;
+    let Some(_lab) = lab_or_skip("a_gateway_dropped_without_its_stop_frees_the_device_before_the_name") else {
+        return;
+    };
+    let ns = Netns::new("d").unwrap();
+    let ifname = lab::unique("cwd");
+    let name = ifname.clone();
+    let settings = move || daemon::Settings {
+        name: name.clone(),
+        private_key: None,
+        listen_port: 0,
+        mtu: 1420,
+        addresses: Vec::new(),
+        workers: 2,
+    };
+    let (second, links) = lab::in_netns(&ns, move || {
+        for _ in 0..3 {
+            drop(daemon::start(settings()).expect("start"));
+        }
+        let second = daemon::start(settings()).map(|r| r.stop()).map_err(|e| e.to_string());
+        let links = std::process::Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+        (second, String::from_utf8_lossy(&links.stdout).into_owned())
+    })
+    .unwrap();
+    assert_eq!(second, Ok(()), "a start after the drops");
+    assert!(!links.contains(&ifname), "the device went with the last gateway: {links}");
+    let lock = causeway_gateway::sockets::lock_path(&ifname);
+    assert!(!lock.exists(), "{} removed", lock.display());
+}
+
 /// A daemon that closes the connection before it has read the request
 /// (stopping, or refusing one past its size cap) costs tunctl one line on
 /// stderr and exit code 1, not a silent death by SIGPIPE.
