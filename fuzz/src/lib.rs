@@ -180,18 +180,50 @@ fn with_interface(f: impl FnOnce(&Gateway)) {
     });
 }
 
-/// The wg UAPI `set=1` body, applied to an interface when it parses; the
-/// interface must still answer `get`.
+/// The wg UAPI `set=1` body, applied to an interface when it parses:
+/// - a request refused (by the parser or when applied) changes nothing;
+/// - `get` answers key=value lines;
+/// - what `get` answers, given back as a `set` that replaces the peers
+///   (`wg showconf | wg setconf`, as `wg-quick save` and restores do),
+///   changes nothing: every line `get` writes is one `set` reads back to
+///   the same state.
 pub fn uapi(data: &[u8]) {
+    use causeway_gateway::uapi::{apply_set, get, parse_set};
     let text = String::from_utf8_lossy(data);
-    let parsed = causeway_gateway::uapi::parse_set(text.split('\n'));
+    // Framed as the socket frames it (`control.rs`): lines without their
+    // "\n" or "\r\n", up to the blank line that ends the request.
+    let body = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).take_while(|l| !l.is_empty());
+    let parsed = parse_set(body);
     with_interface(|iface| {
-        if let Ok(req) = parsed {
-            let _ = causeway_gateway::uapi::apply_set(iface, req);
+        let before = get(iface);
+        let applied = parsed.and_then(|req| apply_set(iface, req));
+        let after = get(iface);
+        if let Err(e) = applied {
+            assert_eq!(*before, *after, "a refused request ({e}) changed the interface");
         }
-        let get = causeway_gateway::uapi::get(iface);
-        assert!(get.lines().all(|l| l.contains('=')), "get answers key=value lines: {get:?}");
+        assert!(after.lines().all(|l| l.contains('=')), "get answers key=value lines: {after:?}");
+        let replay = showconf_as_set(&after);
+        let req = parse_set(replay.lines()).unwrap_or_else(|e| panic!("get's lines do not parse as a set: {e}"));
+        apply_set(iface, req).unwrap_or_else(|e| panic!("get's lines are refused as a set: {e}"));
+        assert_eq!(*after, *get(iface), "get's lines given back as a set changed the interface");
     });
+}
+
+/// `get`'s answer as a `set` body that replaces every peer: its
+/// configuration lines, without the counters and handshake times a `set`
+/// does not take.
+fn showconf_as_set(get: &str) -> String {
+    const STATE: [&str; 4] = ["last_handshake_time_sec=", "last_handshake_time_nsec=", "tx_bytes=", "rx_bytes="];
+    let mut out = String::from("replace_peers=true\n");
+    for line in get.lines().filter(|l| !STATE.iter().any(|s| l.starts_with(s))) {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("public_key=") {
+            // The peer's prefixes become exactly those listed after it.
+            out.push_str("replace_allowed_ips=true\n");
+        }
+    }
+    out
 }
 
 /// One line of the tunctl control API: every answer is an object with
