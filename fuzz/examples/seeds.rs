@@ -175,6 +175,20 @@ fn main() {
     );
     write("uapi", "remove", format!("public_key={hex}\nremove=true\n").as_bytes());
     write("uapi", "update-only", format!("public_key={hex}\nupdate_only=true\nendpoint=[fd00::2]:51820\n").as_bytes());
+    // Prefixes moved from one peer to another and removed, a scoped and a
+    // v4-mapped endpoint, a PSK removed: get's answer must replay as a set.
+    let (a, b, zero) = ("a".repeat(64), "5".repeat(64), "0".repeat(64));
+    write(
+        "uapi",
+        "prefixes-moved",
+        format!(
+            "fwmark=7\npublic_key={a}\nendpoint=[fe80::1%1]:51820\nallowed_ip=10.2.0.0/16\n\
+             allowed_ip=10.2.3.0/24\nallowed_ip=-10.2.0.0/16\npublic_key={b}\n\
+             endpoint=[::ffff:198.18.0.9]:51821\npreshared_key={zero}\npersistent_keepalive_interval=0\n\
+             allowed_ip=10.2.3.0/24\nallowed_ip=fd00:2::/64\n\n"
+        )
+        .as_bytes(),
+    );
 
     write("control_api", "status", br#"{"op":"status"}"#);
     write("control_api", "reload", br#"{"op":"reload"}"#);
