@@ -403,9 +403,19 @@ pub fn spawn<T: Tun + 'static>(
     iface: &Arc<Interface>,
     queues: Vec<T>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    spawn_each(iface, queues, spawn_one)
+}
+
+/// `spawn`, with the step that starts one worker given (a test makes it
+/// fail part way).
+fn spawn_each<T>(
+    iface: &Arc<Interface>,
+    queues: Vec<T>,
+    mut start: impl FnMut(&Arc<Interface>, usize, T) -> std::io::Result<std::thread::JoinHandle<()>>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut workers = Vec::with_capacity(queues.len());
     for (i, q) in queues.into_iter().enumerate() {
-        match spawn_one(iface, i, q) {
+        match start(iface, i, q) {
             Ok(w) => workers.push(w),
             Err(e) => {
                 // The ones already running hold TUN queues: they stop
@@ -481,6 +491,33 @@ mod tests {
             w.join().unwrap();
         }
         assert!(iface.is_shutting_down() && iface.has_failed());
+    }
+
+    /// Workers already running when a later one cannot start are stopped
+    /// and joined before the error comes back: each holds a TUN queue, and
+    /// the caller gives up the interface's name on that error.
+    #[test]
+    fn a_start_that_fails_part_way_stops_the_workers_it_started() {
+        let net = memory::MemNet::new();
+        let options = crate::interface::Options {
+            mtu: 1420,
+            workers: 3,
+            port: 51820,
+            binder: net.host("198.18.0.1".parse().unwrap(), 64),
+            batches_per_worker: 8,
+        };
+        let iface = Arc::new(Interface::with_options("mem0".into(), None, options).unwrap());
+        let (_host, tuns) = memory::tun(3);
+        let result = spawn_each(&iface, tuns, |iface, i, q| {
+            if i == 2 {
+                return Err(std::io::Error::other("no more threads (test)"));
+            }
+            spawn_one(iface, i, q)
+        });
+        assert_eq!(result.err().map(|e| e.to_string()).as_deref(), Some("no more threads (test)"));
+        assert!(iface.is_shutting_down() && !iface.has_failed());
+        // The two workers that ran each held the interface; both have ended.
+        assert_eq!(Arc::strong_count(&iface), 1);
     }
 
     // The in-memory TUN hands over every queued packet in one read (the

@@ -175,6 +175,17 @@ fn main() {
     );
     write("uapi", "remove", format!("public_key={hex}\nremove=true\n").as_bytes());
     write("uapi", "update-only", format!("public_key={hex}\nupdate_only=true\nendpoint=[fd00::2]:51820\n").as_bytes());
+    // A prefix of the interface's IPsec peer: the whole request is refused,
+    // its mark and its first peer included.
+    write(
+        "uapi",
+        "ipsec-prefix-taken",
+        format!(
+            "fwmark=9\npublic_key={hex}\nallowed_ip=10.3.0.0/16\npublic_key={}\nallowed_ip=10.99.1.0/24\n\n",
+            "5".repeat(64)
+        )
+        .as_bytes(),
+    );
     // Prefixes moved from one peer to another and removed, a scoped and a
     // v4-mapped endpoint, a PSK removed: get's answer must replay as a set.
     let (a, b, zero) = ("a".repeat(64), "5".repeat(64), "0".repeat(64));

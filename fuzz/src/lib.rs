@@ -159,7 +159,15 @@ pub fn isolated() -> bool {
 /// The private key of the fuzzed interface (before clamping).
 const INTERFACE_KEY: [u8; 32] = [3; 32];
 
+/// Prefixes of an IPsec peer on the fuzzed interface, which the UAPI
+/// must refuse to give a WireGuard peer.
+const IPSEC_PREFIXES: [&str; 2] = ["10.99.0.0/16", "fd00:99::/32"];
+
 /// An interface with no TUN and no workers: the control plane's view.
+/// Each input starts from the same state (the interface's key, no mark,
+/// no WireGuard peers, one IPsec peer with `IPSEC_PREFIXES`), so that what
+/// an input does cannot depend on the inputs run before it; only the
+/// listen port stays as an earlier input may have set it.
 fn with_interface(f: impl FnOnce(&Gateway)) {
     thread_local! {
         static IFACE: RefCell<Option<Gateway>> = const { RefCell::new(None) };
@@ -174,8 +182,16 @@ fn with_interface(f: impl FnOnce(&Gateway)) {
                 .expect("an interface without a TUN");
             Gateway::new(std::sync::Arc::new(iface))
         });
+        iface.device.set_private_key(Some(StaticSecret::from_bytes(INTERFACE_KEY)));
+        iface.set_fwmark(0).expect("the mark is cleared");
+        let ipsec = iface.add_ipsec_peer("fuzz-ipsec");
+        iface.update_routes(|routes| {
+            for n in IPSEC_PREFIXES {
+                routes.insert(n.parse().expect("a prefix"), ipsec.clone().into());
+            }
+        });
         f(iface);
-        // Each input starts from no peers, so memory stays bounded.
+        // Also keeps memory bounded.
         iface.remove_all_peers();
     });
 }

@@ -103,7 +103,15 @@ impl Running {
         // Only sockets this daemon bound are removed at exit: a path found
         // in use belongs to another daemon.
         let mut bound = Vec::new();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                // `up` has configured the peers by now: their IKE SAs,
+                // routes and registry record go as at SIGTERM.
+                self.stop();
+                return Err(e.into());
+            }
+        };
         let api_path = crate::sockets::api_socket_path(&self.gw.name);
         let result = rt.block_on(async {
             // The API socket first: whoever sees the UAPI socket (wg, tunctl's
@@ -227,11 +235,12 @@ impl Running {
     }
 }
 
-/// A `Running` that ends without `stop` (an error out of `serve` before
-/// its stop, a panic unwinding through it) still stops its workers before
-/// its name lock is released: otherwise a daemon started meanwhile would
-/// find the name free and the device still there, held by workers that
-/// nobody told to stop.
+/// A `Running` that ends without `stop` (a panic unwinding through
+/// `serve` or `up`) still stops its workers before its name lock is
+/// released: otherwise a daemon started meanwhile would find the name free
+/// and the device still there, held by workers that nobody told to stop.
+/// Only the workers: what `stop` undoes in the control plane (routes, IKE
+/// SAs, the registry record) needs a runtime that may be what failed.
 impl Drop for Running {
     fn drop(&mut self) {
         if !self.workers.is_empty() {

@@ -316,6 +316,11 @@ pub fn apply_set(iface: &crate::gateway::Gateway, req: SetRequest) -> Result<(),
         let peer = match iface.peer(&change.key) {
             Some(p) => p,
             None if change.update_only => continue,
+            // Cannot fail here: add_peer refuses only the interface's own
+            // key, skipped above. A refusal it may gain (a peer limit, say)
+            // must be checked before anything changes, as `Taken` is: from
+            // here on a request is half applied (the UAPI fuzz target
+            // checks that a refused request changes nothing).
             None => iface.add_peer(change.key, String::new()).map_err(|e| UapiError::Peer(e.to_string()))?,
         };
         if let Some(psk) = change.preshared_key {
