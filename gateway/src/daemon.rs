@@ -240,7 +240,9 @@ impl Running {
 /// released: otherwise a daemon started meanwhile would find the name free
 /// and the device still there, held by workers that nobody told to stop.
 /// Only the workers: what `stop` undoes in the control plane (routes, IKE
-/// SAs, the registry record) needs a runtime that may be what failed.
+/// deletes, the registry record) takes locks and makes network calls that
+/// a panic may have left broken, and a second panic while unwinding would
+/// abort the process before the lock file is removed.
 impl Drop for Running {
     fn drop(&mut self) {
         if !self.workers.is_empty() {
