@@ -461,6 +461,21 @@ mod tests {
         p
     }
 
+    /// An interface on an in-memory network, without workers; the network
+    /// must outlive it.
+    fn interface(workers: usize) -> (Arc<memory::MemNet>, Arc<Interface>) {
+        let net = memory::MemNet::new();
+        let options = crate::interface::Options {
+            mtu: 1420,
+            workers,
+            port: 51820,
+            binder: net.host("198.18.0.1".parse().unwrap(), 64),
+            batches_per_worker: 8,
+        };
+        let iface = Arc::new(Interface::with_options("mem0".into(), None, options).unwrap());
+        (net, iface)
+    }
+
     /// A TUN queue that panics as soon as the worker polls it.
     struct PanickingTun;
 
@@ -478,15 +493,7 @@ mod tests {
 
     #[test]
     fn a_worker_that_panics_stops_the_interface_as_failed() {
-        let net = memory::MemNet::new();
-        let options = crate::interface::Options {
-            mtu: 1420,
-            workers: 1,
-            port: 51820,
-            binder: net.host("198.18.0.1".parse().unwrap(), 64),
-            batches_per_worker: 8,
-        };
-        let iface = Arc::new(Interface::with_options("mem0".into(), None, options).unwrap());
+        let (_net, iface) = interface(1);
         for w in spawn(&iface, vec![PanickingTun]).unwrap() {
             w.join().unwrap();
         }
@@ -498,15 +505,7 @@ mod tests {
     /// the caller gives up the interface's name on that error.
     #[test]
     fn a_start_that_fails_part_way_stops_the_workers_it_started() {
-        let net = memory::MemNet::new();
-        let options = crate::interface::Options {
-            mtu: 1420,
-            workers: 3,
-            port: 51820,
-            binder: net.host("198.18.0.1".parse().unwrap(), 64),
-            batches_per_worker: 8,
-        };
-        let iface = Arc::new(Interface::with_options("mem0".into(), None, options).unwrap());
+        let (_net, iface) = interface(3);
         let (_host, tuns) = memory::tun(3);
         let result = spawn_each(&iface, tuns, |iface, i, q| {
             if i == 2 {
