@@ -448,20 +448,24 @@ mod tests {
         release.join().unwrap();
     }
 
-    #[test]
-    fn sendmmsg_sends_every_size_in_order_from_the_sticky_source() {
-        let (group, _) = bind_group(1, 0, 0).unwrap();
+    /// One socket of a group and a loopback receiver (2 s patience) with
+    /// its address.
+    fn sender_and_receiver() -> (Arc<UdpEndpoint>, UdpSocket, SocketAddr) {
+        let (mut group, _) = bind_group(1, 0, 0).unwrap();
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         rx.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
         let dst = rx.local_addr().unwrap();
+        (group.remove(0), rx, dst)
+    }
+
+    #[test]
+    fn sendmmsg_sends_every_size_in_order_from_the_sticky_source() {
+        let (sock, rx, dst) = sender_and_receiver();
         // More datagrams than one call takes, of varied sizes.
         let lens: Vec<usize> = (0..MMSG_BATCH + 9).map(|i| 1 + (i * 37) % 1400).collect();
         let contents: Vec<u8> = lens.iter().enumerate().flat_map(|(i, &l)| std::iter::repeat_n(i as u8, l)).collect();
         // All of 127/8 is ours: the source must be the one asked for.
-        assert_eq!(
-            group[0].send_many(dst, Some("127.0.0.7".parse().unwrap()), &contents, &lens).unwrap(),
-            SourceUse::Kept
-        );
+        assert_eq!(sock.send_many(dst, Some("127.0.0.7".parse().unwrap()), &contents, &lens).unwrap(), SourceUse::Kept);
         let mut buf = vec![0u8; 2048];
         for (i, &len) in lens.iter().enumerate() {
             let (n, from) = rx.recv_from(&mut buf).unwrap();
@@ -470,10 +474,7 @@ mod tests {
         }
         // A source that is not ours: dropped, and everything still arrives.
         let gone = Some("198.18.255.254".parse().unwrap());
-        assert_eq!(
-            group[0].send_many(dst, gone, &contents[..lens[0] + lens[1]], &lens[..2]).unwrap(),
-            SourceUse::Dropped
-        );
+        assert_eq!(sock.send_many(dst, gone, &contents[..lens[0] + lens[1]], &lens[..2]).unwrap(), SourceUse::Dropped);
         for &len in &lens[..2] {
             assert_eq!(rx.recv_from(&mut buf).unwrap().0, len);
         }
@@ -481,15 +482,12 @@ mod tests {
 
     #[test]
     fn a_sendmmsg_that_stops_part_way_says_how_many_left() {
-        let (group, _) = bind_group(1, 0, 0).unwrap();
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
-        let dst = rx.local_addr().unwrap();
+        let (sock, rx, dst) = sender_and_receiver();
         // The third is larger than any UDP datagram: the kernel sends two
         // and returns, and the next call fails (EMSGSIZE).
         let lens = [100, 200, 70_000, 300];
         let contents = vec![7u8; lens.iter().sum()];
-        let e = group[0].send_many(dst, None, &contents, &lens).unwrap_err();
+        let e = sock.send_many(dst, None, &contents, &lens).unwrap_err();
         assert_eq!((e.sent, e.error.raw_os_error()), (2, Some(libc::EMSGSIZE)));
         let mut buf = vec![0u8; 2048];
         for &len in &lens[..2] {
@@ -500,6 +498,6 @@ mod tests {
         let mut lens = vec![10; more];
         lens.push(70_000);
         let contents = vec![7u8; lens.iter().sum()];
-        assert_eq!(group[0].send_many(dst, None, &contents, &lens).unwrap_err().sent, more);
+        assert_eq!(sock.send_many(dst, None, &contents, &lens).unwrap_err().sent, more);
     }
 }
