@@ -15,13 +15,13 @@ use crate::checker::Checker;
 use crate::key::read_secret_file;
 use crate::locate::join;
 use crate::prefix::parse_allowed_ip;
-use crate::proposals::{default_esp_proposals, default_ike_proposals, EspProposal, IkeProposal};
+use crate::proposals::{default_esp_proposals, default_ike_proposals, EspProposal, IkeProposal, ProposalError};
 use crate::rules;
 use crate::schema::RawPeer;
 use crate::selector::TrafficSelector;
 use crate::types::{
     Encap, Endpoint, EndpointError, Identity, IpsecPeer, Psk, DEFAULT_CHILD_LIFETIME, DEFAULT_DPD_INTERVAL,
-    DEFAULT_FAILOVER_AFTER, DEFAULT_IKE_LIFETIME, DEFAULT_NAT_KEEPALIVE, IKE_PORT, MIN_PSK_LEN,
+    DEFAULT_FAILOVER_AFTER, DEFAULT_IKE_LIFETIME, DEFAULT_NAT_KEEPALIVE, IKE_ENDPOINT_HINT, IKE_PORT, MIN_PSK_LEN,
 };
 
 /// The most entries of a list IKE counts in one octet.
@@ -32,7 +32,10 @@ const MAX_WIRE_LIST: usize = 255;
 fn decode_psk(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
     let text = text.trim_end_matches(['\n', '\r']);
     let bytes = if let Some(hex) = text.strip_prefix("0x") {
-        if hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err("a key written 0x... may hold only hex digits (0-9, a-f) after the 0x".into());
+        }
+        if hex.len() % 2 != 0 {
             return Err("a key written 0x... must be an even number of hex digits".into());
         }
         let nibble = |c: u8| (c as char).to_digit(16).expect("checked hex") as u8;
@@ -66,6 +69,11 @@ fn ike_endpoint(text: &str) -> Result<Endpoint, EndpointError> {
         Some(Err(_)) => return Err(EndpointError::NotV6InBrackets(t.to_string())),
         None => t.parse::<IpAddr>().ok(),
     };
+    // "fd00::2:4500" is an address, but one written by someone who meant
+    // port 4500 as often as not: the brackets must say which.
+    if let (Some(IpAddr::V6(_)), None, Some((_, "500" | "4500"))) = (ip, bracketed, t.rsplit_once(':')) {
+        return Err(EndpointError::AmbiguousV6(t.to_string()));
+    }
     if let Some(ip) = ip {
         // An IPv4-mapped address is the IPv4 peer it names.
         return Ok(Endpoint::Addr(SocketAddr::new(ip.to_canonical(), IKE_PORT)));
@@ -169,14 +177,47 @@ impl Checker<'_> {
         self.list(field, items, parse)
     }
 
+    /// A list of proposals, each entry standing for one or more (several
+    /// algorithms of a kind: every combination), within the 255 IKE can
+    /// number.
+    fn proposal_list<T>(
+        &mut self,
+        field: &str,
+        items: &[Spanned<String>],
+        parse: impl Fn(&str) -> Result<Vec<T>, ProposalError>,
+    ) -> Vec<T> {
+        let mut all = Vec::new();
+        for item in items {
+            match parse(item.get_ref()) {
+                Err(e) => self.report(item.span(), field, e),
+                Ok(v) if all.len() + v.len() > MAX_WIRE_LIST => {
+                    let n = all.len() + v.len();
+                    self.report(
+                        item.span(),
+                        field,
+                        format!(
+                            "{n} proposals, counting the combinations of this entry's algorithms: IKE counts them in \
+                             one octet, so at most {MAX_WIRE_LIST}"
+                        ),
+                    );
+                    break;
+                }
+                Ok(v) => all.extend(v),
+            }
+        }
+        all
+    }
+
     pub(crate) fn ipsec_peer(&mut self, t: &str, span: std::ops::Range<usize>, raw: &RawPeer) -> Option<IpsecPeer> {
         let before = self.problems.len();
         for (field, s) in wireguard_only(raw) {
-            self.report(
-                s,
-                join(t, field),
-                format!("{field} belongs to WireGuard peers; an IPsec peer authenticates with psk_file"),
-            );
+            let instead = match field {
+                "persistent_keepalive" => {
+                    "an IPsec peer holds a NAT mapping open with nat_keepalive and checks liveness with dpd_interval"
+                }
+                _ => "an IPsec peer authenticates with psk_file",
+            };
+            self.report(s, join(t, field), format!("{field} belongs to WireGuard peers; {instead}"));
         }
         let name = match &raw.name {
             Some(n) => rules::peer_name(n.get_ref())
@@ -212,15 +253,17 @@ impl Checker<'_> {
                 None
             }
         };
-        let endpoints = self.list(&join(t, "endpoints"), &raw.endpoints, ike_endpoint);
+        let endpoints = self.list(&join(t, "endpoints"), &raw.endpoints, |e| {
+            ike_endpoint(e).map_err(|e| e.describe(IKE_ENDPOINT_HINT))
+        });
         let allowed_ips = self.prefixes(&join(t, "allowed_ips"), &raw.allowed_ips, parse_allowed_ip);
         let mut ike_proposals =
-            self.wire_list(&join(t, "ike_proposals"), &raw.ike_proposals, |s| s.parse::<IkeProposal>());
+            self.proposal_list(&join(t, "ike_proposals"), &raw.ike_proposals, IkeProposal::parse_all);
         if raw.ike_proposals.is_empty() {
             ike_proposals = default_ike_proposals();
         }
         let mut esp_proposals =
-            self.wire_list(&join(t, "esp_proposals"), &raw.esp_proposals, |s| s.parse::<EspProposal>());
+            self.proposal_list(&join(t, "esp_proposals"), &raw.esp_proposals, EspProposal::parse_all);
         if raw.esp_proposals.is_empty() {
             esp_proposals = default_esp_proposals();
         }
@@ -232,6 +275,27 @@ impl Checker<'_> {
         let mut remote_ts = self.wire_list(&join(t, "remote_ts"), &raw.remote_ts, |s| s.parse::<TrafficSelector>());
         if raw.remote_ts.is_empty() {
             remote_ts = any;
+        }
+        // A prefix no remote selector reaches is routed to the peer and
+        // then dropped, every packet (`outbound_outside_traffic_selectors`):
+        // a typo in one list or the other.
+        for item in &raw.allowed_ips {
+            let Ok(net) = parse_allowed_ip(item.get_ref()) else { continue };
+            let reached = |s: &TrafficSelector| {
+                s.net.addr().is_ipv6() == net.addr().is_ipv6()
+                    && (s.net.contains(&net.network()) || net.contains(&s.net.network()))
+            };
+            if !remote_ts.is_empty() && !remote_ts.iter().any(reached) {
+                let listed = remote_ts.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
+                self.report(
+                    item.span(),
+                    join(t, "allowed_ips"),
+                    format!(
+                        "{net} lies outside every remote_ts selector ({listed}): its packets would be routed to this \
+                         peer and dropped; add it to remote_ts or correct the prefix"
+                    ),
+                );
+            }
         }
         let ike_lifetime =
             self.seconds(join(t, "ike_lifetime"), &raw.ike_lifetime, DEFAULT_IKE_LIFETIME, (60, 86_400 * 7));
@@ -307,7 +371,8 @@ mod tests {
         assert_eq!(decode_psk("0sAAAAAAAAAAAAAAAAAAAAAA==").unwrap().len(), 16);
         assert_eq!(&*decode_psk("a long enough passphrase\n").unwrap(), b"a long enough passphrase");
         assert!(decode_psk("short").unwrap_err().contains("at least 16"));
-        assert!(decode_psk("0x123").is_err());
+        assert!(decode_psk("0x123").unwrap_err().contains("even number"));
+        assert!(decode_psk("0xzz22334455667788").unwrap_err().contains("only hex digits"));
         assert!(decode_psk("0s!!!!").is_err());
     }
 
@@ -320,6 +385,10 @@ mod tests {
         assert_eq!(ike_endpoint("[fd00::2]:4500").unwrap(), Endpoint::Addr("[fd00::2]:4500".parse().unwrap()));
         assert!(ike_endpoint("[fd00::2").is_err());
         assert!(ike_endpoint("[198.18.1.2]").is_err(), "brackets are for IPv6");
+        assert_eq!(ike_endpoint("fd00::2:4500"), Err(EndpointError::AmbiguousV6("fd00::2:4500".into())));
+        assert_eq!(ike_endpoint("[fd00::2:4500]").unwrap(), Endpoint::Addr("[fd00::2:4500]:500".parse().unwrap()));
+        assert_eq!(ike_endpoint("[fd00::2]:500").unwrap(), Endpoint::Addr("[fd00::2]:500".parse().unwrap()));
+        assert!(matches!(ike_endpoint("198.18.2.256"), Err(EndpointError::NotIpv4(_))));
         assert_eq!(ike_endpoint("::ffff:198.18.1.2").unwrap(), Endpoint::Addr("198.18.1.2:500".parse().unwrap()));
         assert_eq!(
             ike_endpoint("srx.dc-east.example").unwrap(),
@@ -393,6 +462,37 @@ psk_file = "dc-east.psk"
     }
 
     #[test]
+    fn two_peers_at_one_address_need_their_own_identities() {
+        let second = |remote_id: &str, endpoint: &str| {
+            format!(
+                "\n[[peer]]\nname = \"dc-east-2\"\nprotocol = \"ipsec\"\nendpoints = [\"{endpoint}\"]\n\
+                 allowed_ips = [\"10.2.0.0/16\"]\nlocal_id = \"gw1.primary.example\"\nremote_id = \"{remote_id}\"\n\
+                 psk_file = \"dc-east.psk\"\n"
+            )
+        };
+        for endpoint in ["198.18.1.2:4500", "::ffff:198.18.1.2"] {
+            let (_d, file) = setup(&format!("{SRX}{}", second("198.18.1.2", endpoint)), 0o600);
+            let e = crate::load(&file).unwrap_err();
+            let found: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
+            assert_eq!(found.len(), 1, "{found:#?}");
+            assert!(found[0].contains(":19: peer[2].remote_id:") && found[0].contains("cannot tell"), "{found:#?}");
+        }
+        let (_d, file) = setup(&format!("{SRX}{}", second("gw2.dc-east.example", "198.18.1.2")), 0o600);
+        assert!(crate::load(&file).is_ok(), "another identity at the same address");
+        let (_d, file) = setup(&format!("{SRX}{}", second("198.18.1.2", "198.18.1.3")), 0o600);
+        assert!(crate::load(&file).is_ok(), "the same identity at another address");
+    }
+
+    #[test]
+    fn a_wireguard_keepalive_on_an_ipsec_peer_points_to_its_own_settings() {
+        let (_d, file) = setup(&format!("{SRX}persistent_keepalive = 25\n"), 0o600);
+        let e = crate::load(&file).unwrap_err();
+        let p = &e.problems()[0];
+        assert_eq!((p.line, p.field.as_str()), (12, "peer[1].persistent_keepalive"), "{e}");
+        assert!(p.message.contains("nat_keepalive") && p.message.contains("dpd_interval"), "{e}");
+    }
+
+    #[test]
     fn a_readable_psk_file_is_refused_with_its_line() {
         let (_d, file) = setup(SRX, 0o644);
         let e = crate::load(&file).unwrap_err();
@@ -440,11 +540,27 @@ psk_file = "dc-east.psk"
     }
 
     #[test]
+    fn a_prefix_no_remote_selector_reaches_is_refused() {
+        let (_d, file) = setup(&format!("{SRX}remote_ts = [\"10.9.0.0/16\", \"fd00:9::/32\"]\n"), 0o600);
+        let e = crate::load(&file).unwrap_err();
+        let p = &e.problems()[0];
+        assert_eq!((p.line, p.field.as_str()), (8, "peer[1].allowed_ips"), "{e}");
+        assert!(p.message.contains("10.1.0.0/16 lies outside every remote_ts selector"), "{e}");
+        // Overlapping either way is fine: a wider selector, or a wider
+        // prefix of which the selector takes a part.
+        for ts in ["10.0.0.0/8", "10.1.2.0/24[tcp/443]"] {
+            let (_d, file) = setup(&format!("{SRX}remote_ts = [\"{ts}\"]\n"), 0o600);
+            assert!(crate::load(&file).is_ok(), "{ts}");
+        }
+    }
+
+    #[test]
     fn lists_ike_counts_in_one_octet_stop_at_255() {
         let list = |n: usize, each: &dyn Fn(usize) -> String| {
             (0..n).map(|i| format!("\"{}\"", each(i))).collect::<Vec<_>>().join(", ")
         };
-        let prefix = |i: usize| format!("10.{}.{}.0/24", i / 256, i % 256);
+        // Inside the peer's allowed_ips, which remote_ts must reach.
+        let prefix = |i: usize| format!("10.1.{}.{}/32", i / 256, i % 256);
         for (key, each) in [
             ("local_ts", &prefix as &dyn Fn(usize) -> String),
             ("remote_ts", &prefix),
@@ -457,7 +573,7 @@ psk_file = "dc-east.psk"
             let e = crate::load(&file).unwrap_err();
             let p = &e.problems()[0];
             assert_eq!((p.line, p.field.as_str()), (12, format!("peer[1].{key}").as_str()), "{e}");
-            assert!(p.message.contains("256 entries") && p.message.contains("at most 255"), "{e}");
+            assert!(p.message.starts_with("256 ") && p.message.contains("at most 255"), "{e}");
         }
     }
 

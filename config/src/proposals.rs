@@ -73,12 +73,15 @@ enum Token {
     Integrity(Integrity),
     Prf(Prf),
     Group(DhGroup),
+    /// strongSwan's "no extended sequence numbers", what ESP does anyway.
+    NoEsn,
 }
 
 fn token(t: &str) -> Option<Token> {
     Some(match t {
-        "aes128gcm16" | "aes128gcm128" => Token::Encryption(Encryption::AesGcm16 { key_bits: 128 }),
-        "aes256gcm16" | "aes256gcm128" => Token::Encryption(Encryption::AesGcm16 { key_bits: 256 }),
+        // strongSwan's keywords: "aes256gcm" is its 16-byte-ICV GCM too.
+        "aes128gcm16" | "aes128gcm128" | "aes128gcm" => Token::Encryption(Encryption::AesGcm16 { key_bits: 128 }),
+        "aes256gcm16" | "aes256gcm128" | "aes256gcm" => Token::Encryption(Encryption::AesGcm16 { key_bits: 256 }),
         "aes128" => Token::Encryption(Encryption::AesCbc { key_bits: 128 }),
         "aes256" => Token::Encryption(Encryption::AesCbc { key_bits: 256 }),
         "sha256" | "sha2_256" => Token::Integrity(Integrity::HmacSha256_128),
@@ -88,17 +91,22 @@ fn token(t: &str) -> Option<Token> {
         "ecp256" => Token::Group(DhGroup::Ecp256),
         "ecp384" => Token::Group(DhGroup::Ecp384),
         "x25519" | "curve25519" => Token::Group(DhGroup::Curve25519),
+        "noesn" => Token::NoEsn,
         _ => return None,
     })
 }
 
-/// The pieces of a proposal, each at most once.
+/// The algorithms a proposal names, by kind, in the order written. Like
+/// strongSwan, a proposal may name several of a kind
+/// (`aes256gcm16-aes128gcm16-prfsha256-ecp384-ecp256`): it stands for
+/// every combination, which `expand` lists as single proposals.
 #[derive(Default)]
 struct Pieces {
-    encryption: Option<Encryption>,
-    integrity: Option<Integrity>,
-    prf: Option<Prf>,
-    group: Option<DhGroup>,
+    encryption: Vec<Encryption>,
+    integrity: Vec<Integrity>,
+    prf: Vec<Prf>,
+    group: Vec<DhGroup>,
+    no_esn: bool,
 }
 
 /// A proposal refused; its text names the proposal and what to change.
@@ -106,7 +114,7 @@ struct Pieces {
 pub enum ProposalError {
     #[error("unknown algorithm \"{algorithm}\" in \"{text}\"; {KNOWN}")]
     Unknown { algorithm: String, text: String },
-    #[error("\"{0}\" names two algorithms of one kind; write each alternative as its own proposal")]
+    #[error("\"{0}\" names several algorithms of one kind, so stands for several proposals; one is needed here")]
     Twice(String),
     #[error("\"{0}\" has no encryption algorithm (aes256gcm16, aes256, ...)")]
     NoEncryption(String),
@@ -120,49 +128,122 @@ pub enum ProposalError {
     NoGroup(String),
     #[error("\"{0}\": an ESP proposal has no PRF (that belongs to the IKE proposal)")]
     PrfInEsp(String),
+    #[error("\"{0}\": noesn belongs to ESP proposals (IKE has no sequence numbers)")]
+    EsnInIke(String),
+    #[error(
+        "\"{0}\": Causeway does not use extended sequence numbers (its SAs are rekeyed long before 2^32 packets); \
+         write noesn or nothing"
+    )]
+    Esn(String),
 }
 
 fn pieces(text: &str) -> Result<Pieces, ProposalError> {
     let mut p = Pieces::default();
-    for t in text.trim().to_ascii_lowercase().split('-') {
-        let unknown = || ProposalError::Unknown { algorithm: t.to_string(), text: text.to_string() };
-        let twice = match token(t).ok_or_else(unknown)? {
-            Token::Encryption(e) => p.encryption.replace(e).is_some(),
-            Token::Integrity(i) => p.integrity.replace(i).is_some(),
-            Token::Prf(f) => p.prf.replace(f).is_some(),
-            Token::Group(g) => p.group.replace(g).is_some(),
-        };
-        if twice {
-            return Err(ProposalError::Twice(text.to_string()));
+    fn add<T: PartialEq>(list: &mut Vec<T>, x: T) {
+        if !list.contains(&x) {
+            list.push(x);
         }
     }
-    let Some(e) = p.encryption else {
+    for t in text.trim().to_ascii_lowercase().split('-') {
+        if t == "esn" {
+            return Err(ProposalError::Esn(text.to_string()));
+        }
+        match token(t).ok_or_else(|| ProposalError::Unknown { algorithm: t.to_string(), text: text.to_string() })? {
+            Token::Encryption(e) => add(&mut p.encryption, e),
+            Token::Integrity(i) => add(&mut p.integrity, i),
+            Token::Prf(f) => add(&mut p.prf, f),
+            Token::Group(g) => add(&mut p.group, g),
+            Token::NoEsn => p.no_esn = true,
+        }
+    }
+    if p.encryption.is_empty() {
         return Err(ProposalError::NoEncryption(text.to_string()));
-    };
-    match (e.is_aead(), p.integrity) {
-        (true, Some(_)) => return Err(ProposalError::GcmWithIntegrity(text.to_string())),
-        (false, None) => return Err(ProposalError::CbcWithoutIntegrity(text.to_string())),
+    }
+    // As strongSwan does, AES-GCM and AES-CBC may share a proposal: the
+    // integrity algorithms then go with AES-CBC only.
+    let aead = p.encryption.iter().any(|e| e.is_aead());
+    let cbc = p.encryption.iter().any(|e| !e.is_aead());
+    match (aead, cbc, p.integrity.is_empty()) {
+        (true, false, false) => return Err(ProposalError::GcmWithIntegrity(text.to_string())),
+        (_, true, true) => return Err(ProposalError::CbcWithoutIntegrity(text.to_string())),
         _ => {}
     }
     Ok(p)
+}
+
+/// Each encryption with its integrity algorithms (one each for AES-CBC,
+/// none for AES-GCM), in the order written.
+fn ciphers(p: &Pieces) -> Vec<(Encryption, Option<Integrity>)> {
+    let mut v = Vec::new();
+    for &e in &p.encryption {
+        if e.is_aead() {
+            v.push((e, None));
+        } else {
+            v.extend(p.integrity.iter().map(|&i| (e, Some(i))));
+        }
+    }
+    v
+}
+
+impl IkeProposal {
+    /// Every proposal `text` stands for, in the order its algorithms are
+    /// written (the first encryption with the first PRF and group first).
+    pub fn parse_all(text: &str) -> Result<Vec<IkeProposal>, ProposalError> {
+        let p = pieces(text)?;
+        if p.no_esn {
+            return Err(ProposalError::EsnInIke(text.to_string()));
+        }
+        if p.group.is_empty() {
+            return Err(ProposalError::NoGroup(text.to_string()));
+        }
+        let mut v = Vec::new();
+        for (encryption, integrity) in ciphers(&p) {
+            // strongSwan takes the PRF from the integrity algorithm when
+            // none is named; so does Causeway, for aes256-sha256-modp2048.
+            let prfs = match (p.prf.is_empty(), integrity) {
+                (false, _) => p.prf.clone(),
+                (true, Some(Integrity::HmacSha256_128)) => vec![Prf::HmacSha256],
+                (true, None) => return Err(ProposalError::NoPrf(text.to_string())),
+            };
+            for &prf in &prfs {
+                v.extend(p.group.iter().map(|&group| IkeProposal { encryption, prf, integrity, group }));
+            }
+        }
+        Ok(v)
+    }
+}
+
+impl EspProposal {
+    /// Every proposal `text` stands for, as `IkeProposal::parse_all`.
+    pub fn parse_all(text: &str) -> Result<Vec<EspProposal>, ProposalError> {
+        let p = pieces(text)?;
+        if !p.prf.is_empty() {
+            return Err(ProposalError::PrfInEsp(text.to_string()));
+        }
+        let groups: Vec<Option<DhGroup>> =
+            if p.group.is_empty() { vec![None] } else { p.group.iter().map(|&g| Some(g)).collect() };
+        let mut v = Vec::new();
+        for (encryption, integrity) in ciphers(&p) {
+            v.extend(groups.iter().map(|&group| EspProposal { encryption, integrity, group }));
+        }
+        Ok(v)
+    }
+}
+
+/// One proposal: `parse_all`'s list must hold exactly one.
+fn single<T>(text: &str, all: Result<Vec<T>, ProposalError>) -> Result<T, ProposalError> {
+    let mut all = all?;
+    if all.len() != 1 {
+        return Err(ProposalError::Twice(text.to_string()));
+    }
+    Ok(all.remove(0))
 }
 
 impl std::str::FromStr for IkeProposal {
     type Err = ProposalError;
 
     fn from_str(text: &str) -> Result<IkeProposal, ProposalError> {
-        let p = pieces(text)?;
-        // strongSwan takes the PRF from the integrity algorithm when none
-        // is named; so does Causeway, for aes256-sha256-modp2048.
-        let prf = match (p.prf, p.integrity) {
-            (Some(f), _) => f,
-            (None, Some(Integrity::HmacSha256_128)) => Prf::HmacSha256,
-            (None, None) => return Err(ProposalError::NoPrf(text.to_string())),
-        };
-        let Some(group) = p.group else {
-            return Err(ProposalError::NoGroup(text.to_string()));
-        };
-        Ok(IkeProposal { encryption: p.encryption.expect("checked in pieces"), prf, integrity: p.integrity, group })
+        single(text, IkeProposal::parse_all(text))
     }
 }
 
@@ -170,11 +251,7 @@ impl std::str::FromStr for EspProposal {
     type Err = ProposalError;
 
     fn from_str(text: &str) -> Result<EspProposal, ProposalError> {
-        let p = pieces(text)?;
-        if p.prf.is_some() {
-            return Err(ProposalError::PrfInEsp(text.to_string()));
-        }
-        Ok(EspProposal { encryption: p.encryption.expect("checked in pieces"), integrity: p.integrity, group: p.group })
+        single(text, EspProposal::parse_all(text))
     }
 }
 
@@ -275,11 +352,41 @@ mod tests {
         let e = "aes256gcm16-prfsha256".parse::<EspProposal>().unwrap_err().to_string();
         assert!(e.contains("no PRF"), "{e}");
         let e = "aes256gcm16-aes128gcm16".parse::<EspProposal>().unwrap_err().to_string();
-        assert!(e.contains("two algorithms of one kind"), "{e}");
+        assert!(e.contains("several algorithms of one kind"), "{e}");
+        let e = "aes256gcm16-esn".parse::<EspProposal>().unwrap_err().to_string();
+        assert!(e.contains("extended sequence numbers") && e.contains("noesn"), "{e}");
+        let e = "aes256gcm16-prfsha256-x25519-noesn".parse::<IkeProposal>().unwrap_err().to_string();
+        assert!(e.contains("belongs to ESP"), "{e}");
         let e = "aes256gcm16-prfsha256-modp1024".parse::<IkeProposal>().unwrap_err();
         let unknown =
             ProposalError::Unknown { algorithm: "modp1024".into(), text: "aes256gcm16-prfsha256-modp1024".into() };
         assert_eq!(e, unknown, "the algorithm refused and the proposal it was in");
+    }
+
+    #[test]
+    fn several_algorithms_of_a_kind_stand_for_every_combination() {
+        let names = |v: Vec<IkeProposal>| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let all = IkeProposal::parse_all("aes256gcm16-aes128gcm16-prfsha256-prfsha384-ecp384-ecp256").unwrap();
+        assert_eq!(
+            names(all),
+            [
+                "aes256gcm16-prfsha256-ecp384",
+                "aes256gcm16-prfsha256-ecp256",
+                "aes256gcm16-prfsha384-ecp384",
+                "aes256gcm16-prfsha384-ecp256",
+                "aes128gcm16-prfsha256-ecp384",
+                "aes128gcm16-prfsha256-ecp256",
+                "aes128gcm16-prfsha384-ecp384",
+                "aes128gcm16-prfsha384-ecp256",
+            ]
+        );
+        // AES-GCM and AES-CBC together: the integrity goes with CBC only.
+        let mixed = IkeProposal::parse_all("aes256gcm16-aes256-sha256-prfsha256-x25519").unwrap();
+        assert_eq!(names(mixed), ["aes256gcm16-prfsha256-x25519", "aes256-sha256-prfsha256-x25519"]);
+        let esp = EspProposal::parse_all("aes256gcm-aes256-sha256-modp2048-noesn").unwrap();
+        let esp: Vec<String> = esp.iter().map(|p| p.to_string()).collect();
+        assert_eq!(esp, ["aes256gcm16-modp2048", "aes256-sha256-modp2048"]);
+        assert_eq!("aes256gcm16-aes256gcm16".parse::<EspProposal>().unwrap().to_string(), "aes256gcm16", "one, twice");
     }
 
     #[test]

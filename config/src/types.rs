@@ -182,6 +182,8 @@ impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Endpoint::Addr(a) => write!(f, "{a}"),
+            // A zoned IPv6 address (`zoned_v6`) is bracketed like any other.
+            Endpoint::Host { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
             Endpoint::Host { host, port } => write!(f, "{host}:{port}"),
         }
     }
@@ -217,21 +219,98 @@ pub const MIN_PSK_LEN: usize = 16;
 const ENDPOINT_HINT: &str =
     "expected host:port, such as 198.18.0.2:51820, [fd00::2]:51820 or gw1.dc-east.example:51820";
 
+/// What an IPsec endpoint looks like: the port may be left out.
+pub const IKE_ENDPOINT_HINT: &str =
+    "expected an address or host name, with a port only if not 500: 198.18.0.2, [fd00::2]:4500 or srx.dc-east.example";
+
 /// An endpoint refused; its text says what was expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndpointError {
-    #[error("\"{0}\" has no port; {ENDPOINT_HINT}")]
     NoPort(String),
-    #[error("\"{0}\" is not a port number; {ENDPOINT_HINT}")]
     Port(String),
-    #[error("\"{0}\": port 0 cannot be sent to; {ENDPOINT_HINT}")]
     PortZero(String),
-    #[error("an IPv6 endpoint needs brackets: [{host}]:{port}")]
-    Brackets { host: String, port: u16 },
-    #[error("\"{0}\" is neither an IP address nor a DNS name; {ENDPOINT_HINT}")]
+    Brackets {
+        host: String,
+        port: u16,
+    },
+    V6NoPort(String),
     Host(String),
-    #[error("{0}: brackets hold an IPv6 address")]
+    NotIpv4(String),
+    Scheme(String),
     NotV6InBrackets(String),
+    /// An IPv6 address without brackets whose last group reads as an IKE
+    /// port.
+    AmbiguousV6(String),
+}
+
+impl EndpointError {
+    /// The message, ending in `hint` (what the field expects) where a
+    /// hint helps.
+    pub fn describe(&self, hint: &str) -> String {
+        match self {
+            EndpointError::NoPort(t) => format!("\"{t}\" has no port; {hint}"),
+            EndpointError::Port(t) => format!("\"{t}\" is not a port number; {hint}"),
+            EndpointError::PortZero(t) => format!("\"{t}\": port 0 cannot be sent to; {hint}"),
+            EndpointError::Brackets { host, port } => format!("an IPv6 endpoint needs brackets: [{host}]:{port}"),
+            EndpointError::V6NoPort(t) => {
+                format!(
+                    "\"{t}\" has no port: an IPv6 endpoint is written in brackets with its port, such as [{t}]:51820"
+                )
+            }
+            EndpointError::Host(t) => format!("\"{t}\" is neither an IP address nor a DNS name; {hint}"),
+            EndpointError::NotIpv4(t) => format!(
+                "\"{t}\" is not an IPv4 address (four numbers from 0 to 255, such as 198.18.0.2), and a DNS name \
+                 does not end in a number: the system's resolver would read it as some other address"
+            ),
+            EndpointError::Scheme(t) => format!("\"{t}\": an endpoint has no scheme; {hint}"),
+            EndpointError::NotV6InBrackets(t) => format!("{t}: brackets hold an IPv6 address"),
+            EndpointError::AmbiguousV6(t) => {
+                let (addr, port) = t.rsplit_once(':').unwrap_or((t, ""));
+                format!("\"{t}\" is ambiguous: write [{addr}]:{port} for port {port}, or [{t}] for that address")
+            }
+        }
+    }
+}
+
+impl std::error::Error for EndpointError {}
+
+impl fmt::Display for EndpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe(ENDPOINT_HINT))
+    }
+}
+
+/// Whether `host` is one of the numeric forms the C resolver takes for an
+/// IPv4 address (`inet_aton`: "198.18.1" for 198.18.0.1, "10.001.010.2"
+/// read as octal, "0x7f.1"), or ends in a number, which no DNS name does
+/// (RFC 3696 §2). Such text is a mistyped address: were it looked up as a
+/// name, the tunnel would go to whatever the resolver made of it.
+fn numeric_host(host: &str) -> bool {
+    let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
+    let number = |l: &str| {
+        let hex = l.strip_prefix("0x").or_else(|| l.strip_prefix("0X"));
+        match hex {
+            Some(h) => h.chars().all(|c| c.is_ascii_hexdigit()),
+            None => !l.is_empty() && l.chars().all(|c| c.is_ascii_digit()),
+        }
+    };
+    let last_is_decimal = labels.last().is_some_and(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_digit()));
+    last_is_decimal || (labels.len() <= 4 && labels.iter().all(|l| number(l)))
+}
+
+/// `[ipv6%zone]:port` with an interface name for the zone (a numeric zone
+/// is a `SocketAddr` already), as `wg` writes a link-local endpoint. Kept
+/// as a host for the resolver, which turns the name into the interface's
+/// index when the endpoint is used: the interface may not exist yet when
+/// the file is checked.
+fn zoned_v6(text: &str) -> Option<Endpoint> {
+    let (inside, port) = text.strip_prefix('[')?.split_once("]:")?;
+    let (ip, zone) = inside.split_once('%')?;
+    ip.parse::<std::net::Ipv6Addr>().ok()?;
+    let ifname =
+        !zone.is_empty() && zone.len() < 16 && zone.chars().all(|c| c.is_ascii_graphic() && !"/%:".contains(c));
+    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    ifname.then(|| Endpoint::Host { host: inside.to_string(), port })
 }
 
 impl std::str::FromStr for Endpoint {
@@ -244,6 +323,18 @@ impl std::str::FromStr for Endpoint {
                 return Err(EndpointError::PortZero(text.to_string()));
             }
             return Ok(Endpoint::Addr(a));
+        }
+        if let Some(e) = zoned_v6(text) {
+            return Ok(e);
+        }
+        if text.contains("://") {
+            return Err(EndpointError::Scheme(text.to_string()));
+        }
+        if text.parse::<std::net::Ipv6Addr>().is_ok() {
+            return Err(EndpointError::V6NoPort(text.to_string()));
+        }
+        if text.starts_with('[') && text.ends_with(']') {
+            return Err(EndpointError::NoPort(text.to_string()));
         }
         let Some((host, port)) = text.rsplit_once(':') else {
             return Err(EndpointError::NoPort(text.to_string()));
@@ -261,10 +352,16 @@ impl std::str::FromStr for Endpoint {
                 && !l.starts_with('-')
         };
         if host.contains(':') {
-            return Err(EndpointError::Brackets { host: host.to_string(), port });
+            if host.parse::<std::net::Ipv6Addr>().is_ok() {
+                return Err(EndpointError::Brackets { host: host.to_string(), port });
+            }
+            return Err(EndpointError::Host(host.to_string()));
         }
         if host.len() > 253 || !host.trim_end_matches('.').split('.').all(valid_label) {
             return Err(EndpointError::Host(host.to_string()));
+        }
+        if numeric_host(host) {
+            return Err(EndpointError::NotIpv4(host.to_string()));
         }
         Ok(Endpoint::Host { host: host.to_string(), port })
     }
@@ -272,7 +369,9 @@ impl std::str::FromStr for Endpoint {
 
 /// An IKE identity (RFC 7296 §3.5), written as strongSwan writes one: an
 /// IP address, `user@domain` (an e-mail address) or a host name (FQDN,
-/// with or without strongSwan's leading `@`).
+/// with or without strongSwan's leading `@`); `@@user@domain` and the type
+/// prefixes `fqdn:`, `email:` (or `rfc822:`, `userfqdn:`), `ipv4:` and
+/// `ipv6:` as strongSwan reads them too.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Identity {
     Address(IpAddr),
@@ -282,21 +381,45 @@ pub enum Identity {
 
 /// Text that is not an IKE identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("\"{0}\" is not an IKE identity: expected an IP address, a host name (gw1.dc-east.example) or user@domain")]
-pub struct IdentityError(pub String);
+#[error("\"{0}\" is not an IKE identity: expected an IP address, a host name (gw1.dc-east.example) or user@domain{1}")]
+pub struct IdentityError(pub String, pub &'static str);
 
 impl std::str::FromStr for Identity {
     type Err = IdentityError;
 
     fn from_str(text: &str) -> Result<Identity, IdentityError> {
         let text = text.trim();
+        let refuse = |why: &'static str| Err(IdentityError(text.to_string(), why));
         if let Ok(a) = text.parse::<IpAddr>() {
             return Ok(Identity::Address(a));
         }
-        let fqdn = text.strip_prefix('@').unwrap_or(text);
         let ok = |s: &str| !s.is_empty() && s.len() <= 253 && s.chars().all(|c| c.is_ascii_graphic());
+        // strongSwan's forms (`identification.c`): "@@" is an e-mail
+        // identity, a type prefix names the type. Taken as a host name,
+        // either would fail every authentication at run time.
+        if let Some(email) = text.strip_prefix("@@") {
+            return if ok(email) { Ok(Identity::Email(email.to_string())) } else { refuse("") };
+        }
+        if let Some((kind, value)) = text.split_once(':') {
+            let address = |v6: bool| match value.parse::<IpAddr>() {
+                Ok(a) if a.is_ipv6() == v6 => Ok(Identity::Address(a)),
+                _ => Err(IdentityError(text.to_string(), "; the value after the type is not such an address")),
+            };
+            return match kind.to_ascii_lowercase().as_str() {
+                _ if !ok(value) => refuse(""),
+                "fqdn" | "dns" => Ok(Identity::Fqdn(value.to_string())),
+                "email" | "rfc822" | "userfqdn" => Ok(Identity::Email(value.to_string())),
+                "ipv4" => address(false),
+                "ipv6" => address(true),
+                _ => refuse(
+                    "; Causeway authenticates with pre-shared keys, so takes no distinguished name, key ID or other \
+                     identity type",
+                ),
+            };
+        }
+        let fqdn = text.strip_prefix('@').unwrap_or(text);
         if !ok(fqdn) {
-            return Err(IdentityError(text.to_string()));
+            return refuse("");
         }
         if !text.starts_with('@') && fqdn.contains('@') {
             Ok(Identity::Email(fqdn.to_string()))
@@ -371,4 +494,86 @@ pub struct IpsecPeer {
     pub failover_after: Duration,
     /// The site this peer is one gateway of.
     pub site: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(text: &str) -> Result<Endpoint, EndpointError> {
+        text.parse()
+    }
+
+    #[test]
+    fn a_mistyped_ipv4_address_is_not_taken_for_a_name() {
+        // Each of these the C resolver reads as an address other than the
+        // one meant (198.18.0.1, 10.1.8.2, 127.0.0.1), or as none.
+        for host in ["198.18.1", "10.001.010.2", "0x7f.1", "0x7f000001", "198.18.2.256", "gw1.example.1"] {
+            let e = endpoint(&format!("{host}:51820")).unwrap_err();
+            assert_eq!(e, EndpointError::NotIpv4(host.to_string()), "{host}");
+            assert!(e.to_string().contains("not an IPv4 address"), "{e}");
+        }
+        for host in ["gw1.dc-east.example", "3com.example", "gw-2.example.", "localhost", "a1b2"] {
+            assert_eq!(endpoint(&format!("{host}:51820")), Ok(Endpoint::Host { host: host.into(), port: 51820 }));
+        }
+    }
+
+    #[test]
+    fn endpoint_errors_say_what_to_write() {
+        assert_eq!(endpoint("2001:db8::1"), Err(EndpointError::V6NoPort("2001:db8::1".into())));
+        assert!(endpoint("2001:db8::1").unwrap_err().to_string().contains("[2001:db8::1]:51820"));
+        assert_eq!(
+            endpoint("2001:db8::1:4500").unwrap_err(),
+            EndpointError::V6NoPort("2001:db8::1:4500".into()),
+            "a valid IPv6 address: its last group is not taken for a port"
+        );
+        assert_eq!(
+            endpoint("2001:db8::1:51820"),
+            Err(EndpointError::Brackets { host: "2001:db8::1".into(), port: 51820 }),
+            "51820 is no IPv6 group, so it is the port"
+        );
+        assert_eq!(endpoint("fd00::2x:51820"), Err(EndpointError::Host("fd00::2x".into())));
+        assert_eq!(
+            endpoint("fd00::2:x"),
+            Err(EndpointError::Port("x".into())),
+            "not an address, and what follows the last colon is no port"
+        );
+        assert_eq!(endpoint("[2001:db8::1]"), Err(EndpointError::NoPort("[2001:db8::1]".into())));
+        assert_eq!(endpoint("udp://198.18.1.2:51820"), Err(EndpointError::Scheme("udp://198.18.1.2:51820".into())));
+        let ike = EndpointError::Host("a b".into()).describe(IKE_ENDPOINT_HINT);
+        assert!(ike.contains("[fd00::2]:4500") && !ike.contains("51820"), "{ike}");
+    }
+
+    #[test]
+    fn a_link_local_endpoint_may_name_its_interface() {
+        let e = endpoint("[fe80::1%lo]:51820").unwrap();
+        assert_eq!(e, Endpoint::Host { host: "fe80::1%lo".into(), port: 51820 });
+        assert_eq!(e.to_string(), "[fe80::1%lo]:51820");
+        let lo = std::fs::read_to_string("/sys/class/net/lo/ifindex").unwrap();
+        match e.resolve().unwrap()[..] {
+            [SocketAddr::V6(a)] => {
+                assert_eq!((a.ip().to_string(), a.port()), ("fe80::1".into(), 51820));
+                assert_eq!(a.scope_id().to_string(), lo.trim(), "the zone is the interface's index");
+            }
+            ref other => panic!("{other:?}"),
+        }
+        assert!(matches!(endpoint("[fe80::1%2]:51820"), Ok(Endpoint::Addr(SocketAddr::V6(a))) if a.scope_id() == 2));
+        assert!(endpoint("[fe80::1%a/b]:51820").is_err());
+        assert!(endpoint("[fe80::1%lo]:0").is_err());
+    }
+
+    #[test]
+    fn identities_take_strongswans_prefixes() {
+        let id = |t: &str| t.parse::<Identity>();
+        assert_eq!(id("@@ops@peer.example"), Ok(Identity::Email("ops@peer.example".into())));
+        assert_eq!(id("fqdn:gw1.a.example"), Ok(Identity::Fqdn("gw1.a.example".into())));
+        assert_eq!(id("email:ops@a.example"), Ok(Identity::Email("ops@a.example".into())));
+        assert_eq!(id("userfqdn:ops@a.example"), Ok(Identity::Email("ops@a.example".into())));
+        assert_eq!(id("ipv4:198.18.0.1"), Ok(Identity::Address("198.18.0.1".parse().unwrap())));
+        assert_eq!(id("ipv6:fd00::1"), Ok(Identity::Address("fd00::1".parse().unwrap())));
+        assert!(id("ipv4:fd00::1").is_err(), "the type and the address disagree");
+        assert!(id("keyid:0x1234").unwrap_err().to_string().contains("pre-shared keys"));
+        assert!(id("asn1dn:C=CH, O=x").is_err());
+        assert!(id("@@").is_err() && id("fqdn:").is_err());
+    }
 }

@@ -151,8 +151,24 @@ impl Checker<'_> {
                 && u.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
             if !ok {
                 self.report(u.span(), join(t, "user"), "expected a user name, such as \"causeway\"");
+                return None;
             }
-            ok.then(|| u.get_ref().clone())
+            // Looked up only for a file loaded on the host that runs it
+            // (text from no file may be checked anywhere): a name missing
+            // here would stop `up` after every other check had passed.
+            let name = u.get_ref();
+            if !self.owners.uids.is_empty() && matches!(nix::unistd::User::from_name(name), Ok(None)) {
+                self.report(
+                    u.span(),
+                    join(t, "user"),
+                    format!(
+                        "no user \"{name}\" on this host: create it (useradd --system --no-create-home {name}) or \
+                         leave user out to run as root"
+                    ),
+                );
+                return None;
+            }
+            Some(name.clone())
         });
         let dns_refresh = match &raw.dns_refresh {
             None => Some(DEFAULT_DNS_REFRESH),
@@ -324,6 +340,34 @@ impl Checker<'_> {
                 );
             }
         }
+        // A responder picks the peer an IKE_AUTH comes from by its address,
+        // then by its identity (`peer_by_identity`): two peers at one
+        // address with one remote_id cannot be told apart, and the second
+        // would only ever come up when it initiates.
+        let at = |e: &Endpoint| match e {
+            Endpoint::Addr(a) => a.ip().to_canonical().to_string(),
+            Endpoint::Host { host, .. } => host.to_ascii_lowercase(),
+        };
+        for (n, (i, p)) in ipsec.iter().enumerate() {
+            let shared = ipsec[..n].iter().find_map(|(j, q)| {
+                let same = p.remote_id == q.remote_id;
+                let address = p.endpoints.iter().find(|e| q.endpoints.iter().any(|f| at(e) == at(f)));
+                address.filter(|_| same).map(|e| (*j, at(e)))
+            });
+            if let Some((first, address)) = shared {
+                let r = raw[*i - 1].get_ref();
+                self.report(
+                    r.remote_id.as_ref().map_or(0..0, |n| n.span()),
+                    join(&format!("peer[{i}]"), "remote_id"),
+                    format!(
+                        "IPsec peer \"{}\" has the address {address} and the remote_id {} of peer[{first}]: a \
+                         responder cannot tell the two apart; merge them into one peer whose local_ts and remote_ts \
+                         list both sets of selectors, or give each its own remote_id",
+                        p.name, p.remote_id
+                    ),
+                );
+            }
+        }
         // Sort so that every prefix comes after the prefixes containing it;
         // CIDR blocks are nested or disjoint, so a stack finds containment.
         let mut all: Vec<(IpNet, usize, usize)> = Vec::new();
@@ -374,10 +418,40 @@ pub(crate) fn read_raw(c: &mut Checker<'_>) -> Option<RawConfig> {
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
             let field = join(&table_at(c.source, span.start), &key_at(c.source, span.start).unwrap_or_default());
-            c.report(span, field, e.message().trim().to_string());
+            c.report(span, field, plain_words(e.message().trim()));
             None
         }
     }
+}
+
+/// The TOML reader's message with Rust's type names put in an operator's
+/// words ("expected u16" says nothing to someone writing a port).
+fn plain_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 9] = [
+        ("expected u8", "expected a whole number from 0 to 255, without quotes"),
+        ("expected u16", "expected a whole number from 0 to 65535, without quotes"),
+        ("expected u32", "expected a whole number from 0 to 4294967295, without quotes"),
+        ("expected u64", "expected a whole number from 0 up, without quotes"),
+        ("expected usize", "expected a whole number from 0 up, without quotes"),
+        ("expected i64", "expected a whole number, without quotes"),
+        ("expected a sequence", "expected a list in brackets, such as [\"10.1.0.0/16\"]"),
+        ("expected a map", "expected a table"),
+        (
+            "number too large to fit in target type",
+            "a number too large for any setting; text, such as a key, goes in quotes",
+        ),
+    ];
+    let mut m = message.to_string();
+    for (rust, plain) in WORDS {
+        // Only whole words: "expected u16" must not match inside "expected u160".
+        if let Some(at) = m.find(rust) {
+            let end = at + rust.len();
+            if !m[end..].starts_with(|c: char| c.is_ascii_alphanumeric()) {
+                m.replace_range(at..end, plain);
+            }
+        }
+    }
+    m
 }
 
 /// Every `[[peer]]` table checked on its own, by its protocol, with its
@@ -513,6 +587,36 @@ mod tests {
         let p = problems(src);
         assert_eq!(p.len(), 1, "{p:#?}");
         p[0].clone()
+    }
+
+    #[test]
+    fn a_user_missing_on_this_host_is_named_where_it_stands() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.toml");
+        std::fs::write(&path, format!("[interface]\nprivate_key = \"{KEY_A}\"\nuser = \"causeway-no-such-user\"\n"))
+            .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = crate::load(&path).unwrap_err().to_string();
+        assert!(e.contains("gw.toml:3: interface.user: no user \"causeway-no-such-user\" on this host"), "{e}");
+        let root = "[interface]\nprivate_key = \"{KEY_A}\"\nuser = \"root\"\n".replace("{KEY_A}", KEY_A);
+        std::fs::write(&path, root).unwrap();
+        assert!(crate::load(&path).is_ok(), "a user that exists");
+        assert!(parse("[interface]\nprivate_key = \"K\"\n".replace('K', KEY_A).as_str()).is_ok());
+        let text = format!("[interface]\nprivate_key = \"{KEY_A}\"\nuser = \"causeway-no-such-user\"\n");
+        assert!(parse(&text).is_ok(), "text from no file is not looked up");
+    }
+
+    #[test]
+    fn type_mistakes_are_told_in_an_operators_words() {
+        let port = one_problem(&format!("[interface]\nprivate_key = \"{KEY_A}\"\nlisten_port = \"51820\"\n"));
+        assert!(port.contains("gw.toml:3:") && port.contains("from 0 to 65535, without quotes"), "{port}");
+        assert!(!port.contains("u16"), "{port}");
+        let big = one_problem(&format!("[interface]\nprivate_key = \"{KEY_A}\"\nlisten_port = 70000\n"));
+        assert!(big.contains("from 0 to 65535") && !big.contains("u16"), "{big}");
+        let key = one_problem("[interface]\nprivate_key = 12345678901234567890\n");
+        assert!(key.contains("goes in quotes"), "{key}");
+        assert_eq!(plain_words("expected u160"), "expected u160", "whole words only");
     }
 
     #[cfg(unix)]

@@ -41,6 +41,7 @@ use client::request;
 /// permission denied, or the gateway refused the change); 2 bad command line.
 #[derive(Parser)]
 #[command(
+    name = "tunctl",
     version,
     after_help = "Examples:\n  tunctl peers cw0\n  tunctl sites cw0\n  tunctl show cw0 --json | jq .drops\n  tunctl peer add cw0 --name dc-north --public-key KEY --endpoint 198.18.4.2:51820 --allowed-ip 10.4.0.0/16\n  tunctl reload cw0\n  tunctl genkey | tee gw.key | tunctl pubkey\n  tunctl import-swanctl /etc/swanctl/swanctl.conf --psk-dir /etc/causeway >> /etc/causeway/gw.toml"
 )]
@@ -231,7 +232,8 @@ struct PeerFields {
     /// Prefix routed to and accepted from the peer; repeat. Replaces the list.
     #[arg(long = "allowed-ip")]
     allowed_ips: Vec<String>,
-    /// Seconds between keepalives (0 is off).
+    /// Seconds between keepalives, to hold a NAT mapping open (0 is off).
+    /// `peer add` without it: off; `peer set` without it: unchanged.
     #[arg(long)]
     keepalive: Option<u16>,
     /// File holding a pre-shared key (base64), as `wg genpsk` prints.
