@@ -204,7 +204,10 @@ mod tests {
         let e = refused(&gw, add(serde_json::json!({"failover_after": 0})));
         assert_eq!(e, "failover_after: expected 1 to 3600 seconds, got 0");
         assert!(refused(&gw, add(serde_json::json!({"allowed_ips": ["10.1.2.3/16"]}))).contains("host bits"));
-        assert!(refused(&gw, add(serde_json::json!({"endpoints": ["fd00::1:5"]}))).contains("needs brackets"));
+        // A valid IPv6 address: its last group is not taken for a port.
+        assert!(
+            refused(&gw, add(serde_json::json!({"endpoints": ["fd00::1:5"]}))).contains("in brackets with its port")
+        );
         assert!(
             refused(&gw, add(serde_json::json!({"persistent_keepalive": 70000}))).starts_with("request is not valid")
         );

@@ -35,6 +35,12 @@ them to $CAUSEWAYD_LOG_FILE if set.";
 enum Command {
     /// Bring up an interface from a configuration file and run in the
     /// foreground until SIGTERM or SIGINT.
+    #[command(after_help = "Examples:
+  causewayd up --config /etc/causeway/gw.toml
+  causewayd up --config gw.toml --interface cw1 --workers 2
+
+SIGHUP (or tunctl reload) re-reads the file; a file with a problem is
+refused and the running configuration stays. README: Running a gateway.")]
     Up {
         /// The gateway's TOML configuration.
         #[arg(short, long)]
@@ -51,6 +57,8 @@ enum Command {
     /// status is 0 only for a file `up` would accept (key and PSK files
     /// and their modes, and the user to run as, included). For use before
     /// `up` or a reload.
+    #[command(after_help = "Example:
+  causewayd check --config /etc/causeway/gw.toml && tunctl reload cw0")]
     Check {
         /// The gateway's TOML configuration.
         #[arg(short, long)]

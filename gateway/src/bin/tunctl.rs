@@ -28,6 +28,8 @@ mod sites;
 mod swanctl;
 #[path = "tunctl/swanctl_connection.rs"]
 mod swanctl_connection;
+#[path = "tunctl/swanctl_keys.rs"]
+mod swanctl_keys;
 #[path = "tunctl/swanctl_secrets.rs"]
 mod swanctl_secrets;
 #[path = "tunctl/swanctl_values.rs"]
@@ -113,6 +115,9 @@ enum Command {
     /// Convert a wg-quick configuration (.conf) to Causeway's TOML on stdout.
     /// Peers are named peer-1, peer-2, … unless a `# Name = x` comment
     /// precedes them; settings Causeway does not take are listed on stderr.
+    /// wg-quick's routes carry over: no Table line (or auto, main) gives
+    /// install_routes = true; Table = N also route_table = N; Table = off
+    /// neither.
     ///
     /// The output holds the private key: write it where only root reads.
     ///
@@ -127,7 +132,9 @@ enum Command {
     /// key, from the secrets section, goes to <PSK_DIR>/<connection>.psk
     /// and is never printed. Settings Causeway does not take are listed on
     /// stderr; what cannot be carried over (certificates, IKEv1, children
-    /// with different selectors, algorithms Causeway lacks) is an error.
+    /// with different selectors, algorithms Causeway lacks) is an error,
+    /// as are keys swanctl does not know (a typo) and a connection no
+    /// secret names (the message names the key file to create).
     ///
     /// Mapping: remote_addrs (with remote_port) → endpoints; local.id,
     /// remote.id → local_id, remote_id (unset: the one address of

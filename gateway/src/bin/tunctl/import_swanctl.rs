@@ -18,7 +18,12 @@
 //!   by default; without one it is an error.
 //! - The pre-shared key goes to `<psk-dir>/<connection>.psk` as `0x` and
 //!   hex (mode 0600, created new: an existing file is never replaced), and
-//!   is never printed.
+//!   is never printed. A connection no secret names is an error naming
+//!   that file, unless the operator has already made it (then it is used):
+//!   a peer whose key file is missing would not load.
+//! - A key strongSwan does not know is an error (with the nearest real
+//!   one: a typo would otherwise drop a setting silently); a key swanctl
+//!   has and Causeway does not use is listed on stderr.
 //!
 //! Invariant: PSK files are written only once everything else is known to
 //! be valid, and removed again if the final check fails.
@@ -134,25 +139,22 @@ pub fn import_swanctl(file: &Path, only: Option<&str>, psk_dir: &Path) -> anyhow
         }
         written.push(path.clone());
     }
-    if let Err(problems) = check(&toml, &psk_dir, &mapped) {
+    // A connection whose key is nowhere fails the import, after the rest
+    // was checked, so that one run reports every problem.
+    let mut problems = check(&toml, &psk_dir, &mapped).err().unwrap_or_default();
+    problems.extend(mapped.iter().filter_map(|(c, _, _)| c.missing_key.clone()));
+    if !problems.is_empty() {
         remove(&written);
         bail!("cannot import {}:\n{}", file.display(), problems.join("\n"));
     }
 
-    for (c, peer, secret) in &mapped {
+    for (c, _, _) in &mapped {
         let at = |line: String| format!("connection {}: {line}", c.name);
         notes.extend(c.notes.iter().cloned().map(at));
         if !c.skipped.is_empty() {
             notes.push(at(format!(
                 "not imported (Causeway has no such setting, or decides it itself): {}",
                 c.skipped.join(", ")
-            )));
-        }
-        if secret.is_none() {
-            notes.push(at(format!(
-                "no secret in secrets {{ ike... }} names its identities ({} and {}): create {} (chmod 600) holding \
-                 the pre-shared key, as 0x and hex, 0s and base64, or the text itself",
-                peer.local_id, peer.remote_id, peer.psk_file
             )));
         }
     }
@@ -166,8 +168,9 @@ fn remove(files: &[PathBuf]) {
 }
 
 /// Validates the peers with causeway_config behind a throwaway interface,
-/// each problem told against the swanctl setting it came from. A missing
-/// key file of a connection without a secret is expected, not a problem.
+/// each problem told against the swanctl setting it came from. A key file
+/// that is missing because no secret names its connection is told apart
+/// (`missing_key`); one the operator made for it is checked as any other.
 fn check(toml: &str, psk_dir: &Path, mapped: &[(Conn, Peer, Option<&IkeSecret>)]) -> Result<(), Vec<String>> {
     let key = causeway_wireguard::StaticSecret::random(&mut rand_core::OsRng);
     let key = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(key.as_bytes()));
@@ -181,11 +184,11 @@ fn check(toml: &str, psk_dir: &Path, mapped: &[(Conn, Peer, Option<&IkeSecret>)]
             .and_then(|r| r.split_once(']'))
             .and_then(|(n, rest)| Some((n.parse::<usize>().ok()?.checked_sub(1)?, rest.trim_start_matches('.'))))
             .unwrap_or((usize::MAX, p.field.as_str()));
-        let Some((c, _, secret)) = mapped.get(index) else {
+        let Some((c, _, _)) = mapped.get(index) else {
             out.push(p.to_string());
             continue;
         };
-        if field == "psk_file" && secret.is_none() {
+        if field == "psk_file" && c.missing_key.is_some() {
             continue;
         }
         match c.origins.iter().find(|o| o.0 == field) {
@@ -515,22 +518,203 @@ secrets {
         assert!(notes.contains("198.18.1.0/24 holds the peer's address 198.18.1.2"), "{notes}");
     }
 
+    // A peer whose key file does not exist would not load: the import
+    // fails, naming the connection and the file, and writes nothing; once
+    // the operator has made the file, the import uses it.
     #[test]
-    fn a_missing_secret_says_which_file_to_create() {
+    fn a_missing_secret_fails_the_import_and_says_which_file_to_create() {
         // No secret names dc-west's identities (ike-east would fit its
         // local one, and strongSwan would take it: it names only the remote).
         let conf = TWO_DCS
             .replace("id = srx@dc-west.example", "id = other@dc-west.example")
             .replace("id-1 = gw1.primary.example", "");
         let s = setup(&conf);
-        let imported = s.import(None).unwrap();
-        assert_eq!(imported.written, [s.key_file("dc-east")]);
+        let e = format!("{:#}", s.import(None).err().expect("refused"));
         let file = s.key_file("dc-west");
-        let want = format!("connection dc-west: no secret in secrets {{ ike... }} names its identities (gw1.primary.example and srx@dc-west.example): create {}", file.display());
-        assert!(imported.notes.iter().any(|n| n.starts_with(&want)), "{:?}", imported.notes);
-        // Once the operator has made it, the output is a working configuration.
+        let want = format!(
+            "swanctl.conf:33: connection dc-west: no secret in secrets {{ ike... }} names its identities \
+             (gw1.primary.example and srx@dc-west.example): create {} (mode 0600)",
+            file.display()
+        );
+        assert!(e.contains(&want), "{e}");
+        assert_eq!(std::fs::read_dir(&s.psk_dir).unwrap().count(), 0, "nothing left written: {e}");
+
         write_psk(&file, b"0123456789abcdef0123").unwrap();
+        let imported = s.import(None).unwrap();
+        assert_eq!(imported.written, [s.key_file("dc-east")], "the operator's file is used, not written");
+        let notes = imported.notes.join("\n");
+        assert!(notes.contains(&format!("connection dc-west: no secret in secrets {{ ike... }} names its identities (gw1.primary.example and srx@dc-west.example): using {}", file.display())), "{notes}");
         assert_eq!(&**s.load(&imported)[1].psk.0, b"0123456789abcdef0123");
+    }
+
+    // The operator's file is checked as causewayd would check it.
+    #[test]
+    fn a_key_file_made_by_the_operator_must_be_private() {
+        let conf = TWO_DCS
+            .replace("id = srx@dc-west.example", "id = other@dc-west.example")
+            .replace("id-1 = gw1.primary.example", "");
+        let s = setup(&conf);
+        let file = s.key_file("dc-west");
+        std::fs::write(&file, "0123456789abcdef0123\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = format!("{:#}", s.import(None).err().expect("refused"));
+        assert!(e.contains("connection dc-west: psk_file: "), "{e}");
+        assert!(!s.key_file("dc-east").exists(), "nothing written when the check fails");
+    }
+
+    /// The strongSwan side of README's IPsec example, as the README has it.
+    fn readme_example() -> String {
+        let readme = include_str!("../../../../README.md");
+        let at = readme.find("With strongSwan 5.9 (swanctl.conf;").expect("the README's swanctl.conf example");
+        let block = readme[at..].split("```\n").nth(1).expect("a fenced block");
+        block.replace("<the PSK>", "a long shared passphrase for both ends")
+    }
+
+    #[test]
+    fn the_readme_example_imports() {
+        let s = setup(&readme_example());
+        let imported = s.import(None).unwrap();
+        let p = &s.load(&imported)[0];
+        assert_eq!((p.name.as_str(), strings(&p.endpoints)), ("primary", vec!["198.18.0.1:500".to_string()]));
+        assert_eq!(p.local_id, Identity::Fqdn("gw1.dc-east.example".into()));
+        assert_eq!(p.remote_id, Identity::Fqdn("gw1.primary.example".into()));
+        assert_eq!(
+            (strings(&p.local_ts), strings(&p.remote_ts)),
+            (vec!["10.1.0.0/16".into()], vec!["10.0.0.0/16".into()])
+        );
+        assert_eq!(&**p.psk.0, b"a long shared passphrase for both ends");
+        assert!(p.initiate);
+        let notes = imported.notes.join("\n");
+        let listed =
+            "connection primary: not imported (Causeway has no such setting, or decides it itself): local_addrs";
+        assert!(notes.lines().any(|l| l == listed), "{notes}");
+    }
+
+    // strongSwan has no `;` between settings: the one-line form the README
+    // once showed is refused at its line, not misread as `auth = "psk; ..."`.
+    #[test]
+    fn settings_joined_by_semicolons_are_refused_at_their_line() {
+        let one_line = readme_example()
+            .replace(
+                "local {\n            auth = psk\n            id = gw1.dc-east.example\n        }",
+                "local { auth = psk; id = gw1.dc-east.example }",
+            )
+            .replace(
+                "ike-primary {\n        id = gw1.primary.example\n        secret = \"a long shared passphrase for both ends\"\n    }",
+                "ike-primary { id = gw1.primary.example; secret = \"a long shared passphrase for both ends\" }",
+            );
+        assert!(one_line.contains("auth = psk; id") && one_line.contains("example; secret"), "{one_line}");
+        let e = error(&one_line);
+        assert!(
+            e.contains("swanctl.conf:7: auth: strongSwan takes one setting per line; ';' does not separate settings"),
+            "{e}"
+        );
+        let secrets_only = one_line.replace("local { auth = psk; id = gw1.dc-east.example }", "local {\nauth = psk\n}");
+        let e = error(&secrets_only);
+        assert!(e.contains(": id: strongSwan takes one setting per line"), "{e}");
+        assert!(!e.contains("passphrase"), "the secret is not shown: {e}");
+    }
+
+    /// One connection: `conn` is line 3, `child` line 16.
+    fn one_conn(conn: &str, child: &str) -> String {
+        format!(
+            "connections {{\n c1 {{\n{conn}\n  local {{\n   auth = psk\n   id = a.example\n  }}\n  remote {{\n   auth = psk\n   \
+             id = b.example\n  }}\n  children {{\n   a {{\n    remote_ts = 10.1.0.0/16\n    local_ts = 10.0.0.0/16\n{child}\n   }}\n  }}\n }}\n}}\n\
+             secrets {{ ike {{ secret = 0sAAECAwQFBgcICQoLDA0ODw== }} }}\n"
+        )
+    }
+
+    // strongSwan refuses a key it does not know; so does the import, since a
+    // typo would otherwise drop the setting (a peer without endpoints, or
+    // with default proposals).
+    #[test]
+    fn a_key_strongswan_does_not_know_is_an_error_naming_the_nearest() {
+        for (conn, child, want) in [
+            ("remote_addr = 198.18.1.2", "", "swanctl.conf:3: connection c1: remote_addr: not a swanctl setting; did you mean remote_addrs?"),
+            ("", "esp_proposal = aes256gcm16", "swanctl.conf:16: connection c1: children.a.esp_proposal: not a swanctl setting; did you mean esp_proposals?"),
+            ("dpd_dealy = 30s", "", "swanctl.conf:3: connection c1: dpd_dealy: not a swanctl setting; did you mean dpd_delay?"),
+            ("Proposals = aes256gcm16-prfsha256-x25519", "", "Proposals: not a swanctl setting; did you mean proposals?"),
+            ("frobnicate = yes", "", "swanctl.conf:3: connection c1: frobnicate: not a swanctl setting (strongSwan refuses it too)"),
+            ("esp_proposals = aes256gcm16", "", "swanctl.conf:3: connection c1: esp_proposals: not a setting of this level; strongSwan takes it in a child"),
+            ("", "remote_addrs = 198.18.1.2", "children.a.remote_addrs: not a setting of this level; strongSwan takes it in the connection"),
+            ("child { }", "", "swanctl.conf:3: connection c1: child { }: not a swanctl section; did you mean children?"),
+            ("", "net { }", "swanctl.conf:16: connection c1: children.a.net { }: not a swanctl section"),
+        ] {
+            let e = error(&one_conn(conn, child));
+            assert!(e.contains(want), "{conn:?} {child:?}:\n{e}");
+        }
+        let e = error(&one_conn("", "").replace("   id = a.example", "   ids = a.example"));
+        assert!(e.contains("swanctl.conf:6: connection c1: local.ids: not a swanctl setting; did you mean id?"), "{e}");
+        let e = error(&one_conn("", "").replace("  children {\n   a {", "  children {\n   mode = tunnel\n   a {"));
+        assert!(e.contains("swanctl.conf:13: connection c1: children.mode: not a swanctl setting"), "{e}");
+    }
+
+    // Keys swanctl has and Causeway does not use are listed, not refused.
+    #[test]
+    fn real_swanctl_keys_causeway_does_not_use_are_listed() {
+        let conn = "mobike = no\nfragmentation = yes\nsend_certreq = no\nunique = replace\nkeyingtries = 0\n\
+                    over_time = 1h\nrand_time = 5m\nif_id_in = 42\nreauth_time = 0\nlocal_port = 500";
+        let child = "updown = /usr/lib/ipsec/_updown iptables\nhostaccess = yes\nmark_in = 42\nstart_action = start\n\
+                     close_action = start\ndpd_action = restart\nreplay_window = 64\nhw_offload = auto\ncopy_df = no\n\
+                     policies = yes\nset_mark_in = 7\nlabel = system_u:object_r:ipsec_spd_t:s0\nif_id_in = 42\n\
+                     rekey_bytes = 0\ninactivity = 0s";
+        let imported = setup(&one_conn(conn, child)).import(None).unwrap();
+        let notes = imported.notes.join("\n");
+        let line = notes.lines().find(|l| l.contains("not imported (")).unwrap_or_default();
+        for key in conn.lines().chain(child.lines()).filter_map(|l| l.split_once(" =")).map(|(k, _)| k) {
+            let listed = line.contains(&format!(": {key}"))
+                || line.contains(&format!(", {key}"))
+                || line.contains(&format!(".{key}"));
+            assert_eq!(listed, key != "start_action", "{key}: {line}");
+        }
+    }
+
+    // local_addrs gives the default identities and `dynamic` selectors; the
+    // source of IKE is the route's, so the address must be this host's.
+    #[test]
+    fn local_addrs_is_listed_with_what_it_takes_to_keep_it() {
+        let imported = setup(&one_conn("local_addrs = 198.18.0.1", "")).import(None).unwrap();
+        let notes = imported.notes.join("\n");
+        assert!(notes.contains("connection c1: local_addrs = 198.18.0.1 is not imported: Causeway sends IKE from the source address of the route to the peer; if the peer expects this address, it must be on this host"), "{notes}");
+        assert!(
+            notes.contains("not imported (Causeway has no such setting, or decides it itself): local_addrs"),
+            "{notes}"
+        );
+    }
+
+    #[test]
+    fn a_zero_lifetime_is_told_at_its_own_key_and_line() {
+        for (conn, child, want) in [
+            ("", "life_time = 0", "swanctl.conf:16: connection c1: children.a.life_time: 0 turns rekeying off"),
+            ("", "rekey_time = 0s", "swanctl.conf:16: connection c1: children.a.rekey_time: 0 turns rekeying off"),
+            (
+                "rekey_time = 0",
+                "",
+                "swanctl.conf:3: connection c1: rekey_time: 0 turns rekeying off; Causeway always rekeys IKE SAs",
+            ),
+        ] {
+            let e = error(&one_conn(conn, child));
+            assert!(e.contains(want), "{conn:?} {child:?}:\n{e}");
+        }
+    }
+
+    // Two connections to one peer with one remote identity cannot be told
+    // apart by a responder that picks the peer by identity: the advice is
+    // to merge the children, or to give each connection its own identity.
+    #[test]
+    fn children_that_differ_are_told_to_merge_not_to_split_alike() {
+        let e = error(&one_conn("", "   }\n   b {\n    local_ts = 10.0.0.0/16\n    remote_ts = 10.2.0.0/16"));
+        assert!(e.contains("swanctl.conf:17: connection c1: children.b: its traffic selectors (local_ts, remote_ts) differ from those of children.a"), "{e}");
+        assert!(e.contains("merge the children into one child whose local_ts and remote_ts list all the selectors (route-based, as Causeway's peers are), or split them into connections that each have a remote identity of their own"), "{e}");
+        assert!(!e.contains("make each child its own connection"), "{e}");
+        let e = error(&one_conn(
+            "",
+            "esp_proposals = aes128gcm16\n   }\n   b {\n    local_ts = 10.0.0.0/16\n    remote_ts = 10.1.0.0/16",
+        ));
+        assert!(
+            e.contains("its esp_proposals differ") && e.contains("give the children the same esp_proposals"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `tunctl import-wg`: a wg-quick .conf as Causeway's TOML. The result is
 //! built as data and written by the `toml` crate, so names and keys are
 //! quoted correctly whatever they hold, then checked by parsing it with
-//! `causeway_config`, which decides what is valid.
+//! `causeway_config`, which decides what is valid. wg-quick's routes carry
+//! over: it routes every AllowedIPs prefix unless `Table = off`, so the
+//! import turns `install_routes` on (with `route_table` for `Table = N`).
 
 use std::path::Path;
 
@@ -30,6 +32,10 @@ struct Interface {
     addresses: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mtu: Option<u32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    install_routes: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route_table: Option<u32>,
 }
 
 #[derive(Serialize, Default)]
@@ -65,6 +71,56 @@ fn extend(list: &mut Vec<String>, v: &str) {
     list.extend(v.split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from));
 }
 
+/// wg-quick's `Table =` as Causeway's routing: wg-quick routes every
+/// AllowedIPs prefix through the interface unless the table is `off`, in
+/// the main table for `auto` (its default, also an empty value) and
+/// `main`, else in the table given (`ip route add ... table N`). Returns
+/// (install_routes, route_table).
+fn routing(table: Option<&(String, usize)>, file: &Path) -> anyhow::Result<(bool, Option<u32>)> {
+    let Some((value, line)) = table else { return Ok((true, None)) };
+    match value.as_str() {
+        "off" => Ok((false, None)),
+        "" | "auto" | "main" => Ok((true, None)),
+        // A name from /etc/iproute2/rt_tables would be this host's guess.
+        v => v.parse().map(|n| (true, Some(n))).map_err(|_| {
+            anyhow::anyhow!(
+                "{}:{line}: Table: expected off, auto, main or a table number, got {v:?} (write a named table's number)",
+                file.display()
+            )
+        }),
+    }
+}
+
+/// What the import did with wg-quick's routes, for stderr; nothing when
+/// they are off, Causeway's default too.
+fn routes_note(
+    table: Option<&(String, usize)>,
+    routes: (bool, Option<u32>),
+    file: &Path,
+    peers: &[Peer],
+) -> Option<String> {
+    let at = match table {
+        None => format!("{}: no Table line", file.display()),
+        Some((v, line)) => format!("{}:{line}: Table = {v}", file.display()),
+    };
+    let (fields, place) = match routes {
+        (false, _) => return None,
+        (true, None) => ("install_routes = true".to_string(), "the main table".to_string()),
+        (true, Some(n)) => (format!("install_routes = true, route_table = {n}"), format!("table {n}")),
+    };
+    let mut note = format!(
+        "{at}: wg-quick routes each peer's AllowedIPs through the interface, so {fields}: causewayd routes them in {place}"
+    );
+    if peers.iter().flat_map(|p| &p.allowed_ips).any(|a| a.ends_with("/0")) {
+        note.push_str("; not 0.0.0.0/0 or ::/0, which causewayd never routes (they would carry the tunnel's own UDP)");
+        // In its default table wg-quick sends them by policy routing.
+        if routes.1.is_none() {
+            note.push_str(": wg-quick's policy routing for them is not carried over");
+        }
+    }
+    Some(note)
+}
+
 /// Where the fields of the converted file came from in the wg-quick file:
 /// (the field's path as `causeway_config` names it, the wg-quick key, the
 /// line), so that a problem found in the converted file is reported at
@@ -98,6 +154,7 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
     let mut peers: Vec<Peer> = Vec::new();
     let mut in_peer = false;
     let mut pending_name: Option<(String, usize)> = None;
+    let mut table: Option<(String, usize)> = None;
     let mut origins = Origins::default();
     for (n, raw) in src.lines().enumerate() {
         let at = format!("{}:{}", file.display(), n + 1);
@@ -139,6 +196,7 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
             (false, "listenport") => Some(("interface.listen_port", "ListenPort")),
             (false, "address") => Some(("interface.addresses", "Address")),
             (false, "mtu") => Some(("interface.mtu", "MTU")),
+            (false, "table") => Some(("interface.route_table", "Table")),
             (true, "publickey") => Some(("public_key", "PublicKey")),
             (true, "presharedkey") => Some(("preshared_key", "PresharedKey")),
             (true, "endpoint") => Some(("endpoints", "Endpoint")),
@@ -155,6 +213,7 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
             (false, "listenport") => once(&mut interface.listen_port, number(v, &at, key)?, &at, key)?,
             (false, "address") => extend(&mut interface.addresses, v),
             (false, "mtu") => once(&mut interface.mtu, number(v, &at, key)?, &at, key)?,
+            (false, "table") => once(&mut table, (v.to_string(), n + 1), &at, key)?,
             (true, setting) => {
                 let peer = peers.last_mut().context("peer setting outside [Peer]")?;
                 match setting {
@@ -171,6 +230,9 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
             (false, _) => eprintln!("tunctl: {at}: interface setting {key} is not imported"),
         }
     }
+    let routes = routing(table.as_ref(), file)?;
+    (interface.install_routes, interface.route_table) = routes;
+    let note = routes_note(table.as_ref(), routes, file, &peers);
     let body = Zeroizing::new(toml::to_string(&File { interface, peers }).context("cannot write the TOML")?);
     // A path is free text; a comment must stay on its line.
     let origin: String = file.display().to_string().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
@@ -188,6 +250,9 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
             .collect();
         anyhow::anyhow!("the imported configuration is not valid:\n{}", problems.join("\n"))
     })?;
+    if let Some(note) = note {
+        eprintln!("tunctl: {note}");
+    }
     Ok(out)
 }
 
@@ -259,6 +324,52 @@ mod tests {
         assert!(e.contains("wg7.conf:2: ListenPort: expected a number"), "{e}");
         let e = import("[Peer]\nEndpoint = a:1\nEndpoint = b:1\n").unwrap_err().to_string();
         assert!(e.contains("wg7.conf:3: Endpoint is given twice"), "{e}");
+    }
+
+    // wg-quick routes every AllowedIPs prefix unless `Table = off`: in the
+    // main table by default (`auto`, `main`), else in the table given.
+    #[test]
+    fn wg_quicks_routes_carry_over() {
+        use causeway_config::RouteTable;
+        let (k, p) = (b64(key().as_bytes()), b64(key().public_key().as_bytes()));
+        let conf = |table: &str| {
+            format!("[Interface]\nPrivateKey = {k}\nAddress = 10.40.0.1/24\n{table}\n[Peer]\nPublicKey = {p}\nAllowedIPs = 10.41.0.0/16\n")
+        };
+        for (table, want) in [
+            ("", Some(RouteTable::MAIN)),
+            ("Table = auto", Some(RouteTable::MAIN)),
+            ("table = main", Some(RouteTable::MAIN)),
+            ("Table = 1234", Some(RouteTable(1234))),
+            ("Table = off", None),
+        ] {
+            let toml = import(&conf(table)).unwrap();
+            let cfg = causeway_config::parse(&toml, Path::new("wg7.toml")).unwrap();
+            assert_eq!(cfg.interface.routes, want, "{table:?}:\n{}", toml.as_str());
+            assert_eq!(toml.contains("install_routes"), want.is_some(), "off is Causeway's default: {}", toml.as_str());
+        }
+        let e = import(&conf("Table = vpn")).unwrap_err().to_string();
+        assert!(e.contains("wg7.conf:4: Table: expected off, auto, main or a table number, got \"vpn\""), "{e}");
+        let e = import(&conf("Table = 253")).unwrap_err().to_string();
+        assert!(e.contains("wg7.conf:4: Table: expected 254 (main)"), "{e}");
+    }
+
+    #[test]
+    fn what_was_done_with_routes_is_said() {
+        let file = Path::new("/etc/wireguard/wg7.conf");
+        let peer = |ip: &str| Peer { allowed_ips: vec![ip.into()], ..Default::default() };
+        let note = routes_note(None, (true, None), file, &[peer("10.41.0.0/16")]).unwrap_or_default();
+        assert_eq!(note, "/etc/wireguard/wg7.conf: no Table line: wg-quick routes each peer's AllowedIPs through the interface, so install_routes = true: causewayd routes them in the main table");
+        let table = ("1234".to_string(), 3);
+        let note = routes_note(Some(&table), (true, Some(1234)), file, &[peer("0.0.0.0/0")]).unwrap_or_default();
+        assert_eq!(note, "/etc/wireguard/wg7.conf:3: Table = 1234: wg-quick routes each peer's AllowedIPs through the interface, so install_routes = true, route_table = 1234: causewayd routes them in table 1234; not 0.0.0.0/0 or ::/0, which causewayd never routes (they would carry the tunnel's own UDP)");
+        let note = routes_note(None, (true, None), file, &[peer("::/0")]).unwrap_or_default();
+        assert!(
+            note.ends_with(
+                "(they would carry the tunnel's own UDP): wg-quick's policy routing for them is not carried over"
+            ),
+            "{note}"
+        );
+        assert_eq!(routes_note(Some(&("off".into(), 3)), (false, None), file, &[]), None);
     }
 
     // What the converted file's check finds is reported at the line, and

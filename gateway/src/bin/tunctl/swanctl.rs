@@ -253,8 +253,11 @@ impl Lexer<'_> {
     }
 
     /// A value: words and quoted strings up to the end of the line, a `#`
-    /// or a `}`, joined by single spaces.
-    fn value(&mut self) -> anyhow::Result<Zeroizing<String>> {
+    /// or a `}`, joined by single spaces. strongSwan has no `;` between
+    /// settings: `auth = psk; id = a` is the one value "psk; id = a", which
+    /// strongSwan refuses and which would be misread here; so an unquoted
+    /// `;` is refused, naming `key` (never the value: it may be a secret).
+    fn value(&mut self, key: &str) -> anyhow::Result<Zeroizing<String>> {
         // Room for the rest of the line up front: growing would leave
         // copies of a secret behind in freed memory.
         let line = self.text[self.pos..].find('\n').map_or(self.text.len() - self.pos, |n| n + 1);
@@ -275,6 +278,13 @@ impl Lexer<'_> {
                         self.pos += 1;
                     }
                     let part = &self.text[start..self.pos];
+                    if part.contains(';') {
+                        bail!(
+                            "{}: {key}: strongSwan takes one setting per line; ';' does not separate settings \
+                             (put each setting on a line of its own; quote a value that holds a ';')",
+                            self.at()
+                        );
+                    }
                     Self::join(&mut out, part);
                 }
             }
@@ -350,7 +360,7 @@ fn statements(lx: &mut Lexer, into: &mut Section, depth: usize, top: bool) -> an
         lx.skip(true);
         match lx.bump() {
             Some(b'=') => {
-                let value = lx.value()?;
+                let value = lx.value(&name)?;
                 into.set(Setting { key: name, value, at });
             }
             Some(b'{') => {
@@ -548,12 +558,29 @@ mod tests {
             ("\"a\" = 1\n", "x.conf:1: a quoted string where a name was expected"),
             ("a.b = 1\n", "x.conf:1: expected `=` or `{` after a"),
             ("a : { }\n", "x.conf:1: expected the path of a section"),
+            (
+                "c {\n local { auth = psk; id = gw1.example }\n}\n",
+                "x.conf:2: auth: strongSwan takes one setting per line; ';' does not separate settings",
+            ),
+            ("s {\n ike-x { id = peer.example; secret = \"k\" } }\n", "x.conf:2: id: strongSwan takes one setting"),
+            ("s {\n ike-x {\n secret = \"k\"; id = a } }\n", "x.conf:3: secret: strongSwan takes one setting"),
         ] {
             let e = parse_text(text, Path::new("x.conf")).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(e.starts_with(want), "{text:?}: {e}");
         }
         let deep = "a {".repeat(100);
         assert!(parse_text(&deep, Path::new("x.conf")).is_err());
+    }
+
+    // strongSwan has no `;` separator; a quoted one is part of the value,
+    // and the refusal never shows the value (it may be a secret).
+    #[test]
+    fn a_semicolon_is_refused_outside_quotes_only() {
+        let s = read("s {\n k { secret = \"a;b\" }\n}\n");
+        assert_eq!(value(&s, "s.k.secret"), "a;b");
+        let e = parse_text("s {\n secret = hunter2;x\n}\n", Path::new("x.conf")).err().unwrap().to_string();
+        assert!(e.starts_with("x.conf:2: secret: strongSwan takes one setting per line"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

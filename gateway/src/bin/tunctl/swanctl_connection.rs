@@ -1,8 +1,9 @@
 //! One swanctl.conf connection as one Causeway IPsec peer: its addresses,
 //! its single pre-shared-key authentication round, its proposals and
 //! times, and its children, which must all describe one child SA. What
-//! cannot be carried over is an error naming the setting; what Causeway
-//! has no use for is listed, for a note. The choices made where strongSwan
+//! cannot be carried over is an error naming the setting, and so is a key
+//! strongSwan does not know (as strongSwan refuses it); what Causeway has
+//! no use for is listed, for a note. The choices made where strongSwan
 //! and Causeway differ are listed in `import_swanctl.rs`.
 //!
 //! Invariant: a `Peer` is returned only for a connection without errors,
@@ -16,6 +17,7 @@ use causeway_config::TrafficSelector;
 use serde::Serialize;
 
 use super::swanctl::{Section, Setting};
+use super::swanctl_keys::{unknown, Keys, CHILD_KEYS, CONN_KEYS, CONN_SECTIONS, ROUND_KEYS};
 use super::swanctl_secrets::{self as secrets, IkeSecret};
 use super::swanctl_values::{self as values, Id, Kind};
 
@@ -56,6 +58,9 @@ pub struct Conn<'a> {
     pub skipped: Vec<String>,
     /// Causeway field, the swanctl setting it came from, and where.
     pub origins: Vec<(&'static str, String, String)>,
+    /// Set when no secret names the connection and its key file does not
+    /// exist: the error, told once the rest has been checked too.
+    pub missing_key: Option<String>,
 }
 
 impl Conn<'_> {
@@ -85,18 +90,36 @@ impl Conn<'_> {
         }
     }
 
-    /// Notes every setting and subsection of `s` not in `known`.
-    fn skip_unknown(&mut self, s: &Section, prefix: &str, known: &[&str]) {
+    /// Sorts the settings of `s` against swanctl's own: one the import
+    /// reads passes, one Causeway has no use for is listed (`skipped`), and
+    /// one strongSwan does not know is an error, as strongSwan makes it
+    /// ("unknown option"): a typo such as `remote_addr` would otherwise
+    /// give a peer without endpoints, or default proposals.
+    ///
+    /// `elsewhere`: the keys of the level where strongSwan takes what is
+    /// not known here, and that level's name (a child's `esp_proposals`
+    /// written in its connection).
+    fn check_keys(&mut self, s: &Section, prefix: &str, (read, unused): Keys, elsewhere: Option<(Keys, &str)>) {
         for x in &s.settings {
-            if !known.contains(&x.key.as_str()) {
-                self.skipped.push(format!("{prefix}{}", x.key));
+            let key = x.key.as_str();
+            if read.contains(&key) {
+                continue;
             }
-        }
-        for x in &s.sections {
-            if !known.contains(&x.name.as_str()) {
-                self.skipped.push(format!("{prefix}{} {{ }}", x.name));
+            if unused.contains(&key) {
+                self.skipped.push(format!("{prefix}{key}"));
+                continue;
             }
+            let why = match elsewhere.filter(|((r, u), _)| r.contains(&key) || u.contains(&key)) {
+                Some((_, level)) => format!("not a setting of this level; strongSwan takes it in {level}"),
+                None => unknown("setting", key, read.iter().chain(unused).copied()),
+            };
+            self.fail(&x.at, &format!("{prefix}{key}"), why);
         }
+    }
+
+    /// A subsection strongSwan has no place for at `prefix`.
+    fn unknown_section(&mut self, s: &Section, prefix: &str, known: &[&str]) {
+        self.fail(&s.at, &format!("{prefix}{} {{ }}", s.name), unknown("section", &s.name, known.iter().copied()));
     }
 }
 
@@ -182,13 +205,17 @@ fn auth_round(c: &mut Conn, conn: &Section, side: &str, own: Option<IpAddr>) -> 
         }
     }
     for sub in &round.sections {
+        if !sub.name.starts_with("cert") && !sub.name.starts_with("cacert") {
+            c.unknown_section(sub, &format!("{name}."), &["cert", "cacert"]);
+            continue;
+        }
         c.fail(
             &sub.at,
             &format!("{name}.{}", sub.name),
             "certificates and tokens are not supported; Causeway authenticates with pre-shared keys",
         );
     }
-    c.skip_unknown(round, &format!("{name}."), &["auth", "id", "round", "certs", "pubkeys", "cacerts", "ca_id"]);
+    c.check_keys(round, &format!("{name}."), ROUND_KEYS, None);
     let field = if side == "local" { "local_id" } else { "remote_id" };
     let path = format!("{name}.id");
     let id = match round.get("id") {
@@ -231,18 +258,6 @@ struct Child {
     initiate: bool,
 }
 
-const CHILD_KEYS: &[&str] = &[
-    "local_ts",
-    "remote_ts",
-    "esp_proposals",
-    "rekey_time",
-    "life_time",
-    "start_action",
-    "mode",
-    "ah_proposals",
-    "ipcomp",
-];
-
 /// The prefixes routed to the peer: those of its selectors, each once (a
 /// selector narrowed to a protocol still routes its whole prefix; the
 /// selectors keep the rest out).
@@ -254,6 +269,20 @@ fn routed(remote_ts: &[TrafficSelector]) -> Vec<String> {
         }
     }
     out
+}
+
+/// The child SA's rekey time, from `rekey_time`, else from `life_time`
+/// (strongSwan rekeys 10% before it when only that is given). Problems are
+/// told against the setting it came from, at its own line.
+fn child_lifetime(c: &mut Conn, ch: &Section) -> Option<u64> {
+    let s = ch.get("rekey_time").or_else(|| ch.get("life_time"))?;
+    let path = format!("children.{}.{}", ch.name, s.key);
+    c.from("child_lifetime", &path, &s.at);
+    let v = c.read(ch, &s.key, &path, values::seconds)?;
+    if v == 0 {
+        c.fail(&s.at, &path, "0 turns rekeying off; Causeway always rekeys child SAs (its default is 3600 s)");
+    }
+    Some(if s.key == "life_time" { v - v / 10 } else { v })
 }
 
 fn child(c: &mut Conn, ch: &Section, own: (Option<IpAddr>, Option<IpAddr>)) -> Child {
@@ -310,25 +339,7 @@ fn child(c: &mut Conn, ch: &Section, own: (Option<IpAddr>, Option<IpAddr>)) -> C
     if let Some(s) = ch.get("esp_proposals") {
         c.from("esp_proposals", &p("esp_proposals"), &s.at);
     }
-    let lifetime = match (ch.get("rekey_time"), ch.get("life_time")) {
-        (Some(s), _) => {
-            c.from("child_lifetime", &p("rekey_time"), &s.at);
-            c.read(ch, "rekey_time", &p("rekey_time"), values::seconds)
-        }
-        // strongSwan rekeys 10% before life_time when only that is given.
-        (None, Some(s)) => {
-            c.from("child_lifetime", &p("life_time"), &s.at);
-            c.read(ch, "life_time", &p("life_time"), values::seconds).map(|v| v - v / 10)
-        }
-        (None, None) => None,
-    };
-    if lifetime == Some(0) {
-        c.fail(
-            &ch.at,
-            &p("rekey_time"),
-            "0 turns rekeying off; Causeway always rekeys child SAs (its default is 3600 s)",
-        );
-    }
+    let lifetime = child_lifetime(c, ch);
     if ch.get("rekey_time").is_some() && ch.get("life_time").is_some() {
         c.skipped.push(p("life_time"));
     }
@@ -358,7 +369,10 @@ fn child(c: &mut Conn, ch: &Section, own: (Option<IpAddr>, Option<IpAddr>)) -> C
     if let Some(i) = ch.get("ipcomp").filter(|i| values::boolean(&i.value).unwrap_or(true)) {
         c.fail(&i.at, &p("ipcomp"), "IP compression is not supported");
     }
-    c.skip_unknown(ch, &format!("children.{}.", ch.name), CHILD_KEYS);
+    c.check_keys(ch, &format!("children.{}.", ch.name), CHILD_KEYS, Some((CONN_KEYS, "the connection")));
+    for sub in &ch.sections {
+        c.unknown_section(sub, &format!("children.{}.", ch.name), &[]);
+    }
     Child { local_ts, remote_ts, esp_proposals, lifetime: lifetime.map(|v| v as u32), initiate }
 }
 
@@ -368,6 +382,14 @@ fn children(c: &mut Conn, conn: &Section, own: (Option<IpAddr>, Option<IpAddr>))
         c.fail(&conn.at, "children", "no children { } section: Causeway needs the child SA's traffic selectors");
         return None;
     };
+    for x in &list.settings {
+        let path = format!("children.{}", x.key);
+        c.fail(
+            &x.at,
+            &path,
+            "not a swanctl setting: children { } holds one section per child, settings go inside them",
+        );
+    }
     let mapped: Vec<(&Section, Child)> = list.sections.iter().map(|ch| (ch, child(c, ch, own))).collect();
     let (first_sec, first) = &mapped[0];
     for (sec, other) in &mapped[1..] {
@@ -376,33 +398,91 @@ fn children(c: &mut Conn, conn: &Section, own: (Option<IpAddr>, Option<IpAddr>))
         } else if other.esp_proposals != first.esp_proposals {
             "esp_proposals"
         } else if other.lifetime != first.lifetime {
-            "rekey_time"
+            "rekey times (rekey_time, life_time)"
         } else if other.initiate != first.initiate {
             "start_action"
         } else {
             c.notes.push(format!("children {} and {} are alike: imported once", first_sec.name, sec.name));
             continue;
         };
-        c.fail(&sec.at, &format!("children.{}", sec.name), format!("its {what} differ from those of children.{}; Causeway negotiates one child SA per peer: make each child its own connection", first_sec.name));
+        let why = format!("its {what} differ from those of children.{}", first_sec.name);
+        c.fail(&sec.at, &format!("children.{}", sec.name), format!("{why}; {}", one_child_advice(what)));
     }
     Some(first.clone())
 }
 
-const CONN_KEYS: &[&str] = &[
-    "version",
-    "local_addrs",
-    "remote_addrs",
-    "remote_port",
-    "proposals",
-    "encap",
-    "dpd_delay",
-    "rekey_time",
-    "children",
-    "vips",
-    "pools",
-    "ppk_id",
-    "ppk_required",
-];
+/// What to do with children that differ. Splitting them into connections
+/// to the same peer would not do: Causeway picks an answering peer by
+/// its remote identity, so two with the same one cannot be told apart.
+fn one_child_advice(what: &str) -> String {
+    let merge = if what.starts_with("traffic selectors") {
+        "merge the children into one child whose local_ts and remote_ts list all the selectors \
+         (route-based, as Causeway's peers are)"
+            .to_string()
+    } else {
+        format!("give the children the same {what}")
+    };
+    format!(
+        "Causeway negotiates one child SA per peer and tells IPsec peers apart by remote identity: {merge}, \
+         or split them into connections that each have a remote identity of their own"
+    )
+}
+
+/// Refuses the settings and subsections strongSwan does not know, and
+/// lists those Causeway has no use for.
+fn check_connection_keys(c: &mut Conn, conn: &Section) {
+    c.check_keys(conn, "", CONN_KEYS, Some((CHILD_KEYS, "a child (children.<name>)")));
+    let round = |s: &Section| s.name.starts_with("local") || s.name.starts_with("remote");
+    for sub in conn.sections.iter().filter(|s| s.name != "children" && !round(s)) {
+        c.unknown_section(sub, "", CONN_SECTIONS);
+    }
+}
+
+/// local_addrs gives default identities and `dynamic` selectors, but not
+/// the address IKE is sent from: Causeway takes the one its route picks.
+fn note_local_addrs(c: &mut Conn, conn: &Section) {
+    let Some(s) = conn.get("local_addrs") else { return };
+    c.notes.push(format!(
+        "local_addrs = {} is not imported: Causeway sends IKE from the source address of the route to \
+         the peer; if the peer expects this address, it must be on this host and be the one that route uses",
+        s.value.as_str()
+    ));
+}
+
+/// The secret strongSwan would use for the connection. Without one the
+/// key must already be in `psk_file` (the operator made it); otherwise
+/// `missing_key` names the file to create: a peer whose key file does not
+/// exist would not load.
+fn secret<'s, 'a>(
+    c: &mut Conn,
+    conn: &Section,
+    secrets: &'s [IkeSecret<'a>],
+    (local, remote): (&causeway_config::Identity, &causeway_config::Identity),
+    psk_file: &str,
+) -> Option<&'s IkeSecret<'a>> {
+    let ids = format!("{} and {}", values::identity_text(local), values::identity_text(remote));
+    let chosen = secrets::choose(secrets, local, remote);
+    match chosen {
+        Some(s) if !secrets::names(s, remote) => c.notes.push(format!(
+            "uses secrets.{}, which does not name the remote identity {} (strongSwan would pick it too)",
+            s.name,
+            values::identity_text(remote)
+        )),
+        Some(_) => {}
+        None if Path::new(psk_file).symlink_metadata().is_ok() => {
+            c.notes.push(format!("no secret in secrets {{ ike... }} names its identities ({ids}): using {psk_file}"));
+        }
+        None => {
+            c.missing_key = Some(format!(
+                "{}: connection {}: no secret in secrets {{ ike... }} names its identities ({ids}): create \
+                 {psk_file} (mode 0600) holding the pre-shared key, as 0x and hex, 0s and base64, or the text \
+                 itself, and import again (it then uses that file)",
+                conn.at, c.name
+            ));
+        }
+    }
+    chosen
+}
 
 /// One connection as a peer, and the secret it uses (if one matches).
 pub fn connection<'a, 's>(
@@ -410,8 +490,14 @@ pub fn connection<'a, 's>(
     secrets: &'s [IkeSecret<'a>],
     psk_dir: &Path,
 ) -> (Conn<'a>, Option<(Peer, Option<&'s IkeSecret<'a>>)>) {
-    let mut c =
-        Conn { name: &conn.name, errors: Vec::new(), notes: Vec::new(), skipped: Vec::new(), origins: Vec::new() };
+    let mut c = Conn {
+        name: &conn.name,
+        errors: Vec::new(),
+        notes: Vec::new(),
+        skipped: Vec::new(),
+        origins: Vec::new(),
+        missing_key: None,
+    };
     if let Err(e) = causeway_config::rules::peer_name(&conn.name) {
         c.fail(&conn.at, "name", format!("a connection's name becomes its peer's name: {e}"));
     }
@@ -428,15 +514,8 @@ pub fn connection<'a, 's>(
     {
         c.fail(&s.at, &s.key, "post-quantum preshared keys (RFC 8784) are not supported");
     }
-    let locals: Vec<&str> = conn
-        .sections
-        .iter()
-        .filter(|s| s.name.starts_with("local") || s.name.starts_with("remote"))
-        .map(|s| s.name.as_str())
-        .collect();
-    let mut known: Vec<&str> = CONN_KEYS.to_vec();
-    known.extend(locals);
-    c.skip_unknown(conn, "", &known);
+    check_connection_keys(&mut c, conn);
+    note_local_addrs(&mut c, conn);
 
     let own = (first_address(conn.get("local_addrs")), first_address(conn.get("remote_addrs")));
     let endpoints = endpoints(&mut c, conn);
@@ -451,13 +530,15 @@ pub fn connection<'a, 's>(
         let s = conn.get(key)?;
         c.from(field, key, &s.at);
         let v = c.read(conn, key, key, values::seconds)?;
-        Some(v as u32)
+        Some((v as u32, s.at.as_str()))
     };
-    let ike_lifetime = seconds(&mut c, "rekey_time", "ike_lifetime");
-    if ike_lifetime == Some(0) {
-        c.fail(&conn.at, "rekey_time", "0 turns rekeying off; Causeway always rekeys IKE SAs (its default is 28800 s)");
-    }
-    let dpd_interval = seconds(&mut c, "dpd_delay", "dpd_interval");
+    let ike_lifetime = seconds(&mut c, "rekey_time", "ike_lifetime").map(|(v, at)| {
+        if v == 0 {
+            c.fail(at, "rekey_time", "0 turns rekeying off; Causeway always rekeys IKE SAs (its default is 28800 s)");
+        }
+        v
+    });
+    let dpd_interval = seconds(&mut c, "dpd_delay", "dpd_interval").map(|(v, _)| v);
     let encap = c.read(conn, "encap", "encap", values::boolean).and_then(|yes| yes.then_some("always"));
     let child = children(&mut c, conn, own);
 
@@ -469,14 +550,7 @@ pub fn connection<'a, 's>(
         c.fail(&conn.at, "name", format!("{} is not UTF-8", psk_path.display()));
         return (c, None);
     };
-    let secret = secrets::choose(secrets, &local_id, &remote_id);
-    if let Some(s) = secret.filter(|s| !secrets::names(s, &remote_id)) {
-        c.notes.push(format!(
-            "uses secrets.{}, which does not name the remote identity {} (strongSwan would pick it too)",
-            s.name,
-            values::identity_text(&remote_id)
-        ));
-    }
+    let secret = secret(&mut c, conn, secrets, (&local_id, &remote_id), &psk_file);
     let peer = Peer {
         name: conn.name.clone(),
         protocol: "ipsec",

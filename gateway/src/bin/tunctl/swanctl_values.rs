@@ -199,12 +199,14 @@ pub fn proposals(text: &str, kind: Kind) -> Result<Option<Vec<String>>, String> 
             ("default", Kind::Esp) => default_esp_proposals().iter().map(|p| p.to_string()).collect(),
             _ => {
                 let read = rewrite(item, kind)?;
-                let parsed = match kind {
-                    Kind::Ike => read.parse::<IkeProposal>().map(|p| p.to_string()),
-                    Kind::Esp => read.parse::<EspProposal>().map(|p| p.to_string()),
+                // Several algorithms of a kind stand for every combination,
+                // as in strongSwan: each is written as a proposal of its own.
+                let parsed: Result<Vec<String>, _> = match kind {
+                    Kind::Ike => IkeProposal::parse_all(&read).map(|v| v.iter().map(ToString::to_string).collect()),
+                    Kind::Esp => EspProposal::parse_all(&read).map(|v| v.iter().map(ToString::to_string).collect()),
                 };
                 // Causeway's message quotes what it parsed; name what was written too.
-                vec![parsed.map_err(|e| if read == item { e.to_string() } else { format!("{e} (from \"{item}\")") })?]
+                parsed.map_err(|e| if read == item { e.to_string() } else { format!("{e} (from \"{item}\")") })?
             }
         };
         for p in parsed {
@@ -336,6 +338,20 @@ mod tests {
         let e = esp("3des-md5").unwrap_err();
         assert!(e.contains("unknown algorithm \"3des\""), "{e}");
         assert!(ike("aes256gcm16-prfsha256").unwrap_err().contains("Diffie-Hellman"));
+        // Several of a kind: every combination, in the order written.
+        assert_eq!(
+            ike("aes256gcm16-aes128gcm16-prfsha256-ecp384-ecp256").unwrap().unwrap(),
+            [
+                "aes256gcm16-prfsha256-ecp384",
+                "aes256gcm16-prfsha256-ecp256",
+                "aes128gcm16-prfsha256-ecp384",
+                "aes128gcm16-prfsha256-ecp256"
+            ]
+        );
+        assert_eq!(
+            esp("aes256gcm16-modp2048-ecp256").unwrap().unwrap(),
+            ["aes256gcm16-modp2048", "aes256gcm16-ecp256"]
+        );
     }
 
     #[test]
