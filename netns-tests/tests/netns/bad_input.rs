@@ -106,8 +106,28 @@ fn bad_packets_are_dropped_and_counted_by_reason() {
     .unwrap();
 
     assert_eq!(replies, 2, "the gateway answered both genuine pings");
-    std::thread::sleep(Duration::from_millis(200));
-    let after = drops(&gw.ifname);
+    // Counts only grow: wait until every one has reached what it should,
+    // then require it exactly (another worker may still be counting the
+    // last of them when the replies are in).
+    let expected = [
+        ("malformed", 2),
+        ("unknown_receiver_index", 1),
+        ("unknown_peer", 1),
+        ("bad_mac", 1),
+        ("replay", 1),
+        ("decryption_failed", 1),
+        ("source_not_allowed", 1),
+        ("invalid_inner_packet", 1),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut after = drops(&gw.ifname);
+    let reached = |after: &serde_json::Value| {
+        expected.iter().all(|(r, n)| after[r].as_u64().unwrap() - before[r].as_u64().unwrap() >= *n)
+    };
+    while !reached(&after) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        after = drops(&gw.ifname);
+    }
     let grew = |reason: &str| after[reason].as_u64().unwrap() - before[reason].as_u64().unwrap();
     assert_eq!(grew("malformed"), 2, "{after}");
     assert_eq!(grew("unknown_receiver_index"), 1, "{after}");

@@ -48,12 +48,13 @@ fn exercise(v6_wan: bool) {
         .unwrap();
     s.b.wait_listening(&mut server, 9000, Duration::from_secs(30)).unwrap();
     s.a.exec("timeout", &["60", "sh", "-c", &format!("ncat --send-only 10.60.0.2 9000 < {}", src.display())]).unwrap();
-    for _ in 0..100 {
-        if !server.running() {
-            break;
-        }
+    // The server exits once the sender's end of the stream arrives; the
+    // last of 4 MB may still be in flight when the sender returns.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while server.running() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(!server.running(), "the receiving ncat has not finished");
     assert_eq!(sha256(&s.a, src.to_str().unwrap()), sha256(&s.b, dst.to_str().unwrap()), "file arrived intact");
 
     assert_eq!(s.ga.process.stop(), Some(0), "clean exit on SIGTERM");

@@ -361,8 +361,11 @@ fn etcd_stopped_for_30_s_loses_nothing_and_changes_apply_on_reconnect() {
         fleet.gateway(1, 1).tunnel_routes().is_ok_and(|r| r.contains(&"10.22.0.0/16".to_string()))
     });
     eprintln!("applied {:.1} s after the store was reachable again", took.as_secs_f64());
-    let state = fleet.gateway(1, 1).sites_json(&causewayd()).ok().as_ref().and_then(registry_state);
-    assert_eq!(state.as_deref(), Some("synced"));
+    // The registry thread marks itself synced just after it applied the
+    // change the route shows.
+    wait_until(&fleet, "the registry to report synced", Duration::from_secs(5), || {
+        fleet.gateway(1, 1).sites_json(&causewayd()).ok().as_ref().and_then(registry_state).as_deref() == Some("synced")
+    });
 }
 
 /// A three-member etcd with one member (the first endpoint every gateway

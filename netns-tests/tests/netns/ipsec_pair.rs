@@ -147,7 +147,20 @@ fn capture(ns: &Netns, dir: &Path, during: impl FnOnce()) -> std::path::PathBuf 
     }
     std::thread::sleep(Duration::from_millis(300));
     during();
-    std::thread::sleep(Duration::from_millis(300));
+    // dumpcap writes what it reads in blocks, up to a buffer timeout late,
+    // and drops what it has not read when stopped: the capture holds
+    // everything once the file has stopped growing for a while.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut len, mut since) = (0, Instant::now());
+    while Instant::now() < deadline {
+        let now_len = std::fs::metadata(&pcap).map_or(0, |m| m.len());
+        if now_len != len {
+            (len, since) = (now_len, Instant::now());
+        } else if since.elapsed() >= Duration::from_millis(1500) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     dumpcap.stop();
     pcap
 }

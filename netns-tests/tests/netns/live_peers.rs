@@ -46,9 +46,26 @@ fn add_change_remove_peers_live() {
     // With traffic stopped, tunctl's JSON and wg's dump describe the same peers.
     tunctl_ok(&s.a, &add_c);
     assert!(s.a.wait_for_ping("10.71.0.3", Duration::from_secs(10)));
-    std::thread::sleep(Duration::from_millis(300));
-    let peers: Vec<Value> = serde_json::from_str(&tunctl_ok(&s.a, &["peers", &if_a, "--json"])).unwrap();
-    let dump = wg_dump(&s.a, &if_a).unwrap();
+    // Read as a pair until a late reply or keepalive does not land between
+    // the two reads (their counters must then agree exactly).
+    let same_counters = |peers: &[Value], dump: &[WgPeer]| {
+        dump.iter().all(|d| {
+            peers.iter().any(|p| {
+                p["public_key"] == d.public_key.as_str()
+                    && p["rx_bytes"].as_u64() == Some(d.rx)
+                    && p["tx_bytes"].as_u64() == Some(d.tx)
+            })
+        })
+    };
+    let (mut peers, mut dump) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(300));
+        peers = serde_json::from_str(&tunctl_ok(&s.a, &["peers", &if_a, "--json"])).unwrap();
+        dump = wg_dump(&s.a, &if_a).unwrap();
+        if same_counters(&peers, &dump) {
+            break;
+        }
+    }
     assert_eq!(peers.len(), 2);
     assert_eq!(dump.len(), 2);
     for d in &dump {

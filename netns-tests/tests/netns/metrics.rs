@@ -49,9 +49,17 @@ fn metrics_scraped_during_traffic() {
     assert!(a.wait_for_ping("10.77.0.2", Duration::from_secs(10)));
 
     let during = std::thread::scope(|s| {
-        let run = s.spawn(|| lab::iperf3(&b, &a, "10.77.0.2", 3, false, &[]).unwrap());
-        std::thread::sleep(Duration::from_millis(1500));
-        let first = scrape_metrics(&a, "/metrics");
+        let run = s.spawn(|| lab::iperf3(&b, &a, "10.77.0.2", 6, false, &[]).unwrap());
+        // The first scrape once traffic flows (iperf3's start takes a
+        // while on a loaded machine), the second half a second later,
+        // both within iperf3's 6 s.
+        let tx = |m: &str| value(m, "causeway_peer_tx_bytes_total", "peer=\"b\"").unwrap_or(0.0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut first = scrape_metrics(&a, "/metrics");
+        while tx(&first) <= 1e6 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            first = scrape_metrics(&a, "/metrics");
+        }
         std::thread::sleep(Duration::from_millis(500));
         let second = scrape_metrics(&a, "/metrics");
         run.join().unwrap();

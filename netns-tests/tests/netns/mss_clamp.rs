@@ -24,8 +24,14 @@ fn syns_through_the_tunnel_are_clamped() {
 
     let mss = std::thread::scope(|scope| {
         let run = scope.spawn(|| lab::iperf3(&server, &client, "10.76.2.2", 3, false, &[]).unwrap());
-        std::thread::sleep(Duration::from_millis(1500));
-        let ss = client.exec("ss", &["-tin", "dst", "10.76.2.2"]).unwrap();
+        // Once iperf3's connections are up (its start takes a while on a
+        // loaded machine).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut ss = String::new();
+        while !ss.contains("mss:") && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            ss = client.exec("ss", &["-tin", "dst", "10.76.2.2"]).unwrap();
+        }
         let result = run.join().unwrap();
         assert!(result.bits_per_second > 1e6);
         ss.split_whitespace()

@@ -102,8 +102,10 @@ fn sigkill_and_restart_from_a_file_carries_traffic_within_two_seconds() {
 /// 198.18.0.1:40000, b on 198.18.0.1:40001) that holds a handshake
 /// initiation until the other side has sent one too, then lets both go at
 /// once: the initiations cross on the wire every time, as they can when
-/// two gateways start together. A held initiation goes on alone after a
-/// second. Everything else passes straight through.
+/// two gateways start together. A held initiation goes on alone after 4 s
+/// (one daemon may come up seconds after the other on a loaded machine;
+/// the initiator's own retry would come at 5 s). Everything else passes
+/// straight through.
 struct CrossingRelay {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<u64>>,
@@ -144,7 +146,7 @@ impl CrossingRelay {
                         }
                         crossed += 1;
                     }
-                    if held[side].as_ref().is_some_and(|(_, t)| t.elapsed() > Duration::from_secs(1)) {
+                    if held[side].as_ref().is_some_and(|(_, t)| t.elapsed() > Duration::from_secs(4)) {
                         let (p, _) = held[side].take().unwrap();
                         let _ = out.send_to(&p, to[side]);
                     }

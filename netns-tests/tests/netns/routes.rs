@@ -131,7 +131,9 @@ fn routes_removed_behind_our_back_come_back() {
     wait_for("the routes", || all(&["10.184.0.0/24", "fd00:184::/64"]));
     hub.ip(&["route", "del", "10.184.0.0/24", "dev", &if_h]).unwrap();
     hub.ip(&["-6", "route", "del", "fd00:184::/64", "dev", &if_h]).unwrap();
-    assert!(!all(&["10.184.0.0/24"]));
+    // No look at the table between the deletes and the wait: the daemon's
+    // audit (every 5 s) may put the routes back at any moment, and the
+    // deletes' success shows the routes were there.
     wait_up_to(Duration::from_secs(8), "the deleted routes back", || all(&["10.184.0.0/24", "fd00:184::/64"]));
     // Down and up: the kernel drops every route through the link.
     hub.ip(&["link", "set", &if_h, "down"]).unwrap();
