@@ -246,6 +246,11 @@ struct PeerFields {
     /// File holding a pre-shared key (base64), as `wg genpsk` prints.
     #[arg(long)]
     preshared_key_file: Option<PathBuf>,
+    /// With several endpoints: seconds of failing handshakes before the
+    /// next is tried (1 to 3600). `peer add` without it: 10; `peer set`
+    /// without it: unchanged.
+    #[arg(long)]
+    failover_after: Option<u64>,
 }
 
 impl PeerFields {
@@ -266,7 +271,7 @@ impl PeerFields {
             endpoints: list(self.endpoints),
             allowed_ips: list(self.allowed_ips),
             persistent_keepalive: self.keepalive,
-            failover_after: None,
+            failover_after: self.failover_after,
         })
     }
 }
@@ -621,12 +626,14 @@ mod tests {
             allowed_ips: Vec::new(),
             keepalive: Some(5),
             preshared_key_file: None,
+            failover_after: Some(30),
         };
         let change = fields.into_change(None, None).unwrap();
         let v = serde_json::to_value(Request::PeerSet { peer: "c".into(), change }).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"op": "peer_set", "peer": "c", "endpoints": ["198.18.0.2:51820"], "persistent_keepalive": 5})
+            serde_json::json!({"op": "peer_set", "peer": "c", "endpoints": ["198.18.0.2:51820"], "persistent_keepalive": 5,
+                "failover_after": 30})
         );
     }
 }
