@@ -20,6 +20,10 @@ pub(crate) struct Checker<'a> {
     /// Who may own the key files it names besides root and this process's
     /// user (`key::check_owner`).
     pub(crate) owners: crate::key::Owners,
+    /// Whether `interface.user` must exist on this host: only for a file
+    /// about to be started (`load_to_start`). A reload takes no new user
+    /// (it is set once at start), and text may be checked anywhere.
+    pub(crate) lookup_user: bool,
     pub(crate) problems: Vec<Problem>,
 }
 

@@ -27,6 +27,15 @@ use crate::types::{
 /// The most entries of a list IKE counts in one octet.
 const MAX_WIRE_LIST: usize = 255;
 
+/// The most proposals of one kind (after expanding entries that name
+/// several algorithms of a kind). Each is a proposal of its own on the
+/// wire, 36 to 44 bytes for IKE: 16 of them with a MODP-2048 key share,
+/// the nonce and NAT detection keep IKE_SA_INIT, which cannot be
+/// fragmented (RFC 7383 fragments only encrypted messages), under IPv6's
+/// minimum MTU of 1280 bytes. strongSwan sends one proposal with several
+/// transforms of a kind instead; Causeway's IKE core offers single ones.
+const MAX_PROPOSALS: usize = 16;
+
 /// Decodes a PSK file's text the way strongSwan's secrets do: `0x` hex,
 /// `0s` base64, or else the text itself (without its trailing newline).
 fn decode_psk(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
@@ -59,9 +68,45 @@ fn decode_psk(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
     Ok(bytes)
 }
 
+/// Why IPsec peers `p` and `q` cannot both be configured, when they share
+/// an address. A responder files an IKE_SA_INIT from that address under
+/// the first of them whose proposals fit the offer (IKE_SA_INIT names no
+/// one), and at IKE_AUTH moves it to the one whose remote_id is the
+/// initiator's identity only if that one accepts the suite already chosen
+/// (`peer_by_identity`). So peers behind one address (gateways behind one
+/// NAT) need remote_ids of their own and the same ike_proposals.
+pub fn shared_address_clash(p: &IpsecPeer, q: &IpsecPeer) -> Option<String> {
+    let at = |e: &Endpoint| match e {
+        Endpoint::Addr(a) => a.ip().to_canonical().to_string(),
+        Endpoint::Host { host, .. } => host.to_ascii_lowercase(),
+    };
+    let address = p.endpoints.iter().map(at).find(|a| q.endpoints.iter().any(|f| at(f) == *a))?;
+    let (a, b) = (&p.name, &q.name);
+    if p.remote_id == q.remote_id {
+        return Some(format!(
+            "IPsec peers \"{a}\" and \"{b}\" share the address {address} and the remote_id {}: a responder cannot \
+             tell them apart; merge them into one peer whose local_ts and remote_ts list both sets of selectors, or \
+             give each its own remote_id",
+            p.remote_id
+        ));
+    }
+    if p.ike_proposals != q.ike_proposals {
+        return Some(format!(
+            "IPsec peers \"{a}\" and \"{b}\" share the address {address} but not their ike_proposals: a responder \
+             takes an IKE_SA_INIT from that address for the first whose proposals fit and cannot move it to the other \
+             if that one refuses the suite chosen; give peers behind one address the same ike_proposals"
+        ));
+    }
+    None
+}
+
 /// An IKE endpoint: host:port, or a host alone for port 500.
 fn ike_endpoint(text: &str) -> Result<Endpoint, EndpointError> {
     let t = text.trim();
+    // A link-local address with its zone, bracketed, without a port.
+    if t.starts_with('[') && t.ends_with(']') && t.contains('%') {
+        return format!("{t}:{IKE_PORT}").parse::<Endpoint>();
+    }
     // An address alone means port 500; an IPv6 one may be bracketed.
     let bracketed = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')).map(|r| r.parse::<std::net::Ipv6Addr>());
     let ip = match bracketed {
@@ -178,8 +223,8 @@ impl Checker<'_> {
     }
 
     /// A list of proposals, each entry standing for one or more (several
-    /// algorithms of a kind: every combination), within the 255 IKE can
-    /// number.
+    /// algorithms of a kind: every combination), at most `MAX_PROPOSALS`
+    /// in all.
     fn proposal_list<T>(
         &mut self,
         field: &str,
@@ -190,14 +235,15 @@ impl Checker<'_> {
         for item in items {
             match parse(item.get_ref()) {
                 Err(e) => self.report(item.span(), field, e),
-                Ok(v) if all.len() + v.len() > MAX_WIRE_LIST => {
+                Ok(v) if all.len() + v.len() > MAX_PROPOSALS => {
                     let n = all.len() + v.len();
                     self.report(
                         item.span(),
                         field,
                         format!(
-                            "{n} proposals, counting the combinations of this entry's algorithms: IKE counts them in \
-                             one octet, so at most {MAX_WIRE_LIST}"
+                            "{n} proposals, counting the combinations of each entry's algorithms: each goes on the \
+                             wire as a proposal of its own, in messages Causeway does not fragment, so at most \
+                             {MAX_PROPOSALS} (which keeps IKE_SA_INIT within 1280 bytes)"
                         ),
                     );
                     break;
@@ -389,6 +435,10 @@ mod tests {
         assert_eq!(ike_endpoint("[fd00::2:4500]").unwrap(), Endpoint::Addr("[fd00::2:4500]:500".parse().unwrap()));
         assert_eq!(ike_endpoint("[fd00::2]:500").unwrap(), Endpoint::Addr("[fd00::2]:500".parse().unwrap()));
         assert!(matches!(ike_endpoint("198.18.2.256"), Err(EndpointError::NotIpv4(_))));
+        assert_eq!(ike_endpoint("[fe80::1%eth0]").unwrap(), Endpoint::Host { host: "fe80::1%eth0".into(), port: 500 });
+        assert!(
+            matches!(ike_endpoint("[fe80::1%2]").unwrap(), Endpoint::Addr(std::net::SocketAddr::V6(a)) if a.scope_id() == 2)
+        );
         assert_eq!(ike_endpoint("::ffff:198.18.1.2").unwrap(), Endpoint::Addr("198.18.1.2:500".parse().unwrap()));
         assert_eq!(
             ike_endpoint("srx.dc-east.example").unwrap(),
@@ -475,10 +525,17 @@ psk_file = "dc-east.psk"
             let e = crate::load(&file).unwrap_err();
             let found: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
             assert_eq!(found.len(), 1, "{found:#?}");
-            assert!(found[0].contains(":19: peer[2].remote_id:") && found[0].contains("cannot tell"), "{found:#?}");
+            assert!(found[0].contains(":14: peer[2].endpoints:") && found[0].contains("cannot tell"), "{found:#?}");
         }
         let (_d, file) = setup(&format!("{SRX}{}", second("gw2.dc-east.example", "198.18.1.2")), 0o600);
         assert!(crate::load(&file).is_ok(), "another identity at the same address");
+        // ... but with other proposals the responder could not move an SA
+        // filed under the first to it.
+        let other =
+            format!("{}ike_proposals = [\"aes256-sha256-modp2048\"]\n", second("gw2.dc-east.example", "198.18.1.2"));
+        let (_d, file) = setup(&format!("{SRX}{other}"), 0o600);
+        let e = crate::load(&file).unwrap_err().to_string();
+        assert!(e.contains("not their ike_proposals"), "{e}");
         let (_d, file) = setup(&format!("{SRX}{}", second("198.18.1.2", "198.18.1.3")), 0o600);
         assert!(crate::load(&file).is_ok(), "the same identity at another address");
     }
@@ -561,20 +618,26 @@ psk_file = "dc-east.psk"
         };
         // Inside the peer's allowed_ips, which remote_ts must reach.
         let prefix = |i: usize| format!("10.1.{}.{}/32", i / 256, i % 256);
-        for (key, each) in [
-            ("local_ts", &prefix as &dyn Fn(usize) -> String),
-            ("remote_ts", &prefix),
-            ("esp_proposals", &|_| "aes256gcm16".to_string()),
-            ("ike_proposals", &|_| "aes256gcm16-prfsha256-x25519".to_string()),
+        for (key, each, most) in [
+            ("local_ts", &prefix as &dyn Fn(usize) -> String, 255),
+            ("remote_ts", &prefix, 255),
+            ("esp_proposals", &|_| "aes256gcm16".to_string(), 16),
+            ("ike_proposals", &|_| "aes256gcm16-prfsha256-x25519".to_string(), 16),
         ] {
-            let (_d, file) = setup(&format!("{SRX}{key} = [{}]\n", list(255, each)), 0o600);
-            assert!(crate::load(&file).is_ok(), "255 {key} are fine");
-            let (_d, file) = setup(&format!("{SRX}{key} = [{}]\n", list(256, each)), 0o600);
+            let (_d, file) = setup(&format!("{SRX}{key} = [{}]\n", list(most, each)), 0o600);
+            assert!(crate::load(&file).is_ok(), "{most} {key} are fine");
+            let (_d, file) = setup(&format!("{SRX}{key} = [{}]\n", list(most + 1, each)), 0o600);
             let e = crate::load(&file).unwrap_err();
             let p = &e.problems()[0];
             assert_eq!((p.line, p.field.as_str()), (12, format!("peer[1].{key}").as_str()), "{e}");
-            assert!(p.message.starts_with("256 ") && p.message.contains("at most 255"), "{e}");
+            assert!(p.message.starts_with(&format!("{} ", most + 1)), "{e}");
+            assert!(p.message.contains(&format!("at most {most}")), "{e}");
         }
+        // One entry naming several algorithms of a kind counts each combination.
+        let many = "aes256gcm16-aes128gcm16-prfsha256-prfsha384-ecp256-ecp384-x25519";
+        let (_d, file) = setup(&format!("{SRX}ike_proposals = [\"{many}\", \"{many}\"]\n"), 0o600);
+        let e = crate::load(&file).unwrap_err().to_string();
+        assert!(e.contains("24 proposals") && e.contains("1280 bytes"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod types;
 mod validate;
 
 pub use error::{ConfigError, Problem};
+pub use ipsec::shared_address_clash;
 pub use key::{check_owner, exposed_mode, parse_key, read_config_file, read_secret_file, KeyError, Owners};
 pub use peer_file::{parse_peers, PeerFile};
 pub use prefix::{parse_address, parse_allowed_ip, PrefixError};
@@ -45,6 +46,16 @@ use std::path::Path;
 /// Reads and validates the configuration file at `path`. Relative key file
 /// paths are resolved against the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, false)
+}
+
+/// As `load`, for a file about to be started (`up`, `check`): the user
+/// to run as must also exist on this host.
+pub fn load_to_start(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, true)
+}
+
+fn load_with(path: &Path, lookup_user: bool) -> Result<Config, ConfigError> {
     let (source, meta) =
         key::read_with_metadata(path).map_err(|reason| ConfigError::Read { path: path.to_path_buf(), reason })?;
     if let Some(mode) = key::writable_by_others(&meta) {
@@ -52,11 +63,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     }
     let exposed = exposed_mode(&meta);
     use std::os::unix::fs::MetadataExt;
-    validate::validate(&source, path, exposed, Some(meta.uid()))
+    validate::validate(&source, path, exposed, Some(meta.uid()), lookup_user)
 }
 
 /// Validates configuration text; `path` names it in errors and anchors
 /// relative key file paths.
 pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
-    validate::validate(source, path, None, None)
+    validate::validate(source, path, None, None, false)
 }

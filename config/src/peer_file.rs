@@ -35,7 +35,7 @@ impl PeerFile {
 /// file's owner, `key::check_owner`).
 pub fn parse_peers(source: &str, path: &Path, exposed: Option<u32>, owners: &[u32]) -> Result<PeerFile, ConfigError> {
     let owners = crate::key::Owners { uids: owners.to_vec(), user: None };
-    let mut c = Checker { source, file: path, exposed, owners, problems: Vec::new() };
+    let mut c = Checker { source, file: path, exposed, owners, lookup_user: false, problems: Vec::new() };
     let Some(raw) = read_raw(&mut c) else {
         return Err(ConfigError::Invalid(c.problems));
     };

@@ -120,6 +120,8 @@ pub enum ProposalError {
     NoEncryption(String),
     #[error("\"{0}\": AES-GCM authenticates by itself; drop the integrity algorithm")]
     GcmWithIntegrity(String),
+    #[error("\"{0}\": AES-GCM and AES-CBC cannot share a proposal (strongSwan refuses it too); write one of each")]
+    GcmWithCbc(String),
     #[error("\"{0}\": AES-CBC needs an integrity algorithm, such as sha256")]
     CbcWithoutIntegrity(String),
     #[error("\"{0}\" has no PRF: add prfsha256 or prfsha384")]
@@ -144,9 +146,15 @@ fn pieces(text: &str) -> Result<Pieces, ProposalError> {
             list.push(x);
         }
     }
-    for t in text.trim().to_ascii_lowercase().split('-') {
-        if t == "esn" {
+    let lower = text.trim().to_ascii_lowercase();
+    // "esn-noesn" offers either, as in strongSwan; Causeway takes noesn.
+    let either = lower.split('-').any(|t| t == "noesn");
+    for t in lower.split('-') {
+        if t == "esn" && !either {
             return Err(ProposalError::Esn(text.to_string()));
+        }
+        if t == "esn" {
+            continue;
         }
         match token(t).ok_or_else(|| ProposalError::Unknown { algorithm: t.to_string(), text: text.to_string() })? {
             Token::Encryption(e) => add(&mut p.encryption, e),
@@ -159,13 +167,14 @@ fn pieces(text: &str) -> Result<Pieces, ProposalError> {
     if p.encryption.is_empty() {
         return Err(ProposalError::NoEncryption(text.to_string()));
     }
-    // As strongSwan does, AES-GCM and AES-CBC may share a proposal: the
-    // integrity algorithms then go with AES-CBC only.
+    // strongSwan refuses AES-GCM and AES-CBC in one proposal (classic and
+    // combined-mode algorithms may not share one); so does Causeway.
     let aead = p.encryption.iter().any(|e| e.is_aead());
     let cbc = p.encryption.iter().any(|e| !e.is_aead());
     match (aead, cbc, p.integrity.is_empty()) {
+        (true, true, _) => return Err(ProposalError::GcmWithCbc(text.to_string())),
         (true, false, false) => return Err(ProposalError::GcmWithIntegrity(text.to_string())),
-        (_, true, true) => return Err(ProposalError::CbcWithoutIntegrity(text.to_string())),
+        (false, true, true) => return Err(ProposalError::CbcWithoutIntegrity(text.to_string())),
         _ => {}
     }
     Ok(p)
@@ -380,12 +389,11 @@ mod tests {
                 "aes128gcm16-prfsha384-ecp256",
             ]
         );
-        // AES-GCM and AES-CBC together: the integrity goes with CBC only.
-        let mixed = IkeProposal::parse_all("aes256gcm16-aes256-sha256-prfsha256-x25519").unwrap();
-        assert_eq!(names(mixed), ["aes256gcm16-prfsha256-x25519", "aes256-sha256-prfsha256-x25519"]);
-        let esp = EspProposal::parse_all("aes256gcm-aes256-sha256-modp2048-noesn").unwrap();
+        let e = IkeProposal::parse_all("aes256gcm16-aes256-sha256-prfsha256-x25519").unwrap_err();
+        assert!(e.to_string().contains("cannot share a proposal"), "{e}");
+        let esp = EspProposal::parse_all("aes256gcm-aes128gcm16-modp2048-esn-noesn").unwrap();
         let esp: Vec<String> = esp.iter().map(|p| p.to_string()).collect();
-        assert_eq!(esp, ["aes256gcm16-modp2048", "aes256-sha256-modp2048"]);
+        assert_eq!(esp, ["aes256gcm16-modp2048", "aes128gcm16-modp2048"], "esn-noesn is either: noesn");
         assert_eq!("aes256gcm16-aes256gcm16".parse::<EspProposal>().unwrap().to_string(), "aes256gcm16", "one, twice");
     }
 

@@ -180,7 +180,17 @@ impl Checker<'_> {
             .advertise
             .iter()
             .filter_map(|e| {
-                e.get_ref().parse::<Endpoint>().map_err(|m| self.report(e.span(), join(t, "advertise"), m)).ok()
+                let parsed = e.get_ref().parse::<Endpoint>().map_err(|m| m.to_string()).and_then(|ep| {
+                    // A zone names an interface of this host only.
+                    let zoned = matches!(&ep, Endpoint::Host { host, .. } if host.contains('%'))
+                        || matches!(&ep, Endpoint::Addr(std::net::SocketAddr::V6(a)) if a.scope_id() != 0);
+                    if zoned {
+                        Err("a link-local address with a zone means nothing to other gateways; advertise an address they route to".to_string())
+                    } else {
+                        Ok(ep)
+                    }
+                });
+                parsed.map_err(|m| self.report(e.span(), join(t, "advertise"), m)).ok()
             })
             .collect();
         let lease_ttl = match &raw.lease_ttl {
@@ -358,6 +368,15 @@ mod tests {
         assert!(r.tls.is_none() && r.user.is_none());
         let (_d, c) = load("", &[]);
         assert!(c.is_err(), "an empty [registry] is refused");
+    }
+
+    #[test]
+    fn a_zoned_address_is_not_advertised() {
+        for zoned in ["[fe80::1%eth0]:51820", "[fe80::1%2]:51820"] {
+            let p = problems(&MINIMAL.replace("198.18.0.1:51820", zoned), &[]);
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(p[0].1 == "registry.advertise" && p[0].2.contains("means nothing to other gateways"), "{p:?}");
+        }
     }
 
     #[test]

@@ -316,6 +316,7 @@ mod tests {
                 file: Path::new("/gw.toml"),
                 exposed: None,
                 owners: Default::default(),
+                lookup_user: false,
                 problems: Vec::new(),
             };
             c.site_checks(&raw.site, &[], &raw.peer, &members, registry, own);

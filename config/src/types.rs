@@ -370,8 +370,8 @@ impl std::str::FromStr for Endpoint {
 /// An IKE identity (RFC 7296 §3.5), written as strongSwan writes one: an
 /// IP address, `user@domain` (an e-mail address) or a host name (FQDN,
 /// with or without strongSwan's leading `@`); `@@user@domain` and the type
-/// prefixes `fqdn:`, `email:` (or `rfc822:`, `userfqdn:`), `ipv4:` and
-/// `ipv6:` as strongSwan reads them too.
+/// prefixes `fqdn:` and `email:` (or `rfc822:`, `userfqdn:`) as strongSwan
+/// reads them too.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Identity {
     Address(IpAddr),
@@ -400,17 +400,25 @@ impl std::str::FromStr for Identity {
         if let Some(email) = text.strip_prefix("@@") {
             return if ok(email) { Ok(Identity::Email(email.to_string())) } else { refuse("") };
         }
+        // Wildcards, distinguished names and key IDs would be taken for host
+        // names below and fail every authentication.
+        if text.starts_with('%') || text == "*" {
+            return refuse("; a wildcard matches no one here: name the peer's identity");
+        }
+        if text.contains('=') || text.starts_with("@#") {
+            return refuse(
+                "; Causeway authenticates with pre-shared keys, so takes no distinguished name, key ID or other \
+                 identity type",
+            );
+        }
         if let Some((kind, value)) = text.split_once(':') {
-            let address = |v6: bool| match value.parse::<IpAddr>() {
-                Ok(a) if a.is_ipv6() == v6 => Ok(Identity::Address(a)),
-                _ => Err(IdentityError(text.to_string(), "; the value after the type is not such an address")),
-            };
             return match kind.to_ascii_lowercase().as_str() {
                 _ if !ok(value) => refuse(""),
                 "fqdn" | "dns" => Ok(Identity::Fqdn(value.to_string())),
                 "email" | "rfc822" | "userfqdn" => Ok(Identity::Email(value.to_string())),
-                "ipv4" => address(false),
-                "ipv6" => address(true),
+                // strongSwan takes the text after these as the identity's
+                // bytes, not as an address: the two ends would disagree.
+                "ipv4" | "ipv6" => refuse("; write the address alone, without the type"),
                 _ => refuse(
                     "; Causeway authenticates with pre-shared keys, so takes no distinguished name, key ID or other \
                      identity type",
@@ -569,9 +577,13 @@ mod tests {
         assert_eq!(id("fqdn:gw1.a.example"), Ok(Identity::Fqdn("gw1.a.example".into())));
         assert_eq!(id("email:ops@a.example"), Ok(Identity::Email("ops@a.example".into())));
         assert_eq!(id("userfqdn:ops@a.example"), Ok(Identity::Email("ops@a.example".into())));
-        assert_eq!(id("ipv4:198.18.0.1"), Ok(Identity::Address("198.18.0.1".parse().unwrap())));
-        assert_eq!(id("ipv6:fd00::1"), Ok(Identity::Address("fd00::1".parse().unwrap())));
-        assert!(id("ipv4:fd00::1").is_err(), "the type and the address disagree");
+        assert!(id("ipv4:198.18.0.1").unwrap_err().to_string().contains("the address alone"));
+        assert!(id("ipv6:fd00::1").is_err());
+        for wild in ["%any", "%any6", "*"] {
+            assert!(id(wild).unwrap_err().to_string().contains("wildcard"), "{wild}");
+        }
+        assert!(id("CN=srx1.example").unwrap_err().to_string().contains("pre-shared keys"));
+        assert!(id("@#0a1b").is_err());
         assert!(id("keyid:0x1234").unwrap_err().to_string().contains("pre-shared keys"));
         assert!(id("asn1dn:C=CH, O=x").is_err());
         assert!(id("@@").is_err() && id("fqdn:").is_err());

@@ -153,11 +153,11 @@ impl Checker<'_> {
                 self.report(u.span(), join(t, "user"), "expected a user name, such as \"causeway\"");
                 return None;
             }
-            // Looked up only for a file loaded on the host that runs it
-            // (text from no file may be checked anywhere): a name missing
-            // here would stop `up` after every other check had passed.
+            // Looked up only for a file about to be started (`up`, `check`):
+            // a name missing here would stop `up` after every other check
+            // had passed, and is then told where it stands.
             let name = u.get_ref();
-            if !self.owners.uids.is_empty() && matches!(nix::unistd::User::from_name(name), Ok(None)) {
+            if self.lookup_user && matches!(nix::unistd::User::from_name(name), Ok(None)) {
                 self.report(
                     u.span(),
                     join(t, "user"),
@@ -340,31 +340,16 @@ impl Checker<'_> {
                 );
             }
         }
-        // A responder picks the peer an IKE_AUTH comes from by its address,
-        // then by its identity (`peer_by_identity`): two peers at one
-        // address with one remote_id cannot be told apart, and the second
-        // would only ever come up when it initiates.
-        let at = |e: &Endpoint| match e {
-            Endpoint::Addr(a) => a.ip().to_canonical().to_string(),
-            Endpoint::Host { host, .. } => host.to_ascii_lowercase(),
-        };
+        // Peers behind one address must be told apart by the responder
+        // (`crate::ipsec::shared_address_clash`).
         for (n, (i, p)) in ipsec.iter().enumerate() {
-            let shared = ipsec[..n].iter().find_map(|(j, q)| {
-                let same = p.remote_id == q.remote_id;
-                let address = p.endpoints.iter().find(|e| q.endpoints.iter().any(|f| at(e) == at(f)));
-                address.filter(|_| same).map(|e| (*j, at(e)))
-            });
-            if let Some((first, address)) = shared {
+            let clash = ipsec[..n].iter().find_map(|(j, q)| crate::ipsec::shared_address_clash(p, q).map(|m| (*j, m)));
+            if let Some((first, why)) = clash {
                 let r = raw[*i - 1].get_ref();
                 self.report(
-                    r.remote_id.as_ref().map_or(0..0, |n| n.span()),
-                    join(&format!("peer[{i}]"), "remote_id"),
-                    format!(
-                        "IPsec peer \"{}\" has the address {address} and the remote_id {} of peer[{first}]: a \
-                         responder cannot tell the two apart; merge them into one peer whose local_ts and remote_ts \
-                         list both sets of selectors, or give each its own remote_id",
-                        p.name, p.remote_id
-                    ),
+                    r.name.as_ref().map_or(0..0, |n| n.span()),
+                    join(&format!("peer[{i}]"), "endpoints"),
+                    format!("{why} (peer[{first}])"),
                 );
             }
         }
@@ -494,9 +479,10 @@ pub(crate) fn validate(
     file: &Path,
     exposed: Option<u32>,
     owner: Option<u32>,
+    lookup_user: bool,
 ) -> Result<Config, ConfigError> {
     let owners = crate::key::Owners { uids: owner.into_iter().collect(), user: None };
-    let mut c = Checker { source, file, exposed, owners, problems: Vec::new() };
+    let mut c = Checker { source, file, exposed, owners, lookup_user, problems: Vec::new() };
     let Some(raw) = read_raw(&mut c) else {
         return Err(ConfigError::Invalid(c.problems));
     };
@@ -576,7 +562,7 @@ mod tests {
     const PUB_C: &str = "lUClSgFDcN7sDt4Foo3D12hlo6Zmrh3rFXYS9g8nj1s=";
 
     fn parse(src: &str) -> Result<Config, ConfigError> {
-        validate(src, Path::new("/etc/causeway/gw.toml"), None, None)
+        validate(src, Path::new("/etc/causeway/gw.toml"), None, None, false)
     }
 
     fn problems(src: &str) -> Vec<String> {
@@ -597,11 +583,12 @@ mod tests {
         std::fs::write(&path, format!("[interface]\nprivate_key = \"{KEY_A}\"\nuser = \"causeway-no-such-user\"\n"))
             .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let e = crate::load(&path).unwrap_err().to_string();
+        let e = crate::load_to_start(&path).unwrap_err().to_string();
         assert!(e.contains("gw.toml:3: interface.user: no user \"causeway-no-such-user\" on this host"), "{e}");
+        assert!(crate::load(&path).is_ok(), "a reload takes no new user: not looked up");
         let root = "[interface]\nprivate_key = \"{KEY_A}\"\nuser = \"root\"\n".replace("{KEY_A}", KEY_A);
         std::fs::write(&path, root).unwrap();
-        assert!(crate::load(&path).is_ok(), "a user that exists");
+        assert!(crate::load_to_start(&path).is_ok(), "a user that exists");
         assert!(parse("[interface]\nprivate_key = \"K\"\n".replace('K', KEY_A).as_str()).is_ok());
         let text = format!("[interface]\nprivate_key = \"{KEY_A}\"\nuser = \"causeway-no-such-user\"\n");
         assert!(parse(&text).is_ok(), "text from no file is not looked up");

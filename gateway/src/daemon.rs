@@ -254,7 +254,7 @@ impl Drop for Running {
 /// What `up` checks before it creates anything: the file, its key and
 /// PSK files (and their modes), and the user to run as, looked up.
 fn load_for_up(config_path: &Path) -> Result<(causeway_config::Config, Option<(String, crate::privileges::Ids)>)> {
-    let cfg = causeway_config::load(config_path)?;
+    let cfg = causeway_config::load_to_start(config_path)?;
     let run_as = match &cfg.interface.user {
         Some(u) => Some((u.clone(), crate::privileges::lookup(u)?)),
         None => None,

@@ -328,3 +328,34 @@ fn both_ends_initiating_at_once_carry_packets_both_ways() {
         stream(&b, &a, 500, Duration::from_micros(200));
     }
 }
+
+/// A peer file (`tunctl peer add-file`) is held to the configuration's
+/// rule for peers behind one address: one whose address and remote_id are
+/// a running peer's is refused, as it would be in the file, and nothing is
+/// added; another remote_id at that address with the same proposals joins.
+#[test]
+fn a_peer_file_cannot_add_a_peer_the_responder_could_not_tell_apart() {
+    use causeway_gateway::api::types::{Request, SecretText};
+    let net = MemNet::new();
+    let (a, b) = (Site::new(&net, 1), Site::new(&net, 2));
+    a.apply(&a.config(&b, Duration::from_secs(3600), "aes256gcm16-prfsha256-x25519", "aes256gcm16"));
+    let dir = tempfile::tempdir().unwrap();
+    let psk = dir.path().join("second.psk");
+    std::fs::write(&psk, "a test key of plenty of bytes\n").unwrap();
+    std::fs::set_permissions(&psk, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let file = |remote_id: &str| Request::PeersAdd {
+        path: dir.path().join("second.toml"),
+        text: SecretText(Zeroizing::new(format!(
+            "[[peer]]\nname = \"second\"\nprotocol = \"ipsec\"\nendpoints = [\"198.18.0.2\"]\n\
+             allowed_ips = [\"10.9.0.0/16\"]\nlocal_id = \"gw1.example\"\nremote_id = \"{remote_id}\"\n\
+             psk_file = \"second.psk\"\nike_proposals = [\"aes256gcm16-prfsha256-x25519\"]\n"
+        ))),
+        exposed: None,
+    };
+    let Err(e) = causeway_gateway::api::answer(&a.gw, &file("gw2.example")) else { panic!("refused") };
+    let e = e.to_string();
+    assert!(e.contains("share the address 198.18.0.2 and the remote_id gw2.example"), "{e}");
+    assert!(a.gw.ike().unwrap().config("second").is_none(), "nothing added");
+    causeway_gateway::api::answer(&a.gw, &file("gw9.example")).expect("another identity at that address joins");
+    assert!(a.gw.ike().unwrap().config("second").is_some());
+}

@@ -45,6 +45,17 @@ fn clash(gw: &Gateway, file: &PeerFile) -> Result<(), ApiError> {
             });
         }
     }
+    // Peers behind one address must stay apart for a responder, as in a
+    // file of their own (`causeway_config::shared_address_clash`).
+    if let Some(ike) = gw.ike().filter(|_| !file.ipsec_peers.is_empty()) {
+        for name in ike.peer_names() {
+            let Some(running) = ike.config(&name) else { continue };
+            if let Some(why) = file.ipsec_peers.iter().find_map(|p| causeway_config::shared_address_clash(p, &running))
+            {
+                return Err(ApiError::Field { field: "endpoints", message: why });
+            }
+        }
+    }
     let routed = file.peers.iter().map(|p| &p.allowed_ips).chain(file.ipsec_peers.iter().map(|p| &p.allowed_ips));
     for nets in routed {
         if let Some(c) = crate::reload::overlap_new(gw, nets) {

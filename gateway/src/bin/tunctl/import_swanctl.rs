@@ -463,6 +463,20 @@ secrets {
         assert_eq!(strings(&p.allowed_ips), ["10.2.0.0/16", "10.3.0.0/16"], "each prefix routed once");
     }
 
+    // Written bracketed: unbracketed, an IPv6 address whose last group
+    // reads as an IKE port is refused as ambiguous.
+    #[test]
+    fn an_ipv6_peer_on_port_500_is_written_in_brackets() {
+        let s = setup(
+            "connections {\n peer {\n  remote_addrs = 2001:db8::4500\n  local { auth = psk\n id = a }\n  \
+             remote { auth = psk\n id = b }\n  children {\n   a {\n    local_ts = fd00:1::/64\n    remote_ts = fd00:2::/64\n } } } }\n\
+             secrets { ike { secret = 0sAAECAwQFBgcICQoLDA0ODw== } }\n",
+        );
+        let imported = s.import(None).unwrap();
+        let p = &s.load(&imported)[0];
+        assert_eq!(strings(&p.endpoints), ["[2001:db8::4500]:500"]);
+    }
+
     #[test]
     fn unset_identities_and_dynamic_selectors_take_the_addresses() {
         let s = setup(

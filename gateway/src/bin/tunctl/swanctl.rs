@@ -256,16 +256,28 @@ impl Lexer<'_> {
     /// or a `}`, joined by single spaces. strongSwan has no `;` between
     /// settings: `auth = psk; id = a` is the one value "psk; id = a", which
     /// strongSwan refuses and which would be misread here; so an unquoted
-    /// `;` is refused, naming `key` (never the value: it may be a secret).
+    /// `;` followed by `name =` is refused, naming `key` (never the value:
+    /// it may be a secret). A `;` inside a value (`secret = a;b`) is
+    /// strongSwan's as much as any other character.
     fn value(&mut self, key: &str) -> anyhow::Result<Zeroizing<String>> {
         // Room for the rest of the line up front: growing would leave
         // copies of a secret behind in freed memory.
         let line = self.text[self.pos..].find('\n').map_or(self.text.len() - self.pos, |n| n + 1);
         let mut out = Zeroizing::new(String::with_capacity(line));
+        let mut unquoted = Zeroizing::new(String::with_capacity(line));
         loop {
             self.skip(false);
             match self.peek() {
-                None | Some(b'\n' | b'#' | b'}') => return Ok(out),
+                None | Some(b'\n' | b'#' | b'}') => {
+                    if joins_settings(&unquoted) {
+                        bail!(
+                            "{}: {key}: strongSwan takes one setting per line; ';' does not separate settings \
+                             (put each setting on a line of its own)",
+                            self.at()
+                        );
+                    }
+                    return Ok(out);
+                }
                 Some(b'"') => {
                     self.bump();
                     let mut part = Zeroizing::new(String::with_capacity(line));
@@ -278,13 +290,7 @@ impl Lexer<'_> {
                         self.pos += 1;
                     }
                     let part = &self.text[start..self.pos];
-                    if part.contains(';') {
-                        bail!(
-                            "{}: {key}: strongSwan takes one setting per line; ';' does not separate settings \
-                             (put each setting on a line of its own; quote a value that holds a ';')",
-                            self.at()
-                        );
-                    }
+                    Self::join(&mut unquoted, part);
                     Self::join(&mut out, part);
                 }
             }
@@ -325,6 +331,16 @@ impl Lexer<'_> {
         }
         Ok(out)
     }
+}
+
+/// Whether unquoted value text holds `; name =`: settings joined on one
+/// line, as strongSwan's syntax has none.
+fn joins_settings(unquoted: &str) -> bool {
+    unquoted.match_indices(';').any(|(i, _)| {
+        let rest = unquoted[i + 1..].trim_start();
+        let name = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric() || "_-.".contains(c)).len();
+        name > 0 && rest[name..].trim_start().starts_with('=')
+    })
 }
 
 /// Statements up to the end of the text (`top`) or a closing brace.
@@ -578,7 +594,10 @@ mod tests {
     fn a_semicolon_is_refused_outside_quotes_only() {
         let s = read("s {\n k { secret = \"a;b\" }\n}\n");
         assert_eq!(value(&s, "s.k.secret"), "a;b");
-        let e = parse_text("s {\n secret = hunter2;x\n}\n", Path::new("x.conf")).err().unwrap().to_string();
+        // A ';' inside a value is the value's, as for strongSwan.
+        let s = read("s {\n secret = hunter2;x\n}\n");
+        assert_eq!(value(&s, "s.secret"), "hunter2;x");
+        let e = parse_text("s {\n secret = hunter2;x = y\n}\n", Path::new("x.conf")).err().unwrap().to_string();
         assert!(e.starts_with("x.conf:2: secret: strongSwan takes one setting per line"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
     }

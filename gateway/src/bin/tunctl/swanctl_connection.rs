@@ -153,6 +153,9 @@ fn endpoints(c: &mut Conn, conn: &Section) -> Vec<String> {
             continue;
         }
         out.push(match a.parse::<IpAddr>() {
+            // Bracketed: an IPv6 address whose last group reads as a port
+            // (2001:db8::4500) is refused unbracketed as ambiguous.
+            Ok(IpAddr::V6(v6)) if port == 500 => format!("[{v6}]"),
             Ok(_) if port == 500 => a.to_string(),
             Ok(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
             _ if port == 500 => a.to_string(),
