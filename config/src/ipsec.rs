@@ -100,6 +100,19 @@ pub fn shared_address_clash(p: &IpsecPeer, q: &IpsecPeer) -> Option<String> {
     None
 }
 
+/// When no selector of `remote_ts` reaches `net` (none contains it or lies
+/// in it): the selectors, listed for the message. A prefix routed to an
+/// IPsec peer that no selector reaches has every packet dropped
+/// (`outbound_outside_traffic_selectors`).
+pub(crate) fn unreached(net: &ipnet::IpNet, remote_ts: &[TrafficSelector]) -> Option<String> {
+    let reached = |s: &TrafficSelector| {
+        s.net.addr().is_ipv6() == net.addr().is_ipv6()
+            && (s.net.contains(&net.network()) || net.contains(&s.net.network()))
+    };
+    (!remote_ts.is_empty() && !remote_ts.iter().any(reached))
+        .then(|| remote_ts.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "))
+}
+
 /// An IKE endpoint: host:port, or a host alone for port 500.
 fn ike_endpoint(text: &str) -> Result<Endpoint, EndpointError> {
     let t = text.trim();
@@ -327,12 +340,7 @@ impl Checker<'_> {
         // a typo in one list or the other.
         for item in &raw.allowed_ips {
             let Ok(net) = parse_allowed_ip(item.get_ref()) else { continue };
-            let reached = |s: &TrafficSelector| {
-                s.net.addr().is_ipv6() == net.addr().is_ipv6()
-                    && (s.net.contains(&net.network()) || net.contains(&s.net.network()))
-            };
-            if !remote_ts.is_empty() && !remote_ts.iter().any(reached) {
-                let listed = remote_ts.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
+            if let Some(listed) = unreached(&net, &remote_ts) {
                 self.report(
                     item.span(),
                     join(t, "allowed_ips"),

@@ -237,6 +237,20 @@ mod tests {
         .unwrap();
         assert_eq!((c.peers[0].site.as_deref(), c.peers[0].failover_after.as_secs()), (Some("west"), 3));
         assert_eq!(c.ipsec_peers[0].site.as_deref(), Some("west"));
+        // The IPsec gateway carries the site's prefixes: its selectors
+        // must reach them.
+        let e = parse(&file(&format!(
+            "[[site]]\nname = \"west\"\nprefixes = [\"10.2.0.0/16\"]\n\n\
+             [[peer]]\nname = \"west-gw2\"\nsite = \"west\"\nprotocol = \"ipsec\"\nlocal_id = \"198.18.0.1\"\n\
+             remote_id = \"198.18.0.4\"\npsk_file = \"{}\"\nremote_ts = [\"10.1.0.0/16\"]\n",
+            psk.display()
+        )))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(":10: peer[1].site: site \"west\"'s prefix 10.2.0.0/16 lies outside every remote_ts"),
+            "{e}"
+        );
 
         let c = parse(&file(&format!(
             "[[site]]\nname = \"west\"\nprefixes = [\"10.2.0.0/16\", \"fd00:2::/48\"]\n\n\

@@ -537,6 +537,28 @@ pub(crate) fn validate(
         raw.registry.is_some(),
         registry.as_ref().map(|r| r.site.as_str()),
     );
+    // An IPsec site gateway carries its site's prefixes too: each must be
+    // within reach of its selectors, as its own allowed_ips must. (A
+    // site the registry defines is checked when it arrives.)
+    for (i, p) in &ipsec_peers {
+        let Some((_, site)) = p.site.as_deref().and_then(|s| sites.iter().find(|(_, x)| x.name == s)) else {
+            continue;
+        };
+        for net in &site.prefixes {
+            if let Some(listed) = crate::ipsec::unreached(net, &p.remote_ts) {
+                let span = raw.peer[*i - 1].get_ref().site.as_ref().map_or(0..0, |s| s.span());
+                c.report(
+                    span,
+                    join(&format!("peer[{i}]"), "site"),
+                    format!(
+                        "site \"{}\"'s prefix {net} lies outside every remote_ts selector of IPsec peer \"{}\" \
+                         ({listed}): its packets would be routed to the peer and dropped; widen remote_ts",
+                        site.name, p.name
+                    ),
+                );
+            }
+        }
+    }
     match interface {
         Some(interface) if c.problems.is_empty() => Ok(Config {
             interface,
