@@ -189,6 +189,11 @@ impl Ike {
             );
         }
         let raw = config.encap == Encap::Auto && self.raw_esp_carries(&name, &addrs);
+        // The data plane's peer first: once the core has the peer, the IKE
+        // thread may complete an exchange at once (the peer's IKE_SA_INIT
+        // may be waiting), and a child SA for a peer the data plane does
+        // not have yet could not be installed.
+        self.shared.iface.add_ipsec_peer(&name);
         {
             let mut plans = lock(&self.shared.plans);
             let now = Instant::now();
@@ -220,7 +225,6 @@ impl Ike {
             );
             publish_sources(&self.shared.iface, &plans);
         }
-        self.shared.iface.add_ipsec_peer(&name);
         self.ring();
         renegotiate
     }

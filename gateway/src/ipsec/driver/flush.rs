@@ -58,11 +58,17 @@ pub(super) fn flush(s: &Shared) {
 /// plane cannot carry, which is deleted with the peer told instead.
 fn prepare_child(s: &Shared, e: &Event) -> Option<Arc<ChildSa>> {
     let Event::ChildUp { peer, keys, remote, encap, roams, local_ts, remote_ts, .. } = e else { return None };
-    let ps = s.iface.ipsec.peer(&peer.0)?;
     let refuse = |why: &dyn std::fmt::Display| {
         tracing::error!(peer = %peer, "{why}; deleting the child SA");
         lock(&s.core).delete_child(keys.spi_in, std::time::Instant::now());
         None
+    };
+    // Deleted, not dropped: the core would otherwise count a child SA the
+    // data plane never had, and ask for no other until its rekey, an hour
+    // on (the peer is added to the data plane before the core, so this is
+    // a peer removed meanwhile).
+    let Some(ps) = s.iface.ipsec.peer(&peer.0) else {
+        return refuse(&"the peer is not in the data plane");
     };
     if !encap {
         if let Err(why) = raw_esp_reaches(&s.iface, &[remote.ip()]) {
