@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use causeway_lab::{self as lab, b64, keypair, Netns, Process};
 use causeway_wireguard::{PublicKey, StaticSecret};
@@ -499,4 +499,19 @@ pub fn fleet_lab(test: &str, needs: FleetNeeds) -> Option<Lab> {
         panic!("{test} cannot run: {e}. Run scripts/test.sh as root (it installs etcd and BIRD)");
     }
     Some(lab)
+}
+
+/// Reads with `read` every 100 ms until `done` holds of the reading or
+/// `patience` has passed, and returns the last reading for the caller's
+/// own, exact assertion: a state that moves towards what a test expects
+/// (counters, a reload in progress, connections coming up) is polled
+/// rather than read once after a fixed pause a loaded machine may miss.
+pub fn poll_until<T>(patience: Duration, mut read: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + patience;
+    let mut last = read();
+    while !done(&last) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        last = read();
+    }
+    last
 }

@@ -119,15 +119,10 @@ fn bad_packets_are_dropped_and_counted_by_reason() {
         ("source_not_allowed", 1),
         ("invalid_inner_packet", 1),
     ];
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let mut after = drops(&gw.ifname);
     let reached = |after: &serde_json::Value| {
         expected.iter().all(|(r, n)| after[r].as_u64().unwrap() - before[r].as_u64().unwrap() >= *n)
     };
-    while !reached(&after) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        after = drops(&gw.ifname);
-    }
+    let after = poll_until(Duration::from_secs(5), || drops(&gw.ifname), reached);
     let grew = |reason: &str| after[reason].as_u64().unwrap() - before[reason].as_u64().unwrap();
     assert_eq!(grew("malformed"), 2, "{after}");
     assert_eq!(grew("unknown_receiver_index"), 1, "{after}");

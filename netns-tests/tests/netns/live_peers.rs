@@ -57,15 +57,12 @@ fn add_change_remove_peers_live() {
             })
         })
     };
-    let (mut peers, mut dump) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(300));
-        peers = serde_json::from_str(&tunctl_ok(&s.a, &["peers", &if_a, "--json"])).unwrap();
-        dump = wg_dump(&s.a, &if_a).unwrap();
-        if same_counters(&peers, &dump) {
-            break;
-        }
-    }
+    std::thread::sleep(Duration::from_millis(300));
+    let read = || -> (Vec<Value>, Vec<WgPeer>) {
+        let peers = serde_json::from_str(&tunctl_ok(&s.a, &["peers", &if_a, "--json"])).unwrap();
+        (peers, wg_dump(&s.a, &if_a).unwrap())
+    };
+    let (peers, dump) = poll_until(Duration::from_millis(1500), read, |(p, d)| same_counters(p, d));
     assert_eq!(peers.len(), 2);
     assert_eq!(dump.len(), 2);
     for d in &dump {

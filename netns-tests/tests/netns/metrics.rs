@@ -54,12 +54,7 @@ fn metrics_scraped_during_traffic() {
         // while on a loaded machine), the second half a second later,
         // both within iperf3's 6 s.
         let tx = |m: &str| value(m, "causeway_peer_tx_bytes_total", "peer=\"b\"").unwrap_or(0.0);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let mut first = scrape_metrics(&a, "/metrics");
-        while tx(&first) <= 1e6 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-            first = scrape_metrics(&a, "/metrics");
-        }
+        let first = poll_until(Duration::from_secs(5), || scrape_metrics(&a, "/metrics"), |m| tx(m) > 1e6);
         std::thread::sleep(Duration::from_millis(500));
         let second = scrape_metrics(&a, "/metrics");
         run.join().unwrap();

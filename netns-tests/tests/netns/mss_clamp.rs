@@ -27,12 +27,11 @@ fn syns_through_the_tunnel_are_clamped() {
         // Once iperf3's connections are up (its start takes a while on a
         // loaded machine); established only: a socket still in SYN-SENT
         // shows the default MSS of 536, which would pass unclamped.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut ss = String::new();
-        while !ss.contains("mss:") && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-            ss = client.exec("ss", &["-tin", "state", "established", "dst", "10.76.2.2"]).unwrap();
-        }
+        let ss = poll_until(
+            Duration::from_secs(10),
+            || client.exec("ss", &["-tin", "state", "established", "dst", "10.76.2.2"]).unwrap(),
+            |ss| ss.contains("mss:"),
+        );
         let result = run.join().unwrap();
         assert!(result.bits_per_second > 1e6);
         ss.split_whitespace()

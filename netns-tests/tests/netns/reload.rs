@@ -58,12 +58,11 @@ fn reload_under_traffic() {
         assert!(bps > 1e6, "traffic stalled in second {i} across the reloads: {bps} bit/s");
     }
     // The reload SIGHUP asked for may still be running when iperf3 ends.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut after = lab::api_status(&s.ga.ifname).unwrap();
-    while after["peers"].as_array().unwrap().len() != 1 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        after = lab::api_status(&s.ga.ifname).unwrap();
-    }
+    let after = poll_until(
+        Duration::from_secs(10),
+        || lab::api_status(&s.ga.ifname).unwrap(),
+        |st| st["peers"].as_array().unwrap().len() == 1,
+    );
     let peers = after["peers"].as_array().unwrap();
     assert_eq!(peers.len(), 1, "SIGHUP removed the extra peer");
     assert_eq!(peers[0]["latest_handshake"], before["latest_handshake"], "the session was kept, not renegotiated");
