@@ -142,7 +142,10 @@ enum Command {
     /// children.*.esp_proposals → esp_proposals; local_ts, remote_ts →
     /// local_ts, remote_ts (with [protocol/port] as written, numbers only),
     /// and remote_ts's prefixes → allowed_ips; rekey_time →
-    /// ike_lifetime; children.*.rekey_time → child_lifetime; dpd_delay →
+    /// ike_lifetime; children.*.rekey_time (else life_time / 1.1, as
+    /// strongSwan 5.9.9 and later derive it) → child_lifetime, so Causeway,
+    /// which rekeys 10 to 20% before a lifetime ends, rekeys a little
+    /// earlier than strongSwan did; dpd_delay →
     /// dpd_interval; encap = yes → encap = "always"; start_action = start →
     /// initiate = true, trap or none → initiate = false (IKE then starts
     /// when traffic needs the tunnel, or the peer starts it). A setting

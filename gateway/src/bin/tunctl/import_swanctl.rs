@@ -8,7 +8,8 @@
 //! Choices (also in `tunctl import-swanctl --help`):
 //! - A setting swanctl.conf leaves out gets Causeway's default, not
 //!   strongSwan's (strongSwan's `default` proposals likewise): absent IKE
-//!   `rekey_time` is 28800 s, not 4 h; absent `dpd_delay` is 30 s, not off.
+//!   `rekey_time` is 28800 s, not 4 h (nor off, as strongSwan has it when
+//!   `reauth_time` is set: a note says so); absent `dpd_delay` is 30 s, not off.
 //! - `start_action = start` is `initiate = true`; `trap` and `none` are
 //!   `initiate = false`: Causeway then starts IKE when traffic needs the
 //!   tunnel (strongSwan's trap), and otherwise waits for the peer.
@@ -494,12 +495,13 @@ secrets {
             (strings(&p.local_ts), strings(&p.remote_ts)),
             (vec!["fd00::1/128".into()], vec!["fd00:2::/64".into()])
         );
-        assert_eq!(p.child_lifetime, Duration::from_secs(900), "rekeyed 10% before life_time, as strongSwan does");
+        assert_eq!(p.child_lifetime, Duration::from_secs(909), "life_time / 1.1, as strongSwan 5.9.9+ rekeys");
         assert!(!p.initiate, "start_action none");
         assert_eq!(&**p.psk.0, (0..16).collect::<Vec<u8>>().as_slice(), "a secret naming no identity fits any");
         let notes = imported.notes.join("\n");
         assert!(notes.contains("local.id is not set: using fd00::1 from local_addrs"), "{notes}");
         assert!(notes.contains("children a and b are alike: imported once"), "{notes}");
+        assert!(notes.contains("children.a.life_time = 1000 s without rekey_time: child_lifetime = 909"), "{notes}");
         assert!(notes.contains("does not name the remote identity"), "{notes}");
         assert!(notes.contains("remote_addrs ends in %any") && notes.contains("only from [fd00::2]:4500"), "{notes}");
     }
@@ -702,6 +704,11 @@ secrets {
             ("", "life_time = 0", "swanctl.conf:16: connection c1: children.a.life_time: 0 turns rekeying off"),
             ("", "rekey_time = 0s", "swanctl.conf:16: connection c1: children.a.rekey_time: 0 turns rekeying off"),
             (
+                "",
+                "life_time = 1",
+                "swanctl.conf:16: connection c1: children.a.life_time: 1 s / 1.1 gives a rekey time of 0, which turns rekeying off",
+            ),
+            (
                 "rekey_time = 0",
                 "",
                 "swanctl.conf:3: connection c1: rekey_time: 0 turns rekeying off; Causeway always rekeys IKE SAs",
@@ -709,6 +716,63 @@ secrets {
         ] {
             let e = error(&one_conn(conn, child));
             assert!(e.contains(want), "{conn:?} {child:?}:\n{e}");
+        }
+    }
+
+    // strongSwan 5.9.9+ rekeys a child given only life_time after
+    // life_time / 1.1 (in floating point, truncated); 5.9.8 keeps 3600 s,
+    // which the note says whenever the two differ.
+    #[test]
+    fn life_time_alone_gives_strongswans_rekey_time() {
+        for (child, rekey, life) in [
+            ("life_time = 1100", 999, Some(1100)),
+            ("life_time = 66m", 3599, Some(3960)),
+            ("life_time = 2h", 6545, Some(7200)),
+            ("life_time = 3961s", 3600, None),
+            ("rekey_time = 20m\nlife_time = 1h", 1200, None),
+        ] {
+            let s = setup(&one_conn("", child));
+            let imported = s.import(None).unwrap();
+            assert_eq!(s.load(&imported)[0].child_lifetime, Duration::from_secs(rekey), "{child}");
+            let notes = imported.notes.join("\n");
+            assert_eq!(notes.contains("5.9.8"), life.is_some(), "{child}: {notes}");
+            if let Some(life) = life {
+                let note = format!(
+                    "connection c1: children.a.life_time = {life} s without rekey_time: child_lifetime = {rekey}, \
+                     the rekey time strongSwan 5.9.9 and later derive (life_time / 1.1); strongSwan 5.9.8 and older (Debian \
+                     bookworm's) ignore life_time here and rekey after 3600 s"
+                );
+                assert!(notes.contains(&note), "{child}: {notes}");
+            }
+        }
+        // 33 s / 1.1 is 29.999..., under Causeway's 30 s least, told at the line.
+        let e = error(&one_conn("", "life_time = 33"));
+        assert!(
+            e.contains("swanctl.conf:16: connection c1: children.a.life_time: expected 30 to 86400 seconds, got 29"),
+            "{e}"
+        );
+    }
+
+    // strongSwan stops rekeying an IKE SA given reauth_time without
+    // rekey_time (even reauth_time = 0), and over_time or rand_time never
+    // move its rekey time; Causeway's default stays, with a note.
+    #[test]
+    fn reauth_time_without_rekey_time_is_told() {
+        for (conn, lifetime, said) in [
+            ("reauth_time = 3h", None, Some("strongSwan then does not rekey the IKE SA, but reauthenticates (replaces) it every 10800 s; Causeway does not reauthenticate, and rekeys it before its default ike_lifetime of 28800 s ends")),
+            ("reauth_time = 0", None, Some("strongSwan then neither rekeys nor reauthenticates the IKE SA")),
+            ("over_time = 1h\nrand_time = 10m", None, None),
+            ("rekey_time = 2h\nreauth_time = 3h\nover_time = 5m", Some(7200), None),
+        ] {
+            let s = setup(&one_conn(conn, ""));
+            let imported = s.import(None).unwrap();
+            let want = lifetime.map_or(causeway_config::DEFAULT_IKE_LIFETIME, Duration::from_secs);
+            assert_eq!(s.load(&imported)[0].ike_lifetime, want, "{conn}");
+            let notes = imported.notes.join("\n");
+            match said {
+                Some(said) => assert!(notes.contains(&format!("connection c1: reauth_time without rekey_time: {said}")), "{conn}: {notes}"),
+                None => assert!(!notes.contains("reauth_time without"), "{conn}: {notes}"),
+            }
         }
     }
 

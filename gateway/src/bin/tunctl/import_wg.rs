@@ -67,8 +67,35 @@ fn number<T: std::str::FromStr>(v: &str, at: &str, key: &str) -> anyhow::Result<
 }
 
 /// wg-quick's comma-separated lists, as wg-quick adds up repeated lines.
+/// wg-quick splits its own Address on blanks too (`${value//,/ }`, then
+/// the shell's words); wg(8)'s AllowedIPs has no blanks left to split on.
 fn extend(list: &mut Vec<String>, v: &str) {
-    list.extend(v.split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from));
+    let items = v.split([',', ' ', '\t']).filter(|x| !x.is_empty());
+    list.extend(items.map(String::from));
+}
+
+/// wg(8)'s blanks (wireguard-tools ctype.h, char_is_space), which take
+/// in \v too, unlike `char::is_ascii_whitespace`; wg-quick's
+/// `[[:space:]]` is the same six.
+fn blank(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
+}
+
+/// A line as wg(8) and wg-quick read it: both end it at its first `#`,
+/// wherever that is (config.c, config_read_line; wg-quick's
+/// `${line%%\#*}`), which cannot cut a value short: no key, address or
+/// number holds one.
+fn uncommented(raw: &str) -> &str {
+    raw.split('#').next().unwrap_or_default().trim_matches(blank)
+}
+
+/// wg(8) drops every blank of a line before reading it, not only those
+/// at its ends ("Endpoint = host : 51820" is "host:51820"). Zeroized and
+/// never grown, as it may hold a key: a reallocation would leave a copy.
+fn squeezed(text: &str) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::with_capacity(text.len()));
+    out.extend(text.chars().filter(|&c| !blank(c)));
+    out
 }
 
 /// wg-quick's `Table =` as Causeway's routing: wg-quick routes every
@@ -158,8 +185,7 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
     let mut origins = Origins::default();
     for (n, raw) in src.lines().enumerate() {
         let at = format!("{}:{}", file.display(), n + 1);
-        let line = raw.trim();
-        if let Some(c) = line.strip_prefix('#') {
+        if let Some(c) = raw.trim_matches(blank).strip_prefix('#') {
             if let Some((k, v)) = c.split_once('=') {
                 if k.trim().eq_ignore_ascii_case("name") {
                     pending_name = Some((v.trim().to_string(), n + 1));
@@ -167,14 +193,16 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
             }
             continue;
         }
+        let line = uncommented(raw);
         if line.is_empty() {
             continue;
         }
-        if line.eq_ignore_ascii_case("[interface]") {
+        let header = squeezed(line);
+        if header.eq_ignore_ascii_case("[interface]") {
             in_peer = false;
             continue;
         }
-        if line.eq_ignore_ascii_case("[peer]") {
+        if header.eq_ignore_ascii_case("[peer]") {
             in_peer = true;
             let section = format!("peer[{}]", peers.len() + 1);
             origins.note(section.clone(), "[Peer]", n + 1);
@@ -189,8 +217,13 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
             continue;
         }
         let Some((k, v)) = line.split_once('=') else { bail!("{at}: expected Key = Value") };
-        let (key, v) = (k.trim(), v.trim());
-        let setting = key.to_ascii_lowercase();
+        let (key, setting) = (k.trim_matches(blank), squeezed(k).to_ascii_lowercase());
+        // wg-quick reads its own keys trimmed only; the rest go to wg(8).
+        let v = match setting.as_str() {
+            "address" | "mtu" | "table" if !in_peer => Zeroizing::new(v.trim_matches(blank).to_string()),
+            _ => squeezed(v),
+        };
+        let v = v.as_str();
         let field = match (in_peer, setting.as_str()) {
             (false, "privatekey") => Some(("interface.private_key", "PrivateKey")),
             (false, "listenport") => Some(("interface.listen_port", "ListenPort")),
@@ -303,6 +336,87 @@ mod tests {
         assert_eq!(cfg.peers[1].name, "peer-2");
         assert_eq!(cfg.peers[1].persistent_keepalive, 0);
         assert_eq!(cfg.peers[1].allowed_ips.len(), 2, "repeated lines add up, as in wg-quick");
+    }
+
+    /// A wg-quick file with a setting of each kind Causeway takes, line
+    /// by line, and a check that `toml` holds them all.
+    fn every_setting() -> (Vec<String>, impl Fn(&str)) {
+        let own = key();
+        let (k, psk) = (b64(own.as_bytes()), b64(key().as_bytes()));
+        let p = b64(key().public_key().as_bytes());
+        let lines = [
+            "[Interface]".to_string(),
+            format!("PrivateKey = {k}"),
+            "Address = 10.40.0.1/24, fd00:40::1/64".into(),
+            "ListenPort = 51000".into(),
+            "MTU = 1380".into(),
+            "Table = 1234".into(),
+            "# Name = site-b".into(),
+            "[Peer]".into(),
+            format!("PublicKey = {p}"),
+            format!("PresharedKey = {psk}"),
+            "Endpoint = 198.18.0.2:51820".into(),
+            "AllowedIPs = 10.41.0.0/16, fd00:41::/64".into(),
+            "PersistentKeepalive = 25".into(),
+        ];
+        let check = move |toml: &str| {
+            let cfg = causeway_config::parse(toml, Path::new("wg7.toml")).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+            let i = &cfg.interface;
+            assert_eq!(i.private_key.public_key(), own.public_key());
+            assert_eq!(strings(&i.addresses), ["10.40.0.1/24", "fd00:40::1/64"]);
+            assert_eq!((i.listen_port, i.mtu, i.routes), (51000, 1380, Some(causeway_config::RouteTable(1234))));
+            let peer = &cfg.peers[0];
+            assert_eq!((peer.name.as_str(), peer.public_key.to_base64()), ("site-b", p.clone()));
+            assert_eq!(peer.preshared_key.as_ref().map(|k| b64(k.as_bytes())), Some(psk.clone()));
+            assert_eq!(strings(&peer.endpoints), ["198.18.0.2:51820"]);
+            assert_eq!(strings(&peer.allowed_ips), ["10.41.0.0/16", "fd00:41::/64"]);
+            assert_eq!(peer.persistent_keepalive, 25);
+        };
+        (lines.to_vec(), check)
+    }
+
+    fn strings<T: ToString>(v: &[T]) -> Vec<String> {
+        v.iter().map(ToString::to_string).collect()
+    }
+
+    // wg(8) and wg-quick end every line at its first '#' (config.c,
+    // config_read_line; wg-quick's `${line%%\#*}`), headers and keys too.
+    #[test]
+    fn a_comment_after_a_value_is_dropped_as_wg_drops_it() {
+        let (lines, check) = every_setting();
+        for (n, line) in lines.iter().enumerate().filter(|(_, l)| !l.starts_with('#')) {
+            for comment in ["  # site B", "#x", "\t#"] {
+                let mut text = lines.clone();
+                text[n] = format!("{line}{comment}");
+                let toml = import(&(text.join("\n") + "\n")).unwrap_or_else(|e| panic!("{:?}: {e}", text[n]));
+                check(&toml);
+                assert!(toml.lines().skip(1).all(|l| !l.contains('#')), "{:?}: {}", text[n], toml.as_str());
+            }
+        }
+    }
+
+    // wg(8) drops every blank of its lines before reading them; wg-quick
+    // trims its own values and splits Address on commas and blanks.
+    #[test]
+    fn blanks_are_read_as_wg_and_wg_quick_read_them() {
+        let (lines, check) = every_setting();
+        let (k, p) = (lines[1].replace("PrivateKey = ", ""), lines[8].replace("PublicKey = ", ""));
+        for (n, line) in [
+            (0, "[ Interface ]".to_string()),
+            (1, format!("Private Key = {k}")),
+            (2, "Address = 10.40.0.1/24 fd00:40::1/64".into()),
+            (2, "Address =10.40.0.1/24\t,fd00:40::1/64 ".into()),
+            (7, " [Peer ]".into()),
+            (8, format!("PublicKey = {}  {}", &p[..20], &p[20..])),
+            (10, "Endpoint = 198.18.0.2 : 51820".into()),
+            (11, "AllowedIPs = 10.41.0.0 /16 ,fd00:41::/64".into()),
+            (12, "Persistent Keepalive = 2 5".into()),
+        ] {
+            let mut text = lines.clone();
+            text[n] = line;
+            let toml = import(&(text.join("\n") + "\n")).unwrap_or_else(|e| panic!("{:?}: {e}", text[n]));
+            check(&toml);
+        }
     }
 
     #[test]

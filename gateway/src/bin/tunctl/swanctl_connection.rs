@@ -274,18 +274,24 @@ fn routed(remote_ts: &[TrafficSelector]) -> Vec<String> {
     out
 }
 
-/// The child SA's rekey time, from `rekey_time`, else from `life_time`
-/// (strongSwan rekeys 10% before it when only that is given). Problems are
-/// told against the setting it came from, at its own line.
+/// The child SA's rekey time: `rekey_time`, else strongSwan's from
+/// `life_time` (`values::rekey_from_life`); as that rule changed in 5.9.9,
+/// the operator is told when the older one gives another time. Problems
+/// are told against the setting it came from, at its own line.
 fn child_lifetime(c: &mut Conn, ch: &Section) -> Option<u64> {
     let s = ch.get("rekey_time").or_else(|| ch.get("life_time"))?;
     let path = format!("children.{}.{}", ch.name, s.key);
     c.from("child_lifetime", &path, &s.at);
     let v = c.read(ch, &s.key, &path, values::seconds)?;
-    if v == 0 {
-        c.fail(&s.at, &path, "0 turns rekeying off; Causeway always rekeys child SAs (its default is 3600 s)");
+    let rekey = if s.key == "life_time" { values::rekey_from_life(v) } else { v };
+    if rekey == 0 {
+        let why = if v == 0 { "0".to_string() } else { format!("{v} s / 1.1 gives a rekey time of 0, which") };
+        let why = format!("{why} turns rekeying off; Causeway always rekeys child SAs (its default is 3600 s)");
+        c.fail(&s.at, &path, why);
+    } else if s.key == "life_time" {
+        c.notes.extend(values::life_time_note(&path, v, rekey));
     }
-    Some(if s.key == "life_time" { v - v / 10 } else { v })
+    Some(rekey)
 }
 
 fn child(c: &mut Conn, ch: &Section, own: (Option<IpAddr>, Option<IpAddr>)) -> Child {
@@ -519,6 +525,9 @@ pub fn connection<'a, 's>(
     }
     check_connection_keys(&mut c, conn);
     note_local_addrs(&mut c, conn);
+    if let (None, Some(r)) = (conn.get("rekey_time"), conn.get("reauth_time")) {
+        c.notes.push(values::reauth_note(&r.value));
+    }
 
     let own = (first_address(conn.get("local_addrs")), first_address(conn.get("remote_addrs")));
     let endpoints = endpoints(&mut c, conn);

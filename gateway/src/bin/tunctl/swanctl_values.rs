@@ -1,7 +1,8 @@
 //! strongSwan's notations for single values, read into Causeway's: times
 //! (`1h`), booleans, IKE identities, proposals, traffic selectors and IKE
-//! secrets (`0x` hex, `0s` base64 or the text itself). Each reader says
-//! what it cannot carry over; none prints a secret.
+//! secrets (`0x` hex, `0s` base64 or the text itself), and the rekey
+//! times strongSwan derives from the times given. Each reader says what
+//! it cannot carry over; none prints a secret.
 //!
 //! Proposals are rewritten the way strongSwan itself reads them before
 //! Causeway's parser (`causeway_config::proposals`) decides: an IKE
@@ -41,6 +42,52 @@ pub fn seconds(text: &str) -> Result<u64, String> {
         .and_then(|n| n.checked_mul(scale))
         .filter(|&n| n <= u64::from(u32::MAX))
         .ok_or_else(|| format!("expected a time such as 28800, 28800s, 480m, 8h or 1d, got \"{t}\""))
+}
+
+/// A child SA's rekey time as strongSwan derives it from `life_time` given
+/// without `rekey_time`. The rule changed in 5.9.9 (vici_config.c,
+/// check_lifetimes; commit a2b1e06f07, strongswan#1414): since then it is
+/// `life_time / 1.1` in double precision, truncated, which is followed
+/// here because it is the newest 5.9's rule (6.x keeps it) and the one
+/// that rekeys at all below 3600 s. The floating point is kept on
+/// purpose: 1100 s gives 999 s, not 1000 s, in strongSwan too.
+pub fn rekey_from_life(life: u64) -> u64 {
+    (life as f64 / 1.1) as u64
+}
+
+/// The child rekey time strongSwan 5.9.8 and older (Debian bookworm's)
+/// keep whatever `life_time` says: their vici plugin set this default
+/// before reading the child, so `life_time` alone never moved it.
+pub const OLD_CHILD_REKEY: u64 = 3_600;
+
+/// The note for a child whose rekey time came from `life_time` alone,
+/// when strongSwan 5.9.8 and older would have used another.
+pub fn life_time_note(path: &str, life: u64, rekey: u64) -> Option<String> {
+    (rekey != OLD_CHILD_REKEY).then(|| {
+        format!(
+            "{path} = {life} s without rekey_time: child_lifetime = {rekey}, the rekey time strongSwan 5.9.9 and \
+             later derive (life_time / 1.1); strongSwan 5.9.8 and older (Debian bookworm's) ignore life_time here and rekey after \
+             {OLD_CHILD_REKEY} s, or never if life_time is not longer (the child SA is then closed at life_time): \
+             set rekey_time to have both agree"
+        )
+    })
+}
+
+/// The note for `reauth_time` without `rekey_time`. strongSwan 5.9
+/// (vici_config.c) then turns IKE rekeying off, even for reauth_time = 0;
+/// over_time and rand_time never move the rekey time. Causeway neither
+/// reauthenticates nor stops rekeying, so the import keeps its default.
+pub fn reauth_note(reauth: &str) -> String {
+    let then = match seconds(reauth) {
+        Ok(0) => "neither rekeys nor reauthenticates the IKE SA".to_string(),
+        Ok(v) => format!("does not rekey the IKE SA, but reauthenticates (replaces) it every {v} s"),
+        Err(_) => "does not rekey the IKE SA".to_string(),
+    };
+    format!(
+        "reauth_time without rekey_time: strongSwan then {then}; Causeway does not reauthenticate, and rekeys it \
+         before its default ike_lifetime of {} s ends (set rekey_time to choose)",
+        causeway_config::DEFAULT_IKE_LIFETIME.as_secs()
+    )
 }
 
 /// strongSwan's yes/no words.
@@ -279,6 +326,17 @@ mod tests {
         assert_eq!(seconds("1d").unwrap(), 86_400);
         for bad in ["", "h", "1.5h", "1w", "-1", "99999999999d"] {
             assert!(seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    // The values strongSwan 5.9.9+ computes (checked against its C
+    // expression `uint64_t rekey = life / 1.1`): truncated, and a hair
+    // under the exact quotient where 1.1 is not exact in binary.
+    #[test]
+    fn rekey_from_life_is_strongswans_division() {
+        for (life, rekey) in [(1000, 909), (1100, 999), (3960, 3599), (7200, 6545), (33, 29), (11, 10), (1, 0), (0, 0)]
+        {
+            assert_eq!(rekey_from_life(life), rekey, "life_time {life}");
         }
     }
 
