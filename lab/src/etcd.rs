@@ -1,8 +1,9 @@
 //! etcd, the fleet's registry, inside lab namespaces: one member or a
 //! cluster, each member in its own namespace plugged into a bridge (the
-//! WAN), its data directory in the cluster's temporary directory; members
-//! killed, restarted, or all stopped and started again (the store cut for a
-//! while); and `etcdctl` for the tests' own reads and writes.
+//! WAN), its data directory in the cluster's temporary directory (on
+//! /dev/shm: `data_parent`); members killed, restarted, or all stopped and
+//! started again (the store cut for a while); and `etcdctl` for the tests'
+//! own reads and writes.
 //!
 //! What was found on this machine (etcd-server and etcd-client 3.4.23 from
 //! Debian bookworm; `etcd --version` says 3.4.23, API 3.4):
@@ -110,6 +111,17 @@ pub struct EtcdCluster {
     dir: tempfile::TempDir,
 }
 
+/// The cluster's temporary directory, on /dev/shm where there is one.
+/// etcd fsyncs its log on every write; on a disk shared with a build, one
+/// slow fsync can outlast the election timeout (1 s), and a member then
+/// calls an election in the middle of a test. The tests need no durability
+/// beyond a member's restart, which a tmpfs keeps.
+fn data_parent() -> std::io::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("cw-etcd-");
+    builder.tempdir_in("/dev/shm").or_else(|_| builder.tempdir())
+}
+
 impl EtcdCluster {
     /// Starts one member per address (plain IPv4 addresses on `wan`'s
     /// subnet, `/24` assumed), named m0, m1, …, each in a new namespace
@@ -118,7 +130,7 @@ impl EtcdCluster {
         if addresses.is_empty() {
             bail!("an etcd cluster needs at least one member");
         }
-        let dir = tempfile::Builder::new().prefix("cw-etcd-").tempdir()?;
+        let dir = data_parent()?;
         let mut members = Vec::new();
         for (i, addr) in addresses.iter().enumerate() {
             let name = format!("m{i}");
