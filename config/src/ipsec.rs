@@ -103,8 +103,9 @@ pub fn shared_address_clash(p: &IpsecPeer, q: &IpsecPeer) -> Option<String> {
 /// When no selector of `remote_ts` reaches `net` (none contains it or lies
 /// in it): the selectors, listed for the message. A prefix routed to an
 /// IPsec peer that no selector reaches has every packet dropped
-/// (`outbound_outside_traffic_selectors`).
-pub(crate) fn unreached(net: &ipnet::IpNet, remote_ts: &[TrafficSelector]) -> Option<String> {
+/// (`outbound_outside_traffic_selectors`). Public for the registry's
+/// sites, which arrive after the file was checked.
+pub fn unreached(net: &ipnet::IpNet, remote_ts: &[TrafficSelector]) -> Option<String> {
     let reached = |s: &TrafficSelector| {
         s.net.addr().is_ipv6() == net.addr().is_ipv6()
             && (s.net.contains(&net.network()) || net.contains(&s.net.network()))

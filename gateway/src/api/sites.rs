@@ -9,8 +9,9 @@ use causeway_dataplane::peer::{Link, PeerState};
 use causeway_dataplane::site::MemberStatus;
 use ipnet::IpNet;
 
-use super::types::{SiteGatewayStatus, SiteStatus, SitesStatus};
+use super::types::{SiteGatewayStatus, SiteStatus, SitesStatus, UnroutedPrefix};
 use crate::gateway::Gateway;
+use crate::registry::Unrouted;
 
 fn gateway(gw: &Gateway, m: &MemberStatus) -> SiteGatewayStatus {
     let now = gw.clock.now();
@@ -42,6 +43,10 @@ fn gateway(gw: &Gateway, m: &MemberStatus) -> SiteGatewayStatus {
     }
 }
 
+fn unrouted(u: &Unrouted) -> UnroutedPrefix {
+    UnroutedPrefix { site: u.site.clone(), prefix: u.prefix.to_string(), peer: u.peer.clone(), reason: u.reason() }
+}
+
 /// Every site, by name.
 pub fn sites(gw: &Gateway) -> SitesStatus {
     let installed: Option<BTreeSet<IpNet>> = gw.kernel_routes().map(|v| v.into_iter().collect());
@@ -63,7 +68,8 @@ pub fn sites(gw: &Gateway) -> SitesStatus {
             }
         })
         .collect();
-    SitesStatus { sites, registry: gw.registry_status() }
+    let unrouted = gw.registry().map(|r| r.unrouted().iter().map(unrouted).collect()).unwrap_or_default();
+    SitesStatus { sites, registry: gw.registry_status(), unrouted }
 }
 
 #[cfg(test)]

@@ -123,6 +123,24 @@ pub struct SitesStatus {
     /// `null` without `[registry]`.
     #[serde(deserialize_with = "present")]
     pub registry: Option<RegistryStatus>,
+    /// Registry prefixes of a site that this gateway does not route,
+    /// because an IPsec gateway of the site cannot carry them. May be
+    /// missing, unlike the other fields: a causewayd from before it held
+    /// no prefix back.
+    #[serde(default)]
+    pub unrouted: Vec<UnroutedPrefix>,
+}
+
+/// A site prefix held back from the routes, one per IPsec gateway that
+/// cannot carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnroutedPrefix {
+    pub site: String,
+    pub prefix: String,
+    /// The IPsec peer whose remote_ts does not reach it.
+    pub peer: String,
+    /// A sentence saying why and what to do.
+    pub reason: String,
 }
 
 /// One site as this gateway sends to it.
@@ -529,6 +547,12 @@ mod tests {
                 routes_installed: Some(false),
             }],
             registry: None,
+            unrouted: vec![UnroutedPrefix {
+                site: "west".into(),
+                prefix: "10.9.0.0/16".into(),
+                peer: "west-srx".into(),
+                reason: "10.9.0.0/16 lies outside every remote_ts selector".into(),
+            }],
         }
     }
 
@@ -546,6 +570,11 @@ mod tests {
         let mut v = serde_json::to_value(sample_sites()).unwrap();
         v.as_object_mut().unwrap().remove("registry");
         assert!(serde_json::from_value::<SitesStatus>(v).is_err(), "registry must be present, as null");
+        let mut v = serde_json::to_value(sample_sites()).unwrap();
+        assert_eq!(v["unrouted"][0]["peer"], "west-srx");
+        v.as_object_mut().unwrap().remove("unrouted");
+        let old = serde_json::from_value::<SitesStatus>(v).expect("an older causewayd's answer");
+        assert!(old.unrouted.is_empty());
         assert_eq!(serde_json::to_string(&Request::Sites).unwrap(), r#"{"op":"sites"}"#);
     }
 

@@ -13,14 +13,24 @@
 //!   created, so an established site keeps its prefixes when a newer one
 //!   claims them) is left out; the rest of a site stays;
 //! - a record with our own public key, or one already used by another
-//!   record, is left out.
+//!   record, is left out;
+//! - a site prefix that one of the site's IPsec gateways (the file's
+//!   peers naming the site) cannot carry, because no selector of its
+//!   remote_ts reaches it, is not routed (`Unrouted`): the data plane
+//!   would send it to that gateway's SA and drop every packet. The
+//!   configuration refuses this for a `[[site]]` of the file; a registry
+//!   site arrives later, so its prefix is held back instead, as an SRX
+//!   routes only what its traffic selectors cover. All of a site's
+//!   gateways share its routes, so a WireGuard gateway of the site does
+//!   not get the prefix either. It stays the site's (no newer site takes
+//!   it) and is routed once remote_ts reaches it.
 //!
 //! A learnt peer is named `{site}.{name}`, belongs to `site`, is routed its
 //! tunnel address, and has `[registry]`'s keepalive and failover.
 
 use std::collections::HashSet;
 
-use causeway_config::{Config, Peer, Site};
+use causeway_config::{Config, IpsecPeer, Peer, Site};
 use causeway_wireguard::PublicKey;
 use ipnet::IpNet;
 
@@ -31,6 +41,53 @@ use super::view::View;
 pub struct Merged {
     pub config: Config,
     pub left_out: Vec<String>,
+    /// Site prefixes held back from the routes: kept apart from
+    /// `left_out` because the operator sees them in `sites` as well.
+    pub unrouted: Vec<Unrouted>,
+}
+
+/// A registry site's prefix that an IPsec gateway of the site cannot
+/// carry: no selector of its `remote_ts` reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unrouted {
+    pub site: String,
+    pub prefix: IpNet,
+    /// The IPsec peer's name.
+    pub peer: String,
+    /// Its `remote_ts`, listed.
+    pub remote_ts: String,
+}
+
+impl Unrouted {
+    /// What a change is told by: the selectors' wording is not part of it,
+    /// so editing a remote_ts that still misses the prefix is not news.
+    pub fn key(&self) -> (&str, IpNet, &str) {
+        (&self.site, self.prefix, &self.peer)
+    }
+
+    pub fn reason(&self) -> String {
+        format!(
+            "{} lies outside every remote_ts selector of IPsec peer \"{}\" ({}): not routed, as the peer's SA could \
+             not carry it; widen that peer's remote_ts or correct the site's prefixes",
+            self.prefix, self.peer, self.remote_ts
+        )
+    }
+}
+
+/// The site's IPsec gateways that cannot carry `net`.
+fn unreached_by(site: &str, net: &IpNet, ipsec_peers: &[IpsecPeer]) -> Vec<Unrouted> {
+    ipsec_peers
+        .iter()
+        .filter(|p| p.site.as_deref() == Some(site))
+        .filter_map(|p| {
+            causeway_config::unreached(net, &p.remote_ts).map(|remote_ts| Unrouted {
+                site: site.to_string(),
+                prefix: *net,
+                peer: p.name.clone(),
+                remote_ts,
+            })
+        })
+        .collect()
 }
 
 /// Prefixes already given to a peer or a site, with whose they are.
@@ -53,6 +110,7 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
         });
     let mut config = file.clone();
     let mut left_out = Vec::new();
+    let mut unrouted = Vec::new();
     let mut taken = Taken(Vec::with_capacity(file.peers.len() + view.members.len() + view.sites.len() * 2));
     for p in &file.peers {
         taken.0.extend(p.allowed_ips.iter().map(|n| (*n, format!("peer {}", p.name))));
@@ -78,13 +136,21 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
             continue;
         }
         let mut prefixes = Vec::with_capacity(nets.len());
+        let mut held = Vec::new();
         for n in nets {
-            match taken.clash(n) {
-                Some((other, whose)) => left_out.push(format!("site {name}: {n} overlaps {other} of {whose}")),
-                None => prefixes.push(*n),
+            if let Some((other, whose)) = taken.clash(n) {
+                left_out.push(format!("site {name}: {n} overlaps {other} of {whose}"));
+                continue;
+            }
+            let blocked = unreached_by(name, n, &file.ipsec_peers);
+            if blocked.is_empty() {
+                prefixes.push(*n);
+            } else {
+                held.push(*n);
+                unrouted.extend(blocked);
             }
         }
-        taken.0.extend(prefixes.iter().map(|n| (*n, format!("site {name}"))));
+        taken.0.extend(prefixes.iter().chain(&held).map(|n| (*n, format!("site {name}"))));
         config.sites.push(Site { name: name.clone(), prefixes });
     }
 
@@ -126,7 +192,7 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
             site: Some(m.site.clone()),
         });
     }
-    Merged { config, left_out }
+    Merged { config, left_out, unrouted }
 }
 
 #[cfg(test)]
@@ -173,9 +239,31 @@ pub(crate) mod tests {
         }
     }
 
+    /// An IPsec peer of the file that serves `site`, with `remote_ts`
+    /// (none: the default, which reaches everything). It never initiates,
+    /// so a test that runs it sends nothing.
+    pub(crate) fn ipsec_peer(name: &str, site: &str, remote_ts: &[&str]) -> IpsecPeer {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let psk = dir.path().join("peer.psk");
+        std::fs::write(&psk, "0x00112233445566778899aabbccddeeff\n").unwrap();
+        std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let ts: Vec<String> = remote_ts.iter().map(|t| format!("\"{t}\"")).collect();
+        let ts = if ts.is_empty() { String::new() } else { format!("remote_ts = [{}]\n", ts.join(", ")) };
+        let text = format!(
+            "[interface]\nprivate_key = \"CE5vbW26f1Ayh5znQQ3b1pWt4oE+w3ScwymAsBl6lkU=\"\n\n[[peer]]\nname = \"{name}\"\n\
+             protocol = \"ipsec\"\nendpoints = [\"198.18.0.2\"]\ninitiate = false\nlocal_id = \"198.18.0.1\"\n\
+             remote_id = \"{name}.example\"\npsk_file = \"{}\"\n{ts}",
+            psk.display()
+        );
+        let mut p = causeway_config::parse(&text, &dir.path().join("gw.toml")).unwrap().ipsec_peers.remove(0);
+        p.site = Some(site.into());
+        p
+    }
+
     /// A view as the store would give it, each record created in the
     /// order given, members first.
-    fn view(members: Vec<Member>, sites: &[(&str, &[&str])]) -> View {
+    pub(crate) fn view(members: Vec<Member>, sites: &[(&str, &[&str])]) -> View {
         let l = Layout::new("/causeway");
         let mut v = View::default();
         v.revision = 7;
@@ -308,5 +396,59 @@ pub(crate) mod tests {
             why.contains("gateway alpha.gw1: tunnel address 10.255.0.3/32 overlaps 10.255.0.3/32 of peer zulu.gw1"),
             "{why}"
         );
+    }
+
+    // An IPsec gateway's SA carries only what its remote_ts reaches: a
+    // registry prefix beyond it would be routed to the gateway and every
+    // packet dropped (outbound_outside_traffic_selectors), so it is not
+    // routed at all, for any of the site's gateways, and stays the site's.
+    #[test]
+    fn a_site_prefix_an_ipsec_gateway_cannot_carry_is_not_routed() {
+        let me = StaticSecret::random(&mut rand_core::OsRng);
+        let mut file = file_config(&me, "east", "gw1");
+        file.ipsec_peers.push(ipsec_peer("west-srx", "west", &["10.2.0.0/16", "10.3.0.0/16[tcp/443]"]));
+        file.ipsec_peers.push(ipsec_peer("west-any", "west", &[]));
+        file.ipsec_peers.push(ipsec_peer("north-srx", "north", &["10.4.0.0/16"]));
+        let v = view(
+            vec![member("west", "gw1", 3)],
+            &[
+                ("west", &["10.2.0.0/16", "10.3.0.0/16", "10.9.0.0/16", "fd00:2::/48"]),
+                ("north", &["10.4.0.0/16"]),
+                ("south", &["10.9.1.0/24", "10.8.0.0/16"]),
+            ],
+        );
+        let m = merge(&file, &v, "east");
+        let sites: Vec<(&str, Vec<String>)> = m
+            .config
+            .sites
+            .iter()
+            .map(|s| (s.name.as_str(), s.prefixes.iter().map(ToString::to_string).collect()))
+            .collect();
+        let expected: [(&str, &[&str]); 3] =
+            [("west", &["10.2.0.0/16", "10.3.0.0/16"]), ("north", &["10.4.0.0/16"]), ("south", &["10.8.0.0/16"])];
+        assert_eq!(sites, expected.map(|(n, p)| (n, p.iter().map(ToString::to_string).collect::<Vec<_>>())));
+        let held: Vec<(&str, String, &str, &str)> = m
+            .unrouted
+            .iter()
+            .map(|u| (u.site.as_str(), u.prefix.to_string(), u.peer.as_str(), u.remote_ts.as_str()))
+            .collect();
+        let ts = "10.2.0.0/16, 10.3.0.0/16[tcp/443]";
+        assert_eq!(
+            held,
+            [("west", "10.9.0.0/16".into(), "west-srx", ts), ("west", "fd00:2::/48".into(), "west-srx", ts)],
+            "the default selectors reach everything"
+        );
+        assert!(
+            m.unrouted[0].reason().starts_with(
+                "10.9.0.0/16 lies outside every remote_ts selector of IPsec peer \"west-srx\" \
+                 (10.2.0.0/16, 10.3.0.0/16[tcp/443])"
+            ),
+            "{}",
+            m.unrouted[0].reason()
+        );
+        let why = m.left_out.join("\n");
+        assert!(why.contains("site south: 10.9.1.0/24 overlaps 10.9.0.0/16 of site west"), "{why}");
+        assert_eq!(m.left_out.len(), 1, "{why}");
+        assert_eq!(m.config.peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["west.gw1"]);
     }
 }

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use causeway_config::Config;
 use ipnet::IpNet;
 
-pub use merge::{merge, Merged};
+pub use merge::{merge, Merged, Unrouted};
 pub use record::{Layout, Member};
 pub use view::View;
 
@@ -128,6 +128,9 @@ struct State {
     merged: Option<Config>,
     /// What the last merge left out, to log each reason once.
     left_out: BTreeSet<String>,
+    /// Site prefixes the last merge held back from an IPsec gateway: kept
+    /// to log each change once, and for `sites`.
+    unrouted: Vec<Unrouted>,
     phase: Phase,
     since: Instant,
     /// The last failure to talk to the store; cleared when it answers.
@@ -171,6 +174,8 @@ impl Shared {
             tracing::warn!("registry: left out: {why}");
         }
         st.left_out = now;
+        log_unrouted(&st.unrouted, &merged.unrouted);
+        st.unrouted = merged.unrouted;
         st.merged = Some(merged.config);
         drop(st);
         if !(report.added.is_empty() && report.removed.is_empty() && report.changed.is_empty()) {
@@ -264,6 +269,21 @@ impl Shared {
     }
 }
 
+/// Logs the prefixes held back from an IPsec gateway that `now` adds to
+/// `before`, and those it no longer holds back. Every registry change
+/// merges anew, so a line per merge would repeat one problem for as long
+/// as it lasts.
+fn log_unrouted(before: &[Unrouted], now: &[Unrouted]) {
+    let was: BTreeSet<_> = before.iter().map(Unrouted::key).collect();
+    let is: BTreeSet<_> = now.iter().map(Unrouted::key).collect();
+    for u in now.iter().filter(|u| !was.contains(&u.key())) {
+        tracing::warn!("registry: site {}: {}", u.site, u.reason());
+    }
+    for (site, prefix, peer) in was.difference(&is) {
+        tracing::info!("registry: site {site}: {prefix} is no longer held back from IPsec peer \"{peer}\"");
+    }
+}
+
 /// The registry client of one gateway.
 pub struct Registry {
     shared: Arc<Shared>,
@@ -293,6 +313,7 @@ impl Registry {
                 identity,
                 merged: None,
                 left_out: BTreeSet::new(),
+                unrouted: Vec::new(),
                 phase: Phase::Connecting,
                 since: Instant::now(),
                 last_error: None,
@@ -389,6 +410,11 @@ impl Registry {
         lock(&self.shared.state).file.sites.iter().any(|s| s.name == site)
     }
 
+    /// Site prefixes held back from an IPsec gateway by the last merge.
+    pub fn unrouted(&self) -> Vec<Unrouted> {
+        lock(&self.shared.state).unrouted.clone()
+    }
+
     /// The registry as last read.
     pub fn view(&self) -> View {
         lock(&self.shared.state).view.clone()
@@ -402,5 +428,127 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Stop);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::merge::tests::{file_config, ipsec_peer, member, view};
+    use causeway_dataplane::interface::Interface;
+    use causeway_wireguard::StaticSecret;
+
+    /// What the closure logged at INFO and above.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                lock(&self.0).extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = lock(&sink.0).clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    /// A registry client without a store: its view is set by the test.
+    fn registry(gw: &Arc<Gateway>, file: Config, view: View) -> Arc<Registry> {
+        let settings = file.registry.clone().unwrap();
+        let identity = Identity { site: settings.site.clone(), name: settings.name.clone(), registered: true };
+        let shared = Arc::new(Shared {
+            layout: Layout::new(&settings.prefix),
+            settings,
+            state: Mutex::new(State {
+                file,
+                view,
+                identity,
+                merged: None,
+                left_out: BTreeSet::new(),
+                unrouted: Vec::new(),
+                phase: Phase::Synced,
+                since: Instant::now(),
+                last_error: None,
+                publish_problem: None,
+            }),
+            apply_lock: Mutex::new(()),
+            gw: Arc::downgrade(gw),
+        });
+        let (commands, _) = tokio::sync::mpsc::unbounded_channel();
+        let registry = Arc::new(Registry { shared, commands, thread: Mutex::new(None) });
+        gw.set_registry(Some(registry.clone()));
+        registry
+    }
+
+    // A registry site served by an IPsec gateway of the file: the prefix
+    // its remote_ts misses gets no route (it used to be routed to the
+    // site, so to the gateway, and dropped there), is logged once however
+    // often the registry changes, shows in `sites`, and is routed once a
+    // reload widens remote_ts.
+    #[test]
+    fn a_registry_prefix_outside_an_ipsec_gateways_selectors_gets_no_route() {
+        let secret = StaticSecret::random(&mut rand_core::OsRng);
+        let iface = Interface::new("cwreg1".into(), Some(secret.clone()), 1420, 1, 0).unwrap();
+        let gw = Arc::new(Gateway::new(Arc::new(iface)));
+        // Ephemeral IKE ports, so the test needs neither root nor free 500/4500.
+        gw.set_ipsec_ports(0, 0);
+        let mut file = file_config(&secret, "east", "gw1");
+        file.interface.listen_port = 0;
+        file.ipsec_peers.push(ipsec_peer("west-srx", "west", &["10.2.0.0/16"]));
+        let sites: &[(&str, &[&str])] = &[("west", &["10.2.0.0/16", "10.9.0.0/16"])];
+        let r = registry(&gw, file.clone(), view(Vec::new(), sites));
+        let route = |ip: &str| gw.routes().lookup(ip.parse().unwrap()).map(|r| r.label());
+
+        let logs = logged(|| {
+            r.shared.apply().unwrap();
+            // A registry change elsewhere merges again: nothing new to say.
+            lock(&r.shared.state).view = view(vec![member("south", "gw1", 5)], sites);
+            r.shared.apply().unwrap();
+        });
+        assert_eq!(route("10.2.0.1").as_deref(), Some("site west"));
+        assert_eq!(route("10.9.0.1"), None, "routed to west-srx, whose SA would drop it");
+        let west = gw.site("west").unwrap();
+        assert_eq!(west.members().iter().map(|p| p.name()).collect::<Vec<_>>(), ["west-srx"]);
+        assert_eq!(logs.matches("10.9.0.0/16 lies outside every remote_ts selector").count(), 1, "{logs}");
+        assert!(logs.contains("WARN") && logs.contains("site west: 10.9.0.0/16 lies outside"), "{logs}");
+
+        let s = crate::api::sites(&gw);
+        let shown: Vec<(&str, &str, &str)> =
+            s.unrouted.iter().map(|u| (u.site.as_str(), u.prefix.as_str(), u.peer.as_str())).collect();
+        assert_eq!(shown, [("west", "10.9.0.0/16", "west-srx")]);
+        assert!(s.unrouted[0].reason.contains("widen that peer's remote_ts"), "{}", s.unrouted[0].reason);
+        // Still west's: this gateway's merge would leave it out of another site.
+        let reply = crate::api::handle(&gw, r#"{"op":"site_set","site":"south","prefixes":["10.9.1.0/24"]}"#);
+        assert_eq!(
+            reply,
+            crate::api::types::Reply::Error(
+                "registry: 10.9.1.0/24 overlaps 10.9.0.0/16 of site west; each address may belong to one site or peer \
+                 only"
+                    .into()
+            )
+        );
+
+        let mut wider = file;
+        wider.ipsec_peers[0] = ipsec_peer("west-srx", "west", &["10.2.0.0/16", "10.9.0.0/16"]);
+        let logs = logged(|| {
+            r.apply_file(wider);
+        });
+        assert_eq!(route("10.9.0.1").as_deref(), Some("site west"));
+        assert!(logs.contains("site west: 10.9.0.0/16 is no longer held back from IPsec peer \"west-srx\""), "{logs}");
+        assert!(crate::api::sites(&gw).unrouted.is_empty());
+        if let Some(ike) = gw.ike() {
+            ike.stop();
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! `tunctl sites`: one block per site (its prefixes, how many gateways
+//! `tunctl sites`: one block per site (its prefixes, those not routed, how many gateways
 //! are up, whether its kernel routes are in), a row per gateway (health,
 //! share of the flows, traffic), and the registry's state.
 
@@ -63,12 +63,21 @@ fn registry_line(r: Option<&RegistryStatus>) -> String {
     )
 }
 
+/// A site's registry prefixes held back from its routes, a line each.
+fn unrouted_lines(status: &SitesStatus, site: &str) -> Vec<String> {
+    let held = status.unrouted.iter().filter(|u| u.site == site);
+    held.map(|u| format!("  not routed: {}", u.reason)).collect()
+}
+
 pub fn print(status: &SitesStatus) {
     if status.sites.is_empty() {
         println!("no sites");
     }
     for s in &status.sites {
         println!("{}", site_line(s));
+        for line in unrouted_lines(status, &s.name) {
+            println!("{line}");
+        }
         if !s.gateways.is_empty() {
             table(&["  GATEWAY", "ENDPOINT", "STATE", "SHARE", "HEARD", "RX / TX", "RATE RX / TX"], &gateway_rows(s));
         }
@@ -118,6 +127,27 @@ mod tests {
         assert_eq!(rows[0][2..5], ["up 5m".to_string(), "100.0%".into(), "4s ago".into()]);
         assert_eq!(rows[1][2..4], ["down (silent) 5m".to_string(), "0.0%".into()]);
         assert_eq!(rows[0][5], "2.0 KiB / 0 B");
+    }
+
+    #[test]
+    fn a_prefix_held_back_is_told_under_its_site() {
+        use causeway_gateway::api::types::UnroutedPrefix;
+        let held = |site: &str, prefix: &str| UnroutedPrefix {
+            site: site.into(),
+            prefix: prefix.into(),
+            peer: "west-srx".into(),
+            reason: format!("{prefix} lies outside every remote_ts selector of IPsec peer \"west-srx\""),
+        };
+        let status = SitesStatus {
+            sites: vec![site()],
+            registry: None,
+            unrouted: vec![held("west", "10.9.0.0/16"), held("north", "10.4.0.0/16")],
+        };
+        assert_eq!(
+            unrouted_lines(&status, "west"),
+            ["  not routed: 10.9.0.0/16 lies outside every remote_ts selector of IPsec peer \"west-srx\""]
+        );
+        assert!(unrouted_lines(&status, "east").is_empty());
     }
 
     #[test]
