@@ -20,8 +20,9 @@ use crate::rules;
 use crate::schema::RawPeer;
 use crate::selector::TrafficSelector;
 use crate::types::{
-    Encap, Endpoint, EndpointError, Identity, IpsecPeer, Psk, DEFAULT_CHILD_LIFETIME, DEFAULT_DPD_INTERVAL,
-    DEFAULT_FAILOVER_AFTER, DEFAULT_IKE_LIFETIME, DEFAULT_NAT_KEEPALIVE, IKE_ENDPOINT_HINT, IKE_PORT, MIN_PSK_LEN,
+    Encap, Endpoint, EndpointError, Identity, IpsecPeer, Psk, CHILD_LIFETIME_SECONDS, DEFAULT_CHILD_LIFETIME,
+    DEFAULT_DPD_INTERVAL, DEFAULT_FAILOVER_AFTER, DEFAULT_IKE_LIFETIME, DEFAULT_NAT_KEEPALIVE, IKE_ENDPOINT_HINT,
+    IKE_PORT, MIN_PSK_LEN,
 };
 
 /// The most entries of a list IKE counts in one octet.
@@ -354,8 +355,12 @@ impl Checker<'_> {
         }
         let ike_lifetime =
             self.seconds(join(t, "ike_lifetime"), &raw.ike_lifetime, DEFAULT_IKE_LIFETIME, (60, 86_400 * 7));
-        let child_lifetime =
-            self.seconds(join(t, "child_lifetime"), &raw.child_lifetime, DEFAULT_CHILD_LIFETIME, (30, 86_400));
+        let child_lifetime = self.seconds(
+            join(t, "child_lifetime"),
+            &raw.child_lifetime,
+            DEFAULT_CHILD_LIFETIME,
+            CHILD_LIFETIME_SECONDS,
+        );
         let dpd_interval = self.seconds(join(t, "dpd_interval"), &raw.dpd_interval, DEFAULT_DPD_INTERVAL, (0, 3_600));
         let nat_keepalive =
             self.seconds(join(t, "nat_keepalive"), &raw.nat_keepalive, DEFAULT_NAT_KEEPALIVE, (0, 3_600));

@@ -208,6 +208,8 @@ pub const IKE_PORT: u16 = 500;
 pub const NAT_T_PORT: u16 = 4500;
 pub const DEFAULT_IKE_LIFETIME: Duration = Duration::from_secs(28_800);
 pub const DEFAULT_CHILD_LIFETIME: Duration = Duration::from_secs(3_600);
+/// The child_lifetime a peer may set, in seconds.
+pub const CHILD_LIFETIME_SECONDS: (u32, u32) = (30, 86_400);
 /// NAT keepalives this often while a NAT lies on the path (strongSwan's
 /// default too).
 pub const DEFAULT_NAT_KEEPALIVE: Duration = Duration::from_secs(20);

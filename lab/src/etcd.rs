@@ -111,15 +111,39 @@ pub struct EtcdCluster {
     dir: tempfile::TempDir,
 }
 
-/// The cluster's temporary directory, on /dev/shm where there is one.
-/// etcd fsyncs its log on every write; on a disk shared with a build, one
-/// slow fsync can outlast the election timeout (1 s), and a member then
-/// calls an election in the middle of a test. The tests need no durability
-/// beyond a member's restart, which a tmpfs keeps.
-fn data_parent() -> std::io::Result<tempfile::TempDir> {
+/// The cluster's temporary directory, on /dev/shm where it has room for
+/// `members`. etcd fsyncs its log on every write; on a disk shared with a
+/// build, one slow fsync can outlast the election timeout (1 s), and a
+/// member then calls an election in the middle of a test. The tests need
+/// no durability beyond a member's restart, which a tmpfs keeps.
+fn data_parent(members: usize) -> std::io::Result<tempfile::TempDir> {
+    // etcd 3.4 preallocates its 64 MiB WAL segment and the next one: a
+    // small /dev/shm (a container's 64 MiB) would fail its first write.
+    const PER_MEMBER: u64 = 256 << 20;
     let mut builder = tempfile::Builder::new();
     builder.prefix("cw-etcd-");
-    builder.tempdir_in("/dev/shm").or_else(|_| builder.tempdir())
+    let shm = Path::new("/dev/shm");
+    if free_bytes(shm).is_some_and(|free| free >= PER_MEMBER * members as u64) {
+        if let Ok(dir) = builder.tempdir_in(shm) {
+            return Ok(dir);
+        }
+    }
+    builder.tempdir()
+}
+
+/// Bytes free to an unprivileged writer on the file system of `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` has room for the
+    // struct statvfs fills in; it is read only when the call succeeded.
+    let st = unsafe {
+        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 impl EtcdCluster {
@@ -130,7 +154,7 @@ impl EtcdCluster {
         if addresses.is_empty() {
             bail!("an etcd cluster needs at least one member");
         }
-        let dir = data_parent()?;
+        let dir = data_parent(addresses.len())?;
         let mut members = Vec::new();
         for (i, addr) in addresses.iter().enumerate() {
             let name = format!("m{i}");
@@ -412,5 +436,16 @@ mod tests {
     fn tail_keeps_the_last_lines() {
         assert_eq!(tail("a\nb\nc", 2), "b\nc");
         assert_eq!(tail("a", 5), "a");
+    }
+
+    #[test]
+    fn free_space_is_read_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(free_bytes(dir.path()).is_some_and(|b| b > 0));
+        assert_eq!(free_bytes(&dir.path().join("missing")), None);
+        // No file system has room for this many members: the default
+        // temporary directory, not /dev/shm.
+        let d = data_parent(usize::MAX >> 30).unwrap();
+        assert!(!d.path().starts_with("/dev/shm"), "{}", d.path().display());
     }
 }

@@ -9,9 +9,9 @@ use causeway_dataplane::peer::{Link, PeerState};
 use causeway_dataplane::site::MemberStatus;
 use ipnet::IpNet;
 
-use super::types::{SiteGatewayStatus, SiteStatus, SitesStatus, UnroutedPrefix};
+use super::types::{SiteGatewayStatus, SiteStatus, SitesStatus, UncarriedPrefix};
 use crate::gateway::Gateway;
-use crate::registry::Unrouted;
+use crate::registry::Uncarried;
 
 fn gateway(gw: &Gateway, m: &MemberStatus) -> SiteGatewayStatus {
     let now = gw.clock.now();
@@ -43,8 +43,8 @@ fn gateway(gw: &Gateway, m: &MemberStatus) -> SiteGatewayStatus {
     }
 }
 
-fn unrouted(u: &Unrouted) -> UnroutedPrefix {
-    UnroutedPrefix { site: u.site.clone(), prefix: u.prefix.to_string(), peer: u.peer.clone(), reason: u.reason() }
+fn uncarried(u: &Uncarried) -> UncarriedPrefix {
+    UncarriedPrefix { site: u.site.clone(), prefix: u.prefix.to_string(), peer: u.peer.clone(), reason: u.reason() }
 }
 
 /// Every site, by name.
@@ -68,8 +68,8 @@ pub fn sites(gw: &Gateway) -> SitesStatus {
             }
         })
         .collect();
-    let unrouted = gw.registry().map(|r| r.unrouted().iter().map(unrouted).collect()).unwrap_or_default();
-    SitesStatus { sites, registry: gw.registry_status(), unrouted }
+    let uncarried = gw.registry().map(|r| r.uncarried().iter().map(uncarried).collect()).unwrap_or_default();
+    SitesStatus { sites, registry: gw.registry_status(), uncarried }
 }
 
 #[cfg(test)]

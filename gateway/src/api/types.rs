@@ -123,18 +123,18 @@ pub struct SitesStatus {
     /// `null` without `[registry]`.
     #[serde(deserialize_with = "present")]
     pub registry: Option<RegistryStatus>,
-    /// Registry prefixes of a site that this gateway does not route,
-    /// because an IPsec gateway of the site cannot carry them. May be
-    /// missing, unlike the other fields: a causewayd from before it held
-    /// no prefix back.
+    /// Registry prefixes of a site that an IPsec gateway of the site
+    /// cannot carry (what the site sends it there is dropped). May be
+    /// missing, unlike the other fields: a causewayd from before it did
+    /// not tell them.
     #[serde(default)]
-    pub unrouted: Vec<UnroutedPrefix>,
+    pub uncarried: Vec<UncarriedPrefix>,
 }
 
-/// A site prefix held back from the routes, one per IPsec gateway that
-/// cannot carry it.
+/// A site prefix, routed, that an IPsec gateway of the site cannot carry:
+/// one per such gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnroutedPrefix {
+pub struct UncarriedPrefix {
     pub site: String,
     pub prefix: String,
     /// The IPsec peer whose remote_ts does not reach it.
@@ -547,7 +547,7 @@ mod tests {
                 routes_installed: Some(false),
             }],
             registry: None,
-            unrouted: vec![UnroutedPrefix {
+            uncarried: vec![UncarriedPrefix {
                 site: "west".into(),
                 prefix: "10.9.0.0/16".into(),
                 peer: "west-srx".into(),
@@ -571,10 +571,10 @@ mod tests {
         v.as_object_mut().unwrap().remove("registry");
         assert!(serde_json::from_value::<SitesStatus>(v).is_err(), "registry must be present, as null");
         let mut v = serde_json::to_value(sample_sites()).unwrap();
-        assert_eq!(v["unrouted"][0]["peer"], "west-srx");
-        v.as_object_mut().unwrap().remove("unrouted");
+        assert_eq!(v["uncarried"][0]["peer"], "west-srx");
+        v.as_object_mut().unwrap().remove("uncarried");
         let old = serde_json::from_value::<SitesStatus>(v).expect("an older causewayd's answer");
-        assert!(old.unrouted.is_empty());
+        assert!(old.uncarried.is_empty());
         assert_eq!(serde_json::to_string(&Request::Sites).unwrap(), r#"{"op":"sites"}"#);
     }
 

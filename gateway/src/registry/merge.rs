@@ -14,16 +14,17 @@
 //!   claims them) is left out; the rest of a site stays;
 //! - a record with our own public key, or one already used by another
 //!   record, is left out;
-//! - a site prefix that one of the site's IPsec gateways (the file's
-//!   peers naming the site) cannot carry, because no selector of its
-//!   remote_ts reaches it, is not routed (`Unrouted`): the data plane
-//!   would send it to that gateway's SA and drop every packet. The
-//!   configuration refuses this for a `[[site]]` of the file; a registry
-//!   site arrives later, so its prefix is held back instead, as an SRX
-//!   routes only what its traffic selectors cover. All of a site's
-//!   gateways share its routes, so a WireGuard gateway of the site does
-//!   not get the prefix either. It stays the site's (no newer site takes
-//!   it) and is routed once remote_ts reaches it.
+//!
+//! A site prefix that one of the site's IPsec gateways (the file's peers
+//! naming the site) cannot carry, because no selector of its remote_ts
+//! reaches it, is reported (`Uncarried`): the flows of it that the site's
+//! table sends to that gateway are dropped by its SA's selectors. The
+//! configuration refuses this for a `[[site]]` of the file; a registry
+//! site arrives later, so it can only be told. The prefix stays routed:
+//! the site's gateways share its routes, so holding it back would take it
+//! from the site's WireGuard gateways too, and with `install_routes` its
+//! kernel route would go, and its traffic leave unencrypted by the
+//! default route.
 //!
 //! A learnt peer is named `{site}.{name}`, belongs to `site`, is routed its
 //! tunnel address, and has `[registry]`'s keepalive and failover.
@@ -41,15 +42,15 @@ use super::view::View;
 pub struct Merged {
     pub config: Config,
     pub left_out: Vec<String>,
-    /// Site prefixes held back from the routes: kept apart from
-    /// `left_out` because the operator sees them in `sites` as well.
-    pub unrouted: Vec<Unrouted>,
+    /// Site prefixes an IPsec gateway of the site cannot carry, once each:
+    /// apart from `left_out`, as they are routed, and shown in `sites`.
+    pub uncarried: Vec<Uncarried>,
 }
 
 /// A registry site's prefix that an IPsec gateway of the site cannot
 /// carry: no selector of its `remote_ts` reaches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unrouted {
+pub struct Uncarried {
     pub site: String,
     pub prefix: IpNet,
     /// The IPsec peer's name.
@@ -58,7 +59,7 @@ pub struct Unrouted {
     pub remote_ts: String,
 }
 
-impl Unrouted {
+impl Uncarried {
     /// What a change is told by: the selectors' wording is not part of it,
     /// so editing a remote_ts that still misses the prefix is not news.
     pub fn key(&self) -> (&str, IpNet, &str) {
@@ -67,20 +68,21 @@ impl Unrouted {
 
     pub fn reason(&self) -> String {
         format!(
-            "{} lies outside every remote_ts selector of IPsec peer \"{}\" ({}): not routed, as the peer's SA could \
-             not carry it; widen that peer's remote_ts or correct the site's prefixes",
+            "{} lies outside every remote_ts selector of IPsec peer \"{}\" ({}): the flows the site sends through \
+             that peer are dropped (outbound_outside_traffic_selectors); widen its remote_ts or correct the site's \
+             prefixes",
             self.prefix, self.peer, self.remote_ts
         )
     }
 }
 
 /// The site's IPsec gateways that cannot carry `net`.
-fn unreached_by(site: &str, net: &IpNet, ipsec_peers: &[IpsecPeer]) -> Vec<Unrouted> {
+fn unreached_by(site: &str, net: &IpNet, ipsec_peers: &[IpsecPeer]) -> Vec<Uncarried> {
     ipsec_peers
         .iter()
         .filter(|p| p.site.as_deref() == Some(site))
         .filter_map(|p| {
-            causeway_config::unreached(net, &p.remote_ts).map(|remote_ts| Unrouted {
+            causeway_config::unreached(net, &p.remote_ts).map(|remote_ts| Uncarried {
                 site: site.to_string(),
                 prefix: *net,
                 peer: p.name.clone(),
@@ -110,7 +112,7 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
         });
     let mut config = file.clone();
     let mut left_out = Vec::new();
-    let mut unrouted = Vec::new();
+    let mut uncarried = Vec::new();
     let mut taken = Taken(Vec::with_capacity(file.peers.len() + view.members.len() + view.sites.len() * 2));
     for p in &file.peers {
         taken.0.extend(p.allowed_ips.iter().map(|n| (*n, format!("peer {}", p.name))));
@@ -135,22 +137,21 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
             left_out.push(format!("site {name}: the configuration file's [[site]] of that name is used instead"));
             continue;
         }
-        let mut prefixes = Vec::with_capacity(nets.len());
-        let mut held = Vec::new();
+        let mut prefixes: Vec<IpNet> = Vec::with_capacity(nets.len());
         for n in nets {
             if let Some((other, whose)) = taken.clash(n) {
                 left_out.push(format!("site {name}: {n} overlaps {other} of {whose}"));
                 continue;
             }
-            let blocked = unreached_by(name, n, &file.ipsec_peers);
-            if blocked.is_empty() {
-                prefixes.push(*n);
-            } else {
-                held.push(*n);
-                unrouted.extend(blocked);
+            // A record may list a prefix twice (nothing upstream dedups
+            // it); once is enough for the routes, and for the telling.
+            if prefixes.contains(n) {
+                continue;
             }
+            uncarried.extend(unreached_by(name, n, &file.ipsec_peers));
+            prefixes.push(*n);
         }
-        taken.0.extend(prefixes.iter().chain(&held).map(|n| (*n, format!("site {name}"))));
+        taken.0.extend(prefixes.iter().map(|n| (*n, format!("site {name}"))));
         config.sites.push(Site { name: name.clone(), prefixes });
     }
 
@@ -192,7 +193,7 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
             site: Some(m.site.clone()),
         });
     }
-    Merged { config, left_out, unrouted }
+    Merged { config, left_out, uncarried }
 }
 
 #[cfg(test)]
@@ -399,11 +400,11 @@ pub(crate) mod tests {
     }
 
     // An IPsec gateway's SA carries only what its remote_ts reaches: a
-    // registry prefix beyond it would be routed to the gateway and every
-    // packet dropped (outbound_outside_traffic_selectors), so it is not
-    // routed at all, for any of the site's gateways, and stays the site's.
+    // registry prefix beyond it is routed to the site as any other (taking
+    // it away would withdraw its kernel route) and told, once per peer
+    // however often the record lists it.
     #[test]
-    fn a_site_prefix_an_ipsec_gateway_cannot_carry_is_not_routed() {
+    fn a_site_prefix_an_ipsec_gateway_cannot_carry_is_told_and_stays_routed() {
         let me = StaticSecret::random(&mut rand_core::OsRng);
         let mut file = file_config(&me, "east", "gw1");
         file.ipsec_peers.push(ipsec_peer("west-srx", "west", &["10.2.0.0/16", "10.3.0.0/16[tcp/443]"]));
@@ -412,7 +413,7 @@ pub(crate) mod tests {
         let v = view(
             vec![member("west", "gw1", 3)],
             &[
-                ("west", &["10.2.0.0/16", "10.3.0.0/16", "10.9.0.0/16", "fd00:2::/48"]),
+                ("west", &["10.2.0.0/16", "10.3.0.0/16", "10.9.0.0/16", "fd00:2::/48", "10.9.0.0/16"]),
                 ("north", &["10.4.0.0/16"]),
                 ("south", &["10.9.1.0/24", "10.8.0.0/16"]),
             ],
@@ -424,11 +425,11 @@ pub(crate) mod tests {
             .iter()
             .map(|s| (s.name.as_str(), s.prefixes.iter().map(ToString::to_string).collect()))
             .collect();
-        let expected: [(&str, &[&str]); 3] =
-            [("west", &["10.2.0.0/16", "10.3.0.0/16"]), ("north", &["10.4.0.0/16"]), ("south", &["10.8.0.0/16"])];
+        let west: &[&str] = &["10.2.0.0/16", "10.3.0.0/16", "10.9.0.0/16", "fd00:2::/48"];
+        let expected: [(&str, &[&str]); 3] = [("west", west), ("north", &["10.4.0.0/16"]), ("south", &["10.8.0.0/16"])];
         assert_eq!(sites, expected.map(|(n, p)| (n, p.iter().map(ToString::to_string).collect::<Vec<_>>())));
         let held: Vec<(&str, String, &str, &str)> = m
-            .unrouted
+            .uncarried
             .iter()
             .map(|u| (u.site.as_str(), u.prefix.to_string(), u.peer.as_str(), u.remote_ts.as_str()))
             .collect();
@@ -439,12 +440,12 @@ pub(crate) mod tests {
             "the default selectors reach everything"
         );
         assert!(
-            m.unrouted[0].reason().starts_with(
+            m.uncarried[0].reason().starts_with(
                 "10.9.0.0/16 lies outside every remote_ts selector of IPsec peer \"west-srx\" \
                  (10.2.0.0/16, 10.3.0.0/16[tcp/443])"
             ),
             "{}",
-            m.unrouted[0].reason()
+            m.uncarried[0].reason()
         );
         let why = m.left_out.join("\n");
         assert!(why.contains("site south: 10.9.1.0/24 overlaps 10.9.0.0/16 of site west"), "{why}");

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use causeway_config::Config;
 use ipnet::IpNet;
 
-pub use merge::{merge, Merged, Unrouted};
+pub use merge::{merge, Merged, Uncarried};
 pub use record::{Layout, Member};
 pub use view::View;
 
@@ -128,9 +128,9 @@ struct State {
     merged: Option<Config>,
     /// What the last merge left out, to log each reason once.
     left_out: BTreeSet<String>,
-    /// Site prefixes the last merge held back from an IPsec gateway: kept
-    /// to log each change once, and for `sites`.
-    unrouted: Vec<Unrouted>,
+    /// Site prefixes an IPsec gateway of their site cannot carry, by the
+    /// last merge: kept to log each change once, and for `sites`.
+    uncarried: Vec<Uncarried>,
     phase: Phase,
     since: Instant,
     /// The last failure to talk to the store; cleared when it answers.
@@ -174,8 +174,8 @@ impl Shared {
             tracing::warn!("registry: left out: {why}");
         }
         st.left_out = now;
-        log_unrouted(&st.unrouted, &merged.unrouted);
-        st.unrouted = merged.unrouted;
+        log_uncarried(&st.uncarried, &merged.uncarried);
+        st.uncarried = merged.uncarried;
         st.merged = Some(merged.config);
         drop(st);
         if !(report.added.is_empty() && report.removed.is_empty() && report.changed.is_empty()) {
@@ -269,18 +269,24 @@ impl Shared {
     }
 }
 
-/// Logs the prefixes held back from an IPsec gateway that `now` adds to
-/// `before`, and those it no longer holds back. Every registry change
+/// Logs the prefixes an IPsec gateway cannot carry that `now` adds to
+/// `before`, and those no longer in it (remote_ts reaches the prefix, or
+/// the site, the prefix or the peer is gone). Every registry change
 /// merges anew, so a line per merge would repeat one problem for as long
 /// as it lasts.
-fn log_unrouted(before: &[Unrouted], now: &[Unrouted]) {
-    let was: BTreeSet<_> = before.iter().map(Unrouted::key).collect();
-    let is: BTreeSet<_> = now.iter().map(Unrouted::key).collect();
+fn log_uncarried(before: &[Uncarried], now: &[Uncarried]) {
+    let was: BTreeSet<_> = before.iter().map(Uncarried::key).collect();
+    let mut told = BTreeSet::new();
     for u in now.iter().filter(|u| !was.contains(&u.key())) {
-        tracing::warn!("registry: site {}: {}", u.site, u.reason());
+        if told.insert(u.key()) {
+            tracing::warn!("registry: site {}: {}", u.site, u.reason());
+        }
     }
+    let is: BTreeSet<_> = now.iter().map(Uncarried::key).collect();
     for (site, prefix, peer) in was.difference(&is) {
-        tracing::info!("registry: site {site}: {prefix} is no longer held back from IPsec peer \"{peer}\"");
+        tracing::info!(
+            "registry: site {site}: {prefix} is no longer outside the remote_ts of IPsec peer \"{peer}\" serving it"
+        );
     }
 }
 
@@ -313,7 +319,7 @@ impl Registry {
                 identity,
                 merged: None,
                 left_out: BTreeSet::new(),
-                unrouted: Vec::new(),
+                uncarried: Vec::new(),
                 phase: Phase::Connecting,
                 since: Instant::now(),
                 last_error: None,
@@ -411,8 +417,8 @@ impl Registry {
     }
 
     /// Site prefixes held back from an IPsec gateway by the last merge.
-    pub fn unrouted(&self) -> Vec<Unrouted> {
-        lock(&self.shared.state).unrouted.clone()
+    pub fn uncarried(&self) -> Vec<Uncarried> {
+        lock(&self.shared.state).uncarried.clone()
     }
 
     /// The registry as last read.
@@ -476,7 +482,7 @@ mod tests {
                 identity,
                 merged: None,
                 left_out: BTreeSet::new(),
-                unrouted: Vec::new(),
+                uncarried: Vec::new(),
                 phase: Phase::Synced,
                 since: Instant::now(),
                 last_error: None,
@@ -492,12 +498,13 @@ mod tests {
     }
 
     // A registry site served by an IPsec gateway of the file: the prefix
-    // its remote_ts misses gets no route (it used to be routed to the
-    // site, so to the gateway, and dropped there), is logged once however
-    // often the registry changes, shows in `sites`, and is routed once a
-    // reload widens remote_ts.
+    // its remote_ts misses (the gateway's SA drops what the site sends it
+    // there) stays routed to the site, since taking its route away would
+    // send its traffic out unencrypted, and is told: logged once however
+    // often the registry changes, shown in `sites` until a reload widens
+    // remote_ts.
     #[test]
-    fn a_registry_prefix_outside_an_ipsec_gateways_selectors_gets_no_route() {
+    fn a_registry_prefix_outside_an_ipsec_gateways_selectors_is_told_once_and_stays_routed() {
         let secret = StaticSecret::random(&mut rand_core::OsRng);
         let iface = Interface::new("cwreg1".into(), Some(secret.clone()), 1420, 1, 0).unwrap();
         let gw = Arc::new(Gateway::new(Arc::new(iface)));
@@ -517,7 +524,7 @@ mod tests {
             r.shared.apply().unwrap();
         });
         assert_eq!(route("10.2.0.1").as_deref(), Some("site west"));
-        assert_eq!(route("10.9.0.1"), None, "routed to west-srx, whose SA would drop it");
+        assert_eq!(route("10.9.0.1").as_deref(), Some("site west"), "still the site's; no route would leak it");
         let west = gw.site("west").unwrap();
         assert_eq!(west.members().iter().map(|p| p.name()).collect::<Vec<_>>(), ["west-srx"]);
         assert_eq!(logs.matches("10.9.0.0/16 lies outside every remote_ts selector").count(), 1, "{logs}");
@@ -525,9 +532,9 @@ mod tests {
 
         let s = crate::api::sites(&gw);
         let shown: Vec<(&str, &str, &str)> =
-            s.unrouted.iter().map(|u| (u.site.as_str(), u.prefix.as_str(), u.peer.as_str())).collect();
+            s.uncarried.iter().map(|u| (u.site.as_str(), u.prefix.as_str(), u.peer.as_str())).collect();
         assert_eq!(shown, [("west", "10.9.0.0/16", "west-srx")]);
-        assert!(s.unrouted[0].reason.contains("widen that peer's remote_ts"), "{}", s.unrouted[0].reason);
+        assert!(s.uncarried[0].reason.contains("widen its remote_ts"), "{}", s.uncarried[0].reason);
         // Still west's: this gateway's merge would leave it out of another site.
         let reply = crate::api::handle(&gw, r#"{"op":"site_set","site":"south","prefixes":["10.9.1.0/24"]}"#);
         assert_eq!(
@@ -545,8 +552,11 @@ mod tests {
             r.apply_file(wider);
         });
         assert_eq!(route("10.9.0.1").as_deref(), Some("site west"));
-        assert!(logs.contains("site west: 10.9.0.0/16 is no longer held back from IPsec peer \"west-srx\""), "{logs}");
-        assert!(crate::api::sites(&gw).unrouted.is_empty());
+        assert!(
+            logs.contains("site west: 10.9.0.0/16 is no longer outside the remote_ts of IPsec peer \"west-srx\""),
+            "{logs}"
+        );
+        assert!(crate::api::sites(&gw).uncarried.is_empty());
         if let Some(ike) = gw.ike() {
             ike.stop();
         }

@@ -42,15 +42,12 @@ fn check_overlap(gw: &Gateway, site: &str, prefixes: &[IpNet]) -> Result<(), Api
     // The merged configuration has the remote sites only.
     let own_site = registry.identity().site;
     let own = registry.view().sites.get(&own_site).cloned().filter(|_| own_site != site).unwrap_or_default();
-    // Held back from an IPsec gateway, but still its site's for the merge.
-    let held = registry.unrouted().into_iter().filter(|u| u.site != site);
     let taken = cfg
         .sites
         .iter()
         .filter(|s| s.name != site)
         .flat_map(|s| s.prefixes.iter().map(move |n| (*n, format!("site {}", s.name))))
         .chain(own.into_iter().map(|n| (n, format!("site {own_site}"))))
-        .chain(held.map(|u| (u.prefix, format!("site {}", u.site))))
         .chain(cfg.peers.iter().flat_map(|p| p.allowed_ips.iter().map(move |n| (*n, format!("peer {}", p.name)))));
     for (other, whose) in taken {
         if let Some(n) = prefixes.iter().find(|n| n.contains(&other) || other.contains(*n)) {

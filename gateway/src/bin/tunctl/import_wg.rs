@@ -98,6 +98,18 @@ fn squeezed(text: &str) -> Zeroizing<String> {
     out
 }
 
+/// A setting's name as it may be printed. A key line missing its `=`
+/// splits at the key's own base64 padding, leaving the key in the name
+/// ("PrivateKey yAnz...Bmk"): a name that is not letters alone is not
+/// shown.
+fn shown(key: &str) -> &str {
+    if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphabetic()) {
+        key
+    } else {
+        "(a line that is not Key = Value; not shown, as it may hold a key)"
+    }
+}
+
 /// wg-quick's `Table =` as Causeway's routing: wg-quick routes every
 /// AllowedIPs prefix through the interface unless the table is `off`, in
 /// the main table for `auto` (its default, also an empty value) and
@@ -257,10 +269,10 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
                     "allowedips" => extend(&mut peer.allowed_ips, v),
                     "persistentkeepalive" if v.eq_ignore_ascii_case("off") => {}
                     "persistentkeepalive" => once(&mut peer.persistent_keepalive, number(v, &at, key)?, &at, key)?,
-                    _ => eprintln!("tunctl: {at}: peer setting {key} is not imported"),
+                    _ => eprintln!("tunctl: {at}: peer setting {} is not imported", shown(key)),
                 }
             }
-            (false, _) => eprintln!("tunctl: {at}: interface setting {key} is not imported"),
+            (false, _) => eprintln!("tunctl: {at}: interface setting {} is not imported", shown(key)),
         }
     }
     let routes = routing(table.as_ref(), file)?;
@@ -308,6 +320,18 @@ mod tests {
         let file = dir.path().join("wg7.conf");
         std::fs::write(&file, text).unwrap();
         import_wg(&file)
+    }
+
+    // "PrivateKey <key>" without its '=' splits at the key's padding, so
+    // the setting's name holds the key, and unknown names are printed.
+    #[test]
+    fn a_name_that_may_hold_a_key_is_not_printed() {
+        let k = b64(key().as_bytes());
+        let line = format!("PrivateKey {k}");
+        let (name, _) = line.split_once('=').unwrap();
+        assert!(!shown(name).contains(&k[..20]), "{}", shown(name));
+        assert!(!shown("Private Key").contains("Private"));
+        assert_eq!((shown("DNS"), shown("PostUp"), shown("SaveConfig")), ("DNS", "PostUp", "SaveConfig"));
     }
 
     #[test]
@@ -402,7 +426,6 @@ mod tests {
         let (lines, check) = every_setting();
         let (k, p) = (lines[1].replace("PrivateKey = ", ""), lines[8].replace("PublicKey = ", ""));
         for (n, line) in [
-            (0, "[ Interface ]".to_string()),
             (1, format!("Private Key = {k}")),
             (2, "Address = 10.40.0.1/24 fd00:40::1/64".into()),
             (2, "Address =10.40.0.1/24\t,fd00:40::1/64 ".into()),

@@ -1,4 +1,5 @@
-//! `tunctl sites`: one block per site (its prefixes, those not routed, how many gateways
+//! `tunctl sites`: one block per site (its prefixes, those an IPsec
+//! gateway of it cannot carry, how many gateways
 //! are up, whether its kernel routes are in), a row per gateway (health,
 //! share of the flows, traffic), and the registry's state.
 
@@ -63,10 +64,11 @@ fn registry_line(r: Option<&RegistryStatus>) -> String {
     )
 }
 
-/// A site's registry prefixes held back from its routes, a line each.
-fn unrouted_lines(status: &SitesStatus, site: &str) -> Vec<String> {
-    let held = status.unrouted.iter().filter(|u| u.site == site);
-    held.map(|u| format!("  not routed: {}", u.reason)).collect()
+/// A site's registry prefixes that one of its IPsec gateways cannot
+/// carry, a line each.
+fn uncarried_lines(status: &SitesStatus, site: &str) -> Vec<String> {
+    let held = status.uncarried.iter().filter(|u| u.site == site);
+    held.map(|u| format!("  not carried: {}", u.reason)).collect()
 }
 
 pub fn print(status: &SitesStatus) {
@@ -75,7 +77,7 @@ pub fn print(status: &SitesStatus) {
     }
     for s in &status.sites {
         println!("{}", site_line(s));
-        for line in unrouted_lines(status, &s.name) {
+        for line in uncarried_lines(status, &s.name) {
             println!("{line}");
         }
         if !s.gateways.is_empty() {
@@ -130,9 +132,9 @@ mod tests {
     }
 
     #[test]
-    fn a_prefix_held_back_is_told_under_its_site() {
-        use causeway_gateway::api::types::UnroutedPrefix;
-        let held = |site: &str, prefix: &str| UnroutedPrefix {
+    fn a_prefix_an_ipsec_gateway_cannot_carry_is_told_under_its_site() {
+        use causeway_gateway::api::types::UncarriedPrefix;
+        let held = |site: &str, prefix: &str| UncarriedPrefix {
             site: site.into(),
             prefix: prefix.into(),
             peer: "west-srx".into(),
@@ -141,13 +143,13 @@ mod tests {
         let status = SitesStatus {
             sites: vec![site()],
             registry: None,
-            unrouted: vec![held("west", "10.9.0.0/16"), held("north", "10.4.0.0/16")],
+            uncarried: vec![held("west", "10.9.0.0/16"), held("north", "10.4.0.0/16")],
         };
         assert_eq!(
-            unrouted_lines(&status, "west"),
-            ["  not routed: 10.9.0.0/16 lies outside every remote_ts selector of IPsec peer \"west-srx\""]
+            uncarried_lines(&status, "west"),
+            ["  not carried: 10.9.0.0/16 lies outside every remote_ts selector of IPsec peer \"west-srx\""]
         );
-        assert!(unrouted_lines(&status, "east").is_empty());
+        assert!(uncarried_lines(&status, "east").is_empty());
     }
 
     #[test]
