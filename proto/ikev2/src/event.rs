@@ -92,9 +92,14 @@ impl fmt::Display for Failure {
                 f.write_str("timeout: the peer did not answer any retransmission (check the path and UDP 500/4500)")
             }
             Failure::InvalidKe { requested } => {
-                write!(f, "the peer asks for key exchange group {requested}, which none of our IKE proposals has")
+                write!(f, "the peer asks for key exchange group {requested}, which none of our proposals for this exchange has")
             }
-            Failure::PeerError { notify } => write!(f, "the peer answered with error notification {notify}"),
+            Failure::PeerError { notify } => match crate::ids::notify::error_meaning(*notify) {
+                Some((name, meaning)) => {
+                    write!(f, "the peer answered with error notification {notify} ({name}): {meaning}")
+                }
+                None => write!(f, "the peer answered with error notification {notify}"),
+            },
             Failure::Protocol(what) => write!(f, "protocol error: {what}"),
         }
     }

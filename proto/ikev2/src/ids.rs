@@ -173,6 +173,32 @@ pub mod notify {
     pub fn is_error(t: u16) -> bool {
         t < 16384
     }
+
+    /// An error notification's name (RFC 7296 §3.10.1), and what it most
+    /// likely means for a site-to-site tunnel: an operator reading the log
+    /// should not need the RFC's table to act on the number.
+    pub fn error_meaning(t: u16) -> Option<(&'static str, &'static str)> {
+        Some(match t {
+            UNSUPPORTED_CRITICAL_PAYLOAD => ("UNSUPPORTED_CRITICAL_PAYLOAD", "the peer lacks an extension we marked critical"),
+            INVALID_IKE_SPI => ("INVALID_IKE_SPI", "the peer no longer knows this IKE SA (it restarted?)"),
+            INVALID_MAJOR_VERSION => ("INVALID_MAJOR_VERSION", "the peer does not speak IKEv2 (set it to IKEv2 only)"),
+            INVALID_SYNTAX => ("INVALID_SYNTAX", "the peer could not read our message"),
+            INVALID_MESSAGE_ID => ("INVALID_MESSAGE_ID", "the peer expected another message ID"),
+            INVALID_SPI => ("INVALID_SPI", "the peer does not know the SA's SPI"),
+            NO_PROPOSAL_CHOSEN => ("NO_PROPOSAL_CHOSEN", "no proposal in common (compare both proposal lists, PFS groups included)"),
+            INVALID_KE_PAYLOAD => ("INVALID_KE_PAYLOAD", "the peer wants another key exchange group"),
+            AUTHENTICATION_FAILED => ("AUTHENTICATION_FAILED", "check the PSK and both IDs on both ends"),
+            SINGLE_PAIR_REQUIRED => ("SINGLE_PAIR_REQUIRED", "the peer takes one prefix each way: give local_ts and remote_ts one prefix each, for example \"0.0.0.0/0\""),
+            NO_ADDITIONAL_SAS => ("NO_ADDITIONAL_SAS", "the peer takes no further child SA on this IKE SA"),
+            INTERNAL_ADDRESS_FAILURE => ("INTERNAL_ADDRESS_FAILURE", "the peer expects a remote-access client asking for an address; Causeway is a site-to-site gateway"),
+            FAILED_CP_REQUIRED => ("FAILED_CP_REQUIRED", "the peer expects a remote-access client asking for an address; Causeway is a site-to-site gateway"),
+            TS_UNACCEPTABLE => ("TS_UNACCEPTABLE", "compare local_ts and remote_ts with the peer's selectors (a peer taking one address family needs one prefix each way)"),
+            INVALID_SELECTORS => ("INVALID_SELECTORS", "a packet did not match the SA's selectors at the peer"),
+            TEMPORARY_FAILURE => ("TEMPORARY_FAILURE", "the peer is busy with another exchange of this SA; it is tried again"),
+            CHILD_SA_NOT_FOUND => ("CHILD_SA_NOT_FOUND", "the peer no longer has the child SA being rekeyed"),
+            _ => return None,
+        })
+    }
 }
 
 /// IKE header flags (RFC 7296 §3.1).
@@ -202,5 +228,38 @@ mod tests {
     fn error_notifications_are_below_16384() {
         assert!(notify::is_error(notify::AUTHENTICATION_FAILED));
         assert!(!notify::is_error(notify::INITIAL_CONTACT));
+    }
+
+    // Every error this core names has a meaning, and the log line says it.
+    #[test]
+    fn peer_errors_are_named_in_the_log() {
+        use notify::*;
+        let named = [
+            UNSUPPORTED_CRITICAL_PAYLOAD,
+            INVALID_IKE_SPI,
+            INVALID_MAJOR_VERSION,
+            INVALID_SYNTAX,
+            INVALID_MESSAGE_ID,
+            INVALID_SPI,
+            NO_PROPOSAL_CHOSEN,
+            INVALID_KE_PAYLOAD,
+            AUTHENTICATION_FAILED,
+            SINGLE_PAIR_REQUIRED,
+            NO_ADDITIONAL_SAS,
+            INTERNAL_ADDRESS_FAILURE,
+            FAILED_CP_REQUIRED,
+            TS_UNACCEPTABLE,
+            INVALID_SELECTORS,
+            TEMPORARY_FAILURE,
+            CHILD_SA_NOT_FOUND,
+        ];
+        for t in named {
+            assert!(error_meaning(t).is_some_and(|(n, m)| !n.is_empty() && !m.is_empty()), "{t}");
+        }
+        let line = crate::Failure::PeerError { notify: SINGLE_PAIR_REQUIRED }.to_string();
+        assert!(line.starts_with("the peer answered with error notification 34 (SINGLE_PAIR_REQUIRED): "), "{line}");
+        assert!(line.contains("local_ts and remote_ts one prefix each"), "{line}");
+        let unknown = crate::Failure::PeerError { notify: 8191 }.to_string();
+        assert_eq!(unknown, "the peer answered with error notification 8191");
     }
 }

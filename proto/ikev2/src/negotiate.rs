@@ -161,11 +161,16 @@ pub(crate) fn choose_esp(
 }
 
 /// The ESP proposal an answer names, if it is exactly one of `ours`, with
-/// the peer's SPI.
+/// the peer's SPI. A group the answer names where no key exchange took
+/// place (IKE_AUTH, or a "none" group) is not counted: RFC 7296 §1.2 only
+/// says it SHOULD be left out, and strongSwan ignores it there too
+/// (PROPOSAL_SKIP_KE), so a peer that echoes its PFS group into IKE_AUTH
+/// still gets its child SA.
 pub(crate) fn accept_esp(answer: &[Proposal], ours: &[EspProposal], with_dh: bool) -> Option<(EspProposal, u32)> {
     let [p] = answer else { return None };
+    let idle_groups = p.of_type(tt::DH).filter(|t| !with_dh || t.id == dh::NONE).count();
     let fits = |e: &&EspProposal| {
-        esp_matches(p, e, with_dh) && counted(p, e.cipher.is_aead()) <= esp_transforms(e, with_dh).len()
+        esp_matches(p, e, with_dh) && counted(p, e.cipher.is_aead()) - idle_groups <= esp_transforms(e, with_dh).len()
     };
     let e = ours.iter().find(fits)?;
     Some((*e, spi_of(p)?))
@@ -331,7 +336,17 @@ mod tests {
         let aead = EspProposal { cipher: EspCipher::AesGcm16 { key_bits: 256 }, dh: None, esn: false };
         let mut esp = esp_offer(&[aead], 0x1234, false).remove(0);
         esp.transforms.insert(1, Transform::new(tt::INTEG, integ::NONE, None));
-        assert_eq!(accept_esp(&[esp], &[aead], false), Some((aead, 0x1234)));
+        assert_eq!(accept_esp(std::slice::from_ref(&esp), &[aead], false), Some((aead, 0x1234)));
+        // A group in an answer without a key exchange (IKE_AUTH), or a
+        // "none" group in a CREATE_CHILD_SA answer, is not a transform
+        // too many; a real group where none was asked for still is.
+        let mut echoed = esp.clone();
+        echoed.transforms.push(Transform::new(tt::DH, dh::MODP_2048, None));
+        assert_eq!(accept_esp(std::slice::from_ref(&echoed), &[aead], false), Some((aead, 0x1234)));
+        let mut none = esp_offer(&[aead], 0x1234, true).remove(0);
+        none.transforms.push(Transform::new(tt::DH, dh::NONE, None));
+        assert_eq!(accept_esp(std::slice::from_ref(&none), &[aead], true), Some((aead, 0x1234)));
+        assert_eq!(accept_esp(&[echoed], &[aead], true), None, "a group we did not offer");
         // Not beside a real integrity algorithm: that is two of them.
         let cbc = IkeSuite {
             encr: crate::crypto::EncrAlg::AesCbc { key_bits: 256 },
