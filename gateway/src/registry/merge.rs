@@ -77,7 +77,7 @@ impl Uncarried {
 }
 
 /// The site's IPsec gateways that cannot carry `net`.
-fn unreached_by(site: &str, net: &IpNet, ipsec_peers: &[IpsecPeer]) -> Vec<Uncarried> {
+pub(crate) fn unreached_by(site: &str, net: &IpNet, ipsec_peers: &[IpsecPeer]) -> Vec<Uncarried> {
     ipsec_peers
         .iter()
         .filter(|p| p.site.as_deref() == Some(site))

@@ -410,6 +410,13 @@ impl Registry {
         lock(&self.shared.state).merged.clone()
     }
 
+    /// What of `prefixes`, written for `site`, an IPsec gateway of the
+    /// site in the file could not carry.
+    pub fn uncarried_for(&self, site: &str, prefixes: &[IpNet]) -> Vec<Uncarried> {
+        let st = lock(&self.shared.state);
+        prefixes.iter().flat_map(|n| merge::unreached_by(site, n, &st.file.ipsec_peers)).collect()
+    }
+
     /// Whether the configuration file defines a `[[site]]` named `site`,
     /// which this gateway then takes over the registry's.
     pub fn file_defines_site(&self, site: &str) -> bool {
@@ -535,6 +542,10 @@ mod tests {
             s.uncarried.iter().map(|u| (u.site.as_str(), u.prefix.as_str(), u.peer.as_str())).collect();
         assert_eq!(shown, [("west", "10.9.0.0/16", "west-srx")]);
         assert!(s.uncarried[0].reason.contains("widen its remote_ts"), "{}", s.uncarried[0].reason);
+        let asked = ["10.9.0.0/16".parse().unwrap(), "10.2.0.0/16".parse().unwrap()];
+        let told: Vec<String> = r.uncarried_for("west", &asked).iter().map(|u| u.prefix.to_string()).collect();
+        assert_eq!(told, ["10.9.0.0/16"], "what `tunctl site set` is told");
+        assert!(r.uncarried_for("south", &asked).is_empty());
         // Still west's: this gateway's merge would leave it out of another site.
         let reply = crate::api::handle(&gw, r#"{"op":"site_set","site":"south","prefixes":["10.9.1.0/24"]}"#);
         assert_eq!(

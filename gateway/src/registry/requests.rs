@@ -5,7 +5,7 @@
 use causeway_config::{parse_allowed_ip, rules};
 use ipnet::IpNet;
 
-use super::SiteChange;
+use super::{SiteChange, Uncarried};
 use crate::api::types::Request;
 use crate::api::ApiError;
 use crate::gateway::Gateway;
@@ -81,13 +81,45 @@ pub fn answer(gw: &Gateway, req: &Request) -> Result<String, ApiError> {
         SiteChange::Set(site, _) | SiteChange::Remove(site) if registry.file_defines_site(site) => {
             format!("{done} (this gateway's configuration file defines site {site}, so it keeps the file's prefixes)")
         }
+        SiteChange::Set(site, prefixes) => with_uncarried(done, &registry.uncarried_for(site, prefixes)),
         _ => done,
     })
+}
+
+/// A reply that also says what an IPsec gateway of the site cannot carry:
+/// written all the same (the site's prefixes are the fleet's, the IPsec
+/// peer this gateway's own), but not to be learnt from the log alone.
+fn with_uncarried(done: String, uncarried: &[Uncarried]) -> String {
+    let told: Vec<String> = uncarried.iter().map(Uncarried::reason).collect();
+    if told.is_empty() {
+        done
+    } else {
+        format!("{done}; on this gateway: {}", told.join("; "))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_tells_what_an_ipsec_gateway_cannot_carry() {
+        assert_eq!(with_uncarried("site west: 10.2.0.0/16".into(), &[]), "site west: 10.2.0.0/16");
+        let u = Uncarried {
+            site: "west".into(),
+            prefix: "10.9.0.0/16".parse().unwrap(),
+            peer: "west-srx".into(),
+            remote_ts: "10.2.0.0/16".into(),
+        };
+        let reply = with_uncarried("site west: 10.2.0.0/16, 10.9.0.0/16".into(), &[u]);
+        assert!(
+            reply.starts_with(
+                "site west: 10.2.0.0/16, 10.9.0.0/16; on this gateway: 10.9.0.0/16 lies outside every remote_ts \
+                 selector of IPsec peer \"west-srx\""
+            ),
+            "{reply}"
+        );
+    }
 
     #[test]
     fn requests_are_checked_before_the_store_sees_them() {
