@@ -139,6 +139,26 @@ struct State {
     publish_problem: Option<String>,
 }
 
+impl State {
+    /// A client's state before its first merge, in `phase`.
+    fn new(file: Config, view: View, phase: Phase) -> State {
+        let settings = file.registry.as_ref().expect("a registry client has [registry]");
+        let identity = Identity { site: settings.site.clone(), name: settings.name.clone(), registered: true };
+        State {
+            file,
+            view,
+            identity,
+            merged: None,
+            left_out: BTreeSet::new(),
+            uncarried: Vec::new(),
+            phase,
+            since: Instant::now(),
+            last_error: None,
+            publish_problem: None,
+        }
+    }
+}
+
 pub(crate) struct Shared {
     /// `[registry]` as the gateway started with it.
     settings: causeway_config::Registry,
@@ -309,22 +329,10 @@ impl Registry {
     pub fn start(gw: &Arc<Gateway>, file: Config) -> Result<Arc<Registry>, RegistryError> {
         let settings = file.registry.clone().ok_or(RegistryError::NotConfigured)?;
         let creds = store::Credentials::load(&settings)?;
-        let identity = Identity { site: settings.site.clone(), name: settings.name.clone(), registered: true };
         let shared = Arc::new(Shared {
             layout: Layout::new(&settings.prefix),
             settings,
-            state: Mutex::new(State {
-                file,
-                view: View::default(),
-                identity,
-                merged: None,
-                left_out: BTreeSet::new(),
-                uncarried: Vec::new(),
-                phase: Phase::Connecting,
-                since: Instant::now(),
-                last_error: None,
-                publish_problem: None,
-            }),
+            state: Mutex::new(State::new(file, View::default(), Phase::Connecting)),
             apply_lock: Mutex::new(()),
             gw: Arc::downgrade(gw),
         });
@@ -479,22 +487,10 @@ mod tests {
     /// A registry client without a store: its view is set by the test.
     fn registry(gw: &Arc<Gateway>, file: Config, view: View) -> Arc<Registry> {
         let settings = file.registry.clone().unwrap();
-        let identity = Identity { site: settings.site.clone(), name: settings.name.clone(), registered: true };
         let shared = Arc::new(Shared {
             layout: Layout::new(&settings.prefix),
             settings,
-            state: Mutex::new(State {
-                file,
-                view,
-                identity,
-                merged: None,
-                left_out: BTreeSet::new(),
-                uncarried: Vec::new(),
-                phase: Phase::Synced,
-                since: Instant::now(),
-                last_error: None,
-                publish_problem: None,
-            }),
+            state: Mutex::new(State::new(file, view, Phase::Synced)),
             apply_lock: Mutex::new(()),
             gw: Arc::downgrade(gw),
         });
