@@ -123,7 +123,7 @@ fn data_parent(members: usize) -> std::io::Result<tempfile::TempDir> {
     let mut builder = tempfile::Builder::new();
     builder.prefix("cw-etcd-");
     let shm = Path::new("/dev/shm");
-    if free_bytes(shm).is_some_and(|free| free >= PER_MEMBER * members as u64) {
+    if free_bytes(shm).is_some_and(|free| free >= PER_MEMBER.saturating_mul(members as u64)) {
         if let Ok(dir) = builder.tempdir_in(shm) {
             return Ok(dir);
         }
@@ -143,7 +143,7 @@ fn free_bytes(path: &Path) -> Option<u64> {
         }
         st.assume_init()
     };
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 impl EtcdCluster {

@@ -304,9 +304,7 @@ fn log_uncarried(before: &[Uncarried], now: &[Uncarried]) {
     }
     let is: BTreeSet<_> = now.iter().map(Uncarried::key).collect();
     for (site, prefix, peer) in was.difference(&is) {
-        tracing::info!(
-            "registry: site {site}: {prefix} is no longer outside the remote_ts of IPsec peer \"{peer}\" serving it"
-        );
+        tracing::info!("registry: site {site}: {prefix} is no longer reported as not carried by IPsec peer \"{peer}\"");
     }
 }
 
@@ -419,10 +417,15 @@ impl Registry {
     }
 
     /// What of `prefixes`, written for `site`, an IPsec gateway of the
-    /// site in the file could not carry.
+    /// site in the file could not carry: each prefix once, and nothing for
+    /// this gateway's own site, whose prefixes the merge does not route.
     pub fn uncarried_for(&self, site: &str, prefixes: &[IpNet]) -> Vec<Uncarried> {
         let st = lock(&self.shared.state);
-        prefixes.iter().flat_map(|n| merge::unreached_by(site, n, &st.file.ipsec_peers)).collect()
+        if site == st.identity.site {
+            return Vec::new();
+        }
+        let unique: BTreeSet<&IpNet> = prefixes.iter().collect();
+        unique.into_iter().flat_map(|n| merge::unreached_by(site, n, &st.file.ipsec_peers)).collect()
     }
 
     /// Whether the configuration file defines a `[[site]]` named `site`,
@@ -431,7 +434,8 @@ impl Registry {
         lock(&self.shared.state).file.sites.iter().any(|s| s.name == site)
     }
 
-    /// Site prefixes held back from an IPsec gateway by the last merge.
+    /// Site prefixes an IPsec gateway of their site cannot carry, by the
+    /// last merge.
     pub fn uncarried(&self) -> Vec<Uncarried> {
         lock(&self.shared.state).uncarried.clone()
     }
@@ -541,6 +545,7 @@ mod tests {
         let asked = ["10.9.0.0/16".parse().unwrap(), "10.2.0.0/16".parse().unwrap()];
         let told: Vec<String> = r.uncarried_for("west", &asked).iter().map(|u| u.prefix.to_string()).collect();
         assert_eq!(told, ["10.9.0.0/16"], "what `tunctl site set` is told");
+        assert_eq!(r.uncarried_for("west", &[asked[0], asked[0]]).len(), 1, "a prefix asked twice is told once");
         assert!(r.uncarried_for("south", &asked).is_empty());
         // Still west's: this gateway's merge would leave it out of another site.
         let reply = crate::api::handle(&gw, r#"{"op":"site_set","site":"south","prefixes":["10.9.1.0/24"]}"#);
@@ -560,7 +565,7 @@ mod tests {
         });
         assert_eq!(route("10.9.0.1").as_deref(), Some("site west"));
         assert!(
-            logs.contains("site west: 10.9.0.0/16 is no longer outside the remote_ts of IPsec peer \"west-srx\""),
+            logs.contains("site west: 10.9.0.0/16 is no longer reported as not carried by IPsec peer \"west-srx\""),
             "{logs}"
         );
         assert!(crate::api::sites(&gw).uncarried.is_empty());

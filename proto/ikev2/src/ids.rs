@@ -179,7 +179,7 @@ pub mod notify {
     /// should not need the RFC's table to act on the number.
     pub fn error_meaning(t: u16) -> Option<(&'static str, &'static str)> {
         Some(match t {
-            UNSUPPORTED_CRITICAL_PAYLOAD => ("UNSUPPORTED_CRITICAL_PAYLOAD", "the peer lacks an extension we marked critical"),
+            UNSUPPORTED_CRITICAL_PAYLOAD => ("UNSUPPORTED_CRITICAL_PAYLOAD", "the peer took a payload of ours for a critical one it lacks (Causeway marks none critical)"),
             INVALID_IKE_SPI => ("INVALID_IKE_SPI", "the peer no longer knows this IKE SA (it restarted?)"),
             INVALID_MAJOR_VERSION => ("INVALID_MAJOR_VERSION", "the peer does not speak IKEv2 (set it to IKEv2 only)"),
             INVALID_SYNTAX => ("INVALID_SYNTAX", "the peer could not read our message"),
@@ -192,7 +192,7 @@ pub mod notify {
             NO_ADDITIONAL_SAS => ("NO_ADDITIONAL_SAS", "the peer takes no further child SA on this IKE SA"),
             INTERNAL_ADDRESS_FAILURE => ("INTERNAL_ADDRESS_FAILURE", "the peer expects a remote-access client asking for an address; Causeway is a site-to-site gateway"),
             FAILED_CP_REQUIRED => ("FAILED_CP_REQUIRED", "the peer expects a remote-access client asking for an address; Causeway is a site-to-site gateway"),
-            TS_UNACCEPTABLE => ("TS_UNACCEPTABLE", "compare local_ts and remote_ts with the peer's selectors (a peer taking one address family needs one prefix each way)"),
+            TS_UNACCEPTABLE => ("TS_UNACCEPTABLE", "compare local_ts and remote_ts with the peer's selectors (a peer taking one address family needs selectors of that family only)"),
             INVALID_SELECTORS => ("INVALID_SELECTORS", "a packet did not match the SA's selectors at the peer"),
             TEMPORARY_FAILURE => ("TEMPORARY_FAILURE", "the peer is busy with another exchange of this SA; it is tried again"),
             CHILD_SA_NOT_FOUND => ("CHILD_SA_NOT_FOUND", "the peer no longer has the child SA being rekeyed"),

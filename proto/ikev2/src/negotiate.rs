@@ -168,9 +168,17 @@ pub(crate) fn choose_esp(
 /// still gets its child SA.
 pub(crate) fn accept_esp(answer: &[Proposal], ours: &[EspProposal], with_dh: bool) -> Option<(EspProposal, u32)> {
     let [p] = answer else { return None };
-    let idle_groups = p.of_type(tt::DH).filter(|t| !with_dh || t.id == dh::NONE).count();
+    // Groups that key nothing: all of them without a key exchange; with
+    // one, a "none" beside our proposal without a group. Beside a group
+    // of ours, a "none" too is one transform too many.
+    let idle_groups = |e: &EspProposal| match (with_dh, e.dh) {
+        (false, _) => p.of_type(tt::DH).count(),
+        (true, None) => p.of_type(tt::DH).filter(|t| t.id == dh::NONE).count(),
+        (true, Some(_)) => 0,
+    };
     let fits = |e: &&EspProposal| {
-        esp_matches(p, e, with_dh) && counted(p, e.cipher.is_aead()) - idle_groups <= esp_transforms(e, with_dh).len()
+        esp_matches(p, e, with_dh)
+            && counted(p, e.cipher.is_aead()) - idle_groups(e) <= esp_transforms(e, with_dh).len()
     };
     let e = ours.iter().find(fits)?;
     Some((*e, spi_of(p)?))
@@ -347,6 +355,11 @@ mod tests {
         none.transforms.push(Transform::new(tt::DH, dh::NONE, None));
         assert_eq!(accept_esp(std::slice::from_ref(&none), &[aead], true), Some((aead, 0x1234)));
         assert_eq!(accept_esp(&[echoed], &[aead], true), None, "a group we did not offer");
+        let pfs = EspProposal { dh: Some(DhGroup::Ecp256), ..aead };
+        let mut both = esp_offer(&[pfs], 0x1234, true).remove(0);
+        assert_eq!(accept_esp(std::slice::from_ref(&both), &[pfs], true), Some((pfs, 0x1234)));
+        both.transforms.push(Transform::new(tt::DH, dh::NONE, None));
+        assert_eq!(accept_esp(&[both], &[pfs], true), None, "our group and none: two groups, not our proposal");
         // Not beside a real integrity algorithm: that is two of them.
         let cbc = IkeSuite {
             encr: crate::crypto::EncrAlg::AesCbc { key_bits: 256 },
