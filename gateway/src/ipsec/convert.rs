@@ -159,21 +159,26 @@ pub fn child_sa(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn peer(extra: &str) -> IpsecPeer {
+    /// An IPsec peer `name` at 198.18.0.2 (local ID 198.18.0.1, a PSK in a
+    /// 0600 file), with `extra` lines of its table, as the file loads it.
+    pub(crate) fn parsed_peer(name: &str, extra: &str) -> IpsecPeer {
         let dir = tempfile::tempdir().unwrap();
-        let psk = dir.path().join("east.psk");
+        let psk = dir.path().join("peer.psk");
         std::fs::write(&psk, "0x00112233445566778899aabbccddeeff\n").unwrap();
         std::fs::set_permissions(&psk, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let text = format!(
-            "[interface]\nprivate_key = \"CE5vbW26f1Ayh5znQQ3b1pWt4oE+w3ScwymAsBl6lkU=\"\n\n[[peer]]\nname = \"east\"\n\
-             protocol = \"ipsec\"\nendpoints = [\"198.18.0.2\"]\nlocal_id = \"198.18.0.1\"\nremote_id = \"198.18.0.2\"\n\
-             psk_file = \"{}\"\n{extra}",
+            "[interface]\nprivate_key = \"CE5vbW26f1Ayh5znQQ3b1pWt4oE+w3ScwymAsBl6lkU=\"\n\n[[peer]]\nname = \"{name}\"\n\
+             protocol = \"ipsec\"\nendpoints = [\"198.18.0.2\"]\nlocal_id = \"198.18.0.1\"\npsk_file = \"{}\"\n{extra}",
             psk.display()
         );
         causeway_config::parse(&text, &dir.path().join("gw.toml")).unwrap().ipsec_peers.remove(0)
+    }
+
+    fn peer(extra: &str) -> IpsecPeer {
+        parsed_peer("east", &format!("remote_id = \"198.18.0.2\"\n{extra}"))
     }
 
     #[test]

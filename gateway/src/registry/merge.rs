@@ -244,20 +244,10 @@ pub(crate) mod tests {
     /// (none: the default, which reaches everything). It never initiates,
     /// so a test that runs it sends nothing.
     pub(crate) fn ipsec_peer(name: &str, site: &str, remote_ts: &[&str]) -> IpsecPeer {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let psk = dir.path().join("peer.psk");
-        std::fs::write(&psk, "0x00112233445566778899aabbccddeeff\n").unwrap();
-        std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
         let ts: Vec<String> = remote_ts.iter().map(|t| format!("\"{t}\"")).collect();
         let ts = if ts.is_empty() { String::new() } else { format!("remote_ts = [{}]\n", ts.join(", ")) };
-        let text = format!(
-            "[interface]\nprivate_key = \"CE5vbW26f1Ayh5znQQ3b1pWt4oE+w3ScwymAsBl6lkU=\"\n\n[[peer]]\nname = \"{name}\"\n\
-             protocol = \"ipsec\"\nendpoints = [\"198.18.0.2\"]\ninitiate = false\nlocal_id = \"198.18.0.1\"\n\
-             remote_id = \"{name}.example\"\npsk_file = \"{}\"\n{ts}",
-            psk.display()
-        );
-        let mut p = causeway_config::parse(&text, &dir.path().join("gw.toml")).unwrap().ipsec_peers.remove(0);
+        let extra = format!("initiate = false\nremote_id = \"{name}.example\"\n{ts}");
+        let mut p = crate::ipsec::convert::tests::parsed_peer(name, &extra);
         p.site = Some(site.into());
         p
     }

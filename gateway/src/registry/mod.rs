@@ -295,12 +295,11 @@ impl Shared {
 /// merges anew, so a line per merge would repeat one problem for as long
 /// as it lasts.
 fn log_uncarried(before: &[Uncarried], now: &[Uncarried]) {
+    // `now` names each (site, prefix, peer) once: the merge keeps a
+    // site's prefix once and tells it once per peer.
     let was: BTreeSet<_> = before.iter().map(Uncarried::key).collect();
-    let mut told = BTreeSet::new();
     for u in now.iter().filter(|u| !was.contains(&u.key())) {
-        if told.insert(u.key()) {
-            tracing::warn!("registry: site {}: {}", u.site, u.reason());
-        }
+        tracing::warn!("registry: site {}: {}", u.site, u.reason());
     }
     let is: BTreeSet<_> = now.iter().map(Uncarried::key).collect();
     for (site, prefix, peer) in was.difference(&is) {

@@ -178,6 +178,8 @@ pub mod notify {
     /// likely means for a site-to-site tunnel: an operator reading the log
     /// should not need the RFC's table to act on the number.
     pub fn error_meaning(t: u16) -> Option<(&'static str, &'static str)> {
+        const REMOTE_ACCESS: &str =
+            "the peer expects a remote-access client asking for an address; Causeway is a site-to-site gateway";
         Some(match t {
             UNSUPPORTED_CRITICAL_PAYLOAD => ("UNSUPPORTED_CRITICAL_PAYLOAD", "the peer took a payload of ours for a critical one it lacks (Causeway marks none critical)"),
             INVALID_IKE_SPI => ("INVALID_IKE_SPI", "the peer no longer knows this IKE SA (it restarted?)"),
@@ -190,8 +192,8 @@ pub mod notify {
             AUTHENTICATION_FAILED => ("AUTHENTICATION_FAILED", "check the PSK and both IDs on both ends"),
             SINGLE_PAIR_REQUIRED => ("SINGLE_PAIR_REQUIRED", "the peer takes one prefix each way: give local_ts and remote_ts one prefix each, for example \"0.0.0.0/0\""),
             NO_ADDITIONAL_SAS => ("NO_ADDITIONAL_SAS", "the peer takes no further child SA on this IKE SA"),
-            INTERNAL_ADDRESS_FAILURE => ("INTERNAL_ADDRESS_FAILURE", "the peer expects a remote-access client asking for an address; Causeway is a site-to-site gateway"),
-            FAILED_CP_REQUIRED => ("FAILED_CP_REQUIRED", "the peer expects a remote-access client asking for an address; Causeway is a site-to-site gateway"),
+            INTERNAL_ADDRESS_FAILURE => ("INTERNAL_ADDRESS_FAILURE", REMOTE_ACCESS),
+            FAILED_CP_REQUIRED => ("FAILED_CP_REQUIRED", REMOTE_ACCESS),
             TS_UNACCEPTABLE => ("TS_UNACCEPTABLE", "compare local_ts and remote_ts with the peer's selectors (a peer taking one address family needs selectors of that family only)"),
             INVALID_SELECTORS => ("INVALID_SELECTORS", "a packet did not match the SA's selectors at the peer"),
             TEMPORARY_FAILURE => ("TEMPORARY_FAILURE", "the peer is busy with another exchange of this SA; it is tried again"),

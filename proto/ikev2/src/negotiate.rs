@@ -162,7 +162,8 @@ pub(crate) fn choose_esp(
 
 /// The ESP proposal an answer names, if it is exactly one of `ours`, with
 /// the peer's SPI. A group the answer names where no key exchange took
-/// place (IKE_AUTH, or a "none" group) is not counted: RFC 7296 §1.2 only
+/// place (IKE_AUTH, or a "none" group beside a proposal of ours without
+/// one) is not counted: RFC 7296 §1.2 only
 /// says it SHOULD be left out, and strongSwan ignores it there too
 /// (PROPOSAL_SKIP_KE), so a peer that echoes its PFS group into IKE_AUTH
 /// still gets its child SA.

@@ -283,13 +283,14 @@ fn child_lifetime(c: &mut Conn, ch: &Section) -> Option<u64> {
     let path = format!("children.{}.{}", ch.name, s.key);
     c.from("child_lifetime", &path, &s.at);
     let v = c.read(ch, &s.key, &path, values::seconds)?;
-    let rekey = if s.key == "life_time" { values::rekey_from_life(v) } else { v };
+    let from_life = s.key == "life_time";
+    let rekey = if from_life { values::rekey_from_life(v) } else { v };
     let (least, most) = causeway_config::CHILD_LIFETIME_SECONDS;
     if rekey == 0 {
         let why = if v == 0 { "0".to_string() } else { format!("{v} s / 1.1 gives a rekey time of 0, which") };
         let why = format!("{why} turns rekeying off; Causeway always rekeys child SAs (its default is 3600 s)");
         c.fail(&s.at, &path, why);
-    } else if s.key == "life_time" && !(u64::from(least)..=u64::from(most)).contains(&rekey) {
+    } else if from_life && !(u64::from(least)..=u64::from(most)).contains(&rekey) {
         // Told here in the setting's own terms: the converted file's check
         // would name only the derived value.
         let why = format!(
@@ -298,7 +299,7 @@ fn child_lifetime(c: &mut Conn, ch: &Section) -> Option<u64> {
         );
         c.fail(&s.at, &path, why);
         return None;
-    } else if s.key == "life_time" {
+    } else if from_life {
         c.notes.extend(values::life_time_note(&path, v, rekey));
     }
     Some(rekey)
