@@ -214,12 +214,13 @@ pub(crate) fn on_request(
     p: &[Payload],
 ) -> Vec<Effect> {
     let cfg = &peer.cfg;
-    // An exchange of ours other than an IKE rekey is out (a child rekey or
-    // delete, a liveness check): its answer will come to this SA, which
-    // would by then have handed its children to the new one, and a child
-    // rekeyed or deleted that way is left half done. The peer tries again
-    // later, as strongSwan does in the same case.
-    if matches!(&sa.pending, Some(q) if !matches!(q.req, Req::RekeyIke(_))) {
+    // An exchange of ours for a child SA is out (a rekey, a new child, a
+    // delete): its answer will come to this SA, which would by then have
+    // handed its children to the new one, and a child rekeyed or deleted
+    // that way is left half done. The peer tries again later, as
+    // strongSwan does in the same case (RFC 7296 §2.25.2). A liveness
+    // check is no such exchange: the request answers it.
+    if matches!(&sa.pending, Some(q) if !matches!(q.req, Req::RekeyIke(_) | Req::Informational)) {
         refuse(sa, io, id, n::TEMPORARY_FAILURE, Vec::new());
         return Vec::new();
     }
@@ -268,6 +269,13 @@ pub(crate) fn on_request(
         sa.state = SaState::Deleting;
         sa.rekey_at = None;
         sa.queue.clear();
+        // Our liveness check, if out, is not retransmitted on an SA the
+        // peer is about to delete: its retransmissions running out there
+        // would report a timeout of a peer that just spoke. The new SA
+        // checks liveness from here on.
+        if matches!(&sa.pending, Some(q) if matches!(q.req, Req::Informational)) {
+            sa.pending = None;
+        }
         // The peer deletes the old SA; if that Delete is lost it expires.
         sa.expire_at = Some(now + REPLACED_SA_LINGER);
     }

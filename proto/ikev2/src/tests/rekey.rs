@@ -365,6 +365,50 @@ fn an_ike_rekey_that_meets_our_child_exchange_is_put_off() {
     }
 }
 
+/// A's liveness check is out when B's IKE rekey reaches A. RFC 7296
+/// §2.25.2 puts off an IKE rekey only for a child SA exchange; the
+/// request itself shows B alive. A takes it at once (B's rekey does not
+/// wait `REKEY_RETRY`), and when B's answer to the check and its Delete
+/// of the old SA are both lost, the check does not run out on the old SA
+/// as a dead peer: nothing goes down or fails.
+#[test]
+fn an_ike_rekey_that_meets_our_liveness_check_is_taken() {
+    use crate::ids::ExchangeType;
+    use crate::wire::header::Header;
+    for lose_old in [false, true] {
+        let mut n = pair(config_a());
+        let old = n.a.status(&peer_b()).expect("A").spi_i;
+        n.drop = Box::new(move |side, t| {
+            let h = Header::parse(&t.data).expect("header");
+            lose_old && side == Side::B && h.exchange == ExchangeType::Informational && h.spi_i == old
+        });
+        for sa in n.a.sas.values_mut().filter(|sa| sa.up) {
+            sa.queue.push_back(crate::sa::Planned::Dpd);
+        }
+        n.a.handle_timeout(n.now);
+        for sa in n.b.sas.values_mut().filter(|sa| sa.up) {
+            sa.rekey_at = Some(n.now);
+        }
+        n.b.handle_timeout(n.now);
+        let a_req = n.a.poll_transmit().expect("A's liveness check");
+        let b_req = n.b.poll_transmit().expect("B's IKE rekey");
+        // B's request reaches A first, then A's check reaches B.
+        n.a.handle(n.now, b_req.remote, SocketAddr::new(b_req.local.unwrap_or(B_IP), b_req.local_port), &b_req.data);
+        n.b.handle(n.now, a_req.remote, SocketAddr::new(a_req.local.unwrap_or(A_IP), a_req.local_port), &a_req.data);
+        n.run();
+        n.advance(Duration::from_secs(1));
+        assert_eq!(n.b.status(&peer_a()).map(|s| s.ike_rekeys), Some(1), "lost {lose_old}: rekeyed at once");
+        n.advance(Duration::from_secs(300));
+        assert_one_child_each_crosswise(&n);
+        assert_sending_follows(&n, Side::A);
+        assert_sending_follows(&n, Side::B);
+        for side in [Side::A, Side::B] {
+            let bad = n.events(side).iter().find(|e| matches!(e, Event::IkeDown { .. } | Event::Failed { .. }));
+            assert!(bad.is_none(), "lost {lose_old}: {side:?}: {bad:?}");
+        }
+    }
+}
+
 /// Both ends rekey the IKE SA at once and B's answer to A's rekey is lost.
 /// B settles the collision first; where its own new SA survives, it
 /// deletes the old SA while A's rekey is still out. A must then take the
