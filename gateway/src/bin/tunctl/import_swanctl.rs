@@ -640,6 +640,29 @@ secrets {
         )
     }
 
+    // strongSwan's vici plugin reads these numbers with strtoul(..., 0):
+    // written with a leading 0 they are octal there, and so here.
+    #[test]
+    fn numbers_with_a_leading_zero_are_octal_as_in_strongswan() {
+        let conn = "remote_addrs = 198.18.1.2\nremote_port = 010624\nversion = 02\nrekey_time = 010h\ndpd_delay = 0x1e";
+        let s = setup(&one_conn(conn, "rekey_time = 01750"));
+        let p = &s.load(&s.import(None).unwrap())[0];
+        assert_eq!(strings(&p.endpoints), ["198.18.1.2:4500"]);
+        assert_eq!(p.ike_lifetime, Duration::from_secs(8 * 3_600));
+        assert_eq!(p.dpd_interval, Duration::from_secs(30));
+        assert_eq!(p.child_lifetime, Duration::from_secs(1_000));
+        for (conn, child, want) in [
+            ("rekey_time = 09h", "", "swanctl.conf:3: connection c1: rekey_time: \"09h\": strongSwan reads a number with a leading 0 as octal"),
+            ("", "life_time = 0980", "swanctl.conf:16: connection c1: children.a.life_time: \"0980\": strongSwan reads"),
+            ("remote_addrs = 198.18.1.2\nremote_port = 04598", "", "swanctl.conf:4: connection c1: remote_port: \"04598\": strongSwan reads"),
+            ("version = 08", "", "swanctl.conf:3: connection c1: version: \"08\": strongSwan reads"),
+            ("version = 01", "", "swanctl.conf:3: connection c1: version: 01: Causeway speaks IKEv2 only"),
+        ] {
+            let e = error(&one_conn(conn, child));
+            assert!(e.contains(want), "{conn:?} {child:?}:\n{e}");
+        }
+    }
+
     // strongSwan refuses a key it does not know; so does the import, since a
     // typo would otherwise drop the setting (a peer without endpoints, or
     // with default proposals).

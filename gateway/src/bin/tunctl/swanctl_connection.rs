@@ -130,13 +130,13 @@ fn first_address(list: Option<&Setting>) -> Option<IpAddr> {
 
 /// remote_addrs as endpoints: addresses and names, `%any` left out.
 fn endpoints(c: &mut Conn, conn: &Section) -> Vec<String> {
-    let port = match conn.get("remote_port") {
-        None => 500,
-        Some(p) => p.value.trim().parse::<u16>().unwrap_or_else(|_| {
-            c.fail(&p.at, "remote_port", format!("expected a port number, got \"{}\"", p.value.as_str()));
-            500
-        }),
-    };
+    let port = c
+        .read(conn, "remote_port", "remote_port", |v| {
+            let expected = "a port number";
+            values::number(v, expected)
+                .and_then(|n| u16::try_from(n).map_err(|_| format!("expected {expected}, got \"{}\"", v.trim())))
+        })
+        .unwrap_or(500);
     let Some(addrs) = conn.get("remote_addrs") else { return Vec::new() };
     let mut out = Vec::new();
     let mut any = false;
@@ -521,8 +521,13 @@ pub fn connection<'a, 's>(
     if let Err(e) = causeway_config::rules::peer_name(&conn.name) {
         c.fail(&conn.at, "name", format!("a connection's name becomes its peer's name: {e}"));
     }
-    if let Some(v) = conn.get("version").filter(|v| !matches!(v.value.trim(), "0" | "2")) {
-        c.fail(&v.at, "version", format!("{}: Causeway speaks IKEv2 only (version = 2)", v.value.trim()));
+    if let Some(v) = conn.get("version") {
+        // 0 is any version, IKEv2 among them.
+        match values::number(&v.value, "0, 1 or 2") {
+            Ok(0 | 2) => {}
+            Ok(_) => c.fail(&v.at, "version", format!("{}: Causeway speaks IKEv2 only (version = 2)", v.value.trim())),
+            Err(e) => c.fail(&v.at, "version", e),
+        }
     }
     for key in ["vips", "pools"] {
         if let Some(s) = conn.get(key) {

@@ -23,25 +23,65 @@ pub fn list(text: &str) -> impl Iterator<Item = &str> {
     text.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// The number `text` starts with, read as C's strtoul with base 0 reads
+/// it, as strongSwan's vici plugin reads every number of a connection
+/// (vici_config.c: parse_uint32, parse_time): `0x` hexadecimal, a leading
+/// 0 octal (`010` is 8), else decimal. Returns it and the text after it;
+/// `None` without a digit or past `u64`.
+fn leading_number(text: &str) -> Option<(u64, &str)> {
+    let t = text.strip_prefix('+').unwrap_or(text);
+    let (radix, digits) = match t.get(..2).map(str::to_ascii_lowercase).as_deref() {
+        // strtoul takes `0x` only before a hex digit; `0xg` is 0, then `xg`.
+        Some("0x") if t[2..].starts_with(|c: char| c.is_ascii_hexdigit()) => (16, &t[2..]),
+        _ if t.starts_with('0') => (8, t),
+        _ => (10, t),
+    };
+    let end = digits.find(|c: char| !c.is_digit(radix)).unwrap_or(digits.len());
+    if end == 0 {
+        return None;
+    }
+    let n = u64::from_str_radix(&digits[..end], radix).ok()?;
+    Some((n, &digits[end..]))
+}
+
+/// The refusal of a number strongSwan would not read: named as octal
+/// when a leading 0 made an 8 or 9 end it early, which is easy to miss.
+fn not_a_number(text: &str, expected: &str) -> String {
+    let octal_end = text.trim_start_matches('+').trim_start_matches(|c: char| ('0'..='7').contains(&c));
+    if text.trim_start_matches('+').starts_with('0') && octal_end.starts_with(['8', '9']) {
+        return format!(
+            "\"{text}\": strongSwan reads a number with a leading 0 as octal, which has no digit 8 or 9, \
+             and refuses it; write it without the leading 0"
+        );
+    }
+    format!("expected {expected}, got \"{text}\"")
+}
+
+/// A whole value that is one number, as strongSwan reads it
+/// (`leading_number`); `expected` says what it should be.
+pub fn number(text: &str, expected: &str) -> Result<u64, String> {
+    let t = text.trim();
+    match leading_number(t) {
+        Some((n, "")) => Ok(n),
+        _ => Err(not_a_number(t, expected)),
+    }
+}
+
 /// A strongSwan time in seconds: a number with an optional `s`, `m`, `h`
-/// or `d` (as strongSwan's vici plugin reads one).
+/// or `d` (as strongSwan's vici plugin reads one, parse_time). The number
+/// is read as `leading_number` says, so `0x1d` is 29 s: `d` is a hex digit.
 pub fn seconds(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits);
+    let expected = "a time such as 28800, 28800s, 480m, 8h or 1d";
+    let (number, unit) = leading_number(t).ok_or_else(|| not_a_number(t, expected))?;
     let scale = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3_600,
         "d" => 86_400,
-        _ => return Err(format!("expected a time such as 28800, 28800s, 480m, 8h or 1d, got \"{t}\"")),
+        _ => return Err(not_a_number(t, expected)),
     };
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .filter(|&n| n <= u64::from(u32::MAX))
-        .ok_or_else(|| format!("expected a time such as 28800, 28800s, 480m, 8h or 1d, got \"{t}\""))
+    number.checked_mul(scale).filter(|&n| n <= u64::from(u32::MAX)).ok_or_else(|| not_a_number(t, expected))
 }
 
 /// A child SA's rekey time as strongSwan derives it from `life_time` given
@@ -327,6 +367,36 @@ mod tests {
         for bad in ["", "h", "1.5h", "1w", "-1", "99999999999d"] {
             assert!(seconds(bad).is_err(), "{bad}");
         }
+    }
+
+    // strongSwan reads a connection's numbers with strtoul(..., 0)
+    // (vici_config.c, parse_time and parse_uint32): a leading 0 is octal,
+    // 0x hex, and an 8 or 9 after a leading 0 is refused.
+    #[test]
+    fn numbers_are_read_as_strtoul_with_base_0() {
+        for (text, want) in [
+            ("010", 8),
+            ("010s", 8),
+            ("010h", 8 * 3_600),
+            ("0x10", 16),
+            ("0X1h", 3_600),
+            ("0x1d", 29),
+            ("0", 0),
+            ("00", 0),
+            ("+10m", 600),
+        ] {
+            assert_eq!(seconds(text), Ok(want), "{text}");
+        }
+        for bad in ["08", "09h", "0189", "0x", "0xg", "0x1w"] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
+        let e = seconds("08h").unwrap_err();
+        assert!(e.contains("\"08h\": strongSwan reads a number with a leading 0 as octal"), "{e}");
+        assert_eq!(number("010624", "a port number"), Ok(4_500));
+        assert_eq!(number("0x1194", "a port number"), Ok(4_500));
+        assert_eq!(number("4500", "a port number"), Ok(4_500));
+        assert!(number("0458", "a port number").unwrap_err().contains("octal"));
+        assert_eq!(number("45x", "a port number").unwrap_err(), "expected a port number, got \"45x\"");
     }
 
     // The values strongSwan 5.9.9+ computes (checked against its C
