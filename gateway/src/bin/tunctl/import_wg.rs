@@ -110,6 +110,36 @@ fn shown(key: &str) -> &str {
     }
 }
 
+/// The [Interface] settings wg-quick takes itself (parse_options), by
+/// name without regard to case, blanks trimmed only at both ends; every
+/// other line goes to wg(8), which knows none of these.
+const WG_QUICK_KEYS: [&str; 9] =
+    ["Address", "DNS", "MTU", "Table", "PreUp", "PostUp", "PreDown", "PostDown", "SaveConfig"];
+
+/// Refuses a wg-quick setting that wg-quick would not take itself: one
+/// with blanks inside its name, or outside a line it reads as
+/// `[Interface]` (it compares that line whole, so `[ Interface ]` is none).
+/// wg-quick passes such a line to wg(8), which squeezes the blanks out,
+/// knows no such setting and refuses the file. Only the setting's own
+/// name is printed: the line may hold a key.
+fn check_wg_quick_key(key: &str, setting: &str, in_interface: bool, at: &str) -> anyhow::Result<()> {
+    let Some(name) = WG_QUICK_KEYS.iter().find(|k| k.eq_ignore_ascii_case(setting)) else { return Ok(()) };
+    if key.contains(blank) {
+        bail!(
+            "{at}: interface setting {name} has blanks inside its name: wg-quick takes its own settings by name \
+             and passes this line to wg(8), which has no setting {name} and refuses the file; write {name}"
+        );
+    }
+    if !in_interface {
+        bail!(
+            "{at}: interface setting {name} is not under a line wg-quick reads as [Interface] (it takes none \
+             with blanks inside the brackets): wg-quick passes it to wg(8), which has no setting {name} and \
+             refuses the file"
+        );
+    }
+    Ok(())
+}
+
 /// wg-quick's `Table =` as Causeway's routing: wg-quick routes every
 /// AllowedIPs prefix through the interface unless the table is `off`, in
 /// the main table for `auto` (its default, also an empty value) and
@@ -192,6 +222,8 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
     let mut interface = Interface { name: name.to_string(), ..Default::default() };
     let mut peers: Vec<Peer> = Vec::new();
     let mut in_peer = false;
+    // Whether wg-quick reads the current section as its [Interface].
+    let mut wg_quick_interface = false;
     let mut pending_name: Option<(String, usize)> = None;
     let mut table: Option<(String, usize)> = None;
     let mut origins = Origins::default();
@@ -208,6 +240,9 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
         let line = uncommented(raw);
         if line.is_empty() {
             continue;
+        }
+        if line.starts_with('[') {
+            wg_quick_interface = line.eq_ignore_ascii_case("[interface]");
         }
         let header = squeezed(line);
         if header.eq_ignore_ascii_case("[interface]") {
@@ -230,6 +265,9 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
         }
         let Some((k, v)) = line.split_once('=') else { bail!("{at}: expected Key = Value") };
         let (key, setting) = (k.trim_matches(blank), squeezed(k).to_ascii_lowercase());
+        if !in_peer {
+            check_wg_quick_key(key, &setting, wg_quick_interface, &at)?;
+        }
         // wg-quick reads its own keys trimmed only; the rest go to wg(8).
         let v = match setting.as_str() {
             "address" | "mtu" | "table" if !in_peer => Zeroizing::new(v.trim_matches(blank).to_string()),
@@ -440,6 +478,44 @@ mod tests {
             let toml = import(&(text.join("\n") + "\n")).unwrap_or_else(|e| panic!("{:?}: {e}", text[n]));
             check(&toml);
         }
+    }
+
+    // wg-quick takes its own keys trimmed at both ends only and passes any
+    // other line to wg(8), which squeezes out the blanks and refuses the
+    // key it does not know ("Line unrecognized"): `Add ress` fails there.
+    #[test]
+    fn a_wg_quick_key_with_blanks_inside_is_refused_as_wg_quick_refuses_it() {
+        let (lines, check) = every_setting();
+        let k = lines[1].replace("PrivateKey = ", "");
+        for (n, line, name) in [
+            (2, "Add ress = 10.40.0.1/24".to_string(), "Address"),
+            (4, "M\tTU = 1380".into(), "MTU"),
+            (5, "tab le = 1234".into(), "Table"),
+            (5, "DN S = 10.0.0.53".into(), "DNS"),
+            (5, format!("Post Up = wg set %i private-key <(echo {k})"), "PostUp"),
+        ] {
+            let mut text = lines.clone();
+            text[n] = line;
+            let e = import(&(text.join("\n") + "\n")).err().map(|e| e.to_string()).unwrap_or_default();
+            let want = format!("wg7.conf:{}: interface setting {name} has blanks inside its name", n + 1);
+            assert!(e.contains(&want), "{:?}: {e}", text[n]);
+            assert!(!e.contains("10.40.0.1") && !e.contains(&k[..20]), "no value printed: {e}");
+        }
+        // Blanks around the key and any case are wg-quick's too.
+        for (n, line) in [(2, " ADDRESS\t= 10.40.0.1/24, fd00:40::1/64"), (0, " [INTERFACE] ")] {
+            let mut text = lines.clone();
+            text[n] = line.to_string();
+            check(&import(&(text.join("\n") + "\n")).unwrap_or_else(|e| panic!("{line:?}: {e}")));
+        }
+        // wg-quick compares the section line whole: `[ Interface ]` is wg's
+        // [Interface] only, so wg-quick passes Address on to wg(8).
+        let mut text = lines.clone();
+        text[0] = "[ Interface ]".into();
+        let e = import(&(text.join("\n") + "\n")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            e.contains("wg7.conf:3: interface setting Address is not under a line wg-quick reads as [Interface]"),
+            "{e}"
+        );
     }
 
     #[test]
