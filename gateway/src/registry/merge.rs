@@ -309,6 +309,8 @@ pub(crate) mod tests {
             failover_after: Duration::from_secs(10),
             site: None,
         });
+        let routed = "initiate = false\nremote_id = \"north.example\"\nallowed_ips = [\"10.7.0.0/16\"]\n";
+        file.ipsec_peers.push(crate::ipsec::convert::tests::parsed_peer("north-srx", routed));
         let mut same_key = member("south", "gw1", 5);
         same_key.public_key = fixed.public_key;
         let mut mine = member("south", "gw2", 6);
@@ -317,7 +319,11 @@ pub(crate) mod tests {
         inside.tunnel_address = Some("10.9.0.1/32".parse().unwrap());
         let v = view(
             vec![member("west", "gw9", 3), same_key, mine, inside, member("south", "gw4", 8)],
-            &[("north", &["10.40.0.0/16"]), ("south", &["10.5.0.0/16", "10.9.1.0/24"]), ("west", &["10.5.1.0/24"])],
+            &[
+                ("north", &["10.40.0.0/16"]),
+                ("south", &["10.5.0.0/16", "10.9.1.0/24", "10.7.1.0/24"]),
+                ("west", &["10.5.1.0/24"]),
+            ],
         );
         let m = merge(&file, &v, "east");
         let names: Vec<_> = m.config.peers.iter().map(|p| p.name.as_str()).collect();
@@ -329,6 +335,7 @@ pub(crate) mod tests {
         for expected in [
             "site north: the configuration file's [[site]]",
             "site south: 10.9.1.0/24 overlaps 10.9.0.0/16 of peer west.gw9",
+            "site south: 10.7.1.0/24 overlaps 10.7.0.0/16 of peer north-srx",
             "site west: 10.5.1.0/24 overlaps 10.5.0.0/16 of site south",
             "gateway south.gw1: its public key",
             "gateway south.gw2: its public key",

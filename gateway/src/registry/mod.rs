@@ -415,6 +415,16 @@ impl Registry {
         lock(&self.shared.state).merged.clone()
     }
 
+    /// The configuration last applied, with this gateway's own site and
+    /// that site's prefixes in the view (the merge leaves them out), read
+    /// under one lock so the three are of one moment.
+    pub fn merged_with_own_site(&self) -> Option<(Config, String, Vec<IpNet>)> {
+        let st = lock(&self.shared.state);
+        let merged = st.merged.clone()?;
+        let own = st.view.sites.get(&st.identity.site).cloned().unwrap_or_default();
+        Some((merged, st.identity.site.clone(), own))
+    }
+
     /// What of `prefixes`, written for `site`, an IPsec gateway of the
     /// site in the file could not carry: each prefix once, and nothing for
     /// this gateway's own site, whose prefixes the merge does not route.
@@ -519,6 +529,8 @@ mod tests {
         let mut file = file_config(&secret, "east", "gw1");
         file.interface.listen_port = 0;
         file.ipsec_peers.push(ipsec_peer("west-srx", "west", &["10.2.0.0/16"]));
+        let routed = "initiate = false\nremote_id = \"north.example\"\nallowed_ips = [\"10.7.0.0/16\"]\n";
+        file.ipsec_peers.push(crate::ipsec::convert::tests::parsed_peer("north-srx", routed));
         let sites: &[(&str, &[&str])] = &[("west", &["10.2.0.0/16", "10.9.0.0/16"])];
         let r = registry(&gw, file.clone(), view(Vec::new(), sites));
         let route = |ip: &str| gw.routes().lookup(ip.parse().unwrap()).map(|r| r.label());
@@ -553,6 +565,17 @@ mod tests {
             crate::api::types::Reply::Error(
                 "registry: 10.9.1.0/24 overlaps 10.9.0.0/16 of site west; each address may belong to one site or peer \
                  only"
+                    .into()
+            )
+        );
+        // An IPsec peer's allowed_ips are its own as a WireGuard peer's are.
+        assert_eq!(route("10.7.0.1").as_deref(), Some("peer north-srx"));
+        let reply = crate::api::handle(&gw, r#"{"op":"site_set","site":"south","prefixes":["10.7.1.0/24"]}"#);
+        assert_eq!(
+            reply,
+            crate::api::types::Reply::Error(
+                "registry: 10.7.1.0/24 overlaps 10.7.0.0/16 of peer north-srx; each address may belong to one site or \
+                 peer only"
                     .into()
             )
         );

@@ -38,17 +38,21 @@ pub fn change_of(req: &Request) -> Result<SiteChange, ApiError> {
 /// them out.
 fn check_overlap(gw: &Gateway, site: &str, prefixes: &[IpNet]) -> Result<(), ApiError> {
     let Some(registry) = gw.registry() else { return Ok(()) };
-    let Some(cfg) = registry.merged() else { return Ok(()) };
     // The merged configuration has the remote sites only.
-    let own_site = registry.identity().site;
-    let own = registry.view().sites.get(&own_site).cloned().filter(|_| own_site != site).unwrap_or_default();
+    let Some((cfg, own_site, own)) = registry.merged_with_own_site() else { return Ok(()) };
+    let own = if own_site == site { Vec::new() } else { own };
     let taken = cfg
         .sites
         .iter()
         .filter(|s| s.name != site)
         .flat_map(|s| s.prefixes.iter().map(move |n| (*n, format!("site {}", s.name))))
         .chain(own.into_iter().map(|n| (n, format!("site {own_site}"))))
-        .chain(cfg.peers.iter().flat_map(|p| p.allowed_ips.iter().map(move |n| (*n, format!("peer {}", p.name)))));
+        .chain(cfg.peers.iter().flat_map(|p| p.allowed_ips.iter().map(move |n| (*n, format!("peer {}", p.name)))))
+        // Routed to the IPsec peer as a WireGuard peer's are: the merge
+        // would leave the site's overlapping prefix out.
+        .chain(
+            cfg.ipsec_peers.iter().flat_map(|p| p.allowed_ips.iter().map(move |n| (*n, format!("peer {}", p.name)))),
+        );
     for (other, whose) in taken {
         if let Some(n) = prefixes.iter().find(|n| n.contains(&other) || other.contains(*n)) {
             return Err(ApiError::Registry(format!(
