@@ -9,5 +9,7 @@ pub mod keylog;
 pub(crate) mod lookup;
 pub mod reconcile;
 mod retired;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use driver::Ike;

@@ -56,6 +56,7 @@ pub fn render(iface: &Gateway) -> String {
     let worker = counter_family(&mut r, "worker_operations", "Data-plane syscalls and packets, per worker");
     let cookies =
         counter_family(&mut r, "cookie_replies_sent", "Handshake messages answered with a cookie (under load)");
+    let ike_drops = counter_family(&mut r, "ike_dropped_messages", "IKE messages dropped, by reason");
 
     let now = iface.clock.now();
     let base = vec![("interface".to_string(), iface.name.clone())];
@@ -109,6 +110,14 @@ pub fn render(iface: &Gateway) -> String {
         drops.get_or_create(&l).inc_by(iface.counters.get(*d));
     }
     cookies.get_or_create(&base).inc_by(iface.counters.cookie_replies.load(std::sync::atomic::Ordering::Relaxed));
+    // Zeros before IKE starts, as `dropped_packets` has every reason: a
+    // series that appears only with its first drop is missed by rate().
+    let ike = iface.ike().map(|ike| ike.drops()).unwrap_or_default();
+    for (reason, n) in ike.iter() {
+        let mut l = base.clone();
+        l.push(("reason".into(), reason.name().into()));
+        ike_drops.get_or_create(&l).inc_by(n);
+    }
     for (i, w) in iface.worker_stats.iter().enumerate() {
         for (what, v) in w.snapshot() {
             let mut l = base.clone();
@@ -155,6 +164,7 @@ mod tests {
             "causeway_peers_configured{interface=\"cwtest0\"} 1",
             "causeway_peers_up{interface=\"cwtest0\"} 0",
             "causeway_dropped_packets_total{interface=\"cwtest0\",reason=\"source_not_allowed\"} 0",
+            "causeway_ike_dropped_messages_total{interface=\"cwtest0\",reason=\"unknown_spi\"} 0",
             "causeway_worker_operations_total{interface=\"cwtest0\",worker=\"0\",what=\"tun_reads\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
@@ -209,6 +219,24 @@ mod tests {
             revision: 9,
         }));
         assert!(render(&gw).contains("causeway_registry_stale{interface=\"cwtest0\"} 1"));
+    }
+
+    #[test]
+    fn ike_drops_are_counted_by_reason() {
+        use crate::ipsec::testing::{gateway_with_ike, send_to_ike, wait_for};
+        use causeway_ikev2::DropReason;
+        let (net, gw) = gateway_with_ike();
+        let line = |reason: DropReason, n: u64| {
+            format!("causeway_ike_dropped_messages_total{{interface=\"mem0\",reason=\"{}\"}} {n}", reason.name())
+        };
+        assert!(render(&gw).contains(&line(DropReason::Malformed, 0)));
+        send_to_ike(&net, b"not an IKE message");
+        wait_for("the IKE thread to drop it", || render(&gw).contains(&line(DropReason::Malformed, 1)));
+        let text = render(&gw);
+        for r in DropReason::ALL.into_iter().filter(|r| *r != DropReason::Malformed) {
+            assert!(text.contains(&line(r, 0)), "missing {} in\n{text}", line(r, 0));
+        }
+        gw.stop_ike();
     }
 
     /// Every metric the Grafana dashboard queries is one the gateway exports.

@@ -75,6 +75,10 @@ pub fn status(iface: &Gateway) -> Status {
         drops: Drop::ALL.iter().map(|d| (d.name().to_string(), iface.counters.get(*d))).collect(),
         cookie_replies_sent: iface.counters.cookie_replies.load(Ordering::Relaxed),
         worker_stats: iface.worker_stats.iter().map(worker_counters).collect(),
+        ike_drops: iface
+            .ike()
+            .map(|ike| ike.drops().iter().map(|(r, n)| (r.name().to_string(), n)).collect())
+            .unwrap_or_default(),
     }
 }
 
@@ -161,5 +165,28 @@ fn worker_counters(w: &WorkerStats) -> WorkerCounters {
         crypto_batches_helped: g(&w.crypto_batches_helped),
         helper_wakeups: g(&w.helper_wakeups),
         pool_stalls: g(&w.pool_stalls),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipsec::testing::{gateway_with_ike, send_to_ike, wait_for};
+    use causeway_ikev2::DropReason;
+
+    #[test]
+    fn ike_drops_are_reported_while_ike_runs() {
+        let (net, gw) = gateway_with_ike();
+        let mut names: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
+        let before = status(&gw).ike_drops;
+        assert_eq!(before.keys().map(String::as_str).collect::<Vec<_>>(), names, "every reason, zeros too");
+        assert!(before.values().all(|n| *n == 0), "{before:?}");
+        send_to_ike(&net, b"not an IKE message");
+        wait_for("the IKE thread to drop it", || status(&gw).ike_drops.get("malformed") == Some(&1));
+        let after = status(&gw).ike_drops;
+        assert_eq!(after.values().sum::<u64>(), 1, "{after:?}");
+        gw.stop_ike();
+        assert!(status(&gw).ike_drops.is_empty(), "nothing to tell without IKE");
     }
 }

@@ -218,6 +218,12 @@ pub struct Status {
     pub cookie_replies_sent: u64,
     /// One per data-plane worker.
     pub worker_stats: Vec<WorkerCounters>,
+    /// IKE messages dropped, by reason (the names of
+    /// `causeway_ikev2::DropReason`); empty while IKE is not running. May
+    /// be missing, unlike the fields above: a causewayd from before it
+    /// did not tell them.
+    #[serde(default)]
+    pub ike_drops: BTreeMap<String, u64>,
 }
 
 pub use crate::registry_status::RegistryStatus;
@@ -468,6 +474,7 @@ mod tests {
             drops: [("replay".to_string(), 12)].into(),
             cookie_replies_sent: 13,
             worker_stats: vec![WorkerCounters { tun_reads: 14, pool_stalls: 15, ..Default::default() }],
+            ike_drops: [("unknown_spi".to_string(), 16)].into(),
         }
     }
 
@@ -483,8 +490,18 @@ mod tests {
         assert_eq!(v["ok"]["cookie_replies_sent"], 13);
         assert_eq!(v["ok"]["worker_stats"][0]["tun_reads"], 14);
         assert_eq!(v["ok"]["kernel_routes"]["table"], 254);
+        assert_eq!(v["ok"]["ike_drops"]["unknown_spi"], 16);
         let back: Reply<Status> = serde_json::from_str(&text).unwrap();
         assert_eq!(back, Reply::Ok(sample_status()));
+    }
+
+    #[test]
+    fn a_status_without_ike_drops_is_an_older_daemons_and_reads() {
+        let mut v = serde_json::to_value(sample_status()).unwrap();
+        v.as_object_mut().unwrap().remove("ike_drops");
+        let old = serde_json::from_value::<Status>(v).expect("an older causewayd's answer");
+        assert!(old.ike_drops.is_empty());
+        assert_eq!(old, Status { ike_drops: BTreeMap::new(), ..sample_status() });
     }
 
     #[test]

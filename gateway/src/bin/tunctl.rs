@@ -392,6 +392,24 @@ fn peers_json(status: &Status) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::Value::Array(all))
 }
 
+/// The data plane's drops and, while IKE runs (the daemon then tells
+/// every reason), IKE's: the reasons counted, or "none".
+fn drop_lines(status: &Status) -> Vec<String> {
+    let counted = |m: &std::collections::BTreeMap<String, u64>| {
+        let v: Vec<String> = m.iter().filter(|(_, v)| **v != 0).map(|(k, v)| format!("{k}={v}")).collect();
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(" ")
+        }
+    };
+    let mut lines = vec![format!("dropped: {}", counted(&status.drops))];
+    if !status.ike_drops.is_empty() {
+        lines.push(format!("IKE messages dropped: {}", counted(&status.ike_drops)));
+    }
+    lines
+}
+
 fn show(status: &Status) {
     println!(
         "interface {}: public key {}, listening on {}, mtu {}, {} workers",
@@ -417,8 +435,9 @@ fn show(status: &Status) {
         ),
         None => println!("kernel routes: not installed by causewayd (install_routes = false)"),
     }
-    let drops: Vec<String> = status.drops.iter().filter(|(_, v)| **v != 0).map(|(k, v)| format!("{k}={v}")).collect();
-    println!("dropped: {}", if drops.is_empty() { "none".into() } else { drops.join(" ") });
+    for line in drop_lines(status) {
+        println!("{line}");
+    }
     println!("cookie replies sent (handshakes under load): {}", status.cookie_replies_sent);
     let total = |k: fn(&WorkerCounters) -> u64| status.worker_stats.iter().map(k).sum::<u64>() as f64;
     let avg = |n: fn(&WorkerCounters) -> u64, d: fn(&WorkerCounters) -> u64| {
@@ -579,8 +598,8 @@ mod tests {
     use super::client::parse_reply;
     use super::*;
 
-    fn status_json() -> serde_json::Value {
-        let status = causeway_gateway::api::types::Status {
+    fn empty_status() -> Status {
+        Status {
             interface: "cw0".into(),
             public_key: None,
             listen_port: 51820,
@@ -593,8 +612,27 @@ mod tests {
             drops: Default::default(),
             cookie_replies_sent: 0,
             worker_stats: vec![WorkerCounters::default()],
-        };
-        serde_json::json!({ "ok": status })
+            ike_drops: Default::default(),
+        }
+    }
+
+    fn status_json() -> serde_json::Value {
+        serde_json::json!({ "ok": empty_status() })
+    }
+
+    #[test]
+    fn show_names_the_drop_reasons_counted() {
+        let mut s = empty_status();
+        assert_eq!(drop_lines(&s), ["dropped: none"], "no IKE line without IKE");
+        s.drops = [("replay".to_string(), 12), ("no_route".to_string(), 0)].into();
+        s.ike_drops = [("malformed", 0), ("unknown_spi", 0)].map(|(k, v)| (k.to_string(), v)).into();
+        assert_eq!(drop_lines(&s), ["dropped: replay=12", "IKE messages dropped: none"]);
+        s.ike_drops.insert("unknown_spi".into(), 3);
+        s.ike_drops.insert("integrity_check_failed".into(), 1);
+        assert_eq!(
+            drop_lines(&s),
+            ["dropped: replay=12", "IKE messages dropped: integrity_check_failed=1 unknown_spi=3"]
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ use causeway_dataplane::interface::Interface;
 use causeway_dataplane::io::{Bind, RecvMeta, Socket};
 use causeway_dataplane::ipsec::{flush_staged, follow_ike, Request, SendOn};
 use causeway_dataplane::session::Carrier;
-use causeway_ikev2::{describe_ts, ChildSend, Endpoint, Event, PeerId, PeerStatus};
+use causeway_ikev2::{describe_ts, ChildSend, Drops, Endpoint, Event, PeerId, PeerStatus};
 
 use super::lookup::{self, Lookup};
 use super::retired::Retired;
@@ -273,6 +273,11 @@ impl Ike {
 
     pub fn status(&self, name: &str) -> Option<PeerStatus> {
         lock(&self.shared.core).status(&PeerId(name.to_string()))
+    }
+
+    /// IKE messages the core dropped since IKE started, by reason.
+    pub fn drops(&self) -> Drops {
+        lock(&self.shared.core).drops()
     }
 
     /// Marks IKE's socket (port 500) as `wg set fwmark` marks the data

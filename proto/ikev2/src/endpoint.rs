@@ -19,6 +19,7 @@ use rand_core::RngCore;
 use crate::config::{PeerConfig, PeerId};
 use crate::cookies::Cookies;
 use crate::crypto::CookieSecret;
+use crate::drops::{DropReason, Drops};
 use crate::effect::Effect;
 use crate::event::{DownReason, Event, IkeState, PeerStatus, Transmit};
 use crate::exchange;
@@ -240,6 +241,7 @@ impl Endpoint {
         let msg = match Message::parse(datagram) {
             Ok(m) => m,
             Err(e) => {
+                self.io.dropped(DropReason::Malformed);
                 // Answered only to an address a peer may call from: a
                 // stranger learns nothing, not even that we speak IKE.
                 if self.peer_for(remote.ip(), None).is_some() {
@@ -257,7 +259,10 @@ impl Endpoint {
         if h.exchange == ExchangeType::IkeAuth && !h.is_response() {
             self.bind_by_identity(our_spi, remote.ip(), datagram, &msg);
         }
-        let Some(peer_id) = self.sas.get(&our_spi).map(|sa| sa.peer.clone()) else { return };
+        let Some(peer_id) = self.sas.get(&our_spi).map(|sa| sa.peer.clone()) else {
+            self.io.dropped(DropReason::UnknownSpi);
+            return;
+        };
         // INITIAL_CONTACT goes out only when no other IKE SA with the peer is up.
         let other_up = self.sas.iter().any(|(s, x)| *s != our_spi && x.peer == peer_id && x.up);
         if let Some(p) = self.peers.get_mut(&peer_id) {
@@ -268,6 +273,7 @@ impl Endpoint {
         let other_fits =
             if sa.initiator { sa.spi_r == h.spi_r || sa.state == SaState::InitSent } else { sa.spi_i == h.spi_i };
         if !roles_fit || !other_fits {
+            self.io.dropped(DropReason::SaMismatch);
             return;
         }
         let Some(peer) = self.peers.get(&sa.peer) else { return };
@@ -449,6 +455,12 @@ impl Endpoint {
                 self.connect(&id, remote, local, now);
             }
         }
+    }
+
+    /// IKE messages dropped so far, by reason (`drops.rs`): interface-wide,
+    /// since most are for no known SA or peer.
+    pub fn drops(&self) -> Drops {
+        self.io.drops
     }
 
     /// A peer's state: its newest established IKE SA, else the one being

@@ -7,11 +7,13 @@
 //! request; a request only for the next expected ID, its predecessor
 //! getting the cached response again; responses go back the way their
 //! request came; INFORMATIONAL requests only once the SA is up; no state
-//! changes before the SK payload authenticates.
+//! changes before the SK payload authenticates; every message not taken
+//! is counted by why (`drops.rs`), a retransmission answered again aside.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::drops::DropReason;
 use crate::effect::Effect;
 use crate::event::{DownReason, Event};
 use crate::ids::{notify as n, ExchangeType, NAT_T_PORT};
@@ -37,19 +39,24 @@ pub(crate) fn on_message(
     let h = msg.header;
     if h.is_response() {
         if sa.pending.as_ref().map(|p| p.id) != Some(h.message_id) {
+            io.dropped(DropReason::UnexpectedMessageId);
             return Vec::new();
         }
         if h.exchange == ExchangeType::IkeSaInit {
             if sa.state == SaState::InitSent {
                 return crate::sa_init::on_init_response(sa, peer, io, now, local, remote, data, msg);
             }
+            io.dropped(DropReason::UnexpectedExchange);
             return Vec::new();
         }
         let payloads = match sa.open(data, msg) {
             Some(Ok(p)) => p,
             // Authentic but unreadable: the exchange cannot finish.
             Some(Err(_)) => vec![Payload::Notify(Notify::new(n::INVALID_SYNTAX, Vec::new()))],
-            None => return Vec::new(),
+            None => {
+                io.dropped(DropReason::IntegrityCheckFailed);
+                return Vec::new();
+            }
         };
         sa.last_received = now;
         let Some(pending) = sa.pending.take() else { return Vec::new() };
@@ -80,24 +87,33 @@ pub(crate) fn on_message(
     // before, it would use up the message ID of the IKE_AUTH to come, which
     // would then get its response as if a retransmission.
     if h.exchange == ExchangeType::Informational && !matches!(sa.state, SaState::Established | SaState::Deleting) {
+        io.dropped(DropReason::UnexpectedExchange);
         return Vec::new();
     }
     // RFC 7296 §2.11: a response goes back to where its request came from,
     // from where it arrived, whatever `sa.path` says.
     let back = Path::answering(local, remote);
     if sa.peer_next_id > 0 && h.message_id == sa.peer_next_id.wrapping_sub(1) {
-        if let Some((id, cached)) = &sa.cached {
+        match &sa.cached {
             // Only to a retransmission that authenticates: made-up bytes
             // from a spoofed source get nothing. A captured real one,
             // replayed from a spoofed source, still gets one response per
             // copy, which §2.11 asks for (no amplification: one for one).
-            if *id == h.message_id && sa.open(data, msg).is_some() {
-                back.transmit(io, cached.clone());
-            }
+            Some((id, cached)) if *id == h.message_id => match sa.open(data, msg) {
+                Some(_) => back.transmit(io, cached.clone()),
+                None => io.dropped(DropReason::IntegrityCheckFailed),
+            },
+            // Nothing to answer it with.
+            _ => io.dropped(DropReason::UnexpectedMessageId),
         }
         return Vec::new();
     }
-    if h.message_id != sa.peer_next_id || h.exchange == ExchangeType::IkeSaInit {
+    if h.message_id != sa.peer_next_id {
+        io.dropped(DropReason::UnexpectedMessageId);
+        return Vec::new();
+    }
+    if h.exchange == ExchangeType::IkeSaInit {
+        io.dropped(DropReason::UnexpectedExchange);
         return Vec::new();
     }
     sa.reply_path = Some(back);
@@ -129,7 +145,10 @@ fn on_request(
             sa.send_response(io, h.exchange, h.message_id, &[Payload::Notify(answer)]);
             return Vec::new();
         }
-        None => return Vec::new(),
+        None => {
+            io.dropped(DropReason::IntegrityCheckFailed);
+            return Vec::new();
+        }
     };
     sa.last_received = now;
     // RFC 7296 §2.23: follow a peer behind a NAT to its latest address

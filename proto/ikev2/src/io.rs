@@ -1,6 +1,6 @@
 //! What every SA handler may touch besides its own SA: the randomness, the
-//! outgoing datagrams and events, the last failure per peer, and the SPIs
-//! of ours that are reserved.
+//! outgoing datagrams and events, the last failure per peer, the SPIs
+//! of ours that are reserved, and the count of messages dropped.
 //!
 //! Invariants: an SPI handed out here is reserved until whoever holds it
 //! frees it (the endpoint, when the SA or the request holding it goes), so
@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use rand_core::RngCore;
 
 use crate::config::PeerId;
+use crate::drops::{DropReason, Drops};
 use crate::event::{Event, Failure, Transmit};
 use crate::spi;
 
@@ -24,6 +25,9 @@ pub(crate) struct Io {
     pub spis_in: HashSet<u32>,
     /// Our IKE SPIs in use or offered (the keys of `Endpoint::sas`).
     pub ike_spis: HashSet<u64>,
+    /// Here rather than on the endpoint: the exchanges, which see only an
+    /// SA and this, make most of the decisions to drop.
+    pub drops: Drops,
 }
 
 impl Io {
@@ -35,12 +39,17 @@ impl Io {
             failures: HashMap::new(),
             spis_in: HashSet::new(),
             ike_spis: HashSet::new(),
+            drops: Drops::default(),
         }
     }
 
     pub(crate) fn fail(&mut self, peer: &PeerId, reason: Failure) {
         self.failures.insert(peer.clone(), reason.clone());
         self.events.push_back(Event::Failed { peer: peer.clone(), reason });
+    }
+
+    pub(crate) fn dropped(&mut self, reason: DropReason) {
+        self.drops.count(reason);
     }
 
     /// A fresh inbound ESP SPI, reserved until freed.

@@ -13,6 +13,7 @@ mod child_keys;
 mod config;
 mod cookies;
 pub mod crypto;
+mod drops;
 mod duplicates;
 mod effect;
 mod endpoint;
@@ -39,6 +40,7 @@ mod tests;
 
 pub use child_keys::{ChildKeys, EspCipher};
 pub use config::{EspProposal, PeerConfig, PeerId};
+pub use drops::{DropReason, Drops};
 pub use endpoint::{Endpoint, DEFAULT_COOKIE_THRESHOLD, MAX_HALF_OPEN, RECONNECT_DELAY};
 pub use event::{ChildSend, ChildStatus, DownReason, Event, Failure, IkeState, PeerStatus, Transmit};
 pub use lifetime::{HALF_OPEN_TIMEOUT, REKEY_MARGIN_PERCENT, REPLACED_SA_LINGER};

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::config::PeerId;
+use crate::drops::DropReason;
 use crate::endpoint::Endpoint;
 use crate::peer::Peer;
 use crate::sa::{IkeSa, SaState};
@@ -36,6 +37,7 @@ impl Endpoint {
     ) {
         let h = msg.header;
         if h.message_id != 0 {
+            self.io.dropped(DropReason::UnexpectedMessageId);
             return;
         }
         if let Some(spis) = self.init_index.get(&(h.spi_i, remote)) {
@@ -47,6 +49,8 @@ impl Endpoint {
                 if matches!(sa.state, SaState::InitReplied | SaState::Dead) {
                     let again = sa.init_response.clone();
                     sa.transmit(&mut self.io, again);
+                } else {
+                    self.io.dropped(DropReason::UnexpectedMessageId);
                 }
                 return;
             }
@@ -58,10 +62,14 @@ impl Endpoint {
             // address must not cost it the real one. The half-open
             // timeout and limit take whichever is not used.
             if !same_spi.all(|sa| sa.state == SaState::InitReplied) {
+                self.io.dropped(DropReason::UnexpectedExchange);
                 return;
             }
         }
-        let Some(peer_id) = self.peer_for(remote.ip(), Some(msg)) else { return };
+        let Some(peer_id) = self.peer_for(remote.ip(), Some(msg)) else {
+            self.io.dropped(DropReason::UnknownPeer);
+            return;
+        };
         let Some(peer) = self.peers.get(&peer_id) else { return };
         // The load the cookie decision weighs: half-open SAs, or new
         // requests earlier in this second (each may have cost a DH and

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::config::{PeerConfig, PeerId};
 use crate::cookies::Cookies;
 use crate::crypto::{derive_ike_keys, nat_detection_hash, DhGroup, DhPrivate, IkeSuite, SkCrypto};
+use crate::drops::DropReason;
 use crate::effect::Effect;
 use crate::event::{Failure, Transmit};
 use crate::ids::{flags, notify as n, ExchangeType, IKE_PORT, NAT_T_PORT};
@@ -403,6 +404,7 @@ pub(crate) fn respond_init(
     // RFC 7296 §3.1: the initiator's SPI is never zero. Such a request is
     // dropped unanswered, as a responder keeps no state for strays.
     if h.spi_i == 0 {
+        io.dropped(DropReason::Malformed);
         return None;
     }
     // Refusals here go in the clear, and RFC 7296 §3.10.1 allows

@@ -3,6 +3,7 @@
 //! retransmission, liveness, rekeys.
 
 mod cookies;
+mod drops;
 mod establish;
 mod lifecycle;
 pub(crate) mod net;
