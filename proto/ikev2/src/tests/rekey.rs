@@ -409,6 +409,33 @@ fn an_ike_rekey_that_meets_our_liveness_check_is_taken() {
     }
 }
 
+/// As above, but A has marked the SA a duplicate to delete, its Delete
+/// waiting behind the liveness check. B's rekey is put off: taken, it
+/// would clear the Delete, and both SAs of the duplicate pair would live
+/// on. Here the SA is the only one, so once the Delete goes out neither
+/// end has an IKE SA up (in the real case the other SA of the pair stays).
+#[test]
+fn an_ike_rekey_of_an_sa_we_are_deleting_is_put_off() {
+    let mut n = pair(config_a());
+    for sa in n.a.sas.values_mut().filter(|sa| sa.up) {
+        sa.queue.push_back(crate::sa::Planned::Dpd);
+    }
+    n.a.handle_timeout(n.now);
+    for sa in n.a.sas.values_mut().filter(|sa| sa.up) {
+        sa.duplicate = true;
+        sa.queue.push_back(crate::sa::Planned::DeleteIke);
+    }
+    for sa in n.b.sas.values_mut().filter(|sa| sa.up) {
+        sa.rekey_at = Some(n.now);
+    }
+    n.b.handle_timeout(n.now);
+    n.run();
+    assert_eq!(n.b.status(&peer_a()).map_or(0, |s| s.ike_rekeys), 0, "B's rekey was put off");
+    for (side, e) in [(Side::A, &n.a), (Side::B, &n.b)] {
+        assert!(!e.sas.values().any(|sa| sa.up), "{side:?} still has an IKE SA up");
+    }
+}
+
 /// Both ends rekey the IKE SA at once and B's answer to A's rekey is lost.
 /// B settles the collision first; where its own new SA survives, it
 /// deletes the old SA while A's rekey is still out. A must then take the
