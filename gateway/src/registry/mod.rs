@@ -417,7 +417,9 @@ impl Registry {
 
     /// The configuration last applied, with this gateway's own site and
     /// that site's prefixes in the view (the merge leaves them out), read
-    /// under one lock so the three are of one moment.
+    /// under one lock, so no apply or view change falls between the reads
+    /// (the merged configuration is still the last apply's, the view the
+    /// current one).
     pub fn merged_with_own_site(&self) -> Option<(Config, String, Vec<IpNet>)> {
         let st = lock(&self.shared.state);
         let merged = st.merged.clone()?;

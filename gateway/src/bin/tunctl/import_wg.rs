@@ -132,8 +132,8 @@ fn check_wg_quick_key(key: &str, setting: &str, in_interface: bool, at: &str) ->
     }
     if !in_interface {
         bail!(
-            "{at}: interface setting {name} is not under a line wg-quick reads as [Interface] (it takes none \
-             with blanks inside the brackets): wg-quick passes it to wg(8), which has no setting {name} and \
+            "{at}: interface setting {name} is not under a line wg-quick reads as [Interface] (that line \
+             exactly, in any case, no blanks inside the brackets): wg-quick passes it to wg(8), which has no setting {name} and \
              refuses the file"
         );
     }
