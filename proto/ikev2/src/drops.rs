@@ -15,18 +15,18 @@
 
 /// Why an IKE message was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(usize)]
 pub enum DropReason {
-    /// Not an IKE message (RFC 7296 §3): it does not parse, or it is an
-    /// IKE_SA_INIT request with a zero initiator SPI. Counted from any
-    /// address, answered or not.
+    /// Not an IKE message (RFC 7296 §3): it does not parse (counted from
+    /// any address, answered or not), or it is an IKE_SA_INIT request from
+    /// a peer's address with a zero initiator SPI.
     Malformed,
     /// An IKE_SA_INIT request from an address no configured peer may call
     /// from.
     UnknownPeer,
     /// No IKE SA of ours has the SPI it is for: one that expired, was
-    /// deleted or rekeyed, or never existed (the peer restarted, or a
-    /// forgery).
+    /// deleted or rekeyed (the peer's answer to our Delete of an SA that
+    /// is gone once the Delete leaves, as when a peer is removed), one
+    /// from before we restarted, or a forgery.
     UnknownSpi,
     /// Our SPI is right, but the peer's SPI or the roles (initiator flag)
     /// do not fit that IKE SA.
@@ -59,6 +59,21 @@ impl DropReason {
         DropReason::UnexpectedExchange,
     ];
 
+    /// Its counter's place. A match rather than `as usize`: a reason added
+    /// without a place here does not compile, where an index past the
+    /// array would panic on the IKE thread.
+    fn index(self) -> usize {
+        match self {
+            DropReason::Malformed => 0,
+            DropReason::UnknownPeer => 1,
+            DropReason::UnknownSpi => 2,
+            DropReason::SaMismatch => 3,
+            DropReason::IntegrityCheckFailed => 4,
+            DropReason::UnexpectedMessageId => 5,
+            DropReason::UnexpectedExchange => 6,
+        }
+    }
+
     /// Stable snake_case name, used as a metric label and in `tunctl show`.
     pub fn name(self) -> &'static str {
         match self {
@@ -81,7 +96,7 @@ pub struct Drops {
 
 impl Drops {
     pub fn get(&self, reason: DropReason) -> u64 {
-        self.counts[reason as usize]
+        self.counts[reason.index()]
     }
 
     /// Every reason with its count, zeros included, in `DropReason::ALL`'s order.
@@ -90,7 +105,7 @@ impl Drops {
     }
 
     pub(crate) fn count(&mut self, reason: DropReason) {
-        let c = &mut self.counts[reason as usize];
+        let c = &mut self.counts[reason.index()];
         *c = c.saturating_add(1);
     }
 }
@@ -109,6 +124,7 @@ mod tests {
         }
         let counts: Vec<u64> = d.iter().map(|(_, n)| n).collect();
         assert_eq!(counts, [1, 2, 3, 4, 5, 6, 7]);
+        assert!(DropReason::ALL.iter().enumerate().all(|(i, r)| r.index() == i), "ALL is in counter order");
         let mut names: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
         names.sort_unstable();
         names.dedup();

@@ -234,3 +234,38 @@ fn an_exchange_the_sa_cannot_take_in_its_state_is_counted_and_uses_up_no_message
     assert!(to_b(&mut n, A_IP, &another).is_empty());
     assert_eq!(counted(n.b.drops()), [(DropReason::UnexpectedExchange, 3)]);
 }
+
+/// What a healthy link does, a child rekey, an IKE rekey from each end,
+/// liveness checks and a child's Delete, drops nothing on either side.
+#[test]
+fn rekeys_liveness_checks_and_deletes_count_nothing() {
+    let mut cfg = config_a();
+    cfg.dpd_interval = std::time::Duration::from_secs(5);
+    let mut n = Net::new(cfg.clone(), mirror(&cfg));
+    n.connect();
+    let spi = n.a.status(&peer_b()).expect("A").children[0].spi_in;
+    assert!(n.a.rekey_child_now(spi, n.now));
+    n.run();
+    for side in [Side::A, Side::B] {
+        let now = n.now;
+        let e = if side == Side::A { &mut n.a } else { &mut n.b };
+        for sa in e.sas.values_mut().filter(|sa| sa.up) {
+            sa.rekey_at = Some(now);
+        }
+        n.advance(std::time::Duration::from_secs(1));
+    }
+    n.advance(std::time::Duration::from_secs(30));
+    let spi = n.a.status(&peer_b()).expect("A").children[0].spi_in;
+    assert!(n.a.delete_child(spi, n.now));
+    n.run();
+    let (a, b) = (n.a.status(&peer_b()).expect("A"), n.b.status(&peer_a()).expect("B"));
+    assert!(a.ike_rekeys + b.ike_rekeys >= 2, "both ends rekeyed the IKE SA");
+    assert!(a.children.is_empty() && b.children.is_empty(), "the child was deleted");
+    let checks = n
+        .log
+        .iter()
+        .filter(|(_, t)| Message::parse(&t.data).is_ok_and(|m| m.header.exchange == ExchangeType::Informational))
+        .count();
+    assert!(checks >= 6, "liveness checks went both ways ({checks} INFORMATIONAL messages)");
+    assert_eq!((counted(n.a.drops()), counted(n.b.drops())), (vec![], vec![]));
+}
