@@ -222,6 +222,9 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
     let mut interface = Interface { name: name.to_string(), ..Default::default() };
     let mut peers: Vec<Peer> = Vec::new();
     let mut in_peer = false;
+    // Whether wg(8) has seen a section line: it refuses a setting above
+    // any ("Line unrecognized").
+    let mut in_section = false;
     // Whether wg-quick reads the current section as its [Interface].
     let mut wg_quick_interface = false;
     let mut pending_name: Option<(String, usize)> = None;
@@ -247,10 +250,12 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
         let header = squeezed(line);
         if header.eq_ignore_ascii_case("[interface]") {
             in_peer = false;
+            in_section = true;
             continue;
         }
         if header.eq_ignore_ascii_case("[peer]") {
             in_peer = true;
+            in_section = true;
             let section = format!("peer[{}]", peers.len() + 1);
             origins.note(section.clone(), "[Peer]", n + 1);
             let name = match pending_name.take() {
@@ -265,6 +270,13 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
         }
         let Some((k, v)) = line.split_once('=') else { bail!("{at}: expected Key = Value") };
         let (key, setting) = (k.trim_matches(blank), squeezed(k).to_ascii_lowercase());
+        if !in_section {
+            bail!(
+                "{at}: setting {} is above any [Interface] or [Peer] line, where wg(8) refuses it; \
+                 put it under [Interface]",
+                shown(key)
+            );
+        }
         if !in_peer {
             check_wg_quick_key(key, &setting, wg_quick_interface, &at)?;
         }
@@ -506,6 +518,15 @@ mod tests {
             let mut text = lines.clone();
             text[n] = line.to_string();
             check(&import(&(text.join("\n") + "\n")).unwrap_or_else(|e| panic!("{line:?}: {e}")));
+        }
+        // Above any section line wg(8) refuses every setting, its own too;
+        // a key's value is not printed.
+        for (n, shown) in [(1, "PrivateKey"), (3, "ListenPort"), (2, "Address")] {
+            let mut text = lines.clone();
+            text.swap(0, n);
+            let e = import(&(text.join("\n") + "\n")).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains(&format!("wg7.conf:1: setting {shown} is above any [Interface] or [Peer] line")), "{e}");
+            assert!(!e.contains(&k[..20]), "no value printed: {e}");
         }
         // wg-quick compares the section line whole: `[ Interface ]` is wg's
         // [Interface] only, so wg-quick passes Address on to wg(8).
