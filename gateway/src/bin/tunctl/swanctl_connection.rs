@@ -130,13 +130,7 @@ fn first_address(list: Option<&Setting>) -> Option<IpAddr> {
 
 /// remote_addrs as endpoints: addresses and names, `%any` left out.
 fn endpoints(c: &mut Conn, conn: &Section) -> Vec<String> {
-    let port = c
-        .read(conn, "remote_port", "remote_port", |v| {
-            let expected = "a port number";
-            values::number(v, expected)
-                .and_then(|n| u16::try_from(n).map_err(|_| format!("expected {expected}, got \"{}\"", v.trim())))
-        })
-        .unwrap_or(500);
+    let port = c.read(conn, "remote_port", "remote_port", values::port).unwrap_or(500);
     let Some(addrs) = conn.get("remote_addrs") else { return Vec::new() };
     let mut out = Vec::new();
     let mut any = false;

@@ -67,6 +67,13 @@ pub fn number(text: &str, expected: &str) -> Result<u64, String> {
     }
 }
 
+/// A port number (remote_port), read as `number` reads one.
+pub fn port(text: &str) -> Result<u16, String> {
+    let expected = "a port number";
+    number(text, expected)
+        .and_then(|n| u16::try_from(n).map_err(|_| format!("expected {expected}, got \"{}\"", text.trim())))
+}
+
 /// A strongSwan time in seconds: a number with an optional `s`, `m`, `h`
 /// or `d` (as strongSwan's vici plugin reads one, parse_time). The number
 /// is read as `leading_number` says, so `0x1d` is 29 s: `d` is a hex digit.
@@ -396,6 +403,8 @@ mod tests {
         assert_eq!(number("0x1194", "a port number"), Ok(4_500));
         assert_eq!(number("4500", "a port number"), Ok(4_500));
         assert!(number("0458", "a port number").unwrap_err().contains("octal"));
+        assert_eq!(port("65535"), Ok(65_535));
+        assert_eq!(port("65536").unwrap_err(), "expected a port number, got \"65536\"");
         assert_eq!(number("45x", "a port number").unwrap_err(), "expected a port number, got \"45x\"");
     }
 
