@@ -60,9 +60,9 @@ impl Clock {
     /// (a monitor computing its age must not get a negative one).
     pub fn wall_time_of(&self, t: Time) -> SystemTime {
         let (now, wall) = (self.now(), nanos_since_epoch(self.wall_now()));
-        let kept = Some(self.wall_at_zero.load(Ordering::Relaxed)).filter(|k| *k != NOT_TAKEN);
-        let at_zero = settle(kept.map(i128::from), wall - now.as_nanos() as i128);
-        if kept.map(i128::from) != Some(at_zero) {
+        let kept = Some(self.wall_at_zero.load(Ordering::Relaxed)).filter(|k| *k != NOT_TAKEN).map(i128::from);
+        let at_zero = settle(kept, wall - now.as_nanos() as i128);
+        if kept != Some(at_zero) {
             // Past the year 2262 it is not kept, only used.
             if let Ok(v) = i64::try_from(at_zero) {
                 self.wall_at_zero.store(v, Ordering::Relaxed);

@@ -220,10 +220,11 @@ pub(crate) fn on_request(
     // that way is left half done. The peer tries again later, as
     // strongSwan does in the same case (RFC 7296 §2.25.2). A liveness
     // check is no such exchange: the request answers it. An SA we are
-    // about to delete (a duplicate's Delete waiting behind the check) is
-    // put off too (§2.25.2 again): the rekey would clear that Delete, and
-    // both SAs of the duplicate pair would live on.
-    let closing = sa.duplicate || sa.queue.contains(&Planned::DeleteIke);
+    // about to delete (a duplicate's Delete waiting behind the check; once
+    // sent, it is the pending request refused here) is put off too
+    // (§2.25.2 again): the rekey would clear that Delete, and both SAs of
+    // the duplicate pair would live on.
+    let closing = sa.queue.contains(&Planned::DeleteIke);
     if closing || matches!(&sa.pending, Some(q) if !matches!(q.req, Req::RekeyIke(_) | Req::Informational)) {
         refuse(sa, io, id, n::TEMPORARY_FAILURE, Vec::new());
         return Vec::new();
