@@ -155,7 +155,13 @@ impl Gateway {
 
     /// Stops IKE, deleting every IKE SA (each peer is told).
     pub fn stop_ike(&self) {
-        if let Some(ike) = lock(&self.ike).take() {
+        // Taken out first: the lock is not held while the thread is joined,
+        // so a scrape or `tunctl show` asking for `ike()` meanwhile is
+        // answered without IKE instead of waiting for its last round. The
+        // daemon stops IKE holding the change lock for good, so no
+        // `ensure_ike` can start another on port 500 in between.
+        let ike = lock(&self.ike).take();
+        if let Some(ike) = ike {
             ike.stop();
         }
     }

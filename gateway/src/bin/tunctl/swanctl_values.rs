@@ -47,8 +47,10 @@ fn leading_number(text: &str) -> Option<(u64, &str)> {
 /// The refusal of a number strongSwan would not read: named as octal
 /// when a leading 0 made an 8 or 9 end it early, which is easy to miss.
 fn not_a_number(text: &str, expected: &str) -> String {
-    let octal_end = text.trim_start_matches('+').trim_start_matches(|c: char| ('0'..='7').contains(&c));
-    if text.trim_start_matches('+').starts_with('0') && octal_end.starts_with(['8', '9']) {
+    // strtoul takes one sign: `++08` is no number at all, not an octal one.
+    let unsigned = text.strip_prefix('+').unwrap_or(text);
+    let octal_end = unsigned.trim_start_matches(|c: char| ('0'..='7').contains(&c));
+    if unsigned.starts_with('0') && octal_end.starts_with(['8', '9']) {
         return format!(
             "\"{text}\": strongSwan reads a number with a leading 0 as octal, which has no digit 8 or 9, \
              and refuses it; write it without the leading 0"
@@ -74,14 +76,17 @@ pub fn port(text: &str) -> Result<u16, String> {
         .and_then(|n| u16::try_from(n).map_err(|_| format!("expected {expected}, got \"{}\"", text.trim())))
 }
 
+const SECONDS_EXPECTED: &str = "a time such as 28800, 28800s, 480m, 8h or 1d";
+
 /// A strongSwan time in seconds: a number with an optional `s`, `m`, `h`
 /// or `d` (as strongSwan's vici plugin reads one, parse_time). The number
 /// is read as `leading_number` says, so `0x1d` is 29 s: `d` is a hex digit.
 pub fn seconds(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let expected = "a time such as 28800, 28800s, 480m, 8h or 1d";
+    let expected = SECONDS_EXPECTED;
     let (number, unit) = leading_number(t).ok_or_else(|| not_a_number(t, expected))?;
-    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+    // parse_time skips spaces alone before the unit; a tab there fails.
+    let scale = match unit.trim_start_matches(' ').to_ascii_lowercase().as_str() {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3_600,
@@ -371,7 +376,7 @@ mod tests {
         assert_eq!(seconds("1h").unwrap(), 3_600);
         assert_eq!(seconds("1 H").unwrap(), 3_600);
         assert_eq!(seconds("1d").unwrap(), 86_400);
-        for bad in ["", "h", "1.5h", "1w", "-1", "99999999999d"] {
+        for bad in ["", "h", "1.5h", "1w", "-1", "99999999999d", "1\th", "1 \th", "1hs"] {
             assert!(seconds(bad).is_err(), "{bad}");
         }
     }
@@ -403,6 +408,9 @@ mod tests {
         assert_eq!(number("0x1194", "a port number"), Ok(4_500));
         assert_eq!(number("4500", "a port number"), Ok(4_500));
         assert!(number("0458", "a port number").unwrap_err().contains("octal"));
+        // One sign only, as strtoul: `++08` is refused as no number, not as octal.
+        assert_eq!(seconds("++08").unwrap_err(), format!("expected {}, got \"++08\"", SECONDS_EXPECTED));
+        assert!(seconds("+08").unwrap_err().contains("octal"));
         assert_eq!(port("65535"), Ok(65_535));
         assert_eq!(port("65536").unwrap_err(), "expected a port number, got \"65536\"");
         assert_eq!(number("45x", "a port number").unwrap_err(), "expected a port number, got \"45x\"");
