@@ -390,7 +390,7 @@ fn move_in_an_ike_rekey_collision(seed: u64) -> bool {
 /// `stop_sending` do):
 /// the (inbound, outbound) SPIs installed, and the outbound SPIs it sends
 /// with now or will once the peer uses the pending SA.
-fn data_plane(events: &[Event]) -> (Vec<(u32, u32)>, Vec<u32>) {
+pub(super) fn data_plane(events: &[Event]) -> (Vec<(u32, u32)>, Vec<u32>) {
     let (mut installed, mut sending, mut pending) = (Vec::new(), None, None);
     let mut receive_only = Vec::new();
     for e in events {

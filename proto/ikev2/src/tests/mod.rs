@@ -6,6 +6,7 @@ mod cookies;
 mod drops;
 mod establish;
 mod lifecycle;
+mod lossy;
 pub(crate) mod net;
 mod new_child;
 mod refused;
