@@ -356,16 +356,14 @@ impl Peer {
         }
     }
 
-    /// Whether sending on `kp` should start a new handshake: the initiator
-    /// rekeys after REKEY_AFTER_TIME or REKEY_AFTER_MESSAGES, the
-    /// responder only as a last resort (RESPONDER_LAST_RESORT).
+    /// Whether sending on `kp` should start a new handshake: either end
+    /// after REKEY_AFTER_MESSAGES (wireguard-go's keepKeyFreshSending, the
+    /// kernel's keep_key_fresh), the initiator after REKEY_AFTER_TIME, the
+    /// responder by age only as a last resort (RESPONDER_LAST_RESORT).
     pub fn needs_rekey_on_send(&self, kp: &Keypair, now: Time) -> bool {
         let age = now.saturating_since(kp.created);
-        if kp.is_initiator {
-            age >= REKEY_AFTER_TIME || kp.next_counter() >= REKEY_AFTER_MESSAGES
-        } else {
-            age >= RESPONDER_LAST_RESORT
-        }
+        kp.next_counter() >= REKEY_AFTER_MESSAGES
+            || age >= if kp.is_initiator { REKEY_AFTER_TIME } else { RESPONDER_LAST_RESORT }
     }
 
     /// Whether receiving on the current session should start a handshake:
@@ -414,10 +412,12 @@ impl Peer {
     ) -> Result<([u8; INITIATION_LEN], Option<u32>), Error> {
         let mut hs = self.hs();
         let recent = |t: Option<Time>| t.is_some_and(|t| now.saturating_since(t) < REKEY_TIMEOUT);
-        // A retry of a series already under way is not held back by a
-        // response (wireguard-go's isRetry): the series keeps its pace.
+        // A response we sent holds back retries too, as wireguard-go's
+        // lastSentHandshake and the kernel's last_sent_handshake do: the
+        // handshake we answered gives the peer a session, and ours would
+        // only make a second one.
         let retry = self.timers.handshake_in_progress();
-        if recent(hs.last_initiation_sent) || (!retry && recent(hs.last_response_sent)) {
+        if recent(hs.last_initiation_sent) || recent(hs.last_response_sent) {
             return Err(Error::InitiationTooSoon);
         }
         let ss = hs.static_static.as_ref().map_err(|e| *e)?;
@@ -542,6 +542,19 @@ mod tests {
 
     fn slots(k: &Keypairs) -> [Option<u32>; 3] {
         [&k.current, &k.previous, &k.next].map(|s| s.as_ref().map(|k| k.local_index))
+    }
+
+    #[test]
+    fn either_end_rekeys_after_rekey_after_messages() {
+        let secret = StaticSecret::random(&mut rand_core::OsRng);
+        let peer = Peer::new(Some(&secret), StaticSecret::random(&mut rand_core::OsRng).public_key(), None, 0);
+        for initiator in [true, false] {
+            let k = kp(1, initiator);
+            k.reserve(REKEY_AFTER_MESSAGES - 1).unwrap();
+            assert!(!peer.needs_rekey_on_send(&k, Time::ZERO), "initiator {initiator}: one short");
+            k.reserve(1).unwrap();
+            assert!(peer.needs_rekey_on_send(&k, Time::ZERO), "initiator {initiator}");
+        }
     }
 
     #[test]

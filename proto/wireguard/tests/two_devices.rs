@@ -431,6 +431,35 @@ fn a_responder_does_not_initiate_while_its_answer_is_confirmed() {
     assert!(a.errors.is_empty() && b.errors.is_empty(), "{:?} {:?}", a.errors, b.errors);
 }
 
+/// A response holds retries back too (wireguard-go's lastSentHandshake
+/// and the kernel's last_sent_handshake are set by both): A's initiation
+/// is lost, B's reaches A and is answered, and A's retry, due 5 s after
+/// its first, waits out REKEY_TIMEOUT after the answer instead of
+/// starting a second handshake that the answered one makes needless.
+#[test]
+fn a_retry_waits_after_a_response_too() {
+    let (mut clock, mut a, mut b) = two(0);
+    let lost = a.send(&pkt(1), &clock);
+    assert_eq!(msg_type(&lost[0]), 1);
+    clock.advance(Duration::from_secs(4));
+    let init_b = b.send(&pkt(2), &clock);
+    let resp_a = a.receive(&init_b[0], b.addr, &clock).unwrap();
+    // Past the retry's time (REKEY_TIMEOUT and at most 334 ms of jitter).
+    clock.advance(Duration::from_millis(1_400));
+    let retry = a.tick(&clock);
+    assert!(retry.iter().all(|d| msg_type(d) != 1), "no initiation 1.4 s after answering one");
+    // B's handshake completes, its packet confirms A's session, and A's
+    // held packet leaves on it: one handshake in all.
+    pump(&mut a, &mut b, resp_a, &clock);
+    assert_eq!((a.delivered.as_slice(), b.delivered.as_slice()), (&[pkt(2)][..], &[pkt(1)][..]));
+    assert_eq!((a.sessions_established, b.sessions_established), (0, 1), "only B's handshake");
+    for _ in 0..10 {
+        clock.advance(Duration::from_secs(1));
+        assert!(a.tick(&clock).iter().all(|d| msg_type(d) != 1), "A's series ended with the session");
+    }
+    assert!(a.errors.is_empty() && b.errors.is_empty(), "{:?} {:?}", a.errors, b.errors);
+}
+
 /// Under load, a sender that holds a cookie (it owns its address) still
 /// gets at most a burst of 5 handshake messages through, then 20 a second:
 /// each one that passes the gate costs a Diffie-Hellman, valid or not.
