@@ -7,6 +7,7 @@
 mod error;
 mod peer_change;
 mod peer_file;
+mod sa_requests;
 mod sites;
 mod status;
 pub mod types;
@@ -64,6 +65,8 @@ pub fn answer(iface: &Gateway, req: &Request) -> Result<Answer, ApiError> {
             iface.remove_peer(peer.public_key());
             Answer::Done(format!("removed {}", if peer.name().is_empty() { who.clone() } else { peer.name() }))
         }
+        Request::PeerRekey { peer, ike } => Answer::Done(sa_requests::rekey(iface, peer, *ike)?),
+        Request::PeerReset { peer } => Answer::Done(sa_requests::reset(iface, peer)?),
         Request::Sites => Answer::Sites(sites(iface)),
         Request::SiteJoin { .. } | Request::SiteLeave | Request::SiteSet { .. } | Request::SiteRemove { .. } => {
             Answer::Done(crate::registry::requests::answer(iface, req)?)

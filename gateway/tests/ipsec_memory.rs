@@ -359,3 +359,117 @@ fn a_peer_file_cannot_add_a_peer_the_responder_could_not_tell_apart() {
     causeway_gateway::api::answer(&a.gw, &file("gw9.example")).expect("another identity at that address joins");
     assert!(a.gw.ike().unwrap().config("second").is_some());
 }
+
+/// Waits until `done` holds, or panics after PATIENCE.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `tunctl peer rekey` and `tunctl peer reset` through the control API: a
+/// rekey of the child and IKE SAs with traffic flowing loses nothing; a
+/// reset deletes the SAs at both ends and the initiator sets up new ones
+/// at once; a reset on the end that does not initiate says so, and the
+/// other end, told by the Delete, starts over.
+#[test]
+fn an_operators_rekey_and_reset_through_the_control_api() {
+    use causeway_gateway::api::types::{Answer, Request};
+    use causeway_gateway::api::{answer, ApiError};
+    let net = MemNet::new();
+    let (a, b) = (Site::new(&net, 1), Site::new(&net, 2));
+    let (ike, esp) = ("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    b.apply(&b.config(&a, Duration::from_secs(3600), ike, esp));
+    a.apply(&a.config(&b, Duration::from_secs(3600), ike, esp));
+    wait_for_sa(&a, &b);
+    let status = |s: &Site, peer: &str| s.gw.ike().unwrap().status(peer).unwrap();
+    let done = |r: Result<Answer, ApiError>| match r {
+        Ok(Answer::Done(text)) => text,
+        other => panic!("{other:?}"),
+    };
+
+    let before = status(&a, "site2");
+    let rekey = answer(&a.gw, &Request::PeerRekey { peer: "site2".into(), ike: true });
+    assert_eq!(done(rekey), "site2: rekeying 1 child SA and the IKE SA");
+    stream(&a, &b, 3000, Duration::from_micros(200));
+    wait_until("the rekeys", || {
+        let now = status(&a, "site2");
+        now.spi_i != before.spi_i && now.children.len() == 1 && now.children[0].spi_in != before.children[0].spi_in
+    });
+    stream(&a, &b, 1000, Duration::from_micros(200));
+    for site in [&a, &b] {
+        assert_eq!(site.gw.counters.get(causeway_dataplane::counters::Drop::UnknownSpi), 0);
+    }
+
+    let before = status(&a, "site2");
+    let reset = answer(&a.gw, &Request::PeerReset { peer: "site2".into() });
+    assert_eq!(done(reset), "site2: IKE SA and its child SAs deleted, the peer told; setting up a new one now");
+    wait_until("a new IKE SA at both ends", || {
+        let (x, y) = (status(&a, "site2"), status(&b, "site1"));
+        x.state == causeway_ikev2::IkeState::Established
+            && x.spi_i != before.spi_i
+            && (x.spi_i, x.spi_r) == (y.spi_i, y.spi_r)
+    });
+    wait_for_sa(&a, &b);
+    wait_for_sa(&b, &a);
+
+    // Site 2 does not initiate: its reset says who starts over, and site
+    // 1, told by the Delete, does.
+    let before = status(&a, "site2");
+    let reset = done(answer(&b.gw, &Request::PeerReset { peer: "site1".into() }));
+    assert!(
+        reset.starts_with("site1: IKE SA and its child SAs deleted, the peer told; this gateway does not initiate"),
+        "{reset}"
+    );
+    wait_until("site 1 starting over", || status(&a, "site2").spi_i != before.spi_i);
+    wait_for_sa(&a, &b);
+
+    assert!(matches!(
+        answer(&a.gw, &Request::PeerRekey { peer: "nobody".into(), ike: false }),
+        Err(ApiError::NoSuchPeer(_))
+    ));
+}
+
+/// The same requests for a WireGuard peer: a rekey is a new handshake (at
+/// most one per REKEY_TIMEOUT, so refused just after one), a reset drops
+/// the sessions and sends one; `--ike` is for IPsec peers.
+#[test]
+fn a_wireguard_peer_is_rekeyed_and_reset_through_the_control_api() {
+    use causeway_gateway::api::types::{Answer, Request};
+    use causeway_gateway::api::{answer, ApiError};
+    let net = MemNet::new();
+    let (a, c) = (Site::new(&net, 1), Site::new(&net, 3));
+    for (from, to) in [(&a, &c), (&c, &a)] {
+        let peer = from.gw.add_peer(to.secret.public_key(), format!("site{}", to.n)).unwrap();
+        peer.set_endpoint(SocketAddr::new(to.ip, 51820));
+        let prefix: ipnet::IpNet = format!("10.{}.0.0/16", to.n).parse().unwrap();
+        from.gw.update_routes(|r| {
+            r.insert(prefix, peer.clone().into());
+        });
+    }
+    wait_for_sa(&a, &c);
+    // By when it was made: a freed index may be handed out again.
+    let session = || a.gw.peers()[0].crypto().current_keypair().map(|k| k.created);
+    let rekey = |ike| answer(&a.gw, &Request::PeerRekey { peer: "site3".into(), ike });
+    assert!(matches!(rekey(false), Err(ApiError::HandshakeTooSoon(_))), "an initiation just left");
+    assert!(matches!(rekey(true), Err(ApiError::Field { field: "ike", .. })));
+
+    // Past REKEY_TIMEOUT at a, and at c past the 20 ms it leaves between
+    // two initiations it takes (no timer task runs here to retry one).
+    let later = || [&a, &c].map(|s| s.gw.clock.advance(Duration::from_secs(6)));
+    later();
+    let first = session();
+    assert!(matches!(rekey(false), Ok(Answer::Done(t)) if t == "handshake initiation sent to site3"));
+    wait_until("the new session", || session() != first);
+    stream(&a, &c, 500, Duration::from_micros(200));
+
+    later();
+    let second = session();
+    let reset = answer(&a.gw, &Request::PeerReset { peer: "site3".into() });
+    assert!(matches!(reset, Ok(Answer::Done(t)) if t == "site3: sessions dropped; handshake initiation sent to site3"));
+    wait_until("a session after the reset", || session().is_some_and(|s| Some(s) != second));
+    stream(&a, &c, 500, Duration::from_micros(200));
+    stream(&c, &a, 500, Duration::from_micros(200));
+}

@@ -33,6 +33,14 @@ pub enum ApiError {
     /// IKE's sockets could not be opened for the first IPsec peer.
     #[error("cannot start IKE (UDP ports 500 and 4500): {0}; a gateway that drops root (user =) needs an IPsec peer in its configuration file at start-up to open them")]
     IkeUnavailable(String),
+    /// A rekey asked of an IPsec peer with no IKE SA up.
+    #[error("{0} has no IKE SA up, so nothing to rekey (`tunctl peers` shows its state; `tunctl peer reset` starts it over)")]
+    NotUp(String),
+    /// A WireGuard peer with no endpoint: only the peer can start a handshake.
+    #[error("{0} has no endpoint: only the peer can start a handshake")]
+    NoEndpoint(String),
+    #[error("{0}: a handshake message left less than 5 s ago (REKEY_TIMEOUT allows one per 5 s); its handshake gives new keys, or try again in a few seconds")]
+    HandshakeTooSoon(String),
     #[error("this gateway has no [registry] in its configuration")]
     NoRegistry,
     /// The registry refused the change or could not be reached.

@@ -44,6 +44,18 @@ pub enum Request {
     PeerRemove {
         peer: String,
     },
+    /// New keys for a peer now: an IPsec peer's child SAs are rekeyed,
+    /// with `ike` its IKE SA too; a WireGuard peer gets a new handshake.
+    PeerRekey {
+        peer: String,
+        #[serde(default)]
+        ike: bool,
+    },
+    /// A peer's SAs (IPsec) or sessions (WireGuard) deleted and set up
+    /// from the start.
+    PeerReset {
+        peer: String,
+    },
     /// The sites, their gateways and the registry's state.
     Sites,
     /// This gateway registers in `site` (leaving the one it was in).

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use base64::Engine;
 use causeway_gateway::api::types::{
-    ChildSaStatus, IpsecPeerStatus, PeerChange, PeerStatus, Request, SecretText, SitesStatus, Status, WorkerCounters,
+    ChildSaStatus, IpsecPeerStatus, PeerStatus, Request, SitesStatus, Status, WorkerCounters,
 };
 use causeway_wireguard::{PresharedKey, StaticSecret};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 // A module of this binary; a file directly in src/bin/ would be taken for
 // another binary.
@@ -20,6 +20,8 @@ mod client;
 mod import_swanctl;
 #[path = "tunctl/import_wg.rs"]
 mod import_wg;
+#[path = "tunctl/peer.rs"]
+mod peer;
 #[path = "tunctl/site.rs"]
 mod site;
 #[path = "tunctl/sites.rs"]
@@ -94,9 +96,9 @@ enum Command {
     /// Add, change or remove a peer on the running gateway, without a
     /// restart; other peers' sessions are untouched. The change is not
     /// written to the configuration file: a later reload returns to the
-    /// file's contents.
+    /// file's contents. Also rekey a peer, or reset its tunnel.
     #[command(subcommand)]
-    Peer(PeerCommand),
+    Peer(peer::PeerCommand),
     /// Change the fleet registry (etcd) through the gateway: join or leave
     /// a site, set or remove a site's prefixes. Needs [registry] in the
     /// gateway's configuration.
@@ -177,106 +179,6 @@ enum Command {
     ///
     /// Example: (umask 077; tunctl genpsk > /etc/causeway/dc-east.psk)
     Genpsk,
-}
-
-#[derive(Subcommand)]
-enum PeerCommand {
-    /// Add a peer.
-    ///
-    /// Example: tunctl peer add cw0 --name dc-north --public-key KEY --endpoint 198.18.4.2:51820 --allowed-ip 10.4.0.0/16
-    Add {
-        interface: String,
-        /// The operator's name for the peer (unique).
-        #[arg(long)]
-        name: String,
-        /// The peer's public key (base64, as `wg pubkey` prints).
-        #[arg(long)]
-        public_key: String,
-        #[command(flatten)]
-        fields: PeerFields,
-    },
-    /// Add the peers of a file of [[peer]] tables, WireGuard or IPsec,
-    /// written as in the configuration file (`tunctl import-swanctl` prints
-    /// such tables; the [[peer]] part of `tunctl import-wg`'s output is
-    /// one too). Every peer is checked first:
-    /// one refused changes nothing. causewayd reads the PSK and key files
-    /// the tables name, relative ones from FILE's directory. Like `peer
-    /// add`, this lasts until the next reload, which returns to the
-    /// configuration file.
-    ///
-    /// Example: tunctl peer add-file cw0 /etc/causeway/dc-west.toml
-    AddFile {
-        interface: String,
-        /// The file of [[peer]] tables.
-        file: PathBuf,
-    },
-    /// Change a peer, named by name or public key; fields not given stay.
-    ///
-    /// Example: tunctl peer set cw0 dc-north --endpoint 198.18.4.3:51820
-    Set {
-        interface: String,
-        /// Name or public key of the peer.
-        peer: String,
-        /// A new name.
-        #[arg(long)]
-        name: Option<String>,
-        #[command(flatten)]
-        fields: PeerFields,
-    },
-    /// Remove a peer, named by name or public key.
-    ///
-    /// Example: tunctl peer remove cw0 dc-north
-    Remove {
-        interface: String,
-        /// Name or public key of the peer.
-        peer: String,
-    },
-}
-
-#[derive(Args)]
-struct PeerFields {
-    /// Endpoint (ip:port, [v6]:port or host:port); repeat for failover
-    /// order. Replaces the list.
-    #[arg(long = "endpoint")]
-    endpoints: Vec<String>,
-    /// Prefix routed to and accepted from the peer; repeat. Replaces the list.
-    #[arg(long = "allowed-ip")]
-    allowed_ips: Vec<String>,
-    /// Seconds between keepalives, to hold a NAT mapping open (0 is off).
-    /// `peer add` without it: off; `peer set` without it: unchanged.
-    #[arg(long)]
-    keepalive: Option<u16>,
-    /// File holding a pre-shared key (base64), as `wg genpsk` prints.
-    #[arg(long)]
-    preshared_key_file: Option<PathBuf>,
-    /// With several endpoints: seconds of failing handshakes before the
-    /// next is tried (1 to 3600). `peer add` without it: 10; `peer set`
-    /// without it: unchanged.
-    #[arg(long)]
-    failover_after: Option<u64>,
-}
-
-impl PeerFields {
-    /// The request's fields; lists given replace the peer's.
-    fn into_change(self, name: Option<String>, public_key: Option<String>) -> anyhow::Result<PeerChange> {
-        let preshared_key = match self.preshared_key_file {
-            Some(f) => {
-                let text = causeway_config::read_secret_file(&f, None)?;
-                Some(SecretText(zeroize::Zeroizing::new(text.trim().to_string())))
-            }
-            None => None,
-        };
-        let list = |l: Vec<String>| (!l.is_empty()).then_some(l);
-        Ok(PeerChange {
-            name,
-            public_key,
-            preshared_key,
-            endpoints: list(self.endpoints),
-            allowed_ips: list(self.allowed_ips),
-            persistent_keepalive: self.keepalive,
-            failover_after: self.failover_after,
-        })
-    }
 }
 
 fn bytes(n: u64) -> String {
@@ -507,22 +409,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Peer(cmd) => {
-            let (interface, req) = match cmd {
-                PeerCommand::Add { interface, name, public_key, fields } => {
-                    (interface, Request::PeerAdd(fields.into_change(Some(name), Some(public_key))?))
-                }
-                PeerCommand::Set { interface, peer, name, fields } => {
-                    (interface, Request::PeerSet { peer, change: fields.into_change(name, None)? })
-                }
-                PeerCommand::Remove { interface, peer } => (interface, Request::PeerRemove { peer }),
-                PeerCommand::AddFile { interface, file } => {
-                    let path =
-                        std::path::absolute(&file).with_context(|| format!("cannot locate {}", file.display()))?;
-                    let (text, exposed) = causeway_config::read_config_file(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    (interface, Request::PeersAdd { path, text: SecretText(text), exposed })
-                }
-            };
+            let (interface, req) = cmd.into_request()?;
             let done: String = request(&interface, &req)?;
             println!("{interface}: {done}");
         }
@@ -658,23 +545,5 @@ mod tests {
         let e = parse_reply::<String>(r#"{"error":"no peer named or keyed \"x\""}"#).unwrap_err();
         assert_eq!(e.to_string(), r#"causewayd refused: no peer named or keyed "x""#);
         assert_eq!(parse_reply::<String>(r#"{"ok":"added c"}"#).unwrap(), "added c");
-    }
-
-    #[test]
-    fn peer_fields_become_a_change() {
-        let fields = PeerFields {
-            endpoints: vec!["198.18.0.2:51820".into()],
-            allowed_ips: Vec::new(),
-            keepalive: Some(5),
-            preshared_key_file: None,
-            failover_after: Some(30),
-        };
-        let change = fields.into_change(None, None).unwrap();
-        let v = serde_json::to_value(Request::PeerSet { peer: "c".into(), change }).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"op": "peer_set", "peer": "c", "endpoints": ["198.18.0.2:51820"], "persistent_keepalive": 5,
-                "failover_after": 30})
-        );
     }
 }

@@ -36,7 +36,7 @@ use causeway_dataplane::interface::Interface;
 use causeway_dataplane::io::{Bind, RecvMeta, Socket};
 use causeway_dataplane::ipsec::{flush_staged, follow_ike, Request, SendOn};
 use causeway_dataplane::session::Carrier;
-use causeway_ikev2::{describe_ts, ChildSend, Drops, Endpoint, Event, PeerId, PeerStatus};
+use causeway_ikev2::{describe_ts, ChildSend, DownReason, Drops, Endpoint, Event, PeerId, PeerStatus, RekeyScheduled};
 
 use super::lookup::{self, Lookup};
 use super::retired::Retired;
@@ -259,6 +259,29 @@ impl Ike {
         self.ring();
     }
 
+    /// Rekeys the peer's child SAs, and with `ike` its IKE SA, now
+    /// (`Endpoint::rekey_peer_now`): an operator's request.
+    pub fn rekey_now(&self, name: &str, ike: bool) -> RekeyScheduled {
+        let done = lock(&self.shared.core).rekey_peer_now(&PeerId(name.to_string()), ike, Instant::now());
+        self.ring();
+        done
+    }
+
+    /// Deletes the peer's IKE SAs and child SAs, telling the peer, to set
+    /// them up from the start (`Endpoint::reset_peer`): at once for a peer
+    /// this gateway initiates to (the IkeDown of a reset is not waited out
+    /// as a loss is), else when the peer or traffic starts it. Returns how
+    /// many IKE SAs went.
+    pub fn reset(&self, name: &str) -> usize {
+        let gone = lock(&self.shared.core).reset_peer(&PeerId(name.to_string()), Instant::now());
+        if let Some(p) = lock(&self.shared.plans).get_mut(name) {
+            p.next_try = p.config.initiate.then(Instant::now);
+            p.failing_since = None;
+        }
+        self.ring();
+        gone
+    }
+
     /// Names of the configured peers.
     pub fn peer_names(&self) -> Vec<String> {
         let mut v: Vec<_> = lock(&self.shared.plans).keys().cloned().collect();
@@ -427,6 +450,10 @@ fn apply(s: &Shared, event: Event, prepared: Option<Arc<ChildSa>>) {
             if let Some(p) = lock(&s.plans).get_mut(&peer.0) {
                 p.failing_since = None;
             }
+        }
+        Event::IkeDown { peer, reason: DownReason::Reset } => {
+            // `Ike::reset` set the next try; the operator asked for this.
+            tracing::info!(peer = %peer, "IKE SA deleted on request (reset), the peer told");
         }
         Event::IkeDown { peer, reason } => {
             tracing::warn!(peer = %peer, reason = ?reason, "IKE SA down");

@@ -42,6 +42,8 @@ pub enum DownReason {
     /// Both ends set up an IKE SA at once and this was the redundant one
     /// (the lowest nonce; the other SA carries on).
     Duplicate,
+    /// Deleted on an operator's request to start over (`reset_peer`).
+    Reset,
 }
 
 /// Why an exchange failed.

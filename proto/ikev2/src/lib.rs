@@ -25,6 +25,7 @@ mod informational;
 mod io;
 mod lifetime;
 mod negotiate;
+mod operator;
 mod peer;
 mod rekey;
 mod rekey_state;
@@ -45,6 +46,7 @@ pub use endpoint::{Endpoint, DEFAULT_COOKIE_THRESHOLD, MAX_HALF_OPEN, RECONNECT_
 pub use event::{ChildSend, ChildStatus, DownReason, Event, Failure, IkeState, PeerStatus, Transmit};
 pub use lifetime::{HALF_OPEN_TIMEOUT, REKEY_MARGIN_PERCENT, REPLACED_SA_LINGER};
 pub use negotiate::describe_ts;
+pub use operator::RekeyScheduled;
 pub use rekey::REKEY_RETRY;
 pub use sa::{RETRANSMIT_BASE, RETRANSMIT_TRIES};
 pub use sa_init::NONCE_LEN;

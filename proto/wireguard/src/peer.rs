@@ -325,9 +325,12 @@ impl Peer {
         }
     }
 
-    /// Whether an initiation may be sent now: at most one per REKEY_TIMEOUT.
+    /// Whether an initiation may be sent now: at most one per REKEY_TIMEOUT,
+    /// and none within REKEY_TIMEOUT of a response we sent (`create_initiation`).
     pub fn initiation_allowed(&self, now: Time) -> bool {
-        self.hs().last_initiation_sent.is_none_or(|t| now.saturating_since(t) >= REKEY_TIMEOUT)
+        let hs = self.hs();
+        let past = |t: Option<Time>| t.is_none_or(|t| now.saturating_since(t) >= REKEY_TIMEOUT);
+        past(hs.last_initiation_sent) && past(hs.last_response_sent)
     }
 
     pub fn handshake_in_flight(&self) -> bool {

@@ -9,6 +9,7 @@ mod lifecycle;
 mod lossy;
 pub(crate) mod net;
 mod new_child;
+mod operator;
 mod refused;
 mod rekey;
 mod shared_address;
