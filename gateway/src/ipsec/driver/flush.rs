@@ -4,17 +4,23 @@
 //! 1. take the datagrams and events the core queued;
 //! 2. check and convert each new child SA, and publish its inbound half
 //!    in the data plane (`prepare_child`);
-//! 3. send the datagrams: port 500 from the IKE socket, port 4500 from the
+//! 3. apply the events that move sending away from an SA whose Delete is
+//!    among the datagrams (`before_send`);
+//! 4. send the datagrams: port 500 from the IKE socket, port 4500 from the
 //!    data plane's, behind the non-ESP marker;
-//! 4. apply the events (`driver::apply`): a new SA's sending, SAs removed,
-//!    the log lines.
+//! 5. apply the other events (`driver::apply`): a new SA's sending, SAs
+//!    removed, the log lines.
 //!
-//! Steps 2 and 3 are in this order because the peer sends on a new SA the
+//! Steps 2 and 4 are in this order because the peer sends on a new SA the
 //! moment our answer gives it the keys: its first packets must find the
 //! SA's inbound half in the table, which before took as long as the send
 //! and the scheduler allowed, and under load lost a packet now and then.
-//! Step 4 comes after 3 because applying a new SA sends the packets held
-//! for it, which the peer cannot open before it has our answer.
+//! Step 5 comes after 4 because applying a new SA sends the packets held
+//! for it, which the peer cannot open before it has our answer. Step 3
+//! comes before 4 because a packet sealed on an SA after its Delete left
+//! reaches the peer after the Delete, when a peer that drops the SA on it
+//! (strongSwan does, for a deleted IKE SA's children at once) can no
+//! longer open it.
 //!
 //! The core's lock is let go before each send and each apply: `apply` and
 //! `prepare_child` take it again (`delete_child`), and other locks after it.
@@ -23,7 +29,7 @@ use std::sync::Arc;
 
 use causeway_dataplane::child_sa::ChildSa;
 use causeway_dataplane::session::Carrier;
-use causeway_ikev2::{Event, Transmit};
+use causeway_ikev2::{ChildSend, Event, Transmit};
 
 use super::{apply, convert, lock, raw_esp_reaches, Shared};
 
@@ -44,13 +50,30 @@ pub(super) fn flush(s: &Shared) {
                 (e, sa)
             })
             .collect();
+        let (early, late): (Vec<_>, Vec<_>) = prepared.into_iter().partition(|(e, _)| before_send(e));
+        for (e, sa) in early {
+            apply(s, e, sa);
+        }
         for t in transmits {
             send(s, t);
         }
-        for (e, sa) in prepared {
+        for (e, sa) in late {
             apply(s, e, sa);
         }
     }
+}
+
+/// Whether an event takes effect before the datagrams of the same flush
+/// leave. A child SA stops sending (`ChildStopSending`) because its
+/// Delete, or its IKE SA's, is among them; and a rekey we started, just
+/// answered, sends at once (`ChildSend::Now` with a predecessor) before
+/// the Delete of the SA it replaces goes: the peer holds its keys since
+/// it answered, and sending stays on the old SA otherwise, the new one
+/// being receive-only until then. A new SA of an answer we are sending
+/// still waits for the send (the peer has no keys before it), as does
+/// every other event, in the core's order.
+fn before_send(e: &Event) -> bool {
+    matches!(e, Event::ChildStopSending { .. } | Event::ChildUp { send: ChildSend::Now, replaces: Some(_), .. })
 }
 
 /// For a new child SA (`ChildUp`): the data plane's SA, its inbound half
@@ -102,5 +125,47 @@ fn send(s: &Shared, t: Transmit) {
     };
     if let Err(e) = result {
         tracing::debug!(to = %t.remote, error = %e, "IKE send failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use causeway_ikev2::{ChildKeys, EspCipher, PeerId};
+    use zeroize::Zeroizing;
+
+    fn child_up(send: ChildSend, replaces: Option<u32>) -> Event {
+        Event::ChildUp {
+            peer: PeerId("p".into()),
+            keys: ChildKeys {
+                spi_in: 0x1000,
+                spi_out: 0x2000,
+                cipher: EspCipher::AesGcm16 { key_bits: 256 },
+                keymat_in: Zeroizing::new(vec![1; 36]),
+                keymat_out: Zeroizing::new(vec![2; 36]),
+            },
+            remote: "198.18.0.2:4500".parse().unwrap(),
+            local: None,
+            encap: true,
+            roams: false,
+            replaces,
+            send,
+            local_ts: Vec::new(),
+            remote_ts: Vec::new(),
+        }
+    }
+
+    // Our rekey's answer brings the new SA and the old one's Delete in
+    // one flush: sending moves to the new SA before the Delete leaves.
+    // A first SA of an answer we send waits for it (the peer has no keys).
+    #[test]
+    fn sending_leaves_an_sa_before_its_delete_does_and_not_before_the_peer_has_the_new_one() {
+        assert!(before_send(&child_up(ChildSend::Now, Some(0x0fff))), "our rekey, answered");
+        assert!(before_send(&Event::ChildStopSending { peer: PeerId("p".into()), spi_in: 0x0fff }));
+        assert!(!before_send(&child_up(ChildSend::Now, None)), "a first SA: maybe the answer we send");
+        assert!(!before_send(&child_up(ChildSend::OnceUsed, Some(0x0fff))), "the peer's rekey: it moves first");
+        assert!(!before_send(&child_up(ChildSend::Never, Some(0x0fff))));
+        let down = Event::ChildDown { peer: PeerId("p".into()), spi_in: 0x0fff, spi_out: 0x0ffe };
+        assert!(!before_send(&down), "removed after: it opens what trails the Delete until then");
     }
 }
