@@ -580,3 +580,45 @@ fn causeway_initiated_rekeys_with_strongswan_lose_nothing() {
     // strongSwan's lifetimes are far off: these rekeys were Causeway's.
     assert!(p.charon.count_log("rekeyed") + p.charon.count_log("rekeying") >= 1, "{}", p.logs());
 }
+
+/// `tunctl peer rekey --ike` and `tunctl peer reset` against strongSwan:
+/// the rekey gives the child SA and the IKE SA new SPIs while pings every
+/// 20 ms lose nothing; the reset deletes the SAs at both ends (charon
+/// hears the Delete) and Causeway, the initiator, sets up new ones at
+/// once, which carry pings.
+#[test]
+fn tunctl_rekey_and_reset_with_strongswan() {
+    let Some(_lab) = strongswan_lab("tunctl_rekey_and_reset_with_strongswan") else {
+        return;
+    };
+    let p = interop(Causeway::default(), |c| c);
+    assert!(p.wait_up(Duration::from_secs(20)), "no child SA\n{}", p.logs());
+    assert!(p.host_a.wait_for_ping("10.94.2.2", Duration::from_secs(10)), "no ping\n{}", p.logs());
+    let ifname = p.causeway().ifname.clone();
+    let before = p.ipsec_status();
+    let host = &p.host_a;
+    let out = std::thread::scope(|s| {
+        let ping = s.spawn(|| host.exec("ping", &["-q", "-i", "0.02", "-c", "200", "-W", "1", "10.94.2.2"]));
+        std::thread::sleep(Duration::from_secs(1));
+        let said = tunctl_ok(&p.gw_a, &["peer", "rekey", &ifname, "gw-b", "--ike"]);
+        assert!(said.contains("gw-b: rekeying 1 child SA and the IKE SA"), "{said}");
+        ping.join().unwrap().unwrap_or_default()
+    });
+    let after = p.ipsec_status();
+    eprintln!("ping across the requested rekeys: {}", out.lines().rev().take(2).collect::<Vec<_>>().join(" | "));
+    assert!(out.contains(" 0% packet loss"), "packets lost across the rekeys:\n{out}\n{after}\n{}", p.logs());
+    assert_ne!(after["ike_spis"], before["ike_spis"], "a new IKE SA\n{after}");
+    assert_ne!(after["child_sas"][0]["spi_in"], before["child_sas"][0]["spi_in"], "a new child SA\n{after}");
+    assert!(p.charon.count_log("rekeyed") >= 1, "{}", p.logs());
+
+    let said = tunctl_ok(&p.gw_a, &["peer", "reset", &ifname, "gw-b"]);
+    assert!(said.contains("gw-b: IKE SA and its child SAs deleted, the peer told; setting up a new one now"), "{said}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(p.ipsec_status()["up"] == true && p.ipsec_status()["ike_spis"] != after["ike_spis"]) {
+        assert!(Instant::now() < deadline, "no new SA after the reset\n{}", p.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(p.host_a.wait_for_ping("10.94.2.2", Duration::from_secs(10)), "no ping after the reset\n{}", p.logs());
+    assert!(p.charon.count_log("received DELETE for IKE_SA") >= 1, "charon heard the Delete\n{}", p.logs());
+    assert!(p.charon.count_log("IKE_SA * established") >= 2, "charon set up a second IKE SA\n{}", p.logs());
+}
