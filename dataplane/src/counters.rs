@@ -25,6 +25,7 @@ drop_reasons! {
     NoEndpoint => "no_endpoint",
     OutboundOutsideSelectors => "outbound_outside_traffic_selectors",
     StagedQueueFull => "staged_queue_full",
+    StagedExpired => "held_without_session",
     InvalidInnerPacket => "invalid_inner_packet",
     SourceNotAllowed => "source_not_allowed",
     OutsideSelectors => "outside_traffic_selectors",

@@ -79,7 +79,7 @@ impl Protocol for Ipsec {
     }
 
     fn hold(&self, iface: &Interface, peer: &Arc<PeerState>, packet: &[u8], _sock: &dyn Socket, now: Time) {
-        if !peer.stage(packet) {
+        if !peer.stage(packet, now) {
             iface.counters.count(Drop::StagedQueueFull);
         }
         // The SA may have come between the sender finding none and the

@@ -19,6 +19,14 @@ use crate::ordered::{Batch, OrderedQueue};
 /// beyond this, as the kernel does, so a dead peer cannot pin memory.
 pub const MAX_STAGED: usize = 256;
 
+/// Packets held for a peer without a session, and since when (protocol
+/// time) they have waited: set by the first, cleared when they go.
+#[derive(Default)]
+struct Staged {
+    packets: VecDeque<Vec<u8>>,
+    since: Option<Time>,
+}
+
 /// A batch of a peer's packets on their way out: sealed by any worker,
 /// sent by the drainer of the peer's send queue.
 pub type TxBatch = Batch<TxData<PeerState>>;
@@ -44,7 +52,7 @@ pub struct PeerState {
     set_addr: Mutex<Option<SocketAddr>>,
     /// Endpoints from the configuration, in order of preference.
     pub configured_endpoints: Mutex<Vec<ConfigEndpoint>>,
-    staged: Mutex<VecDeque<Vec<u8>>>,
+    staged: Mutex<Staged>,
     /// Insertion order, so listings are stable.
     pub order: u64,
     pub handshakes_initiated: AtomicU64,
@@ -107,7 +115,7 @@ impl PeerState {
             endpoint: Mutex::new(None),
             set_addr: Mutex::new(None),
             configured_endpoints: Mutex::new(Vec::new()),
-            staged: Mutex::new(VecDeque::new()),
+            staged: Mutex::new(Staged::default()),
             order,
             handshakes_initiated: AtomicU64::new(0),
             failover_lookup: AtomicBool::new(false),
@@ -228,18 +236,34 @@ impl PeerState {
 
     /// Holds a packet until a session exists; returns false if the oldest
     /// had to be dropped to make room.
-    pub fn stage(&self, packet: &[u8]) -> bool {
+    pub fn stage(&self, packet: &[u8], now: Time) -> bool {
         let mut q = lock(&self.staged);
-        let full = q.len() >= MAX_STAGED;
+        let full = q.packets.len() >= MAX_STAGED;
         if full {
-            q.pop_front();
+            q.packets.pop_front();
         }
-        q.push_back(packet.to_vec());
+        q.packets.push_back(packet.to_vec());
+        q.since.get_or_insert(now);
         !full
     }
 
     pub fn take_staged(&self) -> VecDeque<Vec<u8>> {
-        std::mem::take(&mut *lock(&self.staged))
+        let mut q = lock(&self.staged);
+        q.since = None;
+        std::mem::take(&mut q.packets)
+    }
+
+    /// Drops the held packets once they have waited `patience` for a
+    /// session (counted from when the first of them was held): a peer
+    /// that stays unreachable must not get hours-old packets when it
+    /// comes back. Returns how many went.
+    pub fn expire_staged(&self, now: Time, patience: Duration) -> usize {
+        let mut q = lock(&self.staged);
+        if q.since.is_none_or(|t| now.saturating_since(t) < patience) {
+            return 0;
+        }
+        q.since = None;
+        std::mem::take(&mut q.packets).len()
     }
 
     pub fn failover_after(&self) -> Duration {
@@ -339,18 +363,17 @@ impl PeerState {
     }
 
     pub fn staged_len(&self) -> usize {
-        lock(&self.staged).len()
+        lock(&self.staged).packets.len()
     }
 
     pub fn has_staged(&self) -> bool {
-        !lock(&self.staged).is_empty()
+        !lock(&self.staged).packets.is_empty()
     }
 
     pub fn clear_staged(&self) -> usize {
         let mut q = lock(&self.staged);
-        let n = q.len();
-        q.clear();
-        n
+        q.since = None;
+        std::mem::take(&mut q.packets).len()
     }
 }
 
@@ -363,6 +386,27 @@ mod tests {
         let device = Device::new(Some(StaticSecret::random(&mut rand_core::OsRng)));
         let key = StaticSecret::random(&mut rand_core::OsRng).public_key();
         PeerState::new(device.add_peer(key, None, 0).unwrap(), "dc".into(), 0)
+    }
+
+    // Held packets go once they have waited the patience for a session,
+    // counted from the first of them; a session taking them starts over.
+    #[test]
+    fn held_packets_expire_after_waiting_from_the_first() {
+        let at = |s: u64| Time::from_nanos(s * 1_000_000_000);
+        let patience = Duration::from_secs(90);
+        let p = peer();
+        assert_eq!(p.expire_staged(at(1000), patience), 0, "nothing held");
+        p.stage(b"first", at(10));
+        p.stage(b"second", at(60));
+        assert_eq!(p.expire_staged(at(99), patience), 0, "89 s after the first");
+        assert_eq!(p.expire_staged(at(100), patience), 2, "90 s after the first, both");
+        assert_eq!(p.staged_len(), 0);
+        p.stage(b"third", at(150));
+        assert_eq!(p.expire_staged(at(200), patience), 0, "the wait starts again with the next");
+        assert_eq!(p.take_staged().len(), 1);
+        p.stage(b"fourth", at(230));
+        assert_eq!(p.expire_staged(at(300), patience), 0, "a session took the last: counted from this one");
+        assert_eq!(p.expire_staged(at(320), patience), 1);
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl Protocol for WireGuard {
     }
 
     fn hold(&self, iface: &Interface, peer: &Arc<PeerState>, packet: &[u8], sock: &dyn Socket, now: Time) {
-        if !peer.stage(packet) {
+        if !peer.stage(packet, now) {
             iface.counters.count(Drop::StagedQueueFull);
         }
         // The session may have come between the sender finding none and

@@ -232,6 +232,7 @@ pub async fn run_timers(iface: Arc<Gateway>) {
                     }
                     TimerAction::GiveUpHandshake => {
                         let dropped = peer.clear_staged();
+                        iface.counters.count_many(causeway_dataplane::counters::Drop::StagedExpired, dropped);
                         tracing::info!(peer = %peer.public_key(), dropped, "handshake did not complete in 90 s; giving up until there is new traffic");
                     }
                     TimerAction::ClearKeys => {

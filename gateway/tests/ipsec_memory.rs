@@ -473,3 +473,28 @@ fn a_wireguard_peer_is_rekeyed_and_reset_through_the_control_api() {
     stream(&a, &c, 500, Duration::from_micros(200));
     stream(&c, &a, 500, Duration::from_micros(200));
 }
+
+/// Packets routed to an IPsec peer that IKE cannot reach are held, and
+/// dropped once they have waited 90 s (counted as held_without_session),
+/// as WireGuard drops its held packets after REKEY_ATTEMPT_TIME: the peer
+/// must not get them hours later when it comes back.
+#[test]
+fn packets_held_for_an_unreachable_ipsec_peer_are_dropped_after_90_s() {
+    use causeway_dataplane::counters::Drop;
+    let net = MemNet::new();
+    let (a, b) = (Site::new(&net, 1), Site::new(&net, 2));
+    // Site 2 has no peer: it answers none of site 1's IKE.
+    a.apply(&a.config(&b, Duration::from_secs(3600), "aes256gcm16-prfsha256-x25519", "aes256gcm16"));
+    a.host.send(0, (0..5).map(|seq| packet(1, 2, seq, 100)).collect::<Vec<_>>());
+    let held = || a.gw.ipsec.peer("site2").map_or(0, |p| p.staged_len());
+    wait_until("the packets held", || held() == 5);
+    // 85 s on, and a real second and more for the IKE thread's rounds
+    // (each looks at least every 500 ms): still held.
+    a.gw.clock.advance(Duration::from_secs(85));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(held(), 5, "not yet: about 86 s");
+    a.gw.clock.advance(Duration::from_secs(5));
+    wait_until("the held packets dropped", || held() == 0);
+    assert_eq!(a.gw.counters.get(Drop::StagedExpired), 5);
+    assert!(b.host.recv().is_none());
+}

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use causeway_dataplane::counters::Drop;
 use causeway_dataplane::session::Carrier;
 use causeway_ikev2::{IkeState, PeerId};
 
@@ -45,6 +46,11 @@ impl ChildRetry {
     }
 }
 
+/// How long packets are held for a peer without an SA before they are
+/// dropped: WireGuard's REKEY_ATTEMPT_TIME, after which it drops the
+/// packets it holds in the same way.
+const HELD_PATIENCE: Duration = Duration::from_secs(90);
+
 /// Starts IKE for peers that should have an IKE SA and have none.
 pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
     let mut plans = lock(&s.plans);
@@ -52,6 +58,7 @@ pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
     let mut moved = false;
     for (name, plan) in plans.iter_mut() {
         let id = PeerId(name.clone());
+        expire_held(s, name);
         // One status per peer and round (it copies the peer's SAs).
         let status = core.status(&id);
         let mut state = status.as_ref().map_or(IkeState::Down, |st| st.state);
@@ -137,6 +144,19 @@ pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
 /// Resolves `plan`'s endpoints on a thread of its own; `start_due` takes
 /// the answer on its next round (the IKE thread wakes at least every
 /// `TICK`).
+/// Drops what the peer's packets waited HELD_PATIENCE for an SA: after
+/// that long IKE is failing, and the packets are stale by the time it
+/// comes (a TCP segment long retransmitted, a DNS query long answered
+/// elsewhere); new traffic is held again.
+fn expire_held(s: &Shared, name: &str) {
+    let Some(ps) = s.iface.ipsec.peer(name) else { return };
+    let dropped = ps.expire_staged(s.iface.clock.now(), HELD_PATIENCE);
+    if dropped > 0 {
+        s.iface.counters.count_many(Drop::StagedExpired, dropped);
+        tracing::info!(peer = name, dropped, "no SA in 90 s: dropping the packets held for the peer");
+    }
+}
+
 fn look_up(s: &Arc<Shared>, name: &str, plan: &mut Plan) {
     plan.lookup = Lookup::Running;
     let (s, peer) = (s.clone(), name.to_string());
