@@ -222,6 +222,14 @@ pub async fn run_timers(iface: Arc<Gateway>) {
         let sockets = iface.sockets();
         let sock = &*sockets.sockets[0];
         for peer in iface.peers() {
+            // Held without a session for REKEY_ATTEMPT_TIME, attempts or
+            // not (a peer with no endpoint makes none, so no give-up below
+            // would drop them): stale by then.
+            let expired = peer.expire_staged(now, causeway_wireguard::REKEY_ATTEMPT_TIME);
+            if expired > 0 {
+                iface.counters.count_many(causeway_dataplane::counters::Drop::StagedExpired, expired);
+                tracing::info!(peer = %peer.public_key(), dropped = expired, "no session in 90 s: dropping the packets held for the peer");
+            }
             reach_out(&iface, &peer, sock, now);
             failover(&peer, now);
             while let Some(action) = iface.device.poll_timers(peer.crypto(), now) {

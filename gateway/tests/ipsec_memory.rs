@@ -423,7 +423,10 @@ fn an_operators_rekey_and_reset_through_the_control_api() {
         reset.starts_with("site1: IKE SA and its child SAs deleted, the peer told; this gateway does not initiate"),
         "{reset}"
     );
-    wait_until("site 1 starting over", || status(&a, "site2").spi_i != before.spi_i);
+    wait_until("site 1 starting over", || {
+        let now = status(&a, "site2");
+        now.state == causeway_ikev2::IkeState::Established && now.spi_i != before.spi_i
+    });
     wait_for_sa(&a, &b);
 
     assert!(matches!(

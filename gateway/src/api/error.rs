@@ -33,14 +33,17 @@ pub enum ApiError {
     /// IKE's sockets could not be opened for the first IPsec peer.
     #[error("cannot start IKE (UDP ports 500 and 4500): {0}; a gateway that drops root (user =) needs an IPsec peer in its configuration file at start-up to open them")]
     IkeUnavailable(String),
-    /// A rekey asked of an IPsec peer with no IKE SA up.
-    #[error("{0} has no IKE SA up, so nothing to rekey (`tunctl peers` shows its state; `tunctl peer reset` starts it over)")]
-    NotUp(String),
+    /// A rekey asked of an IPsec peer with no IKE SA up; its state.
+    #[error("{0} has no IKE SA up ({1}), so nothing to rekey; `tunctl peer reset` starts it over")]
+    NotUp(String, String),
     /// A WireGuard peer with no endpoint: only the peer can start a handshake.
     #[error("{0} has no endpoint: only the peer can start a handshake")]
     NoEndpoint(String),
     #[error("{0}: a handshake message left less than 5 s ago (REKEY_TIMEOUT allows one per 5 s); its handshake gives new keys, or try again in a few seconds")]
     HandshakeTooSoon(String),
+    /// A reset while the peer's IKE SA is being rekeyed.
+    #[error("{0}: its IKE SA is being rekeyed; nothing was deleted, try again once the rekey is over (seconds)")]
+    RekeyUnderWay(String),
     #[error("this gateway has no [registry] in its configuration")]
     NoRegistry,
     /// The registry refused the change or could not be reached.

@@ -12,6 +12,7 @@ use causeway_dataplane::peer::PeerState;
 use causeway_dataplane::wireguard::send_initiation;
 use causeway_ikev2::IkeState;
 
+use super::status::ike_state_name;
 use super::{find_peer, ApiError};
 use crate::gateway::Gateway;
 use crate::ipsec::Ike;
@@ -31,13 +32,16 @@ fn child_sas(n: usize) -> String {
 
 pub(super) fn rekey(gw: &Gateway, who: &str, ike: bool) -> Result<String, ApiError> {
     if let Some(driver) = ipsec_peer(gw, who) {
-        if driver.status(who).is_none_or(|s| s.state != IkeState::Established) {
-            return Err(ApiError::NotUp(who.to_string()));
+        let state = driver.status(who).map_or(IkeState::Down, |s| s.state);
+        if state != IkeState::Established {
+            return Err(ApiError::NotUp(who.to_string(), ike_state_name(state).to_string()));
         }
         let done = driver.rekey_now(who, ike);
+        // Asked for but not scheduled: its rekey is under way already.
+        let ike_busy = if ike && !done.ike { "; the IKE SA's rekey is under way already" } else { "" };
         return Ok(match (done.ike, done.children) {
             (false, 0) => format!("{who}: nothing to rekey now: a rekey is under way, or no child SA is up"),
-            (false, n) => format!("{who}: rekeying {}", child_sas(n)),
+            (false, n) => format!("{who}: rekeying {}{ike_busy}", child_sas(n)),
             (true, n) => format!("{who}: rekeying {} and the IKE SA", child_sas(n)),
         });
     }
@@ -55,10 +59,14 @@ pub(super) fn rekey(gw: &Gateway, who: &str, ike: bool) -> Result<String, ApiErr
 pub(super) fn reset(gw: &Gateway, who: &str) -> Result<String, ApiError> {
     if let Some(driver) = ipsec_peer(gw, who) {
         let initiates = driver.config(who).is_some_and(|c| c.initiate);
-        let gone = match driver.reset(who) {
-            0 => "had no IKE SA".to_string(),
-            1 => "IKE SA and its child SAs deleted, the peer told".to_string(),
-            n => format!("{n} IKE SAs and their child SAs deleted, the peer told"),
+        let before = driver.status(who).map_or(IkeState::Down, |s| s.state);
+        let gone = match (driver.reset(who), before) {
+            (None, _) => return Err(ApiError::RekeyUnderWay(who.to_string())),
+            (Some(0), _) => "had no IKE SA".to_string(),
+            // Half-open: nobody to tell.
+            (Some(_), IkeState::Connecting) => "the IKE SA being set up abandoned".to_string(),
+            (Some(1), _) => "IKE SA and its child SAs deleted, the peer told".to_string(),
+            (Some(n), _) => format!("{n} IKE SAs and their child SAs deleted, the peer told"),
         };
         let next = if initiates {
             "setting up a new one now"

@@ -97,13 +97,7 @@ fn ipsec_peers(gw: &Gateway, by_peer: &HashMap<*const DpPeer, Vec<IpNet>>) -> Ve
             let (rx_packets, tx_packets) = link.packets();
             let state = st.as_ref().map_or(IkeState::Down, |s| s.state);
             Some(IpsecPeerStatus {
-                ike_state: match state {
-                    IkeState::Established => "established",
-                    IkeState::Connecting => "connecting",
-                    IkeState::Deleting => "deleting",
-                    IkeState::Down => "down",
-                }
-                .into(),
+                ike_state: ike_state_name(state).into(),
                 up: link.sending().is_some(),
                 remote: st.as_ref().and_then(|s| s.remote).map(|a| a.to_string()),
                 local_id: cfg.local_id.to_string(),
@@ -165,6 +159,16 @@ fn worker_counters(w: &WorkerStats) -> WorkerCounters {
         crypto_batches_helped: g(&w.crypto_batches_helped),
         helper_wakeups: g(&w.helper_wakeups),
         pool_stalls: g(&w.pool_stalls),
+    }
+}
+
+/// An IKE state as the status (and `tunctl peers`) words it.
+pub(super) fn ike_state_name(state: IkeState) -> &'static str {
+    match state {
+        IkeState::Established => "established",
+        IkeState::Connecting => "connecting",
+        IkeState::Deleting => "deleting",
+        IkeState::Down => "down",
     }
 }
 

@@ -271,15 +271,16 @@ impl Ike {
     /// them up from the start (`Endpoint::reset_peer`): at once for a peer
     /// this gateway initiates to (the IkeDown of a reset is not waited out
     /// as a loss is), else when the peer or traffic starts it. Returns how
-    /// many IKE SAs went.
-    pub fn reset(&self, name: &str) -> usize {
-        let gone = lock(&self.shared.core).reset_peer(&PeerId(name.to_string()), Instant::now());
+    /// many IKE SAs went, or None while an IKE SA rekey is in flight
+    /// (`Endpoint::reset_peer`), when nothing is done.
+    pub fn reset(&self, name: &str) -> Option<usize> {
+        let gone = lock(&self.shared.core).reset_peer(&PeerId(name.to_string()), Instant::now())?;
         if let Some(p) = lock(&self.shared.plans).get_mut(name) {
             p.next_try = p.config.initiate.then(Instant::now);
             p.failing_since = None;
         }
         self.ring();
-        gone
+        Some(gone)
     }
 
     /// Names of the configured peers.

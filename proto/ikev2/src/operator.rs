@@ -9,7 +9,7 @@ use crate::config::PeerId;
 use crate::endpoint::Endpoint;
 use crate::event::DownReason;
 use crate::informational;
-use crate::sa::SaState;
+use crate::sa::{Req, SaState};
 
 /// What `Endpoint::rekey_peer_now` scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,11 +50,21 @@ impl Endpoint {
     /// (one Delete each, as `remove_peer`), and keeps the peer configured:
     /// its next IKE SA starts from IKE_SA_INIT, with INITIAL_CONTACT, so
     /// the peer drops anything of the old ones a lost Delete left it.
-    /// Returns how many IKE SAs were deleted (half-open ones included).
+    /// Returns how many IKE SAs were deleted (half-open ones included),
+    /// or None, deleting nothing, while an IKE SA rekey is in flight: our
+    /// request may have reached the peer, whose new SA we do not hold yet,
+    /// and the peer takes a Delete of the old SA then as the rekey's end
+    /// (RFC 7296 §2.8) and keeps sending on the new one into nothing.
     /// Who sets the next one up is as after any IKE SA goes down: the
     /// caller, for a peer we initiate to, or the peer.
-    pub fn reset_peer(&mut self, id: &PeerId, now: Instant) -> usize {
+    pub fn reset_peer(&mut self, id: &PeerId, now: Instant) -> Option<usize> {
         self.clock = Some(now);
+        let rekeying = |sa: &crate::sa::IkeSa| {
+            matches!(sa.pending.as_ref().map(|p| &p.req), Some(Req::RekeyIke(_))) || sa.responded_ike_rekey.is_some()
+        };
+        if self.sas.values().any(|sa| &sa.peer == id && rekeying(sa)) {
+            return None;
+        }
         let spis = self.sa_spis_of(id);
         for &spi in &spis {
             if let Some(sa) = self.sas.get_mut(&spi) {
@@ -63,6 +73,6 @@ impl Endpoint {
             self.destroy(spi, now);
         }
         self.io.failures.remove(id);
-        spis.len()
+        Some(spis.len())
     }
 }

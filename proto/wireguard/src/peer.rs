@@ -418,7 +418,9 @@ impl Peer {
         // A response we sent holds back retries too, as wireguard-go's
         // lastSentHandshake and the kernel's last_sent_handshake do: the
         // handshake we answered gives the peer a session, and ours would
-        // only make a second one.
+        // only make a second one. Unlike wireguard-go, whose series ends
+        // at a retry held back, the retry timer stays armed (`Timers::poll`
+        // re-arms it), so the series goes on if that session never comes.
         let retry = self.timers.handshake_in_progress();
         if recent(hs.last_initiation_sent) || recent(hs.last_response_sent) {
             return Err(Error::InitiationTooSoon);

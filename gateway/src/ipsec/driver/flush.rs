@@ -5,7 +5,7 @@
 //! 2. check and convert each new child SA, and publish its inbound half
 //!    in the data plane (`prepare_child`);
 //! 3. apply the events that move sending away from an SA whose Delete is
-//!    among the datagrams (`before_send`);
+//!    among the datagrams (`before_send`), as long as they lead the list;
 //! 4. send the datagrams: port 500 from the IKE socket, port 4500 from the
 //!    data plane's, behind the non-ESP marker;
 //! 5. apply the other events (`driver::apply`): a new SA's sending, SAs
@@ -50,8 +50,8 @@ pub(super) fn flush(s: &Shared) {
                 (e, sa)
             })
             .collect();
-        let (early, late): (Vec<_>, Vec<_>) = prepared.into_iter().partition(|(e, _)| before_send(e));
-        for (e, sa) in early {
+        let mut late = prepared;
+        for (e, sa) in take_early(&mut late) {
             apply(s, e, sa);
         }
         for t in transmits {
@@ -61,6 +61,16 @@ pub(super) fn flush(s: &Shared) {
             apply(s, e, sa);
         }
     }
+}
+
+/// The events to apply before the sends, taken from the front of
+/// `events`: only a leading run of them, so that the core's order among
+/// events stands (a ChildStopSending behind a ChildUp that waits for the
+/// send waits too, or it would find no SA yet to hand sending to, and
+/// the SA it stops would keep sending).
+fn take_early<T>(events: &mut Vec<(Event, T)>) -> Vec<(Event, T)> {
+    let n = events.iter().take_while(|(e, _)| before_send(e)).count();
+    events.drain(..n).collect()
 }
 
 /// Whether an event takes effect before the datagrams of the same flush
@@ -167,5 +177,22 @@ mod tests {
         assert!(!before_send(&child_up(ChildSend::Never, Some(0x0fff))));
         let down = Event::ChildDown { peer: PeerId("p".into()), spi_in: 0x0fff, spi_out: 0x0ffe };
         assert!(!before_send(&down), "removed after: it opens what trails the Delete until then");
+    }
+
+    // The order among events stands: only a leading run goes first.
+    #[test]
+    fn only_the_leading_run_of_events_goes_before_the_sends() {
+        let stop = || Event::ChildStopSending { peer: PeerId("p".into()), spi_in: 0x0fff };
+        let kinds = |v: &[(Event, u8)]| v.iter().map(|(_, k)| *k).collect::<Vec<_>>();
+        // Our rekey answered: the new SA, then the old one's stop, first.
+        let mut rekey =
+            vec![(child_up(ChildSend::Now, Some(0x0fff)), 0), (stop(), 1), (child_up(ChildSend::Now, None), 2)];
+        assert_eq!(kinds(&take_early(&mut rekey)), [0, 1]);
+        assert_eq!(kinds(&rekey), [2]);
+        // A duplicate deleted as IKE_AUTH completes: the stop waits behind
+        // the new SA that itself waits for the send.
+        let mut duplicate = vec![(child_up(ChildSend::Now, None), 0), (stop(), 1)];
+        assert!(take_early(&mut duplicate).is_empty());
+        assert_eq!(kinds(&duplicate), [0, 1]);
     }
 }

@@ -141,13 +141,10 @@ pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
     }
 }
 
-/// Resolves `plan`'s endpoints on a thread of its own; `start_due` takes
-/// the answer on its next round (the IKE thread wakes at least every
-/// `TICK`).
-/// Drops what the peer's packets waited HELD_PATIENCE for an SA: after
-/// that long IKE is failing, and the packets are stale by the time it
-/// comes (a TCP segment long retransmitted, a DNS query long answered
-/// elsewhere); new traffic is held again.
+/// Drops the packets held for the peer once they have waited
+/// HELD_PATIENCE for an SA: by then IKE is failing, and they are stale by
+/// the time it comes (a TCP segment long retransmitted, a DNS query long
+/// answered elsewhere); new traffic is held again.
 fn expire_held(s: &Shared, name: &str) {
     let Some(ps) = s.iface.ipsec.peer(name) else { return };
     let dropped = ps.expire_staged(s.iface.clock.now(), HELD_PATIENCE);
@@ -157,6 +154,9 @@ fn expire_held(s: &Shared, name: &str) {
     }
 }
 
+/// Resolves `plan`'s endpoints on a thread of its own; `start_due` takes
+/// the answer on its next round (the IKE thread wakes at least every
+/// `TICK`).
 fn look_up(s: &Arc<Shared>, name: &str, plan: &mut Plan) {
     plan.lookup = Lookup::Running;
     let (s, peer) = (s.clone(), name.to_string());

@@ -79,7 +79,7 @@ fn a_peer_without_an_ike_sa_up_has_nothing_to_rekey() {
 fn a_reset_deletes_the_sas_at_both_ends_and_the_next_starts_afresh() {
     let mut n = up_pair();
     let (ike, children) = spis(&n, Side::A);
-    assert_eq!(n.a.reset_peer(&peer_b(), n.now), 1);
+    assert_eq!(n.a.reset_peer(&peer_b(), n.now), Some(1));
     n.run();
     assert_eq!(downs(&n, Side::A), [DownReason::Reset]);
     assert_eq!(downs(&n, Side::B), [DownReason::DeletedByPeer]);
@@ -107,4 +107,24 @@ fn after_a_reset_whose_delete_was_lost_initial_contact_clears_the_peers_old_sas(
     assert_eq!(downs(&n, Side::B), [DownReason::Replaced]);
     assert_eq!((n.a.sas.len(), n.b.sas.len()), (1, 1));
     assert_eq!(spis(&n, Side::A).0, spis(&n, Side::B).0);
+}
+
+// A reset while our IKE SA rekey is out is refused: the peer may hold the
+// new SA already and would take the old one's Delete as the rekey's end.
+// Once the rekey is over, the reset goes ahead and leaves no SA at B.
+#[test]
+fn a_reset_waits_while_an_ike_rekey_is_in_flight() {
+    let mut n = up_pair();
+    n.a.rekey_peer_now(&peer_b(), true, n.now);
+    // B's answer is lost: the rekey stays in flight at A.
+    n.drop = Box::new(|side, _| side == Side::B);
+    n.a.handle_timeout(n.now);
+    n.run();
+    assert_eq!(n.a.reset_peer(&peer_b(), n.now), None, "refused while the rekey is out");
+    assert_eq!(n.b.sas.len(), 2, "B holds the old SA and the new one");
+    n.drop = Box::new(|_, _| false);
+    n.advance(Duration::from_secs(30));
+    assert_eq!(n.a.reset_peer(&peer_b(), n.now), Some(1), "the rekey is over");
+    n.run();
+    assert!(n.b.sas.values().all(|sa| !sa.up), "B holds no SA up: {:?}", n.b.status(&peer_a()).map(|s| s.state));
 }
