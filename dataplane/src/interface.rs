@@ -246,6 +246,15 @@ impl Interface {
         self.peers.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
     }
 
+    /// Drops what `peer` has held for HELD_PATIENCE without a session,
+    /// counted as `held_without_session`; returns how many went. Called by
+    /// the protocols' timers (WireGuard's timer task, the IKE thread).
+    pub fn expire_held(&self, peer: &PeerState) -> usize {
+        let dropped = peer.expire_staged(self.clock.now(), crate::peer::HELD_PATIENCE);
+        self.counters.count_many(crate::counters::Drop::StagedExpired, dropped);
+        dropped
+    }
+
     /// Peers in the order they were added.
     pub fn peers(&self) -> Vec<Arc<PeerState>> {
         let mut v: Vec<_> = self.peers.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();

@@ -19,12 +19,27 @@ use crate::ordered::{Batch, OrderedQueue};
 /// beyond this, as the kernel does, so a dead peer cannot pin memory.
 pub const MAX_STAGED: usize = 256;
 
+/// How long packets are held for a peer without a session, from the
+/// first of them, before they are dropped as stale (a TCP segment long
+/// retransmitted, a DNS query long answered elsewhere): WireGuard's
+/// REKEY_ATTEMPT_TIME, after which WireGuard gives its handshake up and
+/// drops them; the same for IPsec peers.
+pub const HELD_PATIENCE: Duration = causeway_wireguard::REKEY_ATTEMPT_TIME;
+
 /// Packets held for a peer without a session, and since when (protocol
 /// time) they have waited: set by the first, cleared when they go.
 #[derive(Default)]
 struct Staged {
     packets: VecDeque<Vec<u8>>,
     since: Option<Time>,
+}
+
+impl Staged {
+    /// Every packet held, leaving none, so the next starts a new wait.
+    fn take(&mut self) -> VecDeque<Vec<u8>> {
+        self.since = None;
+        std::mem::take(&mut self.packets)
+    }
 }
 
 /// A batch of a peer's packets on their way out: sealed by any worker,
@@ -248,9 +263,7 @@ impl PeerState {
     }
 
     pub fn take_staged(&self) -> VecDeque<Vec<u8>> {
-        let mut q = lock(&self.staged);
-        q.since = None;
-        std::mem::take(&mut q.packets)
+        lock(&self.staged).take()
     }
 
     /// Drops the held packets once they have waited `patience` for a
@@ -262,8 +275,7 @@ impl PeerState {
         if q.since.is_none_or(|t| now.saturating_since(t) < patience) {
             return 0;
         }
-        q.since = None;
-        std::mem::take(&mut q.packets).len()
+        q.take().len()
     }
 
     pub fn failover_after(&self) -> Duration {
@@ -371,9 +383,7 @@ impl PeerState {
     }
 
     pub fn clear_staged(&self) -> usize {
-        let mut q = lock(&self.staged);
-        q.since = None;
-        std::mem::take(&mut q.packets).len()
+        lock(&self.staged).take().len()
     }
 }
 

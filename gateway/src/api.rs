@@ -37,6 +37,11 @@ fn find_peer(iface: &Interface, who: &str) -> Result<Arc<PeerState>, ApiError> {
         .ok_or_else(|| ApiError::NoSuchPeer(who.to_string()))
 }
 
+/// The IKE driver of `who` when it names an IPsec peer.
+fn ipsec_peer(gw: &Gateway, who: &str) -> Option<Arc<crate::ipsec::Ike>> {
+    gw.ike().filter(|ike| ike.config(who).is_some())
+}
+
 /// Carries out one request.
 pub fn answer(iface: &Gateway, req: &Request) -> Result<Answer, ApiError> {
     Ok(match req {
@@ -57,7 +62,7 @@ pub fn answer(iface: &Gateway, req: &Request) -> Result<Answer, ApiError> {
         Request::PeerRemove { peer: who } => {
             let _one_change = iface.changing();
             // An IPsec peer by its name: IKE deletes its SAs, telling the peer.
-            if let Some(ike) = iface.ike().filter(|ike| ike.config(who).is_some()) {
+            if let Some(ike) = ipsec_peer(iface, who) {
                 ike.remove_peer(who);
                 return Ok(Answer::Done(format!("removed {who}")));
             }

@@ -225,9 +225,8 @@ pub async fn run_timers(iface: Arc<Gateway>) {
             // Held without a session for REKEY_ATTEMPT_TIME, attempts or
             // not (a peer with no endpoint makes none, so no give-up below
             // would drop them): stale by then.
-            let expired = peer.expire_staged(now, causeway_wireguard::REKEY_ATTEMPT_TIME);
+            let expired = iface.expire_held(&peer);
             if expired > 0 {
-                iface.counters.count_many(causeway_dataplane::counters::Drop::StagedExpired, expired);
                 tracing::info!(peer = %peer.public_key(), dropped = expired, "no session in 90 s: dropping the packets held for the peer");
             }
             reach_out(&iface, &peer, sock, now);

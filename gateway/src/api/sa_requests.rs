@@ -13,14 +13,8 @@ use causeway_dataplane::wireguard::send_initiation;
 use causeway_ikev2::IkeState;
 
 use super::status::ike_state_name;
-use super::{find_peer, ApiError};
+use super::{find_peer, ipsec_peer, ApiError};
 use crate::gateway::Gateway;
-use crate::ipsec::Ike;
-
-/// The IKE driver of `who` when it names an IPsec peer.
-fn ipsec_peer(gw: &Gateway, who: &str) -> Option<std::sync::Arc<Ike>> {
-    gw.ike().filter(|ike| ike.config(who).is_some())
-}
 
 fn child_sas(n: usize) -> String {
     if n == 1 {

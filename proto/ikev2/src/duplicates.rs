@@ -27,7 +27,7 @@
 //! can only keep the end that would delete from deleting, never make
 //! both delete, since one end alone initiated the SA that goes.
 
-use crate::sa::{IkeSa, Req, SaState};
+use crate::sa::{IkeSa, SaState};
 
 /// The Vendor ID by which a Causeway gateway says it deletes duplicates
 /// by this rule. Sent only inside IKE_AUTH's encrypted payload, so only
@@ -42,8 +42,7 @@ pub(crate) const VENDOR_ID: &[u8] = b"Causeway: crossing IKE SAs, lowest nonce g
 /// duplicate in our eyes and leave the old SA's Delete deleting nothing.
 fn eligible(sa: &IkeSa) -> bool {
     let carries = sa.children.iter().any(|c| !c.retiring);
-    let rekeying =
-        sa.responded_ike_rekey.is_some() || matches!(&sa.pending, Some(p) if matches!(p.req, Req::RekeyIke(_)));
+    let rekeying = sa.ike_rekey_in_flight();
     sa.up && sa.state == SaState::Established && sa.peer_resolves_duplicates && !sa.duplicate && carries && !rekeying
 }
 

@@ -110,14 +110,22 @@ impl Endpoint {
     /// Removes a peer: each of its IKE SAs is deleted (one Delete, not
     /// retransmitted — the peer's liveness check covers a lost one).
     pub fn remove_peer(&mut self, id: &PeerId, now: Instant) {
-        for spi in self.sa_spis_of(id) {
+        self.delete_sas_of(id, now, DownReason::DeletedLocally);
+        self.peers.remove(id);
+        self.io.failures.remove(id);
+    }
+
+    /// Deletes every IKE SA of the peer, each with one Delete (see
+    /// `remove_peer`), and forgets it; returns how many there were.
+    pub(crate) fn delete_sas_of(&mut self, id: &PeerId, now: Instant, reason: DownReason) -> usize {
+        let spis = self.sa_spis_of(id);
+        for &spi in &spis {
             if let Some(sa) = self.sas.get_mut(&spi) {
-                informational::delete_now(sa, &mut self.io, now, DownReason::DeletedLocally);
+                informational::delete_now(sa, &mut self.io, now, reason.clone());
             }
             self.destroy(spi, now);
         }
-        self.peers.remove(id);
-        self.io.failures.remove(id);
+        spis.len()
     }
 
     /// Starts an IKE SA with a configured peer as initiator. `remote` is

@@ -8,8 +8,7 @@ use std::time::Instant;
 use crate::config::PeerId;
 use crate::endpoint::Endpoint;
 use crate::event::DownReason;
-use crate::informational;
-use crate::sa::{Req, SaState};
+use crate::sa::SaState;
 
 /// What `Endpoint::rekey_peer_now` scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,20 +58,11 @@ impl Endpoint {
     /// caller, for a peer we initiate to, or the peer.
     pub fn reset_peer(&mut self, id: &PeerId, now: Instant) -> Option<usize> {
         self.clock = Some(now);
-        let rekeying = |sa: &crate::sa::IkeSa| {
-            matches!(sa.pending.as_ref().map(|p| &p.req), Some(Req::RekeyIke(_))) || sa.responded_ike_rekey.is_some()
-        };
-        if self.sas.values().any(|sa| &sa.peer == id && rekeying(sa)) {
+        if self.sas.values().any(|sa| &sa.peer == id && sa.ike_rekey_in_flight()) {
             return None;
         }
-        let spis = self.sa_spis_of(id);
-        for &spi in &spis {
-            if let Some(sa) = self.sas.get_mut(&spi) {
-                informational::delete_now(sa, &mut self.io, now, DownReason::Reset);
-            }
-            self.destroy(spi, now);
-        }
+        let gone = self.delete_sas_of(id, now, DownReason::Reset);
         self.io.failures.remove(id);
-        Some(spis.len())
+        Some(gone)
     }
 }

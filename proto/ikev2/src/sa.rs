@@ -406,6 +406,12 @@ impl IkeSa {
         }
     }
 
+    /// Whether an IKE SA rekey is in flight on this SA: ours sent, or the
+    /// peer's answered in a collision still to be settled.
+    pub(crate) fn ike_rekey_in_flight(&self) -> bool {
+        self.responded_ike_rekey.is_some() || matches!(&self.pending, Some(p) if matches!(p.req, Req::RekeyIke(_)))
+    }
+
     pub(crate) fn child(&self, spi_in: u32) -> Option<&ChildSa> {
         self.children.iter().find(|c| c.spi_in == spi_in)
     }

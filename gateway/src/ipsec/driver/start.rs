@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use causeway_dataplane::counters::Drop;
 use causeway_dataplane::session::Carrier;
 use causeway_ikev2::{IkeState, PeerId};
 
@@ -45,11 +44,6 @@ impl ChildRetry {
         self.asked = 0;
     }
 }
-
-/// How long packets are held for a peer without an SA before they are
-/// dropped: WireGuard's REKEY_ATTEMPT_TIME, after which it drops the
-/// packets it holds in the same way.
-const HELD_PATIENCE: Duration = Duration::from_secs(90);
 
 /// Starts IKE for peers that should have an IKE SA and have none.
 pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
@@ -142,14 +136,12 @@ pub(super) fn start_due(s: &Arc<Shared>, now: Instant) {
 }
 
 /// Drops the packets held for the peer once they have waited
-/// HELD_PATIENCE for an SA: by then IKE is failing, and they are stale by
-/// the time it comes (a TCP segment long retransmitted, a DNS query long
-/// answered elsewhere); new traffic is held again.
+/// HELD_PATIENCE for an SA (`Interface::expire_held`): by then IKE is
+/// failing; new traffic is held again.
 fn expire_held(s: &Shared, name: &str) {
     let Some(ps) = s.iface.ipsec.peer(name) else { return };
-    let dropped = ps.expire_staged(s.iface.clock.now(), HELD_PATIENCE);
+    let dropped = s.iface.expire_held(&ps);
     if dropped > 0 {
-        s.iface.counters.count_many(Drop::StagedExpired, dropped);
         tracing::info!(peer = name, dropped, "no SA in 90 s: dropping the packets held for the peer");
     }
 }
