@@ -57,7 +57,7 @@ async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
         let response = match op.as_str() {
             // A get with lines after it is not one wg sends (wireguard-go
             // refuses it too).
-            "get=1" if !body.is_empty() => Zeroizing::new(format!("errno={}\n\n", libc::EINVAL)),
+            "get=1" if !body.is_empty() => errno_reply(libc::EINVAL),
             "get=1" => {
                 // Not in the middle of a set: `wg show` during `wg setconf`
                 // sees the state before or after it, never half of it.
@@ -65,13 +65,13 @@ async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
                 match tokio::task::spawn_blocking(move || {
                     let _one_change = gw.changing();
                     let mut answer = uapi::get(&gw);
-                    answer.push_str("errno=0\n\n");
+                    answer.push_str(&errno_reply(0));
                     answer
                 })
                 .await
                 {
                     Ok(answer) => answer,
-                    Err(_) => Zeroizing::new(format!("errno={}\n\n", libc::EIO)),
+                    Err(_) => errno_reply(libc::EIO),
                 }
             }
             "set=1" => {
@@ -84,17 +84,17 @@ async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
                 })
                 .await;
                 match result {
-                    Ok(Ok(())) => Zeroizing::new("errno=0\n\n".to_string()),
+                    Ok(Ok(())) => errno_reply(0),
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "UAPI set refused");
-                        Zeroizing::new(format!("errno={}\n\n", e.errno()))
+                        errno_reply(e.errno())
                     }
-                    Err(_) => Zeroizing::new(format!("errno={}\n\n", libc::EIO)),
+                    Err(_) => errno_reply(libc::EIO),
                 }
             }
             other => {
                 tracing::warn!(op = %operation_name(other), "unknown UAPI operation");
-                Zeroizing::new(format!("errno={}\n\n", libc::EINVAL))
+                errno_reply(libc::EINVAL)
             }
         };
         if write.write_all(response.as_bytes()).await.is_err() {
@@ -282,6 +282,14 @@ pub async fn run_timers(iface: Arc<Gateway>) {
 /// What of an unknown UAPI operation line may be logged: the name before
 /// '=', shortened. A client that left out "set=1" may have sent a key as
 /// its first line, and the value is never logged.
+/// The line that ends a reply. The number is negated, as wireguard-go
+/// writes it (`-EINVAL`) and wg reads it: wg sets `errno` to its negation
+/// and prints that, so a positive 22 shows as "Unknown error -22" where
+/// -22 shows as "Invalid argument".
+fn errno_reply(errno: i32) -> Zeroizing<String> {
+    Zeroizing::new(format!("errno={}\n\n", -errno))
+}
+
 fn operation_name(line: &str) -> String {
     match line.split_once('=') {
         Some((name, _)) => uapi::loggable_name(name),
@@ -293,6 +301,31 @@ fn operation_name(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each failure as wireguard-go answers it, a negative errno, which wg
+    /// turns into strerror's text; success as 0.
+    #[tokio::test]
+    async fn failures_answer_a_negative_errno() {
+        let iface = Interface::new("cwctl0".into(), None, 1420, 1, 0).unwrap();
+        let gw = Arc::new(Gateway::new(Arc::new(iface)));
+        let (client, server) = UnixStream::pair().unwrap();
+        tokio::spawn(handle_client(gw, server));
+        let mut client = BufReader::new(client);
+        let einval = format!("errno=-{}\n\n", libc::EINVAL);
+        for (request, want) in [
+            ("set=1\nlisten_port=x\n\n", einval.as_str()),
+            ("get=1\nlisten_port=1\n\n", &einval),
+            ("frobnicate=1\n\n", &einval),
+            ("set=1\n\n", "errno=0\n\n"),
+        ] {
+            client.get_mut().write_all(request.as_bytes()).await.unwrap();
+            let mut reply = String::new();
+            while !reply.ends_with("\n\n") {
+                assert_ne!(client.read_line(&mut reply).await.unwrap(), 0, "{request:?}: closed after {reply:?}");
+            }
+            assert_eq!(reply, want, "{request:?}");
+        }
+    }
 
     #[test]
     fn an_unknown_operation_is_logged_by_its_name_only() {

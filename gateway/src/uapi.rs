@@ -43,6 +43,15 @@ impl UapiError {
     }
 }
 
+/// A number as wireguard-go's `strconv.ParseUint(v, 10, …)` reads one:
+/// decimal digits only. Rust's parse would also take a leading `+`.
+fn decimal<T: std::str::FromStr>(v: &str) -> Option<T> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
 #[derive(Default)]
 pub struct SetRequest {
     /// Some(None) removes the private key.
@@ -169,10 +178,11 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
                 req.private_key = Some((!all_zero(&k)).then(|| StaticSecret::from_bytes(*k)));
             }
             "listen_port" => {
-                req.listen_port = Some(value.parse().map_err(|_| bad(format!("listen_port: {value:?} is not a port")))?)
+                req.listen_port =
+                    Some(decimal(value).ok_or_else(|| bad(format!("listen_port: {value:?} is not a port")))?)
             }
             "fwmark" => {
-                req.fwmark = Some(value.parse().map_err(|_| bad(format!("fwmark: {value:?} is not a number")))?)
+                req.fwmark = Some(decimal(value).ok_or_else(|| bad(format!("fwmark: {value:?} is not a number")))?)
             }
             "replace_peers" => req.replace_peers = flag(value)?,
             "public_key" => {
@@ -211,9 +221,8 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
             }
             "persistent_keepalive_interval" => {
                 need_peer(peer)?;
-                let v = value
-                    .parse()
-                    .map_err(|_| bad(format!("persistent_keepalive_interval: {value:?} is not 0 to 65535")))?;
+                let v = decimal(value)
+                    .ok_or_else(|| bad(format!("persistent_keepalive_interval: {value:?} is not 0 to 65535")))?;
                 req.peers.last_mut().expect("checked").persistent_keepalive = Some(v);
             }
             "replace_allowed_ips" => {
@@ -517,6 +526,12 @@ mod tests {
             bad(&format!("public_key={}\nreplace_peers=true", k(1))),
             "line 3: replace_peers after a public_key: interface keys come first"
         );
+        // Decimal digits only, as wireguard-go's ParseUint reads numbers.
+        assert_eq!(bad("listen_port=+51820"), "line 2: listen_port: \"+51820\" is not a port");
+        assert!(bad("fwmark=+1").contains("is not a number"));
+        assert!(bad("listen_port=").contains("is not a port"));
+        assert!(bad(&format!("public_key={}\npersistent_keepalive_interval=+25", k(1))).contains("is not 0 to 65535"));
+        assert_eq!(parse_set(["listen_port=051820"].into_iter()).unwrap().listen_port, Some(51820));
     }
 
     // A key pasted without its name still holds '=' (base64 ends with
