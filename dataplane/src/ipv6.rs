@@ -3,6 +3,23 @@
 //! Every read past the fixed header is bounds-checked: the packets are
 //! untrusted.
 
+/// Whether the chain of extension headers before the upper layer holds a
+/// Fragment header or AH. `p` holds at least the 40-byte fixed header.
+pub fn has_fragment_or_ah(p: &[u8]) -> bool {
+    let (mut next, mut at) = (p[6], 40usize);
+    for _ in 0..8 {
+        match next {
+            0 | 43 | 60 => {
+                let Some(h) = p.get(at..at + 2) else { return false };
+                (next, at) = (h[0], at + (h[1] as usize + 1) * 8);
+            }
+            44 | 51 => return true,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// The protocol after IPv6's extension headers, and where its header
 /// starts (None in a fragment other than the first, which has no ports).
 /// Only the headers RFC 8200 places before the upper layer are walked,

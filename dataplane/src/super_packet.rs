@@ -91,11 +91,12 @@ impl<'a> SuperPacket<'a> {
             return None;
         }
         // The IP header must name the protocol the virtio header cuts, and
-        // an IPv4 one no fragment: the kernel hands over neither, and a cut
+        // carry no fragment (nor, in IPv6, AH, which Linux's GSO does not
+        // walk past either): the kernel hands over neither, and a cut
         // would write sequence numbers and checksums over another
         // protocol's header, or copy fragment bits into every segment.
         let names_proto = if v6 {
-            ipv6::upper_layer(input) == (proto, Some(csum_start))
+            ipv6::upper_layer(input) == (proto, Some(csum_start)) && !ipv6::has_fragment_or_ah(input)
         } else {
             input[9] == proto && u16::from_be_bytes([input[6], input[7]]) & 0x3fff == 0
         };
@@ -392,6 +393,23 @@ mod tests {
         let mut v6_udp_named = v6_tcp.clone();
         v6_udp_named[6] = UDP;
         assert!(refuse(tcp6, &v6_udp_named), "IPv6 naming UDP, cut as TCP");
+
+        // Extension headers: those Linux's GSO walks past are taken, a
+        // Fragment header (or AH) is not, since every segment would carry
+        // a copy of it.
+        let with_ext = |kind: u8, ext: [u8; 8]| {
+            let mut p = v6_tcp.clone();
+            p.splice(40..40, ext);
+            p[6] = kind;
+            let len = u16::from_be_bytes([p[4], p[5]]) + 8;
+            p[4..6].copy_from_slice(&len.to_be_bytes());
+            p
+        };
+        let behind = VirtioNetHdr { csum_start: 48, ..tcp6 };
+        let options = with_ext(60, [TCP, 0, 1, 4, 0, 0, 0, 0]);
+        assert!(SuperPacket::parse(&behind, &options).is_some(), "behind destination options");
+        let fragment = with_ext(44, [TCP, 0, 0, 1, 0, 0, 0, 9]);
+        assert!(refuse(behind, &fragment), "behind a Fragment header");
     }
 
     #[test]

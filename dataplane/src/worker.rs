@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tun_rs::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
-use crate::counters::{Drop, WorkerStats};
+use crate::counters::{Counters, Drop, WorkerStats};
 use crate::doorbell::Doorbell;
 use crate::interface::Interface;
 use crate::io::{Read, Socket, Tun, TunGone};
@@ -47,6 +47,9 @@ const SEGMENTS_PER_READ: usize = 64;
 /// syscall of its own; filled batches share GSO sends.
 /// With `eager`, stops after the first read that brings packets, so they
 /// are sent before the read that would find the queue empty.
+/// A read the TUN layer refused as malformed (shorter than its virtio
+/// header, a partial checksum outside its packet) is counted and passed
+/// over: the packets behind it are still read.
 /// Returns the packet count, whether the queue was drained, and the
 /// length of a super-packet left in `raw`.
 fn fill_from_tun(
@@ -54,7 +57,7 @@ fn fill_from_tun(
     bufs: &mut [Vec<u8>],
     sizes: &mut [usize],
     raw: &mut [u8],
-    stats: &WorkerStats,
+    (stats, counters): (&WorkerStats, &Counters),
     eager: bool,
 ) -> Result<(usize, bool, Option<usize>), TunGone> {
     let mut filled = 0;
@@ -71,6 +74,7 @@ fn fill_from_tun(
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok((filled, true, None)),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => counters.count(Drop::Malformed),
             // EBADFD only, as for writes (`receive.rs`): a link set down is
             // not a deleted interface.
             Err(e) if e.raw_os_error() == Some(libc::EBADFD) => return Err(TunGone),
@@ -227,7 +231,7 @@ impl<T: Tun, P: Protocol> Worker<T, P> {
     /// Reads from the TUN and queues what was read, for a few batches.
     fn read_tun(&mut self, sock: &dyn Socket) -> Result<(), TunGone> {
         for _ in 0..BATCHES_PER_TURN {
-            let stats = &self.iface.worker_stats[self.index];
+            let stats = (&self.iface.worker_stats[self.index], &self.iface.counters);
             let (n, drained, sp) =
                 fill_from_tun(&mut self.tun, &mut self.bufs, &mut self.sizes, &mut self.raw, stats, self.tun_sparse)?;
             self.tun_sparse = drained && n <= 1;
@@ -527,6 +531,7 @@ mod tests {
         host: memory::MemTunHost,
         tun: memory::MemTun,
         stats: WorkerStats,
+        counters: Counters,
         bufs: Vec<Vec<u8>>,
         sizes: Vec<usize>,
         raw: Vec<u8>,
@@ -539,6 +544,7 @@ mod tests {
                 host,
                 tun: tuns.remove(0),
                 stats: WorkerStats::default(),
+                counters: Counters::default(),
                 bufs: vec![vec![0u8; MAX_PACKET]; READ_BATCH],
                 sizes: vec![0usize; READ_BATCH],
                 raw: vec![0u8; RAW_READ],
@@ -546,8 +552,47 @@ mod tests {
         }
 
         fn fill(&mut self, eager: bool) -> (usize, bool, Option<usize>) {
-            fill_from_tun(&mut self.tun, &mut self.bufs, &mut self.sizes, &mut self.raw, &self.stats, eager).unwrap()
+            let counts = (&self.stats, &self.counters);
+            fill_from_tun(&mut self.tun, &mut self.bufs, &mut self.sizes, &mut self.raw, counts, eager).unwrap()
         }
+    }
+
+    /// A TUN whose first reads fail as the real one's do on a read it
+    /// refuses (shorter than the virtio header, a partial checksum
+    /// outside its packet).
+    struct Refusing {
+        inner: memory::MemTun,
+        refusals: usize,
+    }
+
+    impl Tun for Refusing {
+        fn fd(&self) -> std::os::fd::RawFd {
+            self.inner.fd()
+        }
+
+        fn read_batch(&mut self, bufs: &mut [Vec<u8>], sizes: &mut [usize], raw: &mut [u8]) -> std::io::Result<Read> {
+            if self.refusals > 0 {
+                self.refusals -= 1;
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "refused"));
+            }
+            self.inner.read_batch(bufs, sizes, raw)
+        }
+
+        fn write_batch(&mut self, bufs: &[Vec<u8>]) -> std::io::Result<()> {
+            self.inner.write_batch(bufs)
+        }
+    }
+
+    #[test]
+    fn a_refused_read_is_counted_and_the_packets_behind_it_are_read() {
+        let mut r = Reader::new();
+        r.host.send(0, [packet(7)]);
+        let mut tun = Refusing { inner: r.tun, refusals: 2 };
+        let counts = (&r.stats, &r.counters);
+        let got = fill_from_tun(&mut tun, &mut r.bufs, &mut r.sizes, &mut r.raw, counts, false).unwrap();
+        assert_eq!(got, (1, true, None), "the packet after the refused reads");
+        assert_eq!(r.bufs[0][39], 7);
+        assert_eq!(r.counters.get(Drop::Malformed), 2);
     }
 
     #[test]
