@@ -35,7 +35,7 @@ use causeway_config::{Config, IpsecPeer, Peer, Site};
 use causeway_wireguard::PublicKey;
 use ipnet::IpNet;
 
-use super::view::View;
+use super::view::{Record, View};
 
 /// The merged configuration and what was left out of it, with why.
 #[derive(Debug, Clone)]
@@ -129,69 +129,76 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
         taken.0.extend(own.iter().map(|n| (*n, format!("this gateway's own site {own_site}"))));
     }
     let file_sites: HashSet<&str> = file.sites.iter().map(|s| s.name.as_str()).collect();
-    for (name, nets) in view.sites_in_order() {
-        if name == own_site {
-            continue;
-        }
-        if file_sites.contains(name.as_str()) {
-            left_out.push(format!("site {name}: the configuration file's [[site]] of that name is used instead"));
-            continue;
-        }
-        let mut prefixes: Vec<IpNet> = Vec::with_capacity(nets.len());
-        for n in nets {
-            if let Some((other, whose)) = taken.clash(n) {
-                left_out.push(format!("site {name}: {n} overlaps {other} of {whose}"));
-                continue;
-            }
-            // A record may list a prefix twice (nothing upstream dedups
-            // it); once is enough for the routes, and for the telling.
-            if prefixes.contains(n) {
-                continue;
-            }
-            uncarried.extend(unreached_by(name, n, &file.ipsec_peers));
-            prefixes.push(*n);
-        }
-        taken.0.extend(prefixes.iter().map(|n| (*n, format!("site {name}"))));
-        config.sites.push(Site { name: name.clone(), prefixes });
-    }
-
     let mut names: HashSet<String> = file.peers.iter().map(|p| p.name.clone()).collect();
     names.extend(file.ipsec_peers.iter().map(|p| p.name.clone()));
     let mut keys: HashSet<PublicKey> = file.peers.iter().map(|p| p.public_key).collect();
     keys.insert(file.interface.private_key.public_key());
     config.peers.reserve(view.members.len());
-    for m in view.members_in_order() {
-        if m.site == own_site {
-            continue;
-        }
-        let name = m.peer_name();
-        if names.contains(&name) {
-            left_out.push(format!("gateway {name}: a peer of the configuration file has that name"));
-            continue;
-        }
-        if keys.contains(&m.public_key) {
-            left_out.push(format!("gateway {name}: its public key is this gateway's or another peer's"));
-            continue;
-        }
-        if let Some(t) = m.tunnel_address {
-            if let Some((other, whose)) = taken.clash(&t) {
-                left_out.push(format!("gateway {name}: tunnel address {t} overlaps {other} of {whose}"));
-                continue;
+    // Sites and gateways in one order, the first created first: a site's
+    // prefix and a gateway's tunnel address that overlap go to the older
+    // record, as two sites' prefixes do.
+    for record in view.in_creation_order() {
+        match record {
+            Record::Site(name, nets) => {
+                if name == own_site {
+                    continue;
+                }
+                if file_sites.contains(name.as_str()) {
+                    left_out
+                        .push(format!("site {name}: the configuration file's [[site]] of that name is used instead"));
+                    continue;
+                }
+                let mut prefixes: Vec<IpNet> = Vec::with_capacity(nets.len());
+                for n in nets {
+                    if let Some((other, whose)) = taken.clash(n) {
+                        left_out.push(format!("site {name}: {n} overlaps {other} of {whose}"));
+                        continue;
+                    }
+                    // A record may list a prefix twice (nothing upstream dedups
+                    // it); once is enough for the routes, and for the telling.
+                    if prefixes.contains(n) {
+                        continue;
+                    }
+                    uncarried.extend(unreached_by(name, n, &file.ipsec_peers));
+                    prefixes.push(*n);
+                }
+                taken.0.extend(prefixes.iter().map(|n| (*n, format!("site {name}"))));
+                config.sites.push(Site { name: name.clone(), prefixes });
             }
-            taken.0.push((t, format!("peer {name}")));
+            Record::Gateway(m) => {
+                if m.site == own_site {
+                    continue;
+                }
+                let name = m.peer_name();
+                if names.contains(&name) {
+                    left_out.push(format!("gateway {name}: a peer of the configuration file has that name"));
+                    continue;
+                }
+                if keys.contains(&m.public_key) {
+                    left_out.push(format!("gateway {name}: its public key is this gateway's or another peer's"));
+                    continue;
+                }
+                if let Some(t) = m.tunnel_address {
+                    if let Some((other, whose)) = taken.clash(&t) {
+                        left_out.push(format!("gateway {name}: tunnel address {t} overlaps {other} of {whose}"));
+                        continue;
+                    }
+                    taken.0.push((t, format!("peer {name}")));
+                }
+                names.insert(name.clone());
+                keys.insert(m.public_key);
+                config.peers.push(Peer {
+                    name,
+                    public_key: m.public_key,
+                    preshared_key: None,
+                    endpoints: m.endpoints.clone(),
+                    allowed_ips: m.tunnel_address.into_iter().collect(),
+                    persistent_keepalive: keepalive,
+                    failover_after: failover,
+                    site: Some(m.site.clone()),
+                });
+            }
         }
-        names.insert(name.clone());
-        keys.insert(m.public_key);
-        config.peers.push(Peer {
-            name,
-            public_key: m.public_key,
-            preshared_key: None,
-            endpoints: m.endpoints.clone(),
-            allowed_ips: m.tunnel_address.into_iter().collect(),
-            persistent_keepalive: keepalive,
-            failover_after: failover,
-            site: Some(m.site.clone()),
-        });
     }
     Merged { config, left_out, uncarried }
 }
@@ -344,6 +351,35 @@ pub(crate) mod tests {
         ] {
             assert!(why.contains(expected), "{expected:?} in\n{why}");
         }
+    }
+
+    // A site's prefix and a gateway's tunnel address that overlap go to
+    // the older record, whichever kind it is: a site written later cannot
+    // take a working gateway's address, nor a gateway registered later a
+    // site's prefix.
+    #[test]
+    fn between_a_site_and_a_gateway_the_older_record_keeps_the_address() {
+        let me = StaticSecret::random(&mut rand_core::OsRng);
+        let file = file_config(&me, "east", "gw1");
+        // West's gateway (10.255.0.2/32) first, then a site over it.
+        let v = view(vec![member("west", "gw1", 2)], &[("south", &["10.255.0.0/16", "10.6.0.0/16"])]);
+        let m = merge(&file, &v, "east");
+        let names: Vec<_> = m.config.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["west.gw1"], "{:?}", m.left_out);
+        assert_eq!(m.config.sites, [Site { name: "south".into(), prefixes: vec!["10.6.0.0/16".parse().unwrap()] }]);
+        assert_eq!(m.left_out, ["site south: 10.255.0.0/16 overlaps 10.255.0.2/32 of peer west.gw1"]);
+
+        // The site first, then the gateway inside it.
+        let l = Layout::new("/causeway");
+        let mut v = View::default();
+        let south: Vec<IpNet> = vec!["10.255.0.0/16".parse().unwrap()];
+        v.put(&l, l.site("south").as_bytes(), &encode_site(&south), 1);
+        let west = member("west", "gw1", 2);
+        v.put(&l, l.gateway("west", "gw1").as_bytes(), &west.encode(), 2);
+        let m = merge(&file, &v, "east");
+        assert!(m.config.peers.is_empty());
+        assert_eq!(m.config.sites, [Site { name: "south".into(), prefixes: south }]);
+        assert_eq!(m.left_out, ["gateway west.gw1: tunnel address 10.255.0.2/32 overlaps 10.255.0.0/16 of site south"]);
     }
 
     // Our own site's prefixes are our LAN: a remote site, or a remote

@@ -5,6 +5,7 @@
 use causeway_config::{parse_allowed_ip, rules};
 use ipnet::IpNet;
 
+use super::record::MAX_LIST;
 use super::{SiteChange, Uncarried};
 use crate::api::types::Request;
 use crate::api::ApiError;
@@ -20,14 +21,18 @@ pub fn change_of(req: &Request) -> Result<SiteChange, ApiError> {
     Ok(match req {
         Request::SiteJoin { site } => SiteChange::Join(site_name(site)?),
         Request::SiteLeave => SiteChange::Leave,
-        Request::SiteSet { site, prefixes } => SiteChange::Set(
-            site_name(site)?,
-            prefixes
-                .iter()
-                .map(|p| parse_allowed_ip(p))
-                .collect::<Result<_, _>>()
-                .map_err(ApiError::field("prefixes"))?,
-        ),
+        Request::SiteSet { site, prefixes } => {
+            // What every gateway would refuse to read back (and then drop
+            // the site whole, routes and all) is refused before the write.
+            if prefixes.len() > MAX_LIST {
+                return Err(ApiError::Field {
+                    field: "prefixes",
+                    message: format!("{} prefixes; a site record holds at most {MAX_LIST}", prefixes.len()),
+                });
+            }
+            let nets = prefixes.iter().map(|p| parse_allowed_ip(p)).collect::<Result<Vec<_>, _>>();
+            SiteChange::Set(site_name(site)?, nets.map_err(ApiError::field("prefixes"))?)
+        }
         Request::SiteRemove { site } => SiteChange::Remove(site_name(site)?),
         _ => return Err(ApiError::Internal),
     })
@@ -141,6 +146,15 @@ mod tests {
         assert!(e.starts_with("site: expected a name"), "{e}");
         assert_eq!(change_of(&Request::SiteLeave).unwrap(), SiteChange::Leave);
         assert_eq!(change_of(&Request::SiteRemove { site: "west".into() }).unwrap(), SiteChange::Remove("west".into()));
+
+        // As many prefixes as a record holds, and no more: what is written
+        // is what every gateway reads back.
+        let prefixes: Vec<String> = (0..=MAX_LIST).map(|i| format!("10.{i}.0.0/16")).collect();
+        let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+        let SiteChange::Set(_, most) = change_of(&set(&refs[..MAX_LIST])).unwrap() else { panic!("a set") };
+        assert_eq!(crate::registry::record::decode_site(&crate::registry::record::encode_site(&most)).unwrap(), most);
+        let e = change_of(&set(&refs)).unwrap_err().to_string();
+        assert_eq!(e, format!("prefixes: {} prefixes; a site record holds at most {MAX_LIST}", MAX_LIST + 1));
     }
 
     #[test]

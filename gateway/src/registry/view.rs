@@ -29,6 +29,13 @@ pub struct View {
     pub revision: i64,
 }
 
+/// One record of the view, as `View::in_creation_order` lists them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Record<'a> {
+    Site(&'a String, &'a Vec<IpNet>),
+    Gateway(&'a Member),
+}
+
 /// What one key's new value did to the view.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -91,19 +98,23 @@ impl View {
         self.members.remove(&at).is_some()
     }
 
-    /// The sites, the first created first (by name among equals, which only
-    /// views built by hand have).
-    pub fn sites_in_order(&self) -> Vec<(&String, &Vec<IpNet>)> {
-        let mut sites: Vec<_> = self.sites.iter().collect();
-        sites.sort_by_key(|(name, _)| (self.site_created.get(*name).copied().unwrap_or(0), *name));
-        sites
-    }
-
-    /// The gateway records, the first created first, as `sites_in_order`.
-    pub fn members_in_order(&self) -> Vec<&Member> {
-        let mut members: Vec<_> = self.members.iter().collect();
-        members.sort_by_key(|(at, _)| (self.member_created.get(*at).copied().unwrap_or(0), *at));
-        members.into_iter().map(|(_, m)| m).collect()
+    /// Site and gateway records together, the first created first. Keys
+    /// one transaction created share a revision: sites come before
+    /// gateways then, each kind by name (views built by hand may give
+    /// any two records the same revision).
+    pub fn in_creation_order(&self) -> Vec<Record<'_>> {
+        let sites = self
+            .sites
+            .iter()
+            .map(|(name, nets)| (self.site_created.get(name).copied().unwrap_or(0), 0u8, Record::Site(name, nets)));
+        let members = self
+            .members
+            .iter()
+            .map(|(at, m)| (self.member_created.get(at).copied().unwrap_or(0), 1u8, Record::Gateway(m)));
+        let mut all: Vec<_> = sites.chain(members).collect();
+        // Stable, so equals keep the maps' order, which is by name.
+        all.sort_by_key(|(created, kind, _)| (*created, *kind));
+        all.into_iter().map(|(_, _, r)| r).collect()
     }
 }
 
@@ -139,6 +150,15 @@ mod tests {
 
     #[test]
     fn records_come_in_the_order_their_keys_were_created() {
+        let names = |v: &View| -> Vec<String> {
+            v.in_creation_order()
+                .iter()
+                .map(|r| match r {
+                    Record::Site(name, _) => format!("site {name}"),
+                    Record::Gateway(m) => format!("gateway {}", m.name),
+                })
+                .collect()
+        };
         let l = Layout::new("/causeway");
         let mut v = View::default();
         let rec = |site: &str, name: &str| {
@@ -150,17 +170,19 @@ mod tests {
         v.put(&l, b"/causeway/sites/a", site, 30);
         v.put(&l, b"/causeway/sites/z", site, 10);
         v.put(&l, b"/causeway/sites/m", site, 20);
-        let names: Vec<&str> = v.sites_in_order().iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["z", "m", "a"]);
+        assert_eq!(names(&v), ["site z", "site m", "site a"]);
         v.put(&l, b"/causeway/gateways/west/a", rec("west", "a").as_bytes(), 40);
         v.put(&l, b"/causeway/gateways/east/b", rec("east", "b").as_bytes(), 11);
-        let names: Vec<&str> = v.members_in_order().iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names, ["b", "a"]);
+        assert_eq!(names(&v), ["site z", "gateway b", "site m", "site a", "gateway a"]);
         // Deleted and written again: created anew, so now the last.
         assert!(v.delete(&l, b"/causeway/sites/z"));
         assert!(v.put(&l, b"/causeway/sites/z", site, 50).changed);
-        let names: Vec<&str> = v.sites_in_order().iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["m", "a", "z"]);
+        assert_eq!(names(&v), ["gateway b", "site m", "site a", "gateway a", "site z"]);
+        // One transaction's keys share a revision: sites first, then by name.
+        v.put(&l, b"/causeway/gateways/east/c", rec("east", "c").as_bytes(), 70);
+        v.put(&l, b"/causeway/sites/y", site, 70);
+        v.put(&l, b"/causeway/sites/b", site, 70);
+        assert_eq!(names(&v)[5..], ["site b", "site y", "gateway c"]);
         // A record that was created again while the view missed the delete
         // (a watch restarted past it) changes the order, so it counts as a change.
         assert!(v.put(&l, b"/causeway/sites/m", site, 60).changed);
