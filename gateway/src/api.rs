@@ -70,8 +70,17 @@ pub fn answer(iface: &Gateway, req: &Request) -> Result<Answer, ApiError> {
             iface.remove_peer(peer.public_key());
             Answer::Done(format!("removed {}", if peer.name().is_empty() { who.clone() } else { peer.name() }))
         }
-        Request::PeerRekey { peer, ike } => Answer::Done(sa_requests::rekey(iface, peer, *ike)?),
-        Request::PeerReset { peer } => Answer::Done(sa_requests::reset(iface, peer)?),
+        // Under the change lock, as a removal is: a peer removed between
+        // the lookup and the request would otherwise get an answer about a
+        // peer that is no longer there.
+        Request::PeerRekey { peer, ike } => {
+            let _one_change = iface.changing();
+            Answer::Done(sa_requests::rekey(iface, peer, *ike)?)
+        }
+        Request::PeerReset { peer } => {
+            let _one_change = iface.changing();
+            Answer::Done(sa_requests::reset(iface, peer)?)
+        }
         Request::Sites => Answer::Sites(sites(iface)),
         Request::SiteJoin { .. } | Request::SiteLeave | Request::SiteSet { .. } | Request::SiteRemove { .. } => {
             Answer::Done(crate::registry::requests::answer(iface, req)?)
