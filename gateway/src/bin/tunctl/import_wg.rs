@@ -227,7 +227,17 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
     let mut in_section = false;
     // Whether wg-quick reads the current section as its [Interface].
     let mut wg_quick_interface = false;
+    // A `# Name = …` comment names a peer either above its [Peer] line or
+    // inside its section before its first setting; one that names none
+    // (replaced by another, or above [Interface]) is reported.
     let mut pending_name: Option<(String, usize)> = None;
+    let mut peer_named = false;
+    let mut peer_has_settings = false;
+    let unused = |name: Option<(String, usize)>, why: &str| {
+        if let Some((_, line)) = name {
+            eprintln!("tunctl: {}:{line}: # Name {why}; not used", file.display());
+        }
+    };
     let mut table: Option<(String, usize)> = None;
     let mut origins = Origins::default();
     for (n, raw) in src.lines().enumerate() {
@@ -235,7 +245,15 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
         if let Some(c) = raw.trim_matches(blank).strip_prefix('#') {
             if let Some((k, v)) = c.split_once('=') {
                 if k.trim().eq_ignore_ascii_case("name") {
-                    pending_name = Some((v.trim().to_string(), n + 1));
+                    let named = (v.trim().to_string(), n + 1);
+                    if in_peer && !peer_named && !peer_has_settings {
+                        let section = format!("peer[{}]", peers.len());
+                        origins.note(format!("{section}.name"), "# Name", n + 1);
+                        peers.last_mut().context("a [Peer] section holds a peer")?.name = named.0;
+                        peer_named = true;
+                    } else {
+                        unused(pending_name.replace(named), "is followed by another before any [Peer]");
+                    }
                 }
             }
             continue;
@@ -249,6 +267,7 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
         }
         let header = squeezed(line);
         if header.eq_ignore_ascii_case("[interface]") {
+            unused(pending_name.take(), "is above [Interface], not a [Peer]");
             in_peer = false;
             in_section = true;
             continue;
@@ -258,17 +277,19 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
             in_section = true;
             let section = format!("peer[{}]", peers.len() + 1);
             origins.note(section.clone(), "[Peer]", n + 1);
-            let name = match pending_name.take() {
+            let (name, named) = match pending_name.take() {
                 Some((name, line)) => {
                     origins.note(format!("{section}.name"), "# Name", line);
-                    name
+                    (name, true)
                 }
-                None => format!("peer-{}", peers.len() + 1),
+                None => (format!("peer-{}", peers.len() + 1), false),
             };
+            (peer_named, peer_has_settings) = (named, false);
             peers.push(Peer { name, ..Default::default() });
             continue;
         }
         let Some((k, v)) = line.split_once('=') else { bail!("{at}: expected Key = Value") };
+        peer_has_settings |= in_peer;
         let (key, setting) = (k.trim_matches(blank), squeezed(k).to_ascii_lowercase());
         if !in_section {
             bail!(
@@ -325,6 +346,7 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
             (false, _) => eprintln!("tunctl: {at}: interface setting {} is not imported", shown(key)),
         }
     }
+    unused(pending_name, "is below the last [Peer]'s settings, with no [Peer] after it");
     let routes = routing(table.as_ref(), file)?;
     (interface.install_routes, interface.route_table) = routes;
     let note = routes_note(table.as_ref(), routes, file, &peers);
@@ -537,6 +559,27 @@ mod tests {
             e.contains("wg7.conf:3: interface setting Address is not under a line wg-quick reads as [Interface]"),
             "{e}"
         );
+    }
+
+    // A name above a [Peer] line, or inside its section before its first
+    // setting, names that peer; one that names no peer is reported, not
+    // given to the next one.
+    #[test]
+    fn names_go_to_the_peer_they_sit_in_or_above() {
+        let k = b64(key().as_bytes());
+        let p: Vec<String> = (0..4).map(|_| b64(key().public_key().as_bytes())).collect();
+        let toml = import(&format!(
+            "# Name = not-a-peer\n[Interface]\nPrivateKey = {k}\n[Peer]\n# Name = alice\nPublicKey = {}\n\
+             [Peer]\n# Name = bob\nPublicKey = {}\n# Name = carol\n[Peer]\nPublicKey = {}\n[Peer]\nPublicKey = {}\n\
+             # Name = dangling\n",
+            p[0], p[1], p[2], p[3]
+        ))
+        .unwrap();
+        let cfg = causeway_config::parse(&toml, Path::new("wg7.toml")).unwrap();
+        let named: Vec<(String, String)> =
+            cfg.peers.iter().map(|peer| (peer.name.clone(), peer.public_key.to_base64())).collect();
+        let want = [("alice", &p[0]), ("bob", &p[1]), ("carol", &p[2]), ("peer-4", &p[3])];
+        assert_eq!(named, want.map(|(n, k)| (n.to_string(), k.clone())));
     }
 
     #[test]
