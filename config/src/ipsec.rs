@@ -37,11 +37,18 @@ const MAX_WIRE_LIST: usize = 255;
 /// transforms of a kind instead; Causeway's IKE core offers single ones.
 const MAX_PROPOSALS: usize = 16;
 
+/// `text` after `prefix` (two ASCII characters) in either case, as
+/// strongSwan compares it (`0X` is `0x`).
+fn after_prefix<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.get(..2).filter(|p| p.eq_ignore_ascii_case(prefix)).map(|_| &text[2..])
+}
+
 /// Decodes a PSK file's text the way strongSwan's secrets do: `0x` hex,
-/// `0s` base64, or else the text itself (without its trailing newline).
+/// `0s` base64 (either prefix in either case, as tunctl import-swanctl
+/// reads them), or else the text itself (without its trailing newline).
 fn decode_psk(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
     let text = text.trim_end_matches(['\n', '\r']);
-    let bytes = if let Some(hex) = text.strip_prefix("0x") {
+    let bytes = if let Some(hex) = after_prefix(text, "0x") {
         if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err("a key written 0x... may hold only hex digits (0-9, a-f) after the 0x".into());
         }
@@ -50,7 +57,7 @@ fn decode_psk(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
         }
         let nibble = |c: u8| (c as char).to_digit(16).expect("checked hex") as u8;
         Zeroizing::new(hex.as_bytes().chunks(2).map(|p| nibble(p[0]) << 4 | nibble(p[1])).collect())
-    } else if let Some(b64) = text.strip_prefix("0s") {
+    } else if let Some(b64) = after_prefix(text, "0s") {
         Zeroizing::new(
             base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
@@ -382,6 +389,18 @@ impl Checker<'_> {
                 .map_err(|e| self.report(f.span(), join(t, "failover_after"), e))
                 .unwrap_or(DEFAULT_FAILOVER_AFTER),
         };
+        // Accepted, it would never start anything: IKE has no address to
+        // start toward, and the operator would wait for an SA in vain.
+        // (Only when nothing else was wrong: endpoints refused leave the
+        // list empty, and that problem is the one to read.)
+        let no_target = endpoints.is_empty() && self.problems.len() == before;
+        if let Some(i) = raw.initiate.as_ref().filter(|i| *i.get_ref() && no_target) {
+            self.report(
+                i.span(),
+                join(t, "initiate"),
+                "true needs endpoints (no address to start IKE toward); without them the peer only answers",
+            );
+        }
         if self.problems.len() != before {
             return None;
         }
@@ -434,6 +453,11 @@ mod tests {
         assert!(decode_psk("0x123").unwrap_err().contains("even number"));
         assert!(decode_psk("0xzz22334455667788").unwrap_err().contains("only hex digits"));
         assert!(decode_psk("0s!!!!").is_err());
+        // Either case of the prefix, as strongSwan reads it.
+        let hex = "00112233445566778899AABBCCDDEEFF";
+        assert_eq!(decode_psk(&format!("0X{hex}")).unwrap(), decode_psk(&format!("0x{hex}")).unwrap());
+        assert_eq!(decode_psk("0SAAAAAAAAAAAAAAAAAAAAAA==").unwrap().len(), 16);
+        assert_eq!(&*decode_psk("é a long enough passphrase").unwrap(), "é a long enough passphrase".as_bytes());
     }
 
     #[test]
@@ -504,6 +528,19 @@ psk_file = "dc-east.psk"
         assert_eq!(p.encap, Encap::Auto);
         assert!(p.initiate, "a peer with an address is initiated");
         assert_eq!(c.interface.mtu, crate::DEFAULT_MTU_IPSEC, "room for ESP in UDP with AES-CBC");
+    }
+
+    #[test]
+    fn initiate_needs_endpoints() {
+        let peer = "[[peer]]\nname = \"west\"\nprotocol = \"ipsec\"\nallowed_ips = [\"10.2.0.0/16\"]\n\
+                    local_id = \"gw1.primary.example\"\nremote_id = \"west.example\"\npsk_file = \"dc-east.psk\"\n";
+        let (_d, file) = setup(&format!("{SRX}\n{peer}initiate = false\n"), 0o600);
+        assert!(crate::load(&file).is_ok(), "a peer that only answers");
+        let (_d, file) = setup(&format!("{SRX}\n{peer}initiate = true\n"), 0o600);
+        let e = crate::load(&file).unwrap_err();
+        let found: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].contains("peer[2].initiate: true needs endpoints"), "{found:#?}");
     }
 
     #[test]

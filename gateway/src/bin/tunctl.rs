@@ -28,6 +28,8 @@ mod site;
 mod sites;
 #[path = "tunctl/swanctl.rs"]
 mod swanctl;
+#[path = "tunctl/swanctl_child.rs"]
+mod swanctl_child;
 #[path = "tunctl/swanctl_connection.rs"]
 mod swanctl_connection;
 #[path = "tunctl/swanctl_keys.rs"]

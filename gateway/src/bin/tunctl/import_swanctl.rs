@@ -96,6 +96,25 @@ pub fn import_swanctl(file: &Path, only: Option<&str>, psk_dir: &Path) -> anyhow
             mapped.push((c, peer, secret));
         }
     }
+    // A route-based connection (remote_ts 0.0.0.0/0 or ::/0, as toward an
+    // SRX's st0) says nothing of what is routed to it. One alone may take
+    // everything; several would each claim all of it, which no
+    // configuration allows, so none is given it and the operator is told
+    // what to write instead.
+    for all in ["0.0.0.0/0", "::/0"] {
+        let claim = |p: &Peer| p.allowed_ips.iter().any(|n| n == all);
+        let claimants: Vec<String> = mapped.iter().filter(|m| claim(&m.1)).map(|m| m.0.name.to_string()).collect();
+        if claimants.len() < 2 {
+            continue;
+        }
+        for (_, peer, _) in mapped.iter_mut().filter(|m| claim(&m.1)) {
+            peer.allowed_ips.retain(|n| n != all);
+        }
+        notes.push(format!(
+            "connections {}: each has remote_ts {all} (route-based), which only one peer can be routed: it is              left out of their allowed_ips; give each the prefixes its site routes into the tunnel (an SRX's              static routes into st0)",
+            claimants.join(", ")
+        ));
+    }
     // The keys, decoded and checked before anything is written.
     let mut keys = Vec::new();
     for (c, peer, secret) in &mapped {
@@ -327,6 +346,30 @@ secrets {
         let e = format!("{:#}", s.import(None).err().expect("refused"));
         assert_eq!(std::fs::read_dir(&s.psk_dir).unwrap().count(), 0, "nothing written: {e}");
         e
+    }
+
+    // Two SRX-style route-based connections: each remote_ts is 0.0.0.0/0,
+    // which both peers cannot be routed. Imported without it, with a note;
+    // one such connection alone keeps it.
+    #[test]
+    fn route_based_connections_leave_the_default_prefix_to_the_operator() {
+        let both = TWO_DCS.replace("remote_ts = 10.1.0.0/16,fd00:11::/48", "remote_ts = 0.0.0.0/0").replace(
+            "local_ts = 10.0.0.0/16\n                remote_ts = 10.2.0.0/16",
+            "local_ts = 0.0.0.0/0\n                remote_ts = 0.0.0.0/0",
+        );
+        assert_eq!(both.matches("remote_ts = 0.0.0.0/0").count(), 2);
+        let s = setup(&both);
+        let imported = s.import(None).unwrap();
+        let peers = s.load(&imported);
+        assert!(peers.iter().all(|p| p.allowed_ips.is_empty()), "{:?}", peers.iter().map(|p| &p.allowed_ips));
+        assert_eq!(strings(&peers[0].remote_ts), ["0.0.0.0/0"], "the selectors stay");
+        let notes = imported.notes.join("\n");
+        assert!(notes.contains("connections dc-east, dc-west: each has remote_ts 0.0.0.0/0"), "{notes}");
+
+        let s = setup(&both);
+        let one = s.import(Some("dc-west")).unwrap();
+        assert_eq!(strings(&s.load(&one)[0].allowed_ips), ["0.0.0.0/0"]);
+        assert!(!one.notes.join("\n").contains("route-based"), "{:?}", one.notes);
     }
 
     #[test]
@@ -697,8 +740,12 @@ secrets {
                      close_action = start\ndpd_action = restart\nreplay_window = 64\nhw_offload = auto\ncopy_df = no\n\
                      policies = yes\nset_mark_in = 7\nlabel = system_u:object_r:ipsec_spd_t:s0\nif_id_in = 42\n\
                      rekey_bytes = 0\ninactivity = 0s";
-        let imported = setup(&one_conn(conn, child)).import(None).unwrap();
+        let s = setup(&one_conn(conn, child));
+        let imported = s.import(None).unwrap();
         let notes = imported.notes.join("\n");
+        // No remote_addrs: nothing to start toward, so the peer only answers.
+        assert!(notes.contains("start_action = start without remote_addrs"), "{notes}");
+        assert!(!s.load(&imported)[0].initiate);
         let line = notes.lines().find(|l| l.contains("not imported (")).unwrap_or_default();
         for key in conn.lines().chain(child.lines()).filter_map(|l| l.split_once(" =")).map(|(k, _)| k) {
             let listed = line.contains(&format!(": {key}"))
