@@ -49,6 +49,9 @@ pub fn answer(iface: &Gateway, req: &Request) -> Result<Answer, ApiError> {
         Request::Reload => {
             let path = iface.config_path().ok_or(ApiError::NoConfigFile)?;
             let report = crate::reload::reload(iface, &path).map_err(ApiError::ConfigRejected)?;
+            if let Some(why) = report.refused {
+                return Err(ApiError::ReloadRefused(why));
+            }
             Answer::Done(report.to_string())
         }
         Request::PeerAdd(change) => Answer::Done(peer_change::put_peer(iface, change, None)?),

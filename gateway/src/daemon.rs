@@ -311,6 +311,9 @@ fn configure(running: &Running, cfg: &causeway_config::Config) -> Result<()> {
         running.gw.install_routes(table.0, &cfg.interface.addresses).map_err(Error::Netlink)?;
     }
     let report = crate::reload::reconcile(&running.gw, cfg);
+    if let Some(why) = report.refused {
+        return Err(Error::NotApplied(why));
+    }
     running.gw.sync_kernel_routes();
     tracing::info!(%report, "configuration applied");
     // The file's peers carry traffic already; the registry's join them

@@ -35,6 +35,10 @@ pub enum Error {
     WorkerFailed,
     #[error("cannot open a netlink socket")]
     Netlink(#[source] io::Error),
+    /// The configuration is valid, but what it needs could not be had (the
+    /// ports of IKE, say).
+    #[error("the configuration cannot be applied: {0}")]
+    NotApplied(String),
 
     // Control sockets.
     #[error("cannot create {}", path.display())]

@@ -28,11 +28,15 @@ pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
     let _one_change = iface.changing();
     let mut report = Report::default();
     let i = &cfg.interface;
-    if !iface.device.has_private_key(&i.private_key) {
-        if iface.device.public_key().is_some() {
-            tracing::warn!("private key changed: every session restarts");
-        }
-        iface.device.set_private_key(Some(i.private_key.clone()));
+    // What can fail for reasons outside the file comes first, before
+    // anything changes, and refuses the whole change. IKE above all: a file
+    // that moves a prefix from a WireGuard peer (or a site) to an IPsec
+    // peer would otherwise lose the first and never get the second, and
+    // the prefix's kernel route would go with it, leaving its traffic to
+    // the default route, unencrypted.
+    let ike_was_running = iface.ike().is_some();
+    if let Err(e) = crate::ipsec::reconcile::ike_for(iface, &cfg.ipsec_peers) {
+        return Report::refused(format!("cannot start IKE (UDP ports 500 and 4500): {e}"));
     }
     // 0 asks for any port, which the one bound is: rebinding would move
     // the gateway to a new port at every reload (and every registry
@@ -40,8 +44,20 @@ pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
     if i.listen_port != 0 && i.listen_port != iface.listen_port() {
         match iface.rebind(i.listen_port) {
             Ok(port) => tracing::info!(port, "listen port changed"),
-            Err(e) => report.needs_restart.push(format!("listen_port {} ({e})", i.listen_port)),
+            Err(e) => {
+                // Started for this change only: nothing of it stays.
+                if !ike_was_running {
+                    iface.stop_ike();
+                }
+                return Report::refused(format!("cannot bind listen_port {}: {e}", i.listen_port));
+            }
         }
+    }
+    if !iface.device.has_private_key(&i.private_key) {
+        if iface.device.public_key().is_some() {
+            tracing::warn!("private key changed: every session restarts");
+        }
+        iface.device.set_private_key(Some(i.private_key.clone()));
     }
     iface.set_mss_clamp(i.mss_clamp);
     iface.set_dns_refresh(i.dns_refresh);
@@ -222,7 +238,11 @@ pub fn apply_file(iface: &Gateway, cfg: Config) -> Report {
 pub fn reload(iface: &Gateway, path: &Path) -> Result<Report, ConfigError> {
     let cfg = causeway_config::load(path)?;
     let report = apply_file(iface, cfg);
-    tracing::info!(config = %path.display(), %report, "configuration reloaded");
+    if report.refused.is_some() {
+        tracing::error!(config = %path.display(), %report, "configuration not reloaded");
+    } else {
+        tracing::info!(config = %path.display(), %report, "configuration reloaded");
+    }
     Ok(report)
 }
 
@@ -258,6 +278,51 @@ mod tests {
         // The interface is named on the command line (`--interface`) and
         // the file names none, at start and now: no change to report.
         assert!(reconcile(&gw, &start).needs_restart.is_empty());
+    }
+
+    // A file that moves a prefix from a WireGuard peer to an IPsec peer,
+    // while IKE cannot start (another socket holds its port), is refused
+    // whole: the WireGuard peer keeps the prefix (and so its kernel route),
+    // instead of the prefix going to nobody. A listen port that cannot be
+    // bound refuses the file the same way, the new private key with it.
+    #[test]
+    fn a_file_that_cannot_be_applied_changes_nothing() {
+        let held = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let iface = Interface::new("cwreload3".into(), Some(StaticSecret::random(&mut rand_core::OsRng)), 1420, 1, 0);
+        let gw = Gateway::new(Arc::new(iface.unwrap()));
+        gw.set_ipsec_ports(port, port);
+        let key = StaticSecret::random(&mut rand_core::OsRng).public_key();
+        let wg = config(&format!(
+            "[[peer]]\nname = \"east\"\npublic_key = \"{}\"\nallowed_ips = [\"10.1.0.0/16\"]\n",
+            key.to_base64()
+        ));
+        assert_eq!(reconcile(&gw, &wg).added, ["east"]);
+        let east_routed = |gw: &Gateway| {
+            gw.peer(&key).is_some_and(|p| gw.allowed_ips_of(&p) == ["10.1.0.0/16".parse::<IpNet>().unwrap()])
+        };
+        assert!(east_routed(&gw));
+
+        let mut moved = wg.clone();
+        moved.peers.clear();
+        let routed = "initiate = false\nremote_id = \"east.example\"\nallowed_ips = [\"10.1.0.0/16\"]\n";
+        moved.ipsec_peers.push(crate::ipsec::convert::tests::parsed_peer("east", routed));
+        let report = reconcile(&gw, &moved);
+        let why = report.refused.clone().unwrap_or_default();
+        assert!(why.starts_with("cannot start IKE (UDP ports 500 and 4500)"), "{report}");
+        assert!(report.to_string().starts_with("refused, nothing changed: cannot start IKE"), "{report}");
+        assert!(east_routed(&gw), "the WireGuard peer keeps its prefix");
+        assert!(gw.ike().is_none());
+
+        let before = gw.listen_port();
+        let mut busy = wg.clone();
+        busy.interface.listen_port = port;
+        busy.interface.private_key = StaticSecret::random(&mut rand_core::OsRng);
+        let report = reconcile(&gw, &busy);
+        assert!(report.refused.as_deref().is_some_and(|w| w.starts_with(&format!("cannot bind listen_port {port}"))));
+        assert_eq!(gw.listen_port(), before);
+        assert!(gw.device.has_private_key(&wg.interface.private_key), "the key stays with the refused file");
+        assert!(east_routed(&gw));
     }
 
     // Prefixes are applied for all peers at once: two peers trading their

@@ -11,10 +11,23 @@ pub struct Report {
     pub unchanged: usize,
     /// Changes that need a restart to take effect (they were not applied).
     pub needs_restart: Vec<String>,
+    /// Why the whole change was refused, when it was: then nothing else
+    /// here happened.
+    pub refused: Option<String>,
+}
+
+impl Report {
+    /// A change refused whole, for `why`.
+    pub fn refused(why: String) -> Report {
+        Report { refused: Some(why), ..Report::default() }
+    }
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(why) = &self.refused {
+            return write!(f, "refused, nothing changed: {why}");
+        }
         let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
         write!(
             f,

@@ -33,6 +33,10 @@ pub enum ApiError {
     /// IKE's sockets could not be opened for the first IPsec peer.
     #[error("cannot start IKE (UDP ports 500 and 4500): {0}; a gateway that drops root (user =) needs an IPsec peer in its configuration file at start-up to open them")]
     IkeUnavailable(String),
+    /// A valid file that could not be applied (IKE's ports, the listen
+    /// port): nothing of it was.
+    #[error("reload refused, nothing changed: {0}")]
+    ReloadRefused(String),
     /// A rekey asked of an IPsec peer with no IKE SA up; its state.
     #[error("{0} has no IKE SA up ({1}), so nothing to rekey; `tunctl peer reset` starts it over")]
     NotUp(String, String),

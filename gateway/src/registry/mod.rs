@@ -360,7 +360,7 @@ impl Registry {
         };
         let restart = cfg.registry.as_ref().map(fixed) != Some(fixed(&self.shared.settings));
         let published = |c: &Config| (c.interface.private_key.public_key(), c.interface.addresses.first().copied());
-        let (republish, readdressed) = {
+        let (republish, readdressed, before) = {
             let mut st = lock(&self.shared.state);
             // The interface keeps the addresses it started with until a
             // restart: the record goes on naming those, where publishing
@@ -368,13 +368,18 @@ impl Registry {
             let readdressed = cfg.interface.addresses != st.file.interface.addresses;
             cfg.interface.addresses = st.file.interface.addresses.clone();
             let changed = published(&st.file) != published(&cfg);
-            st.file = cfg;
-            (changed, readdressed)
+            (changed, readdressed, std::mem::replace(&mut st.file, cfg))
         };
+        let mut report = self.shared.apply().unwrap_or_default();
+        if report.refused.is_some() {
+            // Nothing changed: the record goes on saying what it said, and
+            // the next merge starts from the file that is applied.
+            lock(&self.shared.state).file = before;
+            return report;
+        }
         if republish {
             let _ = self.commands.send(Command::Republish);
         }
-        let mut report = self.shared.apply().unwrap_or_default();
         if readdressed && !report.needs_restart.iter().any(|r| r == "addresses") {
             report.needs_restart.push("addresses".into());
         }
