@@ -64,9 +64,6 @@ pub fn reconcile(iface: &Gateway, cfg: &Config) -> Report {
     if iface.route_table() != i.routes.map(|t| t.0) {
         report.needs_restart.push("install_routes/route_table".into());
     }
-    if i.mtu != iface.mtu() {
-        report.needs_restart.push(format!("mtu {}", i.mtu));
-    }
     if let Some(started) = iface.started_with() {
         report.needs_restart.extend(started.changed(&FixedAtStart::of(i)));
     }
@@ -278,6 +275,13 @@ mod tests {
         // The interface is named on the command line (`--interface`) and
         // the file names none, at start and now: no change to report.
         assert!(reconcile(&gw, &start).needs_restart.is_empty());
+        // The link's MTU changed by hand (the timer reads it from /sys) is
+        // not a change of the file; the file's is.
+        gw.set_mtu(1380);
+        assert!(reconcile(&gw, &start).needs_restart.is_empty());
+        let mut mtu = start.clone();
+        mtu.interface.mtu = 1300;
+        assert_eq!(reconcile(&gw, &mtu).needs_restart, ["mtu"]);
     }
 
     // A file that moves a prefix from a WireGuard peer to an IPsec peer,

@@ -14,6 +14,10 @@ pub struct FixedAtStart {
     workers: Option<usize>,
     metrics_listen: Option<std::net::SocketAddr>,
     user: Option<String>,
+    /// The file's MTU (its default where it sets none), not the link's:
+    /// `ip link set mtu` changes the link, and a reload of an unchanged
+    /// file must not read that as the file's change.
+    mtu: u32,
 }
 
 impl FixedAtStart {
@@ -24,6 +28,7 @@ impl FixedAtStart {
             workers: i.workers,
             metrics_listen: i.metrics_listen,
             user: i.user.clone(),
+            mtu: i.mtu,
         }
     }
 
@@ -35,6 +40,7 @@ impl FixedAtStart {
             ("workers", self.workers != now.workers),
             ("metrics_listen", self.metrics_listen != now.metrics_listen),
             ("user", self.user != now.user),
+            ("mtu", self.mtu != now.mtu),
         ];
         fields.into_iter().filter(|(_, differs)| *differs).map(|(name, _)| name.to_string()).collect()
     }
