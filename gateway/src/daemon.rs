@@ -210,12 +210,16 @@ impl Running {
         // `stop_ike`, never deleted). A change being applied finishes
         // first. The lock is never released; the process ends after this.
         std::mem::forget(self.gw.changing());
-        // Routes first, on this (control-plane) thread: the workers hold
-        // no capability to remove them.
-        self.gw.remove_kernel_routes();
         // IKE's deletes leave while the sockets are still open.
         self.gw.stop_ike();
         self.join_workers();
+        // Routes last: removed while the TUN was still up, they would send
+        // the peers' prefixes out by the default route, unencrypted, for
+        // as long as IKE's deletes and the workers took. The kernel has
+        // removed them with the device by now; this takes what is left,
+        // on this (control-plane) thread, since the workers hold no
+        // capability to remove routes.
+        self.gw.remove_kernel_routes();
         tracing::info!(interface = %self.gw.name, "interface down");
         // The TUN's queues closed as their workers ended (each worker owns
         // its queue), so the device is gone and the name free: the name

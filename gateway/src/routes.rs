@@ -237,11 +237,13 @@ impl RouteSync {
         Ok(found)
     }
 
-    /// Removes every route this daemon installed.
+    /// Removes every route this daemon installed. At shutdown the device
+    /// is gone and the kernel has removed them with it: not found (or no
+    /// such device) is what is expected then.
     pub fn remove_all(&mut self) {
         for net in std::mem::take(&mut self.installed) {
             if let Err(e) = self.change(net, false) {
-                if e.raw_os_error() != Some(libc::ESRCH) {
+                if !matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENODEV)) {
                     tracing::warn!(prefix = %net, error = %e, "cannot remove route");
                 }
             }
