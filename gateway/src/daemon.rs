@@ -395,8 +395,9 @@ pub fn report_ready() {
 }
 
 /// Runs this program again in the foreground, detached, and returns once
-/// it reports readiness (or fails), as wireguard-go does for wg-quick.
-pub fn detach(args: &[String]) -> Result<()> {
+/// it reports readiness (or fails), as wireguard-go does for wg-quick;
+/// the daemon's pid.
+pub fn detach(args: &[String]) -> Result<u32> {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
@@ -423,7 +424,7 @@ pub fn detach(args: &[String]) -> Result<()> {
     let mut line = String::new();
     let _ = stdout.read_line(&mut line);
     if line.trim() == "ready" {
-        return Ok(());
+        return Ok(child.id());
     }
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);

@@ -119,7 +119,14 @@ fn main() {
             Some(name) if cli.foreground => {
                 causeway_gateway::daemon::userspace(&name, causeway_gateway::daemon::report_ready)
             }
-            Some(name) => causeway_gateway::daemon::detach(&[name]),
+            // One line on stderr, which wireguard-go does not print: a
+            // mistyped command (`causewayd upp`) is an interface name, and
+            // without it a daemon would come up unseen.
+            Some(name) => causeway_gateway::daemon::detach(std::slice::from_ref(&name)).map(|pid| {
+                eprintln!(
+                    "causewayd: interface {name} is up, served in the background (pid {pid}); `tunctl show {name}`"
+                );
+            }),
             None => {
                 use clap::CommandFactory;
                 let _ = Cli::command().print_help();

@@ -85,6 +85,14 @@ fn failures_exit_1_with_one_message() {
     let (code, err) = run("tunctl", &["show", "cwnotthere0"], "");
     assert_eq!(code, 1);
     says_once(&err, "no causewayd is running for cwnotthere0");
+    // It says which interfaces have a daemon, or that none has.
+    assert!(err.contains("causewayd runs for ") || err.contains("no causewayd runs here"), "{err}");
+    // A name with a '/' would make the socket's path reach elsewhere.
+    for name in ["../../tmp/x", "a/b"] {
+        let (code, err) = run("tunctl", &["show", name], "");
+        assert_eq!(code, 1, "{err}");
+        says_once(&err, "is not an interface name");
+    }
 
     let (code, err) = run("tunctl", &["pubkey"], "not a key\n");
     assert_eq!(code, 1);

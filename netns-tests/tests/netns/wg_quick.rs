@@ -43,6 +43,9 @@ fn wg_quick_with_causewayd() {
         .output()
         .unwrap();
     assert!(up.status.success(), "wg-quick up: {}", String::from_utf8_lossy(&up.stderr));
+    // The one line causewayd prints when it leaves a daemon behind.
+    let said = String::from_utf8_lossy(&up.stderr);
+    assert!(said.contains(&format!("causewayd: interface {ifname} is up, served in the background (pid ")), "{said}");
     // wg-quick tries kernel WireGuard first: the interface must be
     // causewayd's, or a kernel with WireGuard would pass this test alone.
     let socket = causeway_gateway::sockets::uapi_socket_path(&ifname);

@@ -20,11 +20,35 @@ pub fn parse_reply<T: DeserializeOwned>(line: &str) -> anyhow::Result<T> {
     }
 }
 
+/// The interfaces whose daemons have a control socket, by name.
+fn running_interfaces() -> Vec<String> {
+    let dir = std::path::Path::new(causeway_gateway::sockets::API_SOCKET_DIR);
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".sock").map(String::from)).collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 pub fn request<T: DeserializeOwned>(interface: &str, req: &Request) -> anyhow::Result<T> {
+    // The daemon takes no other names; one with a '/' would make the
+    // socket's path reach outside the directory, and the request (a PSK
+    // among them) go to whatever listens there.
+    if let Err(e) = causeway_config::rules::wg_quick_interface_name(interface) {
+        bail!("{interface:?} is not an interface name: {e}");
+    }
     let path = causeway_gateway::sockets::api_socket_path(interface);
     let s = UnixStream::connect(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            anyhow::anyhow!("no causewayd is running for {interface} (nothing listens on {})", path.display())
+            let running = running_interfaces();
+            let others = if running.is_empty() {
+                "no causewayd runs here".to_string()
+            } else {
+                format!("causewayd runs for {}", running.join(", "))
+            };
+            anyhow::anyhow!("no causewayd is running for {interface} ({others}; nothing listens on {})", path.display())
         }
         std::io::ErrorKind::PermissionDenied => {
             anyhow::anyhow!("permission denied on {}: run tunctl as root", path.display())

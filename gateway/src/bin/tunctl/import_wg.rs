@@ -74,6 +74,26 @@ fn extend(list: &mut Vec<String>, v: &str) {
     list.extend(items.map(String::from));
 }
 
+/// AllowedIPs, with host bits cleared where a prefix has them: wg(8) and
+/// the kernel (and wireguard-go) take `10.2.0.1/16` as 10.2.0.0/16, so a
+/// file that runs under wg-quick imports, with a note; the configuration
+/// refuses such a prefix written by hand.
+fn extend_allowed(list: &mut Vec<String>, v: &str, at: &str) {
+    let start = list.len();
+    extend(list, v);
+    for item in &mut list[start..] {
+        if let Ok(net) = item.parse::<ipnet::IpNet>() {
+            if net.trunc() != net {
+                eprintln!(
+                    "tunctl: {at}: AllowedIPs {item} has host bits set; imported as {}, as wg routes it",
+                    net.trunc()
+                );
+                *item = net.trunc().to_string();
+            }
+        }
+    }
+}
+
 /// wg(8)'s blanks (wireguard-tools ctype.h, char_is_space), which take
 /// in \v too, unlike `char::is_ascii_whitespace`; wg-quick's
 /// `[[:space:]]` is the same six.
@@ -337,7 +357,7 @@ pub fn import_wg(file: &Path) -> anyhow::Result<Zeroizing<String>> {
                     "presharedkey" => once(&mut peer.preshared_key, Zeroizing::new(v.to_string()), &at, key)?,
                     "endpoint" if !peer.endpoints.is_empty() => bail!("{at}: {key} is given twice"),
                     "endpoint" => peer.endpoints.push(v.to_string()),
-                    "allowedips" => extend(&mut peer.allowed_ips, v),
+                    "allowedips" => extend_allowed(&mut peer.allowed_ips, v, &at),
                     "persistentkeepalive" if v.eq_ignore_ascii_case("off") => {}
                     "persistentkeepalive" => once(&mut peer.persistent_keepalive, number(v, &at, key)?, &at, key)?,
                     _ => eprintln!("tunctl: {at}: peer setting {} is not imported", shown(key)),
@@ -582,6 +602,19 @@ mod tests {
         assert_eq!(named, want.map(|(n, k)| (n.to_string(), k.clone())));
     }
 
+    // wg and the kernel route 10.2.0.1/16 as 10.2.0.0/16: a file that
+    // runs under wg-quick imports, its prefixes cleared of host bits.
+    #[test]
+    fn allowed_ips_with_host_bits_import_as_wg_routes_them() {
+        let (k, p) = (b64(key().as_bytes()), b64(key().public_key().as_bytes()));
+        let toml =
+            import(&format!("[Interface]\nPrivateKey = {k}\n[Peer]\nPublicKey = {p}\nAllowedIPs = 10.2.0.1/16, 10.3.0.0/16, fd00:2::1/48\n"))
+                .unwrap();
+        let cfg = causeway_config::parse(&toml, Path::new("wg7.toml")).unwrap();
+        let nets: Vec<String> = cfg.peers[0].allowed_ips.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.2.0.0/16", "10.3.0.0/16", "fd00:2::/48"]);
+    }
+
     #[test]
     fn a_name_with_quotes_is_quoted_not_injected() {
         let k = b64(key().as_bytes());
@@ -655,8 +688,8 @@ mod tests {
     #[test]
     fn a_problem_found_after_conversion_names_the_line_it_came_from() {
         let (k, p) = (b64(key().as_bytes()), b64(key().public_key().as_bytes()));
-        let text = format!("[Interface]\nPrivateKey = {k}\n\n[Peer]\nPublicKey = {p}\nAllowedIPs = 10.0.0.0/8\nAllowedIPs = 10.1.2.3/16\n");
+        let text = format!("[Interface]\nPrivateKey = {k}\n\n[Peer]\nPublicKey = {p}\nAllowedIPs = 10.0.0.0/8\nAllowedIPs = 10.1.300.0/16\n");
         let e = import(&text).unwrap_err().to_string();
-        assert!(e.contains("wg7.conf:6: AllowedIPs: ") && e.contains("10.1.2.3/16"), "{e}");
+        assert!(e.contains("wg7.conf:6: AllowedIPs: ") && e.contains("10.1.300.0/16"), "{e}");
     }
 }

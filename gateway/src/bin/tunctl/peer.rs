@@ -14,6 +14,7 @@ pub enum PeerCommand {
     ///
     /// Example: tunctl peer add cw0 --name dc-north --public-key KEY --endpoint 198.18.4.2:51820 --allowed-ip 10.4.0.0/16
     Add {
+        /// Interface served by a running causewayd.
         interface: String,
         /// The operator's name for the peer (unique).
         #[arg(long)]
@@ -35,6 +36,7 @@ pub enum PeerCommand {
     ///
     /// Example: tunctl peer add-file cw0 /etc/causeway/dc-west.toml
     AddFile {
+        /// Interface served by a running causewayd.
         interface: String,
         /// The file of [[peer]] tables.
         file: PathBuf,
@@ -43,6 +45,7 @@ pub enum PeerCommand {
     ///
     /// Example: tunctl peer set cw0 dc-north --endpoint 198.18.4.3:51820
     Set {
+        /// Interface served by a running causewayd.
         interface: String,
         /// Name or public key of the peer.
         peer: String,
@@ -56,6 +59,7 @@ pub enum PeerCommand {
     ///
     /// Example: tunctl peer remove cw0 dc-north
     Remove {
+        /// Interface served by a running causewayd.
         interface: String,
         /// Name or public key of the peer.
         peer: String,
@@ -67,6 +71,7 @@ pub enum PeerCommand {
     ///
     /// Example: tunctl peer rekey cw0 dc-west --ike
     Rekey {
+        /// Interface served by a running causewayd.
         interface: String,
         /// Name (or, for a WireGuard peer, public key) of the peer.
         peer: String,
@@ -84,6 +89,7 @@ pub enum PeerCommand {
     ///
     /// Example: tunctl peer reset cw0 dc-west
     Reset {
+        /// Interface served by a running causewayd.
         interface: String,
         /// Name (or, for a WireGuard peer, public key) of the peer.
         peer: String,

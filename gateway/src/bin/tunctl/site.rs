@@ -16,6 +16,7 @@ pub enum SiteCommand {
     Join {
         /// Interface of a causewayd with [registry] in its configuration.
         interface: String,
+        /// The site to register this gateway in.
         site: String,
     },
     /// Withdraw this gateway's record: the others remove it as a peer and
@@ -23,13 +24,18 @@ pub enum SiteCommand {
     /// keeps following the registry.
     ///
     /// Example: tunctl site leave cw0
-    Leave { interface: String },
+    Leave {
+        /// Interface of a causewayd with [registry] in its configuration.
+        interface: String,
+    },
     /// Write a site's prefixes to the registry (replacing its list): every
     /// gateway routes them to that site's gateways.
     ///
     /// Example: tunctl site set cw0 west 10.2.0.0/16 fd00:2::/48
     Set {
+        /// Interface of a causewayd with [registry] in its configuration.
         interface: String,
+        /// The site whose prefixes these are.
         site: String,
         /// Prefixes with host bits clear, such as 10.2.0.0/16.
         #[arg(required = true)]
@@ -39,7 +45,12 @@ pub enum SiteCommand {
     /// registered until they leave.
     ///
     /// Example: tunctl site remove cw0 west
-    Remove { interface: String, site: String },
+    Remove {
+        /// Interface of a causewayd with [registry] in its configuration.
+        interface: String,
+        /// The site whose prefixes go.
+        site: String,
+    },
 }
 
 impl SiteCommand {
