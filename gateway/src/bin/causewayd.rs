@@ -29,7 +29,11 @@ const EXAMPLES: &str = "Examples:
   WG_QUICK_USERSPACE_IMPLEMENTATION=causewayd wg-quick up ./wg0.conf
 
 Logs go to stderr (RUST_LOG=debug for more); a detached daemon writes
-them to $CAUSEWAYD_LOG_FILE if set.";
+them to $CAUSEWAYD_LOG_FILE if set.
+
+Exit codes: 0 success (a detached daemon is up and serving); 1 a failure
+(the configuration refused, the interface or a port taken, not root);
+2 a usage error.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -128,8 +132,9 @@ fn main() {
                 );
             }),
             None => {
+                // A usage error, so on stderr, as tunctl's are.
                 use clap::CommandFactory;
-                let _ = Cli::command().print_help();
+                eprint!("{}", Cli::command().render_help());
                 std::process::exit(2);
             }
         },

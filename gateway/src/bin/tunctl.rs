@@ -118,12 +118,14 @@ enum Command {
     },
     /// Convert a wg-quick configuration (.conf) to Causeway's TOML on stdout.
     /// Peers are named peer-1, peer-2, … unless a `# Name = x` comment
-    /// precedes them; settings Causeway does not take are listed on stderr.
+    /// stands above their [Peer] line or first in their section; settings
+    /// Causeway does not take are listed on stderr.
     /// wg-quick's routes carry over: no Table line (or auto, main) gives
     /// install_routes = true; Table = N also route_table = N; Table = off
     /// neither.
     ///
-    /// The output holds the private key: write it where only root reads.
+    /// The output holds the private key and any preshared keys: write it
+    /// where only root reads.
     ///
     /// Example: (umask 077; tunctl import-wg /etc/wireguard/wg0.conf > /etc/causeway/gw.toml)
     ImportWg {

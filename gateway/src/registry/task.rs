@@ -133,7 +133,7 @@ async fn session(
     let id = lease::ensure(&mut client, lease, ttl).await?;
     let mut renewal = lease::renew(&mut client, id, ttl).await?;
     let mut own = Own { put_revision: 0, lease: id };
-    own.publish(shared, &mut client).await?;
+    let clash = own.publish(shared, &mut client).await?;
 
     let all = shared.layout.all();
     let mut view = View::default();
@@ -142,7 +142,15 @@ async fn session(
     })
     .await?;
     view.revision = revision;
+    // The gateway that held our name may have let it go between the
+    // publish's read and this one: the watch, which starts after this
+    // read, would never say so, and we would stay unpublished.
+    let identity = shared.identity();
+    let name_free = !view.members.contains_key(&(identity.site.clone(), identity.name.clone()));
     lock(&shared.state).view = view;
+    if clash.is_some() && name_free {
+        own.publish(shared, &mut client).await?;
+    }
     apply(shared).await;
     *synced = true;
     shared.synced();

@@ -47,6 +47,7 @@ fn usage_errors_exit_2() {
     for (program, args) in [
         ("causewayd", vec!["--bogus"]),
         ("causewayd", vec!["up"]),
+        ("causewayd", vec![]),
         ("tunctl", vec!["--bogus"]),
         ("tunctl", vec!["peers"]),
         ("tunctl", vec!["peer", "add", "cw0"]),
