@@ -623,61 +623,80 @@ fn tunctl_rekey_and_reset_with_strongswan() {
     assert!(p.charon.count_log("IKE_SA * established") >= 2, "charon set up a second IKE SA\n{}", p.logs());
 }
 
-/// Both ends initiate at once, as an SRX set to establish its tunnels
-/// immediately and a Causeway gateway (which initiates when it has the
-/// peer's address) do after a shared power event: charon is told to
-/// initiate just after causewayd comes up, at offsets that cross its
-/// IKE_SA_INIT or IKE_AUTH with Causeway's, or follow them. However the
-/// two ends resolve the race (two IKE SAs kept, or one replacing the
-/// other), they must settle on SAs both hold: the SA Causeway sends on is
-/// one charon has installed, and pings both ways lose nothing.
+/// Both ends initiate, as an SRX set to establish its tunnels immediately
+/// and a Causeway gateway (which initiates when it has the peer's address)
+/// do after a shared power event. Staged so that both initiations are
+/// real: after a `tunctl peer reset`, Causeway's IKE_SA_INIT requests are
+/// held back (dropped on the way out, its answers pass) while charon
+/// initiates and sets up its IKE SA with Causeway as the responder; then
+/// Causeway's retransmitted request is let through, so Causeway sets up a
+/// second IKE SA as the initiator. (Launching both at once never crossed
+/// them here: Causeway's SA was always up before charon began, and charon
+/// then declined its duplicate child.) However the two ends resolve the
+/// pair (strongSwan's uniqueness check, Causeway's INITIAL_CONTACT rule),
+/// they must settle on SAs both hold: every child SA Causeway shows is one
+/// charon has installed, and pings both ways lose nothing.
 #[test]
-fn both_ends_initiating_at_once_settle_on_shared_sas() {
-    let Some(_lab) = strongswan_lab("both_ends_initiating_at_once_settle_on_shared_sas") else {
+fn both_ends_initiating_settle_on_shared_sas() {
+    let Some(_lab) = strongswan_lab("both_ends_initiating_settle_on_shared_sas") else {
         return;
     };
-    for delay_ms in [0u64, 3, 10, 40] {
-        let p = interop(Causeway::default(), |c| c);
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let initiated = p.charon.initiate("net");
-        assert!(p.wait_up(Duration::from_secs(20)), "offset {delay_ms} ms: no child SA\n{}", p.logs());
-        // Long enough for a uniqueness check, a duplicate's Delete or a
-        // retransmitted IKE_SA_INIT (charon's first comes after 4 s) to
-        // have done what it does.
-        std::thread::sleep(Duration::from_secs(6));
-        let st = p.ipsec_status();
-        let list = p.charon.list_sas().unwrap();
-        eprintln!(
-            "offset {delay_ms} ms: charon's initiate {}; Causeway's IKE SA {} ({}), charon lists {} IKE SA(s) and {} child SA(s)",
-            if initiated.is_ok() { "succeeded" } else { "failed" },
-            st["ike_spis"],
-            if st["initiator"] == true { "its own" } else { "charon's" },
-            list.lines().filter(|l| l.contains("ESTABLISHED")).count(),
-            list.lines().filter(|l| l.contains("INSTALLED")).count(),
+    let p = interop(Causeway::default(), |c| c);
+    assert!(p.wait_up(Duration::from_secs(20)), "no child SA\n{}", p.logs());
+    let ifname = p.causeway().ifname.clone();
+    // IKE_SA_INIT (exchange 34) requests (response flag 0x20 clear): the
+    // UDP payload's bytes 18 and 19 (the IKE header's exchange and flags).
+    let hold =
+        ["OUTPUT", "-p", "udp", "--dport", "500", "-m", "u32", "--u32", "0>>22&0x3C@24&0xFF20=0x2200", "-j", "DROP"];
+    p.gw_a.exec("iptables", &[&["-A"], &hold[..]].concat()).unwrap();
+    let said = tunctl_ok(&p.gw_a, &["peer", "reset", &ifname, "gw-b"]);
+    assert!(said.contains("setting up a new one now"), "{said}");
+    std::thread::sleep(Duration::from_millis(300));
+    let initiated = p.charon.initiate("net");
+    let counters = p.gw_a.exec("iptables", &["-L", "OUTPUT", "-v", "-x", "-n"]).unwrap_or_default();
+    p.gw_a.exec("iptables", &[&["-D"], &hold[..]].concat()).unwrap();
+    let held: u64 = counters
+        .lines()
+        .find(|l| l.contains("u32"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(held > 0, "Causeway's own IKE_SA_INIT was held back:\n{counters}");
+    assert!(initiated.is_ok(), "charon's initiation: {initiated:?}\n{}", p.logs());
+    // Causeway's next retransmission, then what either end makes of the
+    // pair (a uniqueness delete, a Delete answered).
+    std::thread::sleep(Duration::from_secs(8));
+    let st = p.ipsec_status();
+    let list = p.charon.list_sas().unwrap();
+    eprintln!(
+        "{held} IKE_SA_INIT held back; then Causeway's IKE SA {} ({}), charon lists {} IKE SA(s) and {} child SA(s), \
+         logged {} uniqueness delete(s) and {} DELETE(s) received",
+        st["ike_spis"],
+        if st["initiator"] == true { "its own" } else { "charon's" },
+        list.lines().filter(|l| l.contains("ESTABLISHED")).count(),
+        list.lines().filter(|l| l.contains("INSTALLED")).count(),
+        p.charon.count_log("deleting duplicate IKE_SA"),
+        p.charon.count_log("received DELETE for IKE_SA"),
+    );
+    assert_eq!(st["up"], true, "not up after settling\n{st}\n{list}\n{}", p.logs());
+    let children = st["child_sas"].as_array().unwrap();
+    assert!(!children.is_empty(), "no child SA\n{st}");
+    for child in children {
+        for spi in [child["spi_in"].as_str().unwrap(), child["spi_out"].as_str().unwrap()] {
+            assert!(list.contains(spi), "SPI {spi} not installed at charon:\n{list}\n{st}\n{}", p.logs());
+        }
+    }
+    let (host_a, host_b) = (&p.host_a, &p.host_b);
+    let (there, back) = std::thread::scope(|s| {
+        let there = s.spawn(|| host_a.exec("ping", &["-q", "-i", "0.02", "-c", "100", "-W", "1", "10.94.2.2"]));
+        let back = s.spawn(|| host_b.exec("ping", &["-q", "-i", "0.02", "-c", "100", "-W", "1", "10.94.1.2"]));
+        (there.join().unwrap().unwrap_or_default(), back.join().unwrap().unwrap_or_default())
+    });
+    for (way, out) in [("there", &there), ("back", &back)] {
+        assert!(
+            out.contains(" 0% packet loss"),
+            "pings {way} lost:\n{out}\n{}\n{list}\n{}",
+            p.ipsec_status(),
+            p.logs()
         );
-        assert_eq!(st["up"], true, "offset {delay_ms} ms: not up after settling\n{st}\n{list}\n{}", p.logs());
-        // Every child SA Causeway shows (the one it sends on among them)
-        // is one charon holds.
-        let children = st["child_sas"].as_array().unwrap();
-        assert!(!children.is_empty(), "offset {delay_ms} ms: no child SA\n{st}");
-        for child in children {
-            for spi in [child["spi_in"].as_str().unwrap(), child["spi_out"].as_str().unwrap()] {
-                assert!(list.contains(spi), "offset {delay_ms} ms: SPI {spi} not installed at charon:\n{list}\n{st}");
-            }
-        }
-        let (host_a, host_b) = (&p.host_a, &p.host_b);
-        let (there, back) = std::thread::scope(|s| {
-            let there = s.spawn(|| host_a.exec("ping", &["-q", "-i", "0.02", "-c", "100", "-W", "1", "10.94.2.2"]));
-            let back = s.spawn(|| host_b.exec("ping", &["-q", "-i", "0.02", "-c", "100", "-W", "1", "10.94.1.2"]));
-            (there.join().unwrap().unwrap_or_default(), back.join().unwrap().unwrap_or_default())
-        });
-        for (way, out) in [("there", &there), ("back", &back)] {
-            assert!(
-                out.contains(" 0% packet loss"),
-                "offset {delay_ms} ms: pings {way} lost:\n{out}\n{}\n{list}\n{}",
-                p.ipsec_status(),
-                p.logs()
-            );
-        }
     }
 }
