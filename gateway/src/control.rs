@@ -37,8 +37,18 @@ async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
         // Each request has the whole allowance (bytes already buffered
         // count against the one before).
         lines.get_mut().get_mut().set_limit(MAX_REQUEST_BYTES);
+        // A line that is not UTF-8 (wg never writes one) spoils its
+        // request, which is answered EINVAL once it ends, as wireguard-go
+        // answers it, rather than the connection closing without a word.
+        // The line's bytes are consumed, so the next line reads on.
+        let not_utf8 = |e: &std::io::Error| e.kind() == std::io::ErrorKind::InvalidData;
+        let mut spoiled = false;
         let op = match lines.next_line().await {
             Ok(Some(l)) => l,
+            Err(e) if not_utf8(&e) => {
+                spoiled = true;
+                String::new()
+            }
             _ => return,
         };
         // Wiped when dropped: a set body carries the private key and PSKs.
@@ -47,6 +57,7 @@ async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
             match tokio::time::timeout(LINE_PATIENCE, lines.next_line()).await {
                 Ok(Ok(Some(l))) if l.is_empty() => break,
                 Ok(Ok(Some(l))) => body.push(l),
+                Ok(Err(e)) if not_utf8(&e) => spoiled = true,
                 // A request cut short (closed, past the cap, stalled) is not applied.
                 _ => {
                     tracing::debug!("UAPI request cut short; nothing applied");
@@ -55,6 +66,7 @@ async fn handle_client(iface: Arc<Gateway>, stream: UnixStream) {
             }
         }
         let response = match op.as_str() {
+            _ if spoiled => errno_reply(libc::EINVAL),
             // A get with lines after it is not one wg sends (wireguard-go
             // refuses it too).
             "get=1" if !body.is_empty() => errno_reply(libc::EINVAL),
@@ -317,8 +329,15 @@ mod tests {
             ("get=1\nlisten_port=1\n\n", &einval),
             ("frobnicate=1\n\n", &einval),
             ("set=1\n\n", "errno=0\n\n"),
+            // Not UTF-8, in the body and in the operation's line: refused,
+            // and the connection goes on.
+            ("set=1\n\u{ff}=1\n\n", &einval),
+            ("\u{ff}=1\nlisten_port=1\n\n", &einval),
+            ("set=1\n\n", "errno=0\n\n"),
         ] {
-            client.get_mut().write_all(request.as_bytes()).await.unwrap();
+            // \u{ff} stands for a lone 0xff byte, which no &str can hold.
+            let bytes: Vec<u8> = request.chars().map(|c| if c == '\u{ff}' { 0xff } else { c as u8 }).collect();
+            client.get_mut().write_all(&bytes).await.unwrap();
             let mut reply = String::new();
             while !reply.ends_with("\n\n") {
                 assert_ne!(client.read_line(&mut reply).await.unwrap(), 0, "{request:?}: closed after {reply:?}");
