@@ -111,7 +111,9 @@ pub fn import_swanctl(file: &Path, only: Option<&str>, psk_dir: &Path) -> anyhow
             peer.allowed_ips.retain(|n| n != all);
         }
         notes.push(format!(
-            "connections {}: each has remote_ts {all} (route-based), which only one peer can be routed: it is              left out of their allowed_ips; give each the prefixes its site routes into the tunnel (an SRX's              static routes into st0)",
+            "connections {}: each has remote_ts {all} (route-based), which only one peer can be routed: it is \
+             left out of their allowed_ips; give each the prefixes its site routes into the tunnel (an SRX's \
+             static routes into st0)",
             claimants.join(", ")
         ));
     }
@@ -365,6 +367,7 @@ secrets {
         assert_eq!(strings(&peers[0].remote_ts), ["0.0.0.0/0"], "the selectors stay");
         let notes = imported.notes.join("\n");
         assert!(notes.contains("connections dc-east, dc-west: each has remote_ts 0.0.0.0/0"), "{notes}");
+        assert!(notes.contains("it is left out of their allowed_ips; give each"), "{notes}");
 
         let s = setup(&both);
         let one = s.import(Some("dc-west")).unwrap();
