@@ -18,7 +18,8 @@ pub enum KeyError {
     #[error("cannot read key file {path}: {reason}")]
     Unreadable { path: String, reason: String },
     #[error(
-        "key file {path} is readable by group or others (mode {mode:03o}); a private key must be private: run `chmod 600 {path}`"
+        "key file {path} is {} (mode {mode:03o}); a private key must be private: run `chmod 600 {path}`",
+        exposure(*.mode)
     )]
     Permissions { path: String, mode: u32 },
     #[error(
@@ -58,25 +59,14 @@ pub(crate) fn read_key_file(path: &Path, owners: Option<&Owners>) -> Result<Zero
 pub fn read_secret_file(path: &Path, owners: Option<&Owners>) -> Result<Zeroizing<String>, KeyError> {
     let shown = path.display().to_string();
     let unreadable = |e: std::io::Error| KeyError::Unreadable { path: shown.clone(), reason: e.to_string() };
-    // A FIFO, a terminal or a device would block or never end (opening a
-    // FIFO blocks already, so this is looked at before the open); a key is
-    // 45 bytes, so anything past a few lines is not one.
-    let not_regular = || KeyError::Unreadable { path: shown.clone(), reason: "not a regular file".into() };
-    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
-        return Err(not_regular());
-    }
     // The file opened is what is checked: checking only the path before
     // opening it would let a file swapped in between be read unchecked.
-    let file = std::fs::File::open(path).map_err(unreadable)?;
-    let meta = file.metadata().map_err(unreadable)?;
+    let (file, meta) = open_regular(path).map_err(unreadable)?;
     if let Some(mode) = exposed_mode(&meta) {
         return Err(KeyError::Permissions { path: shown, mode });
     }
     if let Some(owners) = owners {
         check_owner(path, &meta, owners)?;
-    }
-    if !meta.is_file() {
-        return Err(not_regular());
     }
     use std::io::Read;
     // Capacity up front: growing the string would leave copies of the key
@@ -87,6 +77,34 @@ pub fn read_secret_file(path: &Path, owners: Option<&Owners>) -> Result<Zeroizin
         return Err(KeyError::Unreadable { path: shown, reason: format!("longer than {MAX_KEY_FILE} bytes") });
     }
     Ok(text)
+}
+
+/// Opens a secret file for reading, with the metadata of the file opened,
+/// refusing anything but a regular file: a FIFO, a terminal or a device
+/// would block or never end, and a key is 45 bytes. The open does not
+/// block (O_NONBLOCK, which changes nothing for a regular file), so a
+/// FIFO put in the file's place after any look at the path is refused
+/// too, where a plain open would wait for a writer forever.
+pub fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok((file, meta))
+}
+
+/// How a secret file with `mode` (an `exposed_mode`) is open to others,
+/// in words: "readable" only when someone else may read it.
+pub fn exposure(mode: u32) -> &'static str {
+    if mode & 0o044 != 0 {
+        "readable by group or others"
+    } else if mode & 0o022 != 0 {
+        "writable by group or others"
+    } else {
+        "open to group or others"
+    }
 }
 
 /// The permission bits of a file that its group or others may read or
@@ -206,12 +224,26 @@ mod tests {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let err = read_key_file(dir.path(), Some(&Owners::default())).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
-        // A FIFO is refused without being opened, which would wait for a
-        // writer forever.
+        // A FIFO is refused, without waiting for a writer: the open does
+        // not block, so none runs here and the test would hang otherwise.
         let fifo = dir.path().join("gw.fifo");
         assert!(std::process::Command::new("mkfifo").arg("-m600").arg(&fifo).status().unwrap().success());
         let err = read_key_file(&fifo, Some(&Owners::default())).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
+        // The same through open_regular alone, which the registry's key
+        // file is read with: no look at the path comes before the open.
+        let err = open_regular(&fifo).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+    }
+
+    #[test]
+    fn exposure_says_what_others_may_do() {
+        assert_eq!(exposure(0o644), "readable by group or others");
+        assert_eq!(exposure(0o604), "readable by group or others");
+        assert_eq!(exposure(0o620), "writable by group or others");
+        assert_eq!(exposure(0o601), "open to group or others");
+        let err = KeyError::Permissions { path: "/k".into(), mode: 0o620 };
+        assert!(err.to_string().starts_with("key file /k is writable by group or others (mode 620);"), "{err}");
     }
 
     #[test]

@@ -25,7 +25,9 @@ mod validate;
 
 pub use error::{ConfigError, Problem};
 pub use ipsec::{shared_address_clash, unreached};
-pub use key::{check_owner, exposed_mode, parse_key, read_config_file, read_secret_file, KeyError, Owners};
+pub use key::{
+    check_owner, exposed_mode, exposure, open_regular, parse_key, read_config_file, read_secret_file, KeyError, Owners,
+};
 pub use peer_file::{parse_peers, PeerFile};
 pub use prefix::{parse_address, parse_allowed_ip, PrefixError};
 pub use registry::{

@@ -47,8 +47,9 @@ impl Checker<'_> {
             (Some(k), None) => match (parse_key(k.get_ref()), self.exposed) {
                 (Ok(_), Some(mode)) => {
                     let message = format!(
-                        "a key written in a file readable by group or others (mode {mode:03o}) is not private: \
+                        "a key written in a file {} (mode {mode:03o}) is not private: \
                          run `chmod 600 {}`, or give {} instead",
+                        crate::key::exposure(mode),
                         self.file.display(),
                         names.1
                     );

@@ -476,8 +476,9 @@ fn read_secrets_input(file: &std::path::Path) -> anyhow::Result<zeroize::Zeroizi
         causeway_config::read_config_file(file).with_context(|| format!("cannot read {}", file.display()))?;
     if let Some(mode) = exposed {
         eprintln!(
-            "warning: {} is readable by group or others (mode {mode:03o}) and may hold keys: run `chmod 600 {}`",
+            "warning: {} is {} (mode {mode:03o}) and may hold keys: run `chmod 600 {}`",
             file.display(),
+            causeway_config::exposure(mode),
             file.display()
         );
     }
