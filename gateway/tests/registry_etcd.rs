@@ -801,6 +801,54 @@ fn tls_with_a_client_certificate() {
     assert!(a.peer("west.gw2").is_none());
 }
 
+/// Certificates rotated at the paths the configuration names are read
+/// again by a reload, and serve the next connection, without a restart.
+#[test]
+fn a_reload_reads_rotated_tls_files_again() {
+    let Some(etcd) = Etcd::start_with(|dir| {
+        certificates(dir);
+        let f = |n: &str| dir.join(n).display().to_string();
+        vec![
+            "--cert-file".into(),
+            f("server.pem"),
+            "--key-file".into(),
+            f("server.key"),
+            "--client-cert-auth".into(),
+            "--trusted-ca-file".into(),
+            f("ca.pem"),
+        ]
+    }) else {
+        return;
+    };
+    let net = MemNet::new();
+    let dir = etcd.dir.path().to_path_buf();
+    use std::os::unix::fs::PermissionsExt;
+    let install = |pem: &str, key: &str| {
+        std::fs::copy(dir.join(pem), dir.join("gw.pem")).unwrap();
+        std::fs::copy(dir.join(key), dir.join("gw.key")).unwrap();
+        std::fs::set_permissions(dir.join("gw.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    // A certificate etcd refuses for a client (it is for servers) first.
+    install("server.pem", "server.key");
+    let a = Gw::start_with(&net, &etcd, 1, "east", "gw1", 10, |r| {
+        r.tls = Some(causeway_config::RegistryTls {
+            ca_file: dir.join("ca.pem"),
+            cert_file: dir.join("gw.pem"),
+            key_file: dir.join("gw.key"),
+            key_owners: Default::default(),
+        })
+    });
+    wait_until("a reports the refusal", || a.status().last_error.is_some());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.status().state, "connecting");
+    install("client.pem", "client.key");
+    let report = causeway_gateway::reload::apply_file(&a.gw, a.cfg.clone());
+    assert!(report.refused.is_none() && report.needs_restart.is_empty(), "{report}");
+    wait_until("a is synced with the new certificate", || a.status().state == "synced");
+    let b = Gw::start_with(&net, &etcd, 2, "west", "gw1", 10, |r| r.tls = a.cfg.registry.as_ref().unwrap().tls.clone());
+    wait_until("a and b learn each other", || a.peer("west.gw1").is_some() && b.peer("east.gw1").is_some());
+}
+
 #[test]
 fn password_authentication() {
     let Some(etcd) = Etcd::start() else { return };
@@ -831,6 +879,14 @@ fn password_authentication() {
     let e = c.status().last_error.unwrap();
     assert!(e.contains("authentication failed"), "{e}");
     assert!(!e.contains("not-the-password"), "the password is not in the error: {e}");
+    // The right password, given by a reload, serves the next connection:
+    // no restart.
+    let mut file = c.cfg.clone();
+    user("gateway-password")(file.registry.as_mut().unwrap());
+    let report = causeway_gateway::reload::apply_file(&c.gw, file);
+    assert!(report.refused.is_none() && report.needs_restart.is_empty(), "{report}");
+    wait_until("c is synced with the new password", || c.status().state == "synced");
+    wait_until("a learns c", || a.peer("west.gw2").is_some());
     // Unauthenticated clients are refused: the records are protected.
     assert!(store.try_get("/causeway/gateways/east/gw1").is_err());
 }

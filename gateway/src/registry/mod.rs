@@ -109,6 +109,8 @@ enum Command {
     Site(SiteChange, std::sync::mpsc::Sender<Result<String, ChangeError>>, Arc<ticket::Ticket>),
     /// What the record says changed (a reload's new key or address).
     Republish,
+    /// Credentials read again at a reload, for the next connection.
+    Credentials(Box<store::Credentials>),
     Stop,
 }
 
@@ -344,7 +346,10 @@ impl Registry {
     /// Applies a newly loaded configuration file, merged with the
     /// registry's view. `[registry]` itself is fixed at start (a change
     /// there is reported as needing a restart), except the keepalive and
-    /// failover of learnt peers, which apply now.
+    /// failover of learnt peers, which apply now, and the credentials: the
+    /// TLS files and the password are read again, so that certificates
+    /// rotated at the same paths, or a new password, serve the next
+    /// connection without a restart.
     pub fn apply_file(&self, mut cfg: Config) -> Report {
         let fixed = |r: &causeway_config::Registry| {
             (
@@ -355,10 +360,14 @@ impl Registry {
                 r.advertise.clone(),
                 r.lease_ttl,
                 r.tls.clone(),
-                r.user.clone(),
+                r.user.as_ref().map(|(name, _)| name.clone()),
             )
         };
         let restart = cfg.registry.as_ref().map(fixed) != Some(fixed(&self.shared.settings));
+        let credentials = match &cfg.registry {
+            Some(r) if !restart && (r.tls.is_some() || r.user.is_some()) => Some(store::Credentials::load(r)),
+            _ => None,
+        };
         let published = |c: &Config| (c.interface.private_key.public_key(), c.interface.addresses.first().copied());
         let (republish, readdressed, before) = {
             let mut st = lock(&self.shared.state);
@@ -379,6 +388,18 @@ impl Registry {
         }
         if republish {
             let _ = self.commands.send(Command::Republish);
+        }
+        match credentials {
+            Some(Ok(creds)) => {
+                let _ = self.commands.send(Command::Credentials(Box::new(creds)));
+                tracing::info!("registry: credentials read again; the next connection uses them");
+            }
+            // A daemon that dropped root may not read root's key file any
+            // more: the credentials it has still serve.
+            Some(Err(e)) => {
+                tracing::warn!("registry: credentials not read again ({e}); the next connection uses those read before")
+            }
+            None => {}
         }
         if readdressed && !report.needs_restart.iter().any(|r| r == "addresses") {
             report.needs_restart.push("addresses".into());

@@ -1,7 +1,8 @@
-//! The etcd connection: credentials read once at start (before privileges
-//! are dropped, since the files are root's), connect options, and every
-//! call bounded in time, so an unreachable store shows up as an error
-//! within seconds instead of a hang.
+//! The etcd connection: credentials read at start (before privileges are
+//! dropped, since the files may be root's) and again at each reload, for
+//! the next connection; connect options; and every call bounded in time,
+//! so an unreachable store shows up as an error within seconds instead of
+//! a hang.
 
 use std::time::Duration;
 
@@ -26,11 +27,11 @@ struct TlsPem {
 fn read_private(p: &std::path::Path, owners: &causeway_config::Owners) -> Result<Zeroizing<Vec<u8>>, RegistryError> {
     use std::io::Read;
     let err = |source| RegistryError::ReadFile { path: p.to_path_buf(), source };
-    let file = std::fs::File::open(p).map_err(err)?;
-    let meta = file.metadata().map_err(err)?;
+    let (file, meta) = causeway_config::open_regular(p).map_err(err)?;
     if let Some(mode) = causeway_config::exposed_mode(&meta) {
         return Err(err(std::io::Error::other(format!(
-            "readable by group or others (mode {mode:03o}); run `chmod 600 {}`",
+            "{} (mode {mode:03o}); run `chmod 600 {}`",
+            causeway_config::exposure(mode),
             p.display()
         ))));
     }

@@ -52,7 +52,7 @@ enum End {
     Failed(String),
 }
 
-async fn run(shared: Arc<Shared>, creds: Credentials, mut commands: UnboundedReceiver<Command>) {
+async fn run(shared: Arc<Shared>, mut creds: Credentials, mut commands: UnboundedReceiver<Command>) {
     // `since_secs` in the status counts up while nothing else happens.
     let ticker = shared.clone();
     tokio::spawn(async move {
@@ -69,7 +69,7 @@ async fn run(shared: Arc<Shared>, creds: Credentials, mut commands: UnboundedRec
     let mut member = 0;
     loop {
         let mut synced = false;
-        let end = match session(&shared, &creds, &mut commands, &mut lease, &mut synced, &mut member).await {
+        let end = match session(&shared, &mut creds, &mut commands, &mut lease, &mut synced, &mut member).await {
             Ok(end) => end,
             Err(e) => End::Failed(e),
         };
@@ -104,6 +104,7 @@ async fn run(shared: Arc<Shared>, creds: Credentials, mut commands: UnboundedRec
                     None | Some(Command::Stop) => return,
                     // The next session publishes what the state says.
                     Some(Command::Republish) => {}
+                    Some(Command::Credentials(new)) => creds = *new,
                     Some(Command::Site(_, reply, ticket)) => {
                         if ticket.start() {
                             let _ = reply.send(Err(ChangeError::Unreachable(error.to_string())));
@@ -122,7 +123,7 @@ async fn run(shared: Arc<Shared>, creds: Credentials, mut commands: UnboundedRec
 /// clean stop with the record withdrawn.
 async fn session(
     shared: &Arc<Shared>,
-    creds: &Credentials,
+    creds: &mut Credentials,
     commands: &mut UnboundedReceiver<Command>,
     lease: &mut Option<i64>,
     synced: &mut bool,
@@ -202,6 +203,9 @@ async fn session(
                 Some(Command::Republish) => {
                     own.publish(shared, &mut client).await?;
                 }
+                // This connection goes on as it was authenticated; the
+                // next one uses these.
+                Some(Command::Credentials(new)) => *creds = *new,
                 Some(Command::Site(change, reply, ticket)) => {
                     if !ticket.start() {
                         tracing::info!(?change, "dropped a registry request that waited too long to start; its requester was told nothing changed");
