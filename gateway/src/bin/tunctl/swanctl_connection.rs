@@ -264,8 +264,10 @@ fn check_connection_keys(c: &mut Conn, conn: &Section) {
 
 /// local_addrs gives default identities and `dynamic` selectors, but not
 /// the address IKE is sent from: Causeway takes the one its route picks.
+/// The note says so, in place of the list of keys not imported.
 fn note_local_addrs(c: &mut Conn, conn: &Section) {
     let Some(s) = conn.get("local_addrs") else { return };
+    c.skipped.retain(|k| k != "local_addrs");
     c.notes.push(format!(
         "local_addrs = {} is not imported: Causeway sends IKE from the source address of the route to \
          the peer; if the peer expects this address, it must be on this host and be the one that route uses",
