@@ -39,6 +39,11 @@ pub struct RouteSync {
     /// Wanted prefixes the kernel refused (another route holds them),
     /// logged once, and tried again at each `audit`.
     refused: BTreeSet<IpNet>,
+    /// Installed prefixes no longer wanted whose removal failed, logged
+    /// once, and tried again at each `audit`: left in place, such a route
+    /// would send a prefix that moved elsewhere (to another gateway, or
+    /// out of the tunnel) into this interface.
+    unremoved: BTreeSet<IpNet>,
     warned_default: bool,
 }
 
@@ -101,6 +106,7 @@ impl RouteSync {
             installed: BTreeSet::new(),
             synced: None,
             refused: BTreeSet::new(),
+            unremoved: BTreeSet::new(),
             warned_default: false,
         })
     }
@@ -137,10 +143,15 @@ impl RouteSync {
                 // Gone already (the operator removed it, or the link went down).
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => report.removed += 1,
                 Err(e) => {
-                    tracing::warn!(prefix = %net, error = %e, "cannot remove route");
+                    if self.unremoved.insert(net) {
+                        tracing::warn!(prefix = %net, error = %e, "cannot remove route (tried again every few seconds)");
+                    }
                     report.failed += 1;
                     continue;
                 }
+            }
+            if self.unremoved.remove(&net) {
+                tracing::info!(prefix = %net, table = self.table, "route removed at last");
             }
             self.installed.remove(&net);
         }
@@ -198,7 +209,12 @@ impl RouteSync {
             self.installed.insert(n);
         }
         self.refused.retain(|n| self.synced.as_ref().is_some_and(|w| w.contains(n)));
-        if lost > 0 || !self.refused.is_empty() {
+        // One removed by someone else, or wanted again, needs no removal.
+        self.unremoved.retain(|n| self.installed.contains(n));
+        if let Some(w) = &self.synced {
+            self.unremoved.retain(|n| !w.contains(n));
+        }
+        if lost > 0 || !self.refused.is_empty() || !self.unremoved.is_empty() {
             self.synced = None;
         }
         Ok(())
