@@ -102,6 +102,13 @@ impl Resolved {
         }
     }
 
+    /// Records that `p`'s endpoints resolved to nothing, as a lookup that
+    /// failed would: a test's lookup that stays on the host.
+    #[cfg(test)]
+    pub(crate) fn found_nothing(&mut self, p: &Peer) {
+        self.wireguard.insert(p.public_key, (p.endpoints.clone(), None));
+    }
+
     /// Every address of IPsec peer `p`'s endpoints when they were resolved
     /// ahead for this list; None to look them up when applied.
     pub fn ipsec_addresses(&self, p: &IpsecPeer) -> Option<Vec<IpAddr>> {

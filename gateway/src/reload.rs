@@ -164,15 +164,19 @@ pub fn apply_peer_settings(
             Some((i, addr)) => {
                 peer.set_endpoint(addr);
                 peer.set_endpoint_index(i);
+                changed.push("endpoints");
             }
             // Nothing resolves now: the address in use stays, but the
             // index goes back to the first entry, so that the name
             // refresh and failover follow the new list (an index past a
             // shorter list matched no entry, and its name was never
-            // looked up again).
-            None => peer.set_endpoint_index(0),
+            // looked up again). The report says so: "changed" alone
+            // would pass for traffic moved.
+            None => {
+                peer.set_endpoint_index(0);
+                changed.push("endpoints, none resolving now: traffic stays on the address in use until one does");
+            }
         }
-        changed.push("endpoints");
     }
     let want: HashSet<IpNet> = p.allowed_ips.iter().map(|n| n.trunc()).collect();
     let mut prefixes = None;
@@ -372,6 +376,34 @@ mod tests {
         );
         assert_eq!(reconcile(&gw, &peers(&[("a", 0, "\"10.2.0.0/16\"")])).removed, ["b", "d"]);
         assert_eq!(routes(&gw), ["10.2.0.0/16 peer a"]);
+    }
+
+    // A new endpoint list none of whose names resolves is applied, and the
+    // report says the traffic stays where it was.
+    #[test]
+    fn a_reload_to_endpoints_that_do_not_resolve_says_traffic_stays() {
+        let iface = Interface::new("cwreload3".into(), Some(StaticSecret::random(&mut rand_core::OsRng)), 1420, 1, 0);
+        let gw = Gateway::new(Arc::new(iface.unwrap()));
+        let key = StaticSecret::random(&mut rand_core::OsRng).public_key().to_base64();
+        let file = |endpoint: &str| {
+            config(&format!("[[peer]]\nname = \"b\"\npublic_key = \"{key}\"\nendpoints = [\"{endpoint}\"]\n"))
+        };
+        reconcile(&gw, &file("198.18.0.2:51820"));
+        let peer = gw.peers().pop().unwrap();
+        let old: std::net::SocketAddr = "198.18.0.2:51820".parse().unwrap();
+        assert_eq!(peer.endpoint().map(|e| e.addr), Some(old));
+        // Looked up ahead and found nothing: no lookup leaves the host.
+        let moved = file("gw-b.example:51820");
+        let mut nothing = Resolved::default();
+        nothing.found_nothing(&moved.peers[0]);
+        let applied = apply_peer(&gw, &moved.peers[0], None, &nothing).unwrap();
+        assert_eq!(
+            applied.1,
+            ["endpoints, none resolving now: traffic stays on the address in use until one does"],
+            "{applied:?}"
+        );
+        assert_eq!(peer.endpoint().map(|e| e.addr), Some(old));
+        assert_eq!(*peer.configured_endpoints.lock().unwrap(), moved.peers[0].endpoints);
     }
 
     #[test]
