@@ -562,6 +562,34 @@ fn with_etcd_down_the_last_state_stays_and_changes_apply_once_it_is_back() {
     wait_until("b has a again", || b.peer("east.gw1").is_some());
 }
 
+/// An operator's request made while a synced gateway reconnects (etcd
+/// restarted) is carried out by the next session, not refused because it
+/// came between two.
+#[test]
+fn a_site_request_made_while_reconnecting_is_carried_out_after() {
+    let Some(mut etcd) = Etcd::start() else { return };
+    let net = MemNet::new();
+    let a = Gw::start(&net, &etcd, 1, "east", "gw1", 10);
+    wait_until("a is synced", || a.status().state == "synced");
+    etcd.kill();
+    // The killed store resets the connection: the session ends at once,
+    // and the client retries every 250 ms against a closed port.
+    std::thread::sleep(Duration::from_millis(300));
+    let gw = a.gw.clone();
+    let asked = std::thread::spawn(move || {
+        let req = Request::SiteSet { site: "west".into(), prefixes: vec!["10.2.0.0/16".into()] };
+        let reply = causeway_gateway::api::handle(&gw, &serde_json::to_string(&req).unwrap());
+        serde_json::from_value::<Reply<String>>(serde_json::to_value(reply).unwrap()).unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    etcd.run();
+    match asked.join().unwrap() {
+        Reply::Ok(done) => assert_eq!(done, "site west: prefixes 10.2.0.0/16"),
+        Reply::Error(e) => panic!("refused: {e}"),
+    }
+    assert_eq!(Store::new(&etcd.url()).get("/causeway/sites/west").unwrap().0, br#"{"prefixes":["10.2.0.0/16"]}"#);
+}
+
 #[test]
 fn operators_join_leave_and_set_sites_through_the_api() {
     let Some(etcd) = Etcd::start() else { return };

@@ -67,9 +67,16 @@ async fn run(shared: Arc<Shared>, mut creds: Credentials, mut commands: Unbounde
     let mut failing_since: Option<Instant> = None;
     // The etcd member the sessions use, until it fails one.
     let mut member = 0;
+    // Operators' site requests that came while a synced gateway was
+    // reconnecting: the next session carries them out once synced, unless
+    // the store stays away (then they are refused) or their requesters
+    // stopped waiting (the ticket says so).
+    let mut deferred: Vec<Deferred> = Vec::new();
     loop {
         let mut synced = false;
-        let end = match session(&shared, &mut creds, &mut commands, &mut lease, &mut synced, &mut member).await {
+        let end = match session(&shared, &mut creds, &mut commands, &mut lease, &mut synced, &mut member, &mut deferred)
+            .await
+        {
             Ok(end) => end,
             Err(e) => End::Failed(e),
         };
@@ -94,6 +101,11 @@ async fn run(shared: Arc<Shared>, mut creds: Credentials, mut commands: Unbounde
             tracing::debug!("registry session ended, reconnecting: {error}");
         } else {
             shared.failed(&error);
+            for (_, reply, ticket) in deferred.drain(..) {
+                if ticket.start() {
+                    let _ = reply.send(Err(ChangeError::Unreachable(error.to_string())));
+                }
+            }
         }
         let pause = tokio::time::sleep(if quiet_retry { MIN_BACKOFF } else { backoff });
         tokio::pin!(pause);
@@ -105,8 +117,10 @@ async fn run(shared: Arc<Shared>, mut creds: Credentials, mut commands: Unbounde
                     // The next session publishes what the state says.
                     Some(Command::Republish) => {}
                     Some(Command::Credentials(new)) => creds = *new,
-                    Some(Command::Site(_, reply, ticket)) => {
-                        if ticket.start() {
+                    Some(Command::Site(change, reply, ticket)) => {
+                        if quiet_retry {
+                            deferred.push((change, reply, ticket));
+                        } else if ticket.start() {
                             let _ = reply.send(Err(ChangeError::Unreachable(error.to_string())));
                         }
                     }
@@ -119,8 +133,36 @@ async fn run(shared: Arc<Shared>, mut creds: Credentials, mut commands: Unbounde
     }
 }
 
+/// A site request held over a reconnection (`run`).
+type Deferred = (SiteChange, std::sync::mpsc::Sender<Result<String, ChangeError>>, Arc<super::ticket::Ticket>);
+
+/// Carries out one operator's site request, if its requester still waits;
+/// a store failure in it ends the session (`Err`).
+async fn site_request(
+    shared: &Arc<Shared>,
+    client: &mut Client,
+    own: &mut Own,
+    (change, reply, ticket): Deferred,
+) -> Result<(), String> {
+    if !ticket.start() {
+        tracing::info!(
+            ?change,
+            "dropped a registry request that waited too long to start; its requester was told nothing changed"
+        );
+        return Ok(());
+    }
+    let answer = change_site(shared, client, own, change).await;
+    let failed = match &answer {
+        Err(e @ ChangeError::Store(_)) => Some(e.to_string()),
+        _ => None,
+    };
+    let _ = reply.send(answer);
+    failed.map_or(Ok(()), Err)
+}
+
 /// One connection's life. `Err` is a store failure (retry); `Ok(Stop)` a
-/// clean stop with the record withdrawn.
+/// clean stop with the record withdrawn. `deferred` requests are carried
+/// out, in order, once the session is synced.
 async fn session(
     shared: &Arc<Shared>,
     creds: &mut Credentials,
@@ -128,6 +170,7 @@ async fn session(
     lease: &mut Option<i64>,
     synced: &mut bool,
     member: &mut usize,
+    deferred: &mut Vec<Deferred>,
 ) -> Result<End, String> {
     let mut client = store::connect(&shared.settings.endpoints, creds, member).await?;
     let ttl = shared.settings.lease_ttl;
@@ -155,6 +198,10 @@ async fn session(
     apply(shared).await;
     *synced = true;
     shared.synced();
+    // Before anything new: the operator asked for these first.
+    for request in std::mem::take(deferred) {
+        site_request(shared, &mut client, &mut own, request).await?;
+    }
 
     let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
     let mut watcher = client.watch_client().max_decoding_message_size(MAX_MESSAGE);
@@ -207,19 +254,7 @@ async fn session(
                 // next one uses these.
                 Some(Command::Credentials(new)) => *creds = *new,
                 Some(Command::Site(change, reply, ticket)) => {
-                    if !ticket.start() {
-                        tracing::info!(?change, "dropped a registry request that waited too long to start; its requester was told nothing changed");
-                        continue;
-                    }
-                    let answer = change_site(shared, &mut client, &mut own, change).await;
-                    let failed = match &answer {
-                        Err(e @ ChangeError::Store(_)) => Some(e.to_string()),
-                        _ => None,
-                    };
-                    let _ = reply.send(answer);
-                    if let Some(e) = failed {
-                        return Err(e);
-                    }
+                    site_request(shared, &mut client, &mut own, (change, reply, ticket)).await?;
                 }
             },
         }
