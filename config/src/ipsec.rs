@@ -46,6 +46,11 @@ fn after_prefix<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 /// Decodes a PSK file's text the way strongSwan's secrets do: `0x` hex,
 /// `0s` base64 (either prefix in either case, as tunctl import-swanctl
 /// reads them), or else the text itself (without its trailing newline).
+/// A text key that begins or ends with a blank, or runs over several
+/// lines, is refused: an editor's stray space or a comment line would be
+/// part of the key, and the only sign of it would be every IKE_AUTH
+/// failing with the peer's AUTHENTICATION_FAILED. A key that is meant so
+/// is written in hex or base64.
 fn decode_psk(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
     let text = text.trim_end_matches(['\n', '\r']);
     let bytes = if let Some(hex) = after_prefix(text, "0x") {
@@ -63,6 +68,14 @@ fn decode_psk(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
                 .decode(b64.trim())
                 .map_err(|_| "a key written 0s... must be base64".to_string())?,
         )
+    } else if text.contains(['\n', '\r']) {
+        return Err("the key file holds more than one line, which a text key would take whole; \
+                    write the key alone, or as 0x<hex> or 0s<base64>"
+            .into());
+    } else if text.starts_with([' ', '\t']) || text.ends_with([' ', '\t']) {
+        return Err("the key begins or ends with a blank (space or tab), which would be part of it; remove it, \
+                    or write the key as 0x<hex> or 0s<base64> if it is meant"
+            .into());
     } else {
         Zeroizing::new(text.as_bytes().to_vec())
     };
@@ -458,6 +471,13 @@ mod tests {
         assert_eq!(decode_psk(&format!("0X{hex}")).unwrap(), decode_psk(&format!("0x{hex}")).unwrap());
         assert_eq!(decode_psk("0SAAAAAAAAAAAAAAAAAAAAAA==").unwrap().len(), 16);
         assert_eq!(&*decode_psk("é a long enough passphrase").unwrap(), "é a long enough passphrase".as_bytes());
+        // Blanks around a text key, or a second line, are refused: no
+        // peer's key has them by accident of the file.
+        for text in ["a long enough passphrase \n", "\ta long enough passphrase", "a long enough passphrase\n# old\n"] {
+            assert!(decode_psk(text).unwrap_err().contains("0x<hex> or 0s<base64>"), "{text:?}");
+        }
+        assert_eq!(&*decode_psk("a long enough passphrase\r\n").unwrap(), b"a long enough passphrase");
+        assert_eq!(&*decode_psk("a long enough passphrase\n\n").unwrap(), b"a long enough passphrase");
     }
 
     #[test]
