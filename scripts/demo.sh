@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 # protoc: the etcd client (registry) generates its gRPC code at build time.
 install_missing ip:iproute2 iperf3:iperf3 ping:iputils-ping "${PROTOC_TOOLS[@]}"
-if ! command -v cargo >/dev/null; then
-    echo "cargo is missing: install Rust with rustup, then rerun" >&2
+if ! ensure_rust; then
+    echo "Rust is missing and could not be installed: install it with rustup (https://rustup.rs), then rerun" >&2
     exit 1
 fi
 cargo build --release --quiet -p causeway-gateway -p causeway-lab --bins

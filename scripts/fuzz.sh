@@ -30,8 +30,8 @@ if [ "$seconds" -eq 0 ]; then
     exit 0
 fi
 
-# cargo-fuzz needs nightly (sanitizer flags): installed beside the stable
-# toolchain, which stays the default. Without rustup there is no way to
+# cargo-fuzz needs nightly (sanitizer flags): installed beside the
+# toolchain rust-toolchain.toml names, which the rest of the build uses. Without rustup there is no way to
 # add it, and fuzzing that cannot run fails the run rather than pass it.
 if ! cargo +nightly --version >/dev/null 2>&1; then
     if ! command -v rustup >/dev/null; then
@@ -46,9 +46,14 @@ if ! command -v cargo-fuzz >/dev/null; then
     cargo install --quiet --locked cargo-fuzz
 fi
 echo "== cargo fuzz build"
-cargo +nightly fuzz build -O 2>&1 | tail -n 1
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
+# Its last line on success; on failure, the compiler's errors with it.
+if ! cargo +nightly fuzz build -O >"$scratch/build.log" 2>&1; then
+    tail -n 40 "$scratch/build.log" >&2
+    exit 1
+fi
+tail -n 1 "$scratch/build.log"
 run() {
     local t="$1"
     mkdir -p "$scratch/$t"

@@ -1,5 +1,17 @@
 # Shared by the scripts in this folder (source it, do not run it).
 
+# A root shell entered without a login (`su` without `-`, some sudo
+# configurations) may lack the sbin directories, where iptables, sysctl,
+# bird and swanctl live: they would look missing, and be installed again.
+case ":$PATH:" in
+    *:/usr/sbin:*) ;;
+    *) export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" ;;
+esac
+
+# Waits for the dpkg lock (a freshly booted cloud machine runs its daily
+# apt jobs first) instead of failing at once.
+APT_GET=(apt-get -o DPkg::Lock::Timeout=600)
+
 # Installs the Debian package of each command (or, for an absolute path,
 # file) that is missing.
 # Usage: install_missing command:package /path/to/file:package ...
@@ -19,8 +31,28 @@ install_missing() {
         return 1
     fi
     echo "== installing ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    "${APT_GET[@]}" update -qq || return 1
+    DEBIAN_FRONTEND=noninteractive "${APT_GET[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+}
+
+# Rust: the toolchain rust-toolchain.toml names, through rustup (Debian's
+# own cargo is older than the workspace's rust-version). A root shell that
+# read no login profile lacks ~/.cargo/bin in its PATH: that comes first.
+# Installs rustup, and the C compiler and linker that rustc, ring and
+# aws-lc need, when missing; fails when it cannot (not root, no network).
+ensure_rust() {
+    if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+        . "$HOME/.cargo/env"
+    fi
+    install_missing cc:build-essential c++:build-essential || return 1
+    command -v cargo >/dev/null && return 0
+    install_missing curl:curl /etc/ssl/certs/ca-certificates.crt:ca-certificates || return 1
+    local toolchain
+    toolchain=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+    echo "== installing Rust $toolchain with rustup"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+        sh -s -- -y -q --profile minimal --default-toolchain "$toolchain" -c rustfmt,clippy >/dev/null || return 1
+    . "$HOME/.cargo/env"
 }
 
 # Runs a command (an apt-get install) while no package may start a service:
@@ -43,7 +75,8 @@ without_service_starts() {
 }
 
 # strongSwan as the IPsec test peer (lab/src/strongswan.rs), and tshark and
-# scapy (independent ESP decoders). The lab runs its own charons in private
+# scapy (independent ESP decoders; scapy's AES ciphers come from
+# python3-cryptography, only a Recommends of python3-scapy). The lab runs its own charons in private
 # mount namespaces and wants no system one, but strongswan-charon depends on
 # strongswan-starter, whose postinst on a first install runs `update-rc.d
 # ipsec defaults` and `invoke-rc.d ipsec start` (under systemd it enables and
@@ -57,7 +90,8 @@ install_ipsec_tools() {
         $lib/plugins/libstrongswan-kernel-libipsec.so:libcharon-extra-plugins \
         $lib/plugins/libstrongswan-gcm.so:libstrongswan-standard-plugins \
         $lib/plugins/libstrongswan-curve25519.so:libstrongswan-extra-plugins \
-        /usr/bin/tshark:tshark /usr/lib/python3/dist-packages/scapy:python3-scapy; do
+        /usr/bin/tshark:tshark /usr/lib/python3/dist-packages/scapy:python3-scapy \
+        /usr/lib/python3/dist-packages/cryptography:python3-cryptography; do
         [ -e "${pair%%:*}" ] || need+=("${pair#*:}")
     done
     [ "${#need[@]}" -eq 0 ] && return 0
@@ -66,9 +100,9 @@ install_ipsec_tools() {
         return 1
     fi
     echo "== installing ${need[*]} (starting no system charon)"
-    apt-get update -qq || return 1
+    "${APT_GET[@]}" update -qq || return 1
     without_service_starts env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || return 1
+        "${APT_GET[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null || return 1
     # An operator's own strongSwan, installed before, is left as it was.
     case " ${need[*]} " in
         *" strongswan-charon "*) ;;
@@ -111,9 +145,9 @@ install_fleet_tools() {
         return 1
     fi
     echo "== installing ${need[*]} (starting no system etcd or bird)"
-    apt-get update -qq || return 1
+    "${APT_GET[@]}" update -qq || return 1
     without_service_starts env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || return 1
+        "${APT_GET[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null || return 1
     # Only the services of packages installed here: an operator's own etcd
     # or bird, installed before, is left as it was.
     for pkg in "${need[@]}"; do

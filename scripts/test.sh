@@ -80,12 +80,29 @@ finish() {
 trap finish EXIT
 
 # Runs a step's command with a time limit of $1 minutes: SIGTERM to its
-# process group at the limit, SIGKILL 30 s later.
+# process group at the limit, SIGKILL 30 s later. timeout runs in a
+# process group of its own, which a terminal's Ctrl-C does not reach, and
+# bash would wait for it and go on to the next step: an interrupt here is
+# passed on to it as SIGTERM, and the run ends.
 within() {
     local minutes="$1"
     shift
-    local status=0
-    timeout -k 30 "${minutes}m" "$@" || status=$?
+    local status=0 pid
+    timeout -k 30 "${minutes}m" "$@" &
+    pid=$!
+    trap 'kill -TERM "$pid" 2>/dev/null; interrupted=1' INT TERM
+    # A trapped signal ends `wait` early: wait again until timeout is gone.
+    interrupted=0
+    while :; do
+        status=0
+        wait "$pid" || status=$?
+        kill -0 "$pid" 2>/dev/null || break
+    done
+    trap - INT TERM
+    if [ "$interrupted" -eq 1 ]; then
+        echo "== step \"$step_name\" interrupted" >&2
+        return 130
+    fi
     if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
         echo "== step \"$step_name\" still ran after ${minutes} minutes: stopped" >&2
     fi
@@ -123,8 +140,8 @@ fi
 if [ "$quick" -eq 1 ] && [ "$(id -u)" -ne 0 ]; then
     echo "== --quick, not root: the namespace tests skip (and count as passed)"
 fi
-if ! command -v cargo >/dev/null; then
-    echo "cargo is missing: install Rust with rustup (https://rustup.rs), then rerun" >&2
+if ! ensure_rust; then
+    echo "Rust is missing and could not be installed: install it with rustup (https://rustup.rs), then rerun" >&2
     exit 1
 fi
 
