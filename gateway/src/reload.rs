@@ -174,7 +174,11 @@ pub fn apply_peer_settings(
             // would pass for traffic moved.
             None => {
                 peer.set_endpoint_index(0);
-                changed.push("endpoints, none resolving now: traffic stays on the address in use until one does");
+                changed.push(if p.endpoints.is_empty() {
+                    "endpoints"
+                } else {
+                    "endpoints, none resolving now: traffic stays on the address in use until one does"
+                });
             }
         }
     }
@@ -404,6 +408,9 @@ mod tests {
         );
         assert_eq!(peer.endpoint().map(|e| e.addr), Some(old));
         assert_eq!(*peer.configured_endpoints.lock().unwrap(), moved.peers[0].endpoints);
+        // No endpoints at all: nothing to resolve, nothing to say of it.
+        let none = config(&format!("[[peer]]\nname = \"b\"\npublic_key = \"{key}\"\nendpoints = []\n"));
+        assert_eq!(apply_peer(&gw, &none.peers[0], None, &Resolved::default()).unwrap().1, ["endpoints"]);
     }
 
     #[test]

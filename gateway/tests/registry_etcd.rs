@@ -573,15 +573,17 @@ fn a_site_request_made_while_reconnecting_is_carried_out_after() {
     wait_until("a is synced", || a.status().state == "synced");
     etcd.kill();
     // The killed store resets the connection: the session ends at once,
-    // and the client retries every 250 ms against a closed port.
-    std::thread::sleep(Duration::from_millis(300));
+    // and the client retries every 250 ms against a closed port. The
+    // request is held only while those retries are quiet (3 s from the
+    // failure), so etcd comes back soon after it.
+    std::thread::sleep(Duration::from_millis(100));
     let gw = a.gw.clone();
     let asked = std::thread::spawn(move || {
         let req = Request::SiteSet { site: "west".into(), prefixes: vec!["10.2.0.0/16".into()] };
         let reply = causeway_gateway::api::handle(&gw, &serde_json::to_string(&req).unwrap());
         serde_json::from_value::<Reply<String>>(serde_json::to_value(reply).unwrap()).unwrap()
     });
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(Duration::from_millis(300));
     etcd.run();
     match asked.join().unwrap() {
         Reply::Ok(done) => assert_eq!(done, "site west: prefixes 10.2.0.0/16"),

@@ -392,7 +392,6 @@ impl Registry {
         match credentials {
             Some(Ok(creds)) => {
                 let _ = self.commands.send(Command::Credentials(Box::new(creds)));
-                tracing::info!("registry: credentials read again; the next connection uses them");
             }
             // A daemon that dropped root may not read root's key file any
             // more: the credentials it has still serve.

@@ -51,8 +51,15 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn load(reg: &causeway_config::Registry) -> Result<Credentials, RegistryError> {
+        // Not blocking on a FIFO put in a file's place: a reload reads
+        // these again.
         let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|source| RegistryError::ReadFile { path: p.to_path_buf(), source })
+            use std::io::Read;
+            let mut bytes = Vec::new();
+            causeway_config::open_regular(p)
+                .and_then(|(mut file, _)| file.read_to_end(&mut bytes))
+                .map_err(|source| RegistryError::ReadFile { path: p.to_path_buf(), source })?;
+            Ok(bytes)
         };
         let tls = match &reg.tls {
             Some(t) => Some(TlsPem {
@@ -70,6 +77,34 @@ impl Credentials {
             None => None,
         };
         Ok(Credentials { tls, user })
+    }
+
+    /// Takes `new` (read again at a reload) for the next connection, and
+    /// says so when it differs. The key and the password are compared in
+    /// constant time.
+    pub fn replace(&mut self, new: Credentials) {
+        use subtle::ConstantTimeEq;
+        let same_tls = match (&self.tls, &new.tls) {
+            (Some(a), Some(b)) => a.ca == b.ca && a.cert == b.cert && bool::from(a.key.ct_eq(&b.key)),
+            (None, None) => true,
+            _ => false,
+        };
+        let same_user = match (&self.user, &new.user) {
+            (Some((n, p)), Some((m, q))) => n == m && bool::from(p.as_bytes().ct_eq(q.as_bytes())),
+            (None, None) => true,
+            _ => false,
+        };
+        if !(same_tls && same_user) {
+            tracing::info!(
+                "registry: new credentials read ({}); the next connection uses them",
+                match (same_tls, same_user) {
+                    (false, false) => "TLS files and password",
+                    (false, true) => "TLS files",
+                    _ => "password",
+                }
+            );
+        }
+        *self = new;
     }
 
     fn options(&self) -> ConnectOptions {

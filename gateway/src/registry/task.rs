@@ -116,7 +116,7 @@ async fn run(shared: Arc<Shared>, mut creds: Credentials, mut commands: Unbounde
                     None | Some(Command::Stop) => return,
                     // The next session publishes what the state says.
                     Some(Command::Republish) => {}
-                    Some(Command::Credentials(new)) => creds = *new,
+                    Some(Command::Credentials(new)) => creds.replace(*new),
                     Some(Command::Site(change, reply, ticket)) => {
                         if quiet_retry {
                             deferred.push((change, reply, ticket));
@@ -198,8 +198,10 @@ async fn session(
     apply(shared).await;
     *synced = true;
     shared.synced();
-    // Before anything new: the operator asked for these first.
-    for request in std::mem::take(deferred) {
+    // Before anything new: the operator asked for these first. A store
+    // failure in one ends the session and leaves the rest held.
+    while !deferred.is_empty() {
+        let request = deferred.remove(0);
         site_request(shared, &mut client, &mut own, request).await?;
     }
 
@@ -252,7 +254,7 @@ async fn session(
                 }
                 // This connection goes on as it was authenticated; the
                 // next one uses these.
-                Some(Command::Credentials(new)) => *creds = *new,
+                Some(Command::Credentials(new)) => creds.replace(*new),
                 Some(Command::Site(change, reply, ticket)) => {
                     site_request(shared, &mut client, &mut own, (change, reply, ticket)).await?;
                 }
