@@ -49,7 +49,7 @@ use client::request;
 #[command(
     name = "tunctl",
     version,
-    after_help = "Examples:\n  tunctl peers cw0\n  tunctl sites cw0\n  tunctl show cw0 --json | jq .drops\n  tunctl peer add cw0 --name dc-north --public-key KEY --endpoint 198.18.4.2:51820 --allowed-ip 10.4.0.0/16\n  tunctl reload cw0\n  (umask 077; tunctl genkey > gw.key); tunctl pubkey < gw.key\n  tunctl import-swanctl /etc/swanctl/swanctl.conf --psk-dir /etc/causeway >> /etc/causeway/gw.toml"
+    after_help = "Examples:\n  tunctl peers cw0\n  tunctl sites cw0\n  tunctl show cw0 --json | jq .drops\n  tunctl peer add cw0 --name dc-north --public-key KEY \\\n      --endpoint 198.18.4.2:51820 --allowed-ip 10.4.0.0/16\n  tunctl reload cw0\n  (umask 077; tunctl genkey > gw.key); tunctl pubkey < gw.key\n  tunctl import-swanctl /etc/swanctl/swanctl.conf --psk-dir /etc/causeway >> /etc/causeway/gw.toml"
 )]
 struct Cli {
     #[command(subcommand)]

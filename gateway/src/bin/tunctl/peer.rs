@@ -11,8 +11,11 @@ use clap::{Args, Subcommand};
 #[derive(Subcommand)]
 pub enum PeerCommand {
     /// Add a peer.
-    ///
-    /// Example: tunctl peer add cw0 --name dc-north --public-key KEY --endpoint 198.18.4.2:51820 --allowed-ip 10.4.0.0/16
+    // The example is broken over two lines by hand: clap wraps help at 100
+    // columns, and a command cut there without a `\` does not paste.
+    #[command(
+        after_help = "Example:\n  tunctl peer add cw0 --name dc-north --public-key KEY \\\n      --endpoint 198.18.4.2:51820 --allowed-ip 10.4.0.0/16"
+    )]
     Add {
         /// Interface served by a running causewayd.
         interface: String,
