@@ -39,7 +39,7 @@ pub fn run() -> anyhow::Result<()> {
     let exe = lab::causewayd_path()?;
     let dir = std::env::temp_dir().join(lab::unique("causeway-demo-"));
     // The folder holds both sites' private keys: removed on Ctrl-C too.
-    lab::clean_up_on_interrupt(dir.clone());
+    lab::clean_up_on_interrupt(Some(dir.clone()));
     std::fs::create_dir_all(&dir)?;
     let result = demo(&exe, &dir);
     let _ = std::fs::remove_dir_all(&dir);

@@ -12,10 +12,12 @@ pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// On SIGINT, SIGTERM or SIGHUP: removes everything registered and
 /// `private` (a folder of keys and configurations, which must not outlive
 /// an interrupted run), then exits with 128 + the signal's number. For the
-/// programs that build labs (the demo, the benchmarks); tests clean up
-/// through `Drop`. A signal the program was started ignoring (`nohup`, a
+/// programs that build labs (the demo, the benchmarks), and for the
+/// namespace tests, which otherwise clean up through `Drop`: a signal ends
+/// the process without it (a test step stopped at its time limit, or
+/// Ctrl-C). A signal the program was started ignoring (`nohup`, a
 /// background job of a script) stays ignored.
-pub fn clean_up_on_interrupt(private: PathBuf) {
+pub fn clean_up_on_interrupt(private: Option<PathBuf>) {
     use std::task::Poll;
     use tokio::signal::unix::{signal, SignalKind};
     std::thread::spawn(move || {
@@ -50,9 +52,15 @@ pub fn clean_up_on_interrupt(private: PathBuf) {
         // Before the registry is emptied: a namespace made from here on
         // removes itself (`Netns::new`) instead of outliving the run.
         INTERRUPTED.store(true, Ordering::SeqCst);
-        eprintln!("\ninterrupted: removing the lab");
+        // Straight to the descriptor: eprintln! from a thread a test
+        // started goes to the test's captured output, never shown when the
+        // process exits here.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "\ninterrupted: removing the lab");
         cleanup_all();
-        let _ = std::fs::remove_dir_all(&private);
+        if let Some(private) = &private {
+            let _ = std::fs::remove_dir_all(private);
+        }
         std::process::exit(128 + sig);
     });
 }

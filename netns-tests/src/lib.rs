@@ -100,6 +100,13 @@ pub fn lab_or_skip(test: &str) -> Option<Lab> {
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     CHILD_ENV.lock().unwrap_or_else(|e| e.into_inner()).clear();
     lab::reap_stale();
+    // A test binary stopped by a signal (scripts/test.sh's time limit,
+    // Ctrl-C) runs no `Drop`: the namespaces, and the charons, etcds and
+    // birds in them, are removed on the way out instead of by the next
+    // run's `reap_stale`. The tests' temporary folders stay: they hold
+    // keys made for one test and used nowhere else.
+    static WATCHING: std::sync::Once = std::sync::Once::new();
+    WATCHING.call_once(|| lab::clean_up_on_interrupt(None));
     Some(Lab { _serial: serial })
 }
 

@@ -575,7 +575,7 @@ fn main() -> anyhow::Result<()> {
     lab::reap_stale();
     let dir = tempfile::tempdir()?;
     // Keys and configurations are written there: removed on Ctrl-C too.
-    lab::clean_up_on_interrupt(dir.path().to_path_buf());
+    lab::clean_up_on_interrupt(Some(dir.path().to_path_buf()));
     for &topology in &args.topology {
         run(&args, topology, dir.path())?;
     }
