@@ -12,6 +12,28 @@ esac
 # apt jobs first) instead of failing at once.
 APT_GET=(apt-get -o DPkg::Lock::Timeout=600)
 
+# apt-get update, waiting (up to 10 minutes) for the package lists' lock,
+# which DPkg::Lock::Timeout does not cover; any other failure fails at once.
+apt_update() {
+    local tries=0 err
+    while ! err=$("${APT_GET[@]}" update -qq 2>&1); do
+        case "$err" in
+            *"Could not get lock"*) ;;
+            *)
+                echo "$err" >&2
+                return 1
+                ;;
+        esac
+        tries=$((tries + 1))
+        if [ "$tries" -ge 60 ]; then
+            echo "$err" >&2
+            return 1
+        fi
+        [ "$tries" -eq 1 ] && echo "== waiting for another apt-get to finish"
+        sleep 10
+    done
+}
+
 # Installs the Debian package of each command (or, for an absolute path,
 # file) that is missing.
 # Usage: install_missing command:package /path/to/file:package ...
@@ -31,7 +53,7 @@ install_missing() {
         return 1
     fi
     echo "== installing ${need[*]}"
-    "${APT_GET[@]}" update -qq || return 1
+    apt_update || return 1
     DEBIAN_FRONTEND=noninteractive "${APT_GET[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
 
@@ -44,11 +66,20 @@ ensure_rust() {
     if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
         . "$HOME/.cargo/env"
     fi
-    install_missing cc:build-essential c++:build-essential || return 1
-    command -v cargo >/dev/null && return 0
-    install_missing curl:curl /etc/ssl/certs/ca-certificates.crt:ca-certificates || return 1
+    install_missing cc:build-essential || return 1
     local toolchain
     toolchain=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+    if command -v rustup >/dev/null; then
+        # rustup 1.28.0 does not install a toolchain a project names by
+        # itself; the later ones do, but only when cargo first runs.
+        if ! rustup toolchain list | grep -q "^$toolchain-"; then
+            echo "== installing Rust $toolchain with rustup"
+            rustup toolchain install "$toolchain" --profile minimal -c rustfmt,clippy >/dev/null || return 1
+        fi
+        return 0
+    fi
+    command -v cargo >/dev/null && return 0
+    install_missing curl:curl /etc/ssl/certs/ca-certificates.crt:ca-certificates || return 1
     echo "== installing Rust $toolchain with rustup"
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
         sh -s -- -y -q --profile minimal --default-toolchain "$toolchain" -c rustfmt,clippy >/dev/null || return 1
@@ -100,7 +131,7 @@ install_ipsec_tools() {
         return 1
     fi
     echo "== installing ${need[*]} (starting no system charon)"
-    "${APT_GET[@]}" update -qq || return 1
+    apt_update || return 1
     without_service_starts env DEBIAN_FRONTEND=noninteractive \
         "${APT_GET[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null || return 1
     # An operator's own strongSwan, installed before, is left as it was.
@@ -145,7 +176,7 @@ install_fleet_tools() {
         return 1
     fi
     echo "== installing ${need[*]} (starting no system etcd or bird)"
-    "${APT_GET[@]}" update -qq || return 1
+    apt_update || return 1
     without_service_starts env DEBIAN_FRONTEND=noninteractive \
         "${APT_GET[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null || return 1
     # Only the services of packages installed here: an operator's own etcd

@@ -112,7 +112,8 @@ within() {
 . scripts/lib.sh
 step "tools the tests need"
 if ! install_missing iperf3:iperf3 wireguard-go:wireguard-go wg:wireguard-tools ncat:ncat iptables:iptables \
-    ip:iproute2 ping:iputils-ping sysctl:procps timeout:coreutils "${PROTOC_TOOLS[@]}" openssl:openssl; then
+    ip:iproute2 ping:iputils-ping sysctl:procps timeout:coreutils "${PROTOC_TOOLS[@]}" openssl:openssl \
+    c++:g++; then
     if [ "$quick" -eq 0 ]; then
         echo "the namespace tests need these tools and root: run as root, or scripts/test.sh --quick" >&2
         exit 1
