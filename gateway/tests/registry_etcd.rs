@@ -785,9 +785,10 @@ fn certificates(dir: &Path) {
     std::fs::set_permissions(dir.join("client.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
-#[test]
-fn tls_with_a_client_certificate() {
-    let Some(etcd) = Etcd::start_with(|dir| {
+/// etcd over TLS, requiring client certificates signed by the CA that
+/// `certificates` makes in its directory.
+fn tls_etcd() -> Option<Etcd> {
+    Etcd::start_with(|dir| {
         certificates(dir);
         let f = |n: &str| dir.join(n).display().to_string();
         vec![
@@ -799,9 +800,12 @@ fn tls_with_a_client_certificate() {
             "--trusted-ca-file".into(),
             f("ca.pem"),
         ]
-    }) else {
-        return;
-    };
+    })
+}
+
+#[test]
+fn tls_with_a_client_certificate() {
+    let Some(etcd) = tls_etcd() else { return };
     assert!(etcd.url().starts_with("https://"));
     let net = MemNet::new();
     let dir = etcd.dir.path().to_path_buf();
@@ -835,21 +839,7 @@ fn tls_with_a_client_certificate() {
 /// again by a reload, and serve the next connection, without a restart.
 #[test]
 fn a_reload_reads_rotated_tls_files_again() {
-    let Some(etcd) = Etcd::start_with(|dir| {
-        certificates(dir);
-        let f = |n: &str| dir.join(n).display().to_string();
-        vec![
-            "--cert-file".into(),
-            f("server.pem"),
-            "--key-file".into(),
-            f("server.key"),
-            "--client-cert-auth".into(),
-            "--trusted-ca-file".into(),
-            f("ca.pem"),
-        ]
-    }) else {
-        return;
-    };
+    let Some(etcd) = tls_etcd() else { return };
     let net = MemNet::new();
     let dir = etcd.dir.path().to_path_buf();
     use std::os::unix::fs::PermissionsExt;
