@@ -210,10 +210,7 @@ impl RouteSync {
         }
         self.refused.retain(|n| self.synced.as_ref().is_some_and(|w| w.contains(n)));
         // One removed by someone else, or wanted again, needs no removal.
-        self.unremoved.retain(|n| self.installed.contains(n));
-        if let Some(w) = &self.synced {
-            self.unremoved.retain(|n| !w.contains(n));
-        }
+        self.unremoved.retain(|n| self.installed.contains(n) && !self.synced.as_ref().is_some_and(|w| w.contains(n)));
         if lost > 0 || !self.refused.is_empty() || !self.unremoved.is_empty() {
             self.synced = None;
         }

@@ -104,9 +104,12 @@ pub enum SiteChange {
     Remove(String),
 }
 
+/// An operator's site change, where its answer goes, and its ticket.
+type SiteRequest = (SiteChange, std::sync::mpsc::Sender<Result<String, ChangeError>>, Arc<ticket::Ticket>);
+
 enum Command {
     /// Carried out only if the ticket can still be started.
-    Site(SiteChange, std::sync::mpsc::Sender<Result<String, ChangeError>>, Arc<ticket::Ticket>),
+    Site(SiteRequest),
     /// What the record says changed (a reload's new key or address).
     Republish,
     /// Credentials read again at a reload, for the next connection.
@@ -414,7 +417,7 @@ impl Registry {
     pub fn request(&self, change: SiteChange) -> Result<String, ChangeError> {
         let (tx, rx) = std::sync::mpsc::channel();
         let t = Arc::new(ticket::Ticket::default());
-        self.commands.send(Command::Site(change, tx, t.clone())).map_err(|_| ChangeError::Stopped)?;
+        self.commands.send(Command::Site((change, tx, t.clone()))).map_err(|_| ChangeError::Stopped)?;
         ticket::wait(&rx, &t, ticket::START_PATIENCE, ticket::FINISH_PATIENCE)
     }
 

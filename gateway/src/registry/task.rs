@@ -21,7 +21,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::lease;
 use super::record::{self, Member};
 use super::store::{self, timed, Credentials};
-use super::{lock, ChangeError, Command, Shared, SiteChange, View, JOINED_UNPUBLISHED, NOTHING_CHANGED};
+use super::{lock, ChangeError, Command, Shared, SiteChange, SiteRequest, View, JOINED_UNPUBLISHED, NOTHING_CHANGED};
 
 /// First retry after a failure, and the longest wait between retries.
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -71,7 +71,7 @@ async fn run(shared: Arc<Shared>, mut creds: Credentials, mut commands: Unbounde
     // reconnecting: the next session carries them out once synced, unless
     // the store stays away (then they are refused) or their requesters
     // stopped waiting (the ticket says so).
-    let mut deferred: Vec<Deferred> = Vec::new();
+    let mut deferred: Vec<SiteRequest> = Vec::new();
     loop {
         let mut synced = false;
         let end = match session(&shared, &mut creds, &mut commands, &mut lease, &mut synced, &mut member, &mut deferred)
@@ -101,10 +101,8 @@ async fn run(shared: Arc<Shared>, mut creds: Credentials, mut commands: Unbounde
             tracing::debug!("registry session ended, reconnecting: {error}");
         } else {
             shared.failed(&error);
-            for (_, reply, ticket) in deferred.drain(..) {
-                if ticket.start() {
-                    let _ = reply.send(Err(ChangeError::Unreachable(error.to_string())));
-                }
+            for request in deferred.drain(..) {
+                refuse_unreachable(request, &error);
             }
         }
         let pause = tokio::time::sleep(if quiet_retry { MIN_BACKOFF } else { backoff });
@@ -117,13 +115,8 @@ async fn run(shared: Arc<Shared>, mut creds: Credentials, mut commands: Unbounde
                     // The next session publishes what the state says.
                     Some(Command::Republish) => {}
                     Some(Command::Credentials(new)) => creds.replace(*new),
-                    Some(Command::Site(change, reply, ticket)) => {
-                        if quiet_retry {
-                            deferred.push((change, reply, ticket));
-                        } else if ticket.start() {
-                            let _ = reply.send(Err(ChangeError::Unreachable(error.to_string())));
-                        }
-                    }
+                    Some(Command::Site(request)) if quiet_retry => deferred.push(request),
+                    Some(Command::Site(request)) => refuse_unreachable(request, &error),
                 },
             }
         }
@@ -133,8 +126,13 @@ async fn run(shared: Arc<Shared>, mut creds: Credentials, mut commands: Unbounde
     }
 }
 
-/// A site request held over a reconnection (`run`).
-type Deferred = (SiteChange, std::sync::mpsc::Sender<Result<String, ChangeError>>, Arc<super::ticket::Ticket>);
+/// Answers a site request that the store, unreachable, cannot take, if
+/// its requester still waits.
+fn refuse_unreachable((_, reply, ticket): SiteRequest, error: &str) {
+    if ticket.start() {
+        let _ = reply.send(Err(ChangeError::Unreachable(error.to_string())));
+    }
+}
 
 /// Carries out one operator's site request, if its requester still waits;
 /// a store failure in it ends the session (`Err`).
@@ -142,7 +140,7 @@ async fn site_request(
     shared: &Arc<Shared>,
     client: &mut Client,
     own: &mut Own,
-    (change, reply, ticket): Deferred,
+    (change, reply, ticket): SiteRequest,
 ) -> Result<(), String> {
     if !ticket.start() {
         tracing::info!(
@@ -170,7 +168,7 @@ async fn session(
     lease: &mut Option<i64>,
     synced: &mut bool,
     member: &mut usize,
-    deferred: &mut Vec<Deferred>,
+    deferred: &mut Vec<SiteRequest>,
 ) -> Result<End, String> {
     let mut client = store::connect(&shared.settings.endpoints, creds, member).await?;
     let ttl = shared.settings.lease_ttl;
@@ -255,9 +253,7 @@ async fn session(
                 // This connection goes on as it was authenticated; the
                 // next one uses these.
                 Some(Command::Credentials(new)) => creds.replace(*new),
-                Some(Command::Site(change, reply, ticket)) => {
-                    site_request(shared, &mut client, &mut own, (change, reply, ticket)).await?;
-                }
+                Some(Command::Site(request)) => site_request(shared, &mut client, &mut own, request).await?,
             },
         }
     }
