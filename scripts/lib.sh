@@ -86,23 +86,35 @@ ensure_rust() {
     . "$HOME/.cargo/env"
 }
 
-# Runs a command (an apt-get install) while no package may start a service:
-# a policy-rc.d that answers 101 ("forbidden"), which invoke-rc.d and
-# deb-systemd-invoke obey, removed afterwards even on Ctrl-C. A machine that
-# has one already (containers do; it usually says the same) keeps its own.
-without_service_starts() {
-    local policy=/usr/sbin/policy-rc.d
-    if [ -e "$policy" ]; then
-        "$@"
-        return
-    fi
+# Installs packages while none may start a service: a policy-rc.d that
+# answers 101 ("forbidden"), which invoke-rc.d and deb-systemd-invoke obey.
+# Then DISABLE (a function, given the packages) turns off the boot-time
+# start of their services before the policy goes, also when the install is
+# interrupted (Ctrl-C, a time limit): a package configured by then has
+# enabled its service, and a rerun finds its files and installs nothing.
+# A machine that has a policy-rc.d already (containers do; it usually says
+# the same) keeps its own; one this function left behind (a SIGKILLed run)
+# is taken as its own again. Two runs at once (test.sh in two checkouts)
+# take turns on a lock, so neither removes the policy under the other's
+# install.
+# Usage: install_without_service_starts DISABLE PACKAGE...
+install_without_service_starts() {
+    local disable="$1" policy=/usr/sbin/policy-rc.d lock=/run/lock/causeway-install.lock
+    local marker="# Written by causeway scripts/lib.sh for one apt-get run: no service starts."
+    shift
+    mkdir -p "${lock%/*}"
     (
-        trap 'rm -f "$policy"' EXIT
+        flock 9
         trap 'exit 130' INT TERM
-        printf '#!/bin/sh\n# Written by causeway scripts/lib.sh for one apt-get run: no service starts.\nexit 101\n' >"$policy"
-        chmod 755 "$policy"
-        "$@"
-    )
+        if [ -e "$policy" ] && ! grep -qxF "$marker" "$policy"; then
+            trap '"$disable" "$@"' EXIT
+        else
+            trap '"$disable" "$@"; rm -f "$policy"' EXIT
+            printf '#!/bin/sh\n%s\nexit 101\n' "$marker" >"$policy"
+            chmod 755 "$policy"
+        fi
+        DEBIAN_FRONTEND=noninteractive "${APT_GET[@]}" install -y -qq --no-install-recommends "$@" >/dev/null
+    ) 9>"$lock"
 }
 
 # strongSwan as the IPsec test peer (lab/src/strongswan.rs), and tshark and
@@ -113,7 +125,8 @@ without_service_starts() {
 # ipsec defaults` and `invoke-rc.d ipsec start` (under systemd it enables and
 # starts strongswan-starter.service): a charon in the root namespace. So the
 # install runs without service starts (above), the boot-time start is then
-# disabled, and a system charon running anyway is stopped with `ipsec stop`.
+# disabled (disable_ipsec_services), and a system charon running anyway is
+# stopped with `ipsec stop`.
 # Fails when something is missing and we are not root.
 install_ipsec_tools() {
     local need=() pair lib=/usr/lib/ipsec
@@ -132,10 +145,14 @@ install_ipsec_tools() {
     fi
     echo "== installing ${need[*]} (starting no system charon)"
     apt_update || return 1
-    without_service_starts env DEBIAN_FRONTEND=noninteractive \
-        "${APT_GET[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null || return 1
-    # An operator's own strongSwan, installed before, is left as it was.
-    case " ${need[*]} " in
+    install_without_service_starts disable_ipsec_services "${need[@]}"
+}
+
+# Given the packages just installed: turns off the system charon that
+# strongswan-charon brings. An operator's own strongSwan, installed before,
+# is left as it was.
+disable_ipsec_services() {
+    case " $* " in
         *" strongswan-charon "*) ;;
         *) return 0 ;;
     esac
@@ -161,10 +178,10 @@ install_ipsec_tools() {
 # enable` + `deb-systemd-invoke start`): an etcd listening on the host's
 # 127.0.0.1:2379 and a bird reading /etc/bird/bird.conf. So, as for
 # strongSwan, the install runs without service starts, the services are then
-# disabled, and one running anyway is stopped.
+# disabled (disable_fleet_services), and one running anyway is stopped.
 # Fails when something is missing and we are not root.
 install_fleet_tools() {
-    local need=() pair pkg new=()
+    local need=() pair pkg
     for pair in /usr/bin/etcd:etcd-server /usr/bin/etcdctl:etcd-client /usr/sbin/bird:bird2 /usr/sbin/birdc:bird2; do
         pkg="${pair#*:}"
         [ -e "${pair%%:*}" ] && continue
@@ -177,11 +194,15 @@ install_fleet_tools() {
     fi
     echo "== installing ${need[*]} (starting no system etcd or bird)"
     apt_update || return 1
-    without_service_starts env DEBIAN_FRONTEND=noninteractive \
-        "${APT_GET[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null || return 1
-    # Only the services of packages installed here: an operator's own etcd
-    # or bird, installed before, is left as it was.
-    for pkg in "${need[@]}"; do
+    install_without_service_starts disable_fleet_services "${need[@]}"
+}
+
+# Given the packages just installed: turns off their etcd and bird
+# services. Only those: an operator's own etcd or bird, installed before,
+# is left as it was.
+disable_fleet_services() {
+    local pkg new=()
+    for pkg in "$@"; do
         case "$pkg" in
             etcd-server) new+=(etcd) ;;
             bird2) new+=(bird) ;;

@@ -18,11 +18,13 @@
 # Variables (CI may set them for the long runs):
 #   SOAK_SECONDS  length of the soak (default 120; 600 for the long soak)
 #   FUZZ_SECONDS  cargo-fuzz time per target (default 20; 0: replay only)
+#   TEST_MINUTES  the whole run's time budget (default 85, inside CI's 90)
 #
 # Each step prints its duration, and the run ends with a summary of them.
 # Each long step has a time limit (`within`), far above its usual length
-# (the README gives them), so a hung test ends the run with the step
-# named instead of running into CI's 90 minutes.
+# (the README gives them) and cut to what is left of TEST_MINUTES, so a
+# hung test ends the run with the step named instead of running into CI's
+# 90 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +40,13 @@ for arg in "$@"; do
 done
 export SOAK_SECONDS="${SOAK_SECONDS:-120}"
 export FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
+TEST_MINUTES="${TEST_MINUTES:-85}"
+case "$TEST_MINUTES" in
+    '' | *[!0-9]*)
+        echo "TEST_MINUTES must be a whole number of minutes, not \"$TEST_MINUTES\"" >&2
+        exit 2
+        ;;
+esac
 if [ "$quick" -eq 1 ]; then
     export CAUSEWAY_TESTS_QUICK=1
     FUZZ_SECONDS=0
@@ -79,16 +88,24 @@ finish() {
 }
 trap finish EXIT
 
-# Runs a step's command with a time limit of $1 minutes: SIGTERM to its
-# process group at the limit, SIGKILL 30 s later. timeout runs in a
+# Runs a step's command with a time limit of $1 minutes, or what is left of
+# the run's TEST_MINUTES if that is less (the steps' own limits add up to
+# more than CI allows the whole run): SIGTERM to its process group at the
+# limit, SIGKILL 30 s later. timeout runs in a
 # process group of its own, which a terminal's Ctrl-C does not reach, and
 # bash would wait for it and go on to the next step: an interrupt here is
 # passed on to it as SIGTERM, and the run ends.
 within() {
     local minutes="$1"
     shift
-    local status=0 pid
-    timeout -k 30 "${minutes}m" "$@" &
+    local status=0 pid limit=$((minutes * 60)) left
+    left=$((TEST_MINUTES * 60 - (SECONDS - run_start)))
+    [ "$left" -ge "$limit" ] || limit=$left
+    if [ "$limit" -le 0 ]; then
+        echo "== step \"$step_name\": nothing is left of the run's ${TEST_MINUTES} minutes" >&2
+        return 124
+    fi
+    timeout -k 30 "${limit}s" "$@" &
     pid=$!
     trap 'kill -TERM "$pid" 2>/dev/null; interrupted=1' INT TERM
     # A trapped signal ends `wait` early: wait again until timeout is gone.
@@ -104,7 +121,11 @@ within() {
         return 130
     fi
     if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-        echo "== step \"$step_name\" still ran after ${minutes} minutes: stopped" >&2
+        if [ "$limit" -lt $((minutes * 60)) ]; then
+            echo "== step \"$step_name\" still ran when the run's ${TEST_MINUTES} minutes were up: stopped" >&2
+        else
+            echo "== step \"$step_name\" still ran after ${minutes} minutes: stopped" >&2
+        fi
     fi
     return "$status"
 }
