@@ -46,6 +46,19 @@ fn jitter() -> Duration {
     Duration::from_nanos(OsRng.next_u64() % REKEY_TIMEOUT_JITTER_MAX.as_nanos() as u64)
 }
 
+/// The new-handshake timer's jitter (wireguard-go adds the retransmission
+/// jitter there too), so that two peers that stop hearing each other at the
+/// same moment do not initiate in lockstep. That timer is armed on the data
+/// path, as often as once per batch in a two-way stream (every receive
+/// disarms it), where asking the kernel for randomness would cost more than
+/// the rest of the batch's bookkeeping. The spread only has to differ
+/// between peers and arms: the arm time's nanoseconds, mixed with a seed
+/// each peer draws once, give that for a multiply.
+fn data_jitter(seed: u64, now: Time) -> Duration {
+    let mixed = (seed ^ now.as_nanos()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    Duration::from_nanos((mixed >> 32) % REKEY_TIMEOUT_JITTER_MAX.as_nanos() as u64)
+}
+
 #[derive(Default)]
 struct HandshakeTimers {
     /// When the current series of handshake attempts began.
@@ -62,8 +75,11 @@ pub struct Timers {
     /// authenticated send. Fires a keepalive.
     keepalive_armed: AtomicU64,
     /// Armed when data is sent and nothing is pending; disarmed by any
-    /// authenticated receive. Fires a new handshake.
+    /// authenticated receive. Fires a new handshake. Holds the arm time
+    /// plus its jitter.
     new_handshake_armed: AtomicU64,
+    /// Drawn once per peer, for `data_jitter`.
+    jitter_seed: u64,
     /// Last time any authenticated packet went either way.
     last_traversal: AtomicU64,
     handshake: Mutex<HandshakeTimers>,
@@ -71,7 +87,7 @@ pub struct Timers {
 
 impl Timers {
     pub fn new(persistent_keepalive_secs: u16) -> Timers {
-        let t = Timers::default();
+        let t = Timers { jitter_seed: OsRng.next_u64(), ..Timers::default() };
         t.set_persistent_keepalive(persistent_keepalive_secs);
         t
     }
@@ -90,7 +106,13 @@ impl Timers {
 
     /// A data message (not a keepalive) was sent.
     pub fn on_data_sent(&self, now: Time) {
-        let _ = self.new_handshake_armed.compare_exchange(0, enc(now), Ordering::Relaxed, Ordering::Relaxed);
+        // A load first: while armed (most batches of a one-way stream), the
+        // cache line stays shared between the workers instead of being
+        // taken for a compare-exchange that fails.
+        if self.new_handshake_armed.load(Ordering::Relaxed) == 0 {
+            let armed = enc(now + data_jitter(self.jitter_seed, now));
+            let _ = self.new_handshake_armed.compare_exchange(0, armed, Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 
     /// A data message (not a keepalive) was received.
@@ -264,11 +286,43 @@ mod tests {
     fn new_handshake_when_sent_data_goes_unanswered() {
         let t = Timers::new(0);
         t.on_data_sent(secs(10));
-        assert_eq!(t.poll(secs(24)), None);
-        assert_eq!(t.poll(secs(25)), Some(TimerAction::InitiateHandshake));
+        t.on_data_sent(secs(12)); // does not push the deadline
+        let due = t.next_deadline().unwrap();
+        assert!(due >= secs(25) && due < secs(25) + REKEY_TIMEOUT_JITTER_MAX, "{due:?}");
+        assert_eq!(t.poll(due - Duration::from_nanos(1)), None);
+        assert_eq!(t.poll(due), Some(TimerAction::InitiateHandshake));
+        assert_eq!(t.poll(secs(100)), None);
         t.on_data_sent(secs(30));
         t.on_authenticated_packet_received(secs(31));
         assert_eq!(t.poll(secs(100)), None);
+    }
+
+    #[test]
+    fn the_new_handshake_jitter_differs_between_peers_and_arms() {
+        let jitters = |t: &Timers| -> Vec<Duration> {
+            (0..20u64)
+                .map(|i| {
+                    // Arm times a few microseconds apart, as batches are.
+                    let at = Time::from_nanos(1_000_000_000_000 + i * 3_517);
+                    t.on_data_sent(at);
+                    let due = t.next_deadline().unwrap();
+                    t.on_authenticated_packet_received(at);
+                    due.saturating_since(at) - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+                })
+                .collect()
+        };
+        let (a, b) = (jitters(&Timers::new(0)), jitters(&Timers::new(0)));
+        for j in a.iter().chain(&b) {
+            assert!(*j < REKEY_TIMEOUT_JITTER_MAX, "{j:?}");
+        }
+        let distinct = |v: &[Duration]| v.iter().collect::<std::collections::BTreeSet<_>>().len();
+        assert!(distinct(&a) >= 15 && distinct(&b) >= 15, "{a:?}\n{b:?}");
+        // The same arm times, another peer: other jitters.
+        assert_ne!(a, b);
+        // Spread over the range, not bunched at one end.
+        let ms = |v: &[Duration]| v.iter().map(|j| j.as_millis()).collect::<Vec<_>>();
+        let all: Vec<u128> = [ms(&a), ms(&b)].concat();
+        assert!(all.iter().any(|&m| m < 167) && all.iter().any(|&m| m >= 167), "{all:?}");
     }
 
     #[test]
