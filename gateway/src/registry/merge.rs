@@ -14,6 +14,9 @@
 //!   claims them) is left out; the rest of a site stays;
 //! - a record with our own public key, or one already used by another
 //!   record, is left out;
+//! - the registry adds at most `MAX_GATEWAYS` peers and `MAX_PREFIXES`
+//!   site prefixes, the first created first; the rest is left out (and
+//!   told as a count).
 //!
 //! A site prefix that one of the site's IPsec gateways (the file's peers
 //! naming the site) cannot carry, because no selector of its remote_ts
@@ -36,6 +39,17 @@ use causeway_wireguard::PublicKey;
 use ipnet::IpNet;
 
 use super::view::{Record, View};
+
+/// The most gateways of other sites the registry may add as peers. A
+/// fleet of a few DCs has a few dozen; each peer handshakes and is
+/// watched, so a record writer gone wrong (a script in a loop) must not
+/// make every gateway of the fleet run tens of thousands of them.
+pub const MAX_GATEWAYS: usize = 1024;
+/// The most site prefixes the registry may add (a site record holds up to
+/// `record::MAX_LIST`). Each one is checked for overlap against all taken
+/// before it, a scan that grows with the square of their number: at this
+/// bound a merge stays within milliseconds, under the state lock.
+pub const MAX_PREFIXES: usize = 4096;
 
 /// The merged configuration and what was left out of it, with why.
 #[derive(Debug, Clone)]
@@ -133,7 +147,9 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
     names.extend(file.ipsec_peers.iter().map(|p| p.name.clone()));
     let mut keys: HashSet<PublicKey> = file.peers.iter().map(|p| p.public_key).collect();
     keys.insert(file.interface.private_key.public_key());
-    config.peers.reserve(view.members.len());
+    config.peers.reserve(view.members.len().min(MAX_GATEWAYS));
+    let (mut gateways, mut prefixes_added) = (0, 0);
+    let (mut gateways_beyond, mut sites_beyond) = (0, 0);
     // Sites and gateways in one order, the first created first: a site's
     // prefix and a gateway's tunnel address that overlap go to the older
     // record, as two sites' prefixes do.
@@ -146,6 +162,12 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
                 if file_sites.contains(name.as_str()) {
                     left_out
                         .push(format!("site {name}: the configuration file's [[site]] of that name is used instead"));
+                    continue;
+                }
+                // A whole site or none of it: part of a site's prefixes would
+                // send the rest of its traffic wherever the other routes say.
+                if prefixes_added + nets.len() > MAX_PREFIXES {
+                    sites_beyond += 1;
                     continue;
                 }
                 let mut prefixes: Vec<IpNet> = Vec::with_capacity(nets.len());
@@ -162,11 +184,16 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
                     uncarried.extend(unreached_by(name, n, &file.ipsec_peers));
                     prefixes.push(*n);
                 }
+                prefixes_added += prefixes.len();
                 taken.0.extend(prefixes.iter().map(|n| (*n, format!("site {name}"))));
                 config.sites.push(Site { name: name.clone(), prefixes });
             }
             Record::Gateway(m) => {
                 if m.site == own_site {
+                    continue;
+                }
+                if gateways == MAX_GATEWAYS {
+                    gateways_beyond += 1;
                     continue;
                 }
                 let name = m.peer_name();
@@ -187,6 +214,7 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
                 }
                 names.insert(name.clone());
                 keys.insert(m.public_key);
+                gateways += 1;
                 config.peers.push(Peer {
                     name,
                     public_key: m.public_key,
@@ -199,6 +227,18 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
                 });
             }
         }
+    }
+    // One line each, not one per record: a registry flooded with records
+    // would flood the log too.
+    if gateways_beyond > 0 {
+        left_out.push(format!(
+            "{gateways_beyond} gateway record(s), the last created: the registry adds at most {MAX_GATEWAYS} peers"
+        ));
+    }
+    if sites_beyond > 0 {
+        left_out.push(format!(
+            "{sites_beyond} site record(s), the last created: the registry adds at most {MAX_PREFIXES} site prefixes"
+        ));
     }
     Merged { config, left_out, uncarried }
 }
@@ -278,6 +318,50 @@ pub(crate) mod tests {
             assert!(o.changed && o.refused.is_none(), "{o:?}");
         }
         v
+    }
+
+    #[test]
+    fn the_registry_adds_so_many_peers_and_prefixes_the_oldest_first() {
+        let me = StaticSecret::random(&mut rand_core::OsRng);
+        let file = file_config(&me, "east", "gw1");
+        let members: Vec<Member> = (0..MAX_GATEWAYS + 3)
+            .map(|i| {
+                let mut m = member("west", &format!("gw{i}"), 1);
+                m.tunnel_address =
+                    Some(IpNet::new(std::net::Ipv4Addr::from(0x0aff_0000 + i as u32).into(), 32).unwrap());
+                m
+            })
+            .collect();
+        // 64 prefixes a site, 10.S.P.0/24: one site more than fits.
+        let per_site = crate::registry::record::MAX_LIST;
+        let nets: Vec<Vec<String>> = (0..MAX_PREFIXES / per_site + 1)
+            .map(|s| (0..per_site).map(|p| format!("10.{}.{p}.0/24", s + 1)).collect())
+            .collect();
+        let names: Vec<String> = (0..nets.len()).map(|s| format!("site{s}")).collect();
+        let refs: Vec<Vec<&str>> = nets.iter().map(|n| n.iter().map(String::as_str).collect()).collect();
+        let sites: Vec<(&str, &[&str])> = names.iter().zip(&refs).map(|(n, r)| (n.as_str(), &r[..])).collect();
+        let m = merge(&file, &view(members.clone(), &sites), "east");
+        assert_eq!(m.config.peers.len(), MAX_GATEWAYS);
+        let first_created: Vec<String> = members[..MAX_GATEWAYS].iter().map(|g| g.peer_name()).collect();
+        assert_eq!(m.config.peers.iter().map(|p| p.name.clone()).collect::<Vec<_>>(), first_created);
+        assert_eq!(m.config.sites.len(), MAX_PREFIXES / per_site);
+        assert!(m.config.sites.iter().all(|s| s.prefixes.len() == per_site), "whole sites only");
+        assert_eq!(m.config.sites.last().unwrap().name, format!("site{}", MAX_PREFIXES / per_site - 1));
+        assert_eq!(
+            m.left_out,
+            [
+                format!("3 gateway record(s), the last created: the registry adds at most {MAX_GATEWAYS} peers"),
+                format!("1 site record(s), the last created: the registry adds at most {MAX_PREFIXES} site prefixes"),
+            ]
+        );
+        // Records left out for another reason do not count against the bound.
+        let mut clash = member("west", "clash", 1);
+        clash.tunnel_address = members[0].tunnel_address;
+        let mut fewer = vec![clash];
+        fewer.extend(members[..MAX_GATEWAYS].iter().cloned());
+        let m = merge(&file, &view(fewer, &[]), "east");
+        assert_eq!(m.config.peers.len(), MAX_GATEWAYS, "{:?}", m.left_out);
+        assert_eq!(m.left_out.len(), 1, "{:?}", m.left_out);
     }
 
     #[test]
