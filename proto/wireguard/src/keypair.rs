@@ -9,15 +9,13 @@
 //! - No lock is held while sealing or opening. The replay window's mutex is
 //!   taken only after a packet authenticated, for a few instructions.
 //!
-//! ring keeps its expanded ChaCha20 key inside `LessSafeKey` and does not wipe
-//! it on drop; the raw key bytes this crate derives are wiped. ring is used
-//! anyway because its assembly ChaCha20-Poly1305 is what makes the data path
-//! fast.
+//! The keys are aws-lc-rs's `LessSafeKey`s: AWS-LC zeroes their context when
+//! they are dropped, and the raw key bytes this crate derives are wiped.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use ring::aead::LessSafeKey;
+use aws_lc_rs::aead::LessSafeKey;
 
 use crate::messages::{data, read_u64, DATA_MIN_LEN, TYPE_DATA};
 use crate::primitives::{aead_key, aead_open, aead_seal};

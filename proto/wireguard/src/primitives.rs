@@ -4,13 +4,13 @@
 //! Every intermediate secret is returned as `Zeroizing` so that chaining keys
 //! and derived keys are wiped when they go out of scope.
 
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use blake2::digest::consts::U16;
 use blake2::digest::{FixedOutput, KeyInit, Mac, Update};
 use blake2::{Blake2s256, Blake2sMac, Digest};
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::XChaCha20Poly1305;
 use hmac::SimpleHmac;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use zeroize::Zeroizing;
 
 use crate::Error;
@@ -114,7 +114,7 @@ pub(crate) fn open_once<const N: usize>(
     Ok(out)
 }
 
-/// XAEAD(key, nonce, plaintext, aad) for cookie replies. ring has no
+/// XAEAD(key, nonce, plaintext, aad) for cookie replies. aws-lc-rs has no
 /// XChaCha20-Poly1305, so this one uses the RustCrypto implementation.
 pub(crate) fn xaead_seal(key: &[u8; 32], nonce: &[u8; 24], plaintext: &[u8; 16], aad: &[u8], out: &mut [u8; 32]) {
     let cipher = XChaCha20Poly1305::new(key.into());

@@ -54,10 +54,10 @@ impl PrfAlg {
         (self.key_len() / 2).max(16)
     }
 
-    pub(crate) fn hmac(self) -> ring::hmac::Algorithm {
+    pub(crate) fn hmac(self) -> aws_lc_rs::hmac::Algorithm {
         match self {
-            PrfAlg::HmacSha256 => ring::hmac::HMAC_SHA256,
-            PrfAlg::HmacSha384 => ring::hmac::HMAC_SHA384,
+            PrfAlg::HmacSha256 => aws_lc_rs::hmac::HMAC_SHA256,
+            PrfAlg::HmacSha384 => aws_lc_rs::hmac::HMAC_SHA384,
         }
     }
 }
@@ -98,9 +98,9 @@ impl IntegAlg {
         }
     }
 
-    pub(crate) fn hmac(self) -> ring::hmac::Algorithm {
+    pub(crate) fn hmac(self) -> aws_lc_rs::hmac::Algorithm {
         match self {
-            IntegAlg::HmacSha256_128 => ring::hmac::HMAC_SHA256,
+            IntegAlg::HmacSha256_128 => aws_lc_rs::hmac::HMAC_SHA256,
         }
     }
 }

@@ -18,7 +18,7 @@
 
 use std::net::IpAddr;
 
-use ring::hmac;
+use aws_lc_rs::hmac;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -186,6 +186,7 @@ mod tests {
         let secret = CookieSecret::new(&mut OsRng).expect("secret");
         let ni = [0x33; 20];
         let cookie = secret.make(&ni, ip("198.18.1.2"), 0x0102030405060708);
+        use ring::hmac;
         let key = hmac::Key::new(hmac::HMAC_SHA256, &secret.current.key[..]);
         let data = [&20u16.to_be_bytes()[..], &ni, &[198, 18, 1, 2], &0x0102030405060708u64.to_be_bytes()].concat();
         assert_eq!(&cookie[1..], hmac::sign(&key, &data).as_ref());

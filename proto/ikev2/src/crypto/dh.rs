@@ -6,31 +6,32 @@
 //!   coordinate alone (RFC 5903 §9);
 //! - Curve25519: the 32-byte u-coordinate (RFC 8031 §2).
 //!
-//! ECDH (P-256, P-384, X25519) is ring's: constant-time, assembly-backed and
-//! the workspace's first choice. ring validates that an ECP peer value is a
-//! point on the curve and refuses an all-zero X25519 result; we check the
-//! lengths ourselves so the error is ours. ring draws ECDH private keys from
-//! its own `SystemRandom` (the OS generator) because its `SecureRandom` trait
-//! is sealed and cannot be fed the caller's rng; the rng argument serves the
-//! MODP group. MODP-2048 lives in `modp.rs`.
+//! ECDH (P-256, P-384, X25519) is aws-lc-rs's: constant-time,
+//! assembly-backed, and AWS-LC zeroes a private key when it frees it
+//! (ring, used before, did not wipe its scalars). It validates that an ECP
+//! peer value is a point on the curve and refuses an all-zero X25519
+//! result; we check the lengths ourselves so the error is ours. It draws
+//! ECDH private keys from its own `SystemRandom` (the OS generator) because
+//! its `SecureRandom` trait is sealed and cannot be fed the caller's rng;
+//! the rng argument serves the MODP group. MODP-2048 lives in `modp.rs`.
 //!
 //! Invariant: a `DhPrivate` is used for exactly one agreement (`agree`
-//! consumes it) and its secret is dropped with it (zeroized for MODP; ring
-//! owns and drops its ECDH scalars).
+//! consumes it) and its secret is dropped with it (zeroized for MODP; by
+//! AWS-LC for ECDH).
 
-use ring::agreement;
+use aws_lc_rs::agreement;
 use zeroize::Zeroizing;
 
 use super::modp::ModpPrivate;
 use super::{CryptoError, DhGroup};
 
-/// SEC1 prefix of an uncompressed point, which ring's ECDH public keys carry
+/// SEC1 prefix of an uncompressed point, which the ECDH public keys carry
 /// and IKEv2's KE payload leaves out.
 const SEC1_UNCOMPRESSED: u8 = 0x04;
 
 enum Secret {
     Modp(ModpPrivate),
-    Ring(agreement::EphemeralPrivateKey),
+    Ecdh(agreement::EphemeralPrivateKey),
 }
 
 /// Our ephemeral secret for one key exchange.
@@ -45,7 +46,7 @@ impl std::fmt::Debug for DhPrivate {
     }
 }
 
-fn ring_algorithm(group: DhGroup) -> Option<&'static agreement::Algorithm> {
+fn ecdh_algorithm(group: DhGroup) -> Option<&'static agreement::Algorithm> {
     match group {
         DhGroup::Modp2048 => None,
         DhGroup::Ecp256 => Some(&agreement::ECDH_P256),
@@ -68,11 +69,11 @@ pub fn plausible_public(group: DhGroup, data: &[u8]) -> bool {
 impl DhPrivate {
     /// A fresh secret and the Key Exchange Data to send in our KE payload.
     pub fn generate(group: DhGroup, rng: &mut dyn rand_core::RngCore) -> Result<(DhPrivate, Vec<u8>), CryptoError> {
-        let Some(alg) = ring_algorithm(group) else {
+        let Some(alg) = ecdh_algorithm(group) else {
             let (secret, public) = ModpPrivate::generate(rng)?;
             return Ok((DhPrivate { group, secret: Secret::Modp(secret) }, public));
         };
-        let system = ring::rand::SystemRandom::new();
+        let system = aws_lc_rs::rand::SystemRandom::new();
         let key = agreement::EphemeralPrivateKey::generate(alg, &system).map_err(|_| CryptoError::Rng)?;
         let public = key.compute_public_key().map_err(|_| CryptoError::Internal)?;
         let public = public.as_ref();
@@ -87,7 +88,7 @@ impl DhPrivate {
         if data.len() != group.public_len() {
             return Err(CryptoError::Internal);
         }
-        Ok((DhPrivate { group, secret: Secret::Ring(key) }, data))
+        Ok((DhPrivate { group, secret: Secret::Ecdh(key) }, data))
     }
 
     pub fn group(&self) -> DhGroup {
@@ -102,7 +103,7 @@ impl DhPrivate {
         }
         match self.secret {
             Secret::Modp(secret) => secret.agree(peer_public),
-            Secret::Ring(key) => {
+            Secret::Ecdh(key) => {
                 let alg = key.algorithm();
                 let peer = if is_ecp(self.group) {
                     let mut sec1 = Vec::with_capacity(peer_public.len() + 1);
@@ -113,9 +114,10 @@ impl DhPrivate {
                     peer_public.to_vec()
                 };
                 let peer = agreement::UnparsedPublicKey::new(alg, peer);
-                let shared = agreement::agree_ephemeral(key, &peer, |material| Zeroizing::new(material.to_vec()))
-                    .map_err(|_| CryptoError::InvalidPublicKey)?;
-                // ring already refuses the all-zero X25519 output (RFC 7748
+                let shared = agreement::agree_ephemeral(key, &peer, CryptoError::InvalidPublicKey, |material| {
+                    Ok(Zeroizing::new(material.to_vec()))
+                })?;
+                // AWS-LC already refuses the all-zero X25519 output (RFC 7748
                 // §6.1, RFC 8031 §2.3); kept as a guard of our own contract.
                 if shared.iter().all(|b| *b == 0) {
                     return Err(CryptoError::InvalidPublicKey);
@@ -226,13 +228,13 @@ mod tests {
         assert_ne!(a, c);
     }
 
-    /// RFC 5903 §8.1 (P-256) and §8.2 (P-384). ring cannot import a fixed
+    /// RFC 5903 §8.1 (P-256) and §8.2 (P-384). Our side cannot import a fixed
     /// private key, so the vectors are checked in two steps:
     /// 1. with the RustCrypto p256/p384 crates, the vector's private key i
     ///    gives the vector's gi (as x|y, our KE format) and, with the
     ///    vector's gr, the vector's shared x coordinate — this pins down the
     ///    wire format and the x-only shared secret;
-    /// 2. our ring-based side exchanges with the vector's responder key r
+    /// 2. our side exchanges with the vector's responder key r
     ///    (held by the p256/p384 crate): our `agree` on the vector's gr and
     ///    the crate's agreement on our KE data must give the same secret.
     #[test]
@@ -332,7 +334,7 @@ mod tests {
         }
     }
 
-    /// RFC 7748 §6.1: ring cannot take Alice's fixed key, so x25519-dalek
+    /// RFC 7748 §6.1: our side cannot take Alice's fixed key, so x25519-dalek
     /// checks the vector and then stands in for Bob against our side.
     #[test]
     fn rfc7748_x25519() {

@@ -4,7 +4,7 @@
 //! payloads, PSK authentication, NAT detection hashes and anti-DoS cookies.
 //!
 //! Everything here is sans-IO: randomness comes in as `&mut dyn RngCore`
-//! (only ring's ECDH key generation draws from the OS itself, see `dh.rs`).
+//! (only the ECDH key generation draws from the OS itself, see `dh.rs`).
 //! Secrets live in `Zeroizing` buffers or zeroize-on-drop types and have no
 //! `Debug` that shows them; secret comparisons are constant-time.
 

@@ -3,12 +3,12 @@
 //!
 //! SHA-1 is what the RFC mandates and both sides must compute the same
 //! bytes; the hash only detects address rewriting, it protects nothing, so
-//! its collision weakness does not matter here. ring provides it under the
-//! name SHA1_FOR_LEGACY_USE_ONLY.
+//! its collision weakness does not matter here. aws-lc-rs provides it under
+//! the name SHA1_FOR_LEGACY_USE_ONLY.
 
 use std::net::{IpAddr, SocketAddr};
 
-use ring::digest;
+use aws_lc_rs::digest;
 
 /// SHA-1 of the SPIs (network order; SPIr is zero in the IKE_SA_INIT
 /// request), the address (4 or 16 bytes) and the port (2 bytes).

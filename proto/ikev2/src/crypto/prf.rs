@@ -1,11 +1,11 @@
 //! The IKE pseudo-random function and its expansion prf+ (RFC 7296 §2.13).
 //!
-//! ring's HMAC is used: audited, constant-time, and already in the
-//! workspace. Outputs are `Zeroizing` because every caller derives key
+//! aws-lc-rs's HMAC is used: audited, constant-time, and its keys are
+//! wiped when dropped. Outputs are `Zeroizing` because every caller derives key
 //! material from them. Invariant: `prf_plus` never produces more than 255
 //! blocks, the limit the RFC puts on its one-byte counter.
 
-use ring::hmac;
+use aws_lc_rs::hmac;
 use zeroize::Zeroizing;
 
 use super::PrfAlg;
@@ -128,13 +128,15 @@ mod tests {
     }
 
     /// prf+ checked against the definition written out block by block with
-    /// ring's one-shot HMAC.
+    /// ring's one-shot HMAC (another implementation than ours).
     #[test]
     fn prf_plus_follows_its_definition() {
+        use ring::hmac;
         let key = b"prf+ key";
         let seed = b"some seed bytes";
         for alg in [PrfAlg::HmacSha256, PrfAlg::HmacSha384] {
-            let k = hmac::Key::new(alg.hmac(), key);
+            let ring_alg = if alg == PrfAlg::HmacSha256 { hmac::HMAC_SHA256 } else { hmac::HMAC_SHA384 };
+            let k = hmac::Key::new(ring_alg, key);
             let t1 = hmac::sign(&k, &[&seed[..], &[1]].concat());
             let t2 = hmac::sign(&k, &[t1.as_ref(), &seed[..], &[2]].concat());
             let t3 = hmac::sign(&k, &[t2.as_ref(), &seed[..], &[3]].concat());

@@ -31,16 +31,17 @@
 //! - an inconsistent suite or keys of the wrong length give an `SkCrypto`
 //!   whose every seal and open fails with `InvalidSuite`.
 //!
-//! Primitives: ring's AES-GCM (constant-time, hardware-accelerated); ring
-//! has no AES-CBC, so RustCrypto's `aes` (constant-time bitsliced or AES-NI)
-//! and `cbc` crates, with ring's HMAC for the ICV.
+//! Primitives: aws-lc-rs's AES-GCM (constant-time, hardware-accelerated;
+//! AWS-LC wipes its key context when dropped), RustCrypto's `aes`
+//! (constant-time bitsliced or AES-NI) and `cbc` crates for AES-CBC, with
+//! aws-lc-rs's HMAC for the ICV.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use aes::cipher::block_padding::NoPadding;
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
-use ring::{aead, hmac};
+use aws_lc_rs::{aead, hmac};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -54,7 +55,7 @@ const CBC_IV_LEN: usize = AES_BLOCK;
 /// A GCM direction: key and salt.
 struct GcmKey {
     key: aead::LessSafeKey,
-    salt: [u8; GCM_SALT_LEN],
+    salt: Zeroizing<[u8; GCM_SALT_LEN]>,
 }
 
 impl GcmKey {
@@ -67,12 +68,12 @@ impl GcmKey {
         let split = sk_e.len().checked_sub(GCM_SALT_LEN)?;
         let (key, salt) = sk_e.split_at(split);
         let key = aead::UnboundKey::new(alg, key).ok()?;
-        Some(GcmKey { key: aead::LessSafeKey::new(key), salt: salt.try_into().ok()? })
+        Some(GcmKey { key: aead::LessSafeKey::new(key), salt: Zeroizing::new(salt.try_into().ok()?) })
     }
 
     fn nonce(&self, iv: &[u8; GCM_IV_LEN]) -> aead::Nonce {
         let mut n = [0u8; aead::NONCE_LEN];
-        n[..GCM_SALT_LEN].copy_from_slice(&self.salt);
+        n[..GCM_SALT_LEN].copy_from_slice(&self.salt[..]);
         n[GCM_SALT_LEN..].copy_from_slice(iv);
         aead::Nonce::assume_unique_for_key(n)
     }
@@ -483,6 +484,7 @@ mod tests {
     /// from the end of SK_ei | IV, tag last, plaintext = inner | Pad Length.
     #[test]
     fn gcm_layout_follows_rfc5282() {
+        use ring::aead;
         for suite in suites().into_iter().filter(|s| s.encr.is_aead()) {
             let (keys, i, _) = pair(&suite);
             let body = i.seal(&aad(), b"inner", &mut OsRng).expect("seal");
@@ -501,6 +503,7 @@ mod tests {
     /// The CBC body checked with the cbc crate and ring's HMAC directly.
     #[test]
     fn cbc_layout_follows_rfc7296() {
+        use ring::hmac;
         for suite in suites().into_iter().filter(|s| !s.encr.is_aead()) {
             let (keys, i, _) = pair(&suite);
             let body = i.seal(&aad(), b"twenty inner bytes..", &mut OsRng).expect("seal");
