@@ -228,8 +228,9 @@ mod tests {
         assert_ne!(a, c);
     }
 
-    /// RFC 5903 §8.1 (P-256) and §8.2 (P-384). Our side cannot import a fixed
-    /// private key, so the vectors are checked in two steps:
+    /// RFC 5903 §8.1 (P-256) and §8.2 (P-384). An ephemeral key, which our
+    /// side uses, cannot be given a fixed private key, so the vectors are
+    /// checked in two steps:
     /// 1. with the RustCrypto p256/p384 crates, the vector's private key i
     ///    gives the vector's gi (as x|y, our KE format) and, with the
     ///    vector's gr, the vector's shared x coordinate — this pins down the
@@ -334,8 +335,9 @@ mod tests {
         }
     }
 
-    /// RFC 7748 §6.1: our side cannot take Alice's fixed key, so x25519-dalek
-    /// checks the vector and then stands in for Bob against our side.
+    /// RFC 7748 §6.1: our ephemeral key cannot be Alice's fixed one, so
+    /// x25519-dalek checks the vector and then stands in for Bob against
+    /// our side.
     #[test]
     fn rfc7748_x25519() {
         let a: [u8; 32] =
