@@ -96,24 +96,31 @@ ensure_rust() {
 # the same) keeps its own; one this function left behind (a SIGKILLed run)
 # is taken as its own again. Two runs at once (test.sh in two checkouts)
 # take turns on a lock, so neither removes the policy under the other's
-# install.
+# install; it is in /run, where only root writes, and apt does not inherit
+# it, so nothing apt leaves running holds it. Ended by SIGINT or SIGTERM,
+# it returns 130 or 143 (callers end the run on 128 and up).
 # Usage: install_without_service_starts DISABLE PACKAGE...
 install_without_service_starts() {
-    local disable="$1" policy=/usr/sbin/policy-rc.d lock=/run/lock/causeway-install.lock
+    local disable="$1" policy=/usr/sbin/policy-rc.d lock=/run/causeway-install.lock
     local marker="# Written by causeway scripts/lib.sh for one apt-get run: no service starts."
     shift
-    mkdir -p "${lock%/*}"
     (
-        flock 9
-        trap 'exit 130' INT TERM
+        if ! flock -w 900 9; then
+            echo "== another run has held $lock for 15 minutes: giving up" >&2
+            exit 1
+        fi
+        trap 'exit 130' INT
+        trap 'exit 143' TERM
+        # `|| true`: under errexit a failing DISABLE would end the trap
+        # before the policy goes, and no service could start afterwards.
         if [ -e "$policy" ] && ! grep -qxF "$marker" "$policy"; then
-            trap '"$disable" "$@"' EXIT
+            trap '"$disable" "$@" || true' EXIT
         else
-            trap '"$disable" "$@"; rm -f "$policy"' EXIT
+            trap '"$disable" "$@" || true; rm -f "$policy"' EXIT
             printf '#!/bin/sh\n%s\nexit 101\n' "$marker" >"$policy"
             chmod 755 "$policy"
         fi
-        DEBIAN_FRONTEND=noninteractive "${APT_GET[@]}" install -y -qq --no-install-recommends "$@" >/dev/null
+        DEBIAN_FRONTEND=noninteractive "${APT_GET[@]}" install -y -qq --no-install-recommends "$@" >/dev/null 9>&-
     ) 9>"$lock"
 }
 

@@ -47,6 +47,8 @@ case "$TEST_MINUTES" in
         exit 2
         ;;
 esac
+# Base 10: arithmetic would read 085 as octal, and fail.
+TEST_MINUTES=$((10#$TEST_MINUTES))
 if [ "$quick" -eq 1 ]; then
     export CAUSEWAY_TESTS_QUICK=1
     FUZZ_SECONDS=0
@@ -131,34 +133,36 @@ within() {
 }
 
 . scripts/lib.sh
-step "tools the tests need"
-if ! install_missing iperf3:iperf3 wireguard-go:wireguard-go wg:wireguard-tools ncat:ncat iptables:iptables \
-    ip:iproute2 ping:iputils-ping sysctl:procps timeout:coreutils "${PROTOC_TOOLS[@]}" openssl:openssl \
-    c++:g++; then
+
+# Runs an install ($3...) for the tests named $1, which need $2: a failure
+# fails the run, or with --quick lets those tests skip; an install ended by
+# a signal (status 128 and up: Ctrl-C, SIGTERM) ends the run either way.
+installed_or_skip() {
+    local tests="$1" needs="$2" status=0
+    shift 2
+    "$@" || status=$?
+    [ "$status" -eq 0 ] && return 0
+    if [ "$status" -ge 128 ]; then
+        echo "== installing for the $tests tests: interrupted" >&2
+        exit "$status"
+    fi
     if [ "$quick" -eq 0 ]; then
-        echo "the namespace tests need these tools and root: run as root, or scripts/test.sh --quick" >&2
+        echo "the $tests tests need $needs and root: run as root, or scripts/test.sh --quick" >&2
         exit 1
     fi
-    echo "== --quick: the namespace tests will skip"
-fi
+    echo "== --quick: the $tests tests will skip"
+}
+
+step "tools the tests need"
+installed_or_skip namespace "these tools" install_missing iperf3:iperf3 wireguard-go:wireguard-go \
+    wg:wireguard-tools ncat:ncat iptables:iptables ip:iproute2 ping:iputils-ping sysctl:procps \
+    timeout:coreutils "${PROTOC_TOOLS[@]}" openssl:openssl c++:g++
 # strongSwan (the IPsec peer of the strongswan_pair tests), tshark and
 # scapy; installed so that no system charon starts (scripts/lib.sh).
-if ! install_ipsec_tools; then
-    if [ "$quick" -eq 0 ]; then
-        echo "the IPsec tests need strongSwan and root: run as root, or scripts/test.sh --quick" >&2
-        exit 1
-    fi
-    echo "== --quick: the strongSwan tests will skip"
-fi
+installed_or_skip IPsec strongSwan install_ipsec_tools
 # etcd and BIRD 2 (the fleet tests' registry and routing daemon), installed
 # so that neither starts as a system service (scripts/lib.sh).
-if ! install_fleet_tools; then
-    if [ "$quick" -eq 0 ]; then
-        echo "the fleet tests need etcd, BIRD and root: run as root, or scripts/test.sh --quick" >&2
-        exit 1
-    fi
-    echo "== --quick: the etcd and BIRD tests will skip"
-fi
+installed_or_skip fleet "etcd, BIRD" install_fleet_tools
 if [ "$quick" -eq 1 ] && [ "$(id -u)" -ne 0 ]; then
     echo "== --quick, not root: the namespace tests skip (and count as passed)"
 fi
