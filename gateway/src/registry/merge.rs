@@ -15,8 +15,9 @@
 //! - a record with our own public key, or one already used by another
 //!   record, is left out;
 //! - the registry adds at most `MAX_GATEWAYS` peers and `MAX_PREFIXES`
-//!   site prefixes, the first created first; the rest is left out (and
-//!   told as a count).
+//!   site prefixes, and reads at most twice as many, the first created
+//!   first; the rest is left out (and told as a count), and so are the
+//!   reasons beyond the first `MAX_LEFT_OUT_LINES`.
 //!
 //! A site prefix that one of the site's IPsec gateways (the file's peers
 //! naming the site) cannot carry, because no selector of its remote_ts
@@ -50,6 +51,13 @@ pub const MAX_GATEWAYS: usize = 1024;
 /// before it, a scan that grows with the square of their number: at this
 /// bound a merge stays within milliseconds, under the state lock.
 pub const MAX_PREFIXES: usize = 4096;
+/// The most gateway records, and site prefixes, the merge reads, taken or
+/// not: a record left out for a clash costs an overlap scan and a log line
+/// too, and a writer gone wrong can write any number of those.
+const MAX_READ_GATEWAYS: usize = 2 * MAX_GATEWAYS;
+const MAX_READ_PREFIXES: usize = 2 * MAX_PREFIXES;
+/// The most reasons `left_out` lists one by one; the rest are counted.
+pub const MAX_LEFT_OUT_LINES: usize = 100;
 
 /// The merged configuration and what was left out of it, with why.
 #[derive(Debug, Clone)]
@@ -148,8 +156,11 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
     let mut keys: HashSet<PublicKey> = file.peers.iter().map(|p| p.public_key).collect();
     keys.insert(file.interface.private_key.public_key());
     config.peers.reserve(view.members.len().min(MAX_GATEWAYS));
-    let (mut gateways, mut prefixes_added) = (0, 0);
+    let (mut gateways, mut gateways_read, mut prefixes_added, mut prefixes_read) = (0, 0, 0, 0);
     let (mut gateways_beyond, mut sites_beyond) = (0, 0);
+    // Set by the first site that does not fit: none after it is taken, so
+    // the sites taken are the first created, whatever their sizes.
+    let mut sites_full = false;
     // Sites and gateways in one order, the first created first: a site's
     // prefix and a gateway's tunnel address that overlap go to the older
     // record, as two sites' prefixes do.
@@ -166,10 +177,14 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
                 }
                 // A whole site or none of it: part of a site's prefixes would
                 // send the rest of its traffic wherever the other routes say.
-                if prefixes_added + nets.len() > MAX_PREFIXES {
+                sites_full = sites_full
+                    || prefixes_added + nets.len() > MAX_PREFIXES
+                    || prefixes_read + nets.len() > MAX_READ_PREFIXES;
+                if sites_full {
                     sites_beyond += 1;
                     continue;
                 }
+                prefixes_read += nets.len();
                 let mut prefixes: Vec<IpNet> = Vec::with_capacity(nets.len());
                 for n in nets {
                     if let Some((other, whose)) = taken.clash(n) {
@@ -192,10 +207,11 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
                 if m.site == own_site {
                     continue;
                 }
-                if gateways == MAX_GATEWAYS {
+                if gateways == MAX_GATEWAYS || gateways_read == MAX_READ_GATEWAYS {
                     gateways_beyond += 1;
                     continue;
                 }
+                gateways_read += 1;
                 let name = m.peer_name();
                 if names.contains(&name) {
                     left_out.push(format!("gateway {name}: a peer of the configuration file has that name"));
@@ -228,16 +244,23 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
             }
         }
     }
-    // One line each, not one per record: a registry flooded with records
+    // Counts, not one line per record: a registry flooded with records
     // would flood the log too.
+    if left_out.len() > MAX_LEFT_OUT_LINES {
+        let more = left_out.len() - MAX_LEFT_OUT_LINES;
+        left_out.truncate(MAX_LEFT_OUT_LINES);
+        left_out.push(format!("{more} more left out, for reasons like those above"));
+    }
     if gateways_beyond > 0 {
         left_out.push(format!(
-            "{gateways_beyond} gateway record(s), the last created: the registry adds at most {MAX_GATEWAYS} peers"
+            "{gateways_beyond} gateway record(s), the last created: the registry adds at most {MAX_GATEWAYS} peers, \
+             from its first {MAX_READ_GATEWAYS} gateway records"
         ));
     }
     if sites_beyond > 0 {
         left_out.push(format!(
-            "{sites_beyond} site record(s), the last created: the registry adds at most {MAX_PREFIXES} site prefixes"
+            "{sites_beyond} site record(s), the last created: the registry adds at most {MAX_PREFIXES} site prefixes, \
+             whole sites, from sites listing {MAX_READ_PREFIXES} in all"
         ));
     }
     Merged { config, left_out, uncarried }
@@ -332,11 +355,14 @@ pub(crate) mod tests {
                 m
             })
             .collect();
-        // 64 prefixes a site, 10.S.P.0/24: one site more than fits.
+        // 64 prefixes a site, 10.S.P.0/24 (60 in the first): one site more
+        // than fits, then a small one that would fit, but was created after it.
         let per_site = crate::registry::record::MAX_LIST;
-        let nets: Vec<Vec<String>> = (0..MAX_PREFIXES / per_site + 1)
+        let mut nets: Vec<Vec<String>> = (0..MAX_PREFIXES / per_site + 1)
             .map(|s| (0..per_site).map(|p| format!("10.{}.{p}.0/24", s + 1)).collect())
             .collect();
+        nets[0].truncate(per_site - 4);
+        nets.push(vec!["10.200.0.0/24".into()]);
         let names: Vec<String> = (0..nets.len()).map(|s| format!("site{s}")).collect();
         let refs: Vec<Vec<&str>> = nets.iter().map(|n| n.iter().map(String::as_str).collect()).collect();
         let sites: Vec<(&str, &[&str])> = names.iter().zip(&refs).map(|(n, r)| (n.as_str(), &r[..])).collect();
@@ -345,13 +371,19 @@ pub(crate) mod tests {
         let first_created: Vec<String> = members[..MAX_GATEWAYS].iter().map(|g| g.peer_name()).collect();
         assert_eq!(m.config.peers.iter().map(|p| p.name.clone()).collect::<Vec<_>>(), first_created);
         assert_eq!(m.config.sites.len(), MAX_PREFIXES / per_site);
-        assert!(m.config.sites.iter().all(|s| s.prefixes.len() == per_site), "whole sites only");
+        assert!(m.config.sites.iter().zip(&nets).all(|(s, n)| s.prefixes.len() == n.len()), "whole sites only");
         assert_eq!(m.config.sites.last().unwrap().name, format!("site{}", MAX_PREFIXES / per_site - 1));
         assert_eq!(
             m.left_out,
             [
-                format!("3 gateway record(s), the last created: the registry adds at most {MAX_GATEWAYS} peers"),
-                format!("1 site record(s), the last created: the registry adds at most {MAX_PREFIXES} site prefixes"),
+                format!(
+                    "3 gateway record(s), the last created: the registry adds at most {MAX_GATEWAYS} peers, \
+                     from its first {MAX_READ_GATEWAYS} gateway records"
+                ),
+                format!(
+                    "2 site record(s), the last created: the registry adds at most {MAX_PREFIXES} site prefixes, \
+                     whole sites, from sites listing {MAX_READ_PREFIXES} in all"
+                ),
             ]
         );
         // Records left out for another reason do not count against the bound.
@@ -362,6 +394,28 @@ pub(crate) mod tests {
         let m = merge(&file, &view(fewer, &[]), "east");
         assert_eq!(m.config.peers.len(), MAX_GATEWAYS, "{:?}", m.left_out);
         assert_eq!(m.left_out.len(), 1, "{:?}", m.left_out);
+    }
+
+    #[test]
+    fn records_left_out_still_count_against_what_the_merge_reads() {
+        let me = StaticSecret::random(&mut rand_core::OsRng);
+        let file = file_config(&me, "east", "gw1");
+        // Every record claims the first one's tunnel address.
+        let members: Vec<Member> = (0..MAX_READ_GATEWAYS + 5).map(|i| member("west", &format!("gw{i}"), 1)).collect();
+        let m = merge(&file, &view(members, &[]), "east");
+        assert_eq!(m.config.peers.len(), 1);
+        assert_eq!(m.left_out.len(), MAX_LEFT_OUT_LINES + 2, "the reasons listed, their count, the records beyond");
+        assert!(
+            m.left_out[0].starts_with("gateway west.gw1: tunnel address 10.255.0.1/32 overlaps"),
+            "{}",
+            m.left_out[0]
+        );
+        let clashes = MAX_READ_GATEWAYS - 1;
+        assert_eq!(
+            m.left_out[MAX_LEFT_OUT_LINES],
+            format!("{} more left out, for reasons like those above", clashes - MAX_LEFT_OUT_LINES)
+        );
+        assert!(m.left_out[MAX_LEFT_OUT_LINES + 1].starts_with("5 gateway record(s), the last created"));
     }
 
     #[test]
