@@ -77,8 +77,9 @@ pub fn x25519_suite() -> IkeSuite {
     }
 }
 
-/// The MODP suite: its key share comes from the seeded generator (ring's
-/// curves draw their own), so a transcript through it replays.
+/// The MODP suite: its key share comes from the seeded generator (the
+/// curves' keys are drawn by AWS-LC itself), so a transcript through it
+/// replays.
 pub fn modp_suite() -> IkeSuite {
     IkeSuite {
         encr: EncrAlg::AesCbc { key_bits: 256 },

@@ -19,7 +19,8 @@ pub const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Cookie secrets rotate, and received cookies expire, after this long.
 pub const COOKIE_SECRET_MAX_AGE: Duration = Duration::from_secs(120);
-/// Upper bound of the random jitter added to each handshake retransmission.
+/// Upper bound of the random jitter added to each handshake retransmission,
+/// and to the new-handshake timer (`timers.rs`).
 pub const REKEY_TIMEOUT_JITTER_MAX: Duration = Duration::from_millis(334);
 /// A responder consumes at most this many initiations per second from one peer
 /// (the kernel's INITIATIONS_PER_SECOND); faster ones are dropped.

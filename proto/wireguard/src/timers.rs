@@ -106,9 +106,8 @@ impl Timers {
 
     /// A data message (not a keepalive) was sent.
     pub fn on_data_sent(&self, now: Time) {
-        // A load first: while armed (most batches of a one-way stream), the
-        // cache line stays shared between the workers instead of being
-        // taken for a compare-exchange that fails.
+        // A load first, so the jitter is worked out only when the timer is
+        // armed, not for every batch while it already is.
         if self.new_handshake_armed.load(Ordering::Relaxed) == 0 {
             let armed = enc(now + data_jitter(self.jitter_seed, now));
             let _ = self.new_handshake_armed.compare_exchange(0, armed, Ordering::Relaxed, Ordering::Relaxed);

@@ -10,10 +10,10 @@
 //! assembly-backed, and AWS-LC zeroes a private key when it frees it
 //! (ring, used before, did not wipe its scalars). It validates that an ECP
 //! peer value is a point on the curve and refuses an all-zero X25519
-//! result; we check the lengths ourselves so the error is ours. It draws
-//! ECDH private keys from its own `SystemRandom` (the OS generator) because
-//! its `SecureRandom` trait is sealed and cannot be fed the caller's rng;
-//! the rng argument serves the MODP group. MODP-2048 lives in `modp.rs`.
+//! result; we check the lengths ourselves so the error is ours. AWS-LC
+//! draws ECDH private keys from its own generator (aws-lc-rs takes a
+//! `SystemRandom` for the API's sake and does not use it), so the caller's
+//! rng serves the MODP group only. MODP-2048 lives in `modp.rs`.
 //!
 //! Invariant: a `DhPrivate` is used for exactly one agreement (`agree`
 //! consumes it) and its secret is dropped with it (zeroized for MODP; by

@@ -15,15 +15,22 @@ pub fn prf(alg: PrfAlg, key: &[u8], data: &[u8]) -> Zeroizing<Vec<u8>> {
     prf_parts(alg, key, &[data])
 }
 
-/// prf(key, parts[0] | parts[1] | ...), without copying the parts together
-/// (the concatenations of §2.14 and §2.17 include secrets).
+/// prf(key, parts[0] | parts[1] | ...). The parts (the concatenations of
+/// §2.14 and §2.17 include secrets) are copied together into a buffer that
+/// is wiped, and the output written straight into another: aws-lc-rs's
+/// `Tag` would leave a copy of it in memory nobody wipes.
 pub(crate) fn prf_parts(alg: PrfAlg, key: &[u8], parts: &[&[u8]]) -> Zeroizing<Vec<u8>> {
     let key = hmac::Key::new(alg.hmac(), key);
-    let mut ctx = hmac::Context::with_key(&key);
-    for part in parts {
-        ctx.update(part);
-    }
-    Zeroizing::new(ctx.sign().as_ref().to_vec())
+    let data = Zeroizing::new(parts.concat());
+    let mut out = Zeroizing::new(vec![0u8; alg.output_len()]);
+    sign_into(&key, &data, &mut out);
+    out
+}
+
+/// HMAC(key, data) into `out`, which is exactly the prf's output length.
+fn sign_into(key: &hmac::Key, data: &[u8], out: &mut [u8]) {
+    let written = hmac::sign_to_buffer(key, data, out).expect("the buffer is the prf's output length").len();
+    debug_assert_eq!(written, out.len());
 }
 
 /// prf+(key, seed) truncated to `len` bytes:
@@ -40,24 +47,21 @@ pub(crate) fn prf_plus_parts(alg: PrfAlg, key: &[u8], seed: &[&[u8]], len: usize
     let block = alg.output_len();
     assert!(len <= 255 * block, "prf+ asked for {len} bytes, more than 255 blocks of {block}");
     let key = hmac::Key::new(alg.hmac(), key);
-    let mut out = Zeroizing::new(Vec::with_capacity(len + block));
-    let mut previous: Option<hmac::Tag> = None;
-    let mut counter = 1u8;
-    while out.len() < len {
-        let mut ctx = hmac::Context::with_key(&key);
-        if let Some(t) = &previous {
-            ctx.update(t.as_ref());
+    let seed_len: usize = seed.iter().map(|p| p.len()).sum();
+    // Both are sized up front and never grow: a Vec that grew would leave
+    // its old allocation, unwiped, to the allocator.
+    let mut out = Zeroizing::new(vec![0u8; len.div_ceil(block) * block]);
+    let mut input = Zeroizing::new(Vec::with_capacity(block + seed_len + 1));
+    for (i, counter) in (0..out.len() / block).zip(1u8..=255) {
+        input.clear();
+        if i > 0 {
+            input.extend_from_slice(&out[(i - 1) * block..i * block]);
         }
         for part in seed {
-            ctx.update(part);
+            input.extend_from_slice(part);
         }
-        ctx.update(&[counter]);
-        let t = ctx.sign();
-        out.extend_from_slice(t.as_ref());
-        previous = Some(t);
-        // Wraps only after the 255th block, which the assert above makes the
-        // last one.
-        counter = counter.wrapping_add(1);
+        input.push(counter);
+        sign_into(&key, &input, &mut out[i * block..(i + 1) * block]);
     }
     out.truncate(len);
     out
