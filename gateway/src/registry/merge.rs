@@ -57,7 +57,7 @@ pub const MAX_PREFIXES: usize = 4096;
 const MAX_READ_GATEWAYS: usize = 2 * MAX_GATEWAYS;
 const MAX_READ_PREFIXES: usize = 2 * MAX_PREFIXES;
 /// The most reasons `left_out` lists one by one; the rest are counted.
-pub const MAX_LEFT_OUT_LINES: usize = 100;
+const MAX_LEFT_OUT_LINES: usize = 100;
 
 /// The merged configuration and what was left out of it, with why.
 #[derive(Debug, Clone)]
@@ -156,7 +156,9 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
     let mut keys: HashSet<PublicKey> = file.peers.iter().map(|p| p.public_key).collect();
     keys.insert(file.interface.private_key.public_key());
     config.peers.reserve(view.members.len().min(MAX_GATEWAYS));
-    let (mut gateways, mut gateways_read, mut prefixes_added, mut prefixes_read) = (0, 0, 0, 0);
+    // The file's peers come first in `config.peers`; the rest are the registry's.
+    let file_peers = config.peers.len();
+    let (mut gateways_read, mut prefixes_added, mut prefixes_read) = (0, 0, 0);
     let (mut gateways_beyond, mut sites_beyond) = (0, 0);
     // Set by the first site that does not fit: none after it is taken, so
     // the sites taken are the first created, whatever their sizes.
@@ -207,7 +209,7 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
                 if m.site == own_site {
                     continue;
                 }
-                if gateways == MAX_GATEWAYS || gateways_read == MAX_READ_GATEWAYS {
+                if config.peers.len() - file_peers == MAX_GATEWAYS || gateways_read == MAX_READ_GATEWAYS {
                     gateways_beyond += 1;
                     continue;
                 }
@@ -230,7 +232,6 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
                 }
                 names.insert(name.clone());
                 keys.insert(m.public_key);
-                gateways += 1;
                 config.peers.push(Peer {
                     name,
                     public_key: m.public_key,

@@ -42,8 +42,13 @@ fn dec(v: u64) -> Option<Time> {
     v.checked_sub(1).map(Time::from_nanos)
 }
 
+/// A jitter below REKEY_TIMEOUT_JITTER_MAX from `random` bits.
+fn jitter_of(random: u64) -> Duration {
+    Duration::from_nanos(random % REKEY_TIMEOUT_JITTER_MAX.as_nanos() as u64)
+}
+
 fn jitter() -> Duration {
-    Duration::from_nanos(OsRng.next_u64() % REKEY_TIMEOUT_JITTER_MAX.as_nanos() as u64)
+    jitter_of(OsRng.next_u64())
 }
 
 /// The new-handshake timer's jitter (wireguard-go adds the retransmission
@@ -55,8 +60,7 @@ fn jitter() -> Duration {
 /// between peers and arms: the arm time's nanoseconds, mixed with a seed
 /// each peer draws once, give that for a multiply.
 fn data_jitter(seed: u64, now: Time) -> Duration {
-    let mixed = (seed ^ now.as_nanos()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    Duration::from_nanos((mixed >> 32) % REKEY_TIMEOUT_JITTER_MAX.as_nanos() as u64)
+    jitter_of((seed ^ now.as_nanos()).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32)
 }
 
 #[derive(Default)]
