@@ -66,6 +66,22 @@ fn icv(mac: &hmac::Key, covered: &[u8]) -> Zeroizing<[u8; ICV_LEN]> {
     out
 }
 
+/// K' (the module's header): HMAC-SHA-256(encryption key, IV_KEY_LABEL),
+/// cut to the encryption key's length. Signed straight into a wiped
+/// buffer: aws-lc-rs's `hmac::Tag` is a plain array, never wiped, and this
+/// one is a key.
+fn iv_key(encryption: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let mut derived = Zeroizing::new(vec![0; hmac::HMAC_SHA256.digest_algorithm().output_len()]);
+    hmac::sign_to_buffer(&hmac::Key::new(hmac::HMAC_SHA256, encryption), IV_KEY_LABEL, &mut derived[..])
+        .map_err(|_| Error::BadKeys)?;
+    if encryption.len() > derived.len() {
+        return Err(Error::BadKeys);
+    }
+    // Truncating keeps the allocation: the bytes cut off are wiped with it.
+    derived.truncate(encryption.len());
+    Ok(derived)
+}
+
 /// The outbound half: encrypts with a derived IV, then MACs.
 pub(crate) struct CbcSeal {
     cipher: EncryptingKey,
@@ -75,12 +91,9 @@ pub(crate) struct CbcSeal {
 
 impl CbcSeal {
     pub fn new(parts: &KeyParts<'_>) -> Result<CbcSeal, Error> {
-        let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, parts.encryption), IV_KEY_LABEL);
-        let iv_key_bytes =
-            Zeroizing::new(derived.as_ref().get(..parts.encryption.len()).ok_or(Error::BadKeys)?.to_vec());
         Ok(CbcSeal {
             cipher: EncryptingKey::cbc(unbound(parts.encryption)?).map_err(|_| Error::BadKeys)?,
-            iv_key: EncryptingKey::ecb(unbound(&iv_key_bytes)?).map_err(|_| Error::BadKeys)?,
+            iv_key: EncryptingKey::ecb(unbound(&iv_key(parts.encryption)?)?).map_err(|_| Error::BadKeys)?,
             mac: mac_key(parts)?,
         })
     }

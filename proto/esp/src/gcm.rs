@@ -16,7 +16,12 @@
 //! AES-GCM measured the same as this one end to end on such a host
 //! (compare-20261202T063237Z, -063527Z). AWS-LC cleanses its AEAD context
 //! when the key is dropped (OPENSSL_free zeroes what it frees); the salt is
-//! kept in a `Zeroizing` buffer here.
+//! kept in a `Zeroizing` buffer here. Each packet's nonce (salt and
+//! sequence number) is not wiped: aws-lc-rs takes `Nonce` by value and
+//! copies it down its own stack frames, which nobody wipes, so wiping
+//! ours would not leave the salt in fewer places. The salt is not a key:
+//! it makes an SA's nonces unpredictable before the SA exists, and
+//! without the key it decrypts or forges nothing.
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM, NONCE_LEN};
 use zeroize::Zeroizing;
