@@ -14,10 +14,11 @@
 //!   claims them) is left out; the rest of a site stays;
 //! - a record with our own public key, or one already used by another
 //!   record, is left out;
-//! - the registry adds at most `MAX_GATEWAYS` peers and `MAX_PREFIXES`
-//!   site prefixes, and reads at most twice as many, the first created
-//!   first; the rest is left out (and told as a count), and so are the
-//!   reasons beyond the first `MAX_LEFT_OUT_LINES`.
+//! - the registry adds at most `MAX_GATEWAYS` peers, from at most twice as
+//!   many gateway records, and sites listing at most `MAX_PREFIXES`
+//!   prefixes, whole sites with their gateways, the first created first;
+//!   the rest is left out (and told as a count), and so are the reasons
+//!   beyond the first `MAX_LEFT_OUT_LINES`.
 //!
 //! A site prefix that one of the site's IPsec gateways (the file's peers
 //! naming the site) cannot carry, because no selector of its remote_ts
@@ -46,16 +47,16 @@ use super::view::{Record, View};
 /// watched, so a record writer gone wrong (a script in a loop) must not
 /// make every gateway of the fleet run tens of thousands of them.
 pub const MAX_GATEWAYS: usize = 1024;
-/// The most site prefixes the registry may add (a site record holds up to
+/// The most prefixes the registry's sites may list, counted as listed,
+/// before any is left out for an overlap (a site record holds up to
 /// `record::MAX_LIST`). Each one is checked for overlap against all taken
 /// before it, a scan that grows with the square of their number: at this
 /// bound a merge stays within milliseconds, under the state lock.
 pub const MAX_PREFIXES: usize = 4096;
-/// The most gateway records, and site prefixes, the merge reads, taken or
-/// not: a record left out for a clash costs an overlap scan and a log line
-/// too, and a writer gone wrong can write any number of those.
+/// The most gateway records the merge reads, taken or not: a record left
+/// out for a clash costs an overlap scan and a log line too, and a writer
+/// gone wrong can write any number of those.
 const MAX_READ_GATEWAYS: usize = 2 * MAX_GATEWAYS;
-const MAX_READ_PREFIXES: usize = 2 * MAX_PREFIXES;
 /// The most reasons `left_out` lists one by one; the rest are counted.
 const MAX_LEFT_OUT_LINES: usize = 100;
 
@@ -123,6 +124,33 @@ impl Taken {
     }
 }
 
+/// The registry sites past `MAX_PREFIXES`: every site from the first, in
+/// creation order, whose listed prefixes would take the total past it, so
+/// the sites taken are the first created, whatever their sizes. A whole
+/// site or none of it: part of a site's prefixes would send the rest of
+/// its traffic wherever the other routes say. Decided from the site
+/// records alone, before any record is placed, so that a site's gateways
+/// are left out with it wherever they come in creation order: they would
+/// be peers of a site with no routes. Our own site and the file's sites
+/// are not read, so they do not count.
+fn sites_past_limit<'a>(records: &[Record<'a>], own_site: &str, file_sites: &HashSet<&str>) -> HashSet<&'a str> {
+    let mut listed = 0;
+    let mut past = HashSet::new();
+    for record in records {
+        if let Record::Site(name, nets) = record {
+            if *name == own_site || file_sites.contains(name.as_str()) {
+                continue;
+            }
+            if past.is_empty() && listed + nets.len() <= MAX_PREFIXES {
+                listed += nets.len();
+            } else {
+                past.insert(name.as_str());
+            }
+        }
+    }
+    past
+}
+
 /// `file` with the registry's sites and gateways added; `own_site` is the
 /// site this gateway serves.
 pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
@@ -158,15 +186,13 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
     config.peers.reserve(view.members.len().min(MAX_GATEWAYS));
     // The file's peers come first in `config.peers`; the rest are the registry's.
     let file_peers = config.peers.len();
-    let (mut gateways_read, mut prefixes_added, mut prefixes_read) = (0, 0, 0);
-    let (mut gateways_beyond, mut sites_beyond) = (0, 0);
-    // Set by the first site that does not fit: none after it is taken, so
-    // the sites taken are the first created, whatever their sizes.
-    let mut sites_full = false;
+    let (mut gateways_read, mut gateways_beyond, mut gateways_of_sites_past) = (0, 0, 0);
     // Sites and gateways in one order, the first created first: a site's
     // prefix and a gateway's tunnel address that overlap go to the older
     // record, as two sites' prefixes do.
-    for record in view.in_creation_order() {
+    let records = view.in_creation_order();
+    let sites_past = sites_past_limit(&records, own_site, &file_sites);
+    for record in records {
         match record {
             Record::Site(name, nets) => {
                 if name == own_site {
@@ -177,16 +203,9 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
                         .push(format!("site {name}: the configuration file's [[site]] of that name is used instead"));
                     continue;
                 }
-                // A whole site or none of it: part of a site's prefixes would
-                // send the rest of its traffic wherever the other routes say.
-                sites_full = sites_full
-                    || prefixes_added + nets.len() > MAX_PREFIXES
-                    || prefixes_read + nets.len() > MAX_READ_PREFIXES;
-                if sites_full {
-                    sites_beyond += 1;
+                if sites_past.contains(name.as_str()) {
                     continue;
                 }
-                prefixes_read += nets.len();
                 let mut prefixes: Vec<IpNet> = Vec::with_capacity(nets.len());
                 for n in nets {
                     if let Some((other, whose)) = taken.clash(n) {
@@ -201,12 +220,15 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
                     uncarried.extend(unreached_by(name, n, &file.ipsec_peers));
                     prefixes.push(*n);
                 }
-                prefixes_added += prefixes.len();
                 taken.0.extend(prefixes.iter().map(|n| (*n, format!("site {name}"))));
                 config.sites.push(Site { name: name.clone(), prefixes });
             }
             Record::Gateway(m) => {
                 if m.site == own_site {
+                    continue;
+                }
+                if sites_past.contains(m.site.as_str()) {
+                    gateways_of_sites_past += 1;
                     continue;
                 }
                 if config.peers.len() - file_peers == MAX_GATEWAYS || gateways_read == MAX_READ_GATEWAYS {
@@ -258,10 +280,11 @@ pub fn merge(file: &Config, view: &View, own_site: &str) -> Merged {
              from its first {MAX_READ_GATEWAYS} gateway records"
         ));
     }
-    if sites_beyond > 0 {
+    if !sites_past.is_empty() {
         left_out.push(format!(
-            "{sites_beyond} site record(s), the last created: the registry adds at most {MAX_PREFIXES} site prefixes, \
-             whole sites, from sites listing {MAX_READ_PREFIXES} in all"
+            "{} site record(s), the last created, and their {gateways_of_sites_past} gateway record(s): the registry \
+             adds sites listing at most {MAX_PREFIXES} prefixes in all, whole sites with their gateways",
+            sites_past.len()
         ));
     }
     Merged { config, left_out, uncarried }
@@ -382,8 +405,8 @@ pub(crate) mod tests {
                      from its first {MAX_READ_GATEWAYS} gateway records"
                 ),
                 format!(
-                    "2 site record(s), the last created: the registry adds at most {MAX_PREFIXES} site prefixes, \
-                     whole sites, from sites listing {MAX_READ_PREFIXES} in all"
+                    "2 site record(s), the last created, and their 0 gateway record(s): the registry adds sites \
+                     listing at most {MAX_PREFIXES} prefixes in all, whole sites with their gateways"
                 ),
             ]
         );
@@ -395,6 +418,37 @@ pub(crate) mod tests {
         let m = merge(&file, &view(fewer, &[]), "east");
         assert_eq!(m.config.peers.len(), MAX_GATEWAYS, "{:?}", m.left_out);
         assert_eq!(m.left_out.len(), 1, "{:?}", m.left_out);
+    }
+
+    #[test]
+    fn a_site_past_the_prefix_limit_is_left_out_with_its_gateways() {
+        let me = StaticSecret::random(&mut rand_core::OsRng);
+        let file = file_config(&me, "east", "gw1");
+        // Sites listing exactly MAX_PREFIXES, then one more: its gateway,
+        // created before any site, is left out with it; a gateway of a
+        // taken site and one of a site with no record yet are peers.
+        let per_site = crate::registry::record::MAX_LIST;
+        let mut nets: Vec<Vec<String>> = (0..MAX_PREFIXES / per_site)
+            .map(|s| (0..per_site).map(|p| format!("10.{}.{p}.0/24", s + 1)).collect())
+            .collect();
+        nets.push(vec!["10.200.0.0/24".into()]);
+        let names: Vec<String> = (0..nets.len()).map(|s| format!("site{s}")).collect();
+        let refs: Vec<Vec<&str>> = nets.iter().map(|n| n.iter().map(String::as_str).collect()).collect();
+        let sites: Vec<(&str, &[&str])> = names.iter().zip(&refs).map(|(n, r)| (n.as_str(), &r[..])).collect();
+        let last = names.last().unwrap();
+        let members = vec![member(last, "gw1", 1), member("site0", "gw1", 2), member("unlisted", "gw1", 3)];
+        let m = merge(&file, &view(members, &sites), "east");
+        let peers: Vec<&str> = m.config.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(peers, ["site0.gw1", "unlisted.gw1"], "{:?}", m.left_out);
+        assert_eq!(m.config.sites.len(), MAX_PREFIXES / per_site);
+        assert!(m.config.sites.iter().all(|s| s.name != *last));
+        assert_eq!(
+            m.left_out,
+            [format!(
+                "1 site record(s), the last created, and their 1 gateway record(s): the registry adds sites \
+                 listing at most {MAX_PREFIXES} prefixes in all, whole sites with their gateways"
+            )]
+        );
     }
 
     #[test]
