@@ -4,7 +4,9 @@
 //!
 //! Rules, so that no store content can break what the file set up:
 //! - the file wins: a registry site named like a `[[site]]` of the file is
-//!   left out, and so is a record whose key or name is a file peer's;
+//!   left out (its gateways still join that site, which keeps the file's
+//!   prefixes: the file says where the site is, the registry who serves
+//!   it), and so is a record whose key or name is a file peer's;
 //! - this gateway's own site is neither a remote site nor a source of
 //!   peers (its gateways are our neighbours, not tunnel ends);
 //! - each address belongs to one peer or site only: a registry prefix or
@@ -418,6 +420,19 @@ pub(crate) mod tests {
         let m = merge(&file, &view(fewer, &[]), "east");
         assert_eq!(m.config.peers.len(), MAX_GATEWAYS, "{:?}", m.left_out);
         assert_eq!(m.left_out.len(), 1, "{:?}", m.left_out);
+    }
+
+    #[test]
+    fn a_registry_gateway_of_a_file_site_joins_it_with_the_files_prefixes() {
+        let me = StaticSecret::random(&mut rand_core::OsRng);
+        let mut file = file_config(&me, "east", "gw1");
+        file.sites.push(Site { name: "north".into(), prefixes: vec!["10.4.0.0/16".parse().unwrap()] });
+        let m = merge(&file, &view(vec![member("north", "gw1", 1)], &[("north", &["10.40.0.0/16"])]), "east");
+        let peers: Vec<_> = m.config.peers.iter().map(|p| (p.name.as_str(), p.site.as_deref())).collect();
+        assert_eq!(peers, [("north.gw1", Some("north"))]);
+        let sites: Vec<_> = m.config.sites.iter().map(|s| (s.name.as_str(), s.prefixes.clone())).collect();
+        assert_eq!(sites, [("north", vec!["10.4.0.0/16".parse().unwrap()])]);
+        assert_eq!(m.left_out, ["site north: the configuration file's [[site]] of that name is used instead"]);
     }
 
     #[test]
