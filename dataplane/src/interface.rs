@@ -435,6 +435,7 @@ impl Interface {
 
     /// Adds the next worker's doorbell (workers register in index order).
     pub fn register_waker(&self, bell: Arc<Doorbell>) {
+        self.ipsec.early.register_bell(bell.clone());
         self.wakers.lock().unwrap_or_else(|e| e.into_inner()).push(bell);
     }
 

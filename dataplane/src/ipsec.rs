@@ -132,6 +132,24 @@ impl Protocol for Ipsec {
         }
     }
 
+    /// ESP on an unknown SPI from a peer's address may be for an SA about
+    /// to be published (`early_esp.rs`).
+    fn keep_refused(
+        &self,
+        iface: &Interface,
+        carrier: Carrier,
+        from: (SocketAddr, Option<IpAddr>),
+        datagram: &[u8],
+        reason: Drop,
+        reader: usize,
+        now: Time,
+    ) -> bool {
+        let Some(spi) = causeway_esp::spi_of(datagram).filter(|_| reason == Drop::UnknownSpi) else { return false };
+        let (kept, expired) = iface.ipsec.keep_early(spi, from, carrier, datagram, reader, now);
+        iface.counters.count_many(Drop::UnknownSpi, expired);
+        kept
+    }
+
     fn owns(&self, peer: &PeerState, owner: &Self::Owner) -> bool {
         std::ptr::eq(peer, &**owner)
     }
@@ -457,6 +475,51 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "SPI {spi:#x} seq {seq} not delivered");
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+    }
+
+    /// Waits until `done` holds, for at most 30 s.
+    fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    // The peer's first ESP on an SA can come before IKE publishes it here
+    // (`early_esp.rs`): from the peer's address it is kept, and read again
+    // once the SA is published; from anywhere else it is dropped at once;
+    // one no SA claims in time is dropped when the next is kept.
+    #[test]
+    fn esp_before_its_sa_is_kept_from_the_peers_address_and_read_once_published() {
+        let net = MemNet::new();
+        let b = esp_site(&net, 2, ChildSa::for_tests(0x100));
+        let peer = b.0.ipsec.peer("other").unwrap();
+        let gateway: SocketAddr = "198.18.0.2:4500".parse().unwrap();
+        let from_peer = wan_socket(&net, "198.18.0.1:4500".parse().unwrap());
+        let stranger = wan_socket(&net, "198.18.0.9:4500".parse().unwrap());
+        let esp = |spi: u32, seq: u32| crate::child_sa::sealed_for_tests(spi, &inner([10, 2, 2, 9], 100), 4, seq);
+        let unknown = || b.0.counters.get(Drop::UnknownSpi);
+
+        stranger.send(gateway, None, &esp(0x300, 1), None).unwrap();
+        until("the stranger's datagram dropped", || unknown() == 1);
+        from_peer.send(gateway, None, &esp(0x300, 2), None).unwrap();
+        until("the peer's datagram kept", || b.0.ipsec.early.len() == 1);
+        assert!(b.1.recv().is_none());
+        b.0.ipsec.install_child(&peer, Arc::new(ChildSa::for_tests(0x300)), SendOn::Now);
+        until("the kept datagram delivered", || b.1.recv().is_some());
+        assert_eq!(b.0.ipsec.early.len(), 0);
+        assert_eq!(unknown(), 1, "only the stranger's was dropped");
+
+        // Unclaimed past KEPT_FOR: counted when the next one is kept.
+        from_peer.send(gateway, None, &esp(0x400, 1), None).unwrap();
+        until("kept", || b.0.ipsec.early.len() == 1);
+        b.0.clock.advance(crate::early_esp::KEPT_FOR);
+        from_peer.send(gateway, None, &esp(0x500, 1), None).unwrap();
+        until("the unclaimed one dropped", || unknown() == 2);
+        assert_eq!(b.0.ipsec.early.len(), 1, "the new one kept");
+        b.0.shutdown();
+        b.2.into_iter().for_each(|w| w.join().unwrap());
     }
 
     // After a rekey the peer sends on the new SA; a packet still in flight

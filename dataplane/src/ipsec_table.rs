@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 
 use crate::child_sa::ChildSa;
 use crate::counters::Drop;
+use crate::early_esp::EarlyEsp;
 use crate::esp_link::EspLink;
 use crate::peer::PeerState;
 
@@ -98,6 +99,8 @@ pub struct IpsecTable {
     ike_sources: ArcSwap<HashSet<IpAddr>>,
     /// Rung after a request is queued (the control plane's wake-up).
     doorbell: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// ESP that came before its SA was published (`early_esp.rs`).
+    pub(crate) early: EarlyEsp,
 }
 
 impl IpsecTable {
@@ -212,11 +215,39 @@ impl IpsecTable {
         self.insert_sa(peer, sa);
     }
 
-    /// Makes `sa` found by its inbound SPI.
+    /// Makes `sa` found by its inbound SPI, and hands ESP that came for it
+    /// before back to the workers that read it.
     fn insert_sa(&self, peer: &Arc<PeerState>, sa: &Arc<ChildSa>) {
         self.change_spis(|m| {
             m.insert(sa.spi_in(), (peer.clone(), sa.clone()));
         });
+        self.early.release(sa.spi_in());
+    }
+
+    /// Keeps an ESP datagram on SPI `spi`, which no SA has, if it came from
+    /// an address an IPsec peer is at (`early_esp.rs`); returns whether it
+    /// was kept and how many kept before went unclaimed. The SPI table is
+    /// looked at again after keeping: an SA published between the worker's
+    /// lookup and the keeping released nothing, so the datagram is
+    /// released here (`insert_sa` publishes, then releases under the
+    /// kept datagrams' lock; this keeps under that lock, then looks).
+    pub(crate) fn keep_early(
+        &self,
+        spi: u32,
+        from: (SocketAddr, Option<IpAddr>),
+        carrier: crate::session::Carrier,
+        datagram: &[u8],
+        reader: usize,
+        now: causeway_wireguard::Time,
+    ) -> (bool, usize) {
+        if !self.is_ike_source(from.0.ip()) {
+            return (false, 0);
+        }
+        let (kept, expired) = self.early.keep(spi, from, carrier, datagram, reader, now);
+        if kept && self.by_spi.load().contains_key(&spi) {
+            self.early.release(spi);
+        }
+        (kept, expired)
     }
 
     /// Removes the child SA whose inbound SPI is `spi_in`. If it was the

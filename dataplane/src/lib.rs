@@ -11,6 +11,7 @@ pub mod child_sa;
 pub mod clock;
 pub mod counters;
 pub mod doorbell;
+pub mod early_esp;
 pub mod esp_link;
 pub mod flow_hash;
 pub mod gro;

@@ -71,6 +71,23 @@ pub trait Protocol: Send + Sync {
     /// Sorts an inbound datagram that `carrier`'s socket received.
     fn classify(&self, iface: &Interface, carrier: Carrier, datagram: &[u8], now: Time) -> Inbound<Self::Owner>;
 
+    /// A datagram `classify` refused as `reason`: true when the protocol
+    /// keeps it to be read again by worker `reader` once its session may
+    /// exist (ESP before its SA, `early_esp.rs`); false drops it.
+    #[allow(clippy::too_many_arguments)]
+    fn keep_refused(
+        &self,
+        _iface: &Interface,
+        _carrier: Carrier,
+        _from: (SocketAddr, Option<IpAddr>),
+        _datagram: &[u8],
+        _reason: Drop,
+        _reader: usize,
+        _now: Time,
+    ) -> bool {
+        false
+    }
+
     /// Whether `peer` is the one `owner` names.
     fn owns(&self, peer: &PeerState, owner: &Self::Owner) -> bool;
 

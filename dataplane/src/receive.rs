@@ -5,7 +5,9 @@
 //! 2. `Receiver::receive_batch` / `take_datagram` (here): the protocol
 //!    sorts the datagram (`Protocol::classify`): its own messages are
 //!    handled at once (`Protocol::handle_control`, after the data read
-//!    before them is queued); data is copied into a batch of one session
+//!    before them is queued); one it refuses may be kept to be read again
+//!    later (`Protocol::keep_refused`: ESP before its SA, `early_esp.rs`,
+//!    read again by `Receiver::read_again`); data is copied into a batch of one session
 //!    and source (`batch.rs`), which joins the peer's receive queue in
 //!    arrival order (`submit`, `ordered.rs`) and becomes a job (`jobs.rs`).
 //! 3. `open_batch`: any worker opens the batch in place (`Session::open`)
@@ -102,6 +104,9 @@ pub struct Receiver {
     worker: usize,
     /// (peer, source, local address) last reported to a peer by this drainer.
     observed: Option<(usize, SocketAddr, Option<IpAddr>)>,
+    /// Reading kept datagrams again (`read_again`): one refused again is
+    /// dropped, never kept a second time.
+    reading_again: bool,
 }
 
 /// Outcome of a receive call.
@@ -129,7 +134,38 @@ impl Receiver {
             cursor: None,
             to_tun: TunWrites::new(TUN_BATCH, offload),
             last_peer: None,
+            reading_again: false,
         }
+    }
+
+    /// Reads again datagrams a protocol kept (`Protocol::keep_refused`),
+    /// now that their session may exist, as `receive_batch` reads a
+    /// socket's; `sock` answers any protocol message among them. Returns
+    /// those it could not take yet, every batch buffer being in flight.
+    pub fn read_again<P: Protocol>(
+        &mut self,
+        proto: &P,
+        iface: &Interface,
+        sock: &dyn Socket,
+        kept: Vec<crate::early_esp::Kept>,
+        now: Time,
+    ) -> Vec<crate::early_esp::Kept> {
+        self.reading_again = true;
+        let mut open: Open = None;
+        let mut kept = kept.into_iter();
+        let mut left = Vec::new();
+        for mut k in kept.by_ref() {
+            if !self.take_datagram(proto, iface, (sock, k.carrier), k.from, &mut k.bytes, &mut open, now) {
+                left.push(k);
+                break;
+            }
+        }
+        left.extend(kept);
+        if let Some((b, d)) = open.take() {
+            submit(iface, b, d);
+        }
+        self.reading_again = false;
+        left
     }
 
     fn peer_state<P: Protocol>(&mut self, proto: &P, iface: &Interface, owner: &P::Owner) -> Option<Arc<PeerState>> {
@@ -250,7 +286,9 @@ impl Receiver {
                 return true;
             }
             Inbound::Refused(reason) => {
-                iface.refuse(from.0, reason);
+                if self.reading_again || !proto.keep_refused(iface, carrier, from, datagram, reason, self.worker, now) {
+                    iface.refuse(from.0, reason);
+                }
                 return true;
             }
         };

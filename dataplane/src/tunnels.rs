@@ -91,6 +91,19 @@ impl Protocol for Tunnels {
         }
     }
 
+    fn keep_refused(
+        &self,
+        iface: &Interface,
+        carrier: Carrier,
+        from: (SocketAddr, Option<IpAddr>),
+        datagram: &[u8],
+        reason: crate::counters::Drop,
+        reader: usize,
+        now: Time,
+    ) -> bool {
+        carrier != Carrier::WireGuard && Ipsec.keep_refused(iface, carrier, from, datagram, reason, reader, now)
+    }
+
     fn owns(&self, peer: &PeerState, owner: &Owner) -> bool {
         match owner {
             Owner::WireGuard(o) => WireGuard.owns(peer, o),

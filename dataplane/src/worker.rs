@@ -292,6 +292,21 @@ impl<T: Tun, P: Protocol> Worker<T, P> {
         Ok(())
     }
 
+    /// Reads again the ESP this worker read before its SA was published,
+    /// once it is (`early_esp.rs`); what finds every batch buffer in
+    /// flight goes back, for the next turn.
+    fn read_kept(&mut self, sock: &dyn Socket) -> Result<(), TunGone> {
+        let iface = self.iface.clone();
+        let kept = iface.ipsec.early.take_released(self.index);
+        if kept.is_empty() {
+            return Ok(());
+        }
+        let left = self.receiver.read_again(&self.proto, &iface, sock, kept, iface.clock.now());
+        iface.ipsec.early.put_back(left);
+        self.call_helpers();
+        self.run_jobs(sock)
+    }
+
     fn stalled(&self) -> bool {
         self.unsent.0 < self.unsent.1 || self.unsent_super.is_some() || self.receiver.is_stalled()
     }
@@ -337,6 +352,10 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, bell: Arc<Doorbe
         let raw_set = iface.sockets_for(Carrier::RawEsp);
         let raw = [0, 1].map(|i| raw_set.sockets.get(i).filter(|_| index == 0).cloned());
         if w.run_jobs(&*sock).is_err() {
+            gone();
+            break;
+        }
+        if iface.ipsec.early.any_released() && w.read_kept(&*sock).is_err() {
             gone();
             break;
         }
