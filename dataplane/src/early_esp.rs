@@ -10,24 +10,28 @@
 //! they cost a TCP handshake its first SYN (a retry a second later) and a
 //! ping its first echo.
 //!
-//! So a datagram on an unknown SPI, from an address an IPsec peer is at,
-//! is kept here (bounded in count, per SPI too, size and time) instead of
-//! dropped, and when an SA with that inbound SPI is published the worker
-//! that read it reads it again, through the normal receive path (ICV,
-//! replay window):
-//! nothing kept here is trusted or opened before then. What no SA claims
-//! within `KEPT_FOR` is dropped as unknown_spi, counted when the next
+//! So a datagram on an SPI that no SA has but IKE has reserved (offered
+//! to the peer, `IpsecTable::set_reserved_spis`) is kept here, bounded in
+//! count, per SPI too, and in size, instead of dropped; when an SA with
+//! that inbound SPI is published the worker that read it reads it again,
+//! through the normal receive path (ICV, replay window): nothing kept
+//! here is trusted or opened before then. ESP on any other unknown SPI
+//! (a peer's SA from before a restart, a forgery: an SPI offered travels
+//! only inside encrypted IKE) is dropped at once, as before. A kept
+//! datagram is dropped as unknown_spi when IKE lets its SPI go (the
+//! negotiation failed), or, unclaimed after `KEPT_FOR`, when the next
 //! datagram is kept.
 //!
 //! Invariants: a datagram is kept at most once (one read again and still
-//! refused is dropped, `Receiver::read_again`); a kept datagram is
-//! released by the publication of its SPI whichever comes first, the
-//! keeping or the publication (`IpsecTable::keep_early` looks at the SPI
-//! table after keeping).
+//! refused is dropped, `Receiver::read_again`; one a worker could not
+//! read again for want of batch buffers stays with that worker, as a
+//! stalled receive does); a kept datagram is released by the publication
+//! of its SPI whichever comes first, the keeping or the publication
+//! (`IpsecTable::keep_early` looks at the SPI table after keeping).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -37,14 +41,11 @@ use crate::doorbell::Doorbell;
 use crate::session::Carrier;
 
 /// The most datagrams kept at once, for all peers: a few round trips' worth
-/// of a peer's first packets. Anyone can send from a peer's address, so
-/// this bounds what such datagrams cost; beyond it they are dropped as
-/// before.
+/// of a peer's first packets, and a bound on what a peer sending a flood
+/// on an SPI we offered can cost; beyond it they are dropped as before.
 pub(crate) const MAX_KEPT: usize = 64;
-/// The most datagrams kept for one SPI. After this gateway restarts, its
-/// peers go on sending on their SAs of before for a while, SPIs no SA here
-/// will ever have: this keeps one or two of those from taking every place
-/// from the first packets of the SAs being negotiated.
+/// The most datagrams kept for one SPI, so that the first packets of one
+/// SA leave room for those of others negotiated at the same time.
 pub(crate) const MAX_KEPT_PER_SPI: usize = 16;
 /// The longest datagram kept: ESP of a jumbo-frame tunnel.
 pub(crate) const MAX_KEPT_LEN: usize = 9216;
@@ -69,15 +70,19 @@ pub struct Kept {
 #[derive(Default)]
 pub(crate) struct EarlyEsp {
     kept: Mutex<VecDeque<Kept>>,
-    /// Whether any kept datagram is released: what each worker loop looks
-    /// at, without the lock.
-    any_released: AtomicBool,
+    /// Which workers have released datagrams waiting (bit `reader % 64`):
+    /// what each worker loop looks at, without the lock.
+    released_for: AtomicU64,
     /// The workers' doorbells, in index order.
     bells: Mutex<Vec<Arc<Doorbell>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bit(reader: usize) -> u64 {
+    1 << (reader % 64)
 }
 
 impl EarlyEsp {
@@ -113,31 +118,40 @@ impl EarlyEsp {
     /// The SA of inbound SPI `spi` is published: its kept datagrams go back
     /// to the workers that read them, which are woken.
     pub(crate) fn release(&self, spi: u32) {
-        let mut readers = Vec::new();
+        let mut readers = 0u64;
         {
             let mut kept = lock(&self.kept);
             for k in kept.iter_mut().filter(|k| k.spi == spi && !k.released) {
                 k.released = true;
-                readers.push(k.reader);
+                readers |= bit(k.reader);
             }
-            if readers.is_empty() {
+            if readers == 0 {
                 return;
             }
-            self.any_released.store(true, Ordering::Release);
+            self.released_for.fetch_or(readers, Ordering::Release);
         }
         let bells = lock(&self.bells);
-        readers.dedup();
-        for r in readers {
-            if let Some(bell) = bells.get(r) {
+        for (i, bell) in bells.iter().enumerate() {
+            if readers & bit(i) != 0 {
                 bell.ring();
             }
         }
     }
 
-    /// Whether a worker should look for released datagrams: one atomic
-    /// load on the workers' loop.
-    pub(crate) fn any_released(&self) -> bool {
-        self.any_released.load(Ordering::Acquire)
+    /// Whether worker `reader` should look for released datagrams: one
+    /// atomic load on the workers' loop (with more than 64 workers, one may
+    /// look for nothing now and then).
+    pub(crate) fn released_for(&self, reader: usize) -> bool {
+        self.released_for.load(Ordering::Acquire) & bit(reader) != 0
+    }
+
+    /// Drops the datagrams kept, and not yet released, for SPIs `reserved`
+    /// no longer holds; returns how many.
+    pub(crate) fn forget_unless(&self, reserved: impl Fn(u32) -> bool) -> usize {
+        let mut kept = lock(&self.kept);
+        let before = kept.len();
+        kept.retain(|k| k.released || reserved(k.spi));
+        before - kept.len()
     }
 
     /// Takes the released datagrams `reader` read, in the order they came.
@@ -152,26 +166,10 @@ impl EarlyEsp {
                 rest.push_back(k);
             }
         }
-        self.any_released.store(rest.iter().any(|k| k.released), Ordering::Release);
+        let still = rest.iter().filter(|k| k.released).fold(0, |m, k| m | bit(k.reader));
+        self.released_for.store(still, Ordering::Release);
         *kept = rest;
         mine
-    }
-
-    /// Gives back released datagrams a worker could not read again yet
-    /// (every batch buffer in flight), first in line for its next look,
-    /// and rings its bell so that it looks again before sleeping.
-    pub(crate) fn put_back(&self, rest: Vec<Kept>) {
-        let Some(reader) = rest.first().map(|k| k.reader) else { return };
-        {
-            let mut kept = lock(&self.kept);
-            for k in rest.into_iter().rev() {
-                kept.push_front(k);
-            }
-            self.any_released.store(true, Ordering::Release);
-        }
-        if let Some(bell) = lock(&self.bells).get(reader) {
-            bell.ring();
-        }
     }
 
     #[cfg(test)]
@@ -203,18 +201,18 @@ mod tests {
         assert_eq!(early.keep(0x100, from(2), Carrier::EspInUdp, &[1; 40], 1, t), (true, 0));
         assert_eq!(early.keep(0x200, from(2), Carrier::EspInUdp, &[2; 40], 0, t), (true, 0));
         assert_eq!(early.keep(0x100, from(2), Carrier::EspInUdp, &[3; 40], 1, t), (true, 0));
-        assert!(!early.any_released());
+        assert!(!early.released_for(1));
         early.release(0x100);
-        assert!(early.any_released());
+        assert!(early.released_for(1) && !early.released_for(0));
         assert!(rung(&bells[1]) && !rung(&bells[0]), "only the reader is woken");
         assert!(early.take_released(0).is_empty(), "worker 0 read none of them");
         let got = early.take_released(1);
         assert_eq!(got.iter().map(|k| k.bytes[0]).collect::<Vec<_>>(), [1, 3], "in the order they came");
-        assert!(!early.any_released());
+        assert!(!early.released_for(1));
         assert_eq!(early.len(), 1, "SPI 0x200's still waits");
         // A release of an SPI nothing was kept for changes nothing.
         early.release(0x300);
-        assert!(!early.any_released());
+        assert!(!early.released_for(0) && !early.released_for(1));
     }
 
     #[test]
@@ -246,17 +244,15 @@ mod tests {
     }
 
     #[test]
-    fn what_a_worker_gives_back_comes_first_next_time() {
+    fn datagrams_of_an_spi_ike_let_go_are_dropped_unless_released() {
         let early = EarlyEsp::default();
         let t = Time::from_secs(5);
-        for b in 1..=3 {
-            early.keep(0x100, from(2), Carrier::EspInUdp, &[b; 40], 0, t);
+        for spi in [0x100, 0x200, 0x300] {
+            early.keep(spi, from(2), Carrier::EspInUdp, &[0; 40], 0, t);
         }
-        early.release(0x100);
-        let mut got = early.take_released(0);
-        let rest = got.split_off(1);
-        early.put_back(rest);
-        assert!(early.any_released());
-        assert_eq!(early.take_released(0).iter().map(|k| k.bytes[0]).collect::<Vec<_>>(), [2, 3]);
+        early.release(0x300);
+        assert_eq!(early.forget_unless(|spi| spi == 0x200), 1, "0x100's; 0x300's is released");
+        assert_eq!(early.take_released(0).len(), 1);
+        assert_eq!(early.len(), 1);
     }
 }

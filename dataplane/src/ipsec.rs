@@ -487,35 +487,42 @@ mod tests {
     }
 
     // The peer's first ESP on an SA can come before IKE publishes it here
-    // (`early_esp.rs`): from the peer's address it is kept, and read again
-    // once the SA is published; from anywhere else it is dropped at once;
-    // one no SA claims in time is dropped when the next is kept.
+    // (`early_esp.rs`): on an SPI IKE has reserved it is kept, and read
+    // again once the SA is published; on any other it is dropped at once;
+    // one whose SPI IKE lets go, or that no SA claims in time, is dropped
+    // then.
     #[test]
-    fn esp_before_its_sa_is_kept_from_the_peers_address_and_read_once_published() {
+    fn esp_before_its_sa_is_kept_on_a_reserved_spi_and_read_once_published() {
         let net = MemNet::new();
         let b = esp_site(&net, 2, ChildSa::for_tests(0x100));
         let peer = b.0.ipsec.peer("other").unwrap();
         let gateway: SocketAddr = "198.18.0.2:4500".parse().unwrap();
         let from_peer = wan_socket(&net, "198.18.0.1:4500".parse().unwrap());
-        let stranger = wan_socket(&net, "198.18.0.9:4500".parse().unwrap());
         let esp = |spi: u32, seq: u32| crate::child_sa::sealed_for_tests(spi, &inner([10, 2, 2, 9], 100), 4, seq);
         let unknown = || b.0.counters.get(Drop::UnknownSpi);
+        assert_eq!(b.0.ipsec.set_reserved_spis(&[0x100, 0x300, 0x400, 0x500].into()), 0);
 
-        stranger.send(gateway, None, &esp(0x300, 1), None).unwrap();
-        until("the stranger's datagram dropped", || unknown() == 1);
+        from_peer.send(gateway, None, &esp(0x600, 1), None).unwrap();
+        until("the datagram on an SPI not reserved dropped", || unknown() == 1);
         from_peer.send(gateway, None, &esp(0x300, 2), None).unwrap();
-        until("the peer's datagram kept", || b.0.ipsec.early.len() == 1);
+        until("the datagram on a reserved SPI kept", || b.0.ipsec.early.len() == 1);
         assert!(b.1.recv().is_none());
         b.0.ipsec.install_child(&peer, Arc::new(ChildSa::for_tests(0x300)), SendOn::Now);
         until("the kept datagram delivered", || b.1.recv().is_some());
         assert_eq!(b.0.ipsec.early.len(), 0);
-        assert_eq!(unknown(), 1, "only the stranger's was dropped");
+        assert_eq!(unknown(), 1, "only the one on an SPI not reserved was dropped");
 
-        // Unclaimed past KEPT_FOR: counted when the next one is kept.
+        // IKE lets 0x400 go (its negotiation failed): dropped and told.
         from_peer.send(gateway, None, &esp(0x400, 1), None).unwrap();
         until("kept", || b.0.ipsec.early.len() == 1);
-        b.0.clock.advance(crate::early_esp::KEPT_FOR);
+        assert_eq!(b.0.ipsec.set_reserved_spis(&[0x100, 0x300, 0x500].into()), 1);
+        assert_eq!(b.0.ipsec.early.len(), 0);
+
+        // Unclaimed past KEPT_FOR: counted when the next one is kept.
         from_peer.send(gateway, None, &esp(0x500, 1), None).unwrap();
+        until("kept", || b.0.ipsec.early.len() == 1);
+        b.0.clock.advance(crate::early_esp::KEPT_FOR);
+        from_peer.send(gateway, None, &esp(0x500, 2), None).unwrap();
         until("the unclaimed one dropped", || unknown() == 2);
         assert_eq!(b.0.ipsec.early.len(), 1, "the new one kept");
         b.0.shutdown();

@@ -101,6 +101,9 @@ pub struct IpsecTable {
     doorbell: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     /// ESP that came before its SA was published (`early_esp.rs`).
     pub(crate) early: EarlyEsp,
+    /// The inbound SPIs IKE has reserved (`set_reserved_spis`): only ESP
+    /// on one of these is kept before its SA.
+    reserved_spis: ArcSwap<HashSet<u32>>,
 }
 
 impl IpsecTable {
@@ -224,9 +227,23 @@ impl IpsecTable {
         self.early.release(sa.spi_in());
     }
 
-    /// Keeps an ESP datagram on SPI `spi`, which no SA has, if it came from
-    /// an address an IPsec peer is at (`early_esp.rs`); returns whether it
-    /// was kept and how many kept before went unclaimed. The SPI table is
+    /// Sets the inbound SPIs IKE has reserved (offered, or of SAs up), before
+    /// the IKE messages offering new ones leave. Returns how many kept
+    /// datagrams were dropped because their SPI is no longer reserved
+    /// (its negotiation failed or its SA went): the caller counts them.
+    pub fn set_reserved_spis(&self, spis: &HashSet<u32>) -> usize {
+        if **self.reserved_spis.load() == *spis {
+            return 0;
+        }
+        self.reserved_spis.store(Arc::new(spis.clone()));
+        self.early.forget_unless(|spi| spis.contains(&spi))
+    }
+
+    /// Keeps an ESP datagram on SPI `spi`, which no SA has, if IKE has
+    /// reserved that SPI (`early_esp.rs`): ESP on an SPI of no SA and of no
+    /// negotiation (a peer's SA from before a restart, a forgery) is
+    /// dropped at once. Returns whether it was kept and how many kept
+    /// before went unclaimed. The SPI table is
     /// looked at again after keeping: an SA published between the worker's
     /// lookup and the keeping released nothing, so the datagram is
     /// released here (`insert_sa` publishes, then releases under the
@@ -240,7 +257,7 @@ impl IpsecTable {
         reader: usize,
         now: causeway_wireguard::Time,
     ) -> (bool, usize) {
-        if !self.is_ike_source(from.0.ip()) {
+        if !self.reserved_spis.load().contains(&spi) {
             return (false, 0);
         }
         let (kept, expired) = self.early.keep(spi, from, carrier, datagram, reader, now);

@@ -131,6 +131,9 @@ struct Worker<T, P> {
     /// then does not wait for the read that finds nothing behind it,
     /// while a busy queue keeps filling whole batches.
     tun_sparse: bool,
+    /// Kept ESP released to this worker that it could not read again yet,
+    /// every batch buffer being in flight (`read_kept`).
+    kept_left: Vec<crate::early_esp::Kept>,
 }
 
 impl<T: Tun, P: Protocol> Worker<T, P> {
@@ -284,6 +287,11 @@ impl<T: Tun, P: Protocol> Worker<T, P> {
             }
             self.call_helpers();
         }
+        if !self.kept_left.is_empty() && !self.receiver.is_stalled() {
+            let kept = std::mem::take(&mut self.kept_left);
+            self.kept_left = self.receiver.read_again(&self.proto, &self.iface, sock, kept, self.iface.clock.now());
+            self.call_helpers();
+        }
         self.run_jobs(sock)?;
         if self.stalled() {
             // The buffers are with other workers' crypto; let them finish.
@@ -293,22 +301,28 @@ impl<T: Tun, P: Protocol> Worker<T, P> {
     }
 
     /// Reads again the ESP this worker read before its SA was published,
-    /// once it is (`early_esp.rs`); what finds every batch buffer in
-    /// flight goes back, for the next turn.
+    /// once it is (`early_esp.rs`), after what it could not read again
+    /// before for want of batch buffers (a stall, resumed like a
+    /// receive's).
     fn read_kept(&mut self, sock: &dyn Socket) -> Result<(), TunGone> {
         let iface = self.iface.clone();
-        let kept = iface.ipsec.early.take_released(self.index);
+        let mut kept = std::mem::take(&mut self.kept_left);
+        if iface.ipsec.early.released_for(self.index) {
+            kept.extend(iface.ipsec.early.take_released(self.index));
+        }
         if kept.is_empty() {
             return Ok(());
         }
-        let left = self.receiver.read_again(&self.proto, &iface, sock, kept, iface.clock.now());
-        iface.ipsec.early.put_back(left);
+        self.kept_left = self.receiver.read_again(&self.proto, &iface, sock, kept, iface.clock.now());
         self.call_helpers();
         self.run_jobs(sock)
     }
 
     fn stalled(&self) -> bool {
-        self.unsent.0 < self.unsent.1 || self.unsent_super.is_some() || self.receiver.is_stalled()
+        self.unsent.0 < self.unsent.1
+            || self.unsent_super.is_some()
+            || self.receiver.is_stalled()
+            || !self.kept_left.is_empty()
     }
 }
 
@@ -331,6 +345,7 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, bell: Arc<Doorbe
         unsent_super: None,
         stalled_on: None,
         tun_sparse: true,
+        kept_left: Vec::new(),
     };
     let gone = || tracing::info!(worker = index, "TUN queue gone: the interface was deleted");
     let mut raw_first = 0usize;
@@ -355,7 +370,7 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, bell: Arc<Doorbe
             gone();
             break;
         }
-        if iface.ipsec.early.any_released() && w.read_kept(&*sock).is_err() {
+        if iface.ipsec.early.released_for(index) && w.read_kept(&*sock).is_err() {
             gone();
             break;
         }

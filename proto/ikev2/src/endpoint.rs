@@ -465,6 +465,15 @@ impl Endpoint {
         }
     }
 
+    /// Our inbound ESP SPIs reserved now: those of child SAs up, and those
+    /// offered in a request or answer not yet settled. ESP on any other
+    /// SPI is for no SA of ours, now or to come; the SPIs offered travel
+    /// only inside encrypted IKE messages, so nobody off the path learns
+    /// one before the peer uses it.
+    pub fn reserved_spis_in(&self) -> &std::collections::HashSet<u32> {
+        &self.io.spis_in
+    }
+
     /// IKE messages dropped so far, by reason (`drops.rs`): interface-wide,
     /// since most are for no known SA or peer.
     pub fn drops(&self) -> Drops {

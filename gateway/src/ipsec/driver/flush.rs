@@ -6,6 +6,8 @@
 //!    in the data plane (`prepare_child`);
 //! 3. apply the events that move sending away from an SA whose Delete is
 //!    among the datagrams (`before_send`), as long as they lead the list;
+//!    tell the data plane the inbound SPIs the core now reserves, so it
+//!    keeps the peer's ESP on a new one that overtakes the answer;
 //! 4. send the datagrams: port 500 from the IKE socket, port 4500 from the
 //!    data plane's, behind the non-ESP marker;
 //! 5. apply the other events (`driver::apply`): a new SA's sending, SAs
@@ -28,6 +30,7 @@
 use std::sync::Arc;
 
 use causeway_dataplane::child_sa::ChildSa;
+use causeway_dataplane::counters::Drop;
 use causeway_dataplane::session::Carrier;
 use causeway_ikev2::{ChildSend, Event, Transmit};
 
@@ -54,6 +57,11 @@ pub(super) fn flush(s: &Shared) {
         for (e, sa) in take_early(&mut late) {
             apply(s, e, sa);
         }
+        // Before a message offering a new inbound SPI leaves: the peer may
+        // send on it before its answer is handled here, and the data plane
+        // keeps ESP on reserved SPIs only (`early_esp.rs`).
+        let forgotten = s.iface.ipsec.set_reserved_spis(lock(&s.core).reserved_spis_in());
+        s.iface.counters.count_many(Drop::UnknownSpi, forgotten);
         for t in transmits {
             send(s, t);
         }
