@@ -99,8 +99,10 @@ pub struct IpsecTable {
     ike_sources: ArcSwap<HashSet<IpAddr>>,
     /// Rung after a request is queued (the control plane's wake-up).
     doorbell: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
-    /// ESP that came before its SA was published (`early_esp.rs`).
-    pub(crate) early: EarlyEsp,
+    /// ESP that came before its SA was published (`early_esp.rs`). Boxed:
+    /// the workers read the fields around this table on every packet, and
+    /// this keeps their layout as it was before it.
+    pub(crate) early: Box<EarlyEsp>,
     /// The inbound SPIs IKE has reserved (`set_reserved_spis`): only ESP
     /// on one of these is kept before its SA.
     reserved_spis: ArcSwap<HashSet<u32>>,

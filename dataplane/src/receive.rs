@@ -286,9 +286,7 @@ impl Receiver {
                 return true;
             }
             Inbound::Refused(reason) => {
-                if self.reading_again || !proto.keep_refused(iface, carrier, from, datagram, reason, self.worker, now) {
-                    iface.refuse(from.0, reason);
-                }
+                self.refused(proto, iface, carrier, from, datagram, reason, now);
                 return true;
             }
         };
@@ -325,6 +323,27 @@ impl Receiver {
         d.items.push(RxItem { at: d.len, len: datagram.len(), opened: Err(Drop::Decryption) });
         d.len += datagram.len();
         true
+    }
+
+    /// A datagram refused before any batch: kept by the protocol to be read
+    /// again, or dropped. Out of line and cold, so that the path of every
+    /// datagram taken stays as small as before keeping existed.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn refused<P: Protocol>(
+        &self,
+        proto: &P,
+        iface: &Interface,
+        carrier: Carrier,
+        from: (SocketAddr, Option<IpAddr>),
+        datagram: &[u8],
+        reason: Drop,
+        now: Time,
+    ) {
+        if self.reading_again || !proto.keep_refused(iface, carrier, from, datagram, reason, self.worker, now) {
+            iface.refuse(from.0, reason);
+        }
     }
 
     /// Roaming on the data path: tells the peer where its packet came from,
