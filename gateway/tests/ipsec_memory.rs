@@ -114,6 +114,25 @@ fn seq_of(p: &[u8]) -> u32 {
     u32::from_be_bytes(p[28..32].try_into().unwrap())
 }
 
+/// Sites 1 and 2 configured at the same moment, each the other's IPsec
+/// peer, 1 initiating, and 2 too when `both`.
+fn configured_together(both: bool) -> (Arc<MemNet>, Site, Site) {
+    let ike = "aes256gcm16-prfsha256-x25519";
+    let net = MemNet::new();
+    let (a, b) = (Site::new(&net, 1), Site::new(&net, 2));
+    let (mut ca, mut cb) = (
+        a.config(&b, Duration::from_secs(3600), ike, "aes256gcm16"),
+        b.config(&a, Duration::from_secs(3600), ike, "aes256gcm16"),
+    );
+    ca.ipsec_peers[0].initiate = true;
+    cb.ipsec_peers[0].initiate = both;
+    std::thread::scope(|s| {
+        s.spawn(|| a.apply(&ca));
+        s.spawn(|| b.apply(&cb));
+    });
+    (net, a, b)
+}
+
 /// Sends packets from `a` to `b` until the first arrives (the SA is up).
 fn wait_for_sa(a: &Site, b: &Site) {
     let deadline = Instant::now() + PATIENCE;
@@ -296,21 +315,9 @@ fn a_wireguard_peer_and_an_ipsec_peer_share_one_interface() {
 /// ends.)
 #[test]
 fn both_ends_initiating_at_once_carry_packets_both_ways() {
-    let ike = "aes256gcm16-prfsha256-x25519";
     let children = |s: &Site| s.gw.ike().unwrap().status(if s.n == 1 { "site2" } else { "site1" }).unwrap().children;
     for _ in 0..8 {
-        let net = MemNet::new();
-        let (a, b) = (Site::new(&net, 1), Site::new(&net, 2));
-        let (mut ca, mut cb) = (
-            a.config(&b, Duration::from_secs(3600), ike, "aes256gcm16"),
-            b.config(&a, Duration::from_secs(3600), ike, "aes256gcm16"),
-        );
-        ca.ipsec_peers[0].initiate = true;
-        cb.ipsec_peers[0].initiate = true;
-        std::thread::scope(|s| {
-            s.spawn(|| a.apply(&ca));
-            s.spawn(|| b.apply(&cb));
-        });
+        let (_net, a, b) = configured_together(true);
         wait_for_sa(&a, &b);
         wait_for_sa(&b, &a);
         stream(&a, &b, 500, Duration::from_micros(200));
@@ -337,21 +344,9 @@ fn both_ends_initiating_at_once_carry_packets_both_ways() {
 /// SPI in about half the tries.
 #[test]
 fn the_first_packets_on_new_sas_are_not_lost_to_the_race_with_ike() {
-    let ike = "aes256gcm16-prfsha256-x25519";
     for both in [true, false] {
         for _ in 0..8 {
-            let net = MemNet::new();
-            let (a, b) = (Site::new(&net, 1), Site::new(&net, 2));
-            let (mut ca, mut cb) = (
-                a.config(&b, Duration::from_secs(3600), ike, "aes256gcm16"),
-                b.config(&a, Duration::from_secs(3600), ike, "aes256gcm16"),
-            );
-            ca.ipsec_peers[0].initiate = true;
-            cb.ipsec_peers[0].initiate = both;
-            std::thread::scope(|s| {
-                s.spawn(|| a.apply(&ca));
-                s.spawn(|| b.apply(&cb));
-            });
+            let (_net, a, b) = configured_together(both);
             a.host.send(0, [packet(1, 2, 7, 100)]);
             b.host.send(0, [packet(2, 1, 9, 100)]);
             let (mut at_b, mut at_a) = (None, None);
