@@ -29,12 +29,13 @@
 //! of its SPI whichever comes first, the keeping or the publication
 //! (`IpsecTable::keep_early` looks at the SPI table after keeping).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use causeway_wireguard::Time;
 
 use crate::doorbell::Doorbell;
@@ -43,6 +44,9 @@ use crate::session::Carrier;
 /// The most datagrams kept at once, for all peers: a few round trips' worth
 /// of a peer's first packets, and a bound on what a peer sending a flood
 /// on an SPI we offered can cost; beyond it they are dropped as before.
+/// (Released datagrams a worker could not yet read again, for want of
+/// batch buffers, wait in that worker and no longer count here; each
+/// was kept once, so they are bounded by this too, per release.)
 pub(crate) const MAX_KEPT: usize = 64;
 /// The most datagrams kept for one SPI, so that the first packets of one
 /// SA leave room for those of others negotiated at the same time.
@@ -75,6 +79,11 @@ pub(crate) struct EarlyEsp {
     released_for: AtomicU64,
     /// The workers' doorbells, in index order.
     bells: Mutex<Vec<Arc<Doorbell>>>,
+    /// The inbound SPIs IKE reserves (`set_reserved`): only ESP on one of
+    /// these is kept. Read without a lock to refuse the rest at once, and
+    /// again under `kept`'s lock before keeping, so a datagram is never
+    /// kept for an SPI let go after `set_reserved` forgot its others.
+    reserved: ArcSwap<HashSet<u32>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,7 +99,23 @@ impl EarlyEsp {
         lock(&self.bells).push(bell);
     }
 
-    /// Keeps `datagram` for SA `spi` if there is room; returns whether it
+    /// Whether IKE reserves `spi`, without a lock.
+    pub(crate) fn is_reserved(&self, spi: u32) -> bool {
+        self.reserved.load().contains(&spi)
+    }
+
+    /// Takes the SPIs IKE reserves now, and drops the datagrams kept, and
+    /// not yet released, for SPIs it no longer does; returns how many.
+    pub(crate) fn set_reserved(&self, spis: HashSet<u32>) -> usize {
+        self.reserved.store(Arc::new(spis));
+        let reserved = self.reserved.load();
+        let mut kept = lock(&self.kept);
+        let before = kept.len();
+        kept.retain(|k| k.released || reserved.contains(&k.spi));
+        before - kept.len()
+    }
+
+    /// Keeps `datagram` for SA `spi` if IKE reserves it and there is room; returns whether it
     /// was kept, and how many datagrams kept before went unclaimed past
     /// `KEPT_FOR` (dropped now; the caller counts them).
     #[allow(clippy::too_many_arguments)]
@@ -108,7 +133,7 @@ impl EarlyEsp {
         kept.retain(|k| k.released || now.saturating_since(k.at) < KEPT_FOR);
         let expired = before - kept.len();
         let full = kept.len() >= MAX_KEPT || kept.iter().filter(|k| k.spi == spi).count() >= MAX_KEPT_PER_SPI;
-        if full || datagram.len() > MAX_KEPT_LEN {
+        if full || datagram.len() > MAX_KEPT_LEN || !self.is_reserved(spi) {
             return (false, expired);
         }
         kept.push_back(Kept { spi, from, carrier, bytes: datagram.to_vec(), at: now, reader, released: false });
@@ -145,15 +170,6 @@ impl EarlyEsp {
         self.released_for.load(Ordering::Acquire) & bit(reader) != 0
     }
 
-    /// Drops the datagrams kept, and not yet released, for SPIs `reserved`
-    /// no longer holds; returns how many.
-    pub(crate) fn forget_unless(&self, reserved: impl Fn(u32) -> bool) -> usize {
-        let mut kept = lock(&self.kept);
-        let before = kept.len();
-        kept.retain(|k| k.released || reserved(k.spi));
-        before - kept.len()
-    }
-
     /// Takes the released datagrams `reader` read, in the order they came.
     pub(crate) fn take_released(&self, reader: usize) -> Vec<Kept> {
         let mut kept = lock(&self.kept);
@@ -188,13 +204,20 @@ mod tests {
         unsafe { libc::poll(&mut p, 1, 0) == 1 }
     }
 
+    /// An `EarlyEsp` with `spis` reserved.
+    fn reserving(spis: &[u32]) -> EarlyEsp {
+        let early = EarlyEsp::default();
+        assert_eq!(early.set_reserved(spis.iter().copied().collect()), 0);
+        early
+    }
+
     fn from(n: u8) -> (SocketAddr, Option<IpAddr>) {
         (SocketAddr::from(([198, 18, 0, n], 4500)), None)
     }
 
     #[test]
     fn a_release_hands_back_only_that_spis_datagrams_to_their_readers_and_wakes_them() {
-        let early = EarlyEsp::default();
+        let early = reserving(&[0x100, 0x200]);
         let bells: Vec<Arc<Doorbell>> = (0..2).map(|_| Arc::new(Doorbell::new().unwrap())).collect();
         bells.iter().for_each(|b| early.register_bell(b.clone()));
         let t = Time::from_secs(5);
@@ -217,7 +240,7 @@ mod tests {
 
     #[test]
     fn kept_datagrams_are_bounded_in_count_size_and_time() {
-        let early = EarlyEsp::default();
+        let early = reserving(&[1, 0x100, 0x200, 0x300, 0x1001, 0x1002, 0x1003, 0x2000]);
         let t = Time::from_secs(5);
         assert_eq!(early.keep(1, from(2), Carrier::RawEsp, &vec![0; MAX_KEPT_LEN + 1], 0, t), (false, 0));
         for _ in 0..MAX_KEPT_PER_SPI {
@@ -244,14 +267,17 @@ mod tests {
     }
 
     #[test]
-    fn datagrams_of_an_spi_ike_let_go_are_dropped_unless_released() {
-        let early = EarlyEsp::default();
+    fn only_reserved_spis_are_kept_and_those_let_go_are_dropped_unless_released() {
+        let early = reserving(&[0x100, 0x200, 0x300]);
         let t = Time::from_secs(5);
+        assert_eq!(early.keep(0x400, from(2), Carrier::EspInUdp, &[0; 40], 0, t), (false, 0), "not reserved");
         for spi in [0x100, 0x200, 0x300] {
-            early.keep(spi, from(2), Carrier::EspInUdp, &[0; 40], 0, t);
+            assert!(early.keep(spi, from(2), Carrier::EspInUdp, &[0; 40], 0, t).0);
         }
         early.release(0x300);
-        assert_eq!(early.forget_unless(|spi| spi == 0x200), 1, "0x100's; 0x300's is released");
+        assert_eq!(early.set_reserved([0x200].into()), 1, "0x100's; 0x300's is released");
+        assert!(!early.is_reserved(0x100));
+        assert_eq!(early.keep(0x100, from(2), Carrier::EspInUdp, &[0; 40], 0, t), (false, 0), "let go");
         assert_eq!(early.take_released(0).len(), 1);
         assert_eq!(early.len(), 1);
     }

@@ -500,7 +500,7 @@ mod tests {
         let from_peer = wan_socket(&net, "198.18.0.1:4500".parse().unwrap());
         let esp = |spi: u32, seq: u32| crate::child_sa::sealed_for_tests(spi, &inner([10, 2, 2, 9], 100), 4, seq);
         let unknown = || b.0.counters.get(Drop::UnknownSpi);
-        assert_eq!(b.0.ipsec.set_reserved_spis(&[0x100, 0x300, 0x400, 0x500].into()), 0);
+        assert_eq!(b.0.ipsec.set_reserved_spis([0x100, 0x300, 0x400, 0x500].into()), 0);
 
         from_peer.send(gateway, None, &esp(0x600, 1), None).unwrap();
         until("the datagram on an SPI not reserved dropped", || unknown() == 1);
@@ -515,7 +515,7 @@ mod tests {
         // IKE lets 0x400 go (its negotiation failed): dropped and told.
         from_peer.send(gateway, None, &esp(0x400, 1), None).unwrap();
         until("kept", || b.0.ipsec.early.len() == 1);
-        assert_eq!(b.0.ipsec.set_reserved_spis(&[0x100, 0x300, 0x500].into()), 1);
+        assert_eq!(b.0.ipsec.set_reserved_spis([0x100, 0x300, 0x500].into()), 1);
         assert_eq!(b.0.ipsec.early.len(), 0);
 
         // Unclaimed past KEPT_FOR: counted when the next one is kept.

@@ -99,13 +99,10 @@ pub struct IpsecTable {
     ike_sources: ArcSwap<HashSet<IpAddr>>,
     /// Rung after a request is queued (the control plane's wake-up).
     doorbell: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
-    /// ESP that came before its SA was published (`early_esp.rs`). Boxed:
-    /// the workers read the fields around this table on every packet, and
-    /// this keeps their layout as it was before it.
+    /// ESP that came before its SA was published (`early_esp.rs`), with
+    /// the SPIs IKE reserves. Boxed, to keep the table small: it sits in
+    /// the interface among fields every packet reads.
     pub(crate) early: Box<EarlyEsp>,
-    /// The inbound SPIs IKE has reserved (`set_reserved_spis`): only ESP
-    /// on one of these is kept before its SA.
-    reserved_spis: ArcSwap<HashSet<u32>>,
 }
 
 impl IpsecTable {
@@ -233,12 +230,8 @@ impl IpsecTable {
     /// the IKE messages offering new ones leave. Returns how many kept
     /// datagrams were dropped because their SPI is no longer reserved
     /// (its negotiation failed or its SA went): the caller counts them.
-    pub fn set_reserved_spis(&self, spis: &HashSet<u32>) -> usize {
-        if **self.reserved_spis.load() == *spis {
-            return 0;
-        }
-        self.reserved_spis.store(Arc::new(spis.clone()));
-        self.early.forget_unless(|spi| spis.contains(&spi))
+    pub fn set_reserved_spis(&self, spis: HashSet<u32>) -> usize {
+        self.early.set_reserved(spis)
     }
 
     /// Keeps an ESP datagram on SPI `spi`, which no SA has, if IKE has
@@ -259,7 +252,7 @@ impl IpsecTable {
         reader: usize,
         now: causeway_wireguard::Time,
     ) -> (bool, usize) {
-        if !self.reserved_spis.load().contains(&spi) {
+        if !self.early.is_reserved(spi) {
             return (false, 0);
         }
         let (kept, expired) = self.early.keep(spi, from, carrier, datagram, reader, now);

@@ -370,7 +370,7 @@ pub fn run<T: Tun>(iface: Arc<Interface>, index: usize, tun: T, bell: Arc<Doorbe
             gone();
             break;
         }
-        if iface.ipsec.early.released_for(index) && w.read_kept(&*sock).is_err() {
+        if iface.ipsec.early.released_for(index) && !w.receiver.is_stalled() && w.read_kept(&*sock).is_err() {
             gone();
             break;
         }

@@ -113,6 +113,9 @@ struct Shared {
     /// Child SAs IKE deleted after a rekey replaced them, still opening
     /// until their time.
     retired: Retired<Arc<ChildSa>>,
+    /// The core's `reserved_spis_in_version` last handed to the data plane
+    /// (`flush::hand_over_reserved_spis`); None before the first.
+    reserved_spis_version: Mutex<Option<u64>>,
 }
 
 /// The IKE thread of an interface, and the handle the rest of the control
@@ -147,6 +150,7 @@ impl Ike {
             stop: AtomicBool::new(false),
             keylog: keylog::requested(),
             retired: Retired::default(),
+            reserved_spis_version: Mutex::new(None),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new().name("cw-ike".into()).spawn(move || run(&s))?;

@@ -389,10 +389,10 @@ impl Endpoint {
         self.io.ike_spis.remove(&spi);
         if let Some(sa) = self.sas.remove(&spi) {
             for c in &sa.children {
-                self.io.spis_in.remove(&c.spi_in);
+                self.io.free_spi_in(c.spi_in);
             }
             if let Some(s) = sa.pending.as_ref().and_then(|p| p.req.reserved_spi()) {
-                self.io.spis_in.remove(&s);
+                self.io.free_spi_in(s);
             }
             if let Some(Req::RekeyIke(r)) = sa.pending.as_ref().map(|p| &p.req) {
                 self.io.ike_spis.remove(&r.spi);
@@ -472,6 +472,12 @@ impl Endpoint {
     /// one before the peer uses it.
     pub fn reserved_spis_in(&self) -> &std::collections::HashSet<u32> {
         &self.io.spis_in
+    }
+
+    /// Grows whenever `reserved_spis_in` changes, so a caller can copy the
+    /// set only then.
+    pub fn reserved_spis_in_version(&self) -> u64 {
+        self.io.spis_in_version
     }
 
     /// IKE messages dropped so far, by reason (`drops.rs`): interface-wide,

@@ -177,7 +177,7 @@ pub(crate) fn on_auth_response(
 ) -> Vec<Effect> {
     let cfg = &peer.cfg;
     let fail = |sa: &mut IkeSa, io: &mut Io, reason: Failure| {
-        io.spis_in.remove(&spi_in);
+        io.free_spi_in(spi_in);
         io.fail(&sa.peer, reason);
         sa.state = SaState::Dead;
         vec![Effect::Destroy]
@@ -232,7 +232,7 @@ pub(crate) fn on_auth_response(
             install_child(sa, cfg, io, now, keys, esp.dh, tsi, tsr, None, ChildSend::Now);
         }
         Err(reason) => {
-            io.spis_in.remove(&spi_in);
+            io.free_spi_in(spi_in);
             io.fail(&sa.peer, reason);
             // A child SA in the answer is one the peer made: refused here,
             // it is deleted there too.

@@ -22,7 +22,7 @@ fn child_down(sa: &mut IkeSa, io: &mut Io, c: &ChildSa) {
     for x in sa.children.iter_mut().filter(|x| x.replaces == Some(c.spi_in)) {
         x.replaces = None;
     }
-    io.spis_in.remove(&c.spi_in);
+    io.free_spi_in(c.spi_in);
     io.events.push_back(Event::ChildDown { peer: sa.peer.clone(), spi_in: c.spi_in, spi_out: c.spi_out });
 }
 

@@ -21,8 +21,12 @@ pub(crate) struct Io {
     pub transmits: VecDeque<Transmit>,
     pub events: VecDeque<Event>,
     pub failures: HashMap<PeerId, Failure>,
-    /// Our inbound ESP SPIs in use or offered.
+    /// Our inbound ESP SPIs in use or offered. Changed only through
+    /// `new_spi_in` and `free_spi_in`, which count the changes.
     pub spis_in: HashSet<u32>,
+    /// How many times `spis_in` changed: what tells the driver to hand it
+    /// to the data plane again (`Endpoint::reserved_spis_in`).
+    pub spis_in_version: u64,
     /// Our IKE SPIs in use or offered (the keys of `Endpoint::sas`).
     pub ike_spis: HashSet<u64>,
     /// Here rather than on the endpoint: the exchanges, which see only an
@@ -38,6 +42,7 @@ impl Io {
             events: VecDeque::new(),
             failures: HashMap::new(),
             spis_in: HashSet::new(),
+            spis_in_version: 0,
             ike_spis: HashSet::new(),
             drops: Drops::default(),
         }
@@ -57,7 +62,15 @@ impl Io {
         let used = &self.spis_in;
         let s = spi::new_esp_spi(&mut *self.rng, |s| used.contains(&s));
         self.spis_in.insert(s);
+        self.spis_in_version += 1;
         s
+    }
+
+    /// Frees one of our inbound ESP SPIs (its SA or its offer is gone).
+    pub(crate) fn free_spi_in(&mut self, spi: u32) {
+        if self.spis_in.remove(&spi) {
+            self.spis_in_version += 1;
+        }
     }
 
     /// A fresh IKE SPI of ours, reserved until freed.
@@ -72,5 +85,23 @@ impl Io {
         let mut v = vec![0u8; n];
         self.rng.fill_bytes(&mut v);
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inbound_spis_version_moves_with_every_change_and_only_then() {
+        let mut io = Io::new(Box::new(rand_core::OsRng));
+        let a = io.new_spi_in();
+        let b = io.new_spi_in();
+        assert_eq!(io.spis_in_version, 2);
+        io.free_spi_in(a);
+        assert_eq!(io.spis_in_version, 3);
+        io.free_spi_in(a);
+        assert_eq!(io.spis_in_version, 3, "freeing one not held changes nothing");
+        assert_eq!(io.spis_in, [b].into());
     }
 }

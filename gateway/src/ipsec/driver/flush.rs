@@ -1,13 +1,13 @@
 //! Handing the IKE core's work to the network and the data plane, after
 //! every message it handled (so what is queued is one message's work):
 //!
-//! 1. take the datagrams and events the core queued;
+//! 1. take the datagrams and events the core queued, and tell the data
+//!    plane the inbound SPIs the core now reserves, before any message
+//!    offering one leaves (`hand_over_reserved_spis`);
 //! 2. check and convert each new child SA, and publish its inbound half
 //!    in the data plane (`prepare_child`);
 //! 3. apply the events that move sending away from an SA whose Delete is
 //!    among the datagrams (`before_send`), as long as they lead the list;
-//!    tell the data plane the inbound SPIs the core now reserves, so it
-//!    keeps the peer's ESP on a new one that overtakes the answer;
 //! 4. send the datagrams: port 500 from the IKE socket, port 4500 from the
 //!    data plane's, behind the non-ESP marker;
 //! 5. apply the other events (`driver::apply`): a new SA's sending, SAs
@@ -36,6 +36,28 @@ use causeway_ikev2::{ChildSend, Event, Transmit};
 
 use super::{apply, convert, lock, raw_esp_reaches, Shared};
 
+/// Gives the data plane the inbound SPIs the core reserves now, when they
+/// changed: before a message offering a new one leaves (the peer may send
+/// on it before its answer is handled here, and the data plane keeps ESP
+/// on reserved SPIs only, `early_esp.rs`), and when one was let go (what
+/// was kept for it is dropped and counted). The set is copied out, so the
+/// core's lock is not held while the data plane takes it.
+fn hand_over_reserved_spis(s: &Shared) {
+    let changed = {
+        let core = lock(&s.core);
+        let version = core.reserved_spis_in_version();
+        let mut last = lock(&s.reserved_spis_version);
+        (*last != Some(version)).then(|| {
+            *last = Some(version);
+            core.reserved_spis_in().clone()
+        })
+    };
+    if let Some(spis) = changed {
+        let forgotten = s.iface.ipsec.set_reserved_spis(spis);
+        s.iface.counters.count_many(Drop::UnknownSpi, forgotten);
+    }
+}
+
 /// Sends what the core wants sent and applies its events, until neither
 /// is left: applying an event can queue more (a child SA the data plane
 /// could not install is deleted, with the peer told).
@@ -43,6 +65,7 @@ pub(super) fn flush(s: &Shared) {
     loop {
         let transmits: Vec<Transmit> = std::iter::from_fn(|| lock(&s.core).poll_transmit()).collect();
         let events: Vec<Event> = std::iter::from_fn(|| lock(&s.core).poll_event()).collect();
+        hand_over_reserved_spis(s);
         if transmits.is_empty() && events.is_empty() {
             return;
         }
@@ -57,11 +80,6 @@ pub(super) fn flush(s: &Shared) {
         for (e, sa) in take_early(&mut late) {
             apply(s, e, sa);
         }
-        // Before a message offering a new inbound SPI leaves: the peer may
-        // send on it before its answer is handled here, and the data plane
-        // keeps ESP on reserved SPIs only (`early_esp.rs`).
-        let forgotten = s.iface.ipsec.set_reserved_spis(lock(&s.core).reserved_spis_in());
-        s.iface.counters.count_many(Drop::UnknownSpi, forgotten);
         for t in transmits {
             send(s, t);
         }

@@ -59,7 +59,7 @@ pub(crate) fn on_child_rekey_response(
 ) -> Vec<Effect> {
     let cfg = &peer.cfg;
     let give_up = |sa: &mut IkeSa, io: &mut Io, reason: Option<Failure>| {
-        io.spis_in.remove(&r.spi_in);
+        io.free_spi_in(r.spi_in);
         if let Some(reason) = reason {
             io.fail(&sa.peer, reason);
         }
@@ -75,10 +75,10 @@ pub(crate) fn on_child_rekey_response(
     if let Some(e) = error_notify(p) {
         let reason = match e {
             n::CHILD_SA_NOT_FOUND => {
-                io.spis_in.remove(&r.spi_in);
+                io.free_spi_in(r.spi_in);
                 if let Some(i) = sa.children.iter().position(|c| c.spi_in == r.old) {
                     let c = sa.children.remove(i);
-                    io.spis_in.remove(&c.spi_in);
+                    io.free_spi_in(c.spi_in);
                     io.events.push_back(Event::ChildDown {
                         peer: sa.peer.clone(),
                         spi_in: c.spi_in,
@@ -99,7 +99,7 @@ pub(crate) fn on_child_rekey_response(
                 match (ours, child) {
                     // Asked once for a group we offer: again at once, in it.
                     (Some(g), Some(c)) if c.rekey_group.is_none() && Some(g) != sent && c.collision.is_none() => {
-                        io.spis_in.remove(&r.spi_in);
+                        io.free_spi_in(r.spi_in);
                         c.rekey_group = Some(g);
                         c.retiring = false;
                         c.rekey_at = now;

@@ -195,7 +195,7 @@ pub(crate) fn answer_child(
     let spi_in = io.new_spi_in();
     answer.spi = spi_in.to_be_bytes().to_vec();
     let Some(km) = keymat(sa, esp.cipher, shared.as_ref().map(|s| s.as_slice()), ni, &nr) else {
-        io.spis_in.remove(&spi_in);
+        io.free_spi_in(spi_in);
         refuse(sa, io, id, n::TEMPORARY_FAILURE, Vec::new());
         return None;
     };

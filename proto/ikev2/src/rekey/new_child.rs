@@ -85,7 +85,7 @@ pub(crate) fn on_response(
     let cfg = &peer.cfg;
     let offered = || format!("{} === {}", describe_ts(&cfg.local_ts), describe_ts(&cfg.remote_ts));
     let fail = |sa: &IkeSa, io: &mut Io, reason: Option<Failure>| {
-        io.spis_in.remove(&r.spi_in);
+        io.free_spi_in(r.spi_in);
         if let Some(reason) = reason {
             io.fail(&sa.peer, reason);
         }
