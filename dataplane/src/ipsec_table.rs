@@ -238,11 +238,11 @@ impl IpsecTable {
     /// reserved that SPI (`early_esp.rs`): ESP on an SPI of no SA and of no
     /// negotiation (a peer's SA from before a restart, a forgery) is
     /// dropped at once. Returns whether it was kept and how many kept
-    /// before went unclaimed. The SPI table is
-    /// looked at again after keeping: an SA published between the worker's
-    /// lookup and the keeping released nothing, so the datagram is
-    /// released here (`insert_sa` publishes, then releases under the
-    /// kept datagrams' lock; this keeps under that lock, then looks).
+    /// before went unclaimed. The SPI table is looked at again after
+    /// keeping: an SA published between the worker's lookup and the
+    /// keeping released nothing, so the datagram is released here
+    /// (`insert_sa` publishes, then releases under the kept datagrams'
+    /// lock; this keeps under that lock, then looks).
     pub(crate) fn keep_early(
         &self,
         spi: u32,

@@ -7,9 +7,10 @@
 //!    handled at once (`Protocol::handle_control`, after the data read
 //!    before them is queued); one it refuses may be kept to be read again
 //!    later (`Protocol::keep_refused`: ESP before its SA, `early_esp.rs`,
-//!    read again by `Receiver::read_again`); data is copied into a batch of one session
-//!    and source (`batch.rs`), which joins the peer's receive queue in
-//!    arrival order (`submit`, `ordered.rs`) and becomes a job (`jobs.rs`).
+//!    read again by `Receiver::read_again`); data is copied into a batch
+//!    of one session and source (`batch.rs`), which joins the peer's
+//!    receive queue in arrival order (`submit`, `ordered.rs`) and becomes
+//!    a job (`jobs.rs`).
 //! 3. `open_batch`: any worker opens the batch in place (`Session::open`)
 //!    and marks it done.
 //! 4. `Receiver::deliver_batch`: the drainer of the peer's queue, in
