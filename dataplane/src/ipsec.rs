@@ -132,7 +132,7 @@ impl Protocol for Ipsec {
         }
     }
 
-    /// ESP on an unknown SPI from a peer's address may be for an SA about
+    /// ESP on an unknown SPI that IKE has reserved may be for an SA about
     /// to be published (`early_esp.rs`).
     fn keep_refused(
         &self,
